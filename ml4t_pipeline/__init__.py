@@ -1,0 +1,1 @@
+"""ml4t pipeline: the Dagster code location around the ``engine`` backtester."""

@@ -1,0 +1,39 @@
+"""The Dagster code location: one ``Definitions`` object (``dagster dev`` reads workspace.yaml)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ml4t_pipeline.defs import assets_backtest, assets_data
+from ml4t_pipeline.defs.io_managers import Ml4tIOManager, default_storage_dir
+from ml4t_pipeline.defs.jobs import experiment_job
+from ml4t_pipeline.defs.resources import ExperimentsResource, default_configs_dir
+from ml4t_pipeline.defs.sensors import experiment_configs_sensor
+
+ASSET_MODULES = (assets_data, assets_backtest)
+
+
+def build_definitions(
+    *, configs_dir: str | None = None, storage_dir: str | None = None
+) -> dg.Definitions:
+    """Build the code location's definitions.
+
+    Parameters
+    ----------
+    configs_dir : str, optional
+        Folder of experiment YAML files (default: ``$ML4T_CONFIGS_DIR`` or ``./configs``).
+    storage_dir : str, optional
+        Where asset values are stored (default: ``$ML4T_STORAGE_DIR`` or ``./.ml4t_storage``).
+    """
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules(list(ASSET_MODULES)),
+        jobs=[experiment_job],
+        sensors=[experiment_configs_sensor],
+        resources={
+            "experiments": ExperimentsResource(configs_dir=configs_dir or default_configs_dir()),
+            "io_manager": Ml4tIOManager(base_dir=storage_dir or default_storage_dir()),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""Dagster wiring only: assets, checks, resources, jobs and sensors, one kind per file."""

@@ -1,0 +1,226 @@
+"""Backtest assets: the engine run and its outputs (trades, portfolio states, metrics, report).
+
+The ``backtest`` asset builds the engine's inputs from the prepared panel and context, runs
+:class:`engine.BacktestEngine` with the experiment's strategy, risk rules and execution settings,
+and stores every output table. The downstream assets split, check and summarise them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+import engine
+from ml4t_pipeline.config import ExperimentConfig
+from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table, metrics_metadata
+from ml4t_pipeline.defs.partitions import experiments_partitions
+from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.lib import reconcile
+from ml4t_pipeline.lib import report as report_lib
+from ml4t_pipeline.lib.lineage import code_version, frame_content_hash
+
+GROUP = "backtest"
+_NON_VALUE_COLUMNS = {"timestamp", "symbol", "available_at", "model_trained_at"}
+
+
+def value_columns(frame: pl.DataFrame) -> list[str]:
+    """Numeric value columns of a signals/features/context table (keys and times excluded)."""
+    return [
+        name
+        for name, dtype in frame.schema.items()
+        if name not in _NON_VALUE_COLUMNS and dtype.is_numeric()
+    ]
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    panel: pl.DataFrame,
+    context: pl.DataFrame,
+    signal_columns: list[str],
+    indicator_columns: list[str],
+) -> engine.BacktestResult:
+    """Run the engine for one experiment on prepared frames (no Dagster needed)."""
+    context_columns = value_columns(context)
+    data = engine.MarketData.from_frame(
+        panel,
+        signal_columns=signal_columns,
+        indicator_columns=indicator_columns,
+        context=context,
+        context_columns=context_columns,
+    )
+    rules = [engine.build_rule(dict(spec)) for spec in cfg.risk_rules]
+    execution = engine.ExecutionConfig(
+        fill=cfg.execution.fill,
+        commission=engine.build_commission(dict(cfg.execution.commission)),
+        slippage=engine.build_slippage(dict(cfg.execution.slippage)),
+        initial_cash=cfg.execution.initial_cash,
+        fractional_shares=cfg.execution.fractional_shares,
+        allow_short=cfg.execution.allow_short,
+    )
+    bt = engine.BacktestEngine(
+        data,
+        engine.build_strategy(cfg.strategy.engine_spec()),
+        risk_manager=engine.RiskManager(rules) if rules else None,
+        config=execution,
+    )
+    return bt.run()
+
+
+@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"numpy"})
+def backtest(
+    context: dg.AssetExecutionContext,
+    experiments: ExperimentsResource,
+    market_panel: pl.DataFrame,
+    market_context: pl.DataFrame,
+    signals: pl.DataFrame,
+    features: pl.DataFrame,
+) -> dg.Output[dict[str, pl.DataFrame]]:
+    """Run the event-driven engine; store its trades, portfolio states, fills and rejections."""
+    cfg = experiments.load(context.partition_key)
+    result = run_experiment(
+        cfg, market_panel, market_context, value_columns(signals), value_columns(features)
+    )
+    tables = {
+        "trades": result.trades,
+        "portfolio_states": result.portfolio_states,
+        "fills": result.fills,
+        "rejections": result.rejections,
+    }
+    meta: dict[str, Any] = {
+        "config_hash": dg.MetadataValue.text(cfg.config_hash()),
+        "code_version": dg.MetadataValue.text(code_version()),
+        "signals_version": dg.MetadataValue.text(frame_content_hash(signals)),
+        "n_fills": dg.MetadataValue.int(result.fills.height),
+        "n_trades": dg.MetadataValue.int(result.trades.height),
+        "n_rejections": dg.MetadataValue.int(result.rejections.height),
+        "bar_events": dg.MetadataValue.int(market_panel.height),
+    }
+    return dg.Output(tables, metadata=meta)
+
+
+@dg.asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    kinds={"polars"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "trades_entered_after_signal_available",
+            asset="trades",
+            blocking=True,
+            description="Every trade's entry fill and decision bar are at or after the "
+            "available_at of the signal the strategy acted on.",
+        )
+    ],
+)
+def trades(backtest: dict[str, pl.DataFrame], market_panel: pl.DataFrame) -> Iterator[Any]:
+    """One row per round trip (entry/exit time and price, costs, exit_reason, P&L, MFE/MAE)."""
+    frame = backtest["trades"]
+    late = reconcile.entries_before_signal_available(frame, market_panel)
+    yield dg.Output(frame, metadata=frame_metadata(frame))
+    yield dg.AssetCheckResult(
+        check_name="trades_entered_after_signal_available",
+        passed=late.height == 0,
+        metadata={
+            "n_violations": dg.MetadataValue.int(late.height),
+            "first_offending_rows": dg.MetadataValue.md(markdown_table(late, 20)),
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    kinds={"polars"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "equity_equals_cash_plus_marked_positions",
+            asset="portfolio_states",
+            blocking=True,
+            description="At every bar, equity = cash + Σ quantity × close, with positions "
+            "rebuilt independently from the fills and closes taken from the panel.",
+        )
+    ],
+)
+def portfolio_states(
+    context: dg.AssetExecutionContext,
+    experiments: ExperimentsResource,
+    backtest: dict[str, pl.DataFrame],
+    market_panel: pl.DataFrame,
+) -> Iterator[Any]:
+    """One row per bar: equity, cash, positions value, leverage, positions, return, drawdown."""
+    cfg = experiments.load(context.partition_key)
+    frame = backtest["portfolio_states"]
+    bad = reconcile.equity_mismatches(
+        frame, backtest["fills"], market_panel, initial_cash=cfg.execution.initial_cash
+    )
+    yield dg.Output(frame, metadata=frame_metadata(frame))
+    yield dg.AssetCheckResult(
+        check_name="equity_equals_cash_plus_marked_positions",
+        passed=bad.height == 0,
+        metadata={
+            "n_violations": dg.MetadataValue.int(bad.height),
+            "first_offending_bars": dg.MetadataValue.md(markdown_table(bad, 20)),
+        },
+    )
+
+
+@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"python"})
+def metrics(
+    context: dg.AssetExecutionContext,
+    experiments: ExperimentsResource,
+    portfolio_states: pl.DataFrame,
+    trades: pl.DataFrame,
+) -> dg.Output[dict[str, Any]]:
+    """Headline metrics (total return, CAGR, Sharpe, max drawdown, win rate, trades...)."""
+    cfg = experiments.load(context.partition_key)
+    values = engine.compute_metrics(
+        portfolio_states,
+        trades,
+        periods_per_year=cfg.reporting.periods_per_year,
+        risk_free_rate=cfg.reporting.risk_free_rate,
+    )
+    values = {k: (float(v) if isinstance(v, float) else v) for k, v in values.items()}
+    png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
+    meta = metrics_metadata(values) | {
+        "config_hash": dg.MetadataValue.text(cfg.config_hash()),
+        "equity_curve": dg.MetadataValue.md(report_lib.png_markdown(png)),
+    }
+    return dg.Output(values, metadata=meta)
+
+
+@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"html"})
+def performance_report(
+    context: dg.AssetExecutionContext,
+    experiments: ExperimentsResource,
+    metrics: dict[str, Any],
+    portfolio_states: pl.DataFrame,
+    trades: pl.DataFrame,
+    signals: pl.DataFrame,
+) -> dg.Output[str]:
+    """Self-contained HTML report: headline metrics, equity and drawdown, trades by exit reason."""
+    cfg = experiments.load(context.partition_key)
+    lineage = {
+        "experiment": cfg.name,
+        "config_hash": cfg.config_hash(),
+        "config_file": str(experiments.config_path(context.partition_key)),
+        "signals_version": frame_content_hash(signals),
+        "code_version": code_version(),
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+    html = report_lib.render_report_html(
+        title=cfg.reporting.title or f"ml4t experiment: {cfg.name}",
+        metrics=metrics,
+        portfolio_states=portfolio_states,
+        trades=trades,
+        lineage=lineage,
+    )
+    png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
+    meta = metrics_metadata(metrics) | {
+        "equity_and_drawdown": dg.MetadataValue.md(report_lib.png_markdown(png)),
+        "lineage": dg.MetadataValue.json(lineage),
+    }
+    return dg.Output(html, metadata=meta)

@@ -1,0 +1,249 @@
+"""Data assets: raw prices → validated prices (+ quarantine) → features, context, signals → panel.
+
+Every asset is partitioned by experiment (the partition key is the experiment file's stem).
+Assets are thin: they load the experiment config, call ``ml4t_pipeline.lib`` and report metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from ml4t_pipeline.config import DEMO_PRICES, FileSignalsConfig, resolve_data_path
+from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table, pandera_descriptions
+from ml4t_pipeline.defs.partitions import experiments_partitions
+from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.lib import context as context_lib
+from ml4t_pipeline.lib import features as features_lib
+from ml4t_pipeline.lib import io as io_lib
+from ml4t_pipeline.lib import panel as panel_lib
+from ml4t_pipeline.lib import schemas, timing
+from ml4t_pipeline.lib import signals as signals_lib
+from ml4t_pipeline.lib.lineage import file_content_hash, frame_content_hash
+
+GROUP = "data"
+MAX_LISTED_ROWS = 20
+
+
+@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"polars"})
+def prices_raw(
+    context: dg.AssetExecutionContext, experiments: ExperimentsResource
+) -> dg.Output[pl.DataFrame]:
+    """Daily OHLCV as read from the experiment's source, in the prices contract, unvalidated.
+
+    ``prices: demo`` reads bokeh-sampledata's real daily stocks (split- and dividend-adjusted with
+    their adjusted close); anything else is a Parquet/CSV file or folder under ``ML4T_DATA_ROOT``.
+    Nothing is dropped here; a ``symbols`` list in the config restricts the universe explicitly.
+    The data version is the content hash of the source.
+    """
+    cfg = experiments.load(context.partition_key)
+    if cfg.data.prices == DEMO_PRICES:
+        frame = io_lib.load_demo_prices()
+        source, version = "bokeh-sampledata (package)", frame_content_hash(frame)
+    else:
+        path = resolve_data_path(cfg.data.prices, data_root=experiments.root())
+        frame = io_lib.load_prices_file(path)
+        source, version = str(path), file_content_hash(path)
+    n_all = frame.height
+    if cfg.data.symbols:
+        frame = frame.filter(pl.col("symbol").is_in(cfg.data.symbols))
+    meta = frame_metadata(frame)
+    meta |= {
+        "source": dg.MetadataValue.text(source),
+        "content_hash": dg.MetadataValue.text(version),
+        "rows_outside_configured_universe": dg.MetadataValue.int(n_all - frame.height),
+    }
+    return dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
+
+
+@dg.multi_asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    outs={
+        "prices": dg.AssetOut(
+            description="Validated daily OHLCV (timestamp = bar close, UTC), one row per "
+            "(timestamp, symbol). Under the quarantine policy, invalid rows are left out "
+            "and kept in prices_quarantine.",
+            kinds={"polars"},
+        ),
+        "prices_quarantine": dg.AssetOut(
+            description="Price rows that break a validation rule, every original column kept, "
+            "with `reason` naming each rule broken. Empty when all rows are valid.",
+            kinds={"polars"},
+        ),
+    },
+    check_specs=[
+        dg.AssetCheckSpec(
+            "prices_valid",
+            asset="prices",
+            blocking=True,
+            description="Every price row passes the PricesSchema rules (unique key, OHLC "
+            "consistent, positive prices, non-negative volume, no nulls). Under the quarantine "
+            "policy it passes once the invalid rows are set aside, and lists them.",
+        )
+    ],
+)
+def prices(
+    context: dg.AssetExecutionContext, experiments: ExperimentsResource, prices_raw: pl.DataFrame
+) -> Iterator[Any]:
+    """Validate prices with the pandera schema and apply the invalid-row policy."""
+    cfg = experiments.load(context.partition_key)
+    policy = cfg.data.invalid_rows
+    report = schemas.validate_prices(prices_raw)
+    offending = report.violations.head(MAX_LISTED_ROWS)
+    check_meta = {
+        "policy": dg.MetadataValue.text(policy),
+        "n_violations": dg.MetadataValue.int(report.n_violations),
+        "n_invalid_rows": dg.MetadataValue.int(report.invalid.height),
+        "violations_by_rule": dg.MetadataValue.json(report.summary),
+        "first_offending_rows": dg.MetadataValue.md(markdown_table(offending, MAX_LISTED_ROWS)),
+    }
+    kept = report.valid if policy == "quarantine" else prices_raw
+    descriptions = pandera_descriptions(schemas.PricesSchema)
+    yield dg.Output(
+        kept,
+        output_name="prices",
+        metadata=frame_metadata(kept, descriptions)
+        | {"n_quarantined": dg.MetadataValue.int(prices_raw.height - kept.height)},
+    )
+    yield dg.Output(
+        report.invalid if policy == "quarantine" else report.invalid.clear(),
+        output_name="prices_quarantine",
+        metadata=frame_metadata(report.invalid if policy == "quarantine" else report.invalid.clear())
+        | {"policy": dg.MetadataValue.text(policy)},
+    )
+    yield dg.AssetCheckResult(
+        check_name="prices_valid",
+        asset_key="prices",
+        passed=report.n_violations == 0 or policy == "quarantine",
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=check_meta,
+        description=(
+            "all rows valid"
+            if report.n_violations == 0
+            else f"{report.invalid.height} invalid rows ({policy})"
+        ),
+    )
+
+
+@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"polars"})
+def features(
+    context: dg.AssetExecutionContext, experiments: ExperimentsResource, prices: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
+    """Per-symbol indicators, each known at its bar's close (returns, vol_20, ATR-14, RSI-14...).
+
+    ``features: computed`` computes them with polars window expressions from ``prices``; a path
+    reads a user's features table (timestamp, symbol, Float64 columns).
+    """
+    cfg = experiments.load(context.partition_key)
+    if cfg.data.features == "computed":
+        frame = features_lib.compute_features(prices)
+    else:
+        frame = io_lib.read_table(resolve_data_path(cfg.data.features, data_root=experiments.root()))
+    return dg.Output(frame, metadata=frame_metadata(frame))
+
+
+@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"polars"})
+def market_context(
+    context: dg.AssetExecutionContext, experiments: ExperimentsResource, prices: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
+    """Market-wide values, one row per bar timestamp (never duplicated per symbol).
+
+    ``source: market``: equal-weight market return and its 20-bar volatility from the prices.
+    ``source: vix``: CBOE VIX close, stamped at 16:15 New York and joined backward, so a day's VIX
+    is visible from the next daily bar (no look-ahead).
+    """
+    cfg = experiments.load(context.partition_key).data.context
+    if cfg.source == "market":
+        frame = context_lib.market_context_from_prices(prices)
+    else:
+        if cfg.path is None:
+            raise ValueError(f"data.context.source={cfg.source!r} needs data.context.path")
+        path = resolve_data_path(cfg.path, data_root=experiments.root())
+        raw = io_lib.load_vix(path) if cfg.source == "vix" else io_lib.read_table(path)
+        if cfg.columns:
+            raw = raw.select(["timestamp", *cfg.columns])
+        bars = prices.select("timestamp").unique().sort("timestamp")
+        frame = context_lib.join_context_asof(bars, raw)
+    return dg.Output(frame, metadata=frame_metadata(frame))
+
+
+@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"polars", "sklearn"})
+def signals(
+    context: dg.AssetExecutionContext,
+    experiments: ExperimentsResource,
+    prices: pl.DataFrame,
+    features: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Model scores per (timestamp, symbol) with the time each became available.
+
+    By default a walk-forward scikit-learn model predicts the forward return from the features:
+    expanding window, refit monthly, trained only on labels fully known before the month's first
+    bar. Every row carries ``available_at``. A user's file replaces the model when configured.
+    """
+    cfg = experiments.load(context.partition_key).data
+    if isinstance(cfg.signals, FileSignalsConfig):
+        path = resolve_data_path(cfg.signals.path, data_root=experiments.root())
+        frame = io_lib.read_table(path)
+        if cfg.signals.columns:
+            keep = ["timestamp", "symbol", *cfg.signals.columns]
+            if "available_at" in frame.columns:
+                keep.append("available_at")
+            frame = frame.select(keep)
+        frame = timing.signal_available_at(frame, cfg.signal_available_at)
+        version = file_content_hash(path)
+    else:
+        model = cfg.signals
+        frame = signals_lib.walk_forward_signals(
+            prices,
+            features,
+            list(features_lib.FEATURE_COLUMNS),
+            horizon=model.horizon,
+            retrain=model.retrain,
+            min_train_periods=model.min_train_periods,
+            model=model.model,
+            alpha=model.alpha,
+        )
+        version = frame_content_hash(frame)
+    meta = frame_metadata(frame) | {"content_hash": dg.MetadataValue.text(version)}
+    return dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
+
+
+@dg.asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    kinds={"polars"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "signals_available_before_use",
+            asset="market_panel",
+            blocking=True,
+            description="No bar sees a signal whose available_at is after the bar's close.",
+        )
+    ],
+)
+def market_panel(
+    prices: pl.DataFrame, features: pl.DataFrame, signals: pl.DataFrame
+) -> Iterator[Any]:
+    """Prices × features × signals per (timestamp, symbol): the frame the engine reads.
+
+    Signals are joined as of their availability (backward ``join_asof`` on ``available_at``), so
+    a signal becomes visible at the first bar whose close is at or after its availability.
+    """
+    frame = panel_lib.build_market_panel(prices, features, signals)
+    used = frame.filter(pl.col("signal_available_at").is_not_null()).select(
+        "timestamp", "symbol", pl.col("signal_available_at").alias("available_at")
+    )
+    bad = timing.check_no_lookahead(used)
+    yield dg.Output(frame, metadata=frame_metadata(frame))
+    yield dg.AssetCheckResult(
+        check_name="signals_available_before_use",
+        passed=bad.height == 0,
+        metadata={
+            "n_violations": dg.MetadataValue.int(bad.height),
+            "first_offending_rows": dg.MetadataValue.md(markdown_table(bad, MAX_LISTED_ROWS)),
+        },
+    )

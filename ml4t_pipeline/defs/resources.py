@@ -1,0 +1,60 @@
+"""Resources: where experiment configs live and where data paths resolve."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from ml4t_pipeline.config import DATA_ROOT_ENV, ExperimentConfig, load_config
+
+CONFIGS_ENV = "ML4T_CONFIGS_DIR"
+
+
+def default_configs_dir() -> str:
+    """``$ML4T_CONFIGS_DIR``, else ``configs/`` in the current directory, else the repo's."""
+    env = os.environ.get(CONFIGS_ENV)
+    if env:
+        return env
+    here = Path.cwd() / "configs"
+    if here.is_dir():
+        return str(here)
+    return str(Path(__file__).resolve().parents[2] / "configs")
+
+
+class ExperimentsResource(dg.ConfigurableResource):
+    """Maps an experiment partition key to its validated config.
+
+    Attributes
+    ----------
+    configs_dir : str
+        Folder of experiment YAML files; the partition key is the file stem.
+    data_root : str | None
+        Root for relative data paths; defaults to ``$ML4T_DATA_ROOT``.
+    """
+
+    configs_dir: str
+    data_root: str | None = None
+
+    def config_path(self, key: str) -> Path:
+        """Path of the YAML file for partition ``key`` (``.yaml`` or ``.yml``)."""
+        base = Path(self.configs_dir)
+        for suffix in (".yaml", ".yml"):
+            path = base / f"{key}{suffix}"
+            if path.is_file():
+                return path
+        raise FileNotFoundError(f"experiment {key!r}: no {key}.yaml in {base.resolve()}")
+
+    def load(self, key: str) -> ExperimentConfig:
+        """Load and validate the experiment config for partition ``key``."""
+        return load_config(self.config_path(key))
+
+    def root(self) -> str | None:
+        """The data root relative paths resolve against (None: current directory)."""
+        return self.data_root or os.environ.get(DATA_ROOT_ENV)
+
+    def experiment_keys(self) -> list[str]:
+        """Stems of every ``*.yaml`` / ``*.yml`` file in ``configs_dir``, sorted."""
+        base = Path(self.configs_dir)
+        return sorted({p.stem for p in base.glob("*.y*ml") if p.suffix in (".yaml", ".yml")})

@@ -1,0 +1,71 @@
+"""Lineage helpers: content hashes of files and frames, and the code version.
+
+Every materialization records where its numbers came from: the experiment's config hash, the
+content hash of each input, and the git commit of the code (when the code runs from a checkout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import polars as pl
+
+
+def file_content_hash(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """SHA-256 (first 16 hex digits) of a file's bytes, or of every file under a directory.
+
+    A directory hashes each file's relative path and bytes in sorted order, so a new or changed
+    partition file changes the hash.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as fh:
+            while block := fh.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def frame_content_hash(frame: pl.DataFrame) -> str:
+    """Order-sensitive hash (16 hex digits) of a frame's column names, dtypes and values."""
+    digest = hashlib.sha256()
+    digest.update(repr(frame.schema).encode())
+    if frame.height:
+        row_hashes = frame.hash_rows(seed=0, seed_1=1, seed_2=2, seed_3=3)
+        digest.update(row_hashes.to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def code_version() -> str:
+    """The git commit of the code (with ``-dirty`` for local changes), or ``unknown``."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha

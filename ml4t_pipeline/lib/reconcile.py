@@ -1,0 +1,142 @@
+"""Independent checks of a backtest's outputs, rebuilt from fills and prices with polars.
+
+These functions do not trust the engine's own bookkeeping: positions and cash are rebuilt from
+the fill records, marks from the panel's closes, and the result is compared with what the engine
+reported. They back the asset checks and the integration tests.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def entries_before_signal_available(trades: pl.DataFrame, panel: pl.DataFrame) -> pl.DataFrame:
+    """Trades whose entry used a signal before it was available.
+
+    Parameters
+    ----------
+    trades : pl.DataFrame
+        Engine trades with ``symbol``, ``decision_timestamp`` (the bar whose close produced the
+        entry order) and ``entry_timestamp`` (the bar of the entry fill).
+    panel : pl.DataFrame
+        The market panel with ``timestamp``, ``symbol`` and ``signal_available_at``.
+
+    Returns
+    -------
+    pl.DataFrame
+        The offending trades with the signal's ``signal_available_at``: rows where the signal was
+        missing at the decision bar, became available after the decision bar's close, or where the
+        entry fill precedes the decision. Empty when every entry is honest.
+    """
+    if trades.height == 0:
+        return trades.select("symbol").with_columns(
+            pl.lit(None, pl.Datetime("us", "UTC")).alias("signal_available_at")
+        )
+    lookup = panel.select(
+        pl.col("timestamp").alias("decision_timestamp"),
+        pl.col("symbol").cast(pl.String),
+        "signal_available_at",
+    )
+    joined = trades.select(
+        "trade_id", pl.col("symbol").cast(pl.String), "decision_timestamp", "entry_timestamp"
+    ).join(lookup, on=["decision_timestamp", "symbol"], how="left")
+    return joined.filter(
+        pl.col("signal_available_at").is_null()
+        | (pl.col("signal_available_at") > pl.col("decision_timestamp"))
+        | (pl.col("entry_timestamp") < pl.col("decision_timestamp"))
+    )
+
+
+def rebuild_equity(
+    fills: pl.DataFrame, panel: pl.DataFrame, *, initial_cash: float
+) -> pl.DataFrame:
+    """Rebuild cash, positions value and equity per bar from fills and closes.
+
+    Parameters
+    ----------
+    fills : pl.DataFrame
+        One row per fill: ``timestamp``, ``symbol``, ``quantity`` (signed shares: + buy, − sell),
+        ``price`` (currency per share, after slippage) and ``commission`` (currency).
+    panel : pl.DataFrame
+        ``timestamp``, ``symbol``, ``close`` for every bar.
+    initial_cash : float
+        Starting cash in currency units.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``timestamp``, ``cash``, ``positions_value``, ``equity`` for every timestamp of the panel;
+        a symbol without a bar at t is marked at its last close.
+    """
+    bars = panel.select("timestamp").unique().sort("timestamp")
+    flows = (
+        fills.group_by("timestamp")
+        .agg((-(pl.col("quantity") * pl.col("price")) - pl.col("commission")).sum().alias("flow"))
+        .sort("timestamp")
+        .with_columns(pl.col("flow").cum_sum().alias("cum_flow"))
+    )
+    cash = bars.join_asof(flows.select("timestamp", "cum_flow"), on="timestamp").select(
+        "timestamp", (initial_cash + pl.col("cum_flow").fill_null(0.0)).alias("cash")
+    )
+    if fills.height == 0:
+        return cash.with_columns(
+            pl.lit(0.0).alias("positions_value"), pl.col("cash").alias("equity")
+        )
+    held = fills.select(pl.col("symbol").cast(pl.String)).unique()
+    qty = (
+        fills.select("timestamp", pl.col("symbol").cast(pl.String), "quantity")
+        .group_by("timestamp", "symbol")
+        .agg(pl.col("quantity").sum())
+        .sort("symbol", "timestamp")
+        .with_columns(pl.col("quantity").cum_sum().over("symbol").alias("position"))
+        .sort("timestamp")
+    )
+    closes = (
+        panel.select("timestamp", pl.col("symbol").cast(pl.String), "close")
+        .join(held, on="symbol")
+        .sort("timestamp")
+    )
+    grid = bars.join(held, how="cross").sort("timestamp")
+    grid = grid.join_asof(closes, on="timestamp", by="symbol").join_asof(
+        qty.select("timestamp", "symbol", "position"), on="timestamp", by="symbol"
+    )
+    value = grid.group_by("timestamp").agg(
+        (pl.col("position").fill_null(0.0) * pl.col("close").fill_null(0.0))
+        .sum()
+        .alias("positions_value")
+    )
+    return (
+        cash.join(value, on="timestamp", how="left")
+        .with_columns(pl.col("positions_value").fill_null(0.0))
+        .with_columns((pl.col("cash") + pl.col("positions_value")).alias("equity"))
+        .sort("timestamp")
+    )
+
+
+def equity_mismatches(
+    portfolio_states: pl.DataFrame,
+    fills: pl.DataFrame,
+    panel: pl.DataFrame,
+    *,
+    initial_cash: float,
+    tolerance: float = 1e-6,
+) -> pl.DataFrame:
+    """Bars where the engine's equity differs from cash + Σ quantity × close rebuilt from fills.
+
+    The tolerance is relative to equity (plus one cent absolute) to absorb float summation order.
+    Returns the offending bars with both values; empty when the books agree.
+    """
+    rebuilt = rebuild_equity(fills, panel, initial_cash=initial_cash)
+    joined = portfolio_states.select("timestamp", "equity", "cash").join(
+        rebuilt.rename({"equity": "equity_rebuilt", "cash": "cash_rebuilt"}),
+        on="timestamp",
+        how="full",
+        coalesce=True,
+    )
+    limit = pl.col("equity_rebuilt").abs() * tolerance + 0.01
+    return joined.filter(
+        pl.col("equity").is_null()
+        | pl.col("equity_rebuilt").is_null()
+        | ((pl.col("equity") - pl.col("equity_rebuilt")).abs() > limit)
+        | ((pl.col("cash") - pl.col("cash_rebuilt")).abs() > limit)
+    ).sort("timestamp")

@@ -1,0 +1,35 @@
+"""Shared fixtures: where the real market data lives.
+
+Tests read real data from the shared data folder (``../shared/data`` beside the repository, or
+``ML4T_DATA_ROOT``). Outside CI a missing folder skips those tests with a printed reason; under CI
+(``CI=true``) it is an error, so a broken checkout can never pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path:
+    """Return the folder holding the shared real market data files."""
+    env = os.environ.get("ML4T_DATA_ROOT")
+    if env:
+        return Path(env).resolve()
+    return (REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """Path to the real data folder; skip (or fail under CI) when it is missing."""
+    root = shared_data_root()
+    if not (root / "sp500_5yr_daily_ohlcv.parquet").exists():
+        message = f"real market data not found under {root} (set ML4T_DATA_ROOT)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
