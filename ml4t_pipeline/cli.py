@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     if not result.success:
         _print_failures(result)
-        print(f"run failed for experiment {cfg.name!r} (asset values in {storage})", file=sys.stderr)
+        print(
+            f"run failed for experiment {cfg.name!r} (asset values in {storage})", file=sys.stderr
+        )
         return 1
     key = config_path.stem
     backtest = read_value(storage / "backtest" / key)
@@ -185,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ml4t`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    # Dagster marks data versions and a few other APIs we use as beta; that is not news to a user
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     try:
         return int(args.func(args))
     except (ConfigError, FileNotFoundError) as exc:

@@ -32,4 +32,6 @@ def data_root() -> Path:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
+    # experiment configs resolve relative data paths against this variable
+    os.environ.setdefault("ML4T_DATA_ROOT", str(root))
     return root

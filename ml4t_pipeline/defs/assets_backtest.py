@@ -5,8 +5,6 @@ The ``backtest`` asset builds the engine's inputs from the prepared panel and co
 and stores every output table. The downstream assets split, check and summarise them.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any

@@ -4,8 +4,6 @@ Every asset is partitioned by experiment (the partition key is the experiment fi
 Assets are thin: they load the experiment config, call ``ml4t_pipeline.lib`` and report metadata.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,7 +110,9 @@ def prices(
     yield dg.Output(
         report.invalid if policy == "quarantine" else report.invalid.clear(),
         output_name="prices_quarantine",
-        metadata=frame_metadata(report.invalid if policy == "quarantine" else report.invalid.clear())
+        metadata=frame_metadata(
+            report.invalid if policy == "quarantine" else report.invalid.clear()
+        )
         | {"policy": dg.MetadataValue.text(policy)},
     )
     yield dg.AssetCheckResult(
@@ -142,7 +142,9 @@ def features(
     if cfg.data.features == "computed":
         frame = features_lib.compute_features(prices)
     else:
-        frame = io_lib.read_table(resolve_data_path(cfg.data.features, data_root=experiments.root()))
+        frame = io_lib.read_table(
+            resolve_data_path(cfg.data.features, data_root=experiments.root())
+        )
     return dg.Output(frame, metadata=frame_metadata(frame))
 
 

@@ -49,7 +49,11 @@ def write_value(value: Any, stem: Path) -> Path:
         final = stem.with_suffix(".parquet")
         tmp = final.with_name(f".{final.name}.{tag}.tmp")
         value.write_parquet(tmp, compression="zstd")
-    elif isinstance(value, dict) and value and all(isinstance(v, pl.DataFrame) for v in value.values()):
+    elif (
+        isinstance(value, dict)
+        and value
+        and all(isinstance(v, pl.DataFrame) for v in value.values())
+    ):
         final = stem
         tmp = stem.with_name(f".{stem.name}.{tag}.tmp")
         tmp.mkdir()

@@ -25,7 +25,9 @@ def _type_name(dtype: pl.DataType) -> str:
     return _TYPE_NAMES.get(type(dtype), str(dtype))
 
 
-def column_schema(frame: pl.DataFrame, descriptions: dict[str, str] | None = None) -> dg.TableSchema:
+def column_schema(
+    frame: pl.DataFrame, descriptions: dict[str, str] | None = None
+) -> dg.TableSchema:
     """A Dagster table schema for ``frame``, with descriptions where known."""
     descriptions = descriptions or {}
     return dg.TableSchema(

@@ -1,7 +1,5 @@
 """Sensors: keep the experiment partitions in sync with the configs folder."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from ml4t_pipeline.defs.jobs import experiment_job

@@ -7,6 +7,7 @@ content hash of each input, and the git commit of the code (when the code runs f
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
 from pathlib import Path
 
@@ -42,9 +43,15 @@ def frame_content_hash(frame: pl.DataFrame) -> str:
     """Order-sensitive hash (16 hex digits) of a frame's column names, dtypes and values."""
     digest = hashlib.sha256()
     digest.update(repr(frame.schema).encode())
-    if frame.height:
-        row_hashes = frame.hash_rows(seed=0, seed_1=1, seed_2=2, seed_3=3)
-        digest.update(row_hashes.to_numpy().tobytes())
+    for name in frame.columns:
+        column = frame.get_column(name)
+        if column.dtype == pl.Categorical:
+            column = column.cast(pl.String)
+        digest.update(name.encode())
+        # Arrow IPC bytes of one column: values and validity, independent of chunking
+        buffer = io.BytesIO()
+        pl.DataFrame({name: column}).rechunk().write_ipc(buffer, compression="uncompressed")
+        digest.update(buffer.getvalue())
     return digest.hexdigest()[:16]
 
 

@@ -97,8 +97,11 @@ def rebuild_equity(
         .sort("timestamp")
     )
     grid = bars.join(held, how="cross").sort("timestamp")
-    grid = grid.join_asof(closes, on="timestamp", by="symbol").join_asof(
-        qty.select("timestamp", "symbol", "position"), on="timestamp", by="symbol"
+    grid = grid.join_asof(closes, on="timestamp", by="symbol", check_sortedness=False).join_asof(
+        qty.select("timestamp", "symbol", "position"),
+        on="timestamp",
+        by="symbol",
+        check_sortedness=False,
     )
     value = grid.group_by("timestamp").agg(
         (pl.col("position").fill_null(0.0) * pl.col("close").fill_null(0.0))

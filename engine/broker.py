@@ -1,0 +1,1115 @@
+"""Matching and accounting: fill rules → slippage → commission; positions, cash and trades.
+
+The :class:`Broker` owns every piece of mutable run state (cash, positions, marks, stop and
+take-profit levels, working orders) in NumPy arrays indexed by symbol id. The engine's loop
+(:mod:`engine.engine`) calls its step methods in the design's order; strategies reach it
+through the :class:`engine.Strategy` helpers.
+
+Fill rules (``fill_price`` before slippage, always within the bar's [low, high]):
+
+- market: the bar's open (step 1) or close (step 5, ``fill="close"``);
+- limit buy (sell): the open if it is at or below (above) the limit, else the limit if the low
+  (high) reaches it;
+- stop buy (sell): the open if it is at or above (below) the stop (a gap), else the stop if the
+  high (low) reaches it;
+- stop-limit: the stop triggers as above; it then fills at the trigger price if that satisfies
+  the limit, otherwise it works as a limit order from the next bar;
+- trailing stop: a stop whose level trails the best price since submission (the latest close at
+  submission, then each bar's high for a sell / low for a buy, updated after the bar's check);
+- stop-loss / take-profit levels of open positions: as stop / limit orders for the whole
+  position, checked after the open's fills; the stop-loss wins when one bar touches both.
+
+Cash: a buy is rejected with ``insufficient_cash`` when ``price × qty + commission`` exceeds the
+cash; with ``allow_short=False`` a sell beyond the position is rejected with
+``short_not_allowed``. Both are recorded, never shrunk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from engine.config import ExecutionConfig
+from engine.data import BarView, FloatArray, IntArray, MarketData
+from engine.events import Fill
+from engine.orders import Order, OrderStatus, OrderType, TimeInForce
+from engine.recorder import Recorder
+from engine.risk.context import PortfolioSnapshot, RiskContext
+from engine.risk.decision import ExitType, OrderAction, RiskDecision
+
+if TYPE_CHECKING:
+    from engine.risk.manager import RiskManager
+    from engine.strategy import Strategy
+
+EPS = 1e-9
+# enum members bound once: attribute access on an Enum class is slow in the hot path
+MARKET = OrderType.MARKET
+LIMIT = OrderType.LIMIT
+STOP = OrderType.STOP
+STOP_LIMIT = OrderType.STOP_LIMIT
+TRAILING_STOP = OrderType.TRAILING_STOP
+SUBMITTED = OrderStatus.SUBMITTED
+ACCEPTED = OrderStatus.ACCEPTED
+FILLED = OrderStatus.FILLED
+PARTIALLY_FILLED = OrderStatus.PARTIALLY_FILLED
+REJECTED = OrderStatus.REJECTED
+CANCELLED = OrderStatus.CANCELLED
+EXPIRED = OrderStatus.EXPIRED
+DAY = TimeInForce.DAY
+_TYPE_NAMES = {t: t.value for t in OrderType}
+_DAY_US = 86_400_000_000
+
+
+class _OpenTrade:
+    """The open part of a round trip on one symbol."""
+
+    __slots__ = (
+        "direction",
+        "quantity",
+        "entry_index",
+        "entry_ordinal",
+        "commission",
+        "slippage",
+        "decision_row",
+        "decision_index",
+    )
+
+    def __init__(
+        self,
+        direction: float,
+        quantity: float,
+        entry_index: int,
+        entry_ordinal: int,
+        commission: float,
+        slippage: float,
+        decision_row: int,
+        decision_index: int,
+    ) -> None:
+        self.direction = direction
+        self.quantity = quantity
+        self.entry_index = entry_index
+        self.entry_ordinal = entry_ordinal
+        self.commission = commission
+        self.slippage = slippage
+        self.decision_row = decision_row
+        self.decision_index = decision_index
+
+
+class Broker:
+    """Run state and matching for one backtest run (see the module docstring)."""
+
+    def __init__(
+        self,
+        data: MarketData,
+        config: ExecutionConfig,
+        risk_manager: RiskManager | None,
+        strategy: Strategy,
+        recorder: Recorder,
+    ) -> None:
+        n = data.n_symbols
+        self.data = data
+        self.config = config
+        self.risk = risk_manager
+        self.strategy = strategy
+        self.recorder = recorder
+        self.fractional = config.fractional_shares
+        self.cash = config.initial_cash
+        self.qty: FloatArray = np.zeros(n)
+        self.avg: FloatArray = np.zeros(n)
+        self.marks: FloatArray = np.full(n, np.nan)
+        self.last_row: IntArray = np.full(n, -1, dtype=np.int64)
+        self.stop: FloatArray = np.full(n, np.nan)
+        self.tp: FloatArray = np.full(n, np.nan)
+        self.level_from: IntArray = np.zeros(n, dtype=np.int64)
+        self.stop_rule: list[str] = [""] * n
+        self.tp_rule: list[str] = [""] * n
+        self.best: FloatArray = np.full(n, np.nan)
+        self.worst: FloatArray = np.full(n, np.nan)
+        self.pending: FloatArray = np.zeros(n)
+        self.exit_pending = np.zeros(n, dtype=bool)
+        self.trades: dict[int, _OpenTrade] = {}
+        self.realized = 0.0
+        self.book: list[Order] = []
+        self.new_orders: list[Order] = []
+        self.accepted_this_bar: list[Order] = []
+        self.orders: list[Order] = []
+        self.n_fills = 0
+        self._held: IntArray | None = None
+        self.peak = config.initial_cash
+        self.last_equity = config.initial_cash
+        self.day_start = config.initial_cash
+        self.day = -1
+        self.fills_today = 0
+        self.i = -1
+        self.now: datetime = datetime.min
+        self.now_us = 0
+        self._closing = False
+        self.lo = 0
+        self._all_rows: IntArray = np.arange(data.n_rows, dtype=np.int64)
+        self.children: dict[int, list[Order]] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def held(self) -> IntArray:
+        """Ids of symbols with a non-zero position (cached until the next fill)."""
+        if self._held is None:
+            self._held = np.flatnonzero(self.qty)
+        return self._held
+
+    def equity(self) -> float:
+        held = self.held()
+        if held.size == 0:
+            return self.cash
+        return self.cash + float(self.qty[held] @ self.marks[held])
+
+    def round_quantity(self, quantity: float) -> float:
+        """Round toward zero to whole shares unless fractional shares are allowed."""
+        if self.fractional:
+            return quantity
+        return float(math.copysign(math.floor(abs(quantity) + EPS), quantity))
+
+    def position(self, symbol: str) -> float:
+        return float(self.qty[self.data.resolve(symbol)])
+
+    def price(self, symbol: str) -> float:
+        return float(self.marks[self.data.resolve(symbol)])
+
+    def position_value(self, symbol: str) -> float:
+        sid = self.data.resolve(symbol)
+        q = float(self.qty[sid])
+        return q * float(self.marks[sid]) if q != 0 else 0.0
+
+    def unrealized_pnl_pct(self, symbol: str) -> float:
+        sid = self.data.resolve(symbol)
+        q = float(self.qty[sid])
+        if q == 0:
+            return 0.0
+        return (float(self.marks[sid]) / float(self.avg[sid]) - 1.0) * math.copysign(1.0, q)
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        sid = None if symbol is None else self.data.resolve(symbol)
+        return [
+            o
+            for o in (*self.book, *self.new_orders)
+            if o.is_active and (sid is None or o.sid == sid)
+        ]
+
+    def shares_for_value(self, symbol: str, value: float) -> float:
+        sid = self.data.resolve(symbol)
+        price = float(self.marks[sid])
+        if not math.isfinite(price) or price <= 0:
+            raise ValueError(f"no price yet for {symbol!r}: it has not had a bar")
+        return self.round_quantity(max(value, 0.0) / price)
+
+    def snapshot(self) -> PortfolioSnapshot:
+        """Portfolio figures now (positions marked at the latest closes)."""
+        held = self.held()
+        if held.size:
+            v = self.qty[held] * self.marks[held]
+            value = float(v.sum())
+            gross = float(np.abs(v).sum())
+        else:
+            value = gross = 0.0
+        return PortfolioSnapshot(
+            timestamp=self.now,
+            bar_index=self.i,
+            equity=self.cash + value,
+            cash=self.cash,
+            positions_value=value,
+            gross_exposure=gross,
+            n_positions=int(held.size),
+            peak_equity=self.peak,
+            day_start_equity=self.day_start,
+            realized_pnl=self.realized,
+            trades_today=self.fills_today,
+            quantities=self.qty,
+            marks=self.marks,
+            pending=self.pending,
+        )
+
+    def _context(
+        self,
+        sid: int,
+        row: int,
+        snapshot: PortfolioSnapshot | Callable[[], PortfolioSnapshot],
+    ) -> RiskContext:
+        trade = self.trades[sid]
+        data = self.data
+        return RiskContext(
+            data=data,
+            timestamp=self.now,
+            bar_index=self.i,
+            symbol=str(data.symbols[sid]),
+            sid=sid,
+            row=row,
+            quantity=float(self.qty[sid]),
+            entry_price=float(self.avg[sid]),
+            entry_time=data.datetimes[trade.entry_index],
+            bars_held=int(data.ordinal[row]) - trade.entry_ordinal if row >= 0 else 0,
+            max_price=float(self.best[sid]),
+            min_price=float(self.worst[sid]),
+            stop_loss=float(self.stop[sid]),
+            take_profit=float(self.tp[sid]),
+            portfolio=snapshot,
+        )
+
+    # ------------------------------------------------------------------ bar steps
+    def _row(self, sid: int) -> int:
+        """Row of symbol ``sid`` at the current bar, ``-1`` if it has no bar now."""
+        r = int(self.last_row[sid])
+        return r if r >= self.lo else -1
+
+    def _rows_now(self, sids: IntArray) -> IntArray:
+        r = self.last_row[sids]
+        return np.where(r >= self.lo, r, -1)
+
+    def begin_bar(self, index: int) -> None:
+        self.i = index
+        lo = int(self.data.offsets[index])
+        self.lo = lo
+        hi = int(self.data.offsets[index + 1])
+        self.last_row[self.data.sym_id[lo:hi]] = self._all_rows[lo:hi]
+        self.now = self.data.datetimes[index]
+        self.now_us = int(self.data.timestamps[index])
+        day = self.now_us // _DAY_US
+        if day != self.day:
+            self.day_start = self.last_equity
+            self.day = day
+            self.fills_today = 0
+
+    def fill_pending_at_open(self) -> None:
+        """Step 1a: working orders against this bar (submission order)."""
+        if not self.book:
+            return
+        book = self.book
+        self.book = []
+        for order in book:
+            if not order.is_active:
+                continue
+            row = self._row(order.sid)
+            if row < 0:
+                self.book.append(order)
+                continue
+            self._match(order, row)
+            if order.is_active:
+                if order.tif is DAY:
+                    self._finish(order, EXPIRED, "day_order_not_filled", "expired")
+                else:
+                    self.book.append(order)
+
+    def _match(self, order: Order, row: int) -> None:
+        data = self.data
+        o = float(data.open[row])
+        h = float(data.high[row])
+        lo = float(data.low[row])
+        buy = order.quantity > 0
+        kind = order.order_type
+        raw = math.nan
+        if kind is MARKET:
+            raw = o
+        elif kind is LIMIT or (kind is STOP_LIMIT and order.triggered):
+            raw = _limit_price(buy, order.limit_price, o, h, lo)
+        elif kind is STOP:
+            raw = _stop_price(buy, order.stop_price, o, h, lo)
+        elif kind is STOP_LIMIT:
+            trigger = _stop_price(buy, order.stop_price, o, h, lo)
+            if not math.isnan(trigger):
+                order.triggered = True
+                lim = order.limit_price
+                if (buy and trigger <= lim) or (not buy and trigger >= lim):
+                    raw = trigger
+        elif kind is TRAILING_STOP:
+            order.stop_price = _trail_level(order)
+            raw = _stop_price(buy, order.stop_price, o, h, lo)
+            if math.isnan(raw):
+                # ratchet with this bar's extreme, effective from the next bar
+                if buy:
+                    order.trail_extreme = min(order.trail_extreme, lo)
+                else:
+                    order.trail_extreme = max(order.trail_extreme, h)
+                order.stop_price = _trail_level(order)
+        if not math.isnan(raw):
+            self._fill_order(order, row, raw)
+
+    def _fill_order(self, order: Order, row: int, raw: float) -> None:
+        remaining = order.remaining
+        cap = self.config.max_volume_participation
+        if cap is not None and order.reason != "end_of_data":
+            most = cap * float(self.data.volume[row])
+            if not self.fractional:
+                most = math.floor(most + EPS)
+            q = math.copysign(min(abs(remaining), most), remaining)
+        else:
+            q = remaining
+        if q == 0:
+            return
+        self._execute(order, q, raw, row)
+
+    def check_levels(self) -> None:
+        """Step 1b: stop-loss / take-profit levels of open positions against this bar."""
+        held = self.held()
+        if held.size == 0:
+            return
+        cand = held[self.level_from[held] <= self.i]
+        if cand.size == 0:
+            return
+        st = self.stop[cand]
+        tp = self.tp[cand]
+        keep = np.isfinite(st) | np.isfinite(tp)
+        if not keep.any():
+            return
+        cand, st, tp = cand[keep], st[keep], tp[keep]
+        data = self.data
+        rows = self._rows_now(cand)
+        ok = rows >= 0
+        cand, st, tp, rows = cand[ok], st[ok], tp[ok], rows[ok]
+        long = self.qty[cand] > 0
+        hi = data.high[rows]
+        lo = data.low[rows]
+        stop_hit = np.where(long, lo <= st, hi >= st)
+        tp_hit = np.where(long, hi >= tp, lo <= tp)
+        hits = np.flatnonzero(stop_hit | tp_hit)
+        for k in hits.tolist():
+            sid = int(cand[k])
+            row = int(rows[k])
+            if self.qty[sid] == 0:
+                continue
+            o = float(data.open[row])
+            is_long = bool(long[k])
+            if stop_hit[k]:
+                level = float(st[k])
+                gap = o <= level if is_long else o >= level
+                kind, reason = STOP, self.stop_rule[sid] or "stop_loss"
+            else:
+                level = float(tp[k])
+                gap = o >= level if is_long else o <= level
+                kind, reason = LIMIT, self.tp_rule[sid] or "take_profit"
+            raw = o if gap else level
+            order = self._new_order(
+                sid,
+                -float(self.qty[sid]),
+                order_type=kind,
+                reason=reason,
+                submit_index=max(self.i - 1, 0),
+                decision_row=int(data.prev_row[row]),
+                stop_price=level if kind is STOP else math.nan,
+                limit_price=level if kind is LIMIT else math.nan,
+            )
+            order.transition(ACCEPTED)
+            self._execute(order, order.quantity, raw, row)
+
+    def update_marks(self) -> None:
+        """Step 2 prelude: marks ← this bar's closes; MFE/MAE extremes ← highs/lows."""
+        data = self.data
+        lo = int(data.offsets[self.i])
+        hi = int(data.offsets[self.i + 1])
+        self.marks[data.sym_id[lo:hi]] = data.close[lo:hi]
+        held = self.held()
+        if held.size:
+            rows = self._rows_now(held)
+            ok = rows >= 0
+            hs = held[ok]
+            rs = rows[ok]
+            self.best[hs] = np.fmax(self.best[hs], data.high[rs])
+            self.worst[hs] = np.fmin(self.worst[hs], data.low[rs])
+
+    def position_contexts(self) -> list[RiskContext]:
+        """One context per open position whose symbol has a bar now (hook C input)."""
+        held = self.held()
+        if held.size == 0:
+            return []
+        rows = self._rows_now(held)
+        shared: list[PortfolioSnapshot] = []
+
+        def snapshot() -> PortfolioSnapshot:
+            if not shared:
+                shared.append(self.snapshot())
+            return shared[0]
+
+        return [
+            self._context(sid, row, snapshot)
+            for sid, row in zip(held.tolist(), rows.tolist(), strict=True)
+            if row >= 0
+        ]
+
+    def apply_risk_decisions(self, decisions: list[tuple[RiskContext, RiskDecision]]) -> None:
+        """Hook C output: level updates (effective next bar) and exit orders."""
+        for ctx, d in decisions:
+            sid = ctx.sid
+            self._set_levels(sid, d, self.i + 1)
+            if not d.should_exit:
+                continue
+            if d.exit_type is ExitType.FLATTEN_ALL:
+                for other in self.held().tolist():
+                    self._risk_exit(other, None, d.rule, int(self.last_row[other]))
+            else:
+                self._risk_exit(sid, d.exit_quantity, d.rule, ctx.row)
+
+    def _set_levels(self, sid: int, d: RiskDecision, active_from: int) -> None:
+        if d.update_stop_loss is not None:
+            self.stop[sid] = d.update_stop_loss
+            self.stop_rule[sid] = str(d.metadata.get("stop_rule", d.rule))
+            self.level_from[sid] = max(self.level_from[sid], active_from)
+        if d.update_take_profit is not None:
+            self.tp[sid] = d.update_take_profit
+            self.tp_rule[sid] = str(d.metadata.get("take_profit_rule", d.rule))
+            self.level_from[sid] = max(self.level_from[sid], active_from)
+
+    def _risk_exit(self, sid: int, quantity: float | None, rule: str, row: int) -> None:
+        if self.exit_pending[sid]:
+            return
+        pos = float(self.qty[sid])
+        if pos == 0:
+            return
+        size = abs(pos) if quantity is None else min(abs(quantity), abs(pos))
+        size = self.round_quantity(size)
+        if size <= 0:
+            return
+        order = self._new_order(
+            sid,
+            -math.copysign(size, pos),
+            reason=rule,
+            submit_index=self.i,
+            decision_row=row,
+        )
+        order.transition(ACCEPTED)
+        self.exit_pending[sid] = True
+        self.book.append(order)
+        self.accepted_this_bar.append(order)
+
+    def validate_new_orders(self) -> None:
+        """Step 4 (hook B): pass, shrink or reject the strategy's new orders."""
+        if not self.new_orders:
+            return
+        orders = self.new_orders
+        self.new_orders = []
+        risk = self.risk
+        if risk is None or not risk.order_rules:
+            for order in orders:
+                if order.status is SUBMITTED:
+                    order.transition(ACCEPTED)
+                    self.book.append(order)
+                    self.accepted_this_bar.append(order)
+            return
+        # while validating, `pending` holds only orders already accepted: take the new ones out
+        # so each order is judged against the portfolio plus the orders accepted before it
+        pending = self.pending
+        for order in orders:
+            if order.status is SUBMITTED and order.order_type is MARKET:
+                pending[order.sid] -= order.quantity
+        snapshot = self.snapshot()
+        for order in orders:
+            if order.status is not SUBMITTED:
+                continue
+            verdict = risk.validate_order(order, snapshot)
+            if verdict.action is OrderAction.SHRINK and verdict.quantity is not None:
+                new_q = self.round_quantity(verdict.quantity)
+                if new_q == 0:
+                    self._finish(
+                        order, REJECTED, verdict.reason, "rejected", verdict.rule, release=False
+                    )
+                    continue
+                self.recorder.rejection(
+                    self.i, order, "shrunk", verdict.reason, verdict.rule, order.quantity
+                )
+                order.quantity = new_q
+            elif verdict.action is OrderAction.REJECT:
+                self._finish(
+                    order, REJECTED, verdict.reason, "rejected", verdict.rule, release=False
+                )
+                continue
+            if order.order_type is MARKET:
+                pending[order.sid] += order.quantity
+            order.transition(ACCEPTED)
+            self.book.append(order)
+            self.accepted_this_bar.append(order)
+
+    def fill_at_close(self) -> None:
+        """Step 5: with ``fill="close"``, this bar's market orders fill at its close."""
+        accepted = self.accepted_this_bar
+        self.accepted_this_bar = []
+        if self.config.fill != "close" or not accepted:
+            return
+        data = self.data
+        self._closing = True
+        try:
+            for order in accepted:
+                if not order.is_active or order.order_type is not MARKET:
+                    continue
+                row = self._row(order.sid)
+                if row >= 0:
+                    self._fill_order(order, row, float(data.close[row]))
+                    if order.is_active and order.tif is DAY:
+                        self._finish(order, EXPIRED, "day_order_not_filled", "expired")
+        finally:
+            self._closing = False
+        self.book = [o for o in self.book if o.is_active]
+
+    def close_all(self, reason: str) -> None:
+        """Close every open position at its latest close (used for ``close_at_end``)."""
+        self._closing = True
+        try:
+            for sid in self.held().tolist():
+                pos = float(self.qty[sid])
+                if pos == 0:
+                    continue
+                row = int(self.last_row[sid])
+                order = self._new_order(
+                    sid, -pos, reason=reason, submit_index=self.i, decision_row=row
+                )
+                order.transition(ACCEPTED)
+                self._execute(order, -pos, float(self.marks[sid]), row)
+        finally:
+            self._closing = False
+
+    def record_state(self) -> None:
+        """Step 6: mark to market at the close and append the portfolio state."""
+        held = self.held()
+        if held.size:
+            v = self.qty[held] * self.marks[held]
+            value = float(v.sum())
+            gross = float(np.abs(v).sum())
+        else:
+            value = gross = 0.0
+        equity = self.cash + value
+        self.recorder.state(self.i, equity, self.cash, value, gross, int(held.size))
+        self.last_equity = equity
+        if equity > self.peak:
+            self.peak = equity
+
+    def open_positions_frame(self) -> pl.DataFrame:
+        """Positions still open (see :class:`engine.BacktestResult.open_positions`)."""
+        rows = []
+        for sid in sorted(self.trades):
+            trade = self.trades[sid]
+            q = float(self.qty[sid])
+            avg = float(self.avg[sid])
+            mark = float(self.marks[sid])
+            rows.append(
+                (
+                    str(self.data.symbols[sid]),
+                    "long" if q > 0 else "short",
+                    q,
+                    avg,
+                    mark,
+                    int(self.data.timestamps[trade.entry_index]),
+                    trade.commission,
+                    (mark - avg) * q - trade.commission,
+                    float(self.stop[sid]),
+                    float(self.tp[sid]),
+                )
+            )
+        schema = {
+            "symbol": pl.String,
+            "side": pl.String,
+            "quantity": pl.Float64,
+            "avg_price": pl.Float64,
+            "mark": pl.Float64,
+            "entry_timestamp": pl.Int64,
+            "entry_commission": pl.Float64,
+            "unrealized_pnl": pl.Float64,
+            "stop_loss": pl.Float64,
+            "take_profit": pl.Float64,
+        }
+        frame = pl.DataFrame(rows, schema=schema, orient="row")
+        return frame.with_columns(pl.col("entry_timestamp").cast(pl.Datetime("us", "UTC")))
+
+    # ------------------------------------------------------------------ orders
+    def _new_order(
+        self,
+        sid: int,
+        quantity: float,
+        *,
+        order_type: OrderType = MARKET,
+        reason: str = "strategy",
+        submit_index: int = -1,
+        decision_row: int = -1,
+        limit_price: float = math.nan,
+        stop_price: float = math.nan,
+        trail_amount: float = math.nan,
+        trail_percent: float = math.nan,
+        tif: TimeInForce = TimeInForce.GTC,
+        take_profit: float = math.nan,
+        stop_loss: float = math.nan,
+        parent_id: int = -1,
+    ) -> Order:
+        order = Order(
+            len(self.orders),
+            str(self.data.symbols[sid]),
+            sid,
+            quantity,
+            order_type=order_type,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            trail_amount=trail_amount,
+            trail_percent=trail_percent,
+            tif=tif,
+            reason=reason,
+            submit_index=submit_index,
+            decision_row=decision_row,
+            take_profit=take_profit,
+            stop_loss=stop_loss,
+            parent_id=parent_id,
+        )
+        self.orders.append(order)
+        if order_type is MARKET:
+            self.pending[sid] += quantity
+        return order
+
+    def submit(
+        self,
+        symbol: str,
+        quantity: float,
+        *,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        trail_amount: float | None = None,
+        trail_percent: float | None = None,
+        tif: str = "GTC",
+        take_profit: float | None = None,
+        stop_loss: float | None = None,
+    ) -> Order:
+        """A strategy order (signed quantity); validated at step 4 of the current bar."""
+        sid = self.data.resolve(symbol)
+        if not math.isfinite(quantity) or quantity == 0:
+            raise ValueError(f"order quantity must be finite and non-zero, got {quantity!r}")
+        if not self.fractional and quantity != math.floor(quantity):
+            raise ValueError(
+                f"order for {quantity} shares of {symbol!r}: fractional shares are off "
+                "(ExecutionConfig.fractional_shares=False)"
+            )
+        plain = (
+            limit_price is None
+            and stop_price is None
+            and trail_amount is None
+            and trail_percent is None
+            and take_profit is None
+            and stop_loss is None
+            and tif == "GTC"
+        )
+        if plain:
+            order = self._new_order(
+                sid,
+                quantity,
+                submit_index=self.i,
+                decision_row=self._row(sid) if self.i >= 0 else -1,
+            )
+            self.new_orders.append(order)
+            return order
+        for name, value in (
+            ("limit_price", limit_price),
+            ("stop_price", stop_price),
+            ("trail_amount", trail_amount),
+            ("take_profit", take_profit),
+            ("stop_loss", stop_loss),
+        ):
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if trail_percent is not None and not (0 < trail_percent < 1):
+            raise ValueError(f"trail_percent must be a fraction in (0, 1), got {trail_percent!r}")
+        trailing = trail_amount is not None or trail_percent is not None
+        if trailing and (limit_price is not None or stop_price is not None):
+            raise ValueError("a trailing stop takes no limit_price or stop_price")
+        if trail_amount is not None and trail_percent is not None:
+            raise ValueError("give trail_amount or trail_percent, not both")
+        if trailing:
+            kind = TRAILING_STOP
+        elif limit_price is not None and stop_price is not None:
+            kind = STOP_LIMIT
+        elif limit_price is not None:
+            kind = LIMIT
+        elif stop_price is not None:
+            kind = STOP
+        else:
+            kind = MARKET
+        try:
+            time_in_force = TimeInForce(tif)
+        except ValueError:
+            raise ValueError(f"tif must be 'GTC' or 'DAY', got {tif!r}") from None
+        if take_profit is not None and stop_loss is not None:
+            bad = take_profit <= stop_loss if quantity > 0 else take_profit >= stop_loss
+            if bad:
+                raise ValueError(
+                    f"bracket levels inverted for a {'buy' if quantity > 0 else 'sell'}: "
+                    f"take_profit={take_profit}, stop_loss={stop_loss}"
+                )
+        decision_row = self._row(sid) if self.i >= 0 else -1
+        order = self._new_order(
+            sid,
+            quantity,
+            order_type=kind,
+            submit_index=self.i,
+            decision_row=decision_row,
+            limit_price=math.nan if limit_price is None else float(limit_price),
+            stop_price=math.nan if stop_price is None else float(stop_price),
+            trail_amount=math.nan if trail_amount is None else float(trail_amount),
+            trail_percent=math.nan if trail_percent is None else float(trail_percent),
+            tif=time_in_force,
+            take_profit=math.nan if take_profit is None else float(take_profit),
+            stop_loss=math.nan if stop_loss is None else float(stop_loss),
+        )
+        if kind is TRAILING_STOP:
+            mark = float(self.marks[sid])
+            if not math.isfinite(mark):
+                raise ValueError(f"trailing stop on {symbol!r} before its first bar")
+            order.trail_extreme = mark
+            order.stop_price = _trail_level(order)
+        self.new_orders.append(order)
+        return order
+
+    def order_target_value(self, symbol: str, value: float) -> Order | None:
+        sid = self.data.resolve(symbol)
+        price = float(self.marks[sid])
+        if not math.isfinite(price) or price <= 0:
+            raise ValueError(f"no price yet for {symbol!r}: it has not had a bar")
+        target = self.round_quantity(value / price)
+        current = float(self.qty[sid] + self.pending[sid])
+        delta = self.round_quantity(target - current)
+        if abs(delta) < EPS:
+            return None
+        return self.submit(symbol, delta)
+
+    def close_position(self, symbol: str) -> Order | None:
+        sid = self.data.resolve(symbol)
+        current = float(self.qty[sid] + self.pending[sid])
+        if abs(current) < EPS:
+            return None
+        return self.submit(symbol, -current)
+
+    def cancel(self, order: Order, reason: str) -> bool:
+        if not order.is_active:
+            return False
+        self._finish(order, CANCELLED, reason, "cancelled")
+        return True
+
+    def replace(
+        self,
+        order: Order,
+        *,
+        quantity: float | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+    ) -> Order | None:
+        if not order.is_active:
+            return None
+        remaining = order.remaining if quantity is None else quantity
+        self.cancel(order, "replaced")
+
+        def keep(new: float | None, old: float) -> float | None:
+            if new is not None:
+                return new
+            return None if math.isnan(old) else old
+
+        return self.submit(
+            order.symbol,
+            remaining,
+            limit_price=keep(limit_price, order.limit_price),
+            stop_price=keep(stop_price, order.stop_price)
+            if order.order_type is not TRAILING_STOP
+            else None,
+            trail_amount=None if math.isnan(order.trail_amount) else order.trail_amount,
+            trail_percent=None if math.isnan(order.trail_percent) else order.trail_percent,
+            tif=order.tif.value,
+            take_profit=None if math.isnan(order.take_profit) else order.take_profit,
+            stop_loss=None if math.isnan(order.stop_loss) else order.stop_loss,
+        )
+
+    def _finish(
+        self,
+        order: Order,
+        status: OrderStatus,
+        reason: str,
+        event: str,
+        rule: str = "",
+        *,
+        release: bool = True,
+    ) -> None:
+        """Move an order to a terminal status, release its pending quantity, record why."""
+        remaining = order.remaining
+        order.transition(status, reason)
+        if release and order.order_type is MARKET:
+            self.pending[order.sid] -= remaining
+        if order.reason != "strategy":
+            self.exit_pending[order.sid] = False
+        self.recorder.rejection(self.i, order, event, reason, rule, remaining)
+
+    # ------------------------------------------------------------------ execution
+    def _execute(self, order: Order, q: float, raw: float, row: int) -> Fill | None:
+        """Fill ``q`` shares of ``order`` at raw price ``raw`` on market-data row ``row``."""
+        cfg = self.config
+        sid = order.sid
+        kind = order.order_type
+        kname = _TYPE_NAMES[kind]
+        price = cfg.slippage.fill_price(raw, q, BarView(self.data, row), kname)
+        pos = float(self.qty[sid])
+        if not cfg.allow_short and q < 0 and pos + q < -EPS:
+            self._finish(order, REJECTED, "short_not_allowed", "rejected")
+            return None
+        commission = cfg.commission.compute(q, price, self.now_us)
+        if q > 0 and q * price + commission > self.cash + 1e-7:
+            self._finish(order, REJECTED, "insufficient_cash", "rejected")
+            return None
+        self.cash -= q * price + commission
+        slip = (price - raw) * q
+        fill = Fill(
+            self.n_fills,
+            order.order_id,
+            self.now,
+            order.symbol,
+            q,
+            raw,
+            price,
+            commission,
+            slip,
+            kname,
+            order.reason,
+            self.i,
+        )
+        self.n_fills += 1
+        self.fills_today += 1
+        self.recorder.fills.append(
+            (
+                fill.fill_id,
+                order.order_id,
+                self.i,
+                sid,
+                q,
+                raw,
+                price,
+                commission,
+                slip,
+                kname,
+                order.reason,
+            )
+        )
+
+        order.filled += q
+        if kind is MARKET:
+            self.pending[sid] -= q
+        done = abs(order.remaining) < EPS
+        order.transition(FILLED if done else PARTIALLY_FILLED)
+        if done and order.reason != "strategy":
+            self.exit_pending[sid] = False
+        if order.oco_id >= 0:
+            sibling = self.orders[order.oco_id]
+            if sibling.is_active:
+                if done:
+                    self.cancel(sibling, "oco_sibling_filled")
+                else:
+                    sibling.quantity -= q
+        if math.isnan(self.marks[sid]):
+            self.marks[sid] = price
+        increased = self._apply_position(sid, q, price, commission, slip, order, row)
+        self._held = None
+
+        if self.risk is not None:
+            ctx = None
+            if self.qty[sid] != 0:
+                # what is known at the fill: this bar at a close fill, else the previous bar
+                info_row = row if self._closing else int(self.data.prev_row[row])
+                ctx = self._context(sid, info_row, self.snapshot)
+            decision = self.risk.record_fill(fill, ctx, increased)
+            if not decision.is_hold:
+                self._set_levels(sid, decision, self.i + 1)
+        if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
+            self._spawn_bracket(order)
+        self.strategy.on_fill(fill)
+        return fill
+
+    def _spawn_bracket(self, parent: Order) -> None:
+        sid = parent.sid
+        qty = -parent.filled
+        children: list[Order] = []
+        if math.isfinite(parent.take_profit):
+            children.append(
+                self._new_order(
+                    sid,
+                    qty,
+                    order_type=LIMIT,
+                    reason="bracket_take_profit",
+                    submit_index=self.i,
+                    decision_row=parent.decision_row,
+                    limit_price=parent.take_profit,
+                    parent_id=parent.order_id,
+                )
+            )
+        if math.isfinite(parent.stop_loss):
+            children.append(
+                self._new_order(
+                    sid,
+                    qty,
+                    order_type=STOP,
+                    reason="bracket_stop_loss",
+                    submit_index=self.i,
+                    decision_row=parent.decision_row,
+                    stop_price=parent.stop_loss,
+                    parent_id=parent.order_id,
+                )
+            )
+        if len(children) == 2:
+            children[0].oco_id = children[1].order_id
+            children[1].oco_id = children[0].order_id
+        # the stop-loss child goes first in the book: when one bar touches both, the stop wins
+        for child in reversed(children):
+            child.transition(ACCEPTED)
+            self.book.append(child)
+        self.children.setdefault(sid, []).extend(children)
+
+    def _apply_position(
+        self,
+        sid: int,
+        q: float,
+        price: float,
+        commission: float,
+        slip: float,
+        order: Order,
+        row: int,
+    ) -> bool:
+        """Update position, average price and trade records; True if exposure grew."""
+        pos = float(self.qty[sid])
+        new = pos + q
+        if abs(new) < EPS:
+            new = 0.0
+        data = self.data
+        if pos == 0.0:
+            self._open_trade(sid, q, price, commission, slip, order, row)
+            self.qty[sid] = new
+            return True
+        trade = self.trades[sid]
+        if pos * q > 0:
+            self.avg[sid] = (self.avg[sid] * abs(pos) + price * abs(q)) / (abs(pos) + abs(q))
+            trade.quantity += abs(q)
+            trade.commission += commission
+            trade.slippage += slip
+            self.best[sid] = max(self.best[sid], price)
+            self.worst[sid] = min(self.worst[sid], price)
+            self.qty[sid] = new
+            return True
+        closing = min(abs(q), abs(pos))
+        frac = closing / abs(pos)
+        part_comm = trade.commission * frac
+        part_slip = trade.slippage * frac
+        trade.commission -= part_comm
+        trade.slippage -= part_slip
+        share = closing / abs(q)
+        best = max(float(self.best[sid]), price)
+        worst = min(float(self.worst[sid]), price)
+        entry = float(self.avg[sid])
+        exit_comm = commission * share
+        self.recorder.trades.append(
+            (
+                sid,
+                trade.direction,
+                trade.entry_index,
+                self.i,
+                entry,
+                price,
+                closing,
+                part_comm,
+                exit_comm,
+                part_slip,
+                slip * share,
+                order.reason,
+                int(data.ordinal[row]) - trade.entry_ordinal,
+                best,
+                worst,
+                trade.decision_row,
+                trade.decision_index,
+                order.decision_row,
+                order.submit_index,
+                float(self.stop[sid]),
+                float(self.tp[sid]),
+                closing < abs(pos) - EPS,
+            )
+        )
+        self.realized += (price - entry) * closing * trade.direction - part_comm - exit_comm
+        trade.quantity -= closing
+        self.qty[sid] = new
+        if new == 0.0:
+            self._close_trade(sid)
+            return False
+        if new * pos < 0:  # flipped through zero: the rest opens a new trade
+            self._close_trade(sid)
+            rest = abs(q) - closing
+            self._open_trade(
+                sid,
+                math.copysign(rest, q),
+                price,
+                commission * rest / abs(q),
+                slip * rest / abs(q),
+                order,
+                row,
+            )
+            return True
+        return False
+
+    def _open_trade(
+        self,
+        sid: int,
+        q: float,
+        price: float,
+        commission: float,
+        slip: float,
+        order: Order,
+        row: int,
+    ) -> None:
+        self.trades[sid] = _OpenTrade(
+            direction=math.copysign(1.0, q),
+            quantity=abs(q),
+            entry_index=self.i,
+            entry_ordinal=int(self.data.ordinal[row]),
+            commission=commission,
+            slippage=slip,
+            decision_row=order.decision_row,
+            decision_index=order.submit_index,
+        )
+        self.avg[sid] = price
+        self.best[sid] = price
+        self.worst[sid] = price
+        self.stop[sid] = np.nan
+        self.tp[sid] = np.nan
+        self.stop_rule[sid] = ""
+        self.tp_rule[sid] = ""
+
+    def _close_trade(self, sid: int) -> None:
+        del self.trades[sid]
+        self.avg[sid] = 0.0
+        self.stop[sid] = np.nan
+        self.tp[sid] = np.nan
+        self.best[sid] = np.nan
+        self.worst[sid] = np.nan
+        for child in self.children.pop(sid, []):
+            if child.is_active:
+                self.cancel(child, "position_closed")
+
+
+def _limit_price(buy: bool, limit: float, o: float, h: float, lo: float) -> float:
+    if buy:
+        if o <= limit:
+            return o
+        return limit if lo <= limit else math.nan
+    if o >= limit:
+        return o
+    return limit if h >= limit else math.nan
+
+
+def _stop_price(buy: bool, stop: float, o: float, h: float, lo: float) -> float:
+    if buy:
+        if o >= stop:
+            return o
+        return stop if h >= stop else math.nan
+    if o <= stop:
+        return o
+    return stop if lo <= stop else math.nan
+
+
+def _trail_level(order: Order) -> float:
+    ext = order.trail_extreme
+    buy = order.quantity > 0
+    if not math.isnan(order.trail_amount):
+        return ext + order.trail_amount if buy else ext - order.trail_amount
+    return ext * (1.0 + order.trail_percent) if buy else ext * (1.0 - order.trail_percent)

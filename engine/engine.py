@@ -1,0 +1,153 @@
+"""BacktestEngine: the per-timestamp loop and nothing else."""
+
+from __future__ import annotations
+
+import time
+
+from engine.broker import Broker
+from engine.config import ExecutionConfig
+from engine.data import BarBatch, MarketData
+from engine.recorder import Recorder
+from engine.results import BacktestResult
+from engine.risk.manager import RiskManager
+from engine.strategy import Strategy
+
+
+def _overrides(strategy: Strategy, name: str) -> bool:
+    return getattr(type(strategy), name) is not getattr(Strategy, name)
+
+
+class BacktestEngine:
+    """Event-driven backtest over a :class:`MarketData` panel.
+
+    Per timestamp t, in this order (DESIGN.md):
+
+    1. fill working orders against t's bar (market orders at the open, in submission order;
+       limit/stop/trailing orders on the high/low), then the stop-loss / take-profit levels of
+       open positions (gap → the open; stop wins over target); hook D
+       (``RiskManager.record_fill``) and ``Strategy.on_fill`` see every fill;
+    2. mark to t's closes; hook C (``RiskManager.check_position_exits``): level updates
+       (effective from t+1) and exit orders tagged with the rule's name;
+    3. the strategy callback (``on_timestamp_batch`` once, or ``on_market_data`` per symbol);
+    4. hook B (``RiskManager.validate_order``) passes, shrinks or rejects each new order;
+    5. with ``fill="close"``, market orders from steps 2-4 fill at t's close;
+    6. record the portfolio state (equity = cash + Σ quantity × latest close).
+
+    Parameters
+    ----------
+    data : MarketData
+    strategy : Strategy
+        Must override exactly one of ``on_timestamp_batch`` / ``on_market_data``.
+    risk_manager : RiskManager or None
+    config : ExecutionConfig, optional
+        Default ``ExecutionConfig()``.
+
+    Raises
+    ------
+    TypeError
+        If the strategy overrides both bar callbacks or neither, or an argument has the wrong
+        type.
+    """
+
+    def __init__(
+        self,
+        data: MarketData,
+        strategy: Strategy,
+        risk_manager: RiskManager | None = None,
+        config: ExecutionConfig | None = None,
+    ) -> None:
+        if not isinstance(data, MarketData):
+            raise TypeError(f"data must be a MarketData, got {type(data).__name__}")
+        if not isinstance(strategy, Strategy):
+            raise TypeError(f"strategy must be a Strategy, got {type(strategy).__name__}")
+        if risk_manager is not None and not isinstance(risk_manager, RiskManager):
+            raise TypeError(f"risk_manager must be a RiskManager, got {risk_manager!r}")
+        if config is not None and not isinstance(config, ExecutionConfig):
+            raise TypeError(f"config must be an ExecutionConfig, got {config!r}")
+        batch = _overrides(strategy, "on_timestamp_batch")
+        per_symbol = _overrides(strategy, "on_market_data")
+        if batch and per_symbol:
+            raise TypeError(
+                f"{type(strategy).__name__} overrides both on_timestamp_batch and "
+                "on_market_data; override exactly one"
+            )
+        if not batch and not per_symbol:
+            raise TypeError(
+                f"{type(strategy).__name__} overrides neither on_timestamp_batch nor "
+                "on_market_data; override exactly one"
+            )
+        self.data = data
+        self.strategy = strategy
+        self.risk_manager = risk_manager
+        self.config = config if config is not None else ExecutionConfig()
+        self.batch_mode = batch
+
+    def run(self) -> BacktestResult:
+        """Run the backtest from the first to the last timestamp.
+
+        Returns
+        -------
+        BacktestResult
+            Trades, portfolio states, fills, orders and rejections as polars frames.
+        """
+        started = time.perf_counter()
+        data = self.data
+        cfg = self.config
+        strategy = self.strategy
+        risk = self.risk_manager
+        cfg.commission.reset()
+        recorder = Recorder(data)
+        broker = Broker(data, cfg, risk, strategy, recorder)
+        if risk is not None:
+            risk.reset()
+        position_rules = risk is not None and risk.needs_position_contexts
+        datetimes = data.datetimes
+        context_columns = data.context
+        close_at_end = cfg.close_at_end
+        last = data.n_timestamps - 1
+        batch_mode = self.batch_mode
+        empty_context: dict[str, float] = {}
+
+        strategy._broker = broker
+        try:
+            strategy.on_start()
+            for i in range(data.n_timestamps):
+                broker.begin_bar(i)
+                # 1. fills at the open, then intrabar levels
+                if broker.book:
+                    broker.fill_pending_at_open()
+                broker.check_levels()
+                # 2. marks and risk exits
+                broker.update_marks()
+                if position_rules and risk is not None and broker.trades:
+                    decisions = risk.check_position_exits(broker.position_contexts())
+                    if decisions:
+                        broker.apply_risk_decisions(decisions)
+                # 3. strategy
+                context = data.context_at(i) if context_columns else empty_context
+                batch = BarBatch(data, i)
+                if batch_mode:
+                    strategy.on_timestamp_batch(datetimes[i], batch, context)
+                else:
+                    for event in batch.iter_events(context):
+                        strategy.on_market_data(event)
+                # 4. order validation, 5. fills at the close
+                broker.validate_new_orders()
+                broker.fill_at_close()
+                if close_at_end and i == last:
+                    broker.close_all("end_of_data")
+                # 6. record
+                broker.record_state()
+            strategy.on_end()
+        finally:
+            strategy._broker = None
+        elapsed = time.perf_counter() - started
+        return BacktestResult.from_run(
+            recorder=recorder,
+            orders=broker.orders,
+            open_positions=broker.open_positions_frame(),
+            config=cfg,
+            n_bar_events=data.n_rows,
+            run_seconds=elapsed,
+            risk_context_builds=risk.context_builds if risk is not None else 0,
+        )

@@ -1,0 +1,175 @@
+"""Performance metrics from portfolio states and trades."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+
+METRIC_KEYS = (
+    "total_return",
+    "cagr",
+    "annual_volatility",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "win_rate",
+    "profit_factor",
+    "n_trades",
+    "final_equity",
+    "exposure",
+    "turnover",
+)
+
+
+def _safe_ratio(num: float, den: float) -> float:
+    """num / den; 0.0 when both are 0, NaN when only the denominator is 0."""
+    if den == 0.0 or not math.isfinite(den):
+        return 0.0 if num == 0.0 else math.nan
+    return num / den
+
+
+def compute_metrics(
+    portfolio_states: pl.DataFrame,
+    trades: pl.DataFrame,
+    periods_per_year: float = 252.0,
+    risk_free_rate: float = 0.0,
+    *,
+    fills: pl.DataFrame | None = None,
+    initial_cash: float | None = None,
+) -> dict[str, float]:
+    """Headline performance figures of a run.
+
+    Parameters
+    ----------
+    portfolio_states : pl.DataFrame
+        One row per bar with ``equity`` (and ``n_positions`` for exposure; ``return`` is used to
+        infer the starting equity when ``initial_cash`` is not given).
+    trades : pl.DataFrame
+        One row per closed trade with ``pnl_net`` (and ``entry_price``, ``exit_price``,
+        ``quantity`` for turnover when ``fills`` is not given).
+    periods_per_year : float, default 252
+        Bars per year (252 for daily bars).
+    risk_free_rate : float, default 0.0
+        Annual rate as a fraction; per bar ``rf = (1 + risk_free_rate) ** (1 / P) − 1``.
+    fills : pl.DataFrame, optional
+        ``quantity`` and ``price`` per fill, for turnover.
+    initial_cash : float, optional
+        Equity before the first bar; default ``equity[0] / (1 + return[0])`` (or ``equity[0]``).
+
+    Returns
+    -------
+    dict[str, float]
+        With ``E0`` the starting equity, ``E_t`` end-of-bar equity, ``r_t = E_t / E_{t-1} − 1``,
+        ``n`` bars, ``P = periods_per_year``, ``years = n / P``:
+
+        - total_return = E_n / E0 − 1
+        - cagr = (E_n / E0) ** (1 / years) − 1 (−1.0 if E_n ≤ 0; 0.0 for no bars)
+        - annual_volatility = std(r, ddof=1) × √P (0.0 with fewer than 2 bars)
+        - sharpe = mean(r − rf) / std(r − rf, ddof=1) × √P
+        - sortino = mean(r − rf) / √mean(min(r − rf, 0)²) × √P (downside deviation, Sortino &
+          Price 1994)
+        - max_drawdown = min_t(E_t / max(E0, E_1..E_t) − 1) (≤ 0)
+        - calmar = cagr / |max_drawdown|
+        - win_rate = #(pnl_net > 0) / n_trades
+        - profit_factor = Σ pnl_net⁺ / |Σ pnl_net⁻|
+        - n_trades = number of rows of ``trades`` (an int)
+        - final_equity = E_n
+        - exposure = fraction of bars with n_positions > 0
+        - turnover = Σ |fill quantity × fill price| / mean(E) / years (annual, in multiples of
+          equity; from trades' entry and exit notionals when ``fills`` is not given)
+
+        A ratio whose denominator is 0 (flat equity, a single bar, no losing trades, no
+        drawdown, no trades) is 0.0 when its numerator is 0 too and NaN otherwise; no
+        exception is raised and nothing is infinite.
+
+    Raises
+    ------
+    ValueError
+        If ``equity`` is missing or ``periods_per_year`` is not positive.
+    """
+    if "equity" not in portfolio_states.columns:
+        raise ValueError(
+            f"portfolio_states needs an 'equity' column; has {portfolio_states.columns}"
+        )
+    if not periods_per_year > 0:
+        raise ValueError(f"periods_per_year must be > 0, got {periods_per_year!r}")
+    ppy = float(periods_per_year)
+    equity = portfolio_states.get_column("equity").cast(pl.Float64).to_numpy()
+    n = int(equity.size)
+    if initial_cash is not None:
+        e0 = float(initial_cash)
+    elif n and "return" in portfolio_states.columns:
+        e0 = float(equity[0]) / (1.0 + float(portfolio_states.get_column("return")[0]))
+    else:
+        e0 = float(equity[0]) if n else 0.0
+    final = float(equity[-1]) if n else e0
+    out: dict[str, float] = {}
+    out["total_return"] = final / e0 - 1.0 if e0 else 0.0
+    years = n / ppy
+    if n == 0 or e0 <= 0:
+        cagr = 0.0
+    elif final <= 0:
+        cagr = -1.0
+    else:
+        cagr = (final / e0) ** (1.0 / years) - 1.0
+    out["cagr"] = cagr
+    prev = np.concatenate(([e0], equity[:-1])) if n else np.zeros(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.where(prev != 0, equity / np.where(prev != 0, prev, 1.0) - 1.0, 0.0)
+    rf = (1.0 + risk_free_rate) ** (1.0 / ppy) - 1.0
+    excess = returns - rf
+    std_r = float(np.std(returns, ddof=1)) if n >= 2 else 0.0
+    std_x = float(np.std(excess, ddof=1)) if n >= 2 else 0.0
+    mean_x = float(np.mean(excess)) if n else 0.0
+    if std_x < 1e-15 * max(1.0, abs(mean_x)):
+        std_x = 0.0
+    if std_r < 1e-15:
+        std_r = 0.0
+    out["annual_volatility"] = std_r * math.sqrt(ppy)
+    out["sharpe"] = _safe_ratio(mean_x, std_x) * math.sqrt(ppy) if std_x else _safe_ratio(mean_x, 0)
+    downside = float(np.sqrt(np.mean(np.minimum(excess, 0.0) ** 2))) if n else 0.0
+    sortino = _safe_ratio(mean_x, downside)
+    out["sortino"] = sortino * math.sqrt(ppy) if downside else sortino
+    if n:
+        peak = np.maximum.accumulate(np.concatenate(([e0], equity)))[1:]
+        dd = np.where(peak > 0, equity / np.where(peak > 0, peak, 1.0) - 1.0, 0.0)
+        mdd = float(min(dd.min(), 0.0))
+    else:
+        mdd = 0.0
+    out["max_drawdown"] = mdd
+    out["calmar"] = _safe_ratio(cagr, abs(mdd))
+    pnl = (
+        trades.get_column("pnl_net").cast(pl.Float64).to_numpy()
+        if "pnl_net" in trades.columns
+        else np.zeros(0)
+    )
+    n_trades = int(trades.height)
+    out["win_rate"] = _safe_ratio(float((pnl > 0).sum()), float(n_trades))
+    gains = float(pnl[pnl > 0].sum())
+    losses = float(-pnl[pnl < 0].sum())
+    out["profit_factor"] = _safe_ratio(gains, losses)
+    out["n_trades"] = n_trades
+    out["final_equity"] = final
+    if n and "n_positions" in portfolio_states.columns:
+        npos = portfolio_states.get_column("n_positions").to_numpy()
+        out["exposure"] = float(np.mean(npos > 0))
+    else:
+        out["exposure"] = 0.0
+    if fills is not None and fills.height:
+        traded = float((fills.get_column("quantity").abs() * fills.get_column("price")).sum())
+    elif (
+        fills is None
+        and n_trades
+        and {"entry_price", "exit_price", "quantity"} <= set(trades.columns)
+    ):
+        traded = float(
+            ((trades["entry_price"] + trades["exit_price"]) * trades["quantity"].abs()).sum()
+        )
+    else:
+        traded = 0.0
+    mean_equity = float(np.mean(equity)) if n else 0.0
+    out["turnover"] = _safe_ratio(traded, mean_equity * years) if years and mean_equity else 0.0
+    return out

@@ -1,0 +1,120 @@
+"""The outputs of a run, as polars frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from engine.config import ExecutionConfig
+from engine.orders import Order
+
+if TYPE_CHECKING:
+    from engine.recorder import Recorder
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Everything a run produced.
+
+    Attributes
+    ----------
+    trades : pl.DataFrame
+        One row per round trip (or closed part of one, ``partial=True``); positions still open
+        at the end are not included unless ``close_at_end``. Columns: trade_id (Int64), symbol,
+        side ("long"/"short"), entry_timestamp, exit_timestamp (fill bars, Datetime us UTC),
+        entry_price, exit_price (after slippage; entry is the average of the entry fills),
+        quantity (> 0), entry_commission, exit_commission, commission, slippage, total_cost
+        (currency), exit_reason (rule name, "strategy", "bracket_*", "end_of_data"),
+        pnl_gross = (exit − entry) × quantity × direction, pnl_net = pnl_gross − commission,
+        return_pct = pnl_net / (entry_price × quantity), pnl_percent = 100 × return_pct,
+        bars_held (Int64, the symbol's bars from entry fill to exit fill), days_held,
+        mfe / mae (currency, from bar highs/lows while held, ≥ 0 / ≤ 0), mfe_pct, mae_pct,
+        stop_loss_at_exit, take_profit_at_exit, partial (Boolean), decision_timestamp (bar
+        whose close produced the entry order), and ``entry_<col>`` / ``exit_<col>`` for every
+        signal, indicator and context column (values at the entry / exit decision bar).
+    portfolio_states : pl.DataFrame
+        One row per timestamp: timestamp, equity, cash, positions_value, gross_leverage,
+        net_leverage, n_positions (Int64), return, cumulative_return, drawdown (≤ 0), and the
+        context columns.
+    fills : pl.DataFrame
+        One row per fill: fill_id, order_id, timestamp, symbol, side, quantity (signed),
+        price_before_slippage, price, commission, slippage, order_type, reason.
+    orders : pl.DataFrame
+        Every order with its final status.
+    rejections : pl.DataFrame
+        Rejected, cancelled, expired and shrunk orders: timestamp, order_id, symbol, quantity,
+        order_type, event, reason, rule.
+    open_positions : pl.DataFrame
+        Positions still open after the last bar: symbol, side, quantity (signed), avg_price,
+        mark (last close), entry_timestamp, entry_commission (not yet charged to a trade),
+        unrealized_pnl = (mark − avg_price) × quantity − entry_commission, stop_loss,
+        take_profit. Reconciliation: Σ trades.pnl_net + Σ unrealized_pnl = final equity −
+        initial cash.
+    config : ExecutionConfig
+    n_bar_events : int
+        Rows of market data processed.
+    run_seconds : float
+        Wall time of the loop (excluding frame building).
+    risk_context_builds : int
+        RiskContexts built for hook C.
+    """
+
+    trades: pl.DataFrame
+    portfolio_states: pl.DataFrame
+    fills: pl.DataFrame
+    orders: pl.DataFrame
+    rejections: pl.DataFrame
+    open_positions: pl.DataFrame
+    config: ExecutionConfig
+    n_bar_events: int
+    run_seconds: float
+    risk_context_builds: int = 0
+
+    @classmethod
+    def from_run(
+        cls,
+        *,
+        recorder: Recorder,
+        orders: list[Order],
+        open_positions: pl.DataFrame,
+        config: ExecutionConfig,
+        n_bar_events: int,
+        run_seconds: float,
+        risk_context_builds: int,
+    ) -> BacktestResult:
+        return cls(
+            trades=recorder.trades_frame(),
+            portfolio_states=recorder.states_frame(config.initial_cash),
+            fills=recorder.fills_frame(),
+            orders=recorder.orders_frame(orders),
+            rejections=recorder.rejections_frame(),
+            open_positions=open_positions,
+            config=config,
+            n_bar_events=n_bar_events,
+            run_seconds=run_seconds,
+            risk_context_builds=risk_context_builds,
+        )
+
+    @property
+    def final_equity(self) -> float:
+        """Equity after the last bar (initial cash if there were no bars)."""
+        if self.portfolio_states.height == 0:
+            return self.config.initial_cash
+        return float(self.portfolio_states.get_column("equity")[-1])
+
+    def metrics(
+        self, periods_per_year: float = 252.0, risk_free_rate: float = 0.0
+    ) -> dict[str, float]:
+        """:func:`engine.compute_metrics` of this run (fills used for turnover)."""
+        from engine.metrics import compute_metrics
+
+        return compute_metrics(
+            self.portfolio_states,
+            self.trades,
+            periods_per_year=periods_per_year,
+            risk_free_rate=risk_free_rate,
+            fills=self.fills,
+            initial_cash=self.config.initial_cash,
+        )

@@ -1,0 +1,159 @@
+"""The :class:`RiskRule` interface and the generic combinators."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from engine.risk.context import PortfolioSnapshot, RiskContext
+from engine.risk.decision import ExitType, OrderDecision, RiskDecision
+
+if TYPE_CHECKING:
+    from engine.orders import Order
+
+
+def check_priority(priority: int) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValueError(f"priority must be an int, got {priority!r}")
+    return priority
+
+
+class RiskRule(ABC):
+    """A pluggable risk rule.
+
+    Three optional roles, each a method; class flags tell the manager which roles a rule plays
+    so rules that don't need per-bar evaluation cost nothing per bar:
+
+    - :meth:`evaluate` (hook C, ``evaluates_positions``): called once per open position per
+      bar (the symbol has a bar) with a shared :class:`RiskContext`; returns a
+      :class:`RiskDecision` (hold, exit, or new stop/take-profit levels effective next bar).
+    - :meth:`on_entry` (via hook D, ``sets_levels_on_entry``): called after a fill that opens or
+      increases a position; may set initial levels (effective from the bar after the fill).
+    - :meth:`validate_order` (hook B, ``validates_orders``): pass, shrink or reject a new order.
+
+    ``name`` (the class name by default) is what ``exit_reason`` and rejections record.
+    """
+
+    evaluates_positions: bool = True
+    sets_levels_on_entry: bool = False
+    validates_orders: bool = False
+    level_kind: ClassVar[str | None] = None
+    """``"stop"`` / ``"take_profit"`` for rules that set that level (conflict warnings)."""
+
+    def __init__(self, priority: int = 0) -> None:
+        self.priority = check_priority(priority)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @abstractmethod
+    def evaluate(self, context: RiskContext) -> RiskDecision:
+        """Decide on one open position at the current bar's close."""
+
+    def on_entry(self, context: RiskContext) -> RiskDecision:
+        """Initial levels for a position just opened/increased (default: none)."""
+        return RiskDecision.hold()
+
+    def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
+        """Verdict on a new order (default: pass)."""
+        return OrderDecision.allow()
+
+    def reset(self) -> None:  # noqa: B027 - optional hook
+        """Forget per-run state (called when a run starts)."""
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{self.name}({params})"
+
+
+class FunctionRule(RiskRule):
+    """Wrap a plain function ``f(context) -> RiskDecision`` as a position rule.
+
+    Parameters
+    ----------
+    func : callable
+    name : str, optional
+        Recorded as ``exit_reason``; default the function's ``__name__``.
+    priority : int, default 0
+    """
+
+    def __init__(
+        self,
+        func: Callable[[RiskContext], RiskDecision],
+        name: str | None = None,
+        priority: int = 0,
+    ) -> None:
+        super().__init__(priority)
+        if not callable(func):
+            raise ValueError(f"func must be callable, got {func!r}")
+        self.func = func
+        self._name: str = name or str(getattr(func, "__name__", "FunctionRule"))
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def evaluate(self, context: RiskContext) -> RiskDecision:
+        return self.func(context)
+
+
+class CompositeRule(RiskRule):
+    """Combine position rules with AND / OR.
+
+    ``mode="any"`` (OR): exit when any member exits (the members' decisions are merged
+    conservatively). ``mode="all"`` (AND): exit only when every member exits in the same bar;
+    level updates of the members are always merged.
+
+    Parameters
+    ----------
+    rules : sequence of RiskRule
+    mode : {"any", "all"}
+    name : str, optional
+    priority : int, default 0
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[RiskRule],
+        mode: str = "any",
+        name: str | None = None,
+        priority: int = 0,
+    ) -> None:
+        super().__init__(priority)
+        if mode not in ("any", "all"):
+            raise ValueError(f"mode must be 'any' or 'all', got {mode!r}")
+        if not rules:
+            raise ValueError("CompositeRule needs at least one rule")
+        self.rules = list(rules)
+        self.mode = mode
+        self._name = name or f"Composite{mode.upper()}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def evaluate(self, context: RiskContext) -> RiskDecision:
+        from dataclasses import replace
+
+        from engine.risk.decision import merge_decisions
+
+        decisions = [replace(r.evaluate(context), rule=r.name) for r in self.rules]
+        merged = merge_decisions(decisions, context.is_long)
+        if self.mode == "all" and merged.should_exit and not all(d.should_exit for d in decisions):
+            return replace(merged, should_exit=False, exit_type=ExitType.NONE, exit_quantity=None)
+        return merged
+
+    def on_entry(self, context: RiskContext) -> RiskDecision:
+        from dataclasses import replace
+
+        from engine.risk.decision import merge_decisions
+
+        return merge_decisions(
+            [replace(r.on_entry(context), rule=r.name) for r in self.rules], context.is_long
+        )
+
+    def reset(self) -> None:
+        for r in self.rules:
+            r.reset()

@@ -1,0 +1,263 @@
+"""Volatility-scaled, trailing, break-even and partial-profit rules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+
+from engine.risk.context import RiskContext
+from engine.risk.decision import RiskDecision
+from engine.risk.rules.base import RiskRule
+
+
+def _positive(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def _fraction(name: str, value: float, *, allow_zero: bool = False) -> float:
+    value = float(value)
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not math.isfinite(value) or not low_ok or value >= 1:
+        bounds = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ValueError(f"{name} must be a fraction in {bounds}, got {value!r}")
+    return value
+
+
+def _feature(context: RiskContext, column: str, rule: str) -> float:
+    features = context.features
+    if column not in features:
+        raise ValueError(
+            f"{rule} needs the column {column!r}, which is not a signal/indicator column of the "
+            f"market data (have {sorted(features)})"
+        )
+    return features[column]
+
+
+class VolatilityScaledStopLoss(RiskRule):
+    """Stop-loss ``atr_multiplier`` ATRs from the entry price.
+
+    Level: long ``entry_price − k × ATR``; short ``entry_price + k × ATR``, with ATR read from
+    ``atr_column`` on the last bar completed before the entry fill (no look-ahead). Set at the
+    entry fill, checked intrabar from the next bar. A NaN ATR sets no level.
+
+    Parameters
+    ----------
+    atr_multiplier : float, default 2.0
+        ``k`` > 0.
+    atr_column : str, default "atr_14"
+        Indicator column with the ATR in currency per share.
+    priority : int, default 100
+    """
+
+    evaluates_positions = False
+    sets_levels_on_entry = True
+    level_kind = "stop"
+
+    def __init__(
+        self, atr_multiplier: float = 2.0, atr_column: str = "atr_14", priority: int = 100
+    ) -> None:
+        super().__init__(priority)
+        self.atr_multiplier = _positive("atr_multiplier", atr_multiplier)
+        self.atr_column = atr_column
+
+    def on_entry(self, context: RiskContext) -> RiskDecision:
+        atr = _feature(context, self.atr_column, self.name)
+        if not math.isfinite(atr) or atr <= 0:
+            return RiskDecision.hold()
+        level = context.entry_price - context.direction * self.atr_multiplier * atr
+        return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
+
+    def evaluate(self, context: RiskContext) -> RiskDecision:
+        return RiskDecision.hold()
+
+
+class VolatilityScaledTakeProfit(RiskRule):
+    """Take-profit ``atr_multiplier`` ATRs from the entry price (mirror of the stop).
+
+    Level: long ``entry_price + k × ATR``; short ``entry_price − k × ATR``.
+
+    Parameters
+    ----------
+    atr_multiplier : float, default 3.0
+    atr_column : str, default "atr_14"
+    priority : int, default 80
+    """
+
+    evaluates_positions = False
+    sets_levels_on_entry = True
+    level_kind = "take_profit"
+
+    def __init__(
+        self, atr_multiplier: float = 3.0, atr_column: str = "atr_14", priority: int = 80
+    ) -> None:
+        super().__init__(priority)
+        self.atr_multiplier = _positive("atr_multiplier", atr_multiplier)
+        self.atr_column = atr_column
+
+    def on_entry(self, context: RiskContext) -> RiskDecision:
+        atr = _feature(context, self.atr_column, self.name)
+        if not math.isfinite(atr) or atr <= 0:
+            return RiskDecision.hold()
+        level = context.entry_price + context.direction * self.atr_multiplier * atr
+        return RiskDecision.adjust(take_profit=level, priority=self.priority, rule=self.name)
+
+    def evaluate(self, context: RiskContext) -> RiskDecision:
+        return RiskDecision.hold()
+
+
+class DynamicTrailingStop(RiskRule):
+    """Trailing stop whose distance tightens by a fixed rate per bar held.
+
+    ``trail = max(min_trail_pct, initial_trail_pct − tighten_per_bar × bars_held)``;
+    long level ``max_price × (1 − trail)`` (``max_price``: highest high since entry, this bar
+    included), short level ``min_price × (1 + trail)``. The level only ratchets toward the price
+    (never loosens) and is effective from the next bar. At the entry fill the level is
+    ``entry_price × (1 ∓ initial_trail_pct)``.
+
+    Parameters
+    ----------
+    initial_trail_pct : float, default 0.05
+        Fraction in (0, 1).
+    tighten_per_bar : float, default 0.0
+        Fraction subtracted from the trail per bar held, ``>= 0``.
+    min_trail_pct : float, optional
+        Floor of the trail, default ``initial_trail_pct`` (no tightening below it... i.e. no
+        tightening at all unless given).
+    priority : int, default 95
+    """
+
+    sets_levels_on_entry = True
+    level_kind = "stop"
+
+    def __init__(
+        self,
+        initial_trail_pct: float = 0.05,
+        tighten_per_bar: float = 0.0,
+        min_trail_pct: float | None = None,
+        priority: int = 95,
+    ) -> None:
+        super().__init__(priority)
+        self.initial_trail_pct = _fraction("initial_trail_pct", initial_trail_pct)
+        self.tighten_per_bar = _fraction("tighten_per_bar", tighten_per_bar, allow_zero=True)
+        floor = self.initial_trail_pct if min_trail_pct is None else min_trail_pct
+        self.min_trail_pct = _fraction("min_trail_pct", floor)
+        if self.min_trail_pct > self.initial_trail_pct:
+            raise ValueError(
+                f"min_trail_pct {self.min_trail_pct} exceeds initial_trail_pct "
+                f"{self.initial_trail_pct}"
+            )
+
+    def trail(self, bars_held: int) -> float:
+        """The trail fraction after ``bars_held`` bars."""
+        return max(self.min_trail_pct, self.initial_trail_pct - self.tighten_per_bar * bars_held)
+
+    def on_entry(self, context: RiskContext) -> RiskDecision:
+        level = context.entry_price * (1.0 - context.direction * self.initial_trail_pct)
+        return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
+
+    def evaluate(self, context: RiskContext) -> RiskDecision:
+        trail = self.trail(context.bars_held)
+        current = context.stop_loss
+        if context.is_long:
+            level = context.max_price * (1.0 - trail)
+            if math.isfinite(current):
+                level = max(level, current)
+        else:
+            level = context.min_price * (1.0 + trail)
+            if math.isfinite(current):
+                level = min(level, current)
+        return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
+
+
+class BreakEvenRule(RiskRule):
+    """Move the stop to (about) the entry price once the trade has run far enough.
+
+    When the maximum favourable excursion since entry (from bar highs for longs, lows for
+    shorts) reaches ``trigger_pct`` of the entry price, the stop becomes
+    ``entry_price × (1 + direction × offset_pct)``, effective from the next bar.
+
+    Parameters
+    ----------
+    trigger_pct : float, default 0.02
+        Fraction in (0, 1).
+    offset_pct : float, default 0.0
+        Fraction in [0, 1): lock in this much profit above entry.
+    priority : int, default 85
+    """
+
+    level_kind = "stop"
+
+    def __init__(
+        self, trigger_pct: float = 0.02, offset_pct: float = 0.0, priority: int = 85
+    ) -> None:
+        super().__init__(priority)
+        self.trigger_pct = _fraction("trigger_pct", trigger_pct)
+        self.offset_pct = _fraction("offset_pct", offset_pct, allow_zero=True)
+
+    def evaluate(self, context: RiskContext) -> RiskDecision:
+        if context.mfe_pct < self.trigger_pct:
+            return RiskDecision.hold()
+        level = context.entry_price * (1.0 + context.direction * self.offset_pct)
+        return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
+
+
+class PartialProfitTaking(RiskRule):
+    """Take profit in slices as the close-to-entry return reaches given levels.
+
+    For each ``(return_pct, fraction)`` level, the first bar whose close gives an unrealized
+    return ``(close / entry − 1) × direction >= return_pct`` emits a market exit of
+    ``fraction × the position's size when first seen`` shares (rounded down to whole shares by
+    the engine unless fractional). Levels reached on the same bar add up. Each level fires once
+    per position.
+
+    Parameters
+    ----------
+    levels : sequence of (return_pct, fraction)
+        Increasing return levels (> 0) with fractions in (0, 1] summing to at most 1.
+    priority : int, default 70
+    """
+
+    def __init__(self, levels: Sequence[Sequence[float]], priority: int = 70) -> None:
+        super().__init__(priority)
+        parsed: list[tuple[float, float]] = []
+        for level in levels:
+            if len(level) != 2:
+                raise ValueError(f"each level must be (return_pct, fraction), got {level!r}")
+            ret = _positive("return_pct", level[0])
+            frac = float(level[1])
+            if not (math.isfinite(frac) and 0 < frac <= 1):
+                raise ValueError(f"fraction must be in (0, 1], got {level[1]!r}")
+            parsed.append((ret, frac))
+        if not parsed:
+            raise ValueError("PartialProfitTaking needs at least one level")
+        if any(b[0] <= a[0] for a, b in zip(parsed, parsed[1:], strict=False)):
+            raise ValueError(f"return levels must increase, got {levels!r}")
+        if sum(f for _, f in parsed) > 1 + 1e-12:
+            raise ValueError(f"fractions sum to more than 1: {levels!r}")
+        self.levels = parsed
+        self._state: dict[tuple[int, datetime], tuple[float, set[int]]] = {}
+
+    def reset(self) -> None:
+        self._state = {}
+
+    def evaluate(self, context: RiskContext) -> RiskDecision:
+        key = (context.sid, context.entry_time)
+        original, done = self._state.setdefault(key, (abs(context.quantity), set()))
+        ret = context.unrealized_return
+        size = 0.0
+        for k, (level, fraction) in enumerate(self.levels):
+            if k not in done and ret >= level:
+                done.add(k)
+                size += fraction * original
+        if size <= 0:
+            return RiskDecision.hold()
+        return RiskDecision.exit(
+            f"return {ret:.4f} reached a profit-taking level",
+            quantity=min(size, abs(context.quantity)),
+            priority=self.priority,
+            rule=self.name,
+        )

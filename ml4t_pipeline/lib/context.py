@@ -1,0 +1,124 @@
+"""Market-wide context: built once per timestamp and joined onto bars only when available."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+
+from ml4t_pipeline.lib.timing import asof_join_backward
+
+MARKET_VOL_WINDOW = 20
+
+
+def market_context_from_prices(prices: pl.DataFrame) -> pl.DataFrame:
+    """Equal-weight market return and its rolling volatility, one row per timestamp.
+
+    Parameters
+    ----------
+    prices : pl.DataFrame
+        Prices contract (``timestamp``, ``symbol``, ``close`` used); unique (timestamp, symbol).
+
+    Returns
+    -------
+    pl.DataFrame
+        Sorted by ``timestamp`` (``Datetime[us, UTC]``, the bar close the values are known at):
+
+        - ``market_return`` (Float64, fraction): mean over symbols of the 1-bar close return
+          ``close_t / close_{t-1} - 1`` of each symbol's previous bar; symbols without a previous
+          bar (or with a null close) are left out of the mean; null at the first timestamp.
+        - ``market_vol_20`` (Float64): sample std (ddof = 1) of the last 20 ``market_return``
+          values, per bar, not annualised; null until 20 returns exist.
+        - ``n_symbols`` (UInt32): how many symbol returns the mean used.
+
+    Raises
+    ------
+    ValueError
+        Missing columns or a duplicated (timestamp, symbol) key.
+    """
+    missing = [c for c in ("timestamp", "symbol", "close") if c not in prices.columns]
+    if missing:
+        raise ValueError(f"market_context_from_prices: missing columns {missing}")
+    dup = prices.filter(pl.struct("timestamp", "symbol").is_duplicated())
+    if dup.height:
+        raise ValueError(
+            f"market_context_from_prices: {dup.height} duplicated (timestamp, symbol) rows: "
+            f"{dup.head(5).to_dicts()}"
+        )
+    returns = (
+        prices.select("timestamp", "symbol", "close")
+        .sort(["symbol", "timestamp"])
+        .with_columns((pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0).alias("r"))
+    )
+    return (
+        returns.group_by("timestamp")
+        .agg(
+            pl.col("r").mean().alias("market_return"),
+            pl.col("r").is_not_null().sum().cast(pl.UInt32).alias("n_symbols"),
+        )
+        .sort("timestamp")
+        .with_columns(
+            pl.col("market_return")
+            .rolling_std(MARKET_VOL_WINDOW, min_samples=MARKET_VOL_WINDOW)
+            .alias("market_vol_20")
+        )
+        .select("timestamp", "market_return", "market_vol_20", "n_symbols")
+    )
+
+
+def join_context_asof(
+    timestamps: pl.DataFrame,
+    context: pl.DataFrame,
+    max_staleness: timedelta | str | None = None,
+    max_fill_bars: int | None = None,
+) -> pl.DataFrame:
+    """Attach context values to bar timestamps, each only from the first bar that can see it.
+
+    A backward as-of join on time: bar t gets the latest context row stamped at or before t's
+    close. A context value stamped after the close (VIX at 16:15 New York vs the 16:00 equity
+    close) is not visible at that bar, only from the next one.
+
+    Parameters
+    ----------
+    timestamps : pl.DataFrame
+        Bars with a ``timestamp`` column (``Datetime[us, UTC]``, bar close); other columns kept.
+        Usually the unique bar timestamps; duplicates are allowed (each row is joined).
+    context : pl.DataFrame
+        ``timestamp`` (when the values became known) plus value columns; unique timestamps.
+    max_staleness : timedelta or str, optional
+        Forward-fill limit. A context row older than this at a bar is not used: its values are
+        null at that bar and the bar counts as ``stale``. ``None`` fills without limit. For daily
+        VIX on daily bars, ``"4d"`` tolerates weekends and one holiday.
+    max_fill_bars : int, optional
+        Forward-fill limit in bars: a context row is used by its first bar and at most this many
+        later bars (e.g. daily VIX on hourly bars: ``7`` bars, one session). ``None``: no limit.
+
+    Returns
+    -------
+    pl.DataFrame
+        The input rows in input order with the context value columns, ``context_timestamp``
+        (the context row used; null when none) and ``context_status`` (String): ``fresh`` (first
+        bar to see that context row), ``filled`` (a later bar reusing it), ``stale`` (older than
+        ``max_staleness``: values null), ``missing`` (no context row yet: values null). Count
+        them with ``timing.status_counts(frame, "context_status")`` to report how many bars got
+        a forward-filled, stale or no value.
+
+    Raises
+    ------
+    ValueError
+        Missing ``timestamp`` columns, duplicate or null context timestamps, or clashing column
+        names.
+    """
+    for name, frame in (("timestamps", timestamps), ("context", context)):
+        if "timestamp" not in frame.columns:
+            raise ValueError(f"join_context_asof: {name} has no 'timestamp' column")
+    right = context.rename({"timestamp": "context_timestamp"})
+    return asof_join_backward(
+        timestamps,
+        right,
+        left_on="timestamp",
+        right_on="context_timestamp",
+        max_staleness=max_staleness,
+        max_fill_bars=max_fill_bars,
+        status_col="context_status",
+    ).frame

@@ -1,0 +1,249 @@
+"""Prepared tables on disk: zstd Parquet, hive-partitioned by year/month, written atomically.
+
+Layout (``DESIGN.md``)::
+
+    <root>/year=2016/month=05/data.parquet
+    <root>/year=2016/month=06/data.parquet
+
+Months are zero-padded so that the folders sort chronologically as text (a scan then returns
+rows in time order); the ``month`` value read back is the integer.
+
+Each partition file is written to a temporary file in its own folder and then renamed over the
+old one (``os.replace``, atomic on POSIX and Windows within one file system), so a reader sees
+either the previous partition or the new one, never a half-written file, and a failure while
+writing leaves the previous partition in place. Rows inside a partition are sorted by the sort
+key and written with fixed settings, so the same input gives byte-identical files.
+
+The partition columns (``year``, ``month``) live only in folder names. Reads are lazy scans, so a
+caller that selects a few columns reads only those (projection pushdown) and a filter on
+``year``/``month`` reads only the matching folders.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+PARTITION_COLUMNS: tuple[str, str] = ("year", "month")
+DATA_FILE = "data.parquet"
+COMPRESSION_LEVEL = 3
+_HIVE_SCHEMA = {"year": pl.Int32, "month": pl.Int32}
+
+
+@dataclass(frozen=True)
+class WrittenPartition:
+    """One partition file written by :func:`write_partitioned`."""
+
+    year: int
+    month: int
+    path: Path
+    rows: int
+
+
+def _partition_dir(root: Path, year: int, month: int) -> Path:
+    return root / f"year={year}" / f"month={month:02d}"
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: str | Path) -> Path:
+    """Write one zstd Parquet file atomically: temporary file in the same folder, then rename.
+
+    Parameters
+    ----------
+    df : pl.DataFrame
+        The table to write, as is (Categorical columns are stored as String).
+    path : str or Path
+        Destination file; its folder is created if needed. An existing file is replaced only
+        once the new one is complete.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OSError, polars errors
+        Whatever the write raises; the temporary file is removed and ``path`` is untouched.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _strings_for_storage(df).write_parquet(
+            tmp, compression="zstd", compression_level=COMPRESSION_LEVEL, statistics=True
+        )
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+def _strings_for_storage(df: pl.DataFrame) -> pl.DataFrame:
+    cats = [c for c, t in df.schema.items() if isinstance(t, pl.Categorical | pl.Enum)]
+    return df.with_columns(pl.col(cats).cast(pl.String)) if cats else df
+
+
+def write_partitioned(
+    df: pl.DataFrame,
+    root: str | Path,
+    *,
+    timestamp_col: str = "timestamp",
+    sort_by: Sequence[str] | None = None,
+    partition_tz: str = "UTC",
+    remove_other_partitions: bool = False,
+) -> list[WrittenPartition]:
+    """Write a table as zstd Parquet partitioned by the year and month of its timestamps.
+
+    Only the partitions present in ``df`` are (re)written; others under ``root`` are left alone,
+    so one month can be rematerialized on its own.
+
+    Parameters
+    ----------
+    df : pl.DataFrame
+        Table with a timezone-aware ``timestamp_col`` (no nulls). Must not already have
+        ``year``/``month`` columns.
+    root : str or Path
+        Table folder (created if needed).
+    timestamp_col : str
+        Column giving each row's partition.
+    sort_by : sequence of str, optional
+        Row order inside each partition; default ``[timestamp_col, "symbol"]`` when ``symbol``
+        exists, else ``[timestamp_col]``. A fixed order makes reruns byte-identical.
+    partition_tz : str
+        Time zone whose calendar month defines the partition (default UTC, matching a Dagster
+        ``MonthlyPartitionsDefinition`` in UTC). Daily US equity closes (20:00/21:00 UTC) fall
+        on the same date in UTC and New York.
+    remove_other_partitions : bool
+        Also delete partition folders under ``root`` that ``df`` has no rows for (a full
+        replacement of the table). Each folder removal is separate, so this part is not atomic
+        as a whole.
+
+    Returns
+    -------
+    list of WrittenPartition
+        One entry per written partition, in (year, month) order.
+
+    Raises
+    ------
+    ValueError
+        Missing, naive or null timestamps, or clashing ``year``/``month`` columns.
+    """
+    if timestamp_col not in df.columns:
+        raise ValueError(f"write_partitioned: column {timestamp_col!r} missing ({df.columns})")
+    dtype = df.schema[timestamp_col]
+    if not isinstance(dtype, pl.Datetime) or dtype.time_zone is None:
+        raise ValueError(
+            f"write_partitioned: {timestamp_col!r} must be a timezone-aware datetime, got {dtype}"
+        )
+    clash = [c for c in PARTITION_COLUMNS if c in df.columns]
+    if clash:
+        raise ValueError(f"write_partitioned: columns {clash} are reserved for partitions")
+    if df.get_column(timestamp_col).null_count():
+        index = "row_index" if "row_index" not in df.columns else "input_row_index"
+        nulls = df.with_row_index(index).filter(pl.col(timestamp_col).is_null())
+        raise ValueError(
+            f"write_partitioned: {nulls.height} rows have a null {timestamp_col!r} and cannot be "
+            f"placed in a partition: {nulls.head(5).to_dicts()}"
+        )
+    if sort_by is None:
+        sort_by = [timestamp_col, "symbol"] if "symbol" in df.columns else [timestamp_col]
+    root_path = Path(root)
+    root_path.mkdir(parents=True, exist_ok=True)
+    local = pl.col(timestamp_col).dt.convert_time_zone(partition_tz)
+    keyed = df.with_columns(
+        local.dt.year().cast(pl.Int32).alias("year"), local.dt.month().cast(pl.Int32).alias("month")
+    )
+    written: list[WrittenPartition] = []
+    for (year, month), part in sorted(
+        keyed.partition_by(list(PARTITION_COLUMNS), as_dict=True, maintain_order=True).items(),
+        key=lambda kv: (int(kv[0][0]), int(kv[0][1])),
+    ):
+        y, m = int(year), int(month)
+        data = part.drop(list(PARTITION_COLUMNS)).sort(list(sort_by), maintain_order=True)
+        path = write_parquet_atomic(data, _partition_dir(root_path, y, m) / DATA_FILE)
+        written.append(WrittenPartition(y, m, path, data.height))
+    if remove_other_partitions:
+        keep = {(w.year, w.month) for w in written}
+        for year, month, folder in list_partitions(root_path):
+            if (year, month) not in keep:
+                shutil.rmtree(folder)
+    return written
+
+
+def list_partitions(root: str | Path) -> list[tuple[int, int, Path]]:
+    """The ``(year, month, folder)`` partitions under ``root`` that hold a data file, sorted."""
+    out: list[tuple[int, int, Path]] = []
+    root_path = Path(root)
+    for data_file in root_path.glob(f"year=*/month=*/{DATA_FILE}"):
+        folder = data_file.parent
+        year = int(folder.parent.name.split("=", 1)[1])
+        month = int(folder.name.split("=", 1)[1])
+        out.append((year, month, folder))
+    return sorted(out)
+
+
+def scan_partitioned(
+    root: str | Path,
+    *,
+    symbol_categorical: bool = True,
+    include_partition_columns: bool = False,
+) -> pl.LazyFrame:
+    """Lazily scan a table written by :func:`write_partitioned`.
+
+    Select columns and filter on ``year``/``month`` (with ``include_partition_columns``) or on
+    the timestamp before ``.collect()`` so only the needed columns and files are read.
+
+    Parameters
+    ----------
+    root : str or Path
+        Table folder.
+    symbol_categorical : bool
+        Cast ``symbol`` (stored as String) to Categorical, the in-memory form of the contract.
+    include_partition_columns : bool
+        Keep the ``year``/``month`` columns (Int32) from the folder names.
+
+    Returns
+    -------
+    pl.LazyFrame
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` holds no partition.
+    """
+    root_path = Path(root)
+    if not list_partitions(root_path):
+        raise FileNotFoundError(f"no partitions (year=*/month=*/{DATA_FILE}) under {root_path}")
+    lf = pl.scan_parquet(
+        root_path / "year=*" / "month=*" / DATA_FILE,
+        hive_partitioning=True,
+        hive_schema=_HIVE_SCHEMA,
+    )
+    names = lf.collect_schema().names()
+    if not include_partition_columns:
+        lf = lf.drop(list(PARTITION_COLUMNS))
+    if symbol_categorical and "symbol" in names:
+        lf = lf.with_columns(pl.col("symbol").cast(pl.Categorical))
+    return lf
+
+
+def read_partitioned(
+    root: str | Path,
+    columns: Sequence[str] | None = None,
+    *,
+    symbol_categorical: bool = True,
+) -> pl.DataFrame:
+    """Read a partitioned table (optionally only ``columns``), in (year, month, row) order."""
+    lf = scan_partitioned(root, symbol_categorical=symbol_categorical)
+    if columns is not None:
+        lf = lf.select(list(columns))
+    return lf.collect()

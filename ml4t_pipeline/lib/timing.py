@@ -1,0 +1,605 @@
+"""When a value becomes usable: bar-close stamping, signal availability and look-ahead checks.
+
+Conventions (``DESIGN.md``): every ``timestamp`` is a timezone-aware UTC ``pl.Datetime("us",
+"UTC")`` marking the bar's **close**. A value may be used at a bar only if it was available by that
+bar's close, so a value stamped ``available_at`` becomes visible at the first bar whose close is at
+or after ``available_at`` (a backward as-of join on availability).
+
+US equity session times are taken in ``America/New_York`` and converted to UTC, which makes them
+daylight-saving correct (the 16:00 close is 21:00 UTC in winter and 20:00 UTC in summer). No
+exchange calendar is used: half-days (13:00 close) are still stamped 16:00, which is *later*
+than the real close, so it can delay a value but never leak one early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+import polars as pl
+
+EXCHANGE_TZ = "America/New_York"
+"""Time zone of the US equity session times used below."""
+
+UTC_DATETIME = pl.Datetime("us", "UTC")
+"""The dtype of every ``timestamp`` / ``available_at`` column in the data contracts."""
+
+SignalTiming = Literal["market_close", "available_at", "market_open", "next_day"]
+SIGNAL_TIMING_MODES: tuple[str, ...] = ("market_close", "available_at", "market_open", "next_day")
+"""The values accepted by ``signal_available_at(mode=...)`` (``data.signal_available_at``)."""
+
+
+def _session_time_utc(dates: pl.Expr, hours: int, minutes: int) -> pl.Expr:
+    # Date part only, then the New York wall-clock time, then UTC. 16:00/09:30/16:15 are never in
+    # a DST gap or overlap (those happen at 02:00), so the localisation is unambiguous.
+    wall = dates.cast(pl.Date).cast(pl.Datetime("us")) + pl.duration(hours=hours, minutes=minutes)
+    return wall.dt.replace_time_zone(EXCHANGE_TZ).dt.convert_time_zone("UTC")
+
+
+def daily_close_utc(dates: pl.Expr) -> pl.Expr:
+    """Stamp naive trading dates with the 16:00 America/New_York close, in UTC.
+
+    Parameters
+    ----------
+    dates : pl.Expr
+        A ``pl.Date`` or naive ``pl.Datetime`` expression holding the trading date (daily files
+        store 00:00 of the date). Any time of day is discarded: only the calendar date is used;
+        callers that accept raw files check for midnight first (``io.load_prices_file`` does).
+
+    Returns
+    -------
+    pl.Expr
+        ``pl.Datetime("us", "UTC")``: the date at 16:00 New York time, i.e. 21:00 UTC under EST and
+        20:00 UTC under EDT. Nulls stay null.
+
+    Notes
+    -----
+    Early-close days (13:00) are stamped 16:00 as well. That is later than the true close, so a
+    value stamped this way is never visible too early; it is at most visible a few hours late.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"d": [dt.date(2024, 1, 2), dt.date(2024, 7, 1)]})
+    >>> df.select(daily_close_utc(pl.col("d")).dt.hour())["d"].to_list()
+    [21, 20]
+    """
+    return _session_time_utc(dates, 16, 0)
+
+
+def market_open_utc(dates: pl.Expr) -> pl.Expr:
+    """Stamp dates (or any datetimes, by their date) with the 09:30 America/New_York open in UTC.
+
+    Parameters
+    ----------
+    dates : pl.Expr
+        ``pl.Date`` or naive ``pl.Datetime``; the calendar date is used.
+
+    Returns
+    -------
+    pl.Expr
+        ``pl.Datetime("us", "UTC")``: 14:30 UTC under EST, 13:30 UTC under EDT.
+    """
+    return _session_time_utc(dates, 9, 30)
+
+
+def vix_close_utc(dates: pl.Expr) -> pl.Expr:
+    """Stamp dates with the 16:15 America/New_York VIX close (Cboe), in UTC.
+
+    The VIX settles 15 minutes after the 16:00 equity close, so a backward as-of join of VIX onto
+    16:00 equity bars makes day D's VIX visible only from day D+1's bar. That is deliberate: day
+    D's VIX close does not exist yet when day D's equity bar closes.
+
+    Parameters
+    ----------
+    dates : pl.Expr
+        ``pl.Date`` or naive ``pl.Datetime``; the calendar date is used.
+
+    Returns
+    -------
+    pl.Expr
+        ``pl.Datetime("us", "UTC")``.
+    """
+    return _session_time_utc(dates, 16, 15)
+
+
+def _ny_date(timestamps: pl.Expr) -> pl.Expr:
+    return timestamps.dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+
+
+def _require_utc(df: pl.DataFrame, column: str, what: str) -> None:
+    if column not in df.columns:
+        raise ValueError(f"{what}: column {column!r} is missing (columns: {df.columns})")
+    dtype = df.schema[column]
+    if not isinstance(dtype, pl.Datetime) or dtype.time_zone != "UTC":
+        raise ValueError(
+            f"{what}: column {column!r} must be pl.Datetime(time_zone='UTC'), got {dtype}"
+        )
+
+
+def duplicated_rows(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Rows whose key columns appear more than once, every copy, in input order (or empty)."""
+    if df.select(pl.struct(keys).n_unique()).item() == df.height:
+        return df.clear()
+    return df.filter(pl.struct(keys).is_duplicated())
+
+
+def is_sorted_by_time_symbol(df: pl.DataFrame) -> bool:
+    """True when rows are in (timestamp, symbol) order (symbol compared as text)."""
+    ts, sym = pl.col("timestamp"), pl.col("symbol").cast(pl.String)
+    in_order = (ts.shift(1) < ts) | ((ts.shift(1) == ts) & (sym.shift(1) <= sym))
+    return bool(df.select(in_order.fill_null(True).all()).item())
+
+
+def _first_rows(df: pl.DataFrame, n: int = 5) -> str:
+    return str(df.head(n).to_dicts())
+
+
+def signal_available_at(signals: pl.DataFrame, mode: str) -> pl.DataFrame:
+    """Give every signal row the UTC time it became available, by rule or from a column.
+
+    Parameters
+    ----------
+    signals : pl.DataFrame
+        Long signal table with at least ``timestamp`` (``Datetime[us, UTC]``, the bar close the
+        signal belongs to) and ``symbol``; for ``mode="available_at"`` also ``available_at``.
+    mode : {"market_close", "available_at", "market_open", "next_day"}
+        - ``"market_close"``: available at the row's own ``timestamp`` (computed from data up to
+          and including that bar's close).
+        - ``"available_at"``: the explicit ``available_at`` column decides. Any value is allowed
+          (even earlier than ``timestamp``: a pre-computed forecast); it must be a non-null UTC
+          datetime.
+        - ``"market_open"``: available at 09:30 New York on the New York date of ``timestamp``
+          (a pre-market signal for that session). On daily bars it is visible at that date's bar;
+          on intraday bars from the first bar closing at or after 09:30.
+        - ``"next_day"``: available at 09:30 New York on the next weekday after the New York date
+          of ``timestamp``. If that weekday is a holiday no bar closes before the real next
+          session, so visibility is the same as with an exchange calendar. On daily bars this is
+          a one-bar delay.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``signals`` with ``available_at`` (``Datetime[us, UTC]``) set or checked, same rows and
+        order.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``mode``; ``timestamp`` or ``available_at`` missing or not UTC; null
+        ``timestamp``/``available_at`` values (the message names the first offending rows).
+    """
+    if mode not in SIGNAL_TIMING_MODES:
+        raise ValueError(
+            f"unknown signal_available_at mode {mode!r}; expected one of {SIGNAL_TIMING_MODES}"
+        )
+    what = f"signal_available_at(mode={mode!r})"
+    _require_utc(signals, "timestamp", what)
+    null_ts = signals.with_row_index("row_index").filter(pl.col("timestamp").is_null())
+    if null_ts.height:
+        raise ValueError(
+            f"{what}: {null_ts.height} signal rows have a null timestamp: {_first_rows(null_ts)}"
+        )
+    if mode == "available_at":
+        _require_utc(signals, "available_at", what)
+        nulls = signals.with_row_index("row_index").filter(pl.col("available_at").is_null())
+        if nulls.height:
+            raise ValueError(
+                f"{what}: {nulls.height} signal rows have a null available_at: {_first_rows(nulls)}"
+            )
+        return signals
+    if mode == "market_close":
+        available = pl.col("timestamp")
+    elif mode == "market_open":
+        available = market_open_utc(_ny_date(pl.col("timestamp")))
+    else:  # next_day
+        ny_date = _ny_date(pl.col("timestamp"))
+        available = market_open_utc(ny_date.dt.add_business_days(1, roll="forward"))
+    return signals.with_columns(available.cast(UTC_DATETIME).alias("available_at"))
+
+
+def check_no_lookahead(used: pl.DataFrame) -> pl.DataFrame:
+    """Return the rows where a value was used before it was available.
+
+    Parameters
+    ----------
+    used : pl.DataFrame
+        Rows with ``timestamp`` (the bar at whose close a value was used) and ``available_at``
+        (when that value became available), both ``Datetime[us, UTC]``; other columns are kept.
+        Rows with a null ``available_at`` (no value used) are not violations.
+
+    Returns
+    -------
+    pl.DataFrame
+        The violating rows (``available_at > timestamp``) with every input column plus
+        ``row_index`` (position in ``used``, UInt32) first; empty when there is no look-ahead.
+
+    Raises
+    ------
+    ValueError
+        If either column is missing or not a UTC datetime.
+    """
+    _require_utc(used, "timestamp", "check_no_lookahead")
+    _require_utc(used, "available_at", "check_no_lookahead")
+    return used.with_row_index("row_index").filter(pl.col("available_at") > pl.col("timestamp"))
+
+
+def bar_start_to_close(df: pl.DataFrame, bar_length: timedelta | str) -> pl.DataFrame:
+    """Move intraday ``timestamp`` from the bar's start to its close (start + bar length).
+
+    Intraday vendor files (Lean, Polygon) stamp a bar with its *start*: the "09:31" 1-minute bar
+    covers 09:31:00–09:32:00 and its close is known only at 09:32. The data contract stamps the
+    close, so this adds ``bar_length`` to every timestamp. Lean hourly bars stamped 09:00 hold
+    only 09:30–10:00 trading and become 10:00; the 15:00 bar becomes 16:00.
+
+    Parameters
+    ----------
+    df : pl.DataFrame
+        Table with a timezone-aware ``timestamp`` column (any zone; the result is UTC).
+    bar_length : datetime.timedelta or str
+        Positive bar length, e.g. ``timedelta(minutes=1)``, ``"1m"``, ``"1h"``, ``"30m"``
+        (polars duration strings: ``s``, ``m``, ``h``, ``d``).
+
+    Returns
+    -------
+    pl.DataFrame
+        ``df`` with ``timestamp`` = start + ``bar_length`` as ``Datetime[us, UTC]``, same rows and
+        order.
+
+    Raises
+    ------
+    ValueError
+        If ``timestamp`` is missing or naive, or ``bar_length`` is not positive or unparsable.
+    """
+    length = parse_duration(bar_length)
+    if length <= timedelta(0):
+        raise ValueError(f"bar_length must be positive, got {bar_length!r}")
+    if "timestamp" not in df.columns:
+        raise ValueError(f"bar_start_to_close: column 'timestamp' is missing ({df.columns})")
+    dtype = df.schema["timestamp"]
+    if not isinstance(dtype, pl.Datetime) or dtype.time_zone is None:
+        raise ValueError(
+            "bar_start_to_close: 'timestamp' must be a timezone-aware datetime marking the bar "
+            f"start, got {dtype}"
+        )
+    return df.with_columns(
+        (pl.col("timestamp").dt.convert_time_zone("UTC").cast(UTC_DATETIME) + length).alias(
+            "timestamp"
+        )
+    )
+
+
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(value: timedelta | str) -> timedelta:
+    """Parse ``"90s"``, ``"1m"``, ``"4h"``, ``"2d"`` (or pass a ``timedelta`` through).
+
+    Raises
+    ------
+    ValueError
+        For a string that is not ``<integer><unit>`` with unit in ``s, m, h, d``.
+    """
+    if isinstance(value, timedelta):
+        return value
+    text = str(value).strip().lower()
+    unit = text[-1:]
+    number = text[:-1]
+    if unit not in _DURATION_UNITS or not number.isdigit():
+        raise ValueError(
+            f"cannot parse duration {value!r}; use <integer><unit> with unit one of s, m, h, d "
+            "(e.g. '1m', '1h', '3d') or a datetime.timedelta"
+        )
+    return timedelta(**{_DURATION_UNITS[unit]: int(number)})
+
+
+# --------------------------------------------------------------------------------------------
+# As-of joins with a staleness limit, reporting how every left row got (or did not get) a value.
+
+
+@dataclass(frozen=True)
+class AsofJoin:
+    """Result of :func:`asof_join_backward`.
+
+    Attributes
+    ----------
+    frame : pl.DataFrame
+        The left rows (same count and order as given) with the right columns joined: the right
+        key column under its own name (null when no right row was found) and the value columns,
+        plus the status column (String, see ``counts``).
+    counts : dict[str, int]
+        Rows per status: ``fresh`` (first left row of its group to see that right row),
+        ``filled`` (a right row already seen by an earlier left row of the same group, i.e.
+        forward-filled, within the staleness limit), ``stale`` (the latest right row is older than
+        ``max_staleness``; its values are set to null, its key is kept so the age is visible),
+        ``missing`` (no right row at or before the left key).
+    """
+
+    frame: pl.DataFrame
+    counts: dict[str, int]
+
+
+ASOF_STATUSES: tuple[str, ...] = ("fresh", "filled", "stale", "missing")
+
+
+def asof_join_backward(
+    left: pl.DataFrame,
+    right: pl.DataFrame,
+    *,
+    left_on: str,
+    right_on: str,
+    by: str | None = None,
+    max_staleness: timedelta | str | None = None,
+    max_fill_bars: int | None = None,
+    status_col: str = "asof_status",
+) -> AsofJoin:
+    """Backward as-of join: each left row sees the latest right row with key ≤ its key.
+
+    Used to put values onto bars only once they are available: ``left_on`` is the bar timestamp
+    (close) and ``right_on`` the right table's availability time, so a right row stamped after a
+    bar's close is not visible at that bar (a row stamped exactly at the close is). Works across
+    frequencies (daily signals on minute bars, daily VIX on hourly bars).
+
+    Parameters
+    ----------
+    left : pl.DataFrame
+        Bars; must have ``left_on`` (no nulls) and ``by`` if given. Any order; the output keeps
+        it.
+    right : pl.DataFrame
+        Values to attach; must have ``right_on`` and ``by``. Every right column except ``by``
+        is joined (the key keeps its name, so name it for the output, e.g.
+        ``"signal_available_at"``) and must not clash with a left column.
+    left_on, right_on : str
+        Datetime key columns with the same dtype.
+    by : str, optional
+        Group column (e.g. ``"symbol"``) matched exactly before the as-of search.
+    max_staleness : timedelta or str, optional
+        Forward-fill limit: a right row older than this (``left key − right key >
+        max_staleness``) is not used: its value columns are null and the status is ``stale``.
+        ``None``: no limit.
+    max_fill_bars : int, optional
+        Forward-fill limit in left rows (bars) of the same group: the first bar to see a right
+        row is bar 0 of its use, and a bar more than ``max_fill_bars`` uses later is ``stale``
+        (values null). ``0`` allows only fresh values. ``None``: no limit. Both limits may be
+        given; either one makes a value stale.
+    status_col : str
+        Name of the added String status column.
+
+    Returns
+    -------
+    AsofJoin
+        The joined frame (row count equals ``left.height``) and the count per status.
+
+    Raises
+    ------
+    ValueError
+        Missing key columns, clashing column names, null left keys, null or duplicate right keys
+        (per ``by``): an ambiguous or unplaceable row is an error, not silently dropped.
+    """
+    group = [by] if by else []
+    for frame, key, name in ((left, left_on, "left"), (right, right_on, "right")):
+        missing = [c for c in [key, *group] if c not in frame.columns]
+        if missing:
+            raise ValueError(f"asof_join_backward: {name} frame lacks columns {missing}")
+    joined_cols = [c for c in right.columns if c not in group]
+    value_cols = [c for c in joined_cols if c != right_on]
+    clash = [c for c in [*joined_cols, status_col] if c in left.columns]
+    if clash:
+        raise ValueError(f"asof_join_backward: right columns clash with left columns: {clash}")
+    null_left = left.with_row_index("row_index").filter(pl.col(left_on).is_null())
+    if null_left.height:
+        raise ValueError(
+            f"asof_join_backward: {null_left.height} left rows have a null {left_on!r}: "
+            f"{_first_rows(null_left)}"
+        )
+    keys = [right_on, *group]
+    null_keys = right.filter(pl.any_horizontal(pl.col(keys).is_null()))
+    if null_keys.height:
+        raise ValueError(
+            f"asof_join_backward: {null_keys.height} right rows have a null key {keys}: "
+            f"{_first_rows(null_keys)}"
+        )
+    dup = duplicated_rows(right, keys)
+    if dup.height:
+        raise ValueError(
+            f"asof_join_backward: {dup.height} right rows share a key {keys}; the as-of match "
+            f"would be ambiguous: {_first_rows(dup.sort(keys))}"
+        )
+
+    # join_asof with ``by`` needs both sides sorted by the time key only (not by group), which
+    # prepared tables already are; the within-group order is then time order too.
+    order, key = "__asof_left_order", "__asof_key"
+    lhs = left.with_row_index(order)
+    left_sorted = bool(lhs.select(pl.col(left_on).is_sorted()).item())
+    if not left_sorted:
+        lhs = lhs.sort(left_on, maintain_order=True)
+    rhs = right.with_columns(pl.col(right_on).alias(key)).sort(key, maintain_order=True)
+    joined = lhs.join_asof(
+        rhs, left_on=left_on, right_on=key, by=by, strategy="backward", check_sortedness=False
+    )
+    if key in joined.columns:
+        joined = joined.drop(key)
+
+    is_missing = pl.col(right_on).is_null()
+    if max_fill_bars is not None and max_fill_bars < 0:
+        raise ValueError(f"max_fill_bars must be >= 0 or None, got {max_fill_bars}")
+    is_stale = pl.lit(False)
+    if max_staleness is not None:
+        is_stale = is_stale | ((pl.col(left_on) - pl.col(right_on)) > parse_duration(max_staleness))
+    if max_fill_bars is not None:
+        # Rows sharing a right key are contiguous within a group (sorted by left key).
+        uses = pl.int_range(pl.len()).over([*group, right_on])
+        is_stale = is_stale | (uses > max_fill_bars)
+    prev_key = pl.col(right_on).shift(1)
+    if by:
+        prev_key = prev_key.over(by)
+    joined = joined.with_columns(
+        pl.when(is_missing)
+        .then(pl.lit("missing"))
+        .when(is_stale)
+        .then(pl.lit("stale"))
+        .when(prev_key == pl.col(right_on))
+        .then(pl.lit("filled"))
+        .otherwise(pl.lit("fresh"))
+        .alias(status_col)
+    )
+    if value_cols and (max_staleness is not None or max_fill_bars is not None):
+        stale = pl.col(status_col) == "stale"
+        joined = joined.with_columns(
+            [pl.when(stale).then(None).otherwise(pl.col(c)).alias(c) for c in value_cols]
+        )
+    if not left_sorted:
+        joined = joined.sort(order)
+    joined = joined.drop(order)
+    return AsofJoin(frame=joined, counts=status_counts(joined, status_col))
+
+
+def status_counts(frame: pl.DataFrame, status_col: str) -> dict[str, int]:
+    """Count rows per as-of status (every status in ``ASOF_STATUSES`` present, zeros included)."""
+    counts = dict.fromkeys(ASOF_STATUSES, 0)
+    for status, n in frame.group_by(status_col).len().iter_rows():
+        counts[str(status)] = int(n)
+    return counts
+
+
+# --------------------------------------------------------------------------------------------
+# Staleness: how many bars old a signal is where it is used.
+
+SIGNAL_AGE_COLUMN = "signal_age_bars"
+_USED_STATUSES = ("fresh", "filled")
+
+
+def signal_age_bars(panel: pl.DataFrame, *, signal_time_col: str = "signal_timestamp") -> pl.Series:
+    """Age, in bars of its own symbol, of the signal each panel row sees.
+
+    The age of the signal used at bar ``t`` of symbol ``s`` is the number of ``s``'s bars that
+    closed after the signal's own ``timestamp`` up to and including ``t``. A daily
+    ``market_close`` signal is 0 bars old at its own bar and 1 bar old at the next; a
+    ``next_day`` signal is first used when 1 bar old. A signal stamped between two bars counts
+    from the next bar, and one stamped before the symbol's first bar counts every bar.
+
+    Parameters
+    ----------
+    panel : pl.DataFrame
+        One row per (timestamp, symbol) (the market panel): ``timestamp`` (``Datetime[us,
+        UTC]``, bar close), ``symbol`` and ``signal_time_col`` (the timestamp of the signal row
+        used, null where none). Any row order.
+
+    signal_time_col : str
+        Column holding the used signal's own timestamp (``panel.build_market_panel`` names it
+        ``signal_timestamp``).
+
+    Returns
+    -------
+    pl.Series
+        ``signal_age_bars`` (Int64), one value per panel row in input order; null where no
+        signal is used.
+
+    Raises
+    ------
+    ValueError
+        Missing columns, a column that is not a UTC datetime, or a duplicated (timestamp,
+        symbol) key (the bar count would be ambiguous).
+    """
+    for column in ("timestamp", signal_time_col):
+        _require_utc(panel, column, "signal_age_bars")
+    if "symbol" not in panel.columns:
+        raise ValueError(f"signal_age_bars: column 'symbol' is missing ({panel.columns})")
+    dup = duplicated_rows(panel.select("timestamp", "symbol"), ["timestamp", "symbol"])
+    if dup.height:
+        raise ValueError(
+            f"signal_age_bars: {dup.height} rows share a (timestamp, symbol) key: "
+            f"{_first_rows(dup.sort('timestamp', 'symbol'))}"
+        )
+    order, bar_no = "__age_row", "__age_bar_no"
+    bars = panel.select("timestamp", "symbol", signal_time_col).with_row_index(order)
+    # Bar number of every row within its symbol (0-based, in time order).
+    bars = bars.with_columns(
+        pl.col("timestamp").rank("ordinal").over("symbol").cast(pl.Int64).sub(1).alias(bar_no)
+    )
+    # Bar number of the last bar of the symbol closing at or before each distinct signal time;
+    # done once per (symbol, signal time), not once per row.
+    used = bars.select("symbol", signal_time_col).drop_nulls().unique().sort(signal_time_col)
+    grid = bars.select("symbol", "timestamp", bar_no).sort("timestamp")
+    signal_bar = "__age_signal_bar"
+    placed = used.join_asof(
+        grid.rename({bar_no: signal_bar}),
+        left_on=signal_time_col,
+        right_on="timestamp",
+        by="symbol",
+        strategy="backward",
+        check_sortedness=False,
+    ).select("symbol", signal_time_col, pl.col(signal_bar).fill_null(-1))
+    age = (
+        bars.join(placed, on=["symbol", signal_time_col], how="left", maintain_order="left")
+        .sort(order)
+        .select((pl.col(bar_no) - pl.col(signal_bar)).alias(SIGNAL_AGE_COLUMN))
+    )
+    return age.to_series()
+
+
+def stale_signal_uses(
+    panel: pl.DataFrame,
+    max_age_bars: int,
+    *,
+    signal_time_col: str = "signal_timestamp",
+    value_columns: list[str] | None = None,
+    status_col: str = "signal_status",
+) -> pl.DataFrame:
+    """Rows where a signal more than ``max_age_bars`` bars old is used as if it were fresh.
+
+    A forward-filled signal is fine for a few bars; past a limit the strategy is trading on old
+    information without knowing it. This check reports every such use rather than trusting
+    the join's fill limit. The age is :func:`signal_age_bars` (bars of the same symbol since the
+    signal's own timestamp).
+
+    A row *uses* its signal when:
+
+    - ``status_col`` is present: its status is ``fresh`` or ``filled`` (``stale`` rows had their
+      values nulled by the join and are not uses);
+    - else, ``value_columns`` given: any of them is non-null;
+    - else: ``signal_time_col`` is non-null.
+
+    Parameters
+    ----------
+    panel : pl.DataFrame
+        The market panel (see :func:`signal_age_bars` for the columns).
+    max_age_bars : int
+        Largest allowed age (>= 0). ``0``: a signal may only be used at the bar it belongs to.
+    signal_time_col : str
+        The used signal's own timestamp column.
+    value_columns : list of str, optional
+        Signal value columns deciding whether a row uses a signal (see above).
+    status_col : str
+        As-of status column, used when present.
+
+    Returns
+    -------
+    pl.DataFrame
+        The offending rows: ``row_index`` (UInt32, position in ``panel``), every panel column,
+        and ``signal_age_bars`` (Int64); empty when no stale signal is used. In input order.
+
+    Raises
+    ------
+    ValueError
+        ``max_age_bars`` negative or not an int; missing or mistyped columns; duplicated keys.
+    """
+    if isinstance(max_age_bars, bool) or not isinstance(max_age_bars, int) or max_age_bars < 0:
+        raise ValueError(f"max_age_bars must be an int >= 0, got {max_age_bars!r}")
+    age = signal_age_bars(panel, signal_time_col=signal_time_col)
+    if status_col in panel.columns:
+        uses = pl.col(status_col).is_in(list(_USED_STATUSES))
+    elif value_columns:
+        absent = [c for c in value_columns if c not in panel.columns]
+        if absent:
+            raise ValueError(f"stale_signal_uses: value columns {absent} missing")
+        uses = pl.any_horizontal(pl.col(c).is_not_null() for c in value_columns)
+    else:
+        uses = pl.col(signal_time_col).is_not_null()
+    return (
+        panel.with_row_index("row_index")
+        .with_columns(age)
+        .filter(uses.fill_null(False) & (pl.col(SIGNAL_AGE_COLUMN) > max_age_bars))
+    )

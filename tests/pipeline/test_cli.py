@@ -1,0 +1,65 @@
+"""The ``ml4t`` console script: run writes the outputs, validate names offending rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ml4t_pipeline.cli import main
+from tests.conftest import REPO_ROOT
+
+
+def test_cli_run_demo_writes_outputs_and_prints_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["run", str(REPO_ROOT / "configs" / "demo.yaml"), "--output", str(out)]) == 0
+    for name in ("trades", "portfolio_states", "signals", "fills", "rejections",
+                 "prices_quarantine"):  # fmt: skip
+        assert (out / f"{name}.parquet").is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_trades"] == pl.read_parquet(out / "trades.parquet").height > 0
+    signals = pl.read_parquet(out / "signals.parquet")
+    assert {"timestamp", "symbol", "score", "available_at"} <= set(signals.columns)
+    printed = capsys.readouterr().out
+    assert "sharpe" in printed and str((out / "report.html").resolve()) in printed
+
+
+def test_cli_run_bad_config_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("execution:\n  fil: close\n")
+    assert main(["run", str(bad), "--output", str(tmp_path / "o")]) == 2
+    assert "execution.fil" in capsys.readouterr().err
+
+
+def test_cli_validate_fail_policy_names_offending_rows(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (REPO_ROOT / "configs" / "sp500_top25.yaml").read_text()
+    cfg = tmp_path / "strict.yaml"
+    cfg.write_text(
+        text.replace("name: sp500_top25", "name: strict")
+        .replace("invalid_rows: quarantine", "invalid_rows: fail")
+        .replace(
+            "prices: sp500_5yr_daily_ohlcv.parquet",
+            f"prices: {data_root / 'sp500_5yr_daily_ohlcv.parquet'}",
+        )  # fmt: skip
+    )
+    code = main(["validate", str(cfg), "--storage", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "prices_valid" in err and "AOS" in err
+
+
+def test_cli_validate_demo_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.copy(REPO_ROOT / "configs" / "demo.yaml", configs / "demo.yaml")
+    assert main(["validate", str(configs / "demo.yaml"), "--storage", str(tmp_path / "s")]) == 0
+    assert "passed  prices:prices_valid" in capsys.readouterr().out

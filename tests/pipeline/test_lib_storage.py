@@ -1,0 +1,179 @@
+"""Specification of ml4t_pipeline.lib.storage: atomic, hive-partitioned, zstd Parquet tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from ml4t_pipeline.lib.io import read_table
+from ml4t_pipeline.lib.storage import (
+    list_partitions,
+    read_partitioned,
+    scan_partitioned,
+    write_parquet_atomic,
+    write_partitioned,
+)
+from ml4t_pipeline.lib.timing import UTC_DATETIME
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def table() -> pl.DataFrame:
+    # Deliberately unsorted, spanning three months and two years.
+    return pl.DataFrame(
+        {
+            "timestamp": [
+                utc(2016, 10, 3, 20),
+                utc(2016, 2, 1, 21),
+                utc(2016, 2, 1, 21),
+                utc(2017, 1, 3, 21),
+                utc(2016, 2, 29, 21),
+            ],
+            "symbol": ["B", "B", "A", "A", "A"],
+            "close": [5.0, 2.0, 1.0, 4.0, 3.0],
+        },
+        schema_overrides={"timestamp": UTC_DATETIME},
+    ).with_columns(pl.col("symbol").cast(pl.Categorical))
+
+
+def test_write_partitioned_hive_layout_year_month(tmp_path: Path) -> None:
+    written = write_partitioned(table(), tmp_path)
+    assert [(w.year, w.month, w.rows) for w in written] == [
+        (2016, 2, 3),
+        (2016, 10, 1),
+        (2017, 1, 1),
+    ]
+    rel = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.parquet"))
+    assert rel == [
+        "year=2016/month=02/data.parquet",
+        "year=2016/month=10/data.parquet",
+        "year=2017/month=01/data.parquet",
+    ]
+    assert [(y, m) for y, m, _ in list_partitions(tmp_path)] == [(2016, 2), (2016, 10), (2017, 1)]
+
+
+def test_write_partitioned_files_are_zstd_without_partition_columns(tmp_path: Path) -> None:
+    written = write_partitioned(table(), tmp_path)
+    meta = pq.ParquetFile(written[0].path).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert pq.read_schema(written[0].path).names == ["timestamp", "symbol", "close"]
+
+
+def test_read_partitioned_round_trip_sorted_categorical(tmp_path: Path) -> None:
+    write_partitioned(table(), tmp_path)
+    out = read_partitioned(tmp_path)
+    expected = table().sort(["timestamp", "symbol"])
+    assert out.schema["symbol"] == pl.Categorical
+    assert out.schema["timestamp"] == UTC_DATETIME
+    assert out.with_columns(pl.col("symbol").cast(pl.String)).equals(
+        expected.with_columns(pl.col("symbol").cast(pl.String))
+    )
+
+
+def test_scan_partitioned_projection_and_month_filter(tmp_path: Path) -> None:
+    write_partitioned(table(), tmp_path)
+    out = (
+        scan_partitioned(tmp_path, include_partition_columns=True)
+        .filter((pl.col("year") == 2016) & (pl.col("month") == 2))
+        .select("close")
+        .collect()
+    )
+    assert out.columns == ["close"]
+    assert out["close"].to_list() == [1.0, 2.0, 3.0]
+
+
+def test_read_table_reads_partitioned_directory(tmp_path: Path) -> None:
+    write_partitioned(table(), tmp_path)
+    out = read_table(tmp_path)
+    assert out.height == 5
+    assert sorted(out["month"].unique().to_list()) == [1, 2, 10]
+
+
+def test_write_partitioned_rerun_same_input_byte_identical(tmp_path: Path) -> None:
+    first = {w.path: w.path.read_bytes() for w in write_partitioned(table(), tmp_path)}
+    shuffled = table().sample(fraction=1.0, shuffle=True, seed=3)
+    second = {w.path: w.path.read_bytes() for w in write_partitioned(shuffled, tmp_path)}
+    assert first == second
+
+
+def test_write_partitioned_one_month_rewritten_others_untouched(tmp_path: Path) -> None:
+    write_partitioned(table(), tmp_path)
+    october = tmp_path / "year=2016" / "month=10" / "data.parquet"
+    before = october.read_bytes()
+    feb = table().filter(pl.col("timestamp").dt.month() == 2).with_columns(pl.col("close") * 10)
+    write_partitioned(feb, tmp_path)
+    assert october.read_bytes() == before
+    out = read_partitioned(tmp_path)
+    assert out["close"].to_list() == [10.0, 20.0, 30.0, 5.0, 4.0]
+
+
+def test_write_partitioned_remove_other_partitions_replaces_table(tmp_path: Path) -> None:
+    write_partitioned(table(), tmp_path)
+    write_partitioned(table().head(1), tmp_path, remove_other_partitions=True)
+    assert [(y, m) for y, m, _ in list_partitions(tmp_path)] == [(2016, 10)]
+
+
+def test_write_partitioned_failure_keeps_previous_partition_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_partitioned(table(), tmp_path)
+    original = pl.DataFrame.write_parquet
+
+    def half_write_then_fail(self: pl.DataFrame, file: object, **kwargs: object) -> None:
+        Path(str(file)).write_bytes(b"PAR1 garbage")  # a torn write
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", half_write_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_partitioned(table().with_columns(pl.col("close") * 100), tmp_path)
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", original)
+    assert read_partitioned(tmp_path)["close"].to_list() == [1.0, 2.0, 3.0, 5.0, 4.0]
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_write_parquet_atomic_replaces_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "t.parquet"
+    write_parquet_atomic(table(), path)
+    write_parquet_atomic(table().head(2), path)
+    assert pl.read_parquet(path).height == 2
+    assert [p.name for p in path.parent.iterdir()] == ["t.parquet"]
+
+
+def test_write_partitioned_naive_timestamps_raise(tmp_path: Path) -> None:
+    df = table().with_columns(pl.col("timestamp").dt.replace_time_zone(None))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        write_partitioned(df, tmp_path)
+
+
+def test_write_partitioned_null_timestamp_raises_naming_row(tmp_path: Path) -> None:
+    df = table().with_columns(
+        pl.when(pl.col("close") == 3.0).then(None).otherwise(pl.col("timestamp")).alias("timestamp")
+    )
+    with pytest.raises(ValueError, match=r"1 rows have a null 'timestamp'.*'row_index': 4"):
+        write_partitioned(df, tmp_path)
+
+
+def test_write_partitioned_reserved_columns_raise(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        write_partitioned(table().with_columns(pl.lit(1).alias("year")), tmp_path)
+
+
+def test_scan_partitioned_empty_root_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no partitions"):
+        scan_partitioned(tmp_path)
+
+
+def test_write_partitioned_new_york_partition_tz_moves_late_utc_rows(tmp_path: Path) -> None:
+    # 2016-03-01 01:00 UTC is still February 29 in New York.
+    df = pl.DataFrame(
+        {"timestamp": [utc(2016, 3, 1, 1)], "v": [1.0]},
+        schema_overrides={"timestamp": UTC_DATETIME},
+    )
+    written = write_partitioned(df, tmp_path, partition_tz="America/New_York")
+    assert (written[0].year, written[0].month) == (2016, 2)
