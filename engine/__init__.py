@@ -45,6 +45,7 @@ from engine.risk import (
     RiskManager,
     RiskRule,
 )
+from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.rules import (
     BreakEvenRule,
     CompositeRule,
@@ -68,6 +69,8 @@ from engine.strategies import STRATEGY_REGISTRY, TopNStrategy
 from engine.strategy import Strategy
 
 __all__ = [
+    "BatchDecision",
+    "PositionBatch",
     "VolatilityScaledTakeProfit",
     "VolatilityScaledStopLoss",
     "SessionEndExit",

@@ -29,18 +29,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from engine.config import ExecutionConfig
+from engine.costs.slippage import NoSlippage
 from engine.data import BarView, FloatArray, IntArray, MarketData
 from engine.events import Fill
 from engine.orders import Order, OrderStatus, OrderType, TimeInForce
 from engine.recorder import Recorder
+from engine.risk.batch import PositionActions, PositionBatch
 from engine.risk.context import PortfolioSnapshot, RiskContext
-from engine.risk.decision import ExitType, OrderAction, RiskDecision
+from engine.risk.decision import OrderAction, RiskDecision
+from engine.strategy import Strategy as StrategyBase
 
 if TYPE_CHECKING:
     from engine.risk.manager import RiskManager
@@ -126,8 +130,9 @@ class Broker:
         self.stop: FloatArray = np.full(n, np.nan)
         self.tp: FloatArray = np.full(n, np.nan)
         self.level_from: IntArray = np.zeros(n, dtype=np.int64)
-        self.stop_rule: list[str] = [""] * n
-        self.tp_rule: list[str] = [""] * n
+        self.stop_rule: npt.NDArray[np.object_] = np.full(n, "", dtype=object)
+        self.tp_rule: npt.NDArray[np.object_] = np.full(n, "", dtype=object)
+        self.entry_ordinal: IntArray = np.zeros(n, dtype=np.int64)
         self.best: FloatArray = np.full(n, np.nan)
         self.worst: FloatArray = np.full(n, np.nan)
         self.pending: FloatArray = np.zeros(n)
@@ -152,6 +157,19 @@ class Broker:
         self.lo = 0
         self._all_rows: IntArray = np.arange(data.n_rows, dtype=np.int64)
         self.children: dict[int, list[Order]] = {}
+        # skip work nobody consumes: slippage bar views, Fill objects without listeners
+        self._no_slippage = type(config.slippage) is NoSlippage
+        self._strategy_wants_fills = type(strategy).on_fill is not StrategyBase.on_fill
+        self._wants_fill_events = self._strategy_wants_fills or risk_manager is not None
+        self._batch_source: dict[str, npt.NDArray[Any]] = {
+            "quantity": self.qty,
+            "entry_price": self.avg,
+            "entry_ordinal": self.entry_ordinal,
+            "max_price": self.best,
+            "min_price": self.worst,
+            "stop_loss": self.stop,
+            "take_profit": self.tp,
+        }
 
     # ------------------------------------------------------------------ helpers
     def held(self) -> IntArray:
@@ -287,6 +305,7 @@ class Broker:
             return
         book = self.book
         self.book = []
+        open_ = self.data.open
         for order in book:
             if not order.is_active:
                 continue
@@ -294,7 +313,10 @@ class Broker:
             if row < 0:
                 self.book.append(order)
                 continue
-            self._match(order, row)
+            if order.order_type is MARKET:
+                self._fill_order(order, row, float(open_[row]))
+            else:
+                self._match(order, row)
             if order.is_active:
                 if order.tif is DAY:
                     self._finish(order, EXPIRED, "day_order_not_filled", "expired")
@@ -383,11 +405,11 @@ class Broker:
             if stop_hit[k]:
                 level = float(st[k])
                 gap = o <= level if is_long else o >= level
-                kind, reason = STOP, self.stop_rule[sid] or "stop_loss"
+                kind, reason = STOP, str(self.stop_rule[sid]) or "stop_loss"
             else:
                 level = float(tp[k])
                 gap = o >= level if is_long else o <= level
-                kind, reason = LIMIT, self.tp_rule[sid] or "take_profit"
+                kind, reason = LIMIT, str(self.tp_rule[sid]) or "take_profit"
             raw = o if gap else level
             order = self._new_order(
                 sid,
@@ -417,12 +439,20 @@ class Broker:
             self.best[hs] = np.fmax(self.best[hs], data.high[rs])
             self.worst[hs] = np.fmin(self.worst[hs], data.low[rs])
 
-    def position_contexts(self) -> list[RiskContext]:
-        """One context per open position whose symbol has a bar now (hook C input)."""
+    def position_batch(
+        self,
+    ) -> tuple[PositionBatch, Callable[[], list[RiskContext]]] | None:
+        """Hook C input: open positions whose symbol has a bar now, as arrays, plus a factory
+        of per-position contexts (same order) sharing one lazily built portfolio snapshot."""
         held = self.held()
         if held.size == 0:
-            return []
+            return None
         rows = self._rows_now(held)
+        ok = rows >= 0
+        sids = held[ok]
+        rows = rows[ok]
+        if sids.size == 0:
+            return None
         shared: list[PortfolioSnapshot] = []
 
         def snapshot() -> PortfolioSnapshot:
@@ -430,24 +460,58 @@ class Broker:
                 shared.append(self.snapshot())
             return shared[0]
 
-        return [
-            self._context(sid, row, snapshot)
-            for sid, row in zip(held.tolist(), rows.tolist(), strict=True)
-            if row >= 0
-        ]
+        batch = PositionBatch(
+            data=self.data,
+            timestamp=self.now,
+            bar_index=self.i,
+            sids=sids,
+            rows=rows,
+            source=self._batch_source,
+            portfolio=snapshot,
+        )
 
-    def apply_risk_decisions(self, decisions: list[tuple[RiskContext, RiskDecision]]) -> None:
+        def contexts() -> list[RiskContext]:
+            return [
+                self._context(sid, row, snapshot)
+                for sid, row in zip(sids.tolist(), rows.tolist(), strict=True)
+            ]
+
+        return batch, contexts
+
+    def apply_actions(self, batch: PositionBatch, actions: PositionActions) -> None:
         """Hook C output: level updates (effective next bar) and exit orders."""
-        for ctx, d in decisions:
-            sid = ctx.sid
-            self._set_levels(sid, d, self.i + 1)
-            if not d.should_exit:
+        sids = batch.sids
+        nxt = self.i + 1
+        for values, names, levels, level_names in (
+            (actions.stop_loss, actions.stop_rule, self.stop, self.stop_rule),
+            (actions.take_profit, actions.tp_rule, self.tp, self.tp_rule),
+        ):
+            if values is None or names is None:
                 continue
-            if d.exit_type is ExitType.FLATTEN_ALL:
-                for other in self.held().tolist():
-                    self._risk_exit(other, None, d.rule, int(self.last_row[other]))
-            else:
-                self._risk_exit(sid, d.exit_quantity, d.rule, ctx.row)
+            mask = np.isfinite(values)
+            if mask.all():
+                levels[sids] = values
+                level_names[sids] = names
+                self.level_from[sids] = nxt
+            elif mask.any():
+                target = sids[mask]
+                levels[target] = values[mask]
+                level_names[target] = names[mask]
+                self.level_from[target] = nxt
+        if actions.flatten_all:
+            for sid in self.held().tolist():
+                self._risk_exit(sid, None, actions.flatten_all, int(self.last_row[sid]))
+        exit_ = actions.exit
+        if exit_ is None or actions.exit_quantity is None or actions.exit_rule is None:
+            return
+        for k in np.flatnonzero(exit_).tolist():
+            qty = float(actions.exit_quantity[k])
+            self._risk_exit(
+                int(sids[k]),
+                None if math.isnan(qty) else qty,
+                str(actions.exit_rule[k]),
+                int(batch.rows[k]),
+            )
 
     def _set_levels(self, sid: int, d: RiskDecision, active_from: int) -> None:
         if d.update_stop_loss is not None:
@@ -844,7 +908,10 @@ class Broker:
         sid = order.sid
         kind = order.order_type
         kname = _TYPE_NAMES[kind]
-        price = cfg.slippage.fill_price(raw, q, BarView(self.data, row), kname)
+        if self._no_slippage:
+            price = raw
+        else:
+            price = cfg.slippage.fill_price(raw, q, BarView(self.data, row), kname)
         pos = float(self.qty[sid])
         if not cfg.allow_short and q < 0 and pos + q < -EPS:
             self._finish(order, REJECTED, "short_not_allowed", "rejected")
@@ -855,25 +922,12 @@ class Broker:
             return None
         self.cash -= q * price + commission
         slip = (price - raw) * q
-        fill = Fill(
-            self.n_fills,
-            order.order_id,
-            self.now,
-            order.symbol,
-            q,
-            raw,
-            price,
-            commission,
-            slip,
-            kname,
-            order.reason,
-            self.i,
-        )
+        fill_id = self.n_fills
         self.n_fills += 1
         self.fills_today += 1
         self.recorder.fills.append(
             (
-                fill.fill_id,
+                fill_id,
                 order.order_id,
                 self.i,
                 sid,
@@ -906,9 +960,25 @@ class Broker:
         increased = self._apply_position(sid, q, price, commission, slip, order, row)
         self._held = None
 
-        if self.risk is not None:
+        fill: Fill | None = None
+        if self._wants_fill_events:
+            fill = Fill(
+                fill_id,
+                order.order_id,
+                self.now,
+                order.symbol,
+                q,
+                raw,
+                price,
+                commission,
+                slip,
+                kname,
+                order.reason,
+                self.i,
+            )
+        if self.risk is not None and fill is not None:
             ctx = None
-            if self.qty[sid] != 0:
+            if increased and self.risk.entry_rules and self.qty[sid] != 0:
                 # what is known at the fill: this bar at a close fill, else the previous bar
                 info_row = row if self._closing else int(self.data.prev_row[row])
                 ctx = self._context(sid, info_row, self.snapshot)
@@ -917,7 +987,8 @@ class Broker:
                 self._set_levels(sid, decision, self.i + 1)
         if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
             self._spawn_bracket(order)
-        self.strategy.on_fill(fill)
+        if fill is not None and self._strategy_wants_fills:
+            self.strategy.on_fill(fill)
         return fill
 
     def _spawn_bracket(self, parent: Order) -> None:
@@ -1057,6 +1128,7 @@ class Broker:
         order: Order,
         row: int,
     ) -> None:
+        self.entry_ordinal[sid] = int(self.data.ordinal[row])
         self.trades[sid] = _OpenTrade(
             direction=math.copysign(1.0, q),
             quantity=abs(q),

@@ -20,7 +20,9 @@ class ExecutionConfig:
     fill : {"next_open", "close"}, default "next_open"
         ``next_open``: market orders decided at bar t's close fill at t+1's open (the symbol's
         next bar). ``close``: market orders from the risk exits and the strategy fill at bar t's
-        close (VectorBT's default, Backtrader's cheat-on-close).
+        close (VectorBT's default, Backtrader's cheat-on-close); an order for a symbol without
+        a bar at t waits and fills at that symbol's next open. Limit/stop orders and
+        stop-loss/take-profit levels trigger from the next bar in both modes.
     commission : CommissionModel, default NoCommission()
     slippage : SlippageModel, default NoSlippage()
     initial_cash : float, default 1_000_000.0
@@ -30,8 +32,9 @@ class ExecutionConfig:
     allow_short : bool, default False
         False: a sell larger than the position is rejected (``short_not_allowed``).
     max_volume_participation : float or None, default None
-        Largest fraction of a bar's volume one order may fill on that bar, in (0, 1]; the rest
-        stays working for later bars. ``None``: no cap.
+        Largest fraction of a bar's volume one order may fill on that bar, in (0, 1] (rounded
+        down to whole shares); the rest stays working for later bars. ``None``: no cap. Exits
+        at stop-loss/take-profit levels and ``end_of_data`` closes are not capped.
     close_at_end : bool, default False
         True: close every open position at the last bar's close with ``exit_reason =
         "end_of_data"``. False: positions stay open and are not in ``trades``.

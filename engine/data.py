@@ -59,6 +59,10 @@ def _float_column(frame: pl.DataFrame, column: str, name: str) -> pl.Expr:
 class MarketData:
     """A validated, sorted panel stored as NumPy arrays, ready for the engine's loop.
 
+    Prices are assumed split- (and if wanted dividend-) adjusted: the engine applies no
+    corporate actions, so a split in unadjusted data shows up as a price jump (it does not
+    crash, but P&L across the split is wrong).
+
     Build it with :meth:`from_frame`. Rows are sorted by (timestamp, symbol); symbol ids are the
     positions of the symbols in the sorted list of unique names, so within one timestamp the
     ids are increasing.
@@ -73,8 +77,6 @@ class MarketData:
         Symbol name of each id.
     sym_id : ndarray[int64], shape (N,)
         Symbol id of each row.
-    row_symbol : ndarray[str], shape (N,)
-        Symbol name of each row.
     open, high, low, close, volume : ndarray[float64], shape (N,)
         Prices in currency per share; volume in shares.
     ordinal : ndarray[int64], shape (N,)
@@ -103,7 +105,6 @@ class MarketData:
         self.offsets = offsets
         self.symbols = symbols
         self.sym_id = sym_id
-        self.row_symbol: npt.NDArray[np.str_] = symbols[sym_id]
         self.open = prices["open"]
         self.high = prices["high"]
         self.low = prices["low"]
@@ -413,7 +414,8 @@ class BarBatch:
 
     @property
     def symbols(self) -> npt.NDArray[np.str_]:
-        return self._data.row_symbol[self.lo : self.hi]
+        data = self._data
+        return data.symbols[data.sym_id[self.lo : self.hi]]
 
     @property
     def ids(self) -> IntArray:
@@ -457,7 +459,7 @@ class BarBatch:
         elif column in data.columns:
             arr = data.columns[column]
         elif column == "symbol":
-            arr = data.row_symbol
+            return data.symbols[data.sym_id[self.lo : self.hi]]
         elif column == "id":
             arr = data.sym_id
         else:
@@ -491,7 +493,7 @@ class BarBatch:
         sig_lists = [data.columns[c][lo:hi].tolist() for c in sig_names]
         ind_lists = [data.columns[c][lo:hi].tolist() for c in ind_names]
         rows = zip(
-            data.row_symbol[lo:hi].tolist(),
+            data.symbols[data.sym_id[lo:hi]].tolist(),
             data.open[lo:hi].tolist(),
             data.high[lo:hi].tolist(),
             data.low[lo:hi].tolist(),
@@ -525,7 +527,8 @@ class BarView:
 
     @property
     def symbol(self) -> str:
-        return str(self._data.row_symbol[self.row])
+        data = self._data
+        return str(data.symbols[data.sym_id[self.row]])
 
     @property
     def open(self) -> float:

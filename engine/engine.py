@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 from engine.broker import Broker
@@ -109,6 +110,10 @@ class BacktestEngine:
         empty_context: dict[str, float] = {}
 
         strategy._broker = broker
+        # the loop allocates many short-lived objects (orders, fills, contexts); frequent
+        # young-generation collections would rescan them, so collect less often during the run
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
         try:
             strategy.on_start()
             for i in range(data.n_timestamps):
@@ -120,9 +125,11 @@ class BacktestEngine:
                 # 2. marks and risk exits
                 broker.update_marks()
                 if position_rules and risk is not None and broker.trades:
-                    decisions = risk.check_position_exits(broker.position_contexts())
-                    if decisions:
-                        broker.apply_risk_decisions(decisions)
+                    prepared = broker.position_batch()
+                    if prepared is not None:
+                        actions = risk.evaluate_positions(*prepared)
+                        if actions.any:
+                            broker.apply_actions(prepared[0], actions)
                 # 3. strategy
                 context = data.context_at(i) if context_columns else empty_context
                 batch = BarBatch(data, i)
@@ -141,6 +148,7 @@ class BacktestEngine:
             strategy.on_end()
         finally:
             strategy._broker = None
+            gc.set_threshold(*thresholds)
         elapsed = time.perf_counter() - started
         return BacktestResult.from_run(
             recorder=recorder,

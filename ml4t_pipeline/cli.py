@@ -5,6 +5,9 @@
     ``trades.parquet``, ``portfolio_states.parquet``, ``signals.parquet``, ``fills.parquet``,
     ``rejections.parquet``, ``prices_quarantine.parquet``, ``metrics.json`` and ``report.html``
     into DIR (asset values live under ``DIR/assets``). Prints the headline metrics.
+``ml4t compare DIR [DIR ...]``
+    Prints one row per experiment (metrics, config hash, code version) from ``ml4t run`` output
+    folders or from a storage folder, like the ``experiment_comparison`` asset.
 ``ml4t validate CONFIG.yaml``
     Prepares and validates the experiment's data only; prints each failing check with its
     offending rows and exits non-zero when a blocking check fails.
@@ -22,7 +25,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,12 @@ from typing import Any
 import dagster as dg
 
 from ml4t_pipeline.config import ConfigError, load_config
-from ml4t_pipeline.defs import assets_backtest, assets_data
+from ml4t_pipeline.defs import assets_backtest, assets_data, sources
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, read_value
 from ml4t_pipeline.defs.partitions import EXPERIMENTS
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.lib import comparison
+from ml4t_pipeline.lib.comparison import LINEAGE_FIELDS
 
 HEADLINE = (
     "total_return",
@@ -69,7 +73,7 @@ def materialize_experiment(
     instance = instance or _instance()
     if not instance.has_dynamic_partition(EXPERIMENTS, key):
         instance.add_dynamic_partitions(EXPERIMENTS, [key])
-    assets = dg.load_assets_from_modules([assets_data, assets_backtest])
+    assets = [*dg.load_assets_from_modules([sources, assets_data, assets_backtest])]
     return dg.materialize(
         assets,
         partition_key=key,
@@ -146,11 +150,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics = read_value(storage / "metrics" / key)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     shutil.copyfile(storage / "performance_report" / f"{key}.html", out / "report.html")
+    (out / "lineage.json").write_text(json.dumps(run_lineage(result), indent=2, sort_keys=True))
     print(f"experiment {cfg.name} ({config_path}) finished in {elapsed:.1f} s")
     for name in HEADLINE:
         if name in metrics:
             print(f"  {name:<14} {_format(name, metrics[name])}")
     print(f"report: {(out / 'report.html').resolve()}")
+    return 0
+
+
+def run_lineage(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    """Lineage of a run: experiment, config hash, code version, input versions, run id."""
+    lineage: dict[str, Any] = {"run_id": result.run_id}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        if materialization.asset_key.to_user_string() != "backtest":
+            continue
+        for name, value in materialization.metadata.items():
+            if name in LINEAGE_FIELDS:
+                lineage[name] = getattr(value, "value", value)
+    return lineage
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``ml4t compare``: one row per experiment from run output folders or a storage folder."""
+    metrics: dict[str, dict[str, Any]] = {}
+    lineage: dict[str, dict[str, Any]] = {}
+    for folder in map(Path, args.folders):
+        if (folder / "metrics.json").is_file():  # an `ml4t run` output folder
+            name = folder.name
+            metrics[name] = json.loads((folder / "metrics.json").read_text())
+            if (folder / "lineage.json").is_file():
+                lineage[name] = json.loads((folder / "lineage.json").read_text())
+        elif (folder / "metrics").is_dir():  # an IO-manager storage folder
+            for path in sorted((folder / "metrics").glob("*.json")):
+                metrics[path.stem] = json.loads(path.read_text())
+        else:
+            raise FileNotFoundError(f"{folder}: neither metrics.json nor a metrics/ folder")
+    table = comparison.comparison_table(metrics, lineage)
+    print(comparison.format_table(table))
+    if args.output:
+        table.write_parquet(args.output)
+        print(f"comparison table: {Path(args.output).resolve()}")
     return 0
 
 
@@ -182,15 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("config", help="experiment YAML file")
     val.add_argument("--storage", help="where prepared tables are written (default .ml4t_storage)")
     val.set_defaults(func=cmd_validate)
+    cmp_ = sub.add_parser("compare", help="compare experiments' metrics side by side")
+    cmp_.add_argument(
+        "folders", nargs="+", help="`ml4t run` output folders, or a storage folder (.ml4t_storage)"
+    )
+    cmp_.add_argument("--output", help="also write the table to this Parquet file")
+    cmp_.set_defaults(func=cmd_compare)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ml4t`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    # Dagster marks data versions and a few other APIs we use as beta; that is not news to a user
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     try:
         return int(args.func(args))
     except (ConfigError, FileNotFoundError) as exc:

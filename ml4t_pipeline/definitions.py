@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ml4t_pipeline.defs import assets_backtest, assets_data
+from ml4t_pipeline.defs import assets_backtest, assets_comparison, assets_data, sources
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, default_storage_dir
-from ml4t_pipeline.defs.jobs import experiment_job
+from ml4t_pipeline.defs.jobs import comparison_job, experiment_job
 from ml4t_pipeline.defs.resources import ExperimentsResource, default_configs_dir
-from ml4t_pipeline.defs.sensors import experiment_configs_sensor
+from ml4t_pipeline.defs.schedules import nightly_experiments
+from ml4t_pipeline.defs.sensors import (
+    experiment_configs_sensor,
+    input_files_sensor,
+    ml4t_automation,
+)
 
-ASSET_MODULES = (assets_data, assets_backtest)
+ASSET_MODULES = (sources, assets_data, assets_backtest, assets_comparison)
 
 
 def build_definitions(
@@ -27,8 +32,9 @@ def build_definitions(
     """
     return dg.Definitions(
         assets=dg.load_assets_from_modules(list(ASSET_MODULES)),
-        jobs=[experiment_job],
-        sensors=[experiment_configs_sensor],
+        jobs=[experiment_job, comparison_job],
+        sensors=[experiment_configs_sensor, input_files_sensor, ml4t_automation],
+        schedules=[nightly_experiments],
         resources={
             "experiments": ExperimentsResource(configs_dir=configs_dir or default_configs_dir()),
             "io_manager": Ml4tIOManager(base_dir=storage_dir or default_storage_dir()),

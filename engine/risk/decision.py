@@ -9,9 +9,12 @@ take-profit of the highest-priority rule that sets one wins.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
 class ExitType(StrEnum):
@@ -24,9 +27,8 @@ class ExitType(StrEnum):
 _EXIT_RANK = {ExitType.NONE: 0, ExitType.PARTIAL: 1, ExitType.IMMEDIATE: 2, ExitType.FLATTEN_ALL: 3}
 
 
-@dataclass(frozen=True, slots=True)
-class RiskDecision:
-    """A rule's verdict on one position at one bar.
+class RiskDecision(NamedTuple):
+    """A rule's verdict on one position at one bar (an immutable named tuple).
 
     Attributes
     ----------
@@ -57,7 +59,7 @@ class RiskDecision:
     reason: str = ""
     priority: int = 0
     rule: str = ""
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = _NO_METADATA
 
     @staticmethod
     def hold() -> RiskDecision:
@@ -93,7 +95,7 @@ class RiskDecision:
             reason=reason,
             priority=priority,
             rule=rule,
-            metadata=dict(metadata or {}),
+            metadata=dict(metadata) if metadata else _NO_METADATA,
         )
 
     @staticmethod
@@ -113,7 +115,7 @@ class RiskDecision:
             reason=reason,
             priority=priority,
             rule=rule,
-            metadata=dict(metadata or {}),
+            metadata=dict(metadata) if metadata else _NO_METADATA,
         )
 
     @property
@@ -139,13 +141,8 @@ def merge_decisions(decisions: Sequence[RiskDecision], is_long: bool) -> RiskDec
     if not active:
         return _HOLD
     if len(active) == 1:
-        d = active[0]
-        single = dict(d.metadata)
-        if d.update_stop_loss is not None:
-            single.setdefault("stop_rule", d.rule)
-        if d.update_take_profit is not None:
-            single.setdefault("take_profit_rule", d.rule)
-        return replace(d, metadata=single)
+        # a lone decision: its own rule set any levels (readers default to ``rule``)
+        return active[0]
     exits = [d for d in active if d.should_exit]
     stop_d: RiskDecision | None = None
     for d in active:
@@ -179,8 +176,11 @@ def merge_decisions(decisions: Sequence[RiskDecision], is_long: bool) -> RiskDec
                 d.exit_quantity if d.exit_quantity is not None else float("inf"),
             ),
         )
-        meta.update(best.metadata)
-        return replace(best, update_stop_loss=stop, update_take_profit=tp, metadata=meta)
+        return best._replace(
+            update_stop_loss=stop,
+            update_take_profit=tp,
+            metadata={**best.metadata, **meta},
+        )
     lead = stop_d if stop_d is not None else tp_d
     assert lead is not None
     return RiskDecision(

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from engine.risk.batch import PositionActions, PositionBatch, as_array
 from engine.risk.context import PortfolioSnapshot, RiskContext
-from engine.risk.decision import OrderAction, OrderDecision, RiskDecision, merge_decisions
+from engine.risk.decision import (
+    ExitType,
+    OrderAction,
+    OrderDecision,
+    RiskDecision,
+    merge_decisions,
+)
 from engine.risk.rules.base import RiskRule
 
 if TYPE_CHECKING:
@@ -52,6 +59,8 @@ class RiskManager:
         self.position_rules = [r for r in self.rules if r.evaluates_positions]
         self.entry_rules = [r for r in self.rules if r.sets_levels_on_entry]
         self.order_rules = [r for r in self.rules if r.validates_orders]
+        self.vector_rules = [r for r in self.position_rules if r.vectorized]
+        self.scalar_rules = [r for r in self.position_rules if not r.vectorized]
         self.context_builds = 0
         self.fills_seen = 0
         self._warn_conflicts()
@@ -99,12 +108,66 @@ class RiskManager:
             for rule in rules:
                 d = rule.evaluate(ctx)
                 if not d.is_hold:
-                    decisions.append(replace(d, rule=rule.name) if not d.rule else d)
+                    decisions.append(d._replace(rule=rule.name) if not d.rule else d)
             if decisions:
                 merged = merge_decisions(decisions, ctx.is_long)
                 if not merged.is_hold:
                     out.append((ctx, merged))
         return out
+
+    def evaluate_positions(
+        self,
+        batch: PositionBatch,
+        contexts: Callable[[], Sequence[RiskContext]],
+    ) -> PositionActions:
+        """Hook C as the engine runs it: vectorised rules once on ``batch``, the other position
+        rules once per position on shared contexts (built only if such rules exist), all
+        merged conservatively into one :class:`PositionActions`.
+
+        ``contexts()`` must return one context per position, in ``batch`` order.
+        """
+        m = len(batch)
+        actions = PositionActions(m)
+        is_long = batch.is_long
+        for rule in self.vector_rules:
+            d = rule.evaluate_batch(batch)
+            if d is None:
+                continue
+            if d.stop_loss is not None:
+                actions.add_stop(as_array(d.stop_loss, m, float), is_long, rule.name)
+            if d.take_profit is not None:
+                actions.add_take_profit(as_array(d.take_profit, m, float), rule.name)
+            if d.exit is not None:
+                mask = as_array(d.exit, m, bool)
+                if mask.any():
+                    qty = None if d.exit_quantity is None else as_array(d.exit_quantity, m, float)
+                    actions.add_exit(mask, qty, rule.name, rule.priority)
+        if not self.scalar_rules:
+            return actions
+        ctxs = contexts()
+        self.context_builds += len(ctxs)
+        rules = self.scalar_rules
+        for k, ctx in enumerate(ctxs):
+            decisions = []
+            for rule in rules:
+                rd = rule.evaluate(ctx)
+                if not rd.is_hold:
+                    decisions.append(rd._replace(rule=rule.name) if not rd.rule else rd)
+            if not decisions:
+                continue
+            merged = merge_decisions(decisions, ctx.is_long)
+            if merged.update_stop_loss is not None:
+                rule_name = str(merged.metadata.get("stop_rule", merged.rule))
+                actions.add_stop_at(k, merged.update_stop_loss, ctx.is_long, rule_name)
+            if merged.update_take_profit is not None:
+                rule_name = str(merged.metadata.get("take_profit_rule", merged.rule))
+                actions.add_take_profit_at(k, merged.update_take_profit, rule_name)
+            if merged.should_exit:
+                if merged.exit_type is ExitType.FLATTEN_ALL:
+                    actions.flatten_all = actions.flatten_all or merged.rule
+                else:
+                    actions.add_exit_at(k, merged.exit_quantity, merged.rule, merged.priority)
+        return actions
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
         """Hook B: pass, shrink or reject ``order`` (not modified here).
@@ -144,7 +207,8 @@ class RiskManager:
         ----------
         fill : Fill
         context : RiskContext or None
-            The position after the fill (``None`` when the fill left it flat).
+            The position after a fill that opened or increased it, when some rule sets levels
+            on entry (the engine skips building it otherwise); ``None`` otherwise.
         increased : bool
             True when the fill opened or increased the position.
         """
@@ -155,7 +219,7 @@ class RiskManager:
         for rule in self.entry_rules:
             d = rule.on_entry(context)
             if not d.is_hold:
-                decisions.append(replace(d, rule=rule.name) if not d.rule else d)
+                decisions.append(d._replace(rule=rule.name) if not d.rule else d)
         if len(decisions) == 1:
             return decisions[0]
         return merge_decisions(decisions, context.is_long)

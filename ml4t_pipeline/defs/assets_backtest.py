@@ -15,13 +15,14 @@ import polars as pl
 import engine
 from ml4t_pipeline.config import ExperimentConfig
 from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table, metrics_metadata
-from ml4t_pipeline.defs.partitions import experiments_partitions
+from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import reconcile
 from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib.lineage import code_version, frame_content_hash
 
 GROUP = "backtest"
+PRICE_COLUMNS = ["timestamp", "symbol", "open", "high", "low", "close", "volume"]
 _NON_VALUE_COLUMNS = {"timestamp", "symbol", "available_at", "model_trained_at"}
 
 
@@ -68,7 +69,34 @@ def run_experiment(
     return bt.run()
 
 
-@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"numpy"})
+def experiment_metrics(
+    cfg: ExperimentConfig,
+    portfolio_states: pl.DataFrame,
+    trades: pl.DataFrame,
+    fills: pl.DataFrame,
+) -> dict[str, Any]:
+    """Engine metrics plus total commission, slippage and costs (currency) from the fills."""
+    values: dict[str, Any] = engine.compute_metrics(
+        portfolio_states,
+        trades,
+        periods_per_year=cfg.reporting.periods_per_year,
+        risk_free_rate=cfg.reporting.risk_free_rate,
+        fills=fills,
+        initial_cash=cfg.execution.initial_cash,
+    )
+    values = {k: (v if isinstance(v, int) else float(v)) for k, v in values.items()}
+    values["total_commission"] = float(fills["commission"].sum()) if fills.height else 0.0
+    values["total_slippage"] = float(fills["slippage"].sum()) if fills.height else 0.0
+    values["total_costs"] = values["total_commission"] + values["total_slippage"]
+    return values
+
+
+@dg.asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    kinds={"numpy"},
+    automation_condition=RERUN_ON_NEW_INPUTS,
+)
 def backtest(
     context: dg.AssetExecutionContext,
     experiments: ExperimentsResource,
@@ -92,6 +120,9 @@ def backtest(
         "config_hash": dg.MetadataValue.text(cfg.config_hash()),
         "code_version": dg.MetadataValue.text(code_version()),
         "signals_version": dg.MetadataValue.text(frame_content_hash(signals)),
+        "prices_version": dg.MetadataValue.text(
+            frame_content_hash(market_panel.select(PRICE_COLUMNS))
+        ),
         "n_fills": dg.MetadataValue.int(result.fills.height),
         "n_trades": dg.MetadataValue.int(result.trades.height),
         "n_rejections": dg.MetadataValue.int(result.rejections.height),
@@ -104,6 +135,7 @@ def backtest(
     partitions_def=experiments_partitions,
     group_name=GROUP,
     kinds={"polars"},
+    automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
         dg.AssetCheckSpec(
             "trades_entered_after_signal_available",
@@ -133,6 +165,7 @@ def trades(backtest: dict[str, pl.DataFrame], market_panel: pl.DataFrame) -> Ite
     partitions_def=experiments_partitions,
     group_name=GROUP,
     kinds={"polars"},
+    automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
         dg.AssetCheckSpec(
             "equity_equals_cash_plus_marked_positions",
@@ -166,31 +199,39 @@ def portfolio_states(
     )
 
 
-@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"python"})
+@dg.asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    kinds={"python"},
+    automation_condition=RERUN_ON_NEW_INPUTS,
+)
 def metrics(
     context: dg.AssetExecutionContext,
     experiments: ExperimentsResource,
     portfolio_states: pl.DataFrame,
     trades: pl.DataFrame,
+    backtest: dict[str, pl.DataFrame],
 ) -> dg.Output[dict[str, Any]]:
-    """Headline metrics (total return, CAGR, Sharpe, max drawdown, win rate, trades...)."""
+    """Headline metrics (total return, CAGR, Sharpe, Sortino, max drawdown, win rate, trades,
+    turnover, costs). Formulas: :func:`engine.compute_metrics`; costs are sums over the fills
+    in currency units."""
     cfg = experiments.load(context.partition_key)
-    values = engine.compute_metrics(
-        portfolio_states,
-        trades,
-        periods_per_year=cfg.reporting.periods_per_year,
-        risk_free_rate=cfg.reporting.risk_free_rate,
-    )
-    values = {k: (float(v) if isinstance(v, float) else v) for k, v in values.items()}
+    values = experiment_metrics(cfg, portfolio_states, trades, backtest["fills"])
     png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
     meta = metrics_metadata(values) | {
         "config_hash": dg.MetadataValue.text(cfg.config_hash()),
+        "code_version": dg.MetadataValue.text(code_version()),
         "equity_curve": dg.MetadataValue.md(report_lib.png_markdown(png)),
     }
     return dg.Output(values, metadata=meta)
 
 
-@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"html"})
+@dg.asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    kinds={"html"},
+    automation_condition=RERUN_ON_NEW_INPUTS,
+)
 def performance_report(
     context: dg.AssetExecutionContext,
     experiments: ExperimentsResource,

@@ -12,7 +12,7 @@ import polars as pl
 
 from ml4t_pipeline.config import DEMO_PRICES, FileSignalsConfig, resolve_data_path
 from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table, pandera_descriptions
-from ml4t_pipeline.defs.partitions import experiments_partitions
+from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import context as context_lib
 from ml4t_pipeline.lib import features as features_lib
@@ -26,7 +26,13 @@ GROUP = "data"
 MAX_LISTED_ROWS = 20
 
 
-@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"polars"})
+@dg.asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    kinds={"polars"},
+    deps=["prices_file"],
+    automation_condition=RERUN_ON_NEW_INPUTS,
+)
 def prices_raw(
     context: dg.AssetExecutionContext, experiments: ExperimentsResource
 ) -> dg.Output[pl.DataFrame]:
@@ -66,11 +72,13 @@ def prices_raw(
             "(timestamp, symbol). Under the quarantine policy, invalid rows are left out "
             "and kept in prices_quarantine.",
             kinds={"polars"},
+            automation_condition=RERUN_ON_NEW_INPUTS,
         ),
         "prices_quarantine": dg.AssetOut(
             description="Price rows that break a validation rule, every original column kept, "
             "with `reason` naming each rule broken. Empty when all rows are valid.",
             kinds={"polars"},
+            automation_condition=RERUN_ON_NEW_INPUTS,
         ),
     },
     check_specs=[
@@ -129,7 +137,12 @@ def prices(
     )
 
 
-@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"polars"})
+@dg.asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    kinds={"polars"},
+    automation_condition=RERUN_ON_NEW_INPUTS,
+)
 def features(
     context: dg.AssetExecutionContext, experiments: ExperimentsResource, prices: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:
@@ -148,7 +161,12 @@ def features(
     return dg.Output(frame, metadata=frame_metadata(frame))
 
 
-@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"polars"})
+@dg.asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    kinds={"polars"},
+    automation_condition=RERUN_ON_NEW_INPUTS,
+)
 def market_context(
     context: dg.AssetExecutionContext, experiments: ExperimentsResource, prices: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:
@@ -173,7 +191,13 @@ def market_context(
     return dg.Output(frame, metadata=frame_metadata(frame))
 
 
-@dg.asset(partitions_def=experiments_partitions, group_name=GROUP, kinds={"polars", "sklearn"})
+@dg.asset(
+    partitions_def=experiments_partitions,
+    group_name=GROUP,
+    kinds={"polars", "sklearn"},
+    deps=["signals_file"],
+    automation_condition=RERUN_ON_NEW_INPUTS,
+)
 def signals(
     context: dg.AssetExecutionContext,
     experiments: ExperimentsResource,
@@ -218,6 +242,7 @@ def signals(
     partitions_def=experiments_partitions,
     group_name=GROUP,
     kinds={"polars"},
+    automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
         dg.AssetCheckSpec(
             "signals_available_before_use",

@@ -109,4 +109,20 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> Any:
+        if context.has_asset_partitions and not _downstream_partitioned(context):
+            # an unpartitioned asset reading every experiment: {partition_key: value} for the
+            # partitions that were materialized (the caller reports the missing ones)
+            base = Path(self.base_dir).joinpath(*context.asset_key.path)
+            out = {}
+            for key in context.asset_partition_keys:
+                try:
+                    out[key] = read_value(base / key)
+                except FileNotFoundError:
+                    context.log.warning(f"{context.asset_key.to_user_string()}[{key}] not stored")
+            return out
         return read_value(self._stem(context))
+
+
+def _downstream_partitioned(context: dg.InputContext) -> bool:
+    step = context.step_context
+    return step is not None and step.has_partition_key

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ml4t_pipeline.defs.executors import experiment_executor
+
 experiment_job = dg.define_asset_job(
     "experiment_job",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("experiment_comparison"),
     description="Prepare data, run the backtest and build the report for one experiment.",
+    executor_def=experiment_executor(),
+)
+
+comparison_job = dg.define_asset_job(
+    "comparison_job",
+    selection=dg.AssetSelection.assets("experiment_comparison"),
+    description="Rebuild the table comparing every experiment's latest metrics and lineage.",
 )

@@ -1,10 +1,24 @@
-"""Sensors: keep the experiment partitions in sync with the configs folder."""
+"""Sensors: experiments follow the configs folder; reruns follow new input files.
+
+- ``experiment_configs_sensor`` adds a partition for every new experiment YAML and launches its
+  first run; files that disappear are reported (their history is kept, never silently dropped).
+- ``input_files_sensor`` hashes each experiment's input files and, when a hash changes, records
+  an observation of ``prices_file`` / ``signals_file`` for that experiment with the new data
+  version. The downstream assets' ``eager`` automation conditions then rematerialize exactly the
+  affected experiment (declarative automation; ``ml4t_automation`` evaluates them).
+- ``ml4t_automation`` is the automation-condition sensor, running by default.
+"""
+
+import json
 
 import dagster as dg
 
 from ml4t_pipeline.defs.jobs import experiment_job
 from ml4t_pipeline.defs.partitions import EXPERIMENTS
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.lib.lineage import experiment_input_hashes
+
+DATA_VERSION_TAG = "dagster/data_version"
 
 
 @dg.sensor(
@@ -35,3 +49,47 @@ def experiment_configs_sensor(
         if added
         else [],
     )
+
+
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Observes the content hash of every experiment's input files and records a new "
+    "data version when one changes, so automation reruns exactly that experiment.",
+)
+def input_files_sensor(
+    context: dg.SensorEvaluationContext, experiments: ExperimentsResource
+) -> dg.SensorResult:
+    """Record observations of changed input files (first sight only sets the baseline)."""
+    seen: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
+    events: list[dg.AssetObservation] = []
+    current: dict[str, dict[str, str]] = {}
+    for key in context.instance.get_dynamic_partitions(EXPERIMENTS):
+        try:
+            hashes = experiment_input_hashes(experiments.load(key), experiments.root())
+        except (FileNotFoundError, ValueError) as exc:
+            context.log.warning(f"experiment {key}: inputs not readable: {exc}")
+            continue
+        current[key] = hashes
+        if key not in seen:
+            continue  # first sight: its first run (by experiment_configs_sensor) uses these
+        for asset, version in hashes.items():
+            if seen[key].get(asset) != version:
+                events.append(
+                    dg.AssetObservation(
+                        asset_key=asset,
+                        partition=key,
+                        tags={DATA_VERSION_TAG: version},
+                        metadata={"content_hash": version, "previous": seen[key].get(asset, "")},
+                    )
+                )
+    return dg.SensorResult(asset_events=events, cursor=json.dumps(current, sort_keys=True))
+
+
+ml4t_automation = dg.AutomationConditionSensorDefinition(
+    "ml4t_automation",
+    target=dg.AssetSelection.all(include_sources=True),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the assets' automation conditions (eager reruns on new inputs).",
+)

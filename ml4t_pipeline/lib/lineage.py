@@ -10,8 +10,12 @@ import hashlib
 import io
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from ml4t_pipeline.config import ExperimentConfig
 
 
 def file_content_hash(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -76,3 +80,22 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def experiment_input_hashes(cfg: ExperimentConfig, data_root: str | None) -> dict[str, str]:
+    """Content hashes of an experiment's input files: ``prices_file`` and ``signals_file``.
+
+    Only inputs that are files appear: the demo prices (a package) and model-made signals have
+    no file to watch. A missing file raises ``FileNotFoundError`` naming it.
+    """
+    from ml4t_pipeline.config import DEMO_PRICES, FileSignalsConfig, resolve_data_path
+
+    out: dict[str, str] = {}
+    if cfg.data.prices != DEMO_PRICES:
+        out["prices_file"] = file_content_hash(
+            resolve_data_path(cfg.data.prices, data_root=data_root)
+        )
+    if isinstance(cfg.data.signals, FileSignalsConfig):
+        path = resolve_data_path(cfg.data.signals.path, data_root=data_root)
+        out["signals_file"] = file_content_hash(path)
+    return out

@@ -157,7 +157,11 @@ def build_market_panel(
     feats = features
     if feats.schema["symbol"] != prices.schema["symbol"]:
         feats = feats.with_columns(pl.col("symbol").cast(prices.schema["symbol"]))
-    with_features = prices.join(feats, on=key, how="left", maintain_order="left")
+    if feats.height == prices.height and feats.select(key).equals(prices.select(key)):
+        # Same bars in the same order (features computed from these prices): no join needed.
+        with_features = pl.concat([prices, feats.drop(key)], how="horizontal")
+    else:
+        with_features = prices.join(feats, on=key, how="left", maintain_order="left")
     joined = join_signals_asof(with_features, signals, max_staleness, max_fill_bars).frame
     if joined.height != prices.height:  # a join must never add or lose bars
         raise AssertionError(
@@ -378,7 +382,9 @@ def prepare_panel_by_month(
                 )
                 del before
         prices = read_month(year, month)
-        report = validate_prices(prices, level, sample_size=sample_size)
+        # Paranoid = standard on the prices here, plus the timing checks on the panel below.
+        price_level = "standard" if level == "paranoid" else level
+        report = validate_prices(prices, price_level, sample_size=sample_size)
         if report.invalid.height:
             if invalid_policy == "fail":
                 raise ValueError(

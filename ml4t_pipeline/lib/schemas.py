@@ -561,35 +561,53 @@ def validate_rows(
         raise ValueError(f"columns {reserved} are reserved for the validation report")
     flag = "__broken_"
     flag_cols = [f"{flag}{r.name}" for r in rules]
-    indexed = df.with_row_index("row_index").with_columns(
-        [(~r.passes()).fill_null(True).alias(f"{flag}{r.name}") for r in rules]
-    )
+    # Only the Boolean flags are computed over the whole frame; the report columns (row index,
+    # reason) are built for the broken rows alone, and a clean frame is returned without a copy.
+    flags = df.select([(~r.passes()).fill_null(True).alias(f"{flag}{r.name}") for r in rules])
+    totals = flags.select([pl.col(c).sum().alias(c.removeprefix(flag)) for c in flag_cols])
+    counts = {k: int(v[0]) for k, v in totals.to_dict(as_series=False).items()}
+    id_cols = ["row_index", *key]
+    if not any(counts.values()):
+        return TableValidation(
+            valid=df,
+            invalid=df.clear()
+            .with_row_index("row_index")
+            .with_columns(pl.lit(None, pl.String).alias("reason")),
+            violations=df.select(key)
+            .clear()
+            .with_row_index("row_index")
+            .with_columns(pl.lit(None, pl.String).alias("rule")),
+            n_violations=0,
+            summary=counts,
+            n_rows=df.height,
+            n_checked=df.height,
+        )
+    any_broken = flags.select(pl.any_horizontal(flag_cols)).to_series()
+    valid = df.filter(~any_broken)
+    rows = any_broken.arg_true()
     reason = pl.concat_str(
         [pl.when(pl.col(f"{flag}{r.name}")).then(pl.lit(r.name)) for r in rules],
         separator="; ",
         ignore_nulls=True,
     )
-    any_broken = pl.any_horizontal(flag_cols) if flag_cols else pl.lit(False)
-    indexed = indexed.with_columns(pl.when(any_broken).then(reason).alias("reason"))
-    valid = indexed.filter(pl.col("reason").is_null()).select(df.columns)
-    broken = indexed.filter(pl.col("reason").is_not_null())
+    broken = pl.concat(
+        [
+            rows.cast(pl.UInt32).alias("row_index").to_frame(),
+            df[rows],
+            flags[rows].with_columns(reason.alias("reason")),
+        ],
+        how="horizontal",
+    )
     invalid = broken.select(["row_index", *df.columns, "reason"])
-    id_cols = ["row_index", *key]
-    if flag_cols:
-        violations = (
-            broken.select([*id_cols, *flag_cols])
-            .unpivot(index=id_cols, variable_name="rule", value_name="x")
-            .filter(pl.col("x"))
-            .with_columns(pl.col("rule").str.strip_prefix(flag).cast(pl.Enum(names)))
-            .sort(["row_index", "rule"])
-            .with_columns(pl.col("rule").cast(pl.String))
-            .drop("x")
-        )
-        totals = indexed.select([pl.col(c).sum().alias(c.removeprefix(flag)) for c in flag_cols])
-        counts = {k: int(v[0]) for k, v in totals.to_dict(as_series=False).items()}
-    else:
-        violations = broken.select(id_cols).with_columns(pl.lit("", pl.String).alias("rule"))
-        counts = {}
+    violations = (
+        broken.select([*id_cols, *flag_cols])
+        .unpivot(index=id_cols, variable_name="rule", value_name="x")
+        .filter(pl.col("x"))
+        .with_columns(pl.col("rule").str.strip_prefix(flag).cast(pl.Enum(names)))
+        .sort(["row_index", "rule"])
+        .with_columns(pl.col("rule").cast(pl.String))
+        .drop("x")
+    )
     return TableValidation(
         valid=valid,
         invalid=invalid,

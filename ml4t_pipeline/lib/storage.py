@@ -87,6 +87,20 @@ def write_parquet_atomic(df: pl.DataFrame, path: str | Path) -> Path:
     return dest
 
 
+def _is_sorted_by(df: pl.DataFrame, columns: list[str]) -> bool:
+    """True when rows are in non-decreasing lexicographic order of ``columns`` (nulls first)."""
+    if df.height < 2 or not columns:
+        return True
+    ok: pl.Expr | None = None
+    for column in reversed(columns):
+        cur, prev = pl.col(column), pl.col(column).shift(1)
+        less = (prev < cur) | (prev.is_null() & cur.is_not_null())
+        equal = (prev == cur) | (prev.is_null() & cur.is_null())
+        ok = (less | equal) if ok is None else (less | (equal & ok))
+    assert ok is not None
+    return bool(df.select(ok.slice(1).all()).item())
+
+
 def _strings_for_storage(df: pl.DataFrame) -> pl.DataFrame:
     cats = [c for c, t in df.schema.items() if isinstance(t, pl.Categorical | pl.Enum)]
     return df.with_columns(pl.col(cats).cast(pl.String)) if cats else df
@@ -158,19 +172,25 @@ def write_partitioned(
         sort_by = [timestamp_col, "symbol"] if "symbol" in df.columns else [timestamp_col]
     root_path = Path(root)
     root_path.mkdir(parents=True, exist_ok=True)
+    # One partition at a time: the keys are a small frame, each partition is filtered out on its
+    # own (no copy when the frame is a single month, the usual case), and sorted only if it is
+    # not in order already. Peak extra memory is about one partition, not the whole table.
     local = pl.col(timestamp_col).dt.convert_time_zone(partition_tz)
-    keyed = df.with_columns(
+    keys = df.select(
         local.dt.year().cast(pl.Int32).alias("year"), local.dt.month().cast(pl.Int32).alias("month")
     )
+    months = keys.unique().sort("year", "month").rows()
     written: list[WrittenPartition] = []
-    for (year, month), part in sorted(
-        keyed.partition_by(list(PARTITION_COLUMNS), as_dict=True, maintain_order=True).items(),
-        key=lambda kv: (int(kv[0][0]), int(kv[0][1])),
-    ):
+    for year, month in months:
         y, m = int(year), int(month)
-        data = part.drop(list(PARTITION_COLUMNS)).sort(list(sort_by), maintain_order=True)
+        in_month = (keys["year"] == y) & (keys["month"] == m)
+        part = df if len(months) == 1 else df.filter(in_month)
+        data = _strings_for_storage(part)
+        if not _is_sorted_by(data, list(sort_by)):
+            data = data.sort(list(sort_by), maintain_order=True)
         path = write_parquet_atomic(data, _partition_dir(root_path, y, m) / DATA_FILE)
         written.append(WrittenPartition(y, m, path, data.height))
+        del part, data
     if remove_other_partitions:
         keep = {(w.year, w.month) for w in written}
         for year, month, folder in list_partitions(root_path):

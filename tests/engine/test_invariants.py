@@ -14,6 +14,9 @@ from engine import (
     ExecutionConfig,
     FixedPercentageSlippage,
     MarketData,
+    MaxLeverageRule,
+    MaxPositionSizeRule,
+    MaxPositionsRule,
     PercentageCommission,
     PriceBasedStopLoss,
     PriceBasedTakeProfit,
@@ -46,7 +49,7 @@ def scenario(draw: Any) -> dict[str, Any]:
                 st.integers(0, n_bars - 1),
                 st.sampled_from(SYMBOLS),
                 st.integers(-60, 60).filter(lambda q: q != 0),
-                st.sampled_from(["market", "limit", "stop"]),
+                st.sampled_from(["market", "limit", "stop", "trail", "bracket", "day"]),
             ),
             max_size=12,
         )
@@ -56,12 +59,12 @@ def scenario(draw: Any) -> dict[str, Any]:
         "orders": orders,
         "fill": draw(st.sampled_from(["next_open", "close"])),
         "allow_short": draw(st.booleans()),
-        "rules": draw(st.booleans()),
+        "rules": draw(st.sampled_from(["none", "exits", "portfolio"])),
         "cap": draw(st.sampled_from([None, 0.02])),
     }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario())
 def test_engine_invariants_hold_for_random_orders(sc: dict[str, Any]) -> None:
     panel = pl.DataFrame(
@@ -82,6 +85,14 @@ def test_engine_invariants_hold_for_random_orders(sc: dict[str, Any]) -> None:
                 kw["limit_price"] = price * (0.98 if q > 0 else 1.02)
             elif kind == "stop":
                 kw["stop_price"] = price * (1.02 if q > 0 else 0.98)
+            elif kind == "trail":
+                kw["trail_percent"] = 0.03
+            elif kind == "day":
+                kw["limit_price"] = price * (0.99 if q > 0 else 1.01)
+                kw["tif"] = "DAY"
+            elif kind == "bracket":
+                up, down = price * 1.03, price * 0.97
+                kw["take_profit"], kw["stop_loss"] = (up, down) if q > 0 else (down, up)
             (s.buy if q > 0 else s.sell)(sym, abs(q), **kw)
 
         previous = plan.get(k)
@@ -94,11 +105,15 @@ def test_engine_invariants_hold_for_random_orders(sc: dict[str, Any]) -> None:
         slippage=FixedPercentageSlippage(0.001),
         max_volume_participation=sc["cap"],
     )
-    risk = (
-        RiskManager([PriceBasedStopLoss(0.03), PriceBasedTakeProfit(0.04), TimeBasedExit(3)])
-        if sc["rules"]
-        else None
-    )
+    risk = {
+        "none": None,
+        "exits": RiskManager(
+            [PriceBasedStopLoss(0.03), PriceBasedTakeProfit(0.04), TimeBasedExit(3)]
+        ),
+        "portfolio": RiskManager(
+            [MaxPositionsRule(2), MaxPositionSizeRule(0.3), MaxLeverageRule(1.0)]
+        ),
+    }[sc["rules"]]
     result = BacktestEngine(data, Script(plan), risk, cfg).run()
     fills = result.fills
     states = result.portfolio_states

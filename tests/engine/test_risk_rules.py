@@ -269,3 +269,72 @@ def test_rule_specs_from_registry_with_bad_params() -> None:
         build_rule({"type": "PartialProfitTaking", "levels": [[0.1, 0.5], [0.05, 0.5]]})
     with pytest.raises(ValueError, match="session_close"):
         build_rule({"type": "SessionEndExit", "session_close": "4pm"})
+
+
+def _random_panel(n_symbols: int = 12, n_bars: int = 150) -> MarketData:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    frames = []
+    for k in range(n_symbols):
+        close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, n_bars)))
+        open_ = close * np.exp(rng.normal(0, 0.005, n_bars))
+        high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.02, n_bars))
+        low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.02, n_bars))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "timestamp": [
+                        datetime(2024, 1, 1, 21, tzinfo=UTC) + timedelta(days=d)
+                        for d in range(n_bars)
+                    ],
+                    "symbol": f"S{k:02d}",
+                    "open": open_,
+                    "high": high,
+                    "low": low,
+                    "close": close,
+                    "volume": 1e6,
+                    "score": rng.normal(0, 1, n_bars),
+                }
+            )
+        )
+    panel = pl.concat(frames).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    return MarketData.from_frame(panel, signal_columns=["score"])
+
+
+def test_vectorised_rules_match_per_position_evaluation() -> None:
+    from engine import TimeBasedExit, TopNStrategy
+
+    data = _random_panel()
+
+    def rules(vectorized: bool) -> list[Any]:
+        chosen: list[Any] = [
+            PriceBasedStopLoss(0.04),
+            DynamicTrailingStop(0.08, tighten_per_bar=0.005, min_trail_pct=0.03),
+            BreakEvenRule(0.03),
+            TimeBasedExit(7),
+        ]
+        for rule in chosen:
+            rule.vectorized = rule.vectorized and vectorized
+        return chosen
+
+    results = []
+    for vectorized in (True, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            manager = RiskManager(rules(vectorized))
+        results.append(
+            BacktestEngine(
+                data, TopNStrategy("score", n=4, rebalance_every=3), manager, ExecutionConfig()
+            ).run()
+        )
+    fast, slow = results
+    assert fast.trades.height > 20
+    assert set(fast.trades["exit_reason"].unique()) >= {
+        "DynamicTrailingStop",
+        "TimeBasedExit",
+        "strategy",
+    }
+    assert fast.trades.equals(slow.trades)
+    assert fast.portfolio_states.equals(slow.portfolio_states)
+    assert fast.risk_context_builds == 0 and slow.risk_context_builds > 0

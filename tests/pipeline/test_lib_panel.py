@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from ml4t_pipeline.lib.features import compute_features
 from ml4t_pipeline.lib.io import load_prices_file
@@ -195,3 +196,193 @@ def test_build_market_panel_max_fill_bars_nulls_old_signal() -> None:
     sig = signals([(DAYS[0], "A", 0.5, DAYS[0])])
     panel = build_market_panel(prices, features_of(prices), sig, max_fill_bars=1)
     assert panel["score"].to_list() == [0.5, 0.5, None, None]
+
+
+def test_build_market_panel_aligned_features_same_as_join() -> None:
+    prices = daily_prices()
+    sig = signals([(DAYS[0], "A", 0.5, DAYS[0])])
+    aligned = build_market_panel(prices, features_of(prices), sig)  # same keys, same order
+    shuffled = build_market_panel(prices, features_of(prices).reverse(), sig)  # hash join
+    assert aligned.equals(shuffled)
+
+
+def test_build_market_panel_keep_status_adds_signal_status() -> None:
+    prices = daily_prices()
+    sig = signals([(DAYS[1], "A", 0.5, DAYS[1])])
+    panel = build_market_panel(prices, features_of(prices), sig, keep_status=True)
+    a = panel.filter(pl.col("symbol") == "A")
+    assert a["signal_status"].to_list() == ["missing", "fresh", "filled", "filled"]
+    assert panel.columns[-1] == "signal_status"
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare_panel_by_month: the bounded-memory form of the same pipeline
+
+
+def hourly_prices(months: tuple[int, ...] = (1, 2, 3)) -> pl.DataFrame:
+    """Three symbols, 7 hourly bars on each weekday of the given 2024 months (UTC closes)."""
+    days = pl.date_range(
+        datetime(2024, months[0], 1), datetime(2024, months[-1], 28), "1d", eager=True
+    )
+    stamps = [
+        datetime(d.year, d.month, d.day, 15 + h, tzinfo=UTC)
+        for d in days.to_list()
+        if d.weekday() < 5 and d.month in months
+        for h in range(7)
+    ]
+    rows = [(t, s) for t in stamps for s in ("A", "B", "C")]
+    n = len(rows)
+    steps = pl.Series([((i * 7919) % 13 - 6) / 1000 for i in range(n)])
+    close = 50.0 * (1 + steps).cum_prod()
+    return (
+        pl.DataFrame(
+            {"timestamp": [t for t, _ in rows], "symbol": [s for _, s in rows], "close": close},
+            schema_overrides={"timestamp": UTC_DATETIME},
+        )
+        .with_columns(
+            pl.col("close").alias("open"),
+            (pl.col("close") * 1.01).alias("high"),
+            (pl.col("close") * 0.99).alias("low"),
+            pl.lit(1_000.0).alias("volume"),
+        )
+        .select("timestamp", "symbol", "open", "high", "low", "close", "volume")
+    )
+
+
+def daily_signals(prices: pl.DataFrame) -> pl.DataFrame:
+    last_bar = prices.group_by(pl.col("timestamp").dt.date().alias("d"), "symbol").agg(
+        pl.col("timestamp").max(), pl.col("close").last().alias("score")
+    )
+    return signal_available_at(last_bar.drop("d"), "next_day")
+
+
+def test_prepare_panel_by_month_full_warmup_equals_one_shot(tmp_path: Path) -> None:
+    from ml4t_pipeline.lib.panel import prepare_panel_by_month
+    from ml4t_pipeline.lib.storage import read_partitioned, write_partitioned
+
+    prices = hourly_prices()
+    write_partitioned(prices, tmp_path / "prices")
+    sig = daily_signals(prices)
+    result = prepare_panel_by_month(tmp_path / "prices", sig, tmp_path / "out", warmup_bars=2_000)
+    one_shot = build_market_panel(prices, compute_features(prices), sig)
+    by_month = read_partitioned(result.panel_root, symbol_categorical=False)
+    assert [(m.year, m.month) for m in result.months] == [(2024, 1), (2024, 2), (2024, 3)]
+    assert result.rows == prices.height
+    assert by_month.equals(one_shot)
+
+
+def test_prepare_panel_by_month_short_warmup_rolling_windows_exact(tmp_path: Path) -> None:
+    from ml4t_pipeline.lib.panel import prepare_panel_by_month
+    from ml4t_pipeline.lib.storage import read_partitioned, write_partitioned
+
+    prices = hourly_prices()
+    write_partitioned(prices, tmp_path / "prices")
+    sig = daily_signals(prices)
+    result = prepare_panel_by_month(tmp_path / "prices", sig, tmp_path / "out", warmup_bars=21)
+    one_shot = build_market_panel(prices, compute_features(prices), sig)
+    by_month = read_partitioned(result.panel_root, symbol_categorical=False)
+    # Windows of at most 20 bars see the same bars (rolling sums may differ in the last bits).
+    exact = ["ret_1", "ret_5", "ret_20", "vol_20", "sma_20", "zscore_20", "score"]
+    assert_frame_equal(by_month.select(exact), one_shot.select(exact), rel_tol=1e-12)
+
+
+def test_prepare_panel_by_month_quarantine_context_and_one_month_rerun(tmp_path: Path) -> None:
+    from ml4t_pipeline.lib.panel import prepare_panel_by_month
+    from ml4t_pipeline.lib.storage import read_partitioned, write_partitioned
+
+    prices = hourly_prices()
+    bad_at = prices.filter(pl.col("timestamp").dt.month() == 2).row(10, named=True)
+    prices = prices.with_columns(
+        pl.when((pl.col("timestamp") == bad_at["timestamp"]) & (pl.col("symbol") == "B"))
+        .then(pl.col("low") * 0.5)
+        .otherwise(pl.col("high"))
+        .alias("high")
+    )
+    write_partitioned(prices, tmp_path / "prices")
+    context = pl.DataFrame(
+        {"timestamp": [utc(2024, 1, 1), utc(2024, 2, 1)], "vix": [12.0, 20.0]},
+        schema_overrides={"timestamp": UTC_DATETIME},
+    )
+    sig = daily_signals(prices)
+    out = tmp_path / "out"
+    result = prepare_panel_by_month(tmp_path / "prices", sig, out, context=context)
+    assert result.quarantined.height == 1
+    assert result.quarantined.row(0, named=True)["symbol"] == "B"
+    assert "high_at_or_above_low" in result.quarantined["reason"][0]
+    assert [m.invalid_rows for m in result.months] == [0, 1, 0]
+    assert result.rows == prices.height - 1
+    assert read_partitioned(result.quarantine_root).height == 1
+    # Context is stored once per bar timestamp, never per symbol.
+    stored = read_partitioned(result.context_root)
+    assert stored.height == prices["timestamp"].n_unique()
+    assert stored.filter(pl.col("timestamp") < utc(2024, 2, 1))["vix"].unique().to_list() == [12.0]
+    # Rematerializing February alone writes the same bytes.
+    feb = out / "panel" / "year=2024" / "month=02" / "data.parquet"
+    before = feb.read_bytes()
+    again = prepare_panel_by_month(tmp_path / "prices", sig, out, months=[(2024, 2)])
+    assert [(m.year, m.month) for m in again.months] == [(2024, 2)]
+    assert feb.read_bytes() == before
+
+
+def test_prepare_panel_by_month_fail_policy_raises_naming_rule(tmp_path: Path) -> None:
+    from ml4t_pipeline.lib.panel import prepare_panel_by_month
+    from ml4t_pipeline.lib.storage import write_partitioned
+
+    prices = hourly_prices((1,)).with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(-1.0).otherwise(pl.col("volume")).alias("volume")
+    )
+    write_partitioned(prices, tmp_path / "prices")
+    with pytest.raises(ValueError, match="volume_non_negative"):
+        prepare_panel_by_month(
+            tmp_path / "prices", daily_signals(prices), tmp_path / "out", invalid_policy="fail"
+        )
+
+
+def test_prepare_panel_by_month_paranoid_reports_stale_signal_uses(tmp_path: Path) -> None:
+    from ml4t_pipeline.lib.panel import prepare_panel_by_month
+    from ml4t_pipeline.lib.storage import write_partitioned
+
+    prices = hourly_prices((1,))
+    write_partitioned(prices, tmp_path / "prices")
+    # Daily signals stamped at the session's last bar (21:00 UTC), used for the 7 bars of the
+    # next session (15:00-21:00 UTC): ages 1-7 bars; with a limit of 5, ages 6 and 7 (the 20:00
+    # and 21:00 bars) are reported.
+    result = prepare_panel_by_month(
+        tmp_path / "prices",
+        daily_signals(prices),
+        tmp_path / "out",
+        level="paranoid",
+        max_signal_age_bars=5,
+    )
+    found = result.timing_violations
+    assert found.height == result.months[0].timing_violations > 0
+    assert set(found["rule"].to_list()) == {"signal_not_stale"}
+    hours = found["timestamp"].dt.hour().unique().sort().to_list()
+    assert hours == [20, 21]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"level": "thorough"}, "unknown validation level"),
+        ({"invalid_policy": "drop"}, "unknown invalid_policy"),
+        ({"warmup_bars": 3, "max_fill_bars": 5}, "warmup_bars"),
+        ({"level": "paranoid"}, "max_signal_age_bars"),
+        ({"months": [(2030, 1)]}, "no price partition"),
+    ],
+)
+def test_prepare_panel_by_month_bad_arguments_raise(
+    tmp_path: Path, kwargs: dict[str, object], message: str
+) -> None:
+    from ml4t_pipeline.lib.panel import prepare_panel_by_month
+    from ml4t_pipeline.lib.storage import write_partitioned
+
+    prices = hourly_prices((1,))
+    write_partitioned(prices, tmp_path / "prices")
+    with pytest.raises(ValueError, match=message):
+        prepare_panel_by_month(
+            tmp_path / "prices",
+            daily_signals(prices),
+            tmp_path / "out",
+            **kwargs,  # type: ignore[arg-type]
+        )

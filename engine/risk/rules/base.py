@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import ExitType, OrderDecision, RiskDecision
 
@@ -28,6 +29,8 @@ class RiskRule(ABC):
     - :meth:`evaluate` (hook C, ``evaluates_positions``): called once per open position per
       bar (the symbol has a bar) with a shared :class:`RiskContext`; returns a
       :class:`RiskDecision` (hold, exit, or new stop/take-profit levels effective next bar).
+      Rules with ``vectorized = True`` answer for all positions at once in
+      :meth:`evaluate_batch` instead (no per-position Python work).
     - :meth:`on_entry` (via hook D, ``sets_levels_on_entry``): called after a fill that opens or
       increases a position; may set initial levels (effective from the bar after the fill).
     - :meth:`validate_order` (hook B, ``validates_orders``): pass, shrink or reject a new order.
@@ -38,6 +41,8 @@ class RiskRule(ABC):
     evaluates_positions: bool = True
     sets_levels_on_entry: bool = False
     validates_orders: bool = False
+    vectorized: bool = False
+    """True when :meth:`evaluate_batch` replaces :meth:`evaluate` for hook C."""
     level_kind: ClassVar[str | None] = None
     """``"stop"`` / ``"take_profit"`` for rules that set that level (conflict warnings)."""
 
@@ -55,6 +60,11 @@ class RiskRule(ABC):
     def on_entry(self, context: RiskContext) -> RiskDecision:
         """Initial levels for a position just opened/increased (default: none)."""
         return RiskDecision.hold()
+
+    def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        """Vectorised :meth:`evaluate` for all positions of a bar (rules with
+        ``vectorized = True``); must give the same answers as :meth:`evaluate`."""
+        raise NotImplementedError(f"{self.name} has no vectorised evaluation")
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
         """Verdict on a new order (default: pass)."""
@@ -135,23 +145,21 @@ class CompositeRule(RiskRule):
         return self._name
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
-        from dataclasses import replace
 
         from engine.risk.decision import merge_decisions
 
-        decisions = [replace(r.evaluate(context), rule=r.name) for r in self.rules]
+        decisions = [r.evaluate(context)._replace(rule=r.name) for r in self.rules]
         merged = merge_decisions(decisions, context.is_long)
         if self.mode == "all" and merged.should_exit and not all(d.should_exit for d in decisions):
-            return replace(merged, should_exit=False, exit_type=ExitType.NONE, exit_quantity=None)
+            return merged._replace(should_exit=False, exit_type=ExitType.NONE, exit_quantity=None)
         return merged
 
     def on_entry(self, context: RiskContext) -> RiskDecision:
-        from dataclasses import replace
 
         from engine.risk.decision import merge_decisions
 
         return merge_decisions(
-            [replace(r.on_entry(context), rule=r.name) for r in self.rules], context.is_long
+            [r.on_entry(context)._replace(rule=r.name) for r in self.rules], context.is_long
         )
 
     def reset(self) -> None:

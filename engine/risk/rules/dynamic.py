@@ -6,6 +6,10 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 
+import numpy as np
+
+from engine.data import FloatArray
+from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import RiskContext
 from engine.risk.decision import RiskDecision
 from engine.risk.rules.base import RiskRule
@@ -132,6 +136,7 @@ class DynamicTrailingStop(RiskRule):
 
     sets_levels_on_entry = True
     level_kind = "stop"
+    vectorized = True
 
     def __init__(
         self,
@@ -172,6 +177,23 @@ class DynamicTrailingStop(RiskRule):
                 level = min(level, current)
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
 
+    def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        if self.tighten_per_bar == 0.0:
+            trail: float | FloatArray = self.initial_trail_pct
+        else:
+            trail = np.maximum(
+                self.min_trail_pct,
+                self.initial_trail_pct - self.tighten_per_bar * batch.bars_held,
+            )
+        current = batch.stop_loss
+        if batch.all_long:
+            # fmax ignores a NaN current stop: ratchet up only
+            return BatchDecision(stop_loss=np.fmax(batch.max_price * (1.0 - trail), current))
+        long = batch.is_long
+        level = np.where(long, batch.max_price * (1.0 - trail), batch.min_price * (1.0 + trail))
+        level = np.where(long, np.fmax(level, current), np.fmin(level, current))
+        return BatchDecision(stop_loss=level)
+
 
 class BreakEvenRule(RiskRule):
     """Move the stop to (about) the entry price once the trade has run far enough.
@@ -190,6 +212,7 @@ class BreakEvenRule(RiskRule):
     """
 
     level_kind = "stop"
+    vectorized = True
 
     def __init__(
         self, trigger_pct: float = 0.02, offset_pct: float = 0.0, priority: int = 85
@@ -203,6 +226,13 @@ class BreakEvenRule(RiskRule):
             return RiskDecision.hold()
         level = context.entry_price * (1.0 + context.direction * self.offset_pct)
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
+
+    def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        hit = batch.mfe_pct >= self.trigger_pct
+        if not hit.any():
+            return None
+        level = batch.entry_price * (1.0 + batch.direction * self.offset_pct)
+        return BatchDecision(stop_loss=np.where(hit, level, np.nan))
 
 
 class PartialProfitTaking(RiskRule):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import RiskContext
 from engine.risk.decision import RiskDecision
 from engine.risk.rules.base import RiskRule
@@ -103,6 +104,8 @@ class TimeBasedExit(RiskRule):
     priority : int, default 90
     """
 
+    vectorized = True
+
     def __init__(self, max_bars: int, priority: int = 90) -> None:
         super().__init__(priority)
         if isinstance(max_bars, bool) or not isinstance(max_bars, int) or max_bars < 1:
@@ -117,3 +120,7 @@ class TimeBasedExit(RiskRule):
                 rule=self.name,
             )
         return RiskDecision.hold()
+
+    def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        due = batch.bars_held >= self.max_bars
+        return BatchDecision(exit=due) if due.any() else None

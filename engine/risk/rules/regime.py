@@ -83,9 +83,7 @@ class RegimeDependentRule(RiskRule):
 def _named(decision: RiskDecision, rule: RiskRule) -> RiskDecision:
     if decision.is_hold or decision.rule:
         return decision
-    from dataclasses import replace
-
-    return replace(decision, rule=rule.name)
+    return decision._replace(rule=rule.name)
 
 
 class SessionEndExit(RiskRule):
