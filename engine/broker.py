@@ -44,11 +44,10 @@ from engine.recorder import Recorder
 from engine.risk.batch import PositionActions, PositionBatch
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import OrderAction, RiskDecision
-from engine.strategy import Strategy as StrategyBase
+from engine.strategy import Strategy
 
 if TYPE_CHECKING:
     from engine.risk.manager import RiskManager
-    from engine.strategy import Strategy
 
 EPS = 1e-9
 # enum members bound once: attribute access on an Enum class is slow in the hot path
@@ -159,7 +158,7 @@ class Broker:
         self.children: dict[int, list[Order]] = {}
         # skip work nobody consumes: slippage bar views, Fill objects without listeners
         self._no_slippage = type(config.slippage) is NoSlippage
-        self._strategy_wants_fills = type(strategy).on_fill is not StrategyBase.on_fill
+        self._strategy_wants_fills = type(strategy).on_fill is not Strategy.on_fill
         self._wants_fill_events = self._strategy_wants_fills or risk_manager is not None
         self._batch_source: dict[str, npt.NDArray[Any]] = {
             "quantity": self.qty,

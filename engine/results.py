@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -42,10 +43,10 @@ class BacktestResult:
         One row per fill: fill_id, order_id, timestamp, symbol, side, quantity (signed),
         price_before_slippage, price, commission, slippage, order_type, reason.
     orders : pl.DataFrame
-        Every order with its final status.
+        Every order with its final status (built on first access).
     rejections : pl.DataFrame
         Rejected, cancelled, expired and shrunk orders: timestamp, order_id, symbol, quantity,
-        order_type, event, reason, rule.
+        order_type, event, reason, rule (built on first access).
     open_positions : pl.DataFrame
         Positions still open after the last bar: symbol, side, quantity (signed), avg_price,
         mark (last close), entry_timestamp, entry_commission (not yet charged to a trade),
@@ -64,13 +65,27 @@ class BacktestResult:
     trades: pl.DataFrame
     portfolio_states: pl.DataFrame
     fills: pl.DataFrame
-    orders: pl.DataFrame
-    rejections: pl.DataFrame
     open_positions: pl.DataFrame
     config: ExecutionConfig
     n_bar_events: int
     run_seconds: float
     risk_context_builds: int = 0
+    _recorder: Recorder | None = field(default=None, repr=False, compare=False)
+    _order_list: list[Order] = field(default_factory=list, repr=False, compare=False)
+
+    @cached_property
+    def orders(self) -> pl.DataFrame:
+        """Every order with its final status (see the class docstring)."""
+        if self._recorder is None:
+            raise ValueError("this result holds no order records")
+        return self._recorder.orders_frame(self._order_list)
+
+    @cached_property
+    def rejections(self) -> pl.DataFrame:
+        """Rejected, cancelled, expired and shrunk orders (see the class docstring)."""
+        if self._recorder is None:
+            raise ValueError("this result holds no order records")
+        return self._recorder.rejections_frame()
 
     @classmethod
     def from_run(
@@ -88,13 +103,13 @@ class BacktestResult:
             trades=recorder.trades_frame(),
             portfolio_states=recorder.states_frame(config.initial_cash),
             fills=recorder.fills_frame(),
-            orders=recorder.orders_frame(orders),
-            rejections=recorder.rejections_frame(),
             open_positions=open_positions,
             config=config,
             n_bar_events=n_bar_events,
             run_seconds=run_seconds,
             risk_context_builds=risk_context_builds,
+            _recorder=recorder,
+            _order_list=orders,
         )
 
     @property

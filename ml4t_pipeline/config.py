@@ -101,11 +101,20 @@ class DataConfig(_Strict):
         ``computed`` (indicators computed from prices) or a path to a features table.
     context : ContextConfig
         Market-wide values (one row per timestamp).
-    signal_available_at : {"market_close", "available_at"}
-        When a signal row becomes usable: at its own bar's close, or at the time in its explicit
-        ``available_at`` column.
+    signal_available_at : {"market_close", "market_open", "next_day", "available_at"}
+        When a signal row becomes usable: at its own bar's close, at 09:30 New York that day,
+        at the next weekday's open, or at the time in its explicit ``available_at`` column. A
+        signal is visible from the first bar whose close is at or after that time.
     validation : {"fast", "standard", "paranoid"}
-        Validation level (seeds' names). ``standard`` checks every row.
+        Validation level (seeds' names). ``fast`` checks names, dtypes and a sample of rows (and
+        says so); ``standard`` checks every row; ``paranoid`` adds signal timing and staleness.
+    bar_length : str | None
+        For intraday price files whose timestamps mark the bar *start* (e.g. ``"1m"``, ``"1h"``):
+        the bar length used to restamp them at the bar close. None for daily files.
+    max_fill_bars : int | None
+        How many bars a signal value may be carried forward (None: until the next signal).
+    max_signal_age_bars : int | None
+        Under ``paranoid``: a signal older than this many of its symbol's bars is reported.
     invalid_rows : {"fail", "quarantine"}
         ``fail`` stops the run and names the rows; ``quarantine`` keeps them in their own table
         (``prices_quarantine``) and leaves them out of the backtest.
@@ -117,10 +126,15 @@ class DataConfig(_Strict):
     signals: ModelSignalsConfig | FileSignalsConfig = Field(default_factory=ModelSignalsConfig)
     features: str = "computed"
     context: ContextConfig = Field(default_factory=ContextConfig)
-    signal_available_at: Literal["market_close", "available_at"] = "market_close"
+    signal_available_at: Literal["market_close", "market_open", "next_day", "available_at"] = (
+        "market_close"
+    )
     validation: Literal["fast", "standard", "paranoid"] = "standard"
     invalid_rows: Literal["fail", "quarantine"] = "fail"
     symbols: list[str] | None = None
+    bar_length: str | None = None
+    max_fill_bars: int | None = Field(None, ge=0)
+    max_signal_age_bars: int | None = Field(None, ge=1)
 
 
 class StrategyConfig(_Strict):

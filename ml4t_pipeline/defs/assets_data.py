@@ -49,7 +49,7 @@ def prices_raw(
         source, version = "bokeh-sampledata (package)", frame_content_hash(frame)
     else:
         path = resolve_data_path(cfg.data.prices, data_root=experiments.root())
-        frame = io_lib.load_prices_file(path)
+        frame = io_lib.load_prices_file(path, bar_length=cfg.data.bar_length)
         source, version = str(path), file_content_hash(path)
     n_all = frame.height
     if cfg.data.symbols:
@@ -61,6 +61,9 @@ def prices_raw(
         "rows_outside_configured_universe": dg.MetadataValue.int(n_all - frame.height),
     }
     return dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
+
+
+PRICE_CHECKS = tuple(f"prices_{rule}" for rule in schemas.PRICE_RULE_NAMES)
 
 
 @dg.multi_asset(
@@ -76,7 +79,8 @@ def prices_raw(
         ),
         "prices_quarantine": dg.AssetOut(
             description="Price rows that break a validation rule, every original column kept, "
-            "with `reason` naming each rule broken. Empty when all rows are valid.",
+            "with `row_index` (position in prices_raw) and `reason` naming each rule broken. "
+            "Empty unless the policy is quarantine.",
             kinds={"polars"},
             automation_condition=RERUN_ON_NEW_INPUTS,
         ),
@@ -86,55 +90,89 @@ def prices_raw(
             "prices_valid",
             asset="prices",
             blocking=True,
-            description="Every price row passes the PricesSchema rules (unique key, OHLC "
-            "consistent, positive prices, non-negative volume, no nulls). Under the quarantine "
-            "policy it passes once the invalid rows are set aside, and lists them.",
-        )
+            description="The rows passed downstream break no PricesSchema rule: under `fail`, "
+            "every input row is valid; under `quarantine`, the invalid rows were set aside.",
+        ),
+        *(
+            dg.AssetCheckSpec(
+                name,
+                asset="prices",
+                blocking=True,
+                description=f"No input price row breaks the rule `{name.removeprefix('prices_')}`"
+                " (WARN when the quarantine policy sets the rows aside, ERROR under fail).",
+            )
+            for name in PRICE_CHECKS
+        ),
     ],
 )
 def prices(
     context: dg.AssetExecutionContext, experiments: ExperimentsResource, prices_raw: pl.DataFrame
 ) -> Iterator[Any]:
-    """Validate prices with the pandera schema and apply the invalid-row policy."""
+    """Validate prices with the pandera schema at the configured level; apply the policy.
+
+    Levels: ``fast`` checks names, dtypes and a sample of rows (the metadata says how many rows
+    were not checked); ``standard`` and ``paranoid`` check every row.
+    """
     cfg = experiments.load(context.partition_key)
     policy = cfg.data.invalid_rows
-    report = schemas.validate_prices(prices_raw)
-    offending = report.violations.head(MAX_LISTED_ROWS)
-    check_meta = {
-        "policy": dg.MetadataValue.text(policy),
-        "n_violations": dg.MetadataValue.int(report.n_violations),
-        "n_invalid_rows": dg.MetadataValue.int(report.invalid.height),
-        "violations_by_rule": dg.MetadataValue.json(report.summary),
-        "first_offending_rows": dg.MetadataValue.md(markdown_table(offending, MAX_LISTED_ROWS)),
-    }
-    kept = report.valid if policy == "quarantine" else prices_raw
+    level = "fast" if cfg.data.validation == "fast" else "standard"
+    report = schemas.validate_prices(prices_raw, level=level)
+    quarantine = policy == "quarantine"
+    kept = report.drop_invalid(prices_raw) if quarantine else prices_raw
+    set_aside = report.invalid if quarantine else report.invalid.clear()
     descriptions = pandera_descriptions(schemas.PricesSchema)
     yield dg.Output(
         kept,
         output_name="prices",
         metadata=frame_metadata(kept, descriptions)
-        | {"n_quarantined": dg.MetadataValue.int(prices_raw.height - kept.height)},
+        | {
+            "n_quarantined": dg.MetadataValue.int(prices_raw.height - kept.height),
+            "validation_level": dg.MetadataValue.text(report.level),
+            "rows_not_checked": dg.MetadataValue.int(report.n_unchecked),
+        },
     )
     yield dg.Output(
-        report.invalid if policy == "quarantine" else report.invalid.clear(),
+        set_aside,
         output_name="prices_quarantine",
-        metadata=frame_metadata(
-            report.invalid if policy == "quarantine" else report.invalid.clear()
-        )
-        | {"policy": dg.MetadataValue.text(policy)},
+        metadata=frame_metadata(set_aside) | {"policy": dg.MetadataValue.text(policy)},
     )
     yield dg.AssetCheckResult(
         check_name="prices_valid",
         asset_key="prices",
-        passed=report.n_violations == 0 or policy == "quarantine",
+        passed=report.n_violations == 0 or quarantine,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata=check_meta,
+        metadata={
+            "policy": dg.MetadataValue.text(policy),
+            "validation_level": dg.MetadataValue.text(report.level),
+            "rows_checked": dg.MetadataValue.int(report.n_checked),
+            "rows_not_checked": dg.MetadataValue.int(report.n_unchecked),
+            "n_violations": dg.MetadataValue.int(report.n_violations),
+            "n_invalid_rows": dg.MetadataValue.int(report.invalid.height),
+            "violations_by_rule": dg.MetadataValue.json(report.summary),
+            "first_offending_rows": dg.MetadataValue.md(
+                markdown_table(report.violations.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+            ),
+        },
         description=(
-            "all rows valid"
+            "all checked rows valid"
             if report.n_violations == 0
             else f"{report.invalid.height} invalid rows ({policy})"
         ),
     )
+    for rule, name in zip(schemas.PRICE_RULE_NAMES, PRICE_CHECKS, strict=True):
+        broken = report.rows_breaking(rule) if rule in report.summary else report.violations.clear()
+        yield dg.AssetCheckResult(
+            check_name=name,
+            asset_key="prices",
+            passed=broken.height == 0,
+            severity=dg.AssetCheckSeverity.WARN if quarantine else dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "n_violations": dg.MetadataValue.int(broken.height),
+                "first_offending_rows": dg.MetadataValue.md(
+                    markdown_table(broken.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+                ),
+            },
+        )
 
 
 @dg.asset(
@@ -197,18 +235,28 @@ def market_context(
     kinds={"polars", "sklearn"},
     deps=["signals_file"],
     automation_condition=RERUN_ON_NEW_INPUTS,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "signals_valid",
+            asset="signals",
+            blocking=True,
+            description="Signal keys are unique, values finite, available_at set, and every "
+            "symbol is known in prices.",
+        )
+    ],
 )
 def signals(
     context: dg.AssetExecutionContext,
     experiments: ExperimentsResource,
     prices: pl.DataFrame,
     features: pl.DataFrame,
-) -> dg.Output[pl.DataFrame]:
+) -> Iterator[Any]:
     """Model scores per (timestamp, symbol) with the time each became available.
 
     By default a walk-forward scikit-learn model predicts the forward return from the features:
     expanding window, refit monthly, trained only on labels fully known before the month's first
-    bar. Every row carries ``available_at``. A user's file replaces the model when configured.
+    bar. Every row carries ``available_at``. A user's file replaces the model when configured;
+    its availability follows ``data.signal_available_at``.
     """
     cfg = experiments.load(context.partition_key).data
     if isinstance(cfg.signals, FileSignalsConfig):
@@ -234,8 +282,21 @@ def signals(
             alpha=model.alpha,
         )
         version = frame_content_hash(frame)
-    meta = frame_metadata(frame) | {"content_hash": dg.MetadataValue.text(version)}
-    return dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
+    report = schemas.validate_signals(frame, known_symbols=prices["symbol"].unique())
+    meta = frame_metadata(frame, pandera_descriptions(schemas.SignalsSchema))
+    meta["content_hash"] = dg.MetadataValue.text(version)
+    yield dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
+    yield dg.AssetCheckResult(
+        check_name="signals_valid",
+        passed=report.ok,
+        metadata={
+            "n_violations": dg.MetadataValue.int(report.n_violations),
+            "violations_by_rule": dg.MetadataValue.json(report.summary),
+            "first_offending_rows": dg.MetadataValue.md(
+                markdown_table(report.violations.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+            ),
+        },
+    )
 
 
 @dg.asset(
@@ -249,28 +310,66 @@ def signals(
             asset="market_panel",
             blocking=True,
             description="No bar sees a signal whose available_at is after the bar's close.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "signals_not_stale",
+            asset="market_panel",
+            blocking=False,
+            description="Under the paranoid level: no bar uses a signal older than "
+            "data.max_signal_age_bars of its symbol's bars as if it were fresh (warns).",
+        ),
     ],
 )
 def market_panel(
-    prices: pl.DataFrame, features: pl.DataFrame, signals: pl.DataFrame
+    context: dg.AssetExecutionContext,
+    experiments: ExperimentsResource,
+    prices: pl.DataFrame,
+    features: pl.DataFrame,
+    signals: pl.DataFrame,
 ) -> Iterator[Any]:
     """Prices × features × signals per (timestamp, symbol): the frame the engine reads.
 
     Signals are joined as of their availability (backward ``join_asof`` on ``available_at``), so
-    a signal becomes visible at the first bar whose close is at or after its availability.
+    a signal becomes visible at the first bar whose close is at or after its availability. How
+    many bars got a fresh, forward-filled, stale (past ``data.max_fill_bars``) or no signal is
+    reported in the metadata.
     """
-    frame = panel_lib.build_market_panel(prices, features, signals)
+    cfg = experiments.load(context.partition_key).data
+    frame = panel_lib.build_market_panel(
+        prices, features, signals, max_fill_bars=cfg.max_fill_bars, keep_status=True
+    )
+    counts = timing.status_counts(frame, "signal_status")
     used = frame.filter(pl.col("signal_available_at").is_not_null()).select(
         "timestamp", "symbol", pl.col("signal_available_at").alias("available_at")
     )
     bad = timing.check_no_lookahead(used)
-    yield dg.Output(frame, metadata=frame_metadata(frame))
+    stale = None
+    if cfg.validation == "paranoid" and cfg.max_signal_age_bars is not None:
+        stale = timing.stale_signal_uses(frame, cfg.max_signal_age_bars)
+    frame = frame.drop("signal_status")
+    yield dg.Output(
+        frame, metadata=frame_metadata(frame) | {"signal_fill": dg.MetadataValue.json(counts)}
+    )
     yield dg.AssetCheckResult(
         check_name="signals_available_before_use",
         passed=bad.height == 0,
         metadata={
             "n_violations": dg.MetadataValue.int(bad.height),
             "first_offending_rows": dg.MetadataValue.md(markdown_table(bad, MAX_LISTED_ROWS)),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="signals_not_stale",
+        passed=stale is None or stale.height == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="checked (paranoid)" if stale is not None else "not checked at this level",
+        metadata={
+            "checked": dg.MetadataValue.bool(stale is not None),
+            "n_violations": dg.MetadataValue.int(0 if stale is None else stale.height),
+            "first_offending_rows": dg.MetadataValue.md(
+                markdown_table(stale.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+                if stale is not None
+                else "_not checked (needs validation: paranoid and max_signal_age_bars)_"
+            ),
         },
     )

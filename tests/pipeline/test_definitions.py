@@ -18,7 +18,8 @@ def test_definitions_list_all_assets_and_checks() -> None:
     checks = {k.name for k in graph.asset_check_keys}
     assert {"prices_valid", "signals_available_before_use",
             "trades_entered_after_signal_available",
-            "equity_equals_cash_plus_marked_positions"} <= checks  # fmt: skip
+            "equity_equals_cash_plus_marked_positions", "signals_valid",
+            "prices_key_unique", "prices_high_at_or_above_low"} <= checks  # fmt: skip
     assert defs.resolve_job_def("experiment_job") is not None
     assert defs.resolve_sensor_def("experiment_configs_sensor") is not None
 
