@@ -156,6 +156,8 @@ class Broker:
         self.lo = 0
         self._all_rows: IntArray = np.arange(data.n_rows, dtype=np.int64)
         self.children: dict[int, list[Order]] = {}
+        self._has_entry_rules = risk_manager is not None and bool(risk_manager.entry_rules)
+        self._new_entries: dict[int, int] = {}
         # skip work nobody consumes: slippage bar views, Fill objects without listeners
         self._no_slippage = type(config.slippage) is NoSlippage
         self._strategy_wants_fills = type(strategy).on_fill is not Strategy.on_fill
@@ -321,6 +323,7 @@ class Broker:
                     self._finish(order, EXPIRED, "day_order_not_filled", "expired")
                 else:
                     self.book.append(order)
+        self.flush_entries()
 
     def _match(self, order: Order, row: int) -> None:
         data = self.data
@@ -477,6 +480,47 @@ class Broker:
 
         return batch, contexts
 
+    def flush_entries(self) -> None:
+        """Initial stop/take-profit levels for the positions this step's fills opened or
+        increased (active from the next bar), all at once."""
+        entries = self._new_entries
+        if not entries or self.risk is None:
+            return
+        self._new_entries = {}
+        sids = np.fromiter(entries.keys(), dtype=np.int64, count=len(entries))
+        rows = np.fromiter(entries.values(), dtype=np.int64, count=len(entries))
+        open_ = self.qty[sids] != 0
+        if not open_.all():
+            sids, rows = sids[open_], rows[open_]
+            if sids.size == 0:
+                return
+        shared: list[PortfolioSnapshot] = []
+
+        def snapshot() -> PortfolioSnapshot:
+            if not shared:
+                shared.append(self.snapshot())
+            return shared[0]
+
+        batch = PositionBatch(
+            data=self.data,
+            timestamp=self.now,
+            bar_index=self.i,
+            sids=sids,
+            rows=rows,
+            source=self._batch_source,
+            portfolio=snapshot,
+        )
+
+        def contexts() -> list[RiskContext]:
+            return [
+                self._context(sid, row, snapshot)
+                for sid, row in zip(sids.tolist(), rows.tolist(), strict=True)
+            ]
+
+        actions = self.risk.entry_levels(batch, contexts)
+        if actions.any:
+            self.apply_actions(batch, actions)
+
     def apply_actions(self, batch: PositionBatch, actions: PositionActions) -> None:
         """Hook C output: level updates (effective next bar) and exit orders."""
         sids = batch.sids
@@ -608,6 +652,7 @@ class Broker:
                     self._fill_order(order, row, float(data.close[row]))
                     if order.is_active and order.tif is DAY:
                         self._finish(order, EXPIRED, "day_order_not_filled", "expired")
+            self.flush_entries()
         finally:
             self._closing = False
         self.book = [o for o in self.book if o.is_active]
@@ -976,14 +1021,12 @@ class Broker:
                 self.i,
             )
         if self.risk is not None and fill is not None:
-            ctx = None
-            if increased and self.risk.entry_rules and self.qty[sid] != 0:
-                # what is known at the fill: this bar at a close fill, else the previous bar
+            if increased and self._has_entry_rules:
+                # initial levels are set for all new entries of this step at once
+                # (flush_entries); remember what was known at the fill
                 info_row = row if self._closing else int(self.data.prev_row[row])
-                ctx = self._context(sid, info_row, self.snapshot)
-            decision = self.risk.record_fill(fill, ctx, increased)
-            if not decision.is_hold:
-                self._set_levels(sid, decision, self.i + 1)
+                self._new_entries[sid] = info_row
+            self.risk.record_fill(fill)
         if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
             self._spawn_bracket(order)
         if fill is not None and self._strategy_wants_fills:

@@ -56,6 +56,17 @@ def _float_column(frame: pl.DataFrame, column: str, name: str) -> pl.Expr:
     return pl.col(column).cast(pl.Float64)
 
 
+def _strictly_increasing(ts: IntArray, sym_id: IntArray) -> bool:
+    """True when (ts, sym_id) pairs are strictly increasing in lexicographic order."""
+    if ts.size < 2:
+        return True
+    dts = np.diff(ts)
+    if (dts < 0).any():
+        return False
+    same = dts == 0
+    return bool((np.diff(sym_id)[same] > 0).all())
+
+
 class MarketData:
     """A validated, sorted panel stored as NumPy arrays, ready for the engine's loop.
 
@@ -231,18 +242,9 @@ class MarketData:
                 f"panel has {bad.height} rows with null or non-finite open/high/low/close/volume "
                 f"(filter or repair them before the engine): {_first_rows(detail, detail.columns)}"
             )
-        dups = frame.filter(pl.struct("timestamp", "symbol").is_duplicated())
-        if dups.height:
-            keys = dups.select("timestamp", "symbol").unique(maintain_order=True)
-            raise ValueError(
-                f"panel has {keys.height} duplicate (timestamp, symbol) keys: "
-                f"{_first_rows(keys, ['timestamp', 'symbol'])}"
-            )
-        frame = frame.sort("timestamp", "symbol")
-
         symbols_sorted = frame.get_column("symbol").unique().sort()
         symbols = np.asarray(symbols_sorted.to_list(), dtype=np.str_)
-        sym_id = (
+        sym_id = np.ascontiguousarray(
             frame.select(
                 pl.col("symbol").replace_strict(
                     symbols_sorted, pl.int_range(symbols_sorted.len(), eager=True), default=None
@@ -250,30 +252,52 @@ class MarketData:
             )
             .to_series()
             .cast(pl.Int64)
-            .to_numpy()
+            .to_numpy(),
+            dtype=np.int64,
         )
-        ts_all = frame.get_column("timestamp").dt.epoch("us").to_numpy()
+        ts_all = np.ascontiguousarray(
+            frame.get_column("timestamp").dt.epoch("us").to_numpy(), dtype=np.int64
+        )
+        # sorted by (timestamp, symbol) and free of duplicate keys <=> strictly increasing pairs;
+        # checked on the arrays (no hash table), sorting only when needed
+        order: IntArray | None = None
+        if not _strictly_increasing(ts_all, sym_id):
+            order = np.lexsort((sym_id, ts_all))
+            ts_all = ts_all[order]
+            sym_id = sym_id[order]
+            dup = np.flatnonzero((np.diff(ts_all) == 0) & (np.diff(sym_id) == 0)) + 1
+            if dup.size:
+                keys = pl.DataFrame(
+                    {
+                        "timestamp": pl.Series(ts_all[dup]).cast(pl.Datetime("us", "UTC")),
+                        "symbol": symbols[sym_id[dup]].tolist(),
+                    }
+                ).unique(maintain_order=True)
+                raise ValueError(
+                    f"panel has {keys.height} duplicate (timestamp, symbol) keys: "
+                    f"{_first_rows(keys, ['timestamp', 'symbol'])}"
+                )
         change = np.flatnonzero(np.diff(ts_all)) + 1
         starts = np.concatenate(([0], change)).astype(np.int64)
         offsets = np.concatenate((starts, [ts_all.size])).astype(np.int64)
         timestamps = np.ascontiguousarray(ts_all[starts], dtype=np.int64)
 
-        prices = {
-            c: np.ascontiguousarray(frame.get_column(c).to_numpy(), dtype=np.float64)
-            for c in PRICE_COLUMNS
-        }
-        columns = {
-            c: np.ascontiguousarray(
-                frame.get_column(c).fill_null(np.nan).to_numpy(), dtype=np.float64
-            )
-            for c in extra
-        }
+        def column(name: str) -> FloatArray:
+            values = frame.get_column(name)
+            if values.null_count():
+                values = values.fill_null(np.nan)
+            arr = values.to_numpy()
+            arr = arr[order] if order is not None else arr
+            return np.ascontiguousarray(arr, dtype=np.float64)
+
+        prices = {c: column(c) for c in PRICE_COLUMNS}
+        columns = {c: column(c) for c in extra}
         ctx_arrays = cls._align_context(context, context_columns, timestamps)
         return cls(
             timestamps=timestamps,
             offsets=offsets,
             symbols=symbols,
-            sym_id=np.ascontiguousarray(sym_id, dtype=np.int64),
+            sym_id=sym_id,
             prices=prices,
             columns=columns,
             signal_columns=signal_columns,

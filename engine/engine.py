@@ -26,9 +26,12 @@ class BacktestEngine:
     1. fill working orders against t's bar (market orders at the open, in submission order;
        limit/stop/trailing orders on the high/low), then the stop-loss / take-profit levels of
        open positions (gap → the open; stop wins over target); hook D
-       (``RiskManager.record_fill``) and ``Strategy.on_fill`` see every fill;
-    2. mark to t's closes; hook C (``RiskManager.check_position_exits``): level updates
-       (effective from t+1) and exit orders tagged with the rule's name;
+       (``RiskManager.record_fill``) and ``Strategy.on_fill`` see every fill; positions opened
+       or increased get their initial levels from the ``on_entry`` rules once the step's
+       fills are done (active from t+1);
+    2. mark to t's closes; hook C (``RiskManager.evaluate_positions``: vectorised rules once
+       for all positions, other rules once per position on a shared ``RiskContext``): level
+       updates (effective from t+1) and exit orders tagged with the rule's name;
     3. the strategy callback (``on_timestamp_batch`` once, or ``on_market_data`` per symbol);
     4. hook B (``RiskManager.validate_order``) passes, shrinks or rejects each new order;
     5. with ``fill="close"``, market orders from steps 2-4 fill at t's close;

@@ -174,8 +174,24 @@ class PositionBatch:
         return (self.close / self.entry_price - 1.0) * self.direction
 
     def column(self, name: str) -> FloatArray:
-        """A signal/indicator column at the positions' rows."""
-        return self._data.columns[name][self.rows]
+        """A signal/indicator column at the positions' rows (NaN where ``rows`` is -1)."""
+        values = self._data.columns[name][self.rows]
+        rows = self.rows
+        return values if rows.size == 0 or rows.min() >= 0 else np.where(rows >= 0, values, np.nan)
+
+    def has_column(self, name: str) -> bool:
+        return name in self._data.columns
+
+    @property
+    def column_names(self) -> list[str]:
+        return sorted(self._data.columns)
+
+    def context(self, name: str) -> FloatArray:
+        """A market-wide context column at each row's timestamp (NaN where ``rows`` is -1)."""
+        rows = self.rows
+        index = np.searchsorted(self._data.offsets, rows, side="right") - 1
+        values = self._data.context[name][np.maximum(index, 0)]
+        return np.where(rows >= 0, values, np.nan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,29 +248,36 @@ class PositionActions:
         self.exit_priority: IntArray | None = None
         self.flatten_all = ""
 
-    def add_stop(self, values: FloatArray, is_long: BoolArray, rule: str) -> None:
-        """Keep the tighter stop (higher for longs, lower for shorts); earlier rules win ties."""
+    def add_stop(self, values: FloatArray, is_long: BoolArray, rule: str | ObjArray) -> None:
+        """Keep the tighter stop (higher for longs, lower for shorts); earlier rules win ties.
+
+        ``rule`` names the setter: one name, or one per position.
+        """
         current = self.stop_loss
         if current is None or self.stop_rule is None:
             self.stop_loss = np.array(values, dtype=np.float64)
-            self.stop_rule = np.full(self.m, rule, dtype=object)
+            self.stop_rule = (
+                np.full(self.m, rule, dtype=object) if isinstance(rule, str) else rule.copy()
+            )
             return
         with np.errstate(invalid="ignore"):
             better = np.isfinite(values) & (
                 np.isnan(current) | np.where(is_long, values > current, values < current)
             )
         current[better] = values[better]
-        self.stop_rule[better] = rule
+        self.stop_rule[better] = rule if isinstance(rule, str) else rule[better]
 
-    def add_take_profit(self, values: FloatArray, rule: str) -> None:
+    def add_take_profit(self, values: FloatArray, rule: str | ObjArray) -> None:
         """Keep the first take-profit in priority order."""
         if self.take_profit is None or self.tp_rule is None:
             self.take_profit = np.array(values, dtype=np.float64)
-            self.tp_rule = np.full(self.m, rule, dtype=object)
+            self.tp_rule = (
+                np.full(self.m, rule, dtype=object) if isinstance(rule, str) else rule.copy()
+            )
             return
         take = np.isfinite(values) & np.isnan(self.take_profit)
         self.take_profit[take] = values[take]
-        self.tp_rule[take] = rule
+        self.tp_rule[take] = rule if isinstance(rule, str) else rule[take]
 
     def add_exit(
         self, mask: BoolArray, quantity: FloatArray | None, rule: str, priority: int
@@ -283,16 +306,6 @@ class PositionActions:
         self.exit_rule[replace] = rule
         self.exit_quantity[replace] = qty[replace]
         self.exit_priority[replace] = priority
-
-    def add_stop_at(self, k: int, value: float, is_long: bool, rule: str) -> None:
-        values = np.full(self.m, np.nan)
-        values[k] = value
-        self.add_stop(values, np.full(self.m, is_long), rule)
-
-    def add_take_profit_at(self, k: int, value: float, rule: str) -> None:
-        values = np.full(self.m, np.nan)
-        values[k] = value
-        self.add_take_profit(values, rule)
 
     def add_exit_at(self, k: int, quantity: float | None, rule: str, priority: int) -> None:
         mask = np.zeros(self.m, dtype=bool)

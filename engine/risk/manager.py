@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from engine.risk.batch import PositionActions, PositionBatch, as_array
+import numpy as np
+
+from engine.risk.batch import BatchDecision, PositionActions, PositionBatch, as_array
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import (
     ExitType,
@@ -31,8 +33,8 @@ class RiskManager:
       decisions are merged conservatively (:func:`engine.risk.decision.merge_decisions`).
     - hook B, :meth:`validate_order`: each new strategy order goes through the order rules in
       priority order; a reject stops the chain, a shrink passes the smaller order on.
-    - hook D, :meth:`record_fill`: sees every fill; for fills that open or increase a position,
-      returns the merged initial levels of the ``on_entry`` rules.
+    - hook D, :meth:`record_fill`: sees every fill; the initial levels of positions the fills
+      opened or increased come from :meth:`entry_levels` (``on_entry`` rules), once per step.
 
     Parameters
     ----------
@@ -60,6 +62,7 @@ class RiskManager:
         self.entry_rules = [r for r in self.rules if r.sets_levels_on_entry]
         self.order_rules = [r for r in self.rules if r.validates_orders]
         self.vector_rules = [r for r in self.position_rules if r.vectorized]
+        self.fill_rules = [r for r in self.rules if r.observes_fills]
         self.scalar_rules = [r for r in self.position_rules if not r.vectorized]
         self.context_builds = 0
         self.fills_seen = 0
@@ -126,11 +129,49 @@ class RiskManager:
 
         ``contexts()`` must return one context per position, in ``batch`` order.
         """
+        actions = self._combine(
+            batch,
+            [(r, r.evaluate_batch) for r in self.vector_rules],
+            [(r, r.evaluate) for r in self.scalar_rules],
+            contexts,
+        )
+        return actions
+
+    def entry_levels(
+        self,
+        batch: PositionBatch,
+        contexts: Callable[[], Sequence[RiskContext]],
+    ) -> PositionActions:
+        """Initial stop/take-profit levels for positions opened or increased by this step's
+        fills (effective from the next bar).
+
+        ``batch.rows`` are the rows known at the fill (the previous bar for open/intrabar
+        fills, the fill bar for close fills; ``-1`` when there is none), so rules reading
+        features see no look-ahead. Vectorised rules answer in ``on_entry_batch``, others in
+        ``on_entry`` with one context per position.
+        """
+        return self._combine(
+            batch,
+            [(r, r.on_entry_batch) for r in self.entry_rules if r.vectorized],
+            [(r, r.on_entry) for r in self.entry_rules if not r.vectorized],
+            contexts,
+            count=False,
+        )
+
+    def _combine(
+        self,
+        batch: PositionBatch,
+        vector: Sequence[tuple[RiskRule, Callable[[PositionBatch], BatchDecision | None]]],
+        scalar: Sequence[tuple[RiskRule, Callable[[RiskContext], RiskDecision]]],
+        contexts: Callable[[], Sequence[RiskContext]],
+        *,
+        count: bool = True,
+    ) -> PositionActions:
         m = len(batch)
         actions = PositionActions(m)
         is_long = batch.is_long
-        for rule in self.vector_rules:
-            d = rule.evaluate_batch(batch)
+        for rule, method in vector:
+            d = method(batch)
             if d is None:
                 continue
             if d.stop_loss is not None:
@@ -142,31 +183,39 @@ class RiskManager:
                 if mask.any():
                     qty = None if d.exit_quantity is None else as_array(d.exit_quantity, m, float)
                     actions.add_exit(mask, qty, rule.name, rule.priority)
-        if not self.scalar_rules:
+        if not scalar:
             return actions
         ctxs = contexts()
-        self.context_builds += len(ctxs)
-        rules = self.scalar_rules
+        if count:
+            self.context_builds += len(ctxs)
+        stops = np.full(m, np.nan)
+        stop_rules = np.full(m, "", dtype=object)
+        targets = np.full(m, np.nan)
+        target_rules = np.full(m, "", dtype=object)
         for k, ctx in enumerate(ctxs):
             decisions = []
-            for rule in rules:
-                rd = rule.evaluate(ctx)
+            for scalar_rule, decide in scalar:
+                rd = decide(ctx)
                 if not rd.is_hold:
-                    decisions.append(rd._replace(rule=rule.name) if not rd.rule else rd)
+                    decisions.append(rd._replace(rule=scalar_rule.name) if not rd.rule else rd)
             if not decisions:
                 continue
             merged = merge_decisions(decisions, ctx.is_long)
             if merged.update_stop_loss is not None:
-                rule_name = str(merged.metadata.get("stop_rule", merged.rule))
-                actions.add_stop_at(k, merged.update_stop_loss, ctx.is_long, rule_name)
+                stops[k] = merged.update_stop_loss
+                stop_rules[k] = str(merged.metadata.get("stop_rule", merged.rule))
             if merged.update_take_profit is not None:
-                rule_name = str(merged.metadata.get("take_profit_rule", merged.rule))
-                actions.add_take_profit_at(k, merged.update_take_profit, rule_name)
+                targets[k] = merged.update_take_profit
+                target_rules[k] = str(merged.metadata.get("take_profit_rule", merged.rule))
             if merged.should_exit:
                 if merged.exit_type is ExitType.FLATTEN_ALL:
                     actions.flatten_all = actions.flatten_all or merged.rule
                 else:
                     actions.add_exit_at(k, merged.exit_quantity, merged.rule, merged.priority)
+        if np.isfinite(stops).any():
+            actions.add_stop(stops, is_long, stop_rules)
+        if np.isfinite(targets).any():
+            actions.add_take_profit(targets, target_rules)
         return actions
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
@@ -200,29 +249,15 @@ class RiskManager:
             return replace(shrunk, quantity=quantity)
         return OrderDecision.allow()
 
-    def record_fill(self, fill: Fill, context: RiskContext | None, increased: bool) -> RiskDecision:
-        """Hook D: see a fill; return initial levels when it opened or increased a position.
+    def record_fill(self, fill: Fill) -> None:
+        """Hook D: see every fill, in fill order (rules with ``on_fill`` are told).
 
-        Parameters
-        ----------
-        fill : Fill
-        context : RiskContext or None
-            The position after a fill that opened or increased it, when some rule sets levels
-            on entry (the engine skips building it otherwise); ``None`` otherwise.
-        increased : bool
-            True when the fill opened or increased the position.
+        Initial levels of positions opened or increased by fills come from
+        :meth:`entry_levels`, which the engine calls once per fill step for all of them.
         """
         self.fills_seen += 1
-        if context is None or not increased or not self.entry_rules:
-            return RiskDecision.hold()
-        decisions = []
-        for rule in self.entry_rules:
-            d = rule.on_entry(context)
-            if not d.is_hold:
-                decisions.append(d._replace(rule=rule.name) if not d.rule else d)
-        if len(decisions) == 1:
-            return decisions[0]
-        return merge_decisions(decisions, context.is_long)
+        for rule in self.fill_rules:
+            rule.on_fill(fill)
 
     def __repr__(self) -> str:
         return f"RiskManager({self.rules!r})"

@@ -107,3 +107,16 @@ def test_iter_events_one_event_per_symbol_with_dicts() -> None:
     assert (event.open, event.high, event.low, event.close) == (21.0, 22.0, 20.0, 21.5)
     assert math.isnan(event.signals["score"])
     assert event.timestamp == ts(1)
+
+
+def test_from_frame_duplicate_in_sorted_input_raises() -> None:
+    panel = _two_symbol_panel().sort("timestamp", "symbol")
+    dup = pl.concat([panel.head(2), panel.slice(1, 1), panel.slice(2)])
+    with pytest.raises(ValueError, match=r"1 duplicate \(timestamp, symbol\) keys"):
+        MarketData.from_frame(dup)
+
+
+def test_from_frame_sorted_input_keeps_order_and_values() -> None:
+    panel = _two_symbol_panel().sort("timestamp", "symbol")
+    data = MarketData.from_frame(panel, signal_columns=["score"])
+    assert data.close.tolist() == panel["close"].to_list()

@@ -232,3 +232,24 @@ def test_two_stop_rules_warn_at_registration() -> None:
 def test_rule_bad_parameters_raise_value_error(factory: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         factory()  # type: ignore[operator]
+
+
+def test_hook_d_sees_every_fill_including_risk_exits() -> None:
+    class Watcher(RiskRule):
+        observes_fills = True
+        evaluates_positions = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.reasons: list[str] = []
+
+        def evaluate(self, context: RiskContext) -> RiskDecision:
+            return RiskDecision.hold()
+
+        def on_fill(self, fill: object) -> None:
+            self.reasons.append(fill.reason)  # type: ignore[attr-defined]
+
+    watcher = Watcher()
+    bars = [(99, 101, 98, 100), (100, 101, 99, 100), (97, 98, 94, 96), (96, 97, 95, 96)]
+    run(make_panel({"AAA": bars}), {0: _buy(10)}, rules=[watcher, PriceBasedStopLoss(0.05)])
+    assert watcher.reasons == ["strategy", "PriceBasedStopLoss"]

@@ -338,3 +338,33 @@ def test_vectorised_rules_match_per_position_evaluation() -> None:
     assert fast.trades.equals(slow.trades)
     assert fast.portfolio_states.equals(slow.portfolio_states)
     assert fast.risk_context_builds == 0 and slow.risk_context_builds > 0
+
+
+def test_dynamic_trailing_stop_short_ratchets_down_from_lows() -> None:
+    bars = [FLAT, (100, 101, 95, 96), (97, 105, 96, 104), FLAT]
+    result = run(
+        make_panel({"AAA": bars}),
+        {0: lambda s: s.sell("AAA", 10)},
+        rules=[DynamicTrailingStop(initial_trail_pct=0.10)],
+        allow_short=True,
+    )
+    trade = result.trades.row(0, named=True)
+    # after bar1: lowest low 95 → level 95 × 1.10 = 104.5; bar2's high 105 reaches it
+    assert trade["side"] == "short" and trade["exit_price"] == pytest.approx(104.5)
+    assert trade["pnl_gross"] == pytest.approx(-45.0)
+
+
+@pytest.mark.parametrize(("mode", "exit_bar"), [("any", 2), ("all", 4)])
+def test_composite_rule_or_and(mode: str, exit_bar: int) -> None:
+    from engine import CompositeRule, TimeBasedExit
+    from tests.engine.conftest import ts
+
+    def after_three(ctx: Any) -> RiskDecision:
+        return RiskDecision.exit("late") if ctx.bars_held >= 3 else RiskDecision.hold()
+
+    rule = CompositeRule(
+        [TimeBasedExit(1), FunctionRule(after_three, "AfterThree")], mode=mode, name="Both"
+    )
+    result = run(make_panel({"AAA": [FLAT] * 7}), {0: lambda s: s.buy("AAA", 1)}, rules=[rule])
+    # entry bar1; OR: TimeBasedExit at bar2's close; AND: both only at bar4 (held 3) → fill bar5
+    assert result.trades["exit_timestamp"].to_list() == [ts(exit_bar + 1)]

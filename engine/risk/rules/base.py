@@ -11,6 +11,7 @@ from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import ExitType, OrderDecision, RiskDecision
 
 if TYPE_CHECKING:
+    from engine.events import Fill
     from engine.orders import Order
 
 
@@ -42,7 +43,10 @@ class RiskRule(ABC):
     sets_levels_on_entry: bool = False
     validates_orders: bool = False
     vectorized: bool = False
-    """True when :meth:`evaluate_batch` replaces :meth:`evaluate` for hook C."""
+    """True when :meth:`evaluate_batch` / :meth:`on_entry_batch` replace :meth:`evaluate` /
+    :meth:`on_entry` inside the engine (they must give the same answers)."""
+    observes_fills: bool = False
+    """True when :meth:`on_fill` wants to see every fill (hook D)."""
     level_kind: ClassVar[str | None] = None
     """``"stop"`` / ``"take_profit"`` for rules that set that level (conflict warnings)."""
 
@@ -65,6 +69,13 @@ class RiskRule(ABC):
         """Vectorised :meth:`evaluate` for all positions of a bar (rules with
         ``vectorized = True``); must give the same answers as :meth:`evaluate`."""
         raise NotImplementedError(f"{self.name} has no vectorised evaluation")
+
+    def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        """Vectorised :meth:`on_entry` (rules with ``vectorized = True``; default: none)."""
+        return None
+
+    def on_fill(self, fill: Fill) -> None:  # noqa: B027 - optional hook
+        """See a fill (hook D); called only when ``observes_fills`` is True."""
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
         """Verdict on a new order (default: pass)."""
@@ -136,9 +147,14 @@ class CompositeRule(RiskRule):
             raise ValueError(f"mode must be 'any' or 'all', got {mode!r}")
         if not rules:
             raise ValueError("CompositeRule needs at least one rule")
+        for rule in rules:
+            if not isinstance(rule, RiskRule):
+                raise ValueError(f"CompositeRule takes RiskRule instances, got {rule!r}")
         self.rules = list(rules)
         self.mode = mode
         self._name = name or f"Composite{mode.upper()}"
+        self.evaluates_positions = any(r.evaluates_positions for r in self.rules)
+        self.sets_levels_on_entry = any(r.sets_levels_on_entry for r in self.rules)
 
     @property
     def name(self) -> str:

@@ -41,6 +41,15 @@ def _feature(context: RiskContext, column: str, rule: str) -> float:
     return features[column]
 
 
+def _batch_feature(batch: PositionBatch, column: str, rule: str) -> FloatArray:
+    if not batch.has_column(column):
+        raise ValueError(
+            f"{rule} needs the column {column!r}, which is not a signal/indicator column of the "
+            f"market data (have {batch.column_names})"
+        )
+    return batch.column(column)
+
+
 class VolatilityScaledStopLoss(RiskRule):
     """Stop-loss ``atr_multiplier`` ATRs from the entry price.
 
@@ -60,6 +69,7 @@ class VolatilityScaledStopLoss(RiskRule):
     evaluates_positions = False
     sets_levels_on_entry = True
     level_kind = "stop"
+    vectorized = True
 
     def __init__(
         self, atr_multiplier: float = 2.0, atr_column: str = "atr_14", priority: int = 100
@@ -74,6 +84,11 @@ class VolatilityScaledStopLoss(RiskRule):
             return RiskDecision.hold()
         level = context.entry_price - context.direction * self.atr_multiplier * atr
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
+
+    def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        atr = _batch_feature(batch, self.atr_column, self.name)
+        level = batch.entry_price - batch.direction * self.atr_multiplier * atr
+        return BatchDecision(stop_loss=np.where(atr > 0, level, np.nan))
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
         return RiskDecision.hold()
@@ -94,6 +109,7 @@ class VolatilityScaledTakeProfit(RiskRule):
     evaluates_positions = False
     sets_levels_on_entry = True
     level_kind = "take_profit"
+    vectorized = True
 
     def __init__(
         self, atr_multiplier: float = 3.0, atr_column: str = "atr_14", priority: int = 80
@@ -108,6 +124,11 @@ class VolatilityScaledTakeProfit(RiskRule):
             return RiskDecision.hold()
         level = context.entry_price + context.direction * self.atr_multiplier * atr
         return RiskDecision.adjust(take_profit=level, priority=self.priority, rule=self.name)
+
+    def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        atr = _batch_feature(batch, self.atr_column, self.name)
+        level = batch.entry_price + batch.direction * self.atr_multiplier * atr
+        return BatchDecision(take_profit=np.where(atr > 0, level, np.nan))
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
         return RiskDecision.hold()
@@ -163,6 +184,10 @@ class DynamicTrailingStop(RiskRule):
     def on_entry(self, context: RiskContext) -> RiskDecision:
         level = context.entry_price * (1.0 - context.direction * self.initial_trail_pct)
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
+
+    def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        level = batch.entry_price * (1.0 - batch.direction * self.initial_trail_pct)
+        return BatchDecision(stop_loss=level)
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
         trail = self.trail(context.bars_held)

@@ -35,6 +35,7 @@ class PriceBasedStopLoss(RiskRule):
     evaluates_positions = False
     sets_levels_on_entry = True
     level_kind = "stop"
+    vectorized = True
 
     def __init__(self, stop_pct: float, priority: int = 100) -> None:
         super().__init__(priority)
@@ -52,6 +53,9 @@ class PriceBasedStopLoss(RiskRule):
         return RiskDecision.adjust(
             stop_loss=self.level(context), priority=self.priority, rule=self.name
         )
+
+    def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        return BatchDecision(stop_loss=batch.entry_price * (1.0 - self.stop_pct * batch.direction))
 
 
 class PriceBasedTakeProfit(RiskRule):
@@ -71,6 +75,7 @@ class PriceBasedTakeProfit(RiskRule):
     evaluates_positions = False
     sets_levels_on_entry = True
     level_kind = "take_profit"
+    vectorized = True
 
     def __init__(self, target_pct: float, priority: int = 80) -> None:
         super().__init__(priority)
@@ -88,6 +93,10 @@ class PriceBasedTakeProfit(RiskRule):
         return RiskDecision.adjust(
             take_profit=self.level(context), priority=self.priority, rule=self.name
         )
+
+    def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        level = batch.entry_price * (1.0 + self.target_pct * batch.direction)
+        return BatchDecision(take_profit=level)
 
 
 class TimeBasedExit(RiskRule):
