@@ -32,7 +32,7 @@ from typing import Any
 import dagster as dg
 
 from ml4t_pipeline.config import ConfigError, load_config
-from ml4t_pipeline.defs import assets_backtest, assets_data, sources
+from ml4t_pipeline.defs import assets_backtest, assets_data, assets_validation, sources
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, read_value
 from ml4t_pipeline.defs.partitions import EXPERIMENTS
 from ml4t_pipeline.defs.resources import ExperimentsResource
@@ -64,16 +64,21 @@ def materialize_experiment(
     *,
     selection: Sequence[str] | None = None,
     instance: dg.DagsterInstance | None = None,
+    validate: bool = False,
 ) -> dg.ExecuteInProcessResult:
     """Materialize the graph (or ``selection``) for one experiment file in-process.
 
     The experiment's partition key is the file stem; its folder becomes the configs folder.
+    ``validate`` adds the cross-framework validation assets (VectorBT, Backtrader).
     """
     key = config_path.stem
     instance = instance or _instance()
     if not instance.has_dynamic_partition(EXPERIMENTS, key):
         instance.add_dynamic_partitions(EXPERIMENTS, [key])
-    assets = [*dg.load_assets_from_modules([sources, assets_data, assets_backtest])]
+    modules = [sources, assets_data, assets_backtest]
+    if validate:
+        modules.append(assets_validation)
+    assets = [*dg.load_assets_from_modules(modules)]
     return dg.materialize(
         assets,
         partition_key=key,
@@ -133,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     storage = out / "assets"
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result = materialize_experiment(config_path, storage)
+    result = materialize_experiment(config_path, storage, validate=args.validate)
     elapsed = time.perf_counter() - started
     if not result.success:
         _print_failures(result)
@@ -151,6 +156,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     shutil.copyfile(storage / "performance_report" / f"{key}.html", out / "report.html")
     (out / "lineage.json").write_text(json.dumps(run_lineage(result), indent=2, sort_keys=True))
+    if args.validate:
+        table = read_value(storage / "cross_framework_validation" / key)["summary"]
+        table.write_parquet(out / "cross_framework_validation.parquet")
+        print(comparison.format_frame(table))
     print(f"experiment {cfg.name} ({config_path}) finished in {elapsed:.1f} s")
     for name in HEADLINE:
         if name in metrics:
@@ -218,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize one experiment and write its outputs")
     run.add_argument("config", help="experiment YAML file")
     run.add_argument("--output", "-o", default="out", help="output folder (default: out)")
+    run.add_argument(
+        "--validate",
+        action="store_true",
+        help="also run VectorBT and Backtrader and compare fills (needs the validation extra)",
+    )
     run.set_defaults(func=cmd_run)
     val = sub.add_parser("validate", help="prepare and validate one experiment's data")
     val.add_argument("config", help="experiment YAML file")

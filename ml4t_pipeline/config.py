@@ -169,6 +169,7 @@ class ExecutionConfig(_Strict):
     initial_cash: float = Field(1_000_000.0, gt=0)
     fractional_shares: bool = False
     allow_short: bool = False
+    preset: Literal["backtrader", "vectorbt"] | None = None
 
 
 class ReportingConfig(_Strict):

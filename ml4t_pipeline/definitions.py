@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ml4t_pipeline.defs import assets_backtest, assets_comparison, assets_data, sources
+from ml4t_pipeline.defs import (
+    assets_backtest,
+    assets_comparison,
+    assets_data,
+    assets_validation,
+    sources,
+)
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, default_storage_dir
-from ml4t_pipeline.defs.jobs import comparison_job, experiment_job
+from ml4t_pipeline.defs.jobs import comparison_job, experiment_job, validation_job
 from ml4t_pipeline.defs.resources import ExperimentsResource, default_configs_dir
 from ml4t_pipeline.defs.schedules import nightly_experiments
 from ml4t_pipeline.defs.sensors import (
@@ -15,7 +21,7 @@ from ml4t_pipeline.defs.sensors import (
     ml4t_automation,
 )
 
-ASSET_MODULES = (sources, assets_data, assets_backtest, assets_comparison)
+ASSET_MODULES = (sources, assets_data, assets_backtest, assets_comparison, assets_validation)
 
 
 def build_definitions(
@@ -32,7 +38,7 @@ def build_definitions(
     """
     return dg.Definitions(
         assets=dg.load_assets_from_modules(list(ASSET_MODULES)),
-        jobs=[experiment_job, comparison_job],
+        jobs=[experiment_job, comparison_job, validation_job],
         sensors=[experiment_configs_sensor, input_files_sensor, ml4t_automation],
         schedules=[nightly_experiments],
         resources={

@@ -35,6 +35,22 @@ def value_columns(frame: pl.DataFrame) -> list[str]:
     ]
 
 
+def preset_fields(preset: str | None) -> dict[str, Any]:
+    """``engine.ExecutionConfig`` fields of a framework preset (empty for None).
+
+    Raises
+    ------
+    ValueError
+        An unknown preset, or an engine without presets.
+    """
+    if preset is None:
+        return {}
+    presets: dict[str, dict[str, Any]] = getattr(engine, "EXECUTION_PRESETS", {})
+    if preset not in presets:
+        raise ValueError(f"execution.preset {preset!r} unknown; known: {sorted(presets)}")
+    return dict(presets[preset])
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     panel: pl.DataFrame,
@@ -59,6 +75,7 @@ def run_experiment(
         initial_cash=cfg.execution.initial_cash,
         fractional_shares=cfg.execution.fractional_shares,
         allow_short=cfg.execution.allow_short,
+        **preset_fields(cfg.execution.preset),
     )
     bt = engine.BacktestEngine(
         data,
@@ -146,10 +163,25 @@ def backtest(
         )
     ],
 )
-def trades(backtest: dict[str, pl.DataFrame], market_panel: pl.DataFrame) -> Iterator[Any]:
-    """One row per round trip (entry/exit time and price, costs, exit_reason, P&L, MFE/MAE)."""
+def trades(
+    context: dg.AssetExecutionContext,
+    experiments: ExperimentsResource,
+    backtest: dict[str, pl.DataFrame],
+    market_panel: pl.DataFrame,
+    signals: pl.DataFrame,
+) -> Iterator[Any]:
+    """One row per round trip (entry/exit time and price, costs, exit_reason, P&L, MFE/MAE).
+
+    The check looks up the availability of the column the strategy ranks by: a model score's
+    ``available_at``, or, for an indicator computed from prices (e.g. ``ret_20``), the close
+    of its own bar.
+    """
+    cfg = experiments.load(context.partition_key)
     frame = backtest["trades"]
-    late = reconcile.entries_before_signal_available(frame, market_panel)
+    lookup = market_panel
+    if cfg.strategy.signal not in value_columns(signals):
+        lookup = market_panel.with_columns(pl.col("timestamp").alias("signal_available_at"))
+    late = reconcile.entries_before_signal_available(frame, lookup)
     yield dg.Output(frame, metadata=frame_metadata(frame))
     yield dg.AssetCheckResult(
         check_name="trades_entered_after_signal_available",

@@ -8,7 +8,9 @@ from ml4t_pipeline.defs.executors import experiment_executor
 
 experiment_job = dg.define_asset_job(
     "experiment_job",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("experiment_comparison"),
+    selection=dg.AssetSelection.all()
+    - dg.AssetSelection.assets("experiment_comparison")
+    - dg.AssetSelection.groups("validation"),
     description="Prepare data, run the backtest and build the report for one experiment.",
     executor_def=experiment_executor(),
 )
@@ -17,4 +19,11 @@ comparison_job = dg.define_asset_job(
     "comparison_job",
     selection=dg.AssetSelection.assets("experiment_comparison"),
     description="Rebuild the table comparing every experiment's latest metrics and lineage.",
+)
+
+validation_job = dg.define_asset_job(
+    "validation_job",
+    selection=dg.AssetSelection.groups("validation"),
+    description="Run the experiment through VectorBT and Backtrader and compare fill for fill "
+    "(needs the validation extra; about a minute for Backtrader on the S&P file).",
 )

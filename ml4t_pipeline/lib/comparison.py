@@ -114,3 +114,19 @@ def equity_curves_png(states: Mapping[str, pl.DataFrame], title: str = "Equity")
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def format_frame(frame: pl.DataFrame) -> str:
+    """Plain-text rendering of any small table (floats with 6 significant digits)."""
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.6g}"
+        return "-" if value is None else str(value)
+
+    columns = frame.columns
+    cells = [[fmt(v) for v in row] for row in frame.iter_rows()]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)

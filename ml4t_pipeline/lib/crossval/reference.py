@@ -357,3 +357,77 @@ def inputs_from_wide(
         timestamps=stamps,
         panel=panel,
     )
+
+
+def inputs_from_panel(panel: pl.DataFrame, signal: str) -> tuple[ReferenceInputs, list[str]]:
+    """Build reference inputs from an experiment's market panel (the frameworks' universe).
+
+    The wide matrices the frameworks read must be rectangular, so the universe is the symbols
+    with a bar at every timestamp of the panel; the others are returned, never dropped silently.
+
+    Parameters
+    ----------
+    panel : polars.DataFrame
+        The ``market_panel`` asset: ``timestamp`` (``Datetime("us", "UTC")``, bar close),
+        ``symbol``, open, high, low, close, volume and the ``signal`` column (Float64, nulls
+        where no score was available).
+    signal : str
+        The column the strategy ranks by; it becomes ``score``.
+
+    Returns
+    -------
+    (ReferenceInputs, list of str)
+        The inputs (wide matrices indexed by the New York trading date) and the symbols left out
+        because they miss at least one bar.
+
+    Raises
+    ------
+    ValueError
+        ``signal`` is not a column, or no symbol has a complete history.
+    """
+    if signal not in panel.columns:
+        raise ValueError(f"signal column {signal!r} not in the panel ({panel.columns})")
+    n_bars = panel["timestamp"].n_unique()
+    counts = panel.group_by(pl.col("symbol").cast(pl.String)).len()
+    symbols = sorted(counts.filter(pl.col("len") == n_bars)["symbol"].to_list())
+    excluded = sorted(counts.filter(pl.col("len") != n_bars)["symbol"].to_list())
+    if not symbols:
+        raise ValueError("no symbol has a bar at every timestamp of the panel")
+    long = (
+        panel.filter(pl.col("symbol").cast(pl.String).is_in(symbols))
+        .with_columns(
+            pl.col("symbol").cast(pl.String),
+            pl.col("timestamp")
+            .dt.convert_time_zone("America/New_York")
+            .dt.date()
+            .cast(pl.Datetime("us"))
+            .alias("date"),
+            pl.col(signal).cast(pl.Float64).alias("score"),
+        )
+        .sort("timestamp", "symbol")
+    )
+    wide: dict[str, pd.DataFrame] = {}
+    for field in (*PRICE_FIELDS, "score"):
+        frame = (
+            long.pivot(on="symbol", index="date", values=field)
+            .sort("date")
+            .select("date", *symbols)
+            .to_pandas()
+            .set_index("date")
+        )
+        frame.index = pd.DatetimeIndex(frame.index, name="date")
+        frame.columns = pd.Index(list(symbols), name="symbol")
+        wide[field] = frame.astype("float64")
+    engine_panel = long.select("timestamp", "symbol", *PRICE_FIELDS, "volume", "score")
+    stamps = pd.DatetimeIndex(engine_panel["timestamp"].unique(maintain_order=True).to_pandas())
+    inputs = ReferenceInputs(
+        symbols=tuple(symbols),
+        open=wide["open"],
+        high=wide["high"],
+        low=wide["low"],
+        close=wide["close"],
+        score=wide["score"],
+        timestamps=stamps,
+        panel=engine_panel,
+    )
+    return inputs, excluded
