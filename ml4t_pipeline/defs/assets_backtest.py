@@ -14,12 +14,23 @@ import polars as pl
 
 import engine
 from ml4t_pipeline.config import ExperimentConfig
-from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table, metrics_metadata
+from ml4t_pipeline.defs.metadata import (
+    frame_metadata,
+    markdown_table,
+    metrics_metadata,
+    pandera_descriptions,
+)
 from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import reconcile
 from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib.lineage import code_version, frame_content_hash
+from ml4t_pipeline.lib.output_schemas import (
+    FillsSchema,
+    PortfolioStatesSchema,
+    TradesSchema,
+    validate_output,
+)
 
 GROUP = "backtest"
 PRICE_COLUMNS = ["timestamp", "symbol", "open", "high", "low", "close", "volume"]
@@ -33,6 +44,18 @@ def value_columns(frame: pl.DataFrame) -> list[str]:
         for name, dtype in frame.schema.items()
         if name not in _NON_VALUE_COLUMNS and dtype.is_numeric()
     ]
+
+
+def _schema_check(name: str, frame: pl.DataFrame, model: Any) -> dg.AssetCheckResult:
+    failures = validate_output(frame, model)
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=failures.height == 0,
+        metadata={
+            "n_failures": dg.MetadataValue.int(failures.height),
+            "first_failures": dg.MetadataValue.md(markdown_table(failures, 20)),
+        },
+    )
 
 
 def preset_fields(preset: str | None) -> dict[str, Any]:
@@ -160,7 +183,14 @@ def backtest(
             blocking=True,
             description="Every trade's entry fill and decision bar are at or after the "
             "available_at of the signal the strategy acted on.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "trades_match_schema",
+            asset="trades",
+            blocking=True,
+            description="Trades pass TradesSchema: unique ids, positive prices and quantities, "
+            "non-negative costs, exit at or after entry after decision.",
+        ),
     ],
 )
 def trades(
@@ -182,7 +212,8 @@ def trades(
     if cfg.strategy.signal not in value_columns(signals):
         lookup = market_panel.with_columns(pl.col("timestamp").alias("signal_available_at"))
     late = reconcile.entries_before_signal_available(frame, lookup)
-    yield dg.Output(frame, metadata=frame_metadata(frame))
+    yield dg.Output(frame, metadata=frame_metadata(frame, pandera_descriptions(TradesSchema)))
+    yield _schema_check("trades_match_schema", frame, TradesSchema)
     yield dg.AssetCheckResult(
         check_name="trades_entered_after_signal_available",
         passed=late.height == 0,
@@ -205,7 +236,21 @@ def trades(
             blocking=True,
             description="At every bar, equity = cash + Σ quantity × close, with positions "
             "rebuilt independently from the fills and closes taken from the panel.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "portfolio_states_match_schema",
+            asset="portfolio_states",
+            blocking=True,
+            description="Portfolio states pass PortfolioStatesSchema (one row per bar, "
+            "drawdown ≤ 0, equity = cash + positions value).",
+        ),
+        dg.AssetCheckSpec(
+            "fills_match_schema",
+            asset="portfolio_states",
+            blocking=True,
+            description="The fills the states were rebuilt from pass FillsSchema (signed "
+            "quantities, positive prices, non-negative commission and slippage).",
+        ),
     ],
 )
 def portfolio_states(
@@ -220,7 +265,10 @@ def portfolio_states(
     bad = reconcile.equity_mismatches(
         frame, backtest["fills"], market_panel, initial_cash=cfg.execution.initial_cash
     )
-    yield dg.Output(frame, metadata=frame_metadata(frame))
+    descriptions = pandera_descriptions(PortfolioStatesSchema)
+    yield dg.Output(frame, metadata=frame_metadata(frame, descriptions))
+    yield _schema_check("portfolio_states_match_schema", frame, PortfolioStatesSchema)
+    yield _schema_check("fills_match_schema", backtest["fills"], FillsSchema)
     yield dg.AssetCheckResult(
         check_name="equity_equals_cash_plus_marked_positions",
         passed=bad.height == 0,

@@ -71,13 +71,16 @@ def test_graph_materializes_every_asset_and_passes_checks(run: Run) -> None:
     }
     assert materialized == ALL_ASSETS
     checks = run.result.get_asset_check_evaluations()
-    assert {c.check_name for c in checks} == {
+    assert {c.check_name for c in checks} >= {
         "prices_valid",
         *PRICE_CHECKS,
         "signals_valid",
         "signals_available_before_use",
         "signals_not_stale",
         "trades_entered_after_signal_available",
+        "trades_match_schema",
+        "portfolio_states_match_schema",
+        "fills_match_schema",
         "equity_equals_cash_plus_marked_positions",
     }
     # every ERROR check passed; only per-rule price checks may warn (rows quarantined)
