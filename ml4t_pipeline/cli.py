@@ -8,6 +8,8 @@
 ``ml4t compare DIR [DIR ...]``
     Prints one row per experiment (metrics, config hash, code version) from ``ml4t run`` output
     folders or from a storage folder, like the ``experiment_comparison`` asset.
+``ml4t report DIR``
+    Rebuilds ``report.html`` and the attribution tables from a run's output folder.
 ``ml4t validate CONFIG.yaml``
     Prepares and validates the experiment's data only; prints each failing check with its
     offending rows and exits non-zero when a blocking check fails.
@@ -32,11 +34,18 @@ from typing import Any
 import dagster as dg
 
 from ml4t_pipeline.config import ConfigError, load_config
-from ml4t_pipeline.defs import assets_backtest, assets_data, assets_validation, sources
+from ml4t_pipeline.defs import (
+    assets_attribution,
+    assets_backtest,
+    assets_data,
+    assets_validation,
+    sources,
+)
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, read_value
 from ml4t_pipeline.defs.partitions import EXPERIMENTS
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import comparison
+from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib.comparison import LINEAGE_FIELDS
 
 HEADLINE = (
@@ -75,7 +84,7 @@ def materialize_experiment(
     instance = instance or _instance()
     if not instance.has_dynamic_partition(EXPERIMENTS, key):
         instance.add_dynamic_partitions(EXPERIMENTS, [key])
-    modules = [sources, assets_data, assets_backtest]
+    modules = [sources, assets_data, assets_backtest, assets_attribution]
     if validate:
         modules.append(assets_validation)
     assets = [*dg.load_assets_from_modules(modules)]
@@ -156,6 +165,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     shutil.copyfile(storage / "performance_report" / f"{key}.html", out / "report.html")
     (out / "lineage.json").write_text(json.dumps(run_lineage(result), indent=2, sort_keys=True))
+    settings = {
+        "periods_per_year": cfg.reporting.periods_per_year,
+        "risk_free_rate": cfg.reporting.risk_free_rate,
+        "horizon": assets_attribution.ic_horizon(cfg),
+        "title": cfg.reporting.title or f"ml4t experiment: {cfg.name}",
+    }
+    (out / "report_settings.json").write_text(json.dumps(settings, indent=2))
+    report_lib.rebuild_report(out, **settings)
     if args.validate:
         table = read_value(storage / "cross_framework_validation" / key)["summary"]
         table.write_parquet(out / "cross_framework_validation.parquet")
@@ -204,6 +221,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """``ml4t report DIR``: rebuild report.html and the attribution tables of a run folder."""
+    folder = Path(args.folder)
+    if not (folder / "trades.parquet").is_file():
+        raise FileNotFoundError(f"{folder}: not an `ml4t run` output folder (no trades.parquet)")
+    settings_file = folder / "report_settings.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    path = report_lib.rebuild_report(folder, **settings)
+    print(f"report: {path.resolve()}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """``ml4t validate``: prepare and validate the data assets only."""
     config_path = Path(args.config)
@@ -237,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("config", help="experiment YAML file")
     val.add_argument("--storage", help="where prepared tables are written (default .ml4t_storage)")
     val.set_defaults(func=cmd_validate)
+    rep = sub.add_parser("report", help="rebuild report.html from a run's output folder")
+    rep.add_argument("folder", help="an `ml4t run` output folder")
+    rep.set_defaults(func=cmd_report)
     cmp_ = sub.add_parser("compare", help="compare experiments' metrics side by side")
     cmp_.add_argument(
         "folders", nargs="+", help="`ml4t run` output folders, or a storage folder (.ml4t_storage)"

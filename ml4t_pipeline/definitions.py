@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ml4t_pipeline.defs import (
+    assets_attribution,
     assets_backtest,
     assets_comparison,
     assets_data,
@@ -21,7 +22,14 @@ from ml4t_pipeline.defs.sensors import (
     ml4t_automation,
 )
 
-ASSET_MODULES = (sources, assets_data, assets_backtest, assets_comparison, assets_validation)
+ASSET_MODULES = (
+    sources,
+    assets_data,
+    assets_backtest,
+    assets_attribution,
+    assets_comparison,
+    assets_validation,
+)
 
 
 def build_definitions(

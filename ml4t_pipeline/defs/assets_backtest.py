@@ -14,6 +14,7 @@ import polars as pl
 
 import engine
 from ml4t_pipeline.config import ExperimentConfig
+from ml4t_pipeline.defs.assets_attribution import ic_horizon
 from ml4t_pipeline.defs.metadata import (
     frame_metadata,
     markdown_table,
@@ -22,7 +23,7 @@ from ml4t_pipeline.defs.metadata import (
 )
 from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
-from ml4t_pipeline.lib import reconcile
+from ml4t_pipeline.lib import performance, reconcile
 from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib.lineage import code_version, frame_content_hash
 from ml4t_pipeline.lib.output_schemas import (
@@ -114,21 +115,24 @@ def experiment_metrics(
     portfolio_states: pl.DataFrame,
     trades: pl.DataFrame,
     fills: pl.DataFrame,
+    prices: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Engine metrics plus total commission, slippage and costs (currency) from the fills."""
-    values: dict[str, Any] = engine.compute_metrics(
+    """Every headline metric (:func:`ml4t_pipeline.lib.performance.compute_performance`).
+
+    The engine's metrics, costs from the fills (currency), and, when ``prices`` are given, the
+    comparison with the equal-weight universe as benchmark (alpha, beta, information ratio).
+    """
+    benchmark = performance.equal_weight_benchmark(prices) if prices is not None else None
+    values: dict[str, Any] = performance.compute_performance(
         portfolio_states,
         trades,
+        fills=fills,
+        benchmark=benchmark,
         periods_per_year=cfg.reporting.periods_per_year,
         risk_free_rate=cfg.reporting.risk_free_rate,
-        fills=fills,
         initial_cash=cfg.execution.initial_cash,
     )
-    values = {k: (v if isinstance(v, int) else float(v)) for k, v in values.items()}
-    values["total_commission"] = float(fills["commission"].sum()) if fills.height else 0.0
-    values["total_slippage"] = float(fills["slippage"].sum()) if fills.height else 0.0
-    values["total_costs"] = values["total_commission"] + values["total_slippage"]
-    return values
+    return {k: (v if isinstance(v, int) else float(v)) for k, v in values.items()}
 
 
 @dg.asset(
@@ -291,12 +295,13 @@ def metrics(
     portfolio_states: pl.DataFrame,
     trades: pl.DataFrame,
     backtest: dict[str, pl.DataFrame],
+    prices: pl.DataFrame,
 ) -> dg.Output[dict[str, Any]]:
     """Headline metrics (total return, CAGR, Sharpe, Sortino, max drawdown, win rate, trades,
     turnover, costs). Formulas: :func:`engine.compute_metrics`; costs are sums over the fills
     in currency units."""
     cfg = experiments.load(context.partition_key)
-    values = experiment_metrics(cfg, portfolio_states, trades, backtest["fills"])
+    values = experiment_metrics(cfg, portfolio_states, trades, backtest["fills"], prices)
     png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
     meta = metrics_metadata(values) | {
         "config_hash": dg.MetadataValue.text(cfg.config_hash()),
@@ -319,8 +324,12 @@ def performance_report(
     portfolio_states: pl.DataFrame,
     trades: pl.DataFrame,
     signals: pl.DataFrame,
+    prices: pl.DataFrame,
+    backtest: dict[str, pl.DataFrame],
 ) -> dg.Output[str]:
-    """Self-contained HTML report: headline metrics, equity and drawdown, trades by exit reason."""
+    """Self-contained HTML report: lineage, headline metrics, equity against the equal-weight
+    benchmark, drawdown, monthly returns, rolling Sharpe, attribution tables, P&L by exit
+    reason, MFE/MAE and signal deciles (``ml4t_pipeline.lib.report``)."""
     cfg = experiments.load(context.partition_key)
     lineage = {
         "experiment": cfg.name,
@@ -330,12 +339,25 @@ def performance_report(
         "code_version": code_version(),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
+    analysis = report_lib.analyse_run(
+        portfolio_states,
+        trades,
+        fills=backtest["fills"],
+        signals=signals,
+        prices=prices,
+        periods_per_year=cfg.reporting.periods_per_year,
+        risk_free_rate=cfg.reporting.risk_free_rate,
+        initial_cash=cfg.execution.initial_cash,
+        signal=cfg.strategy.signal if cfg.strategy.signal in value_columns(signals) else "score",
+        horizon=ic_horizon(cfg),
+    )
     html = report_lib.render_report_html(
         title=cfg.reporting.title or f"ml4t experiment: {cfg.name}",
         metrics=metrics,
         portfolio_states=portfolio_states,
         trades=trades,
         lineage=lineage,
+        analysis=analysis,
     )
     png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
     meta = metrics_metadata(metrics) | {

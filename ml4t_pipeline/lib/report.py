@@ -7,6 +7,10 @@ global backend switch), so rendering is thread-safe and needs no display.
 
 The HTML needs no network: CSS is inline and the figure is a base64 ``data:`` URI. All text that
 comes from the data (title, metric names, lineage, symbols, exit reasons) is HTML-escaped.
+
+The full report (benchmark, underwater, monthly heatmap, rolling Sharpe, attribution tables and
+their charts) is drawn when :func:`render_report_html` gets an ``analysis`` from
+:func:`analyse_run`; :func:`rebuild_report` does all of it from an ``ml4t run`` output folder.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -28,12 +35,20 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from ml4t_pipeline.lib import attribution as attribution_lib
+from ml4t_pipeline.lib import performance, plots, storage
+
 __all__ = [
     "MAX_TRADES_SHOWN",
+    "REPORT_SECTIONS",
     "TRADE_COLUMNS",
+    "ReportAnalysis",
+    "analyse_run",
     "equity_drawdown_png",
     "format_metric",
     "png_markdown",
+    "read_run_prices",
+    "rebuild_report",
     "render_report_html",
     "write_report",
 ]
@@ -67,9 +82,14 @@ _PERCENT_METRICS = {
     "max_drawdown",
     "win_rate",
     "exposure",
+    "benchmark_cagr",
+    "alpha",
+    "tracking_error",
+    "cost_drag",
+    "cost_to_initial_equity",
 }
 _PERCENT_SUFFIXES = ("_return", "_drawdown", "_rate", "_volatility")
-_COUNT_METRICS = {"n_trades"}
+_COUNT_METRICS = {"n_trades", "max_drawdown_duration_bars", "benchmark_bars"}
 _DRAWDOWN_TOLERANCE = 1e-12
 
 _CSS = """
@@ -86,7 +106,254 @@ table.lineage td, table.lineage th { text-align: left; }
 .neg { color: #b42318; }
 .note { color: #57606a; font-size: 0.85rem; }
 img { max-width: 100%; height: auto; }
+p.reconciliation { font-family: ui-monospace, monospace; font-size: 0.8rem; }
+.scroll { overflow-x: auto; }
+tr.total td, tr.total th { font-weight: 600; background: #f6f8fa; }
 """.strip()
+
+
+#: ``<section id=...>`` of the full report (with an ``analysis``), in document order.
+REPORT_SECTIONS = (
+    "lineage",
+    "metrics",
+    "equity",
+    "benchmark",
+    "underwater",
+    "monthly-returns",
+    "rolling-sharpe",
+    "exit-reasons",
+    "mfe-mae",
+    "signal-deciles",
+    "information-coefficient",
+    "regimes",
+    "costs",
+    "trades",
+)
+ROLLING_WINDOW = 63
+"""Bars in the rolling Sharpe window (about a quarter of daily bars)."""
+
+
+@dataclass(frozen=True)
+class ReportAnalysis:
+    """What the full report shows beyond the basic sections; built by :func:`analyse_run`.
+
+    Attributes
+    ----------
+    metrics : dict
+        :func:`ml4t_pipeline.lib.performance.compute_performance` output.
+    curve : pl.DataFrame
+        ``timestamp``, ``equity`` and (with a benchmark) ``benchmark_equity``, currency.
+    monthly : pl.DataFrame
+        ``year``, ``month``, ``return`` (fraction).
+    rolling : pl.DataFrame
+        ``timestamp``, ``rolling_sharpe``.
+    rolling_window : int
+        Bars per rolling-Sharpe window.
+    attribution : dict
+        :func:`ml4t_pipeline.lib.attribution.attribute_run` output.
+    benchmark_name : str
+        How the benchmark is described in the report.
+    notes : list[str]
+        Remarks shown under the headline metrics (e.g. an inferred bar frequency).
+    """
+
+    metrics: dict[str, Any]
+    curve: pl.DataFrame
+    monthly: pl.DataFrame
+    rolling: pl.DataFrame
+    rolling_window: int
+    attribution: dict[str, Any]
+    benchmark_name: str = "equal-weight universe"
+    notes: list[str] = field(default_factory=list)
+
+
+def analyse_run(
+    portfolio_states: pl.DataFrame,
+    trades: pl.DataFrame,
+    *,
+    fills: pl.DataFrame | None = None,
+    signals: pl.DataFrame | None = None,
+    prices: pl.DataFrame | None = None,
+    benchmark: pl.DataFrame | None = None,
+    periods_per_year: float | None = None,
+    risk_free_rate: float = 0.0,
+    initial_cash: float | None = None,
+    signal: str = "score",
+    horizon: int = 1,
+    regime_column: str | None = None,
+    rolling_window: int = ROLLING_WINDOW,
+) -> ReportAnalysis:
+    """Compute the metrics, curves and attribution tables of the full report.
+
+    Parameters
+    ----------
+    portfolio_states, trades, fills : pl.DataFrame
+        The engine's outputs (see :class:`engine.BacktestResult`).
+    signals : pl.DataFrame, optional
+        ``timestamp``, ``symbol``, ``signal``, optional ``available_at``: for the IC.
+    prices : pl.DataFrame, optional
+        ``timestamp``, ``symbol``, ``close``: for the IC's forward returns and, when
+        ``benchmark`` is not given, the equal-weight benchmark
+        (:func:`ml4t_pipeline.lib.performance.equal_weight_benchmark`).
+    benchmark : pl.DataFrame, optional
+        ``timestamp``, ``benchmark_return`` (fraction per bar).
+    periods_per_year : float, optional
+        Bars per year; inferred from the timestamps when omitted (and said in ``notes``).
+    risk_free_rate : float, default 0.0
+        Annual rate (fraction).
+    initial_cash : float, optional
+        Equity before the first bar (default: inferred from the first bar's return).
+    signal : str, default "score"
+        Signal column (``entry_<signal>`` in the trades).
+    horizon : int, default 1
+        Forward-return horizon (bars) of the IC.
+    regime_column : str, optional
+        Context column for the regime table (default:
+        :func:`ml4t_pipeline.lib.attribution.default_regime_column`).
+    rolling_window : int, default 63
+        Bars per rolling-Sharpe window (shortened to the number of bars when fewer, min 2).
+
+    Raises
+    ------
+    ValueError
+        From the metric and attribution functions, on malformed inputs.
+    """
+    notes: list[str] = []
+    if periods_per_year is None:
+        periods_per_year = performance.infer_periods_per_year(portfolio_states["timestamp"])
+        notes.append(
+            f"Bars per year inferred from the timestamps: {periods_per_year:.1f}; "
+            f"risk-free rate {risk_free_rate:.2%}."
+        )
+    if benchmark is None and prices is not None:
+        benchmark = performance.equal_weight_benchmark(prices)
+    metrics = performance.compute_performance(
+        portfolio_states,
+        trades,
+        fills=fills,
+        benchmark=benchmark,
+        periods_per_year=periods_per_year,
+        risk_free_rate=risk_free_rate,
+        initial_cash=initial_cash,
+    )
+    e0 = performance.initial_equity(portfolio_states, initial_cash)
+    returns = performance.strategy_returns(portfolio_states, e0)
+    curve = (
+        performance.benchmark_equity(portfolio_states, benchmark, e0)
+        if benchmark is not None
+        else portfolio_states.select("timestamp", "equity")
+    )
+    window = max(2, min(rolling_window, portfolio_states.height))
+    attribution = attribution_lib.attribute_run(
+        trades,
+        portfolio_states,
+        signals=signals,
+        prices=prices,
+        signal=signal,
+        horizon=horizon,
+        regime_column=regime_column,
+        periods_per_year=periods_per_year,
+    )
+    if "ic_summary" in attribution:
+        metrics.update({k: v for k, v in attribution["ic_summary"].items() if k.startswith("ic_")})
+    return ReportAnalysis(
+        metrics=metrics,
+        curve=curve,
+        monthly=performance.monthly_returns(returns),
+        rolling=performance.rolling_sharpe(returns, window, periods_per_year, risk_free_rate),
+        rolling_window=window,
+        attribution=attribution,
+        notes=notes,
+    )
+
+
+def rebuild_report(
+    output_dir: str | os.PathLike[str],
+    *,
+    periods_per_year: float | None = None,
+    risk_free_rate: float = 0.0,
+    horizon: int = 1,
+    title: str | None = None,
+    write_tables: bool = True,
+) -> Path:
+    """Rebuild ``report.html`` (and the attribution Parquet files) from an ``ml4t run`` folder.
+
+    Reads ``trades.parquet``, ``portfolio_states.parquet`` and, when present, ``fills.parquet``,
+    ``signals.parquet``, ``metrics.json``, ``lineage.json`` and the prepared prices under
+    ``assets/prices/`` (needed for the IC and the equal-weight benchmark; without them those
+    sections say so). Writes ``report.html`` atomically and, with ``write_tables``, the files of
+    :data:`ml4t_pipeline.lib.attribution.ATTRIBUTION_FILES` plus ``attribution_summary.json``.
+
+    Parameters
+    ----------
+    output_dir : str or os.PathLike
+        The folder ``ml4t run ... --output DIR`` wrote.
+    periods_per_year : float, optional
+        Bars per year (the experiment's ``reporting.periods_per_year``); inferred from the
+        timestamps when omitted.
+    risk_free_rate : float, default 0.0
+        The experiment's ``reporting.risk_free_rate`` (annual fraction).
+    horizon : int, default 1
+        Forward-return horizon (bars) of the IC, e.g. the model's training horizon.
+    title : str, optional
+        Report title (default ``ml4t experiment: <folder name>``).
+    write_tables : bool, default True
+        Also write the attribution tables as Parquet.
+
+    Returns
+    -------
+    Path
+        The absolute path of ``report.html``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``trades.parquet`` or ``portfolio_states.parquet`` is missing (the message names it).
+    """
+    folder = Path(output_dir)
+    required = [folder / "trades.parquet", folder / "portfolio_states.parquet"]
+    missing = [str(p) for p in required if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"not an `ml4t run` output folder, missing: {missing}")
+    trades = pl.read_parquet(folder / "trades.parquet")
+    states = pl.read_parquet(folder / "portfolio_states.parquet")
+    fills = _read_optional(folder / "fills.parquet")
+    signals = _read_optional(folder / "signals.parquet")
+    prices = read_run_prices(folder)
+    metrics: dict[str, Any] = {}
+    if (folder / "metrics.json").is_file():
+        metrics = json.loads((folder / "metrics.json").read_text())
+    lineage: dict[str, str] = {"output_folder": str(folder.resolve())}
+    if (folder / "lineage.json").is_file():
+        lineage |= {k: str(v) for k, v in json.loads((folder / "lineage.json").read_text()).items()}
+    lineage["generated_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    analysis = analyse_run(
+        states,
+        trades,
+        fills=fills,
+        signals=signals,
+        prices=prices,
+        periods_per_year=periods_per_year,
+        risk_free_rate=risk_free_rate,
+        horizon=horizon,
+    )
+    if prices is None:
+        analysis.notes.append(
+            "No prepared prices under assets/prices/: no benchmark and no information coefficient."
+        )
+    if write_tables:
+        attribution_lib.write_attribution(analysis.attribution, folder)
+    text = render_report_html(
+        title=title or f"ml4t experiment: {folder.resolve().name}",
+        metrics=metrics,
+        portfolio_states=states,
+        trades=trades,
+        lineage=lineage,
+        analysis=analysis,
+    )
+    path = write_report(folder / "report.html", text)
+    path.chmod(0o644)  # mkstemp creates 0600; the report is meant to be opened by anyone
+    return path
 
 
 # --- figure --------------------------------------------------------------------------------------
@@ -181,9 +448,11 @@ def png_markdown(png: bytes, alt: str = "equity") -> str:
 def format_metric(name: str, value: float | int | None) -> str:
     """Format one headline metric for display.
 
-    Percent metrics (total_return, cagr, annual_volatility, max_drawdown, win_rate, exposure
-    and names ending in _return, _drawdown, _rate, _volatility) are fractions shown as
-    ``12.34%``; ``n_trades`` and names starting with ``n_`` as integers; everything else
+    Percent metrics (total_return, cagr, annual_volatility, max_drawdown, win_rate, exposure,
+    benchmark_cagr, alpha, tracking_error, cost_drag, cost_to_initial_equity and names ending
+    in _return, _drawdown, _rate, _volatility) are fractions shown as ``12.34%``; ``n_trades``,
+    max_drawdown_duration_bars, benchmark_bars and names starting with ``n_`` as integers;
+    names starting with ``ic_`` with four decimals; everything else
     (final_equity, sharpe, sortino, calmar, profit_factor, turnover, ...) with two decimals and
     thousands separators. None and NaN show as ``n/a``, infinities as ``inf`` / ``-inf``.
     """
@@ -196,6 +465,8 @@ def format_metric(name: str, value: float | int | None) -> str:
         return f"{number:.2%}"
     if name in _COUNT_METRICS or name.startswith("n_"):
         return f"{number:,.0f}"
+    if name.startswith("ic_"):
+        return f"{number:.4f}"
     return f"{number:,.2f}"
 
 
@@ -206,6 +477,7 @@ def render_report_html(
     portfolio_states: pl.DataFrame,
     trades: pl.DataFrame,
     lineage: Mapping[str, str],
+    analysis: ReportAnalysis | None = None,
 ) -> str:
     """Render the backtest report as one self-contained HTML document.
 
@@ -231,6 +503,15 @@ def render_report_html(
         Provenance shown under the title, e.g. ``config_hash``, ``data_version_prices``,
         ``code_version``, ``generated_at``. When ``generated_at`` is missing the current UTC
         time is added (pass it for byte-identical reports).
+    analysis : ReportAnalysis, optional
+        From :func:`analyse_run`. When given the report is the full one, with the sections
+        :data:`REPORT_SECTIONS` in that order: the metrics table adds every metric of
+        ``analysis.metrics`` not in ``metrics``; then equity vs benchmark, underwater
+        drawdown, monthly returns heatmap, rolling Sharpe; the exit-reason section becomes the
+        attribution table (win rate, mean/total P&L, holding period, MFE/MAE) with its
+        reconciliation line and a P&L bar chart; then the MFE/MAE scatter, the signal-decile
+        table and chart, the information coefficient, the regime table and the cost
+        attribution (each attribution table with its reconciliation line).
 
     Returns
     -------
@@ -272,16 +553,19 @@ def render_report_html(
         "<main>",
         '<section id="metrics">',
         "<h2>Headline metrics</h2>",
-        _metrics_table(metrics),
+        _metrics_table(_merged_metrics(metrics, analysis)),
+        *(_notes(analysis.notes) if analysis is not None else []),
         "</section>",
         '<section id="equity">',
         "<h2>Equity and drawdown</h2>",
         _figure(portfolio_states, title),
         "</section>",
+        *(_analysis_sections_before(analysis) if analysis is not None else []),
         '<section id="exit-reasons">',
         "<h2>Trades by exit reason</h2>",
-        _exit_reason_table(trades),
+        _exit_reason_table(trades) if analysis is None else _exit_attribution(analysis),
         "</section>",
+        *(_analysis_sections_after(analysis, trades) if analysis is not None else []),
         '<section id="trades">',
         "<h2>Trades</h2>",
         _trades_table(trades),
@@ -326,7 +610,246 @@ def write_report(path: str | os.PathLike[str], html_text: str) -> Path:
     return target
 
 
+# --- full-report sections ------------------------------------------------------------------------
+
+_ATTRIBUTION_NOTE = {
+    "by_signal_decile": "Deciles of the entry signal over the closed trades (D01 lowest); hit "
+    "rate = share of trades with pnl_net &gt; 0.",
+    "by_regime": "Quantile buckets of the context variable at the entry decision; cut points "
+    "from its values over all bars. n_bars, mean_bar_return and annualised_return describe the "
+    "portfolio on the bars of each regime.",
+    "cost_attribution": "Trades booked in their exit month (UTC). pnl_before_costs &minus; "
+    "slippage &minus; commission = pnl_net; cost_share = (slippage + commission) / "
+    "pnl_before_costs.",
+}
+
+
+def _merged_metrics(
+    metrics: Mapping[str, float], analysis: ReportAnalysis | None
+) -> dict[str, Any]:
+    merged: dict[str, Any] = dict(metrics)
+    if analysis is not None:
+        for name, value in analysis.metrics.items():
+            merged.setdefault(name, value)
+    return dict(performance.metric_items(merged))
+
+
+def _notes(notes: list[str]) -> list[str]:
+    return [f'<p class="note">{_esc(n)}</p>' for n in notes]
+
+
+def _image(png: bytes, alt: str) -> str:
+    return f'<figure><img src="{_data_uri(png)}" alt="{_esc(alt)}"></figure>'
+
+
+def _section(section_id: str, heading: str, *body: str) -> str:
+    return "\n".join(
+        [f'<section id="{section_id}">', f"<h2>{_esc(heading)}</h2>", *body, "</section>"]
+    )
+
+
+def _analysis_sections_before(a: ReportAnalysis) -> list[str]:
+    m = a.metrics
+    bench = (
+        f"Benchmark: {a.benchmark_name}, from the same starting equity. Alpha "
+        f"{format_metric('alpha', m.get('alpha'))}, beta {format_metric('beta', m.get('beta'))}, "
+        f"information ratio {format_metric('information_ratio', m.get('information_ratio'))}."
+        if "benchmark_equity" in a.curve.columns
+        else "No benchmark available: strategy equity only."
+    )
+    return [
+        _section(
+            "benchmark",
+            "Equity vs benchmark",
+            _image(plots.equity_vs_benchmark_png(a.curve), "Equity vs benchmark"),
+            f'<p class="note">{_esc(bench)}</p>',
+        ),
+        _section(
+            "underwater",
+            "Underwater drawdown",
+            _image(plots.underwater_png(_drawdown_frame(a.curve)), "Underwater drawdown"),
+            f'<p class="note">Longest drawdown: '
+            f"{format_metric('n_bars', m.get('max_drawdown_duration_bars'))} bars "
+            f"({format_metric('days', m.get('max_drawdown_duration_days'))} days).</p>",
+        ),
+        _section(
+            "monthly-returns",
+            "Monthly returns",
+            _image(plots.monthly_heatmap_png(a.monthly), "Monthly returns heatmap"),
+        ),
+        _section(
+            "rolling-sharpe",
+            "Rolling Sharpe",
+            _image(
+                plots.rolling_sharpe_png(a.rolling, a.rolling_window),
+                f"Rolling Sharpe over {a.rolling_window} bars",
+            ),
+        ),
+    ]
+
+
+def _exit_attribution(a: ReportAnalysis) -> str:
+    table = a.attribution["by_exit_reason"]
+    return "\n".join(
+        [
+            _frame_table(table, "exit-reasons"),
+            _reconciliation(a, "by_exit_reason"),
+            _image(plots.pnl_by_exit_reason_png(table), "Net P&L by exit reason"),
+        ]
+    )
+
+
+def _analysis_sections_after(a: ReportAnalysis, trades: pl.DataFrame) -> list[str]:
+    att = a.attribution
+    out = [
+        _section(
+            "mfe-mae",
+            "MFE / MAE per trade",
+            _image(plots.mfe_mae_scatter_png(trades), "MFE vs MAE scatter"),
+        )
+    ]
+    if "by_signal_decile" in att:
+        out.append(
+            _section(
+                "signal-deciles",
+                "P&L by signal decile",
+                _frame_table(att["by_signal_decile"], "signal-deciles"),
+                f'<p class="note">{_ATTRIBUTION_NOTE["by_signal_decile"]}</p>',
+                _reconciliation(a, "by_signal_decile"),
+                _image(plots.signal_decile_png(att["by_signal_decile"]), "Signal decile chart"),
+            )
+        )
+    else:
+        out.append(_section("signal-deciles", "P&L by signal decile", _na("no entry signal")))
+    if "ic_summary" in att:
+        ic = att["ic_summary"]
+        rows = pl.DataFrame({"statistic": list(ic), "value": [float(v) for v in ic.values()]})
+        note = (
+            "IC = Spearman rank correlation, per signal timestamp, of the score with the "
+            f"symbol's realised {ic['horizon']}-bar forward close-to-close return; t = mean / "
+            "(std / &radic;n). With a horizon above one bar neighbouring periods overlap; the "
+            "non-overlapping t uses every horizon-th period only."
+        )
+        out.append(
+            _section(
+                "information-coefficient",
+                "Information coefficient",
+                _frame_table(rows, "ic"),
+                f'<p class="note">{note}</p>',
+            )
+        )
+    else:
+        out.append(
+            _section(
+                "information-coefficient",
+                "Information coefficient",
+                _na("signals or prices not available"),
+            )
+        )
+    if "by_regime" in att:
+        out.append(
+            _section(
+                "regimes",
+                f"P&L by regime ({att['regime_column']})",
+                _frame_table(att["by_regime"], "regimes"),
+                f'<p class="note">{_ATTRIBUTION_NOTE["by_regime"]}</p>',
+                _reconciliation(a, "by_regime"),
+            )
+        )
+    else:
+        out.append(_section("regimes", "P&L by regime", _na("no context column in the trades")))
+    out.append(
+        _section(
+            "costs",
+            "Cost attribution",
+            _frame_table(att["cost_attribution"], "costs"),
+            f'<p class="note">{_ATTRIBUTION_NOTE["cost_attribution"]}</p>',
+            _reconciliation(a, "cost_attribution"),
+        )
+    )
+    return out
+
+
+def _na(reason: str) -> str:
+    return f'<p class="note">Not available: {_esc(reason)}.</p>'
+
+
+def _reconciliation(a: ReportAnalysis, name: str) -> str:
+    result = a.attribution["reconciliation"][name]
+    return f'<p class="reconciliation">{_esc(attribution_lib.reconciliation_line(result))}</p>'
+
+
+def _drawdown_frame(curve: pl.DataFrame) -> pl.DataFrame:
+    return curve.select(
+        "timestamp", (pl.col("equity") / pl.col("equity").cum_max() - 1.0).alias("drawdown")
+    )
+
+
+def _frame_table(frame: pl.DataFrame, css: str) -> str:
+    if frame.height == 0:
+        return '<p class="note">No rows.</p>'
+    key = frame.columns[0]
+    head = "".join(
+        f'<th class="{"text" if _is_text(frame, c) else "num"}">{_esc(c)}</th>'
+        for c in frame.columns
+    )
+    body = []
+    for row in frame.iter_rows(named=True):
+        cells = []
+        for c in frame.columns:
+            value = row[c]
+            if value is None:
+                cells.append("<td>—</td>")
+            elif _is_text(frame, c):
+                cells.append(f'<td class="text">{_esc(value)}</td>')
+            else:
+                cells.append(_num_cell(float(value), _column_format(c, float(value))))
+        total = ' class="total"' if row[key] == attribution_lib.TOTAL else ""
+        body.append(f"<tr{total}>{''.join(cells)}</tr>")
+    return (
+        f'<div class="scroll"><table class="{_esc(css)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _column_format(column: str, value: float) -> str:
+    if column.startswith("n_") or column in ("horizon",):
+        return "{:,.0f}"
+    if any(t in column for t in ("rate", "share", "return", "pct")) and "t_stat" not in column:
+        return "{:.2%}"
+    if column in ("signal_min", "signal_max", "lower", "upper", "value") or abs(value) < 0.01:
+        return "{:.4g}"
+    return "{:,.2f}"
+
+
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def read_run_prices(output_dir: str | os.PathLike[str]) -> pl.DataFrame | None:
+    """The prepared prices of an ``ml4t run`` folder (``timestamp``, ``symbol``, ``close``).
+
+    Reads ``assets/prices/<experiment>.parquet`` or the year/month-partitioned folder
+    ``assets/prices/<experiment>/`` the IO manager writes; None when there is not exactly one.
+    ``symbol`` is returned as String.
+    """
+    root = Path(output_dir) / "assets" / "prices"
+    columns = ["timestamp", "symbol", "close"]
+    files = sorted(root.glob("*.parquet"))
+    folders = sorted(p for p in root.glob("*") if p.is_dir() and storage.list_partitions(p))
+    if len(files) + len(folders) != 1:
+        return None
+    frame = (
+        pl.read_parquet(files[0], columns=columns)
+        if files
+        else storage.scan_partitioned(folders[0], symbol_categorical=False)
+        .select(columns)
+        .collect()
+    )
+    return frame.with_columns(pl.col("symbol").cast(pl.String))
+
+
+def _read_optional(path: Path) -> pl.DataFrame | None:
+    return pl.read_parquet(path) if path.is_file() else None
 
 
 def _esc(text: object) -> str:
