@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from ml4t_pipeline.config import ConfigError, load_config
 from ml4t_pipeline.defs import (
@@ -159,8 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     backtest = read_value(storage / "backtest" / key)
     for name in ("trades", "portfolio_states", "fills", "rejections"):
         backtest[name].write_parquet(out / f"{name}.parquet")
-    read_value(storage / "signals" / key).write_parquet(out / "signals.parquet")
-    read_value(storage / "prices_quarantine" / key).write_parquet(out / "prices_quarantine.parquet")
+    for name in ("signals", "prices_quarantine"):
+        frame = read_value(storage / name / key)
+        frame.with_columns(pl.col("symbol").cast(pl.String)).write_parquet(out / f"{name}.parquet")
     metrics = read_value(storage / "metrics" / key)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     shutil.copyfile(storage / "performance_report" / f"{key}.html", out / "report.html")

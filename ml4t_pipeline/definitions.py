@@ -9,11 +9,17 @@ from ml4t_pipeline.defs import (
     assets_backtest,
     assets_comparison,
     assets_data,
+    assets_monthly,
     assets_validation,
     sources,
 )
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, default_storage_dir
-from ml4t_pipeline.defs.jobs import comparison_job, experiment_job, validation_job
+from ml4t_pipeline.defs.jobs import (
+    comparison_job,
+    experiment_job,
+    prepared_panel_job,
+    validation_job,
+)
 from ml4t_pipeline.defs.resources import ExperimentsResource, default_configs_dir
 from ml4t_pipeline.defs.schedules import nightly_experiments
 from ml4t_pipeline.defs.sensors import (
@@ -28,6 +34,7 @@ ASSET_MODULES = (
     assets_backtest,
     assets_attribution,
     assets_comparison,
+    assets_monthly,
     assets_validation,
 )
 
@@ -46,7 +53,7 @@ def build_definitions(
     """
     return dg.Definitions(
         assets=dg.load_assets_from_modules(list(ASSET_MODULES)),
-        jobs=[experiment_job, comparison_job, validation_job],
+        jobs=[experiment_job, comparison_job, validation_job, prepared_panel_job],
         sensors=[experiment_configs_sensor, input_files_sensor, ml4t_automation],
         schedules=[nightly_experiments],
         resources={

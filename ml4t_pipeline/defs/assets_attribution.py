@@ -100,6 +100,7 @@ def attribution_by_signal(
     trades: pl.DataFrame,
     signals: pl.DataFrame,
     prices: pl.DataFrame,
+    features: pl.DataFrame,
 ) -> Iterator[Any]:
     """P&L and hit rate by decile of the entry signal, and the information coefficient (Spearman
     rank correlation of the score with the realised forward return) per period, with its mean
@@ -108,6 +109,11 @@ def attribution_by_signal(
     cfg = experiments.load(context.partition_key)
     signal = cfg.strategy.signal
     horizon = ic_horizon(cfg)
+    if signal not in signals.columns:
+        # the strategy ranks by an indicator (e.g. ret_20): known at its own bar's close
+        signals = features.select(
+            "timestamp", "symbol", signal, pl.col("timestamp").alias("available_at")
+        ).drop_nulls(signal)
     deciles = attribution_lib.by_signal_decile(trades, f"entry_{signal}")
     result = attribution_lib.reconcile(deciles, trades, "by_signal_decile")
     ic = attribution_lib.information_coefficient(

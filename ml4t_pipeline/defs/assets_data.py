@@ -1,6 +1,8 @@
 """Data assets: raw prices → validated prices (+ quarantine) → features, context, signals → panel.
 
 Every asset is partitioned by experiment (the partition key is the experiment file's stem).
+The prepared tables (prices, prices_quarantine, features, market_context, signals, market_panel)
+are stored hive-partitioned by year/month (``by_month_metadata``; see ``io_managers``).
 Assets are thin: they load the experiment config, call ``ml4t_pipeline.lib`` and report metadata.
 """
 
@@ -10,7 +12,13 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.config import DEMO_PRICES, FileSignalsConfig, resolve_data_path
+from ml4t_pipeline.config import (
+    DEMO_PRICES,
+    ContextConfig,
+    FileSignalsConfig,
+    resolve_data_path,
+)
+from ml4t_pipeline.defs.io_managers import by_month_metadata
 from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table, pandera_descriptions
 from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
@@ -76,6 +84,7 @@ PRICE_CHECKS = tuple(f"prices_{rule}" for rule in schemas.PRICE_RULE_NAMES)
             "and kept in prices_quarantine.",
             kinds={"polars"},
             automation_condition=RERUN_ON_NEW_INPUTS,
+            metadata=by_month_metadata(),
         ),
         "prices_quarantine": dg.AssetOut(
             description="Price rows that break a validation rule, every original column kept, "
@@ -83,6 +92,7 @@ PRICE_CHECKS = tuple(f"prices_{rule}" for rule in schemas.PRICE_RULE_NAMES)
             "Empty unless the policy is quarantine.",
             kinds={"polars"},
             automation_condition=RERUN_ON_NEW_INPUTS,
+            metadata=by_month_metadata(),
         ),
     },
     check_specs=[
@@ -175,46 +185,114 @@ def prices(
         )
 
 
+def _validation_check(
+    check_name: str, asset: str, report: schemas.TableValidation, **extra: Any
+) -> dg.AssetCheckResult:
+    """An ERROR-severity check result from a row validation: counts and first offending keys."""
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=asset,
+        passed=report.ok,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="every row valid"
+        if report.ok
+        else f"{report.invalid.height} invalid rows ({report.n_violations} violations)",
+        metadata={
+            "rows_checked": dg.MetadataValue.int(report.n_checked),
+            "n_violations": dg.MetadataValue.int(report.n_violations),
+            "n_invalid_rows": dg.MetadataValue.int(report.invalid.height),
+            "violations_by_rule": dg.MetadataValue.json(report.summary),
+            "first_offending_rows": dg.MetadataValue.md(
+                markdown_table(report.violations.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+            ),
+            **extra,
+        },
+    )
+
+
 @dg.asset(
     partitions_def=experiments_partitions,
     group_name=GROUP,
     kinds={"polars"},
+    deps=["features_file"],
+    metadata=by_month_metadata(),
     automation_condition=RERUN_ON_NEW_INPUTS,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "features_valid",
+            asset="features",
+            blocking=True,
+            description="Feature keys (timestamp, symbol) are unique, every indicator value is "
+            "finite or null (null = warm-up), and every symbol is known in prices.",
+        )
+    ],
 )
 def features(
     context: dg.AssetExecutionContext, experiments: ExperimentsResource, prices: pl.DataFrame
-) -> dg.Output[pl.DataFrame]:
+) -> Iterator[Any]:
     """Per-symbol indicators, each known at its bar's close (returns, vol_20, ATR-14, RSI-14...).
 
     ``features: computed`` computes them with polars window expressions from ``prices``; a path
-    reads a user's features table (timestamp, symbol, Float64 columns).
+    reads a user's features table (timestamp, symbol, Float64 columns), whose content hash is
+    then the data version.
     """
     cfg = experiments.load(context.partition_key)
     if cfg.data.features == "computed":
         frame = features_lib.compute_features(prices)
+        version = frame_content_hash(frame)
     else:
-        frame = io_lib.read_table(
-            resolve_data_path(cfg.data.features, data_root=experiments.root())
-        )
-    return dg.Output(frame, metadata=frame_metadata(frame))
+        path = resolve_data_path(cfg.data.features, data_root=experiments.root())
+        frame = io_lib.read_table(path)
+        version = file_content_hash(path)
+    report = schemas.validate_features(frame, known_symbols=prices["symbol"].unique())
+    meta = frame_metadata(frame, pandera_descriptions(schemas.FeaturesSchema))
+    meta["content_hash"] = dg.MetadataValue.text(version)
+    yield dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
+    yield _validation_check("features_valid", "features", report)
+
+
+def context_required_columns(cfg: ContextConfig) -> list[str]:
+    """The context columns an experiment uses and so must not be null.
+
+    The configured ``data.context.columns``; for ``source: vix`` the ``vix`` column. The
+    ``market`` columns have warm-up nulls by construction and are not required.
+    """
+    if cfg.columns:
+        return list(cfg.columns)
+    return ["vix"] if cfg.source == "vix" else []
 
 
 @dg.asset(
     partitions_def=experiments_partitions,
     group_name=GROUP,
     kinds={"polars"},
+    deps=["context_file"],
+    metadata=by_month_metadata(),
     automation_condition=RERUN_ON_NEW_INPUTS,
+    ins={"prices": dg.AssetIn(metadata={"columns": ["timestamp", "symbol", "close"]})},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "context_valid",
+            asset="market_context",
+            blocking=True,
+            description="One context row per timestamp, no null in the columns the experiment "
+            "uses, and every value finite or null.",
+        )
+    ],
 )
 def market_context(
     context: dg.AssetExecutionContext, experiments: ExperimentsResource, prices: pl.DataFrame
-) -> dg.Output[pl.DataFrame]:
+) -> Iterator[Any]:
     """Market-wide values, one row per bar timestamp (never duplicated per symbol).
 
     ``source: market``: equal-weight market return and its 20-bar volatility from the prices.
     ``source: vix``: CBOE VIX close, stamped at 16:15 New York and joined backward, so a day's VIX
-    is visible from the next daily bar (no look-ahead).
+    is visible from the next daily bar (no look-ahead). ``source: file``: any table with a
+    ``timestamp`` column, joined the same way. Reads only the timestamp, symbol and close of
+    the prices.
     """
     cfg = experiments.load(context.partition_key).data.context
+    meta: dict[str, Any] = {}
     if cfg.source == "market":
         frame = context_lib.market_context_from_prices(prices)
     else:
@@ -226,7 +304,20 @@ def market_context(
             raw = raw.select(["timestamp", *cfg.columns])
         bars = prices.select("timestamp").unique().sort("timestamp")
         frame = context_lib.join_context_asof(bars, raw)
-    return dg.Output(frame, metadata=frame_metadata(frame))
+        meta["source_content_hash"] = dg.MetadataValue.text(file_content_hash(path))
+        meta["context_fill"] = dg.MetadataValue.json(timing.status_counts(frame, "context_status"))
+    version = frame_content_hash(frame)
+    required = context_required_columns(cfg)
+    report = schemas.validate_context(frame, required_columns=required)
+    meta |= frame_metadata(frame, pandera_descriptions(schemas.ContextSchema))
+    meta["content_hash"] = dg.MetadataValue.text(version)
+    yield dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
+    yield _validation_check(
+        "context_valid",
+        "market_context",
+        report,
+        required_columns=dg.MetadataValue.json(required),
+    )
 
 
 @dg.asset(
@@ -234,6 +325,7 @@ def market_context(
     group_name=GROUP,
     kinds={"polars", "sklearn"},
     deps=["signals_file"],
+    metadata=by_month_metadata(),
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
         dg.AssetCheckSpec(
@@ -303,6 +395,7 @@ def signals(
     partitions_def=experiments_partitions,
     group_name=GROUP,
     kinds={"polars"},
+    metadata=by_month_metadata(),
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
         dg.AssetCheckSpec(

@@ -9,10 +9,16 @@ from ml4t_pipeline.defs.executors import experiment_executor
 experiment_job = dg.define_asset_job(
     "experiment_job",
     selection=dg.AssetSelection.all()
-    - dg.AssetSelection.assets("experiment_comparison")
+    - dg.AssetSelection.assets("experiment_comparison", "prepared_panel")
     - dg.AssetSelection.groups("validation"),
     description="Prepare data, run the backtest and build the report for one experiment.",
     executor_def=experiment_executor(),
+)
+
+prepared_panel_job = dg.define_asset_job(
+    "prepared_panel_job",
+    selection=dg.AssetSelection.assets("prepared_panel"),
+    description="Rebuild one month of one experiment's prepared panel (experiment × month).",
 )
 
 comparison_job = dg.define_asset_job(

@@ -83,10 +83,16 @@ def code_version() -> str:
 
 
 def experiment_input_hashes(cfg: ExperimentConfig, data_root: str | None) -> dict[str, str]:
-    """Content hashes of an experiment's input files: ``prices_file`` and ``signals_file``.
+    """Content hashes of an experiment's input files, keyed by their source asset's name.
 
-    Only inputs that are files appear: the demo prices (a package) and model-made signals have
-    no file to watch. A missing file raises ``FileNotFoundError`` naming it.
+    Keys: ``prices_file``, ``signals_file``, ``features_file`` and ``context_file``. Only inputs
+    that are files appear: the demo prices (a package), model-made signals, computed features
+    and the ``market`` context (derived from the prices) have no file to watch.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a configured file does not exist (the message names it).
     """
     from ml4t_pipeline.config import DEMO_PRICES, FileSignalsConfig, resolve_data_path
 
@@ -98,4 +104,12 @@ def experiment_input_hashes(cfg: ExperimentConfig, data_root: str | None) -> dic
     if isinstance(cfg.data.signals, FileSignalsConfig):
         path = resolve_data_path(cfg.data.signals.path, data_root=data_root)
         out["signals_file"] = file_content_hash(path)
+    if cfg.data.features != "computed":
+        out["features_file"] = file_content_hash(
+            resolve_data_path(cfg.data.features, data_root=data_root)
+        )
+    if cfg.data.context.source != "market" and cfg.data.context.path:
+        out["context_file"] = file_content_hash(
+            resolve_data_path(cfg.data.context.path, data_root=data_root)
+        )
     return out

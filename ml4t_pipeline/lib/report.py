@@ -33,7 +33,7 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import PercentFormatter, StrMethodFormatter
 
 from ml4t_pipeline.lib import attribution as attribution_lib
 from ml4t_pipeline.lib import performance, plots, storage
@@ -397,6 +397,7 @@ def equity_drawdown_png(portfolio_states: pl.DataFrame, title: str = "") -> byte
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
     top.plot(x, equity, color="#1f6feb", linewidth=1.2, marker=marker)
     top.set_ylabel("Equity")
+    top.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     top.grid(True, alpha=0.3)
     bottom.fill_between(x, drawdown, 0.0, color="#d1242f", alpha=0.35, linewidth=0)
     bottom.plot(x, drawdown, color="#d1242f", linewidth=0.8, marker=marker)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import numpy as np
 import pandera.polars as pa
@@ -263,11 +263,40 @@ class ContextSchema(pa.DataFrameModel):
     timestamp: UtcDatetime = pa.Field(
         nullable=False,
         unique=True,
-        description="UTC time the context values became known (e.g. 16:15 New York for VIX).",
+        description="Bar close (UTC) the context row belongs to; for a raw context file, the "
+        "UTC time its values became known (e.g. 16:15 New York for VIX).",
+    )
+    # The columns below are optional: which appear depends on data.context.source.
+    market_return: Optional[float] = pa.Field(  # noqa: UP045 - pandera reads Optional
+        nullable=True,
+        description="Equal-weight mean of the symbols' 1-bar close-to-close returns (fraction); "
+        "null on the first bar.",
+    )
+    market_vol_20: Optional[float] = pa.Field(  # noqa: UP045
+        nullable=True,
+        description="Sample std (ddof=1) of the last 20 market_return values; per bar, not "
+        "annualised; null during warm-up.",
+    )
+    n_symbols: Optional[pl.UInt32] = pa.Field(  # noqa: UP045
+        nullable=True, description="Symbols with a return at this bar (market_return's count)."
+    )
+    vix: Optional[float] = pa.Field(  # noqa: UP045
+        nullable=True,
+        description="CBOE VIX close (index points) last known by the bar's close.",
+    )
+    context_timestamp: Optional[UtcDatetime] = pa.Field(  # noqa: UP045
+        nullable=True,
+        description="UTC time the joined context values became known (as-of join key); null "
+        "when none was known yet.",
+    )
+    context_status: Optional[str] = pa.Field(  # noqa: UP045
+        nullable=True,
+        description="As-of join status: fresh (first bar to see the value), filled (carried "
+        "forward), stale (past the fill limit, values null) or missing (nothing known yet).",
     )
 
     class Config:
-        strict = False  # vix, market_return, market_vol_20, ... follow
+        strict = False  # a context file's own columns follow
         description = "Context table keyed by timestamp alone."
 
 

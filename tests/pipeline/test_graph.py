@@ -25,6 +25,8 @@ from tests.conftest import REPO_ROOT
 ALL_ASSETS = {
     "prices_raw", "prices", "prices_quarantine", "features", "market_context", "signals",
     "market_panel", "backtest", "trades", "portfolio_states", "metrics", "performance_report",
+    "attribution_by_exit_reason", "attribution_by_signal", "attribution_by_regime",
+    "cost_attribution",
 }  # fmt: skip
 
 
@@ -75,6 +77,8 @@ def test_graph_materializes_every_asset_and_passes_checks(run: Run) -> None:
         "prices_valid",
         *PRICE_CHECKS,
         "signals_valid",
+        "features_valid",
+        "context_valid",
         "signals_available_before_use",
         "signals_not_stale",
         "trades_entered_after_signal_available",
@@ -82,6 +86,10 @@ def test_graph_materializes_every_asset_and_passes_checks(run: Run) -> None:
         "portfolio_states_match_schema",
         "fills_match_schema",
         "equity_equals_cash_plus_marked_positions",
+        "attribution_by_exit_reason_reconciles",
+        "attribution_by_signal_reconciles",
+        "attribution_by_regime_reconciles",
+        "cost_attribution_reconciles",
     }
     # every ERROR check passed; only per-rule price checks may warn (rows quarantined)
     failed = {c.check_name for c in checks if not c.passed}

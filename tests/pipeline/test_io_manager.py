@@ -1,13 +1,14 @@
-"""The IO manager's storage: round trips by type, atomic replacement."""
+"""The IO manager's storage: round trips by type, atomic replacement, year/month tables."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from ml4t_pipeline.defs.io_managers import read_value, write_value
+from ml4t_pipeline.defs.io_managers import month_bounds, read_value, write_month, write_value
 
 
 def test_write_value_round_trips_each_type(tmp_path: Path) -> None:
@@ -40,3 +41,86 @@ def test_write_value_replaces_previous_version_without_leftovers(tmp_path: Path)
 def test_read_value_missing_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="materialize the upstream"):
         read_value(tmp_path / "nothing")
+
+
+# ---------------------------------------------------------------------------------------------
+# prepared tables: hive-partitioned by year/month
+
+
+def _table(months: list[int], year: int = 2016) -> pl.DataFrame:
+    stamps = [datetime(year, m, d, 21, tzinfo=UTC) for m in months for d in (4, 5)]
+    return pl.DataFrame(
+        {
+            "timestamp": stamps,
+            "symbol": ["B", "A"] * len(months),
+            "close": [float(i) for i in range(len(stamps))],
+        },
+        schema_overrides={"timestamp": pl.Datetime("us", "UTC")},
+    ).with_columns(pl.col("symbol").cast(pl.Categorical))
+
+
+def test_write_value_by_month_round_trips_sorted_with_categorical_symbol(tmp_path: Path) -> None:
+    stem = tmp_path / "market_panel" / "exp"
+    frame = _table([5, 6])
+    write_value(frame.reverse(), stem, by_month=True)  # any input order
+    files = sorted(p.relative_to(stem).as_posix() for p in stem.rglob("*.parquet"))
+    assert files == [
+        "_schema.parquet",
+        "year=2016/month=05/data.parquet",
+        "year=2016/month=06/data.parquet",
+    ]
+    back = read_value(stem)
+    assert back.schema == frame.schema  # symbol Categorical again, no year/month columns
+    assert back.equals(frame)  # stored in (timestamp, symbol) order
+
+
+def test_write_value_by_month_replaces_table_and_drops_vanished_months(tmp_path: Path) -> None:
+    stem = tmp_path / "prices" / "exp"
+    write_value(_table([5, 6]), stem, by_month=True)
+    first = (stem / "year=2016" / "month=05" / "data.parquet").read_bytes()
+    write_value(_table([5]), stem, by_month=True)
+    assert not (stem / "year=2016" / "month=06").exists()
+    assert (stem / "year=2016" / "month=05" / "data.parquet").read_bytes() == first
+    assert read_value(stem).height == 2
+
+
+def test_write_value_by_month_empty_table_reads_back_with_its_columns(tmp_path: Path) -> None:
+    stem = tmp_path / "prices_quarantine" / "exp"
+    write_value(_table([5]).clear(), stem, by_month=True)
+    back = read_value(stem)
+    assert back.height == 0 and back.columns == ["timestamp", "symbol", "close"]
+    assert back.schema["symbol"] == pl.Categorical
+
+
+def test_write_value_by_month_naive_timestamp_raises(tmp_path: Path) -> None:
+    frame = _table([5]).with_columns(pl.col("timestamp").dt.replace_time_zone(None))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        write_value(frame, tmp_path / "t" / "exp", by_month=True)
+
+
+def test_write_month_rewrites_only_its_month(tmp_path: Path) -> None:
+    root = tmp_path / "prepared_panel" / "exp"
+    write_month(_table([5]), root, "2016-05-01")
+    write_month(_table([6]), root, "2016-06-01")
+    may = root / "year=2016" / "month=05" / "data.parquet"
+    stat = may.stat()
+    write_month(_table([6]).with_columns(pl.col("close") + 10), root, "2016-06-01")
+    assert may.stat().st_mtime_ns == stat.st_mtime_ns and may.stat().st_ino == stat.st_ino
+    assert read_value(root)["close"].to_list() == [0.0, 1.0, 10.0, 11.0]
+    # an empty month removes that month's file; the other stays
+    write_month(_table([6]).clear(), root, "2016-06-01")
+    assert read_value(root)["close"].to_list() == [0.0, 1.0]
+
+
+def test_write_month_rows_outside_the_month_raise(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="2 rows fall outside the month 2016-05"):
+        write_month(_table([5, 6]), tmp_path / "t", "2016-05-01")
+
+
+def test_month_bounds_december_rolls_into_next_year() -> None:
+    assert month_bounds("2016-12-01") == (
+        datetime(2016, 12, 1, tzinfo=UTC),
+        datetime(2017, 1, 1, tzinfo=UTC),
+    )
+    with pytest.raises(ValueError, match="not the first of a month"):
+        month_bounds("2016-12-02")
