@@ -378,17 +378,7 @@ def signals(
     meta = frame_metadata(frame, pandera_descriptions(schemas.SignalsSchema))
     meta["content_hash"] = dg.MetadataValue.text(version)
     yield dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
-    yield dg.AssetCheckResult(
-        check_name="signals_valid",
-        passed=report.ok,
-        metadata={
-            "n_violations": dg.MetadataValue.int(report.n_violations),
-            "violations_by_rule": dg.MetadataValue.json(report.summary),
-            "first_offending_rows": dg.MetadataValue.md(
-                markdown_table(report.violations.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
-            ),
-        },
-    )
+    yield _validation_check("signals_valid", "signals", report)
 
 
 @dg.asset(

@@ -8,6 +8,8 @@ that source. The ``input_files_sensor`` reports an observation when a hash chang
 ``eager`` automation conditions downstream rerun exactly that experiment.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from ml4t_pipeline.defs.partitions import experiments_partitions
@@ -28,48 +30,37 @@ def _observe(context: dg.AssetExecutionContext, name: str) -> dg.DataVersionsByP
     return dg.DataVersionsByPartition(versions)
 
 
-@dg.observable_source_asset(
-    partitions_def=experiments_partitions,
-    required_resource_keys={"experiments"},
-    group_name="inputs",
-    description="The experiment's price file (content hash as data version).",
+def _input_file_asset(name: str, description: str) -> Any:
+    """An observable source asset whose per-experiment data version is the file's hash."""
+
+    @dg.observable_source_asset(
+        name=name,
+        partitions_def=experiments_partitions,
+        required_resource_keys={"experiments"},
+        group_name="inputs",
+        description=description,
+    )
+    def _asset(context: dg.AssetExecutionContext) -> dg.DataVersionsByPartition:
+        return _observe(context, name)
+
+    return _asset
+
+
+prices_file = _input_file_asset(
+    "prices_file", "The experiment's price file (content hash as data version)."
 )
-def prices_file(context: dg.AssetExecutionContext) -> dg.DataVersionsByPartition:
-    """Observe the content hash of each experiment's price file."""
-    return _observe(context, "prices_file")
-
-
-@dg.observable_source_asset(
-    partitions_def=experiments_partitions,
-    required_resource_keys={"experiments"},
-    group_name="inputs",
-    description="The experiment's model-score file (content hash as data version). Experiments "
-    "whose signals come from the built-in walk-forward model have no file to observe.",
+signals_file = _input_file_asset(
+    "signals_file",
+    "The experiment's model-score file (content hash as data version). Experiments whose "
+    "signals come from the built-in walk-forward model have no file to observe.",
 )
-def signals_file(context: dg.AssetExecutionContext) -> dg.DataVersionsByPartition:
-    """Observe the content hash of each experiment's signal file."""
-    return _observe(context, "signals_file")
-
-
-@dg.observable_source_asset(
-    partitions_def=experiments_partitions,
-    required_resource_keys={"experiments"},
-    group_name="inputs",
-    description="The experiment's features table, when read from a file (content hash as data "
-    "version). Computed features have no file to observe.",
+features_file = _input_file_asset(
+    "features_file",
+    "The experiment's features table, when read from a file (content hash as data version). "
+    "Computed features have no file to observe.",
 )
-def features_file(context: dg.AssetExecutionContext) -> dg.DataVersionsByPartition:
-    """Observe the content hash of each experiment's features file."""
-    return _observe(context, "features_file")
-
-
-@dg.observable_source_asset(
-    partitions_def=experiments_partitions,
-    required_resource_keys={"experiments"},
-    group_name="inputs",
-    description="The experiment's market-context file (VIX or any timestamped table; content "
-    "hash as data version). The `market` context is derived from prices and has no file.",
+context_file = _input_file_asset(
+    "context_file",
+    "The experiment's market-context file (VIX or any timestamped table; content hash as data "
+    "version). The `market` context is derived from prices and has no file.",
 )
-def context_file(context: dg.AssetExecutionContext) -> dg.DataVersionsByPartition:
-    """Observe the content hash of each experiment's context file."""
-    return _observe(context, "context_file")

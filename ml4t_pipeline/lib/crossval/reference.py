@@ -219,34 +219,12 @@ def build_reference_inputs(
             (pl.col("close") / pl.col("close").shift(lookback).over("symbol") - 1.0).alias("score")
         )
     )
-    wide: dict[str, pd.DataFrame] = {}
-    for field in (*PRICE_FIELDS, "score"):
-        frame = (
-            long.pivot(on="symbol", index="date", values=field)
-            .sort("date")
-            .select("date", *symbols)
-            .to_pandas()
-            .set_index("date")
-        )
-        frame.index = pd.DatetimeIndex(frame.index, name="date")
-        frame.columns = pd.Index(list(symbols), name="symbol")
-        wide[field] = frame.astype("float64")
     panel = (
         long.with_columns(daily_close_utc(pl.col("date")).alias("timestamp"))
         .select("timestamp", "symbol", *PRICE_FIELDS, "volume", "score")
         .sort("timestamp", "symbol")
     )
-    stamps = pd.DatetimeIndex(panel["timestamp"].unique(maintain_order=True).to_pandas())
-    return ReferenceInputs(
-        symbols=tuple(symbols),
-        open=wide["open"],
-        high=wide["high"],
-        low=wide["low"],
-        close=wide["close"],
-        score=wide["score"],
-        timestamps=stamps,
-        panel=panel,
-    )
+    return _assemble(long, symbols, panel)
 
 
 def load_reference_inputs(data_root: Path, lookback: int = 20) -> ReferenceInputs:
@@ -406,6 +384,13 @@ def inputs_from_panel(panel: pl.DataFrame, signal: str) -> tuple[ReferenceInputs
         )
         .sort("timestamp", "symbol")
     )
+    engine_panel = long.select("timestamp", "symbol", *PRICE_FIELDS, "volume", "score")
+    inputs = _assemble(long, symbols, engine_panel)
+    return inputs, excluded
+
+
+def _assemble(long: pl.DataFrame, symbols: list[str], panel: pl.DataFrame) -> ReferenceInputs:
+    """Pivot a long frame (``date``, ``symbol``, OHLC, ``score``) into the wide matrices."""
     wide: dict[str, pd.DataFrame] = {}
     for field in (*PRICE_FIELDS, "score"):
         frame = (
@@ -418,9 +403,8 @@ def inputs_from_panel(panel: pl.DataFrame, signal: str) -> tuple[ReferenceInputs
         frame.index = pd.DatetimeIndex(frame.index, name="date")
         frame.columns = pd.Index(list(symbols), name="symbol")
         wide[field] = frame.astype("float64")
-    engine_panel = long.select("timestamp", "symbol", *PRICE_FIELDS, "volume", "score")
-    stamps = pd.DatetimeIndex(engine_panel["timestamp"].unique(maintain_order=True).to_pandas())
-    inputs = ReferenceInputs(
+    stamps = pd.DatetimeIndex(panel["timestamp"].unique(maintain_order=True).to_pandas())
+    return ReferenceInputs(
         symbols=tuple(symbols),
         open=wide["open"],
         high=wide["high"],
@@ -428,6 +412,5 @@ def inputs_from_panel(panel: pl.DataFrame, signal: str) -> tuple[ReferenceInputs
         close=wide["close"],
         score=wide["score"],
         timestamps=stamps,
-        panel=engine_panel,
+        panel=panel,
     )
-    return inputs, excluded
