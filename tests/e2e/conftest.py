@@ -1,0 +1,216 @@
+"""Fixtures of the browser end-to-end test: a real ``dagster dev`` and headless Chromium.
+
+``dagster dev`` runs on a free local port in its own process group, with a temporary
+``DAGSTER_HOME``, storage folder and configs folder, and is always stopped by its PID (SIGTERM
+to the group, then SIGKILL after a grace period). Chromium is Debian's ``/usr/bin/chromium``
+driven by the ``playwright`` package (never a browser downloaded by ``playwright install``).
+
+When Chromium or playwright is missing the test is skipped with the reason printed; set
+``ML4T_REQUIRE_E2E=1`` (CI does, once it has installed them) to turn that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+CHROMIUM = os.environ.get("ML4T_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OUTPUT_DIR = REPO_ROOT / "test-output" / "e2e"
+SERVER_START_TIMEOUT_S = 120.0
+STOP_GRACE_S = 15.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: end-to-end test with dagster dev and a browser")
+
+
+def _skip_or_fail(reason: str) -> None:
+    print(f"\n[e2e] {reason}", file=sys.stderr)
+    if os.environ.get("ML4T_REQUIRE_E2E", "") not in ("", "0"):
+        pytest.fail(f"{reason} (ML4T_REQUIRE_E2E is set)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Path of the Chromium binary; skip (with the reason) when it or playwright is missing."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _skip_or_fail("browser test skipped: the 'playwright' package is not installed")
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        _skip_or_fail(f"browser test skipped: Chromium not found at {CHROMIUM} (apt chromium)")
+    return CHROMIUM
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class DagsterDev:
+    """A running ``dagster dev``: its URL, process and the folders it was given."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+    home: Path
+    storage_dir: Path
+    configs_dir: Path
+    log_path: Path
+
+    def log_tail(self, n_chars: int = 4000) -> str:
+        """The end of the server's combined stdout/stderr (for failure messages)."""
+        try:
+            return self.log_path.read_text(errors="replace")[-n_chars:]
+        except OSError:
+            return "(no log)"
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST a GraphQL query; return ``data`` or raise AssertionError naming the errors."""
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/graphql",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = json.loads(response.read())
+        if payload.get("errors"):
+            raise AssertionError(f"GraphQL errors: {payload['errors']}")
+        data: dict[str, Any] = payload["data"]
+        return data
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the process group led by ``process`` (SIGTERM, then SIGKILL after a grace)."""
+    if process.poll() is not None:
+        return
+    pgid = process.pid  # start_new_session=True: the group id is the leader's PID
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(pgid, signal.SIGKILL)
+        process.wait(timeout=STOP_GRACE_S)
+    except ProcessLookupError:
+        return
+    # children (webserver, daemon, code servers, run workers) share the group: clean them up too
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _wait_until_answering(server: DagsterDev) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(
+                f"dagster dev exited with {server.process.returncode}:\n{server.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/server_info", timeout=5) as resp:
+                if resp.status == 200:
+                    data = server.graphql(
+                        "{ workspaceOrError { ... on Workspace { locationEntries {"
+                        " loadStatus } } } }"
+                    )
+                    entries = data["workspaceOrError"]["locationEntries"]
+                    if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                        return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, AssertionError):
+            pass
+        time.sleep(1.0)
+    raise AssertionError(
+        f"dagster dev did not answer within {SERVER_START_TIMEOUT_S:.0f} s:\n{server.log_tail()}"
+    )
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(
+    chromium_path: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DagsterDev]:
+    """Start ``dagster dev`` on a free port with temporary home, storage and configs folders.
+
+    The configs folder starts empty; the test adds ``demo`` itself (partition first, then the
+    YAML), so ``experiment_configs_sensor`` never launches a second run of it. Steps run with the
+    in-process executor (``ML4T_EXECUTOR=in_process``): on a 2-core machine each step of the
+    multiprocess executor spends ~15 s importing the code location, which would triple the run.
+    """
+    root = tmp_path_factory.mktemp("dagster_dev")
+    home, storage, configs = root / "home", root / "storage", root / "configs"
+    for folder in (home, storage, configs):
+        folder.mkdir()
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = OUTPUT_DIR / "dagster_dev.log"
+    port = free_port()
+    env = os.environ | {
+        "DAGSTER_HOME": str(home),
+        "ML4T_STORAGE_DIR": str(storage),
+        "ML4T_CONFIGS_DIR": str(configs),
+        "ML4T_EXECUTOR": "in_process",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("COV_CORE_SOURCE", None)  # no coverage collection in the server's processes
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                str(REPO_ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = DagsterDev(
+        base_url=f"http://127.0.0.1:{port}",
+        process=process,
+        home=home,
+        storage_dir=storage,
+        configs_dir=configs,
+        log_path=log_path,
+    )
+    try:
+        _wait_until_answering(server)
+        yield server
+    finally:
+        _stop(process)
