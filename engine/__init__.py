@@ -9,7 +9,7 @@ Example
 
 from __future__ import annotations
 
-from engine.config import ExecutionConfig
+from engine.config import EXECUTION_PRESETS, ExecutionConfig
 from engine.costs import COMMISSION_REGISTRY, SLIPPAGE_REGISTRY
 from engine.costs.commission import (
     CommissionModel,
@@ -31,6 +31,11 @@ from engine.costs.slippage import (
 from engine.data import BarBatch, BarView, MarketData
 from engine.engine import BacktestEngine
 from engine.events import Fill, MarketEvent
+from engine.feature_provider import (
+    CallableFeatureProvider,
+    FeatureProvider,
+    PrecomputedFeatureProvider,
+)
 from engine.metrics import METRIC_KEYS, compute_metrics
 from engine.orders import Order, OrderStatus, OrderType, TimeInForce
 from engine.registry import build_commission, build_rule, build_slippage, build_strategy
@@ -69,6 +74,10 @@ from engine.strategies import STRATEGY_REGISTRY, TopNStrategy
 from engine.strategy import Strategy
 
 __all__ = [
+    "EXECUTION_PRESETS",
+    "CallableFeatureProvider",
+    "FeatureProvider",
+    "PrecomputedFeatureProvider",
     "BatchDecision",
     "PositionBatch",
     "VolatilityScaledTakeProfit",

@@ -19,13 +19,20 @@ Fill rules (``fill_price`` before slippage, always within the bar's [low, high])
 - stop-loss / take-profit levels of open positions: as stop / limit orders for the whole
   position, checked after the open's fills; the stop-loss wins when one bar touches both.
 
+Order of one bar's events (``ExecutionConfig.bar_event_order``): ``chronological`` = market
+orders at the open, then resting orders, then levels; ``stops_first`` = resting orders and
+levels against the whole bar, then the market orders at the open (a look-ahead matching
+Backtrader and VectorBT callbacks). See :class:`engine.ExecutionConfig` for ``exit_conflict``,
+``stop_activation``, ``cash_check``, ``reentry_cooldown_bars`` and ``cash_tolerance``.
+
 Cash: a buy is rejected with ``insufficient_cash`` when ``price × qty + commission`` exceeds the
-cash; with ``allow_short=False`` a sell beyond the position is rejected with
-``short_not_allowed``. Both are recorded, never shrunk.
+cash by more than ``cash_tolerance``; with ``allow_short=False`` a sell beyond the position is
+rejected with ``short_not_allowed``. Both are recorded, never shrunk.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -153,6 +160,9 @@ class Broker:
         self.now: datetime = datetime.min
         self.now_us = 0
         self._closing = False
+        self._levels_set = False  # no stop/take-profit level was ever set: skip step 1b
+        # (held ids, those with a bar now, their rows) from update_marks, reused by hook C
+        self._present: tuple[IntArray, IntArray, IntArray] | None = None
         self.lo = 0
         self._all_rows: IntArray = np.arange(data.n_rows, dtype=np.int64)
         self.children: dict[int, list[Order]] = {}
@@ -161,7 +171,25 @@ class Broker:
         # skip work nobody consumes: slippage bar views, Fill objects without listeners
         self._no_slippage = type(config.slippage) is NoSlippage
         self._strategy_wants_fills = type(strategy).on_fill is not Strategy.on_fill
-        self._wants_fill_events = self._strategy_wants_fills or risk_manager is not None
+        self._wants_fill_events = self._strategy_wants_fills or (
+            risk_manager is not None and bool(risk_manager.fill_rules)
+        )
+        # long-only runs cannot hold a short: level checks skip the side selection
+        self._long_only = not config.allow_short
+        self._tp_set = False  # no take-profit level was ever set: skip its check
+        # fill-semantics settings (ExecutionConfig)
+        self._stops_first = config.bar_event_order == "stops_first"
+        self._entry_bar = config.stop_activation == "entry_bar"
+        self._stop_wins = config.exit_conflict == "stop_wins"
+        self._cash_tol = config.cash_tolerance
+        self._cooldown = config.reentry_cooldown_bars
+        self._stopped_at: IntArray = np.full(n, -(2**62), dtype=np.int64)
+        self._stopped_dir: FloatArray = np.zeros(n)
+        self._deferred: npt.NDArray[np.bool_] = np.zeros(n, dtype=bool)
+        # sid -> direction of positions closed in the stops-first pass (None: not tracking),
+        # then handed to the open's pass, which cancels their queued exits
+        self._closed_now: dict[int, float] | None = None
+        self._stop_closed: dict[int, float] | None = None
         self._batch_source: dict[str, npt.NDArray[Any]] = {
             "quantity": self.qty,
             "entry_price": self.avg,
@@ -300,15 +328,33 @@ class Broker:
             self.day = day
             self.fills_today = 0
 
-    def fill_pending_at_open(self) -> None:
-        """Step 1a: working orders against this bar (submission order)."""
+    def fill_pending_at_open(self, select: Callable[[Order], bool] | None = None) -> None:
+        """Step 1a: working orders against this bar (submission order).
+
+        ``select``: only orders for which it is true are matched now; the others stay in the
+        book in their place (used by the ``stops_first`` bar event order).
+        """
         if not self.book:
             return
         book = self.book
         self.book = []
         open_ = self.data.open
+        closed_now = self._stop_closed
         for order in book:
             if not order.is_active:
+                continue
+            if select is not None and not select(order):
+                self.book.append(order)
+                continue
+            if (
+                closed_now
+                and order.order_type is MARKET
+                and order.sid in closed_now
+                and order.quantity * closed_now[order.sid] < 0
+                and self.qty[order.sid] == 0
+            ):
+                # exit_conflict="stop_wins": the level exit of this bar took precedence
+                self._finish(order, CANCELLED, "position_closed_by_stop", "cancelled")
                 continue
             row = self._row(order.sid)
             if row < 0:
@@ -373,38 +419,110 @@ class Broker:
             return
         self._execute(order, q, raw, row)
 
-    def check_levels(self) -> None:
-        """Step 1b: stop-loss / take-profit levels of open positions against this bar."""
+    def chronological_step(self) -> None:
+        """Step 1 under ``bar_event_order="chronological"``: the market orders at the open (in
+        submission order), then resting orders against the bar (in submission order; a gap
+        fills them at the open price), then position levels."""
+        book = self.book
+        if book:
+            if any(order.order_type is not MARKET for order in book):
+                now = self.i
+                self.fill_pending_at_open(lambda order: order.order_type is MARKET)
+                # not the bracket children spawned by this bar's fills: they start next bar
+                self.fill_pending_at_open(
+                    lambda order: order.order_type is not MARKET and order.submit_index < now
+                )
+            else:
+                self.fill_pending_at_open()
+        self.check_levels()
+
+    def stops_first_step(self) -> None:
+        """Step 1 under ``bar_event_order="stops_first"`` (see :class:`ExecutionConfig`).
+
+        Resting orders, then position levels, against the whole bar; then the market orders at
+        the open; then, if anything was left for later (bracket children and levels of positions
+        whose queued exit did not fill, ``entry_bar`` levels of the open's entries), those.
+        """
+        deferred = self._deferred
+        held_exits: list[int] = []
+        if self.book and not self._stop_wins:
+            # exit_conflict="open_sell_wins": a queued market exit suspends the levels
+            qty = self.qty
+            for order in self.book:
+                if order.order_type is MARKET and order.is_active:
+                    sid = order.sid
+                    if order.quantity * qty[sid] < 0 and self.last_row[sid] >= self.lo:
+                        deferred[sid] = True
+                        held_exits.append(sid)
+        skipped: set[int] = set()
+        self._closed_now = {}
+        try:
+            if self.book:
+
+                def resting(order: Order) -> bool:
+                    if order.order_type is MARKET:
+                        return False
+                    if order.parent_id >= 0 and deferred[order.sid]:
+                        skipped.add(order.order_id)
+                        return False
+                    return True
+
+                self.fill_pending_at_open(resting)
+            self.check_levels(deferred if held_exits else None)
+            self._stop_closed = self._closed_now
+            self._closed_now = None
+            if self.book:
+                self.fill_pending_at_open(lambda order: order.order_type is MARKET)
+            if skipped and self.book:
+                # suspended bracket children of positions whose queued exit did not fill
+                self.fill_pending_at_open(lambda order: order.order_id in skipped)
+        finally:
+            self._closed_now = None
+            self._stop_closed = None
+            if held_exits:
+                deferred[held_exits] = False
+        if held_exits or self._entry_bar:
+            self.check_levels()
+
+    def check_levels(self, exclude: npt.NDArray[np.bool_] | None = None) -> None:
+        """Step 1b: stop-loss / take-profit levels of open positions against this bar.
+
+        ``exclude``: a per-symbol mask of positions whose levels are not checked now.
+        """
         held = self.held()
-        if held.size == 0:
+        if held.size == 0 or not self._levels_set:
             return
-        cand = held[self.level_from[held] <= self.i]
-        if cand.size == 0:
-            return
-        st = self.stop[cand]
-        tp = self.tp[cand]
-        keep = np.isfinite(st) | np.isfinite(tp)
-        if not keep.any():
-            return
-        cand, st, tp = cand[keep], st[keep], tp[keep]
         data = self.data
-        rows = self._rows_now(cand)
-        ok = rows >= 0
-        cand, st, tp, rows = cand[ok], st[ok], tp[ok], rows[ok]
-        long = self.qty[cand] > 0
-        hi = data.high[rows]
-        lo = data.low[rows]
-        stop_hit = np.where(long, lo <= st, hi >= st)
-        tp_hit = np.where(long, hi >= tp, lo <= tp)
-        hits = np.flatnonzero(stop_hit | tp_hit)
+        rows = self.last_row[held]
+        st = self.stop[held]
+        # NaN levels compare False; rows of symbols without a bar now are stale (< self.lo)
+        long: npt.NDArray[np.bool_] | None = None  # None: every position is long
+        if self._long_only:
+            stop_hit = data.low[rows] <= st
+            tp = self.tp[held] if self._tp_set else st  # st: unused when no target is set
+            hit = stop_hit | (data.high[rows] >= tp) if self._tp_set else stop_hit
+        else:
+            tp = self.tp[held]
+            hi = data.high[rows]
+            lo = data.low[rows]
+            long = self.qty[held] > 0
+            stop_hit = np.where(long, lo <= st, hi >= st)
+            hit = stop_hit | np.where(long, hi >= tp, lo <= tp)
+        live = (rows >= self.lo) & (self.level_from[held] <= self.i)
+        if exclude is not None:
+            live &= ~exclude[held]
+        hits = np.flatnonzero(hit & live)
+        if hits.size == 0:
+            return
+        cand = held
         for k in hits.tolist():
             sid = int(cand[k])
             row = int(rows[k])
             if self.qty[sid] == 0:
                 continue
             o = float(data.open[row])
-            is_long = bool(long[k])
-            if stop_hit[k]:
+            is_long = True if long is None else bool(long[k])
+            if bool(stop_hit[k]):
                 level = float(st[k])
                 gap = o <= level if is_long else o >= level
                 kind, reason = STOP, str(self.stop_rule[sid]) or "stop_loss"
@@ -425,6 +543,9 @@ class Broker:
             )
             order.transition(ACCEPTED)
             self._execute(order, order.quantity, raw, row)
+            if kind is STOP and self._cooldown and self.qty[sid] == 0:
+                self._stopped_at[sid] = self.i
+                self._stopped_dir[sid] = 1.0 if is_long else -1.0
 
     def update_marks(self) -> None:
         """Step 2 prelude: marks ← this bar's closes; MFE/MAE extremes ← highs/lows."""
@@ -433,11 +554,15 @@ class Broker:
         hi = int(data.offsets[self.i + 1])
         self.marks[data.sym_id[lo:hi]] = data.close[lo:hi]
         held = self.held()
+        self._present = None
         if held.size:
-            rows = self._rows_now(held)
-            ok = rows >= 0
-            hs = held[ok]
-            rs = rows[ok]
+            rows = self.last_row[held]
+            ok = rows >= lo
+            if ok.all():
+                hs, rs = held, rows
+            else:
+                hs, rs = held[ok], rows[ok]
+            self._present = (held, hs, rs)
             self.best[hs] = np.fmax(self.best[hs], data.high[rs])
             self.worst[hs] = np.fmin(self.worst[hs], data.low[rs])
 
@@ -449,10 +574,14 @@ class Broker:
         held = self.held()
         if held.size == 0:
             return None
-        rows = self._rows_now(held)
-        ok = rows >= 0
-        sids = held[ok]
-        rows = rows[ok]
+        present = self._present
+        if present is not None and present[0] is held:
+            sids, rows = present[1], present[2]
+        else:
+            rows = self._rows_now(held)
+            ok = rows >= 0
+            sids = held[ok]
+            rows = rows[ok]
         if sids.size == 0:
             return None
         shared: list[PortfolioSnapshot] = []
@@ -470,6 +599,7 @@ class Broker:
             rows=rows,
             source=self._batch_source,
             portfolio=snapshot,
+            long_only=self._long_only,
         )
 
         def contexts() -> list[RiskContext]:
@@ -509,6 +639,7 @@ class Broker:
             rows=rows,
             source=self._batch_source,
             portfolio=snapshot,
+            long_only=self._long_only,
         )
 
         def contexts() -> list[RiskContext]:
@@ -519,12 +650,17 @@ class Broker:
 
         actions = self.risk.entry_levels(batch, contexts)
         if actions.any:
-            self.apply_actions(batch, actions)
+            # stop_activation="entry_bar": levels of step-1 fills are live on this bar already
+            now = self._entry_bar and not self._closing
+            self.apply_actions(batch, actions, active_from=self.i if now else self.i + 1)
 
-    def apply_actions(self, batch: PositionBatch, actions: PositionActions) -> None:
-        """Hook C output: level updates (effective next bar) and exit orders."""
+    def apply_actions(
+        self, batch: PositionBatch, actions: PositionActions, active_from: int | None = None
+    ) -> None:
+        """Hook C output: level updates (effective next bar unless ``active_from`` says
+        otherwise) and exit orders."""
         sids = batch.sids
-        nxt = self.i + 1
+        nxt = self.i + 1 if active_from is None else active_from
         for values, names, levels, level_names in (
             (actions.stop_loss, actions.stop_rule, self.stop, self.stop_rule),
             (actions.take_profit, actions.tp_rule, self.tp, self.tp_rule),
@@ -532,6 +668,9 @@ class Broker:
             if values is None or names is None:
                 continue
             mask = np.isfinite(values)
+            self._levels_set = True
+            if levels is self.tp:
+                self._tp_set = True
             if mask.all():
                 levels[sids] = values
                 level_names[sids] = names
@@ -557,11 +696,14 @@ class Broker:
             )
 
     def _set_levels(self, sid: int, d: RiskDecision, active_from: int) -> None:
+        if d.update_stop_loss is not None or d.update_take_profit is not None:
+            self._levels_set = True
         if d.update_stop_loss is not None:
             self.stop[sid] = d.update_stop_loss
             self.stop_rule[sid] = str(d.metadata.get("stop_rule", d.rule))
             self.level_from[sid] = max(self.level_from[sid], active_from)
         if d.update_take_profit is not None:
+            self._tp_set = True
             self.tp[sid] = d.update_take_profit
             self.tp_rule[sid] = str(d.metadata.get("take_profit_rule", d.rule))
             self.level_from[sid] = max(self.level_from[sid], active_from)
@@ -594,6 +736,8 @@ class Broker:
             return
         orders = self.new_orders
         self.new_orders = []
+        if self._cooldown:
+            self._apply_cooldown(orders)
         risk = self.risk
         if risk is None or not risk.order_rules:
             for order in orders:
@@ -634,6 +778,60 @@ class Broker:
             order.transition(ACCEPTED)
             self.book.append(order)
             self.accepted_this_bar.append(order)
+
+    def _apply_cooldown(self, orders: list[Order]) -> None:
+        """``reentry_cooldown_bars``: reject re-entries decided too soon after a stop exit."""
+        last = self.i - self._cooldown
+        for order in orders:
+            sid = order.sid
+            if (
+                order.status is SUBMITTED
+                and self._stopped_at[sid] > last
+                and order.quantity * self._stopped_dir[sid] > 0
+            ):
+                self._finish(order, REJECTED, "reentry_cooldown", "rejected")
+
+    def check_submission_cash(self) -> None:
+        """``cash_check="submission"``: pseudo-execute this bar's accepted orders at their
+        creation prices against the cash now; reject those that would overdraw it."""
+        accepted = self.accepted_this_bar
+        if not accepted:
+            return
+        data = self.data
+        commission = copy.copy(self.config.commission)  # stateful models must not advance
+        allow_short = self.config.allow_short
+        cash = self.cash
+        longs: dict[int, float] = {}
+        for order in accepted:
+            if not order.is_active:
+                continue
+            sid = order.sid
+            q = order.remaining
+            kind = order.order_type
+            if kind is MARKET:
+                row = order.decision_row
+                price = float(data.close[row]) if row >= 0 else float(self.marks[sid])
+            elif kind is LIMIT:
+                price = order.limit_price
+            else:  # stop, stop-limit (its trigger), trailing (its current stop)
+                price = order.stop_price
+            if not math.isfinite(price):
+                continue
+            if q < 0 and not allow_short:
+                held = longs.get(sid, max(float(self.qty[sid]), 0.0))
+                q = -min(-q, held)
+                longs[sid] = held + q
+                if q == 0:
+                    continue
+            elif q > 0:
+                longs[sid] = longs.get(sid, max(float(self.qty[sid]), 0.0)) + q
+            cost = q * price + commission.compute(q, price, self.now_us)
+            if cost > 0 and cash - cost < -self._cash_tol:
+                if q > 0:
+                    longs[sid] -= q
+                self._finish(order, REJECTED, "insufficient_cash_at_submission", "rejected")
+                continue
+            cash -= cost
 
     def fill_at_close(self) -> None:
         """Step 5: with ``fill="close"``, this bar's market orders fill at its close."""
@@ -961,7 +1159,7 @@ class Broker:
             self._finish(order, REJECTED, "short_not_allowed", "rejected")
             return None
         commission = cfg.commission.compute(q, price, self.now_us)
-        if q > 0 and q * price + commission > self.cash + 1e-7:
+        if q > 0 and q * price + commission > self.cash + self._cash_tol:
             self._finish(order, REJECTED, "insufficient_cash", "rejected")
             return None
         self.cash -= q * price + commission
@@ -1003,6 +1201,9 @@ class Broker:
             self.marks[sid] = price
         increased = self._apply_position(sid, q, price, commission, slip, order, row)
         self._held = None
+        if self._cooldown and order.reason == "bracket_stop_loss" and self.qty[sid] == 0:
+            self._stopped_at[sid] = self.i
+            self._stopped_dir[sid] = -1.0 if q > 0 else 1.0
 
         fill: Fill | None = None
         if self._wants_fill_events:
@@ -1020,13 +1221,16 @@ class Broker:
                 order.reason,
                 self.i,
             )
-        if self.risk is not None and fill is not None:
+        if self.risk is not None:
             if increased and self._has_entry_rules:
                 # initial levels are set for all new entries of this step at once
                 # (flush_entries); remember what was known at the fill
                 info_row = row if self._closing else int(self.data.prev_row[row])
                 self._new_entries[sid] = info_row
-            self.risk.record_fill(fill)
+            if fill is not None:
+                self.risk.record_fill(fill)
+            else:  # no rule observes fills: hook D has nothing to tell, only count
+                self.risk.fills_seen += 1
         if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
             self._spawn_bracket(order)
         if fill is not None and self._strategy_wants_fills:
@@ -1190,6 +1394,8 @@ class Broker:
         self.tp_rule[sid] = ""
 
     def _close_trade(self, sid: int) -> None:
+        if self._closed_now is not None:
+            self._closed_now[sid] = self.trades[sid].direction
         del self.trades[sid]
         self.avg[sid] = 0.0
         self.stop[sid] = np.nan

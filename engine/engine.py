@@ -25,7 +25,9 @@ class BacktestEngine:
 
     1. fill working orders against t's bar (market orders at the open, in submission order;
        limit/stop/trailing orders on the high/low), then the stop-loss / take-profit levels of
-       open positions (gap → the open; stop wins over target); hook D
+       open positions (gap → the open; stop wins over target) — or, with
+       ``bar_event_order="stops_first"``, resting orders and levels first, then the open's
+       market orders (see :class:`ExecutionConfig`); hook D
        (``RiskManager.record_fill``) and ``Strategy.on_fill`` see every fill; positions opened
        or increased get their initial levels from the ``on_entry`` rules once the step's
        fills are done (active from t+1);
@@ -33,7 +35,9 @@ class BacktestEngine:
        for all positions, other rules once per position on a shared ``RiskContext``): level
        updates (effective from t+1) and exit orders tagged with the rule's name;
     3. the strategy callback (``on_timestamp_batch`` once, or ``on_market_data`` per symbol);
-    4. hook B (``RiskManager.validate_order``) passes, shrinks or rejects each new order;
+    4. hook B (``RiskManager.validate_order``) passes, shrinks or rejects each new order
+       (after the ``reentry_cooldown_bars`` check); with ``cash_check="submission"`` the
+       accepted orders are then pseudo-executed at their creation prices;
     5. with ``fill="close"``, market orders from steps 2-4 fill at t's close;
     6. record the portfolio state (equity = cash + Σ quantity × latest close).
 
@@ -110,6 +114,8 @@ class BacktestEngine:
         close_at_end = cfg.close_at_end
         last = data.n_timestamps - 1
         batch_mode = self.batch_mode
+        stops_first = cfg.bar_event_order == "stops_first"
+        submission_check = cfg.cash_check == "submission"
         empty_context: dict[str, float] = {}
 
         strategy._broker = broker
@@ -121,10 +127,11 @@ class BacktestEngine:
             strategy.on_start()
             for i in range(data.n_timestamps):
                 broker.begin_bar(i)
-                # 1. fills at the open, then intrabar levels
-                if broker.book:
-                    broker.fill_pending_at_open()
-                broker.check_levels()
+                # 1. fills at the open, then intrabar levels (or levels first: stops_first)
+                if stops_first:
+                    broker.stops_first_step()
+                else:
+                    broker.chronological_step()
                 # 2. marks and risk exits
                 broker.update_marks()
                 if position_rules and risk is not None and broker.trades:
@@ -143,6 +150,8 @@ class BacktestEngine:
                         strategy.on_market_data(event)
                 # 4. order validation, 5. fills at the close
                 broker.validate_new_orders()
+                if submission_check:
+                    broker.check_submission_cash()
                 broker.fill_at_close()
                 if close_at_end and i == last:
                     broker.close_all("end_of_data")

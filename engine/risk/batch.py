@@ -58,6 +58,7 @@ class PositionBatch:
         "_portfolio",
         "_source",
         "_cache",
+        "_long_only",
     )
 
     def __init__(
@@ -70,8 +71,11 @@ class PositionBatch:
         rows: IntArray,
         source: Mapping[str, npt.NDArray[Any]],
         portfolio: Callable[[], PortfolioSnapshot],
+        long_only: bool = False,
     ) -> None:
         self._data = data
+        # the run cannot hold shorts (allow_short=False): direction is known without looking
+        self._long_only = long_only
         self.timestamp = timestamp
         self.bar_index = bar_index
         self.sids = sids
@@ -138,18 +142,22 @@ class PositionBatch:
     def is_long(self) -> BoolArray:
         value = self._cache.get("is_long")
         if value is None:
-            value = self.quantity > 0
+            value = np.ones(self.sids.size, dtype=bool) if self._long_only else self.quantity > 0
             self._cache["is_long"] = value
         return value
 
     @property
     def all_long(self) -> bool:
         """True when every position is long (lets rules skip the short branch)."""
-        return bool(self.is_long.all())
+        return self._long_only or bool(self.is_long.all())
 
     @property
     def direction(self) -> FloatArray:
-        return np.where(self.is_long, 1.0, -1.0)
+        value = self._cache.get("direction")
+        if value is None:
+            value = np.where(self.is_long, 1.0, -1.0)
+            self._cache["direction"] = value
+        return value
 
     @property
     def close(self) -> FloatArray:
@@ -260,10 +268,14 @@ class PositionActions:
                 np.full(self.m, rule, dtype=object) if isinstance(rule, str) else rule.copy()
             )
             return
-        with np.errstate(invalid="ignore"):
-            better = np.isfinite(values) & (
-                np.isnan(current) | np.where(is_long, values > current, values < current)
-            )
+        # comparisons with NaN are False (no warning): a NaN value never wins
+        if is_long.all():
+            tighter = values > current
+        else:
+            tighter = np.where(is_long, values > current, values < current)
+        better = tighter | (np.isnan(current) & np.isfinite(values))
+        if not better.any():
+            return
         current[better] = values[better]
         self.stop_rule[better] = rule if isinstance(rule, str) else rule[better]
 
@@ -325,4 +337,6 @@ class PositionActions:
 
 def as_array(value: Any, m: int, dtype: type) -> npt.NDArray[Any]:
     """Broadcast a rule's scalar or array answer to shape (m,)."""
+    if isinstance(value, np.ndarray) and value.shape == (m,) and value.dtype == dtype:
+        return value
     return np.broadcast_to(np.asarray(value, dtype=dtype), (m,))

@@ -186,6 +186,8 @@ class DynamicTrailingStop(RiskRule):
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
 
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        if batch.all_long:
+            return BatchDecision(stop_loss=batch.entry_price * (1.0 - self.initial_trail_pct))
         level = batch.entry_price * (1.0 - batch.direction * self.initial_trail_pct)
         return BatchDecision(stop_loss=level)
 

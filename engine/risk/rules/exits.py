@@ -55,6 +55,8 @@ class PriceBasedStopLoss(RiskRule):
         )
 
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        if batch.all_long:  # same numbers: stop_pct * 1.0 == stop_pct
+            return BatchDecision(stop_loss=batch.entry_price * (1.0 - self.stop_pct))
         return BatchDecision(stop_loss=batch.entry_price * (1.0 - self.stop_pct * batch.direction))
 
 
@@ -95,7 +97,10 @@ class PriceBasedTakeProfit(RiskRule):
         )
 
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
-        level = batch.entry_price * (1.0 + self.target_pct * batch.direction)
+        if batch.all_long:
+            level = batch.entry_price * (1.0 + self.target_pct)
+        else:
+            level = batch.entry_price * (1.0 + self.target_pct * batch.direction)
         return BatchDecision(take_profit=level)
 
 
