@@ -137,9 +137,7 @@ def test_sp500_graph_quarantines_known_bad_rows_and_trades_enough(sp500_run: Run
     assert raw.height == 619_040
     assert kept.height + quarantine.height == raw.height  # nothing lost
     assert sp500_run.value("trades").height > 100
-    failed = {
-        c.check_name for c in sp500_run.result.get_asset_check_evaluations() if not c.passed
-    }
+    failed = {c.check_name for c in sp500_run.result.get_asset_check_evaluations() if not c.passed}
     assert failed == {
         "prices_ohlcv_not_null",
         "prices_high_at_or_above_open_close",
