@@ -83,3 +83,22 @@ def test_reference_spec_lists_what_frameworks_cannot_express() -> None:
     assert any("TimeBasedExit" in n for n in notes)
     with pytest.raises(ValueError, match="PriceBasedStopLoss"):
         reference_spec(ExperimentConfig(name="y"))
+
+
+def test_validation_with_backtrader_preset_matches_exactly(tmp_path: Path) -> None:
+    """Declared matched settings: the check is an ERROR check, and it passes with 0 differences."""
+    (tmp_path / "xvp.yaml").write_text(
+        CONFIG.replace("name: xv", "name: xvp") + "  preset: backtrader\n"
+    )
+    result = materialize_experiment(tmp_path / "xvp.yaml", tmp_path / "storage", validate=True)
+    assert result.success
+    (check,) = [
+        c
+        for c in result.get_asset_check_evaluations()
+        if c.check_name == "engine_matches_frameworks"
+    ]
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.passed
+    table = read_value(tmp_path / "storage" / "cross_framework_validation" / "xvp")["summary"]
+    assert (table["missing"] + table["extra"] + table["mismatched"]).sum() == 0
+    assert table["equity_gap"].abs().max() < 0.01
