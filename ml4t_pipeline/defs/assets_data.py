@@ -185,6 +185,51 @@ def prices(
         )
 
 
+TABLE_RULES: dict[str, tuple[str, ...]] = {
+    "signals": ("key_unique", "values_finite", "available_at_not_null", "symbol_known"),
+    "features": ("key_unique", "values_finite_or_null", "symbol_known"),
+    "market_context": ("timestamp_unique", "required_not_null", "values_finite_or_null"),
+}
+"""The row rules of each prepared table; each becomes its own check named ``<table>_<rule>``."""
+
+
+def _rule_check_name(asset: str, rule: str) -> str:
+    return f"{'context' if asset == 'market_context' else asset}_{rule}"
+
+
+def _rule_specs(asset: str) -> list[dg.AssetCheckSpec]:
+    """One blocking check per property of ``asset``, named as a predicate."""
+    return [
+        dg.AssetCheckSpec(
+            _rule_check_name(asset, rule),
+            asset=asset,
+            blocking=True,
+            description=f"No {asset} row breaks `{rule}`.",
+        )
+        for rule in TABLE_RULES[asset]
+    ]
+
+
+def _rule_checks(asset: str, report: schemas.TableValidation) -> Iterator[dg.AssetCheckResult]:
+    """The per-property results of a validation (a rule not applied says so, and passes)."""
+    for rule in TABLE_RULES[asset]:
+        checked = rule in report.summary
+        broken = report.rows_breaking(rule) if checked else report.violations.clear()
+        yield dg.AssetCheckResult(
+            check_name=_rule_check_name(asset, rule),
+            asset_key=asset,
+            passed=broken.height == 0,
+            description=None if checked else "not applicable to this experiment",
+            metadata={
+                "checked": dg.MetadataValue.bool(checked),
+                "n_violations": dg.MetadataValue.int(broken.height),
+                "first_offending_rows": dg.MetadataValue.md(
+                    markdown_table(broken.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+                ),
+            },
+        )
+
+
 def _validation_check(
     check_name: str, asset: str, report: schemas.TableValidation, **extra: Any
 ) -> dg.AssetCheckResult:
@@ -224,7 +269,8 @@ def _validation_check(
             blocking=True,
             description="Feature keys (timestamp, symbol) are unique, every indicator value is "
             "finite or null (null = warm-up), and every symbol is known in prices.",
-        )
+        ),
+        *_rule_specs("features"),
     ],
 )
 def features(
@@ -249,6 +295,7 @@ def features(
     meta["content_hash"] = dg.MetadataValue.text(version)
     yield dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
     yield _validation_check("features_valid", "features", report)
+    yield from _rule_checks("features", report)
 
 
 def context_required_columns(cfg: ContextConfig) -> list[str]:
@@ -277,7 +324,8 @@ def context_required_columns(cfg: ContextConfig) -> list[str]:
             blocking=True,
             description="One context row per timestamp, no null in the columns the experiment "
             "uses, and every value finite or null.",
-        )
+        ),
+        *_rule_specs("market_context"),
     ],
 )
 def market_context(
@@ -318,6 +366,7 @@ def market_context(
         report,
         required_columns=dg.MetadataValue.json(required),
     )
+    yield from _rule_checks("market_context", report)
 
 
 @dg.asset(
@@ -334,7 +383,8 @@ def market_context(
             blocking=True,
             description="Signal keys are unique, values finite, available_at set, and every "
             "symbol is known in prices.",
-        )
+        ),
+        *_rule_specs("signals"),
     ],
 )
 def signals(
@@ -379,6 +429,7 @@ def signals(
     meta["content_hash"] = dg.MetadataValue.text(version)
     yield dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
     yield _validation_check("signals_valid", "signals", report)
+    yield from _rule_checks("signals", report)
 
 
 @dg.asset(
