@@ -216,7 +216,14 @@ def trades(
     if cfg.strategy.signal not in value_columns(signals):
         lookup = market_panel.with_columns(pl.col("timestamp").alias("signal_available_at"))
     late = reconcile.entries_before_signal_available(frame, lookup)
-    yield dg.Output(frame, metadata=frame_metadata(frame, pandera_descriptions(TradesSchema)))
+    lineage = {
+        "config_hash": dg.MetadataValue.text(cfg.config_hash()),
+        "signals_version": dg.MetadataValue.text(frame_content_hash(signals)),
+        "code_version": dg.MetadataValue.text(code_version()),
+    }
+    yield dg.Output(
+        frame, metadata=frame_metadata(frame, pandera_descriptions(TradesSchema)) | lineage
+    )
     yield _schema_check("trades_match_schema", frame, TradesSchema)
     yield dg.AssetCheckResult(
         check_name="trades_entered_after_signal_available",
