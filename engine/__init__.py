@@ -28,7 +28,7 @@ from engine.costs.slippage import (
     SpreadAwareSlippage,
     VolumeAwareSlippage,
 )
-from engine.data import BarBatch, BarView, MarketData
+from engine.data import BarBatch, BarView, ChunkedMarketData, MarketData
 from engine.engine import BacktestEngine
 from engine.events import Fill, MarketEvent
 from engine.feature_provider import (
@@ -109,6 +109,7 @@ __all__ = [
     "FixedBpsSlippage",
     "FixedPercentageSlippage",
     "FunctionRule",
+    "ChunkedMarketData",
     "MarketData",
     "MarketEvent",
     "NoCommission",

@@ -304,6 +304,38 @@ class Broker:
             portfolio=snapshot,
         )
 
+    # ------------------------------------------------------------------ chunked data
+    def referenced_rows(self) -> IntArray:
+        """Market-data rows the run state still points at (latest bars, decision bars of
+        working orders and open trades): what a chunk boundary must carry over."""
+        rows = [int(o.decision_row) for o in (*self.book, *self.new_orders) if o.is_active]
+        rows.extend(t.decision_row for t in self.trades.values())
+        rows.extend(self._new_entries.values())
+        extra = np.asarray(rows, dtype=np.int64)
+        return np.concatenate((self.last_row[self.last_row >= 0], extra[extra >= 0]))
+
+    def rebase(self, data: MarketData, remap: IntArray | None) -> None:
+        """Switch to another window of chunked market data; ``remap[old_row]`` is the row in
+        ``data`` (every row from :meth:`referenced_rows` is carried); ``None``: row numbers
+        are unchanged."""
+        self.data = data
+        self._all_rows = np.arange(data.n_rows, dtype=np.int64)
+        self._present = None
+        if remap is None:
+            return
+        seen = self.last_row >= 0
+        self.last_row[seen] = remap[self.last_row[seen]]
+        for order in (*self.book, *self.new_orders):
+            if order.is_active and order.decision_row >= 0:
+                order.decision_row = int(remap[order.decision_row])
+        for trade in self.trades.values():
+            if trade.decision_row >= 0:
+                trade.decision_row = int(remap[trade.decision_row])
+        self._new_entries = {
+            sid: int(remap[row]) if row >= 0 else row for sid, row in self._new_entries.items()
+        }
+        self._present = None
+
     # ------------------------------------------------------------------ bar steps
     def _row(self, sid: int) -> int:
         """Row of symbol ``sid`` at the current bar, ``-1`` if it has no bar now."""

@@ -8,9 +8,9 @@ models. Nothing here touches files.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -67,6 +67,167 @@ def _strictly_increasing(ts: IntArray, sym_id: IntArray) -> bool:
     return bool((np.diff(sym_id)[same] > 0).all())
 
 
+def _chains(sym_id: IntArray, n_symbols: int) -> tuple[IntArray, IntArray]:
+    """Each row's 0-based bar number within its symbol, and the row of its previous bar (-1)."""
+    order = np.lexsort((np.arange(sym_id.size), sym_id))
+    counts = np.bincount(sym_id, minlength=n_symbols)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    ordinal = np.empty(sym_id.size, dtype=np.int64)
+    ordinal[order] = np.arange(sym_id.size) - np.repeat(starts, counts)
+    prev = np.full(sym_id.size, -1, dtype=np.int64)
+    same = sym_id[order[1:]] == sym_id[order[:-1]]
+    prev[order[1:][same]] = order[:-1][same]
+    return ordinal, prev
+
+
+class _PanelArrays(NamedTuple):
+    """A validated panel as arrays sorted by (timestamp, symbol id)."""
+
+    symbols: npt.NDArray[np.str_]
+    timestamps: IntArray  # unique, increasing (T,)
+    offsets: IntArray  # (T + 1,)
+    sym_id: IntArray
+    prices: dict[str, FloatArray]
+    columns: dict[str, FloatArray]
+
+
+def _panel_arrays(
+    source: pl.DataFrame | list[pl.DataFrame],
+    signal_columns: list[str],
+    indicator_columns: list[str],
+    universe: pl.Series | None,
+    name: str = "panel",
+    reserve: int = 0,
+) -> _PanelArrays:
+    """Validate a panel (see :meth:`MarketData.from_frame`) and turn it into sorted arrays.
+
+    ``source``: the frame, or a one-element list holding it, which is then emptied so the
+    columns can be released one by one while they are copied (lower peak memory).
+    ``universe``: sorted unique symbol names giving the ids; ``None`` → the panel's own symbols;
+    a symbol outside ``universe`` raises ``ValueError`` naming it. ``reserve``: the row arrays
+    (``sym_id``, prices, columns) get ``reserve`` uninitialised leading rows before the panel's
+    rows; ``timestamps``/``offsets`` describe the panel's rows only (``offsets[0] == 0``).
+    """
+    panel = source.pop() if isinstance(source, list) else source
+    if not isinstance(panel, pl.DataFrame):
+        raise ValueError(f"{name} must be a polars DataFrame, got {type(panel).__name__}")
+    if panel.height == 0:
+        raise ValueError(f"{name} is empty: the engine needs at least one bar")
+    overlap = set(signal_columns) & set(indicator_columns)
+    if overlap:
+        raise ValueError(f"columns {sorted(overlap)} are listed as signals and indicators")
+    reserved = set(PRICE_COLUMNS) | {"timestamp", "symbol"}
+    clash = (set(signal_columns) | set(indicator_columns)) & reserved
+    if clash:
+        raise ValueError(f"signal/indicator columns may not be named {sorted(clash)}")
+    required = ["timestamp", "symbol", *PRICE_COLUMNS, *signal_columns, *indicator_columns]
+    missing = [c for c in required if c not in panel.columns]
+    if missing:
+        raise ValueError(f"{name} is missing columns {missing}; it has {panel.columns}")
+    panel = _check_timestamp(panel, name)
+    quotes = [c for c in QUOTE_COLUMNS if c in panel.columns]
+    extra = [*signal_columns, *indicator_columns, *quotes]
+    frame = panel.select(
+        pl.col("timestamp"),
+        pl.col("symbol").cast(pl.String),
+        *[_float_column(panel, c, name) for c in PRICE_COLUMNS],
+        *[_float_column(panel, c, name) for c in extra],
+    )
+    del panel  # when the caller handed the frame over, its columns now live only in `frame`
+    null_symbol = frame.filter(pl.col("symbol").is_null())
+    if null_symbol.height:
+        raise ValueError(
+            f"{name} has {null_symbol.height} rows with a null symbol, e.g. "
+            f"{_first_rows(null_symbol, ['timestamp'])}"
+        )
+    bad = frame.filter(
+        pl.any_horizontal([pl.col(c).is_null() | ~pl.col(c).is_finite() for c in PRICE_COLUMNS])
+    )
+    if bad.height:
+        detail = bad.head(_MAX_LISTED).select(
+            "timestamp",
+            "symbol",
+            pl.concat_list(
+                [
+                    pl.when(pl.col(c).is_null() | ~pl.col(c).is_finite())
+                    .then(pl.lit(c))
+                    .otherwise(None)
+                    for c in PRICE_COLUMNS
+                ]
+            )
+            .list.drop_nulls()
+            .list.join(",")
+            .alias("bad_columns"),
+        )
+        raise ValueError(
+            f"{name} has {bad.height} rows with null or non-finite open/high/low/close/volume "
+            f"(filter or repair them before the engine): {_first_rows(detail, detail.columns)}"
+        )
+    del bad
+    symbols_sorted = frame.get_column("symbol").unique().sort() if universe is None else universe
+    symbols = np.asarray(symbols_sorted.to_list(), dtype=np.str_)
+    ids = frame.select(
+        pl.col("symbol").replace_strict(
+            symbols_sorted, pl.int_range(symbols_sorted.len(), eager=True), default=None
+        )
+    ).to_series()
+    if universe is not None and ids.null_count():
+        unknown = frame.filter(ids.is_null()).get_column("symbol").unique().sort()
+        raise ValueError(
+            f"{name} has {ids.null_count()} rows of {unknown.len()} symbols outside the symbol "
+            f"universe: {unknown.head(_MAX_LISTED).to_list()}"
+        )
+    n = frame.height
+    sym_id = np.empty(reserve + n, dtype=np.int64)
+    sym_id[reserve:] = ids.to_numpy()
+    del ids
+    ts_all = np.ascontiguousarray(
+        frame.get_column("timestamp").dt.epoch("us").to_numpy(), dtype=np.int64
+    )
+    frame = frame.drop("timestamp", "symbol")
+    # sorted by (timestamp, symbol) and free of duplicate keys <=> strictly increasing pairs;
+    # checked on the arrays (no hash table), sorting only when needed
+    order: IntArray | None = None
+    if not _strictly_increasing(ts_all, sym_id[reserve:]):
+        order = np.lexsort((sym_id[reserve:], ts_all))
+        ts_all = ts_all[order]
+        sym_id[reserve:] = sym_id[reserve:][order]
+        dup = np.flatnonzero((np.diff(ts_all) == 0) & (np.diff(sym_id[reserve:]) == 0)) + 1
+        if dup.size:
+            keys = pl.DataFrame(
+                {
+                    "timestamp": pl.Series(ts_all[dup]).cast(pl.Datetime("us", "UTC")),
+                    "symbol": symbols[sym_id[reserve:][dup]].tolist(),
+                }
+            ).unique(maintain_order=True)
+            raise ValueError(
+                f"{name} has {keys.height} duplicate (timestamp, symbol) keys: "
+                f"{_first_rows(keys, ['timestamp', 'symbol'])}"
+            )
+    change = np.flatnonzero(np.diff(ts_all)) + 1
+    starts = np.concatenate(([0], change)).astype(np.int64)
+    offsets = np.concatenate((starts, [ts_all.size])).astype(np.int64)
+    timestamps = np.ascontiguousarray(ts_all[starts], dtype=np.int64)
+    del ts_all, change, starts
+
+    def column(col: str) -> FloatArray:
+        """Copy ``col`` (null/NaN → NaN) into its array, then release it from the frame."""
+        nonlocal frame
+        out = np.empty(reserve + n, dtype=np.float64)
+        values = frame.get_column(col).to_numpy()  # nulls come out as NaN for Float64
+        if order is None:
+            out[reserve:] = values
+        else:
+            np.take(values, order, out=out[reserve:])
+        del values
+        frame = frame.drop(col)
+        return out
+
+    prices = {c: column(c) for c in PRICE_COLUMNS}
+    columns = {c: column(c) for c in extra}
+    return _PanelArrays(symbols, timestamps, offsets, sym_id, prices, columns)
+
+
 class MarketData:
     """A validated, sorted panel stored as NumPy arrays, ready for the engine's loop.
 
@@ -97,6 +258,13 @@ class MarketData:
     context : dict[str, ndarray[float64]]
         Market-wide columns, shape (T,), missing → NaN.
     signal_columns, indicator_columns, context_columns : list[str]
+    first_index, first_row : int
+        ``0`` for a panel built with :meth:`from_frame`. For a window of
+        :class:`ChunkedMarketData`, the timestamp arrays (``timestamps``, ``context``,
+        ``datetimes``) cover the whole run so far, the engine runs timestamps
+        ``first_index ..`` and rows ``first_row ..`` are the chunk's bars; rows before
+        ``first_row`` are bars carried over from earlier chunks (listed under their original
+        timestamps in ``offsets``).
     """
 
     def __init__(
@@ -111,6 +279,11 @@ class MarketData:
         signal_columns: list[str],
         indicator_columns: list[str],
         context: dict[str, FloatArray],
+        ordinal: IntArray | None = None,
+        prev_row: IntArray | None = None,
+        first_index: int = 0,
+        first_row: int = 0,
+        datetimes: list[datetime] | None = None,
     ) -> None:
         self.timestamps = timestamps
         self.offsets = offsets
@@ -127,19 +300,18 @@ class MarketData:
         self.context = context
         self.context_columns = list(context)
         self.symbol_index: dict[str, int] = {str(s): i for i, s in enumerate(symbols.tolist())}
-        # each row's 0-based bar number within its symbol
-        order = np.lexsort((np.arange(sym_id.size), sym_id))
-        counts = np.bincount(sym_id, minlength=symbols.size)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        ordinal = np.empty(sym_id.size, dtype=np.int64)
-        ordinal[order] = np.arange(sym_id.size) - np.repeat(starts, counts)
+        if ordinal is None or prev_row is None:
+            ordinal, prev_row = _chains(sym_id, symbols.size)
         self.ordinal: IntArray = ordinal
-        prev = np.full(sym_id.size, -1, dtype=np.int64)
-        same = sym_id[order[1:]] == sym_id[order[:-1]]
-        prev[order[1:][same]] = order[:-1][same]
-        self.prev_row: IntArray = prev
+        """Each row's 0-based bar number within its symbol (counted over the whole run)."""
+        self.prev_row: IntArray = prev_row
         """Row of the same symbol's previous bar for every row (``-1`` for a first bar)."""
-        self._datetimes: list[datetime] | None = None
+        self.first_index = first_index
+        """First timestamp index this object runs (``> 0`` only for a window of chunked data)."""
+        self.first_row = first_row
+        """First row of ``first_index``; rows before it are bars carried from earlier chunks."""
+        self._datetimes: list[datetime] | None = datetimes
+        self._last_rows: IntArray | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -187,119 +359,18 @@ class MarketData:
             rows are listed); duplicate (timestamp, symbol) keys (listed); duplicate context
             timestamps (listed); a column named both signal and indicator.
         """
-        if not isinstance(panel, pl.DataFrame):
-            raise ValueError(f"panel must be a polars DataFrame, got {type(panel).__name__}")
-        if panel.height == 0:
-            raise ValueError("panel is empty: the engine needs at least one bar")
         signal_columns = list(signal_columns)
         indicator_columns = list(indicator_columns)
-        overlap = set(signal_columns) & set(indicator_columns)
-        if overlap:
-            raise ValueError(f"columns {sorted(overlap)} are listed as signals and indicators")
-        reserved = set(PRICE_COLUMNS) | {"timestamp", "symbol"}
-        clash = (set(signal_columns) | set(indicator_columns)) & reserved
-        if clash:
-            raise ValueError(f"signal/indicator columns may not be named {sorted(clash)}")
-        required = ["timestamp", "symbol", *PRICE_COLUMNS, *signal_columns, *indicator_columns]
-        missing = [c for c in required if c not in panel.columns]
-        if missing:
-            raise ValueError(f"panel is missing columns {missing}; it has {panel.columns}")
-        panel = _check_timestamp(panel, "panel")
-        quotes = [c for c in QUOTE_COLUMNS if c in panel.columns]
-        extra = [*signal_columns, *indicator_columns, *quotes]
-        frame = panel.select(
-            pl.col("timestamp"),
-            pl.col("symbol").cast(pl.String),
-            *[_float_column(panel, c, "panel") for c in PRICE_COLUMNS],
-            *[_float_column(panel, c, "panel").fill_nan(None) for c in extra],
-        )
-        null_symbol = frame.filter(pl.col("symbol").is_null())
-        if null_symbol.height:
-            raise ValueError(
-                f"panel has {null_symbol.height} rows with a null symbol, e.g. "
-                f"{_first_rows(null_symbol, ['timestamp'])}"
-            )
-        bad = frame.filter(
-            pl.any_horizontal([pl.col(c).is_null() | ~pl.col(c).is_finite() for c in PRICE_COLUMNS])
-        )
-        if bad.height:
-            detail = bad.head(_MAX_LISTED).select(
-                "timestamp",
-                "symbol",
-                pl.concat_list(
-                    [
-                        pl.when(pl.col(c).is_null() | ~pl.col(c).is_finite())
-                        .then(pl.lit(c))
-                        .otherwise(None)
-                        for c in PRICE_COLUMNS
-                    ]
-                )
-                .list.drop_nulls()
-                .list.join(",")
-                .alias("bad_columns"),
-            )
-            raise ValueError(
-                f"panel has {bad.height} rows with null or non-finite open/high/low/close/volume "
-                f"(filter or repair them before the engine): {_first_rows(detail, detail.columns)}"
-            )
-        symbols_sorted = frame.get_column("symbol").unique().sort()
-        symbols = np.asarray(symbols_sorted.to_list(), dtype=np.str_)
-        sym_id = np.ascontiguousarray(
-            frame.select(
-                pl.col("symbol").replace_strict(
-                    symbols_sorted, pl.int_range(symbols_sorted.len(), eager=True), default=None
-                )
-            )
-            .to_series()
-            .cast(pl.Int64)
-            .to_numpy(),
-            dtype=np.int64,
-        )
-        ts_all = np.ascontiguousarray(
-            frame.get_column("timestamp").dt.epoch("us").to_numpy(), dtype=np.int64
-        )
-        # sorted by (timestamp, symbol) and free of duplicate keys <=> strictly increasing pairs;
-        # checked on the arrays (no hash table), sorting only when needed
-        order: IntArray | None = None
-        if not _strictly_increasing(ts_all, sym_id):
-            order = np.lexsort((sym_id, ts_all))
-            ts_all = ts_all[order]
-            sym_id = sym_id[order]
-            dup = np.flatnonzero((np.diff(ts_all) == 0) & (np.diff(sym_id) == 0)) + 1
-            if dup.size:
-                keys = pl.DataFrame(
-                    {
-                        "timestamp": pl.Series(ts_all[dup]).cast(pl.Datetime("us", "UTC")),
-                        "symbol": symbols[sym_id[dup]].tolist(),
-                    }
-                ).unique(maintain_order=True)
-                raise ValueError(
-                    f"panel has {keys.height} duplicate (timestamp, symbol) keys: "
-                    f"{_first_rows(keys, ['timestamp', 'symbol'])}"
-                )
-        change = np.flatnonzero(np.diff(ts_all)) + 1
-        starts = np.concatenate(([0], change)).astype(np.int64)
-        offsets = np.concatenate((starts, [ts_all.size])).astype(np.int64)
-        timestamps = np.ascontiguousarray(ts_all[starts], dtype=np.int64)
-
-        def column(name: str) -> FloatArray:
-            values = frame.get_column(name)
-            if values.null_count():
-                values = values.fill_null(np.nan)
-            arr = values.to_numpy()
-            arr = arr[order] if order is not None else arr
-            return np.ascontiguousarray(arr, dtype=np.float64)
-
-        prices = {c: column(c) for c in PRICE_COLUMNS}
-        columns = {c: column(c) for c in extra}
+        arrays = _panel_arrays(panel, signal_columns, indicator_columns, None)
+        timestamps = arrays.timestamps
         ctx_arrays = cls._align_context(context, context_columns, timestamps)
         return cls(
             timestamps=timestamps,
-            offsets=offsets,
-            symbols=symbols,
-            sym_id=sym_id,
-            prices=prices,
-            columns=columns,
+            offsets=arrays.offsets,
+            symbols=arrays.symbols,
+            sym_id=arrays.sym_id,
+            prices=arrays.prices,
+            columns=arrays.columns,
             signal_columns=signal_columns,
             indicator_columns=indicator_columns,
             context=ctx_arrays,
@@ -344,7 +415,63 @@ class MarketData:
             for c in names
         }
 
+    def _carried(self, keep: IntArray | None) -> tuple[MarketData, IntArray]:
+        """The rows a chunk boundary carries over, as a window with no timestamp left to run.
+
+        Kept: each symbol's last two bars plus the rows ``keep`` (rows of ``self``). Returns
+        the window (timestamp arrays shared with ``self``, carried rows listed under their own
+        timestamps, ``first_index == n_timestamps``) and the map from ``self``'s rows to its
+        rows (``-1``: not carried).
+        """
+        last = self.last_rows
+        seen = last[last >= 0]
+        before = self.prev_row[seen]
+        parts = [seen, before[before >= 0]]
+        if keep is not None and keep.size:
+            if int(keep.max()) >= self.n_rows:
+                raise ValueError(f"rows to keep up to {keep.max()} beyond {self.n_rows} rows")
+            parts.append(keep[keep >= 0])
+        kept = np.unique(np.concatenate(parts).astype(np.int64))
+        n_kept = int(kept.size)
+        remap = np.full(self.n_rows, -1, dtype=np.int64)
+        remap[kept] = np.arange(n_kept, dtype=np.int64)
+        old_prev = self.prev_row[kept]
+        kept_index = np.searchsorted(self.offsets, kept, side="right") - 1
+        n_t = self.n_timestamps
+        offsets = np.searchsorted(kept_index, np.arange(n_t + 1, dtype=np.int64), side="left")
+        window = MarketData(
+            timestamps=self.timestamps,
+            offsets=offsets.astype(np.int64),
+            symbols=self.symbols,
+            sym_id=self.sym_id[kept],
+            prices={c: getattr(self, c)[kept] for c in PRICE_COLUMNS},
+            columns={c: v[kept] for c, v in self.columns.items()},
+            signal_columns=self.signal_columns,
+            indicator_columns=self.indicator_columns,
+            context=self.context,
+            ordinal=self.ordinal[kept],
+            prev_row=np.where(old_prev >= 0, remap[np.maximum(old_prev, 0)], -1),
+            first_index=n_t,
+            first_row=n_kept,
+            datetimes=self.datetimes,
+        )
+        return window, remap
+
     # ------------------------------------------------------------------ accessors
+    @property
+    def n_bar_events(self) -> int:
+        """Rows this object runs: ``n_rows - first_row`` (carried bars are not counted)."""
+        return int(self.sym_id.size) - self.first_row
+
+    @property
+    def last_rows(self) -> IntArray:
+        """Row of each symbol's latest bar, shape (S,), ``-1`` for a symbol without bars."""
+        if self._last_rows is None:
+            last = np.full(self.symbols.size, -1, dtype=np.int64)
+            np.maximum.at(last, self.sym_id, np.arange(self.sym_id.size, dtype=np.int64))
+            self._last_rows = last
+        return self._last_rows
+
     @property
     def n_timestamps(self) -> int:
         """Number of unique timestamps ``T``."""
@@ -598,3 +725,273 @@ class BarView:
         """The same symbol's previous bar, or ``None`` for its first bar."""
         prev = int(self._data.prev_row[self.row])
         return None if prev < 0 else BarView(self._data, prev)
+
+
+class ChunkedMarketData:
+    """Market data handed over as time-contiguous chunks (e.g. one month each), built lazily.
+
+    The engine never reads files: the caller supplies an iterable of polars frames (for
+    example one ``scan_parquet(...).filter(month).collect()`` per month) and the engine turns
+    one chunk at a time into a :class:`MarketData` *window*, so only one chunk's arrays (plus a
+    few carried rows) are in memory. A run over the chunks gives the same fills, trades,
+    orders and portfolio states as a run over the concatenated panel.
+
+    Across a chunk boundary the engine carries, per symbol, its last two bars (so
+    ``BarView.previous()`` of a fill's bar and the "last bar before the fill" used by entry
+    rules, e.g. an ATR column for volatility-scaled stops, see the previous chunk), plus every
+    bar still referenced by a working order or an open position (the decision bar whose
+    signal values are reported as ``entry_<column>`` / ``exit_<column>``). Bar numbers per
+    symbol (``ordinal``, hence ``bars_held``) continue across chunks. Broker and risk state
+    (cash, positions, pending and resting orders, stop/take-profit levels, MFE/MAE extremes,
+    latest closes for marking) lives in the engine and simply carries on.
+
+    Limit: looking further back than one bar from the last carried bar (e.g.
+    ``bar.previous().previous()`` on a chunk's first bar) returns ``None`` at a boundary,
+    where the in-memory panel would return an older bar. No built-in rule or cost model does
+    this; a custom lookback should use an indicator column computed before the engine.
+
+    Parameters
+    ----------
+    frames : iterable of pl.DataFrame
+        Chunks in increasing time order, each in the panel format of
+        :meth:`MarketData.from_frame` with the same signal/indicator (and bid/ask) columns.
+        Every timestamp of a chunk must be later than every timestamp of the chunk before
+        (chunks are disjoint slices of time; a timestamp's bars must all be in one chunk).
+        Empty frames are skipped. Iterated once per run: pass a list (or any re-iterable) to
+        run twice; a one-shot iterator or generator can be run once.
+    symbols : sequence of str
+        The fixed symbol universe (ids are positions in the sorted list). A chunk may lack
+        some symbols (no bars for them in that period).
+    signal_columns, indicator_columns : sequence of str
+        As in :meth:`MarketData.from_frame`.
+    context : pl.DataFrame, optional
+        ``timestamp`` plus market-wide columns for the whole run (at most one row per
+        timestamp); aligned to each chunk's timestamps by exact match (missing → NaN).
+    context_columns : sequence of str, optional
+        Context columns to keep; default all but ``timestamp``.
+
+    Raises
+    ------
+    ValueError
+        At construction: an empty or duplicated symbol universe, bad context (see
+        :meth:`MarketData.from_frame`). During the run (when the chunk is built): anything
+        :meth:`MarketData.from_frame` rejects, naming the chunk (1-based); a symbol outside
+        the universe; a chunk that does not start after the previous chunk's last timestamp;
+        a chunk whose bid/ask columns differ from the first chunk's; no chunk with any bar.
+    RuntimeError
+        A second run over a one-shot iterator.
+    """
+
+    def __init__(
+        self,
+        frames: Iterable[pl.DataFrame],
+        symbols: Sequence[str],
+        signal_columns: Sequence[str] = (),
+        indicator_columns: Sequence[str] = (),
+        context: pl.DataFrame | None = None,
+        context_columns: Sequence[str] | None = None,
+    ) -> None:
+        names = [str(s) for s in symbols]
+        if not names:
+            raise ValueError("symbols is empty: the universe needs at least one symbol")
+        universe = pl.Series("symbol", names, dtype=pl.String)
+        dups = universe.filter(universe.is_duplicated()).unique().sort()
+        if dups.len():
+            raise ValueError(f"symbols lists {dups.len()} names twice: {dups.to_list()}")
+        self._universe = universe.sort()
+        self.symbols = np.asarray(self._universe.to_list(), dtype=np.str_)
+        self.signal_columns = list(signal_columns)
+        self.indicator_columns = list(indicator_columns)
+        MarketData._align_context(context, context_columns, np.empty(0, dtype=np.int64))
+        self._context = context
+        self._context_columns = None if context_columns is None else list(context_columns)
+        self.context_columns = (
+            []
+            if context is None
+            else (
+                [c for c in context.columns if c != "timestamp"]
+                if context_columns is None
+                else list(context_columns)
+            )
+        )
+        self._frames = frames
+        self._one_shot = isinstance(frames, Iterator)
+        self._started = False
+
+    @property
+    def n_symbols(self) -> int:
+        """Size ``S`` of the symbol universe."""
+        return int(self.symbols.size)
+
+    def stream(self) -> ChunkStream:
+        """A new pass over the chunks (the engine calls this once per run).
+
+        Raises
+        ------
+        RuntimeError
+            If ``frames`` is a one-shot iterator that an earlier pass already used.
+        """
+        if self._one_shot and self._started:
+            raise RuntimeError(
+                "the chunks were given as a one-shot iterator and have been used by an "
+                "earlier run; pass a list or another re-iterable to run more than once"
+            )
+        self._started = True
+        return ChunkStream(self, iter(self._frames))
+
+    def _window(self, holder: list[pl.DataFrame], carry: MarketData | None, k: int) -> MarketData:
+        """Build the window of chunk ``k`` (1-based, the frame handed over in ``holder``) after
+        the rows ``carry`` carries over (see :meth:`MarketData._carried`); carried rows keep
+        their row numbers."""
+        name = f"chunk {k}"
+        n_kept = 0 if carry is None else carry.n_rows
+        arrays = _panel_arrays(
+            holder, self.signal_columns, self.indicator_columns, self._universe, name, n_kept
+        )
+        ctx = MarketData._align_context(self._context, self._context_columns, arrays.timestamps)
+        n_sym = self.symbols.size
+        new_sid = arrays.sym_id[n_kept:]
+        ord_local, prev_local = _chains(new_sid, n_sym)
+        if carry is None:
+            return MarketData(
+                timestamps=arrays.timestamps,
+                offsets=arrays.offsets,
+                symbols=self.symbols,
+                sym_id=arrays.sym_id,
+                prices=arrays.prices,
+                columns=arrays.columns,
+                signal_columns=self.signal_columns,
+                indicator_columns=self.indicator_columns,
+                context=ctx,
+                ordinal=ord_local,
+                prev_row=prev_local,
+            )
+        last_ts = int(carry.timestamps[-1])
+        first_ts = int(arrays.timestamps[0])
+        if first_ts <= last_ts:
+            stamps = pl.Series([first_ts, last_ts]).cast(pl.Datetime("us", "UTC")).to_list()
+            raise ValueError(
+                f"{name} starts at {stamps[0]}, not after the previous chunk's last timestamp "
+                f"{stamps[1]}: chunks must be disjoint time slices in increasing order"
+            )
+        if set(arrays.columns) != set(carry.columns):
+            raise ValueError(
+                f"{name} has columns {sorted(arrays.columns)} besides OHLCV, the chunks before "
+                f"had {sorted(carry.columns)} (bid/ask must be in every chunk or in none)"
+            )
+        # carried rows first (same row numbers), then the chunk's
+        arrays.sym_id[:n_kept] = carry.sym_id
+        for c in PRICE_COLUMNS:
+            arrays.prices[c][:n_kept] = getattr(carry, c)
+        for c, values in arrays.columns.items():
+            values[:n_kept] = carry.columns[c]
+        # bar numbers and previous bars continue across the boundary
+        last = carry.last_rows
+        safe_last = np.maximum(last, 0)
+        base = np.where(last >= 0, carry.ordinal[safe_last] + 1, 0)
+        carried_last = np.where(last >= 0, last, -1)
+        prev_new = np.where(prev_local >= 0, prev_local + n_kept, carried_last[new_sid])
+        start = carry.n_timestamps
+        new_dt = pl.Series(arrays.timestamps).cast(pl.Datetime("us", "UTC")).to_list()
+        return MarketData(
+            timestamps=np.concatenate((carry.timestamps, arrays.timestamps)),
+            offsets=np.concatenate((carry.offsets[:-1], arrays.offsets + n_kept)),
+            symbols=self.symbols,
+            sym_id=arrays.sym_id,
+            prices=arrays.prices,
+            columns=arrays.columns,
+            signal_columns=self.signal_columns,
+            indicator_columns=self.indicator_columns,
+            context={c: np.concatenate((carry.context[c], v)) for c, v in ctx.items()},
+            ordinal=np.concatenate((carry.ordinal, ord_local + base[new_sid])),
+            prev_row=np.concatenate((carry.prev_row, prev_new)).astype(np.int64),
+            first_index=start,
+            first_row=n_kept,
+            datetimes=carry.datetimes + new_dt,
+        )
+
+
+class ChunkStream:
+    """One pass over a :class:`ChunkedMarketData`: builds its windows one at a time.
+
+    The engine alternates :meth:`release` (at the end of a window: keep only the rows the run
+    still needs, so the window can be freed before the next chunk is read) and
+    :meth:`advance` (read and build the next chunk's window on top of the kept rows).
+
+    Attributes
+    ----------
+    window : MarketData or None
+        The current window: a chunk's, or after :meth:`release` the carried rows only
+        (``None`` before the first :meth:`advance`).
+    n_chunks : int
+        Chunks with bars built so far.
+    """
+
+    def __init__(self, source: ChunkedMarketData, frames: Iterator[pl.DataFrame]) -> None:
+        self._source = source
+        self._frames = frames
+        self._peeked = False
+        self._pending: pl.DataFrame | None = None
+        self._seen = 0
+        self.window: MarketData | None = None
+        self.n_chunks = 0
+
+    def _next_frame(self) -> pl.DataFrame | None:
+        if self._peeked:
+            self._peeked = False
+            frame, self._pending = self._pending, None
+            return frame
+        for frame in self._frames:
+            self._seen += 1
+            if not isinstance(frame, pl.DataFrame):
+                raise ValueError(
+                    f"chunk {self._seen} must be a polars DataFrame, got {type(frame).__name__}"
+                )
+            if frame.height:
+                return frame
+        return None
+
+    def is_last(self) -> bool:
+        """True when no chunk with bars follows the current one (reads the next chunk's frame
+        ahead; its window is built only by the next :meth:`advance`)."""
+        if not self._peeked:
+            self._pending = self._next_frame()
+            self._peeked = True
+        return self._pending is None
+
+    def release(self, keep: IntArray | None = None) -> IntArray:
+        """Replace the current window by the rows a boundary carries (each symbol's last two
+        bars plus ``keep``, rows of the current window); return the map from the current
+        window's rows to the carried rows (``-1``: dropped).
+
+        Raises
+        ------
+        RuntimeError
+            Before the first :meth:`advance`.
+        """
+        if self.window is None:
+            raise RuntimeError("release() before the first advance()")
+        carry, remap = self.window._carried(keep)
+        self.window = carry
+        return remap
+
+    def advance(self) -> MarketData | None:
+        """Build the next chunk's window on top of the carried rows (row numbers unchanged);
+        ``None`` when the chunks are exhausted.
+
+        Raises
+        ------
+        ValueError
+            A bad chunk (see :class:`ChunkedMarketData`), or no chunk with any bar at all.
+        """
+        frame = self._next_frame()
+        if frame is None:
+            if self.window is None:
+                raise ValueError("the chunked market data has no bars: every chunk is empty")
+            return None
+        holder = [frame]
+        del frame  # _panel_arrays takes it out of the holder and frees its columns as it goes
+        window = self._source._window(holder, self.window, self._seen)
+        self.window = window
+        self.n_chunks += 1
+        return window

@@ -7,11 +7,25 @@ import time
 
 from engine.broker import Broker
 from engine.config import ExecutionConfig
-from engine.data import BarBatch, MarketData
+from engine.data import BarBatch, ChunkedMarketData, ChunkStream, MarketData
 from engine.recorder import Recorder
 from engine.results import BacktestResult
 from engine.risk.manager import RiskManager
 from engine.strategy import Strategy
+
+
+def _first_window(stream: ChunkStream) -> MarketData:
+    window = stream.advance()
+    if window is None:  # pragma: no cover - advance raises when no chunk has a bar
+        raise ValueError("the chunked market data has no bars")
+    return window
+
+
+def _current(stream: ChunkStream) -> MarketData:
+    window = stream.window
+    if window is None:  # pragma: no cover - set by the first advance
+        raise RuntimeError("no current window")
+    return window
 
 
 def _overrides(strategy: Strategy, name: str) -> bool:
@@ -41,9 +55,16 @@ class BacktestEngine:
     5. with ``fill="close"``, market orders from steps 2-4 fill at t's close;
     6. record the portfolio state (equity = cash + Σ quantity × latest close).
 
+    With :class:`ChunkedMarketData` the chunks are built one at a time; at each boundary the
+    run state (cash, positions, working orders, levels, MFE/MAE extremes, marks) carries on
+    and the rows it still points at are carried into the next window, so the results equal a
+    run over the concatenated panel (see :class:`ChunkedMarketData` for the one lookback
+    limit). ``close_at_end`` reads the next chunk's frame ahead at each chunk's last bar to
+    know whether the run ends there.
+
     Parameters
     ----------
-    data : MarketData
+    data : MarketData or ChunkedMarketData
     strategy : Strategy
         Must override exactly one of ``on_timestamp_batch`` / ``on_market_data``.
     risk_manager : RiskManager or None
@@ -59,13 +80,15 @@ class BacktestEngine:
 
     def __init__(
         self,
-        data: MarketData,
+        data: MarketData | ChunkedMarketData,
         strategy: Strategy,
         risk_manager: RiskManager | None = None,
         config: ExecutionConfig | None = None,
     ) -> None:
-        if not isinstance(data, MarketData):
-            raise TypeError(f"data must be a MarketData, got {type(data).__name__}")
+        if not isinstance(data, MarketData | ChunkedMarketData):
+            raise TypeError(
+                f"data must be a MarketData or ChunkedMarketData, got {type(data).__name__}"
+            )
         if not isinstance(strategy, Strategy):
             raise TypeError(f"strategy must be a Strategy, got {type(strategy).__name__}")
         if risk_manager is not None and not isinstance(risk_manager, RiskManager):
@@ -99,33 +122,33 @@ class BacktestEngine:
             Trades, portfolio states, fills, orders and rejections as polars frames.
         """
         started = time.perf_counter()
-        data = self.data
         cfg = self.config
         strategy = self.strategy
         risk = self.risk_manager
+        stream: ChunkStream | None = None
+        if isinstance(self.data, ChunkedMarketData):
+            stream = self.data.stream()
+            data = _first_window(stream)
+        else:
+            data = self.data
         cfg.commission.reset()
         recorder = Recorder(data)
         broker = Broker(data, cfg, risk, strategy, recorder)
         if risk is not None:
             risk.reset()
         position_rules = risk is not None and risk.needs_position_contexts
-        datetimes = data.datetimes
-        context_columns = data.context
         close_at_end = cfg.close_at_end
-        last = data.n_timestamps - 1
         batch_mode = self.batch_mode
         stops_first = cfg.bar_event_order == "stops_first"
         submission_check = cfg.cash_check == "submission"
         empty_context: dict[str, float] = {}
 
-        strategy._broker = broker
-        # the loop allocates many short-lived objects (orders, fills, contexts); frequent
-        # young-generation collections would rescan them, so collect less often during the run
-        thresholds = gc.get_threshold()
-        gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
-        try:
-            strategy.on_start()
-            for i in range(data.n_timestamps):
+        def run_window(data: MarketData) -> None:
+            """Steps 1-6 for every timestamp of ``data`` (the whole panel or one window)."""
+            datetimes = data.datetimes
+            context_columns = data.context
+            last = data.n_timestamps - 1
+            for i in range(data.first_index, data.n_timestamps):
                 broker.begin_bar(i)
                 # 1. fills at the open, then intrabar levels (or levels first: stops_first)
                 if stops_first:
@@ -153,10 +176,39 @@ class BacktestEngine:
                 if submission_check:
                     broker.check_submission_cash()
                 broker.fill_at_close()
-                if close_at_end and i == last:
+                if close_at_end and i == last and (stream is None or stream.is_last()):
                     broker.close_all("end_of_data")
                 # 6. record
                 broker.record_state()
+
+        n_bar_events = data.n_bar_events
+        strategy._broker = broker
+        # the loop allocates many short-lived objects (orders, fills, contexts); frequent
+        # young-generation collections would rescan them, so collect less often during the run
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
+        try:
+            strategy.on_start()
+            run_window(data)
+            while stream is not None:
+                # chunk boundary: keep only the rows the run state points at (the finished
+                # window is freed before the next chunk is read), then build the next window
+                remap = stream.release(broker.referenced_rows())
+                recorder.seal()
+                carried = _current(stream)
+                broker.rebase(carried, remap)
+                recorder.data = carried
+                data = carried
+                del remap
+                nxt = stream.advance()
+                if nxt is None:
+                    break
+                broker.rebase(nxt, None)
+                recorder.data = nxt
+                data = nxt
+                del nxt
+                n_bar_events += data.n_bar_events
+                run_window(data)
             strategy.on_end()
         finally:
             strategy._broker = None
@@ -167,7 +219,7 @@ class BacktestEngine:
             orders=broker.orders,
             open_positions=broker.open_positions_frame(),
             config=cfg,
-            n_bar_events=data.n_rows,
+            n_bar_events=n_bar_events,
             run_seconds=elapsed,
             risk_context_builds=risk.context_builds if risk is not None else 0,
         )

@@ -73,6 +73,10 @@ class Recorder:
         self.fills: list[tuple[Any, ...]] = []
         # closed trades (or closed parts of trades): one tuple per row, in TRADE_FIELDS order
         self.trades: list[tuple[Any, ...]] = []
+        # entry_/exit_ signal and indicator values of trades[:sealed], resolved before the
+        # market data moved to another chunk window (see seal)
+        self.sealed = 0
+        self.sealed_values: dict[str, list[np.ndarray[Any, Any]]] = {}
         # rejections / cancellations / expiries / shrinks
         self.r: dict[str, list[Any]] = {
             k: []
@@ -116,6 +120,32 @@ class Recorder:
         r["event"].append(event)
         r["reason"].append(reason)
         r["rule"].append(rule)
+
+    def seal(self) -> None:
+        """Resolve the named columns at the decision rows of the trades recorded so far, from
+        the current market data; called before the engine moves to the next chunk window."""
+        if len(self.trades) == self.sealed:
+            return
+        data = self.data
+        named = [*data.signal_columns, *data.indicator_columns]
+        new = self.trades[self.sealed :]
+        k_entry = TRADE_FIELDS.index("decision_row")
+        k_exit = TRADE_FIELDS.index("exit_decision_row")
+        for prefix, k in (("entry", k_entry), ("exit", k_exit)):
+            rows = np.fromiter((t[k] for t in new), dtype=np.int64, count=len(new))
+            for c in named:
+                key = f"{prefix}_{c}"
+                self.sealed_values.setdefault(key, []).append(
+                    self._values_at(rows, data.columns[c])
+                )
+        self.sealed = len(self.trades)
+
+    def _named_values(
+        self, key: str, rows: np.ndarray[Any, Any], column: np.ndarray[Any, Any]
+    ) -> np.ndarray[Any, Any]:
+        parts = self.sealed_values.get(key, [])
+        tail = self._values_at(rows[self.sealed :], column)
+        return np.concatenate([*parts, tail]) if parts else tail
 
     # ------------------------------------------------------------------ frames
     def _ts(self, index: list[int] | np.ndarray[Any, Any]) -> pl.Series:
@@ -256,7 +286,8 @@ class Recorder:
         named = [*data.signal_columns, *data.indicator_columns]
         for prefix, rows, idx in (("entry", d_rows, d_idx), ("exit", x_rows, x_idx)):
             for c in named:
-                cols[f"{prefix}_{c}"] = self._values_at(rows, data.columns[c])
+                key = f"{prefix}_{c}"
+                cols[key] = self._named_values(key, rows, data.columns[c])
             for c, arr in data.context.items():
                 cols[f"{prefix}_{c}"] = self._values_at(idx, arr)
         frame = pl.DataFrame(cols)
