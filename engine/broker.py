@@ -54,7 +54,7 @@ from engine.risk.decision import OrderAction, RiskDecision
 from engine.strategy import Strategy
 
 if TYPE_CHECKING:
-    from engine.risk.manager import RiskManager
+    from engine.risk.manager import BasicRulesKernel, RiskManager
 
 EPS = 1e-9
 # enum members bound once: attribute access on an Enum class is slow in the hot path
@@ -167,6 +167,9 @@ class Broker:
         self._all_rows: IntArray = np.arange(data.n_rows, dtype=np.int64)
         self.children: dict[int, list[Order]] = {}
         self._has_entry_rules = risk_manager is not None and bool(risk_manager.entry_rules)
+        # array-only path for the built-in fixed-percent rules (None: the general path)
+        self._kernel = risk_manager.basic_kernel() if risk_manager is not None else None
+        self._entry_rows_unused = self._kernel is not None and not config.allow_short
         self._new_entries: dict[int, int] = {}
         # skip work nobody consumes: slippage bar views, Fill objects without listeners
         self._no_slippage = type(config.slippage) is NoSlippage
@@ -540,10 +543,15 @@ class Broker:
             long = self.qty[held] > 0
             stop_hit = np.where(long, lo <= st, hi >= st)
             hit = stop_hit | np.where(long, hi >= tp, lo <= tp)
-        live = (rows >= self.lo) & (self.level_from[held] <= self.i)
+        # touched levels first (usually none), then which of them are live now
+        hits = hit.nonzero()[0]
+        if hits.size == 0:
+            return
+        touched = held[hits]
+        live = (rows[hits] >= self.lo) & (self.level_from[touched] <= self.i)
         if exclude is not None:
-            live &= ~exclude[held]
-        hits = np.flatnonzero(hit & live)
+            live &= ~exclude[touched]
+        hits = hits[live]
         if hits.size == 0:
             return
         cand = held
@@ -650,12 +658,29 @@ class Broker:
             return
         self._new_entries = {}
         sids = np.fromiter(entries.keys(), dtype=np.int64, count=len(entries))
+        # stop_activation="entry_bar": levels of step-1 fills are live on this bar already
+        active_from = self.i if self._entry_bar and not self._closing else self.i + 1
+        kernel = self._kernel
+        if self._entry_rows_unused and kernel is not None:
+            # long-only run: every open position is long; positions closed again by this
+            # step's later fills get no levels
+            open_ = self.qty[sids] != 0
+            n_open = np.count_nonzero(open_)
+            if n_open == 0:
+                return
+            if n_open < sids.size:
+                sids = sids[open_]
+            self._kernel_entry_levels(kernel, sids, active_from)
+            return
         rows = np.fromiter(entries.values(), dtype=np.int64, count=len(entries))
         open_ = self.qty[sids] != 0
         if not open_.all():
             sids, rows = sids[open_], rows[open_]
             if sids.size == 0:
                 return
+        if kernel is not None and bool((self.qty[sids] > 0).all()):
+            self._kernel_entry_levels(kernel, sids, active_from)
+            return
         shared: list[PortfolioSnapshot] = []
 
         def snapshot() -> PortfolioSnapshot:
@@ -682,9 +707,89 @@ class Broker:
 
         actions = self.risk.entry_levels(batch, contexts)
         if actions.any:
-            # stop_activation="entry_bar": levels of step-1 fills are live on this bar already
-            now = self._entry_bar and not self._closing
-            self.apply_actions(batch, actions, active_from=self.i if now else self.i + 1)
+            self.apply_actions(batch, actions, active_from=active_from)
+
+    def _kernel_entry_levels(
+        self, kernel: BasicRulesKernel, sids: IntArray, active_from: int
+    ) -> None:
+        """Initial levels of the long positions ``sids`` through the array-only kernel."""
+        stops, stop_names, targets, target_names = kernel.entry_levels(self.avg[sids])
+        if stops is not None:
+            self._write_levels(sids, stops, stop_names, self.stop, self.stop_rule, active_from)
+        if targets is not None:
+            self._tp_set = True
+            self._write_levels(sids, targets, target_names, self.tp, self.tp_rule, active_from)
+
+    def _write_levels(
+        self,
+        sids: IntArray,
+        values: FloatArray,
+        names: str | npt.NDArray[np.object_],
+        levels: FloatArray,
+        level_names: npt.NDArray[np.object_],
+        active_from: int,
+    ) -> None:
+        """Set the finite ``values`` (NaN = unchanged) as ``levels`` of ``sids``, named by
+        ``names`` (one rule or one per position), live from bar ``active_from``."""
+        self._levels_set = True
+        mask = np.isfinite(values)
+        n_finite = np.count_nonzero(mask)  # cheaper than mask.all() on short arrays
+        if n_finite == mask.size:
+            # put == fancy assignment for 1-d arrays, with less overhead
+            levels.put(sids, values)
+            level_names.put(sids, names)
+            self.level_from.put(sids, active_from)
+        elif n_finite:
+            target = sids[mask]
+            levels[target] = values[mask]
+            level_names[target] = names if isinstance(names, str) else names[mask]
+            self.level_from[target] = active_from
+
+    def kernel_position_step(self) -> bool:
+        """Hook C through the array-only kernel (built-in fixed-percent rules): trailing
+        levels (effective next bar) and time exits, with the same results as
+        :meth:`position_batch` + ``RiskManager.evaluate_positions`` + :meth:`apply_actions`.
+
+        Returns False, doing nothing, when there is no kernel or a short is held (the engine
+        then takes the general path).
+        """
+        kernel = self._kernel
+        if kernel is None:
+            return False
+        held = self.held()
+        if held.size == 0:
+            return True
+        present = self._present
+        if present is not None and present[0] is held:
+            sids, rows = present[1], present[2]
+        else:
+            rows = self._rows_now(held)
+            ok = rows >= 0
+            sids = held[ok]
+            rows = rows[ok]
+        if sids.size == 0:
+            return True
+        if not self._long_only and not bool((self.qty[sids] > 0).all()):
+            return False
+        bars_held: IntArray | None = None
+        if kernel.needs_bars_held:
+            bars_held = self.data.ordinal[rows] - self.entry_ordinal[sids]
+        stops, names = kernel.position_levels(self.best[sids], self.stop[sids], bars_held)
+        if stops is not None:
+            self._write_levels(sids, stops, names, self.stop, self.stop_rule, self.i + 1)
+        if bars_held is None:
+            return True
+        due = kernel.exits(bars_held)
+        if due is not None:
+            mask, exit_names = due
+            for k in mask.nonzero()[0].tolist():
+                self._risk_exit(
+                    int(sids[k]),
+                    None,
+                    exit_names if isinstance(exit_names, str) else str(exit_names[k]),
+                    int(rows[k]),
+                )
+        return True
 
     def apply_actions(
         self, batch: PositionBatch, actions: PositionActions, active_from: int | None = None
@@ -1256,9 +1361,13 @@ class Broker:
         if self.risk is not None:
             if increased and self._has_entry_rules:
                 # initial levels are set for all new entries of this step at once
-                # (flush_entries); remember what was known at the fill
-                info_row = row if self._closing else int(self.data.prev_row[row])
-                self._new_entries[sid] = info_row
+                # (flush_entries); remember what was known at the fill (the kernel of a
+                # long-only run reads no row: -1)
+                if self._entry_rows_unused:
+                    self._new_entries[sid] = -1
+                else:
+                    info_row = row if self._closing else int(self.data.prev_row[row])
+                    self._new_entries[sid] = info_row
             if fill is not None:
                 self.risk.record_fill(fill)
             else:  # no rule observes fills: hook D has nothing to tell, only count

@@ -157,7 +157,13 @@ class BacktestEngine:
                     broker.chronological_step()
                 # 2. marks and risk exits
                 broker.update_marks()
-                if position_rules and risk is not None and broker.trades:
+                if (
+                    position_rules
+                    and risk is not None
+                    and broker.trades
+                    # built-in fixed-percent rules on a long book: array-only path
+                    and not broker.kernel_position_step()
+                ):
                     prepared = broker.position_batch()
                     if prepared is not None:
                         actions = risk.evaluate_positions(*prepared)

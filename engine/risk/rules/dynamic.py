@@ -8,7 +8,7 @@ from datetime import datetime
 
 import numpy as np
 
-from engine.data import FloatArray
+from engine.data import FloatArray, IntArray
 from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import RiskContext
 from engine.risk.decision import RiskDecision
@@ -185,9 +185,14 @@ class DynamicTrailingStop(RiskRule):
         level = context.entry_price * (1.0 - context.direction * self.initial_trail_pct)
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
 
+    @property
+    def long_entry_factor(self) -> float:
+        """``1 - initial_trail_pct``: the long entry level is ``entry_price * factor``."""
+        return 1.0 - self.initial_trail_pct
+
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
         if batch.all_long:
-            return BatchDecision(stop_loss=batch.entry_price * (1.0 - self.initial_trail_pct))
+            return BatchDecision(stop_loss=batch.entry_price * self.long_entry_factor)
         level = batch.entry_price * (1.0 - batch.direction * self.initial_trail_pct)
         return BatchDecision(stop_loss=level)
 
@@ -204,18 +209,36 @@ class DynamicTrailingStop(RiskRule):
                 level = min(level, current)
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
 
+    @property
+    def uses_bars_held(self) -> bool:
+        """True when the trail depends on ``bars_held`` (``tighten_per_bar > 0``)."""
+        return self.tighten_per_bar != 0.0
+
+    def _trail_batch(self, bars_held: IntArray | None) -> float | FloatArray:
+        if bars_held is None or not self.uses_bars_held:
+            return self.initial_trail_pct
+        trail: FloatArray = np.maximum(
+            self.min_trail_pct, self.initial_trail_pct - self.tighten_per_bar * bars_held
+        )
+        return trail
+
+    def long_levels(
+        self, max_price: FloatArray, current: FloatArray, bars_held: IntArray | None
+    ) -> FloatArray:
+        """Ratcheted long levels ``fmax(max_price * (1 - trail), current)``, shape (m,).
+
+        ``bars_held`` may be ``None`` when :attr:`uses_bars_held` is False. ``fmax`` ignores
+        a NaN current stop (none set yet).
+        """
+        level: FloatArray = np.fmax(max_price * (1.0 - self._trail_batch(bars_held)), current)
+        return level
+
     def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
-        if self.tighten_per_bar == 0.0:
-            trail: float | FloatArray = self.initial_trail_pct
-        else:
-            trail = np.maximum(
-                self.min_trail_pct,
-                self.initial_trail_pct - self.tighten_per_bar * batch.bars_held,
-            )
+        bars_held = batch.bars_held if self.uses_bars_held else None
         current = batch.stop_loss
         if batch.all_long:
-            # fmax ignores a NaN current stop: ratchet up only
-            return BatchDecision(stop_loss=np.fmax(batch.max_price * (1.0 - trail), current))
+            return BatchDecision(stop_loss=self.long_levels(batch.max_price, current, bars_held))
+        trail = self._trail_batch(bars_held)
         long = batch.is_long
         level = np.where(long, batch.max_price * (1.0 - trail), batch.min_price * (1.0 + trail))
         level = np.where(long, np.fmax(level, current), np.fmin(level, current))

@@ -54,9 +54,14 @@ class PriceBasedStopLoss(RiskRule):
             stop_loss=self.level(context), priority=self.priority, rule=self.name
         )
 
+    @property
+    def long_factor(self) -> float:
+        """``1 - stop_pct``: the long level is ``entry_price * long_factor``."""
+        return 1.0 - self.stop_pct
+
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
         if batch.all_long:  # same numbers: stop_pct * 1.0 == stop_pct
-            return BatchDecision(stop_loss=batch.entry_price * (1.0 - self.stop_pct))
+            return BatchDecision(stop_loss=batch.entry_price * self.long_factor)
         return BatchDecision(stop_loss=batch.entry_price * (1.0 - self.stop_pct * batch.direction))
 
 
@@ -96,9 +101,14 @@ class PriceBasedTakeProfit(RiskRule):
             take_profit=self.level(context), priority=self.priority, rule=self.name
         )
 
+    @property
+    def long_factor(self) -> float:
+        """``1 + target_pct``: the long level is ``entry_price * long_factor``."""
+        return 1.0 + self.target_pct
+
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
         if batch.all_long:
-            level = batch.entry_price * (1.0 + self.target_pct)
+            level = batch.entry_price * self.long_factor
         else:
             level = batch.entry_price * (1.0 + self.target_pct * batch.direction)
         return BatchDecision(take_profit=level)
