@@ -22,8 +22,6 @@ gives identical trades/fills/states (``digest``).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from childproc import run_child
 
 from engine import (
     BacktestEngine,
@@ -181,22 +180,8 @@ def run_w2_whole(root: Path) -> dict[str, Any]:
 
 
 def _child(args: list[str]) -> tuple[dict[str, Any], int, float]:
-    """Run this file as a script in a child; return its JSON output, peak RSS (bytes), wall s."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), *args],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
-    )
-    assert proc.stdout is not None
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {args} failed with exit code {proc.returncode}")
-    return json.loads(output.strip().splitlines()[-1]), usage.ru_maxrss * 1024, wall  # KiB
+    """Run this file as a script in a child (see ``childproc.run_child``)."""
+    return run_child(__file__, args)
 
 
 @pytest.fixture(scope="module")
