@@ -50,7 +50,46 @@ def _batch_feature(batch: PositionBatch, column: str, rule: str) -> FloatArray:
     return batch.column(column)
 
 
-class VolatilityScaledStopLoss(RiskRule):
+class _AtrLevelRule(RiskRule):
+    """A level ``side × k`` ATRs from the entry price, set at the entry fill (no evaluation).
+
+    ``side`` is −1 for a stop-loss (below a long's entry) and +1 for a take-profit; a short
+    mirrors it through ``direction``. ATR comes from ``atr_column`` on the last bar completed
+    before the fill; a NaN or non-positive ATR sets no level.
+    """
+
+    evaluates_positions = False
+    sets_levels_on_entry = True
+    vectorized = True
+    side: float
+
+    def __init__(self, atr_multiplier: float, atr_column: str, priority: int) -> None:
+        super().__init__(priority)
+        self.atr_multiplier = _positive("atr_multiplier", atr_multiplier)
+        self.atr_column = atr_column
+
+    def on_entry(self, context: RiskContext) -> RiskDecision:
+        atr = _feature(context, self.atr_column, self.name)
+        if not math.isfinite(atr) or atr <= 0:
+            return RiskDecision.hold()
+        level = context.entry_price + self.side * context.direction * self.atr_multiplier * atr
+        if self.level_kind == "stop":
+            return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
+        return RiskDecision.adjust(take_profit=level, priority=self.priority, rule=self.name)
+
+    def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        atr = _batch_feature(batch, self.atr_column, self.name)
+        level = batch.entry_price + self.side * batch.direction * self.atr_multiplier * atr
+        levels = np.where(atr > 0, level, np.nan)
+        if self.level_kind == "stop":
+            return BatchDecision(stop_loss=levels)
+        return BatchDecision(take_profit=levels)
+
+    def evaluate(self, context: RiskContext) -> RiskDecision:
+        return RiskDecision.hold()
+
+
+class VolatilityScaledStopLoss(_AtrLevelRule):
     """Stop-loss ``atr_multiplier`` ATRs from the entry price.
 
     Level: long ``entry_price − k × ATR``; short ``entry_price + k × ATR``, with ATR read from
@@ -66,35 +105,16 @@ class VolatilityScaledStopLoss(RiskRule):
     priority : int, default 100
     """
 
-    evaluates_positions = False
-    sets_levels_on_entry = True
     level_kind = "stop"
-    vectorized = True
+    side = -1.0
 
     def __init__(
         self, atr_multiplier: float = 2.0, atr_column: str = "atr_14", priority: int = 100
     ) -> None:
-        super().__init__(priority)
-        self.atr_multiplier = _positive("atr_multiplier", atr_multiplier)
-        self.atr_column = atr_column
-
-    def on_entry(self, context: RiskContext) -> RiskDecision:
-        atr = _feature(context, self.atr_column, self.name)
-        if not math.isfinite(atr) or atr <= 0:
-            return RiskDecision.hold()
-        level = context.entry_price - context.direction * self.atr_multiplier * atr
-        return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
-
-    def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
-        atr = _batch_feature(batch, self.atr_column, self.name)
-        level = batch.entry_price - batch.direction * self.atr_multiplier * atr
-        return BatchDecision(stop_loss=np.where(atr > 0, level, np.nan))
-
-    def evaluate(self, context: RiskContext) -> RiskDecision:
-        return RiskDecision.hold()
+        super().__init__(atr_multiplier, atr_column, priority)
 
 
-class VolatilityScaledTakeProfit(RiskRule):
+class VolatilityScaledTakeProfit(_AtrLevelRule):
     """Take-profit ``atr_multiplier`` ATRs from the entry price (mirror of the stop).
 
     Level: long ``entry_price + k × ATR``; short ``entry_price − k × ATR``.
@@ -106,32 +126,13 @@ class VolatilityScaledTakeProfit(RiskRule):
     priority : int, default 80
     """
 
-    evaluates_positions = False
-    sets_levels_on_entry = True
     level_kind = "take_profit"
-    vectorized = True
+    side = 1.0
 
     def __init__(
         self, atr_multiplier: float = 3.0, atr_column: str = "atr_14", priority: int = 80
     ) -> None:
-        super().__init__(priority)
-        self.atr_multiplier = _positive("atr_multiplier", atr_multiplier)
-        self.atr_column = atr_column
-
-    def on_entry(self, context: RiskContext) -> RiskDecision:
-        atr = _feature(context, self.atr_column, self.name)
-        if not math.isfinite(atr) or atr <= 0:
-            return RiskDecision.hold()
-        level = context.entry_price + context.direction * self.atr_multiplier * atr
-        return RiskDecision.adjust(take_profit=level, priority=self.priority, rule=self.name)
-
-    def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
-        atr = _batch_feature(batch, self.atr_column, self.name)
-        level = batch.entry_price + batch.direction * self.atr_multiplier * atr
-        return BatchDecision(take_profit=np.where(atr > 0, level, np.nan))
-
-    def evaluate(self, context: RiskContext) -> RiskDecision:
-        return RiskDecision.hold()
+        super().__init__(atr_multiplier, atr_column, priority)
 
 
 class DynamicTrailingStop(RiskRule):
