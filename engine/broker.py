@@ -624,6 +624,13 @@ class Broker:
             rows = rows[ok]
         if sids.size == 0:
             return None
+        return self._batch_and_contexts(sids, rows)
+
+    def _batch_and_contexts(
+        self, sids: IntArray, rows: IntArray
+    ) -> tuple[PositionBatch, Callable[[], list[RiskContext]]]:
+        """The positions ``sids`` (data rows ``rows``) as a batch, and a lazy builder of their
+        per-position contexts; both share one portfolio snapshot, taken on first use."""
         shared: list[PortfolioSnapshot] = []
 
         def snapshot() -> PortfolioSnapshot:
@@ -681,29 +688,7 @@ class Broker:
         if kernel is not None and bool((self.qty[sids] > 0).all()):
             self._kernel_entry_levels(kernel, sids, active_from)
             return
-        shared: list[PortfolioSnapshot] = []
-
-        def snapshot() -> PortfolioSnapshot:
-            if not shared:
-                shared.append(self.snapshot())
-            return shared[0]
-
-        batch = PositionBatch(
-            data=self.data,
-            timestamp=self.now,
-            bar_index=self.i,
-            sids=sids,
-            rows=rows,
-            source=self._batch_source,
-            portfolio=snapshot,
-            long_only=self._long_only,
-        )
-
-        def contexts() -> list[RiskContext]:
-            return [
-                self._context(sid, row, snapshot)
-                for sid, row in zip(sids.tolist(), rows.tolist(), strict=True)
-            ]
+        batch, contexts = self._batch_and_contexts(sids, rows)
 
         actions = self.risk.entry_levels(batch, contexts)
         if actions.any:
