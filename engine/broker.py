@@ -606,6 +606,16 @@ class Broker:
             self.best[hs] = np.fmax(self.best[hs], data.high[rs])
             self.worst[hs] = np.fmin(self.worst[hs], data.low[rs])
 
+    def _held_with_bar(self, held: IntArray) -> tuple[IntArray, IntArray]:
+        """The held symbol ids that have a bar now, and their data rows (reusing the ids and
+        rows the bar's MFE/MAE update already found for this same ``held`` array)."""
+        present = self._present
+        if present is not None and present[0] is held:
+            return present[1], present[2]
+        rows = self._rows_now(held)
+        ok = rows >= 0
+        return held[ok], rows[ok]
+
     def position_batch(
         self,
     ) -> tuple[PositionBatch, Callable[[], list[RiskContext]]] | None:
@@ -614,14 +624,7 @@ class Broker:
         held = self.held()
         if held.size == 0:
             return None
-        present = self._present
-        if present is not None and present[0] is held:
-            sids, rows = present[1], present[2]
-        else:
-            rows = self._rows_now(held)
-            ok = rows >= 0
-            sids = held[ok]
-            rows = rows[ok]
+        sids, rows = self._held_with_bar(held)
         if sids.size == 0:
             return None
         return self._batch_and_contexts(sids, rows)
@@ -744,14 +747,7 @@ class Broker:
         held = self.held()
         if held.size == 0:
             return True
-        present = self._present
-        if present is not None and present[0] is held:
-            sids, rows = present[1], present[2]
-        else:
-            rows = self._rows_now(held)
-            ok = rows >= 0
-            sids = held[ok]
-            rows = rows[ok]
+        sids, rows = self._held_with_bar(held)
         if sids.size == 0:
             return True
         if not self._long_only and not bool((self.qty[sids] > 0).all()):
