@@ -11,20 +11,17 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _data_root() -> Path:
+def data_root() -> Path:
+    """``$ML4T_DATA_ROOT``, else ``../shared/data`` beside the repository."""
     env = os.environ.get("ML4T_DATA_ROOT")
     return Path(env).resolve() if env else (REPO_ROOT.parent / "shared" / "data").resolve()
 
 
-@pytest.fixture(scope="session")
-def sp500_momentum_panel() -> pl.DataFrame:
+def momentum_panel(path: Path) -> pl.DataFrame:
     """S&P 500 daily bars (16:00 New York close in UTC) with ``mom_20`` = 20-day return.
 
     The 11 rows with a null open/high/low are filtered out explicitly (the engine refuses them).
     """
-    path = _data_root() / "sp500_5yr_daily_ohlcv.parquet"
-    if not path.exists():
-        pytest.skip(f"real market data not found at {path} (set ML4T_DATA_ROOT)")
     raw = pl.read_parquet(path)
     frame = raw.with_columns(
         pl.col("timestamp")
@@ -36,3 +33,12 @@ def sp500_momentum_panel() -> pl.DataFrame:
     return frame.sort("symbol", "timestamp").with_columns(
         (pl.col("close") / pl.col("close").shift(20).over("symbol") - 1.0).alias("mom_20")
     )
+
+
+@pytest.fixture(scope="session")
+def sp500_momentum_panel() -> pl.DataFrame:
+    """:func:`momentum_panel` of the real file (skipped when it is missing)."""
+    path = data_root() / "sp500_5yr_daily_ohlcv.parquet"
+    if not path.exists():
+        pytest.skip(f"real market data not found at {path} (set ML4T_DATA_ROOT)")
+    return momentum_panel(path)

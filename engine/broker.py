@@ -48,13 +48,14 @@ from engine.data import BarView, FloatArray, IntArray, MarketData
 from engine.events import Fill
 from engine.orders import Order, OrderStatus, OrderType, TimeInForce
 from engine.recorder import Recorder
+from engine.risk import kernels
 from engine.risk.batch import PositionActions, PositionBatch
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import OrderAction, RiskDecision
 from engine.strategy import Strategy
 
 if TYPE_CHECKING:
-    from engine.risk.manager import BasicRulesKernel, RiskManager
+    from engine.risk.manager import RiskManager
 
 EPS = 1e-9
 # enum members bound once: attribute access on an Enum class is slow in the hot path
@@ -129,18 +130,27 @@ class Broker:
         self.recorder = recorder
         self.fractional = config.fractional_shares
         self.cash = config.initial_cash
-        self.qty: FloatArray = np.zeros(n)
-        self.avg: FloatArray = np.zeros(n)
-        self.marks: FloatArray = np.full(n, np.nan)
-        self.last_row: IntArray = np.full(n, -1, dtype=np.int64)
-        self.stop: FloatArray = np.full(n, np.nan)
-        self.tp: FloatArray = np.full(n, np.nan)
-        self.level_from: IntArray = np.zeros(n, dtype=np.int64)
-        self.stop_rule: npt.NDArray[np.object_] = np.full(n, "", dtype=object)
-        self.tp_rule: npt.NDArray[np.object_] = np.full(n, "", dtype=object)
-        self.entry_ordinal: IntArray = np.zeros(n, dtype=np.int64)
-        self.best: FloatArray = np.full(n, np.nan)
-        self.worst: FloatArray = np.full(n, np.nan)
+        # per-symbol state: two matrices, one row per field (layout: engine.risk.kernels), so
+        # a compiled bar step takes them as two arguments; the attributes are row views
+        self.fstate: FloatArray = np.full((kernels.N_FLOAT_FIELDS, n), np.nan)
+        self.istate: IntArray = np.zeros((kernels.N_INT_FIELDS, n), dtype=np.int64)
+        self.qty: FloatArray = self.fstate[kernels.QTY]
+        self.qty[:] = 0.0
+        self.avg: FloatArray = self.fstate[kernels.AVG]
+        self.avg[:] = 0.0
+        self.marks: FloatArray = self.fstate[kernels.MARK]
+        self.stop: FloatArray = self.fstate[kernels.STOP]
+        self.tp: FloatArray = self.fstate[kernels.TP]
+        self.best: FloatArray = self.fstate[kernels.BEST]
+        self.worst: FloatArray = self.fstate[kernels.WORST]
+        self.last_row: IntArray = self.istate[kernels.LAST_ROW]
+        self.last_row[:] = -1
+        self.level_from: IntArray = self.istate[kernels.LEVEL_FROM]
+        # the rules that set the levels, as codes into self.rule_names (0: none)
+        self.stop_rule: IntArray = self.istate[kernels.STOP_RULE]
+        self.tp_rule: IntArray = self.istate[kernels.TP_RULE]
+        self.entry_ordinal: IntArray = self.istate[kernels.ENTRY_ORDINAL]
+        self._entry_pending: IntArray = self.istate[kernels.ENTRY_PENDING]
         self.pending: FloatArray = np.zeros(n)
         self.exit_pending = np.zeros(n, dtype=bool)
         self.trades: dict[int, _OpenTrade] = {}
@@ -161,16 +171,28 @@ class Broker:
         self.now_us = 0
         self._closing = False
         self._levels_set = False  # no stop/take-profit level was ever set: skip step 1b
-        # (held ids, those with a bar now, their rows) from update_marks, reused by hook C
-        self._present: tuple[IntArray, IntArray, IntArray] | None = None
         self.lo = 0
         self._all_rows: IntArray = np.arange(data.n_rows, dtype=np.int64)
         self.children: dict[int, list[Order]] = {}
         self._has_entry_rules = risk_manager is not None and bool(risk_manager.entry_rules)
-        # array-only path for the built-in fixed-percent rules (None: the general path)
-        self._kernel = risk_manager.basic_kernel() if risk_manager is not None else None
-        self._entry_rows_unused = self._kernel is not None and not config.allow_short
+        # compiled path for the built-in fixed-percent rules (None: the general path)
+        kernel = risk_manager.basic_kernel() if risk_manager is not None else None
+        self._kernel = kernel
+        self.rule_names: list[str] = list(kernel.names) if kernel is not None else [""]
+        self._rule_codes = {name: code for code, name in enumerate(self.rule_names)}
+        if kernel is not None and kernel.sets_levels:
+            self._levels_set = True
+        self._kernel_exits = 0  # exits found by the compiled hook C (-1: general path)
+        self._marked = -1  # index of the bar already marked with its level check
+        # long-only run with the compiled rules: the entry rows are never read, and the levels
+        # of an open's entries are set by the next compiled step of the same bar (deferred)
+        self._entry_rows_unused = kernel is not None and not config.allow_short
+        self._defer_entries = self._entry_rows_unused and config.stop_activation == "next_bar"
         self._new_entries: dict[int, int] = {}
+        self._rules: FloatArray = (
+            kernel.rules if kernel is not None else np.empty((0, kernels.N_RULE_FIELDS))
+        )
+        self._risk_sees_fills = risk_manager is not None and bool(risk_manager.fill_rules)
         # skip work nobody consumes: slippage bar views, Fill objects without listeners
         self._no_slippage = type(config.slippage) is NoSlippage
         self._strategy_wants_fills = type(strategy).on_fill is not Strategy.on_fill
@@ -179,7 +201,6 @@ class Broker:
         )
         # long-only runs cannot hold a short: level checks skip the side selection
         self._long_only = not config.allow_short
-        self._tp_set = False  # no take-profit level was ever set: skip its check
         # fill-semantics settings (ExecutionConfig)
         self._stops_first = config.bar_event_order == "stops_first"
         self._entry_bar = config.stop_activation == "entry_bar"
@@ -188,7 +209,8 @@ class Broker:
         self._cooldown = config.reentry_cooldown_bars
         self._stopped_at: IntArray = np.full(n, -(2**62), dtype=np.int64)
         self._stopped_dir: FloatArray = np.zeros(n)
-        self._deferred: npt.NDArray[np.bool_] = np.zeros(n, dtype=bool)
+        # 1: the levels of that position are not checked now (stops_first: a queued exit)
+        self._deferred: IntArray = self.istate[kernels.DEFERRED]
         # sid -> direction of positions closed in the stops-first pass (None: not tracking),
         # then handed to the open's pass, which cancels their queued exits
         self._closed_now: dict[int, float] | None = None
@@ -323,7 +345,6 @@ class Broker:
         are unchanged."""
         self.data = data
         self._all_rows = np.arange(data.n_rows, dtype=np.int64)
-        self._present = None
         if remap is None:
             return
         seen = self.last_row >= 0
@@ -337,7 +358,6 @@ class Broker:
         self._new_entries = {
             sid: int(remap[row]) if row >= 0 else row for sid, row in self._new_entries.items()
         }
-        self._present = None
 
     # ------------------------------------------------------------------ bar steps
     def _row(self, sid: int) -> int:
@@ -354,6 +374,7 @@ class Broker:
         lo = int(self.data.offsets[index])
         self.lo = lo
         hi = int(self.data.offsets[index + 1])
+        self.hi = hi
         self.last_row[self.data.sym_id[lo:hi]] = self._all_rows[lo:hi]
         self.now = self.data.datetimes[index]
         self.now_us = int(self.data.timestamps[index])
@@ -469,7 +490,25 @@ class Broker:
                 )
             else:
                 self.fill_pending_at_open()
-        self.check_levels()
+        if self._kernel is None:
+            self.check_levels()
+            return
+        # compiled rules: the level check and, when it touches nothing, the bar's marks and
+        # hook C in one call (update_marks then has nothing left to do)
+        held = self.held()
+        if held.size == 0:
+            return
+        data = self.data
+        n = kernels.check_mark_bar_basic_rules(
+            self.lo, self.hi, self.i,
+            data.sym_id, data.close, data.high, data.low, data.ordinal,
+            held, self.fstate, self.istate, self._rules,
+        )  # fmt: skip
+        if n > 0:
+            self._fill_level_hits(n)
+        else:
+            self._kernel_exits = -1 - n
+            self._marked = self.i
 
     def stops_first_step(self) -> None:
         """Step 1 under ``bar_event_order="stops_first"`` (see :class:`ExecutionConfig`).
@@ -487,7 +526,7 @@ class Broker:
                 if order.order_type is MARKET and order.is_active:
                     sid = order.sid
                     if order.quantity * qty[sid] < 0 and self.last_row[sid] >= self.lo:
-                        deferred[sid] = True
+                        deferred[sid] = 1
                         held_exits.append(sid)
         skipped: set[int] = set()
         self._closed_now = {}
@@ -503,7 +542,7 @@ class Broker:
                     return True
 
                 self.fill_pending_at_open(resting)
-            self.check_levels(deferred if held_exits else None)
+            self.check_levels()  # not the deferred positions
             self._stop_closed = self._closed_now
             self._closed_now = None
             if self.book:
@@ -515,65 +554,54 @@ class Broker:
             self._closed_now = None
             self._stop_closed = None
             if held_exits:
-                deferred[held_exits] = False
+                deferred[held_exits] = 0
         if held_exits or self._entry_bar:
             self.check_levels()
 
-    def check_levels(self, exclude: npt.NDArray[np.bool_] | None = None) -> None:
-        """Step 1b: stop-loss / take-profit levels of open positions against this bar.
-
-        ``exclude``: a per-symbol mask of positions whose levels are not checked now.
-        """
+    def check_levels(self) -> None:
+        """Step 1b: stop-loss / take-profit levels of open positions against this bar (not
+        those of positions marked in ``_deferred``)."""
         held = self.held()
         if held.size == 0 or not self._levels_set:
             return
         data = self.data
-        rows = self.last_row[held]
-        st = self.stop[held]
-        # NaN levels compare False; rows of symbols without a bar now are stale (< self.lo)
-        long: npt.NDArray[np.bool_] | None = None  # None: every position is long
-        if self._long_only:
-            stop_hit = data.low[rows] <= st
-            tp = self.tp[held] if self._tp_set else st  # st: unused when no target is set
-            hit = stop_hit | (data.high[rows] >= tp) if self._tp_set else stop_hit
-        else:
-            tp = self.tp[held]
-            hi = data.high[rows]
-            lo = data.low[rows]
-            long = self.qty[held] > 0
-            stop_hit = np.where(long, lo <= st, hi >= st)
-            hit = stop_hit | np.where(long, hi >= tp, lo <= tp)
-        # touched levels first (usually none), then which of them are live now
-        hits = hit.nonzero()[0]
-        if hits.size == 0:
-            return
-        touched = held[hits]
-        live = (rows[hits] >= self.lo) & (self.level_from[touched] <= self.i)
-        if exclude is not None:
-            live &= ~exclude[touched]
-        hits = hits[live]
-        if hits.size == 0:
-            return
-        cand = held
-        for k in hits.tolist():
-            sid = int(cand[k])
-            row = int(rows[k])
-            if self.qty[sid] == 0:
+        n = kernels.level_hits(
+            held,
+            self.lo,
+            self.i,
+            data.low,
+            data.high,
+            self.fstate,
+            self.istate,
+            self._rules,
+        )
+        if n:
+            self._fill_level_hits(n)
+
+    def _fill_level_hits(self, n: int) -> None:
+        """Exit the ``n`` positions whose levels the compiled check found touched (ids, stop
+        or target, level in the kernel's output buffers), in that order."""
+        data = self.data
+        sids = self.istate[kernels.OUT_SID, :n].tolist()
+        stops = self.istate[kernels.OUT_CODE, :n].tolist()
+        levels = self.fstate[kernels.OUT_LEVEL, :n].tolist()
+        for sid, stop_hit, level in zip(sids, stops, levels, strict=True):
+            pos = float(self.qty[sid])
+            if pos == 0:
                 continue
+            row = int(self.last_row[sid])
             o = float(data.open[row])
-            is_long = True if long is None else bool(long[k])
-            if bool(stop_hit[k]):
-                level = float(st[k])
+            is_long = pos > 0
+            if stop_hit:
                 gap = o <= level if is_long else o >= level
-                kind, reason = STOP, str(self.stop_rule[sid]) or "stop_loss"
+                kind, reason = STOP, self.rule_names[self.stop_rule[sid]] or "stop_loss"
             else:
-                level = float(tp[k])
                 gap = o >= level if is_long else o <= level
-                kind, reason = LIMIT, str(self.tp_rule[sid]) or "take_profit"
+                kind, reason = LIMIT, self.rule_names[self.tp_rule[sid]] or "take_profit"
             raw = o if gap else level
             order = self._new_order(
                 sid,
-                -float(self.qty[sid]),
+                -pos,
                 order_type=kind,
                 reason=reason,
                 submit_index=max(self.i - 1, 0),
@@ -587,31 +615,40 @@ class Broker:
                 self._stopped_at[sid] = self.i
                 self._stopped_dir[sid] = 1.0 if is_long else -1.0
 
-    def update_marks(self) -> None:
-        """Step 2 prelude: marks ← this bar's closes; MFE/MAE extremes ← highs/lows."""
+    def update_marks(self) -> bool:
+        """Step 2 prelude: marks <- this bar's closes; MFE/MAE extremes <- highs/lows. With the
+        compiled rules, also hook C for them (trailing levels, time exits).
+
+        Returns True when hook C is done (compiled rules); False when the engine runs it (no
+        compiled rules, or a short position has a bar now).
+        """
         data = self.data
-        lo = int(data.offsets[self.i])
-        hi = int(data.offsets[self.i + 1])
-        self.marks[data.sym_id[lo:hi]] = data.close[lo:hi]
-        held = self.held()
-        self._present = None
-        if held.size:
-            rows = self.last_row[held]
-            ok = rows >= lo
-            if ok.all():
-                hs, rs = held, rows
-            else:
-                hs, rs = held[ok], rows[ok]
-            self._present = (held, hs, rs)
-            self.best[hs] = np.fmax(self.best[hs], data.high[rs])
-            self.worst[hs] = np.fmin(self.worst[hs], data.low[rs])
+        if self._kernel is None:
+            kernels.mark_bar(
+                self.lo, self.hi, data.sym_id, data.close, data.high, data.low,
+                self.held(), self.fstate, self.istate,
+            )  # fmt: skip
+            return False
+        if self._marked == self.i:
+            n = self._kernel_exits  # marked with the level check (chronological_step)
+        else:
+            n = kernels.mark_bar_basic_rules(
+                self.lo, self.hi, self.i,
+                data.sym_id, data.close, data.high, data.low, data.ordinal,
+                self.held(), self.fstate, self.istate, self._rules,
+            )  # fmt: skip
+        if n < 0:
+            return False
+        if n:
+            sids = self.istate[kernels.OUT_SID, :n].tolist()
+            codes = self.istate[kernels.OUT_CODE, :n].tolist()
+            names = self.rule_names
+            for sid, code in zip(sids, codes, strict=True):
+                self._risk_exit(sid, None, names[code], int(self.last_row[sid]))
+        return True
 
     def _held_with_bar(self, held: IntArray) -> tuple[IntArray, IntArray]:
-        """The held symbol ids that have a bar now, and their data rows (reusing the ids and
-        rows the bar's MFE/MAE update already found for this same ``held`` array)."""
-        present = self._present
-        if present is not None and present[0] is held:
-            return present[1], present[2]
+        """The held symbol ids that have a bar now, and their data rows."""
         rows = self._rows_now(held)
         ok = rows >= 0
         return held[ok], rows[ok]
@@ -667,20 +704,13 @@ class Broker:
         if not entries or self.risk is None:
             return
         self._new_entries = {}
-        sids = np.fromiter(entries.keys(), dtype=np.int64, count=len(entries))
+        sids = np.fromiter(entries, dtype=np.int64, count=len(entries))
         # stop_activation="entry_bar": levels of step-1 fills are live on this bar already
         active_from = self.i if self._entry_bar and not self._closing else self.i + 1
         kernel = self._kernel
-        if self._entry_rows_unused and kernel is not None:
-            # long-only run: every open position is long; positions closed again by this
-            # step's later fills get no levels
-            open_ = self.qty[sids] != 0
-            n_open = np.count_nonzero(open_)
-            if n_open == 0:
-                return
-            if n_open < sids.size:
-                sids = sids[open_]
-            self._kernel_entry_levels(kernel, sids, active_from)
+        if kernel is not None and kernels.entry_levels(
+            sids, self.fstate, self.istate, active_from, self._rules
+        ):
             return
         rows = np.fromiter(entries.values(), dtype=np.int64, count=len(entries))
         open_ = self.qty[sids] != 0
@@ -688,89 +718,11 @@ class Broker:
             sids, rows = sids[open_], rows[open_]
             if sids.size == 0:
                 return
-        if kernel is not None and bool((self.qty[sids] > 0).all()):
-            self._kernel_entry_levels(kernel, sids, active_from)
-            return
         batch, contexts = self._batch_and_contexts(sids, rows)
 
         actions = self.risk.entry_levels(batch, contexts)
         if actions.any:
             self.apply_actions(batch, actions, active_from=active_from)
-
-    def _kernel_entry_levels(
-        self, kernel: BasicRulesKernel, sids: IntArray, active_from: int
-    ) -> None:
-        """Initial levels of the long positions ``sids`` through the array-only kernel."""
-        stops, stop_names, targets, target_names = kernel.entry_levels(self.avg[sids])
-        if stops is not None:
-            self._write_levels(sids, stops, stop_names, self.stop, self.stop_rule, active_from)
-        if targets is not None:
-            self._tp_set = True
-            self._write_levels(sids, targets, target_names, self.tp, self.tp_rule, active_from)
-
-    def _write_levels(
-        self,
-        sids: IntArray,
-        values: FloatArray,
-        names: str | npt.NDArray[np.object_],
-        levels: FloatArray,
-        level_names: npt.NDArray[np.object_],
-        active_from: int,
-    ) -> None:
-        """Set the finite ``values`` (NaN = unchanged) as ``levels`` of ``sids``, named by
-        ``names`` (one rule or one per position), live from bar ``active_from``."""
-        self._levels_set = True
-        mask = np.isfinite(values)
-        n_finite = np.count_nonzero(mask)  # cheaper than mask.all() on short arrays
-        if n_finite == mask.size:
-            # put == fancy assignment for 1-d arrays, with less overhead
-            levels.put(sids, values)
-            level_names.put(sids, names)
-            self.level_from.put(sids, active_from)
-        elif n_finite:
-            target = sids[mask]
-            levels[target] = values[mask]
-            level_names[target] = names if isinstance(names, str) else names[mask]
-            self.level_from[target] = active_from
-
-    def kernel_position_step(self) -> bool:
-        """Hook C through the array-only kernel (built-in fixed-percent rules): trailing
-        levels (effective next bar) and time exits, with the same results as
-        :meth:`position_batch` + ``RiskManager.evaluate_positions`` + :meth:`apply_actions`.
-
-        Returns False, doing nothing, when there is no kernel or a short is held (the engine
-        then takes the general path).
-        """
-        kernel = self._kernel
-        if kernel is None:
-            return False
-        held = self.held()
-        if held.size == 0:
-            return True
-        sids, rows = self._held_with_bar(held)
-        if sids.size == 0:
-            return True
-        if not self._long_only and not bool((self.qty[sids] > 0).all()):
-            return False
-        bars_held: IntArray | None = None
-        if kernel.needs_bars_held:
-            bars_held = self.data.ordinal[rows] - self.entry_ordinal[sids]
-        stops, names = kernel.position_levels(self.best[sids], self.stop[sids], bars_held)
-        if stops is not None:
-            self._write_levels(sids, stops, names, self.stop, self.stop_rule, self.i + 1)
-        if bars_held is None:
-            return True
-        due = kernel.exits(bars_held)
-        if due is not None:
-            mask, exit_names = due
-            for k in mask.nonzero()[0].tolist():
-                self._risk_exit(
-                    int(sids[k]),
-                    None,
-                    exit_names if isinstance(exit_names, str) else str(exit_names[k]),
-                    int(rows[k]),
-                )
-        return True
 
     def apply_actions(
         self, batch: PositionBatch, actions: PositionActions, active_from: int | None = None
@@ -779,24 +731,27 @@ class Broker:
         otherwise) and exit orders."""
         sids = batch.sids
         nxt = self.i + 1 if active_from is None else active_from
-        for values, names, levels, level_names in (
+        for values, rule_names, levels, level_rules in (
             (actions.stop_loss, actions.stop_rule, self.stop, self.stop_rule),
             (actions.take_profit, actions.tp_rule, self.tp, self.tp_rule),
         ):
-            if values is None or names is None:
+            if values is None or rule_names is None:
                 continue
+            codes = np.fromiter(
+                (self._rule_code(name) for name in rule_names.tolist()),
+                dtype=np.int64,
+                count=rule_names.size,
+            )
             mask = np.isfinite(values)
             self._levels_set = True
-            if levels is self.tp:
-                self._tp_set = True
             if mask.all():
                 levels[sids] = values
-                level_names[sids] = names
+                level_rules[sids] = codes
                 self.level_from[sids] = nxt
             elif mask.any():
                 target = sids[mask]
                 levels[target] = values[mask]
-                level_names[target] = names[mask]
+                level_rules[target] = codes[mask]
                 self.level_from[target] = nxt
         if actions.flatten_all:
             for sid in self.held().tolist():
@@ -813,17 +768,24 @@ class Broker:
                 int(batch.rows[k]),
             )
 
+    def _rule_code(self, name: str) -> int:
+        """Code of the rule ``name`` in :attr:`rule_names` (added on first use)."""
+        code = self._rule_codes.get(name)
+        if code is None:
+            code = self._rule_codes[name] = len(self.rule_names)
+            self.rule_names.append(name)
+        return code
+
     def _set_levels(self, sid: int, d: RiskDecision, active_from: int) -> None:
         if d.update_stop_loss is not None or d.update_take_profit is not None:
             self._levels_set = True
         if d.update_stop_loss is not None:
             self.stop[sid] = d.update_stop_loss
-            self.stop_rule[sid] = str(d.metadata.get("stop_rule", d.rule))
+            self.stop_rule[sid] = self._rule_code(str(d.metadata.get("stop_rule", d.rule)))
             self.level_from[sid] = max(self.level_from[sid], active_from)
         if d.update_take_profit is not None:
-            self._tp_set = True
             self.tp[sid] = d.update_take_profit
-            self.tp_rule[sid] = str(d.metadata.get("take_profit_rule", d.rule))
+            self.tp_rule[sid] = self._rule_code(str(d.metadata.get("take_profit_rule", d.rule)))
             self.level_from[sid] = max(self.level_from[sid], active_from)
 
     def _risk_exit(self, sid: int, quantity: float | None, rule: str, row: int) -> None:
@@ -1339,20 +1301,19 @@ class Broker:
                 order.reason,
                 self.i,
             )
-        if self.risk is not None:
-            if increased and self._has_entry_rules:
-                # initial levels are set for all new entries of this step at once
-                # (flush_entries); remember what was known at the fill (the kernel of a
-                # long-only run reads no row: -1)
-                if self._entry_rows_unused:
-                    self._new_entries[sid] = -1
-                else:
-                    info_row = row if self._closing else int(self.data.prev_row[row])
-                    self._new_entries[sid] = info_row
-            if fill is not None:
-                self.risk.record_fill(fill)
-            else:  # no rule observes fills: hook D has nothing to tell, only count
-                self.risk.fills_seen += 1
+        if increased and self._has_entry_rules:
+            # initial levels are set for all new entries of this step at once
+            # (flush_entries); remember what was known at the fill (the compiled rules of a
+            # long-only run read no row: -1). Entries at the open of a long-only run with
+            # compiled rules: the next compiled step of this bar sets them.
+            if self._defer_entries and not self._closing:
+                self._entry_pending[sid] = 1
+            elif self._entry_rows_unused:
+                self._new_entries[sid] = -1
+            else:
+                self._new_entries[sid] = row if self._closing else int(self.data.prev_row[row])
+        if fill is not None and self._risk_sees_fills and self.risk is not None:
+            self.risk.record_fill(fill)
         if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
             self._spawn_bracket(order)
         if fill is not None and self._strategy_wants_fills:
@@ -1512,8 +1473,8 @@ class Broker:
         self.worst[sid] = price
         self.stop[sid] = np.nan
         self.tp[sid] = np.nan
-        self.stop_rule[sid] = ""
-        self.tp_rule[sid] = ""
+        self.stop_rule[sid] = 0
+        self.tp_rule[sid] = 0
 
     def _close_trade(self, sid: int) -> None:
         if self._closed_now is not None:

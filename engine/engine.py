@@ -155,15 +155,9 @@ class BacktestEngine:
                     broker.stops_first_step()
                 else:
                     broker.chronological_step()
-                # 2. marks and risk exits
-                broker.update_marks()
-                if (
-                    position_rules
-                    and risk is not None
-                    and broker.trades
-                    # built-in fixed-percent rules on a long book: array-only path
-                    and not broker.kernel_position_step()
-                ):
+                # 2. marks and risk exits (the compiled rules run inside update_marks)
+                compiled = broker.update_marks()
+                if position_rules and not compiled and risk is not None and broker.trades:
                     prepared = broker.position_batch()
                     if prepared is not None:
                         actions = risk.evaluate_positions(*prepared)
@@ -219,6 +213,8 @@ class BacktestEngine:
         finally:
             strategy._broker = None
             gc.set_threshold(*thresholds)
+        if risk is not None:
+            risk.fills_seen = broker.n_fills
         elapsed = time.perf_counter() - started
         return BacktestResult.from_run(
             recorder=recorder,

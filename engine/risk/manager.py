@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from engine.risk.batch import BatchDecision, BoolArray, PositionActions, PositionBatch, as_array
+from engine.risk import kernels
+from engine.risk.batch import BatchDecision, PositionActions, PositionBatch, as_array
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import (
     ExitType,
@@ -24,129 +25,64 @@ from engine.risk.rules.dynamic import DynamicTrailingStop
 from engine.risk.rules.exits import PriceBasedStopLoss, PriceBasedTakeProfit, TimeBasedExit
 
 if TYPE_CHECKING:
-    from engine.data import FloatArray, IntArray
+    from engine.data import FloatArray
     from engine.events import Fill
     from engine.orders import Order
 
 ObjArray = npt.NDArray[np.object_]
-LevelNames = str | ObjArray
-"""One rule name for every position, or one name per position."""
-
-
-def _merge_stops(levels: list[FloatArray], names: list[str]) -> tuple[FloatArray, LevelNames]:
-    """Long stop levels of several rules (priority order) merged like
-    :meth:`PositionActions.add_stop`: the higher level wins, earlier rules win ties, a NaN
-    never wins."""
-    current = levels[0]
-    if len(levels) == 1:
-        return current, names[0]
-    current = current.copy()
-    rule = np.full(current.size, names[0], dtype=object)
-    for values, name in zip(levels[1:], names[1:], strict=True):
-        better = (values > current) | (np.isnan(current) & np.isfinite(values))
-        if np.count_nonzero(better):
-            current[better] = values[better]
-            rule[better] = name
-    return current, rule
 
 
 class BasicRulesKernel:
-    """Array-only hook C / entry levels for the built-in fixed-percent rules on long books.
+    """Compiled hook C / entry levels for the built-in fixed-percent rules on long books.
 
-    Used by the engine instead of :meth:`RiskManager.evaluate_positions` /
+    Used by the broker instead of :meth:`RiskManager.evaluate_positions` /
     :meth:`RiskManager.entry_levels` when every rule of the manager is exactly a
     :class:`PriceBasedStopLoss`, :class:`PriceBasedTakeProfit`, :class:`DynamicTrailingStop`
-    or :class:`TimeBasedExit` and every position concerned is long. It computes the same
-    numbers as those rules' ``*_batch`` methods (the rules own the formulas), merged with the
-    same conservative rules, without building a :class:`PositionBatch`, a
-    :class:`PositionActions` or any per-position object.
+    or :class:`TimeBasedExit` and every position concerned is long. It holds the rules'
+    parameters as arrays for the kernels of :mod:`engine.risk.kernels`, which compute the same
+    numbers as the rules' ``*_batch`` methods, merged with the same conservative rules, in one
+    compiled call per bar step and without any per-position object.
+
+    Rule names travel as codes: ``names[code]`` (code 0 is ``""``, no rule).
 
     Parameters
     ----------
     rules : sequence of RiskRule
         The manager's rules in priority order (all of the four types above).
+
+    Raises
+    ------
+    ValueError
+        If a rule is of another type.
     """
 
     def __init__(self, rules: Sequence[RiskRule]) -> None:
-        self.entry_stops: list[tuple[str, float]] = []
-        self.entry_targets: list[tuple[str, float]] = []
-        self.trailing: list[DynamicTrailingStop] = []
-        self.time_exits: list[TimeBasedExit] = []
-        for r in rules:
-            if isinstance(r, PriceBasedStopLoss):
-                self.entry_stops.append((r.name, r.long_factor))
-            elif isinstance(r, PriceBasedTakeProfit):
-                self.entry_targets.append((r.name, r.long_factor))
-            elif isinstance(r, DynamicTrailingStop):
-                self.entry_stops.append((r.name, r.long_entry_factor))
-                self.trailing.append(r)
-            elif isinstance(r, TimeBasedExit):
-                self.time_exits.append(r)
-            else:  # pragma: no cover - guarded by RiskManager.basic_kernel
-                raise ValueError(f"{r!r} has no array-only kernel")
-        # entry stop rules that can ever win the merge: a later rule whose factor is not above
-        # an earlier one's gives a level that is never higher for entry prices >= 0 (rounding
-        # is monotone), so it never wins (ties go to the earlier rule)
-        self.winning_entry_stops: list[tuple[str, float]] = []
-        for name, factor in self.entry_stops:
-            if all(factor > f for _, f in self.winning_entry_stops):
-                self.winning_entry_stops.append((name, factor))
-        self._pruned = len(self.winning_entry_stops) < len(self.entry_stops)
-        self.needs_bars_held = bool(self.time_exits) or any(r.uses_bars_held for r in self.trailing)
-
-    def entry_levels(
-        self, entry_price: FloatArray
-    ) -> tuple[FloatArray | None, LevelNames, FloatArray | None, LevelNames]:
-        """Initial (stop, stop rule, take-profit, take-profit rule) of new long entries;
-        ``None`` levels when no rule sets that kind."""
-        stops: FloatArray | None = None
-        stop_names: LevelNames = ""
-        if self.entry_stops:
-            # the pruned list is exact only when no entry price is negative or NaN
-            ok = not self._pruned or np.count_nonzero(entry_price >= 0.0) == entry_price.size
-            chosen = self.winning_entry_stops if ok else self.entry_stops
-            stops, stop_names = _merge_stops(
-                [entry_price * f for _, f in chosen], [name for name, _ in chosen]
-            )
-        targets: FloatArray | None = None
-        target_name = ""
-        if self.entry_targets:
-            # the first take-profit in priority order wins (entry prices give finite levels
-            # for every rule or NaN for every rule)
-            target_name, factor = self.entry_targets[0]
-            targets = entry_price * factor
-        return stops, stop_names, targets, target_name
-
-    def position_levels(
-        self, max_price: FloatArray, current: FloatArray, bars_held: IntArray | None
-    ) -> tuple[FloatArray | None, LevelNames]:
-        """Hook C stop updates of the trailing rules (``None`` when there are none)."""
-        if not self.trailing:
-            return None, ""
-        return _merge_stops(
-            [r.long_levels(max_price, current, bars_held) for r in self.trailing],
-            [r.name for r in self.trailing],
-        )
-
-    def exits(self, bars_held: IntArray) -> tuple[BoolArray, LevelNames] | None:
-        """Hook C time exits: (mask, deciding rule) or ``None`` when nothing is due. With
-        several time rules the first due one in priority order decides (whole exits, so a
-        later rule never beats an earlier one)."""
-        due: BoolArray | None = None
-        names: LevelNames = ""
-        for r in self.time_exits:
-            hit = bars_held >= r.max_bars
-            if not np.count_nonzero(hit):  # cheaper than hit.any() on short arrays
-                continue
-            if due is None:
-                due, names = hit, r.name
-                continue
-            if isinstance(names, str):
-                names = np.where(due, names, "").astype(object)
-            new = hit & ~due
-            names[new] = r.name
-            due = due | hit
-        return None if due is None else (due, names)
+        self.names: list[str] = [""]
+        table = np.zeros((len(rules), kernels.N_RULE_FIELDS))
+        for r, rule in enumerate(rules):
+            row = table[r]
+            row[kernels.CODE] = len(self.names)
+            self.names.append(rule.name)
+            if isinstance(rule, PriceBasedStopLoss | PriceBasedTakeProfit):
+                stop = isinstance(rule, PriceBasedStopLoss)
+                row[kernels.KIND] = kernels.STOP_LOSS if stop else kernels.TAKE_PROFIT
+                row[kernels.FACTOR] = rule.long_factor
+            elif isinstance(rule, DynamicTrailingStop):
+                row[kernels.KIND] = kernels.TRAILING
+                row[kernels.FACTOR] = rule.long_entry_factor
+                row[kernels.TRAIL_INITIAL] = rule.initial_trail_pct
+                row[kernels.TRAIL_TIGHTEN] = rule.tighten_per_bar
+                row[kernels.TRAIL_MIN] = rule.min_trail_pct
+            elif isinstance(rule, TimeBasedExit):
+                row[kernels.KIND] = kernels.TIME_EXIT
+                row[kernels.MAX_BARS] = rule.max_bars
+            else:
+                raise ValueError(f"{rule!r} has no compiled kernel")
+        self.rules: FloatArray = table
+        """The rule table of :mod:`engine.risk.kernels`, shape (m, N_RULE_FIELDS)."""
+        level_kinds = (kernels.STOP_LOSS, kernels.TAKE_PROFIT, kernels.TRAILING)
+        # True when some rule sets a stop-loss or take-profit level
+        self.sets_levels = bool(np.isin(table[:, kernels.KIND], level_kinds).any())
 
 
 _KERNEL_RULES = (PriceBasedStopLoss, PriceBasedTakeProfit, DynamicTrailingStop, TimeBasedExit)
@@ -160,8 +96,12 @@ class RiskManager:
       decisions are merged conservatively (:func:`engine.risk.decision.merge_decisions`).
     - hook B, :meth:`validate_order`: each new strategy order goes through the order rules in
       priority order; a reject stops the chain, a shrink passes the smaller order on.
-    - hook D, :meth:`record_fill`: sees every fill; the initial levels of positions the fills
-      opened or increased come from :meth:`entry_levels` (``on_entry`` rules), once per step.
+    - hook D, :meth:`record_fill`: the fill rules see every fill; the initial levels of
+      positions the fills opened or increased come from :meth:`entry_levels` (``on_entry``
+      rules), once per step.
+
+    After a run, ``context_builds`` holds the number of :class:`RiskContext` objects built and
+    ``fills_seen`` the number of fills of the run (set by the engine at the end).
 
     Parameters
     ----------
@@ -208,8 +148,8 @@ class RiskManager:
                 )
 
     def basic_kernel(self) -> BasicRulesKernel | None:
-        """The array-only fast path when every rule is exactly one of the built-in
-        fixed-percent rules (``PriceBasedStopLoss``, ``PriceBasedTakeProfit``,
+        """The compiled fast path (:mod:`engine.risk.kernels`) when every rule is exactly one
+        of the built-in fixed-percent rules (``PriceBasedStopLoss``, ``PriceBasedTakeProfit``,
         ``DynamicTrailingStop``, ``TimeBasedExit``; subclasses excluded), else ``None``."""
         if not self.rules or any(type(r) not in _KERNEL_RULES for r in self.rules):
             return None
@@ -385,12 +325,12 @@ class RiskManager:
         return OrderDecision.allow()
 
     def record_fill(self, fill: Fill) -> None:
-        """Hook D: see every fill, in fill order (rules with ``on_fill`` are told).
+        """Hook D: tell the rules with ``on_fill`` about a fill, in fill order (the broker calls
+        it only when there are such rules).
 
         Initial levels of positions opened or increased by fills come from
         :meth:`entry_levels`, which the engine calls once per fill step for all of them.
         """
-        self.fills_seen += 1
         for rule in self.fill_rules:
             rule.on_fill(fill)
 

@@ -57,6 +57,16 @@ def test_market_order_next_open_round_trip_hand_computed() -> None:
     assert states["n_positions"].to_list() == [0, 1, 1, 0, 0]
 
 
+def test_mfe_mae_keep_the_extremes_of_the_whole_holding_not_the_last_bar() -> None:
+    # buy fills at bar1's open (10); the highest high (15, bar1) and the lowest low (7, bar2)
+    # come before the last bar held (bar3: h 11, l 9); the sell fills at bar4's open (10)
+    bars = [(10, 10, 10, 10), (10, 15, 9, 12), (11, 12, 7, 9), (10, 11, 9, 10), (10, 10, 10, 10)]
+    result = run(make_panel({"AAA": bars}), {0: _buy(100), 3: _sell(100)})
+    trade = result.trades.row(0, named=True)
+    assert trade["entry_price"] == 10.0 and trade["exit_price"] == 10.0
+    assert trade["mfe"] == pytest.approx(500.0) and trade["mae"] == pytest.approx(-300.0)
+
+
 def test_market_order_close_mode_fills_at_decision_bar_close() -> None:
     result = run(
         make_panel({"AAA": AAA}),

@@ -1,0 +1,359 @@
+"""Compiled per-bar kernels of the broker and the risk layer (numba).
+
+The broker keeps its per-symbol run state in two matrices, one row per field (the broker's
+``qty``, ``stop``, ``last_row``, ... attributes are views of those rows):
+
+- ``fstate``, float64, shape (N_FLOAT_FIELDS, n_symbols): rows ``QTY`` (shares, signed),
+  ``AVG`` (average entry price), ``MARK`` (latest close), ``STOP`` / ``TP`` (stop-loss and
+  take-profit levels, NaN = none), ``BEST`` / ``WORST`` (highest high and lowest low since the
+  entry), ``OUT_LEVEL`` (output buffer). Prices are in currency units per share.
+- ``istate``, int64, shape (N_INT_FIELDS, n_symbols): rows ``LAST_ROW`` (the symbol's latest
+  data row; below ``lo``, the current bar's first row, means no bar now), ``LEVEL_FROM`` (first
+  bar index at which the levels are live), ``STOP_RULE`` / ``TP_RULE`` (codes of the rules that
+  set the levels, 0 = none), ``ENTRY_ORDINAL`` (the symbol's bar ordinal at the entry),
+  ``ENTRY_PENDING`` (1: a fill opened or increased the position and its entry levels are
+  still to be set by the next compiled step; used by long-only runs with compiled rules),
+  ``DEFERRED`` (1: the position's levels are not checked now; ``bar_event_order="stops_first"``
+  sets it for positions with a queued market exit), ``OUT_SID`` / ``OUT_CODE`` (output
+  buffers).
+
+The kernels read and write those matrices in place: one compiled call per bar step instead of
+a dozen NumPy calls. Their outputs go to the first entries of the ``OUT_*`` rows, and their
+arguments are few because numba's dispatch costs some 50-100 ns per argument, which is most of
+a call's cost here. Each kernel is a plain typed Python function compiled with
+:func:`numba.njit`; the uncompiled function stays available as ``kernel.py_func`` (the tests
+run both and compare).
+
+The rule kernels evaluate a table of the built-in fixed-percent rules ``rules``, float64,
+shape (m, N_RULE_FIELDS), one row per rule in priority order (built by
+:class:`engine.risk.manager.BasicRulesKernel`), columns: ``KIND`` (``STOP_LOSS``,
+``TAKE_PROFIT``, ``TRAILING`` or ``TIME_EXIT``), ``CODE`` (the rule's name code), ``MAX_BARS``
+(integers stored exactly as floats), ``FACTOR`` (long entry level / entry price),
+``TRAIL_INITIAL``, ``TRAIL_TIGHTEN``, ``TRAIL_MIN`` (fractions).
+
+Their semantics are those of the rules' NumPy batch methods (``PriceBasedStopLoss``,
+``PriceBasedTakeProfit``, ``DynamicTrailingStop.long_levels``, ``TimeBasedExit``) merged like
+:class:`engine.risk.batch.PositionActions`: the higher long stop wins, earlier rules win ties,
+NaN never wins, the first take-profit wins. ``tests/engine/test_risk_kernel.py`` checks that a
+run through them equals a run through the general per-position path."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# rows of the broker's float state
+QTY = 0
+AVG = 1
+MARK = 2
+STOP = 3
+TP = 4
+BEST = 5
+WORST = 6
+OUT_LEVEL = 7
+N_FLOAT_FIELDS = 8
+# rows of the broker's int state
+LAST_ROW = 0
+LEVEL_FROM = 1
+STOP_RULE = 2
+TP_RULE = 3
+ENTRY_ORDINAL = 4
+ENTRY_PENDING = 5
+DEFERRED = 6
+OUT_SID = 7
+OUT_CODE = 8
+N_INT_FIELDS = 9
+# columns of the rule table
+KIND = 0
+CODE = 1
+MAX_BARS = 2
+FACTOR = 3
+TRAIL_INITIAL = 4
+TRAIL_TIGHTEN = 5
+TRAIL_MIN = 6
+N_RULE_FIELDS = 7
+# rule kinds
+STOP_LOSS = 1
+TAKE_PROFIT = 2
+TRAILING = 3
+TIME_EXIT = 4
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _jit(func: _F) -> _F:
+    """Compile ``func`` in nopython mode, cached on disk next to this module."""
+    return cast(_F, numba.njit(cache=True, nogil=True)(func))
+
+
+@_jit
+def mark_bar(
+    lo: int,
+    hi: int,
+    sym_id: IntArray,
+    close: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    held: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+) -> None:
+    """Marks <- this bar's closes (data rows ``lo:hi``); the best / worst prices of the held
+    positions with a bar now <- ``fmax(best, high)`` / ``fmin(worst, low)``.
+
+    ``held``: int64 ids of the symbols with a non-zero position, ascending.
+    """
+    marks = fstate[MARK]
+    for r in range(lo, hi):
+        marks[sym_id[r]] = close[r]
+    last_row = istate[LAST_ROW]
+    best = fstate[BEST]
+    worst = fstate[WORST]
+    for k in range(held.size):
+        sid = held[k]
+        row = last_row[sid]
+        if row >= lo:
+            best[sid] = np.fmax(best[sid], high[row])
+            worst[sid] = np.fmin(worst[sid], low[row])
+
+
+@_jit
+def _set_entry_levels(
+    sid: int, fstate: FloatArray, istate: IntArray, active_from: int, rules: FloatArray
+) -> None:
+    """Entry levels of the long position ``sid`` (see :func:`entry_levels`); unmarks it as
+    ``ENTRY_PENDING`` (a mark left by an entry closed again before a compiled step must not
+    outlive a later entry's levels)."""
+    istate[ENTRY_PENDING, sid] = 0
+    price = fstate[AVG, sid]
+    level = math.nan
+    code = 0
+    first = True
+    target = math.nan
+    target_code = 0
+    for r in range(rules.shape[0]):
+        kind = rules[r, KIND]
+        if kind in (STOP_LOSS, TRAILING):
+            value = price * rules[r, FACTOR]
+            if first or value > level or (math.isnan(level) and math.isfinite(value)):
+                level = value
+                code = int(rules[r, CODE])
+                first = False
+        elif kind == TAKE_PROFIT and target_code == 0:
+            target = price * rules[r, FACTOR]
+            target_code = int(rules[r, CODE])
+    if math.isfinite(level):
+        fstate[STOP, sid] = level
+        istate[STOP_RULE, sid] = code
+        istate[LEVEL_FROM, sid] = active_from
+    if math.isfinite(target):
+        fstate[TP, sid] = target
+        istate[TP_RULE, sid] = target_code
+        istate[LEVEL_FROM, sid] = active_from
+
+
+@_jit
+def entry_levels(
+    sids: IntArray, fstate: FloatArray, istate: IntArray, active_from: int, rules: FloatArray
+) -> bool:
+    """Initial levels of the long positions ``sids`` just opened or increased.
+
+    Stop: the highest of ``avg * FACTOR`` over the stop-loss and trailing rules. Take-profit:
+    ``avg * FACTOR`` of the first take-profit rule. Finite levels are written with
+    ``LEVEL_FROM = active_from``; flat positions (closed again in the same step) are skipped.
+
+    Returns False, writing nothing, when one of the positions is short (the broker then takes
+    the general path).
+    """
+    qty = fstate[QTY]
+    for k in range(sids.size):
+        if qty[sids[k]] < 0:
+            return False
+    for k in range(sids.size):
+        sid = sids[k]
+        if qty[sid] != 0:
+            _set_entry_levels(sid, fstate, istate, active_from, rules)
+    return True
+
+
+@_jit
+def _set_pending_entry_levels(
+    held: IntArray, fstate: FloatArray, istate: IntArray, active_from: int, rules: FloatArray
+) -> None:
+    """Entry levels of the held positions marked ``ENTRY_PENDING`` (which unmarks them)."""
+    pending = istate[ENTRY_PENDING]
+    for k in range(held.size):
+        sid = held[k]
+        if pending[sid]:
+            _set_entry_levels(sid, fstate, istate, active_from, rules)
+
+
+@_jit
+def level_hits(
+    held: IntArray,
+    lo: int,
+    i: int,
+    low: FloatArray,
+    high: FloatArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    rules: FloatArray,
+) -> int:
+    """Positions whose stop-loss or take-profit level bar ``i`` touches (step 1b).
+
+    First sets the levels of the entries marked ``ENTRY_PENDING`` (this bar's fills, live from
+    bar ``i + 1``) as :func:`entry_levels` does. A long stop is touched when ``low <= stop``, a
+    long target when ``high >= tp`` (mirrored for shorts); when both are, the stop wins. A level
+    counts only if the symbol has a bar now, ``LEVEL_FROM <= i`` and ``DEFERRED`` is 0.
+
+    Writes, per touched position in ``held`` order, its id to ``OUT_SID``, 1 to ``OUT_CODE`` if
+    the stop (not the target) was touched, and the touched level to ``OUT_LEVEL``. Returns the
+    number of touched positions.
+    """
+    if rules.shape[0]:
+        _set_pending_entry_levels(held, fstate, istate, i + 1, rules)
+    n = 0
+    last_row = istate[LAST_ROW]
+    level_from = istate[LEVEL_FROM]
+    deferred = istate[DEFERRED]
+    for k in range(held.size):
+        sid = held[k]
+        row = last_row[sid]
+        if row < lo:
+            continue
+        stop = fstate[STOP, sid]
+        target = fstate[TP, sid]
+        if math.isnan(stop) and math.isnan(target):
+            continue
+        if fstate[QTY, sid] > 0:
+            stop_hit = low[row] <= stop
+            target_hit = high[row] >= target
+        else:
+            stop_hit = high[row] >= stop
+            target_hit = low[row] <= target
+        if not (stop_hit or target_hit) or level_from[sid] > i or deferred[sid]:
+            continue
+        istate[OUT_SID, n] = sid
+        istate[OUT_CODE, n] = 1 if stop_hit else 0
+        fstate[OUT_LEVEL, n] = stop if stop_hit else target
+        n += 1
+    return n
+
+
+@_jit
+def mark_bar_basic_rules(
+    lo: int,
+    hi: int,
+    i: int,
+    sym_id: IntArray,
+    close: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    ordinal: IntArray,
+    held: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    rules: FloatArray,
+) -> int:
+    """:func:`mark_bar`, then hook C of the rule table on a long book, for the held positions
+    with a bar now.
+
+    First sets the levels of the entries marked ``ENTRY_PENDING`` (live from bar ``i + 1``).
+
+    Trailing stops: for each trailing rule, ``trail = TRAIL_INITIAL`` or, when
+    ``TRAIL_TIGHTEN != 0``, ``max(TRAIL_MIN, TRAIL_INITIAL - TRAIL_TIGHTEN * bars_held)``; its
+    level is ``fmax(best * (1 - trail), stop)`` (the stop only ratchets up). The trailing
+    rules' levels merge as in :func:`entry_levels`; a finite result is written as the stop,
+    named by its rule, live from bar ``i + 1``.
+
+    Time exits: the first time rule with ``bars_held >= MAX_BARS`` writes the position's id to
+    ``OUT_SID`` and its rule code to ``OUT_CODE``. ``bars_held`` counts the symbol's bars since
+    the entry bar (``ordinal[row] - ENTRY_ORDINAL``).
+
+    Returns the number of exits, or -1 (after the marks, without hook C) when a short position
+    has a bar now: the broker then takes the general path.
+    """
+    _set_pending_entry_levels(held, fstate, istate, i + 1, rules)
+    mark_bar(lo, hi, sym_id, close, high, low, held, fstate, istate)
+    last_row = istate[LAST_ROW]
+    qty = fstate[QTY]
+    for k in range(held.size):
+        sid = held[k]
+        if last_row[sid] >= lo and qty[sid] < 0:
+            return -1
+    n = 0
+    for k in range(held.size):
+        sid = held[k]
+        row = last_row[sid]
+        if row < lo:
+            continue
+        bars_held = ordinal[row] - istate[ENTRY_ORDINAL, sid]
+        current = fstate[STOP, sid]
+        level = math.nan
+        code = 0
+        first = True
+        exit_code = 0
+        for r in range(rules.shape[0]):
+            kind = rules[r, KIND]
+            if kind == TRAILING:
+                trail = rules[r, TRAIL_INITIAL]
+                tighten = rules[r, TRAIL_TIGHTEN]
+                if tighten != 0.0:
+                    trail = np.maximum(rules[r, TRAIL_MIN], trail - tighten * bars_held)
+                value = np.fmax(fstate[BEST, sid] * (1.0 - trail), current)
+                if first or value > level or (math.isnan(level) and math.isfinite(value)):
+                    level = value
+                    code = int(rules[r, CODE])
+                    first = False
+            elif kind == TIME_EXIT and exit_code == 0 and bars_held >= rules[r, MAX_BARS]:
+                exit_code = int(rules[r, CODE])
+        if math.isfinite(level):
+            fstate[STOP, sid] = level
+            istate[STOP_RULE, sid] = code
+            istate[LEVEL_FROM, sid] = i + 1
+        if exit_code:
+            istate[OUT_SID, n] = sid
+            istate[OUT_CODE, n] = exit_code
+            n += 1
+    return n
+
+
+@_jit
+def check_mark_bar_basic_rules(
+    lo: int,
+    hi: int,
+    i: int,
+    sym_id: IntArray,
+    close: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    ordinal: IntArray,
+    held: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    rules: FloatArray,
+) -> int:
+    """:func:`level_hits` and, when no level is touched, at once :func:`mark_bar_basic_rules`.
+
+    For a run whose next step after the level check is the marking of the bar
+    (``bar_event_order="chronological"``): one compiled call per bar instead of two.
+
+    Returns the number of touched positions ``n > 0`` (the bar is then not marked yet), or
+    ``-1 - m`` where ``m`` is the return value of :func:`mark_bar_basic_rules` (number of time
+    exits, or -1 for the general path).
+    """
+    n = level_hits(held, lo, i, low, high, fstate, istate, rules)
+    if n:
+        return n
+    m = mark_bar_basic_rules(
+        lo, hi, i, sym_id, close, high, low, ordinal, held, fstate, istate, rules
+    )
+    return -1 - m
