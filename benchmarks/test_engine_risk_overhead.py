@@ -7,15 +7,18 @@ levels that never trigger, so its trades equal the ``none`` run and the differen
 cost of the risk layer; the triggering ``3`` run also trades more (its rules exit positions
 that the strategy then buys back), so its difference is the risk layer plus those extra fills.
 
-Two kinds of figures:
+Two kinds of wall-time figures:
 
 - ``test_w1_risk_manager_overhead[...]``: one pytest-benchmark row per configuration
   (5 rounds each, one configuration after the other);
 - ``test_w1_risk_overhead_interleaved``: every configuration once per round, in turn, for
-  15 rounds, with a garbage collection before each run; it prints the ratio of each
-  configuration's fastest run to the fastest ``none`` run, plus fills and time per fill, and
-  stores them in ``extra_info``. Interleaving keeps slow phases of a shared machine from
-  falling on one configuration only: these are the figures to quote.
+  30 rounds, with a garbage collection before each run; it prints, per configuration, the ratio
+  of its fastest run to the fastest ``none`` run, the median of its per-round ratios to ``none``
+  and the time per fill, and stores them in ``extra_info``. Interleaving keeps slow phases of a
+  shared machine from falling on one configuration only.
+
+On a shared machine, wall time varies by 2-3 % between identical runs; the deterministic figure
+is the instruction count of ``benchmarks/risk_overhead_instructions.py`` (valgrind).
 """
 
 from __future__ import annotations

@@ -156,16 +156,32 @@ def test_compiled_kernels_equal_their_python_source(
     scored: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The numba-compiled kernels and the same functions run as plain Python give the same
-    run (this also exercises the kernels' source lines under coverage)."""
-    compiled = {
-        setting: _run(scored, _fast_rules(), _CONFIGS[setting])
-        for setting in ("next_open", "stops_first")
+    runs (this also exercises the kernels' source lines under coverage): the fused chronological
+    step, the stops-first steps, entry levels set at once (fills at the close) and a long-short
+    book (general path for shorts, level checks on both sides)."""
+    cases = {
+        "next_open": None,
+        "stops_first": None,
+        "close": None,
+        "allow_short": _LongShort,
     }
+
+    def runs() -> dict[str, dict[str, pl.DataFrame]]:
+        return {
+            setting: _run(
+                scored,
+                _fast_rules(),
+                _CONFIGS[setting],
+                strategy() if strategy is not None else None,
+            )
+            for setting, strategy in cases.items()
+        }
+
+    compiled = runs()
     for name in dir(kernels):
         func = getattr(kernels, name)
         if hasattr(func, "py_func"):
             monkeypatch.setattr(kernels, name, func.py_func)
-    for setting, expected in compiled.items():
-        got = _run(scored, _fast_rules(), _CONFIGS[setting])
-        for name in expected:
-            assert got[name].equals(expected[name]), (setting, name)
+    for setting, got in runs().items():
+        for name, expected in compiled[setting].items():
+            assert got[name].equals(expected), (setting, name)
