@@ -2,7 +2,9 @@
 
 Run: ``python -m pytest benchmarks/test_engine_risk_overhead.py --no-cov --benchmark-only``.
 The three basic rules are PriceBasedStopLoss(5 %), DynamicTrailingStop(10 %) and
-TimeBasedExit(60); the ten add seven more rules. ``3-inert`` runs the same three rules with
+TimeBasedExit(60); ``3+limits`` adds three portfolio limits that never bind (order
+validation only); the ten add seven more rules, two of them position rules that only the
+general per-position path runs. ``3-inert`` runs the same three rules with
 levels that never trigger, so its trades equal the ``none`` run and the difference is the pure
 cost of the risk layer; the triggering ``3`` run also trades more (its rules exit positions
 that the strategy then buys back), so its difference is the risk layer plus those extra fills.
@@ -66,6 +68,10 @@ def _rules(kind: str) -> list[RiskRule] | None:
         return []
     if kind == "3":
         return basic
+    if kind == "3+limits":
+        # with three portfolio limits that never bind: they run at hook B (order validation)
+        # beside the compiled position rules
+        return [*basic, MaxPositionsRule(100), MaxPositionSizeRule(0.5), MaxDrawdownRule(0.9)]
     if kind == "3-inert":
         # same three rules with levels that never trigger: trading identical to "none", so the
         # difference is the pure cost of the risk layer
@@ -89,7 +95,7 @@ def data(sp500_momentum_panel: pl.DataFrame) -> MarketData:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("rules", ["none", "0", "3-inert", "3", "10"])
+@pytest.mark.parametrize("rules", ["none", "0", "3-inert", "3", "3+limits", "10"])
 def test_w1_risk_manager_overhead(benchmark: Any, data: MarketData, rules: str) -> None:
     cfg = ExecutionConfig(commission=PercentageCommission(0.001))
 
@@ -104,7 +110,7 @@ def test_w1_risk_manager_overhead(benchmark: Any, data: MarketData, rules: str) 
     benchmark.extra_info["bar_events_per_s"] = data.n_rows / benchmark.stats.stats.min
 
 
-_CASES = ("none", "0", "3-inert", "3", "10")
+_CASES = ("none", "0", "3-inert", "3", "3+limits", "10")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -85,6 +85,16 @@ class BasicRulesKernel:
         self.sets_levels = bool(np.isin(table[:, kernels.KIND], level_kinds).any())
 
 
+def _order_rule_only(rule: RiskRule) -> bool:
+    """True for a rule that acts at hook B only (no positions, entry levels or fills)."""
+    return (
+        rule.validates_orders
+        and not rule.evaluates_positions
+        and not rule.sets_levels_on_entry
+        and not rule.observes_fills
+    )
+
+
 _KERNEL_RULES = (PriceBasedStopLoss, PriceBasedTakeProfit, DynamicTrailingStop, TimeBasedExit)
 
 
@@ -148,12 +158,18 @@ class RiskManager:
                 )
 
     def basic_kernel(self) -> BasicRulesKernel | None:
-        """The compiled fast path (:mod:`engine.risk.kernels`) when every rule is exactly one
-        of the built-in fixed-percent rules (``PriceBasedStopLoss``, ``PriceBasedTakeProfit``,
-        ``DynamicTrailingStop``, ``TimeBasedExit``; subclasses excluded), else ``None``."""
-        if not self.rules or any(type(r) not in _KERNEL_RULES for r in self.rules):
+        """The compiled fast path (:mod:`engine.risk.kernels`) for the position rules, when
+        every rule is exactly one of the built-in fixed-percent rules (``PriceBasedStopLoss``,
+        ``PriceBasedTakeProfit``, ``DynamicTrailingStop``, ``TimeBasedExit``; subclasses
+        excluded) or an order rule only (hook B, e.g. the portfolio limits ``MaxPositionsRule``,
+        ``MaxDrawdownRule(action="halt")``, which keep running at hook B), and at least one is a
+        fixed-percent rule; else ``None``."""
+        chosen = [r for r in self.rules if type(r) in _KERNEL_RULES]
+        if not chosen or any(
+            type(r) not in _KERNEL_RULES and not _order_rule_only(r) for r in self.rules
+        ):
             return None
-        return BasicRulesKernel(self.rules)
+        return BasicRulesKernel(chosen)
 
     @property
     def needs_position_contexts(self) -> bool:

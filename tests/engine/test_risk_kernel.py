@@ -13,6 +13,9 @@ from engine import (
     BarBatch,
     ExecutionConfig,
     MarketData,
+    MaxDrawdownRule,
+    MaxPositionSizeRule,
+    MaxPositionsRule,
     PercentageCommission,
     PriceBasedStopLoss,
     PriceBasedTakeProfit,
@@ -150,6 +153,28 @@ def test_basic_rules_fast_path_with_shorts_takes_the_general_path(scored: pl.Dat
     assert short.height > 50
     assert set(short["exit_reason"].unique()) - {"strategy"}  # rules fire on shorts too
     _assert_same(a, b)
+
+
+def test_fast_path_keeps_order_rules_at_hook_b(scored: pl.DataFrame) -> None:
+    """Portfolio limits that only validate orders run beside the compiled position rules."""
+
+    def limits() -> list:
+        return [MaxPositionsRule(15), MaxPositionSizeRule(0.03), MaxDrawdownRule(0.05)]
+
+    fast = RiskManager([*_fast_rules(), *limits()])
+    kernel = fast.basic_kernel()
+    assert kernel is not None and len(kernel.rules) == 4  # the limits stay at hook B
+    assert (
+        RiskManager([*_fast_rules(), MaxDrawdownRule(0.05, action="flatten")]).basic_kernel()
+        is None
+    )
+    config = _CONFIGS["next_open"]
+    data = MarketData.from_frame(scored, signal_columns=["score"])
+    strategy = TopNStrategy("score", n=25, weight=0.04)
+    result = BacktestEngine(data, strategy, risk_manager=fast, config=config).run()
+    assert set(result.rejections["rule"].unique()) >= {"MaxPositionsRule", "MaxPositionSizeRule"}
+    a = {"trades": result.trades, "fills": result.fills, "states": result.portfolio_states}
+    _assert_same(a, _run(scored, [*_general_rules(), *limits()], config))
 
 
 def test_compiled_kernels_equal_their_python_source(
