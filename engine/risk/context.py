@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.risk import kernels
+
 if TYPE_CHECKING:
     from engine.data import FloatArray, MarketData
 
@@ -125,7 +127,7 @@ class PortfolioSnapshot:
 
     def projected_positions(self) -> int:
         """Symbols whose position + accepted working market orders is non-zero."""
-        return int(np.count_nonzero(np.abs(self._quantities + self._pending) > 1e-9))
+        return int(kernels.count_projected(self._quantities, self._pending, 1e-9))
 
     def projected_gross_exposure(self) -> float:
         """Σ |position + accepted working market orders| × mark (currency)."""

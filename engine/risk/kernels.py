@@ -126,6 +126,16 @@ def mark_bar(
 
 
 @_jit
+def count_projected(qty: FloatArray, pending: FloatArray, tolerance: float) -> int:
+    """Number of symbols whose ``|qty + pending| > tolerance`` (shares)."""
+    n = 0
+    for sid in range(qty.size):
+        if abs(qty[sid] + pending[sid]) > tolerance:
+            n += 1
+    return n
+
+
+@_jit
 def _set_entry_levels(
     sid: int, fstate: FloatArray, istate: IntArray, active_from: int, rules: FloatArray
 ) -> None:

@@ -316,13 +316,16 @@ class RiskManager:
         """
         quantity = order.quantity
         shrunk: OrderDecision | None = None
+        original = order.quantity
         for rule in self.order_rules:
-            original = order.quantity
-            order.quantity = quantity
-            try:
+            if quantity == original:
                 d = rule.validate_order(order, portfolio)
-            finally:
-                order.quantity = original
+            else:  # judged at the size the rules before it left
+                order.quantity = quantity
+                try:
+                    d = rule.validate_order(order, portfolio)
+                finally:
+                    order.quantity = original
             if d.action is OrderAction.REJECT:
                 return replace(d, rule=rule.name)
             if d.action is OrderAction.SHRINK:
