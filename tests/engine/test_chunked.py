@@ -21,6 +21,7 @@ from polars.testing import assert_frame_equal
 from engine import (
     BacktestEngine,
     BacktestResult,
+    DynamicTrailingStop,
     ExecutionConfig,
     MarketData,
     PercentageCommission,
@@ -223,6 +224,23 @@ def test_chunked_run_random_panel_equals_whole_panel(split: str, config: str) ->
     whole, _ = _compare(panel, SPLITS[split], rules=_rules, config=CONFIGS[config])
     assert whole.fills.height > 20  # the scenario trades
     assert whole.trades.height > 5
+
+
+def _compiled_rules() -> list[Any]:
+    # the built-in fixed-percent rules: the compiled per-bar kernels (engine.risk.kernels)
+    return [PriceBasedStopLoss(0.03), DynamicTrailingStop(0.05), TimeBasedExit(6)]
+
+
+@pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")
+@pytest.mark.parametrize("split", sorted(SPLITS))
+@pytest.mark.parametrize("config", ["default", "stops_first_close_at_end"])
+def test_chunked_run_with_compiled_rules_equals_whole_panel(split: str, config: str) -> None:
+    assert RiskManager(_compiled_rules()).basic_kernel() is not None
+    whole, _ = _compare(
+        _random_panel(3), SPLITS[split], rules=_compiled_rules, config=CONFIGS[config]
+    )
+    reasons = set(whole.trades["exit_reason"].unique())
+    assert {"DynamicTrailingStop", "TimeBasedExit"} <= reasons, reasons
 
 
 def test_chunked_run_context_and_per_symbol_strategy_equal_whole_panel() -> None:
