@@ -107,7 +107,8 @@ def test_w1_risk_manager_overhead(benchmark: Any, data: MarketData, rules: str) 
     result: BacktestResult = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
     benchmark.extra_info["bar_events"] = data.n_rows
     benchmark.extra_info["risk_context_builds"] = result.risk_context_builds
-    benchmark.extra_info["bar_events_per_s"] = data.n_rows / benchmark.stats.stats.min
+    if benchmark.stats is not None:  # None under --benchmark-disable (a single plain run)
+        benchmark.extra_info["bar_events_per_s"] = data.n_rows / benchmark.stats.stats.min
 
 
 _CASES = ("none", "0", "3-inert", "3", "3+limits", "10")
