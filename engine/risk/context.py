@@ -121,6 +121,11 @@ class PortfolioSnapshot:
         """Latest close of symbol id ``sid`` (NaN before its first bar)."""
         return float(self._marks[sid])
 
+    def exposure(self, sid: int) -> float:
+        """Signed shares of symbol id ``sid`` held plus those of its accepted, unfilled market
+        orders (:meth:`position` + :meth:`pending_quantity`)."""
+        return float(self._quantities[sid] + self._pending[sid])
+
     def pending_quantity(self, sid: int) -> float:
         """Signed shares of accepted, unfilled market orders of symbol id ``sid``."""
         return float(self._pending[sid])

@@ -95,6 +95,8 @@ def _order_rule_only(rule: RiskRule) -> bool:
     )
 
 
+_PASS_ACTION = OrderAction.PASS
+
 _KERNEL_RULES = (PriceBasedStopLoss, PriceBasedTakeProfit, DynamicTrailingStop, TimeBasedExit)
 
 
@@ -314,9 +316,8 @@ class RiskManager:
 
         A shrink must keep the order's sign and reduce its size; otherwise ``ValueError``.
         """
-        quantity = order.quantity
+        quantity = original = order.quantity
         shrunk: OrderDecision | None = None
-        original = order.quantity
         for rule in self.order_rules:
             if quantity == original:
                 d = rule.validate_order(order, portfolio)
@@ -326,19 +327,21 @@ class RiskManager:
                     d = rule.validate_order(order, portfolio)
                 finally:
                     order.quantity = original
-            if d.action is OrderAction.REJECT:
+            action = d.action
+            if action is _PASS_ACTION:
+                continue
+            if action is OrderAction.REJECT:
                 return replace(d, rule=rule.name)
-            if d.action is OrderAction.SHRINK:
-                q = d.quantity
-                if q is None or q * quantity < 0 or abs(q) > abs(quantity):
-                    raise ValueError(
-                        f"rule {rule.name} shrank order {order.order_id} from {quantity} to {q}: "
-                        "a shrink must keep the sign and reduce the size"
-                    )
-                if q == 0:
-                    return OrderDecision(OrderAction.REJECT, None, d.reason, rule.name)
-                quantity = q
-                shrunk = replace(d, rule=rule.name)
+            q = d.quantity  # a shrink
+            if q is None or q * quantity < 0 or abs(q) > abs(quantity):
+                raise ValueError(
+                    f"rule {rule.name} shrank order {order.order_id} from {quantity} to {q}: "
+                    "a shrink must keep the sign and reduce the size"
+                )
+            if q == 0:
+                return OrderDecision(OrderAction.REJECT, None, d.reason, rule.name)
+            quantity = q
+            shrunk = replace(d, rule=rule.name)
         if shrunk is not None:
             return replace(shrunk, quantity=quantity)
         return OrderDecision.allow()

@@ -22,13 +22,17 @@ def _fraction(name: str, value: float) -> float:
 
 def _exposure(order: Order, portfolio: PortfolioSnapshot) -> tuple[float, float]:
     """(position incl. accepted working market orders, signed order quantity)."""
-    return portfolio.position(order.sid) + portfolio.pending_quantity(order.sid), order.quantity
+    return portfolio.exposure(order.sid), order.quantity
+
+
+def _grows(current: float, q: float) -> bool:
+    """False only for a quantity ``q`` that shrinks ``current`` toward zero."""
+    return not (current * q < 0 and abs(q) <= abs(current) + 1e-9)
 
 
 def increases_exposure(order: Order, portfolio: PortfolioSnapshot) -> bool:
     """False only for an order that shrinks the (position + pending) toward zero."""
-    current, q = _exposure(order, portfolio)
-    return not (current * q < 0 and abs(q) <= abs(current) + 1e-9)
+    return _grows(*_exposure(order, portfolio))
 
 
 def _order_price(order: Order, portfolio: PortfolioSnapshot) -> float:
@@ -144,12 +148,12 @@ class MaxLeverageRule(_PortfolioRule):
         self.max_leverage = value
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
-        if not increases_exposure(order, portfolio):
+        current, q = _exposure(order, portfolio)
+        if not _grows(current, q):
             return OrderDecision.allow()
         price = _order_price(order, portfolio)
         if not math.isfinite(price) or price <= 0:
             return OrderDecision.allow()
-        current, q = _exposure(order, portfolio)
         room = self.max_leverage * portfolio.equity - portfolio.projected_gross_exposure()
         extra = (abs(current + q) - abs(current)) * price
         if extra <= room + 1e-9:
@@ -181,12 +185,12 @@ class MaxPositionSizeRule(_PortfolioRule):
         self.max_pct = _fraction("max_pct", max_pct)
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
-        if not increases_exposure(order, portfolio):
+        current, q = _exposure(order, portfolio)
+        if not _grows(current, q):
             return OrderDecision.allow()
         price = _order_price(order, portfolio)
         if not math.isfinite(price) or price <= 0:
             return OrderDecision.allow()
-        current, q = _exposure(order, portfolio)
         cap_shares = self.max_pct * portfolio.equity / price
         if abs(current + q) <= cap_shares + 1e-9:
             return OrderDecision.allow()
@@ -220,8 +224,7 @@ class MaxPositionsRule(_PortfolioRule):
         self.max_positions = max_positions
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
-        current, _ = _exposure(order, portfolio)
-        if current != 0:
+        if portfolio.exposure(order.sid) != 0:
             return OrderDecision.allow()
         if portfolio.projected_positions() >= self.max_positions:
             return OrderDecision.reject(f"already {self.max_positions} positions")
