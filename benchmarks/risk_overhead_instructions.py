@@ -31,25 +31,15 @@ def _child(kind: str, n_runs: int) -> None:
     """Set up W1 and run ``n_runs`` backtests of configuration ``kind``."""
     sys.path.insert(0, str(HERE))
     from conftest import data_root, momentum_panel
-    from test_engine_risk_overhead import _rules
+    from test_engine_risk_overhead import run_w1
 
-    from engine import (
-        BacktestEngine,
-        ExecutionConfig,
-        MarketData,
-        PercentageCommission,
-        RiskManager,
-        TopNStrategy,
-    )
+    from engine import MarketData
 
     warnings.simplefilter("ignore", UserWarning)
     panel = momentum_panel(data_root() / "sp500_5yr_daily_ohlcv.parquet")
     data = MarketData.from_frame(panel, signal_columns=["mom_20"])
-    cfg = ExecutionConfig(commission=PercentageCommission(0.001))
     for _ in range(n_runs):
-        chosen = _rules(kind)
-        manager = None if chosen is None else RiskManager(chosen)
-        BacktestEngine(data, TopNStrategy("mom_20", n=25), manager, cfg).run()
+        run_w1(data, kind)
 
 
 def _instructions(kind: str, n_runs: int) -> int:

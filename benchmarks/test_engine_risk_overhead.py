@@ -89,50 +89,46 @@ def _rules(kind: str) -> list[RiskRule] | None:
     ][:10]
 
 
+def run_w1(data: MarketData, kind: str) -> BacktestResult:
+    """One W1 backtest (TopN-25 on ``mom_20``, 0.1 % commission) with configuration ``kind``."""
+    chosen = _rules(kind)
+    manager = None if chosen is None else RiskManager(chosen)
+    cfg = ExecutionConfig(commission=PercentageCommission(0.001))
+    return BacktestEngine(data, TopNStrategy("mom_20", n=25), manager, cfg).run()
+
+
+_CASES = ("none", "0", "3-inert", "3", "3+limits", "10")
+
+
 @pytest.fixture(scope="module")
 def data(sp500_momentum_panel: pl.DataFrame) -> MarketData:
     return MarketData.from_frame(sp500_momentum_panel, signal_columns=["mom_20"])
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("rules", ["none", "0", "3-inert", "3", "3+limits", "10"])
+@pytest.mark.parametrize("rules", _CASES)
 def test_w1_risk_manager_overhead(benchmark: Any, data: MarketData, rules: str) -> None:
-    cfg = ExecutionConfig(commission=PercentageCommission(0.001))
-
-    def run() -> BacktestResult:
-        chosen = _rules(rules)
-        manager = None if chosen is None else RiskManager(chosen)
-        return BacktestEngine(data, TopNStrategy("mom_20", n=25), manager, cfg).run()
-
-    result: BacktestResult = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    result: BacktestResult = benchmark.pedantic(
+        run_w1, args=(data, rules), rounds=5, iterations=1, warmup_rounds=1
+    )
     benchmark.extra_info["bar_events"] = data.n_rows
     benchmark.extra_info["risk_context_builds"] = result.risk_context_builds
     if benchmark.stats is not None:  # None under --benchmark-disable (a single plain run)
         benchmark.extra_info["bar_events_per_s"] = data.n_rows / benchmark.stats.stats.min
 
 
-_CASES = ("none", "0", "3-inert", "3", "3+limits", "10")
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_w1_risk_overhead_interleaved(
     benchmark: Any, data: MarketData, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = ExecutionConfig(commission=PercentageCommission(0.001))
-
-    def run(kind: str) -> BacktestResult:
-        chosen = _rules(kind)
-        manager = None if chosen is None else RiskManager(chosen)
-        return BacktestEngine(data, TopNStrategy("mom_20", n=25), manager, cfg).run()
-
     def measure() -> dict[str, tuple[float, float, int]]:
-        fills = {kind: run(kind).fills.height for kind in _CASES}  # warm-up (numba cache)
+        fills = {kind: run_w1(data, kind).fills.height for kind in _CASES}  # warm-up (numba cache)
         times: dict[str, list[float]] = {kind: [] for kind in _CASES}
         for _ in range(30):
             for kind in _CASES:
                 gc.collect()
                 started = time.perf_counter()
-                run(kind)
+                run_w1(data, kind)
                 times[kind].append(time.perf_counter() - started)
         # paired: each run against the `none` run of the same round (same machine state)
         paired = {

@@ -171,7 +171,8 @@ class Broker:
         self.now_us = 0
         self._closing = False
         self._levels_set = False  # no stop/take-profit level was ever set: skip step 1b
-        self.lo = 0
+        self.lo = 0  # the current bar's data rows are lo:hi
+        self.hi = 0
         self._all_rows: IntArray = np.arange(data.n_rows, dtype=np.int64)
         self.children: dict[int, list[Order]] = {}
         self._has_entry_rules = risk_manager is not None and bool(risk_manager.entry_rules)

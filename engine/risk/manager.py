@@ -36,19 +36,20 @@ class BasicRulesKernel:
     """Compiled hook C / entry levels for the built-in fixed-percent rules on long books.
 
     Used by the broker instead of :meth:`RiskManager.evaluate_positions` /
-    :meth:`RiskManager.entry_levels` when every rule of the manager is exactly a
-    :class:`PriceBasedStopLoss`, :class:`PriceBasedTakeProfit`, :class:`DynamicTrailingStop`
-    or :class:`TimeBasedExit` and every position concerned is long. It holds the rules'
-    parameters as arrays for the kernels of :mod:`engine.risk.kernels`, which compute the same
-    numbers as the rules' ``*_batch`` methods, merged with the same conservative rules, in one
-    compiled call per bar step and without any per-position object.
+    :meth:`RiskManager.entry_levels` when every position and entry rule of the manager is
+    exactly a :class:`PriceBasedStopLoss`, :class:`PriceBasedTakeProfit`,
+    :class:`DynamicTrailingStop` or :class:`TimeBasedExit` (order-only rules may sit beside
+    them, see :meth:`RiskManager.basic_kernel`) and every position concerned is long. It
+    holds the rules' parameters as arrays for the kernels of :mod:`engine.risk.kernels`, which
+    compute the same numbers as the rules' ``*_batch`` methods, merged with the same
+    conservative rules, in one compiled call per bar step and without any per-position object.
 
     Rule names travel as codes: ``names[code]`` (code 0 is ``""``, no rule).
 
     Parameters
     ----------
     rules : sequence of RiskRule
-        The manager's rules in priority order (all of the four types above).
+        The manager's rules of the four types above, in priority order.
 
     Raises
     ------
