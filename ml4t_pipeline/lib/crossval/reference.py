@@ -324,17 +324,7 @@ def inputs_from_wide(
     panel = long.with_columns(daily_close_utc(pl.col("date")).alias("timestamp")).select(
         "timestamp", "symbol", *PRICE_FIELDS, "volume", "score"
     )
-    stamps = pd.DatetimeIndex(panel["timestamp"].unique(maintain_order=True).to_pandas())
-    return ReferenceInputs(
-        symbols=tuple(symbols),
-        open=wide["open"],
-        high=wide["high"],
-        low=wide["low"],
-        close=wide["close"],
-        score=wide["score"],
-        timestamps=stamps,
-        panel=panel,
-    )
+    return _from_wide(symbols, wide, panel)
 
 
 def inputs_from_panel(panel: pl.DataFrame, signal: str) -> tuple[ReferenceInputs, list[str]]:
@@ -403,6 +393,14 @@ def _assemble(long: pl.DataFrame, symbols: list[str], panel: pl.DataFrame) -> Re
         frame.index = pd.DatetimeIndex(frame.index, name="date")
         frame.columns = pd.Index(list(symbols), name="symbol")
         wide[field] = frame.astype("float64")
+    return _from_wide(symbols, wide, panel)
+
+
+def _from_wide(
+    symbols: list[str], wide: dict[str, pd.DataFrame], panel: pl.DataFrame
+) -> ReferenceInputs:
+    """``ReferenceInputs`` from the wide OHLC/score matrices and the long panel they came from
+    (its timestamps, in panel order, are the bar timestamps)."""
     stamps = pd.DatetimeIndex(panel["timestamp"].unique(maintain_order=True).to_pandas())
     return ReferenceInputs(
         symbols=tuple(symbols),
