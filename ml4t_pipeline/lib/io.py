@@ -1,7 +1,22 @@
 """Reading raw inputs into the data contracts (``DESIGN.md``: long format, UTC bar-close stamps).
 
-Nothing here drops, fills or fixes rows: loaders only rename, cast, re-stamp time and sort.
-Validation is a separate step (``schemas.validate_prices``).
+Nothing here drops, fills or fixes rows: loaders only rename, cast numeric columns to Float64,
+re-stamp time and sort. Validation is a separate step (``schemas.validate_prices``).
+
+Input the loaders refuse, each with an error naming the file and the offending rows or columns
+(:class:`InputFileError`, a ``ValueError``):
+
+- a file polars cannot read (zero bytes, truncated, not Parquet): the file is named;
+- a table with no rows (:class:`EmptyInputError`);
+- OHLCV columns stored as text (``String``), unless ``parse_text=True`` asks to convert them,
+  in which case any value that does not parse (e.g. ``"n/a"``) is refused with its row;
+- rows of one symbol that go back in time in file order, unless ``sort_rows=True``: the file
+  order is never silently changed within a symbol's series;
+- null timestamps or symbols.
+
+Time zones: naive 00:00 timestamps (or ``pl.Date``) are daily dates, the supported daily
+convention of the shared data. Timezone-aware timestamps, in any zone, are intraday bar starts
+and are converted to UTC, which is lossless (the same instant).
 """
 
 from __future__ import annotations
@@ -25,9 +40,41 @@ OHLCV: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
 _CSV_SUFFIXES = {".csv"}
+_SHOW = 5  # offending rows quoted in an error message
 
 
-def read_table(path: str | Path, columns: list[str] | None = None) -> pl.DataFrame:
+class InputFileError(ValueError):
+    """A data file cannot be read, or holds no usable table; the message names the file.
+
+    Attributes
+    ----------
+    path : Path
+        The offending file (or directory).
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {problem}")
+
+
+class EmptyInputError(InputFileError):
+    """A data file (or directory of Parquet files) holds a table with zero rows."""
+
+
+def _unreadable_parquet_files(files: list[Path]) -> list[str]:
+    # Which files of a directory are not valid Parquet (footer unreadable), with polars' reason.
+    bad = []
+    for f in files:
+        try:
+            pl.read_parquet_schema(f)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            bad.append(f"{f}: {str(exc).strip()}")
+    return bad
+
+
+def read_table(
+    path: str | Path, columns: list[str] | None = None, *, allow_empty: bool = False
+) -> pl.DataFrame:
     """Read a Parquet or CSV file, or a directory of Parquet files (hive partitions allowed).
 
     Parameters
@@ -39,6 +86,9 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pl.DataFra
         ``storage.write_partitioned`` are read back as Int32).
     columns : list of str, optional
         Read only these columns (projection pushdown for Parquet); all when ``None``.
+    allow_empty : bool
+        Return a table with zero rows instead of raising :class:`EmptyInputError`. An empty
+        input file is almost always a failed export, so the default refuses it.
 
     Returns
     -------
@@ -49,16 +99,26 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pl.DataFra
     ------
     FileNotFoundError
         If ``path`` does not exist, or a directory holds no Parquet file.
+    InputFileError
+        (a ``ValueError``) If polars cannot read the file (zero bytes, truncated, corrupt):
+        the message names the file (for a directory, each unreadable file) and polars' reason.
+    EmptyInputError
+        (an ``InputFileError``) If the table has no rows and ``allow_empty`` is false.
     ValueError
         If the file suffix is neither Parquet nor CSV, or a requested column is absent.
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"input table not found: {p}")
+    files = [p]
     if p.is_dir():
         files = sorted(p.rglob("*.parquet"))
         if not files:
             raise FileNotFoundError(f"directory {p} contains no *.parquet files")
+        # polars skips a zero-byte file of a directory scan without a word: check every footer.
+        bad = _unreadable_parquet_files(files)
+        if bad:
+            raise InputFileError(p, f"cannot read the Parquet files: {'; '.join(bad)}")
         hive_schema = {
             part.split("=", 1)[0]: pl.Int32
             for f in files
@@ -77,13 +137,29 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pl.DataFra
             f"unsupported table format for {p}: expected a .parquet/.pq or .csv file or a "
             "directory of Parquet files"
         )
-    if columns is not None:
-        available = lf.collect_schema().names()
-        absent = [c for c in columns if c not in available]
-        if absent:
-            raise ValueError(f"{p}: columns {absent} not found (available: {available})")
-        lf = lf.select(columns)
-    return lf.collect()
+    try:
+        if columns is not None:
+            available = lf.collect_schema().names()
+            absent = [c for c in columns if c not in available]
+            if absent:
+                raise ValueError(f"{p}: columns {absent} not found (available: {available})")
+            lf = lf.select(columns)
+        table = lf.collect()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        kind = "CSV" if p.suffix.lower() in _CSV_SUFFIXES else "Parquet"
+        if p.is_dir():
+            bad = _unreadable_parquet_files(files)
+            detail = "; ".join(bad) if bad else str(exc).strip()
+            raise InputFileError(p, f"cannot read the Parquet files: {detail}") from exc
+        size = p.stat().st_size
+        raise InputFileError(
+            p,
+            f"cannot read the {kind} file ({size} bytes; zero-byte, truncated or corrupt?): "
+            f"{str(exc).strip()}",
+        ) from exc
+    if table.height == 0 and not allow_empty:
+        raise EmptyInputError(p, f"the table has no rows (columns: {table.columns})")
+    return table
 
 
 def _require_columns(df: pl.DataFrame, required: tuple[str, ...], what: str) -> None:
@@ -92,7 +168,52 @@ def _require_columns(df: pl.DataFrame, required: tuple[str, ...], what: str) -> 
         raise ValueError(f"{what}: missing columns {missing} (got {df.columns})")
 
 
-def to_prices_contract(df: pl.DataFrame, bar_length: timedelta | str | None = None) -> pl.DataFrame:
+def _rows(frame: pl.DataFrame, columns: list[str]) -> str:
+    # The first offending rows as dicts, ``row`` = 0-based position in the input.
+    return str(frame.select(["row", *columns]).head(_SHOW).to_dicts())
+
+
+def _numeric_ohlcv(df: pl.DataFrame, what: str, parse_text: bool) -> pl.DataFrame:
+    """``df`` with every OHLCV column numeric; text columns refused or parsed (see below)."""
+    text = [c for c in OHLCV if df.schema[c] in (pl.String, pl.Categorical)]
+    other = [
+        f"{c} ({df.schema[c]})" for c in OHLCV if c not in text and not df.schema[c].is_numeric()
+    ]
+    if other:
+        raise ValueError(f"{what}: OHLCV columns must be numeric; got {other}")
+    if not text:
+        return df
+    parsed = {c: pl.col(c).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+              for c in text}  # fmt: skip
+    indexed = df.with_row_index("row")
+    unparsable = {c: indexed.filter(pl.col(c).is_not_null() & parsed[c].is_null()) for c in text}
+    problems = "; ".join(
+        f"column {c!r}: {rows.height} values do not parse as numbers, first rows "
+        f"{_rows(rows, ['symbol', 'timestamp', c])}"
+        for c, rows in unparsable.items()
+        if rows.height
+    )
+    if not parse_text:
+        dtypes = {c: str(df.schema[c]) for c in text}
+        raise ValueError(
+            f"{what}: price/volume columns {text} are stored as text {dtypes}, not numbers; "
+            "they are not converted silently. Store them as Float64, or ask for conversion "
+            "(load_prices_file(..., parse_text=True))."
+            + (f" Unparsable values: {problems}" if problems else " Every value would parse.")
+        )
+    if problems:
+        raise ValueError(f"{what}: cannot convert text prices to numbers: {problems}")
+    return df.with_columns(parsed[c].alias(c) for c in text)
+
+
+def to_prices_contract(
+    df: pl.DataFrame,
+    bar_length: timedelta | str | None = None,
+    *,
+    parse_text: bool = False,
+    sort_rows: bool = False,
+    source: str = "prices",
+) -> pl.DataFrame:
     """Bring a prices frame into the contract: UTC bar-close ``timestamp``, String symbol, Float64.
 
     Parameters
@@ -101,11 +222,22 @@ def to_prices_contract(df: pl.DataFrame, bar_length: timedelta | str | None = No
         Columns ``timestamp``, ``symbol``, ``open``, ``high``, ``low``, ``close``, ``volume``
         (extra columns are dropped from the output, rows never are). ``timestamp`` is either
         a ``pl.Date``/naive ``pl.Datetime`` at 00:00 (a daily bar of that trading date) or a
-        timezone-aware ``pl.Datetime`` marking the bar **start** (intraday).
+        timezone-aware ``pl.Datetime`` in any zone marking the bar **start** (intraday; it is
+        converted to UTC, which is lossless). OHLCV must be numeric (any int or float dtype).
     bar_length : timedelta or str, optional
         Required for intraday (timezone-aware) input: the bar length added to the start to get
         the close (``"1m"``, ``"1h"``; see ``timing.bar_start_to_close``). Must be ``None`` for
         daily input.
+    parse_text : bool
+        Convert OHLCV columns stored as text (``String``) to Float64. Off by default: text
+        columns are refused. When on, every non-null value must parse, else the rows that do
+        not are named in the error (nothing becomes null silently).
+    sort_rows : bool
+        Sort the rows of a symbol that go back in time (file order). Off by default: such
+        rows are refused, naming them. Rows already in time order within each symbol are only
+        interleaved into (timestamp, symbol) order, which the contract requires.
+    source : str
+        How the input is named in error messages (``load_prices_file`` passes the file).
 
     Returns
     -------
@@ -116,15 +248,36 @@ def to_prices_contract(df: pl.DataFrame, bar_length: timedelta | str | None = No
     Raises
     ------
     ValueError
-        Missing columns; a naive timestamp that is not at midnight (the message names the rows);
-        intraday input without ``bar_length`` or daily input with one; null timestamps.
+        Missing columns; OHLCV stored as text (without ``parse_text``) or not parsing, or of a
+        non-numeric dtype; a naive timestamp that is not at midnight; intraday input without
+        ``bar_length`` or daily input with one; null timestamps or symbols; rows going back in
+        time within a symbol (without ``sort_rows``). Each message names ``source`` and the
+        first offending rows (``row`` = 0-based position in ``df``).
     """
-    what = "prices"
+    what = source
     _require_columns(df, PRICE_COLUMNS, what)
     ts_dtype = df.schema["timestamp"]
-    null_ts = df.with_row_index("row_index").filter(pl.col("timestamp").is_null())
-    if null_ts.height:
-        raise ValueError(f"{what}: {null_ts.height} rows have a null timestamp: {null_ts.head(5)}")
+    indexed = df.with_row_index("row")
+    for key in ("timestamp", "symbol"):
+        nulls = indexed.filter(pl.col(key).is_null())
+        if nulls.height:
+            raise ValueError(
+                f"{what}: {nulls.height} rows have a null {key}: "
+                f"{_rows(nulls, ['timestamp', 'symbol'])}"
+            )
+    if not sort_rows:
+        backwards = indexed.filter(
+            pl.col("timestamp") < pl.col("timestamp").shift(1).over("symbol")
+        )
+        if backwards.height:
+            raise ValueError(
+                f"{what}: {backwards.height} rows go back in time within their symbol (each "
+                "is earlier than the previous row of the same symbol, in file order); the "
+                "rows are not reordered silently. Sort the file by (symbol, timestamp), or "
+                f"load it with sort_rows=True. First rows: "
+                f"{_rows(backwards, ['symbol', 'timestamp'])}"
+            )
+    df = _numeric_ohlcv(df, what, parse_text)
     out = df.select(
         pl.col("timestamp"),
         pl.col("symbol").cast(pl.String),
@@ -150,18 +303,28 @@ def to_prices_contract(df: pl.DataFrame, bar_length: timedelta | str | None = No
     elif isinstance(ts_dtype, pl.Datetime):
         if bar_length is None:
             raise ValueError(
-                f"{what}: timezone-aware timestamps are taken as intraday bar START times; pass "
-                "bar_length (e.g. '1m', '1h') so they can be moved to the bar close"
+                f"{what}: column 'timestamp' is timezone-aware ({ts_dtype}); timezone-aware "
+                "timestamps are taken as intraday bar START times, so pass bar_length (e.g. "
+                "'1m', '1h') to move them to the bar close. Daily files store naive 00:00 "
+                "dates (or pl.Date)."
             )
         out = bar_start_to_close(out, bar_length)
     else:
-        raise ValueError(f"{what}: timestamp must be a Date or Datetime column, got {ts_dtype}")
+        raise ValueError(
+            f"{what}: column 'timestamp' must be a Date or Datetime column, got {ts_dtype}"
+        )
     return out.with_columns(pl.col("timestamp").cast(UTC_DATETIME)).sort(
         ["timestamp", "symbol"], maintain_order=True
     )
 
 
-def load_prices_file(path: str | Path, bar_length: timedelta | str | None = None) -> pl.DataFrame:
+def load_prices_file(
+    path: str | Path,
+    bar_length: timedelta | str | None = None,
+    *,
+    parse_text: bool = False,
+    sort_rows: bool = False,
+) -> pl.DataFrame:
     """Read a prices file (or directory) and bring it into the prices contract.
 
     Parameters
@@ -174,6 +337,9 @@ def load_prices_file(path: str | Path, bar_length: timedelta | str | None = None
         Polygon): the bar length, e.g. ``"1m"`` or ``"1h"``; the prepared timestamp is the bar
         close = start + ``bar_length``. Leave ``None`` for daily files, whose naive 00:00 dates
         become the 16:00 America/New_York close in UTC.
+    parse_text, sort_rows : bool
+        See :func:`to_prices_contract`; both off by default (text prices and rows going back
+        in time are refused).
 
     Returns
     -------
@@ -182,10 +348,21 @@ def load_prices_file(path: str | Path, bar_length: timedelta | str | None = None
 
     Raises
     ------
-    FileNotFoundError, ValueError
-        As :func:`read_table` and :func:`to_prices_contract`.
+    FileNotFoundError
+        As :func:`read_table`.
+    InputFileError
+        Unreadable file; :class:`EmptyInputError` for a file with no rows.
+    ValueError
+        As :func:`to_prices_contract`; the message starts with ``prices file <path>``.
     """
-    return to_prices_contract(read_table(path, columns=list(PRICE_COLUMNS)), bar_length)
+    table = read_table(path, columns=list(PRICE_COLUMNS))
+    return to_prices_contract(
+        table,
+        bar_length,
+        parse_text=parse_text,
+        sort_rows=sort_rows,
+        source=f"prices file {path}",
+    )
 
 
 def load_demo_prices() -> pl.DataFrame:

@@ -10,6 +10,8 @@ import pytest
 
 from ml4t_pipeline.lib.io import (
     PRICE_COLUMNS,
+    EmptyInputError,
+    InputFileError,
     load_demo_prices,
     load_prices_file,
     load_vix,
@@ -34,15 +36,17 @@ def utc(*args: int) -> datetime:
 
 
 def daily_raw() -> pl.DataFrame:
+    # Symbol-major file order (like the shared data): in time order within each symbol, not in
+    # (timestamp, symbol) order.
     return pl.DataFrame(
         {
-            "timestamp": [datetime(2013, 2, 11), datetime(2013, 2, 8), datetime(2013, 2, 8)],
+            "timestamp": [datetime(2013, 2, 8), datetime(2013, 2, 11), datetime(2013, 2, 8)],
             "symbol": ["B", "B", "A"],
-            "open": [1.0, 2.0, 3.0],
-            "high": [1.5, 2.5, 3.5],
-            "low": [0.5, 1.5, 2.5],
-            "close": [1.2, 2.2, 3.2],
-            "volume": [100, 200, 300],
+            "open": [2.0, 1.0, 3.0],
+            "high": [2.5, 1.5, 3.5],
+            "low": [1.5, 0.5, 2.5],
+            "close": [2.2, 1.2, 3.2],
+            "volume": [200, 100, 300],
         }
     )
 
@@ -114,7 +118,7 @@ def test_to_prices_contract_daily_stamped_close_sorted_float() -> None:
 def test_to_prices_contract_naive_not_midnight_raises_naming_rows() -> None:
     raw = daily_raw().with_columns(
         pl.Series(
-            "timestamp", [datetime(2013, 2, 11), datetime(2013, 2, 8, 9, 30), datetime(2013, 2, 8)]
+            "timestamp", [datetime(2013, 2, 8), datetime(2013, 2, 11, 9, 30), datetime(2013, 2, 8)]
         )
     )
     with pytest.raises(ValueError, match=r"1 naive timestamps are not at 00:00.*'row_index': 1"):
@@ -123,7 +127,7 @@ def test_to_prices_contract_naive_not_midnight_raises_naming_rows() -> None:
 
 def test_to_prices_contract_tz_aware_without_bar_length_raises() -> None:
     raw = daily_raw().with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
-    with pytest.raises(ValueError, match="bar START.*bar_length"):
+    with pytest.raises(ValueError, match="'timestamp' is timezone-aware.*bar START.*bar_length"):
         to_prices_contract(raw)
 
 
@@ -201,3 +205,113 @@ def test_load_vix_duplicate_dates_raise(tmp_path: Path) -> None:
 
 def test_price_columns_constant_matches_contract() -> None:
     assert tuple(PRICE_SCHEMA) == PRICE_COLUMNS
+
+
+# --- bad input: each refused with the file and the offending rows or columns named ---------
+
+
+def test_read_table_zero_byte_parquet_raises_naming_file(tmp_path: Path) -> None:
+    path = tmp_path / "prices.parquet"
+    path.write_bytes(b"")
+    with pytest.raises(InputFileError, match=r"prices\.parquet: cannot read the Parquet file "
+                       r"\(0 bytes"):  # fmt: skip
+        read_table(path)
+
+
+def test_read_table_truncated_parquet_raises_naming_file(tmp_path: Path) -> None:
+    good, path = tmp_path / "good.parquet", tmp_path / "cut.parquet"
+    daily_raw().write_parquet(good)
+    data = good.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputFileError, match=r"cut\.parquet: cannot read") as info:
+        read_table(path, columns=["symbol"])
+    assert info.value.path == path
+    assert isinstance(info.value, ValueError)  # the CLI reports it as a failed step
+
+
+def test_read_table_directory_with_corrupt_file_names_that_file(tmp_path: Path) -> None:
+    (tmp_path / "a.parquet").write_bytes(b"")
+    daily_raw().write_parquet(tmp_path / "b.parquet")
+    with pytest.raises(InputFileError, match=r"a\.parquet: .*footer") as info:
+        read_table(tmp_path)
+    assert "b.parquet" not in str(info.value)
+
+
+def test_read_table_empty_table_raises_empty_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "empty.parquet"
+    daily_raw().clear().write_parquet(path)
+    with pytest.raises(EmptyInputError, match=r"empty\.parquet: the table has no rows"):
+        read_table(path)
+    assert read_table(path, allow_empty=True).height == 0
+
+
+def test_load_prices_file_empty_file_raises_naming_file(tmp_path: Path) -> None:
+    path = tmp_path / "prices.parquet"
+    daily_raw().clear().write_parquet(path)
+    with pytest.raises(EmptyInputError, match="prices.parquet: the table has no rows"):
+        load_prices_file(path)
+
+
+def test_load_prices_file_missing_column_names_it_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "prices.parquet"
+    daily_raw().drop("low").write_parquet(path)
+    with pytest.raises(ValueError, match=r"prices\.parquet: columns \['low'\] not found"):
+        load_prices_file(path)
+
+
+def text_prices() -> pl.DataFrame:
+    # close stored as text, as a spreadsheet export would: row 2 holds "n/a".
+    return daily_raw().with_columns(pl.Series("close", ["2.2", " 1.2 ", "n/a"]))
+
+
+def test_to_prices_contract_text_prices_refused_naming_column_and_unparsable_rows() -> None:
+    with pytest.raises(ValueError, match=r"\['close'\] are stored as text") as info:
+        to_prices_contract(text_prices())
+    message = str(info.value)
+    assert "'row': 2" in message and "'close': 'n/a'" in message
+    assert "'row': 0" not in message  # "2.2" parses; only the unparsable row is quoted
+
+
+def test_to_prices_contract_text_prices_that_all_parse_still_refused() -> None:
+    raw = daily_raw().with_columns(pl.col("open").cast(pl.String))
+    with pytest.raises(ValueError, match=r"\['open'\] are stored as text.*Every value would parse"):
+        to_prices_contract(raw)
+
+
+def test_to_prices_contract_parse_text_converts_and_names_failures() -> None:
+    with pytest.raises(ValueError, match=r"cannot convert text prices.*'close': 'n/a'"):
+        to_prices_contract(text_prices(), parse_text=True)
+    good = daily_raw().with_columns(pl.Series("close", ["2.2", " 1.2 ", None]))
+    out = to_prices_contract(good, parse_text=True)
+    # sorted (A 02-08, B 02-08, B 02-11): A's null stays null (validation reports it)
+    assert out["close"].to_list() == [None, 2.2, 1.2]
+
+
+def test_to_prices_contract_rows_back_in_time_within_symbol_refused_naming_rows() -> None:
+    raw = daily_raw()[[1, 0, 2]]  # B 02-11 before B 02-08
+    with pytest.raises(ValueError, match=r"1 rows go back in time.*'row': 1, 'symbol': 'B'"):
+        to_prices_contract(raw)
+    out = to_prices_contract(raw, sort_rows=True)
+    assert out["close"].to_list() == [3.2, 2.2, 1.2]
+
+
+def test_to_prices_contract_null_symbol_refused_naming_row() -> None:
+    raw = daily_raw().with_columns(pl.Series("symbol", ["B", None, "A"]))
+    with pytest.raises(ValueError, match=r"1 rows have a null symbol.*'row': 1"):
+        to_prices_contract(raw)
+
+
+def test_to_prices_contract_non_utc_intraday_converted_to_same_instant() -> None:
+    # 09:30 New York (EST) bar start = 14:30 UTC; a 1-minute bar closes at 14:31 UTC.
+    raw = daily_raw().with_columns(
+        pl.Series(
+            "timestamp",
+            [datetime(2013, 2, 8, 9, 30), datetime(2013, 2, 8, 9, 31), datetime(2013, 2, 8, 9, 30)],
+        ).dt.replace_time_zone("America/New_York")
+    )
+    out = to_prices_contract(raw, bar_length="1m")
+    assert out["timestamp"].to_list() == [
+        utc(2013, 2, 8, 14, 31),
+        utc(2013, 2, 8, 14, 31),
+        utc(2013, 2, 8, 14, 32),
+    ]
