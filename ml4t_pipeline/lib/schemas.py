@@ -718,12 +718,23 @@ def validate_signals(
     Raises
     ------
     ValueError
-        If ``timestamp``/``available_at``/``symbol`` are missing or the times are not UTC, or
-        there is no numeric value column.
+        If ``timestamp``/``available_at``/``symbol`` are missing or the times are not UTC, a
+        value column is stored as text (String), or there is no numeric value column.
     """
     _require_utc_columns(signals, ("timestamp", "available_at"), "signals")
     if "symbol" not in signals.columns:
         raise ValueError(f"signals: 'symbol' missing (columns: {signals.columns})")
+    text = [
+        c
+        for c, t in signals.schema.items()
+        if c not in (*KEY, "available_at") and t in (pl.String, pl.Categorical)
+    ]
+    if text:
+        first = signals.with_row_index("row_index").select("row_index", "symbol", *text).head(3)
+        raise ValueError(
+            f"signals: value columns {text} are stored as text, not numbers; scores are not "
+            f"converted silently. First rows: {first.to_dicts()}"
+        )
     values = _value_columns(signals, KEY)
     if not values:
         raise ValueError(f"signals: no numeric value column (columns: {signals.columns})")

@@ -137,66 +137,125 @@ def _first_rows(df: pl.DataFrame, n: int = 5) -> str:
     return str(df.head(n).to_dicts())
 
 
+def _signal_timestamps_utc(signals: pl.DataFrame, what: str) -> pl.DataFrame:
+    """``signals`` with ``timestamp`` as UTC bar closes: aware → UTC, naive daily → 16:00 NY."""
+    if "timestamp" not in signals.columns:
+        raise ValueError(f"{what}: column 'timestamp' is missing (columns: {signals.columns})")
+    dtype = signals.schema["timestamp"]
+    null_ts = signals.with_row_index("row_index").filter(pl.col("timestamp").is_null())
+    if null_ts.height:
+        raise ValueError(
+            f"{what}: {null_ts.height} signal rows have a null timestamp: {_first_rows(null_ts)}"
+        )
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+        # Converting an aware timestamp to UTC keeps the instant (lossless).
+        return signals.with_columns(
+            pl.col("timestamp").dt.convert_time_zone("UTC").cast(UTC_DATETIME)
+        )
+    if dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        if isinstance(dtype, pl.Datetime):
+            off = signals.with_row_index("row_index").filter(
+                pl.col("timestamp").dt.time() != pl.time(0)
+            )
+            if off.height:
+                raise ValueError(
+                    f"{what}: column 'timestamp' is naive ({dtype}) and {off.height} values are "
+                    "not at 00:00, so they are not daily dates; intraday signal times must be "
+                    f"timezone-aware. First rows: {_first_rows(off)}"
+                )
+        # The daily convention of the price files: a naive date is that date's 16:00 NY close.
+        return signals.with_columns(daily_close_utc(pl.col("timestamp")).alias("timestamp"))
+    raise ValueError(f"{what}: column 'timestamp' must be a Date or Datetime, got {dtype}")
+
+
+def _file_available_at_utc(signals: pl.DataFrame, what: str) -> pl.DataFrame:
+    """``signals`` with its own ``available_at`` in UTC; naive or null values are refused."""
+    dtype = signals.schema["available_at"]
+    if not isinstance(dtype, pl.Datetime) or dtype.time_zone is None:
+        raise ValueError(
+            f"{what}: the file's column 'available_at' is {dtype}; an availability time is an "
+            "instant and must be timezone-aware (e.g. Datetime('us', 'UTC'))"
+        )
+    nulls = signals.with_row_index("row_index").filter(pl.col("available_at").is_null())
+    if nulls.height:
+        raise ValueError(
+            f"{what}: {nulls.height} signal rows have a null available_at (when they became "
+            f"known is not stated, so they cannot be used): {_first_rows(nulls)}"
+        )
+    return signals.with_columns(
+        pl.col("available_at").dt.convert_time_zone("UTC").cast(UTC_DATETIME)
+    )
+
+
 def signal_available_at(signals: pl.DataFrame, mode: str) -> pl.DataFrame:
-    """Give every signal row the UTC time it became available, by rule or from a column.
+    """Give every signal row the UTC time it became available, by rule and from its own column.
+
+    A file's own ``available_at`` is never overwritten: under a rule mode the **later** of the
+    file's value and the rule's value is kept, so a row saying "available three days later" is
+    not used at its own bar.
 
     Parameters
     ----------
     signals : pl.DataFrame
-        Long signal table with at least ``timestamp`` (``Datetime[us, UTC]``, the bar close the
-        signal belongs to) and ``symbol``; for ``mode="available_at"`` also ``available_at``.
+        Long signal table with at least ``timestamp`` (the bar close the signal belongs to) and
+        ``symbol``; for ``mode="available_at"`` also ``available_at``. ``timestamp`` may be
+        ``Datetime[UTC]``, any other timezone-aware datetime (converted to UTC: the same
+        instant), or a naive 00:00 date / ``pl.Date`` (the daily convention of the price
+        files: stamped at that date's 16:00 New York close). An ``available_at`` column must be
+        timezone-aware (converted to UTC) and non-null.
     mode : {"market_close", "available_at", "market_open", "next_day"}
-        - ``"market_close"``: available at the row's own ``timestamp`` (computed from data up to
-          and including that bar's close).
-        - ``"available_at"``: the explicit ``available_at`` column decides. Any value is allowed
-          (even earlier than ``timestamp``: a pre-computed forecast); it must be a non-null UTC
-          datetime.
-        - ``"market_open"``: available at 09:30 New York on the New York date of ``timestamp``
-          (a pre-market signal for that session). On daily bars it is visible at that date's bar;
-          on intraday bars from the first bar closing at or after 09:30.
-        - ``"next_day"``: available at 09:30 New York on the next weekday after the New York date
-          of ``timestamp``. If that weekday is a holiday no bar closes before the real next
-          session, so visibility is the same as with an exchange calendar. On daily bars this is
-          a one-bar delay.
+        The rule; ``rule(t)`` below. With an ``available_at`` column present the result is
+        ``max(available_at, rule(t))`` for the three rule modes.
+
+        - ``"market_close"``: ``rule(t) = t`` (computed from data up to and including that
+          bar's close).
+        - ``"available_at"``: the explicit ``available_at`` column decides alone. Any value is
+          allowed (even earlier than ``timestamp``: a pre-computed forecast).
+        - ``"market_open"``: 09:30 New York on the New York date of ``timestamp`` (a pre-market
+          signal for that session). On daily bars it is visible at that date's bar; on
+          intraday bars from the first bar closing at or after 09:30.
+        - ``"next_day"``: 09:30 New York on the next weekday after the New York date of
+          ``timestamp``. If that weekday is a holiday no bar closes before the real next
+          session, so visibility is the same as with an exchange calendar. On daily bars this
+          is a one-bar delay.
 
     Returns
     -------
     pl.DataFrame
-        ``signals`` with ``available_at`` (``Datetime[us, UTC]``) set or checked, same rows and
-        order.
+        ``signals`` with ``timestamp`` and ``available_at`` as ``Datetime[us, UTC]``, same rows
+        and order.
 
     Raises
     ------
     ValueError
-        Unknown ``mode``; ``timestamp`` or ``available_at`` missing or not UTC; null
-        ``timestamp``/``available_at`` values (the message names the first offending rows).
+        Unknown ``mode``; ``timestamp`` missing, null, of a non-date dtype, or naive and not at
+        00:00; ``available_at`` missing (mode ``available_at``), naive, or null in any row (the
+        message names the first offending rows).
     """
     if mode not in SIGNAL_TIMING_MODES:
         raise ValueError(
             f"unknown signal_available_at mode {mode!r}; expected one of {SIGNAL_TIMING_MODES}"
         )
     what = f"signal_available_at(mode={mode!r})"
-    _require_utc(signals, "timestamp", what)
-    null_ts = signals.with_row_index("row_index").filter(pl.col("timestamp").is_null())
-    if null_ts.height:
+    signals = _signal_timestamps_utc(signals, what)
+    has_own = "available_at" in signals.columns
+    if mode == "available_at" and not has_own:
         raise ValueError(
-            f"{what}: {null_ts.height} signal rows have a null timestamp: {_first_rows(null_ts)}"
+            f"{what}: column 'available_at' is missing (columns: {signals.columns}); choose a "
+            "rule mode (market_close, market_open, next_day) or add the column"
         )
+    if has_own:
+        signals = _file_available_at_utc(signals, what)
     if mode == "available_at":
-        _require_utc(signals, "available_at", what)
-        nulls = signals.with_row_index("row_index").filter(pl.col("available_at").is_null())
-        if nulls.height:
-            raise ValueError(
-                f"{what}: {nulls.height} signal rows have a null available_at: {_first_rows(nulls)}"
-            )
         return signals
     if mode == "market_close":
-        available = pl.col("timestamp")
+        rule = pl.col("timestamp")
     elif mode == "market_open":
-        available = market_open_utc(_ny_date(pl.col("timestamp")))
+        rule = market_open_utc(_ny_date(pl.col("timestamp")))
     else:  # next_day
         ny_date = _ny_date(pl.col("timestamp"))
-        available = market_open_utc(ny_date.dt.add_business_days(1, roll="forward"))
+        rule = market_open_utc(ny_date.dt.add_business_days(1, roll="forward"))
+    available = pl.max_horizontal(pl.col("available_at"), rule) if has_own else rule
     return signals.with_columns(available.cast(UTC_DATETIME).alias("available_at"))
 
 
@@ -224,6 +283,69 @@ def check_no_lookahead(used: pl.DataFrame) -> pl.DataFrame:
     _require_utc(used, "timestamp", "check_no_lookahead")
     _require_utc(used, "available_at", "check_no_lookahead")
     return used.with_row_index("row_index").filter(pl.col("available_at") > pl.col("timestamp"))
+
+
+def signal_uses_before_available(
+    panel: pl.DataFrame, signals: pl.DataFrame, *, signal_time_col: str = "signal_timestamp"
+) -> pl.DataFrame:
+    """Panel rows that use a signal before the signals table says it was available.
+
+    Independent of how the panel was joined: each used signal is looked up again in
+    ``signals`` by (symbol, its own timestamp), and its ``available_at`` there is compared with
+    the bar's close. A panel built by a join on the wrong key, or a signal whose availability
+    was changed after the join, is caught here (a check that only compares the panel's own
+    ``signal_available_at`` with ``timestamp`` cannot fail for an as-of join on that column).
+
+    Parameters
+    ----------
+    panel : pl.DataFrame
+        ``timestamp`` (bar close, ``Datetime[us, UTC]``), ``symbol`` and ``signal_time_col``
+        (the used signal's own timestamp; null where none is used).
+    signals : pl.DataFrame
+        The signals table: ``timestamp``, ``symbol``, ``available_at`` (UTC), unique
+        (timestamp, symbol).
+    signal_time_col : str
+        Panel column holding the used signal's timestamp.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``row_index`` (position in ``panel``), ``timestamp``, ``symbol``, ``signal_time_col``
+        and ``available_at`` (from ``signals``; null when the used signal is not in the table,
+        which is a violation too), in panel order; empty when every use is after availability.
+
+    Raises
+    ------
+    ValueError
+        Missing or non-UTC columns, or duplicated (timestamp, symbol) in ``signals``.
+    """
+    what = "signal_uses_before_available"
+    for column in ("timestamp", signal_time_col):
+        _require_utc(panel, column, what)
+    for column in ("timestamp", "available_at"):
+        _require_utc(signals, column, what)
+    for frame, name in ((panel, "panel"), (signals, "signals")):
+        if "symbol" not in frame.columns:
+            raise ValueError(f"{what}: {name} has no 'symbol' column ({frame.columns})")
+    dup = duplicated_rows(signals.select("timestamp", "symbol"), ["timestamp", "symbol"])
+    if dup.height:
+        raise ValueError(
+            f"{what}: {dup.height} signal rows share a (timestamp, symbol) key: {_first_rows(dup)}"
+        )
+    lookup = signals.select(
+        pl.col("timestamp").alias(signal_time_col),
+        pl.col("symbol").cast(pl.String),
+        pl.col("available_at").alias("__available_at"),
+    )
+    uses = (
+        panel.select("timestamp", pl.col("symbol").cast(pl.String), signal_time_col)
+        .with_row_index("row_index")
+        .filter(pl.col(signal_time_col).is_not_null())
+    )
+    checked = uses.join(lookup, on=[signal_time_col, "symbol"], how="left", maintain_order="left")
+    return checked.filter(
+        pl.col("__available_at").is_null() | (pl.col("__available_at") > pl.col("timestamp"))
+    ).rename({"__available_at": "available_at"})
 
 
 def bar_start_to_close(df: pl.DataFrame, bar_length: timedelta | str) -> pl.DataFrame:

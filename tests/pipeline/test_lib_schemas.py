@@ -250,6 +250,14 @@ def test_validate_signals_clean_passes_and_naive_available_at_raises() -> None:
         validate_signals(df.with_columns(pl.col("available_at").dt.replace_time_zone(None)))
 
 
+def test_validate_signals_text_scores_raise_naming_column_and_rows() -> None:
+    df = signal_rows([0.1, 0.2], ["A", "B"], [0, 0]).with_columns(
+        pl.Series("score", ["0.1", "n/a"])
+    )
+    with pytest.raises(ValueError, match=r"\['score'\] are stored as text.*'score': 'n/a'"):
+        validate_signals(df, known_symbols=["A", "B"])
+
+
 def test_validate_features_warmup_nulls_ok_nan_breaks() -> None:
     rows = [("A", 10.0 + i, 11.0 + i, 9.0 + i, 10.5 + i, 100.0) for i in range(25)]
     feats = compute_features(prices(rows))

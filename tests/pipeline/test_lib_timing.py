@@ -17,6 +17,7 @@ from ml4t_pipeline.lib.timing import (
     parse_duration,
     signal_age_bars,
     signal_available_at,
+    signal_uses_before_available,
     stale_signal_uses,
     status_counts,
     vix_close_utc,
@@ -116,9 +117,66 @@ def test_signal_available_at_missing_column_raises() -> None:
         signal_available_at(sig, "available_at")
 
 
-def test_signal_available_at_naive_timestamp_raises() -> None:
+def test_signal_available_at_naive_daily_timestamp_stamped_at_close() -> None:
+    # The price files' daily convention: naive 2024-01-02 00:00 is that date's 16:00 New York
+    # close, 21:00 UTC in January.
     sig = pl.DataFrame({"timestamp": [datetime(2024, 1, 2)], "symbol": ["A"], "score": [1.0]})
-    with pytest.raises(ValueError, match="must be pl.Datetime"):
+    out = signal_available_at(sig, "market_close")
+    assert out["timestamp"].to_list() == out["available_at"].to_list() == [utc(2024, 1, 2, 21)]
+
+
+def test_signal_available_at_naive_intraday_timestamp_raises_naming_row() -> None:
+    sig = pl.DataFrame(
+        {"timestamp": [datetime(2024, 1, 2), datetime(2024, 1, 3, 15)], "symbol": ["A"] * 2}
+    )
+    with pytest.raises(ValueError, match=r"not at 00:00.*'row_index': 1"):
+        signal_available_at(sig, "market_close")
+
+
+def test_signal_available_at_non_utc_timestamp_converted_to_same_instant() -> None:
+    # 16:00 New York on 2024-01-02 (EST) is 21:00 UTC.
+    sig = pl.DataFrame(
+        {"timestamp": [datetime(2024, 1, 2, 16)], "symbol": ["A"], "score": [1.0]}
+    ).with_columns(pl.col("timestamp").dt.replace_time_zone("America/New_York"))
+    out = signal_available_at(sig, "market_close")
+    assert out.schema["timestamp"] == out.schema["available_at"] == UTC_DATETIME
+    assert out["available_at"].to_list() == [utc(2024, 1, 2, 21)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "rule_value"),
+    [
+        ("market_close", utc(2024, 1, 2, 21)),  # the row's own close
+        ("market_open", utc(2024, 1, 2, 14, 30)),  # 09:30 New York the same date
+        ("next_day", utc(2024, 1, 3, 14, 30)),  # 09:30 New York the next weekday
+    ],
+)
+def test_signal_available_at_rule_mode_keeps_later_file_value(
+    mode: str, rule_value: datetime
+) -> None:
+    # Row 0 says "available three days later" (2024-01-05 21:00): the later value wins and the
+    # rule never pulls it earlier. Row 1's file value (2024-01-02 12:00) is before every rule
+    # value here, so the rule's value wins.
+    late, early = utc(2024, 1, 5, 21), utc(2024, 1, 2, 12)
+    sig = signals_frame([utc(2024, 1, 2, 21)] * 2, available_at=[late, early])
+    sig = sig.with_columns(pl.Series("symbol", ["A", "B"]))
+    out = signal_available_at(sig, mode)
+    assert out["available_at"].to_list() == [late, max(early, rule_value)]
+
+
+def test_signal_available_at_rule_mode_null_file_value_raises_naming_row() -> None:
+    sig = signals_frame(
+        [utc(2024, 1, 2, 21), utc(2024, 1, 3, 21)], available_at=[utc(2024, 1, 2, 21), None]
+    )
+    with pytest.raises(ValueError, match=r"1 signal rows have a null available_at.*'row_index': 1"):
+        signal_available_at(sig, "market_close")
+
+
+def test_signal_available_at_naive_file_available_at_raises_naming_column() -> None:
+    sig = signals_frame([utc(2024, 1, 2, 21)]).with_columns(
+        pl.lit(datetime(2024, 1, 3)).alias("available_at")
+    )
+    with pytest.raises(ValueError, match=r"'available_at' is Datetime.*must be timezone-aware"):
         signal_available_at(sig, "market_close")
 
 
@@ -390,3 +448,37 @@ def test_stale_signal_uses_join_without_limit_reported_with_limit_clean() -> Non
 def test_stale_signal_uses_bad_limit_raises(bad: object) -> None:
     with pytest.raises(ValueError, match="max_age_bars"):
         stale_signal_uses(age_panel(), max_age_bars=bad)  # type: ignore[arg-type]
+
+
+def used_panel(signal_times: list[datetime | None]) -> pl.DataFrame:
+    # Three daily bars of symbol A (2024-01-02..04, 21:00 UTC) and the signal each one uses.
+    return pl.DataFrame(
+        {
+            "timestamp": [utc(2024, 1, d, 21) for d in (2, 3, 4)],
+            "symbol": ["A"] * 3,
+            "signal_timestamp": signal_times,
+        },
+        schema_overrides={"timestamp": UTC_DATETIME, "signal_timestamp": UTC_DATETIME},
+    )
+
+
+def test_signal_uses_before_available_names_bars_using_a_late_signal() -> None:
+    # The 01-02 signal says it became available on 01-04 at 21:00; a panel that used it at the
+    # 01-02 and 01-03 bars (rows 0 and 1) used it early. The 01-04 bar may use it.
+    signals = signals_frame([utc(2024, 1, 2, 21)], available_at=[utc(2024, 1, 4, 21)])
+    panel = used_panel([utc(2024, 1, 2, 21)] * 3)
+    bad = signal_uses_before_available(panel, signals)
+    assert bad["row_index"].to_list() == [0, 1]
+    assert bad["available_at"].to_list() == [utc(2024, 1, 4, 21)] * 2
+
+
+def test_signal_uses_before_available_clean_panel_and_signal_not_in_table() -> None:
+    signals = signals_frame([utc(2024, 1, 2, 21)], available_at=[utc(2024, 1, 2, 21)])
+    assert (
+        signal_uses_before_available(used_panel([None, *[utc(2024, 1, 2, 21)] * 2]), signals).height
+        == 0
+    )
+    # A bar using a signal the table does not hold (01-03) cannot be checked: a violation.
+    bad = signal_uses_before_available(used_panel([None, None, utc(2024, 1, 3, 21)]), signals)
+    assert bad["row_index"].to_list() == [2]
+    assert bad["available_at"].to_list() == [None]
