@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ml4t_pipeline.lib.output import to_json_safe
+
 __all__ = [
     "ATTRIBUTION_FILES",
     "MISSING",
@@ -693,7 +695,10 @@ def write_attribution(tables: Mapping[str, Any], output_dir: str | Path) -> list
     }
     target = folder / "attribution_summary.json"
     tmp = target.with_name(".attribution_summary.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=_json_default))
+    strict = to_json_safe(summary)  # NaN/inf -> null: strict JSON (RFC 8259)
+    tmp.write_text(
+        json.dumps(strict, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    )
     tmp.replace(target)
     written.append(target)
     return written

@@ -39,6 +39,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -534,15 +535,21 @@ def pause_at(phase: str) -> None:
     """Test-only hook: sleep at ``phase`` when ``$ML4T_TEST_PAUSE_AT`` names it.
 
     Prints ``ml4t-test-paused <phase> <pid>`` to stderr first so a test can wait for the line and
-    then kill the process at a known point. Phases of a run, in order: ``staged``,
-    ``materialized``, ``writing`` (some top-level files written), ``marked`` (``run.json`` written
-    in the staging folder), ``swap-gap`` (fallback swap only), ``swapped`` (new set visible,
-    previous set not yet removed). Never set the variable outside tests.
+    then kill the process at a known point; ``SIGUSR1`` ends the pause early (the run goes on),
+    else it lasts ``$ML4T_TEST_PAUSE_SECONDS`` (default 300). Phases of a run, in order:
+    ``staged``, ``materialized``, ``writing`` (some top-level files written), ``marked``
+    (``run.json`` written in the staging folder), ``swap-gap`` (fallback swap only), ``swapped``
+    (new set visible, previous set not yet removed). Never set the variable outside tests.
     """
     if os.environ.get(PAUSE_ENV) != phase:
         return
-    print(f"ml4t-test-paused {phase} {os.getpid()}", file=sys.stderr, flush=True)
-    time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "300")))
+    seconds = float(os.environ.get(PAUSE_SECONDS_ENV, "300"))
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        print(f"ml4t-test-paused {phase} {os.getpid()}", file=sys.stderr, flush=True)
+        signal.sigtimedwait({signal.SIGUSR1}, seconds)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def utc_now() -> str:
