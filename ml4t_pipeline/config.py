@@ -1,4 +1,4 @@
-"""Experiment configuration: one YAML file per experiment, validated by pydantic models.
+"""Experiment configuration: one YAML (or JSON) file per experiment, validated by pydantic models.
 
 An experiment file has the sections ``data``, ``strategy``, ``risk_rules``, ``execution`` and
 ``reporting`` (after the seeds' configuration schema). Unknown keys anywhere are errors, and every
@@ -10,32 +10,107 @@ error message names the offending key. The same objects can be built in Python::
         strategy={"type": "TopN", "signal": "score", "n": 2},
     )
 
-Relative data paths resolve against the ``ML4T_DATA_ROOT`` environment variable (see
-:func:`resolve_data_path`); ``prices: demo`` selects the real daily OHLCV shipped in the
-``bokeh-sampledata`` package, so the demo needs no file at all.
+**Data paths** (``data.prices``, ``data.signals.path``, ``data.features``,
+``data.context.path``) resolve against the *data root*: the ``ML4T_DATA_ROOT`` environment
+variable, or the current directory when it is unset (see :func:`resolve_data_root`). A path that
+resolves outside the root (absolute, ``../``, or a symlink pointing out; symlinks are followed)
+is refused with the field and the root named, unless the person running the pipeline sets
+``ML4T_ALLOW_OUTSIDE_DATA_ROOT=1``. The opt-out is an environment variable on purpose: the data
+root is chosen by whoever runs the pipeline, so a config file cannot widen its own access.
+``prices: demo`` selects the real daily OHLCV shipped in the ``bokeh-sampledata`` package, so
+the demo needs no file at all.
+
+**Numbers** are bounded (see each model's docstring): ``inf``, ``nan``, booleans given for
+numbers and values beyond the documented limits (``n: 1e18``, ``initial_cash: 1e308``) are
+refused with the field path named. Integer fields accept integral floats (``25.0`` is ``25``)
+and refuse fractional ones. Risk-rule, commission and slippage specs are checked the same way:
+every number in them must be finite with ``|x| <= 1e12``, and the common parameters have ranges
+(:data:`RULE_PARAM_LIMITS`, :data:`COST_PARAM_LIMITS`).
+
+**Seeds' names**: the rule parameter names of the seeds' documents are accepted as aliases and
+rewritten to the engine's names when the config is validated (:data:`RULE_PARAM_ALIASES`:
+``sl_pct`` → ``stop_pct``, ``tp_pct`` → ``target_pct``, ``tighten_rate`` → ``tighten_per_bar``,
+``max_dd_pct`` → ``max_drawdown``; a ``RegimeDependentRule`` given as ``regime_source`` /
+``high_vol_threshold`` / ``rules: {high_vol, low_vol}`` becomes ``context_column`` /
+``threshold`` / ``above`` / ``below``; ``CompositeRule`` modes ``AND`` / ``OR`` become ``all`` /
+``any``). Giving an alias and its new name together is an error.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import math
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+if TYPE_CHECKING:
+    import engine as engine_mod
 
 DATA_ROOT_ENV = "ML4T_DATA_ROOT"
+"""Environment variable naming the data root (relative data paths resolve against it)."""
+ALLOW_OUTSIDE_ROOT_ENV = "ML4T_ALLOW_OUTSIDE_DATA_ROOT"
+"""Set to ``1`` (or ``true``/``yes``) to allow data paths outside the data root (off by default)."""
 DEMO_PRICES = "demo"
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+"""File suffixes :func:`load_config` reads (``.json`` is parsed as JSON, the others as YAML)."""
+
+MAX_BARS = 10_000
+"""Upper bound of bar-count settings (``n``, ``rebalance_every``, ``max_bars``, cooldowns)."""
+MAX_ROWS = 100_000
+"""Upper bound of row/period settings (``periods_per_year``, ``min_train_periods``, fill limits)."""
+MAX_CASH = 1e12
+"""Upper bound of ``initial_cash`` (currency) and of any number in a rule or cost spec."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded number types
+
+
+def _no_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true/false as 1/0; a boolean given for a number is a mistake
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {value!r}")
+    return value
+
+
+_NUMBER = BeforeValidator(_no_bool)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# data
 
 
 class ModelSignalsConfig(_Strict):
     """Signals made by the pipeline's own walk-forward scikit-learn model.
+
+    Each score is available at the close of the bar whose features it was computed from (its
+    ``available_at`` is that bar's timestamp); see :mod:`ml4t_pipeline.lib.signals`.
 
     Attributes
     ----------
@@ -43,26 +118,29 @@ class ModelSignalsConfig(_Strict):
         Ridge regression on cross-sectionally standardised features, or a small
         histogram gradient-boosting model.
     horizon : int
-        Forecast horizon in bars: the model predicts the ``horizon``-bar forward return.
+        Forecast horizon in bars, 1 to 250: the model predicts the ``horizon``-bar forward
+        return.
     min_train_periods : int
-        Distinct timestamps required before the first fit; earlier bars get no score.
+        Distinct timestamps required before the first fit, 20 to 100,000; earlier bars get no
+        score.
     retrain : {"monthly"}
         Refit at the first bar of every calendar month (expanding window).
     alpha : float
-        Ridge penalty.
+        Ridge penalty, in (0, 1e6].
     """
 
     model: Literal["ridge", "gbm"] = "ridge"
-    horizon: int = Field(5, ge=1, le=250)
-    min_train_periods: int = Field(252, ge=20)
+    horizon: Annotated[int, _NUMBER, Field(ge=1, le=250)] = 5
+    min_train_periods: Annotated[int, _NUMBER, Field(ge=20, le=MAX_ROWS)] = 252
     retrain: Literal["monthly"] = "monthly"
-    alpha: float = Field(1.0, gt=0)
+    alpha: Annotated[float, _NUMBER, Field(gt=0, le=1e6)] = 1.0
 
 
 class FileSignalsConfig(_Strict):
     """Signals read from a user's Parquet/CSV file: timestamp, symbol, one column per score.
 
-    ``columns`` names the score columns to use (all Float64 columns when omitted).
+    ``path`` is a data path (inside the data root); ``columns`` names the score columns to use
+    (all Float64 columns when omitted).
     """
 
     path: str
@@ -75,7 +153,8 @@ class ContextConfig(_Strict):
     ``source: market`` derives the equal-weight market return and its 20-bar volatility from
     the prices; ``source: vix`` reads CBOE's VIX history from ``path`` (stamped at its 16:15 New
     York close, so it is visible from the next daily bar); ``source: file`` reads any table with
-    a ``timestamp`` column and the named ``columns``.
+    a ``timestamp`` column and the named ``columns``. ``path`` is a data path (inside the data
+    root).
     """
 
     source: Literal["market", "vix", "file"] = "market"
@@ -88,23 +167,32 @@ class ContextConfig(_Strict):
         return v.strip() if v else v
 
 
+MODEL_SIGNAL_TIMING = ("market_close", "available_at")
+"""``signal_available_at`` values consistent with the built-in model's scores (each row's own
+``available_at`` is its feature bar's close, so both modes mean the same thing)."""
+
+
 class DataConfig(_Strict):
     """Where the data comes from and how strictly it is checked.
 
     Attributes
     ----------
     prices : str
-        ``demo`` (bokeh-sampledata's daily stocks) or a path to a Parquet/CSV file or directory.
+        ``demo`` (bokeh-sampledata's daily stocks) or a data path to a Parquet/CSV file or
+        directory, inside the data root (``ML4T_DATA_ROOT``, else the current directory).
     signals : ModelSignalsConfig | FileSignalsConfig
         The pipeline's own walk-forward model (default) or a user's score file.
     features : str
-        ``computed`` (indicators computed from prices) or a path to a features table.
+        ``computed`` (indicators computed from prices) or a data path to a features table.
     context : ContextConfig
         Market-wide values (one row per timestamp).
     signal_available_at : {"market_close", "market_open", "next_day", "available_at"}
-        When a signal row becomes usable: at its own bar's close, at 09:30 New York that day,
-        at the next weekday's open, or at the time in its explicit ``available_at`` column. A
-        signal is visible from the first bar whose close is at or after that time.
+        When a row of a signal *file* becomes usable: at its own bar's close, at 09:30 New York
+        that day, at the next weekday's open, or at the time in its explicit ``available_at``
+        column. A signal is visible from the first bar whose close is at or after that time.
+        The built-in model's scores carry their own ``available_at`` (their feature bar's
+        close): with model signals only ``market_close`` (the default) or ``available_at`` may
+        be given; ``market_open`` / ``next_day`` are refused rather than silently ignored.
     validation : {"fast", "standard", "paranoid"}
         Validation level (seeds' names). ``fast`` checks names, dtypes and a sample of rows (and
         says so); ``standard`` checks every row; ``paranoid`` adds signal timing and staleness.
@@ -112,14 +200,21 @@ class DataConfig(_Strict):
         For intraday price files whose timestamps mark the bar *start* (e.g. ``"1m"``, ``"1h"``):
         the bar length used to restamp them at the bar close. None for daily files.
     max_fill_bars : int | None
-        How many bars a signal value may be carried forward (None: until the next signal).
+        How many bars a signal value may be carried forward, 0 to 100,000 (None: until the next
+        signal).
     max_signal_age_bars : int | None
-        Under ``paranoid``: a signal older than this many of its symbol's bars is reported.
+        Under ``paranoid``: a signal older than this many of its symbol's bars is reported
+        (1 to 100,000).
     invalid_rows : {"fail", "quarantine"}
         ``fail`` stops the run and names the rows; ``quarantine`` keeps them in their own table
         (``prices_quarantine``) and leaves them out of the backtest.
     symbols : list[str] | None
         Restrict the universe (None = every symbol in the prices).
+    stream : {"whole", "monthly"}
+        How the backtest asset reads the prepared panel: ``whole`` (default) loads it into
+        memory; ``monthly`` streams it month by month through :class:`engine.ChunkedMarketData`
+        (same fills; for panels too large for memory). Only through the Dagster path
+        (``ml4t run`` and the UI), which stores the panel by month.
     """
 
     prices: str = DEMO_PRICES
@@ -133,98 +228,556 @@ class DataConfig(_Strict):
     invalid_rows: Literal["fail", "quarantine"] = "fail"
     symbols: list[str] | None = None
     bar_length: str | None = None
-    max_fill_bars: int | None = Field(None, ge=0)
-    max_signal_age_bars: int | None = Field(None, ge=1)
+    max_fill_bars: Annotated[int, _NUMBER, Field(ge=0, le=MAX_ROWS)] | None = None
+    max_signal_age_bars: Annotated[int, _NUMBER, Field(ge=1, le=MAX_ROWS)] | None = None
+    stream: Literal["whole", "monthly"] = "whole"
+
+    @model_validator(mode="after")
+    def _timing_applies(self) -> DataConfig:
+        timing = self.signal_available_at
+        if (
+            isinstance(self.signals, ModelSignalsConfig)
+            and "signal_available_at" in self.model_fields_set
+            and timing not in MODEL_SIGNAL_TIMING
+        ):
+            raise ValueError(
+                f"signal_available_at={timing!r} applies to signal files only; the built-in "
+                "model's scores carry their own available_at (the close of the bar their "
+                "features come from), so it would be ignored. Remove it (or use "
+                "'market_close'), or give a signal file: signals: {path: ...}"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# strategy
+
+_TOPN_DEFAULTS: dict[str, Any] = {"type": "TopN", "n": 25, "rebalance_every": 1, "weight": None}
 
 
 class StrategyConfig(_Strict):
-    """The strategy by registry name (``TopN``) and its parameters.
+    """The strategy: a registry name (``TopN``) with its parameters, or a user's class.
 
     ``TopN`` holds the ``n`` symbols with the highest ``signal`` value, equal weight ``1/n`` of
     equity (or ``weight``), rebalancing every ``rebalance_every`` bars.
+
+    Attributes
+    ----------
+    type : str
+        Name in ``engine.STRATEGY_REGISTRY`` (``TopN``).
+    signal : str
+        The column the strategy ranks by; the timing check ``trades_entered_after_signal_
+        available`` and the report's signal deciles use it (also for a user's class).
+    n : int
+        Symbols held, 1 to 10,000.
+    rebalance_every : int
+        Rebalance every k-th bar, 1 to 10,000.
+    weight : float | None
+        Fraction of equity per position, in (0, 1] (default ``1/n``).
+    class_ : str | None
+        YAML key ``class``: import path of a user strategy, ``package.module.ClassName`` or
+        ``package.module:ClassName``. It must subclass :class:`engine.Strategy`; it is imported
+        with :mod:`importlib` and built as ``Class(**params)``. TopN's own fields (``type``,
+        ``n``, ``rebalance_every``, ``weight``) must then stay at their defaults. Naming a class
+        runs its module's code: treat experiment files like code.
+    params : dict
+        Keyword arguments of the user's class (numbers finite, ``|x| <= 1e12``); only with
+        ``class``.
     """
 
     type: str = "TopN"
     signal: str = "score"
-    n: int = Field(25, ge=1)
-    rebalance_every: int = Field(1, ge=1)
-    weight: float | None = Field(None, gt=0, le=1)
+    n: Annotated[int, _NUMBER, Field(ge=1, le=MAX_BARS)] = 25
+    rebalance_every: Annotated[int, _NUMBER, Field(ge=1, le=MAX_BARS)] = 1
+    weight: Annotated[float, _NUMBER, Field(gt=0, le=1)] | None = None
+    class_: str | None = Field(None, alias="class", pattern=r"^[A-Za-z_][\w.]*([:.][A-Za-z_]\w*)$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _class_or_registry(self) -> StrategyConfig:
+        if self.class_ is None:
+            if self.params:
+                raise ValueError(
+                    "params is only for a user strategy class (strategy.class); TopN takes "
+                    "n, rebalance_every and weight directly"
+                )
+            return self
+        clash = [k for k, default in _TOPN_DEFAULTS.items() if getattr(self, k) != default]
+        if clash:
+            raise ValueError(
+                f"{clash} apply to the built-in TopN strategy, not to class {self.class_!r}; "
+                "pass the class's arguments under strategy.params"
+            )
+        _check_numbers(self.params, "strategy.params", {})
+        return self
 
     def engine_spec(self) -> dict[str, Any]:
-        """Return the dict that :func:`engine.build_strategy` accepts."""
-        return self.model_dump(exclude_none=True)
+        """Return the dict that :func:`engine.build_strategy` accepts (registry strategies).
+
+        Raises
+        ------
+        ValueError
+            For a user class (``class``), which has no registry spec; use :meth:`build`.
+        """
+        if self.class_ is not None:
+            raise ValueError(f"strategy class {self.class_!r} has no registry spec; use build()")
+        return self.model_dump(exclude_none=True, exclude={"class_", "params"})
+
+    def build(self) -> engine_mod.Strategy:
+        """Build the engine strategy (registry strategy, or the user's class with ``params``).
+
+        Raises
+        ------
+        ValueError
+            An import path that does not import, a class that does not subclass
+            :class:`engine.Strategy`, or parameters the class refuses.
+        """
+        import engine
+
+        if self.class_ is None:
+            return engine.build_strategy(self.engine_spec())
+        cls = import_strategy_class(self.class_)
+        try:
+            return cls(**self.params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"strategy class {self.class_!r} refused params: {exc}") from exc
+
+
+def import_strategy_class(path: str) -> type[engine_mod.Strategy]:
+    """Import ``package.module.ClassName`` (or ``package.module:ClassName``).
+
+    Raises
+    ------
+    ValueError
+        Module not importable, no such attribute, or not a subclass of :class:`engine.Strategy`.
+    """
+    import engine
+
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"strategy class {path!r}: expected 'package.module.ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"strategy class {path!r}: cannot import {module_name!r}: {exc}") from exc
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ValueError(f"strategy class {path!r}: module {module_name!r} has no {attr!r}")
+    if not (isinstance(cls, type) and issubclass(cls, engine.Strategy)):
+        raise ValueError(
+            f"strategy class {path!r} is {cls!r}, not a subclass of engine.Strategy "
+            "(subclass it and override on_timestamp_batch or on_market_data)"
+        )
+    return cls
+
+
+# ---------------------------------------------------------------------------------------------
+# risk rules, commission and slippage specs: aliases and numeric limits
+
+# name: (low, high, low_inclusive, high_inclusive, integer)
+_Limit = tuple[float, float, bool, bool, bool]
+_FRACTION: _Limit = (0.0, 1.0, False, False, False)
+_FRACTION0: _Limit = (0.0, 1.0, True, False, False)
+
+RULE_PARAM_LIMITS: dict[str, _Limit] = {
+    "stop_pct": _FRACTION,
+    "target_pct": _FRACTION,
+    "initial_trail_pct": _FRACTION,
+    "min_trail_pct": _FRACTION,
+    "tighten_per_bar": _FRACTION0,
+    "trigger_pct": _FRACTION,
+    "offset_pct": _FRACTION0,
+    "max_loss_pct": _FRACTION,
+    "max_drawdown": _FRACTION,
+    "max_pct": _FRACTION,
+    "max_bars": (1, MAX_BARS, True, True, True),
+    "max_positions": (1, MAX_BARS, True, True, True),
+    "max_leverage": (0.0, 100.0, False, True, False),
+    "atr_multiplier": (0.0, 100.0, False, True, False),
+    "priority": (-MAX_BARS, MAX_BARS, True, True, True),
+    "minutes_before": (0, 1440, True, False, True),
+}
+"""Ranges of the common risk-rule parameters (any rule, nested rules included)."""
+
+COST_PARAM_LIMITS: dict[str, _Limit] = {
+    "rate": (0.0, 0.1, True, True, False),
+    "pct": (0.0, 0.1, True, True, False),
+    "bps": (0.0, 1000.0, True, True, False),
+    "cost": (0.0, 1e6, True, True, False),
+    "minimum": (0.0, 1e6, True, True, False),
+    "maximum_pct": (0.0, 0.1, True, True, False),
+    "spread_fraction": (0.0, 1.0, True, True, False),
+    "fallback_pct": (0.0, 0.1, True, True, False),
+    "coefficient": (0.0, 100.0, True, True, False),
+    "max_impact": (0.0, 1.0, False, False, False),
+}
+"""Ranges of commission and slippage parameters: rates and percentages at most 10 %, a
+per-share/per-trade cost at most 1e6 currency, basis points at most 1,000."""
+
+RULE_PARAM_ALIASES: dict[str, dict[str, str]] = {
+    "PriceBasedStopLoss": {"sl_pct": "stop_pct"},
+    "PriceBasedTakeProfit": {"tp_pct": "target_pct"},
+    "DynamicTrailingStop": {"tighten_rate": "tighten_per_bar"},
+    "MaxDrawdownRule": {"max_dd_pct": "max_drawdown"},
+    "RegimeDependentRule": {"regime_source": "context_column", "high_vol_threshold": "threshold"},
+}
+"""Seeds' parameter names accepted per rule type, and the engine name each becomes."""
+
+_REGIME_RULE_KEYS = {"high_vol": "above", "low_vol": "below"}
+_COMPOSITE_MODES = {"AND": "all", "OR": "any", "and": "all", "or": "any"}
+COMPOSITE_RULE = "CompositeRule"
+
+
+def _fmt_limit(limit: _Limit) -> str:
+    lo, hi, lo_in, hi_in, integer = limit
+    kind = "an integer" if integer else "a number"
+    return f"{kind} in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+
+
+def _check_numbers(value: Any, where: str, limits: Mapping[str, _Limit]) -> None:
+    """Every number in ``value`` finite with ``|x| <= MAX_CASH``; named keys within ``limits``."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            path = f"{where}.{key}"
+            limit = limits.get(str(key))
+            if limit is not None and not isinstance(item, Mapping | list):
+                _check_limit(item, path, limit)
+            _check_numbers(item, path, limits)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_numbers(item, f"{where}[{i}]", limits)
+    elif (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (not math.isfinite(value) or abs(value) > MAX_CASH)
+    ):
+        raise ValueError(f"{where}: {value!r} is not a finite number with |x| <= {MAX_CASH:g}")
+
+
+def _check_limit(value: Any, where: str, limit: _Limit) -> None:
+    lo, hi, lo_in, hi_in, integer = limit
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and integer and isinstance(value, float):
+        ok = value.is_integer()
+    if ok:
+        x = float(value)
+        ok = math.isfinite(x) and (x >= lo if lo_in else x > lo) and (x <= hi if hi_in else x < hi)
+    if not ok:
+        raise ValueError(f"{where} must be {_fmt_limit(limit)}, got {value!r}")
+
+
+def normalize_rule_spec(spec: Any, where: str) -> dict[str, Any]:
+    """A risk-rule spec with the seeds' aliases rewritten to the engine's names, checked.
+
+    Parameters
+    ----------
+    spec : mapping
+        ``{type: <rule name>, **params}``; ``RegimeDependentRule`` ``above``/``below`` and
+        ``CompositeRule`` ``rules`` may hold nested specs (normalised too).
+    where : str
+        The spec's location for messages, e.g. ``risk_rules[0]``.
+
+    Returns
+    -------
+    dict
+        The spec with engine parameter names.
+
+    Raises
+    ------
+    ValueError
+        No ``type``; an alias given together with its new name; a non-finite or out-of-range
+        number (named by its path, e.g. ``risk_rules[0].stop_pct``).
+    """
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where} must be a mapping with a 'type' key, got {spec!r}")
+    if "type" not in spec:
+        raise ValueError(f"{where} has no 'type' (got keys {sorted(spec)})")
+    out = dict(spec)
+    kind = str(out["type"])
+    for old, new in RULE_PARAM_ALIASES.get(kind, {}).items():
+        if old in out:
+            if new in out:
+                raise ValueError(f"{where}: give {new!r} only ({old!r} is its old name)")
+            out[new] = out.pop(old)
+    if kind == "RegimeDependentRule" and "rules" in out:
+        regimes = out.pop("rules")
+        if not isinstance(regimes, Mapping) or set(regimes) - set(_REGIME_RULE_KEYS):
+            raise ValueError(
+                f"{where}.rules must map high_vol/low_vol to rule specs (seeds' form; the "
+                f"engine's names are 'above'/'below'), got {regimes!r}"
+            )
+        for old, new in _REGIME_RULE_KEYS.items():
+            if old in regimes:
+                if new in out:
+                    raise ValueError(f"{where}: give {new!r} or rules.{old}, not both")
+                out[new] = regimes[old]
+    for key in ("above", "below"):
+        if kind == "RegimeDependentRule" and isinstance(out.get(key), Mapping):
+            out[key] = normalize_rule_spec(out[key], f"{where}.{key}")
+    if kind == COMPOSITE_RULE:
+        rules = out.get("rules")
+        if not isinstance(rules, list) or not rules:
+            raise ValueError(f"{where}.rules must be a non-empty list of rule specs")
+        out["rules"] = [normalize_rule_spec(r, f"{where}.rules[{i}]") for i, r in enumerate(rules)]
+        if "mode" in out:
+            out["mode"] = _COMPOSITE_MODES.get(out["mode"], out["mode"])
+    flat = {k: v for k, v in out.items() if k not in ("above", "below", "rules")}
+    _check_numbers(flat, where, RULE_PARAM_LIMITS)
+    return out
+
+
+def build_rule(spec: Mapping[str, Any]) -> engine_mod.RiskRule:
+    """Build a risk rule from a (normalised) spec, ``CompositeRule`` and nesting included.
+
+    ``engine.build_rule`` knows the registry rules; a ``CompositeRule`` (``rules``: a list of
+    specs, ``mode``: ``any``/``all``, optional ``name``/``priority``) and the nested rules of a
+    ``RegimeDependentRule`` are built here, so composites may nest anywhere.
+
+    Raises
+    ------
+    ValueError
+        Unknown rule type or bad parameters (the engine's message).
+    """
+    import engine
+
+    spec = dict(spec)
+    if spec.get("type") == COMPOSITE_RULE:
+        params = {k: v for k, v in spec.items() if k not in ("type", "rules")}
+        rules = [build_rule(r) for r in spec.get("rules", [])]
+        try:
+            return engine.CompositeRule(rules, **params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad parameters for risk rule 'CompositeRule': {exc}") from exc
+    for key in ("above", "below"):
+        if isinstance(spec.get(key), Mapping):
+            spec[key] = build_rule(spec[key])
+    return engine.build_rule(spec)
+
+
+def _cost_spec(kind: str) -> Callable[[Any], Any]:
+    def check(spec: Any) -> Any:
+        if not isinstance(spec, Mapping) or "type" not in spec:
+            raise ValueError(f"execution.{kind} must be a mapping with a 'type' key, got {spec!r}")
+        _check_numbers(spec, f"execution.{kind}", COST_PARAM_LIMITS)
+        return dict(spec)
+
+    return check
+
+
+# ---------------------------------------------------------------------------------------------
+# execution and reporting
 
 
 class ExecutionConfig(_Strict):
-    """Fill mode, costs, cash.
+    """Fill mode, costs, cash, and the engine's fill-semantics settings.
 
-    ``fill``: ``next_open`` (default; a decision at bar t's close trades at t+1's open) or
-    ``close`` (same bar's close). ``commission`` and ``slippage`` are registry specs such as
-    ``{type: Percentage, rate: 0.001}``. ``initial_cash`` is in currency units.
+    Attributes
+    ----------
+    fill : {"next_open", "close"}
+        ``next_open`` (default; a decision at bar t's close trades at t+1's open) or ``close``
+        (same bar's close).
+    commission, slippage : dict
+        Registry specs such as ``{type: Percentage, rate: 0.001}`` or ``{type: SpreadAware,
+        spread_fraction: 0.5}`` (numbers finite; rates and percentages in [0, 0.1], basis
+        points in [0, 1000], costs in [0, 1e6] currency; :data:`COST_PARAM_LIMITS`).
+        ``SpreadAware`` uses the bar's ``bid``/``ask`` when the prices carry them, else the
+        Corwin–Schultz estimate from highs and lows.
+    initial_cash : float
+        Currency, in (0, 1e12].
+    fractional_shares, allow_short : bool
+    preset : {"backtrader", "vectorbt"} | None
+        Framework fill semantics (``engine.EXECUTION_PRESETS``); the settings below override it.
+    max_volume_participation : float | None
+        Largest fraction of a bar's volume one order may fill on that bar, in (0, 1].
+    close_at_end : bool | None
+        Close every open position at the last bar's close (``exit_reason = end_of_data``).
+    bar_event_order : {"chronological", "stops_first"} | None
+    stop_activation : {"next_bar", "entry_bar"} | None
+    exit_conflict : {"open_sell_wins", "stop_wins"} | None
+        ``stop_wins`` needs ``bar_event_order: stops_first``.
+    cash_check : {"execution", "submission"} | None
+    reentry_cooldown_bars : int | None
+        0 to 10,000 bars.
+    cash_tolerance : float | None
+        Currency, in [0, 1000].
+
+    The settings from ``max_volume_participation`` on are :class:`engine.ExecutionConfig`'s
+    fields with the same names and meanings (documented there and in the README's "Fill
+    semantics settings"); ``None`` (omitted) keeps the engine's default or the preset's value.
     """
 
     fill: Literal["next_open", "close"] = "next_open"
-    commission: dict[str, Any] = Field(default_factory=lambda: {"type": "Percentage", "rate": 0.0})
-    slippage: dict[str, Any] = Field(default_factory=lambda: {"type": "NoSlippage"})
-    initial_cash: float = Field(1_000_000.0, gt=0)
+    commission: Annotated[dict[str, Any], BeforeValidator(_cost_spec("commission"))] = Field(
+        default_factory=lambda: {"type": "Percentage", "rate": 0.0}
+    )
+    slippage: Annotated[dict[str, Any], BeforeValidator(_cost_spec("slippage"))] = Field(
+        default_factory=lambda: {"type": "NoSlippage"}
+    )
+    initial_cash: Annotated[float, _NUMBER, Field(gt=0, le=MAX_CASH)] = 1_000_000.0
     fractional_shares: bool = False
     allow_short: bool = False
     preset: Literal["backtrader", "vectorbt"] | None = None
+    max_volume_participation: Annotated[float, _NUMBER, Field(gt=0, le=1)] | None = None
+    close_at_end: bool | None = None
+    bar_event_order: Literal["chronological", "stops_first"] | None = None
+    stop_activation: Literal["next_bar", "entry_bar"] | None = None
+    exit_conflict: Literal["open_sell_wins", "stop_wins"] | None = None
+    cash_check: Literal["execution", "submission"] | None = None
+    reentry_cooldown_bars: Annotated[int, _NUMBER, Field(ge=0, le=MAX_BARS)] | None = None
+    cash_tolerance: Annotated[float, _NUMBER, Field(ge=0, le=1000)] | None = None
+
+    def engine_overrides(self) -> dict[str, Any]:
+        """The fill-semantics settings given explicitly (engine field name → value)."""
+        return {k: getattr(self, k) for k in ENGINE_SETTINGS if getattr(self, k) is not None}
+
+    def engine_config(self) -> engine_mod.ExecutionConfig:
+        """The :class:`engine.ExecutionConfig` of this section: preset, then explicit settings.
+
+        Raises
+        ------
+        ValueError
+            An unknown preset or an invalid combination (the engine's message).
+        """
+        import engine
+
+        presets: dict[str, dict[str, Any]] = engine.EXECUTION_PRESETS
+        base = dict(presets[self.preset]) if self.preset is not None else {}
+        return engine.ExecutionConfig(
+            fill=self.fill,
+            commission=engine.build_commission(dict(self.commission)),
+            slippage=engine.build_slippage(dict(self.slippage)),
+            initial_cash=self.initial_cash,
+            fractional_shares=self.fractional_shares,
+            allow_short=self.allow_short,
+            **{**base, **self.engine_overrides()},
+        )
+
+
+ENGINE_SETTINGS = (
+    "max_volume_participation",
+    "close_at_end",
+    "bar_event_order",
+    "stop_activation",
+    "exit_conflict",
+    "cash_check",
+    "reentry_cooldown_bars",
+    "cash_tolerance",
+)
+"""``execution`` keys passed to :class:`engine.ExecutionConfig` under the same name when given."""
 
 
 class ReportingConfig(_Strict):
-    """Report settings: annual risk-free rate (fraction) and bars per year for annualising."""
+    """Report settings.
 
-    risk_free_rate: float = Field(0.0, ge=-0.1, le=0.5)
-    periods_per_year: int = Field(252, ge=1)
+    Attributes
+    ----------
+    risk_free_rate : float
+        Annual risk-free rate as a fraction, in [-0.1, 0.5].
+    periods_per_year : int
+        Bars per year for annualising, 1 to 100,000 (252 daily; 98,280 = 252 × 390 minutes).
+    title : str | None
+    """
+
+    risk_free_rate: Annotated[float, _NUMBER, Field(ge=-0.1, le=0.5)] = 0.0
+    periods_per_year: Annotated[int, _NUMBER, Field(ge=1, le=MAX_ROWS)] = 252
     title: str | None = None
 
 
+# Fields added after the first config schema: left out of the hash while at their default, so
+# the config hash (a lineage key) of an existing experiment file does not change.
+_HASH_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("data", "stream"): "whole",
+    ("strategy", "class"): None,
+    ("strategy", "params"): {},
+    **{("execution", name): None for name in ENGINE_SETTINGS},
+}
+
+
 class ExperimentConfig(_Strict):
-    """One experiment: the whole YAML file."""
+    """One experiment: the whole YAML/JSON file.
+
+    ``risk_rules`` is a list of rule specs ``{type: <rule>, priority: ..., **params}``: any
+    ``engine.RULE_REGISTRY`` rule, or ``CompositeRule`` (``rules: [specs]``, ``mode: any|all``);
+    the seeds' parameter names are rewritten to the engine's (:data:`RULE_PARAM_ALIASES`) and
+    every number is checked (:data:`RULE_PARAM_LIMITS`).
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     description: str = ""
     data: DataConfig = Field(default_factory=DataConfig)
-    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig.model_validate({}))
     risk_rules: list[dict[str, Any]] = Field(default_factory=list)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     reporting: ReportingConfig = Field(default_factory=ReportingConfig)
 
-    @field_validator("risk_rules")
+    @field_validator("risk_rules", mode="before")
     @classmethod
-    def _rules_have_type(cls, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for i, rule in enumerate(rules):
-            if "type" not in rule:
-                raise ValueError(f"risk_rules[{i}] has no 'type' (got keys {sorted(rule)})")
-        return rules
+    def _normalize_rules(cls, rules: Any) -> Any:
+        if not isinstance(rules, list):
+            return rules
+        return [normalize_rule_spec(rule, f"risk_rules[{i}]") for i, rule in enumerate(rules)]
 
     def config_hash(self) -> str:
         """Return a short SHA-256 of the canonical JSON of this config (lineage key)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        dumped = self.model_dump(mode="json")
+        for (section, key), default in _HASH_NEUTRAL_DEFAULTS.items():
+            if dumped[section].get(key) == default:
+                dumped[section].pop(key, None)
+        canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
 
 
 class ConfigError(ValueError):
     """Raised when an experiment file cannot be read or does not validate."""
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate one experiment YAML file.
+class DataPathError(ConfigError):
+    """Raised when a data path resolves outside the data root."""
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number (numbers must be finite)")
+
+
+def _read_raw(path: Path) -> Any:
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text, parse_constant=_reject_constant)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def load_config(path: str | Path, *, data_root: str | Path | None = None) -> ExperimentConfig:
+    """Read and validate one experiment file (YAML, or JSON for a ``.json`` suffix).
+
+    Parameters
+    ----------
+    path : str or Path
+    data_root : str or Path, optional
+        The data root the data paths must stay inside (default: :func:`resolve_data_root`).
 
     Raises
     ------
     ConfigError
-        If the file is missing, is not YAML, or breaks the schema; the message lists every
+        If the file is missing, is not YAML/JSON, or breaks the schema; the message lists every
         offending key with its location (e.g. ``execution.fil: Extra inputs are not permitted``).
+        :class:`DataPathError` when a data path resolves outside the data root.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = _read_raw(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)
@@ -237,44 +790,147 @@ def load_config(path: str | Path) -> ExperimentConfig:
         ]
         raise ConfigError(f"{path}: invalid experiment config:\n" + "\n".join(lines)) from exc
     _check_engine_specs(cfg, path)
+    check_data_paths(cfg, data_root=data_root, source=path)
     return cfg
 
 
 def _check_engine_specs(cfg: ExperimentConfig, source: Path | str) -> None:
     """Build every engine component once so bad rule names or parameters fail at load time."""
-    import engine
-
-    checks: list[tuple[str, Any, dict[str, Any]]] = [
-        ("strategy", engine.build_strategy, cfg.strategy.engine_spec()),
-        ("execution.commission", engine.build_commission, cfg.execution.commission),
-        ("execution.slippage", engine.build_slippage, cfg.execution.slippage),
+    checks: list[tuple[str, Callable[[], Any]]] = [
+        ("strategy", cfg.strategy.build),
+        ("execution", cfg.execution.engine_config),
     ]
-    checks += [(f"risk_rules[{i}]", engine.build_rule, r) for i, r in enumerate(cfg.risk_rules)]
-    for where, build, spec in checks:
+    checks += [
+        (f"risk_rules[{i}]", lambda r=r: build_rule(r))  # type: ignore[misc]
+        for i, r in enumerate(cfg.risk_rules)
+    ]
+    for where, build in checks:
         try:
-            build(dict(spec))
+            build()
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {where}: {exc}") from exc
 
 
-def resolve_data_path(value: str, *, data_root: str | Path | None = None) -> Path:
-    """Resolve a data path from a config.
+# ---------------------------------------------------------------------------------------------
+# data paths
 
-    Absolute paths are used as they are. Relative paths resolve against ``data_root`` or else
-    the ``ML4T_DATA_ROOT`` environment variable, or else the current directory.
+
+def resolve_data_root(data_root: str | Path | None = None) -> Path:
+    """The data root, resolved (symlinks followed).
+
+    ``data_root`` if given, else ``$ML4T_DATA_ROOT``, else the current directory. A relative
+    root resolves against the current directory.
+    """
+    root = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV)
+    return Path(root).expanduser().resolve() if root else Path.cwd().resolve()
+
+
+def outside_root_allowed() -> bool:
+    """True when ``$ML4T_ALLOW_OUTSIDE_DATA_ROOT`` is ``1``, ``true`` or ``yes``."""
+    return os.environ.get(ALLOW_OUTSIDE_ROOT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _root_text(root: Path) -> str:
+    env = os.environ.get(DATA_ROOT_ENV)
+    origin = f"${DATA_ROOT_ENV}={env!r}" if env else f"${DATA_ROOT_ENV} unset: current directory"
+    return f"{root} ({origin})"
+
+
+def confine_data_path(
+    value: str, *, field: str = "data path", data_root: str | Path | None = None
+) -> Path:
+    """Resolve a data path and check that it stays inside the data root.
+
+    Relative paths join the root; ``~`` expands; the result is resolved with symlinks followed,
+    so ``../`` and links pointing out are caught. The file need not exist.
+
+    Parameters
+    ----------
+    value : str
+        The path as written in the config.
+    field : str
+        The config field, for the message (e.g. ``data.prices``).
+    data_root : str or Path, optional
+        See :func:`resolve_data_root`.
+
+    Returns
+    -------
+    Path
+        The resolved absolute path.
 
     Raises
     ------
+    DataPathError
+        The path resolves outside the root and ``$ML4T_ALLOW_OUTSIDE_DATA_ROOT`` is not set.
+    """
+    root = resolve_data_root(data_root)
+    p = Path(value).expanduser()
+    resolved = (p if p.is_absolute() else root / p).resolve()
+    if not resolved.is_relative_to(root) and not outside_root_allowed():
+        raise DataPathError(
+            f"{field}: {value!r} resolves to {resolved}, outside the data root "
+            f"{_root_text(root)}. Data paths must stay inside the data root: move the file "
+            f"under it, point ${DATA_ROOT_ENV} at a folder that contains it, or set "
+            f"{ALLOW_OUTSIDE_ROOT_ENV}=1 to allow paths outside the root"
+        )
+    return resolved
+
+
+def resolve_data_path(
+    value: str, *, data_root: str | Path | None = None, field: str = "data path"
+) -> Path:
+    """Resolve a data path from a config (confined to the data root, see
+    :func:`confine_data_path`) and check that it exists.
+
+    Raises
+    ------
+    DataPathError
+        The path resolves outside the data root.
     FileNotFoundError
         If the resolved path does not exist; the message names the variable to set.
     """
-    p = Path(value).expanduser()
-    if not p.is_absolute():
-        root = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV)
-        p = (Path(root) / p) if root else (Path.cwd() / p)
+    p = confine_data_path(value, field=field, data_root=data_root)
     if not p.exists():
         raise FileNotFoundError(
-            f"data file {p} not found (relative data paths resolve against ${DATA_ROOT_ENV}, "
-            f"currently {os.environ.get(DATA_ROOT_ENV)!r})"
+            f"{field}: data file {p} not found (relative data paths resolve against "
+            f"${DATA_ROOT_ENV}, currently {os.environ.get(DATA_ROOT_ENV)!r})"
         )
-    return p.resolve()
+    return p
+
+
+def data_paths(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """Every data path of ``cfg`` as ``(field, value)``: files only (not ``demo``/``computed``)."""
+    out: list[tuple[str, str]] = []
+    if cfg.data.prices != DEMO_PRICES:
+        out.append(("data.prices", cfg.data.prices))
+    if isinstance(cfg.data.signals, FileSignalsConfig):
+        out.append(("data.signals.path", cfg.data.signals.path))
+    if cfg.data.features != "computed":
+        out.append(("data.features", cfg.data.features))
+    if cfg.data.context.path:
+        out.append(("data.context.path", cfg.data.context.path))
+    return out
+
+
+def check_data_paths(
+    cfg: ExperimentConfig,
+    *,
+    data_root: str | Path | None = None,
+    source: str | Path | None = None,
+) -> None:
+    """Check that every data path of ``cfg`` stays inside the data root (files need not exist).
+
+    Raises
+    ------
+    DataPathError
+        Naming every offending field and the root.
+    """
+    errors = []
+    for field, value in data_paths(cfg):
+        try:
+            confine_data_path(value, field=field, data_root=data_root)
+        except DataPathError as exc:
+            errors.append(str(exc))
+    if errors:
+        prefix = f"{source}: " if source is not None else ""
+        raise DataPathError(prefix + "\n".join(errors))

@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 
 import engine
-from ml4t_pipeline.config import ExperimentConfig
+from ml4t_pipeline.config import ExperimentConfig, build_rule
 from ml4t_pipeline.defs.assets_attribution import ic_horizon
 from ml4t_pipeline.defs.metadata import (
     frame_metadata,
@@ -82,7 +82,13 @@ def run_experiment(
     signal_columns: list[str],
     indicator_columns: list[str],
 ) -> engine.BacktestResult:
-    """Run the engine for one experiment on prepared frames (no Dagster needed)."""
+    """Run the engine for one experiment on prepared frames (no Dagster needed).
+
+    The strategy is :meth:`StrategyConfig.build` (registry or user class), the rules
+    :func:`ml4t_pipeline.config.build_rule` (``CompositeRule`` included) and the execution
+    settings :meth:`ExecutionConfig.engine_config` (preset, then the explicit settings). A
+    ``bid``/``ask`` pair in the panel reaches the engine (spread-aware slippage).
+    """
     context_columns = value_columns(context)
     data = engine.MarketData.from_frame(
         panel,
@@ -91,21 +97,12 @@ def run_experiment(
         context=context,
         context_columns=context_columns,
     )
-    rules = [engine.build_rule(dict(spec)) for spec in cfg.risk_rules]
-    execution = engine.ExecutionConfig(
-        fill=cfg.execution.fill,
-        commission=engine.build_commission(dict(cfg.execution.commission)),
-        slippage=engine.build_slippage(dict(cfg.execution.slippage)),
-        initial_cash=cfg.execution.initial_cash,
-        fractional_shares=cfg.execution.fractional_shares,
-        allow_short=cfg.execution.allow_short,
-        **preset_fields(cfg.execution.preset),
-    )
+    rules = [build_rule(spec) for spec in cfg.risk_rules]
     bt = engine.BacktestEngine(
         data,
-        engine.build_strategy(cfg.strategy.engine_spec()),
+        cfg.strategy.build(),
         risk_manager=engine.RiskManager(rules) if rules else None,
-        config=execution,
+        config=cfg.execution.engine_config(),
     )
     return bt.run()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +23,16 @@ from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.sensors import experiment_configs_sensor, input_files_sensor
 from ml4t_pipeline.lib.io import load_demo_prices
 from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _data_root_is_basetemp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The configs here name data files under pytest's temporary folders: make that the data
+    root (data paths must stay inside ``ML4T_DATA_ROOT``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ML4T_DATA_ROOT", str(tmp_path_factory.getbasetemp()))
+        yield
+
 
 EXPERIMENT_YAML = """\
 name: {name}

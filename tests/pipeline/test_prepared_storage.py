@@ -8,6 +8,7 @@ month boundaries) is materialized once per module; ``prepared_panel`` months are
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,16 @@ from ml4t_pipeline.defs.sensors import input_files_sensor
 from ml4t_pipeline.lib.features import compute_features
 from ml4t_pipeline.lib.io import load_demo_prices
 from ml4t_pipeline.lib.lineage import experiment_input_hashes
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _data_root_is_basetemp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The configs here name data files under pytest's temporary folders: make that the data
+    root (data paths must stay inside ``ML4T_DATA_ROOT``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ML4T_DATA_ROOT", str(tmp_path_factory.getbasetemp()))
+        yield
+
 
 PREPARED = ("prices", "prices_quarantine", "features", "market_context", "signals", "market_panel")
 DATA_ASSETS = ["prices_raw", *PREPARED]

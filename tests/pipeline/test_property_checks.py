@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from ml4t_pipeline.cli import DATA_ASSETS, materialize_experiment
 from ml4t_pipeline.defs.assets_data import TABLE_RULES, _rule_check_name
 from ml4t_pipeline.lib.io import load_demo_prices
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _data_root_is_basetemp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The configs here name data files under pytest's temporary folders: make that the data
+    root (data paths must stay inside ``ML4T_DATA_ROOT``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ML4T_DATA_ROOT", str(tmp_path_factory.getbasetemp()))
+        yield
+
 
 CONFIG = """\
 name: {name}
