@@ -84,7 +84,8 @@ def join_context_asof(
         Bars with a ``timestamp`` column (``Datetime[us, UTC]``, bar close); other columns kept.
         Usually the unique bar timestamps; duplicates are allowed (each row is joined).
     context : pl.DataFrame
-        ``timestamp`` (when the values became known) plus value columns; unique timestamps.
+        ``timestamp`` (when the values became known: timezone-aware, any zone, converted to
+        UTC, which is lossless) plus value columns; unique timestamps.
     max_staleness : timedelta or str, optional
         Forward-fill limit. A context row older than this at a bar is not used: its values are
         null at that bar and the bar counts as ``stale``. ``None`` fills without limit. For daily
@@ -106,13 +107,25 @@ def join_context_asof(
     Raises
     ------
     ValueError
-        Missing ``timestamp`` columns, duplicate or null context timestamps, or clashing column
-        names.
+        Missing ``timestamp`` columns, a naive (or non-datetime) context ``timestamp``,
+        duplicate or null context timestamps, or clashing column names.
     """
     for name, frame in (("timestamps", timestamps), ("context", context)):
         if "timestamp" not in frame.columns:
             raise ValueError(f"join_context_asof: {name} has no 'timestamp' column")
-    right = context.rename({"timestamp": "context_timestamp"})
+    dtype = context.schema["timestamp"]
+    if not isinstance(dtype, pl.Datetime) or dtype.time_zone is None:
+        raise ValueError(
+            f"join_context_asof: the context column 'timestamp' is {dtype}; it must be the "
+            "timezone-aware instant each row became known (e.g. Datetime('us', 'UTC')). A naive "
+            "date does not say when in the day the value was published (the VIX closes at "
+            "16:15 New York, after the equity close): use data.context.source: vix for the "
+            "CBOE file, or store the publication time with its zone"
+        )
+    # Converting an aware timestamp to UTC keeps the instant (lossless).
+    right = context.with_columns(
+        pl.col("timestamp").dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC"))
+    ).rename({"timestamp": "context_timestamp"})
     return asof_join_backward(
         timestamps,
         right,

@@ -811,12 +811,24 @@ def validate_context(
     Raises
     ------
     ValueError
-        If ``timestamp`` is missing or not UTC, or a required column is absent.
+        If ``timestamp`` is missing or not UTC, a required column is absent, or a value column
+        (other than ``context_status``) is stored as text.
     """
     _require_utc_columns(context, ("timestamp",), "context")
     absent = [c for c in required_columns if c not in context.columns]
     if absent:
         raise ValueError(f"context: required columns {absent} missing ({context.columns})")
+    text = [
+        c
+        for c, t in context.schema.items()
+        if c != "context_status" and t in (pl.String, pl.Categorical)
+    ]
+    if text:
+        first = context.with_row_index("row_index").select("row_index", "timestamp", *text).head(3)
+        raise ValueError(
+            f"context: value columns {text} are stored as text, not numbers; they are not "
+            f"converted silently. First rows: {first.to_dicts()}"
+        )
     required = list(required_columns)
     values = _value_columns(context, ("timestamp",))
     rules = [

@@ -97,6 +97,30 @@ def test_join_context_asof_staleness_limit_nulls_and_counts() -> None:
     }
 
 
+def test_join_context_asof_naive_context_timestamp_raises_naming_column() -> None:
+    bars = pl.DataFrame(
+        {"timestamp": [utc(2024, 1, 3, 21)]}, schema_overrides={"timestamp": UTC_DATETIME}
+    )
+    naive = pl.DataFrame({"timestamp": [datetime(2024, 1, 2)], "vix": [13.2]})
+    with pytest.raises(ValueError, match=r"context column 'timestamp' is Datetime.*timezone-aware"):
+        join_context_asof(bars, naive)
+
+
+def test_join_context_asof_new_york_context_time_is_same_instant_as_utc() -> None:
+    # 16:15 New York on 2024-01-02 (EST) = 21:15 UTC: after the 21:00 UTC close of that day,
+    # so first visible at the 2024-01-03 bar, exactly as the UTC-stamped row would be.
+    bars = pl.DataFrame(
+        {"timestamp": [utc(2024, 1, 2, 21), utc(2024, 1, 3, 21)]},
+        schema_overrides={"timestamp": UTC_DATETIME},
+    )
+    ny = pl.DataFrame({"timestamp": [datetime(2024, 1, 2, 16, 15)], "vix": [13.2]}).with_columns(
+        pl.col("timestamp").dt.replace_time_zone("America/New_York")
+    )
+    out = join_context_asof(bars, ny)
+    assert out["vix"].to_list() == [None, 13.2]
+    assert out["context_timestamp"].to_list() == [None, utc(2024, 1, 2, 21, 15)]
+
+
 def test_join_context_asof_duplicate_context_timestamp_raises() -> None:
     bars = pl.DataFrame(
         {"timestamp": [utc(2024, 1, 3, 21)]}, schema_overrides={"timestamp": UTC_DATETIME}

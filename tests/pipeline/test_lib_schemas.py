@@ -258,6 +258,15 @@ def test_validate_signals_text_scores_raise_naming_column_and_rows() -> None:
         validate_signals(df, known_symbols=["A", "B"])
 
 
+def test_validate_context_text_column_raises_naming_it() -> None:
+    df = pl.DataFrame(
+        {"timestamp": [T0], "vix": ["13.2"], "context_status": ["fresh"]},
+        schema_overrides={"timestamp": UTC_DATETIME},
+    )
+    with pytest.raises(ValueError, match=r"context: value columns \['vix'\] are stored as text"):
+        validate_context(df, required_columns=["vix"])
+
+
 def test_validate_features_warmup_nulls_ok_nan_breaks() -> None:
     rows = [("A", 10.0 + i, 11.0 + i, 9.0 + i, 10.5 + i, 100.0) for i in range(25)]
     feats = compute_features(prices(rows))
