@@ -4,6 +4,11 @@ Every asset is partitioned by experiment (the partition key is the experiment fi
 The prepared tables (prices, prices_quarantine, features, market_context, signals, market_panel)
 are stored hive-partitioned by year/month (``by_month_metadata``; see ``io_managers``).
 Assets are thin: they load the experiment config, call ``ml4t_pipeline.lib`` and report metadata.
+
+Each asset computes its blocking checks before it yields its value and passes the verdict to the
+IO manager in the output metadata (``checks_verdict_metadata``): a value that fails a blocking
+check is stored as a rejected candidate and the last value that passed stays current.
+``prices_raw`` is judged by ``prices``' row checks: it stays a pending candidate until they pass.
 """
 
 from collections.abc import Iterator
@@ -18,7 +23,12 @@ from ml4t_pipeline.config import (
     FileSignalsConfig,
     resolve_data_path,
 )
-from ml4t_pipeline.defs.io_managers import by_month_metadata
+from ml4t_pipeline.defs.io_managers import (
+    by_month_metadata,
+    checks_verdict_metadata,
+    judged_by_metadata,
+    promotes_metadata,
+)
 from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table, pandera_descriptions
 from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
@@ -34,12 +44,21 @@ GROUP = "data"
 MAX_LISTED_ROWS = 20
 
 
+def _verdict(
+    context: dg.AssetExecutionContext, results: list[dg.AssetCheckResult]
+) -> dict[str, dg.MetadataValue]:
+    """The IO manager's verdict metadata from this asset's blocking check results."""
+    blocking = [spec.name for spec in context.assets_def.check_specs if spec.blocking]
+    return checks_verdict_metadata(results, blocking)
+
+
 @dg.asset(
     partitions_def=experiments_partitions,
     group_name=GROUP,
     kinds={"polars"},
     deps=["prices_file"],
     automation_condition=RERUN_ON_NEW_INPUTS,
+    metadata=judged_by_metadata("prices"),
 )
 def prices_raw(
     context: dg.AssetExecutionContext, experiments: ExperimentsResource
@@ -49,7 +68,8 @@ def prices_raw(
     ``prices: demo`` reads bokeh-sampledata's real daily stocks (split- and dividend-adjusted with
     their adjusted close); anything else is a Parquet/CSV file or folder under ``ML4T_DATA_ROOT``.
     Nothing is dropped here; a ``symbols`` list in the config restricts the universe explicitly.
-    The data version is the content hash of the source.
+    The data version is the content hash of the source. The value becomes current only when
+    ``prices``' blocking checks pass on it (until then it is a pending candidate).
     """
     cfg = experiments.load(context.partition_key)
     if cfg.data.prices == DEMO_PRICES:
@@ -84,7 +104,7 @@ PRICE_CHECKS = tuple(f"prices_{rule}" for rule in schemas.PRICE_RULE_NAMES)
             "and kept in prices_quarantine.",
             kinds={"polars"},
             automation_condition=RERUN_ON_NEW_INPUTS,
-            metadata=by_month_metadata(),
+            metadata=by_month_metadata() | promotes_metadata("prices_raw"),
         ),
         "prices_quarantine": dg.AssetOut(
             description="Price rows that break a validation rule, every original column kept, "
@@ -92,7 +112,7 @@ PRICE_CHECKS = tuple(f"prices_{rule}" for rule in schemas.PRICE_RULE_NAMES)
             "Empty unless the policy is quarantine.",
             kinds={"polars"},
             automation_condition=RERUN_ON_NEW_INPUTS,
-            metadata=by_month_metadata(),
+            metadata=by_month_metadata(allow_empty=True),
         ),
     },
     check_specs=[
@@ -131,6 +151,48 @@ def prices(
     kept = report.drop_invalid(prices_raw) if quarantine else prices_raw
     set_aside = report.invalid if quarantine else report.invalid.clear()
     descriptions = pandera_descriptions(schemas.PricesSchema)
+    results = [
+        dg.AssetCheckResult(
+            check_name="prices_valid",
+            asset_key="prices",
+            passed=report.n_violations == 0 or quarantine,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "policy": dg.MetadataValue.text(policy),
+                "validation_level": dg.MetadataValue.text(report.level),
+                "rows_checked": dg.MetadataValue.int(report.n_checked),
+                "rows_not_checked": dg.MetadataValue.int(report.n_unchecked),
+                "n_violations": dg.MetadataValue.int(report.n_violations),
+                "n_invalid_rows": dg.MetadataValue.int(report.invalid.height),
+                "violations_by_rule": dg.MetadataValue.json(report.summary),
+                "first_offending_rows": dg.MetadataValue.md(
+                    markdown_table(report.violations.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+                ),
+            },
+            description=(
+                "all checked rows valid"
+                if report.n_violations == 0
+                else f"{report.invalid.height} invalid rows ({policy})"
+            ),
+        )
+    ]
+    for rule, name in zip(schemas.PRICE_RULE_NAMES, PRICE_CHECKS, strict=True):
+        broken = report.rows_breaking(rule) if rule in report.summary else report.violations.clear()
+        results.append(
+            dg.AssetCheckResult(
+                check_name=name,
+                asset_key="prices",
+                passed=broken.height == 0,
+                severity=dg.AssetCheckSeverity.WARN if quarantine else dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "n_violations": dg.MetadataValue.int(broken.height),
+                    "first_offending_rows": dg.MetadataValue.md(
+                        markdown_table(broken.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+                    ),
+                },
+            )
+        )
+    verdict = _verdict(context, results)
     yield dg.Output(
         kept,
         output_name="prices",
@@ -139,50 +201,15 @@ def prices(
             "n_quarantined": dg.MetadataValue.int(prices_raw.height - kept.height),
             "validation_level": dg.MetadataValue.text(report.level),
             "rows_not_checked": dg.MetadataValue.int(report.n_unchecked),
-        },
+        }
+        | verdict,
     )
     yield dg.Output(
         set_aside,
         output_name="prices_quarantine",
-        metadata=frame_metadata(set_aside) | {"policy": dg.MetadataValue.text(policy)},
+        metadata=frame_metadata(set_aside) | {"policy": dg.MetadataValue.text(policy)} | verdict,
     )
-    yield dg.AssetCheckResult(
-        check_name="prices_valid",
-        asset_key="prices",
-        passed=report.n_violations == 0 or quarantine,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "policy": dg.MetadataValue.text(policy),
-            "validation_level": dg.MetadataValue.text(report.level),
-            "rows_checked": dg.MetadataValue.int(report.n_checked),
-            "rows_not_checked": dg.MetadataValue.int(report.n_unchecked),
-            "n_violations": dg.MetadataValue.int(report.n_violations),
-            "n_invalid_rows": dg.MetadataValue.int(report.invalid.height),
-            "violations_by_rule": dg.MetadataValue.json(report.summary),
-            "first_offending_rows": dg.MetadataValue.md(
-                markdown_table(report.violations.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
-            ),
-        },
-        description=(
-            "all checked rows valid"
-            if report.n_violations == 0
-            else f"{report.invalid.height} invalid rows ({policy})"
-        ),
-    )
-    for rule, name in zip(schemas.PRICE_RULE_NAMES, PRICE_CHECKS, strict=True):
-        broken = report.rows_breaking(rule) if rule in report.summary else report.violations.clear()
-        yield dg.AssetCheckResult(
-            check_name=name,
-            asset_key="prices",
-            passed=broken.height == 0,
-            severity=dg.AssetCheckSeverity.WARN if quarantine else dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "n_violations": dg.MetadataValue.int(broken.height),
-                "first_offending_rows": dg.MetadataValue.md(
-                    markdown_table(broken.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
-                ),
-            },
-        )
+    yield from results
 
 
 TABLE_RULES: dict[str, tuple[str, ...]] = {
@@ -210,24 +237,30 @@ def _rule_specs(asset: str) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def _rule_checks(asset: str, report: schemas.TableValidation) -> Iterator[dg.AssetCheckResult]:
+def _rule_checks(asset: str, report: schemas.TableValidation) -> list[dg.AssetCheckResult]:
     """The per-property results of a validation (a rule not applied says so, and passes)."""
+    out = []
     for rule in TABLE_RULES[asset]:
         checked = rule in report.summary
         broken = report.rows_breaking(rule) if checked else report.violations.clear()
-        yield dg.AssetCheckResult(
-            check_name=_rule_check_name(asset, rule),
-            asset_key=asset,
-            passed=broken.height == 0,
-            description=None if checked else "not applicable to this experiment",
-            metadata={
-                "checked": dg.MetadataValue.bool(checked),
-                "n_violations": dg.MetadataValue.int(broken.height),
-                "first_offending_rows": dg.MetadataValue.md(
-                    markdown_table(broken.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
-                ),
-            },
-        )
+        out.append(_rule_result(asset, rule, checked, broken))
+    return out
+
+
+def _rule_result(asset: str, rule: str, checked: bool, broken: pl.DataFrame) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=_rule_check_name(asset, rule),
+        asset_key=asset,
+        passed=broken.height == 0,
+        description=None if checked else "not applicable to this experiment",
+        metadata={
+            "checked": dg.MetadataValue.bool(checked),
+            "n_violations": dg.MetadataValue.int(broken.height),
+            "first_offending_rows": dg.MetadataValue.md(
+                markdown_table(broken.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+            ),
+        },
+    )
 
 
 def _validation_check(
@@ -293,9 +326,14 @@ def features(
     report = schemas.validate_features(frame, known_symbols=prices["symbol"].unique())
     meta = frame_metadata(frame, pandera_descriptions(schemas.FeaturesSchema))
     meta["content_hash"] = dg.MetadataValue.text(version)
-    yield dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
-    yield _validation_check("features_valid", "features", report)
-    yield from _rule_checks("features", report)
+    results = [
+        _validation_check("features_valid", "features", report),
+        *_rule_checks("features", report),
+    ]
+    yield dg.Output(
+        frame, metadata=meta | _verdict(context, results), data_version=dg.DataVersion(version)
+    )
+    yield from results
 
 
 def context_required_columns(cfg: ContextConfig) -> list[str]:
@@ -359,14 +397,19 @@ def market_context(
     report = schemas.validate_context(frame, required_columns=required)
     meta |= frame_metadata(frame, pandera_descriptions(schemas.ContextSchema))
     meta["content_hash"] = dg.MetadataValue.text(version)
-    yield dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
-    yield _validation_check(
-        "context_valid",
-        "market_context",
-        report,
-        required_columns=dg.MetadataValue.json(required),
+    results = [
+        _validation_check(
+            "context_valid",
+            "market_context",
+            report,
+            required_columns=dg.MetadataValue.json(required),
+        ),
+        *_rule_checks("market_context", report),
+    ]
+    yield dg.Output(
+        frame, metadata=meta | _verdict(context, results), data_version=dg.DataVersion(version)
     )
-    yield from _rule_checks("market_context", report)
+    yield from results
 
 
 @dg.asset(
@@ -427,9 +470,14 @@ def signals(
     report = schemas.validate_signals(frame, known_symbols=prices["symbol"].unique())
     meta = frame_metadata(frame, pandera_descriptions(schemas.SignalsSchema))
     meta["content_hash"] = dg.MetadataValue.text(version)
-    yield dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
-    yield _validation_check("signals_valid", "signals", report)
-    yield from _rule_checks("signals", report)
+    results = [
+        _validation_check("signals_valid", "signals", report),
+        *_rule_checks("signals", report),
+    ]
+    yield dg.Output(
+        frame, metadata=meta | _verdict(context, results), data_version=dg.DataVersion(version)
+    )
+    yield from results
 
 
 @dg.asset(
@@ -443,7 +491,8 @@ def signals(
             "signals_available_before_use",
             asset="market_panel",
             blocking=True,
-            description="No bar sees a signal whose available_at is after the bar's close.",
+            description="No bar uses a signal that the signals table says became available "
+            "after the bar's close (each use is looked up again by signal timestamp and symbol).",
         ),
         dg.AssetCheckSpec(
             "signals_not_stale",
@@ -473,37 +522,77 @@ def market_panel(
         prices, features, signals, max_fill_bars=cfg.max_fill_bars, keep_status=True
     )
     counts = timing.status_counts(frame, "signal_status")
-    used = frame.filter(pl.col("signal_available_at").is_not_null()).select(
-        "timestamp", "symbol", pl.col("signal_available_at").alias("available_at")
-    )
-    bad = timing.check_no_lookahead(used)
     stale = None
     if cfg.validation == "paranoid" and cfg.max_signal_age_bars is not None:
         stale = timing.stale_signal_uses(frame, cfg.max_signal_age_bars)
     frame = frame.drop("signal_status")
+    results = [
+        signals_available_before_use(frame, signals),
+        dg.AssetCheckResult(
+            check_name="signals_not_stale",
+            passed=stale is None or stale.height == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="checked (paranoid)" if stale is not None else "not checked at this level",
+            metadata={
+                "checked": dg.MetadataValue.bool(stale is not None),
+                "n_violations": dg.MetadataValue.int(0 if stale is None else stale.height),
+                "first_offending_rows": dg.MetadataValue.md(
+                    markdown_table(stale.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+                    if stale is not None
+                    else "_not checked (needs validation: paranoid and max_signal_age_bars)_"
+                ),
+            },
+        ),
+    ]
     yield dg.Output(
-        frame, metadata=frame_metadata(frame) | {"signal_fill": dg.MetadataValue.json(counts)}
+        frame,
+        metadata=frame_metadata(frame)
+        | {"signal_fill": dg.MetadataValue.json(counts)}
+        | _verdict(context, results),
     )
-    yield dg.AssetCheckResult(
-        check_name="signals_available_before_use",
+    yield from results
+
+
+def signals_available_before_use(
+    panel: pl.DataFrame, signals: pl.DataFrame, *, check_name: str = "signals_available_before_use"
+) -> dg.AssetCheckResult:
+    """Check that no bar of ``panel`` uses a signal before ``signals`` says it was available.
+
+    Independent of the join that built the panel: every used signal (``signal_timestamp``) is
+    looked up again in the signals table by (symbol, timestamp) and its ``available_at`` there
+    is compared with the bar's close (``timing.signal_uses_before_available``). Comparing the
+    panel's own ``signal_available_at`` with ``timestamp`` could not fail for an as-of join on
+    that column; this lookup fails for a join on the wrong key, a shifted panel, or a used
+    signal that is not in the table.
+
+    Parameters
+    ----------
+    panel : pl.DataFrame
+        The market panel: ``timestamp`` (bar close, UTC), ``symbol``, ``signal_timestamp``
+        (null where no signal is used).
+    signals : pl.DataFrame
+        The signals table: ``timestamp``, ``symbol``, ``available_at`` (UTC).
+    check_name : str
+        Name of the check the result is for.
+
+    Returns
+    -------
+    dg.AssetCheckResult
+        ERROR severity; fails with the first offending panel rows (row index, bar, symbol,
+        the signal's timestamp and its ``available_at`` in the table).
+    """
+    bad = timing.signal_uses_before_available(panel, signals)
+    return dg.AssetCheckResult(
+        check_name=check_name,
         passed=bad.height == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="every used signal was available by its bar's close"
+        if bad.height == 0
+        else f"{bad.height} bars use a signal before it was available",
         metadata={
             "n_violations": dg.MetadataValue.int(bad.height),
-            "first_offending_rows": dg.MetadataValue.md(markdown_table(bad, MAX_LISTED_ROWS)),
-        },
-    )
-    yield dg.AssetCheckResult(
-        check_name="signals_not_stale",
-        passed=stale is None or stale.height == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        description="checked (paranoid)" if stale is not None else "not checked at this level",
-        metadata={
-            "checked": dg.MetadataValue.bool(stale is not None),
-            "n_violations": dg.MetadataValue.int(0 if stale is None else stale.height),
             "first_offending_rows": dg.MetadataValue.md(
-                markdown_table(stale.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
-                if stale is not None
-                else "_not checked (needs validation: paranoid and max_signal_age_bars)_"
+                markdown_table(bad.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
             ),
         },
     )

@@ -23,8 +23,14 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.defs.io_managers import MONTH_DIMENSION, by_month_metadata, month_bounds
-from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table
+from ml4t_pipeline.defs.assets_data import signals_available_before_use
+from ml4t_pipeline.defs.io_managers import (
+    MONTH_DIMENSION,
+    by_month_metadata,
+    checks_verdict_metadata,
+    month_bounds,
+)
+from ml4t_pipeline.defs.metadata import frame_metadata
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import panel as panel_lib
@@ -91,8 +97,8 @@ def warmup_bars(prices: pl.LazyFrame, symbols: pl.Series, before: Any, n_bars: i
             "month_signals_available_before_use",
             asset="prepared_panel",
             blocking=True,
-            description="No bar of the month sees a signal whose available_at is after the "
-            "bar's close.",
+            description="No bar of the month uses a signal that the signals table says became "
+            "available after the bar's close (each use is looked up again in the table).",
         )
     ],
 )
@@ -139,23 +145,19 @@ def prepared_panel(
     ).filter(in_month)
     counts = timing.status_counts(frame, "signal_status")
     frame = frame.drop("signal_status")
-    used = frame.filter(pl.col("signal_available_at").is_not_null()).select(
-        "timestamp", "symbol", pl.col("signal_available_at").alias("available_at")
+    # the check looks every used signal up in the stored signals table, not in `visible`
+    used_times = frame.get_column("signal_timestamp").drop_nulls().unique()
+    lookup = signals.filter(pl.col("timestamp").is_in(used_times.implode())).collect()
+    result = signals_available_before_use(
+        frame, lookup, check_name="month_signals_available_before_use"
     )
-    bad = timing.check_no_lookahead(used)
     yield dg.Output(
         frame,
         metadata=frame_metadata(frame)
         | {
             "signal_fill": dg.MetadataValue.json(counts),
             "warmup_rows": dg.MetadataValue.int(warm.height),
-        },
+        }
+        | checks_verdict_metadata([result]),
     )
-    yield dg.AssetCheckResult(
-        check_name="month_signals_available_before_use",
-        passed=bad.height == 0,
-        metadata={
-            "n_violations": dg.MetadataValue.int(bad.height),
-            "first_offending_rows": dg.MetadataValue.md(markdown_table(bad, 20)),
-        },
-    )
+    yield result

@@ -1,6 +1,7 @@
 """The IO manager: every asset value lives as a file (or folder) under one storage folder.
 
-Layout: ``<base_dir>/<asset_name>/<partition_key>[.<ext>]`` where the form follows the value:
+Layout: ``<base_dir>/<asset_name>/<partition_key>[.<ext>]`` holds the asset's **current** value
+(the last one that passed its blocking checks), in the form its type selects:
 
 - a *prepared table* (an asset or output whose definition metadata is :func:`by_month_metadata`:
   prices, prices_quarantine, features, market_context, signals, market_panel) → a folder of zstd
@@ -13,10 +14,37 @@ Layout: ``<base_dir>/<asset_name>/<partition_key>[.<ext>]`` where the form follo
   row order and settings, so a rerun of the same data writes byte-identical files). ``symbol`` is
   stored as String and read back as Categorical. An asset partitioned by experiment × month
   (``prepared_panel``) writes only its own month's folder under ``<asset>/<experiment>/``.
+  An empty table is refused (an error naming the asset; the stored months stay), except for an
+  output declared ``by_month_metadata(allow_empty=True)`` (``prices_quarantine``, empty when no
+  row was set aside).
 - any other ``polars.DataFrame`` → ``.parquet`` (zstd)
 - ``dict`` whose values are all DataFrames → a folder of ``<name>.parquet`` files
 - any other ``dict`` / ``list`` → ``.json``
 - ``str`` → ``.html`` (reports)
+
+**Last good value.** A value that fails a blocking check never replaces the current one. The
+assets whose blocking checks run inside the asset (``prices``, ``features``, ``signals``,
+``market_context``, ``market_panel``, ``prepared_panel``) compute their check results *before*
+yielding the value and put the verdict in the output metadata (:func:`checks_verdict_metadata`:
+``ml4t/checks_passed``, ``ml4t/failed_checks``). The IO manager then:
+
+- verdict passed, or no verdict (an asset without blocking checks): writes the value in place
+  as the current one and records it in ``<asset>/.ml4t/<key>.current.json`` (run id, time,
+  verdict, path);
+- verdict failed: writes the value as a *rejected candidate* under
+  ``<asset>/.ml4t/candidates/<key>/<run_id>[...]`` (kept for inspection, the latest one per key)
+  and leaves the current value and its record untouched;
+- an asset judged by a downstream asset's checks (definition metadata
+  :func:`judged_by_metadata`; ``prices_raw`` is judged by ``prices``' row checks) is written as a
+  *pending candidate*. Loading it reads that run's pending candidate (else the newest pending one,
+  else the current value); when the judge's value passes, the judge's output
+  (:func:`promotes_metadata`) promotes the candidate it read to current (an atomic rename); when
+  it fails, the candidate is marked rejected.
+
+So a downstream-only rerun after a refused input reads the last value that passed. The
+materialization shows which version is current: ``ml4t/version`` says "current: run X" or
+"candidate rejected (...); current stays run Y", with ``path`` (the current value) and
+``candidate_path``. :func:`read_value` on ``<asset>/<key>`` reads the current value, as before.
 
 Reads of Parquet are lazy scans: a downstream asset that declares
 ``dg.AssetIn(metadata={"columns": [...]})`` gets only those columns, and only those are read from
@@ -27,6 +55,16 @@ Writes are atomic per file: a temporary sibling is written first, then renamed o
 so a failure while writing leaves the previous version readable. A prepared table is replaced
 month by month; a failure part-way leaves every month readable, some old and some new, and the
 failed run says so.
+
+**Locks.** Every write of a storage key (asset × partition; for ``prepared_panel`` asset ×
+experiment × month) holds an exclusive ``flock`` on ``<asset>/.ml4t/locks/<key>.lock`` (see
+``storage.exclusive_lock``), so two runs writing the same key never interleave their files. A
+second writer waits up to ``lock_timeout_s`` (default 60 s, ``$ML4T_LOCK_TIMEOUT``), then fails
+with "in use by pid N". Reads take no lock (every file is replaced atomically).
+
+**Keys.** Partition keys become path parts, so the IO manager refuses to build a path from an
+unsafe key (``partitions.check_partition_key``: ``[A-Za-z0-9_.-]+``, no ``..``, no leading
+``.``) with an error naming the key.
 """
 
 from __future__ import annotations
@@ -35,7 +73,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,27 +82,112 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from ml4t_pipeline.defs.partitions import check_partition_key
 from ml4t_pipeline.lib import storage
 
 STORAGE_ENV = "ML4T_STORAGE_DIR"
+LOCK_TIMEOUT_ENV = "ML4T_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT_S = 60.0
 STORAGE_KEY = "ml4t/storage"
 """Definition-metadata key selecting how an output is stored."""
 BY_MONTH = "parquet_by_year_month"
 """Value of :data:`STORAGE_KEY` for prepared tables (hive-partitioned by year/month)."""
+ALLOW_EMPTY_KEY = "ml4t/allow_empty"
+"""Definition-metadata key: an empty prepared table may replace the stored one."""
+VERDICT_KEY = "ml4t/checks_passed"
+"""Output-metadata key: did every blocking check of this value pass (bool)."""
+FAILED_CHECKS_KEY = "ml4t/failed_checks"
+"""Output-metadata key: the blocking checks that failed with ERROR severity (list of names)."""
+JUDGED_BY_KEY = "ml4t/judged_by"
+"""Definition-metadata key: the downstream asset whose checks decide if this value is kept."""
+PROMOTES_KEY = "ml4t/promotes"
+"""Definition-metadata key: upstream assets whose pending candidate this output promotes."""
+VERSION_KEY = "ml4t/version"
+"""Materialization-metadata key: which stored version is current after this write."""
 SCHEMA_FILE = "_schema.parquet"
 """Zero-row file at the root of a prepared table: its column types (also for an empty table)."""
 MONTH_DIMENSION = "month"
 """Name of the monthly dimension of a multi-partitioned prepared table."""
+CONTROL_DIR = ".ml4t"
+"""Per-asset folder of current-version records, candidates and lock files (never a key)."""
 
 
-def by_month_metadata() -> dict[str, str]:
-    """Definition metadata that stores an asset's DataFrame as a year/month-partitioned table."""
-    return {STORAGE_KEY: BY_MONTH}
+def by_month_metadata(*, allow_empty: bool = False) -> dict[str, Any]:
+    """Definition metadata that stores an asset's DataFrame as a year/month-partitioned table.
+
+    ``allow_empty``: an empty frame may replace the stored table (for tables that are empty
+    by design when nothing is wrong, such as ``prices_quarantine``); otherwise it is refused.
+    """
+    meta: dict[str, Any] = {STORAGE_KEY: BY_MONTH}
+    if allow_empty:
+        meta[ALLOW_EMPTY_KEY] = True
+    return meta
+
+
+def judged_by_metadata(asset: str) -> dict[str, str]:
+    """Definition metadata: the value stays a pending candidate until ``asset``'s checks pass."""
+    return {JUDGED_BY_KEY: asset}
+
+
+def promotes_metadata(*assets: str) -> dict[str, list[str]]:
+    """Definition metadata of the judging output: promote these upstream assets' candidates."""
+    return {PROMOTES_KEY: list(assets)}
+
+
+def checks_verdict_metadata(
+    results: Iterable[dg.AssetCheckResult], blocking: Iterable[str] | None = None
+) -> dict[str, dg.MetadataValue]:
+    """Output metadata telling the IO manager whether the value passed its blocking checks.
+
+    Parameters
+    ----------
+    results : iterable of dg.AssetCheckResult
+        The value's check results, computed before the value is yielded.
+    blocking : iterable of str, optional
+        Names of the blocking checks (default: every result). Only a failed blocking check of
+        ERROR severity refuses the value, as it is the one that stops downstream assets.
+
+    Returns
+    -------
+    dict
+        ``{"ml4t/checks_passed": bool, "ml4t/failed_checks": [names]}``.
+    """
+    names = None if blocking is None else set(blocking)
+    failed = sorted(
+        r.check_name or ""
+        for r in results
+        if not r.passed
+        and r.severity == dg.AssetCheckSeverity.ERROR
+        and (names is None or r.check_name in names)
+    )
+    return {
+        VERDICT_KEY: dg.MetadataValue.bool(not failed),
+        FAILED_CHECKS_KEY: dg.MetadataValue.json(failed),
+    }
 
 
 def default_storage_dir() -> str:
     """``$ML4T_STORAGE_DIR`` or ``.ml4t_storage`` in the current directory."""
     return os.environ.get(STORAGE_ENV, str(Path.cwd() / ".ml4t_storage"))
+
+
+def default_lock_timeout() -> float:
+    """``$ML4T_LOCK_TIMEOUT`` (seconds a writer waits for a busy key) or 60."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r} must be a finite number of seconds >= 0")
+    return value
+
+
+def _with_ext(stem: Path, ext: str) -> Path:
+    # not Path.with_suffix: a key such as "exp.v2" must give "exp.v2.parquet", not "exp.parquet"
+    return stem.with_name(stem.name + ext)
 
 
 def _atomic_replace(tmp: Path, final: Path) -> None:
@@ -93,17 +217,24 @@ def _require_frame(value: Any, where: Path) -> pl.DataFrame:
     return value
 
 
-def write_table_by_month(frame: pl.DataFrame, root: Path) -> list[storage.WrittenPartition]:
+def write_table_by_month(
+    frame: pl.DataFrame, root: Path, *, allow_empty: bool = False, what: str | None = None
+) -> list[storage.WrittenPartition]:
     """Replace the table under ``root`` with ``frame``, one zstd Parquet file per UTC month.
 
     Parameters
     ----------
     frame : pl.DataFrame
         Table with a timezone-aware, non-null ``timestamp`` column and no ``year``/``month``
-        columns. May be empty (only the schema file is kept).
+        columns. Empty only with ``allow_empty`` (then only the schema file is kept).
     root : Path
         The table's folder; months present in ``frame`` are rewritten (each atomically), months
         no longer present are removed, and ``_schema.parquet`` records the column types.
+    allow_empty : bool
+        Let an empty ``frame`` replace the table. Default False: an empty input is an error and
+        nothing stored is removed.
+    what : str, optional
+        The asset (and partition) for error messages, e.g. ``"prices[demo]"``.
 
     Returns
     -------
@@ -113,9 +244,19 @@ def write_table_by_month(frame: pl.DataFrame, root: Path) -> list[storage.Writte
     Raises
     ------
     ValueError
-        ``timestamp`` missing, naive or null (the offending rows are listed).
+        ``timestamp`` missing, naive or null (the offending rows are listed), or an empty
+        ``frame`` without ``allow_empty`` (the message names ``what``; nothing is removed).
     """
-    written = storage.write_partitioned(frame, root, remove_other_partitions=True)
+    if frame.height == 0 and not allow_empty:
+        n_stored = len(storage.list_partitions(root))
+        raise ValueError(
+            f"{what or root}: refusing to store an empty table (0 rows, columns "
+            f"{frame.columns}); an empty input is an error. The {n_stored} stored month files "
+            f"under {root} are kept."
+        )
+    written = storage.write_partitioned(
+        frame, root, remove_other_partitions=True, allow_empty=allow_empty
+    )
     storage.write_parquet_atomic(frame.clear(), root / SCHEMA_FILE)
     return written
 
@@ -129,25 +270,43 @@ def month_bounds(month_key: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def write_month(frame: pl.DataFrame, root: Path, month_key: str) -> list[storage.WrittenPartition]:
+def write_month(
+    frame: pl.DataFrame,
+    root: Path,
+    month_key: str,
+    *,
+    allow_empty: bool = False,
+    what: str | None = None,
+) -> list[storage.WrittenPartition]:
     """(Re)write one month of the table under ``root``; every other month is left untouched.
 
     Parameters
     ----------
     frame : pl.DataFrame
-        The month's rows (``timestamp`` tz-aware, every row inside the month in UTC). An empty
-        frame removes the month's folder: the month has no rows any more.
+        The month's rows (``timestamp`` tz-aware, every row inside the month in UTC). Empty
+        only with ``allow_empty``, which removes the month's folder (the month has no rows any
+        more).
     root : Path
         The table's folder.
     month_key : str
         Monthly partition key, ``YYYY-MM-DD`` on the first of the month.
+    allow_empty : bool
+        Let an empty ``frame`` remove the month. Default False: an empty input is an error.
+    what : str, optional
+        The asset and partition for error messages.
 
     Raises
     ------
     ValueError
-        A row outside the month (the first five are listed), or a bad ``timestamp``.
+        A row outside the month (the first five are listed), a bad ``timestamp``, or an empty
+        ``frame`` without ``allow_empty`` (nothing is removed).
     """
     start, end = month_bounds(month_key)
+    if frame.height == 0 and not allow_empty:
+        raise ValueError(
+            f"{what or root}: refusing to store an empty month {month_key[:7]} (0 rows); an "
+            "empty input is an error and the stored month file is kept"
+        )
     if "timestamp" in frame.columns and frame.height:
         outside = frame.filter(
             (pl.col("timestamp") < start) | (pl.col("timestamp") >= end)
@@ -211,19 +370,28 @@ def scan_table(root: Path, *, months: Sequence[str] | None = None) -> pl.LazyFra
 # Any value
 
 
-def write_value(value: Any, stem: Path, *, by_month: bool = False) -> Path:
+def write_value(
+    value: Any,
+    stem: Path,
+    *,
+    by_month: bool = False,
+    allow_empty: bool = False,
+    what: str | None = None,
+) -> Path:
     """Write ``value`` next to ``stem`` with the form its type selects; return the path.
 
     With ``by_month`` the value must be a DataFrame and ``stem`` becomes its table folder
-    (:func:`write_table_by_month`).
+    (:func:`write_table_by_month`, which refuses an empty frame unless ``allow_empty``).
+    Otherwise the file is ``<stem>.parquet`` / ``.json`` / ``.html`` or the folder ``<stem>``,
+    written to a temporary sibling and renamed over the old one.
     """
     if by_month:
-        write_table_by_month(_require_frame(value, stem), stem)
+        write_table_by_month(_require_frame(value, stem), stem, allow_empty=allow_empty, what=what)
         return stem
     stem.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     if isinstance(value, pl.DataFrame):
-        final = stem.with_suffix(".parquet")
+        final = _with_ext(stem, ".parquet")
         tmp = final.with_name(f".{final.name}.{tag}.tmp")
         value.write_parquet(tmp, compression="zstd")
     elif (
@@ -237,15 +405,26 @@ def write_value(value: Any, stem: Path, *, by_month: bool = False) -> Path:
         for name, frame in value.items():
             frame.write_parquet(tmp / f"{name}.parquet", compression="zstd")
     elif isinstance(value, str):
-        final = stem.with_suffix(".html")
+        final = _with_ext(stem, ".html")
         tmp = final.with_name(f".{final.name}.{tag}.tmp")
         tmp.write_text(value, encoding="utf-8")
     else:
-        final = stem.with_suffix(".json")
+        final = _with_ext(stem, ".json")
         tmp = final.with_name(f".{final.name}.{tag}.tmp")
         tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
     _atomic_replace(tmp, final)
     return final
+
+
+def stored_path(stem: Path) -> Path | None:
+    """The file or folder :func:`write_value` wrote for ``stem`` (None when there is none)."""
+    if stem.is_dir():
+        return stem
+    for ext in (".parquet", ".json", ".html"):
+        path = _with_ext(stem, ext)
+        if path.exists():
+            return path
+    return None
 
 
 def _select(lf: pl.LazyFrame, columns: Sequence[str] | None, where: Path) -> pl.LazyFrame:
@@ -283,7 +462,7 @@ def read_value(stem: Path, *, columns: Sequence[str] | None = None, lazy: bool =
             lf = _select(scan_table(stem), columns, stem)
             return lf if lazy else lf.collect()
         return {p.stem: pl.read_parquet(p) for p in sorted(stem.glob("*.parquet"))}
-    parquet = stem.with_suffix(".parquet")
+    parquet = _with_ext(stem, ".parquet")
     if parquet.exists():
         lf = _select(pl.scan_parquet(parquet), columns, parquet)
         return lf if lazy else lf.collect()
@@ -291,7 +470,7 @@ def read_value(stem: Path, *, columns: Sequence[str] | None = None, lazy: bool =
         (".json", lambda p: json.loads(Path(p).read_text())),
         (".html", lambda p: Path(p).read_text(encoding="utf-8")),
     ):
-        path = stem.with_suffix(suffix)
+        path = _with_ext(stem, suffix)
         if path.exists():
             return reader(path)
     raise FileNotFoundError(f"no stored value for {stem} (materialize the upstream asset first)")
@@ -319,47 +498,342 @@ def _table_folder(base: Path, dims: Mapping[str, str]) -> Path:
     return base.joinpath(*others)
 
 
+@dataclass(frozen=True)
+class _Target:
+    """One storage key (asset × partition): where its current value and control files live."""
+
+    asset_dir: Path
+    label: str
+    """The key as a file name: ``demo``, ``__all__``, ``demo@2016-05-01`` (experiment@month)."""
+    what: str
+    """``asset[partition]`` for messages."""
+    stem: Path
+    """The current value: the stem of a file, or a table folder."""
+    month: str | None = None
+    """The monthly partition key of a month of an experiment × month table."""
+
+    @property
+    def control(self) -> Path:
+        return self.asset_dir / CONTROL_DIR
+
+    @property
+    def record_path(self) -> Path:
+        return self.control / f"{self.label}.current.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.control / "locks" / f"{self.label}.lock"
+
+    @property
+    def candidates(self) -> Path:
+        return self.control / "candidates" / self.label
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _write_json_atomic(payload: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        out = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def current_record(asset_dir: Path, key: str) -> dict[str, Any] | None:
+    """The record of the current value of ``asset_dir``/``key`` (run id, time, verdict, path).
+
+    None when no value was stored through the IO manager yet (or only rejected candidates).
+    """
+    return _read_json(asset_dir / CONTROL_DIR / f"{key}.current.json")
+
+
+def _raw(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def _verdict(output_metadata: Mapping[str, Any]) -> tuple[bool | None, list[str]]:
+    if VERDICT_KEY not in output_metadata:
+        return None, []
+    failed = _raw(output_metadata.get(FAILED_CHECKS_KEY)) or []
+    return bool(_raw(output_metadata[VERDICT_KEY])), [str(name) for name in failed]
+
+
+def _statuses(target: _Target) -> list[dict[str, Any]]:
+    if not target.candidates.is_dir():
+        return []
+    out = [_read_json(p) for p in sorted(target.candidates.glob("*.status.json"))]
+    return sorted((s for s in out if s), key=lambda s: str(s.get("written_at", "")))
+
+
+def _remove_candidate(target: _Target, status: Mapping[str, Any]) -> None:
+    run = str(status["run_id"])
+    path = Path(str(status.get("path", "")))
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+    for extra in target.candidates.glob(f"{run}.*"):
+        if extra.is_dir():
+            shutil.rmtree(extra, ignore_errors=True)
+        else:
+            extra.unlink(missing_ok=True)
+
+
+def _stored_path(target: _Target) -> Path | None:
+    if target.month is not None:
+        return target.stem if target.stem.is_dir() else None
+    return stored_path(target.stem)
+
+
+def _describe_current(record: Mapping[str, Any] | None, target: _Target) -> str:
+    if record is not None:
+        return f"run {record['run_id']}"
+    if _stored_path(target) is not None:
+        return "the value stored before versions were recorded"
+    return "none (no value has passed yet)"
+
+
 class Ml4tIOManager(dg.ConfigurableIOManager):
     """Stores asset values as Parquet/JSON/HTML under ``base_dir`` (see the module docstring).
 
     Input metadata understood (``dg.AssetIn(metadata=...)``): ``columns`` (list of str: read only
     these columns of a table) and ``lazy`` (bool: pass a ``pl.LazyFrame``).
+
+    Attributes
+    ----------
+    base_dir : str
+        The storage folder.
+    lock_timeout_s : float, optional
+        Seconds a writer waits for a storage key another run is writing (default
+        ``$ML4T_LOCK_TIMEOUT`` or 60), then fails naming that run's pid.
     """
 
     base_dir: str
+    lock_timeout_s: float | None = None
 
     def _asset_dir(self, context: dg.InputContext | dg.OutputContext) -> Path:
         return Path(self.base_dir).joinpath(*context.asset_key.path)
 
+    def _target(
+        self,
+        asset_key: dg.AssetKey,
+        key: str | None,
+        partitions_def: dg.PartitionsDefinition | None = None,
+    ) -> _Target:
+        """The storage key of ``asset_key`` × ``key``; refuses unsafe partition keys."""
+        asset_dir = Path(self.base_dir).joinpath(*asset_key.path)
+        name = asset_key.to_user_string()
+        if key is None:
+            return _Target(asset_dir, "__all__", name, asset_dir / "__all__")
+        dims = _dimension_keys(partitions_def, key)
+        what = f"{name}[{key}]"
+        if dims is not None:
+            for value in dims.values():
+                check_partition_key(value, what=f"{name}: partition key")
+            others = [dims[d] for d in sorted(dims) if d != MONTH_DIMENSION]
+            label = "@".join([*others, dims[MONTH_DIMENSION]])
+            month = dims[MONTH_DIMENSION]
+            return _Target(asset_dir, label, what, _table_folder(asset_dir, dims), month)
+        check_partition_key(key, what=f"{name}: partition key")
+        return _Target(asset_dir, key, what, asset_dir / key)
+
+    def _lock(self, target: _Target) -> Any:
+        timeout = self.lock_timeout_s if self.lock_timeout_s is not None else None
+        return storage.exclusive_lock(
+            target.lock_path,
+            timeout=default_lock_timeout() if timeout is None else timeout,
+            what=f"storage key {target.what}",
+        )
+
     def _stem(self, context: dg.InputContext | dg.OutputContext) -> Path:
-        part = context.asset_partition_key if context.has_asset_partitions else "__all__"
-        return self._asset_dir(context) / part
+        key = context.asset_partition_key if context.has_asset_partitions else None
+        partitions_def = context.asset_partitions_def if key is not None else None
+        return self._target(context.asset_key, key, partitions_def).stem
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _write(
+        self, target: _Target, obj: Any, dest: Path, *, by_month: bool, allow_empty: bool
+    ) -> tuple[Path, int | None]:
+        """Write ``obj`` at ``dest`` in its storage form; (path, month files written)."""
+        if target.month is not None:
+            frame = _require_frame(obj, dest)
+            written = write_month(
+                frame, dest, target.month, allow_empty=allow_empty, what=target.what
+            )
+            return (written[0].path if written else dest), len(written)
+        if by_month:
+            frame = _require_frame(obj, dest)
+            written = write_table_by_month(frame, dest, allow_empty=allow_empty, what=target.what)
+            return dest, len(written)
+        return write_value(obj, dest), None
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        meta: dict[str, Any] = {}
+        key = context.asset_partition_key if context.has_asset_partitions else None
+        partitions_def = context.asset_partitions_def if key is not None else None
+        target = self._target(context.asset_key, key, partitions_def)
         by_month = context.definition_metadata.get(STORAGE_KEY) == BY_MONTH
-        dims = (
-            _dimension_keys(context.asset_partitions_def, context.asset_partition_key)
-            if context.has_asset_partitions
-            else None
-        )
-        if dims is not None:
-            root = _table_folder(self._asset_dir(context), dims)
-            frame = _require_frame(obj, root)
-            written = write_month(frame, root, dims[MONTH_DIMENSION])
-            path = written[0].path if written else root
-            meta["partition_files"] = dg.MetadataValue.int(len(written))
-        elif by_month:
-            root = self._stem(context)
-            written = write_table_by_month(_require_frame(obj, root), root)
-            path = root
-            meta["partition_files"] = dg.MetadataValue.int(len(written))
-        else:
-            path = write_value(obj, self._stem(context))
-        meta["path"] = dg.MetadataValue.path(str(path))
+        allow_empty = bool(context.definition_metadata.get(ALLOW_EMPTY_KEY, False))
+        verdict, failed = _verdict(context.output_metadata)
+        judge = context.definition_metadata.get(JUDGED_BY_KEY)
+        run_id = context.run_id
+        meta: dict[str, Any] = {}
+        with self._lock(target):
+            record = _read_json(target.record_path)
+            if verdict is False or judge:
+                status = "rejected" if verdict is False else "pending"
+                dest = target.candidates / run_id
+                path, n_files = self._write(
+                    target, obj, dest, by_month=by_month, allow_empty=allow_empty
+                )
+                if by_month or target.month is not None:
+                    path = dest  # the candidate table's folder
+                for old in _statuses(target):
+                    if old["run_id"] != run_id and old.get("status") == "rejected":
+                        _remove_candidate(target, old)
+                _write_json_atomic(
+                    {
+                        "status": status,
+                        "run_id": run_id,
+                        "written_at": _now(),
+                        "failed_checks": failed,
+                        "judged_by": judge,
+                        "path": str(path),
+                    },
+                    target.candidates / f"{run_id}.status.json",
+                )
+                meta["candidate_path"] = dg.MetadataValue.path(str(path))
+                current = _describe_current(record, target)
+                if status == "rejected":
+                    meta[VERSION_KEY] = dg.MetadataValue.text(
+                        f"candidate rejected (failed blocking checks: {', '.join(failed)}); "
+                        f"current stays {current}"
+                    )
+                else:
+                    meta[VERSION_KEY] = dg.MetadataValue.text(
+                        f"pending: becomes current when `{judge}` passes its blocking checks; "
+                        f"current stays {current}"
+                    )
+                if record is not None:
+                    meta["ml4t/current_run_id"] = dg.MetadataValue.text(str(record["run_id"]))
+            else:
+                path, n_files = self._write(
+                    target, obj, target.stem, by_month=by_month, allow_empty=allow_empty
+                )
+                _write_json_atomic(
+                    {
+                        "run_id": run_id,
+                        "written_at": _now(),
+                        "checks_passed": verdict,
+                        "asset": context.asset_key.to_user_string(),
+                        "partition": key,
+                        "path": str(path),
+                    },
+                    target.record_path,
+                )
+                meta[VERSION_KEY] = dg.MetadataValue.text(
+                    f"current: run {run_id}"
+                    + (" (blocking checks passed)" if verdict else " (no blocking checks)")
+                )
+                meta["ml4t/current_run_id"] = dg.MetadataValue.text(run_id)
+            current_path = _stored_path(target)
+            if current_path is not None:
+                meta["path"] = dg.MetadataValue.path(str(current_path))
+        if n_files is not None:
+            meta["partition_files"] = dg.MetadataValue.int(n_files)
+        for upstream in context.definition_metadata.get(PROMOTES_KEY) or []:
+            done = self._judge_candidate(
+                dg.AssetKey(upstream), key, partitions_def, run_id, verdict, failed
+            )
+            if done is not None:
+                meta[f"ml4t/{upstream}"] = dg.MetadataValue.text(done)
+                context.log.info(f"{upstream}[{key}]: {done}")
         context.add_output_metadata(meta)
+
+    def _judge_candidate(
+        self,
+        asset_key: dg.AssetKey,
+        key: str | None,
+        partitions_def: dg.PartitionsDefinition | None,
+        run_id: str,
+        verdict: bool | None,
+        failed: list[str],
+    ) -> str | None:
+        """Promote (or reject) the pending candidate of ``asset_key`` that run ``run_id`` read."""
+        target = self._target(asset_key, key, partitions_def)
+        with self._lock(target):
+            chosen = None
+            for status in _statuses(target):
+                if status.get("status") != "pending":
+                    continue
+                marker = target.candidates / f"{status['run_id']}.read_by.{run_id}"
+                if status["run_id"] == run_id or marker.exists():
+                    chosen = status
+            if chosen is None:
+                return None
+            cand_run = str(chosen["run_id"])
+            if verdict is False:
+                chosen = {**chosen, "status": "rejected", "failed_checks": failed}
+                _write_json_atomic(chosen, target.candidates / f"{cand_run}.status.json")
+                current = _describe_current(_read_json(target.record_path), target)
+                return f"candidate of run {cand_run} rejected; current stays {current}"
+            source = Path(str(chosen["path"]))
+            final = (
+                target.stem
+                if source.is_dir()
+                else _with_ext(target.stem, source.name[len(cand_run) :])
+            )
+            _atomic_replace(source, final)
+            _write_json_atomic(
+                {
+                    "run_id": cand_run,
+                    "written_at": chosen.get("written_at"),
+                    "checks_passed": True,
+                    "judged_by": chosen.get("judged_by"),
+                    "promoted_in_run": run_id,
+                    "asset": asset_key.to_user_string(),
+                    "partition": key,
+                    "path": str(final),
+                },
+                target.record_path,
+            )
+            _remove_candidate(target, chosen)
+            return f"candidate of run {cand_run} promoted to current"
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _pending_for(self, target: _Target, run_id: str | None) -> Path | None:
+        """The pending candidate a run reads: its own, else the newest one newer than current."""
+        if run_id is None:
+            return None
+        pending = [s for s in _statuses(target) if s.get("status") == "pending"]
+        if not pending:
+            return None
+        own = [s for s in pending if s["run_id"] == run_id]
+        if own:
+            return Path(str(own[-1]["path"]))
+        record = _read_json(target.record_path)
+        newer = [
+            s
+            for s in pending
+            if record is None or str(s.get("written_at", "")) > str(record.get("written_at", ""))
+        ]
+        if not newer:
+            return None
+        chosen = newer[-1]
+        (target.candidates / f"{chosen['run_id']}.read_by.{run_id}").touch()
+        return Path(str(chosen["path"]))
 
     def load_input(self, context: dg.InputContext) -> Any:
         columns = context.definition_metadata.get("columns")
@@ -369,21 +843,32 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
             keys = list(context.asset_partition_keys)
             dims = [_dimension_keys(upstream_def, k) for k in keys]
             if keys and all(d is not None for d in dims):
+                for k in keys:
+                    self._target(context.asset_key, k, upstream_def)  # refuses unsafe keys
                 return self._load_months(context, dims, columns, lazy)  # type: ignore[arg-type]
             if not _downstream_partitioned(context):
                 # an unpartitioned asset reading every experiment: {partition_key: value} for
                 # the partitions that were materialized (the caller reports the missing ones)
-                base = self._asset_dir(context)
                 out = {}
                 for key in keys:
+                    stem = self._target(context.asset_key, key, upstream_def).stem
                     try:
-                        out[key] = read_value(base / key, columns=columns, lazy=lazy)
+                        out[key] = read_value(stem, columns=columns, lazy=lazy)
                     except FileNotFoundError:
                         context.log.warning(
                             f"{context.asset_key.to_user_string()}[{key}] not stored"
                         )
                 return out
-        return read_value(self._stem(context), columns=columns, lazy=lazy)
+        key = context.asset_partition_key if context.has_asset_partitions else None
+        partitions_def = context.asset_partitions_def if key is not None else None
+        target = self._target(context.asset_key, key, partitions_def)
+        pending = self._pending_for(target, _input_run_id(context))
+        if pending is not None:
+            context.log.info(
+                f"{target.what}: reading the pending candidate {pending} (judged in this run)"
+            )
+            return read_value(_candidate_stem(pending), columns=columns, lazy=lazy)
+        return read_value(target.stem, columns=columns, lazy=lazy)
 
     def _load_months(
         self,
@@ -404,6 +889,21 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
             lf = _select(scan_table(root, months=sorted(months)), columns, root)
             out[root.relative_to(base).as_posix()] = lf if lazy else lf.collect()
         return next(iter(out.values())) if len(out) == 1 else out
+
+
+def _candidate_stem(path: Path) -> Path:
+    """The stem :func:`read_value` takes for a candidate file or folder."""
+    if path.is_dir():
+        return path
+    return path.with_name(path.name.split(".", 1)[0])
+
+
+def _input_run_id(context: dg.InputContext) -> str | None:
+    try:
+        step = context.step_context
+    except dg.DagsterInvariantViolationError:
+        return None
+    return step.run_id
 
 
 def _downstream_partitioned(context: dg.InputContext) -> bool:

@@ -8,8 +8,11 @@ from pathlib import Path
 import dagster as dg
 
 from ml4t_pipeline.config import DATA_ROOT_ENV, ExperimentConfig, load_config
+from ml4t_pipeline.defs.partitions import check_partition_key
 
 CONFIGS_ENV = "ML4T_CONFIGS_DIR"
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+"""File suffixes of experiment configs, in the order a partition key is looked up."""
 
 
 def default_configs_dir() -> str:
@@ -29,7 +32,7 @@ class ExperimentsResource(dg.ConfigurableResource):
     Attributes
     ----------
     configs_dir : str
-        Folder of experiment YAML files; the partition key is the file stem.
+        Folder of experiment files (YAML or JSON); the partition key is the file stem.
     data_root : str | None
         Root for relative data paths; defaults to ``$ML4T_DATA_ROOT``.
     """
@@ -38,13 +41,24 @@ class ExperimentsResource(dg.ConfigurableResource):
     data_root: str | None = None
 
     def config_path(self, key: str) -> Path:
-        """Path of the YAML file for partition ``key`` (``.yaml`` or ``.yml``)."""
+        """Path of the config file for partition ``key`` (``.yaml``, ``.yml`` or ``.json``).
+
+        Raises
+        ------
+        UnsafePartitionKeyError
+            ``key`` is not a safe file stem (e.g. ``../../x``): no path is built from it.
+        FileNotFoundError
+            No config file with that stem in ``configs_dir``.
+        """
+        check_partition_key(key, what="experiment partition key")
         base = Path(self.configs_dir)
-        for suffix in (".yaml", ".yml"):
+        for suffix in CONFIG_SUFFIXES:
             path = base / f"{key}{suffix}"
             if path.is_file():
                 return path
-        raise FileNotFoundError(f"experiment {key!r}: no {key}.yaml in {base.resolve()}")
+        raise FileNotFoundError(
+            f"experiment {key!r}: no {key}.yaml, {key}.yml or {key}.json in {base.resolve()}"
+        )
 
     def load(self, key: str) -> ExperimentConfig:
         """Load and validate the experiment config for partition ``key``."""
@@ -55,6 +69,14 @@ class ExperimentsResource(dg.ConfigurableResource):
         return self.data_root or os.environ.get(DATA_ROOT_ENV)
 
     def experiment_keys(self) -> list[str]:
-        """Stems of every ``*.yaml`` / ``*.yml`` file in ``configs_dir``, sorted."""
+        """Stems of every ``*.yaml`` / ``*.yml`` / ``*.json`` file in ``configs_dir``, sorted.
+
+        Every stem is listed, safe or not; callers that turn stems into partitions check them
+        (``experiment_configs_sensor`` skips and reports unsafe ones).
+        """
         base = Path(self.configs_dir)
-        return sorted({p.stem for p in base.glob("*.y*ml") if p.suffix in (".yaml", ".yml")})
+        return (
+            sorted({p.stem for p in base.iterdir() if p.suffix in CONFIG_SUFFIXES and p.is_file()})
+            if base.is_dir()
+            else []
+        )

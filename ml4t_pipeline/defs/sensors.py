@@ -1,7 +1,9 @@
 """Sensors: experiments follow the configs folder; reruns follow new input files.
 
-- ``experiment_configs_sensor`` adds a partition for every new experiment YAML and launches its
-  first run; files that disappear are reported (their history is kept, never silently dropped).
+- ``experiment_configs_sensor`` adds a partition for every new experiment file (YAML or JSON) and
+  launches its first run; files that disappear are reported (their history is kept, never
+  silently dropped). A file whose stem is not a safe partition key (``partitions.
+  check_partition_key``: e.g. ``a b.yaml``, ``.hidden.yaml``) is skipped and named in the log.
 - ``input_files_sensor`` hashes each experiment's input files and, when a hash changes, records
   an observation of ``prices_file`` / ``signals_file`` for that experiment with the new data
   version. The downstream assets' ``eager`` automation conditions then rematerialize exactly the
@@ -14,7 +16,7 @@ import json
 import dagster as dg
 
 from ml4t_pipeline.defs.jobs import experiment_job
-from ml4t_pipeline.defs.partitions import EXPERIMENTS
+from ml4t_pipeline.defs.partitions import EXPERIMENTS, partition_key_problem
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib.lineage import experiment_input_hashes
 
@@ -25,14 +27,24 @@ DATA_VERSION_TAG = "dagster/data_version"
     job=experiment_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds a partition (and runs it) for every new experiment YAML in the configs "
-    "folder; reports files that were removed instead of silently keeping them.",
+    description="Adds a partition (and runs it) for every new experiment file in the configs "
+    "folder; reports files that were removed instead of silently keeping them, and skips file "
+    "stems that are not safe partition keys.",
 )
 def experiment_configs_sensor(
     context: dg.SensorEvaluationContext, experiments: ExperimentsResource
 ) -> dg.SensorResult:
-    """Sync dynamic partitions with ``configs/*.yaml`` and launch runs for new experiments."""
-    on_disk = set(experiments.experiment_keys())
+    """Sync dynamic partitions with the configs folder and launch runs for new experiments."""
+    on_disk = set()
+    for key in experiments.experiment_keys():
+        problem = partition_key_problem(key)
+        if problem is None:
+            on_disk.add(key)
+        else:
+            context.log.warning(
+                f"experiment config {key!r} in {experiments.configs_dir} skipped: its stem is not "
+                f"a safe partition key ({problem}); rename the file"
+            )
     known = set(context.instance.get_dynamic_partitions(EXPERIMENTS))
     added = sorted(on_disk - known)
     removed = sorted(known - on_disk)

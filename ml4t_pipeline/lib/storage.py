@@ -17,14 +17,20 @@ key and written with fixed settings, so the same input gives byte-identical file
 The partition columns (``year``, ``month``) live only in folder names. Reads are lazy scans, so a
 caller that selects a few columns reads only those (projection pushdown) and a filter on
 ``year``/``month`` reads only the matching folders.
+
+Writers of one stored value serialize on a lock file (:func:`exclusive_lock`, ``fcntl.flock``):
+a second writer waits up to a timeout, then fails with "in use by pid N", so two runs can never
+interleave their months or files under one key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +40,76 @@ PARTITION_COLUMNS: tuple[str, str] = ("year", "month")
 DATA_FILE = "data.parquet"
 COMPRESSION_LEVEL = 3
 _HIVE_SCHEMA = {"year": pl.Int32, "month": pl.Int32}
+LOCK_POLL_SECONDS = 0.05
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, writers are not serialized
+    fcntl = None  # type: ignore[assignment]
+
+
+class StorageKeyInUseError(RuntimeError):
+    """Another process (or thread) holds the write lock of a stored value past the timeout."""
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        text = ""
+    return text or "unknown"
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, *, timeout: float, what: str | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the body of a ``with`` block.
+
+    The lock file (created if needed, never deleted) holds the holder's pid while locked. Locks
+    are per open file, so two threads of one process exclude each other too. The lock is
+    released when the block ends or the process dies (the kernel drops it), so a killed run
+    never leaves a key locked.
+
+    Parameters
+    ----------
+    path : str or Path
+        The lock file; its folder is created if needed.
+    timeout : float
+        Seconds to wait for a lock held by someone else (polled every 50 ms); 0: do not wait.
+    what : str, optional
+        What the lock protects, for the error message (default: the lock file's path).
+
+    Raises
+    ------
+    StorageKeyInUseError
+        Still locked after ``timeout`` seconds; the message names the holder's pid.
+    """
+    lock = Path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            deadline = time.monotonic() + max(timeout, 0.0)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StorageKeyInUseError(
+                            f"{what or lock}: in use by pid {_lock_holder(lock)} (lock file "
+                            f"{lock}; waited {timeout:g} s); retry when that run has finished"
+                        ) from None
+                    time.sleep(LOCK_POLL_SECONDS)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -114,6 +190,7 @@ def write_partitioned(
     sort_by: Sequence[str] | None = None,
     partition_tz: str = "UTC",
     remove_other_partitions: bool = False,
+    allow_empty: bool = False,
 ) -> list[WrittenPartition]:
     """Write a table as zstd Parquet partitioned by the year and month of its timestamps.
 
@@ -139,7 +216,11 @@ def write_partitioned(
     remove_other_partitions : bool
         Also delete partition folders under ``root`` that ``df`` has no rows for (a full
         replacement of the table). Each folder removal is separate, so this part is not atomic
-        as a whole.
+        as a whole. An empty ``df`` never removes anything: it raises unless ``allow_empty``.
+    allow_empty : bool
+        With ``remove_other_partitions``, let an empty ``df`` replace the table (every stored
+        partition is removed). Default False: an empty input is refused, so a source that
+        suddenly yields no rows cannot wipe a stored table.
 
     Returns
     -------
@@ -149,8 +230,15 @@ def write_partitioned(
     Raises
     ------
     ValueError
-        Missing, naive or null timestamps, or clashing ``year``/``month`` columns.
+        Missing, naive or null timestamps, clashing ``year``/``month`` columns, or an empty
+        ``df`` replacing a stored table without ``allow_empty`` (nothing is removed).
     """
+    if df.height == 0 and remove_other_partitions and not allow_empty:
+        stored = list_partitions(root)
+        raise ValueError(
+            f"write_partitioned: refusing to replace the table under {root} with an empty one "
+            f"(0 rows); its {len(stored)} stored month files are kept"
+        )
     if timestamp_col not in df.columns:
         raise ValueError(f"write_partitioned: column {timestamp_col!r} missing ({df.columns})")
     dtype = df.schema[timestamp_col]

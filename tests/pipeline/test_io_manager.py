@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from ml4t_pipeline.defs.io_managers import month_bounds, read_value, write_month, write_value
+from ml4t_pipeline.lib import storage
 
 
 def test_write_value_round_trips_each_type(tmp_path: Path) -> None:
@@ -84,12 +85,40 @@ def test_write_value_by_month_replaces_table_and_drops_vanished_months(tmp_path:
     assert read_value(stem).height == 2
 
 
-def test_write_value_by_month_empty_table_reads_back_with_its_columns(tmp_path: Path) -> None:
+def test_write_value_by_month_empty_table_allowed_reads_back_with_its_columns(
+    tmp_path: Path,
+) -> None:
     stem = tmp_path / "prices_quarantine" / "exp"
-    write_value(_table([5]).clear(), stem, by_month=True)
+    write_value(_table([5]), stem, by_month=True)
+    write_value(_table([5]).clear(), stem, by_month=True, allow_empty=True)
     back = read_value(stem)
     assert back.height == 0 and back.columns == ["timestamp", "symbol", "close"]
     assert back.schema["symbol"] == pl.Categorical
+
+
+def test_write_value_by_month_empty_table_refused_keeps_stored_months(tmp_path: Path) -> None:
+    stem = tmp_path / "prices" / "exp"
+    write_value(_table([5, 6]), stem, by_month=True)
+    before = {p: p.read_bytes() for p in sorted(stem.rglob("*.parquet"))}
+    with pytest.raises(ValueError, match=r"prices\[exp\]: refusing to store an empty table"):
+        write_value(_table([5]).clear(), stem, by_month=True, what="prices[exp]")
+    assert {p: p.read_bytes() for p in sorted(stem.rglob("*.parquet"))} == before
+    assert read_value(stem).equals(_table([5, 6]))
+
+
+def test_write_partitioned_empty_replacement_refused_keeps_partitions(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    storage.write_partitioned(_table([5]), root)
+    with pytest.raises(ValueError, match="empty one .0 rows.; its 1 stored month files are kept"):
+        storage.write_partitioned(_table([5]).clear(), root, remove_other_partitions=True)
+    assert len(storage.list_partitions(root)) == 1
+
+
+def test_write_value_key_with_dots_keeps_whole_name(tmp_path: Path) -> None:
+    path = write_value({"sharpe": 1.0}, tmp_path / "metrics" / "exp.v2")
+    assert path.name == "exp.v2.json"
+    assert read_value(tmp_path / "metrics" / "exp.v2") == {"sharpe": 1.0}
+    assert not (tmp_path / "metrics" / "exp.json").exists()
 
 
 def test_write_value_by_month_naive_timestamp_raises(tmp_path: Path) -> None:
@@ -107,8 +136,11 @@ def test_write_month_rewrites_only_its_month(tmp_path: Path) -> None:
     write_month(_table([6]).with_columns(pl.col("close") + 10), root, "2016-06-01")
     assert may.stat().st_mtime_ns == stat.st_mtime_ns and may.stat().st_ino == stat.st_ino
     assert read_value(root)["close"].to_list() == [0.0, 1.0, 10.0, 11.0]
-    # an empty month removes that month's file; the other stays
-    write_month(_table([6]).clear(), root, "2016-06-01")
+    # an empty month is refused and nothing is removed; allowed, it removes that month only
+    with pytest.raises(ValueError, match="refusing to store an empty month 2016-06"):
+        write_month(_table([6]).clear(), root, "2016-06-01")
+    assert read_value(root)["close"].to_list() == [0.0, 1.0, 10.0, 11.0]
+    write_month(_table([6]).clear(), root, "2016-06-01", allow_empty=True)
     assert read_value(root)["close"].to_list() == [0.0, 1.0]
 
 
