@@ -84,6 +84,7 @@ import polars as pl
 
 from ml4t_pipeline.defs.partitions import check_partition_key
 from ml4t_pipeline.lib import storage
+from ml4t_pipeline.lib.output import to_json_safe
 
 STORAGE_ENV = "ML4T_STORAGE_DIR"
 LOCK_TIMEOUT_ENV = "ML4T_LOCK_TIMEOUT"
@@ -411,7 +412,8 @@ def write_value(
     else:
         final = _with_ext(stem, ".json")
         tmp = final.with_name(f".{final.name}.{tag}.tmp")
-        tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
+        strict = to_json_safe(value)  # NaN/inf -> null: strict JSON (RFC 8259)
+        tmp.write_text(json.dumps(strict, indent=2, sort_keys=True, default=str, allow_nan=False))
     _atomic_replace(tmp, final)
     return final
 
