@@ -51,6 +51,7 @@ from ml4t_pipeline.config import ConfigError, load_config
 from ml4t_pipeline.lib import comparison
 from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib.output import OutputError
+from ml4t_pipeline.lib.sweep.cli import add_sweep_parser
 from ml4t_pipeline.runner import (
     DATA_ASSETS,
     failed_checks,
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument("--output", help="also write the table to this Parquet file")
     cmp_.set_defaults(func=cmd_compare)
+    add_sweep_parser(sub)
     return parser
 
 

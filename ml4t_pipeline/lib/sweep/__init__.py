@@ -1,0 +1,10 @@
+"""Parameter sweeps: many variants of one experiment, resumable, on one machine or on Ray.
+
+- :mod:`~ml4t_pipeline.lib.sweep.spec`: the ``sweep:`` block (grid / random) and its trials;
+- :mod:`~ml4t_pipeline.lib.sweep.runner`: data prepared once per data section, trials fanned
+  out serially, on processes or on Ray, each result stored when it finishes;
+- :mod:`~ml4t_pipeline.lib.sweep.stats`: Deflated Sharpe Ratio and PBO (CSCV);
+- :mod:`~ml4t_pipeline.lib.sweep.results` and :mod:`~ml4t_pipeline.lib.sweep.report`: the
+  result table, summary and HTML report;
+- :mod:`~ml4t_pipeline.lib.sweep.cli`: ``ml4t sweep``.
+"""

@@ -1,0 +1,243 @@
+"""The sweep report: Sharpe heatmap over two swept parameters, the distribution of trial
+Sharpe ratios with the deflated threshold, and the equity of the top trials.
+
+Figures are PNG bytes drawn on a fresh Agg canvas (no ``pyplot``, no global backend), like
+:mod:`ml4t_pipeline.lib.plots`; the HTML embeds them as base64 data URIs, so the file is
+self-contained.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from typing import Any
+
+import numpy as np
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "equity_top_png",
+    "render_sweep_html",
+    "sharpe_heatmap_png",
+    "sharpe_histogram_png",
+]
+
+_BLUE, _RED, _GREY = "#1f6feb", "#d1242f", "#6e7781"
+
+
+def _figure(width: float, height: float) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _label(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def sharpe_heatmap_png(table: pl.DataFrame, x: str, y: str | None) -> bytes:
+    """Mean annual Sharpe ratio of the ``ok`` trials per (``x``, ``y``) cell.
+
+    Parameters
+    ----------
+    table : pl.DataFrame
+        ``sweep_results`` rows: columns ``x``, ``y``, ``status``, ``sharpe``.
+    x, y : str
+        Swept paths (``y`` None: one row). Other swept parameters are averaged over; the
+        title says so.
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+    """
+    ok = table.filter((pl.col("status") == "ok") & pl.col("sharpe").is_not_null())
+    fig, ax = _figure(8, 5)
+    if ok.height == 0:
+        ax.text(0.5, 0.5, "No successful trials.", ha="center", va="center")
+        ax.set_axis_off()
+        return _png(fig)
+    keys = [x] if y is None else [x, y]
+    cells = ok.group_by(keys).agg(pl.col("sharpe").mean(), pl.len().alias("n"))
+    xs = sorted(cells[x].unique().to_list())
+    ys = [None] if y is None else sorted(cells[y].unique().to_list())
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for row in cells.iter_rows(named=True):
+        grid[ys.index(row[y] if y else None), xs.index(row[x])] = row["sharpe"]
+    limit = float(np.nanmax(np.abs(grid))) or 1.0
+    image = ax.imshow(grid, cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto", origin="lower")
+    ax.set_xticks(range(len(xs)), [_label(v) for v in xs], rotation=45 if len(xs) > 8 else 0)
+    ax.set_yticks(range(len(ys)), [_label(v) if v is not None else "" for v in ys])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y or "")
+    if len(xs) * len(ys) <= 120:
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(image, ax=ax, label="annual Sharpe ratio")
+    averaged = int(cells["n"].max()) > 1
+    ax.set_title("Sharpe ratio" + (" (mean over the other parameters)" if averaged else ""))
+    return _png(fig)
+
+
+def sharpe_histogram_png(sharpes: np.ndarray, threshold: float | None, best: float | None) -> bytes:
+    """Histogram of the trials' annual Sharpe ratios with the deflated threshold.
+
+    Parameters
+    ----------
+    sharpes : ndarray[float64], shape (N,)
+        Annual Sharpe ratios of the ``ok`` trials.
+    threshold : float, optional
+        The expected maximum Sharpe ratio of N unskilled trials (annualised ``SR0`` of the DSR).
+    best : float, optional
+        The best trial's annual Sharpe ratio.
+    """
+    fig, ax = _figure(8, 4)
+    values = sharpes[np.isfinite(sharpes)]
+    if values.size == 0:
+        ax.text(0.5, 0.5, "No successful trials.", ha="center", va="center")
+        ax.set_axis_off()
+        return _png(fig)
+    ax.hist(values, bins=min(40, max(5, values.size // 3)), color=_BLUE, alpha=0.75)
+    if threshold is not None and math.isfinite(threshold):
+        ax.axvline(
+            threshold,
+            color=_RED,
+            linestyle="--",
+            label=f"expected max of N noise trials ({threshold:.2f})",
+        )
+    if best is not None and math.isfinite(best):
+        ax.axvline(best, color="black", linewidth=1.2, label=f"best trial ({best:.2f})")
+    ax.set_xlabel("annual Sharpe ratio")
+    ax.set_ylabel("trials")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+def equity_top_png(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """Equity of the top trials, each as growth of 1 (``Π(1 + r)``).
+
+    Parameters
+    ----------
+    curves : dict[str, (timestamps, returns)]
+        Label → (``datetime64`` timestamps, per-bar returns).
+    """
+    fig, ax = _figure(10, 4.5)
+    if not curves:
+        ax.text(0.5, 0.5, "No successful trials.", ha="center", va="center")
+        ax.set_axis_off()
+        return _png(fig)
+    for label, (times, returns) in curves.items():
+        ax.plot(
+            times.astype("datetime64[ms]").astype(object),
+            np.cumprod(1.0 + returns),
+            linewidth=1.1,
+            label=label,
+        )
+    ax.set_ylabel("growth of 1")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(fig)
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else "—"
+    return html.escape(str(value))
+
+
+def _table(frame: pl.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in frame.iter_rows()
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_sweep_html(
+    summary: dict[str, Any], table: pl.DataFrame, figures: dict[str, bytes]
+) -> str:
+    """The self-contained HTML of ``sweep_report.html``.
+
+    Parameters
+    ----------
+    summary : dict
+        ``sweep_summary.json``'s content.
+    table : pl.DataFrame
+        ``sweep_results``.
+    figures : dict[str, bytes]
+        ``heatmap``, ``histogram``, ``equity`` PNGs.
+    """
+    dsr = summary.get("deflated_sharpe") or {}
+    pbo = summary.get("pbo") or {}
+    facts = {
+        "trials": summary["n_trials"],
+        "ok / failed": f"{summary['n_ok']} / {summary['n_failed']}",
+        "computed now / reused": f"{summary['n_computed']} / {summary['n_reused']}",
+        "best trial": (summary.get("best_trial") or {}).get("trial"),
+        "best annual Sharpe": dsr.get("sharpe_annual"),
+        "deflated threshold (annual)": dsr.get("expected_max_sharpe_annual"),
+        "Deflated Sharpe Ratio": dsr.get("dsr", None),
+        "PBO (CSCV)": pbo.get("pbo"),
+        "CSCV splits S": pbo.get("n_splits"),
+        "code version": summary.get("code_version"),
+    }
+    facts_html = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in facts.items()
+    )
+    params = list(summary["swept"])
+    top = table.filter(pl.col("status") == "ok").sort("sharpe", descending=True, nulls_last=True)
+    top = top.select(
+        ["trial", *params, "sharpe", "cagr", "max_drawdown", "n_trades", "turnover", "seconds"]
+    ).head(15)
+    failed = table.filter(pl.col("status") == "failed").select(["trial", *params, "error"]).head(20)
+    verdict = (
+        "The best trial's Sharpe ratio is significant after deflating for the number of trials."
+        if dsr.get("significant")
+        else "The best trial's Sharpe ratio is <b>not</b> significant after deflating for the "
+        "number of trials (DSR ≤ 0.95)."
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Sweep {html.escape(summary["sweep"])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #d0d7de; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f6f8fa; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Sweep {html.escape(summary["sweep"])}</h1>
+<p>{summary["kind"]} over {", ".join(html.escape(p) for p in params)}. {verdict}
+PBO is the probability that the in-sample best variant ranks in the bottom half out of sample
+(Bailey, Borwein, López de Prado &amp; Zhu); DSR after Bailey &amp; López de Prado (2014).</p>
+<table>{facts_html}</table>
+<h2 id="heatmap">Sharpe ratio over the parameters</h2>
+{_img(figures["heatmap"], "Sharpe heatmap")}
+<h2 id="distribution">Distribution of trial Sharpe ratios</h2>
+{_img(figures["histogram"], "Sharpe histogram")}
+<h2 id="equity">Equity of the top trials</h2>
+{_img(figures["equity"], "equity of the top trials")}
+<h2 id="top">Top trials</h2>
+{_table(top)}
+<h2 id="failed">Failed trials</h2>
+{_table(failed) if failed.height else "<p>None.</p>"}
+</body></html>
+"""

@@ -1,0 +1,646 @@
+"""Running a sweep: prepare data once per distinct ``data`` section, fan out the backtests,
+store each trial's result the moment it finishes.
+
+Layout of a sweep's output folder ``DIR``::
+
+    DIR/prepared/<data_key>/        the data assets of one data section (Dagster IO-manager
+                                    storage) and prepared.json (input hashes, data versions)
+    DIR/trials/<trial_key>.parquet  one trial's per-bar ``timestamp``, ``return``, ``equity``
+    DIR/trials/<trial_key>.json     its parameters, metrics, status, seconds, error: written
+                                    last, so its presence marks the trial as done
+    DIR/sweep_results.parquet, DIR/sweep_summary.json, DIR/sweep_report.html
+
+**Resuming.** A trial's key is the SHA-256 of (its config's canonical JSON, the content hashes
+of the prepared panel and context, the code version of :func:`ml4t_pipeline.lib.lineage.
+code_version`). Rerunning a sweep computes only the trials whose key has no ``.json`` yet; a
+changed input file changes the prepared data's hash and therefore every key, so those trials
+are recomputed, and the old files stay beside them (unused). Files are written to a temporary
+name and renamed, so a killed sweep leaves whole files or none.
+
+**Backends.** ``serial`` runs the trials one after another in this process; ``processes``
+uses a :class:`concurrent.futures.ProcessPoolExecutor` whose workers receive the prepared
+frames once, at start-up; ``ray`` puts each prepared data set into the Ray object store once
+(``ray.put``) and runs the trials on ``workers`` actors that fetch it once each. Ray connects to
+``RAY_ADDRESS`` (or the given address) when set, otherwise starts a local instance with
+``num_cpus = workers``; an already connected Ray (e.g. by dagster-ray's resource) is used as it
+is.
+
+Failed trials are recorded with their error (``status = "failed"``) and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import yaml
+
+from ml4t_pipeline.config import ExperimentConfig
+from ml4t_pipeline.lib.lineage import code_version, experiment_input_hashes, frame_content_hash
+from ml4t_pipeline.lib.sweep.spec import SweepFile, Trial, canonical_json, data_key
+
+__all__ = [
+    "BACKENDS",
+    "PreparedData",
+    "SweepError",
+    "SweepRun",
+    "TrialOutcome",
+    "TrialStore",
+    "prepare_data",
+    "run_sweep",
+    "run_trial",
+    "sweep_code_version",
+    "trial_key",
+]
+
+CODE_VERSION_ENV = "ML4T_CODE_VERSION"
+
+Backend = Literal["serial", "processes", "ray"]
+BACKENDS: tuple[str, ...] = ("serial", "processes", "ray")
+TRIAL_METRICS = (
+    "sharpe",
+    "cagr",
+    "max_drawdown",
+    "n_trades",
+    "turnover",
+    "total_return",
+    "annual_volatility",
+    "sortino",
+    "calmar",
+    "win_rate",
+    "exposure",
+    "final_equity",
+    "total_costs",
+)
+"""Metrics kept per trial (formulas: :func:`ml4t_pipeline.lib.performance.compute_performance`)."""
+
+
+class SweepError(RuntimeError):
+    """A sweep could not start: its data could not be prepared, or the backend is unusable."""
+
+
+@dataclass
+class PreparedData:
+    """Prepared inputs shared by every trial with the same ``data`` section.
+
+    Attributes
+    ----------
+    key : str
+        :func:`~ml4t_pipeline.lib.sweep.spec.data_key` of the data section.
+    panel, context : pl.DataFrame
+        The ``market_panel`` and ``market_context`` assets' values.
+    signal_columns, indicator_columns : list[str]
+        Value columns of the ``signals`` and ``features`` assets.
+    versions : dict[str, str]
+        Content hashes of ``market_panel`` and ``market_context`` (the data versions).
+    """
+
+    key: str
+    panel: pl.DataFrame
+    context: pl.DataFrame
+    signal_columns: list[str]
+    indicator_columns: list[str]
+    versions: dict[str, str]
+
+    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame, list[str], list[str]]:
+        """What a trial needs: (panel, context, signal columns, indicator columns)."""
+        return self.panel, self.context, self.signal_columns, self.indicator_columns
+
+
+@dataclass
+class TrialOutcome:
+    """What one trial produced (picklable; crosses process and Ray boundaries).
+
+    ``seconds`` is the trial's own time in its worker (backtest + metrics), without scheduling
+    or transfer. ``timestamps`` are microseconds since the epoch (UTC), ``returns`` the per-bar
+    portfolio returns (fractions), ``equity`` in currency.
+    """
+
+    status: Literal["ok", "failed"]
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    timestamps: np.ndarray | None = None
+    returns: np.ndarray | None = None
+    equity: np.ndarray | None = None
+
+
+def sweep_code_version() -> str:
+    """The code version in trial keys: ``$ML4T_CODE_VERSION`` if set, else the git commit.
+
+    Pin it (e.g. to a release tag) when the code runs from an installed package without a git
+    checkout, or to resume a sweep across commits that do not touch the engine; unset, any new
+    commit recomputes every trial (:func:`ml4t_pipeline.lib.lineage.code_version`).
+    """
+    return os.environ.get(CODE_VERSION_ENV) or code_version()
+
+
+def trial_key(trial: Trial, versions: dict[str, str], code: str) -> str:
+    """SHA-256 (32 hex digits) of the trial config, the data versions and the code version."""
+    text = canonical_json({"config": trial.config_json(), "data": versions, "code": code})
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def run_trial(
+    config_json: str, frames: tuple[pl.DataFrame, pl.DataFrame, list[str], list[str]]
+) -> TrialOutcome:
+    """Run one backtest on prepared frames and compute its metrics; never raises.
+
+    Parameters
+    ----------
+    config_json : str
+        The trial's experiment config as JSON (``ExperimentConfig.model_dump_json``).
+    frames : tuple
+        :meth:`PreparedData.frames`.
+
+    Returns
+    -------
+    TrialOutcome
+        ``status="failed"`` with the exception's type, message and last frames on error.
+    """
+    from ml4t_pipeline.defs.assets_backtest import experiment_metrics, run_experiment
+
+    started = time.perf_counter()
+    try:
+        cfg = ExperimentConfig.model_validate_json(config_json)
+        panel, context, signal_columns, indicator_columns = frames
+        result = run_experiment(cfg, panel, context, signal_columns, indicator_columns)
+        states = result.portfolio_states
+        metrics = experiment_metrics(cfg, states, result.trades, result.fills)
+        returns = states["return"].fill_null(0.0).fill_nan(0.0).to_numpy().astype(np.float64)
+        outcome = TrialOutcome(
+            status="ok",
+            seconds=0.0,
+            metrics={k: metrics[k] for k in TRIAL_METRICS if k in metrics},
+            timestamps=states["timestamp"].dt.epoch("us").to_numpy(),
+            returns=returns,
+            equity=states["equity"].to_numpy().astype(np.float64),
+        )
+    except Exception as exc:  # a failed trial is data, not the end of the sweep
+        tail = "".join(traceback.format_exception(exc)[-3:]).strip()
+        outcome = TrialOutcome(
+            status="failed", seconds=0.0, error=f"{type(exc).__name__}: {exc}\n{tail}"
+        )
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write strict JSON (NaN/inf become null) atomically."""
+    text = json.dumps(_strict(value), indent=2, sort_keys=True, allow_nan=False)
+    _atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class TrialStore:
+    """One small file pair per finished trial under ``DIR/trials``.
+
+    Parameters
+    ----------
+    folder : Path
+        The sweep's output folder ``DIR``.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder) / "trials"
+
+    def record_path(self, key: str) -> Path:
+        """``trials/<key>.json``."""
+        return self.folder / f"{key}.json"
+
+    def returns_path(self, key: str) -> Path:
+        """``trials/<key>.parquet``."""
+        return self.folder / f"{key}.parquet"
+
+    def done(self, key: str) -> bool:
+        """Whether the trial's record exists (its returns are written before it)."""
+        return self.record_path(key).is_file()
+
+    def load(self, key: str) -> dict[str, Any]:
+        """The trial's JSON record."""
+        return dict(json.loads(self.record_path(key).read_text()))
+
+    def load_returns(self, key: str) -> pl.DataFrame:
+        """``timestamp``, ``return``, ``equity`` of an ``ok`` trial."""
+        return pl.read_parquet(self.returns_path(key))
+
+    def save(self, key: str, trial: Trial, outcome: TrialOutcome) -> dict[str, Any]:
+        """Write the returns (ok trials), then the record; return the record."""
+        if outcome.status == "ok":
+            assert outcome.timestamps is not None
+            frame = pl.DataFrame(
+                {
+                    "timestamp": pl.Series(outcome.timestamps, dtype=pl.Int64).cast(
+                        pl.Datetime("us", "UTC")
+                    ),
+                    "return": outcome.returns,
+                    "equity": outcome.equity,
+                }
+            )
+            _atomic_write(
+                self.returns_path(key), lambda tmp: frame.write_parquet(tmp, compression="zstd")
+            )
+        record = {
+            "hash": key,
+            "trial": trial.index,
+            "params": trial.params,
+            "status": outcome.status,
+            "seconds": outcome.seconds,
+            "error": outcome.error,
+            "metrics": outcome.metrics,
+        }
+        write_json(self.record_path(key), record)
+        return record
+
+
+# --- data preparation ---------------------------------------------------------------------------
+
+
+def prepare_data(raw: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> PreparedData:
+    """Materialize the data assets of ``cfg.data`` into ``folder`` (or reuse them).
+
+    The stored tables are reused when ``folder/prepared.json`` records the same input-file
+    hashes (:func:`~ml4t_pipeline.lib.lineage.experiment_input_hashes`), data section and code
+    version; otherwise the data assets are materialized again through Dagster in-process.
+
+    Parameters
+    ----------
+    raw : dict
+        The trial's experiment mapping (written as the experiment file Dagster reads).
+    cfg : ExperimentConfig
+        The same, validated.
+    folder : Path
+        ``DIR/prepared/<data_key>``.
+
+    Raises
+    ------
+    SweepError
+        A data asset or a blocking check failed (the message lists them).
+    FileNotFoundError
+        An input file is missing.
+    """
+    from ml4t_pipeline.config import DATA_ROOT_ENV
+    from ml4t_pipeline.defs.assets_backtest import value_columns
+    from ml4t_pipeline.defs.io_managers import read_value
+    from ml4t_pipeline.runner import DATA_ASSETS, failed_checks, materialize_experiment
+
+    stem = "sweep_data"
+    folder = Path(folder)
+    storage = folder / "assets"
+    marker = folder / "prepared.json"
+    fingerprint = {
+        "data": cfg.data.model_dump(mode="json"),
+        "inputs": experiment_input_hashes(cfg, os.environ.get(DATA_ROOT_ENV)),
+        "code_version": sweep_code_version(),
+    }
+    stored = json.loads(marker.read_text()) if marker.is_file() else {}
+    fresh = stored.get("fingerprint") != fingerprint
+    if fresh:
+        config_path = folder / "config" / f"{stem}.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        experiment = {k: v for k, v in raw.items() if k not in ("name",)} | {"name": stem}
+        config_path.write_text(yaml.safe_dump(experiment, sort_keys=False))
+        result = materialize_experiment(config_path, storage, selection=DATA_ASSETS)
+        if not result.success:
+            lines = [f"{c['asset']}:{c['check']} failed" for c in failed_checks(result)]
+            for event in result.all_events:
+                if event.is_step_failure and event.step_failure_data.error is not None:
+                    err = event.step_failure_data.error
+                    lines.append(f"{event.step_key}: {(err.cause or err).message.strip()}")
+            raise SweepError(
+                f"preparing the sweep's data ({folder}) failed:\n  " + "\n  ".join(lines)
+            )
+    panel = read_value(storage / "market_panel" / stem)
+    context = read_value(storage / "market_context" / stem)
+    signals = read_value(storage / "signals" / stem, lazy=True).head(0).collect()
+    features = read_value(storage / "features" / stem, lazy=True).head(0).collect()
+    if fresh or "versions" not in stored:
+        versions = {
+            "market_panel": frame_content_hash(panel),
+            "market_context": frame_content_hash(context),
+        }
+        write_json(marker, {"fingerprint": fingerprint, "versions": versions})
+    else:
+        versions = dict(stored["versions"])
+    return PreparedData(
+        key=data_key(cfg),
+        panel=panel,
+        context=context,
+        signal_columns=value_columns(signals),
+        indicator_columns=value_columns(features),
+        versions=versions,
+    )
+
+
+# --- execution ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepRun:
+    """What :func:`run_sweep` did.
+
+    Attributes
+    ----------
+    records : list[dict]
+        One record per trial, in trial order (see :meth:`TrialStore.save`).
+    keys : list[str]
+        Each trial's key, in trial order.
+    computed, reused : int
+        Trials run now and trials whose stored result was used.
+    data : dict[str, PreparedData]
+        Prepared data by data key.
+    backend : str
+    workers : int
+    seconds : float
+        Wall time of the fan-out (data preparation excluded).
+    prepare_seconds : float
+        Wall time of the data preparation.
+    code_version : str
+    """
+
+    records: list[dict[str, Any]]
+    keys: list[str]
+    computed: int
+    reused: int
+    data: dict[str, PreparedData]
+    backend: str
+    workers: int
+    seconds: float
+    prepare_seconds: float
+    code_version: str
+
+
+@dataclass
+class _Job:
+    trial: Trial
+    key: str
+    data: PreparedData
+
+
+def run_sweep(
+    sweep: SweepFile,
+    output: str | Path,
+    *,
+    backend: str = "serial",
+    workers: int = 1,
+    ray_address: str | None = None,
+    retry_failed: bool = False,
+    on_prepared: Callable[[int, int], None] | None = None,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+    prepared: dict[str, PreparedData] | None = None,
+) -> SweepRun:
+    """Run (or resume) every trial of ``sweep`` and store each result as it finishes.
+
+    Parameters
+    ----------
+    sweep : SweepFile
+        From :func:`~ml4t_pipeline.lib.sweep.spec.load_sweep_file`.
+    output : path
+        The sweep's folder ``DIR``.
+    backend : {"serial", "processes", "ray"}
+    workers : int
+        Parallel workers (processes or Ray actors); ignored by ``serial``.
+    ray_address : str, optional
+        Ray cluster address; default ``RAY_ADDRESS``, else a local Ray.
+    retry_failed : bool
+        Run trials again whose stored record is ``failed``.
+    on_prepared : callable, optional
+        ``f(pending, total)`` once the data is ready and the pending trials are known.
+    on_trial : callable, optional
+        ``f(record)`` after each computed trial is stored.
+    prepared : dict, optional
+        Already prepared data by data key (skips preparation; tests and the Dagster asset).
+
+    Returns
+    -------
+    SweepRun
+
+    Raises
+    ------
+    SweepError
+        Data preparation failed, an unknown backend, or Ray is not installed.
+    """
+    if backend not in BACKENDS:
+        raise SweepError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    if workers < 1:
+        raise SweepError(f"workers must be >= 1, got {workers}")
+    out = Path(output)
+    store = TrialStore(out)
+    code = sweep_code_version()
+    started = time.perf_counter()
+    data: dict[str, PreparedData] = dict(prepared or {})
+    for trial in sweep.trials:
+        key = data_key(trial.config)
+        if key not in data:
+            raw = dict(sweep.raw) | {"data": trial.config.data.model_dump(mode="json")}
+            data[key] = prepare_data(raw, trial.config, out / "prepared" / key)
+    prepare_seconds = time.perf_counter() - started
+    keys: list[str] = []
+    jobs: list[_Job] = []
+    for trial in sweep.trials:
+        prep = data[data_key(trial.config)]
+        key = trial_key(trial, prep.versions, code)
+        keys.append(key)
+        if store.done(key) and not (retry_failed and store.load(key)["status"] == "failed"):
+            continue
+        jobs.append(_Job(trial, key, prep))
+    if on_prepared is not None:
+        on_prepared(len(jobs), len(sweep.trials))
+    fan_started = time.perf_counter()
+    runner = {"serial": _run_serial, "processes": _run_processes, "ray": _run_ray}[backend]
+    for job, outcome in runner(jobs, workers, ray_address):
+        record = store.save(job.key, job.trial, outcome)
+        if on_trial is not None:
+            on_trial(record)
+    seconds = time.perf_counter() - fan_started
+    return SweepRun(
+        records=[
+            store.load(k) | {"trial": t.index, "params": t.params}
+            for k, t in zip(keys, sweep.trials, strict=True)
+        ],
+        keys=keys,
+        computed=len(jobs),
+        reused=len(sweep.trials) - len(jobs),
+        data=data,
+        backend=backend,
+        workers=1 if backend == "serial" else workers,
+        seconds=seconds,
+        prepare_seconds=prepare_seconds,
+        code_version=code,
+    )
+
+
+def _run_serial(
+    jobs: Sequence[_Job], workers: int, ray_address: str | None
+) -> Iterator[tuple[_Job, TrialOutcome]]:
+    frames: dict[str, tuple[Any, ...]] = {}
+    for job in jobs:
+        frame = frames.setdefault(job.data.key, job.data.frames())
+        yield job, run_trial(job.trial.config.model_dump_json(), frame)  # type: ignore[arg-type]
+
+
+# process workers keep the prepared frames they were started with, by data key
+_WORKER_DATA: dict[str, tuple[Any, ...]] = {}
+
+
+def _init_worker(data: dict[str, tuple[Any, ...]]) -> None:
+    _WORKER_DATA.update(data)
+
+
+def _process_trial(data_key_: str, config_json: str) -> TrialOutcome:
+    return run_trial(config_json, _WORKER_DATA[data_key_])  # type: ignore[arg-type]
+
+
+def _run_processes(
+    jobs: Sequence[_Job], workers: int, ray_address: str | None
+) -> Iterator[tuple[_Job, TrialOutcome]]:
+    if not jobs:
+        return
+    import multiprocessing
+
+    shared = {job.data.key: job.data.frames() for job in jobs}
+    # spawn, not fork: polars' and numba's thread pools do not survive a fork
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(shared,)
+    ) as pool:
+        queue = list(jobs)
+        running: dict[Any, _Job] = {}
+        while queue or running:
+            while queue and len(running) < 2 * workers:
+                job = queue.pop(0)
+                future = pool.submit(
+                    _process_trial, job.data.key, job.trial.config.model_dump_json()
+                )
+                running[future] = job
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # a worker that died takes only its trial with it
+                    outcome = TrialOutcome(
+                        status="failed", seconds=0.0, error=f"{type(exc).__name__}: {exc}"
+                    )
+                yield job, outcome
+
+
+def ray_available() -> bool:
+    """Whether ``ray`` can be imported (the ``ray`` extra is installed)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run_ray(
+    jobs: Sequence[_Job], workers: int, ray_address: str | None
+) -> Iterator[tuple[_Job, TrialOutcome]]:
+    if not jobs:
+        return
+    if not ray_available():
+        raise SweepError("backend 'ray' needs the ray extra: pip install -e '.[ray]'")
+    import ray
+
+    started_here = False
+    if not ray.is_initialized():
+        address = ray_address or os.environ.get("RAY_ADDRESS")
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=workers, **options)
+        started_here = True
+    try:
+        # each distinct prepared data set enters the object store once
+        refs = {job.data.key: None for job in jobs}
+        for key in refs:
+            refs[key] = ray.put(next(j for j in jobs if j.data.key == key).data.frames())
+        actor_cls = ray.remote(num_cpus=1)(_TrialActor)
+        actors = [actor_cls.remote() for _ in range(workers)]
+        queue = list(jobs)
+        running: dict[Any, tuple[_Job, Any]] = {}
+
+        def submit(actor: Any) -> None:
+            job = queue.pop(0)
+            # the ref travels inside a list so Ray does not resolve (copy) it on every call
+            ref = actor.run.remote(
+                [refs[job.data.key]], job.data.key, job.trial.config.model_dump_json()
+            )
+            running[ref] = (job, actor)
+
+        for actor in actors:
+            for _ in range(2):
+                if queue:
+                    submit(actor)
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                job, actor = running.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as exc:  # an actor that died takes only its trial with it
+                    outcome = TrialOutcome(
+                        status="failed", seconds=0.0, error=f"{type(exc).__name__}: {exc}"
+                    )
+                if queue:
+                    submit(actor)
+                yield job, outcome
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+class _TrialActor:
+    """A Ray actor that fetches each prepared data set once and runs trials on it."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, Any] = {}
+
+    def run(self, ref: list[Any], key: str, config_json: str) -> TrialOutcome:
+        import ray
+
+        if key not in self.frames:
+            self.frames[key] = ray.get(ref[0])
+        return run_trial(config_json, self.frames[key])

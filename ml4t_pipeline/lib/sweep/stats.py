@@ -1,0 +1,357 @@
+"""Statistics across the trials of a sweep: Sharpe ratios, the Deflated Sharpe Ratio and the
+Probability of Backtest Overfitting.
+
+A sweep tries many variants and keeps the best. The best in-sample Sharpe ratio of N trials is
+biased upwards even when no variant has any skill; these two statistics say how much:
+
+- **Deflated Sharpe Ratio** (DSR): Bailey, D. H. and López de Prado, M. (2014), "The Deflated
+  Sharpe Ratio: Correcting for Selection Bias, Backtest Overfitting and Non-Normality", Journal
+  of Portfolio Management 40(5), 94–107. The probability that the best trial's true Sharpe
+  ratio exceeds the maximum Sharpe ratio expected from N unskilled trials.
+- **Probability of Backtest Overfitting** (PBO) by combinatorially symmetric cross-validation
+  (CSCV): Bailey, D. H., Borwein, J. M., López de Prado, M. and Zhu, Q. J. (2017; working
+  paper 2015), "The Probability of Backtest Overfitting", Journal of Computational Finance
+  20(4), 39–69. How often the trial that is best in-sample ranks in the bottom half
+  out-of-sample.
+
+All Sharpe ratios here are *per period* (not annualised) unless a name says ``annual``:
+``SR = mean(r) / std(r, ddof=1)`` of the per-period excess returns ``r``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+__all__ = [
+    "EULER_GAMMA",
+    "CSCVResult",
+    "DeflatedSharpe",
+    "deflated_sharpe_ratio",
+    "expected_max_sharpe",
+    "probabilistic_sharpe_ratio",
+    "probability_of_backtest_overfitting",
+    "sharpe_ratios",
+]
+
+EULER_GAMMA = 0.5772156649015329
+"""The Euler–Mascheroni constant γ of the expected-maximum approximation."""
+
+
+def sharpe_ratios(returns: np.ndarray) -> np.ndarray:
+    """Per-period Sharpe ratio of each column.
+
+    Parameters
+    ----------
+    returns : ndarray[float64], shape (T, N)
+        Per-period excess returns (fractions), one column per trial; no NaN.
+
+    Returns
+    -------
+    ndarray[float64], shape (N,)
+        ``mean / std(ddof=1)`` per column; 0.0 for a column with zero spread (a trial that
+        never trades), so such a trial ranks as having no edge.
+
+    Raises
+    ------
+    ValueError
+        Not 2-D, fewer than 2 rows, or non-finite values.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim != 2 or r.shape[0] < 2:
+        raise ValueError(f"returns must be a (T >= 2, N) matrix, got shape {r.shape}")
+    if not np.isfinite(r).all():
+        rows, cols = np.nonzero(~np.isfinite(r))
+        where = [(int(i), int(j)) for i, j in zip(rows[:5], cols[:5], strict=True)]
+        raise ValueError(f"returns has non-finite values at (row, trial) {where}")
+    mean = r.mean(axis=0)
+    std = r.std(axis=0, ddof=1)
+    out = np.zeros_like(mean)
+    ok = std > 0
+    out[ok] = mean[ok] / std[ok]
+    return out
+
+
+def expected_max_sharpe(n_trials: int, variance: float) -> float:
+    """Expected maximum of ``n_trials`` Sharpe ratios whose true value is zero.
+
+    Bailey & López de Prado (2014), eq. (6)/(8), the "False Strategy" theorem of Bailey,
+    Borwein, López de Prado and Zhu (2014):
+    ``SR0 = sqrt(V) × ((1 − γ) Φ⁻¹(1 − 1/N) + γ Φ⁻¹(1 − 1/(N e)))``, with ``V`` the variance of
+    the trials' Sharpe ratios, ``γ`` the Euler–Mascheroni constant and ``Φ⁻¹`` the standard
+    normal quantile.
+
+    Parameters
+    ----------
+    n_trials : int
+        ``N`` ≥ 1 (independent) trials. ``N = 1`` gives 0: one trial has no selection bias.
+    variance : float
+        ``V`` ≥ 0, the cross-sectional variance of the trials' per-period Sharpe ratios.
+
+    Returns
+    -------
+    float
+        ``SR0`` in per-period Sharpe units.
+
+    Raises
+    ------
+    ValueError
+        ``n_trials < 1`` or a negative/non-finite variance.
+    """
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    if not (math.isfinite(variance) and variance >= 0):
+        raise ValueError(f"variance must be finite and >= 0, got {variance}")
+    if n_trials == 1:
+        return 0.0
+    z1 = sps.norm.ppf(1.0 - 1.0 / n_trials)
+    z2 = sps.norm.ppf(1.0 - 1.0 / (n_trials * math.e))
+    return float(math.sqrt(variance) * ((1.0 - EULER_GAMMA) * z1 + EULER_GAMMA * z2))
+
+
+def probabilistic_sharpe_ratio(
+    sharpe: float, benchmark: float, n_periods: int, skew: float, kurtosis: float
+) -> float:
+    """Probability that the true Sharpe ratio exceeds ``benchmark`` (PSR).
+
+    Bailey & López de Prado (2012), "The Sharpe Ratio Efficient Frontier", J. of Risk 15(2),
+    and eq. (9) of the 2014 DSR paper:
+    ``PSR = Φ((SR − SR*) sqrt(T − 1) / sqrt(1 − γ3 SR + (γ4 − 1)/4 SR²))``.
+
+    Parameters
+    ----------
+    sharpe : float
+        Observed per-period Sharpe ratio ``SR``.
+    benchmark : float
+        ``SR*``, per period.
+    n_periods : int
+        ``T`` ≥ 2 return observations.
+    skew : float
+        ``γ3``, skewness of the returns.
+    kurtosis : float
+        ``γ4``, kurtosis of the returns (not excess: 3 for the normal distribution).
+
+    Returns
+    -------
+    float
+        A probability in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        ``n_periods < 2``, or a non-positive variance term (possible for extreme skew).
+    """
+    if n_periods < 2:
+        raise ValueError(f"n_periods must be >= 2, got {n_periods}")
+    denom = 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe**2
+    if not denom > 0:
+        raise ValueError(
+            f"PSR variance term 1 - skew*SR + (kurt-1)/4*SR^2 = {denom} is not positive "
+            f"(SR={sharpe}, skew={skew}, kurtosis={kurtosis})"
+        )
+    z = (sharpe - benchmark) * math.sqrt(n_periods - 1) / math.sqrt(denom)
+    return float(sps.norm.cdf(z))
+
+
+@dataclass(frozen=True)
+class DeflatedSharpe:
+    """The Deflated Sharpe Ratio of a sweep's best trial and its inputs.
+
+    Attributes
+    ----------
+    dsr : float
+        ``PSR(SR0)`` of the best trial: the probability its true Sharpe ratio is above the
+        expected maximum of ``n_trials`` unskilled trials. Above 0.95 is the usual bar.
+    best_index : int
+        Column of the best trial (highest per-period Sharpe ratio, first on ties).
+    sharpe : float
+        The best trial's per-period Sharpe ratio.
+    expected_max_sharpe : float
+        ``SR0``, per period (the deflated threshold).
+    sharpe_variance : float
+        ``V``, the variance (ddof=1) of the trials' per-period Sharpe ratios.
+    n_trials, n_periods : int
+        ``N`` and ``T``.
+    skew, kurtosis : float
+        ``γ3``, ``γ4`` of the best trial's returns (kurtosis not excess).
+    """
+
+    dsr: float
+    best_index: int
+    sharpe: float
+    expected_max_sharpe: float
+    sharpe_variance: float
+    n_trials: int
+    n_periods: int
+    skew: float
+    kurtosis: float
+
+
+def deflated_sharpe_ratio(returns: np.ndarray, *, n_trials: int | None = None) -> DeflatedSharpe:
+    """Deflated Sharpe Ratio of the best column of a trials' returns matrix.
+
+    Bailey & López de Prado (2014): ``DSR = PSR(SR0)`` where ``SR0`` is
+    :func:`expected_max_sharpe` of ``N`` trials with the observed variance ``V`` of the trials'
+    Sharpe ratios, and the PSR uses ``T``, the skewness and the kurtosis of the best trial's
+    returns (:func:`probabilistic_sharpe_ratio`).
+
+    Parameters
+    ----------
+    returns : ndarray[float64], shape (T, N)
+        Per-period excess returns, one column per trial (all on the same periods).
+    n_trials : int, optional
+        ``N`` to deflate by; defaults to the number of columns. Give a larger number when
+        more variants were tried than are in the matrix (the paper's advice: count them all).
+
+    Returns
+    -------
+    DeflatedSharpe
+
+    Raises
+    ------
+    ValueError
+        Bad matrix (see :func:`sharpe_ratios`) or ``n_trials`` below the column count.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    srs = sharpe_ratios(r)
+    n = r.shape[1] if n_trials is None else int(n_trials)
+    if n < r.shape[1]:
+        raise ValueError(
+            f"n_trials ({n}) is below the number of trials in the matrix ({r.shape[1]})"
+        )
+    variance = float(np.var(srs, ddof=1)) if srs.size > 1 else 0.0
+    best = int(np.argmax(srs))
+    column = r[:, best]
+    if column.std() > 0:
+        skew = float(sps.skew(column, bias=True))
+        kurt = float(sps.kurtosis(column, fisher=False, bias=True))
+    else:  # a flat series: use the normal's moments rather than 0/0
+        skew, kurt = 0.0, 3.0
+    sr0 = expected_max_sharpe(n, variance)
+    dsr = probabilistic_sharpe_ratio(float(srs[best]), sr0, r.shape[0], skew, kurt)
+    return DeflatedSharpe(
+        dsr=dsr,
+        best_index=best,
+        sharpe=float(srs[best]),
+        expected_max_sharpe=sr0,
+        sharpe_variance=variance,
+        n_trials=n,
+        n_periods=r.shape[0],
+        skew=skew,
+        kurtosis=kurt,
+    )
+
+
+@dataclass(frozen=True)
+class CSCVResult:
+    """The CSCV estimate of the probability of backtest overfitting.
+
+    Attributes
+    ----------
+    pbo : float
+        Share of the splits in which the in-sample best trial's out-of-sample relative rank
+        is at or below the median (logit ``λ ≤ 0``).
+    logits : ndarray[float64], shape (C(S, S/2),)
+        ``λ_c = ln(ω_c / (1 − ω_c))`` per split, in :func:`itertools.combinations` order.
+    is_best : ndarray[int64]
+        The in-sample best trial (column) of each split.
+    n_splits : int
+        ``S``.
+    n_periods_used : int
+        Rows used: ``S × floor(T / S)`` (the first ``T mod S`` rows are left out).
+    """
+
+    pbo: float
+    logits: np.ndarray
+    is_best: np.ndarray
+    n_splits: int
+    n_periods_used: int
+
+
+def probability_of_backtest_overfitting(
+    returns: np.ndarray, *, n_splits: int = 16, max_combinations: int = 20_000
+) -> CSCVResult:
+    """PBO by combinatorially symmetric cross-validation (Bailey, Borwein, López de Prado & Zhu).
+
+    The ``T × N`` matrix is cut into ``S`` contiguous blocks of ``floor(T / S)`` rows (the
+    oldest ``T mod S`` rows are dropped). For every one of the ``C(S, S/2)`` ways to choose
+    ``S/2`` blocks as the in-sample set ``J`` (the rest ``J̄`` is out-of-sample):
+
+    1. ``n*`` = the trial with the highest Sharpe ratio on ``J`` (first on ties);
+    2. ``ω`` = rank of ``n*`` among the ``N`` out-of-sample Sharpe ratios on ``J̄`` (1 = worst,
+       average rank on ties), divided by ``N + 1``;
+    3. ``λ = ln(ω / (1 − ω))``.
+
+    ``PBO = #{λ ≤ 0} / C(S, S/2)``, the paper's ``∫_{−∞}^{0} f(λ) dλ``.
+
+    Parameters
+    ----------
+    returns : ndarray[float64], shape (T, N)
+        Per-period returns, one column per trial, N ≥ 2.
+    n_splits : int, default 16
+        ``S``, even, ≥ 2 and ≤ T / 2 (each block needs two rows for a standard deviation).
+    max_combinations : int, default 20000
+        Refuse an ``S`` whose ``C(S, S/2)`` is larger (S = 16 gives 12,870).
+
+    Returns
+    -------
+    CSCVResult
+
+    Raises
+    ------
+    ValueError
+        Bad matrix, ``N < 2``, odd or out-of-range ``S``.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim != 2:
+        raise ValueError(f"returns must be a (T, N) matrix, got shape {r.shape}")
+    t_all, n = r.shape
+    if n < 2:
+        raise ValueError(f"PBO needs at least 2 trials, got {n}")
+    if n_splits < 2 or n_splits % 2:
+        raise ValueError(f"n_splits must be even and >= 2, got {n_splits}")
+    if t_all < 2 * n_splits:
+        raise ValueError(f"{t_all} periods are too few for {n_splits} splits (need >= 2 each)")
+    if not np.isfinite(r).all():
+        raise ValueError("returns has non-finite values")
+    n_comb = math.comb(n_splits, n_splits // 2)
+    if n_comb > max_combinations:
+        raise ValueError(f"C({n_splits}, {n_splits // 2}) = {n_comb} > {max_combinations}")
+    size = t_all // n_splits
+    used = r[t_all - size * n_splits :]
+    blocks = used.reshape(n_splits, size, n)
+    # per-block sufficient statistics, so each split's mean/variance is a sum over blocks
+    sums = blocks.sum(axis=1)  # (S, N)
+    squares = (blocks**2).sum(axis=1)  # (S, N)
+    combos = np.array(list(itertools.combinations(range(n_splits), n_splits // 2)))
+    member = np.zeros((n_comb, n_splits))
+    member[np.arange(n_comb)[:, None], combos] = 1.0
+    rows = size * (n_splits // 2)
+    is_sr = _sharpe_from_sums(member @ sums, member @ squares, rows)
+    oos_sr = _sharpe_from_sums((1 - member) @ sums, (1 - member) @ squares, rows)
+    best = np.argmax(is_sr, axis=1)
+    ranks = np.apply_along_axis(sps.rankdata, 1, oos_sr)  # average ranks on ties, 1 = worst
+    omega = ranks[np.arange(n_comb), best] / (n + 1)
+    logits = np.log(omega / (1.0 - omega))
+    return CSCVResult(
+        pbo=float(np.mean(logits <= 0)),
+        logits=logits,
+        is_best=best.astype(np.int64),
+        n_splits=n_splits,
+        n_periods_used=size * n_splits,
+    )
+
+
+def _sharpe_from_sums(total: np.ndarray, squares: np.ndarray, count: int) -> np.ndarray:
+    mean = total / count
+    var = (squares - count * mean**2) / (count - 1)
+    std = np.sqrt(np.clip(var, 0.0, None))
+    out = np.zeros_like(mean)
+    # a flat column (rounding noise only) has no Sharpe ratio: 0, like sharpe_ratios
+    ok = std > 1e-12 + 1e-8 * np.abs(mean)
+    out[ok] = mean[ok] / std[ok]
+    return out

@@ -1,0 +1,199 @@
+"""Deflated Sharpe Ratio and PBO (CSCV): hand-worked cases, an independent enumeration, noise.
+
+The expected values are computed here step by step from the papers' formulas with the standard
+library (``statistics``, ``statistics.NormalDist``), independently of the numpy/scipy code
+under test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ml4t_pipeline.lib.sweep import stats
+
+N01 = NormalDist()
+GAMMA = 0.5772156649015329
+
+
+def _sr(values: list[float]) -> float:
+    sd = statistics.stdev(values)
+    return statistics.fmean(values) / sd if sd > 0 else 0.0
+
+
+def test_expected_max_sharpe_one_trial_is_zero() -> None:
+    assert stats.expected_max_sharpe(1, 0.04) == 0.0
+
+
+def test_expected_max_sharpe_grows_with_trials_and_spread() -> None:
+    assert stats.expected_max_sharpe(10, 0.01) < stats.expected_max_sharpe(100, 0.01)
+    assert stats.expected_max_sharpe(10, 0.01) < stats.expected_max_sharpe(10, 0.04)
+
+
+def test_expected_max_sharpe_formula_step_by_step() -> None:
+    n, v = 20, 0.0025
+    expected = math.sqrt(v) * (
+        (1 - GAMMA) * N01.inv_cdf(1 - 1 / n) + GAMMA * N01.inv_cdf(1 - 1 / (n * math.e))
+    )
+    assert stats.expected_max_sharpe(n, v) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("n, v", [(0, 0.1), (5, -1.0), (5, float("nan"))])
+def test_expected_max_sharpe_bad_input_raises(n: int, v: float) -> None:
+    with pytest.raises(ValueError):
+        stats.expected_max_sharpe(n, v)
+
+
+def test_deflated_sharpe_ratio_small_matrix_matches_step_by_step() -> None:
+    # three trials over eight periods; trial 2 is the best by construction
+    cols = [
+        [0.010, -0.020, 0.015, -0.005, 0.000, 0.010, -0.010, 0.005],
+        [0.020, -0.010, -0.015, 0.010, 0.005, -0.020, 0.015, 0.000],
+        [0.030, 0.010, -0.005, 0.020, 0.015, -0.010, 0.025, 0.005],
+    ]
+    matrix = np.array(cols).T
+    srs = [_sr(c) for c in cols]
+    best = max(range(3), key=lambda i: srs[i])
+    v = statistics.variance(srs)
+    sr0 = math.sqrt(v) * (
+        (1 - GAMMA) * N01.inv_cdf(1 - 1 / 3) + GAMMA * N01.inv_cdf(1 - 1 / (3 * math.e))
+    )
+    x = cols[best]
+    mu = statistics.fmean(x)
+    m2 = sum((a - mu) ** 2 for a in x) / len(x)
+    skew = (sum((a - mu) ** 3 for a in x) / len(x)) / m2**1.5
+    kurt = (sum((a - mu) ** 4 for a in x) / len(x)) / m2**2
+    sr = srs[best]
+    z = (sr - sr0) * math.sqrt(len(x) - 1) / math.sqrt(1 - skew * sr + (kurt - 1) / 4 * sr**2)
+    result = stats.deflated_sharpe_ratio(matrix)
+    assert result.best_index == best == 2
+    assert result.sharpe == pytest.approx(sr, rel=1e-12)
+    assert result.sharpe_variance == pytest.approx(v, rel=1e-12)
+    assert result.expected_max_sharpe == pytest.approx(sr0, rel=1e-9)
+    assert result.skew == pytest.approx(skew, rel=1e-9)
+    assert result.kurtosis == pytest.approx(kurt, rel=1e-9)
+    assert result.dsr == pytest.approx(N01.cdf(z), rel=1e-9)
+
+
+def test_deflated_sharpe_ratio_more_trials_counted_lower_dsr() -> None:
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(0.001, 0.01, size=(500, 10))
+    assert stats.deflated_sharpe_ratio(matrix, n_trials=1000).dsr < (
+        stats.deflated_sharpe_ratio(matrix).dsr
+    )
+    with pytest.raises(ValueError, match="below the number of trials"):
+        stats.deflated_sharpe_ratio(matrix, n_trials=5)
+
+
+def test_probabilistic_sharpe_ratio_bad_denominator_raises() -> None:
+    with pytest.raises(ValueError, match="not positive"):
+        stats.probabilistic_sharpe_ratio(2.0, 0.0, 100, skew=5.0, kurtosis=3.0)
+
+
+def test_sharpe_ratios_flat_column_is_zero_and_nan_refused() -> None:
+    matrix = np.array([[0.0, 0.01], [0.0, 0.03], [0.0, 0.02]])
+    out = stats.sharpe_ratios(matrix)
+    assert out[0] == 0.0
+    assert out[1] == pytest.approx(_sr([0.01, 0.03, 0.02]))
+    with pytest.raises(ValueError, match=r"\(row, trial\) \[\(1, 0\)\]"):
+        stats.sharpe_ratios(np.array([[0.0, 0.0], [np.nan, 0.0]]))
+
+
+def test_pbo_two_splits_hand_enumerated_is_half() -> None:
+    # 4 trials x 8 periods, S = 2: block A = rows 0-3, block B = rows 4-7.
+    # Sharpe of (m+d, m-d, m+d, m-d) is m / (d * sqrt(4/3)): ordering by m/d.
+    def block(m: float, d: float) -> list[float]:
+        return [m + d, m - d, m + d, m - d]
+
+    trials = [
+        block(0.04, 0.01) + block(0.01, 0.01),  # A: best (SR ∝ 4)   B: 2nd worst (1)
+        block(0.01, 0.01) + block(0.00, 0.01),  # A: 1               B: worst (0)
+        block(0.02, 0.01) + block(0.02, 0.01),  # A: 2               B: 2
+        block(0.03, 0.01) + block(0.03, 0.01),  # A: 3               B: best (3)
+    ]
+    matrix = np.array(trials).T
+    result = stats.probability_of_backtest_overfitting(matrix, n_splits=2)
+    # IS = A: best is trial 0, its OOS (B) rank is 2 of 4 → ω = 2/5 → λ = ln(2/3) ≤ 0
+    # IS = B: best is trial 3, its OOS (A) rank is 3 of 4 → ω = 3/5 → λ = ln(3/2) > 0
+    assert result.is_best.tolist() == [0, 3]
+    assert result.logits == pytest.approx([math.log(0.4 / 0.6), math.log(0.6 / 0.4)])
+    assert result.pbo == 0.5
+    assert result.n_periods_used == 8
+
+
+def _cscv_reference(matrix: list[list[float]], s: int) -> tuple[float, list[float]]:
+    """CSCV written out directly from the paper with plain Python lists."""
+    t, n = len(matrix), len(matrix[0])
+    size = t // s
+    rows = matrix[t - size * s :]
+    blocks = [rows[i * size : (i + 1) * size] for i in range(s)]
+    logits = []
+    for chosen in itertools.combinations(range(s), s // 2):
+        train = [r for i in chosen for r in blocks[i]]
+        test = [r for i in range(s) if i not in chosen for r in blocks[i]]
+        is_sr = [_sr([r[j] for r in train]) for j in range(n)]
+        oos_sr = [_sr([r[j] for r in test]) for j in range(n)]
+        best = is_sr.index(max(is_sr))
+        rank = 1 + sum(1 for v in oos_sr if v < oos_sr[best])  # no ties in random data
+        omega = rank / (n + 1)
+        logits.append(math.log(omega / (1 - omega)))
+    return sum(1 for x in logits if x <= 0) / len(logits), logits
+
+
+def test_pbo_four_splits_matches_direct_enumeration() -> None:
+    rng = np.random.default_rng(11)
+    matrix = rng.normal(0.0, 0.01, size=(26, 5))  # 26 rows: the first 2 are left out
+    expected_pbo, expected_logits = _cscv_reference(matrix.tolist(), 4)
+    result = stats.probability_of_backtest_overfitting(matrix, n_splits=4)
+    assert len(expected_logits) == math.comb(4, 2) == result.logits.size
+    assert result.logits == pytest.approx(expected_logits, rel=1e-9)
+    assert result.pbo == expected_pbo
+    assert result.n_periods_used == 24
+
+
+def test_pbo_dominant_trial_is_zero() -> None:
+    rng = np.random.default_rng(5)
+    matrix = rng.normal(0.0, 0.01, size=(400, 6))
+    matrix[:, 2] += 0.02  # far better in every block
+    assert stats.probability_of_backtest_overfitting(matrix, n_splits=8).pbo == 0.0
+
+
+def test_pbo_noise_trials_near_half_and_dsr_not_significant() -> None:
+    rng = np.random.default_rng(2024)
+    noise = rng.normal(0.0, 0.01, size=(1000, 50))
+    pbo = stats.probability_of_backtest_overfitting(noise, n_splits=16).pbo
+    dsr = stats.deflated_sharpe_ratio(noise)
+    assert 0.3 <= pbo <= 0.7
+    assert dsr.dsr < 0.95
+    # the best noise trial still looks good before deflation: its PSR against 0 is high
+    naive = stats.probabilistic_sharpe_ratio(dsr.sharpe, 0.0, 1000, dsr.skew, dsr.kurtosis)
+    assert naive > dsr.dsr
+
+
+@pytest.mark.parametrize(
+    "shape, splits, message",
+    [((40, 1), 4, "at least 2 trials"), ((40, 3), 3, "even"), ((6, 3), 4, "too few")],
+)
+def test_pbo_bad_input_raises(shape: tuple[int, int], splits: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        stats.probability_of_backtest_overfitting(np.zeros(shape), n_splits=splits)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 8), splits=st.sampled_from([2, 4, 6]))
+def test_pbo_invariant_under_trial_order(seed: int, n: int, splits: int) -> None:
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(0.0, 0.01, size=(60, n))
+    perm = rng.permutation(n)
+    a = stats.probability_of_backtest_overfitting(matrix, n_splits=splits)
+    b = stats.probability_of_backtest_overfitting(matrix[:, perm], n_splits=splits)
+    assert 0.0 <= a.pbo <= 1.0
+    assert a.pbo == b.pbo
+    assert perm[b.is_best].tolist() == a.is_best.tolist()
