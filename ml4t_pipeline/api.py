@@ -160,7 +160,7 @@ class Experiment:
 
     def to_yaml(self) -> str:
         """The config as YAML text (what a run from code writes to its temporary file)."""
-        return yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.config.model_dump(mode="json", by_alias=True), sort_keys=False)
 
     def run(
         self,
@@ -224,7 +224,7 @@ class Experiment:
 
 def _write_yaml(cfg: ExperimentConfig, folder: Path) -> Path:
     path = folder / f"{cfg.name}.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
     return path
 
 
