@@ -167,6 +167,24 @@ class ContextConfig(_Strict):
         return v.strip() if v else v
 
 
+class QuotesConfig(_Strict):
+    """Bid/ask columns of the prices file, for spread-aware slippage (``SpreadAware``).
+
+    The backtest reads these two columns from the prices file (stamped like the prices) and
+    hands them to the engine as the bars' ``bid``/``ask``. Every backtested bar needs a quote
+    with both finite and ``ask >= bid > 0``; bars without one are refused, naming them (the
+    engine would otherwise fall back to the high/low spread estimate without a word).
+
+    Attributes
+    ----------
+    bid, ask : str
+        Column names in the prices file (default ``bid`` and ``ask``).
+    """
+
+    bid: str = "bid"
+    ask: str = "ask"
+
+
 MODEL_SIGNAL_TIMING = ("market_close", "available_at")
 """``signal_available_at`` values consistent with the built-in model's scores (each row's own
 ``available_at`` is its feature bar's close, so both modes mean the same thing)."""
@@ -210,6 +228,9 @@ class DataConfig(_Strict):
         (``prices_quarantine``) and leaves them out of the backtest.
     symbols : list[str] | None
         Restrict the universe (None = every symbol in the prices).
+    quotes : QuotesConfig | None
+        Bid/ask columns of the prices file for spread-aware slippage (``{bid: bid, ask: ask}``;
+        not with ``prices: demo``). None (default): the bars carry no quotes.
     stream : {"whole", "monthly"}
         How the backtest asset reads the prepared panel: ``whole`` (default) loads it into
         memory; ``monthly`` streams it month by month through :class:`engine.ChunkedMarketData`
@@ -230,10 +251,15 @@ class DataConfig(_Strict):
     bar_length: str | None = None
     max_fill_bars: Annotated[int, _NUMBER, Field(ge=0, le=MAX_ROWS)] | None = None
     max_signal_age_bars: Annotated[int, _NUMBER, Field(ge=1, le=MAX_ROWS)] | None = None
+    quotes: QuotesConfig | None = None
     stream: Literal["whole", "monthly"] = "whole"
 
     @model_validator(mode="after")
     def _timing_applies(self) -> DataConfig:
+        if self.quotes is not None and self.prices == DEMO_PRICES:
+            raise ValueError(
+                "quotes: the demo prices have no bid/ask columns; give a prices file that has them"
+            )
         timing = self.signal_available_at
         if (
             isinstance(self.signals, ModelSignalsConfig)
@@ -689,6 +715,7 @@ class ReportingConfig(_Strict):
 # the config hash (a lineage key) of an existing experiment file does not change.
 _HASH_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("data", "stream"): "whole",
+    ("data", "quotes"): None,
     ("strategy", "class"): None,
     ("strategy", "params"): {},
     **{("execution", name): None for name in ENGINE_SETTINGS},

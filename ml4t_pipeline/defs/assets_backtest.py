@@ -5,15 +5,17 @@ The ``backtest`` asset builds the engine's inputs from the prepared panel and co
 and stores every output table. The downstream assets split, check and summarise them.
 """
 
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 import engine
-from ml4t_pipeline.config import ExperimentConfig, build_rule
+from ml4t_pipeline.config import ExperimentConfig, QuotesConfig, build_rule, resolve_data_path
 from ml4t_pipeline.defs.assets_attribution import ic_horizon
 from ml4t_pipeline.defs.metadata import (
     frame_metadata,
@@ -23,6 +25,7 @@ from ml4t_pipeline.defs.metadata import (
 )
 from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.lib import io as io_lib
 from ml4t_pipeline.lib import performance, reconcile
 from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib.lineage import code_version, frame_content_hash
@@ -35,6 +38,10 @@ from ml4t_pipeline.lib.output_schemas import (
 
 GROUP = "backtest"
 PRICE_COLUMNS = ["timestamp", "symbol", "open", "high", "low", "close", "volume"]
+TRADES_PANEL_COLUMNS = ["timestamp", "symbol", "signal_available_at"]
+"""Panel columns the ``trades`` timing check reads (projection: not the whole panel)."""
+STATES_PANEL_COLUMNS = ["timestamp", "symbol", "close"]
+"""Panel columns the ``portfolio_states`` equity reconciliation reads."""
 _NON_VALUE_COLUMNS = {"timestamp", "symbol", "available_at", "model_trained_at"}
 
 
@@ -75,36 +82,216 @@ def preset_fields(preset: str | None) -> dict[str, Any]:
     return dict(presets[preset])
 
 
+def _engine(cfg: ExperimentConfig, data: Any) -> engine.BacktestEngine:
+    rules = [build_rule(spec) for spec in cfg.risk_rules]
+    return engine.BacktestEngine(
+        data,
+        cfg.strategy.build(),
+        risk_manager=engine.RiskManager(rules) if rules else None,
+        config=cfg.execution.engine_config(),
+    )
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     panel: pl.DataFrame,
     context: pl.DataFrame,
     signal_columns: list[str],
     indicator_columns: list[str],
+    quotes: pl.DataFrame | None = None,
 ) -> engine.BacktestResult:
     """Run the engine for one experiment on prepared frames (no Dagster needed).
 
     The strategy is :meth:`StrategyConfig.build` (registry or user class), the rules
     :func:`ml4t_pipeline.config.build_rule` (``CompositeRule`` included) and the execution
-    settings :meth:`ExecutionConfig.engine_config` (preset, then the explicit settings). A
-    ``bid``/``ask`` pair in the panel reaches the engine (spread-aware slippage).
+    settings :meth:`ExecutionConfig.engine_config` (preset, then the explicit settings).
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+    panel : pl.DataFrame
+        The market panel (prices, indicators, signals), long format. ``bid``/``ask`` columns,
+        if present, reach the engine (spread-aware slippage).
+    context : pl.DataFrame
+        ``timestamp`` plus market-wide value columns.
+    signal_columns, indicator_columns : list of str
+    quotes : pl.DataFrame, optional
+        ``timestamp``, ``symbol``, ``bid``, ``ask`` (:func:`quotes_from_prices_file`), joined
+        onto the panel with :func:`attach_quotes`.
+
+    Raises
+    ------
+    ValueError
+        Bad panel or quotes (the offending rows are named), or bad engine settings.
     """
-    context_columns = value_columns(context)
+    if quotes is not None:
+        panel = attach_quotes(panel, quotes)
     data = engine.MarketData.from_frame(
         panel,
         signal_columns=signal_columns,
         indicator_columns=indicator_columns,
         context=context,
-        context_columns=context_columns,
+        context_columns=value_columns(context),
     )
-    rules = [build_rule(spec) for spec in cfg.risk_rules]
-    bt = engine.BacktestEngine(
-        data,
-        cfg.strategy.build(),
-        risk_manager=engine.RiskManager(rules) if rules else None,
-        config=cfg.execution.engine_config(),
+    return _engine(cfg, data).run()
+
+
+def month_starts(panel: pl.LazyFrame) -> list[datetime]:
+    """First instants (UTC) of the calendar months that hold a bar of ``panel``, in order."""
+    months = (
+        panel.select(pl.col("timestamp").dt.truncate("1mo").unique().sort()).collect().to_series()
     )
-    return bt.run()
+    return list(months.to_list())
+
+
+def _next_month(start: datetime) -> datetime:
+    return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+
+
+class MonthlyPanel:
+    """The prepared panel as monthly chunks for :class:`engine.ChunkedMarketData`.
+
+    Each iteration collects one month of ``panel`` (``timestamp`` in ``[start, next month)``,
+    UTC) at a time, so only one month's rows are in memory; ``quotes`` are attached per month.
+    While iterating it counts the bars and hashes each month's price columns.
+
+    Parameters
+    ----------
+    panel : pl.LazyFrame
+        The market panel (for instance the stored monthly hive table, scanned lazily).
+    quotes : pl.DataFrame, optional
+        See :func:`attach_quotes`.
+    """
+
+    def __init__(self, panel: pl.LazyFrame, quotes: pl.DataFrame | None = None) -> None:
+        self.panel = panel
+        self.quotes = quotes
+        self.months = month_starts(panel)
+        self.bar_events = 0
+        self.month_hashes: list[str] = []
+
+    def symbols(self) -> list[str]:
+        """Every symbol of the panel, sorted (the engine's fixed universe)."""
+        names = self.panel.select(pl.col("symbol").cast(pl.String).unique().sort()).collect()
+        return list(names.to_series().to_list())
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        self.bar_events, self.month_hashes = 0, []
+        for start in self.months:
+            ts = pl.col("timestamp")
+            chunk = self.panel.filter((ts >= start) & (ts < _next_month(start))).collect()
+            chunk = chunk.sort("timestamp", "symbol", maintain_order=True)
+            if self.quotes is not None:
+                chunk = attach_quotes(chunk, self.quotes)
+            self.bar_events += chunk.height
+            self.month_hashes.append(frame_content_hash(chunk.select(PRICE_COLUMNS)))
+            yield chunk
+
+    def prices_version(self) -> str:
+        """SHA-256 (16 hex digits) of the month hashes of the price columns, once iterated."""
+        return hashlib.sha256("".join(self.month_hashes).encode()).hexdigest()[:16]
+
+
+def run_experiment_streamed(
+    cfg: ExperimentConfig,
+    panel: MonthlyPanel,
+    context: pl.DataFrame,
+    signal_columns: list[str],
+    indicator_columns: list[str],
+) -> engine.BacktestResult:
+    """:func:`run_experiment` over monthly chunks (``data.stream: monthly``), same results.
+
+    The engine builds one month's arrays at a time (:class:`engine.ChunkedMarketData`); the
+    result frames are the same as a run over the whole panel.
+    """
+    data = engine.ChunkedMarketData(
+        panel,
+        symbols=panel.symbols(),
+        signal_columns=signal_columns,
+        indicator_columns=indicator_columns,
+        context=context,
+        context_columns=value_columns(context),
+    )
+    return _engine(cfg, data).run()
+
+
+QUOTE_KEY = ["timestamp", "symbol"]
+
+
+def quotes_from_prices_file(
+    path: Path, quotes: QuotesConfig, bar_length: str | None = None
+) -> pl.DataFrame:
+    """The bid/ask columns of a prices file, stamped exactly as its prices are.
+
+    The two columns are read with the keys and passed through
+    :func:`ml4t_pipeline.lib.io.to_prices_contract` in the place of the OHLCV columns (bid as
+    open/high/low, ask as close), so their timestamps get the same conversion (daily date →
+    16:00 New York close; intraday bar start + ``bar_length``) and the same refusals.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``timestamp`` (``Datetime[us, UTC]``), ``symbol`` (String), ``bid``, ``ask`` (Float64),
+        one row per row of the file, sorted by (timestamp, symbol).
+
+    Raises
+    ------
+    ValueError
+        The columns are missing or not numeric, or the timestamps are refused (as for prices).
+    """
+    raw = io_lib.read_table(path, columns=[*QUOTE_KEY, quotes.bid, quotes.ask])
+    stand_in = raw.select(
+        *QUOTE_KEY,
+        *[pl.col(quotes.bid).alias(c) for c in ("open", "high", "low")],
+        pl.col(quotes.ask).alias("close"),
+        pl.lit(0.0).alias("volume"),
+    )
+    stamped = io_lib.to_prices_contract(
+        stand_in, bar_length, source=f"data.quotes ({quotes.bid}/{quotes.ask}) in {path}"
+    )
+    return stamped.select(*QUOTE_KEY, pl.col("open").alias("bid"), pl.col("close").alias("ask"))
+
+
+def attach_quotes(panel: pl.DataFrame, quotes: pl.DataFrame) -> pl.DataFrame:
+    """Join ``bid``/``ask`` onto every bar of ``panel`` (exact (timestamp, symbol) match).
+
+    Raises
+    ------
+    ValueError
+        ``panel`` already has ``bid``/``ask``; duplicated quote keys; or bars whose quote is
+        missing, not finite, non-positive or crossed (``ask < bid``): the count and the first
+        rows are named. Nothing is filled or estimated.
+    """
+    clash = [c for c in ("bid", "ask") if c in panel.columns]
+    if clash:
+        raise ValueError(f"data.quotes: the panel already has columns {clash}")
+    dup = quotes.filter(pl.struct(QUOTE_KEY).is_duplicated())
+    if dup.height:
+        raise ValueError(
+            f"data.quotes: {dup.height} quote rows share a (timestamp, symbol): "
+            f"{dup.head(5).to_dicts()}"
+        )
+    keyed = quotes.with_columns(pl.col("symbol").cast(pl.String))
+    joined = (
+        panel.with_columns(pl.col("symbol").cast(pl.String).alias("_symbol"))
+        .join(
+            keyed.rename({"symbol": "_symbol"}),
+            on=["timestamp", "_symbol"],
+            how="left",
+            maintain_order="left",
+        )
+        .drop("_symbol")
+    )
+    bid, ask = pl.col("bid"), pl.col("ask")
+    valid = (bid.is_finite() & ask.is_finite() & (bid > 0) & (ask >= bid)).fill_null(False)
+    bad = joined.filter(~valid)
+    if bad.height:
+        raise ValueError(
+            f"data.quotes: {bad.height} bars have no valid quote (bid and ask finite, ask >= "
+            f"bid > 0); the engine would otherwise estimate the spread silently. First rows: "
+            f"{bad.select(*QUOTE_KEY, 'bid', 'ask').head(5).to_dicts()}"
+        )
+    return joined
 
 
 def experiment_metrics(
@@ -137,20 +324,37 @@ def experiment_metrics(
     group_name=GROUP,
     kinds={"numpy"},
     automation_condition=RERUN_ON_NEW_INPUTS,
+    ins={"market_panel": dg.AssetIn(metadata={"lazy": True})},
 )
 def backtest(
     context: dg.AssetExecutionContext,
     experiments: ExperimentsResource,
-    market_panel: pl.DataFrame,
+    market_panel: pl.LazyFrame,
     market_context: pl.DataFrame,
     signals: pl.DataFrame,
     features: pl.DataFrame,
 ) -> dg.Output[dict[str, pl.DataFrame]]:
-    """Run the event-driven engine; store its trades, portfolio states, fills and rejections."""
+    """Run the event-driven engine; store its trades, portfolio states, fills and rejections.
+
+    The panel arrives as a lazy scan of its stored months: ``data.stream: whole`` (default)
+    collects it, ``data.stream: monthly`` hands it to the engine one month at a time
+    (:class:`MonthlyPanel`). ``data.quotes`` adds the prices file's bid/ask to every bar.
+    """
     cfg = experiments.load(context.partition_key)
-    result = run_experiment(
-        cfg, market_panel, market_context, value_columns(signals), value_columns(features)
-    )
+    quotes = None
+    if cfg.data.quotes is not None:
+        path = resolve_data_path(cfg.data.prices, data_root=experiments.root(), field="data.prices")
+        quotes = quotes_from_prices_file(path, cfg.data.quotes, cfg.data.bar_length)
+    columns = (value_columns(signals), value_columns(features))
+    if cfg.data.stream == "monthly":
+        chunks = MonthlyPanel(market_panel, quotes)
+        result = run_experiment_streamed(cfg, chunks, market_context, *columns)
+        prices_version, bar_events = chunks.prices_version(), chunks.bar_events
+    else:
+        panel = market_panel.collect()
+        result = run_experiment(cfg, panel, market_context, *columns, quotes=quotes)
+        prices_version = frame_content_hash(panel.select(PRICE_COLUMNS))
+        bar_events = panel.height
     tables = {
         "trades": result.trades,
         "portfolio_states": result.portfolio_states,
@@ -161,13 +365,12 @@ def backtest(
         "config_hash": dg.MetadataValue.text(cfg.config_hash()),
         "code_version": dg.MetadataValue.text(code_version()),
         "signals_version": dg.MetadataValue.text(frame_content_hash(signals)),
-        "prices_version": dg.MetadataValue.text(
-            frame_content_hash(market_panel.select(PRICE_COLUMNS))
-        ),
+        "prices_version": dg.MetadataValue.text(prices_version),
         "n_fills": dg.MetadataValue.int(result.fills.height),
         "n_trades": dg.MetadataValue.int(result.trades.height),
         "n_rejections": dg.MetadataValue.int(result.rejections.height),
-        "bar_events": dg.MetadataValue.int(market_panel.height),
+        "bar_events": dg.MetadataValue.int(bar_events),
+        "stream": dg.MetadataValue.text(cfg.data.stream),
     }
     return dg.Output(tables, metadata=meta)
 
@@ -193,6 +396,7 @@ def backtest(
             "non-negative costs, exit at or after entry after decision.",
         ),
     ],
+    ins={"market_panel": dg.AssetIn(metadata={"columns": TRADES_PANEL_COLUMNS})},
 )
 def trades(
     context: dg.AssetExecutionContext,
@@ -260,6 +464,7 @@ def trades(
             "quantities, positive prices, non-negative commission and slippage).",
         ),
     ],
+    ins={"market_panel": dg.AssetIn(metadata={"columns": STATES_PANEL_COLUMNS})},
 )
 def portfolio_states(
     context: dg.AssetExecutionContext,
