@@ -900,14 +900,19 @@ def _candidate_stem(path: Path) -> Path:
     return path.with_name(path.name.split(".", 1)[0])
 
 
-def _input_run_id(context: dg.InputContext) -> str | None:
+def _input_step(context: dg.InputContext) -> Any:
+    """The step context of an input (None when the context was built without one)."""
     try:
-        step = context.step_context
+        return context.step_context
     except dg.DagsterInvariantViolationError:
         return None
-    return step.run_id
+
+
+def _input_run_id(context: dg.InputContext) -> str | None:
+    step = _input_step(context)
+    return None if step is None else step.run_id
 
 
 def _downstream_partitioned(context: dg.InputContext) -> bool:
-    step = context.step_context
+    step = _input_step(context)
     return step is not None and step.has_partition_key
