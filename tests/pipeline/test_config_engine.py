@@ -499,3 +499,56 @@ def test_config_hash_new_settings_at_default_leave_hash_unchanged() -> None:
     changed = _cfg(strategy={"n": 3}, execution={"close_at_end": True})
     assert plain.config_hash() == explicit_defaults.config_hash()
     assert plain.config_hash() != changed.config_hash()
+
+
+SEED_RISK_RULES = """\
+risk_rules:
+  - type: VolatilityScaledStopLoss
+    atr_multiplier: 2.0
+    priority: 100
+
+  - type: DynamicTrailingStop
+    initial_trail_pct: 0.05
+    tighten_rate: 0.001  # 0.1% per bar
+    priority: 100
+
+  - type: TimeBasedExit
+    max_bars: 60
+    priority: 90
+
+  - type: RegimeDependentRule
+    regime_source: vix
+    high_vol_threshold: 25
+    rules:
+      high_vol:
+        type: VolatilityScaledStopLoss
+        atr_multiplier: 1.5  # Tighter in high vol
+      low_vol:
+        type: VolatilityScaledStopLoss
+        atr_multiplier: 2.5  # Wider in low vol
+
+execution:
+  commission:
+    type: PerShare
+    cost: 0.005
+  slippage:
+    type: SpreadAware
+    spread_fraction: 0.5
+"""
+
+
+def test_load_config_seed_risk_rules_block_validates(tmp_path: Path) -> None:
+    """The risk_rules and execution block of the seeds' top-25 YAML example, verbatim."""
+    cfg = load_config(_write(tmp_path, SEED_RISK_RULES))
+    rules = [build_rule(spec) for spec in cfg.risk_rules]
+    assert [r.name for r in rules] == [
+        "VolatilityScaledStopLoss",
+        "DynamicTrailingStop",
+        "TimeBasedExit",
+        "RegimeDependentRule",
+    ]
+    assert rules[1].tighten_per_bar == 0.001
+    assert rules[3].context_column == "vix" and rules[3].threshold == 25.0
+    built = cfg.execution.engine_config()
+    assert isinstance(built.slippage, engine.SpreadAwareSlippage)
+    assert built.slippage.spread_fraction == 0.5
