@@ -334,7 +334,7 @@ def probability_of_backtest_overfitting(
     is_sr = _sharpe_from_sums(member @ sums, member @ squares, rows)
     oos_sr = _sharpe_from_sums((1 - member) @ sums, (1 - member) @ squares, rows)
     best = np.argmax(is_sr, axis=1)
-    ranks = np.apply_along_axis(sps.rankdata, 1, oos_sr)  # average ranks on ties, 1 = worst
+    ranks = sps.rankdata(oos_sr, method="average", axis=1)  # 1 = worst; ties share
     omega = ranks[np.arange(n_comb), best] / (n + 1)
     logits = np.log(omega / (1.0 - omega))
     return CSCVResult(

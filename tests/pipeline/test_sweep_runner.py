@@ -1,0 +1,291 @@
+"""Running sweeps on a real S&P slice (10 symbols x 400 days): outputs, resuming after a kill,
+recomputing on new data, failed trials, and the processes/Ray backends against serial."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import yaml
+
+from ml4t_pipeline.cli import main
+from ml4t_pipeline.defs.assets_backtest import experiment_metrics, run_experiment
+from ml4t_pipeline.lib.sweep import runner
+from ml4t_pipeline.lib.sweep.results import write_outputs
+from ml4t_pipeline.lib.sweep.runner import PreparedData, TrialStore, run_sweep
+from ml4t_pipeline.lib.sweep.spec import data_key, load_sweep_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CODE_VERSION = "test-sweep"
+
+
+def _strict_json(path: Path) -> Any:
+    def refuse(name: str) -> None:
+        raise ValueError(f"{path}: bare {name} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _write_slice(source: Path, target: Path, *, days: int = 400) -> None:
+    raw = pl.read_parquet(source)
+    symbols = sorted(raw["symbol"].unique().to_list())[:10]
+    dates = sorted(raw["timestamp"].unique().to_list())[:days]
+    raw.filter(pl.col("symbol").is_in(symbols) & pl.col("timestamp").is_in(dates)).write_parquet(
+        target
+    )
+
+
+def experiment(sweep: dict[str, Any]) -> dict[str, Any]:
+    """A small top-N experiment on the slice, with a sweep block."""
+    return {
+        "data": {
+            "prices": "slice.parquet",
+            "signals": {"model": "ridge", "horizon": 5, "min_train_periods": 100},
+            "context": {"source": "market"},
+            "invalid_rows": "quarantine",
+            "max_fill_bars": 0,
+        },
+        "strategy": {"type": "TopN", "signal": "score", "n": 3, "rebalance_every": 5},
+        "risk_rules": [
+            {"type": "PriceBasedStopLoss", "stop_pct": 0.05, "priority": 100},
+            {"type": "TimeBasedExit", "max_bars": 60, "priority": 90},
+        ],
+        "execution": {"commission": {"type": "Percentage", "rate": 0.001}, "initial_cash": 1e5},
+        "sweep": sweep,
+    }
+
+
+@dataclass
+class Lab:
+    root: Path
+    data: Path
+    seed: Path
+    prepared: PreparedData
+
+    def write(self, name: str, sweep: dict[str, Any]) -> Path:
+        path = self.root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(experiment(sweep), sort_keys=False))
+        return path
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[Lab]:
+    root = tmp_path_factory.mktemp("sweep_lab")
+    data = root / "data"
+    data.mkdir()
+    _write_slice(data_root / "sp500_5yr_daily_ohlcv.parquet", data / "slice.parquet")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ML4T_DATA_ROOT", str(data))
+    patch.setenv(runner.CODE_VERSION_ENV, CODE_VERSION)
+    patch.setenv("ML4T_PROGRESS", "0")
+    path = root / "seed.yaml"
+    path.write_text(yaml.safe_dump(experiment({"grid": {"strategy.n": [3]}}), sort_keys=False))
+    seed = root / "seed"
+    run = run_sweep(load_sweep_file(path), seed)
+    (prepared,) = run.data.values()
+    yield Lab(root=root, data=data, seed=seed, prepared=prepared)
+    patch.undo()
+
+
+GRID = {"grid": {"strategy.n": [1, 3, 5], "risk_rules[0].stop_pct": [0.03, 0.08]}}
+
+
+def test_run_sweep_serial_writes_one_row_per_trial_and_strict_outputs(
+    lab: Lab, tmp_path: Path
+) -> None:
+    sweep = load_sweep_file(lab.write("grid", GRID))
+    run = run_sweep(sweep, tmp_path, prepared={lab.prepared.key: lab.prepared})
+    outputs = write_outputs(sweep, run, tmp_path)
+
+    table = pl.read_parquet(tmp_path / "sweep_results.parquet")
+    assert table.height == 6 and table["trial"].to_list() == list(range(6))
+    assert table["strategy.n"].to_list() == [1, 1, 3, 3, 5, 5]
+    assert table["risk_rules[0].stop_pct"].to_list() == [0.03, 0.08] * 3
+    assert set(table["status"]) == {"ok"} and table["hash"].n_unique() == 6
+    assert (table["seconds"] > 0).all() and table["error"].null_count() == 6
+    assert table["n_trades"].n_unique() > 1  # the parameters reached the engine
+
+    # the stored row equals a backtest of the trial's config run directly
+    trial = sweep.trials[4]
+    panel, context, sig, ind = lab.prepared.frames()
+    direct = run_experiment(trial.config, panel, context, sig, ind)
+    metrics = experiment_metrics(trial.config, direct.portfolio_states, direct.trades, direct.fills)
+    row = table.row(4, named=True)
+    assert row["sharpe"] == pytest.approx(metrics["sharpe"], rel=1e-12)
+    assert row["n_trades"] == metrics["n_trades"] == direct.trades.height
+    stored = TrialStore(tmp_path).load_returns(row["hash"])
+    assert stored["return"].to_list() == pytest.approx(
+        direct.portfolio_states["return"].fill_null(0.0).to_list()
+    )
+
+    summary = _strict_json(tmp_path / "sweep_summary.json")
+    assert summary == json.loads(json.dumps(outputs["summary"], allow_nan=False))
+    assert (summary["n_trials"], summary["n_ok"], summary["n_failed"]) == (6, 6, 0)
+    assert (summary["n_computed"], summary["n_reused"]) == (6, 0)
+    best = table.sort("sharpe", descending=True).row(0, named=True)
+    assert summary["best_trial"]["trial"] == best["trial"]
+    assert summary["deflated_sharpe"]["best_trial"] == best["trial"]
+    assert 0.0 <= summary["deflated_sharpe"]["dsr"] <= 1.0
+    assert 0.0 <= summary["pbo"]["pbo"] <= 1.0
+    assert summary["data_versions"] == {lab.prepared.key: lab.prepared.versions}
+    assert summary["code_version"] == CODE_VERSION
+
+    page = (tmp_path / "sweep_report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "Deflated Sharpe Ratio" in page and "PBO" in page
+
+
+def test_run_sweep_rerun_computes_only_missing_trials(lab: Lab, tmp_path: Path) -> None:
+    sweep = load_sweep_file(lab.write("grid", GRID))
+    prepared = {lab.prepared.key: lab.prepared}
+    first = run_sweep(sweep, tmp_path, prepared=prepared)
+    store = TrialStore(tmp_path)
+    for key in first.keys[1:3]:
+        store.record_path(key).unlink()
+    again = run_sweep(sweep, tmp_path, prepared=prepared)
+    assert (again.computed, again.reused) == (2, 4)
+    assert again.keys == first.keys
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in first.records]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in again.records] == strip
+    third = run_sweep(sweep, tmp_path, prepared=prepared)
+    assert (third.computed, third.reused) == (0, 6)
+
+
+def test_run_sweep_changed_data_recomputes_every_trial(lab: Lab, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(lab.data, data)
+    sweep = load_sweep_file(lab.write("small", {"grid": {"strategy.n": [2, 4]}}))
+    out = tmp_path / "out"
+    shutil.copytree(lab.seed / "prepared", out / "prepared")  # prepared from the same file
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ML4T_DATA_ROOT", str(data))
+        first = run_sweep(sweep, out)
+        assert first.computed == 2 and first.prepare_seconds < 5  # the stored tables reused
+        assert first.data[lab.prepared.key].versions == lab.prepared.versions
+        prices = pl.read_parquet(data / "slice.parquet")
+        last = prices["timestamp"].max()
+        prices.filter(pl.col("timestamp") < last).write_parquet(data / "slice.parquet")
+        second = run_sweep(sweep, out)
+    assert second.data[lab.prepared.key].versions != lab.prepared.versions
+    assert (second.computed, second.reused) == (2, 0)
+    assert set(second.keys).isdisjoint(first.keys)
+
+
+def test_run_sweep_failed_trial_recorded_and_sweep_continues(lab: Lab, tmp_path: Path) -> None:
+    sweep = load_sweep_file(
+        lab.write("fail", {"grid": {"strategy.signal": ["score", "nosuch", "ret_20"]}})
+    )
+    run = run_sweep(sweep, tmp_path, prepared={lab.prepared.key: lab.prepared})
+    write_outputs(sweep, run, tmp_path)
+    table = pl.read_parquet(tmp_path / "sweep_results.parquet")
+    assert table["status"].to_list() == ["ok", "failed", "ok"]
+    assert "nosuch" in table["error"][1] and table["sharpe"][1] is None
+    summary = _strict_json(tmp_path / "sweep_summary.json")
+    assert (summary["n_ok"], summary["n_failed"]) == (2, 1)
+    # a failed trial is a result: a rerun does not repeat it unless asked
+    assert run_sweep(sweep, tmp_path, prepared={lab.prepared.key: lab.prepared}).computed == 0
+    retried = run_sweep(
+        sweep, tmp_path, prepared={lab.prepared.key: lab.prepared}, retry_failed=True
+    )
+    assert retried.computed == 1
+
+
+def test_run_sweep_data_prepared_once_per_data_section(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def fake_prepare(raw: dict[str, Any], cfg: Any, folder: Path) -> PreparedData:
+        calls.append(data_key(cfg))
+        return PreparedData(data_key(cfg), *lab.prepared.frames(), versions=lab.prepared.versions)
+
+    monkeypatch.setattr(runner, "prepare_data", fake_prepare)
+    grid = {"grid": {"strategy.n": [1, 2, 3], "data.max_fill_bars": [0, 2]}}
+    run = run_sweep(load_sweep_file(lab.write("data", grid)), tmp_path)
+    assert len(calls) == 2 and len(set(calls)) == 2
+    assert run.computed == 6
+
+
+def test_cli_sweep_killed_midway_rerun_computes_only_missing(lab: Lab, tmp_path: Path) -> None:
+    grid = {
+        "grid": {
+            "strategy.n": [1, 2, 3, 4, 5],
+            "risk_rules[0].stop_pct": [0.02, 0.04, 0.06, 0.08],
+            "strategy.rebalance_every": [1, 5, 10],
+        }
+    }
+    path = lab.write("kill", grid)
+    out = tmp_path / "out"
+    shutil.copytree(lab.seed / "prepared", out / "prepared")
+    trials = out / "trials"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ml4t_pipeline.cli", "sweep", str(path), "--output", str(out)],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if trials.is_dir() and len(list(trials.glob("*.json"))) >= 5:
+                break
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+    done = {p.stem: p.read_bytes() for p in trials.glob("*.json")}
+    assert 5 <= len(done) < 60
+    for key in done:  # every record is whole, and its returns were written before it
+        assert json.loads(done[key])["status"] == "ok"
+        assert (trials / f"{key}.parquet").is_file()
+
+    assert main(["sweep", str(path), "--output", str(out)]) == 0
+    summary = _strict_json(out / "sweep_summary.json")
+    assert (summary["n_trials"], summary["n_ok"]) == (60, 60)
+    assert (summary["n_reused"], summary["n_computed"]) == (len(done), 60 - len(done))
+    for key, before in done.items():  # stored results were not recomputed
+        assert (trials / f"{key}.json").read_bytes() == before
+    assert len(list(trials.glob("*.json"))) == 60
+
+
+def test_run_sweep_processes_backend_equals_serial(lab: Lab, tmp_path: Path) -> None:
+    sweep = load_sweep_file(lab.write("grid", GRID))
+    prepared = {lab.prepared.key: lab.prepared}
+    serial = run_sweep(sweep, tmp_path / "serial", prepared=prepared)
+    procs = run_sweep(sweep, tmp_path / "procs", backend="processes", workers=2, prepared=prepared)
+    assert procs.keys == serial.keys and procs.workers == 2
+    assert [r["metrics"] for r in procs.records] == [r["metrics"] for r in serial.records]
+
+
+@pytest.mark.skipif(
+    not runner.ray_available(), reason="ray not installed (pip install -e '.[ray]')"
+)
+def test_run_sweep_ray_backend_equals_serial(lab: Lab, tmp_path: Path) -> None:
+    import ray
+
+    sweep = load_sweep_file(lab.write("grid", GRID))
+    prepared = {lab.prepared.key: lab.prepared}
+    serial = run_sweep(sweep, tmp_path / "serial", prepared=prepared)
+    on_ray = run_sweep(sweep, tmp_path / "ray", backend="ray", workers=2, prepared=prepared)
+    assert on_ray.keys == serial.keys and on_ray.backend == "ray"
+    assert [r["metrics"] for r in on_ray.records] == [r["metrics"] for r in serial.records]
+    assert not ray.is_initialized()  # the local Ray it started is shut down
+
+
+def test_run_sweep_unknown_backend_refused(lab: Lab, tmp_path: Path) -> None:
+    sweep = load_sweep_file(lab.write("grid", GRID))
+    with pytest.raises(runner.SweepError, match="unknown backend 'dask'"):
+        run_sweep(sweep, tmp_path, backend="dask")
