@@ -76,7 +76,7 @@ def prices_raw(
         frame = io_lib.load_demo_prices()
         source, version = "bokeh-sampledata (package)", frame_content_hash(frame)
     else:
-        path = resolve_data_path(cfg.data.prices, data_root=experiments.root())
+        path = resolve_data_path(cfg.data.prices, data_root=experiments.root(), field="data.prices")
         frame = io_lib.load_prices_file(path, bar_length=cfg.data.bar_length)
         source, version = str(path), file_content_hash(path)
     n_all = frame.height
@@ -320,7 +320,9 @@ def features(
         frame = features_lib.compute_features(prices)
         version = frame_content_hash(frame)
     else:
-        path = resolve_data_path(cfg.data.features, data_root=experiments.root())
+        path = resolve_data_path(
+            cfg.data.features, data_root=experiments.root(), field="data.features"
+        )
         frame = io_lib.read_table(path)
         version = file_content_hash(path)
     report = schemas.validate_features(frame, known_symbols=prices["symbol"].unique())
@@ -384,7 +386,7 @@ def market_context(
     else:
         if cfg.path is None:
             raise ValueError(f"data.context.source={cfg.source!r} needs data.context.path")
-        path = resolve_data_path(cfg.path, data_root=experiments.root())
+        path = resolve_data_path(cfg.path, data_root=experiments.root(), field="data.context.path")
         raw = io_lib.load_vix(path) if cfg.source == "vix" else io_lib.read_table(path)
         if cfg.columns:
             raw = raw.select(["timestamp", *cfg.columns])
@@ -445,7 +447,9 @@ def signals(
     """
     cfg = experiments.load(context.partition_key).data
     if isinstance(cfg.signals, FileSignalsConfig):
-        path = resolve_data_path(cfg.signals.path, data_root=experiments.root())
+        path = resolve_data_path(
+            cfg.signals.path, data_root=experiments.root(), field="data.signals.path"
+        )
         frame = io_lib.read_table(path)
         if cfg.signals.columns:
             keep = ["timestamp", "symbol", *cfg.signals.columns]
