@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in HEADLINE:
         if name in outcome.metrics:
             print(f"  {name:<14} {_format(name, outcome.metrics[name])}")
-    print(f"report: {out / 'report.html'}")
+    print(f"report: {(out / 'report.html').resolve()}")
     return 0
 
 

@@ -1,0 +1,110 @@
+"""SIGKILL an ``ml4t run`` child at named phases: the output folder is always a complete set.
+
+The child pauses at a phase through the test-only hook ``ML4T_TEST_PAUSE_AT``
+(:func:`ml4t_pipeline.lib.output.pause_at`), so every kill lands at a known point.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ml4t_pipeline.lib import output as output_lib
+from tests.conftest import REPO_ROOT
+from tests.pipeline.test_output_atomic import demo_config, run_cli, snapshot
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")
+
+PAUSED = "ml4t-test-paused"
+
+
+def child_env(phase: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}  # ephemeral instance
+    env[output_lib.PAUSE_ENV] = phase
+    env[output_lib.PAUSE_SECONDS_ENV] = "120"
+    return env
+
+
+def start_paused_run(config: Path, out: Path, phase: str) -> subprocess.Popen[str]:
+    """Start ``ml4t run`` as a child and return once it is paused at ``phase``."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ml4t_pipeline.cli", "run", str(config), "--output", str(out)],
+        env=child_env(phase),
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stderr is not None
+    seen: list[str] = []
+    reached = threading.Event()
+
+    def watch() -> None:
+        assert child.stderr is not None
+        for line in child.stderr:  # read to the end so the pipe never fills
+            seen.append(line)
+            if line.startswith(f"{PAUSED} {phase} "):
+                reached.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    if not reached.wait(timeout=180):
+        child.kill()
+        child.wait()
+        pytest.fail(f"child never reached phase {phase}: {''.join(seen)[-2000:]}")
+    return child
+
+
+def assert_complete(out: Path) -> dict[str, object]:
+    manifest = output_lib.read_manifest(out)
+    output_lib.verify_files(out, manifest)
+    assert sorted(manifest["files"]) == output_lib.list_files(out)
+    return manifest
+
+
+def test_run_sigkill_at_each_phase_leaves_old_or_new_complete_set(tmp_path: Path) -> None:
+    old_config = demo_config(tmp_path / "old")
+    new_config = demo_config(tmp_path / "new", ("rate: 0.001", "rate: 0.002"))
+    out = tmp_path / "out"
+    code, _, err = run_cli("run", str(old_config), "--output", str(out))
+    assert code == 0, err
+    old_set = snapshot(out)
+    old_sha = output_lib.sha256_file(old_config)
+
+    # Before the swap the visible folder must stay byte-identical to the old set: killed before
+    # materializing, and while the output files are being written (the torn-file case). The
+    # "marked" phase (run.json written in staging) is the same situation and is left out to
+    # keep the test short: each kill after materializing costs a full demo run.
+    for phase in ("staged", "writing"):
+        child = start_paused_run(new_config, out, phase)
+        staging = [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+        assert len(staging) == 1  # the run writes beside, never into, the folder
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert snapshot(out) == old_set, phase
+        assert assert_complete(out)["config_sha256"] == old_sha
+
+    # Killed right after the swap: the new complete set is visible.
+    child = start_paused_run(new_config, out, "swapped")
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    manifest = assert_complete(out)
+    assert manifest["config_sha256"] == output_lib.sha256_file(new_config)
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out"))
+    assert any(".tmp-" in name for name in leftovers)  # the previous set, not yet removed
+    assert "out.lock" in leftovers  # stale: its flock died with the process
+
+    # The next locked command is not blocked by the stale lock and tidies the leftovers.
+    new_set = snapshot(out)
+    code, _, err = run_cli("report", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == ["out"]
+    rebuilt = snapshot(out)
+    assert {n: b for n, b in rebuilt.items() if n not in ("report.html", "run.json")} == {
+        n: b for n, b in new_set.items() if n not in ("report.html", "run.json")
+    }
