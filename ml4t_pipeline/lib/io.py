@@ -80,7 +80,8 @@ def read_table(
     Parameters
     ----------
     path : str or Path
-        A ``.parquet``/``.pq`` file, a ``.csv`` file (header row; ISO dates/datetimes are parsed),
+        A ``.parquet``/``.pq`` file, a ``.csv`` file (header row; ISO dates/datetimes are parsed;
+        dtypes are inferred from all rows, so a column holding any text is read as String),
         or a directory whose ``*.parquet`` files (searched recursively) form one table; hive
         ``key=value`` folders become columns (``year``/``month`` partitions written by
         ``storage.write_partitioned`` are read back as Int32).
@@ -131,7 +132,9 @@ def read_table(
     elif p.suffix.lower() in _PARQUET_SUFFIXES:
         lf = pl.scan_parquet(p)
     elif p.suffix.lower() in _CSV_SUFFIXES:
-        lf = pl.scan_csv(p, try_parse_dates=True)
+        # Infer dtypes from every row: a column whose values include text ("n/a") becomes
+        # String and is then refused with its rows named, instead of failing mid-parse.
+        lf = pl.scan_csv(p, try_parse_dates=True, infer_schema_length=None)
     else:
         raise ValueError(
             f"unsupported table format for {p}: expected a .parquet/.pq or .csv file or a "
@@ -170,7 +173,8 @@ def _require_columns(df: pl.DataFrame, required: tuple[str, ...], what: str) -> 
 
 def _rows(frame: pl.DataFrame, columns: list[str]) -> str:
     # The first offending rows as dicts, ``row`` = 0-based position in the input.
-    return str(frame.select(["row", *columns]).head(_SHOW).to_dicts())
+    shown = frame.select(["row", *columns]).head(_SHOW)
+    return str(shown.with_columns(pl.col(pl.Date, pl.Datetime).cast(pl.String)).to_dicts())
 
 
 def _numeric_ohlcv(df: pl.DataFrame, what: str, parse_text: bool) -> pl.DataFrame:

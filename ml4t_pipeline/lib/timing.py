@@ -134,7 +134,9 @@ def is_sorted_by_time_symbol(df: pl.DataFrame) -> bool:
 
 
 def _first_rows(df: pl.DataFrame, n: int = 5) -> str:
-    return str(df.head(n).to_dicts())
+    # Times as ISO text (``2013-07-03 20:00:00+00:00``), not ``datetime.datetime(...)`` reprs.
+    shown = df.head(n).with_columns(pl.col(pl.Date, pl.Datetime).cast(pl.String))
+    return str(shown.to_dicts())
 
 
 def _signal_timestamps_utc(signals: pl.DataFrame, what: str) -> pl.DataFrame:

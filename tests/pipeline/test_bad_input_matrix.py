@@ -176,6 +176,19 @@ def signals_case(mutate: Callable[[pl.DataFrame], pl.DataFrame], **data: str) ->
     return build
 
 
+def csv_case(world: World, case: Path) -> Path:
+    """A spreadsheet export: prices as CSV with "n/a" for a missing close."""
+    d = _data(case)
+    text_close(world.prices).write_csv(d / "prices.csv")
+    world.signals.write_parquet(d / "signals.parquet")
+    return _cfg(case, good_config(prices="prices.csv"))
+
+
+def signals_duplicate(df: pl.DataFrame) -> pl.DataFrame:
+    extra = df.filter(_row(df, "KO", 100)).with_columns(pl.col("score") + 1)
+    return pl.concat([df, extra])
+
+
 def raw_file_case(content: Callable[[World], bytes]) -> Callable[[World, Path], Path]:
     def build(world: World, case: Path) -> Path:
         d = _data(case)
@@ -238,6 +251,10 @@ def set_value(column: str, value: object, symbol: str = "KO", i: int = 100) -> C
 
 def ko_date(world: World, i: int = 100) -> str:
     return str(world.prices.filter(pl.col("symbol") == "KO")["timestamp"][i].date())
+
+
+def ko_signal_date(world: World, i: int = 100) -> str:
+    return str(world.signals.filter(pl.col("symbol") == "KO")["timestamp"][i].date())
 
 
 def duplicate_row(df: pl.DataFrame) -> pl.DataFrame:
@@ -315,118 +332,140 @@ def _set(path: str, value: object) -> Callable[[dict], None]:
     return edit
 
 
-H2_PATHS = "pending H2: data paths confined to ML4T_DATA_ROOT (config.py)"
-H2_BOUNDS = "pending H2: numeric bounds in the config models (config.py)"
-KO_ROW = r"KO"
+KO_ROW = r"{} \d\d:\d\d:\d\d\+00:00 \| KO \|"  # a row of the printed table: timestamp | KO |
 
 CASES: tuple[Case, ...] = (
     # prices: row rules (a blocking check fails and prints the offending rows)
-    Case("duplicate_keys", prices_case(duplicate_row), 1, ("prices_key_unique", KO_ROW)),
-    Case("high_below_low", prices_case(high_below_low), 1, ("prices_high_at_or_above_low", KO_ROW)),
-    Case("null_price", prices_case(set_value("open", None)), 1, ("prices_ohlcv_not_null", KO_ROW)),
-    Case("zero_price", prices_case(set_value("close", 0.0)), 1, ("prices_prices_positive", KO_ROW)),
-    Case("negative_price", prices_case(set_value("low", -1.0)), 1, ("prices_prices_positive",)),
-    Case("inf_price", prices_case(set_value("high", float("inf"))), 1, ("prices_ohlcv_finite",)),
-    Case("nan_price", prices_case(set_value("close", float("nan"))), 1, ("prices_ohlcv_finite",)),
-    Case("negative_volume", prices_case(set_value("volume", -5.0)), 1, ("volume_non_negative",)),
+    Case("duplicate_keys", prices_case(duplicate_row), 1, ("prices_key_unique", "<KO>")),
+    Case("high_below_low", prices_case(high_below_low), 1, ("prices_high_at_or_above_low", "<KO>")),
+    Case("null_price", prices_case(set_value("open", None)), 1, ("prices_ohlcv_not_null", "<KO>")),
+    Case("zero_price", prices_case(set_value("close", 0.0)), 1, ("prices_prices_positive", "<KO>")),
+    Case(
+        "negative_price", prices_case(set_value("low", -1.0)), 1, ("prices_prices_positive", "<KO>")
+    ),
+    Case(
+        "inf_price",
+        prices_case(set_value("high", float("inf"))),
+        1,
+        ("prices_ohlcv_finite", "<KO>"),
+    ),
+    Case(
+        "nan_price",
+        prices_case(set_value("close", float("nan"))),
+        1,
+        ("prices_ohlcv_finite", "<KO>"),
+    ),
+    Case(
+        "negative_volume",
+        prices_case(set_value("volume", -5.0)),
+        1,
+        ("prices_volume_non_negative", "<KO>"),
+    ),
     # prices: the loader refuses the file (a failed step names the file and rows)
-    Case("unsorted_rows", prices_case(reversed_symbol), 1, ("go back in time", r"'symbol': 'KO'")),
+    Case(
+        "unsorted_rows",
+        prices_case(reversed_symbol),
+        1,
+        ("299 rows go back in time", r"'symbol': 'KO', 'timestamp': '20"),
+    ),
     Case(
         "missing_column",
         prices_case(lambda df: df.drop("volume")),
         1,
         (r"prices\.parquet: columns \['volume'\] not found",),
-    ),  # fmt: skip
+    ),
     Case(
         "string_prices",
         prices_case(text_close),
         1,
         (r"\['close'\] are stored as text", r"'close': 'n/a'"),
-    ),  # fmt: skip
+    ),
+    Case("csv_with_na", csv_case, 1, (r"\['close'\] are stored as text", r"'close': 'n/a'")),
     Case(
         "empty_file",
         prices_case(lambda df: df.clear()),
         1,
         (r"prices\.parquet: the table has no rows",),
-    ),  # fmt: skip
+    ),
     Case(
         "zero_byte_parquet",
         raw_file_case(lambda w: b""),
         1,
         (r"prices\.parquet: cannot read the Parquet file \(0 bytes",),
-    ),  # fmt: skip
+    ),
     Case(
         "truncated_parquet",
         raw_file_case(truncated),
         1,
         (r"prices\.parquet: cannot read the Parquet file",),
-    ),  # fmt: skip
+    ),
     Case(
         "naive_intraday_timestamps",
         prices_case(naive_intraday),
         1,
         ("naive timestamps are not at 00:00",),
-    ),  # fmt: skip
+    ),
     Case(
         "non_utc_timestamps_without_bar_length",
         prices_case(new_york_aware),
         1,
         (r"'timestamp' is timezone-aware \(Datetime\(.*America/New_York", "bar_length"),
-    ),  # fmt: skip
+    ),
     # signals
     Case(
         "signals_nan_score",
         signals_case(signal_value("score", float("nan"))),
         1,
-        ("signals_values_finite", KO_ROW),
-    ),  # fmt: skip
+        ("signals_values_finite", "<KO_SIGNAL>"),
+    ),
     Case(
         "signals_inf_score",
         signals_case(signal_value("score", float("inf"))),
         1,
-        ("signals_values_finite", KO_ROW),
-    ),  # fmt: skip
+        ("signals_values_finite", "<KO_SIGNAL>"),
+    ),
     Case(
         "signals_unknown_symbol", signals_case(unknown_symbol), 1, ("signals_symbol_known", "ZZZZ")
-    ),  # fmt: skip
+    ),
     Case(
         "signals_string_scores", signals_case(text_scores), 1, (r"\['score'\] are stored as text",)
-    ),  # fmt: skip
+    ),
     Case(
         "signals_null_available_at",
         signals_case(null_available_at),
         1,
-        (r"1 signal rows have a null available_at", "KO"),
-    ),  # fmt: skip
-    # data paths outside the data root
-    Case("path_absolute", path_escape_case("absolute"), 2, ("data.prices",), pending=H2_PATHS),
-    Case("path_dotdot", path_escape_case("dotdot"), 2, ("data.prices",), pending=H2_PATHS),
-    Case("path_symlink", path_escape_case("symlink"), 2, ("data.prices",), pending=H2_PATHS),
-    # absurd numbers
+        (r"1 signal rows have a null available_at", r"'symbol': 'KO'"),
+    ),
     Case(
-        "n_1e18", config_case(_set("strategy.n", 10**18)), 2, ("strategy.n",), pending=H2_BOUNDS
-    ),  # fmt: skip
+        "signals_duplicate_keys",
+        signals_case(signals_duplicate),
+        1,
+        ("signals_key_unique", "<KO_SIGNAL>"),
+    ),
+    # data paths outside the data root
+    Case("path_absolute", path_escape_case("absolute"), 2, ("data.prices",)),
+    Case("path_dotdot", path_escape_case("dotdot"), 2, ("data.prices",)),
+    Case("path_symlink", path_escape_case("symlink"), 2, ("data.prices",)),
+    # absurd numbers
+    Case("n_1e18", config_case(_set("strategy.n", 10**18)), 2, ("strategy.n",)),
     Case(
         "rebalance_every_1e30",
         config_case(_set("strategy.rebalance_every", 1e30)),
         2,
         ("strategy.rebalance_every",),
-        pending=H2_BOUNDS,
-    ),  # fmt: skip
+    ),
     Case(
         "initial_cash_1e308",
         config_case(_set("execution.initial_cash", 1e308)),
         2,
         ("execution.initial_cash",),
-        pending=H2_BOUNDS,
-    ),  # fmt: skip
+    ),
     Case(
         "initial_cash_inf",
         config_case(_set("execution.initial_cash", float("inf"))),
         2,
         ("execution.initial_cash",),
-        pending=H2_BOUNDS,
-    ),  # fmt: skip
+    ),
 )
 
 
@@ -478,11 +517,14 @@ def _params(pending_for_output: bool) -> list[object]:
 
 @pytest.mark.parametrize("case", _params(pending_for_output=False))
 def test_bad_input_refused_with_exit_code_naming_offender(
-    case: Case, outcome: Callable[[Case], Outcome]
+    case: Case, outcome: Callable[[Case], Outcome], world: World
 ) -> None:
     result = outcome(case)
     assert result.code == case.code, result.printed[-3000:]
-    for pattern in case.names:
+    for template in case.names:
+        pattern = template.replace("<KO>", KO_ROW.format(ko_date(world))).replace(
+            "<KO_SIGNAL>", KO_ROW.format(ko_signal_date(world))
+        )
         assert re.search(pattern, result.printed), (
             f"{pattern!r} not in the message:\n{result.printed[-3000:]}"
         )
