@@ -234,10 +234,12 @@ class Broker:
         return self._held
 
     def equity(self) -> float:
+        """cash + Σ quantity × latest close (currency), summed in symbol-id order."""
         held = self.held()
         if held.size == 0:
             return self.cash
-        return self.cash + float(self.qty[held] @ self.marks[held])
+        value, _ = kernels.portfolio_value(held, self.qty, self.marks)
+        return self.cash + value
 
     def round_quantity(self, quantity: float) -> float:
         """Round toward zero to whole shares unless fractional shares are allowed."""
@@ -281,12 +283,9 @@ class Broker:
     def snapshot(self) -> PortfolioSnapshot:
         """Portfolio figures now (positions marked at the latest closes)."""
         held = self.held()
-        if held.size:
-            v = self.qty[held] * self.marks[held]
-            value = float(v.sum())
-            gross = float(np.abs(v).sum())
-        else:
-            value = gross = 0.0
+        value, gross = (
+            kernels.portfolio_value(held, self.qty, self.marks) if held.size else (0.0, 0.0)
+        )
         return PortfolioSnapshot(
             timestamp=self.now,
             bar_index=self.i,
@@ -956,12 +955,9 @@ class Broker:
     def record_state(self) -> None:
         """Step 6: mark to market at the close and append the portfolio state."""
         held = self.held()
-        if held.size:
-            v = self.qty[held] * self.marks[held]
-            value = float(v.sum())
-            gross = float(np.abs(v).sum())
-        else:
-            value = gross = 0.0
+        value, gross = (
+            kernels.portfolio_value(held, self.qty, self.marks) if held.size else (0.0, 0.0)
+        )
         equity = self.cash + value
         self.recorder.state(self.i, equity, self.cash, value, gross, int(held.size))
         self.last_equity = equity

@@ -5,12 +5,14 @@ from __future__ import annotations
 import gc
 import time
 
+from engine import fastpath
 from engine.broker import Broker
 from engine.config import ExecutionConfig
 from engine.data import BarBatch, ChunkedMarketData, ChunkStream, MarketData
 from engine.recorder import Recorder
 from engine.results import BacktestResult
 from engine.risk.manager import RiskManager
+from engine.strategies import TopNStrategy
 from engine.strategy import Strategy
 
 
@@ -70,6 +72,11 @@ class BacktestEngine:
     risk_manager : RiskManager or None
     config : ExecutionConfig, optional
         Default ``ExecutionConfig()``.
+    compiled : bool, default True
+        Run a qualifying run (:func:`engine.fastpath.compiled_reason`: the built-in
+        :class:`TopNStrategy` with the built-in fixed-percent rules and plain fill settings) as
+        one compiled kernel instead of the per-timestamp loop below; the results are the same
+        (``tests/engine/test_fastpath.py``). ``False``: always the loop.
 
     Raises
     ------
@@ -84,6 +91,8 @@ class BacktestEngine:
         strategy: Strategy,
         risk_manager: RiskManager | None = None,
         config: ExecutionConfig | None = None,
+        *,
+        compiled: bool = True,
     ) -> None:
         if not isinstance(data, MarketData | ChunkedMarketData):
             raise TypeError(
@@ -112,6 +121,47 @@ class BacktestEngine:
         self.risk_manager = risk_manager
         self.config = config if config is not None else ExecutionConfig()
         self.batch_mode = batch
+        self.compiled = compiled
+        self.compiled_reason: str | None = (
+            fastpath.compiled_reason(data, strategy, risk_manager, self.config)
+            if compiled
+            else "compiled=False"
+        )
+        """Why the run takes the Python loop (``None``: the compiled path)."""
+
+    def _run_compiled(self) -> BacktestResult | None:
+        """The run through :mod:`engine.fastpath`; ``None`` when the kernel hands the run back
+        to the Python loop (a case it does not cover, found during the run)."""
+        started = time.perf_counter()
+        cfg = self.config
+        strategy = self.strategy
+        risk = self.risk_manager
+        data = self.data
+        if not isinstance(data, MarketData) or not isinstance(strategy, TopNStrategy):
+            return None  # pragma: no cover - compiled_reason rules these out
+        cfg.commission.reset()
+        if risk is not None:
+            risk.reset()
+        run = fastpath.CompiledRun(data, strategy, risk, cfg)
+        if run.status != fastpath.ST_OK:
+            return None
+        strategy._bar = run.n_bars
+        if risk is not None:
+            risk.fills_seen = run.n_fills
+        recorder = Recorder(data)
+        recorder.compiled = run
+        open_positions = run.open_positions_frame(data)
+        elapsed = time.perf_counter() - started
+        return BacktestResult.from_run(
+            recorder=recorder,
+            orders=[],
+            open_positions=open_positions,
+            config=cfg,
+            n_bar_events=data.n_bar_events,
+            run_seconds=elapsed,
+            risk_context_builds=0,
+            compiled=True,
+        )
 
     def run(self) -> BacktestResult:
         """Run the backtest from the first to the last timestamp.
@@ -121,6 +171,10 @@ class BacktestEngine:
         BacktestResult
             Trades, portfolio states, fills, orders and rejections as polars frames.
         """
+        if self.compiled_reason is None:
+            compiled = self._run_compiled()
+            if compiled is not None:
+                return compiled
         started = time.perf_counter()
         cfg = self.config
         strategy = self.strategy

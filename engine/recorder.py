@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from engine.data import MarketData
 from engine.orders import Order
+
+if TYPE_CHECKING:
+    from engine.fastpath import CompiledRun
 
 UTC_US = pl.Datetime("us", "UTC")
 
@@ -57,6 +60,12 @@ def _columns(rows: list[tuple[Any, ...]], fields: tuple[str, ...]) -> dict[str, 
     return {k: list(col) for k, col in zip(fields, zip(*rows, strict=True), strict=True)}
 
 
+def _side(positive: np.ndarray[Any, Any], yes: str, no: str) -> pl.Series:
+    """``yes`` where ``positive``, else ``no``, as a String series."""
+    flags = pl.Series(positive, dtype=pl.Boolean)
+    return pl.select(pl.when(flags).then(pl.lit(yes)).otherwise(pl.lit(no))).to_series()
+
+
 class Recorder:
     """Append-only Python-list buffers for fills, trades, rejections and portfolio states."""
 
@@ -77,6 +86,9 @@ class Recorder:
         # market data moved to another chunk window (see seal)
         self.sealed = 0
         self.sealed_values: dict[str, list[np.ndarray[Any, Any]]] = {}
+        # typed column buffers of a compiled run (engine.fastpath), read instead of the lists
+        self.compiled: CompiledRun | None = None
+        self._symbol_names: pl.Series | None = None
         # rejections / cancellations / expiries / shrinks
         self.r: dict[str, list[Any]] = {
             k: []
@@ -152,10 +164,14 @@ class Recorder:
         idx = np.asarray(index, dtype=np.int64)
         return pl.Series(self.data.timestamps[idx] if idx.size else idx).cast(UTC_US)
 
-    def _symbols(self, sids: list[int]) -> pl.Series:
+    def _symbols(self, sids: list[int] | np.ndarray[Any, Any]) -> pl.Series:
+        """Symbol names of ids ``sids`` (a gather, no per-row Python)."""
+        if self._symbol_names is None:
+            self._symbol_names = pl.Series(self.data.symbols.tolist(), dtype=pl.String)
         arr = np.asarray(sids, dtype=np.int64)
-        names = self.data.symbols[arr].tolist() if arr.size else []
-        return pl.Series(names, dtype=pl.String)
+        if arr.size == 0:
+            return self._symbol_names.clear()
+        return self._symbol_names.gather(pl.Series(arr, dtype=pl.Int64))
 
     def _values_at(
         self, rows: np.ndarray[Any, Any], column: np.ndarray[Any, Any]
@@ -165,10 +181,23 @@ class Recorder:
         out[ok] = column[rows[ok]]
         return out
 
+    def _state_columns(self) -> dict[str, Any]:
+        if self.compiled is not None:
+            return self.compiled.states
+        return {
+            "bar_index": np.asarray(self.s_index, dtype=np.int64),
+            "equity": np.asarray(self.s_equity, dtype=np.float64),
+            "cash": np.asarray(self.s_cash, dtype=np.float64),
+            "positions_value": np.asarray(self.s_value, dtype=np.float64),
+            "gross": np.asarray(self.s_gross, dtype=np.float64),
+            "n_positions": np.asarray(self.s_npos, dtype=np.int64),
+        }
+
     def states_frame(self, initial_cash: float) -> pl.DataFrame:
-        equity = np.asarray(self.s_equity, dtype=np.float64)
-        value = np.asarray(self.s_value, dtype=np.float64)
-        gross = np.asarray(self.s_gross, dtype=np.float64)
+        s = self._state_columns()
+        equity = s["equity"]
+        value = s["positions_value"]
+        gross = s["gross"]
         prev = np.concatenate(([initial_cash], equity[:-1]))
         with np.errstate(divide="ignore", invalid="ignore"):
             ret = np.where(prev != 0, equity / prev - 1.0, 0.0)
@@ -178,19 +207,19 @@ class Recorder:
             dd = np.where(peak > 0, equity / peak - 1.0, 0.0)
         frame = pl.DataFrame(
             {
-                "timestamp": self._ts(self.s_index),
+                "timestamp": self._ts(s["bar_index"]),
                 "equity": equity,
-                "cash": np.asarray(self.s_cash, dtype=np.float64),
+                "cash": s["cash"],
                 "positions_value": value,
                 "gross_leverage": gross_lev,
                 "net_leverage": net_lev,
-                "n_positions": pl.Series(self.s_npos, dtype=pl.Int64),
+                "n_positions": pl.Series(s["n_positions"], dtype=pl.Int64),
                 "return": ret,
                 "cumulative_return": equity / initial_cash - 1.0,
                 "drawdown": np.minimum(dd, 0.0),
             }
         )
-        idx = np.asarray(self.s_index, dtype=np.int64)
+        idx = s["bar_index"]
         extra = {name: arr[idx] for name, arr in self.data.context.items()}
         if extra:
             frame = frame.with_columns(
@@ -198,8 +227,16 @@ class Recorder:
             )
         return frame
 
+    def _fill_columns(self) -> dict[str, Any]:
+        if self.compiled is not None:
+            return self.compiled.fills
+        f: dict[str, Any] = _columns(self.fills, FILL_FIELDS)
+        for k in ("order_type", "reason"):
+            f[k] = pl.Series(f[k], dtype=pl.String)
+        return f
+
     def fills_frame(self) -> pl.DataFrame:
-        f = _columns(self.fills, FILL_FIELDS)
+        f = self._fill_columns()
         qty = np.asarray(f["quantity"], dtype=np.float64)
         return pl.DataFrame(
             {
@@ -207,7 +244,7 @@ class Recorder:
                 "order_id": pl.Series(f["order_id"], dtype=pl.Int64),
                 "timestamp": self._ts(f["bar_index"]),
                 "symbol": self._symbols(f["sid"]),
-                "side": pl.Series(np.where(qty > 0, "buy", "sell").tolist(), dtype=pl.String),
+                "side": _side(qty > 0, "buy", "sell"),
                 "quantity": qty,
                 "price_before_slippage": np.asarray(f["price_before_slippage"], np.float64),
                 "price": np.asarray(f["price"], np.float64),
@@ -218,8 +255,15 @@ class Recorder:
             }
         )
 
+    def _trade_columns(self) -> dict[str, Any]:
+        if self.compiled is not None:
+            return self.compiled.trades
+        t: dict[str, Any] = _columns(self.trades, TRADE_FIELDS)
+        t["exit_reason"] = pl.Series(t["exit_reason"], dtype=pl.String)
+        return t
+
     def trades_frame(self) -> pl.DataFrame:
-        t = _columns(self.trades, TRADE_FIELDS)
+        t = self._trade_columns()
         data = self.data
         n = len(t["sid"])
         direction = np.asarray(t["direction"], dtype=np.float64)
@@ -250,7 +294,7 @@ class Recorder:
         cols: dict[str, Any] = {
             "trade_id": pl.Series(np.arange(n, dtype=np.int64)),
             "symbol": self._symbols(t["sid"]),
-            "side": pl.Series(np.where(direction > 0, "long", "short").tolist(), dtype=pl.String),
+            "side": _side(direction > 0, "long", "short"),
             "entry_timestamp": self._ts(entry_idx),
             "exit_timestamp": self._ts(exit_idx),
             "entry_price": entry,
@@ -302,7 +346,7 @@ class Recorder:
         return frame
 
     def rejections_frame(self) -> pl.DataFrame:
-        r = self.r
+        r: dict[str, Any] = self.compiled.rejections if self.compiled is not None else self.r
         return pl.DataFrame(
             {
                 "timestamp": self._ts(r["bar_index"]),
@@ -317,6 +361,25 @@ class Recorder:
         )
 
     def orders_frame(self, orders: list[Order]) -> pl.DataFrame:
+        if self.compiled is not None:
+            c = self.compiled.orders
+            return pl.DataFrame(
+                {
+                    "order_id": pl.Series(c["order_id"], dtype=pl.Int64),
+                    "submitted": self._ts(np.maximum(c["submit_index"], 0)),
+                    "symbol": self._symbols(c["sid"]),
+                    "quantity": pl.Series(c["quantity"], dtype=pl.Float64),
+                    "filled": pl.Series(c["filled"], dtype=pl.Float64),
+                    "order_type": c["order_type"],
+                    "limit_price": pl.Series(c["limit_price"], dtype=pl.Float64),
+                    "stop_price": pl.Series(c["stop_price"], dtype=pl.Float64),
+                    "tif": c["tif"],
+                    "status": c["status"],
+                    "reason": c["reason"],
+                    "status_reason": c["status_reason"],
+                    "parent_id": pl.Series(c["parent_id"], dtype=pl.Int64),
+                }
+            )
         fields = (
             "order_id",
             "submit_index",

@@ -60,6 +60,9 @@ class BacktestResult:
         Wall time of the loop (excluding frame building).
     risk_context_builds : int
         RiskContexts built for hook C.
+    compiled : bool
+        True when the run took the compiled whole-run path (:mod:`engine.fastpath`), False
+        for the per-timestamp Python loop; both give the same frames.
     """
 
     trades: pl.DataFrame
@@ -70,6 +73,7 @@ class BacktestResult:
     n_bar_events: int
     run_seconds: float
     risk_context_builds: int = 0
+    compiled: bool = False
     _recorder: Recorder | None = field(default=None, repr=False, compare=False)
     _order_list: list[Order] = field(default_factory=list, repr=False, compare=False)
 
@@ -98,6 +102,7 @@ class BacktestResult:
         n_bar_events: int,
         run_seconds: float,
         risk_context_builds: int,
+        compiled: bool = False,
     ) -> BacktestResult:
         return cls(
             trades=recorder.trades_frame(),
@@ -108,6 +113,7 @@ class BacktestResult:
             n_bar_events=n_bar_events,
             run_seconds=run_seconds,
             risk_context_builds=risk_context_builds,
+            compiled=compiled,
             _recorder=recorder,
             _order_list=orders,
         )

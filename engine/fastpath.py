@@ -1,0 +1,1128 @@
+"""The compiled whole-run path: :class:`TopNStrategy` runs as one numba kernel (issue 16).
+
+When a run qualifies (:func:`compiled_reason` returns ``None``), :class:`engine.BacktestEngine`
+runs it here instead of its per-timestamp Python loop: the strategy's ranking and orders, the
+fills at the open, the stop-loss / take-profit levels, trailing stops and time exits of the
+built-in fixed-percent rules, and the accounting (cash, positions, trades) all happen in
+:func:`run_topn`, one compiled call for the whole run, and the output frames are built from its
+typed column buffers without any per-row Python.
+
+The kernel is a transcription of the Python path, step for step and in the same order (see
+:class:`engine.BacktestEngine` for the steps): it keeps the broker's per-symbol state in the
+same two matrices (:mod:`engine.risk.kernels` layout) and calls the very kernels the broker
+calls for the levels and marks (``level_hits``, ``mark_bar_basic_rules``, ``mark_bar``,
+``portfolio_value``), so both paths compute the same numbers with the same floating-point
+operations in the same order. ``tests/engine/test_fastpath.py`` checks that both paths give
+identical trades, fills, orders, rejections, portfolio states and open positions, on the S&P
+file under several settings and on hypothesis-generated panels.
+
+What qualifies (anything else runs the Python loop, with the same results):
+
+- a :class:`MarketData` panel (not chunked) and a strategy that is exactly
+  :class:`TopNStrategy` (not a subclass);
+- no risk manager, an empty one, or one whose rules are all exactly ``PriceBasedStopLoss``,
+  ``PriceBasedTakeProfit``, ``DynamicTrailingStop`` or ``TimeBasedExit``
+  (:meth:`RiskManager.basic_kernel` without order rules);
+- ``NoCommission`` or ``PercentageCommission``, ``NoSlippage``, ``fill="next_open"``, either
+  ``bar_event_order``, ``stop_activation="next_bar"``, ``exit_conflict="open_sell_wins"``,
+  ``cash_check="execution"``, no re-entry cooldown, no volume cap, no shorting; whole or
+  fractional shares and ``close_at_end`` either way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import numba
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from engine.config import ExecutionConfig
+from engine.costs.commission import NoCommission, PercentageCommission
+from engine.costs.slippage import NoSlippage
+from engine.data import ChunkedMarketData, MarketData
+from engine.risk import kernels
+from engine.risk.kernels import (
+    AVG,
+    BEST,
+    DEFERRED,
+    ENTRY_ORDINAL,
+    ENTRY_PENDING,
+    LAST_ROW,
+    MARK,
+    OUT_CODE,
+    OUT_LEVEL,
+    OUT_SID,
+    QTY,
+    STOP,
+    STOP_RULE,
+    TP,
+    TP_RULE,
+    WORST,
+)
+from engine.strategies import TopNStrategy
+
+if TYPE_CHECKING:
+    from engine.risk.manager import RiskManager
+    from engine.strategy import Strategy
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+EPS = 1e-9  # as engine.broker.EPS
+
+# order types, statuses, reasons, status reasons and rejection events, as codes
+T_MARKET, T_LIMIT, T_STOP = 0, 1, 2
+TYPE_NAMES = ("market", "limit", "stop")
+S_SUBMITTED, S_ACCEPTED, S_PARTIAL, S_FILLED, S_REJECTED, S_CANCELLED = range(6)
+STATUS_NAMES = ("submitted", "accepted", "partially_filled", "filled", "rejected", "cancelled")
+R_STRATEGY, R_END, R_STOP_LOSS, R_TAKE_PROFIT = 0, 1, 2, 3
+"""Reason codes; a rule of code ``k >= 1`` (``Broker.rule_names[k]``) has reason code 3 + k."""
+FIXED_REASONS = ("strategy", "end_of_data", "stop_loss", "take_profit")
+SR_NONE, SR_CASH, SR_SHORT, SR_CLOSED_BY_STOP = range(4)
+STATUS_REASONS = ("", "insufficient_cash", "short_not_allowed", "position_closed_by_stop")
+EV_REJECTED, EV_CANCELLED = 0, 1
+EVENT_NAMES = ("rejected", "cancelled")
+
+# columns of the order buffers
+OI_SID, OI_SUBMIT, OI_DECISION, OI_TYPE, OI_STATUS, OI_REASON, OI_STATUS_REASON = range(7)
+N_OI = 7
+OF_QTY, OF_FILLED, OF_LIMIT, OF_STOP = range(4)
+N_OF = 4
+# fills
+FI_ORDER, FI_BAR, FI_SID, FI_TYPE, FI_REASON = range(5)
+N_FI = 5
+FF_QTY, FF_RAW, FF_PRICE, FF_COMM, FF_SLIP = range(5)
+N_FF = 5
+# closed trades (TRADE_FIELDS of engine.recorder)
+(
+    TI_SID,
+    TI_ENTRY,
+    TI_EXIT,
+    TI_REASON,
+    TI_BARS,
+    TI_DROW,
+    TI_DIDX,
+    TI_XROW,
+    TI_XIDX,
+    TI_PARTIAL,
+) = range(10)
+N_TI = 10
+(
+    TF_DIR,
+    TF_ENTRY,
+    TF_EXIT,
+    TF_QTY,
+    TF_ECOMM,
+    TF_XCOMM,
+    TF_ESLIP,
+    TF_XSLIP,
+    TF_BEST,
+    TF_WORST,
+    TF_STOP,
+    TF_TP,
+) = range(12)
+N_TF = 12
+# rejections / cancellations
+RI_BAR, RI_ORDER, RI_SID, RI_TYPE, RI_EVENT, RI_REASON = range(6)
+N_RI = 6
+# portfolio states
+SF_EQUITY, SF_CASH, SF_VALUE, SF_GROSS, SF_NPOS = range(5)
+N_SF = 5
+# per-symbol extra state (rows): int
+A_EXIT_PENDING, A_ENTRY_INDEX, A_DROW, A_DIDX, A_OPEN, A_TARGET, A_CLOSED_AT = range(7)
+N_A = 7
+# float
+B_DIR, B_QTY, B_COMM, B_SLIP, B_CLOSED_DIR = range(5)
+N_B = 5
+# counters
+C_ORDERS, C_FILLS, C_TRADES, C_REJ, C_BOOK, C_STATUS = range(6)
+N_C = 6
+ST_OK, ST_FULL, ST_SHORT_BOOK, ST_FRACTIONAL = 0, 1, 2, 3
+# scalar parameters
+(
+    P_N,
+    P_EVERY,
+    P_WEIGHT,
+    P_RATE,
+    P_TOL,
+    P_FRACTIONAL,
+    P_STOPS_FIRST,
+    P_CLOSE_AT_END,
+    P_ENTRY_RULES,
+    P_LEVELS_SET,
+    P_HAS_RULES,
+) = range(11)
+N_P = 11
+# accumulators
+ACC_CASH, ACC_REALIZED = 0, 1
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _jit(func: _F) -> _F:
+    """Compile ``func`` in nopython mode, cached on disk next to this module."""
+    return cast(_F, numba.njit(cache=True, nogil=True)(func))
+
+
+# ---------------------------------------------------------------------------------- kernel
+@_jit
+def _round_quantity(quantity: float, fractional: bool) -> float:
+    """``Broker.round_quantity``: toward zero to whole shares unless fractional."""
+    if fractional:
+        return quantity
+    return math.copysign(math.floor(abs(quantity) + EPS), quantity)
+
+
+@_jit
+def _held(qty: FloatArray, out: IntArray) -> int:
+    """Ids of the symbols with a non-zero position into ``out`` (ascending); their count."""
+    n = 0
+    for sid in range(qty.size):
+        if qty[sid] != 0.0:
+            out[n] = sid
+            n += 1
+    return n
+
+
+@_jit
+def _new_order(
+    sid: int,
+    quantity: float,
+    kind: int,
+    reason: int,
+    submit: int,
+    decision_row: int,
+    limit: float,
+    stop: float,
+    oi: IntArray,
+    of: FloatArray,
+    c: IntArray,
+    pending: FloatArray,
+) -> int:
+    """``Broker._new_order``: a new order (status submitted); its id."""
+    o = c[C_ORDERS]
+    c[C_ORDERS] = o + 1
+    oi[o, OI_SID] = sid
+    oi[o, OI_SUBMIT] = submit
+    oi[o, OI_DECISION] = decision_row
+    oi[o, OI_TYPE] = kind
+    oi[o, OI_STATUS] = S_SUBMITTED
+    oi[o, OI_REASON] = reason
+    oi[o, OI_STATUS_REASON] = SR_NONE
+    of[o, OF_QTY] = quantity
+    of[o, OF_FILLED] = 0.0
+    of[o, OF_LIMIT] = limit
+    of[o, OF_STOP] = stop
+    if kind == T_MARKET:
+        pending[sid] += quantity
+    return int(o)
+
+
+@_jit
+def _finish(
+    o: int,
+    status: int,
+    status_reason: int,
+    event: int,
+    i: int,
+    oi: IntArray,
+    of: FloatArray,
+    c: IntArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    ri: IntArray,
+    rf: FloatArray,
+) -> None:
+    """``Broker._finish``: terminal status, pending released, the event recorded."""
+    remaining = of[o, OF_QTY] - of[o, OF_FILLED]
+    oi[o, OI_STATUS] = status
+    oi[o, OI_STATUS_REASON] = status_reason
+    sid = oi[o, OI_SID]
+    if oi[o, OI_TYPE] == T_MARKET:
+        pending[sid] -= remaining
+    if oi[o, OI_REASON] != R_STRATEGY:  # pragma: no cover - risk exits are sells, never refused
+        aux_i[A_EXIT_PENDING, sid] = 0
+    k = c[C_REJ]
+    c[C_REJ] = k + 1
+    ri[k, RI_BAR] = i
+    ri[k, RI_ORDER] = o
+    ri[k, RI_SID] = sid
+    ri[k, RI_TYPE] = oi[o, OI_TYPE]
+    ri[k, RI_EVENT] = event
+    ri[k, RI_REASON] = status_reason
+    rf[k] = remaining
+
+
+@_jit
+def _apply_position(
+    sid: int,
+    q: float,
+    price: float,
+    commission: float,
+    slip: float,
+    o: int,
+    row: int,
+    i: int,
+    track_closed: bool,
+    ordinal: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    oi: IntArray,
+    ti: IntArray,
+    tf: FloatArray,
+    c: IntArray,
+    acc: FloatArray,
+) -> bool:
+    """``Broker._apply_position`` for a long-only book: position, average price and trade
+    records; True if the exposure grew."""
+    pos = fstate[QTY, sid]
+    new = pos + q
+    if abs(new) < EPS:
+        new = 0.0
+    if pos == 0.0:
+        # Broker._open_trade
+        istate[ENTRY_ORDINAL, sid] = ordinal[row]
+        aux_i[A_OPEN, sid] = 1
+        aux_i[A_ENTRY_INDEX, sid] = i
+        aux_i[A_DROW, sid] = oi[o, OI_DECISION]
+        aux_i[A_DIDX, sid] = oi[o, OI_SUBMIT]
+        aux_f[B_DIR, sid] = math.copysign(1.0, q)
+        aux_f[B_QTY, sid] = abs(q)
+        aux_f[B_COMM, sid] = commission
+        aux_f[B_SLIP, sid] = slip
+        fstate[AVG, sid] = price
+        fstate[BEST, sid] = price
+        fstate[WORST, sid] = price
+        fstate[STOP, sid] = math.nan
+        fstate[TP, sid] = math.nan
+        istate[STOP_RULE, sid] = 0
+        istate[TP_RULE, sid] = 0
+        fstate[QTY, sid] = new
+        return True
+    if pos * q > 0:  # pragma: no cover - TopN buys only flat symbols with nothing pending
+        fstate[AVG, sid] = (fstate[AVG, sid] * abs(pos) + price * abs(q)) / (abs(pos) + abs(q))
+        aux_f[B_QTY, sid] += abs(q)
+        aux_f[B_COMM, sid] += commission
+        aux_f[B_SLIP, sid] += slip
+        if price > fstate[BEST, sid]:
+            fstate[BEST, sid] = price
+        if price < fstate[WORST, sid]:
+            fstate[WORST, sid] = price
+        fstate[QTY, sid] = new
+        return True
+    closing = abs(pos) if abs(pos) < abs(q) else abs(q)
+    frac = closing / abs(pos)
+    part_comm = aux_f[B_COMM, sid] * frac
+    part_slip = aux_f[B_SLIP, sid] * frac
+    aux_f[B_COMM, sid] -= part_comm
+    aux_f[B_SLIP, sid] -= part_slip
+    share = closing / abs(q)
+    best = fstate[BEST, sid]
+    if price > best:
+        best = price
+    worst = fstate[WORST, sid]
+    if price < worst:
+        worst = price
+    entry = fstate[AVG, sid]
+    exit_comm = commission * share
+    direction = aux_f[B_DIR, sid]
+    k = c[C_TRADES]
+    c[C_TRADES] = k + 1
+    ti[k, TI_SID] = sid
+    ti[k, TI_ENTRY] = aux_i[A_ENTRY_INDEX, sid]
+    ti[k, TI_EXIT] = i
+    ti[k, TI_REASON] = oi[o, OI_REASON]
+    ti[k, TI_BARS] = ordinal[row] - istate[ENTRY_ORDINAL, sid]
+    ti[k, TI_DROW] = aux_i[A_DROW, sid]
+    ti[k, TI_DIDX] = aux_i[A_DIDX, sid]
+    ti[k, TI_XROW] = oi[o, OI_DECISION]
+    ti[k, TI_XIDX] = oi[o, OI_SUBMIT]
+    ti[k, TI_PARTIAL] = 1 if closing < abs(pos) - EPS else 0
+    tf[k, TF_DIR] = direction
+    tf[k, TF_ENTRY] = entry
+    tf[k, TF_EXIT] = price
+    tf[k, TF_QTY] = closing
+    tf[k, TF_ECOMM] = part_comm
+    tf[k, TF_XCOMM] = exit_comm
+    tf[k, TF_ESLIP] = part_slip
+    tf[k, TF_XSLIP] = slip * share
+    tf[k, TF_BEST] = best
+    tf[k, TF_WORST] = worst
+    tf[k, TF_STOP] = fstate[STOP, sid]
+    tf[k, TF_TP] = fstate[TP, sid]
+    acc[ACC_REALIZED] += (price - entry) * closing * direction - part_comm - exit_comm
+    aux_f[B_QTY, sid] -= closing
+    fstate[QTY, sid] = new
+    if new == 0.0:
+        # Broker._close_trade
+        if track_closed:
+            aux_i[A_CLOSED_AT, sid] = i
+            aux_f[B_CLOSED_DIR, sid] = direction
+        aux_i[A_OPEN, sid] = 0
+        fstate[AVG, sid] = 0.0
+        fstate[STOP, sid] = math.nan
+        fstate[TP, sid] = math.nan
+        fstate[BEST, sid] = math.nan
+        fstate[WORST, sid] = math.nan
+    # a flip through zero needs a sell beyond the position, refused on a long-only book
+    return False
+
+
+@_jit
+def _execute(
+    o: int,
+    q: float,
+    raw: float,
+    row: int,
+    i: int,
+    closing: bool,
+    track_closed: bool,
+    params: FloatArray,
+    ordinal: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    oi: IntArray,
+    of: FloatArray,
+    fi: IntArray,
+    ff: FloatArray,
+    ti: IntArray,
+    tf: FloatArray,
+    ri: IntArray,
+    rf: FloatArray,
+    c: IntArray,
+    acc: FloatArray,
+) -> None:
+    """``Broker._execute`` without slippage: fill ``q`` shares of order ``o`` at ``raw``."""
+    sid = oi[o, OI_SID]
+    kind = oi[o, OI_TYPE]
+    price = raw
+    pos = fstate[QTY, sid]
+    if q < 0 and pos + q < -EPS:  # pragma: no cover - exits never exceed the position
+        _finish(o, S_REJECTED, SR_SHORT, EV_REJECTED, i, oi, of, c, pending, aux_i, ri, rf)
+        return
+    commission = params[P_RATE] * abs(q) * price
+    if q > 0 and q * price + commission > acc[ACC_CASH] + params[P_TOL]:
+        _finish(o, S_REJECTED, SR_CASH, EV_REJECTED, i, oi, of, c, pending, aux_i, ri, rf)
+        return
+    acc[ACC_CASH] -= q * price + commission
+    slip = (price - raw) * q
+    f = c[C_FILLS]
+    c[C_FILLS] = f + 1
+    fi[f, FI_ORDER] = o
+    fi[f, FI_BAR] = i
+    fi[f, FI_SID] = sid
+    fi[f, FI_TYPE] = kind
+    fi[f, FI_REASON] = oi[o, OI_REASON]
+    ff[f, FF_QTY] = q
+    ff[f, FF_RAW] = raw
+    ff[f, FF_PRICE] = price
+    ff[f, FF_COMM] = commission
+    ff[f, FF_SLIP] = slip
+    of[o, OF_FILLED] += q
+    if kind == T_MARKET:
+        pending[sid] -= q
+    done = abs(of[o, OF_QTY] - of[o, OF_FILLED]) < EPS
+    oi[o, OI_STATUS] = S_FILLED if done else S_PARTIAL
+    if done and oi[o, OI_REASON] != R_STRATEGY:
+        aux_i[A_EXIT_PENDING, sid] = 0
+    if math.isnan(fstate[MARK, sid]):  # pragma: no cover - orders are decided on a bar
+        fstate[MARK, sid] = price
+    increased = _apply_position(
+        sid, q, price, commission, slip, o, row, i, track_closed,
+        ordinal, fstate, istate, aux_i, aux_f, oi, ti, tf, c, acc,
+    )  # fmt: skip
+    if increased and params[P_ENTRY_RULES] != 0.0 and not closing:
+        istate[ENTRY_PENDING, sid] = 1
+
+
+@_jit
+def _fill_level_hits(
+    n: int,
+    i: int,
+    track_closed: bool,
+    open_: FloatArray,
+    prev_row: IntArray,
+    params: FloatArray,
+    ordinal: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    oi: IntArray,
+    of: FloatArray,
+    fi: IntArray,
+    ff: FloatArray,
+    ti: IntArray,
+    tf: FloatArray,
+    ri: IntArray,
+    rf: FloatArray,
+    c: IntArray,
+    acc: FloatArray,
+) -> None:
+    """``Broker._fill_level_hits``: exit the ``n`` positions found by ``level_hits``."""
+    for k in range(n):
+        sid = istate[OUT_SID, k]
+        stop_hit = istate[OUT_CODE, k]
+        level = fstate[OUT_LEVEL, k]
+        pos = fstate[QTY, sid]
+        if pos == 0:  # pragma: no cover - level hits are held positions
+            continue
+        row = istate[LAST_ROW, sid]
+        o_ = open_[row]
+        is_long = pos > 0
+        if stop_hit:
+            gap = o_ <= level if is_long else o_ >= level
+            kind = T_STOP
+            code = istate[STOP_RULE, sid]
+            reason = 3 + code if code > 0 else R_STOP_LOSS
+        else:
+            gap = o_ >= level if is_long else o_ <= level
+            kind = T_LIMIT
+            code = istate[TP_RULE, sid]
+            reason = 3 + code if code > 0 else R_TAKE_PROFIT
+        raw = o_ if gap else level
+        o = _new_order(
+            sid, -pos, kind, reason, max(i - 1, 0), prev_row[row],
+            level if kind == T_LIMIT else math.nan,
+            level if kind == T_STOP else math.nan,
+            oi, of, c, pending,
+        )  # fmt: skip
+        oi[o, OI_STATUS] = S_ACCEPTED
+        _execute(
+            o, of[o, OF_QTY], raw, row, i, False, track_closed, params, ordinal, fstate,
+            istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+        )  # fmt: skip
+
+
+@_jit
+def _open_pass(
+    i: int,
+    lo: int,
+    use_closed: bool,
+    open_: FloatArray,
+    book: IntArray,
+    params: FloatArray,
+    ordinal: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    oi: IntArray,
+    of: FloatArray,
+    fi: IntArray,
+    ff: FloatArray,
+    ti: IntArray,
+    tf: FloatArray,
+    ri: IntArray,
+    rf: FloatArray,
+    c: IntArray,
+    acc: FloatArray,
+) -> None:
+    """``Broker.fill_pending_at_open`` for a book of market orders: each order whose symbol
+    has a bar now fills at the open (submission order); the others stay in the book."""
+    kept = 0
+    for k in range(c[C_BOOK]):
+        o = book[k]
+        status = oi[o, OI_STATUS]
+        if status not in (S_SUBMITTED, S_ACCEPTED, S_PARTIAL):  # pragma: no cover - done
+            continue  # filled and refused orders leave the book at once
+        sid = oi[o, OI_SID]
+        if (
+            use_closed
+            and aux_i[A_CLOSED_AT, sid] == i
+            and of[o, OF_QTY] * aux_f[B_CLOSED_DIR, sid] < 0
+            and fstate[QTY, sid] == 0
+        ):  # pragma: no cover - open_sell_wins: a queued exit suspends the position's levels
+            _finish(
+                o, S_CANCELLED, SR_CLOSED_BY_STOP, EV_CANCELLED, i,
+                oi, of, c, pending, aux_i, ri, rf,
+            )  # fmt: skip
+            continue
+        row = istate[LAST_ROW, sid]
+        if row < lo:
+            book[kept] = o
+            kept += 1
+            continue
+        remaining = of[o, OF_QTY] - of[o, OF_FILLED]
+        if remaining != 0:
+            _execute(
+                o, remaining, open_[row], row, i, False, False, params, ordinal, fstate,
+                istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+            )  # fmt: skip
+        status = oi[o, OI_STATUS]
+        if status in (S_ACCEPTED, S_PARTIAL):  # pragma: no cover - no volume cap: all or none
+            book[kept] = o
+            kept += 1
+    c[C_BOOK] = kept
+
+
+@_jit
+def _risk_exit(
+    sid: int,
+    reason: int,
+    row: int,
+    i: int,
+    fractional: bool,
+    fstate: FloatArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    oi: IntArray,
+    of: FloatArray,
+    book: IntArray,
+    c: IntArray,
+) -> None:
+    """``Broker._risk_exit``: a market exit of the whole position, queued for the next open."""
+    if aux_i[A_EXIT_PENDING, sid]:
+        return
+    pos = fstate[QTY, sid]
+    if pos == 0:
+        return
+    size = _round_quantity(abs(pos), fractional)
+    if size <= 0:
+        return
+    o = _new_order(
+        sid, -math.copysign(size, pos), T_MARKET, reason, i, row, math.nan, math.nan,
+        oi, of, c, pending,
+    )  # fmt: skip
+    oi[o, OI_STATUS] = S_ACCEPTED
+    aux_i[A_EXIT_PENDING, sid] = 1
+    book[c[C_BOOK]] = o
+    c[C_BOOK] += 1
+
+
+@_jit
+def _accept(o: int, oi: IntArray, book: IntArray, c: IntArray) -> None:
+    """Hook B without order rules: the strategy's order is accepted into the book."""
+    oi[o, OI_STATUS] = S_ACCEPTED
+    book[c[C_BOOK]] = o
+    c[C_BOOK] += 1
+
+
+@_jit
+def _top_rows(
+    lo: int, hi: int, sig: FloatArray, n: int, top_val: FloatArray, top_row: IntArray
+) -> int:
+    """The rows ``lo:hi`` with the ``n`` largest finite ``sig`` (decreasing; ties keep row
+    order, as a stable sort on ``-sig``) into ``top_row``; their count (``<= n``)."""
+    cnt = 0
+    for r in range(lo, hi):
+        v = sig[r]
+        if not math.isfinite(v):
+            continue
+        if cnt == n and not v > top_val[n - 1]:
+            continue
+        p = cnt if cnt < n else n - 1
+        while p > 0 and top_val[p - 1] < v:
+            p -= 1
+        last = cnt if cnt < n else n - 1
+        for j in range(last, p, -1):
+            top_val[j] = top_val[j - 1]
+            top_row[j] = top_row[j - 1]
+        top_val[p] = v
+        top_row[p] = r
+        if cnt < n:
+            cnt += 1
+    return cnt
+
+
+@_jit
+def run_topn(
+    offsets: IntArray,
+    sym_id: IntArray,
+    open_: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    ordinal: IntArray,
+    prev_row: IntArray,
+    sig: FloatArray,
+    params: FloatArray,
+    rules: FloatArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    oi: IntArray,
+    of: FloatArray,
+    fi: IntArray,
+    ff: FloatArray,
+    ti: IntArray,
+    tf: FloatArray,
+    ri: IntArray,
+    rf: FloatArray,
+    states: FloatArray,
+    book: IntArray,
+    c: IntArray,
+    acc: FloatArray,
+) -> None:
+    """The whole run of :class:`TopNStrategy` with the compiled rules (module docstring).
+
+    Inputs: the market data arrays (:class:`MarketData` attributes; ``sig`` the signal
+    column), ``params`` (the ``P_*`` slots), the rule table of
+    :class:`engine.risk.manager.BasicRulesKernel` (0 rows: no rules). Run state, in place:
+    ``fstate`` / ``istate`` (:mod:`engine.risk.kernels` layout), ``pending`` (shares of working
+    market orders per symbol), ``aux_i`` / ``aux_f`` (the open trades and the ``A_*`` / ``B_*``
+    rows), ``acc`` (cash, realized P&L). Outputs, in place: the order, fill, trade and
+    rejection buffers (``O*``, ``F*``, ``T*``, ``R*`` columns), one portfolio state row per
+    timestamp (``SF_*``), the counters ``c`` (``C_*``). ``c[C_STATUS]`` is ``ST_OK``, or
+    ``ST_FULL`` when the order buffers would overflow (the caller retries with larger ones),
+    ``ST_SHORT_BOOK`` / ``ST_FRACTIONAL`` when the Python path must run instead (a short
+    position, or an order the Python path refuses with an error).
+    """
+    n_t = offsets.size - 1
+    n_sym = fstate.shape[1]
+    n = int(params[P_N])
+    every = int(params[P_EVERY])
+    weight = params[P_WEIGHT]
+    fractional = params[P_FRACTIONAL] != 0.0
+    stops_first = params[P_STOPS_FIRST] != 0.0
+    close_at_end = params[P_CLOSE_AT_END] != 0.0
+    levels_set = params[P_LEVELS_SET] != 0.0
+    has_rules = params[P_HAS_RULES] != 0.0
+    qty = fstate[QTY]
+    marks = fstate[MARK]
+    last_row = istate[LAST_ROW]
+    deferred = istate[DEFERRED]
+    held = np.empty(n_sym, dtype=np.int64)
+    deferred_sids = np.empty(book.size, dtype=np.int64)
+    top_val = np.empty(max(n, 1))
+    top_row = np.empty(max(n, 1), dtype=np.int64)
+    cap = oi.shape[0]
+    per_bar = 4 * n_sym + n + 8  # most orders one bar can create
+    for i in range(n_t):
+        if c[C_ORDERS] + per_bar > cap:
+            c[C_STATUS] = ST_FULL
+            return
+        lo = offsets[i]
+        hi = offsets[i + 1]
+        for r in range(lo, hi):
+            last_row[sym_id[r]] = r
+        # 1. fills against the bar
+        if stops_first:
+            # exit_conflict="open_sell_wins": a queued market exit suspends the levels
+            n_def = 0
+            for k in range(c[C_BOOK]):
+                o = book[k]
+                sid = oi[o, OI_SID]
+                if of[o, OF_QTY] * qty[sid] < 0 and last_row[sid] >= lo:
+                    deferred[sid] = 1
+                    deferred_sids[n_def] = sid
+                    n_def += 1
+            if levels_set:
+                nh = _held(qty, held)
+                if nh:
+                    m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
+                    if m:
+                        _fill_level_hits(
+                            m, i, True, open_, prev_row, params, ordinal, fstate, istate,
+                            pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                        )  # fmt: skip
+            _open_pass(
+                i, lo, True, open_, book, params, ordinal, fstate, istate, pending,
+                aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+            )  # fmt: skip
+            for k in range(n_def):
+                deferred[deferred_sids[k]] = 0
+            if n_def and levels_set:
+                nh = _held(qty, held)
+                if nh:
+                    m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
+                    # the deferred positions whose queued exit did not fill (none without caps)
+                    if m:  # pragma: no cover
+                        _fill_level_hits(
+                            m, i, False, open_, prev_row, params, ordinal, fstate, istate,
+                            pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                        )  # fmt: skip
+        else:
+            _open_pass(
+                i, lo, False, open_, book, params, ordinal, fstate, istate, pending,
+                aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+            )  # fmt: skip
+            if has_rules:
+                nh = _held(qty, held)
+                if nh:
+                    m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
+                    if m:
+                        _fill_level_hits(
+                            m, i, False, open_, prev_row, params, ordinal, fstate, istate,
+                            pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                        )  # fmt: skip
+        # 2. marks and hook C (trailing levels, time exits)
+        nh = _held(qty, held)
+        exits = 0
+        if has_rules:
+            exits = kernels.mark_bar_basic_rules(
+                lo, hi, i, sym_id, close, high, low, ordinal, held[:nh], fstate, istate, rules
+            )
+            if exits < 0:
+                c[C_STATUS] = ST_SHORT_BOOK
+                return
+        else:
+            kernels.mark_bar(lo, hi, sym_id, close, high, low, held[:nh], fstate, istate)
+        for k in range(exits):
+            sid = istate[OUT_SID, k]
+            _risk_exit(
+                sid, 3 + istate[OUT_CODE, k], last_row[sid], i, fractional,
+                fstate, pending, aux_i, oi, of, book, c,
+            )  # fmt: skip
+        # 3. the strategy (TopNStrategy.on_timestamp_batch) and 4. hook B (no order rules)
+        if i % every == 0:
+            cnt = _top_rows(lo, hi, sig, n, top_val, top_row)
+            stamp = i + 1
+            for k in range(cnt):
+                aux_i[A_TARGET, sym_id[top_row[k]]] = stamp
+            nh = _held(qty, held)
+            for k in range(nh):
+                sid = held[k]
+                if aux_i[A_TARGET, sid] == stamp:
+                    continue
+                current = qty[sid] + pending[sid]
+                if abs(current) < EPS:
+                    continue
+                if not fractional and -current != math.floor(-current):
+                    c[C_STATUS] = ST_FRACTIONAL
+                    return
+                row = last_row[sid] if last_row[sid] >= lo else -1
+                o = _new_order(
+                    sid, -current, T_MARKET, R_STRATEGY, i, row, math.nan, math.nan,
+                    oi, of, c, pending,
+                )  # fmt: skip
+                _accept(o, oi, book, c)
+            cash = acc[ACC_CASH]
+            if nh:
+                value, _ = kernels.portfolio_value(held[:nh], qty, marks)
+                equity = cash + value
+            else:
+                equity = cash
+            budget = weight * equity
+            for k in range(cnt):
+                row = top_row[k]
+                sid = sym_id[row]
+                price = close[row]
+                if qty[sid] != 0 or pending[sid] != 0 or price <= 0:
+                    continue
+                shares = _round_quantity(budget / price, fractional)
+                if shares > 0:
+                    o = _new_order(
+                        sid, shares, T_MARKET, R_STRATEGY, i, row, math.nan, math.nan,
+                        oi, of, c, pending,
+                    )  # fmt: skip
+                    _accept(o, oi, book, c)
+        # close_at_end: every position at its latest close
+        if close_at_end and i == n_t - 1:
+            nh = _held(qty, held)
+            for k in range(nh):
+                sid = held[k]
+                pos = qty[sid]
+                if pos == 0:  # pragma: no cover - held positions
+                    continue
+                row = last_row[sid]
+                o = _new_order(
+                    sid, -pos, T_MARKET, R_END, i, row, math.nan, math.nan, oi, of, c, pending
+                )
+                oi[o, OI_STATUS] = S_ACCEPTED
+                _execute(
+                    o, -pos, marks[sid], row, i, True, False, params, ordinal, fstate,
+                    istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                )  # fmt: skip
+        # 6. the portfolio state
+        nh = _held(qty, held)
+        cash = acc[ACC_CASH]
+        value = 0.0
+        gross = 0.0
+        if nh:
+            value, gross = kernels.portfolio_value(held[:nh], qty, marks)
+        states[i, SF_EQUITY] = cash + value
+        states[i, SF_CASH] = cash
+        states[i, SF_VALUE] = value
+        states[i, SF_GROSS] = gross
+        states[i, SF_NPOS] = nh
+    c[C_STATUS] = ST_OK
+
+
+# ---------------------------------------------------------------------------------- planning
+def compiled_reason(
+    data: MarketData | ChunkedMarketData,
+    strategy: Strategy,
+    risk: RiskManager | None,
+    config: ExecutionConfig,
+) -> str | None:
+    """Why this run cannot take the compiled path, or ``None`` when it can (module docstring).
+
+    Returns
+    -------
+    str or None
+        A short reason naming the first setting that rules it out.
+    """
+    if not isinstance(data, MarketData) or data.first_index != 0:
+        return "chunked market data"
+    if type(strategy) is not TopNStrategy:
+        return f"strategy {type(strategy).__name__} is not TopNStrategy"
+    if risk is not None and risk.rules:
+        if risk.basic_kernel() is None:
+            return "a risk rule without a compiled form"
+        if risk.order_rules or risk.fill_rules:
+            return "order or fill rules (hook B / hook D)"
+    checks = (
+        (type(config.commission) in (NoCommission, PercentageCommission), "commission model"),
+        (type(config.slippage) is NoSlippage, "slippage model"),
+        (config.fill == "next_open", "fill"),
+        (config.stop_activation == "next_bar", "stop_activation"),
+        (config.exit_conflict == "open_sell_wins", "exit_conflict"),
+        (config.cash_check == "execution", "cash_check"),
+        (config.reentry_cooldown_bars == 0, "reentry_cooldown_bars"),
+        (config.max_volume_participation is None, "max_volume_participation"),
+        (not config.allow_short, "allow_short"),
+    )
+    for ok, name in checks:
+        if not ok:
+            return f"{name} setting"
+    return None
+
+
+def _capacity(n_t: int, n: int, n_sym: int) -> int:
+    """First size of the order buffers (doubled while the kernel reports them full)."""
+    return max(1024, n_t * (2 * n + 4) + 4 * n_sym + n + 8)
+
+
+class CompiledRun:
+    """The outputs of :func:`run_topn` for one run, as typed column arrays.
+
+    Attributes
+    ----------
+    fills, trades, rejections, orders, states : dict of str to ndarray or polars.Series
+        Column buffers named like the fields of :mod:`engine.recorder` (string columns as
+        polars String series, the rest as NumPy arrays), read by :class:`engine.Recorder`.
+    fstate, istate, aux_i, aux_f : ndarray
+        The final per-symbol state (open positions).
+    cash : float
+        Final cash, currency.
+    n_fills : int
+    """
+
+    def __init__(
+        self,
+        data: MarketData,
+        strategy: TopNStrategy,
+        risk: RiskManager | None,
+        config: ExecutionConfig,
+    ) -> None:
+        if strategy.signal not in data.columns:
+            raise ValueError(
+                f"TopNStrategy signal {strategy.signal!r} is not a signal/indicator column of "
+                f"the market data (have {sorted(data.columns)})"
+            )
+        kernel = risk.basic_kernel() if risk is not None and risk.rules else None
+        rules = kernel.rules if kernel is not None else np.empty((0, kernels.N_RULE_FIELDS))
+        rule_names = list(kernel.names) if kernel is not None else [""]
+        commission = config.commission
+        rate = commission.rate if isinstance(commission, PercentageCommission) else 0.0
+        weight = strategy.weight if strategy.weight is not None else 1.0 / strategy.n
+        params = np.zeros(N_P)
+        params[P_N] = strategy.n
+        params[P_EVERY] = strategy.rebalance_every
+        params[P_WEIGHT] = weight
+        params[P_RATE] = rate
+        params[P_TOL] = config.cash_tolerance
+        params[P_FRACTIONAL] = float(config.fractional_shares)
+        params[P_STOPS_FIRST] = float(config.bar_event_order == "stops_first")
+        params[P_CLOSE_AT_END] = float(config.close_at_end)
+        params[P_ENTRY_RULES] = float(risk is not None and bool(risk.entry_rules))
+        params[P_LEVELS_SET] = float(kernel is not None and kernel.sets_levels)
+        params[P_HAS_RULES] = float(kernel is not None)
+        n_sym = data.n_symbols
+        n_t = data.n_timestamps
+        cap = _capacity(n_t, strategy.n, n_sym)
+        sig = np.ascontiguousarray(data.columns[strategy.signal], dtype=np.float64)
+        while True:
+            fstate = np.full((kernels.N_FLOAT_FIELDS, n_sym), np.nan)
+            fstate[QTY] = 0.0
+            fstate[AVG] = 0.0
+            istate = np.zeros((kernels.N_INT_FIELDS, n_sym), dtype=np.int64)
+            istate[LAST_ROW] = -1
+            aux_i = np.zeros((N_A, n_sym), dtype=np.int64)
+            aux_i[A_CLOSED_AT] = -1
+            aux_f = np.zeros((N_B, n_sym))
+            pending = np.zeros(n_sym)
+            oi = np.empty((cap, N_OI), dtype=np.int64)
+            of = np.empty((cap, N_OF))
+            fi = np.empty((cap, N_FI), dtype=np.int64)
+            ff = np.empty((cap, N_FF))
+            ti = np.empty((cap, N_TI), dtype=np.int64)
+            tf = np.empty((cap, N_TF))
+            ri = np.empty((cap, N_RI), dtype=np.int64)
+            rf = np.empty(cap)
+            states = np.empty((n_t, N_SF))
+            book = np.empty(cap, dtype=np.int64)
+            c = np.zeros(N_C, dtype=np.int64)
+            acc = np.array([config.initial_cash, 0.0])
+            run_topn(
+                data.offsets, data.sym_id, data.open, data.high, data.low, data.close,
+                data.ordinal, data.prev_row, sig, params, rules, fstate, istate, pending,
+                aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, states, book, c, acc,
+            )  # fmt: skip
+            if c[C_STATUS] != ST_FULL:
+                break
+            cap *= 2
+        self.status = int(c[C_STATUS])
+        self.cash = float(acc[ACC_CASH])
+        self.fstate = fstate
+        self.istate = istate
+        self.aux_i = aux_i
+        self.aux_f = aux_f
+        self.n_fills = int(c[C_FILLS])
+        self.n_bars = n_t
+        self.fills: dict[str, Any] = {}
+        self.trades: dict[str, Any] = {}
+        self.rejections: dict[str, Any] = {}
+        self.orders: dict[str, Any] = {}
+        self.states: dict[str, Any] = {}
+        if self.status != ST_OK:
+            return  # the Python loop runs instead
+        reasons = pl.Series([*FIXED_REASONS, *rule_names[1:]], dtype=pl.String)
+        self.fills = _fill_columns(fi[: c[C_FILLS]], ff[: c[C_FILLS]], reasons)
+        self.trades = _trade_columns(ti[: c[C_TRADES]], tf[: c[C_TRADES]], reasons)
+        self.rejections = _rejection_columns(ri[: c[C_REJ]], rf[: c[C_REJ]])
+        self.orders = _order_columns(oi[: c[C_ORDERS]], of[: c[C_ORDERS]], reasons)
+        self.states = {
+            "bar_index": np.arange(n_t, dtype=np.int64),
+            "equity": states[:, SF_EQUITY].copy(),
+            "cash": states[:, SF_CASH].copy(),
+            "positions_value": states[:, SF_VALUE].copy(),
+            "gross": states[:, SF_GROSS].copy(),
+            "n_positions": states[:, SF_NPOS].astype(np.int64),
+        }
+
+    def open_positions_frame(self, data: MarketData) -> pl.DataFrame:
+        """``Broker.open_positions_frame`` from the final state."""
+        sids = np.flatnonzero(self.aux_i[A_OPEN]).astype(np.int64)
+        q = self.fstate[QTY, sids]
+        avg = self.fstate[AVG, sids]
+        mark = self.fstate[MARK, sids]
+        comm = self.aux_f[B_COMM, sids]
+        frame = pl.DataFrame(
+            {
+                "symbol": _gather(_symbol_series(data), sids),
+                "side": pl.Series(np.where(q > 0, "long", "short"), dtype=pl.String),
+                "quantity": q,
+                "avg_price": avg,
+                "mark": mark,
+                "entry_timestamp": data.timestamps[self.aux_i[A_ENTRY_INDEX, sids]],
+                "entry_commission": comm,
+                "unrealized_pnl": (mark - avg) * q - comm,
+                "stop_loss": self.fstate[STOP, sids],
+                "take_profit": self.fstate[TP, sids],
+            },
+            schema_overrides={"entry_timestamp": pl.Int64},
+        )
+        return frame.with_columns(pl.col("entry_timestamp").cast(pl.Datetime("us", "UTC")))
+
+
+def _symbol_series(data: MarketData) -> pl.Series:
+    return pl.Series(data.symbols.tolist(), dtype=pl.String)
+
+
+def _gather(names: pl.Series, codes: npt.NDArray[Any]) -> pl.Series:
+    """``names[codes]`` as a String series (no per-row Python)."""
+    return names.gather(pl.Series(codes, dtype=pl.Int64)) if codes.size else names.clear()
+
+
+def _constant(value: str, n: int) -> pl.Series:
+    """A String series of ``n`` times ``value``."""
+    return pl.select(pl.repeat(value, n, dtype=pl.String)).to_series()
+
+
+def _names(names: tuple[str, ...]) -> pl.Series:
+    return pl.Series(list(names), dtype=pl.String)
+
+
+def _fill_columns(fi: IntArray, ff: FloatArray, reasons: pl.Series) -> dict[str, Any]:
+    return {
+        "fill_id": np.arange(fi.shape[0], dtype=np.int64),
+        "order_id": fi[:, FI_ORDER].copy(),
+        "bar_index": fi[:, FI_BAR].copy(),
+        "sid": fi[:, FI_SID].copy(),
+        "quantity": ff[:, FF_QTY].copy(),
+        "price_before_slippage": ff[:, FF_RAW].copy(),
+        "price": ff[:, FF_PRICE].copy(),
+        "commission": ff[:, FF_COMM].copy(),
+        "slippage": ff[:, FF_SLIP].copy(),
+        "order_type": _gather(_names(TYPE_NAMES), fi[:, FI_TYPE]),
+        "reason": _gather(reasons, fi[:, FI_REASON]),
+    }
+
+
+def _trade_columns(ti: IntArray, tf: FloatArray, reasons: pl.Series) -> dict[str, Any]:
+    ints = {
+        "sid": TI_SID,
+        "entry_index": TI_ENTRY,
+        "exit_index": TI_EXIT,
+        "bars_held": TI_BARS,
+        "decision_row": TI_DROW,
+        "decision_index": TI_DIDX,
+        "exit_decision_row": TI_XROW,
+        "exit_decision_index": TI_XIDX,
+    }
+    floats = {
+        "direction": TF_DIR,
+        "entry_price": TF_ENTRY,
+        "exit_price": TF_EXIT,
+        "quantity": TF_QTY,
+        "entry_commission": TF_ECOMM,
+        "exit_commission": TF_XCOMM,
+        "entry_slippage": TF_ESLIP,
+        "exit_slippage": TF_XSLIP,
+        "best_price": TF_BEST,
+        "worst_price": TF_WORST,
+        "stop_at_exit": TF_STOP,
+        "take_profit_at_exit": TF_TP,
+    }
+    cols: dict[str, Any] = {k: ti[:, j].copy() for k, j in ints.items()}
+    cols.update({k: tf[:, j].copy() for k, j in floats.items()})
+    cols["exit_reason"] = _gather(reasons, ti[:, TI_REASON])
+    cols["partial"] = ti[:, TI_PARTIAL] != 0
+    return cols
+
+
+def _rejection_columns(ri: IntArray, rf: FloatArray) -> dict[str, Any]:
+    return {
+        "bar_index": ri[:, RI_BAR].copy(),
+        "order_id": ri[:, RI_ORDER].copy(),
+        "sid": ri[:, RI_SID].copy(),
+        "quantity": rf.copy(),
+        "order_type": _gather(_names(TYPE_NAMES), ri[:, RI_TYPE]),
+        "event": _gather(_names(EVENT_NAMES), ri[:, RI_EVENT]),
+        "reason": _gather(_names(STATUS_REASONS), ri[:, RI_REASON]),
+        "rule": _constant("", ri.shape[0]),
+    }
+
+
+def _order_columns(oi: IntArray, of: FloatArray, reasons: pl.Series) -> dict[str, Any]:
+    n = oi.shape[0]
+    return {
+        "order_id": np.arange(n, dtype=np.int64),
+        "submit_index": oi[:, OI_SUBMIT].copy(),
+        "sid": oi[:, OI_SID].copy(),
+        "quantity": of[:, OF_QTY].copy(),
+        "filled": of[:, OF_FILLED].copy(),
+        "order_type": _gather(_names(TYPE_NAMES), oi[:, OI_TYPE]),
+        "limit_price": of[:, OF_LIMIT].copy(),
+        "stop_price": of[:, OF_STOP].copy(),
+        "tif": _constant("GTC", n),
+        "status": _gather(_names(STATUS_NAMES), oi[:, OI_STATUS]),
+        "reason": _gather(reasons, oi[:, OI_REASON]),
+        "status_reason": _gather(_names(STATUS_REASONS), oi[:, OI_STATUS_REASON]),
+        "parent_id": np.full(n, -1, dtype=np.int64),
+    }

@@ -1,0 +1,362 @@
+"""The compiled whole-run path (engine.fastpath) gives exactly the Python loop's results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import (
+    BacktestEngine,
+    BacktestResult,
+    ChunkedMarketData,
+    ExecutionConfig,
+    FixedBpsSlippage,
+    MarketData,
+    MaxPositionsRule,
+    PercentageCommission,
+    PerTradeCommission,
+    PriceBasedStopLoss,
+    PriceBasedTakeProfit,
+    RiskManager,
+    RiskRule,
+    TimeBasedExit,
+    TopNStrategy,
+    fastpath,
+)
+from engine.risk import kernels
+from engine.risk.rules.dynamic import BreakEvenRule, DynamicTrailingStop
+from tests.engine.conftest import ts
+
+# Two stop-setting rules on purpose in some cases: the registration warning is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")
+
+FRAMES = ("fills", "trades", "portfolio_states", "open_positions", "orders", "rejections")
+
+
+def _both(
+    data: MarketData,
+    strategy: dict[str, Any],
+    rules: list[RiskRule] | None,
+    config: ExecutionConfig,
+) -> tuple[BacktestResult, BacktestResult]:
+    """The same run through the compiled path and through the Python loop."""
+    out = []
+    for compiled in (True, False):
+        manager = None if rules is None else RiskManager(list(rules))
+        out.append(
+            BacktestEngine(data, TopNStrategy(**strategy), manager, config, compiled=compiled).run()
+        )
+    return out[0], out[1]
+
+
+def _assert_identical(fast: BacktestResult, slow: BacktestResult) -> None:
+    assert fast.compiled and not slow.compiled
+    for name in FRAMES:
+        a, b = getattr(fast, name), getattr(slow, name)
+        assert a.schema == b.schema, name
+        assert a.equals(b), name
+
+
+def _rules(kind: str) -> list[RiskRule] | None:
+    if kind == "none":
+        return None
+    if kind == "empty":
+        return []
+    if kind == "stop":
+        return [PriceBasedStopLoss(0.05)]
+    return [
+        PriceBasedStopLoss(0.05),
+        DynamicTrailingStop(initial_trail_pct=0.08, tighten_per_bar=0.001),
+        TimeBasedExit(max_bars=10),
+        PriceBasedTakeProfit(0.10),
+    ]
+
+
+@pytest.fixture(scope="module")
+def scored_data(sp500_panel: pl.DataFrame) -> MarketData:
+    panel = sp500_panel.with_columns(
+        (pl.col("close") / pl.col("close").shift(20).over("symbol") - 1).alias("score")
+    ).filter(pl.col("timestamp") < pl.datetime(2015, 6, 1, time_zone="UTC"))
+    return MarketData.from_frame(panel, signal_columns=["score"])
+
+
+_COMMISSION = PercentageCommission(0.001)
+_SP500_CASES: dict[str, tuple[dict[str, Any], str, ExecutionConfig]] = {
+    "backtrader_stop": (
+        {"signal": "score", "n": 25, "weight": 0.04},
+        "stop",
+        ExecutionConfig.preset("backtrader", commission=_COMMISSION),
+    ),
+    "chronological_stop": (
+        {"signal": "score", "n": 25, "weight": 0.04},
+        "stop",
+        ExecutionConfig(commission=_COMMISSION),
+    ),
+    "no_rules_default_weight": (
+        {"signal": "score", "n": 10},
+        "none",
+        ExecutionConfig(commission=_COMMISSION),
+    ),
+    "four_rules_rebalance_close_at_end": (
+        {"signal": "score", "n": 20, "rebalance_every": 3, "weight": 0.06},
+        "four",
+        ExecutionConfig(commission=_COMMISSION, close_at_end=True),
+    ),
+    "four_rules_stops_first_fractional_tight_cash": (
+        {"signal": "score", "n": 30, "weight": 0.05},
+        "four",
+        ExecutionConfig.preset(
+            "vectorbt", commission=_COMMISSION, fractional_shares=True, initial_cash=50_000.0
+        ),
+    ),
+    "empty_manager_no_commission": (
+        {"signal": "score", "n": 5},
+        "empty",
+        ExecutionConfig(),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_SP500_CASES))
+def test_fastpath_sp500_run_equals_python_loop(scored_data: MarketData, case: str) -> None:
+    strategy, rules, config = _SP500_CASES[case]
+    fast, slow = _both(scored_data, strategy, _rules(rules), config)
+    assert slow.fills.height > 500
+    if rules == "four":  # every rule fires
+        reasons = set(slow.trades["exit_reason"].unique())
+        assert {"DynamicTrailingStop", "TimeBasedExit", "PriceBasedTakeProfit"} <= reasons
+    _assert_identical(fast, slow)
+
+
+def test_fastpath_insufficient_cash_rejections_equal_python_loop(
+    scored_data: MarketData,
+) -> None:
+    # 8 positions of 15 % each: the open's buys run out of cash and are refused
+    config = ExecutionConfig.preset("backtrader", commission=_COMMISSION)
+    fast, slow = _both(
+        scored_data, {"signal": "score", "n": 8, "weight": 0.15}, _rules("stop"), config
+    )
+    assert (slow.rejections["reason"] == "insufficient_cash").sum() > 10
+    _assert_identical(fast, slow)
+
+
+@st.composite
+def _scenario(draw: Any) -> dict[str, Any]:
+    n_symbols = draw(st.integers(2, 7))
+    n_bars = draw(st.integers(2, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rows = []
+    for s in range(n_symbols):
+        price = float(rng.uniform(5, 200))
+        for k in range(n_bars):
+            if k > 0 and rng.random() < 0.1:
+                continue  # missing bar
+            o = price * rng.uniform(0.92, 1.08)
+            c = price * rng.uniform(0.92, 1.08)
+            h = max(o, c) * rng.uniform(1.0, 1.04)
+            lo = min(o, c) * rng.uniform(0.96, 1.0)
+            score = None if rng.random() < 0.15 else float(rng.choice([-1.0, 0.0, 1.0, c]))
+            rows.append((ts(k), f"S{s}", o, h, lo, c, 1000.0, score))
+            price = c
+    rules = draw(
+        st.lists(st.sampled_from(["stop", "target", "trail", "time"]), unique=True, max_size=4)
+    )
+    return {
+        "rows": rows,
+        "n": draw(st.integers(1, n_symbols)),
+        "every": draw(st.integers(1, 3)),
+        "weight": draw(st.sampled_from([None, 0.2, 0.5, 0.9])),
+        "rules": rules,
+        "stops_first": draw(st.booleans()),
+        "close_at_end": draw(st.booleans()),
+        "fractional": draw(st.booleans()),
+        "cash": draw(st.sampled_from([1_000.0, 100_000.0])),
+    }
+
+
+_RULES = {
+    "stop": lambda: PriceBasedStopLoss(0.03),
+    "target": lambda: PriceBasedTakeProfit(0.04),
+    "trail": lambda: DynamicTrailingStop(initial_trail_pct=0.05, tighten_per_bar=0.002),
+    "time": lambda: TimeBasedExit(max_bars=3),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scenario())
+def test_fastpath_generated_panels_equal_python_loop(sc: dict[str, Any]) -> None:
+    panel = pl.DataFrame(
+        sc["rows"],
+        schema=["timestamp", "symbol", "open", "high", "low", "close", "volume", "score"],
+        orient="row",
+    ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    data = MarketData.from_frame(panel, signal_columns=["score"])
+    config = ExecutionConfig(
+        commission=_COMMISSION,
+        bar_event_order="stops_first" if sc["stops_first"] else "chronological",
+        close_at_end=sc["close_at_end"],
+        fractional_shares=sc["fractional"],
+        initial_cash=sc["cash"],
+    )
+    rules = [_RULES[name]() for name in sc["rules"]] or None
+    strategy = {"signal": "score", "n": sc["n"], "rebalance_every": sc["every"]}
+    strategy["weight"] = sc["weight"]
+    fast, slow = _both(data, strategy, rules, config)
+    _assert_identical(fast, slow)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"slippage": FixedBpsSlippage(5.0)}, "slippage model setting"),
+        ({"commission": PerTradeCommission(1.0)}, "commission model setting"),
+        ({"fill": "close"}, "fill setting"),
+        ({"stop_activation": "entry_bar"}, "stop_activation setting"),
+        ({"cash_check": "submission"}, "cash_check setting"),
+        ({"reentry_cooldown_bars": 1}, "reentry_cooldown_bars setting"),
+        ({"max_volume_participation": 0.5}, "max_volume_participation setting"),
+        ({"allow_short": True}, "allow_short setting"),
+    ],
+)
+def test_fastpath_unsupported_setting_takes_python_loop(
+    scored_data: MarketData, change: dict[str, Any], reason: str
+) -> None:
+    config = ExecutionConfig(**change)
+    engine = BacktestEngine(scored_data, TopNStrategy("score", n=5), None, config)
+    assert engine.compiled_reason == reason
+    assert fastpath.compiled_reason(scored_data, TopNStrategy("score", n=5), None, config)
+
+
+def test_fastpath_unsupported_rules_and_strategy_take_python_loop(
+    scored_data: MarketData,
+) -> None:
+    cfg = ExecutionConfig()
+    top = TopNStrategy("score", n=5)
+
+    class MyTop(TopNStrategy):
+        pass
+
+    assert fastpath.compiled_reason(scored_data, top, None, cfg) is None
+    assert "not TopNStrategy" in str(
+        fastpath.compiled_reason(scored_data, MyTop("score", 5), None, cfg)
+    )
+    breakeven = RiskManager([PriceBasedStopLoss(0.05), BreakEvenRule(0.1)])
+    assert fastpath.compiled_reason(scored_data, top, breakeven, cfg) == (
+        "a risk rule without a compiled form"
+    )
+    limits = RiskManager([PriceBasedStopLoss(0.05), MaxPositionsRule(3)])
+    assert fastpath.compiled_reason(scored_data, top, limits, cfg) == (
+        "order or fill rules (hook B / hook D)"
+    )
+    result = BacktestEngine(scored_data, MyTop("score", n=5), None, cfg).run()
+    assert not result.compiled
+    assert BacktestEngine(scored_data, top, None, cfg, compiled=False).compiled_reason == (
+        "compiled=False"
+    )
+
+
+def test_fastpath_chunked_data_takes_python_loop(sp500_panel: pl.DataFrame) -> None:
+    frame = sp500_panel.head(5_000).with_columns(pl.col("close").alias("score"))
+    symbols = frame["symbol"].unique().sort().to_list()
+    chunked = ChunkedMarketData([frame], symbols, signal_columns=["score"])
+    reason = fastpath.compiled_reason(chunked, TopNStrategy("score", n=5), None, ExecutionConfig())
+    assert reason == "chunked market data"
+
+
+def test_fastpath_missing_signal_raises_naming_it(scored_data: MarketData) -> None:
+    with pytest.raises(ValueError, match="'nope' is not a signal/indicator column"):
+        BacktestEngine(scored_data, TopNStrategy("nope", n=5)).run()
+
+
+def test_fastpath_full_buffers_retry_with_larger_ones(
+    scored_data: MarketData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = BacktestEngine(scored_data, TopNStrategy("score", n=25), compiled=False).run()
+    monkeypatch.setattr(fastpath, "_capacity", lambda n_t, n, n_sym: 8)
+    fast = BacktestEngine(scored_data, TopNStrategy("score", n=25)).run()
+    _assert_identical(fast, expected)
+
+
+def test_fastpath_hands_back_to_python_loop_when_kernel_declines(
+    scored_data: MarketData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def declines(*args: Any) -> None:
+        args[-2][fastpath.C_STATUS] = fastpath.ST_SHORT_BOOK
+
+    monkeypatch.setattr(fastpath, "run_topn", declines)
+    engine = BacktestEngine(scored_data, TopNStrategy("score", n=5))
+    assert engine.compiled_reason is None
+    result = engine.run()
+    assert not result.compiled
+    assert result.fills.height > 0
+
+
+def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled kernel and the same functions run as plain Python give the same run (this
+    also keeps the kernel's lines under coverage)."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for s in range(6):
+        price = 50.0 + 10 * s
+        for k in range(60):
+            if k > 0 and rng.random() < 0.05:
+                continue
+            o = price * rng.uniform(0.95, 1.05)
+            c = price * rng.uniform(0.95, 1.05)
+            score = c / price if k % 7 else None
+            rows.append((ts(k), f"S{s}", o, max(o, c) * 1.02, min(o, c) * 0.98, c, 1e3, score))
+            price = c
+    panel = pl.DataFrame(
+        rows,
+        schema=["timestamp", "symbol", "open", "high", "low", "close", "volume", "score"],
+        orient="row",
+    ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    data = MarketData.from_frame(panel, signal_columns=["score"])
+    cases = [
+        (
+            {"n": 2, "weight": 0.45},
+            ExecutionConfig(commission=_COMMISSION, close_at_end=True, initial_cash=1_000.0),
+        ),
+        ({"n": 2, "weight": 0.6}, ExecutionConfig.preset("backtrader", commission=_COMMISSION)),
+        (
+            {"n": 2, "weight": 0.45, "rebalance_every": 6},
+            ExecutionConfig.preset("backtrader", fractional_shares=True),
+        ),
+    ]
+
+    def rules() -> RiskManager:
+        return RiskManager(
+            [
+                PriceBasedStopLoss(0.05),
+                DynamicTrailingStop(initial_trail_pct=0.08, tighten_per_bar=0.001),
+                TimeBasedExit(max_bars=4),
+                PriceBasedTakeProfit(0.10),
+            ]
+        )
+
+    def runs(compiled: bool = True) -> list[BacktestResult]:
+        return [
+            BacktestEngine(data, TopNStrategy("score", **kw), rules(), cfg, compiled=compiled).run()
+            for kw, cfg in cases
+        ]
+
+    compiled = runs()
+    for module in (fastpath, kernels):
+        for name in dir(module):
+            func = getattr(module, name)
+            if hasattr(func, "py_func"):
+                monkeypatch.setattr(module, name, func.py_func)
+    loop = runs(compiled=False)
+    for got, expected, slow in zip(runs(), compiled, loop, strict=True):
+        assert slow.fills.height > 10
+        _assert_identical(got, slow)
+        for name in FRAMES:
+            assert getattr(got, name).equals(getattr(expected, name)), name
+    reasons = pl.concat([r.trades["exit_reason"] for r in loop])
+    assert {"TimeBasedExit", "PriceBasedTakeProfit", "end_of_data"} <= set(reasons)
+    assert sum(r.rejections.height for r in loop) > 0
