@@ -140,8 +140,7 @@ class Case:
     build: Callable[[World, Path], Path]
     code: int
     names: tuple[str, ...]  # regexes: each must occur in stdout + stderr
-    pending: str | None = None  # owner of the part not landed yet (xfail, non-strict)
-    pending_output: str | None = None  # only the byte-identical check is pending
+    pending: str | None = None  # whose fix has not landed yet (xfail, non-strict)
 
 
 def _data(case: Path) -> Path:
@@ -506,16 +505,15 @@ def outcome(
     yield run
 
 
-def _params(pending_for_output: bool) -> list[object]:
+def _params() -> list[object]:
     params = []
     for case in CASES:
-        reason = case.pending or (case.pending_output if pending_for_output else None)
-        marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
+        marks = [pytest.mark.xfail(strict=False, reason=case.pending)] if case.pending else []
         params.append(pytest.param(case, id=case.id, marks=marks))
     return params
 
 
-@pytest.mark.parametrize("case", _params(pending_for_output=False))
+@pytest.mark.parametrize("case", _params())
 def test_bad_input_refused_with_exit_code_naming_offender(
     case: Case, outcome: Callable[[Case], Outcome], world: World
 ) -> None:
@@ -530,7 +528,7 @@ def test_bad_input_refused_with_exit_code_naming_offender(
         )
 
 
-@pytest.mark.parametrize("case", _params(pending_for_output=True))
+@pytest.mark.parametrize("case", _params())
 def test_bad_input_leaves_previous_good_output_byte_identical(
     case: Case, outcome: Callable[[Case], Outcome]
 ) -> None:
@@ -580,3 +578,36 @@ def test_signals_file_available_at_later_than_rule_is_kept_and_delays_use(
     assert panel.height > 0
     age = panel.select(pl.col("timestamp") - pl.col("signal_timestamp")).to_series()
     assert age.min() >= timedelta(hours=72)
+
+
+def test_quarantine_policy_sets_bad_rows_aside_and_runs(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Under invalid_rows: quarantine a high < low row and a null open (KO, rows 100 and 101)
+    # are kept in prices_quarantine with the rules they break, left out of the panel, and the
+    # run goes on.
+    bad = set_value("open", None, i=101)(high_below_low(world.prices))
+    data = tmp_path / "data"
+    data.mkdir()
+    bad.write_parquet(data / "prices.parquet")
+    world.signals.write_parquet(data / "signals.parquet")
+    cfg = good_config()
+    cfg["data"]["invalid_rows"] = "quarantine"
+    config = write_yaml(tmp_path / "configs" / f"{STEM}.yaml", cfg)
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ML4T_DATA_ROOT", str(data))
+        code = main(["run", str(config), "--output", str(out)])
+    assert code == 0, capsys.readouterr().err[-3000:]
+    quarantine = pl.read_parquet(out / "prices_quarantine.parquet").sort("timestamp")
+    ko = world.prices.filter(pl.col("symbol") == "KO")["timestamp"]
+    assert quarantine["symbol"].to_list() == ["KO", "KO"]
+    assert [t.date() for t in quarantine["timestamp"]] == [ko[100].date(), ko[101].date()]
+    assert "high_at_or_above_low" in quarantine["reason"][0]
+    assert quarantine["reason"][1] == "ohlcv_not_null"
+    from ml4t_pipeline.defs.io_managers import read_value
+
+    panel = read_value(out / "assets" / "market_panel" / STEM)
+    assert panel.height == world.prices.height - 2
+    in_panel = panel.filter(pl.col("symbol") == "KO")["timestamp"].dt.date().to_list()
+    assert ko[100].date() not in in_panel and ko[101].date() not in in_panel
