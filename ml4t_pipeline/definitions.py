@@ -10,6 +10,7 @@ from ml4t_pipeline.defs import (
     assets_comparison,
     assets_data,
     assets_monthly,
+    assets_sweep,
     assets_validation,
     sources,
 )
@@ -36,6 +37,7 @@ ASSET_MODULES = (
     assets_comparison,
     assets_monthly,
     assets_validation,
+    assets_sweep,
 )
 
 
@@ -54,7 +56,12 @@ def build_definitions(
     return dg.Definitions(
         assets=dg.load_assets_from_modules(list(ASSET_MODULES)),
         jobs=[experiment_job, comparison_job, validation_job, prepared_panel_job],
-        sensors=[experiment_configs_sensor, input_files_sensor, ml4t_automation],
+        sensors=[
+            experiment_configs_sensor,
+            input_files_sensor,
+            ml4t_automation,
+            assets_sweep.sweep_files_sensor,
+        ],
         schedules=[nightly_experiments],
         resources={
             "experiments": ExperimentsResource(configs_dir=configs_dir or default_configs_dir()),

@@ -10,7 +10,7 @@ experiment_job = dg.define_asset_job(
     "experiment_job",
     selection=dg.AssetSelection.all()
     - dg.AssetSelection.assets("experiment_comparison", "prepared_panel")
-    - dg.AssetSelection.groups("validation"),
+    - dg.AssetSelection.groups("validation", "sweeps"),
     description="Prepare data, run the backtest and build the report for one experiment.",
     executor_def=experiment_executor(),
 )

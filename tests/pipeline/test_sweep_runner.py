@@ -289,3 +289,51 @@ def test_run_sweep_unknown_backend_refused(lab: Lab, tmp_path: Path) -> None:
     sweep = load_sweep_file(lab.write("grid", GRID))
     with pytest.raises(runner.SweepError, match="unknown backend 'dask'"):
         run_sweep(sweep, tmp_path, backend="dask")
+
+
+def test_sweep_results_asset_materializes_partition_with_metadata(lab: Lab, tmp_path: Path) -> None:
+    import dagster as dg
+
+    from ml4t_pipeline.defs import assets_sweep
+    from ml4t_pipeline.defs.io_managers import Ml4tIOManager, read_value
+
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    path = sweeps / "asset_grid.yaml"
+    shutil.copy(lab.write("asset_grid", GRID), path)
+    out = tmp_path / "out"
+    shutil.copytree(lab.seed / "prepared", out / "asset_grid" / "prepared")
+    instance = dg.DagsterInstance.ephemeral()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(assets_sweep.SWEEPS_ENV, str(sweeps))
+        sensor = assets_sweep.sweep_files_sensor(dg.build_sensor_context(instance=instance))
+    (request,) = sensor.dynamic_partitions_requests
+    assert list(request.partition_keys) == ["asset_grid"]
+    instance.add_dynamic_partitions(assets_sweep.SWEEPS, ["asset_grid"])
+    run_config = {"sweeps_dir": str(sweeps), "output_dir": str(out), "backend": "serial"}
+    result = dg.materialize(
+        [assets_sweep.sweep_results],
+        partition_key="asset_grid",
+        instance=instance,
+        resources={"io_manager": Ml4tIOManager(base_dir=str(tmp_path / "storage"))},
+        run_config={"ops": {"sweep_results": {"config": run_config}}},
+    )
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    meta = event.step_materialization_data.materialization.metadata
+    assert meta["trials_done"].value == "6/6"
+    assert meta["n_reused"].value == 0 and meta["n_ok"].value == 6
+    assert 0.0 <= meta["pbo"].value <= 1.0
+    assert meta["best_trials"].value.startswith("| trial | strategy.n |")
+    assert meta["sharpe_heatmap"].value.startswith("![heatmap](data:image/png;base64,")
+    stored = read_value(tmp_path / "storage" / "sweep_results" / "asset_grid")
+    assert stored.equals(pl.read_parquet(out / "asset_grid" / "sweep_results.parquet"))
+
+
+def test_sweep_path_refuses_unsafe_partition_key(tmp_path: Path) -> None:
+    from ml4t_pipeline.defs import assets_sweep
+
+    with pytest.raises(ValueError, match="not a safe file stem"):
+        assets_sweep.sweep_path(tmp_path, "../../etc/x")
+    with pytest.raises(FileNotFoundError, match="absent"):
+        assets_sweep.sweep_path(tmp_path, "absent")

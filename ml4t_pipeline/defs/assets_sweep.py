@@ -1,0 +1,225 @@
+"""The ``sweep_results`` asset: one partition per sweep file, trials fanned out on Ray.
+
+Sweep files live in their own folder (``$ML4T_SWEEPS_DIR``, default ``configs/sweeps``) because
+every YAML in ``configs/`` is an experiment partition. ``sweep_files_sensor`` adds a partition of
+the ``sweeps`` dynamic partitions definition per file stem. Materializing a partition runs
+:func:`ml4t_pipeline.lib.sweep.runner.run_sweep` (resumable: trials stored by an earlier or
+killed run are reused) into ``<output_dir>/<sweep>`` and stores the result table; its
+materialization shows trials done/total, DSR, PBO, the best trials and the report's plots.
+
+With the ``ray`` extra installed, the asset carries dagster-ray's ``LocalRay`` resource as
+``ray_cluster``; run config ``backend: ray`` connects it (``ray.init`` with ``num_cpus =
+workers``, or ``RAY_ADDRESS``) and the trials run on that Ray. For a KubeRay cluster, replace the
+resource by ``dagster_ray.kuberay``'s (deploy/README.md).
+"""
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import polars as pl
+
+from ml4t_pipeline.defs.io_managers import default_storage_dir
+from ml4t_pipeline.lib.report import png_markdown
+
+GROUP = "sweeps"
+SWEEPS = "sweeps"
+SWEEPS_ENV = "ML4T_SWEEPS_DIR"
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+sweeps_partitions = dg.DynamicPartitionsDefinition(name=SWEEPS)
+"""One partition per sweep file (its stem), kept in sync by ``sweep_files_sensor``."""
+
+
+def default_sweeps_dir() -> str:
+    """``$ML4T_SWEEPS_DIR``, else ``configs/sweeps`` in the current directory, else the repo's."""
+    env = os.environ.get(SWEEPS_ENV)
+    if env:
+        return env
+    here = Path.cwd() / "configs" / "sweeps"
+    if here.is_dir():
+        return str(here)
+    return str(Path(__file__).resolve().parents[2] / "configs" / "sweeps")
+
+
+def sweep_keys(folder: str | Path) -> list[str]:
+    """Stems of the sweep files (``.yaml``, ``.yml``, ``.json``) in ``folder``, sorted."""
+    base = Path(folder)
+    suffixes = (".yaml", ".yml", ".json")
+    return sorted({p.stem for p in base.glob("*") if p.suffix in suffixes and p.is_file()})
+
+
+def sweep_path(folder: str | Path, key: str) -> Path:
+    """The sweep file of partition ``key``.
+
+    Raises
+    ------
+    ValueError
+        ``key`` is not a safe file stem (``[A-Za-z0-9_.-]``, no ``..``).
+    FileNotFoundError
+        No such file in ``folder``.
+    """
+    if not _SAFE_KEY.fullmatch(key) or ".." in key:
+        raise ValueError(f"sweep partition key {key!r} is not a safe file stem")
+    for suffix in (".yaml", ".yml", ".json"):
+        path = Path(folder) / f"{key}{suffix}"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"sweep {key!r}: no {key}.yaml/.json in {Path(folder).resolve()}")
+
+
+class SweepRunConfig(dg.Config):
+    """Run config of ``sweep_results`` (the file's ``sweep:`` block gives the defaults).
+
+    Attributes
+    ----------
+    backend : {"", "serial", "processes", "ray"}
+        Empty: the file's ``sweep.backend``, else ``ray`` when installed, else ``serial``.
+    workers : int
+        Parallel workers (0: the file's, else the CPU count).
+    sweeps_dir : str
+        Folder of sweep files (empty: :func:`default_sweeps_dir`).
+    output_dir : str
+        Parent of each sweep's folder (empty: ``<storage>/sweeps``).
+    """
+
+    backend: Literal["", "serial", "processes", "ray"] = ""
+    workers: int = 0
+    sweeps_dir: str = ""
+    output_dir: str = ""
+
+
+def _ray_resources() -> dict[str, Any]:
+    try:
+        from dagster_ray import Lifecycle, LocalRay
+    except ImportError:  # the ray extra is optional: the asset then runs serial/processes
+        return {}
+    # connect only when the run asks for the ray backend (ray.init takes seconds)
+    return {"ray_cluster": LocalRay(lifecycle=Lifecycle(connect=False))}
+
+
+RAY_RESOURCES = _ray_resources()
+
+
+@dg.asset(
+    partitions_def=sweeps_partitions,
+    group_name=GROUP,
+    kinds={"ray", "polars"} if RAY_RESOURCES else {"polars"},
+    resource_defs=RAY_RESOURCES,
+    required_resource_keys=set(RAY_RESOURCES),
+)
+def sweep_results(
+    context: dg.AssetExecutionContext, config: SweepRunConfig
+) -> dg.Output[pl.DataFrame]:
+    """One row per trial of a sweep: parameters, metrics, hash, status, seconds, error.
+
+    Also writes ``sweep_results.parquet``, ``sweep_summary.json`` (Deflated Sharpe Ratio of the
+    best trial, PBO by CSCV) and ``sweep_report.html`` into the sweep's folder
+    (:mod:`ml4t_pipeline.lib.sweep`).
+    """
+    from ml4t_pipeline.lib.sweep.results import write_outputs
+    from ml4t_pipeline.lib.sweep.runner import run_sweep
+    from ml4t_pipeline.lib.sweep.spec import load_sweep_file
+
+    key = context.partition_key
+    sweep = load_sweep_file(sweep_path(config.sweeps_dir or default_sweeps_dir(), key))
+    backend = config.backend or sweep.spec.backend or ("ray" if RAY_RESOURCES else "serial")
+    workers = config.workers or sweep.spec.workers or (os.cpu_count() or 1)
+    out = Path(config.output_dir or Path(default_storage_dir()) / "sweeps") / key
+    connected = False
+    if backend == "ray" and RAY_RESOURCES:
+        import ray
+
+        cluster = context.resources.ray_cluster
+        if not ray.is_initialized():
+            if not os.environ.get("RAY_ADDRESS"):
+                cluster = cluster.model_copy(
+                    update={"ray_init_options": cluster.ray_init_options | {"num_cpus": workers}}
+                )
+            cluster.connect(context)
+            connected = True
+    total = len(sweep.trials)
+    done = {"n": 0}
+
+    def prepared(pending: int, all_trials: int) -> None:
+        done["n"] = all_trials - pending
+        context.log.info(f"sweep {key}: {all_trials} trials, {pending} to compute on {backend}")
+
+    def finished(record: dict[str, Any]) -> None:
+        done["n"] += 1
+        if done["n"] % max(1, total // 10) == 0 or done["n"] == total:
+            context.log.info(f"sweep {key}: {done['n']}/{total} trials done")
+
+    try:
+        run = run_sweep(
+            sweep, out, backend=backend, workers=workers, on_prepared=prepared, on_trial=finished
+        )
+    finally:
+        if connected:
+            import ray
+
+            ray.shutdown()
+    outputs = write_outputs(sweep, run, out)
+    summary, table, figures = outputs["summary"], outputs["table"], outputs["figures"]
+    params = sweep.spec.paths()
+    best = (
+        table.filter(pl.col("status") == "ok")
+        .sort("sharpe", descending=True, nulls_last=True)
+        .select(["trial", *params, "sharpe", "cagr", "max_drawdown", "n_trades"])
+        .head(10)
+    )
+    dsr, pbo = summary["deflated_sharpe"], summary["pbo"]
+    meta: dict[str, Any] = {
+        "trials_done": dg.MetadataValue.text(f"{summary['n_ok'] + summary['n_failed']}/{total}"),
+        "n_ok": dg.MetadataValue.int(summary["n_ok"]),
+        "n_failed": dg.MetadataValue.int(summary["n_failed"]),
+        "n_computed": dg.MetadataValue.int(summary["n_computed"]),
+        "n_reused": dg.MetadataValue.int(summary["n_reused"]),
+        "backend": dg.MetadataValue.text(f"{run.backend} x{run.workers}"),
+        "deflated_sharpe_ratio": dg.MetadataValue.float(dsr["dsr"])
+        if dsr.get("dsr") is not None
+        else dg.MetadataValue.text(f"n/a: {dsr.get('reason')}"),
+        "pbo": dg.MetadataValue.float(pbo["pbo"])
+        if pbo.get("pbo") is not None
+        else dg.MetadataValue.text(f"n/a: {pbo.get('reason')}"),
+        "best_trials": dg.MetadataValue.md(_markdown(best)),
+        "sharpe_heatmap": dg.MetadataValue.md(png_markdown(figures["heatmap"], "heatmap")),
+        "sharpe_distribution": dg.MetadataValue.md(png_markdown(figures["histogram"], "sharpes")),
+        "top_equity": dg.MetadataValue.md(png_markdown(figures["equity"], "equity")),
+        "report": dg.MetadataValue.path(str((out / "sweep_report.html").resolve())),
+        "code_version": dg.MetadataValue.text(run.code_version),
+        "seconds": dg.MetadataValue.float(run.seconds),
+    }
+    return dg.Output(table, metadata=meta)
+
+
+def _markdown(frame: pl.DataFrame) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
+    return head + "".join(
+        "| " + " | ".join(cell(v) for v in row) + " |\n" for row in frame.iter_rows()
+    )
+
+
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds a `sweeps` partition for every new sweep file in the sweeps folder "
+    "(configs/sweeps); runs are launched by hand (a sweep can be long).",
+)
+def sweep_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """Sync the ``sweeps`` dynamic partitions with the sweep files on disk."""
+    on_disk = set(sweep_keys(default_sweeps_dir()))
+    known = set(context.instance.get_dynamic_partitions(SWEEPS))
+    added = sorted(k for k in on_disk - known if _SAFE_KEY.fullmatch(k) and ".." not in k)
+    return dg.SensorResult(
+        dynamic_partitions_requests=[
+            dg.AddDynamicPartitionsRequest(partitions_def_name=SWEEPS, partition_keys=added)
+        ]
+        if added
+        else []
+    )
