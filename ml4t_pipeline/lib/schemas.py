@@ -730,10 +730,23 @@ def validate_signals(
         if c not in (*KEY, "available_at") and t in (pl.String, pl.Categorical)
     ]
     if text:
-        first = signals.with_row_index("row_index").select("row_index", "symbol", *text).head(3)
+        indexed = signals.with_row_index("row_index").select("row_index", "symbol", *text)
+        unparsable = indexed.filter(
+            pl.any_horizontal(
+                pl.col(c).is_not_null()
+                & pl.col(c)
+                .cast(pl.String)
+                .str.strip_chars()
+                .cast(pl.Float64, strict=False)
+                .is_null()
+                for c in text
+            )
+        )
+        shown = unparsable if unparsable.height else indexed
         raise ValueError(
             f"signals: value columns {text} are stored as text, not numbers; scores are not "
-            f"converted silently. First rows: {first.to_dicts()}"
+            f"converted silently. {unparsable.height} rows do not parse as numbers. First "
+            f"{'unparsable ' if unparsable.height else ''}rows: {shown.head(3).to_dicts()}"
         )
     values = _value_columns(signals, KEY)
     if not values:

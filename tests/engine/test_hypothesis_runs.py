@@ -13,6 +13,7 @@ Invariants checked on every run, each from the fills alone (not from the engine'
   commission);
 - equity = cash + sum of positions (cumulated signed fill quantities) x that bar's close;
 - cash never negative and no position below zero (long-only, no margin);
+- every fill price lies within its bar's low-high range;
 - sum of trades' pnl_net + sum of open positions' unrealized pnl = final equity - initial cash.
 """
 
@@ -196,6 +197,11 @@ def check_accounting(panel: pl.DataFrame, result: BacktestResult) -> None:
     equity = states["cash"].to_numpy() + marked["positions_value"].to_numpy()
     assert np.allclose(states["equity"].to_numpy(), equity, rtol=1e-12, atol=1e-6)
     assert states["cash"].min() >= -1e-9  # type: ignore[operator]
+    # Every fill (no slippage here) is at a price the bar traded: low <= price <= high.
+    priced = fills.join(panel, on=["timestamp", "symbol"], how="left")
+    assert priced["low"].null_count() == 0
+    assert (priced["price"] >= priced["low"] - 1e-9).all()
+    assert (priced["price"] <= priced["high"] + 1e-9).all()
     final = float(states["equity"][-1])
     realized = float(result.trades["pnl_net"].sum())
     unrealized = float(result.open_positions["unrealized_pnl"].sum())
