@@ -7,6 +7,9 @@ re-enters every symbol as soon as it is flat. ``test_generated_runs_exercise_fil
 checks that claim on a fixed, seeded sample of the same generator: at least 80 % of the runs fill
 an order, and each of the three exits happens in most runs.
 
+The same invariants are checked for the built-in TopN strategy on a random score, through the
+compiled whole-run path and through the per-timestamp loop.
+
 Invariants checked on every run, each from the fills alone (not from the engine's own totals):
 
 - cash at every bar = initial cash - sum over fills so far of (signed quantity x price +
@@ -41,6 +44,7 @@ from engine import (
     RiskManager,
     Strategy,
     TimeBasedExit,
+    TopNStrategy,
 )
 
 T0 = datetime(2024, 1, 2, 21, tzinfo=UTC)
@@ -163,6 +167,33 @@ def run_case(case: Case) -> tuple[pl.DataFrame, BacktestResult]:
     return panel, result
 
 
+def run_top_n(
+    case: Case, n: int, rebalance_every: int, compiled: bool
+) -> tuple[pl.DataFrame, BacktestResult, str | None]:
+    """The built-in TopN on a random score column (the compiled path qualifies for it)."""
+    panel = make_panel(case)
+    score = np.random.default_rng(case.seed + 1).normal(size=panel.height)
+    panel = panel.with_columns(pl.Series("score", score))
+    rules = RiskManager(
+        [
+            PriceBasedStopLoss(case.stop_vols * case.vol),
+            PriceBasedTakeProfit(case.take_profit_vols * case.vol),
+            TimeBasedExit(case.max_bars),
+        ]
+    )
+    config = ExecutionConfig(
+        fill="next_open", commission=PercentageCommission(0.001), initial_cash=INITIAL_CASH
+    )
+    engine = BacktestEngine(
+        MarketData.from_frame(panel, signal_columns=["score"]),
+        TopNStrategy("score", n=n, rebalance_every=rebalance_every),
+        rules,
+        config,
+        compiled=compiled,
+    )
+    return panel, engine.run(), engine.compiled_reason
+
+
 def check_accounting(panel: pl.DataFrame, result: BacktestResult) -> None:
     states = result.portfolio_states.sort("timestamp")
     fills = result.fills
@@ -236,3 +267,26 @@ def test_generated_runs_exercise_fills_and_each_exit() -> None:
     for name in EXITS:
         share = sum(name in exits_of(r) for r in results) / len(results)
         assert share > 0.5, f"{name} exits happen in only {share:.0%} of the runs"
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+@given(
+    case=cases,
+    n=st.integers(1, 3),
+    rebalance_every=st.integers(1, 4),
+    compiled=st.booleans(),
+)
+def test_generated_top_n_runs_keep_accounting_on_both_paths(
+    case: Case, n: int, rebalance_every: int, compiled: bool
+) -> None:
+    # The same invariants for the built-in TopN strategy, through the compiled whole-run path
+    # and through the per-timestamp loop.
+    panel, result, reason = run_top_n(case, min(n, case.n_symbols), rebalance_every, compiled)
+    assert (reason is None) == compiled, reason
+    check_accounting(panel, result)
+    event(f"compiled={compiled} filled: {result.fills.height > 0}")
