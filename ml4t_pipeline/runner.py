@@ -274,17 +274,7 @@ def run_to_folder(config_path: Path, output: Path, *, validate: bool = False) ->
     config_path = Path(config_path)
     cfg = load_config(config_path)
     config_bytes = config_path.read_bytes()
-    final = Path(os.path.abspath(output))
-    if final.is_symlink() or final.exists():
-        final = final.resolve()
-    if final.parent == final:
-        raise output_lib.OutputError(final, f"output folder {final} cannot be a root folder")
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise output_lib.OutputError(
-            final.parent, f"cannot create output folder {final}: {final.parent}: {exc.strerror}"
-        ) from exc
+    final = output_lib.resolve_output(Path(output))
     output_lib.check_replaceable(final)
     key = config_path.stem
     with output_lib.output_lock(final):

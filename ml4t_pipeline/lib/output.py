@@ -185,12 +185,14 @@ def write_text_atomic(path: Path, text: str) -> Path:
 # --- manifest ----------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+def sha256_file(path: Path, *, sync: bool = False) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks); ``sync`` also fsyncs the file."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
             digest.update(block)
+        if sync:
+            os.fsync(fh.fileno())
     return digest.hexdigest()
 
 
@@ -217,6 +219,9 @@ def write_manifest(folder: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
         Run description (experiment, config hash, started/finished times, warnings, ...); stored
         beside ``format`` and ``files``.
 
+    Every file and folder of the set is fsynced before the marker is written, so after a crash
+    of the machine too a marker never describes files that did not reach the disk.
+
     Returns
     -------
     dict
@@ -226,7 +231,9 @@ def write_manifest(folder: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
     files = {}
     for rel in list_files(folder):
         path = folder / rel
-        files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        files[rel] = {"sha256": sha256_file(path, sync=True), "size": path.stat().st_size}
+    for root, _, _ in os.walk(folder):
+        _fsync_dir(Path(root))  # the set is on disk before its marker says it is complete
     manifest = {**fields, "format": MANIFEST_FORMAT, "files": files}
     write_text_atomic(folder / MANIFEST, dumps_strict(manifest) + "\n")
     _fsync_dir(folder)
@@ -407,6 +414,31 @@ def recover_output(final: Path) -> None:
                 break
     for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def resolve_output(output: Path) -> Path:
+    """The absolute, symlink-free path of output folder ``output``; its parents are created.
+
+    Two spellings of one folder (through a symlink, ``..``) give one path, hence one lock.
+
+    Raises
+    ------
+    OutputError
+        ``output`` is a root folder, or its parent cannot be created (e.g. a parent is a regular
+        file or on a read-only file system); the message names the path and the reason.
+    """
+    final = Path(os.path.abspath(output))
+    if final.is_symlink() or final.exists():
+        final = final.resolve()
+    if final.parent == final:
+        raise OutputError(final, f"output folder {final} cannot be a root folder")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            final.parent, f"cannot create output folder {final}: {final.parent}: {exc.strerror}"
+        ) from exc
+    return final.parent.resolve() / final.name
 
 
 def check_replaceable(final: Path) -> None:

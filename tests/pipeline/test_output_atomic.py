@@ -61,9 +61,18 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def zero_trade_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
-    """The demo with 1 unit of cash: no share is affordable, so the run makes no trades."""
+    """The demo with 1 unit of cash: no share is affordable, so the run makes no trades.
+
+    It runs into an output folder from before ``run.json`` whose top-level entries cannot be
+    written in place (``metrics.json`` is a folder, ``report.html`` is read-only): the run
+    replaces the whole set instead of writing into it.
+    """
     base = tmp_path_factory.mktemp("zero_trades")
     config = demo_config(base / "configs", ("initial_cash: 100000", "initial_cash: 1"))
+    legacy = base / "out"
+    (legacy / "metrics.json").mkdir(parents=True)
+    (legacy / "report.html").write_text("old report")
+    (legacy / "report.html").chmod(0o444)
     code, _, err = run_cli("run", str(config), "--output", str(base / "out"))
     return code, err, base / "out"
 
@@ -124,6 +133,16 @@ def test_run_zero_trades_warns_on_stderr_and_exits_0(
     manifest = output_lib.read_manifest(out)
     assert manifest["n_trades"] == 0
     assert len(manifest["warnings"]) == 1 and manifest["warnings"][0].startswith("no trades")
+
+
+def test_run_legacy_folder_with_unwritable_entries_replaced_whole(
+    zero_trade_run: tuple[int, str, Path],
+) -> None:
+    code, err, out = zero_trade_run
+    assert code == 0, err
+    assert (out / "metrics.json").is_file()
+    assert "old report" not in (out / "report.html").read_text()
+    output_lib.verify_files(out, output_lib.read_manifest(out))
 
 
 @pytest.mark.parametrize("which", ["demo", "zero_trades"])
