@@ -261,19 +261,21 @@ def to_prices_contract(
     what = source
     _require_columns(df, PRICE_COLUMNS, what)
     ts_dtype = df.schema["timestamp"]
-    indexed = df.with_row_index("row")
+    keys = df.select("timestamp", "symbol")
     for key in ("timestamp", "symbol"):
-        nulls = indexed.filter(pl.col(key).is_null())
-        if nulls.height:
+        if keys[key].null_count():
+            nulls = keys.with_row_index("row").filter(pl.col(key).is_null())
             raise ValueError(
                 f"{what}: {nulls.height} rows have a null {key}: "
                 f"{_rows(nulls, ['timestamp', 'symbol'])}"
             )
     if not sort_rows:
-        backwards = indexed.filter(
-            pl.col("timestamp") < pl.col("timestamp").shift(1).over("symbol")
-        )
-        if backwards.height:
+        # Only the two key columns are read; the rows are listed only when there are some.
+        back = keys.select(
+            (pl.col("timestamp") < pl.col("timestamp").shift(1).over("symbol")).fill_null(False)
+        ).to_series()
+        if back.any():
+            backwards = keys.with_row_index("row").filter(back)
             raise ValueError(
                 f"{what}: {backwards.height} rows go back in time within their symbol (each "
                 "is earlier than the previous row of the same symbol, in file order); the "
