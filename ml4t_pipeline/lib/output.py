@@ -353,7 +353,9 @@ def output_lock(final: Path) -> Iterator[Path]:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise OutputError(path, f"cannot create lock file {path}: {exc.strerror}") from exc
+            raise OutputError(
+                path, f"cannot write beside output folder {final}: {path}: {exc.strerror}"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -432,6 +434,14 @@ def resolve_output(output: Path) -> Path:
         final = final.resolve()
     if final.parent == final:
         raise OutputError(final, f"output folder {final} cannot be a root folder")
+    for ancestor in [final, *final.parents]:
+        if ancestor.exists():
+            if ancestor != final and not ancestor.is_dir():
+                raise OutputError(
+                    ancestor,
+                    f"cannot create output folder {final}: {ancestor} is a file, not a folder",
+                )
+            break
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

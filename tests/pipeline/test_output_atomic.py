@@ -231,27 +231,36 @@ def test_run_output_parent_is_a_file_exits_2_naming_it(tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     config = demo_config(tmp_path / "configs")
-    code, _, err = run_cli("run", str(config), "--output", str(blocker / "out"))
+    code, _, err = run_cli("run", str(config), "--output", str(blocker / "sub" / "out"))
     assert code == 2
-    assert str(blocker) in err and "Traceback" not in err
+    assert f"{blocker} is a file, not a folder" in err and "Traceback" not in err
     assert blocker.read_text() == "not a folder"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux sysfs")
-def test_run_output_under_read_only_sysfs_exits_2_naming_it(tmp_path: Path) -> None:
-    parent = Path("/sys/ml4t-test-not-writable")
-    probe_error: OSError | None = None
-    try:
-        parent.mkdir()
-    except OSError as exc:  # sysfs refuses mkdir, even for root
-        probe_error = exc
-    if probe_error is None:
-        parent.rmdir()
+@pytest.mark.parametrize(
+    ("output", "named"),
+    [
+        ("/sys/ml4t-test-not-writable/out", "/sys/ml4t-test-not-writable"),  # mkdir fails
+        ("/sys/ml4t-test-out", "/sys/ml4t-test-out.lock"),  # parent exists, not writable
+    ],
+)
+def test_run_output_under_read_only_sysfs_exits_2_naming_it(
+    output: str, named: str, tmp_path: Path
+) -> None:
+    probe = Path("/sys/ml4t-test-probe")
+    try:  # sysfs refuses new entries, even for root: a real read-only parent
+        probe.mkdir()
+    except OSError:
+        pass
+    else:
+        probe.rmdir()
         pytest.skip("/sys accepts mkdir here")
     config = demo_config(tmp_path / "configs")
-    code, _, err = run_cli("run", str(config), "--output", str(parent / "out"))
+    code, _, err = run_cli("run", str(config), "--output", output)
     assert code == 2
-    assert str(parent) in err and "Traceback" not in err
+    assert named in err and "Traceback" not in err
+    assert not Path(output).exists()
 
 
 def test_run_output_folder_with_other_files_exits_2_untouched(tmp_path: Path) -> None:
