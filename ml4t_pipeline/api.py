@@ -67,6 +67,7 @@ HEADLINE_METRICS: tuple[str, ...] = (
 """The metrics shown by :meth:`ExperimentResult._repr_html_` (all of them are in ``metrics``)."""
 
 _YAML_SUFFIXES = (".yaml", ".yml")
+_UNAWAITED_SHUTDOWN = "coroutine 'BaseEventLoop.shutdown_asyncgens' was never awaited"
 
 
 class ExperimentFailed(RuntimeError):
@@ -239,7 +240,11 @@ def _run_to_folder(config_path: Path, output: Path, *, validate: bool) -> Path:
     """``ml4t run``'s code path: materialize the graph and publish the output files."""
     from ml4t_pipeline import runner  # imports Dagster: only when something runs
 
-    outcome = runner.run_to_folder(config_path, output, validate=validate)
+    with warnings.catch_warnings():
+        # Dagster's in-process executor cannot close its event loop's async generators inside
+        # a running loop (Jupyter's); the coroutine it leaves behind is harmless.
+        warnings.filterwarnings("ignore", _UNAWAITED_SHUTDOWN, RuntimeWarning)
+        outcome = runner.run_to_folder(config_path, output, validate=validate)
     if not outcome.success:
         raise ExperimentFailed(
             f"experiment {outcome.experiment!r} ({config_path}) failed; the output folder "
@@ -441,13 +446,22 @@ class ExperimentResult:
         return f"ExperimentResult({self.config.name!r}, {shown}, output={str(self.output)!r})"
 
 
+class _Figure(Figure):
+    """A matplotlib Figure that shows itself as a PNG in Jupyter, with or without pyplot."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", metadata={"Software": None})
+        return buffer.getvalue()
+
+
 def _axes(ax: Axes | None) -> tuple[Figure, Axes]:
     if ax is not None:
         figure = ax.get_figure()
         if not isinstance(figure, Figure):
             raise ValueError("ax must belong to a matplotlib Figure")
         return figure, ax
-    fig = Figure(figsize=(9, 4), dpi=100, layout="constrained")
+    fig = _Figure(figsize=(9, 4), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     new = fig.add_subplot()
     new.grid(True, alpha=0.3)
