@@ -124,20 +124,23 @@ class IncompleteOutputError(OutputError):
 def to_json_safe(value: Any) -> Any:
     """Return ``value`` with every non-finite float replaced by None, recursively.
 
-    Numpy scalars become Python numbers (``.item()``), tuples and sets become lists, dates and
-    datetimes ISO 8601 strings, Paths strings; mapping keys become strings. Anything else that
-    JSON cannot hold raises ``TypeError`` (at :func:`dumps_strict`).
+    Numpy scalars become Python numbers and numpy arrays lists (``.tolist()``); tuples and sets
+    become lists, dates and datetimes ISO 8601 strings, Paths strings; mapping keys become
+    strings. Anything else JSON cannot hold raises ``TypeError`` (at :func:`dumps_strict`).
     """
     if isinstance(value, Mapping):
         return {str(k): to_json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
         return [to_json_safe(v) for v in items]
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, str | bytes):
-        try:
-            value = value.item()  # numpy scalar
-        except (TypeError, ValueError):
-            return value
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist) and not isinstance(value, str | bytes):
+        converted = tolist()
+        return to_json_safe(converted) if isinstance(converted, list) else _finite(converted)
+    return _finite(value)
+
+
+def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, datetime | date):

@@ -168,9 +168,21 @@ def test_dumps_strict_non_finite_becomes_null_and_loads_strict_refuses_nan() -> 
     import numpy as np
 
     text = output_lib.dumps_strict(
-        {"a": math.nan, "b": [math.inf, -math.inf, 1.5], "c": np.float64("nan"), "d": np.int64(3)}
+        {
+            "a": math.nan,
+            "b": [math.inf, -math.inf, 1.5],
+            "c": np.float64("nan"),
+            "d": np.int64(3),
+            "e": np.array([2.5, np.nan]),
+        }
     )
-    assert json.loads(text) == {"a": None, "b": [None, None, 1.5], "c": None, "d": 3}
+    assert json.loads(text) == {
+        "a": None,
+        "b": [None, None, 1.5],
+        "c": None,
+        "d": 3,
+        "e": [2.5, None],
+    }
     with pytest.raises(ValueError, match="NaN"):
         output_lib.loads_strict('{"x": NaN}')
     with pytest.raises(ValueError, match="Infinity"):
