@@ -1,0 +1,191 @@
+"""Sweep benchmarks (issue 15): trials per second serial vs Ray, per-trial overhead, 1,000 trials.
+
+Run: ``ML4T_DATA_ROOT=../shared/data python -m pytest benchmarks/test_sweep.py --no-cov -s``
+(needs the ``ray`` extra; about 5 minutes on a quiet 2-core machine).
+
+The workload is ``configs/sweeps/sp500_top25_sweep.yaml``: the S&P 500 top-25 experiment of
+``configs/sp500_top25.yaml`` (505 symbols × 1,259 days, walk-forward ridge scores, 5 % stop,
+60-bar time exit, VIX context) over a 100-trial grid of ``strategy.n`` × ``rebalance_every`` ×
+``stop_pct``. The data is prepared once (outside the timings); every figure times the fan-out
+only, each run into a fresh folder (nothing reused).
+
+- ``test_sweep_100_serial_vs_ray``: wall time of the 100 trials serial and on Ray with 2 workers
+  (a local Ray started before the timing; ``ray.init`` is reported separately), trials/s of
+  each, speed-up = serial / Ray wall time, actor start-up included (target ≥ 1.7×), and the
+  per-trial overhead = ((Ray wall − start-up) × workers − Σ trial times under Ray) / Σ trial
+  times under Ray: the share of the workers' time not spent in backtests (scheduling, result
+  transfer, the idle tail). Target < 10 %. Start-up (actors import the code and fetch the
+  panel from the object store once each) is reported apart, and the overhead with it too. A
+  trial's own time is measured inside its worker (backtest + metrics).
+- ``test_sweep_1000_trials_ray``: a 1,000-trial random sweep over the same three parameters on
+  Ray with 2 workers. Target: under 5 minutes (300 s) here.
+
+Figures go into ``benchmark.extra_info`` and are printed; ``--benchmark-json=FILE`` keeps them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ml4t_pipeline.lib.sweep.runner import PreparedData, ray_available, run_sweep
+from ml4t_pipeline.lib.sweep.spec import (
+    RandomSpec,
+    SweepFile,
+    expand_trials,
+    load_sweep_file,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SWEEP_FILE = REPO_ROOT / "configs" / "sweeps" / "sp500_top25_sweep.yaml"
+WORKERS = 2
+TARGET_SPEEDUP = 1.7
+TARGET_OVERHEAD = 0.10
+TARGET_1000_SECONDS = 300.0
+
+pytestmark = pytest.mark.skipif(not ray_available(), reason="needs the ray extra")
+
+
+def _data_root() -> Path:
+    env = os.environ.get("ML4T_DATA_ROOT")
+    return Path(env).resolve() if env else (REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="module")
+def sweep_and_data(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[SweepFile, dict[str, PreparedData]]:
+    root = _data_root()
+    if not (root / "sp500_5yr_daily_ohlcv.parquet").exists():
+        pytest.skip(f"real market data not found under {root} (set ML4T_DATA_ROOT)")
+    os.environ.setdefault("ML4T_DATA_ROOT", str(root))
+    sweep = load_sweep_file(SWEEP_FILE)
+    assert len(sweep.trials) == 100
+    one = SweepFile(sweep.path, sweep.raw, sweep.base, sweep.spec, trials=sweep.trials[:1])
+    warm = run_sweep(one, tmp_path_factory.mktemp("prepare"))  # prepares data, compiles kernels
+    return sweep, warm.data
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[float]:
+    import ray
+
+    started = time.perf_counter()
+    ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False)
+    yield time.perf_counter() - started
+    ray.shutdown()
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def test_sweep_100_serial_vs_ray(
+    benchmark: Any,
+    sweep_and_data: tuple[SweepFile, dict[str, PreparedData]],
+    local_ray: float,
+    tmp_path: Path,
+) -> None:
+    sweep, data = sweep_and_data
+    load_before = _load()
+    serial = run_sweep(sweep, tmp_path / "serial", prepared=data)
+    runs: list[Any] = []
+
+    def on_ray() -> None:
+        runs.append(
+            run_sweep(
+                sweep, tmp_path / f"ray{len(runs)}", backend="ray", workers=WORKERS, prepared=data
+            )
+        )
+
+    benchmark.pedantic(on_ray, rounds=1, iterations=1)
+    ray_run = runs[-1]
+    assert serial.computed == ray_run.computed == 100
+    assert [r["metrics"] for r in ray_run.records] == [r["metrics"] for r in serial.records]
+    serial_trial = sum(r["seconds"] for r in serial.records)
+    ray_trial = sum(r["seconds"] for r in ray_run.records)
+    speedup = serial.seconds / ray_run.seconds
+    overhead = ((ray_run.seconds - ray_run.startup_seconds) * WORKERS - ray_trial) / ray_trial
+    overhead_all = (ray_run.seconds * WORKERS - ray_trial) / ray_trial
+    info = {
+        "trials": 100,
+        "serial_seconds": round(serial.seconds, 2),
+        "serial_trials_per_second": round(100 / serial.seconds, 2),
+        "serial_mean_trial_seconds": round(serial_trial / 100, 4),
+        "ray_seconds": round(ray_run.seconds, 2),
+        "ray_trials_per_second": round(100 / ray_run.seconds, 2),
+        "ray_mean_trial_seconds": round(ray_trial / 100, 4),
+        "ray_init_seconds": round(local_ray, 2),
+        "speedup": round(speedup, 2),
+        "ray_startup_seconds": round(ray_run.startup_seconds, 2),
+        "overhead_fraction": round(overhead, 4),
+        "overhead_fraction_with_startup": round(overhead_all, 4),
+        "load_before": load_before,
+        "load_after": _load(),
+        "target_speedup": TARGET_SPEEDUP,
+        "target_overhead": TARGET_OVERHEAD,
+    }
+    benchmark.extra_info.update(info)
+    print("\n" + "\n".join(f"  {k:<28} {v}" for k, v in info.items()))
+
+
+def test_sweep_1000_trials_ray(
+    benchmark: Any,
+    sweep_and_data: tuple[SweepFile, dict[str, PreparedData]],
+    local_ray: float,
+    tmp_path: Path,
+) -> None:
+    sweep, data = sweep_and_data
+    spec = sweep.spec.model_copy(
+        update={
+            "grid": None,
+            "axes": None,
+            "random": RandomSpec.model_validate(
+                {
+                    "n_trials": 1000,
+                    "seed": 15,
+                    "params": {
+                        "strategy.n": {"type": "int", "low": 5, "high": 60},
+                        "strategy.rebalance_every": {"type": "int", "low": 1, "high": 21},
+                        "risk_rules[0].stop_pct": {"type": "uniform", "low": 0.02, "high": 0.2},
+                    },
+                }
+            ),
+        }
+    )
+    big = SweepFile(path=sweep.path, raw=sweep.raw, base=sweep.base, spec=spec)
+    big.trials.extend(expand_trials(big))
+    assert len(big.trials) == 1000
+    load_before = _load()
+    runs: list[Any] = []
+
+    def on_ray() -> None:
+        runs.append(run_sweep(big, tmp_path / "big", backend="ray", workers=WORKERS, prepared=data))
+
+    benchmark.pedantic(on_ray, rounds=1, iterations=1)
+    run = runs[-1]
+    ok = sum(r["status"] == "ok" for r in run.records)
+    trial = sum(r["seconds"] for r in run.records)
+    info = {
+        "trials": 1000,
+        "ok": ok,
+        "ray_seconds": round(run.seconds, 1),
+        "trials_per_second": round(1000 / run.seconds, 2),
+        "mean_trial_seconds": round(trial / 1000, 4),
+        "ray_startup_seconds": round(run.startup_seconds, 2),
+        "overhead_fraction": round(
+            ((run.seconds - run.startup_seconds) * WORKERS - trial) / trial, 4
+        ),
+        "overhead_fraction_with_startup": round((run.seconds * WORKERS - trial) / trial, 4),
+        "load_before": load_before,
+        "load_after": _load(),
+        "target_seconds": TARGET_1000_SECONDS,
+    }
+    benchmark.extra_info.update(info)
+    print("\n" + "\n".join(f"  {k:<28} {v}" for k, v in info.items()))
