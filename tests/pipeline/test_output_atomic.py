@@ -426,3 +426,15 @@ def test_read_manifest_not_strict_json_refused(tmp_path: Path) -> None:
     (final / "run.json").write_text('{"format": "ml4t-run/1", "files": {}, "x": NaN}')
     with pytest.raises(output_lib.IncompleteOutputError, match="not valid JSON"):
         output_lib.read_manifest(final)
+
+
+def test_cli_report_while_folder_locked_exits_2_in_use_untouched(
+    demo_run: Path, tmp_path: Path
+) -> None:
+    out = copy_of(demo_run, tmp_path)
+    before = snapshot(out)
+    with output_lib.output_lock(out.resolve()):  # as a run into the folder holds it
+        code, _, err = run_cli("report", str(out))
+    assert code == 2
+    assert f"output folder {out.resolve()} is in use by pid {os.getpid()}" in err
+    assert snapshot(out) == before
