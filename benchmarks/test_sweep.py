@@ -16,7 +16,9 @@ only, each run into a fresh folder (nothing reused).
   times under Ray: the share of the workers' time not spent in backtests (scheduling, result
   transfer, the idle tail). Target < 10 %. Start-up (actors import the code and fetch the
   panel from the object store once each) is reported apart, and the overhead with it too. A
-  trial's own time is measured inside its worker (backtest + metrics).
+  trial's own time is measured inside its worker (backtest + metrics), wall and CPU: a mean
+  trial wall time above its CPU time means other processes took the cores (the machine is
+  shared), which the load averages before/after also show.
 - ``test_sweep_1000_trials_ray``: a 1,000-trial random sweep over the same three parameters on
   Ray with 2 workers. Target: under 5 minutes (300 s) here.
 
@@ -81,6 +83,10 @@ def local_ray() -> Iterator[float]:
     ray.shutdown()
 
 
+def _cpu(run: Any) -> float:
+    return float(sum(r.get("cpu_seconds", 0.0) for r in run.records))
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
@@ -118,9 +124,11 @@ def test_sweep_100_serial_vs_ray(
         "serial_seconds": round(serial.seconds, 2),
         "serial_trials_per_second": round(100 / serial.seconds, 2),
         "serial_mean_trial_seconds": round(serial_trial / 100, 4),
+        "serial_mean_trial_cpu_seconds": round(_cpu(serial) / 100, 4),
         "ray_seconds": round(ray_run.seconds, 2),
         "ray_trials_per_second": round(100 / ray_run.seconds, 2),
         "ray_mean_trial_seconds": round(ray_trial / 100, 4),
+        "ray_mean_trial_cpu_seconds": round(_cpu(ray_run) / 100, 4),
         "ray_init_seconds": round(local_ray, 2),
         "speedup": round(speedup, 2),
         "ray_startup_seconds": round(ray_run.startup_seconds, 2),
@@ -178,6 +186,7 @@ def test_sweep_1000_trials_ray(
         "ray_seconds": round(run.seconds, 1),
         "trials_per_second": round(1000 / run.seconds, 2),
         "mean_trial_seconds": round(trial / 1000, 4),
+        "mean_trial_cpu_seconds": round(_cpu(run) / 1000, 4),
         "ray_startup_seconds": round(run.startup_seconds, 2),
         "overhead_fraction": round(
             ((run.seconds - run.startup_seconds) * WORKERS - trial) / trial, 4

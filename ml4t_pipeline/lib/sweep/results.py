@@ -2,9 +2,10 @@
 
 ``sweep_results.parquet`` has one row per trial: ``trial`` (its index), one column per swept
 path (named by the path, e.g. ``strategy.n``; values that are not scalars are stored as JSON
-text), ``status`` (``ok``/``failed``), ``hash`` (the trial key), ``seconds`` (the trial's own
-time), ``error`` and the metrics of :data:`~ml4t_pipeline.lib.sweep.runner.TRIAL_METRICS`
-(``sharpe`` is annualised, as everywhere in the project).
+text), ``status`` (``ok``/``failed``), ``hash`` (the trial key), ``seconds`` and
+``cpu_seconds`` (the trial's own wall and CPU time), ``error`` and the metrics of
+:data:`~ml4t_pipeline.lib.sweep.runner.TRIAL_METRICS` (``sharpe`` is annualised, as everywhere
+in the project).
 
 ``sweep_summary.json`` (strict JSON: no NaN) holds the counts, the best trial, the Deflated
 Sharpe Ratio and the PBO (:mod:`ml4t_pipeline.lib.sweep.stats`) and the lineage (code version,
@@ -48,6 +49,7 @@ def results_table(sweep: SweepFile, run: SweepRun) -> pl.DataFrame:
             "status": record["status"],
             "hash": record["hash"],
             "seconds": float(record["seconds"]),
+            "cpu_seconds": float(record.get("cpu_seconds", 0.0)),
             "error": record.get("error"),
         }
         metrics = record.get("metrics") or {}
@@ -56,7 +58,8 @@ def results_table(sweep: SweepFile, run: SweepRun) -> pl.DataFrame:
             row[name] = None if value is None else float(value)
         rows.append(row)
     schema: dict[str, Any] = {"trial": pl.Int64, "status": pl.String, "hash": pl.String,
-                              "seconds": pl.Float64, "error": pl.String}  # fmt: skip
+                              "seconds": pl.Float64, "cpu_seconds": pl.Float64,
+                              "error": pl.String}  # fmt: skip
     schema |= {name: pl.Float64 for name in TRIAL_METRICS}
     frame = pl.DataFrame(rows, infer_schema_length=None, schema_overrides=schema)
     return frame.with_columns(pl.col("n_trades").cast(pl.Int64))

@@ -125,12 +125,15 @@ class TrialOutcome:
     """What one trial produced (picklable; crosses process and Ray boundaries).
 
     ``seconds`` is the trial's own time in its worker (backtest + metrics), without scheduling
-    or transfer. ``timestamps`` are microseconds since the epoch (UTC), ``returns`` the per-bar
-    portfolio returns (fractions), ``equity`` in currency.
+    or transfer; ``cpu_seconds`` the worker process's CPU time over the same span (below
+    ``seconds`` when other processes compete for the cores). ``timestamps`` are microseconds
+    since the epoch (UTC), ``returns`` the per-bar portfolio returns (fractions), ``equity`` in
+    currency.
     """
 
     status: Literal["ok", "failed"]
     seconds: float
+    cpu_seconds: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     timestamps: np.ndarray | None = None
@@ -173,7 +176,7 @@ def run_trial(
     """
     from ml4t_pipeline.defs.assets_backtest import experiment_metrics, run_experiment
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         cfg = ExperimentConfig.model_validate_json(config_json)
         panel, context, signal_columns, indicator_columns = frames
@@ -195,6 +198,7 @@ def run_trial(
             status="failed", seconds=0.0, error=f"{type(exc).__name__}: {exc}\n{tail}"
         )
     outcome.seconds = time.perf_counter() - started
+    outcome.cpu_seconds = time.process_time() - cpu_started
     return outcome
 
 
@@ -286,6 +290,7 @@ class TrialStore:
             "params": trial.params,
             "status": outcome.status,
             "seconds": outcome.seconds,
+            "cpu_seconds": outcome.cpu_seconds,
             "error": outcome.error,
             "metrics": outcome.metrics,
         }
