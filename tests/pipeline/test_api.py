@@ -250,3 +250,19 @@ def test_progress_enabled_follows_env_and_tty(monkeypatch, env, tty, expected):
             return tty
 
     assert progress_lib.progress_enabled(stream=Stream()) is expected
+
+
+def test_api_from_folder_opens_a_cli_output_folder(cli_run: Path, api_result):
+    opened = ExperimentResult.from_folder(cli_run, api_result.config)
+    assert opened.trades.equals(api_result.trades)
+    assert repr(opened).startswith("ExperimentResult('api_small', total_return=")
+
+
+def test_api_from_folder_refuses_a_folder_without_outputs(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="no trades.parquet"):
+        ExperimentResult.from_folder(tmp_path, ExperimentConfig(name="x"))
+
+
+def test_api_figure_renders_itself_as_png(api_result):
+    png = api_result.plot_equity()._repr_png_()
+    assert png.startswith(PNG_MAGIC)

@@ -321,3 +321,31 @@ def test_preparer_real_sp500_from_path_equals_from_frame(sp500_slice) -> None:
             ~pl.int_range(pl.len()).is_in(from_path.quarantine["row_index"].implode())
         )
     )
+
+
+def test_preparer_signals_and_features_from_files_equal_frames(tmp_path: Path) -> None:
+    scores = _scores(SCORES).with_columns(other=pl.lit(1.0))
+    scores.write_parquet(tmp_path / "scores.parquet")
+    feats = DataPreparer(_prices()).add_features().validate().to_panel()
+    feats.select("timestamp", "symbol", "ret_1").write_parquet(tmp_path / "features.parquet")
+    from_files = (
+        DataPreparer(_prices())
+        .add_signals(tmp_path / "scores.parquet", columns=["score"])
+        .add_features(tmp_path / "features.parquet")
+    )
+    assert from_files.signal_columns == ["score"]
+    assert from_files.indicator_columns == ["ret_1"]
+    assert from_files.to_panel()["ret_1"].equals(feats["ret_1"])
+    assert "validated at standard" in repr(from_files)
+
+
+def test_preparer_signal_columns_missing_is_named() -> None:
+    with pytest.raises(ValueError, match="nope"):
+        DataPreparer(_prices()).add_signals(_scores(SCORES), columns=["nope"])
+
+
+def test_preparer_unknown_level_and_timing_refused() -> None:
+    with pytest.raises(ValueError, match="level"):
+        DataPreparer(_prices()).validate(level="thorough")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="available_at"):
+        DataPreparer(_prices()).add_signals(_scores(SCORES), available_at="whenever")
