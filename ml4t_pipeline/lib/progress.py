@@ -54,7 +54,7 @@ _QUIET_ENVS = ("CI", "PYTEST_CURRENT_TEST")
 
 def _in_jupyter() -> bool:
     try:
-        from IPython import get_ipython  # type: ignore[attr-defined]
+        from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
