@@ -65,3 +65,82 @@ def check_partition_key(key: object, *, what: str = "partition key") -> str:
         )
     assert isinstance(key, str)
     return key
+
+
+def register_experiments(
+    instance: dg.DagsterInstance, configs_dir: str, keys: list[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Add experiment partitions for config files, as ``experiment_configs_sensor`` does.
+
+    Parameters
+    ----------
+    instance : dg.DagsterInstance
+        The instance whose dynamic partitions are updated.
+    configs_dir : str
+        Folder of experiment files (``.yaml``, ``.yml``, ``.json``).
+    keys : list of str, optional
+        Only these stems (default: every file in ``configs_dir``).
+
+    Returns
+    -------
+    (added, refused)
+        Keys newly added (already known ones are left as they are), and ``{key: reason}`` for
+        unsafe stems or keys without a config file (not added).
+    """
+    from ml4t_pipeline.defs.resources import ExperimentsResource  # resources imports this module
+
+    resource = ExperimentsResource(configs_dir=configs_dir)
+    on_disk = resource.experiment_keys()
+    wanted = on_disk if keys is None else keys
+    refused: dict[str, str] = {}
+    ok: list[str] = []
+    for key in wanted:
+        problem = partition_key_problem(key)
+        if problem is not None:
+            refused[key] = f"not a safe partition key ({problem})"
+        elif key not in on_disk:
+            refused[key] = f"no {key}.yaml, {key}.yml or {key}.json in {configs_dir}"
+        else:
+            ok.append(key)
+    added = [k for k in ok if not instance.has_dynamic_partition(EXPERIMENTS, k)]
+    if added:
+        instance.add_dynamic_partitions(EXPERIMENTS, added)
+    return added, refused
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ml4t_pipeline.defs.partitions [KEY ...]``: register experiment partitions.
+
+    Registers the configs folder's experiments (or the given keys) on the instance of
+    ``$DAGSTER_HOME``, so ``dagster job execute ... --tags '{"dagster/partition": KEY}'`` can
+    run them without ``dagster dev``'s sensor. Exit 2 when a key is refused (named on stderr).
+    """
+    import argparse
+    import os
+    import sys
+
+    from ml4t_pipeline.defs.resources import default_configs_dir
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ml4t_pipeline.defs.partitions",
+        description="Register experiment files as partitions of the Dagster instance "
+        "($DAGSTER_HOME), like experiment_configs_sensor.",
+    )
+    parser.add_argument("keys", nargs="*", help="experiment file stems (default: every file)")
+    parser.add_argument("--configs", default=None, help="configs folder (default: ./configs)")
+    args = parser.parse_args(argv)
+    if not os.environ.get("DAGSTER_HOME"):
+        print("error: set DAGSTER_HOME to the instance folder first", file=sys.stderr)
+        return 2
+    configs = args.configs or default_configs_dir()
+    with dg.DagsterInstance.get() as instance:
+        added, refused = register_experiments(instance, configs, args.keys or None)
+        known = instance.get_dynamic_partitions(EXPERIMENTS)
+    for key, reason in refused.items():
+        print(f"error: experiment {key!r} refused: {reason}", file=sys.stderr)
+    print(f"experiments partitions: {known} (added {added or 'none'})")
+    return 2 if refused else 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through a subprocess in the tests
+    raise SystemExit(main())
