@@ -63,6 +63,14 @@ from engine.risk.kernels import (
     TP_RULE,
     WORST,
 )
+from engine.risk.manager import _KERNEL_RULES
+from engine.risk.rules.base import RiskRule
+from engine.risk.rules.portfolio import (
+    MaxDailyLossRule,
+    MaxDrawdownRule,
+    MaxPositionSizeRule,
+    MaxPositionsRule,
+)
 from engine.strategies import TopNStrategy
 
 if TYPE_CHECKING:
@@ -84,8 +92,14 @@ R_STRATEGY, R_END, R_STOP_LOSS, R_TAKE_PROFIT = 0, 1, 2, 3
 FIXED_REASONS = ("strategy", "end_of_data", "stop_loss", "take_profit")
 SR_NONE, SR_CASH, SR_SHORT, SR_CLOSED_BY_STOP = range(4)
 STATUS_REASONS = ("", "insufficient_cash", "short_not_allowed", "position_closed_by_stop")
-EV_REJECTED, EV_CANCELLED = 0, 1
-EVENT_NAMES = ("rejected", "cancelled")
+EV_REJECTED, EV_CANCELLED, EV_SHRUNK = 0, 1, 2
+EVENT_NAMES = ("rejected", "cancelled", "shrunk")
+SR_LIMIT = 100
+"""Status-reason codes ``SR_LIMIT + k``: the reason text of rejection row ``k`` (a limit)."""
+# portfolio limits (hook B), rows of the limit table: kind, parameter
+L_DRAWDOWN, L_DAILY_LOSS, L_POSITION_SIZE, L_POSITIONS = 1, 2, 3, 4
+LIM_KIND, LIM_PARAM = 0, 1
+N_LIM = 2
 
 # columns of the order buffers
 OI_SID, OI_SUBMIT, OI_DECISION, OI_TYPE, OI_STATUS, OI_REASON, OI_STATUS_REASON = range(7)
@@ -127,8 +141,10 @@ N_TI = 10
 ) = range(12)
 N_TF = 12
 # rejections / cancellations
-RI_BAR, RI_ORDER, RI_SID, RI_TYPE, RI_EVENT, RI_REASON = range(6)
-N_RI = 6
+RI_BAR, RI_ORDER, RI_SID, RI_TYPE, RI_EVENT, RI_REASON, RI_LIMIT, RI_SHRINK_TEXT = range(8)
+N_RI = 8
+RF_QTY, RF_VALUE, RF_LIMIT = range(3)
+N_RF = 3
 # portfolio states
 SF_EQUITY, SF_CASH, SF_VALUE, SF_GROSS, SF_NPOS = range(5)
 N_SF = 5
@@ -139,8 +155,8 @@ N_A = 7
 B_DIR, B_QTY, B_COMM, B_SLIP, B_CLOSED_DIR = range(5)
 N_B = 5
 # counters
-C_ORDERS, C_FILLS, C_TRADES, C_REJ, C_BOOK, C_STATUS = range(6)
-N_C = 6
+C_ORDERS, C_FILLS, C_TRADES, C_REJ, C_BOOK, C_STATUS, C_DAY = range(7)
+N_C = 7
 ST_OK, ST_FULL, ST_SHORT_BOOK, ST_FRACTIONAL = 0, 1, 2, 3
 # scalar parameters
 (
@@ -158,9 +174,12 @@ ST_OK, ST_FULL, ST_SHORT_BOOK, ST_FRACTIONAL = 0, 1, 2, 3
 ) = range(11)
 N_P = 11
 # accumulators
-ACC_CASH, ACC_REALIZED = 0, 1
+ACC_CASH, ACC_REALIZED, ACC_PEAK, ACC_LAST_EQUITY, ACC_DAY_START = range(5)
+N_ACC = 5
+_DAY_US = 86_400_000_000
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_Limit = MaxDrawdownRule | MaxDailyLossRule | MaxPositionSizeRule | MaxPositionsRule
 
 
 def _jit(func: _F) -> _F:
@@ -254,7 +273,9 @@ def _finish(
     ri[k, RI_TYPE] = oi[o, OI_TYPE]
     ri[k, RI_EVENT] = event
     ri[k, RI_REASON] = status_reason
-    rf[k] = remaining
+    ri[k, RI_LIMIT] = -1
+    ri[k, RI_SHRINK_TEXT] = 0
+    rf[k, RF_QTY] = remaining
 
 
 @_jit
@@ -610,6 +631,153 @@ def _accept(o: int, oi: IntArray, book: IntArray, c: IntArray) -> None:
 
 
 @_jit
+def _limit_event(
+    o: int,
+    event: int,
+    limit: int,
+    shrink_text: bool,
+    value: float,
+    bound: float,
+    quantity: float,
+    i: int,
+    oi: IntArray,
+    c: IntArray,
+    ri: IntArray,
+    rf: FloatArray,
+) -> int:
+    """Record a limit's rejection or shrink of order ``o``; the row's index."""
+    k = c[C_REJ]
+    c[C_REJ] = k + 1
+    ri[k, RI_BAR] = i
+    ri[k, RI_ORDER] = o
+    ri[k, RI_SID] = oi[o, OI_SID]
+    ri[k, RI_TYPE] = oi[o, OI_TYPE]
+    ri[k, RI_EVENT] = event
+    ri[k, RI_REASON] = SR_NONE
+    ri[k, RI_LIMIT] = limit
+    ri[k, RI_SHRINK_TEXT] = 1 if shrink_text else 0
+    rf[k, RF_QTY] = quantity
+    rf[k, RF_VALUE] = value
+    rf[k, RF_LIMIT] = bound
+    return int(k)
+
+
+@_jit
+def _validate_new_orders(
+    new: IntArray,
+    i: int,
+    limits: FloatArray,
+    fractional: bool,
+    acc: FloatArray,
+    fstate: FloatArray,
+    pending: FloatArray,
+    oi: IntArray,
+    of: FloatArray,
+    book: IntArray,
+    c: IntArray,
+    ri: IntArray,
+    rf: FloatArray,
+) -> None:
+    """Hook B (``Broker.validate_new_orders`` with ``RiskManager.validate_order``) for the
+    compiled portfolio limits, in priority order; each order is judged against the portfolio
+    plus the orders accepted before it (``MaxDrawdownRule`` with ``action="halt"``,
+    ``MaxDailyLossRule``, ``MaxPositionSizeRule``, ``MaxPositionsRule``: the same formulas)."""
+    qty = fstate[QTY]
+    marks = fstate[MARK]
+    if limits.shape[0] == 0:
+        for k in range(new.size):
+            _accept(new[k], oi, book, c)
+        return
+    for k in range(new.size):
+        o = new[k]
+        pending[oi[o, OI_SID]] -= of[o, OF_QTY]
+    cash = acc[ACC_CASH]
+    n_held = 0
+    value = 0.0
+    for sid in range(qty.size):
+        if qty[sid] != 0.0:
+            n_held += 1
+    if n_held:
+        held = np.empty(n_held, dtype=np.int64)
+        _held(qty, held)
+        value, _ = kernels.portfolio_value(held, qty, marks)
+    equity = cash + value
+    peak = acc[ACC_PEAK]
+    day_start = acc[ACC_DAY_START]
+    for k in range(new.size):
+        o = new[k]
+        sid = oi[o, OI_SID]
+        quantity = of[o, OF_QTY]
+        rejected = -1
+        shrunk = -1
+        shrink_text = False
+        value = 0.0
+        bound = 0.0
+        for r in range(limits.shape[0]):
+            kind = limits[r, LIM_KIND]
+            param = limits[r, LIM_PARAM]
+            current = qty[sid] + pending[sid]
+            grows = not (current * quantity < 0 and abs(quantity) <= abs(current) + 1e-9)
+            if kind == L_DRAWDOWN:
+                drawdown = equity / peak - 1.0 if peak > 0 else 0.0
+                if drawdown <= -param and grows:
+                    rejected = r
+                    value = drawdown
+                    break
+            elif kind == L_DAILY_LOSS:
+                bound = -param * day_start
+                value = equity - day_start
+                if value <= bound and grows:
+                    rejected = r
+                    break
+            elif kind == L_POSITION_SIZE:
+                price = marks[sid]
+                if not grows or not math.isfinite(price) or price <= 0:
+                    continue
+                cap_shares = param * equity / price
+                if abs(current + quantity) <= cap_shares + 1e-9:
+                    continue
+                if current * quantity > 0:
+                    allowed = cap_shares - abs(current)
+                else:
+                    allowed = cap_shares + abs(current)
+                if allowed <= 0:
+                    rejected = r
+                    break
+                q = math.copysign(allowed if allowed < abs(quantity) else abs(quantity), quantity)
+                if q == 0:  # pragma: no cover - allowed > 0 here
+                    rejected = r
+                    shrink_text = True
+                    break
+                quantity = q
+                shrunk = r
+            elif kind == L_POSITIONS:
+                if current != 0:
+                    continue
+                if kernels.count_projected(qty, pending, 1e-9) >= param:
+                    rejected = r
+                    break
+        if rejected < 0 and shrunk >= 0:
+            new_q = _round_quantity(quantity, fractional)
+            if new_q == 0:
+                rejected = shrunk
+                shrink_text = True
+            else:
+                _limit_event(o, EV_SHRUNK, shrunk, True, 0.0, 0.0, of[o, OF_QTY], i, oi, c, ri, rf)
+                of[o, OF_QTY] = new_q
+        if rejected >= 0:
+            row = _limit_event(
+                o, EV_REJECTED, rejected, shrink_text, value, bound,
+                of[o, OF_QTY] - of[o, OF_FILLED], i, oi, c, ri, rf,
+            )  # fmt: skip
+            oi[o, OI_STATUS] = S_REJECTED
+            oi[o, OI_STATUS_REASON] = SR_LIMIT + row
+            continue
+        pending[sid] += of[o, OF_QTY]
+        _accept(o, oi, book, c)
+
+
+@_jit
 def _top_rows(
     lo: int, hi: int, sig: FloatArray, n: int, top_val: FloatArray, top_row: IntArray
 ) -> int:
@@ -638,6 +806,7 @@ def _top_rows(
 
 @_jit
 def run_topn(
+    timestamps: IntArray,
     offsets: IntArray,
     sym_id: IntArray,
     open_: FloatArray,
@@ -649,6 +818,7 @@ def run_topn(
     sig: FloatArray,
     params: FloatArray,
     rules: FloatArray,
+    limits: FloatArray,
     fstate: FloatArray,
     istate: IntArray,
     pending: FloatArray,
@@ -699,6 +869,7 @@ def run_topn(
     deferred_sids = np.empty(book.size, dtype=np.int64)
     top_val = np.empty(max(n, 1))
     top_row = np.empty(max(n, 1), dtype=np.int64)
+    new = np.empty(n_sym + n + 1, dtype=np.int64)
     cap = oi.shape[0]
     per_bar = 4 * n_sym + n + 8  # most orders one bar can create
     for i in range(n_t):
@@ -709,6 +880,10 @@ def run_topn(
         hi = offsets[i + 1]
         for r in range(lo, hi):
             last_row[sym_id[r]] = r
+        day = timestamps[i] // _DAY_US
+        if day != c[C_DAY]:
+            acc[ACC_DAY_START] = acc[ACC_LAST_EQUITY]
+            c[C_DAY] = day
         # 1. fills against the bar
         if stops_first:
             # exit_conflict="open_sell_wins": a queued market exit suspends the levels
@@ -779,6 +954,7 @@ def run_topn(
             )  # fmt: skip
         # 3. the strategy (TopNStrategy.on_timestamp_batch) and 4. hook B (no order rules)
         if i % every == 0:
+            n_new = 0
             cnt = _top_rows(lo, hi, sig, n, top_val, top_row)
             stamp = i + 1
             for k in range(cnt):
@@ -795,11 +971,11 @@ def run_topn(
                     c[C_STATUS] = ST_FRACTIONAL
                     return
                 row = last_row[sid] if last_row[sid] >= lo else -1
-                o = _new_order(
+                new[n_new] = _new_order(
                     sid, -current, T_MARKET, R_STRATEGY, i, row, math.nan, math.nan,
                     oi, of, c, pending,
                 )  # fmt: skip
-                _accept(o, oi, book, c)
+                n_new += 1
             cash = acc[ACC_CASH]
             if nh:
                 value, _ = kernels.portfolio_value(held[:nh], qty, marks)
@@ -815,11 +991,14 @@ def run_topn(
                     continue
                 shares = _round_quantity(budget / price, fractional)
                 if shares > 0:
-                    o = _new_order(
+                    new[n_new] = _new_order(
                         sid, shares, T_MARKET, R_STRATEGY, i, row, math.nan, math.nan,
                         oi, of, c, pending,
                     )  # fmt: skip
-                    _accept(o, oi, book, c)
+                    n_new += 1
+            _validate_new_orders(
+                new[:n_new], i, limits, fractional, acc, fstate, pending, oi, of, book, c, ri, rf
+            )
         # close_at_end: every position at its latest close
         if close_at_end and i == n_t - 1:
             nh = _held(qty, held)
@@ -844,7 +1023,11 @@ def run_topn(
         gross = 0.0
         if nh:
             value, gross = kernels.portfolio_value(held[:nh], qty, marks)
-        states[i, SF_EQUITY] = cash + value
+        equity = cash + value
+        acc[ACC_LAST_EQUITY] = equity
+        if equity > acc[ACC_PEAK]:
+            acc[ACC_PEAK] = equity
+        states[i, SF_EQUITY] = equity
         states[i, SF_CASH] = cash
         states[i, SF_VALUE] = value
         states[i, SF_GROSS] = gross
@@ -871,10 +1054,9 @@ def compiled_reason(
     if type(strategy) is not TopNStrategy:
         return f"strategy {type(strategy).__name__} is not TopNStrategy"
     if risk is not None and risk.rules:
-        if risk.basic_kernel() is None:
-            return "a risk rule without a compiled form"
-        if risk.order_rules or risk.fill_rules:
-            return "order or fill rules (hook B / hook D)"
+        for rule in risk.rules:
+            if type(rule) not in _KERNEL_RULES and _limit_kind(rule) == 0:
+                return f"rule {rule.name} has no compiled form"
     checks = (
         (type(config.commission) in (NoCommission, PercentageCommission), "commission model"),
         (type(config.slippage) is NoSlippage, "slippage model"),
@@ -895,6 +1077,30 @@ def compiled_reason(
 def _capacity(n_t: int, n: int, n_sym: int) -> int:
     """First size of the order buffers (doubled while the kernel reports them full)."""
     return max(1024, n_t * (2 * n + 4) + 4 * n_sym + n + 8)
+
+
+def _limit_kind(rule: RiskRule) -> int:
+    """The ``L_*`` code of a portfolio limit the kernel runs at hook B (0: none)."""
+    kind = type(rule)
+    if kind is MaxDrawdownRule:
+        return L_DRAWDOWN if cast(MaxDrawdownRule, rule).action == "halt" else 0
+    if kind is MaxDailyLossRule:
+        return L_DAILY_LOSS
+    if kind is MaxPositionSizeRule:
+        return L_POSITION_SIZE
+    return L_POSITIONS if kind is MaxPositionsRule else 0
+
+
+def _limit_param(rule: RiskRule) -> float:
+    if isinstance(rule, MaxDrawdownRule):
+        return rule.max_drawdown
+    if isinstance(rule, MaxDailyLossRule):
+        return rule.max_loss_pct
+    if isinstance(rule, MaxPositionSizeRule):
+        return rule.max_pct
+    if isinstance(rule, MaxPositionsRule):
+        return float(rule.max_positions)
+    raise ValueError(f"{rule!r} is not a compiled limit")  # pragma: no cover
 
 
 class CompiledRun:
@@ -925,6 +1131,11 @@ class CompiledRun:
                 f"the market data (have {sorted(data.columns)})"
             )
         kernel = risk.basic_kernel() if risk is not None and risk.rules else None
+        limit_rules = list(risk.order_rules) if risk is not None else []
+        limits = np.zeros((len(limit_rules), N_LIM))
+        for r, rule in enumerate(limit_rules):
+            limits[r, LIM_KIND] = _limit_kind(rule)
+            limits[r, LIM_PARAM] = _limit_param(rule)
         rules = kernel.rules if kernel is not None else np.empty((0, kernels.N_RULE_FIELDS))
         rule_names = list(kernel.names) if kernel is not None else [""]
         commission = config.commission
@@ -963,15 +1174,17 @@ class CompiledRun:
             ti = np.empty((cap, N_TI), dtype=np.int64)
             tf = np.empty((cap, N_TF))
             ri = np.empty((cap, N_RI), dtype=np.int64)
-            rf = np.empty(cap)
+            rf = np.empty((cap, N_RF))
             states = np.empty((n_t, N_SF))
             book = np.empty(cap, dtype=np.int64)
             c = np.zeros(N_C, dtype=np.int64)
-            acc = np.array([config.initial_cash, 0.0])
+            c[C_DAY] = -1
+            acc = np.full(N_ACC, config.initial_cash)
+            acc[ACC_REALIZED] = 0.0
             run_topn(
-                data.offsets, data.sym_id, data.open, data.high, data.low, data.close,
-                data.ordinal, data.prev_row, sig, params, rules, fstate, istate, pending,
-                aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, states, book, c, acc,
+                data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
+                data.close, data.ordinal, data.prev_row, sig, params, rules, limits, fstate,
+                istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, states, book, c, acc,
             )  # fmt: skip
             if c[C_STATUS] != ST_FULL:
                 break
@@ -994,8 +1207,10 @@ class CompiledRun:
         reasons = pl.Series([*FIXED_REASONS, *rule_names[1:]], dtype=pl.String)
         self.fills = _fill_columns(fi[: c[C_FILLS]], ff[: c[C_FILLS]], reasons)
         self.trades = _trade_columns(ti[: c[C_TRADES]], tf[: c[C_TRADES]], reasons)
-        self.rejections = _rejection_columns(ri[: c[C_REJ]], rf[: c[C_REJ]])
-        self.orders = _order_columns(oi[: c[C_ORDERS]], of[: c[C_ORDERS]], reasons)
+        self.rejections = _rejection_columns(ri[: c[C_REJ]], rf[: c[C_REJ]], limit_rules)
+        self.orders = _order_columns(
+            oi[: c[C_ORDERS]], of[: c[C_ORDERS]], reasons, self.rejections["reason"]
+        )
         self.states = {
             "bar_index": np.arange(n_t, dtype=np.int64),
             "equity": states[:, SF_EQUITY].copy(),
@@ -1096,21 +1311,49 @@ def _trade_columns(ti: IntArray, tf: FloatArray, reasons: pl.Series) -> dict[str
     return cols
 
 
-def _rejection_columns(ri: IntArray, rf: FloatArray) -> dict[str, Any]:
+def _rejection_columns(ri: IntArray, rf: FloatArray, limits: list[RiskRule]) -> dict[str, Any]:
+    reason = _gather(_names(STATUS_REASONS), ri[:, RI_REASON])
+    rule = _constant("", ri.shape[0])
+    by_limit = np.flatnonzero(ri[:, RI_LIMIT] >= 0)
+    if by_limit.size:
+        # the limits' own texts (a few rows: one Python call per rejected or shrunk order)
+        memo: dict[tuple[int, int, float, float], str] = {}
+        texts: list[str] = []
+        names: list[str] = []
+        for k in by_limit.tolist():
+            r = int(ri[k, RI_LIMIT])
+            key = (r, int(ri[k, RI_SHRINK_TEXT]), float(rf[k, RF_VALUE]), float(rf[k, RF_LIMIT]))
+            text = memo.get(key)
+            if text is None:
+                limit = cast(_Limit, limits[r])
+                text = memo[key] = limit.reason_text(bool(key[1]), key[2], key[3])
+            texts.append(text)
+            names.append(limits[r].name)
+        at = pl.Series(by_limit, dtype=pl.Int64)
+        reason = reason.scatter(at, pl.Series(texts, dtype=pl.String))
+        rule_names = rule.scatter(at, pl.Series(names, dtype=pl.String))
+    else:
+        rule_names = rule
     return {
         "bar_index": ri[:, RI_BAR].copy(),
         "order_id": ri[:, RI_ORDER].copy(),
         "sid": ri[:, RI_SID].copy(),
-        "quantity": rf.copy(),
+        "quantity": rf[:, RF_QTY].copy(),
         "order_type": _gather(_names(TYPE_NAMES), ri[:, RI_TYPE]),
         "event": _gather(_names(EVENT_NAMES), ri[:, RI_EVENT]),
-        "reason": _gather(_names(STATUS_REASONS), ri[:, RI_REASON]),
-        "rule": _constant("", ri.shape[0]),
+        "reason": reason,
+        "rule": rule_names,
     }
 
 
-def _order_columns(oi: IntArray, of: FloatArray, reasons: pl.Series) -> dict[str, Any]:
+def _order_columns(
+    oi: IntArray, of: FloatArray, reasons: pl.Series, rejection_reasons: pl.Series
+) -> dict[str, Any]:
     n = oi.shape[0]
+    # status reasons: the fixed texts, then the reason texts of the rejection rows
+    status_reasons = pl.concat([_names(STATUS_REASONS), rejection_reasons])
+    codes = oi[:, OI_STATUS_REASON]
+    codes = np.where(codes >= SR_LIMIT, codes - SR_LIMIT + len(STATUS_REASONS), codes)
     return {
         "order_id": np.arange(n, dtype=np.int64),
         "submit_index": oi[:, OI_SUBMIT].copy(),
@@ -1123,6 +1366,6 @@ def _order_columns(oi: IntArray, of: FloatArray, reasons: pl.Series) -> dict[str
         "tif": _constant("GTC", n),
         "status": _gather(_names(STATUS_NAMES), oi[:, OI_STATUS]),
         "reason": _gather(reasons, oi[:, OI_REASON]),
-        "status_reason": _gather(_names(STATUS_REASONS), oi[:, OI_STATUS_REASON]),
+        "status_reason": _gather(status_reasons, codes),
         "parent_id": np.full(n, -1, dtype=np.int64),
     }

@@ -17,6 +17,10 @@ from engine import (
     ExecutionConfig,
     FixedBpsSlippage,
     MarketData,
+    MaxDailyLossRule,
+    MaxDrawdownRule,
+    MaxLeverageRule,
+    MaxPositionSizeRule,
     MaxPositionsRule,
     PercentageCommission,
     PerTradeCommission,
@@ -69,6 +73,16 @@ def _rules(kind: str) -> list[RiskRule] | None:
         return []
     if kind == "stop":
         return [PriceBasedStopLoss(0.05)]
+    if kind == "limits":  # every one binds on this run
+        return [
+            PriceBasedStopLoss(0.05),
+            MaxPositionsRule(15),
+            MaxPositionSizeRule(0.03),
+            MaxDrawdownRule(0.05),
+            MaxDailyLossRule(0.01),
+        ]
+    if kind == "limits_only":
+        return [MaxPositionsRule(12), MaxPositionSizeRule(0.035)]
     return [
         PriceBasedStopLoss(0.05),
         DynamicTrailingStop(initial_trail_pct=0.08, tighten_per_bar=0.001),
@@ -114,6 +128,16 @@ _SP500_CASES: dict[str, tuple[dict[str, Any], str, ExecutionConfig]] = {
             "vectorbt", commission=_COMMISSION, fractional_shares=True, initial_cash=50_000.0
         ),
     ),
+    "binding_limits_backtrader": (
+        {"signal": "score", "n": 25, "weight": 0.04},
+        "limits",
+        ExecutionConfig.preset("backtrader", commission=_COMMISSION),
+    ),
+    "limits_only_chronological": (
+        {"signal": "score", "n": 25, "weight": 0.04},
+        "limits_only",
+        ExecutionConfig(commission=_COMMISSION),
+    ),
     "empty_manager_no_commission": (
         {"signal": "score", "n": 5},
         "empty",
@@ -130,6 +154,10 @@ def test_fastpath_sp500_run_equals_python_loop(scored_data: MarketData, case: st
     if rules == "four":  # every rule fires
         reasons = set(slow.trades["exit_reason"].unique())
         assert {"DynamicTrailingStop", "TimeBasedExit", "PriceBasedTakeProfit"} <= reasons
+    if rules.startswith("limits"):  # every limit binds; the size cap shrinks orders too
+        named = {r.name for r in _rules(rules) or [] if r.validates_orders}
+        assert set(slow.rejections["rule"].unique()) - {""} == named
+        assert (slow.rejections["event"] == "shrunk").sum() > 0
     _assert_identical(fast, slow)
 
 
@@ -164,7 +192,11 @@ def _scenario(draw: Any) -> dict[str, Any]:
             rows.append((ts(k), f"S{s}", o, h, lo, c, 1000.0, score))
             price = c
     rules = draw(
-        st.lists(st.sampled_from(["stop", "target", "trail", "time"]), unique=True, max_size=4)
+        st.lists(
+            st.sampled_from(["stop", "target", "trail", "time", "count", "size", "drawdown"]),
+            unique=True,
+            max_size=5,
+        )
     )
     return {
         "rows": rows,
@@ -184,6 +216,9 @@ _RULES = {
     "target": lambda: PriceBasedTakeProfit(0.04),
     "trail": lambda: DynamicTrailingStop(initial_trail_pct=0.05, tighten_per_bar=0.002),
     "time": lambda: TimeBasedExit(max_bars=3),
+    "count": lambda: MaxPositionsRule(2),
+    "size": lambda: MaxPositionSizeRule(0.3),
+    "drawdown": lambda: MaxDrawdownRule(0.05),
 }
 
 
@@ -247,12 +282,18 @@ def test_fastpath_unsupported_rules_and_strategy_take_python_loop(
     )
     breakeven = RiskManager([PriceBasedStopLoss(0.05), BreakEvenRule(0.1)])
     assert fastpath.compiled_reason(scored_data, top, breakeven, cfg) == (
-        "a risk rule without a compiled form"
+        "rule BreakEvenRule has no compiled form"
     )
-    limits = RiskManager([PriceBasedStopLoss(0.05), MaxPositionsRule(3)])
-    assert fastpath.compiled_reason(scored_data, top, limits, cfg) == (
-        "order or fill rules (hook B / hook D)"
+    leverage = RiskManager([PriceBasedStopLoss(0.05), MaxLeverageRule(1.0)])
+    assert fastpath.compiled_reason(scored_data, top, leverage, cfg) == (
+        "rule MaxLeverageRule has no compiled form"
     )
+    flatten = RiskManager([MaxDrawdownRule(0.1, action="flatten")])
+    assert fastpath.compiled_reason(scored_data, top, flatten, cfg) == (
+        "rule MaxDrawdownRule has no compiled form"
+    )
+    limits = RiskManager([PriceBasedStopLoss(0.05), MaxPositionsRule(3), MaxDrawdownRule(0.1)])
+    assert fastpath.compiled_reason(scored_data, top, limits, cfg) is None
     result = BacktestEngine(scored_data, MyTop("score", n=5), None, cfg).run()
     assert not result.compiled
     assert BacktestEngine(scored_data, top, None, cfg, compiled=False).compiled_reason == (

@@ -69,12 +69,14 @@ class MaxDailyLossRule(_PortfolioRule):
         super().__init__(priority)
         self.max_loss_pct = _fraction("max_loss_pct", max_loss_pct)
 
+    def reason_text(self, shrink: bool, value: float, limit: float) -> str:
+        """The rejection reason for a daily P&L ``value`` (currency) past ``limit``."""
+        return f"daily loss {value:.2f} beyond limit {limit:.2f}"
+
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
         limit = -self.max_loss_pct * portfolio.day_start_equity
         if portfolio.daily_pnl <= limit and increases_exposure(order, portfolio):
-            return OrderDecision.reject(
-                f"daily loss {portfolio.daily_pnl:.2f} beyond limit {limit:.2f}"
-            )
+            return OrderDecision.reject(self.reason_text(False, portfolio.daily_pnl, limit))
         return OrderDecision.allow()
 
 
@@ -107,11 +109,13 @@ class MaxDrawdownRule(_PortfolioRule):
     def _breached(self, portfolio: PortfolioSnapshot) -> bool:
         return portfolio.drawdown <= -self.max_drawdown
 
+    def reason_text(self, shrink: bool, value: float, limit: float) -> str:
+        """The rejection reason for a drawdown ``value`` (fraction, <= 0)."""
+        return f"drawdown {value:.4f} beyond limit -{self.max_drawdown}"
+
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
         if self._breached(portfolio) and increases_exposure(order, portfolio):
-            return OrderDecision.reject(
-                f"drawdown {portfolio.drawdown:.4f} beyond limit -{self.max_drawdown}"
-            )
+            return OrderDecision.reject(self.reason_text(False, portfolio.drawdown, 0.0))
         return OrderDecision.allow()
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
@@ -196,10 +200,16 @@ class MaxPositionSizeRule(_PortfolioRule):
             return OrderDecision.allow()
         allowed = cap_shares - abs(current) if current * q > 0 else cap_shares + abs(current)
         if allowed <= 0:
-            return OrderDecision.reject(f"position already at {self.max_pct:.2%} of equity")
+            return OrderDecision.reject(self.reason_text(False, 0.0, 0.0))
         return OrderDecision.shrink(
-            math.copysign(min(abs(q), allowed), q), f"position cap {self.max_pct:.2%} of equity"
+            math.copysign(min(abs(q), allowed), q), self.reason_text(True, 0.0, 0.0)
         )
+
+    def reason_text(self, shrink: bool, value: float, limit: float) -> str:
+        """The reason of a shrink (``shrink``) or a rejection."""
+        if shrink:
+            return f"position cap {self.max_pct:.2%} of equity"
+        return f"position already at {self.max_pct:.2%} of equity"
 
 
 class MaxPositionsRule(_PortfolioRule):
@@ -227,5 +237,9 @@ class MaxPositionsRule(_PortfolioRule):
         if portfolio.exposure(order.sid) != 0:
             return OrderDecision.allow()
         if portfolio.projected_positions() >= self.max_positions:
-            return OrderDecision.reject(f"already {self.max_positions} positions")
+            return OrderDecision.reject(self.reason_text(False, 0.0, 0.0))
         return OrderDecision.allow()
+
+    def reason_text(self, shrink: bool, value: float, limit: float) -> str:
+        """The rejection reason."""
+        return f"already {self.max_positions} positions"
