@@ -19,6 +19,12 @@ Two kinds of wall-time figures:
   and the time per fill, and stores them in ``extra_info``. Interleaving keeps slow phases of a
   shared machine from falling on one configuration only.
 
+Every configuration but ``10`` qualifies for the compiled whole-run path (``engine.fastpath``:
+the fixed-percent rules and the four portfolio limits are compiled); ``10`` has rules without a
+compiled form (``BreakEvenRule``, ``PartialProfitTaking``, ``MaxLeverageRule``) and runs the
+Python loop. The ``-loop`` cases force the loop (``compiled=False``) for comparison, so the
+ratios to ``none`` are compiled-to-compiled except for ``10`` and the ``-loop`` rows.
+
 On a shared machine, wall time varies by 2-3 % between identical runs; the deterministic figure
 is the instruction count of ``benchmarks/risk_overhead_instructions.py`` (valgrind).
 """
@@ -90,14 +96,17 @@ def _rules(kind: str) -> list[RiskRule] | None:
 
 
 def run_w1(data: MarketData, kind: str) -> BacktestResult:
-    """One W1 backtest (TopN-25 on ``mom_20``, 0.1 % commission) with configuration ``kind``."""
-    chosen = _rules(kind)
+    """One W1 backtest (TopN-25 on ``mom_20``, 0.1 % commission) with configuration ``kind``
+    (suffix ``-loop``: forced through the Python loop instead of the compiled path)."""
+    loop = kind.endswith("-loop")
+    chosen = _rules(kind.removesuffix("-loop"))
     manager = None if chosen is None else RiskManager(chosen)
     cfg = ExecutionConfig(commission=PercentageCommission(0.001))
-    return BacktestEngine(data, TopNStrategy("mom_20", n=25), manager, cfg).run()
+    strategy = TopNStrategy("mom_20", n=25)
+    return BacktestEngine(data, strategy, manager, cfg, compiled=not loop).run()
 
 
-_CASES = ("none", "0", "3-inert", "3", "3+limits", "10")
+_CASES = ("none", "0", "3-inert", "3", "3+limits", "10", "none-loop", "3+limits-loop")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -312,6 +313,7 @@ class MarketData:
         """First row of ``first_index``; rows before it are bars carried from earlier chunks."""
         self._datetimes: list[datetime] | None = datetimes
         self._last_rows: IntArray | None = None
+        self._symbol_list: list[str] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -522,6 +524,13 @@ class MarketData:
         """Market-wide values at timestamp ``index`` as a new dict."""
         return {name: float(arr[index]) for name, arr in self.context.items()}
 
+    def symbol_names(self, ids: IntArray) -> list[str]:
+        """Names of the symbol ids ``ids`` as Python strings (the list is built once)."""
+        names = self._symbol_list
+        if names is None:
+            names = self._symbol_list = [str(s) for s in self.symbols.tolist()]
+        return list(map(names.__getitem__, ids.tolist()))
+
     def resolve(self, symbol: str) -> int:
         """Symbol id of ``symbol``; raises ``KeyError`` naming it if unknown."""
         try:
@@ -634,37 +643,41 @@ class BarBatch:
         return pl.DataFrame(data)
 
     def iter_events(self, context: dict[str, float] | None = None) -> Iterator[MarketEvent]:
-        """Yield one :class:`MarketEvent` per symbol of the batch (in symbol order)."""
+        """One :class:`MarketEvent` per symbol of the batch (in symbol order), lazily.
+
+        Each event gets its own ``signals`` / ``indicators`` dicts; ``context`` is shared.
+        """
         data = self._data
         lo, hi = self.lo, self.hi
+        n = hi - lo
         ts = data.datetimes[self.index]
         ctx = context if context is not None else data.context_at(self.index)
-        sig_names = data.signal_columns
-        ind_names = data.indicator_columns
-        sig_lists = [data.columns[c][lo:hi].tolist() for c in sig_names]
-        ind_lists = [data.columns[c][lo:hi].tolist() for c in ind_names]
-        rows = zip(
-            data.symbols[data.sym_id[lo:hi]].tolist(),
+        return map(
+            MarketEvent,
+            repeat(ts, n),
+            data.symbol_names(data.sym_id[lo:hi]),
             data.open[lo:hi].tolist(),
             data.high[lo:hi].tolist(),
             data.low[lo:hi].tolist(),
             data.close[lo:hi].tolist(),
             data.volume[lo:hi].tolist(),
-            strict=True,
+            _row_dicts(data.columns, data.signal_columns, lo, hi),
+            _row_dicts(data.columns, data.indicator_columns, lo, hi),
+            repeat(ctx, n),
         )
-        for k, (sym, o, h, lw, c, v) in enumerate(rows):
-            yield MarketEvent(
-                ts,
-                sym,
-                o,
-                h,
-                lw,
-                c,
-                v,
-                {n: vals[k] for n, vals in zip(sig_names, sig_lists, strict=True)},
-                {n: vals[k] for n, vals in zip(ind_names, ind_lists, strict=True)},
-                ctx,
-            )
+
+
+def _row_dicts(
+    columns: dict[str, FloatArray], names: list[str], lo: int, hi: int
+) -> list[dict[str, float]]:
+    """``{name: value}`` per row ``lo:hi`` of the named columns (a new dict per row)."""
+    if not names:
+        return [{} for _ in range(hi - lo)]
+    if len(names) == 1:
+        name = names[0]
+        return [{name: v} for v in columns[name][lo:hi].tolist()]
+    lists = [columns[c][lo:hi].tolist() for c in names]
+    return [dict(zip(names, values, strict=True)) for values in zip(*lists, strict=True)]
 
 
 class BarView:

@@ -201,6 +201,7 @@ class BacktestEngine:
             """Steps 1-6 for every timestamp of ``data`` (the whole panel or one window)."""
             datetimes = data.datetimes
             context_columns = data.context
+            on_event = strategy.on_market_data
             last = data.n_timestamps - 1
             for i in range(data.first_index, data.n_timestamps):
                 broker.begin_bar(i)
@@ -224,7 +225,7 @@ class BacktestEngine:
                     strategy.on_timestamp_batch(datetimes[i], batch, context)
                 else:
                     for event in batch.iter_events(context):
-                        strategy.on_market_data(event)
+                        on_event(event)
                 # 4. order validation, 5. fills at the close
                 broker.validate_new_orders()
                 if submission_check:

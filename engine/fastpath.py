@@ -26,7 +26,14 @@ What qualifies (anything else runs the Python loop, with the same results):
 - ``NoCommission`` or ``PercentageCommission``, ``NoSlippage``, ``fill="next_open"``, either
   ``bar_event_order``, ``stop_activation="next_bar"``, ``exit_conflict="open_sell_wins"``,
   ``cash_check="execution"``, no re-entry cooldown, no volume cap, no shorting; whole or
-  fractional shares and ``close_at_end`` either way.
+  fractional shares and ``close_at_end`` either way;
+- portfolio limits at hook B that are exactly ``MaxDrawdownRule(action="halt")``,
+  ``MaxDailyLossRule``, ``MaxPositionSizeRule`` or ``MaxPositionsRule``.
+
+Compilation: the kernels are compiled on first use (some 10-40 s on the 2-core machine, once
+per clone) and cached in ``engine/__pycache__``. numba's cache tracks only this file's own
+source: after editing :mod:`engine.risk.kernels` (whose kernels ``run_topn`` calls), delete
+``engine/__pycache__/fastpath*.nb*`` so the run kernel is rebuilt.
 """
 
 from __future__ import annotations
