@@ -266,3 +266,15 @@ def test_api_from_folder_refuses_a_folder_without_outputs(tmp_path: Path):
 def test_api_figure_renders_itself_as_png(api_result):
     png = api_result.plot_equity()._repr_png_()
     assert png.startswith(PNG_MAGIC)
+
+
+def test_api_in_code_user_strategy_class_survives_the_yaml_copy():
+    # `class` is an alias (`class_` in Python): the YAML copy must use the file's key.
+    strategy = {
+        "class": "engine.strategies.TopNStrategy",
+        "signal": "score",
+        "params": {"signal": "score", "n": 1},
+    }
+    exp = Experiment(ExperimentConfig.model_validate(SMALL | {"strategy": strategy}))
+    assert exp.config.strategy.class_ == "engine.strategies.TopNStrategy"
+    assert yaml.safe_load(exp.to_yaml())["strategy"]["class"] == strategy["class"]
