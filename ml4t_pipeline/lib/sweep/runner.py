@@ -602,8 +602,8 @@ def _run_ray(
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address:
             ray.init(address=address, **options)
-        else:
-            ray.init(num_cpus=workers, **options)
+        else:  # a new local Ray for this sweep, even if a `ray start` cluster runs here
+            ray.init(address="local", num_cpus=workers, **options)
         started_here = True
     try:
         # each distinct prepared data set enters the object store once
