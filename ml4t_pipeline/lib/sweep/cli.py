@@ -66,7 +66,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.output)
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials, backend {backend}"
           + ("" if backend == "serial" else f" x{workers}"), file=sys.stderr)  # fmt: skip
-    with progress(f"sweep {sweep.name}: preparing data") as bar:
+    with progress(f"sweep {sweep.name}: preparing data", total=len(sweep.trials)) as bar:
 
         def prepared(pending: int, total: int) -> None:
             bar.update(f"sweep {sweep.name}: trials", total=total)
