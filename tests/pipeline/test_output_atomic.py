@@ -438,3 +438,23 @@ def test_cli_report_while_folder_locked_exits_2_in_use_untouched(
     assert code == 2
     assert f"output folder {out.resolve()} is in use by pid {os.getpid()}" in err
     assert snapshot(out) == before
+
+
+def test_swap_into_place_fallback_second_rename_fails_restores_previous_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output_lib, "exchange", lambda a, b: False)
+    final = _complete_set(tmp_path / "out", "old")
+    staging = _complete_set(tmp_path / "out.tmp-1-0123abcd", "new")
+    real_rename = Path.rename
+
+    def refuse_staging(self: Path, target: Path) -> Path:
+        if self == staging:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refuse_staging)
+    with pytest.raises(output_lib.OutputError, match=f"cannot replace output folder {final}"):
+        output_lib.swap_into_place(staging, final)
+    assert (final / "metrics.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.tmp-1-0123abcd"]
