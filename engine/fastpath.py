@@ -709,6 +709,8 @@ def _validate_new_orders(
         _held(qty, held)
         value, _ = kernels.portfolio_value(held, qty, marks)
     equity = cash + value
+    # kernels.count_projected, kept up to date as orders are accepted (one symbol changes)
+    projected = kernels.count_projected(qty, pending, 1e-9)
     peak = acc[ACC_PEAK]
     day_start = acc[ACC_DAY_START]
     for k in range(new.size):
@@ -761,7 +763,7 @@ def _validate_new_orders(
             elif kind == L_POSITIONS:
                 if current != 0:
                     continue
-                if kernels.count_projected(qty, pending, 1e-9) >= param:
+                if projected >= param:
                     rejected = r
                     break
         if rejected < 0 and shrunk >= 0:
@@ -780,7 +782,9 @@ def _validate_new_orders(
             oi[o, OI_STATUS] = S_REJECTED
             oi[o, OI_STATUS_REASON] = SR_LIMIT + row
             continue
+        was = abs(qty[sid] + pending[sid]) > 1e-9
         pending[sid] += of[o, OF_QTY]
+        projected += int(abs(qty[sid] + pending[sid]) > 1e-9) - int(was)
         _accept(o, oi, book, c)
 
 
