@@ -8,7 +8,8 @@ records them in ``extra_info``. Backtrader runs once (one round): it takes ~40-9
 Recorded on the 2-core dev box (2026-11-22, other jobs running): Backtrader 1.9.78.123
 ~40-89 s (load-dependent); VectorBT 1.2.0 ``from_order_func`` 0.18 s in a warm process
 (6.7-8.4 s for the first call of a fresh process, ~35 s with a cold numba cache); our engine
-0.33-0.41 s (includes building its output frames).
+0.33-0.41 s before the compiled path (includes building ``MarketData`` and its output
+frames); the same-process comparison with VectorBT is ``benchmarks/test_vs_vectorbt.py``.
 """
 
 from __future__ import annotations

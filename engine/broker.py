@@ -173,7 +173,7 @@ class Broker:
         self._levels_set = False  # no stop/take-profit level was ever set: skip step 1b
         self.lo = 0  # the current bar's data rows are lo:hi
         self.hi = 0
-        self._all_rows: IntArray = np.arange(data.n_rows, dtype=np.int64)
+        self._index_lists(data)
         self.children: dict[int, list[Order]] = {}
         self._has_entry_rules = risk_manager is not None and bool(risk_manager.entry_rules)
         # compiled path for the built-in fixed-percent rules (None: the general path)
@@ -344,7 +344,7 @@ class Broker:
         ``data`` (every row from :meth:`referenced_rows` is carried); ``None``: row numbers
         are unchanged."""
         self.data = data
-        self._all_rows = np.arange(data.n_rows, dtype=np.int64)
+        self._index_lists(data)
         if remap is None:
             return
         seen = self.last_row >= 0
@@ -359,6 +359,12 @@ class Broker:
             sid: int(remap[row]) if row >= 0 else row for sid, row in self._new_entries.items()
         }
 
+    def _index_lists(self, data: MarketData) -> None:
+        """Per-timestamp values as Python lists (no NumPy scalar conversion per bar)."""
+        self._offsets: list[int] = data.offsets.tolist()
+        self._stamps: list[int] = data.timestamps.tolist()
+        self._datetimes: list[datetime] = data.datetimes
+
     # ------------------------------------------------------------------ bar steps
     def _row(self, sid: int) -> int:
         """Row of symbol ``sid`` at the current bar, ``-1`` if it has no bar now."""
@@ -371,14 +377,16 @@ class Broker:
 
     def begin_bar(self, index: int) -> None:
         self.i = index
-        lo = int(self.data.offsets[index])
+        offsets = self._offsets
+        lo = offsets[index]
         self.lo = lo
-        hi = int(self.data.offsets[index + 1])
+        hi = offsets[index + 1]
         self.hi = hi
-        self.last_row[self.data.sym_id[lo:hi]] = self._all_rows[lo:hi]
-        self.now = self.data.datetimes[index]
-        self.now_us = int(self.data.timestamps[index])
-        day = self.now_us // _DAY_US
+        kernels.set_last_rows(lo, hi, self.data.sym_id, self.last_row)
+        self.now = self._datetimes[index]
+        now_us = self._stamps[index]
+        self.now_us = now_us
+        day = now_us // _DAY_US
         if day != self.day:
             self.day_start = self.last_equity
             self.day = day

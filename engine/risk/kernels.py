@@ -144,6 +144,13 @@ def portfolio_value(held: IntArray, qty: FloatArray, marks: FloatArray) -> tuple
 
 
 @_jit
+def set_last_rows(lo: int, hi: int, sym_id: IntArray, last_row: IntArray) -> None:
+    """``last_row[sym_id[r]] = r`` for the rows ``lo:hi`` of the bar that begins."""
+    for r in range(lo, hi):
+        last_row[sym_id[r]] = r
+
+
+@_jit
 def count_projected(qty: FloatArray, pending: FloatArray, tolerance: float) -> int:
     """Number of symbols whose ``|qty + pending| > tolerance`` (shares)."""
     n = 0
