@@ -73,7 +73,11 @@ class _LongShort(Strategy):
 
 
 def _run(
-    panel: pl.DataFrame, rules: list, config: ExecutionConfig, strategy: Strategy | None = None
+    panel: pl.DataFrame,
+    rules: list,
+    config: ExecutionConfig,
+    strategy: Strategy | None = None,
+    compiled: bool = True,
 ) -> dict[str, pl.DataFrame]:
     data = MarketData.from_frame(panel, signal_columns=["score"])
     result = BacktestEngine(
@@ -81,6 +85,7 @@ def _run(
         strategy or TopNStrategy("score", n=25, weight=0.04),
         risk_manager=RiskManager(rules),
         config=config,
+        compiled=compiled,
     ).run()
     return {"trades": result.trades, "fills": result.fills, "states": result.portfolio_states}
 
@@ -198,6 +203,7 @@ def test_compiled_kernels_equal_their_python_source(
                 _fast_rules(),
                 _CONFIGS[setting],
                 strategy() if strategy is not None else None,
+                compiled=False,  # the loop's kernels (engine.fastpath has its own test)
             )
             for setting, strategy in cases.items()
         }
