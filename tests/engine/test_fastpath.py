@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -413,3 +414,18 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
     assert sum(r.rejections.height for r in loop) > 0
     limited = set(loop[3].rejections["rule"])
     assert {"MaxPositionsRule", "MaxPositionSizeRule", "MaxDrawdownRule"} <= limited
+
+
+def test_fastpath_reference_run_equals_python_loop_and_frameworks(data_root: Path) -> None:
+    """The issue-7 reference run (461 symbols, backtrader preset) through both paths: identical
+    frames, and the reference figures that Backtrader and VectorBT produce on the same inputs
+    (12,918 fills, final equity 761,782.62; ml4t_pipeline/lib/crossval)."""
+    from ml4t_pipeline.lib.crossval.reference import load_reference_inputs
+
+    reference = load_reference_inputs(data_root)
+    data = MarketData.from_frame(reference.panel, signal_columns=["score"])
+    config = ExecutionConfig.preset("backtrader", commission=_COMMISSION)
+    fast, slow = _both(data, {"signal": "score", "n": 25, "weight": 0.04}, _rules("stop"), config)
+    _assert_identical(fast, slow)
+    assert fast.fills.height == 12_918
+    assert round(fast.final_equity, 2) == 761_782.62
