@@ -70,11 +70,13 @@ from engine.risk.kernels import (
     TP_RULE,
     WORST,
 )
-from engine.risk.manager import _KERNEL_RULES
+from engine.risk.manager import _KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
+from engine.risk.rules.dynamic import BreakEvenRule, PartialProfitTaking
 from engine.risk.rules.portfolio import (
     MaxDailyLossRule,
     MaxDrawdownRule,
+    MaxLeverageRule,
     MaxPositionSizeRule,
     MaxPositionsRule,
 )
@@ -104,7 +106,13 @@ EVENT_NAMES = ("rejected", "cancelled", "shrunk")
 SR_LIMIT = 100
 """Status-reason codes ``SR_LIMIT + k``: the reason text of rejection row ``k`` (a limit)."""
 # portfolio limits (hook B), rows of the limit table: kind, parameter
-L_DRAWDOWN, L_DAILY_LOSS, L_POSITION_SIZE, L_POSITIONS = 1, 2, 3, 4
+L_DRAWDOWN, L_DAILY_LOSS, L_POSITION_SIZE, L_POSITIONS, L_LEVERAGE = 1, 2, 3, 4, 5
+# rule kinds beyond engine.risk.kernels' four, and the extra column of the run's rule table
+BREAKEVEN, PARTIAL = 5, 6
+"""``BreakEvenRule`` (``FACTOR`` = 1 + offset, ``TRAIL_INITIAL`` = trigger) and
+``PartialProfitTaking`` (its levels in the ``partial`` table)."""
+PRIORITY = kernels.N_RULE_FIELDS
+N_RULES_COLS = kernels.N_RULE_FIELDS + 1
 LIM_KIND, LIM_PARAM = 0, 1
 N_LIM = 2
 
@@ -156,11 +164,21 @@ N_RF = 3
 SF_EQUITY, SF_CASH, SF_VALUE, SF_GROSS, SF_NPOS = range(5)
 N_SF = 5
 # per-symbol extra state (rows): int
-A_EXIT_PENDING, A_ENTRY_INDEX, A_DROW, A_DIDX, A_OPEN, A_TARGET, A_CLOSED_AT = range(7)
-N_A = 7
+(
+    A_EXIT_PENDING,
+    A_ENTRY_INDEX,
+    A_DROW,
+    A_DIDX,
+    A_OPEN,
+    A_TARGET,
+    A_CLOSED_AT,
+    A_PARTIAL_ENTRY,
+    A_PARTIAL_DONE,
+) = range(9)
+N_A = 9
 # float
-B_DIR, B_QTY, B_COMM, B_SLIP, B_CLOSED_DIR = range(5)
-N_B = 5
+B_DIR, B_QTY, B_COMM, B_SLIP, B_CLOSED_DIR, B_PARTIAL_ORIGINAL = range(6)
+N_B = 6
 # counters
 C_ORDERS, C_FILLS, C_TRADES, C_REJ, C_BOOK, C_STATUS, C_DAY = range(7)
 N_C = 7
@@ -186,7 +204,9 @@ N_ACC = 5
 _DAY_US = 86_400_000_000
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_Limit = MaxDrawdownRule | MaxDailyLossRule | MaxPositionSizeRule | MaxPositionsRule
+_Limit = (
+    MaxDrawdownRule | MaxDailyLossRule | MaxPositionSizeRule | MaxPositionsRule | MaxLeverageRule
+)
 
 
 def _jit(func: _F) -> _F:
@@ -598,6 +618,7 @@ def _open_pass(
 @_jit
 def _risk_exit(
     sid: int,
+    quantity: float,
     reason: int,
     row: int,
     i: int,
@@ -610,13 +631,17 @@ def _risk_exit(
     book: IntArray,
     c: IntArray,
 ) -> None:
-    """``Broker._risk_exit``: a market exit of the whole position, queued for the next open."""
+    """``Broker._risk_exit``: a market exit of ``quantity`` shares (NaN: the whole position),
+    queued for the next open."""
     if aux_i[A_EXIT_PENDING, sid]:
         return
     pos = fstate[QTY, sid]
     if pos == 0:
         return
-    size = _round_quantity(abs(pos), fractional)
+    size = abs(pos)
+    if not math.isnan(quantity) and not abs(pos) < abs(quantity):
+        size = abs(quantity)
+    size = _round_quantity(size, fractional)
     if size <= 0:
         return
     o = _new_order(
@@ -635,6 +660,207 @@ def _accept(o: int, oi: IntArray, book: IntArray, c: IntArray) -> None:
     oi[o, OI_STATUS] = S_ACCEPTED
     book[c[C_BOOK]] = o
     c[C_BOOK] += 1
+
+
+@_jit
+def _mark_and_hook_c(
+    lo: int,
+    hi: int,
+    i: int,
+    sym_id: IntArray,
+    close: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    ordinal: IntArray,
+    held: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    rules: FloatArray,
+    partial: FloatArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+) -> int:
+    """:func:`engine.risk.kernels.mark_bar_basic_rules` plus ``BreakEvenRule`` and
+    ``PartialProfitTaking``, merged as the general path merges them
+    (:class:`engine.risk.batch.PositionActions`): stops in rule order, the higher long stop
+    wins, earlier rules win ties, NaN never wins; a whole (time) exit beats the partial one.
+
+    ``BreakEvenRule``: ``mfe = max(0, best / entry - 1)``; at ``mfe >= trigger`` the stop
+    candidate is ``entry × (1 + offset)``. ``PartialProfitTaking`` (at most one per run): each
+    level ``(return_pct, fraction)`` of ``partial`` not yet reached by this trade fires once
+    when ``close / entry - 1 >= return_pct``, for ``fraction ×`` the position's size when the
+    rule first saw the trade (state in ``A_PARTIAL_*`` / ``B_PARTIAL_ORIGINAL``, keyed by the
+    trade's entry bar as the rule keys it by entry time).
+
+    Writes the exits to ``OUT_SID`` / ``OUT_CODE`` and their quantity to ``OUT_LEVEL`` (NaN:
+    the whole position); returns their number, or -1 for a short position with a bar now.
+    """
+    kernels._set_pending_entry_levels(held, fstate, istate, i + 1, rules)
+    kernels.mark_bar(lo, hi, sym_id, close, high, low, held, fstate, istate)
+    last_row = istate[LAST_ROW]
+    qty = fstate[QTY]
+    for k in range(held.size):
+        sid = held[k]
+        if last_row[sid] >= lo and qty[sid] < 0:
+            return -1
+    n = 0
+    for k in range(held.size):
+        sid = held[k]
+        row = last_row[sid]
+        if row < lo:
+            continue
+        bars_held = ordinal[row] - istate[ENTRY_ORDINAL, sid]
+        current = fstate[STOP, sid]
+        entry = fstate[AVG, sid]
+        level = math.nan
+        code = 0
+        first = True
+        exit_code = 0
+        partial_code = 0
+        partial_size = 0.0
+        for r in range(rules.shape[0]):
+            kind = rules[r, kernels.KIND]
+            value = math.nan
+            setter = False
+            if kind == kernels.TRAILING:
+                trail = rules[r, kernels.TRAIL_INITIAL]
+                tighten = rules[r, kernels.TRAIL_TIGHTEN]
+                if tighten != 0.0:
+                    trail = np.maximum(rules[r, kernels.TRAIL_MIN], trail - tighten * bars_held)
+                value = np.fmax(fstate[BEST, sid] * (1.0 - trail), current)
+                setter = True
+            elif kind == BREAKEVEN:
+                mfe = np.maximum(0.0, (fstate[BEST, sid] / entry - 1.0) * 1.0)
+                if mfe >= rules[r, kernels.TRAIL_INITIAL]:
+                    value = entry * rules[r, kernels.FACTOR]
+                setter = True
+            elif (
+                kind == kernels.TIME_EXIT
+                and exit_code == 0
+                and bars_held >= rules[r, kernels.MAX_BARS]
+            ):
+                exit_code = int(rules[r, kernels.CODE])
+            elif kind == PARTIAL:
+                if aux_i[A_PARTIAL_ENTRY, sid] != aux_i[A_ENTRY_INDEX, sid]:
+                    aux_i[A_PARTIAL_ENTRY, sid] = aux_i[A_ENTRY_INDEX, sid]
+                    aux_i[A_PARTIAL_DONE, sid] = 0
+                    aux_f[B_PARTIAL_ORIGINAL, sid] = abs(qty[sid])
+                ret = (close[row] / entry - 1.0) * 1.0
+                original = aux_f[B_PARTIAL_ORIGINAL, sid]
+                done = aux_i[A_PARTIAL_DONE, sid]
+                size = 0.0
+                for j in range(partial.shape[0]):
+                    if not (done >> j) & 1 and ret >= partial[j, 0]:
+                        done |= 1 << j
+                        size += partial[j, 1] * original
+                aux_i[A_PARTIAL_DONE, sid] = done
+                if size > 0:
+                    partial_code = int(rules[r, kernels.CODE])
+                    partial_size = abs(qty[sid]) if abs(qty[sid]) < size else size
+            if setter and (first or value > level or (math.isnan(level) and math.isfinite(value))):
+                level = value
+                code = int(rules[r, kernels.CODE])
+                first = False
+            elif setter:
+                first = False
+        if math.isfinite(level):
+            fstate[STOP, sid] = level
+            istate[STOP_RULE, sid] = code
+            istate[kernels.LEVEL_FROM, sid] = i + 1
+        if exit_code:
+            istate[OUT_SID, n] = sid
+            istate[OUT_CODE, n] = exit_code
+            fstate[OUT_LEVEL, n] = math.nan
+            n += 1
+        elif partial_code:
+            istate[OUT_SID, n] = sid
+            istate[OUT_CODE, n] = partial_code
+            fstate[OUT_LEVEL, n] = partial_size
+            n += 1
+    return n
+
+
+@_jit
+def _block_sum(a: FloatArray, lo: int, n: int) -> float:
+    """NumPy's pairwise-sum leaf for ``a[lo:lo + n]``, ``n <= 128``."""
+    if n < 8:
+        res: float = -0.0
+        for k in range(n):
+            res += a[lo + k]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    k = 8
+    while k < n - (n % 8):
+        r0 += a[lo + k]
+        r1 += a[lo + k + 1]
+        r2 += a[lo + k + 2]
+        r3 += a[lo + k + 3]
+        r4 += a[lo + k + 4]
+        r5 += a[lo + k + 5]
+        r6 += a[lo + k + 6]
+        r7 += a[lo + k + 7]
+        k += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while k < n:
+        res += a[lo + k]
+        k += 1
+    return res
+
+
+@_jit
+def _pairwise_sum(a: FloatArray, lo: int, n: int) -> float:
+    """NumPy's pairwise summation of ``a[lo:lo + n]`` (float64, contiguous): the same
+    additions in the same order, so ``np.sum`` / ``np.nansum`` figures are reproduced. A block
+    of more than 128 values is split at ``n2 = n // 2 - (n // 2) % 8`` and the two halves'
+    sums added; written with an explicit stack (numba's on-disk cache and recursion do not
+    mix)."""
+    s_lo = np.empty(64, dtype=np.int64)
+    s_n = np.empty(64, dtype=np.int64)
+    s_state = np.zeros(64, dtype=np.int64)
+    s_left = np.zeros(64)
+    s_lo[0] = lo
+    s_n[0] = n
+    s_state[0] = 0
+    sp = 1
+    ret = 0.0
+    while sp > 0:
+        t = sp - 1
+        m = s_n[t]
+        if m <= 128:
+            ret = _block_sum(a, s_lo[t], m)
+            sp -= 1
+            continue
+        n2 = m // 2
+        n2 -= n2 % 8
+        state = s_state[t]
+        if state == 0:
+            s_state[t] = 1
+            s_lo[sp] = s_lo[t]
+            s_n[sp] = n2
+            s_state[sp] = 0
+            sp += 1
+        elif state == 1:
+            s_left[t] = ret
+            s_state[t] = 2
+            s_lo[sp] = s_lo[t] + n2
+            s_n[sp] = m - n2
+            s_state[sp] = 0
+            sp += 1
+        else:
+            ret = s_left[t] + ret
+            sp -= 1
+    return ret
+
+
+@_jit
+def _projected_gross(qty: FloatArray, pending: FloatArray, marks: FloatArray) -> float:
+    """``PortfolioSnapshot.projected_gross_exposure``: ``nansum(|qty + pending| × mark)``."""
+    e = np.empty(qty.size)
+    for sid in range(qty.size):
+        v = abs(qty[sid] + pending[sid]) * marks[sid]
+        e[sid] = 0.0 if math.isnan(v) else v
+    return _pairwise_sum(e, 0, e.size)
 
 
 @_jit
@@ -760,6 +986,28 @@ def _validate_new_orders(
                     break
                 quantity = q
                 shrunk = r
+            elif kind == L_LEVERAGE:
+                price = marks[sid]
+                if not grows or not math.isfinite(price) or price <= 0:
+                    continue
+                room = param * equity - _projected_gross(qty, pending, marks)
+                extra = (abs(current + quantity) - abs(current)) * price
+                if extra <= room + 1e-9:
+                    continue
+                if room <= 0:
+                    rejected = r
+                    break
+                if current * quantity >= 0:
+                    shares = room / price
+                else:
+                    shares = 2.0 * abs(current) + room / price
+                q = math.copysign(shares if shares < abs(quantity) else abs(quantity), quantity)
+                if q == 0:  # pragma: no cover - room > 0 here
+                    rejected = r
+                    shrink_text = True
+                    break
+                quantity = q
+                shrunk = r
             elif kind == L_POSITIONS:
                 if current != 0:
                     continue
@@ -829,6 +1077,7 @@ def run_topn(
     sig: FloatArray,
     params: FloatArray,
     rules: FloatArray,
+    partial: FloatArray,
     limits: FloatArray,
     fstate: FloatArray,
     istate: IntArray,
@@ -949,9 +1198,10 @@ def run_topn(
         nh = _held(qty, held)
         exits = 0
         if has_rules:
-            exits = kernels.mark_bar_basic_rules(
-                lo, hi, i, sym_id, close, high, low, ordinal, held[:nh], fstate, istate, rules
-            )
+            exits = _mark_and_hook_c(
+                lo, hi, i, sym_id, close, high, low, ordinal, held[:nh], fstate, istate, rules,
+                partial, aux_i, aux_f,
+            )  # fmt: skip
             if exits < 0:
                 c[C_STATUS] = ST_SHORT_BOOK
                 return
@@ -960,8 +1210,8 @@ def run_topn(
         for k in range(exits):
             sid = istate[OUT_SID, k]
             _risk_exit(
-                sid, 3 + istate[OUT_CODE, k], last_row[sid], i, fractional,
-                fstate, pending, aux_i, oi, of, book, c,
+                sid, fstate[OUT_LEVEL, k], 3 + istate[OUT_CODE, k], last_row[sid], i,
+                fractional, fstate, pending, aux_i, oi, of, book, c,
             )  # fmt: skip
         # 3. the strategy (TopNStrategy.on_timestamp_batch) and 4. hook B (no order rules)
         if i % every == 0:
@@ -1066,8 +1316,15 @@ def compiled_reason(
         return f"strategy {type(strategy).__name__} is not TopNStrategy"
     if risk is not None and risk.rules:
         for rule in risk.rules:
-            if type(rule) not in _KERNEL_RULES and _limit_kind(rule) == 0:
+            kind = type(rule)
+            if kind not in _POSITION_RULES and _limit_kind(rule) == 0:
                 return f"rule {rule.name} has no compiled form"
+            if kind is PartialProfitTaking and len(cast(PartialProfitTaking, rule).levels) > 62:
+                return "PartialProfitTaking with more than 62 levels"
+        if sum(type(r) is PartialProfitTaking for r in risk.rules) > 1:
+            return "more than one PartialProfitTaking rule"
+        if any(type(r) is MaxLeverageRule for r in risk.rules) and data.n_symbols > 8192:
+            return "MaxLeverageRule on more than 8192 symbols"
     checks = (
         (type(config.commission) in (NoCommission, PercentageCommission), "commission model"),
         (type(config.slippage) is NoSlippage, "slippage model"),
@@ -1090,9 +1347,48 @@ def _capacity(n_t: int, n: int, n_sym: int) -> int:
     return max(1024, n_t * (2 * n + 4) + 4 * n_sym + n + 8)
 
 
+_POSITION_RULES = (*_KERNEL_RULES, BreakEvenRule, PartialProfitTaking)
+
+
+def _rule_table(
+    rules: list[RiskRule],
+) -> tuple[FloatArray, list[str], FloatArray, bool]:
+    """The run's rule table (``engine.risk.kernels`` columns plus ``PRIORITY``), rule names by
+    code (0: ``""``), the ``PartialProfitTaking`` levels (rows ``return_pct, fraction``) and
+    whether some rule sets a stop or target level."""
+    chosen = [r for r in rules if type(r) in _POSITION_RULES]
+    names = [""]
+    table = np.zeros((len(chosen), N_RULES_COLS))
+    partial = np.zeros((0, 2))
+    if chosen:
+        basic = [r for r in chosen if type(r) in _KERNEL_RULES]
+        basic_table = BasicRulesKernel(basic).rules if basic else table[:0]
+        k = 0
+        for r, rule in enumerate(chosen):
+            row = table[r]
+            if type(rule) in _KERNEL_RULES:
+                row[: kernels.N_RULE_FIELDS] = basic_table[k]
+                k += 1
+            elif isinstance(rule, BreakEvenRule):
+                row[kernels.KIND] = BREAKEVEN
+                row[kernels.FACTOR] = 1.0 + 1.0 * rule.offset_pct
+                row[kernels.TRAIL_INITIAL] = rule.trigger_pct
+            elif isinstance(rule, PartialProfitTaking):
+                row[kernels.KIND] = PARTIAL
+                partial = np.asarray(rule.levels, dtype=np.float64).reshape(-1, 2)
+            row[kernels.CODE] = len(names)
+            row[PRIORITY] = rule.priority
+            names.append(rule.name)
+    level_kinds = (kernels.STOP_LOSS, kernels.TAKE_PROFIT, kernels.TRAILING, BREAKEVEN)
+    sets_levels = bool(np.isin(table[:, kernels.KIND], level_kinds).any())
+    return table, names, partial, sets_levels
+
+
 def _limit_kind(rule: RiskRule) -> int:
     """The ``L_*`` code of a portfolio limit the kernel runs at hook B (0: none)."""
     kind = type(rule)
+    if kind is MaxLeverageRule:
+        return L_LEVERAGE
     if kind is MaxDrawdownRule:
         return L_DRAWDOWN if cast(MaxDrawdownRule, rule).action == "halt" else 0
     if kind is MaxDailyLossRule:
@@ -1111,6 +1407,8 @@ def _limit_param(rule: RiskRule) -> float:
         return rule.max_pct
     if isinstance(rule, MaxPositionsRule):
         return float(rule.max_positions)
+    if isinstance(rule, MaxLeverageRule):
+        return rule.max_leverage
     raise ValueError(f"{rule!r} is not a compiled limit")  # pragma: no cover
 
 
@@ -1141,14 +1439,14 @@ class CompiledRun:
                 f"TopNStrategy signal {strategy.signal!r} is not a signal/indicator column of "
                 f"the market data (have {sorted(data.columns)})"
             )
-        kernel = risk.basic_kernel() if risk is not None and risk.rules else None
+        rules, rule_names, partial, sets_levels = _rule_table(
+            list(risk.rules) if risk is not None else []
+        )
         limit_rules = list(risk.order_rules) if risk is not None else []
         limits = np.zeros((len(limit_rules), N_LIM))
         for r, rule in enumerate(limit_rules):
             limits[r, LIM_KIND] = _limit_kind(rule)
             limits[r, LIM_PARAM] = _limit_param(rule)
-        rules = kernel.rules if kernel is not None else np.empty((0, kernels.N_RULE_FIELDS))
-        rule_names = list(kernel.names) if kernel is not None else [""]
         commission = config.commission
         rate = commission.rate if isinstance(commission, PercentageCommission) else 0.0
         weight = strategy.weight if strategy.weight is not None else 1.0 / strategy.n
@@ -1162,8 +1460,8 @@ class CompiledRun:
         params[P_STOPS_FIRST] = float(config.bar_event_order == "stops_first")
         params[P_CLOSE_AT_END] = float(config.close_at_end)
         params[P_ENTRY_RULES] = float(risk is not None and bool(risk.entry_rules))
-        params[P_LEVELS_SET] = float(kernel is not None and kernel.sets_levels)
-        params[P_HAS_RULES] = float(kernel is not None)
+        params[P_LEVELS_SET] = float(sets_levels)
+        params[P_HAS_RULES] = float(rules.shape[0] > 0)
         n_sym = data.n_symbols
         n_t = data.n_timestamps
         cap = _capacity(n_t, strategy.n, n_sym)
@@ -1176,6 +1474,7 @@ class CompiledRun:
             istate[LAST_ROW] = -1
             aux_i = np.zeros((N_A, n_sym), dtype=np.int64)
             aux_i[A_CLOSED_AT] = -1
+            aux_i[A_PARTIAL_ENTRY] = -1
             aux_f = np.zeros((N_B, n_sym))
             pending = np.zeros(n_sym)
             oi = np.empty((cap, N_OI), dtype=np.int64)
@@ -1194,8 +1493,9 @@ class CompiledRun:
             acc[ACC_REALIZED] = 0.0
             run_topn(
                 data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-                data.close, data.ordinal, data.prev_row, sig, params, rules, limits, fstate,
-                istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, states, book, c, acc,
+                data.close, data.ordinal, data.prev_row, sig, params, rules, partial, limits,
+                fstate, istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, states,
+                book, c, acc,
             )  # fmt: skip
             if c[C_STATUS] != ST_FULL:
                 break

@@ -23,6 +23,7 @@ from engine import (
     MaxLeverageRule,
     MaxPositionSizeRule,
     MaxPositionsRule,
+    PartialProfitTaking,
     PercentageCommission,
     PerTradeCommission,
     PriceBasedStopLoss,
@@ -34,7 +35,11 @@ from engine import (
     fastpath,
 )
 from engine.risk import kernels
-from engine.risk.rules.dynamic import BreakEvenRule, DynamicTrailingStop
+from engine.risk.rules.dynamic import (
+    BreakEvenRule,
+    DynamicTrailingStop,
+    VolatilityScaledStopLoss,
+)
 from tests.engine.conftest import ts
 
 # Two stop-setting rules on purpose in some cases: the registration warning is expected here.
@@ -84,6 +89,35 @@ def _rules(kind: str) -> list[RiskRule] | None:
         ]
     if kind == "limits_only":
         return [MaxPositionsRule(12), MaxPositionSizeRule(0.035)]
+    if kind == "ten":  # the risk-overhead benchmark's ten rules
+        return [
+            PriceBasedStopLoss(0.05),
+            DynamicTrailingStop(0.10),
+            TimeBasedExit(60),
+            PriceBasedTakeProfit(0.5),
+            BreakEvenRule(0.3),
+            PartialProfitTaking([(0.5, 0.5)]),
+            MaxDailyLossRule(0.5),
+            MaxDrawdownRule(0.9),
+            MaxLeverageRule(5.0),
+            MaxPositionsRule(100),
+        ]
+    if kind == "breakeven_partial":  # every one of them fires or binds
+        return [
+            PriceBasedStopLoss(0.05),
+            BreakEvenRule(0.02, 0.005),
+            PartialProfitTaking([(0.03, 0.3), (0.06, 0.3)]),
+            MaxLeverageRule(0.9),
+            TimeBasedExit(15),
+        ]
+    if kind == "trail_breakeven_partial":
+        return [
+            DynamicTrailingStop(0.06),
+            BreakEvenRule(0.03),
+            PartialProfitTaking([(0.04, 0.5)]),
+            MaxLeverageRule(0.7),
+            MaxPositionSizeRule(0.05),
+        ]
     return [
         PriceBasedStopLoss(0.05),
         DynamicTrailingStop(initial_trail_pct=0.08, tighten_per_bar=0.001),
@@ -139,6 +173,21 @@ _SP500_CASES: dict[str, tuple[dict[str, Any], str, ExecutionConfig]] = {
         "limits_only",
         ExecutionConfig(commission=_COMMISSION),
     ),
+    "ten_rules": (
+        {"signal": "score", "n": 25, "weight": 0.04},
+        "ten",
+        ExecutionConfig(commission=_COMMISSION),
+    ),
+    "breakeven_partial_leverage_rebalance": (
+        {"signal": "score", "n": 25, "rebalance_every": 5},
+        "breakeven_partial",
+        ExecutionConfig(commission=_COMMISSION),
+    ),
+    "trail_breakeven_partial_backtrader_fractional": (
+        {"signal": "score", "n": 25, "rebalance_every": 5},
+        "trail_breakeven_partial",
+        ExecutionConfig.preset("backtrader", commission=_COMMISSION, fractional_shares=True),
+    ),
     "empty_manager_no_commission": (
         {"signal": "score", "n": 5},
         "empty",
@@ -155,6 +204,12 @@ def test_fastpath_sp500_run_equals_python_loop(scored_data: MarketData, case: st
     if rules == "four":  # every rule fires
         reasons = set(slow.trades["exit_reason"].unique())
         assert {"DynamicTrailingStop", "TimeBasedExit", "PriceBasedTakeProfit"} <= reasons
+    if rules.endswith("partial"):  # break-even stops and partial exits fire, leverage binds
+        reasons = set(slow.trades["exit_reason"].unique())
+        assert {"BreakEvenRule", "PartialProfitTaking"} <= reasons
+        assert slow.trades["partial"].any()
+        assert set(slow.rejections["rule"]) >= {"MaxLeverageRule"}
+        assert (slow.rejections["event"] == "shrunk").sum() > 0
     if rules.startswith("limits"):  # every limit binds; the size cap shrinks orders too
         named = {r.name for r in _rules(rules) or [] if r.validates_orders}
         assert set(slow.rejections["rule"].unique()) - {""} == named
@@ -194,9 +249,9 @@ def _scenario(draw: Any) -> dict[str, Any]:
             price = c
     rules = draw(
         st.lists(
-            st.sampled_from(["stop", "target", "trail", "time", "count", "size", "drawdown"]),
+            st.sampled_from(list(_RULES)),
             unique=True,
-            max_size=5,
+            max_size=6,
         )
     )
     return {
@@ -220,6 +275,9 @@ _RULES = {
     "count": lambda: MaxPositionsRule(2),
     "size": lambda: MaxPositionSizeRule(0.3),
     "drawdown": lambda: MaxDrawdownRule(0.05),
+    "breakeven": lambda: BreakEvenRule(0.02, 0.01),
+    "partial": lambda: PartialProfitTaking([(0.02, 0.4), (0.05, 0.4)]),
+    "leverage": lambda: MaxLeverageRule(0.6),
 }
 
 
@@ -281,13 +339,17 @@ def test_fastpath_unsupported_rules_and_strategy_take_python_loop(
     assert "not TopNStrategy" in str(
         fastpath.compiled_reason(scored_data, MyTop("score", 5), None, cfg)
     )
-    breakeven = RiskManager([PriceBasedStopLoss(0.05), BreakEvenRule(0.1)])
-    assert fastpath.compiled_reason(scored_data, top, breakeven, cfg) == (
-        "rule BreakEvenRule has no compiled form"
+    atr = RiskManager([PriceBasedStopLoss(0.05), VolatilityScaledStopLoss(2.0)])
+    assert fastpath.compiled_reason(scored_data, top, atr, cfg) == (
+        "rule VolatilityScaledStopLoss has no compiled form"
     )
-    leverage = RiskManager([PriceBasedStopLoss(0.05), MaxLeverageRule(1.0)])
-    assert fastpath.compiled_reason(scored_data, top, leverage, cfg) == (
-        "rule MaxLeverageRule has no compiled form"
+    two = RiskManager([PartialProfitTaking([(0.1, 0.5)]), PartialProfitTaking([(0.2, 0.5)])])
+    assert fastpath.compiled_reason(scored_data, top, two, cfg) == (
+        "more than one PartialProfitTaking rule"
+    )
+    many = RiskManager([PartialProfitTaking([(0.01 * (k + 1), 0.01) for k in range(63)])])
+    assert fastpath.compiled_reason(scored_data, top, many, cfg) == (
+        "PartialProfitTaking with more than 62 levels"
     )
     flatten = RiskManager([MaxDrawdownRule(0.1, action="flatten")])
     assert fastpath.compiled_reason(scored_data, top, flatten, cfg) == (
@@ -370,6 +432,7 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
             ExecutionConfig.preset("backtrader", fractional_shares=True),
         ),
         ({"n": 3, "weight": 0.3}, ExecutionConfig(commission=_COMMISSION, initial_cash=5_000.0)),
+        ({"n": 3, "weight": 0.3}, ExecutionConfig(commission=_COMMISSION)),
     ]
 
     def rules(k: int) -> RiskManager:
@@ -381,6 +444,15 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
         ]
         if k < 3:
             return RiskManager(exits)
+        if k == 4:
+            return RiskManager(
+                [
+                    DynamicTrailingStop(0.06),
+                    BreakEvenRule(0.01),
+                    PartialProfitTaking([(0.01, 0.3), (0.03, 0.3)]),
+                    MaxLeverageRule(0.8),
+                ]
+            )
         limits: list[RiskRule] = [
             MaxPositionsRule(2),
             MaxPositionSizeRule(0.2),
@@ -412,6 +484,8 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
     reasons = pl.concat([r.trades["exit_reason"] for r in loop])
     assert {"TimeBasedExit", "PriceBasedTakeProfit", "end_of_data"} <= set(reasons)
     assert sum(r.rejections.height for r in loop) > 0
+    assert {"BreakEvenRule", "PartialProfitTaking"} <= set(loop[4].trades["exit_reason"])
+    assert "MaxLeverageRule" in set(loop[4].rejections["rule"])
     limited = set(loop[3].rejections["rule"])
     assert {"MaxPositionsRule", "MaxPositionSizeRule", "MaxDrawdownRule"} <= limited
 
@@ -429,3 +503,23 @@ def test_fastpath_reference_run_equals_python_loop_and_frameworks(data_root: Pat
     _assert_identical(fast, slow)
     assert fast.fills.height == 12_918
     assert round(fast.final_equity, 2) == 761_782.62
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "py_func"])
+def test_fastpath_pairwise_sum_equals_numpy_nansum(
+    compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled MaxLeverageRule's exposure sum is NumPy's, bit for bit."""
+    gross = fastpath._projected_gross
+    if not compiled:
+        for name in ("_pairwise_sum", "_block_sum"):
+            monkeypatch.setattr(fastpath, name, getattr(fastpath, name).py_func)
+        gross = gross.py_func
+    rng = np.random.default_rng(3)
+    for n in [0, 1, 7, 8, 9, 127, 128, 129, 255, 461, 1000, 3000]:
+        qty = np.round(rng.standard_normal(n) * 100)
+        pending = np.where(rng.random(n) < 0.2, np.round(rng.standard_normal(n) * 50), 0.0)
+        marks = rng.uniform(1, 500, n) * 10 ** rng.uniform(-2, 2, n)
+        marks[rng.random(n) < 0.1] = np.nan  # symbols without a bar yet
+        expected = float(np.nansum(np.abs(qty + pending) * marks))
+        assert gross(qty, pending, marks) == expected, n

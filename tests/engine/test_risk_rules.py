@@ -325,7 +325,11 @@ def test_vectorised_rules_match_per_position_evaluation() -> None:
             manager = RiskManager(rules(vectorized))
         results.append(
             BacktestEngine(
-                data, TopNStrategy("score", n=4, rebalance_every=3), manager, ExecutionConfig()
+                data,
+                TopNStrategy("score", n=4, rebalance_every=3),
+                manager,
+                ExecutionConfig(),
+                compiled=False,  # the loop's vectorised and per-position hook C
             ).run()
         )
     fast, slow = results

@@ -163,12 +163,18 @@ class MaxLeverageRule(_PortfolioRule):
         if extra <= room + 1e-9:
             return OrderDecision.allow()
         if room <= 0:
-            return OrderDecision.reject(f"gross leverage at limit {self.max_leverage}")
+            return OrderDecision.reject(self.reason_text(False, 0.0, 0.0))
         # same side: every share adds exposure; a flip first removes |current| shares of it
         shares = room / price if current * q >= 0 else 2.0 * abs(current) + room / price
         return OrderDecision.shrink(
-            math.copysign(min(abs(q), shares), q), f"gross leverage limit {self.max_leverage}"
+            math.copysign(min(abs(q), shares), q), self.reason_text(True, 0.0, 0.0)
         )
+
+    def reason_text(self, shrink: bool, value: float, limit: float) -> str:
+        """The reason of a shrink (``shrink``) or a rejection."""
+        if shrink:
+            return f"gross leverage limit {self.max_leverage}"
+        return f"gross leverage at limit {self.max_leverage}"
 
 
 class MaxPositionSizeRule(_PortfolioRule):
