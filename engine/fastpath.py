@@ -809,16 +809,16 @@ def _block_sum(a: FloatArray, lo: int, n: int) -> float:
 
 
 @_jit
-def _pairwise_sum(a: FloatArray, lo: int, n: int) -> float:
+def _pairwise_sum(a: FloatArray, lo: int, n: int, stack: FloatArray) -> float:
     """NumPy's pairwise summation of ``a[lo:lo + n]`` (float64, contiguous): the same
     additions in the same order, so ``np.sum`` / ``np.nansum`` figures are reproduced. A block
     of more than 128 values is split at ``n2 = n // 2 - (n // 2) % 8`` and the two halves'
     sums added; written with an explicit stack (numba's on-disk cache and recursion do not
-    mix)."""
-    s_lo = np.empty(64, dtype=np.int64)
-    s_n = np.empty(64, dtype=np.int64)
-    s_state = np.zeros(64, dtype=np.int64)
-    s_left = np.zeros(64)
+    mix): ``stack``, float64 of shape (4, 64), scratch (64 levels cover any array size)."""
+    s_lo = stack[0]
+    s_n = stack[1]
+    s_state = stack[2]
+    s_left = stack[3]
     s_lo[0] = lo
     s_n[0] = n
     s_state[0] = 0
@@ -826,9 +826,9 @@ def _pairwise_sum(a: FloatArray, lo: int, n: int) -> float:
     ret = 0.0
     while sp > 0:
         t = sp - 1
-        m = s_n[t]
+        m = int(s_n[t])
         if m <= 128:
-            ret = _block_sum(a, s_lo[t], m)
+            ret = _block_sum(a, int(s_lo[t]), m)
             sp -= 1
             continue
         n2 = m // 2
@@ -854,13 +854,25 @@ def _pairwise_sum(a: FloatArray, lo: int, n: int) -> float:
 
 
 @_jit
-def _projected_gross(qty: FloatArray, pending: FloatArray, marks: FloatArray) -> float:
-    """``PortfolioSnapshot.projected_gross_exposure``: ``nansum(|qty + pending| × mark)``."""
-    e = np.empty(qty.size)
-    for sid in range(qty.size):
-        v = abs(qty[sid] + pending[sid]) * marks[sid]
-        e[sid] = 0.0 if math.isnan(v) else v
-    return _pairwise_sum(e, 0, e.size)
+def _gross_term(qty: FloatArray, pending: FloatArray, marks: FloatArray, sid: int) -> float:
+    """One term of :func:`_projected_gross` (0 for NaN, as ``nansum``)."""
+    v = abs(qty[sid] + pending[sid]) * marks[sid]
+    return 0.0 if math.isnan(v) else v
+
+
+@_jit
+def _projected_gross(
+    qty: FloatArray, pending: FloatArray, marks: FloatArray, scratch: FloatArray
+) -> float:
+    """``PortfolioSnapshot.projected_gross_exposure``: ``nansum(|qty + pending| × mark)``.
+
+    ``scratch``: float64, shape (256 + n_symbols,) (the sum's stack, then the terms, which
+    stay there for :func:`_validate_new_orders` to update one by one)."""
+    n = qty.size
+    e = scratch[256 : 256 + n]
+    for sid in range(n):
+        e[sid] = _gross_term(qty, pending, marks, sid)
+    return _pairwise_sum(e, 0, n, scratch[:256].reshape((4, 64)))
 
 
 @_jit
@@ -910,11 +922,15 @@ def _validate_new_orders(
     c: IntArray,
     ri: IntArray,
     rf: FloatArray,
+    scratch: FloatArray,
+    held: IntArray,
 ) -> None:
     """Hook B (``Broker.validate_new_orders`` with ``RiskManager.validate_order``) for the
     compiled portfolio limits, in priority order; each order is judged against the portfolio
     plus the orders accepted before it (``MaxDrawdownRule`` with ``action="halt"``,
-    ``MaxDailyLossRule``, ``MaxPositionSizeRule``, ``MaxPositionsRule``: the same formulas)."""
+    ``MaxDailyLossRule``, ``MaxPositionSizeRule``, ``MaxPositionsRule``, ``MaxLeverageRule``:
+    the same formulas). ``scratch``: see :func:`_projected_gross`; ``held``: the ids of the
+    symbols with a position (ascending), for the snapshot's equity."""
     qty = fstate[QTY]
     marks = fstate[MARK]
     if limits.shape[0] == 0:
@@ -925,18 +941,16 @@ def _validate_new_orders(
         o = new[k]
         pending[oi[o, OI_SID]] -= of[o, OF_QTY]
     cash = acc[ACC_CASH]
-    n_held = 0
     value = 0.0
-    for sid in range(qty.size):
-        if qty[sid] != 0.0:
-            n_held += 1
-    if n_held:
-        held = np.empty(n_held, dtype=np.int64)
-        _held(qty, held)
+    if held.size:
         value, _ = kernels.portfolio_value(held, qty, marks)
     equity = cash + value
-    # kernels.count_projected, kept up to date as orders are accepted (one symbol changes)
+    # kernels.count_projected, kept up to date as orders are accepted (one symbol changes);
+    # likewise the terms of the projected gross exposure (summed anew when read)
     projected = kernels.count_projected(qty, pending, 1e-9)
+    terms_ready = False
+    terms = scratch[256 : 256 + qty.size]
+    stack = scratch[:256].reshape((4, 64))
     peak = acc[ACC_PEAK]
     day_start = acc[ACC_DAY_START]
     for k in range(new.size):
@@ -990,7 +1004,12 @@ def _validate_new_orders(
                 price = marks[sid]
                 if not grows or not math.isfinite(price) or price <= 0:
                     continue
-                room = param * equity - _projected_gross(qty, pending, marks)
+                if terms_ready:
+                    gross = _pairwise_sum(terms, 0, terms.size, stack)
+                else:
+                    gross = _projected_gross(qty, pending, marks, scratch)
+                    terms_ready = True
+                room = param * equity - gross
                 extra = (abs(current + quantity) - abs(current)) * price
                 if extra <= room + 1e-9:
                     continue
@@ -1033,6 +1052,8 @@ def _validate_new_orders(
         was = abs(qty[sid] + pending[sid]) > 1e-9
         pending[sid] += of[o, OF_QTY]
         projected += int(abs(qty[sid] + pending[sid]) > 1e-9) - int(was)
+        if terms_ready:
+            terms[sid] = _gross_term(qty, pending, marks, sid)
         _accept(o, oi, book, c)
 
 
@@ -1130,6 +1151,7 @@ def run_topn(
     top_val = np.empty(max(n, 1))
     top_row = np.empty(max(n, 1), dtype=np.int64)
     new = np.empty(n_sym + n + 1, dtype=np.int64)
+    scratch = np.empty(256 + n_sym)
     cap = oi.shape[0]
     per_bar = 4 * n_sym + n + 8  # most orders one bar can create
     for i in range(n_t):
@@ -1220,7 +1242,7 @@ def run_topn(
             stamp = i + 1
             for k in range(cnt):
                 aux_i[A_TARGET, sym_id[top_row[k]]] = stamp
-            nh = _held(qty, held)
+            # held: unchanged since the marks (orders only, no fills)
             for k in range(nh):
                 sid = held[k]
                 if aux_i[A_TARGET, sid] == stamp:
@@ -1258,8 +1280,9 @@ def run_topn(
                     )  # fmt: skip
                     n_new += 1
             _validate_new_orders(
-                new[:n_new], i, limits, fractional, acc, fstate, pending, oi, of, book, c, ri, rf
-            )
+                new[:n_new], i, limits, fractional, acc, fstate, pending, oi, of, book, c, ri, rf,
+                scratch, held[:nh],
+            )  # fmt: skip
         # close_at_end: every position at its latest close
         if close_at_end and i == n_t - 1:
             nh = _held(qty, held)
@@ -1278,7 +1301,8 @@ def run_topn(
                     istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
                 )  # fmt: skip
         # 6. the portfolio state
-        nh = _held(qty, held)
+        if close_at_end and i == n_t - 1:
+            nh = _held(qty, held)
         cash = acc[ACC_CASH]
         value = 0.0
         gross = 0.0
