@@ -612,9 +612,16 @@ def _run_ray(
             refs[key] = ray.put(next(j for j in jobs if j.data.key == key).data.frames())
         actor_cls = ray.remote(num_cpus=1)(_TrialActor)
         actors = [actor_cls.remote() for _ in range(workers)]
-        # start-up, timed apart from the trials: each actor imports the backtest code and
-        # fetches every data set it will need once
-        ray.get([actor.warm.remote([ref], key) for actor in actors for key, ref in refs.items()])
+        # start-up, timed apart from the trials: each actor fetches every data set it will need
+        # once and runs one trial of it unrecorded, which imports the backtest code and loads
+        # the engine's compiled kernels (numba's first call) before the timed trials start
+        first = {key: next(j for j in jobs if j.data.key == key) for key in refs}
+        warm = [
+            actor.warm.remote([ref], key, first[key].trial.config.model_dump_json())
+            for actor in actors
+            for key, ref in refs.items()
+        ]
+        ray.get(warm)
         timings["startup"] = time.perf_counter() - started
         queue = list(jobs)
         running: dict[Any, tuple[_Job, Any]] = {}
@@ -655,13 +662,12 @@ class _TrialActor:
     def __init__(self) -> None:
         self.frames: dict[str, Any] = {}
 
-    def warm(self, ref: list[Any], key: str) -> int:
+    def warm(self, ref: list[Any], key: str, config_json: str) -> int:
         import ray
-
-        import ml4t_pipeline.defs.assets_backtest  # noqa: F401  (the import cost, once)
 
         if key not in self.frames:
             self.frames[key] = ray.get(ref[0])
+        run_trial(config_json, self.frames[key])  # result discarded: a warm-up
         return os.getpid()
 
     def run(self, ref: list[Any], key: str, config_json: str) -> TrialOutcome:
