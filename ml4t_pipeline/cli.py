@@ -51,6 +51,7 @@ from ml4t_pipeline.config import ConfigError, load_config
 from ml4t_pipeline.lib import comparison
 from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib.output import OutputError
+from ml4t_pipeline.lib.progress import progress
 from ml4t_pipeline.lib.sweep.cli import add_sweep_parser
 from ml4t_pipeline.runner import (
     DATA_ASSETS,
@@ -101,7 +102,8 @@ def _format(name: str, value: Any) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """``ml4t run``: materialize everything and publish the output set atomically."""
     config_path = Path(args.config)
-    outcome = run_to_folder(config_path, Path(args.output), validate=args.validate)
+    with progress(f"experiment {config_path.stem}: preparing data, training, backtesting"):
+        outcome = run_to_folder(config_path, Path(args.output), validate=args.validate)
     if not outcome.success:
         if outcome.failure:
             print(outcome.failure, file=sys.stderr)
@@ -172,7 +174,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config_path = Path(args.config)
     cfg = load_config(config_path)
     storage = Path(args.storage) if args.storage else Path(".ml4t_storage")
-    result = materialize_experiment(config_path, storage, selection=DATA_ASSETS)
+    with progress(f"experiment {cfg.name}: preparing and validating data"):
+        result = materialize_experiment(config_path, storage, selection=DATA_ASSETS)
     for event in result.get_asset_check_evaluations():
         status = "passed" if event.passed else "FAILED"
         print(f"{status:<7} {event.asset_key.to_user_string()}:{event.check_name}")
