@@ -22,7 +22,7 @@ def _observe(context: dg.AssetExecutionContext, name: str) -> dg.DataVersionsByP
     for key in context.instance.get_dynamic_partitions(experiments_partitions.name):
         try:
             hashes = experiment_input_hashes(experiments.load(key), experiments.root())
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, ValueError) as exc:  # missing file, or a config now refused
             context.log.warning(f"experiment {key}: {exc}")
             continue
         if name in hashes:
