@@ -799,7 +799,8 @@ def load_config(path: str | Path, *, data_root: str | Path | None = None) -> Exp
     ConfigError
         If the file is missing, is not YAML/JSON, or breaks the schema; the message lists every
         offending key with its location (e.g. ``execution.fil: Extra inputs are not permitted``).
-        :class:`DataPathError` when a data path resolves outside the data root.
+        :class:`DataPathError` when a data path resolves outside the data root. A sweep file
+        (a top-level ``sweep:`` block) is refused with a pointer to ``ml4t sweep``.
     """
     path = Path(path)
     if not path.is_file():
@@ -807,6 +808,11 @@ def load_config(path: str | Path, *, data_root: str | Path | None = None) -> Exp
     raw = _read_raw(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    if "sweep" in raw:
+        raise ConfigError(
+            f"{path}: this is a sweep file (it has a `sweep:` block), not one experiment; run it "
+            f"with `ml4t sweep {path} --output DIR`, or remove the block to run the base experiment"
+        )
     raw.setdefault("name", path.stem)
     try:
         cfg = ExperimentConfig.model_validate(raw)

@@ -216,6 +216,6 @@ def cross_framework_validation(
 
 def engine_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     """Extra ``engine.ExecutionConfig`` fields the experiment's preset selects."""
-    from ml4t_pipeline.defs.assets_backtest import preset_fields
+    from ml4t_pipeline.lib.experiment import preset_fields
 
     return preset_fields(cfg.execution.preset)

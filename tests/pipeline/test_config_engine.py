@@ -21,7 +21,7 @@ from ml4t_pipeline.config import (
     build_rule,
     load_config,
 )
-from ml4t_pipeline.defs.assets_backtest import run_experiment
+from ml4t_pipeline.lib.experiment import run_experiment
 
 THIS_MODULE = __name__
 

@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from ml4t_pipeline.config import ExperimentConfig, QuotesConfig
-from ml4t_pipeline.defs.assets_backtest import (
+from ml4t_pipeline.lib.experiment import (
     MonthlyPanel,
     attach_quotes,
     month_starts,

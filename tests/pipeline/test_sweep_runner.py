@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from ml4t_pipeline.cli import main
-from ml4t_pipeline.defs.assets_backtest import experiment_metrics, run_experiment
+from ml4t_pipeline.lib.experiment import experiment_metrics, run_experiment
 from ml4t_pipeline.lib.sweep import runner
 from ml4t_pipeline.lib.sweep.results import write_outputs
 from ml4t_pipeline.lib.sweep.runner import PreparedData, TrialStore, run_sweep

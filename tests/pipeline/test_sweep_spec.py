@@ -200,7 +200,10 @@ def test_cli_run_on_sweep_file_refused_naming_sweep(
 ) -> None:
     path = _write(tmp_path, GRID)
     assert main(["run", str(path), "--output", str(tmp_path / "out")]) == 2
-    assert "sweep" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is a sweep file" in err and f"ml4t sweep {path}" in err
+    assert "Extra inputs" not in err  # not pydantic's message about an unknown key
+    assert not (tmp_path / "out").exists()
 
 
 def test_parse_path_tokens() -> None:

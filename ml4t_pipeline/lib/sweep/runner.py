@@ -174,7 +174,7 @@ def run_trial(
     TrialOutcome
         ``status="failed"`` with the exception's type, message and last frames on error.
     """
-    from ml4t_pipeline.defs.assets_backtest import experiment_metrics, run_experiment
+    from ml4t_pipeline.lib.experiment import experiment_metrics, run_experiment
 
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
@@ -325,8 +325,8 @@ def prepare_data(raw: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> Pr
         An input file is missing.
     """
     from ml4t_pipeline.config import DATA_ROOT_ENV
-    from ml4t_pipeline.defs.assets_backtest import value_columns
     from ml4t_pipeline.defs.io_managers import read_value
+    from ml4t_pipeline.lib.experiment import value_columns
     from ml4t_pipeline.runner import DATA_ASSETS, failed_checks, materialize_experiment
 
     stem = "sweep_data"

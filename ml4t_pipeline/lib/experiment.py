@@ -1,0 +1,298 @@
+"""One experiment's engine run on prepared frames, with no Dagster in sight.
+
+The ``backtest`` asset, ``ml4t run`` (through :mod:`ml4t_pipeline.runner`) and every sweep trial
+(:mod:`ml4t_pipeline.lib.sweep.runner`) run the engine through these functions. The module imports
+only the engine, polars and the config, so a sweep worker (a Ray actor, a spawned process) starts
+without loading Dagster: about 2 s less start-up per worker here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+import engine
+from ml4t_pipeline.config import ExperimentConfig, QuotesConfig, build_rule
+from ml4t_pipeline.lib import io as io_lib
+from ml4t_pipeline.lib import performance
+from ml4t_pipeline.lib.lineage import frame_content_hash
+
+PRICE_COLUMNS = ["timestamp", "symbol", "open", "high", "low", "close", "volume"]
+_NON_VALUE_COLUMNS = {"timestamp", "symbol", "available_at", "model_trained_at"}
+
+
+def value_columns(frame: pl.DataFrame) -> list[str]:
+    """Numeric value columns of a signals/features/context table (keys and times excluded)."""
+    return [
+        name
+        for name, dtype in frame.schema.items()
+        if name not in _NON_VALUE_COLUMNS and dtype.is_numeric()
+    ]
+
+
+def preset_fields(preset: str | None) -> dict[str, Any]:
+    """``engine.ExecutionConfig`` fields of a framework preset (empty for None).
+
+    Raises
+    ------
+    ValueError
+        An unknown preset, or an engine without presets.
+    """
+    if preset is None:
+        return {}
+    presets: dict[str, dict[str, Any]] = getattr(engine, "EXECUTION_PRESETS", {})
+    if preset not in presets:
+        raise ValueError(f"execution.preset {preset!r} unknown; known: {sorted(presets)}")
+    return dict(presets[preset])
+
+
+def build_engine(cfg: ExperimentConfig, data: Any) -> engine.BacktestEngine:
+    """The engine for ``cfg`` on ``data`` (:class:`engine.MarketData` or a chunked panel).
+
+    Strategy from :meth:`StrategyConfig.build`, rules from :func:`build_rule` (no risk manager
+    when there are none), execution settings from :meth:`ExecutionConfig.engine_config`.
+
+    Raises
+    ------
+    ValueError
+        Bad strategy parameters, rule settings or execution settings.
+    """
+    rules = [build_rule(spec) for spec in cfg.risk_rules]
+    return engine.BacktestEngine(
+        data,
+        cfg.strategy.build(),
+        risk_manager=engine.RiskManager(rules) if rules else None,
+        config=cfg.execution.engine_config(),
+    )
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    panel: pl.DataFrame,
+    context: pl.DataFrame,
+    signal_columns: list[str],
+    indicator_columns: list[str],
+    quotes: pl.DataFrame | None = None,
+) -> engine.BacktestResult:
+    """Run the engine for one experiment on prepared frames (no Dagster needed).
+
+    The strategy is :meth:`StrategyConfig.build` (registry or user class), the rules
+    :func:`ml4t_pipeline.config.build_rule` (``CompositeRule`` included) and the execution
+    settings :meth:`ExecutionConfig.engine_config` (preset, then the explicit settings).
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+    panel : pl.DataFrame
+        The market panel (prices, indicators, signals), long format. ``bid``/``ask`` columns,
+        if present, reach the engine (spread-aware slippage).
+    context : pl.DataFrame
+        ``timestamp`` plus market-wide value columns.
+    signal_columns, indicator_columns : list of str
+    quotes : pl.DataFrame, optional
+        ``timestamp``, ``symbol``, ``bid``, ``ask`` (:func:`quotes_from_prices_file`), joined
+        onto the panel with :func:`attach_quotes`.
+
+    Raises
+    ------
+    ValueError
+        Bad panel or quotes (the offending rows are named), or bad engine settings.
+    """
+    if quotes is not None:
+        panel = attach_quotes(panel, quotes)
+    data = engine.MarketData.from_frame(
+        panel,
+        signal_columns=signal_columns,
+        indicator_columns=indicator_columns,
+        context=context,
+        context_columns=value_columns(context),
+    )
+    return build_engine(cfg, data).run()
+
+
+def month_starts(panel: pl.LazyFrame) -> list[datetime]:
+    """First instants (UTC) of the calendar months that hold a bar of ``panel``, in order."""
+    months = (
+        panel.select(pl.col("timestamp").dt.truncate("1mo").unique().sort()).collect().to_series()
+    )
+    return list(months.to_list())
+
+
+def _next_month(start: datetime) -> datetime:
+    return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+
+
+class MonthlyPanel:
+    """The prepared panel as monthly chunks for :class:`engine.ChunkedMarketData`.
+
+    Each iteration collects one month of ``panel`` (``timestamp`` in ``[start, next month)``,
+    UTC) at a time, so only one month's rows are in memory; ``quotes`` are attached per month.
+    While iterating it counts the bars and hashes each month's price columns.
+
+    Parameters
+    ----------
+    panel : pl.LazyFrame
+        The market panel (for instance the stored monthly hive table, scanned lazily).
+    quotes : pl.DataFrame, optional
+        See :func:`attach_quotes`.
+    """
+
+    def __init__(self, panel: pl.LazyFrame, quotes: pl.DataFrame | None = None) -> None:
+        self.panel = panel
+        self.quotes = quotes
+        self.months = month_starts(panel)
+        self.bar_events = 0
+        self.month_hashes: list[str] = []
+
+    def symbols(self) -> list[str]:
+        """Every symbol of the panel, sorted (the engine's fixed universe)."""
+        names = self.panel.select(pl.col("symbol").cast(pl.String).unique().sort()).collect()
+        return list(names.to_series().to_list())
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        self.bar_events, self.month_hashes = 0, []
+        for start in self.months:
+            ts = pl.col("timestamp")
+            chunk = self.panel.filter((ts >= start) & (ts < _next_month(start))).collect()
+            chunk = chunk.sort("timestamp", "symbol", maintain_order=True)
+            if self.quotes is not None:
+                chunk = attach_quotes(chunk, self.quotes)
+            self.bar_events += chunk.height
+            self.month_hashes.append(frame_content_hash(chunk.select(PRICE_COLUMNS)))
+            yield chunk
+
+    def prices_version(self) -> str:
+        """SHA-256 (16 hex digits) of the month hashes of the price columns, once iterated."""
+        return hashlib.sha256("".join(self.month_hashes).encode()).hexdigest()[:16]
+
+
+def run_experiment_streamed(
+    cfg: ExperimentConfig,
+    panel: MonthlyPanel,
+    context: pl.DataFrame,
+    signal_columns: list[str],
+    indicator_columns: list[str],
+) -> engine.BacktestResult:
+    """:func:`run_experiment` over monthly chunks (``data.stream: monthly``), same results.
+
+    The engine builds one month's arrays at a time (:class:`engine.ChunkedMarketData`); the
+    result frames are the same as a run over the whole panel.
+    """
+    data = engine.ChunkedMarketData(
+        panel,
+        symbols=panel.symbols(),
+        signal_columns=signal_columns,
+        indicator_columns=indicator_columns,
+        context=context,
+        context_columns=value_columns(context),
+    )
+    return build_engine(cfg, data).run()
+
+
+QUOTE_KEY = ["timestamp", "symbol"]
+
+
+def quotes_from_prices_file(
+    path: Path, quotes: QuotesConfig, bar_length: str | None = None
+) -> pl.DataFrame:
+    """The bid/ask columns of a prices file, stamped exactly as its prices are.
+
+    The two columns are read with the keys and passed through
+    :func:`ml4t_pipeline.lib.io.to_prices_contract` in the place of the OHLCV columns (bid as
+    open/high/low, ask as close), so their timestamps get the same conversion (daily date →
+    16:00 New York close; intraday bar start + ``bar_length``) and the same refusals.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``timestamp`` (``Datetime[us, UTC]``), ``symbol`` (String), ``bid``, ``ask`` (Float64),
+        one row per row of the file, sorted by (timestamp, symbol).
+
+    Raises
+    ------
+    ValueError
+        The columns are missing or not numeric, or the timestamps are refused (as for prices).
+    """
+    raw = io_lib.read_table(path, columns=[*QUOTE_KEY, quotes.bid, quotes.ask])
+    stand_in = raw.select(
+        *QUOTE_KEY,
+        *[pl.col(quotes.bid).alias(c) for c in ("open", "high", "low")],
+        pl.col(quotes.ask).alias("close"),
+        pl.lit(0.0).alias("volume"),
+    )
+    stamped = io_lib.to_prices_contract(
+        stand_in, bar_length, source=f"data.quotes ({quotes.bid}/{quotes.ask}) in {path}"
+    )
+    return stamped.select(*QUOTE_KEY, pl.col("open").alias("bid"), pl.col("close").alias("ask"))
+
+
+def attach_quotes(panel: pl.DataFrame, quotes: pl.DataFrame) -> pl.DataFrame:
+    """Join ``bid``/``ask`` onto every bar of ``panel`` (exact (timestamp, symbol) match).
+
+    Raises
+    ------
+    ValueError
+        ``panel`` already has ``bid``/``ask``; duplicated quote keys; or bars whose quote is
+        missing, not finite, non-positive or crossed (``ask < bid``): the count and the first
+        rows are named. Nothing is filled or estimated.
+    """
+    clash = [c for c in ("bid", "ask") if c in panel.columns]
+    if clash:
+        raise ValueError(f"data.quotes: the panel already has columns {clash}")
+    dup = quotes.filter(pl.struct(QUOTE_KEY).is_duplicated())
+    if dup.height:
+        raise ValueError(
+            f"data.quotes: {dup.height} quote rows share a (timestamp, symbol): "
+            f"{dup.head(5).to_dicts()}"
+        )
+    keyed = quotes.with_columns(pl.col("symbol").cast(pl.String))
+    joined = (
+        panel.with_columns(pl.col("symbol").cast(pl.String).alias("_symbol"))
+        .join(
+            keyed.rename({"symbol": "_symbol"}),
+            on=["timestamp", "_symbol"],
+            how="left",
+            maintain_order="left",
+        )
+        .drop("_symbol")
+    )
+    bid, ask = pl.col("bid"), pl.col("ask")
+    valid = (bid.is_finite() & ask.is_finite() & (bid > 0) & (ask >= bid)).fill_null(False)
+    bad = joined.filter(~valid)
+    if bad.height:
+        raise ValueError(
+            f"data.quotes: {bad.height} bars have no valid quote (bid and ask finite, ask >= "
+            f"bid > 0); the engine would otherwise estimate the spread silently. First rows: "
+            f"{bad.select(*QUOTE_KEY, 'bid', 'ask').head(5).to_dicts()}"
+        )
+    return joined
+
+
+def experiment_metrics(
+    cfg: ExperimentConfig,
+    portfolio_states: pl.DataFrame,
+    trades: pl.DataFrame,
+    fills: pl.DataFrame,
+    prices: pl.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Every headline metric (:func:`ml4t_pipeline.lib.performance.compute_performance`).
+
+    The engine's metrics, costs from the fills (currency), and, when ``prices`` are given, the
+    comparison with the equal-weight universe as benchmark (alpha, beta, information ratio).
+    """
+    benchmark = performance.equal_weight_benchmark(prices) if prices is not None else None
+    values: dict[str, Any] = performance.compute_performance(
+        portfolio_states,
+        trades,
+        fills=fills,
+        benchmark=benchmark,
+        periods_per_year=cfg.reporting.periods_per_year,
+        risk_free_rate=cfg.reporting.risk_free_rate,
+        initial_cash=cfg.execution.initial_cash,
+    )
+    return {k: (v if isinstance(v, int) else float(v)) for k, v in values.items()}
