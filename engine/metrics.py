@@ -22,6 +22,26 @@ METRIC_KEYS = (
     "exposure",
     "turnover",
 )
+"""Every key of :func:`compute_metrics`, in display order (the one ordered list of metric names)."""
+
+
+def _ordered_subset(*names: str) -> tuple[str, ...]:
+    """``names`` in :data:`METRIC_KEYS` order; a name outside it raises ``ValueError``."""
+    unknown = sorted(set(names) - set(METRIC_KEYS))
+    if unknown:
+        raise ValueError(f"not metric keys of compute_metrics: {unknown}")
+    return tuple(key for key in METRIC_KEYS if key in names)
+
+
+HEADLINE_METRIC_KEYS = tuple(
+    key for key in METRIC_KEYS if key not in ("profit_factor", "exposure", "turnover")
+)
+"""The headline table of a notebook result (its HTML): all but profit factor, exposure, turnover."""
+
+SUMMARY_METRIC_KEYS = _ordered_subset(
+    "total_return", "cagr", "sharpe", "max_drawdown", "win_rate", "n_trades", "final_equity"
+)
+"""The short summary a finished command-line run prints."""
 
 
 def _safe_ratio(num: float, den: float) -> float:

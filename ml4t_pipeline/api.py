@@ -46,24 +46,14 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter, StrMethodFormatter
 
+from engine.metrics import HEADLINE_METRIC_KEYS
 from ml4t_pipeline.config import ConfigError, ExperimentConfig, load_config
 from ml4t_pipeline.lib.progress import progress
 from ml4t_pipeline.lib.report import format_metric
 
 __all__ = ["HEADLINE_METRICS", "Experiment", "ExperimentFailed", "ExperimentResult"]
 
-HEADLINE_METRICS: tuple[str, ...] = (
-    "total_return",
-    "cagr",
-    "annual_volatility",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "calmar",
-    "win_rate",
-    "n_trades",
-    "final_equity",
-)
+HEADLINE_METRICS: tuple[str, ...] = HEADLINE_METRIC_KEYS
 """The metrics shown by :meth:`ExperimentResult._repr_html_` (all of them are in ``metrics``)."""
 
 _YAML_SUFFIXES = (".yaml", ".yml")

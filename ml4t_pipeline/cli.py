@@ -47,6 +47,7 @@ from typing import Any
 
 import dagster as dg
 
+from engine.metrics import SUMMARY_METRIC_KEYS
 from ml4t_pipeline.config import ConfigError, load_config
 from ml4t_pipeline.lib import comparison
 from ml4t_pipeline.lib import output as output_lib
@@ -72,15 +73,7 @@ __all__ = [
     "run_lineage",
 ]
 
-HEADLINE = (
-    "total_return",
-    "cagr",
-    "sharpe",
-    "max_drawdown",
-    "win_rate",
-    "n_trades",
-    "final_equity",
-)
+HEADLINE = SUMMARY_METRIC_KEYS
 
 
 def _print_failures(result: dg.ExecuteInProcessResult) -> None:
