@@ -105,14 +105,32 @@ def run_experiment(
     """
     if quotes is not None:
         panel = attach_quotes(panel, quotes)
-    data = engine.MarketData.from_frame(
+    return build_engine(cfg, market_data(panel, context, signal_columns, indicator_columns)).run()
+
+
+def market_data(
+    panel: pl.DataFrame,
+    context: pl.DataFrame,
+    signal_columns: list[str],
+    indicator_columns: list[str],
+) -> engine.MarketData:
+    """The engine's arrays of a prepared panel and context (:meth:`engine.MarketData.from_frame`).
+
+    The engine only reads them, so one :class:`engine.MarketData` serves any number of runs on
+    the same data (the sweep runner builds it once per worker and data set).
+
+    Raises
+    ------
+    ValueError
+        As :meth:`engine.MarketData.from_frame` (bad panel or context, rows named).
+    """
+    return engine.MarketData.from_frame(
         panel,
         signal_columns=signal_columns,
         indicator_columns=indicator_columns,
         context=context,
         context_columns=value_columns(context),
     )
-    return build_engine(cfg, data).run()
 
 
 def month_starts(panel: pl.LazyFrame) -> list[datetime]:

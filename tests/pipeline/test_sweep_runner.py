@@ -3,6 +3,7 @@ recomputing on new data, failed trials, and the processes/Ray backends against s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,12 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
 
 from ml4t_pipeline.cli import main
-from ml4t_pipeline.lib.experiment import experiment_metrics, run_experiment
+from ml4t_pipeline.lib.experiment import (
+    experiment_metrics,
+    quotes_from_prices_file,
+    run_experiment,
+)
 from ml4t_pipeline.lib.sweep import runner
 from ml4t_pipeline.lib.sweep.results import write_outputs
 from ml4t_pipeline.lib.sweep.runner import PreparedData, TrialStore, run_sweep
@@ -116,18 +122,18 @@ def test_run_sweep_serial_writes_one_row_per_trial_and_strict_outputs(
     assert (table["seconds"] > 0).all() and table["error"].null_count() == 6
     assert table["n_trades"].n_unique() > 1  # the parameters reached the engine
 
-    # the stored row equals a backtest of the trial's config run directly
-    trial = sweep.trials[4]
+    # every stored row equals a backtest of its trial's config run directly on fresh engine
+    # arrays (the sweep's trials share one MarketData: no trial may leave a trace for the next)
     panel, context, sig, ind = lab.prepared.frames()
-    direct = run_experiment(trial.config, panel, context, sig, ind)
-    metrics = experiment_metrics(trial.config, direct.portfolio_states, direct.trades, direct.fills)
-    row = table.row(4, named=True)
-    assert row["sharpe"] == pytest.approx(metrics["sharpe"], rel=1e-12)
-    assert row["n_trades"] == metrics["n_trades"] == direct.trades.height
-    stored = TrialStore(tmp_path).load_returns(row["hash"])
-    assert stored["return"].to_list() == pytest.approx(
-        direct.portfolio_states["return"].fill_null(0.0).to_list()
-    )
+    for trial in sweep.trials:
+        direct = run_experiment(trial.config, panel, context, sig, ind)
+        states = direct.portfolio_states
+        metrics = experiment_metrics(trial.config, states, direct.trades, direct.fills)
+        row = table.row(trial.index, named=True)
+        assert row["sharpe"] == metrics["sharpe"]
+        assert row["n_trades"] == metrics["n_trades"] == direct.trades.height
+        stored = TrialStore(tmp_path).load_returns(row["hash"])
+        assert stored["return"].to_list() == states["return"].fill_null(0.0).to_list()
 
     summary = _strict_json(tmp_path / "sweep_summary.json")
     assert summary == json.loads(json.dumps(outputs["summary"], allow_nan=False))
@@ -144,6 +150,71 @@ def test_run_sweep_serial_writes_one_row_per_trial_and_strict_outputs(
     page = (tmp_path / "sweep_report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3
     assert "Deflated Sharpe Ratio" in page and "PBO" in page
+
+
+def _array_digest(market: Any) -> str:
+    parts = [market.timestamps, market.offsets, market.sym_id, market.open, market.high]
+    parts += [market.low, market.close, market.volume, market.ordinal, market.prev_row]
+    parts += [market.columns[c] for c in sorted(market.columns)]
+    parts += [market.context[c] for c in sorted(market.context)]
+    digest = hashlib.sha256()
+    for array in parts:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def test_trials_sharing_market_data_leave_it_unchanged(lab: Lab) -> None:
+    sweep = load_sweep_file(lab.write("grid", GRID))
+    market = runner.build_market(lab.prepared.frames())
+    before = _array_digest(market)
+    first, other = (sweep.trials[i].config.model_dump_json() for i in (0, 5))
+    a = runner.run_trial(first, market)
+    b = runner.run_trial(other, market)
+    again = runner.run_trial(first, market)
+    assert a.status == b.status == again.status == "ok"
+    assert a.metrics != b.metrics  # a different trial really ran in between
+    assert again.metrics == a.metrics
+    assert again.returns is not None and a.returns is not None
+    assert again.returns.tobytes() == a.returns.tobytes()
+    assert _array_digest(market) == before  # the engine only read the shared arrays
+
+
+def test_run_sweep_with_quotes_fills_at_the_quoted_spread(lab: Lab, tmp_path: Path) -> None:
+    prices = pl.read_parquet(lab.data / "slice.parquet")
+    half = pl.col("open") * 0.01  # a 2 % quoted spread around the open
+    prices.with_columns(
+        (pl.col("open") - half).alias("best_bid"), (pl.col("open") + half).alias("best_ask")
+    ).write_parquet(lab.data / "slice_quotes.parquet")
+    body = experiment({"grid": {"strategy.n": [2, 4]}})
+    body["data"] |= {
+        "prices": "slice_quotes.parquet",
+        "quotes": {"bid": "best_bid", "ask": "best_ask"},
+    }
+    body["execution"]["slippage"] = {"type": "SpreadAware", "spread_fraction": 0.5}
+    path = lab.root / "quotes.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    sweep = load_sweep_file(path)
+    run = run_sweep(sweep, tmp_path)
+    (prepared,) = run.data.values()
+    assert {"bid", "ask"} <= set(prepared.panel.columns)
+    for trial, record in zip(sweep.trials, run.records, strict=True):
+        quotes = quotes_from_prices_file(
+            lab.data / "slice_quotes.parquet", trial.config.data.quotes
+        )
+        panel, context, sig, ind = prepared.frames()
+        direct = run_experiment(
+            trial.config, panel.drop("bid", "ask"), context, sig, ind, quotes=quotes
+        )
+        metrics = experiment_metrics(
+            trial.config, direct.portfolio_states, direct.trades, direct.fills
+        )
+        assert record["status"] == "ok" and record["metrics"]["sharpe"] == metrics["sharpe"]
+        # the fills paid half the quoted spread: the stored costs are the quoted ones
+        fill = direct.fills.row(0, named=True)
+        bar = panel.filter(
+            (pl.col("timestamp") == fill["timestamp"]) & (pl.col("symbol") == fill["symbol"])
+        ).row(0, named=True)
+        assert abs(fill["price"] - bar["open"]) == pytest.approx(0.5 * (bar["ask"] - bar["bid"]))
 
 
 def test_run_sweep_rerun_computes_only_missing_trials(lab: Lab, tmp_path: Path) -> None:

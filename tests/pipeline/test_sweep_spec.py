@@ -195,6 +195,12 @@ def test_cli_sweep_bad_file_exits_2_naming_path(
     assert not (tmp_path / "out").exists()  # refused before anything ran
 
 
+def test_monthly_stream_refused_in_a_sweep(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"grid": {"data.stream": ["whole", "monthly"]}})
+    with pytest.raises(ConfigError, match=r"trial 1 \(data.stream='monthly'\).*not available"):
+        spec.load_sweep_file(path)
+
+
 def test_cli_run_on_sweep_file_refused_naming_sweep(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

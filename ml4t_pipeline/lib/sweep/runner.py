@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -51,6 +51,9 @@ import yaml
 from ml4t_pipeline.config import ExperimentConfig
 from ml4t_pipeline.lib.lineage import code_version, experiment_input_hashes, frame_content_hash
 from ml4t_pipeline.lib.sweep.spec import SweepFile, Trial, canonical_json, data_key
+
+if TYPE_CHECKING:
+    from engine import MarketData
 
 __all__ = [
     "BACKENDS",
@@ -61,6 +64,7 @@ __all__ = [
     "TrialStore",
     "prepare_data",
     "run_sweep",
+    "build_market",
     "run_trial",
     "sweep_code_version",
     "trial_key",
@@ -116,8 +120,19 @@ class PreparedData:
     versions: dict[str, str]
 
     def frames(self) -> tuple[pl.DataFrame, pl.DataFrame, list[str], list[str]]:
-        """What a trial needs: (panel, context, signal columns, indicator columns)."""
+        """What a worker needs: (panel, context, signal columns, indicator columns)."""
         return self.panel, self.context, self.signal_columns, self.indicator_columns
+
+
+def build_market(frames: tuple[pl.DataFrame, pl.DataFrame, list[str], list[str]]) -> MarketData:
+    """The engine's arrays of :meth:`PreparedData.frames`, built once per worker and data set.
+
+    Building them is most of a trial's cost when done per trial (about 80 % on the S&P
+    top-25 sweep); the engine only reads them, so every trial of a worker shares one.
+    """
+    from ml4t_pipeline.lib.experiment import market_data
+
+    return market_data(*frames)
 
 
 @dataclass
@@ -157,30 +172,27 @@ def trial_key(trial: Trial, versions: dict[str, str], code: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def run_trial(
-    config_json: str, frames: tuple[pl.DataFrame, pl.DataFrame, list[str], list[str]]
-) -> TrialOutcome:
-    """Run one backtest on prepared frames and compute its metrics; never raises.
+def run_trial(config_json: str, market: MarketData) -> TrialOutcome:
+    """Run one backtest on prepared data and compute its metrics; never raises.
 
     Parameters
     ----------
     config_json : str
         The trial's experiment config as JSON (``ExperimentConfig.model_dump_json``).
-    frames : tuple
-        :meth:`PreparedData.frames`.
+    market : engine.MarketData
+        :func:`build_market` of the trial's prepared data (shared by the worker's trials).
 
     Returns
     -------
     TrialOutcome
         ``status="failed"`` with the exception's type, message and last frames on error.
     """
-    from ml4t_pipeline.lib.experiment import experiment_metrics, run_experiment
+    from ml4t_pipeline.lib.experiment import build_engine, experiment_metrics
 
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         cfg = ExperimentConfig.model_validate_json(config_json)
-        panel, context, signal_columns, indicator_columns = frames
-        result = run_experiment(cfg, panel, context, signal_columns, indicator_columns)
+        result = build_engine(cfg, market).run()
         states = result.portfolio_states
         metrics = experiment_metrics(cfg, states, result.trades, result.fills)
         returns = states["return"].fill_null(0.0).fill_nan(0.0).to_numpy().astype(np.float64)
@@ -324,9 +336,9 @@ def prepare_data(raw: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> Pr
     FileNotFoundError
         An input file is missing.
     """
-    from ml4t_pipeline.config import DATA_ROOT_ENV
+    from ml4t_pipeline.config import DATA_ROOT_ENV, resolve_data_path
     from ml4t_pipeline.defs.io_managers import read_value
-    from ml4t_pipeline.lib.experiment import value_columns
+    from ml4t_pipeline.lib.experiment import attach_quotes, quotes_from_prices_file, value_columns
     from ml4t_pipeline.runner import DATA_ASSETS, failed_checks, materialize_experiment
 
     stem = "sweep_data"
@@ -356,6 +368,12 @@ def prepare_data(raw: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> Pr
                 f"preparing the sweep's data ({folder}) failed:\n  " + "\n  ".join(lines)
             )
     panel = read_value(storage / "market_panel" / stem)
+    if cfg.data.quotes is not None:  # bid/ask for spread-aware slippage, as the backtest asset
+        prices = resolve_data_path(
+            cfg.data.prices, data_root=os.environ.get(DATA_ROOT_ENV), field="data.prices"
+        )
+        quotes = quotes_from_prices_file(prices, cfg.data.quotes, cfg.data.bar_length)
+        panel = attach_quotes(panel, quotes)
     context = read_value(storage / "market_context" / stem)
     signals = read_value(storage / "signals" / stem, lazy=True).head(0).collect()
     features = read_value(storage / "features" / stem, lazy=True).head(0).collect()
@@ -525,14 +543,17 @@ def run_sweep(
 def _run_serial(
     jobs: Sequence[_Job], workers: int, ray_address: str | None, timings: dict[str, float]
 ) -> Iterator[tuple[_Job, TrialOutcome]]:
-    frames: dict[str, tuple[Any, ...]] = {}
+    markets: dict[str, MarketData] = {}
     for job in jobs:
-        frame = frames.setdefault(job.data.key, job.data.frames())
-        yield job, run_trial(job.trial.config.model_dump_json(), frame)  # type: ignore[arg-type]
+        if job.data.key not in markets:
+            markets[job.data.key] = build_market(job.data.frames())
+        yield job, run_trial(job.trial.config.model_dump_json(), markets[job.data.key])
 
 
-# process workers keep the prepared frames they were started with, by data key
+# process workers keep the prepared frames they were started with, by data key, and the
+# engine arrays built from them on first use
 _WORKER_DATA: dict[str, tuple[Any, ...]] = {}
+_WORKER_MARKETS: dict[str, MarketData] = {}
 
 
 def _init_worker(data: dict[str, tuple[Any, ...]]) -> None:
@@ -540,7 +561,9 @@ def _init_worker(data: dict[str, tuple[Any, ...]]) -> None:
 
 
 def _process_trial(data_key_: str, config_json: str) -> TrialOutcome:
-    return run_trial(config_json, _WORKER_DATA[data_key_])  # type: ignore[arg-type]
+    if data_key_ not in _WORKER_MARKETS:
+        _WORKER_MARKETS[data_key_] = build_market(_WORKER_DATA[data_key_])  # type: ignore[arg-type]
+    return run_trial(config_json, _WORKER_MARKETS[data_key_])
 
 
 def _run_processes(
@@ -606,12 +629,13 @@ def _run_ray(
             ray.init(address="local", num_cpus=workers, **options)
         started_here = True
     try:
+        # the actors' processes start while the data goes into the object store
+        actor_cls = ray.remote(num_cpus=1)(_TrialActor)
+        actors = [actor_cls.remote() for _ in range(workers)]
         # each distinct prepared data set enters the object store once
         refs = {job.data.key: None for job in jobs}
         for key in refs:
             refs[key] = ray.put(next(j for j in jobs if j.data.key == key).data.frames())
-        actor_cls = ray.remote(num_cpus=1)(_TrialActor)
-        actors = [actor_cls.remote() for _ in range(workers)]
         # start-up, timed apart from the trials: each actor fetches every data set it will need
         # once and runs one trial of it unrecorded, which imports the backtest code and loads
         # the engine's compiled kernels (numba's first call) before the timed trials start
@@ -657,22 +681,22 @@ def _run_ray(
 
 
 class _TrialActor:
-    """A Ray actor that fetches each prepared data set once and runs trials on it."""
+    """A Ray actor that fetches each prepared data set once, builds its engine arrays once
+    (:func:`build_market`) and runs trials on them."""
 
     def __init__(self) -> None:
-        self.frames: dict[str, Any] = {}
+        self.markets: dict[str, MarketData] = {}
 
-    def warm(self, ref: list[Any], key: str, config_json: str) -> int:
+    def _market(self, ref: list[Any], key: str) -> MarketData:
         import ray
 
-        if key not in self.frames:
-            self.frames[key] = ray.get(ref[0])
-        run_trial(config_json, self.frames[key])  # result discarded: a warm-up
+        if key not in self.markets:
+            self.markets[key] = build_market(ray.get(ref[0]))
+        return self.markets[key]
+
+    def warm(self, ref: list[Any], key: str, config_json: str) -> int:
+        run_trial(config_json, self._market(ref, key))  # result discarded: a warm-up
         return os.getpid()
 
     def run(self, ref: list[Any], key: str, config_json: str) -> TrialOutcome:
-        import ray
-
-        if key not in self.frames:
-            self.frames[key] = ray.get(ref[0])
-        return run_trial(config_json, self.frames[key])
+        return run_trial(config_json, self._market(ref, key))

@@ -456,7 +456,8 @@ def expand_trials(sweep: SweepFile) -> list[Trial]:
     ------
     ConfigError
         An unknown path, or a value the config schema or the engine refuses; the message names
-        the path, the value and the trial's other parameters.
+        the path, the value and the trial's other parameters. ``data.stream: monthly`` is
+        refused (trials share one in-memory panel).
     """
     known = sweep.base.model_dump(mode="python")
     for name in sweep.spec.paths():
@@ -477,5 +478,11 @@ def expand_trials(sweep: SweepFile) -> list[Trial]:
                 f"{sweep.path}: trial {index} ({where}) is refused:\n{_errors(exc)}"
             ) from exc
         _check_engine_specs(cfg, f"{sweep.path} trial {index} ({where})")
+        if cfg.data.stream == "monthly":
+            raise ConfigError(
+                f"{sweep.path}: trial {index} ({where}): data.stream 'monthly' is not available "
+                "in a sweep: its trials share one in-memory panel per data section (the results "
+                "equal a monthly run's); remove the key or set it to 'whole'"
+            )
         trials.append(Trial(index=index, params=point, config=cfg))
     return trials
