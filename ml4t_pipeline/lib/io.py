@@ -29,7 +29,7 @@ import polars as pl
 from ml4t_pipeline.lib.timing import (
     UTC_DATETIME,
     bar_start_to_close,
-    daily_close_utc,
+    naive_dates_to_close_utc,
     vix_close_utc,
 )
 
@@ -295,17 +295,9 @@ def to_prices_contract(
                 f"{what}: timestamps are naive daily dates; bar_length={bar_length!r} applies "
                 "only to timezone-aware intraday bar-start timestamps"
             )
-        if isinstance(ts_dtype, pl.Datetime):
-            off_midnight = out.with_row_index("row_index").filter(
-                pl.col("timestamp").dt.time() != pl.time(0)
-            )
-            if off_midnight.height:
-                raise ValueError(
-                    f"{what}: {off_midnight.height} naive timestamps are not at 00:00, so they "
-                    "are not daily dates; intraday files must be timezone-aware (bar start). "
-                    f"First rows: {off_midnight.head(5).to_dicts()}"
-                )
-        out = out.with_columns(daily_close_utc(pl.col("timestamp")).alias("timestamp"))
+        out = naive_dates_to_close_utc(
+            out, what, "intraday files must be timezone-aware (bar start)"
+        )
     elif isinstance(ts_dtype, pl.Datetime):
         if bar_length is None:
             raise ValueError(

@@ -139,6 +139,30 @@ def _first_rows(df: pl.DataFrame, n: int = 5) -> str:
     return str(shown.to_dicts())
 
 
+def naive_dates_to_close_utc(df: pl.DataFrame, what: str, intraday_rule: str) -> pl.DataFrame:
+    """``df`` with its naive daily ``timestamp`` moved to that date's 16:00 New York close, UTC.
+
+    The daily convention of the price files: a ``pl.Date`` or naive ``pl.Datetime`` value at
+    00:00 is that date's close (:func:`daily_close_utc`).
+
+    Raises
+    ------
+    ValueError
+        If a naive ``pl.Datetime`` value is not at 00:00 (then it is no daily date): the message
+        starts with ``what`` (the source), gives their count, ``intraday_rule`` (how intraday
+        times must be given instead) and the first offending rows with their ``row_index``.
+    """
+    dtype = df.schema["timestamp"]
+    if isinstance(dtype, pl.Datetime):
+        off = df.with_row_index("row_index").filter(pl.col("timestamp").dt.time() != pl.time(0))
+        if off.height:
+            raise ValueError(
+                f"{what}: {off.height} naive timestamps are not at 00:00 ({dtype}), so they are "
+                f"not daily dates; {intraday_rule}. First rows: {_first_rows(off)}"
+            )
+    return df.with_columns(daily_close_utc(pl.col("timestamp")).alias("timestamp"))
+
+
 def _signal_timestamps_utc(signals: pl.DataFrame, what: str) -> pl.DataFrame:
     """``signals`` with ``timestamp`` as UTC bar closes: aware → UTC, naive daily → 16:00 NY."""
     if "timestamp" not in signals.columns:
@@ -155,18 +179,9 @@ def _signal_timestamps_utc(signals: pl.DataFrame, what: str) -> pl.DataFrame:
             pl.col("timestamp").dt.convert_time_zone("UTC").cast(UTC_DATETIME)
         )
     if dtype == pl.Date or isinstance(dtype, pl.Datetime):
-        if isinstance(dtype, pl.Datetime):
-            off = signals.with_row_index("row_index").filter(
-                pl.col("timestamp").dt.time() != pl.time(0)
-            )
-            if off.height:
-                raise ValueError(
-                    f"{what}: column 'timestamp' is naive ({dtype}) and {off.height} values are "
-                    "not at 00:00, so they are not daily dates; intraday signal times must be "
-                    f"timezone-aware. First rows: {_first_rows(off)}"
-                )
-        # The daily convention of the price files: a naive date is that date's 16:00 NY close.
-        return signals.with_columns(daily_close_utc(pl.col("timestamp")).alias("timestamp"))
+        return naive_dates_to_close_utc(
+            signals, what, "intraday signal times must be timezone-aware"
+        )
     raise ValueError(f"{what}: column 'timestamp' must be a Date or Datetime, got {dtype}")
 
 
