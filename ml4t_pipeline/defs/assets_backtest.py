@@ -3,6 +3,10 @@
 The ``backtest`` asset builds the engine's inputs from the prepared panel and context, runs
 :class:`engine.BacktestEngine` with the experiment's strategy, risk rules and execution settings,
 and stores every output table. The downstream assets split, check and summarise them.
+
+``trades`` and ``portfolio_states`` compute their blocking checks before they yield their value
+and pass the verdict to the IO manager (``checks_verdict_metadata``): a table that fails one is
+kept as a rejected candidate and the last table that passed stays current.
 """
 
 from collections.abc import Iterator
@@ -14,6 +18,7 @@ import polars as pl
 
 from ml4t_pipeline.config import resolve_data_path
 from ml4t_pipeline.defs.assets_attribution import ic_horizon
+from ml4t_pipeline.defs.io_managers import checks_verdict_metadata
 from ml4t_pipeline.defs.metadata import (
     frame_metadata,
     markdown_table,
@@ -46,6 +51,14 @@ TRADES_PANEL_COLUMNS = ["timestamp", "symbol", "signal_available_at"]
 """Panel columns the ``trades`` timing check reads (projection: not the whole panel)."""
 STATES_PANEL_COLUMNS = ["timestamp", "symbol", "close"]
 """Panel columns the ``portfolio_states`` equity reconciliation reads."""
+
+
+def _verdict(
+    context: dg.AssetExecutionContext, results: list[dg.AssetCheckResult]
+) -> dict[str, dg.MetadataValue]:
+    """The IO manager's verdict metadata from this asset's blocking check results."""
+    blocking = [spec.name for spec in context.assets_def.check_specs if spec.blocking]
+    return checks_verdict_metadata(results, blocking)
 
 
 def _schema_check(name: str, frame: pl.DataFrame, model: Any) -> dg.AssetCheckResult:
@@ -163,18 +176,20 @@ def trades(
         "signals_version": dg.MetadataValue.text(frame_content_hash(signals)),
         "code_version": dg.MetadataValue.text(code_version()),
     }
-    yield dg.Output(
-        frame, metadata=frame_metadata(frame, pandera_descriptions(TradesSchema)) | lineage
-    )
-    yield _schema_check("trades_match_schema", frame, TradesSchema)
-    yield dg.AssetCheckResult(
-        check_name="trades_entered_after_signal_available",
-        passed=late.height == 0,
-        metadata={
-            "n_violations": dg.MetadataValue.int(late.height),
-            "first_offending_rows": dg.MetadataValue.md(markdown_table(late, 20)),
-        },
-    )
+    results = [
+        _schema_check("trades_match_schema", frame, TradesSchema),
+        dg.AssetCheckResult(
+            check_name="trades_entered_after_signal_available",
+            passed=late.height == 0,
+            metadata={
+                "n_violations": dg.MetadataValue.int(late.height),
+                "first_offending_rows": dg.MetadataValue.md(markdown_table(late, 20)),
+            },
+        ),
+    ]
+    meta = frame_metadata(frame, pandera_descriptions(TradesSchema)) | lineage
+    yield dg.Output(frame, metadata=meta | _verdict(context, results))
+    yield from results
 
 
 @dg.asset(
@@ -219,18 +234,21 @@ def portfolio_states(
     bad = reconcile.equity_mismatches(
         frame, backtest["fills"], market_panel, initial_cash=cfg.execution.initial_cash
     )
-    descriptions = pandera_descriptions(PortfolioStatesSchema)
-    yield dg.Output(frame, metadata=frame_metadata(frame, descriptions))
-    yield _schema_check("portfolio_states_match_schema", frame, PortfolioStatesSchema)
-    yield _schema_check("fills_match_schema", backtest["fills"], FillsSchema)
-    yield dg.AssetCheckResult(
-        check_name="equity_equals_cash_plus_marked_positions",
-        passed=bad.height == 0,
-        metadata={
-            "n_violations": dg.MetadataValue.int(bad.height),
-            "first_offending_bars": dg.MetadataValue.md(markdown_table(bad, 20)),
-        },
-    )
+    results = [
+        _schema_check("portfolio_states_match_schema", frame, PortfolioStatesSchema),
+        _schema_check("fills_match_schema", backtest["fills"], FillsSchema),
+        dg.AssetCheckResult(
+            check_name="equity_equals_cash_plus_marked_positions",
+            passed=bad.height == 0,
+            metadata={
+                "n_violations": dg.MetadataValue.int(bad.height),
+                "first_offending_bars": dg.MetadataValue.md(markdown_table(bad, 20)),
+            },
+        ),
+    ]
+    meta = frame_metadata(frame, pandera_descriptions(PortfolioStatesSchema))
+    yield dg.Output(frame, metadata=meta | _verdict(context, results))
+    yield from results
 
 
 @dg.asset(

@@ -5,6 +5,11 @@ materialized once with good prices; then the prices file is overwritten with a r
 below its low (``invalid_rows: fail``) and the graph is materialized again: the blocking checks
 fail, the stored ``prices`` and ``prices_raw`` still hold the first run's rows, and a rerun of
 only the downstream assets backtests those good prices and reproduces the first run's outputs.
+
+The engine's tables are judged the same way: when the stored ``backtest`` tables hold a
+look-ahead trade and an equity that does not reconcile, ``trades`` and ``portfolio_states`` fail
+their blocking checks, keep the refused tables as rejected candidates and leave the first run's
+tables current (and ``metrics`` is not recomputed from them).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ml4t_pipeline.defs.io_managers import (
     Ml4tIOManager,
     current_record,
     read_value,
+    write_value,
 )
 from ml4t_pipeline.defs.partitions import EXPERIMENTS
 from ml4t_pipeline.defs.resources import ExperimentsResource
@@ -251,3 +257,124 @@ def test_last_good_prices_raw_alone_stays_pending_until_prices_passes(tmp_path: 
         assert json.loads(
             (env.storage / "prices" / CONTROL_DIR / f"{KEY}.current.json").read_text()
         )["checks_passed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# trades and portfolio_states: their blocking checks judge the engine's tables before storing
+
+TRADES_AND_AFTER = dg.AssetSelection.assets("trades", "portfolio_states").downstream()
+EQUITY_BUMP = 1_000.0
+
+
+def _faulty_engine_tables(tables: dict[str, pl.DataFrame], first_bar: Any) -> dict:
+    """The stored engine tables with two faults an engine bug could make.
+
+    Trade 0 claims its decision on the first bar, before any 20-bar momentum score exists (a
+    look-ahead: ``trades_entered_after_signal_available``); the equity of bar 10 is
+    ``EQUITY_BUMP`` above cash + marked positions (``equity_equals_cash_plus_marked_positions``).
+    """
+    trades = tables["trades"].with_columns(
+        pl.when(pl.col("trade_id") == tables["trades"]["trade_id"].min())
+        .then(pl.lit(first_bar, dtype=tables["trades"].schema["decision_timestamp"]))
+        .otherwise(pl.col("decision_timestamp"))
+        .alias("decision_timestamp")
+    )
+    states = tables["portfolio_states"].with_columns(
+        pl.when(pl.int_range(pl.len()) == 10)
+        .then(pl.col("equity") + EQUITY_BUMP)
+        .otherwise(pl.col("equity"))
+        .alias("equity")
+    )
+    return {**tables, "trades": trades, "portfolio_states": states}
+
+
+@pytest.fixture(scope="module")
+def engine_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Run 1: the whole graph on good data. Run 2: trades onwards on faulty stored engine tables."""
+    root = tmp_path_factory.mktemp("last_good_engine")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ML4T_DATA_ROOT", str(root / "data"))
+        env = Lab(root)
+        good = _good_prices()
+        env.write_prices(good)
+        _momentum_scores(good).write_parquet(env.data / "signals.parquet")
+        first = env.materialize()
+        assert first.success, _failed(first)
+        stored = {name: env.value(name) for name in ("trades", "portfolio_states", "metrics")}
+        first_bar = env.value("market_panel")["timestamp"].min()
+        faulty = _faulty_engine_tables(env.value("backtest"), first_bar)
+        write_value(faulty, env.storage / "backtest" / KEY)  # as a faulty engine run stores it
+        second = env.materialize(TRADES_AND_AFTER)
+        yield {"env": env, "first": first, "second": second, "stored": stored, "faulty": faulty}
+
+
+def test_last_good_backtest_outputs_first_run_records_passed_verdict(
+    engine_lab: dict[str, Any],
+) -> None:
+    first = engine_lab["first"]
+    for asset in ("trades", "portfolio_states"):
+        meta = _materialization_meta(first, asset)
+        assert meta["ml4t/checks_passed"] is True, asset
+        assert meta[VERSION_KEY] == f"current: run {first.run_id} (blocking checks passed)"
+
+
+def test_last_good_faulty_engine_tables_fail_blocking_checks_and_block_metrics(
+    engine_lab: dict[str, Any],
+) -> None:
+    second = engine_lab["second"]
+    assert not second.success
+    assert _failed(second) == {
+        "trades_entered_after_signal_available",
+        "equity_equals_cash_plus_marked_positions",
+        "portfolio_states_match_schema",
+    }
+    done = {e.asset_key.to_user_string() for e in second.get_asset_materialization_events()}
+    assert {"trades", "portfolio_states"} <= done
+    assert "metrics" not in done and "performance_report" not in done
+
+
+@pytest.mark.parametrize(
+    ("asset", "failed"),
+    [
+        ("trades", "trades_entered_after_signal_available"),
+        ("portfolio_states", "equity_equals_cash_plus_marked_positions, "
+         "portfolio_states_match_schema"),
+    ],
+)  # fmt: skip
+def test_last_good_faulty_engine_tables_keep_first_run_current(
+    engine_lab: dict[str, Any], asset: str, failed: str
+) -> None:
+    env, first, second = engine_lab["env"], engine_lab["first"], engine_lab["second"]
+    assert env.value(asset).equals(engine_lab["stored"][asset])
+    record = current_record(env.storage / asset, KEY)
+    assert record is not None and record["run_id"] == first.run_id
+    meta = _materialization_meta(second, asset)
+    assert meta["ml4t/checks_passed"] is False
+    assert meta[VERSION_KEY] == (
+        f"candidate rejected (failed blocking checks: {failed}); current stays run {first.run_id}"
+    )
+    assert meta["ml4t/current_run_id"] == first.run_id
+    assert Path(meta["path"]) == env.storage / asset / f"{KEY}.parquet"
+    # the refused table is kept beside the current one, with its status, for inspection
+    candidate = read_value(Path(meta["candidate_path"]).with_suffix(""))
+    assert candidate.equals(engine_lab["faulty"][asset])
+    assert not candidate.equals(engine_lab["stored"][asset])
+    status = json.loads(
+        (
+            env.storage / asset / CONTROL_DIR / "candidates" / KEY / f"{second.run_id}.status.json"
+        ).read_text()
+    )
+    assert status["status"] == "rejected"
+    assert status["failed_checks"] == failed.split(", ")
+    assert env.value("metrics") == engine_lab["stored"]["metrics"]
+
+
+def test_last_good_engine_rerun_replaces_rejected_tables(engine_lab: dict[str, Any]) -> None:
+    env = engine_lab["env"]
+    rerun = env.materialize(BACKTEST_AND_AFTER)
+    assert rerun.success, _failed(rerun)
+    for asset in ("trades", "portfolio_states"):
+        record = current_record(env.storage / asset, KEY)
+        assert record is not None and record["run_id"] == rerun.run_id, asset
+        assert env.value(asset).equals(engine_lab["stored"][asset]), asset
+    assert env.value("metrics") == engine_lab["stored"]["metrics"]
