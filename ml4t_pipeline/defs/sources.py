@@ -17,13 +17,19 @@ from ml4t_pipeline.lib.lineage import experiment_input_hashes
 
 
 def _observe(context: dg.AssetExecutionContext, name: str) -> dg.DataVersionsByPartition:
+    """Data versions of ``name`` for every experiment partition whose input can be hashed.
+
+    An experiment whose config is refused (``ConfigError``/``DataPathError``, both
+    ``ValueError``) or whose input file is missing is skipped with a warning naming it and the
+    reason; the other experiments are still observed.
+    """
     experiments = context.resources.experiments
     versions: dict[str, str] = {}
     for key in context.instance.get_dynamic_partitions(experiments_partitions.name):
         try:
             hashes = experiment_input_hashes(experiments.load(key), experiments.root())
         except (FileNotFoundError, ValueError) as exc:  # missing file, or a config now refused
-            context.log.warning(f"experiment {key}: {exc}")
+            context.log.warning(f"{name}: experiment {key} not observed: {exc}")
             continue
         if name in hashes:
             versions[key] = hashes[name]
