@@ -46,7 +46,7 @@ from engine.config import ExecutionConfig
 from engine.costs.slippage import NoSlippage
 from engine.data import BarView, FloatArray, IntArray, MarketData
 from engine.events import Fill
-from engine.orders import Order, OrderStatus, OrderType, TimeInForce
+from engine.orders import ACTIVE, Order, OrderStatus, OrderType, TimeInForce
 from engine.recorder import Recorder
 from engine.risk import kernels
 from engine.risk.batch import PositionActions, PositionBatch
@@ -196,6 +196,12 @@ class Broker:
         self._risk_sees_fills = risk_manager is not None and bool(risk_manager.fill_rules)
         # skip work nobody consumes: slippage bar views, Fill objects without listeners
         self._no_slippage = type(config.slippage) is NoSlippage
+        self._commission = config.commission
+        self._no_short = not config.allow_short
+        self._volume_cap = config.max_volume_participation
+        # the recorder's row buffers, appended to once per fill / closed trade
+        self._fill_rows = recorder.fills
+        self._trade_rows = recorder.trades
         self._strategy_wants_fills = type(strategy).on_fill is not Strategy.on_fill
         self._wants_fill_events = self._strategy_wants_fills or (
             risk_manager is not None and bool(risk_manager.fill_rules)
@@ -364,11 +370,12 @@ class Broker:
         self._offsets: list[int] = data.offsets.tolist()
         self._stamps: list[int] = data.timestamps.tolist()
         self._datetimes: list[datetime] = data.datetimes
+        self._names: list[str] = [str(name) for name in data.symbols.tolist()]
 
     # ------------------------------------------------------------------ bar steps
     def _row(self, sid: int) -> int:
         """Row of symbol ``sid`` at the current bar, ``-1`` if it has no bar now."""
-        r = int(self.last_row[sid])
+        r: int = self.last_row.item(sid)
         return r if r >= self.lo else -1
 
     def _rows_now(self, sids: IntArray) -> IntArray:
@@ -401,38 +408,43 @@ class Broker:
         if not self.book:
             return
         book = self.book
-        self.book = []
+        kept: list[Order] = []
+        self.book = kept  # bracket children spawned by this step's fills are appended too
         open_ = self.data.open
+        last_row = self.last_row
+        lo = self.lo
         closed_now = self._stop_closed
         for order in book:
-            if not order.is_active:
+            if order.status not in ACTIVE:
                 continue
             if select is not None and not select(order):
-                self.book.append(order)
+                kept.append(order)
                 continue
+            sid = order.sid
+            kind = order.order_type
             if (
                 closed_now
-                and order.order_type is MARKET
-                and order.sid in closed_now
-                and order.quantity * closed_now[order.sid] < 0
-                and self.qty[order.sid] == 0
+                and kind is MARKET
+                and sid in closed_now
+                and order.quantity * closed_now[sid] < 0
+                and self.qty[sid] == 0
             ):
                 # exit_conflict="stop_wins": the level exit of this bar took precedence
                 self._finish(order, CANCELLED, "position_closed_by_stop", "cancelled")
                 continue
-            row = self._row(order.sid)
-            if row < 0:
-                self.book.append(order)
+            row: int = last_row.item(sid)
+            if row < lo:  # no bar for the symbol now
+                kept.append(order)
                 continue
-            if order.order_type is MARKET:
-                self._fill_order(order, row, float(open_[row]))
+            if kind is MARKET:
+                self._fill_order(order, row, open_.item(row))
             else:
                 self._match(order, row)
-            if order.is_active:
+            if order.status in ACTIVE:
                 if order.tif is DAY:
                     self._finish(order, EXPIRED, "day_order_not_filled", "expired")
                 else:
-                    self.book.append(order)
+                    kept.append(order)
         self.flush_entries()
 
     def _match(self, order: Order, row: int) -> None:
@@ -470,8 +482,8 @@ class Broker:
             self._fill_order(order, row, raw)
 
     def _fill_order(self, order: Order, row: int, raw: float) -> None:
-        remaining = order.remaining
-        cap = self.config.max_volume_participation
+        remaining = order.quantity - order.filled
+        cap = self._volume_cap
         if cap is not None and order.reason != "end_of_data":
             most = cap * float(self.data.volume[row])
             if not self.fractional:
@@ -489,7 +501,12 @@ class Broker:
         fills them at the open price), then position levels."""
         book = self.book
         if book:
-            if any(order.order_type is not MARKET for order in book):
+            mixed = False
+            for order in book:
+                if order.order_type is not MARKET:
+                    mixed = True
+                    break
+            if mixed:
                 now = self.i
                 self.fill_pending_at_open(lambda order: order.order_type is MARKET)
                 # not the bracket children spawned by this bar's fills: they start next bar
@@ -569,8 +586,10 @@ class Broker:
     def check_levels(self) -> None:
         """Step 1b: stop-loss / take-profit levels of open positions against this bar (not
         those of positions marked in ``_deferred``)."""
+        if not self._levels_set:
+            return
         held = self.held()
-        if held.size == 0 or not self._levels_set:
+        if held.size == 0:
             return
         data = self.data
         n = kernels.level_hits(
@@ -1030,7 +1049,7 @@ class Broker:
     ) -> Order:
         order = Order(
             len(self.orders),
-            str(self.data.symbols[sid]),
+            self._names[sid],
             sid,
             quantity,
             order_type=order_type,
@@ -1048,7 +1067,8 @@ class Broker:
         )
         self.orders.append(order)
         if order_type is MARKET:
-            self.pending[sid] += quantity
+            pending = self.pending
+            pending[sid] = pending.item(sid) + quantity
         return order
 
     def submit(
@@ -1083,12 +1103,21 @@ class Broker:
             and tif == "GTC"
         )
         if plain:
-            order = self._new_order(
+            # a plain market order (most strategy orders): built directly, same fields as
+            # through _new_order
+            i = self.i
+            row = self.last_row.item(sid) if i >= 0 else -1
+            order = Order(
+                len(self.orders),
+                self._names[sid],
                 sid,
                 quantity,
-                submit_index=self.i,
-                decision_row=self._row(sid) if self.i >= 0 else -1,
+                submit_index=i,
+                decision_row=row if row >= self.lo else -1,
             )
+            self.orders.append(order)
+            pending = self.pending
+            pending[sid] = pending.item(sid) + quantity
             self.new_orders.append(order)
             return order
         for name, value in (
@@ -1166,7 +1195,7 @@ class Broker:
 
     def close_position(self, symbol: str) -> Order | None:
         sid = self.data.resolve(symbol)
-        current = float(self.qty[sid] + self.pending[sid])
+        current: float = self.qty.item(sid) + self.pending.item(sid)
         if abs(current) < EPS:
             return None
         return self.submit(symbol, -current)
@@ -1231,49 +1260,42 @@ class Broker:
     # ------------------------------------------------------------------ execution
     def _execute(self, order: Order, q: float, raw: float, row: int) -> Fill | None:
         """Fill ``q`` shares of ``order`` at raw price ``raw`` on market-data row ``row``."""
-        cfg = self.config
+        # hot path (one call per fill): state read as Python scalars (``.item``), each array
+        # element read once; the arithmetic is the same float64 arithmetic as on NumPy scalars
         sid = order.sid
         kind = order.order_type
         kname = _TYPE_NAMES[kind]
         if self._no_slippage:
             price = raw
         else:
-            price = cfg.slippage.fill_price(raw, q, BarView(self.data, row), kname)
-        pos = float(self.qty[sid])
-        if not cfg.allow_short and q < 0 and pos + q < -EPS:
+            price = self.config.slippage.fill_price(raw, q, BarView(self.data, row), kname)
+        pos: float = self.qty.item(sid)
+        if q < 0 and self._no_short and pos + q < -EPS:
             self._finish(order, REJECTED, "short_not_allowed", "rejected")
             return None
-        commission = cfg.commission.compute(q, price, self.now_us)
-        if q > 0 and q * price + commission > self.cash + self._cash_tol:
+        commission = self._commission.compute(q, price, self.now_us)
+        cost = q * price + commission
+        if q > 0 and cost > self.cash + self._cash_tol:
             self._finish(order, REJECTED, "insufficient_cash", "rejected")
             return None
-        self.cash -= q * price + commission
+        self.cash -= cost
         slip = (price - raw) * q
         fill_id = self.n_fills
-        self.n_fills += 1
+        self.n_fills = fill_id + 1
         self.fills_today += 1
-        self.recorder.fills.append(
-            (
-                fill_id,
-                order.order_id,
-                self.i,
-                sid,
-                q,
-                raw,
-                price,
-                commission,
-                slip,
-                kname,
-                order.reason,
-            )
+        i = self.i
+        reason = order.reason
+        self._fill_rows.append(
+            (fill_id, order.order_id, i, sid, q, raw, price, commission, slip, kname, reason)
         )
-
-        order.filled += q
+        filled = order.filled + q
+        order.filled = filled
         if kind is MARKET:
-            self.pending[sid] -= q
-        done = abs(order.remaining) < EPS
+            pending = self.pending
+            pending[sid] = pending.item(sid) - q
+        done = abs(order.quantity - filled) < EPS
         order.transition(FILLED if done else PARTIALLY_FILLED)
-        if done and order.reason != "strategy":
+        if done and reason != "strategy":
             self.exit_pending[sid] = False
         if order.oco_id >= 0:
             sibling = self.orders[order.oco_id]
@@ -1282,12 +1304,13 @@ class Broker:
                     self.cancel(sibling, "oco_sibling_filled")
                 else:
                     sibling.quantity -= q
-        if math.isnan(self.marks[sid]):
-            self.marks[sid] = price
-        increased = self._apply_position(sid, q, price, commission, slip, order, row)
+        marks = self.marks
+        if math.isnan(marks.item(sid)):
+            marks[sid] = price
+        increased = self._apply_position(sid, pos, q, price, commission, slip, order, row)
         self._held = None
-        if self._cooldown and order.reason == "bracket_stop_loss" and self.qty[sid] == 0:
-            self._stopped_at[sid] = self.i
+        if self._cooldown and reason == "bracket_stop_loss" and self.qty.item(sid) == 0:
+            self._stopped_at[sid] = i
             self._stopped_dir[sid] = -1.0 if q > 0 else 1.0
 
         fill: Fill | None = None
@@ -1303,8 +1326,8 @@ class Broker:
                 commission,
                 slip,
                 kname,
-                order.reason,
-                self.i,
+                reason,
+                i,
             )
         if increased and self._has_entry_rules:
             # initial levels are set for all new entries of this step at once
@@ -1367,6 +1390,7 @@ class Broker:
     def _apply_position(
         self,
         sid: int,
+        pos: float,
         q: float,
         price: float,
         commission: float,
@@ -1374,24 +1398,26 @@ class Broker:
         order: Order,
         row: int,
     ) -> bool:
-        """Update position, average price and trade records; True if exposure grew."""
-        pos = float(self.qty[sid])
+        """Update position (``pos`` shares before this fill), average price and trade
+        records; True if exposure grew."""
         new = pos + q
         if abs(new) < EPS:
             new = 0.0
-        data = self.data
         if pos == 0.0:
             self._open_trade(sid, q, price, commission, slip, order, row)
             self.qty[sid] = new
             return True
         trade = self.trades[sid]
+        best_arr = self.best
+        worst_arr = self.worst
         if pos * q > 0:
-            self.avg[sid] = (self.avg[sid] * abs(pos) + price * abs(q)) / (abs(pos) + abs(q))
+            avg = self.avg
+            self.avg[sid] = (avg.item(sid) * abs(pos) + price * abs(q)) / (abs(pos) + abs(q))
             trade.quantity += abs(q)
             trade.commission += commission
             trade.slippage += slip
-            self.best[sid] = max(self.best[sid], price)
-            self.worst[sid] = min(self.worst[sid], price)
+            best_arr[sid] = max(best_arr.item(sid), price)
+            worst_arr[sid] = min(worst_arr.item(sid), price)
             self.qty[sid] = new
             return True
         closing = min(abs(q), abs(pos))
@@ -1401,11 +1427,11 @@ class Broker:
         trade.commission -= part_comm
         trade.slippage -= part_slip
         share = closing / abs(q)
-        best = max(float(self.best[sid]), price)
-        worst = min(float(self.worst[sid]), price)
-        entry = float(self.avg[sid])
+        best: float = max(best_arr.item(sid), price)
+        worst: float = min(worst_arr.item(sid), price)
+        entry: float = self.avg.item(sid)
         exit_comm = commission * share
-        self.recorder.trades.append(
+        self._trade_rows.append(
             (
                 sid,
                 trade.direction,
@@ -1419,15 +1445,15 @@ class Broker:
                 part_slip,
                 slip * share,
                 order.reason,
-                int(data.ordinal[row]) - trade.entry_ordinal,
+                self.data.ordinal.item(row) - trade.entry_ordinal,
                 best,
                 worst,
                 trade.decision_row,
                 trade.decision_index,
                 order.decision_row,
                 order.submit_index,
-                float(self.stop[sid]),
-                float(self.tp[sid]),
+                self.stop.item(sid),
+                self.tp.item(sid),
                 closing < abs(pos) - EPS,
             )
         )
@@ -1462,22 +1488,23 @@ class Broker:
         order: Order,
         row: int,
     ) -> None:
-        self.entry_ordinal[sid] = int(self.data.ordinal[row])
+        ordinal: int = self.data.ordinal.item(row)
+        self.entry_ordinal[sid] = ordinal
         self.trades[sid] = _OpenTrade(
-            direction=math.copysign(1.0, q),
-            quantity=abs(q),
-            entry_index=self.i,
-            entry_ordinal=int(self.data.ordinal[row]),
-            commission=commission,
-            slippage=slip,
-            decision_row=order.decision_row,
-            decision_index=order.submit_index,
+            math.copysign(1.0, q),
+            abs(q),
+            self.i,
+            ordinal,
+            commission,
+            slip,
+            order.decision_row,
+            order.submit_index,
         )
         self.avg[sid] = price
         self.best[sid] = price
         self.worst[sid] = price
-        self.stop[sid] = np.nan
-        self.tp[sid] = np.nan
+        self.stop[sid] = math.nan
+        self.tp[sid] = math.nan
         self.stop_rule[sid] = 0
         self.tp_rule[sid] = 0
 
@@ -1486,13 +1513,15 @@ class Broker:
             self._closed_now[sid] = self.trades[sid].direction
         del self.trades[sid]
         self.avg[sid] = 0.0
-        self.stop[sid] = np.nan
-        self.tp[sid] = np.nan
-        self.best[sid] = np.nan
-        self.worst[sid] = np.nan
-        for child in self.children.pop(sid, []):
-            if child.is_active:
-                self.cancel(child, "position_closed")
+        self.stop[sid] = math.nan
+        self.tp[sid] = math.nan
+        self.best[sid] = math.nan
+        self.worst[sid] = math.nan
+        children = self.children.pop(sid, None) if self.children else None
+        if children:
+            for child in children:
+                if child.is_active:
+                    self.cancel(child, "position_closed")
 
 
 def _limit_price(buy: bool, limit: float, o: float, h: float, lo: float) -> float:

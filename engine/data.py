@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine import data_kernels
 from engine.events import MarketEvent
 
 FloatArray = npt.NDArray[np.float64]
@@ -70,14 +71,12 @@ def _strictly_increasing(ts: IntArray, sym_id: IntArray) -> bool:
 
 def _chains(sym_id: IntArray, n_symbols: int) -> tuple[IntArray, IntArray]:
     """Each row's 0-based bar number within its symbol, and the row of its previous bar (-1)."""
-    order = np.lexsort((np.arange(sym_id.size), sym_id))
-    counts = np.bincount(sym_id, minlength=n_symbols)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    ordinal = np.empty(sym_id.size, dtype=np.int64)
-    ordinal[order] = np.arange(sym_id.size) - np.repeat(starts, counts)
-    prev = np.full(sym_id.size, -1, dtype=np.int64)
-    same = sym_id[order[1:]] == sym_id[order[:-1]]
-    prev[order[1:][same]] = order[:-1][same]
+    ids = np.ascontiguousarray(sym_id, dtype=np.int64)
+    ordinal = np.empty(ids.size, dtype=np.int64)
+    prev = np.empty(ids.size, dtype=np.int64)
+    last = np.full(n_symbols, -1, dtype=np.int64)
+    count = np.zeros(n_symbols, dtype=np.int64)
+    data_kernels.symbol_chains(ids, 0, last, count, ordinal, prev)
     return ordinal, prev
 
 
@@ -862,10 +861,8 @@ class ChunkedMarketData:
             holder, self.signal_columns, self.indicator_columns, self._universe, name, n_kept
         )
         ctx = MarketData._align_context(self._context, self._context_columns, arrays.timestamps)
-        n_sym = self.symbols.size
-        new_sid = arrays.sym_id[n_kept:]
-        ord_local, prev_local = _chains(new_sid, n_sym)
         if carry is None:
+            ord_local, prev_local = _chains(arrays.sym_id, self.symbols.size)
             return MarketData(
                 timestamps=arrays.timestamps,
                 offsets=arrays.offsets,
@@ -898,12 +895,16 @@ class ChunkedMarketData:
             arrays.prices[c][:n_kept] = getattr(carry, c)
         for c, values in arrays.columns.items():
             values[:n_kept] = carry.columns[c]
-        # bar numbers and previous bars continue across the boundary
-        last = carry.last_rows
-        safe_last = np.maximum(last, 0)
-        base = np.where(last >= 0, carry.ordinal[safe_last] + 1, 0)
-        carried_last = np.where(last >= 0, last, -1)
-        prev_new = np.where(prev_local >= 0, prev_local + n_kept, carried_last[new_sid])
+        # bar numbers and previous bars continue across the boundary: one pass over the new
+        # rows, starting from each symbol's last carried bar and its bar count
+        last = carry.last_rows.copy()
+        count = np.where(last >= 0, carry.ordinal[np.maximum(last, 0)] + 1, 0).astype(np.int64)
+        n_rows = arrays.sym_id.size
+        ordinal = np.empty(n_rows, dtype=np.int64)
+        prev_row = np.empty(n_rows, dtype=np.int64)
+        ordinal[:n_kept] = carry.ordinal
+        prev_row[:n_kept] = carry.prev_row
+        data_kernels.symbol_chains(arrays.sym_id, n_kept, last, count, ordinal, prev_row)
         start = carry.n_timestamps
         new_dt = pl.Series(arrays.timestamps).cast(pl.Datetime("us", "UTC")).to_list()
         return MarketData(
@@ -916,8 +917,8 @@ class ChunkedMarketData:
             signal_columns=self.signal_columns,
             indicator_columns=self.indicator_columns,
             context={c: np.concatenate((carry.context[c], v)) for c, v in ctx.items()},
-            ordinal=np.concatenate((carry.ordinal, ord_local + base[new_sid])),
-            prev_row=np.concatenate((carry.prev_row, prev_new)).astype(np.int64),
+            ordinal=ordinal,
+            prev_row=prev_row,
             first_index=start,
             first_row=n_kept,
             datetimes=carry.datetimes + new_dt,

@@ -1,0 +1,58 @@
+"""Compiled helpers of :mod:`engine.data` (numba): one pass over the rows instead of a sort.
+
+Each kernel is a plain typed function compiled with :func:`numba.njit` (cached on disk next
+to this module); the uncompiled function stays available as ``kernel.py_func`` (the tests
+run both and compare).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _jit(func: _F) -> _F:
+    """Compile ``func`` in nopython mode, cached on disk next to this module."""
+    return cast(_F, numba.njit(cache=True, nogil=True)(func))
+
+
+@_jit
+def symbol_chains(
+    sym_id: IntArray,
+    start: int,
+    last: IntArray,
+    count: IntArray,
+    ordinal: IntArray,
+    prev: IntArray,
+) -> None:
+    """Bar numbers within each symbol and previous-bar rows of the rows ``start:``, in place.
+
+    Parameters
+    ----------
+    sym_id : ndarray[int64], shape (N,)
+        Symbol id of each row; rows in time order.
+    start : int
+        First row to fill; rows before it are left as they are.
+    last : ndarray[int64], shape (S,)
+        Per symbol id, the row of its latest bar before ``start`` (``-1``: none); updated in
+        place to the latest bar up to the end.
+    count : ndarray[int64], shape (S,)
+        Per symbol id, its number of bars before ``start``; updated in place.
+    ordinal, prev : ndarray[int64], shape (N,)
+        Outputs: ``ordinal[r]`` = bars of the same symbol before row ``r``, ``prev[r]`` = the
+        row of the latest of them (``-1`` for a symbol's first bar).
+    """
+    for r in range(start, sym_id.size):
+        s = sym_id[r]
+        prev[r] = last[s]
+        ordinal[r] = count[s]
+        last[s] = r
+        count[s] += 1
