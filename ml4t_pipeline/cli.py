@@ -33,8 +33,10 @@ Exit codes:
   a valid ``run.json`` given to ``report``/``compare``.
 
 With ``DAGSTER_HOME`` set the runs are recorded in that Dagster instance (visible in the UI);
-otherwise an ephemeral instance is used. The paths recorded in Dagster's metadata are those of
-the staging folder.
+otherwise an ephemeral instance is used. The paths recorded in Dagster's metadata name
+``DIR/assets`` (where the values are once the set is swapped in), not the staging folder, and
+the run is tagged ``ml4t/output_folder``; ``DIR/run.json``'s ``run_id`` says which run's values
+DIR holds.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from ml4t_pipeline.lib.comparison import LINEAGE_FIELDS
 
 __all__ = [
     "DATA_ASSETS",
+    "OUTPUT_FOLDER_TAG",
     "RunOutcome",
     "failed_checks",
     "failure_text",
@@ -51,6 +52,8 @@ DATA_ASSETS = ("prices_raw", "prices", "prices_quarantine", "features", "market_
                "signals", "market_panel")  # fmt: skip
 """The data-preparation assets (what ``ml4t validate`` materializes)."""
 
+OUTPUT_FOLDER_TAG = "ml4t/output_folder"
+"""Run tag of an ``ml4t run``: the output folder its values are published in (on success)."""
 ZERO_TRADES_WARNING = "no trades"
 """Start of the warning text of a run that made no trades."""
 
@@ -68,6 +71,8 @@ def materialize_experiment(
     selection: Sequence[str] | None = None,
     instance: dg.DagsterInstance | None = None,
     validate: bool = False,
+    published_dir: Path | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize the graph (or ``selection``) for one experiment file in-process.
 
@@ -75,6 +80,8 @@ def materialize_experiment(
     ``validate`` adds the cross-framework validation assets (VectorBT, Backtrader). Values are
     stored under ``storage_dir`` by :class:`~ml4t_pipeline.defs.io_managers.Ml4tIOManager`.
     With ``DAGSTER_HOME`` set the run is recorded in that instance, otherwise in an ephemeral one.
+    ``published_dir``: the folder ``storage_dir`` is moved to after the run; the paths recorded
+    in the run's metadata name it instead of ``storage_dir``. ``tags`` are added to the run.
     """
     key = config_path.stem
     instance = instance or _instance()
@@ -94,9 +101,13 @@ def materialize_experiment(
         selection=list(selection) if selection else None,
         resources={
             "experiments": ExperimentsResource(configs_dir=str(config_path.parent.resolve())),
-            "io_manager": Ml4tIOManager(base_dir=str(storage_dir.resolve())),
+            "io_manager": Ml4tIOManager(
+                base_dir=str(storage_dir.resolve()),
+                published_dir=None if published_dir is None else str(published_dir.resolve()),
+            ),
         },
         run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        tags=tags,
         raise_on_error=False,
     )
 
@@ -247,6 +258,14 @@ def run_to_folder(config_path: Path, output: Path, *, validate: bool = False) ->
     the one run function: ``ml4t run`` and :meth:`ml4t_pipeline.api.Experiment.run` call it, so
     its signature is kept stable.
 
+    The Dagster run (kept in the instance when ``DAGSTER_HOME`` is set) is tagged
+    ``ml4t/output_folder`` with ``output``, and the paths it records (``path`` and
+    ``candidate_path`` metadata, the IO manager's log lines and ``.current.json`` records) name
+    ``<output>/assets``, where the values are once the set is swapped in, not the staging folder,
+    which is gone by then. A run that did not publish (a failed check or step, a failed write)
+    names the same paths, which then hold the previous set: ``<output>/run.json``'s ``run_id``
+    says which run's values are there.
+
     Parameters
     ----------
     config_path : Path
@@ -297,7 +316,10 @@ def run_to_folder(config_path: Path, output: Path, *, validate: bool = False) ->
             output_lib.pause_at("staged")
             storage = staging / "assets"
             started = time.perf_counter()
-            result = materialize_experiment(config_path, storage, validate=validate)
+            result = materialize_experiment(
+                config_path, storage, validate=validate, published_dir=final / "assets",
+                tags={OUTPUT_FOLDER_TAG: str(final)},
+            )  # fmt: skip
             elapsed = time.perf_counter() - started
             if not result.success:
                 return RunOutcome(

@@ -24,7 +24,8 @@ Layout: ``<base_dir>/<asset_name>/<partition_key>[.<ext>]`` holds the asset's **
 
 **Last good value.** A value that fails a blocking check never replaces the current one. The
 assets whose blocking checks run inside the asset (``prices``, ``features``, ``signals``,
-``market_context``, ``market_panel``, ``prepared_panel``) compute their check results *before*
+``market_context``, ``market_panel``, ``prepared_panel``, ``trades``, ``portfolio_states``)
+compute their check results *before*
 yielding the value and put the verdict in the output metadata (:func:`checks_verdict_metadata`:
 ``ml4t/checks_passed``, ``ml4t/failed_checks``). The IO manager then:
 
@@ -61,6 +62,13 @@ experiment × month) holds an exclusive ``flock`` on ``<asset>/.ml4t/locks/<key>
 ``storage.exclusive_lock``), so two runs writing the same key never interleave their files. A
 second writer waits up to ``lock_timeout_s`` (default 60 s, ``$ML4T_LOCK_TIMEOUT``), then fails
 with "in use by pid N". Reads take no lock (every file is replaced atomically).
+
+**Published folder.** A storage folder written in a staging place and moved afterwards (``ml4t
+run`` materializes into ``DIR.tmp-*/assets`` and renames it to ``DIR/assets``) sets
+``published_dir`` to the folder's final place: the paths this IO manager records (``path`` and
+``candidate_path`` metadata, its log lines, the ``path`` of ``.current.json`` records) name that
+place, so they stay true after the move. Candidate status files keep the staging path, which the
+run itself uses to read, promote and remove its candidates.
 
 **Keys.** Partition keys become path parts, so the IO manager refuses to build a path from an
 unsafe key (``partitions.check_partition_key``: ``[A-Za-z0-9_.-]+``, no ``..``, no leading
@@ -617,10 +625,26 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
     lock_timeout_s : float, optional
         Seconds a writer waits for a storage key another run is writing (default
         ``$ML4T_LOCK_TIMEOUT`` or 60), then fails naming that run's pid.
+    published_dir : str, optional
+        Where ``base_dir`` will be moved once the run is over (``ml4t run``'s output
+        ``DIR/assets``). Recorded paths under ``base_dir`` name this folder instead (metadata,
+        logs, current-version records); reads and writes still go to ``base_dir``. Default:
+        paths are recorded as written.
     """
 
     base_dir: str
     lock_timeout_s: float | None = None
+    published_dir: str | None = None
+
+    def _shown(self, path: Path) -> Path:
+        """``path`` as it will be after ``base_dir`` is moved to ``published_dir``."""
+        if self.published_dir is None:
+            return path
+        try:
+            rel = path.relative_to(self.base_dir)
+        except ValueError:
+            return path
+        return Path(self.published_dir) / rel
 
     def _asset_dir(self, context: dg.InputContext | dg.OutputContext) -> Path:
         return Path(self.base_dir).joinpath(*context.asset_key.path)
@@ -715,7 +739,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                     },
                     target.candidates / f"{run_id}.status.json",
                 )
-                meta["candidate_path"] = dg.MetadataValue.path(str(path))
+                meta["candidate_path"] = dg.MetadataValue.path(str(self._shown(path)))
                 current = _describe_current(record, target)
                 if status == "rejected":
                     meta[VERSION_KEY] = dg.MetadataValue.text(
@@ -740,7 +764,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                         "checks_passed": verdict,
                         "asset": context.asset_key.to_user_string(),
                         "partition": key,
-                        "path": str(path),
+                        "path": str(self._shown(path)),
                     },
                     target.record_path,
                 )
@@ -751,7 +775,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                 meta["ml4t/current_run_id"] = dg.MetadataValue.text(run_id)
             current_path = _stored_path(target)
             if current_path is not None:
-                meta["path"] = dg.MetadataValue.path(str(current_path))
+                meta["path"] = dg.MetadataValue.path(str(self._shown(current_path)))
         if n_files is not None:
             meta["partition_files"] = dg.MetadataValue.int(n_files)
         for upstream in context.definition_metadata.get(PROMOTES_KEY) or []:
@@ -806,7 +830,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                     "promoted_in_run": run_id,
                     "asset": asset_key.to_user_string(),
                     "partition": key,
-                    "path": str(final),
+                    "path": str(self._shown(final)),
                 },
                 target.record_path,
             )
@@ -867,7 +891,8 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         pending = self._pending_for(target, _input_run_id(context))
         if pending is not None:
             context.log.info(
-                f"{target.what}: reading the pending candidate {pending} (judged in this run)"
+                f"{target.what}: reading the pending candidate {self._shown(pending)} "
+                "(judged in this run)"
             )
             return read_value(_candidate_stem(pending), columns=columns, lazy=lazy)
         return read_value(target.stem, columns=columns, lazy=lazy)
