@@ -14,26 +14,12 @@ frames); the same-process comparison with VectorBT is ``benchmarks/test_vs_vecto
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ml4t_pipeline.lib.crossval.compare import FrameworkRun, run_ml4t
-from ml4t_pipeline.lib.crossval.reference import ReferenceInputs, load_reference_inputs
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def reference() -> ReferenceInputs:
-    import os
-
-    env = os.environ.get("ML4T_DATA_ROOT")
-    root = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
-    if not (root / "sp500_5yr_daily_ohlcv.parquet").exists():
-        pytest.skip(f"real market data not found under {root}")
-    return load_reference_inputs(root)
+from ml4t_pipeline.lib.crossval.reference import ReferenceInputs
 
 
 def _record(benchmark: Any, run: FrameworkRun) -> None:

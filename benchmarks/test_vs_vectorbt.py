@@ -24,7 +24,6 @@ import gc
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,20 +41,9 @@ from engine import (
 from ml4t_pipeline.lib.crossval.reference import (
     ReferenceInputs,
     ReferenceSpec,
-    load_reference_inputs,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 15
-
-
-@pytest.fixture(scope="module")
-def reference() -> ReferenceInputs:
-    env = os.environ.get("ML4T_DATA_ROOT")
-    root = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
-    if not (root / "sp500_5yr_daily_ohlcv.parquet").exists():
-        pytest.skip(f"real market data not found under {root}")
-    return load_reference_inputs(root)
 
 
 def run_ours(data: MarketData, spec: ReferenceSpec) -> BacktestResult:

@@ -12,6 +12,7 @@ from engine import BacktestEngine, BacktestResult, ExecutionConfig, MarketData, 
 from engine.data import BarBatch
 from engine.events import Fill
 from engine.strategy import Strategy
+from ml4t_pipeline.lib.timing import UTC_DATETIME, daily_close_utc
 
 T0 = datetime(2024, 1, 2, 21, 0, tzinfo=UTC)
 Bar = tuple[float, float, float, float]
@@ -121,13 +122,18 @@ def sp500_panel(data_root: object) -> pl.DataFrame:
 
     assert isinstance(data_root, Path)
     raw = pl.read_parquet(data_root / "sp500_5yr_daily_ohlcv.parquet")
-    frame = raw.with_columns(
-        pl.col("timestamp")
-        .dt.replace_time_zone("America/New_York")
-        .dt.offset_by("16h")
-        .dt.convert_time_zone("UTC")
-        .cast(pl.Datetime("us", "UTC"))
-    )
+    frame = raw.with_columns(daily_close_utc(pl.col("timestamp")).cast(UTC_DATETIME))
     null_ohlc = pl.any_horizontal(pl.col(c).is_null() for c in ("open", "high", "low", "close"))
     assert frame.filter(null_ohlc).height == 11
     return frame.filter(~null_ohlc)
+
+
+def momentum_scores(panel: pl.DataFrame, before: datetime) -> pl.DataFrame:
+    """``panel`` with ``score`` = the 20-bar return per symbol (``close / close 20 bars earlier
+    - 1``, known at the bar's close; null for a symbol's first 20 bars), rows before ``before``.
+
+    The signal of the W1 workload (top 25 by 20-day return) on the real S&P 500 panel.
+    """
+    return panel.with_columns(
+        (pl.col("close") / pl.col("close").shift(20).over("symbol") - 1).alias("score")
+    ).filter(pl.col("timestamp") < before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from engine.risk.rules.dynamic import (
     DynamicTrailingStop,
     VolatilityScaledStopLoss,
 )
-from tests.engine.conftest import ts
+from tests.engine.conftest import momentum_scores, ts
 
 # Two stop-setting rules on purpose in some cases: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")
@@ -128,9 +129,7 @@ def _rules(kind: str) -> list[RiskRule] | None:
 
 @pytest.fixture(scope="module")
 def scored_data(sp500_panel: pl.DataFrame) -> MarketData:
-    panel = sp500_panel.with_columns(
-        (pl.col("close") / pl.col("close").shift(20).over("symbol") - 1).alias("score")
-    ).filter(pl.col("timestamp") < pl.datetime(2015, 6, 1, time_zone="UTC"))
+    panel = momentum_scores(sp500_panel, datetime(2015, 6, 1, tzinfo=UTC))
     return MarketData.from_frame(panel, signal_columns=["score"])
 
 

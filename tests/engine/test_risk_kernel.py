@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
@@ -26,6 +26,7 @@ from engine import (
 )
 from engine.risk import kernels
 from engine.risk.rules.dynamic import DynamicTrailingStop
+from tests.engine.conftest import momentum_scores
 
 # Two stop-setting rules on purpose: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")
@@ -122,9 +123,7 @@ def _assert_same(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None
 
 @pytest.fixture(scope="module")
 def scored(sp500_panel: pl.DataFrame) -> pl.DataFrame:
-    return sp500_panel.with_columns(
-        (pl.col("close") / pl.col("close").shift(20).over("symbol") - 1).alias("score")
-    ).filter(pl.col("timestamp") < pl.datetime(2015, 1, 1, time_zone="UTC"))
+    return momentum_scores(sp500_panel, datetime(2015, 1, 1, tzinfo=UTC))
 
 
 _COMMISSION = PercentageCommission(0.001)
