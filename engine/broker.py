@@ -199,6 +199,7 @@ class Broker:
         self._commission = config.commission
         self._no_short = not config.allow_short
         self._volume_cap = config.max_volume_participation
+        self._fill_at_close = config.fill == "close"
         # the recorder's row buffers, appended to once per fill / closed trade
         self._fill_rows = recorder.fills
         self._trade_rows = recorder.trades
@@ -943,8 +944,10 @@ class Broker:
     def fill_at_close(self) -> None:
         """Step 5: with ``fill="close"``, this bar's market orders fill at its close."""
         accepted = self.accepted_this_bar
+        if not accepted:
+            return
         self.accepted_this_bar = []
-        if self.config.fill != "close" or not accepted:
+        if not self._fill_at_close:
             return
         data = self.data
         self._closing = True

@@ -166,10 +166,10 @@ def _panel_arrays(
     del bad
     symbols_sorted = frame.get_column("symbol").unique().sort() if universe is None else universe
     symbols = np.asarray(symbols_sorted.to_list(), dtype=np.str_)
+    # id = position in the sorted names: the physical code of an Enum over them (a name
+    # outside them becomes null)
     ids = frame.select(
-        pl.col("symbol").replace_strict(
-            symbols_sorted, pl.int_range(symbols_sorted.len(), eager=True), default=None
-        )
+        pl.col("symbol").cast(pl.Enum(symbols_sorted), strict=False).to_physical()
     ).to_series()
     if universe is not None and ids.null_count():
         unknown = frame.filter(ids.is_null()).get_column("symbol").unique().sort()
@@ -469,7 +469,7 @@ class MarketData:
         """Row of each symbol's latest bar, shape (S,), ``-1`` for a symbol without bars."""
         if self._last_rows is None:
             last = np.full(self.symbols.size, -1, dtype=np.int64)
-            np.maximum.at(last, self.sym_id, np.arange(self.sym_id.size, dtype=np.int64))
+            data_kernels.last_rows(np.ascontiguousarray(self.sym_id, dtype=np.int64), last)
             self._last_rows = last
         return self._last_rows
 
@@ -558,11 +558,15 @@ class BarBatch:
 
     __slots__ = ("_data", "index", "lo", "hi")
 
-    def __init__(self, data: MarketData, index: int) -> None:
+    def __init__(self, data: MarketData, index: int, lo: int = -1, hi: int = -1) -> None:
+        # lo, hi: the rows offsets[index]:offsets[index + 1] when the caller knows them
         self._data = data
         self.index = index
-        self.lo = int(data.offsets[index])
-        self.hi = int(data.offsets[index + 1])
+        if lo < 0:
+            lo = int(data.offsets[index])
+            hi = int(data.offsets[index + 1])
+        self.lo = lo
+        self.hi = hi
 
     def __len__(self) -> int:
         return self.hi - self.lo
@@ -907,7 +911,7 @@ class ChunkedMarketData:
         data_kernels.symbol_chains(arrays.sym_id, n_kept, last, count, ordinal, prev_row)
         start = carry.n_timestamps
         new_dt = pl.Series(arrays.timestamps).cast(pl.Datetime("us", "UTC")).to_list()
-        return MarketData(
+        window = MarketData(
             timestamps=np.concatenate((carry.timestamps, arrays.timestamps)),
             offsets=np.concatenate((carry.offsets[:-1], arrays.offsets + n_kept)),
             symbols=self.symbols,
@@ -923,6 +927,8 @@ class ChunkedMarketData:
             first_row=n_kept,
             datetimes=carry.datetimes + new_dt,
         )
+        window._last_rows = last  # each symbol's latest row, left by the chains pass
+        return window
 
 
 class ChunkStream:

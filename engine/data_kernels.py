@@ -56,3 +56,10 @@ def symbol_chains(
         ordinal[r] = count[s]
         last[s] = r
         count[s] += 1
+
+
+@_jit
+def last_rows(sym_id: IntArray, last: IntArray) -> None:
+    """``last[s]`` <- the highest row ``r`` with ``sym_id[r] == s`` (unchanged: no such row)."""
+    for r in range(sym_id.size):
+        last[sym_id[r]] = r

@@ -220,7 +220,7 @@ class BacktestEngine:
                             broker.apply_actions(prepared[0], actions)
                 # 3. strategy
                 context = data.context_at(i) if context_columns else empty_context
-                batch = BarBatch(data, i)
+                batch = BarBatch(data, i, broker.lo, broker.hi)
                 if batch_mode:
                     strategy.on_timestamp_batch(datetimes[i], batch, context)
                 else:
