@@ -2,12 +2,14 @@
 
 from typing import Any
 
-__all__ = ["DataPreparer", "Experiment", "ExperimentResult"]
+__all__ = ["DataPreparer", "Experiment", "ExperimentResult", "Sweep", "SweepResult"]
 
 _LAZY = {
     "Experiment": "ml4t_pipeline.api",
     "ExperimentResult": "ml4t_pipeline.api",
     "DataPreparer": "ml4t_pipeline.lib.preparer",
+    "Sweep": "ml4t_pipeline.lib.sweep.api",
+    "SweepResult": "ml4t_pipeline.lib.sweep.api",
 }
 
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from ml4t_pipeline.cli import main
+from ml4t_pipeline.config import ConfigError
 from ml4t_pipeline.lib.experiment import (
     experiment_metrics,
     quotes_from_prices_file,
@@ -409,3 +410,46 @@ def test_sweep_path_refuses_unsafe_partition_key(tmp_path: Path) -> None:
         assets_sweep.sweep_path(tmp_path, "../../etc/x")
     with pytest.raises(FileNotFoundError, match="absent"):
         assets_sweep.sweep_path(tmp_path, "absent")
+
+
+def test_python_sweep_api_equals_cli_and_resumes(lab: Lab, tmp_path: Path) -> None:
+    from ml4t_pipeline import Sweep, SweepResult
+
+    path = lab.write("api", GRID)
+    out_cli, out_api = tmp_path / "cli", tmp_path / "api"
+    for out in (out_cli, out_api):  # the data prepared once, as in the lab's seed run
+        shutil.copytree(lab.seed / "prepared", out / "prepared")
+    assert main(["sweep", str(path), "--output", str(out_cli)]) == 0
+
+    sweep = Sweep.from_file(path)
+    assert len(sweep) == 6 and sweep.name == "api"
+    assert sweep.trials.columns == ["trial", "strategy.n", "risk_rules[0].stop_pct"]
+    result = sweep.run(out_api)
+    assert isinstance(result, SweepResult)
+    timing = ["seconds", "cpu_seconds"]
+    cli_table = pl.read_parquet(out_cli / "sweep_results.parquet").drop(timing)
+    assert result.table.drop(timing).equals(cli_table)  # same trials, same metrics
+    assert result.best is not None
+    assert result.best["sharpe"] == result.table["sharpe"].max()
+    assert (
+        result.deflated_sharpe
+        == _strict_json(out_api / "sweep_summary.json")["deflated_sharpe"]["dsr"]
+    )
+    assert result.report_path.is_file()
+    row = result.table.row(2, named=True)
+    assert result.returns(2).equals(TrialStore(out_api).load_returns(row["hash"]))
+    with pytest.raises(KeyError, match="no trial 99"):
+        result.returns(99)
+    assert "Sweep api" in result._repr_html_() and "PBO" in result._repr_html_()
+
+    again = Sweep.from_file(path).run(out_api)  # resumed: nothing recomputed
+    assert (again.summary["n_computed"], again.summary["n_reused"]) == (0, 6)
+
+    body = experiment(GRID)
+    in_memory = Sweep.from_dict(body, name="api")
+    assert in_memory.trials.equals(sweep.trials)
+    assert body["sweep"] == GRID  # the caller's mapping is not changed
+    with pytest.raises(ConfigError, match="strategy.nn"):
+        Sweep.from_dict(experiment({"grid": {"strategy.nn": [1]}}))
+    with pytest.raises(ValueError, match="unknown backend"):
+        sweep.run(tmp_path / "x", backend="dask")

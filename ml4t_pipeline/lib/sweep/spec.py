@@ -66,6 +66,7 @@ __all__ = [
     "load_sweep_file",
     "parse_path",
     "set_path",
+    "sweep_from_mapping",
 ]
 
 MAX_TRIALS = 100_000
@@ -401,7 +402,22 @@ def load_sweep_file(path: str | Path) -> SweepFile:
         (the message names the path and the value).
     """
     path = Path(path)
-    raw = _read_mapping(path)
+    return sweep_from_mapping(_read_mapping(path), path)
+
+
+def sweep_from_mapping(mapping: dict[str, Any], path: str | Path) -> SweepFile:
+    """:func:`load_sweep_file` for a mapping already in memory (the Python API).
+
+    ``path`` stands for the file in messages and names the sweep (its stem); the mapping is
+    copied, not changed.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`load_sweep_file`.
+    """
+    path = Path(path)
+    raw = copy.deepcopy(dict(mapping))
     if "sweep" not in raw:
         raise ConfigError(f"{path}: no 'sweep:' block (an experiment file? use `ml4t run`)")
     block = raw.pop("sweep")

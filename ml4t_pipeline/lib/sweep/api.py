@@ -1,0 +1,259 @@
+"""Parameter sweeps from Python (notebooks): :class:`Sweep` and :class:`SweepResult`.
+
+The same sweep as ``ml4t sweep CONFIG --output DIR`` (:mod:`ml4t_pipeline.lib.sweep.cli`): the
+file is validated and expanded by :func:`~ml4t_pipeline.lib.sweep.spec.load_sweep_file`, the
+trials run through :func:`~ml4t_pipeline.lib.sweep.runner.run_sweep` (serial, processes or
+Ray; resumable) and the outputs are written by
+:func:`~ml4t_pipeline.lib.sweep.results.write_outputs`, so a sweep run here and one run from
+the command line into the same folder share their stored trials.
+
+Example
+-------
+>>> from ml4t_pipeline import Sweep                                   # doctest: +SKIP
+>>> sweep = Sweep.from_file("configs/sweeps/sp500_top25_sweep.yaml")  # doctest: +SKIP
+>>> result = sweep.run("out/sweep", backend="ray", workers=2)         # doctest: +SKIP
+>>> result.table.sort("sharpe", descending=True).head()               # doctest: +SKIP
+>>> result.deflated_sharpe, result.pbo                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ml4t_pipeline.lib.progress import progress
+from ml4t_pipeline.lib.sweep.results import write_outputs
+from ml4t_pipeline.lib.sweep.runner import BACKENDS, SweepRun, TrialStore, run_sweep
+from ml4t_pipeline.lib.sweep.spec import SweepFile, load_sweep_file, sweep_from_mapping
+
+__all__ = ["Sweep", "SweepResult"]
+
+
+class Sweep:
+    """A validated parameter sweep: a base experiment and its trials.
+
+    Build it with :meth:`from_file` (YAML, or JSON by suffix) or :meth:`from_dict` (the same
+    mapping in memory, with its ``sweep:`` block). Every trial's config is validated when the
+    sweep is built, so a bad path or value fails here, naming it, before anything runs.
+
+    Raises
+    ------
+    ml4t_pipeline.config.ConfigError
+        From the constructors: a missing or unreadable file, no ``sweep:`` block, a block or
+        base experiment that breaks its schema, an unknown path, or a refused value.
+    """
+
+    def __init__(self, sweep: SweepFile) -> None:
+        self._sweep = sweep
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Sweep:
+        """The sweep of an experiment file with a ``sweep:`` block."""
+        return cls(load_sweep_file(path))
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any], name: str = "sweep") -> Sweep:
+        """The sweep of an in-memory experiment mapping with a ``sweep:`` key.
+
+        ``name`` names the sweep (and its experiment, unless the mapping has a ``name``);
+        relative data paths resolve against the data root as for a file.
+        """
+        return cls(sweep_from_mapping(dict(mapping), Path(name)))
+
+    @property
+    def name(self) -> str:
+        """The sweep's name (the file stem, or ``from_dict``'s ``name``)."""
+        return self._sweep.name
+
+    @property
+    def sweep_file(self) -> SweepFile:
+        """The loaded sweep (base config, block, trials) the runner takes."""
+        return self._sweep
+
+    def __len__(self) -> int:
+        return len(self._sweep.trials)
+
+    @property
+    def trials(self) -> pl.DataFrame:
+        """One row per trial: ``trial`` (Int64) and a column per swept path."""
+        rows = [{"trial": t.index} | dict(t.params) for t in self._sweep.trials]
+        return pl.DataFrame(rows, infer_schema_length=None)
+
+    def run(
+        self,
+        output: str | Path,
+        *,
+        backend: str | None = None,
+        workers: int | None = None,
+        ray_address: str | None = None,
+        retry_failed: bool = False,
+        show_progress: bool | None = None,
+    ) -> SweepResult:
+        """Run (or resume) the sweep into ``output`` and write its outputs there.
+
+        Parameters
+        ----------
+        output : str or Path
+            The sweep folder: stored trials there are reused (same config, data and code).
+        backend : {"serial", "processes", "ray"}, optional
+            Default: the block's ``backend``, else ``serial``.
+        workers : int, optional
+            Parallel workers for ``processes``/``ray``; default the block's, else the CPUs.
+        ray_address : str, optional
+            A Ray cluster; default the block's ``ray_address``, else ``$RAY_ADDRESS``, else a
+            local Ray started (and stopped) for this sweep.
+        retry_failed : bool
+            Run the trials whose stored record is ``failed`` again.
+        show_progress : bool, optional
+            Force the progress bar on or off (default: shown on a terminal or in Jupyter).
+
+        Returns
+        -------
+        SweepResult
+
+        Raises
+        ------
+        ml4t_pipeline.lib.sweep.runner.SweepError
+            The data preparation failed, an unknown backend, or Ray is not installed.
+        ValueError
+            ``workers`` below 1.
+        """
+        spec = self._sweep.spec
+        backend = backend or spec.backend or "serial"
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+        workers = workers or spec.workers or (os.cpu_count() or 1)
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        out = Path(output)
+        title = f"sweep {self.name}"
+        with progress(f"{title}: preparing data", total=len(self), force=show_progress) as bar:
+
+            def prepared(pending: int, total: int) -> None:
+                bar.update(f"{title}: trials", total=total)
+                bar.advance(total - pending)
+
+            run = run_sweep(
+                self._sweep,
+                out,
+                backend=backend,
+                workers=workers,
+                ray_address=ray_address or spec.ray_address,
+                retry_failed=retry_failed,
+                on_prepared=prepared,
+                on_trial=lambda record: bar.advance(),
+            )
+        outputs = write_outputs(self._sweep, run, out)
+        return SweepResult(out, run, outputs["table"], outputs["summary"])
+
+    def __repr__(self) -> str:
+        return f"Sweep({self.name!r}, {len(self)} trials, paths {self._sweep.spec.paths()})"
+
+
+class SweepResult:
+    """What :meth:`Sweep.run` produced; the same as the files in its folder.
+
+    Attributes
+    ----------
+    output : Path
+        The sweep folder (``sweep_results.parquet``, ``sweep_summary.json``,
+        ``sweep_report.html``, ``trials/``).
+    run : SweepRun
+        The runner's account (records, computed/reused counts, wall times, backend).
+    table : pl.DataFrame
+        ``sweep_results.parquet``: one row per trial (``trial``, a column per swept path, the
+        metrics, ``hash``, ``status``, ``seconds``, ``error``).
+    summary : dict
+        ``sweep_summary.json``: counts, best trial, Deflated Sharpe Ratio, PBO, lineage.
+    """
+
+    def __init__(
+        self, output: Path, run: SweepRun, table: pl.DataFrame, summary: dict[str, Any]
+    ) -> None:
+        self.output = output
+        self.run = run
+        self.table = table
+        self.summary = summary
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best trial by Sharpe (``trial``, ``params``, ``sharpe``), None if none succeeded."""
+        best: dict[str, Any] | None = self.summary["best_trial"]
+        return best
+
+    @property
+    def deflated_sharpe(self) -> float | None:
+        """The best trial's Deflated Sharpe Ratio (a probability; Bailey & López de Prado 2014).
+
+        None when it cannot be computed (the reason is in ``summary["deflated_sharpe"]``).
+        """
+        value: float | None = self.summary["deflated_sharpe"].get("dsr")
+        return value
+
+    @property
+    def pbo(self) -> float | None:
+        """Probability of Backtest Overfitting by CSCV (Bailey, Borwein, López de Prado & Zhu
+        2015), a fraction in [0, 1]; None when it cannot be computed (reason in the summary)."""
+        value: float | None = self.summary["pbo"].get("pbo")
+        return value
+
+    @property
+    def report_path(self) -> Path:
+        """``sweep_report.html`` (heatmap, Sharpe distribution, top equity curves)."""
+        return self.output / "sweep_report.html"
+
+    def returns(self, trial: int) -> pl.DataFrame:
+        """One trial's per-bar ``timestamp`` (UTC), ``return`` (fraction) and ``equity``
+        (currency).
+
+        Raises
+        ------
+        KeyError
+            No such trial, or the trial failed (its ``error`` is in :attr:`table`).
+        """
+        rows = self.table.filter(pl.col("trial") == trial)
+        if rows.height == 0:
+            raise KeyError(f"no trial {trial}; trials are 0..{self.table.height - 1}")
+        row = rows.row(0, named=True)
+        if row["status"] != "ok":
+            raise KeyError(f"trial {trial} failed: {row['error']}")
+        return TrialStore(self.output).load_returns(row["hash"])
+
+    def _repr_html_(self) -> str:
+        s = self.summary
+        best = self.best
+        cells = [
+            ("trials", f"{s['n_trials']} ({s['n_ok']} ok, {s['n_failed']} failed)"),
+            ("computed / reused", f"{s['n_computed']} / {s['n_reused']}"),
+            ("best trial", "n/a" if best is None else f"{best['trial']} {best['params']}"),
+            ("best Sharpe", _fmt(None if best is None else best["sharpe"])),
+            ("deflated Sharpe", _fmt(self.deflated_sharpe)),
+            ("PBO", _fmt(self.pbo)),
+            ("folder", str(self.output)),
+        ]
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in cells
+        )
+        return f"<b>Sweep {html.escape(self.run_name)}</b><table>{body}</table>"
+
+    @property
+    def run_name(self) -> str:
+        """The sweep's name as recorded in the summary."""
+        return str(self.summary.get("sweep", self.output.name))
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (
+            f"SweepResult({s['n_trials']} trials, {s['n_ok']} ok, deflated Sharpe "
+            f"{_fmt(self.deflated_sharpe)}, PBO {_fmt(self.pbo)}, folder {str(self.output)!r})"
+        )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
