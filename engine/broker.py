@@ -237,7 +237,7 @@ class Broker:
     def held(self) -> IntArray:
         """Ids of symbols with a non-zero position (cached until the next fill)."""
         if self._held is None:
-            self._held = np.flatnonzero(self.qty)
+            self._held = self.qty.nonzero()[0]
         return self._held
 
     def equity(self) -> float:
@@ -1089,14 +1089,7 @@ class Broker:
     ) -> Order:
         """A strategy order (signed quantity); validated at step 4 of the current bar."""
         sid = self.data.resolve(symbol)
-        if not math.isfinite(quantity) or quantity == 0:
-            raise ValueError(f"order quantity must be finite and non-zero, got {quantity!r}")
-        if not self.fractional and quantity != math.floor(quantity):
-            raise ValueError(
-                f"order for {quantity} shares of {symbol!r}: fractional shares are off "
-                "(ExecutionConfig.fractional_shares=False)"
-            )
-        plain = (
+        if (
             limit_price is None
             and stop_price is None
             and trail_amount is None
@@ -1104,25 +1097,9 @@ class Broker:
             and take_profit is None
             and stop_loss is None
             and tif == "GTC"
-        )
-        if plain:
-            # a plain market order (most strategy orders): built directly, same fields as
-            # through _new_order
-            i = self.i
-            row = self.last_row.item(sid) if i >= 0 else -1
-            order = Order(
-                len(self.orders),
-                self._names[sid],
-                sid,
-                quantity,
-                submit_index=i,
-                decision_row=row if row >= self.lo else -1,
-            )
-            self.orders.append(order)
-            pending = self.pending
-            pending[sid] = pending.item(sid) + quantity
-            self.new_orders.append(order)
-            return order
+        ):
+            return self._market_order(sid, symbol, quantity)
+        self._check_quantity(symbol, quantity)
         for name, value in (
             ("limit_price", limit_price),
             ("stop_price", stop_price),
@@ -1201,7 +1178,36 @@ class Broker:
         current: float = self.qty.item(sid) + self.pending.item(sid)
         if abs(current) < EPS:
             return None
-        return self.submit(symbol, -current)
+        return self._market_order(sid, symbol, -current)
+
+    def _check_quantity(self, symbol: str, quantity: float) -> None:
+        if not math.isfinite(quantity) or quantity == 0:
+            raise ValueError(f"order quantity must be finite and non-zero, got {quantity!r}")
+        if not self.fractional and quantity != math.floor(quantity):
+            raise ValueError(
+                f"order for {quantity} shares of {symbol!r}: fractional shares are off "
+                "(ExecutionConfig.fractional_shares=False)"
+            )
+
+    def _market_order(self, sid: int, symbol: str, quantity: float) -> Order:
+        """A plain GTC market order of the strategy (most orders), built directly with the
+        fields :meth:`_new_order` would give it."""
+        self._check_quantity(symbol, quantity)
+        i = self.i
+        row: int = self.last_row.item(sid) if i >= 0 else -1
+        order = Order(
+            len(self.orders),
+            self._names[sid],
+            sid,
+            quantity,
+            submit_index=i,
+            decision_row=row if row >= self.lo else -1,
+        )
+        self.orders.append(order)
+        pending = self.pending
+        pending[sid] = pending.item(sid) + quantity
+        self.new_orders.append(order)
+        return order
 
     def cancel(self, order: Order, reason: str) -> bool:
         if not order.is_active:

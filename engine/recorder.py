@@ -52,12 +52,54 @@ TRADE_FIELDS = (
     "take_profit_at_exit",
     "partial",
 )
+FILL_DTYPES: dict[str, pl.DataType] = {
+    "fill_id": pl.Int64(),
+    "order_id": pl.Int64(),
+    "bar_index": pl.Int64(),
+    "sid": pl.Int64(),
+    "quantity": pl.Float64(),
+    "price_before_slippage": pl.Float64(),
+    "price": pl.Float64(),
+    "commission": pl.Float64(),
+    "slippage": pl.Float64(),
+    "order_type": pl.String(),
+    "reason": pl.String(),
+}
+_INT_TRADE_FIELDS = {
+    "sid",
+    "entry_index",
+    "exit_index",
+    "bars_held",
+    "decision_row",
+    "decision_index",
+    "exit_decision_row",
+    "exit_decision_index",
+}
+TRADE_DTYPES: dict[str, pl.DataType] = {
+    k: pl.Int64()
+    if k in _INT_TRADE_FIELDS
+    else pl.String()
+    if k == "exit_reason"
+    else pl.Boolean()
+    if k == "partial"
+    else pl.Float64()
+    for k in TRADE_FIELDS
+}
 
 
 def _columns(rows: list[tuple[Any, ...]], fields: tuple[str, ...]) -> dict[str, list[Any]]:
     if not rows:
         return {k: [] for k in fields}
     return {k: list(col) for k, col in zip(fields, zip(*rows, strict=True), strict=True)}
+
+
+def _typed_columns(
+    rows: list[tuple[Any, ...]], dtypes: dict[str, pl.DataType]
+) -> dict[str, pl.Series]:
+    """Row tuples (fields in ``dtypes`` order) as one typed series per field, transposed in
+    polars rather than through Python lists (NaN stays NaN; an int in a float field is cast)."""
+    frame = pl.DataFrame(rows, schema=dtypes, orient="row", strict=False)
+    return {name: frame.get_column(name) for name in dtypes}
 
 
 def _side(positive: np.ndarray[Any, Any], yes: str, no: str) -> pl.Series:
@@ -230,10 +272,7 @@ class Recorder:
     def _fill_columns(self) -> dict[str, Any]:
         if self.compiled is not None:
             return self.compiled.fills
-        f: dict[str, Any] = _columns(self.fills, FILL_FIELDS)
-        for k in ("order_type", "reason"):
-            f[k] = pl.Series(f[k], dtype=pl.String)
-        return f
+        return _typed_columns(self.fills, FILL_DTYPES)
 
     def fills_frame(self) -> pl.DataFrame:
         f = self._fill_columns()
@@ -258,9 +297,7 @@ class Recorder:
     def _trade_columns(self) -> dict[str, Any]:
         if self.compiled is not None:
             return self.compiled.trades
-        t: dict[str, Any] = _columns(self.trades, TRADE_FIELDS)
-        t["exit_reason"] = pl.Series(t["exit_reason"], dtype=pl.String)
-        return t
+        return _typed_columns(self.trades, TRADE_DTYPES)
 
     def trades_frame(self) -> pl.DataFrame:
         t = self._trade_columns()
