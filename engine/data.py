@@ -60,13 +60,11 @@ def _float_column(frame: pl.DataFrame, column: str, name: str) -> pl.Expr:
 
 def _strictly_increasing(ts: IntArray, sym_id: IntArray) -> bool:
     """True when (ts, sym_id) pairs are strictly increasing in lexicographic order."""
-    if ts.size < 2:
-        return True
-    dts = np.diff(ts)
-    if (dts < 0).any():
-        return False
-    same = dts == 0
-    return bool((np.diff(sym_id)[same] > 0).all())
+    return bool(
+        data_kernels.strictly_increasing(
+            np.ascontiguousarray(ts, dtype=np.int64), np.ascontiguousarray(sym_id, dtype=np.int64)
+        )
+    )
 
 
 def _chains(sym_id: IntArray, n_symbols: int) -> tuple[IntArray, IntArray]:
@@ -214,12 +212,18 @@ def _panel_arrays(
         """Copy ``col`` (null/NaN → NaN) into its array, then release it from the frame."""
         nonlocal frame
         out = np.empty(reserve + n, dtype=np.float64)
-        values = frame.get_column(col).to_numpy()  # nulls come out as NaN for Float64
+        series = frame.get_column(col)
         if order is None:
-            out[reserve:] = values
+            # chunk by chunk: each chunk's view is copied once (to_numpy of a chunked series
+            # would first concatenate the chunks into another copy); nulls come out as NaN
+            pos = reserve
+            for chunk in series.get_chunks():
+                values = chunk.to_numpy()
+                out[pos : pos + values.size] = values
+                pos += values.size
         else:
-            np.take(values, order, out=out[reserve:])
-        del values
+            np.take(series.to_numpy(), order, out=out[reserve:])
+        del series
         frame = frame.drop(col)
         return out
 

@@ -63,3 +63,14 @@ def last_rows(sym_id: IntArray, last: IntArray) -> None:
     """``last[s]`` <- the highest row ``r`` with ``sym_id[r] == s`` (unchanged: no such row)."""
     for r in range(sym_id.size):
         last[sym_id[r]] = r
+
+
+@_jit
+def strictly_increasing(ts: IntArray, sym_id: IntArray) -> bool:
+    """True when the pairs ``(ts[r], sym_id[r])`` increase strictly (lexicographic order)."""
+    for r in range(1, ts.size):
+        if ts[r] < ts[r - 1]:
+            return False
+        if ts[r] == ts[r - 1] and sym_id[r] <= sym_id[r - 1]:
+            return False
+    return True

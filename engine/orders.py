@@ -67,6 +67,7 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 """The one table of legal status changes: ``status -> statuses it may move to``."""
 
 ACTIVE = frozenset({_S.SUBMITTED, _S.ACCEPTED, _S.PARTIALLY_FILLED})
+_SUBMITTED = _S.SUBMITTED  # bound once: attribute access on an Enum class is slow per order
 
 
 class Order:
@@ -165,7 +166,7 @@ class Order:
         self.trail_extreme = math.nan
         self.triggered = False
         self.tif = tif
-        self.status = OrderStatus.SUBMITTED
+        self.status = _SUBMITTED
         self.reason = reason
         self.status_reason = ""
         self.submit_index = submit_index
