@@ -372,6 +372,7 @@ class Broker:
         self._stamps: list[int] = data.timestamps.tolist()
         self._datetimes: list[datetime] = data.datetimes
         self._names: list[str] = [str(name) for name in data.symbols.tolist()]
+        self._symbol_index: dict[str, int] = data.symbol_index
 
     # ------------------------------------------------------------------ bar steps
     def _row(self, sid: int) -> int:
@@ -414,6 +415,7 @@ class Broker:
         open_ = self.data.open
         last_row = self.last_row
         lo = self.lo
+        uncapped = self._volume_cap is None
         closed_now = self._stop_closed
         for order in book:
             if order.status not in ACTIVE:
@@ -437,10 +439,15 @@ class Broker:
             if row < lo:  # no bar for the symbol now
                 kept.append(order)
                 continue
-            if kind is MARKET:
-                self._fill_order(order, row, open_.item(row))
-            else:
+            if kind is not MARKET:
                 self._match(order, row)
+            elif uncapped:
+                # _fill_order without a volume cap: the whole remainder at the open
+                remaining = order.quantity - order.filled
+                if remaining != 0:
+                    self._execute(order, remaining, open_.item(row), row)
+            else:
+                self._fill_order(order, row, open_.item(row))
             if order.status in ACTIVE:
                 if order.tif is DAY:
                     self._finish(order, EXPIRED, "day_order_not_filled", "expired")
@@ -1088,7 +1095,9 @@ class Broker:
         stop_loss: float | None = None,
     ) -> Order:
         """A strategy order (signed quantity); validated at step 4 of the current bar."""
-        sid = self.data.resolve(symbol)
+        sid = self._symbol_index.get(symbol)
+        if sid is None:
+            sid = self.data.resolve(symbol)  # raises KeyError
         if (
             limit_price is None
             and stop_price is None
@@ -1174,7 +1183,9 @@ class Broker:
         return self.submit(symbol, delta)
 
     def close_position(self, symbol: str) -> Order | None:
-        sid = self.data.resolve(symbol)
+        sid = self._symbol_index.get(symbol)
+        if sid is None:
+            sid = self.data.resolve(symbol)  # raises KeyError
         current: float = self.qty.item(sid) + self.pending.item(sid)
         if abs(current) < EPS:
             return None
@@ -1192,7 +1203,12 @@ class Broker:
     def _market_order(self, sid: int, symbol: str, quantity: float) -> Order:
         """A plain GTC market order of the strategy (most orders), built directly with the
         fields :meth:`_new_order` would give it."""
-        self._check_quantity(symbol, quantity)
+        if (
+            quantity == 0
+            or not math.isfinite(quantity)
+            or (not self.fractional and quantity != math.floor(quantity))
+        ):
+            self._check_quantity(symbol, quantity)  # raises
         i = self.i
         row: int = self.last_row.item(sid) if i >= 0 else -1
         order = Order(
