@@ -202,11 +202,8 @@ def _panel_arrays(
                 f"{name} has {keys.height} duplicate (timestamp, symbol) keys: "
                 f"{_first_rows(keys, ['timestamp', 'symbol'])}"
             )
-    change = np.flatnonzero(np.diff(ts_all)) + 1
-    starts = np.concatenate(([0], change)).astype(np.int64)
-    offsets = np.concatenate((starts, [ts_all.size])).astype(np.int64)
-    timestamps = np.ascontiguousarray(ts_all[starts], dtype=np.int64)
-    del ts_all, change, starts
+    offsets, timestamps = data_kernels.group_offsets(ts_all)  # the panel is not empty
+    del ts_all
 
     def column(col: str) -> FloatArray:
         """Copy ``col`` (null/NaN → NaN) into its array, then release it from the frame."""

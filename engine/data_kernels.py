@@ -74,3 +74,29 @@ def strictly_increasing(ts: IntArray, sym_id: IntArray) -> bool:
         if ts[r] == ts[r - 1] and sym_id[r] <= sym_id[r - 1]:
             return False
     return True
+
+
+@_jit
+def group_offsets(ts: IntArray) -> tuple[IntArray, IntArray]:
+    """CSR offsets of the runs of equal values of the sorted ``ts`` and the run values.
+
+    Returns ``offsets``, shape (T + 1,) (run ``k`` is rows ``offsets[k]:offsets[k + 1]``,
+    ``offsets[T] == ts.size``), and ``values``, shape (T,); ``ts`` must be non-empty.
+    """
+    n = ts.size
+    runs = 1
+    for r in range(1, n):
+        if ts[r] != ts[r - 1]:
+            runs += 1
+    offsets = np.empty(runs + 1, dtype=np.int64)
+    values = np.empty(runs, dtype=np.int64)
+    offsets[0] = 0
+    values[0] = ts[0]
+    k = 1
+    for r in range(1, n):
+        if ts[r] != ts[r - 1]:
+            offsets[k] = r
+            values[k] = ts[r]
+            k += 1
+    offsets[runs] = n
+    return offsets, values

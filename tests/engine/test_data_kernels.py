@@ -73,3 +73,13 @@ def test_strictly_increasing_pairs(
 ) -> None:
     kernel = _both(data_kernels.strictly_increasing)[variant]
     assert kernel(np.array(ts, dtype=np.int64), np.array(ids, dtype=np.int64)) is expected
+
+
+@pytest.mark.parametrize("variant", [0, 1])
+@pytest.mark.parametrize("ts", [[4], [1, 1, 1], [1, 1, 2, 5, 5, 5, 9]])
+def test_group_offsets_match_numpy_runs(variant: int, ts: list[int]) -> None:
+    arr = np.array(ts, dtype=np.int64)
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(arr)) + 1))
+    offsets, values = _both(data_kernels.group_offsets)[variant](arr)
+    np.testing.assert_array_equal(offsets, np.concatenate((starts, [arr.size])))
+    np.testing.assert_array_equal(values, arr[starts])
