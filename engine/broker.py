@@ -215,6 +215,10 @@ class Broker:
         self._stop_wins = config.exit_conflict == "stop_wins"
         self._cash_tol = config.cash_tolerance
         self._cooldown = config.reentry_cooldown_bars
+        # nothing to do after a fill's accounting but bracket children (the common case)
+        self._no_fill_hooks = not (
+            self._cooldown or self._wants_fill_events or self._has_entry_rules
+        )
         self._stopped_at: IntArray = np.full(n, -(2**62), dtype=np.int64)
         self._stopped_dir: FloatArray = np.zeros(n)
         # 1: the levels of that position are not checked now (stops_first: a queued exit)
@@ -855,11 +859,13 @@ class Broker:
             self._apply_cooldown(orders)
         risk = self.risk
         if risk is None or not risk.order_rules:
+            book = self.book
+            accepted = self.accepted_this_bar
             for order in orders:
                 if order.status is SUBMITTED:
                     order.transition(ACCEPTED)
-                    self.book.append(order)
-                    self.accepted_this_bar.append(order)
+                    book.append(order)
+                    accepted.append(order)
             return
         # while validating, `pending` holds only orders already accepted: take the new ones out
         # so each order is judged against the portfolio plus the orders accepted before it
@@ -1334,6 +1340,10 @@ class Broker:
             marks[sid] = price
         increased = self._apply_position(sid, pos, q, price, commission, slip, order, row)
         self._held = None
+        if self._no_fill_hooks:  # no cooldown, fill listeners or entry rules to serve
+            if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
+                self._spawn_bracket(order)
+            return None
         if self._cooldown and reason == "bracket_stop_loss" and self.qty.item(sid) == 0:
             self._stopped_at[sid] = i
             self._stopped_dir[sid] = -1.0 if q > 0 else 1.0
