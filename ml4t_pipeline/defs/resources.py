@@ -62,7 +62,7 @@ class ExperimentsResource(dg.ConfigurableResource):
 
     def load(self, key: str) -> ExperimentConfig:
         """Load and validate the experiment config for partition ``key``."""
-        return load_config(self.config_path(key))
+        return load_config(self.config_path(key), data_root=self.root())
 
     def root(self) -> str | None:
         """The data root relative paths resolve against (None: current directory)."""

@@ -89,3 +89,25 @@ def test_observe_refused_experiment_is_skipped_and_named_good_one_observed(
     assert len(warnings) == 1
     assert "prices_file: experiment refused not observed" in warnings[0]
     assert reason in warnings[0]
+
+
+def test_resource_data_root_is_the_root_configs_are_checked_against(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resource's own ``data_root`` confines its configs' paths, not ``$ML4T_DATA_ROOT``."""
+    from ml4t_pipeline.config import DataPathError
+
+    own, other = tmp_path / "own", tmp_path / "other"
+    own.mkdir()
+    other.mkdir()
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "inside.yaml").write_text(CONFIG.format(name="inside", prices="p.parquet", n=2))
+    outside = CONFIG.format(name="outside", prices="../other/p.parquet", n=2)
+    (configs / "outside.yaml").write_text(outside)
+    monkeypatch.setenv("ML4T_DATA_ROOT", str(other))  # the environment names another root
+    monkeypatch.delenv(ALLOW_OUTSIDE_ROOT_ENV, raising=False)
+    resource = ExperimentsResource(configs_dir=str(configs), data_root=str(own))
+    assert resource.load("inside").data.prices == "p.parquet"
+    with pytest.raises(DataPathError, match="outside the data root"):
+        resource.load("outside")  # inside $ML4T_DATA_ROOT, but not inside the resource's root
