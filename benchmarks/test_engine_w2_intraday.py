@@ -8,11 +8,13 @@ second child process (this file run as a script): it scans one month at a time
 (``scan_partitioned`` filtered on the partition columns, so only that folder is read) and hands
 the frames to the engine as :class:`engine.ChunkedMarketData`; the engine builds one month's
 arrays at a time and carries the run state across months. The strategy buys each symbol at
-three random minutes a day and closes it 30 minutes later (~190 k round trips).
+three random minutes a day and closes it 30 minutes later (~160 k round trips: an entry
+signal while the symbol is still held or has a working order is skipped).
 
 Recorded in ``benchmark.extra_info``: bar_events, the engine's run time (``run_seconds``,
 including reading and converting the months) and rate, the child's wall time, and its peak RSS
-(``ru_maxrss`` of that child via ``os.wait4``). Targets (issue 4): < 30 s and < 1 GB.
+(``ru_maxrss`` of that child via ``os.wait4``). Targets: < 1 GB (issue 4) and an engine run
+< 10 s (issue 16; issue 4 asked < 30 s); recorded, not asserted (timings are machine-bound).
 
 ``python benchmarks/test_engine_w2_intraday.py whole ROOT`` runs the same panel in memory (one
 ``MarketData.from_frame``; ~3.5 GB) and prints the same summary, to check that the streamed run
@@ -48,7 +50,7 @@ N_SYMBOLS = 250
 N_DAYS = 252
 MINUTES = 390
 BAR_EVENTS = N_SYMBOLS * N_DAYS * MINUTES
-TARGET_SECONDS = 30.0
+TARGET_SECONDS = 10.0  # issue 16
 TARGET_RSS_BYTES = 1024**3
 SYMBOLS = [f"S{k:03d}" for k in range(N_SYMBOLS)]
 

@@ -1338,7 +1338,12 @@ class Broker:
         marks = self.marks
         if math.isnan(marks.item(sid)):
             marks[sid] = price
-        increased = self._apply_position(sid, pos, q, price, commission, slip, order, row)
+        if pos == 0.0:  # opening from flat (_apply_position's first case, without the call)
+            self._open_trade(sid, q, price, commission, slip, order, row)
+            self.qty[sid] = 0.0 if abs(q) < EPS else pos + q
+            increased = True
+        else:
+            increased = self._apply_position(sid, pos, q, price, commission, slip, order, row)
         self._held = None
         if self._no_fill_hooks:  # no cooldown, fill listeners or entry rules to serve
             if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
