@@ -46,7 +46,14 @@ from engine.config import ExecutionConfig
 from engine.costs.slippage import NoSlippage
 from engine.data import BarView, FloatArray, IntArray, MarketData
 from engine.events import Fill
-from engine.orders import ACTIVE, Order, OrderStatus, OrderType, TimeInForce
+from engine.orders import (
+    ACTIVE,
+    Order,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    plain_market_order,
+)
 from engine.recorder import Recorder
 from engine.risk import kernels
 from engine.risk.batch import PositionActions, PositionBatch
@@ -1217,13 +1224,8 @@ class Broker:
             self._check_quantity(symbol, quantity)  # raises
         i = self.i
         row: int = self.last_row.item(sid) if i >= 0 else -1
-        order = Order(
-            len(self.orders),
-            self._names[sid],
-            sid,
-            quantity,
-            submit_index=i,
-            decision_row=row if row >= self.lo else -1,
+        order = plain_market_order(
+            len(self.orders), self._names[sid], sid, quantity, i, row if row >= self.lo else -1
         )
         self.orders.append(order)
         pending = self.pending

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from engine import Order, Strategy
-from engine.orders import TRANSITIONS, OrderStatus
+from engine.orders import TRANSITIONS, OrderStatus, plain_market_order
 from tests.engine.conftest import make_panel, run, ts
 
 START = (10, 10.5, 9.5, 10)
@@ -217,3 +217,17 @@ def test_status_table_terminal_states_have_no_exit() -> None:
     order.transition(OrderStatus.FILLED)
     with pytest.raises(RuntimeError, match="illegal status change"):
         order.transition(OrderStatus.CANCELLED)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "submit_index", "decision_row"), [(10.0, 7, 42), (-3.0, 0, -1)]
+)
+def test_plain_market_order_equals_the_keyword_constructor(
+    quantity: float, submit_index: int, decision_row: int
+) -> None:
+    fast = plain_market_order(5, "AAA", 2, quantity, submit_index, decision_row)
+    slow = Order(5, "AAA", 2, quantity, submit_index=submit_index, decision_row=decision_row)
+    for name in Order.__slots__:
+        a, b = getattr(fast, name), getattr(slow, name)
+        assert a == b or (a != a and b != b), name  # NaN fields are NaN in both
+    assert type(fast) is Order and fast.is_active
