@@ -43,6 +43,7 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.config import ExecutionConfig
+from engine.costs.commission import NoCommission
 from engine.costs.slippage import NoSlippage
 from engine.data import BarView, FloatArray, IntArray, MarketData
 from engine.events import Fill
@@ -204,6 +205,7 @@ class Broker:
         # skip work nobody consumes: slippage bar views, Fill objects without listeners
         self._no_slippage = type(config.slippage) is NoSlippage
         self._commission = config.commission
+        self._free = type(config.commission) is NoCommission  # compute() is 0.0: not called
         self._no_short = not config.allow_short
         self._volume_cap = config.max_volume_participation
         self._fill_at_close = config.fill == "close"
@@ -1306,7 +1308,7 @@ class Broker:
         if q < 0 and self._no_short and pos + q < -EPS:
             self._finish(order, REJECTED, "short_not_allowed", "rejected")
             return None
-        commission = self._commission.compute(q, price, self.now_us)
+        commission = 0.0 if self._free else self._commission.compute(q, price, self.now_us)
         cost = q * price + commission
         if q > 0 and cost > self.cash + self._cash_tol:
             self._finish(order, REJECTED, "insufficient_cash", "rejected")
