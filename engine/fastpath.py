@@ -695,14 +695,10 @@ def _mark_and_hook_c(
     Writes the exits to ``OUT_SID`` / ``OUT_CODE`` and their quantity to ``OUT_LEVEL`` (NaN:
     the whole position); returns their number, or -1 for a short position with a bar now.
     """
-    kernels._set_pending_entry_levels(held, fstate, istate, i + 1, rules)
-    kernels.mark_bar(lo, hi, sym_id, close, high, low, held, fstate, istate)
+    if not kernels.mark_long_book(lo, hi, i, sym_id, close, high, low, held, fstate, istate, rules):
+        return -1
     last_row = istate[LAST_ROW]
     qty = fstate[QTY]
-    for k in range(held.size):
-        sid = held[k]
-        if last_row[sid] >= lo and qty[sid] < 0:
-            return -1
     n = 0
     for k in range(held.size):
         sid = held[k]
@@ -723,11 +719,7 @@ def _mark_and_hook_c(
             value = math.nan
             setter = False
             if kind == kernels.TRAILING:
-                trail = rules[r, kernels.TRAIL_INITIAL]
-                tighten = rules[r, kernels.TRAIL_TIGHTEN]
-                if tighten != 0.0:
-                    trail = np.maximum(rules[r, kernels.TRAIL_MIN], trail - tighten * bars_held)
-                value = np.fmax(fstate[BEST, sid] * (1.0 - trail), current)
+                value = kernels.trailing_level(rules, r, bars_held, fstate[BEST, sid], current)
                 setter = True
             elif kind == BREAKEVEN:
                 mfe = np.maximum(0.0, (fstate[BEST, sid] / entry - 1.0) * 1.0)
@@ -757,16 +749,13 @@ def _mark_and_hook_c(
                 if size > 0:
                     partial_code = int(rules[r, kernels.CODE])
                     partial_size = abs(qty[sid]) if abs(qty[sid]) < size else size
-            if setter and (first or value > level or (math.isnan(level) and math.isfinite(value))):
+            if setter and kernels.stop_wins(first, value, level):
                 level = value
                 code = int(rules[r, kernels.CODE])
                 first = False
             elif setter:
                 first = False
-        if math.isfinite(level):
-            fstate[STOP, sid] = level
-            istate[STOP_RULE, sid] = code
-            istate[kernels.LEVEL_FROM, sid] = i + 1
+        kernels.write_stop(sid, level, code, i + 1, fstate, istate)
         if exit_code:
             istate[OUT_SID, n] = sid
             istate[OUT_CODE, n] = exit_code

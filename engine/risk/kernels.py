@@ -161,6 +161,42 @@ def count_projected(qty: FloatArray, pending: FloatArray, tolerance: float) -> i
 
 
 @_jit
+def stop_wins(first: bool, value: float, level: float) -> bool:
+    """Whether the stop candidate ``value`` replaces ``level``, the merge so far of the earlier
+    stop rules of a long position (rule order): the first candidate is taken as it is, later
+    ones when higher; a NaN never wins over a finite level, ties keep the earlier rule."""
+    return first or value > level or (math.isnan(level) and math.isfinite(value))
+
+
+@_jit
+def write_stop(
+    sid: int, level: float, code: int, active_from: int, fstate: FloatArray, istate: IntArray
+) -> None:
+    """A finite merged stop ``level`` becomes the stop of ``sid``, set by rule ``code`` and live
+    from bar ``active_from``; a NaN leaves the stop as it was."""
+    if math.isfinite(level):
+        fstate[STOP, sid] = level
+        istate[STOP_RULE, sid] = code
+        istate[LEVEL_FROM, sid] = active_from
+
+
+@_jit
+def trailing_level(rules: FloatArray, r: int, bars_held: int, best: float, stop: float) -> float:
+    """Stop candidate of the trailing rule in row ``r`` of ``rules`` for a long position held
+    ``bars_held`` bars whose best price is ``best`` and stop ``stop`` (NaN: none).
+
+    ``trail = TRAIL_INITIAL`` or, when ``TRAIL_TIGHTEN != 0``,
+    ``max(TRAIL_MIN, TRAIL_INITIAL - TRAIL_TIGHTEN * bars_held)``; the candidate is
+    ``fmax(best * (1 - trail), stop)``: the stop only ratchets up.
+    """
+    trail = rules[r, TRAIL_INITIAL]
+    tighten = rules[r, TRAIL_TIGHTEN]
+    if tighten != 0.0:
+        trail = np.maximum(rules[r, TRAIL_MIN], trail - tighten * bars_held)
+    return np.fmax(best * (1.0 - trail), stop)  # type: ignore[no-any-return]
+
+
+@_jit
 def _set_entry_levels(
     sid: int, fstate: FloatArray, istate: IntArray, active_from: int, rules: FloatArray
 ) -> None:
@@ -178,17 +214,14 @@ def _set_entry_levels(
         kind = rules[r, KIND]
         if kind in (STOP_LOSS, TRAILING):
             value = price * rules[r, FACTOR]
-            if first or value > level or (math.isnan(level) and math.isfinite(value)):
+            if stop_wins(first, value, level):
                 level = value
                 code = int(rules[r, CODE])
                 first = False
         elif kind == TAKE_PROFIT and target_code == 0:
             target = price * rules[r, FACTOR]
             target_code = int(rules[r, CODE])
-    if math.isfinite(level):
-        fstate[STOP, sid] = level
-        istate[STOP_RULE, sid] = code
-        istate[LEVEL_FROM, sid] = active_from
+    write_stop(sid, level, code, active_from, fstate, istate)
     if math.isfinite(target):
         fstate[TP, sid] = target
         istate[TP_RULE, sid] = target_code
@@ -229,6 +262,37 @@ def _set_pending_entry_levels(
         sid = held[k]
         if pending[sid]:
             _set_entry_levels(sid, fstate, istate, active_from, rules)
+
+
+@_jit
+def mark_long_book(
+    lo: int,
+    hi: int,
+    i: int,
+    sym_id: IntArray,
+    close: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    held: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    rules: FloatArray,
+) -> bool:
+    """The first steps of hook C on a long book: the levels of the entries marked
+    ``ENTRY_PENDING`` (live from bar ``i + 1``), then :func:`mark_bar`.
+
+    Returns False (after the marks) when a short position has a bar now: hook C then belongs
+    to the broker's general path.
+    """
+    _set_pending_entry_levels(held, fstate, istate, i + 1, rules)
+    mark_bar(lo, hi, sym_id, close, high, low, held, fstate, istate)
+    last_row = istate[LAST_ROW]
+    qty = fstate[QTY]
+    for k in range(held.size):
+        sid = held[k]
+        if last_row[sid] >= lo and qty[sid] < 0:
+            return False
+    return True
 
 
 @_jit
@@ -303,11 +367,9 @@ def mark_bar_basic_rules(
 
     First sets the levels of the entries marked ``ENTRY_PENDING`` (live from bar ``i + 1``).
 
-    Trailing stops: for each trailing rule, ``trail = TRAIL_INITIAL`` or, when
-    ``TRAIL_TIGHTEN != 0``, ``max(TRAIL_MIN, TRAIL_INITIAL - TRAIL_TIGHTEN * bars_held)``; its
-    level is ``fmax(best * (1 - trail), stop)`` (the stop only ratchets up). The trailing
-    rules' levels merge as in :func:`entry_levels`; a finite result is written as the stop,
-    named by its rule, live from bar ``i + 1``.
+    Trailing stops: each trailing rule's candidate is :func:`trailing_level`; the candidates
+    merge as in :func:`entry_levels` (:func:`stop_wins`); a finite result is written as the
+    stop, named by its rule, live from bar ``i + 1`` (:func:`write_stop`).
 
     Time exits: the first time rule with ``bars_held >= MAX_BARS`` writes the position's id to
     ``OUT_SID`` and its rule code to ``OUT_CODE``. ``bars_held`` counts the symbol's bars since
@@ -316,14 +378,9 @@ def mark_bar_basic_rules(
     Returns the number of exits, or -1 (after the marks, without hook C) when a short position
     has a bar now: the broker then takes the general path.
     """
-    _set_pending_entry_levels(held, fstate, istate, i + 1, rules)
-    mark_bar(lo, hi, sym_id, close, high, low, held, fstate, istate)
+    if not mark_long_book(lo, hi, i, sym_id, close, high, low, held, fstate, istate, rules):
+        return -1
     last_row = istate[LAST_ROW]
-    qty = fstate[QTY]
-    for k in range(held.size):
-        sid = held[k]
-        if last_row[sid] >= lo and qty[sid] < 0:
-            return -1
     n = 0
     for k in range(held.size):
         sid = held[k]
@@ -339,21 +396,14 @@ def mark_bar_basic_rules(
         for r in range(rules.shape[0]):
             kind = rules[r, KIND]
             if kind == TRAILING:
-                trail = rules[r, TRAIL_INITIAL]
-                tighten = rules[r, TRAIL_TIGHTEN]
-                if tighten != 0.0:
-                    trail = np.maximum(rules[r, TRAIL_MIN], trail - tighten * bars_held)
-                value = np.fmax(fstate[BEST, sid] * (1.0 - trail), current)
-                if first or value > level or (math.isnan(level) and math.isfinite(value)):
+                value = trailing_level(rules, r, bars_held, fstate[BEST, sid], current)
+                if stop_wins(first, value, level):
                     level = value
                     code = int(rules[r, CODE])
                     first = False
             elif kind == TIME_EXIT and exit_code == 0 and bars_held >= rules[r, MAX_BARS]:
                 exit_code = int(rules[r, CODE])
-        if math.isfinite(level):
-            fstate[STOP, sid] = level
-            istate[STOP_RULE, sid] = code
-            istate[LEVEL_FROM, sid] = i + 1
+        write_stop(sid, level, code, i + 1, fstate, istate)
         if exit_code:
             istate[OUT_SID, n] = sid
             istate[OUT_CODE, n] = exit_code
