@@ -94,6 +94,12 @@ def _jit(func: _F) -> _F:
     return cast(_F, numba.njit(cache=True, nogil=True)(func))
 
 
+def _jit_inline(func: _F) -> _F:
+    """:func:`_jit`, inlined into every compiled caller (numba IR level): for the small pieces
+    the hook-C kernels here and in :mod:`engine.fastpath` share, at no call cost."""
+    return cast(_F, numba.njit(cache=True, nogil=True, inline="always")(func))
+
+
 @_jit
 def mark_bar(
     lo: int,
@@ -160,7 +166,7 @@ def count_projected(qty: FloatArray, pending: FloatArray, tolerance: float) -> i
     return n
 
 
-@_jit
+@_jit_inline
 def stop_wins(first: bool, value: float, level: float) -> bool:
     """Whether the stop candidate ``value`` replaces ``level``, the merge so far of the earlier
     stop rules of a long position (rule order): the first candidate is taken as it is, later
@@ -168,7 +174,7 @@ def stop_wins(first: bool, value: float, level: float) -> bool:
     return first or value > level or (math.isnan(level) and math.isfinite(value))
 
 
-@_jit
+@_jit_inline
 def write_stop(
     sid: int, level: float, code: int, active_from: int, fstate: FloatArray, istate: IntArray
 ) -> None:
@@ -180,7 +186,7 @@ def write_stop(
         istate[LEVEL_FROM, sid] = active_from
 
 
-@_jit
+@_jit_inline
 def trailing_level(rules: FloatArray, r: int, bars_held: int, best: float, stop: float) -> float:
     """Stop candidate of the trailing rule in row ``r`` of ``rules`` for a long position held
     ``bars_held`` bars whose best price is ``best`` and stop ``stop`` (NaN: none).
@@ -264,7 +270,7 @@ def _set_pending_entry_levels(
             _set_entry_levels(sid, fstate, istate, active_from, rules)
 
 
-@_jit
+@_jit_inline
 def mark_long_book(
     lo: int,
     hi: int,
