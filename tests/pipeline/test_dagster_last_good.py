@@ -129,6 +129,16 @@ def _failed(result: dg.ExecuteInProcessResult) -> set[str]:
     return {c.check_name for c in result.get_asset_check_evaluations() if not c.passed}
 
 
+def _first_good_run(env: Lab) -> tuple[pl.DataFrame, dg.ExecuteInProcessResult]:
+    """Write good prices and momentum signals, materialize the whole graph once; it passes."""
+    good = _good_prices()
+    env.write_prices(good)
+    _momentum_scores(good).write_parquet(env.data / "signals.parquet")
+    first = env.materialize()
+    assert first.success, _failed(first)
+    return good, first
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Run 1 (good prices), run 2 (bad prices), as a module fixture shared by the tests."""
@@ -136,11 +146,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ML4T_DATA_ROOT", str(root / "data"))
         env = Lab(root)
-        good = _good_prices()
-        env.write_prices(good)
-        _momentum_scores(good).write_parquet(env.data / "signals.parquet")
-        first = env.materialize()
-        assert first.success, _failed(first)
+        good, first = _first_good_run(env)
         stored = {
             name: env.value(name)
             for name in ("prices_raw", "prices", "market_panel", "trades", "metrics")
@@ -295,11 +301,7 @@ def engine_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ML4T_DATA_ROOT", str(root / "data"))
         env = Lab(root)
-        good = _good_prices()
-        env.write_prices(good)
-        _momentum_scores(good).write_parquet(env.data / "signals.parquet")
-        first = env.materialize()
-        assert first.success, _failed(first)
+        _, first = _first_good_run(env)
         stored = {name: env.value(name) for name in ("trades", "portfolio_states", "metrics")}
         first_bar = env.value("market_panel")["timestamp"].min()
         faulty = _faulty_engine_tables(env.value("backtest"), first_bar)
