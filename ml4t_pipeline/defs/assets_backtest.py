@@ -16,9 +16,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.config import resolve_data_path
 from ml4t_pipeline.defs.assets_attribution import ic_horizon
-from ml4t_pipeline.defs.io_managers import checks_verdict_metadata
+from ml4t_pipeline.defs.io_managers import asset_checks_verdict
 from ml4t_pipeline.defs.metadata import (
     frame_metadata,
     markdown_table,
@@ -33,7 +32,7 @@ from ml4t_pipeline.lib.experiment import (
     PRICE_COLUMNS,
     MonthlyPanel,
     experiment_metrics,
-    quotes_from_prices_file,
+    experiment_quotes,
     run_experiment,
     run_experiment_streamed,
     value_columns,
@@ -53,14 +52,6 @@ STATES_PANEL_COLUMNS = ["timestamp", "symbol", "close"]
 """Panel columns the ``portfolio_states`` equity reconciliation reads."""
 
 
-def _verdict(
-    context: dg.AssetExecutionContext, results: list[dg.AssetCheckResult]
-) -> dict[str, dg.MetadataValue]:
-    """The IO manager's verdict metadata from this asset's blocking check results."""
-    blocking = [spec.name for spec in context.assets_def.check_specs if spec.blocking]
-    return checks_verdict_metadata(results, blocking)
-
-
 def _schema_check(name: str, frame: pl.DataFrame, model: Any) -> dg.AssetCheckResult:
     failures = validate_output(frame, model)
     return dg.AssetCheckResult(
@@ -69,6 +60,18 @@ def _schema_check(name: str, frame: pl.DataFrame, model: Any) -> dg.AssetCheckRe
         metadata={
             "n_failures": dg.MetadataValue.int(failures.height),
             "first_failures": dg.MetadataValue.md(markdown_table(failures, 20)),
+        },
+    )
+
+
+def _offenders_check(name: str, offenders: pl.DataFrame, label: str) -> dg.AssetCheckResult:
+    """A check that passes when ``offenders`` is empty; its count and first 20 rows as metadata."""
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=offenders.height == 0,
+        metadata={
+            "n_violations": dg.MetadataValue.int(offenders.height),
+            label: dg.MetadataValue.md(markdown_table(offenders, 20)),
         },
     )
 
@@ -95,10 +98,7 @@ def backtest(
     (:class:`MonthlyPanel`). ``data.quotes`` adds the prices file's bid/ask to every bar.
     """
     cfg = experiments.load(context.partition_key)
-    quotes = None
-    if cfg.data.quotes is not None:
-        path = resolve_data_path(cfg.data.prices, data_root=experiments.root(), field="data.prices")
-        quotes = quotes_from_prices_file(path, cfg.data.quotes, cfg.data.bar_length)
+    quotes = experiment_quotes(cfg, experiments.root())
     columns = (value_columns(signals), value_columns(features))
     if cfg.data.stream == "monthly":
         chunks = MonthlyPanel(market_panel, quotes)
@@ -178,17 +178,10 @@ def trades(
     }
     results = [
         _schema_check("trades_match_schema", frame, TradesSchema),
-        dg.AssetCheckResult(
-            check_name="trades_entered_after_signal_available",
-            passed=late.height == 0,
-            metadata={
-                "n_violations": dg.MetadataValue.int(late.height),
-                "first_offending_rows": dg.MetadataValue.md(markdown_table(late, 20)),
-            },
-        ),
+        _offenders_check("trades_entered_after_signal_available", late, "first_offending_rows"),
     ]
     meta = frame_metadata(frame, pandera_descriptions(TradesSchema)) | lineage
-    yield dg.Output(frame, metadata=meta | _verdict(context, results))
+    yield dg.Output(frame, metadata=meta | asset_checks_verdict(context, results))
     yield from results
 
 
@@ -237,17 +230,10 @@ def portfolio_states(
     results = [
         _schema_check("portfolio_states_match_schema", frame, PortfolioStatesSchema),
         _schema_check("fills_match_schema", backtest["fills"], FillsSchema),
-        dg.AssetCheckResult(
-            check_name="equity_equals_cash_plus_marked_positions",
-            passed=bad.height == 0,
-            metadata={
-                "n_violations": dg.MetadataValue.int(bad.height),
-                "first_offending_bars": dg.MetadataValue.md(markdown_table(bad, 20)),
-            },
-        ),
+        _offenders_check("equity_equals_cash_plus_marked_positions", bad, "first_offending_bars"),
     ]
     meta = frame_metadata(frame, pandera_descriptions(PortfolioStatesSchema))
-    yield dg.Output(frame, metadata=meta | _verdict(context, results))
+    yield dg.Output(frame, metadata=meta | asset_checks_verdict(context, results))
     yield from results
 
 

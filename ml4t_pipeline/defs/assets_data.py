@@ -24,8 +24,8 @@ from ml4t_pipeline.config import (
     resolve_data_path,
 )
 from ml4t_pipeline.defs.io_managers import (
+    asset_checks_verdict,
     by_month_metadata,
-    checks_verdict_metadata,
     judged_by_metadata,
     promotes_metadata,
 )
@@ -42,14 +42,6 @@ from ml4t_pipeline.lib.lineage import file_content_hash, frame_content_hash
 
 GROUP = "data"
 MAX_LISTED_ROWS = 20
-
-
-def _verdict(
-    context: dg.AssetExecutionContext, results: list[dg.AssetCheckResult]
-) -> dict[str, dg.MetadataValue]:
-    """The IO manager's verdict metadata from this asset's blocking check results."""
-    blocking = [spec.name for spec in context.assets_def.check_specs if spec.blocking]
-    return checks_verdict_metadata(results, blocking)
 
 
 @dg.asset(
@@ -192,7 +184,7 @@ def prices(
                 },
             )
         )
-    verdict = _verdict(context, results)
+    verdict = asset_checks_verdict(context, results)
     yield dg.Output(
         kept,
         output_name="prices",
@@ -333,7 +325,9 @@ def features(
         *_rule_checks("features", report),
     ]
     yield dg.Output(
-        frame, metadata=meta | _verdict(context, results), data_version=dg.DataVersion(version)
+        frame,
+        metadata=meta | asset_checks_verdict(context, results),
+        data_version=dg.DataVersion(version),
     )
     yield from results
 
@@ -409,7 +403,9 @@ def market_context(
         *_rule_checks("market_context", report),
     ]
     yield dg.Output(
-        frame, metadata=meta | _verdict(context, results), data_version=dg.DataVersion(version)
+        frame,
+        metadata=meta | asset_checks_verdict(context, results),
+        data_version=dg.DataVersion(version),
     )
     yield from results
 
@@ -479,7 +475,9 @@ def signals(
         *_rule_checks("signals", report),
     ]
     yield dg.Output(
-        frame, metadata=meta | _verdict(context, results), data_version=dg.DataVersion(version)
+        frame,
+        metadata=meta | asset_checks_verdict(context, results),
+        data_version=dg.DataVersion(version),
     )
     yield from results
 
@@ -552,7 +550,7 @@ def market_panel(
         frame,
         metadata=frame_metadata(frame)
         | {"signal_fill": dg.MetadataValue.json(counts)}
-        | _verdict(context, results),
+        | asset_checks_verdict(context, results),
     )
     yield from results
 

@@ -175,6 +175,14 @@ def checks_verdict_metadata(
     }
 
 
+def asset_checks_verdict(
+    context: dg.AssetExecutionContext, results: Iterable[dg.AssetCheckResult]
+) -> dict[str, dg.MetadataValue]:
+    """:func:`checks_verdict_metadata` over the blocking checks the running asset declares."""
+    blocking = [spec.name for spec in context.assets_def.check_specs if spec.blocking]
+    return checks_verdict_metadata(results, blocking)
+
+
 def default_storage_dir() -> str:
     """``$ML4T_STORAGE_DIR`` or ``.ml4t_storage`` in the current directory."""
     return os.environ.get(STORAGE_ENV, str(Path.cwd() / ".ml4t_storage"))

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 import engine
-from ml4t_pipeline.config import ExperimentConfig, QuotesConfig, build_rule
+from ml4t_pipeline.config import ExperimentConfig, QuotesConfig, build_rule, resolve_data_path
 from ml4t_pipeline.lib import io as io_lib
 from ml4t_pipeline.lib import performance
 from ml4t_pipeline.lib.lineage import frame_content_hash
@@ -247,6 +247,25 @@ def quotes_from_prices_file(
         stand_in, bar_length, source=f"data.quotes ({quotes.bid}/{quotes.ask}) in {path}"
     )
     return stamped.select(*QUOTE_KEY, pl.col("open").alias("bid"), pl.col("close").alias("ask"))
+
+
+def experiment_quotes(
+    cfg: ExperimentConfig, data_root: str | Path | None = None
+) -> pl.DataFrame | None:
+    """The bid/ask of ``cfg.data.quotes`` from its prices file, or None when none are configured.
+
+    ``data.prices`` is resolved against ``data_root`` (:func:`resolve_data_path`) and read with
+    :func:`quotes_from_prices_file`.
+
+    Raises
+    ------
+    DataPathError, FileNotFoundError, ValueError
+        As :func:`resolve_data_path` and :func:`quotes_from_prices_file`.
+    """
+    if cfg.data.quotes is None:
+        return None
+    path = resolve_data_path(cfg.data.prices, data_root=data_root, field="data.prices")
+    return quotes_from_prices_file(path, cfg.data.quotes, cfg.data.bar_length)
 
 
 def attach_quotes(panel: pl.DataFrame, quotes: pl.DataFrame) -> pl.DataFrame:

@@ -336,9 +336,9 @@ def prepare_data(raw: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> Pr
     FileNotFoundError
         An input file is missing.
     """
-    from ml4t_pipeline.config import DATA_ROOT_ENV, resolve_data_path
+    from ml4t_pipeline.config import DATA_ROOT_ENV
     from ml4t_pipeline.defs.io_managers import read_value
-    from ml4t_pipeline.lib.experiment import attach_quotes, quotes_from_prices_file, value_columns
+    from ml4t_pipeline.lib.experiment import attach_quotes, experiment_quotes, value_columns
     from ml4t_pipeline.runner import DATA_ASSETS, failed_checks, materialize_experiment
 
     stem = "sweep_data"
@@ -368,11 +368,8 @@ def prepare_data(raw: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> Pr
                 f"preparing the sweep's data ({folder}) failed:\n  " + "\n  ".join(lines)
             )
     panel = read_value(storage / "market_panel" / stem)
-    if cfg.data.quotes is not None:  # bid/ask for spread-aware slippage, as the backtest asset
-        prices = resolve_data_path(
-            cfg.data.prices, data_root=os.environ.get(DATA_ROOT_ENV), field="data.prices"
-        )
-        quotes = quotes_from_prices_file(prices, cfg.data.quotes, cfg.data.bar_length)
+    quotes = experiment_quotes(cfg, os.environ.get(DATA_ROOT_ENV))
+    if quotes is not None:  # bid/ask for spread-aware slippage, as in the backtest asset
         panel = attach_quotes(panel, quotes)
     context = read_value(storage / "market_context" / stem)
     signals = read_value(storage / "signals" / stem, lazy=True).head(0).collect()
