@@ -84,6 +84,26 @@ class Sweep:
         rows = [{"trial": t.index} | dict(t.params) for t in self._sweep.trials]
         return pl.DataFrame(rows, infer_schema_length=None)
 
+    def backend_and_workers(
+        self, backend: str | None = None, workers: int | None = None
+    ) -> tuple[str, int]:
+        """The backend and worker count a run uses: the arguments, else the ``sweep:`` block's,
+        else ``serial`` and the number of CPUs.
+
+        Raises
+        ------
+        ValueError
+            An unknown backend, or fewer than one worker.
+        """
+        spec = self._sweep.spec
+        backend = backend or spec.backend or "serial"
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+        workers = workers or spec.workers or (os.cpu_count() or 1)
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        return backend, workers
+
     def run(
         self,
         output: str | Path,
@@ -123,13 +143,7 @@ class Sweep:
         ValueError
             ``workers`` below 1.
         """
-        spec = self._sweep.spec
-        backend = backend or spec.backend or "serial"
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
-        workers = workers or spec.workers or (os.cpu_count() or 1)
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        backend, workers = self.backend_and_workers(backend, workers)
         out = Path(output)
         title = f"sweep {self.name}"
         with progress(f"{title}: preparing data", total=len(self), force=show_progress) as bar:
@@ -143,7 +157,7 @@ class Sweep:
                 out,
                 backend=backend,
                 workers=workers,
-                ray_address=ray_address or spec.ray_address,
+                ray_address=ray_address or self._sweep.spec.ray_address,
                 retry_failed=retry_failed,
                 on_prepared=prepared,
                 on_trial=lambda record: bar.advance(),

@@ -45,49 +45,35 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the ``sweep`` subcommand; returns the exit code."""
-    import os
-
     from ml4t_pipeline.config import ConfigError
-    from ml4t_pipeline.lib.progress import progress
-    from ml4t_pipeline.lib.sweep.results import write_outputs
-    from ml4t_pipeline.lib.sweep.runner import SweepError, run_sweep
-    from ml4t_pipeline.lib.sweep.spec import load_sweep_file
+    from ml4t_pipeline.lib.sweep.api import Sweep
+    from ml4t_pipeline.lib.sweep.runner import SweepError
 
     try:
-        sweep = load_sweep_file(args.config)
+        sweep = Sweep.from_file(args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    backend = args.backend or sweep.spec.backend or "serial"
-    workers = args.workers or sweep.spec.workers or (os.cpu_count() or 1)
-    if workers < 1:
-        print(f"error: --workers must be >= 1, got {workers}", file=sys.stderr)
+    try:
+        backend, workers = sweep.backend_and_workers(args.backend, args.workers)
+    except ValueError as exc:
+        print(f"error: --workers/--backend: {exc}", file=sys.stderr)
         return 2
     out = Path(args.output)
-    print(f"sweep {sweep.name}: {len(sweep.trials)} trials, backend {backend}"
+    print(f"sweep {sweep.name}: {len(sweep)} trials, backend {backend}"
           + ("" if backend == "serial" else f" x{workers}"), file=sys.stderr)  # fmt: skip
-    with progress(f"sweep {sweep.name}: preparing data", total=len(sweep.trials)) as bar:
-
-        def prepared(pending: int, total: int) -> None:
-            bar.update(f"sweep {sweep.name}: trials", total=total)
-            bar.advance(total - pending)
-
-        try:
-            run = run_sweep(
-                sweep,
-                out,
-                backend=backend,
-                workers=workers,
-                ray_address=args.ray_address or sweep.spec.ray_address,
-                retry_failed=args.retry_failed,
-                on_prepared=prepared,
-                on_trial=lambda record: bar.advance(),
-            )
-        except SweepError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    outputs = write_outputs(sweep, run, out)
-    summary = outputs["summary"]
+    try:
+        result = sweep.run(
+            out,
+            backend=backend,
+            workers=workers,
+            ray_address=args.ray_address,
+            retry_failed=args.retry_failed,
+        )
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    run, summary = result.run, result.summary
     print(
         f"sweep {sweep.name}: {summary['n_trials']} trials ({summary['n_ok']} ok, "
         f"{summary['n_failed']} failed; {summary['n_computed']} computed now, "
