@@ -15,19 +15,20 @@ if TYPE_CHECKING:
 
 UTC_US = pl.Datetime("us", "UTC")
 
-FILL_FIELDS = (
-    "fill_id",
-    "order_id",
-    "bar_index",
-    "sid",
-    "quantity",
-    "price_before_slippage",
-    "price",
-    "commission",
-    "slippage",
-    "order_type",
-    "reason",
-)
+FILL_DTYPES: dict[str, pl.DataType] = {
+    "fill_id": pl.Int64(),
+    "order_id": pl.Int64(),
+    "bar_index": pl.Int64(),
+    "sid": pl.Int64(),
+    "quantity": pl.Float64(),
+    "price_before_slippage": pl.Float64(),
+    "price": pl.Float64(),
+    "commission": pl.Float64(),
+    "slippage": pl.Float64(),
+    "order_type": pl.String(),
+    "reason": pl.String(),
+}
+FILL_FIELDS = tuple(FILL_DTYPES)
 TRADE_FIELDS = (
     "sid",
     "direction",
@@ -52,19 +53,6 @@ TRADE_FIELDS = (
     "take_profit_at_exit",
     "partial",
 )
-FILL_DTYPES: dict[str, pl.DataType] = {
-    "fill_id": pl.Int64(),
-    "order_id": pl.Int64(),
-    "bar_index": pl.Int64(),
-    "sid": pl.Int64(),
-    "quantity": pl.Float64(),
-    "price_before_slippage": pl.Float64(),
-    "price": pl.Float64(),
-    "commission": pl.Float64(),
-    "slippage": pl.Float64(),
-    "order_type": pl.String(),
-    "reason": pl.String(),
-}
 _INT_TRADE_FIELDS = {
     "sid",
     "entry_index",
