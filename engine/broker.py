@@ -1218,12 +1218,7 @@ class Broker:
     def _market_order(self, sid: int, symbol: str, quantity: float) -> Order:
         """A plain GTC market order of the strategy (most orders), built directly with the
         fields :meth:`_new_order` would give it."""
-        if (
-            quantity == 0
-            or not math.isfinite(quantity)
-            or (not self.fractional and quantity != math.floor(quantity))
-        ):
-            self._check_quantity(symbol, quantity)  # raises
+        self._check_quantity(symbol, quantity)
         i = self.i
         row: int = self.last_row.item(sid) if i >= 0 else -1
         order = plain_market_order(
