@@ -15,6 +15,7 @@ import pytest
 
 from ml4t_pipeline.lib.crossval.compare import FrameworkRun, compare_fills, compare_runs, run_ml4t
 from ml4t_pipeline.lib.crossval.reference import ReferenceInputs, load_reference_inputs
+from tests.pipeline.backtrader_reference import JOB_KEY, BacktraderReferenceJob
 
 REFERENCE_FILLS = 12_918
 REFERENCE_TRADES = 6_447
@@ -96,11 +97,15 @@ def test_engine_vectorbt_preset_stop_wins_equals_vectorbt_stop_priority(
 
 
 @pytest.fixture(scope="module")
-def backtrader_run(reference: ReferenceInputs) -> FrameworkRun:
+def backtrader_run(request: pytest.FixtureRequest, data_root: Path) -> FrameworkRun:
+    # run_backtrader(load_reference_inputs(data_root)) in an untraced child process, started by
+    # the root conftest when collection selects this fixture (tests/pipeline/backtrader_reference)
     pytest.importorskip("backtrader")
-    from ml4t_pipeline.lib.crossval.backtrader_run import run_backtrader
-
-    return run_backtrader(reference)
+    job = request.config.stash.get(JOB_KEY, None)
+    if job is None:  # started late, e.g. the data folder appeared after collection
+        job = BacktraderReferenceJob(data_root)
+        request.config.stash[JOB_KEY] = job
+    return job.result()
 
 
 @pytest.mark.slow
