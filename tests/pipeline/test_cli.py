@@ -11,13 +11,12 @@ import pytest
 
 from ml4t_pipeline.cli import main
 from tests.conftest import REPO_ROOT
+from tests.pipeline.conftest import DemoCliRun
 
 
-def test_cli_run_demo_writes_outputs_and_prints_metrics(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "out"
-    assert main(["run", str(REPO_ROOT / "configs" / "demo.yaml"), "--output", str(out)]) == 0
+def test_cli_run_demo_writes_outputs_and_prints_metrics(demo_cli_run: DemoCliRun) -> None:
+    out = demo_cli_run.out  # main(["run", <copy of configs/demo.yaml>, "--output", out]) == 0
+    assert demo_cli_run.code == 0
     for name in ("trades", "portfolio_states", "signals", "fills", "rejections",
                  "prices_quarantine"):  # fmt: skip
         assert (out / f"{name}.parquet").is_file(), name
@@ -25,7 +24,7 @@ def test_cli_run_demo_writes_outputs_and_prints_metrics(
     assert metrics["n_trades"] == pl.read_parquet(out / "trades.parquet").height > 0
     signals = pl.read_parquet(out / "signals.parquet")
     assert {"timestamp", "symbol", "score", "available_at"} <= set(signals.columns)
-    printed = capsys.readouterr().out
+    printed = demo_cli_run.stdout
     assert "sharpe" in printed and str((out / "report.html").resolve()) in printed
 
 

@@ -7,6 +7,7 @@ The child pauses at a phase through the test-only hook ``ML4T_TEST_PAUSE_AT``
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from ml4t_pipeline.lib import output as output_lib
 from tests.conftest import REPO_ROOT
+from tests.pipeline.conftest import DemoCliRun
 from tests.pipeline.test_output_atomic import demo_config, run_cli, snapshot
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")
@@ -67,14 +69,16 @@ def assert_complete(out: Path) -> dict[str, object]:
     return manifest
 
 
-def test_run_sigkill_at_each_phase_leaves_old_or_new_complete_set(tmp_path: Path) -> None:
-    old_config = demo_config(tmp_path / "old")
+def test_run_sigkill_at_each_phase_leaves_old_or_new_complete_set(
+    tmp_path: Path, demo_cli_run: DemoCliRun
+) -> None:
     new_config = demo_config(tmp_path / "new", ("rate: 0.001", "rate: 0.002"))
     out = tmp_path / "out"
-    code, _, err = run_cli("run", str(old_config), "--output", str(out))
-    assert code == 0, err
+    # the old set: a copy of the session's completed `ml4t run` of the unchanged demo config
+    shutil.copytree(demo_cli_run.out, out)
+    assert_complete(out)
     old_set = snapshot(out)
-    old_sha = output_lib.sha256_file(old_config)
+    old_sha = output_lib.sha256_file(demo_cli_run.config)
 
     # Before the swap the visible folder must stay byte-identical to the old set: killed before
     # materializing, and while the output files are being written (the torn-file case). The

@@ -18,6 +18,7 @@ from ml4t_pipeline import runner
 from ml4t_pipeline.cli import main
 from ml4t_pipeline.lib import output as output_lib
 from tests.conftest import REPO_ROOT
+from tests.pipeline.conftest import DemoCliRun
 
 
 def demo_config(folder: Path, *replacements: tuple[str, str]) -> Path:
@@ -50,13 +51,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One complete ``ml4t run`` of the demo experiment (its output folder)."""
-    base = tmp_path_factory.mktemp("demo_run")
-    config = demo_config(base / "configs")
-    code, _, err = run_cli("run", str(config), "--output", str(base / "out"))
-    assert code == 0, err
-    return base / "out"
+def demo_run(demo_cli_run: DemoCliRun) -> Path:
+    """One complete ``ml4t run`` of the demo experiment (its output folder; copy to change it)."""
+    return demo_cli_run.out
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from ml4t_pipeline.cli import main
 from ml4t_pipeline.lib import attribution as att
 from ml4t_pipeline.lib.report import REPORT_SECTIONS, rebuild_report
 from tests.conftest import REPO_ROOT
+from tests.pipeline.conftest import DemoCliRun
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 SCREENSHOT = REPO_ROOT / "test-output" / "report_full.png"
@@ -44,9 +44,10 @@ def _chromium() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("demo_run")
-    assert main(["run", str(REPO_ROOT / "configs" / "demo.yaml"), "--output", str(out)]) == 0
+def report(tmp_path_factory: pytest.TempPathFactory, demo_cli_run: DemoCliRun) -> dict[str, Any]:
+    # a copy of the session's demo run: rebuild_report rewrites files in the folder
+    out = tmp_path_factory.mktemp("demo_run") / "out"
+    shutil.copytree(demo_cli_run.out, out)
     path = rebuild_report(out, periods_per_year=252, risk_free_rate=0.0, horizon=5)
     return {"out": out, "path": path, "html": path.read_text(encoding="utf-8")}
 
