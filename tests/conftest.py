@@ -38,32 +38,14 @@ def data_root() -> Path:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the Backtrader reference run early when a selected test needs it.
+    """Start the background jobs (``tests/background.py``) the selected tests will read."""
+    from tests.background import start_wanted
 
-    The run takes about a minute untraced and is only read by its tests, so it is computed in a
-    niced child process from the start of the session (``tests/pipeline/backtrader_reference``).
-    """
-    import importlib.util
-
-    from tests.pipeline.backtrader_reference import (
-        FIXTURE_NAME,
-        JOB_KEY,
-        BacktraderReferenceJob,
-    )
-
-    wanted = any(FIXTURE_NAME in getattr(item, "fixturenames", ()) for item in session.items)
-    root = shared_data_root()
-    if not wanted or importlib.util.find_spec("backtrader") is None:
-        return
-    if not (root / "sp500_5yr_daily_ohlcv.parquet").exists():
-        return  # the data_root fixture skips (or fails under CI) with its reason
-    session.config.stash[JOB_KEY] = BacktraderReferenceJob(root)
+    start_wanted(session, shared_data_root())
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop the reference child (if one was started) and remove its files."""
-    from tests.pipeline.backtrader_reference import JOB_KEY
+    """Stop the background children still running and remove their folders."""
+    from tests.background import stop_all
 
-    job = session.config.stash.get(JOB_KEY, None)
-    if job is not None:
-        job.stop()
+    stop_all(session.config)

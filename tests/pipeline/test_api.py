@@ -14,11 +14,13 @@ import polars as pl
 import pytest
 import yaml
 
-from ml4t_pipeline import Experiment, ExperimentResult, cli
+from ml4t_pipeline import Experiment, ExperimentResult
 from ml4t_pipeline.api import HEADLINE_METRICS, ExperimentFailed
 from ml4t_pipeline.config import ConfigError, ExperimentConfig
 from ml4t_pipeline.lib import progress as progress_lib
 from ml4t_pipeline.lib.report import PNG_MAGIC, format_metric
+from tests.background import job_folder
+from tests.conftest import shared_data_root
 
 # Two demo symbols, weekly top-1 with a stop: a real run of the whole graph in ~10 s.
 SMALL = {
@@ -32,14 +34,13 @@ FRAMES = ("trades", "fills", "portfolio_states", "rejections")
 
 
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``ml4t run`` on the SMALL config written as a YAML file."""
-    base = tmp_path_factory.mktemp("api_cli")
-    config = base / "configs" / "api_small.yaml"
-    config.parent.mkdir()
-    config.write_text(yaml.safe_dump(SMALL))
-    assert cli.main(["run", str(config), "--output", str(base / "out")]) == 0
-    return base / "out"
+def cli_run(request: pytest.FixtureRequest) -> Path:
+    """``ml4t run`` on the SMALL config written as a YAML file (``configs/api_small.yaml``).
+
+    Run as the console command in a niced, untraced child started at collection
+    (``tests/background.py``); it exited 0. The tests only read the folder.
+    """
+    return job_folder(request, "api_small_cli_run", shared_data_root()) / "out"
 
 
 @pytest.fixture(scope="module")

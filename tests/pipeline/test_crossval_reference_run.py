@@ -8,6 +8,7 @@ callbacks). Backtrader takes ~45-90 s here, so its test is marked slow; timings 
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +16,7 @@ import pytest
 
 from ml4t_pipeline.lib.crossval.compare import FrameworkRun, compare_fills, compare_runs, run_ml4t
 from ml4t_pipeline.lib.crossval.reference import ReferenceInputs, load_reference_inputs
-from tests.pipeline.backtrader_reference import JOB_KEY, BacktraderReferenceJob
+from tests.background import job_folder
 
 REFERENCE_FILLS = 12_918
 REFERENCE_TRADES = 6_447
@@ -98,14 +99,12 @@ def test_engine_vectorbt_preset_stop_wins_equals_vectorbt_stop_priority(
 
 @pytest.fixture(scope="module")
 def backtrader_run(request: pytest.FixtureRequest, data_root: Path) -> FrameworkRun:
-    # run_backtrader(load_reference_inputs(data_root)) in an untraced child process, started by
-    # the root conftest when collection selects this fixture (tests/pipeline/backtrader_reference)
+    # run_backtrader(load_reference_inputs(data_root)) in a niced, untraced child started at
+    # collection (tests/background.py, tests/pipeline/backtrader_reference.py)
     pytest.importorskip("backtrader")
-    job = request.config.stash.get(JOB_KEY, None)
-    if job is None:  # started late, e.g. the data folder appeared after collection
-        job = BacktraderReferenceJob(data_root)
-        request.config.stash[JOB_KEY] = job
-    return job.result()
+    folder = job_folder(request, "backtrader_reference", data_root)
+    run: FrameworkRun = pickle.loads((folder / "run.pickle").read_bytes())
+    return run
 
 
 @pytest.mark.slow
