@@ -135,6 +135,8 @@ def start_wanted(session: pytest.Session, data_root: Path) -> None:
     """Start every job whose fixture a selected test uses (and whose prerequisites are met)."""
     import importlib.util
 
+    if session.config.option.collectonly:
+        return
     jobs = session.config.stash.setdefault(JOBS_KEY, {})
     has_data = (data_root / SP500_FILE).exists()
     for name, spec in JOBS.items():
