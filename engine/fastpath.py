@@ -1143,6 +1143,8 @@ def run_topn(
     scratch = np.empty(256 + n_sym)
     cap = oi.shape[0]
     per_bar = 4 * n_sym + n + 8  # most orders one bar can create
+    nh = 0
+    held_at = -1  # fill count when ``held[:nh]`` was last listed
     for i in range(n_t):
         if c[C_ORDERS] + per_bar > cap:
             c[C_STATUS] = ST_FULL
@@ -1167,7 +1169,9 @@ def run_topn(
                     deferred_sids[n_def] = sid
                     n_def += 1
             if levels_set:
-                nh = _held(qty, held)
+                if c[C_FILLS] != held_at:  # the held set changes only with a fill
+                    nh = _held(qty, held)
+                    held_at = c[C_FILLS]
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     if m:
@@ -1182,7 +1186,9 @@ def run_topn(
             for k in range(n_def):
                 deferred[deferred_sids[k]] = 0
             if n_def and levels_set:
-                nh = _held(qty, held)
+                if c[C_FILLS] != held_at:  # the held set changes only with a fill
+                    nh = _held(qty, held)
+                    held_at = c[C_FILLS]
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     # the deferred positions whose queued exit did not fill (none without caps)
@@ -1197,7 +1203,9 @@ def run_topn(
                 aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
             )  # fmt: skip
             if has_rules:
-                nh = _held(qty, held)
+                if c[C_FILLS] != held_at:  # the held set changes only with a fill
+                    nh = _held(qty, held)
+                    held_at = c[C_FILLS]
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     if m:
@@ -1206,7 +1214,9 @@ def run_topn(
                             pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
                         )  # fmt: skip
         # 2. marks and hook C (trailing levels, time exits)
-        nh = _held(qty, held)
+        if c[C_FILLS] != held_at:  # the held set changes only with a fill
+            nh = _held(qty, held)
+            held_at = c[C_FILLS]
         exits = 0
         if has_rules:
             exits = _mark_and_hook_c(
@@ -1274,7 +1284,9 @@ def run_topn(
             )  # fmt: skip
         # close_at_end: every position at its latest close
         if close_at_end and i == n_t - 1:
-            nh = _held(qty, held)
+            if c[C_FILLS] != held_at:  # the held set changes only with a fill
+                nh = _held(qty, held)
+                held_at = c[C_FILLS]
             for k in range(nh):
                 sid = held[k]
                 pos = qty[sid]
@@ -1289,9 +1301,10 @@ def run_topn(
                     o, -pos, marks[sid], row, i, True, False, params, ordinal, fstate,
                     istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
                 )  # fmt: skip
-        # 6. the portfolio state
-        if close_at_end and i == n_t - 1:
+        # 6. the portfolio state (close_at_end may have filled)
+        if c[C_FILLS] != held_at:
             nh = _held(qty, held)
+            held_at = c[C_FILLS]
         cash = acc[ACC_CASH]
         value = 0.0
         gross = 0.0

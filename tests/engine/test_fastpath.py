@@ -280,12 +280,20 @@ _RULES = {
 }
 
 
+# explicit dtypes: a drawn panel whose scores are all missing stays a Float64 column of nulls
+_PANEL_SCHEMA = {
+    "timestamp": pl.Datetime("us", "UTC"),
+    "symbol": pl.String,
+    **dict.fromkeys(("open", "high", "low", "close", "volume", "score"), pl.Float64),
+}
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_scenario())
 def test_fastpath_generated_panels_equal_python_loop(sc: dict[str, Any]) -> None:
     panel = pl.DataFrame(
         sc["rows"],
-        schema=["timestamp", "symbol", "open", "high", "low", "close", "volume", "score"],
+        schema=_PANEL_SCHEMA,
         orient="row",
     ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
     data = MarketData.from_frame(panel, signal_columns=["score"])
@@ -416,7 +424,7 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
             price = c
     panel = pl.DataFrame(
         rows,
-        schema=["timestamp", "symbol", "open", "high", "low", "close", "volume", "score"],
+        schema=_PANEL_SCHEMA,
         orient="row",
     ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
     data = MarketData.from_frame(panel, signal_columns=["score"])
