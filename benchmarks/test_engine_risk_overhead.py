@@ -19,11 +19,10 @@ Two kinds of wall-time figures:
   and the time per fill, and stores them in ``extra_info``. Interleaving keeps slow phases of a
   shared machine from falling on one configuration only.
 
-Every configuration but ``10`` qualifies for the compiled whole-run path (``engine.fastpath``:
-the fixed-percent rules and the four portfolio limits are compiled); ``10`` has rules without a
-compiled form (``BreakEvenRule``, ``PartialProfitTaking``, ``MaxLeverageRule``) and runs the
-Python loop. The ``-loop`` cases force the loop (``compiled=False``) for comparison, so the
-ratios to ``none`` are compiled-to-compiled except for ``10`` and the ``-loop`` rows.
+Every configuration, ``10`` included (``BreakEvenRule``, ``PartialProfitTaking`` and
+``MaxLeverageRule`` have compiled forms), runs the compiled whole-run path (``engine.fastpath``).
+The ``-loop`` cases force the Python loop (``compiled=False``) for comparison, so the ratios to
+``none`` are compiled-to-compiled except for the ``-loop`` rows.
 
 On a shared machine, wall time varies by 2-3 % between identical runs; the deterministic figure
 is the instruction count of ``benchmarks/risk_overhead_instructions.py`` (valgrind).
