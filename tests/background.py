@@ -49,8 +49,8 @@ def _backtrader_reference(data_root: Path, folder: Path) -> list[str]:
     return [sys.executable, "-m", module, str(data_root), str(folder / "run.pickle")]
 
 
-def _sp500_cli_run(data_root: Path, folder: Path) -> list[str]:
-    config = REPO_ROOT / "configs" / "sp500_top25.yaml"
+def _ml4t_run(config: Path, folder: Path) -> list[str]:
+    """``ml4t run CONFIG -o FOLDER/out`` with this interpreter."""
     return [
         sys.executable,
         "-m",
@@ -60,6 +60,10 @@ def _sp500_cli_run(data_root: Path, folder: Path) -> list[str]:
         "-o",
         str(folder / "out"),
     ]
+
+
+def _sp500_cli_run(data_root: Path, folder: Path) -> list[str]:
+    return _ml4t_run(REPO_ROOT / "configs" / "sp500_top25.yaml", folder)
 
 
 def _api_small_cli_run(data_root: Path, folder: Path) -> list[str]:
@@ -70,15 +74,7 @@ def _api_small_cli_run(data_root: Path, folder: Path) -> list[str]:
     config = folder / "configs" / "api_small.yaml"
     config.parent.mkdir()
     config.write_text(yaml.safe_dump(SMALL))
-    return [
-        sys.executable,
-        "-m",
-        "ml4t_pipeline.cli",
-        "run",
-        str(config),
-        "-o",
-        str(folder / "out"),
-    ]
+    return _ml4t_run(config, folder)
 
 
 JOBS = {
