@@ -235,6 +235,18 @@ def _held(qty: FloatArray, out: IntArray) -> int:
 
 
 @_jit
+def _held_since(
+    qty: FloatArray, held: IntArray, nh: int, listed_at: int, fills: int
+) -> tuple[int, int]:
+    """``(nh, listed_at)`` for ``held[:nh]``, the held ids listed by :func:`_held` when the fill
+    count was ``listed_at``: listed again only if ``fills`` differs (the held set changes only
+    with a fill)."""
+    if fills == listed_at:
+        return nh, listed_at
+    return _held(qty, held), fills
+
+
+@_jit
 def _new_order(
     sid: int,
     quantity: float,
@@ -1144,7 +1156,7 @@ def run_topn(
     cap = oi.shape[0]
     per_bar = 4 * n_sym + n + 8  # most orders one bar can create
     nh = 0
-    held_at = -1  # fill count when ``held[:nh]`` was last listed
+    held_at = -1  # fill count when ``held[:nh]`` was last listed (-1: never)
     for i in range(n_t):
         if c[C_ORDERS] + per_bar > cap:
             c[C_STATUS] = ST_FULL
@@ -1169,9 +1181,7 @@ def run_topn(
                     deferred_sids[n_def] = sid
                     n_def += 1
             if levels_set:
-                if c[C_FILLS] != held_at:  # the held set changes only with a fill
-                    nh = _held(qty, held)
-                    held_at = c[C_FILLS]
+                nh, held_at = _held_since(qty, held, nh, held_at, c[C_FILLS])
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     if m:
@@ -1186,9 +1196,7 @@ def run_topn(
             for k in range(n_def):
                 deferred[deferred_sids[k]] = 0
             if n_def and levels_set:
-                if c[C_FILLS] != held_at:  # the held set changes only with a fill
-                    nh = _held(qty, held)
-                    held_at = c[C_FILLS]
+                nh, held_at = _held_since(qty, held, nh, held_at, c[C_FILLS])
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     # the deferred positions whose queued exit did not fill (none without caps)
@@ -1203,9 +1211,7 @@ def run_topn(
                 aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
             )  # fmt: skip
             if has_rules:
-                if c[C_FILLS] != held_at:  # the held set changes only with a fill
-                    nh = _held(qty, held)
-                    held_at = c[C_FILLS]
+                nh, held_at = _held_since(qty, held, nh, held_at, c[C_FILLS])
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     if m:
@@ -1214,9 +1220,7 @@ def run_topn(
                             pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
                         )  # fmt: skip
         # 2. marks and hook C (trailing levels, time exits)
-        if c[C_FILLS] != held_at:  # the held set changes only with a fill
-            nh = _held(qty, held)
-            held_at = c[C_FILLS]
+        nh, held_at = _held_since(qty, held, nh, held_at, c[C_FILLS])
         exits = 0
         if has_rules:
             exits = _mark_and_hook_c(
@@ -1284,9 +1288,7 @@ def run_topn(
             )  # fmt: skip
         # close_at_end: every position at its latest close
         if close_at_end and i == n_t - 1:
-            if c[C_FILLS] != held_at:  # the held set changes only with a fill
-                nh = _held(qty, held)
-                held_at = c[C_FILLS]
+            nh, held_at = _held_since(qty, held, nh, held_at, c[C_FILLS])
             for k in range(nh):
                 sid = held[k]
                 pos = qty[sid]
@@ -1301,10 +1303,8 @@ def run_topn(
                     o, -pos, marks[sid], row, i, True, False, params, ordinal, fstate,
                     istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
                 )  # fmt: skip
-        # 6. the portfolio state (close_at_end may have filled)
-        if c[C_FILLS] != held_at:
-            nh = _held(qty, held)
-            held_at = c[C_FILLS]
+        # 6. the portfolio state (after close_at_end's fills)
+        nh, held_at = _held_since(qty, held, nh, held_at, c[C_FILLS])
         cash = acc[ACC_CASH]
         value = 0.0
         gross = 0.0

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO_ROOT
+
 SP500_FILE = "sp500_5yr_daily_ohlcv.parquet"
 
 

@@ -295,7 +295,7 @@ def test_fastpath_generated_panels_equal_python_loop(sc: dict[str, Any]) -> None
         sc["rows"],
         schema=_PANEL_SCHEMA,
         orient="row",
-    ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    )
     data = MarketData.from_frame(panel, signal_columns=["score"])
     config = ExecutionConfig(
         commission=_COMMISSION,
@@ -426,7 +426,7 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
         rows,
         schema=_PANEL_SCHEMA,
         orient="row",
-    ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    )
     data = MarketData.from_frame(panel, signal_columns=["score"])
     cases = [
         (
