@@ -8,10 +8,10 @@ models. Nothing here touches files.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import repeat
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,8 @@ from engine.events import MarketEvent
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+
+T = TypeVar("T")
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 QUOTE_COLUMNS = ("bid", "ask")
@@ -314,6 +316,9 @@ class MarketData:
         self._datetimes: list[datetime] | None = datetimes
         self._last_rows: IntArray | None = None
         self._symbol_list: list[str] | None = None
+        # per-row series derived from these arrays (e.g. a spread estimate), computed once on
+        # first use by a cost model through BarView.derived
+        self._derived: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -417,18 +422,21 @@ class MarketData:
             for c in names
         }
 
-    def _carried(self, keep: IntArray | None) -> tuple[MarketData, IntArray]:
+    def _carried(self, keep: IntArray | None, history: int = 2) -> tuple[MarketData, IntArray]:
         """The rows a chunk boundary carries over, as a window with no timestamp left to run.
 
-        Kept: each symbol's last two bars plus the rows ``keep`` (rows of ``self``). Returns
-        the window (timestamp arrays shared with ``self``, carried rows listed under their own
-        timestamps, ``first_index == n_timestamps``) and the map from ``self``'s rows to its
-        rows (``-1``: not carried).
+        Kept: each symbol's last ``history`` bars plus the rows ``keep`` (rows of ``self``).
+        Returns the window (timestamp arrays shared with ``self``, carried rows listed under
+        their own timestamps, ``first_index == n_timestamps``) and the map from ``self``'s rows
+        to its rows (``-1``: not carried).
         """
         last = self.last_rows
         seen = last[last >= 0]
-        before = self.prev_row[seen]
-        parts = [seen, before[before >= 0]]
+        parts = [seen]
+        for _ in range(history - 1):
+            seen = self.prev_row[seen]
+            seen = seen[seen >= 0]
+            parts.append(seen)
         if keep is not None and keep.size:
             if int(keep.max()) >= self.n_rows:
                 raise ValueError(f"rows to keep up to {keep.max()} beyond {self.n_rows} rows")
@@ -685,18 +693,51 @@ def _row_dicts(
 
 
 class BarView:
-    """One row of the market data (a symbol's bar), read lazily; used by slippage models."""
+    """One symbol's bar as a slippage model sees it at a fill (values read lazily).
 
-    __slots__ = ("_data", "row")
+    **What a fill may know.** A fill at the bar's open or inside the bar (``at_close`` False:
+    market orders at the open, resting limit/stop orders, stop-loss / take-profit levels)
+    happens before the bar has closed. At that moment only the bar's ``open`` and the bars
+    completed before it are known: :meth:`previous` and the rows before it, and
+    :meth:`derived` series read at those rows. This bar's ``high``, ``low``, ``close``,
+    ``volume``, ``bid``/``ask`` (a quote is stamped at the bar's close) and indicator columns
+    become known only at its close. A fill at the bar's close (``at_close`` True) may read the
+    whole bar. The view still returns every value, so that a model can follow a stated
+    convention (``VolumeAwareSlippage`` reads the fill bar's total volume by default, as
+    zipline and LEAN do); each built-in model's docstring says what it reads.
 
-    def __init__(self, data: MarketData, row: int) -> None:
+    The broker builds the view of every fill with ``at_close=False`` today, also for
+    ``fill="close"`` fills: those are then priced from the bars before their bar, which never
+    looks ahead (it is one bar staler than it could be).
+
+    Parameters
+    ----------
+    data : MarketData
+        The market data (a whole panel or one chunk window).
+    row : int
+        The bar's row in ``data``.
+    at_close : bool, default False
+        True when the fill happens at this bar's close.
+    """
+
+    __slots__ = ("_data", "at_close", "row")
+
+    def __init__(self, data: MarketData, row: int, at_close: bool = False) -> None:
         self._data = data
         self.row = row
+        self.at_close = at_close
 
     @property
     def symbol(self) -> str:
         data = self._data
         return str(data.symbols[data.sym_id[self.row]])
+
+    @property
+    def timestamp(self) -> datetime:
+        """The bar's close as a tz-aware UTC ``datetime``."""
+        data = self._data
+        index = int(np.searchsorted(data.offsets, self.row, side="right")) - 1
+        return data.datetimes[index]
 
     @property
     def open(self) -> float:
@@ -720,13 +761,15 @@ class BarView:
 
     @property
     def bid(self) -> float:
-        """The bar's bid, NaN when the panel has no ``bid`` column or it is null."""
+        """The bid quoted at the bar's close, NaN when the panel has no ``bid`` column or it
+        is null."""
         col = self._data.columns.get("bid")
         return float(col[self.row]) if col is not None else float("nan")
 
     @property
     def ask(self) -> float:
-        """The bar's ask, NaN when the panel has no ``ask`` column or it is null."""
+        """The ask quoted at the bar's close, NaN when the panel has no ``ask`` column or it
+        is null."""
         col = self._data.columns.get("ask")
         return float(col[self.row]) if col is not None else float("nan")
 
@@ -739,9 +782,29 @@ class BarView:
         return float(self._data.columns[column][self.row])
 
     def previous(self) -> BarView | None:
-        """The same symbol's previous bar, or ``None`` for its first bar."""
+        """The same symbol's previous bar (a completed bar), or ``None`` for its first bar."""
         prev = int(self._data.prev_row[self.row])
         return None if prev < 0 else BarView(self._data, prev)
+
+    def derived(self, key: str, compute: Callable[[MarketData], T]) -> T:
+        """A value computed once from the whole market data and cached on it under ``key``.
+
+        For per-row series a model computes vectorised instead of per fill (e.g. a rolling
+        spread estimate): ``compute(data)`` runs on the first call for a given ``key`` and
+        ``data`` (a :class:`MarketData`, arrays indexed by row; ``data.prev_row`` links each
+        row to its symbol's previous bar, ``data.ordinal`` counts its earlier bars) and its
+        result is returned on every later call. ``key`` must name everything the result
+        depends on besides the data (e.g. ``"corwin_schultz:20:20"``). A value at row ``r``
+        must use only rows of the same symbol at or before ``r``; the model reads it at a row
+        the fill may know (``previous().row`` for a fill before the close).
+        """
+        cache = self._data._derived
+        if key in cache:
+            value: T = cache[key]
+            return value
+        value = compute(self._data)
+        cache[key] = value
+        return value
 
 
 class ChunkedMarketData:
@@ -753,19 +816,22 @@ class ChunkedMarketData:
     few carried rows) are in memory. A run over the chunks gives the same fills, trades,
     orders and portfolio states as a run over the concatenated panel.
 
-    Across a chunk boundary the engine carries, per symbol, its last two bars (so
-    ``BarView.previous()`` of a fill's bar and the "last bar before the fill" used by entry
-    rules, e.g. an ATR column for volatility-scaled stops, see the previous chunk), plus every
-    bar still referenced by a working order or an open position (the decision bar whose
-    signal values are reported as ``entry_<column>`` / ``exit_<column>``). Bar numbers per
-    symbol (``ordinal``, hence ``bars_held``) continue across chunks. Broker and risk state
-    (cash, positions, pending and resting orders, stop/take-profit levels, MFE/MAE extremes,
-    latest closes for marking) lives in the engine and simply carries on.
+    Across a chunk boundary the engine carries, per symbol, its last ``history_bars`` bars
+    (default two: ``BarView.previous()`` of a fill's bar and the "last bar before the fill"
+    used by entry rules, e.g. an ATR column for volatility-scaled stops, see the previous
+    chunk), plus every bar still referenced by a working order or an open position (the
+    decision bar whose signal values are reported as ``entry_<column>`` / ``exit_<column>``).
+    Bar numbers per symbol (``ordinal``, hence ``bars_held``) continue across chunks. Broker
+    and risk state (cash, positions, pending and resting orders, stop/take-profit levels,
+    MFE/MAE extremes, latest closes for marking) lives in the engine and simply carries on.
 
-    Limit: looking further back than one bar from the last carried bar (e.g.
-    ``bar.previous().previous()`` on a chunk's first bar) returns ``None`` at a boundary,
-    where the in-memory panel would return an older bar. No built-in rule or cost model does
-    this; a custom lookback should use an indicator column computed before the engine.
+    Limit: looking back further than the carried bars (e.g. ``bar.previous().previous()``
+    on a chunk's first bar with the default ``history_bars=2``) returns ``None`` at a
+    boundary, where the in-memory panel would return an older bar. The built-in cost models
+    that average over earlier bars (``SpreadAwareSlippage`` without quotes,
+    ``VolumeAwareSlippage(volume="completed")``) state how many they read
+    (``SlippageModel.history_bars``) and raise ``ValueError`` naming the value to pass here
+    when a boundary carried fewer; they never average over a cut history silently.
 
     Parameters
     ----------
@@ -786,11 +852,16 @@ class ChunkedMarketData:
         timestamp); aligned to each chunk's timestamps by exact match (missing → NaN).
     context_columns : sequence of str, optional
         Context columns to keep; default all but ``timestamp``.
+    history_bars : int, default 2
+        Bars per symbol carried across a chunk boundary (at least 2). Set it to the slippage
+        model's ``history_bars`` (or more) when that is larger, e.g. 21 for
+        ``SpreadAwareSlippage(window=20)``; the pipeline does this itself.
 
     Raises
     ------
     ValueError
-        At construction: an empty or duplicated symbol universe, bad context (see
+        At construction: an empty or duplicated symbol universe, ``history_bars`` below 2 or
+        not an integer, bad context (see
         :meth:`MarketData.from_frame`). During the run (when the chunk is built): anything
         :meth:`MarketData.from_frame` rejects, naming the chunk (1-based); a symbol outside
         the universe; a chunk that does not start after the previous chunk's last timestamp;
@@ -807,10 +878,16 @@ class ChunkedMarketData:
         indicator_columns: Sequence[str] = (),
         context: pl.DataFrame | None = None,
         context_columns: Sequence[str] | None = None,
+        history_bars: int = 2,
     ) -> None:
         names = [str(s) for s in symbols]
         if not names:
             raise ValueError("symbols is empty: the universe needs at least one symbol")
+        if isinstance(history_bars, bool) or not isinstance(history_bars, int | np.integer):
+            raise ValueError(f"history_bars must be an integer >= 2, got {history_bars!r}")
+        if history_bars < 2:
+            raise ValueError(f"history_bars must be >= 2, got {history_bars}")
+        self.history_bars = int(history_bars)
         universe = pl.Series("symbol", names, dtype=pl.String)
         dups = universe.filter(universe.is_duplicated()).unique().sort()
         if dups.len():
@@ -981,9 +1058,9 @@ class ChunkStream:
         return self._pending is None
 
     def release(self, keep: IntArray | None = None) -> IntArray:
-        """Replace the current window by the rows a boundary carries (each symbol's last two
-        bars plus ``keep``, rows of the current window); return the map from the current
-        window's rows to the carried rows (``-1``: dropped).
+        """Replace the current window by the rows a boundary carries (each symbol's last
+        ``history_bars`` bars plus ``keep``, rows of the current window); return the map from
+        the current window's rows to the carried rows (``-1``: dropped).
 
         Raises
         ------
@@ -992,7 +1069,7 @@ class ChunkStream:
         """
         if self.window is None:
             raise RuntimeError("release() before the first advance()")
-        carry, remap = self.window._carried(keep)
+        carry, remap = self.window._carried(keep, self._source.history_bars)
         self.window = carry
         return remap
 

@@ -438,9 +438,13 @@ COST_PARAM_LIMITS: dict[str, _Limit] = {
     "fallback_pct": (0.0, 0.1, True, True, False),
     "coefficient": (0.0, 100.0, True, True, False),
     "max_impact": (0.0, 1.0, False, False, False),
+    "window": (1.0, float(MAX_BARS), True, True, True),
+    "min_periods": (1.0, float(MAX_BARS), True, True, True),
+    "volume_window": (1.0, float(MAX_BARS), True, True, True),
 }
 """Ranges of commission and slippage parameters: rates and percentages at most 10 %, a
-per-share/per-trade cost at most 1e6 currency, basis points at most 1,000."""
+per-share/per-trade cost at most 1e6 currency, basis points at most 1,000, bar counts
+(``window``, ``min_periods``, ``volume_window``) whole numbers from 1 to 10,000."""
 
 RULE_PARAM_ALIASES: dict[str, dict[str, str]] = {
     "PriceBasedStopLoss": {"sl_pct": "stop_pct"},
@@ -608,8 +612,13 @@ class ExecutionConfig(_Strict):
         Registry specs such as ``{type: Percentage, rate: 0.001}`` or ``{type: SpreadAware,
         spread_fraction: 0.5}`` (numbers finite; rates and percentages in [0, 0.1], basis
         points in [0, 1000], costs in [0, 1e6] currency; :data:`COST_PARAM_LIMITS`).
-        ``SpreadAware`` uses the bar's ``bid``/``ask`` when the prices carry them, else the
-        Corwin–Schultz estimate from highs and lows.
+        Costs read only what a fill may know (docs/how-to/cost-model.md): ``SpreadAware``
+        pays ``spread_fraction`` of the last quoted spread before the fill (``data.quotes``;
+        the previous bar's close quote for a fill at the open), else of the Corwin–Schultz
+        estimate averaged over the last ``window`` (default 20) pairs of completed bars;
+        ``VolumeAware`` takes sigma from the previous bar and, by default, the fill bar's
+        volume (``volume: completed`` with ``volume_window: N``: the mean of the last N
+        completed bars).
     initial_cash : float
         Currency, in (0, 1e12].
     fractional_shares, allow_short : bool

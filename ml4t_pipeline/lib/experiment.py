@@ -199,8 +199,11 @@ def run_experiment_streamed(
     """:func:`run_experiment` over monthly chunks (``data.stream: monthly``), same results.
 
     The engine builds one month's arrays at a time (:class:`engine.ChunkedMarketData`); the
-    result frames are the same as a run over the whole panel.
+    result frames are the same as a run over the whole panel. Each month boundary carries the
+    completed bars the slippage model reads (``SlippageModel.history_bars``, e.g. 21 for
+    ``SpreadAware`` with its default 20-pair window).
     """
+    history = cfg.execution.engine_config().slippage.history_bars
     data = engine.ChunkedMarketData(
         panel,
         symbols=panel.symbols(),
@@ -208,6 +211,7 @@ def run_experiment_streamed(
         indicator_columns=indicator_columns,
         context=context,
         context_columns=value_columns(context),
+        history_bars=max(2, history),
     )
     return build_engine(cfg, data).run()
 
@@ -270,6 +274,11 @@ def experiment_quotes(
 
 def attach_quotes(panel: pl.DataFrame, quotes: pl.DataFrame) -> pl.DataFrame:
     """Join ``bid``/``ask`` onto every bar of ``panel`` (exact (timestamp, symbol) match).
+
+    A quote stamped at a bar's close is attached to that bar. It prices only fills at or
+    after its timestamp: ``SpreadAwareSlippage`` prices a fill at the open (or inside) bar t
+    with the quote of the symbol's previous bar (t-1's close, the last quote before the open)
+    and only a fill at bar t's close with bar t's own quote.
 
     Raises
     ------

@@ -32,6 +32,7 @@ from engine import (
     Strategy,
     TimeBasedExit,
     VolatilityScaledStopLoss,
+    VolumeAwareSlippage,
 )
 from engine.data import BarBatch, ChunkedMarketData
 from engine.events import Fill, MarketEvent
@@ -181,6 +182,7 @@ def _compare(
             signal_columns=["sig"],
             indicator_columns=indicators,
             context=context,
+            history_bars=max(2, cfg.slippage.history_bars),
         ),
         strategy(),
         rules,
@@ -202,10 +204,15 @@ CONFIGS = {
     "shorts_partial_slippage": ExecutionConfig(
         allow_short=True,
         max_volume_participation=0.1,  # 40 shares at ≤ 0.1 × 50..400: partial fills carried
-        slippage=SpreadAwareSlippage(0.5),  # Corwin-Schultz: reads the previous bar
+        # Corwin-Schultz over the last 4 pairs of completed bars: 5 bars carried
+        slippage=SpreadAwareSlippage(0.5, window=4, min_periods=2),
         commission=PercentageCommission(0.001),
     ),
     "stops_first_close_at_end": ExecutionConfig(bar_event_order="stops_first", close_at_end=True),
+    "volume_completed": ExecutionConfig(
+        # impact from the mean volume of the last 3 completed bars: 3 bars carried
+        slippage=VolumeAwareSlippage(coefficient=0.5, volume="completed", volume_window=3),
+    ),
 }
 SPLITS = {
     "one_chunk": [],

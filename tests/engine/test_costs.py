@@ -94,7 +94,9 @@ def test_cost_model_repr_shows_parameters() -> None:
     assert repr(FixedBpsSlippage(5)) == "FixedBpsSlippage(bps=5.0)"
 
 
-def _bar(bid: float | None = None, ask: float | None = None, **extra: float) -> BarView:
+def _bar(
+    bid: float | None = None, ask: float | None = None, at_close: bool = False, **extra: float
+) -> BarView:
     bars = {"AAA": [(100, 102, 98, 100), (100, 101, 99, 100)]}
     panel = make_panel(bars, volume=10_000.0)
     if bid is not None and ask is not None:
@@ -102,7 +104,7 @@ def _bar(bid: float | None = None, ask: float | None = None, **extra: float) -> 
     for name, value in extra.items():
         panel = panel.with_columns(pl.lit(value).alias(name))
     data = MarketData.from_frame(panel, indicator_columns=list(extra))
-    return BarView(data, 1)
+    return BarView(data, 1, at_close=at_close)
 
 
 @pytest.mark.parametrize(("quantity", "expected"), [(10.0, 100.1), (-10.0, 99.9)])
@@ -124,11 +126,15 @@ def test_spread_aware_uses_quotes_when_present(quantity: float, expected: float)
 
 
 def test_spread_aware_falls_back_to_corwin_schultz_without_quotes() -> None:
-    bar = _bar()
-    spread = corwin_schultz_spread(101, 99, 102, 98)
-    assert spread >= 0.0
-    model = SpreadAwareSlippage(spread_fraction=0.5)
-    assert model.fill_price(100.0, 10, bar, "market") == pytest.approx(100 * (1 + 0.5 * spread))
+    # a fill at bar 1's close knows the pair (bar 0, bar 1); bar 0's close 100 lies inside
+    # bar 1's range, so no overnight adjustment (look-ahead rules: test_costs_lookahead.py)
+    at_close = _bar(at_close=True)
+    spread = corwin_schultz_spread(101, 99, 102, 98, prev_close=100)
+    assert spread > 0.0
+    model = SpreadAwareSlippage(spread_fraction=0.5, window=1)
+    assert model.fill_price(100.0, 10, at_close, "market") == pytest.approx(
+        100 * (1 + 0.5 * spread)
+    )
 
 
 def test_corwin_schultz_hand_computed() -> None:
@@ -147,8 +153,8 @@ def test_volume_aware_square_root_impact() -> None:
     # impact = 1 × 0.02 × sqrt(2500 / 10000) = 0.01
     assert model.fill_price(100.0, 2500, bar, "market") == pytest.approx(101.0)
     assert model.fill_price(100.0, -2500, bar, "market") == pytest.approx(99.0)
-    # without a volatility column: bar range (101 − 99) / 100 = 0.02 → same impact
-    assert VolumeAwareSlippage().fill_price(100.0, 2500, bar, "market") == pytest.approx(101.0)
+    # without a volatility column: the previous bar's range (102 − 98) / 100 = 0.04 → 0.02
+    assert VolumeAwareSlippage().fill_price(100.0, 2500, bar, "market") == pytest.approx(102.0)
 
 
 def test_order_type_dependent_slippage_dispatches() -> None:
