@@ -116,9 +116,15 @@ _CS_K = 3.0 - 2.0 * math.sqrt(2.0)
 
 
 def _cs_pairs(
-    h1: FloatArray, l1: FloatArray, c1: FloatArray, h2: FloatArray, l2: FloatArray
+    h1: FloatArray,
+    l1: FloatArray,
+    c1: FloatArray,
+    h2: FloatArray,
+    l2: FloatArray,
+    signed: bool = False,
 ) -> FloatArray:
-    """Two-day Corwin-Schultz estimates, overnight-adjusted, negatives set to 0 (elementwise).
+    """Two-day Corwin-Schultz estimates, overnight-adjusted, negatives set to 0 unless
+    ``signed`` (elementwise).
 
     Day 1: high ``h1``, low ``l1``, close ``c1`` (NaN: no overnight adjustment); day 2: ``h2``,
     ``l2``. NaN where a high/low is not finite, not positive or ``high < low``.
@@ -144,7 +150,7 @@ def _cs_pairs(
         gamma = np.log(np.maximum(h1, h2a) / np.minimum(l1, l2a)) ** 2
         alpha = (np.sqrt(2.0 * beta) - np.sqrt(beta)) / _CS_K - np.sqrt(gamma / _CS_K)
         spread = 2.0 * (np.exp(alpha) - 1.0) / (1.0 + np.exp(alpha))
-        out: FloatArray = np.where(valid, np.maximum(spread, 0.0), np.nan)
+        out: FloatArray = np.where(valid, spread if signed else np.maximum(spread, 0.0), np.nan)
     return out
 
 
@@ -182,18 +188,23 @@ def corwin_schultz_spread(
 
 
 def corwin_schultz_estimates(
-    high: FloatArray, low: FloatArray, close: FloatArray, prev_row: IntArray
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    prev_row: IntArray,
+    signed: bool = False,
 ) -> FloatArray:
     """The two-day estimate of :func:`corwin_schultz_spread` at every row, vectorised.
 
     Row ``r``'s value pairs the symbol's previous bar ``prev_row[r]`` (day 1, its close used
     for the overnight adjustment) with bar ``r`` (day 2); NaN for a symbol's first bar
-    (``prev_row[r] < 0``) and for invalid bars. Shapes (N,), float64.
+    (``prev_row[r] < 0``) and for invalid bars. Negative estimates are set to 0 unless
+    ``signed``. Shapes (N,), float64.
     """
     out = np.full(high.size, np.nan, dtype=np.float64)
     rows = np.flatnonzero(prev_row >= 0)
     prev = prev_row[rows]
-    out[rows] = _cs_pairs(high[prev], low[prev], close[prev], high[rows], low[rows])
+    out[rows] = _cs_pairs(high[prev], low[prev], close[prev], high[rows], low[rows], signed)
     return out
 
 
@@ -249,6 +260,10 @@ def _cut_history(model: SlippageModel, bar: BarView) -> ValueError:
     )
 
 
+CLAMP_MODES = ("pairs", "mean")
+"""``SpreadAwareSlippage(clamp=...)`` choices."""
+
+
 class SpreadAwareSlippage(SlippageModel):
     """Pay a fraction of the bid-ask spread known when the fill happens.
 
@@ -267,7 +282,10 @@ class SpreadAwareSlippage(SlippageModel):
        bars. A fill at the open or inside bar t averages the pairs ending at t-1 (bars
        t-window-1 .. t-1); a fill at t's close (``bar.at_close``) the pairs ending at t. A
        pair with an invalid bar (``high < low``, non-positive prices) is skipped; fewer than
-       ``min_periods`` valid pairs give no estimate. Consecutive bars are the symbol's own
+       ``min_periods`` valid pairs give no estimate. With ``clamp="mean"`` the signed two-day
+       estimates are averaged and a negative mean is set to 0 instead: less upward bias
+       where the true spread is small against the daily volatility (large caps), at the cost
+       of departing from the paper's main estimate. Consecutive bars are the symbol's own
        (a missing day joins the bars around it). The paper's replacement of no-trade days'
        ranges is not done. The per-row series is computed once per market data (vectorised)
        and read at the fill's row.
@@ -285,6 +303,9 @@ class SpreadAwareSlippage(SlippageModel):
     min_periods : int, optional
         Valid two-day estimates needed for an estimate, in ``[1, window]``; default
         ``window``.
+    clamp : {"pairs", "mean"}, default "pairs"
+        Where negative estimates are set to 0: each two-day estimate before averaging (the
+        paper) or the mean.
 
     Raises
     ------
@@ -299,6 +320,7 @@ class SpreadAwareSlippage(SlippageModel):
         fallback_pct: float = 0.0,
         window: int = 20,
         min_periods: int | None = None,
+        clamp: str = "pairs",
     ) -> None:
         self.spread_fraction = _check_fraction(
             "spread_fraction", spread_fraction, upper=1.0 + 1e-12
@@ -312,6 +334,9 @@ class SpreadAwareSlippage(SlippageModel):
             raise ValueError(
                 f"min_periods must be <= window ({self.window}), got {self.min_periods}"
             )
+        if clamp not in CLAMP_MODES:
+            raise ValueError(f"clamp must be one of {CLAMP_MODES}, got {clamp!r}")
+        self.clamp = clamp
 
     @property
     def history_bars(self) -> int:
@@ -319,10 +344,14 @@ class SpreadAwareSlippage(SlippageModel):
         return self.window + 1
 
     def _series(self, data: MarketData) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-        pairs = corwin_schultz_estimates(data.high, data.low, data.close, data.prev_row)
-        return _chain_mean(
+        signed = self.clamp == "mean"
+        pairs = corwin_schultz_estimates(data.high, data.low, data.close, data.prev_row, signed)
+        mean, cut = _chain_mean(
             pairs, data.prev_row, data.ordinal, self.window, self.min_periods, pairs=True
         )
+        if signed:
+            mean = np.maximum(mean, 0.0)  # NaN (too few pairs) stays NaN
+        return mean, cut
 
     def estimate(self, bar: BarView) -> float:
         """The relative spread ``S`` known at a fill on ``bar`` (NaN when none).
@@ -335,7 +364,7 @@ class SpreadAwareSlippage(SlippageModel):
         known = bar if bar.at_close else bar.previous()
         if known is None:
             return math.nan
-        key = f"corwin_schultz:{self.window}:{self.min_periods}"
+        key = f"corwin_schultz:{self.window}:{self.min_periods}:{self.clamp}"
         mean, cut = bar.derived(key, self._series)
         if cut[known.row]:
             raise _cut_history(self, bar)

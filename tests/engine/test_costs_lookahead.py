@@ -285,6 +285,16 @@ def test_spread_aware_three_bars_window_two_hand_checked() -> None:
     assert model.fill_price(102.5, -10, fill_bar, "market") == pytest.approx(102.5 * 2 - buy)
 
 
+def test_spread_aware_clamp_mean_averages_signed_estimates_hand_checked() -> None:
+    # the same two pairs, signed: (-0.00412211 + 0.00559011) / 2 = 0.00073400 (>= 0, kept)
+    data = MarketData.from_frame(make_panel(THREE_BARS))
+    model = SpreadAwareSlippage(0.5, window=2, clamp="mean")
+    assert model.estimate(BarView(data, 3)) == pytest.approx(0.00073400, abs=1e-8)
+    # the first pair alone is negative: its mean is set to 0
+    alone = SpreadAwareSlippage(0.5, window=1, clamp="mean")
+    assert alone.estimate(BarView(data, 2)) == 0.0
+
+
 def test_spread_aware_negative_estimates_clamp_to_zero_not_below() -> None:
     # only the pair (bar 0, bar 1), whose estimate is -0.0041 → 0: the fill pays nothing
     data = MarketData.from_frame(make_panel({"AAA": THREE_BARS["AAA"][:3]}))
@@ -430,6 +440,7 @@ def test_volume_aware_bad_volume_setting_is_refused() -> None:
         ({"window": 2.5}, "window must be an integer"),
         ({"window": 5, "min_periods": 6}, "min_periods must be <= window"),
         ({"min_periods": 0}, "min_periods must be an integer >= 1"),
+        ({"clamp": "never"}, "clamp must be one of"),
     ],
 )
 def test_spread_aware_bad_window_is_refused(kwargs: dict[str, Any], match: str) -> None:

@@ -199,6 +199,23 @@ def test_run_experiment_spread_aware_slippage_uses_panel_bid_ask() -> None:
     assert result.fills["slippage"].to_list() == [pytest.approx(500 * 0.1)]
 
 
+def test_load_config_slippage_windows_reach_the_engine(tmp_path: Path) -> None:
+    text = (
+        "execution:\n"
+        "  slippage:\n"
+        "    type: OrderTypeDependent\n"
+        "    models: {market: {type: SpreadAware, spread_fraction: 0.5, window: 10}}\n"
+        "    default: {type: VolumeAware, volume: completed, volume_window: 20}\n"
+    )
+    built = load_config(_write(tmp_path, text)).execution.engine_config().slippage
+    assert isinstance(built, engine.OrderTypeDependentSlippage)
+    spread, volume = built.models["market"], built.default
+    assert isinstance(spread, engine.SpreadAwareSlippage) and spread.window == 10
+    assert isinstance(volume, engine.VolumeAwareSlippage)
+    assert (volume.volume, volume.volume_window) == ("completed", 20)
+    assert built.history_bars == 20  # what a monthly stream carries across boundaries
+
+
 # ---------------------------------------------------------------------------------------------
 # rules: aliases, CompositeRule, limits
 
@@ -338,6 +355,18 @@ ABSURD = [
     (
         {"execution": {"slippage": {"type": "FixedBps", "bps": math.inf}}},
         r"execution\.slippage\.bps",
+    ),
+    (
+        {"execution": {"slippage": {"type": "SpreadAware", "window": 0}}},
+        r"execution\.slippage\.window",
+    ),
+    (
+        {"execution": {"slippage": {"type": "SpreadAware", "min_periods": 2.5}}},
+        r"execution\.slippage\.min_periods",
+    ),
+    (
+        {"execution": {"slippage": {"type": "VolumeAware", "volume_window": 1e18}}},
+        r"execution\.slippage\.volume_window",
     ),
     (
         {"execution": {"commission": {"type": "Tiered", "tiers": [[0, 0.001], [1e308, 0.0]]}}},

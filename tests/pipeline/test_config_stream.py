@@ -234,8 +234,13 @@ def test_backtest_asset_monthly_stream_with_quotes_equals_whole(
         assert_frame_equal(tables["monthly"][name], tables["whole"][name])
     fills = tables["whole"]["fills"].with_columns(pl.col("symbol").cast(pl.String))
     assert fills.height > 20
-    # every fill paid half its bar's quoted spread: 0.5 × (1.001 - 0.999) × close per share
-    closes = demo_panel.select(pl.col("symbol").cast(pl.String), "timestamp", "close")
+    # every fill at the open paid half the spread quoted at the symbol's previous close (the
+    # last quote before the open): 0.5 × (1.001 - 0.999) × previous close per share
+    closes = demo_panel.sort("timestamp").select(
+        pl.col("symbol").cast(pl.String),
+        "timestamp",
+        pl.col("close").shift(1).over("symbol").alias("previous_close"),
+    )
     joined = fills.join(closes, on=["timestamp", "symbol"], how="left")
-    expected = 0.5 * 0.002 * joined["close"] * joined["quantity"].abs()
+    expected = 0.5 * 0.002 * joined["previous_close"] * joined["quantity"].abs()
     assert joined["slippage"].to_list() == pytest.approx(expected.to_list(), rel=1e-9)

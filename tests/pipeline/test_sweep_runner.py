@@ -210,12 +210,15 @@ def test_run_sweep_with_quotes_fills_at_the_quoted_spread(lab: Lab, tmp_path: Pa
             trial.config, direct.portfolio_states, direct.trades, direct.fills
         )
         assert record["status"] == "ok" and record["metrics"]["sharpe"] == metrics["sharpe"]
-        # the fills paid half the quoted spread: the stored costs are the quoted ones
+        # the fills paid half the quoted spread known at the open: the quote stamped at the
+        # symbol's previous close (the fill bar's own quote comes only at its close)
         fill = direct.fills.row(0, named=True)
-        bar = panel.filter(
-            (pl.col("timestamp") == fill["timestamp"]) & (pl.col("symbol") == fill["symbol"])
-        ).row(0, named=True)
-        assert abs(fill["price"] - bar["open"]) == pytest.approx(0.5 * (bar["ask"] - bar["bid"]))
+        bars = panel.filter(pl.col("symbol") == fill["symbol"]).sort("timestamp")
+        k = bars["timestamp"].to_list().index(fill["timestamp"])
+        bar, before = bars.row(k, named=True), bars.row(k - 1, named=True)
+        assert abs(fill["price"] - bar["open"]) == pytest.approx(
+            0.5 * (before["ask"] - before["bid"])
+        )
 
 
 def test_run_sweep_rerun_computes_only_missing_trials(lab: Lab, tmp_path: Path) -> None:
