@@ -168,10 +168,9 @@ def corwin_schultz_spread(
     ``S = 2 (e^alpha - 1) / (1 + e^alpha)``, and a negative ``S`` is set to 0.
 
     Overnight adjustment (the paper's correction for overnight returns; given ``prev_close``
-    ``C1``): if day 2's
-    low is above ``C1`` the price is taken to have risen overnight, and day 2's high and low
-    are both lowered by ``L2 - C1``; if day 2's high is below ``C1`` both are raised by
-    ``C1 - H2``. Without ``prev_close`` no adjustment is made.
+    ``C1``): if day 2's low is above ``C1`` the price is taken to have risen overnight, and
+    day 2's high and low are both lowered by ``L2 - C1``; if day 2's high is below ``C1`` both
+    are raised by ``C1 - H2``. Without ``prev_close`` no adjustment is made.
 
     Returns
     -------
@@ -247,7 +246,10 @@ def _chain_mean(
 
 
 def _check_count(name: str, value: int, lower: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lower:
+    """``value`` as an int ``>= lower`` (a whole float such as ``20.0`` from a config is
+    accepted)."""
+    whole = isinstance(value, int | np.integer) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value < lower:
         raise ValueError(f"{name} must be an integer >= {lower}, got {value!r}")
     return int(value)
 
@@ -337,6 +339,7 @@ class SpreadAwareSlippage(SlippageModel):
         if clamp not in CLAMP_MODES:
             raise ValueError(f"clamp must be one of {CLAMP_MODES}, got {clamp!r}")
         self.clamp = clamp
+        self._key = f"corwin_schultz:{self.window}:{self.min_periods}:{self.clamp}"
 
     @property
     def history_bars(self) -> int:
@@ -364,8 +367,7 @@ class SpreadAwareSlippage(SlippageModel):
         known = bar if bar.at_close else bar.previous()
         if known is None:
             return math.nan
-        key = f"corwin_schultz:{self.window}:{self.min_periods}:{self.clamp}"
-        mean, cut = bar.derived(key, self._series)
+        mean, cut = bar.derived(self._key, self._series)
         if cut[known.row]:
             raise _cut_history(self, bar)
         return float(mean[known.row])
@@ -456,6 +458,7 @@ class VolumeAwareSlippage(SlippageModel):
             raise ValueError(f"volume must be one of {VOLUME_SOURCES}, got {volume!r}")
         self.volume = volume
         self.volume_window = _check_count("volume_window", volume_window)
+        self._key = f"mean_volume:{self.volume_window}"
 
     @property
     def history_bars(self) -> int:
@@ -475,7 +478,7 @@ class VolumeAwareSlippage(SlippageModel):
             return math.nan
         if self.volume_window == 1:
             return known.volume
-        mean, cut = bar.derived(f"mean_volume:{self.volume_window}", self._mean_volume)
+        mean, cut = bar.derived(self._key, self._mean_volume)
         if cut[known.row]:
             raise _cut_history(self, bar)
         return float(mean[known.row])

@@ -160,18 +160,19 @@ def test_volume_aware_default_open_fill_reads_only_the_fill_bars_volume(
 
 
 @pytest.mark.parametrize(
-    "slippage",
+    "factory",
     [
-        SpreadAwareSlippage(0.5),
-        VolumeAwareSlippage(1.0, "vol_20", volume="completed", volume_window=3),
+        lambda: SpreadAwareSlippage(0.5),
+        lambda: VolumeAwareSlippage(1.0, "vol_20", volume="completed", volume_window=3),
     ],
     ids=["spread_estimate", "volume_completed"],
 )
 @pytest.mark.parametrize("field", ["high", "low", "close", "volume", "vol_20"])
 def test_engine_open_fill_perturbed_fill_bar_same_fill_price(
-    slippage: SlippageModel, field: str
+    factory: Callable[[], SlippageModel], field: str
 ) -> None:
     """Through the broker: a buy decided at bar FILL-1 fills at FILL's open."""
+    slippage = factory()
 
     def fills(panel: pl.DataFrame) -> pl.DataFrame:
         result = run(
