@@ -405,6 +405,8 @@ def test_volume_aware_sigma_from_the_previous_bar_volume_from_the_fill_bar() -> 
     # a symbol's first bar has no completed bar: max_impact
     first = BarView(data, 0)
     assert VolumeAwareSlippage(max_impact=0.05).fill_price(100.0, 1, first, "market") == 105.0
+    completed = VolumeAwareSlippage(max_impact=0.05, volume="completed", volume_window=3)
+    assert completed.fill_price(100.0, -1, first, "market") == 95.0
 
 
 def test_volume_aware_completed_volume_previous_bar_and_average() -> None:
