@@ -557,3 +557,52 @@ def test_local_ray_sweep_listens_on_loopback_only(
     assert during and min(during) >= 3, watch.seen  # the GCS, the raylet and workers were seen
     exposed = {addr: pid for addr, pid in watch.seen.items() if not is_loopback(addr[0])}
     assert exposed == {}, f"listening beyond 127.0.0.1: {exposed}"
+
+
+@pytest.mark.skipif(
+    not runner.ray_available(), reason="ray not installed (pip install -e '.[ray]')"
+)
+def test_sweep_results_asset_ray_backend_starts_loopback_ray_not_local_ray_resource(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The asset's LocalRay resource would call ``ray.init()`` listening on every interface (or
+    join a ``ray start`` cluster found on the machine): without ``RAY_ADDRESS`` the asset leaves
+    it alone and the sweep starts its loopback-only Ray (stopped here at that call)."""
+    import dagster as dg
+    from dagster_ray import LocalRay
+
+    from ml4t_pipeline.defs import assets_sweep
+    from ml4t_pipeline.defs.io_managers import Ml4tIOManager
+
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    tiny_sweep(tmp_path, data_root).rename(sweeps / "tiny.yaml")
+    monkeypatch.setenv("ML4T_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv(runner.CODE_VERSION_ENV, "test-security")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    started: list[int] = []
+
+    def start_local_ray(workers: int) -> None:
+        started.append(workers)
+        raise runner.SweepError("stopped by the test at start_local_ray")
+
+    def connect(self: Any, context: Any) -> None:
+        pytest.fail("LocalRay.connect was called for a local sweep")
+
+    monkeypatch.setattr(runner, "start_local_ray", start_local_ray)
+    monkeypatch.setattr(LocalRay, "connect", connect)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(assets_sweep.SWEEPS, ["tiny"])
+    run_config = {"sweeps_dir": str(sweeps), "output_dir": str(tmp_path / "out"),
+                  "backend": "ray", "workers": 1}  # fmt: skip
+    result = dg.materialize(
+        [assets_sweep.sweep_results],
+        partition_key="tiny",
+        instance=instance,
+        resources={"io_manager": Ml4tIOManager(base_dir=str(tmp_path / "storage"))},
+        run_config={"ops": {"sweep_results": {"config": run_config}}},
+        raise_on_error=False,
+    )
+    assert not result.success and started == [1]
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "stopped by the test at start_local_ray" in str(failure.step_failure_data.error)
