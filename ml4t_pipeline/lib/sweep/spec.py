@@ -172,7 +172,10 @@ class SweepSpec(_Strict):
     workers : int, optional
         Default number of workers.
     ray_address : str, optional
-        A Ray cluster to connect to (``RAY_ADDRESS`` and ``--ray-address`` win).
+        A Ray cluster to connect to with ``backend: ray`` (``--ray-address`` wins; this wins
+        over ``$RAY_ADDRESS``). The prepared data and the trials are sent to that cluster's
+        hosts, so read a sweep file you did not write before running it. Unset (and no
+        ``$RAY_ADDRESS``): a local Ray listening on 127.0.0.1 only.
     pbo_splits : int
         ``S`` of the CSCV estimate of the probability of backtest overfitting (even, ≥ 2).
     """
