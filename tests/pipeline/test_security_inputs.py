@@ -112,6 +112,16 @@ def test_output_lock_hard_link_to_another_file_refused(tmp_path: Path, victim: P
     assert victim.read_text() == VICTIM_TEXT
 
 
+def test_output_lock_fifo_at_lock_path_refused(tmp_path: Path) -> None:
+    final = tmp_path / "out"
+    os.mkfifo(output_lib.lock_path(final))
+    with (
+        pytest.raises(output_lib.OutputError, match="is not a regular file"),
+        output_lib.output_lock(final),
+    ):
+        pass
+
+
 def test_cli_run_symlinked_output_lock_exits_2_naming_it(tmp_path: Path, victim: Path) -> None:
     config = demo_config(tmp_path / "configs")
     out = tmp_path / "out"
@@ -606,3 +616,21 @@ def test_sweep_results_asset_ray_backend_starts_loopback_ray_not_local_ray_resou
     assert not result.success and started == [1]
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "stopped by the test at start_local_ray" in str(failure.step_failure_data.error)
+
+
+@pytest.mark.skipif(
+    not runner.ray_available(), reason="ray not installed (pip install -e '.[ray]')"
+)
+def test_start_local_ray_other_node_address_shut_down_and_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should a Ray version ignore the loopback setting, the sweep stops before sending data."""
+    import ray
+
+    calls: list[str] = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs["_node_ip_address"]))
+    monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "192.0.2.2")
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    with pytest.raises(runner.SweepError, match="took address 192.0.2.2, not 127.0.0.1"):
+        runner.start_local_ray(2)
+    assert calls == ["127.0.0.1", "shutdown"]
