@@ -28,9 +28,10 @@ Exit codes:
 - 0 success (also a run with zero trades, which warns);
 - 1 a run, step or blocking check failed (the previous output folder is unchanged);
 - 2 the command could not start or finish its output: a bad config, a missing file, an output
-  folder that cannot be created or replaced (its parent is a file or read-only, or it holds
-  other files), an output folder in use by another run ("in use by pid N"), or a folder without
-  a valid ``run.json`` given to ``report``/``compare``.
+  folder that cannot be created or replaced (its parent is a file or read-only, or it is not
+  empty and has no valid ``run.json``), an output folder in use by another run ("in use by pid
+  N"), a lock file that is a symbolic link or not ours (``DIR.lock`` or a storage lock), or a
+  folder without a valid ``run.json`` given to ``report``/``compare``.
 
 With ``DAGSTER_HOME`` set the runs are recorded in that Dagster instance (visible in the UI);
 otherwise an ephemeral instance is used. The paths recorded in Dagster's metadata name
@@ -53,6 +54,7 @@ from engine.metrics import SUMMARY_METRIC_KEYS
 from ml4t_pipeline.config import ConfigError, load_config
 from ml4t_pipeline.lib import comparison
 from ml4t_pipeline.lib import output as output_lib
+from ml4t_pipeline.lib.lockfile import UnsafeLockFileError
 from ml4t_pipeline.lib.output import OutputError
 from ml4t_pipeline.lib.progress import progress
 from ml4t_pipeline.lib.sweep.cli import add_sweep_parser
@@ -84,6 +86,17 @@ def _print_failures(result: dg.ExecuteInProcessResult) -> None:
         print(text, file=sys.stderr)
 
 
+def _failure_exit_code(result: dg.ExecuteInProcessResult | None) -> int:
+    """1 for a failed run; 2 when a step was refused an unsafe lock file (a path to clear)."""
+    for event in result.all_events if result is not None else []:
+        error = event.step_failure_data.error if event.is_step_failure else None
+        while error is not None:
+            if error.cls_name == UnsafeLockFileError.__name__:
+                return 2
+            error = error.cause
+    return 1
+
+
 def _format(name: str, value: Any) -> str:
     if value is None:
         return "n/a"
@@ -107,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{outcome.output} left unchanged",
             file=sys.stderr,
         )
-        return 1
+        return _failure_exit_code(outcome.result)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     out = outcome.output
@@ -176,7 +189,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{status:<7} {event.asset_key.to_user_string()}:{event.check_name}")
     if not result.success:
         _print_failures(result)
-        return 1
+        return _failure_exit_code(result)
     print(f"data for experiment {cfg.name!r} is valid")
     return 0
 
@@ -216,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError, OutputError) as exc:
+    except (ConfigError, FileNotFoundError, OutputError, UnsafeLockFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

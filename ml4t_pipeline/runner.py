@@ -272,8 +272,8 @@ def run_to_folder(config_path: Path, output: Path, *, validate: bool = False) ->
         The experiment YAML/JSON file; its stem is the Dagster partition key and its folder the
         configs folder.
     output : Path
-        The output folder (created with its parents). Must be missing, empty, an earlier
-        ``ml4t run`` output folder, or hold only ``ml4t run`` file names.
+        The output folder (created with its parents). Must be missing, empty, or an earlier
+        ``ml4t run`` output folder (a valid ``run.json``); any other folder is refused.
     validate : bool, default False
         Also run the cross-framework validation assets (needs the ``validation`` extra).
 

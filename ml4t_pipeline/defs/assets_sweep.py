@@ -8,9 +8,12 @@ killed run are reused) into ``<output_dir>/<sweep>`` and stores the result table
 materialization shows trials done/total, DSR, PBO, the best trials and the report's plots.
 
 With the ``ray`` extra installed, the asset carries dagster-ray's ``LocalRay`` resource as
-``ray_cluster``; run config ``backend: ray`` connects it (``ray.init`` with ``num_cpus =
-workers``, or ``RAY_ADDRESS``) and the trials run on that Ray. For a KubeRay cluster, replace the
-resource by ``dagster_ray.kuberay``'s (deploy/README.md).
+``ray_cluster``. With run config ``backend: ray`` and no ``RAY_ADDRESS``, the sweep starts its
+own local Ray with ``num_cpus = workers`` whose processes listen on 127.0.0.1 only
+(:func:`ml4t_pipeline.lib.sweep.runner.start_local_ray`) and stops it at the end. With
+``RAY_ADDRESS`` set, or with the resource replaced by ``dagster_ray.kuberay``'s for a KubeRay
+cluster (deploy/README.md), the resource connects to that cluster and the prepared data and the
+trials go to its hosts.
 """
 
 import os
@@ -131,13 +134,14 @@ def sweep_results(
     connected = False
     if backend == "ray" and RAY_RESOURCES:
         import ray
+        from dagster_ray import LocalRay
 
         cluster = context.resources.ray_cluster
-        if not ray.is_initialized():
-            if not os.environ.get("RAY_ADDRESS"):
-                cluster = cluster.model_copy(
-                    update={"ray_init_options": cluster.ray_init_options | {"num_cpus": workers}}
-                )
+        local = isinstance(cluster, LocalRay) and not os.environ.get("RAY_ADDRESS")
+        # a local Ray is started by run_sweep itself, listening on 127.0.0.1 only (LocalRay's
+        # ray.init would listen on every interface, or join a `ray start` cluster found here);
+        # a cluster (RAY_ADDRESS, or a KubeRay resource put in LocalRay's place) is connected
+        if not local and not ray.is_initialized():
             cluster.connect(context)
             connected = True
     total = len(sweep.trials)

@@ -48,38 +48,23 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from ml4t_pipeline.lib.lockfile import (
+    UnsafeLockFileError,
+    check_lock_content,
+    open_lock_file,
+    read_lock_pid,
+)
+
 MANIFEST = "run.json"
 """Name of the completion marker inside an output folder."""
 MANIFEST_FORMAT = "ml4t-run/1"
 """Value of the marker's ``format`` field."""
+MAX_MARKER_BYTES = 64 << 20
+"""Largest ``run.json`` read when deciding whether a folder may be replaced (64 MiB)."""
 PAUSE_ENV = "ML4T_TEST_PAUSE_AT"
 """Test-only: name of a phase at which :func:`pause_at` sleeps (so a test can kill the run)."""
 PAUSE_SECONDS_ENV = "ML4T_TEST_PAUSE_SECONDS"
 """Test-only: how long :func:`pause_at` sleeps (default 300 s)."""
-OUTPUT_NAMES = frozenset(
-    {
-        "trades.parquet",
-        "portfolio_states.parquet",
-        "fills.parquet",
-        "rejections.parquet",
-        "signals.parquet",
-        "prices_quarantine.parquet",
-        "metrics.json",
-        "report.html",
-        "lineage.json",
-        "report_settings.json",
-        "attribution_by_exit_reason.parquet",
-        "attribution_by_signal.parquet",
-        "information_coefficient.parquet",
-        "attribution_by_regime.parquet",
-        "cost_attribution.parquet",
-        "attribution_summary.json",
-        "cross_framework_validation.parquet",
-        "assets",
-        MANIFEST,
-    }
-)
-"""Names an output folder written before ``run.json`` existed may hold (it may be replaced)."""
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -327,10 +312,7 @@ def lock_path(final: Path) -> Path:
 
 def _read_pid(path: Path) -> int | None:
     for _ in range(20):  # the owner writes its pid right after taking the lock
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            text = ""
+        text = read_lock_pid(path)
         if text.isdigit():
             return int(text)
         time.sleep(0.01)
@@ -343,18 +325,25 @@ def output_lock(final: Path) -> Iterator[Path]:
 
     Yields the lock file's path. The lock file holds the owner's pid and is removed on release;
     a process killed while holding it leaves the file, whose lock the kernel has released.
+    The lock file is opened without following symbolic links and is rewritten only when it is
+    a regular file holding a pid or nothing (:mod:`ml4t_pipeline.lib.lockfile`), so a link or
+    a file planted at ``final.lock`` is never truncated.
 
     Raises
     ------
     OutputInUseError
         Another process holds the lock (its pid is in the message).
     OutputError
-        The lock file cannot be created (e.g. the parent folder is not writable).
+        The lock file cannot be created (e.g. the parent folder is not writable), or it is a
+        symbolic link, not a regular file, or holds something other than a pid (the message
+        names it; the file is left untouched).
     """
     path = lock_path(final)
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_lock_file(path)
+        except UnsafeLockFileError as exc:
+            raise OutputError(path, str(exc)) from exc
         except OSError as exc:
             raise OutputError(
                 path, f"cannot write beside output folder {final}: {path}: {exc.strerror}"
@@ -366,12 +355,17 @@ def output_lock(final: Path) -> Iterator[Path]:
             raise OutputInUseError(final, _read_pid(path)) from None
         # The previous owner may have unlinked the file between our open and our flock.
         try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            same = os.lstat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
         if same:
             break
         os.close(fd)
+    try:
+        check_lock_content(fd, path)  # a file of someone else's is left as it is
+    except UnsafeLockFileError as exc:
+        os.close(fd)
+        raise OutputError(path, str(exc)) from exc
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -454,33 +448,59 @@ def resolve_output(output: Path) -> Path:
     return final.parent.resolve() / final.name
 
 
+def has_marker(folder: Path) -> bool:
+    """Whether ``folder/run.json`` is a completion marker of ours.
+
+    The marker must be a regular file (not a link) of strict JSON holding an object whose
+    ``format`` is ``ml4t-run/1`` and whose ``files`` is a mapping. The listed files are not
+    checked here (:func:`read_manifest` and :func:`verify_files` do that).
+    """
+    marker = folder / MANIFEST
+    if marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        if marker.stat().st_size > MAX_MARKER_BYTES:
+            return False
+        manifest = loads_strict(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return (
+        isinstance(manifest, dict)
+        and manifest.get("format") == MANIFEST_FORMAT
+        and isinstance(manifest.get("files"), dict)
+    )
+
+
 def check_replaceable(final: Path) -> None:
     """Refuse an existing ``final`` that a swap would destroy without it being an output set.
 
-    ``final`` may be missing, an empty folder, a folder with ``run.json``, or a folder holding
-    only names an ``ml4t run`` writes (:data:`OUTPUT_NAMES`, an output folder from before
-    ``run.json``).
+    ``final`` may be missing, an empty folder, or a folder whose ``run.json`` is a marker of
+    ours (:func:`has_marker`, an earlier ``ml4t run``; its files may have been edited since).
+    Anything else is somebody's folder and is never replaced, even when every name in it looks
+    like one an ``ml4t run`` writes (``report.html``, ``assets/``, ...).
 
     Raises
     ------
     OutputError
-        ``final`` is a file, or a folder with other content (the message lists a few names).
+        ``final`` is a file, or a folder that is neither empty nor marked (the message names
+        the folder and a few of its entries); nothing is deleted.
     """
     if not final.exists() and not final.is_symlink():
         return
     if not final.is_dir():
         raise OutputError(final, f"output folder {final} exists and is not a folder")
-    if (final / MANIFEST).is_file():
+    if has_marker(final):
         return
     try:
-        foreign = sorted(p.name for p in final.iterdir() if p.name not in OUTPUT_NAMES)
+        entries = sorted(p.name for p in final.iterdir())
     except OSError as exc:
         raise OutputError(final, f"cannot read output folder {final}: {exc.strerror}") from exc
-    if foreign:
+    if entries:
         raise OutputError(
             final,
-            f"output folder {final} exists and is not an `ml4t run` output folder "
-            f"(it holds {foreign[:5]}); choose another --output or empty it",
+            f"output folder {final} exists and is not an `ml4t run` output folder (no valid "
+            f"{MANIFEST}; it holds {entries[:5]}{' ...' if len(entries) > 5 else ''}); "
+            "nothing was deleted: choose another --output, or empty or remove the folder",
         )
 
 

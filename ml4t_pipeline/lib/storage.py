@@ -36,6 +36,13 @@ from pathlib import Path
 
 import polars as pl
 
+from ml4t_pipeline.lib.lockfile import (
+    UnsafeLockFileError,
+    check_lock_content,
+    open_lock_file,
+    read_lock_pid,
+)
+
 PARTITION_COLUMNS: tuple[str, str] = ("year", "month")
 DATA_FILE = "data.parquet"
 COMPRESSION_LEVEL = 3
@@ -53,11 +60,7 @@ class StorageKeyInUseError(RuntimeError):
 
 
 def _lock_holder(path: Path) -> str:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        text = ""
-    return text or "unknown"
+    return read_lock_pid(path) or "unknown"
 
 
 @contextlib.contextmanager
@@ -67,7 +70,9 @@ def exclusive_lock(path: str | Path, *, timeout: float, what: str | None = None)
     The lock file (created if needed, never deleted) holds the holder's pid while locked. Locks
     are per open file, so two threads of one process exclude each other too. The lock is
     released when the block ends or the process dies (the kernel drops it), so a killed run
-    never leaves a key locked.
+    never leaves a key locked. The file is opened without following symbolic links and is
+    written only when it is a regular file holding a pid or nothing
+    (:mod:`ml4t_pipeline.lib.lockfile`); its folder must not be a symbolic link either.
 
     Parameters
     ----------
@@ -82,10 +87,21 @@ def exclusive_lock(path: str | Path, *, timeout: float, what: str | None = None)
     ------
     StorageKeyInUseError
         Still locked after ``timeout`` seconds; the message names the holder's pid.
+    UnsafeLockFileError
+        The lock file or its folder is a symbolic link, the lock file is not a regular file
+        or holds something other than a pid; the message names the path, which is left as
+        it was.
     """
     lock = Path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    if lock.parent.is_symlink():
+        raise UnsafeLockFileError(
+            lock,
+            f"lock folder {lock.parent} is a symbolic link; refusing to create lock file "
+            f"{lock.name} through it (nothing was written). Remove the link; the run recreates "
+            "the folder",
+        )
+    fd = open_lock_file(lock)
     try:
         if fcntl is not None:
             deadline = time.monotonic() + max(timeout, 0.0)
@@ -100,6 +116,7 @@ def exclusive_lock(path: str | Path, *, timeout: float, what: str | None = None)
                             f"{lock}; waited {timeout:g} s); retry when that run has finished"
                         ) from None
                     time.sleep(LOCK_POLL_SECONDS)
+        check_lock_content(fd, lock)  # someone else's file is left as it is
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:

@@ -60,8 +60,8 @@ def demo_run(demo_cli_run: DemoCliRun) -> Path:
 def zero_trade_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
     """The demo with 1 unit of cash: no share is affordable, so the run makes no trades.
 
-    It runs into an output folder from before ``run.json`` whose top-level entries cannot be
-    written in place (``metrics.json`` is a folder, ``report.html`` is read-only): the run
+    It runs into an earlier output folder (a valid ``run.json``) whose top-level entries cannot
+    be written in place (``metrics.json`` is a folder, ``report.html`` is read-only): the run
     replaces the whole set instead of writing into it.
     """
     base = tmp_path_factory.mktemp("zero_trades")
@@ -70,6 +70,7 @@ def zero_trade_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, 
     (legacy / "metrics.json").mkdir(parents=True)
     (legacy / "report.html").write_text("old report")
     (legacy / "report.html").chmod(0o444)
+    (legacy / output_lib.MANIFEST).write_text('{"format": "ml4t-run/1", "files": {}}\n')
     code, _, err = run_cli("run", str(config), "--output", str(base / "out"))
     return code, err, base / "out"
 
@@ -132,7 +133,7 @@ def test_run_zero_trades_warns_on_stderr_and_exits_0(
     assert len(manifest["warnings"]) == 1 and manifest["warnings"][0].startswith("no trades")
 
 
-def test_run_legacy_folder_with_unwritable_entries_replaced_whole(
+def test_run_marked_folder_with_unwritable_entries_replaced_whole(
     zero_trade_run: tuple[int, str, Path],
 ) -> None:
     code, err, out = zero_trade_run

@@ -12,6 +12,7 @@ failed or no trial succeeded, 2 a bad sweep file (its message names the path).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,12 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=None, help="parallel workers (default: file, else CPUs)"
     )
-    parser.add_argument("--ray-address", default=None, help="Ray cluster (default: $RAY_ADDRESS)")
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to send the data and trials to (default: the file's "
+        "sweep.ray_address, else $RAY_ADDRESS, else a local Ray on 127.0.0.1)",
+    )
     parser.add_argument(
         "--retry-failed", action="store_true", help="run trials again whose record is 'failed'"
     )
@@ -62,6 +68,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.output)
     print(f"sweep {sweep.name}: {len(sweep)} trials, backend {backend}"
           + ("" if backend == "serial" else f" x{workers}"), file=sys.stderr)  # fmt: skip
+    if backend == "ray":
+        address = (
+            args.ray_address or sweep.sweep_file.spec.ray_address or os.environ.get("RAY_ADDRESS")
+        )
+        print(
+            f"sweep {sweep.name}: the prepared data and the trials go to the Ray cluster at "
+            f"{address}"
+            if address
+            else f"sweep {sweep.name}: on a local Ray listening on 127.0.0.1 only",
+            file=sys.stderr,
+        )
     try:
         result = sweep.run(
             out,

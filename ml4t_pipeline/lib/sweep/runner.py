@@ -21,9 +21,10 @@ name and renamed, so a killed sweep leaves whole files or none.
 uses a :class:`concurrent.futures.ProcessPoolExecutor` whose workers receive the prepared
 frames once, at start-up; ``ray`` puts each prepared data set into the Ray object store once
 (``ray.put``) and runs the trials on ``workers`` actors that fetch it once each. Ray connects to
-``RAY_ADDRESS`` (or the given address) when set, otherwise starts a local instance with
-``num_cpus = workers``; an already connected Ray (e.g. by dagster-ray's resource) is used as it
-is.
+``RAY_ADDRESS`` (or the given address) when set, and the prepared data and the trials then go
+to that cluster's hosts; otherwise it starts a private local instance with ``num_cpus =
+workers`` whose processes listen on 127.0.0.1 only (:func:`start_local_ray`). An already
+connected Ray (e.g. by dagster-ray's resource for a KubeRay cluster) is used as it is.
 
 Failed trials are recorded with their error (``status = "failed"``) and the sweep goes on.
 """
@@ -606,6 +607,71 @@ def ray_available() -> bool:
     return True
 
 
+LOOPBACK = "127.0.0.1"
+"""The only address a local Ray started by a sweep listens on."""
+
+
+@contextlib.contextmanager
+def _loopback_node_address() -> Iterator[None]:
+    """While a local Ray starts, make Ray take 127.0.0.1 as this node's address.
+
+    On Linux Ray 2.60 replaces a loopback ``_node_ip_address`` by the machine's routable address
+    (``services.resolve_ip_for_localhost``) unless ``ray_constants.ENABLE_RAY_CLUSTER`` is off,
+    the setting Ray itself uses on macOS and Windows (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read
+    once when ray is imported). The GCS, the raylet, the workers and the driver then bind their
+    gRPC servers to 127.0.0.1 instead of every interface (measured with ``/proc/net/tcp*``:
+    without this they listen on ``::`` and the runtime-env agent on the routable address). The
+    setting is restored once ``ray.init`` returns; :func:`start_local_ray` checks the result.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def start_local_ray(workers: int) -> None:
+    """Start a private local Ray for one sweep, reachable from this machine only.
+
+    Every Ray process listens on 127.0.0.1 (:func:`_loopback_node_address`), the dashboard is
+    not started and the workers' logs stay in Ray's session folder. ``address="local"`` starts a
+    new instance even when a ``ray start`` cluster runs on this machine (connect to one with
+    ``--ray-address``/``RAY_ADDRESS``).
+
+    Parameters
+    ----------
+    workers : int
+        CPUs the instance offers (one per actor).
+
+    Raises
+    ------
+    SweepError
+        Ray did not take the loopback address (an unsupported Ray version); the instance is
+        shut down before any data is sent to it.
+    """
+    import ray
+
+    with _loopback_node_address():
+        ray.init(
+            address="local",
+            num_cpus=workers,
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address=LOOPBACK,
+        )
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:
+        ray.shutdown()
+        raise SweepError(
+            f"the local Ray took address {node_ip}, not {LOOPBACK}: it would accept connections "
+            "from other machines, so the sweep stopped before sending it any data (Ray "
+            f"{ray.__version__}; the pinned version is in pyproject.toml's ray extra)"
+        )
+
+
 def _run_ray(
     jobs: Sequence[_Job], workers: int, ray_address: str | None, timings: dict[str, float]
 ) -> Iterator[tuple[_Job, TrialOutcome]]:
@@ -619,11 +685,10 @@ def _run_ray(
     started_here = False
     if not ray.is_initialized():
         address = ray_address or os.environ.get("RAY_ADDRESS")
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address:
-            ray.init(address=address, **options)
+        if address:  # a cluster the user named: the data and the trials go to its hosts
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
         else:  # a new local Ray for this sweep, even if a `ray start` cluster runs here
-            ray.init(address="local", num_cpus=workers, **options)
+            start_local_ray(workers)
         started_here = True
     try:
         # the actors' processes start while the data goes into the object store

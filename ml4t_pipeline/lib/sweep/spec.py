@@ -45,10 +45,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ml4t_pipeline.config import ConfigError, ExperimentConfig, _check_engine_specs
+from ml4t_pipeline.config import (
+    ConfigError,
+    ExperimentConfig,
+    _check_engine_specs,
+    read_config_file,
+)
 
 __all__ = [
     "Choice",
@@ -168,7 +172,10 @@ class SweepSpec(_Strict):
     workers : int, optional
         Default number of workers.
     ray_address : str, optional
-        A Ray cluster to connect to (``RAY_ADDRESS`` and ``--ray-address`` win).
+        A Ray cluster to connect to with ``backend: ray`` (``--ray-address`` wins; this wins
+        over ``$RAY_ADDRESS``). The prepared data and the trials are sent to that cluster's
+        hosts, so read a sweep file you did not write before running it. Unset (and no
+        ``$RAY_ADDRESS``): a local Ray listening on 127.0.0.1 only.
     pbo_splits : int
         ``S`` of the CSCV estimate of the probability of backtest overfitting (even, ≥ 2).
     """
@@ -368,12 +375,7 @@ def _render(tokens: list[str | int]) -> str:
 def _read_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"sweep file not found: {path}")
-    text = path.read_text()
-    try:
-        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
-        raise ConfigError(f"{path}: not valid {kind}: {exc}") from exc
+    raw = read_config_file(path)  # bounded: size, depth, values; no YAML aliases
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     return raw
