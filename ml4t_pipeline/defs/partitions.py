@@ -17,10 +17,27 @@ EXPERIMENTS = "experiments"
 experiments_partitions = dg.DynamicPartitionsDefinition(name=EXPERIMENTS)
 """Dynamic partitions kept in sync with the configs folder by ``experiment_configs_sensor``."""
 
-RERUN_ON_NEW_INPUTS = dg.AutomationCondition.eager()
-"""Automation condition of every experiment asset: rerun a partition when an upstream partition
-gets new data (a new input-file version or a fresh materialization), once nothing upstream is
-missing or in progress."""
+INPUT_FILE_SOURCES = dg.AssetSelection.assets(
+    "prices_file", "signals_file", "features_file", "context_file"
+)
+"""The observable source assets (``defs/sources.py``): an experiment whose input is computed
+(model scores, computed features, the ``market`` context, the demo prices) never observes them."""
+
+RERUN_ON_NEW_INPUTS = (
+    dg.AutomationCondition.eager()
+    .replace(
+        "any_deps_missing",
+        dg.AutomationCondition.any_deps_missing().ignore(INPUT_FILE_SOURCES),
+    )
+    .with_label("eager_on_new_inputs")
+)
+"""Automation condition of every experiment asset: Dagster's ``eager`` (rerun a partition when
+an upstream partition gets new data -- a new input-file version or a fresh materialization --
+and nothing upstream is in progress), except that an input-file source that was never observed
+for the experiment does not count as missing. Plain ``eager`` waits for every dependency to
+exist: ``features`` would then wait forever on the ``features_file`` of an experiment whose
+features are computed, and a new prices file would rerun ``market_panel`` and ``backtest`` on
+features computed from the old prices. A missing *materialized* upstream still blocks."""
 
 SAFE_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 """Characters allowed in a partition key (besides: no ``..``, no leading ``.``)."""
