@@ -14,7 +14,11 @@ import polars as pl
 
 from ml4t_pipeline.config import ExperimentConfig, ModelSignalsConfig
 from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table
-from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
+from ml4t_pipeline.defs.partitions import (
+    RERUN_ON_NEW_INPUTS,
+    experiment_check_spec,
+    experiments_partitions,
+)
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import attribution as attribution_lib
 from ml4t_pipeline.lib import plots
@@ -31,7 +35,7 @@ def ic_horizon(cfg: ExperimentConfig) -> int:
 
 
 def _reconciles_spec(asset: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
+    return experiment_check_spec(
         f"{asset}_reconciles",
         asset=asset,
         blocking=True,

@@ -24,7 +24,11 @@ from ml4t_pipeline.defs.metadata import (
     metrics_metadata,
     pandera_descriptions,
 )
-from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
+from ml4t_pipeline.defs.partitions import (
+    RERUN_ON_NEW_INPUTS,
+    experiment_check_spec,
+    experiments_partitions,
+)
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import reconcile
 from ml4t_pipeline.lib import report as report_lib
@@ -135,14 +139,14 @@ def backtest(
     kinds={"polars"},
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "trades_entered_after_signal_available",
             asset="trades",
             blocking=True,
             description="Every trade's entry fill and decision bar are at or after the "
             "available_at of the signal the strategy acted on.",
         ),
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "trades_match_schema",
             asset="trades",
             blocking=True,
@@ -191,21 +195,21 @@ def trades(
     kinds={"polars"},
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "equity_equals_cash_plus_marked_positions",
             asset="portfolio_states",
             blocking=True,
             description="At every bar, equity = cash + Σ quantity × close, with positions "
             "rebuilt independently from the fills and closes taken from the panel.",
         ),
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "portfolio_states_match_schema",
             asset="portfolio_states",
             blocking=True,
             description="Portfolio states pass PortfolioStatesSchema (one row per bar, "
             "drawdown ≤ 0, equity = cash + positions value).",
         ),
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "fills_match_schema",
             asset="portfolio_states",
             blocking=True,

@@ -24,20 +24,40 @@ INPUT_FILE_SOURCES = dg.AssetSelection.assets(
 (model scores, computed features, the ``market`` context, the demo prices) never observes them."""
 
 RERUN_ON_NEW_INPUTS = (
-    dg.AutomationCondition.eager()
-    .replace(
+    dg.AutomationCondition.eager().replace(
         "any_deps_missing",
         dg.AutomationCondition.any_deps_missing().ignore(INPUT_FILE_SOURCES),
     )
-    .with_label("eager_on_new_inputs")
-)
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("eager_on_new_inputs")
 """Automation condition of every experiment asset: Dagster's ``eager`` (rerun a partition when
 an upstream partition gets new data -- a new input-file version or a fresh materialization --
 and nothing upstream is in progress), except that an input-file source that was never observed
 for the experiment does not count as missing. Plain ``eager`` waits for every dependency to
 exist: ``features`` would then wait forever on the ``features_file`` of an experiment whose
 features are computed, and a new prices file would rerun ``market_panel`` and ``backtest`` on
-features computed from the old prices. A missing *materialized* upstream still blocks."""
+features computed from the old prices. A missing *materialized* upstream still blocks, and so
+does an upstream whose blocking checks failed for this experiment (the checks are partitioned by
+experiment, :func:`experiment_check_spec`)."""
+
+
+def experiment_check_spec(
+    name: str, *, asset: str, blocking: bool = False, description: str | None = None
+) -> dg.AssetCheckSpec:
+    """An asset check partitioned by experiment, like the asset it checks.
+
+    Its result is recorded for the run's experiment partition, so the UI shows each experiment's
+    own verdict (a clean run of one experiment does not turn another experiment's failing check
+    green), and the check's history and plots stay per experiment.
+    """
+    return dg.AssetCheckSpec(
+        name,
+        asset=asset,
+        blocking=blocking,
+        description=description,
+        partitions_def=experiments_partitions,
+    )
+
 
 SAFE_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 """Characters allowed in a partition key (besides: no ``..``, no leading ``.``)."""

@@ -91,7 +91,9 @@ def test_changed_prices_file_reruns_features_context_and_signals(lab: dict) -> N
     config = lab["configs"] / "gamma.yaml"
     assert materialize_experiment(config, storage, instance=instance).success
     defs = build_definitions(configs_dir=str(lab["configs"]), storage_dir=str(storage))
-    first = input_files_sensor(dg.build_sensor_context(instance=instance, resources=_resources(lab)))
+    first = input_files_sensor(
+        dg.build_sensor_context(instance=instance, resources=_resources(lab))
+    )
     baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert baseline.total_requested == 0  # up to date after the first run
 
