@@ -28,6 +28,7 @@ from ml4t_pipeline.defs.sensors import (
     input_files_sensor,
     ml4t_automation,
 )
+from ml4t_pipeline.defs.versions import versioned_assets
 
 ASSET_MODULES = (
     sources,
@@ -54,7 +55,7 @@ def build_definitions(
         Where asset values are stored (default: ``$ML4T_STORAGE_DIR`` or ``./.ml4t_storage``).
     """
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(list(ASSET_MODULES)),
+        assets=versioned_assets(ASSET_MODULES),
         jobs=[experiment_job, comparison_job, validation_job, prepared_panel_job],
         sensors=[
             experiment_configs_sensor,
