@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.config import ExperimentConfig, ModelSignalsConfig
-from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table
+from ml4t_pipeline.defs.metadata import frame_metadata, table_value
 from ml4t_pipeline.defs.partitions import (
     RERUN_ON_NEW_INPUTS,
     experiment_check_spec,
@@ -46,7 +46,7 @@ def _reconciles_spec(asset: str) -> dg.AssetCheckSpec:
 
 def _table_metadata(table: pl.DataFrame, result: attribution_lib.Reconciliation) -> dict[str, Any]:
     return frame_metadata(table) | {
-        "table": dg.MetadataValue.md(markdown_table(table, _TABLE_ROWS)),
+        "table": table_value(table, _TABLE_ROWS),
         "reconciliation": dg.MetadataValue.text(attribution_lib.reconciliation_line(result)),
         "total_pnl_net": dg.MetadataValue.float(result.total),
     }

@@ -20,9 +20,10 @@ from ml4t_pipeline.defs.assets_attribution import ic_horizon
 from ml4t_pipeline.defs.io_managers import asset_checks_verdict
 from ml4t_pipeline.defs.metadata import (
     frame_metadata,
-    markdown_table,
     metrics_metadata,
+    metrics_table,
     pandera_descriptions,
+    table_value,
 )
 from ml4t_pipeline.defs.partitions import (
     RERUN_ON_NEW_INPUTS,
@@ -63,7 +64,7 @@ def _schema_check(name: str, frame: pl.DataFrame, model: Any) -> dg.AssetCheckRe
         passed=failures.height == 0,
         metadata={
             "n_failures": dg.MetadataValue.int(failures.height),
-            "first_failures": dg.MetadataValue.md(markdown_table(failures, 20)),
+            "first_failures": table_value(failures, 20),
         },
     )
 
@@ -75,7 +76,7 @@ def _offenders_check(name: str, offenders: pl.DataFrame, label: str) -> dg.Asset
         passed=offenders.height == 0,
         metadata={
             "n_violations": dg.MetadataValue.int(offenders.height),
-            label: dg.MetadataValue.md(markdown_table(offenders, 20)),
+            label: table_value(offenders, 20),
         },
     )
 
@@ -262,6 +263,7 @@ def metrics(
     values = experiment_metrics(cfg, portfolio_states, trades, backtest["fills"], prices)
     png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
     meta = metrics_metadata(values) | {
+        "metrics": metrics_table(values),
         "config_hash": dg.MetadataValue.text(cfg.config_hash()),
         "code_version": dg.MetadataValue.text(code_version()),
         "equity_curve": dg.MetadataValue.md(report_lib.png_markdown(png)),

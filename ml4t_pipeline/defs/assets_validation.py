@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.config import ExperimentConfig
-from ml4t_pipeline.defs.metadata import markdown_table
+from ml4t_pipeline.defs.metadata import table_value
 from ml4t_pipeline.defs.partitions import experiment_check_spec, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib.crossval.compare import FrameworkRun, compare_runs, run_ml4t
@@ -196,7 +196,7 @@ def cross_framework_validation(
     yield dg.Output(
         {"summary": table},
         metadata={
-            "comparison": dg.MetadataValue.md(markdown_table(table)),
+            "comparison": table_value(table),
             "summary": dg.MetadataValue.md("\n\n".join(summaries)),
             "not_expressed": dg.MetadataValue.json(notes),
             "preset": dg.MetadataValue.text(str(cfg.execution.preset)),
