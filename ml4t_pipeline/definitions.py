@@ -14,6 +14,7 @@ from ml4t_pipeline.defs import (
     assets_validation,
     sources,
 )
+from ml4t_pipeline.defs.executors import experiment_executor
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, default_storage_dir
 from ml4t_pipeline.defs.jobs import (
     comparison_job,
@@ -64,6 +65,8 @@ def build_definitions(
             assets_sweep.sweep_files_sensor,
         ],
         schedules=[nightly_experiments],
+        # automatic reruns run as Dagster's implicit asset job: same executor as experiment_job
+        executor=experiment_executor(),
         resources={
             "experiments": ExperimentsResource(configs_dir=configs_dir or default_configs_dir()),
             "io_manager": Ml4tIOManager(base_dir=storage_dir or default_storage_dir()),

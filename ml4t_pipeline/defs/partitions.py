@@ -23,22 +23,35 @@ INPUT_FILE_SOURCES = dg.AssetSelection.assets(
 """The observable source assets (``defs/sources.py``): an experiment whose input is computed
 (model scores, computed features, the ``market`` context, the demo prices) never observes them."""
 
+_AC = dg.AutomationCondition
+
 RERUN_ON_NEW_INPUTS = (
-    dg.AutomationCondition.eager().replace(
-        "any_deps_missing",
-        dg.AutomationCondition.any_deps_missing().ignore(INPUT_FILE_SOURCES),
-    )
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("eager_on_new_inputs")
-"""Automation condition of every experiment asset: Dagster's ``eager`` (rerun a partition when
-an upstream partition gets new data -- a new input-file version or a fresh materialization --
-and nothing upstream is in progress), except that an input-file source that was never observed
-for the experiment does not count as missing. Plain ``eager`` waits for every dependency to
-exist: ``features`` would then wait forever on the ``features_file`` of an experiment whose
-features are computed, and a new prices file would rerun ``market_panel`` and ``backtest`` on
-features computed from the old prices. A missing *materialized* upstream still blocks, and so
-does an upstream whose blocking checks failed for this experiment (the checks are partitioned by
-experiment, :func:`experiment_check_spec`)."""
+    _AC.any_deps_updated().since_last_handled()
+    & ~_AC.any_deps_missing().ignore(INPUT_FILE_SOURCES)
+    & ~_AC.any_deps_in_progress()
+    & ~_AC.in_progress()
+    & _AC.all_deps_blocking_checks_passed()
+).with_label("rerun_on_new_inputs")
+"""Automation condition of every experiment asset: rerun an experiment's partition when an
+upstream partition of the same experiment gets new data (a new input-file version or a fresh
+materialization), once nothing upstream is missing, in progress or failing a blocking check.
+
+It is Dagster's ``eager`` with three changes:
+
+- **No run for a new partition.** ``eager`` also fires when a partition is newly missing, i.e.
+  for every asset of a newly added experiment, at the same moment ``experiment_configs_sensor``
+  launches that experiment's ``experiment_job``: the work was done twice. The first run is the
+  sensor's alone.
+- **Never-observed input files do not block.** An experiment whose scores, features or context
+  are computed never observes ``signals_file`` / ``features_file`` / ``context_file``; plain
+  ``eager`` counts them as missing forever, so a new prices file reran ``market_panel`` and
+  ``backtest`` on features computed from the old prices. A missing *materialized* upstream
+  still blocks.
+- **Blocking checks gate it**: an upstream whose blocking check failed for this experiment
+  (checks are partitioned by experiment, :func:`experiment_check_spec`) holds the rerun back.
+
+Automatic runs use the code location's executor (``Definitions(executor=...)``, the one
+``ML4T_EXECUTOR`` selects), like ``experiment_job``."""
 
 
 def experiment_check_spec(

@@ -19,6 +19,7 @@ import pytest
 
 from ml4t_pipeline.definitions import build_definitions
 from ml4t_pipeline.defs.io_managers import read_value
+from ml4t_pipeline.defs.partitions import EXPERIMENTS
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.sensors import input_files_sensor
 from ml4t_pipeline.lib.io import load_demo_prices
@@ -140,3 +141,27 @@ def test_changed_prices_file_reruns_features_context_and_signals(lab: dict) -> N
     check = last.join(expected, on="symbol")
     assert check.height == new_close.height
     assert ((check["sma_20"] - check["sma_expected"]).abs() < 1e-9).all()
+
+
+def test_new_experiment_partition_is_left_to_the_configs_sensor(lab: dict) -> None:
+    """A newly added experiment gets its first run from ``experiment_configs_sensor`` only:
+    the automation requests nothing for it (plain ``eager`` requested every asset of the new
+    partition as "newly missing", duplicating the sensor's run)."""
+    instance = lab["instance"]
+    defs = build_definitions(
+        configs_dir=str(lab["configs"]), storage_dir=str(lab["root"] / "storage")
+    )
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    (lab["configs"] / "delta.yaml").write_text(
+        CONFIG.format(prices=lab["data"] / "prices.parquet").replace("gamma", "delta")
+    )
+    instance.add_dynamic_partitions(EXPERIMENTS, ["delta"])
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert after.total_requested == 0
+
+
+def test_automatic_runs_use_the_configured_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ML4T_EXECUTOR", "in_process")
+    defs = build_definitions()
+    implicit = defs.resolve_implicit_global_asset_job_def()
+    assert implicit.executor_def.name == "in_process"  # not Dagster's multiprocess default
