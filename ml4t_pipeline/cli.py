@@ -111,7 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``ml4t run``: materialize everything and publish the output set atomically."""
     config_path = Path(args.config)
     with progress(f"experiment {config_path.stem}: preparing data, training, backtesting"):
-        outcome = run_to_folder(config_path, Path(args.output), validate=args.validate)
+        outcome = run_to_folder(
+            config_path, Path(args.output), validate=args.validate, trigger="cli"
+        )
     if not outcome.success:
         if outcome.failure:
             print(outcome.failure, file=sys.stderr)

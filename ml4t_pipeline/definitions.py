@@ -14,6 +14,7 @@ from ml4t_pipeline.defs import (
     assets_validation,
     sources,
 )
+from ml4t_pipeline.defs.executors import experiment_executor
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, default_storage_dir
 from ml4t_pipeline.defs.jobs import (
     comparison_job,
@@ -28,6 +29,7 @@ from ml4t_pipeline.defs.sensors import (
     input_files_sensor,
     ml4t_automation,
 )
+from ml4t_pipeline.defs.versions import versioned_assets
 
 ASSET_MODULES = (
     sources,
@@ -54,7 +56,7 @@ def build_definitions(
         Where asset values are stored (default: ``$ML4T_STORAGE_DIR`` or ``./.ml4t_storage``).
     """
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(list(ASSET_MODULES)),
+        assets=versioned_assets(ASSET_MODULES),
         jobs=[experiment_job, comparison_job, validation_job, prepared_panel_job],
         sensors=[
             experiment_configs_sensor,
@@ -63,6 +65,8 @@ def build_definitions(
             assets_sweep.sweep_files_sensor,
         ],
         schedules=[nightly_experiments],
+        # automatic reruns run as Dagster's implicit asset job: same executor as experiment_job
+        executor=experiment_executor(),
         resources={
             "experiments": ExperimentsResource(configs_dir=configs_dir or default_configs_dir()),
             "io_manager": Ml4tIOManager(base_dir=storage_dir or default_storage_dir()),

@@ -31,6 +31,7 @@ from ml4t_pipeline.defs import (
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, read_value
 from ml4t_pipeline.defs.partitions import EXPERIMENTS
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.defs.versions import experiment_run_tags, versioned_assets
 from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib.attribution import ATTRIBUTION_FILES
@@ -73,6 +74,8 @@ def materialize_experiment(
     validate: bool = False,
     published_dir: Path | None = None,
     tags: dict[str, str] | None = None,
+    trigger: str = "python",
+    config_hash: str | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize the graph (or ``selection``) for one experiment file in-process.
 
@@ -81,7 +84,9 @@ def materialize_experiment(
     stored under ``storage_dir`` by :class:`~ml4t_pipeline.defs.io_managers.Ml4tIOManager`.
     With ``DAGSTER_HOME`` set the run is recorded in that instance, otherwise in an ephemeral one.
     ``published_dir``: the folder ``storage_dir`` is moved to after the run; the paths recorded
-    in the run's metadata name it instead of ``storage_dir``. ``tags`` are added to the run.
+    in the run's metadata name it instead of ``storage_dir``. The run is tagged with
+    :func:`~ml4t_pipeline.defs.versions.experiment_run_tags` (experiment, ``trigger``, code
+    version, ``config_hash``) and ``tags``.
     """
     key = config_path.stem
     instance = instance or _instance()
@@ -91,8 +96,7 @@ def materialize_experiment(
     if validate:
         modules.append(assets_validation)
     assets = cast(
-        "list[dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset]",
-        [*dg.load_assets_from_modules(modules)],
+        "list[dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset]", versioned_assets(modules)
     )
     return dg.materialize(
         assets,
@@ -107,7 +111,7 @@ def materialize_experiment(
             ),
         },
         run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-        tags=tags,
+        tags=experiment_run_tags(key, trigger=trigger, config_hash=config_hash) | (tags or {}),
         raise_on_error=False,
     )
 
@@ -230,8 +234,12 @@ def _write_outputs(
             "n_trades": backtest["trades"].height}  # fmt: skip
 
 
-def run_to_folder(config_path: Path, output: Path, *, validate: bool = False) -> RunOutcome:
+def run_to_folder(
+    config_path: Path, output: Path, *, validate: bool = False, trigger: str = "python"
+) -> RunOutcome:
     """Run one experiment and publish its output files in ``output`` as one atomic set.
+
+    ``trigger`` (``"cli"`` from ``ml4t run``) becomes the run's ``ml4t/trigger`` tag.
 
     Steps, all under the exclusive lock ``<output>.lock`` (:func:`output_lib.output_lock`):
 
@@ -318,7 +326,8 @@ def run_to_folder(config_path: Path, output: Path, *, validate: bool = False) ->
             started = time.perf_counter()
             result = materialize_experiment(
                 config_path, storage, validate=validate, published_dir=final / "assets",
-                tags={OUTPUT_FOLDER_TAG: str(final)},
+                tags={OUTPUT_FOLDER_TAG: str(final)}, trigger=trigger,
+                config_hash=cfg.config_hash(),
             )  # fmt: skip
             elapsed = time.perf_counter() - started
             if not result.success:

@@ -13,8 +13,12 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.config import ExperimentConfig, ModelSignalsConfig
-from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table
-from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
+from ml4t_pipeline.defs.metadata import frame_metadata, table_value
+from ml4t_pipeline.defs.partitions import (
+    RERUN_ON_NEW_INPUTS,
+    experiment_check_spec,
+    experiments_partitions,
+)
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import attribution as attribution_lib
 from ml4t_pipeline.lib import plots
@@ -31,7 +35,7 @@ def ic_horizon(cfg: ExperimentConfig) -> int:
 
 
 def _reconciles_spec(asset: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
+    return experiment_check_spec(
         f"{asset}_reconciles",
         asset=asset,
         blocking=True,
@@ -42,7 +46,7 @@ def _reconciles_spec(asset: str) -> dg.AssetCheckSpec:
 
 def _table_metadata(table: pl.DataFrame, result: attribution_lib.Reconciliation) -> dict[str, Any]:
     return frame_metadata(table) | {
-        "table": dg.MetadataValue.md(markdown_table(table, _TABLE_ROWS)),
+        "table": table_value(table, _TABLE_ROWS),
         "reconciliation": dg.MetadataValue.text(attribution_lib.reconciliation_line(result)),
         "total_pnl_net": dg.MetadataValue.float(result.total),
     }

@@ -20,11 +20,16 @@ from ml4t_pipeline.defs.assets_attribution import ic_horizon
 from ml4t_pipeline.defs.io_managers import asset_checks_verdict
 from ml4t_pipeline.defs.metadata import (
     frame_metadata,
-    markdown_table,
     metrics_metadata,
+    metrics_table,
     pandera_descriptions,
+    table_value,
 )
-from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
+from ml4t_pipeline.defs.partitions import (
+    RERUN_ON_NEW_INPUTS,
+    experiment_check_spec,
+    experiments_partitions,
+)
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import reconcile
 from ml4t_pipeline.lib import report as report_lib
@@ -59,7 +64,7 @@ def _schema_check(name: str, frame: pl.DataFrame, model: Any) -> dg.AssetCheckRe
         passed=failures.height == 0,
         metadata={
             "n_failures": dg.MetadataValue.int(failures.height),
-            "first_failures": dg.MetadataValue.md(markdown_table(failures, 20)),
+            "first_failures": table_value(failures, 20),
         },
     )
 
@@ -71,7 +76,7 @@ def _offenders_check(name: str, offenders: pl.DataFrame, label: str) -> dg.Asset
         passed=offenders.height == 0,
         metadata={
             "n_violations": dg.MetadataValue.int(offenders.height),
-            label: dg.MetadataValue.md(markdown_table(offenders, 20)),
+            label: table_value(offenders, 20),
         },
     )
 
@@ -135,14 +140,14 @@ def backtest(
     kinds={"polars"},
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "trades_entered_after_signal_available",
             asset="trades",
             blocking=True,
             description="Every trade's entry fill and decision bar are at or after the "
             "available_at of the signal the strategy acted on.",
         ),
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "trades_match_schema",
             asset="trades",
             blocking=True,
@@ -191,21 +196,21 @@ def trades(
     kinds={"polars"},
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "equity_equals_cash_plus_marked_positions",
             asset="portfolio_states",
             blocking=True,
             description="At every bar, equity = cash + Σ quantity × close, with positions "
             "rebuilt independently from the fills and closes taken from the panel.",
         ),
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "portfolio_states_match_schema",
             asset="portfolio_states",
             blocking=True,
             description="Portfolio states pass PortfolioStatesSchema (one row per bar, "
             "drawdown ≤ 0, equity = cash + positions value).",
         ),
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "fills_match_schema",
             asset="portfolio_states",
             blocking=True,
@@ -258,6 +263,7 @@ def metrics(
     values = experiment_metrics(cfg, portfolio_states, trades, backtest["fills"], prices)
     png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
     meta = metrics_metadata(values) | {
+        "metrics": metrics_table(values),
         "config_hash": dg.MetadataValue.text(cfg.config_hash()),
         "code_version": dg.MetadataValue.text(code_version()),
         "equity_curve": dg.MetadataValue.md(report_lib.png_markdown(png)),

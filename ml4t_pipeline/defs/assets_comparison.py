@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table
+from ml4t_pipeline.defs.metadata import frame_metadata, table_value
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, RERUN_ON_NEW_INPUTS
 from ml4t_pipeline.lib import comparison
 from ml4t_pipeline.lib import report as report_lib
@@ -48,7 +48,7 @@ def experiment_comparison(
     missing = sorted(known - set(metrics))
     png = comparison.equity_curves_png(portfolio_states, title="Equity of every experiment")
     meta = frame_metadata(table) | {
-        "comparison": dg.MetadataValue.md(markdown_table(table, 50)),
+        "comparison": table_value(table, 50),
         "equity_curves": dg.MetadataValue.md(report_lib.png_markdown(png)),
         "experiments_not_materialized": dg.MetadataValue.json(missing),
     }

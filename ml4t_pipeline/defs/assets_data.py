@@ -30,7 +30,11 @@ from ml4t_pipeline.defs.io_managers import (
     promotes_metadata,
 )
 from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table, pandera_descriptions
-from ml4t_pipeline.defs.partitions import RERUN_ON_NEW_INPUTS, experiments_partitions
+from ml4t_pipeline.defs.partitions import (
+    RERUN_ON_NEW_INPUTS,
+    experiment_check_spec,
+    experiments_partitions,
+)
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import context as context_lib
 from ml4t_pipeline.lib import features as features_lib
@@ -108,7 +112,7 @@ PRICE_CHECKS = tuple(f"prices_{rule}" for rule in schemas.PRICE_RULE_NAMES)
         ),
     },
     check_specs=[
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "prices_valid",
             asset="prices",
             blocking=True,
@@ -116,7 +120,7 @@ PRICE_CHECKS = tuple(f"prices_{rule}" for rule in schemas.PRICE_RULE_NAMES)
             "every input row is valid; under `quarantine`, the invalid rows were set aside.",
         ),
         *(
-            dg.AssetCheckSpec(
+            experiment_check_spec(
                 name,
                 asset="prices",
                 blocking=True,
@@ -219,7 +223,7 @@ def _rule_check_name(asset: str, rule: str) -> str:
 def _rule_specs(asset: str) -> list[dg.AssetCheckSpec]:
     """One blocking check per property of ``asset``, named as a predicate."""
     return [
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             _rule_check_name(asset, rule),
             asset=asset,
             blocking=True,
@@ -288,7 +292,7 @@ def _validation_check(
     metadata=by_month_metadata(),
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "features_valid",
             asset="features",
             blocking=True,
@@ -352,7 +356,7 @@ def context_required_columns(cfg: ContextConfig) -> list[str]:
     automation_condition=RERUN_ON_NEW_INPUTS,
     ins={"prices": dg.AssetIn(metadata={"columns": ["timestamp", "symbol", "close"]})},
     check_specs=[
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "context_valid",
             asset="market_context",
             blocking=True,
@@ -418,7 +422,7 @@ def market_context(
     metadata=by_month_metadata(),
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "signals_valid",
             asset="signals",
             blocking=True,
@@ -489,14 +493,14 @@ def signals(
     metadata=by_month_metadata(),
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "signals_available_before_use",
             asset="market_panel",
             blocking=True,
             description="No bar uses a signal that the signals table says became available "
             "after the bar's close (each use is looked up again by signal timestamp and symbol).",
         ),
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "signals_not_stale",
             asset="market_panel",
             blocking=False,

@@ -96,6 +96,7 @@ def warmup_bars(prices: pl.LazyFrame, symbols: pl.Series, before: Any, n_bars: i
         dg.AssetCheckSpec(
             "month_signals_available_before_use",
             asset="prepared_panel",
+            partitions_def=experiment_months_partitions,
             blocking=True,
             description="No bar of the month uses a signal that the signals table says became "
             "available after the bar's close (each use is looked up again in the table).",

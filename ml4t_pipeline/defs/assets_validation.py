@@ -16,8 +16,8 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.config import ExperimentConfig
-from ml4t_pipeline.defs.metadata import markdown_table
-from ml4t_pipeline.defs.partitions import experiments_partitions
+from ml4t_pipeline.defs.metadata import table_value
+from ml4t_pipeline.defs.partitions import experiment_check_spec, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib.crossval.compare import FrameworkRun, compare_runs, run_ml4t
 from ml4t_pipeline.lib.crossval.reference import ReferenceSpec, inputs_from_panel
@@ -141,7 +141,7 @@ backtrader_backtest = _framework_asset("backtrader")
     group_name=GROUP,
     kinds={"polars"},
     check_specs=[
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "engine_matches_frameworks",
             asset="cross_framework_validation",
             description="Our engine's fills equal VectorBT's and Backtrader's: ERROR on any "
@@ -196,7 +196,7 @@ def cross_framework_validation(
     yield dg.Output(
         {"summary": table},
         metadata={
-            "comparison": dg.MetadataValue.md(markdown_table(table)),
+            "comparison": table_value(table),
             "summary": dg.MetadataValue.md("\n\n".join(summaries)),
             "not_expressed": dg.MetadataValue.json(notes),
             "preset": dg.MetadataValue.text(str(cfg.execution.preset)),

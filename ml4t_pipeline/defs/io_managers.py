@@ -784,6 +784,8 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
             current_path = _stored_path(target)
             if current_path is not None:
                 meta["path"] = dg.MetadataValue.path(str(self._shown(current_path)))
+        if key is not None:  # the Overview tab shows the latest materialization of any partition
+            meta["partition"] = dg.MetadataValue.text(str(key))
         if n_files is not None:
             meta["partition_files"] = dg.MetadataValue.int(n_files)
         for upstream in context.definition_metadata.get(PROMOTES_KEY) or []:

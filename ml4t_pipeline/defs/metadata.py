@@ -70,6 +70,34 @@ def markdown_table(frame: pl.DataFrame, max_rows: int = 20, float_digits: int = 
     return "\n".join(lines)
 
 
+def _cell(value: Any, float_digits: int) -> str | int | float | bool | None:
+    """A table cell Dagster can store: numbers kept (floats to ``float_digits`` significant
+    digits, non-finite ones as text), anything else as text."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return float(f"{value:.{float_digits}g}")
+    return str(value)
+
+
+def table_value(
+    frame: pl.DataFrame, max_rows: int = 20, float_digits: int = 6
+) -> dg.TableMetadataValue:
+    """The first ``max_rows`` rows of ``frame`` as a Dagster table: the UI shows it as a sortable
+    table with typed columns (not markdown text behind "Show Markdown").
+
+    Floats keep ``float_digits`` significant digits; dates and times become ISO text.
+    """
+    head = frame.head(max_rows)
+    records = [
+        dg.TableRecord({k: _cell(v, float_digits) for k, v in row.items()})
+        for row in head.iter_rows(named=True)
+    ]
+    return dg.MetadataValue.table(records, schema=column_schema(head))
+
+
 def frame_metadata(
     frame: pl.DataFrame, descriptions: dict[str, str] | None = None, preview_rows: int = 5
 ) -> dict[str, Any]:
@@ -84,7 +112,7 @@ def frame_metadata(
         )
     if "symbol" in frame.columns:
         meta["n_symbols"] = dg.MetadataValue.int(frame["symbol"].n_unique())
-    meta["preview"] = dg.MetadataValue.md(markdown_table(frame, preview_rows))
+    meta["preview"] = table_value(frame, preview_rows)
     return meta
 
 
@@ -99,3 +127,45 @@ def metrics_metadata(metrics: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, float):
             out[key] = dg.MetadataValue.float(value if math.isfinite(value) else float("nan"))
     return out
+
+
+_RATIO_WORDS = ("sharpe", "sortino", "calmar", "information_ratio", "profit_factor", "beta")
+_FRACTION_WORDS = (
+    "return", "cagr", "volatility", "drawdown", "win_rate", "exposure", "turnover", "alpha",
+    "tracking_error", "capture", "rate",
+)  # fmt: skip
+_CURRENCY_WORDS = ("equity", "cost", "commission", "slippage", "pnl", "cash", "profit", "value")
+
+
+def metric_unit(name: str) -> str:
+    """The unit of a headline metric, from its name: ``count``, ``ratio``, ``fraction`` (0.05 =
+    5 %), ``currency``, ``bars`` or ``""`` when the name says nothing."""
+    if name.startswith("n_") or name.endswith("_count"):
+        return "count"
+    if "bars" in name or "duration" in name:
+        return "bars"
+    if any(word in name for word in _RATIO_WORDS):
+        return "ratio"
+    if any(word in name for word in _FRACTION_WORDS):
+        return "fraction"
+    if any(word in name for word in _CURRENCY_WORDS):
+        return "currency"
+    return ""
+
+
+def metrics_table(metrics: dict[str, Any], float_digits: int = 6) -> dg.TableMetadataValue:
+    """The headline metrics as a sortable table: ``metric``, ``value`` (``float_digits``
+    significant digits), ``unit`` (:func:`metric_unit`)."""
+    rows = [
+        {"metric": key, "value": _cell(value, float_digits), "unit": metric_unit(key)}
+        for key, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn("metric", "string"),
+            dg.TableColumn("value", "float64"),
+            dg.TableColumn("unit", "string"),
+        ]
+    )
+    return dg.MetadataValue.table([dg.TableRecord(r) for r in rows], schema=schema)

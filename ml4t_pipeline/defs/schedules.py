@@ -4,6 +4,7 @@ import dagster as dg
 
 from ml4t_pipeline.defs.jobs import experiment_job
 from ml4t_pipeline.defs.partitions import EXPERIMENTS
+from ml4t_pipeline.defs.versions import experiment_run_tags
 
 
 @dg.schedule(
@@ -17,6 +18,10 @@ def nightly_experiments(context: dg.ScheduleEvaluationContext) -> list[dg.RunReq
     """One run request per experiment partition, keyed by the scheduled date."""
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     return [
-        dg.RunRequest(partition_key=key, run_key=f"nightly-{day}-{key}")
+        dg.RunRequest(
+            partition_key=key,
+            run_key=f"nightly-{day}-{key}",
+            tags=experiment_run_tags(key, trigger="schedule"),
+        )
         for key in context.instance.get_dynamic_partitions(EXPERIMENTS)
     ]

@@ -18,6 +18,7 @@ import dagster as dg
 from ml4t_pipeline.defs.jobs import experiment_job
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, partition_key_problem
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.defs.versions import experiment_run_tags
 from ml4t_pipeline.lib.lineage import experiment_input_hashes
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -54,7 +55,14 @@ def experiment_configs_sensor(
             "partitions and materializations are kept for history"
         )
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=key, run_key=f"new-{key}") for key in added],
+        run_requests=[
+            dg.RunRequest(
+                partition_key=key,
+                run_key=f"new-{key}",
+                tags=experiment_run_tags(key, trigger="new_config"),
+            )
+            for key in added
+        ],
         dynamic_partitions_requests=[
             dg.AddDynamicPartitionsRequest(partitions_def_name=EXPERIMENTS, partition_keys=added)
         ]
@@ -103,5 +111,6 @@ ml4t_automation = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(include_sources=True),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    run_tags={"ml4t/trigger": "automation"},
     description="Evaluates the assets' automation conditions (eager reruns on new inputs).",
 )
