@@ -419,6 +419,7 @@ RULE_PARAM_LIMITS: dict[str, _Limit] = {
     "max_drawdown": _FRACTION,
     "max_pct": _FRACTION,
     "max_bars": (1, MAX_BARS, True, True, True),
+    "resume_after_bars": (1, MAX_BARS, True, True, True),
     "max_positions": (1, MAX_BARS, True, True, True),
     "max_leverage": (0.0, 100.0, False, True, False),
     "atr_multiplier": (0.0, 100.0, False, True, False),

@@ -148,3 +148,95 @@ def test_composite_and_on_sp500_no_exit_before_ten_bars_and_every_exit_below_sto
     assert decided.height == risk_exits.height > 0
     assert (decided["decision_return"] <= -0.02 + 1e-12).all()
     assert (risk_exits["bars_held"] >= 11).all()  # decided at bars_held >= 10, filled a bar on
+
+
+# --- MaxDrawdownRule resets ----------------------------------------------------------------
+# 10,000 cash; 50 shares bought at bar 0's close (100); bars 1-4 close at 78: equity 8,900,
+# an 11 % drawdown past the 10 % limit. The strategy then tries to buy 1 share at every close
+# 2..8 (fill="close"). Bar 5 closes at 70, bars 6-8 at 58.
+DD_PRICES = [100.0, 78.0, 78.0, 78.0, 78.0, 70.0, 58.0, 58.0, 58.0]
+DD_PLAN = {0: lambda s: s.buy("AAA", 50), **{k: lambda s: s.buy("AAA", 1) for k in range(2, 9)}}
+
+
+def _drawdown_run(rule: object) -> tuple[list[int], object]:
+    from engine import MaxDrawdownRule
+
+    assert isinstance(rule, MaxDrawdownRule)
+    bars = [(p, p, p, p) for p in DD_PRICES]
+    result = run(
+        make_panel({"AAA": bars}), DD_PLAN, rules=[rule], initial_cash=10_000.0, fill="close"
+    )
+    stamps = result.rejections.filter(pl.col("rule") == "MaxDrawdownRule")["timestamp"]
+    return [[ts(k) for k in range(len(DD_PRICES))].index(t) for t in stamps.to_list()], result
+
+
+def test_max_drawdown_reset_never_refuses_every_entry_after_the_breach() -> None:
+    from engine import MaxDrawdownRule
+
+    rejected, _ = _drawdown_run(MaxDrawdownRule(0.1))
+    # the book is 50 shares + cash: equity (8,900 down to 7,900) never gets back within 10 %
+    # of 10,000
+    assert rejected == [2, 3, 4, 5, 6, 7, 8]
+
+
+def test_max_drawdown_reset_bars_resumes_after_n_bars_from_a_new_peak() -> None:
+    from engine import MaxDrawdownRule
+
+    rejected, result = _drawdown_run(MaxDrawdownRule(0.1, reset="bars", resume_after_bars=3))
+    # halted bars 1-3; re-armed at bar 4 with peak 8,900 (buys at 4 and 5 pass; bar 5:
+    # 4,922 + 51 × 70 = 8,492 = −4.6 %); bar 6: 4,852 cash + 52 shares × 58 = 7,868
+    # = −11.6 % from 8,900 → halted bars 6-8
+    assert rejected == [2, 3, 6, 7, 8]
+    reason = result.rejections["reason"][0]
+    assert "breached at bar 1" in reason and "until bar 4" in reason
+
+
+def test_max_drawdown_reset_peak_at_halt_measures_from_the_halt_equity() -> None:
+    from engine import MaxDrawdownRule
+
+    rejected, _ = _drawdown_run(MaxDrawdownRule(0.1, reset="peak_at_halt"))
+    # halted at bar 1 only; peak reset to 8,900. Buys at 2-5 pass (bar 5: 4,766 + 53 × 70
+    # = 8,476 = −4.8 %); bar 6: 4,696 + 54 × 58 = 7,828 = −12.0 % from 8,900 → halt, bar 6
+    # only; bar 7 measures from 7,828 and passes
+    assert rejected == [6]
+
+
+def test_max_drawdown_flatten_with_reset_bars_flattens_then_resumes() -> None:
+    from engine import MaxDrawdownRule
+
+    rule = MaxDrawdownRule(0.1, action="flatten", reset="bars", resume_after_bars=2)
+    rejected, result = _drawdown_run(rule)
+    assert result.trades["exit_reason"].to_list()[0] == "MaxDrawdownRule"  # closed at bar 1
+    assert rejected == [2]  # halted bars 1-2; bar 3 re-armed from the flat book's 8,900
+    assert result.fills.filter(pl.col("quantity") == 1.0).height == 6  # buys at bars 3-8
+
+
+def test_max_drawdown_reset_settings_checked() -> None:
+    from engine import MaxDrawdownRule
+
+    with pytest.raises(ValueError, match="resume_after_bars"):
+        MaxDrawdownRule(0.1, reset="bars")
+    with pytest.raises(ValueError, match="resume_after_bars"):
+        MaxDrawdownRule(0.1, resume_after_bars=3)
+    with pytest.raises(ValueError, match="reset"):
+        MaxDrawdownRule(0.1, reset="daily")
+    with pytest.raises(ValueError, match="resume_after_bars"):
+        MaxDrawdownRule(0.1, reset="bars", resume_after_bars=0)
+    assert MaxDrawdownRule(0.1, reset="peak_at_halt").resume_after_bars == 1
+
+
+def test_max_drawdown_reset_takes_the_loop_not_the_compiled_run() -> None:
+    from engine import ExecutionConfig, MarketData, MaxDrawdownRule, RiskManager, TopNStrategy
+    from engine.fastpath import compiled_reason
+
+    bars = [(p, p, p, p) for p in DD_PRICES]
+    data = MarketData.from_frame(
+        make_panel({"AAA": bars}, signals={"s": {"AAA": [1.0] * len(bars)}}),
+        signal_columns=["s"],
+    )
+    strategy = TopNStrategy(signal="s", n=1)
+    plain = RiskManager([MaxDrawdownRule(0.1)])
+    reset = RiskManager([MaxDrawdownRule(0.1, reset="bars", resume_after_bars=5)])
+    assert compiled_reason(data, strategy, plain, ExecutionConfig()) is None
+    reason = compiled_reason(data, strategy, reset, ExecutionConfig())
+    assert reason is not None and "reset='bars'" in reason
