@@ -800,7 +800,8 @@ class ExperimentConfig(_Strict):
     ``risk_rules`` is a list of rule specs ``{type: <rule>, priority: ..., **params}``: any
     ``engine.RULE_REGISTRY`` rule, or ``CompositeRule`` (``rules: [specs]``, ``mode: any|all``);
     the seeds' parameter names are rewritten to the engine's (:data:`RULE_PARAM_ALIASES`) and
-    every number is checked (:data:`RULE_PARAM_LIMITS`).
+    every number is checked (:data:`RULE_PARAM_LIMITS`). ``backtest`` is the window the engine
+    trades (:class:`BacktestConfig`; default: all the data).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
