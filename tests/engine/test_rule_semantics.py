@@ -240,3 +240,18 @@ def test_max_drawdown_reset_takes_the_loop_not_the_compiled_run() -> None:
     assert compiled_reason(data, strategy, plain, ExecutionConfig()) is None
     reason = compiled_reason(data, strategy, reset, ExecutionConfig())
     assert reason is not None and "reset='bars'" in reason
+
+
+def test_composite_and_takes_the_loop_not_the_compiled_run() -> None:
+    from engine import ExecutionConfig, MarketData, RiskManager, TopNStrategy
+    from engine.fastpath import compiled_reason
+
+    bars = _bars(set(), n=5)
+    data = MarketData.from_frame(
+        make_panel({"AAA": bars}, signals={"s": {"AAA": [1.0] * len(bars)}}),
+        signal_columns=["s"],
+    )
+    reason = compiled_reason(
+        data, TopNStrategy(signal="s", n=1), RiskManager([_seeds_and()]), ExecutionConfig()
+    )
+    assert reason is not None and "has no compiled form" in reason
