@@ -15,7 +15,13 @@ from polars.testing import assert_frame_equal
 
 from ml4t_pipeline import Experiment, api
 from ml4t_pipeline.config import ConfigError, ExperimentConfig, load_config
-from ml4t_pipeline.lib.experiment import build_engine, market_data, run_experiment
+from ml4t_pipeline.lib import reconcile
+from ml4t_pipeline.lib.experiment import (
+    build_engine,
+    market_data,
+    restrict_to_window,
+    run_experiment,
+)
 from ml4t_pipeline.lib.sweep import spec
 from ml4t_pipeline.lib.sweep.runner import run_trial
 
@@ -115,6 +121,21 @@ def test_run_experiment_window_with_no_bar_raises() -> None:
     panel, context = _panel()
     with pytest.raises(ValueError, match="holds no bar"):
         run_experiment(_cfg(start="2030-01-01"), panel, context, ["score"], [])
+
+
+def test_equity_reconciliation_of_a_window_run_uses_the_window_rows() -> None:
+    """The ``portfolio_states`` check rebuilds equity from the fills and the panel: over the
+    window's rows it matches; over the whole panel every bar outside the window would not."""
+    panel, context = _panel()
+    cfg = _cfg(start="2024-01-11", end="2024-01-30")
+    result = run_experiment(cfg, panel, context, ["score"], [])
+    states, fills = result.portfolio_states, result.fills
+    window = restrict_to_window(panel, cfg)
+    assert window["timestamp"].unique().sort().to_list() == states["timestamp"].to_list()
+    assert reconcile.equity_mismatches(states, fills, window, initial_cash=100_000).height == 0
+    outside = reconcile.equity_mismatches(states, fills, panel, initial_cash=100_000)
+    assert outside.height == 40 - states.height
+    assert restrict_to_window(panel, _cfg()) is panel
 
 
 # --- Python API ---------------------------------------------------------------------------------
