@@ -9,7 +9,7 @@ models. Nothing here touches files.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import repeat
 from typing import Any, NamedTuple, TypeVar
 
@@ -229,6 +229,49 @@ def _panel_arrays(
     prices = {c: column(c) for c in PRICE_COLUMNS}
     columns = {c: column(c) for c in extra}
     return _PanelArrays(symbols, timestamps, offsets, sym_id, prices, columns)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _bound_us(value: date | datetime, *, end: bool) -> int:
+    """A window bound as µs since the epoch (UTC), inclusive.
+
+    A ``datetime`` must be timezone-aware and is taken as it is. A ``date`` stands for its
+    whole UTC calendar day: a start is the day's first instant, an end its last microsecond.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"window bound {value!r} has no timezone: give a tz-aware datetime (bar closes "
+                "are UTC) or a date"
+            )
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time(0), tzinfo=UTC)
+        if end:
+            moment += timedelta(days=1) - timedelta(microseconds=1)
+    else:
+        raise ValueError(
+            f"window bound must be a date or a tz-aware datetime, got {type(value).__name__}"
+        )
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def window_bounds(start: date | datetime | None, end: date | datetime | None) -> tuple[int, int]:
+    """``(first, last)`` µs since the epoch (UTC), both inclusive, of a backtest window
+    (``None``: unbounded on that side). See :meth:`MarketData.between`.
+
+    Raises
+    ------
+    ValueError
+        A bound that is not a date or a tz-aware datetime; ``start`` after ``end``.
+    """
+    first = _bound_us(start, end=False) if start is not None else np.iinfo(np.int64).min
+    last = _bound_us(end, end=True) if end is not None else np.iinfo(np.int64).max
+    if first > last:
+        raise ValueError(f"the window's start {start} is after its end {end}")
+    return int(first), int(last)
 
 
 class MarketData:
@@ -466,6 +509,72 @@ class MarketData:
             datetimes=self.datetimes,
         )
         return window, remap
+
+    def between(
+        self, start: date | datetime | None = None, end: date | datetime | None = None
+    ) -> MarketData:
+        """The panel restricted to the bars whose close is in ``[start, end]`` (a backtest
+        window); the engine run on it trades from ``start`` and ends at ``end``.
+
+        Columns computed before the engine (signals, indicators, context) keep the values
+        they got from the full history, so an indicator at the window's first bar has its
+        full look-back. Bars before ``start`` themselves are not in the result: per-symbol bar
+        numbers (``ordinal``, hence ``bars_held``) count from the window's first bar, and
+        ``BarView.previous()`` of a symbol's first bar in the window is ``None``. A run on the
+        window equals a run on a panel cut to the same rows.
+
+        Parameters
+        ----------
+        start, end : date or datetime, optional
+            Inclusive bounds. A ``datetime`` must be timezone-aware (compared with the bar
+            close timestamps, UTC); a ``date`` means its whole UTC calendar day (from 00:00 to
+            the day's last microsecond), so ``end=date(2015, 12, 31)`` keeps that day's close.
+            ``None``: unbounded on that side.
+
+        Returns
+        -------
+        MarketData
+            ``self`` when both are ``None``. Otherwise a new panel of the window's ``T'``
+            timestamps and ``N'`` rows: the same ``symbols`` (ids unchanged; a symbol may
+            have no bar in the window); price, signal, indicator and quote arrays of shape
+            ``(N',)`` and context arrays of shape ``(T',)`` are views of this panel's arrays.
+
+        Raises
+        ------
+        ValueError
+            A bound that is not a date or a tz-aware datetime; ``start`` after ``end``; a
+            window with no bar (the message gives the data's first and last timestamps);
+            a window of chunked data (``first_index > 0``: cut the chunks instead, see
+            :meth:`ChunkedMarketData.between`).
+        """
+        if start is None and end is None:
+            return self
+        if self.first_index != 0:
+            raise ValueError("between() needs a whole panel, not a window of chunked data")
+        first, last = window_bounds(start, end)
+        i0 = int(np.searchsorted(self.timestamps, first, side="left"))
+        i1 = int(np.searchsorted(self.timestamps, last, side="right"))
+        if i1 <= i0:
+            span = self.datetimes
+            raise ValueError(
+                f"the backtest window [{start}, {end}] holds no bar: the data runs from "
+                f"{span[0]} to {span[-1]}"
+                if span
+                else f"the backtest window [{start}, {end}] holds no bar: the data has none"
+            )
+        r0, r1 = int(self.offsets[i0]), int(self.offsets[i1])
+        return MarketData(
+            timestamps=self.timestamps[i0:i1],
+            offsets=self.offsets[i0 : i1 + 1] - r0,
+            symbols=self.symbols,
+            sym_id=self.sym_id[r0:r1],
+            prices={c: getattr(self, c)[r0:r1] for c in PRICE_COLUMNS},
+            columns={c: v[r0:r1] for c, v in self.columns.items()},
+            signal_columns=self.signal_columns,
+            indicator_columns=self.indicator_columns,
+            context={c: v[i0:i1] for c, v in self.context.items()},
+            datetimes=None if self._datetimes is None else self._datetimes[i0:i1],
+        )
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -917,6 +1026,44 @@ class ChunkedMarketData:
         """Size ``S`` of the symbol universe."""
         return int(self.symbols.size)
 
+    def between(
+        self, start: date | datetime | None = None, end: date | datetime | None = None
+    ) -> ChunkedMarketData:
+        """The chunks restricted to the bars whose close is in ``[start, end]`` (see
+        :meth:`MarketData.between` for the bounds and what the window means).
+
+        Each chunk is filtered as it is read, so nothing more is held in memory. A run over
+        a window with no bar raises ``ValueError`` naming the window.
+
+        Returns
+        -------
+        ChunkedMarketData
+            ``self`` when both bounds are ``None``; else the same universe and columns over
+            the filtered chunks (a one-shot iterator of chunks stays one-shot).
+
+        Raises
+        ------
+        ValueError
+            A bound that is not a date or a tz-aware datetime; ``start`` after ``end``.
+        """
+        if start is None and end is None:
+            return self
+        first, last = window_bounds(start, end)
+        label = f"[{start}, {end}]"
+        frames: Iterable[pl.DataFrame]
+        if isinstance(self._frames, Iterator):
+            frames = _window_frames(self._frames, first, last, label)
+        else:
+            frames = _WindowFrames(self._frames, first, last, label)
+        return ChunkedMarketData(
+            frames,
+            symbols=[str(s) for s in self.symbols.tolist()],
+            signal_columns=self.signal_columns,
+            indicator_columns=self.indicator_columns,
+            context=self._context,
+            context_columns=self._context_columns,
+        )
+
     def stream(self) -> ChunkStream:
         """A new pass over the chunks (the engine calls this once per run).
 
@@ -1007,6 +1154,30 @@ class ChunkedMarketData:
         )
         window._last_rows = last  # each symbol's latest row, left by the chains pass
         return window
+
+
+def _window_frames(
+    frames: Iterable[pl.DataFrame], first: int, last: int, label: str
+) -> Iterator[pl.DataFrame]:
+    """The rows of each frame whose ``timestamp`` is in ``[first, last]`` µs (UTC)."""
+    rows = 0
+    for frame in frames:
+        stamp = pl.col("timestamp").dt.epoch("us")
+        cut = frame.filter((stamp >= first) & (stamp <= last))
+        rows += cut.height
+        yield cut
+    if rows == 0:
+        raise ValueError(f"the backtest window {label} holds no bar of the chunked market data")
+
+
+class _WindowFrames:
+    """A re-iterable window over re-iterable chunks (each pass filters anew)."""
+
+    def __init__(self, frames: Iterable[pl.DataFrame], first: int, last: int, label: str):
+        self.frames, self.first, self.last, self.label = frames, first, last, label
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        return _window_frames(self.frames, self.first, self.last, self.label)
 
 
 class ChunkStream:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from datetime import date, datetime
 
 from engine import fastpath
 from engine.broker import Broker
@@ -163,14 +164,40 @@ class BacktestEngine:
             compiled=True,
         )
 
-    def run(self) -> BacktestResult:
-        """Run the backtest from the first to the last timestamp.
+    def run(
+        self, start: date | datetime | None = None, end: date | datetime | None = None
+    ) -> BacktestResult:
+        """Run the backtest from the first to the last timestamp, or over a window.
+
+        Parameters
+        ----------
+        start, end : date or datetime, optional
+            The backtest window, both inclusive (:meth:`MarketData.between`: a tz-aware
+            datetime is compared with the bar closes, a date means its whole UTC day).
+            Trading and portfolio states start at the first bar at or after ``start``; the run
+            ends with the last bar at or before ``end`` (``close_at_end`` closes there).
+            Signals and indicators at the window's bars keep the values computed from the
+            full history before the engine. A window run equals a run on the cut data.
 
         Returns
         -------
         BacktestResult
             Trades, portfolio states, fills, orders and rejections as polars frames.
+
+        Raises
+        ------
+        ValueError
+            A bad bound, ``start`` after ``end``, or a window with no bar.
         """
+        if start is not None or end is not None:
+            windowed = BacktestEngine(
+                self.data.between(start, end),
+                self.strategy,
+                self.risk_manager,
+                self.config,
+                compiled=self.compiled,
+            )
+            return windowed.run()
         if self.compiled_reason is None:
             compiled = self._run_compiled()
             if compiled is not None:

@@ -1345,6 +1345,8 @@ def compiled_reason(
             kind = type(rule)
             if kind not in _POSITION_RULES and _limit_kind(rule) == 0:
                 return f"rule {rule.name} has no compiled form"
+            if kind is MaxDrawdownRule and cast(MaxDrawdownRule, rule).reset_mode != "never":
+                return f"rule {rule.name} with reset={cast(MaxDrawdownRule, rule).reset_mode!r}"
             if kind is PartialProfitTaking and len(cast(PartialProfitTaking, rule).levels) > 62:
                 return "PartialProfitTaking with more than 62 levels"
         if sum(type(r) is PartialProfitTaking for r in risk.rules) > 1:

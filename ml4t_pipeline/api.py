@@ -35,6 +35,7 @@ import math
 import tempfile
 import warnings
 from collections.abc import Mapping
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter, StrMethodFormatter
+from pydantic import ValidationError
 
 from engine.metrics import HEADLINE_METRIC_KEYS
 from ml4t_pipeline.config import ConfigError, ExperimentConfig, load_config
@@ -159,6 +161,8 @@ class Experiment:
         *,
         validate: bool = False,
         show_progress: bool | None = None,
+        start: date | datetime | str | None = None,
+        end: date | datetime | str | None = None,
     ) -> ExperimentResult:
         """Materialize the experiment and return its outputs.
 
@@ -173,6 +177,11 @@ class Experiment:
         show_progress : bool, optional
             Force the progress display on or off (default: shown on a terminal or in Jupyter,
             silent in CI and tests; see :mod:`ml4t_pipeline.lib.progress`).
+        start, end : date, datetime or ISO string, optional
+            The backtest window (:class:`~ml4t_pipeline.config.BacktestConfig`): given, they
+            replace the config's ``backtest.start`` / ``backtest.end`` for this run (the run's
+            config is written to a temporary file named after ``cfg.name``). Data before
+            ``start`` still feeds the features and the model.
 
         Returns
         -------
@@ -186,6 +195,15 @@ class Experiment:
         ConfigError, FileNotFoundError
             A config or data path problem, as ``ml4t run`` reports them.
         """
+        if start is not None or end is not None:
+            window = self.config.backtest.model_dump()
+            window.update({k: v for k, v in (("start", start), ("end", end)) if v is not None})
+            raw = self.config.model_dump(by_alias=True)
+            try:
+                cfg = ExperimentConfig.model_validate({**raw, "backtest": window})
+            except ValidationError as exc:
+                raise ConfigError(f"run(start=, end=): {exc}") from None
+            return Experiment(cfg).run(output, validate=validate, show_progress=show_progress)
         keep: list[tempfile.TemporaryDirectory[str]] = []
         if self.path is not None:
             config_path = self.path

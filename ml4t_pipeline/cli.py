@@ -52,6 +52,7 @@ import dagster as dg
 
 from engine.metrics import SUMMARY_METRIC_KEYS
 from ml4t_pipeline.config import ConfigError, load_config
+from ml4t_pipeline.defs.assets_data import SKIPPED_KEY
 from ml4t_pipeline.lib import comparison
 from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib.lockfile import UnsafeLockFileError
@@ -187,8 +188,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     with progress(f"experiment {cfg.name}: preparing and validating data"):
         result = materialize_experiment(config_path, storage, selection=DATA_ASSETS)
     for event in result.get_asset_check_evaluations():
-        status = "passed" if event.passed else "FAILED"
-        print(f"{status:<7} {event.asset_key.to_user_string()}:{event.check_name}")
+        name = f"{event.asset_key.to_user_string()}:{event.check_name}"
+        skipped = event.metadata.get(SKIPPED_KEY)
+        if skipped is not None:  # a check that could not run is not reported as passed
+            print(f"skipped {name} ({getattr(skipped, 'value', skipped)})")
+        else:
+            print(f"{'passed' if event.passed else 'FAILED':<7} {name}")
     if not result.success:
         _print_failures(result)
         return _failure_exit_code(result)

@@ -1,8 +1,9 @@
 """Experiment configuration: one YAML (or JSON) file per experiment, validated by pydantic models.
 
-An experiment file has the sections ``data``, ``strategy``, ``risk_rules``, ``execution`` and
-``reporting`` (after the seeds' configuration schema). Unknown keys anywhere are errors, and every
-error message names the offending key. The same objects can be built in Python::
+An experiment file has the sections ``data``, ``strategy``, ``risk_rules``, ``execution``,
+``reporting`` (after the seeds' configuration schema) and ``backtest`` (the window traded).
+Unknown keys anywhere are errors, and every error message names the offending key. The same
+objects can be built in Python::
 
     cfg = ExperimentConfig(
         name="my_test",
@@ -45,6 +46,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -420,6 +422,7 @@ RULE_PARAM_LIMITS: dict[str, _Limit] = {
     "max_drawdown": _FRACTION,
     "max_pct": _FRACTION,
     "max_bars": (1, MAX_BARS, True, True, True),
+    "resume_after_bars": (1, MAX_BARS, True, True, True),
     "max_positions": (1, MAX_BARS, True, True, True),
     "max_leverage": (0.0, 100.0, False, True, False),
     "atr_multiplier": (0.0, 100.0, False, True, False),
@@ -721,6 +724,73 @@ class ReportingConfig(_Strict):
     title: str | None = None
 
 
+class BacktestConfig(_Strict):
+    """The backtest window: the engine trades from ``start`` to ``end``, both inclusive.
+
+    Data before ``start`` is still read and prepared: features, context and the walk-forward
+    model's signals are computed on the whole history first, so an indicator or a score at
+    the first traded bar has its full look-back. The engine then runs only the window's bars
+    (:meth:`engine.MarketData.between`): cash, positions and portfolio states start at the
+    first bar at or after ``start``; the last state is the last bar at or before ``end``,
+    where ``execution.close_at_end`` closes the book. Both ``None`` (the default): the whole
+    data. A sweep may vary them (``backtest.start`` / ``backtest.end`` are grid paths), e.g.
+    one trial per walk-forward test period over the same prepared data.
+
+    Attributes
+    ----------
+    start, end : date or datetime, optional
+        A date (``2015-01-02``) means its whole UTC calendar day, so ``end: 2015-12-31``
+        keeps that day's close; a datetime must carry a timezone (``2015-01-02T21:00:00Z``)
+        and is compared with the bar close timestamps. ``start`` must not be after ``end``.
+        A window that holds no bar of the data fails the run with the data's time range.
+    """
+
+    start: date | datetime | None = None
+    end: date | datetime | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, value: date | datetime | None) -> date | datetime | None:
+        if isinstance(value, datetime) and (value.tzinfo is None or value.utcoffset() is None):
+            raise ValueError(
+                f"{value.isoformat()} has no timezone: give one (e.g. "
+                f"{value.date().isoformat()}T21:00:00Z; bar closes are UTC) or a plain date"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BacktestConfig:
+        if (
+            self.start is not None
+            and self.end is not None
+            and _day_start(self.start) > _day_end(self.end)
+        ):
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+    def window(self) -> dict[str, date | datetime | None]:
+        """``{"start": ..., "end": ...}`` for :meth:`engine.BacktestEngine.run` /
+        :meth:`engine.MarketData.between`."""
+        return {"start": self.start, "end": self.end}
+
+    @property
+    def is_set(self) -> bool:
+        """True when a bound is given."""
+        return self.start is not None or self.end is not None
+
+
+def _day_start(value: date | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.combine(value, time(0), tzinfo=UTC)
+
+
+def _day_end(value: date | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.combine(value, time.max, tzinfo=UTC)
+
+
 # Fields added after the first config schema: left out of the hash while at their default, so
 # the config hash (a lineage key) of an existing experiment file does not change.
 _HASH_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
@@ -728,6 +798,8 @@ _HASH_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("data", "quotes"): None,
     ("strategy", "class"): None,
     ("strategy", "params"): {},
+    ("backtest", "start"): None,
+    ("backtest", "end"): None,
     **{("execution", name): None for name in ENGINE_SETTINGS},
 }
 
@@ -738,7 +810,8 @@ class ExperimentConfig(_Strict):
     ``risk_rules`` is a list of rule specs ``{type: <rule>, priority: ..., **params}``: any
     ``engine.RULE_REGISTRY`` rule, or ``CompositeRule`` (``rules: [specs]``, ``mode: any|all``);
     the seeds' parameter names are rewritten to the engine's (:data:`RULE_PARAM_ALIASES`) and
-    every number is checked (:data:`RULE_PARAM_LIMITS`).
+    every number is checked (:data:`RULE_PARAM_LIMITS`). ``backtest`` is the window the engine
+    trades (:class:`BacktestConfig`; default: all the data).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -748,6 +821,7 @@ class ExperimentConfig(_Strict):
     risk_rules: list[dict[str, Any]] = Field(default_factory=list)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     reporting: ReportingConfig = Field(default_factory=ReportingConfig)
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
 
     @field_validator("risk_rules", mode="before")
     @classmethod
@@ -762,6 +836,8 @@ class ExperimentConfig(_Strict):
         for (section, key), default in _HASH_NEUTRAL_DEFAULTS.items():
             if dumped[section].get(key) == default:
                 dumped[section].pop(key, None)
+        if not dumped["backtest"]:  # a section added later: absent while empty
+            dumped.pop("backtest")
         canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -38,6 +38,7 @@ from ml4t_pipeline.lib.experiment import (
     MonthlyPanel,
     experiment_metrics,
     experiment_quotes,
+    restrict_to_window,
     run_experiment,
     run_experiment_streamed,
     value_columns,
@@ -229,8 +230,9 @@ def portfolio_states(
     """One row per bar: equity, cash, positions value, leverage, positions, return, drawdown."""
     cfg = experiments.load(context.partition_key)
     frame = backtest["portfolio_states"]
+    panel = restrict_to_window(market_panel, cfg)  # the engine ran the window's bars only
     bad = reconcile.equity_mismatches(
-        frame, backtest["fills"], market_panel, initial_cash=cfg.execution.initial_cash
+        frame, backtest["fills"], panel, initial_cash=cfg.execution.initial_cash
     )
     results = [
         _schema_check("portfolio_states_match_schema", frame, PortfolioStatesSchema),

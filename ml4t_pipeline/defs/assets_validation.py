@@ -21,6 +21,7 @@ from ml4t_pipeline.defs.partitions import experiment_check_spec, experiments_par
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib.crossval.compare import FrameworkRun, compare_runs, run_ml4t
 from ml4t_pipeline.lib.crossval.reference import ReferenceSpec, inputs_from_panel
+from ml4t_pipeline.lib.experiment import restrict_to_window
 
 GROUP = "validation"
 
@@ -109,7 +110,9 @@ def _framework_asset(framework: str) -> Any:
     ) -> dg.Output[dict[str, pl.DataFrame]]:
         cfg = experiments.load(context.partition_key)
         spec, notes = reference_spec(cfg)
-        inputs, excluded = inputs_from_panel(market_panel, cfg.strategy.signal)
+        inputs, excluded = inputs_from_panel(
+            restrict_to_window(market_panel, cfg), cfg.strategy.signal
+        )
         if framework == "vectorbt":
             from ml4t_pipeline.lib.crossval.vectorbt_run import run_vectorbt
 
@@ -160,7 +163,7 @@ def cross_framework_validation(
     """Fill-level comparison of our engine with VectorBT and Backtrader on the same spec."""
     cfg = experiments.load(context.partition_key)
     spec, notes = reference_spec(cfg)
-    inputs, _ = inputs_from_panel(market_panel, cfg.strategy.signal)
+    inputs, _ = inputs_from_panel(restrict_to_window(market_panel, cfg), cfg.strategy.signal)
     ours = run_ml4t(inputs, spec, **engine_settings(cfg))
     theirs = [_as_run("vectorbt", vectorbt_backtest), _as_run("backtrader", backtrader_backtest)]
     rows, differences, summaries = [], [], []

@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 import engine
+import engine.data
 from ml4t_pipeline.config import ExperimentConfig, QuotesConfig, build_rule, resolve_data_path
 from ml4t_pipeline.lib import io as io_lib
 from ml4t_pipeline.lib import performance
@@ -55,13 +56,17 @@ def build_engine(cfg: ExperimentConfig, data: Any) -> engine.BacktestEngine:
     """The engine for ``cfg`` on ``data`` (:class:`engine.MarketData` or a chunked panel).
 
     Strategy from :meth:`StrategyConfig.build`, rules from :func:`build_rule` (no risk manager
-    when there are none), execution settings from :meth:`ExecutionConfig.engine_config`.
+    when there are none), execution settings from :meth:`ExecutionConfig.engine_config`; with
+    a ``backtest`` window, the data restricted to it (``data.between(start, end)``: the
+    prepared columns keep their full-history values).
 
     Raises
     ------
     ValueError
-        Bad strategy parameters, rule settings or execution settings.
+        Bad strategy parameters, rule settings or execution settings; a window with no bar.
     """
+    if cfg.backtest.is_set:
+        data = data.between(**cfg.backtest.window())
     rules = [build_rule(spec) for spec in cfg.risk_rules]
     return engine.BacktestEngine(
         data,
@@ -69,6 +74,20 @@ def build_engine(cfg: ExperimentConfig, data: Any) -> engine.BacktestEngine:
         risk_manager=engine.RiskManager(rules) if rules else None,
         config=cfg.execution.engine_config(),
     )
+
+
+def restrict_to_window(frame: pl.DataFrame, cfg: ExperimentConfig) -> pl.DataFrame:
+    """The rows of ``frame`` (a ``timestamp`` column, UTC) in the experiment's backtest window,
+    with the bounds of :meth:`engine.MarketData.between`; ``frame`` itself without a window.
+
+    For the checks and reports that compare the engine's outputs with prepared tables (the
+    engine ran only the window's bars).
+    """
+    if not cfg.backtest.is_set:
+        return frame
+    first, last = engine.data.window_bounds(cfg.backtest.start, cfg.backtest.end)
+    stamp = pl.col("timestamp").dt.epoch("us")
+    return frame.filter((stamp >= first) & (stamp <= last))
 
 
 def run_experiment(

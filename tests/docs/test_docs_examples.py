@@ -1,4 +1,5 @@
-"""Every ```python block in docs/ runs: the blocks of a page in order, in one namespace.
+"""Every ```python block in docs/ and in the README runs: the blocks of a page in order, in one
+namespace.
 
 Each page runs in a fresh temporary folder that holds a copy of ``configs/`` (so examples can
 say ``configs/demo.yaml``). A block preceded by the line ``<!-- docs-test: skip -->`` is not
@@ -29,7 +30,8 @@ def python_blocks(text: str) -> list[tuple[int, str, bool]]:
     return blocks
 
 
-PAGES = sorted(DOCS.rglob("*.md"))
+README = ROOT / "README.md"
+PAGES = [*sorted(DOCS.rglob("*.md")), README]
 PAGES_WITH_CODE = [p for p in PAGES if python_blocks(p.read_text())]
 
 
@@ -41,11 +43,12 @@ def test_docs_extractor_finds_blocks_and_the_skip_marker() -> None:
 
 def test_docs_have_examples_and_skip_marker_is_rare() -> None:
     assert len(PAGES_WITH_CODE) >= 8
+    assert README in PAGES_WITH_CODE
     skipped = sum(b[2] for p in PAGES for b in python_blocks(p.read_text()))
     assert skipped <= 2, f"{skipped} python blocks are marked {SKIP_MARKER!r}"
 
 
-@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=lambda p: str(p.relative_to(ROOT)))
 def test_docs_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)

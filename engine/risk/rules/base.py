@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import PortfolioSnapshot, RiskContext
-from engine.risk.decision import ExitType, OrderDecision, RiskDecision
+from engine.risk.decision import OrderDecision, RiskDecision
 
 if TYPE_CHECKING:
     from engine.events import Fill
@@ -121,18 +121,49 @@ class FunctionRule(RiskRule):
 
 
 class CompositeRule(RiskRule):
-    """Combine position rules with AND / OR.
+    """Combine position rules with OR (``mode="any"``) or AND (``mode="all"``).
 
-    ``mode="any"`` (OR): exit when any member exits (the members' decisions are merged
-    conservatively). ``mode="all"`` (AND): exit only when every member exits in the same bar;
-    level updates of the members are always merged.
+    **OR** (``"any"``): the composite acts when any member would. The members' decisions are
+    merged conservatively (:func:`engine.risk.decision.merge_decisions`): any exit wins, the
+    tighter stop and the highest-priority take-profit are kept. Price-level members (stops,
+    take-profits, trailing stops) place their levels as they would alone, checked intrabar
+    from the next bar, and an exit records the member that decided (``exit_reason``).
+
+    **AND** (``"all"``): the composite acts only when every member would, at the same bar
+    close. It places no intrabar level; at each close (hook C) it asks every member:
+
+    - a member answering with an exit acts;
+    - a member answering with a stop-loss / take-profit level acts when this bar **closes**
+      at or beyond that level (long: ``close <= stop`` or ``close >= take_profit``; short:
+      ``close >= stop`` or ``close <= take_profit``). The close, not the bar's low or high,
+      because it is the one price of the bar known to come after the others: a level that
+      this bar's own high moved (a trailing stop) cannot be compared with the bar's low
+      without assuming the order of events inside the bar;
+    - a member answering with a hold does not act.
+
+    When all act, the composite emits one market exit (next open, or this close with
+    ``fill="close"``) named after the composite: that name is the trade's ``exit_reason``.
+    The exit closes the whole position if a price-level member acted, else it is the
+    members' merged exit. The decision's ``metadata`` lists ``members`` (their names) and
+    ``member_reasons``; the default name lists the members too, e.g.
+    ``CompositeALL(TimeBasedExit+PriceBasedStopLoss)``, so the trade records which rules held.
+    Example: ``CompositeRule([TimeBasedExit(10), PriceBasedStopLoss(0.02)], mode="all")``
+    exits at the first close, after 10 bars held, at or below 2 % under the entry price; a
+    close 2 % under the entry before bar 10 does nothing.
 
     Parameters
     ----------
     rules : sequence of RiskRule
+        At least one.
     mode : {"any", "all"}
     name : str, optional
+        Default ``CompositeANY`` / ``CompositeALL(<member>+<member>...)``.
     priority : int, default 0
+
+    Raises
+    ------
+    ValueError
+        An unknown mode, no rules, or a member that is not a :class:`RiskRule`.
     """
 
     def __init__(
@@ -152,9 +183,16 @@ class CompositeRule(RiskRule):
                 raise ValueError(f"CompositeRule takes RiskRule instances, got {rule!r}")
         self.rules = list(rules)
         self.mode = mode
-        self._name = name or f"Composite{mode.upper()}"
-        self.evaluates_positions = any(r.evaluates_positions for r in self.rules)
-        self.sets_levels_on_entry = any(r.sets_levels_on_entry for r in self.rules)
+        if name is None:
+            members = "+".join(r.name for r in self.rules)
+            name = "CompositeANY" if mode == "any" else f"CompositeALL({members})"
+        self._name = name
+        if mode == "any":
+            self.evaluates_positions = any(r.evaluates_positions for r in self.rules)
+            self.sets_levels_on_entry = any(r.sets_levels_on_entry for r in self.rules)
+        else:  # AND: decided at each close from every member's answer; no intrabar level
+            self.evaluates_positions = True
+            self.sets_levels_on_entry = False
 
     @property
     def name(self) -> str:
@@ -165,15 +203,56 @@ class CompositeRule(RiskRule):
         from engine.risk.decision import merge_decisions
 
         decisions = [r.evaluate(context)._replace(rule=r.name) for r in self.rules]
-        merged = merge_decisions(decisions, context.is_long)
-        if self.mode == "all" and merged.should_exit and not all(d.should_exit for d in decisions):
-            return merged._replace(should_exit=False, exit_type=ExitType.NONE, exit_quantity=None)
-        return merged
+        if self.mode == "any":
+            return merge_decisions(decisions, context.is_long)
+        return self._all(decisions, context)
+
+    def _all(self, decisions: list[RiskDecision], context: RiskContext) -> RiskDecision:
+        """AND: one exit named after the composite when every member acts (class docstring)."""
+        from engine.risk.decision import merge_decisions
+
+        exits = []
+        level_hit = False
+        close = context.close
+        long = context.is_long
+        for d in decisions:
+            if d.should_exit:
+                exits.append(d)
+                continue
+            stop, target = d.update_stop_loss, d.update_take_profit
+            hit = (stop is not None and (close <= stop if long else close >= stop)) or (
+                target is not None and (close >= target if long else close <= target)
+            )
+            if not hit:  # a hold, or a level this close has not reached
+                return RiskDecision.hold()
+            level_hit = True
+        metadata = {
+            "members": [d.rule for d in decisions],
+            "member_reasons": {d.rule: d.reason for d in decisions},
+        }
+        reason = "all of: " + "; ".join(
+            f"{d.rule} ({d.reason})" if d.reason else d.rule for d in decisions
+        )
+        if level_hit or not exits:
+            return RiskDecision.exit(
+                reason, priority=self.priority, rule=self.name, metadata=metadata
+            )
+        merged = merge_decisions(exits, long)
+        return RiskDecision.exit(
+            reason,
+            quantity=merged.exit_quantity,
+            exit_type=merged.exit_type,
+            priority=self.priority,
+            rule=self.name,
+            metadata=metadata,
+        )
 
     def on_entry(self, context: RiskContext) -> RiskDecision:
 
         from engine.risk.decision import merge_decisions
 
+        if self.mode == "all":
+            return RiskDecision.hold()
         return merge_decisions(
             [r.on_entry(context)._replace(rule=r.name) for r in self.rules], context.is_long
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import ExitType, OrderDecision, RiskDecision
 from engine.risk.rules.base import RiskRule
@@ -80,13 +81,39 @@ class MaxDailyLossRule(_PortfolioRule):
         return OrderDecision.allow()
 
 
+DRAWDOWN_RESETS = ("never", "bars", "peak_at_halt")
+"""The ``reset`` settings of :class:`MaxDrawdownRule`."""
+
+
 class MaxDrawdownRule(_PortfolioRule):
     """Stop adding risk (or flatten) when the drawdown from the equity peak reaches a limit.
 
-    ``drawdown = equity / peak_equity − 1`` (peak of end-of-bar equity). While
-    ``drawdown <= −max_drawdown``: exposure-increasing orders are rejected (``action="halt"``);
-    with ``action="flatten"`` every open position is also closed (a ``flatten_all`` exit at
-    the next fill). Reducing orders always pass.
+    ``drawdown = equity / peak − 1``, equity marked at the bar's close. While
+    ``drawdown <= −max_drawdown`` the rule is *halted*: exposure-increasing orders are rejected
+    (``action="halt"``); with ``action="flatten"`` every open position is also closed (a
+    ``flatten_all`` exit at the next fill). Reducing orders always pass.
+
+    ``reset`` says when a halted rule accepts new exposure again:
+
+    - ``"never"`` (default): ``peak`` is the run's highest end-of-bar equity; the rule stays
+      halted until equity is back within ``max_drawdown`` of it. A flat book cannot recover,
+      so once a halt has emptied the book the run takes no new position: a kill switch, as a
+      desk's or a prop firm's drawdown limit, which stops the strategy for a person to review.
+      It is the default because re-arming is a choice with a parameter (after how long, from
+      which peak) that no default can make for the user, and because it is what earlier runs
+      and the compiled path (``engine.fastpath``) computed.
+    - ``"bars"``: halted for ``resume_after_bars`` bars (the bar of the breach is the first),
+      then re-armed with the peak reset to the equity at that moment: the next halt needs a
+      further ``max_drawdown`` loss from there.
+    - ``"peak_at_halt"``: at the breach the peak is reset to the equity at the halt; halted for
+      ``resume_after_bars`` bars (default 1: the breach bar only), then the drawdown is
+      measured from that reset peak (raised by later highs). With ``action="flatten"`` this is
+      LEAN's ``MaximumDrawdownPercentPortfolio``: liquidate, then start over from the
+      liquidation equity.
+
+    Bars are the run's timestamps (``bar_index``). With a reset, the rule also watches the
+    equity at each close with an open position (hook C, one vectorised call per bar), so the
+    new peak sees every close; such runs take the per-bar Python loop, not the compiled run.
 
     Parameters
     ----------
@@ -94,39 +121,153 @@ class MaxDrawdownRule(_PortfolioRule):
         Fraction in (0, 1).
     action : {"halt", "flatten"}, default "halt"
     priority : int, default 200
+    reset : {"never", "bars", "peak_at_halt"}, default "never"
+    resume_after_bars : int, optional
+        Bars the halt lasts, ``>= 1``; required for ``reset="bars"``, default 1 for
+        ``"peak_at_halt"``, not allowed for ``"never"``.
+
+    Raises
+    ------
+    ValueError
+        A bad ``max_drawdown``, ``action`` or ``reset``; ``resume_after_bars`` missing for
+        ``"bars"``, given with ``"never"``, or not an int ``>= 1``.
     """
 
     def __init__(
-        self, max_drawdown: float = 0.2, action: str = "halt", priority: int = 200
+        self,
+        max_drawdown: float = 0.2,
+        action: str = "halt",
+        priority: int = 200,
+        *,
+        reset: str = "never",
+        resume_after_bars: int | None = None,
     ) -> None:
         super().__init__(priority)
         self.max_drawdown = _fraction("max_drawdown", max_drawdown)
         if action not in ("halt", "flatten"):
             raise ValueError(f"action must be 'halt' or 'flatten', got {action!r}")
+        if reset not in DRAWDOWN_RESETS:
+            raise ValueError(f"reset must be one of {DRAWDOWN_RESETS}, got {reset!r}")
+        if reset == "never" and resume_after_bars is not None:
+            raise ValueError(
+                "resume_after_bars needs reset='bars' or 'peak_at_halt' (reset='never' never "
+                "resumes)"
+            )
+        if reset == "bars" and resume_after_bars is None:
+            raise ValueError("reset='bars' needs resume_after_bars (bars the halt lasts, >= 1)")
+        if reset == "peak_at_halt" and resume_after_bars is None:
+            resume_after_bars = 1
+        if resume_after_bars is not None and (
+            isinstance(resume_after_bars, bool)
+            or not isinstance(resume_after_bars, int)
+            or resume_after_bars < 1
+        ):
+            raise ValueError(f"resume_after_bars must be an int >= 1, got {resume_after_bars!r}")
         self.action = action
-        self.evaluates_positions = action == "flatten"
+        self.reset_mode = reset
+        self.resume_after_bars = resume_after_bars
+        self.evaluates_positions = action == "flatten" or reset != "never"
+        # with a reset, watch every close with a position in one vectorised call (no contexts)
+        self.vectorized = action == "halt" and reset != "never"
+        self._halt_bar: int | None = None
+        self._peak: float | None = None  # the peak since the last reset (None: the run's)
+        self._run_peak_at_reset = 0.0
+
+    def reset(self) -> None:
+        """Forget the halt and the reset peak (a run starts)."""
+        self._halt_bar = None
+        self._peak = None
+        self._run_peak_at_reset = 0.0
+
+    def __repr__(self) -> str:
+        extra = (
+            ""
+            if self.reset_mode == "never"
+            else f", reset={self.reset_mode!r}, resume_after_bars={self.resume_after_bars}"
+        )
+        return (
+            f"MaxDrawdownRule(max_drawdown={self.max_drawdown!r}, action={self.action!r}, "
+            f"priority={self.priority}{extra})"
+        )
+
+    def _restart_peak(self, portfolio: PortfolioSnapshot) -> None:
+        self._peak = portfolio.equity
+        self._run_peak_at_reset = portfolio.peak_equity
+
+    def _watch(self, portfolio: PortfolioSnapshot) -> None:
+        """Raise the reset peak to the equity now and to any close since that beat the run's
+        peak at the reset (the run's peak then holds the highest close since the reset)."""
+        if self._peak is None:
+            return
+        peak = max(self._peak, portfolio.equity)
+        if portfolio.peak_equity > self._run_peak_at_reset:
+            peak = max(peak, portfolio.peak_equity)
+        self._peak = peak
+
+    def drawdown(self, portfolio: PortfolioSnapshot) -> float:
+        """The drawdown the rule measures now (fraction, <= 0): from the run's peak, or from
+        the peak of the last reset."""
+        if self._peak is None:
+            return portfolio.drawdown
+        return portfolio.equity / self._peak - 1.0 if self._peak > 0 else 0.0
 
     def _breached(self, portfolio: PortfolioSnapshot) -> bool:
-        return portfolio.drawdown <= -self.max_drawdown
+        """True while the rule is halted (and starts a halt on a new breach)."""
+        if self.reset_mode == "never":
+            return portfolio.drawdown <= -self.max_drawdown
+        now = portfolio.bar_index
+        resume = self.resume_after_bars or 1
+        if self._halt_bar is not None:
+            if now < self._halt_bar + resume:
+                if self.reset_mode == "peak_at_halt":
+                    self._watch(portfolio)
+                return True
+            self._halt_bar = None  # re-armed
+            if self.reset_mode == "bars":
+                self._restart_peak(portfolio)
+        self._watch(portfolio)
+        if self.drawdown(portfolio) <= -self.max_drawdown:
+            self._halt_bar = now
+            if self.reset_mode == "peak_at_halt":
+                self._restart_peak(portfolio)
+            return True
+        return False
 
     def reason_text(self, shrink: bool, value: float, limit: float) -> str:
         """The rejection reason for a drawdown ``value`` (fraction, <= 0)."""
         return f"drawdown {value:.4f} beyond limit -{self.max_drawdown}"
 
+    def _reason(self, portfolio: PortfolioSnapshot) -> str:
+        if self._halt_bar is None or self.reset_mode == "never":
+            return self.reason_text(False, portfolio.drawdown, 0.0)
+        ends = self._halt_bar + (self.resume_after_bars or 1)
+        return (
+            f"drawdown limit -{self.max_drawdown} breached at bar {self._halt_bar}; halted "
+            f"until bar {ends} (reset={self.reset_mode!r})"
+        )
+
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
-        if self._breached(portfolio) and increases_exposure(order, portfolio):
-            return OrderDecision.reject(self.reason_text(False, portfolio.drawdown, 0.0))
+        if increases_exposure(order, portfolio) and self._breached(portfolio):
+            return OrderDecision.reject(self._reason(portfolio))
         return OrderDecision.allow()
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
-        if self.action == "flatten" and self._breached(context.portfolio):
+        portfolio = context.portfolio
+        if self.action == "flatten" and self._breached(portfolio):
             return RiskDecision.exit(
-                f"drawdown {context.drawdown:.4f} beyond limit -{self.max_drawdown}",
+                f"drawdown {self.drawdown(portfolio):.4f} beyond limit -{self.max_drawdown}",
                 exit_type=ExitType.FLATTEN_ALL,
                 priority=self.priority,
                 rule=self.name,
             )
+        if self.reset_mode != "never":
+            self._breached(portfolio)  # watch the close
         return RiskDecision.hold()
+
+    def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        """Watch the equity at this close (``action="halt"`` with a reset); no decision."""
+        self._breached(batch.portfolio)
+        return None
 
 
 class MaxLeverageRule(_PortfolioRule):

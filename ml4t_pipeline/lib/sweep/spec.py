@@ -21,6 +21,21 @@ or, for a random search::
           execution.commission.rate: {type: loguniform, low: 0.0001, high: 0.005}
           strategy.rebalance_every: [1, 5, 21]               # a list is a uniform choice
 
+A walk-forward evaluation sweeps the backtest window over the same prepared data (every trial
+shares one panel; features and the model use the data before each window's start)::
+
+    sweep:
+      grid:
+        backtest:                        # one trial per test window (start and end paired)
+          - {start: 2015-01-01, end: 2015-12-31}
+          - {start: 2016-01-01, end: 2016-12-31}
+          - {start: 2017-01-01, end: 2017-12-31}
+        strategy.n: [10, 25]
+
+``backtest.start`` and ``backtest.end`` are paths too (a grid over both is their Cartesian
+product, and a trial whose start is after its end is refused when the sweep loads). Swept
+dates and datetimes are kept in the trials' ``params`` as ISO strings.
+
 A *path* names one config field with dots for mapping keys and ``[i]`` for list items. Every
 path must exist in the base experiment (fields left at their defaults count) or be a key of a
 free-form mapping such as ``execution.commission`` that the engine then checks. Every trial's
@@ -41,6 +56,7 @@ import itertools
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -438,18 +454,31 @@ def sweep_from_mapping(mapping: dict[str, Any], path: str | Path) -> SweepFile:
     return sweep
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-ready data: dates and datetimes (YAML reads ``2015-01-02`` as a date)
+    become ISO strings, which the config models read back as the same date/datetime."""
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def _points(spec: SweepSpec) -> list[dict[str, Any]]:
     if spec.grid is not None:
         names = list(spec.grid)
         return [
-            dict(zip(names, combo, strict=True)) for combo in itertools.product(*spec.grid.values())
+            dict(zip(names, _plain(list(combo)), strict=True))
+            for combo in itertools.product(*spec.grid.values())
         ]
     assert spec.random is not None
     rng = np.random.default_rng(spec.random.seed)
     points: list[dict[str, Any]] = []
     seen: set[str] = set()
     for _ in range(spec.random.n_trials):
-        point = {name: _draw(dist, rng) for name, dist in spec.random.params.items()}
+        point = {name: _plain(_draw(dist, rng)) for name, dist in spec.random.params.items()}
         key = canonical_json(point)
         if key not in seen:
             seen.add(key)
