@@ -241,11 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _output_folder(args: argparse.Namespace) -> Path:
-    """The folder a command writes (for a disk-full message that names no file)."""
+    """The folder a command writes (for a disk-full message that names no file): its
+    ``--output``/``--storage`` folder, or the folder of its ``--output`` file."""
     for name in ("output", "folder", "storage"):
         value = getattr(args, name, None)
         if value:
-            return Path(value).absolute()
+            path = Path(value).absolute()
+            return path if path.is_dir() else path.parent
     return Path.cwd()
 
 

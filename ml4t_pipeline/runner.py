@@ -107,6 +107,10 @@ _IO_FAILURE_TEXT = re.compile(
 )
 
 
+_READ_ERRORS = ("InputFileError",)
+"""Error classes of unreadable input files: their I/O errors are not failed writes."""
+
+
 class DiskFullError(output_lib.OutputError):
     """The disk (or quota) holding the output is full; the message names the folder and the
     free space. ``ml4t`` exits 2; the previous output is untouched.
@@ -423,6 +427,8 @@ def _disk_full_step(result: dg.ExecuteInProcessResult, folder: Path) -> str | No
             todo += [item.cause, item.context]
         full = any(_DISK_FULL_TEXT.search(t) for t in texts)
         io = any(_IO_FAILURE_TEXT.search(t) or t.startswith("OSError") for t in texts)
+        if any(t.split(":", 1)[0].rsplit(".", 1)[-1] in _READ_ERRORS for t in texts):
+            io = False  # an unreadable input file (truncated: "Invalid thrift"), not a write
         if full or (low and io):
             return f"step {event.step_key} failed: {(err.cause or err).message.strip()}"
     return None
