@@ -127,6 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"\n{outcome.trace}", file=sys.stderr)
         elif outcome.log_path is not None:
             print(f"full trace: {outcome.log_path} (or rerun with --verbose)", file=sys.stderr)
+        elif outcome.trace:
+            print("rerun with --verbose for the full trace", file=sys.stderr)
         return 1
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -196,7 +198,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{status:<7} {event.asset_key.to_user_string()}:{event.check_name}")
     if not result.success:
         _print_failures(result, verbose=args.verbose)
-        if not args.verbose:
+        if not args.verbose and failure_trace(result):
             print("rerun with --verbose for the full trace", file=sys.stderr)
         return 1
     print(f"data for experiment {cfg.name!r} is valid")
