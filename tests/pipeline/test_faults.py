@@ -222,11 +222,13 @@ def sweep_file(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def sweep_lock_held_by_child(out: Path):  # type: ignore[no-untyped-def]
-    """A child process holding the sweep folder's lock (as a running sweep does)."""
+    """A child process holding the folder's lock ``<out>.lock``, as a running sweep (or run)
+    into ``out`` does."""
     code = (
         "import sys, time\n"
-        "from ml4t_pipeline.lib.sweep.runner import sweep_lock\n"
-        "with sweep_lock(sys.argv[1]):\n"
+        "from pathlib import Path\n"
+        "from ml4t_pipeline.lib.output import output_lock, resolve_output\n"
+        "with output_lock(resolve_output(Path(sys.argv[1]))):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(120)\n"
     )
