@@ -92,8 +92,8 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 LOW_SPACE_BYTES = 64 * 2**20
 """Below this much free space a failed write whose error names no errno (polars: "Invalid
 thrift: transport error") is reported as a full disk. 64 MiB: a full disk has a few blocks
-free, and the partial file a failed write removes again is at most one stored table (the
-demo's largest is under 10 MB)."""
+free, and the partial file a failed write removes again is at most one stored value (the demo's
+largest is 0.7 MB, its whole output set 15 MB)."""
 
 _DISK_FULL_TEXT = re.compile(
     rf"No space left on device|Disk quota exceeded|\b(?:os error|errno) ?\[?(?:{errno.ENOSPC}"
