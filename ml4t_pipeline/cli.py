@@ -260,12 +260,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ConfigError, FileNotFoundError, OutputError, UnsafePartitionKeyError) as exc:
+        message = str(exc)
         if is_disk_full(exc) and not isinstance(exc, DiskFullError):
             path = exc.path if isinstance(exc, OutputError) else _output_folder(args)
-            exc = disk_full_error(path, str(exc))
+            message = str(disk_full_error(path, message))
+        print(f"error: {message}", file=sys.stderr)
         if verbose:
             traceback.print_exception(exc, file=sys.stderr)
-        print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
         if not is_disk_full(exc):
@@ -273,9 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # e.g. a sweep's trial store or a polars writer: "No space left on device (os error 28)"
         filename = getattr(exc, "filename", None)
         folder = Path(filename).absolute().parent if filename else _output_folder(args)
+        print(f"error: {disk_full_error(folder, f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
         if verbose:
             traceback.print_exception(exc, file=sys.stderr)
-        print(f"error: {disk_full_error(folder, f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
         return 2
 
 
