@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import logging
 import os
 import re
 import shutil
@@ -290,8 +291,8 @@ def test_unsafe_config_stem_exits_2_before_registering_a_partition(
     assert not (tmp_path / "out").exists()
 
 
-def test_configs_sensor_skips_unsafe_stem_with_logged_reason(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_configs_sensor_skips_non_ascii_stem_with_logged_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     configs = tmp_path / "configs"
     demo_copy(configs, "exp_ü")
@@ -301,13 +302,14 @@ def test_configs_sensor_skips_unsafe_stem_with_logged_reason(
         instance=instance,
         resources={"experiments": ExperimentsResource(configs_dir=str(configs))},
     )
-    result = experiment_configs_sensor(context)
+    context.log.addHandler(caplog.handler)  # the sensor log is its own logger
+    with caplog.at_level(logging.WARNING):
+        result = experiment_configs_sensor(context)
     assert [r.partition_key for r in result.run_requests or []] == ["exp_ok"]
     added = [k for r in result.dynamic_partitions_requests or [] for k in r.partition_keys or []]
     assert added == ["exp_ok"]
-    logged = capfd.readouterr().err  # the sensor's log (Dagster's instigation logger)
-    assert f"experiment config 'exp_ü' in {configs} skipped" in logged
-    assert "not a safe partition key" in logged
+    assert f"experiment config 'exp_ü' in {configs} skipped" in caplog.text
+    assert "not a safe partition key (it contains ['ü']" in caplog.text
 
 
 # --- killed runs -----------------------------------------------------------------------------
