@@ -11,7 +11,9 @@
     failed or killed run leaves DIR as it was. The run holds the lock file ``DIR.lock``; a second
     run into the same DIR stops at once with "output folder DIR is in use by pid N". A run that
     makes no trades prints a warning on stderr (and records it in ``run.json``) but succeeds.
-    Prints the headline metrics.
+    Prints the headline metrics. A failed run prints its cause first (the failed checks with
+    their offending rows, the failed steps with their error), then where the full Dagster
+    traces are: ``DIR.error.log`` beside DIR; ``--verbose`` also prints them.
 ``ml4t compare DIR [DIR ...]``
     Prints one row per experiment (metrics, config hash, code version) from ``ml4t run`` output
     folders (each must have a valid ``run.json``) or from a storage folder, like the
@@ -27,11 +29,16 @@ Exit codes:
 
 - 0 success (also a run with zero trades, which warns);
 - 1 a run, step or blocking check failed (the previous output folder is unchanged);
-- 2 the command could not start or finish its output: a bad config, a missing file, an output
-  folder that cannot be created or replaced (its parent is a file or read-only, or it is not
-  empty and has no valid ``run.json``), an output folder in use by another run ("in use by pid
-  N"), a lock file that is a symbolic link or not ours (``DIR.lock`` or a storage lock), or a
-  folder without a valid ``run.json`` given to ``report``/``compare``.
+- 2 the command could not start or finish its output: a bad config, a missing file, an
+  experiment file whose stem is not a safe partition key, an output folder that cannot be
+  created or replaced (its parent is a file or read-only, or it is not empty and has no valid
+  ``run.json``), a full disk ("no space left on the disk holding DIR (N MiB free ...)"), an
+  output folder in use by another run or sweep ("in use by pid N"), a lock file that is a
+  symbolic link or not ours (``DIR.lock`` or a storage lock), or a folder without a valid
+  ``run.json`` given to ``report``/``compare``.
+
+Errors are printed as one ``error: ...`` line without a Python traceback; ``--verbose`` (any
+subcommand) adds the traces.
 
 With ``DAGSTER_HOME`` set the runs are recorded in that Dagster instance (visible in the UI);
 otherwise an ephemeral instance is used. The paths recorded in Dagster's metadata name
@@ -44,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +61,7 @@ import dagster as dg
 from engine.metrics import SUMMARY_METRIC_KEYS
 from ml4t_pipeline.config import ConfigError, load_config
 from ml4t_pipeline.defs.assets_data import SKIPPED_KEY
+from ml4t_pipeline.defs.partitions import UnsafePartitionKeyError
 from ml4t_pipeline.lib import comparison
 from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib.lockfile import UnsafeLockFileError
@@ -61,8 +70,12 @@ from ml4t_pipeline.lib.progress import progress
 from ml4t_pipeline.lib.sweep.cli import add_sweep_parser
 from ml4t_pipeline.runner import (
     DATA_ASSETS,
+    DiskFullError,
+    disk_full_error,
     failed_checks,
     failure_text,
+    failure_trace,
+    is_disk_full,
     materialize_experiment,
     rebuild_report_in_place,
     run_lineage,
@@ -81,10 +94,13 @@ __all__ = [
 HEADLINE = SUMMARY_METRIC_KEYS
 
 
-def _print_failures(result: dg.ExecuteInProcessResult) -> None:
+def _print_failures(result: dg.ExecuteInProcessResult, *, verbose: bool = False) -> None:
     text = failure_text(result)
     if text:
         print(text, file=sys.stderr)
+    trace = failure_trace(result) if verbose else ""
+    if trace:
+        print(f"\n{trace}", file=sys.stderr)
 
 
 def _failure_exit_code(result: dg.ExecuteInProcessResult | None) -> int:
@@ -117,12 +133,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     if not outcome.success:
         if outcome.failure:
-            print(outcome.failure, file=sys.stderr)
+            print(outcome.failure, file=sys.stderr)  # the cause first
         print(
             f"run failed for experiment {outcome.experiment!r}; output folder "
             f"{outcome.output} left unchanged",
             file=sys.stderr,
         )
+        if args.verbose and outcome.trace:
+            print(f"\n{outcome.trace}", file=sys.stderr)
+        elif outcome.log_path is not None:
+            print(f"full trace: {outcome.log_path} (or rerun with --verbose)", file=sys.stderr)
+        elif outcome.trace:
+            print("rerun with --verbose for the full trace", file=sys.stderr)
         return _failure_exit_code(outcome.result)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -195,7 +217,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             print(f"{'passed' if event.passed else 'FAILED':<7} {name}")
     if not result.success:
-        _print_failures(result)
+        _print_failures(result, verbose=args.verbose)
+        if not args.verbose and failure_trace(result):
+            print("rerun with --verbose for the full trace", file=sys.stderr)
         return _failure_exit_code(result)
     print(f"data for experiment {cfg.name!r} is valid")
     return 0
@@ -228,16 +252,57 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--output", help="also write the table to this Parquet file")
     cmp_.set_defaults(func=cmd_compare)
     add_sweep_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--verbose",
+            "-v",
+            action="store_true",
+            help="on failure also print the full traces (Dagster steps, Python exceptions)",
+        )
     return parser
+
+
+def _output_folder(args: argparse.Namespace) -> Path:
+    """The folder a command writes (for a disk-full message that names no file): its
+    ``--output``/``--storage`` folder, or the folder of its ``--output`` file."""
+    for name in ("output", "folder", "storage"):
+        value = getattr(args, name, None)
+        if value:
+            path = Path(value).absolute()
+            return path if path.is_dir() else path.parent
+    return Path.cwd()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ml4t`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
     try:
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError, OutputError, UnsafeLockFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (
+        ConfigError,
+        FileNotFoundError,
+        OutputError,
+        UnsafeLockFileError,
+        UnsafePartitionKeyError,
+    ) as exc:
+        message = str(exc)
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            path = exc.path if isinstance(exc, OutputError) else _output_folder(args)
+            message = str(disk_full_error(path, message))
+        print(f"error: {message}", file=sys.stderr)
+        if verbose:
+            traceback.print_exception(exc, file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        # e.g. a sweep's trial store or a polars writer: "No space left on device (os error 28)"
+        filename = getattr(exc, "filename", None)
+        folder = Path(filename).absolute().parent if filename else _output_folder(args)
+        print(f"error: {disk_full_error(folder, f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
+        if verbose:
+            traceback.print_exception(exc, file=sys.stderr)
         return 2
 
 

@@ -4,15 +4,29 @@
 (Dagster) and publishes the output files as one atomic set (:mod:`ml4t_pipeline.lib.output`).
 It prints nothing; :func:`ml4t_pipeline.cli.cmd_run` and :mod:`ml4t_pipeline.api` present the
 :class:`RunOutcome`.
+
+Faults with a clear end:
+
+- a full disk (``ENOSPC``/``EDQUOT``, or a failed write while the disk is nearly full) raises
+  :class:`DiskFullError` naming the folder and its free space (``ml4t`` exits 2);
+- a failed run writes its full Dagster traces to ``<output>.error.log`` beside the output folder
+  (:func:`error_log_path`); the command prints only the cause and that path;
+- a Dagster run whose process died (``kill -9``, a crash) stays ``STARTED`` in a persistent
+  instance; the next run on the same host marks it failed (:func:`mark_stale_runs`);
+- an experiment file whose stem is not a safe partition key is refused before any partition is
+  registered (:func:`ml4t_pipeline.defs.partitions.check_config_stem`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import shutil
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -29,7 +43,7 @@ from ml4t_pipeline.defs import (
     sources,
 )
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, read_value
-from ml4t_pipeline.defs.partitions import EXPERIMENTS
+from ml4t_pipeline.defs.partitions import EXPERIMENTS, check_config_stem
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.versions import experiment_run_tags, versioned_assets
 from ml4t_pipeline.lib import output as output_lib
@@ -39,10 +53,20 @@ from ml4t_pipeline.lib.comparison import LINEAGE_FIELDS
 
 __all__ = [
     "DATA_ASSETS",
+    "DISK_FULL_ERRNOS",
+    "HOST_TAG",
+    "LOW_SPACE_BYTES",
     "OUTPUT_FOLDER_TAG",
+    "PROCESS_TAG",
+    "DiskFullError",
     "RunOutcome",
+    "disk_full_error",
+    "error_log_path",
     "failed_checks",
     "failure_text",
+    "failure_trace",
+    "is_disk_full",
+    "mark_stale_runs",
     "materialize_experiment",
     "rebuild_report_in_place",
     "run_lineage",
@@ -57,6 +81,217 @@ OUTPUT_FOLDER_TAG = "ml4t/output_folder"
 """Run tag of an ``ml4t run``: the output folder its values are published in (on success)."""
 ZERO_TRADES_WARNING = "no trades"
 """Start of the warning text of a run that made no trades."""
+HOST_TAG = "ml4t/host"
+"""Run tag: the host name of the process that ran it (stale-run detection)."""
+PROCESS_TAG = "ml4t/process"
+"""Run tag: ``host|boot id|pid|start ticks`` of the process that ran it, so a later run can tell
+whether that process is gone (the start ticks tell a reused pid apart)."""
+ERROR_LOG_SUFFIX = ".error.log"
+"""Suffix of the failure log written beside a failed run's output folder."""
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""``errno`` values of a full disk or an exhausted quota."""
+LOW_SPACE_BYTES = 64 * 2**20
+"""Below this much free space a failed write whose error names no errno (polars: "Invalid
+thrift: transport error") is reported as a full disk. 64 MiB: a full disk has a few blocks
+free, and the partial file a failed write removes again is at most one stored value (the demo's
+largest is 0.7 MB, its whole output set 15 MB)."""
+
+_DISK_FULL_TEXT = re.compile(
+    rf"No space left on device|Disk quota exceeded|\b(?:os error|errno) ?\[?(?:{errno.ENOSPC}"
+    rf"|{errno.EDQUOT})\b|\bENOSPC\b|\bEDQUOT\b",
+    re.IGNORECASE,
+)
+_IO_FAILURE_TEXT = re.compile(
+    r"\bI/?O error|transport error|thrift|\berrno\b|os error|cannot write|failed to write|"
+    r"write error|short write",
+    re.IGNORECASE,
+)
+
+
+_READ_ERRORS = ("InputFileError",)
+"""Error classes of unreadable input files: their I/O errors are not failed writes."""
+
+
+class DiskFullError(output_lib.OutputError):
+    """The disk (or quota) holding the output is full; the message names the folder and the
+    free space. ``ml4t`` exits 2; the previous output is untouched.
+
+    Attributes
+    ----------
+    path : Path
+        The folder whose disk is full.
+    free_bytes : int or None
+        Free bytes on that disk when the write failed (None when it could not be measured).
+    """
+
+    def __init__(self, path: Path, message: str, free_bytes: int | None) -> None:
+        super().__init__(path, message)
+        self.free_bytes = free_bytes
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        todo += [item.__cause__, item.__context__]
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) reports a full disk or quota.
+
+    True for an ``OSError`` with ``errno`` ``ENOSPC``/``EDQUOT`` and for errors whose text says so
+    (polars: "No space left on device (os error 28)").
+    """
+    for item in _exception_chain(exc):
+        if isinstance(item, OSError) and item.errno in DISK_FULL_ERRNOS:
+            return True
+        if _DISK_FULL_TEXT.search(str(item)):
+            return True
+    return False
+
+
+def _looks_like_io_failure(exc: BaseException) -> bool:
+    return any(
+        isinstance(item, OSError) or bool(_IO_FAILURE_TEXT.search(str(item)))
+        for item in _exception_chain(exc)
+    )
+
+
+def _disk_usage(folder: Path) -> tuple[int, int] | None:
+    """(free, total) bytes of the disk holding ``folder`` (or its nearest existing parent)."""
+    for candidate in [folder, *folder.parents]:
+        try:
+            usage = shutil.disk_usage(candidate)
+        except OSError:
+            continue
+        return usage.free, usage.total
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TiB"  # pragma: no cover - the loop returns
+
+
+def disk_full_error(folder: Path, detail: str, *, output: Path | None = None) -> DiskFullError:
+    """A :class:`DiskFullError` for ``folder``, with the disk's free space measured now.
+
+    ``detail`` says what failed (the step or file and its error); ``output``, when given, is
+    named as left unchanged.
+    """
+    usage = _disk_usage(Path(folder))
+    free = "free space unknown" if usage is None else f"{_size(usage[0])} free of {_size(usage[1])}"
+    message = (
+        f"no space left on the disk holding {folder} ({free}): {detail.strip()}. Free some "
+        "space there (or choose another --output) and rerun"
+    )
+    if output is not None:
+        message += f"; output folder {output} left unchanged"
+    return DiskFullError(Path(folder), message, None if usage is None else usage[0])
+
+
+def _write_failure(exc: BaseException, where: Path, final: Path) -> output_lib.OutputError:
+    """The error for a failed write of the output set in ``where`` (the staging folder)."""
+    usage = _disk_usage(where)
+    low = usage is not None and usage[0] < LOW_SPACE_BYTES
+    if is_disk_full(exc) or (low and _looks_like_io_failure(exc)):
+        return disk_full_error(final.parent, f"writing the output set failed: {exc}", output=final)
+    return output_lib.OutputError(where, f"cannot write the output set for {final}: {exc}")
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> str:
+    """Start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or ''."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""  # field 22 of stat(5); 3 is fields[0]
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``host|boot id|pid|start ticks`` of a process (default: this one), the ``ml4t/process``
+    run tag."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}|{_boot_id()}|{pid}|{_start_ticks(pid)}"
+
+
+def process_gone(identity: str) -> bool:
+    """Whether the process an ``ml4t/process`` tag names has ended.
+
+    False (not known to be gone) for a process on another host or a malformed tag. A process is
+    gone when the machine rebooted since (another boot id), no process has its pid, or the pid
+    now belongs to a process started at another time (a reused pid).
+    """
+    parts = identity.split("|")
+    if len(parts) != 4 or not parts[2].isdigit():
+        return False
+    host, boot, pid_text, ticks = parts
+    if host != socket.gethostname():
+        return False
+    if boot and _boot_id() and boot != _boot_id():
+        return True
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    now = _start_ticks(pid)
+    return bool(ticks and now and ticks != now)
+
+
+STALE_STATUSES = (
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
+
+
+def mark_stale_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark this host's ``ml4t`` runs whose process is gone as failed; return their run ids.
+
+    An in-process run killed mid-way (``kill -9``, a crash, a full machine) never reports its
+    end, so the instance shows it ``STARTED`` for ever and nothing tells it from a live run. Runs
+    tagged ``ml4t/host`` with this host, still not started, starting or started, whose
+    ``ml4t/process`` (:func:`process_gone`) has ended are reported failed through
+    ``DagsterInstance.report_run_failed`` (a ``RUN_FAILURE`` event with the reason), as
+    Dagster's run monitoring does for runs whose worker died. Called by
+    :func:`materialize_experiment` before each run on a persistent instance.
+    """
+    host = socket.gethostname()
+    stale = []
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=list(STALE_STATUSES), tags={HOST_TAG: host})
+    )
+    for run in runs:
+        identity = run.tags.get(PROCESS_TAG, "")
+        if not process_gone(identity):
+            continue
+        pid = identity.split("|")[2]
+        instance.report_run_failed(
+            run,
+            message=f"marked failed by ml4t: the process that ran it (pid {pid} on {host}) "
+            "ended without reporting the run's end (killed or crashed)",
+        )
+        stale.append(run.run_id)
+    return stale
 
 
 def _instance() -> dg.DagsterInstance:
@@ -82,14 +317,24 @@ def materialize_experiment(
     The experiment's partition key is the file stem; its folder becomes the configs folder.
     ``validate`` adds the cross-framework validation assets (VectorBT, Backtrader). Values are
     stored under ``storage_dir`` by :class:`~ml4t_pipeline.defs.io_managers.Ml4tIOManager`.
-    With ``DAGSTER_HOME`` set the run is recorded in that instance, otherwise in an ephemeral one.
-    ``published_dir``: the folder ``storage_dir`` is moved to after the run; the paths recorded
-    in the run's metadata name it instead of ``storage_dir``. The run is tagged with
-    :func:`~ml4t_pipeline.defs.versions.experiment_run_tags` (experiment, ``trigger``, code
-    version, ``config_hash``) and ``tags``.
+    With ``DAGSTER_HOME`` set the run is recorded in that instance, otherwise in an ephemeral one;
+    on a persistent instance this host's runs whose process is gone are marked failed first
+    (:func:`mark_stale_runs`), and the run is tagged with this process (``ml4t/host``,
+    ``ml4t/process``). ``published_dir``: the folder ``storage_dir`` is moved to after the run;
+    the paths recorded in the run's metadata name it instead of ``storage_dir``. The run is also
+    tagged with :func:`~ml4t_pipeline.defs.versions.experiment_run_tags` (experiment,
+    ``trigger``, code version, ``config_hash``) and ``tags``. Dagster's console log is silenced
+    (``CRITICAL``): the caller reports failures (:func:`failure_text`, :func:`failure_trace`).
+
+    Raises
+    ------
+    ml4t_pipeline.defs.partitions.UnsafePartitionKeyError
+        The file stem is not a safe partition key; nothing is registered.
     """
-    key = config_path.stem
+    key = check_config_stem(config_path)
     instance = instance or _instance()
+    if not instance.is_ephemeral:
+        mark_stale_runs(instance)
     if not instance.has_dynamic_partition(EXPERIMENTS, key):
         instance.add_dynamic_partitions(EXPERIMENTS, [key])
     modules = [sources, assets_data, assets_backtest, assets_attribution]
@@ -110,8 +355,10 @@ def materialize_experiment(
                 published_dir=None if published_dir is None else str(published_dir.resolve()),
             ),
         },
-        run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-        tags=experiment_run_tags(key, trigger=trigger, config_hash=config_hash) | (tags or {}),
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        tags=experiment_run_tags(key, trigger=trigger, config_hash=config_hash)
+        | {HOST_TAG: socket.gethostname(), PROCESS_TAG: process_identity()}
+        | dict(tags or {}),
         raise_on_error=False,
     )
 
@@ -146,6 +393,69 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
             cause = err.cause or err
             lines.append(f"FAILED step {event.step_key}: {cause.message.strip()}")
     return "\n".join(lines)
+
+
+def failure_trace(result: dg.ExecuteInProcessResult) -> str:
+    """Every failed step's full error with its Python stack traces (causes included), as text.
+
+    What Dagster's console log prints on a failure; ``ml4t`` shows it with ``--verbose`` and
+    keeps it in the failure log (:func:`error_log_path`).
+    """
+    parts = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error.to_string().rstrip()
+            parts.append(f"--- step {event.step_key} failed ---\n{error}")
+    return "\n\n".join(parts)
+
+
+def _disk_full_step(result: dg.ExecuteInProcessResult, folder: Path) -> str | None:
+    """``"step X failed: <cause>"`` of the first step that failed for a full disk, or None.
+
+    A step failed for a full disk when its error (or a cause) names ENOSPC/EDQUOT, or when it
+    is an I/O failure without an errno (polars: "Invalid thrift: transport error") while the disk
+    holding ``folder`` has less than :data:`LOW_SPACE_BYTES` free.
+    """
+    usage = _disk_usage(folder)
+    low = usage is not None and usage[0] < LOW_SPACE_BYTES
+    for event in result.all_events:
+        if not (event.is_step_failure and event.step_failure_data.error is not None):
+            continue
+        err = event.step_failure_data.error
+        texts = []
+        todo = [err]
+        while todo:
+            item = todo.pop()
+            if item is None:
+                continue
+            texts.append(f"{item.cls_name}: {item.message}")
+            todo += [item.cause, item.context]
+        full = any(_DISK_FULL_TEXT.search(t) for t in texts)
+        io = any(_IO_FAILURE_TEXT.search(t) or t.startswith("OSError") for t in texts)
+        if any(t.split(":", 1)[0].rsplit(".", 1)[-1] in _READ_ERRORS for t in texts):
+            io = False  # an unreadable input file (truncated: "Invalid thrift"), not a write
+        if full or (low and io):
+            return f"step {event.step_key} failed: {(err.cause or err).message.strip()}"
+    return None
+
+
+def error_log_path(output: Path) -> Path:
+    """The failure log of output folder ``output``: ``<output>.error.log`` beside it.
+
+    Written by a failed run (the failure, then every failed step's full trace), removed by the
+    next successful run into the same folder.
+    """
+    return output.with_name(output.name + ERROR_LOG_SUFFIX)
+
+
+def _write_error_log(path: Path, header: dict[str, Any], failure: str, trace: str) -> Path | None:
+    lines = [f"{k}: {v}" for k, v in header.items()]
+    text = "\n".join([*lines, "", failure, "", trace, ""])
+    try:
+        output_lib.write_text_atomic(path, text)
+    except OSError:
+        return None  # a log that cannot be written must not hide the run's own failure
+    return path
 
 
 def run_lineage(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
@@ -186,6 +496,12 @@ class RunOutcome:
         Warnings also recorded in ``run.json`` (e.g. a run that made no trades).
     manifest : dict
         The ``run.json`` written (empty on failure).
+    trace : str or None
+        On a failed step: every failed step's full error with stack traces
+        (:func:`failure_trace`).
+    log_path : Path or None
+        On failure: the log file holding ``failure`` and ``trace`` (:func:`error_log_path`), or
+        None when it could not be written.
     """
 
     success: bool
@@ -197,6 +513,8 @@ class RunOutcome:
     experiment: str = ""
     warnings: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
+    trace: str | None = None
+    log_path: Path | None = None
 
 
 def _write_outputs(
@@ -262,7 +580,9 @@ def run_to_folder(
        the previous set.
 
     A run that fails at any step leaves ``output`` exactly as it was (the staging folder is
-    removed); a killed run leaves ``output`` as the previous or the new complete set. This is
+    removed) and writes the failure with every failed step's full trace to
+    ``<output>.error.log`` (:func:`error_log_path`; a successful run removes it); a killed run
+    leaves ``output`` as the previous or the new complete set. This is
     the one run function: ``ml4t run`` and :meth:`ml4t_pipeline.api.Experiment.run` call it, so
     its signature is kept stable.
 
@@ -297,6 +617,11 @@ def run_to_folder(
         The config is invalid (the message names the key).
     FileNotFoundError
         The config file does not exist.
+    ml4t_pipeline.defs.partitions.UnsafePartitionKeyError
+        The file's stem is not a safe partition key (checked before anything is registered).
+    DiskFullError
+        The disk holding ``output`` is full (a step or the output files could not be written);
+        the message names the folder and its free space. ``output`` is unchanged.
     ml4t_pipeline.lib.output.OutputInUseError
         Another process is writing ``output`` (its pid is in the message).
     ml4t_pipeline.lib.output.OutputError
@@ -309,11 +634,11 @@ def run_to_folder(
     (True, 266, [])
     """
     config_path = Path(config_path)
+    key = check_config_stem(config_path)
     cfg = load_config(config_path)
     config_bytes = config_path.read_bytes()
     final = output_lib.resolve_output(Path(output))
     output_lib.check_replaceable(final)
-    key = config_path.stem
     with output_lib.output_lock(final):
         output_lib.recover_output(final)
         output_lib.check_replaceable(final)
@@ -331,19 +656,29 @@ def run_to_folder(
             )  # fmt: skip
             elapsed = time.perf_counter() - started
             if not result.success:
+                full = _disk_full_step(result, staging)
+                if full is not None:
+                    raise disk_full_error(final.parent, full, output=final)
+                failure, trace = failure_text(result), failure_trace(result)
+                header = {
+                    "experiment": cfg.name,
+                    "config": config_path.resolve(),
+                    "output": final,
+                    "run_id": result.run_id,
+                    "at": output_lib.utc_now(),
+                }
+                log = _write_error_log(error_log_path(final), header, failure, trace)
                 return RunOutcome(
-                    success=False, output=final, failure=failure_text(result), elapsed=elapsed,
-                    result=result, experiment=cfg.name,
+                    success=False, output=final, failure=failure, elapsed=elapsed,
+                    result=result, experiment=cfg.name, trace=trace, log_path=log,
                 )  # fmt: skip
             output_lib.pause_at("materialized")
             try:
                 written = _write_outputs(
                     staging, storage, key, result, cfg, final=final, validate=validate
                 )
-            except OSError as exc:
-                raise output_lib.OutputError(
-                    staging, f"cannot write the output set in {staging}: {exc}"
-                ) from exc
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                raise _write_failure(exc, staging, final) from exc
             warnings = []
             if written["n_trades"] == 0:
                 warnings.append(
@@ -370,12 +705,11 @@ def run_to_folder(
             try:
                 manifest = output_lib.write_manifest(staging, fields)
             except OSError as exc:
-                raise output_lib.OutputError(
-                    staging, f"cannot write {staging / output_lib.MANIFEST}: {exc}"
-                ) from exc
+                raise _write_failure(exc, staging, final) from exc
             output_lib.pause_at("marked")
             old = output_lib.swap_into_place(staging, final)
             output_lib.pause_at("swapped")
+            error_log_path(final).unlink(missing_ok=True)  # an earlier failure's log is stale
             return RunOutcome(
                 success=True, output=final, metrics=written["metrics"], elapsed=elapsed,
                 result=result, experiment=cfg.name, warnings=warnings, manifest=manifest,

@@ -9,6 +9,7 @@ manager refuse them with an error naming the key.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import dagster as dg
 
@@ -91,7 +92,7 @@ def partition_key_problem(key: object) -> str | None:
         return "it is empty or not a string"
     if not SAFE_KEY_PATTERN.fullmatch(key):
         bad = sorted({c for c in key if not SAFE_KEY_PATTERN.fullmatch(c)})
-        return f"it contains {bad} (allowed: letters, digits, '_', '-', '.')"
+        return f"it contains {bad} (allowed: ASCII letters, digits, '_', '-', '.')"
     if key.startswith("."):
         return "it starts with '.'"
     if ".." in key:
@@ -114,6 +115,29 @@ def check_partition_key(key: object, *, what: str = "partition key") -> str:
             f"and must match {SAFE_KEY_PATTERN.pattern}, not start with '.', and not contain '..'"
         )
     assert isinstance(key, str)
+    return key
+
+
+def check_config_stem(path: str | Path) -> str:
+    """The partition key of experiment file ``path`` (its stem), checked before anything uses it.
+
+    ``ml4t run`` and ``ml4t validate`` call this before they register the partition, so a file
+    named e.g. ``exp_ü.yaml`` leaves no partition behind that could never run.
+
+    Raises
+    ------
+    UnsafePartitionKeyError
+        The stem is not a safe partition key (:func:`partition_key_problem`); the message names
+        the file and the allowed pattern.
+    """
+    key = Path(path).stem
+    problem = partition_key_problem(key)
+    if problem is not None:
+        raise UnsafePartitionKeyError(
+            f"experiment file {path}: its stem {key!r} cannot be a partition key: {problem}. "
+            f"Rename the file so its stem matches {SAFE_KEY_PATTERN.pattern}, does not start "
+            "with '.' and does not contain '..'"
+        )
     return key
 
 

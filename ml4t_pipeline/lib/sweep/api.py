@@ -28,7 +28,7 @@ import polars as pl
 
 from ml4t_pipeline.lib.progress import progress
 from ml4t_pipeline.lib.sweep.results import write_outputs
-from ml4t_pipeline.lib.sweep.runner import BACKENDS, SweepRun, TrialStore, run_sweep
+from ml4t_pipeline.lib.sweep.runner import BACKENDS, SweepRun, TrialStore, run_sweep, sweep_lock
 from ml4t_pipeline.lib.sweep.spec import SweepFile, load_sweep_file, sweep_from_mapping
 
 __all__ = ["Sweep", "SweepResult"]
@@ -140,29 +140,34 @@ class Sweep:
         ------
         ml4t_pipeline.lib.sweep.runner.SweepError
             The data preparation failed, an unknown backend, or Ray is not installed.
+        ml4t_pipeline.lib.output.OutputInUseError
+            Another sweep (or run) holds the folder's lock ``<output>.lock``; its pid is in the
+            message. Nothing is computed.
         ValueError
             ``workers`` below 1.
         """
         backend, workers = self.backend_and_workers(backend, workers)
         out = Path(output)
         title = f"sweep {self.name}"
-        with progress(f"{title}: preparing data", total=len(self), force=show_progress) as bar:
+        with sweep_lock(out):  # the trials and the outputs, as one sweep into the folder
+            with progress(f"{title}: preparing data", total=len(self), force=show_progress) as bar:
 
-            def prepared(pending: int, total: int) -> None:
-                bar.update(f"{title}: trials", total=total)
-                bar.advance(total - pending)
+                def prepared(pending: int, total: int) -> None:
+                    bar.update(f"{title}: trials", total=total)
+                    bar.advance(total - pending)
 
-            run = run_sweep(
-                self._sweep,
-                out,
-                backend=backend,
-                workers=workers,
-                ray_address=ray_address or self._sweep.spec.ray_address,
-                retry_failed=retry_failed,
-                on_prepared=prepared,
-                on_trial=lambda record: bar.advance(),
-            )
-        outputs = write_outputs(self._sweep, run, out)
+                run = run_sweep(
+                    self._sweep,
+                    out,
+                    backend=backend,
+                    workers=workers,
+                    ray_address=ray_address or self._sweep.spec.ray_address,
+                    retry_failed=retry_failed,
+                    on_prepared=prepared,
+                    on_trial=lambda record: bar.advance(),
+                    hold_lock=False,
+                )
+            outputs = write_outputs(self._sweep, run, out)
         return SweepResult(out, run, outputs["table"], outputs["summary"])
 
     def __repr__(self) -> str:

@@ -6,7 +6,8 @@ counts, the best trial, the Deflated Sharpe Ratio and the PBO; writes ``sweep_re
 ETA) is drawn on stderr when a person watches (:mod:`ml4t_pipeline.lib.progress`).
 
 Exit codes: 0 the sweep ran (failed trials are recorded, not fatal), 1 the data preparation
-failed or no trial succeeded, 2 a bad sweep file (its message names the path).
+failed or no trial succeeded, 2 a bad sweep file (its message names the path), a sweep folder in
+use by another sweep or run ("in use by pid N", its lock ``DIR.lock``), or a full disk.
 """
 
 from __future__ import annotations

@@ -27,6 +27,12 @@ workers`` whose processes listen on 127.0.0.1 only (:func:`start_local_ray`). An
 connected Ray (e.g. by dagster-ray's resource for a KubeRay cluster) is used as it is.
 
 Failed trials are recorded with their error (``status = "failed"``) and the sweep goes on.
+
+**One sweep per folder.** A sweep holds the exclusive lock ``DIR.lock`` beside its folder for
+its whole run (the lock ``ml4t run`` takes on its output folder,
+:func:`ml4t_pipeline.lib.output.output_lock`); a second sweep into the same folder is refused at
+once with :class:`~ml4t_pipeline.lib.output.OutputInUseError` ("output folder DIR is in use by
+pid N"), instead of computing the same trials again beside it.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ __all__ = [
     "TrialStore",
     "prepare_data",
     "run_sweep",
+    "sweep_lock",
     "build_market",
     "run_trial",
     "sweep_code_version",
@@ -436,6 +443,28 @@ class SweepRun:
     startup_seconds: float = 0.0
 
 
+@contextlib.contextmanager
+def sweep_lock(output: str | Path) -> Iterator[Path]:
+    """Hold the exclusive lock of sweep folder ``output`` (``<output>.lock`` beside it).
+
+    The same lock as an ``ml4t run`` output folder's (:func:`ml4t_pipeline.lib.output.
+    output_lock`, on the resolved path, so two spellings of one folder share it); yields the
+    resolved folder. Non-blocking.
+
+    Raises
+    ------
+    ml4t_pipeline.lib.output.OutputInUseError
+        Another process holds it (its pid is in the message).
+    ml4t_pipeline.lib.output.OutputError
+        The folder's parent or the lock file cannot be created.
+    """
+    from ml4t_pipeline.lib import output as output_lib
+
+    final = output_lib.resolve_output(Path(output))
+    with output_lib.output_lock(final):
+        yield final
+
+
 @dataclass
 class _Job:
     trial: Trial
@@ -454,6 +483,7 @@ def run_sweep(
     on_prepared: Callable[[int, int], None] | None = None,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
     prepared: dict[str, PreparedData] | None = None,
+    hold_lock: bool = True,
 ) -> SweepRun:
     """Run (or resume) every trial of ``sweep`` and store each result as it finishes.
 
@@ -476,6 +506,10 @@ def run_sweep(
         ``f(record)`` after each computed trial is stored.
     prepared : dict, optional
         Already prepared data by data key (skips preparation; tests and the Dagster asset).
+    hold_lock : bool, default True
+        Take the folder's lock ``DIR.lock`` for the run. False only when the caller holds it
+        already (:meth:`ml4t_pipeline.lib.sweep.api.Sweep.run` holds it while it also writes the
+        outputs).
 
     Returns
     -------
@@ -485,11 +519,22 @@ def run_sweep(
     ------
     SweepError
         Data preparation failed, an unknown backend, or Ray is not installed.
+    ml4t_pipeline.lib.output.OutputInUseError
+        Another process runs a sweep (or a run) into the same folder; its pid is in the message.
+    ml4t_pipeline.lib.output.OutputError
+        The lock file beside the folder cannot be created.
     """
     if backend not in BACKENDS:
         raise SweepError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     if workers < 1:
         raise SweepError(f"workers must be >= 1, got {workers}")
+    if hold_lock:
+        with sweep_lock(output):
+            return run_sweep(
+                sweep, output, backend=backend, workers=workers, ray_address=ray_address,
+                retry_failed=retry_failed, on_prepared=on_prepared, on_trial=on_trial,
+                prepared=prepared, hold_lock=False,
+            )  # fmt: skip
     out = Path(output)
     store = TrialStore(out)
     code = sweep_code_version()
