@@ -30,7 +30,10 @@ SP500_FILE = "sp500_5yr_daily_ohlcv.parquet"
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Which test file and fixture read a job, and how to build its command.
+    """Which fixture reads a job, and how to build its command.
+
+    ``fixture`` names a fixture of ``tests/pipeline/conftest.py`` (unique in the suite): a
+    selected test that uses it, directly or through another fixture, starts the job.
 
     ``command(data_root, folder)`` returns the argv to run with the repository as working
     directory; the child writes its result under ``folder``. ``needs`` lists the packages the
@@ -38,7 +41,6 @@ class JobSpec:
     skips first and no child is started).
     """
 
-    test_file: str
     fixture: str
     command: Callable[[Path, Path], list[str]]
     needs: tuple[str, ...] = ()
@@ -70,7 +72,7 @@ def _sp500_cli_run(data_root: Path, folder: Path) -> list[str]:
 def _api_small_cli_run(data_root: Path, folder: Path) -> list[str]:
     import yaml
 
-    from tests.pipeline.test_api import SMALL
+    from tests.pipeline.helpers import SMALL
 
     config = folder / "configs" / "api_small.yaml"
     config.parent.mkdir()
@@ -80,10 +82,10 @@ def _api_small_cli_run(data_root: Path, folder: Path) -> list[str]:
 
 JOBS = {
     "backtrader_reference": JobSpec(
-        "test_crossval_reference_run.py", "backtrader_run", _backtrader_reference, ("backtrader",)
+        "backtrader_reference_folder", _backtrader_reference, ("backtrader",)
     ),
-    "sp500_cli_run": JobSpec("test_attribution.py", "sp500_run", _sp500_cli_run),
-    "api_small_cli_run": JobSpec("test_api.py", "cli_run", _api_small_cli_run, real_data=False),
+    "sp500_cli_run": JobSpec("sp500_cli_output", _sp500_cli_run),
+    "api_small_cli_run": JobSpec("api_small_cli_output", _api_small_cli_run, real_data=False),
 }
 
 
@@ -137,10 +139,7 @@ def start_wanted(session: pytest.Session, data_root: Path) -> None:
     jobs = session.config.stash.setdefault(JOBS_KEY, {})
     has_data = (data_root / SP500_FILE).exists()
     for name, spec in JOBS.items():
-        wanted = any(
-            item.path.name == spec.test_file and spec.fixture in getattr(item, "fixturenames", ())
-            for item in session.items
-        )
+        wanted = any(spec.fixture in getattr(item, "fixturenames", ()) for item in session.items)
         installed = all(importlib.util.find_spec(package) for package in spec.needs)
         if wanted and installed and (has_data or not spec.real_data) and name not in jobs:
             jobs[name] = BackgroundJob(name, data_root)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from ml4t_pipeline.cli import main
-from tests.conftest import REPO_ROOT
+from tests.background import job_folder
+from tests.conftest import REPO_ROOT, shared_data_root
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,26 @@ def demo_cli_run(tmp_path_factory: pytest.TempPathFactory) -> DemoCliRun:
     run = DemoCliRun(base, config, base / "out", code, out.getvalue(), err.getvalue())
     assert run.code == 0, run.stderr
     return run
+
+
+# Read-only outputs computed by background jobs (tests/background.py keys them by these names).
+@pytest.fixture(scope="session")
+def sp500_cli_output(request: pytest.FixtureRequest, data_root: Path) -> Path:
+    """``ml4t run configs/sp500_top25.yaml`` output folder (a niced, untraced child started at
+    collection; it exited 0). Read it, or copy it before changing it."""
+    return job_folder(request, "sp500_cli_run", data_root) / "out"
+
+
+@pytest.fixture(scope="session")
+def api_small_cli_output(request: pytest.FixtureRequest) -> Path:
+    """``ml4t run`` on :data:`tests.pipeline.helpers.SMALL` written as
+    ``configs/api_small.yaml`` (a background child; it exited 0). Read-only."""
+    return job_folder(request, "api_small_cli_run", shared_data_root()) / "out"
+
+
+@pytest.fixture(scope="session")
+def backtrader_reference_folder(request: pytest.FixtureRequest, data_root: Path) -> Path:
+    """Folder holding ``run.pickle``: ``run_backtrader(load_reference_inputs(data_root))``
+    computed in a background child (``tests/pipeline/backtrader_reference.py``)."""
+    pytest.importorskip("backtrader")
+    return job_folder(request, "backtrader_reference", data_root)

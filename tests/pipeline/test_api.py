@@ -19,28 +19,19 @@ from ml4t_pipeline.api import HEADLINE_METRICS, ExperimentFailed
 from ml4t_pipeline.config import ConfigError, ExperimentConfig
 from ml4t_pipeline.lib import progress as progress_lib
 from ml4t_pipeline.lib.report import PNG_MAGIC, format_metric
-from tests.background import job_folder
-from tests.conftest import shared_data_root
+from tests.pipeline.helpers import SMALL
 
-# Two demo symbols, weekly top-1 with a stop: a real run of the whole graph in ~10 s.
-SMALL = {
-    "name": "api_small",
-    "data": {"prices": "demo", "symbols": ["AAPL", "MSFT"], "max_fill_bars": 0},
-    "strategy": {"type": "TopN", "signal": "score", "n": 1, "rebalance_every": 5},
-    "risk_rules": [{"type": "PriceBasedStopLoss", "stop_pct": 0.05}],
-    "execution": {"commission": {"type": "Percentage", "rate": 0.001}, "initial_cash": 100000},
-}
 FRAMES = ("trades", "fills", "portfolio_states", "rejections")
 
 
 @pytest.fixture(scope="module")
-def cli_run(request: pytest.FixtureRequest) -> Path:
+def cli_run(api_small_cli_output: Path) -> Path:
     """``ml4t run`` on the SMALL config written as a YAML file (``configs/api_small.yaml``).
 
     Run as the console command in a niced, untraced child started at collection
     (``tests/background.py``); it exited 0. The tests only read the folder.
     """
-    return job_folder(request, "api_small_cli_run", shared_data_root()) / "out"
+    return api_small_cli_output
 
 
 @pytest.fixture(scope="module")

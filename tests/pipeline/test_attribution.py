@@ -13,7 +13,6 @@ import pytest
 
 from ml4t_pipeline.lib import attribution as att
 from ml4t_pipeline.lib.report import read_run_prices
-from tests.background import job_folder
 
 T0 = datetime(2020, 1, 6, 21, tzinfo=UTC)
 
@@ -171,13 +170,11 @@ def test_information_coefficient_perfect_ranking_is_one() -> None:
 
 
 @pytest.fixture(scope="module")
-def sp500_run(
-    request: pytest.FixtureRequest, data_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
+def sp500_run(sp500_cli_output: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # `ml4t run configs/sp500_top25.yaml -o <folder>/out` exited 0 in a niced, untraced child
     # started at collection (tests/background.py); copied, as a test writes into the folder
     out = tmp_path_factory.mktemp("sp500_run") / "out"
-    shutil.copytree(job_folder(request, "sp500_cli_run", data_root) / "out", out)
+    shutil.copytree(sp500_cli_output, out)
     trades = pl.read_parquet(out / "trades.parquet")
     states = pl.read_parquet(out / "portfolio_states.parquet")
     signals = pl.read_parquet(out / "signals.parquet")

@@ -12,8 +12,7 @@ import pytest
 
 from ml4t_pipeline.lib import output as output_lib
 from tests.conftest import REPO_ROOT
-from tests.pipeline.test_kill_run import start_paused_run
-from tests.pipeline.test_output_atomic import demo_config
+from tests.pipeline.helpers import demo_config, start_paused_run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock and SIGUSR1 are POSIX")
 

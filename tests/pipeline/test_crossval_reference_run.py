@@ -16,7 +16,6 @@ import pytest
 
 from ml4t_pipeline.lib.crossval.compare import FrameworkRun, compare_fills, compare_runs, run_ml4t
 from ml4t_pipeline.lib.crossval.reference import ReferenceInputs, load_reference_inputs
-from tests.background import job_folder
 
 REFERENCE_FILLS = 12_918
 REFERENCE_TRADES = 6_447
@@ -98,12 +97,10 @@ def test_engine_vectorbt_preset_stop_wins_equals_vectorbt_stop_priority(
 
 
 @pytest.fixture(scope="module")
-def backtrader_run(request: pytest.FixtureRequest, data_root: Path) -> FrameworkRun:
+def backtrader_run(backtrader_reference_folder: Path) -> FrameworkRun:
     # run_backtrader(load_reference_inputs(data_root)) in a niced, untraced child started at
     # collection (tests/background.py, tests/pipeline/backtrader_reference.py)
-    pytest.importorskip("backtrader")
-    folder = job_folder(request, "backtrader_reference", data_root)
-    run: FrameworkRun = pickle.loads((folder / "run.pickle").read_bytes())
+    run: FrameworkRun = pickle.loads((backtrader_reference_folder / "run.pickle").read_bytes())
     return run
 
 

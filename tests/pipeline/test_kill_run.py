@@ -6,60 +6,18 @@ The child pauses at a phase through the test-only hook ``ML4T_TEST_PAUSE_AT``
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from ml4t_pipeline.lib import output as output_lib
-from tests.conftest import REPO_ROOT
 from tests.pipeline.conftest import DemoCliRun
-from tests.pipeline.test_output_atomic import demo_config, run_cli, snapshot
+from tests.pipeline.helpers import demo_config, run_cli, snapshot, start_paused_run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")
-
-PAUSED = "ml4t-test-paused"
-
-
-def child_env(phase: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}  # ephemeral instance
-    env[output_lib.PAUSE_ENV] = phase
-    env[output_lib.PAUSE_SECONDS_ENV] = "120"
-    return env
-
-
-def start_paused_run(config: Path, out: Path, phase: str) -> subprocess.Popen[str]:
-    """Start ``ml4t run`` as a child and return once it is paused at ``phase``."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "ml4t_pipeline.cli", "run", str(config), "--output", str(out)],
-        env=child_env(phase),
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stderr is not None
-    seen: list[str] = []
-    reached = threading.Event()
-
-    def watch() -> None:
-        assert child.stderr is not None
-        for line in child.stderr:  # read to the end so the pipe never fills
-            seen.append(line)
-            if line.startswith(f"{PAUSED} {phase} "):
-                reached.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    if not reached.wait(timeout=180):
-        child.kill()
-        child.wait()
-        pytest.fail(f"child never reached phase {phase}: {''.join(seen)[-2000:]}")
-    return child
 
 
 def assert_complete(out: Path) -> dict[str, object]:

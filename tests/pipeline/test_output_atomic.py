@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import json
 import math
 import os
@@ -15,39 +13,10 @@ from pathlib import Path
 import pytest
 
 from ml4t_pipeline import runner
-from ml4t_pipeline.cli import main
 from ml4t_pipeline.lib import output as output_lib
 from tests.conftest import REPO_ROOT
 from tests.pipeline.conftest import DemoCliRun
-
-
-def demo_config(folder: Path, *replacements: tuple[str, str]) -> Path:
-    """A copy of configs/demo.yaml in ``folder`` (stem ``demo``) with text replacements."""
-    folder.mkdir(parents=True, exist_ok=True)
-    text = (REPO_ROOT / "configs" / "demo.yaml").read_text()
-    for old, new in replacements:
-        assert old in text, old
-        text = text.replace(old, new)
-    path = folder / "demo.yaml"
-    path.write_text(text)
-    return path
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """``main(argv)`` with stdout and stderr captured (works in module-scoped fixtures)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` with its bytes (the folder's exact content)."""
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+from tests.pipeline.helpers import demo_config, run_cli, snapshot
 
 
 @pytest.fixture(scope="module")

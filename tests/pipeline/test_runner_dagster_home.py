@@ -19,7 +19,7 @@ import pytest
 from ml4t_pipeline import runner
 from ml4t_pipeline.defs.io_managers import CONTROL_DIR
 from ml4t_pipeline.lib import output as output_lib
-from tests.pipeline.test_output_atomic import demo_config
+from tests.pipeline.helpers import demo_config
 
 STAGING_MARK = ".tmp-"
 
