@@ -724,6 +724,33 @@ class ReportingConfig(_Strict):
     title: str | None = None
 
 
+class MlflowTrackingConfig(_Strict):
+    """Where an experiment's runs are logged in MLflow (the ``tracking`` extra).
+
+    Attributes
+    ----------
+    uri : str | None
+        MLflow tracking URI (``sqlite:///path/mlflow.db``, ``http://host:5000``, ...). Default:
+        ``sqlite:///<storage>/mlflow.db``, beside the stored asset values, where ``<storage>``
+        is ``$ML4T_STORAGE_DIR`` or ``.ml4t_storage`` in the working directory
+        (:func:`ml4t_pipeline.lib.tracking.default_tracking_uri`). A remote URI sends the
+        resolved config, the metrics, the report and the trades to that host.
+    experiment : str | None
+        MLflow experiment name (default: the config's ``name``).
+    """
+
+    uri: str | None = None
+    experiment: str | None = Field(default=None, min_length=1, max_length=250)
+
+
+class TrackingConfig(_Strict):
+    """Experiment tracking. ``mlflow: {}`` logs every backtest to MLflow with the defaults;
+    absent (the default), nothing is logged. Not part of the config hash: where results are
+    logged does not change them."""
+
+    mlflow: MlflowTrackingConfig | None = None
+
+
 class BacktestConfig(_Strict):
     """The backtest window: the engine trades from ``start`` to ``end``, both inclusive.
 
@@ -822,6 +849,7 @@ class ExperimentConfig(_Strict):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     reporting: ReportingConfig = Field(default_factory=ReportingConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("risk_rules", mode="before")
     @classmethod
@@ -832,7 +860,7 @@ class ExperimentConfig(_Strict):
 
     def config_hash(self) -> str:
         """Return a short SHA-256 of the canonical JSON of this config (lineage key)."""
-        dumped = self.model_dump(mode="json")
+        dumped = self.model_dump(mode="json", exclude={"tracking"})
         for (section, key), default in _HASH_NEUTRAL_DEFAULTS.items():
             if dumped[section].get(key) == default:
                 dumped[section].pop(key, None)

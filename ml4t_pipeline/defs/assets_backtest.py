@@ -9,15 +9,18 @@ and pass the verdict to the IO manager (``checks_verdict_metadata``): a table th
 kept as a rejected candidate and the last table that passed stays current.
 """
 
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from ml4t_pipeline.config import ExperimentConfig
 from ml4t_pipeline.defs.assets_attribution import ic_horizon
-from ml4t_pipeline.defs.io_managers import asset_checks_verdict
+from ml4t_pipeline.defs.io_managers import asset_checks_verdict, default_storage_dir
 from ml4t_pipeline.defs.metadata import (
     frame_metadata,
     metrics_metadata,
@@ -31,8 +34,10 @@ from ml4t_pipeline.defs.partitions import (
     experiments_partitions,
 )
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.defs.versions import module_code_version
 from ml4t_pipeline.lib import reconcile
 from ml4t_pipeline.lib import report as report_lib
+from ml4t_pipeline.lib import tracking as tracking_lib
 from ml4t_pipeline.lib.experiment import (
     PRICE_COLUMNS,
     MonthlyPanel,
@@ -326,4 +331,48 @@ def performance_report(
         "equity_and_drawdown": dg.MetadataValue.md(report_lib.png_markdown(png)),
         "lineage": dg.MetadataValue.json(lineage),
     }
+    if cfg.tracking.mlflow is not None:
+        meta |= _track_in_mlflow(context, cfg, metrics, html, trades, lineage)
     return dg.Output(html, metadata=meta)
+
+
+def _track_in_mlflow(
+    context: dg.AssetExecutionContext,
+    cfg: ExperimentConfig,
+    metrics: dict[str, Any],
+    html: str,
+    trades: pl.DataFrame,
+    lineage: dict[str, Any],
+) -> dict[str, Any]:
+    """Log the backtest to MLflow (``tracking.mlflow``); the run's ids as metadata."""
+    settings = cfg.tracking.mlflow
+    assert settings is not None
+    uri = settings.uri or tracking_lib.default_tracking_uri(default_storage_dir())
+    key = context.partition_key
+    with tempfile.TemporaryDirectory(prefix="ml4t_mlflow_") as tmp:
+        report, trades_file = Path(tmp) / "report.html", Path(tmp) / "trades.parquet"
+        report.write_text(html, encoding="utf-8")
+        trades.write_parquet(trades_file)
+        tracked = tracking_lib.log_backtest(
+            tracking_uri=uri,
+            experiment=settings.experiment or cfg.name,
+            run_name=f"{key} {context.run_id[:8]}",
+            params=cfg.model_dump(mode="json", exclude={"tracking"}),
+            metrics=metrics,
+            artifacts=[report, trades_file],
+            tags={
+                "dagster.run_id": context.run_id,
+                "dagster.partition": key,
+                "ml4t.config_hash": str(lineage["config_hash"]),
+                "ml4t.code_version": module_code_version("ml4t_pipeline.defs.assets_backtest"),
+                "ml4t.git_commit": str(lineage["code_version"]),
+                "ml4t.signals_version": str(lineage["signals_version"]),
+            },
+        )
+    context.log.info(f"logged to MLflow: run {tracked.run_id} in {uri}")
+    return {
+        "mlflow_run_id": dg.MetadataValue.text(tracked.run_id),
+        "mlflow_experiment_id": dg.MetadataValue.text(tracked.experiment_id),
+        "mlflow_tracking_uri": dg.MetadataValue.text(uri),
+        "mlflow_artifacts": dg.MetadataValue.text(tracked.artifact_uri),
+    }
