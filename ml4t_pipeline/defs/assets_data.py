@@ -595,7 +595,10 @@ def signal_stamp_check(
     failed = judged and bad.height > 0
     head = bad.head(MAX_LISTED_ROWS)
     shown = head.select(
-        "row_index", "symbol", "stamp", pl.col("bar_close").cast(pl.String)
+        "row_index",
+        "symbol",
+        "stamp",
+        pl.col("bar_close").dt.strftime("%Y-%m-%d %H:%M:%S%:z"),
     ).with_columns(  # durations as ``5:00:00``
         pl.Series("offset", [str(v) for v in head["offset"]], dtype=pl.String)
     )
@@ -608,9 +611,11 @@ def signal_stamp_check(
         ),
     }
     if failed:
-        meta["how_to_fix"] = dg.MetadataValue.text(
-            timing.misaligned_stamps_message(bad, offsets.height, stamps, "signals")
+        meta["rows_numbered"] = dg.MetadataValue.text(
+            "row_index = 0-based data row of the signal file; offset = how long before the "
+            "close of the bar it maps to the stamp lies"
         )
+        meta["how_to_fix"] = dg.MetadataValue.text(timing.STAMP_ADVICE)
     if not judged:
         description = f"not required (signal_timestamps: instant); {bad.height} stamps between bars"
     elif failed:

@@ -10,6 +10,7 @@ The price rules are written once, as polars expressions in ``PRICE_RULES``, and 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -541,7 +542,10 @@ def _xnys_sessions(first: date, last: date) -> set[date]:
     if start > end:
         return set()
     try:
-        calendar = xcals.get_calendar("XNYS", start=start.isoformat(), end=end.isoformat())
+        with warnings.catch_warnings():
+            # exchange_calendars 4.13 reads Series.values, which pandas 3.1 deprecates.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            calendar = xcals.get_calendar("XNYS", start=start.isoformat(), end=end.isoformat())
     except xcals.errors.NoSessionsError:
         return set()
     return set(calendar.sessions.date)

@@ -450,24 +450,36 @@ def check_signal_stamps(
     return offsets
 
 
+STAMP_ADVICE = (
+    "A stamp that is not a bar close means the file's time convention differs from the "
+    "prices': midnight in a zone east of UTC (Asia/Tokyo) lands hours before the previous "
+    "session's close, so each score would be traded one session early. State how the stamps "
+    "are meant with data.signal_timestamps: session_date (each stamp's date, in its own zone, "
+    "is the session at whose close the score is known) or instant (each stamp is the instant "
+    "the score became known; it is used from the next bar close)."
+)
+"""What a misaligned stamp means and how to declare the convention (messages and metadata)."""
+
+
 def misaligned_stamps_message(bad: pl.DataFrame, n_rows: int, stamps: str, what: str) -> str:
     """The error text for signal stamps that are not bar closes (:func:`check_signal_stamps`)."""
     shown = [
-        {**row, "bar_close": str(row["bar_close"]), "offset": str(row["offset"])}
+        {**row, "bar_close": _utc_text(row["bar_close"]), "offset": str(row["offset"])}
         for row in bad.head(5)
         .select("row_index", "symbol", "stamp", "bar_close", "offset")
         .rows(named=True)
     ]
     return (
         f"{what}: {bad.height} of {n_rows} signal stamps are not bar closes (read as "
-        f"signal_timestamps: {stamps}); each lies before the close of the bar it maps to by "
-        "'offset', so its score could be used at a bar that closed before the date it names "
-        "(a stamp at midnight in a zone east of UTC lands before the previous session's "
-        "close). State how the stamps are meant: signal_timestamps: session_date (each stamp's "
-        "date, in its own zone, is the session whose close the score is known at) or instant "
-        "(each stamp is the instant the score became known). First rows (row_index = 0-based "
-        f"row of the file): {shown}"
+        f"signal_timestamps: {stamps}); 'offset' is how long before the close of the bar it "
+        f"maps to each one lies. {STAMP_ADVICE} First rows (row_index = 0-based data row of "
+        f"the signal file): {shown}"
     )
+
+
+def _utc_text(value: object) -> str:
+    # ``2013-02-14 21:00:00+00:00`` rather than the repr of a datetime.
+    return value.isoformat(sep=" ") if hasattr(value, "isoformat") else str(value)
 
 
 def _file_available_at_utc(signals: pl.DataFrame, what: str) -> pl.DataFrame:
