@@ -11,7 +11,9 @@ Input the loaders refuse, each with an error naming the file and the offending r
 - OHLCV columns stored as text (``String``), unless ``parse_text=True`` asks to convert them,
   in which case any value that does not parse (e.g. ``"n/a"``) is refused with its row;
 - rows of one symbol that go back in time in file order, unless ``sort_rows=True``: the file
-  order is never silently changed within a symbol's series;
+  order is never silently changed within a symbol's series (a row repeating an earlier row's
+  key, e.g. duplicates appended at the end, is left to the ``key_unique`` rule instead, which
+  reports it as a duplicate);
 - null timestamps or symbols.
 
 Time zones: naive 00:00 timestamps (or ``pl.Date``) are daily dates, the supported daily

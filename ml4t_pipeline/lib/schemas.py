@@ -6,6 +6,8 @@ offending rows, naming every rule each row breaks; nothing is dropped or repaire
 
 The price rules are written once, as polars expressions in ``PRICE_RULES``, and used both by
 ``PricesSchema`` (as pandera dataframe checks) and by ``validate_prices`` (per row).
+``validate_prices(plausibility=...)`` adds the configurable plausibility rules (price level,
+close-to-close return, session calendar, blank symbol; ``data.plausibility`` in the pipeline).
 """
 
 from __future__ import annotations
@@ -512,7 +514,7 @@ def _finite_and(column: pl.Expr, condition: pl.Expr) -> pl.Expr:
 
 def _price_level_flags(df: pl.DataFrame, max_price: float | None) -> pl.Series:
     if max_price is None:
-        return pl.Series([True] * df.height, dtype=pl.Boolean)
+        return pl.repeat(True, df.height, dtype=pl.Boolean, eager=True)
     return df.select(
         pl.all_horizontal(_finite_and(pl.col(c), pl.col(c) <= max_price) for c in OHLC)
     ).to_series()
@@ -553,7 +555,7 @@ def _xnys_sessions(first: date, last: date) -> set[date]:
 
 def _session_flags(df: pl.DataFrame, calendar: str) -> pl.Series:
     if calendar == "none" or df.height == 0:
-        return pl.Series([True] * df.height, dtype=pl.Boolean)
+        return pl.repeat(True, df.height, dtype=pl.Boolean, eager=True)
     ny_date = df.select(
         pl.col("timestamp").dt.convert_time_zone("America/New_York").dt.date()
     ).to_series()

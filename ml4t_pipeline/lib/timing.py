@@ -5,6 +5,12 @@ Conventions (``DESIGN.md``): every ``timestamp`` is a timezone-aware UTC ``pl.Da
 bar's close, so a value stamped ``available_at`` becomes visible at the first bar whose close is at
 or after ``available_at`` (a backward as-of join on availability).
 
+A signal file's own stamps are read under one of three conventions (``data.signal_timestamps``:
+``bar_close``, ``session_date``, ``instant``; :func:`signal_stamps_utc`), and each stamp is then
+mapped to the price bar it belongs to (:func:`signal_stamp_offsets`): a stamp that is not a bar
+close, such as midnight ``Asia/Tokyo`` (hours before the previous New York close), is refused
+unless the stamps are declared instants (:func:`check_signal_stamps`).
+
 US equity session times are taken in ``America/New_York`` and converted to UTC, which makes them
 daylight-saving correct (the 16:00 close is 21:00 UTC in winter and 20:00 UTC in summer). No
 exchange calendar is used: half-days (13:00 close) are still stamped 16:00, which is *later*
