@@ -285,14 +285,20 @@ def test_ml4t_run_symbol_priced_1e300_refused(lab: Lab, tmp_path: Path) -> None:
 
 
 def test_ml4t_run_empty_symbol_refused(lab: Lab, tmp_path: Path) -> None:
-    good = _good(lab)
-    blank = good.with_columns(
-        pl.when(pl.col("symbol") == "KO").then(pl.lit("")).otherwise("symbol").alias("symbol")
-    )
-    blank.write_parquet(lab.data / "blank.parquet")
-    result = run_cli(lab.config(experiment(prices="blank.parquet")), tmp_path / "out", lab.data)
+    # KO renamed to "" in the prices and in the scores: before, the "" symbol was traded.
+    def blank(frame: pl.DataFrame) -> pl.DataFrame:
+        ko = pl.col("symbol") == "KO"
+        return frame.with_columns(pl.when(ko).then(pl.lit("")).otherwise("symbol").alias("symbol"))
+
+    blank(_good(lab)).write_parquet(lab.data / "blank.parquet")
+    blank(pl.read_parquet(lab.data / "scores.parquet")).write_parquet(lab.data / "blank_s.parquet")
+    cfg = experiment("blank_s.parquet", prices="blank.parquet")
+    result = run_cli(lab.config(cfg), tmp_path / "out", lab.data)
     assert result.code == 1, result.printed[-2000:]
     assert "FAILED check prices:prices_symbol_not_blank" in result.printed
+    assert re.search(
+        r"\| \d+ \| 2013-\d\d-\d\d 21:00:00\+00:00 \|  \| symbol_not_blank", result.printed
+    )
 
 
 def test_ml4t_run_high_below_low_named_by_file_row_not_sorted_position(
