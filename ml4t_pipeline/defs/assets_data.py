@@ -555,8 +555,15 @@ def signals(
     meta["content_hash"] = dg.MetadataValue.text(version)
     stamp_summary = timing.signal_stamp_summary(offsets)
     meta["signal_stamp_offsets"] = dg.MetadataValue.json(stamp_summary)
+    numbered = (
+        "row_index = 0-based data row of the signal file"
+        if isinstance(cfg.signals, FileSignalsConfig)
+        else "row_index = position in the model's scores, sorted by (timestamp, symbol)"
+    )
     results = [
-        _validation_check("signals_valid", "signals", report),
+        _validation_check(
+            "signals_valid", "signals", report, rows_numbered=dg.MetadataValue.text(numbered)
+        ),
         *_rule_checks("signals", report),
         signal_stamp_check(offsets, stamps, stamp_summary),
         signal_overlap_check(frame, prices),

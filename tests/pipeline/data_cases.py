@@ -112,6 +112,7 @@ class Prepared:
     checks: dict[str, bool]  # check name -> passed
     storage: Path
     key: str
+    metadata: dict[str, dict[str, Any]]  # asset -> its materialization's metadata values
 
     def value(self, asset: str) -> Any:
         return read_value(self.storage / asset / self.key)
@@ -129,4 +130,11 @@ def prepare(config: Path, storage: Path, data_root: Path) -> Prepared:
         else:
             os.environ["ML4T_DATA_ROOT"] = previous
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    return Prepared(result.success, checks, storage, config.stem)
+    metadata = {
+        m.asset_key.to_user_string(): {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+        for m in (
+            e.step_materialization_data.materialization
+            for e in result.get_asset_materialization_events()
+        )
+    }
+    return Prepared(result.success, checks, storage, config.stem, metadata)

@@ -241,6 +241,17 @@ def test_pipeline_tokyo_instants_accepted_and_used_one_session_earlier(
     for name, run in prepared.items():
         assert run.success, name
         assert run.checks["signals_stamped_at_bar_close"], name  # reported, not judged
+    # The signals asset's metadata gives the offsets: none for plain dates; for the Tokyo
+    # instants 5 h (summer) or 6 h (winter) before the previous close, and 1 day 5-6 h for the
+    # Monday stamps (Sunday 15:00 UTC, before Monday's close).
+    plain_offsets = prepared["plain"].metadata["signals"]["signal_stamp_offsets"]
+    assert plain_offsets["offset_max"] == "0:00:00"
+    tokyo_offsets = prepared["instant"].metadata["signals"]["signal_stamp_offsets"]
+    n = tokyo_offsets["rows"]
+    assert tokyo_offsets["by_placement"]["between_bars"] == n
+    assert tokyo_offsets["offset_min"] == "5:00:00"
+    assert tokyo_offsets["offset_buckets"]["(1 h, 1 day]"] > n // 2
+    assert tokyo_offsets["offset_max"] in ("1 day, 5:00:00", "1 day, 6:00:00", "3 days, 6:00:00")
     used = {
         name: run.value("signals")
         .sort("symbol", "available_at")
