@@ -193,6 +193,41 @@ MODEL_SIGNAL_TIMING = ("market_close", "available_at")
 ``available_at`` is its feature bar's close, so both modes mean the same thing)."""
 
 
+class PlausibilityConfig(_Strict):
+    """Price rows that are well-formed but not believable, refused like any invalid row.
+
+    Each setting adds a row rule to the price validation (see :mod:`ml4t_pipeline.lib.schemas`):
+    a breaking row fails the run naming it under ``data.invalid_rows: fail``, or is set aside in
+    ``prices_quarantine`` with the rule as its reason under ``quarantine``.
+
+    Attributes
+    ----------
+    max_price : float | None
+        Open, high, low and close must be at most this (currency per share), in (0, 1e300]
+        (default 1e7: ten times the highest US share price ever quoted). None: no level check.
+        Prices must be > 0 in any case.
+    min_return, max_return : float | None
+        Bounds of a bar's close-to-close simple return ``close / previous close - 1`` within its
+        symbol (fraction): defaults -0.99 (a fall of more than 99 %) and 10.0 (a rise of more than
+        1,000 %). A one-bar spike breaks ``max_return`` and the bar after it ``min_return``, so
+        both rows are named. None: that side is not checked. Raw (unadjusted) prices jump at
+        splits: a 1:20 reverse split is a return of +1,900 %.
+    calendar : {"XNYS", "weekdays", "none"}
+        Every bar must close on a session of this calendar, by its New York date: ``XNYS``
+        (the New York Stock Exchange's sessions from ``exchange_calendars``: no weekends, no
+        exchange holidays), ``weekdays`` (Monday to Friday), ``none`` (not checked).
+    """
+
+    max_price: Annotated[float, _NUMBER, Field(gt=0, le=1e300)] | None = 1e7
+    min_return: Annotated[float, _NUMBER, Field(ge=-1, lt=0)] | None = -0.99
+    max_return: Annotated[float, _NUMBER, Field(gt=0, le=1e12)] | None = 10.0
+    calendar: Literal["XNYS", "weekdays", "none"] = "XNYS"
+
+
+SIGNAL_TIMESTAMPS = ("bar_close", "session_date", "instant")
+"""``data.signal_timestamps`` values: how a signal file's ``timestamp`` column is read."""
+
+
 class DataConfig(_Strict):
     """Where the data comes from and how strictly it is checked.
 
@@ -214,6 +249,19 @@ class DataConfig(_Strict):
         The built-in model's scores carry their own ``available_at`` (their feature bar's
         close): with model signals only ``market_close`` (the default) or ``available_at`` may
         be given; ``market_open`` / ``next_day`` are refused rather than silently ignored.
+    signal_timestamps : {"bar_close", "session_date", "instant"}
+        How a signal *file*'s ``timestamp`` is read
+        (:func:`ml4t_pipeline.lib.timing.signal_stamps_utc`). ``bar_close`` (default): a
+        timezone-aware stamp is the close of the bar the score was computed at, and a plain
+        date (naive 00:00 or ``Date``) is that session, known at its 16:00 New York close (the
+        price files' convention); every stamp inside the price history must then be a bar
+        close, or the blocking check ``signals_stamped_at_bar_close`` fails naming the rows.
+        ``session_date``: every stamp is a date, read in its own time zone (``2013-05-01
+        00:00+09:00`` is the session of 1 May), known at that session's close; checked the
+        same way. ``instant``: timezone-aware stamps are the instants the scores became known,
+        used from the first bar closing at or after them (any offset is accepted and reported).
+        The built-in model's scores are always bar closes: with model signals only
+        ``bar_close`` may be given.
     validation : {"fast", "standard", "paranoid"}
         Validation level (seeds' names). ``fast`` checks names, dtypes and a sample of rows (and
         says so); ``standard`` checks every row; ``paranoid`` adds signal timing and staleness.
@@ -231,6 +279,9 @@ class DataConfig(_Strict):
         (``prices_quarantine``) and leaves them out of the backtest.
     symbols : list[str] | None
         Restrict the universe (None = every symbol in the prices).
+    plausibility : PlausibilityConfig
+        Bounds on price levels and bar-to-bar returns, and the session calendar bars must fall
+        on; rows outside them are handled like other invalid rows (``invalid_rows``).
     quotes : QuotesConfig | None
         Bid/ask columns of the prices file for spread-aware slippage (``{bid: bid, ask: ask}``;
         not with ``prices: demo``). None (default): the bars carry no quotes.
@@ -248,8 +299,10 @@ class DataConfig(_Strict):
     signal_available_at: Literal["market_close", "market_open", "next_day", "available_at"] = (
         "market_close"
     )
+    signal_timestamps: Literal["bar_close", "session_date", "instant"] = "bar_close"
     validation: Literal["fast", "standard", "paranoid"] = "standard"
     invalid_rows: Literal["fail", "quarantine"] = "fail"
+    plausibility: PlausibilityConfig = Field(default_factory=PlausibilityConfig)
     symbols: list[str] | None = None
     bar_length: str | None = None
     max_fill_bars: Annotated[int, _NUMBER, Field(ge=0, le=MAX_ROWS)] | None = None
@@ -274,6 +327,12 @@ class DataConfig(_Strict):
                 "model's scores carry their own available_at (the close of the bar their "
                 "features come from), so it would be ignored. Remove it (or use "
                 "'market_close'), or give a signal file: signals: {path: ...}"
+            )
+        if isinstance(self.signals, ModelSignalsConfig) and self.signal_timestamps != "bar_close":
+            raise ValueError(
+                f"signal_timestamps={self.signal_timestamps!r} applies to signal files only; "
+                "the built-in model's scores are stamped at their bars' closes. Remove it, or "
+                "give a signal file: signals: {path: ...}"
             )
         return self
 
@@ -823,6 +882,8 @@ def _day_end(value: date | datetime) -> datetime:
 _HASH_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("data", "stream"): "whole",
     ("data", "quotes"): None,
+    ("data", "signal_timestamps"): "bar_close",
+    ("data", "plausibility"): PlausibilityConfig().model_dump(mode="json"),
     ("strategy", "class"): None,
     ("strategy", "params"): {},
     ("backtest", "start"): None,

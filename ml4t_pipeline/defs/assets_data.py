@@ -21,6 +21,7 @@ from ml4t_pipeline.config import (
     DEMO_PRICES,
     ContextConfig,
     FileSignalsConfig,
+    PlausibilityConfig,
     resolve_data_path,
 )
 from ml4t_pipeline.defs.io_managers import (
@@ -46,6 +47,13 @@ from ml4t_pipeline.lib.lineage import file_content_hash, frame_content_hash
 
 GROUP = "data"
 MAX_LISTED_ROWS = 20
+FILE_ROW = "file_row"
+"""Column of ``prices_raw`` (and ``prices_quarantine``) holding each row's 0-based data row in the
+prices file (header not counted); the prepared ``prices`` do not carry it."""
+FILE_ROW_NOTE = (
+    "file_row = 0-based data row of the prices file (the header is not counted; a CSV's line "
+    "number is file_row + 2)"
+)
 
 
 @dg.asset(
@@ -64,6 +72,8 @@ def prices_raw(
     ``prices: demo`` reads bokeh-sampledata's real daily stocks (split- and dividend-adjusted with
     their adjusted close); anything else is a Parquet/CSV file or folder under ``ML4T_DATA_ROOT``.
     Nothing is dropped here; a ``symbols`` list in the config restricts the universe explicitly.
+    A file's rows carry ``file_row`` (their 0-based data row in the file), so a row refused later
+    is named by its place in the file, not by its place after sorting.
     The data version is the content hash of the source. The value becomes current only when
     ``prices``' blocking checks pass on it (until then it is a pending candidate).
     """
@@ -73,7 +83,7 @@ def prices_raw(
         source, version = "bokeh-sampledata (package)", frame_content_hash(frame)
     else:
         path = resolve_data_path(cfg.data.prices, data_root=experiments.root(), field="data.prices")
-        frame = io_lib.load_prices_file(path, bar_length=cfg.data.bar_length)
+        frame = io_lib.load_prices_file(path, bar_length=cfg.data.bar_length, row_column=FILE_ROW)
         source, version = str(path), file_content_hash(path)
     n_all = frame.height
     if cfg.data.symbols:
@@ -87,7 +97,40 @@ def prices_raw(
     return dg.Output(frame, metadata=meta, data_version=dg.DataVersion(version))
 
 
-PRICE_CHECKS = tuple(f"prices_{rule}" for rule in schemas.PRICE_RULE_NAMES)
+PRICE_RULE_NAMES = (*schemas.PRICE_RULE_NAMES, *schemas.PLAUSIBILITY_RULE_NAMES)
+"""Every row rule of the prices asset: the schema's rules, then the plausibility rules."""
+PRICE_CHECKS = tuple(f"prices_{rule}" for rule in PRICE_RULE_NAMES)
+
+
+def _price_check_description(rule: str) -> str:
+    source = " (bounds from data.plausibility)" if rule in schemas.PLAUSIBILITY_RULE_NAMES else ""
+    return (
+        f"No input price row breaks the rule `{rule}`{source} (WARN when the quarantine policy "
+        "sets the rows aside, ERROR under fail)."
+    )
+
+
+def plausibility(cfg: PlausibilityConfig) -> schemas.Plausibility:
+    """The lib's plausibility bounds from the config's ``data.plausibility``."""
+    return schemas.Plausibility(
+        max_price=cfg.max_price,
+        min_return=cfg.min_return,
+        max_return=cfg.max_return,
+        calendar=cfg.calendar,
+    )
+
+
+def in_file_rows(violations: pl.DataFrame, prices_raw: pl.DataFrame) -> pl.DataFrame:
+    """Violations named by their row in the prices file: ``file_row`` instead of ``row_index``.
+
+    ``row_index`` is a position in ``prices_raw``, which is sorted by (timestamp, symbol); a
+    user looks for the row in the file. Without a ``file_row`` column (the demo prices are no
+    file) the violations are returned as they are.
+    """
+    if FILE_ROW not in prices_raw.columns or violations.is_empty():
+        return violations
+    rows = prices_raw.get_column(FILE_ROW).gather(violations.get_column("row_index"))
+    return violations.select(rows.alias(FILE_ROW), pl.exclude("row_index"))
 
 
 @dg.multi_asset(
@@ -104,8 +147,9 @@ PRICE_CHECKS = tuple(f"prices_{rule}" for rule in schemas.PRICE_RULE_NAMES)
         ),
         "prices_quarantine": dg.AssetOut(
             description="Price rows that break a validation rule, every original column kept, "
-            "with `row_index` (position in prices_raw) and `reason` naming each rule broken. "
-            "Empty unless the policy is quarantine.",
+            "with `row_index` (position in prices_raw), `file_row` (0-based data row of the "
+            "prices file) and `reason` naming each rule broken. Empty unless the policy is "
+            "quarantine.",
             kinds={"polars"},
             automation_condition=RERUN_ON_NEW_INPUTS,
             metadata=by_month_metadata(allow_empty=True),
@@ -124,10 +168,9 @@ PRICE_CHECKS = tuple(f"prices_{rule}" for rule in schemas.PRICE_RULE_NAMES)
                 name,
                 asset="prices",
                 blocking=True,
-                description=f"No input price row breaks the rule `{name.removeprefix('prices_')}`"
-                " (WARN when the quarantine policy sets the rows aside, ERROR under fail).",
+                description=_price_check_description(rule),
             )
-            for name in PRICE_CHECKS
+            for rule, name in zip(PRICE_RULE_NAMES, PRICE_CHECKS, strict=True)
         ),
     ],
 )
@@ -137,14 +180,24 @@ def prices(
     """Validate prices with the pandera schema at the configured level; apply the policy.
 
     Levels: ``fast`` checks names, dtypes and a sample of rows (the metadata says how many rows
-    were not checked); ``standard`` and ``paranoid`` check every row.
+    were not checked); ``standard`` and ``paranoid`` check every row. The plausibility rules of
+    ``data.plausibility`` (price level, close-to-close return, session calendar, blank symbol)
+    are applied at every level. Offending rows are listed by ``file_row``, their 0-based data
+    row in the prices file.
     """
     cfg = experiments.load(context.partition_key)
     policy = cfg.data.invalid_rows
     level = "fast" if cfg.data.validation == "fast" else "standard"
-    report = schemas.validate_prices(prices_raw, level=level)
+    report = schemas.validate_prices(
+        prices_raw, level=level, plausibility=plausibility(cfg.data.plausibility)
+    )
     quarantine = policy == "quarantine"
     kept = report.drop_invalid(prices_raw) if quarantine else prices_raw
+    if FILE_ROW in kept.columns:
+        kept = kept.drop(FILE_ROW)
+    row_note = {"rows_numbered": dg.MetadataValue.text(FILE_ROW_NOTE)}
+    if FILE_ROW not in prices_raw.columns:
+        row_note = {"rows_numbered": dg.MetadataValue.text("row_index = position in prices_raw")}
     set_aside = report.invalid if quarantine else report.invalid.clear()
     descriptions = pandera_descriptions(schemas.PricesSchema)
     results = [
@@ -162,8 +215,12 @@ def prices(
                 "n_invalid_rows": dg.MetadataValue.int(report.invalid.height),
                 "violations_by_rule": dg.MetadataValue.json(report.summary),
                 "first_offending_rows": dg.MetadataValue.md(
-                    markdown_table(report.violations.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+                    markdown_table(
+                        in_file_rows(report.violations.head(MAX_LISTED_ROWS), prices_raw),
+                        MAX_LISTED_ROWS,
+                    )
                 ),
+                **(row_note if report.n_violations else {}),
             },
             description=(
                 "all checked rows valid"
@@ -172,7 +229,7 @@ def prices(
             ),
         )
     ]
-    for rule, name in zip(schemas.PRICE_RULE_NAMES, PRICE_CHECKS, strict=True):
+    for rule, name in zip(PRICE_RULE_NAMES, PRICE_CHECKS, strict=True):
         broken = report.rows_breaking(rule) if rule in report.summary else report.violations.clear()
         results.append(
             dg.AssetCheckResult(
@@ -183,8 +240,12 @@ def prices(
                 metadata={
                     "n_violations": dg.MetadataValue.int(broken.height),
                     "first_offending_rows": dg.MetadataValue.md(
-                        markdown_table(broken.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+                        markdown_table(
+                            in_file_rows(broken.head(MAX_LISTED_ROWS), prices_raw),
+                            MAX_LISTED_ROWS,
+                        )
                     ),
+                    **(row_note if broken.height else {}),
                 },
             )
         )
@@ -430,6 +491,22 @@ def market_context(
             "symbol is known in prices.",
         ),
         *_rule_specs("signals"),
+        dg.AssetCheckSpec(
+            "signals_stamped_at_bar_close",
+            asset="signals",
+            blocking=True,
+            description="Every signal stamp inside the price history is, as read under "
+            "data.signal_timestamps, the close of a price bar (not checked, only reported, "
+            "for `instant`). A stamp between two closes (e.g. midnight Tokyo time) would let a "
+            "score be used a session before the date it names.",
+        ),
+        dg.AssetCheckSpec(
+            "signals_overlap_price_bars",
+            asset="signals",
+            blocking=True,
+            description="At least one signal becomes available by the last price bar's close; "
+            "otherwise no bar can use any score (e.g. scores dated after the prices end).",
+        ),
     ],
 )
 def signals(
@@ -443,9 +520,12 @@ def signals(
     By default a walk-forward scikit-learn model predicts the forward return from the features:
     expanding window, refit monthly, trained only on labels fully known before the month's first
     bar. Every row carries ``available_at``. A user's file replaces the model when configured;
-    its availability follows ``data.signal_available_at``.
+    its stamps are read under ``data.signal_timestamps`` and its availability follows
+    ``data.signal_available_at``. For every row the bar its stamp maps to and the offset to that
+    bar's close are computed; the metadata ``signal_stamp_offsets`` gives their distribution.
     """
     cfg = experiments.load(context.partition_key).data
+    stamps = "bar_close"
     if isinstance(cfg.signals, FileSignalsConfig):
         path = resolve_data_path(
             cfg.signals.path, data_root=experiments.root(), field="data.signals.path"
@@ -456,7 +536,9 @@ def signals(
             if "available_at" in frame.columns:
                 keep.append("available_at")
             frame = frame.select(keep)
-        frame = timing.signal_available_at(frame, cfg.signal_available_at)
+        stamps = cfg.signal_timestamps
+        offsets = timing.signal_stamp_offsets(frame, prices["timestamp"], stamps=stamps)
+        frame = timing.signal_available_at(frame, cfg.signal_available_at, stamps=stamps)
         version = file_content_hash(path)
     else:
         model = cfg.signals
@@ -471,12 +553,24 @@ def signals(
             alpha=model.alpha,
         )
         version = frame_content_hash(frame)
+        offsets = timing.signal_stamp_offsets(frame, prices["timestamp"])
     report = schemas.validate_signals(frame, known_symbols=prices["symbol"].unique())
     meta = frame_metadata(frame, pandera_descriptions(schemas.SignalsSchema))
     meta["content_hash"] = dg.MetadataValue.text(version)
+    stamp_summary = timing.signal_stamp_summary(offsets)
+    meta["signal_stamp_offsets"] = dg.MetadataValue.json(stamp_summary)
+    numbered = (
+        "row_index = 0-based data row of the signal file"
+        if isinstance(cfg.signals, FileSignalsConfig)
+        else "row_index = position in the model's scores, sorted by (timestamp, symbol)"
+    )
     results = [
-        _validation_check("signals_valid", "signals", report),
+        _validation_check(
+            "signals_valid", "signals", report, rows_numbered=dg.MetadataValue.text(numbered)
+        ),
         *_rule_checks("signals", report),
+        signal_stamp_check(offsets, stamps, stamp_summary),
+        signal_overlap_check(frame, prices),
     ]
     yield dg.Output(
         frame,
@@ -484,6 +578,107 @@ def signals(
         data_version=dg.DataVersion(version),
     )
     yield from results
+
+
+def signal_stamp_check(
+    offsets: pl.DataFrame, stamps: str, summary: dict[str, Any]
+) -> dg.AssetCheckResult:
+    """``signals_stamped_at_bar_close``: stamps inside the price history must be bar closes.
+
+    Parameters
+    ----------
+    offsets : pl.DataFrame
+        ``timing.signal_stamp_offsets`` of the signals as read.
+    stamps : str
+        ``data.signal_timestamps``; under ``instant`` any offset is accepted (reported only).
+    summary : dict
+        ``timing.signal_stamp_summary(offsets)``.
+
+    Returns
+    -------
+    dg.AssetCheckResult
+        ERROR severity; fails naming the first stamps that are not bar closes (``row_index`` =
+        0-based row of the signal file, the stamp as written, the bar close it maps to, the
+        offset) with how to state the stamps' meaning.
+    """
+    bad = timing.misaligned_signal_stamps(offsets)
+    judged = stamps != "instant"
+    failed = judged and bad.height > 0
+    head = bad.head(MAX_LISTED_ROWS)
+    shown = head.select(
+        "row_index",
+        "symbol",
+        "stamp",
+        pl.col("bar_close").dt.strftime("%Y-%m-%d %H:%M:%S%:z"),
+    ).with_columns(  # durations as ``5:00:00``
+        pl.Series("offset", [str(v) for v in head["offset"]], dtype=pl.String)
+    )
+    meta: dict[str, Any] = {
+        "signal_timestamps": dg.MetadataValue.text(stamps),
+        "n_not_at_bar_close": dg.MetadataValue.int(bad.height),
+        "signal_stamp_offsets": dg.MetadataValue.json(summary),
+        "first_offending_rows": dg.MetadataValue.md(
+            markdown_table(shown, MAX_LISTED_ROWS) if failed else "_none_"
+        ),
+    }
+    if failed:
+        meta["rows_numbered"] = dg.MetadataValue.text(
+            "row_index = 0-based data row of the signal file; offset = how long before the "
+            "close of the bar it maps to the stamp lies"
+        )
+        meta["how_to_fix"] = dg.MetadataValue.text(timing.STAMP_ADVICE)
+    if not judged:
+        description = f"not required (signal_timestamps: instant); {bad.height} stamps between bars"
+    elif failed:
+        description = f"{bad.height} of {offsets.height} signal stamps are not bar closes"
+    else:
+        description = "every stamp inside the price history is a bar close"
+    return dg.AssetCheckResult(
+        check_name="signals_stamped_at_bar_close",
+        asset_key="signals",
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=meta,
+    )
+
+
+def signal_overlap_check(signals: pl.DataFrame, prices: pl.DataFrame) -> dg.AssetCheckResult:
+    """``signals_overlap_price_bars``: some signal is available by the last bar's close.
+
+    When every score becomes available after the last price bar closed, no bar can use any of
+    them and the backtest would make no trade; this says why, instead of the run's generic
+    zero-trades warning. An empty signals table passes (nothing to judge).
+    """
+    last_close = prices.get_column("timestamp").max() if prices.height else None
+    available = signals.get_column("available_at")
+    late = int((available > last_close).sum()) if last_close is not None else signals.height
+    failed = signals.height > 0 and late == signals.height
+    meta: dict[str, Any] = {
+        "last_bar_close": dg.MetadataValue.text(str(last_close)),
+        "n_signals": dg.MetadataValue.int(signals.height),
+        "n_available_after_last_bar": dg.MetadataValue.int(late),
+    }
+    if failed:
+        first = signals.get_column("timestamp").min()
+        meta["first_signal_timestamp"] = dg.MetadataValue.text(str(first))
+        meta["first_available_at"] = dg.MetadataValue.text(str(available.min()))
+        description = (
+            f"all {signals.height} signals become available after the last price bar closes "
+            f"({last_close}; the first at {available.min()}): no bar can use any score, so the "
+            "backtest could make no trade. Do the scores and prices cover the same dates?"
+        )
+        meta["problem"] = dg.MetadataValue.text(description)
+    else:
+        description = f"{signals.height - late} of {signals.height} signals usable by the last bar"
+    return dg.AssetCheckResult(
+        check_name="signals_overlap_price_bars",
+        asset_key="signals",
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=meta,
+    )
 
 
 @dg.asset(

@@ -11,7 +11,9 @@ Input the loaders refuse, each with an error naming the file and the offending r
 - OHLCV columns stored as text (``String``), unless ``parse_text=True`` asks to convert them,
   in which case any value that does not parse (e.g. ``"n/a"``) is refused with its row;
 - rows of one symbol that go back in time in file order, unless ``sort_rows=True``: the file
-  order is never silently changed within a symbol's series;
+  order is never silently changed within a symbol's series (a row repeating an earlier row's
+  key, e.g. duplicates appended at the end, is left to the ``key_unique`` rule instead, which
+  reports it as a duplicate);
 - null timestamps or symbols.
 
 Time zones: naive 00:00 timestamps (or ``pl.Date``) are daily dates, the supported daily
@@ -217,6 +219,7 @@ def to_prices_contract(
     parse_text: bool = False,
     sort_rows: bool = False,
     source: str = "prices",
+    row_column: str | None = None,
 ) -> pl.DataFrame:
     """Bring a prices frame into the contract: UTC bar-close ``timestamp``, String symbol, Float64.
 
@@ -242,12 +245,17 @@ def to_prices_contract(
         interleaved into (timestamp, symbol) order, which the contract requires.
     source : str
         How the input is named in error messages (``load_prices_file`` passes the file).
+    row_column : str, optional
+        Also return each row's 0-based position in ``df`` (its data row in the file, header
+        not counted) in a UInt32 column of this name, after ``PRICE_COLUMNS``: the output is
+        re-sorted, so this is how a row found invalid later is traced back to the file.
 
     Returns
     -------
     pl.DataFrame
-        ``PRICE_COLUMNS``: timestamp ``Datetime[us, UTC]`` (daily: 16:00 New York close),
-        symbol String, OHLCV Float64; sorted by (timestamp, symbol), same row count.
+        ``PRICE_COLUMNS`` (plus ``row_column`` if asked for): timestamp ``Datetime[us, UTC]``
+        (daily: 16:00 New York close), symbol String, OHLCV Float64; sorted by (timestamp,
+        symbol), same row count.
 
     Raises
     ------
@@ -255,8 +263,10 @@ def to_prices_contract(
         Missing columns; OHLCV stored as text (without ``parse_text``) or not parsing, or of a
         non-numeric dtype; a naive timestamp that is not at midnight; intraday input without
         ``bar_length`` or daily input with one; null timestamps or symbols; rows going back in
-        time within a symbol (without ``sort_rows``). Each message names ``source`` and the
-        first offending rows (``row`` = 0-based position in ``df``).
+        time within a symbol (without ``sort_rows``; a row repeating an earlier row's
+        (timestamp, symbol) is not counted as going back in time: it is left to the
+        ``key_unique`` rule, which names both copies as duplicates). Each message names
+        ``source`` and the first offending rows (``row`` = 0-based position in ``df``).
     """
     what = source
     _require_columns(df, PRICE_COLUMNS, what)
@@ -270,12 +280,16 @@ def to_prices_contract(
                 f"{_rows(nulls, ['timestamp', 'symbol'])}"
             )
     if not sort_rows:
-        # Only the two key columns are read; the rows are listed only when there are some.
-        back = keys.select(
+        # Only the two key columns are read; the rows are listed only when there are some. A
+        # repeat of an earlier key (e.g. duplicates appended at the end of the file) is a
+        # duplicate, not a step back in time: it is left out here and reported by key_unique.
+        indexed = keys.with_row_index("row")
+        firsts = indexed.filter(pl.struct("timestamp", "symbol").is_first_distinct())
+        back = firsts.select(
             (pl.col("timestamp") < pl.col("timestamp").shift(1).over("symbol")).fill_null(False)
         ).to_series()
         if back.any():
-            backwards = keys.with_row_index("row").filter(back)
+            backwards = firsts.filter(back)
             raise ValueError(
                 f"{what}: {backwards.height} rows go back in time within their symbol (each "
                 "is earlier than the previous row of the same symbol, in file order); the "
@@ -288,6 +302,7 @@ def to_prices_contract(
         pl.col("timestamp"),
         pl.col("symbol").cast(pl.String),
         *[pl.col(c).cast(pl.Float64) for c in OHLCV],
+        *([pl.int_range(pl.len(), dtype=pl.UInt32).alias(row_column)] if row_column else []),
     )
     if ts_dtype == pl.Date or (isinstance(ts_dtype, pl.Datetime) and ts_dtype.time_zone is None):
         if bar_length is not None:
@@ -322,6 +337,7 @@ def load_prices_file(
     *,
     parse_text: bool = False,
     sort_rows: bool = False,
+    row_column: str | None = None,
 ) -> pl.DataFrame:
     """Read a prices file (or directory) and bring it into the prices contract.
 
@@ -338,6 +354,9 @@ def load_prices_file(
     parse_text, sort_rows : bool
         See :func:`to_prices_contract`; both off by default (text prices and rows going back
         in time are refused).
+    row_column : str, optional
+        See :func:`to_prices_contract`: each row's 0-based data row in the file (for a
+        directory, in the table its files form, in path order).
 
     Returns
     -------
@@ -360,6 +379,7 @@ def load_prices_file(
         parse_text=parse_text,
         sort_rows=sort_rows,
         source=f"prices file {path}",
+        row_column=row_column,
     )
 
 

@@ -6,12 +6,16 @@ offending rows, naming every rule each row breaks; nothing is dropped or repaire
 
 The price rules are written once, as polars expressions in ``PRICE_RULES``, and used both by
 ``PricesSchema`` (as pandera dataframe checks) and by ``validate_prices`` (per row).
+``validate_prices(plausibility=...)`` adds the configurable plausibility rules (price level,
+close-to-close return, session calendar, blank symbol; ``data.plausibility`` in the pipeline).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Annotated, Literal, Optional
 
 import numpy as np
@@ -455,6 +459,161 @@ def _signal_timing_rules(df: pl.DataFrame, max_signal_age_bars: int | None) -> l
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Plausibility: rows that are well-formed but not believable (``data.plausibility``)
+
+CALENDARS: tuple[str, ...] = ("XNYS", "weekdays", "none")
+"""Session calendars of the ``on_session_date`` rule (``data.plausibility.calendar``)."""
+
+PLAUSIBILITY_RULE_NAMES: tuple[str, ...] = (
+    "symbol_not_blank",
+    "price_level_plausible",
+    "return_plausible",
+    "on_session_date",
+)
+"""The rules ``validate_prices(plausibility=...)`` adds, in report order."""
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Bounds that make a well-formed price row believable (``data.plausibility``).
+
+    Attributes
+    ----------
+    max_price : float or None
+        Largest allowed open/high/low/close, currency per share (default ``1e7``); None: no
+        level rule. (Prices must be > 0 by ``prices_positive`` in any case.)
+    min_return, max_return : float or None
+        Bounds of the close-to-close simple return ``close / previous close - 1`` of a symbol's
+        consecutive rows (fraction; defaults ``-0.99`` and ``10.0``); None: that side unchecked.
+    calendar : {"XNYS", "weekdays", "none"}
+        Calendar whose sessions every bar's New York date must be: the NYSE sessions of
+        ``exchange_calendars`` (default), Monday to Friday, or unchecked.
+    """
+
+    max_price: float | None = 1e7
+    min_return: float | None = -0.99
+    max_return: float | None = 10.0
+    calendar: str = "XNYS"
+
+    def __post_init__(self) -> None:
+        if self.calendar not in CALENDARS:
+            raise ValueError(f"unknown calendar {self.calendar!r}; expected one of {CALENDARS}")
+        if self.max_price is not None and not (self.max_price > 0):
+            raise ValueError(f"max_price must be > 0 or None, got {self.max_price!r}")
+        if self.min_return is not None and not (-1 <= self.min_return < 0):
+            raise ValueError(f"min_return must be in [-1, 0) or None, got {self.min_return!r}")
+        if self.max_return is not None and not (self.max_return > 0):
+            raise ValueError(f"max_return must be > 0 or None, got {self.max_return!r}")
+
+
+def _finite_and(column: pl.Expr, condition: pl.Expr) -> pl.Expr:
+    # Non-finite and null values pass: ``ohlcv_finite`` / ``ohlcv_not_null`` report them.
+    return (~column.is_finite() | condition).fill_null(True)
+
+
+def _price_level_flags(df: pl.DataFrame, max_price: float | None) -> pl.Series:
+    if max_price is None:
+        return pl.repeat(True, df.height, dtype=pl.Boolean, eager=True)
+    return df.select(
+        pl.all_horizontal(_finite_and(pl.col(c), pl.col(c) <= max_price) for c in OHLC)
+    ).to_series()
+
+
+def _return_flags(df: pl.DataFrame, low: float | None, high: float | None) -> pl.Series:
+    # The return into each row from the previous row of its symbol, in input order (the
+    # prices contract is in time order within a symbol; ``timestamp_sorted_within_symbol``
+    # reports rows that are not).
+    ret = pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0
+    ok = pl.lit(True)
+    if low is not None:
+        ok = ok & (ret >= low)
+    if high is not None:
+        ok = ok & (ret <= high)
+    return df.select(_finite_and(ret, ok)).to_series()
+
+
+_CALENDAR_LIMITS = (date(1678, 1, 1), date(2261, 12, 31))  # pandas' nanosecond range
+
+
+def _xnys_sessions(first: date, last: date) -> set[date]:
+    """NYSE sessions between two dates (``exchange_calendars``), clipped to its date range."""
+    import exchange_calendars as xcals  # lazy: imports pandas, only this rule needs it
+
+    start, end = max(first, _CALENDAR_LIMITS[0]), min(last, _CALENDAR_LIMITS[1])
+    if start > end:
+        return set()
+    try:
+        with warnings.catch_warnings():
+            # exchange_calendars 4.13 reads Series.values, which pandas 3.1 deprecates.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            calendar = xcals.get_calendar("XNYS", start=start.isoformat(), end=end.isoformat())
+    except xcals.errors.NoSessionsError:
+        return set()
+    return set(calendar.sessions.date)
+
+
+def _session_flags(df: pl.DataFrame, calendar: str) -> pl.Series:
+    if calendar == "none" or df.height == 0:
+        return pl.repeat(True, df.height, dtype=pl.Boolean, eager=True)
+    ny_date = df.select(
+        pl.col("timestamp").dt.convert_time_zone("America/New_York").dt.date()
+    ).to_series()
+    if calendar == "weekdays":
+        return (ny_date.dt.weekday() <= 5).fill_null(True)
+    dates = ny_date.drop_nulls().unique()
+    sessions = _xnys_sessions(dates.min(), dates.max())  # type: ignore[arg-type]
+    outside = (ny_date < _CALENDAR_LIMITS[0]) | (ny_date > _CALENDAR_LIMITS[1])
+    on_session = ny_date.is_in(pl.Series(sorted(sessions), dtype=pl.Date).implode())
+    # Beyond the calendar's date range, only weekends can be judged.
+    return (on_session | (outside & (ny_date.dt.weekday() <= 5))).fill_null(True)
+
+
+def plausibility_rules(df: pl.DataFrame, plausibility: Plausibility) -> list[RowRule]:
+    """The plausibility rules for ``df``, each pre-evaluated on every row of ``df``.
+
+    ``return_plausible`` compares a row with the previous row of its symbol, so it is evaluated
+    on the whole frame (never on a sample, where the previous row would be another one).
+
+    Returns
+    -------
+    list of RowRule
+        ``symbol_not_blank`` (symbol not empty or whitespace), ``price_level_plausible``
+        (open/high/low/close <= ``max_price``), ``return_plausible`` (close-to-close return
+        within [``min_return``, ``max_return``]), ``on_session_date`` (the bar's New York date
+        is a session of ``calendar``); a rule whose bound is None passes every row. Each
+        ``passes()`` is a literal Boolean column as long as ``df``.
+    """
+    p = plausibility
+    flags = {
+        "symbol_not_blank": df.select(
+            (pl.col("symbol").cast(pl.String).str.strip_chars().str.len_chars() > 0).fill_null(True)
+        ).to_series(),
+        "price_level_plausible": _price_level_flags(df, p.max_price),
+        "return_plausible": _return_flags(df, p.min_return, p.max_return),
+        "on_session_date": _session_flags(df, p.calendar),
+    }
+    descriptions = {
+        "symbol_not_blank": "symbol is not empty or whitespace",
+        "price_level_plausible": f"open, high, low and close are <= {p.max_price}",
+        "return_plausible": f"close-to-close return within [{p.min_return}, {p.max_return}]",
+        "on_session_date": f"the bar's New York date is a session of calendar {p.calendar!r}",
+    }
+    return [
+        RowRule(name, lambda s=flags[name]: pl.lit(s), descriptions[name])
+        for name in PLAUSIBILITY_RULE_NAMES
+    ]
+
+
+def _rules_on_rows(rules: Sequence[RowRule], rows: np.ndarray) -> list[RowRule]:
+    # Pre-evaluated rules restricted to the sampled rows (their literal columns indexed).
+    out = []
+    for rule in rules:
+        flags = pl.select(rule.passes()).to_series()[pl.Series(rows)]
+        out.append(RowRule(rule.name, lambda s=flags: pl.lit(s), rule.description))
+    return out
+
+
 def validate_prices(
     df: pl.DataFrame,
     level: ValidationLevel | str = "standard",
@@ -462,6 +621,7 @@ def validate_prices(
     seed: int = 0,
     *,
     max_signal_age_bars: int | None = None,
+    plausibility: Plausibility | None = None,
 ) -> PriceValidation:
     """Validate a prices frame at a validation level: dtypes with pandera, then row rules.
 
@@ -494,6 +654,13 @@ def validate_prices(
         Seed of the ``fast`` sample (``numpy.random.default_rng``); same seed, same rows.
     max_signal_age_bars : int, optional
         Required by ``paranoid``: the oldest allowed signal age in bars (>= 0).
+    plausibility : Plausibility, optional
+        Adds the plausibility rules (:func:`plausibility_rules`): ``symbol_not_blank``,
+        ``price_level_plausible``, ``return_plausible``, ``on_session_date``. The pipeline
+        passes ``data.plausibility`` (on by default there); None (the default here): not
+        applied. They are evaluated on every row, also at level ``fast`` (whose sample then
+        reports the sampled rows' results), because ``return_plausible`` needs each row's
+        previous row.
 
     Returns
     -------
@@ -503,9 +670,9 @@ def validate_prices(
         per rule, and ``level``, ``sampled``, ``n_rows``, ``n_checked``. Price rules:
         ``ohlcv_not_null``, ``ohlcv_finite``, ``prices_positive``, ``volume_non_negative``,
         ``high_at_or_above_open_close``, ``low_at_or_below_open_close``,
-        ``high_at_or_above_low``, ``key_unique``, ``timestamp_sorted_within_symbol``. A rule
-        ignores null operands (the null is reported by ``ohlcv_not_null`` only); every copy of a
-        duplicated key is flagged.
+        ``high_at_or_above_low``, ``key_unique``, ``timestamp_sorted_within_symbol``, then the
+        plausibility rules if asked for. A rule ignores null operands (the null is reported by
+        ``ohlcv_not_null`` only); every copy of a duplicated key is flagged.
 
     Raises
     ------
@@ -527,18 +694,19 @@ def validate_prices(
     if level not in VALIDATION_LEVELS:
         raise ValueError(f"unknown validation level {level!r}; expected one of {VALIDATION_LEVELS}")
     check_structure(df, PricesSchema)
+    extra = [] if plausibility is None else plausibility_rules(df, plausibility)
     if level == "standard":
-        return validate_rows(df, PRICE_RULES, KEY)
+        return validate_rows(df, [*PRICE_RULES, *extra], KEY)
     if level == "paranoid":
-        rules = [*PRICE_RULES, *_signal_timing_rules(df, max_signal_age_bars)]
+        rules = [*PRICE_RULES, *extra, *_signal_timing_rules(df, max_signal_age_bars)]
         return replace(validate_rows(df, rules, KEY), level="paranoid")
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
         raise ValueError(f"sample_size must be an int >= 1, got {sample_size!r}")
     if sample_size >= df.height:
-        return replace(validate_rows(df, PRICE_RULES, KEY), level="fast")
+        return replace(validate_rows(df, [*PRICE_RULES, *extra], KEY), level="fast")
     rows = _sample_rows(df.height, sample_size, seed)
     sample = df[pl.Series(rows)]
-    checked = validate_rows(sample, PRICE_RULES, KEY)
+    checked = validate_rows(sample, [*PRICE_RULES, *_rules_on_rows(extra, rows)], KEY)
 
     def to_input_rows(frame: pl.DataFrame) -> pl.DataFrame:
         # Row positions in the sample -> positions in the input.

@@ -611,3 +611,88 @@ def test_quarantine_policy_sets_bad_rows_aside_and_runs(
     assert panel.height == world.prices.height - 2
     in_panel = panel.filter(pl.col("symbol") == "KO")["timestamp"].dt.date().to_list()
     assert ko[100].date() not in in_panel and ko[101].date() not in in_panel
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 25 (items 1, 6, 8): signal stamps that are no bar closes, implausible prices, data
+# messages. The same two assertions as the cases above, through the same outcome cache.
+
+
+def tokyo_midnight(df: pl.DataFrame) -> pl.DataFrame:
+    """The scores' New York session dates written as midnight Asia/Tokyo."""
+    dates = pl.col("timestamp").dt.convert_time_zone("America/New_York").dt.date()
+    return df.with_columns(
+        dates.cast(pl.Datetime("us")).dt.replace_time_zone("Asia/Tokyo").alias("timestamp")
+    ).drop("available_at")
+
+
+def saturday_copies(df: pl.DataFrame) -> pl.DataFrame:
+    fridays = df.filter(pl.col("timestamp").dt.weekday() == 5)
+    saturdays = fridays.with_columns(pl.col("timestamp") + timedelta(days=1))
+    return pl.concat([df, saturdays]).sort("symbol", "timestamp")
+
+
+def ko_priced_1e300(df: pl.DataFrame) -> pl.DataFrame:
+    ko = pl.col("symbol") == "KO"
+    return df.with_columns(
+        pl.when(ko).then(pl.col(c) * 1e298).otherwise(pl.col(c)).alias(c)
+        for c in ("open", "high", "low", "close")
+    )
+
+
+def ko_blank_symbol(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(
+        pl.when(pl.col("symbol") == "KO").then(pl.lit("")).otherwise("symbol").alias("symbol")
+    )
+
+
+def duplicate_appended(df: pl.DataFrame) -> pl.DataFrame:
+    return pl.concat([df, df.filter(_row(df, "KO", 100))])  # at the end, not re-sorted
+
+
+def all_future(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.col("timestamp", "available_at").dt.offset_by("5y"))
+
+
+ISSUE_25_CASES: tuple[Case, ...] = (
+    Case(
+        "signals_tokyo_midnight",
+        signals_case(tokyo_midnight),
+        1,
+        ("signals_stamped_at_bar_close", r"\| \d+ \| AAPL \| 20\d\d-\d\d-\d\d 00:00:00\+09:00 \|"),
+    ),
+    Case(
+        "prices_saturday_copies",
+        prices_case(saturday_copies),
+        1,
+        ("prices_on_session_date", r"\| \d+ \| 20\d\d-\d\d-\d\d 2\d:00:00\+00:00 \| \w+ \|"),
+    ),
+    Case("prices_1e300", prices_case(ko_priced_1e300), 1, ("prices_price_level_plausible", "KO")),
+    Case("prices_empty_symbol", prices_case(ko_blank_symbol), 1, ("prices_symbol_not_blank",)),
+    Case(
+        "prices_duplicate_appended",
+        prices_case(duplicate_appended),
+        1,
+        ("prices_key_unique", "<KO>", f"\\| {6 * N_DAYS} \\| "),  # the copy's file row
+    ),
+    Case(
+        "signals_all_future",
+        signals_case(all_future),
+        1,
+        ("signals_overlap_price_bars", "become available after the last price bar"),
+    ),
+)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in ISSUE_25_CASES])
+def test_issue_25_bad_input_refused_naming_offender(
+    case: Case, outcome: Callable[[Case], Outcome], world: World
+) -> None:
+    test_bad_input_refused_with_exit_code_naming_offender(case, outcome, world)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in ISSUE_25_CASES])
+def test_issue_25_bad_input_leaves_previous_good_output_byte_identical(
+    case: Case, outcome: Callable[[Case], Outcome]
+) -> None:
+    test_bad_input_leaves_previous_good_output_byte_identical(case, outcome)
