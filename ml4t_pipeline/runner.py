@@ -43,6 +43,7 @@ from ml4t_pipeline.defs import (
     sources,
 )
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, read_value
+from ml4t_pipeline.defs.metadata import table_text
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, check_config_stem
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.versions import experiment_run_tags, versioned_assets
@@ -363,6 +364,13 @@ def materialize_experiment(
     )
 
 
+def _metadata_text(value: Any) -> Any:
+    """A metadata value as plain data; tables (offending rows) as markdown text."""
+    if isinstance(value, dg.TableMetadataValue):
+        return table_text(value)
+    return getattr(value, "value", value)
+
+
 def failed_checks(result: dg.ExecuteInProcessResult) -> list[dict[str, Any]]:
     """Every failed asset check in a run, with its metadata rendered as text."""
     out = []
@@ -373,7 +381,7 @@ def failed_checks(result: dg.ExecuteInProcessResult) -> list[dict[str, Any]]:
             {
                 "asset": event.asset_key.to_user_string(),
                 "check": event.check_name,
-                "metadata": {k: getattr(v, "value", v) for k, v in event.metadata.items()},
+                "metadata": {k: _metadata_text(v) for k, v in event.metadata.items()},
             }
         )
     return out

@@ -30,7 +30,7 @@ from ml4t_pipeline.defs.io_managers import (
     judged_by_metadata,
     promotes_metadata,
 )
-from ml4t_pipeline.defs.metadata import frame_metadata, markdown_table, pandera_descriptions
+from ml4t_pipeline.defs.metadata import frame_metadata, pandera_descriptions, table_value
 from ml4t_pipeline.defs.partitions import (
     RERUN_ON_NEW_INPUTS,
     experiment_check_spec,
@@ -214,11 +214,9 @@ def prices(
                 "n_violations": dg.MetadataValue.int(report.n_violations),
                 "n_invalid_rows": dg.MetadataValue.int(report.invalid.height),
                 "violations_by_rule": dg.MetadataValue.json(report.summary),
-                "first_offending_rows": dg.MetadataValue.md(
-                    markdown_table(
-                        in_file_rows(report.violations.head(MAX_LISTED_ROWS), prices_raw),
-                        MAX_LISTED_ROWS,
-                    )
+                "first_offending_rows": table_value(
+                    in_file_rows(report.violations.head(MAX_LISTED_ROWS), prices_raw),
+                    MAX_LISTED_ROWS,
                 ),
                 **(row_note if report.n_violations else {}),
             },
@@ -239,11 +237,8 @@ def prices(
                 severity=dg.AssetCheckSeverity.WARN if quarantine else dg.AssetCheckSeverity.ERROR,
                 metadata={
                     "n_violations": dg.MetadataValue.int(broken.height),
-                    "first_offending_rows": dg.MetadataValue.md(
-                        markdown_table(
-                            in_file_rows(broken.head(MAX_LISTED_ROWS), prices_raw),
-                            MAX_LISTED_ROWS,
-                        )
+                    "first_offending_rows": table_value(
+                        in_file_rows(broken.head(MAX_LISTED_ROWS), prices_raw), MAX_LISTED_ROWS
                     ),
                     **(row_note if broken.height else {}),
                 },
@@ -313,9 +308,7 @@ def _rule_result(asset: str, rule: str, checked: bool, broken: pl.DataFrame) -> 
         metadata={
             "checked": dg.MetadataValue.bool(checked),
             "n_violations": dg.MetadataValue.int(broken.height),
-            "first_offending_rows": dg.MetadataValue.md(
-                markdown_table(broken.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
-            ),
+            "first_offending_rows": table_value(broken.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS),
         },
     )
 
@@ -337,8 +330,8 @@ def _validation_check(
             "n_violations": dg.MetadataValue.int(report.n_violations),
             "n_invalid_rows": dg.MetadataValue.int(report.invalid.height),
             "violations_by_rule": dg.MetadataValue.json(report.summary),
-            "first_offending_rows": dg.MetadataValue.md(
-                markdown_table(report.violations.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+            "first_offending_rows": table_value(
+                report.violations.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS
             ),
             **extra,
         },
@@ -491,7 +484,7 @@ def market_context(
             "symbol is known in prices.",
         ),
         *_rule_specs("signals"),
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "signals_stamped_at_bar_close",
             asset="signals",
             blocking=True,
@@ -500,7 +493,7 @@ def market_context(
             "for `instant`). A stamp between two closes (e.g. midnight Tokyo time) would let a "
             "score be used a session before the date it names.",
         ),
-        dg.AssetCheckSpec(
+        experiment_check_spec(
             "signals_overlap_price_bars",
             asset="signals",
             blocking=True,
@@ -617,9 +610,7 @@ def signal_stamp_check(
         "signal_timestamps": dg.MetadataValue.text(stamps),
         "n_not_at_bar_close": dg.MetadataValue.int(bad.height),
         "signal_stamp_offsets": dg.MetadataValue.json(summary),
-        "first_offending_rows": dg.MetadataValue.md(
-            markdown_table(shown, MAX_LISTED_ROWS) if failed else "_none_"
-        ),
+        "first_offending_rows": table_value(shown if failed else shown.clear(), MAX_LISTED_ROWS),
     }
     if failed:
         meta["rows_numbered"] = dg.MetadataValue.text(
@@ -739,8 +730,8 @@ def market_panel(
                 description=f"checked (paranoid, max_signal_age_bars={cfg.max_signal_age_bars})",
                 metadata={
                     "n_violations": dg.MetadataValue.int(stale.height),
-                    "first_offending_rows": dg.MetadataValue.md(
-                        markdown_table(stale.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
+                    "first_offending_rows": table_value(
+                        stale.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS
                     ),
                 },
             )
@@ -829,8 +820,6 @@ def signals_available_before_use(
         else f"{bad.height} bars use a signal before it was available",
         metadata={
             "n_violations": dg.MetadataValue.int(bad.height),
-            "first_offending_rows": dg.MetadataValue.md(
-                markdown_table(bad.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS)
-            ),
+            "first_offending_rows": table_value(bad.head(MAX_LISTED_ROWS), MAX_LISTED_ROWS),
         },
     )

@@ -98,6 +98,24 @@ def table_value(
     return dg.MetadataValue.table(records, schema=column_schema(head))
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def table_text(table: dg.TableMetadataValue) -> str:
+    """A :func:`table_value` table as markdown text (for terminals and logs)."""
+    rows = [record.data for record in table.records]
+    names = [column.name for column in table.schema.columns]
+    frame = pl.DataFrame(
+        {
+            name: [None if (v := row.get(name)) is None else str(v) for row in rows]
+            for name in names
+        },
+        schema=dict.fromkeys(names, pl.String),
+    )
+    return markdown_table(frame, max_rows=max(len(rows), 1))
+
+
 def frame_metadata(
     frame: pl.DataFrame, descriptions: dict[str, str] | None = None, preview_rows: int = 5
 ) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import pytest
 from ml4t_pipeline.defs import assets_backtest, assets_data
 from ml4t_pipeline.defs.assets_monthly import EXPERIMENTS, prepared_panel
 from ml4t_pipeline.defs.io_managers import VERDICT_KEY
+from ml4t_pipeline.defs.metadata import table_text
 from ml4t_pipeline.defs.partitions import experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import panel as panel_lib
@@ -143,7 +144,7 @@ def test_signals_available_before_use_signal_used_before_available_fails() -> No
     assert not result.passed
     assert result.severity == dg.AssetCheckSeverity.ERROR
     assert result.metadata["n_violations"].value == panel.height  # every bar looks ahead
-    assert "2016-05-03 20:00:00+00:00" in result.metadata["first_offending_rows"].value
+    assert "2016-05-03 20:00:00+00:00" in table_text(result.metadata["first_offending_rows"])
 
 
 def test_signals_available_before_use_signal_missing_from_table_fails() -> None:

@@ -21,6 +21,7 @@ from ml4t_pipeline.config import load_config
 from ml4t_pipeline.defs import assets_data, sources
 from ml4t_pipeline.defs.assets_monthly import experiment_months_partitions, prepared_panel
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, read_value
+from ml4t_pipeline.defs.metadata import table_text
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.sensors import input_files_sensor
@@ -357,12 +358,12 @@ def test_bad_features_and_context_files_fail_blocking_checks(lab: dict) -> None:
         "values_finite_or_null": 1,
         "symbol_known": 0,
     }
-    listed = feats.metadata["first_offending_rows"].value
+    listed = table_text(feats.metadata["first_offending_rows"])
     assert "AAPL" in listed and "IBM" in listed and "key_unique" in listed
     ctx = _check(result, "context_valid")
     assert not ctx.passed and ctx.metadata["n_violations"].value == 1
     assert ctx.metadata["violations_by_rule"].value["required_not_null"] == 1
-    assert str(regime["timestamp"][7])[:10] in ctx.metadata["first_offending_rows"].value
+    assert str(regime["timestamp"][7])[:10] in table_text(ctx.metadata["first_offending_rows"])
 
 
 # ---------------------------------------------------------------------------------------------
