@@ -766,6 +766,26 @@ ENGINE_SETTINGS = (
 """``execution`` keys passed to :class:`engine.ExecutionConfig` under the same name when given."""
 
 
+class BenchmarkConfig(_Strict):
+    """A benchmark read offline from a price file (e.g. SPY in the Lean daily file).
+
+    The file has the prices schema (timestamp, symbol, OHLCV) and is stamped like the prices
+    (daily dates become the session's close); the benchmark's bar return is its close-to-close
+    return (:func:`ml4t_pipeline.lib.benchmark.load_benchmark_returns`). Raw closes give a price
+    return (dividends not included).
+
+    Attributes
+    ----------
+    symbol : str
+        The benchmark's symbol in the file.
+    path : str
+        Data path (inside the data root, like ``data.prices``).
+    """
+
+    symbol: str = Field(min_length=1, max_length=64)
+    path: str = Field(min_length=1)
+
+
 class ReportingConfig(_Strict):
     """Report settings.
 
@@ -776,11 +796,16 @@ class ReportingConfig(_Strict):
     periods_per_year : int
         Bars per year for annualising, 1 to 100,000 (252 daily; 98,280 = 252 × 390 minutes).
     title : str | None
+    benchmark : BenchmarkConfig | None
+        ``{symbol: SPY, path: lean_daily_ohlcv_unadjusted.parquet}``: alpha, beta, information
+        ratio, tracking error and up/down capture against it (``bench_*`` metrics) and its equity
+        on the report's chart. None (default): only the equal-weight universe is a benchmark.
     """
 
     risk_free_rate: Annotated[float, _NUMBER, Field(ge=-0.1, le=0.5)] = 0.0
     periods_per_year: Annotated[int, _NUMBER, Field(ge=1, le=MAX_ROWS)] = 252
     title: str | None = None
+    benchmark: BenchmarkConfig | None = None
 
 
 class MlflowTrackingConfig(_Strict):
@@ -1282,6 +1307,8 @@ def data_paths(cfg: ExperimentConfig) -> list[tuple[str, str]]:
         out.append(("data.features", cfg.data.features))
     if cfg.data.context.path:
         out.append(("data.context.path", cfg.data.context.path))
+    if cfg.reporting.benchmark is not None:
+        out.append(("reporting.benchmark.path", cfg.reporting.benchmark.path))
     return out
 
 

@@ -548,6 +548,9 @@ def _write_outputs(
         "risk_free_rate": cfg.reporting.risk_free_rate,
         "horizon": assets_attribution.ic_horizon(cfg),
         "title": cfg.reporting.title or f"ml4t experiment: {cfg.name}",
+        "benchmark": bench.model_dump() | {"bar_length": cfg.data.bar_length}
+        if (bench := cfg.reporting.benchmark) is not None
+        else None,
     }
     output_lib.write_text_atomic(
         staging / "report_settings.json", output_lib.dumps_strict(settings)

@@ -41,6 +41,7 @@ from ml4t_pipeline.lib import tracking as tracking_lib
 from ml4t_pipeline.lib.experiment import (
     PRICE_COLUMNS,
     MonthlyPanel,
+    configured_benchmark,
     experiment_metrics,
     experiment_quotes,
     restrict_to_window,
@@ -55,6 +56,7 @@ from ml4t_pipeline.lib.output_schemas import (
     TradesSchema,
     validate_output,
 )
+from ml4t_pipeline.lib.performance import missing_benchmark_bars, strategy_returns
 
 GROUP = "backtest"
 TRADES_PANEL_COLUMNS = ["timestamp", "symbol", "signal_available_at"]
@@ -267,7 +269,8 @@ def metrics(
     turnover, costs). Formulas: :func:`engine.compute_metrics`; costs are sums over the fills
     in currency units."""
     cfg = experiments.load(context.partition_key)
-    values = experiment_metrics(cfg, portfolio_states, trades, backtest["fills"], prices)
+    bench = configured_benchmark(cfg)
+    values = experiment_metrics(cfg, portfolio_states, trades, backtest["fills"], prices, bench)
     png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
     meta = metrics_metadata(values) | {
         "metrics": metrics_table(values),
@@ -275,6 +278,18 @@ def metrics(
         "code_version": dg.MetadataValue.text(code_version()),
         "equity_curve": dg.MetadataValue.md(report_lib.png_markdown(png)),
     }
+    if cfg.reporting.benchmark is not None and bench is not None:
+        missing = missing_benchmark_bars(
+            strategy_returns(portfolio_states, cfg.execution.initial_cash), bench
+        )
+        meta["benchmark"] = dg.MetadataValue.text(
+            f"{cfg.reporting.benchmark.symbol} ({cfg.reporting.benchmark.path}); "
+            f"{missing.height} portfolio bars without a benchmark bar (left out, not filled)"
+        )
+        if missing.height:
+            meta["benchmark_missing_bars_first"] = dg.MetadataValue.text(
+                ", ".join(str(t) for t in missing["timestamp"].head(20).to_list())
+            )
     return dg.Output(values, metadata=meta)
 
 
@@ -317,6 +332,7 @@ def performance_report(
         initial_cash=cfg.execution.initial_cash,
         signal=cfg.strategy.signal if cfg.strategy.signal in value_columns(signals) else "score",
         horizon=ic_horizon(cfg),
+        index_benchmark=configured_benchmark(cfg),
     )
     html = report_lib.render_report_html(
         title=cfg.reporting.title or f"ml4t experiment: {cfg.name}",

@@ -22,7 +22,18 @@ COMPARISON_METRICS = (
     "turnover",
     "total_costs",
     "final_equity",
+    "alpha",
+    "beta",
+    "information_ratio",
+    "bench_alpha",
+    "bench_beta",
+    "bench_information_ratio",
+    "bench_tracking_error",
+    "bench_up_capture",
+    "bench_down_capture",
 )
+"""The table's metrics: unprefixed alpha/beta/information ratio against the equal-weight
+universe, ``bench_*`` against ``reporting.benchmark`` (null when not configured)."""
 LINEAGE_FIELDS = ("config_hash", "code_version", "prices_version", "signals_version", "run_id")
 
 

@@ -338,26 +338,55 @@ def attach_quotes(panel: pl.DataFrame, quotes: pl.DataFrame) -> pl.DataFrame:
     return joined
 
 
+def configured_benchmark(cfg: ExperimentConfig) -> pl.DataFrame | None:
+    """``reporting.benchmark``'s bar returns
+    (:func:`ml4t_pipeline.lib.benchmark.load_benchmark_returns`), or None when not configured.
+    The path resolves under the data root like ``data.prices``."""
+    spec = cfg.reporting.benchmark
+    if spec is None:
+        return None
+    from ml4t_pipeline.lib.benchmark import load_benchmark_returns
+
+    path = resolve_data_path(spec.path, field="reporting.benchmark.path")
+    return load_benchmark_returns(path, spec.symbol, cfg.data.bar_length)
+
+
 def experiment_metrics(
     cfg: ExperimentConfig,
     portfolio_states: pl.DataFrame,
     trades: pl.DataFrame,
     fills: pl.DataFrame,
     prices: pl.DataFrame | None = None,
+    benchmark: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Every headline metric (:func:`ml4t_pipeline.lib.performance.compute_performance`).
 
     The engine's metrics, costs from the fills (currency), and, when ``prices`` are given, the
     comparison with the equal-weight universe as benchmark (alpha, beta, information ratio).
+    With ``reporting.benchmark`` configured the ``bench_*`` keys compare with it
+    (:func:`ml4t_pipeline.lib.performance.benchmark_comparison`); ``benchmark`` passes its
+    returns when already loaded (default: :func:`configured_benchmark`).
     """
-    benchmark = performance.equal_weight_benchmark(prices) if prices is not None else None
+    equal_weight = performance.equal_weight_benchmark(prices) if prices is not None else None
     values: dict[str, Any] = performance.compute_performance(
         portfolio_states,
         trades,
         fills=fills,
-        benchmark=benchmark,
+        benchmark=equal_weight,
         periods_per_year=cfg.reporting.periods_per_year,
         risk_free_rate=cfg.reporting.risk_free_rate,
         initial_cash=cfg.execution.initial_cash,
     )
+    if cfg.reporting.benchmark is not None:
+        if benchmark is None:
+            benchmark = configured_benchmark(cfg)
+        returns = performance.strategy_returns(portfolio_states, cfg.execution.initial_cash)
+        values.update(
+            performance.benchmark_comparison(
+                returns,
+                benchmark,
+                cfg.reporting.periods_per_year,
+                cfg.reporting.risk_free_rate,
+            )
+        )
     return {k: (v if isinstance(v, int) else float(v)) for k, v in values.items()}

@@ -29,7 +29,10 @@ from engine.metrics import METRIC_KEYS
 from ml4t_pipeline.lib.context import market_context_from_prices
 
 __all__ = [
+    "BENCH_METRIC_KEYS",
     "EXTRA_METRIC_KEYS",
+    "benchmark_comparison",
+    "missing_benchmark_bars",
     "benchmark_equity",
     "compute_performance",
     "drawdown_duration",
@@ -68,6 +71,24 @@ EXTRA_METRIC_KEYS = (
     "tracking_error",
     "information_ratio",
     "benchmark_bars",
+    "up_capture",
+    "down_capture",
+)
+
+#: Keys of the comparison with a configured benchmark (``reporting.benchmark``), see
+#: :func:`benchmark_comparison`.
+BENCH_METRIC_KEYS = (
+    "bench_total_return",
+    "bench_cagr",
+    "bench_alpha",
+    "bench_beta",
+    "bench_correlation",
+    "bench_tracking_error",
+    "bench_information_ratio",
+    "bench_up_capture",
+    "bench_down_capture",
+    "bench_bars",
+    "bench_missing_bars",
 )
 
 _DAYS_PER_YEAR = 365.25
@@ -362,7 +383,8 @@ def compute_performance(
           benchmark_total_return) ** (P / n) - 1; beta = cov(r - rf, b - rf) / var(b - rf);
           alpha = (mean(r - rf) - beta × mean(b - rf)) × P (Jensen's alpha, annual, arithmetic);
           correlation = corr(r, b); tracking_error = std(r - b) × √P; information_ratio =
-          mean(r - b) / std(r - b) × √P. Without a benchmark these keys are NaN and
+          mean(r - b) / std(r - b) × √P; up_capture / down_capture: see
+          :func:`benchmark_comparison`. Without a benchmark these keys are NaN and
           benchmark_bars is 0.
 
         A ratio with a zero denominator is 0.0 when its numerator is 0 too and NaN otherwise
@@ -486,6 +508,33 @@ def _cost_stats(trades: pl.DataFrame, fills: pl.DataFrame | None, e0: float) -> 
     }
 
 
+def _annual_compound(x: np.ndarray, ppy: float) -> float:
+    # (Π(1 + x))^(P / n) - 1: the annualised compound return of n bars.
+    growth = float(np.prod(1.0 + x))
+    return growth ** (ppy / x.size) - 1.0 if growth > 0 else -1.0
+
+
+def _capture(r: np.ndarray, b: np.ndarray, ppy: float, up: bool) -> float:
+    mask = b > 0 if up else b < 0
+    if not mask.any():
+        return math.nan
+    return _ratio(_annual_compound(r[mask], ppy), _annual_compound(b[mask], ppy))
+
+
+def missing_benchmark_bars(returns: pl.DataFrame, benchmark: pl.DataFrame) -> pl.DataFrame:
+    """The strategy's bars that have no benchmark return (``timestamp`` column).
+
+    These bars are left out of every benchmark statistic and reported (``*_missing_bars``),
+    never filled.
+    """
+    return (
+        returns.select("timestamp")
+        .join(benchmark.select("timestamp", "benchmark_return"), on="timestamp", how="left")
+        .filter(pl.col("benchmark_return").is_null())
+        .select("timestamp")
+    )
+
+
 def _benchmark_stats(
     returns: pl.DataFrame,
     benchmark: pl.DataFrame | None,
@@ -502,6 +551,8 @@ def _benchmark_stats(
         "tracking_error": nan,
         "information_ratio": nan,
         "benchmark_bars": 0,
+        "up_capture": nan,
+        "down_capture": nan,
     }
     if benchmark is None:
         return empty
@@ -527,6 +578,8 @@ def _benchmark_stats(
     out["benchmark_bars"] = n
     out["benchmark_total_return"] = total
     out["benchmark_cagr"] = (1.0 + total) ** (ppy / n) - 1.0 if total > -1.0 else -1.0
+    out["up_capture"] = _capture(r, b, ppy, up=True)
+    out["down_capture"] = _capture(r, b, ppy, up=False)
     if n < 2:
         return out
     var_b = float(np.var(xb, ddof=1))
@@ -546,8 +599,53 @@ def _benchmark_stats(
     return out
 
 
+def benchmark_comparison(
+    returns: pl.DataFrame,
+    benchmark: pl.DataFrame | None,
+    periods_per_year: float,
+    risk_free_rate: float = 0.0,
+) -> dict[str, float | int]:
+    """The strategy against a configured benchmark: the :data:`BENCH_METRIC_KEYS`.
+
+    Alignment: ``r_t`` (:func:`strategy_returns`) and ``b_t`` (the benchmark's own
+    close-to-close return ending at the same bar close, e.g. from
+    :func:`ml4t_pipeline.lib.benchmark.load_benchmark_returns`) are joined on the exact
+    ``timestamp``. Only bars with both are used (``bench_bars``); a strategy bar without a
+    benchmark return is counted in ``bench_missing_bars`` (and listed by
+    :func:`missing_benchmark_bars`), never filled.
+
+    Formulas, with ``rf = (1 + R_f) ** (1 / P) - 1`` per bar and sample moments (``ddof=1``):
+
+    - bench_beta = cov(r - rf, b - rf) / var(b - rf)
+    - bench_alpha = (mean(r - rf) - beta × mean(b - rf)) × P: Jensen's alpha, annualised
+      arithmetically (empyrical's ``alpha_beta`` compounds the same per-bar mean:
+      ``(1 + alpha / P) ** P - 1``)
+    - bench_tracking_error = std(r - b) × √P (annual, fraction)
+    - bench_information_ratio = mean(r - b) / std(r - b) × √P (empyrical's ``excess_sharpe``
+      × √P)
+    - bench_up_capture = A(r | b > 0) / A(b | b > 0), bench_down_capture likewise over
+      ``b < 0``, with ``A(x) = Π(1 + x) ** (P / n_x) - 1`` the annualised compound return of
+      those bars (empyrical's ``up_capture`` / ``down_capture``)
+    - bench_total_return = Π(1 + b) - 1 over the aligned bars; bench_cagr its annualised rate
+    - bench_correlation = corr(r, b)
+
+    Returns
+    -------
+    dict[str, float | int]
+        NaN values (and 0 bars) without a benchmark.
+    """
+    stats = _benchmark_stats(returns, benchmark, periods_per_year, risk_free_rate)
+    out: dict[str, float | int] = {
+        "bench_" + k.removeprefix("benchmark_"): v for k, v in stats.items()
+    }
+    out["bench_missing_bars"] = (
+        missing_benchmark_bars(returns, benchmark).height if benchmark is not None else 0
+    )
+    return {k: out[k] for k in BENCH_METRIC_KEYS}
+
+
 def metric_items(values: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Metrics in display order: the engine's keys, then :data:`EXTRA_METRIC_KEYS`, then rest."""
-    order = [*METRIC_KEYS, *EXTRA_METRIC_KEYS]
+    order = [*METRIC_KEYS, *EXTRA_METRIC_KEYS, *BENCH_METRIC_KEYS]
     seen = [k for k in order if k in values]
     return [(k, values[k]) for k in seen] + [(k, v) for k, v in values.items() if k not in seen]

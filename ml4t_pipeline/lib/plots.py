@@ -42,8 +42,10 @@ def equity_vs_benchmark_png(curve: pl.DataFrame, title: str = "") -> bytes:
     Parameters
     ----------
     curve : pl.DataFrame
-        ``timestamp``, ``equity`` and optionally ``benchmark_equity`` (currency), e.g. from
-        :func:`ml4t_pipeline.lib.performance.benchmark_equity`.
+        ``timestamp``, ``equity`` and optionally ``benchmark_equity`` (the equal-weight
+        universe, e.g. from :func:`ml4t_pipeline.lib.performance.benchmark_equity`) and
+        ``bench_equity`` (``reporting.benchmark``, from
+        :func:`ml4t_pipeline.lib.benchmark.benchmark_equity_curve`), currency.
     """
     fig, ax = _figure(10, 4.5)
     if curve.height == 0:
@@ -57,6 +59,14 @@ def equity_vs_benchmark_png(curve: pl.DataFrame, title: str = "") -> bytes:
             color=_GREY,
             linewidth=1.1,
             label="benchmark",
+        )
+    if "bench_equity" in curve.columns:
+        ax.plot(
+            x,
+            curve["bench_equity"].to_numpy(),
+            color=_GREEN,
+            linewidth=1.1,
+            label="reporting.benchmark",
         )
     ax.set_ylabel("Equity")
     ax.legend(loc="upper left")

@@ -182,6 +182,7 @@ def analyse_run(
     horizon: int = 1,
     regime_column: str | None = None,
     rolling_window: int = ROLLING_WINDOW,
+    index_benchmark: pl.DataFrame | None = None,
 ) -> ReportAnalysis:
     """Compute the metrics, curves and attribution tables of the full report.
 
@@ -212,6 +213,10 @@ def analyse_run(
         :func:`ml4t_pipeline.lib.attribution.default_regime_column`).
     rolling_window : int, default 63
         Bars per rolling-Sharpe window (shortened to the number of bars when fewer, min 2).
+    index_benchmark : pl.DataFrame, optional
+        ``reporting.benchmark``'s returns (``timestamp``, ``benchmark_return``, from
+        :func:`ml4t_pipeline.lib.benchmark.load_benchmark_returns`): its equity is added to the
+        curve as ``bench_equity`` (a second line on the equity chart).
 
     Raises
     ------
@@ -243,6 +248,11 @@ def analyse_run(
         if benchmark is not None
         else portfolio_states.select("timestamp", "equity")
     )
+    if index_benchmark is not None:
+        from ml4t_pipeline.lib.benchmark import benchmark_equity_curve
+
+        bench = benchmark_equity_curve(curve["timestamp"], index_benchmark, e0)
+        curve = curve.join(bench, on="timestamp", how="left", maintain_order="left")
     window = max(2, min(rolling_window, portfolio_states.height))
     attribution = attribution_lib.attribute_run(
         trades,
@@ -275,6 +285,7 @@ def rebuild_report(
     horizon: int = 1,
     title: str | None = None,
     write_tables: bool = True,
+    benchmark: dict[str, Any] | None = None,
 ) -> Path:
     """Rebuild ``report.html`` (and the attribution Parquet files) from an ``ml4t run`` folder.
 
@@ -299,6 +310,9 @@ def rebuild_report(
         Report title (default ``ml4t experiment: <folder name>``).
     write_tables : bool, default True
         Also write the attribution tables as Parquet.
+    benchmark : dict, optional
+        ``{"symbol": ..., "path": ...}`` (``reporting.benchmark``; ``path`` resolved under the
+        data root): its equity is drawn on the equity chart.
 
     Returns
     -------
@@ -336,6 +350,7 @@ def rebuild_report(
         periods_per_year=periods_per_year,
         risk_free_rate=risk_free_rate,
         horizon=horizon,
+        index_benchmark=_index_benchmark(benchmark),
     )
     if prices is None:
         analysis.notes.append(
@@ -354,6 +369,16 @@ def rebuild_report(
     path = write_report(folder / "report.html", text)
     path.chmod(0o644)  # mkstemp creates 0600; the report is meant to be opened by anyone
     return path
+
+
+def _index_benchmark(spec: dict[str, Any] | None) -> pl.DataFrame | None:
+    if not spec:
+        return None
+    from ml4t_pipeline.config import resolve_data_path
+    from ml4t_pipeline.lib.benchmark import load_benchmark_returns
+
+    path = resolve_data_path(str(spec["path"]), field="reporting.benchmark.path")
+    return load_benchmark_returns(path, str(spec["symbol"]), spec.get("bar_length"))
 
 
 # --- figure --------------------------------------------------------------------------------------
