@@ -12,7 +12,6 @@ close-to-close return, session calendar, blank symbol; ``data.plausibility`` in 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -23,7 +22,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from ml4t_pipeline.lib.timing import signal_age_bars
+from ml4t_pipeline.lib.timing import signal_age_bars, xnys_calendar
 
 OHLC: tuple[str, ...] = ("open", "high", "low", "close")
 OHLCV: tuple[str, ...] = (*OHLC, "volume")
@@ -544,10 +543,7 @@ def _xnys_sessions(first: date, last: date) -> set[date]:
     if start > end:
         return set()
     try:
-        with warnings.catch_warnings():
-            # exchange_calendars 4.13 reads Series.values, which pandas 3.1 deprecates.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            calendar = xcals.get_calendar("XNYS", start=start.isoformat(), end=end.isoformat())
+        calendar = xnys_calendar(start, end)
     except xcals.errors.NoSessionsError:
         return set()
     return set(calendar.sessions.date)

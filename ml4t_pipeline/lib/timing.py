@@ -12,16 +12,20 @@ close, such as midnight ``Asia/Tokyo`` (hours before the previous New York close
 unless the stamps are declared instants (:func:`check_signal_stamps`).
 
 US equity session times are taken in ``America/New_York`` and converted to UTC, which makes them
-daylight-saving correct (the 16:00 close is 21:00 UTC in winter and 20:00 UTC in summer). No
-exchange calendar is used: half-days (13:00 close) are still stamped 16:00, which is *later*
-than the real close, so it can delay a value but never leak one early.
+daylight-saving correct (the 16:00 close is 21:00 UTC in winter and 20:00 UTC in summer). A daily
+date is stamped at the New York Stock Exchange's real close of that session
+(:func:`daily_close_utc`): 16:00, or the early close of a half day (13:00 on the day after
+Thanksgiving, e.g. 2017-11-24) from ``exchange_calendars``' XNYS calendar
+(:func:`xnys_calendar`), which also gives the sessions the ``on_session_date`` price rule checks.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Literal
+from datetime import date, timedelta
+from typing import Any, Literal
 
 import polars as pl
 
@@ -43,8 +47,54 @@ def _session_time_utc(dates: pl.Expr, hours: int, minutes: int) -> pl.Expr:
     return wall.dt.replace_time_zone(EXCHANGE_TZ).dt.convert_time_zone("UTC")
 
 
+CALENDAR_START = date(1990, 1, 1)
+"""First date whose early closes :func:`daily_close_utc` knows (earlier dates close at 16:00)."""
+
+
+def xnys_calendar(start: date, end: date | None = None) -> Any:
+    """The NYSE calendar of ``exchange_calendars`` from ``start`` (to ``end``, default: its own
+    last session, a year ahead). Imported lazily (it pulls in pandas); its pandas deprecation
+    warnings are silenced.
+
+    Raises
+    ------
+    exchange_calendars.errors.NoSessionsError
+        No session between ``start`` and ``end``.
+    """
+    import exchange_calendars as xcals
+
+    with warnings.catch_warnings():
+        # exchange_calendars 4.13 reads Series.values, which pandas 3.1 deprecates.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return xcals.get_calendar(
+            "XNYS", start=start.isoformat(), end=end.isoformat() if end else None
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def xnys_early_closes() -> pl.DataFrame:
+    """NYSE sessions that close before 16:00, from :data:`CALENDAR_START` to a year ahead.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``date`` (Date) and ``close_minutes`` (Int64, minutes after New York midnight: 780 for a
+        13:00 close), one row per early close (80 from 1990 to 2027: 76 at 13:00, 4 at 14:00).
+    """
+    calendar = xnys_calendar(CALENDAR_START)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        closes = calendar.schedule.loc[calendar.early_closes, "close"].dt.tz_convert(EXCHANGE_TZ)
+        minutes = (closes.dt.hour * 60 + closes.dt.minute).to_numpy()
+        days = [d.date() for d in calendar.early_closes]
+    return pl.DataFrame(
+        {"date": days, "close_minutes": minutes},
+        schema={"date": pl.Date, "close_minutes": pl.Int64},
+    )
+
+
 def daily_close_utc(dates: pl.Expr) -> pl.Expr:
-    """Stamp naive trading dates with the 16:00 America/New_York close, in UTC.
+    """Stamp naive trading dates with the session's America/New_York close, in UTC.
 
     Parameters
     ----------
@@ -57,12 +107,14 @@ def daily_close_utc(dates: pl.Expr) -> pl.Expr:
     -------
     pl.Expr
         ``pl.Datetime("us", "UTC")``: the date at 16:00 New York time, i.e. 21:00 UTC under EST and
-        20:00 UTC under EDT. Nulls stay null.
+        20:00 UTC under EDT; on an NYSE early-close day (:func:`xnys_early_closes`) at its real
+        close instead (2017-11-24: 13:00 New York = 18:00 UTC). Nulls stay null.
 
     Notes
     -----
-    Early-close days (13:00) are stamped 16:00 as well. That is later than the true close, so a
-    value stamped this way is never visible too early; it is at most visible a few hours late.
+    A date that is not an NYSE session (weekend, holiday) is stamped 16:00; the price rule
+    ``on_session_date`` (``data.plausibility.calendar``) refuses such rows, naming them. Dates
+    before :data:`CALENDAR_START` are stamped 16:00.
 
     Examples
     --------
@@ -71,8 +123,17 @@ def daily_close_utc(dates: pl.Expr) -> pl.Expr:
     >>> df = pl.DataFrame({"d": [dt.date(2024, 1, 2), dt.date(2024, 7, 1)]})
     >>> df.select(daily_close_utc(pl.col("d")).dt.hour())["d"].to_list()
     [21, 20]
+    >>> half = pl.DataFrame({"d": [dt.date(2017, 11, 24)]})
+    >>> half.select(daily_close_utc(pl.col("d")).dt.hour())["d"].to_list()
+    [18]
     """
-    return _session_time_utc(dates, 16, 0)
+    early = xnys_early_closes()
+    day = dates.cast(pl.Date)
+    minutes = day.replace_strict(
+        early["date"], early["close_minutes"], default=16 * 60, return_dtype=pl.Int64
+    )
+    wall = day.cast(pl.Datetime("us")) + pl.duration(minutes=minutes)
+    return wall.dt.replace_time_zone(EXCHANGE_TZ).dt.convert_time_zone("UTC")
 
 
 def market_open_utc(dates: pl.Expr) -> pl.Expr:

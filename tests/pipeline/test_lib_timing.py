@@ -41,10 +41,10 @@ def stamp(expr_fn, days: list[date]) -> list[datetime]:  # type: ignore[no-untyp
         (date(2024, 3, 11), utc(2024, 3, 11, 20)),  # Monday after it
         (date(2024, 11, 1), utc(2024, 11, 1, 20)),  # Friday before the November switch
         (date(2024, 11, 4), utc(2024, 11, 4, 21)),  # Monday after it
-        (date(2024, 11, 29), utc(2024, 11, 29, 21)),  # half-day: still stamped 16:00
+        (date(2024, 11, 29), utc(2024, 11, 29, 18)),  # half day: its 13:00 New York close
     ],
 )
-def test_daily_close_utc_dates_become_1600_new_york_in_utc(day: date, expected: datetime) -> None:
+def test_daily_close_utc_dates_become_session_close_new_york_in_utc(day: date, expected: datetime) -> None:
     assert stamp(daily_close_utc, [day]) == [expected]
 
 
