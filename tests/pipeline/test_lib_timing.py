@@ -44,7 +44,7 @@ def stamp(expr_fn, days: list[date]) -> list[datetime]:  # type: ignore[no-untyp
         (date(2024, 11, 29), utc(2024, 11, 29, 18)),  # half day: its 13:00 New York close
     ],
 )
-def test_daily_close_utc_dates_become_session_close_new_york_in_utc(day: date, expected: datetime) -> None:
+def test_daily_close_utc_dates_become_session_close_in_utc(day: date, expected: datetime) -> None:
     assert stamp(daily_close_utc, [day]) == [expected]
 
 
