@@ -224,6 +224,36 @@ class PlausibilityConfig(_Strict):
     calendar: Literal["XNYS", "weekdays", "none"] = "XNYS"
 
 
+class UniverseConfig(_Strict):
+    """A point-in-time universe from index membership spells
+    (:mod:`ml4t_pipeline.lib.universe`).
+
+    Every bar gets an ``in_universe`` column (1.0 when its symbol is an index member on the
+    bar's New York session date, else 0.0, joined as of the spell's start date); the ranked
+    signal is set to null outside membership, so the built-in strategies rank (and buy)
+    members only.
+
+    Attributes
+    ----------
+    membership : str
+        Data path to a table with ``symbol``, ``start_date``, ``end_date`` (one row per spell,
+        several spells per symbol allowed, null end = still a member).
+    renames : dict[str, str]
+        ``{price-file symbol: membership symbol}`` for renamed tickers (e.g. ``PCLN: BKNG``).
+        Price symbols still without a spell are listed in the ``market_panel`` metadata
+        (``universe_unmatched_symbols``) and are never in the universe; nothing is dropped.
+    on_exit_universe : {"hold", "close_next_open"}
+        A holding whose symbol leaves the index: ``hold`` (default) keeps it until the strategy
+        drops it (it is no longer ranked, so TopN sells it at its next rebalance) or a risk rule
+        exits it; ``close_next_open`` exits it at the next bar's open after its first bar
+        outside (a pipeline risk rule, run in the engine's Python loop).
+    """
+
+    membership: str = Field(min_length=1)
+    renames: dict[str, str] = Field(default_factory=dict)
+    on_exit_universe: Literal["hold", "close_next_open"] = "hold"
+
+
 SIGNAL_TIMESTAMPS = ("bar_close", "session_date", "instant")
 """``data.signal_timestamps`` values: how a signal file's ``timestamp`` column is read."""
 
@@ -290,6 +320,10 @@ class DataConfig(_Strict):
         memory; ``monthly`` streams it month by month through :class:`engine.ChunkedMarketData`
         (same fills; for panels too large for memory). Only through the Dagster path
         (``ml4t run`` and the UI), which stores the panel by month.
+    universe : UniverseConfig | None
+        Point-in-time index membership (``{membership: sp500_membership_1996_2025.parquet}``).
+        None (default): every symbol of the prices is in the universe on every bar. Not with
+        ``stream: monthly``.
     """
 
     prices: str = DEMO_PRICES
@@ -309,6 +343,16 @@ class DataConfig(_Strict):
     max_signal_age_bars: Annotated[int, _NUMBER, Field(ge=1, le=MAX_ROWS)] | None = None
     quotes: QuotesConfig | None = None
     stream: Literal["whole", "monthly"] = "whole"
+    universe: UniverseConfig | None = None
+
+    @model_validator(mode="after")
+    def _universe_whole_stream(self) -> DataConfig:
+        if self.universe is not None and self.stream == "monthly":
+            raise ValueError(
+                "data.universe is not supported with data.stream: monthly (the membership "
+                "mask is applied to the whole panel); use stream: whole"
+            )
+        return self
 
     @model_validator(mode="after")
     def _timing_applies(self) -> DataConfig:
@@ -1307,6 +1351,8 @@ def data_paths(cfg: ExperimentConfig) -> list[tuple[str, str]]:
         out.append(("data.features", cfg.data.features))
     if cfg.data.context.path:
         out.append(("data.context.path", cfg.data.context.path))
+    if cfg.data.universe is not None:
+        out.append(("data.universe.membership", cfg.data.universe.membership))
     if cfg.reporting.benchmark is not None:
         out.append(("reporting.benchmark.path", cfg.reporting.benchmark.path))
     return out

@@ -18,8 +18,9 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.config import ExperimentConfig
+from ml4t_pipeline.config import ExperimentConfig, resolve_data_path
 from ml4t_pipeline.defs.assets_attribution import ic_horizon
+from ml4t_pipeline.defs.assets_data import skipped_check
 from ml4t_pipeline.defs.io_managers import asset_checks_verdict, default_storage_dir
 from ml4t_pipeline.defs.metadata import (
     frame_metadata,
@@ -38,6 +39,7 @@ from ml4t_pipeline.defs.versions import module_code_version
 from ml4t_pipeline.lib import reconcile
 from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib import tracking as tracking_lib
+from ml4t_pipeline.lib import universe as universe_lib
 from ml4t_pipeline.lib.experiment import (
     PRICE_COLUMNS,
     MonthlyPanel,
@@ -57,6 +59,7 @@ from ml4t_pipeline.lib.output_schemas import (
     validate_output,
 )
 from ml4t_pipeline.lib.performance import missing_benchmark_bars, strategy_returns
+from ml4t_pipeline.lib.universe import IN_UNIVERSE
 
 GROUP = "backtest"
 TRADES_PANEL_COLUMNS = ["timestamp", "symbol", "signal_available_at"]
@@ -112,7 +115,10 @@ def backtest(
     """
     cfg = experiments.load(context.partition_key)
     quotes = experiment_quotes(cfg, experiments.root())
-    columns = (value_columns(signals), value_columns(features))
+    indicators = value_columns(features)
+    if cfg.data.universe is not None:  # the in_universe flag, for on_exit_universe rules
+        indicators = [*indicators, IN_UNIVERSE]
+    columns = (value_columns(signals), indicators)
     if cfg.data.stream == "monthly":
         chunks = MonthlyPanel(market_panel, quotes)
         result = run_experiment_streamed(cfg, chunks, market_context, *columns)
@@ -156,6 +162,14 @@ def backtest(
             "available_at of the signal the strategy acted on.",
         ),
         experiment_check_spec(
+            "entries_inside_universe",
+            asset="trades",
+            blocking=True,
+            description="With data.universe: every trade's entry was decided on a bar where "
+            "its symbol was an index member (looked up again in the membership table by the "
+            "decision bar's New York date); offending trades are named. Skipped without it.",
+        ),
+        experiment_check_spec(
             "trades_match_schema",
             asset="trades",
             blocking=True,
@@ -192,10 +206,23 @@ def trades(
     results = [
         _schema_check("trades_match_schema", frame, TradesSchema),
         _offenders_check("trades_entered_after_signal_available", late, "first_offending_rows"),
+        _universe_check(cfg, frame, experiments.root()),
     ]
     meta = frame_metadata(frame, pandera_descriptions(TradesSchema)) | lineage
     yield dg.Output(frame, metadata=meta | asset_checks_verdict(context, results))
     yield from results
+
+
+def _universe_check(cfg: ExperimentConfig, trades: pl.DataFrame, root: Any) -> dg.AssetCheckResult:
+    spec = cfg.data.universe
+    if spec is None:
+        return skipped_check("entries_inside_universe", "no data.universe configured")
+    membership = universe_lib.load_membership(
+        resolve_data_path(spec.membership, data_root=root, field="data.universe.membership"),
+        spec.renames,
+    )
+    outside = universe_lib.entries_outside_universe(trades, membership)
+    return _offenders_check("entries_inside_universe", outside, "first_offending_rows")
 
 
 @dg.asset(

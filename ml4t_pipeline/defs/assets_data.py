@@ -43,6 +43,8 @@ from ml4t_pipeline.lib import io as io_lib
 from ml4t_pipeline.lib import panel as panel_lib
 from ml4t_pipeline.lib import schemas, timing
 from ml4t_pipeline.lib import signals as signals_lib
+from ml4t_pipeline.lib import universe as universe_lib
+from ml4t_pipeline.lib.experiment import value_columns
 from ml4t_pipeline.lib.lineage import file_content_hash, frame_content_hash
 
 GROUP = "data"
@@ -711,10 +713,19 @@ def market_panel(
     many bars got a fresh, forward-filled, stale (past ``data.max_fill_bars``) or no signal is
     reported in the metadata.
     """
-    cfg = experiments.load(context.partition_key).data
+    experiment = experiments.load(context.partition_key)
+    cfg = experiment.data
     frame = panel_lib.build_market_panel(
         prices, features, signals, max_fill_bars=cfg.max_fill_bars, keep_status=True
     )
+    universe_meta: dict[str, Any] = {}
+    if cfg.universe is not None:
+        frame, universe_meta = _apply_universe(
+            frame,
+            cfg.universe,
+            [*value_columns(signals), experiment.strategy.signal],
+            experiments.root(),
+        )
     counts = timing.status_counts(frame, "signal_status")
     skip_reason = stale_check_skip_reason(cfg.validation, cfg.max_signal_age_bars)
     frame_with_status = frame
@@ -742,9 +753,40 @@ def market_panel(
         frame,
         metadata=frame_metadata(frame)
         | {"signal_fill": dg.MetadataValue.json(counts)}
+        | universe_meta
         | asset_checks_verdict(context, results),
     )
     yield from results
+
+
+def _apply_universe(
+    frame: pl.DataFrame, spec: Any, ranked: list[str], data_root: Any
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """``frame`` with ``in_universe`` and the ranked columns masked outside membership, and the
+    survivorship-gap metadata (:func:`ml4t_pipeline.lib.universe.survivorship_gap`)."""
+    membership = universe_lib.load_membership(
+        resolve_data_path(spec.membership, data_root=data_root, field="data.universe.membership"),
+        spec.renames,
+    )
+    masked = universe_lib.mask_outside_universe(frame, membership, ranked)
+    gap = universe_lib.survivorship_gap(frame.select("timestamp", "symbol"), membership)
+    inside = masked[universe_lib.IN_UNIVERSE]
+    meta = {
+        "universe_bars_inside": dg.MetadataValue.int(int(inside.sum())),
+        "universe_bars_outside": dg.MetadataValue.int(int((inside == 0).sum())),
+        "universe_masked_columns": dg.MetadataValue.text(", ".join(dict.fromkeys(ranked))),
+        "survivorship_gap_by_year": table_value(gap["by_year"], 100),
+        "survivorship_unseen_member_day_share": dg.MetadataValue.float(gap["unseen_share"]),
+        "survivorship_members_without_prices": dg.MetadataValue.text(
+            f"{len(gap['members_without_prices'])}: " + ", ".join(gap["members_without_prices"])
+        ),
+        "universe_unmatched_symbols": dg.MetadataValue.text(
+            f"{len(gap['unmatched_symbols'])} price symbols have no membership spell (never in "
+            f"the universe; map renamed tickers with data.universe.renames): "
+            + ", ".join(gap["unmatched_symbols"])
+        ),
+    }
+    return masked, meta
 
 
 SKIPPED_KEY = "skipped"

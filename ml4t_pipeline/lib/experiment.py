@@ -55,8 +55,10 @@ def preset_fields(preset: str | None) -> dict[str, Any]:
 def build_engine(cfg: ExperimentConfig, data: Any) -> engine.BacktestEngine:
     """The engine for ``cfg`` on ``data`` (:class:`engine.MarketData` or a chunked panel).
 
-    Strategy from :meth:`StrategyConfig.build`, rules from :func:`build_rule` (no risk manager
-    when there are none), execution settings from :meth:`ExecutionConfig.engine_config`; with
+    Strategy from :meth:`StrategyConfig.build`, rules from :func:`build_rule` (plus
+    :class:`~ml4t_pipeline.lib.universe.ExitOutsideUniverse` under
+    ``data.universe.on_exit_universe: close_next_open``; no risk manager when there are none),
+    execution settings from :meth:`ExecutionConfig.engine_config`; with
     a ``backtest`` window, the data restricted to it (``data.between(start, end)``: the
     prepared columns keep their full-history values).
 
@@ -68,6 +70,10 @@ def build_engine(cfg: ExperimentConfig, data: Any) -> engine.BacktestEngine:
     if cfg.backtest.is_set:
         data = data.between(**cfg.backtest.window())
     rules = [build_rule(spec) for spec in cfg.risk_rules]
+    if cfg.data.universe is not None and cfg.data.universe.on_exit_universe == "close_next_open":
+        from ml4t_pipeline.lib.universe import ExitOutsideUniverse
+
+        rules.append(ExitOutsideUniverse())
     return engine.BacktestEngine(
         data,
         cfg.strategy.build(),
