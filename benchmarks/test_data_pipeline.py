@@ -123,6 +123,84 @@ def test_sp500_features(benchmark: Any, sp500_inputs: dict[str, pl.DataFrame]) -
     assert out.height == valid.height
 
 
+TARGET_UNIVERSE_RATIO = 1.2
+
+
+def test_sp500_calendar_and_universe_overhead(
+    benchmark: Any, sp500_inputs: dict[str, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Data preparation with exchange-calendar stamping and the membership mask (issue 28)
+    against today's (fixed 16:00 stamping, no universe), in the same process, interleaved.
+
+    Each round: ``load_prices_file`` (stamping) + ``validate_prices`` + ``build_market_panel``
+    + ``join_context_asof``; the new one adds ``load_membership`` + ``mask_outside_universe``.
+    Target: median ratio new / old <= 1.2.
+    """
+    from ml4t_pipeline.lib import timing
+    from ml4t_pipeline.lib.context import join_context_asof
+    from ml4t_pipeline.lib.features import compute_features
+    from ml4t_pipeline.lib.io import load_prices_file
+    from ml4t_pipeline.lib.panel import build_market_panel
+    from ml4t_pipeline.lib.schemas import validate_prices
+    from ml4t_pipeline.lib.universe import load_membership, mask_outside_universe
+
+    root = _data_root()
+    membership_path = root / "sp500_membership_1996_2025.parquet"
+    if not membership_path.exists():
+        pytest.skip(f"membership table not found at {membership_path}")
+    features, signals, vix = (sp500_inputs[k] for k in ("features", "signals", "vix"))
+    path = root / "sp500_5yr_daily_ohlcv.parquet"
+    calendar_close = timing.daily_close_utc
+
+    def fixed_close(dates: pl.Expr) -> pl.Expr:  # before issue 28: 16:00 New York every date
+        return timing._session_time_utc(dates, 16, 0)
+
+    def prepare(universe: bool, feats: pl.DataFrame = features) -> int:
+        prices = load_prices_file(path)
+        valid = validate_prices(prices, "standard").valid
+        panel = build_market_panel(valid, feats, signals)
+        if universe:
+            panel = mask_outside_universe(panel, load_membership(membership_path), ["score"])
+        stamps = panel.select(pl.col("timestamp").unique(maintain_order=True))
+        join_context_asof(stamps, vix, max_staleness="4d")
+        return panel.height
+
+    def old() -> int:
+        monkeypatch.setattr(timing, "daily_close_utc", fixed_close)
+        try:
+            return prepare(universe=False, feats=old_features)
+        finally:
+            monkeypatch.setattr(timing, "daily_close_utc", calendar_close)
+
+    # The indicators of the 16:00-stamped prices (same values, half days at 16:00), so both
+    # variants join features on identical keys.
+    monkeypatch.setattr(timing, "daily_close_utc", fixed_close)
+    old_features = compute_features(validate_prices(load_prices_file(path)).valid)
+    monkeypatch.setattr(timing, "daily_close_utc", calendar_close)
+
+    timing.xnys_early_closes()  # the calendar is built once per process (cached)
+    old_times, new_times = [], []
+    for _ in range(5):
+        for fn, out in ((old, old_times), (lambda: prepare(universe=True), new_times)):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    rows = benchmark.pedantic(prepare, args=(True,), rounds=3, iterations=1)
+    ratio = float(np.median(new_times) / np.median(old_times))
+    benchmark.extra_info.update(
+        {
+            "panel_rows": rows,
+            "old_median_seconds": round(float(np.median(old_times)), 4),
+            "new_median_seconds": round(float(np.median(new_times)), 4),
+            "ratio": round(ratio, 3),
+            "target_ratio": TARGET_UNIVERSE_RATIO,
+            "load_average": os.getloadavg(),
+        }
+    )
+    print(benchmark.extra_info)
+    assert ratio <= TARGET_UNIVERSE_RATIO
+
+
 # ---------------------------------------------------------------------------------------------
 # (b) synthetic 250 × 252 × 390 one-minute panel, month by month
 

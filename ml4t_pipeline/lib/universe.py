@@ -138,17 +138,25 @@ def in_universe_flags(bars: pl.DataFrame, membership: pl.DataFrame) -> pl.Series
         Boolean ``in_universe``, one per bar, in ``bars``' order (symbols absent from the
         table are False).
     """
+    # The session date of each distinct stamp (a daily panel has ~250 a year), joined back.
+    stamps = bars.select(pl.col("timestamp").unique())
+    dates = stamps.with_columns(_session_date(pl.col("timestamp")).alias("_date"))
     keyed = bars.select(
         pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
         pl.col("symbol").cast(pl.String),
-        _session_date(pl.col("timestamp")).alias("_date"),
-    ).sort("_date")
+        "timestamp",
+    ).join(dates, on="timestamp", how="left", maintain_order="left")
+    in_order = keyed["_date"].is_sorted()  # the prices contract is in time order
+    if not in_order:
+        keyed = keyed.sort("_date")
     spells = membership.select(
         "symbol", pl.col("start_date").alias("_date"), "start_date", "end_date"
     ).sort("_date")
     joined = keyed.join_asof(
         spells, on="_date", by="symbol", strategy="backward", check_sortedness=False
-    ).sort("_row")  # both sides are sorted by _date above
+    )  # both sides are sorted by _date
+    if not in_order:
+        joined = joined.sort("_row")
     inside = pl.col("start_date").is_not_null() & (
         pl.col("end_date").is_null() | (pl.col("end_date") >= pl.col("_date"))
     )

@@ -181,3 +181,12 @@ def test_survivorship_gap_sp500_counts_members_without_prices() -> None:
     shares = by_year["unseen_share"].to_list()
     assert shares == sorted(shares, reverse=True)
     assert 0.0 < gap["unseen_share"] < 0.5
+
+
+def test_in_universe_flags_unsorted_bars_keep_their_order(tmp_path: Path) -> None:
+    members = universe.load_membership(_membership(tmp_path, [("A", "2013-05-02", None)]))
+    bars = _bars(
+        [("A", dt.date(2013, 5, 1)), ("A", dt.date(2013, 5, 2)), ("B", dt.date(2013, 5, 2))]
+    )
+    shuffled = bars[[2, 1, 0]]
+    assert universe.in_universe_flags(shuffled, members).to_list() == [False, True, False]
