@@ -190,3 +190,53 @@ def test_in_universe_flags_unsorted_bars_keep_their_order(tmp_path: Path) -> Non
     )
     shuffled = bars[[2, 1, 0]]
     assert universe.in_universe_flags(shuffled, members).to_list() == [False, True, False]
+
+
+def _leaver_panel() -> pl.DataFrame:
+    """A and B rise daily; B leaves the index after 2013-05-02 (its last member day)."""
+    days = [dt.date(2013, 4, d) for d in (29, 30)] + [dt.date(2013, 5, d) for d in (1, 2, 3, 6, 7)]
+    bars = _bars([(s, d) for d in days for s in ("A", "B")])
+    return bars.with_columns(
+        pl.when(pl.col("symbol") == "A").then(1.0).otherwise(2.0).alias("score"),
+        (pl.col("close") + pl.int_range(pl.len()).cast(pl.Float64) * 0.01).alias("close"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("on_exit", "b_exit_day", "reason"),
+    [("hold", None, None), ("close_next_open", dt.date(2013, 5, 6), "ExitOutsideUniverse")],
+)
+def test_on_exit_universe_leaver_held_or_closed_next_open(
+    tmp_path: Path, on_exit: str, b_exit_day: dt.date | None, reason: str | None
+) -> None:
+    members = universe.load_membership(
+        _membership(tmp_path, [("A", "2013-01-01", None), ("B", "2013-01-01", "2013-05-02")])
+    )
+    panel = universe.mask_outside_universe(_leaver_panel(), members, ["score"])
+    rules = [universe.ExitOutsideUniverse()] if on_exit == "close_next_open" else []
+    bt = engine.BacktestEngine(
+        engine.MarketData.from_frame(
+            panel, signal_columns=["score"], indicator_columns=[universe.IN_UNIVERSE]
+        ),
+        engine.TopNStrategy("score", n=2, rebalance_every=100),  # bought on day 1, never rebalanced
+        risk_manager=engine.RiskManager(rules) if rules else None,
+        config=engine.ExecutionConfig(initial_cash=100_000.0, close_at_end=False),
+    )
+    if rules:
+        assert bt.compiled_reason is not None  # a pipeline rule: run in the Python loop
+    result = bt.run()
+    b_trades = result.trades.filter(pl.col("symbol") == "B")
+    if b_exit_day is None:
+        assert b_trades.height == 0  # still held: no closed trade
+    else:
+        row = b_trades.row(0, named=True)
+        # Thursday 2 May is B's last member day; Friday 3 May's bar is the first outside, so
+        # the exit is decided at its close and filled at Monday 6 May's open.
+        assert row["exit_reason"] == reason
+        assert row["exit_timestamp"].date() == b_exit_day
+        assert (
+            row["exit_price"]
+            == panel.filter(
+                (pl.col("symbol") == "B") & (pl.col("timestamp").dt.date() == b_exit_day)
+            )["open"].item()
+        )
