@@ -240,3 +240,13 @@ def test_on_exit_universe_leaver_held_or_closed_next_open(
                 (pl.col("symbol") == "B") & (pl.col("timestamp").dt.date() == b_exit_day)
             )["open"].item()
         )
+
+
+def test_example_universe_config_validates_with_its_paths() -> None:
+    from ml4t_pipeline.config import data_paths, load_config
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "sp500_top25_universe.yaml"
+    cfg = load_config(path)
+    assert cfg.data.universe is not None and cfg.data.universe.on_exit_universe == "hold"
+    assert ("data.universe.membership", MEMBERSHIP.name) in data_paths(cfg)
+    assert cfg.reporting.benchmark is not None and cfg.reporting.benchmark.symbol == "SPY"
