@@ -58,7 +58,7 @@ def equity_vs_benchmark_png(curve: pl.DataFrame, title: str = "") -> bytes:
             curve["benchmark_equity"].to_numpy(),
             color=_GREY,
             linewidth=1.1,
-            label="benchmark",
+            label="equal-weight universe",
         )
     if "bench_equity" in curve.columns:
         ax.plot(
