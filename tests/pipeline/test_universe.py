@@ -250,3 +250,22 @@ def test_example_universe_config_validates_with_its_paths() -> None:
     assert cfg.data.universe is not None and cfg.data.universe.on_exit_universe == "hold"
     assert ("data.universe.membership", MEMBERSHIP.name) in data_paths(cfg)
     assert cfg.reporting.benchmark is not None and cfg.reporting.benchmark.symbol == "SPY"
+
+
+def test_market_panel_universe_metadata_reports_gap_and_unmatched(tmp_path: Path) -> None:
+    from ml4t_pipeline.config import UniverseConfig
+    from ml4t_pipeline.defs.assets_data import _apply_universe
+
+    _membership(tmp_path, [("A", "2013-01-01", None), ("GONE", "2013-01-01", "2013-04-30")])
+    bars = _bars([("A", dt.date(2013, 4, 30)), ("B", dt.date(2013, 4, 30))]).with_columns(
+        pl.Series("score", [1.0, 2.0])
+    )
+    spec = UniverseConfig(membership="members.parquet")
+    masked, meta = _apply_universe(bars, spec, ["score"], tmp_path)
+    assert masked["score"].to_list() == [1.0, None]
+    gap = meta["survivorship_gap_by_year"].value.records[0].data
+    # 2013-04-30: A (seen) and GONE (a member without prices) -> 1 of 2 member-days unseen.
+    assert (gap["members"], gap["members_without_prices"], gap["unseen_share"]) == (2, 1, 0.5)
+    assert meta["survivorship_members_without_prices"].value == "1: GONE"
+    assert meta["universe_unmatched_symbols"].value.startswith("1 price symbols")
+    assert meta["universe_unmatched_symbols"].value.endswith(": B")
