@@ -60,8 +60,10 @@ def test_reference_panel_timestamps_are_new_york_close_in_utc(reference: Referen
     assert panel.schema["timestamp"] == pl.Datetime("us", "UTC")
     first = panel["timestamp"][0]
     assert first == datetime.fromisoformat("2013-02-08T21:00:00+00:00")  # EST: 16:00 = 21:00Z
-    summer = panel.filter(pl.col("timestamp").dt.date() == datetime(2017, 7, 3).date())
+    summer = panel.filter(pl.col("timestamp").dt.date() == datetime(2017, 7, 5).date())
     assert summer["timestamp"][0].hour == 20  # EDT
+    half_day = panel.filter(pl.col("timestamp").dt.date() == datetime(2017, 7, 3).date())
+    assert half_day["timestamp"][0].hour == 17  # the 13:00 EDT early close
     assert panel.filter(pl.col("symbol") == "AAPL")["score"].null_count() == 20
 
 
