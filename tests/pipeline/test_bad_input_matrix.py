@@ -28,6 +28,7 @@ import polars as pl
 import pytest
 
 from ml4t_pipeline.cli import main
+from ml4t_pipeline.lib.timing import daily_close_utc
 
 SYMBOLS = ("AAPL", "IBM", "JPM", "KO", "MSFT", "XOM")
 N_DAYS = 300
@@ -92,12 +93,9 @@ def make_prices(data_root: Path) -> pl.DataFrame:
 
 
 def make_signals(prices: pl.DataFrame) -> pl.DataFrame:
-    # 5-bar momentum as the score, stamped at each bar's 16:00 New York close (UTC).
-    close_utc = (
-        (pl.col("timestamp") + timedelta(hours=16))
-        .dt.replace_time_zone("America/New_York")
-        .dt.convert_time_zone("UTC")
-    )
+    # 5-bar momentum as the score, stamped at each bar's New York session close (UTC): 16:00,
+    # or 13:00 on a half day such as 2013-07-03, as the price loader stamps the bars.
+    close_utc = daily_close_utc(pl.col("timestamp"))
     return (
         prices.sort("symbol", "timestamp")
         .select(
