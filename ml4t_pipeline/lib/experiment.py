@@ -8,6 +8,7 @@ without loading Dagster: about 2 s less start-up per worker here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from datetime import datetime
@@ -351,10 +352,18 @@ def configured_benchmark(cfg: ExperimentConfig) -> pl.DataFrame | None:
     spec = cfg.reporting.benchmark
     if spec is None:
         return None
+    path = resolve_data_path(spec.path, field="reporting.benchmark.path")
+    # Cached per file version: a sweep's trials share one read.
+    return _benchmark_returns(str(path), path.stat().st_mtime_ns, spec.symbol, cfg.data.bar_length)
+
+
+@functools.lru_cache(maxsize=4)
+def _benchmark_returns(
+    path: str, mtime_ns: int, symbol: str, bar_length: str | None
+) -> pl.DataFrame:
     from ml4t_pipeline.lib.benchmark import load_benchmark_returns
 
-    path = resolve_data_path(spec.path, field="reporting.benchmark.path")
-    return load_benchmark_returns(path, spec.symbol, cfg.data.bar_length)
+    return load_benchmark_returns(path, symbol, bar_length)
 
 
 def experiment_metrics(

@@ -129,3 +129,22 @@ def test_reporting_benchmark_path_is_a_confined_data_path():
         {"name": "b", "reporting": {"benchmark": {"symbol": "SPY", "path": "x.parquet"}}}
     )
     assert ("reporting.benchmark.path", "x.parquet") in data_paths(cfg)
+
+
+def test_experiment_metrics_with_reporting_benchmark_adds_bench_keys(states, spy, monkeypatch):
+    from ml4t_pipeline.lib.experiment import experiment_metrics
+
+    monkeypatch.setenv("ML4T_DATA_ROOT", str(DATA_ROOT))
+    cfg = ExperimentConfig.model_validate(
+        {
+            "name": "b",
+            "execution": {"initial_cash": CASH},
+            "reporting": {"benchmark": {"symbol": "SPY", "path": LEAN.name}},
+        }
+    )
+    values = experiment_metrics(cfg, states, pl.DataFrame(), pl.DataFrame())
+    expected = performance.benchmark_comparison(
+        performance.strategy_returns(states, CASH), spy, 252, 0.0
+    )
+    assert {k: values[k] for k in performance.BENCH_METRIC_KEYS} == expected
+    assert math.isnan(values["alpha"])  # no prices given: no equal-weight comparison
