@@ -359,7 +359,7 @@ class Strategy:
         )
 
     def calculate_position_size(
-        self, price: float, atr: float, risk_pct: float, atr_multiple: float = 1.0
+        self, price: float, atr: float, risk_pct: float = 0.02, atr_multiple: float = 1.0
     ) -> float:
         """Shares such that a move of ``atr_multiple × atr`` loses ``risk_pct`` of equity.
 

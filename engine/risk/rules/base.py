@@ -60,6 +60,9 @@ class RiskRule(ABC):
     :meth:`on_entry` inside the engine (they must give the same answers)."""
     observes_fills: bool = False
     """True when :meth:`on_fill` wants to see every fill (hook D)."""
+    priority: int = 0
+    """Set by the constructor; the class default serves subclasses whose ``__init__`` does not
+    call ``super().__init__`` (the seeds' pattern 3)."""
     level_kind: ClassVar[str | None] = None
     """``"stop"`` / ``"take_profit"`` for rules that set that level (conflict warnings)."""
 
