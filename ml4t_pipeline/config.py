@@ -34,7 +34,10 @@ rewritten to the engine's names when the config is validated (:data:`RULE_PARAM_
 ``max_dd_pct`` → ``max_drawdown``; a ``RegimeDependentRule`` given as ``regime_source`` /
 ``high_vol_threshold`` / ``rules: {high_vol, low_vol}`` becomes ``context_column`` /
 ``threshold`` / ``above`` / ``below``; ``CompositeRule`` modes ``AND`` / ``OR`` become ``all`` /
-``any``). Giving an alias and its new name together is an error.
+``any``). Giving an alias and its new name together is an error. The table is the engine's
+(:mod:`engine.risk.rules.aliases`), shared with the rule constructors. The seeds' config sections
+(``version``, ``data.price_data``, ``strategy.select_top``, ``performance``, ...) are translated
+by :func:`from_seeds_schema` (docs/reference/seeds-compatibility.md).
 """
 
 from __future__ import annotations
