@@ -10,6 +10,7 @@ lines the project refuses, each marked ``# refused:`` with our equivalent
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -560,3 +561,94 @@ def test_seeds_004_example_3_reduce_position_halves_on_high_vix() -> None:
     # VIX 35 at bars 2, 3, 4: half of the position each time (whole shares), filled next open
     assert sells.filter(pl.col("symbol") == "AAA")["quantity"].abs().to_list() == [10, 5, 2]
     assert sells.filter(pl.col("symbol") == "BBB")["quantity"].abs().to_list() == [20, 10, 5]
+
+
+# ------------------------------------------------------------------ the aliases' own contracts
+
+
+def _flat_data(n: int = 6) -> MarketData:
+    return MarketData.from_frame(make_panel({"AAA": [(100, 100, 100, 100)] * n}))
+
+
+def test_run_start_date_end_date_equal_start_end_and_refuse_both_names() -> None:
+    data = _flat_data()
+    plan = {0: lambda s: s.buy("AAA", 1)}
+    by_seeds = BacktestEngine(data, Script(plan)).run(
+        start_date=datetime(2024, 1, 4), end_date=datetime(2024, 1, 6)
+    )
+    ours = BacktestEngine(data, Script(plan)).run(
+        start=datetime(2024, 1, 4).date(), end=datetime(2024, 1, 6).date()
+    )
+    assert by_seeds.portfolio_states.equals(ours.portfolio_states)
+    assert by_seeds.portfolio_states["timestamp"].to_list() == [ts(2), ts(3), ts(4)]
+    with pytest.raises(ValueError, match="start/end or start_date/end_date"):
+        BacktestEngine(data, Script()).run(start=ts(1), start_date=ts(1))
+    with pytest.raises(ValueError, match="has no timezone"):
+        BacktestEngine(data, Script()).run(start_date=datetime(2024, 1, 4, 12))
+
+
+def test_register_rule_refuses_a_non_rule_and_orders_by_priority() -> None:
+    manager = RiskManager()
+    manager.register_rule(TimeBasedExit(5, priority=1))
+    manager.register_rule(PriceBasedStopLoss(sl_pct=0.1, priority=7))
+    assert [r.name for r in manager.rules] == ["PriceBasedStopLoss", "TimeBasedExit"]
+    assert [r.name for r in manager.position_rules] == ["TimeBasedExit"]
+    with pytest.raises(ValueError, match="RiskRule instances"):
+        manager.register_rule("stop")  # type: ignore[arg-type]
+
+
+def test_rule_seeds_name_with_engine_name_refused_and_table_shared_with_yaml() -> None:
+    from engine.risk.rules import aliases
+    from ml4t_pipeline import config
+
+    with pytest.raises(ValueError, match=r"give 'stop_pct' only \('sl_pct' is its seeds' name\)"):
+        PriceBasedStopLoss(sl_pct=0.02, stop_pct=0.02)
+    with pytest.raises(ValueError, match="high_vol/low_vol"):
+        RegimeDependentRule(regime_source="vix", high_vol_threshold=1, rules={"calm": None})
+    assert config.RULE_PARAM_ALIASES is aliases.RULE_PARAM_ALIASES
+
+
+def test_reduce_position_short_buys_back_and_fraction_checked() -> None:
+    errors: list[str] = []
+
+    def bad(s: Strategy) -> None:
+        try:
+            s.reduce_position("AAA", 0.0)
+        except ValueError as exc:
+            errors.append(str(exc))
+        s.reduce_position("AAA", 0.5)  # short 9 since bar 1's open: buy back 4
+
+    plan = {0: lambda s: s.sell("AAA", 9), 1: bad, 2: lambda s: s.reduce_position("AAA", 0.5)}
+    data = _flat_data()
+    result = BacktestEngine(data, Script(plan), config=ExecutionConfig(allow_short=True)).run()
+    assert errors == ["fraction must be in (0, 1], got 0.0"]
+    # half of 9 rounded down (4, filled at bar 2), then half of the 5 left (2, at bar 3)
+    buys = result.fills.filter(pl.col("side") == "buy")
+    assert buys["quantity"].abs().to_list() == [4.0, 2.0]
+    assert buys["timestamp"].to_list() == [ts(2), ts(3)]
+
+
+def test_risk_context_seeds_names_equal_ours() -> None:
+    seen: list[tuple[object, ...]] = []
+
+    def record(context: RiskContext) -> RiskDecision:
+        seen.append(
+            (
+                context.portfolio_equity == context.equity,
+                context.portfolio_cash == context.cash,
+                context.current_leverage == context.leverage,
+                context.entry_bars_ago == context.bars_held,
+                context.asset_id == context.symbol,
+                context.market_price == context.close,
+                context.position_quantity == context.quantity,
+                context.max_favorable_excursion == context.mfe,
+                context.max_adverse_excursion == context.mae,
+                math.isnan(context.bid_price) and math.isnan(context.ask_price),
+            )
+        )
+        return RiskDecision()
+
+    BacktestEngine(
+        _flat_data(), Script({0: lambda s: s.buy("AAA", 3)}), RiskManager([FunctionRule(record)])
+    ).run()
+    assert len(seen) == 5 and all(all(row) for row in seen)
