@@ -652,3 +652,11 @@ def test_risk_context_seeds_names_equal_ours() -> None:
         _flat_data(), Script({0: lambda s: s.buy("AAA", 3)}), RiskManager([FunctionRule(record)])
     ).run()
     assert len(seen) == 5 and all(all(row) for row in seen)
+
+
+def test_dynamic_trailing_stop_tighten_without_floor_tightens_to_one_step() -> None:
+    """The seeds' ``tighten_rate`` alone used to do nothing (floor = initial trail)."""
+    rule = DynamicTrailingStop(initial_trail_pct=0.05, tighten_rate=0.01)
+    assert [rule.trail(k) for k in (0, 2, 4, 10)] == pytest.approx([0.05, 0.03, 0.01, 0.01])
+    assert DynamicTrailingStop(0.05).trail(100) == 0.05  # no tightening asked: none
+    assert DynamicTrailingStop(0.05, tighten_per_bar=0.2).min_trail_pct == 0.05
