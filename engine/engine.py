@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from datetime import date, datetime
+from datetime import time as clock_time
 
 from engine import fastpath
 from engine.broker import Broker
@@ -29,6 +30,13 @@ def _current(stream: ChunkStream) -> MarketData:
     if window is None:  # pragma: no cover - set by the first advance
         raise RuntimeError("no current window")
     return window
+
+
+def _seeds_day(value: date | datetime) -> date | datetime:
+    """A naive midnight ``datetime`` (the seeds' ``datetime(2020, 1, 1)``) as its date."""
+    if isinstance(value, datetime) and value.tzinfo is None and value.time() == clock_time(0):
+        return value.date()
+    return value
 
 
 def _overrides(strategy: Strategy, name: str) -> bool:
@@ -165,7 +173,12 @@ class BacktestEngine:
         )
 
     def run(
-        self, start: date | datetime | None = None, end: date | datetime | None = None
+        self,
+        start: date | datetime | None = None,
+        end: date | datetime | None = None,
+        *,
+        start_date: date | datetime | None = None,
+        end_date: date | datetime | None = None,
     ) -> BacktestResult:
         """Run the backtest from the first to the last timestamp, or over a window.
 
@@ -184,11 +197,24 @@ class BacktestEngine:
         BacktestResult
             Trades, portfolio states, fills, orders and rejections as polars frames.
 
+        start_date, end_date : date or datetime, optional
+            The seeds' names of ``start`` and ``end`` (give one name per bound). A naive
+            datetime at midnight, as the seeds write them (``datetime(2020, 1, 1)``), means
+            that date (its whole UTC day); another naive datetime is refused.
+
         Raises
         ------
         ValueError
-            A bad bound, ``start`` after ``end``, or a window with no bar.
+            A bad bound, ``start`` after ``end``, a window with no bar, or a bound given under
+            both names.
         """
+        if start_date is not None or end_date is not None:
+            if (start is not None and start_date is not None) or (
+                end is not None and end_date is not None
+            ):
+                raise ValueError("give start/end or start_date/end_date (their seeds' names)")
+            start = start if start_date is None else _seeds_day(start_date)
+            end = end if end_date is None else _seeds_day(end_date)
         if start is not None or end is not None:
             windowed = BacktestEngine(
                 self.data.between(start, end),

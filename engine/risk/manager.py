@@ -148,6 +148,18 @@ class RiskManager:
         self.fills_seen = 0
         self._warn_conflicts()
 
+    def register_rule(self, rule: RiskRule) -> None:
+        """Add ``rule`` (the seeds' way to build a manager: ``RiskManager()`` then one call per
+        rule). Same as passing it to the constructor: rules are re-ordered by priority and the
+        conflict warning is given if it applies.
+
+        Raises
+        ------
+        ValueError
+            If ``rule`` is not a RiskRule.
+        """
+        RiskManager.__init__(self, [*self.rules, rule])
+
     def _warn_conflicts(self) -> None:
         for kind in ("stop", "take_profit"):
             names = [r.name for r in self.rules if r.level_kind == kind]
