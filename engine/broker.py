@@ -43,6 +43,7 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.config import ExecutionConfig
+from engine.core import layout
 from engine.costs.commission import NoCommission
 from engine.costs.slippage import NoSlippage
 from engine.data import BarView, FloatArray, IntArray, MarketData
@@ -140,25 +141,25 @@ class Broker:
         self.cash = config.initial_cash
         # per-symbol state: two matrices, one row per field (layout: engine.risk.kernels), so
         # a compiled bar step takes them as two arguments; the attributes are row views
-        self.fstate: FloatArray = np.full((kernels.N_FLOAT_FIELDS, n), np.nan)
-        self.istate: IntArray = np.zeros((kernels.N_INT_FIELDS, n), dtype=np.int64)
-        self.qty: FloatArray = self.fstate[kernels.QTY]
+        self.fstate: FloatArray = np.full((layout.N_FLOAT_FIELDS, n), np.nan)
+        self.istate: IntArray = np.zeros((layout.N_INT_FIELDS, n), dtype=np.int64)
+        self.qty: FloatArray = self.fstate[layout.QTY]
         self.qty[:] = 0.0
-        self.avg: FloatArray = self.fstate[kernels.AVG]
+        self.avg: FloatArray = self.fstate[layout.AVG]
         self.avg[:] = 0.0
-        self.marks: FloatArray = self.fstate[kernels.MARK]
-        self.stop: FloatArray = self.fstate[kernels.STOP]
-        self.tp: FloatArray = self.fstate[kernels.TP]
-        self.best: FloatArray = self.fstate[kernels.BEST]
-        self.worst: FloatArray = self.fstate[kernels.WORST]
-        self.last_row: IntArray = self.istate[kernels.LAST_ROW]
+        self.marks: FloatArray = self.fstate[layout.MARK]
+        self.stop: FloatArray = self.fstate[layout.STOP]
+        self.tp: FloatArray = self.fstate[layout.TP]
+        self.best: FloatArray = self.fstate[layout.BEST]
+        self.worst: FloatArray = self.fstate[layout.WORST]
+        self.last_row: IntArray = self.istate[layout.LAST_ROW]
         self.last_row[:] = -1
-        self.level_from: IntArray = self.istate[kernels.LEVEL_FROM]
+        self.level_from: IntArray = self.istate[layout.LEVEL_FROM]
         # the rules that set the levels, as codes into self.rule_names (0: none)
-        self.stop_rule: IntArray = self.istate[kernels.STOP_RULE]
-        self.tp_rule: IntArray = self.istate[kernels.TP_RULE]
-        self.entry_ordinal: IntArray = self.istate[kernels.ENTRY_ORDINAL]
-        self._entry_pending: IntArray = self.istate[kernels.ENTRY_PENDING]
+        self.stop_rule: IntArray = self.istate[layout.STOP_RULE]
+        self.tp_rule: IntArray = self.istate[layout.TP_RULE]
+        self.entry_ordinal: IntArray = self.istate[layout.ENTRY_ORDINAL]
+        self._entry_pending: IntArray = self.istate[layout.ENTRY_PENDING]
         self.pending: FloatArray = np.zeros(n)
         self.exit_pending = np.zeros(n, dtype=bool)
         self.trades: dict[int, _OpenTrade] = {}
@@ -199,7 +200,7 @@ class Broker:
         self._defer_entries = self._entry_rows_unused and config.stop_activation == "next_bar"
         self._new_entries: dict[int, int] = {}
         self._rules: FloatArray = (
-            kernel.rules if kernel is not None else np.empty((0, kernels.N_RULE_FIELDS))
+            kernel.rules if kernel is not None else np.empty((0, layout.N_RULE_FIELDS))
         )
         self._risk_sees_fills = risk_manager is not None and bool(risk_manager.fill_rules)
         # skip work nobody consumes: slippage bar views, Fill objects without listeners
@@ -231,7 +232,7 @@ class Broker:
         self._stopped_at: IntArray = np.full(n, -(2**62), dtype=np.int64)
         self._stopped_dir: FloatArray = np.zeros(n)
         # 1: the levels of that position are not checked now (stops_first: a queued exit)
-        self._deferred: IntArray = self.istate[kernels.DEFERRED]
+        self._deferred: IntArray = self.istate[layout.DEFERRED]
         # sid -> direction of positions closed in the stops-first pass (None: not tracking),
         # then handed to the open's pass, which cancels their queued exits
         self._closed_now: dict[int, float] | None = None
@@ -630,9 +631,9 @@ class Broker:
         """Exit the ``n`` positions whose levels the compiled check found touched (ids, stop
         or target, level in the kernel's output buffers), in that order."""
         data = self.data
-        sids = self.istate[kernels.OUT_SID, :n].tolist()
-        stops = self.istate[kernels.OUT_CODE, :n].tolist()
-        levels = self.fstate[kernels.OUT_LEVEL, :n].tolist()
+        sids = self.istate[layout.OUT_SID, :n].tolist()
+        stops = self.istate[layout.OUT_CODE, :n].tolist()
+        levels = self.fstate[layout.OUT_LEVEL, :n].tolist()
         for sid, stop_hit, level in zip(sids, stops, levels, strict=True):
             pos = float(self.qty[sid])
             if pos == 0:
@@ -688,8 +689,8 @@ class Broker:
         if n < 0:
             return False
         if n:
-            sids = self.istate[kernels.OUT_SID, :n].tolist()
-            codes = self.istate[kernels.OUT_CODE, :n].tolist()
+            sids = self.istate[layout.OUT_SID, :n].tolist()
+            codes = self.istate[layout.OUT_CODE, :n].tolist()
             names = self.rule_names
             for sid, code in zip(sids, codes, strict=True):
                 self._risk_exit(sid, None, names[code], int(self.last_row[sid]))

@@ -48,28 +48,110 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.config import ExecutionConfig
+from engine.core.layout import (
+    A_CLOSED_AT,
+    A_DIDX,
+    A_DROW,
+    A_ENTRY_INDEX,
+    A_EXIT_PENDING,
+    A_OPEN,
+    A_PARTIAL_DONE,
+    A_PARTIAL_ENTRY,
+    A_TARGET,
+    AVG,
+    B_CLOSED_DIR,
+    B_COMM,
+    B_DIR,
+    B_PARTIAL_ORIGINAL,
+    B_QTY,
+    B_SLIP,
+    BEST,
+    BREAKEVEN,
+    CODE,
+    DEFERRED,
+    ENTRY_ORDINAL,
+    ENTRY_PENDING,
+    EPS,
+    EV_CANCELLED,
+    EV_REJECTED,
+    EV_SHRUNK,
+    EVENT_NAMES,
+    FACTOR,
+    FIXED_REASONS,
+    KIND,
+    L_DAILY_LOSS,
+    L_DRAWDOWN,
+    L_LEVERAGE,
+    L_POSITION_SIZE,
+    L_POSITIONS,
+    LAST_ROW,
+    LIM_KIND,
+    LIM_PARAM,
+    MARK,
+    MAX_BARS,
+    N_A,
+    N_B,
+    N_FLOAT_FIELDS,
+    N_INT_FIELDS,
+    N_LIM,
+    N_OF,
+    N_OI,
+    N_RULE_FIELDS,
+    N_RULES_COLS,
+    OF_FILLED,
+    OF_LIMIT,
+    OF_QTY,
+    OF_STOP,
+    OI_DECISION,
+    OI_REASON,
+    OI_SID,
+    OI_STATUS,
+    OI_STATUS_REASON,
+    OI_SUBMIT,
+    OI_TYPE,
+    OUT_CODE,
+    OUT_LEVEL,
+    OUT_SID,
+    PARTIAL,
+    PRIORITY,
+    QTY,
+    R_END,
+    R_STOP_LOSS,
+    R_STRATEGY,
+    R_TAKE_PROFIT,
+    S_ACCEPTED,
+    S_CANCELLED,
+    S_FILLED,
+    S_PARTIAL,
+    S_REJECTED,
+    S_SUBMITTED,
+    SR_CASH,
+    SR_CLOSED_BY_STOP,
+    SR_LIMIT,
+    SR_NONE,
+    SR_SHORT,
+    STATUS_NAMES,
+    STATUS_REASONS,
+    STOP,
+    STOP_LOSS,
+    STOP_RULE,
+    T_LIMIT,
+    T_MARKET,
+    T_STOP,
+    TAKE_PROFIT,
+    TIME_EXIT,
+    TP,
+    TP_RULE,
+    TRAIL_INITIAL,
+    TRAILING,
+    TYPE_NAMES,
+    WORST,
+    set_status,
+)
 from engine.costs.commission import NoCommission, PercentageCommission
 from engine.costs.slippage import NoSlippage
 from engine.data import ChunkedMarketData, MarketData
 from engine.risk import kernels
-from engine.risk.kernels import (
-    AVG,
-    BEST,
-    DEFERRED,
-    ENTRY_ORDINAL,
-    ENTRY_PENDING,
-    LAST_ROW,
-    MARK,
-    OUT_CODE,
-    OUT_LEVEL,
-    OUT_SID,
-    QTY,
-    STOP,
-    STOP_RULE,
-    TP,
-    TP_RULE,
-    WORST,
-)
 from engine.risk.manager import _KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
 from engine.risk.rules.dynamic import BreakEvenRule, PartialProfitTaking
@@ -89,38 +171,6 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-EPS = 1e-9  # as engine.broker.EPS
-
-# order types, statuses, reasons, status reasons and rejection events, as codes
-T_MARKET, T_LIMIT, T_STOP = 0, 1, 2
-TYPE_NAMES = ("market", "limit", "stop")
-S_SUBMITTED, S_ACCEPTED, S_PARTIAL, S_FILLED, S_REJECTED, S_CANCELLED = range(6)
-STATUS_NAMES = ("submitted", "accepted", "partially_filled", "filled", "rejected", "cancelled")
-R_STRATEGY, R_END, R_STOP_LOSS, R_TAKE_PROFIT = 0, 1, 2, 3
-"""Reason codes; a rule of code ``k >= 1`` (``Broker.rule_names[k]``) has reason code 3 + k."""
-FIXED_REASONS = ("strategy", "end_of_data", "stop_loss", "take_profit")
-SR_NONE, SR_CASH, SR_SHORT, SR_CLOSED_BY_STOP = range(4)
-STATUS_REASONS = ("", "insufficient_cash", "short_not_allowed", "position_closed_by_stop")
-EV_REJECTED, EV_CANCELLED, EV_SHRUNK = 0, 1, 2
-EVENT_NAMES = ("rejected", "cancelled", "shrunk")
-SR_LIMIT = 100
-"""Status-reason codes ``SR_LIMIT + k``: the reason text of rejection row ``k`` (a limit)."""
-# portfolio limits (hook B), rows of the limit table: kind, parameter
-L_DRAWDOWN, L_DAILY_LOSS, L_POSITION_SIZE, L_POSITIONS, L_LEVERAGE = 1, 2, 3, 4, 5
-# rule kinds beyond engine.risk.kernels' four, and the extra column of the run's rule table
-BREAKEVEN, PARTIAL = 5, 6
-"""``BreakEvenRule`` (``FACTOR`` = 1 + offset, ``TRAIL_INITIAL`` = trigger) and
-``PartialProfitTaking`` (its levels in the ``partial`` table)."""
-PRIORITY = kernels.N_RULE_FIELDS
-N_RULES_COLS = kernels.N_RULE_FIELDS + 1
-LIM_KIND, LIM_PARAM = 0, 1
-N_LIM = 2
-
-# columns of the order buffers
-OI_SID, OI_SUBMIT, OI_DECISION, OI_TYPE, OI_STATUS, OI_REASON, OI_STATUS_REASON = range(7)
-N_OI = 7
-OF_QTY, OF_FILLED, OF_LIMIT, OF_STOP = range(4)
-N_OF = 4
 # fills
 FI_ORDER, FI_BAR, FI_SID, FI_TYPE, FI_REASON = range(5)
 N_FI = 5
@@ -163,22 +213,6 @@ N_RF = 3
 # portfolio states
 SF_EQUITY, SF_CASH, SF_VALUE, SF_GROSS, SF_NPOS = range(5)
 N_SF = 5
-# per-symbol extra state (rows): int
-(
-    A_EXIT_PENDING,
-    A_ENTRY_INDEX,
-    A_DROW,
-    A_DIDX,
-    A_OPEN,
-    A_TARGET,
-    A_CLOSED_AT,
-    A_PARTIAL_ENTRY,
-    A_PARTIAL_DONE,
-) = range(9)
-N_A = 9
-# float
-B_DIR, B_QTY, B_COMM, B_SLIP, B_CLOSED_DIR, B_PARTIAL_ORIGINAL = range(6)
-N_B = 6
 # counters
 C_ORDERS, C_FILLS, C_TRADES, C_REJ, C_BOOK, C_STATUS, C_DAY = range(7)
 N_C = 7
@@ -297,7 +331,7 @@ def _finish(
 ) -> None:
     """``Broker._finish``: terminal status, pending released, the event recorded."""
     remaining = of[o, OF_QTY] - of[o, OF_FILLED]
-    oi[o, OI_STATUS] = status
+    set_status(oi, o, status)
     oi[o, OI_STATUS_REASON] = status_reason
     sid = oi[o, OI_SID]
     if oi[o, OI_TYPE] == T_MARKET:
@@ -491,7 +525,7 @@ def _execute(
     if kind == T_MARKET:
         pending[sid] -= q
     done = abs(of[o, OF_QTY] - of[o, OF_FILLED]) < EPS
-    oi[o, OI_STATUS] = S_FILLED if done else S_PARTIAL
+    set_status(oi, o, S_FILLED if done else S_PARTIAL)
     if done and oi[o, OI_REASON] != R_STRATEGY:
         aux_i[A_EXIT_PENDING, sid] = 0
     if math.isnan(fstate[MARK, sid]):  # pragma: no cover - orders are decided on a bar
@@ -557,7 +591,7 @@ def _fill_level_hits(
             level if kind == T_STOP else math.nan,
             oi, of, c, pending,
         )  # fmt: skip
-        oi[o, OI_STATUS] = S_ACCEPTED
+        set_status(oi, o, S_ACCEPTED)
         _execute(
             o, of[o, OF_QTY], raw, row, i, False, track_closed, params, ordinal, fstate,
             istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
@@ -660,7 +694,7 @@ def _risk_exit(
         sid, -math.copysign(size, pos), T_MARKET, reason, i, row, math.nan, math.nan,
         oi, of, c, pending,
     )  # fmt: skip
-    oi[o, OI_STATUS] = S_ACCEPTED
+    set_status(oi, o, S_ACCEPTED)
     aux_i[A_EXIT_PENDING, sid] = 1
     book[c[C_BOOK]] = o
     c[C_BOOK] += 1
@@ -669,7 +703,7 @@ def _risk_exit(
 @_jit
 def _accept(o: int, oi: IntArray, book: IntArray, c: IntArray) -> None:
     """Hook B without order rules: the strategy's order is accepted into the book."""
-    oi[o, OI_STATUS] = S_ACCEPTED
+    set_status(oi, o, S_ACCEPTED)
     book[c[C_BOOK]] = o
     c[C_BOOK] += 1
 
@@ -727,23 +761,19 @@ def _mark_and_hook_c(
         partial_code = 0
         partial_size = 0.0
         for r in range(rules.shape[0]):
-            kind = rules[r, kernels.KIND]
+            kind = rules[r, KIND]
             value = math.nan
             setter = False
-            if kind == kernels.TRAILING:
+            if kind == TRAILING:
                 value = kernels.trailing_level(rules, r, bars_held, fstate[BEST, sid], current)
                 setter = True
             elif kind == BREAKEVEN:
                 mfe = np.maximum(0.0, (fstate[BEST, sid] / entry - 1.0) * 1.0)
-                if mfe >= rules[r, kernels.TRAIL_INITIAL]:
-                    value = entry * rules[r, kernels.FACTOR]
+                if mfe >= rules[r, TRAIL_INITIAL]:
+                    value = entry * rules[r, FACTOR]
                 setter = True
-            elif (
-                kind == kernels.TIME_EXIT
-                and exit_code == 0
-                and bars_held >= rules[r, kernels.MAX_BARS]
-            ):
-                exit_code = int(rules[r, kernels.CODE])
+            elif kind == TIME_EXIT and exit_code == 0 and bars_held >= rules[r, MAX_BARS]:
+                exit_code = int(rules[r, CODE])
             elif kind == PARTIAL:
                 if aux_i[A_PARTIAL_ENTRY, sid] != aux_i[A_ENTRY_INDEX, sid]:
                     aux_i[A_PARTIAL_ENTRY, sid] = aux_i[A_ENTRY_INDEX, sid]
@@ -759,11 +789,11 @@ def _mark_and_hook_c(
                         size += partial[j, 1] * original
                 aux_i[A_PARTIAL_DONE, sid] = done
                 if size > 0:
-                    partial_code = int(rules[r, kernels.CODE])
+                    partial_code = int(rules[r, CODE])
                     partial_size = abs(qty[sid]) if abs(qty[sid]) < size else size
             if setter and kernels.stop_wins(first, value, level):
                 level = value
-                code = int(rules[r, kernels.CODE])
+                code = int(rules[r, CODE])
                 first = False
             elif setter:
                 first = False
@@ -1047,7 +1077,7 @@ def _validate_new_orders(
                 o, EV_REJECTED, rejected, shrink_text, value, bound,
                 of[o, OF_QTY] - of[o, OF_FILLED], i, oi, c, ri, rf,
             )  # fmt: skip
-            oi[o, OI_STATUS] = S_REJECTED
+            set_status(oi, o, S_REJECTED)
             oi[o, OI_STATUS_REASON] = SR_LIMIT + row
             continue
         was = abs(qty[sid] + pending[sid]) > 1e-9
@@ -1298,7 +1328,7 @@ def run_topn(
                 o = _new_order(
                     sid, -pos, T_MARKET, R_END, i, row, math.nan, math.nan, oi, of, c, pending
                 )
-                oi[o, OI_STATUS] = S_ACCEPTED
+                set_status(oi, o, S_ACCEPTED)
                 _execute(
                     o, -pos, marks[sid], row, i, True, False, params, ordinal, fstate,
                     istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
@@ -1393,20 +1423,20 @@ def _rule_table(
         for r, rule in enumerate(chosen):
             row = table[r]
             if type(rule) in _KERNEL_RULES:
-                row[: kernels.N_RULE_FIELDS] = basic_table[k]
+                row[:N_RULE_FIELDS] = basic_table[k]
                 k += 1
             elif isinstance(rule, BreakEvenRule):
-                row[kernels.KIND] = BREAKEVEN
-                row[kernels.FACTOR] = 1.0 + 1.0 * rule.offset_pct
-                row[kernels.TRAIL_INITIAL] = rule.trigger_pct
+                row[KIND] = BREAKEVEN
+                row[FACTOR] = 1.0 + 1.0 * rule.offset_pct
+                row[TRAIL_INITIAL] = rule.trigger_pct
             elif isinstance(rule, PartialProfitTaking):
-                row[kernels.KIND] = PARTIAL
+                row[KIND] = PARTIAL
                 partial = np.asarray(rule.levels, dtype=np.float64).reshape(-1, 2)
-            row[kernels.CODE] = len(names)
+            row[CODE] = len(names)
             row[PRIORITY] = rule.priority
             names.append(rule.name)
-    level_kinds = (kernels.STOP_LOSS, kernels.TAKE_PROFIT, kernels.TRAILING, BREAKEVEN)
-    sets_levels = bool(np.isin(table[:, kernels.KIND], level_kinds).any())
+    level_kinds = (STOP_LOSS, TAKE_PROFIT, TRAILING, BREAKEVEN)
+    sets_levels = bool(np.isin(table[:, KIND], level_kinds).any())
     return table, names, partial, sets_levels
 
 
@@ -1493,10 +1523,10 @@ class CompiledRun:
         cap = _capacity(n_t, strategy.n, n_sym)
         sig = np.ascontiguousarray(data.columns[strategy.signal], dtype=np.float64)
         while True:
-            fstate = np.full((kernels.N_FLOAT_FIELDS, n_sym), np.nan)
+            fstate = np.full((N_FLOAT_FIELDS, n_sym), np.nan)
             fstate[QTY] = 0.0
             fstate[AVG] = 0.0
-            istate = np.zeros((kernels.N_INT_FIELDS, n_sym), dtype=np.int64)
+            istate = np.zeros((N_INT_FIELDS, n_sym), dtype=np.int64)
             istate[LAST_ROW] = -1
             aux_i = np.zeros((N_A, n_sym), dtype=np.int64)
             aux_i[A_CLOSED_AT] = -1
