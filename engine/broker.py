@@ -44,6 +44,13 @@ import polars as pl
 
 from engine.config import ExecutionConfig
 from engine.core import layout
+from engine.core.matching import (
+    level_exit_price,
+    limit_fill_price,
+    stop_fill_price,
+    stop_limit_fill_price,
+    trail_level,
+)
 from engine.costs.commission import NoCommission
 from engine.costs.slippage import NoSlippage
 from engine.data import BarView, FloatArray, IntArray, MarketData
@@ -61,7 +68,6 @@ from engine.risk import kernels
 from engine.risk.batch import PositionActions, PositionBatch
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import OrderAction, RiskDecision
-from engine.strategy import Strategy
 
 if TYPE_CHECKING:
     from engine.risk.manager import RiskManager
@@ -82,6 +88,7 @@ CANCELLED = OrderStatus.CANCELLED
 EXPIRED = OrderStatus.EXPIRED
 DAY = TimeInForce.DAY
 _TYPE_NAMES = {t: t.value for t in OrderType}
+_TYPE_CODES = {t: layout.TYPE_NAMES.index(t.value) for t in OrderType}
 _DAY_US = 86_400_000_000
 
 
@@ -128,14 +135,14 @@ class Broker:
         data: MarketData,
         config: ExecutionConfig,
         risk_manager: RiskManager | None,
-        strategy: Strategy,
         recorder: Recorder,
+        on_fill: Callable[[Fill], None] | None = None,
     ) -> None:
         n = data.n_symbols
         self.data = data
         self.config = config
         self.risk = risk_manager
-        self.strategy = strategy
+        self._on_fill = on_fill
         self.recorder = recorder
         self.fractional = config.fractional_shares
         self.cash = config.initial_cash
@@ -211,9 +218,11 @@ class Broker:
         self._volume_cap = config.max_volume_participation
         self._fill_at_close = config.fill == "close"
         # the recorder's row buffers, appended to once per fill / closed trade
+        # (fields: engine.core.records.FILL_DTYPE / TRADE_DTYPE, strings as codes)
         self._fill_rows = recorder.fills
         self._trade_rows = recorder.trades
-        self._strategy_wants_fills = type(strategy).on_fill is not Strategy.on_fill
+        self._reason_codes = recorder.records.reason_code
+        self._strategy_wants_fills = on_fill is not None
         self._wants_fill_events = self._strategy_wants_fills or (
             risk_manager is not None and bool(risk_manager.fill_rules)
         )
@@ -480,19 +489,17 @@ class Broker:
         if kind is MARKET:
             raw = o
         elif kind is LIMIT or (kind is STOP_LIMIT and order.triggered):
-            raw = _limit_price(buy, order.limit_price, o, h, lo)
+            raw = limit_fill_price(buy, order.limit_price, o, h, lo)
         elif kind is STOP:
-            raw = _stop_price(buy, order.stop_price, o, h, lo)
+            raw = stop_fill_price(buy, order.stop_price, o, h, lo)
         elif kind is STOP_LIMIT:
-            trigger = _stop_price(buy, order.stop_price, o, h, lo)
+            trigger = stop_fill_price(buy, order.stop_price, o, h, lo)
             if not math.isnan(trigger):
                 order.triggered = True
-                lim = order.limit_price
-                if (buy and trigger <= lim) or (not buy and trigger >= lim):
-                    raw = trigger
+                raw = stop_limit_fill_price(buy, trigger, order.limit_price)
         elif kind is TRAILING_STOP:
             order.stop_price = _trail_level(order)
-            raw = _stop_price(buy, order.stop_price, o, h, lo)
+            raw = stop_fill_price(buy, order.stop_price, o, h, lo)
             if math.isnan(raw):
                 # ratchet with this bar's extreme, effective from the next bar
                 if buy:
@@ -642,12 +649,10 @@ class Broker:
             o = float(data.open[row])
             is_long = pos > 0
             if stop_hit:
-                gap = o <= level if is_long else o >= level
                 kind, reason = STOP, self.rule_names[self.stop_rule[sid]] or "stop_loss"
             else:
-                gap = o >= level if is_long else o <= level
                 kind, reason = LIMIT, self.rule_names[self.tp_rule[sid]] or "take_profit"
-            raw = o if gap else level
+            raw = level_exit_price(is_long, bool(stop_hit), level, o)
             order = self._new_order(
                 sid,
                 -pos,
@@ -1317,7 +1322,18 @@ class Broker:
         i = self.i
         reason = order.reason
         self._fill_rows.append(
-            (fill_id, order.order_id, i, sid, q, raw, price, commission, slip, kname, reason)
+            (
+                order.order_id,
+                i,
+                sid,
+                q,
+                raw,
+                price,
+                commission,
+                slip,
+                _TYPE_CODES[kind],
+                self._reason_codes(reason),
+            )
         )
         filled = order.filled + q
         order.filled = filled
@@ -1384,8 +1400,8 @@ class Broker:
             self.risk.record_fill(fill)
         if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
             self._spawn_bracket(order)
-        if fill is not None and self._strategy_wants_fills:
-            self.strategy.on_fill(fill)
+        if fill is not None and self._on_fill is not None:
+            self._on_fill(fill)
         return fill
 
     def _spawn_bracket(self, parent: Order) -> None:
@@ -1484,7 +1500,7 @@ class Broker:
                 exit_comm,
                 part_slip,
                 slip * share,
-                order.reason,
+                self._reason_codes(order.reason),
                 self.data.ordinal.item(row) - trade.entry_ordinal,
                 best,
                 worst,
@@ -1564,29 +1580,7 @@ class Broker:
                     self.cancel(child, "position_closed")
 
 
-def _limit_price(buy: bool, limit: float, o: float, h: float, lo: float) -> float:
-    if buy:
-        if o <= limit:
-            return o
-        return limit if lo <= limit else math.nan
-    if o >= limit:
-        return o
-    return limit if h >= limit else math.nan
-
-
-def _stop_price(buy: bool, stop: float, o: float, h: float, lo: float) -> float:
-    if buy:
-        if o >= stop:
-            return o
-        return stop if h >= stop else math.nan
-    if o <= stop:
-        return o
-    return stop if lo <= stop else math.nan
-
-
 def _trail_level(order: Order) -> float:
-    ext = order.trail_extreme
-    buy = order.quantity > 0
-    if not math.isnan(order.trail_amount):
-        return ext + order.trail_amount if buy else ext - order.trail_amount
-    return ext * (1.0 + order.trail_percent) if buy else ext * (1.0 - order.trail_percent)
+    return trail_level(
+        order.quantity > 0, order.trail_extreme, order.trail_amount, order.trail_percent
+    )

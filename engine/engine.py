@@ -148,8 +148,7 @@ class BacktestEngine:
         strategy._bar = run.n_bars
         if risk is not None:
             risk.fills_seen = run.n_fills
-        recorder = Recorder(data)
-        recorder.compiled = run
+        recorder = Recorder(data, run.records)
         open_positions = run.open_positions_frame(data)
         elapsed = time.perf_counter() - started
         return BacktestResult.from_run(
@@ -187,7 +186,8 @@ class BacktestEngine:
             data = self.data
         cfg.commission.reset()
         recorder = Recorder(data)
-        broker = Broker(data, cfg, risk, strategy, recorder)
+        on_fill = strategy.on_fill if _overrides(strategy, "on_fill") else None
+        broker = Broker(data, cfg, risk, recorder, on_fill)
         if risk is not None:
             risk.reset()
         position_rules = risk is not None and risk.needs_position_contexts

@@ -75,7 +75,6 @@ from engine.core.layout import (
     EV_CANCELLED,
     EV_REJECTED,
     EV_SHRUNK,
-    EVENT_NAMES,
     FACTOR,
     FIXED_REASONS,
     KIND,
@@ -94,21 +93,8 @@ from engine.core.layout import (
     N_FLOAT_FIELDS,
     N_INT_FIELDS,
     N_LIM,
-    N_OF,
-    N_OI,
     N_RULE_FIELDS,
     N_RULES_COLS,
-    OF_FILLED,
-    OF_LIMIT,
-    OF_QTY,
-    OF_STOP,
-    OI_DECISION,
-    OI_REASON,
-    OI_SID,
-    OI_STATUS,
-    OI_STATUS_REASON,
-    OI_SUBMIT,
-    OI_TYPE,
     OUT_CODE,
     OUT_LEVEL,
     OUT_SID,
@@ -116,6 +102,7 @@ from engine.core.layout import (
     PRIORITY,
     QTY,
     R_END,
+    R_RULE0,
     R_STOP_LOSS,
     R_STRATEGY,
     R_TAKE_PROFIT,
@@ -130,8 +117,6 @@ from engine.core.layout import (
     SR_LIMIT,
     SR_NONE,
     SR_SHORT,
-    STATUS_NAMES,
-    STATUS_REASONS,
     STOP,
     STOP_LOSS,
     STOP_RULE,
@@ -144,10 +129,11 @@ from engine.core.layout import (
     TP_RULE,
     TRAIL_INITIAL,
     TRAILING,
-    TYPE_NAMES,
     WORST,
     set_status,
 )
+from engine.core.matching import level_exit_price_nb
+from engine.core.records import RecordArray, Records, empty_records
 from engine.costs.commission import NoCommission, PercentageCommission
 from engine.costs.slippage import NoSlippage
 from engine.data import ChunkedMarketData, MarketData
@@ -171,48 +157,6 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-# fills
-FI_ORDER, FI_BAR, FI_SID, FI_TYPE, FI_REASON = range(5)
-N_FI = 5
-FF_QTY, FF_RAW, FF_PRICE, FF_COMM, FF_SLIP = range(5)
-N_FF = 5
-# closed trades (TRADE_FIELDS of engine.recorder)
-(
-    TI_SID,
-    TI_ENTRY,
-    TI_EXIT,
-    TI_REASON,
-    TI_BARS,
-    TI_DROW,
-    TI_DIDX,
-    TI_XROW,
-    TI_XIDX,
-    TI_PARTIAL,
-) = range(10)
-N_TI = 10
-(
-    TF_DIR,
-    TF_ENTRY,
-    TF_EXIT,
-    TF_QTY,
-    TF_ECOMM,
-    TF_XCOMM,
-    TF_ESLIP,
-    TF_XSLIP,
-    TF_BEST,
-    TF_WORST,
-    TF_STOP,
-    TF_TP,
-) = range(12)
-N_TF = 12
-# rejections / cancellations
-RI_BAR, RI_ORDER, RI_SID, RI_TYPE, RI_EVENT, RI_REASON, RI_LIMIT, RI_SHRINK_TEXT = range(8)
-N_RI = 8
-RF_QTY, RF_VALUE, RF_LIMIT = range(3)
-N_RF = 3
-# portfolio states
-SF_EQUITY, SF_CASH, SF_VALUE, SF_GROSS, SF_NPOS = range(5)
-N_SF = 5
 # counters
 C_ORDERS, C_FILLS, C_TRADES, C_REJ, C_BOOK, C_STATUS, C_DAY = range(7)
 N_C = 7
@@ -290,25 +234,26 @@ def _new_order(
     decision_row: int,
     limit: float,
     stop: float,
-    oi: IntArray,
-    of: FloatArray,
+    orders: RecordArray,
     c: IntArray,
     pending: FloatArray,
 ) -> int:
     """``Broker._new_order``: a new order (status submitted); its id."""
     o = c[C_ORDERS]
     c[C_ORDERS] = o + 1
-    oi[o, OI_SID] = sid
-    oi[o, OI_SUBMIT] = submit
-    oi[o, OI_DECISION] = decision_row
-    oi[o, OI_TYPE] = kind
-    oi[o, OI_STATUS] = S_SUBMITTED
-    oi[o, OI_REASON] = reason
-    oi[o, OI_STATUS_REASON] = SR_NONE
-    of[o, OF_QTY] = quantity
-    of[o, OF_FILLED] = 0.0
-    of[o, OF_LIMIT] = limit
-    of[o, OF_STOP] = stop
+    orders[o]["sid"] = sid
+    orders[o]["submit_index"] = submit
+    orders[o]["decision_row"] = decision_row
+    orders[o]["order_type"] = kind
+    orders[o]["status"] = S_SUBMITTED
+    orders[o]["reason"] = reason
+    orders[o]["status_reason"] = SR_NONE
+    orders[o]["quantity"] = quantity
+    orders[o]["filled"] = 0.0
+    orders[o]["limit_price"] = limit
+    orders[o]["stop_price"] = stop
+    orders[o]["tif"] = 0
+    orders[o]["parent_id"] = -1
     if kind == T_MARKET:
         pending[sid] += quantity
     return int(o)
@@ -321,34 +266,35 @@ def _finish(
     status_reason: int,
     event: int,
     i: int,
-    oi: IntArray,
-    of: FloatArray,
+    orders: RecordArray,
     c: IntArray,
     pending: FloatArray,
     aux_i: IntArray,
-    ri: IntArray,
-    rf: FloatArray,
+    rejections: RecordArray,
 ) -> None:
     """``Broker._finish``: terminal status, pending released, the event recorded."""
-    remaining = of[o, OF_QTY] - of[o, OF_FILLED]
-    set_status(oi, o, status)
-    oi[o, OI_STATUS_REASON] = status_reason
-    sid = oi[o, OI_SID]
-    if oi[o, OI_TYPE] == T_MARKET:
+    remaining = orders[o]["quantity"] - orders[o]["filled"]
+    set_status(orders, o, status)
+    orders[o]["status_reason"] = status_reason
+    sid = orders[o]["sid"]
+    if orders[o]["order_type"] == T_MARKET:
         pending[sid] -= remaining
-    if oi[o, OI_REASON] != R_STRATEGY:  # pragma: no cover - risk exits are sells, never refused
+    if orders[o]["reason"] != R_STRATEGY:  # pragma: no cover - risk exits are sells, never refused
         aux_i[A_EXIT_PENDING, sid] = 0
     k = c[C_REJ]
     c[C_REJ] = k + 1
-    ri[k, RI_BAR] = i
-    ri[k, RI_ORDER] = o
-    ri[k, RI_SID] = sid
-    ri[k, RI_TYPE] = oi[o, OI_TYPE]
-    ri[k, RI_EVENT] = event
-    ri[k, RI_REASON] = status_reason
-    ri[k, RI_LIMIT] = -1
-    ri[k, RI_SHRINK_TEXT] = 0
-    rf[k, RF_QTY] = remaining
+    rejections[k]["bar_index"] = i
+    rejections[k]["order_id"] = o
+    rejections[k]["sid"] = sid
+    rejections[k]["order_type"] = orders[o]["order_type"]
+    rejections[k]["event"] = event
+    rejections[k]["reason"] = status_reason
+    rejections[k]["rule"] = 0
+    rejections[k]["limit"] = -1
+    rejections[k]["shrink_text"] = 0
+    rejections[k]["quantity"] = remaining
+    rejections[k]["value"] = math.nan
+    rejections[k]["bound"] = math.nan
 
 
 @_jit
@@ -367,9 +313,8 @@ def _apply_position(
     istate: IntArray,
     aux_i: IntArray,
     aux_f: FloatArray,
-    oi: IntArray,
-    ti: IntArray,
-    tf: FloatArray,
+    orders: RecordArray,
+    trades: RecordArray,
     c: IntArray,
     acc: FloatArray,
 ) -> bool:
@@ -384,8 +329,8 @@ def _apply_position(
         istate[ENTRY_ORDINAL, sid] = ordinal[row]
         aux_i[A_OPEN, sid] = 1
         aux_i[A_ENTRY_INDEX, sid] = i
-        aux_i[A_DROW, sid] = oi[o, OI_DECISION]
-        aux_i[A_DIDX, sid] = oi[o, OI_SUBMIT]
+        aux_i[A_DROW, sid] = orders[o]["decision_row"]
+        aux_i[A_DIDX, sid] = orders[o]["submit_index"]
         aux_f[B_DIR, sid] = math.copysign(1.0, q)
         aux_f[B_QTY, sid] = abs(q)
         aux_f[B_COMM, sid] = commission
@@ -428,28 +373,28 @@ def _apply_position(
     direction = aux_f[B_DIR, sid]
     k = c[C_TRADES]
     c[C_TRADES] = k + 1
-    ti[k, TI_SID] = sid
-    ti[k, TI_ENTRY] = aux_i[A_ENTRY_INDEX, sid]
-    ti[k, TI_EXIT] = i
-    ti[k, TI_REASON] = oi[o, OI_REASON]
-    ti[k, TI_BARS] = ordinal[row] - istate[ENTRY_ORDINAL, sid]
-    ti[k, TI_DROW] = aux_i[A_DROW, sid]
-    ti[k, TI_DIDX] = aux_i[A_DIDX, sid]
-    ti[k, TI_XROW] = oi[o, OI_DECISION]
-    ti[k, TI_XIDX] = oi[o, OI_SUBMIT]
-    ti[k, TI_PARTIAL] = 1 if closing < abs(pos) - EPS else 0
-    tf[k, TF_DIR] = direction
-    tf[k, TF_ENTRY] = entry
-    tf[k, TF_EXIT] = price
-    tf[k, TF_QTY] = closing
-    tf[k, TF_ECOMM] = part_comm
-    tf[k, TF_XCOMM] = exit_comm
-    tf[k, TF_ESLIP] = part_slip
-    tf[k, TF_XSLIP] = slip * share
-    tf[k, TF_BEST] = best
-    tf[k, TF_WORST] = worst
-    tf[k, TF_STOP] = fstate[STOP, sid]
-    tf[k, TF_TP] = fstate[TP, sid]
+    trades[k]["sid"] = sid
+    trades[k]["entry_index"] = aux_i[A_ENTRY_INDEX, sid]
+    trades[k]["exit_index"] = i
+    trades[k]["exit_reason"] = orders[o]["reason"]
+    trades[k]["bars_held"] = ordinal[row] - istate[ENTRY_ORDINAL, sid]
+    trades[k]["decision_row"] = aux_i[A_DROW, sid]
+    trades[k]["decision_index"] = aux_i[A_DIDX, sid]
+    trades[k]["exit_decision_row"] = orders[o]["decision_row"]
+    trades[k]["exit_decision_index"] = orders[o]["submit_index"]
+    trades[k]["partial"] = closing < abs(pos) - EPS
+    trades[k]["direction"] = direction
+    trades[k]["entry_price"] = entry
+    trades[k]["exit_price"] = price
+    trades[k]["quantity"] = closing
+    trades[k]["entry_commission"] = part_comm
+    trades[k]["exit_commission"] = exit_comm
+    trades[k]["entry_slippage"] = part_slip
+    trades[k]["exit_slippage"] = slip * share
+    trades[k]["best_price"] = best
+    trades[k]["worst_price"] = worst
+    trades[k]["stop_at_exit"] = fstate[STOP, sid]
+    trades[k]["take_profit_at_exit"] = fstate[TP, sid]
     acc[ACC_REALIZED] += (price - entry) * closing * direction - part_comm - exit_comm
     aux_f[B_QTY, sid] -= closing
     fstate[QTY, sid] = new
@@ -484,55 +429,51 @@ def _execute(
     pending: FloatArray,
     aux_i: IntArray,
     aux_f: FloatArray,
-    oi: IntArray,
-    of: FloatArray,
-    fi: IntArray,
-    ff: FloatArray,
-    ti: IntArray,
-    tf: FloatArray,
-    ri: IntArray,
-    rf: FloatArray,
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
     c: IntArray,
     acc: FloatArray,
 ) -> None:
     """``Broker._execute`` without slippage: fill ``q`` shares of order ``o`` at ``raw``."""
-    sid = oi[o, OI_SID]
-    kind = oi[o, OI_TYPE]
+    sid = orders[o]["sid"]
+    kind = orders[o]["order_type"]
     price = raw
     pos = fstate[QTY, sid]
     if q < 0 and pos + q < -EPS:  # pragma: no cover - exits never exceed the position
-        _finish(o, S_REJECTED, SR_SHORT, EV_REJECTED, i, oi, of, c, pending, aux_i, ri, rf)
+        _finish(o, S_REJECTED, SR_SHORT, EV_REJECTED, i, orders, c, pending, aux_i, rejections)
         return
     commission = params[P_RATE] * abs(q) * price
     if q > 0 and q * price + commission > acc[ACC_CASH] + params[P_TOL]:
-        _finish(o, S_REJECTED, SR_CASH, EV_REJECTED, i, oi, of, c, pending, aux_i, ri, rf)
+        _finish(o, S_REJECTED, SR_CASH, EV_REJECTED, i, orders, c, pending, aux_i, rejections)
         return
     acc[ACC_CASH] -= q * price + commission
     slip = (price - raw) * q
     f = c[C_FILLS]
     c[C_FILLS] = f + 1
-    fi[f, FI_ORDER] = o
-    fi[f, FI_BAR] = i
-    fi[f, FI_SID] = sid
-    fi[f, FI_TYPE] = kind
-    fi[f, FI_REASON] = oi[o, OI_REASON]
-    ff[f, FF_QTY] = q
-    ff[f, FF_RAW] = raw
-    ff[f, FF_PRICE] = price
-    ff[f, FF_COMM] = commission
-    ff[f, FF_SLIP] = slip
-    of[o, OF_FILLED] += q
+    fills[f]["order_id"] = o
+    fills[f]["bar_index"] = i
+    fills[f]["sid"] = sid
+    fills[f]["order_type"] = kind
+    fills[f]["reason"] = orders[o]["reason"]
+    fills[f]["quantity"] = q
+    fills[f]["price_before_slippage"] = raw
+    fills[f]["price"] = price
+    fills[f]["commission"] = commission
+    fills[f]["slippage"] = slip
+    orders[o]["filled"] += q
     if kind == T_MARKET:
         pending[sid] -= q
-    done = abs(of[o, OF_QTY] - of[o, OF_FILLED]) < EPS
-    set_status(oi, o, S_FILLED if done else S_PARTIAL)
-    if done and oi[o, OI_REASON] != R_STRATEGY:
+    done = abs(orders[o]["quantity"] - orders[o]["filled"]) < EPS
+    set_status(orders, o, S_FILLED if done else S_PARTIAL)
+    if done and orders[o]["reason"] != R_STRATEGY:
         aux_i[A_EXIT_PENDING, sid] = 0
     if math.isnan(fstate[MARK, sid]):  # pragma: no cover - orders are decided on a bar
         fstate[MARK, sid] = price
     increased = _apply_position(
         sid, q, price, commission, slip, o, row, i, track_closed,
-        ordinal, fstate, istate, aux_i, aux_f, oi, ti, tf, c, acc,
+        ordinal, fstate, istate, aux_i, aux_f, orders, trades, c, acc,
     )  # fmt: skip
     if increased and params[P_ENTRY_RULES] != 0.0 and not closing:
         istate[ENTRY_PENDING, sid] = 1
@@ -552,14 +493,10 @@ def _fill_level_hits(
     pending: FloatArray,
     aux_i: IntArray,
     aux_f: FloatArray,
-    oi: IntArray,
-    of: FloatArray,
-    fi: IntArray,
-    ff: FloatArray,
-    ti: IntArray,
-    tf: FloatArray,
-    ri: IntArray,
-    rf: FloatArray,
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
     c: IntArray,
     acc: FloatArray,
 ) -> None:
@@ -573,28 +510,25 @@ def _fill_level_hits(
             continue
         row = istate[LAST_ROW, sid]
         o_ = open_[row]
-        is_long = pos > 0
         if stop_hit:
-            gap = o_ <= level if is_long else o_ >= level
             kind = T_STOP
             code = istate[STOP_RULE, sid]
-            reason = 3 + code if code > 0 else R_STOP_LOSS
+            reason = R_RULE0 + code if code > 0 else R_STOP_LOSS
         else:
-            gap = o_ >= level if is_long else o_ <= level
             kind = T_LIMIT
             code = istate[TP_RULE, sid]
-            reason = 3 + code if code > 0 else R_TAKE_PROFIT
-        raw = o_ if gap else level
+            reason = R_RULE0 + code if code > 0 else R_TAKE_PROFIT
+        raw = level_exit_price_nb(pos > 0, stop_hit != 0, level, o_)
         o = _new_order(
             sid, -pos, kind, reason, max(i - 1, 0), prev_row[row],
             level if kind == T_LIMIT else math.nan,
             level if kind == T_STOP else math.nan,
-            oi, of, c, pending,
+            orders, c, pending,
         )  # fmt: skip
-        set_status(oi, o, S_ACCEPTED)
+        set_status(orders, o, S_ACCEPTED)
         _execute(
-            o, of[o, OF_QTY], raw, row, i, False, track_closed, params, ordinal, fstate,
-            istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+            o, orders[o]["quantity"], raw, row, i, False, track_closed, params, ordinal, fstate,
+            istate, pending, aux_i, aux_f, orders, fills, trades, rejections, c, acc,
         )  # fmt: skip
 
 
@@ -612,14 +546,10 @@ def _open_pass(
     pending: FloatArray,
     aux_i: IntArray,
     aux_f: FloatArray,
-    oi: IntArray,
-    of: FloatArray,
-    fi: IntArray,
-    ff: FloatArray,
-    ti: IntArray,
-    tf: FloatArray,
-    ri: IntArray,
-    rf: FloatArray,
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
     c: IntArray,
     acc: FloatArray,
 ) -> None:
@@ -628,19 +558,19 @@ def _open_pass(
     kept = 0
     for k in range(c[C_BOOK]):
         o = book[k]
-        status = oi[o, OI_STATUS]
+        status = orders[o]["status"]
         if status not in (S_SUBMITTED, S_ACCEPTED, S_PARTIAL):  # pragma: no cover - done
             continue  # filled and refused orders leave the book at once
-        sid = oi[o, OI_SID]
+        sid = orders[o]["sid"]
         if (
             use_closed
             and aux_i[A_CLOSED_AT, sid] == i
-            and of[o, OF_QTY] * aux_f[B_CLOSED_DIR, sid] < 0
+            and orders[o]["quantity"] * aux_f[B_CLOSED_DIR, sid] < 0
             and fstate[QTY, sid] == 0
         ):  # pragma: no cover - open_sell_wins: a queued exit suspends the position's levels
             _finish(
                 o, S_CANCELLED, SR_CLOSED_BY_STOP, EV_CANCELLED, i,
-                oi, of, c, pending, aux_i, ri, rf,
+                orders, c, pending, aux_i, rejections,
             )  # fmt: skip
             continue
         row = istate[LAST_ROW, sid]
@@ -648,13 +578,13 @@ def _open_pass(
             book[kept] = o
             kept += 1
             continue
-        remaining = of[o, OF_QTY] - of[o, OF_FILLED]
+        remaining = orders[o]["quantity"] - orders[o]["filled"]
         if remaining != 0:
             _execute(
                 o, remaining, open_[row], row, i, False, False, params, ordinal, fstate,
-                istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                istate, pending, aux_i, aux_f, orders, fills, trades, rejections, c, acc,
             )  # fmt: skip
-        status = oi[o, OI_STATUS]
+        status = orders[o]["status"]
         if status in (S_ACCEPTED, S_PARTIAL):  # pragma: no cover - no volume cap: all or none
             book[kept] = o
             kept += 1
@@ -672,8 +602,7 @@ def _risk_exit(
     fstate: FloatArray,
     pending: FloatArray,
     aux_i: IntArray,
-    oi: IntArray,
-    of: FloatArray,
+    orders: RecordArray,
     book: IntArray,
     c: IntArray,
 ) -> None:
@@ -692,18 +621,18 @@ def _risk_exit(
         return
     o = _new_order(
         sid, -math.copysign(size, pos), T_MARKET, reason, i, row, math.nan, math.nan,
-        oi, of, c, pending,
+        orders, c, pending,
     )  # fmt: skip
-    set_status(oi, o, S_ACCEPTED)
+    set_status(orders, o, S_ACCEPTED)
     aux_i[A_EXIT_PENDING, sid] = 1
     book[c[C_BOOK]] = o
     c[C_BOOK] += 1
 
 
 @_jit
-def _accept(o: int, oi: IntArray, book: IntArray, c: IntArray) -> None:
+def _accept(o: int, orders: RecordArray, book: IntArray, c: IntArray) -> None:
     """Hook B without order rules: the strategy's order is accepted into the book."""
-    set_status(oi, o, S_ACCEPTED)
+    set_status(orders, o, S_ACCEPTED)
     book[c[C_BOOK]] = o
     c[C_BOOK] += 1
 
@@ -916,25 +845,25 @@ def _limit_event(
     bound: float,
     quantity: float,
     i: int,
-    oi: IntArray,
+    orders: RecordArray,
     c: IntArray,
-    ri: IntArray,
-    rf: FloatArray,
+    rejections: RecordArray,
 ) -> int:
     """Record a limit's rejection or shrink of order ``o``; the row's index."""
     k = c[C_REJ]
     c[C_REJ] = k + 1
-    ri[k, RI_BAR] = i
-    ri[k, RI_ORDER] = o
-    ri[k, RI_SID] = oi[o, OI_SID]
-    ri[k, RI_TYPE] = oi[o, OI_TYPE]
-    ri[k, RI_EVENT] = event
-    ri[k, RI_REASON] = SR_NONE
-    ri[k, RI_LIMIT] = limit
-    ri[k, RI_SHRINK_TEXT] = 1 if shrink_text else 0
-    rf[k, RF_QTY] = quantity
-    rf[k, RF_VALUE] = value
-    rf[k, RF_LIMIT] = bound
+    rejections[k]["bar_index"] = i
+    rejections[k]["order_id"] = o
+    rejections[k]["sid"] = orders[o]["sid"]
+    rejections[k]["order_type"] = orders[o]["order_type"]
+    rejections[k]["event"] = event
+    rejections[k]["reason"] = SR_NONE
+    rejections[k]["rule"] = 0
+    rejections[k]["limit"] = limit
+    rejections[k]["shrink_text"] = 1 if shrink_text else 0
+    rejections[k]["quantity"] = quantity
+    rejections[k]["value"] = value
+    rejections[k]["bound"] = bound
     return int(k)
 
 
@@ -947,12 +876,10 @@ def _validate_new_orders(
     acc: FloatArray,
     fstate: FloatArray,
     pending: FloatArray,
-    oi: IntArray,
-    of: FloatArray,
+    orders: RecordArray,
     book: IntArray,
     c: IntArray,
-    ri: IntArray,
-    rf: FloatArray,
+    rejections: RecordArray,
     scratch: FloatArray,
     held: IntArray,
 ) -> None:
@@ -966,11 +893,11 @@ def _validate_new_orders(
     marks = fstate[MARK]
     if limits.shape[0] == 0:
         for k in range(new.size):
-            _accept(new[k], oi, book, c)
+            _accept(new[k], orders, book, c)
         return
     for k in range(new.size):
         o = new[k]
-        pending[oi[o, OI_SID]] -= of[o, OF_QTY]
+        pending[orders[o]["sid"]] -= orders[o]["quantity"]
     cash = acc[ACC_CASH]
     value = 0.0
     if held.size:
@@ -986,8 +913,8 @@ def _validate_new_orders(
     day_start = acc[ACC_DAY_START]
     for k in range(new.size):
         o = new[k]
-        sid = oi[o, OI_SID]
-        quantity = of[o, OF_QTY]
+        sid = orders[o]["sid"]
+        quantity = orders[o]["quantity"]
         rejected = -1
         shrunk = -1
         shrink_text = False
@@ -1070,22 +997,34 @@ def _validate_new_orders(
                 rejected = shrunk
                 shrink_text = True
             else:
-                _limit_event(o, EV_SHRUNK, shrunk, True, 0.0, 0.0, of[o, OF_QTY], i, oi, c, ri, rf)
-                of[o, OF_QTY] = new_q
+                _limit_event(
+                    o,
+                    EV_SHRUNK,
+                    shrunk,
+                    True,
+                    0.0,
+                    0.0,
+                    orders[o]["quantity"],
+                    i,
+                    orders,
+                    c,
+                    rejections,
+                )
+                orders[o]["quantity"] = new_q
         if rejected >= 0:
             row = _limit_event(
                 o, EV_REJECTED, rejected, shrink_text, value, bound,
-                of[o, OF_QTY] - of[o, OF_FILLED], i, oi, c, ri, rf,
+                orders[o]["quantity"] - orders[o]["filled"], i, orders, c, rejections,
             )  # fmt: skip
-            set_status(oi, o, S_REJECTED)
-            oi[o, OI_STATUS_REASON] = SR_LIMIT + row
+            set_status(orders, o, S_REJECTED)
+            orders[o]["status_reason"] = SR_LIMIT + row
             continue
         was = abs(qty[sid] + pending[sid]) > 1e-9
-        pending[sid] += of[o, OF_QTY]
+        pending[sid] += orders[o]["quantity"]
         projected += int(abs(qty[sid] + pending[sid]) > 1e-9) - int(was)
         if terms_ready:
             terms[sid] = _gross_term(qty, pending, marks, sid)
-        _accept(o, oi, book, c)
+        _accept(o, orders, book, c)
 
 
 @_jit
@@ -1136,15 +1075,11 @@ def run_topn(
     pending: FloatArray,
     aux_i: IntArray,
     aux_f: FloatArray,
-    oi: IntArray,
-    of: FloatArray,
-    fi: IntArray,
-    ff: FloatArray,
-    ti: IntArray,
-    tf: FloatArray,
-    ri: IntArray,
-    rf: FloatArray,
-    states: FloatArray,
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
+    states: RecordArray,
     book: IntArray,
     c: IntArray,
     acc: FloatArray,
@@ -1183,7 +1118,7 @@ def run_topn(
     top_row = np.empty(max(n, 1), dtype=np.int64)
     new = np.empty(n_sym + n + 1, dtype=np.int64)
     scratch = np.empty(256 + n_sym)
-    cap = oi.shape[0]
+    cap = orders.shape[0]
     per_bar = 4 * n_sym + n + 8  # most orders one bar can create
     nh = 0
     held_at = -1  # fill count when ``held[:nh]`` was last listed (-1: never)
@@ -1205,8 +1140,8 @@ def run_topn(
             n_def = 0
             for k in range(c[C_BOOK]):
                 o = book[k]
-                sid = oi[o, OI_SID]
-                if of[o, OF_QTY] * qty[sid] < 0 and last_row[sid] >= lo:
+                sid = orders[o]["sid"]
+                if orders[o]["quantity"] * qty[sid] < 0 and last_row[sid] >= lo:
                     deferred[sid] = 1
                     deferred_sids[n_def] = sid
                     n_def += 1
@@ -1217,11 +1152,11 @@ def run_topn(
                     if m:
                         _fill_level_hits(
                             m, i, True, open_, prev_row, params, ordinal, fstate, istate,
-                            pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                            pending, aux_i, aux_f, orders, fills, trades, rejections, c, acc,
                         )  # fmt: skip
             _open_pass(
                 i, lo, True, open_, book, params, ordinal, fstate, istate, pending,
-                aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                aux_i, aux_f, orders, fills, trades, rejections, c, acc,
             )  # fmt: skip
             for k in range(n_def):
                 deferred[deferred_sids[k]] = 0
@@ -1233,12 +1168,12 @@ def run_topn(
                     if m:  # pragma: no cover
                         _fill_level_hits(
                             m, i, False, open_, prev_row, params, ordinal, fstate, istate,
-                            pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                            pending, aux_i, aux_f, orders, fills, trades, rejections, c, acc,
                         )  # fmt: skip
         else:
             _open_pass(
                 i, lo, False, open_, book, params, ordinal, fstate, istate, pending,
-                aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                aux_i, aux_f, orders, fills, trades, rejections, c, acc,
             )  # fmt: skip
             if has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, c[C_FILLS])
@@ -1247,7 +1182,7 @@ def run_topn(
                     if m:
                         _fill_level_hits(
                             m, i, False, open_, prev_row, params, ordinal, fstate, istate,
-                            pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                            pending, aux_i, aux_f, orders, fills, trades, rejections, c, acc,
                         )  # fmt: skip
         # 2. marks and hook C (trailing levels, time exits)
         nh, held_at = _held_since(qty, held, nh, held_at, c[C_FILLS])
@@ -1265,8 +1200,8 @@ def run_topn(
         for k in range(exits):
             sid = istate[OUT_SID, k]
             _risk_exit(
-                sid, fstate[OUT_LEVEL, k], 3 + istate[OUT_CODE, k], last_row[sid], i,
-                fractional, fstate, pending, aux_i, oi, of, book, c,
+                sid, fstate[OUT_LEVEL, k], R_RULE0 + istate[OUT_CODE, k], last_row[sid], i,
+                fractional, fstate, pending, aux_i, orders, book, c,
             )  # fmt: skip
         # 3. the strategy (TopNStrategy.on_timestamp_batch) and 4. hook B (no order rules)
         if i % every == 0:
@@ -1289,7 +1224,7 @@ def run_topn(
                 row = last_row[sid] if last_row[sid] >= lo else -1
                 new[n_new] = _new_order(
                     sid, -current, T_MARKET, R_STRATEGY, i, row, math.nan, math.nan,
-                    oi, of, c, pending,
+                    orders, c, pending,
                 )  # fmt: skip
                 n_new += 1
             cash = acc[ACC_CASH]
@@ -1309,12 +1244,12 @@ def run_topn(
                 if shares > 0:
                     new[n_new] = _new_order(
                         sid, shares, T_MARKET, R_STRATEGY, i, row, math.nan, math.nan,
-                        oi, of, c, pending,
+                        orders, c, pending,
                     )  # fmt: skip
                     n_new += 1
             _validate_new_orders(
-                new[:n_new], i, limits, fractional, acc, fstate, pending, oi, of, book, c, ri, rf,
-                scratch, held[:nh],
+                new[:n_new], i, limits, fractional, acc, fstate, pending, orders, book, c,
+                rejections, scratch, held[:nh],
             )  # fmt: skip
         # close_at_end: every position at its latest close
         if close_at_end and i == n_t - 1:
@@ -1326,12 +1261,12 @@ def run_topn(
                     continue
                 row = last_row[sid]
                 o = _new_order(
-                    sid, -pos, T_MARKET, R_END, i, row, math.nan, math.nan, oi, of, c, pending
+                    sid, -pos, T_MARKET, R_END, i, row, math.nan, math.nan, orders, c, pending
                 )
-                set_status(oi, o, S_ACCEPTED)
+                set_status(orders, o, S_ACCEPTED)
                 _execute(
                     o, -pos, marks[sid], row, i, True, False, params, ordinal, fstate,
-                    istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, c, acc,
+                    istate, pending, aux_i, aux_f, orders, fills, trades, rejections, c, acc,
                 )  # fmt: skip
         # 6. the portfolio state (after close_at_end's fills)
         nh, held_at = _held_since(qty, held, nh, held_at, c[C_FILLS])
@@ -1344,11 +1279,12 @@ def run_topn(
         acc[ACC_LAST_EQUITY] = equity
         if equity > acc[ACC_PEAK]:
             acc[ACC_PEAK] = equity
-        states[i, SF_EQUITY] = equity
-        states[i, SF_CASH] = cash
-        states[i, SF_VALUE] = value
-        states[i, SF_GROSS] = gross
-        states[i, SF_NPOS] = nh
+        states[i]["bar_index"] = i
+        states[i]["equity"] = equity
+        states[i]["cash"] = cash
+        states[i]["positions_value"] = value
+        states[i]["gross"] = gross
+        states[i]["n_positions"] = nh
     c[C_STATUS] = ST_OK
 
 
@@ -1469,13 +1405,17 @@ def _limit_param(rule: RiskRule) -> float:
 
 
 class CompiledRun:
-    """The outputs of :func:`run_topn` for one run, as typed column arrays.
+    """The outputs of :func:`run_topn` for one run.
 
     Attributes
     ----------
-    fills, trades, rejections, orders, states : dict of str to ndarray or polars.Series
-        Column buffers named like the fields of :mod:`engine.recorder` (string columns as
-        polars String series, the rest as NumPy arrays), read by :class:`engine.Recorder`.
+    records : Records
+        The run's orders, fills, trades, rejections and portfolio states
+        (:mod:`engine.core.records`), read by :class:`engine.recorder.Recorder` as the Python
+        driver's are; empty unless ``status == ST_OK``.
+    status : int
+        ``ST_OK``, or why the Python loop must run instead (``ST_SHORT_BOOK``,
+        ``ST_FRACTIONAL``).
     fstate, istate, aux_i, aux_f : ndarray
         The final per-symbol state (open positions).
     cash : float
@@ -1533,15 +1473,11 @@ class CompiledRun:
             aux_i[A_PARTIAL_ENTRY] = -1
             aux_f = np.zeros((N_B, n_sym))
             pending = np.zeros(n_sym)
-            oi = np.empty((cap, N_OI), dtype=np.int64)
-            of = np.empty((cap, N_OF))
-            fi = np.empty((cap, N_FI), dtype=np.int64)
-            ff = np.empty((cap, N_FF))
-            ti = np.empty((cap, N_TI), dtype=np.int64)
-            tf = np.empty((cap, N_TF))
-            ri = np.empty((cap, N_RI), dtype=np.int64)
-            rf = np.empty((cap, N_RF))
-            states = np.empty((n_t, N_SF))
+            orders = empty_records("orders", cap)
+            fills = empty_records("fills", cap)
+            trades = empty_records("trades", cap)
+            rejections = empty_records("rejections", cap)
+            states = empty_records("states", n_t)
             book = np.empty(cap, dtype=np.int64)
             c = np.zeros(N_C, dtype=np.int64)
             c[C_DAY] = -1
@@ -1550,7 +1486,7 @@ class CompiledRun:
             run_topn(
                 data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
                 data.close, data.ordinal, data.prev_row, sig, params, rules, partial, limits,
-                fstate, istate, pending, aux_i, aux_f, oi, of, fi, ff, ti, tf, ri, rf, states,
+                fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections, states,
                 book, c, acc,
             )  # fmt: skip
             if c[C_STATUS] != ST_FULL:
@@ -1564,28 +1500,22 @@ class CompiledRun:
         self.aux_f = aux_f
         self.n_fills = int(c[C_FILLS])
         self.n_bars = n_t
-        self.fills: dict[str, Any] = {}
-        self.trades: dict[str, Any] = {}
-        self.rejections: dict[str, Any] = {}
-        self.orders: dict[str, Any] = {}
-        self.states: dict[str, Any] = {}
+        self.records = Records([*FIXED_REASONS, *rule_names[1:]])
         if self.status != ST_OK:
             return  # the Python loop runs instead
-        reasons = pl.Series([*FIXED_REASONS, *rule_names[1:]], dtype=pl.String)
-        self.fills = _fill_columns(fi[: c[C_FILLS]], ff[: c[C_FILLS]], reasons)
-        self.trades = _trade_columns(ti[: c[C_TRADES]], tf[: c[C_TRADES]], reasons)
-        self.rejections = _rejection_columns(ri[: c[C_REJ]], rf[: c[C_REJ]], limit_rules)
-        self.orders = _order_columns(
-            oi[: c[C_ORDERS]], of[: c[C_ORDERS]], reasons, self.rejections["reason"]
-        )
-        self.states = {
-            "bar_index": np.arange(n_t, dtype=np.int64),
-            "equity": states[:, SF_EQUITY].copy(),
-            "cash": states[:, SF_CASH].copy(),
-            "positions_value": states[:, SF_VALUE].copy(),
-            "gross": states[:, SF_GROSS].copy(),
-            "n_positions": states[:, SF_NPOS].astype(np.int64),
-        }
+        n_rej = int(c[C_REJ])
+        rejections = rejections[:n_rej]
+        _limit_texts(rejections, limit_rules, self.records)
+        orders = orders[: c[C_ORDERS]]
+        by_limit = orders["status_reason"] >= SR_LIMIT
+        if by_limit.any():
+            rows = orders["status_reason"][by_limit] - SR_LIMIT
+            orders["status_reason"][by_limit] = rejections["reason"][rows]
+        self.records.extend("orders", orders)
+        self.records.extend("fills", fills[: c[C_FILLS]])
+        self.records.extend("trades", trades[: c[C_TRADES]])
+        self.records.extend("rejections", rejections)
+        self.records.extend("states", states)
 
     def open_positions_frame(self, data: MarketData) -> pl.DataFrame:
         """``Broker.open_positions_frame`` from the final state."""
@@ -1621,118 +1551,22 @@ def _gather(names: pl.Series, codes: npt.NDArray[Any]) -> pl.Series:
     return names.gather(pl.Series(codes, dtype=pl.Int64)) if codes.size else names.clear()
 
 
-def _constant(value: str, n: int) -> pl.Series:
-    """A String series of ``n`` times ``value``."""
-    return pl.select(pl.repeat(value, n, dtype=pl.String)).to_series()
-
-
-def _names(names: tuple[str, ...]) -> pl.Series:
-    return pl.Series(list(names), dtype=pl.String)
-
-
-def _fill_columns(fi: IntArray, ff: FloatArray, reasons: pl.Series) -> dict[str, Any]:
-    return {
-        "fill_id": np.arange(fi.shape[0], dtype=np.int64),
-        "order_id": fi[:, FI_ORDER].copy(),
-        "bar_index": fi[:, FI_BAR].copy(),
-        "sid": fi[:, FI_SID].copy(),
-        "quantity": ff[:, FF_QTY].copy(),
-        "price_before_slippage": ff[:, FF_RAW].copy(),
-        "price": ff[:, FF_PRICE].copy(),
-        "commission": ff[:, FF_COMM].copy(),
-        "slippage": ff[:, FF_SLIP].copy(),
-        "order_type": _gather(_names(TYPE_NAMES), fi[:, FI_TYPE]),
-        "reason": _gather(reasons, fi[:, FI_REASON]),
-    }
-
-
-def _trade_columns(ti: IntArray, tf: FloatArray, reasons: pl.Series) -> dict[str, Any]:
-    ints = {
-        "sid": TI_SID,
-        "entry_index": TI_ENTRY,
-        "exit_index": TI_EXIT,
-        "bars_held": TI_BARS,
-        "decision_row": TI_DROW,
-        "decision_index": TI_DIDX,
-        "exit_decision_row": TI_XROW,
-        "exit_decision_index": TI_XIDX,
-    }
-    floats = {
-        "direction": TF_DIR,
-        "entry_price": TF_ENTRY,
-        "exit_price": TF_EXIT,
-        "quantity": TF_QTY,
-        "entry_commission": TF_ECOMM,
-        "exit_commission": TF_XCOMM,
-        "entry_slippage": TF_ESLIP,
-        "exit_slippage": TF_XSLIP,
-        "best_price": TF_BEST,
-        "worst_price": TF_WORST,
-        "stop_at_exit": TF_STOP,
-        "take_profit_at_exit": TF_TP,
-    }
-    cols: dict[str, Any] = {k: ti[:, j].copy() for k, j in ints.items()}
-    cols.update({k: tf[:, j].copy() for k, j in floats.items()})
-    cols["exit_reason"] = _gather(reasons, ti[:, TI_REASON])
-    cols["partial"] = ti[:, TI_PARTIAL] != 0
-    return cols
-
-
-def _rejection_columns(ri: IntArray, rf: FloatArray, limits: list[RiskRule]) -> dict[str, Any]:
-    reason = _gather(_names(STATUS_REASONS), ri[:, RI_REASON])
-    rule = _constant("", ri.shape[0])
-    by_limit = np.flatnonzero(ri[:, RI_LIMIT] >= 0)
-    if by_limit.size:
-        # the limits' own texts (a few rows: one Python call per rejected or shrunk order)
-        memo: dict[tuple[int, int, float, float], str] = {}
-        texts: list[str] = []
-        names: list[str] = []
-        for k in by_limit.tolist():
-            r = int(ri[k, RI_LIMIT])
-            key = (r, int(ri[k, RI_SHRINK_TEXT]), float(rf[k, RF_VALUE]), float(rf[k, RF_LIMIT]))
-            text = memo.get(key)
-            if text is None:
-                limit = cast(_Limit, limits[r])
-                text = memo[key] = limit.reason_text(bool(key[1]), key[2], key[3])
-            texts.append(text)
-            names.append(limits[r].name)
-        at = pl.Series(by_limit, dtype=pl.Int64)
-        reason = reason.scatter(at, pl.Series(texts, dtype=pl.String))
-        rule_names = rule.scatter(at, pl.Series(names, dtype=pl.String))
-    else:
-        rule_names = rule
-    return {
-        "bar_index": ri[:, RI_BAR].copy(),
-        "order_id": ri[:, RI_ORDER].copy(),
-        "sid": ri[:, RI_SID].copy(),
-        "quantity": rf[:, RF_QTY].copy(),
-        "order_type": _gather(_names(TYPE_NAMES), ri[:, RI_TYPE]),
-        "event": _gather(_names(EVENT_NAMES), ri[:, RI_EVENT]),
-        "reason": reason,
-        "rule": rule_names,
-    }
-
-
-def _order_columns(
-    oi: IntArray, of: FloatArray, reasons: pl.Series, rejection_reasons: pl.Series
-) -> dict[str, Any]:
-    n = oi.shape[0]
-    # status reasons: the fixed texts, then the reason texts of the rejection rows
-    status_reasons = pl.concat([_names(STATUS_REASONS), rejection_reasons])
-    codes = oi[:, OI_STATUS_REASON]
-    codes = np.where(codes >= SR_LIMIT, codes - SR_LIMIT + len(STATUS_REASONS), codes)
-    return {
-        "order_id": np.arange(n, dtype=np.int64),
-        "submit_index": oi[:, OI_SUBMIT].copy(),
-        "sid": oi[:, OI_SID].copy(),
-        "quantity": of[:, OF_QTY].copy(),
-        "filled": of[:, OF_FILLED].copy(),
-        "order_type": _gather(_names(TYPE_NAMES), oi[:, OI_TYPE]),
-        "limit_price": of[:, OF_LIMIT].copy(),
-        "stop_price": of[:, OF_STOP].copy(),
-        "tif": _constant("GTC", n),
-        "status": _gather(_names(STATUS_NAMES), oi[:, OI_STATUS]),
-        "reason": _gather(reasons, oi[:, OI_REASON]),
-        "status_reason": _gather(status_reasons, codes),
-        "parent_id": np.full(n, -1, dtype=np.int64),
-    }
+def _limit_texts(rejections: RecordArray, limits: list[RiskRule], records: Records) -> None:
+    """The reason texts and rule names of the rejection / shrink rows a compiled portfolio
+    limit wrote (``limit >= 0``), from the limits' own ``reason_text``, as codes of
+    ``records.texts`` (a few rows: one Python call per rejected or shrunk order)."""
+    memo: dict[tuple[int, int, float, float], int] = {}
+    for k in np.flatnonzero(rejections["limit"] >= 0).tolist():
+        r = int(rejections["limit"][k])
+        key = (
+            r,
+            int(rejections["shrink_text"][k]),
+            float(rejections["value"][k]),
+            float(rejections["bound"][k]),
+        )
+        code = memo.get(key)
+        if code is None:
+            limit = cast(_Limit, limits[r])
+            code = memo[key] = records.text_code(limit.reason_text(bool(key[1]), key[2], key[3]))
+        rejections["reason"][k] = code
+        rejections["rule"][k] = records.text_code(limits[r].name)

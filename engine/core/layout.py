@@ -45,10 +45,6 @@ Rule table
 Portfolio-limit table (hook B)
     float64, shape (k, N_LIM): ``LIM_KIND`` (an ``L_*`` code) and ``LIM_PARAM`` (the limit's
     parameter: a fraction, or a count for ``L_POSITIONS``).
-
-Orders of the compiled driver
-    ``oi``, int64, shape (capacity, N_OI), columns ``OI_*``; ``of``, float64, shape
-    (capacity, N_OF), columns ``OF_*`` (shares and currency per share).
 """
 
 from __future__ import annotations
@@ -152,22 +148,17 @@ TRANSITIONS = _transitions()
 terminal statuses (filled, rejected, cancelled, expired) have no way out."""
 TRANSITIONS.setflags(write=False)
 
-# ---------------------------------------------------------------------- compiled orders
-OI_SID, OI_SUBMIT, OI_DECISION, OI_TYPE, OI_STATUS, OI_REASON, OI_STATUS_REASON = range(7)
-N_OI = 7
-OF_QTY, OF_FILLED, OF_LIMIT, OF_STOP = range(4)
-N_OF = 4
-
 
 @njit
-def set_status(oi: npt.NDArray[np.int64], o: int, status: int) -> None:
-    """Move order ``o`` (row of ``oi``, columns ``OI_*``) to ``status`` (an ``S_*`` code).
+def set_status(orders: npt.NDArray[np.void], o: int, status: int) -> None:
+    """Move order ``o`` (a record of ``orders``, dtype :data:`engine.core.records.ORDER_DTYPE`)
+    to ``status`` (an ``S_*`` code).
 
     Raises
     ------
     RuntimeError
         If :data:`TRANSITIONS` forbids the change (an engine bug, never user input).
     """
-    if not TRANSITIONS[oi[o, OI_STATUS], status]:
+    if not TRANSITIONS[orders[o]["status"], status]:
         raise RuntimeError("illegal order status change")
-    oi[o, OI_STATUS] = status
+    orders[o]["status"] = status
