@@ -44,6 +44,7 @@ import polars as pl
 
 from engine.config import ExecutionConfig
 from engine.core import layout
+from engine.core.ledger import round_quantity
 from engine.core.matching import (
     level_exit_price,
     limit_fill_price,
@@ -273,9 +274,7 @@ class Broker:
 
     def round_quantity(self, quantity: float) -> float:
         """Round toward zero to whole shares unless fractional shares are allowed."""
-        if self.fractional:
-            return quantity
-        return float(math.copysign(math.floor(abs(quantity) + EPS), quantity))
+        return round_quantity(quantity, self.fractional)
 
     def position(self, symbol: str) -> float:
         return float(self.qty[self.data.resolve(symbol)])

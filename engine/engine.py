@@ -5,8 +5,8 @@ from __future__ import annotations
 import gc
 import time
 
-from engine import fastpath
 from engine.broker import Broker
+from engine.compiled import plan, topn
 from engine.config import ExecutionConfig
 from engine.data import BarBatch, ChunkedMarketData, ChunkStream, MarketData
 from engine.recorder import Recorder
@@ -73,7 +73,7 @@ class BacktestEngine:
     config : ExecutionConfig, optional
         Default ``ExecutionConfig()``.
     compiled : bool, default True
-        Run a qualifying run (:func:`engine.fastpath.compiled_reason`: the built-in
+        Run a qualifying run (:func:`engine.compiled.plan.compiled_reason`: the built-in
         :class:`TopNStrategy` with the built-in fixed-percent rules and plain fill settings) as
         one compiled kernel instead of the per-timestamp loop below; the results are the same
         (``tests/engine/test_fastpath.py``). ``False``: always the loop.
@@ -123,15 +123,16 @@ class BacktestEngine:
         self.batch_mode = batch
         self.compiled = compiled
         self.compiled_reason: str | None = (
-            fastpath.compiled_reason(data, strategy, risk_manager, self.config)
+            plan.compiled_reason(data, strategy, risk_manager, self.config)
             if compiled
             else "compiled=False"
         )
         """Why the run takes the Python loop (``None``: the compiled path)."""
 
     def _run_compiled(self) -> BacktestResult | None:
-        """The run through :mod:`engine.fastpath`; ``None`` when the kernel hands the run back
-        to the Python loop (a case it does not cover, found during the run)."""
+        """The run through the compiled driver (:mod:`engine.compiled.topn`); ``None`` when
+        the kernel hands the run back to the Python loop (a case it does not cover, found
+        during the run)."""
         started = time.perf_counter()
         cfg = self.config
         strategy = self.strategy
@@ -142,8 +143,8 @@ class BacktestEngine:
         cfg.commission.reset()
         if risk is not None:
             risk.reset()
-        run = fastpath.CompiledRun(data, strategy, risk, cfg)
-        if run.status != fastpath.ST_OK:
+        run = topn.CompiledRun(data, plan.plan_topn(data, strategy, risk, cfg))
+        if run.status != topn.ST_OK:
             return None
         strategy._bar = run.n_bars
         if risk is not None:

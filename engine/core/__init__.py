@@ -1,7 +1,7 @@
 """The one execution core: codes and layouts, record buffers, matching, order status.
 
 Both engine drivers call it: the Python per-timestamp loop (:class:`engine.broker.Broker`)
-and the compiled whole-run driver of the built-in strategies (:mod:`engine.fastpath`).
+and the compiled whole-run driver of the built-in strategies (:mod:`engine.compiled.topn`).
 
 - :mod:`engine.core.layout`: the codes (order types, statuses, reasons, status reasons,
   rejection events), the rows of the per-symbol state matrices and the order-status

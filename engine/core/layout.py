@@ -31,8 +31,17 @@ Per-symbol state
       positions with a queued market exit), ``OUT_SID`` / ``OUT_CODE`` (output buffers).
 
     The compiled driver keeps its open trades in two more matrices of the same shape:
-    ``aux_i``, int64, shape (N_A, n_symbols), rows ``A_*``, and ``aux_f``, float64, shape
-    (N_B, n_symbols), rows ``B_*``.
+    ``aux_i``, int64, shape (N_A, n_symbols), rows ``A_EXIT_PENDING`` (1: a risk exit is
+    queued), ``A_ENTRY_INDEX`` (the entry bar), ``A_DROW`` / ``A_DIDX`` (the entry's decision
+    row and bar), ``A_OPEN`` (1: a trade is open), ``A_TARGET`` (the TopN driver's target
+    stamp), ``A_PARTIAL_ENTRY`` / ``A_PARTIAL_DONE`` (``PartialProfitTaking`` state); and
+    ``aux_f``, float64, shape (N_B, n_symbols), rows ``B_DIR`` (+1 long, -1 short), ``B_QTY``
+    (open shares), ``B_COMM`` / ``B_SLIP`` (the open part's entry commission and slippage,
+    currency), ``B_PARTIAL_ORIGINAL`` (shares when ``PartialProfitTaking`` first saw the
+    trade).
+
+Run counters
+    ``counts``, int64, shape (N_C,): ``C_*``; ``acc``, float64, shape (N_ACC,): ``ACC_*``.
 
 Rule table
     float64, shape (m, N_RULES_COLS), one row per position rule in priority order: ``KIND``
@@ -82,14 +91,22 @@ N_INT_FIELDS = 9
     A_DIDX,
     A_OPEN,
     A_TARGET,
-    A_CLOSED_AT,
     A_PARTIAL_ENTRY,
     A_PARTIAL_DONE,
-) = range(9)
-N_A = 9
+) = range(8)
+N_A = 8
 # rows of aux_f (float64)
-B_DIR, B_QTY, B_COMM, B_SLIP, B_CLOSED_DIR, B_PARTIAL_ORIGINAL = range(6)
-N_B = 6
+B_DIR, B_QTY, B_COMM, B_SLIP, B_PARTIAL_ORIGINAL = range(5)
+N_B = 5
+
+# ---------------------------------------------------------------------- run counters
+# counts (int64): records written, the book's length, the driver's status, the current day
+C_ORDERS, C_FILLS, C_TRADES, C_REJ, C_BOOK, C_STATUS, C_DAY = range(7)
+N_C = 7
+# accumulators (float64, currency): cash, realized P&L, peak equity, the last bar's equity,
+# the equity at the day's start
+ACC_CASH, ACC_REALIZED, ACC_PEAK, ACC_LAST_EQUITY, ACC_DAY_START = range(5)
+N_ACC = 5
 
 # ---------------------------------------------------------------------- rule table
 KIND, CODE, MAX_BARS, FACTOR, TRAIL_INITIAL, TRAIL_TIGHTEN, TRAIL_MIN = range(7)

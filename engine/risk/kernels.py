@@ -92,7 +92,7 @@ def _jit(func: _F) -> _F:
 
 def _jit_inline(func: _F) -> _F:
     """:func:`_jit`, inlined into every compiled caller (numba IR level): for the small pieces
-    the hook-C kernels here and in :mod:`engine.fastpath` share, at no call cost."""
+    the hook-C kernels here and in :mod:`engine.compiled.topn` share, at no call cost."""
     return cast(_F, numba.njit(cache=True, nogil=True, inline="always")(func))
 
 

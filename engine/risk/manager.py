@@ -98,7 +98,8 @@ def _order_rule_only(rule: RiskRule) -> bool:
 
 _PASS_ACTION = OrderAction.PASS
 
-_KERNEL_RULES = (PriceBasedStopLoss, PriceBasedTakeProfit, DynamicTrailingStop, TimeBasedExit)
+KERNEL_RULES = (PriceBasedStopLoss, PriceBasedTakeProfit, DynamicTrailingStop, TimeBasedExit)
+"""The rule types :class:`BasicRulesKernel` runs compiled (exactly these types, not subclasses)."""
 
 
 class RiskManager:
@@ -167,9 +168,9 @@ class RiskManager:
         excluded) or an order rule only (hook B, e.g. the portfolio limits ``MaxPositionsRule``,
         ``MaxDrawdownRule(action="halt")``, which keep running at hook B), and at least one is a
         fixed-percent rule; else ``None``."""
-        chosen = [r for r in self.rules if type(r) in _KERNEL_RULES]
+        chosen = [r for r in self.rules if type(r) in KERNEL_RULES]
         if not chosen or any(
-            type(r) not in _KERNEL_RULES and not _order_rule_only(r) for r in self.rules
+            type(r) not in KERNEL_RULES and not _order_rule_only(r) for r in self.rules
         ):
             return None
         return BasicRulesKernel(chosen)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from engine.core import layout, matching
-from engine.core.records import ORDER_DTYPE
+from engine.core import layout, ledger, matching
+from engine.core.records import ORDER_DTYPE, empty_records
 from engine.orders import TRANSITIONS, Order, OrderStatus, OrderType, TimeInForce
 
 
@@ -130,3 +130,121 @@ def test_level_exit_price_gap_takes_open(
 ) -> None:
     func = matching.level_exit_price_nb if compiled else matching.level_exit_price
     assert func(is_long, stop_hit, level, open_) == expected
+
+
+class _Book:
+    """A one-symbol ledger state for the core's compiled ledger (a few orders)."""
+
+    def __init__(self, cash: float = 10_000.0) -> None:
+        self.fstate = np.full((layout.N_FLOAT_FIELDS, 1), np.nan)
+        self.fstate[layout.QTY] = 0.0
+        self.fstate[layout.AVG] = 0.0
+        self.istate = np.zeros((layout.N_INT_FIELDS, 1), dtype=np.int64)
+        self.aux_i = np.zeros((layout.N_A, 1), dtype=np.int64)
+        self.aux_f = np.zeros((layout.N_B, 1))
+        self.pending = np.zeros(1)
+        self.orders = empty_records("orders", 8)
+        self.fills = empty_records("fills", 8)
+        self.trades = empty_records("trades", 8)
+        self.rejections = empty_records("rejections", 8)
+        self.counts = np.zeros(layout.N_C, dtype=np.int64)
+        self.acc = np.zeros(layout.N_ACC)
+        self.acc[layout.ACC_CASH] = cash
+
+    def fill(
+        self,
+        q: float,
+        price: float,
+        commission: float = 0.0,
+        *,
+        bar: int = 0,
+        allow_short: bool = True,
+        reason: int = layout.R_STRATEGY,
+    ) -> bool:
+        o = ledger.new_order(
+            0, q, layout.T_MARKET, reason, bar, bar, math.nan, math.nan,
+            self.orders, self.counts, self.pending,
+        )  # fmt: skip
+        layout.set_status(self.orders, o, layout.S_ACCEPTED)
+        return bool(
+            ledger.execute_fill(
+                o,
+                q,
+                price,
+                price,
+                commission,
+                bar,
+                bar,
+                0.0,
+                allow_short,
+                False,
+                self.fstate,
+                self.istate,
+                self.pending,
+                self.aux_i,
+                self.aux_f,
+                self.orders,
+                self.fills,
+                self.trades,
+                self.rejections,
+                self.counts,
+                self.acc,
+            )  # fmt: skip
+        )
+
+    @property
+    def qty(self) -> float:
+        return float(self.fstate[layout.QTY, 0])
+
+
+def test_ledger_add_partial_close_and_flip_hand_checked() -> None:
+    book = _Book()
+    assert book.fill(10, 100.0, commission=1.0)  # open long 10 @ 100
+    assert book.fill(10, 110.0, commission=1.0, bar=1)  # add 10 @ 110: average 105
+    assert book.qty == 20 and book.fstate[layout.AVG, 0] == 105.0
+    assert book.aux_f[layout.B_COMM, 0] == 2.0 and book.fstate[layout.BEST, 0] == 110.0
+    assert book.fill(-5, 120.0, commission=0.5, bar=2)  # close 5 @ 120
+    trade = book.trades[0]
+    assert trade["quantity"] == 5 and trade["partial"] and trade["entry_price"] == 105.0
+    assert trade["entry_commission"] == 0.5  # 2.0 × 5 / 20
+    assert book.acc[layout.ACC_REALIZED] == (120.0 - 105.0) * 5 - 0.5 - 0.5
+    # sell 25 through zero: 15 close the long, 10 open a short at 90
+    assert book.fill(-25, 90.0, commission=2.5, bar=3)
+    closed = book.trades[1]
+    assert closed["quantity"] == 15 and not closed["partial"]
+    assert closed["exit_commission"] == 2.5 * 15 / 25
+    assert book.qty == -10 and book.fstate[layout.AVG, 0] == 90.0
+    assert book.aux_f[layout.B_DIR, 0] == -1.0 and book.aux_f[layout.B_COMM, 0] == 1.0
+    assert book.aux_i[layout.A_ENTRY_INDEX, 0] == 3 and book.aux_i[layout.A_OPEN, 0] == 1
+    cash = 10_000.0 - 1000 - 1 - 1100 - 1 + 600 - 0.5 + 2250 - 2.5
+    assert book.acc[layout.ACC_CASH] == pytest.approx(cash)
+    assert book.counts[layout.C_FILLS] == 4 and book.counts[layout.C_TRADES] == 2
+
+
+def test_ledger_refuses_short_sale_and_overdraft_with_rejection_records() -> None:
+    book = _Book(cash=500.0)
+    assert not book.fill(10, 100.0)  # 1,000 > 500 of cash
+    assert book.orders[0]["status"] == layout.S_REJECTED
+    assert book.rejections[0]["reason"] == layout.SR_CASH
+    assert book.fill(4, 100.0)
+    book.aux_i[layout.A_EXIT_PENDING, 0] = 1  # a risk exit is queued
+    assert not book.fill(-5, 100.0, allow_short=False, reason=layout.R_STOP_LOSS)
+    assert book.orders[2]["status"] == layout.S_REJECTED
+    assert book.rejections[1]["reason"] == layout.SR_SHORT
+    assert book.rejections[1]["quantity"] == -5
+    assert book.aux_i[layout.A_EXIT_PENDING, 0] == 0  # a refused risk exit frees the symbol
+    assert book.qty == 4 and book.counts[layout.C_REJ] == 2
+
+
+def test_ledger_first_fill_marks_a_symbol_without_a_close() -> None:
+    book = _Book()
+    assert book.fill(1, 50.0)
+    assert book.fstate[layout.MARK, 0] == 50.0
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_round_quantity_toward_zero_unless_fractional(compiled: bool) -> None:
+    round_quantity = ledger.round_quantity_nb if compiled else ledger.round_quantity
+    assert round_quantity(2.9999999999, False) == 3.0
+    assert round_quantity(-2.5, False) == -2.0
+    assert round_quantity(2.5, True) == 2.5
