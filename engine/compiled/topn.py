@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -501,50 +501,83 @@ def _top_rows(
     return cnt
 
 
-@njit
-def run_topn(
-    timestamps: IntArray,
-    offsets: IntArray,
-    sym_id: IntArray,
-    open_: FloatArray,
-    high: FloatArray,
-    low: FloatArray,
-    close: FloatArray,
-    ordinal: IntArray,
-    prev_row: IntArray,
-    sig: FloatArray,
-    params: FloatArray,
-    rules: FloatArray,
-    partial: FloatArray,
-    limits: FloatArray,
-    fstate: FloatArray,
-    istate: IntArray,
-    pending: FloatArray,
-    aux_i: IntArray,
-    aux_f: FloatArray,
-    orders: RecordArray,
-    fills: RecordArray,
-    trades: RecordArray,
-    rejections: RecordArray,
-    states: RecordArray,
-    book: IntArray,
-    counts: IntArray,
-    acc: FloatArray,
-) -> None:
-    """The whole run of :class:`TopNStrategy` with the compiled rules (module docstring).
+class Bars(NamedTuple):
+    """The market data of a run (:class:`engine.MarketData` arrays) and the ranking signal.
 
-    Inputs: the market data arrays (:class:`MarketData` attributes; ``sig`` the signal
-    column), ``params`` (the ``P_*`` slots), the rule table of
-    :class:`engine.risk.manager.BasicRulesKernel` (0 rows: no rules). Run state, in place:
-    ``fstate`` / ``istate`` (:mod:`engine.risk.kernels` layout), ``pending`` (shares of working
-    market orders per symbol), ``aux_i`` / ``aux_f`` (the open trades and the ``A_*`` / ``B_*``
-    rows), ``acc`` (cash, realized P&L). Outputs, in place: the order, fill, trade and
-    rejection buffers (``O*``, ``F*``, ``T*``, ``R*`` columns), one portfolio state row per
-    timestamp (``SF_*``), the counters ``counts`` (``C_*``). ``counts[C_STATUS]`` is ``ST_OK``, or
-    ``ST_FULL`` when the order buffers would overflow (the caller retries with larger ones),
-    ``ST_SHORT_BOOK`` / ``ST_FRACTIONAL`` when the Python path must run instead (a short
-    position, or an order the Python path refuses with an error).
+    ``timestamps`` (int64, µs since the epoch, one per bar), ``offsets`` (int64, bar ``i``'s
+    rows are ``offsets[i]:offsets[i + 1]``), ``sym_id`` / ``ordinal`` / ``prev_row`` (int64,
+    per row), ``open_`` / ``high`` / ``low`` / ``close`` (float64, currency per share, per
+    row), ``signal`` (float64, per row).
     """
+
+    timestamps: IntArray
+    offsets: IntArray
+    sym_id: IntArray
+    open_: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    ordinal: IntArray
+    prev_row: IntArray
+    signal: FloatArray
+
+
+class Tables(NamedTuple):
+    """The run's parameters and rule tables (:class:`TopNPlan`): ``params`` (``P_*``),
+    ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`)."""
+
+    params: FloatArray
+    rules: FloatArray
+    partial: FloatArray
+    limits: FloatArray
+
+
+class RunState(NamedTuple):
+    """The run state, updated in place: the per-symbol matrices ``fstate`` / ``istate`` /
+    ``aux_i`` / ``aux_f`` (:mod:`engine.core.layout`), ``pending`` (float64, signed shares of
+    the working market orders per symbol), ``book`` (int64, the working orders' ids, the first
+    ``counts[C_BOOK]``), ``counts`` (int64, ``C_*``) and ``acc`` (float64, ``ACC_*``)."""
+
+    fstate: FloatArray
+    istate: IntArray
+    aux_i: IntArray
+    aux_f: FloatArray
+    pending: FloatArray
+    book: IntArray
+    counts: IntArray
+    acc: FloatArray
+
+
+class RunRecords(NamedTuple):
+    """The record buffers the run writes (:mod:`engine.core.records`): ``orders``,
+    ``fills``, ``trades``, ``rejections`` (the first ``counts[C_*]`` rows) and ``states`` (one
+    per timestamp)."""
+
+    orders: RecordArray
+    fills: RecordArray
+    trades: RecordArray
+    rejections: RecordArray
+    states: RecordArray
+
+
+@njit
+def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -> None:
+    """The whole run of :class:`engine.TopNStrategy` with the compiled rules and limits
+    (module docstring), in the engine's per-bar order.
+
+    ``state.counts[C_STATUS]`` is ``ST_OK`` on return, or ``ST_FULL`` when the record buffers
+    would overflow (the caller retries with larger ones), or ``ST_SHORT_BOOK`` /
+    ``ST_FRACTIONAL`` when the Python loop must run instead (a short position, or an order the
+    Python loop refuses with an error).
+    """
+    timestamps, offsets, sym_id = bars.timestamps, bars.offsets, bars.sym_id
+    open_, high, low, close = bars.open_, bars.high, bars.low, bars.close
+    ordinal, prev_row, sig = bars.ordinal, bars.prev_row, bars.signal
+    params, rules, partial, limits = tables.params, tables.rules, tables.partial, tables.limits
+    fstate, istate, aux_i, aux_f = state.fstate, state.istate, state.aux_i, state.aux_f
+    pending, book, counts, acc = state.pending, state.book, state.counts, state.acc
+    orders, fills, trades = records.orders, records.fills, records.trades
+    rejections, states = records.rejections, records.states
     n_t = offsets.size - 1
     n_sym = fstate.shape[1]
     n = int(params[P_N])
@@ -753,8 +786,11 @@ class CompiledRun:
     """
 
     def __init__(self, data: MarketData, plan: TopNPlan) -> None:
-        params, rules, partial, limits = plan.params, plan.rules, plan.partial, plan.limits
-        sig = plan.signal
+        bars = Bars(
+            data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
+            data.close, data.ordinal, data.prev_row, plan.signal,
+        )  # fmt: skip
+        tables = Tables(plan.params, plan.rules, plan.partial, plan.limits)
         n_sym = data.n_symbols
         n_t = data.n_timestamps
         cap = plan.capacity
@@ -779,11 +815,11 @@ class CompiledRun:
             acc = np.full(N_ACC, plan.initial_cash)
             acc[ACC_REALIZED] = 0.0
             run_topn(
-                data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-                data.close, data.ordinal, data.prev_row, sig, params, rules, partial, limits,
-                fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections, states,
-                book, counts, acc,
-            )  # fmt: skip
+                bars,
+                tables,
+                RunState(fstate, istate, aux_i, aux_f, pending, book, counts, acc),
+                RunRecords(orders, fills, trades, rejections, states),
+            )
             if counts[C_STATUS] != ST_FULL:
                 break
             cap *= 2

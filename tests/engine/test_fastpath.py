@@ -399,7 +399,7 @@ def test_fastpath_hands_back_to_python_loop_when_kernel_declines(
     scored_data: MarketData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def declines(*args: Any) -> None:
-        args[-2][topn.C_STATUS] = topn.ST_SHORT_BOOK
+        args[2].counts[topn.C_STATUS] = topn.ST_SHORT_BOOK
 
     monkeypatch.setattr(topn, "run_topn", declines)
     engine = BacktestEngine(scored_data, TopNStrategy("score", n=5))
