@@ -46,6 +46,9 @@ class TimeInForce(StrEnum):
 
 
 class OrderStatus(StrEnum):
+    """Where an order is in its life cycle (module docstring; codes in
+    :mod:`engine.core.layout`)."""
+
     SUBMITTED = "submitted"
     ACCEPTED = "accepted"
     PARTIALLY_FILLED = "partially_filled"
@@ -189,6 +192,7 @@ class Order:
 
     @property
     def is_buy(self) -> bool:
+        """True for a buy (positive quantity)."""
         return self.quantity > 0
 
     @property

@@ -146,6 +146,8 @@ class Recorder:
         return out
 
     def states_frame(self, initial_cash: float) -> pl.DataFrame:
+        """One row per bar: equity, cash, leverage, returns and drawdown (see
+        :class:`engine.BacktestResult`); ``initial_cash`` (currency) is the first bar's base."""
         s = self.records.table("states")
         equity = np.ascontiguousarray(s["equity"])
         value = np.ascontiguousarray(s["positions_value"])
@@ -201,6 +203,8 @@ class Recorder:
         )
 
     def trades_frame(self) -> pl.DataFrame:
+        """Every closed trade or closed part of one, with P&L, costs, MFE/MAE and the named
+        columns at the entry and exit decisions (see :class:`engine.BacktestResult`)."""
         t = self.records.table("trades")
         data = self.data
         n = t.size

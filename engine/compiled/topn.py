@@ -139,9 +139,13 @@ class LimitText(Protocol):
     """What the driver needs of a portfolio limit after the run: its name and reason text."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The name rejections record in their ``rule`` column."""
+        ...
 
-    def reason_text(self, shrink: bool, value: float, limit: float) -> str: ...
+    def reason_text(self, shrink: bool, value: float, limit: float) -> str:
+        """The reason of a shrink (``shrink``) or a rejection at ``value`` past ``limit``."""
+        ...
 
 
 @dataclass(frozen=True)
