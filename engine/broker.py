@@ -89,7 +89,6 @@ CANCELLED = OrderStatus.CANCELLED
 EXPIRED = OrderStatus.EXPIRED
 DAY = TimeInForce.DAY
 _TYPE_NAMES = {t: t.value for t in OrderType}
-_TYPE_CODES = {t: layout.TYPE_NAMES.index(t.value) for t in OrderType}
 _DAY_US = 86_400_000_000
 
 
@@ -219,10 +218,9 @@ class Broker:
         self._volume_cap = config.max_volume_participation
         self._fill_at_close = config.fill == "close"
         # the recorder's row buffers, appended to once per fill / closed trade
-        # (fields: engine.core.records.FILL_DTYPE / TRADE_DTYPE, strings as codes)
+        # (fields: engine.core.records.FILL_DTYPE / TRADE_DTYPE; types and reasons as names)
         self._fill_rows = recorder.fills
         self._trade_rows = recorder.trades
-        self._reason_codes = recorder.records.reason_code
         self._strategy_wants_fills = on_fill is not None
         self._wants_fill_events = self._strategy_wants_fills or (
             risk_manager is not None and bool(risk_manager.fill_rules)
@@ -1330,8 +1328,8 @@ class Broker:
                 price,
                 commission,
                 slip,
-                _TYPE_CODES[kind],
-                self._reason_codes(reason),
+                kname,
+                reason,
             )
         )
         filled = order.filled + q
@@ -1499,7 +1497,7 @@ class Broker:
                 exit_comm,
                 part_slip,
                 slip * share,
-                self._reason_codes(order.reason),
+                order.reason,
                 self.data.ordinal.item(row) - trade.entry_ordinal,
                 best,
                 worst,

@@ -101,20 +101,20 @@ class Recorder:
     def seal(self) -> None:
         """Resolve the named columns at the decision rows of the trades recorded so far, from
         the current market data; called before the engine moves to the next chunk window."""
-        trades = self.records.table("trades")
-        if trades.size == self.sealed:
+        records = self.records
+        n = records.count("trades")
+        if n == self.sealed:
             return
         data = self.data
         named = [*data.signal_columns, *data.indicator_columns]
-        new = trades[self.sealed :]
         for prefix, field in (("entry", "decision_row"), ("exit", "exit_decision_row")):
-            rows = np.ascontiguousarray(new[field])
+            rows = records.values("trades", field, self.sealed)
             for c in named:
                 key = f"{prefix}_{c}"
                 self.sealed_values.setdefault(key, []).append(
                     self._values_at(rows, data.columns[c])
                 )
-        self.sealed = trades.size
+        self.sealed = n
 
     def _named_values(
         self, key: str, rows: np.ndarray[Any, Any], column: np.ndarray[Any, Any]

@@ -5,7 +5,8 @@ structured dtype below; it is the only declaration of that record's fields. The 
 driver writes the records from its kernels into arrays of these dtypes
 (:func:`empty_records`); the Python driver appends plain tuples in the dtype's field order to
 the staging lists of a :class:`Records` (an append is cheaper than a NumPy row write from
-Python), which become arrays of the same dtype once, when read (:meth:`Records.table`).
+Python; the order type and reason of fills and trades as names, :data:`STAGED_NAMES`), which
+become arrays of the same dtype once, when read (:meth:`Records.table`).
 :class:`engine.recorder.Recorder` turns the arrays into the result's polars frames, the same
 conversion for both drivers.
 
@@ -21,13 +22,14 @@ per share, commission, slippage, cash and equity in currency; ``*_index`` fields
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from engine.core.layout import FIXED_REASONS, STATUS_REASONS
+from engine.core.layout import FIXED_REASONS, STATUS_REASONS, TYPE_NAMES
 
 _I = np.int64
 _F = np.float64
@@ -143,6 +145,14 @@ DTYPES: dict[str, np.dtype[Any]] = {
 
 RecordArray = npt.NDArray[np.void]
 
+STAGED_NAMES: dict[str, dict[str, str]] = {
+    "fills": {"order_type": "types", "reason": "reasons"},
+    "trades": {"exit_reason": "reasons"},
+}
+"""The fields the Python driver stages as names, not codes (the fill's order type and
+reason, the trade's exit reason: strings it holds anyway); coded when the rows are typed."""
+_TYPE_CODES = {name: code for code, name in enumerate(TYPE_NAMES)}
+
 
 def empty_records(kind: Kind, capacity: int) -> RecordArray:
     """An uninitialised buffer of ``capacity`` records of ``kind`` (for the compiled driver).
@@ -167,7 +177,8 @@ class Records:
     Attributes
     ----------
     orders, fills, trades, rejections, states : list of tuple
-        Staging lists of the Python driver: one tuple per record, in the dtype's field order.
+        Staging lists of the Python driver: one tuple per record, in the dtype's field order
+        (the fields of :data:`STAGED_NAMES` as names).
     reasons : list of str
         Names of the ``reason`` codes.
     texts : list of str
@@ -183,10 +194,12 @@ class Records:
         "states",
         "reasons",
         "texts",
-        "_reason_codes",
+        "reason_codes",
         "_text_codes",
         "_typed",
     )
+    reason_codes: dict[str, int]
+    """Reason name -> code, for a caller's fast lookup (:meth:`reason_code` adds)."""
 
     def __init__(self, reasons: Sequence[str] = FIXED_REASONS) -> None:
         self.orders: list[tuple[Any, ...]] = []
@@ -196,9 +209,9 @@ class Records:
         self.states: list[tuple[Any, ...]] = []
         self.reasons: list[str] = list(reasons)
         self.texts: list[str] = list(STATUS_REASONS)
-        self._reason_codes: dict[str, int] = {}
+        self.reason_codes: dict[str, int] = {}
         for code, name in enumerate(self.reasons):
-            self._reason_codes.setdefault(name, code)
+            self.reason_codes.setdefault(name, code)
         self._text_codes: dict[str, int] = {}
         for code, text in enumerate(self.texts):
             self._text_codes.setdefault(text, code)
@@ -206,9 +219,9 @@ class Records:
 
     def reason_code(self, name: str) -> int:
         """The code of reason ``name`` (added on first use)."""
-        code = self._reason_codes.get(name)
+        code = self.reason_codes.get(name)
         if code is None:
-            code = self._reason_codes[name] = len(self.reasons)
+            code = self.reason_codes[name] = len(self.reasons)
             self.reasons.append(name)
         return code
 
@@ -235,9 +248,63 @@ class Records:
 
     def _flush(self, kind: Kind) -> None:
         staged: list[tuple[Any, ...]] = getattr(self, kind)
-        if staged:
+        if not staged:
+            return
+        named = STAGED_NAMES.get(kind)
+        if named is None:
             self._typed[kind].append(np.array(staged, dtype=DTYPES[kind]))
-            staged.clear()
+        else:
+            self._typed[kind].append(self._typed_rows(kind, staged, named))
+        staged.clear()
+
+    def _typed_rows(
+        self, kind: Kind, staged: list[tuple[Any, ...]], named: dict[str, str]
+    ) -> RecordArray:
+        """Staged rows whose ``named`` fields hold names, as records with their codes."""
+        dtype = DTYPES[kind]
+        out = np.empty(len(staged), dtype=dtype)
+        columns = list(zip(*staged, strict=True))
+        for field, column in zip(dtype.names or (), columns, strict=True):
+            table = named.get(field)
+            if table is None:
+                out[field] = column
+                continue
+            if table == "reasons":
+                for name in set(column):
+                    self.reason_code(name)
+                codes = self.reason_codes
+            else:
+                codes = _TYPE_CODES
+            out[field] = np.fromiter(map(codes.__getitem__, column), np.int64, len(column))
+        return out
+
+    def values(self, kind: Kind, field: str, start: int = 0) -> npt.NDArray[Any]:
+        """Field ``field`` of the records ``start:`` of ``kind`` so far, as a new array,
+        without converting the staged rows (cheap to call while a run goes on).
+
+        Raises
+        ------
+        KeyError
+            If ``kind`` or ``field`` is unknown.
+        """
+        dtype = DTYPES[kind]
+        column = dtype.names.index(field) if dtype.names else -1
+        parts = []
+        for part in self._typed[kind]:
+            if start < part.size:
+                parts.append(part[field][start:])
+            start = max(start - part.size, 0)
+        staged: list[tuple[Any, ...]] = getattr(self, kind)
+        rows = itertools.islice(staged, start, None)
+        tail = np.fromiter(
+            (row[column] for row in rows), dtype=dtype[field], count=max(len(staged) - start, 0)
+        )
+        return np.concatenate([*parts, tail]) if parts else tail
+
+    def count(self, kind: Kind) -> int:
+        """Number of records of ``kind`` so far."""
+        staged: list[tuple[Any, ...]] = getattr(self, kind)
+        return sum(part.size for part in self._typed[kind]) + len(staged)
 
     def table(self, kind: Kind) -> RecordArray:
         """Every record of ``kind`` so far, as one array of the kind's dtype (the staged rows
