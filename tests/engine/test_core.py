@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.core import layout, ledger, matching
-from engine.core.records import ORDER_DTYPE, empty_records
+from engine.core.records import FILL_DTYPE, ORDER_DTYPE, Records, empty_records
 from engine.orders import TRANSITIONS, Order, OrderStatus, OrderType, TimeInForce
 
 
@@ -197,6 +197,19 @@ class _Book:
         return float(self.fstate[layout.QTY, 0])
 
 
+@pytest.fixture(params=["compiled", "py_func"])
+def ledger_kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the ledger compiled, or as the plain Python it is compiled from (coverage)."""
+    if request.param == "py_func":
+        for module in (ledger, layout):
+            for name in dir(module):
+                func = getattr(module, name)
+                if hasattr(func, "py_func"):
+                    monkeypatch.setattr(module, name, func.py_func)
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("ledger_kernels")
 def test_ledger_add_partial_close_and_flip_hand_checked() -> None:
     book = _Book()
     assert book.fill(10, 100.0, commission=1.0)  # open long 10 @ 100
@@ -221,6 +234,7 @@ def test_ledger_add_partial_close_and_flip_hand_checked() -> None:
     assert book.counts[layout.C_FILLS] == 4 and book.counts[layout.C_TRADES] == 2
 
 
+@pytest.mark.usefixtures("ledger_kernels")
 def test_ledger_refuses_short_sale_and_overdraft_with_rejection_records() -> None:
     book = _Book(cash=500.0)
     assert not book.fill(10, 100.0)  # 1,000 > 500 of cash
@@ -236,6 +250,7 @@ def test_ledger_refuses_short_sale_and_overdraft_with_rejection_records() -> Non
     assert book.qty == 4 and book.counts[layout.C_REJ] == 2
 
 
+@pytest.mark.usefixtures("ledger_kernels")
 def test_ledger_first_fill_marks_a_symbol_without_a_close() -> None:
     book = _Book()
     assert book.fill(1, 50.0)
@@ -248,3 +263,25 @@ def test_round_quantity_toward_zero_unless_fractional(compiled: bool) -> None:
     assert round_quantity(2.9999999999, False) == 3.0
     assert round_quantity(-2.5, False) == -2.0
     assert round_quantity(2.5, True) == 2.5
+
+
+def test_records_stage_python_rows_and_convert_once_with_codes() -> None:
+    records = Records()
+    records.fills.append((0, 3, 1, 10.0, 100.0, 100.5, 1.0, 5.0, "limit", "MyRule"))
+    records.fills.append((1, 4, 1, -10.0, 99.0, 99.0, 0.0, 0.0, "market", "strategy"))
+    assert records.count("fills") == 2
+    assert records.values("fills", "bar_index", 1).tolist() == [4]
+    table = records.table("fills")
+    assert table.dtype == FILL_DTYPE and not records.fills
+    assert [records.reasons[c] for c in table["reason"]] == ["MyRule", "strategy"]
+    assert [layout.TYPE_NAMES[c] for c in table["order_type"]] == ["limit", "market"]
+    # typed records (the compiled driver's) follow the converted ones
+    extra = empty_records("fills", 1)
+    extra[0] = table[1]
+    records.extend("fills", extra)
+    assert records.count("fills") == 3
+    assert records.values("fills", "order_id", 1).tolist() == [1, 1]
+    with pytest.raises(TypeError, match="fills records must have dtype"):
+        records.extend("fills", empty_records("trades", 1))
+    assert records.text_code("position_closed_by_stop") == layout.SR_CLOSED_BY_STOP
+    assert records.text_code("new text") == len(layout.STATUS_REASONS)
