@@ -44,7 +44,7 @@ import polars as pl
 
 from engine.config import ExecutionConfig
 from engine.core import layout
-from engine.core.ledger import round_quantity
+from engine.core.ledger import added_average, closed_part, round_quantity
 from engine.core.matching import (
     level_exit_price,
     limit_fill_price,
@@ -1464,8 +1464,7 @@ class Broker:
         best_arr = self.best
         worst_arr = self.worst
         if pos * q > 0:
-            avg = self.avg
-            self.avg[sid] = (avg.item(sid) * abs(pos) + price * abs(q)) / (abs(pos) + abs(q))
+            self.avg[sid] = added_average(self.avg.item(sid), pos, price, q)
             trade.quantity += abs(q)
             trade.commission += commission
             trade.slippage += slip
@@ -1473,17 +1472,22 @@ class Broker:
             worst_arr[sid] = min(worst_arr.item(sid), price)
             self.qty[sid] = new
             return True
-        closing = min(abs(q), abs(pos))
-        frac = closing / abs(pos)
-        part_comm = trade.commission * frac
-        part_slip = trade.slippage * frac
+        entry: float = self.avg.item(sid)
+        closing, part_comm, part_slip, exit_comm, exit_slip, pnl = closed_part(
+            pos,
+            q,
+            price,
+            commission,
+            slip,
+            entry,
+            trade.direction,
+            trade.commission,
+            trade.slippage,
+        )
         trade.commission -= part_comm
         trade.slippage -= part_slip
-        share = closing / abs(q)
         best: float = max(best_arr.item(sid), price)
         worst: float = min(worst_arr.item(sid), price)
-        entry: float = self.avg.item(sid)
-        exit_comm = commission * share
         self._trade_rows.append(
             (
                 sid,
@@ -1496,7 +1500,7 @@ class Broker:
                 part_comm,
                 exit_comm,
                 part_slip,
-                slip * share,
+                exit_slip,
                 order.reason,
                 self.data.ordinal.item(row) - trade.entry_ordinal,
                 best,
@@ -1510,7 +1514,7 @@ class Broker:
                 closing < abs(pos) - EPS,
             )
         )
-        self.realized += (price - entry) * closing * trade.direction - part_comm - exit_comm
+        self.realized += pnl
         trade.quantity -= closing
         self.qty[sid] = new
         if new == 0.0:

@@ -2,6 +2,9 @@
 
 Compiled kernels over the core's state layout (:mod:`engine.core.layout`) and record dtypes
 (:mod:`engine.core.records`), called by the compiled drivers (:mod:`engine.compiled.topn`).
+The accounting formulas (:func:`round_quantity`, :func:`added_average`, :func:`closed_part`)
+are written once as plain Python and compiled from that source (``*_nb``): the Python loop's
+broker calls the Python forms on its own bookkeeping, the kernels the compiled forms.
 The price and commission of a fill are computed by the driver and passed in, as VectorBT's
 ``process_order_nb(price, fees, ...)`` takes them.
 
@@ -89,6 +92,59 @@ def round_quantity(quantity: float, fractional: bool) -> float:
 
 
 round_quantity_nb = njit(round_quantity)
+
+
+def added_average(avg: float, pos: float, price: float, q: float) -> float:
+    """Average price (currency per share) of a position of ``pos`` shares at ``avg`` after
+    adding ``q`` shares (same side) at ``price``: the quantity-weighted mean."""
+    return (avg * abs(pos) + price * abs(q)) / (abs(pos) + abs(q))
+
+
+def closed_part(
+    pos: float,
+    q: float,
+    price: float,
+    commission: float,
+    slip: float,
+    entry: float,
+    direction: float,
+    open_commission: float,
+    open_slippage: float,
+) -> tuple[float, float, float, float, float, float]:
+    """What a fill of ``q`` shares against a position of ``pos`` shares closes.
+
+    Parameters
+    ----------
+    pos, q : float
+        Shares, signed, of opposite signs.
+    price, commission, slip : float
+        The fill's price (currency per share), commission and slippage (currency).
+    entry, direction : float
+        The position's average entry price and direction (+1 long, -1 short).
+    open_commission, open_slippage : float
+        The entry commission and slippage (currency) of the position's open part.
+
+    Returns
+    -------
+    tuple of float
+        ``(closed, entry_commission, entry_slippage, exit_commission, exit_slippage, pnl)``:
+        the shares closed (``min(|q|, |pos|)``), the entry costs of that part (pro rata of
+        the open part), the fill's costs of that part (pro rata of the fill) and the
+        realized P&L ``(price - entry) × closed × direction - entry commission - exit
+        commission`` (currency).
+    """
+    closing = min(abs(q), abs(pos))
+    frac = closing / abs(pos)
+    part_comm = open_commission * frac
+    part_slip = open_slippage * frac
+    share = closing / abs(q)
+    exit_comm = commission * share
+    pnl = (price - entry) * closing * direction - part_comm - exit_comm
+    return closing, part_comm, part_slip, exit_comm, slip * share, pnl
+
+
+added_average_nb = njit(added_average)
+closed_part_nb = njit(closed_part)
 
 
 @njit
@@ -263,7 +319,7 @@ def apply_position(
         fstate[QTY, sid] = new
         return True
     if pos * q > 0:
-        fstate[AVG, sid] = (fstate[AVG, sid] * abs(pos) + price * abs(q)) / (abs(pos) + abs(q))
+        fstate[AVG, sid] = added_average_nb(fstate[AVG, sid], pos, price, q)
         aux_f[B_QTY, sid] += abs(q)
         aux_f[B_COMM, sid] += commission
         aux_f[B_SLIP, sid] += slip
@@ -271,16 +327,13 @@ def apply_position(
         fstate[WORST, sid] = min(fstate[WORST, sid], price)
         fstate[QTY, sid] = new
         return True
-    closing = min(abs(q), abs(pos))
-    frac = closing / abs(pos)
-    part_comm = aux_f[B_COMM, sid] * frac
-    part_slip = aux_f[B_SLIP, sid] * frac
+    entry = fstate[AVG, sid]
+    direction = aux_f[B_DIR, sid]
+    closing, part_comm, part_slip, exit_comm, exit_slip, pnl = closed_part_nb(
+        pos, q, price, commission, slip, entry, direction, aux_f[B_COMM, sid], aux_f[B_SLIP, sid]
+    )
     aux_f[B_COMM, sid] -= part_comm
     aux_f[B_SLIP, sid] -= part_slip
-    share = closing / abs(q)
-    entry = fstate[AVG, sid]
-    exit_comm = commission * share
-    direction = aux_f[B_DIR, sid]
     k = counts[C_TRADES]
     counts[C_TRADES] = k + 1
     trades[k]["sid"] = sid
@@ -300,12 +353,12 @@ def apply_position(
     trades[k]["entry_commission"] = part_comm
     trades[k]["exit_commission"] = exit_comm
     trades[k]["entry_slippage"] = part_slip
-    trades[k]["exit_slippage"] = slip * share
+    trades[k]["exit_slippage"] = exit_slip
     trades[k]["best_price"] = max(fstate[BEST, sid], price)
     trades[k]["worst_price"] = min(fstate[WORST, sid], price)
     trades[k]["stop_at_exit"] = fstate[STOP, sid]
     trades[k]["take_profit_at_exit"] = fstate[TP, sid]
-    acc[ACC_REALIZED] += (price - entry) * closing * direction - part_comm - exit_comm
+    acc[ACC_REALIZED] += pnl
     aux_f[B_QTY, sid] -= closing
     fstate[QTY, sid] = new
     if new == 0.0:

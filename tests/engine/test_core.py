@@ -285,3 +285,23 @@ def test_records_stage_python_rows_and_convert_once_with_codes() -> None:
         records.extend("fills", empty_records("trades", 1))
     assert records.text_code("position_closed_by_stop") == layout.SR_CLOSED_BY_STOP
     assert records.text_code("new text") == len(layout.STATUS_REASONS)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_closed_part_and_added_average_hand_checked(compiled: bool) -> None:
+    closed_part = ledger.closed_part_nb if compiled else ledger.closed_part
+    added_average = ledger.added_average_nb if compiled else ledger.added_average
+    assert added_average(100.0, 10.0, 110.0, 30.0) == 107.5
+    # sell 25 against a long of 20 at 105 (entry costs 2.0 / 0.4 open): 20 close, 5 left over
+    closed, e_comm, e_slip, x_comm, x_slip, pnl = closed_part(
+        20.0, -25.0, 120.0, 2.5, -1.0, 105.0, 1.0, 2.0, 0.4
+    )
+    assert (closed, e_comm, e_slip) == (20.0, 2.0, 0.4)
+    assert x_comm == pytest.approx(2.0) and x_slip == pytest.approx(-0.8)
+    assert pnl == pytest.approx(15.0 * 20 - 2.0 - 2.0)
+    # buy 5 against a short of 10 at 50: half the short's entry costs
+    closed, e_comm, _, x_comm, _, pnl = closed_part(
+        -10.0, 5.0, 45.0, 1.0, 0.0, 50.0, -1.0, 4.0, 0.0
+    )
+    assert (closed, e_comm, x_comm) == (5.0, 2.0, 1.0)
+    assert pnl == pytest.approx(5.0 * 5 - 2.0 - 1.0)
