@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from engine.core.layout import FIXED_REASONS, STATUS_REASONS, TYPE_NAMES
 
@@ -152,6 +153,7 @@ STAGED_NAMES: dict[str, dict[str, str]] = {
 """The fields the Python driver stages as names, not codes (the fill's order type and
 reason, the trade's exit reason: strings it holds anyway); coded when the rows are typed."""
 _TYPE_CODES = {name: code for code, name in enumerate(TYPE_NAMES)}
+_POLARS_TYPES: dict[str, Any] = {"i": pl.Int64, "f": pl.Float64, "b": pl.Boolean}
 
 
 def empty_records(kind: Kind, capacity: int) -> RecordArray:
@@ -248,34 +250,34 @@ class Records:
 
     def _flush(self, kind: Kind) -> None:
         staged: list[tuple[Any, ...]] = getattr(self, kind)
-        if not staged:
-            return
-        named = STAGED_NAMES.get(kind)
-        if named is None:
-            self._typed[kind].append(np.array(staged, dtype=DTYPES[kind]))
-        else:
-            self._typed[kind].append(self._typed_rows(kind, staged, named))
-        staged.clear()
+        if staged:
+            self._typed[kind].append(self._typed_rows(kind, staged))
+            staged.clear()
 
-    def _typed_rows(
-        self, kind: Kind, staged: list[tuple[Any, ...]], named: dict[str, str]
-    ) -> RecordArray:
-        """Staged rows whose ``named`` fields hold names, as records with their codes."""
+    def _typed_rows(self, kind: Kind, staged: list[tuple[Any, ...]]) -> RecordArray:
+        """Staged rows as records (the names of :data:`STAGED_NAMES` as their codes).
+
+        Transposed by polars: no Python object per value, so converting a long run's rows
+        triggers no collection of the run's many live objects.
+        """
         dtype = DTYPES[kind]
+        named = STAGED_NAMES.get(kind, {})
+        names = dtype.names or ()
+        schema = {
+            name: pl.String if name in named else _POLARS_TYPES[dtype[name].kind] for name in names
+        }
+        frame = pl.DataFrame(staged, schema=schema, orient="row", strict=False)
         out = np.empty(len(staged), dtype=dtype)
-        columns = list(zip(*staged, strict=True))
-        for field, column in zip(dtype.names or (), columns, strict=True):
-            table = named.get(field)
-            if table is None:
-                out[field] = column
-                continue
+        for name in names:
+            column = frame.get_column(name)
+            table = named.get(name)
             if table == "reasons":
-                for name in set(column):
-                    self.reason_code(name)
-                codes = self.reason_codes
-            else:
-                codes = _TYPE_CODES
-            out[field] = np.fromiter(map(codes.__getitem__, column), np.int64, len(column))
+                for reason in column.unique().to_list():
+                    self.reason_code(reason)
+                column = column.replace_strict(self.reason_codes, return_dtype=pl.Int64)
+            elif table is not None:
+                column = column.replace_strict(_TYPE_CODES, return_dtype=pl.Int64)
+            out[name] = column.to_numpy()
         return out
 
     def values(self, kind: Kind, field: str, start: int = 0) -> npt.NDArray[Any]:
