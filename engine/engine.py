@@ -7,8 +7,8 @@ import time
 from datetime import date, datetime
 from datetime import time as clock_time
 
-from engine import fastpath
 from engine.broker import Broker
+from engine.compiled import plan, topn
 from engine.config import ExecutionConfig
 from engine.data import BarBatch, ChunkedMarketData, ChunkStream, MarketData
 from engine.recorder import Recorder
@@ -82,7 +82,7 @@ class BacktestEngine:
     config : ExecutionConfig, optional
         Default ``ExecutionConfig()``.
     compiled : bool, default True
-        Run a qualifying run (:func:`engine.fastpath.compiled_reason`: the built-in
+        Run a qualifying run (:func:`engine.compiled.plan.compiled_reason`: the built-in
         :class:`TopNStrategy` with the built-in fixed-percent rules and plain fill settings) as
         one compiled kernel instead of the per-timestamp loop below; the results are the same
         (``tests/engine/test_fastpath.py``). ``False``: always the loop.
@@ -132,15 +132,16 @@ class BacktestEngine:
         self.batch_mode = batch
         self.compiled = compiled
         self.compiled_reason: str | None = (
-            fastpath.compiled_reason(data, strategy, risk_manager, self.config)
+            plan.compiled_reason(data, strategy, risk_manager, self.config)
             if compiled
             else "compiled=False"
         )
         """Why the run takes the Python loop (``None``: the compiled path)."""
 
     def _run_compiled(self) -> BacktestResult | None:
-        """The run through :mod:`engine.fastpath`; ``None`` when the kernel hands the run back
-        to the Python loop (a case it does not cover, found during the run)."""
+        """The run through the compiled driver (:mod:`engine.compiled.topn`); ``None`` when
+        the kernel hands the run back to the Python loop (a case it does not cover, found
+        during the run)."""
         started = time.perf_counter()
         cfg = self.config
         strategy = self.strategy
@@ -151,14 +152,13 @@ class BacktestEngine:
         cfg.commission.reset()
         if risk is not None:
             risk.reset()
-        run = fastpath.CompiledRun(data, strategy, risk, cfg)
-        if run.status != fastpath.ST_OK:
+        run = topn.CompiledRun(data, plan.plan_topn(data, strategy, risk, cfg))
+        if run.status != topn.ST_OK:
             return None
         strategy._bar = run.n_bars
         if risk is not None:
             risk.fills_seen = run.n_fills
-        recorder = Recorder(data)
-        recorder.compiled = run
+        recorder = Recorder(data, run.records)
         open_positions = run.open_positions_frame(data)
         elapsed = time.perf_counter() - started
         return BacktestResult.from_run(
@@ -240,7 +240,8 @@ class BacktestEngine:
             data = self.data
         cfg.commission.reset()
         recorder = Recorder(data)
-        broker = Broker(data, cfg, risk, strategy, recorder)
+        on_fill = strategy.on_fill if _overrides(strategy, "on_fill") else None
+        broker = Broker(data, cfg, risk, recorder, on_fill)
         if risk is not None:
             risk.reset()
         position_rules = risk is not None and risk.needs_position_contexts
