@@ -1196,18 +1196,52 @@ class Broker:
         target = self.round_quantity(value / price)
         current = float(self.qty[sid] + self.pending[sid])
         delta = self.round_quantity(target - current)
+        if abs(delta) >= EPS and self._net_working(sid, delta, "netted_by_new_order"):
+            current = float(self.qty[sid] + self.pending[sid])
+            delta = self.round_quantity(target - current)
         if abs(delta) < EPS:
             return None
         return self.submit(symbol, delta)
 
     def close_position(self, symbol: str) -> Order | None:
+        """Close the position: under a volume participation cap the symbol's working market
+        orders of earlier bars are cancelled first (``netted_by_close_position``); then one
+        market order takes the position plus the pending orders to zero."""
         sid = self._symbol_index.get(symbol)
         if sid is None:
             sid = self.data.resolve(symbol)  # raises KeyError
+        self._net_working(sid, 0.0, "netted_by_close_position")
         current: float = self.qty.item(sid) + self.pending.item(sid)
         if abs(current) < EPS:
             return None
         return self._market_order(sid, symbol, -current)
+
+    def _net_working(self, sid: int, direction: float, reason: str) -> bool:
+        """Cancel the working market orders of ``sid`` placed by the strategy on earlier bars
+        that go against ``direction`` (every one when ``direction`` is 0); True if any was.
+
+        A market order stays working across bars only when a volume participation cap fills it
+        in parts. Left working beside a new order the other way, a buy and a sell of one symbol
+        would both fill bar after bar, paying costs on both sides; orders placed in the current
+        bar are the strategy's explicit wish and are kept. Without a cap nothing is netted: an
+        order then waits only for its symbol's next bar, where it fills beside the new one (the
+        compiled driver, which runs no capped run, keeps the same rule)."""
+        if self._volume_cap is None or not self.book:
+            return False
+        now = self.i
+        stale = [
+            order
+            for order in self.book
+            if order.sid == sid
+            and order.order_type is MARKET
+            and order.reason == "strategy"
+            and order.submit_index < now
+            and order.is_active
+            and (direction == 0.0 or order.remaining * direction < 0)
+        ]
+        for order in stale:
+            self.cancel(order, reason)
+        return bool(stale)
 
     def _check_quantity(self, symbol: str, quantity: float) -> None:
         if not math.isfinite(quantity) or quantity == 0:
