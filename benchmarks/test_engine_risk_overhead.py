@@ -20,7 +20,8 @@ Two kinds of wall-time figures:
   shared machine from falling on one configuration only.
 
 Every configuration, ``10`` included (``BreakEvenRule``, ``PartialProfitTaking`` and
-``MaxLeverageRule`` have compiled forms), runs the compiled whole-run path (``engine.fastpath``).
+``MaxLeverageRule`` have compiled forms), runs the compiled whole-run path
+(``engine.compiled.topn``).
 The ``-loop`` cases force the Python loop (``compiled=False``) for comparison, so the ratios to
 ``none`` are compiled-to-compiled except for the ``-loop`` rows.
 

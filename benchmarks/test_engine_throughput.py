@@ -6,7 +6,7 @@ the per-timestamp time of its best run (``per_timestamp_us``). W0 says what a st
 receives: the empty batch strategy reads no bar, so its figure is the loop's fixed cost per
 timestamp, not a bar-event rate; the per-symbol strategy counts the events handed to it
 (``events_received``, ``events_per_s``). W1 runs the compiled whole-run path
-(``engine.fastpath``) and, for comparison, the same run through the Python loop. The engine run
+(``engine.compiled.topn``) and, for comparison, the same run through the Python loop. The engine run
 includes building the output frames; building ``MarketData`` is done once, outside the timing.
 """
 

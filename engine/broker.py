@@ -43,6 +43,15 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.config import ExecutionConfig
+from engine.core import layout
+from engine.core.ledger import added_average, closed_part, round_quantity
+from engine.core.matching import (
+    level_exit_price,
+    limit_fill_price,
+    stop_fill_price,
+    stop_limit_fill_price,
+    trail_level,
+)
 from engine.costs.commission import NoCommission
 from engine.costs.slippage import NoSlippage
 from engine.data import BarView, FloatArray, IntArray, MarketData
@@ -60,7 +69,6 @@ from engine.risk import kernels
 from engine.risk.batch import PositionActions, PositionBatch
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import OrderAction, RiskDecision
-from engine.strategy import Strategy
 
 if TYPE_CHECKING:
     from engine.risk.manager import RiskManager
@@ -127,38 +135,38 @@ class Broker:
         data: MarketData,
         config: ExecutionConfig,
         risk_manager: RiskManager | None,
-        strategy: Strategy,
         recorder: Recorder,
+        on_fill: Callable[[Fill], None] | None = None,
     ) -> None:
         n = data.n_symbols
         self.data = data
         self.config = config
         self.risk = risk_manager
-        self.strategy = strategy
+        self._on_fill = on_fill
         self.recorder = recorder
         self.fractional = config.fractional_shares
         self.cash = config.initial_cash
         # per-symbol state: two matrices, one row per field (layout: engine.risk.kernels), so
         # a compiled bar step takes them as two arguments; the attributes are row views
-        self.fstate: FloatArray = np.full((kernels.N_FLOAT_FIELDS, n), np.nan)
-        self.istate: IntArray = np.zeros((kernels.N_INT_FIELDS, n), dtype=np.int64)
-        self.qty: FloatArray = self.fstate[kernels.QTY]
+        self.fstate: FloatArray = np.full((layout.N_FLOAT_FIELDS, n), np.nan)
+        self.istate: IntArray = np.zeros((layout.N_INT_FIELDS, n), dtype=np.int64)
+        self.qty: FloatArray = self.fstate[layout.QTY]
         self.qty[:] = 0.0
-        self.avg: FloatArray = self.fstate[kernels.AVG]
+        self.avg: FloatArray = self.fstate[layout.AVG]
         self.avg[:] = 0.0
-        self.marks: FloatArray = self.fstate[kernels.MARK]
-        self.stop: FloatArray = self.fstate[kernels.STOP]
-        self.tp: FloatArray = self.fstate[kernels.TP]
-        self.best: FloatArray = self.fstate[kernels.BEST]
-        self.worst: FloatArray = self.fstate[kernels.WORST]
-        self.last_row: IntArray = self.istate[kernels.LAST_ROW]
+        self.marks: FloatArray = self.fstate[layout.MARK]
+        self.stop: FloatArray = self.fstate[layout.STOP]
+        self.tp: FloatArray = self.fstate[layout.TP]
+        self.best: FloatArray = self.fstate[layout.BEST]
+        self.worst: FloatArray = self.fstate[layout.WORST]
+        self.last_row: IntArray = self.istate[layout.LAST_ROW]
         self.last_row[:] = -1
-        self.level_from: IntArray = self.istate[kernels.LEVEL_FROM]
+        self.level_from: IntArray = self.istate[layout.LEVEL_FROM]
         # the rules that set the levels, as codes into self.rule_names (0: none)
-        self.stop_rule: IntArray = self.istate[kernels.STOP_RULE]
-        self.tp_rule: IntArray = self.istate[kernels.TP_RULE]
-        self.entry_ordinal: IntArray = self.istate[kernels.ENTRY_ORDINAL]
-        self._entry_pending: IntArray = self.istate[kernels.ENTRY_PENDING]
+        self.stop_rule: IntArray = self.istate[layout.STOP_RULE]
+        self.tp_rule: IntArray = self.istate[layout.TP_RULE]
+        self.entry_ordinal: IntArray = self.istate[layout.ENTRY_ORDINAL]
+        self._entry_pending: IntArray = self.istate[layout.ENTRY_PENDING]
         self.pending: FloatArray = np.zeros(n)
         self.exit_pending = np.zeros(n, dtype=bool)
         self.trades: dict[int, _OpenTrade] = {}
@@ -199,7 +207,7 @@ class Broker:
         self._defer_entries = self._entry_rows_unused and config.stop_activation == "next_bar"
         self._new_entries: dict[int, int] = {}
         self._rules: FloatArray = (
-            kernel.rules if kernel is not None else np.empty((0, kernels.N_RULE_FIELDS))
+            kernel.rules if kernel is not None else np.empty((0, layout.N_RULE_FIELDS))
         )
         self._risk_sees_fills = risk_manager is not None and bool(risk_manager.fill_rules)
         # skip work nobody consumes: slippage bar views, Fill objects without listeners
@@ -210,9 +218,10 @@ class Broker:
         self._volume_cap = config.max_volume_participation
         self._fill_at_close = config.fill == "close"
         # the recorder's row buffers, appended to once per fill / closed trade
+        # (fields: engine.core.records.FILL_DTYPE / TRADE_DTYPE; types and reasons as names)
         self._fill_rows = recorder.fills
         self._trade_rows = recorder.trades
-        self._strategy_wants_fills = type(strategy).on_fill is not Strategy.on_fill
+        self._strategy_wants_fills = on_fill is not None
         self._wants_fill_events = self._strategy_wants_fills or (
             risk_manager is not None and bool(risk_manager.fill_rules)
         )
@@ -231,7 +240,7 @@ class Broker:
         self._stopped_at: IntArray = np.full(n, -(2**62), dtype=np.int64)
         self._stopped_dir: FloatArray = np.zeros(n)
         # 1: the levels of that position are not checked now (stops_first: a queued exit)
-        self._deferred: IntArray = self.istate[kernels.DEFERRED]
+        self._deferred: IntArray = self.istate[layout.DEFERRED]
         # sid -> direction of positions closed in the stops-first pass (None: not tracking),
         # then handed to the open's pass, which cancels their queued exits
         self._closed_now: dict[int, float] | None = None
@@ -263,9 +272,7 @@ class Broker:
 
     def round_quantity(self, quantity: float) -> float:
         """Round toward zero to whole shares unless fractional shares are allowed."""
-        if self.fractional:
-            return quantity
-        return float(math.copysign(math.floor(abs(quantity) + EPS), quantity))
+        return round_quantity(quantity, self.fractional)
 
     def position(self, symbol: str) -> float:
         return float(self.qty[self.data.resolve(symbol)])
@@ -479,19 +486,17 @@ class Broker:
         if kind is MARKET:
             raw = o
         elif kind is LIMIT or (kind is STOP_LIMIT and order.triggered):
-            raw = _limit_price(buy, order.limit_price, o, h, lo)
+            raw = limit_fill_price(buy, order.limit_price, o, h, lo)
         elif kind is STOP:
-            raw = _stop_price(buy, order.stop_price, o, h, lo)
+            raw = stop_fill_price(buy, order.stop_price, o, h, lo)
         elif kind is STOP_LIMIT:
-            trigger = _stop_price(buy, order.stop_price, o, h, lo)
+            trigger = stop_fill_price(buy, order.stop_price, o, h, lo)
             if not math.isnan(trigger):
                 order.triggered = True
-                lim = order.limit_price
-                if (buy and trigger <= lim) or (not buy and trigger >= lim):
-                    raw = trigger
+                raw = stop_limit_fill_price(buy, trigger, order.limit_price)
         elif kind is TRAILING_STOP:
             order.stop_price = _trail_level(order)
-            raw = _stop_price(buy, order.stop_price, o, h, lo)
+            raw = stop_fill_price(buy, order.stop_price, o, h, lo)
             if math.isnan(raw):
                 # ratchet with this bar's extreme, effective from the next bar
                 if buy:
@@ -630,9 +635,9 @@ class Broker:
         """Exit the ``n`` positions whose levels the compiled check found touched (ids, stop
         or target, level in the kernel's output buffers), in that order."""
         data = self.data
-        sids = self.istate[kernels.OUT_SID, :n].tolist()
-        stops = self.istate[kernels.OUT_CODE, :n].tolist()
-        levels = self.fstate[kernels.OUT_LEVEL, :n].tolist()
+        sids = self.istate[layout.OUT_SID, :n].tolist()
+        stops = self.istate[layout.OUT_CODE, :n].tolist()
+        levels = self.fstate[layout.OUT_LEVEL, :n].tolist()
         for sid, stop_hit, level in zip(sids, stops, levels, strict=True):
             pos = float(self.qty[sid])
             if pos == 0:
@@ -641,12 +646,10 @@ class Broker:
             o = float(data.open[row])
             is_long = pos > 0
             if stop_hit:
-                gap = o <= level if is_long else o >= level
                 kind, reason = STOP, self.rule_names[self.stop_rule[sid]] or "stop_loss"
             else:
-                gap = o >= level if is_long else o <= level
                 kind, reason = LIMIT, self.rule_names[self.tp_rule[sid]] or "take_profit"
-            raw = o if gap else level
+            raw = level_exit_price(is_long, bool(stop_hit), level, o)
             order = self._new_order(
                 sid,
                 -pos,
@@ -688,8 +691,8 @@ class Broker:
         if n < 0:
             return False
         if n:
-            sids = self.istate[kernels.OUT_SID, :n].tolist()
-            codes = self.istate[kernels.OUT_CODE, :n].tolist()
+            sids = self.istate[layout.OUT_SID, :n].tolist()
+            codes = self.istate[layout.OUT_CODE, :n].tolist()
             names = self.rule_names
             for sid, code in zip(sids, codes, strict=True):
                 self._risk_exit(sid, None, names[code], int(self.last_row[sid]))
@@ -1193,18 +1196,52 @@ class Broker:
         target = self.round_quantity(value / price)
         current = float(self.qty[sid] + self.pending[sid])
         delta = self.round_quantity(target - current)
+        if abs(delta) >= EPS and self._net_working(sid, delta, "netted_by_new_order"):
+            current = float(self.qty[sid] + self.pending[sid])
+            delta = self.round_quantity(target - current)
         if abs(delta) < EPS:
             return None
         return self.submit(symbol, delta)
 
     def close_position(self, symbol: str) -> Order | None:
+        """Close the position: under a volume participation cap the symbol's working market
+        orders of earlier bars are cancelled first (``netted_by_close_position``); then one
+        market order takes the position plus the pending orders to zero."""
         sid = self._symbol_index.get(symbol)
         if sid is None:
             sid = self.data.resolve(symbol)  # raises KeyError
+        self._net_working(sid, 0.0, "netted_by_close_position")
         current: float = self.qty.item(sid) + self.pending.item(sid)
         if abs(current) < EPS:
             return None
         return self._market_order(sid, symbol, -current)
+
+    def _net_working(self, sid: int, direction: float, reason: str) -> bool:
+        """Cancel the working market orders of ``sid`` placed by the strategy on earlier bars
+        that go against ``direction`` (every one when ``direction`` is 0); True if any was.
+
+        A market order stays working across bars only when a volume participation cap fills it
+        in parts. Left working beside a new order the other way, a buy and a sell of one symbol
+        would both fill bar after bar, paying costs on both sides; orders placed in the current
+        bar are the strategy's explicit wish and are kept. Without a cap nothing is netted: an
+        order then waits only for its symbol's next bar, where it fills beside the new one (the
+        compiled driver, which runs no capped run, keeps the same rule)."""
+        if self._volume_cap is None or not self.book:
+            return False
+        now = self.i
+        stale = [
+            order
+            for order in self.book
+            if order.sid == sid
+            and order.order_type is MARKET
+            and order.reason == "strategy"
+            and order.submit_index < now
+            and order.is_active
+            and (direction == 0.0 or order.remaining * direction < 0)
+        ]
+        for order in stale:
+            self.cancel(order, reason)
+        return bool(stale)
 
     def _check_quantity(self, symbol: str, quantity: float) -> None:
         if not math.isfinite(quantity) or quantity == 0:
@@ -1316,7 +1353,18 @@ class Broker:
         i = self.i
         reason = order.reason
         self._fill_rows.append(
-            (fill_id, order.order_id, i, sid, q, raw, price, commission, slip, kname, reason)
+            (
+                order.order_id,
+                i,
+                sid,
+                q,
+                raw,
+                price,
+                commission,
+                slip,
+                kname,
+                reason,
+            )
         )
         filled = order.filled + q
         order.filled = filled
@@ -1383,8 +1431,8 @@ class Broker:
             self.risk.record_fill(fill)
         if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
             self._spawn_bracket(order)
-        if fill is not None and self._strategy_wants_fills:
-            self.strategy.on_fill(fill)
+        if fill is not None and self._on_fill is not None:
+            self._on_fill(fill)
         return fill
 
     def _spawn_bracket(self, parent: Order) -> None:
@@ -1450,8 +1498,7 @@ class Broker:
         best_arr = self.best
         worst_arr = self.worst
         if pos * q > 0:
-            avg = self.avg
-            self.avg[sid] = (avg.item(sid) * abs(pos) + price * abs(q)) / (abs(pos) + abs(q))
+            self.avg[sid] = added_average(self.avg.item(sid), pos, price, q)
             trade.quantity += abs(q)
             trade.commission += commission
             trade.slippage += slip
@@ -1459,17 +1506,22 @@ class Broker:
             worst_arr[sid] = min(worst_arr.item(sid), price)
             self.qty[sid] = new
             return True
-        closing = min(abs(q), abs(pos))
-        frac = closing / abs(pos)
-        part_comm = trade.commission * frac
-        part_slip = trade.slippage * frac
+        entry: float = self.avg.item(sid)
+        closing, part_comm, part_slip, exit_comm, exit_slip, pnl = closed_part(
+            pos,
+            q,
+            price,
+            commission,
+            slip,
+            entry,
+            trade.direction,
+            trade.commission,
+            trade.slippage,
+        )
         trade.commission -= part_comm
         trade.slippage -= part_slip
-        share = closing / abs(q)
         best: float = max(best_arr.item(sid), price)
         worst: float = min(worst_arr.item(sid), price)
-        entry: float = self.avg.item(sid)
-        exit_comm = commission * share
         self._trade_rows.append(
             (
                 sid,
@@ -1482,7 +1534,7 @@ class Broker:
                 part_comm,
                 exit_comm,
                 part_slip,
-                slip * share,
+                exit_slip,
                 order.reason,
                 self.data.ordinal.item(row) - trade.entry_ordinal,
                 best,
@@ -1496,7 +1548,7 @@ class Broker:
                 closing < abs(pos) - EPS,
             )
         )
-        self.realized += (price - entry) * closing * trade.direction - part_comm - exit_comm
+        self.realized += pnl
         trade.quantity -= closing
         self.qty[sid] = new
         if new == 0.0:
@@ -1563,29 +1615,7 @@ class Broker:
                     self.cancel(child, "position_closed")
 
 
-def _limit_price(buy: bool, limit: float, o: float, h: float, lo: float) -> float:
-    if buy:
-        if o <= limit:
-            return o
-        return limit if lo <= limit else math.nan
-    if o >= limit:
-        return o
-    return limit if h >= limit else math.nan
-
-
-def _stop_price(buy: bool, stop: float, o: float, h: float, lo: float) -> float:
-    if buy:
-        if o >= stop:
-            return o
-        return stop if h >= stop else math.nan
-    if o <= stop:
-        return o
-    return stop if lo <= stop else math.nan
-
-
 def _trail_level(order: Order) -> float:
-    ext = order.trail_extreme
-    buy = order.quantity > 0
-    if not math.isnan(order.trail_amount):
-        return ext + order.trail_amount if buy else ext - order.trail_amount
-    return ext * (1.0 + order.trail_percent) if buy else ext * (1.0 - order.trail_percent)
+    return trail_level(
+        order.quantity > 0, order.trail_extreme, order.trail_amount, order.trail_percent
+    )

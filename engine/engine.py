@@ -5,9 +5,10 @@ from __future__ import annotations
 import gc
 import time
 from datetime import date, datetime
+from datetime import time as clock_time
 
-from engine import fastpath
 from engine.broker import Broker
+from engine.compiled import plan, topn
 from engine.config import ExecutionConfig
 from engine.data import BarBatch, ChunkedMarketData, ChunkStream, MarketData
 from engine.recorder import Recorder
@@ -29,6 +30,13 @@ def _current(stream: ChunkStream) -> MarketData:
     if window is None:  # pragma: no cover - set by the first advance
         raise RuntimeError("no current window")
     return window
+
+
+def _seeds_day(value: date | datetime) -> date | datetime:
+    """A naive midnight ``datetime`` (the seeds' ``datetime(2020, 1, 1)``) as its date."""
+    if isinstance(value, datetime) and value.tzinfo is None and value.time() == clock_time(0):
+        return value.date()
+    return value
 
 
 def _overrides(strategy: Strategy, name: str) -> bool:
@@ -74,7 +82,7 @@ class BacktestEngine:
     config : ExecutionConfig, optional
         Default ``ExecutionConfig()``.
     compiled : bool, default True
-        Run a qualifying run (:func:`engine.fastpath.compiled_reason`: the built-in
+        Run a qualifying run (:func:`engine.compiled.plan.compiled_reason`: the built-in
         :class:`TopNStrategy` with the built-in fixed-percent rules and plain fill settings) as
         one compiled kernel instead of the per-timestamp loop below; the results are the same
         (``tests/engine/test_fastpath.py``). ``False``: always the loop.
@@ -124,15 +132,16 @@ class BacktestEngine:
         self.batch_mode = batch
         self.compiled = compiled
         self.compiled_reason: str | None = (
-            fastpath.compiled_reason(data, strategy, risk_manager, self.config)
+            plan.compiled_reason(data, strategy, risk_manager, self.config)
             if compiled
             else "compiled=False"
         )
         """Why the run takes the Python loop (``None``: the compiled path)."""
 
     def _run_compiled(self) -> BacktestResult | None:
-        """The run through :mod:`engine.fastpath`; ``None`` when the kernel hands the run back
-        to the Python loop (a case it does not cover, found during the run)."""
+        """The run through the compiled driver (:mod:`engine.compiled.topn`); ``None`` when
+        the kernel hands the run back to the Python loop (a case it does not cover, found
+        during the run)."""
         started = time.perf_counter()
         cfg = self.config
         strategy = self.strategy
@@ -143,14 +152,13 @@ class BacktestEngine:
         cfg.commission.reset()
         if risk is not None:
             risk.reset()
-        run = fastpath.CompiledRun(data, strategy, risk, cfg)
-        if run.status != fastpath.ST_OK:
+        run = topn.CompiledRun(data, plan.plan_topn(data, strategy, risk, cfg))
+        if run.status != topn.ST_OK:
             return None
         strategy._bar = run.n_bars
         if risk is not None:
             risk.fills_seen = run.n_fills
-        recorder = Recorder(data)
-        recorder.compiled = run
+        recorder = Recorder(data, run.records)
         open_positions = run.open_positions_frame(data)
         elapsed = time.perf_counter() - started
         return BacktestResult.from_run(
@@ -165,7 +173,12 @@ class BacktestEngine:
         )
 
     def run(
-        self, start: date | datetime | None = None, end: date | datetime | None = None
+        self,
+        start: date | datetime | None = None,
+        end: date | datetime | None = None,
+        *,
+        start_date: date | datetime | None = None,
+        end_date: date | datetime | None = None,
     ) -> BacktestResult:
         """Run the backtest from the first to the last timestamp, or over a window.
 
@@ -184,11 +197,24 @@ class BacktestEngine:
         BacktestResult
             Trades, portfolio states, fills, orders and rejections as polars frames.
 
+        start_date, end_date : date or datetime, optional
+            The seeds' names of ``start`` and ``end`` (give one name per bound). A naive
+            datetime at midnight, as the seeds write them (``datetime(2020, 1, 1)``), means
+            that date (its whole UTC day); another naive datetime is refused.
+
         Raises
         ------
         ValueError
-            A bad bound, ``start`` after ``end``, or a window with no bar.
+            A bad bound, ``start`` after ``end``, a window with no bar, or a bound given under
+            both names.
         """
+        if start_date is not None or end_date is not None:
+            if (start is not None and start_date is not None) or (
+                end is not None and end_date is not None
+            ):
+                raise ValueError("give start/end or start_date/end_date (their seeds' names)")
+            start = start if start_date is None else _seeds_day(start_date)
+            end = end if end_date is None else _seeds_day(end_date)
         if start is not None or end is not None:
             windowed = BacktestEngine(
                 self.data.between(start, end),
@@ -214,7 +240,8 @@ class BacktestEngine:
             data = self.data
         cfg.commission.reset()
         recorder = Recorder(data)
-        broker = Broker(data, cfg, risk, strategy, recorder)
+        on_fill = strategy.on_fill if _overrides(strategy, "on_fill") else None
+        broker = Broker(data, cfg, risk, recorder, on_fill)
         if risk is not None:
             risk.reset()
         position_rules = risk is not None and risk.needs_position_contexts

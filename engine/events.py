@@ -69,6 +69,11 @@ class MarketEvent:
         self.indicators = indicators
         self.context = context
 
+    @property
+    def asset_id(self) -> str:
+        """The seeds' name of :attr:`symbol`."""
+        return self.symbol
+
     def __repr__(self) -> str:
         return (
             f"MarketEvent({self.timestamp.isoformat()}, {self.symbol!r}, o={self.open}, "

@@ -1,8 +1,9 @@
 """Orders and their status machine.
 
 An order's status only changes through :meth:`Order.transition`, which consults the single
-transition table :data:`TRANSITIONS`; an illegal change raises ``RuntimeError`` (an engine bug,
-never user input).
+transition table :data:`TRANSITIONS` (built from the status matrix of :mod:`engine.core.layout`,
+which the compiled driver checks too); an illegal change raises ``RuntimeError`` (an engine
+bug, never user input).
 
 Life cycle::
 
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
+
+from engine.core import layout
 
 
 class OrderType(StrEnum):
@@ -43,6 +46,9 @@ class TimeInForce(StrEnum):
 
 
 class OrderStatus(StrEnum):
+    """Where an order is in its life cycle (module docstring; codes in
+    :mod:`engine.core.layout`)."""
+
     SUBMITTED = "submitted"
     ACCEPTED = "accepted"
     PARTIALLY_FILLED = "partially_filled"
@@ -53,18 +59,20 @@ class OrderStatus(StrEnum):
 
 
 _S = OrderStatus
-TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    _S.SUBMITTED: frozenset({_S.ACCEPTED, _S.REJECTED, _S.CANCELLED}),
-    _S.ACCEPTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}),
-    _S.PARTIALLY_FILLED: frozenset(
-        {_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}
-    ),
-    _S.FILLED: frozenset(),
-    _S.CANCELLED: frozenset(),
-    _S.REJECTED: frozenset(),
-    _S.EXPIRED: frozenset(),
-}
-"""The one table of legal status changes: ``status -> statuses it may move to``."""
+
+
+def _transition_table() -> dict[OrderStatus, frozenset[OrderStatus]]:
+    """:data:`engine.core.layout.TRANSITIONS` (the one matrix both drivers check) as a dict."""
+    names = layout.STATUS_NAMES
+    return {
+        _S(names[a]): frozenset(_S(names[b]) for b in range(layout.N_STATUSES) if allowed[b])
+        for a, allowed in enumerate(layout.TRANSITIONS.tolist())
+    }
+
+
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = _transition_table()
+"""The legal status changes: ``status -> statuses it may move to`` (built from
+:data:`engine.core.layout.TRANSITIONS`)."""
 
 ACTIVE = frozenset({_S.SUBMITTED, _S.ACCEPTED, _S.PARTIALLY_FILLED})
 _SUBMITTED = _S.SUBMITTED  # bound once: attribute access on an Enum class is slow per order
@@ -184,6 +192,7 @@ class Order:
 
     @property
     def is_buy(self) -> bool:
+        """True for a buy (positive quantity)."""
         return self.quantity > 0
 
     @property

@@ -1,93 +1,29 @@
-"""Column buffers filled during the loop and turned into polars frames once at the end."""
+"""The run's records turned into polars frames, once at the end, for both engine drivers.
+
+The records themselves (one dtype per kind, the typed buffers) live in
+:mod:`engine.core.records`; the Python driver appends to a :class:`Recorder`'s
+:class:`~engine.core.records.Records` during the loop, the compiled driver hands over the
+:class:`~engine.core.records.Records` its kernels filled. The frames are built the same way
+from both.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+from engine.core.layout import EVENT_NAMES, STATUS_NAMES, TIF_NAMES, TYPE_NAMES
+from engine.core.records import Records
 from engine.data import MarketData
 from engine.orders import Order
 
-if TYPE_CHECKING:
-    from engine.fastpath import CompiledRun
-
 UTC_US = pl.Datetime("us", "UTC")
-
-FILL_DTYPES: dict[str, pl.DataType] = {
-    "fill_id": pl.Int64(),
-    "order_id": pl.Int64(),
-    "bar_index": pl.Int64(),
-    "sid": pl.Int64(),
-    "quantity": pl.Float64(),
-    "price_before_slippage": pl.Float64(),
-    "price": pl.Float64(),
-    "commission": pl.Float64(),
-    "slippage": pl.Float64(),
-    "order_type": pl.String(),
-    "reason": pl.String(),
-}
-FILL_FIELDS = tuple(FILL_DTYPES)
-TRADE_FIELDS = (
-    "sid",
-    "direction",
-    "entry_index",
-    "exit_index",
-    "entry_price",
-    "exit_price",
-    "quantity",
-    "entry_commission",
-    "exit_commission",
-    "entry_slippage",
-    "exit_slippage",
-    "exit_reason",
-    "bars_held",
-    "best_price",
-    "worst_price",
-    "decision_row",
-    "decision_index",
-    "exit_decision_row",
-    "exit_decision_index",
-    "stop_at_exit",
-    "take_profit_at_exit",
-    "partial",
-)
-_INT_TRADE_FIELDS = {
-    "sid",
-    "entry_index",
-    "exit_index",
-    "bars_held",
-    "decision_row",
-    "decision_index",
-    "exit_decision_row",
-    "exit_decision_index",
-}
-TRADE_DTYPES: dict[str, pl.DataType] = {
-    k: pl.Int64()
-    if k in _INT_TRADE_FIELDS
-    else pl.String()
-    if k == "exit_reason"
-    else pl.Boolean()
-    if k == "partial"
-    else pl.Float64()
-    for k in TRADE_FIELDS
-}
-
-
-def _columns(rows: list[tuple[Any, ...]], fields: tuple[str, ...]) -> dict[str, list[Any]]:
-    if not rows:
-        return {k: [] for k in fields}
-    return {k: list(col) for k, col in zip(fields, zip(*rows, strict=True), strict=True)}
-
-
-def _typed_columns(
-    rows: list[tuple[Any, ...]], dtypes: dict[str, pl.DataType]
-) -> dict[str, pl.Series]:
-    """Row tuples (fields in ``dtypes`` order) as one typed series per field, transposed in
-    polars rather than through Python lists (NaN stays NaN; an int in a float field is cast)."""
-    frame = pl.DataFrame(rows, schema=dtypes, orient="row", strict=False)
-    return {name: frame.get_column(name) for name in dtypes}
+_TYPE_CODES = {name: code for code, name in enumerate(TYPE_NAMES)}
+_STATUS_CODES = {name: code for code, name in enumerate(STATUS_NAMES)}
+_TIF_CODES = {name: code for code, name in enumerate(TIF_NAMES)}
+_EVENT_CODES = {name: code for code, name in enumerate(EVENT_NAMES)}
 
 
 def _side(positive: np.ndarray[Any, Any], yes: str, no: str) -> pl.Series:
@@ -96,53 +32,42 @@ def _side(positive: np.ndarray[Any, Any], yes: str, no: str) -> pl.Series:
     return pl.select(pl.when(flags).then(pl.lit(yes)).otherwise(pl.lit(no))).to_series()
 
 
-class Recorder:
-    """Append-only Python-list buffers for fills, trades, rejections and portfolio states."""
+def _names(names: list[str] | tuple[str, ...], codes: np.ndarray[Any, Any]) -> pl.Series:
+    """``names[codes]`` as a String series (a gather, no per-row Python)."""
+    table = pl.Series(list(names), dtype=pl.String)
+    if codes.size == 0:
+        return table.clear()
+    return table.gather(pl.Series(codes, dtype=pl.Int64))
 
-    def __init__(self, data: MarketData) -> None:
+
+class Recorder:
+    """The records of one run (:class:`engine.core.records.Records`) and their frames.
+
+    Parameters
+    ----------
+    data : MarketData
+        The market data of the run (timestamps, symbol names, named columns for the trades).
+    records : Records, optional
+        Records filled by the compiled driver; default: empty ones for the Python driver.
+    """
+
+    def __init__(self, data: MarketData, records: Records | None = None) -> None:
         self.data = data
-        # portfolio states, one entry per bar
-        self.s_index: list[int] = []
-        self.s_equity: list[float] = []
-        self.s_cash: list[float] = []
-        self.s_value: list[float] = []
-        self.s_gross: list[float] = []
-        self.s_npos: list[int] = []
-        # fills: one tuple per fill, in FILL_FIELDS order
-        self.fills: list[tuple[Any, ...]] = []
-        # closed trades (or closed parts of trades): one tuple per row, in TRADE_FIELDS order
-        self.trades: list[tuple[Any, ...]] = []
-        # entry_/exit_ signal and indicator values of trades[:sealed], resolved before the
+        self.records = records if records is not None else Records()
+        # the staging lists the broker appends one tuple to per fill / closed trade
+        self.fills = self.records.fills
+        self.trades = self.records.trades
+        # entry_/exit_ signal and indicator values of the trades[:sealed], resolved before the
         # market data moved to another chunk window (see seal)
         self.sealed = 0
         self.sealed_values: dict[str, list[np.ndarray[Any, Any]]] = {}
-        # typed column buffers of a compiled run (engine.fastpath), read instead of the lists
-        self.compiled: CompiledRun | None = None
         self._symbol_names: pl.Series | None = None
-        # rejections / cancellations / expiries / shrinks
-        self.r: dict[str, list[Any]] = {
-            k: []
-            for k in (
-                "bar_index",
-                "order_id",
-                "sid",
-                "quantity",
-                "order_type",
-                "event",
-                "reason",
-                "rule",
-            )
-        }
 
     def state(
         self, index: int, equity: float, cash: float, value: float, gross: float, n_positions: int
     ) -> None:
-        self.s_index.append(index)
-        self.s_equity.append(equity)
-        self.s_cash.append(cash)
-        self.s_value.append(value)
-        self.s_gross.append(gross)
-        self.s_npos.append(n_positions)
+        """Append the portfolio state after bar ``index`` (currency; see ``STATE_DTYPE``)."""
+        self.records.states.append((index, equity, cash, value, gross, n_positions))
 
     def rejection(
         self,
@@ -153,34 +78,43 @@ class Recorder:
         rule: str = "",
         quantity: float | None = None,
     ) -> None:
-        r = self.r
-        r["bar_index"].append(index)
-        r["order_id"].append(order.order_id)
-        r["sid"].append(order.sid)
-        r["quantity"].append(order.quantity if quantity is None else quantity)
-        r["order_type"].append(order.order_type.value)
-        r["event"].append(event)
-        r["reason"].append(reason)
-        r["rule"].append(rule)
+        """Append a rejection / cancellation / expiry / shrink (``event``) of ``order`` at bar
+        ``index``; ``quantity``: the shares concerned (default the order's quantity)."""
+        records = self.records
+        records.rejections.append(
+            (
+                index,
+                order.order_id,
+                order.sid,
+                _TYPE_CODES[order.order_type],
+                _EVENT_CODES[event],
+                records.text_code(reason),
+                records.text_code(rule),
+                -1,
+                0,
+                order.quantity if quantity is None else quantity,
+                np.nan,
+                np.nan,
+            )
+        )
 
     def seal(self) -> None:
         """Resolve the named columns at the decision rows of the trades recorded so far, from
         the current market data; called before the engine moves to the next chunk window."""
-        if len(self.trades) == self.sealed:
+        records = self.records
+        n = records.count("trades")
+        if n == self.sealed:
             return
         data = self.data
         named = [*data.signal_columns, *data.indicator_columns]
-        new = self.trades[self.sealed :]
-        k_entry = TRADE_FIELDS.index("decision_row")
-        k_exit = TRADE_FIELDS.index("exit_decision_row")
-        for prefix, k in (("entry", k_entry), ("exit", k_exit)):
-            rows = np.fromiter((t[k] for t in new), dtype=np.int64, count=len(new))
+        for prefix, field in (("entry", "decision_row"), ("exit", "exit_decision_row")):
+            rows = records.values("trades", field, self.sealed)
             for c in named:
                 key = f"{prefix}_{c}"
                 self.sealed_values.setdefault(key, []).append(
                     self._values_at(rows, data.columns[c])
                 )
-        self.sealed = len(self.trades)
+        self.sealed = n
 
     def _named_values(
         self, key: str, rows: np.ndarray[Any, Any], column: np.ndarray[Any, Any]
@@ -211,23 +145,13 @@ class Recorder:
         out[ok] = column[rows[ok]]
         return out
 
-    def _state_columns(self) -> dict[str, Any]:
-        if self.compiled is not None:
-            return self.compiled.states
-        return {
-            "bar_index": np.asarray(self.s_index, dtype=np.int64),
-            "equity": np.asarray(self.s_equity, dtype=np.float64),
-            "cash": np.asarray(self.s_cash, dtype=np.float64),
-            "positions_value": np.asarray(self.s_value, dtype=np.float64),
-            "gross": np.asarray(self.s_gross, dtype=np.float64),
-            "n_positions": np.asarray(self.s_npos, dtype=np.int64),
-        }
-
     def states_frame(self, initial_cash: float) -> pl.DataFrame:
-        s = self._state_columns()
-        equity = s["equity"]
-        value = s["positions_value"]
-        gross = s["gross"]
+        """One row per bar: equity, cash, leverage, returns and drawdown (see
+        :class:`engine.BacktestResult`); ``initial_cash`` (currency) is the first bar's base."""
+        s = self.records.table("states")
+        equity = np.ascontiguousarray(s["equity"])
+        value = np.ascontiguousarray(s["positions_value"])
+        gross = np.ascontiguousarray(s["gross"])
         prev = np.concatenate(([initial_cash], equity[:-1]))
         with np.errstate(divide="ignore", invalid="ignore"):
             ret = np.where(prev != 0, equity / prev - 1.0, 0.0)
@@ -239,11 +163,11 @@ class Recorder:
             {
                 "timestamp": self._ts(s["bar_index"]),
                 "equity": equity,
-                "cash": s["cash"],
+                "cash": np.ascontiguousarray(s["cash"]),
                 "positions_value": value,
                 "gross_leverage": gross_lev,
                 "net_leverage": net_lev,
-                "n_positions": pl.Series(s["n_positions"], dtype=pl.Int64),
+                "n_positions": pl.Series(np.ascontiguousarray(s["n_positions"]), dtype=pl.Int64),
                 "return": ret,
                 "cumulative_return": equity / initial_cash - 1.0,
                 "drawdown": np.minimum(dd, 0.0),
@@ -257,40 +181,33 @@ class Recorder:
             )
         return frame
 
-    def _fill_columns(self) -> dict[str, Any]:
-        if self.compiled is not None:
-            return self.compiled.fills
-        return _typed_columns(self.fills, FILL_DTYPES)
-
     def fills_frame(self) -> pl.DataFrame:
-        f = self._fill_columns()
-        qty = np.asarray(f["quantity"], dtype=np.float64)
+        """Every fill (see :class:`engine.BacktestResult`)."""
+        f = self.records.table("fills")
+        qty = np.ascontiguousarray(f["quantity"])
         return pl.DataFrame(
             {
-                "fill_id": pl.Series(f["fill_id"], dtype=pl.Int64),
-                "order_id": pl.Series(f["order_id"], dtype=pl.Int64),
+                "fill_id": pl.Series(np.arange(f.size, dtype=np.int64)),
+                "order_id": pl.Series(np.ascontiguousarray(f["order_id"]), dtype=pl.Int64),
                 "timestamp": self._ts(f["bar_index"]),
                 "symbol": self._symbols(f["sid"]),
                 "side": _side(qty > 0, "buy", "sell"),
                 "quantity": qty,
-                "price_before_slippage": np.asarray(f["price_before_slippage"], np.float64),
-                "price": np.asarray(f["price"], np.float64),
-                "commission": np.asarray(f["commission"], np.float64),
-                "slippage": np.asarray(f["slippage"], np.float64),
-                "order_type": pl.Series(f["order_type"], dtype=pl.String),
-                "reason": pl.Series(f["reason"], dtype=pl.String),
+                "price_before_slippage": np.ascontiguousarray(f["price_before_slippage"]),
+                "price": np.ascontiguousarray(f["price"]),
+                "commission": np.ascontiguousarray(f["commission"]),
+                "slippage": np.ascontiguousarray(f["slippage"]),
+                "order_type": _names(TYPE_NAMES, f["order_type"]),
+                "reason": _names(self.records.reasons, f["reason"]),
             }
         )
 
-    def _trade_columns(self) -> dict[str, Any]:
-        if self.compiled is not None:
-            return self.compiled.trades
-        return _typed_columns(self.trades, TRADE_DTYPES)
-
     def trades_frame(self) -> pl.DataFrame:
-        t = self._trade_columns()
+        """Every closed trade or closed part of one, with P&L, costs, MFE/MAE and the named
+        columns at the entry and exit decisions (see :class:`engine.BacktestResult`)."""
+        t = self.records.table("trades")
         data = self.data
-        n = len(t["sid"])
+        n = t.size
         direction = np.asarray(t["direction"], dtype=np.float64)
         entry = np.asarray(t["entry_price"], dtype=np.float64)
         exit_ = np.asarray(t["exit_price"], dtype=np.float64)
@@ -330,12 +247,12 @@ class Recorder:
             "commission": comm,
             "slippage": slip,
             "total_cost": comm + slip,
-            "exit_reason": pl.Series(t["exit_reason"], dtype=pl.String),
+            "exit_reason": _names(self.records.reasons, t["exit_reason"]),
             "pnl_gross": pnl_gross,
             "pnl_net": pnl_net,
             "return_pct": ret,
             "pnl_percent": ret * 100.0,
-            "bars_held": pl.Series(t["bars_held"], dtype=pl.Int64),
+            "bars_held": pl.Series(np.ascontiguousarray(t["bars_held"]), dtype=pl.Int64),
             "days_held": np.asarray(days, dtype=np.float64),
             "mfe": mfe,
             "mae": mae,
@@ -343,7 +260,7 @@ class Recorder:
             "mae_pct": mae_pct,
             "stop_loss_at_exit": np.asarray(t["stop_at_exit"], dtype=np.float64),
             "take_profit_at_exit": np.asarray(t["take_profit_at_exit"], dtype=np.float64),
-            "partial": pl.Series(t["partial"], dtype=pl.Boolean),
+            "partial": pl.Series(np.ascontiguousarray(t["partial"]), dtype=pl.Boolean),
             "decision_timestamp": self._ts(
                 np.maximum(np.asarray(t["decision_index"], np.int64), 0)
             ),
@@ -371,88 +288,63 @@ class Recorder:
         return frame
 
     def rejections_frame(self) -> pl.DataFrame:
-        r: dict[str, Any] = self.compiled.rejections if self.compiled is not None else self.r
+        """Rejected, cancelled, expired and shrunk orders (see :class:`engine.BacktestResult`)."""
+        r = self.records.table("rejections")
+        texts = self.records.texts
         return pl.DataFrame(
             {
                 "timestamp": self._ts(r["bar_index"]),
-                "order_id": pl.Series(r["order_id"], dtype=pl.Int64),
+                "order_id": pl.Series(np.ascontiguousarray(r["order_id"]), dtype=pl.Int64),
                 "symbol": self._symbols(r["sid"]),
-                "quantity": pl.Series(r["quantity"], dtype=pl.Float64),
-                "order_type": pl.Series(r["order_type"], dtype=pl.String),
-                "event": pl.Series(r["event"], dtype=pl.String),
-                "reason": pl.Series(r["reason"], dtype=pl.String),
-                "rule": pl.Series(r["rule"], dtype=pl.String),
+                "quantity": pl.Series(np.ascontiguousarray(r["quantity"]), dtype=pl.Float64),
+                "order_type": _names(TYPE_NAMES, r["order_type"]),
+                "event": _names(EVENT_NAMES, r["event"]),
+                "reason": _names(texts, r["reason"]),
+                "rule": _names(texts, r["rule"]),
             }
         )
 
     def orders_frame(self, orders: list[Order]) -> pl.DataFrame:
-        if self.compiled is not None:
-            c = self.compiled.orders
-            return pl.DataFrame(
-                {
-                    "order_id": pl.Series(c["order_id"], dtype=pl.Int64),
-                    "submitted": self._ts(np.maximum(c["submit_index"], 0)),
-                    "symbol": self._symbols(c["sid"]),
-                    "quantity": pl.Series(c["quantity"], dtype=pl.Float64),
-                    "filled": pl.Series(c["filled"], dtype=pl.Float64),
-                    "order_type": c["order_type"],
-                    "limit_price": pl.Series(c["limit_price"], dtype=pl.Float64),
-                    "stop_price": pl.Series(c["stop_price"], dtype=pl.Float64),
-                    "tif": c["tif"],
-                    "status": c["status"],
-                    "reason": c["reason"],
-                    "status_reason": c["status_reason"],
-                    "parent_id": pl.Series(c["parent_id"], dtype=pl.Int64),
-                }
+        """Every order with its final status; ``orders``: the Python driver's order objects
+        (recorded now), empty when the records already hold the orders."""
+        records = self.records
+        if orders:
+            reason_code = records.reason_code
+            text_code = records.text_code
+            records.orders.extend(
+                (
+                    o.submit_index,
+                    o.sid,
+                    _TYPE_CODES[o.order_type],
+                    _STATUS_CODES[o.status],
+                    reason_code(o.reason),
+                    text_code(o.status_reason),
+                    _TIF_CODES[o.tif],
+                    o.parent_id,
+                    o.decision_row,
+                    o.quantity,
+                    o.filled,
+                    o.limit_price,
+                    o.stop_price,
+                )
+                for o in orders
             )
-        fields = (
-            "order_id",
-            "submit_index",
-            "symbol",
-            "quantity",
-            "filled",
-            "order_type",
-            "limit_price",
-            "stop_price",
-            "tif",
-            "status",
-            "reason",
-            "status_reason",
-            "parent_id",
-        )
-        rows = [
-            (
-                o.order_id,
-                o.submit_index,
-                o.symbol,
-                o.quantity,
-                o.filled,
-                str.__str__(o.order_type),
-                o.limit_price,
-                o.stop_price,
-                str.__str__(o.tif),
-                str.__str__(o.status),
-                o.reason,
-                o.status_reason,
-                o.parent_id,
-            )
-            for o in orders
-        ]
-        c = _columns(rows, fields)
+        c = records.table("orders")
+        n = c.size
         return pl.DataFrame(
             {
-                "order_id": pl.Series(c["order_id"], dtype=pl.Int64),
-                "submitted": self._ts([max(i, 0) for i in c["submit_index"]]),
-                "symbol": pl.Series(c["symbol"], dtype=pl.String),
-                "quantity": pl.Series(c["quantity"], dtype=pl.Float64),
-                "filled": pl.Series(c["filled"], dtype=pl.Float64),
-                "order_type": pl.Series(c["order_type"], dtype=pl.String),
-                "limit_price": pl.Series(c["limit_price"], dtype=pl.Float64),
-                "stop_price": pl.Series(c["stop_price"], dtype=pl.Float64),
-                "tif": pl.Series(c["tif"], dtype=pl.String),
-                "status": pl.Series(c["status"], dtype=pl.String),
-                "reason": pl.Series(c["reason"], dtype=pl.String),
-                "status_reason": pl.Series(c["status_reason"], dtype=pl.String),
-                "parent_id": pl.Series(c["parent_id"], dtype=pl.Int64),
+                "order_id": pl.Series(np.arange(n, dtype=np.int64)),
+                "submitted": self._ts(np.maximum(c["submit_index"], 0)),
+                "symbol": self._symbols(c["sid"]),
+                "quantity": pl.Series(np.ascontiguousarray(c["quantity"]), dtype=pl.Float64),
+                "filled": pl.Series(np.ascontiguousarray(c["filled"]), dtype=pl.Float64),
+                "order_type": _names(TYPE_NAMES, c["order_type"]),
+                "limit_price": pl.Series(np.ascontiguousarray(c["limit_price"]), dtype=pl.Float64),
+                "stop_price": pl.Series(np.ascontiguousarray(c["stop_price"]), dtype=pl.Float64),
+                "tif": _names(TIF_NAMES, c["tif"]),
+                "status": _names(STATUS_NAMES, c["status"]),
+                "reason": _names(records.reasons, c["reason"]),
+                "status_reason": _names(records.texts, c["status_reason"]),
+                "parent_id": pl.Series(np.ascontiguousarray(c["parent_id"]), dtype=pl.Int64),
             }
         )

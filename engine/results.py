@@ -61,7 +61,7 @@ class BacktestResult:
     risk_context_builds : int
         RiskContexts built for hook C.
     compiled : bool
-        True when the run took the compiled whole-run path (:mod:`engine.fastpath`), False
+        True when the run took the compiled whole-run path (:mod:`engine.compiled.topn`), False
         for the per-timestamp Python loop; both give the same frames.
     """
 

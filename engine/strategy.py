@@ -10,14 +10,23 @@ The engine refuses (``TypeError``) a strategy overriding both or neither. Callba
 bar t's close (step 3 of the loop); orders placed there fill at the symbol's next open
 (``fill="next_open"``) or this bar's close (``fill="close"``). Optional hooks: ``on_start``,
 ``on_fill(fill)``, ``on_end``.
+
+The seeds' callback forms are accepted too (docs/reference/seeds-compatibility.md):
+``on_market_data(self, event, context)`` receives the timestamp's market context as its second
+argument, and an ``on_timestamp_batch`` whose second parameter is named ``events`` receives a
+``list[MarketEvent]`` instead of the :class:`BarBatch`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
+
+import polars as pl
 
 from engine.data import BarBatch
 from engine.events import Fill, MarketEvent
@@ -36,6 +45,16 @@ class Strategy:
     """
 
     _broker: Broker | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # the seeds' callback signatures (module docstring), adapted once per class
+        super().__init_subclass__(**kwargs)
+        per_symbol = cls.__dict__.get("on_market_data")
+        if callable(per_symbol) and _positional_count(per_symbol) == 3:
+            cls.on_market_data = _with_context(per_symbol)  # type: ignore[method-assign,assignment]
+        batch = cls.__dict__.get("on_timestamp_batch")
+        if callable(batch) and _second_parameter(batch) == "events":
+            cls.on_timestamp_batch = _with_events(batch)  # type: ignore[method-assign,assignment]
 
     # ------------------------------------------------------------------ callbacks
     def on_start(self) -> None:
@@ -105,12 +124,25 @@ class Strategy:
         """Working orders (all symbols, or one)."""
         return self.broker.open_orders(symbol)
 
+    def get_all_positions(self) -> pl.DataFrame:
+        """Every open position as a polars frame, one row per symbol (the seeds' helper).
+
+        Columns: ``symbol``, ``side`` (``long``/``short``), ``quantity`` (signed shares),
+        ``avg_price`` and ``mark`` (currency per share: average entry price, latest close),
+        ``entry_timestamp`` (UTC), ``entry_commission``, ``unrealized_pnl`` (currency, after
+        the entry commission), ``stop_loss``, ``take_profit`` (NaN when none); the schema of
+        :attr:`engine.BacktestResult.open_positions`. Empty (0 rows) when flat.
+        """
+        return self.broker.open_positions_frame()
+
     # ------------------------------------------------------------------ order helpers
+    @overload
     def buy(
         self,
         symbol: str,
         quantity: float,
         *,
+        percent: None = None,
         limit_price: float | None = None,
         stop_price: float | None = None,
         trail_amount: float | None = None,
@@ -118,8 +150,44 @@ class Strategy:
         tif: str = "GTC",
         take_profit: float | None = None,
         stop_loss: float | None = None,
-    ) -> Order:
-        """Buy ``quantity`` (> 0) shares.
+    ) -> Order: ...
+
+    @overload
+    def buy(
+        self,
+        symbol: str,
+        quantity: None = None,
+        *,
+        percent: float,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        trail_amount: float | None = None,
+        trail_percent: float | None = None,
+        tif: str = "GTC",
+        take_profit: float | None = None,
+        stop_loss: float | None = None,
+    ) -> Order | None: ...
+
+    def buy(
+        self,
+        symbol: str,
+        quantity: float | None = None,
+        *,
+        percent: float | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        trail_amount: float | None = None,
+        trail_percent: float | None = None,
+        tif: str = "GTC",
+        take_profit: float | None = None,
+        stop_loss: float | None = None,
+    ) -> Order | None:
+        """Buy ``quantity`` (> 0) shares, or shares worth ``percent`` of equity.
+
+        Give exactly one of ``quantity`` and ``percent``. ``percent`` (the seeds' form) is a
+        fraction of equity in (0, 1] (0.04 = 4 %), turned into shares at the latest close as
+        :meth:`buy_percent` does (rounded down to whole shares unless fractional); it returns
+        ``None`` when that is 0 shares.
 
         The order type follows the prices given: none → market; ``limit_price`` → limit;
         ``stop_price`` → stop; both → stop-limit; ``trail_amount``/``trail_percent`` →
@@ -129,12 +197,16 @@ class Strategy:
         Raises
         ------
         ValueError
-            Non-positive or non-finite quantity; a fractional quantity with
+            Both or neither of ``quantity`` and ``percent``; a non-positive or non-finite
+            quantity; ``percent`` outside (0, 1]; a fractional quantity with
             ``fractional_shares=False``; inconsistent prices.
         """
+        qty = self._quantity(symbol, quantity, percent)
+        if qty is None:
+            return None
         return self.broker.submit(
             symbol,
-            _positive(quantity),
+            qty,
             limit_price=limit_price,
             stop_price=stop_price,
             trail_amount=trail_amount,
@@ -144,11 +216,13 @@ class Strategy:
             stop_loss=stop_loss,
         )
 
+    @overload
     def sell(
         self,
         symbol: str,
         quantity: float,
         *,
+        percent: None = None,
         limit_price: float | None = None,
         stop_price: float | None = None,
         trail_amount: float | None = None,
@@ -156,11 +230,46 @@ class Strategy:
         tif: str = "GTC",
         take_profit: float | None = None,
         stop_loss: float | None = None,
-    ) -> Order:
-        """Sell ``quantity`` (> 0) shares; same keywords as :meth:`buy`."""
+    ) -> Order: ...
+
+    @overload
+    def sell(
+        self,
+        symbol: str,
+        quantity: None = None,
+        *,
+        percent: float,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        trail_amount: float | None = None,
+        trail_percent: float | None = None,
+        tif: str = "GTC",
+        take_profit: float | None = None,
+        stop_loss: float | None = None,
+    ) -> Order | None: ...
+
+    def sell(
+        self,
+        symbol: str,
+        quantity: float | None = None,
+        *,
+        percent: float | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        trail_amount: float | None = None,
+        trail_percent: float | None = None,
+        tif: str = "GTC",
+        take_profit: float | None = None,
+        stop_loss: float | None = None,
+    ) -> Order | None:
+        """Sell ``quantity`` (> 0) shares, or shares worth ``percent`` of equity; same
+        keywords and rules as :meth:`buy`."""
+        qty = self._quantity(symbol, quantity, percent)
+        if qty is None:
+            return None
         return self.broker.submit(
             symbol,
-            -_positive(quantity),
+            -qty,
             limit_price=limit_price,
             stop_price=stop_price,
             trail_amount=trail_amount,
@@ -169,6 +278,21 @@ class Strategy:
             take_profit=take_profit,
             stop_loss=stop_loss,
         )
+
+    def _quantity(self, symbol: str, quantity: float | None, percent: float | None) -> float | None:
+        """Shares (> 0) from exactly one of ``quantity`` / ``percent``; None for 0 shares."""
+        if (quantity is None) == (percent is None):
+            raise ValueError(
+                f"give exactly one of quantity and percent, got quantity={quantity!r}, "
+                f"percent={percent!r}"
+            )
+        if quantity is not None:
+            return _positive(quantity)
+        p = float(percent)  # type: ignore[arg-type]
+        if not (math.isfinite(p) and 0 < p <= 1):
+            raise ValueError(f"percent must be a fraction of equity in (0, 1], got {percent!r}")
+        qty = self.broker.shares_for_value(symbol, p * self.equity)
+        return qty if qty > 0 else None
 
     def buy_percent(self, symbol: str, percent: float) -> Order | None:
         """Buy shares worth ``percent`` (fraction) of equity at the latest close (rounded down
@@ -194,6 +318,29 @@ class Strategy:
         """Market order that brings position + working orders to 0 (``None`` if already 0)."""
         return self.broker.close_position(symbol)
 
+    def reduce_position(self, symbol: str, fraction: float) -> Order | None:
+        """Market order closing ``fraction`` of the position (the seeds' helper).
+
+        Shares = ``fraction × |position|`` (rounded down to whole shares unless fractional),
+        sold for a long, bought back for a short; ``fraction=1`` is :meth:`close_position`.
+        Working orders are not counted. Returns ``None`` when flat or when that is 0 shares.
+
+        Raises
+        ------
+        ValueError
+            ``fraction`` outside (0, 1].
+        """
+        f = float(fraction)
+        if not (math.isfinite(f) and 0 < f <= 1):
+            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+        if f == 1.0:
+            return self.close_position(symbol)
+        held = self.get_position(symbol)
+        qty = self.broker.round_quantity(abs(held) * f)
+        if qty <= 0:
+            return None
+        return self.broker.submit(symbol, -qty if held > 0 else qty)
+
     def cancel_order(self, order: Order) -> bool:
         """Cancel a working order; returns False if it was no longer active."""
         return self.broker.cancel(order, "cancelled_by_strategy")
@@ -212,7 +359,7 @@ class Strategy:
         )
 
     def calculate_position_size(
-        self, price: float, atr: float, risk_pct: float, atr_multiple: float = 1.0
+        self, price: float, atr: float, risk_pct: float = 0.02, atr_multiple: float = 1.0
     ) -> float:
         """Shares such that a move of ``atr_multiple × atr`` loses ``risk_pct`` of equity.
 
@@ -232,3 +379,40 @@ def _positive(quantity: float) -> float:
     if not math.isfinite(q) or q <= 0:
         raise ValueError(f"quantity must be a finite number > 0, got {quantity!r}")
     return q
+
+
+def _positional_count(func: Callable[..., Any]) -> int:
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = inspect.signature(func).parameters.values()
+    return sum(1 for p in params if p.kind in kinds)
+
+
+def _second_parameter(func: Callable[..., Any]) -> str | None:
+    names = list(inspect.signature(func).parameters)
+    return names[2] if len(names) > 2 else None
+
+
+def _with_context(func: Callable[..., Any]) -> Callable[[Strategy, MarketEvent], None]:
+    """``on_market_data(self, event, context)`` (the seeds' form) called as the engine's
+    ``on_market_data(self, event)``: ``context`` is ``event.context``."""
+
+    @functools.wraps(func)
+    def on_market_data(self: Strategy, event: MarketEvent) -> None:
+        func(self, event, event.context)
+
+    return on_market_data
+
+
+def _with_events(
+    func: Callable[..., Any],
+) -> Callable[[Strategy, datetime, BarBatch, dict[str, float]], None]:
+    """``on_timestamp_batch(self, timestamp, events, context)`` (the seeds' 000 §9.1 form):
+    ``events`` is the batch as a ``list[MarketEvent]``."""
+
+    @functools.wraps(func)
+    def on_timestamp_batch(
+        self: Strategy, timestamp: datetime, batch: BarBatch, context: dict[str, float]
+    ) -> None:
+        func(self, timestamp, list(batch.iter_events(context)), context)
+
+    return on_timestamp_batch

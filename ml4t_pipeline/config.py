@@ -34,7 +34,10 @@ rewritten to the engine's names when the config is validated (:data:`RULE_PARAM_
 ``max_dd_pct`` → ``max_drawdown``; a ``RegimeDependentRule`` given as ``regime_source`` /
 ``high_vol_threshold`` / ``rules: {high_vol, low_vol}`` becomes ``context_column`` /
 ``threshold`` / ``above`` / ``below``; ``CompositeRule`` modes ``AND`` / ``OR`` become ``all`` /
-``any``). Giving an alias and its new name together is an error.
+``any``). Giving an alias and its new name together is an error. The table is the engine's
+(:mod:`engine.risk.rules.aliases`), shared with the rule constructors. The seeds' config sections
+(``version``, ``data.price_data``, ``strategy.select_top``, ``performance``, ...) are translated
+by :func:`from_seeds_schema` (docs/reference/seeds-compatibility.md).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from engine.risk.rules import aliases
 
 if TYPE_CHECKING:
     import engine as engine_mod
@@ -553,17 +558,10 @@ COST_PARAM_LIMITS: dict[str, _Limit] = {
 per-share/per-trade cost at most 1e6 currency, basis points at most 1,000, bar counts
 (``window``, ``min_periods``, ``volume_window``) whole numbers from 1 to 10,000."""
 
-RULE_PARAM_ALIASES: dict[str, dict[str, str]] = {
-    "PriceBasedStopLoss": {"sl_pct": "stop_pct"},
-    "PriceBasedTakeProfit": {"tp_pct": "target_pct"},
-    "DynamicTrailingStop": {"tighten_rate": "tighten_per_bar"},
-    "MaxDrawdownRule": {"max_dd_pct": "max_drawdown"},
-    "RegimeDependentRule": {"regime_source": "context_column", "high_vol_threshold": "threshold"},
-}
-"""Seeds' parameter names accepted per rule type, and the engine name each becomes."""
+RULE_PARAM_ALIASES = aliases.RULE_PARAM_ALIASES
+"""Seeds' parameter names accepted per rule type, and the engine name each becomes (the
+engine's table, :mod:`engine.risk.rules.aliases`, shared with the rule constructors)."""
 
-_REGIME_RULE_KEYS = {"high_vol": "above", "low_vol": "below"}
-_COMPOSITE_MODES = {"AND": "all", "OR": "any", "and": "all", "or": "any"}
 COMPOSITE_RULE = "CompositeRule"
 
 
@@ -631,25 +629,8 @@ def normalize_rule_spec(spec: Any, where: str) -> dict[str, Any]:
         raise ValueError(f"{where} must be a mapping with a 'type' key, got {spec!r}")
     if "type" not in spec:
         raise ValueError(f"{where} has no 'type' (got keys {sorted(spec)})")
-    out = dict(spec)
-    kind = str(out["type"])
-    for old, new in RULE_PARAM_ALIASES.get(kind, {}).items():
-        if old in out:
-            if new in out:
-                raise ValueError(f"{where}: give {new!r} only ({old!r} is its old name)")
-            out[new] = out.pop(old)
-    if kind == "RegimeDependentRule" and "rules" in out:
-        regimes = out.pop("rules")
-        if not isinstance(regimes, Mapping) or set(regimes) - set(_REGIME_RULE_KEYS):
-            raise ValueError(
-                f"{where}.rules must map high_vol/low_vol to rule specs (seeds' form; the "
-                f"engine's names are 'above'/'below'), got {regimes!r}"
-            )
-        for old, new in _REGIME_RULE_KEYS.items():
-            if old in regimes:
-                if new in out:
-                    raise ValueError(f"{where}: give {new!r} or rules.{old}, not both")
-                out[new] = regimes[old]
+    kind = str(spec["type"])
+    out = aliases.rename_rule_params(kind, spec, where)
     for key in ("above", "below"):
         if kind == "RegimeDependentRule" and isinstance(out.get(key), Mapping):
             out[key] = normalize_rule_spec(out[key], f"{where}.{key}")
@@ -658,8 +639,6 @@ def normalize_rule_spec(spec: Any, where: str) -> dict[str, Any]:
         if not isinstance(rules, list) or not rules:
             raise ValueError(f"{where}.rules must be a non-empty list of rule specs")
         out["rules"] = [normalize_rule_spec(r, f"{where}.rules[{i}]") for i, r in enumerate(rules)]
-        if "mode" in out:
-            out["mode"] = _COMPOSITE_MODES.get(out["mode"], out["mode"])
     flat = {k: v for k, v in out.items() if k not in ("above", "below", "rules")}
     _check_numbers(flat, where, RULE_PARAM_LIMITS)
     return out
@@ -961,6 +940,122 @@ _HASH_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
 }
 
 
+SEEDS_SCHEMA_VERSIONS = ("1.0", "1")
+"""``version`` values of the seeds' configuration schema (000 §5.5) accepted (and dropped)."""
+SEEDS_BENCHMARK = "equal_weight"
+"""The one ``performance.benchmark`` accepted: the report's equal-weight universe benchmark."""
+
+
+def from_seeds_schema(raw: Any) -> Any:
+    """Rewrite the seeds' configuration sections (000 §5.5) into this schema; refuse the rest.
+
+    ``version`` (``"1.0"``) is dropped; ``data.price_data`` → ``data.prices``; ``data.signals``
+    given as a path string → ``{path: ...}``; ``data.features: {provider: precomputed, path}``
+    → the path (``provider: computed`` → ``computed``); ``strategy`` with ``type: batch_mode``,
+    ``select_top``, ``selection_metric``, ``universe_size``, ``position_sizing`` → ``TopN``
+    with ``n``, ``signal``, ``weight`` (``pct_per_position``); ``performance`` → ``reporting``
+    (``risk_free_rate``; ``benchmark`` only ``equal_weight``). Each refusal names the key and
+    this schema's equivalent. A config without seeds keys is returned unchanged.
+
+    ``universe_size`` describes the scored universe; the universe traded is the prices'
+    symbols (or ``data.symbols``, which must then have that many).
+    """
+    if not isinstance(raw, Mapping):
+        return raw
+    out = dict(raw)
+    if "version" in out:
+        version = str(out.pop("version"))
+        if version not in SEEDS_SCHEMA_VERSIONS:
+            raise ValueError(f"version: {version!r}; the seeds' schema version is '1.0'")
+    data = out.get("data")
+    if isinstance(data, Mapping):
+        data = dict(data)
+        if "price_data" in data:
+            if "prices" in data:
+                raise ValueError("data: give 'prices' only ('price_data' is its seeds' name)")
+            data["prices"] = data.pop("price_data")
+        if isinstance(data.get("signals"), str):
+            data["signals"] = {"path": data["signals"]}
+        features = data.get("features")
+        if isinstance(features, Mapping):
+            provider = features.get("provider", "precomputed")
+            extra = sorted(set(features) - {"provider", "path"})
+            if extra or provider not in ("precomputed", "computed"):
+                raise ValueError(
+                    f"data.features: {dict(features)!r}; write 'computed' or a features file "
+                    "path (seeds' form: {provider: precomputed, path: ...}); a callable "
+                    "provider is Python-only (engine.CallableFeatureProvider)"
+                )
+            if provider == "computed":
+                data["features"] = "computed"
+            elif "path" not in features:
+                raise ValueError("data.features: provider 'precomputed' needs a 'path'")
+            else:
+                data["features"] = features["path"]
+        out["data"] = data
+    strategy = out.get("strategy")
+    seeds_strategy = ("select_top", "selection_metric", "universe_size", "position_sizing")
+    if isinstance(strategy, Mapping) and (
+        strategy.get("type") == "batch_mode" or any(k in strategy for k in seeds_strategy)
+    ):
+        out["strategy"] = _seeds_strategy(dict(strategy), out.get("data"))
+    if "performance" in out:
+        if "reporting" in out:
+            raise ValueError("give 'reporting' only ('performance' is its seeds' name)")
+        performance = dict(out.pop("performance") or {})
+        benchmark = performance.pop("benchmark", SEEDS_BENCHMARK)
+        if benchmark != SEEDS_BENCHMARK:
+            raise ValueError(
+                f"performance.benchmark: {benchmark!r}; the report compares with the "
+                f"equal-weight universe of the prices (write '{SEEDS_BENCHMARK}'); a single "
+                "symbol's buy-and-hold is not a benchmark this pipeline builds"
+            )
+        out["reporting"] = performance
+    return out
+
+
+def _seeds_strategy(strategy: dict[str, Any], data: Any) -> dict[str, Any]:
+    kind = strategy.pop("type", "batch_mode")
+    if kind not in ("batch_mode", "TopN"):
+        raise ValueError(
+            f"strategy.type: {kind!r} with the seeds' top-N keys; the seeds' 'batch_mode' "
+            "top-N is 'TopN' here"
+        )
+    renames = {"select_top": "n", "selection_metric": "signal"}
+    for old, new in renames.items():
+        if old in strategy:
+            if new in strategy:
+                raise ValueError(f"strategy: give {new!r} only ({old!r} is its seeds' name)")
+            strategy[new] = strategy.pop(old)
+    size = strategy.pop("universe_size", None)
+    symbols = data.get("symbols") if isinstance(data, Mapping) else None
+    if size is not None and symbols is not None and len(symbols) != size:
+        raise ValueError(
+            f"strategy.universe_size: {size!r} but data.symbols lists {len(symbols)} symbols"
+        )
+    sizing = strategy.pop("position_sizing", None)
+    if sizing is not None:
+        sizing = dict(sizing)
+        method = sizing.pop("method", "equal_weight")
+        if method != "equal_weight":
+            raise ValueError(
+                f"strategy.position_sizing.method: {method!r}; TopN sizes equal weights "
+                "(a user strategy class sizes otherwise: strategy.class)"
+            )
+        n = strategy.get("n", _TOPN_DEFAULTS["n"])
+        most = sizing.pop("max_positions", n)
+        if most != n:
+            raise ValueError(
+                f"strategy.position_sizing.max_positions: {most!r} differs from select_top "
+                f"{n!r}; TopN holds select_top positions (cap them with a MaxPositionsRule)"
+            )
+        if "pct_per_position" in sizing:
+            strategy["weight"] = sizing.pop("pct_per_position")
+        if sizing:
+            raise ValueError(f"strategy.position_sizing: unknown keys {sorted(sizing)}")
+    return {"type": "TopN", **strategy}
+
+
 class ExperimentConfig(_Strict):
     """One experiment: the whole YAML/JSON file.
 
@@ -980,6 +1075,11 @@ class ExperimentConfig(_Strict):
     reporting: ReportingConfig = Field(default_factory=ReportingConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_sections(cls, raw: Any) -> Any:
+        return from_seeds_schema(raw)
 
     @field_validator("risk_rules", mode="before")
     @classmethod

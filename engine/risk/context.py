@@ -353,6 +353,62 @@ class RiskContext:
     def trades_today(self) -> int:
         return self.portfolio.trades_today
 
+    # the seeds' names (003 §2.3, 000 §5.4; docs/reference/seeds-compatibility.md)
+    @property
+    def asset_id(self) -> str:
+        """:attr:`symbol`."""
+        return self.symbol
+
+    @property
+    def market_price(self) -> float:
+        """:attr:`close` of the evaluated bar."""
+        return self.close
+
+    @property
+    def position_quantity(self) -> float:
+        """:attr:`quantity`."""
+        return self.quantity
+
+    @property
+    def entry_bars_ago(self) -> int:
+        """:attr:`bars_held`."""
+        return self.bars_held
+
+    @property
+    def max_favorable_excursion(self) -> float:
+        """:attr:`mfe`."""
+        return self.mfe
+
+    @property
+    def max_adverse_excursion(self) -> float:
+        """:attr:`mae`."""
+        return self.mae
+
+    @property
+    def portfolio_equity(self) -> float:
+        """:attr:`equity`."""
+        return self.equity
+
+    @property
+    def portfolio_cash(self) -> float:
+        """:attr:`cash`."""
+        return self.cash
+
+    @property
+    def current_leverage(self) -> float:
+        """:attr:`leverage` (gross)."""
+        return self.leverage
+
+    @property
+    def bid_price(self) -> float:
+        """:attr:`bid`."""
+        return self.bid
+
+    @property
+    def ask_price(self) -> float:
+        """:attr:`ask`."""
+        return self.ask
+
     @property
     def features(self) -> dict[str, float]:
         """The row's indicator and signal columns (NaN where null or no row)."""

@@ -47,44 +47,40 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+# the state rows and rule-table columns, stated once in engine.core.layout
+from engine.core.layout import (
+    AVG,
+    BEST,
+    CODE,
+    DEFERRED,
+    ENTRY_ORDINAL,
+    ENTRY_PENDING,
+    FACTOR,
+    KIND,
+    LAST_ROW,
+    LEVEL_FROM,
+    MARK,
+    MAX_BARS,
+    OUT_CODE,
+    OUT_LEVEL,
+    OUT_SID,
+    QTY,
+    STOP,
+    STOP_LOSS,
+    STOP_RULE,
+    TAKE_PROFIT,
+    TIME_EXIT,
+    TP,
+    TP_RULE,
+    TRAIL_INITIAL,
+    TRAIL_MIN,
+    TRAIL_TIGHTEN,
+    TRAILING,
+    WORST,
+)
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-# rows of the broker's float state
-QTY = 0
-AVG = 1
-MARK = 2
-STOP = 3
-TP = 4
-BEST = 5
-WORST = 6
-OUT_LEVEL = 7
-N_FLOAT_FIELDS = 8
-# rows of the broker's int state
-LAST_ROW = 0
-LEVEL_FROM = 1
-STOP_RULE = 2
-TP_RULE = 3
-ENTRY_ORDINAL = 4
-ENTRY_PENDING = 5
-DEFERRED = 6
-OUT_SID = 7
-OUT_CODE = 8
-N_INT_FIELDS = 9
-# columns of the rule table
-KIND = 0
-CODE = 1
-MAX_BARS = 2
-FACTOR = 3
-TRAIL_INITIAL = 4
-TRAIL_TIGHTEN = 5
-TRAIL_MIN = 6
-N_RULE_FIELDS = 7
-# rule kinds
-STOP_LOSS = 1
-TAKE_PROFIT = 2
-TRAILING = 3
-TIME_EXIT = 4
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -96,7 +92,7 @@ def _jit(func: _F) -> _F:
 
 def _jit_inline(func: _F) -> _F:
     """:func:`_jit`, inlined into every compiled caller (numba IR level): for the small pieces
-    the hook-C kernels here and in :mod:`engine.fastpath` share, at no call cost."""
+    the hook-C kernels here and in :mod:`engine.compiled.topn` share, at no call cost."""
     return cast(_F, numba.njit(cache=True, nogil=True, inline="always")(func))
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from engine.risk import kernels
+from engine.core import layout
 from engine.risk.batch import BatchDecision, PositionActions, PositionBatch, as_array
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import (
@@ -59,31 +59,31 @@ class BasicRulesKernel:
 
     def __init__(self, rules: Sequence[RiskRule]) -> None:
         self.names: list[str] = [""]
-        table = np.zeros((len(rules), kernels.N_RULE_FIELDS))
+        table = np.zeros((len(rules), layout.N_RULE_FIELDS))
         for r, rule in enumerate(rules):
             row = table[r]
-            row[kernels.CODE] = len(self.names)
+            row[layout.CODE] = len(self.names)
             self.names.append(rule.name)
             if isinstance(rule, PriceBasedStopLoss | PriceBasedTakeProfit):
                 stop = isinstance(rule, PriceBasedStopLoss)
-                row[kernels.KIND] = kernels.STOP_LOSS if stop else kernels.TAKE_PROFIT
-                row[kernels.FACTOR] = rule.long_factor
+                row[layout.KIND] = layout.STOP_LOSS if stop else layout.TAKE_PROFIT
+                row[layout.FACTOR] = rule.long_factor
             elif isinstance(rule, DynamicTrailingStop):
-                row[kernels.KIND] = kernels.TRAILING
-                row[kernels.FACTOR] = rule.long_entry_factor
-                row[kernels.TRAIL_INITIAL] = rule.initial_trail_pct
-                row[kernels.TRAIL_TIGHTEN] = rule.tighten_per_bar
-                row[kernels.TRAIL_MIN] = rule.min_trail_pct
+                row[layout.KIND] = layout.TRAILING
+                row[layout.FACTOR] = rule.long_entry_factor
+                row[layout.TRAIL_INITIAL] = rule.initial_trail_pct
+                row[layout.TRAIL_TIGHTEN] = rule.tighten_per_bar
+                row[layout.TRAIL_MIN] = rule.min_trail_pct
             elif isinstance(rule, TimeBasedExit):
-                row[kernels.KIND] = kernels.TIME_EXIT
-                row[kernels.MAX_BARS] = rule.max_bars
+                row[layout.KIND] = layout.TIME_EXIT
+                row[layout.MAX_BARS] = rule.max_bars
             else:
                 raise ValueError(f"{rule!r} has no compiled kernel")
         self.rules: FloatArray = table
         """The rule table of :mod:`engine.risk.kernels`, shape (m, N_RULE_FIELDS)."""
-        level_kinds = (kernels.STOP_LOSS, kernels.TAKE_PROFIT, kernels.TRAILING)
+        level_kinds = (layout.STOP_LOSS, layout.TAKE_PROFIT, layout.TRAILING)
         # True when some rule sets a stop-loss or take-profit level
-        self.sets_levels = bool(np.isin(table[:, kernels.KIND], level_kinds).any())
+        self.sets_levels = bool(np.isin(table[:, layout.KIND], level_kinds).any())
 
 
 def _order_rule_only(rule: RiskRule) -> bool:
@@ -98,7 +98,8 @@ def _order_rule_only(rule: RiskRule) -> bool:
 
 _PASS_ACTION = OrderAction.PASS
 
-_KERNEL_RULES = (PriceBasedStopLoss, PriceBasedTakeProfit, DynamicTrailingStop, TimeBasedExit)
+KERNEL_RULES = (PriceBasedStopLoss, PriceBasedTakeProfit, DynamicTrailingStop, TimeBasedExit)
+"""The rule types :class:`BasicRulesKernel` runs compiled (exactly these types, not subclasses)."""
 
 
 class RiskManager:
@@ -148,6 +149,18 @@ class RiskManager:
         self.fills_seen = 0
         self._warn_conflicts()
 
+    def register_rule(self, rule: RiskRule) -> None:
+        """Add ``rule`` (the seeds' way to build a manager: ``RiskManager()`` then one call per
+        rule). Same as passing it to the constructor: rules are re-ordered by priority and the
+        conflict warning is given if it applies.
+
+        Raises
+        ------
+        ValueError
+            If ``rule`` is not a RiskRule.
+        """
+        RiskManager.__init__(self, [*self.rules, rule])
+
     def _warn_conflicts(self) -> None:
         for kind in ("stop", "take_profit"):
             names = [r.name for r in self.rules if r.level_kind == kind]
@@ -167,9 +180,9 @@ class RiskManager:
         excluded) or an order rule only (hook B, e.g. the portfolio limits ``MaxPositionsRule``,
         ``MaxDrawdownRule(action="halt")``, which keep running at hook B), and at least one is a
         fixed-percent rule; else ``None``."""
-        chosen = [r for r in self.rules if type(r) in _KERNEL_RULES]
+        chosen = [r for r in self.rules if type(r) in KERNEL_RULES]
         if not chosen or any(
-            type(r) not in _KERNEL_RULES and not _order_rule_only(r) for r in self.rules
+            type(r) not in KERNEL_RULES and not _order_rule_only(r) for r in self.rules
         ):
             return None
         return BasicRulesKernel(chosen)

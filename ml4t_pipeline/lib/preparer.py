@@ -21,6 +21,12 @@ Timing rules (as in ``ml4t run``):
 - context: each row's ``timestamp`` is when its values became known (CBOE's VIX: 16:15 New
   York, so a day's VIX is first seen on the next daily bar); joined backward, never forward.
 
+The seeds' form (002 TASK-DA-012) works too: ``DataPreparer()`` with no prices, then
+``add_prices(path, freq=...)``, ``add_signals(path, valid_from=...)``,
+``add_indicators(["rsi:14", "macd", "atr:14"])``, ``add_context([source, ...])`` and
+``validate_and_save(asset_output=..., context_output=...)``
+(docs/reference/seeds-compatibility.md).
+
 Example
 -------
 >>> import polars as pl
@@ -124,22 +130,22 @@ class DataPreparer:
 
     def __init__(
         self,
-        prices: Source,
+        prices: Source | None = None,
         *,
         bar_length: str | timedelta | None = None,
         symbols: Sequence[str] | None = None,
     ) -> None:
-        self._prices_raw = self._load_prices(prices, bar_length)
-        if symbols is not None:
-            wanted = list(symbols)
-            unknown = sorted(set(wanted) - set(self._prices_raw["symbol"].unique().to_list()))
-            if unknown:
-                raise ValueError(f"symbols not in the prices: {unknown}")
-            self._prices_raw = self._prices_raw.filter(pl.col("symbol").is_in(wanted))
+        self._prices: pl.DataFrame | None = None
+        if prices is not None:
+            self.add_prices(prices, bar_length=bar_length, symbols=symbols)
+        elif bar_length is not None or symbols is not None:
+            raise ValueError("bar_length and symbols go with the prices (add_prices)")
         self._signals_raw: pl.DataFrame | None = None
         self._signal_timing = "market_close"
         self._features_spec: pl.DataFrame | Literal["computed"] | None = None
+        self._indicators: list[str] | None = None
         self._context_spec: pl.DataFrame | Literal["market"] | None = None
+        self._context_sources: list[pl.DataFrame | Literal["market"]] | None = None
         self._context_required: list[str] = []
         self._prepared: dict[str, pl.DataFrame] | None = None
         self.level: str | None = None
@@ -147,6 +153,59 @@ class DataPreparer:
         """Under ``paranoid`` with ``max_signal_age_bars``: the stale signal uses (warned)."""
 
     # ----------------------------------------------------------------------------- inputs
+    @property
+    def _prices_raw(self) -> pl.DataFrame:
+        if self._prices is None:
+            raise ValueError("no prices: give them to DataPreparer(prices) or add_prices()")
+        return self._prices
+
+    def add_prices(
+        self,
+        prices: Source,
+        *,
+        freq: str | None = None,
+        bar_length: str | timedelta | None = None,
+        symbols: Sequence[str] | None = None,
+    ) -> DataPreparer:
+        """Set the prices (the seeds' ``add_prices``; same as ``DataPreparer(prices)``).
+
+        Parameters
+        ----------
+        prices : pl.DataFrame, str or Path
+            As the constructor's ``prices``.
+        freq : str, optional
+            The seeds' name for the bar length: ``"1day"`` / ``"1d"`` for daily bars (dates,
+            stamped at the 16:00 New York close), an intraday length (``"1min"``, ``"5min"``,
+            ``"1h"``) for files whose UTC timestamps mark the bar start, as ``bar_length``.
+        bar_length, symbols
+            As the constructor's.
+
+        Returns
+        -------
+        DataPreparer
+            ``self``, for chaining.
+
+        Raises
+        ------
+        ValueError
+            ``freq`` and ``bar_length`` both given, an unreadable ``freq``, or the
+            constructor's errors.
+        """
+        if freq is not None:
+            if bar_length is not None:
+                raise ValueError("give freq or bar_length (freq is its seeds' name), not both")
+            bar_length = _bar_length_of(freq)
+        frame = self._load_prices(prices, bar_length)
+        if symbols is not None:
+            wanted = list(symbols)
+            unknown = sorted(set(wanted) - set(frame["symbol"].unique().to_list()))
+            if unknown:
+                raise ValueError(f"symbols not in the prices: {unknown}")
+            frame = frame.filter(pl.col("symbol").is_in(wanted))
+        self._prices = frame
+        self._prepared = None
+        return self
+
     @staticmethod
     def _load_prices(prices: Source, bar_length: str | timedelta | None) -> pl.DataFrame:
         if isinstance(prices, str | Path):
@@ -172,8 +231,10 @@ class DataPreparer:
         self,
         signals: Source,
         *,
-        available_at: str = "market_close",
+        available_at: str | None = None,
         columns: Sequence[str] | None = None,
+        valid_from: str | None = None,
+        freq: str | None = None,
     ) -> DataPreparer:
         """Add model scores: ``timestamp`` (UTC bar close), ``symbol``, Float64 score columns.
 
@@ -187,12 +248,27 @@ class DataPreparer:
             frame's own ``available_at`` column.
         columns : sequence of str, optional
             Score columns to use (default: every numeric column).
+        valid_from : str, optional
+            The seeds' name of ``available_at`` (give one of the two; default
+            ``"market_close"``).
+        freq : str, optional
+            The seeds' signal frequency (``"1day"``). Checked as a bar length and otherwise
+            not needed: each row is used from its ``available_at`` on by the as-of join, at
+            any price frequency.
 
         Returns
         -------
         DataPreparer
             ``self``, for chaining.
         """
+        if valid_from is not None:
+            if available_at is not None:
+                raise ValueError("give available_at or valid_from (its seeds' name), not both")
+            available_at = valid_from
+        if available_at is None:
+            available_at = "market_close"
+        if freq is not None:
+            _bar_length_of(freq)
         if available_at not in timing.SIGNAL_TIMING_MODES:
             raise ValueError(
                 f"available_at={available_at!r}; expected one of {timing.SIGNAL_TIMING_MODES}"
@@ -236,9 +312,38 @@ class DataPreparer:
         self._prepared = None
         return self
 
+    def add_indicators(self, indicators: Sequence[str]) -> DataPreparer:
+        """The seeds' ``add_indicators``: computed indicators, restricted to those named.
+
+        Parameters
+        ----------
+        indicators : sequence of str
+            ``"name:window"`` or ``"name"`` (default window), e.g. ``["rsi:14", "macd",
+            "atr:14"]``, or column names of
+            :data:`ml4t_pipeline.lib.features.OUTPUT_COLUMNS`. Known: ``rsi:14``, ``atr:14``,
+            ``sma:20``, ``ema:20``, ``vol:20``, ``zscore:20`` (the windows
+            :func:`~ml4t_pipeline.lib.features.compute_features` computes) and ``macd``
+            (EMA-12 − EMA-26 of the close per symbol, currency per share; known at the bar's
+            close).
+
+        Returns
+        -------
+        DataPreparer
+            ``self``, for chaining.
+
+        Raises
+        ------
+        ValueError
+            An indicator or window that is not computed here; the message lists those that are.
+        """
+        self._indicators = [_indicator_column(spec) for spec in indicators]
+        self._features_spec = "computed"
+        self._prepared = None
+        return self
+
     def add_context(
         self,
-        context: Source = "market",
+        context: Source | Sequence[Source] = "market",
         *,
         vix: bool = False,
         required: Sequence[str] | None = None,
@@ -247,13 +352,17 @@ class DataPreparer:
 
         Parameters
         ----------
-        context : pl.DataFrame, str or Path, default "market"
+        context : pl.DataFrame, str or Path, or a list of them, default "market"
             ``"market"``: the equal-weight market return and its 20-bar volatility from the
             prices (:func:`ml4t_pipeline.lib.context.market_context_from_prices`). A frame:
             ``timestamp`` (UTC, **when the values became known**) plus numeric columns, e.g.
             :func:`ml4t_pipeline.lib.io.load_vix`'s output. A path: read with
-            :func:`~ml4t_pipeline.lib.io.load_vix` when ``vix=True``, else
-            :func:`~ml4t_pipeline.lib.io.read_table`.
+            :func:`~ml4t_pipeline.lib.io.load_vix` when ``vix=True`` or when the file holds
+            CBOE's VIX (``symbol`` VIX), else :func:`~ml4t_pipeline.lib.io.read_table`. A list
+            (the seeds' form) combines several: each value is carried forward from its own
+            timestamp, then joined as of each bar's close. Nothing is downloaded: a ticker such
+            as ``"^GSPC"`` that is not a file is refused (``"market"`` is the prices' own
+            equal-weight market).
         vix : bool
             The path is CBOE's daily VIX file (stamped at its 16:15 New York close).
         required : sequence of str, optional
@@ -265,7 +374,20 @@ class DataPreparer:
         DataPreparer
             ``self``, for chaining.
         """
-        if isinstance(context, str) and context == "market":
+        self._context_sources = None
+        if isinstance(context, list | tuple):
+            sources = [self._context_source(c, vix) for c in context]
+            if not sources:
+                raise ValueError("add_context: the list of sources is empty")
+            self._context_sources = sources
+            frames = [f for f in sources if isinstance(f, pl.DataFrame)]
+            self._context_spec = "market" if not frames else frames[0]
+            self._context_required = (
+                list(required)
+                if required is not None
+                else [c for f in frames for c in _value_columns(f)]
+            )
+        elif isinstance(context, str) and context == "market":
             self._context_spec = "market"
             self._context_required = list(required or [])
         else:
@@ -279,6 +401,25 @@ class DataPreparer:
             )
         self._prepared = None
         return self
+
+    @staticmethod
+    def _context_source(source: Source, vix: bool) -> pl.DataFrame | Literal["market"]:
+        if isinstance(source, pl.DataFrame):
+            return source
+        if isinstance(source, str) and source == "market":
+            return "market"
+        path = Path(source)
+        if not path.exists():
+            raise ValueError(
+                f"add_context: {str(source)!r} is not a file; context series are read from "
+                "files, never downloaded (CBOE's VIX history: its file's path; the prices' "
+                "equal-weight market return: 'market')"
+            )
+        if vix:
+            return io_lib.load_vix(path)
+        frame = io_lib.read_table(path)
+        symbols = frame["symbol"].unique().to_list() if "symbol" in frame.columns else []
+        return io_lib.load_vix(path) if symbols == ["VIX"] else frame
 
     # ----------------------------------------------------------------------------- validation
     def validate(
@@ -348,10 +489,21 @@ class DataPreparer:
                 if isinstance(self._features_spec, str)
                 else self._features_spec
             )
+            if self._indicators is not None:
+                features = _select_indicators(features, prices, self._indicators)
             _raise_if_invalid("features", schemas.validate_features(features, known))
 
         context: pl.DataFrame | None = None
-        if isinstance(self._context_spec, str):
+        if self._context_sources is not None:
+            bars = prices.select("timestamp").unique().sort("timestamp")
+            merged = _merge_context(
+                [
+                    context_lib.market_context_from_prices(prices) if isinstance(c, str) else c
+                    for c in self._context_sources
+                ]
+            )
+            context = context_lib.join_context_asof(bars, merged)
+        elif isinstance(self._context_spec, str):
             context = context_lib.market_context_from_prices(prices)
         elif self._context_spec is not None:
             bars = prices.select("timestamp").unique().sort("timestamp")
@@ -472,7 +624,52 @@ class DataPreparer:
             context_columns=None if context is None else _value_columns(context),
         )
 
+    def validate_and_save(
+        self,
+        asset_output: str | Path,
+        context_output: str | Path | None = None,
+        *,
+        level: Literal["fast", "standard", "paranoid"] = "standard",
+    ) -> DataPreparer:
+        """The seeds' last step: :meth:`validate`, then write the tables as zstd Parquet.
+
+        Parameters
+        ----------
+        asset_output : str or Path
+            The market panel (:meth:`to_panel`: prices, indicators and signals per
+            ``timestamp``, ``symbol``).
+        context_output : str or Path, optional
+            The context joined to the bar timestamps (:attr:`context`); required when a
+            context was added, refused otherwise.
+        level : {"fast", "standard", "paranoid"}
+
+        Returns
+        -------
+        DataPreparer
+            ``self``.
+
+        Raises
+        ------
+        DataValidationError
+            As :meth:`validate` (nothing is written).
+        ValueError
+            ``context_output`` missing with a context, or given without one.
+        """
+        self.validate(level)
+        context = self.context
+        if (context is None) != (context_output is None):
+            raise ValueError(
+                "context_output goes with add_context(): "
+                + ("no context was added" if context is None else "give a path for the context")
+            )
+        _write_parquet(self.to_panel(), Path(asset_output))
+        if context is not None and context_output is not None:
+            _write_parquet(context, Path(context_output))
+        return self
+
     def __repr__(self) -> str:
+        if self._prices is None:
+            return "DataPreparer(no prices yet)"
         parts = [f"prices={self._prices_raw.height} rows"]
         if self._signals_raw is not None:
             parts.append(f"signals={self._signals_raw.height} rows ({self._signal_timing})")
@@ -495,3 +692,85 @@ def _no_signals(prices: pl.DataFrame) -> pl.DataFrame:
             "available_at": timing.UTC_DATETIME,
         }
     )
+
+
+_FREQ_UNITS = {"min": "m", "m": "m", "h": "h", "hour": "h", "s": "s"}
+_DAILY = ("1d", "1day", "d", "day", "daily")
+
+_INDICATORS: dict[str, tuple[int | None, str]] = {
+    "rsi": (features_lib.RSI_WINDOW, "rsi_14"),
+    "atr": (features_lib.ATR_WINDOW, "atr_14"),
+    "sma": (features_lib.MA_WINDOW, "sma_20"),
+    "ema": (features_lib.MA_WINDOW, "ema_20"),
+    "vol": (features_lib.MA_WINDOW, "vol_20"),
+    "zscore": (features_lib.MA_WINDOW, "zscore_20"),
+    "macd": (None, "macd"),
+}
+"""The seeds' indicator names → (the one window computed, the column)."""
+
+
+def _bar_length_of(freq: str) -> str | None:
+    """The seeds' ``freq`` as a ``bar_length`` (None for daily bars)."""
+    text = freq.strip().lower()
+    if text in _DAILY:
+        return None
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = _FREQ_UNITS.get(text[len(digits) :])
+    if not digits.isdigit() or unit is None:
+        raise ValueError(
+            f"freq={freq!r}; expected '1day' (daily) or an intraday bar length such as "
+            "'1min', '5min', '1h'"
+        )
+    return f"{int(digits)}{unit}"
+
+
+def _indicator_column(spec: str) -> str:
+    if spec in features_lib.OUTPUT_COLUMNS[2:]:
+        return spec
+    name, _, window = spec.partition(":")
+    known = ", ".join(f"{k}:{w}" if w is not None else k for k, (w, _) in _INDICATORS.items())
+    entry = _INDICATORS.get(name.strip().lower())
+    if entry is None or (window and (entry[0] is None or window.strip() != str(entry[0]))):
+        raise ValueError(
+            f"indicator {spec!r} is not computed here; available: {known} (or a column of "
+            "ml4t_pipeline.lib.features.OUTPUT_COLUMNS; a table of your own: add_features)"
+        )
+    return entry[1]
+
+
+def _select_indicators(
+    features: pl.DataFrame, prices: pl.DataFrame, wanted: Sequence[str]
+) -> pl.DataFrame:
+    if "macd" in wanted:
+        close = pl.col("close")
+        macd = prices.sort("symbol", "timestamp").select(
+            "timestamp",
+            "symbol",
+            (
+                close.ewm_mean(span=12, adjust=False).over("symbol")
+                - close.ewm_mean(span=26, adjust=False).over("symbol")
+            ).alias("macd"),
+        )
+        features = features.join(macd, on=["timestamp", "symbol"], how="left")
+    return features.select("timestamp", "symbol", *dict.fromkeys(wanted))
+
+
+def _merge_context(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Several context tables as one: each column carried forward from its own timestamps."""
+    out = frames[0].select("timestamp", *_value_columns(frames[0]))
+    for frame in frames[1:]:
+        right = frame.select("timestamp", *_value_columns(frame))
+        clash = set(_value_columns(out)) & set(_value_columns(right))
+        if clash:
+            raise ValueError(f"add_context: columns {sorted(clash)} come from two sources")
+        out = out.join(right, on="timestamp", how="full", coalesce=True)
+    out = out.sort("timestamp")
+    return out.with_columns(pl.exclude("timestamp").forward_fill())
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    # write beside the target, then rename: a reader never sees a half-written file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(tmp, compression="zstd")
+    tmp.replace(path)

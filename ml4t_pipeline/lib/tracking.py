@@ -61,6 +61,16 @@ def default_tracking_uri(storage_dir: str | Path) -> str:
     return f"sqlite:///{folder / MLFLOW_DB}"
 
 
+def artifact_root(tracking_uri: str) -> str | None:
+    """Where a new experiment's artifacts go: ``<folder of the SQLite file>/mlartifacts`` for a
+    ``sqlite:///`` store (MLflow's own default is ``./mlruns`` in the working directory), the
+    server's choice (None) otherwise."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return (Path(tracking_uri[len(prefix) :]).parent / "mlartifacts").as_uri()
+
+
 def flatten_params(value: Any, prefix: str = "") -> dict[str, str]:
     """Flatten nested dicts/lists into ``{"a.b.0.c": "value"}`` (values as text, ``None`` as
     ``"null"``, cut to :data:`MAX_PARAM_VALUE` characters)."""
@@ -135,7 +145,11 @@ def log_backtest(
     client = _client(tracking_uri)
     try:
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        experiment_id = (
+            found.experiment_id
+            if found
+            else client.create_experiment(experiment, artifact_location=artifact_root(tracking_uri))
+        )
         all_tags = dict(tags or {}) | {"mlflow.runName": run_name}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id

@@ -1,4 +1,4 @@
-"""The compiled whole-run path (engine.fastpath) gives exactly the Python loop's results."""
+"""The compiled TopN driver (engine.compiled) gives exactly the Python loop's results."""
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ from engine import (
     RiskRule,
     TimeBasedExit,
     TopNStrategy,
-    fastpath,
 )
+from engine.compiled import plan, topn
+from engine.core import layout, ledger, matching
+from engine.core import limits as core_limits
 from engine.risk import kernels
 from engine.risk.rules.dynamic import (
     BreakEvenRule,
@@ -330,7 +332,7 @@ def test_fastpath_unsupported_setting_takes_python_loop(
     config = ExecutionConfig(**change)
     engine = BacktestEngine(scored_data, TopNStrategy("score", n=5), None, config)
     assert engine.compiled_reason == reason
-    assert fastpath.compiled_reason(scored_data, TopNStrategy("score", n=5), None, config)
+    assert plan.compiled_reason(scored_data, TopNStrategy("score", n=5), None, config)
 
 
 def test_fastpath_unsupported_rules_and_strategy_take_python_loop(
@@ -342,28 +344,28 @@ def test_fastpath_unsupported_rules_and_strategy_take_python_loop(
     class MyTop(TopNStrategy):
         pass
 
-    assert fastpath.compiled_reason(scored_data, top, None, cfg) is None
+    assert plan.compiled_reason(scored_data, top, None, cfg) is None
     assert "not TopNStrategy" in str(
-        fastpath.compiled_reason(scored_data, MyTop("score", 5), None, cfg)
+        plan.compiled_reason(scored_data, MyTop("score", 5), None, cfg)
     )
     atr = RiskManager([PriceBasedStopLoss(0.05), VolatilityScaledStopLoss(2.0)])
-    assert fastpath.compiled_reason(scored_data, top, atr, cfg) == (
+    assert plan.compiled_reason(scored_data, top, atr, cfg) == (
         "rule VolatilityScaledStopLoss has no compiled form"
     )
     two = RiskManager([PartialProfitTaking([(0.1, 0.5)]), PartialProfitTaking([(0.2, 0.5)])])
-    assert fastpath.compiled_reason(scored_data, top, two, cfg) == (
+    assert plan.compiled_reason(scored_data, top, two, cfg) == (
         "more than one PartialProfitTaking rule"
     )
     many = RiskManager([PartialProfitTaking([(0.01 * (k + 1), 0.01) for k in range(63)])])
-    assert fastpath.compiled_reason(scored_data, top, many, cfg) == (
+    assert plan.compiled_reason(scored_data, top, many, cfg) == (
         "PartialProfitTaking with more than 62 levels"
     )
     flatten = RiskManager([MaxDrawdownRule(0.1, action="flatten")])
-    assert fastpath.compiled_reason(scored_data, top, flatten, cfg) == (
+    assert plan.compiled_reason(scored_data, top, flatten, cfg) == (
         "rule MaxDrawdownRule has no compiled form"
     )
     limits = RiskManager([PriceBasedStopLoss(0.05), MaxPositionsRule(3), MaxDrawdownRule(0.1)])
-    assert fastpath.compiled_reason(scored_data, top, limits, cfg) is None
+    assert plan.compiled_reason(scored_data, top, limits, cfg) is None
     result = BacktestEngine(scored_data, MyTop("score", n=5), None, cfg).run()
     assert not result.compiled
     assert BacktestEngine(scored_data, top, None, cfg, compiled=False).compiled_reason == (
@@ -375,7 +377,7 @@ def test_fastpath_chunked_data_takes_python_loop(sp500_panel: pl.DataFrame) -> N
     frame = sp500_panel.head(5_000).with_columns(pl.col("close").alias("score"))
     symbols = frame["symbol"].unique().sort().to_list()
     chunked = ChunkedMarketData([frame], symbols, signal_columns=["score"])
-    reason = fastpath.compiled_reason(chunked, TopNStrategy("score", n=5), None, ExecutionConfig())
+    reason = plan.compiled_reason(chunked, TopNStrategy("score", n=5), None, ExecutionConfig())
     assert reason == "chunked market data"
 
 
@@ -388,7 +390,7 @@ def test_fastpath_full_buffers_retry_with_larger_ones(
     scored_data: MarketData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expected = BacktestEngine(scored_data, TopNStrategy("score", n=25), compiled=False).run()
-    monkeypatch.setattr(fastpath, "_capacity", lambda n_t, n, n_sym: 8)
+    monkeypatch.setattr(plan, "_capacity", lambda n_t, n, n_sym: 8)
     fast = BacktestEngine(scored_data, TopNStrategy("score", n=25)).run()
     _assert_identical(fast, expected)
 
@@ -397,9 +399,9 @@ def test_fastpath_hands_back_to_python_loop_when_kernel_declines(
     scored_data: MarketData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def declines(*args: Any) -> None:
-        args[-2][fastpath.C_STATUS] = fastpath.ST_SHORT_BOOK
+        args[2].counts[topn.C_STATUS] = topn.ST_SHORT_BOOK
 
-    monkeypatch.setattr(fastpath, "run_topn", declines)
+    monkeypatch.setattr(topn, "run_topn", declines)
     engine = BacktestEngine(scored_data, TopNStrategy("score", n=5))
     assert engine.compiled_reason is None
     result = engine.run()
@@ -477,7 +479,7 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
         ]
 
     compiled = runs()
-    for module in (fastpath, kernels):
+    for module in (topn, ledger, core_limits, matching, layout, kernels):
         for name in dir(module):
             func = getattr(module, name)
             if hasattr(func, "py_func"):
@@ -517,10 +519,10 @@ def test_fastpath_pairwise_sum_equals_numpy_nansum(
     compiled: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The compiled MaxLeverageRule's exposure sum is NumPy's, bit for bit."""
-    gross = fastpath._projected_gross
+    gross = core_limits.projected_gross
     if not compiled:
         for name in ("_pairwise_sum", "_block_sum"):
-            monkeypatch.setattr(fastpath, name, getattr(fastpath, name).py_func)
+            monkeypatch.setattr(core_limits, name, getattr(core_limits, name).py_func)
         gross = gross.py_func
     rng = np.random.default_rng(3)
     for n in [0, 1, 7, 8, 9, 127, 128, 129, 255, 461, 1000, 3000]:

@@ -202,7 +202,7 @@ def test_compiled_kernels_equal_their_python_source(
                 _fast_rules(),
                 _CONFIGS[setting],
                 strategy() if strategy is not None else None,
-                compiled=False,  # the loop's kernels (engine.fastpath has its own test)
+                compiled=False,  # the loop's kernels (the compiled driver has its own test)
             )
             for setting, strategy in cases.items()
         }

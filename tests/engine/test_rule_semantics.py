@@ -227,7 +227,7 @@ def test_max_drawdown_reset_settings_checked() -> None:
 
 def test_max_drawdown_reset_takes_the_loop_not_the_compiled_run() -> None:
     from engine import ExecutionConfig, MarketData, MaxDrawdownRule, RiskManager, TopNStrategy
-    from engine.fastpath import compiled_reason
+    from engine.compiled.plan import compiled_reason
 
     bars = [(p, p, p, p) for p in DD_PRICES]
     data = MarketData.from_frame(
@@ -244,7 +244,7 @@ def test_max_drawdown_reset_takes_the_loop_not_the_compiled_run() -> None:
 
 def test_composite_and_takes_the_loop_not_the_compiled_run() -> None:
     from engine import ExecutionConfig, MarketData, RiskManager, TopNStrategy
-    from engine.fastpath import compiled_reason
+    from engine.compiled.plan import compiled_reason
 
     bars = _bars(set(), n=5)
     data = MarketData.from_frame(

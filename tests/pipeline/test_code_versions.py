@@ -40,7 +40,11 @@ def test_data_assets_code_excludes_the_engine_backtest_includes_it() -> None:
     backtest = _relative(versions.code_closure("ml4t_pipeline.defs.assets_backtest"))
     assert {"ml4t_pipeline/lib/features.py", "ml4t_pipeline/lib/schemas.py"} <= data
     assert not any(name.startswith("engine/") for name in data)
-    assert {"engine/broker.py", "engine/fastpath.py", "ml4t_pipeline/lib/experiment.py"} <= backtest
+    assert {
+        "engine/broker.py",
+        "engine/compiled/topn.py",
+        "ml4t_pipeline/lib/experiment.py",
+    } <= backtest
     # an edit to the broker changes the backtest's version only
     assert versions.module_code_version(
         "ml4t_pipeline.defs.assets_data"

@@ -51,6 +51,9 @@ def test_log_backtest_reads_back_params_metrics_tags_artifacts(tmp_path: Path) -
     assert stored.data.tags["dagster.partition"] == "demo"
     assert stored.info.status == "FINISHED"
     assert [a.path for a in client.list_artifacts(run.run_id)] == ["report.html"]
+    # the artifacts sit beside the SQLite file, not in ./mlruns of the working directory
+    assert (tmp_path / "store" / "mlartifacts").is_dir()
+    assert run.artifact_uri.startswith((tmp_path / "store" / "mlartifacts").as_uri())
     child = tracking.log_backtest(
         tracking_uri=uri, experiment="demo", run_name="trial 1", params={}, metrics={},
         parent_run_id=run.run_id,

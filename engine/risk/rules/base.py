@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import OrderDecision, RiskDecision
+from engine.risk.rules.aliases import COMPOSITE_MODES, RULE_PARAM_ALIASES, rename_rule_params
 
 if TYPE_CHECKING:
     from engine.events import Fill
     from engine.orders import Order
+
+
+def _accept_seeds_names(init: Callable[..., None], kind: str) -> Callable[..., None]:
+    @functools.wraps(init)
+    def wrapper(self: RiskRule, *args: Any, **kwargs: Any) -> None:
+        kwargs = rename_rule_params(kind, kwargs, f"{kind}()")
+        if kind == "CompositeRule" and len(args) >= 2 and isinstance(args[1], str):
+            args = (args[0], COMPOSITE_MODES.get(args[1], args[1]), *args[2:])
+        init(self, *args, **kwargs)
+
+    return wrapper
 
 
 def check_priority(priority: int) -> int:
@@ -47,11 +60,21 @@ class RiskRule(ABC):
     :meth:`on_entry` inside the engine (they must give the same answers)."""
     observes_fills: bool = False
     """True when :meth:`on_fill` wants to see every fill (hook D)."""
+    priority: int = 0
+    """Set by the constructor; the class default serves subclasses whose ``__init__`` does not
+    call ``super().__init__`` (the seeds' pattern 3)."""
     level_kind: ClassVar[str | None] = None
     """``"stop"`` / ``"take_profit"`` for rules that set that level (conflict warnings)."""
 
     def __init__(self, priority: int = 0) -> None:
         self.priority = check_priority(priority)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # the seeds' keyword names (engine.risk.rules.aliases) for the rules that have some
+        super().__init_subclass__(**kwargs)
+        kind = cls.__name__
+        if "__init__" in cls.__dict__ and (kind in RULE_PARAM_ALIASES or kind == "CompositeRule"):
+            cls.__init__ = _accept_seeds_names(cls.__init__, kind)  # type: ignore[method-assign]
 
     @property
     def name(self) -> str:

@@ -151,8 +151,9 @@ class DynamicTrailingStop(RiskRule):
     tighten_per_bar : float, default 0.0
         Fraction subtracted from the trail per bar held, ``>= 0``.
     min_trail_pct : float, optional
-        Floor of the trail, default ``initial_trail_pct`` (no tightening below it... i.e. no
-        tightening at all unless given).
+        Floor of the trail. Default: ``tighten_per_bar`` when that is > 0 (the trail tightens
+        until it is one step wide: the seeds' ``tighten_rate`` with no floor), else
+        ``initial_trail_pct``.
     priority : int, default 95
     """
 
@@ -170,7 +171,9 @@ class DynamicTrailingStop(RiskRule):
         super().__init__(priority)
         self.initial_trail_pct = _fraction("initial_trail_pct", initial_trail_pct)
         self.tighten_per_bar = _fraction("tighten_per_bar", tighten_per_bar, allow_zero=True)
-        floor = self.initial_trail_pct if min_trail_pct is None else min_trail_pct
+        step = self.tighten_per_bar
+        default_floor = min(step, self.initial_trail_pct) if step > 0 else self.initial_trail_pct
+        floor = default_floor if min_trail_pct is None else min_trail_pct
         self.min_trail_pct = _fraction("min_trail_pct", floor)
         if self.min_trail_pct > self.initial_trail_pct:
             raise ValueError(

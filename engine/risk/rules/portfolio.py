@@ -101,7 +101,7 @@ class MaxDrawdownRule(_PortfolioRule):
       desk's or a prop firm's drawdown limit, which stops the strategy for a person to review.
       It is the default because re-arming is a choice with a parameter (after how long, from
       which peak) that no default can make for the user, and because it is what earlier runs
-      and the compiled path (``engine.fastpath``) computed.
+      and the compiled path (``engine.compiled``) computed.
     - ``"bars"``: halted for ``resume_after_bars`` bars (the bar of the breach is the first),
       then re-armed with the peak reset to the equity at that moment: the next halt needs a
       further ``max_drawdown`` loss from there.

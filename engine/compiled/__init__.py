@@ -1,0 +1,6 @@
+"""Compiled drivers of the built-in strategies over the execution core (:mod:`engine.core`).
+
+- :mod:`engine.compiled.plan`: which runs qualify (:func:`~engine.compiled.plan.compiled_reason`)
+  and their inputs (:func:`~engine.compiled.plan.plan_topn`);
+- :mod:`engine.compiled.topn`: the :class:`engine.TopNStrategy` driver (:func:`run_topn`).
+"""

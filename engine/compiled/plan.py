@@ -1,0 +1,252 @@
+"""Planning of the compiled runs: which runs the compiled driver takes, and their inputs.
+
+:func:`compiled_reason` says why a run must take the Python loop (``None``: the compiled
+driver, :mod:`engine.compiled.topn`, runs it with the same results);
+:func:`plan_topn` turns the strategy, rules and settings into the driver's tables
+(:class:`engine.compiled.topn.TopNPlan`). The rules keep their validation and texts; this
+module only hands their parameters over, as :class:`engine.risk.manager.BasicRulesKernel`
+does for the fixed-percent rules.
+
+What qualifies (anything else runs the Python loop):
+
+- a :class:`engine.MarketData` panel (not chunked) and a strategy that is exactly
+  :class:`engine.TopNStrategy` (not a subclass);
+- no risk manager, an empty one, or one whose rules are all exactly ``PriceBasedStopLoss``,
+  ``PriceBasedTakeProfit``, ``DynamicTrailingStop``, ``TimeBasedExit``, ``BreakEvenRule``
+  or ``PartialProfitTaking`` (at most one, at most 62 levels), and portfolio limits at hook B
+  that are exactly ``MaxDrawdownRule(action="halt")``, ``MaxDailyLossRule``,
+  ``MaxPositionSizeRule``, ``MaxPositionsRule`` or ``MaxLeverageRule`` (at most 8192
+  symbols);
+- ``NoCommission`` or ``PercentageCommission``, ``NoSlippage``, ``fill="next_open"``, either
+  ``bar_event_order``, ``stop_activation="next_bar"``, ``exit_conflict="open_sell_wins"``,
+  ``cash_check="execution"``, no re-entry cooldown, no volume cap, no shorting; whole or
+  fractional shares and ``close_at_end`` either way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.compiled.topn import (
+    N_P,
+    P_CLOSE_AT_END,
+    P_ENTRY_RULES,
+    P_EVERY,
+    P_FRACTIONAL,
+    P_HAS_RULES,
+    P_LEVELS_SET,
+    P_N,
+    P_RATE,
+    P_STOPS_FIRST,
+    P_TOL,
+    P_WEIGHT,
+    LimitText,
+    TopNPlan,
+)
+from engine.config import ExecutionConfig
+from engine.core.layout import (
+    BREAKEVEN,
+    CODE,
+    FACTOR,
+    KIND,
+    L_DAILY_LOSS,
+    L_DRAWDOWN,
+    L_LEVERAGE,
+    L_POSITION_SIZE,
+    L_POSITIONS,
+    LIM_KIND,
+    LIM_PARAM,
+    N_LIM,
+    N_RULE_FIELDS,
+    N_RULES_COLS,
+    PARTIAL,
+    PRIORITY,
+    STOP_LOSS,
+    TAKE_PROFIT,
+    TRAIL_INITIAL,
+    TRAILING,
+)
+from engine.costs.commission import NoCommission, PercentageCommission
+from engine.costs.slippage import NoSlippage
+from engine.data import ChunkedMarketData, MarketData
+from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
+from engine.risk.rules.base import RiskRule
+from engine.risk.rules.dynamic import BreakEvenRule, PartialProfitTaking
+from engine.risk.rules.portfolio import (
+    MaxDailyLossRule,
+    MaxDrawdownRule,
+    MaxLeverageRule,
+    MaxPositionSizeRule,
+    MaxPositionsRule,
+)
+from engine.strategies import TopNStrategy
+
+if TYPE_CHECKING:
+    from engine.risk.manager import RiskManager
+    from engine.strategy import Strategy
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def compiled_reason(
+    data: MarketData | ChunkedMarketData,
+    strategy: Strategy,
+    risk: RiskManager | None,
+    config: ExecutionConfig,
+) -> str | None:
+    """Why this run cannot take the compiled driver, or ``None`` when it can (module
+    docstring).
+
+    Returns
+    -------
+    str or None
+        A short reason naming the first setting that rules it out.
+    """
+    if not isinstance(data, MarketData) or data.first_index != 0:
+        return "chunked market data"
+    if type(strategy) is not TopNStrategy:
+        return f"strategy {type(strategy).__name__} is not TopNStrategy"
+    if risk is not None and risk.rules:
+        for rule in risk.rules:
+            kind = type(rule)
+            if kind not in _POSITION_RULES and _limit_row(rule) is None:
+                return f"rule {rule.name} has no compiled form"
+            if kind is MaxDrawdownRule and cast(MaxDrawdownRule, rule).reset_mode != "never":
+                return f"rule {rule.name} with reset={cast(MaxDrawdownRule, rule).reset_mode!r}"
+            if kind is PartialProfitTaking and len(cast(PartialProfitTaking, rule).levels) > 62:
+                return "PartialProfitTaking with more than 62 levels"
+        if sum(type(r) is PartialProfitTaking for r in risk.rules) > 1:
+            return "more than one PartialProfitTaking rule"
+        if any(type(r) is MaxLeverageRule for r in risk.rules) and data.n_symbols > 8192:
+            return "MaxLeverageRule on more than 8192 symbols"
+    checks = (
+        (type(config.commission) in (NoCommission, PercentageCommission), "commission model"),
+        (type(config.slippage) is NoSlippage, "slippage model"),
+        (config.fill == "next_open", "fill"),
+        (config.stop_activation == "next_bar", "stop_activation"),
+        (config.exit_conflict == "open_sell_wins", "exit_conflict"),
+        (config.cash_check == "execution", "cash_check"),
+        (config.reentry_cooldown_bars == 0, "reentry_cooldown_bars"),
+        (config.max_volume_participation is None, "max_volume_participation"),
+        (not config.allow_short, "allow_short"),
+    )
+    for ok, name in checks:
+        if not ok:
+            return f"{name} setting"
+    return None
+
+
+def _capacity(n_t: int, n: int, n_sym: int) -> int:
+    """First size of the order buffers (doubled while the kernel reports them full)."""
+    return max(1024, n_t * (2 * n + 4) + 4 * n_sym + n + 8)
+
+
+_POSITION_RULES = (*KERNEL_RULES, BreakEvenRule, PartialProfitTaking)
+
+
+def _rule_table(
+    rules: list[RiskRule],
+) -> tuple[FloatArray, list[str], FloatArray, bool]:
+    """The run's rule table (``engine.risk.kernels`` columns plus ``PRIORITY``), rule names by
+    code (0: ``""``), the ``PartialProfitTaking`` levels (rows ``return_pct, fraction``) and
+    whether some rule sets a stop or target level."""
+    chosen = [r for r in rules if type(r) in _POSITION_RULES]
+    names = [""]
+    table = np.zeros((len(chosen), N_RULES_COLS))
+    partial = np.zeros((0, 2))
+    if chosen:
+        basic = [r for r in chosen if type(r) in KERNEL_RULES]
+        basic_table = BasicRulesKernel(basic).rules if basic else table[:0]
+        k = 0
+        for r, rule in enumerate(chosen):
+            row = table[r]
+            if type(rule) in KERNEL_RULES:
+                row[:N_RULE_FIELDS] = basic_table[k]
+                k += 1
+            elif isinstance(rule, BreakEvenRule):
+                row[KIND] = BREAKEVEN
+                row[FACTOR] = 1.0 + 1.0 * rule.offset_pct
+                row[TRAIL_INITIAL] = rule.trigger_pct
+            elif isinstance(rule, PartialProfitTaking):
+                row[KIND] = PARTIAL
+                partial = np.asarray(rule.levels, dtype=np.float64).reshape(-1, 2)
+            row[CODE] = len(names)
+            row[PRIORITY] = rule.priority
+            names.append(rule.name)
+    level_kinds = (STOP_LOSS, TAKE_PROFIT, TRAILING, BREAKEVEN)
+    sets_levels = bool(np.isin(table[:, KIND], level_kinds).any())
+    return table, names, partial, sets_levels
+
+
+def _limit_row(rule: RiskRule) -> tuple[int, float] | None:
+    """``(L_* code, parameter)`` of a portfolio limit the compiled driver runs at hook B;
+    ``None`` for any other rule."""
+    kind = type(rule)
+    if kind is MaxLeverageRule:
+        return L_LEVERAGE, cast(MaxLeverageRule, rule).max_leverage
+    if kind is MaxDrawdownRule:
+        drawdown = cast(MaxDrawdownRule, rule)
+        return (L_DRAWDOWN, drawdown.max_drawdown) if drawdown.action == "halt" else None
+    if kind is MaxDailyLossRule:
+        return L_DAILY_LOSS, cast(MaxDailyLossRule, rule).max_loss_pct
+    if kind is MaxPositionSizeRule:
+        return L_POSITION_SIZE, cast(MaxPositionSizeRule, rule).max_pct
+    if kind is MaxPositionsRule:
+        return L_POSITIONS, float(cast(MaxPositionsRule, rule).max_positions)
+    return None
+
+
+def plan_topn(
+    data: MarketData, strategy: TopNStrategy, risk: RiskManager | None, config: ExecutionConfig
+) -> TopNPlan:
+    """The inputs of the compiled run of ``strategy`` (a run :func:`compiled_reason` admits).
+
+    Raises
+    ------
+    ValueError
+        If the strategy's signal is not a signal/indicator column of ``data``.
+    """
+    if strategy.signal not in data.columns:
+        raise ValueError(
+            f"TopNStrategy signal {strategy.signal!r} is not a signal/indicator column of "
+            f"the market data (have {sorted(data.columns)})"
+        )
+    rules, rule_names, partial, sets_levels = _rule_table(
+        list(risk.rules) if risk is not None else []
+    )
+    limit_rules = list(risk.order_rules) if risk is not None else []
+    limits = np.zeros((len(limit_rules), N_LIM))
+    for r, rule in enumerate(limit_rules):
+        row = _limit_row(rule)
+        if row is None:
+            raise ValueError(f"{rule!r} is not a compiled limit (see compiled_reason)")
+        limits[r, LIM_KIND], limits[r, LIM_PARAM] = row
+    commission = config.commission
+    rate = commission.rate if isinstance(commission, PercentageCommission) else 0.0
+    weight = strategy.weight if strategy.weight is not None else 1.0 / strategy.n
+    params = np.zeros(N_P)
+    params[P_N] = strategy.n
+    params[P_EVERY] = strategy.rebalance_every
+    params[P_WEIGHT] = weight
+    params[P_RATE] = rate
+    params[P_TOL] = config.cash_tolerance
+    params[P_FRACTIONAL] = float(config.fractional_shares)
+    params[P_STOPS_FIRST] = float(config.bar_event_order == "stops_first")
+    params[P_CLOSE_AT_END] = float(config.close_at_end)
+    params[P_ENTRY_RULES] = float(risk is not None and bool(risk.entry_rules))
+    params[P_LEVELS_SET] = float(sets_levels)
+    params[P_HAS_RULES] = float(rules.shape[0] > 0)
+    return TopNPlan(
+        signal=np.ascontiguousarray(data.columns[strategy.signal], dtype=np.float64),
+        params=params,
+        rules=rules,
+        partial=partial,
+        limits=limits,
+        rule_names=rule_names,
+        limit_rules=cast(list[LimitText], limit_rules),
+        capacity=_capacity(data.n_timestamps, strategy.n, data.n_symbols),
+        initial_cash=config.initial_cash,
+    )

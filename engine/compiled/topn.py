@@ -1,0 +1,907 @@
+"""The compiled driver of :class:`engine.TopNStrategy`: the whole run as one numba kernel.
+
+When a run qualifies (:func:`engine.compiled.plan.compiled_reason` returns ``None``),
+:class:`engine.BacktestEngine` runs it here instead of its per-timestamp Python loop: the
+strategy's ranking and orders, the fills at the open, the stop-loss / take-profit levels,
+trailing stops, time exits, ``BreakEvenRule`` and ``PartialProfitTaking``, the portfolio limits
+at hook B and the accounting all happen in :func:`run_topn`, one compiled call for the whole
+run, and the records it writes (:mod:`engine.core.records`) become the result's frames by the
+same conversion as the Python loop's.
+
+This module holds only the driver: the loop over the timestamps in the engine's per-bar order
+(see :class:`engine.BacktestEngine` for the steps), the strategy's decisions (:func:`_top_rows`
+and the rebalance) and the hook-C merge of the position rules. Execution is the core's: order
+records, fills, positions and trades through :mod:`engine.core.ledger`, the level exit
+prices through :mod:`engine.core.matching`, the limits through :mod:`engine.core.limits`,
+the levels and marks through the per-bar kernels the Python loop calls too
+(:mod:`engine.risk.kernels`: ``level_hits``, ``mark_long_book``, ``mark_bar``,
+``portfolio_value``). The same floating-point operations run in the same order as in the
+Python loop; ``tests/engine/test_fastpath.py`` checks that both give identical trades,
+fills, orders, rejections, portfolio states and open positions on the S&P file under several
+settings and on hypothesis-generated panels. Planning (which runs qualify, the rule and limit
+tables, :class:`TopNPlan`) is :mod:`engine.compiled.plan`.
+
+Compilation: the kernels are compiled on first use (some 10-40 s on the 2-core machine, once
+per clone) and cached in the ``__pycache__`` folders next to their modules. numba's cache
+tracks only a kernel's own source file: after editing a kernel that cached kernels call
+(:mod:`engine.core`, :mod:`engine.risk.kernels`), delete ``engine/**/__pycache__/*.nb*`` so
+the run kernel is rebuilt.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from engine.core.jit import njit
+from engine.core.layout import (
+    A_ENTRY_INDEX,
+    A_EXIT_PENDING,
+    A_OPEN,
+    A_PARTIAL_DONE,
+    A_PARTIAL_ENTRY,
+    A_TARGET,
+    ACC_CASH,
+    ACC_DAY_START,
+    ACC_LAST_EQUITY,
+    ACC_PEAK,
+    ACC_REALIZED,
+    AVG,
+    B_COMM,
+    B_PARTIAL_ORIGINAL,
+    BEST,
+    BREAKEVEN,
+    C_BOOK,
+    C_DAY,
+    C_FILLS,
+    C_ORDERS,
+    C_REJ,
+    C_STATUS,
+    C_TRADES,
+    CODE,
+    DEFERRED,
+    ENTRY_ORDINAL,
+    EPS,
+    FACTOR,
+    FIXED_REASONS,
+    KIND,
+    LAST_ROW,
+    MARK,
+    MAX_BARS,
+    N_A,
+    N_ACC,
+    N_B,
+    N_C,
+    N_FLOAT_FIELDS,
+    N_INT_FIELDS,
+    OUT_CODE,
+    OUT_LEVEL,
+    OUT_SID,
+    PARTIAL,
+    QTY,
+    R_END,
+    R_RULE0,
+    R_STOP_LOSS,
+    R_STRATEGY,
+    R_TAKE_PROFIT,
+    S_ACCEPTED,
+    SR_LIMIT,
+    STOP,
+    STOP_RULE,
+    T_LIMIT,
+    T_MARKET,
+    T_STOP,
+    TIME_EXIT,
+    TP,
+    TP_RULE,
+    TRAIL_INITIAL,
+    TRAILING,
+    set_status,
+)
+from engine.core.ledger import execute_fill, new_order, round_quantity_nb
+from engine.core.limits import apply_limits
+from engine.core.matching import level_exit_price_nb
+from engine.core.records import RecordArray, Records, empty_records
+from engine.data import MarketData
+from engine.risk import kernels
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+ST_OK, ST_FULL, ST_SHORT_BOOK, ST_FRACTIONAL = 0, 1, 2, 3
+"""``counts[C_STATUS]`` after :func:`run_topn`: done; the record buffers would overflow (the
+caller retries with larger ones); a short position / an order the Python loop refuses with an
+error (the Python loop runs instead)."""
+# slots of the run's scalar parameters (float64)
+(
+    P_N,
+    P_EVERY,
+    P_WEIGHT,
+    P_RATE,
+    P_TOL,
+    P_FRACTIONAL,
+    P_STOPS_FIRST,
+    P_CLOSE_AT_END,
+    P_ENTRY_RULES,
+    P_LEVELS_SET,
+    P_HAS_RULES,
+) = range(11)
+N_P = 11
+_DAY_US = 86_400_000_000
+
+
+class LimitText(Protocol):
+    """What the driver needs of a portfolio limit after the run: its name and reason text."""
+
+    @property
+    def name(self) -> str:
+        """The name rejections record in their ``rule`` column."""
+        ...
+
+    def reason_text(self, shrink: bool, value: float, limit: float) -> str:
+        """The reason of a shrink (``shrink``) or a rejection at ``value`` past ``limit``."""
+        ...
+
+
+@dataclass(frozen=True)
+class TopNPlan:
+    """The inputs of one compiled TopN run (built by :func:`engine.compiled.plan.plan_topn`).
+
+    Attributes
+    ----------
+    signal : ndarray
+        float64, shape (n_rows,): the ranking column, one value per market-data row.
+    params : ndarray
+        float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, commission
+        rate, cash tolerance in currency, and 0/1 flags).
+    rules : ndarray
+        float64, shape (m, N_RULES_COLS): the position rules (:mod:`engine.core.layout`).
+    partial : ndarray
+        float64, shape (k, 2): ``PartialProfitTaking`` levels ``(return_pct, fraction)``.
+    limits : ndarray
+        float64, shape (j, N_LIM): the portfolio limits at hook B.
+    rule_names : list of str
+        Rule names by code (code 0: ``""``).
+    limit_rules : list
+        The limits of ``limits``' rows, for their reason texts and names.
+    capacity : int
+        First size of the record buffers.
+    initial_cash : float
+        Currency.
+    """
+
+    signal: FloatArray
+    params: FloatArray
+    rules: FloatArray
+    partial: FloatArray
+    limits: FloatArray
+    rule_names: list[str]
+    limit_rules: list[LimitText]
+    capacity: int
+    initial_cash: float
+
+
+@njit
+def _fill(
+    o: int,
+    q: float,
+    raw: float,
+    row: int,
+    i: int,
+    closing: bool,
+    params: FloatArray,
+    ordinal: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
+    counts: IntArray,
+    acc: FloatArray,
+) -> None:
+    """Fill ``q`` shares of order ``o`` at ``raw`` on data row ``row``: no slippage, the
+    percentage commission ``rate × |q| × price`` of :class:`engine.PercentageCommission`
+    (rate 0: none); ``closing``: a ``close_at_end`` fill (it sets no entry levels)."""
+    commission = params[P_RATE] * abs(q) * raw
+    execute_fill(
+        o, q, raw, raw, commission, ordinal[row], i, params[P_TOL], False,
+        params[P_ENTRY_RULES] != 0.0 and not closing,
+        fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+    )  # fmt: skip
+
+
+@njit
+def _held(qty: FloatArray, out: IntArray) -> int:
+    """Ids of the symbols with a non-zero position into ``out`` (ascending); their count."""
+    n = 0
+    for sid in range(qty.size):
+        if qty[sid] != 0.0:
+            out[n] = sid
+            n += 1
+    return n
+
+
+@njit
+def _held_since(
+    qty: FloatArray, held: IntArray, nh: int, listed_at: int, fills: int
+) -> tuple[int, int]:
+    """``(nh, listed_at)`` for ``held[:nh]``, the held ids listed by :func:`_held` when the fill
+    count was ``listed_at``: listed again only if ``fills`` differs (the held set changes only
+    with a fill)."""
+    if fills == listed_at:
+        return nh, listed_at
+    return _held(qty, held), fills
+
+
+@njit
+def _fill_level_hits(
+    n: int,
+    i: int,
+    open_: FloatArray,
+    prev_row: IntArray,
+    params: FloatArray,
+    ordinal: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
+    counts: IntArray,
+    acc: FloatArray,
+) -> None:
+    """Exit the ``n`` positions whose stop-loss or take-profit level
+    :func:`engine.risk.kernels.level_hits` found touched (ids, stop or target, level in the
+    ``OUT_*`` rows), in that order: a stop (limit) order for the whole position, submitted
+    on the previous bar and filled at :func:`engine.core.matching.level_exit_price`."""
+    for k in range(n):
+        sid = istate[OUT_SID, k]
+        stop_hit = istate[OUT_CODE, k]
+        level = fstate[OUT_LEVEL, k]
+        pos = fstate[QTY, sid]
+        row = istate[LAST_ROW, sid]
+        o_ = open_[row]
+        if stop_hit:
+            kind = T_STOP
+            code = istate[STOP_RULE, sid]
+            reason = R_RULE0 + code if code > 0 else R_STOP_LOSS
+        else:
+            kind = T_LIMIT
+            code = istate[TP_RULE, sid]
+            reason = R_RULE0 + code if code > 0 else R_TAKE_PROFIT
+        raw = level_exit_price_nb(pos > 0, stop_hit != 0, level, o_)
+        o = new_order(
+            sid, -pos, kind, reason, max(i - 1, 0), prev_row[row],
+            level if kind == T_LIMIT else math.nan,
+            level if kind == T_STOP else math.nan,
+            orders, counts, pending,
+        )  # fmt: skip
+        set_status(orders, o, S_ACCEPTED)
+        _fill(
+            o, orders[o]["quantity"], raw, row, i, False, params, ordinal, fstate,
+            istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+        )  # fmt: skip
+
+
+@njit
+def _open_pass(
+    i: int,
+    lo: int,
+    open_: FloatArray,
+    book: IntArray,
+    params: FloatArray,
+    ordinal: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
+    counts: IntArray,
+    acc: FloatArray,
+) -> None:
+    """The book of market orders at bar ``i`` (data rows from ``lo``): each order whose
+    symbol has a bar now fills at the open, in submission order, or is refused; the others
+    stay in the book. (Without a volume cap an order fills whole or not at all.)"""
+    kept = 0
+    for k in range(counts[C_BOOK]):
+        o = book[k]
+        sid = orders[o]["sid"]
+        row = istate[LAST_ROW, sid]
+        if row < lo:
+            book[kept] = o
+            kept += 1
+            continue
+        remaining = orders[o]["quantity"] - orders[o]["filled"]
+        if remaining != 0:
+            _fill(
+                o, remaining, open_[row], row, i, False, params, ordinal, fstate,
+                istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+            )  # fmt: skip
+    counts[C_BOOK] = kept
+
+
+@njit
+def _risk_exit(
+    sid: int,
+    quantity: float,
+    reason: int,
+    row: int,
+    i: int,
+    fractional: bool,
+    fstate: FloatArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    orders: RecordArray,
+    book: IntArray,
+    counts: IntArray,
+) -> None:
+    """A risk rule's market exit (reason code ``reason``) of ``quantity`` shares of ``sid``
+    (NaN: the whole position; at most the position), queued for the next open and accepted;
+    nothing if an exit is already queued or the rounded size is 0."""
+    if aux_i[A_EXIT_PENDING, sid]:
+        return
+    pos = fstate[QTY, sid]
+    if pos == 0:
+        return
+    size = abs(pos)
+    if not math.isnan(quantity) and not abs(pos) < abs(quantity):
+        size = abs(quantity)
+    size = round_quantity_nb(size, fractional)
+    if size <= 0:
+        return
+    o = new_order(
+        sid, -math.copysign(size, pos), T_MARKET, reason, i, row, math.nan, math.nan,
+        orders, counts, pending,
+    )  # fmt: skip
+    set_status(orders, o, S_ACCEPTED)
+    aux_i[A_EXIT_PENDING, sid] = 1
+    book[counts[C_BOOK]] = o
+    counts[C_BOOK] += 1
+
+
+@njit
+def _mark_and_hook_c(
+    lo: int,
+    hi: int,
+    i: int,
+    sym_id: IntArray,
+    close: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    ordinal: IntArray,
+    held: IntArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    rules: FloatArray,
+    partial: FloatArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+) -> int:
+    """:func:`engine.risk.kernels.mark_bar_basic_rules` plus ``BreakEvenRule`` and
+    ``PartialProfitTaking``, merged as the general path merges them
+    (:class:`engine.risk.batch.PositionActions`): stops in rule order, the higher long stop
+    wins, earlier rules win ties, NaN never wins; a whole (time) exit beats the partial one.
+
+    ``BreakEvenRule``: ``mfe = max(0, best / entry - 1)``; at ``mfe >= trigger`` the stop
+    candidate is ``entry × (1 + offset)``. ``PartialProfitTaking`` (at most one per run): each
+    level ``(return_pct, fraction)`` of ``partial`` not yet reached by this trade fires once
+    when ``close / entry - 1 >= return_pct``, for ``fraction ×`` the position's size when the
+    rule first saw the trade (state in ``A_PARTIAL_*`` / ``B_PARTIAL_ORIGINAL``, keyed by the
+    trade's entry bar as the rule keys it by entry time).
+
+    Writes the exits to ``OUT_SID`` / ``OUT_CODE`` and their quantity to ``OUT_LEVEL`` (NaN:
+    the whole position); returns their number, or -1 for a short position with a bar now.
+    """
+    if not kernels.mark_long_book(lo, hi, i, sym_id, close, high, low, held, fstate, istate, rules):
+        return -1
+    last_row = istate[LAST_ROW]
+    qty = fstate[QTY]
+    n = 0
+    for k in range(held.size):
+        sid = held[k]
+        row = last_row[sid]
+        if row < lo:
+            continue
+        bars_held = ordinal[row] - istate[ENTRY_ORDINAL, sid]
+        current = fstate[STOP, sid]
+        entry = fstate[AVG, sid]
+        level = math.nan
+        code = 0
+        first = True
+        exit_code = 0
+        partial_code = 0
+        partial_size = 0.0
+        for r in range(rules.shape[0]):
+            kind = rules[r, KIND]
+            value = math.nan
+            setter = False
+            if kind == TRAILING:
+                value = kernels.trailing_level(rules, r, bars_held, fstate[BEST, sid], current)
+                setter = True
+            elif kind == BREAKEVEN:
+                mfe = np.maximum(0.0, (fstate[BEST, sid] / entry - 1.0) * 1.0)
+                if mfe >= rules[r, TRAIL_INITIAL]:
+                    value = entry * rules[r, FACTOR]
+                setter = True
+            elif kind == TIME_EXIT and exit_code == 0 and bars_held >= rules[r, MAX_BARS]:
+                exit_code = int(rules[r, CODE])
+            elif kind == PARTIAL:
+                if aux_i[A_PARTIAL_ENTRY, sid] != aux_i[A_ENTRY_INDEX, sid]:
+                    aux_i[A_PARTIAL_ENTRY, sid] = aux_i[A_ENTRY_INDEX, sid]
+                    aux_i[A_PARTIAL_DONE, sid] = 0
+                    aux_f[B_PARTIAL_ORIGINAL, sid] = abs(qty[sid])
+                ret = (close[row] / entry - 1.0) * 1.0
+                original = aux_f[B_PARTIAL_ORIGINAL, sid]
+                done = aux_i[A_PARTIAL_DONE, sid]
+                size = 0.0
+                for j in range(partial.shape[0]):
+                    if not (done >> j) & 1 and ret >= partial[j, 0]:
+                        done |= 1 << j
+                        size += partial[j, 1] * original
+                aux_i[A_PARTIAL_DONE, sid] = done
+                if size > 0:
+                    partial_code = int(rules[r, CODE])
+                    partial_size = abs(qty[sid]) if abs(qty[sid]) < size else size
+            if setter and kernels.stop_wins(first, value, level):
+                level = value
+                code = int(rules[r, CODE])
+                first = False
+            elif setter:
+                first = False
+        kernels.write_stop(sid, level, code, i + 1, fstate, istate)
+        if exit_code:
+            istate[OUT_SID, n] = sid
+            istate[OUT_CODE, n] = exit_code
+            fstate[OUT_LEVEL, n] = math.nan
+            n += 1
+        elif partial_code:
+            istate[OUT_SID, n] = sid
+            istate[OUT_CODE, n] = partial_code
+            fstate[OUT_LEVEL, n] = partial_size
+            n += 1
+    return n
+
+
+@njit
+def _top_rows(
+    lo: int, hi: int, sig: FloatArray, n: int, top_val: FloatArray, top_row: IntArray
+) -> int:
+    """The rows ``lo:hi`` with the ``n`` largest finite ``sig`` (decreasing; ties keep row
+    order, as a stable sort on ``-sig``) into ``top_row``; their count (``<= n``)."""
+    cnt = 0
+    for r in range(lo, hi):
+        v = sig[r]
+        if not math.isfinite(v):
+            continue
+        if cnt == n and not v > top_val[n - 1]:
+            continue
+        p = cnt if cnt < n else n - 1
+        while p > 0 and top_val[p - 1] < v:
+            p -= 1
+        last = cnt if cnt < n else n - 1
+        for j in range(last, p, -1):
+            top_val[j] = top_val[j - 1]
+            top_row[j] = top_row[j - 1]
+        top_val[p] = v
+        top_row[p] = r
+        if cnt < n:
+            cnt += 1
+    return cnt
+
+
+class Bars(NamedTuple):
+    """The market data of a run (:class:`engine.MarketData` arrays) and the ranking signal.
+
+    ``timestamps`` (int64, µs since the epoch, one per bar), ``offsets`` (int64, bar ``i``'s
+    rows are ``offsets[i]:offsets[i + 1]``), ``sym_id`` / ``ordinal`` / ``prev_row`` (int64,
+    per row), ``open_`` / ``high`` / ``low`` / ``close`` (float64, currency per share, per
+    row), ``signal`` (float64, per row).
+    """
+
+    timestamps: IntArray
+    offsets: IntArray
+    sym_id: IntArray
+    open_: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    ordinal: IntArray
+    prev_row: IntArray
+    signal: FloatArray
+
+
+class Tables(NamedTuple):
+    """The run's parameters and rule tables (:class:`TopNPlan`): ``params`` (``P_*``),
+    ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`)."""
+
+    params: FloatArray
+    rules: FloatArray
+    partial: FloatArray
+    limits: FloatArray
+
+
+class RunState(NamedTuple):
+    """The run state, updated in place: the per-symbol matrices ``fstate`` / ``istate`` /
+    ``aux_i`` / ``aux_f`` (:mod:`engine.core.layout`), ``pending`` (float64, signed shares of
+    the working market orders per symbol), ``book`` (int64, the working orders' ids, the first
+    ``counts[C_BOOK]``), ``counts`` (int64, ``C_*``) and ``acc`` (float64, ``ACC_*``)."""
+
+    fstate: FloatArray
+    istate: IntArray
+    aux_i: IntArray
+    aux_f: FloatArray
+    pending: FloatArray
+    book: IntArray
+    counts: IntArray
+    acc: FloatArray
+
+
+class RunRecords(NamedTuple):
+    """The record buffers the run writes (:mod:`engine.core.records`): ``orders``,
+    ``fills``, ``trades``, ``rejections`` (the first ``counts[C_*]`` rows) and ``states`` (one
+    per timestamp)."""
+
+    orders: RecordArray
+    fills: RecordArray
+    trades: RecordArray
+    rejections: RecordArray
+    states: RecordArray
+
+
+@njit
+def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -> None:
+    """The whole run of :class:`engine.TopNStrategy` with the compiled rules and limits
+    (module docstring), in the engine's per-bar order.
+
+    ``state.counts[C_STATUS]`` is ``ST_OK`` on return, or ``ST_FULL`` when the record buffers
+    would overflow (the caller retries with larger ones), or ``ST_SHORT_BOOK`` /
+    ``ST_FRACTIONAL`` when the Python loop must run instead (a short position, or an order the
+    Python loop refuses with an error).
+    """
+    timestamps, offsets, sym_id = bars.timestamps, bars.offsets, bars.sym_id
+    open_, high, low, close = bars.open_, bars.high, bars.low, bars.close
+    ordinal, prev_row, sig = bars.ordinal, bars.prev_row, bars.signal
+    params, rules, partial, limits = tables.params, tables.rules, tables.partial, tables.limits
+    fstate, istate, aux_i, aux_f = state.fstate, state.istate, state.aux_i, state.aux_f
+    pending, book, counts, acc = state.pending, state.book, state.counts, state.acc
+    orders, fills, trades = records.orders, records.fills, records.trades
+    rejections, states = records.rejections, records.states
+    n_t = offsets.size - 1
+    n_sym = fstate.shape[1]
+    n = int(params[P_N])
+    every = int(params[P_EVERY])
+    weight = params[P_WEIGHT]
+    fractional = params[P_FRACTIONAL] != 0.0
+    stops_first = params[P_STOPS_FIRST] != 0.0
+    close_at_end = params[P_CLOSE_AT_END] != 0.0
+    levels_set = params[P_LEVELS_SET] != 0.0
+    has_rules = params[P_HAS_RULES] != 0.0
+    qty = fstate[QTY]
+    marks = fstate[MARK]
+    last_row = istate[LAST_ROW]
+    deferred = istate[DEFERRED]
+    held = np.empty(n_sym, dtype=np.int64)
+    deferred_sids = np.empty(book.size, dtype=np.int64)
+    top_val = np.empty(max(n, 1))
+    top_row = np.empty(max(n, 1), dtype=np.int64)
+    new = np.empty(n_sym + n + 1, dtype=np.int64)
+    scratch = np.empty(256 + n_sym)
+    cap = orders.shape[0]
+    per_bar = 4 * n_sym + n + 8  # most orders one bar can create
+    nh = 0
+    held_at = -1  # fill count when ``held[:nh]`` was last listed (-1: never)
+    for i in range(n_t):
+        if counts[C_ORDERS] + per_bar > cap:
+            counts[C_STATUS] = ST_FULL
+            return
+        lo = offsets[i]
+        hi = offsets[i + 1]
+        for r in range(lo, hi):
+            last_row[sym_id[r]] = r
+        day = timestamps[i] // _DAY_US
+        if day != counts[C_DAY]:
+            acc[ACC_DAY_START] = acc[ACC_LAST_EQUITY]
+            counts[C_DAY] = day
+        # 1. fills against the bar
+        if stops_first:
+            # exit_conflict="open_sell_wins": a queued market exit suspends the levels
+            n_def = 0
+            for k in range(counts[C_BOOK]):
+                o = book[k]
+                sid = orders[o]["sid"]
+                if orders[o]["quantity"] * qty[sid] < 0 and last_row[sid] >= lo:
+                    deferred[sid] = 1
+                    deferred_sids[n_def] = sid
+                    n_def += 1
+            if levels_set:
+                nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+                if nh:
+                    m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
+                    if m:
+                        _fill_level_hits(
+                            m, i, open_, prev_row, params, ordinal, fstate, istate,
+                            pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+                        )  # fmt: skip
+            _open_pass(
+                i, lo, open_, book, params, ordinal, fstate, istate, pending,
+                aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+            )  # fmt: skip
+            for k in range(n_def):
+                deferred[deferred_sids[k]] = 0
+            if n_def and levels_set:
+                nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+                if nh:
+                    m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
+                    # the deferred positions still open (a queued partial exit)
+                    if m:
+                        _fill_level_hits(
+                            m, i, open_, prev_row, params, ordinal, fstate, istate,
+                            pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+                        )  # fmt: skip
+        else:
+            _open_pass(
+                i, lo, open_, book, params, ordinal, fstate, istate, pending,
+                aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+            )  # fmt: skip
+            if has_rules:
+                nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+                if nh:
+                    m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
+                    if m:
+                        _fill_level_hits(
+                            m, i, open_, prev_row, params, ordinal, fstate, istate,
+                            pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+                        )  # fmt: skip
+        # 2. marks and hook C (trailing levels, time exits)
+        nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+        exits = 0
+        if has_rules:
+            exits = _mark_and_hook_c(
+                lo, hi, i, sym_id, close, high, low, ordinal, held[:nh], fstate, istate, rules,
+                partial, aux_i, aux_f,
+            )  # fmt: skip
+            if exits < 0:
+                counts[C_STATUS] = ST_SHORT_BOOK
+                return
+        else:
+            kernels.mark_bar(lo, hi, sym_id, close, high, low, held[:nh], fstate, istate)
+        for k in range(exits):
+            sid = istate[OUT_SID, k]
+            _risk_exit(
+                sid, fstate[OUT_LEVEL, k], R_RULE0 + istate[OUT_CODE, k], last_row[sid], i,
+                fractional, fstate, pending, aux_i, orders, book, counts,
+            )  # fmt: skip
+        # 3. the strategy (TopNStrategy.on_timestamp_batch) and 4. hook B (no order rules)
+        if i % every == 0:
+            n_new = 0
+            cnt = _top_rows(lo, hi, sig, n, top_val, top_row)
+            stamp = i + 1
+            for k in range(cnt):
+                aux_i[A_TARGET, sym_id[top_row[k]]] = stamp
+            # held: unchanged since the marks (orders only, no fills)
+            for k in range(nh):
+                sid = held[k]
+                if aux_i[A_TARGET, sid] == stamp:
+                    continue
+                current = qty[sid] + pending[sid]
+                if abs(current) < EPS:
+                    continue
+                if not fractional and -current != math.floor(-current):
+                    counts[C_STATUS] = ST_FRACTIONAL
+                    return
+                row = last_row[sid] if last_row[sid] >= lo else -1
+                new[n_new] = new_order(
+                    sid, -current, T_MARKET, R_STRATEGY, i, row, math.nan, math.nan,
+                    orders, counts, pending,
+                )  # fmt: skip
+                n_new += 1
+            cash = acc[ACC_CASH]
+            if nh:
+                value, _ = kernels.portfolio_value(held[:nh], qty, marks)
+                equity = cash + value
+            else:
+                equity = cash
+            budget = weight * equity
+            for k in range(cnt):
+                row = top_row[k]
+                sid = sym_id[row]
+                price = close[row]
+                if qty[sid] != 0 or pending[sid] != 0 or price <= 0:
+                    continue
+                shares = round_quantity_nb(budget / price, fractional)
+                if shares > 0:
+                    new[n_new] = new_order(
+                        sid, shares, T_MARKET, R_STRATEGY, i, row, math.nan, math.nan,
+                        orders, counts, pending,
+                    )  # fmt: skip
+                    n_new += 1
+            apply_limits(
+                new[:n_new], i, limits, fractional, acc, fstate, pending, orders, book, counts,
+                rejections, scratch, held[:nh],
+            )  # fmt: skip
+        # close_at_end: every position at its latest close
+        if close_at_end and i == n_t - 1:
+            nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+            for k in range(nh):
+                sid = held[k]
+                pos = qty[sid]
+                row = last_row[sid]
+                o = new_order(
+                    sid, -pos, T_MARKET, R_END, i, row, math.nan, math.nan, orders, counts, pending
+                )
+                set_status(orders, o, S_ACCEPTED)
+                _fill(
+                    o, -pos, marks[sid], row, i, True, params, ordinal, fstate,
+                    istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+                )  # fmt: skip
+        # 6. the portfolio state (after close_at_end's fills)
+        nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+        cash = acc[ACC_CASH]
+        value = 0.0
+        gross = 0.0
+        if nh:
+            value, gross = kernels.portfolio_value(held[:nh], qty, marks)
+        equity = cash + value
+        acc[ACC_LAST_EQUITY] = equity
+        if equity > acc[ACC_PEAK]:
+            acc[ACC_PEAK] = equity
+        states[i]["bar_index"] = i
+        states[i]["equity"] = equity
+        states[i]["cash"] = cash
+        states[i]["positions_value"] = value
+        states[i]["gross"] = gross
+        states[i]["n_positions"] = nh
+    counts[C_STATUS] = ST_OK
+
+
+class CompiledRun:
+    """The outputs of :func:`run_topn` for one run.
+
+    Attributes
+    ----------
+    records : Records
+        The run's orders, fills, trades, rejections and portfolio states
+        (:mod:`engine.core.records`), read by :class:`engine.recorder.Recorder` as the Python
+        driver's are; empty unless ``status == ST_OK``.
+    status : int
+        ``ST_OK``, or why the Python loop must run instead (``ST_SHORT_BOOK``,
+        ``ST_FRACTIONAL``).
+    fstate, istate, aux_i, aux_f : ndarray
+        The final per-symbol state (open positions).
+    cash : float
+        Final cash, currency.
+    n_fills : int
+    """
+
+    def __init__(self, data: MarketData, plan: TopNPlan) -> None:
+        bars = Bars(
+            data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
+            data.close, data.ordinal, data.prev_row, plan.signal,
+        )  # fmt: skip
+        tables = Tables(plan.params, plan.rules, plan.partial, plan.limits)
+        n_sym = data.n_symbols
+        n_t = data.n_timestamps
+        cap = plan.capacity
+        while True:
+            fstate = np.full((N_FLOAT_FIELDS, n_sym), np.nan)
+            fstate[QTY] = 0.0
+            fstate[AVG] = 0.0
+            istate = np.zeros((N_INT_FIELDS, n_sym), dtype=np.int64)
+            istate[LAST_ROW] = -1
+            aux_i = np.zeros((N_A, n_sym), dtype=np.int64)
+            aux_i[A_PARTIAL_ENTRY] = -1
+            aux_f = np.zeros((N_B, n_sym))
+            pending = np.zeros(n_sym)
+            orders = empty_records("orders", cap)
+            fills = empty_records("fills", cap)
+            trades = empty_records("trades", cap)
+            rejections = empty_records("rejections", cap)
+            states = empty_records("states", n_t)
+            book = np.empty(cap, dtype=np.int64)
+            counts = np.zeros(N_C, dtype=np.int64)
+            counts[C_DAY] = -1
+            acc = np.full(N_ACC, plan.initial_cash)
+            acc[ACC_REALIZED] = 0.0
+            run_topn(
+                bars,
+                tables,
+                RunState(fstate, istate, aux_i, aux_f, pending, book, counts, acc),
+                RunRecords(orders, fills, trades, rejections, states),
+            )
+            if counts[C_STATUS] != ST_FULL:
+                break
+            cap *= 2
+        self.status = int(counts[C_STATUS])
+        self.cash = float(acc[ACC_CASH])
+        self.fstate = fstate
+        self.istate = istate
+        self.aux_i = aux_i
+        self.aux_f = aux_f
+        self.n_fills = int(counts[C_FILLS])
+        self.n_bars = n_t
+        self.records = Records([*FIXED_REASONS, *plan.rule_names[1:]])
+        if self.status != ST_OK:
+            return  # the Python loop runs instead
+        n_rej = int(counts[C_REJ])
+        rejections = rejections[:n_rej]
+        _limit_texts(rejections, plan.limit_rules, self.records)
+        orders = orders[: counts[C_ORDERS]]
+        by_limit = orders["status_reason"] >= SR_LIMIT
+        if by_limit.any():
+            rows = orders["status_reason"][by_limit] - SR_LIMIT
+            orders["status_reason"][by_limit] = rejections["reason"][rows]
+        self.records.extend("orders", orders)
+        self.records.extend("fills", fills[: counts[C_FILLS]])
+        self.records.extend("trades", trades[: counts[C_TRADES]])
+        self.records.extend("rejections", rejections)
+        self.records.extend("states", states)
+
+    def open_positions_frame(self, data: MarketData) -> pl.DataFrame:
+        """The positions still open at the end (see :class:`engine.BacktestResult`)."""
+        sids = np.flatnonzero(self.aux_i[A_OPEN]).astype(np.int64)
+        q = self.fstate[QTY, sids]
+        avg = self.fstate[AVG, sids]
+        mark = self.fstate[MARK, sids]
+        comm = self.aux_f[B_COMM, sids]
+        frame = pl.DataFrame(
+            {
+                "symbol": _gather(_symbol_series(data), sids),
+                "side": pl.Series(np.where(q > 0, "long", "short"), dtype=pl.String),
+                "quantity": q,
+                "avg_price": avg,
+                "mark": mark,
+                "entry_timestamp": data.timestamps[self.aux_i[A_ENTRY_INDEX, sids]],
+                "entry_commission": comm,
+                "unrealized_pnl": (mark - avg) * q - comm,
+                "stop_loss": self.fstate[STOP, sids],
+                "take_profit": self.fstate[TP, sids],
+            },
+            schema_overrides={"entry_timestamp": pl.Int64},
+        )
+        return frame.with_columns(pl.col("entry_timestamp").cast(pl.Datetime("us", "UTC")))
+
+
+def _symbol_series(data: MarketData) -> pl.Series:
+    return pl.Series(data.symbols.tolist(), dtype=pl.String)
+
+
+def _gather(names: pl.Series, codes: npt.NDArray[Any]) -> pl.Series:
+    """``names[codes]`` as a String series (no per-row Python)."""
+    return names.gather(pl.Series(codes, dtype=pl.Int64)) if codes.size else names.clear()
+
+
+def _limit_texts(rejections: RecordArray, limits: list[LimitText], records: Records) -> None:
+    """The reason texts and rule names of the rejection / shrink rows a compiled portfolio
+    limit wrote (``limit >= 0``), from the limits' own ``reason_text``, as codes of
+    ``records.texts`` (a few rows: one Python call per rejected or shrunk order)."""
+    memo: dict[tuple[int, int, float, float], int] = {}
+    for k in np.flatnonzero(rejections["limit"] >= 0).tolist():
+        r = int(rejections["limit"][k])
+        key = (
+            r,
+            int(rejections["shrink_text"][k]),
+            float(rejections["value"][k]),
+            float(rejections["bound"][k]),
+        )
+        code = memo.get(key)
+        if code is None:
+            text = limits[r].reason_text(bool(key[1]), key[2], key[3])
+            code = memo[key] = records.text_code(text)
+        rejections["reason"][k] = code
+        rejections["rule"][k] = records.text_code(limits[r].name)

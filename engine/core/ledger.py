@@ -1,0 +1,460 @@
+"""The ledger: orders created and finished, one fill executed, positions and trades kept.
+
+Compiled kernels over the core's state layout (:mod:`engine.core.layout`) and record dtypes
+(:mod:`engine.core.records`), called by the compiled drivers (:mod:`engine.compiled.topn`).
+The accounting formulas (:func:`round_quantity`, :func:`added_average`, :func:`closed_part`)
+are written once as plain Python and compiled from that source (``*_nb``): the Python loop's
+broker calls the Python forms on its own bookkeeping, the kernels the compiled forms.
+The price and commission of a fill are computed by the driver and passed in, as VectorBT's
+``process_order_nb(price, fees, ...)`` takes them.
+
+Arguments shared by the kernels:
+
+- ``orders``, ``fills``, ``trades``, ``rejections``: record arrays (``ORDER_DTYPE``, ...),
+  written at the row given by ``counts``;
+- ``counts``, int64: ``counts[C_ORDERS]``, ``counts[C_FILLS]``, ``counts[C_TRADES]``,
+  ``counts[C_REJ]``: the records written so far;
+- ``acc``, float64: ``acc[ACC_CASH]`` (cash, currency), ``acc[ACC_REALIZED]`` (realized P&L);
+- ``fstate`` / ``istate`` / ``aux_i`` / ``aux_f``: the per-symbol state matrices;
+- ``pending``, float64, shape (n_symbols,): signed shares of the working market orders.
+
+Accounting (currency; quantities in shares, signed): a fill of ``q`` shares at ``price``
+with ``commission`` moves ``q × price + commission`` out of the cash. Opening from flat
+starts a trade (average price = fill price); a fill on the position's side adds to it (the
+average price is the quantity-weighted mean); a fill against it closes ``min(|q|, |pos|)``
+shares: one trade record, with the entry commission and slippage taken pro rata, and realized
+P&L ``(price - entry) × closed × direction - entry commission part - exit commission part``;
+the rest of a fill through zero opens a new trade in the other direction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.core.jit import njit
+from engine.core.layout import (
+    A_DIDX,
+    A_DROW,
+    A_ENTRY_INDEX,
+    A_EXIT_PENDING,
+    A_OPEN,
+    ACC_CASH,
+    ACC_REALIZED,
+    AVG,
+    B_COMM,
+    B_DIR,
+    B_QTY,
+    B_SLIP,
+    BEST,
+    C_FILLS,
+    C_ORDERS,
+    C_REJ,
+    C_TRADES,
+    ENTRY_ORDINAL,
+    ENTRY_PENDING,
+    EPS,
+    EV_REJECTED,
+    MARK,
+    QTY,
+    R_STRATEGY,
+    S_FILLED,
+    S_PARTIAL,
+    S_REJECTED,
+    S_SUBMITTED,
+    SR_CASH,
+    SR_NONE,
+    SR_SHORT,
+    STOP,
+    STOP_RULE,
+    T_MARKET,
+    TP,
+    TP_RULE,
+    WORST,
+    set_status,
+)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+RecordArray = npt.NDArray[np.void]
+
+
+def round_quantity(quantity: float, fractional: bool) -> float:
+    """``quantity`` (shares) rounded toward zero to whole shares unless ``fractional``.
+
+    A tolerance of ``EPS`` shares keeps ``2.9999999999`` at 3.
+    """
+    if fractional:
+        return quantity
+    return math.copysign(math.floor(abs(quantity) + EPS), quantity)
+
+
+round_quantity_nb = njit(round_quantity)
+
+
+def added_average(avg: float, pos: float, price: float, q: float) -> float:
+    """Average price (currency per share) of a position of ``pos`` shares at ``avg`` after
+    adding ``q`` shares (same side) at ``price``: the quantity-weighted mean."""
+    return (avg * abs(pos) + price * abs(q)) / (abs(pos) + abs(q))
+
+
+def closed_part(
+    pos: float,
+    q: float,
+    price: float,
+    commission: float,
+    slip: float,
+    entry: float,
+    direction: float,
+    open_commission: float,
+    open_slippage: float,
+) -> tuple[float, float, float, float, float, float]:
+    """What a fill of ``q`` shares against a position of ``pos`` shares closes.
+
+    Parameters
+    ----------
+    pos, q : float
+        Shares, signed, of opposite signs.
+    price, commission, slip : float
+        The fill's price (currency per share), commission and slippage (currency).
+    entry, direction : float
+        The position's average entry price and direction (+1 long, -1 short).
+    open_commission, open_slippage : float
+        The entry commission and slippage (currency) of the position's open part.
+
+    Returns
+    -------
+    tuple of float
+        ``(closed, entry_commission, entry_slippage, exit_commission, exit_slippage, pnl)``:
+        the shares closed (``min(|q|, |pos|)``), the entry costs of that part (pro rata of
+        the open part), the fill's costs of that part (pro rata of the fill) and the
+        realized P&L ``(price - entry) × closed × direction - entry commission - exit
+        commission`` (currency).
+    """
+    closing = min(abs(q), abs(pos))
+    frac = closing / abs(pos)
+    part_comm = open_commission * frac
+    part_slip = open_slippage * frac
+    share = closing / abs(q)
+    exit_comm = commission * share
+    pnl = (price - entry) * closing * direction - part_comm - exit_comm
+    return closing, part_comm, part_slip, exit_comm, slip * share, pnl
+
+
+added_average_nb = njit(added_average)
+closed_part_nb = njit(closed_part)
+
+
+@njit
+def new_order(
+    sid: int,
+    quantity: float,
+    kind: int,
+    reason: int,
+    submit: int,
+    decision_row: int,
+    limit: float,
+    stop: float,
+    orders: RecordArray,
+    counts: IntArray,
+    pending: FloatArray,
+) -> int:
+    """Record a new GTC order (status submitted) and return its id.
+
+    ``quantity``: signed shares; ``kind``: a ``T_*`` code; ``reason``: a reason code;
+    ``submit``: the decision bar; ``decision_row``: the symbol's data row then (-1: none);
+    ``limit`` / ``stop``: prices (NaN: none). A market order's quantity joins ``pending``.
+    """
+    o = counts[C_ORDERS]
+    counts[C_ORDERS] = o + 1
+    orders[o]["sid"] = sid
+    orders[o]["submit_index"] = submit
+    orders[o]["decision_row"] = decision_row
+    orders[o]["order_type"] = kind
+    orders[o]["status"] = S_SUBMITTED
+    orders[o]["reason"] = reason
+    orders[o]["status_reason"] = SR_NONE
+    orders[o]["quantity"] = quantity
+    orders[o]["filled"] = 0.0
+    orders[o]["limit_price"] = limit
+    orders[o]["stop_price"] = stop
+    orders[o]["tif"] = 0
+    orders[o]["parent_id"] = -1
+    if kind == T_MARKET:
+        pending[sid] += quantity
+    return int(o)
+
+
+@njit
+def finish_order(
+    o: int,
+    status: int,
+    status_reason: int,
+    event: int,
+    i: int,
+    orders: RecordArray,
+    counts: IntArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    rejections: RecordArray,
+) -> None:
+    """Move order ``o`` to the terminal ``status`` (an ``S_*`` code) for ``status_reason``
+    (an ``SR_*`` code) at bar ``i``: a market order's remaining shares leave ``pending``, a
+    risk exit no longer blocks the next one (``A_EXIT_PENDING``), and a rejection record of
+    ``event`` (an ``EV_*`` code) for the remaining shares is written.
+
+    Raises
+    ------
+    RuntimeError
+        If the order's status may not move to ``status``.
+    """
+    remaining = orders[o]["quantity"] - orders[o]["filled"]
+    set_status(orders, o, status)
+    orders[o]["status_reason"] = status_reason
+    sid = orders[o]["sid"]
+    if orders[o]["order_type"] == T_MARKET:
+        pending[sid] -= remaining
+    if orders[o]["reason"] != R_STRATEGY:
+        aux_i[A_EXIT_PENDING, sid] = 0
+    k = counts[C_REJ]
+    counts[C_REJ] = k + 1
+    rejections[k]["bar_index"] = i
+    rejections[k]["order_id"] = o
+    rejections[k]["sid"] = sid
+    rejections[k]["order_type"] = orders[o]["order_type"]
+    rejections[k]["event"] = event
+    rejections[k]["reason"] = status_reason
+    rejections[k]["rule"] = 0
+    rejections[k]["limit"] = -1
+    rejections[k]["shrink_text"] = 0
+    rejections[k]["quantity"] = remaining
+    rejections[k]["value"] = math.nan
+    rejections[k]["bound"] = math.nan
+
+
+@njit
+def _open_trade(
+    sid: int,
+    q: float,
+    price: float,
+    commission: float,
+    slip: float,
+    o: int,
+    ordinal_now: int,
+    i: int,
+    fstate: FloatArray,
+    istate: IntArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    orders: RecordArray,
+) -> None:
+    istate[ENTRY_ORDINAL, sid] = ordinal_now
+    aux_i[A_OPEN, sid] = 1
+    aux_i[A_ENTRY_INDEX, sid] = i
+    aux_i[A_DROW, sid] = orders[o]["decision_row"]
+    aux_i[A_DIDX, sid] = orders[o]["submit_index"]
+    aux_f[B_DIR, sid] = math.copysign(1.0, q)
+    aux_f[B_QTY, sid] = abs(q)
+    aux_f[B_COMM, sid] = commission
+    aux_f[B_SLIP, sid] = slip
+    fstate[AVG, sid] = price
+    fstate[BEST, sid] = price
+    fstate[WORST, sid] = price
+    fstate[STOP, sid] = math.nan
+    fstate[TP, sid] = math.nan
+    istate[STOP_RULE, sid] = 0
+    istate[TP_RULE, sid] = 0
+
+
+@njit
+def _close_trade(sid: int, fstate: FloatArray, aux_i: IntArray) -> None:
+    aux_i[A_OPEN, sid] = 0
+    fstate[AVG, sid] = 0.0
+    fstate[STOP, sid] = math.nan
+    fstate[TP, sid] = math.nan
+    fstate[BEST, sid] = math.nan
+    fstate[WORST, sid] = math.nan
+
+
+@njit
+def apply_position(
+    sid: int,
+    q: float,
+    price: float,
+    commission: float,
+    slip: float,
+    o: int,
+    ordinal_now: int,
+    i: int,
+    fstate: FloatArray,
+    istate: IntArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    orders: RecordArray,
+    trades: RecordArray,
+    counts: IntArray,
+    acc: FloatArray,
+) -> bool:
+    """Book a fill of ``q`` shares of order ``o`` on symbol ``sid`` at ``price`` (currency
+    per share) with ``commission`` and ``slip`` (currency) into the position, its average
+    price and the trades (module docstring); ``ordinal_now``: the symbol's bar ordinal at the
+    fill, ``i``: the bar index.
+
+    Returns
+    -------
+    bool
+        True if the exposure grew (an open, an addition or a flip through zero).
+    """
+    pos = fstate[QTY, sid]
+    new = pos + q
+    if abs(new) < EPS:
+        new = 0.0
+    if pos == 0.0:
+        _open_trade(
+            sid, q, price, commission, slip, o, ordinal_now, i,
+            fstate, istate, aux_i, aux_f, orders,
+        )  # fmt: skip
+        fstate[QTY, sid] = new
+        return True
+    if pos * q > 0:
+        fstate[AVG, sid] = added_average_nb(fstate[AVG, sid], pos, price, q)
+        aux_f[B_QTY, sid] += abs(q)
+        aux_f[B_COMM, sid] += commission
+        aux_f[B_SLIP, sid] += slip
+        fstate[BEST, sid] = max(fstate[BEST, sid], price)
+        fstate[WORST, sid] = min(fstate[WORST, sid], price)
+        fstate[QTY, sid] = new
+        return True
+    entry = fstate[AVG, sid]
+    direction = aux_f[B_DIR, sid]
+    closing, part_comm, part_slip, exit_comm, exit_slip, pnl = closed_part_nb(
+        pos, q, price, commission, slip, entry, direction, aux_f[B_COMM, sid], aux_f[B_SLIP, sid]
+    )
+    aux_f[B_COMM, sid] -= part_comm
+    aux_f[B_SLIP, sid] -= part_slip
+    k = counts[C_TRADES]
+    counts[C_TRADES] = k + 1
+    trades[k]["sid"] = sid
+    trades[k]["entry_index"] = aux_i[A_ENTRY_INDEX, sid]
+    trades[k]["exit_index"] = i
+    trades[k]["exit_reason"] = orders[o]["reason"]
+    trades[k]["bars_held"] = ordinal_now - istate[ENTRY_ORDINAL, sid]
+    trades[k]["decision_row"] = aux_i[A_DROW, sid]
+    trades[k]["decision_index"] = aux_i[A_DIDX, sid]
+    trades[k]["exit_decision_row"] = orders[o]["decision_row"]
+    trades[k]["exit_decision_index"] = orders[o]["submit_index"]
+    trades[k]["partial"] = closing < abs(pos) - EPS
+    trades[k]["direction"] = direction
+    trades[k]["entry_price"] = entry
+    trades[k]["exit_price"] = price
+    trades[k]["quantity"] = closing
+    trades[k]["entry_commission"] = part_comm
+    trades[k]["exit_commission"] = exit_comm
+    trades[k]["entry_slippage"] = part_slip
+    trades[k]["exit_slippage"] = exit_slip
+    trades[k]["best_price"] = max(fstate[BEST, sid], price)
+    trades[k]["worst_price"] = min(fstate[WORST, sid], price)
+    trades[k]["stop_at_exit"] = fstate[STOP, sid]
+    trades[k]["take_profit_at_exit"] = fstate[TP, sid]
+    acc[ACC_REALIZED] += pnl
+    aux_f[B_QTY, sid] -= closing
+    fstate[QTY, sid] = new
+    if new == 0.0:
+        _close_trade(sid, fstate, aux_i)
+        return False
+    if new * pos < 0:  # through zero: the rest opens a trade the other way
+        _close_trade(sid, fstate, aux_i)
+        rest = abs(q) - closing
+        _open_trade(
+            sid, math.copysign(rest, q), price, commission * rest / abs(q), slip * rest / abs(q),
+            o, ordinal_now, i, fstate, istate, aux_i, aux_f, orders,
+        )  # fmt: skip
+        return True
+    return False
+
+
+@njit
+def execute_fill(
+    o: int,
+    q: float,
+    raw: float,
+    price: float,
+    commission: float,
+    ordinal_now: int,
+    i: int,
+    tolerance: float,
+    allow_short: bool,
+    mark_entry: bool,
+    fstate: FloatArray,
+    istate: IntArray,
+    pending: FloatArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
+    counts: IntArray,
+    acc: FloatArray,
+) -> bool:
+    """Fill ``q`` shares of order ``o`` at ``price`` (``raw`` before slippage; currency per
+    share) with ``commission`` (currency), at bar ``i``; ``ordinal_now``: the symbol's bar
+    ordinal.
+
+    Refused, with the order rejected (:func:`finish_order`): a sell beyond the position when
+    ``not allow_short`` (``short_not_allowed``), a buy whose ``q × price + commission``
+    exceeds the cash by more than ``tolerance`` (``insufficient_cash``). Otherwise: the cash,
+    the fill record, the order's filled shares and status (filled, or partially filled), the
+    position and trades (:func:`apply_position`); ``mark_entry``: a fill that grew the exposure
+    marks the position ``ENTRY_PENDING`` (its entry levels are still to be set).
+
+    Returns
+    -------
+    bool
+        True if the fill was executed.
+    """
+    sid = orders[o]["sid"]
+    kind = orders[o]["order_type"]
+    pos = fstate[QTY, sid]
+    if q < 0 and not allow_short and pos + q < -EPS:
+        finish_order(
+            o, S_REJECTED, SR_SHORT, EV_REJECTED, i, orders, counts, pending, aux_i, rejections
+        )
+        return False
+    if q > 0 and q * price + commission > acc[ACC_CASH] + tolerance:
+        finish_order(
+            o, S_REJECTED, SR_CASH, EV_REJECTED, i, orders, counts, pending, aux_i, rejections
+        )
+        return False
+    acc[ACC_CASH] -= q * price + commission
+    slip = (price - raw) * q
+    f = counts[C_FILLS]
+    counts[C_FILLS] = f + 1
+    fills[f]["order_id"] = o
+    fills[f]["bar_index"] = i
+    fills[f]["sid"] = sid
+    fills[f]["order_type"] = kind
+    fills[f]["reason"] = orders[o]["reason"]
+    fills[f]["quantity"] = q
+    fills[f]["price_before_slippage"] = raw
+    fills[f]["price"] = price
+    fills[f]["commission"] = commission
+    fills[f]["slippage"] = slip
+    orders[o]["filled"] += q
+    if kind == T_MARKET:
+        pending[sid] -= q
+    done = abs(orders[o]["quantity"] - orders[o]["filled"]) < EPS
+    set_status(orders, o, S_FILLED if done else S_PARTIAL)
+    if done and orders[o]["reason"] != R_STRATEGY:
+        aux_i[A_EXIT_PENDING, sid] = 0
+    if math.isnan(fstate[MARK, sid]):
+        fstate[MARK, sid] = price
+    increased = apply_position(
+        sid, q, price, commission, slip, o, ordinal_now, i,
+        fstate, istate, aux_i, aux_f, orders, trades, counts, acc,
+    )  # fmt: skip
+    if increased and mark_entry:
+        istate[ENTRY_PENDING, sid] = 1
+    return True
