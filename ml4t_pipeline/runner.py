@@ -35,17 +35,11 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.config import load_config
-from ml4t_pipeline.defs import (
-    assets_attribution,
-    assets_backtest,
-    assets_data,
-    assets_validation,
-    sources,
-)
-from ml4t_pipeline.defs.io_managers import Ml4tIOManager, read_value
+from ml4t_pipeline.definitions import build_definitions
+from ml4t_pipeline.defs.io_managers import read_value
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, check_config_stem
-from ml4t_pipeline.defs.resources import ExperimentsResource
-from ml4t_pipeline.defs.versions import experiment_run_tags, versioned_assets
+from ml4t_pipeline.defs.versions import experiment_run_tags
+from ml4t_pipeline.lib import attribution as attribution_lib
 from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib.attribution import ATTRIBUTION_FILES
@@ -70,6 +64,7 @@ __all__ = [
     "materialize_experiment",
     "rebuild_report_in_place",
     "run_lineage",
+    "run_prices",
     "run_to_folder",
 ]
 
@@ -314,8 +309,11 @@ def materialize_experiment(
 ) -> dg.ExecuteInProcessResult:
     """Materialize the graph (or ``selection``) for one experiment file in-process.
 
-    The experiment's partition key is the file stem; its folder becomes the configs folder.
-    ``validate`` adds the cross-framework validation assets (VectorBT, Backtrader). Values are
+    Executes the code location's own ``experiment_job`` (``validated_experiment_job`` with
+    ``validate``, which adds the cross-framework validation assets, VectorBT and Backtrader) from
+    :func:`ml4t_pipeline.definitions.build_definitions`, built with this run's configs and
+    storage folders: the graph is stated once, in the Definitions. The experiment's partition
+    key is the file stem; its folder becomes the configs folder. Values are
     stored under ``storage_dir`` by :class:`~ml4t_pipeline.defs.io_managers.Ml4tIOManager`.
     With ``DAGSTER_HOME`` set the run is recorded in that instance, otherwise in an ephemeral one;
     on a persistent instance this host's runs whose process is gone are marked failed first
@@ -337,24 +335,16 @@ def materialize_experiment(
         mark_stale_runs(instance)
     if not instance.has_dynamic_partition(EXPERIMENTS, key):
         instance.add_dynamic_partitions(EXPERIMENTS, [key])
-    modules = [sources, assets_data, assets_backtest, assets_attribution]
-    if validate:
-        modules.append(assets_validation)
-    assets = cast(
-        "list[dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset]", versioned_assets(modules)
+    defs = build_definitions(
+        configs_dir=str(config_path.parent.resolve()),
+        storage_dir=str(storage_dir.resolve()),
+        published_dir=None if published_dir is None else str(published_dir.resolve()),
     )
-    return dg.materialize(
-        assets,
+    job = defs.resolve_job_def("validated_experiment_job" if validate else "experiment_job")
+    return job.execute_in_process(
         partition_key=key,
         instance=instance,
-        selection=list(selection) if selection else None,
-        resources={
-            "experiments": ExperimentsResource(configs_dir=str(config_path.parent.resolve())),
-            "io_manager": Ml4tIOManager(
-                base_dir=str(storage_dir.resolve()),
-                published_dir=None if published_dir is None else str(published_dir.resolve()),
-            ),
-        },
+        asset_selection=[dg.AssetKey(name) for name in selection] if selection else None,
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         tags=experiment_run_tags(key, trigger=trigger, config_hash=config_hash)
         | {HOST_TAG: socket.gethostname(), PROCESS_TAG: process_identity()}
@@ -531,20 +521,26 @@ def _write_outputs(
         frame.write_parquet(staging / f"{name}.parquet")
     metrics = output_lib.to_json_safe(read_value(storage / "metrics" / key))
     output_lib.write_text_atomic(staging / "metrics.json", output_lib.dumps_strict(metrics))
+    # report.html IS the performance_report asset's HTML; the attribution tables are the
+    # attribution assets' values (computed once, in the graph)
     shutil.copyfile(storage / "performance_report" / f"{key}.html", staging / "report.html")
+    (staging / "report.html").chmod(0o644)
+    trades = backtest["trades"]
+    tables = attribution_lib.from_tables(
+        trades,
+        by_exit_reason=read_value(storage / "attribution_by_exit_reason" / key),
+        cost_attribution=read_value(storage / "cost_attribution" / key),
+        by_signal=read_value(storage / "attribution_by_signal" / key),
+        by_regime=read_value(storage / "attribution_by_regime" / key),
+    )
+    attribution_lib.write_attribution(tables, staging)
     # output_folder: the report's lineage names the final folder, not the staging folder.
     lineage = run_lineage(result) | {"output_folder": str(final)}
     output_lib.write_text_atomic(staging / "lineage.json", output_lib.dumps_strict(lineage))
-    settings = {
-        "periods_per_year": cfg.reporting.periods_per_year,
-        "risk_free_rate": cfg.reporting.risk_free_rate,
-        "horizon": assets_attribution.ic_horizon(cfg),
-        "title": cfg.reporting.title or f"ml4t experiment: {cfg.name}",
-    }
+    settings = report_lib.report_settings(cfg)  # what the performance_report asset used
     output_lib.write_text_atomic(
-        staging / "report_settings.json", output_lib.dumps_strict(settings)
+        staging / report_lib.REPORT_SETTINGS_FILE, output_lib.dumps_strict(settings)
     )
-    report_lib.rebuild_report(staging, **settings)
     if validate:
         table = read_value(storage / "cross_framework_validation" / key)["summary"]
         table.write_parquet(staging / "cross_framework_validation.parquet")
@@ -720,6 +716,23 @@ def run_to_folder(
                 output_lib.remove_tree(staging)
 
 
+def run_prices(folder: Path, manifest: dict[str, Any]) -> pl.DataFrame | None:
+    """The prepared prices (``timestamp``, ``symbol`` as String, ``close``) an ``ml4t run``
+    folder stores under ``assets/`` for its experiment (the stem of ``run.json``'s
+    ``config_path``); None when they are not there (the report then says so)."""
+    config_path = manifest.get("config_path")
+    if not isinstance(config_path, str):
+        return None
+    try:
+        frame = read_value(
+            folder / "assets" / "prices" / Path(config_path).stem,
+            columns=["timestamp", "symbol", "close"],
+        )
+    except (FileNotFoundError, ValueError):
+        return None
+    return cast("pl.DataFrame", frame).with_columns(pl.col("symbol").cast(pl.String))
+
+
 def rebuild_report_in_place(folder: Path) -> Path:
     """Rebuild ``report.html`` and the attribution tables of a complete output folder, atomically.
 
@@ -747,10 +760,11 @@ def rebuild_report_in_place(folder: Path) -> Path:
         output_lib.recover_output(final)
         manifest = output_lib.read_manifest(final)
         output_lib.verify_files(final, manifest)
-        settings_file = final / "report_settings.json"
+        settings_file = final / report_lib.REPORT_SETTINGS_FILE
         settings = (
             output_lib.loads_strict(settings_file.read_text()) if settings_file.is_file() else {}
         )
+        prices = run_prices(final, manifest)
         regenerated = set(ATTRIBUTION_FILES.values()) | {
             "report.html",
             "attribution_summary.json",
@@ -767,7 +781,7 @@ def rebuild_report_in_place(folder: Path) -> Path:
                     os.link(src, dst)
                 except OSError:
                     shutil.copy2(src, dst)
-            report_lib.rebuild_report(staging, **settings)
+            report_lib.rebuild_report(staging, prices=prices, **settings)
             fields = {k: v for k, v in manifest.items() if k not in ("format", "files")}
             fields["report_rebuilt_at"] = output_lib.utc_now()
             output_lib.write_manifest(staging, fields)

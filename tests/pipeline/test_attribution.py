@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from ml4t_pipeline.lib import attribution as att
-from ml4t_pipeline.lib.report import read_run_prices
+from ml4t_pipeline.lib.output import read_manifest
+from ml4t_pipeline.runner import run_prices
 
 T0 = datetime(2020, 1, 6, 21, tzinfo=UTC)
 
@@ -178,7 +179,7 @@ def sp500_run(sp500_cli_output: Path, tmp_path_factory: pytest.TempPathFactory) 
     trades = pl.read_parquet(out / "trades.parquet")
     states = pl.read_parquet(out / "portfolio_states.parquet")
     signals = pl.read_parquet(out / "signals.parquet")
-    prices = read_run_prices(out)
+    prices = run_prices(out, read_manifest(out))
     assert prices is not None
     tables = att.attribute_run(trades, states, signals=signals, prices=prices, horizon=5)
     return {"out": out, "trades": trades, "signals": signals, "prices": prices, "tables": tables}
