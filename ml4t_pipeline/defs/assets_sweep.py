@@ -16,16 +16,21 @@ cluster (deploy/README.md), the resource connects to that cluster and the prepar
 trials go to its hosts.
 """
 
+import functools
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import polars as pl
 
+from ml4t_pipeline.defs.execution import DATA_ASSETS, execute_experiment, failure_text
 from ml4t_pipeline.defs.io_managers import default_storage_dir
 from ml4t_pipeline.lib.report import png_markdown
+
+if TYPE_CHECKING:
+    from ml4t_pipeline.lib.sweep.runner import PrepareData
 
 GROUP = "sweeps"
 SWEEPS = "sweeps"
@@ -106,6 +111,20 @@ def _ray_resources() -> dict[str, Any]:
 RAY_RESOURCES = _ray_resources()
 
 
+def _prepare(job: dg.JobDefinition) -> "PrepareData":
+    """The sweep's ``prepare`` callable: the data assets of ``job`` (this code location's
+    ``experiment_job``) executed for each data section's experiment file."""
+    from ml4t_pipeline.lib.sweep.runner import SweepError, prepare_data
+
+    def materialize(config_path: Path, storage: Path) -> None:
+        result = execute_experiment(job, config_path, storage, selection=DATA_ASSETS)
+        if not result.success:
+            text = failure_text(result).replace("\n", "\n  ")
+            raise SweepError(f"preparing the sweep's data ({storage.parent}) failed:\n  {text}")
+
+    return functools.partial(prepare_data, materialize=materialize)
+
+
 @dg.asset(
     partitions_def=sweeps_partitions,
     group_name=GROUP,
@@ -158,8 +177,9 @@ def sweep_results(
 
     try:
         run = run_sweep(
-            sweep, out, backend=backend, workers=workers, on_prepared=prepared, on_trial=finished
-        )
+            sweep, out, backend=backend, workers=workers, on_prepared=prepared,
+            on_trial=finished, prepare=_prepare(context.repository_def.get_job("experiment_job")),
+        )  # fmt: skip
     finally:
         if connected:
             import ray
