@@ -43,7 +43,6 @@ import polars as pl
 from ml4t_pipeline.config import ExperimentConfig
 from ml4t_pipeline.lib.progress import progress
 from ml4t_pipeline.lib.sweep import runner as sweep_runner
-from ml4t_pipeline.lib.sweep.results import write_outputs
 from ml4t_pipeline.lib.sweep.runner import (
     BACKENDS,
     PreparedData,
@@ -217,6 +216,8 @@ class Sweep:
                     hold_lock=False,
                     prepare=prepare_data,
                 )
+            from ml4t_pipeline.lib.sweep.results import write_outputs  # scipy: import on use
+
             outputs = write_outputs(self._sweep, run, out)
         return SweepResult(out, run, outputs["table"], outputs["summary"])
 

@@ -111,12 +111,14 @@ def _ray_resources() -> dict[str, Any]:
 RAY_RESOURCES = _ray_resources()
 
 
-def _prepare(job: dg.JobDefinition) -> "PrepareData":
-    """The sweep's ``prepare`` callable: the data assets of ``job`` (this code location's
-    ``experiment_job``) executed for each data section's experiment file."""
+def _prepare(context: dg.AssetExecutionContext) -> "PrepareData":
+    """The sweep's ``prepare`` callable: this code location's ``experiment_job`` executed for
+    its data assets on each data section's experiment file (looked up only when a data section
+    is not prepared yet)."""
     from ml4t_pipeline.lib.sweep.runner import SweepError, prepare_data
 
     def materialize(config_path: Path, storage: Path) -> None:
+        job = context.repository_def.get_job("experiment_job")
         result = execute_experiment(job, config_path, storage, selection=DATA_ASSETS)
         if not result.success:
             text = failure_text(result).replace("\n", "\n  ")
@@ -178,7 +180,7 @@ def sweep_results(
     try:
         run = run_sweep(
             sweep, out, backend=backend, workers=workers, on_prepared=prepared,
-            on_trial=finished, prepare=_prepare(context.repository_def.get_job("experiment_job")),
+            on_trial=finished, prepare=_prepare(context),
         )  # fmt: skip
     finally:
         if connected:

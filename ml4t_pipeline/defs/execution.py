@@ -229,6 +229,9 @@ def execute_experiment(
         mark_stale_runs(instance)
     if not instance.has_dynamic_partition(EXPERIMENTS, key):
         instance.add_dynamic_partitions(EXPERIMENTS, [key])
+    if selection:
+        # a subset job first: execute_in_process(asset_selection=...) refuses run resources
+        job = job.get_subset(asset_selection={dg.AssetKey(name) for name in selection})
     return job.execute_in_process(
         partition_key=key,
         resources={
@@ -239,7 +242,6 @@ def execute_experiment(
             ),
         },
         instance=instance,
-        asset_selection=[dg.AssetKey(name) for name in selection] if selection else None,
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         tags=experiment_run_tags(key, trigger=trigger, config_hash=config_hash)
         | {HOST_TAG: socket.gethostname(), PROCESS_TAG: process_identity()}

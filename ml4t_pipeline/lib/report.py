@@ -465,6 +465,7 @@ def rebuild_report(
 # --- figure --------------------------------------------------------------------------------------
 
 
+@plots.memo_png
 def equity_drawdown_png(portfolio_states: pl.DataFrame, title: str = "") -> bytes:
     """Draw the equity curve above the underwater (drawdown) curve and return PNG bytes.
 
