@@ -153,6 +153,22 @@ def test_forward_returns_anchor_at_first_bar_after_available_at() -> None:
     assert two["forward_return"].to_list() == pytest.approx([0.21, 9.0 / 11.0 - 1.0])
 
 
+def test_forward_returns_duplicated_price_rows_refused_naming_them() -> None:
+    bars = [T0 + timedelta(days=i) for i in range(3)]
+    prices = pl.DataFrame(
+        {
+            "timestamp": [bars[0], bars[1], bars[2], bars[1], bars[0]],
+            "symbol": ["A", "A", "A", "A", "B"],
+            "close": [10.0, 11.0, 12.0, 11.5, 5.0],
+        }
+    )
+    signals = pl.DataFrame({"timestamp": [bars[0]], "symbol": ["A"], "score": [1.0]})
+    with pytest.raises(ValueError, match=r"prices have 2 duplicated \(timestamp, symbol\) rows"):
+        att.forward_returns(signals, prices)
+    unique = prices.filter(pl.int_range(pl.len()) != 3)  # same bars, B too: no false alarm
+    assert att.forward_returns(signals, unique)["forward_return"].to_list() == pytest.approx([0.1])
+
+
 def test_information_coefficient_perfect_ranking_is_one() -> None:
     pairs = pl.DataFrame(
         {
