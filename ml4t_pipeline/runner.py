@@ -411,9 +411,11 @@ def run_to_folder(
        14 MB / 824-file ``assets/`` (0.13 s) and materializing over it; determinism was
        judged worth the 0.45 s, and a copy grows with the experiment's stored tables;
     4. write the top-level files (trades, portfolio_states, fills, rejections, signals,
-       prices_quarantine Parquet; metrics.json, lineage.json, report_settings.json; report.html
-       and the attribution tables of :func:`report_lib.rebuild_report`; with ``validate``
-       cross_framework_validation.parquet), every JSON strict (NaN/inf → null);
+       prices_quarantine Parquet; metrics.json, lineage.json, report_settings.json), all from
+       the assets' stored values: ``report.html`` is the ``performance_report`` asset's HTML
+       and the attribution tables are the attribution assets' values (computed once, in the
+       graph); with ``validate`` cross_framework_validation.parquet; every JSON strict
+       (NaN/inf → null);
     5. write ``run.json`` last (every file with SHA-256 and size, config hashes, times,
        warnings);
     6. swap the staging folder with ``output`` (:func:`output_lib.swap_into_place`) and remove
@@ -582,7 +584,10 @@ def rebuild_report_in_place(folder: Path) -> Path:
 
     The folder must carry a valid ``run.json`` and its input files must match their recorded
     hashes. The unchanged files are hard-linked (copied where links fail) into a staging folder,
-    the report is rebuilt there, ``run.json`` is rewritten with the new hashes (plus
+    the report is rebuilt there by :func:`ml4t_pipeline.lib.report.rebuild_report`, which calls
+    the ``performance_report`` asset's function (:func:`~ml4t_pipeline.lib.report.build_report`)
+    with the settings the asset used (``report_settings.json``) and the run's stored prices
+    (:func:`run_prices`), ``run.json`` is rewritten with the new hashes (plus
     ``report_rebuilt_at``) and the set is swapped in, under the folder's lock.
 
     Returns
