@@ -8,8 +8,8 @@ _LAZY = {
     "Experiment": "ml4t_pipeline.api",
     "ExperimentResult": "ml4t_pipeline.api",
     "DataPreparer": "ml4t_pipeline.lib.preparer",
-    "Sweep": "ml4t_pipeline.lib.sweep.api",
-    "SweepResult": "ml4t_pipeline.lib.sweep.api",
+    "Sweep": "ml4t_pipeline.sweeps",
+    "SweepResult": "ml4t_pipeline.sweeps",
 }
 
 

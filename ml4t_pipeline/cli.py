@@ -24,6 +24,11 @@
 ``ml4t validate CONFIG.yaml``
     Prepares and validates the experiment's data only; prints each failing check with its
     offending rows and exits non-zero when a blocking check fails.
+``ml4t register [KEY ...] [--configs DIR]``
+    Registers experiment files (default: every file of the configs folder) as partitions of the
+    Dagster instance of ``$DAGSTER_HOME``, as ``experiment_configs_sensor`` does, so
+    ``dagster job execute ... --tags '{"dagster/partition": KEY}'`` can run them without
+    ``dagster dev``; exits 2 when a key is refused (named on stderr).
 
 Exit codes:
 
@@ -50,6 +55,7 @@ DIR holds.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -67,7 +73,6 @@ from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib.lockfile import UnsafeLockFileError
 from ml4t_pipeline.lib.output import OutputError
 from ml4t_pipeline.lib.progress import progress
-from ml4t_pipeline.lib.sweep.cli import add_sweep_parser
 from ml4t_pipeline.runner import (
     DATA_ASSETS,
     DiskFullError,
@@ -81,6 +86,7 @@ from ml4t_pipeline.runner import (
     run_lineage,
     run_to_folder,
 )
+from ml4t_pipeline.sweeps import add_sweep_parser
 
 __all__ = [
     "DATA_ASSETS",
@@ -225,6 +231,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    """``ml4t register``: add experiment partitions to the instance of ``$DAGSTER_HOME``."""
+    from ml4t_pipeline.defs.partitions import EXPERIMENTS
+    from ml4t_pipeline.defs.resources import default_configs_dir
+    from ml4t_pipeline.defs.sensors import register_experiments
+
+    if not os.environ.get("DAGSTER_HOME"):
+        print("error: set DAGSTER_HOME to the instance folder first", file=sys.stderr)
+        return 2
+    configs = args.configs or default_configs_dir()
+    with dg.DagsterInstance.get() as instance:
+        added, refused = register_experiments(instance, configs, args.keys or None)
+        known = instance.get_dynamic_partitions(EXPERIMENTS)
+    for key, reason in refused.items():
+        print(f"error: experiment {key!r} refused: {reason}", file=sys.stderr)
+    print(f"experiments partitions: {known} (added {added or 'none'})")
+    return 2 if refused else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``ml4t`` command."""
     parser = argparse.ArgumentParser(prog="ml4t", description=__doc__.split("\n\n")[0])
@@ -251,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument("--output", help="also write the table to this Parquet file")
     cmp_.set_defaults(func=cmd_compare)
+    reg = sub.add_parser(
+        "register",
+        help="register experiment files as partitions of the Dagster instance ($DAGSTER_HOME)",
+    )
+    reg.add_argument("keys", nargs="*", help="experiment file stems (default: every file)")
+    reg.add_argument("--configs", default=None, help="configs folder (default: ./configs)")
+    reg.set_defaults(func=cmd_register)
     add_sweep_parser(sub)
     for command in sub.choices.values():
         command.add_argument(

@@ -1099,6 +1099,12 @@ class ExperimentConfig(_Strict):
         canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    def ic_horizon(self) -> int:
+        """Forward-return horizon (bars) of the information coefficient: the model's training
+        horizon (``data.signals.horizon``), else 1 bar."""
+        signals = self.data.signals
+        return signals.horizon if isinstance(signals, ModelSignalsConfig) else 1
+
 
 # ---------------------------------------------------------------------------------------------
 # loading

@@ -20,6 +20,7 @@ from ml4t_pipeline.defs.jobs import (
     comparison_job,
     experiment_job,
     prepared_panel_job,
+    validated_experiment_job,
     validation_job,
 )
 from ml4t_pipeline.defs.resources import ExperimentsResource, default_configs_dir
@@ -44,9 +45,16 @@ ASSET_MODULES = (
 
 
 def build_definitions(
-    *, configs_dir: str | None = None, storage_dir: str | None = None
+    *,
+    configs_dir: str | None = None,
+    storage_dir: str | None = None,
+    published_dir: str | None = None,
 ) -> dg.Definitions:
     """Build the code location's definitions.
+
+    ``dagster dev`` loads :data:`defs`; ``ml4t run`` (:func:`ml4t_pipeline.runner.
+    materialize_experiment`) builds its own with the run's folders and executes its
+    ``experiment_job`` (``validated_experiment_job`` with ``--validate``).
 
     Parameters
     ----------
@@ -54,10 +62,18 @@ def build_definitions(
         Folder of experiment YAML files (default: ``$ML4T_CONFIGS_DIR`` or ``./configs``).
     storage_dir : str, optional
         Where asset values are stored (default: ``$ML4T_STORAGE_DIR`` or ``./.ml4t_storage``).
+    published_dir : str, optional
+        Where ``storage_dir`` is moved after the run (the IO manager records that path).
     """
     return dg.Definitions(
         assets=versioned_assets(ASSET_MODULES),
-        jobs=[experiment_job, comparison_job, validation_job, prepared_panel_job],
+        jobs=[
+            experiment_job,
+            validated_experiment_job,
+            comparison_job,
+            validation_job,
+            prepared_panel_job,
+        ],
         sensors=[
             experiment_configs_sensor,
             input_files_sensor,
@@ -69,7 +85,9 @@ def build_definitions(
         executor=experiment_executor(),
         resources={
             "experiments": ExperimentsResource(configs_dir=configs_dir or default_configs_dir()),
-            "io_manager": Ml4tIOManager(base_dir=storage_dir or default_storage_dir()),
+            "io_manager": Ml4tIOManager(
+                base_dir=storage_dir or default_storage_dir(), published_dir=published_dir
+            ),
         },
     )
 

@@ -24,7 +24,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,22 +34,26 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.config import load_config
-from ml4t_pipeline.defs import (
-    assets_attribution,
-    assets_backtest,
-    assets_data,
-    assets_validation,
-    sources,
+from ml4t_pipeline.definitions import defs as code_location
+from ml4t_pipeline.defs.execution import (
+    DATA_ASSETS,
+    HOST_TAG,
+    PROCESS_TAG,
+    execute_experiment,
+    failed_checks,
+    failure_text,
+    failure_trace,
+    mark_stale_runs,
+    process_gone,
+    process_identity,
 )
-from ml4t_pipeline.defs.io_managers import Ml4tIOManager, read_value
-from ml4t_pipeline.defs.metadata import table_text
-from ml4t_pipeline.defs.partitions import EXPERIMENTS, check_config_stem
-from ml4t_pipeline.defs.resources import ExperimentsResource
-from ml4t_pipeline.defs.versions import experiment_run_tags, versioned_assets
+from ml4t_pipeline.defs.partitions import check_config_stem
+from ml4t_pipeline.lib import attribution as attribution_lib
 from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib.attribution import ATTRIBUTION_FILES
 from ml4t_pipeline.lib.comparison import LINEAGE_FIELDS
+from ml4t_pipeline.lib.formats import read_value
 
 __all__ = [
     "DATA_ASSETS",
@@ -69,24 +72,19 @@ __all__ = [
     "is_disk_full",
     "mark_stale_runs",
     "materialize_experiment",
+    "process_gone",
+    "process_identity",
     "rebuild_report_in_place",
     "run_lineage",
+    "run_prices",
     "run_to_folder",
 ]
 
-DATA_ASSETS = ("prices_raw", "prices", "prices_quarantine", "features", "market_context",
-               "signals", "market_panel")  # fmt: skip
-"""The data-preparation assets (what ``ml4t validate`` materializes)."""
 
 OUTPUT_FOLDER_TAG = "ml4t/output_folder"
 """Run tag of an ``ml4t run``: the output folder its values are published in (on success)."""
 ZERO_TRADES_WARNING = "no trades"
 """Start of the warning text of a run that made no trades."""
-HOST_TAG = "ml4t/host"
-"""Run tag: the host name of the process that ran it (stale-run detection)."""
-PROCESS_TAG = "ml4t/process"
-"""Run tag: ``host|boot id|pid|start ticks`` of the process that ran it, so a later run can tell
-whether that process is gone (the start ticks tell a reused pid apart)."""
 ERROR_LOG_SUFFIX = ".error.log"
 """Suffix of the failure log written beside a failed run's output folder."""
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -208,99 +206,6 @@ def _write_failure(exc: BaseException, where: Path, final: Path) -> output_lib.O
     return output_lib.OutputError(where, f"cannot write the output set for {final}: {exc}")
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _start_ticks(pid: int) -> str:
-    """Start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or ''."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else ""  # field 22 of stat(5); 3 is fields[0]
-
-
-def process_identity(pid: int | None = None) -> str:
-    """``host|boot id|pid|start ticks`` of a process (default: this one), the ``ml4t/process``
-    run tag."""
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}|{_boot_id()}|{pid}|{_start_ticks(pid)}"
-
-
-def process_gone(identity: str) -> bool:
-    """Whether the process an ``ml4t/process`` tag names has ended.
-
-    False (not known to be gone) for a process on another host or a malformed tag. A process is
-    gone when the machine rebooted since (another boot id), no process has its pid, or the pid
-    now belongs to a process started at another time (a reused pid).
-    """
-    parts = identity.split("|")
-    if len(parts) != 4 or not parts[2].isdigit():
-        return False
-    host, boot, pid_text, ticks = parts
-    if host != socket.gethostname():
-        return False
-    if boot and _boot_id() and boot != _boot_id():
-        return True
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, another user's
-    now = _start_ticks(pid)
-    return bool(ticks and now and ticks != now)
-
-
-STALE_STATUSES = (
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-)
-
-
-def mark_stale_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark this host's ``ml4t`` runs whose process is gone as failed; return their run ids.
-
-    An in-process run killed mid-way (``kill -9``, a crash, a full machine) never reports its
-    end, so the instance shows it ``STARTED`` for ever and nothing tells it from a live run. Runs
-    tagged ``ml4t/host`` with this host, still not started, starting or started, whose
-    ``ml4t/process`` (:func:`process_gone`) has ended are reported failed through
-    ``DagsterInstance.report_run_failed`` (a ``RUN_FAILURE`` event with the reason), as
-    Dagster's run monitoring does for runs whose worker died. Called by
-    :func:`materialize_experiment` before each run on a persistent instance.
-    """
-    host = socket.gethostname()
-    stale = []
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(statuses=list(STALE_STATUSES), tags={HOST_TAG: host})
-    )
-    for run in runs:
-        identity = run.tags.get(PROCESS_TAG, "")
-        if not process_gone(identity):
-            continue
-        pid = identity.split("|")[2]
-        instance.report_run_failed(
-            run,
-            message=f"marked failed by ml4t: the process that ran it (pid {pid} on {host}) "
-            "ended without reporting the run's end (killed or crashed)",
-        )
-        stale.append(run.run_id)
-    return stale
-
-
-def _instance() -> dg.DagsterInstance:
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
-
-
 def materialize_experiment(
     config_path: Path,
     storage_dir: Path,
@@ -315,106 +220,27 @@ def materialize_experiment(
 ) -> dg.ExecuteInProcessResult:
     """Materialize the graph (or ``selection``) for one experiment file in-process.
 
-    The experiment's partition key is the file stem; its folder becomes the configs folder.
-    ``validate`` adds the cross-framework validation assets (VectorBT, Backtrader). Values are
-    stored under ``storage_dir`` by :class:`~ml4t_pipeline.defs.io_managers.Ml4tIOManager`.
-    With ``DAGSTER_HOME`` set the run is recorded in that instance, otherwise in an ephemeral one;
-    on a persistent instance this host's runs whose process is gone are marked failed first
-    (:func:`mark_stale_runs`), and the run is tagged with this process (``ml4t/host``,
-    ``ml4t/process``). ``published_dir``: the folder ``storage_dir`` is moved to after the run;
-    the paths recorded in the run's metadata name it instead of ``storage_dir``. The run is also
-    tagged with :func:`~ml4t_pipeline.defs.versions.experiment_run_tags` (experiment,
-    ``trigger``, code version, ``config_hash``) and ``tags``. Dagster's console log is silenced
-    (``CRITICAL``): the caller reports failures (:func:`failure_text`, :func:`failure_trace`).
+    Executes the code location's own ``experiment_job`` (``validated_experiment_job`` with
+    ``validate``, which adds the cross-framework validation assets, VectorBT and Backtrader):
+    the job of :data:`ml4t_pipeline.definitions.defs`, built once, so the graph is stated once.
+    The rest is :func:`~ml4t_pipeline.defs.execution.execute_experiment`: the partition key is
+    the file stem, its folder the configs folder, values stored under ``storage_dir``
+    (``published_dir``: where that folder is moved afterwards), stale runs of this host marked
+    failed on a persistent instance, and the run tagged (``ml4t/experiment``, ``trigger``,
+    code version, ``config_hash``, host, process, ``tags``).
 
     Raises
     ------
     ml4t_pipeline.defs.partitions.UnsafePartitionKeyError
         The file stem is not a safe partition key; nothing is registered.
     """
-    key = check_config_stem(config_path)
-    instance = instance or _instance()
-    if not instance.is_ephemeral:
-        mark_stale_runs(instance)
-    if not instance.has_dynamic_partition(EXPERIMENTS, key):
-        instance.add_dynamic_partitions(EXPERIMENTS, [key])
-    modules = [sources, assets_data, assets_backtest, assets_attribution]
-    if validate:
-        modules.append(assets_validation)
-    assets = cast(
-        "list[dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset]", versioned_assets(modules)
+    job = code_location.resolve_job_def(
+        "validated_experiment_job" if validate else "experiment_job"
     )
-    return dg.materialize(
-        assets,
-        partition_key=key,
-        instance=instance,
-        selection=list(selection) if selection else None,
-        resources={
-            "experiments": ExperimentsResource(configs_dir=str(config_path.parent.resolve())),
-            "io_manager": Ml4tIOManager(
-                base_dir=str(storage_dir.resolve()),
-                published_dir=None if published_dir is None else str(published_dir.resolve()),
-            ),
-        },
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        tags=experiment_run_tags(key, trigger=trigger, config_hash=config_hash)
-        | {HOST_TAG: socket.gethostname(), PROCESS_TAG: process_identity()}
-        | dict(tags or {}),
-        raise_on_error=False,
-    )
-
-
-def _metadata_text(value: Any) -> Any:
-    """A metadata value as plain data; tables (offending rows) as markdown text."""
-    if isinstance(value, dg.TableMetadataValue):
-        return table_text(value)
-    return getattr(value, "value", value)
-
-
-def failed_checks(result: dg.ExecuteInProcessResult) -> list[dict[str, Any]]:
-    """Every failed asset check in a run, with its metadata rendered as text."""
-    out = []
-    for event in result.get_asset_check_evaluations():
-        if event.passed:
-            continue
-        out.append(
-            {
-                "asset": event.asset_key.to_user_string(),
-                "check": event.check_name,
-                "metadata": {k: _metadata_text(v) for k, v in event.metadata.items()},
-            }
-        )
-    return out
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    """The failed checks (with their offending rows) and failed steps of a run, as text."""
-    lines = []
-    for check in failed_checks(result):
-        lines.append(f"FAILED check {check['asset']}:{check['check']}")
-        for name, value in check["metadata"].items():
-            text = value if isinstance(value, str) else output_lib.dumps_strict(value, indent=None)
-            lines.append(f"  {name}:\n    " + str(text).replace("\n", "\n    "))
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error is not None:
-            err = event.step_failure_data.error
-            cause = err.cause or err
-            lines.append(f"FAILED step {event.step_key}: {cause.message.strip()}")
-    return "\n".join(lines)
-
-
-def failure_trace(result: dg.ExecuteInProcessResult) -> str:
-    """Every failed step's full error with its Python stack traces (causes included), as text.
-
-    What Dagster's console log prints on a failure; ``ml4t`` shows it with ``--verbose`` and
-    keeps it in the failure log (:func:`error_log_path`).
-    """
-    parts = []
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error is not None:
-            error = event.step_failure_data.error.to_string().rstrip()
-            parts.append(f"--- step {event.step_key} failed ---\n{error}")
-    return "\n\n".join(parts)
+    return execute_experiment(
+        job, Path(config_path), Path(storage_dir), selection=selection, instance=instance,
+        published_dir=published_dir, tags=tags, trigger=trigger, config_hash=config_hash,
+    )  # fmt: skip
 
 
 def _disk_full_step(result: dg.ExecuteInProcessResult, folder: Path) -> str | None:
@@ -539,23 +365,26 @@ def _write_outputs(
         frame.write_parquet(staging / f"{name}.parquet")
     metrics = output_lib.to_json_safe(read_value(storage / "metrics" / key))
     output_lib.write_text_atomic(staging / "metrics.json", output_lib.dumps_strict(metrics))
+    # report.html IS the performance_report asset's HTML; the attribution tables are the
+    # attribution assets' values (computed once, in the graph)
     shutil.copyfile(storage / "performance_report" / f"{key}.html", staging / "report.html")
+    (staging / "report.html").chmod(0o644)
+    trades = backtest["trades"]
+    tables = attribution_lib.from_tables(
+        trades,
+        by_exit_reason=read_value(storage / "attribution_by_exit_reason" / key),
+        cost_attribution=read_value(storage / "cost_attribution" / key),
+        by_signal=read_value(storage / "attribution_by_signal" / key),
+        by_regime=read_value(storage / "attribution_by_regime" / key),
+    )
+    attribution_lib.write_attribution(tables, staging)
     # output_folder: the report's lineage names the final folder, not the staging folder.
     lineage = run_lineage(result) | {"output_folder": str(final)}
     output_lib.write_text_atomic(staging / "lineage.json", output_lib.dumps_strict(lineage))
-    settings = {
-        "periods_per_year": cfg.reporting.periods_per_year,
-        "risk_free_rate": cfg.reporting.risk_free_rate,
-        "horizon": assets_attribution.ic_horizon(cfg),
-        "title": cfg.reporting.title or f"ml4t experiment: {cfg.name}",
-        "benchmark": bench.model_dump() | {"bar_length": cfg.data.bar_length}
-        if (bench := cfg.reporting.benchmark) is not None
-        else None,
-    }
+    settings = report_lib.report_settings(cfg)  # what the performance_report asset used
     output_lib.write_text_atomic(
-        staging / "report_settings.json", output_lib.dumps_strict(settings)
+        staging / report_lib.REPORT_SETTINGS_FILE, output_lib.dumps_strict(settings)
     )
-    report_lib.rebuild_report(staging, **settings)
     if validate:
         table = read_value(storage / "cross_framework_validation" / key)["summary"]
         table.write_parquet(staging / "cross_framework_validation.parquet")
@@ -582,9 +411,11 @@ def run_to_folder(
        14 MB / 824-file ``assets/`` (0.13 s) and materializing over it; determinism was
        judged worth the 0.45 s, and a copy grows with the experiment's stored tables;
     4. write the top-level files (trades, portfolio_states, fills, rejections, signals,
-       prices_quarantine Parquet; metrics.json, lineage.json, report_settings.json; report.html
-       and the attribution tables of :func:`report_lib.rebuild_report`; with ``validate``
-       cross_framework_validation.parquet), every JSON strict (NaN/inf → null);
+       prices_quarantine Parquet; metrics.json, lineage.json, report_settings.json), all from
+       the assets' stored values: ``report.html`` is the ``performance_report`` asset's HTML
+       and the attribution tables are the attribution assets' values (computed once, in the
+       graph); with ``validate`` cross_framework_validation.parquet; every JSON strict
+       (NaN/inf → null);
     5. write ``run.json`` last (every file with SHA-256 and size, config hashes, times,
        warnings);
     6. swap the staging folder with ``output`` (:func:`output_lib.swap_into_place`) and remove
@@ -731,12 +562,32 @@ def run_to_folder(
                 output_lib.remove_tree(staging)
 
 
+def run_prices(folder: Path, manifest: dict[str, Any]) -> pl.DataFrame | None:
+    """The prepared prices (``timestamp``, ``symbol`` as String, ``close``) an ``ml4t run``
+    folder stores under ``assets/`` for its experiment (the stem of ``run.json``'s
+    ``config_path``); None when they are not there (the report then says so)."""
+    config_path = manifest.get("config_path")
+    if not isinstance(config_path, str):
+        return None
+    try:
+        frame = read_value(
+            folder / "assets" / "prices" / Path(config_path).stem,
+            columns=["timestamp", "symbol", "close"],
+        )
+    except (FileNotFoundError, ValueError):
+        return None
+    return cast("pl.DataFrame", frame).with_columns(pl.col("symbol").cast(pl.String))
+
+
 def rebuild_report_in_place(folder: Path) -> Path:
     """Rebuild ``report.html`` and the attribution tables of a complete output folder, atomically.
 
     The folder must carry a valid ``run.json`` and its input files must match their recorded
     hashes. The unchanged files are hard-linked (copied where links fail) into a staging folder,
-    the report is rebuilt there, ``run.json`` is rewritten with the new hashes (plus
+    the report is rebuilt there by :func:`ml4t_pipeline.lib.report.rebuild_report`, which calls
+    the ``performance_report`` asset's function (:func:`~ml4t_pipeline.lib.report.build_report`)
+    with the settings the asset used (``report_settings.json``) and the run's stored prices
+    (:func:`run_prices`), ``run.json`` is rewritten with the new hashes (plus
     ``report_rebuilt_at``) and the set is swapped in, under the folder's lock.
 
     Returns
@@ -758,10 +609,11 @@ def rebuild_report_in_place(folder: Path) -> Path:
         output_lib.recover_output(final)
         manifest = output_lib.read_manifest(final)
         output_lib.verify_files(final, manifest)
-        settings_file = final / "report_settings.json"
+        settings_file = final / report_lib.REPORT_SETTINGS_FILE
         settings = (
             output_lib.loads_strict(settings_file.read_text()) if settings_file.is_file() else {}
         )
+        prices = run_prices(final, manifest)
         regenerated = set(ATTRIBUTION_FILES.values()) | {
             "report.html",
             "attribution_summary.json",
@@ -778,7 +630,7 @@ def rebuild_report_in_place(folder: Path) -> Path:
                     os.link(src, dst)
                 except OSError:
                     shutil.copy2(src, dst)
-            report_lib.rebuild_report(staging, **settings)
+            report_lib.rebuild_report(staging, prices=prices, **settings)
             fields = {k: v for k, v in manifest.items() if k not in ("format", "files")}
             fields["report_rebuilt_at"] = output_lib.utc_now()
             output_lib.write_manifest(staging, fields)

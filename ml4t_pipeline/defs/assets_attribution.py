@@ -12,7 +12,6 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.config import ExperimentConfig, ModelSignalsConfig
 from ml4t_pipeline.defs.metadata import frame_metadata, table_value
 from ml4t_pipeline.defs.partitions import (
     RERUN_ON_NEW_INPUTS,
@@ -26,12 +25,6 @@ from ml4t_pipeline.lib.report import png_markdown
 
 GROUP = "attribution"
 _TABLE_ROWS = 30
-
-
-def ic_horizon(cfg: ExperimentConfig) -> int:
-    """Forward-return horizon (bars) of the IC: the model's training horizon, else 1 bar."""
-    signals = cfg.data.signals
-    return signals.horizon if isinstance(signals, ModelSignalsConfig) else 1
 
 
 def _reconciles_spec(asset: str) -> dg.AssetCheckSpec:
@@ -112,7 +105,7 @@ def attribution_by_signal(
     ``ic_summary`` (one row)."""
     cfg = experiments.load(context.partition_key)
     signal = cfg.strategy.signal
-    horizon = ic_horizon(cfg)
+    horizon = cfg.ic_horizon()
     if signal not in signals.columns:
         # the strategy ranks by an indicator (e.g. ret_20): known at its own bar's close
         signals = features.select(

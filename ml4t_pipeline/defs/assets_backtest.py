@@ -19,7 +19,6 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.config import ExperimentConfig, resolve_data_path
-from ml4t_pipeline.defs.assets_attribution import ic_horizon
 from ml4t_pipeline.defs.assets_data import skipped_check
 from ml4t_pipeline.defs.io_managers import asset_checks_verdict, default_storage_dir
 from ml4t_pipeline.defs.metadata import (
@@ -36,10 +35,12 @@ from ml4t_pipeline.defs.partitions import (
 )
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.versions import module_code_version
+from ml4t_pipeline.lib import attribution as attribution_lib
 from ml4t_pipeline.lib import reconcile
 from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib import tracking as tracking_lib
 from ml4t_pipeline.lib import universe as universe_lib
+from ml4t_pipeline.lib.comparison import LINEAGE_FIELDS
 from ml4t_pipeline.lib.experiment import (
     PRICE_COLUMNS,
     MonthlyPanel,
@@ -320,6 +321,25 @@ def metrics(
     return dg.Output(values, metadata=meta)
 
 
+def _backtest_lineage(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """The lineage the ``backtest`` value of this partition was recorded with (prices and
+    signals versions...; :data:`~ml4t_pipeline.lib.comparison.LINEAGE_FIELDS`), as text."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("backtest"), asset_partitions=[context.partition_key]
+        ),
+        limit=1,
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return {}
+    metadata = records[0].asset_materialization.metadata
+    return {
+        name: str(getattr(metadata[name], "value", metadata[name]))
+        for name in LINEAGE_FIELDS
+        if name in metadata
+    }
+
+
 @dg.asset(
     partitions_def=experiments_partitions,
     group_name=GROUP,
@@ -335,39 +355,46 @@ def performance_report(
     signals: pl.DataFrame,
     prices: pl.DataFrame,
     backtest: dict[str, pl.DataFrame],
+    attribution_by_exit_reason: pl.DataFrame,
+    attribution_by_signal: dict[str, pl.DataFrame],
+    attribution_by_regime: pl.DataFrame,
+    cost_attribution: pl.DataFrame,
 ) -> dg.Output[str]:
     """Self-contained HTML report: lineage, headline metrics, equity against the equal-weight
     benchmark, drawdown, monthly returns, rolling Sharpe, attribution tables, P&L by exit
-    reason, MFE/MAE and signal deciles (``ml4t_pipeline.lib.report``)."""
+    reason, MFE/MAE and signal deciles (:func:`ml4t_pipeline.lib.report.build_report`, with
+    the experiment's :func:`~ml4t_pipeline.lib.report.report_settings` and the attribution
+    assets' tables: attribution is computed once per run). ``ml4t run`` publishes this HTML as
+    ``report.html``."""
     cfg = experiments.load(context.partition_key)
     lineage = {
         "experiment": cfg.name,
-        "config_hash": cfg.config_hash(),
         "config_file": str(experiments.config_path(context.partition_key)),
+    }
+    lineage |= _backtest_lineage(context) or {
+        "config_hash": cfg.config_hash(),
         "signals_version": frame_content_hash(signals),
         "code_version": code_version(),
-        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
-    analysis = report_lib.analyse_run(
+    lineage["run_id"] = context.run_id
+    lineage["generated_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    attribution = attribution_lib.from_tables(
+        trades,
+        by_exit_reason=attribution_by_exit_reason,
+        cost_attribution=cost_attribution,
+        by_signal=attribution_by_signal,
+        by_regime=attribution_by_regime,
+    )
+    html, _ = report_lib.build_report(
         portfolio_states,
         trades,
+        metrics=metrics,
+        lineage=lineage,
         fills=backtest["fills"],
         signals=signals,
         prices=prices,
-        periods_per_year=cfg.reporting.periods_per_year,
-        risk_free_rate=cfg.reporting.risk_free_rate,
-        initial_cash=cfg.execution.initial_cash,
-        signal=cfg.strategy.signal if cfg.strategy.signal in value_columns(signals) else "score",
-        horizon=ic_horizon(cfg),
-        index_benchmark=configured_benchmark(cfg),
-    )
-    html = report_lib.render_report_html(
-        title=cfg.reporting.title or f"ml4t experiment: {cfg.name}",
-        metrics=metrics,
-        portfolio_states=portfolio_states,
-        trades=trades,
-        lineage=lineage,
-        analysis=analysis,
+        attribution=attribution,
+        **report_lib.report_settings(cfg),
     )
     png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
     meta = metrics_metadata(metrics) | {

@@ -16,16 +16,21 @@ cluster (deploy/README.md), the resource connects to that cluster and the prepar
 trials go to its hosts.
 """
 
+import functools
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import polars as pl
 
+from ml4t_pipeline.defs.execution import DATA_ASSETS, execute_experiment, failure_text
 from ml4t_pipeline.defs.io_managers import default_storage_dir
 from ml4t_pipeline.lib.report import png_markdown
+
+if TYPE_CHECKING:
+    from ml4t_pipeline.lib.sweep.runner import PrepareData
 
 GROUP = "sweeps"
 SWEEPS = "sweeps"
@@ -106,6 +111,46 @@ def _ray_resources() -> dict[str, Any]:
 RAY_RESOURCES = _ray_resources()
 
 
+def _data_job(context: dg.AssetExecutionContext) -> dg.JobDefinition:
+    """The job that prepares a sweep's data: the code location's ``experiment_job`` (run for
+    its data assets), or, when the asset is materialized on its own (``dg.materialize``, no code
+    location around it), a job of the data asset modules alone (``sources``, ``assets_data``)."""
+    try:
+        return context.repository_def.get_job("experiment_job")
+    except Exception:  # dagster's CheckError: "No repository definition was set"
+        from ml4t_pipeline.defs import assets_data, sources
+        from ml4t_pipeline.defs.io_managers import Ml4tIOManager
+        from ml4t_pipeline.defs.resources import ExperimentsResource
+        from ml4t_pipeline.defs.versions import versioned_assets
+
+        defs = dg.Definitions(
+            assets=versioned_assets([sources, assets_data]),
+            jobs=[dg.define_asset_job("sweep_data_job", selection=list(DATA_ASSETS))],
+            # placeholders: execute_experiment hands in the data section's own resources
+            resources={
+                "experiments": ExperimentsResource(configs_dir="."),
+                "io_manager": Ml4tIOManager(base_dir="."),
+            },
+        )
+        return defs.resolve_job_def("sweep_data_job")
+
+
+def _prepare(context: dg.AssetExecutionContext) -> "PrepareData":
+    """The sweep's ``prepare`` callable: this code location's ``experiment_job`` executed for
+    its data assets on each data section's experiment file (looked up only when a data section
+    is not prepared yet)."""
+    from ml4t_pipeline.lib.sweep.runner import SweepError, prepare_data
+
+    def materialize(config_path: Path, storage: Path) -> None:
+        job = _data_job(context)
+        result = execute_experiment(job, config_path, storage, selection=DATA_ASSETS)
+        if not result.success:
+            text = failure_text(result).replace("\n", "\n  ")
+            raise SweepError(f"preparing the sweep's data ({storage.parent}) failed:\n  {text}")
+
+    return functools.partial(prepare_data, materialize=materialize)
+
+
 @dg.asset(
     partitions_def=sweeps_partitions,
     group_name=GROUP,
@@ -158,8 +203,9 @@ def sweep_results(
 
     try:
         run = run_sweep(
-            sweep, out, backend=backend, workers=workers, on_prepared=prepared, on_trial=finished
-        )
+            sweep, out, backend=backend, workers=workers, on_prepared=prepared,
+            on_trial=finished, prepare=_prepare(context),
+        )  # fmt: skip
     finally:
         if connected:
             import ray

@@ -6,12 +6,25 @@ import dagster as dg
 
 from ml4t_pipeline.defs.executors import experiment_executor
 
+EXPERIMENT_SELECTION = (
+    dg.AssetSelection.all()
+    - dg.AssetSelection.assets("experiment_comparison", "prepared_panel")
+    - dg.AssetSelection.groups("validation", "sweeps")
+)
+"""The assets of one experiment run: data preparation, backtest, attribution, report."""
+
 experiment_job = dg.define_asset_job(
     "experiment_job",
-    selection=dg.AssetSelection.all()
-    - dg.AssetSelection.assets("experiment_comparison", "prepared_panel")
-    - dg.AssetSelection.groups("validation", "sweeps"),
+    selection=EXPERIMENT_SELECTION,
     description="Prepare data, run the backtest and build the report for one experiment.",
+    executor_def=experiment_executor(),
+)
+
+validated_experiment_job = dg.define_asset_job(
+    "validated_experiment_job",
+    selection=EXPERIMENT_SELECTION | dg.AssetSelection.groups("validation"),
+    description="experiment_job plus the cross-framework validation assets (VectorBT, "
+    "Backtrader): what `ml4t run --validate` runs.",
     executor_def=experiment_executor(),
 )
 

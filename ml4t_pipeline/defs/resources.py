@@ -7,12 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from ml4t_pipeline.config import DATA_ROOT_ENV, ExperimentConfig, load_config
-from ml4t_pipeline.defs.partitions import check_partition_key
+from ml4t_pipeline.config import CONFIG_SUFFIXES, DATA_ROOT_ENV, ExperimentConfig, load_config
+from ml4t_pipeline.lib.keys import check_partition_key
 
 CONFIGS_ENV = "ML4T_CONFIGS_DIR"
-CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-"""File suffixes of experiment configs, in the order a partition key is looked up."""
 
 
 def default_configs_dir() -> str:

@@ -9,6 +9,8 @@
   version. The downstream assets' ``eager`` automation conditions then rematerialize exactly the
   affected experiment (declarative automation; ``ml4t_automation`` evaluates them).
 - ``ml4t_automation`` is the automation-condition sensor, running by default.
+- :func:`register_experiments` does what ``experiment_configs_sensor`` does without a running
+  daemon (``ml4t register``).
 """
 
 import json
@@ -114,3 +116,42 @@ ml4t_automation = dg.AutomationConditionSensorDefinition(
     run_tags={"ml4t/trigger": "automation"},
     description="Evaluates the assets' automation conditions (eager reruns on new inputs).",
 )
+
+
+def register_experiments(
+    instance: dg.DagsterInstance, configs_dir: str, keys: list[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Add experiment partitions for config files, as ``experiment_configs_sensor`` does.
+
+    Parameters
+    ----------
+    instance : dg.DagsterInstance
+        The instance whose dynamic partitions are updated.
+    configs_dir : str
+        Folder of experiment files (``.yaml``, ``.yml``, ``.json``).
+    keys : list of str, optional
+        Only these stems (default: every file in ``configs_dir``).
+
+    Returns
+    -------
+    (added, refused)
+        Keys newly added (already known ones are left as they are), and ``{key: reason}`` for
+        unsafe stems or keys without a config file (not added).
+    """
+    resource = ExperimentsResource(configs_dir=configs_dir)
+    on_disk = resource.experiment_keys()
+    wanted = on_disk if keys is None else keys
+    refused: dict[str, str] = {}
+    ok: list[str] = []
+    for key in wanted:
+        problem = partition_key_problem(key)
+        if problem is not None:
+            refused[key] = f"not a safe partition key ({problem})"
+        elif key not in on_disk:
+            refused[key] = f"no {key}.yaml, {key}.yml or {key}.json in {configs_dir}"
+        else:
+            ok.append(key)
+    added = [k for k in ok if not instance.has_dynamic_partition(EXPERIMENTS, k)]
+    if added:
+        instance.add_dynamic_partitions(EXPERIMENTS, added)
+    return added, refused

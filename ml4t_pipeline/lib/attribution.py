@@ -41,6 +41,7 @@ __all__ = [
     "cost_attribution",
     "default_regime_column",
     "forward_returns",
+    "from_tables",
     "ic_summary",
     "information_coefficient",
     "reconcile",
@@ -467,7 +468,13 @@ def forward_returns(
     bars = prices.select(
         "timestamp", pl.col("symbol").cast(pl.String), pl.col("close").cast(pl.Float64)
     ).sort("symbol", "timestamp")
-    dup = bars.filter(pl.struct("timestamp", "symbol").is_duplicated())
+    # sorted by (symbol, timestamp): a duplicated key sits next to its twin (a cheap test; the
+    # struct hash below only runs to name the offending rows)
+    adjacent = (pl.col("timestamp") == pl.col("timestamp").shift(1)) & (
+        pl.col("symbol") == pl.col("symbol").shift(1)
+    )
+    has_dup = bool(bars.select(adjacent.any()).item())
+    dup = bars.filter(pl.struct("timestamp", "symbol").is_duplicated()) if has_dup else bars.clear()
     if dup.height:
         raise ValueError(
             f"prices have {dup.height} duplicated (timestamp, symbol) rows, e.g. "
@@ -650,6 +657,57 @@ def attribute_run(
         )
         out["regime_column"] = column
     out["cost_attribution"] = cost_attribution(trades)
+    out["reconciliation"] = {
+        name: reconcile(out[name], trades, name)
+        for name in ("by_exit_reason", "by_signal_decile", "by_regime", "cost_attribution")
+        if name in out
+    }
+    return out
+
+
+def from_tables(
+    trades: pl.DataFrame,
+    *,
+    by_exit_reason: pl.DataFrame,
+    cost_attribution: pl.DataFrame,
+    by_signal: Mapping[str, pl.DataFrame] | None = None,
+    by_regime: pl.DataFrame | None = None,
+    regime_column: str | None = None,
+) -> dict[str, Any]:
+    """The dict :func:`attribute_run` returns, from tables already computed (the attribution
+    assets' values): nothing is recomputed but the reconciliations.
+
+    Parameters
+    ----------
+    trades : pl.DataFrame
+        The closed trades the tables were computed from (for the reconciliations).
+    by_exit_reason, cost_attribution : pl.DataFrame
+        :func:`by_exit_reason` and :func:`cost_attribution` of ``trades``.
+    by_signal : Mapping[str, pl.DataFrame], optional
+        ``deciles`` (:func:`by_signal_decile`), ``information_coefficient`` and ``ic_summary``
+        (one row of :func:`ic_summary`); any may be absent.
+    by_regime : pl.DataFrame, optional
+        :func:`by_regime` of ``trades`` by ``regime_column``.
+    regime_column : str, optional
+        The regime table's column (default: :func:`default_regime_column` of ``trades``).
+
+    Returns
+    -------
+    dict
+        Keys as :func:`attribute_run`.
+    """
+    out: dict[str, Any] = {"by_exit_reason": by_exit_reason}
+    signal_tables = dict(by_signal or {})
+    if "deciles" in signal_tables:
+        out["by_signal_decile"] = signal_tables["deciles"]
+    if "information_coefficient" in signal_tables:
+        out["information_coefficient"] = signal_tables["information_coefficient"]
+    if "ic_summary" in signal_tables and signal_tables["ic_summary"].height:
+        out["ic_summary"] = signal_tables["ic_summary"].row(0, named=True)
+    if by_regime is not None:
+        out["by_regime"] = by_regime
+        out["regime_column"] = regime_column or default_regime_column(trades)
+    out["cost_attribution"] = cost_attribution
     out["reconciliation"] = {
         name: reconcile(out[name], trades, name)
         for name in ("by_exit_reason", "by_signal_decile", "by_regime", "cost_attribution")

@@ -11,7 +11,10 @@ renders.
 
 from __future__ import annotations
 
+import functools
 import io
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -24,6 +27,7 @@ from matplotlib.ticker import PercentFormatter
 
 __all__ = [
     "equity_vs_benchmark_png",
+    "memo_png",
     "mfe_mae_scatter_png",
     "monthly_heatmap_png",
     "pnl_by_exit_reason_png",
@@ -32,10 +36,44 @@ __all__ = [
     "underwater_png",
 ]
 
+_F = TypeVar("_F", bound=Callable[..., bytes])
+_CACHE_SIZE = 32
+_cache: dict[tuple[Any, ...], bytes] = {}
+
+
+def _arg_key(value: Any) -> Any:
+    if isinstance(value, pl.DataFrame):
+        digest = int(value.hash_rows(seed=0).sum()) if value.height else 0
+        return ("frame", str(value.schema), value.height, digest)
+    return ("value", repr(value))
+
+
+def memo_png(fn: _F) -> _F:
+    """Cache a pure PNG function's bytes by its arguments' content (frames by schema, height
+    and row hashes): a run draws each figure once although an asset's metadata and the report
+    both show it (the same input gives the same bytes, so the cache changes no output)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> bytes:
+        try:
+            key = (fn.__qualname__, *map(_arg_key, args), *sorted(
+                (k, _arg_key(v)) for k, v in kwargs.items()))  # fmt: skip
+        except Exception:  # an unhashable column type: draw without the cache
+            return fn(*args, **kwargs)
+        if key not in _cache:
+            if len(_cache) >= _CACHE_SIZE:
+                _cache.pop(next(iter(_cache)))
+            _cache[key] = fn(*args, **kwargs)
+        return _cache[key]
+
+    return wrapper  # type: ignore[return-value]
+
+
 _BLUE, _GREY, _RED, _GREEN = "#1f6feb", "#6e7781", "#d1242f", "#1a7f37"
 _TOTAL = "TOTAL"
 
 
+@memo_png
 def equity_vs_benchmark_png(curve: pl.DataFrame, title: str = "") -> bytes:
     """Strategy equity against the benchmark, both from the same starting equity.
 
@@ -74,6 +112,7 @@ def equity_vs_benchmark_png(curve: pl.DataFrame, title: str = "") -> bytes:
     return _png(fig, ax, title or "Equity vs benchmark")
 
 
+@memo_png
 def underwater_png(portfolio_states: pl.DataFrame, title: str = "") -> bytes:
     """Underwater curve: ``drawdown = equity / running peak - 1`` (≤ 0) over time.
 
@@ -96,6 +135,7 @@ def underwater_png(portfolio_states: pl.DataFrame, title: str = "") -> bytes:
     return _png(fig, ax, title or "Underwater (drawdown from the running peak)")
 
 
+@memo_png
 def monthly_heatmap_png(monthly: pl.DataFrame, title: str = "") -> bytes:
     """Heatmap of monthly returns: one row per year, one column per month, values in percent.
 
@@ -124,6 +164,7 @@ def monthly_heatmap_png(monthly: pl.DataFrame, title: str = "") -> bytes:
     return _png(fig, ax, title or "Monthly returns", grid=False)
 
 
+@memo_png
 def rolling_sharpe_png(rolling: pl.DataFrame, window: int, title: str = "") -> bytes:
     """Trailing Sharpe ratio over ``window`` bars (``timestamp``, ``rolling_sharpe``)."""
     fig, ax = _figure(10, 3)
@@ -137,6 +178,7 @@ def rolling_sharpe_png(rolling: pl.DataFrame, window: int, title: str = "") -> b
     return _png(fig, ax, title or f"Rolling Sharpe ({window} bars)")
 
 
+@memo_png
 def pnl_by_exit_reason_png(table: pl.DataFrame, title: str = "") -> bytes:
     """Bar chart of total net P&L per exit reason (the ``TOTAL`` row is left out).
 
@@ -154,6 +196,7 @@ def pnl_by_exit_reason_png(table: pl.DataFrame, title: str = "") -> bytes:
     return _png(fig, ax, title or "Net P&L by exit reason")
 
 
+@memo_png
 def mfe_mae_scatter_png(trades: pl.DataFrame, title: str = "") -> bytes:
     """Per trade: maximum adverse excursion (x) vs maximum favourable excursion (y), as
     fractions of the entry notional (``mae_pct``, ``mfe_pct``), coloured by winner/loser."""
@@ -173,6 +216,7 @@ def mfe_mae_scatter_png(trades: pl.DataFrame, title: str = "") -> bytes:
     return _png(fig, ax, title or "MFE vs MAE per trade")
 
 
+@memo_png
 def signal_decile_png(table: pl.DataFrame, title: str = "") -> bytes:
     """Mean net P&L per trade by signal decile, with the hit rate on a second axis.
 

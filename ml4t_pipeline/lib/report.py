@@ -10,7 +10,9 @@ comes from the data (title, metric names, lineage, symbols, exit reasons) is HTM
 
 The full report (benchmark, underwater, monthly heatmap, rolling Sharpe, attribution tables and
 their charts) is drawn when :func:`render_report_html` gets an ``analysis`` from
-:func:`analyse_run`; :func:`rebuild_report` does all of it from an ``ml4t run`` output folder.
+:func:`analyse_run`. :func:`build_report` is the one report function: the
+``performance_report`` asset calls it, and :func:`rebuild_report` (``ml4t report DIR``) calls it
+on an ``ml4t run`` folder's files with the settings the asset used (:func:`report_settings`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -36,7 +38,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter, StrMethodFormatter
 
 from ml4t_pipeline.lib import attribution as attribution_lib
-from ml4t_pipeline.lib import performance, plots, storage
+from ml4t_pipeline.lib import performance, plots
+
+if TYPE_CHECKING:
+    from ml4t_pipeline.config import ExperimentConfig
 
 __all__ = [
     "MAX_TRADES_SHOWN",
@@ -47,8 +52,10 @@ __all__ = [
     "equity_drawdown_png",
     "format_metric",
     "png_markdown",
-    "read_run_prices",
+    "REPORT_SETTINGS_FILE",
+    "build_report",
     "rebuild_report",
+    "report_settings",
     "render_report_html",
     "write_report",
 ]
@@ -183,6 +190,7 @@ def analyse_run(
     regime_column: str | None = None,
     rolling_window: int = ROLLING_WINDOW,
     index_benchmark: pl.DataFrame | None = None,
+    attribution: dict[str, Any] | None = None,
 ) -> ReportAnalysis:
     """Compute the metrics, curves and attribution tables of the full report.
 
@@ -217,6 +225,12 @@ def analyse_run(
         ``reporting.benchmark``'s returns (``timestamp``, ``benchmark_return``, from
         :func:`ml4t_pipeline.lib.benchmark.load_benchmark_returns`): its equity is added to the
         curve as ``bench_equity`` (a second line on the equity chart).
+    attribution : dict, optional
+        The attribution tables, already computed (as
+        :func:`ml4t_pipeline.lib.attribution.from_tables` returns them from the attribution
+        assets); default: computed here with
+        :func:`ml4t_pipeline.lib.attribution.attribute_run` from ``signal``, ``horizon``,
+        ``regime_column`` and ``periods_per_year``.
 
     Raises
     ------
@@ -254,16 +268,17 @@ def analyse_run(
         bench = benchmark_equity_curve(curve["timestamp"], index_benchmark, e0)
         curve = curve.join(bench, on="timestamp", how="left", maintain_order="left")
     window = max(2, min(rolling_window, portfolio_states.height))
-    attribution = attribution_lib.attribute_run(
-        trades,
-        portfolio_states,
-        signals=signals,
-        prices=prices,
-        signal=signal,
-        horizon=horizon,
-        regime_column=regime_column,
-        periods_per_year=periods_per_year,
-    )
+    if attribution is None:
+        attribution = attribution_lib.attribute_run(
+            trades,
+            portfolio_states,
+            signals=signals,
+            prices=prices,
+            signal=signal,
+            horizon=horizon,
+            regime_column=regime_column,
+            periods_per_year=periods_per_year,
+        )
     if "ic_summary" in attribution:
         metrics.update({k: v for k, v in attribution["ic_summary"].items() if k.startswith("ic_")})
     return ReportAnalysis(
@@ -277,11 +292,119 @@ def analyse_run(
     )
 
 
+REPORT_SETTINGS_FILE = "report_settings.json"
+"""File of an ``ml4t run`` folder holding the keyword arguments of :func:`build_report` the
+``performance_report`` asset used (:func:`report_settings`); ``ml4t report`` reuses them."""
+
+
+def report_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The settings :func:`build_report` takes from an experiment: ``periods_per_year``,
+    ``risk_free_rate`` (annual fraction), ``initial_cash`` (currency), ``signal`` (the column
+    the strategy ranks by), ``horizon`` (bars of the IC's forward return) and ``title``.
+
+    The ``performance_report`` asset calls :func:`build_report` with them and ``ml4t run``
+    stores them as :data:`REPORT_SETTINGS_FILE`, so ``ml4t report`` rebuilds with the same
+    arguments.
+    """
+    return {
+        "periods_per_year": cfg.reporting.periods_per_year,
+        "risk_free_rate": cfg.reporting.risk_free_rate,
+        "initial_cash": cfg.execution.initial_cash,
+        "signal": cfg.strategy.signal,
+        "horizon": cfg.ic_horizon(),
+        "title": cfg.reporting.title or f"ml4t experiment: {cfg.name}",
+        "benchmark": bench.model_dump() | {"bar_length": cfg.data.bar_length}
+        if (bench := cfg.reporting.benchmark) is not None
+        else None,
+    }
+
+
+def build_report(
+    portfolio_states: pl.DataFrame,
+    trades: pl.DataFrame,
+    *,
+    metrics: Mapping[str, Any],
+    lineage: Mapping[str, str],
+    title: str,
+    fills: pl.DataFrame | None = None,
+    signals: pl.DataFrame | None = None,
+    prices: pl.DataFrame | None = None,
+    attribution: dict[str, Any] | None = None,
+    periods_per_year: float | None = None,
+    risk_free_rate: float = 0.0,
+    initial_cash: float | None = None,
+    signal: str = "score",
+    horizon: int = 1,
+    notes: Sequence[str] = (),
+    index_benchmark: pl.DataFrame | None = None,
+    benchmark: Mapping[str, Any] | None = None,
+) -> tuple[str, ReportAnalysis]:
+    """The full HTML report of one run and the analysis it shows: :func:`analyse_run` then
+    :func:`render_report_html`.
+
+    The one report function: the ``performance_report`` asset calls it with the experiment's
+    :func:`report_settings` and the attribution assets' tables; :func:`rebuild_report` calls it
+    on an output folder's files with the same settings (``attribution`` then computed here,
+    from ``signal``, ``horizon`` and ``periods_per_year``).
+
+    Parameters
+    ----------
+    portfolio_states, trades, fills, signals, prices, periods_per_year, risk_free_rate,
+    initial_cash, signal, horizon, attribution, index_benchmark
+        As for :func:`analyse_run`.
+    benchmark : mapping, optional
+        ``reporting.benchmark`` as :func:`report_settings` stores it (``symbol``, ``path``,
+        ``bar_length``): its returns are loaded as ``index_benchmark`` when that is not given.
+    metrics : Mapping[str, Any]
+        Headline metrics shown first (the ``metrics`` asset's value).
+    lineage : Mapping[str, str]
+        Rows of the lineage table (experiment, config hash, code version, run id...).
+    title : str
+        Report title.
+    notes : sequence of str
+        Extra remarks shown under the headline metrics.
+
+    Returns
+    -------
+    tuple of (str, ReportAnalysis)
+        The HTML document and the analysis.
+    """
+    if index_benchmark is None and benchmark:
+        index_benchmark = _index_benchmark(dict(benchmark))
+    analysis = analyse_run(
+        portfolio_states,
+        trades,
+        fills=fills,
+        signals=signals,
+        prices=prices,
+        periods_per_year=periods_per_year,
+        risk_free_rate=risk_free_rate,
+        initial_cash=initial_cash,
+        signal=signal,
+        horizon=horizon,
+        attribution=attribution,
+        index_benchmark=index_benchmark,
+    )
+    analysis.notes.extend(notes)
+    html_text = render_report_html(
+        title=title,
+        metrics=metrics,
+        portfolio_states=portfolio_states,
+        trades=trades,
+        lineage=lineage,
+        analysis=analysis,
+    )
+    return html_text, analysis
+
+
 def rebuild_report(
     output_dir: str | os.PathLike[str],
     *,
+    prices: pl.DataFrame | None = None,
     periods_per_year: float | None = None,
     risk_free_rate: float = 0.0,
+    initial_cash: float | None = None,
+    signal: str = "score",
     horizon: int = 1,
     title: str | None = None,
     write_tables: bool = True,
@@ -290,22 +413,22 @@ def rebuild_report(
     """Rebuild ``report.html`` (and the attribution Parquet files) from an ``ml4t run`` folder.
 
     Reads ``trades.parquet``, ``portfolio_states.parquet`` and, when present, ``fills.parquet``,
-    ``signals.parquet``, ``metrics.json``, ``lineage.json`` and the prepared prices under
-    ``assets/prices/`` (needed for the IC and the equal-weight benchmark; without them those
-    sections say so). Writes ``report.html`` atomically and, with ``write_tables``, the files of
+    ``signals.parquet``, ``metrics.json`` and ``lineage.json``, and calls :func:`build_report`
+    with the settings given (an ``ml4t run`` folder stores those the ``performance_report``
+    asset used in :data:`REPORT_SETTINGS_FILE`; ``ml4t report`` passes them). Writes
+    ``report.html`` atomically and, with ``write_tables``, the files of
     :data:`ml4t_pipeline.lib.attribution.ATTRIBUTION_FILES` plus ``attribution_summary.json``.
 
     Parameters
     ----------
     output_dir : str or os.PathLike
         The folder ``ml4t run ... --output DIR`` wrote.
-    periods_per_year : float, optional
-        Bars per year (the experiment's ``reporting.periods_per_year``); inferred from the
-        timestamps when omitted.
-    risk_free_rate : float, default 0.0
-        The experiment's ``reporting.risk_free_rate`` (annual fraction).
-    horizon : int, default 1
-        Forward-return horizon (bars) of the IC, e.g. the model's training horizon.
+    prices : pl.DataFrame, optional
+        The run's prepared prices (``timestamp``, ``symbol``, ``close``), for the IC and the
+        equal-weight benchmark; without them those sections say so.
+    periods_per_year, risk_free_rate, initial_cash, signal, horizon
+        As for :func:`build_report` (:func:`report_settings`); ``periods_per_year`` is
+        inferred from the timestamps when omitted.
     title : str, optional
         Report title (default ``ml4t experiment: <folder name>``).
     write_tables : bool, default True
@@ -331,9 +454,6 @@ def rebuild_report(
         raise FileNotFoundError(f"not an `ml4t run` output folder, missing: {missing}")
     trades = pl.read_parquet(folder / "trades.parquet")
     states = pl.read_parquet(folder / "portfolio_states.parquet")
-    fills = _read_optional(folder / "fills.parquet")
-    signals = _read_optional(folder / "signals.parquet")
-    prices = read_run_prices(folder)
     metrics: dict[str, Any] = {}
     if (folder / "metrics.json").is_file():
         metrics = json.loads((folder / "metrics.json").read_text())
@@ -341,31 +461,28 @@ def rebuild_report(
     if (folder / "lineage.json").is_file():
         lineage |= {k: str(v) for k, v in json.loads((folder / "lineage.json").read_text()).items()}
     lineage["generated_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    analysis = analyse_run(
+    notes = []
+    if prices is None:
+        notes.append("No prepared prices: no benchmark and no information coefficient.")
+    text, analysis = build_report(
         states,
         trades,
-        fills=fills,
-        signals=signals,
+        metrics=metrics,
+        lineage=lineage,
+        title=title or f"ml4t experiment: {folder.resolve().name}",
+        fills=_read_optional(folder / "fills.parquet"),
+        signals=_read_optional(folder / "signals.parquet"),
         prices=prices,
         periods_per_year=periods_per_year,
         risk_free_rate=risk_free_rate,
+        initial_cash=initial_cash,
+        signal=signal,
         horizon=horizon,
-        index_benchmark=_index_benchmark(benchmark),
+        benchmark=benchmark,
+        notes=notes,
     )
-    if prices is None:
-        analysis.notes.append(
-            "No prepared prices under assets/prices/: no benchmark and no information coefficient."
-        )
     if write_tables:
         attribution_lib.write_attribution(analysis.attribution, folder)
-    text = render_report_html(
-        title=title or f"ml4t experiment: {folder.resolve().name}",
-        metrics=metrics,
-        portfolio_states=states,
-        trades=trades,
-        lineage=lineage,
-        analysis=analysis,
-    )
     path = write_report(folder / "report.html", text)
     path.chmod(0o644)  # mkstemp creates 0600; the report is meant to be opened by anyone
     return path
@@ -384,6 +501,7 @@ def _index_benchmark(spec: dict[str, Any] | None) -> pl.DataFrame | None:
 # --- figure --------------------------------------------------------------------------------------
 
 
+@plots.memo_png
 def equity_drawdown_png(portfolio_states: pl.DataFrame, title: str = "") -> bytes:
     """Draw the equity curve above the underwater (drawdown) curve and return PNG bytes.
 
@@ -849,29 +967,6 @@ def _column_format(column: str, value: float) -> str:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def read_run_prices(output_dir: str | os.PathLike[str]) -> pl.DataFrame | None:
-    """The prepared prices of an ``ml4t run`` folder (``timestamp``, ``symbol``, ``close``).
-
-    Reads ``assets/prices/<experiment>.parquet`` or the year/month-partitioned folder
-    ``assets/prices/<experiment>/`` the IO manager writes; None when there is not exactly one.
-    ``symbol`` is returned as String.
-    """
-    root = Path(output_dir) / "assets" / "prices"
-    columns = ["timestamp", "symbol", "close"]
-    files = sorted(root.glob("*.parquet"))
-    folders = sorted(p for p in root.glob("*") if p.is_dir() and storage.list_partitions(p))
-    if len(files) + len(folders) != 1:
-        return None
-    frame = (
-        pl.read_parquet(files[0], columns=columns)
-        if files
-        else storage.scan_partitioned(folders[0], symbol_categorical=False)
-        .select(columns)
-        .collect()
-    )
-    return frame.with_columns(pl.col("symbol").cast(pl.String))
 
 
 def _read_optional(path: Path) -> pl.DataFrame | None:

@@ -27,12 +27,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import Ridge
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import Ridge
 
 __all__ = [
     "FitRecord",
@@ -486,8 +488,13 @@ def _to_datetime(us: int) -> datetime:
 
 
 def _estimator(model: str, alpha: float, seed: int) -> Ridge | HistGradientBoostingRegressor:
+    # imported here: sklearn.ensemble alone takes seconds to import, and most runs use Ridge
     if model == "ridge":
+        from sklearn.linear_model import Ridge
+
         return Ridge(alpha=alpha)
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
     return HistGradientBoostingRegressor(
         max_iter=_GBM_MAX_ITER,
         max_leaf_nodes=_GBM_MAX_LEAF_NODES,

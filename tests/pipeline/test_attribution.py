@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from ml4t_pipeline.lib import attribution as att
-from ml4t_pipeline.lib.report import read_run_prices
+from ml4t_pipeline.lib.output import read_manifest
+from ml4t_pipeline.runner import run_prices
 
 T0 = datetime(2020, 1, 6, 21, tzinfo=UTC)
 
@@ -152,6 +153,22 @@ def test_forward_returns_anchor_at_first_bar_after_available_at() -> None:
     assert two["forward_return"].to_list() == pytest.approx([0.21, 9.0 / 11.0 - 1.0])
 
 
+def test_forward_returns_duplicated_price_rows_refused_naming_them() -> None:
+    bars = [T0 + timedelta(days=i) for i in range(3)]
+    prices = pl.DataFrame(
+        {
+            "timestamp": [bars[0], bars[1], bars[2], bars[1], bars[0]],
+            "symbol": ["A", "A", "A", "A", "B"],
+            "close": [10.0, 11.0, 12.0, 11.5, 5.0],
+        }
+    )
+    signals = pl.DataFrame({"timestamp": [bars[0]], "symbol": ["A"], "score": [1.0]})
+    with pytest.raises(ValueError, match=r"prices have 2 duplicated \(timestamp, symbol\) rows"):
+        att.forward_returns(signals, prices)
+    unique = prices.filter(pl.int_range(pl.len()) != 3)  # same bars, B too: no false alarm
+    assert att.forward_returns(signals, unique)["forward_return"].to_list() == pytest.approx([0.1])
+
+
 def test_information_coefficient_perfect_ranking_is_one() -> None:
     pairs = pl.DataFrame(
         {
@@ -178,7 +195,7 @@ def sp500_run(sp500_cli_output: Path, tmp_path_factory: pytest.TempPathFactory) 
     trades = pl.read_parquet(out / "trades.parquet")
     states = pl.read_parquet(out / "portfolio_states.parquet")
     signals = pl.read_parquet(out / "signals.parquet")
-    prices = read_run_prices(out)
+    prices = run_prices(out, read_manifest(out))
     assert prices is not None
     tables = att.attribute_run(trades, states, signals=signals, prices=prices, horizon=5)
     return {"out": out, "trades": trades, "signals": signals, "prices": prices, "tables": tables}

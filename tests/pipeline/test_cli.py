@@ -28,6 +28,38 @@ def test_cli_run_demo_writes_outputs_and_prints_metrics(demo_cli_run: DemoCliRun
     assert "sharpe" in printed and str((out / "report.html").resolve()) in printed
 
 
+def test_cli_run_report_is_the_performance_report_asset_and_tables_the_attribution_assets(
+    demo_cli_run: DemoCliRun,
+) -> None:
+    # one graph, one report: report.html is the asset's HTML byte for byte, and each
+    # attribution file holds the attribution asset's value (computed once, in the graph)
+    out = demo_cli_run.out
+    assets = out / "assets"
+    report = (out / "report.html").read_bytes()
+    assert report == (assets / "performance_report" / "demo.html").read_bytes()
+    assert b"prices_version" in report and b"config_file" in report
+    pairs = {
+        "attribution_by_exit_reason.parquet": assets
+        / "attribution_by_exit_reason"
+        / "demo.parquet",
+        "cost_attribution.parquet": assets / "cost_attribution" / "demo.parquet",
+        "attribution_by_regime.parquet": assets / "attribution_by_regime" / "demo.parquet",
+        "attribution_by_signal.parquet": assets
+        / "attribution_by_signal"
+        / "demo"
+        / "deciles.parquet",
+        "information_coefficient.parquet": (
+            assets / "attribution_by_signal" / "demo" / "information_coefficient.parquet"
+        ),
+    }
+    for name, stored in pairs.items():
+        assert pl.read_parquet(out / name).equals(pl.read_parquet(stored)), name
+    settings = json.loads((out / "report_settings.json").read_text())
+    assert settings == {"periods_per_year": 252, "risk_free_rate": 0.0, "initial_cash": 100000.0,
+                        "signal": "score", "horizon": 5,
+                        "title": "ml4t experiment: demo"}  # fmt: skip
+
+
 def test_cli_run_bad_config_exits_2_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

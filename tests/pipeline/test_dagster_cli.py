@@ -17,7 +17,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ml4t_pipeline.defs.partitions import EXPERIMENTS, main, register_experiments
+from ml4t_pipeline.cli import main
+from ml4t_pipeline.defs.partitions import EXPERIMENTS
+from ml4t_pipeline.defs.sensors import register_experiments
 from tests.conftest import REPO_ROOT
 
 MARKER = "From a shell, without the UI"
@@ -56,21 +58,21 @@ def test_register_experiments_adds_safe_keys_and_refuses_others(tmp_path: Path) 
     assert sorted(instance.get_dynamic_partitions(EXPERIMENTS)) == ["demo", "other"]
 
 
-def test_partitions_main_without_dagster_home_exits_2(
+def test_cli_register_without_dagster_home_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    assert main(["demo"]) == 2
+    assert main(["register", "demo"]) == 2
     assert "set DAGSTER_HOME" in capsys.readouterr().err
 
 
-def test_partitions_main_unsafe_key_exits_2_naming_it(
+def test_cli_register_unsafe_key_exits_2_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    assert main(["../../esc", "--configs", str(REPO_ROOT / "configs")]) == 2
+    assert main(["register", "../../esc", "--configs", str(REPO_ROOT / "configs")]) == 2
     assert "experiment '../../esc' refused: not a safe partition key" in capsys.readouterr().err
 
 

@@ -24,7 +24,8 @@ def test_definitions_list_all_assets_and_checks() -> None:
             "trades_entered_after_signal_available",
             "equity_equals_cash_plus_marked_positions", "signals_valid",
             "prices_key_unique", "prices_high_at_or_above_low"} <= checks  # fmt: skip
-    for job in ("experiment_job", "comparison_job", "validation_job", "prepared_panel_job"):
+    for job in ("experiment_job", "validated_experiment_job", "comparison_job", "validation_job",
+                "prepared_panel_job"):  # fmt: skip
         assert defs.resolve_job_def(job) is not None
     assert defs.resolve_sensor_def("experiment_configs_sensor") is not None
 

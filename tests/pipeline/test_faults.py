@@ -163,7 +163,7 @@ def test_run_polars_disk_full_while_writing_outputs_exits_2_previous_set_unchang
             "(os error 28)"
         )
 
-    monkeypatch.setattr(runner.report_lib, "rebuild_report", disk_full)
+    monkeypatch.setattr(runner.attribution_lib, "write_attribution", disk_full)
     code, _, err = run_cli("run", str(demo_copy(tmp_path / "configs")), "--output", str(out))
     assert code == 2, err
     assert f"no space left on the disk holding {tmp_path.resolve()} " in err

@@ -364,3 +364,21 @@ def test_write_report_failure_keeps_old_file_and_removes_temp(tmp_path: Path) ->
 
     assert target.read_text(encoding="utf-8") == "<p>old</p>"
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_memo_png_same_content_drawn_once_other_content_drawn_again() -> None:
+    from ml4t_pipeline.lib.plots import memo_png
+
+    calls: list[int] = []
+
+    @memo_png
+    def draw(frame: pl.DataFrame, title: str = "") -> bytes:
+        calls.append(frame.height)
+        return f"{title}:{frame['x'].sum()}".encode()
+
+    a = pl.DataFrame({"x": [1.0, 2.0]})
+    assert draw(a, title="t") == draw(a.clone(), title="t") == b"t:3.0"
+    assert len(calls) == 1  # equal content (a copy): the cached bytes
+    assert draw(pl.DataFrame({"x": [1.0, 2.5]}), title="t") == b"t:3.5"
+    assert draw(a, title="u") == b"u:3.0"
+    assert len(calls) == 3  # other rows, other title: drawn again

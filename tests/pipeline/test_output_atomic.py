@@ -281,7 +281,7 @@ def test_run_write_failure_after_materialize_exits_2_previous_set_unchanged(
     def disk_full(*args: object, **kwargs: object) -> Path:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runner.report_lib, "rebuild_report", disk_full)
+    monkeypatch.setattr(runner.attribution_lib, "write_attribution", disk_full)
     config = demo_config(tmp_path / "configs", ("rate: 0.001", "rate: 0.002"))
     code, _, err = run_cli("run", str(config), "--output", str(out))
     assert code == 2

@@ -35,6 +35,7 @@ from ml4t_pipeline.lib import storage
 from ml4t_pipeline.lib.lockfile import UnsafeLockFileError
 from ml4t_pipeline.lib.sweep import runner
 from ml4t_pipeline.lib.sweep.spec import load_sweep_file
+from ml4t_pipeline.sweeps import prepare_data
 from tests.conftest import REPO_ROOT
 
 VICTIM_TEXT = "a file of the user's that no run may truncate\n"
@@ -560,8 +561,9 @@ def test_local_ray_sweep_listens_on_loopback_only(
 
     with watch.running():
         run = runner.run_sweep(
-            sweep, tmp_path / "sweep", backend="ray", workers=1, on_trial=on_trial
-        )
+            sweep, tmp_path / "sweep", backend="ray", workers=1, on_trial=on_trial,
+            prepare=prepare_data,
+        )  # fmt: skip
     assert run.backend == "ray" and [r["status"] for r in run.records] == ["ok", "ok"]
     assert not ray.is_initialized()
     assert during and min(during) >= 3, watch.seen  # the GCS, the raylet and workers were seen

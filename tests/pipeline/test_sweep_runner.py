@@ -32,6 +32,7 @@ from ml4t_pipeline.lib.sweep import runner
 from ml4t_pipeline.lib.sweep.results import write_outputs
 from ml4t_pipeline.lib.sweep.runner import PreparedData, TrialStore, run_sweep
 from ml4t_pipeline.lib.sweep.spec import data_key, load_sweep_file
+from ml4t_pipeline.sweeps import prepare_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_VERSION = "test-sweep"
@@ -99,7 +100,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[L
     path = root / "seed.yaml"
     path.write_text(yaml.safe_dump(experiment({"grid": {"strategy.n": [3]}}), sort_keys=False))
     seed = root / "seed"
-    run = run_sweep(load_sweep_file(path), seed)
+    run = run_sweep(load_sweep_file(path), seed, prepare=prepare_data)
     (prepared,) = run.data.values()
     yield Lab(root=root, data=data, seed=seed, prepared=prepared)
     patch.undo()
@@ -195,7 +196,7 @@ def test_run_sweep_with_quotes_fills_at_the_quoted_spread(lab: Lab, tmp_path: Pa
     path = lab.root / "quotes.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     sweep = load_sweep_file(path)
-    run = run_sweep(sweep, tmp_path)
+    run = run_sweep(sweep, tmp_path, prepare=prepare_data)
     (prepared,) = run.data.values()
     assert {"bid", "ask"} <= set(prepared.panel.columns)
     for trial, record in zip(sweep.trials, run.records, strict=True):
@@ -246,13 +247,13 @@ def test_run_sweep_changed_data_recomputes_every_trial(lab: Lab, tmp_path: Path)
     shutil.copytree(lab.seed / "prepared", out / "prepared")  # prepared from the same file
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ML4T_DATA_ROOT", str(data))
-        first = run_sweep(sweep, out)
+        first = run_sweep(sweep, out, prepare=prepare_data)
         assert first.computed == 2 and first.prepare_seconds < 5  # the stored tables reused
         assert first.data[lab.prepared.key].versions == lab.prepared.versions
         prices = pl.read_parquet(data / "slice.parquet")
         last = prices["timestamp"].max()
         prices.filter(pl.col("timestamp") < last).write_parquet(data / "slice.parquet")
-        second = run_sweep(sweep, out)
+        second = run_sweep(sweep, out, prepare=prepare_data)
     assert second.data[lab.prepared.key].versions != lab.prepared.versions
     assert (second.computed, second.reused) == (2, 0)
     assert set(second.keys).isdisjoint(first.keys)
@@ -277,18 +278,15 @@ def test_run_sweep_failed_trial_recorded_and_sweep_continues(lab: Lab, tmp_path:
     assert retried.computed == 1
 
 
-def test_run_sweep_data_prepared_once_per_data_section(
-    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_run_sweep_data_prepared_once_per_data_section(lab: Lab, tmp_path: Path) -> None:
     calls: list[str] = []
 
     def fake_prepare(raw: dict[str, Any], cfg: Any, folder: Path) -> PreparedData:
         calls.append(data_key(cfg))
         return PreparedData(data_key(cfg), *lab.prepared.frames(), versions=lab.prepared.versions)
 
-    monkeypatch.setattr(runner, "prepare_data", fake_prepare)
     grid = {"grid": {"strategy.n": [1, 2, 3], "data.max_fill_bars": [0, 2]}}
-    run = run_sweep(load_sweep_file(lab.write("data", grid)), tmp_path)
+    run = run_sweep(load_sweep_file(lab.write("data", grid)), tmp_path, prepare=fake_prepare)
     assert len(calls) == 2 and len(set(calls)) == 2
     assert run.computed == 6
 

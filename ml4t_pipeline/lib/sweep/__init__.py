@@ -6,5 +6,6 @@
 - :mod:`~ml4t_pipeline.lib.sweep.stats`: Deflated Sharpe Ratio and PBO (CSCV);
 - :mod:`~ml4t_pipeline.lib.sweep.results` and :mod:`~ml4t_pipeline.lib.sweep.report`: the
   result table, summary and HTML report;
-- :mod:`~ml4t_pipeline.lib.sweep.cli`: ``ml4t sweep``.
+- the faces (``ml4t sweep``, :class:`ml4t_pipeline.Sweep`) and the Dagster data preparation
+  live in :mod:`ml4t_pipeline.sweeps`.
 """

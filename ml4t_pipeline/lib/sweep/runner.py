@@ -69,6 +69,9 @@ __all__ = [
     "SweepRun",
     "TrialOutcome",
     "TrialStore",
+    "PREPARED_STEM",
+    "MaterializeData",
+    "PrepareData",
     "prepare_data",
     "run_sweep",
     "sweep_lock",
@@ -321,21 +324,39 @@ class TrialStore:
 # --- data preparation ---------------------------------------------------------------------------
 
 
-def prepare_data(raw: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> PreparedData:
+PrepareData = Callable[[dict[str, Any], ExperimentConfig, Path], PreparedData]
+"""``prepare(raw, cfg, folder)``: the prepared data of one data section (what
+:func:`run_sweep` is handed; ``ml4t_pipeline.sweeps.prepare_data`` runs the data assets)."""
+
+MaterializeData = Callable[[Path, Path], None]
+"""``materialize(config_path, storage_dir)``: store the data assets of one experiment file
+under ``storage_dir`` (raises :class:`SweepError` naming what failed)."""
+
+PREPARED_STEM = "sweep_data"
+"""Stem of the experiment file (and partition key) a sweep's data is prepared under."""
+
+
+def prepare_data(
+    raw: dict[str, Any], cfg: ExperimentConfig, folder: Path, *, materialize: MaterializeData
+) -> PreparedData:
     """Materialize the data assets of ``cfg.data`` into ``folder`` (or reuse them).
 
     The stored tables are reused when ``folder/prepared.json`` records the same input-file
     hashes (:func:`~ml4t_pipeline.lib.lineage.experiment_input_hashes`), data section and code
-    version; otherwise the data assets are materialized again through Dagster in-process.
+    version; otherwise ``materialize`` stores them again (the Dagster data assets, run by
+    :func:`ml4t_pipeline.sweeps.prepare_data`) and they are read back with
+    :func:`ml4t_pipeline.lib.formats.read_value`.
 
     Parameters
     ----------
     raw : dict
-        The trial's experiment mapping (written as the experiment file Dagster reads).
+        The trial's experiment mapping (written as the experiment file ``materialize`` reads).
     cfg : ExperimentConfig
         The same, validated.
     folder : Path
         ``DIR/prepared/<data_key>``.
+    materialize : callable
+        ``materialize(config_path, storage_dir)`` (:data:`MaterializeData`).
 
     Raises
     ------
@@ -345,11 +366,10 @@ def prepare_data(raw: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> Pr
         An input file is missing.
     """
     from ml4t_pipeline.config import DATA_ROOT_ENV
-    from ml4t_pipeline.defs.io_managers import read_value
     from ml4t_pipeline.lib.experiment import attach_quotes, experiment_quotes, value_columns
-    from ml4t_pipeline.runner import DATA_ASSETS, failed_checks, materialize_experiment
+    from ml4t_pipeline.lib.formats import read_value
 
-    stem = "sweep_data"
+    stem = PREPARED_STEM
     folder = Path(folder)
     storage = folder / "assets"
     marker = folder / "prepared.json"
@@ -365,16 +385,7 @@ def prepare_data(raw: dict[str, Any], cfg: ExperimentConfig, folder: Path) -> Pr
         config_path.parent.mkdir(parents=True, exist_ok=True)
         experiment = {k: v for k, v in raw.items() if k not in ("name",)} | {"name": stem}
         config_path.write_text(yaml.safe_dump(experiment, sort_keys=False))
-        result = materialize_experiment(config_path, storage, selection=DATA_ASSETS)
-        if not result.success:
-            lines = [f"{c['asset']}:{c['check']} failed" for c in failed_checks(result)]
-            for event in result.all_events:
-                if event.is_step_failure and event.step_failure_data.error is not None:
-                    err = event.step_failure_data.error
-                    lines.append(f"{event.step_key}: {(err.cause or err).message.strip()}")
-            raise SweepError(
-                f"preparing the sweep's data ({folder}) failed:\n  " + "\n  ".join(lines)
-            )
+        materialize(config_path, storage)
     panel = read_value(storage / "market_panel" / stem)
     quotes = experiment_quotes(cfg, os.environ.get(DATA_ROOT_ENV))
     if quotes is not None:  # bid/ask for spread-aware slippage, as in the backtest asset
@@ -484,6 +495,7 @@ def run_sweep(
     on_trial: Callable[[dict[str, Any]], None] | None = None,
     prepared: dict[str, PreparedData] | None = None,
     hold_lock: bool = True,
+    prepare: PrepareData | None = None,
 ) -> SweepRun:
     """Run (or resume) every trial of ``sweep`` and store each result as it finishes.
 
@@ -506,9 +518,13 @@ def run_sweep(
         ``f(record)`` after each computed trial is stored.
     prepared : dict, optional
         Already prepared data by data key (skips preparation; tests and the Dagster asset).
+    prepare : callable, optional
+        :data:`PrepareData` for the data sections not in ``prepared`` (the faces hand in
+        :func:`ml4t_pipeline.sweeps.prepare_data`, which runs the Dagster data assets); without
+        it a data section that is not prepared is an error.
     hold_lock : bool, default True
         Take the folder's lock ``DIR.lock`` for the run. False only when the caller holds it
-        already (:meth:`ml4t_pipeline.lib.sweep.api.Sweep.run` holds it while it also writes the
+        already (:meth:`ml4t_pipeline.sweeps.Sweep.run` holds it while it also writes the
         outputs).
 
     Returns
@@ -533,7 +549,7 @@ def run_sweep(
             return run_sweep(
                 sweep, output, backend=backend, workers=workers, ray_address=ray_address,
                 retry_failed=retry_failed, on_prepared=on_prepared, on_trial=on_trial,
-                prepared=prepared, hold_lock=False,
+                prepared=prepared, hold_lock=False, prepare=prepare,
             )  # fmt: skip
     out = Path(output)
     store = TrialStore(out)
@@ -543,8 +559,13 @@ def run_sweep(
     for trial in sweep.trials:
         key = data_key(trial.config)
         if key not in data:
+            if prepare is None:
+                raise SweepError(
+                    f"data section {key} is not prepared and run_sweep got no prepare "
+                    "callable (ml4t_pipeline.sweeps.prepare_data)"
+                )
             raw = dict(sweep.raw) | {"data": trial.config.data.model_dump(mode="json")}
-            data[key] = prepare_data(raw, trial.config, out / "prepared" / key)
+            data[key] = prepare(raw, trial.config, out / "prepared" / key)
     prepare_seconds = time.perf_counter() - started
     keys: list[str] = []
     jobs: list[_Job] = []

@@ -1,0 +1,132 @@
+"""Main-job latency: ``ml4t run CONFIG`` end to end in fresh processes (issue 27).
+
+Runs ``ml4t run CONFIG --output DIR`` ``--rounds`` times, each in a new process under
+``/usr/bin/time -v``, and prints every round's wall time, user and system CPU and peak RSS with
+their medians, plus the load average before and after. ``--profile FILE`` adds one more round
+under ``cProfile`` (``python -m cProfile -o FILE``) and prints its top entries by cumulative
+time. ``--repo PATH`` measures another checkout (e.g. a ``git worktree`` of ``main``): it goes
+first on ``PYTHONPATH``.
+
+Not a pytest benchmark: the figure is a whole fresh process (imports, Dagster, numba cache,
+report), which pytest-benchmark cannot time. Usage, from the repository root::
+
+    export ML4T_DATA_ROOT=../shared/data
+    python benchmarks/main_job_latency.py configs/sp500_top25.yaml --rounds 5 \
+        --profile /tmp/run.prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_FIELDS = {
+    "wall": re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)"),
+    "user": re.compile(r"User time \(seconds\): (\S+)"),
+    "system": re.compile(r"System time \(seconds\): (\S+)"),
+    "rss_kb": re.compile(r"Maximum resident set size \(kbytes\): (\d+)"),
+}
+
+
+def _seconds(text: str) -> float:
+    parts = [float(p) for p in text.split(":")]
+    total = 0.0
+    for part in parts:
+        total = total * 60 + part
+    return total
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _command(config: Path, output: Path, profile: Path | None = None) -> list[str]:
+    tail = ["run", str(config), "--output", str(output)]
+    if profile is not None:
+        return [
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            str(profile),
+            "-m",
+            "ml4t_pipeline.cli",
+            *tail,
+        ]
+    code = "import sys; from ml4t_pipeline.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", code, *tail]
+
+
+def one_round(config: Path, env: dict[str, str], workdir: Path) -> dict[str, float]:
+    """One fresh ``ml4t run`` under ``/usr/bin/time -v``: wall, user, system (s), rss (MB)."""
+    output = workdir / "out"
+    cmd = ["/usr/bin/time", "-v", *_command(config, output)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ml4t run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    found = {name: pattern.search(proc.stderr) for name, pattern in _FIELDS.items()}
+    missing = [name for name, match in found.items() if match is None]
+    if missing:
+        raise RuntimeError(f"/usr/bin/time -v printed no {missing}:\n{proc.stderr}")
+    values = {name: match.group(1) for name, match in found.items() if match is not None}
+    return {
+        "wall": _seconds(values["wall"]),
+        "user": float(values["user"]),
+        "system": float(values["system"]),
+        "rss_mb": int(values["rss_kb"]) / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repo", type=Path, default=None, help="checkout to measure")
+    parser.add_argument("--profile", type=Path, default=None, help="cProfile output file")
+    parser.add_argument("--top", type=int, default=40, help="profile entries printed")
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    if args.repo is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(args.repo.resolve()), env.get("PYTHONPATH", "")) if p
+        )
+    env.pop("DAGSTER_HOME", None)  # an ephemeral instance, as a first-time user has
+    config = args.config.resolve()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ml4t-latency-") as tmp:
+        workdir = Path(tmp)
+        for i in range(args.rounds):
+            before = _load()
+            row = one_round(config, env, workdir)
+            rows.append(row)
+            print(
+                f"round {i + 1}: wall {row['wall']:.2f} s, user {row['user']:.2f} s, "
+                f"sys {row['system']:.2f} s, peak RSS {row['rss_mb']:.0f} MB "
+                f"(load {before} -> {_load()})",
+                flush=True,
+            )
+            shutil.rmtree(workdir / "out", ignore_errors=True)
+        if rows:
+            med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+            print(
+                f"median of {len(rows)}: wall {med['wall']:.2f} s, user {med['user']:.2f} s, "
+                f"sys {med['system']:.2f} s, peak RSS {med['rss_mb']:.0f} MB"
+            )
+        if args.profile is not None:
+            cmd = _command(config, workdir / "out", args.profile)
+            subprocess.run(cmd, env=env, check=True, capture_output=True)
+            stats = pstats.Stats(str(args.profile))
+            stats.sort_stats("cumulative").print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
