@@ -3,9 +3,11 @@
 An asset's ``code_version`` is a hash of the source it runs: the module that defines it and
 every module of this project (``ml4t_pipeline`` and ``engine``) that module imports, followed
 transitively (function-level imports included). Dagster compares it with the code version each
-stored value was materialized with, so an edit to, say, the broker marks every experiment's
-``backtest`` and everything below it stale ("Unsynced: code version changed") in the UI, while
-the data assets, whose code did not change, stay fresh. Before, the ``dagster/code_version``
+stored value was materialized with, so an edit to, say, the report code marks every
+experiment's ``performance_report`` stale ("Unsynced: code version changed") in the UI, while
+the data assets, whose code did not change, stay fresh. (The data assets import the engine
+through ``lib/universe.py``, whose universe-exit rule is an engine rule, so an engine edit
+stales them too: the closure is conservative, by imports, not by calls.) Before, the ``dagster/code_version``
 tag of a materialization was its run id, and "Unsynced" only meant "another run happened".
 
 Run tags (:func:`experiment_run_tags`) make runs filterable in the UI's run list by experiment,
@@ -106,9 +108,8 @@ def code_closure(module: str) -> tuple[Path, ...]:
 
     ``module``'s own imports count wherever they are (an asset body's lazy import runs with the
     asset); in the modules it reaches, only the imports made when the module loads are followed,
-    not those inside their functions. That keeps, e.g., the engine out of the data assets' code
-    version although ``ml4t_pipeline.config`` imports it lazily to build engine objects (which
-    only the backtest assets do, and their modules import the engine themselves).
+    not those inside their functions: ``ml4t_pipeline.config``'s lazy imports of the engine (to
+    build engine objects, which only the backtest assets do) do not count for the data assets.
 
     Parameters
     ----------

@@ -300,7 +300,8 @@ REPORT_SETTINGS_FILE = "report_settings.json"
 def report_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     """The settings :func:`build_report` takes from an experiment: ``periods_per_year``,
     ``risk_free_rate`` (annual fraction), ``initial_cash`` (currency), ``signal`` (the column
-    the strategy ranks by), ``horizon`` (bars of the IC's forward return) and ``title``.
+    the strategy ranks by), ``horizon`` (bars of the IC's forward return), ``title`` and
+    ``benchmark`` (``reporting.benchmark`` with the data's ``bar_length``, or None).
 
     The ``performance_report`` asset calls :func:`build_report` with them and ``ml4t run``
     stores them as :data:`REPORT_SETTINGS_FILE`, so ``ml4t report`` rebuilds with the same

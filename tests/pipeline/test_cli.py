@@ -57,7 +57,7 @@ def test_cli_run_report_is_the_performance_report_asset_and_tables_the_attributi
     settings = json.loads((out / "report_settings.json").read_text())
     assert settings == {"periods_per_year": 252, "risk_free_rate": 0.0, "initial_cash": 100000.0,
                         "signal": "score", "horizon": 5,
-                        "title": "ml4t experiment: demo"}  # fmt: skip
+                        "title": "ml4t experiment: demo", "benchmark": None}  # fmt: skip
 
 
 def test_cli_run_bad_config_exits_2_naming_the_key(

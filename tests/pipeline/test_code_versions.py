@@ -35,17 +35,18 @@ def test_every_asset_has_its_modules_code_version() -> None:
         assert node.code_version in by_module.values(), key
 
 
-def test_data_assets_code_excludes_the_engine_backtest_includes_it() -> None:
+def test_data_assets_code_excludes_backtest_only_modules() -> None:
     data = _relative(versions.code_closure("ml4t_pipeline.defs.assets_data"))
     backtest = _relative(versions.code_closure("ml4t_pipeline.defs.assets_backtest"))
     assert {"ml4t_pipeline/lib/features.py", "ml4t_pipeline/lib/schemas.py"} <= data
-    assert not any(name.startswith("engine/") for name in data)
+    # the report and the attribution run only in the backtest assets
+    assert not {"ml4t_pipeline/lib/report.py", "ml4t_pipeline/lib/attribution.py"} & data
     assert {
         "engine/broker.py",
-        "engine/compiled/topn.py",
+        "ml4t_pipeline/lib/report.py",
         "ml4t_pipeline/lib/experiment.py",
-    } <= backtest
-    # an edit to the broker changes the backtest's version only
+    } <= (backtest)
+    # an edit to the report changes the backtest's version only
     assert versions.module_code_version(
         "ml4t_pipeline.defs.assets_data"
     ) != versions.module_code_version("ml4t_pipeline.defs.assets_backtest")
