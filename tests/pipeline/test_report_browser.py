@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from ml4t_pipeline.lib import attribution as att
+from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib.report import REPORT_SECTIONS, rebuild_report
+from ml4t_pipeline.runner import run_prices
 from tests.conftest import REPO_ROOT
 from tests.pipeline.conftest import DemoCliRun
 
@@ -48,7 +50,10 @@ def report(tmp_path_factory: pytest.TempPathFactory, demo_cli_run: DemoCliRun) -
     # a copy of the session's demo run: rebuild_report rewrites files in the folder
     out = tmp_path_factory.mktemp("demo_run") / "out"
     shutil.copytree(demo_cli_run.out, out)
-    path = rebuild_report(out, periods_per_year=252, risk_free_rate=0.0, horizon=5)
+    # the stored prices as `ml4t report` reads them (lib does not know the storage layout)
+    prices = run_prices(out, output_lib.read_manifest(out))
+    assert prices is not None
+    path = rebuild_report(out, prices=prices, periods_per_year=252, risk_free_rate=0.0, horizon=5)
     return {"out": out, "path": path, "html": path.read_text(encoding="utf-8")}
 
 
