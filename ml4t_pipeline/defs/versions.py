@@ -7,8 +7,9 @@ stored value was materialized with, so an edit to, say, the report code marks ev
 experiment's ``performance_report`` stale ("Unsynced: code version changed") in the UI, while
 the data assets, whose code did not change, stay fresh. (The data assets import the engine
 through ``lib/universe.py``, whose universe-exit rule is an engine rule, so an engine edit
-stales them too: the closure is conservative, by imports, not by calls.) Before, the ``dagster/code_version``
-tag of a materialization was its run id, and "Unsynced" only meant "another run happened".
+stales them too: the closure is conservative, by imports, not by calls.) Before, the
+``dagster/code_version`` tag of a materialization was its run id, and "Unsynced" only meant
+"another run happened".
 
 Run tags (:func:`experiment_run_tags`) make runs filterable in the UI's run list by experiment,
 config hash, code version and trigger.
