@@ -219,7 +219,24 @@ class Sweep:
             from ml4t_pipeline.lib.sweep.results import write_outputs  # scipy: import on use
 
             outputs = write_outputs(self._sweep, run, out)
-        return SweepResult(out, run, outputs["table"], outputs["summary"])
+        result = SweepResult(out, run, outputs["table"], outputs["summary"])
+        settings = self._sweep.base.tracking.mlflow
+        if settings is not None:  # one parent MLflow run, a child per trial
+            from ml4t_pipeline.defs.io_managers import default_storage_dir
+            from ml4t_pipeline.lib import tracking
+
+            parent, _ = tracking.log_sweep(
+                tracking_uri=settings.uri or tracking.default_tracking_uri(default_storage_dir()),
+                experiment=settings.experiment or self._sweep.base.name,
+                sweep_name=self.name,
+                summary=outputs["summary"],
+                trials=outputs["table"],
+                swept=self._sweep.spec.paths(),
+                base_params=self._sweep.base.model_dump(mode="json", exclude={"tracking"}),
+                tags={"ml4t.code_version": str(outputs["summary"].get("code_version", ""))},
+            )
+            result.mlflow_run_id = parent.run_id
+        return result
 
     def __repr__(self) -> str:
         return f"Sweep({self.name!r}, {len(self)} trials, paths {self._sweep.spec.paths()})"
@@ -240,6 +257,9 @@ class SweepResult:
         metrics, ``hash``, ``status``, ``seconds``, ``error``).
     summary : dict
         ``sweep_summary.json``: counts, best trial, Deflated Sharpe Ratio, PBO, lineage.
+    mlflow_run_id : str or None
+        The sweep's parent MLflow run (children: one per trial) when the base experiment sets
+        ``tracking.mlflow``; None otherwise.
     """
 
     def __init__(
@@ -249,6 +269,7 @@ class SweepResult:
         self.run = run
         self.table = table
         self.summary = summary
+        self.mlflow_run_id: str | None = None
 
     @property
     def best(self) -> dict[str, Any] | None:

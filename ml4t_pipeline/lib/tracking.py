@@ -176,3 +176,87 @@ def log_backtest(
         raise
     except Exception as exc:  # the store's own errors: name the store
         raise TrackingError(f"MLflow store {tracking_uri} refused the run: {exc}") from exc
+
+
+def _numbers(value: Any, prefix: str = "") -> dict[str, float]:
+    """Finite numbers of a nested mapping under dotted keys (booleans and text left out)."""
+    out: dict[str, float] = {}
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            out |= _numbers(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        out[prefix] = float(value)
+    return out
+
+
+def log_sweep(
+    *,
+    tracking_uri: str,
+    experiment: str,
+    sweep_name: str,
+    summary: Mapping[str, Any],
+    trials: Any,
+    swept: Sequence[str],
+    base_params: Mapping[str, Any],
+    tags: Mapping[str, str] | None = None,
+) -> tuple[TrackedRun, list[TrackedRun]]:
+    """Log a sweep as one parent MLflow run with a child run per trial.
+
+    Parameters
+    ----------
+    tracking_uri, experiment : str
+        As for :func:`log_backtest`.
+    sweep_name : str
+        The sweep's name (tag ``ml4t.sweep`` on every run).
+    summary : mapping
+        ``sweep_summary.json``'s content: its numbers become the parent's metrics under dotted
+        keys (``n_ok``, ``deflated_sharpe.dsr``, ``pbo.pbo``, ``best_trial.sharpe``, ...).
+    trials : polars.DataFrame
+        ``sweep_results.parquet``: one row per trial with ``trial``, ``status``, ``hash``, the
+        swept paths and the trial metrics.
+    swept : sequence of str
+        The swept config paths: each child's params.
+    base_params : mapping
+        The base experiment's config: the parent's params (flattened).
+    tags : mapping, optional
+        Tags set on the parent and every child.
+
+    Returns
+    -------
+    tuple of (TrackedRun, list of TrackedRun)
+        The parent and the children in trial order.
+
+    Raises
+    ------
+    TrackingError
+        As for :func:`log_backtest`.
+    """
+    common = dict(tags or {}) | {"ml4t.sweep": sweep_name}
+    parent = log_backtest(
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        run_name=f"sweep {sweep_name}",
+        params=base_params,
+        metrics=_numbers(summary),
+        tags=common,
+    )
+    skip = {"trial", "status", "hash", "error", *swept}
+    children = []
+    for row in trials.iter_rows(named=True):
+        children.append(
+            log_backtest(
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                run_name=f"{sweep_name} trial {row['trial']}",
+                params={path: row[path] for path in swept},
+                metrics={k: v for k, v in row.items() if k not in skip},
+                tags=common
+                | {
+                    "ml4t.trial": str(row["trial"]),
+                    "ml4t.trial_status": str(row["status"]),
+                    "ml4t.trial_hash": str(row["hash"]),
+                },
+                parent_run_id=parent.run_id,
+            )
+        )
+    return parent, children

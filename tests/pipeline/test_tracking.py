@@ -100,3 +100,33 @@ def test_demo_report_asset_logs_run_and_shows_its_id(tmp_path: Path) -> None:
         "trades.parquet",
     ]
     assert client.get_experiment(stored.info.experiment_id).name == "ml4t-demo"
+
+
+def test_sweep_logs_a_parent_run_and_a_child_per_trial(tmp_path: Path) -> None:
+    from ml4t_pipeline.sweeps import Sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    body = {
+        "data": {"prices": "demo", "symbols": ["AAPL", "MSFT", "IBM"], "max_fill_bars": 0},
+        "strategy": {"type": "TopN", "signal": "score", "n": 1, "rebalance_every": 5},
+        "execution": {"initial_cash": 100000},
+        "tracking": {"mlflow": {"uri": uri, "experiment": "sweeps"}},
+        "sweep": {"grid": {"strategy.n": [1, 2]}},
+    }
+    result = Sweep.from_dict(body, name="tiny").run(tmp_path / "sweep", backend="serial")
+    assert result.mlflow_run_id is not None
+    client = mlflow_client.MlflowClient(tracking_uri=uri)
+    parent = client.get_run(result.mlflow_run_id)
+    assert parent.data.metrics["n_trials"] == 2
+    assert parent.data.params["strategy.rebalance_every"] == "5"
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{result.mlflow_run_id}'",
+    )
+    by_trial = {int(run.data.tags["ml4t.trial"]): run for run in children}
+    assert sorted(by_trial) == [0, 1]
+    for row in result.table.iter_rows(named=True):
+        child = by_trial[row["trial"]]
+        assert child.data.params["strategy.n"] == str(row["strategy.n"])
+        assert child.data.metrics["sharpe"] == pytest.approx(row["sharpe"])
+        assert child.data.tags["ml4t.trial_hash"] == row["hash"]
