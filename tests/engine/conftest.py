@@ -137,3 +137,41 @@ def momentum_scores(panel: pl.DataFrame, before: datetime) -> pl.DataFrame:
     return panel.with_columns(
         (pl.col("close") / pl.col("close").shift(20).over("symbol") - 1).alias("score")
     ).filter(pl.col("timestamp") < before)
+
+
+def atr_14() -> pl.Expr:
+    """ATR-14 per symbol: the 14-bar simple mean of the true range
+    (``max(high - low, |high - prev close|, |low - prev close|)``), known at the bar's close.
+    Needs a frame sorted by ``symbol``, ``timestamp``."""
+    prev_close = pl.col("close").shift(1).over("symbol")
+    true_range = pl.max_horizontal(
+        pl.col("high") - pl.col("low"),
+        (pl.col("high") - prev_close).abs(),
+        (pl.col("low") - prev_close).abs(),
+    )
+    return true_range.rolling_mean(14).over("symbol").alias("atr_14")
+
+
+def vix_context(panel: pl.DataFrame, data_root: object) -> pl.DataFrame:
+    """CBOE VIX closes as the engine's context for ``panel``'s bars (``timestamp``, ``vix``).
+
+    VIX closes at 16:15 New York, after the 16:00 equity close, so it is stamped 16:15 and
+    joined backward: an equity bar sees the previous session's VIX (no look-ahead).
+    """
+    from pathlib import Path
+
+    assert isinstance(data_root, Path)
+    vix = (
+        pl.read_parquet(data_root / "vix_daily_cboe.parquet")
+        .select(
+            pl.col("timestamp")
+            .dt.replace_time_zone("America/New_York")
+            .dt.offset_by("16h15m")
+            .dt.convert_time_zone("UTC")
+            .cast(pl.Datetime("us", "UTC")),
+            pl.col("close").alias("vix"),
+        )
+        .sort("timestamp")
+    )
+    bars = panel.select("timestamp").unique().sort("timestamp")
+    return bars.join_asof(vix, on="timestamp", strategy="backward")

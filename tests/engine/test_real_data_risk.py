@@ -18,6 +18,7 @@ from engine import (
     TopNStrategy,
     VolatilityScaledStopLoss,
 )
+from tests.engine.conftest import atr_14, vix_context
 
 
 @pytest.fixture(scope="module")
@@ -27,33 +28,11 @@ def vix_data(sp500_panel: pl.DataFrame, data_root: Path) -> MarketData:
     VIX closes at 16:15 New York, after the 16:00 equity close, so it is stamped 16:15 and
     joined backward: an equity bar sees the previous session's VIX (no look-ahead).
     """
-    prev_close = pl.col("close").shift(1).over("symbol")
-    panel = (
-        sp500_panel.sort("symbol", "timestamp")
-        .with_columns(
-            (pl.col("close") / pl.col("close").shift(20).over("symbol") - 1).alias("mom_20"),
-            pl.max_horizontal(
-                pl.col("high") - pl.col("low"),
-                (pl.col("high") - prev_close).abs(),
-                (pl.col("low") - prev_close).abs(),
-            ).alias("tr"),
-        )
-        .with_columns(pl.col("tr").rolling_mean(14).over("symbol").alias("atr_14"))
+    panel = sp500_panel.sort("symbol", "timestamp").with_columns(
+        (pl.col("close") / pl.col("close").shift(20).over("symbol") - 1).alias("mom_20"),
+        atr_14(),
     )
-    vix = (
-        pl.read_parquet(data_root / "vix_daily_cboe.parquet")
-        .select(
-            pl.col("timestamp")
-            .dt.replace_time_zone("America/New_York")
-            .dt.offset_by("16h15m")
-            .dt.convert_time_zone("UTC")
-            .cast(pl.Datetime("us", "UTC")),
-            pl.col("close").alias("vix"),
-        )
-        .sort("timestamp")
-    )
-    bars = panel.select("timestamp").unique().sort("timestamp")
-    context = bars.join_asof(vix, on="timestamp", strategy="backward")
+    context = vix_context(panel, data_root)
     return MarketData.from_frame(
         panel, signal_columns=["mom_20"], indicator_columns=["atr_14"], context=context
     )

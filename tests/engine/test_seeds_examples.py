@@ -37,7 +37,7 @@ from engine import (
     TimeBasedExit,
     VolatilityScaledStopLoss,
 )
-from tests.engine.conftest import Script, make_context, make_panel, ts
+from tests.engine.conftest import Script, atr_14, make_context, make_panel, ts, vix_context
 
 # ------------------------------------------------------------------------------ real data
 
@@ -49,7 +49,6 @@ def seeds_data(sp500_panel: pl.DataFrame, data_root: Path) -> MarketData:
     (CBOE close stamped 16:15 New York, joined backward: an equity bar sees the previous
     session's VIX)."""
     symbols = sorted(sp500_panel["symbol"].unique().to_list())[:40]
-    prev_close = pl.col("close").shift(1).over("symbol")
     panel = (
         sp500_panel.filter(
             pl.col("symbol").is_in(symbols),
@@ -60,30 +59,12 @@ def seeds_data(sp500_panel: pl.DataFrame, data_root: Path) -> MarketData:
         .sort("symbol", "timestamp")
         .with_columns(
             (pl.col("close") / pl.col("close").shift(20).over("symbol") - 1).alias("ml_score"),
-            pl.max_horizontal(
-                pl.col("high") - pl.col("low"),
-                (pl.col("high") - prev_close).abs(),
-                (pl.col("low") - prev_close).abs(),
-            ).alias("tr"),
             pl.col("close").rolling_mean(20).over("symbol").alias("sma_20"),
             pl.col("close").rolling_mean(50).over("symbol").alias("sma_50"),
+            atr_14(),
         )
-        .with_columns(pl.col("tr").rolling_mean(14).over("symbol").alias("atr_14"))
     )
-    vix = (
-        pl.read_parquet(data_root / "vix_daily_cboe.parquet")
-        .select(
-            pl.col("timestamp")
-            .dt.replace_time_zone("America/New_York")
-            .dt.offset_by("16h15m")
-            .dt.convert_time_zone("UTC")
-            .cast(pl.Datetime("us", "UTC")),
-            pl.col("close").alias("vix"),
-        )
-        .sort("timestamp")
-    )
-    bars = panel.select("timestamp").unique().sort("timestamp")
-    context = bars.join_asof(vix, on="timestamp", strategy="backward")
+    context = vix_context(panel, data_root)
     return MarketData.from_frame(
         panel,
         signal_columns=["ml_score"],
