@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,10 @@ def flatten_params(value: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+@cache
 def _client(tracking_uri: str) -> Any:
+    """One ``MlflowClient`` per store for the process: opening a SQLite store builds an engine
+    and checks its schema, which a sweep would otherwise repeat for every trial's run."""
     try:
         from mlflow.tracking import MlflowClient
     except ImportError as exc:  # the optional extra is missing
