@@ -691,44 +691,54 @@ class BarBatch:
 
     @property
     def timestamp_us(self) -> int:
+        """The batch's bar close, microseconds since the epoch (UTC), int."""
         return int(self._data.timestamps[self.index])
 
     @property
     def symbols(self) -> npt.NDArray[np.str_]:
+        """The symbols of the batch's rows, shape (n_rows,), str."""
         data = self._data
         return data.symbols[data.sym_id[self.lo : self.hi]]
 
     @property
     def ids(self) -> IntArray:
+        """The symbol ids (index into ``MarketData.symbols``), shape (n_rows,), int64."""
         return self._data.sym_id[self.lo : self.hi]
 
     @property
     def open(self) -> FloatArray:
+        """Opening prices, currency per share, shape (n_rows,), float64 (a view)."""
         return self._data.open[self.lo : self.hi]
 
     @property
     def high(self) -> FloatArray:
+        """High prices, currency per share, shape (n_rows,), float64 (a view)."""
         return self._data.high[self.lo : self.hi]
 
     @property
     def low(self) -> FloatArray:
+        """Low prices, currency per share, shape (n_rows,), float64 (a view)."""
         return self._data.low[self.lo : self.hi]
 
     @property
     def close(self) -> FloatArray:
+        """Closing prices, currency per share, shape (n_rows,), float64 (a view)."""
         return self._data.close[self.lo : self.hi]
 
     @property
     def volume(self) -> FloatArray:
+        """Traded volume, shares, shape (n_rows,), float64 (a view)."""
         return self._data.volume[self.lo : self.hi]
 
     @property
     def signals(self) -> dict[str, FloatArray]:
+        """Signal columns by name, each shape (n_rows,), float64 (views)."""
         cols = self._data.columns
         return {c: cols[c][self.lo : self.hi] for c in self._data.signal_columns}
 
     @property
     def indicators(self) -> dict[str, FloatArray]:
+        """Indicator (feature) columns by name, each shape (n_rows,), float64 (views)."""
         cols = self._data.columns
         return {c: cols[c][self.lo : self.hi] for c in self._data.indicator_columns}
 
@@ -749,6 +759,7 @@ class BarBatch:
 
     @property
     def column_names(self) -> list[str]:
+        """The names ``__getitem__`` accepts: symbol, id, OHLCV, then the named columns."""
         return ["symbol", "id", *PRICE_COLUMNS, *self._data.columns]
 
     def to_polars(self) -> pl.DataFrame:
@@ -838,6 +849,7 @@ class BarView:
 
     @property
     def symbol(self) -> str:
+        """The bar's symbol."""
         data = self._data
         return str(data.symbols[data.sym_id[self.row]])
 
@@ -850,22 +862,27 @@ class BarView:
 
     @property
     def open(self) -> float:
+        """Opening price, currency per share."""
         return float(self._data.open[self.row])
 
     @property
     def high(self) -> float:
+        """High price, currency per share."""
         return float(self._data.high[self.row])
 
     @property
     def low(self) -> float:
+        """Low price, currency per share."""
         return float(self._data.low[self.row])
 
     @property
     def close(self) -> float:
+        """Closing price, currency per share."""
         return float(self._data.close[self.row])
 
     @property
     def volume(self) -> float:
+        """Traded volume, shares."""
         return float(self._data.volume[self.row])
 
     @property
@@ -883,6 +900,7 @@ class BarView:
         return float(col[self.row]) if col is not None else float("nan")
 
     def has_column(self, column: str) -> bool:
+        """Whether the panel has the named signal/indicator/quote column (OHLCV not included)."""
         return column in self._data.columns
 
     def __getitem__(self, column: str) -> float:

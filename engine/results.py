@@ -104,6 +104,10 @@ class BacktestResult:
         risk_context_builds: int,
         compiled: bool = False,
     ) -> BacktestResult:
+        """Build the result frames from a finished run's recorder and orders.
+
+        Raises nothing; the frames follow the schemas in the class docstring.
+        """
         return cls(
             trades=recorder.trades_frame(),
             portfolio_states=recorder.states_frame(config.initial_cash),

@@ -246,36 +246,44 @@ class RiskContext:
 
     @property
     def open(self) -> float:
+        """The current bar's open, currency per share (NaN before the first bar)."""
         return self._price(self._data.open)
 
     @property
     def high(self) -> float:
+        """The current bar's high, currency per share (NaN before the first bar)."""
         return self._price(self._data.high)
 
     @property
     def low(self) -> float:
+        """The current bar's low, currency per share (NaN before the first bar)."""
         return self._price(self._data.low)
 
     @property
     def close(self) -> float:
+        """The current bar's close, currency per share (NaN before the first bar)."""
         return self._price(self._data.close)
 
     @property
     def volume(self) -> float:
+        """The current bar's volume, shares (NaN before the first bar)."""
         return self._price(self._data.volume)
 
     @property
     def bid(self) -> float:
+        """The bid at the current bar's close, NaN when the panel has no ``bid`` column."""
         col = self._data.columns.get("bid")
         return self._price(col) if col is not None else math.nan
 
     @property
     def ask(self) -> float:
+        """The ask at the current bar's close, NaN when the panel has no ``ask`` column."""
         col = self._data.columns.get("ask")
         return self._price(col) if col is not None else math.nan
 
     @property
     def is_long(self) -> bool:
+        """Whether the position is long (quantity > 0)."""
         return self.quantity > 0
 
     @property
@@ -323,34 +331,42 @@ class RiskContext:
     # portfolio shortcuts (issue 5's field list)
     @property
     def equity(self) -> float:
+        """Portfolio equity at the current close, currency."""
         return self.portfolio.equity
 
     @property
     def cash(self) -> float:
+        """Portfolio cash, currency."""
         return self.portfolio.cash
 
     @property
     def leverage(self) -> float:
+        """Gross leverage, Σ|quantity × mark| / equity (a multiple)."""
         return self.portfolio.gross_leverage
 
     @property
     def peak_equity(self) -> float:
+        """Highest equity seen so far, currency."""
         return self.portfolio.peak_equity
 
     @property
     def drawdown(self) -> float:
+        """equity / peak_equity − 1, a fraction ≤ 0."""
         return self.portfolio.drawdown
 
     @property
     def realized_pnl(self) -> float:
+        """Realized P&L of the closed trades so far, currency, after commissions."""
         return self.portfolio.realized_pnl
 
     @property
     def daily_pnl(self) -> float:
+        """equity − the equity at the previous UTC day's last close, currency."""
         return self.portfolio.daily_pnl
 
     @property
     def trades_today(self) -> int:
+        ""XX""
         return self.portfolio.trades_today
 
     # the seeds' names (003 §2.3, 000 §5.4; docs/reference/seeds-compatibility.md)

@@ -18,6 +18,9 @@ _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
 class ExitType(StrEnum):
+    """How a rule exits: ``none``, ``immediate`` (the whole position), ``partial``
+    (``exit_quantity`` of it) or ``flatten_all`` (every position, a portfolio rule)."""
+
     NONE = "none"
     IMMEDIATE = "immediate"
     PARTIAL = "partial"
@@ -120,6 +123,7 @@ class RiskDecision(NamedTuple):
 
     @property
     def is_hold(self) -> bool:
+        """True when the decision neither exits nor moves a level (nothing to do)."""
         return (
             not self.should_exit
             and self.update_stop_loss is None
@@ -194,6 +198,8 @@ def merge_decisions(decisions: Sequence[RiskDecision], is_long: bool) -> RiskDec
 
 
 class OrderAction(StrEnum):
+    """A hook-B verdict on a new order: ``pass``, ``shrink`` or ``reject``."""
+
     PASS = "pass"
     SHRINK = "shrink"
     REJECT = "reject"
@@ -222,14 +228,17 @@ class OrderDecision:
 
     @staticmethod
     def allow() -> OrderDecision:
+        """Let the order pass unchanged."""
         return _PASS
 
     @staticmethod
     def shrink(quantity: float, reason: str) -> OrderDecision:
+        """Shrink the order to ``quantity`` signed shares (same sign, smaller size)."""
         return OrderDecision(OrderAction.SHRINK, quantity, reason)
 
     @staticmethod
     def reject(reason: str) -> OrderDecision:
+        """Reject the order; ``reason`` is recorded with the rejection row."""
         return OrderDecision(OrderAction.REJECT, None, reason)
 
 
