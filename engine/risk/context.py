@@ -366,7 +366,7 @@ class RiskContext:
 
     @property
     def trades_today(self) -> int:
-        ""XX""
+        """Fills so far in the current UTC calendar day, a count."""
         return self.portfolio.trades_today
 
     # the seeds' names (003 §2.3, 000 §5.4; docs/reference/seeds-compatibility.md)
