@@ -197,3 +197,96 @@ def test_pbo_invariant_under_trial_order(seed: int, n: int, splits: int) -> None
     assert 0.0 <= a.pbo <= 1.0
     assert a.pbo == b.pbo
     assert perm[b.is_best].tolist() == a.is_best.tolist()
+
+
+def test_min_track_record_length_hand_checked_normal_case() -> None:
+    # SR = 0.1 per period, SR* = 0, normal returns, alpha = 0.05:
+    # 1 + (1 - 0 + (3 - 1)/4 * 0.01) * (1.6448536 / 0.1)^2 = 1 + 1.005 * 270.5543 = 272.907
+    z = N01.inv_cdf(0.95)
+    expected = 1 + 1.005 * (z / 0.1) ** 2
+    assert expected == pytest.approx(272.907, abs=1e-3)
+    assert stats.min_track_record_length(0.1, 0.0, 0.0, 3.0) == pytest.approx(expected, rel=1e-12)
+
+
+def test_min_track_record_length_is_where_psr_reaches_one_minus_alpha() -> None:
+    sr, skew, kurt = 0.08, -0.4, 5.0
+    mintrl = stats.min_track_record_length(sr, 0.0, skew, kurt, alpha=0.05)
+    above = stats.probabilistic_sharpe_ratio(sr, 0.0, math.ceil(mintrl), skew, kurt)
+    below = stats.probabilistic_sharpe_ratio(sr, 0.0, math.floor(mintrl) - 1, skew, kurt)
+    assert below < 0.95 <= above
+    # negative skew and fat tails need a longer record than normal returns
+    assert mintrl > stats.min_track_record_length(sr, 0.0, 0.0, 3.0)
+
+
+def test_min_track_record_length_no_edge_is_infinite_and_bad_alpha_raises() -> None:
+    assert stats.min_track_record_length(0.05, 0.05, 0.0, 3.0) == math.inf
+    assert stats.min_track_record_length(-0.1, 0.0, 0.0, 3.0) == math.inf
+    with pytest.raises(ValueError, match="alpha"):
+        stats.min_track_record_length(0.1, 0.0, 0.0, 3.0, alpha=1.5)
+
+
+def test_sharpe_pvalues_are_one_minus_psr_and_flat_column_is_one() -> None:
+    rng = np.random.default_rng(8)
+    matrix = rng.normal(0.001, 0.01, size=(300, 3))
+    matrix[:, 1] = 0.0
+    p = stats.sharpe_pvalues(matrix)
+    col = matrix[:, 0].tolist()
+    mu = statistics.fmean(col)
+    m2 = sum((a - mu) ** 2 for a in col) / len(col)
+    skew = (sum((a - mu) ** 3 for a in col) / len(col)) / m2**1.5
+    kurt = (sum((a - mu) ** 4 for a in col) / len(col)) / m2**2
+    sr = _sr(col)
+    z = sr * math.sqrt(len(col) - 1) / math.sqrt(1 - skew * sr + (kurt - 1) / 4 * sr**2)
+    assert p[0] == pytest.approx(1 - N01.cdf(z), rel=1e-9)
+    assert p[1] == 1.0
+
+
+def test_adjusted_pvalues_holm_and_by_hand_checked() -> None:
+    p = np.array([0.01, 0.04, 0.03, 0.2])
+    # Holm: sorted 0.01, 0.03, 0.04, 0.2 times 4, 3, 2, 1 = 0.04, 0.09, 0.08, 0.2, then the
+    # running maximum: 0.04, 0.09, 0.09, 0.2
+    assert stats.adjusted_pvalues(p, "holm") == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    # BH: p(i) m / i = 0.04, 0.06, 0.0533, 0.2, running minimum from the top: 0.04, 0.0533,
+    # 0.0533, 0.2; BY multiplies by 1 + 1/2 + 1/3 + 1/4 = 25/12
+    c = 25 / 12
+    expected = [0.04 * c, 0.16 / 3 * c, 0.16 / 3 * c, 0.2 * c]
+    assert stats.adjusted_pvalues(p, "by") == pytest.approx(expected)
+    with pytest.raises(ValueError, match="unknown adjustment"):
+        stats.adjusted_pvalues(p, "bonferonni")
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        stats.adjusted_pvalues(np.array([0.5, 1.5]), "holm")
+
+
+def test_superior_predictive_ability_noise_trials_pvalue_not_small() -> None:
+    # 30 seeded draws of 10 trials of pure noise (true mean 0) over 1,000 bars
+    spa, rc = [], []
+    for seed in range(30):
+        noise = np.random.default_rng(1000 + seed).normal(0.0, 0.01, size=(1000, 10))
+        result = stats.superior_predictive_ability(noise, reps=200, seed=seed)
+        spa.append(result.spa_pvalue)
+        rc.append(result.reality_check_pvalue)
+        assert result.spa_pvalue_lower <= result.spa_pvalue <= result.spa_pvalue_upper
+    assert np.mean(np.array(spa) > 0.1) >= 0.9
+    assert np.mean(np.array(rc) > 0.1) >= 0.9
+
+
+def test_superior_predictive_ability_planted_winner_found() -> None:
+    for seed in range(5):
+        matrix = np.random.default_rng(seed).normal(0.0, 0.01, size=(500, 10))
+        matrix[:, 6] += 0.003  # an annual Sharpe ratio of about 4.8 in trial 6
+        result = stats.superior_predictive_ability(matrix, reps=200, seed=seed)
+        assert result.spa_pvalue < 0.05
+        assert result.reality_check_pvalue < 0.05
+        assert result.stepm_superior == [6]
+
+
+def test_superior_predictive_ability_same_seed_same_pvalues_and_bad_input() -> None:
+    matrix = np.random.default_rng(3).normal(0.0005, 0.01, size=(200, 4))
+    a = stats.superior_predictive_ability(matrix, reps=100, seed=4)
+    b = stats.superior_predictive_ability(matrix, reps=100, seed=4)
+    assert a == b
+    assert a.block_size == round(math.sqrt(200))
+    with pytest.raises(ValueError, match="reps"):
+        stats.superior_predictive_ability(matrix, reps=5)
+    with pytest.raises(ValueError, match="non-finite"):
+        stats.superior_predictive_ability(np.full((10, 2), np.nan))
