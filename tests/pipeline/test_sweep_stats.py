@@ -290,3 +290,28 @@ def test_superior_predictive_ability_same_seed_same_pvalues_and_bad_input() -> N
         stats.superior_predictive_ability(matrix, reps=5)
     with pytest.raises(ValueError, match="non-finite"):
         stats.superior_predictive_ability(np.full((10, 2), np.nan))
+
+
+def test_stepm_equals_arch_stepm_where_arch_finishes() -> None:
+    from arch.bootstrap import StepM
+
+    matrix = np.random.default_rng(21).normal(0.0, 0.01, size=(400, 8))
+    matrix[:, [1, 5]] += [0.004, 0.003]
+    ours = stats.superior_predictive_ability(matrix, reps=300, seed=9)
+    theirs = StepM(np.zeros(400), -matrix, size=0.05, block_size=ours.block_size, reps=300,
+                   seed=np.random.default_rng(9))  # fmt: skip
+    theirs.compute()
+    assert ours.stepm_superior == sorted(theirs.superior_models) == [1, 5]
+
+
+def test_stepm_every_trial_superior_all_found() -> None:
+    # trial 0 is found in StepM's first step, trial 1 only in the second; arch 8.0.0's
+    # StepM.compute then tests an empty set and raises "zero-size array"; our loop stops
+    from arch.bootstrap import StepM
+
+    matrix = np.random.default_rng(1).normal(0.0, 0.01, size=(400, 2))
+    matrix += [0.006, 0.001]
+    theirs = StepM(np.zeros(400), -matrix, reps=200, block_size=20, seed=np.random.default_rng(1))
+    with pytest.raises(ValueError, match="zero-size array"):
+        theirs.compute()
+    assert stats.superior_predictive_ability(matrix, reps=200, seed=1).stepm_superior == [0, 1]

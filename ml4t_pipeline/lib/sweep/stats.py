@@ -595,7 +595,7 @@ def superior_predictive_ability(
     nominal size for T ≈ 1,000 bars (measured: p > 0.1 in 91.5 % of 200 draws of 20
     Gaussian trials) and somewhat more often for short samples (81 % at T = 250).
     """
-    from arch.bootstrap import SPA, RealityCheck, StepM
+    from arch.bootstrap import SPA, RealityCheck
 
     r = np.asarray(returns, dtype=np.float64)
     sharpe_ratios(r)  # validates shape and finiteness
@@ -613,19 +613,40 @@ def superior_predictive_ability(
     common: dict[str, Any] = {"block_size": block, "reps": reps, "bootstrap": "stationary"}
     spa = SPA(bench, losses, studentize=True, seed=np.random.default_rng(seed), **common)
     spa.compute()
+    p = spa.pvalues
     rc = RealityCheck(bench, losses, studentize=False, seed=np.random.default_rng(seed), **common)
     rc.compute()
-    stepm = StepM(bench, losses, size=alpha, seed=np.random.default_rng(seed), **common)
-    stepm.compute()
-    p = spa.pvalues
     return SuperiorAbility(
         spa_pvalue=float(p["consistent"]),
         spa_pvalue_lower=float(p["lower"]),
         spa_pvalue_upper=float(p["upper"]),
         reality_check_pvalue=float(rc.pvalues["upper"]),
-        stepm_superior=sorted(int(i) for i in stepm.superior_models),
+        stepm_superior=_stepm(spa, r.shape[1], alpha),
         alpha=alpha,
         reps=reps,
         block_size=block,
         seed=seed,
     )
+
+
+def _stepm(spa: Any, k: int, alpha: float) -> list[int]:
+    """Romano–Wolf StepM on an SPA already computed on all ``k`` models.
+
+    The steps of ``arch.bootstrap.StepM.compute`` (arch 8.0.0) through the same SPA object's
+    public ``better_models``/``subset``/``compute``: take the models better than the benchmark
+    at ``alpha`` (consistent p-values), drop them, test the rest again, until a step finds none.
+    Written out because arch's loop stops on ``len(found in this step) < k`` instead of on all
+    ``k`` models found, and then tests an empty set (``ValueError: zero-size array``) whenever
+    every model is better, e.g. two trials that both beat cash.
+    """
+    found = [int(i) for i in spa.better_models(alpha)]
+    superior = list(found)
+    while found and len(superior) < k:
+        keep = np.ones(k, dtype=np.bool_)
+        keep[np.array(superior)] = False
+        spa.subset(keep)
+        spa.compute()
+        found = [int(i) for i in spa.better_models(alpha)]
+        superior.extend(found)
+    spa.subset(np.ones(k, dtype=np.bool_))
+    return sorted(superior)
