@@ -315,3 +315,30 @@ def test_stepm_every_trial_superior_all_found() -> None:
     with pytest.raises(ValueError, match="zero-size array"):
         theirs.compute()
     assert stats.superior_predictive_ability(matrix, reps=200, seed=1).stepm_superior == [0, 1]
+
+
+def test_column_moments_equal_per_column_moments_flat_is_normal() -> None:
+    matrix = np.random.default_rng(12).standard_t(4, size=(250, 4)) * 0.01
+    matrix[:, 2] = 0.003
+    skew, kurt = stats.column_moments(matrix)
+    for j in range(4):
+        assert (skew[j], kurt[j]) == pytest.approx(stats.moments(matrix[:, j]), rel=1e-12)
+    assert (skew[2], kurt[2]) == (0.0, 3.0)
+    p = stats.sharpe_pvalues(matrix)
+    for j in (0, 1, 3):
+        one = stats.probabilistic_sharpe_ratio(
+            float(stats.sharpe_ratios(matrix)[j]), 0.0, 250, skew[j], kurt[j]
+        )
+        assert p[j] == pytest.approx(1.0 - one, rel=1e-9, abs=1e-15)
+    assert p[2] == 1.0
+
+
+def test_sharpe_ratios_constant_excess_column_has_no_edge() -> None:
+    # a constant per-bar return (a trial parked in one position paying a fixed rate, or cash
+    # minus the risk-free rate): its float standard deviation is rounding noise (~1e-19), not
+    # a spread to divide by (the old code gave a Sharpe ratio of 1.4e15)
+    matrix = np.column_stack([np.full(300, 0.003), np.random.default_rng(2).normal(0, 0.01, 300)])
+    assert 0.0 < matrix[:, 0].std() < 1e-15
+    assert stats.sharpe_ratios(matrix)[0] == 0.0
+    assert stats.sharpe_pvalues(matrix)[0] == 1.0
+    assert stats.moments(matrix[:, 0]) == (0.0, 3.0)

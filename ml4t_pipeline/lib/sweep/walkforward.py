@@ -232,11 +232,13 @@ def selection_scores(excess: np.ndarray, select: str) -> np.ndarray:
         if select == "dsr":
             variance = float(np.var(srs, ddof=1)) if n > 1 else 0.0
             bench = stats.expected_max_sharpe(n, variance)
+        skew, kurt = stats.column_moments(r)
         out = np.full(n, -np.inf)
         for j in range(n):
-            skew, kurt = stats.moments(r[:, j])
             try:
-                out[j] = stats.probabilistic_sharpe_ratio(float(srs[j]), bench, t, skew, kurt)
+                out[j] = stats.probabilistic_sharpe_ratio(
+                    float(srs[j]), bench, t, float(skew[j]), float(kurt[j])
+                )
             except ValueError:
                 continue
         return out
@@ -268,10 +270,11 @@ def _annual(returns: np.ndarray, rf: float, ppy: int) -> dict[str, float | None]
         return {"sharpe": None, "cagr": None, "total_return": None, "max_drawdown": None}
     excess = r - rf
     sd = float(excess.std(ddof=1))
+    flat = sd <= 1e-12 + 1e-8 * abs(float(excess.mean()))  # as stats.sharpe_ratios
     growth = np.cumprod(1.0 + r)
     total = float(growth[-1] - 1.0)
     return {
-        "sharpe": float(excess.mean() / sd * math.sqrt(ppy)) if sd > 0 else 0.0,
+        "sharpe": float(excess.mean() / sd * math.sqrt(ppy)) if not flat else 0.0,
         "cagr": float(growth[-1] ** (ppy / r.size) - 1.0) if growth[-1] > 0 else -1.0,
         "total_return": total,
         "max_drawdown": float(_max_drawdown(growth[:, None])[0]),
