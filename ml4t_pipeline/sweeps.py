@@ -250,7 +250,9 @@ class SweepResult:
         ``sweep_results.parquet``: one row per trial (``trial``, a column per swept path, the
         metrics, ``hash``, ``status``, ``seconds``, ``error``).
     summary : dict
-        ``sweep_summary.json``: counts, best trial, Deflated Sharpe Ratio, PBO, lineage.
+        ``sweep_summary.json``: counts, best trial, Deflated Sharpe Ratio, PBO, PSR and minimum
+        track record length, SPA / Reality Check / StepM, adjusted p-value counts, walk-forward,
+        gates and verdict, lineage.
     mlflow_run_id : str or None
         The sweep's parent MLflow run (children: one per trial) when the base experiment sets
         ``tracking.mlflow``; None otherwise.
@@ -288,6 +290,25 @@ class SweepResult:
         return value
 
     @property
+    def spa_pvalue(self) -> float | None:
+        """Hansen's SPA p-value of "no trial beats cash" (``arch.bootstrap``); None when not
+        computed (the reason is in ``summary["spa"]``)."""
+        value: float | None = self.summary["spa"].get("spa_pvalue")
+        return value
+
+    @property
+    def verdict(self) -> str:
+        """The gates' verdict line, e.g. ``"1 of 3 gates fail (passed: ...; failed: ...)"``."""
+        return str(self.summary["verdict"])
+
+    @property
+    def walk_forward(self) -> dict[str, Any] | None:
+        """``summary["walk_forward"]`` (folds, chosen trials, IS vs OOS, degradation ratio), or
+        None when the sweep file has no ``walk_forward``."""
+        section: dict[str, Any] | None = self.summary.get("walk_forward")
+        return section
+
+    @property
     def report_path(self) -> Path:
         """``sweep_report.html`` (heatmap, Sharpe distribution, top equity curves)."""
         return self.output / "sweep_report.html"
@@ -319,6 +340,8 @@ class SweepResult:
             ("best Sharpe", _fmt(None if best is None else best["sharpe"])),
             ("deflated Sharpe", _fmt(self.deflated_sharpe)),
             ("PBO", _fmt(self.pbo)),
+            ("SPA p-value", _fmt(self.spa_pvalue)),
+            ("verdict", self.verdict),
             ("folder", str(self.output)),
         ]
         body = "".join(

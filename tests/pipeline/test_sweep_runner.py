@@ -624,6 +624,9 @@ def test_python_sweep_api_equals_cli_and_resumes(lab: Lab, tmp_path: Path) -> No
     with pytest.raises(KeyError, match="no trial 99"):
         result.returns(99)
     assert "Sweep api" in result._repr_html_() and "PBO" in result._repr_html_()
+    assert result.verdict in result._repr_html_()
+    assert result.spa_pvalue == result.summary["spa"]["spa_pvalue"]
+    assert result.walk_forward is None  # no walk_forward in the file
 
     again = Sweep.from_file(path).run(out_api)  # resumed: nothing recomputed
     assert (again.summary["n_computed"], again.summary["n_reused"]) == (0, 6)
