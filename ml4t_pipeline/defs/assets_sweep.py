@@ -229,6 +229,13 @@ def statistics_metadata(summary: dict[str, Any]) -> dict[str, dg.MetadataValue]:
         "n_significant_by": dg.MetadataValue.int(int(mt.get("n_significant_by", 0))),
         "verdict": dg.MetadataValue.text(str(summary.get("verdict", ""))),
     }
+    cpcv = summary.get("cpcv")
+    if cpcv is not None:
+        if cpcv.get("reason"):
+            meta["cpcv"] = dg.MetadataValue.text(f"n/a: {cpcv['reason']}")
+        else:
+            meta["cpcv_oos_sharpe_median"] = _number(cpcv["sharpe_quantiles"]["0.5"])
+            meta["cpcv_paths_positive"] = _number(cpcv["share_positive"])
     if wf is not None:
         if wf.get("reason"):
             meta["walk_forward"] = dg.MetadataValue.text(f"n/a: {wf['reason']}")

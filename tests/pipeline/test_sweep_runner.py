@@ -586,6 +586,28 @@ def test_walk_forward_picks_is_best_and_stitches_its_own_oos_runs(lab: Lab, tmp_
     assert sorted(p.name for p in (tmp_path / "trials").glob("*.json")) == files
 
 
+def test_cpcv_summary_on_the_sweeps_stored_trials(lab: Lab, tmp_path: Path) -> None:
+    pytest.importorskip("skfolio", reason="the research extra (skfolio) is not installed")
+    from ml4t_pipeline.lib.sweep.cpcv import cpcv_paths
+    from ml4t_pipeline.lib.sweep.results import excess_matrix, returns_matrix
+
+    body = dict(GRID) | {"cpcv": {"n_folds": 6, "n_test_folds": 2}}
+    sweep = load_sweep_file(lab.write("cpcv", body))
+    run = run_sweep(sweep, tmp_path, prepared={lab.prepared.key: lab.prepared})
+    section = write_outputs(sweep, run, tmp_path)["summary"]["cpcv"]
+    assert section["purge"] == 5  # the signal model's horizon
+    assert (section["n_splits"], section["n_paths"]) == (15, 5)
+    matrix, trials, _ = returns_matrix(run, tmp_path)
+    direct = cpcv_paths(
+        excess_matrix(sweep, matrix), n_folds=6, n_test_folds=2, purge=5, embargo=0,
+        select="sharpe",
+    )  # fmt: skip
+    assert section["path_sharpe_annual"] == pytest.approx(
+        (direct["path_sharpe"] * np.sqrt(252)).tolist()
+    )
+    assert "Combinatorial purged cross-validation" in (tmp_path / "sweep_report.html").read_text()
+
+
 def test_sweep_path_refuses_unsafe_partition_key(tmp_path: Path) -> None:
     from ml4t_pipeline.defs import assets_sweep
 

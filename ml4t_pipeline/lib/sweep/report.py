@@ -252,6 +252,7 @@ def render_sweep_html(
         else ""
     )
     wf_block = _walk_forward_html(summary.get("walk_forward"), figures.get("walk_forward"))
+    wf_block += _cpcv_html(summary.get("cpcv"))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Sweep {html.escape(summary["sweep"])}</title>
 <style>
@@ -356,4 +357,33 @@ def _walk_forward_html(section: dict[str, Any] | None, png: bytes | None) -> str
         "<p>Each fold picks the variant with the best in-sample value and runs it alone on the "
         "fold's test window; the test windows' returns are chained into one equity curve.</p>"
         f"<table>{rows}</table>{image}{_table(folds)}"
+    )
+
+
+def _cpcv_html(section: dict[str, Any] | None) -> str:
+    if not section:
+        return ""
+    head = "<h2 id='cpcv'>Combinatorial purged cross-validation</h2>"
+    if section.get("reason"):
+        return f"{head}<p>n/a: {html.escape(section['reason'])}</p>"
+    q = section["sharpe_quantiles"]
+    facts = {
+        "groups N / test groups k": f"{section['n_folds']} / {section['n_test_folds']}",
+        "splits / paths": f"{section['n_splits']} / {section['n_paths']}",
+        "purge / embargo (bars)": f"{section['purge']} / {section['embargo']}",
+        "selected by": section["select"],
+        "OOS annual Sharpe: mean ± std": f"{section['sharpe_mean']:.3f} ± "
+        f"{section['sharpe_std']:.3f}",
+        "OOS annual Sharpe: 5 % / 50 % / 95 %": f"{q['0.05']:.3f} / {q['0.5']:.3f} / "
+        f"{q['0.95']:.3f}",
+        "paths with Sharpe > 0": section["share_positive"],
+    }
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in facts.items()
+    )
+    return (
+        f"{head}<p>Each split selects the best variant on its purged training groups; its "
+        "returns on the test groups recombine into complete out-of-sample paths "
+        "(López de Prado 2018, ch. 12; splits from <code>skfolio</code>).</p>"
+        f"<table>{rows}</table>"
     )

@@ -16,8 +16,10 @@ adjusted, across the ``ok`` trials); null for failed trials.
 Sharpe Ratio and the PBO, the best trial's PSR and minimum track record length, Hansen's SPA,
 White's Reality Check and StepM (``spa``), the adjusted p-value counts
 (``multiple_testing``), the gates and their verdict (``gates``, ``verdict``), the walk-forward
-results when the sweep has ``walk_forward`` (:mod:`ml4t_pipeline.lib.sweep.stats`,
-:mod:`ml4t_pipeline.lib.sweep.walkforward`) and the lineage (code version, data versions).
+results when the sweep has ``walk_forward`` and the CPCV distribution of out-of-sample Sharpe
+ratios when it has ``cpcv`` (:mod:`ml4t_pipeline.lib.sweep.stats`,
+:mod:`ml4t_pipeline.lib.sweep.walkforward`, :mod:`ml4t_pipeline.lib.sweep.cpcv`) and the
+lineage (code version, data versions).
 """
 
 from __future__ import annotations
@@ -215,6 +217,21 @@ def summarize(
         from ml4t_pipeline.lib.sweep import walkforward
 
         summary["walk_forward"] = walkforward.summary_section(sweep, run, folder, matrix)
+    if sweep.spec.cpcv is not None:
+        from ml4t_pipeline.lib.sweep import cpcv
+        from ml4t_pipeline.lib.sweep.walkforward import default_purge
+
+        spec = sweep.spec.cpcv
+        summary["cpcv"] = cpcv.summary_section(
+            excess,
+            trials,
+            n_folds=spec.n_folds,
+            n_test_folds=spec.n_test_folds,
+            purge=spec.purge if spec.purge is not None else default_purge(sweep.base),
+            embargo=spec.embargo,
+            select=spec.select,
+            periods_per_year=ppy,
+        )
     gates = evaluate_gates(summary, sweep.spec.gates)
     summary["gates"] = gates
     summary["verdict"] = verdict(gates)

@@ -71,6 +71,7 @@ from ml4t_pipeline.config import (
 )
 
 __all__ = [
+    "CPCVSpec",
     "Choice",
     "GatesSpec",
     "StatsSpec",
@@ -301,6 +302,49 @@ class WalkForwardSpec(_Strict):
         return _length(self.train), _length(self.test), _length(step)
 
 
+class CPCVSpec(_Strict):
+    """``sweep.cpcv``: combinatorial purged cross-validation of the selection
+    (:mod:`~ml4t_pipeline.lib.sweep.cpcv`; needs ``skfolio``, the ``research`` extra).
+
+    Attributes
+    ----------
+    n_folds : int
+        Contiguous groups of bars (≥ 3).
+    n_test_folds : int
+        Test groups per split (2 ≤ k < n_folds).
+    select : str
+        The in-sample statistic, as for ``walk_forward`` (:data:`WF_SELECT`).
+    purge : int, optional
+        Training bars dropped on both sides of each test group; default the signal model's
+        label horizon (``data.signals.horizon``), else 0.
+    embargo : int
+        Further training bars dropped after each test group (default 0).
+    """
+
+    n_folds: int = Field(10, ge=3, le=64)
+    n_test_folds: int = Field(2, ge=2)
+    select: str = "sharpe"
+    purge: int | None = Field(None, ge=0)
+    embargo: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CPCVSpec:
+        if self.select not in WF_SELECT:
+            raise ValueError(f"select: {self.select!r} is not one of {list(WF_SELECT)}")
+        if self.n_test_folds >= self.n_folds:
+            raise ValueError(
+                f"n_test_folds ({self.n_test_folds}) must be below n_folds ({self.n_folds})"
+            )
+        import importlib.util
+
+        if importlib.util.find_spec("skfolio") is None:
+            raise ValueError(
+                "needs skfolio (CombinatorialPurgedCV), which is not installed: "
+                'pip install -e ".[research]"'
+            )
+        return self
+
+
 def _length(value: int | str) -> int | tuple[int, str]:
     if isinstance(value, int):
         return value
@@ -337,6 +381,9 @@ class SweepSpec(_Strict):
         Thresholds of the ``sweep_results`` asset checks.
     walk_forward : WalkForwardSpec, optional
         Walk-forward optimisation over the variants (:mod:`~ml4t_pipeline.lib.sweep.walkforward`).
+    cpcv : CPCVSpec, optional
+        Combinatorial purged cross-validation of the selection (:mod:`~ml4t_pipeline.lib.sweep.
+        cpcv`).
     """
 
     grid: dict[str, list[Any]] | None = None
@@ -349,6 +396,7 @@ class SweepSpec(_Strict):
     stats: StatsSpec = Field(default_factory=StatsSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
     walk_forward: WalkForwardSpec | None = None
+    cpcv: CPCVSpec | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> SweepSpec:
