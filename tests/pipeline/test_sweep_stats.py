@@ -342,3 +342,16 @@ def test_sharpe_ratios_constant_excess_column_has_no_edge() -> None:
     assert stats.sharpe_ratios(matrix)[0] == 0.0
     assert stats.sharpe_pvalues(matrix)[0] == 1.0
     assert stats.moments(matrix[:, 0]) == (0.0, 3.0)
+
+
+def test_superior_predictive_ability_flat_trials_give_no_evidence() -> None:
+    # arch reports p = 0 for trials that never trade (all loss differentials 0): the sweep
+    # leaves constant columns out, and with none left every p-value is 1
+    flat = np.zeros((200, 3))
+    none = stats.superior_predictive_ability(flat, reps=50)
+    assert (none.spa_pvalue, none.reality_check_pvalue, none.n_tested) == (1.0, 1.0, 0)
+    mixed = flat.copy()
+    mixed[:, 2] = np.random.default_rng(5).normal(0.004, 0.01, 200)
+    found = stats.superior_predictive_ability(mixed, reps=200)
+    assert found.n_tested == 1 and found.stepm_superior == [2]  # the original column index
+    assert found.spa_pvalue < 0.05

@@ -556,6 +556,10 @@ class SuperiorAbility:
         Mean block length of the stationary bootstrap (Politis & Romano 1994), in periods.
     seed : int
         Seed of the bootstrap's ``numpy.random.Generator`` (same seed, same p-values).
+    n_tested : int
+        Columns tested: those with a spread (a constant column, e.g. a trial that never
+        trades, is left out: resampling it gives no evidence, and ``arch`` would report a
+        p-value of 0 for a set of such columns). With none, every p-value is 1.
     """
 
     spa_pvalue: float
@@ -567,6 +571,7 @@ class SuperiorAbility:
     reps: int
     block_size: int
     seed: int
+    n_tested: int
 
 
 def superior_predictive_ability(
@@ -625,24 +630,27 @@ def superior_predictive_ability(
     if block < 1:
         raise ValueError(f"block_size must be >= 1, got {block}")
     block = min(block, t)
+    active = np.flatnonzero(~_flat(r))
+    settings: dict[str, Any] = {"alpha": alpha, "reps": reps, "block_size": block, "seed": seed}
+    if active.size == 0:  # nothing to resample: no evidence that any trial beats cash
+        return SuperiorAbility(1.0, 1.0, 1.0, 1.0, [], n_tested=0, **settings)
     bench = np.zeros(t)
-    losses = -r
+    losses = -r[:, active]
     common: dict[str, Any] = {"block_size": block, "reps": reps, "bootstrap": "stationary"}
     spa = SPA(bench, losses, studentize=True, seed=np.random.default_rng(seed), **common)
     spa.compute()
     p = spa.pvalues
     rc = RealityCheck(bench, losses, studentize=False, seed=np.random.default_rng(seed), **common)
     rc.compute()
+    superior = _stepm(spa, active.size, alpha)
     return SuperiorAbility(
         spa_pvalue=float(p["consistent"]),
         spa_pvalue_lower=float(p["lower"]),
         spa_pvalue_upper=float(p["upper"]),
         reality_check_pvalue=float(rc.pvalues["upper"]),
-        stepm_superior=_stepm(spa, r.shape[1], alpha),
-        alpha=alpha,
-        reps=reps,
-        block_size=block,
-        seed=seed,
+        stepm_superior=[int(active[i]) for i in superior],
+        n_tested=int(active.size),
+        **settings,
     )
 
 
