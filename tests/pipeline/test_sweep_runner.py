@@ -495,6 +495,7 @@ def test_sweep_results_gates_blocking_fail_the_step_and_mlflow_logs_the_sweep(
     body = experiment({"grid": {"strategy.n": [1, 3]}})
     body["sweep"]["gates"] = {"best_trial_dsr_at_least": 1.0, "pbo_at_most": 1.0,
                               "blocking": True}  # fmt: skip
+    body["sweep"]["walk_forward"] = {"train": 150, "test": 100}
     body["tracking"] = {"mlflow": {"uri": uri, "experiment": "gated"}}
     result = _materialize_sweep(lab, tmp_path, "gated", body)
     assert not result.success  # a blocking gate failed with ERROR severity
@@ -506,6 +507,11 @@ def test_sweep_results_gates_blocking_fail_the_step_and_mlflow_logs_the_sweep(
     (event,) = result.get_asset_materialization_events()  # the results are still stored
     meta = event.step_materialization_data.materialization.metadata
     assert "failed: best_trial_dsr_at_least" in meta["verdict"].value
+    summary = _strict_json(tmp_path / "out" / "gated" / "sweep_summary.json")
+    wf = summary["walk_forward"]
+    assert meta["walk_forward_oos_sharpe"].value == pytest.approx(wf["oos"]["sharpe"])
+    assert meta["walk_forward_folds"].value.count("\n") == 2 + wf["n_folds"]
+    assert meta["walk_forward_oos_equity"].value.startswith("![walk-forward")
     run_id = meta["mlflow_run_id"].value
     client = client_module.MlflowClient(tracking_uri=uri)
     parent = client.get_run(run_id)
