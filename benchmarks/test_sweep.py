@@ -24,6 +24,12 @@ only, each run into a fresh folder (nothing reused).
   Ray with 2 workers. Target: under 5 minutes (300 s) here. Afterwards the first 100 of the same
   trials run serially (their metrics must equal Ray's); Ray's trials/s over that serial rate is
   the speed-up with the start-up amortised over 1,000 trials.
+- ``test_sweep_statistics_1000_trials``: the statistics ``write_outputs`` computes across the
+  trials (DSR, PBO with 16 splits, SPA + Reality Check + StepM at 1,000 bootstrap
+  replications, per-trial PSR p-values with Holm and BY) on a 1,259 × 1,000 matrix of seeded
+  Gaussian returns, the shape of the 1,000-trial S&P sweep (their cost depends on the shape
+  only). No target: the figures say what ``sweep.stats.bootstrap_reps`` costs. Needs no data
+  and no Ray: ``pytest benchmarks/test_sweep.py -k statistics --no-cov -s``.
 
 Figures go into ``benchmark.extra_info`` and are printed; ``--benchmark-json=FILE`` keeps them.
 """
@@ -45,6 +51,7 @@ from ml4t_pipeline.lib.sweep.spec import (
     expand_trials,
     load_sweep_file,
 )
+from ml4t_pipeline.sweeps import prepare_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEP_FILE = REPO_ROOT / "configs" / "sweeps" / "sp500_top25_sweep.yaml"
@@ -54,7 +61,7 @@ TARGET_OVERHEAD = 0.10
 TARGET_1000_SECONDS = 300.0
 SAMPLE = 100
 
-pytestmark = pytest.mark.skipif(not ray_available(), reason="needs the ray extra")
+needs_ray = pytest.mark.skipif(not ray_available(), reason="needs the ray extra")
 
 
 def _data_root() -> Path:
@@ -73,7 +80,8 @@ def sweep_and_data(
     sweep = load_sweep_file(SWEEP_FILE)
     assert len(sweep.trials) == 100
     one = SweepFile(sweep.path, sweep.raw, sweep.base, sweep.spec, trials=sweep.trials[:1])
-    warm = run_sweep(one, tmp_path_factory.mktemp("prepare"))  # prepares data, compiles kernels
+    # prepares the data (Dagster data assets) and compiles the kernels
+    warm = run_sweep(one, tmp_path_factory.mktemp("prepare"), prepare=prepare_data)
     return sweep, warm.data
 
 
@@ -106,6 +114,7 @@ def _load() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+@needs_ray
 def test_sweep_100_serial_vs_ray(
     benchmark: Any,
     sweep_and_data: tuple[SweepFile, dict[str, PreparedData]],
@@ -161,6 +170,7 @@ def test_sweep_100_serial_vs_ray(
     print("\n" + "\n".join(f"  {k:<28} {v}" for k, v in info.items()))
 
 
+@needs_ray
 def test_sweep_1000_trials_ray(
     benchmark: Any,
     sweep_and_data: tuple[SweepFile, dict[str, PreparedData]],
@@ -223,5 +233,34 @@ def test_sweep_1000_trials_ray(
         "load_after": _load(),
         "target_seconds": TARGET_1000_SECONDS,
     }
+    benchmark.extra_info.update(info)
+    print("\n" + "\n".join(f"  {k:<28} {v}" for k, v in info.items()))
+
+
+def test_sweep_statistics_1000_trials(benchmark: Any) -> None:
+    import numpy as np
+
+    from ml4t_pipeline.lib.sweep import stats
+
+    matrix = np.random.default_rng(30).normal(0.0002, 0.01, size=(1259, 1000))
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, call: Any) -> Any:
+        started = time.perf_counter()
+        out = call()
+        seconds[name] = round(time.perf_counter() - started, 2)
+        return out
+
+    def everything() -> None:
+        timed("dsr_seconds", lambda: stats.deflated_sharpe_ratio(matrix))
+        timed("pbo_seconds", lambda: stats.probability_of_backtest_overfitting(matrix))
+        timed("spa_rc_stepm_seconds", lambda: stats.superior_predictive_ability(matrix, reps=1000))
+        p = timed("psr_pvalues_seconds", lambda: stats.sharpe_pvalues(matrix))
+        timed("holm_by_seconds", lambda: [stats.adjusted_pvalues(p, m) for m in ("holm", "by")])
+
+    load_before = _load()
+    benchmark.pedantic(everything, rounds=1, iterations=1)
+    info = {"shape": "1259 x 1000", "bootstrap_reps": 1000, **seconds}
+    info |= {"load_before": load_before, "load_after": _load()}
     benchmark.extra_info.update(info)
     print("\n" + "\n".join(f"  {k:<28} {v}" for k, v in info.items()))

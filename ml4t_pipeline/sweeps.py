@@ -21,7 +21,9 @@ here and one run from the command line into the same folder share their stored t
 :func:`ml4t_pipeline.cli.build_parser` by :func:`add_sweep_parser`. Prints the counts, the best
 trial, the Deflated Sharpe Ratio and the PBO; writes ``sweep_results.parquet``,
 ``sweep_summary.json`` and ``sweep_report.html`` into DIR. A progress bar (trials done/total,
-ETA) is drawn on stderr when a person watches (:mod:`ml4t_pipeline.lib.progress`).
+ETA) is drawn on stderr when a person watches (:mod:`ml4t_pipeline.lib.progress`). It also
+prints the PSR and minimum track record length, the SPA / Reality Check p-values, the Holm and
+BY counts, the walk-forward headline (with ``sweep.walk_forward``) and the gates' verdict.
 
 Exit codes: 0 the sweep ran (failed trials are recorded, not fatal), 1 the data preparation
 failed or no trial succeeded, 2 a bad sweep file (its message names the path), a sweep folder in
@@ -220,22 +222,14 @@ class Sweep:
 
             outputs = write_outputs(self._sweep, run, out)
         result = SweepResult(out, run, outputs["table"], outputs["summary"])
-        settings = self._sweep.base.tracking.mlflow
-        if settings is not None:  # one parent MLflow run, a child per trial
+        if self._sweep.base.tracking.mlflow is not None:  # one parent MLflow run, a child per trial
             from ml4t_pipeline.defs.io_managers import default_storage_dir
             from ml4t_pipeline.lib import tracking
 
-            parent, _ = tracking.log_sweep(
-                tracking_uri=settings.uri or tracking.default_tracking_uri(default_storage_dir()),
-                experiment=settings.experiment or self._sweep.base.name,
-                sweep_name=self.name,
-                summary=outputs["summary"],
-                trials=outputs["table"],
-                swept=self._sweep.spec.paths(),
-                base_params=self._sweep.base.model_dump(mode="json", exclude={"tracking"}),
-                tags={"ml4t.code_version": str(outputs["summary"].get("code_version", ""))},
+            parent = tracking.track_sweep(
+                self._sweep, outputs["summary"], outputs["table"], storage_dir=default_storage_dir()
             )
-            result.mlflow_run_id = parent.run_id
+            result.mlflow_run_id = None if parent is None else parent.run_id
         return result
 
     def __repr__(self) -> str:
@@ -256,7 +250,9 @@ class SweepResult:
         ``sweep_results.parquet``: one row per trial (``trial``, a column per swept path, the
         metrics, ``hash``, ``status``, ``seconds``, ``error``).
     summary : dict
-        ``sweep_summary.json``: counts, best trial, Deflated Sharpe Ratio, PBO, lineage.
+        ``sweep_summary.json``: counts, best trial, Deflated Sharpe Ratio, PBO, PSR and minimum
+        track record length, SPA / Reality Check / StepM, adjusted p-value counts, walk-forward,
+        gates and verdict, lineage.
     mlflow_run_id : str or None
         The sweep's parent MLflow run (children: one per trial) when the base experiment sets
         ``tracking.mlflow``; None otherwise.
@@ -294,6 +290,25 @@ class SweepResult:
         return value
 
     @property
+    def spa_pvalue(self) -> float | None:
+        """Hansen's SPA p-value of "no trial beats cash" (``arch.bootstrap``); None when not
+        computed (the reason is in ``summary["spa"]``)."""
+        value: float | None = self.summary["spa"].get("spa_pvalue")
+        return value
+
+    @property
+    def verdict(self) -> str:
+        """The gates' verdict line, e.g. ``"1 of 3 gates fail (passed: ...; failed: ...)"``."""
+        return str(self.summary["verdict"])
+
+    @property
+    def walk_forward(self) -> dict[str, Any] | None:
+        """``summary["walk_forward"]`` (folds, chosen trials, IS vs OOS, degradation ratio), or
+        None when the sweep file has no ``walk_forward``."""
+        section: dict[str, Any] | None = self.summary.get("walk_forward")
+        return section
+
+    @property
     def report_path(self) -> Path:
         """``sweep_report.html`` (heatmap, Sharpe distribution, top equity curves)."""
         return self.output / "sweep_report.html"
@@ -325,6 +340,8 @@ class SweepResult:
             ("best Sharpe", _fmt(None if best is None else best["sharpe"])),
             ("deflated Sharpe", _fmt(self.deflated_sharpe)),
             ("PBO", _fmt(self.pbo)),
+            ("SPA p-value", _fmt(self.spa_pvalue)),
+            ("verdict", self.verdict),
             ("folder", str(self.output)),
         ]
         body = "".join(
@@ -439,5 +456,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"  deflated SR   n/a ({dsr.get('reason')})")
     print(f"  PBO           {pbo['pbo']:.3f}" if pbo.get("pbo") is not None
           else f"  PBO           n/a ({pbo.get('reason')})")  # fmt: skip
+    psr, spa, mt = summary["psr"], summary["spa"], summary["multiple_testing"]
+    if psr.get("psr") is not None:
+        trl = psr["min_track_record_length"]
+        print(
+            f"  PSR (SR > 0)  {psr['psr']:.3f}; minimum track record "
+            + ("n/a (no edge)" if trl is None else f"{trl:.0f} bars ({psr['n_periods']} here)")
+        )
+    if spa.get("spa_pvalue") is not None:
+        print(
+            f"  SPA p-value   {spa['spa_pvalue']:.3f} (Reality Check "
+            f"{spa['reality_check_pvalue']:.3f}; StepM finds {len(spa['stepm_superior'])} "
+            "trial(s) better than cash)"
+        )
+    else:
+        print(f"  SPA p-value   n/a ({spa.get('reason')})")
+    if "n_significant_holm" in mt:
+        print(
+            f"  p <= {mt['alpha']:g}      {mt['n_significant']} trials raw, "
+            f"{mt['n_significant_holm']} after Holm, {mt['n_significant_by']} after BY"
+        )
+    wf = summary.get("walk_forward")
+    if wf is not None:
+        if wf.get("reason"):
+            print(f"  walk-forward  n/a ({wf['reason']})")
+        else:
+            ratio = wf["degradation_ratio"]
+            print(
+                f"  walk-forward  {wf['n_folds']} folds: OOS Sharpe {_fmt(wf['oos']['sharpe'])}, "
+                f"IS Sharpe {_fmt(wf['is']['sharpe'])}, degradation ratio {_fmt(ratio)}"
+            )
+    print(f"  verdict       {summary['verdict']}")
     print(f"report: {(out / 'sweep_report.html').resolve()}")
     return 0 if summary["n_ok"] else 1

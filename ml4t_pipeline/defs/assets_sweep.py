@@ -5,7 +5,14 @@ every YAML in ``configs/`` is an experiment partition. ``sweep_files_sensor`` ad
 the ``sweeps`` dynamic partitions definition per file stem. Materializing a partition runs
 :func:`ml4t_pipeline.lib.sweep.runner.run_sweep` (resumable: trials stored by an earlier or
 killed run are reused) into ``<output_dir>/<sweep>`` and stores the result table; its
-materialization shows trials done/total, DSR, PBO, the best trials and the report's plots.
+materialization shows trials done/total, DSR, PBO, PSR and the minimum track record length,
+Hansen's SPA, White's Reality Check and StepM, the Holm/BY counts, the walk-forward results
+(with ``sweep.walk_forward``), the best trials and the report's plots. The run's log shows the
+progress (every tenth of the trials). Three asset checks gate the result
+(:data:`~ml4t_pipeline.lib.sweep.results.GATES`, thresholds in ``sweep.gates``): failures warn,
+or block with ``sweep.gates.blocking: true``. With ``tracking.mlflow`` in the base experiment,
+the sweep is logged to MLflow as a parent run with a child per trial, and the parent's run id
+is in the metadata (``mlflow_run_id``).
 
 With the ``ray`` extra installed, the asset carries dagster-ray's ``LocalRay`` resource as
 ``ray_cluster``. With run config ``backend: ray`` and no ``RAY_ADDRESS``, the sweep starts its
@@ -19,6 +26,7 @@ trials go to its hosts.
 import functools
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +34,7 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.defs.execution import DATA_ASSETS, execute_experiment, failure_text
-from ml4t_pipeline.defs.io_managers import default_storage_dir
+from ml4t_pipeline.defs.io_managers import asset_checks_verdict, default_storage_dir
 from ml4t_pipeline.lib.report import png_markdown
 
 if TYPE_CHECKING:
@@ -151,21 +159,124 @@ def _prepare(context: dg.AssetExecutionContext) -> "PrepareData":
     return functools.partial(prepare_data, materialize=materialize)
 
 
+GATE_DESCRIPTIONS = {
+    "best_trial_dsr_at_least": "The best trial's Deflated Sharpe Ratio (Bailey & López de "
+    "Prado 2014) is at least sweep.gates.best_trial_dsr_at_least (default 0.95).",
+    "pbo_at_most": "The probability of backtest overfitting (CSCV) is at most "
+    "sweep.gates.pbo_at_most (default 0.5).",
+    "spa_pvalue_at_most": "Hansen's SPA p-value (some trial beats cash after the search) is at "
+    "most sweep.gates.spa_pvalue_at_most (default 0.05).",
+}
+"""The ``sweep_results`` checks; warn by default, block with ``sweep.gates.blocking: true``."""
+
+
+def _gate_checks() -> list[dg.AssetCheckSpec]:
+    # blocking specs: a failure of ERROR severity (sweep.gates.blocking) stops the step; the
+    # default WARN severity only warns
+    return [
+        dg.AssetCheckSpec(
+            name,
+            asset="sweep_results",
+            blocking=True,
+            description=text,
+            partitions_def=sweeps_partitions,
+        )
+        for name, text in GATE_DESCRIPTIONS.items()
+    ]
+
+
+def gate_results(gates: list[dict[str, Any]]) -> list[dg.AssetCheckResult]:
+    """The asset check results of the summary's ``gates`` (severity ERROR when blocking)."""
+    return [
+        dg.AssetCheckResult(
+            check_name=gate["name"],
+            passed=gate["passed"],
+            severity=dg.AssetCheckSeverity.ERROR
+            if gate["blocking"]
+            else dg.AssetCheckSeverity.WARN,
+            metadata={
+                "value": dg.MetadataValue.float(float(gate["value"]))
+                if gate["value"] is not None
+                else dg.MetadataValue.text("n/a"),
+                "threshold": dg.MetadataValue.float(float(gate["threshold"])),
+                "detail": dg.MetadataValue.text(gate["detail"]),
+            },
+        )
+        for gate in gates
+    ]
+
+
+def _number(value: Any, reason: Any = None) -> dg.MetadataValue:
+    if value is None:
+        return dg.MetadataValue.text(f"n/a: {reason}" if reason else "n/a")
+    if isinstance(value, bool | str):
+        return dg.MetadataValue.text(str(value))
+    return dg.MetadataValue.float(float(value))
+
+
+def statistics_metadata(summary: dict[str, Any]) -> dict[str, dg.MetadataValue]:
+    """The multiple-testing statistics and the walk-forward headline as asset metadata."""
+    psr, spa = summary.get("psr") or {}, summary.get("spa") or {}
+    mt, wf = summary.get("multiple_testing") or {}, summary.get("walk_forward")
+    meta: dict[str, dg.MetadataValue] = {
+        "psr_best_trial": _number(psr.get("psr"), psr.get("reason")),
+        "min_track_record_bars": _number(psr.get("min_track_record_length"), "no edge"),
+        "min_track_record_years": _number(psr.get("min_track_record_years"), "no edge"),
+        "spa_pvalue": _number(spa.get("spa_pvalue"), spa.get("reason")),
+        "reality_check_pvalue": _number(spa.get("reality_check_pvalue"), spa.get("reason")),
+        "stepm_superior_trials": dg.MetadataValue.json(spa.get("stepm_superior_trials", [])),
+        "n_significant_holm": dg.MetadataValue.int(int(mt.get("n_significant_holm", 0))),
+        "n_significant_by": dg.MetadataValue.int(int(mt.get("n_significant_by", 0))),
+        "verdict": dg.MetadataValue.text(str(summary.get("verdict", ""))),
+    }
+    cpcv = summary.get("cpcv")
+    if cpcv is not None:
+        if cpcv.get("reason"):
+            meta["cpcv"] = dg.MetadataValue.text(f"n/a: {cpcv['reason']}")
+        else:
+            meta["cpcv_oos_sharpe_median"] = _number(cpcv["sharpe_quantiles"]["0.5"])
+            meta["cpcv_paths_positive"] = _number(cpcv["share_positive"])
+    if wf is not None:
+        if wf.get("reason"):
+            meta["walk_forward"] = dg.MetadataValue.text(f"n/a: {wf['reason']}")
+        else:
+            meta["walk_forward_oos_sharpe"] = _number(wf["oos"].get("sharpe"))
+            meta["walk_forward_degradation_ratio"] = _number(wf.get("degradation_ratio"))
+            meta["walk_forward_folds"] = dg.MetadataValue.md(
+                _markdown(
+                    pl.DataFrame(
+                        [
+                            {
+                                "fold": f["fold"],
+                                "test": f"{f['test_start'][:10]}..{f['test_end'][:10]}",
+                                "trial": f["trial"],
+                                "is_sharpe": f["is_sharpe"],
+                                "oos_sharpe": f["oos_sharpe"],
+                            }
+                            for f in wf["folds"]
+                        ]
+                    )
+                )
+            )
+    return meta
+
+
 @dg.asset(
     partitions_def=sweeps_partitions,
     group_name=GROUP,
     kinds={"ray", "polars"} if RAY_RESOURCES else {"polars"},
     resource_defs=RAY_RESOURCES,
     required_resource_keys=set(RAY_RESOURCES),
+    check_specs=_gate_checks(),
 )
-def sweep_results(
-    context: dg.AssetExecutionContext, config: SweepRunConfig
-) -> dg.Output[pl.DataFrame]:
-    """One row per trial of a sweep: parameters, metrics, hash, status, seconds, error.
+def sweep_results(context: dg.AssetExecutionContext, config: SweepRunConfig) -> Iterator[Any]:
+    """One row per trial of a sweep: parameters, metrics, per-trial p-values, hash, status,
+    seconds, error.
 
     Also writes ``sweep_results.parquet``, ``sweep_summary.json`` (Deflated Sharpe Ratio of the
-    best trial, PBO by CSCV) and ``sweep_report.html`` into the sweep's folder
-    (:mod:`ml4t_pipeline.lib.sweep`).
+    best trial, PBO by CSCV, PSR and minimum track record length, SPA / Reality Check / StepM,
+    Holm and BY counts, walk-forward, gates) and ``sweep_report.html`` into the sweep's folder
+    (:mod:`ml4t_pipeline.lib.sweep`), then yields the three gate checks.
     """
     from ml4t_pipeline.lib.sweep.results import write_outputs
     from ml4t_pipeline.lib.sweep.runner import run_sweep
@@ -211,8 +322,10 @@ def sweep_results(
             import ray
 
             ray.shutdown()
+    context.log.info(f"sweep {key}: trials done; computing the statistics and the report")
     outputs = write_outputs(sweep, run, out)
     summary, table, figures = outputs["summary"], outputs["table"], outputs["figures"]
+    context.log.info(f"sweep {key}: {summary['verdict']}")
     params = sweep.spec.paths()
     best = (
         table.filter(pl.col("status") == "ok")
@@ -242,7 +355,28 @@ def sweep_results(
         "code_version": dg.MetadataValue.text(run.code_version),
         "seconds": dg.MetadataValue.float(run.seconds),
     }
-    return dg.Output(table, metadata=meta)
+    meta |= statistics_metadata(summary)
+    if "walk_forward" in figures:
+        meta["walk_forward_oos_equity"] = dg.MetadataValue.md(
+            png_markdown(figures["walk_forward"], "walk-forward out-of-sample equity")
+        )
+    if sweep.base.tracking.mlflow is not None:  # a parent MLflow run, a child per trial
+        from ml4t_pipeline.lib import tracking
+
+        parent = tracking.track_sweep(
+            sweep, summary, table, storage_dir=default_storage_dir(),
+            tags={"dagster.run_id": context.run.run_id, "dagster.partition": key},
+        )  # fmt: skip
+        assert parent is not None
+        context.log.info(f"sweep {key}: logged to MLflow as run {parent.run_id}")
+        meta |= {
+            "mlflow_run_id": dg.MetadataValue.text(parent.run_id),
+            "mlflow_experiment_id": dg.MetadataValue.text(parent.experiment_id),
+            "mlflow_tracking_uri": dg.MetadataValue.text(parent.tracking_uri),
+        }
+    checks = gate_results(summary["gates"])
+    yield dg.Output(table, metadata=meta | asset_checks_verdict(context, checks))
+    yield from checks
 
 
 def _markdown(frame: pl.DataFrame) -> str:

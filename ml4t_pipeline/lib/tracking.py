@@ -264,3 +264,58 @@ def log_sweep(
             )
         )
     return parent, children
+
+
+def track_sweep(
+    sweep: Any,
+    summary: Mapping[str, Any],
+    trials: Any,
+    *,
+    storage_dir: str | Path,
+    tags: Mapping[str, str] | None = None,
+) -> TrackedRun | None:
+    """Log a finished sweep to MLflow when its base experiment sets ``tracking.mlflow``.
+
+    The one entry point of :meth:`ml4t_pipeline.sweeps.Sweep.run` (``ml4t sweep``) and the
+    ``sweep_results`` asset: :func:`log_sweep` with the store of ``tracking.mlflow.uri`` (else
+    :func:`default_tracking_uri` of ``storage_dir``), the experiment ``tracking.mlflow.
+    experiment`` (else the base experiment's name), the base config as the parent's params and
+    the code version as a tag.
+
+    Parameters
+    ----------
+    sweep : ml4t_pipeline.lib.sweep.spec.SweepFile
+        The loaded sweep.
+    summary : mapping
+        ``sweep_summary.json``'s content.
+    trials : polars.DataFrame
+        ``sweep_results``.
+    storage_dir : str or Path
+        Folder of the default SQLite store.
+    tags : mapping, optional
+        More tags for the parent and the children (e.g. the Dagster run id).
+
+    Returns
+    -------
+    TrackedRun or None
+        The parent run; None when the sweep does not ask for tracking.
+
+    Raises
+    ------
+    TrackingError
+        As for :func:`log_backtest`.
+    """
+    settings = sweep.base.tracking.mlflow
+    if settings is None:
+        return None
+    parent, _ = log_sweep(
+        tracking_uri=settings.uri or default_tracking_uri(storage_dir),
+        experiment=settings.experiment or sweep.base.name,
+        sweep_name=sweep.name,
+        summary=summary,
+        trials=trials,
+        swept=sweep.spec.paths(),
+        base_params=sweep.base.model_dump(mode="json", exclude={"tracking"}),
+        tags={"ml4t.code_version": str(summary.get("code_version", ""))} | dict(tags or {}),
+    )
+    return parent

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from ml4t_pipeline.cli import main
-from ml4t_pipeline.config import ConfigError
+from ml4t_pipeline.config import ConfigError, ExperimentConfig
 from ml4t_pipeline.lib.experiment import (
     experiment_metrics,
     quotes_from_prices_file,
@@ -149,9 +149,35 @@ def test_run_sweep_serial_writes_one_row_per_trial_and_strict_outputs(
     assert summary["data_versions"] == {lab.prepared.key: lab.prepared.versions}
     assert summary["code_version"] == CODE_VERSION
 
+    # the multiple-testing statistics: per trial and across the trials
+    ok = table.filter(pl.col("status") == "ok")
+    assert ok["psr"].to_numpy() == pytest.approx(1.0 - ok["sharpe_pvalue"].to_numpy())
+    assert (ok["sharpe_pvalue_holm"] >= ok["sharpe_pvalue"]).all()
+    assert (ok["sharpe_pvalue_by"] >= ok["sharpe_pvalue"]).all()
+    psr, spa, mt = summary["psr"], summary["spa"], summary["multiple_testing"]
+    assert psr["best_trial"] == summary["deflated_sharpe"]["best_trial"]
+    assert psr["psr"] == pytest.approx(table.row(psr["best_trial"], named=True)["psr"])
+    assert psr["track_record_sufficient"] == (
+        psr["min_track_record_length"] is not None
+        and psr["n_periods"] >= psr["min_track_record_length"]
+    )
+    assert 0.0 <= spa["spa_pvalue_lower"] <= spa["spa_pvalue"] <= spa["spa_pvalue_upper"] <= 1.0
+    assert (spa["reps"], spa["seed"]) == (1000, 0)
+    assert set(spa["stepm_superior_trials"]) <= set(range(6))
+    assert mt["n_tested"] == 6 and mt["n_significant_holm"] <= mt["n_significant"]
+    assert [g["name"] for g in summary["gates"]] == [
+        "best_trial_dsr_at_least", "pbo_at_most", "spa_pvalue_at_most"
+    ]  # fmt: skip
+    dsr_gate = summary["gates"][0]
+    assert dsr_gate["passed"] == (summary["deflated_sharpe"]["dsr"] >= 0.95)
+    assert not dsr_gate["blocking"]
+    for gate in summary["gates"]:
+        assert gate["name"] in summary["verdict"]
+
     page = (tmp_path / "sweep_report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3
     assert "Deflated Sharpe Ratio" in page and "PBO" in page
+    assert "Hansen SPA p-value" in page and summary["verdict"] in page
 
 
 def _array_digest(market: Any) -> str:
@@ -417,8 +443,175 @@ def test_sweep_results_asset_materializes_partition_with_metadata(lab: Lab, tmp_
     assert 0.0 <= meta["pbo"].value <= 1.0
     assert meta["best_trials"].value.startswith("| trial | strategy.n |")
     assert meta["sharpe_heatmap"].value.startswith("![heatmap](data:image/png;base64,")
+    summary = _strict_json(out / "asset_grid" / "sweep_summary.json")
+    assert meta["spa_pvalue"].value == summary["spa"]["spa_pvalue"]
+    mintrl = summary["psr"]["min_track_record_length"]
+    expected = "n/a: no edge" if mintrl is None else pytest.approx(mintrl)
+    assert meta["min_track_record_bars"].value == expected
+    assert meta["verdict"].value == summary["verdict"]
+    # the gates warn by default: the run succeeds whatever they say
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == {g["name"] for g in summary["gates"]}
+    for gate in summary["gates"]:
+        assert checks[gate["name"]].passed == gate["passed"]
+        assert checks[gate["name"]].severity == dg.AssetCheckSeverity.WARN
     stored = read_value(tmp_path / "storage" / "sweep_results" / "asset_grid")
     assert stored.equals(pl.read_parquet(out / "asset_grid" / "sweep_results.parquet"))
+
+
+def _materialize_sweep(lab: Lab, tmp_path: Path, name: str, body: dict[str, Any]) -> Any:
+    """Materialize the ``sweep_results`` partition of sweep file ``name`` (data reused from
+    the lab's seed run); the Dagster result, without raising on failure."""
+    import dagster as dg
+
+    from ml4t_pipeline.defs import assets_sweep
+    from ml4t_pipeline.defs.io_managers import Ml4tIOManager
+
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir(exist_ok=True)
+    (sweeps / f"{name}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    out = tmp_path / "out"
+    shutil.copytree(lab.seed / "prepared", out / name / "prepared")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(assets_sweep.SWEEPS, [name])
+    run_config = {"sweeps_dir": str(sweeps), "output_dir": str(out), "backend": "serial"}
+    return dg.materialize(
+        [assets_sweep.sweep_results],
+        partition_key=name,
+        instance=instance,
+        resources={"io_manager": Ml4tIOManager(base_dir=str(tmp_path / "storage"))},
+        run_config={"ops": {"sweep_results": {"config": run_config}}},
+        raise_on_error=False,
+    )
+
+
+def test_sweep_results_gates_blocking_fail_the_step_and_mlflow_logs_the_sweep(
+    lab: Lab, tmp_path: Path
+) -> None:
+    import dagster as dg
+
+    client_module = pytest.importorskip("mlflow.tracking", reason="the tracking extra is absent")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    body = experiment({"grid": {"strategy.n": [1, 3]}})
+    body["sweep"]["gates"] = {"best_trial_dsr_at_least": 1.0, "pbo_at_most": 1.0,
+                              "blocking": True}  # fmt: skip
+    body["sweep"]["walk_forward"] = {"train": 150, "test": 100}
+    body["tracking"] = {"mlflow": {"uri": uri, "experiment": "gated"}}
+    result = _materialize_sweep(lab, tmp_path, "gated", body)
+    assert not result.success  # a blocking gate failed with ERROR severity
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == {"best_trial_dsr_at_least", "pbo_at_most", "spa_pvalue_at_most"}
+    dsr = checks["best_trial_dsr_at_least"]
+    assert not dsr.passed and dsr.severity == dg.AssetCheckSeverity.ERROR
+    assert checks["pbo_at_most"].passed  # PBO <= 1 always holds
+    (event,) = result.get_asset_materialization_events()  # the results are still stored
+    meta = event.step_materialization_data.materialization.metadata
+    assert "failed: best_trial_dsr_at_least" in meta["verdict"].value
+    summary = _strict_json(tmp_path / "out" / "gated" / "sweep_summary.json")
+    wf = summary["walk_forward"]
+    assert meta["walk_forward_oos_sharpe"].value == pytest.approx(wf["oos"]["sharpe"])
+    assert meta["walk_forward_folds"].value.count("\n") == 2 + wf["n_folds"]
+    assert meta["walk_forward_oos_equity"].value.startswith("![walk-forward")
+    run_id = meta["mlflow_run_id"].value
+    client = client_module.MlflowClient(tracking_uri=uri)
+    parent = client.get_run(run_id)
+    assert parent.data.tags["dagster.run_id"] == result.run_id
+    assert parent.data.tags["dagster.partition"] == "gated"
+    assert parent.data.metrics["n_trials"] == 2
+    assert parent.data.metrics["spa.spa_pvalue"] == pytest.approx(meta["spa_pvalue"].value)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+    )
+    assert sorted(int(c.data.tags["ml4t.trial"]) for c in children) == [0, 1]
+
+
+def test_walk_forward_picks_is_best_and_stitches_its_own_oos_runs(lab: Lab, tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from ml4t_pipeline.lib.sweep.walkforward import OOS_FILE
+
+    body = dict(GRID) | {"walk_forward": {"train": 120, "test": 60, "select": "sharpe"}}
+    sweep = load_sweep_file(lab.write("wf", body))
+    prepared = {lab.prepared.key: lab.prepared}
+    run = run_sweep(sweep, tmp_path, prepared=prepared)
+    outputs = write_outputs(sweep, run, tmp_path)
+    wf = outputs["summary"]["walk_forward"]
+    assert wf["purge"] == 5 and wf["embargo"] == 0  # the signal model's horizon
+    assert wf["n_folds"] == len(wf["folds"]) >= 3
+
+    store = TrialStore(tmp_path)
+    pairs = zip(run.keys, run.records, strict=True)
+    returns = {record["trial"]: store.load_returns(key) for key, record in pairs}
+    bars = returns[0]["timestamp"]
+    assert all(frame["timestamp"].equals(bars) for frame in returns.values())
+    oos = pl.read_parquet(tmp_path / OOS_FILE)
+    panel, context, sig, ind = lab.prepared.frames()
+
+    def stamp(text: str) -> datetime:
+        return datetime.fromisoformat(text)
+
+    for fold in wf["folds"]:
+        seen = (bars >= stamp(fold["train_start"])) & (bars <= stamp(fold["select_end"]))
+        # the in-sample best by Sharpe, recomputed from each trial's stored returns (the
+        # risk-free rate is 0 here, so excess returns are the returns)
+        sharpes = {}
+        for trial, frame in returns.items():
+            r = frame.filter(seen)["return"].to_numpy()
+            sharpes[trial] = r.mean() / r.std(ddof=1) if r.std() > 0 else 0.0
+        assert fold["trial"] == max(sharpes, key=lambda t: (sharpes[t], -t))
+        assert fold["is_score"] == pytest.approx(sharpes[fold["trial"]], rel=1e-9)
+        # no out-of-sample bar was seen by the fold's selection; purge bars lie between them
+        piece = oos.filter(pl.col("fold") == fold["fold"])
+        assert piece["timestamp"].min() > bars.filter(seen).max()
+        between = bars.filter(
+            (bars > stamp(fold["select_end"])) & (bars < stamp(fold["test_start"]))
+        )
+        assert between.len() == wf["purge"]
+        assert piece["timestamp"].min() == stamp(fold["test_start"])
+        assert piece["timestamp"].max() == stamp(fold["test_end"])
+        # the out-of-sample piece is the chosen variant run alone on the test window
+        raw = sweep.trials[fold["trial"]].config.model_dump(mode="json")
+        raw["backtest"] = {"start": fold["test_start"], "end": fold["test_end"]}
+        direct = run_experiment(ExperimentConfig.model_validate(raw), panel, context, sig, ind)
+        states = direct.portfolio_states
+        assert piece["return"].to_list() == states["return"].fill_null(0.0).to_list()
+        assert piece["timestamp"].equals(states["timestamp"])
+    assert oos["timestamp"].is_sorted() and oos["timestamp"].n_unique() == oos.height
+    growth = np.cumprod(1.0 + oos["return"].to_numpy())
+    assert oos["equity"].to_numpy() == pytest.approx(growth, rel=1e-12)
+    assert wf["oos"]["total_return"] == pytest.approx(growth[-1] - 1.0, rel=1e-12)
+    page = (tmp_path / "sweep_report.html").read_text()
+    assert "Walk-forward: stitched out-of-sample" in page
+    assert page.count('src="data:image/png;base64,') == 4
+
+    # a rerun reuses the stored out-of-sample runs
+    files = sorted(p.name for p in (tmp_path / "trials").glob("*.json"))
+    assert len(files) == 6 + wf["n_folds"]  # the grid's trials and one run per test window
+    again = write_outputs(sweep, run_sweep(sweep, tmp_path, prepared=prepared), tmp_path)
+    assert again["summary"]["walk_forward"] == wf
+    assert sorted(p.name for p in (tmp_path / "trials").glob("*.json")) == files
+
+
+def test_cpcv_summary_on_the_sweeps_stored_trials(lab: Lab, tmp_path: Path) -> None:
+    pytest.importorskip("skfolio", reason="the research extra (skfolio) is not installed")
+    from ml4t_pipeline.lib.sweep.cpcv import cpcv_paths
+    from ml4t_pipeline.lib.sweep.results import excess_matrix, returns_matrix
+
+    body = dict(GRID) | {"cpcv": {"n_folds": 6, "n_test_folds": 2}}
+    sweep = load_sweep_file(lab.write("cpcv", body))
+    run = run_sweep(sweep, tmp_path, prepared={lab.prepared.key: lab.prepared})
+    section = write_outputs(sweep, run, tmp_path)["summary"]["cpcv"]
+    assert section["purge"] == 5  # the signal model's horizon
+    assert (section["n_splits"], section["n_paths"]) == (15, 5)
+    matrix, trials, _ = returns_matrix(run, tmp_path)
+    direct = cpcv_paths(
+        excess_matrix(sweep, matrix), n_folds=6, n_test_folds=2, purge=5, embargo=0,
+        select="sharpe",
+    )  # fmt: skip
+    assert section["path_sharpe_annual"] == pytest.approx(
+        (direct["path_sharpe"] * np.sqrt(252)).tolist()
+    )
+    assert "Combinatorial purged cross-validation" in (tmp_path / "sweep_report.html").read_text()
 
 
 def test_sweep_path_refuses_unsafe_partition_key(tmp_path: Path) -> None:
@@ -459,6 +652,9 @@ def test_python_sweep_api_equals_cli_and_resumes(lab: Lab, tmp_path: Path) -> No
     with pytest.raises(KeyError, match="no trial 99"):
         result.returns(99)
     assert "Sweep api" in result._repr_html_() and "PBO" in result._repr_html_()
+    assert result.verdict in result._repr_html_()
+    assert result.spa_pvalue == result.summary["spa"]["spa_pvalue"]
+    assert result.walk_forward is None  # no walk_forward in the file
 
     again = Sweep.from_file(path).run(out_api)  # resumed: nothing recomputed
     assert (again.summary["n_computed"], again.summary["n_reused"]) == (0, 6)

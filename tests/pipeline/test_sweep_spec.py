@@ -218,3 +218,47 @@ def test_parse_path_tokens() -> None:
     for bad in ("", "[0].x", "a.", "a b"):
         with pytest.raises(ValueError):
             spec.parse_path(bad)
+
+
+def test_sweep_stats_gates_walk_forward_defaults_and_values(tmp_path: Path) -> None:
+    plain = spec.load_sweep_file(_write(tmp_path, GRID)).spec
+    assert (plain.stats.bootstrap_reps, plain.stats.seed, plain.stats.alpha) == (1000, 0, 0.05)
+    assert plain.gates.best_trial_dsr_at_least == 0.95 and plain.gates.pbo_at_most == 0.5
+    assert plain.gates.spa_pvalue_at_most == 0.05 and plain.gates.blocking is False
+    assert plain.walk_forward is None
+    block = GRID | {
+        "stats": {"bootstrap_reps": 200, "seed": 3, "block_size": 10},
+        "gates": {"pbo_at_most": 0.3, "blocking": True},
+        "walk_forward": {"train": "3y", "test": "1y", "select": "dsr", "embargo": 2},
+    }
+    loaded = spec.load_sweep_file(_write(tmp_path, block, "b.yaml")).spec
+    assert loaded.stats.block_size == 10 and loaded.gates.blocking is True
+    assert loaded.walk_forward is not None
+    assert loaded.walk_forward.offsets() == ((3, "years"), (1, "years"), (1, "years"))
+    assert loaded.walk_forward.purge is None and loaded.walk_forward.embargo == 2
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"stats": {"bootstrap_reps": 5}}, "bootstrap_reps must be 0"),
+        ({"gates": {"pbo_at_most": 1.5}}, "sweep.gates.pbo_at_most"),
+        ({"gates": {"dsr_min": 0.9}}, "sweep.gates.dsr_min"),
+        ({"walk_forward": {"train": 100}}, "sweep.walk_forward.test"),
+        ({"walk_forward": {"train": "3y", "test": 50}}, "all be bar counts or all calendar"),
+    ],
+)
+def test_sweep_block_bad_statistics_settings_refused(
+    tmp_path: Path, extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        spec.load_sweep_file(_write(tmp_path, GRID | extra))
+
+
+def test_walk_forward_refuses_swept_backtest_window(tmp_path: Path) -> None:
+    block = {
+        "grid": {"strategy.n": [1, 2], "backtest.start": ["2012-01-03"]},
+        "walk_forward": {"train": 100, "test": 50},
+    }
+    with pytest.raises(ConfigError, match=r"do not also sweep \['backtest.start'\]"):
+        spec.load_sweep_file(_write(tmp_path, block))

@@ -197,3 +197,161 @@ def test_pbo_invariant_under_trial_order(seed: int, n: int, splits: int) -> None
     assert 0.0 <= a.pbo <= 1.0
     assert a.pbo == b.pbo
     assert perm[b.is_best].tolist() == a.is_best.tolist()
+
+
+def test_min_track_record_length_hand_checked_normal_case() -> None:
+    # SR = 0.1 per period, SR* = 0, normal returns, alpha = 0.05:
+    # 1 + (1 - 0 + (3 - 1)/4 * 0.01) * (1.6448536 / 0.1)^2 = 1 + 1.005 * 270.5543 = 272.907
+    z = N01.inv_cdf(0.95)
+    expected = 1 + 1.005 * (z / 0.1) ** 2
+    assert expected == pytest.approx(272.907, abs=1e-3)
+    assert stats.min_track_record_length(0.1, 0.0, 0.0, 3.0) == pytest.approx(expected, rel=1e-12)
+
+
+def test_min_track_record_length_is_where_psr_reaches_one_minus_alpha() -> None:
+    sr, skew, kurt = 0.08, -0.4, 5.0
+    mintrl = stats.min_track_record_length(sr, 0.0, skew, kurt, alpha=0.05)
+    above = stats.probabilistic_sharpe_ratio(sr, 0.0, math.ceil(mintrl), skew, kurt)
+    below = stats.probabilistic_sharpe_ratio(sr, 0.0, math.floor(mintrl) - 1, skew, kurt)
+    assert below < 0.95 <= above
+    # negative skew and fat tails need a longer record than normal returns
+    assert mintrl > stats.min_track_record_length(sr, 0.0, 0.0, 3.0)
+
+
+def test_min_track_record_length_no_edge_is_infinite_and_bad_alpha_raises() -> None:
+    assert stats.min_track_record_length(0.05, 0.05, 0.0, 3.0) == math.inf
+    assert stats.min_track_record_length(-0.1, 0.0, 0.0, 3.0) == math.inf
+    with pytest.raises(ValueError, match="alpha"):
+        stats.min_track_record_length(0.1, 0.0, 0.0, 3.0, alpha=1.5)
+
+
+def test_sharpe_pvalues_are_one_minus_psr_and_flat_column_is_one() -> None:
+    rng = np.random.default_rng(8)
+    matrix = rng.normal(0.001, 0.01, size=(300, 3))
+    matrix[:, 1] = 0.0
+    p = stats.sharpe_pvalues(matrix)
+    col = matrix[:, 0].tolist()
+    mu = statistics.fmean(col)
+    m2 = sum((a - mu) ** 2 for a in col) / len(col)
+    skew = (sum((a - mu) ** 3 for a in col) / len(col)) / m2**1.5
+    kurt = (sum((a - mu) ** 4 for a in col) / len(col)) / m2**2
+    sr = _sr(col)
+    z = sr * math.sqrt(len(col) - 1) / math.sqrt(1 - skew * sr + (kurt - 1) / 4 * sr**2)
+    assert p[0] == pytest.approx(1 - N01.cdf(z), rel=1e-9)
+    assert p[1] == 1.0
+
+
+def test_adjusted_pvalues_holm_and_by_hand_checked() -> None:
+    p = np.array([0.01, 0.04, 0.03, 0.2])
+    # Holm: sorted 0.01, 0.03, 0.04, 0.2 times 4, 3, 2, 1 = 0.04, 0.09, 0.08, 0.2, then the
+    # running maximum: 0.04, 0.09, 0.09, 0.2
+    assert stats.adjusted_pvalues(p, "holm") == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    # BH: p(i) m / i = 0.04, 0.06, 0.0533, 0.2, running minimum from the top: 0.04, 0.0533,
+    # 0.0533, 0.2; BY multiplies by 1 + 1/2 + 1/3 + 1/4 = 25/12
+    c = 25 / 12
+    expected = [0.04 * c, 0.16 / 3 * c, 0.16 / 3 * c, 0.2 * c]
+    assert stats.adjusted_pvalues(p, "by") == pytest.approx(expected)
+    with pytest.raises(ValueError, match="unknown adjustment"):
+        stats.adjusted_pvalues(p, "bonferonni")
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        stats.adjusted_pvalues(np.array([0.5, 1.5]), "holm")
+
+
+def test_superior_predictive_ability_noise_trials_pvalue_not_small() -> None:
+    # 30 seeded draws of 10 trials of pure noise (true mean 0) over 1,000 bars
+    spa, rc = [], []
+    for seed in range(30):
+        noise = np.random.default_rng(1000 + seed).normal(0.0, 0.01, size=(1000, 10))
+        result = stats.superior_predictive_ability(noise, reps=200, seed=seed)
+        spa.append(result.spa_pvalue)
+        rc.append(result.reality_check_pvalue)
+        assert result.spa_pvalue_lower <= result.spa_pvalue <= result.spa_pvalue_upper
+    assert np.mean(np.array(spa) > 0.1) >= 0.9
+    assert np.mean(np.array(rc) > 0.1) >= 0.9
+
+
+def test_superior_predictive_ability_planted_winner_found() -> None:
+    for seed in range(5):
+        matrix = np.random.default_rng(seed).normal(0.0, 0.01, size=(500, 10))
+        matrix[:, 6] += 0.003  # an annual Sharpe ratio of about 4.8 in trial 6
+        result = stats.superior_predictive_ability(matrix, reps=200, seed=seed)
+        assert result.spa_pvalue < 0.05
+        assert result.reality_check_pvalue < 0.05
+        assert result.stepm_superior == [6]
+
+
+def test_superior_predictive_ability_same_seed_same_pvalues_and_bad_input() -> None:
+    matrix = np.random.default_rng(3).normal(0.0005, 0.01, size=(200, 4))
+    a = stats.superior_predictive_ability(matrix, reps=100, seed=4)
+    b = stats.superior_predictive_ability(matrix, reps=100, seed=4)
+    assert a == b
+    assert a.block_size == round(math.sqrt(200))
+    with pytest.raises(ValueError, match="reps"):
+        stats.superior_predictive_ability(matrix, reps=5)
+    with pytest.raises(ValueError, match="non-finite"):
+        stats.superior_predictive_ability(np.full((10, 2), np.nan))
+
+
+def test_stepm_equals_arch_stepm_where_arch_finishes() -> None:
+    from arch.bootstrap import StepM
+
+    matrix = np.random.default_rng(21).normal(0.0, 0.01, size=(400, 8))
+    matrix[:, [1, 5]] += [0.004, 0.003]
+    ours = stats.superior_predictive_ability(matrix, reps=300, seed=9)
+    theirs = StepM(np.zeros(400), -matrix, size=0.05, block_size=ours.block_size, reps=300,
+                   seed=np.random.default_rng(9))  # fmt: skip
+    theirs.compute()
+    assert ours.stepm_superior == sorted(theirs.superior_models) == [1, 5]
+
+
+def test_stepm_every_trial_superior_all_found() -> None:
+    # trial 0 is found in StepM's first step, trial 1 only in the second; arch 8.0.0's
+    # StepM.compute then tests an empty set and raises "zero-size array"; our loop stops
+    from arch.bootstrap import StepM
+
+    matrix = np.random.default_rng(1).normal(0.0, 0.01, size=(400, 2))
+    matrix += [0.006, 0.001]
+    theirs = StepM(np.zeros(400), -matrix, reps=200, block_size=20, seed=np.random.default_rng(1))
+    with pytest.raises(ValueError, match="zero-size array"):
+        theirs.compute()
+    assert stats.superior_predictive_ability(matrix, reps=200, seed=1).stepm_superior == [0, 1]
+
+
+def test_column_moments_equal_per_column_moments_flat_is_normal() -> None:
+    matrix = np.random.default_rng(12).standard_t(4, size=(250, 4)) * 0.01
+    matrix[:, 2] = 0.003
+    skew, kurt = stats.column_moments(matrix)
+    for j in range(4):
+        assert (skew[j], kurt[j]) == pytest.approx(stats.moments(matrix[:, j]), rel=1e-12)
+    assert (skew[2], kurt[2]) == (0.0, 3.0)
+    p = stats.sharpe_pvalues(matrix)
+    for j in (0, 1, 3):
+        one = stats.probabilistic_sharpe_ratio(
+            float(stats.sharpe_ratios(matrix)[j]), 0.0, 250, skew[j], kurt[j]
+        )
+        assert p[j] == pytest.approx(1.0 - one, rel=1e-9, abs=1e-15)
+    assert p[2] == 1.0
+
+
+def test_sharpe_ratios_constant_excess_column_has_no_edge() -> None:
+    # a constant per-bar return (a trial parked in one position paying a fixed rate, or cash
+    # minus the risk-free rate): its float standard deviation is rounding noise (~1e-19), not
+    # a spread to divide by (the old code gave a Sharpe ratio of 1.4e15)
+    matrix = np.column_stack([np.full(300, 0.003), np.random.default_rng(2).normal(0, 0.01, 300)])
+    assert 0.0 < matrix[:, 0].std() < 1e-15
+    assert stats.sharpe_ratios(matrix)[0] == 0.0
+    assert stats.sharpe_pvalues(matrix)[0] == 1.0
+    assert stats.moments(matrix[:, 0]) == (0.0, 3.0)
+
+
+def test_superior_predictive_ability_flat_trials_give_no_evidence() -> None:
+    # arch reports p = 0 for trials that never trade (all loss differentials 0): the sweep
+    # leaves constant columns out, and with none left every p-value is 1
+    flat = np.zeros((200, 3))
+    none = stats.superior_predictive_ability(flat, reps=50)
+    assert (none.spa_pvalue, none.reality_check_pvalue, none.n_tested) == (1.0, 1.0, 0)
+    mixed = flat.copy()
+    mixed[:, 2] = np.random.default_rng(5).normal(0.004, 0.01, 200)
+    found = stats.superior_predictive_ability(mixed, reps=200)
+    assert found.n_tested == 1 and found.stepm_superior == [2]  # the original column index
+    assert found.spa_pvalue < 0.05

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "equity_top_png",
+    "walk_forward_png",
     "render_sweep_html",
     "sharpe_heatmap_png",
     "sharpe_histogram_png",
@@ -188,6 +189,9 @@ def render_sweep_html(
     """
     dsr = summary.get("deflated_sharpe") or {}
     pbo = summary.get("pbo") or {}
+    psr = summary.get("psr") or {}
+    spa = summary.get("spa") or {}
+    mt = summary.get("multiple_testing") or {}
     facts = {
         "trials": summary["n_trials"],
         "ok / failed": f"{summary['n_ok']} / {summary['n_failed']}",
@@ -198,6 +202,23 @@ def render_sweep_html(
         "Deflated Sharpe Ratio": dsr.get("dsr", None),
         "PBO (CSCV)": pbo.get("pbo"),
         "CSCV splits S": pbo.get("n_splits"),
+        "PSR of the best trial (vs Sharpe 0)": psr.get("psr"),
+        "minimum track record (bars)": psr.get("min_track_record_length"),
+        "minimum track record (years)": psr.get("min_track_record_years"),
+        "bars in the sample": psr.get("n_periods"),
+        "Hansen SPA p-value": spa.get("spa_pvalue", None),
+        "White Reality Check p-value": spa.get("reality_check_pvalue"),
+        "StepM: trials better than cash": (
+            None
+            if "stepm_superior_trials" not in spa
+            else ", ".join(map(str, spa["stepm_superior_trials"])) or "none"
+        ),
+        "trials with p ≤ α: raw / Holm / BY": (
+            None
+            if "n_significant" not in mt
+            else f"{mt['n_significant']} / {mt['n_significant_holm']} / {mt['n_significant_by']}"
+            f" of {mt['n_tested']} (α = {mt['alpha']:g})"
+        ),
         "code version": summary.get("code_version"),
     }
     facts_html = "".join(
@@ -215,6 +236,23 @@ def render_sweep_html(
         else "The best trial's Sharpe ratio is <b>not</b> significant after deflating for the "
         "number of trials (DSR ≤ 0.95)."
     )
+    gates = summary.get("gates") or []
+    gates_html = "".join(
+        f"<tr><th>{html.escape(g['name'])}</th><td>{_fmt(g['value'])}</td>"
+        f"<td>{_fmt(g['threshold'])}</td><td>{'pass' if g['passed'] else '<b>fail</b>'}</td>"
+        f"<td style='text-align:left'>{html.escape(g['detail'])}</td></tr>"
+        for g in gates
+    )
+    gates_block = (
+        f"<p id='verdict'><b>Verdict:</b> {html.escape(summary.get('verdict', ''))}"
+        f"{' (blocking)' if gates and gates[0]['blocking'] else ' (warnings)'}</p>"
+        "<table><thead><tr><th>gate</th><th>value</th><th>threshold</th><th>result</th>"
+        f"<th>detail</th></tr></thead><tbody>{gates_html}</tbody></table>"
+        if gates
+        else ""
+    )
+    wf_block = _walk_forward_html(summary.get("walk_forward"), figures.get("walk_forward"))
+    wf_block += _cpcv_html(summary.get("cpcv"))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Sweep {html.escape(summary["sweep"])}</title>
 <style>
@@ -227,8 +265,14 @@ img {{ max-width: 100%; }}
 <h1>Sweep {html.escape(summary["sweep"])}</h1>
 <p>{summary["kind"]} over {", ".join(html.escape(p) for p in params)}. {verdict}
 PBO is the probability that the in-sample best variant ranks in the bottom half out of sample
-(Bailey, Borwein, López de Prado &amp; Zhu); DSR after Bailey &amp; López de Prado (2014).</p>
+(Bailey, Borwein, López de Prado &amp; Zhu); DSR after Bailey &amp; López de Prado (2014);
+PSR and minimum track record length after Bailey &amp; López de Prado (2012); SPA (Hansen 2005),
+Reality Check (White 2000) and StepM (Romano &amp; Wolf 2005) from <code>arch.bootstrap</code>,
+on the mean per-bar excess return against cash; Holm and Benjamini–Hochberg–Yekutieli adjusted
+p-values from <code>statsmodels</code>.</p>
+{gates_block}
 <table>{facts_html}</table>
+{wf_block}
 <h2 id="heatmap">Sharpe ratio over the parameters</h2>
 {_img(figures["heatmap"], "Sharpe heatmap")}
 <h2 id="distribution">Distribution of trial Sharpe ratios</h2>
@@ -241,3 +285,105 @@ PBO is the probability that the in-sample best variant ranks in the bottom half 
 {_table(failed) if failed.height else "<p>None.</p>"}
 </body></html>
 """
+
+
+def walk_forward_png(times: np.ndarray, equity: np.ndarray, boundaries: np.ndarray) -> bytes:
+    """The stitched out-of-sample equity of a walk-forward optimisation (growth of 1), with a
+    dotted line at each fold's first out-of-sample bar.
+
+    Parameters
+    ----------
+    times : ndarray[datetime64], shape (T,)
+        The out-of-sample bars, increasing.
+    equity : ndarray[float64], shape (T,)
+        Growth of 1 at each bar.
+    boundaries : ndarray[datetime64]
+        First bar of each fold's test window.
+    """
+    fig, ax = _figure(10, 4)
+    if times.size == 0:
+        ax.text(0.5, 0.5, "No out-of-sample bars.", ha="center", va="center")
+        ax.set_axis_off()
+        return _png(fig)
+    ax.plot(times.astype("datetime64[ms]").astype(object), equity, color=_BLUE, linewidth=1.2)
+    for start in np.asarray(boundaries).astype("datetime64[ms]").astype(object):
+        ax.axvline(start, color=_GREY, linestyle=":")
+    ax.set_ylabel("growth of 1 (out of sample)")
+    ax.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+def _walk_forward_html(section: dict[str, Any] | None, png: bytes | None) -> str:
+    if not section:
+        return ""
+    if section.get("reason"):
+        reason = html.escape(section["reason"])
+        return f"<h2 id='walk-forward'>Walk-forward</h2><p>n/a: {reason}</p>"
+    oos, ins = section["oos"], section["is"]
+    facts = {
+        "folds": section["n_folds"],
+        "selected by": section["select"],
+        "purge / embargo (bars)": f"{section['purge']} / {section['embargo']}",
+        "OOS annual Sharpe (stitched)": oos.get("sharpe"),
+        "IS annual Sharpe (mean of the chosen)": ins.get("sharpe"),
+        "degradation ratio (OOS / IS Sharpe)": section.get("degradation_ratio"),
+        "walk-forward efficiency (OOS / IS annual return)": section.get("efficiency"),
+        "OOS CAGR": oos.get("cagr"),
+        "OOS max drawdown": oos.get("max_drawdown"),
+        "OOS total return": oos.get("total_return"),
+    }
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in facts.items()
+    )
+    folds = pl.DataFrame(
+        [
+            {
+                "fold": f["fold"],
+                "train": f"{f['train_start'][:10]} → {f['train_end'][:10]}",
+                "test": f"{f['test_start'][:10]} → {f['test_end'][:10]}",
+                "trial": f["trial"],
+                "params": ", ".join(f"{k}={v}" for k, v in f["params"].items()),
+                f"IS {section['select']}": f["is_score"],
+                "IS Sharpe": f["is_sharpe"],
+                "OOS Sharpe": f["oos_sharpe"],
+                "OOS return": f["oos_total_return"],
+            }
+            for f in section["folds"]
+        ]
+    )
+    image = _img(png, "walk-forward out-of-sample equity") if png else ""
+    return (
+        "<h2 id='walk-forward'>Walk-forward: stitched out-of-sample</h2>"
+        "<p>Each fold picks the variant with the best in-sample value and runs it alone on the "
+        "fold's test window; the test windows' returns are chained into one equity curve.</p>"
+        f"<table>{rows}</table>{image}{_table(folds)}"
+    )
+
+
+def _cpcv_html(section: dict[str, Any] | None) -> str:
+    if not section:
+        return ""
+    head = "<h2 id='cpcv'>Combinatorial purged cross-validation</h2>"
+    if section.get("reason"):
+        return f"{head}<p>n/a: {html.escape(section['reason'])}</p>"
+    q = section["sharpe_quantiles"]
+    facts = {
+        "groups N / test groups k": f"{section['n_folds']} / {section['n_test_folds']}",
+        "splits / paths": f"{section['n_splits']} / {section['n_paths']}",
+        "purge / embargo (bars)": f"{section['purge']} / {section['embargo']}",
+        "selected by": section["select"],
+        "OOS annual Sharpe: mean ± std": f"{section['sharpe_mean']:.3f} ± "
+        f"{section['sharpe_std']:.3f}",
+        "OOS annual Sharpe: 5 % / 50 % / 95 %": f"{q['0.05']:.3f} / {q['0.5']:.3f} / "
+        f"{q['0.95']:.3f}",
+        "paths with Sharpe > 0": section["share_positive"],
+    }
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in facts.items()
+    )
+    return (
+        f"{head}<p>Each split selects the best variant on its purged training groups; its "
+        "returns on the test groups recombine into complete out-of-sample paths "
+        "(López de Prado 2018, ch. 12; splits from <code>skfolio</code>).</p>"
+        f"<table>{rows}</table>"
+    )
