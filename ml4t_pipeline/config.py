@@ -1329,6 +1329,29 @@ def load_config(path: str | Path, *, data_root: str | Path | None = None) -> Exp
             f"with `ml4t sweep {path} --output DIR`, or remove the block to run the base experiment"
         )
     raw.setdefault("name", path.stem)
+    return validate_config(raw, source=path, data_root=data_root)
+
+
+def validate_config(
+    raw: Mapping[str, Any], *, source: str | Path, data_root: str | Path | None = None
+) -> ExperimentConfig:
+    """Validate one experiment given as plain data, exactly as :func:`load_config` validates a
+    file: the schema, every engine component built once, the data paths inside the data root.
+
+    Parameters
+    ----------
+    raw : Mapping
+        The sections of an experiment file (``name`` required: nothing to take it from).
+    source : str or Path
+        What the messages name as the config's origin (a path, ``"Experiment(config)"``).
+    data_root : str or Path, optional
+        As for :func:`load_config`.
+
+    Raises
+    ------
+    ConfigError
+        As for :func:`load_config` (the messages start with ``source``).
+    """
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
@@ -1336,9 +1359,9 @@ def load_config(path: str | Path, *, data_root: str | Path | None = None) -> Exp
             f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()
         ]
-        raise ConfigError(f"{path}: invalid experiment config:\n" + "\n".join(lines)) from exc
-    _check_engine_specs(cfg, path)
-    check_data_paths(cfg, data_root=data_root, source=path)
+        raise ConfigError(f"{source}: invalid experiment config:\n" + "\n".join(lines)) from exc
+    _check_engine_specs(cfg, source)
+    check_data_paths(cfg, data_root=data_root, source=source)
     return cfg
 
 
