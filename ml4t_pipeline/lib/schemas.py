@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
 from typing import Annotated, Literal, Optional
 
 import numpy as np
@@ -22,7 +21,8 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from ml4t_pipeline.lib.timing import signal_age_bars, xnys_calendar
+from ml4t_pipeline.lib.calendars import calendar_tz, check_calendar_name, session_closes
+from ml4t_pipeline.lib.timing import signal_age_bars
 
 OHLC: tuple[str, ...] = ("open", "high", "low", "close")
 OHLCV: tuple[str, ...] = (*OHLC, "volume")
@@ -461,8 +461,9 @@ def _signal_timing_rules(df: pl.DataFrame, max_signal_age_bars: int | None) -> l
 # ---------------------------------------------------------------------------------------------
 # Plausibility: rows that are well-formed but not believable (``data.plausibility``)
 
-CALENDARS: tuple[str, ...] = ("XNYS", "weekdays", "none")
-"""Session calendars of the ``on_session_date`` rule (``data.plausibility.calendar``)."""
+CALENDAR_CHECKS: tuple[str, ...] = ("weekdays", "none")
+"""The ``on_session_date`` rule's settings besides an exchange calendar's name
+(``data.plausibility.calendar``): Monday to Friday, or unchecked."""
 
 PLAUSIBILITY_RULE_NAMES: tuple[str, ...] = (
     "symbol_not_blank",
@@ -485,9 +486,16 @@ class Plausibility:
     min_return, max_return : float or None
         Bounds of the close-to-close simple return ``close / previous close - 1`` of a symbol's
         consecutive rows (fraction; defaults ``-0.99`` and ``10.0``); None: that side unchecked.
-    calendar : {"XNYS", "weekdays", "none"}
-        Calendar whose sessions every bar's New York date must be: the NYSE sessions of
-        ``exchange_calendars`` (default), Monday to Friday, or unchecked.
+    calendar : str
+        What every bar's date must be: a session of this ``exchange_calendars`` calendar
+        (default ``XNYS``; the date is the bar's close in the calendar's zone), ``weekdays``
+        (Monday to Friday, by the New York date) or ``none`` (unchecked).
+
+    Raises
+    ------
+    ValueError
+        A bound out of range, or a ``calendar`` that is neither an exchange calendar's name
+        nor ``weekdays`` / ``none`` (the message names the closest calendars).
     """
 
     max_price: float | None = 1e7
@@ -496,8 +504,8 @@ class Plausibility:
     calendar: str = "XNYS"
 
     def __post_init__(self) -> None:
-        if self.calendar not in CALENDARS:
-            raise ValueError(f"unknown calendar {self.calendar!r}; expected one of {CALENDARS}")
+        if self.calendar not in CALENDAR_CHECKS:
+            check_calendar_name(self.calendar, field="plausibility calendar")
         if self.max_price is not None and not (self.max_price > 0):
             raise ValueError(f"max_price must be > 0 or None, got {self.max_price!r}")
         if self.min_return is not None and not (-1 <= self.min_return < 0):
@@ -532,37 +540,20 @@ def _return_flags(df: pl.DataFrame, low: float | None, high: float | None) -> pl
     return df.select(_finite_and(ret, ok)).to_series()
 
 
-_CALENDAR_LIMITS = (date(1678, 1, 1), date(2261, 12, 31))  # pandas' nanosecond range
-
-
-def _xnys_sessions(first: date, last: date) -> set[date]:
-    """NYSE sessions between two dates (``exchange_calendars``), clipped to its date range."""
-    import exchange_calendars as xcals  # lazy: imports pandas, only this rule needs it
-
-    start, end = max(first, _CALENDAR_LIMITS[0]), min(last, _CALENDAR_LIMITS[1])
-    if start > end:
-        return set()
-    try:
-        calendar = xnys_calendar(start, end)
-    except xcals.errors.NoSessionsError:
-        return set()
-    return set(calendar.sessions.date)
-
-
 def _session_flags(df: pl.DataFrame, calendar: str) -> pl.Series:
     if calendar == "none" or df.height == 0:
         return pl.repeat(True, df.height, dtype=pl.Boolean, eager=True)
-    ny_date = df.select(
-        pl.col("timestamp").dt.convert_time_zone("America/New_York").dt.date()
-    ).to_series()
+    zone = "America/New_York" if calendar == "weekdays" else calendar_tz(calendar)
+    local = df.select(pl.col("timestamp").dt.convert_time_zone(zone).dt.date()).to_series()
+    weekday = (local.dt.weekday() <= 5).fill_null(True)
     if calendar == "weekdays":
-        return (ny_date.dt.weekday() <= 5).fill_null(True)
-    dates = ny_date.drop_nulls().unique()
-    sessions = _xnys_sessions(dates.min(), dates.max())  # type: ignore[arg-type]
-    outside = (ny_date < _CALENDAR_LIMITS[0]) | (ny_date > _CALENDAR_LIMITS[1])
-    on_session = ny_date.is_in(pl.Series(sorted(sessions), dtype=pl.Date).implode())
-    # Beyond the calendar's date range, only weekends can be judged.
-    return (on_session | (outside & (ny_date.dt.weekday() <= 5))).fill_null(True)
+        return weekday
+    sessions = session_closes(calendar)["date"]
+    on_session = local.is_in(sessions.implode())
+    # Outside the calendar's range (before 1990, more than a year ahead) only weekends are
+    # judged.
+    outside = (local < sessions.min()) | (local > sessions.max())
+    return (on_session | (outside & weekday)).fill_null(True)
 
 
 def plausibility_rules(df: pl.DataFrame, plausibility: Plausibility) -> list[RowRule]:
@@ -576,9 +567,9 @@ def plausibility_rules(df: pl.DataFrame, plausibility: Plausibility) -> list[Row
     list of RowRule
         ``symbol_not_blank`` (symbol not empty or whitespace), ``price_level_plausible``
         (open/high/low/close <= ``max_price``), ``return_plausible`` (close-to-close return
-        within [``min_return``, ``max_return``]), ``on_session_date`` (the bar's New York date
-        is a session of ``calendar``); a rule whose bound is None passes every row. Each
-        ``passes()`` is a literal Boolean column as long as ``df``.
+        within [``min_return``, ``max_return``]), ``on_session_date`` (the bar's date, in the
+        calendar's zone, is a session of ``calendar``); a rule whose bound is None passes every
+        row. Each ``passes()`` is a literal Boolean column as long as ``df``.
     """
     p = plausibility
     flags = {
@@ -593,7 +584,7 @@ def plausibility_rules(df: pl.DataFrame, plausibility: Plausibility) -> list[Row
         "symbol_not_blank": "symbol is not empty or whitespace",
         "price_level_plausible": f"open, high, low and close are <= {p.max_price}",
         "return_plausible": f"close-to-close return within [{p.min_return}, {p.max_return}]",
-        "on_session_date": f"the bar's New York date is a session of calendar {p.calendar!r}",
+        "on_session_date": f"the bar's date is a session of calendar {p.calendar!r}",
     }
     return [
         RowRule(name, lambda s=flags[name]: pl.lit(s), descriptions[name])

@@ -14,20 +14,27 @@ unless the stamps are declared instants (:func:`check_signal_stamps`).
 US equity session times are taken in ``America/New_York`` and converted to UTC, which makes them
 daylight-saving correct (the 16:00 close is 21:00 UTC in winter and 20:00 UTC in summer). A daily
 date is stamped at the New York Stock Exchange's real close of that session
-(:func:`daily_close_utc`): 16:00, or the early close of a half day (13:00 on the day after
-Thanksgiving, e.g. 2017-11-24) from ``exchange_calendars``' XNYS calendar
-(:func:`xnys_calendar`), which also gives the sessions the ``on_session_date`` price rule checks.
+(:func:`daily_close_utc`) on the experiment's exchange calendar (``data.calendar``, default
+XNYS; :mod:`ml4t_pipeline.lib.calendars`): 16:00, or the early close of a half day (13:00 on
+the day after Thanksgiving, e.g. 2017-11-24); the same calendar gives the sessions the
+``on_session_date`` price rule checks.
 """
 
 from __future__ import annotations
 
-import functools
-import warnings
 from dataclasses import dataclass
-from datetime import date, timedelta
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Literal
 
 import polars as pl
+
+from ml4t_pipeline.lib.calendars import (
+    DEFAULT_CALENDAR,
+    calendar_tz,
+    regular_close,
+    regular_open,
+    session_closes,
+)
 
 EXCHANGE_TZ = "America/New_York"
 """Time zone of the US equity session times used below."""
@@ -47,54 +54,8 @@ def _session_time_utc(dates: pl.Expr, hours: int, minutes: int) -> pl.Expr:
     return wall.dt.replace_time_zone(EXCHANGE_TZ).dt.convert_time_zone("UTC")
 
 
-CALENDAR_START = date(1990, 1, 1)
-"""First date whose early closes :func:`daily_close_utc` knows (earlier dates close at 16:00)."""
-
-
-def xnys_calendar(start: date, end: date | None = None) -> Any:
-    """The NYSE calendar of ``exchange_calendars`` from ``start`` (to ``end``, default: its own
-    last session, a year ahead). Imported lazily (it pulls in pandas); its pandas deprecation
-    warnings are silenced.
-
-    Raises
-    ------
-    exchange_calendars.errors.NoSessionsError
-        No session between ``start`` and ``end``.
-    """
-    import exchange_calendars as xcals
-
-    with warnings.catch_warnings():
-        # exchange_calendars 4.13 reads Series.values, which pandas 3.1 deprecates.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return xcals.get_calendar(
-            "XNYS", start=start.isoformat(), end=end.isoformat() if end else None
-        )
-
-
-@functools.lru_cache(maxsize=1)
-def xnys_early_closes() -> pl.DataFrame:
-    """NYSE sessions that close before 16:00, from :data:`CALENDAR_START` to a year ahead.
-
-    Returns
-    -------
-    pl.DataFrame
-        ``date`` (Date) and ``close_minutes`` (Int64, minutes after New York midnight: 780 for a
-        13:00 close), one row per early close (80 from 1990 to 2027: 76 at 13:00, 4 at 14:00).
-    """
-    calendar = xnys_calendar(CALENDAR_START)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        closes = calendar.schedule.loc[calendar.early_closes, "close"].dt.tz_convert(EXCHANGE_TZ)
-        minutes = (closes.dt.hour * 60 + closes.dt.minute).to_numpy()
-        days = [d.date() for d in calendar.early_closes]
-    return pl.DataFrame(
-        {"date": days, "close_minutes": minutes},
-        schema={"date": pl.Date, "close_minutes": pl.Int64},
-    )
-
-
-def daily_close_utc(dates: pl.Expr) -> pl.Expr:
-    """Stamp naive trading dates with the session's America/New_York close, in UTC.
+def daily_close_utc(dates: pl.Expr, calendar: str = DEFAULT_CALENDAR) -> pl.Expr:
+    """Stamp trading dates with their session's real close on exchange ``calendar``, in UTC.
 
     Parameters
     ----------
@@ -102,19 +63,23 @@ def daily_close_utc(dates: pl.Expr) -> pl.Expr:
         A ``pl.Date`` or naive ``pl.Datetime`` expression holding the trading date (daily files
         store 00:00 of the date). Any time of day is discarded: only the calendar date is used;
         callers that accept raw files check for midnight first (``io.load_prices_file`` does).
+    calendar : str, default "XNYS"
+        An ``exchange_calendars`` name (``data.calendar``;
+        :func:`ml4t_pipeline.lib.calendars.session_closes`).
 
     Returns
     -------
     pl.Expr
-        ``pl.Datetime("us", "UTC")``: the date at 16:00 New York time, i.e. 21:00 UTC under EST and
-        20:00 UTC under EDT; on an NYSE early-close day (:func:`xnys_early_closes`) at its real
-        close instead (2017-11-24: 13:00 New York = 18:00 UTC). Nulls stay null.
+        ``pl.Datetime("us", "UTC")``: the session's close. XNYS: 16:00 New York, i.e. 21:00 UTC
+        under EST and 20:00 UTC under EDT; on an early-close day its real close instead
+        (2017-11-24: 13:00 New York = 18:00 UTC). Nulls stay null.
 
     Notes
     -----
-    A date that is not an NYSE session (weekend, holiday) is stamped 16:00; the price rule
-    ``on_session_date`` (``data.plausibility.calendar``) refuses such rows, naming them. Dates
-    before :data:`CALENDAR_START` are stamped 16:00.
+    A date that is not a session of ``calendar`` (weekend, holiday), or lies outside the
+    calendar's range (before 1990), is stamped at the calendar's regular close in its zone; the
+    price rule ``on_session_date`` (``data.plausibility.calendar``) refuses such rows, naming
+    them.
 
     Examples
     --------
@@ -127,29 +92,41 @@ def daily_close_utc(dates: pl.Expr) -> pl.Expr:
     >>> half.select(daily_close_utc(pl.col("d")).dt.hour())["d"].to_list()
     [18]
     """
-    early = xnys_early_closes()
+    sessions = session_closes(calendar)
+    close = regular_close(calendar)
     day = dates.cast(pl.Date)
-    minutes = day.replace_strict(
-        early["date"], early["close_minutes"], default=16 * 60, return_dtype=pl.Int64
+    wall = day.cast(pl.Datetime("us")) + pl.duration(hours=close.hour, minutes=close.minute)
+    regular = wall.dt.replace_time_zone(calendar_tz(calendar)).dt.convert_time_zone("UTC")
+    return day.replace_strict(
+        sessions["date"], sessions["close"], default=regular, return_dtype=UTC_DATETIME
     )
-    wall = day.cast(pl.Datetime("us")) + pl.duration(minutes=minutes)
-    return wall.dt.replace_time_zone(EXCHANGE_TZ).dt.convert_time_zone("UTC")
 
 
-def market_open_utc(dates: pl.Expr) -> pl.Expr:
-    """Stamp dates (or any datetimes, by their date) with the 09:30 America/New_York open in UTC.
+def market_open_utc(dates: pl.Expr, calendar: str = DEFAULT_CALENDAR) -> pl.Expr:
+    """Stamp dates (or any datetimes, by their date) with their session's open on exchange
+    ``calendar``, in UTC (XNYS: 09:30 New York).
 
     Parameters
     ----------
     dates : pl.Expr
         ``pl.Date`` or naive ``pl.Datetime``; the calendar date is used.
+    calendar : str, default "XNYS"
+        An ``exchange_calendars`` name (``data.calendar``).
 
     Returns
     -------
     pl.Expr
-        ``pl.Datetime("us", "UTC")``: 14:30 UTC under EST, 13:30 UTC under EDT.
+        ``pl.Datetime("us", "UTC")``: XNYS 14:30 UTC under EST, 13:30 UTC under EDT. A date that
+        is no session gets the calendar's regular open in its zone.
     """
-    return _session_time_utc(dates, 9, 30)
+    sessions = session_closes(calendar)
+    opening = regular_open(calendar)
+    day = dates.cast(pl.Date)
+    wall = day.cast(pl.Datetime("us")) + pl.duration(hours=opening.hour, minutes=opening.minute)
+    regular = wall.dt.replace_time_zone(calendar_tz(calendar)).dt.convert_time_zone("UTC")
+    return day.replace_strict(
+        sessions["date"], sessions["open"], default=regular, return_dtype=UTC_DATETIME
+    )
 
 
 def vix_close_utc(dates: pl.Expr) -> pl.Expr:
@@ -172,8 +149,8 @@ def vix_close_utc(dates: pl.Expr) -> pl.Expr:
     return _session_time_utc(dates, 16, 15)
 
 
-def _ny_date(timestamps: pl.Expr) -> pl.Expr:
-    return timestamps.dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+def _local_date(timestamps: pl.Expr, calendar: str) -> pl.Expr:
+    return timestamps.dt.convert_time_zone(calendar_tz(calendar)).dt.date()
 
 
 def _require_utc(df: pl.DataFrame, column: str, what: str) -> None:
@@ -206,8 +183,11 @@ def _first_rows(df: pl.DataFrame, n: int = 5) -> str:
     return str(shown.to_dicts())
 
 
-def naive_dates_to_close_utc(df: pl.DataFrame, what: str, intraday_rule: str) -> pl.DataFrame:
-    """``df`` with its naive daily ``timestamp`` moved to that date's 16:00 New York close, UTC.
+def naive_dates_to_close_utc(
+    df: pl.DataFrame, what: str, intraday_rule: str, *, calendar: str = DEFAULT_CALENDAR
+) -> pl.DataFrame:
+    """``df`` with its naive daily ``timestamp`` moved to that session's close on ``calendar``
+    (XNYS: 16:00 New York, 13:00 on half days), in UTC.
 
     The daily convention of the price files: a ``pl.Date`` or naive ``pl.Datetime`` value at
     00:00 is that date's close (:func:`daily_close_utc`).
@@ -227,7 +207,7 @@ def naive_dates_to_close_utc(df: pl.DataFrame, what: str, intraday_rule: str) ->
                 f"{what}: {off.height} naive timestamps are not at 00:00 ({dtype}), so they are "
                 f"not daily dates; {intraday_rule}. First rows: {_first_rows(off)}"
             )
-    return df.with_columns(daily_close_utc(pl.col("timestamp")).alias("timestamp"))
+    return df.with_columns(daily_close_utc(pl.col("timestamp"), calendar).alias("timestamp"))
 
 
 SignalStamps = Literal["bar_close", "session_date", "instant"]
@@ -254,7 +234,11 @@ def _stamp_text(dtype: pl.DataType) -> pl.Expr:
 
 
 def signal_stamps_utc(
-    signals: pl.DataFrame, stamps: str = "bar_close", *, what: str = "signals"
+    signals: pl.DataFrame,
+    stamps: str = "bar_close",
+    *,
+    what: str = "signals",
+    calendar: str = DEFAULT_CALENDAR,
 ) -> pl.DataFrame:
     """``signals`` with ``timestamp`` read under a stamp convention, as a UTC ``Datetime``.
 
@@ -280,6 +264,8 @@ def signal_stamps_utc(
           after it. Naive stamps are refused (an instant needs a zone).
     what : str
         How the table is named in error messages.
+    calendar : str, default "XNYS"
+        The exchange calendar whose session closes stamp dates (``data.calendar``).
 
     Returns
     -------
@@ -323,6 +309,7 @@ def signal_stamps_utc(
             what,
             "intraday signal times must be timezone-aware (with signal_timestamps: bar_close "
             "or instant)",
+            calendar=calendar,
         )
     if stamps == "session_date":
         off = signals.with_row_index("row_index").filter(
@@ -335,7 +322,7 @@ def signal_stamps_utc(
                 f"{_first_rows(off)}"
             )
         return signals.with_columns(
-            daily_close_utc(pl.col("timestamp").dt.date()).cast(UTC_DATETIME).alias("timestamp")
+            daily_close_utc(pl.col("timestamp").dt.date(), calendar).alias("timestamp")
         )
     # Converting an aware timestamp to UTC keeps the instant (lossless).
     return signals.with_columns(pl.col("timestamp").dt.convert_time_zone("UTC").cast(UTC_DATETIME))
@@ -346,6 +333,7 @@ def signal_stamp_offsets(
     bar_closes: pl.Series | pl.DataFrame,
     *,
     stamps: str = "bar_close",
+    calendar: str = DEFAULT_CALENDAR,
 ) -> pl.DataFrame:
     """For every signal row: the bar it maps to and how far its stamp is from that bar's close.
 
@@ -366,6 +354,8 @@ def signal_stamp_offsets(
         symbol has no bar.
     stamps : {"bar_close", "session_date", "instant"}
         How the stamps are read (:func:`signal_stamps_utc`).
+    calendar : str, default "XNYS"
+        The exchange calendar whose session closes stamp dates (``data.calendar``).
 
     Returns
     -------
@@ -398,7 +388,9 @@ def signal_stamp_offsets(
         pl.col("symbol").cast(pl.String),
         _stamp_text(signals.schema["timestamp"]).alias("stamp"),
     )
-    read = signal_stamps_utc(signals.select("timestamp"), stamps, what="signal_stamp_offsets")
+    read = signal_stamps_utc(
+        signals.select("timestamp"), stamps, what="signal_stamp_offsets", calendar=calendar
+    )
     rows = written.with_columns(read.get_column("timestamp"))
     mapped = (
         rows.sort("timestamp")
@@ -483,6 +475,7 @@ def check_signal_stamps(
     *,
     stamps: str = "bar_close",
     what: str = "signals",
+    calendar: str = DEFAULT_CALENDAR,
 ) -> pl.DataFrame:
     """Refuse signal stamps that are not bar closes, unless they are declared instants.
 
@@ -493,8 +486,8 @@ def check_signal_stamps(
 
     Parameters
     ----------
-    signals, bar_closes, stamps
-        As :func:`signal_stamp_offsets`.
+    signals, bar_closes, stamps, calendar
+        As :func:`signal_stamp_offsets` (``calendar``: the exchange calendar stamping dates).
     what : str
         How the table is named in the error message.
 
@@ -510,7 +503,7 @@ def check_signal_stamps(
         (``row_index`` = 0-based row of ``signals``, the stamp as written, the bar close it maps
         to and the offset) and the settings that would state how to read them.
     """
-    offsets = signal_stamp_offsets(signals, bar_closes, stamps=stamps)
+    offsets = signal_stamp_offsets(signals, bar_closes, stamps=stamps, calendar=calendar)
     bad = misaligned_signal_stamps(offsets)
     if stamps != "instant" and bad.height:
         raise ValueError(misaligned_stamps_message(bad, offsets.height, stamps, what))
@@ -569,7 +562,7 @@ def _file_available_at_utc(signals: pl.DataFrame, what: str) -> pl.DataFrame:
 
 
 def signal_available_at(
-    signals: pl.DataFrame, mode: str, *, stamps: str = "bar_close"
+    signals: pl.DataFrame, mode: str, *, stamps: str = "bar_close", calendar: str = DEFAULT_CALENDAR
 ) -> pl.DataFrame:
     """Give every signal row the UTC time it became available, by rule and from its own column.
 
@@ -606,6 +599,10 @@ def signal_available_at(
         How ``timestamp`` is read (``data.signal_timestamps``; :func:`signal_stamps_utc`).
         Whether each stamp is then a bar close is checked against the prices by
         :func:`check_signal_stamps`, not here.
+    calendar : str, default "XNYS"
+        The exchange calendar (``data.calendar``): it stamps dates at their session's close and
+        gives the open of ``market_open`` / ``next_day`` (a session's open in the calendar's
+        zone, by the stamp's date there).
 
     Returns
     -------
@@ -626,7 +623,7 @@ def signal_available_at(
             f"unknown signal_available_at mode {mode!r}; expected one of {SIGNAL_TIMING_MODES}"
         )
     what = f"signal_available_at(mode={mode!r})"
-    signals = signal_stamps_utc(signals, stamps, what=what)
+    signals = signal_stamps_utc(signals, stamps, what=what, calendar=calendar)
     has_own = "available_at" in signals.columns
     if mode == "available_at" and not has_own:
         raise ValueError(
@@ -640,10 +637,10 @@ def signal_available_at(
     if mode == "market_close":
         rule = pl.col("timestamp")
     elif mode == "market_open":
-        rule = market_open_utc(_ny_date(pl.col("timestamp")))
+        rule = market_open_utc(_local_date(pl.col("timestamp"), calendar), calendar)
     else:  # next_day
-        ny_date = _ny_date(pl.col("timestamp"))
-        rule = market_open_utc(ny_date.dt.add_business_days(1, roll="forward"))
+        local = _local_date(pl.col("timestamp"), calendar)
+        rule = market_open_utc(local.dt.add_business_days(1, roll="forward"), calendar)
     available = pl.max_horizontal(pl.col("available_at"), rule) if has_own else rule
     return signals.with_columns(available.cast(UTC_DATETIME).alias("available_at"))
 
