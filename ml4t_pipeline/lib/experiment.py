@@ -363,16 +363,18 @@ def configured_benchmark(cfg: ExperimentConfig) -> pl.DataFrame | None:
         return None
     path = resolve_data_path(spec.path, field="reporting.benchmark.path")
     # Cached per file version: a sweep's trials share one read.
-    return _benchmark_returns(str(path), path.stat().st_mtime_ns, spec.symbol, cfg.data.bar_length)
+    return _benchmark_returns(
+        str(path), path.stat().st_mtime_ns, spec.symbol, cfg.data.bar_length, cfg.data.calendar
+    )
 
 
 @functools.lru_cache(maxsize=4)
 def _benchmark_returns(
-    path: str, mtime_ns: int, symbol: str, bar_length: str | None
+    path: str, mtime_ns: int, symbol: str, bar_length: str | None, calendar: str
 ) -> pl.DataFrame:
     from ml4t_pipeline.lib.benchmark import load_benchmark_returns
 
-    return load_benchmark_returns(path, symbol, bar_length)
+    return load_benchmark_returns(path, symbol, bar_length, calendar=calendar)
 
 
 def experiment_metrics(

@@ -39,6 +39,7 @@ from matplotlib.ticker import PercentFormatter, StrMethodFormatter
 
 from ml4t_pipeline.lib import attribution as attribution_lib
 from ml4t_pipeline.lib import performance, plots
+from ml4t_pipeline.lib.calendars import DEFAULT_CALENDAR
 
 if TYPE_CHECKING:
     from ml4t_pipeline.config import ExperimentConfig
@@ -301,7 +302,8 @@ def report_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     """The settings :func:`build_report` takes from an experiment: ``periods_per_year``,
     ``risk_free_rate`` (annual fraction), ``initial_cash`` (currency), ``signal`` (the column
     the strategy ranks by), ``horizon`` (bars of the IC's forward return), ``title`` and
-    ``benchmark`` (``reporting.benchmark`` with the data's ``bar_length``, or None).
+    ``benchmark`` (``reporting.benchmark`` with the data's ``bar_length``, and its
+    ``calendar`` unless it is the default XNYS; or None).
 
     The ``performance_report`` asset calls :func:`build_report` with them and ``ml4t run``
     stores them as :data:`REPORT_SETTINGS_FILE`, so ``ml4t report`` rebuilds with the same
@@ -314,7 +316,9 @@ def report_settings(cfg: ExperimentConfig) -> dict[str, Any]:
         "signal": cfg.strategy.signal,
         "horizon": cfg.ic_horizon(),
         "title": cfg.reporting.title or f"ml4t experiment: {cfg.name}",
-        "benchmark": bench.model_dump() | {"bar_length": cfg.data.bar_length}
+        "benchmark": bench.model_dump()
+        | {"bar_length": cfg.data.bar_length}
+        | ({"calendar": cfg.data.calendar} if cfg.data.calendar != DEFAULT_CALENDAR else {})
         if (bench := cfg.reporting.benchmark) is not None
         else None,
     }
@@ -496,7 +500,12 @@ def _index_benchmark(spec: dict[str, Any] | None) -> pl.DataFrame | None:
     from ml4t_pipeline.lib.benchmark import load_benchmark_returns
 
     path = resolve_data_path(str(spec["path"]), field="reporting.benchmark.path")
-    return load_benchmark_returns(path, str(spec["symbol"]), spec.get("bar_length"))
+    return load_benchmark_returns(
+        path,
+        str(spec["symbol"]),
+        spec.get("bar_length"),
+        calendar=str(spec.get("calendar", DEFAULT_CALENDAR)),
+    )
 
 
 # --- figure --------------------------------------------------------------------------------------
