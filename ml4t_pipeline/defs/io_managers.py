@@ -148,6 +148,8 @@ BUILT_FROM = "built_from"
 _STEP_INPUTS: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = {}
 """Per (storage folder, run, step): each upstream value's version as the step's inputs saw it,
 with the input that brought it: ``{asset[partition]: (run id, input)}``."""
+_STEP_INPUTS_KEPT = 10_000
+"""Past this many steps, the bookkeeping of runs other than the current one is dropped."""
 
 
 class MixedVersionsError(RuntimeError):
@@ -699,6 +701,9 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
             return  # no step (a bare input context) or a value stored before versions
         versions = {target.what: str(record["run_id"])}
         versions |= {str(k): str(v) for k, v in (record.get(BUILT_FROM) or {}).items()}
+        if len(_STEP_INPUTS) > _STEP_INPUTS_KEPT:  # a long-lived process: forget other runs
+            for old in [k for k in _STEP_INPUTS if k[1] != step.run_id]:
+                del _STEP_INPUTS[old]
         seen = _STEP_INPUTS.setdefault((self.base_dir, step.run_id, step.step.key), {})
         via = target.what
         for upstream, version in versions.items():

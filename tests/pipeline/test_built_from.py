@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
+from ml4t_pipeline.defs import io_managers
 from ml4t_pipeline.defs.io_managers import (
     BUILT_FROM,
     MixedVersionsError,
@@ -129,3 +131,18 @@ def test_value_stored_before_versions_were_recorded_is_not_judged(tmp_path: Path
         # an old storage folder: right's record predates versions
         (tmp_path / "right" / ".ml4t" / "__all__.current.json").unlink()
         assert _run(tmp_path, ["joined"], "C", instance).success
+
+
+def test_step_bookkeeping_of_other_runs_dropped_past_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(io_managers, "_STEP_INPUTS_KEPT", 0)
+    with dg.DagsterInstance.ephemeral() as instance:
+        _run(tmp_path, ["*"], "A", instance)
+        second = _run(tmp_path, ["*"], "B", instance)
+    runs = {run for base, run, _ in io_managers._STEP_INPUTS if base == str(tmp_path)}
+    assert runs == {second.run_id}
+    # the records are complete all the same
+    assert current_record(tmp_path / "joined", "__all__")[BUILT_FROM] == dict.fromkeys(  # type: ignore[index]
+        ("left", "right", "source"), second.run_id
+    )
