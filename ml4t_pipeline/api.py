@@ -18,8 +18,8 @@ Where things go
 - ``output=None`` (default): the run is written to a new temporary folder that lives as long
   as the result object (it is deleted when the result is garbage-collected or
   :meth:`ExperimentResult.cleanup` is called). Pass ``output="out/demo"`` to keep the files.
-- A config built in code (or read from JSON) is handed to the run as the validated object
-  itself, under its ``name`` (the Dagster partition key); no file is written. ``run.json``
+- A config built in code is handed to the run as the validated object itself, under its
+  ``name`` (the Dagster partition key); no file is written. ``run.json``
   records ``config_path: null`` and the SHA-256 of the config's canonical JSON, and the
   report's lineage says "built in code". To keep the config beside the results, write it
   yourself: :meth:`Experiment.save` (a YAML file ``ml4t run`` takes as it is).
@@ -51,7 +51,13 @@ from matplotlib.ticker import PercentFormatter, StrMethodFormatter
 from pydantic import ValidationError
 
 from engine.metrics import HEADLINE_METRIC_KEYS
-from ml4t_pipeline.config import ConfigError, ExperimentConfig, load_config, validate_config
+from ml4t_pipeline.config import (
+    CONFIG_SUFFIXES,
+    ConfigError,
+    ExperimentConfig,
+    load_config,
+    validate_config,
+)
 from ml4t_pipeline.lib.progress import progress
 from ml4t_pipeline.lib.report import format_metric
 
@@ -80,9 +86,9 @@ class Experiment:
     config : ExperimentConfig
         The validated experiment (see :mod:`ml4t_pipeline.config`).
     path : str or Path, optional
-        The YAML file the config was read from; runs use that file as it is (partition key =
-        its stem, as with ``ml4t run``). Without it (a config built in code) runs are handed
-        the config object itself; nothing is written.
+        The file the config was read from (YAML or JSON); runs use that file as it is
+        (partition key = its stem, as with ``ml4t run``). Without it (a config built in code)
+        runs are handed the config object itself; nothing is written.
 
     Raises
     ------
@@ -122,7 +128,11 @@ class Experiment:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Experiment:
-        """Read an experiment file (YAML, or JSON if :func:`load_config` reads it).
+        """Read an experiment file (YAML or JSON, as :func:`load_config` reads it).
+
+        Runs use the file as it is (partition key = its stem, lineage names the file), unless
+        a sibling of the same stem comes first in ``ml4t run``'s lookup (``demo.yaml`` beside
+        ``demo.json``): then the validated config is handed to the run as an object.
 
         Raises
         ------
@@ -131,10 +141,12 @@ class Experiment:
         """
         path = Path(path)
         cfg = load_config(path)
-        # A YAML file runs as it is (partition key = its stem, as with `ml4t run`); another
-        # format (JSON) runs as the config object, under cfg.name (a JSON file beside a YAML
-        # of the same stem would otherwise be ambiguous).
-        if path.suffix in _YAML_SUFFIXES:
+        # The file runs as it is (partition key = its stem, as with `ml4t run`) when it is the
+        # one its folder resolves that stem to; one shadowed by a sibling of the same stem
+        # (demo.json beside demo.yaml) runs as the config object, under cfg.name.
+        siblings = (path.with_suffix(suffix) for suffix in CONFIG_SUFFIXES)
+        first = next((s for s in siblings if s.is_file()), None)
+        if first is not None and first.resolve() == path.resolve():
             return cls(cfg, path=path)
         return cls(cfg, _validated=True)
 

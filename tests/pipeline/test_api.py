@@ -227,7 +227,11 @@ def test_api_config_object_with_unbuildable_rule_refused():
         Experiment(cfg)
 
 
-def test_api_from_file_yaml_runs_that_file_and_json_runs_a_copy(tmp_path: Path):
+def test_api_from_file_runs_the_file_unless_a_sibling_shadows_it(tmp_path: Path):
+    json_alone = tmp_path / "alone" / "api_small.json"
+    json_alone.parent.mkdir()
+    json_alone.write_text(json.dumps(SMALL))
+    assert Experiment.from_file(json_alone).path == json_alone  # runs as it is
     yaml_file = tmp_path / "api_small.yaml"
     yaml_file.write_text(yaml.safe_dump(SMALL))
     json_file = tmp_path / "api_small.json"
@@ -235,7 +239,9 @@ def test_api_from_file_yaml_runs_that_file_and_json_runs_a_copy(tmp_path: Path):
     from_yaml = Experiment.from_file(yaml_file)
     from_json = Experiment.from_file(json_file)
     assert from_yaml.path == yaml_file
-    assert from_json.path is None  # run as the config object, under cfg.name
+    # `ml4t run`'s lookup of stem api_small finds the YAML first: the JSON's config is handed
+    # to the run as an object instead of running the wrong file
+    assert from_json.path is None
     assert from_json.config == from_yaml.config
 
 
