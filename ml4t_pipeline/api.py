@@ -18,9 +18,11 @@ Where things go
 - ``output=None`` (default): the run is written to a new temporary folder that lives as long
   as the result object (it is deleted when the result is garbage-collected or
   :meth:`ExperimentResult.cleanup` is called). Pass ``output="out/demo"`` to keep the files.
-- A config built in code (or read from JSON) is first written as YAML, named after
-  ``cfg.name``, into a temporary configs folder that also lives as long as the result; the
-  run's lineage names that file.
+- A config built in code is handed to the run as the validated object itself, under its
+  ``name`` (the Dagster partition key); no file is written. ``run.json``
+  records ``config_path: null`` and the SHA-256 of the config's canonical JSON, and the
+  report's lineage says "built in code". To keep the config beside the results, write it
+  yourself: :meth:`Experiment.save` (a YAML file ``ml4t run`` takes as it is).
 - Relative data paths resolve against ``ML4T_DATA_ROOT`` exactly as for ``ml4t run``.
 - With ``DAGSTER_HOME`` set the run is recorded in that Dagster instance (visible in the UI).
 """
@@ -49,7 +51,13 @@ from matplotlib.ticker import PercentFormatter, StrMethodFormatter
 from pydantic import ValidationError
 
 from engine.metrics import HEADLINE_METRIC_KEYS
-from ml4t_pipeline.config import ConfigError, ExperimentConfig, load_config
+from ml4t_pipeline.config import (
+    CONFIG_SUFFIXES,
+    ConfigError,
+    ExperimentConfig,
+    load_config,
+    validate_config,
+)
 from ml4t_pipeline.lib.progress import progress
 from ml4t_pipeline.lib.report import format_metric
 
@@ -78,8 +86,9 @@ class Experiment:
     config : ExperimentConfig
         The validated experiment (see :mod:`ml4t_pipeline.config`).
     path : str or Path, optional
-        The YAML file the config was read from; runs use that file as it is. Without it
-        (a config built in code) the config is written to a temporary YAML file first.
+        The file the config was read from (YAML or JSON); runs use that file as it is
+        (partition key = its stem, as with ``ml4t run``). Without it (a config built in code)
+        runs are handed the config object itself; nothing is written.
 
     Raises
     ------
@@ -96,17 +105,20 @@ class Experiment:
     'tiny'
     """
 
-    def __init__(self, config: ExperimentConfig, *, path: str | Path | None = None) -> None:
+    def __init__(
+        self, config: ExperimentConfig, *, path: str | Path | None = None, _validated: bool = False
+    ) -> None:
         if not isinstance(config, ExperimentConfig):
             raise TypeError(
                 f"Experiment needs an ExperimentConfig, got {type(config).__name__}; "
                 "use Experiment.from_dict or Experiment.from_file"
             )
         self.path = Path(path) if path is not None else None
-        if self.path is None:
-            # The same validation as a file: write it out and read it back.
-            with tempfile.TemporaryDirectory(prefix="ml4t-config-") as folder:
-                config = _reload(_write_yaml(config, Path(folder)), "Experiment(config)")
+        if self.path is None and not _validated:
+            # The same validation as a file, from the object's own plain data (this is also
+            # what the run's resource reads back, so a config that cannot make the round trip
+            # is refused here, not mid-run).
+            config = validate_config(_plain(config), source="Experiment(config)")
         self.config = config
 
     @property
@@ -116,7 +128,11 @@ class Experiment:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Experiment:
-        """Read an experiment file (YAML, or JSON if :func:`load_config` reads it).
+        """Read an experiment file (YAML or JSON, as :func:`load_config` reads it).
+
+        Runs use the file as it is (partition key = its stem, lineage names the file), unless
+        a sibling of the same stem comes first in ``ml4t run``'s lookup (``demo.yaml`` beside
+        ``demo.json``): then the validated config is handed to the run as an object.
 
         Raises
         ------
@@ -125,9 +141,14 @@ class Experiment:
         """
         path = Path(path)
         cfg = load_config(path)
-        # A YAML file runs as it is (partition key = its stem, as with `ml4t run`); another
-        # format (JSON) runs from a YAML copy named after cfg.name.
-        return cls(cfg, path=path) if path.suffix in _YAML_SUFFIXES else cls(cfg)
+        # The file runs as it is (partition key = its stem, as with `ml4t run`) when it is the
+        # one its folder resolves that stem to; one shadowed by a sibling of the same stem
+        # (demo.json beside demo.yaml) runs as the config object, under cfg.name.
+        siblings = (path.with_suffix(suffix) for suffix in CONFIG_SUFFIXES)
+        first = next((s for s in siblings if s.is_file()), None)
+        if first is not None and first.resolve() == path.resolve():
+            return cls(cfg, path=path)
+        return cls(cfg, _validated=True)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Experiment:
@@ -146,14 +167,39 @@ class Experiment:
             plain = json.loads(json.dumps(dict(raw)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"from_dict: not plain data: {exc}") from exc
-        with tempfile.TemporaryDirectory(prefix="ml4t-config-") as folder:
-            path = Path(folder) / "experiment.yaml"
-            path.write_text(yaml.safe_dump(plain, sort_keys=False))
-            return cls(_reload(path, "from_dict"))
+        return cls(validate_config(plain, source="from_dict"), _validated=True)
 
     def to_yaml(self) -> str:
-        """The config as YAML text (what a run from code writes to its temporary file)."""
-        return yaml.safe_dump(self.config.model_dump(mode="json", by_alias=True), sort_keys=False)
+        """The config as YAML text, with the file's key names (``class``, not ``class_``)."""
+        return yaml.safe_dump(_plain(self.config), sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as a YAML file, a record of what ran (``ml4t run PATH`` runs it).
+
+        Nothing else writes a config file: runs of a config built in code are handed the
+        object itself. Parent folders are created; an existing file is replaced.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write (``.yaml`` or ``.yml``).
+
+        Returns
+        -------
+        Path
+            ``path``.
+
+        Raises
+        ------
+        ConfigError
+            ``path`` does not end in ``.yaml`` / ``.yml``.
+        """
+        path = Path(path)
+        if path.suffix not in _YAML_SUFFIXES:
+            raise ConfigError(f"save: {path} must end in .yaml or .yml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_yaml())
+        return path
 
     def run(
         self,
@@ -179,9 +225,9 @@ class Experiment:
             silent in CI and tests; see :mod:`ml4t_pipeline.lib.progress`).
         start, end : date, datetime or ISO string, optional
             The backtest window (:class:`~ml4t_pipeline.config.BacktestConfig`): given, they
-            replace the config's ``backtest.start`` / ``backtest.end`` for this run (the run's
-            config is written to a temporary file named after ``cfg.name``). Data before
-            ``start`` still feeds the features and the model.
+            replace the config's ``backtest.start`` / ``backtest.end`` for this run (handed to
+            the run as a config object, under ``cfg.name``). Data before ``start`` still feeds
+            the features and the model.
 
         Returns
         -------
@@ -205,12 +251,7 @@ class Experiment:
                 raise ConfigError(f"run(start=, end=): {exc}") from None
             return Experiment(cfg).run(output, validate=validate, show_progress=show_progress)
         keep: list[tempfile.TemporaryDirectory[str]] = []
-        if self.path is not None:
-            config_path = self.path
-        else:
-            configs = tempfile.TemporaryDirectory(prefix=f"ml4t-configs-{self.name}-")
-            keep.append(configs)
-            config_path = _write_yaml(self.config, Path(configs.name))
+        experiment = self.path if self.path is not None else self.config
         if output is None:
             folder = tempfile.TemporaryDirectory(prefix=f"ml4t-run-{self.name}-")
             keep.append(folder)
@@ -219,7 +260,7 @@ class Experiment:
             out = Path(output)
         with progress(f"experiment {self.name}: running the asset graph", force=show_progress):
             try:
-                out = _run_to_folder(config_path, out, validate=validate)
+                out = _run_to_folder(experiment, out, validate=validate)
             except BaseException:
                 for folder in keep:
                     folder.cleanup()
@@ -231,20 +272,13 @@ class Experiment:
         return f"Experiment(name={self.name!r}, source={source!r})"
 
 
-def _write_yaml(cfg: ExperimentConfig, folder: Path) -> Path:
-    path = folder / f"{cfg.name}.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
-    return path
+def _plain(cfg: ExperimentConfig) -> dict[str, Any]:
+    # The config as plain data under the file's key names (aliases such as ``class``).
+    plain: dict[str, Any] = cfg.model_dump(mode="json", by_alias=True)
+    return plain
 
 
-def _reload(path: Path, source: str) -> ExperimentConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace(str(path), source)) from None
-
-
-def _run_to_folder(config_path: Path, output: Path, *, validate: bool) -> Path:
+def _run_to_folder(experiment: Path | ExperimentConfig, output: Path, *, validate: bool) -> Path:
     """``ml4t run``'s code path: materialize the graph and publish the output files."""
     from ml4t_pipeline import runner  # imports Dagster: only when something runs
 
@@ -252,10 +286,11 @@ def _run_to_folder(config_path: Path, output: Path, *, validate: bool) -> Path:
         # Dagster's in-process executor cannot close its event loop's async generators inside
         # a running loop (Jupyter's); the coroutine it leaves behind is harmless.
         warnings.filterwarnings("ignore", _UNAWAITED_SHUTDOWN, RuntimeWarning)
-        outcome = runner.run_to_folder(config_path, output, validate=validate)
+        outcome = runner.run_to_folder(experiment, output, validate=validate)
     if not outcome.success:
+        source = experiment if isinstance(experiment, Path) else "built in code"
         raise ExperimentFailed(
-            f"experiment {outcome.experiment!r} ({config_path}) failed; the output folder "
+            f"experiment {outcome.experiment!r} ({source}) failed; the output folder "
             f"{outcome.output} was left as it was:\n{outcome.failure}"
         )
     for text in outcome.warnings:

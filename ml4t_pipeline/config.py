@@ -65,6 +65,7 @@ from pydantic import (
 )
 
 from engine.risk.rules import aliases
+from ml4t_pipeline.lib.calendars import DEFAULT_CALENDAR, check_calendar_name
 
 if TYPE_CHECKING:
     import engine as engine_mod
@@ -217,16 +218,22 @@ class PlausibilityConfig(_Strict):
         1,000 %). A one-bar spike breaks ``max_return`` and the bar after it ``min_return``, so
         both rows are named. None: that side is not checked. Raw (unadjusted) prices jump at
         splits: a 1:20 reverse split is a return of +1,900 %.
-    calendar : {"XNYS", "weekdays", "none"}
-        Every bar must close on a session of this calendar, by its New York date: ``XNYS``
-        (the New York Stock Exchange's sessions from ``exchange_calendars``: no weekends, no
-        exchange holidays), ``weekdays`` (Monday to Friday), ``none`` (not checked).
+    calendar : str
+        Every bar must fall on a session, by its date in the calendar's zone: of
+        ``data.calendar`` (the default, e.g. ``XNYS``: no weekends, no exchange holidays; an
+        exchange name given here must be ``data.calendar``'s), ``weekdays`` (Monday to
+        Friday, by the New York date), ``none`` (not checked).
     """
 
     max_price: Annotated[float, _NUMBER, Field(gt=0, le=1e300)] | None = 1e7
     min_return: Annotated[float, _NUMBER, Field(ge=-1, lt=0)] | None = -0.99
     max_return: Annotated[float, _NUMBER, Field(gt=0, le=1e12)] | None = 10.0
-    calendar: Literal["XNYS", "weekdays", "none"] = "XNYS"
+    calendar: str = DEFAULT_CALENDAR
+
+    @field_validator("calendar")
+    @classmethod
+    def _known_calendar(cls, value: str) -> str:
+        return value if value in ("weekdays", "none") else check_calendar_name(value, field="")
 
 
 class UniverseConfig(_Strict):
@@ -329,6 +336,14 @@ class DataConfig(_Strict):
         Point-in-time index membership (``{membership: sp500_membership_1996_2025.parquet}``).
         None (default): every symbol of the prices is in the universe on every bar. Not with
         ``stream: monthly``.
+    calendar : str
+        The exchange's calendar, an ``exchange_calendars`` name (default ``XNYS``, the New
+        York Stock Exchange; ``XLON``, ``XTKS``, ...; :mod:`ml4t_pipeline.lib.calendars`).
+        Daily dates (of prices, quotes and date-stamped signals) are stamped at their
+        session's real close (XNYS: 16:00 New York, 13:00 on half days such as 2017-11-24),
+        bars on dates that are no session are refused (``plausibility.calendar``), and a
+        ``SessionEndExit`` without ``session_close`` exits at each session's real close.
+        An unknown name is refused, naming the closest ones.
     """
 
     prices: str = DEMO_PRICES
@@ -349,6 +364,33 @@ class DataConfig(_Strict):
     quotes: QuotesConfig | None = None
     stream: Literal["whole", "monthly"] = "whole"
     universe: UniverseConfig | None = None
+    calendar: str = DEFAULT_CALENDAR
+
+    @field_validator("calendar")
+    @classmethod
+    def _known_calendar(cls, value: str) -> str:
+        return check_calendar_name(value, field="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plausibility_follows_calendar(cls, raw: Any) -> Any:
+        # plausibility.calendar left unset checks the sessions of data.calendar.
+        if isinstance(raw, Mapping) and "calendar" in raw:
+            checks = raw.get("plausibility") or {}
+            if isinstance(checks, Mapping) and "calendar" not in checks:
+                raw = {**raw, "plausibility": {**checks, "calendar": raw["calendar"]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _one_exchange_calendar(self) -> DataConfig:
+        checked = self.plausibility.calendar
+        if checked not in ("weekdays", "none") and checked != self.calendar:
+            raise ValueError(
+                f"data.plausibility.calendar {checked!r} is not data.calendar "
+                f"{self.calendar!r}: bars are stamped by one calendar; set plausibility.calendar "
+                "to the same name (or leave it out), 'weekdays' or 'none'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _universe_whole_stream(self) -> DataConfig:
@@ -931,6 +973,7 @@ _HASH_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("data", "stream"): "whole",
     ("data", "quotes"): None,
     ("data", "signal_timestamps"): "bar_close",
+    ("data", "calendar"): DEFAULT_CALENDAR,
     ("data", "plausibility"): PlausibilityConfig().model_dump(mode="json"),
     ("strategy", "class"): None,
     ("strategy", "params"): {},
@@ -1329,6 +1372,29 @@ def load_config(path: str | Path, *, data_root: str | Path | None = None) -> Exp
             f"with `ml4t sweep {path} --output DIR`, or remove the block to run the base experiment"
         )
     raw.setdefault("name", path.stem)
+    return validate_config(raw, source=path, data_root=data_root)
+
+
+def validate_config(
+    raw: Mapping[str, Any], *, source: str | Path, data_root: str | Path | None = None
+) -> ExperimentConfig:
+    """Validate one experiment given as plain data, exactly as :func:`load_config` validates a
+    file: the schema, every engine component built once, the data paths inside the data root.
+
+    Parameters
+    ----------
+    raw : Mapping
+        The sections of an experiment file (``name`` required: nothing to take it from).
+    source : str or Path
+        What the messages name as the config's origin (a path, ``"Experiment(config)"``).
+    data_root : str or Path, optional
+        As for :func:`load_config`.
+
+    Raises
+    ------
+    ConfigError
+        As for :func:`load_config` (the messages start with ``source``).
+    """
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
@@ -1336,9 +1402,9 @@ def load_config(path: str | Path, *, data_root: str | Path | None = None) -> Exp
             f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()
         ]
-        raise ConfigError(f"{path}: invalid experiment config:\n" + "\n".join(lines)) from exc
-    _check_engine_specs(cfg, path)
-    check_data_paths(cfg, data_root=data_root, source=path)
+        raise ConfigError(f"{source}: invalid experiment config:\n" + "\n".join(lines)) from exc
+    _check_engine_specs(cfg, source)
+    check_data_paths(cfg, data_root=data_root, source=source)
     return cfg
 
 

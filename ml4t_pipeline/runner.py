@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -33,7 +34,7 @@ from typing import Any, cast
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.config import load_config
+from ml4t_pipeline.config import ExperimentConfig, load_config
 from ml4t_pipeline.definitions import defs as code_location
 from ml4t_pipeline.defs.execution import (
     DATA_ASSETS,
@@ -48,12 +49,14 @@ from ml4t_pipeline.defs.execution import (
     process_identity,
 )
 from ml4t_pipeline.defs.partitions import check_config_stem
+from ml4t_pipeline.defs.resources import BUILT_IN_CODE
 from ml4t_pipeline.lib import attribution as attribution_lib
 from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib import report as report_lib
 from ml4t_pipeline.lib.attribution import ATTRIBUTION_FILES
 from ml4t_pipeline.lib.comparison import LINEAGE_FIELDS
 from ml4t_pipeline.lib.formats import read_value
+from ml4t_pipeline.lib.keys import check_partition_key
 
 __all__ = [
     "DATA_ASSETS",
@@ -207,7 +210,7 @@ def _write_failure(exc: BaseException, where: Path, final: Path) -> output_lib.O
 
 
 def materialize_experiment(
-    config_path: Path,
+    config_path: Path | ExperimentConfig,
     storage_dir: Path,
     *,
     selection: Sequence[str] | None = None,
@@ -237,8 +240,9 @@ def materialize_experiment(
     job = code_location.resolve_job_def(
         "validated_experiment_job" if validate else "experiment_job"
     )
+    experiment = config_path if isinstance(config_path, ExperimentConfig) else Path(config_path)
     return execute_experiment(
-        job, Path(config_path), Path(storage_dir), selection=selection, instance=instance,
+        job, experiment, Path(storage_dir), selection=selection, instance=instance,
         published_dir=published_dir, tags=tags, trigger=trigger, config_hash=config_hash,
     )  # fmt: skip
 
@@ -290,6 +294,12 @@ def _write_error_log(path: Path, header: dict[str, Any], failure: str, trace: st
     except OSError:
         return None  # a log that cannot be written must not hide the run's own failure
     return path
+
+
+def canonical_config_json(cfg: ExperimentConfig) -> str:
+    """The config as canonical JSON text (sorted keys, the file's key names): what
+    ``config_sha256`` hashes for a config handed in as an object."""
+    return json.dumps(cfg.model_dump(mode="json", by_alias=True), sort_keys=True)
 
 
 def run_lineage(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
@@ -393,7 +403,11 @@ def _write_outputs(
 
 
 def run_to_folder(
-    config_path: Path, output: Path, *, validate: bool = False, trigger: str = "python"
+    config_path: Path | ExperimentConfig,
+    output: Path,
+    *,
+    validate: bool = False,
+    trigger: str = "python",
 ) -> RunOutcome:
     """Run one experiment and publish its output files in ``output`` as one atomic set.
 
@@ -438,9 +452,12 @@ def run_to_folder(
 
     Parameters
     ----------
-    config_path : Path
-        The experiment YAML/JSON file; its stem is the Dagster partition key and its folder the
-        configs folder.
+    config_path : Path or ExperimentConfig
+        The experiment YAML/JSON file (its stem is the Dagster partition key and its folder the
+        configs folder), or a validated config object (the Python API's configs built in code),
+        handed to the run as it is: its ``name`` is the partition key, ``run.json`` records
+        ``config_path: null`` and ``config_sha256`` of the config's canonical JSON, and the
+        report's lineage names it "built in code". No file is written.
     output : Path
         The output folder (created with its parents). Must be missing, empty, or an earlier
         ``ml4t run`` output folder (a valid ``run.json``); any other folder is refused.
@@ -475,10 +492,16 @@ def run_to_folder(
     >>> outcome.success, outcome.metrics["n_trades"], outcome.warnings  # doctest: +SKIP
     (True, 266, [])
     """
-    config_path = Path(config_path)
-    key = check_config_stem(config_path)
-    cfg = load_config(config_path)
-    config_bytes = config_path.read_bytes()
+    source: Path | None
+    if isinstance(config_path, ExperimentConfig):
+        cfg, source = config_path, None
+        key = check_partition_key(cfg.name, what="experiment name")
+        config_bytes = canonical_config_json(cfg).encode()
+    else:
+        source = Path(config_path)
+        key = check_config_stem(source)
+        cfg = load_config(source)
+        config_bytes = source.read_bytes()
     final = output_lib.resolve_output(Path(output))
     output_lib.check_replaceable(final)
     with output_lib.output_lock(final):
@@ -492,7 +515,8 @@ def run_to_folder(
             storage = staging / "assets"
             started = time.perf_counter()
             result = materialize_experiment(
-                config_path, storage, validate=validate, published_dir=final / "assets",
+                cfg if source is None else source, storage, validate=validate,
+                published_dir=final / "assets",
                 tags={OUTPUT_FOLDER_TAG: str(final)}, trigger=trigger,
                 config_hash=cfg.config_hash(),
             )  # fmt: skip
@@ -504,7 +528,7 @@ def run_to_folder(
                 failure, trace = failure_text(result), failure_trace(result)
                 header = {
                     "experiment": cfg.name,
-                    "config": config_path.resolve(),
+                    "config": BUILT_IN_CODE if source is None else source.resolve(),
                     "output": final,
                     "run_id": result.run_id,
                     "at": output_lib.utc_now(),
@@ -531,7 +555,8 @@ def run_to_folder(
             lineage = written["lineage"]
             fields = {
                 "experiment": cfg.name,
-                "config_path": str(config_path.resolve()),
+                "config_path": None if source is None else str(source.resolve()),
+                "partition_key": key,
                 "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
                 "config_hash": lineage.get("config_hash"),
                 "code_version": lineage.get("code_version"),
@@ -565,13 +590,17 @@ def run_to_folder(
 def run_prices(folder: Path, manifest: dict[str, Any]) -> pl.DataFrame | None:
     """The prepared prices (``timestamp``, ``symbol`` as String, ``close``) an ``ml4t run``
     folder stores under ``assets/`` for its experiment (the stem of ``run.json``'s
-    ``config_path``); None when they are not there (the report then says so)."""
-    config_path = manifest.get("config_path")
-    if not isinstance(config_path, str):
-        return None
+    ``partition_key``, or for older folders the stem of its ``config_path``); None when they are
+    not there (the report then says so)."""
+    key = manifest.get("partition_key")
+    if not isinstance(key, str):
+        config_path = manifest.get("config_path")
+        if not isinstance(config_path, str):
+            return None
+        key = Path(config_path).stem
     try:
         frame = read_value(
-            folder / "assets" / "prices" / Path(config_path).stem,
+            folder / "assets" / "prices" / key,
             columns=["timestamp", "symbol", "close"],
         )
     except (FileNotFoundError, ValueError):

@@ -369,7 +369,7 @@ def performance_report(
     cfg = experiments.load(context.partition_key)
     lineage = {
         "experiment": cfg.name,
-        "config_file": str(experiments.config_path(context.partition_key)),
+        "config_file": experiments.source(context.partition_key),
     }
     lineage |= _backtest_lineage(context) or {
         "config_hash": cfg.config_hash(),

@@ -85,7 +85,9 @@ def prices_raw(
         source, version = "bokeh-sampledata (package)", frame_content_hash(frame)
     else:
         path = resolve_data_path(cfg.data.prices, data_root=experiments.root(), field="data.prices")
-        frame = io_lib.load_prices_file(path, bar_length=cfg.data.bar_length, row_column=FILE_ROW)
+        frame = io_lib.load_prices_file(
+            path, bar_length=cfg.data.bar_length, row_column=FILE_ROW, calendar=cfg.data.calendar
+        )
         source, version = str(path), file_content_hash(path)
     n_all = frame.height
     if cfg.data.symbols:
@@ -532,8 +534,12 @@ def signals(
                 keep.append("available_at")
             frame = frame.select(keep)
         stamps = cfg.signal_timestamps
-        offsets = timing.signal_stamp_offsets(frame, prices["timestamp"], stamps=stamps)
-        frame = timing.signal_available_at(frame, cfg.signal_available_at, stamps=stamps)
+        offsets = timing.signal_stamp_offsets(
+            frame, prices["timestamp"], stamps=stamps, calendar=cfg.calendar
+        )
+        frame = timing.signal_available_at(
+            frame, cfg.signal_available_at, stamps=stamps, calendar=cfg.calendar
+        )
         version = file_content_hash(path)
     else:
         model = cfg.signals

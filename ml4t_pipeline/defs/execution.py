@@ -22,12 +22,14 @@ from typing import Any
 
 import dagster as dg
 
+from ml4t_pipeline.config import ExperimentConfig
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager
 from ml4t_pipeline.defs.metadata import table_text
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, check_config_stem
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.versions import experiment_run_tags
 from ml4t_pipeline.lib import output as output_lib
+from ml4t_pipeline.lib.keys import check_partition_key
 
 __all__ = [
     "DATA_ASSETS",
@@ -200,7 +202,7 @@ def _instance() -> dg.DagsterInstance:
 
 def execute_experiment(
     job: dg.JobDefinition,
-    config_path: Path,
+    config_path: Path | ExperimentConfig,
     storage_dir: Path,
     *,
     selection: Sequence[str] | None = None,
@@ -210,7 +212,11 @@ def execute_experiment(
     trigger: str = "python",
     config_hash: str | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Execute ``job`` (or its assets ``selection``) for one experiment file in-process.
+    """Execute ``job`` (or its assets ``selection``) for one experiment in-process.
+
+    ``config_path`` is the experiment's file, or its validated config object (the Python API's
+    configs built in code): that is handed to the run as it is (its partition key is its
+    ``name``), no file is written.
 
     ``job`` is a job of the code location (``experiment_job``, ``validated_experiment_job``):
     the graph is the one the Definitions hold; only the resources are this run's. The
@@ -231,7 +237,14 @@ def execute_experiment(
     ml4t_pipeline.defs.partitions.UnsafePartitionKeyError
         The file stem is not a safe partition key; nothing is registered.
     """
-    key = check_config_stem(config_path)
+    if isinstance(config_path, ExperimentConfig):
+        key = check_partition_key(config_path.name, what="experiment name")
+        experiments = ExperimentsResource(
+            configs_dir=".", inline={key: config_path.model_dump_json(by_alias=True)}
+        )
+    else:
+        key = check_config_stem(config_path)
+        experiments = ExperimentsResource(configs_dir=str(config_path.parent.resolve()))
     instance = instance or _instance()
     if not instance.is_ephemeral:
         mark_stale_runs(instance)
@@ -243,7 +256,7 @@ def execute_experiment(
     return job.execute_in_process(
         partition_key=key,
         resources={
-            "experiments": ExperimentsResource(configs_dir=str(config_path.parent.resolve())),
+            "experiments": experiments,
             "io_manager": Ml4tIOManager(
                 base_dir=str(storage_dir.resolve()),
                 published_dir=None if published_dir is None else str(published_dir.resolve()),

@@ -70,6 +70,16 @@ run`` materializes into ``DIR.tmp-*/assets`` and renames it to ``DIR/assets``) s
 place, so they stay true after the move. Candidate status files keep the staging path, which the
 run itself uses to read, promote and remove its candidates.
 
+**Built from.** Every record of a stored value (``.current.json``, a candidate's status) also
+holds ``built_from``: the version (the run id that wrote it) of every stored value it was
+computed from, its inputs and, transitively, theirs, keyed ``asset[partition]``. A step whose
+inputs were built from *different* versions of one upstream value is refused before it runs
+(:class:`MixedVersionsError`, naming the inputs, the upstream value and both versions). This
+is what a downstream-only rerun after a run killed mid-way would otherwise do: run A stores
+every asset; run B rewrites ``prices`` and ``features`` and is killed; a rerun of ``backtest``
+alone would read a panel built from A's prices beside B's. Values stored before versions were
+recorded, and reads of several partitions at once, carry no such record and are not judged.
+
 **Keys.** Partition keys become path parts, so the IO manager refuses to build a path from an
 unsafe key (``partitions.check_partition_key``: ``[A-Za-z0-9_.-]+``, no ``..``, no leading
 ``.``) with an error naming the key.
@@ -132,6 +142,52 @@ MONTH_DIMENSION = "month"
 """Name of the monthly dimension of a multi-partitioned prepared table."""
 CONTROL_DIR = ".ml4t"
 """Per-asset folder of current-version records, candidates and lock files (never a key)."""
+BUILT_FROM = "built_from"
+"""Record key: ``{asset[partition]: run id}`` of every stored value a value was computed from."""
+
+_STEP_INPUTS: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = {}
+"""Per (storage folder, run, step): each upstream value's version as the step's inputs saw it,
+with the input that brought it: ``{asset[partition]: (run id, input)}``."""
+_STEP_INPUTS_KEPT = 10_000
+"""Past this many steps, the bookkeeping of runs other than the current one is dropped."""
+
+
+class MixedVersionsError(RuntimeError):
+    """A step's inputs were built from different versions of one upstream value.
+
+    Attributes
+    ----------
+    step : str
+        The step (asset) that was about to run.
+    upstream : str
+        The upstream value, ``asset[partition]``.
+    versions : list of tuple
+        ``(run id, input that brought it)`` for the two versions seen.
+    """
+
+    def __init__(
+        self, step: str, upstream: str, first: tuple[str, str], second: tuple[str, str]
+    ) -> None:
+        self.step, self.upstream, self.versions = step, upstream, [first, second]
+
+        def how(version: str, via: str) -> str:
+            if via == upstream:
+                return f"{via} itself is version {version}"
+            return f"{via} was built from {upstream} version {version}"
+
+        super().__init__(
+            f"{step}: its inputs were built from different versions of {upstream}: "
+            f"{how(*first)}; {how(*second)} (versions are the run ids that wrote them). A run "
+            f"stopped part-way (killed, or a step failed) left them out of step; rematerialize "
+            f"{upstream} and everything downstream of it together (`ml4t run`, or select the "
+            "asset and its downstream assets in the UI) rather than a downstream asset alone"
+        )
+
+
+def _step_inputs(base_dir: str, run_id: str, step_key: str | None) -> dict[str, str]:
+    """``built_from`` for an output of step ``step_key``: what its inputs were built from."""
+    seen = _STEP_INPUTS.get((base_dir, run_id, step_key or ""), {})
+    return {upstream: version for upstream, (version, _) in sorted(seen.items())}
 
 
 def by_month_metadata(*, allow_empty: bool = False) -> dict[str, Any]:
@@ -443,6 +499,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         verdict, failed = _verdict(context.output_metadata)
         judge = context.definition_metadata.get(JUDGED_BY_KEY)
         run_id = context.run_id
+        built_from = _step_inputs(self.base_dir, run_id, _output_step_key(context))
         meta: dict[str, Any] = {}
         with self._lock(target):
             record = _read_json(target.record_path)
@@ -465,6 +522,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                         "failed_checks": failed,
                         "judged_by": judge,
                         "path": str(path),
+                        BUILT_FROM: built_from,
                     },
                     target.candidates / f"{run_id}.status.json",
                 )
@@ -494,6 +552,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                         "asset": context.asset_key.to_user_string(),
                         "partition": key,
                         "path": str(self._shown(path)),
+                        BUILT_FROM: built_from,
                     },
                     target.record_path,
                 )
@@ -562,6 +621,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                     "asset": asset_key.to_user_string(),
                     "partition": key,
                     "path": str(self._shown(final)),
+                    BUILT_FROM: chosen.get(BUILT_FROM) or {},
                 },
                 target.record_path,
             )
@@ -570,8 +630,9 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
 
     # --- reading -------------------------------------------------------------------------
 
-    def _pending_for(self, target: _Target, run_id: str | None) -> Path | None:
-        """The pending candidate a run reads: its own, else the newest one newer than current."""
+    def _pending_for(self, target: _Target, run_id: str | None) -> dict[str, Any] | None:
+        """The status of the pending candidate a run reads: its own, else the newest one newer
+        than current."""
         if run_id is None:
             return None
         pending = [s for s in _statuses(target) if s.get("status") == "pending"]
@@ -579,7 +640,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
             return None
         own = [s for s in pending if s["run_id"] == run_id]
         if own:
-            return Path(str(own[-1]["path"]))
+            return own[-1]
         record = _read_json(target.record_path)
         newer = [
             s
@@ -590,7 +651,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
             return None
         chosen = newer[-1]
         (target.candidates / f"{chosen['run_id']}.read_by.{run_id}").touch()
-        return Path(str(chosen["path"]))
+        return chosen
 
     def load_input(self, context: dg.InputContext) -> Any:
         columns = context.definition_metadata.get("columns")
@@ -619,14 +680,38 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         key = context.asset_partition_key if context.has_asset_partitions else None
         partitions_def = context.asset_partitions_def if key is not None else None
         target = self._target(context.asset_key, key, partitions_def)
-        pending = self._pending_for(target, _input_run_id(context))
-        if pending is not None:
+        status = self._pending_for(target, _input_run_id(context))
+        if status is not None:
+            pending = Path(str(status["path"]))
+            self._note_input(context, target, status)
             context.log.info(
                 f"{target.what}: reading the pending candidate {self._shown(pending)} "
                 "(judged in this run)"
             )
             return read_value(_candidate_stem(pending), columns=columns, lazy=lazy)
+        self._note_input(context, target, _read_json(target.record_path))
         return read_value(target.stem, columns=columns, lazy=lazy)
+
+    def _note_input(
+        self, context: dg.InputContext, target: _Target, record: Mapping[str, Any] | None
+    ) -> None:
+        """Add an input's version and ``built_from`` to its step's; refuse a mixed set."""
+        step = _input_step(context)
+        if step is None or record is None or "run_id" not in record:
+            return  # no step (a bare input context) or a value stored before versions
+        versions = {target.what: str(record["run_id"])}
+        versions |= {str(k): str(v) for k, v in (record.get(BUILT_FROM) or {}).items()}
+        if len(_STEP_INPUTS) > _STEP_INPUTS_KEPT:  # a long-lived process: forget other runs
+            for old in [k for k in _STEP_INPUTS if k[1] != step.run_id]:
+                del _STEP_INPUTS[old]
+        seen = _STEP_INPUTS.setdefault((self.base_dir, step.run_id, step.step.key), {})
+        via = target.what
+        for upstream, version in versions.items():
+            known = seen.get(upstream)
+            if known is not None and known[0] != version:
+                raise MixedVersionsError(step.step.key, upstream, known, (version, via))
+        for upstream, version in versions.items():
+            seen.setdefault(upstream, (version, via))
 
     def _load_months(
         self,
@@ -660,6 +745,14 @@ def _input_step(context: dg.InputContext) -> Any:
     """The step context of an input (None when the context was built without one)."""
     try:
         return context.step_context
+    except dg.DagsterInvariantViolationError:
+        return None
+
+
+def _output_step_key(context: dg.OutputContext) -> str | None:
+    """The step of an output (None when the context was built without one)."""
+    try:
+        return context.step_key
     except dg.DagsterInvariantViolationError:
         return None
 

@@ -11,6 +11,8 @@ from ml4t_pipeline.config import CONFIG_SUFFIXES, DATA_ROOT_ENV, ExperimentConfi
 from ml4t_pipeline.lib.keys import check_partition_key
 
 CONFIGS_ENV = "ML4T_CONFIGS_DIR"
+BUILT_IN_CODE = "built in code (no file)"
+"""What lineage names as the config file of an experiment handed in as an object."""
 
 
 def default_configs_dir() -> str:
@@ -33,10 +35,15 @@ class ExperimentsResource(dg.ConfigurableResource):
         Folder of experiment files (YAML or JSON); the partition key is the file stem.
     data_root : str | None
         Root for relative data paths; defaults to ``$ML4T_DATA_ROOT``.
+    inline : dict[str, str]
+        Experiments handed in as objects rather than files (the Python API's configs built in
+        code): partition key → the validated config's JSON. A key found here is never looked
+        up in ``configs_dir``.
     """
 
     configs_dir: str
     data_root: str | None = None
+    inline: dict[str, str] = {}
 
     def config_path(self, key: str) -> Path:
         """Path of the config file for partition ``key`` (``.yaml``, ``.yml`` or ``.json``).
@@ -49,6 +56,8 @@ class ExperimentsResource(dg.ConfigurableResource):
             No config file with that stem in ``configs_dir``.
         """
         check_partition_key(key, what="experiment partition key")
+        if key in self.inline:
+            raise FileNotFoundError(f"experiment {key!r} was built in code: it has no file")
         base = Path(self.configs_dir)
         for suffix in CONFIG_SUFFIXES:
             path = base / f"{key}{suffix}"
@@ -60,7 +69,14 @@ class ExperimentsResource(dg.ConfigurableResource):
 
     def load(self, key: str) -> ExperimentConfig:
         """Load and validate the experiment config for partition ``key``."""
+        if key in self.inline:
+            return ExperimentConfig.model_validate_json(self.inline[key])
         return load_config(self.config_path(key), data_root=self.root())
+
+    def source(self, key: str) -> str:
+        """Where partition ``key``'s config came from: its file's path, or
+        :data:`BUILT_IN_CODE` for one handed in as an object."""
+        return BUILT_IN_CODE if key in self.inline else str(self.config_path(key))
 
     def root(self) -> str | None:
         """The data root relative paths resolve against (None: current directory)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ml4t_pipeline.lib.calendars import DEFAULT_CALENDAR
 from ml4t_pipeline.lib.io import load_prices_file
 
 __all__ = ["benchmark_equity_curve", "load_benchmark_returns"]
@@ -23,6 +24,8 @@ def load_benchmark_returns(
     path: str | Path,
     symbol: str,
     bar_length: timedelta | str | None = None,
+    *,
+    calendar: str = DEFAULT_CALENDAR,
 ) -> pl.DataFrame:
     """The benchmark's close-to-close bar returns.
 
@@ -34,6 +37,9 @@ def load_benchmark_returns(
         The benchmark's symbol in that file (e.g. ``SPY``).
     bar_length : timedelta or str, optional
         As :func:`ml4t_pipeline.lib.io.load_prices_file` (intraday files only).
+    calendar : str, default "XNYS"
+        The experiment's ``data.calendar``: daily dates are stamped at its session closes, as
+        the prices are.
 
     Returns
     -------
@@ -48,7 +54,7 @@ def load_benchmark_returns(
         ``symbol`` not in the file (the symbols present are listed), or a close that is null
         or not positive (the rows are named).
     """
-    prices = load_prices_file(path, bar_length)
+    prices = load_prices_file(path, bar_length, calendar=calendar)
     rows = prices.filter(pl.col("symbol") == symbol)
     if rows.height == 0:
         present = sorted(prices["symbol"].unique().to_list())

@@ -22,6 +22,7 @@ import engine.data
 from ml4t_pipeline.config import ExperimentConfig, QuotesConfig, build_rule, resolve_data_path
 from ml4t_pipeline.lib import io as io_lib
 from ml4t_pipeline.lib import performance
+from ml4t_pipeline.lib.calendars import session_end_rule
 from ml4t_pipeline.lib.lineage import frame_content_hash
 
 PRICE_COLUMNS = ["timestamp", "symbol", "open", "high", "low", "close", "volume"]
@@ -56,7 +57,9 @@ def preset_fields(preset: str | None) -> dict[str, Any]:
 def build_engine(cfg: ExperimentConfig, data: Any) -> engine.BacktestEngine:
     """The engine for ``cfg`` on ``data`` (:class:`engine.MarketData` or a chunked panel).
 
-    Strategy from :meth:`StrategyConfig.build`, rules from :func:`build_rule` (plus
+    Strategy from :meth:`StrategyConfig.build`, rules from :func:`build_rule` (a
+    ``SessionEndExit`` without ``session_close`` from ``data.calendar``:
+    :func:`~ml4t_pipeline.lib.calendars.session_end_rule`; plus
     :class:`~ml4t_pipeline.lib.universe.ExitOutsideUniverse` under
     ``data.universe.on_exit_universe: close_next_open``; no risk manager when there are none),
     execution settings from :meth:`ExecutionConfig.engine_config`; with
@@ -70,7 +73,9 @@ def build_engine(cfg: ExperimentConfig, data: Any) -> engine.BacktestEngine:
     """
     if cfg.backtest.is_set:
         data = data.between(**cfg.backtest.window())
-    rules = [build_rule(spec) for spec in cfg.risk_rules]
+    rules = [
+        session_end_rule(spec, cfg.data.calendar) or build_rule(spec) for spec in cfg.risk_rules
+    ]
     if cfg.data.universe is not None and cfg.data.universe.on_exit_universe == "close_next_open":
         from ml4t_pipeline.lib.universe import ExitOutsideUniverse
 
@@ -246,14 +251,15 @@ QUOTE_KEY = ["timestamp", "symbol"]
 
 
 def quotes_from_prices_file(
-    path: Path, quotes: QuotesConfig, bar_length: str | None = None
+    path: Path, quotes: QuotesConfig, bar_length: str | None = None, calendar: str = "XNYS"
 ) -> pl.DataFrame:
     """The bid/ask columns of a prices file, stamped exactly as its prices are.
 
     The two columns are read with the keys and passed through
     :func:`ml4t_pipeline.lib.io.to_prices_contract` in the place of the OHLCV columns (bid as
     open/high/low, ask as close), so their timestamps get the same conversion (daily date →
-    16:00 New York close; intraday bar start + ``bar_length``) and the same refusals.
+    its session's close on ``calendar``; intraday bar start + ``bar_length``) and the same
+    refusals.
 
     Returns
     -------
@@ -274,7 +280,10 @@ def quotes_from_prices_file(
         pl.lit(0.0).alias("volume"),
     )
     stamped = io_lib.to_prices_contract(
-        stand_in, bar_length, source=f"data.quotes ({quotes.bid}/{quotes.ask}) in {path}"
+        stand_in,
+        bar_length,
+        source=f"data.quotes ({quotes.bid}/{quotes.ask}) in {path}",
+        calendar=calendar,
     )
     return stamped.select(*QUOTE_KEY, pl.col("open").alias("bid"), pl.col("close").alias("ask"))
 
@@ -295,7 +304,7 @@ def experiment_quotes(
     if cfg.data.quotes is None:
         return None
     path = resolve_data_path(cfg.data.prices, data_root=data_root, field="data.prices")
-    return quotes_from_prices_file(path, cfg.data.quotes, cfg.data.bar_length)
+    return quotes_from_prices_file(path, cfg.data.quotes, cfg.data.bar_length, cfg.data.calendar)
 
 
 def attach_quotes(panel: pl.DataFrame, quotes: pl.DataFrame) -> pl.DataFrame:
@@ -354,16 +363,18 @@ def configured_benchmark(cfg: ExperimentConfig) -> pl.DataFrame | None:
         return None
     path = resolve_data_path(spec.path, field="reporting.benchmark.path")
     # Cached per file version: a sweep's trials share one read.
-    return _benchmark_returns(str(path), path.stat().st_mtime_ns, spec.symbol, cfg.data.bar_length)
+    return _benchmark_returns(
+        str(path), path.stat().st_mtime_ns, spec.symbol, cfg.data.bar_length, cfg.data.calendar
+    )
 
 
 @functools.lru_cache(maxsize=4)
 def _benchmark_returns(
-    path: str, mtime_ns: int, symbol: str, bar_length: str | None
+    path: str, mtime_ns: int, symbol: str, bar_length: str | None, calendar: str
 ) -> pl.DataFrame:
     from ml4t_pipeline.lib.benchmark import load_benchmark_returns
 
-    return load_benchmark_returns(path, symbol, bar_length)
+    return load_benchmark_returns(path, symbol, bar_length, calendar=calendar)
 
 
 def experiment_metrics(

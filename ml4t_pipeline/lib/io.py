@@ -28,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ml4t_pipeline.lib.calendars import DEFAULT_CALENDAR
 from ml4t_pipeline.lib.timing import (
     UTC_DATETIME,
     bar_start_to_close,
@@ -220,6 +221,7 @@ def to_prices_contract(
     sort_rows: bool = False,
     source: str = "prices",
     row_column: str | None = None,
+    calendar: str = DEFAULT_CALENDAR,
 ) -> pl.DataFrame:
     """Bring a prices frame into the contract: UTC bar-close ``timestamp``, String symbol, Float64.
 
@@ -249,6 +251,10 @@ def to_prices_contract(
         Also return each row's 0-based position in ``df`` (its data row in the file, header
         not counted) in a UInt32 column of this name, after ``PRICE_COLUMNS``: the output is
         re-sorted, so this is how a row found invalid later is traced back to the file.
+    calendar : str, default "XNYS"
+        The ``exchange_calendars`` calendar (``data.calendar``) whose session closes stamp
+        daily dates (:func:`~ml4t_pipeline.lib.timing.daily_close_utc`: 16:00 New York, 13:00
+        on XNYS half days).
 
     Returns
     -------
@@ -311,7 +317,7 @@ def to_prices_contract(
                 "only to timezone-aware intraday bar-start timestamps"
             )
         out = naive_dates_to_close_utc(
-            out, what, "intraday files must be timezone-aware (bar start)"
+            out, what, "intraday files must be timezone-aware (bar start)", calendar=calendar
         )
     elif isinstance(ts_dtype, pl.Datetime):
         if bar_length is None:
@@ -338,6 +344,7 @@ def load_prices_file(
     parse_text: bool = False,
     sort_rows: bool = False,
     row_column: str | None = None,
+    calendar: str = DEFAULT_CALENDAR,
 ) -> pl.DataFrame:
     """Read a prices file (or directory) and bring it into the prices contract.
 
@@ -350,13 +357,16 @@ def load_prices_file(
         For intraday files, whose timezone-aware timestamps mark the bar **start** (Lean,
         Polygon): the bar length, e.g. ``"1m"`` or ``"1h"``; the prepared timestamp is the bar
         close = start + ``bar_length``. Leave ``None`` for daily files, whose naive 00:00 dates
-        become the 16:00 America/New_York close in UTC.
+        become their session's close on ``calendar`` in UTC (XNYS: 16:00 New York, 13:00 on
+        half days).
     parse_text, sort_rows : bool
         See :func:`to_prices_contract`; both off by default (text prices and rows going back
         in time are refused).
     row_column : str, optional
         See :func:`to_prices_contract`: each row's 0-based data row in the file (for a
         directory, in the table its files form, in path order).
+    calendar : str, default "XNYS"
+        See :func:`to_prices_contract` (``data.calendar``).
 
     Returns
     -------
@@ -380,6 +390,7 @@ def load_prices_file(
         sort_rows=sort_rows,
         source=f"prices file {path}",
         row_column=row_column,
+        calendar=calendar,
     )
 
 

@@ -4,17 +4,19 @@ Each prepared table has one ``DataFrameModel`` with a description on every colum
 publishes it as its column schema). ``validate_prices`` splits a prices frame into valid rows and
 offending rows, naming every rule each row breaks; nothing is dropped or repaired.
 
-The price rules are written once, as polars expressions in ``PRICE_RULES``, and used both by
-``PricesSchema`` (as pandera dataframe checks) and by ``validate_prices`` (per row).
-``validate_prices(plausibility=...)`` adds the configurable plausibility rules (price level,
-close-to-close return, session calendar, blank symbol; ``data.plausibility`` in the pipeline).
+The price rules are written once, as polars expressions in ``PRICE_RULES``
+(:mod:`ml4t_pipeline.lib.price_rules`), and used both by ``PricesSchema`` (as pandera dataframe
+checks) and by ``validate_prices`` (per row, through the generic
+:func:`~ml4t_pipeline.lib.row_validation.validate_rows`). ``validate_prices(plausibility=...)``
+adds the configurable plausibility rules of the same module (price level, close-to-close
+return, session calendar, blank symbol; ``data.plausibility`` in the pipeline). Their names are
+importable from here too, as before the split.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date
+from dataclasses import replace
 from typing import Annotated, Literal, Optional
 
 import numpy as np
@@ -22,96 +24,55 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from ml4t_pipeline.lib.timing import signal_age_bars, xnys_calendar
-
-OHLC: tuple[str, ...] = ("open", "high", "low", "close")
-OHLCV: tuple[str, ...] = (*OHLC, "volume")
-KEY: tuple[str, str] = ("timestamp", "symbol")
-
-
-# ---------------------------------------------------------------------------------------------
-# Price rules: each returns an expression that is True where the row PASSES. A null operand is a
-# pass for every rule except ``ohlcv_not_null`` (nulls are reported once, by that rule).
-
-
-def _ohlcv_not_null() -> pl.Expr:
-    return pl.all_horizontal(pl.col(c).is_not_null() for c in OHLCV)
-
-
-def _ohlcv_finite() -> pl.Expr:
-    return pl.all_horizontal(pl.col(c).is_finite().fill_null(True) for c in OHLCV)
-
-
-def _prices_positive() -> pl.Expr:
-    return pl.all_horizontal((pl.col(c) > 0).fill_null(True) for c in OHLC)
-
-
-def _volume_non_negative() -> pl.Expr:
-    return (pl.col("volume") >= 0).fill_null(True)
-
-
-def _high_at_or_above_open_close() -> pl.Expr:
-    return (pl.col("high") >= pl.max_horizontal("open", "close")).fill_null(True)
-
-
-def _low_at_or_below_open_close() -> pl.Expr:
-    return (pl.col("low") <= pl.min_horizontal("open", "close")).fill_null(True)
-
-
-def _high_at_or_above_low() -> pl.Expr:
-    return (pl.col("high") >= pl.col("low")).fill_null(True)
-
-
-def _key_unique() -> pl.Expr:
-    # Every copy of a duplicated key is flagged: which copy is right cannot be known.
-    return ~pl.struct(list(KEY)).is_duplicated()
-
-
-def _timestamp_sorted_within_symbol() -> pl.Expr:
-    # In input order, a row whose timestamp is earlier than the previous row of its symbol.
-    return (pl.col("timestamp") >= pl.col("timestamp").shift(1).over("symbol")).fill_null(True)
-
-
-@dataclass(frozen=True)
-class RowRule:
-    """One row-level rule: its snake_case predicate name, pass expression and meaning.
-
-    ``passes()`` returns a Boolean expression that is True where a row satisfies the rule.
-    """
-
-    name: str
-    passes: Callable[[], pl.Expr]
-    description: str
-
-
-PriceRule = RowRule  # the name used by the issue-2 API
-
-PRICE_RULES: tuple[PriceRule, ...] = (
-    PriceRule("ohlcv_not_null", _ohlcv_not_null, "open, high, low, close and volume are not null"),
-    PriceRule("ohlcv_finite", _ohlcv_finite, "no NaN or infinite open/high/low/close/volume"),
-    PriceRule("prices_positive", _prices_positive, "open, high, low and close are > 0"),
-    PriceRule("volume_non_negative", _volume_non_negative, "volume is >= 0"),
-    PriceRule(
-        "high_at_or_above_open_close",
-        _high_at_or_above_open_close,
-        "high >= max(open, close)",
-    ),
-    PriceRule(
-        "low_at_or_below_open_close",
-        _low_at_or_below_open_close,
-        "low <= min(open, close)",
-    ),
-    PriceRule("high_at_or_above_low", _high_at_or_above_low, "high >= low"),
-    PriceRule("key_unique", _key_unique, "(timestamp, symbol) appears once"),
-    PriceRule(
-        "timestamp_sorted_within_symbol",
-        _timestamp_sorted_within_symbol,
-        "within each symbol, rows are in non-decreasing timestamp order",
-    ),
+from ml4t_pipeline.lib.asof import signal_age_bars
+from ml4t_pipeline.lib.price_rules import (
+    CALENDAR_CHECKS,
+    KEY,
+    OHLC,
+    OHLCV,
+    PLAUSIBILITY_RULE_NAMES,
+    PRICE_RULE_NAMES,
+    PRICE_RULES,
+    Plausibility,
+    PriceRule,
+    RowRule,
+    plausibility_rules,
 )
-"""Every rule ``validate_prices`` applies, in report order."""
+from ml4t_pipeline.lib.row_validation import (
+    PriceValidation,
+    TableValidation,
+    check_structure,
+    validate_rows,
+)
 
-PRICE_RULE_NAMES: tuple[str, ...] = tuple(r.name for r in PRICE_RULES)
+__all__ = [
+    "CALENDAR_CHECKS",
+    "DEFAULT_SAMPLE_SIZE",
+    "KEY",
+    "OHLC",
+    "OHLCV",
+    "PLAUSIBILITY_RULE_NAMES",
+    "PRICE_RULES",
+    "PRICE_RULE_NAMES",
+    "SIGNAL_TIMING_RULE_NAMES",
+    "VALIDATION_LEVELS",
+    "ContextSchema",
+    "FeaturesSchema",
+    "Plausibility",
+    "PriceRule",
+    "PriceValidation",
+    "PricesSchema",
+    "RowRule",
+    "SignalsSchema",
+    "TableValidation",
+    "check_structure",
+    "plausibility_rules",
+    "validate_context",
+    "validate_features",
+    "validate_prices",
+    "validate_rows",
+    "validate_signals",
+]
 
 
 _RULES_BY_NAME = {r.name: r for r in PRICE_RULES}
@@ -303,105 +264,6 @@ class ContextSchema(pa.DataFrameModel):
         description = "Context table keyed by timestamp alone."
 
 
-# ---------------------------------------------------------------------------------------------
-# Row-level validation
-
-
-@dataclass(frozen=True)
-class TableValidation:
-    """Outcome of a row-level validation; ``valid.height + invalid.height`` = input rows.
-
-    Attributes
-    ----------
-    valid : pl.DataFrame
-        Rows passing every rule, input columns and order.
-    invalid : pl.DataFrame
-        Rows breaking at least one rule: ``row_index`` (UInt32, position in the input), every
-        input column, and ``reason`` (String, broken rule names joined by ``"; "``).
-    violations : pl.DataFrame
-        One row per (row, broken rule): ``row_index``, the table's key columns (``timestamp``,
-        ``symbol`` for prices), ``rule``; ordered by row_index then rule order.
-    n_violations : int
-        ``violations.height``.
-    summary : dict[str, int]
-        Rule name → number of *checked* rows breaking it, every rule present (zeros included).
-    level : str
-        Validation level that produced this result (``"fast"``, ``"standard"``, ``"paranoid"``).
-    sampled : bool
-        True when only a sample of the rows was checked (level ``fast`` on a frame larger than
-        the sample). Then ``valid`` and ``invalid`` hold only the checked rows, and nothing is
-        known about the others: an empty ``invalid`` does *not* mean the table is clean.
-    n_rows : int
-        Rows in the input.
-    n_checked : int
-        Rows the row rules were applied to (``n_rows`` unless ``sampled``).
-    """
-
-    valid: pl.DataFrame
-    invalid: pl.DataFrame
-    violations: pl.DataFrame
-    n_violations: int
-    summary: dict[str, int] = field(default_factory=dict)
-    level: str = "standard"
-    sampled: bool = False
-    n_rows: int = 0
-    n_checked: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """True when no *checked* row breaks any rule (see ``sampled``)."""
-        return self.n_violations == 0
-
-    @property
-    def n_unchecked(self) -> int:
-        """Rows no row rule was applied to (0 unless ``sampled``)."""
-        return self.n_rows - self.n_checked
-
-    def drop_invalid(self, df: pl.DataFrame) -> pl.DataFrame:
-        """``df`` without the rows found invalid (by ``row_index``), other rows in input order.
-
-        ``df`` must be the frame that was validated. For a sampled result the unchecked rows are
-        kept: they were not found invalid, which is not the same as valid.
-        """
-        if df.height != self.n_rows:
-            raise ValueError(
-                f"drop_invalid: frame has {df.height} rows, the validated one had {self.n_rows}"
-            )
-        if self.invalid.height == 0:
-            return df
-        keep = np.ones(df.height, dtype=bool)
-        keep[self.invalid["row_index"].to_numpy()] = False
-        return df.filter(pl.Series(keep))
-
-    def rows_breaking(self, rule: str) -> pl.DataFrame:
-        """Violations of one rule (``row_index``, key columns, ``rule``)."""
-        if rule not in self.summary:
-            raise ValueError(f"unknown rule {rule!r}; known: {list(self.summary)}")
-        return self.violations.filter(pl.col("rule") == rule)
-
-
-PriceValidation = TableValidation  # the name used by the issue-2 API
-
-
-def _symbol_as_string(df: pl.DataFrame) -> pl.DataFrame:
-    if "symbol" in df.columns and isinstance(df.schema["symbol"], pl.Categorical | pl.Enum):
-        return df.with_columns(pl.col("symbol").cast(pl.String))
-    return df
-
-
-def check_structure(df: pl.DataFrame, model: type[pa.DataFrameModel]) -> None:
-    """Check names and dtypes only (no value checks) against a schema model, all errors at once.
-
-    ``symbol`` may be Categorical/Enum in memory; it is compared as String.
-
-    Raises
-    ------
-    pandera.errors.SchemaErrors
-        Listing every missing column and wrong dtype (``lazy=True``).
-    """
-    model.validate(_symbol_as_string(df.head(0)), lazy=True)
-
-
 ValidationLevel = Literal["fast", "standard", "paranoid"]
 VALIDATION_LEVELS: tuple[str, ...] = ("fast", "standard", "paranoid")
 """The levels ``validate_prices(level=...)`` accepts (``data.validation_level`` in configs)."""
@@ -455,149 +317,6 @@ def _signal_timing_rules(df: pl.DataFrame, max_signal_age_bars: int | None) -> l
             lambda: pl.lit(not_stale),
             f"the signal used is at most {limit} bars of its symbol old",
         ),
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Plausibility: rows that are well-formed but not believable (``data.plausibility``)
-
-CALENDARS: tuple[str, ...] = ("XNYS", "weekdays", "none")
-"""Session calendars of the ``on_session_date`` rule (``data.plausibility.calendar``)."""
-
-PLAUSIBILITY_RULE_NAMES: tuple[str, ...] = (
-    "symbol_not_blank",
-    "price_level_plausible",
-    "return_plausible",
-    "on_session_date",
-)
-"""The rules ``validate_prices(plausibility=...)`` adds, in report order."""
-
-
-@dataclass(frozen=True)
-class Plausibility:
-    """Bounds that make a well-formed price row believable (``data.plausibility``).
-
-    Attributes
-    ----------
-    max_price : float or None
-        Largest allowed open/high/low/close, currency per share (default ``1e7``); None: no
-        level rule. (Prices must be > 0 by ``prices_positive`` in any case.)
-    min_return, max_return : float or None
-        Bounds of the close-to-close simple return ``close / previous close - 1`` of a symbol's
-        consecutive rows (fraction; defaults ``-0.99`` and ``10.0``); None: that side unchecked.
-    calendar : {"XNYS", "weekdays", "none"}
-        Calendar whose sessions every bar's New York date must be: the NYSE sessions of
-        ``exchange_calendars`` (default), Monday to Friday, or unchecked.
-    """
-
-    max_price: float | None = 1e7
-    min_return: float | None = -0.99
-    max_return: float | None = 10.0
-    calendar: str = "XNYS"
-
-    def __post_init__(self) -> None:
-        if self.calendar not in CALENDARS:
-            raise ValueError(f"unknown calendar {self.calendar!r}; expected one of {CALENDARS}")
-        if self.max_price is not None and not (self.max_price > 0):
-            raise ValueError(f"max_price must be > 0 or None, got {self.max_price!r}")
-        if self.min_return is not None and not (-1 <= self.min_return < 0):
-            raise ValueError(f"min_return must be in [-1, 0) or None, got {self.min_return!r}")
-        if self.max_return is not None and not (self.max_return > 0):
-            raise ValueError(f"max_return must be > 0 or None, got {self.max_return!r}")
-
-
-def _finite_and(column: pl.Expr, condition: pl.Expr) -> pl.Expr:
-    # Non-finite and null values pass: ``ohlcv_finite`` / ``ohlcv_not_null`` report them.
-    return (~column.is_finite() | condition).fill_null(True)
-
-
-def _price_level_flags(df: pl.DataFrame, max_price: float | None) -> pl.Series:
-    if max_price is None:
-        return pl.repeat(True, df.height, dtype=pl.Boolean, eager=True)
-    return df.select(
-        pl.all_horizontal(_finite_and(pl.col(c), pl.col(c) <= max_price) for c in OHLC)
-    ).to_series()
-
-
-def _return_flags(df: pl.DataFrame, low: float | None, high: float | None) -> pl.Series:
-    # The return into each row from the previous row of its symbol, in input order (the
-    # prices contract is in time order within a symbol; ``timestamp_sorted_within_symbol``
-    # reports rows that are not).
-    ret = pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0
-    ok = pl.lit(True)
-    if low is not None:
-        ok = ok & (ret >= low)
-    if high is not None:
-        ok = ok & (ret <= high)
-    return df.select(_finite_and(ret, ok)).to_series()
-
-
-_CALENDAR_LIMITS = (date(1678, 1, 1), date(2261, 12, 31))  # pandas' nanosecond range
-
-
-def _xnys_sessions(first: date, last: date) -> set[date]:
-    """NYSE sessions between two dates (``exchange_calendars``), clipped to its date range."""
-    import exchange_calendars as xcals  # lazy: imports pandas, only this rule needs it
-
-    start, end = max(first, _CALENDAR_LIMITS[0]), min(last, _CALENDAR_LIMITS[1])
-    if start > end:
-        return set()
-    try:
-        calendar = xnys_calendar(start, end)
-    except xcals.errors.NoSessionsError:
-        return set()
-    return set(calendar.sessions.date)
-
-
-def _session_flags(df: pl.DataFrame, calendar: str) -> pl.Series:
-    if calendar == "none" or df.height == 0:
-        return pl.repeat(True, df.height, dtype=pl.Boolean, eager=True)
-    ny_date = df.select(
-        pl.col("timestamp").dt.convert_time_zone("America/New_York").dt.date()
-    ).to_series()
-    if calendar == "weekdays":
-        return (ny_date.dt.weekday() <= 5).fill_null(True)
-    dates = ny_date.drop_nulls().unique()
-    sessions = _xnys_sessions(dates.min(), dates.max())  # type: ignore[arg-type]
-    outside = (ny_date < _CALENDAR_LIMITS[0]) | (ny_date > _CALENDAR_LIMITS[1])
-    on_session = ny_date.is_in(pl.Series(sorted(sessions), dtype=pl.Date).implode())
-    # Beyond the calendar's date range, only weekends can be judged.
-    return (on_session | (outside & (ny_date.dt.weekday() <= 5))).fill_null(True)
-
-
-def plausibility_rules(df: pl.DataFrame, plausibility: Plausibility) -> list[RowRule]:
-    """The plausibility rules for ``df``, each pre-evaluated on every row of ``df``.
-
-    ``return_plausible`` compares a row with the previous row of its symbol, so it is evaluated
-    on the whole frame (never on a sample, where the previous row would be another one).
-
-    Returns
-    -------
-    list of RowRule
-        ``symbol_not_blank`` (symbol not empty or whitespace), ``price_level_plausible``
-        (open/high/low/close <= ``max_price``), ``return_plausible`` (close-to-close return
-        within [``min_return``, ``max_return``]), ``on_session_date`` (the bar's New York date
-        is a session of ``calendar``); a rule whose bound is None passes every row. Each
-        ``passes()`` is a literal Boolean column as long as ``df``.
-    """
-    p = plausibility
-    flags = {
-        "symbol_not_blank": df.select(
-            (pl.col("symbol").cast(pl.String).str.strip_chars().str.len_chars() > 0).fill_null(True)
-        ).to_series(),
-        "price_level_plausible": _price_level_flags(df, p.max_price),
-        "return_plausible": _return_flags(df, p.min_return, p.max_return),
-        "on_session_date": _session_flags(df, p.calendar),
-    }
-    descriptions = {
-        "symbol_not_blank": "symbol is not empty or whitespace",
-        "price_level_plausible": f"open, high, low and close are <= {p.max_price}",
-        "return_plausible": f"close-to-close return within [{p.min_return}, {p.max_return}]",
-        "on_session_date": f"the bar's New York date is a session of calendar {p.calendar!r}",
-    }
-    return [
-        RowRule(name, lambda s=flags[name]: pl.lit(s), descriptions[name])
-        for name in PLAUSIBILITY_RULE_NAMES
     ]
 
 
@@ -719,96 +438,6 @@ def validate_prices(
         sampled=True,
         n_rows=df.height,
         n_checked=rows.size,
-    )
-
-
-def validate_rows(
-    df: pl.DataFrame, rules: Sequence[RowRule], key: Sequence[str]
-) -> TableValidation:
-    """Apply row rules to every row and split the frame into valid and invalid rows.
-
-    Parameters
-    ----------
-    df : pl.DataFrame
-        Any table; must not have columns named ``row_index`` or ``reason``.
-    rules : sequence of RowRule
-        The rules, in report order; names must be unique.
-    key : sequence of str
-        Columns identifying a row in ``violations`` (e.g. ``("timestamp", "symbol")``).
-
-    Returns
-    -------
-    TableValidation
-        Nothing is dropped: ``valid`` + ``invalid`` hold every input row.
-
-    Raises
-    ------
-    ValueError
-        Reserved column names present, or duplicate rule names.
-    """
-    names = [r.name for r in rules]
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate rule names: {names}")
-    reserved = [c for c in ("row_index", "reason") if c in df.columns]
-    if reserved:
-        raise ValueError(f"columns {reserved} are reserved for the validation report")
-    flag = "__broken_"
-    flag_cols = [f"{flag}{r.name}" for r in rules]
-    # Only the Boolean flags are computed over the whole frame; the report columns (row index,
-    # reason) are built for the broken rows alone, and a clean frame is returned without a copy.
-    flags = df.select([(~r.passes()).fill_null(True).alias(f"{flag}{r.name}") for r in rules])
-    totals = flags.select([pl.col(c).sum().alias(c.removeprefix(flag)) for c in flag_cols])
-    counts = {k: int(v[0]) for k, v in totals.to_dict(as_series=False).items()}
-    id_cols = ["row_index", *key]
-    if not any(counts.values()):
-        return TableValidation(
-            valid=df,
-            invalid=df.clear()
-            .with_row_index("row_index")
-            .with_columns(pl.lit(None, pl.String).alias("reason")),
-            violations=df.select(key)
-            .clear()
-            .with_row_index("row_index")
-            .with_columns(pl.lit(None, pl.String).alias("rule")),
-            n_violations=0,
-            summary=counts,
-            n_rows=df.height,
-            n_checked=df.height,
-        )
-    any_broken = flags.select(pl.any_horizontal(flag_cols)).to_series()
-    valid = df.filter(~any_broken)
-    rows = any_broken.arg_true()
-    reason = pl.concat_str(
-        [pl.when(pl.col(f"{flag}{r.name}")).then(pl.lit(r.name)) for r in rules],
-        separator="; ",
-        ignore_nulls=True,
-    )
-    broken = pl.concat(
-        [
-            rows.cast(pl.UInt32).alias("row_index").to_frame(),
-            df[rows],
-            flags[rows].with_columns(reason.alias("reason")),
-        ],
-        how="horizontal",
-    )
-    invalid = broken.select(["row_index", *df.columns, "reason"])
-    violations = (
-        broken.select([*id_cols, *flag_cols])
-        .unpivot(index=id_cols, variable_name="rule", value_name="x")
-        .filter(pl.col("x"))
-        .with_columns(pl.col("rule").str.strip_prefix(flag).cast(pl.Enum(names)))
-        .sort(["row_index", "rule"])
-        .with_columns(pl.col("rule").cast(pl.String))
-        .drop("x")
-    )
-    return TableValidation(
-        valid=valid,
-        invalid=invalid,
-        violations=violations,
-        n_violations=violations.height,
-        summary=counts,
-        n_rows=df.height,
-        n_checked=df.height,
     )
 
 

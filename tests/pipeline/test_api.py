@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import hashlib
 import io
 import json
 import re
@@ -17,8 +18,10 @@ import yaml
 from ml4t_pipeline import Experiment, ExperimentResult
 from ml4t_pipeline.api import HEADLINE_METRICS, ExperimentFailed
 from ml4t_pipeline.config import ConfigError, ExperimentConfig
+from ml4t_pipeline.defs.resources import BUILT_IN_CODE, ExperimentsResource
 from ml4t_pipeline.lib import progress as progress_lib
 from ml4t_pipeline.lib.report import PNG_MAGIC, format_metric
+from ml4t_pipeline.runner import run_prices
 from tests.pipeline.helpers import SMALL
 
 FRAMES = ("trades", "fills", "portfolio_states", "rejections")
@@ -105,9 +108,71 @@ def test_api_repr_html_shows_headline_metrics_and_an_equity_png(api_result):
 
 def test_api_run_without_output_writes_into_a_folder_the_result_keeps(api_result):
     kept = [Path(folder.name) for folder in api_result._keep]
-    assert any(api_result.output.is_relative_to(folder) for folder in kept)
-    # the YAML the in-code config ran from is kept too, named after cfg.name
-    assert any((folder / "api_small.yaml").is_file() for folder in kept)
+    assert len(kept) == 1 and api_result.output.is_relative_to(kept[0])
+    # no config file was written for the in-code config, in the kept folder or beside it
+    assert not [p for p in kept[0].rglob("*") if p.suffix in (".yaml", ".yml")]
+
+
+def test_api_run_in_code_config_recorded_as_object_not_file(api_result):
+    manifest = json.loads((api_result.output / "run.json").read_text())
+    assert manifest["config_path"] is None and manifest["partition_key"] == "api_small"
+    canonical = json.dumps(api_result.config.model_dump(mode="json", by_alias=True), sort_keys=True)
+    assert manifest["config_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
+    assert BUILT_IN_CODE in api_result.report()  # the report's lineage: no file to name
+    # the stored prices are found by the partition key (the report rebuild reads them)
+    prices = run_prices(api_result.output, manifest)
+    assert prices is not None and prices.height > 0
+
+
+def test_api_run_hands_the_validated_config_object_to_the_runner(monkeypatch, tmp_path):
+    handed: list[object] = []
+
+    def fake_run(experiment, output, *, validate):
+        handed.append(experiment)
+        return output
+
+    monkeypatch.setattr("ml4t_pipeline.api._run_to_folder", fake_run)
+    exp = Experiment.from_dict(SMALL)
+    exp.run(tmp_path / "out")
+    exp.run(tmp_path / "out", start="2012-01-03")  # a window: a new object, still no file
+    assert handed[0] is exp.config
+    assert isinstance(handed[1], ExperimentConfig)
+    assert str(handed[1].backtest.start) == "2012-01-03" and handed[1].name == "api_small"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written by the API
+
+
+def test_experiments_resource_inline_config_loads_without_a_file():
+    cfg = ExperimentConfig.model_validate(SMALL)
+    resource = ExperimentsResource(
+        configs_dir="/nonexistent", inline={"api_small": cfg.model_dump_json(by_alias=True)}
+    )
+    assert resource.load("api_small") == cfg
+    assert resource.source("api_small") == BUILT_IN_CODE
+    with pytest.raises(FileNotFoundError, match="built in code"):
+        resource.config_path("api_small")
+    with pytest.raises(FileNotFoundError, match="no other"):
+        resource.load("other")
+
+
+def test_api_save_writes_a_yaml_record_that_runs_as_the_same_config(tmp_path: Path):
+    exp = Experiment.from_dict(SMALL)
+    path = exp.save(tmp_path / "records" / "api_small.yaml")
+    assert path.is_file()
+    again = Experiment.from_file(path)
+    assert again.path == path and again.config == exp.config
+    assert again.config.config_hash() == exp.config.config_hash()
+
+
+def test_api_save_refuses_a_non_yaml_suffix(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"\.yaml or \.yml"):
+        Experiment.from_dict(SMALL).save(tmp_path / "api_small.json")
+    assert not (tmp_path / "api_small.json").exists()
+
+
+def test_api_from_dict_without_name_is_refused_naming_the_field():
+    raw = {k: v for k, v in SMALL.items() if k != "name"}
+    with pytest.raises(ConfigError, match=r"from_dict: invalid experiment config:\n  name:"):
+        Experiment.from_dict(raw)
 
 
 def test_api_cleanup_removes_the_temporary_folders(tmp_path: Path):
@@ -162,7 +227,11 @@ def test_api_config_object_with_unbuildable_rule_refused():
         Experiment(cfg)
 
 
-def test_api_from_file_yaml_runs_that_file_and_json_runs_a_copy(tmp_path: Path):
+def test_api_from_file_runs_the_file_unless_a_sibling_shadows_it(tmp_path: Path):
+    json_alone = tmp_path / "alone" / "api_small.json"
+    json_alone.parent.mkdir()
+    json_alone.write_text(json.dumps(SMALL))
+    assert Experiment.from_file(json_alone).path == json_alone  # runs as it is
     yaml_file = tmp_path / "api_small.yaml"
     yaml_file.write_text(yaml.safe_dump(SMALL))
     json_file = tmp_path / "api_small.json"
@@ -170,7 +239,9 @@ def test_api_from_file_yaml_runs_that_file_and_json_runs_a_copy(tmp_path: Path):
     from_yaml = Experiment.from_file(yaml_file)
     from_json = Experiment.from_file(json_file)
     assert from_yaml.path == yaml_file
-    assert from_json.path is None  # run from a YAML copy named after cfg.name
+    # `ml4t run`'s lookup of stem api_small finds the YAML first: the JSON's config is handed
+    # to the run as an object instead of running the wrong file
+    assert from_json.path is None
     assert from_json.config == from_yaml.config
 
 
@@ -260,8 +331,8 @@ def test_api_figure_renders_itself_as_png(api_result):
     assert png.startswith(PNG_MAGIC)
 
 
-def test_api_in_code_user_strategy_class_survives_the_yaml_copy():
-    # `class` is an alias (`class_` in Python): the YAML copy must use the file's key.
+def test_api_in_code_user_strategy_class_survives_the_round_trip():
+    # `class` is an alias (`class_` in Python): the plain data must use the file's key.
     strategy = {
         "class": "engine.strategies.TopNStrategy",
         "signal": "score",

@@ -146,8 +146,9 @@ def test_experiment_run_start_end_run_the_config_with_that_window(
 ) -> None:
     seen: list[ExperimentConfig] = []
 
-    def fake_run(config_path: Path, output: Path, *, validate: bool) -> Path:
-        seen.append(load_config(config_path))  # the file the pipeline would run
+    def fake_run(experiment: Path | ExperimentConfig, output: Path, *, validate: bool) -> Path:
+        assert isinstance(experiment, ExperimentConfig)  # handed over as the object, no file
+        seen.append(experiment)
         return output
 
     monkeypatch.setattr(api, "_run_to_folder", fake_run)

@@ -11,9 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from ml4t_pipeline.lib.calendars import early_closes
 from ml4t_pipeline.lib.io import load_prices_file, to_prices_contract
 from ml4t_pipeline.lib.schemas import Plausibility, validate_prices
-from ml4t_pipeline.lib.timing import daily_close_utc, xnys_early_closes
+from ml4t_pipeline.lib.timing import daily_close_utc
 
 DATA_ROOT = Path(os.environ.get("ML4T_DATA_ROOT", "../shared/data"))
 SP500 = DATA_ROOT / "sp500_5yr_daily_ohlcv.parquet"
@@ -36,8 +37,8 @@ def test_daily_close_utc_half_day_2017_11_24_stamped_1300_new_york() -> None:
     ]
 
 
-def test_xnys_early_closes_known_half_days_listed() -> None:
-    early = xnys_early_closes()
+def test_early_closes_xnys_known_half_days_listed() -> None:
+    early = early_closes("XNYS")
     minutes = dict(zip(early["date"].to_list(), early["close_minutes"].to_list(), strict=True))
     assert minutes[dt.date(2017, 11, 24)] == 13 * 60
     assert minutes[dt.date(2013, 7, 3)] == 13 * 60  # eve of Independence Day
@@ -53,7 +54,7 @@ def test_load_prices_file_sp500_half_day_bars_stamped_at_early_close() -> None:
     assert half.height == raw_rows.height > 500  # every row of that date moved, none lost
     assert set(half["ny"].dt.hour().to_list()) == {13}
     # Only early-close days move: every other bar still closes at 16:00.
-    early = set(xnys_early_closes()["date"].to_list())
+    early = set(early_closes("XNYS")["date"].to_list())
     other = ny.filter(~pl.col("ny").dt.date().is_in(list(early)))
     assert set(other["ny"].dt.hour().to_list()) == {16}
 
