@@ -59,11 +59,12 @@ from ml4t_pipeline.lib.sweep.spec import SweepFile, load_sweep_file, sweep_from_
 __all__ = ["Sweep", "SweepResult", "add_sweep_parser", "cmd_sweep", "prepare_data"]
 
 
-def _materialize_data(config_path: Path, storage: Path) -> None:
-    """Run the data assets of one experiment file into ``storage`` (in-process Dagster)."""
+def _materialize_data(config: ExperimentConfig, storage: Path) -> None:
+    """Run the data assets of one validated experiment config into ``storage`` (in-process
+    Dagster; the config object is handed over, no file is written)."""
     from ml4t_pipeline.runner import DATA_ASSETS, failure_text, materialize_experiment
 
-    result = materialize_experiment(config_path, storage, selection=DATA_ASSETS)
+    result = materialize_experiment(config, storage, selection=DATA_ASSETS)
     if not result.success:
         lines = failure_text(result).replace("\n", "\n  ")
         raise SweepError(f"preparing the sweep's data ({storage.parent}) failed:\n  {lines}")

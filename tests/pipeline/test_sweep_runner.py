@@ -225,6 +225,8 @@ def test_run_sweep_with_quotes_fills_at_the_quoted_spread(lab: Lab, tmp_path: Pa
     run = run_sweep(sweep, tmp_path, prepare=prepare_data)
     (prepared,) = run.data.values()
     assert {"bid", "ask"} <= set(prepared.panel.columns)
+    # the data assets ran from the validated config object: no experiment file written
+    assert not list((tmp_path / "prepared").rglob("*.yaml"))
     for trial, record in zip(sweep.trials, run.records, strict=True):
         quotes = quotes_from_prices_file(
             lab.data / "slice_quotes.parquet", trial.config.data.quotes

@@ -53,7 +53,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
-import yaml
 
 from ml4t_pipeline.config import ExperimentConfig
 from ml4t_pipeline.lib.lineage import code_version, experiment_input_hashes, frame_content_hash
@@ -328,9 +327,9 @@ PrepareData = Callable[[dict[str, Any], ExperimentConfig, Path], PreparedData]
 """``prepare(raw, cfg, folder)``: the prepared data of one data section (what
 :func:`run_sweep` is handed; ``ml4t_pipeline.sweeps.prepare_data`` runs the data assets)."""
 
-MaterializeData = Callable[[Path, Path], None]
-"""``materialize(config_path, storage_dir)``: store the data assets of one experiment file
-under ``storage_dir`` (raises :class:`SweepError` naming what failed)."""
+MaterializeData = Callable[[ExperimentConfig, Path], None]
+"""``materialize(config, storage_dir)``: store the data assets of one validated experiment
+config under ``storage_dir`` (raises :class:`SweepError` naming what failed)."""
 
 PREPARED_STEM = "sweep_data"
 """Stem of the experiment file (and partition key) a sweep's data is prepared under."""
@@ -350,13 +349,14 @@ def prepare_data(
     Parameters
     ----------
     raw : dict
-        The trial's experiment mapping (written as the experiment file ``materialize`` reads).
+        The trial's experiment mapping (the data section's source; ``cfg`` is what runs).
     cfg : ExperimentConfig
         The same, validated.
     folder : Path
         ``DIR/prepared/<data_key>``.
     materialize : callable
-        ``materialize(config_path, storage_dir)`` (:data:`MaterializeData`).
+        ``materialize(config, storage_dir)`` (:data:`MaterializeData`): the data assets of
+        ``cfg`` (named ``prepared``) stored under ``storage_dir``.
 
     Raises
     ------
@@ -381,11 +381,8 @@ def prepare_data(
     stored = json.loads(marker.read_text()) if marker.is_file() else {}
     fresh = stored.get("fingerprint") != fingerprint
     if fresh:
-        config_path = folder / "config" / f"{stem}.yaml"
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        experiment = {k: v for k, v in raw.items() if k not in ("name",)} | {"name": stem}
-        config_path.write_text(yaml.safe_dump(experiment, sort_keys=False))
-        materialize(config_path, storage)
+        # the validated config itself (no experiment file written and read back)
+        materialize(cfg.model_copy(update={"name": stem}), storage)
     panel = read_value(storage / "market_panel" / stem)
     quotes = experiment_quotes(cfg, os.environ.get(DATA_ROOT_ENV))
     if quotes is not None:  # bid/ask for spread-aware slippage, as in the backtest asset
