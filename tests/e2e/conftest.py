@@ -111,25 +111,27 @@ class DagsterDev:
         return data
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the process group led by ``process`` (SIGTERM, then SIGKILL after a grace)."""
-    if process.poll() is not None:
-        return
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop the process group led by ``process`` (SIGTERM, then SIGKILL after a grace); the
+    group's other processes are killed even when the leader has already exited."""
     pgid = process.pid  # start_new_session=True: the group id is the leader's PID
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-        process.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(pgid, signal.SIGKILL)
-        process.wait(timeout=STOP_GRACE_S)
-    except ProcessLookupError:
-        return
+    if process.poll() is None:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            process.wait(timeout=STOP_GRACE_S)
+        except ProcessLookupError:
+            return
     # children (webserver, daemon, code servers, run workers) share the group: clean them up too
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _wait_until_answering(server: DagsterDev) -> None:
+def wait_until_answering(server: DagsterDev) -> None:
+    """Wait until the server answers and its code location is loaded (AssertionError if it
+    exits or takes longer than :data:`SERVER_START_TIMEOUT_S`)."""
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -154,23 +156,17 @@ def _wait_until_answering(server: DagsterDev) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def dagster_dev(
-    chromium_path: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DagsterDev]:
-    """Start ``dagster dev`` on a free port with temporary home, storage and configs folders.
+def start_dagster_dev(root: Path, log_path: Path, *, sigint_ignored: bool = False) -> DagsterDev:
+    """Start ``dagster dev`` (through :mod:`ml4t_pipeline.devserver`) on a free port, in its own
+    process group, with ``home``, ``storage`` and ``configs`` folders made under ``root``.
 
-    The configs folder starts empty; the test adds ``demo`` itself (partition first, then the
-    YAML), so ``experiment_configs_sensor`` never launches a second run of it. Steps run with the
-    in-process executor (``ML4T_EXECUTOR=in_process``): on a 2-core machine each step of the
-    multiprocess executor spends ~15 s importing the code location, which would triple the run.
+    ``sigint_ignored=True`` starts it the way a non-interactive shell starts a background job
+    (``dagster dev &`` in a script): SIGINT ignored, inherited across ``exec``. Returns at once;
+    :func:`wait_until_answering` waits for the code location.
     """
-    root = tmp_path_factory.mktemp("dagster_dev")
     home, storage, configs = root / "home", root / "storage", root / "configs"
     for folder in (home, storage, configs):
-        folder.mkdir()
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = OUTPUT_DIR / "dagster_dev.log"
+        folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = os.environ | {
         "DAGSTER_HOME": str(home),
@@ -180,13 +176,13 @@ def dagster_dev(
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("COV_CORE_SOURCE", None)  # no coverage collection in the server's processes
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "dagster",
-                "dev",
+                "ml4t_pipeline.devserver",
                 "-w",
                 str(REPO_ROOT / "workspace.yaml"),
                 "-h",
@@ -200,8 +196,9 @@ def dagster_dev(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_ignore_sigint if sigint_ignored else None,  # noqa: PLW1509
         )
-    server = DagsterDev(
+    return DagsterDev(
         base_url=f"http://127.0.0.1:{port}",
         process=process,
         home=home,
@@ -209,8 +206,29 @@ def dagster_dev(
         configs_dir=configs,
         log_path=log_path,
     )
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(
+    chromium_path: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DagsterDev]:
+    """Start ``dagster dev`` on a free port with temporary home, storage and configs folders.
+
+    The configs folder starts empty; the test adds ``demo`` itself (partition first, then the
+    YAML), so ``experiment_configs_sensor`` never launches a second run of it. Steps run with the
+    in-process executor (``ML4T_EXECUTOR=in_process``): on a 2-core machine each step of the
+    multiprocess executor spends ~15 s importing the code location, which would triple the run.
+    """
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    server = start_dagster_dev(
+        tmp_path_factory.mktemp("dagster_dev"), OUTPUT_DIR / "dagster_dev.log"
+    )
     try:
-        _wait_until_answering(server)
+        wait_until_answering(server)
         yield server
     finally:
-        _stop(process)
+        stop_process_group(server.process)
