@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,6 +87,8 @@ class DagsterDev:
     storage_dir: Path
     configs_dir: Path
     log_path: Path
+    source: Path = REPO_ROOT
+    data_dir: Path | None = None
 
     def log_tail(self, n_chars: int = 4000) -> str:
         """The end of the server's combined stdout/stderr (for failure messages)."""
@@ -156,25 +159,70 @@ def wait_until_answering(server: DagsterDev) -> None:
     )
 
 
-def start_dagster_dev(root: Path, log_path: Path, *, sigint_ignored: bool = False) -> DagsterDev:
+def source_tree(dest: Path) -> Path:
+    """A copy of the code location the test may edit without touching the repository.
+
+    ``engine`` is a symlink to the repository's (its compiled-kernel cache stays shared);
+    ``ml4t_pipeline`` is a tree of symlinks to the repository's files, except
+    ``defs/versions.py``, which is copied so that its source root (the folder whose files the
+    code versions hash) is ``dest``. Replacing one of the symlinks by an edited copy is a code
+    change the running server sees after a reload; the repository stays as it is.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "engine").symlink_to(REPO_ROOT / "engine", target_is_directory=True)
+    shutil.copy2(REPO_ROOT / "workspace.yaml", dest / "workspace.yaml")
+    package = REPO_ROOT / "ml4t_pipeline"
+    for path in sorted(package.rglob("*.py")):
+        target = dest / "ml4t_pipeline" / path.relative_to(package)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.relative_to(package).as_posix() == "defs/versions.py":
+            shutil.copy2(path, target)
+        else:
+            target.symlink_to(path)
+    return dest
+
+
+def edit_source(tree: Path, relative: str, appended: str) -> Path:
+    """Replace ``tree/relative`` (a symlink of :func:`source_tree`) by a copy of the file with
+    ``appended`` at its end: a code change."""
+    target = tree / relative
+    text = target.read_text(encoding="utf-8")
+    target.unlink()
+    target.write_text(text + appended, encoding="utf-8")
+    return target
+
+
+def start_dagster_dev(
+    root: Path,
+    log_path: Path,
+    *,
+    sigint_ignored: bool = False,
+    source: Path = REPO_ROOT,
+    env_extra: dict[str, str] | None = None,
+) -> DagsterDev:
     """Start ``dagster dev`` (through :mod:`ml4t_pipeline.devserver`) on a free port, in its own
     process group, with ``home``, ``storage`` and ``configs`` folders made under ``root``.
 
-    ``sigint_ignored=True`` starts it the way a non-interactive shell starts a background job
-    (``dagster dev &`` in a script): SIGINT ignored, inherited across ``exec``. Returns at once;
+    ``source`` is the folder holding the code location (``workspace.yaml``, ``ml4t_pipeline``,
+    ``engine``; a :func:`source_tree` to change code during the test). ``sigint_ignored=True``
+    starts it the way a non-interactive shell starts a background job (``dagster dev &`` in a
+    script): SIGINT ignored, inherited across ``exec``. Returns at once;
     :func:`wait_until_answering` waits for the code location.
     """
     home, storage, configs = root / "home", root / "storage", root / "configs"
     for folder in (home, storage, configs):
         folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    python_path = os.pathsep.join(p for p in (str(source), os.environ.get("PYTHONPATH", "")) if p)
     env = os.environ | {
         "DAGSTER_HOME": str(home),
         "ML4T_STORAGE_DIR": str(storage),
         "ML4T_CONFIGS_DIR": str(configs),
         "ML4T_EXECUTOR": "in_process",
         "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": python_path,
     }
+    env |= env_extra or {}
     env.pop("COV_CORE_SOURCE", None)  # no coverage collection in the server's processes
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
@@ -184,13 +232,13 @@ def start_dagster_dev(root: Path, log_path: Path, *, sigint_ignored: bool = Fals
                 "-m",
                 "ml4t_pipeline.devserver",
                 "-w",
-                str(REPO_ROOT / "workspace.yaml"),
+                str(source / "workspace.yaml"),
                 "-h",
                 "127.0.0.1",
                 "-p",
                 str(port),
             ],
-            cwd=REPO_ROOT,
+            cwd=source,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -205,6 +253,8 @@ def start_dagster_dev(root: Path, log_path: Path, *, sigint_ignored: bool = Fals
         storage_dir=storage,
         configs_dir=configs,
         log_path=log_path,
+        source=source,
+        data_dir=root / "data",
     )
 
 
@@ -216,16 +266,22 @@ def _ignore_sigint() -> None:
 def dagster_dev(
     chromium_path: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DagsterDev]:
-    """Start ``dagster dev`` on a free port with temporary home, storage and configs folders.
+    """Start ``dagster dev`` on a free port with temporary home, storage, configs and data
+    folders, serving a :func:`source_tree` copy of the code location (a test edits it).
 
-    The configs folder starts empty; the test adds ``demo`` itself (partition first, then the
-    YAML), so ``experiment_configs_sensor`` never launches a second run of it. Steps run with the
-    in-process executor (``ML4T_EXECUTOR=in_process``): on a 2-core machine each step of the
-    multiprocess executor spends ~15 s importing the code location, which would triple the run.
+    The configs folder starts empty; tests add experiments themselves. ``ML4T_DATA_ROOT`` is
+    the ``data`` folder (experiments' input files live there). Steps run with the in-process
+    executor (``ML4T_EXECUTOR=in_process``): on a 2-core machine each step of the multiprocess
+    executor spends ~15 s importing the code location, which would triple the run.
     """
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    root = tmp_path_factory.mktemp("dagster_dev")
+    (root / "data").mkdir()
     server = start_dagster_dev(
-        tmp_path_factory.mktemp("dagster_dev"), OUTPUT_DIR / "dagster_dev.log"
+        root,
+        OUTPUT_DIR / "dagster_dev.log",
+        source=source_tree(root / "source"),
+        env_extra={"ML4T_DATA_ROOT": str(root / "data")},
     )
     try:
         wait_until_answering(server)
