@@ -15,6 +15,7 @@ from ml4t_pipeline.defs import (
     sources,
 )
 from ml4t_pipeline.defs.executors import experiment_executor
+from ml4t_pipeline.defs.freshness import with_freshness
 from ml4t_pipeline.defs.io_managers import Ml4tIOManager, default_storage_dir
 from ml4t_pipeline.defs.jobs import (
     comparison_job,
@@ -64,9 +65,12 @@ def build_definitions(
         Where asset values are stored (default: ``$ML4T_STORAGE_DIR`` or ``./.ml4t_storage``).
     published_dir : str, optional
         Where ``storage_dir`` is moved after the run (the IO manager records that path).
+
+    ``signals`` and ``performance_report`` carry a freshness policy
+    (:mod:`ml4t_pipeline.defs.freshness`).
     """
     return dg.Definitions(
-        assets=versioned_assets(ASSET_MODULES),
+        assets=with_freshness(versioned_assets(ASSET_MODULES)),
         jobs=[
             experiment_job,
             validated_experiment_job,

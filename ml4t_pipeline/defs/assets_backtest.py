@@ -9,6 +9,7 @@ and pass the verdict to the IO manager (``checks_verdict_metadata``): a table th
 kept as a rejected candidate and the last table that passed stays current.
 """
 
+import os
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ from ml4t_pipeline.lib.experiment import (
     run_experiment_streamed,
     value_columns,
 )
+from ml4t_pipeline.lib.html_markdown import html_to_markdown
 from ml4t_pipeline.lib.lineage import code_version, frame_content_hash
 from ml4t_pipeline.lib.output_schemas import (
     FillsSchema,
@@ -340,6 +342,17 @@ def _backtest_lineage(context: dg.AssetExecutionContext) -> dict[str, str]:
     }
 
 
+REPORT_BASE_URL_ENV = "ML4T_REPORT_BASE_URL"
+"""Environment variable: the URL under which something serves ``<storage>/performance_report/``
+(e.g. ``python -m http.server``); when set, each report materialization links its HTML file."""
+
+
+def report_url(base_url: str, partition_key: str) -> str:
+    """The URL of experiment ``partition_key``'s report file under ``base_url`` (the served
+    ``performance_report`` folder, which holds ``<experiment>.html``)."""
+    return f"{base_url.rstrip('/')}/{partition_key}.html"
+
+
 @dg.asset(
     partitions_def=experiments_partitions,
     group_name=GROUP,
@@ -365,7 +378,13 @@ def performance_report(
     reason, MFE/MAE and signal deciles (:func:`ml4t_pipeline.lib.report.build_report`, with
     the experiment's :func:`~ml4t_pipeline.lib.report.report_settings` and the attribution
     assets' tables: attribution is computed once per run). ``ml4t run`` publishes this HTML as
-    ``report.html``."""
+    ``report.html``.
+
+    In the Dagster UI the materialization's ``report`` entry is the whole report as Markdown
+    (:func:`~ml4t_pipeline.lib.html_markdown.html_to_markdown`: tables, plots as images), opened
+    with "[Show Markdown]"; ``path`` is the stored HTML file, and ``report_url`` links it when
+    ``$ML4T_REPORT_BASE_URL`` names a server of the ``performance_report`` folder (a browser
+    refuses to open a ``file://`` link from the UI's page)."""
     cfg = experiments.load(context.partition_key)
     lineage = {
         "experiment": cfg.name,
@@ -376,7 +395,7 @@ def performance_report(
         "signals_version": frame_content_hash(signals),
         "code_version": code_version(),
     }
-    lineage["run_id"] = context.run_id
+    lineage["run_id"] = context.run.run_id
     lineage["generated_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     attribution = attribution_lib.from_tables(
         trades,
@@ -396,11 +415,12 @@ def performance_report(
         attribution=attribution,
         **report_lib.report_settings(cfg),
     )
-    png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
     meta = metrics_metadata(metrics) | {
-        "equity_and_drawdown": dg.MetadataValue.md(report_lib.png_markdown(png)),
+        "report": dg.MetadataValue.md(html_to_markdown(html)),
         "lineage": dg.MetadataValue.json(lineage),
     }
+    if base_url := os.environ.get(REPORT_BASE_URL_ENV, "").strip():
+        meta["report_url"] = dg.MetadataValue.url(report_url(base_url, context.partition_key))
     if cfg.tracking.mlflow is not None:
         meta |= _track_in_mlflow(context, cfg, metrics, html, trades, lineage)
     return dg.Output(html, metadata=meta)
@@ -426,12 +446,12 @@ def _track_in_mlflow(
         tracked = tracking_lib.log_backtest(
             tracking_uri=uri,
             experiment=settings.experiment or cfg.name,
-            run_name=f"{key} {context.run_id[:8]}",
+            run_name=f"{key} {context.run.run_id[:8]}",
             params=cfg.model_dump(mode="json", exclude={"tracking"}),
             metrics=metrics,
             artifacts=[report, trades_file],
             tags={
-                "dagster.run_id": context.run_id,
+                "dagster.run_id": context.run.run_id,
                 "dagster.partition": key,
                 "ml4t.config_hash": str(lineage["config_hash"]),
                 "ml4t.code_version": module_code_version("ml4t_pipeline.defs.assets_backtest"),

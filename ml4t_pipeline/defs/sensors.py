@@ -17,13 +17,31 @@ import json
 
 import dagster as dg
 
-from ml4t_pipeline.defs.jobs import experiment_job
+from ml4t_pipeline.defs.jobs import EXPERIMENT_SELECTION, experiment_job
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, partition_key_problem
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.versions import experiment_run_tags
 from ml4t_pipeline.lib.lineage import experiment_input_hashes
 
 DATA_VERSION_TAG = "dagster/data_version"
+
+
+def experiment_asset_keys(
+    repository_def: dg.RepositoryDefinition | None,
+) -> list[dg.AssetKey] | None:
+    """The asset keys ``experiment_job`` materializes, for a run request's ``asset_selection``.
+
+    A run launched without an explicit asset selection records none, and Dagster's automation
+    then treats every asset that run updated as updated by a run that did *not* also target its
+    downstream assets (``executed_with_root_target`` reads the run's asset selection): after a
+    sensor-launched ``experiment_job`` run, ``ml4t_automation`` reran ``metrics`` and then
+    ``performance_report`` of the same experiment, work the run had just done. With the
+    selection recorded, updates made by the run itself trigger nothing. ``None`` (no selection)
+    when the repository is unknown (a sensor context built without definitions).
+    """
+    if repository_def is None:
+        return None
+    return sorted(EXPERIMENT_SELECTION.resolve(repository_def.asset_graph))
 
 
 @dg.sensor(
@@ -56,12 +74,14 @@ def experiment_configs_sensor(
             f"experiment configs removed from {experiments.configs_dir}: {removed}; their "
             "partitions and materializations are kept for history"
         )
+    selection = experiment_asset_keys(context.repository_def) if added else None
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 partition_key=key,
                 run_key=f"new-{key}",
                 tags=experiment_run_tags(key, trigger="new_config"),
+                asset_selection=selection,
             )
             for key in added
         ],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,6 +87,8 @@ class DagsterDev:
     storage_dir: Path
     configs_dir: Path
     log_path: Path
+    source: Path = REPO_ROOT
+    data_dir: Path | None = None
 
     def log_tail(self, n_chars: int = 4000) -> str:
         """The end of the server's combined stdout/stderr (for failure messages)."""
@@ -111,25 +114,27 @@ class DagsterDev:
         return data
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the process group led by ``process`` (SIGTERM, then SIGKILL after a grace)."""
-    if process.poll() is not None:
-        return
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop the process group led by ``process`` (SIGTERM, then SIGKILL after a grace); the
+    group's other processes are killed even when the leader has already exited."""
     pgid = process.pid  # start_new_session=True: the group id is the leader's PID
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-        process.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(pgid, signal.SIGKILL)
-        process.wait(timeout=STOP_GRACE_S)
-    except ProcessLookupError:
-        return
+    if process.poll() is None:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            process.wait(timeout=STOP_GRACE_S)
+        except ProcessLookupError:
+            return
     # children (webserver, daemon, code servers, run workers) share the group: clean them up too
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _wait_until_answering(server: DagsterDev) -> None:
+def wait_until_answering(server: DagsterDev) -> None:
+    """Wait until the server answers and its code location is loaded (AssertionError if it
+    exits or takes longer than :data:`SERVER_START_TIMEOUT_S`)."""
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -154,63 +159,132 @@ def _wait_until_answering(server: DagsterDev) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def dagster_dev(
-    chromium_path: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DagsterDev]:
-    """Start ``dagster dev`` on a free port with temporary home, storage and configs folders.
+def source_tree(dest: Path) -> Path:
+    """A copy of the code location the test may edit without touching the repository.
 
-    The configs folder starts empty; the test adds ``demo`` itself (partition first, then the
-    YAML), so ``experiment_configs_sensor`` never launches a second run of it. Steps run with the
-    in-process executor (``ML4T_EXECUTOR=in_process``): on a 2-core machine each step of the
-    multiprocess executor spends ~15 s importing the code location, which would triple the run.
+    ``engine`` is a symlink to the repository's (its compiled-kernel cache stays shared);
+    ``ml4t_pipeline`` is a tree of symlinks to the repository's files, except
+    ``defs/versions.py``, which is copied so that its source root (the folder whose files the
+    code versions hash) is ``dest``. Replacing one of the symlinks by an edited copy is a code
+    change the running server sees after a reload; the repository stays as it is.
     """
-    root = tmp_path_factory.mktemp("dagster_dev")
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "engine").symlink_to(REPO_ROOT / "engine", target_is_directory=True)
+    shutil.copy2(REPO_ROOT / "workspace.yaml", dest / "workspace.yaml")
+    package = REPO_ROOT / "ml4t_pipeline"
+    for path in sorted(package.rglob("*.py")):
+        target = dest / "ml4t_pipeline" / path.relative_to(package)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.relative_to(package).as_posix() == "defs/versions.py":
+            shutil.copy2(path, target)
+        else:
+            target.symlink_to(path)
+    return dest
+
+
+def edit_source(tree: Path, relative: str, appended: str) -> Path:
+    """Replace ``tree/relative`` (a symlink of :func:`source_tree`) by a copy of the file with
+    ``appended`` at its end: a code change."""
+    target = tree / relative
+    text = target.read_text(encoding="utf-8")
+    target.unlink()
+    target.write_text(text + appended, encoding="utf-8")
+    return target
+
+
+def start_dagster_dev(
+    root: Path,
+    log_path: Path,
+    *,
+    sigint_ignored: bool = False,
+    source: Path = REPO_ROOT,
+    env_extra: dict[str, str] | None = None,
+) -> DagsterDev:
+    """Start ``dagster dev`` (through :mod:`ml4t_pipeline.devserver`) on a free port, in its own
+    process group, with ``home``, ``storage`` and ``configs`` folders made under ``root``.
+
+    ``source`` is the folder holding the code location (``workspace.yaml``, ``ml4t_pipeline``,
+    ``engine``; a :func:`source_tree` to change code during the test). ``sigint_ignored=True``
+    starts it the way a non-interactive shell starts a background job (``dagster dev &`` in a
+    script): SIGINT ignored, inherited across ``exec``. Returns at once;
+    :func:`wait_until_answering` waits for the code location.
+    """
     home, storage, configs = root / "home", root / "storage", root / "configs"
     for folder in (home, storage, configs):
-        folder.mkdir()
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = OUTPUT_DIR / "dagster_dev.log"
+        folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    python_path = os.pathsep.join(p for p in (str(source), os.environ.get("PYTHONPATH", "")) if p)
     env = os.environ | {
         "DAGSTER_HOME": str(home),
         "ML4T_STORAGE_DIR": str(storage),
         "ML4T_CONFIGS_DIR": str(configs),
         "ML4T_EXECUTOR": "in_process",
         "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": python_path,
     }
+    env |= env_extra or {}
     env.pop("COV_CORE_SOURCE", None)  # no coverage collection in the server's processes
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "dagster",
-                "dev",
+                "ml4t_pipeline.devserver",
                 "-w",
-                str(REPO_ROOT / "workspace.yaml"),
+                str(source / "workspace.yaml"),
                 "-h",
                 "127.0.0.1",
                 "-p",
                 str(port),
             ],
-            cwd=REPO_ROOT,
+            cwd=source,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_ignore_sigint if sigint_ignored else None,  # noqa: PLW1509
         )
-    server = DagsterDev(
+    return DagsterDev(
         base_url=f"http://127.0.0.1:{port}",
         process=process,
         home=home,
         storage_dir=storage,
         configs_dir=configs,
         log_path=log_path,
+        source=source,
+        data_dir=root / "data",
+    )
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(
+    chromium_path: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DagsterDev]:
+    """Start ``dagster dev`` on a free port with temporary home, storage, configs and data
+    folders, serving a :func:`source_tree` copy of the code location (a test edits it).
+
+    The configs folder starts empty; tests add experiments themselves. ``ML4T_DATA_ROOT`` is
+    the ``data`` folder (experiments' input files live there). Steps run with the in-process
+    executor (``ML4T_EXECUTOR=in_process``): on a 2-core machine each step of the multiprocess
+    executor spends ~15 s importing the code location, which would triple the run.
+    """
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    root = tmp_path_factory.mktemp("dagster_dev")
+    (root / "data").mkdir()
+    server = start_dagster_dev(
+        root,
+        OUTPUT_DIR / "dagster_dev.log",
+        source=source_tree(root / "source"),
+        env_extra={"ML4T_DATA_ROOT": str(root / "data")},
     )
     try:
-        _wait_until_answering(server)
+        wait_until_answering(server)
         yield server
     finally:
-        _stop(process)
+        stop_process_group(server.process)
