@@ -113,6 +113,15 @@ class BacktestEngine:
             raise TypeError(f"risk_manager must be a RiskManager, got {risk_manager!r}")
         if config is not None and not isinstance(config, ExecutionConfig):
             raise TypeError(f"config must be an ExecutionConfig, got {config!r}")
+        if (
+            isinstance(data, ChunkedMarketData)
+            and config is not None
+            and config.delisting is not None
+        ):
+            raise ValueError(
+                "delisting needs the whole panel (it reads each symbol's next bar); "
+                "not with ChunkedMarketData"
+            )
         batch = _overrides(strategy, "on_timestamp_batch")
         per_symbol = _overrides(strategy, "on_market_data")
         if batch and per_symbol:
@@ -285,6 +294,8 @@ class BacktestEngine:
                 if submission_check:
                     broker.check_submission_cash()
                 broker.fill_at_close()
+                if broker.mechanics is not None:
+                    broker.mechanics.end_of_bar(broker)
                 if close_at_end and i == last and (stream is None or stream.is_last()):
                     broker.close_all("end_of_data")
                 # 6. record
@@ -333,4 +344,5 @@ class BacktestEngine:
             n_bar_events=n_bar_events,
             run_seconds=elapsed,
             risk_context_builds=risk.context_builds if risk is not None else 0,
+            mechanics=broker.mechanics,
         )

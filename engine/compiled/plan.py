@@ -132,6 +132,8 @@ def compiled_reason(
         (config.reentry_cooldown_bars == 0, "reentry_cooldown_bars"),
         (config.max_volume_participation is None, "max_volume_participation"),
         (not config.allow_short, "allow_short"),
+        # market mechanics (engine/mechanics.py): the Python driver only, for now
+        (not config.has_mechanics, "corporate_actions/delisting/financing"),
     )
     for ok, name in checks:
         if not ok:

@@ -1,0 +1,312 @@
+"""Market mechanics in the engine: splits and dividends on raw prices, delistings, financing."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from engine import BacktestEngine, ExecutionConfig, MarketData, RiskManager
+from engine.mechanics import CorporateActions, CorporateActionsError, Delisting, Financing
+from engine.risk.rules import PriceBasedStopLoss
+from tests.engine.conftest import Script, make_panel, run, ts
+
+
+def _actions(rows: list[dict[str, object]]) -> CorporateActions:
+    return CorporateActions(pl.DataFrame(rows))
+
+
+def _day(k: int) -> date:
+    return ts(k).date()
+
+
+FLAT = (100.0, 100.0, 100.0, 100.0)
+HALF = (50.0, 50.0, 50.0, 50.0)
+
+
+# ---------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    ("rows", "fragment"),
+    [
+        ([{"symbol": "A", "ex_date": date(2024, 1, 5), "split_ratio": 0.0}], "split_ratio <= 0"),
+        ([{"symbol": "A", "ex_date": date(2024, 1, 5), "dividend": -1.0}], "negative"),
+        (
+            [
+                {"symbol": "A", "ex_date": date(2024, 1, 5), "dividend": 1.0},
+                {"symbol": "A", "ex_date": date(2024, 1, 5), "dividend": 2.0},
+            ],
+            "duplicate (symbol, ex_date): row 0",
+        ),
+        (
+            [
+                {
+                    "symbol": "A",
+                    "ex_date": date(2024, 1, 5),
+                    "dividend": 1.0,
+                    "pay_date": date(2024, 1, 1),
+                }
+            ],
+            "pay_date before the ex_date",
+        ),
+    ],
+)
+def test_corporate_actions_bad_rows_refused_naming_rows(
+    rows: list[dict[str, object]], fragment: str
+) -> None:
+    with pytest.raises(CorporateActionsError, match="row 0") as err:
+        _actions(rows)
+    assert fragment in str(err.value)
+
+
+def test_corporate_actions_unknown_column_refused() -> None:
+    with pytest.raises(CorporateActionsError, match="unknown column"):
+        CorporateActions(pl.DataFrame({"symbol": ["A"], "ex_date": [date(2024, 1, 5)], "x": [1]}))
+
+
+# ---------------------------------------------------------------------- splits
+def test_split_long_quantity_times_ratio_levels_divided_no_stop() -> None:
+    # bought 10 at 100 (bar 1 open); a 2:1 split with ex-date bar 3 halves the price
+    panel = make_panel({"A": [FLAT, FLAT, FLAT, HALF, HALF]})
+    actions = _actions([{"symbol": "A", "ex_date": _day(3), "split_ratio": 2.0}])
+    result = run(
+        panel,
+        {0: lambda s: s.buy("A", 10)},
+        rules=[PriceBasedStopLoss(0.1)],
+        corporate_actions=actions,
+    )
+    assert result.trades.height == 0  # the 10 % stop at 90 became 45: not hit by 50
+    pos = result.open_positions.row(0, named=True)
+    assert pos["quantity"] == 20.0
+    assert pos["avg_price"] == 50.0
+    assert pos["stop_loss"] == pytest.approx(45.0)
+    equity = result.portfolio_states["equity"].to_list()
+    assert equity == [1_000_000.0] * 5  # continuous across the ex-date
+    event = result.corporate_actions.row(0, named=True)
+    assert (event["quantity_before"], event["quantity_after"]) == (10.0, 20.0)
+    assert event["timestamp"] == ts(3)
+
+
+def test_split_without_corporate_actions_stop_fires_on_raw_drop() -> None:
+    """What happens today on raw prices: the split looks like a 50 % loss."""
+    panel = make_panel({"A": [FLAT, FLAT, FLAT, HALF, HALF]})
+    result = run(panel, {0: lambda s: s.buy("A", 10)}, rules=[PriceBasedStopLoss(0.1)])
+    assert result.trades["exit_reason"].to_list() == ["PriceBasedStopLoss"]
+
+
+def test_split_working_limit_order_price_divided_quantity_multiplied() -> None:
+    panel = make_panel({"A": [FLAT, FLAT, HALF, HALF]})
+    actions = _actions([{"symbol": "A", "ex_date": _day(2), "split_ratio": 2.0}])
+    seen: dict[str, object] = {}
+
+    def check(s: object) -> None:
+        order = s.open_orders("A")[0]  # type: ignore[attr-defined]
+        seen["limit"] = order.limit_price
+        seen["qty"] = order.quantity
+
+    run(
+        panel,
+        {0: lambda s: s.buy("A", 10, limit_price=80.0), 2: check},
+        corporate_actions=actions,
+    )
+    assert seen == {"limit": 40.0, "qty": 20.0}
+
+
+def test_split_fraction_of_a_share_paid_as_cash_in_lieu() -> None:
+    # 5 shares, 3:2 split: 7.5 -> 7 shares and 0.5 x (100 / 1.5) in cash
+    third = (200 / 3, 200 / 3, 200 / 3, 200 / 3)
+    panel = make_panel({"A": [FLAT, FLAT, third]})
+    actions = _actions([{"symbol": "A", "ex_date": _day(2), "split_ratio": 1.5}])
+    result = run(panel, {0: lambda s: s.buy("A", 5)}, corporate_actions=actions)
+    event = result.corporate_actions.row(0, named=True)
+    assert event["quantity_after"] == 7.0
+    assert event["cash_in_lieu"] == pytest.approx(0.5 * 100 / 1.5)
+    assert result.portfolio_states["equity"][-1] == pytest.approx(1_000_000.0)
+
+
+# ---------------------------------------------------------------------- dividends
+@pytest.mark.parametrize("side", [1.0, -1.0])
+def test_dividend_credited_to_long_debited_from_short(side: float) -> None:
+    panel = make_panel({"A": [FLAT, FLAT, (98.0, 98.0, 98.0, 98.0)]})
+    actions = _actions([{"symbol": "A", "ex_date": _day(2), "dividend": 2.0}])
+
+    def enter(s: object) -> None:
+        (s.buy if side > 0 else s.sell)("A", 10)  # type: ignore[attr-defined]
+
+    result = run(panel, {0: enter}, corporate_actions=actions, allow_short=True)
+    states = result.portfolio_states
+    assert states["dividends"].to_list() == [0.0, 0.0, side * 20.0]
+    # price falls by the dividend: equity unchanged for the long, the short pays it back
+    assert states["equity"][-1] == pytest.approx(1_000_000.0)
+    assert result.corporate_actions["dividend_cash"].to_list() == [side * 20.0]
+
+
+def test_dividend_with_pay_date_receivable_until_paid() -> None:
+    panel = make_panel({"A": [FLAT, FLAT, (98.0,) * 4, (98.0,) * 4, (98.0,) * 4]})
+    actions = _actions([{"symbol": "A", "ex_date": _day(2), "dividend": 2.0, "pay_date": _day(4)}])
+    result = run(panel, {0: lambda s: s.buy("A", 10)}, corporate_actions=actions)
+    cash = result.portfolio_states["cash"].to_list()
+    equity = result.portfolio_states["equity"].to_list()
+    assert cash[3] == cash[2] == 1_000_000.0 - 1000.0
+    assert cash[4] == 1_000_000.0 - 1000.0 + 20.0
+    assert equity[2:] == [1_000_000.0] * 3
+
+
+# ---------------------------------------------------------------------- delistings
+def test_delisting_closes_position_at_last_close_and_rejects_later_orders() -> None:
+    panel = make_panel({"A": [FLAT, FLAT, (90.0,) * 4, None, None], "B": [FLAT] * 5})
+    result = run(
+        panel,
+        {0: lambda s: s.buy("A", 10), 2: lambda s: s.buy("A", 5), 3: lambda s: s.buy("A", 1)},
+        delisting=Delisting(gap_sessions=20),
+    )
+    trade = result.trades.row(0, named=True)
+    assert trade["exit_reason"] == "delisted"
+    assert trade["exit_price"] == 90.0
+    assert trade["exit_timestamp"] == ts(2)
+    reasons = result.rejections.select("event", "reason").rows()
+    assert reasons == [("rejected", "delisted"), ("rejected", "delisted")]
+
+
+def test_delisting_off_position_stays_open_at_last_close() -> None:
+    """Today's behaviour (no ``delisting``): the position is carried at its last close."""
+    panel = make_panel({"A": [FLAT, FLAT, (90.0,) * 4, None], "B": [FLAT] * 4})
+    result = run(panel, {0: lambda s: s.buy("A", 10)})
+    assert result.trades.height == 0
+    assert result.open_positions["mark"].to_list() == [90.0]
+
+
+def test_delisting_gap_longer_than_limit_closes_before_reuse() -> None:
+    bars: list[tuple[float, float, float, float] | None] = [FLAT, FLAT, FLAT]
+    bars += [None] * 3 + [(30.0,) * 4] * 2
+    panel = make_panel({"A": bars, "B": [FLAT] * 8})
+    result = run(panel, {0: lambda s: s.buy("A", 10)}, delisting=Delisting(gap_sessions=2))
+    assert result.trades["exit_reason"].to_list() == ["delisted"]
+    assert result.trades["exit_price"].to_list() == [100.0]
+    assert result.open_positions.height == 0
+
+
+# ---------------------------------------------------------------------- financing
+def test_financing_long_with_cash_interest_hand_checked() -> None:
+    # cash 1000 - 10 x 100 = 0 after the fill; 500 left over: interest on it each day
+    panel = make_panel({"A": [FLAT] * 4})
+    fin = Financing(credit_rate=0.036, day_count="actual/360")
+    result = run(panel, {0: lambda s: s.buy("A", 5)}, initial_cash=1000.0, financing=fin)
+    interest = result.portfolio_states["interest"].to_list()
+    day = 0.036 / 360
+    # bar 1: 1000 held over day 0->1 (the fill is at bar 1's open, after the accrual)
+    first = 1000.0 * day
+    second = (500.0 + first) * day
+    third = (500.0 + first + second) * day
+    assert interest == pytest.approx([0.0, first, second, third])
+    assert result.portfolio_states["borrow_fee"].to_list() == [0.0] * 4
+
+
+def test_financing_short_borrow_fee_and_negative_cash_hand_checked() -> None:
+    panel = make_panel({"A": [FLAT] * 3, "B": [FLAT] * 3})
+    fin = Financing(debit_rate=0.072, borrow_rates={"A": 0.36}, day_count="actual/360")
+
+    def trade(s: object) -> None:
+        s.sell("A", 10)  # type: ignore[attr-defined]
+        s.buy("B", 30)  # type: ignore[attr-defined]
+
+    result = run(panel, {0: trade}, initial_cash=2000.0, financing=fin, allow_short=True)
+    states = result.portfolio_states
+    # after bar 1's fills: cash 2000 + 1000 - 3000 = 0; bar 2 accrues on cash 0 and the short
+    assert states["borrow_fee"].to_list() == pytest.approx([0.0, 0.0, -1000.0 * 0.36 / 360])
+    assert states["interest"].to_list() == [0.0, 0.0, 0.0]
+
+    panel2 = make_panel({"B": [FLAT] * 3})
+    result2 = run(
+        panel2,
+        {0: lambda s: s.buy("B", 30)},
+        initial_cash=2000.0,
+        financing=fin,
+        cash_tolerance=2000.0,
+    )
+    # cash -1000 over bar 1 -> 2 at 7.2 % actual/360
+    assert result2.portfolio_states["interest"].to_list() == pytest.approx(
+        [0.0, 0.0, -1000.0 * 0.072 / 360]
+    )
+
+
+def test_financing_zero_rates_equal_no_financing() -> None:
+    panel = make_panel({"A": [FLAT, (101.0,) * 4, (99.0,) * 4, (103.0,) * 4], "B": [FLAT] * 4})
+    plan = {0: lambda s: s.buy("A", 10), 1: lambda s: s.sell("B", 5)}
+    base = run(panel, plan, allow_short=True)
+    zero = run(panel, plan, allow_short=True, financing=Financing())
+    assert_frame_equal(base.trades, zero.trades)
+    assert_frame_equal(base.fills, zero.fills)
+    assert_frame_equal(
+        base.portfolio_states,
+        zero.portfolio_states.drop("dividends", "interest", "borrow_fee"),
+    )
+
+
+def test_mechanics_set_run_takes_python_loop_with_reason() -> None:
+    from engine import TopNStrategy
+
+    panel = make_panel({"A": [FLAT] * 3}, signals={"s": {"A": [1.0, 1.0, 1.0]}})
+    data = MarketData.from_frame(panel, signal_columns=["s"])
+    engine = BacktestEngine(
+        data, TopNStrategy("s", n=1), None, ExecutionConfig(financing=Financing())
+    )
+    assert engine.compiled_reason is not None
+    assert "financing" in engine.compiled_reason
+
+
+# ---------------------------------------------------------------------- real data
+def _lean_prices(data_root: Path, symbols: list[str]) -> pl.DataFrame:
+    frame = pl.read_parquet(data_root / "lean_daily_ohlcv_unadjusted.parquet")
+    frame = frame.filter(pl.col("symbol").is_in(symbols))
+    # daily rows are session dates; the bar closes at 16:00 New York (20:00/21:00 UTC)
+    stamp = (
+        (pl.col("timestamp") + pl.duration(hours=16))
+        .dt.replace_time_zone("America/New_York")
+        .dt.convert_time_zone("UTC")
+    )
+    return frame.with_columns(stamp.alias("timestamp"))
+
+
+def _lean_actions(data_root: Path, prices: pl.DataFrame, symbols: list[str]) -> pl.DataFrame:
+    from ml4t_pipeline.lib.corporate_actions import from_lean_factors
+
+    factors = pl.read_parquet(data_root / "lean_factor_files.parquet")
+    factors = factors.filter(pl.col("symbol").is_in(symbols))
+    raw = prices.with_columns(pl.col("timestamp").dt.convert_time_zone("America/New_York"))
+    return from_lean_factors(
+        factors, raw.with_columns(pl.col("timestamp").dt.replace_time_zone(None))
+    )
+
+
+def test_aapl_raw_buy_and_hold_28x_shares_dividends_hand_computed(data_root: Path) -> None:
+    start, end = datetime(2014, 1, 2, tzinfo=UTC), datetime(2021, 3, 31, 23, tzinfo=UTC)
+    prices = _lean_prices(data_root, ["AAPL"]).filter(pl.col("timestamp").is_between(start, end))
+    actions = _lean_actions(data_root, prices, ["AAPL"])
+    shares = 100
+    data = MarketData.from_frame(prices)
+    cfg = ExecutionConfig(corporate_actions=CorporateActions(actions))
+    risk = RiskManager([PriceBasedStopLoss(0.5)])
+    result = BacktestEngine(data, Script({0: lambda s: s.buy("AAPL", shares)}), risk, cfg).run()
+    pos = result.open_positions.row(0, named=True)
+    assert pos["quantity"] == 28 * shares
+    assert result.trades.height == 0  # no stop on either split day
+    # dividends = Σ dividend × shares held at each ex-date, from the factor rows
+    held_from = datetime(2014, 1, 3, tzinfo=UTC).date()  # filled at bar 1's open
+    expected = 0.0
+    qty = float(shares)
+    for row in actions.sort("ex_date").iter_rows(named=True):
+        if held_from < row["ex_date"] <= end.date():
+            expected += qty * row["dividend"]
+            qty *= row["split_ratio"]
+    states = result.portfolio_states
+    assert states["dividends"].sum() == pytest.approx(expected, rel=1e-12)
+    assert result.corporate_actions.filter(pl.col("split_ratio") != 1.0).height == 2
+    # equity continuous: on each split day it moves by the day's market move only
+    for ex, ratio, held in ((date(2014, 6, 9), 7.0, 700), (date(2020, 8, 31), 4.0, 2800)):
+        i = states["timestamp"].dt.date().to_list().index(ex)
+        closes = prices.filter(pl.col("timestamp").dt.date() <= ex).tail(2)["close"].to_list()
+        move = states["equity"][i] - states["equity"][i - 1]
+        assert move == pytest.approx((closes[1] - closes[0] / ratio) * held, rel=1e-9)
