@@ -126,7 +126,9 @@ def backtest(
         prices_version, bar_events = chunks.prices_version(), chunks.bar_events
     else:
         panel = market_panel.collect()
-        result = run_experiment(cfg, panel, market_context, *columns, quotes=quotes)
+        result = run_experiment(
+            cfg, panel, market_context, *columns, quotes=quotes, data_root=experiments.root()
+        )
         prices_version = frame_content_hash(panel.select(PRICE_COLUMNS))
         bar_events = panel.height
     tables = {
@@ -135,6 +137,8 @@ def backtest(
         "fills": result.fills,
         "rejections": result.rejections,
     }
+    if cfg.data.corporate_actions is not None:  # the events the engine applied (raw)
+        tables["corporate_actions"] = result.corporate_actions
     meta: dict[str, Any] = {
         "config_hash": dg.MetadataValue.text(cfg.config_hash()),
         "code_version": dg.MetadataValue.text(code_version()),
@@ -267,7 +271,11 @@ def portfolio_states(
     frame = backtest["portfolio_states"]
     panel = restrict_to_window(market_panel, cfg)  # the engine ran the window's bars only
     bad = reconcile.equity_mismatches(
-        frame, backtest["fills"], panel, initial_cash=cfg.execution.initial_cash
+        frame,
+        backtest["fills"],
+        panel,
+        initial_cash=cfg.execution.initial_cash,
+        corporate_actions=backtest.get("corporate_actions"),
     )
     results = [
         _schema_check("portfolio_states_match_schema", frame, PortfolioStatesSchema),

@@ -38,6 +38,7 @@ from ml4t_pipeline.defs.partitions import (
 )
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import context as context_lib
+from ml4t_pipeline.lib import corporate_actions as actions_lib
 from ml4t_pipeline.lib import features as features_lib
 from ml4t_pipeline.lib import io as io_lib
 from ml4t_pipeline.lib import panel as panel_lib
@@ -201,6 +202,17 @@ def prices(
     if FILE_ROW not in prices_raw.columns:
         row_note = {"rows_numbered": dg.MetadataValue.text("row_index = position in prices_raw")}
     set_aside = report.invalid if quarantine else report.invalid.clear()
+    actions_meta: dict[str, Any] = {}
+    if cfg.data.corporate_actions is not None:  # validated on raw prices, then adjusted
+        section = cfg.data.corporate_actions
+        path = resolve_data_path(
+            section.path, data_root=experiments.root(), field="data.corporate_actions.path"
+        )
+        kept, counts = actions_lib.prepare_prices(kept, path, section.format, cfg.data.adjustment)
+        actions_meta = {
+            "adjustment": dg.MetadataValue.text(cfg.data.adjustment),
+            **{f"n_{k}": dg.MetadataValue.int(v) for k, v in counts.items()},
+        }
     descriptions = pandera_descriptions(schemas.PricesSchema)
     results = [
         dg.AssetCheckResult(
@@ -256,6 +268,7 @@ def prices(
             "validation_level": dg.MetadataValue.text(report.level),
             "rows_not_checked": dg.MetadataValue.int(report.n_unchecked),
         }
+        | actions_meta
         | verdict,
     )
     yield dg.Output(
@@ -368,7 +381,14 @@ def features(
     then the data version.
     """
     cfg = experiments.load(context.partition_key)
-    if cfg.data.features == "computed":
+    section = cfg.data.corporate_actions
+    if cfg.data.features == "computed" and section is not None and cfg.data.adjustment == "raw":
+        path = resolve_data_path(
+            section.path, data_root=experiments.root(), field="data.corporate_actions.path"
+        )
+        frame = actions_lib.raw_features(prices, path, section.format)
+        version = frame_content_hash(frame)
+    elif cfg.data.features == "computed":
         frame = features_lib.compute_features(prices)
         version = frame_content_hash(frame)
     else:

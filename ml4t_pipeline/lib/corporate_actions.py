@@ -326,3 +326,72 @@ def point_in_time_levels(
     return out.with_columns(
         [pl.col(c) / pl.col("price_factor").fill_null(1.0) for c in columns]
     ).drop("price_factor")
+
+
+def load_actions(
+    path: str | Path, fmt: str, prices: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, int]:
+    """The corporate actions of an experiment: :func:`read_corporate_actions`, and, for
+    ``fmt="lean"``, only the tickers that have prices.
+
+    Returns
+    -------
+    (actions, n_left_out) : tuple of pl.DataFrame and int
+        The actions and how many Lean rows were left out for tickers without prices (0 for
+        ``table``, which keeps every row: an unknown symbol is then refused by
+        :func:`validate_against_prices`).
+    """
+    frame = read_corporate_actions(path, fmt, prices)
+    if fmt != "lean" or prices is None:
+        return frame, 0
+    symbols = prices.get_column("symbol").cast(pl.String).unique().to_list()
+    kept = frame.filter(pl.col("symbol").is_in(symbols))
+    return kept, frame.height - kept.height
+
+
+LEVEL_FEATURES = ("atr_14", "sma_20", "ema_20")
+"""Level-valued (currency per share) columns of
+:func:`ml4t_pipeline.lib.features.compute_features`."""
+
+
+def prepare_prices(
+    prices: pl.DataFrame, path: str | Path, fmt: str, adjustment: str
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Validated prices under ``adjustment``, with counts for the asset's metadata.
+
+    Loads the actions (:func:`load_actions`), validates them against ``prices`` (the raw
+    prices) and adjusts under ``split_adjusted`` / ``total_return`` (:func:`adjust_prices`).
+
+    Raises
+    ------
+    CorporateActionsError
+        A bad table (rows named).
+    """
+    actions, left_out = load_actions(path, fmt, prices)
+    validate_against_prices(actions, prices)
+    counts = {
+        "corporate_actions": actions.height,
+        "splits": int((actions.get_column("split_ratio") != 1.0).sum())
+        if "split_ratio" in actions.columns
+        else 0,
+        "rows_left_out": left_out,
+    }
+    return adjust_prices(prices, actions, adjustment), counts
+
+
+def raw_features(prices: pl.DataFrame, path: str | Path, fmt: str) -> pl.DataFrame:
+    """:func:`~ml4t_pipeline.lib.features.compute_features` for a run on raw prices.
+
+    Computed on the split-adjusted prices (a split is not a return), then the level columns
+    (:data:`LEVEL_FEATURES`) are put back in each bar's raw units
+    (:func:`point_in_time_levels`): every value uses only splits up to its bar. Scale-free
+    columns (returns, volatility, RSI, ratios to moving averages) need no rescaling: the
+    factors of later splits cancel in them.
+    """
+    from ml4t_pipeline.lib.features import compute_features
+
+    actions, _ = load_actions(path, fmt, prices)
+    adjusted = adjust_prices(prices, actions, "split_adjusted")
+    frame = compute_features(adjusted)
+    levels = [c for c in LEVEL_FEATURES if c in frame.columns]
+    return point_in_time_levels(frame, prices, actions, levels)
