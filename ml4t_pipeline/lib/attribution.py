@@ -38,6 +38,7 @@ __all__ = [
     "by_exit_reason",
     "by_regime",
     "by_signal_decile",
+    "carry_attribution",
     "cost_attribution",
     "default_regime_column",
     "forward_returns",
@@ -61,6 +62,7 @@ ATTRIBUTION_FILES = {
     "information_coefficient": "information_coefficient.parquet",
     "by_regime": "attribution_by_regime.parquet",
     "cost_attribution": "cost_attribution.parquet",
+    "carry_attribution": "carry_attribution.parquet",
 }
 #: Context columns preferred as the regime variable, in this order.
 REGIME_PREFERENCE = ("regime", "vix", "market_vol_20")
@@ -413,6 +415,39 @@ def cost_attribution(trades: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+CARRY_COLUMNS = ("dividends", "interest", "borrow_fee")
+"""Per-bar cash lines of ``portfolio_states`` under market mechanics (engine/mechanics.py)."""
+
+
+def carry_attribution(portfolio_states: pl.DataFrame) -> pl.DataFrame | None:
+    """Dividends, interest and borrow fees per calendar month (UTC), beside the trades' P&L.
+
+    These cash lines are not in any trade's ``pnl_net`` (a dividend is paid to a position,
+    not realised by a fill), so they are their own lines: ``dividends`` (credited to longs,
+    debited from shorts, booked on the ex-date), ``interest`` (on cash: + earned, − paid on
+    negative cash) and ``borrow_fee`` (≤ 0), all currency, and ``carry_total`` = their sum.
+    Final equity − initial cash = Σ trades' pnl_net + open positions' unrealized P&L +
+    ``carry_total`` of the :data:`TOTAL` row (+ cash in lieu of split fractions).
+
+    Returns
+    -------
+    pl.DataFrame or None
+        ``month``, the three lines and ``carry_total``, in month order, then :data:`TOTAL`;
+        ``None`` when the states have no such columns (a run without market mechanics).
+    """
+    if not all(c in portfolio_states.columns for c in CARRY_COLUMNS):
+        return None
+    ts = pl.col("timestamp")
+    if getattr(portfolio_states.schema["timestamp"], "time_zone", None):
+        ts = ts.dt.convert_time_zone("UTC")
+    frame = portfolio_states.select(ts.dt.strftime("%Y-%m").alias("month"), *CARRY_COLUMNS)
+    sums = [pl.col(c).sum() for c in CARRY_COLUMNS]
+    parts = frame.group_by("month").agg(sums).sort("month")
+    total = frame.select(pl.lit(TOTAL).alias("month"), *sums)
+    table = pl.concat([parts, total], how="vertical")
+    return table.with_columns(pl.sum_horizontal(*CARRY_COLUMNS).alias("carry_total"))
+
+
 # --- information coefficient --------------------------------------------------------------------
 
 
@@ -636,8 +671,10 @@ def attribute_run(
         ``by_exit_reason``, ``by_signal_decile`` (when ``entry_<signal>`` exists),
         ``information_coefficient`` (per period, when signals and prices are given),
         ``ic_summary`` (dict), ``by_regime`` (when a regime column exists; see
-        :func:`default_regime_column`), ``cost_attribution`` and ``reconciliation`` (table name
-        → :class:`Reconciliation`). Keys whose inputs are missing are absent.
+        :func:`default_regime_column`), ``cost_attribution``, ``carry_attribution`` (dividends
+        and financing, :func:`carry_attribution`, under market mechanics) and
+        ``reconciliation`` (table name → :class:`Reconciliation`). Keys whose inputs are
+        missing are absent.
     """
     out: dict[str, Any] = {"by_exit_reason": by_exit_reason(trades)}
     entry_signal = f"entry_{signal}"
@@ -657,6 +694,9 @@ def attribute_run(
         )
         out["regime_column"] = column
     out["cost_attribution"] = cost_attribution(trades)
+    carry = carry_attribution(portfolio_states)
+    if carry is not None:
+        out["carry_attribution"] = carry
     out["reconciliation"] = {
         name: reconcile(out[name], trades, name)
         for name in ("by_exit_reason", "by_signal_decile", "by_regime", "cost_attribution")

@@ -206,3 +206,22 @@ def test_equity_reconciliation_holds_with_splits_dividends_financing(data_root: 
         initial_cash=cfg.initial_cash,
     )
     assert naive.height > 0
+    # attribution: the carry lines close the books with the trades' and open positions' P&L
+    from ml4t_pipeline.lib.attribution import attribute_run
+
+    tables = attribute_run(result.trades, result.portfolio_states)
+    carry = tables["carry_attribution"].filter(pl.col("month") == "TOTAL").row(0, named=True)
+    assert carry["dividends"] == pytest.approx(result.corporate_actions["dividend_cash"].sum())
+    assert carry["borrow_fee"] < 0 < carry["interest"]
+    pnl = result.trades["pnl_net"].sum() + result.open_positions["unrealized_pnl"].sum()
+    lieu = result.corporate_actions["cash_in_lieu"].sum()
+    assert result.final_equity - cfg.initial_cash == pytest.approx(
+        pnl + carry["carry_total"] + lieu, rel=1e-9
+    )
+
+
+def test_carry_attribution_absent_without_mechanics() -> None:
+    from ml4t_pipeline.lib.attribution import carry_attribution
+
+    states = pl.DataFrame({"timestamp": [datetime(2024, 1, 2, tzinfo=UTC)], "equity": [1.0]})
+    assert carry_attribution(states) is None
