@@ -393,6 +393,7 @@ def performance_report(
         by_signal=attribution_by_signal,
         by_regime=attribution_by_regime,
     )
+    attribution_lib.add_mechanics(attribution, portfolio_states, backtest.get("corporate_actions"))
     html, _ = report_lib.build_report(
         portfolio_states,
         trades,

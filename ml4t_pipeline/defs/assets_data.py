@@ -386,7 +386,8 @@ def features(
         path = resolve_data_path(
             section.path, data_root=experiments.root(), field="data.corporate_actions.path"
         )
-        frame = actions_lib.raw_features(prices, path, section.format)
+        actions, _ = actions_lib.load_actions(path, section.format, prices)
+        frame = actions_lib.raw_features(prices, actions)
         version = frame_content_hash(frame)
     elif cfg.data.features == "computed":
         frame = features_lib.compute_features(prices)

@@ -34,6 +34,7 @@ __all__ = [
     "MISSING",
     "TOTAL",
     "Reconciliation",
+    "add_mechanics",
     "attribute_run",
     "by_exit_reason",
     "by_regime",
@@ -63,6 +64,7 @@ ATTRIBUTION_FILES = {
     "by_regime": "attribution_by_regime.parquet",
     "cost_attribution": "cost_attribution.parquet",
     "carry_attribution": "carry_attribution.parquet",
+    "corporate_actions": "corporate_actions.parquet",
 }
 #: Context columns preferred as the regime variable, in this order.
 REGIME_PREFERENCE = ("regime", "vix", "market_vol_20")
@@ -446,6 +448,22 @@ def carry_attribution(portfolio_states: pl.DataFrame) -> pl.DataFrame | None:
     total = frame.select(pl.lit(TOTAL).alias("month"), *sums)
     table = pl.concat([parts, total], how="vertical")
     return table.with_columns(pl.sum_horizontal(*CARRY_COLUMNS).alias("carry_total"))
+
+
+def add_mechanics(
+    tables: dict[str, Any],
+    portfolio_states: pl.DataFrame,
+    corporate_actions: pl.DataFrame | None = None,
+) -> dict[str, Any]:
+    """``tables`` (:func:`attribute_run` / :func:`from_tables`) with the market mechanics'
+    tables when the run had them: ``carry_attribution`` (:func:`carry_attribution`) and
+    ``corporate_actions`` (the engine's event rows); unchanged otherwise."""
+    carry = carry_attribution(portfolio_states)
+    if carry is not None:
+        tables["carry_attribution"] = carry
+    if corporate_actions is not None:
+        tables["corporate_actions"] = corporate_actions
+    return tables
 
 
 # --- information coefficient --------------------------------------------------------------------

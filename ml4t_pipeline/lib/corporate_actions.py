@@ -51,6 +51,11 @@ def _snap_ratio(ratio: float) -> float:
     return value if abs(ratio - value) <= _RATIO_SNAP * value else ratio
 
 
+def _str_symbols(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with a String ``symbol`` (prepared prices carry a Categorical one)."""
+    return frame.with_columns(pl.col("symbol").cast(pl.String))
+
+
 def _day(col: str = "timestamp") -> pl.Expr:
     """The UTC calendar date of a timestamp column (naive stamps: their own date), the date
     the engine compares ex-dates with."""
@@ -119,7 +124,8 @@ def from_lean_factors(factors: pl.DataFrame, prices: pl.DataFrame | None = None)
         pairs = pairs.with_columns(next_weekday.alias("ex_date"))
     else:
         sessions = (
-            prices.select(pl.col("symbol"), _day().alias("session"))
+            _str_symbols(prices)
+            .select(pl.col("symbol"), _day().alias("session"))
             .unique()
             .sort("symbol", "session")
         )
@@ -198,7 +204,7 @@ def validate_against_prices(actions: pl.DataFrame, prices: pl.DataFrame) -> None
     table = CorporateActions(actions).frame
     rows = actions.with_row_index("row").select("row", "symbol", "ex_date")
     table = table.join(rows, on=["symbol", "ex_date"], how="left")
-    known = prices.get_column("symbol").unique().to_list()
+    known = prices.get_column("symbol").cast(pl.String).unique().to_list()
     unknown = table.filter(~pl.col("symbol").is_in(known)).sort("row")
     if unknown.height:
         raise CorporateActionsError(
@@ -220,9 +226,11 @@ def validate_against_prices(actions: pl.DataFrame, prices: pl.DataFrame) -> None
 def previous_closes(actions: pl.DataFrame, prices: pl.DataFrame) -> pl.DataFrame:
     """``actions`` with ``previous_close``: the symbol's last raw close before the ex-date
     (null when there is none)."""
-    closes = prices.select(
-        "symbol", _day().alias("session"), pl.col("close").alias("previous_close")
-    ).sort("session")
+    closes = (
+        _str_symbols(prices)
+        .select("symbol", _day().alias("session"), pl.col("close").alias("previous_close"))
+        .sort("session")
+    )
     return (
         actions.sort("ex_date")
         .join_asof(
@@ -276,7 +284,7 @@ def adjustment_factors(prices: pl.DataFrame, actions: pl.DataFrame, mode: str) -
         .select("symbol", "ex_date", "price_factor", "volume_factor")
         .sort("ex_date")
     )
-    keyed = prices.with_row_index("_order").with_columns(_day().alias("_session"))
+    keyed = _str_symbols(prices).with_row_index("_order").with_columns(_day().alias("_session"))
     joined = keyed.sort("_session").join_asof(
         events,
         left_on="_session",
@@ -290,6 +298,7 @@ def adjustment_factors(prices: pl.DataFrame, actions: pl.DataFrame, mode: str) -
         joined.sort("_order")
         .with_columns(pl.col("price_factor", "volume_factor").fill_null(1.0))
         .drop("_order", "_session", "ex_date")
+        .with_columns(pl.col("symbol").cast(prices.schema["symbol"]))
     )
 
 
@@ -320,8 +329,9 @@ def point_in_time_levels(
     them leaves a value that uses only splits up to t, which a raw-price user knew at t.
     """
     factors = adjustment_factors(
-        prices.select("timestamp", "symbol"), actions, "split_adjusted"
+        prices.select("timestamp", "symbol", "close"), actions, "split_adjusted"
     ).select("timestamp", "symbol", "price_factor")
+    factors = factors.with_columns(pl.col("symbol").cast(frame.schema["symbol"]))
     out = frame.join(factors, on=["timestamp", "symbol"], how="left", maintain_order="left")
     return out.with_columns(
         [pl.col(c) / pl.col("price_factor").fill_null(1.0) for c in columns]
@@ -379,7 +389,7 @@ def prepare_prices(
     return adjust_prices(prices, actions, adjustment), counts
 
 
-def raw_features(prices: pl.DataFrame, path: str | Path, fmt: str) -> pl.DataFrame:
+def raw_features(prices: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
     """:func:`~ml4t_pipeline.lib.features.compute_features` for a run on raw prices.
 
     Computed on the split-adjusted prices (a split is not a return), then the level columns
@@ -390,7 +400,6 @@ def raw_features(prices: pl.DataFrame, path: str | Path, fmt: str) -> pl.DataFra
     """
     from ml4t_pipeline.lib.features import compute_features
 
-    actions, _ = load_actions(path, fmt, prices)
     adjusted = adjust_prices(prices, actions, "split_adjusted")
     frame = compute_features(adjusted)
     levels = [c for c in LEVEL_FEATURES if c in frame.columns]

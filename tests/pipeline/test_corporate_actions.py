@@ -225,3 +225,49 @@ def test_carry_attribution_absent_without_mechanics() -> None:
 
     states = pl.DataFrame({"timestamp": [datetime(2024, 1, 2, tzinfo=UTC)], "equity": [1.0]})
     assert carry_attribution(states) is None
+
+
+# ---------------------------------------------------------------------- top-N per mode
+def test_topn_lean_symbols_each_mode_differs_only_where_it_should(data_root: Path) -> None:
+    """TopN on 20-day returns of five Lean symbols, 2010-2021, under each adjustment.
+
+    ``raw`` computes its features on split-adjusted prices, so it ranks exactly as
+    ``split_adjusted`` does: the same trades (symbol, entry and exit bars). They differ in
+    share counts (raw shares are 7x / 28x more after AAPL's splits) and in the dividends,
+    which only ``raw`` books (as corporate-action events). ``total_return`` ranks on
+    dividend-adjusted returns: it runs, with no events.
+    """
+    from engine import TopNStrategy
+    from ml4t_pipeline.lib.corporate_actions import raw_features
+    from ml4t_pipeline.lib.features import compute_features
+
+    symbols = ["AAPL", "IBM", "SPY", "BAC", "QQQ"]
+    prices = _lean_prices(data_root, symbols).filter(
+        pl.col("timestamp") >= datetime(2010, 1, 1, tzinfo=UTC)
+    )
+    actions = from_lean_factors(_factors(data_root, symbols), prices)
+    validate_against_prices(actions, prices)
+    results = {}
+    for mode in ("raw", "split_adjusted", "total_return"):
+        traded = adjust_prices(prices, actions, mode)
+        feats = raw_features(prices, actions) if mode == "raw" else compute_features(traded)
+        panel = traded.join(
+            feats.select("timestamp", "symbol", "ret_20"), on=["timestamp", "symbol"]
+        )
+        data = MarketData.from_frame(panel.drop_nulls("ret_20"), signal_columns=["ret_20"])
+        cfg = ExecutionConfig(
+            fractional_shares=True,
+            corporate_actions=CorporateActions(actions) if mode == "raw" else None,
+        )
+        results[mode] = BacktestEngine(
+            data, TopNStrategy("ret_20", n=2, weight=0.3), None, cfg
+        ).run()
+    key = ["symbol", "entry_timestamp", "exit_timestamp"]
+    raw, split = results["raw"], results["split_adjusted"]
+    assert raw.trades.height > 100
+    assert raw.trades.select(key).equals(split.trades.select(key))
+    assert raw.corporate_actions.filter(pl.col("split_ratio") != 1.0).height >= 1
+    assert raw.portfolio_states["dividends"].sum() > 0
+    assert split.corporate_actions.height == 0 and "dividends" not in split.portfolio_states.columns
+    assert not raw.compiled and split.compiled  # mechanics take the Python loop
+    assert results["total_return"].trades.height > 100
