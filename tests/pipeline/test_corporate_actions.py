@@ -271,3 +271,14 @@ def test_topn_lean_symbols_each_mode_differs_only_where_it_should(data_root: Pat
     assert split.corporate_actions.height == 0 and "dividends" not in split.portfolio_states.columns
     assert not raw.compiled and split.compiled  # mechanics take the Python loop
     assert results["total_return"].trades.height > 100
+
+
+def test_engine_settings_raw_carries_table_adjusted_does_not(data_root: Path) -> None:
+    from ml4t_pipeline.lib.experiment import engine_settings
+
+    lean = {"path": "lean_factor_files.parquet", "format": "lean"}
+    raw = engine_settings(_config(corporate_actions=lean, delisting={}), data_root)
+    assert raw.corporate_actions is not None and len(raw.corporate_actions) > 0
+    assert raw.delisting is not None and raw.delisting.gap_sessions == 20
+    adjusted = engine_settings(_config(corporate_actions=lean, adjustment="total_return"))
+    assert adjusted.corporate_actions is None and not adjusted.has_mechanics
