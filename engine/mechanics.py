@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from engine.core.actions import apply_splits, dividend_amounts
+from engine.core.actions import split_and_dividend
 from engine.core.financing import accrue
 from engine.orders import OrderStatus
 
@@ -462,31 +462,27 @@ class MarketMechanics:
             broker.cash += due
 
     def _apply(self, broker: Broker, lo: int, hi: int, today: int) -> None:
-        sids = self._sid[lo:hi]
-        qty = broker.qty
-        before = qty[sids].copy()
-        cash = dividend_amounts(sids, self._dividend[lo:hi], qty)
-        apply_splits(sids, self._ratio[lo:hi], broker.fstate, broker.pending)
         now = broker.now_us
-        for j in range(sids.size):
-            k = lo + j
-            sid = int(sids[j])
+        for k in range(lo, hi):
+            sid = int(self._sid[k])
             ratio = float(self._ratio[k])
-            amount = float(cash[j])
-            lieu = 0.0
-            if ratio != 1.0 and before[j] != 0.0:
-                trade = broker.trades.get(sid)
-                if not self.fractional:
-                    q = float(qty[sid])
-                    whole = math.copysign(math.floor(abs(q) + 1e-9), q)
-                    if whole != q:
-                        lieu = (q - whole) * float(broker.marks[sid])
-                        qty[sid] = whole
-                        broker.cash += lieu
-                if trade is not None:
-                    trade.quantity = abs(float(qty[sid]))
-                broker._held = None
-            n_orders = self._split_orders(broker, sid, ratio) if ratio != 1.0 else 0
+            before, after, amount, lieu = split_and_dividend(
+                sid,
+                ratio,
+                float(self._dividend[k]),
+                self.fractional,
+                broker.fstate,
+                broker.pending,
+            )
+            broker.cash += lieu
+            n_orders = 0
+            if ratio != 1.0:
+                if before != 0.0:
+                    trade = broker.trades.get(sid)
+                    if trade is not None:
+                        trade.quantity = abs(after)
+                    broker._held = None
+                n_orders = self._split_orders(broker, sid, ratio)
             if amount != 0.0:
                 pay = self._pay[k]
                 pay_day = _day_number(pay) if pay is not None else today
@@ -496,7 +492,7 @@ class MarketMechanics:
                 else:
                     broker.cash += amount
                 self._book(now, 0, amount)
-            if before[j] != 0.0 or n_orders:
+            if before != 0.0 or n_orders:
                 self._events.append(
                     (
                         now,
@@ -504,8 +500,8 @@ class MarketMechanics:
                         self._ex_dates[k],
                         ratio,
                         float(self._dividend[k]),
-                        float(before[j]),
-                        float(qty[sid]),
+                        before,
+                        after,
                         amount,
                         lieu,
                         self._pay[k],

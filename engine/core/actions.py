@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.core.jit import njit
-from engine.core.layout import AVG, BEST, MARK, QTY, STOP, TP, WORST
+from engine.core.layout import ACC_CASH, AVG, BEST, MARK, QTY, STOP, TP, WORST
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -58,3 +58,101 @@ def dividend_amounts(sids: IntArray, dividends: FloatArray, qty: FloatArray) -> 
     for k in range(sids.size):
         out[k] = qty[sids[k]] * dividends[k]
     return out
+
+
+@njit
+def split_and_dividend(
+    s: int, ratio: float, dividend: float, fractional: bool, fstate: FloatArray, pending: FloatArray
+) -> tuple[float, float, float, float]:
+    """One corporate action on symbol ``s``: the dividend on the shares held before it, then
+    the split (:func:`apply_splits` for one symbol); without ``fractional`` a split's fraction
+    of a share is paid out at the split-adjusted previous close (cash in lieu), unless that
+    would leave less than one share (a small holding after a reverse split keeps its
+    fraction).
+
+    Returns
+    -------
+    (quantity_before, quantity_after, dividend_cash, cash_in_lieu) : tuple of float
+        Shares and currency; the driver adds ``cash_in_lieu`` then ``dividend_cash`` to the
+        cash, in that order (both drivers do, so their sums agree to the last bit).
+    """
+    q0 = fstate[QTY, s]
+    cash = q0 * dividend
+    lieu = 0.0
+    if ratio != 1.0:
+        sids = np.empty(1, dtype=np.int64)
+        sids[0] = s
+        ratios = np.empty(1)
+        ratios[0] = ratio
+        apply_splits(sids, ratios, fstate, pending)
+        q = fstate[QTY, s]
+        if not fractional and q != 0.0:
+            whole = np.floor(abs(q) + 1e-9)
+            if whole >= 1.0:
+                whole = whole if q > 0 else -whole
+                if whole != q:
+                    lieu = (q - whole) * fstate[MARK, s]
+                    fstate[QTY, s] = whole
+    return q0, fstate[QTY, s], cash, lieu
+
+
+EV_BEFORE, EV_AFTER, EV_CASH, EV_LIEU, EV_ORDERS, EV_APPLIED = range(6)
+N_EV = 6
+"""Columns of the compiled driver's event output (one row per scheduled action)."""
+
+
+@njit
+def bar_actions(
+    i: int,
+    k: int,
+    ev_bar: IntArray,
+    ev_sid: IntArray,
+    ev_ratio: FloatArray,
+    ev_div: FloatArray,
+    fractional: bool,
+    fstate: FloatArray,
+    pending: FloatArray,
+    open_qty: FloatArray,
+    acc: FloatArray,
+    orders: npt.NDArray[np.void],
+    book: IntArray,
+    n_book: int,
+    ev_out: FloatArray,
+    dividends: FloatArray,
+) -> int:
+    """The scheduled actions due at bar ``i`` (``ev_bar[k] <= i`` from ``k`` on), for a
+    compiled driver; returns the next ``k``.
+
+    Per action (:func:`split_and_dividend`): cash (``acc[ACC_CASH]``) += cash in lieu, then
+    += dividend cash; ``dividends[i]`` += dividend cash; on a split of a held symbol the open
+    trade's shares (``open_qty[s]``) become ``|quantity|``, and the working orders of the
+    symbol (``book[:n_book]``, ids of ``orders`` records, ``ORDER_DTYPE``) get their
+    ``quantity`` and ``filled`` multiplied by the ratio (the compiled driver's orders are
+    market orders: no prices). ``ev_out[k]`` (columns ``EV_*``) records what happened.
+    """
+    while k < ev_bar.size and ev_bar[k] <= i:
+        s = ev_sid[k]
+        r = ev_ratio[k]
+        q0, q1, cash, lieu = split_and_dividend(s, r, ev_div[k], fractional, fstate, pending)
+        acc[ACC_CASH] += lieu
+        acc[ACC_CASH] += cash
+        if cash != 0.0:
+            dividends[i] += cash
+        n_orders = 0
+        if r != 1.0:
+            if q0 != 0.0:
+                open_qty[s] = abs(q1)
+            for b in range(n_book):
+                o = book[b]
+                if orders[o]["sid"] == s:
+                    orders[o]["quantity"] *= r
+                    orders[o]["filled"] *= r
+                    n_orders += 1
+        ev_out[k, EV_BEFORE] = q0
+        ev_out[k, EV_AFTER] = q1
+        ev_out[k, EV_CASH] = cash
+        ev_out[k, EV_LIEU] = lieu
+        ev_out[k, EV_ORDERS] = n_orders
+        ev_out[k, EV_APPLIED] = 1.0
+        k += 1
+    return k

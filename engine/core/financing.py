@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.core.jit import njit
+from engine.core.layout import ACC_CASH
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -69,3 +70,32 @@ def accrue(
             if m == m:
                 fee += -q * m * borrow_rates[s]
     return interest, fee * days / basis
+
+
+@njit
+def bar_financing(
+    i: int,
+    timestamps: IntArray,
+    held: IntArray,
+    qty: FloatArray,
+    marks: FloatArray,
+    borrow_rates: FloatArray,
+    acc: FloatArray,
+    rates: FloatArray,
+    interest_out: FloatArray,
+    fee_out: FloatArray,
+) -> None:
+    """Financing at the start of bar ``i`` > 0 for a compiled driver: :func:`accrue` over
+    ``days = (timestamps[i] - timestamps[i - 1]) / 86_400e6`` with ``rates`` = (credit,
+    debit, basis); the cash (``acc[ACC_CASH]``) += interest − fee; ``interest_out[i]`` =
+    interest, ``fee_out[i]`` = −fee (currency)."""
+    if i == 0:
+        return
+    days = (timestamps[i] - timestamps[i - 1]) / 86_400_000_000
+    interest, fee = accrue(
+        held, qty, marks, borrow_rates, acc[ACC_CASH], days, rates[0], rates[1], rates[2]
+    )
+    if interest != 0.0 or fee != 0.0:
+        acc[ACC_CASH] += interest - fee
+        interest_out[i] = interest
+        fee_out[i] = -fee
