@@ -11,6 +11,7 @@ from engine.broker import Broker
 from engine.compiled import plan, topn
 from engine.config import ExecutionConfig
 from engine.data import BarBatch, ChunkedMarketData, ChunkStream, MarketData
+from engine.mechanics import compiled_outputs
 from engine.recorder import Recorder
 from engine.results import BacktestResult
 from engine.risk.manager import RiskManager
@@ -169,6 +170,17 @@ class BacktestEngine:
             risk.fills_seen = run.n_fills
         recorder = Recorder(data, run.records)
         open_positions = run.open_positions_frame(data)
+        mechanics = (
+            compiled_outputs(
+                data,
+                cfg.corporate_actions,
+                cfg.financing,
+                cfg.fractional_shares,
+                run.mechanics_out,
+            )
+            if cfg.has_mechanics
+            else None
+        )
         elapsed = time.perf_counter() - started
         return BacktestResult.from_run(
             recorder=recorder,
@@ -179,6 +191,7 @@ class BacktestEngine:
             run_seconds=elapsed,
             risk_context_builds=0,
             compiled=True,
+            mechanics=mechanics,
         )
 
     def run(

@@ -25,13 +25,22 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from engine.core.actions import split_and_dividend
+from engine.core.actions import (
+    EV_AFTER,
+    EV_APPLIED,
+    EV_BEFORE,
+    EV_CASH,
+    EV_LIEU,
+    EV_ORDERS,
+    N_EV,
+    split_and_dividend,
+)
 from engine.core.financing import accrue
 from engine.orders import OrderStatus
 
@@ -596,3 +605,106 @@ class MarketMechanics:
             return states
         joined = states.join(lines, on="timestamp", how="left", maintain_order="left")
         return joined.with_columns(pl.col("dividends", "interest", "borrow_fee").fill_null(0.0))
+
+
+class CompiledMechanics(NamedTuple):
+    """The market mechanics of a compiled run (:func:`compiled_mechanics`): inputs and the
+    output buffers the driver fills (:func:`engine.core.actions.bar_actions`,
+    :func:`engine.core.financing.bar_financing`).
+
+    ``ev_bar`` / ``ev_sid`` (int64) and ``ev_ratio`` / ``ev_div`` (float64), one per
+    scheduled action (the bar it applies at: the first bar on or after its ex-date);
+    ``borrow`` (float64, per symbol, annual); ``rates`` (float64: credit, debit, basis,
+    1.0 if financing, 1.0 if actions); outputs ``ev_out`` (float64, (n_actions, N_EV)),
+    ``dividends`` / ``interest`` / ``fee`` (float64, per bar, currency).
+    """
+
+    ev_bar: IntArray
+    ev_sid: IntArray
+    ev_ratio: FloatArray
+    ev_div: FloatArray
+    borrow: FloatArray
+    rates: FloatArray
+    ev_out: FloatArray
+    dividends: FloatArray
+    interest: FloatArray
+    fee: FloatArray
+
+
+def compiled_mechanics_reason(
+    actions: CorporateActions | None, delisting: Delisting | None
+) -> str | None:
+    """Why the compiled driver cannot run these mechanics (``None``: it can): it applies
+    corporate actions paid on their ex-date and financing; not delistings or pay dates."""
+    if delisting is not None:
+        return "delisting setting"
+    if actions is not None and actions.frame["pay_date"].null_count() < actions.frame.height:
+        return "corporate actions with pay dates"
+    return None
+
+
+def compiled_mechanics(
+    data: MarketData, actions: CorporateActions | None, financing: Financing | None
+) -> CompiledMechanics:
+    """The :class:`CompiledMechanics` of a run on ``data`` (empty arrays when unset)."""
+    mech = MarketMechanics(data, actions, None, financing, True)
+    days = np.asarray(data.timestamps, dtype=np.int64) // _DAY_US
+    ev_bar = np.searchsorted(days, mech._ex_day, side="left").astype(np.int64)
+    n_t = data.n_timestamps
+    rates = np.zeros(5)
+    if financing is not None:
+        rates[:] = (financing.credit_rate, financing.debit_rate, financing.basis, 1.0, 0.0)
+    rates[4] = 1.0 if mech._sid.size else 0.0
+    return CompiledMechanics(
+        ev_bar,
+        mech._sid,
+        mech._ratio,
+        mech._dividend,
+        mech._borrow,
+        rates,
+        np.zeros((mech._sid.size, N_EV)),
+        np.zeros(n_t),
+        np.zeros(n_t),
+        np.zeros(n_t),
+    )
+
+
+def compiled_outputs(
+    data: MarketData,
+    actions: CorporateActions | None,
+    financing: Financing | None,
+    fractional: bool,
+    out: CompiledMechanics,
+) -> MarketMechanics:
+    """A :class:`MarketMechanics` holding a compiled run's event rows and per-bar cash lines
+    (for :class:`engine.BacktestResult`), the same rows the Python driver records."""
+    mech = MarketMechanics(data, actions, None, financing, fractional)
+    stamps = np.asarray(data.timestamps, dtype=np.int64)
+    names = [str(s) for s in data.symbols.tolist()]
+    for k in np.flatnonzero(out.ev_out[:, EV_APPLIED] != 0.0).tolist():
+        row = out.ev_out[k]
+        if row[EV_BEFORE] == 0.0 and row[EV_ORDERS] == 0:
+            continue
+        mech._events.append(
+            (
+                int(stamps[out.ev_bar[k]]),
+                names[int(out.ev_sid[k])],
+                mech._ex_dates[k],
+                float(out.ev_ratio[k]),
+                float(out.ev_div[k]),
+                float(row[EV_BEFORE]),
+                float(row[EV_AFTER]),
+                float(row[EV_CASH]),
+                float(row[EV_LIEU]),
+                None,
+                int(row[EV_ORDERS]),
+            )
+        )
+    active = np.flatnonzero((out.dividends != 0) | (out.interest != 0) | (out.fee != 0))
+    for i in active.tolist():
+        mech._bar_cash[int(stamps[i])] = [
+            float(out.dividends[i]),
+            float(out.interest[i]),
+            float(out.fee[i]),
+        ]
+    return mech

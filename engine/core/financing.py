@@ -98,4 +98,4 @@ def bar_financing(
     if interest != 0.0 or fee != 0.0:
         acc[ACC_CASH] += interest - fee
         interest_out[i] = interest
-        fee_out[i] = -fee
+        fee_out[i] = 0.0 - fee

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from engine import BacktestEngine, ExecutionConfig, MarketData, RiskManager
+from engine import BacktestEngine, BacktestResult, ExecutionConfig, MarketData, RiskManager
 from engine.mechanics import CorporateActions, CorporateActionsError, Delisting, Financing
 from engine.risk.rules import PriceBasedStopLoss
 from tests.engine.conftest import Script, make_panel, run, ts
@@ -245,18 +245,6 @@ def test_financing_zero_rates_equal_no_financing() -> None:
     )
 
 
-def test_mechanics_set_run_takes_python_loop_with_reason() -> None:
-    from engine import TopNStrategy
-
-    panel = make_panel({"A": [FLAT] * 3}, signals={"s": {"A": [1.0, 1.0, 1.0]}})
-    data = MarketData.from_frame(panel, signal_columns=["s"])
-    engine = BacktestEngine(
-        data, TopNStrategy("s", n=1), None, ExecutionConfig(financing=Financing())
-    )
-    assert engine.compiled_reason is not None
-    assert "financing" in engine.compiled_reason
-
-
 # ---------------------------------------------------------------------- real data
 def _lean_prices(data_root: Path, symbols: list[str]) -> pl.DataFrame:
     frame = pl.read_parquet(data_root / "lean_daily_ohlcv_unadjusted.parquet")
@@ -377,3 +365,61 @@ def test_wm_position_closed_delisted_at_washington_mutual_last_close(data_root: 
     assert trade["exit_timestamp"].date() == date(2008, 9, 26)
     assert result.open_positions.height == 0  # never carried into Waste Management
     assert result.rejections["reason"].to_list() == ["delisted"]
+
+
+# ---------------------------------------------------------------------- both drivers
+def _assert_same_run(compiled: BacktestResult, loop: BacktestResult) -> None:
+    assert compiled.compiled and not loop.compiled
+    for name in ("trades", "fills", "portfolio_states", "open_positions", "corporate_actions"):
+        assert_frame_equal(getattr(compiled, name), getattr(loop, name), check_exact=True)
+    assert_frame_equal(compiled.orders, loop.orders, check_exact=True)
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+def test_compiled_topn_raw_lean_equals_python_loop(data_root: Path, fractional: bool) -> None:
+    """Corporate actions and financing are core kernels both drivers call: a compiled TopN
+    run on the raw Lean prices equals the Python loop's, record for record."""
+    from engine import TopNStrategy
+
+    symbols = ["AAPL", "IBM", "SPY", "BAC", "QQQ", "AIG"]
+    prices = _lean_prices(data_root, symbols).filter(
+        pl.col("timestamp") >= datetime(2005, 1, 1, tzinfo=UTC)
+    )
+    actions = _lean_actions(data_root, prices, symbols)
+    ret = pl.col("close") / pl.col("close").shift(20).over("symbol") - 1.0
+    panel = prices.sort("symbol", "timestamp").with_columns(ret.alias("mom"))
+    data = MarketData.from_frame(panel, signal_columns=["mom"])
+    cfg = ExecutionConfig(
+        corporate_actions=CorporateActions(actions),
+        financing=Financing(credit_rate=0.02, borrow_rate=0.01),
+        fractional_shares=fractional,
+    )
+    risk = RiskManager([PriceBasedStopLoss(0.08)])
+    runs = [
+        BacktestEngine(data, TopNStrategy("mom", n=3), risk, cfg, compiled=flag).run()
+        for flag in (True, False)
+    ]
+    _assert_same_run(*runs)
+    assert runs[0].corporate_actions.filter(pl.col("split_ratio") != 1.0).height >= 1
+    assert runs[0].portfolio_states["interest"].sum() > 0
+
+
+def test_compiled_reason_names_delisting_and_pay_dates() -> None:
+    from engine import TopNStrategy
+
+    panel = make_panel({"A": [FLAT] * 3}, signals={"s": {"A": [1.0, 1.0, 1.0]}})
+    data = MarketData.from_frame(panel, signal_columns=["s"])
+    paid_later = _actions(
+        [{"symbol": "A", "ex_date": _day(1), "dividend": 1.0, "pay_date": _day(2)}]
+    )
+    for cfg, reason in (
+        (ExecutionConfig(delisting=Delisting()), "delisting"),
+        (ExecutionConfig(corporate_actions=paid_later), "pay dates"),
+    ):
+        engine = BacktestEngine(data, TopNStrategy("s", n=1), None, cfg)
+        assert engine.compiled_reason is not None and reason in engine.compiled_reason
+    ok = ExecutionConfig(
+        financing=Financing(),
+        corporate_actions=_actions([{"symbol": "A", "ex_date": _day(1), "dividend": 1.0}]),
+    )
+    assert BacktestEngine(data, TopNStrategy("s", n=1), None, ok).compiled_reason is None
