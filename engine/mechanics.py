@@ -24,8 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 _DAY_US = 86_400_000_000
-_EPOCH = date(1970, 1, 1)
 
 CORPORATE_ACTION_COLUMNS = ("symbol", "ex_date", "split_ratio", "dividend", "pay_date")
 """Columns of a corporate-actions table (``split_ratio``, ``dividend``, ``pay_date`` optional)."""
@@ -197,6 +195,7 @@ class CorporateActions:
             if bad.height:
                 raise CorporateActionsError("corporate actions: " + _listed(bad.select(cols), what))
         self.frame: pl.DataFrame = table.drop("row").sort("ex_date", "symbol")
+        self._schedules: dict[tuple[str, ...], Any] = {}  # per run's symbol list
         """The validated table (all five columns, nulls filled), sorted by ex_date, symbol."""
 
     def __len__(self) -> int:
@@ -316,11 +315,6 @@ class Financing:
         return hash((self.credit_rate, self.debit_rate, self.borrow_rate, self.day_count))
 
 
-def _day_number(value: date | datetime) -> int:
-    day = value.date() if isinstance(value, datetime) else value
-    return (day - _EPOCH).days
-
-
 def delisting_rows(data: MarketData, gap_sessions: int) -> npt.NDArray[np.bool_]:
     """Rows of ``data`` at which their symbol is delisted (:class:`Delisting`).
 
@@ -391,33 +385,17 @@ class MarketMechanics:
         self._payables: list[tuple[int, float]] = []  # (pay day, amount)
         self._events: list[tuple[Any, ...]] = []
         self._bar_cash: dict[int, list[float]] = {}  # bar stamp -> [dividends, interest, fee]
-        index = data.symbol_index
         # the schedule: symbols of the table that are in the run, by ex-date
-        if actions is not None:
-            f = actions.frame.filter(pl.col("symbol").is_in(list(index)))
-            self._ex_day = np.asarray(
-                [_day_number(d) for d in f["ex_date"].to_list()], dtype=np.int64
-            )
-            self._sid = np.asarray([index[s] for s in f["symbol"].to_list()], dtype=np.int64)
-            self._ratio = f["split_ratio"].to_numpy().astype(np.float64)
-            self._dividend = f["dividend"].to_numpy().astype(np.float64)
-            self._ex_dates: list[date] = f["ex_date"].to_list()
-            self._pay: list[date | None] = f["pay_date"].to_list()
-        else:
-            self._ex_day = np.zeros(0, dtype=np.int64)
-            self._sid = np.zeros(0, dtype=np.int64)
-            self._ratio = np.zeros(0)
-            self._dividend = np.zeros(0)
-            self._ex_dates = []
-            self._pay = []
+        sched = _schedule(actions, data)
+        self._ex_day = sched.ex_day
+        self._sid = sched.sid
+        self._ratio = sched.ratio
+        self._dividend = sched.dividend
+        self._sched = sched
+        self._names = sched.names
         self._next = 0
         n = data.n_symbols
-        self._borrow = np.zeros(n)
-        if financing is not None:
-            self._borrow[:] = financing.borrow_rate
-            for symbol, rate in financing.borrow_rates.items():
-                if symbol in index:
-                    self._borrow[index[symbol]] = rate
+        self._borrow = borrow_rates(data, financing)
         self._prev_us: int | None = None
         self._terminal = (
             delisting_rows(data, delisting.gap_sessions) if delisting is not None else None
@@ -493,8 +471,8 @@ class MarketMechanics:
                     broker._held = None
                 n_orders = self._split_orders(broker, sid, ratio)
             if amount != 0.0:
-                pay = self._pay[k]
-                pay_day = _day_number(pay) if pay is not None else today
+                pay_day = int(self._sched.pay_day[k])
+                pay_day = pay_day if pay_day >= 0 else today
                 if pay_day > today:
                     self._payables.append((pay_day, amount))
                     self.receivable += amount
@@ -502,21 +480,7 @@ class MarketMechanics:
                     broker.cash += amount
                 self._book(now, 0, amount)
             if before != 0.0 or n_orders:
-                self._events.append(
-                    (
-                        now,
-                        broker._names[sid],
-                        self._ex_dates[k],
-                        ratio,
-                        float(self._dividend[k]),
-                        before,
-                        after,
-                        amount,
-                        lieu,
-                        self._pay[k],
-                        n_orders,
-                    )
-                )
+                self._events.append((now, k, before, after, amount, lieu, n_orders))
 
     @staticmethod
     def _split_orders(broker: Broker, sid: int, ratio: float) -> int:
@@ -575,36 +539,133 @@ class MarketMechanics:
 
     # ------------------------------------------------------------------ outputs
     def events_frame(self) -> pl.DataFrame:
-        """The ``corporate_actions`` output: one row per action that touched the portfolio
-        (a held position or working orders): timestamp (the bar it was applied at, UTC),
-        symbol, ex_date, split_ratio, dividend (per share), quantity_before / quantity_after
-        (shares), dividend_cash (currency, signed: paid to longs, owed by shorts),
-        cash_in_lieu (currency), pay_date, orders_adjusted."""
-        frame = pl.DataFrame(self._events, schema=_EVENT_SCHEMA, orient="row")
-        return frame.with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+        """The ``corporate_actions`` output (:func:`events_frame`)."""
+        rows = np.asarray([e[2:] for e in self._events], dtype=np.float64).reshape(-1, 5)
+        stamps = np.asarray([e[0] for e in self._events], dtype=np.int64)
+        ks = np.asarray([e[1] for e in self._events], dtype=np.int64)
+        return events_frame(self._sched, stamps, ks, rows)
 
     def add_state_columns(self, states: pl.DataFrame) -> pl.DataFrame:
-        """``states`` (portfolio_states) with the per-bar cash lines: ``dividends``,
-        ``interest`` (signed), ``borrow_fee`` (≤ 0), currency, 0 where nothing was booked."""
+        """``states`` with the per-bar cash lines (:func:`add_state_columns`)."""
         cells = self._bar_cash
-        lines = pl.DataFrame(
-            {
-                "timestamp": list(cells),
-                "dividends": [v[0] for v in cells.values()],
-                "interest": [v[1] for v in cells.values()],
-                "borrow_fee": [v[2] for v in cells.values()],
-            },
-            schema={
-                "timestamp": pl.Int64,
-                "dividends": pl.Float64,
-                "interest": pl.Float64,
-                "borrow_fee": pl.Float64,
-            },
-        ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
-        if "timestamp" not in states.columns:
-            return states
-        joined = states.join(lines, on="timestamp", how="left", maintain_order="left")
-        return joined.with_columns(pl.col("dividends", "interest", "borrow_fee").fill_null(0.0))
+        stamps = np.asarray(list(cells), dtype=np.int64)
+        values = np.asarray(list(cells.values()), dtype=np.float64).reshape(-1, 3)
+        return add_state_columns(states, stamps, values)
+
+
+def borrow_rates(data: MarketData, financing: Financing | None) -> FloatArray:
+    """Annual borrow fee per symbol id (float64, n_symbols; 0 without financing)."""
+    rates = np.zeros(data.n_symbols)
+    if financing is not None:
+        rates[:] = financing.borrow_rate
+        index = data.symbol_index
+        for symbol, rate in financing.borrow_rates.items():
+            if symbol in index:
+                rates[index[symbol]] = rate
+    return rates
+
+
+class MechanicsOutput(Protocol):
+    """What :class:`engine.BacktestResult` reads of a run's market mechanics."""
+
+    def events_frame(self) -> pl.DataFrame: ...
+
+    def add_state_columns(self, states: pl.DataFrame) -> pl.DataFrame: ...
+
+
+class _Schedule(NamedTuple):
+    """The actions of a table for the symbols of a run, in ex-date order."""
+
+    ex_day: IntArray  # days since 1970-01-01
+    sid: IntArray
+    ratio: FloatArray
+    dividend: FloatArray
+    pay_day: IntArray  # -1: paid on the ex-date
+    ex_date: pl.Series
+    pay_date: pl.Series
+    names: pl.Series  # symbol names by id
+
+
+def _schedule(actions: CorporateActions | None, data: MarketData) -> _Schedule:
+    names = pl.Series("symbol", [str(s) for s in data.symbols.tolist()], dtype=pl.String)
+    if actions is None:
+        empty_i = np.zeros(0, dtype=np.int64)
+        return _Schedule(
+            empty_i,
+            empty_i,
+            np.zeros(0),
+            np.zeros(0),
+            empty_i,
+            pl.Series("ex_date", [], dtype=pl.Date),
+            pl.Series("pay_date", [], dtype=pl.Date),
+            names,
+        )
+    key = tuple(names.to_list())
+    cached: _Schedule | None = actions._schedules.get(key)
+    if cached is not None:
+        return cached
+    ids = pl.DataFrame({"symbol": names, "sid": np.arange(names.len(), dtype=np.int64)})
+    f = actions.frame.join(ids, on="symbol", how="inner", maintain_order="left")
+    sched = _Schedule(
+        f["ex_date"].cast(pl.Int32).to_numpy().astype(np.int64),
+        f["sid"].to_numpy().astype(np.int64),
+        f["split_ratio"].to_numpy().astype(np.float64),
+        f["dividend"].to_numpy().astype(np.float64),
+        f["pay_date"].cast(pl.Int32).fill_null(-1).to_numpy().astype(np.int64),
+        f["ex_date"],
+        f["pay_date"],
+        names,
+    )
+    if len(actions._schedules) >= 4:
+        actions._schedules.clear()
+    actions._schedules[key] = sched
+    return sched
+
+
+def events_frame(
+    sched: _Schedule, stamps: IntArray, ks: IntArray, rows: FloatArray
+) -> pl.DataFrame:
+    """The ``corporate_actions`` output: one row per action that touched the portfolio (a
+    held position or working orders): timestamp (the bar it was applied at, UTC), symbol,
+    ex_date, split_ratio, dividend (per share), quantity_before / quantity_after (shares),
+    dividend_cash (currency, signed: paid to longs, owed by shorts), cash_in_lieu
+    (currency), pay_date, orders_adjusted.
+
+    ``ks``: schedule rows; ``rows``: float64, (n, 5): quantity before, after, dividend
+    cash, cash in lieu, orders adjusted.
+    """
+    index = pl.Series(ks, dtype=pl.Int64)
+    return pl.DataFrame(
+        {
+            "timestamp": pl.Series(stamps, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+            "symbol": sched.names.gather(pl.Series(sched.sid[ks], dtype=pl.Int64)),
+            "ex_date": sched.ex_date.gather(index),
+            "split_ratio": sched.ratio[ks],
+            "dividend": sched.dividend[ks],
+            "quantity_before": rows[:, 0],
+            "quantity_after": rows[:, 1],
+            "dividend_cash": rows[:, 2],
+            "cash_in_lieu": rows[:, 3],
+            "pay_date": sched.pay_date.gather(index),
+            "orders_adjusted": pl.Series(rows[:, 4], dtype=pl.Float64).cast(pl.Int64),
+        }
+    )
+
+
+def add_state_columns(states: pl.DataFrame, stamps: IntArray, values: FloatArray) -> pl.DataFrame:
+    """``states`` (portfolio_states) with the per-bar cash lines ``dividends``, ``interest``
+    (signed) and ``borrow_fee`` (≤ 0), currency, 0 where nothing was booked; ``values``:
+    float64, (n, 3), the lines at the bar closes ``stamps`` (µs, UTC; each one of the states'
+    timestamps)."""
+    bars = states.get_column("timestamp").to_physical().to_numpy()
+    at = np.searchsorted(bars, stamps)
+    lines = np.zeros((3, bars.size))
+    lines[:, at] = values.T
+    return states.with_columns(
+        pl.Series("dividends", lines[0]),
+        pl.Series("interest", lines[1]),
+        pl.Series("borrow_fee", lines[2]),
+    )
 
 
 class CompiledMechanics(NamedTuple):
@@ -647,26 +708,51 @@ def compiled_mechanics(
     data: MarketData, actions: CorporateActions | None, financing: Financing | None
 ) -> CompiledMechanics:
     """The :class:`CompiledMechanics` of a run on ``data`` (empty arrays when unset)."""
-    mech = MarketMechanics(data, actions, None, financing, True)
+    sched = _schedule(actions, data)
     days = np.asarray(data.timestamps, dtype=np.int64) // _DAY_US
-    ev_bar = np.searchsorted(days, mech._ex_day, side="left").astype(np.int64)
+    ev_bar = np.searchsorted(days, sched.ex_day, side="left").astype(np.int64)
     n_t = data.n_timestamps
     rates = np.zeros(5)
     if financing is not None:
         rates[:] = (financing.credit_rate, financing.debit_rate, financing.basis, 1.0, 0.0)
-    rates[4] = 1.0 if mech._sid.size else 0.0
+    rates[4] = 1.0 if sched.sid.size else 0.0
     return CompiledMechanics(
         ev_bar,
-        mech._sid,
-        mech._ratio,
-        mech._dividend,
-        mech._borrow,
+        sched.sid,
+        sched.ratio,
+        sched.dividend,
+        borrow_rates(data, financing),
         rates,
-        np.zeros((mech._sid.size, N_EV)),
+        np.zeros((sched.sid.size, N_EV)),
         np.zeros(n_t),
         np.zeros(n_t),
         np.zeros(n_t),
     )
+
+
+class CompiledOutput:
+    """A compiled run's market-mechanics outputs, as :class:`MechanicsOutput`."""
+
+    def __init__(self, data: MarketData, actions: CorporateActions | None, out: CompiledMechanics):
+        self._sched = _schedule(actions, data)
+        self._stamps = np.asarray(data.timestamps, dtype=np.int64)
+        self._out = out
+
+    def events_frame(self) -> pl.DataFrame:
+        """The ``corporate_actions`` output (:func:`events_frame`), the rows the Python
+        driver records."""
+        ev = self._out.ev_out
+        touched = (ev[:, EV_APPLIED] != 0.0) & ((ev[:, EV_BEFORE] != 0.0) | (ev[:, EV_ORDERS] != 0))
+        ks = np.flatnonzero(touched).astype(np.int64)
+        rows = ev[ks][:, [EV_BEFORE, EV_AFTER, EV_CASH, EV_LIEU, EV_ORDERS]]
+        return events_frame(self._sched, self._stamps[self._out.ev_bar[ks]], ks, rows)
+
+    def add_state_columns(self, states: pl.DataFrame) -> pl.DataFrame:
+        """``states`` with the per-bar cash lines (:func:`add_state_columns`)."""
+        out = self._out
+        active = np.flatnonzero((out.dividends != 0) | (out.interest != 0) | (out.fee != 0))
+        values = np.stack([out.dividends[active], out.interest[active], out.fee[active]], axis=1)
+        return add_state_columns(states, self._stamps[active], values)
 
 
 def compiled_outputs(
@@ -675,36 +761,6 @@ def compiled_outputs(
     financing: Financing | None,
     fractional: bool,
     out: CompiledMechanics,
-) -> MarketMechanics:
-    """A :class:`MarketMechanics` holding a compiled run's event rows and per-bar cash lines
-    (for :class:`engine.BacktestResult`), the same rows the Python driver records."""
-    mech = MarketMechanics(data, actions, None, financing, fractional)
-    stamps = np.asarray(data.timestamps, dtype=np.int64)
-    names = [str(s) for s in data.symbols.tolist()]
-    for k in np.flatnonzero(out.ev_out[:, EV_APPLIED] != 0.0).tolist():
-        row = out.ev_out[k]
-        if row[EV_BEFORE] == 0.0 and row[EV_ORDERS] == 0:
-            continue
-        mech._events.append(
-            (
-                int(stamps[out.ev_bar[k]]),
-                names[int(out.ev_sid[k])],
-                mech._ex_dates[k],
-                float(out.ev_ratio[k]),
-                float(out.ev_div[k]),
-                float(row[EV_BEFORE]),
-                float(row[EV_AFTER]),
-                float(row[EV_CASH]),
-                float(row[EV_LIEU]),
-                None,
-                int(row[EV_ORDERS]),
-            )
-        )
-    active = np.flatnonzero((out.dividends != 0) | (out.interest != 0) | (out.fee != 0))
-    for i in active.tolist():
-        mech._bar_cash[int(stamps[i])] = [
-            float(out.dividends[i]),
-            float(out.interest[i]),
-            float(out.fee[i]),
-        ]
-    return mech
+) -> CompiledOutput:
+    """The outputs of a compiled run's mechanics (:class:`CompiledOutput`)."""
+    return CompiledOutput(data, actions, out)

@@ -12,7 +12,7 @@ from engine.config import ExecutionConfig
 from engine.orders import Order
 
 if TYPE_CHECKING:
-    from engine.mechanics import MarketMechanics
+    from engine.mechanics import MechanicsOutput
     from engine.recorder import Recorder
 
 
@@ -110,7 +110,7 @@ class BacktestResult:
         run_seconds: float,
         risk_context_builds: int,
         compiled: bool = False,
-        mechanics: MarketMechanics | None = None,
+        mechanics: MechanicsOutput | None = None,
     ) -> BacktestResult:
         states = recorder.states_frame(config.initial_cash)
         actions = pl.DataFrame()
