@@ -31,6 +31,7 @@ from ml4t_pipeline.lib.output import to_json_safe
 
 __all__ = [
     "ATTRIBUTION_FILES",
+    "MECHANICS_FILES",
     "MISSING",
     "TOTAL",
     "Reconciliation",
@@ -63,6 +64,10 @@ ATTRIBUTION_FILES = {
     "information_coefficient": "information_coefficient.parquet",
     "by_regime": "attribution_by_regime.parquet",
     "cost_attribution": "cost_attribution.parquet",
+}
+#: Output file names of the market mechanics' tables (:func:`add_mechanics`), written only
+#: for runs that have them.
+MECHANICS_FILES = {
     "carry_attribution": "carry_attribution.parquet",
     "corporate_actions": "corporate_actions.parquet",
 }
@@ -777,7 +782,8 @@ def from_tables(
 def write_attribution(tables: Mapping[str, Any], output_dir: str | Path) -> list[Path]:
     """Write the tables of :func:`attribute_run` as Parquet (zstd) into ``output_dir``.
 
-    File names are :data:`ATTRIBUTION_FILES`; ``ic_summary`` and the reconciliations go to
+    File names are :data:`ATTRIBUTION_FILES` (and :data:`MECHANICS_FILES` when present);
+    ``ic_summary`` and the reconciliations go to
     ``attribution_summary.json``. Each file is written to a temporary name and renamed.
 
     Returns
@@ -788,7 +794,7 @@ def write_attribution(tables: Mapping[str, Any], output_dir: str | Path) -> list
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for key, filename in ATTRIBUTION_FILES.items():
+    for key, filename in {**ATTRIBUTION_FILES, **MECHANICS_FILES}.items():
         if key in tables:
             target = folder / filename
             tmp = target.with_name(f".{filename}.tmp")
