@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from engine import BacktestEngine, BacktestResult, ExecutionConfig, MarketData, RiskManager
@@ -423,3 +426,77 @@ def test_compiled_reason_names_delisting_and_pay_dates() -> None:
         corporate_actions=_actions([{"symbol": "A", "ex_date": _day(1), "dividend": 1.0}]),
     )
     assert BacktestEngine(data, TopNStrategy("s", n=1), None, ok).compiled_reason is None
+
+
+# ---------------------------------------------------------------------- properties
+def _walk_panel(seed: int, n_symbols: int, n_bars: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_symbols):
+        close = 50.0 * np.exp(np.cumsum(rng.normal(0.0, 0.02, n_bars)))
+        opens = close * np.exp(rng.normal(0.0, 0.005, n_bars))
+        for k in range(n_bars):
+            hi = max(opens[k], close[k]) * 1.01
+            lo = min(opens[k], close[k]) * 0.99
+            rows.append((ts(k), f"S{s}", opens[k], hi, lo, close[k], 1e6, rng.normal()))
+    frame = pl.DataFrame(
+        rows,
+        schema=["timestamp", "symbol", "open", "high", "low", "close", "volume", "score"],
+        orient="row",
+    )
+    return frame.with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_symbols=st.integers(1, 4),
+    short=st.booleans(),
+    compiled=st.booleans(),
+)
+def test_financing_zero_rates_and_empty_table_equal_todays_results(
+    seed: int, n_symbols: int, short: bool, compiled: bool
+) -> None:
+    """Property: financing with every rate 0 and an action-free table change nothing."""
+    from engine import TopNStrategy
+
+    data = MarketData.from_frame(_walk_panel(seed, n_symbols, 40), signal_columns=["score"])
+    empty = CorporateActions(
+        pl.DataFrame({"symbol": ["S0"], "ex_date": [date(2030, 1, 2)], "split_ratio": [2.0]})
+    )
+    results = []
+    for extra in ({}, {"financing": Financing(), "corporate_actions": empty}):
+        cfg = ExecutionConfig(allow_short=short, **extra)  # type: ignore[arg-type]
+        strategy = TopNStrategy("score", n=max(1, n_symbols // 2))
+        results.append(BacktestEngine(data, strategy, None, cfg, compiled=compiled).run())
+    base, zero = results
+    for name in ("trades", "fills", "open_positions"):
+        assert_frame_equal(getattr(base, name), getattr(zero, name), check_exact=True)
+    assert_frame_equal(
+        base.portfolio_states,
+        zero.portfolio_states.drop("dividends", "interest", "borrow_fee"),
+        check_exact=True,
+    )
+    assert zero.corporate_actions.height == 0
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    ratio=st.sampled_from([2.0, 3.0, 1.5, 0.5, 0.1, 7.0]),
+    split_bar=st.integers(2, 8),
+    shares=st.integers(1, 500),
+)
+def test_split_any_ratio_keeps_value_and_scales_quantity(
+    ratio: float, split_bar: int, shares: int
+) -> None:
+    """Property: on raw prices that jump by 1/ratio at the ex-date, equity is flat across it
+    and the quantity is ``shares × ratio`` (whole shares: the fraction paid in cash)."""
+    bars: list[tuple[float, float, float, float]] = [FLAT] * split_bar
+    bars += [tuple([100.0 / ratio] * 4)] * (10 - split_bar)  # type: ignore[list-item]
+    panel = make_panel({"A": bars})
+    actions = _actions([{"symbol": "A", "ex_date": _day(split_bar), "split_ratio": ratio}])
+    result = run(
+        panel, {0: lambda s: s.buy("A", shares)}, fractional_shares=True, corporate_actions=actions
+    )
+    assert result.open_positions["quantity"][0] == pytest.approx(shares * ratio, rel=1e-12)
+    assert result.portfolio_states["equity"].to_list() == pytest.approx([1_000_000.0] * 10)
