@@ -500,3 +500,113 @@ def test_split_any_ratio_keeps_value_and_scales_quantity(
     )
     assert result.open_positions["quantity"][0] == pytest.approx(shares * ratio, rel=1e-12)
     assert result.portfolio_states["equity"].to_list() == pytest.approx([1_000_000.0] * 10)
+
+
+# ---------------------------------------------------------------------- core kernels
+@pytest.fixture(params=["compiled", "py_func"])
+def mechanics_kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The core's mechanics kernels compiled, or as the plain Python they are compiled from."""
+    from engine.core import actions, financing
+
+    if request.param == "py_func":
+        for module in (actions, financing):
+            for name in dir(module):
+                func = getattr(module, name)
+                if hasattr(func, "py_func"):
+                    monkeypatch.setattr(module, name, func.py_func)
+    return str(request.param)
+
+
+def _state(qty: list[float], mark: float = 100.0) -> np.ndarray:
+    from engine.core import layout
+
+    fstate = np.full((layout.N_FLOAT_FIELDS, len(qty)), np.nan)
+    fstate[layout.QTY] = qty
+    fstate[layout.AVG] = mark
+    fstate[layout.MARK] = mark
+    fstate[layout.STOP] = mark * 0.9
+    return fstate
+
+
+@pytest.mark.usefixtures("mechanics_kernels")
+def test_bar_actions_hand_checked_split_dividend_orders() -> None:
+    from engine.core import actions, layout
+    from engine.core.records import empty_records
+
+    fstate = _state([5.0, -10.0])
+    pending = np.array([2.0, 0.0])
+    open_qty = np.array([5.0, 10.0])
+    acc = np.zeros(layout.N_ACC)
+    orders = empty_records("orders", 4)
+    orders[0]["sid"], orders[0]["quantity"] = 0, 2.0
+    book = np.array([0], dtype=np.int64)
+    ev_out = np.zeros((3, actions.N_EV))
+    dividends = np.zeros(3)
+    # bar 1: 3:2 split of symbol 0 (7.5 shares -> 7 + cash in lieu), 1.0 dividend on the short
+    k = actions.bar_actions(
+        1,
+        0,
+        np.array([1, 1, 2], dtype=np.int64),
+        np.array([0, 1, 0], dtype=np.int64),
+        np.array([1.5, 1.0, 1.0]),
+        np.array([0.0, 1.0, 0.5]),
+        False,
+        fstate,
+        pending,
+        open_qty,
+        acc,
+        orders,
+        book,
+        1,
+        ev_out,
+        dividends,
+    )
+    assert k == 2  # the third action is due at bar 2
+    assert fstate[layout.QTY].tolist() == [7.0, -10.0]
+    assert fstate[layout.AVG, 0] == pytest.approx(100 / 1.5)
+    assert fstate[layout.STOP, 0] == pytest.approx(90 / 1.5)
+    assert open_qty.tolist() == [7.0, 10.0]
+    assert orders[0]["quantity"] == 3.0 and pending[0] == 3.0
+    lieu = 0.5 * 100 / 1.5
+    assert acc[layout.ACC_CASH] == pytest.approx(lieu - 10.0)
+    assert dividends.tolist() == [0.0, -10.0, 0.0]
+    assert ev_out[0, actions.EV_LIEU] == pytest.approx(lieu)
+    assert ev_out[0, actions.EV_ORDERS] == 1 and ev_out[2, actions.EV_APPLIED] == 0
+
+
+@pytest.mark.usefixtures("mechanics_kernels")
+def test_bar_financing_hand_checked_interest_and_fee() -> None:
+    from engine.core import financing, layout
+
+    acc = np.zeros(layout.N_ACC)
+    acc[layout.ACC_CASH] = 36_000.0
+    stamps = np.array([0, 3 * 86_400_000_000], dtype=np.int64)  # Friday -> Monday
+    interest, fee = np.zeros(2), np.zeros(2)
+    financing.bar_financing(
+        1,
+        stamps,
+        np.array([0, 1], dtype=np.int64),
+        np.array([10.0, -20.0]),
+        np.array([100.0, 50.0]),
+        np.array([0.0, 0.36]),
+        acc,
+        np.array([0.01, 0.05, 360.0]),
+        interest,
+        fee,
+    )
+    assert interest[1] == pytest.approx(36_000 * 0.01 * 3 / 360)  # 3.0
+    assert fee[1] == pytest.approx(-1000 * 0.36 * 3 / 360)  # -3.0
+    assert acc[layout.ACC_CASH] == pytest.approx(36_000.0)
+    financing.bar_financing(
+        0,
+        stamps,
+        np.zeros(0, dtype=np.int64),
+        np.zeros(2),
+        np.zeros(2),
+        np.zeros(2),
+        acc,
+        np.array([0.01, 0.05, 360.0]),
+        interest,
+        fee,
+    )
+    assert interest[0] == 0.0  # no interval before the first bar
