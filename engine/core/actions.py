@@ -51,16 +51,6 @@ def apply_splits(
 
 
 @njit
-def dividend_amounts(sids: IntArray, dividends: FloatArray, qty: FloatArray) -> FloatArray:
-    """Cash of each dividend event: ``qty[sids[k]] × dividends[k]`` (currency; > 0 paid to a
-    long, < 0 owed by a short, 0 when flat)."""
-    out = np.zeros(sids.size)
-    for k in range(sids.size):
-        out[k] = qty[sids[k]] * dividends[k]
-    return out
-
-
-@njit
 def split_and_dividend(
     s: int, ratio: float, dividend: float, fractional: bool, fstate: FloatArray, pending: FloatArray
 ) -> tuple[float, float, float, float]:
