@@ -151,16 +151,18 @@ class ExecutionConfig:
         held quantities × ratio, per-share prices and levels and working orders' prices ÷
         ratio, dividends credited to longs and debited from shorts (on the pay date when
         given), one row per event in ``BacktestResult.corporate_actions``
-        (:class:`engine.mechanics.CorporateActions`). Python driver only.
+        (:class:`engine.mechanics.CorporateActions`). Both drivers (the compiled TopN
+        driver only for actions without ``pay_date``).
     delisting : Delisting or None, default None
         Close positions of symbols whose data ends or stops for longer than a gap
         (``exit_reason = "delisted"``) and reject orders for them
         (:class:`engine.mechanics.Delisting`). None: a position whose data ends stays open at
-        its last close. Not with :class:`ChunkedMarketData`. Python driver only.
+        its last close. Not with :class:`ChunkedMarketData`. Python driver only (the
+        run takes the Python loop).
     financing : Financing or None, default None
         Interest on cash and short borrow fees accrued per bar
         (:class:`engine.mechanics.Financing`); the per-bar amounts are the
-        ``portfolio_states`` columns ``interest`` and ``borrow_fee``. Python driver only.
+        ``portfolio_states`` columns ``interest`` and ``borrow_fee``. Both drivers.
 
     Raises
     ------

@@ -14,9 +14,10 @@ is exactly the run it was before they existed):
 :class:`MarketMechanics` is their run-time state; the broker of the Python driver calls it
 at the bar boundary (corporate actions and financing, before the open's fills) and after
 the close's fills (delistings). The ledger formulas are the core's kernels
-(:mod:`engine.core.actions`, :mod:`engine.core.financing`). The compiled driver does not
-run them yet: :func:`engine.compiled.plan.compiled_reason` sends such runs to the Python
-loop.
+(:mod:`engine.core.actions`, :mod:`engine.core.financing`); the compiled TopN driver
+(:mod:`engine.compiled.topn`) calls the same kernels at the same point of its bar, so both
+drivers give identical records. It does not run delistings or dividends with a pay date:
+:func:`engine.compiled.plan.compiled_reason` sends such runs to the Python loop.
 """
 
 from __future__ import annotations
