@@ -610,3 +610,28 @@ def test_bar_financing_hand_checked_interest_and_fee() -> None:
         fee,
     )
     assert interest[0] == 0.0  # no interval before the first bar
+
+
+def test_chunked_run_with_actions_and_financing_equals_whole_run(data_root: Path) -> None:
+    """Corporate actions are scheduled by date and financing by elapsed time, so month
+    chunks (``stream: monthly``) give the records of the whole panel."""
+    from engine import ChunkedMarketData, TopNStrategy
+
+    symbols = ["AAPL", "IBM", "SPY"]
+    prices = _lean_prices(data_root, symbols).filter(
+        pl.col("timestamp").is_between(
+            datetime(2014, 1, 1, tzinfo=UTC), datetime(2014, 12, 31, tzinfo=UTC)
+        )
+    )
+    actions = CorporateActions(_lean_actions(data_root, prices, symbols))
+    ret = pl.col("close") / pl.col("close").shift(5).over("symbol") - 1.0
+    panel = prices.sort("symbol", "timestamp").with_columns(ret.alias("mom"))
+    cfg = ExecutionConfig(corporate_actions=actions, financing=Financing(credit_rate=0.03))
+    month = pl.col("timestamp").dt.month()
+    chunks = [panel.filter(month == m) for m in range(1, 13)]
+    chunked = ChunkedMarketData(chunks, symbols=symbols, signal_columns=["mom"])
+    whole = MarketData.from_frame(panel, signal_columns=["mom"])
+    runs = [BacktestEngine(d, TopNStrategy("mom", n=1), None, cfg).run() for d in (chunked, whole)]
+    for name in ("trades", "fills", "portfolio_states", "corporate_actions"):
+        assert_frame_equal(getattr(runs[0], name), getattr(runs[1], name), check_exact=True)
+    assert runs[0].corporate_actions.height > 0

@@ -282,3 +282,34 @@ def test_engine_settings_raw_carries_table_adjusted_does_not(data_root: Path) ->
     assert raw.delisting is not None and raw.delisting.gap_sessions == 20
     adjusted = engine_settings(_config(corporate_actions=lean, adjustment="total_return"))
     assert adjusted.corporate_actions is None and not adjusted.has_mechanics
+
+
+def test_report_sections_show_carry_lines_and_corporate_action_events() -> None:
+    from ml4t_pipeline.lib import report as report_lib
+    from ml4t_pipeline.lib.attribution import add_mechanics
+
+    stamp = datetime(2014, 6, 9, 20, tzinfo=UTC)
+    states = pl.DataFrame(
+        {"timestamp": [stamp], "dividends": [12.5], "interest": [0.25], "borrow_fee": [0.0]}
+    ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    events = pl.DataFrame(
+        {
+            "timestamp": [stamp],
+            "symbol": ["AAPL"],
+            "ex_date": [date(2014, 6, 9)],
+            "split_ratio": [7.0],
+            "dividend": [0.0],
+            "quantity_before": [100.0],
+            "quantity_after": [700.0],
+            "dividend_cash": [0.0],
+            "cash_in_lieu": [0.0],
+            "pay_date": [None],
+            "orders_adjusted": [0],
+        },
+        schema_overrides={"pay_date": pl.Date},
+    ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    tables = add_mechanics({}, states, events)
+    html = "\n".join(report_lib._mechanics_sections(tables))
+    assert "Dividends and financing" in html and "Corporate actions applied (1)" in html
+    assert "2014-06-09" in html and "AAPL" in html
+    assert add_mechanics({}, states.drop("dividends", "interest", "borrow_fee")) == {}
