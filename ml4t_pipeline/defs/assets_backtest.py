@@ -137,7 +137,8 @@ def backtest(
         "fills": result.fills,
         "rejections": result.rejections,
     }
-    if cfg.data.corporate_actions is not None:  # the events the engine applied (raw)
+    if cfg.data.corporate_actions is not None and cfg.data.adjustment == "raw":
+        # the events the engine applied on raw prices
         tables["corporate_actions"] = result.corporate_actions
     meta: dict[str, Any] = {
         "config_hash": dg.MetadataValue.text(cfg.config_hash()),

@@ -186,7 +186,10 @@ def prices(
     were not checked); ``standard`` and ``paranoid`` check every row. The plausibility rules of
     ``data.plausibility`` (price level, close-to-close return, session calendar, blank symbol)
     are applied at every level. Offending rows are listed by ``file_row``, their 0-based data
-    row in the prices file.
+    row in the prices file. With ``data.corporate_actions`` the table is validated against
+    these raw prices (a bad table fails the asset naming its rows) and, under
+    ``data.adjustment: split_adjusted | total_return``, the prices are adjusted with it
+    (:mod:`ml4t_pipeline.lib.corporate_actions`).
     """
     cfg = experiments.load(context.partition_key)
     policy = cfg.data.invalid_rows
@@ -211,6 +214,7 @@ def prices(
         kept, counts = actions_lib.prepare_prices(kept, path, section.format, cfg.data.adjustment)
         actions_meta = {
             "adjustment": dg.MetadataValue.text(cfg.data.adjustment),
+            "corporate_actions_hash": dg.MetadataValue.text(file_content_hash(path)),
             **{f"n_{k}": dg.MetadataValue.int(v) for k, v in counts.items()},
         }
     descriptions = pandera_descriptions(schemas.PricesSchema)
