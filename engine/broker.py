@@ -56,6 +56,7 @@ from engine.costs.commission import NoCommission
 from engine.costs.slippage import NoSlippage
 from engine.data import BarView, FloatArray, IntArray, MarketData
 from engine.events import Fill
+from engine.mechanics import MarketMechanics
 from engine.orders import (
     ACTIVE,
     Order,
@@ -245,6 +246,18 @@ class Broker:
         # then handed to the open's pass, which cancels their queued exits
         self._closed_now: dict[int, float] | None = None
         self._stop_closed: dict[int, float] | None = None
+        # market mechanics (corporate actions, delistings, financing; engine/mechanics.py)
+        self.mechanics: MarketMechanics | None = (
+            MarketMechanics(
+                data,
+                config.corporate_actions,
+                config.delisting,
+                config.financing,
+                config.fractional_shares,
+            )
+            if config.has_mechanics
+            else None
+        )
         self._batch_source: dict[str, npt.NDArray[Any]] = {
             "quantity": self.qty,
             "entry_price": self.avg,
@@ -420,6 +433,8 @@ class Broker:
             self.day_start = self.last_equity
             self.day = day
             self.fills_today = 0
+        if self.mechanics is not None:
+            self.mechanics.begin_bar(self)
 
     def fill_pending_at_open(self, select: Callable[[Order], bool] | None = None) -> None:
         """Step 1a: working orders against this bar (submission order).
@@ -1007,6 +1022,17 @@ class Broker:
         finally:
             self._closing = False
 
+    def close_at(self, sid: int, pos: float, price: float, row: int, reason: str) -> None:
+        """Close the ``pos`` shares of ``sid`` at ``price`` on data row ``row`` (an order
+        tagged ``reason``; used for delistings)."""
+        self._closing = True
+        try:
+            order = self._new_order(sid, -pos, reason=reason, submit_index=self.i, decision_row=row)
+            order.transition(ACCEPTED)
+            self._execute(order, -pos, price, row)
+        finally:
+            self._closing = False
+
     def record_state(self) -> None:
         """Step 6: mark to market at the close and append the portfolio state."""
         held = self.held()
@@ -1014,6 +1040,8 @@ class Broker:
             kernels.portfolio_value(held, self.qty, self.marks) if held.size else (0.0, 0.0)
         )
         equity = self.cash + value
+        if self.mechanics is not None:
+            equity += self.mechanics.receivable
         self.recorder.state(self.i, equity, self.cash, value, gross, int(held.size))
         self.last_equity = equity
         if equity > self.peak:

@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.costs.commission import CommissionModel, NoCommission
 from engine.costs.slippage import NoSlippage, SlippageModel
+from engine.mechanics import CorporateActions, Delisting, Financing
 
 FILL_MODES = ("next_open", "close")
 BAR_EVENT_ORDERS = ("chronological", "stops_first")
@@ -145,6 +146,23 @@ class ExecutionConfig:
         0`` refuses) and the VectorBT callback run. VectorBT's own ``order_nb`` check uses a
         relative tolerance instead and, with its default ``allow_partial=True``, shrinks an
         unaffordable buy; this engine always refuses it whole.
+    corporate_actions : CorporateActions or None, default None
+        Splits and cash dividends applied on each ex-date, for raw (unadjusted) prices:
+        held quantities × ratio, per-share prices and levels and working orders' prices ÷
+        ratio, dividends credited to longs and debited from shorts (on the pay date when
+        given), one row per event in ``BacktestResult.corporate_actions``
+        (:class:`engine.mechanics.CorporateActions`). Both drivers (the compiled TopN
+        driver only for actions without ``pay_date``).
+    delisting : Delisting or None, default None
+        Close positions of symbols whose data ends or stops for longer than a gap
+        (``exit_reason = "delisted"``) and reject orders for them
+        (:class:`engine.mechanics.Delisting`). None: a position whose data ends stays open at
+        its last close. Not with :class:`ChunkedMarketData`. Python driver only (the
+        run takes the Python loop).
+    financing : Financing or None, default None
+        Interest on cash and short borrow fees accrued per bar
+        (:class:`engine.mechanics.Financing`); the per-bar amounts are the
+        ``portfolio_states`` columns ``interest`` and ``borrow_fee``. Both drivers.
 
     Raises
     ------
@@ -176,8 +194,13 @@ class ExecutionConfig:
     cash_check: str = "execution"
     reentry_cooldown_bars: int = 0
     cash_tolerance: float = 1e-7
+    # market mechanics (engine/mechanics.py); None = off, the run is unchanged
+    corporate_actions: CorporateActions | None = None
+    delisting: Delisting | None = None
+    financing: Financing | None = None
 
     def __post_init__(self) -> None:
+        self._check_mechanics()
         _check_choice("fill", self.fill, FILL_MODES)
         if not isinstance(self.commission, CommissionModel):
             raise ValueError(f"commission must be a CommissionModel, got {self.commission!r}")
@@ -221,6 +244,23 @@ class ExecutionConfig:
                 "exit_conflict='stop_wins' needs bar_event_order='stops_first': under "
                 "'chronological' the queued open sell always fills before the bar's stop"
             )
+
+    def _check_mechanics(self) -> None:
+        for name, kind in (
+            ("corporate_actions", CorporateActions),
+            ("delisting", Delisting),
+            ("financing", Financing),
+        ):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise ValueError(f"{name} must be a {kind.__name__} or None, got {value!r}")
+
+    @property
+    def has_mechanics(self) -> bool:
+        """True when corporate actions, delistings or financing are set."""
+        return not (
+            self.corporate_actions is None and self.delisting is None and self.financing is None
+        )
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ExecutionConfig:

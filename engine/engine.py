@@ -11,6 +11,7 @@ from engine.broker import Broker
 from engine.compiled import plan, topn
 from engine.config import ExecutionConfig
 from engine.data import BarBatch, ChunkedMarketData, ChunkStream, MarketData
+from engine.mechanics import compiled_outputs
 from engine.recorder import Recorder
 from engine.results import BacktestResult
 from engine.risk.manager import RiskManager
@@ -113,6 +114,15 @@ class BacktestEngine:
             raise TypeError(f"risk_manager must be a RiskManager, got {risk_manager!r}")
         if config is not None and not isinstance(config, ExecutionConfig):
             raise TypeError(f"config must be an ExecutionConfig, got {config!r}")
+        if (
+            isinstance(data, ChunkedMarketData)
+            and config is not None
+            and config.delisting is not None
+        ):
+            raise ValueError(
+                "delisting needs the whole panel (it reads each symbol's next bar); "
+                "not with ChunkedMarketData"
+            )
         batch = _overrides(strategy, "on_timestamp_batch")
         per_symbol = _overrides(strategy, "on_market_data")
         if batch and per_symbol:
@@ -160,6 +170,17 @@ class BacktestEngine:
             risk.fills_seen = run.n_fills
         recorder = Recorder(data, run.records)
         open_positions = run.open_positions_frame(data)
+        mechanics = (
+            compiled_outputs(
+                data,
+                cfg.corporate_actions,
+                cfg.financing,
+                cfg.fractional_shares,
+                run.mechanics_out,
+            )
+            if cfg.has_mechanics
+            else None
+        )
         elapsed = time.perf_counter() - started
         return BacktestResult.from_run(
             recorder=recorder,
@@ -170,6 +191,7 @@ class BacktestEngine:
             run_seconds=elapsed,
             risk_context_builds=0,
             compiled=True,
+            mechanics=mechanics,
         )
 
     def run(
@@ -285,6 +307,8 @@ class BacktestEngine:
                 if submission_check:
                     broker.check_submission_cash()
                 broker.fill_at_close()
+                if broker.mechanics is not None:
+                    broker.mechanics.end_of_bar(broker)
                 if close_at_end and i == last and (stream is None or stream.is_last()):
                     broker.close_all("end_of_data")
                 # 6. record
@@ -333,4 +357,5 @@ class BacktestEngine:
             n_bar_events=n_bar_events,
             run_seconds=elapsed,
             risk_context_builds=risk.context_builds if risk is not None else 0,
+            mechanics=broker.mechanics,
         )

@@ -12,6 +12,7 @@ from engine.config import ExecutionConfig
 from engine.orders import Order
 
 if TYPE_CHECKING:
+    from engine.mechanics import MechanicsOutput
     from engine.recorder import Recorder
 
 
@@ -60,6 +61,11 @@ class BacktestResult:
         Wall time of the loop (excluding frame building).
     risk_context_builds : int
         RiskContexts built for hook C.
+    corporate_actions : pl.DataFrame
+        With ``ExecutionConfig.corporate_actions``: one row per split or dividend that
+        touched the portfolio (:meth:`engine.mechanics.MarketMechanics.events_frame`); an
+        empty frame otherwise. With any market mechanics set, ``portfolio_states`` also has
+        the per-bar cash lines ``dividends``, ``interest`` and ``borrow_fee`` (currency).
     compiled : bool
         True when the run took the compiled whole-run path (:mod:`engine.compiled.topn`), False
         for the per-timestamp Python loop; both give the same frames.
@@ -74,6 +80,7 @@ class BacktestResult:
     run_seconds: float
     risk_context_builds: int = 0
     compiled: bool = False
+    corporate_actions: pl.DataFrame = field(default_factory=pl.DataFrame)
     _recorder: Recorder | None = field(default=None, repr=False, compare=False)
     _order_list: list[Order] = field(default_factory=list, repr=False, compare=False)
 
@@ -103,14 +110,21 @@ class BacktestResult:
         run_seconds: float,
         risk_context_builds: int,
         compiled: bool = False,
+        mechanics: MechanicsOutput | None = None,
     ) -> BacktestResult:
         """Build the result frames from a finished run's recorder and orders.
 
         Raises nothing; the frames follow the schemas in the class docstring.
         """
+        states = recorder.states_frame(config.initial_cash)
+        actions = pl.DataFrame()
+        if mechanics is not None:
+            states = mechanics.add_state_columns(states)
+            actions = mechanics.events_frame()
         return cls(
             trades=recorder.trades_frame(),
-            portfolio_states=recorder.states_frame(config.initial_cash),
+            portfolio_states=states,
+            corporate_actions=actions,
             fills=recorder.fills_frame(),
             open_positions=open_positions,
             config=config,

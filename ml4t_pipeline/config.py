@@ -69,6 +69,7 @@ from ml4t_pipeline.lib.calendars import DEFAULT_CALENDAR, check_calendar_name
 
 if TYPE_CHECKING:
     import engine as engine_mod
+    from engine.mechanics import Delisting, Financing
 
 DATA_ROOT_ENV = "ML4T_DATA_ROOT"
 """Environment variable naming the data root (relative data paths resolve against it)."""
@@ -229,6 +230,9 @@ class PlausibilityConfig(_Strict):
     min_return: Annotated[float, _NUMBER, Field(ge=-1, lt=0)] | None = -0.99
     max_return: Annotated[float, _NUMBER, Field(gt=0, le=1e12)] | None = 10.0
     calendar: str = DEFAULT_CALENDAR
+    adjustment: Literal["raw", "split_adjusted", "total_return"] = "raw"
+    corporate_actions: CorporateActionsConfig | None = None
+    delisting: DelistingConfig | None = None
 
     @field_validator("calendar")
     @classmethod
@@ -268,6 +272,91 @@ class UniverseConfig(_Strict):
 
 SIGNAL_TIMESTAMPS = ("bar_close", "session_date", "instant")
 """``data.signal_timestamps`` values: how a signal file's ``timestamp`` column is read."""
+
+
+# ---------------------------------------------------------------------------------------------
+# market mechanics on raw prices (corporate actions, delistings, financing; issue 29)
+
+ADJUSTMENTS = ("raw", "split_adjusted", "total_return")
+"""``data.adjustment`` values (:mod:`ml4t_pipeline.lib.corporate_actions`)."""
+
+
+class CorporateActionsConfig(_Strict):
+    """A corporate-actions table (splits and cash dividends).
+
+    Attributes
+    ----------
+    path : str
+        Data path to a Parquet/CSV file, inside the data root.
+    format : {"table", "lean"}
+        ``table``: columns ``symbol``, ``ex_date``, ``split_ratio``, ``dividend``, optional
+        ``pay_date`` (:class:`engine.mechanics.CorporateActions`); ``lean``: Lean factor-file
+        rows (``symbol, date, price_factor, split_factor, reference_price``), turned into
+        actions by :func:`ml4t_pipeline.lib.corporate_actions.from_lean_factors`; rows of
+        tickers without prices are left out (a factor-file library covers more tickers) and
+        counted in the ``prices`` metadata.
+    """
+
+    path: str = Field(min_length=1)
+    format: Literal["table", "lean"] = "table"
+
+
+class DelistingConfig(_Strict):
+    """Close positions of delisted symbols (:class:`engine.mechanics.Delisting`).
+
+    Attributes
+    ----------
+    gap_sessions : int
+        Missing sessions after which a symbol's later rows are another security (1 to 10,000;
+        default 20).
+    delisting_return : float
+        Return from the last close to the delisting proceeds, in [-1, 10] (default 0).
+    """
+
+    gap_sessions: Annotated[int, _NUMBER, Field(ge=1, le=MAX_BARS)] = 20
+    delisting_return: Annotated[float, _NUMBER, Field(ge=-1, le=10)] = 0.0
+
+    def engine(self) -> Delisting:
+        """The engine's :class:`engine.mechanics.Delisting`."""
+        from engine.mechanics import Delisting
+
+        return Delisting(self.gap_sessions, self.delisting_return)
+
+
+_RATE = Annotated[float, _NUMBER, Field(ge=-1, le=1)]
+
+
+class FinancingConfig(_Strict):
+    """Interest on cash and short borrow fees (:class:`engine.mechanics.Financing`).
+
+    Attributes
+    ----------
+    credit_rate, debit_rate, borrow_rate : float
+        Annual rates (fractions, in [-1, 1]) on positive cash, on negative cash, and on
+        short market value. Default 0.
+    borrow_rates : dict[str, float]
+        Per-symbol borrow fees (annual fractions) overriding ``borrow_rate``.
+    day_count : {"actual/360", "actual/365"}
+        Elapsed calendar days over 360 (default, the USD money-market basis) or 365.
+    """
+
+    credit_rate: _RATE = 0.0
+    debit_rate: _RATE = 0.0
+    borrow_rate: _RATE = 0.0
+    borrow_rates: dict[str, _RATE] = Field(default_factory=dict)
+    day_count: Literal["actual/360", "actual/365"] = "actual/360"
+
+    def engine(self) -> Financing:
+        """The engine's :class:`engine.mechanics.Financing`."""
+        from engine.mechanics import Financing
+
+        return Financing(
+            self.credit_rate,
+            self.debit_rate,
+            self.borrow_rate,
+            dict(self.borrow_rates),
+            self.day_count,
+        )
 
 
 class DataConfig(_Strict):
@@ -344,6 +433,20 @@ class DataConfig(_Strict):
         bars on dates that are no session are refused (``plausibility.calendar``), and a
         ``SessionEndExit`` without ``session_close`` exits at each session's real close.
         An unknown name is refused, naming the closest ones.
+    adjustment : {"raw", "split_adjusted", "total_return"}
+        What the engine trades (docs/how-to/corporate-actions.md). ``raw`` (default): the
+        prices as given; with ``corporate_actions``, the engine applies each split and
+        dividend to the portfolio on its ex-date. ``split_adjusted`` / ``total_return``: the
+        prices are adjusted with ``corporate_actions`` before the backtest (LEAN's
+        ``SplitAdjusted`` / ``Adjusted``). Without a table, only ``raw``.
+    corporate_actions : CorporateActionsConfig | None
+        The splits and dividends (``{path: ..., format: table|lean}``), validated against
+        the prices (unknown symbol, ratio <= 0, duplicate (symbol, ex_date), a dividend not
+        below the previous close: refused naming the rows). Not with ``prices: demo``.
+    delisting : DelistingConfig | None
+        Close positions whose symbol's data ends or stops for more than ``gap_sessions``
+        sessions (``exit_reason = delisted``). None (default): such a position stays open at
+        its last close. Not with ``stream: monthly``.
     """
 
     prices: str = DEMO_PRICES
@@ -389,6 +492,25 @@ class DataConfig(_Strict):
                 f"data.plausibility.calendar {checked!r} is not data.calendar "
                 f"{self.calendar!r}: bars are stamped by one calendar; set plausibility.calendar "
                 "to the same name (or leave it out), 'weekdays' or 'none'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _mechanics_apply(self) -> DataConfig:
+        if self.adjustment != "raw" and self.corporate_actions is None:
+            raise ValueError(
+                f"data.adjustment: {self.adjustment} adjusts prices with a corporate-actions "
+                "table; give data.corporate_actions: {path: ..., format: table|lean}"
+            )
+        if self.corporate_actions is not None and self.prices == DEMO_PRICES:
+            raise ValueError(
+                "data.corporate_actions: the demo prices are already split- and "
+                "dividend-adjusted; give a raw prices file"
+            )
+        if self.delisting is not None and self.stream == "monthly":
+            raise ValueError(
+                "data.delisting reads each symbol's next bar and needs the whole panel; "
+                "use stream: whole"
             )
         return self
 
@@ -765,6 +887,8 @@ class ExecutionConfig(_Strict):
         0 to 10,000 bars.
     cash_tolerance : float | None
         Currency, in [0, 1000].
+    financing : FinancingConfig | None
+        Interest on cash and short borrow fees, accrued per bar (default None: none).
 
     The settings from ``max_volume_participation`` on are :class:`engine.ExecutionConfig`'s
     fields with the same names and meanings (documented there and in the README's "Fill
@@ -790,6 +914,7 @@ class ExecutionConfig(_Strict):
     cash_check: Literal["execution", "submission"] | None = None
     reentry_cooldown_bars: Annotated[int, _NUMBER, Field(ge=0, le=MAX_BARS)] | None = None
     cash_tolerance: Annotated[float, _NUMBER, Field(ge=0, le=1000)] | None = None
+    financing: FinancingConfig | None = None
 
     def engine_overrides(self) -> dict[str, Any]:
         """The fill-semantics settings given explicitly (engine field name → value)."""
@@ -814,6 +939,7 @@ class ExecutionConfig(_Strict):
             initial_cash=self.initial_cash,
             fractional_shares=self.fractional_shares,
             allow_short=self.allow_short,
+            financing=self.financing.engine() if self.financing is not None else None,
             **{**base, **self.engine_overrides()},
         )
 
@@ -980,6 +1106,10 @@ _HASH_NEUTRAL_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("backtest", "start"): None,
     ("backtest", "end"): None,
     **{("execution", name): None for name in ENGINE_SETTINGS},
+    ("data", "adjustment"): "raw",
+    ("data", "corporate_actions"): None,
+    ("data", "delisting"): None,
+    ("execution", "financing"): None,
 }
 
 
@@ -1525,6 +1655,8 @@ def data_paths(cfg: ExperimentConfig) -> list[tuple[str, str]]:
         out.append(("data.context.path", cfg.data.context.path))
     if cfg.data.universe is not None:
         out.append(("data.universe.membership", cfg.data.universe.membership))
+    if cfg.data.corporate_actions is not None:
+        out.append(("data.corporate_actions.path", cfg.data.corporate_actions.path))
     if cfg.reporting.benchmark is not None:
         out.append(("reporting.benchmark.path", cfg.reporting.benchmark.path))
     return out

@@ -387,6 +387,9 @@ def _write_outputs(
         by_signal=read_value(storage / "attribution_by_signal" / key),
         by_regime=read_value(storage / "attribution_by_regime" / key),
     )
+    attribution_lib.add_mechanics(  # market mechanics: carry lines, corporate actions
+        tables, backtest["portfolio_states"], backtest.get("corporate_actions")
+    )
     attribution_lib.write_attribution(tables, staging)
     # output_folder: the report's lineage names the final folder, not the staging folder.
     lineage = run_lineage(result) | {"output_folder": str(final)}

@@ -20,7 +20,9 @@ What qualifies (anything else runs the Python loop):
 - ``NoCommission`` or ``PercentageCommission``, ``NoSlippage``, ``fill="next_open"``, either
   ``bar_event_order``, ``stop_activation="next_bar"``, ``exit_conflict="open_sell_wins"``,
   ``cash_check="execution"``, no re-entry cooldown, no volume cap, no shorting; whole or
-  fractional shares and ``close_at_end`` either way.
+  fractional shares and ``close_at_end`` either way;
+- corporate actions paid on their ex-date (no ``pay_date``) and financing
+  (:mod:`engine.mechanics`), but no ``delisting``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ from engine.core.layout import (
 from engine.costs.commission import NoCommission, PercentageCommission
 from engine.costs.slippage import NoSlippage
 from engine.data import ChunkedMarketData, MarketData
+from engine.mechanics import compiled_mechanics, compiled_mechanics_reason
 from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
 from engine.risk.rules.dynamic import BreakEvenRule, PartialProfitTaking
@@ -136,7 +139,8 @@ def compiled_reason(
     for ok, name in checks:
         if not ok:
             return f"{name} setting"
-    return None
+    # market mechanics (engine/mechanics.py): actions paid on the ex-date and financing
+    return compiled_mechanics_reason(config.corporate_actions, config.delisting)
 
 
 def _capacity(n_t: int, n: int, n_sym: int) -> int:
@@ -249,4 +253,7 @@ def plan_topn(
         limit_rules=cast(list[LimitText], limit_rules),
         capacity=_capacity(data.n_timestamps, strategy.n, data.n_symbols),
         initial_cash=config.initial_cash,
+        mechanics=compiled_mechanics(data, config.corporate_actions, config.financing)
+        if config.has_mechanics
+        else None,
     )

@@ -38,6 +38,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.core.actions import bar_actions
+from engine.core.financing import bar_financing
 from engine.core.jit import njit
 from engine.core.layout import (
     A_ENTRY_INDEX,
@@ -54,6 +56,7 @@ from engine.core.layout import (
     AVG,
     B_COMM,
     B_PARTIAL_ORIGINAL,
+    B_QTY,
     BEST,
     BREAKEVEN,
     C_BOOK,
@@ -108,6 +111,7 @@ from engine.core.limits import apply_limits
 from engine.core.matching import level_exit_price_nb
 from engine.core.records import RecordArray, Records, empty_records
 from engine.data import MarketData
+from engine.mechanics import CompiledMechanics, compiled_mechanics
 from engine.risk import kernels
 
 FloatArray = npt.NDArray[np.float64]
@@ -184,6 +188,8 @@ class TopNPlan:
     limit_rules: list[LimitText]
     capacity: int
     initial_cash: float
+    mechanics: CompiledMechanics | None = None
+    """Corporate actions and financing (:func:`engine.mechanics.compiled_mechanics`)."""
 
 
 @njit
@@ -565,7 +571,9 @@ class RunRecords(NamedTuple):
 
 
 @njit
-def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -> None:
+def run_topn(
+    bars: Bars, tables: Tables, state: RunState, records: RunRecords, mech: CompiledMechanics
+) -> None:
     """The whole run of :class:`engine.TopNStrategy` with the compiled rules and limits
     (module docstring), in the engine's per-bar order.
 
@@ -606,6 +614,8 @@ def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -
     per_bar = 4 * n_sym + n + 8  # most orders one bar can create
     nh = 0
     held_at = -1  # fill count when ``held[:nh]`` was last listed (-1: never)
+    financed = mech.rates[3] != 0.0
+    ev_k = 0  # next corporate action of ``mech``
     for i in range(n_t):
         if counts[C_ORDERS] + per_bar > cap:
             counts[C_STATUS] = ST_FULL
@@ -618,6 +628,19 @@ def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -
         if day != counts[C_DAY]:
             acc[ACC_DAY_START] = acc[ACC_LAST_EQUITY]
             counts[C_DAY] = day
+        # financing and corporate actions at the bar boundary (engine/mechanics.py)
+        if financed:
+            nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+            bar_financing(
+                i, timestamps, held[:nh], qty, marks, mech.borrow, acc, mech.rates,
+                mech.interest, mech.fee,
+            )  # fmt: skip
+        if ev_k < mech.ev_bar.size and mech.ev_bar[ev_k] <= i:
+            ev_k = bar_actions(
+                i, ev_k, mech.ev_bar, mech.ev_sid, mech.ev_ratio, mech.ev_div, fractional,
+                fstate, pending, aux_f[B_QTY], acc, orders, book, counts[C_BOOK], mech.ev_out,
+                mech.dividends,
+            )  # fmt: skip
         # 1. fills against the bar
         if stops_first:
             # exit_conflict="open_sell_wins": a queued market exit suspends the levels
@@ -797,6 +820,9 @@ class CompiledRun:
         tables = Tables(plan.params, plan.rules, plan.partial, plan.limits)
         n_sym = data.n_symbols
         n_t = data.n_timestamps
+        mech = plan.mechanics
+        if mech is None:
+            mech = compiled_mechanics(data, None, None)
         cap = plan.capacity
         while True:
             fstate = np.full((N_FLOAT_FIELDS, n_sym), np.nan)
@@ -823,10 +849,12 @@ class CompiledRun:
                 tables,
                 RunState(fstate, istate, aux_i, aux_f, pending, book, counts, acc),
                 RunRecords(orders, fills, trades, rejections, states),
+                mech,
             )
             if counts[C_STATUS] != ST_FULL:
                 break
             cap *= 2
+            mech = _fresh(mech)
         self.status = int(counts[C_STATUS])
         self.cash = float(acc[ACC_CASH])
         self.fstate = fstate
@@ -835,6 +863,8 @@ class CompiledRun:
         self.aux_f = aux_f
         self.n_fills = int(counts[C_FILLS])
         self.n_bars = n_t
+        self.mechanics_out = mech
+        """The corporate-action and financing outputs (:class:`CompiledMechanics`)."""
         self.records = Records([*FIXED_REASONS, *plan.rule_names[1:]])
         if self.status != ST_OK:
             return  # the Python loop runs instead
@@ -875,6 +905,16 @@ class CompiledRun:
             schema_overrides={"entry_timestamp": pl.Int64},
         )
         return frame.with_columns(pl.col("entry_timestamp").cast(pl.Datetime("us", "UTC")))
+
+
+def _fresh(mech: CompiledMechanics) -> CompiledMechanics:
+    """``mech`` with zeroed output buffers (for a retry with larger record buffers)."""
+    return mech._replace(
+        ev_out=np.zeros_like(mech.ev_out),
+        dividends=np.zeros_like(mech.dividends),
+        interest=np.zeros_like(mech.interest),
+        fee=np.zeros_like(mech.fee),
+    )
 
 
 def _symbol_series(data: MarketData) -> pl.Series:

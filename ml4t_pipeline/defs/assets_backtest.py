@@ -128,7 +128,9 @@ def backtest(
         prices_version, bar_events = chunks.prices_version(), chunks.bar_events
     else:
         panel = market_panel.collect()
-        result = run_experiment(cfg, panel, market_context, *columns, quotes=quotes)
+        result = run_experiment(
+            cfg, panel, market_context, *columns, quotes=quotes, data_root=experiments.root()
+        )
         prices_version = frame_content_hash(panel.select(PRICE_COLUMNS))
         bar_events = panel.height
     tables = {
@@ -137,6 +139,9 @@ def backtest(
         "fills": result.fills,
         "rejections": result.rejections,
     }
+    if cfg.data.corporate_actions is not None and cfg.data.adjustment == "raw":
+        # the events the engine applied on raw prices
+        tables["corporate_actions"] = result.corporate_actions
     meta: dict[str, Any] = {
         "config_hash": dg.MetadataValue.text(cfg.config_hash()),
         "code_version": dg.MetadataValue.text(code_version()),
@@ -269,7 +274,11 @@ def portfolio_states(
     frame = backtest["portfolio_states"]
     panel = restrict_to_window(market_panel, cfg)  # the engine ran the window's bars only
     bad = reconcile.equity_mismatches(
-        frame, backtest["fills"], panel, initial_cash=cfg.execution.initial_cash
+        frame,
+        backtest["fills"],
+        panel,
+        initial_cash=cfg.execution.initial_cash,
+        corporate_actions=backtest.get("corporate_actions"),
     )
     results = [
         _schema_check("portfolio_states_match_schema", frame, PortfolioStatesSchema),
@@ -404,6 +413,7 @@ def performance_report(
         by_signal=attribution_by_signal,
         by_regime=attribution_by_regime,
     )
+    attribution_lib.add_mechanics(attribution, portfolio_states, backtest.get("corporate_actions"))
     html, _ = report_lib.build_report(
         portfolio_states,
         trades,

@@ -38,6 +38,7 @@ from ml4t_pipeline.defs.partitions import (
 )
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib import context as context_lib
+from ml4t_pipeline.lib import corporate_actions as actions_lib
 from ml4t_pipeline.lib import features as features_lib
 from ml4t_pipeline.lib import io as io_lib
 from ml4t_pipeline.lib import panel as panel_lib
@@ -187,7 +188,10 @@ def prices(
     were not checked); ``standard`` and ``paranoid`` check every row. The plausibility rules of
     ``data.plausibility`` (price level, close-to-close return, session calendar, blank symbol)
     are applied at every level. Offending rows are listed by ``file_row``, their 0-based data
-    row in the prices file.
+    row in the prices file. With ``data.corporate_actions`` the table is validated against
+    these raw prices (a bad table fails the asset naming its rows) and, under
+    ``data.adjustment: split_adjusted | total_return``, the prices are adjusted with it
+    (:mod:`ml4t_pipeline.lib.corporate_actions`).
     """
     cfg = experiments.load(context.partition_key)
     policy = cfg.data.invalid_rows
@@ -203,6 +207,18 @@ def prices(
     if FILE_ROW not in prices_raw.columns:
         row_note = {"rows_numbered": dg.MetadataValue.text("row_index = position in prices_raw")}
     set_aside = report.invalid if quarantine else report.invalid.clear()
+    actions_meta: dict[str, Any] = {}
+    if cfg.data.corporate_actions is not None:  # validated on raw prices, then adjusted
+        section = cfg.data.corporate_actions
+        path = resolve_data_path(
+            section.path, data_root=experiments.root(), field="data.corporate_actions.path"
+        )
+        kept, counts = actions_lib.prepare_prices(kept, path, section.format, cfg.data.adjustment)
+        actions_meta = {
+            "adjustment": dg.MetadataValue.text(cfg.data.adjustment),
+            "corporate_actions_hash": dg.MetadataValue.text(file_content_hash(path)),
+            **{f"n_{k}": dg.MetadataValue.int(v) for k, v in counts.items()},
+        }
     descriptions = pandera_descriptions(schemas.PricesSchema)
     results = [
         dg.AssetCheckResult(
@@ -258,6 +274,7 @@ def prices(
             "validation_level": dg.MetadataValue.text(report.level),
             "rows_not_checked": dg.MetadataValue.int(report.n_unchecked),
         }
+        | actions_meta
         | verdict,
     )
     yield dg.Output(
@@ -370,7 +387,15 @@ def features(
     then the data version.
     """
     cfg = experiments.load(context.partition_key)
-    if cfg.data.features == "computed":
+    section = cfg.data.corporate_actions
+    if cfg.data.features == "computed" and section is not None and cfg.data.adjustment == "raw":
+        path = resolve_data_path(
+            section.path, data_root=experiments.root(), field="data.corporate_actions.path"
+        )
+        actions, _ = actions_lib.load_actions(path, section.format, prices)
+        frame = actions_lib.raw_features(prices, actions)
+        version = frame_content_hash(frame)
+    elif cfg.data.features == "computed":
         frame = features_lib.compute_features(prices)
         version = frame_content_hash(frame)
     else:

@@ -31,13 +31,16 @@ from ml4t_pipeline.lib.output import to_json_safe
 
 __all__ = [
     "ATTRIBUTION_FILES",
+    "MECHANICS_FILES",
     "MISSING",
     "TOTAL",
     "Reconciliation",
+    "add_mechanics",
     "attribute_run",
     "by_exit_reason",
     "by_regime",
     "by_signal_decile",
+    "carry_attribution",
     "cost_attribution",
     "default_regime_column",
     "forward_returns",
@@ -61,6 +64,12 @@ ATTRIBUTION_FILES = {
     "information_coefficient": "information_coefficient.parquet",
     "by_regime": "attribution_by_regime.parquet",
     "cost_attribution": "cost_attribution.parquet",
+}
+#: Output file names of the market mechanics' tables (:func:`add_mechanics`), written only
+#: for runs that have them.
+MECHANICS_FILES = {
+    "carry_attribution": "carry_attribution.parquet",
+    "corporate_actions": "corporate_actions.parquet",
 }
 #: Context columns preferred as the regime variable, in this order.
 REGIME_PREFERENCE = ("regime", "vix", "market_vol_20")
@@ -413,6 +422,55 @@ def cost_attribution(trades: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+CARRY_COLUMNS = ("dividends", "interest", "borrow_fee")
+"""Per-bar cash lines of ``portfolio_states`` under market mechanics (engine/mechanics.py)."""
+
+
+def carry_attribution(portfolio_states: pl.DataFrame) -> pl.DataFrame | None:
+    """Dividends, interest and borrow fees per calendar month (UTC), beside the trades' P&L.
+
+    These cash lines are not in any trade's ``pnl_net`` (a dividend is paid to a position,
+    not realised by a fill), so they are their own lines: ``dividends`` (credited to longs,
+    debited from shorts, booked on the ex-date), ``interest`` (on cash: + earned, − paid on
+    negative cash) and ``borrow_fee`` (≤ 0), all currency, and ``carry_total`` = their sum.
+    Final equity − initial cash = Σ trades' pnl_net + open positions' unrealized P&L +
+    ``carry_total`` of the :data:`TOTAL` row (+ cash in lieu of split fractions).
+
+    Returns
+    -------
+    pl.DataFrame or None
+        ``month``, the three lines and ``carry_total``, in month order, then :data:`TOTAL`;
+        ``None`` when the states have no such columns (a run without market mechanics).
+    """
+    if not all(c in portfolio_states.columns for c in CARRY_COLUMNS):
+        return None
+    ts = pl.col("timestamp")
+    if getattr(portfolio_states.schema["timestamp"], "time_zone", None):
+        ts = ts.dt.convert_time_zone("UTC")
+    frame = portfolio_states.select(ts.dt.strftime("%Y-%m").alias("month"), *CARRY_COLUMNS)
+    sums = [pl.col(c).sum() for c in CARRY_COLUMNS]
+    parts = frame.group_by("month").agg(sums).sort("month")
+    total = frame.select(pl.lit(TOTAL).alias("month"), *sums)
+    table = pl.concat([parts, total], how="vertical")
+    return table.with_columns(pl.sum_horizontal(*CARRY_COLUMNS).alias("carry_total"))
+
+
+def add_mechanics(
+    tables: dict[str, Any],
+    portfolio_states: pl.DataFrame,
+    corporate_actions: pl.DataFrame | None = None,
+) -> dict[str, Any]:
+    """``tables`` (:func:`attribute_run` / :func:`from_tables`) with the market mechanics'
+    tables when the run had them: ``carry_attribution`` (:func:`carry_attribution`) and
+    ``corporate_actions`` (the engine's event rows); unchanged otherwise."""
+    carry = carry_attribution(portfolio_states)
+    if carry is not None:
+        tables["carry_attribution"] = carry
+    if corporate_actions is not None:
+        tables["corporate_actions"] = corporate_actions
+    return tables
+
+
 # --- information coefficient --------------------------------------------------------------------
 
 
@@ -636,8 +694,10 @@ def attribute_run(
         ``by_exit_reason``, ``by_signal_decile`` (when ``entry_<signal>`` exists),
         ``information_coefficient`` (per period, when signals and prices are given),
         ``ic_summary`` (dict), ``by_regime`` (when a regime column exists; see
-        :func:`default_regime_column`), ``cost_attribution`` and ``reconciliation`` (table name
-        → :class:`Reconciliation`). Keys whose inputs are missing are absent.
+        :func:`default_regime_column`), ``cost_attribution``, ``carry_attribution`` (dividends
+        and financing, :func:`carry_attribution`, under market mechanics) and
+        ``reconciliation`` (table name → :class:`Reconciliation`). Keys whose inputs are
+        missing are absent.
     """
     out: dict[str, Any] = {"by_exit_reason": by_exit_reason(trades)}
     entry_signal = f"entry_{signal}"
@@ -657,6 +717,9 @@ def attribute_run(
         )
         out["regime_column"] = column
     out["cost_attribution"] = cost_attribution(trades)
+    carry = carry_attribution(portfolio_states)
+    if carry is not None:
+        out["carry_attribution"] = carry
     out["reconciliation"] = {
         name: reconcile(out[name], trades, name)
         for name in ("by_exit_reason", "by_signal_decile", "by_regime", "cost_attribution")
@@ -719,7 +782,8 @@ def from_tables(
 def write_attribution(tables: Mapping[str, Any], output_dir: str | Path) -> list[Path]:
     """Write the tables of :func:`attribute_run` as Parquet (zstd) into ``output_dir``.
 
-    File names are :data:`ATTRIBUTION_FILES`; ``ic_summary`` and the reconciliations go to
+    File names are :data:`ATTRIBUTION_FILES` (and :data:`MECHANICS_FILES` when present);
+    ``ic_summary`` and the reconciliations go to
     ``attribution_summary.json``. Each file is written to a temporary name and renamed.
 
     Returns
@@ -730,7 +794,7 @@ def write_attribution(tables: Mapping[str, Any], output_dir: str | Path) -> list
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for key, filename in ATTRIBUTION_FILES.items():
+    for key, filename in {**ATTRIBUTION_FILES, **MECHANICS_FILES}.items():
         if key in tables:
             target = folder / filename
             tmp = target.with_name(f".{filename}.tmp")

@@ -8,6 +8,7 @@ without loading Dagster: about 2 s less start-up per worker here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import polars as pl
 
 import engine
 import engine.data
+import engine.mechanics
 from ml4t_pipeline.config import ExperimentConfig, QuotesConfig, build_rule, resolve_data_path
 from ml4t_pipeline.lib import io as io_lib
 from ml4t_pipeline.lib import performance
@@ -54,7 +56,32 @@ def preset_fields(preset: str | None) -> dict[str, Any]:
     return dict(presets[preset])
 
 
-def build_engine(cfg: ExperimentConfig, data: Any) -> engine.BacktestEngine:
+def engine_settings(
+    cfg: ExperimentConfig, data_root: str | Path | None = None
+) -> engine.ExecutionConfig:
+    """The engine's execution settings of ``cfg``: :meth:`ExecutionConfig.engine_config`
+    plus the market mechanics of the ``data`` section: under ``data.adjustment: raw`` the
+    corporate-actions table (applied by the engine on each ex-date; the adjusted modes
+    adjust the prices instead, in the ``prices`` asset) and ``data.delisting``."""
+    settings = cfg.execution.engine_config()
+    section = cfg.data.corporate_actions
+    actions = None
+    if section is not None and cfg.data.adjustment == "raw":
+        from ml4t_pipeline.lib.corporate_actions import load_actions
+
+        path = resolve_data_path(
+            section.path, data_root=data_root, field="data.corporate_actions.path"
+        )
+        actions = engine.mechanics.CorporateActions(load_actions(path, section.format)[0])
+    delisting = cfg.data.delisting.engine() if cfg.data.delisting is not None else None
+    if actions is None and delisting is None:
+        return settings
+    return dataclasses.replace(settings, corporate_actions=actions, delisting=delisting)
+
+
+def build_engine(
+    cfg: ExperimentConfig, data: Any, data_root: str | Path | None = None
+) -> engine.BacktestEngine:
     """The engine for ``cfg`` on ``data`` (:class:`engine.MarketData` or a chunked panel).
 
     Strategy from :meth:`StrategyConfig.build`, rules from :func:`build_rule` (a
@@ -84,7 +111,7 @@ def build_engine(cfg: ExperimentConfig, data: Any) -> engine.BacktestEngine:
         data,
         cfg.strategy.build(),
         risk_manager=engine.RiskManager(rules) if rules else None,
-        config=cfg.execution.engine_config(),
+        config=engine_settings(cfg, data_root),
     )
 
 
@@ -109,6 +136,7 @@ def run_experiment(
     signal_columns: list[str],
     indicator_columns: list[str],
     quotes: pl.DataFrame | None = None,
+    data_root: str | Path | None = None,
 ) -> engine.BacktestResult:
     """Run the engine for one experiment on prepared frames (no Dagster needed).
 
@@ -128,6 +156,8 @@ def run_experiment(
     quotes : pl.DataFrame, optional
         ``timestamp``, ``symbol``, ``bid``, ``ask`` (:func:`quotes_from_prices_file`), joined
         onto the panel with :func:`attach_quotes`.
+    data_root : str or Path, optional
+        Where ``data.corporate_actions.path`` resolves (default ``$ML4T_DATA_ROOT``).
 
     Raises
     ------
@@ -136,7 +166,8 @@ def run_experiment(
     """
     if quotes is not None:
         panel = attach_quotes(panel, quotes)
-    return build_engine(cfg, market_data(panel, context, signal_columns, indicator_columns)).run()
+    data = market_data(panel, context, signal_columns, indicator_columns)
+    return build_engine(cfg, data, data_root).run()
 
 
 def market_data(

@@ -116,6 +116,74 @@ def rebuild_equity(
     )
 
 
+def mechanics_fills(
+    portfolio_states: pl.DataFrame, corporate_actions: pl.DataFrame | None
+) -> pl.DataFrame:
+    """The market mechanics' share and cash changes as pseudo-fills at price 0.
+
+    A split's share change (``quantity_after - quantity_before``) with its cash in lieu and
+    the dividend cash, per event of ``corporate_actions``; the per-bar ``interest`` and
+    ``borrow_fee`` of ``portfolio_states`` under symbol ``""``. Each cash amount is carried
+    as a negative commission (a fill's cash flow is ``-(quantity × price) - commission``),
+    so :func:`rebuild_equity` adds it; dividends count on their ex-date (equity), also when
+    paid later.
+    """
+    schema = {
+        "timestamp": pl.Datetime("us", "UTC"),
+        "symbol": pl.String,
+        "quantity": pl.Float64,
+        "price": pl.Float64,
+        "commission": pl.Float64,
+    }
+    parts = [pl.DataFrame(schema=schema)]
+    if corporate_actions is not None and corporate_actions.height:
+        parts.append(
+            corporate_actions.select(
+                pl.col("timestamp").cast(schema["timestamp"]),
+                pl.col("symbol").cast(pl.String),
+                (pl.col("quantity_after") - pl.col("quantity_before")).alias("quantity"),
+                pl.lit(0.0).alias("price"),
+                (-(pl.col("dividend_cash") + pl.col("cash_in_lieu"))).alias("commission"),
+            )
+        )
+    if "interest" in portfolio_states.columns:
+        parts.append(
+            portfolio_states.select(
+                pl.col("timestamp").cast(schema["timestamp"]),
+                pl.lit("").alias("symbol"),
+                pl.lit(0.0).alias("quantity"),
+                pl.lit(0.0).alias("price"),
+                (-(pl.col("interest") + pl.col("borrow_fee"))).alias("commission"),
+            ).filter(pl.col("commission") != 0.0)
+        )
+    return pl.concat(parts)
+
+
+def dividends_receivable(
+    portfolio_states: pl.DataFrame, corporate_actions: pl.DataFrame | None
+) -> pl.DataFrame:
+    """``timestamp``, ``receivable``: dividend cash past its ex-date bar and before its pay
+    date (UTC date of the bar), per bar of ``portfolio_states`` (currency)."""
+    bars = portfolio_states.select("timestamp")
+    if corporate_actions is None or corporate_actions.height == 0:
+        return bars.with_columns(pl.lit(0.0).alias("receivable"))
+    due = corporate_actions.filter(pl.col("pay_date").is_not_null()).select(
+        pl.col("timestamp").alias("ex_bar"), "pay_date", "dividend_cash"
+    )
+    owed = (
+        bars.join(due, how="cross")
+        .filter(
+            (pl.col("ex_bar") <= pl.col("timestamp"))
+            & (pl.col("timestamp").dt.date() < pl.col("pay_date"))
+        )
+        .group_by("timestamp")
+        .agg(pl.col("dividend_cash").sum().alias("receivable"))
+    )
+    return bars.join(owed, on="timestamp", how="left").with_columns(
+        pl.col("receivable").fill_null(0.0)
+    )
+
+
 def equity_mismatches(
     portfolio_states: pl.DataFrame,
     fills: pl.DataFrame,
@@ -123,12 +191,27 @@ def equity_mismatches(
     *,
     initial_cash: float,
     tolerance: float = 1e-6,
+    corporate_actions: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Bars where the engine's equity differs from cash + Σ quantity × close rebuilt from fills.
 
     The tolerance is relative to equity (plus one cent absolute) to absorb float summation order.
-    Returns the offending bars with both values; empty when the books agree.
+    Returns the offending bars with both values; empty when the books agree. With market
+    mechanics (``corporate_actions`` events, the states' ``interest`` / ``borrow_fee``
+    columns) their changes are added as pseudo-fills (:func:`mechanics_fills`), and the
+    engine's cash is compared with dividends not yet paid added back
+    (:func:`dividends_receivable`).
     """
+    mechanics = corporate_actions is not None or "interest" in portfolio_states.columns
+    if mechanics:
+        extra = mechanics_fills(portfolio_states, corporate_actions)
+        fills = pl.concat(
+            [fills.select(extra.columns).cast(dict(extra.schema)), extra]  # type: ignore[arg-type]
+        )
+        owed = dividends_receivable(portfolio_states, corporate_actions)
+        portfolio_states = portfolio_states.join(owed, on="timestamp", how="left").with_columns(
+            pl.col("cash") + pl.col("receivable")
+        )
     rebuilt = rebuild_equity(fills, panel, initial_cash=initial_cash)
     joined = portfolio_states.select("timestamp", "equity", "cash").join(
         rebuilt.rename({"equity": "equity_rebuilt", "cash": "cash_rebuilt"}),

@@ -444,6 +444,40 @@ def _analysis_sections_after(a: ReportAnalysis, trades: pl.DataFrame) -> list[st
             _reconciliation(a, "cost_attribution"),
         )
     )
+    out.extend(_mechanics_sections(att))
+    return out
+
+
+def _mechanics_sections(att: Mapping[str, Any]) -> list[str]:
+    """Dividends and financing per month, and the corporate-action events (market mechanics
+    runs only)."""
+    out = []
+    if "carry_attribution" in att:
+        out.append(
+            _section(
+                "carry",
+                "Dividends and financing",
+                _frame_table(att["carry_attribution"], "carry"),
+                '<p class="note">Cash lines outside the trades\' P&amp;L, per month (UTC): '
+                "dividends (ex-date), interest on cash, short borrow fees.</p>",
+            )
+        )
+    events = att.get("corporate_actions")
+    if events is not None:
+        shown = events.head(200).with_columns(
+            pl.col(c).cast(pl.String)
+            for c in ("timestamp", "ex_date", "pay_date")
+            if c in events.columns
+        )
+        out.append(
+            _section(
+                "corporate-actions",
+                f"Corporate actions applied ({events.height})",
+                _frame_table(shown, "corporate-actions"),
+                '<p class="note">Splits and dividends on held positions or working orders, '
+                "at the bar they took effect (first 200).</p>",
+            )
+        )
     return out
 
 

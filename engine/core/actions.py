@@ -1,0 +1,148 @@
+"""Corporate actions on the ledger at a bar boundary: splits and cash dividends.
+
+Compiled kernels over the core's per-symbol state (:mod:`engine.core.layout`), written once
+as plain Python and compiled from that source, so every driver applies an ex-date the same
+way (the Python driver's broker calls them from :class:`engine.mechanics.MarketMechanics`).
+
+A split of ratio ``r`` (new shares per old share: 7.0 for a 7:1 split, 0.05 for a 1:20
+reverse split) multiplies the held quantity by ``r`` and divides every per-share price of
+the position by ``r``: the average entry price, the latest mark, the stop-loss and
+take-profit levels and the best/worst prices since the entry (MFE/MAE). Quantity × price is
+unchanged, so the position's value and its unrealized P&L do not move on the ex-date.
+A cash dividend of ``d`` (currency per share, in the prices of the day before the ex-date)
+moves ``quantity × d`` into the cash: credited to a long, debited from a short.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.core.jit import njit
+from engine.core.layout import ACC_CASH, AVG, BEST, MARK, QTY, STOP, TP, WORST
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@njit
+def apply_splits(
+    sids: IntArray, ratios: FloatArray, fstate: FloatArray, pending: FloatArray
+) -> None:
+    """Apply the splits ``ratios[k]`` (new shares per old share, > 0) to symbols ``sids[k]``.
+
+    ``fstate``, float64, shape (N_FLOAT_FIELDS, n_symbols): rows ``QTY`` (× r) and ``AVG``,
+    ``MARK``, ``STOP``, ``TP``, ``BEST``, ``WORST`` (÷ r; NaN stays NaN) are updated in place.
+    ``pending``, float64, shape (n_symbols,): signed shares of working market orders (× r).
+    """
+    for k in range(sids.size):
+        s = sids[k]
+        r = ratios[k]
+        if r == 1.0:
+            continue
+        fstate[QTY, s] *= r
+        fstate[AVG, s] /= r
+        fstate[MARK, s] /= r
+        fstate[STOP, s] /= r
+        fstate[TP, s] /= r
+        fstate[BEST, s] /= r
+        fstate[WORST, s] /= r
+        pending[s] *= r
+
+
+@njit
+def split_and_dividend(
+    s: int, ratio: float, dividend: float, fractional: bool, fstate: FloatArray, pending: FloatArray
+) -> tuple[float, float, float, float]:
+    """One corporate action on symbol ``s``: the dividend on the shares held before it, then
+    the split (:func:`apply_splits` for one symbol); without ``fractional`` a split's fraction
+    of a share is paid out at the split-adjusted previous close (cash in lieu), unless that
+    would leave less than one share (a small holding after a reverse split keeps its
+    fraction).
+
+    Returns
+    -------
+    (quantity_before, quantity_after, dividend_cash, cash_in_lieu) : tuple of float
+        Shares and currency; the driver adds ``cash_in_lieu`` then ``dividend_cash`` to the
+        cash, in that order (both drivers do, so their sums agree to the last bit).
+    """
+    q0 = fstate[QTY, s]
+    cash = q0 * dividend
+    lieu = 0.0
+    if ratio != 1.0:
+        sids = np.empty(1, dtype=np.int64)
+        sids[0] = s
+        ratios = np.empty(1)
+        ratios[0] = ratio
+        apply_splits(sids, ratios, fstate, pending)
+        q = fstate[QTY, s]
+        if not fractional and q != 0.0:
+            whole = np.floor(abs(q) + 1e-9)
+            if whole >= 1.0:
+                whole = whole if q > 0 else -whole
+                if whole != q:
+                    lieu = (q - whole) * fstate[MARK, s]
+                    fstate[QTY, s] = whole
+    return q0, fstate[QTY, s], cash, lieu
+
+
+EV_BEFORE, EV_AFTER, EV_CASH, EV_LIEU, EV_ORDERS, EV_APPLIED = range(6)
+N_EV = 6
+"""Columns of the compiled driver's event output (one row per scheduled action)."""
+
+
+@njit
+def bar_actions(
+    i: int,
+    k: int,
+    ev_bar: IntArray,
+    ev_sid: IntArray,
+    ev_ratio: FloatArray,
+    ev_div: FloatArray,
+    fractional: bool,
+    fstate: FloatArray,
+    pending: FloatArray,
+    open_qty: FloatArray,
+    acc: FloatArray,
+    orders: npt.NDArray[np.void],
+    book: IntArray,
+    n_book: int,
+    ev_out: FloatArray,
+    dividends: FloatArray,
+) -> int:
+    """The scheduled actions due at bar ``i`` (``ev_bar[k] <= i`` from ``k`` on), for a
+    compiled driver; returns the next ``k``.
+
+    Per action (:func:`split_and_dividend`): cash (``acc[ACC_CASH]``) += cash in lieu, then
+    += dividend cash; ``dividends[i]`` += dividend cash; on a split of a held symbol the open
+    trade's shares (``open_qty[s]``) become ``|quantity|``, and the working orders of the
+    symbol (``book[:n_book]``, ids of ``orders`` records, ``ORDER_DTYPE``) get their
+    ``quantity`` and ``filled`` multiplied by the ratio (the compiled driver's orders are
+    market orders: no prices). ``ev_out[k]`` (columns ``EV_*``) records what happened.
+    """
+    while k < ev_bar.size and ev_bar[k] <= i:
+        s = ev_sid[k]
+        r = ev_ratio[k]
+        q0, q1, cash, lieu = split_and_dividend(s, r, ev_div[k], fractional, fstate, pending)
+        acc[ACC_CASH] += lieu
+        acc[ACC_CASH] += cash
+        if cash != 0.0:
+            dividends[i] += cash
+        n_orders = 0
+        if r != 1.0:
+            if q0 != 0.0:
+                open_qty[s] = abs(q1)
+            for b in range(n_book):
+                o = book[b]
+                if orders[o]["sid"] == s:
+                    orders[o]["quantity"] *= r
+                    orders[o]["filled"] *= r
+                    n_orders += 1
+        ev_out[k, EV_BEFORE] = q0
+        ev_out[k, EV_AFTER] = q1
+        ev_out[k, EV_CASH] = cash
+        ev_out[k, EV_LIEU] = lieu
+        ev_out[k, EV_ORDERS] = n_orders
+        ev_out[k, EV_APPLIED] = 1.0
+        k += 1
+    return k
