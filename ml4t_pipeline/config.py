@@ -230,9 +230,6 @@ class PlausibilityConfig(_Strict):
     min_return: Annotated[float, _NUMBER, Field(ge=-1, lt=0)] | None = -0.99
     max_return: Annotated[float, _NUMBER, Field(gt=0, le=1e12)] | None = 10.0
     calendar: str = DEFAULT_CALENDAR
-    adjustment: Literal["raw", "split_adjusted", "total_return"] = "raw"
-    corporate_actions: CorporateActionsConfig | None = None
-    delisting: DelistingConfig | None = None
 
     @field_validator("calendar")
     @classmethod
@@ -468,6 +465,9 @@ class DataConfig(_Strict):
     stream: Literal["whole", "monthly"] = "whole"
     universe: UniverseConfig | None = None
     calendar: str = DEFAULT_CALENDAR
+    adjustment: Literal["raw", "split_adjusted", "total_return"] = "raw"
+    corporate_actions: CorporateActionsConfig | None = None
+    delisting: DelistingConfig | None = None
 
     @field_validator("calendar")
     @classmethod

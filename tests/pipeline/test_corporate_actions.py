@@ -285,7 +285,7 @@ def test_engine_settings_raw_carries_table_adjusted_does_not(data_root: Path) ->
 
 
 def test_report_sections_show_carry_lines_and_corporate_action_events() -> None:
-    from ml4t_pipeline.lib import report as report_lib
+    from ml4t_pipeline.lib import report_html as report_lib
     from ml4t_pipeline.lib.attribution import add_mechanics
 
     stamp = datetime(2014, 6, 9, 20, tzinfo=UTC)
