@@ -44,7 +44,7 @@ import polars as pl
 
 from engine.config import ExecutionConfig
 from engine.core import layout
-from engine.core.ledger import added_average, closed_part, round_quantity
+from engine.core.ledger import added_average, closed_part, round_quantity, zero_shares_order
 from engine.core.matching import (
     level_exit_price,
     limit_fill_price,
@@ -1189,19 +1189,43 @@ class Broker:
         return order
 
     def order_target_value(self, symbol: str, value: float) -> Order | None:
+        """A market order taking position + working market orders of ``symbol`` to
+        ``value`` (signed currency) at the latest close; None when no trade is needed.
+
+        A target that rounds to zero shares from a flat book (``0 < |value / price| < 1``
+        whole share) places no order and records a ``rounds_to_zero_shares`` rejection row
+        (:meth:`record_unplaced`).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is unknown.
+        ValueError
+            If the symbol has had no bar yet.
+        """
         sid = self.data.resolve(symbol)
         price = float(self.marks[sid])
         if not math.isfinite(price) or price <= 0:
             raise ValueError(f"no price yet for {symbol!r}: it has not had a bar")
-        target = self.round_quantity(value / price)
+        wanted = value / price
+        target = self.round_quantity(wanted)
         current = float(self.qty[sid] + self.pending[sid])
         delta = self.round_quantity(target - current)
         if abs(delta) >= EPS and self._net_working(sid, delta, "netted_by_new_order"):
             current = float(self.qty[sid] + self.pending[sid])
             delta = self.round_quantity(target - current)
         if abs(delta) < EPS:
+            if current == 0.0 and zero_shares_order(wanted, self.fractional):
+                self.record_unplaced(sid, wanted)
             return None
         return self.submit(symbol, delta)
+
+    def record_unplaced(self, sid: int, quantity: float) -> None:
+        """Record that the strategy's market order for ``quantity`` shares (signed, before
+        rounding) of symbol id ``sid`` was not placed because it rounds to zero shares: a
+        rejection row at the current bar with ``order_id`` -1 and reason
+        ``rounds_to_zero_shares`` (the compiled driver writes the same row)."""
+        self.recorder.unplaced(self.i, sid, quantity)
 
     def close_position(self, symbol: str) -> Order | None:
         """Close the position: under a volume participation cap the symbol's working market

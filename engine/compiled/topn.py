@@ -103,7 +103,13 @@ from engine.core.layout import (
     TRAILING,
     set_status,
 )
-from engine.core.ledger import execute_fill, new_order, round_quantity_nb
+from engine.core.ledger import (
+    execute_fill,
+    new_order,
+    reject_unplaced,
+    round_quantity_nb,
+    zero_shares_order_nb,
+)
 from engine.core.limits import apply_limits
 from engine.core.matching import level_exit_price_nb
 from engine.core.records import RecordArray, Records, empty_records
@@ -607,7 +613,7 @@ def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -
     nh = 0
     held_at = -1  # fill count when ``held[:nh]`` was last listed (-1: never)
     for i in range(n_t):
-        if counts[C_ORDERS] + per_bar > cap:
+        if counts[C_ORDERS] + per_bar > cap or counts[C_REJ] + per_bar > cap:
             counts[C_STATUS] = ST_FULL
             return
         lo = offsets[i]
@@ -731,6 +737,8 @@ def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -
                         orders, counts, pending,
                     )  # fmt: skip
                     n_new += 1
+                elif zero_shares_order_nb(budget / price, fractional):
+                    reject_unplaced(sid, budget / price, i, counts, rejections)
             apply_limits(
                 new[:n_new], i, limits, fractional, acc, fstate, pending, orders, book, counts,
                 rejections, scratch, held[:nh],

@@ -67,11 +67,13 @@ from engine.core.layout import (
     SR_CASH,
     SR_NONE,
     SR_SHORT,
+    SR_ZERO_SHARES,
     STOP,
     STOP_RULE,
     T_MARKET,
     TP,
     TP_RULE,
+    UNPLACED,
     WORST,
     set_status,
 )
@@ -230,6 +232,43 @@ def finish_order(
     rejections[k]["limit"] = -1
     rejections[k]["shrink_text"] = 0
     rejections[k]["quantity"] = remaining
+    rejections[k]["value"] = math.nan
+    rejections[k]["bound"] = math.nan
+
+
+def zero_shares_order(quantity: float, fractional: bool) -> bool:
+    """True when an order for ``quantity`` shares (signed, before rounding) cannot be placed
+    because it rounds to zero shares (:func:`round_quantity`); a zero or NaN quantity is no
+    order at all (False)."""
+    return quantity != 0.0 and not fractional and abs(quantity) + EPS < 1.0
+
+
+zero_shares_order_nb = njit(zero_shares_order)
+
+
+@njit
+def reject_unplaced(
+    sid: int, quantity: float, i: int, counts: IntArray, rejections: RecordArray
+) -> None:
+    """Record that a market order for ``quantity`` shares (signed, before rounding) of symbol
+    ``sid`` was never placed at bar ``i`` because it rounds to zero shares: a rejection row
+    with ``order_id`` ``UNPLACED`` (-1), event rejected, reason ``rounds_to_zero_shares``.
+
+    The Python driver writes the same row through
+    :meth:`engine.recorder.Recorder.unplaced`.
+    """
+    k = counts[C_REJ]
+    counts[C_REJ] = k + 1
+    rejections[k]["bar_index"] = i
+    rejections[k]["order_id"] = UNPLACED
+    rejections[k]["sid"] = sid
+    rejections[k]["order_type"] = T_MARKET
+    rejections[k]["event"] = EV_REJECTED
+    rejections[k]["reason"] = SR_ZERO_SHARES
+    rejections[k]["rule"] = 0
+    rejections[k]["limit"] = -1
+    rejections[k]["shrink_text"] = 0
+    rejections[k]["quantity"] = quantity
     rejections[k]["value"] = math.nan
     rejections[k]["bound"] = math.nan
 
