@@ -44,7 +44,22 @@ import polars as pl
 
 from engine.config import ExecutionConfig
 from engine.core import layout
-from engine.core.ledger import added_average, closed_part, round_quantity, zero_shares_order
+from engine.core.ledger import (
+    P_ADD,
+    P_CLOSE,
+    P_FLIP,
+    P_OPEN,
+    added_average,
+    cash_refused,
+    closed_part,
+    fill_amounts,
+    flip_rest,
+    order_done,
+    position_step,
+    round_quantity,
+    short_refused,
+    zero_shares_order,
+)
 from engine.core.matching import (
     level_exit_price,
     limit_fill_price,
@@ -214,7 +229,7 @@ class Broker:
         self._no_slippage = type(config.slippage) is NoSlippage
         self._commission = config.commission
         self._free = type(config.commission) is NoCommission  # compute() is 0.0: not called
-        self._no_short = not config.allow_short
+        self._allow_short = config.allow_short
         self._volume_cap = config.max_volume_participation
         self._fill_at_close = config.fill == "close"
         # the recorder's row buffers, appended to once per fill / closed trade
@@ -1361,16 +1376,15 @@ class Broker:
         else:
             price = self.config.slippage.fill_price(raw, q, BarView(self.data, row), kname)
         pos: float = self.qty.item(sid)
-        if q < 0 and self._no_short and pos + q < -EPS:
+        if short_refused(q, pos, self._allow_short):
             self._finish(order, REJECTED, "short_not_allowed", "rejected")
             return None
         commission = 0.0 if self._free else self._commission.compute(q, price, self.now_us)
-        cost = q * price + commission
-        if q > 0 and cost > self.cash + self._cash_tol:
+        if cash_refused(q, price, commission, self.cash, self._cash_tol):
             self._finish(order, REJECTED, "insufficient_cash", "rejected")
             return None
+        cost, slip = fill_amounts(q, raw, price, commission)
         self.cash -= cost
-        slip = (price - raw) * q
         fill_id = self.n_fills
         self.n_fills = fill_id + 1
         self.fills_today += 1
@@ -1395,7 +1409,7 @@ class Broker:
         if kind is MARKET:
             pending = self.pending
             pending[sid] = pending.item(sid) - q
-        done = abs(order.quantity - filled) < EPS
+        done = order_done(order.quantity, filled)
         order.transition(FILLED if done else PARTIALLY_FILLED)
         if done and reason != "strategy":
             self.exit_pending[sid] = False
@@ -1409,12 +1423,7 @@ class Broker:
         marks = self.marks
         if math.isnan(marks.item(sid)):
             marks[sid] = price
-        if pos == 0.0:  # opening from flat (_apply_position's first case, without the call)
-            self._open_trade(sid, q, price, commission, slip, order, row)
-            self.qty[sid] = 0.0 if abs(q) < EPS else pos + q
-            increased = True
-        else:
-            increased = self._apply_position(sid, pos, q, price, commission, slip, order, row)
+        increased = self._apply_position(sid, pos, q, price, commission, slip, order, row)
         self._held = None
         if self._no_fill_hooks:  # no cooldown, fill listeners or entry rules to serve
             if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
@@ -1510,18 +1519,17 @@ class Broker:
         row: int,
     ) -> bool:
         """Update position (``pos`` shares before this fill), average price and trade
-        records; True if exposure grew."""
-        new = pos + q
-        if abs(new) < EPS:
-            new = 0.0
-        if pos == 0.0:
+        records (the steps of :func:`engine.core.ledger.position_step`); True if exposure
+        grew."""
+        step, new = position_step(pos, q)
+        if step == P_OPEN:
             self._open_trade(sid, q, price, commission, slip, order, row)
             self.qty[sid] = new
             return True
         trade = self.trades[sid]
         best_arr = self.best
         worst_arr = self.worst
-        if pos * q > 0:
+        if step == P_ADD:
             self.avg[sid] = added_average(self.avg.item(sid), pos, price, q)
             trade.quantity += abs(q)
             trade.commission += commission
@@ -1575,21 +1583,13 @@ class Broker:
         self.realized += pnl
         trade.quantity -= closing
         self.qty[sid] = new
-        if new == 0.0:
+        if step == P_CLOSE:
             self._close_trade(sid)
             return False
-        if new * pos < 0:  # flipped through zero: the rest opens a new trade
+        if step == P_FLIP:  # through zero: the rest opens a new trade
             self._close_trade(sid)
-            rest = abs(q) - closing
-            self._open_trade(
-                sid,
-                math.copysign(rest, q),
-                price,
-                commission * rest / abs(q),
-                slip * rest / abs(q),
-                order,
-                row,
-            )
+            rest_q, rest_comm, rest_slip = flip_rest(q, closing, commission, slip)
+            self._open_trade(sid, rest_q, price, rest_comm, rest_slip, order, row)
             return True
         return False
 

@@ -431,3 +431,70 @@ def test_portfolio_rules_decide_with_the_core_formulas() -> None:
     lev = MaxLeverageRule(0.1).validate_order(order, snapshot)
     # room = 1,000 - 600 = 400 currency = 4 shares
     assert (lev.action, lev.quantity) == (OrderAction.SHRINK, pytest.approx(4.0))
+
+
+# ---------------------------------------------------------------------- ledger decisions
+def _ledger(name: str, compiled: bool) -> Any:
+    return getattr(ledger, f"{name}_nb" if compiled else name)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize(
+    ("pos", "q", "step", "new"),
+    [
+        (0.0, 10.0, ledger.P_OPEN, 10.0),
+        (0.0, -5.0, ledger.P_OPEN, -5.0),
+        (10.0, 5.0, ledger.P_ADD, 15.0),
+        (10.0, -4.0, ledger.P_REDUCE, 6.0),
+        (10.0, -10.0, ledger.P_CLOSE, 0.0),
+        (10.0, -10.0 + 1e-12, ledger.P_CLOSE, 0.0),  # within EPS of flat is flat
+        (10.0, -15.0, ledger.P_FLIP, -5.0),
+        (-8.0, 8.0, ledger.P_CLOSE, 0.0),
+    ],
+)
+def test_ledger_position_step_classifies_each_fill(
+    compiled: bool, pos: float, q: float, step: int, new: float
+) -> None:
+    assert _ledger("position_step", compiled)(pos, q) == (step, new)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_ledger_refusals_and_amounts(compiled: bool) -> None:
+    short = _ledger("short_refused", compiled)
+    assert short(-15.0, 10.0, False) is True  # sells 5 shares more than held
+    assert short(-10.0, 10.0, False) is False
+    assert short(-15.0, 10.0, True) is False  # shorts allowed
+    cash = _ledger("cash_refused", compiled)
+    # 10 × 100 + 1 = 1,001 against 1,000 of cash
+    assert cash(10.0, 100.0, 1.0, 1_000.0, 0.0) is True
+    assert cash(10.0, 100.0, 1.0, 1_000.0, 1.0) is False  # within the tolerance
+    assert cash(-10.0, 100.0, 1.0, 0.0, 0.0) is False  # a sell is never refused for cash
+    # bought 10 at 100.5 (100 before slippage) with 2 of commission
+    assert _ledger("fill_amounts", compiled)(10.0, 100.0, 100.5, 2.0) == (1_007.0, 5.0)
+    assert _ledger("order_done", compiled)(10.0, 10.0 - 1e-12) is True
+    assert _ledger("order_done", compiled)(10.0, 6.0) is False
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_ledger_flip_rest_takes_costs_pro_rata(compiled: bool) -> None:
+    # sold 15 against a 10-share long: 5 open short with a third of the costs
+    shares, comm, slip = _ledger("flip_rest", compiled)(-15.0, 10.0, 3.0, 1.5)
+    assert (shares, comm, slip) == (-5.0, pytest.approx(1.0), pytest.approx(0.5))
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize(
+    ("quantity", "fractional", "expected"),
+    [
+        (0.4, False, True),
+        (-0.999, False, True),
+        (1.0 - 1e-12, False, False),  # rounds to one share (EPS)
+        (2.5, False, False),
+        (0.4, True, False),  # fractional shares: placed as is
+        (0.0, False, False),  # no order at all
+    ],
+)
+def test_ledger_zero_shares_order(
+    compiled: bool, quantity: float, fractional: bool, expected: bool
+) -> None:
+    assert _ledger("zero_shares_order", compiled)(quantity, fractional) is expected
