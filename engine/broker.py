@@ -290,17 +290,46 @@ class Broker:
         return round_quantity(quantity, self.fractional)
 
     def position(self, symbol: str) -> float:
+        """Signed shares of ``symbol`` held (0.0 if none).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        """
         return float(self.qty[self.data.resolve(symbol)])
 
     def price(self, symbol: str) -> float:
+        """The latest close of ``symbol`` (currency per share; NaN before its first bar).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        """
         return float(self.marks[self.data.resolve(symbol)])
 
     def position_value(self, symbol: str) -> float:
+        """Signed shares × latest close of ``symbol`` (currency; 0.0 when flat).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        """
         sid = self.data.resolve(symbol)
         q = float(self.qty[sid])
         return q * float(self.marks[sid]) if q != 0 else 0.0
 
     def unrealized_pnl_pct(self, symbol: str) -> float:
+        """``(close / average entry price - 1) × direction`` of the position in ``symbol``
+        (fraction; 0.0 when flat).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        """
         sid = self.data.resolve(symbol)
         q = float(self.qty[sid])
         if q == 0:
@@ -308,6 +337,14 @@ class Broker:
         return (float(self.marks[sid]) / float(self.avg[sid]) - 1.0) * math.copysign(1.0, q)
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Working orders (submitted, accepted or partially filled), of ``symbol`` or of
+        every symbol, in submission order.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        """
         sid = None if symbol is None else self.data.resolve(symbol)
         return [
             o
@@ -316,6 +353,16 @@ class Broker:
         ]
 
     def shares_for_value(self, symbol: str, value: float) -> float:
+        """Shares worth ``value`` (currency; negative counts as 0) at the latest close,
+        rounded toward zero to whole shares unless fractional.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        ValueError
+            If the symbol has had no bar yet.
+        """
         sid = self.data.resolve(symbol)
         price = float(self.marks[sid])
         if not math.isfinite(price) or price <= 0:
@@ -420,6 +467,8 @@ class Broker:
         return np.where(r >= self.lo, r, -1)
 
     def begin_bar(self, index: int) -> None:
+        """Start timestamp ``index``: its data rows, latest rows per symbol, clock and day
+        (a new UTC day resets the day-start equity and the day's fill count)."""
         self.i = index
         offsets = self._offsets
         lo = offsets[index]
@@ -1307,6 +1356,8 @@ class Broker:
         return order
 
     def cancel(self, order: Order, reason: str) -> bool:
+        """Cancel a working ``order`` for ``reason`` (recorded in the rejections); False if
+        it was no longer active."""
         if not order.is_active:
             return False
         self._finish(order, CANCELLED, reason, "cancelled")
@@ -1320,6 +1371,14 @@ class Broker:
         limit_price: float | None = None,
         stop_price: float | None = None,
     ) -> Order | None:
+        """Cancel a working ``order`` (reason ``replaced``) and submit a copy with the given
+        changes (:meth:`submit`); None if it was no longer active.
+
+        Raises
+        ------
+        ValueError
+            If the changed order is invalid (see :meth:`submit`).
+        """
         if not order.is_active:
             return None
         remaining = order.remaining if quantity is None else quantity

@@ -80,6 +80,13 @@ class Strategy:
     # ------------------------------------------------------------------ binding
     @property
     def broker(self) -> Broker:
+        """The run's broker (bound only during :meth:`engine.BacktestEngine.run`).
+
+        Raises
+        ------
+        RuntimeError
+            Outside a run.
+        """
         if self._broker is None:
             raise RuntimeError("strategy helpers can only be used during BacktestEngine.run()")
         return self._broker
@@ -107,6 +114,7 @@ class Strategy:
         return self.broker.position(symbol)
 
     def has_position(self, symbol: str) -> bool:
+        """True when a non-zero position in ``symbol`` is held."""
         return self.broker.position(symbol) != 0.0
 
     def get_position_value(self, symbol: str) -> float:

@@ -97,6 +97,7 @@ class MaxDailyLossRule(_PortfolioRule):
         return f"daily loss {value:.2f} beyond limit {limit:.2f}"
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
+        """Reject an exposure-increasing ``order`` while the day's loss is past the limit."""
         breached, pnl, limit = daily_loss_breached(
             portfolio.equity, portfolio.day_start_equity, self.max_loss_pct
         )
@@ -275,11 +276,14 @@ class MaxDrawdownRule(_PortfolioRule):
         )
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
+        """Reject an exposure-increasing ``order`` while the rule is halted."""
         if increases_exposure(order, portfolio) and self._breached(portfolio):
             return OrderDecision.reject(self._reason(portfolio))
         return OrderDecision.allow()
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """``action="flatten"``: a flatten-all exit while halted; with a reset, watch the
+        equity at this close. Otherwise hold."""
         portfolio = context.portfolio
         if self.action == "flatten" and self._breached(portfolio):
             return RiskDecision.exit(
@@ -321,6 +325,7 @@ class MaxLeverageRule(_PortfolioRule):
         self.max_leverage = value
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
+        """Pass, shrink or reject ``order`` (:func:`engine.core.limits.leverage_verdict`)."""
         current, q = _exposure(order, portfolio)
         price = _order_price(order, portfolio)
         if not limit_applies(current, q, price):
@@ -360,6 +365,8 @@ class MaxPositionSizeRule(_PortfolioRule):
         self.max_pct = _fraction("max_pct", max_pct)
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
+        """Pass, shrink or reject ``order``
+        (:func:`engine.core.limits.position_size_verdict`)."""
         current, q = _exposure(order, portfolio)
         verdict, shares = position_size_verdict(
             current, q, _order_price(order, portfolio), portfolio.equity, self.max_pct
@@ -395,6 +402,8 @@ class MaxPositionsRule(_PortfolioRule):
         self.max_positions = max_positions
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
+        """Reject an ``order`` opening a symbol when the book is full
+        (:func:`engine.core.limits.positions_full`)."""
         current = portfolio.exposure(order.sid)
         if current != 0:  # the count is only needed for an order opening a symbol
             return OrderDecision.allow()
