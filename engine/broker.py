@@ -537,7 +537,8 @@ class Broker:
                     self._finish(order, EXPIRED, "day_order_not_filled", "expired")
                 else:
                     kept.append(order)
-        self.flush_entries()
+        if self._new_entries:
+            self.flush_entries()
 
     def _match(self, order: Order, row: int) -> None:
         data = self.data
@@ -1298,7 +1299,8 @@ class Broker:
         sid = self._symbol_index.get(symbol)
         if sid is None:
             sid = self.data.resolve(symbol)  # raises KeyError
-        self._net_working(sid, 0.0, "netted_by_close_position")
+        if self._volume_cap is not None:
+            self._net_working(sid, 0.0, "netted_by_close_position")
         current: float = self.qty.item(sid) + self.pending.item(sid)
         if abs(current) < EPS:
             return None
@@ -1482,7 +1484,15 @@ class Broker:
         marks = self.marks
         if math.isnan(marks.item(sid)):
             marks[sid] = price
-        increased = self._apply_position(sid, pos, q, price, commission, slip, order, row)
+        step, new = position_step(pos, q)
+        if step == P_OPEN:  # opening from flat (most fills): no _apply_position call
+            self._open_trade(sid, q, price, commission, slip, order, row)
+            self.qty[sid] = new
+            increased = True
+        else:
+            increased = self._apply_position(
+                sid, pos, q, step, new, price, commission, slip, order, row
+            )
         self._held = None
         if self._no_fill_hooks:  # no cooldown, fill listeners or entry rules to serve
             if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
@@ -1571,20 +1581,18 @@ class Broker:
         sid: int,
         pos: float,
         q: float,
+        step: int,
+        new: float,
         price: float,
         commission: float,
         slip: float,
         order: Order,
         row: int,
     ) -> bool:
-        """Update position (``pos`` shares before this fill), average price and trade
-        records (the steps of :func:`engine.core.ledger.position_step`); True if exposure
-        grew."""
-        step, new = position_step(pos, q)
-        if step == P_OPEN:
-            self._open_trade(sid, q, price, commission, slip, order, row)
-            self.qty[sid] = new
-            return True
+        """Update position (``pos`` shares before this fill, ``new`` after it), average
+        price and trade records for a fill that is not an open: ``step`` is
+        :func:`engine.core.ledger.position_step`'s ``P_ADD``, ``P_REDUCE``, ``P_CLOSE`` or
+        ``P_FLIP``; True if exposure grew."""
         trade = self.trades[sid]
         best_arr = self.best
         worst_arr = self.worst
