@@ -167,28 +167,28 @@ class Broker:
         self.istate: IntArray = np.zeros((layout.N_INT_FIELDS, n), dtype=np.int64)
         self.qty: FloatArray = self.fstate[layout.QTY]
         self.qty[:] = 0.0
-        self.avg: FloatArray = self.fstate[layout.AVG]
-        self.avg[:] = 0.0
+        self._avg: FloatArray = self.fstate[layout.AVG]
+        self._avg[:] = 0.0
         self.marks: FloatArray = self.fstate[layout.MARK]
-        self.stop: FloatArray = self.fstate[layout.STOP]
-        self.tp: FloatArray = self.fstate[layout.TP]
-        self.best: FloatArray = self.fstate[layout.BEST]
-        self.worst: FloatArray = self.fstate[layout.WORST]
+        self._stop: FloatArray = self.fstate[layout.STOP]
+        self._tp: FloatArray = self.fstate[layout.TP]
+        self._best: FloatArray = self.fstate[layout.BEST]
+        self._worst: FloatArray = self.fstate[layout.WORST]
         self.last_row: IntArray = self.istate[layout.LAST_ROW]
         self.last_row[:] = -1
-        self.level_from: IntArray = self.istate[layout.LEVEL_FROM]
-        # the rules that set the levels, as codes into self.rule_names (0: none)
-        self.stop_rule: IntArray = self.istate[layout.STOP_RULE]
-        self.tp_rule: IntArray = self.istate[layout.TP_RULE]
-        self.entry_ordinal: IntArray = self.istate[layout.ENTRY_ORDINAL]
+        self._level_from: IntArray = self.istate[layout.LEVEL_FROM]
+        # the rules that set the levels, as codes into self._rule_names (0: none)
+        self._stop_rule: IntArray = self.istate[layout.STOP_RULE]
+        self._tp_rule: IntArray = self.istate[layout.TP_RULE]
+        self._entry_ordinal: IntArray = self.istate[layout.ENTRY_ORDINAL]
         self._entry_pending: IntArray = self.istate[layout.ENTRY_PENDING]
         self.pending: FloatArray = np.zeros(n)
-        self.exit_pending = np.zeros(n, dtype=bool)
+        self._exit_pending = np.zeros(n, dtype=bool)
         self.trades: dict[int, _OpenTrade] = {}
-        self.realized = 0.0
+        self._realized = 0.0
         self.book: list[Order] = []
-        self.new_orders: list[Order] = []
-        self.accepted_this_bar: list[Order] = []
+        self._new_orders: list[Order] = []
+        self._accepted_this_bar: list[Order] = []
         self.orders: list[Order] = []
         self.n_fills = 0
         self._held: IntArray | None = None
@@ -205,13 +205,13 @@ class Broker:
         self.lo = 0  # the current bar's data rows are lo:hi
         self.hi = 0
         self._index_lists(data)
-        self.children: dict[int, list[Order]] = {}
+        self._children: dict[int, list[Order]] = {}
         self._has_entry_rules = risk_manager is not None and bool(risk_manager.entry_rules)
         # compiled path for the built-in fixed-percent rules (None: the general path)
         kernel = risk_manager.basic_kernel() if risk_manager is not None else None
         self._kernel = kernel
-        self.rule_names: list[str] = list(kernel.names) if kernel is not None else [""]
-        self._rule_codes = {name: code for code, name in enumerate(self.rule_names)}
+        self._rule_names: list[str] = list(kernel.names) if kernel is not None else [""]
+        self._rule_codes = {name: code for code, name in enumerate(self._rule_names)}
         if kernel is not None and kernel.sets_levels:
             self._levels_set = True
         self._kernel_exits = 0  # exits found by the compiled hook C (-1: general path)
@@ -262,12 +262,12 @@ class Broker:
         self._stop_closed: dict[int, float] | None = None
         self._batch_source: dict[str, npt.NDArray[Any]] = {
             "quantity": self.qty,
-            "entry_price": self.avg,
-            "entry_ordinal": self.entry_ordinal,
-            "max_price": self.best,
-            "min_price": self.worst,
-            "stop_loss": self.stop,
-            "take_profit": self.tp,
+            "entry_price": self._avg,
+            "entry_ordinal": self._entry_ordinal,
+            "max_price": self._best,
+            "min_price": self._worst,
+            "stop_loss": self._stop,
+            "take_profit": self._tp,
         }
 
     # ------------------------------------------------------------------ helpers
@@ -334,7 +334,7 @@ class Broker:
         q = float(self.qty[sid])
         if q == 0:
             return 0.0
-        return (float(self.marks[sid]) / float(self.avg[sid]) - 1.0) * math.copysign(1.0, q)
+        return (float(self.marks[sid]) / float(self._avg[sid]) - 1.0) * math.copysign(1.0, q)
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         """Working orders (submitted, accepted or partially filled), of ``symbol`` or of
@@ -348,7 +348,7 @@ class Broker:
         sid = None if symbol is None else self.data.resolve(symbol)
         return [
             o
-            for o in (*self.book, *self.new_orders)
+            for o in (*self.book, *self._new_orders)
             if o.is_active and (sid is None or o.sid == sid)
         ]
 
@@ -385,7 +385,7 @@ class Broker:
             n_positions=int(held.size),
             peak_equity=self.peak,
             day_start_equity=self.day_start,
-            realized_pnl=self.realized,
+            realized_pnl=self._realized,
             trades_today=self.fills_today,
             quantities=self.qty,
             marks=self.marks,
@@ -408,13 +408,13 @@ class Broker:
             sid=sid,
             row=row,
             quantity=float(self.qty[sid]),
-            entry_price=float(self.avg[sid]),
+            entry_price=float(self._avg[sid]),
             entry_time=data.datetimes[trade.entry_index],
             bars_held=int(data.ordinal[row]) - trade.entry_ordinal if row >= 0 else 0,
-            max_price=float(self.best[sid]),
-            min_price=float(self.worst[sid]),
-            stop_loss=float(self.stop[sid]),
-            take_profit=float(self.tp[sid]),
+            max_price=float(self._best[sid]),
+            min_price=float(self._worst[sid]),
+            stop_loss=float(self._stop[sid]),
+            take_profit=float(self._tp[sid]),
             portfolio=snapshot,
         )
 
@@ -422,7 +422,7 @@ class Broker:
     def referenced_rows(self) -> IntArray:
         """Market-data rows the run state still points at (latest bars, decision bars of
         working orders and open trades): what a chunk boundary must carry over."""
-        rows = [int(o.decision_row) for o in (*self.book, *self.new_orders) if o.is_active]
+        rows = [int(o.decision_row) for o in (*self.book, *self._new_orders) if o.is_active]
         rows.extend(t.decision_row for t in self.trades.values())
         rows.extend(self._new_entries.values())
         extra = np.asarray(rows, dtype=np.int64)
@@ -438,7 +438,7 @@ class Broker:
             return
         seen = self.last_row >= 0
         self.last_row[seen] = remap[self.last_row[seen]]
-        for order in (*self.book, *self.new_orders):
+        for order in (*self.book, *self._new_orders):
             if order.is_active and order.decision_row >= 0:
                 order.decision_row = int(remap[order.decision_row])
         for trade in self.trades.values():
@@ -711,9 +711,9 @@ class Broker:
             o = float(data.open[row])
             is_long = pos > 0
             if stop_hit:
-                kind, reason = STOP, self.rule_names[self.stop_rule[sid]] or "stop_loss"
+                kind, reason = STOP, self._rule_names[self._stop_rule[sid]] or "stop_loss"
             else:
-                kind, reason = LIMIT, self.rule_names[self.tp_rule[sid]] or "take_profit"
+                kind, reason = LIMIT, self._rule_names[self._tp_rule[sid]] or "take_profit"
             raw = level_exit_price(is_long, bool(stop_hit), level, o)
             order = self._new_order(
                 sid,
@@ -758,7 +758,7 @@ class Broker:
         if n:
             sids = self.istate[layout.OUT_SID, :n].tolist()
             codes = self.istate[layout.OUT_CODE, :n].tolist()
-            names = self.rule_names
+            names = self._rule_names
             for sid, code in zip(sids, codes, strict=True):
                 self._risk_exit(sid, None, names[code], int(self.last_row[sid]))
         return True
@@ -848,8 +848,8 @@ class Broker:
         sids = batch.sids
         nxt = self.i + 1 if active_from is None else active_from
         for values, rule_names, levels, level_rules in (
-            (actions.stop_loss, actions.stop_rule, self.stop, self.stop_rule),
-            (actions.take_profit, actions.tp_rule, self.tp, self.tp_rule),
+            (actions.stop_loss, actions.stop_rule, self._stop, self._stop_rule),
+            (actions.take_profit, actions.tp_rule, self._tp, self._tp_rule),
         ):
             if values is None or rule_names is None:
                 continue
@@ -863,12 +863,12 @@ class Broker:
             if mask.all():
                 levels[sids] = values
                 level_rules[sids] = codes
-                self.level_from[sids] = nxt
+                self._level_from[sids] = nxt
             elif mask.any():
                 target = sids[mask]
                 levels[target] = values[mask]
                 level_rules[target] = codes[mask]
-                self.level_from[target] = nxt
+                self._level_from[target] = nxt
         if actions.flatten_all:
             for sid in self.held().tolist():
                 self._risk_exit(sid, None, actions.flatten_all, int(self.last_row[sid]))
@@ -885,27 +885,27 @@ class Broker:
             )
 
     def _rule_code(self, name: str) -> int:
-        """Code of the rule ``name`` in :attr:`rule_names` (added on first use)."""
+        """Code of the rule ``name`` in ``_rule_names`` (added on first use)."""
         code = self._rule_codes.get(name)
         if code is None:
-            code = self._rule_codes[name] = len(self.rule_names)
-            self.rule_names.append(name)
+            code = self._rule_codes[name] = len(self._rule_names)
+            self._rule_names.append(name)
         return code
 
     def _set_levels(self, sid: int, d: RiskDecision, active_from: int) -> None:
         if d.update_stop_loss is not None or d.update_take_profit is not None:
             self._levels_set = True
         if d.update_stop_loss is not None:
-            self.stop[sid] = d.update_stop_loss
-            self.stop_rule[sid] = self._rule_code(str(d.metadata.get("stop_rule", d.rule)))
-            self.level_from[sid] = max(self.level_from[sid], active_from)
+            self._stop[sid] = d.update_stop_loss
+            self._stop_rule[sid] = self._rule_code(str(d.metadata.get("stop_rule", d.rule)))
+            self._level_from[sid] = max(self._level_from[sid], active_from)
         if d.update_take_profit is not None:
-            self.tp[sid] = d.update_take_profit
-            self.tp_rule[sid] = self._rule_code(str(d.metadata.get("take_profit_rule", d.rule)))
-            self.level_from[sid] = max(self.level_from[sid], active_from)
+            self._tp[sid] = d.update_take_profit
+            self._tp_rule[sid] = self._rule_code(str(d.metadata.get("take_profit_rule", d.rule)))
+            self._level_from[sid] = max(self._level_from[sid], active_from)
 
     def _risk_exit(self, sid: int, quantity: float | None, rule: str, row: int) -> None:
-        if self.exit_pending[sid]:
+        if self._exit_pending[sid]:
             return
         pos = float(self.qty[sid])
         if pos == 0:
@@ -922,22 +922,22 @@ class Broker:
             decision_row=row,
         )
         order.transition(ACCEPTED)
-        self.exit_pending[sid] = True
+        self._exit_pending[sid] = True
         self.book.append(order)
-        self.accepted_this_bar.append(order)
+        self._accepted_this_bar.append(order)
 
     def validate_new_orders(self) -> None:
         """Step 4 (hook B): pass, shrink or reject the strategy's new orders."""
-        if not self.new_orders:
+        if not self._new_orders:
             return
-        orders = self.new_orders
-        self.new_orders = []
+        orders = self._new_orders
+        self._new_orders = []
         if self._cooldown:
             self._apply_cooldown(orders)
         risk = self.risk
         if risk is None or not risk.order_rules:
             book = self.book
-            accepted = self.accepted_this_bar
+            accepted = self._accepted_this_bar
             for order in orders:
                 if order.status is SUBMITTED:
                     order.transition(ACCEPTED)
@@ -975,7 +975,7 @@ class Broker:
                 pending[order.sid] += order.quantity
             order.transition(ACCEPTED)
             self.book.append(order)
-            self.accepted_this_bar.append(order)
+            self._accepted_this_bar.append(order)
 
     def _apply_cooldown(self, orders: list[Order]) -> None:
         """``reentry_cooldown_bars``: reject re-entries decided too soon after a stop exit."""
@@ -992,7 +992,7 @@ class Broker:
     def check_submission_cash(self) -> None:
         """``cash_check="submission"``: pseudo-execute this bar's accepted orders at their
         creation prices against the cash now; reject those that would overdraw it."""
-        accepted = self.accepted_this_bar
+        accepted = self._accepted_this_bar
         if not accepted:
             return
         data = self.data
@@ -1033,10 +1033,10 @@ class Broker:
 
     def fill_at_close(self) -> None:
         """Step 5: with ``fill="close"``, this bar's market orders fill at its close."""
-        accepted = self.accepted_this_bar
+        accepted = self._accepted_this_bar
         if not accepted:
             return
-        self.accepted_this_bar = []
+        self._accepted_this_bar = []
         if not self._fill_at_close:
             return
         data = self.data
@@ -1090,7 +1090,7 @@ class Broker:
         for sid in sorted(self.trades):
             trade = self.trades[sid]
             q = float(self.qty[sid])
-            avg = float(self.avg[sid])
+            avg = float(self._avg[sid])
             mark = float(self.marks[sid])
             rows.append(
                 (
@@ -1102,8 +1102,8 @@ class Broker:
                     int(self.data.timestamps[trade.entry_index]),
                     trade.commission,
                     (mark - avg) * q - trade.commission,
-                    float(self.stop[sid]),
-                    float(self.tp[sid]),
+                    float(self._stop[sid]),
+                    float(self._tp[sid]),
                 )
             )
         schema = {
@@ -1250,7 +1250,7 @@ class Broker:
                 raise ValueError(f"trailing stop on {symbol!r} before its first bar")
             order.trail_extreme = mark
             order.stop_price = _trail_level(order)
-        self.new_orders.append(order)
+        self._new_orders.append(order)
         return order
 
     def order_target_value(self, symbol: str, value: float) -> Order | None:
@@ -1354,7 +1354,7 @@ class Broker:
         self.orders.append(order)
         pending = self.pending
         pending[sid] = pending.item(sid) + quantity
-        self.new_orders.append(order)
+        self._new_orders.append(order)
         return order
 
     def cancel(self, order: Order, reason: str) -> bool:
@@ -1421,7 +1421,7 @@ class Broker:
         if release and order.order_type is MARKET:
             self.pending[order.sid] -= remaining
         if order.reason != "strategy":
-            self.exit_pending[order.sid] = False
+            self._exit_pending[order.sid] = False
         self.recorder.rejection(self.i, order, event, reason, rule, remaining)
 
     # ------------------------------------------------------------------ execution
@@ -1473,7 +1473,7 @@ class Broker:
         done = order_done(order.quantity, filled)
         order.transition(FILLED if done else PARTIALLY_FILLED)
         if done and reason != "strategy":
-            self.exit_pending[sid] = False
+            self._exit_pending[sid] = False
         if order.oco_id >= 0:
             sibling = self.orders[order.oco_id]
             if sibling.is_active:
@@ -1574,7 +1574,7 @@ class Broker:
         for child in reversed(children):
             child.transition(ACCEPTED)
             self.book.append(child)
-        self.children.setdefault(sid, []).extend(children)
+        self._children.setdefault(sid, []).extend(children)
 
     def _apply_position(
         self,
@@ -1594,10 +1594,10 @@ class Broker:
         :func:`engine.core.ledger.position_step`'s ``P_ADD``, ``P_REDUCE``, ``P_CLOSE`` or
         ``P_FLIP``; True if exposure grew."""
         trade = self.trades[sid]
-        best_arr = self.best
-        worst_arr = self.worst
+        best_arr = self._best
+        worst_arr = self._worst
         if step == P_ADD:
-            self.avg[sid] = added_average(self.avg.item(sid), pos, price, q)
+            self._avg[sid] = added_average(self._avg.item(sid), pos, price, q)
             trade.quantity += abs(q)
             trade.commission += commission
             trade.slippage += slip
@@ -1605,7 +1605,7 @@ class Broker:
             worst_arr[sid] = min(worst_arr.item(sid), price)
             self.qty[sid] = new
             return True
-        entry: float = self.avg.item(sid)
+        entry: float = self._avg.item(sid)
         closing, part_comm, part_slip, exit_comm, exit_slip, pnl = closed_part(
             pos,
             q,
@@ -1642,12 +1642,12 @@ class Broker:
                 trade.decision_index,
                 order.decision_row,
                 order.submit_index,
-                self.stop.item(sid),
-                self.tp.item(sid),
+                self._stop.item(sid),
+                self._tp.item(sid),
                 closing < abs(pos) - EPS,
             )
         )
-        self.realized += pnl
+        self._realized += pnl
         trade.quantity -= closing
         self.qty[sid] = new
         if step == P_CLOSE:
@@ -1671,7 +1671,7 @@ class Broker:
         row: int,
     ) -> None:
         ordinal: int = self.data.ordinal.item(row)
-        self.entry_ordinal[sid] = ordinal
+        self._entry_ordinal[sid] = ordinal
         self.trades[sid] = _OpenTrade(
             math.copysign(1.0, q),
             abs(q),
@@ -1682,24 +1682,24 @@ class Broker:
             order.decision_row,
             order.submit_index,
         )
-        self.avg[sid] = price
-        self.best[sid] = price
-        self.worst[sid] = price
-        self.stop[sid] = math.nan
-        self.tp[sid] = math.nan
-        self.stop_rule[sid] = 0
-        self.tp_rule[sid] = 0
+        self._avg[sid] = price
+        self._best[sid] = price
+        self._worst[sid] = price
+        self._stop[sid] = math.nan
+        self._tp[sid] = math.nan
+        self._stop_rule[sid] = 0
+        self._tp_rule[sid] = 0
 
     def _close_trade(self, sid: int) -> None:
         if self._closed_now is not None:
             self._closed_now[sid] = self.trades[sid].direction
         del self.trades[sid]
-        self.avg[sid] = 0.0
-        self.stop[sid] = math.nan
-        self.tp[sid] = math.nan
-        self.best[sid] = math.nan
-        self.worst[sid] = math.nan
-        children = self.children.pop(sid, None) if self.children else None
+        self._avg[sid] = 0.0
+        self._stop[sid] = math.nan
+        self._tp[sid] = math.nan
+        self._best[sid] = math.nan
+        self._worst[sid] = math.nan
+        children = self._children.pop(sid, None) if self._children else None
         if children:
             for child in children:
                 if child.is_active:
