@@ -910,9 +910,11 @@ class Broker:
         pos = float(self.qty[sid])
         if pos == 0:
             return
-        size = abs(pos) if quantity is None else min(abs(quantity), abs(pos))
-        size = self.round_quantity(size)
+        wanted = abs(pos) if quantity is None else min(abs(quantity), abs(pos))
+        size = self.round_quantity(wanted)
         if size <= 0:
+            if zero_shares_order(wanted, self.fractional):
+                self.recorder.unplaced(self.i, sid, -math.copysign(wanted, pos), rule)
             return
         order = self._new_order(
             sid,

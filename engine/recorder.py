@@ -107,12 +107,14 @@ class Recorder:
             )
         )
 
-    def unplaced(self, index: int, sid: int, quantity: float) -> None:
+    def unplaced(self, index: int, sid: int, quantity: float, rule: str = "") -> None:
         """Append the rejection row of a market order for ``quantity`` shares (signed, before
         rounding) of symbol ``sid`` that was never placed at bar ``index`` because it rounds
-        to zero shares (``order_id`` -1, reason ``rounds_to_zero_shares``; the compiled
-        driver writes the same row with :func:`engine.core.ledger.reject_unplaced`)."""
-        self.records.rejections.append(
+        to zero shares (``order_id`` -1, reason ``rounds_to_zero_shares``, ``rule`` the risk
+        rule that wanted it, empty for the strategy; the compiled driver writes the same row
+        with :func:`engine.core.ledger.reject_unplaced`)."""
+        records = self.records
+        records.rejections.append(
             (
                 index,
                 UNPLACED,
@@ -120,7 +122,7 @@ class Recorder:
                 T_MARKET,
                 EV_REJECTED,
                 SR_ZERO_SHARES,
-                0,
+                records.text_code(rule),
                 -1,
                 0,
                 quantity,

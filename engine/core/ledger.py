@@ -320,14 +320,16 @@ zero_shares_order_nb = njit(zero_shares_order)
 
 @njit
 def reject_unplaced(
-    sid: int, quantity: float, i: int, counts: IntArray, rejections: RecordArray
+    sid: int, quantity: float, i: int, reason: int, counts: IntArray, rejections: RecordArray
 ) -> None:
     """Record that a market order for ``quantity`` shares (signed, before rounding) of symbol
     ``sid`` was never placed at bar ``i`` because it rounds to zero shares: a rejection row
     with ``order_id`` ``UNPLACED`` (-1), event rejected, reason ``rounds_to_zero_shares``.
 
-    The Python driver writes the same row through
-    :meth:`engine.recorder.Recorder.unplaced`.
+    ``reason``: the reason code of who wanted the order (``R_STRATEGY``, or a risk rule's
+    ``R_RULE0 + k``); it is kept in the row's ``rule`` field, which the driver turns into the
+    rule's name (a text code) after the run (0, the strategy's, is the empty text). The
+    Python driver writes the same row through :meth:`engine.recorder.Recorder.unplaced`.
     """
     k = counts[C_REJ]
     counts[C_REJ] = k + 1
@@ -337,7 +339,7 @@ def reject_unplaced(
     rejections[k]["order_type"] = T_MARKET
     rejections[k]["event"] = EV_REJECTED
     rejections[k]["reason"] = SR_ZERO_SHARES
-    rejections[k]["rule"] = 0
+    rejections[k]["rule"] = reason
     rejections[k]["limit"] = -1
     rejections[k]["shrink_text"] = 0
     rejections[k]["quantity"] = quantity

@@ -10,7 +10,14 @@ import math
 
 import polars as pl
 
-from engine import BacktestEngine, ExecutionConfig, MarketData, TopNStrategy
+from engine import (
+    BacktestEngine,
+    ExecutionConfig,
+    MarketData,
+    PartialProfitTaking,
+    RiskManager,
+    TopNStrategy,
+)
 from tests.engine.conftest import make_panel, run
 
 FRAMES = ("fills", "trades", "portfolio_states", "open_positions", "orders", "rejections")
@@ -116,3 +123,40 @@ def test_reduce_position_below_one_share_records_rejection() -> None:
     assert result.orders.height == 1
     assert result.rejections["reason"].to_list() == ["rounds_to_zero_shares"]
     assert math.isclose(result.rejections["quantity"][0], -0.5)
+
+
+def test_partial_exit_below_one_share_records_rule_rejection_in_both_drivers() -> None:
+    # 2 shares bought at 100; the close at 110 reaches the 5 % level, whose 30 % is 0.6 share
+    bars = {
+        "AAA": [
+            (100.0, 100.0, 100.0, 100.0),
+            (100.0, 101.0, 99.0, 100.0),
+            (104.0, 110.0, 103.0, 110.0),
+            (110.0, 111.0, 109.0, 110.0),
+        ],
+    }
+    panel = make_panel(bars, signals={"score": {"AAA": [1.0] * 4}})
+    data = MarketData.from_frame(panel, signal_columns=["score"])
+    config = ExecutionConfig(initial_cash=250.0)
+    results = [
+        BacktestEngine(
+            data,
+            TopNStrategy(signal="score", n=1),
+            RiskManager([PartialProfitTaking([(0.05, 0.3)])]),
+            config,
+            compiled=compiled,
+        ).run()
+        for compiled in (True, False)
+    ]
+    fast, slow = results
+    assert fast.compiled and not slow.compiled
+    row = slow.rejections.row(0, named=True)
+    assert slow.rejections.height == 1
+    assert (row["order_id"], row["reason"], row["rule"]) == (
+        -1,
+        "rounds_to_zero_shares",
+        "PartialProfitTaking",
+    )
+    assert math.isclose(row["quantity"], -0.6)
+    for name in FRAMES:
+        assert getattr(fast, name).equals(getattr(slow, name)), name
