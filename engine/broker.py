@@ -44,7 +44,22 @@ import polars as pl
 
 from engine.config import ExecutionConfig
 from engine.core import layout
-from engine.core.ledger import added_average, closed_part, round_quantity
+from engine.core.ledger import (
+    P_ADD,
+    P_CLOSE,
+    P_FLIP,
+    P_OPEN,
+    added_average,
+    cash_refused,
+    closed_part,
+    fill_amounts,
+    flip_rest,
+    order_done,
+    position_step,
+    round_quantity,
+    short_refused,
+    zero_shares_order,
+)
 from engine.core.matching import (
     level_exit_price,
     limit_fill_price,
@@ -153,28 +168,28 @@ class Broker:
         self.istate: IntArray = np.zeros((layout.N_INT_FIELDS, n), dtype=np.int64)
         self.qty: FloatArray = self.fstate[layout.QTY]
         self.qty[:] = 0.0
-        self.avg: FloatArray = self.fstate[layout.AVG]
-        self.avg[:] = 0.0
+        self._avg: FloatArray = self.fstate[layout.AVG]
+        self._avg[:] = 0.0
         self.marks: FloatArray = self.fstate[layout.MARK]
-        self.stop: FloatArray = self.fstate[layout.STOP]
-        self.tp: FloatArray = self.fstate[layout.TP]
-        self.best: FloatArray = self.fstate[layout.BEST]
-        self.worst: FloatArray = self.fstate[layout.WORST]
+        self._stop: FloatArray = self.fstate[layout.STOP]
+        self._tp: FloatArray = self.fstate[layout.TP]
+        self._best: FloatArray = self.fstate[layout.BEST]
+        self._worst: FloatArray = self.fstate[layout.WORST]
         self.last_row: IntArray = self.istate[layout.LAST_ROW]
         self.last_row[:] = -1
-        self.level_from: IntArray = self.istate[layout.LEVEL_FROM]
-        # the rules that set the levels, as codes into self.rule_names (0: none)
-        self.stop_rule: IntArray = self.istate[layout.STOP_RULE]
-        self.tp_rule: IntArray = self.istate[layout.TP_RULE]
-        self.entry_ordinal: IntArray = self.istate[layout.ENTRY_ORDINAL]
+        self._level_from: IntArray = self.istate[layout.LEVEL_FROM]
+        # the rules that set the levels, as codes into self._rule_names (0: none)
+        self._stop_rule: IntArray = self.istate[layout.STOP_RULE]
+        self._tp_rule: IntArray = self.istate[layout.TP_RULE]
+        self._entry_ordinal: IntArray = self.istate[layout.ENTRY_ORDINAL]
         self._entry_pending: IntArray = self.istate[layout.ENTRY_PENDING]
         self.pending: FloatArray = np.zeros(n)
-        self.exit_pending = np.zeros(n, dtype=bool)
+        self._exit_pending = np.zeros(n, dtype=bool)
         self.trades: dict[int, _OpenTrade] = {}
-        self.realized = 0.0
+        self._realized = 0.0
         self.book: list[Order] = []
-        self.new_orders: list[Order] = []
-        self.accepted_this_bar: list[Order] = []
+        self._new_orders: list[Order] = []
+        self._accepted_this_bar: list[Order] = []
         self.orders: list[Order] = []
         self.n_fills = 0
         self._held: IntArray | None = None
@@ -191,13 +206,13 @@ class Broker:
         self.lo = 0  # the current bar's data rows are lo:hi
         self.hi = 0
         self._index_lists(data)
-        self.children: dict[int, list[Order]] = {}
+        self._children: dict[int, list[Order]] = {}
         self._has_entry_rules = risk_manager is not None and bool(risk_manager.entry_rules)
         # compiled path for the built-in fixed-percent rules (None: the general path)
         kernel = risk_manager.basic_kernel() if risk_manager is not None else None
         self._kernel = kernel
-        self.rule_names: list[str] = list(kernel.names) if kernel is not None else [""]
-        self._rule_codes = {name: code for code, name in enumerate(self.rule_names)}
+        self._rule_names: list[str] = list(kernel.names) if kernel is not None else [""]
+        self._rule_codes = {name: code for code, name in enumerate(self._rule_names)}
         if kernel is not None and kernel.sets_levels:
             self._levels_set = True
         self._kernel_exits = 0  # exits found by the compiled hook C (-1: general path)
@@ -215,7 +230,7 @@ class Broker:
         self._no_slippage = type(config.slippage) is NoSlippage
         self._commission = config.commission
         self._free = type(config.commission) is NoCommission  # compute() is 0.0: not called
-        self._no_short = not config.allow_short
+        self._allow_short = config.allow_short
         self._volume_cap = config.max_volume_participation
         self._fill_at_close = config.fill == "close"
         # the recorder's row buffers, appended to once per fill / closed trade
@@ -260,12 +275,12 @@ class Broker:
         )
         self._batch_source: dict[str, npt.NDArray[Any]] = {
             "quantity": self.qty,
-            "entry_price": self.avg,
-            "entry_ordinal": self.entry_ordinal,
-            "max_price": self.best,
-            "min_price": self.worst,
-            "stop_loss": self.stop,
-            "take_profit": self.tp,
+            "entry_price": self._avg,
+            "entry_ordinal": self._entry_ordinal,
+            "max_price": self._best,
+            "min_price": self._worst,
+            "stop_loss": self._stop,
+            "take_profit": self._tp,
         }
 
     # ------------------------------------------------------------------ helpers
@@ -288,32 +303,79 @@ class Broker:
         return round_quantity(quantity, self.fractional)
 
     def position(self, symbol: str) -> float:
+        """Signed shares of ``symbol`` held (0.0 if none).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        """
         return float(self.qty[self.data.resolve(symbol)])
 
     def price(self, symbol: str) -> float:
+        """The latest close of ``symbol`` (currency per share; NaN before its first bar).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        """
         return float(self.marks[self.data.resolve(symbol)])
 
     def position_value(self, symbol: str) -> float:
+        """Signed shares × latest close of ``symbol`` (currency; 0.0 when flat).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        """
         sid = self.data.resolve(symbol)
         q = float(self.qty[sid])
         return q * float(self.marks[sid]) if q != 0 else 0.0
 
     def unrealized_pnl_pct(self, symbol: str) -> float:
+        """``(close / average entry price - 1) × direction`` of the position in ``symbol``
+        (fraction; 0.0 when flat).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        """
         sid = self.data.resolve(symbol)
         q = float(self.qty[sid])
         if q == 0:
             return 0.0
-        return (float(self.marks[sid]) / float(self.avg[sid]) - 1.0) * math.copysign(1.0, q)
+        return (float(self.marks[sid]) / float(self._avg[sid]) - 1.0) * math.copysign(1.0, q)
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Working orders (submitted, accepted or partially filled), of ``symbol`` or of
+        every symbol, in submission order.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        """
         sid = None if symbol is None else self.data.resolve(symbol)
         return [
             o
-            for o in (*self.book, *self.new_orders)
+            for o in (*self.book, *self._new_orders)
             if o.is_active and (sid is None or o.sid == sid)
         ]
 
     def shares_for_value(self, symbol: str, value: float) -> float:
+        """Shares worth ``value`` (currency; negative counts as 0) at the latest close,
+        rounded toward zero to whole shares unless fractional.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not in the market data.
+        ValueError
+            If the symbol has had no bar yet.
+        """
         sid = self.data.resolve(symbol)
         price = float(self.marks[sid])
         if not math.isfinite(price) or price <= 0:
@@ -336,7 +398,7 @@ class Broker:
             n_positions=int(held.size),
             peak_equity=self.peak,
             day_start_equity=self.day_start,
-            realized_pnl=self.realized,
+            realized_pnl=self._realized,
             trades_today=self.fills_today,
             quantities=self.qty,
             marks=self.marks,
@@ -359,13 +421,13 @@ class Broker:
             sid=sid,
             row=row,
             quantity=float(self.qty[sid]),
-            entry_price=float(self.avg[sid]),
+            entry_price=float(self._avg[sid]),
             entry_time=data.datetimes[trade.entry_index],
             bars_held=int(data.ordinal[row]) - trade.entry_ordinal if row >= 0 else 0,
-            max_price=float(self.best[sid]),
-            min_price=float(self.worst[sid]),
-            stop_loss=float(self.stop[sid]),
-            take_profit=float(self.tp[sid]),
+            max_price=float(self._best[sid]),
+            min_price=float(self._worst[sid]),
+            stop_loss=float(self._stop[sid]),
+            take_profit=float(self._tp[sid]),
             portfolio=snapshot,
         )
 
@@ -373,7 +435,7 @@ class Broker:
     def referenced_rows(self) -> IntArray:
         """Market-data rows the run state still points at (latest bars, decision bars of
         working orders and open trades): what a chunk boundary must carry over."""
-        rows = [int(o.decision_row) for o in (*self.book, *self.new_orders) if o.is_active]
+        rows = [int(o.decision_row) for o in (*self.book, *self._new_orders) if o.is_active]
         rows.extend(t.decision_row for t in self.trades.values())
         rows.extend(self._new_entries.values())
         extra = np.asarray(rows, dtype=np.int64)
@@ -389,7 +451,7 @@ class Broker:
             return
         seen = self.last_row >= 0
         self.last_row[seen] = remap[self.last_row[seen]]
-        for order in (*self.book, *self.new_orders):
+        for order in (*self.book, *self._new_orders):
             if order.is_active and order.decision_row >= 0:
                 order.decision_row = int(remap[order.decision_row])
         for trade in self.trades.values():
@@ -418,6 +480,8 @@ class Broker:
         return np.where(r >= self.lo, r, -1)
 
     def begin_bar(self, index: int) -> None:
+        """Start timestamp ``index``: its data rows, latest rows per symbol, clock and day
+        (a new UTC day resets the day-start equity and the day's fill count)."""
         self.i = index
         offsets = self._offsets
         lo = offsets[index]
@@ -488,7 +552,8 @@ class Broker:
                     self._finish(order, EXPIRED, "day_order_not_filled", "expired")
                 else:
                     kept.append(order)
-        self.flush_entries()
+        if self._new_entries:
+            self.flush_entries()
 
     def _match(self, order: Order, row: int) -> None:
         data = self.data
@@ -661,9 +726,9 @@ class Broker:
             o = float(data.open[row])
             is_long = pos > 0
             if stop_hit:
-                kind, reason = STOP, self.rule_names[self.stop_rule[sid]] or "stop_loss"
+                kind, reason = STOP, self._rule_names[self._stop_rule[sid]] or "stop_loss"
             else:
-                kind, reason = LIMIT, self.rule_names[self.tp_rule[sid]] or "take_profit"
+                kind, reason = LIMIT, self._rule_names[self._tp_rule[sid]] or "take_profit"
             raw = level_exit_price(is_long, bool(stop_hit), level, o)
             order = self._new_order(
                 sid,
@@ -708,7 +773,7 @@ class Broker:
         if n:
             sids = self.istate[layout.OUT_SID, :n].tolist()
             codes = self.istate[layout.OUT_CODE, :n].tolist()
-            names = self.rule_names
+            names = self._rule_names
             for sid, code in zip(sids, codes, strict=True):
                 self._risk_exit(sid, None, names[code], int(self.last_row[sid]))
         return True
@@ -798,8 +863,8 @@ class Broker:
         sids = batch.sids
         nxt = self.i + 1 if active_from is None else active_from
         for values, rule_names, levels, level_rules in (
-            (actions.stop_loss, actions.stop_rule, self.stop, self.stop_rule),
-            (actions.take_profit, actions.tp_rule, self.tp, self.tp_rule),
+            (actions.stop_loss, actions.stop_rule, self._stop, self._stop_rule),
+            (actions.take_profit, actions.tp_rule, self._tp, self._tp_rule),
         ):
             if values is None or rule_names is None:
                 continue
@@ -813,12 +878,12 @@ class Broker:
             if mask.all():
                 levels[sids] = values
                 level_rules[sids] = codes
-                self.level_from[sids] = nxt
+                self._level_from[sids] = nxt
             elif mask.any():
                 target = sids[mask]
                 levels[target] = values[mask]
                 level_rules[target] = codes[mask]
-                self.level_from[target] = nxt
+                self._level_from[target] = nxt
         if actions.flatten_all:
             for sid in self.held().tolist():
                 self._risk_exit(sid, None, actions.flatten_all, int(self.last_row[sid]))
@@ -835,34 +900,36 @@ class Broker:
             )
 
     def _rule_code(self, name: str) -> int:
-        """Code of the rule ``name`` in :attr:`rule_names` (added on first use)."""
+        """Code of the rule ``name`` in ``_rule_names`` (added on first use)."""
         code = self._rule_codes.get(name)
         if code is None:
-            code = self._rule_codes[name] = len(self.rule_names)
-            self.rule_names.append(name)
+            code = self._rule_codes[name] = len(self._rule_names)
+            self._rule_names.append(name)
         return code
 
     def _set_levels(self, sid: int, d: RiskDecision, active_from: int) -> None:
         if d.update_stop_loss is not None or d.update_take_profit is not None:
             self._levels_set = True
         if d.update_stop_loss is not None:
-            self.stop[sid] = d.update_stop_loss
-            self.stop_rule[sid] = self._rule_code(str(d.metadata.get("stop_rule", d.rule)))
-            self.level_from[sid] = max(self.level_from[sid], active_from)
+            self._stop[sid] = d.update_stop_loss
+            self._stop_rule[sid] = self._rule_code(str(d.metadata.get("stop_rule", d.rule)))
+            self._level_from[sid] = max(self._level_from[sid], active_from)
         if d.update_take_profit is not None:
-            self.tp[sid] = d.update_take_profit
-            self.tp_rule[sid] = self._rule_code(str(d.metadata.get("take_profit_rule", d.rule)))
-            self.level_from[sid] = max(self.level_from[sid], active_from)
+            self._tp[sid] = d.update_take_profit
+            self._tp_rule[sid] = self._rule_code(str(d.metadata.get("take_profit_rule", d.rule)))
+            self._level_from[sid] = max(self._level_from[sid], active_from)
 
     def _risk_exit(self, sid: int, quantity: float | None, rule: str, row: int) -> None:
-        if self.exit_pending[sid]:
+        if self._exit_pending[sid]:
             return
         pos = float(self.qty[sid])
         if pos == 0:
             return
-        size = abs(pos) if quantity is None else min(abs(quantity), abs(pos))
-        size = self.round_quantity(size)
+        wanted = abs(pos) if quantity is None else min(abs(quantity), abs(pos))
+        size = self.round_quantity(wanted)
         if size <= 0:
+            if zero_shares_order(wanted, self.fractional):
+                self.recorder.unplaced(self.i, sid, -math.copysign(wanted, pos), rule)
             return
         order = self._new_order(
             sid,
@@ -872,22 +939,22 @@ class Broker:
             decision_row=row,
         )
         order.transition(ACCEPTED)
-        self.exit_pending[sid] = True
+        self._exit_pending[sid] = True
         self.book.append(order)
-        self.accepted_this_bar.append(order)
+        self._accepted_this_bar.append(order)
 
     def validate_new_orders(self) -> None:
         """Step 4 (hook B): pass, shrink or reject the strategy's new orders."""
-        if not self.new_orders:
+        if not self._new_orders:
             return
-        orders = self.new_orders
-        self.new_orders = []
+        orders = self._new_orders
+        self._new_orders = []
         if self._cooldown:
             self._apply_cooldown(orders)
         risk = self.risk
         if risk is None or not risk.order_rules:
             book = self.book
-            accepted = self.accepted_this_bar
+            accepted = self._accepted_this_bar
             for order in orders:
                 if order.status is SUBMITTED:
                     order.transition(ACCEPTED)
@@ -925,7 +992,7 @@ class Broker:
                 pending[order.sid] += order.quantity
             order.transition(ACCEPTED)
             self.book.append(order)
-            self.accepted_this_bar.append(order)
+            self._accepted_this_bar.append(order)
 
     def _apply_cooldown(self, orders: list[Order]) -> None:
         """``reentry_cooldown_bars``: reject re-entries decided too soon after a stop exit."""
@@ -942,7 +1009,7 @@ class Broker:
     def check_submission_cash(self) -> None:
         """``cash_check="submission"``: pseudo-execute this bar's accepted orders at their
         creation prices against the cash now; reject those that would overdraw it."""
-        accepted = self.accepted_this_bar
+        accepted = self._accepted_this_bar
         if not accepted:
             return
         data = self.data
@@ -983,10 +1050,10 @@ class Broker:
 
     def fill_at_close(self) -> None:
         """Step 5: with ``fill="close"``, this bar's market orders fill at its close."""
-        accepted = self.accepted_this_bar
+        accepted = self._accepted_this_bar
         if not accepted:
             return
-        self.accepted_this_bar = []
+        self._accepted_this_bar = []
         if not self._fill_at_close:
             return
         data = self.data
@@ -1053,7 +1120,7 @@ class Broker:
         for sid in sorted(self.trades):
             trade = self.trades[sid]
             q = float(self.qty[sid])
-            avg = float(self.avg[sid])
+            avg = float(self._avg[sid])
             mark = float(self.marks[sid])
             rows.append(
                 (
@@ -1065,8 +1132,8 @@ class Broker:
                     int(self.data.timestamps[trade.entry_index]),
                     trade.commission,
                     (mark - avg) * q - trade.commission,
-                    float(self.stop[sid]),
-                    float(self.tp[sid]),
+                    float(self._stop[sid]),
+                    float(self._tp[sid]),
                 )
             )
         schema = {
@@ -1213,23 +1280,47 @@ class Broker:
                 raise ValueError(f"trailing stop on {symbol!r} before its first bar")
             order.trail_extreme = mark
             order.stop_price = _trail_level(order)
-        self.new_orders.append(order)
+        self._new_orders.append(order)
         return order
 
     def order_target_value(self, symbol: str, value: float) -> Order | None:
+        """A market order taking position + working market orders of ``symbol`` to
+        ``value`` (signed currency) at the latest close; None when no trade is needed.
+
+        A target that rounds to zero shares from a flat book (``0 < |value / price| < 1``
+        whole share) places no order and records a ``rounds_to_zero_shares`` rejection row
+        (:meth:`record_unplaced`).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is unknown.
+        ValueError
+            If the symbol has had no bar yet.
+        """
         sid = self.data.resolve(symbol)
         price = float(self.marks[sid])
         if not math.isfinite(price) or price <= 0:
             raise ValueError(f"no price yet for {symbol!r}: it has not had a bar")
-        target = self.round_quantity(value / price)
+        wanted = value / price
+        target = self.round_quantity(wanted)
         current = float(self.qty[sid] + self.pending[sid])
         delta = self.round_quantity(target - current)
         if abs(delta) >= EPS and self._net_working(sid, delta, "netted_by_new_order"):
             current = float(self.qty[sid] + self.pending[sid])
             delta = self.round_quantity(target - current)
         if abs(delta) < EPS:
+            if current == 0.0 and zero_shares_order(wanted, self.fractional):
+                self.record_unplaced(sid, wanted)
             return None
         return self.submit(symbol, delta)
+
+    def record_unplaced(self, sid: int, quantity: float) -> None:
+        """Record that the strategy's market order for ``quantity`` shares (signed, before
+        rounding) of symbol id ``sid`` was not placed because it rounds to zero shares: a
+        rejection row at the current bar with ``order_id`` -1 and reason
+        ``rounds_to_zero_shares`` (the compiled driver writes the same row)."""
+        self.recorder.unplaced(self.i, sid, quantity)
 
     def close_position(self, symbol: str) -> Order | None:
         """Close the position: under a volume participation cap the symbol's working market
@@ -1238,7 +1329,8 @@ class Broker:
         sid = self._symbol_index.get(symbol)
         if sid is None:
             sid = self.data.resolve(symbol)  # raises KeyError
-        self._net_working(sid, 0.0, "netted_by_close_position")
+        if self._volume_cap is not None:
+            self._net_working(sid, 0.0, "netted_by_close_position")
         current: float = self.qty.item(sid) + self.pending.item(sid)
         if abs(current) < EPS:
             return None
@@ -1292,10 +1384,12 @@ class Broker:
         self.orders.append(order)
         pending = self.pending
         pending[sid] = pending.item(sid) + quantity
-        self.new_orders.append(order)
+        self._new_orders.append(order)
         return order
 
     def cancel(self, order: Order, reason: str) -> bool:
+        """Cancel a working ``order`` for ``reason`` (recorded in the rejections); False if
+        it was no longer active."""
         if not order.is_active:
             return False
         self._finish(order, CANCELLED, reason, "cancelled")
@@ -1309,6 +1403,14 @@ class Broker:
         limit_price: float | None = None,
         stop_price: float | None = None,
     ) -> Order | None:
+        """Cancel a working ``order`` (reason ``replaced``) and submit a copy with the given
+        changes (:meth:`submit`); None if it was no longer active.
+
+        Raises
+        ------
+        ValueError
+            If the changed order is invalid (see :meth:`submit`).
+        """
         if not order.is_active:
             return None
         remaining = order.remaining if quantity is None else quantity
@@ -1349,7 +1451,7 @@ class Broker:
         if release and order.order_type is MARKET:
             self.pending[order.sid] -= remaining
         if order.reason != "strategy":
-            self.exit_pending[order.sid] = False
+            self._exit_pending[order.sid] = False
         self.recorder.rejection(self.i, order, event, reason, rule, remaining)
 
     # ------------------------------------------------------------------ execution
@@ -1365,16 +1467,15 @@ class Broker:
         else:
             price = self.config.slippage.fill_price(raw, q, BarView(self.data, row), kname)
         pos: float = self.qty.item(sid)
-        if q < 0 and self._no_short and pos + q < -EPS:
+        if short_refused(q, pos, self._allow_short):
             self._finish(order, REJECTED, "short_not_allowed", "rejected")
             return None
         commission = 0.0 if self._free else self._commission.compute(q, price, self.now_us)
-        cost = q * price + commission
-        if q > 0 and cost > self.cash + self._cash_tol:
+        if cash_refused(q, price, commission, self.cash, self._cash_tol):
             self._finish(order, REJECTED, "insufficient_cash", "rejected")
             return None
+        cost, slip = fill_amounts(q, raw, price, commission)
         self.cash -= cost
-        slip = (price - raw) * q
         fill_id = self.n_fills
         self.n_fills = fill_id + 1
         self.fills_today += 1
@@ -1399,10 +1500,10 @@ class Broker:
         if kind is MARKET:
             pending = self.pending
             pending[sid] = pending.item(sid) - q
-        done = abs(order.quantity - filled) < EPS
+        done = order_done(order.quantity, filled)
         order.transition(FILLED if done else PARTIALLY_FILLED)
         if done and reason != "strategy":
-            self.exit_pending[sid] = False
+            self._exit_pending[sid] = False
         if order.oco_id >= 0:
             sibling = self.orders[order.oco_id]
             if sibling.is_active:
@@ -1413,12 +1514,15 @@ class Broker:
         marks = self.marks
         if math.isnan(marks.item(sid)):
             marks[sid] = price
-        if pos == 0.0:  # opening from flat (_apply_position's first case, without the call)
+        step, new = position_step(pos, q)
+        if step == P_OPEN:  # opening from flat (most fills): no _apply_position call
             self._open_trade(sid, q, price, commission, slip, order, row)
-            self.qty[sid] = 0.0 if abs(q) < EPS else pos + q
+            self.qty[sid] = new
             increased = True
         else:
-            increased = self._apply_position(sid, pos, q, price, commission, slip, order, row)
+            increased = self._apply_position(
+                sid, pos, q, step, new, price, commission, slip, order, row
+            )
         self._held = None
         if self._no_fill_hooks:  # no cooldown, fill listeners or entry rules to serve
             if done and (math.isfinite(order.take_profit) or math.isfinite(order.stop_loss)):
@@ -1500,33 +1604,30 @@ class Broker:
         for child in reversed(children):
             child.transition(ACCEPTED)
             self.book.append(child)
-        self.children.setdefault(sid, []).extend(children)
+        self._children.setdefault(sid, []).extend(children)
 
     def _apply_position(
         self,
         sid: int,
         pos: float,
         q: float,
+        step: int,
+        new: float,
         price: float,
         commission: float,
         slip: float,
         order: Order,
         row: int,
     ) -> bool:
-        """Update position (``pos`` shares before this fill), average price and trade
-        records; True if exposure grew."""
-        new = pos + q
-        if abs(new) < EPS:
-            new = 0.0
-        if pos == 0.0:
-            self._open_trade(sid, q, price, commission, slip, order, row)
-            self.qty[sid] = new
-            return True
+        """Update position (``pos`` shares before this fill, ``new`` after it), average
+        price and trade records for a fill that is not an open: ``step`` is
+        :func:`engine.core.ledger.position_step`'s ``P_ADD``, ``P_REDUCE``, ``P_CLOSE`` or
+        ``P_FLIP``; True if exposure grew."""
         trade = self.trades[sid]
-        best_arr = self.best
-        worst_arr = self.worst
-        if pos * q > 0:
-            self.avg[sid] = added_average(self.avg.item(sid), pos, price, q)
+        best_arr = self._best
+        worst_arr = self._worst
+        if step == P_ADD:
+            self._avg[sid] = added_average(self._avg.item(sid), pos, price, q)
             trade.quantity += abs(q)
             trade.commission += commission
             trade.slippage += slip
@@ -1534,7 +1635,7 @@ class Broker:
             worst_arr[sid] = min(worst_arr.item(sid), price)
             self.qty[sid] = new
             return True
-        entry: float = self.avg.item(sid)
+        entry: float = self._avg.item(sid)
         closing, part_comm, part_slip, exit_comm, exit_slip, pnl = closed_part(
             pos,
             q,
@@ -1571,29 +1672,21 @@ class Broker:
                 trade.decision_index,
                 order.decision_row,
                 order.submit_index,
-                self.stop.item(sid),
-                self.tp.item(sid),
+                self._stop.item(sid),
+                self._tp.item(sid),
                 closing < abs(pos) - EPS,
             )
         )
-        self.realized += pnl
+        self._realized += pnl
         trade.quantity -= closing
         self.qty[sid] = new
-        if new == 0.0:
+        if step == P_CLOSE:
             self._close_trade(sid)
             return False
-        if new * pos < 0:  # flipped through zero: the rest opens a new trade
+        if step == P_FLIP:  # through zero: the rest opens a new trade
             self._close_trade(sid)
-            rest = abs(q) - closing
-            self._open_trade(
-                sid,
-                math.copysign(rest, q),
-                price,
-                commission * rest / abs(q),
-                slip * rest / abs(q),
-                order,
-                row,
-            )
+            rest_q, rest_comm, rest_slip = flip_rest(q, closing, commission, slip)
+            self._open_trade(sid, rest_q, price, rest_comm, rest_slip, order, row)
             return True
         return False
 
@@ -1608,7 +1701,7 @@ class Broker:
         row: int,
     ) -> None:
         ordinal: int = self.data.ordinal.item(row)
-        self.entry_ordinal[sid] = ordinal
+        self._entry_ordinal[sid] = ordinal
         self.trades[sid] = _OpenTrade(
             math.copysign(1.0, q),
             abs(q),
@@ -1619,24 +1712,24 @@ class Broker:
             order.decision_row,
             order.submit_index,
         )
-        self.avg[sid] = price
-        self.best[sid] = price
-        self.worst[sid] = price
-        self.stop[sid] = math.nan
-        self.tp[sid] = math.nan
-        self.stop_rule[sid] = 0
-        self.tp_rule[sid] = 0
+        self._avg[sid] = price
+        self._best[sid] = price
+        self._worst[sid] = price
+        self._stop[sid] = math.nan
+        self._tp[sid] = math.nan
+        self._stop_rule[sid] = 0
+        self._tp_rule[sid] = 0
 
     def _close_trade(self, sid: int) -> None:
         if self._closed_now is not None:
             self._closed_now[sid] = self.trades[sid].direction
         del self.trades[sid]
-        self.avg[sid] = 0.0
-        self.stop[sid] = math.nan
-        self.tp[sid] = math.nan
-        self.best[sid] = math.nan
-        self.worst[sid] = math.nan
-        children = self.children.pop(sid, None) if self.children else None
+        self._avg[sid] = 0.0
+        self._stop[sid] = math.nan
+        self._tp[sid] = math.nan
+        self._best[sid] = math.nan
+        self._worst[sid] = math.nan
+        children = self._children.pop(sid, None) if self._children else None
         if children:
             for child in children:
                 if child.is_active:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections import deque
 from datetime import date, datetime
 from datetime import time as clock_time
 
@@ -17,6 +18,10 @@ from engine.results import BacktestResult
 from engine.risk.manager import RiskManager
 from engine.strategies import TopNStrategy
 from engine.strategy import Strategy
+
+_discard: deque[object] = deque(maxlen=0)
+_consume = _discard.extend
+"""Run an iterator to its end, keeping nothing (``deque(maxlen=0).extend``)."""
 
 
 def _first_window(stream: ChunkStream) -> MarketData:
@@ -300,8 +305,9 @@ class BacktestEngine:
                 if batch_mode:
                     strategy.on_timestamp_batch(datetimes[i], batch, context)
                 else:
-                    for event in batch.iter_events(context):
-                        on_event(event)
+                    # one event per symbol, delivered in order; map drives the calls from C
+                    # (no Python loop step per event), deque(maxlen=0) discards the returns
+                    _consume(map(on_event, batch.iter_events(context)))
                 # 4. order validation, 5. fills at the close
                 broker.validate_new_orders()
                 if submission_check:

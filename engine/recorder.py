@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.core.layout import EVENT_NAMES, STATUS_NAMES, TIF_NAMES, TYPE_NAMES
+from engine.core.layout import (
+    EV_REJECTED,
+    EVENT_NAMES,
+    SR_ZERO_SHARES,
+    STATUS_NAMES,
+    T_MARKET,
+    TIF_NAMES,
+    TYPE_NAMES,
+    UNPLACED,
+)
 from engine.core.records import Records
 from engine.data import MarketData
 from engine.orders import Order
@@ -93,6 +102,30 @@ class Recorder:
                 -1,
                 0,
                 order.quantity if quantity is None else quantity,
+                np.nan,
+                np.nan,
+            )
+        )
+
+    def unplaced(self, index: int, sid: int, quantity: float, rule: str = "") -> None:
+        """Append the rejection row of a market order for ``quantity`` shares (signed, before
+        rounding) of symbol ``sid`` that was never placed at bar ``index`` because it rounds
+        to zero shares (``order_id`` -1, reason ``rounds_to_zero_shares``, ``rule`` the risk
+        rule that wanted it, empty for the strategy; the compiled driver writes the same row
+        with :func:`engine.core.ledger.reject_unplaced`)."""
+        records = self.records
+        records.rejections.append(
+            (
+                index,
+                UNPLACED,
+                sid,
+                T_MARKET,
+                EV_REJECTED,
+                SR_ZERO_SHARES,
+                records.text_code(rule),
+                -1,
+                0,
+                quantity,
                 np.nan,
                 np.nan,
             )

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import numpy as np
 
+from engine.core.ledger import zero_shares_order
 from engine.data import BarBatch
 from engine.strategy import Strategy
 
@@ -110,6 +111,8 @@ class TopNStrategy(Strategy):
             shares = broker.round_quantity(budget / price)
             if shares > 0:
                 broker.submit(str(symbols[sid]), shares)
+            elif zero_shares_order(budget / price, broker.fractional):
+                broker.record_unplaced(sid, budget / price)
 
 
 STRATEGY_REGISTRY: dict[str, type[Strategy]] = {

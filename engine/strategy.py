@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import polars as pl
 
+from engine.core.ledger import zero_shares_order
 from engine.data import BarBatch
 from engine.events import Fill, MarketEvent
 from engine.orders import Order
@@ -79,6 +80,13 @@ class Strategy:
     # ------------------------------------------------------------------ binding
     @property
     def broker(self) -> Broker:
+        """The run's broker (bound only during :meth:`engine.BacktestEngine.run`).
+
+        Raises
+        ------
+        RuntimeError
+            Outside a run.
+        """
         if self._broker is None:
             raise RuntimeError("strategy helpers can only be used during BacktestEngine.run()")
         return self._broker
@@ -106,6 +114,7 @@ class Strategy:
         return self.broker.position(symbol)
 
     def has_position(self, symbol: str) -> bool:
+        """True when a non-zero position in ``symbol`` is held."""
         return self.broker.position(symbol) != 0.0
 
     def get_position_value(self, symbol: str) -> float:
@@ -201,7 +210,7 @@ class Strategy:
             quantity; ``percent`` outside (0, 1]; a fractional quantity with
             ``fractional_shares=False``; inconsistent prices.
         """
-        qty = self._quantity(symbol, quantity, percent)
+        qty = self._quantity(symbol, quantity, percent, 1.0)
         if qty is None:
             return None
         return self.broker.submit(
@@ -264,7 +273,7 @@ class Strategy:
     ) -> Order | None:
         """Sell ``quantity`` (> 0) shares, or shares worth ``percent`` of equity; same
         keywords and rules as :meth:`buy`."""
-        qty = self._quantity(symbol, quantity, percent)
+        qty = self._quantity(symbol, quantity, percent, -1.0)
         if qty is None:
             return None
         return self.broker.submit(
@@ -279,8 +288,11 @@ class Strategy:
             stop_loss=stop_loss,
         )
 
-    def _quantity(self, symbol: str, quantity: float | None, percent: float | None) -> float | None:
-        """Shares (> 0) from exactly one of ``quantity`` / ``percent``; None for 0 shares."""
+    def _quantity(
+        self, symbol: str, quantity: float | None, percent: float | None, side: float
+    ) -> float | None:
+        """Shares (> 0) from exactly one of ``quantity`` / ``percent``; None for 0 shares
+        (recorded as an unplaced order of ``side``, +1 buy / -1 sell)."""
         if (quantity is None) == (percent is None):
             raise ValueError(
                 f"give exactly one of quantity and percent, got quantity={quantity!r}, "
@@ -291,19 +303,34 @@ class Strategy:
         p = float(percent)  # type: ignore[arg-type]
         if not (math.isfinite(p) and 0 < p <= 1):
             raise ValueError(f"percent must be a fraction of equity in (0, 1], got {percent!r}")
-        qty = self.broker.shares_for_value(symbol, p * self.equity)
-        return qty if qty > 0 else None
+        return self._shares_worth(symbol, p * self.equity, side)
+
+    def _shares_worth(self, symbol: str, value: float, side: float) -> float | None:
+        """Whole shares (unless fractional) worth ``value`` (currency) at the latest close;
+        None for 0 shares, then recording the unplaced order of ``side`` (+1 buy, -1 sell)
+        when ``value`` bought more than nothing but less than one share."""
+        qty = self.broker.shares_for_value(symbol, value)
+        if qty > 0:
+            return qty
+        broker = self.broker
+        sid = broker.data.resolve(symbol)
+        wanted = max(value, 0.0) / float(broker.marks[sid])
+        if zero_shares_order(wanted, broker.fractional):
+            broker.record_unplaced(sid, side * wanted)
+        return None
 
     def buy_percent(self, symbol: str, percent: float) -> Order | None:
         """Buy shares worth ``percent`` (fraction) of equity at the latest close (rounded down
-        to whole shares unless fractional); ``None`` if that is 0 shares."""
-        qty = self.broker.shares_for_value(symbol, percent * self.equity)
-        return self.buy(symbol, qty) if qty > 0 else None
+        to whole shares unless fractional); ``None`` if that is 0 shares (then a
+        ``rounds_to_zero_shares`` rejection row is recorded)."""
+        qty = self._shares_worth(symbol, percent * self.equity, 1.0)
+        return self.buy(symbol, qty) if qty is not None else None
 
     def sell_percent(self, symbol: str, percent: float) -> Order | None:
-        """Sell shares worth ``percent`` (fraction) of equity at the latest close."""
-        qty = self.broker.shares_for_value(symbol, percent * self.equity)
-        return self.sell(symbol, qty) if qty > 0 else None
+        """Sell shares worth ``percent`` (fraction) of equity at the latest close; ``None`` if
+        that is 0 shares (then a ``rounds_to_zero_shares`` rejection row is recorded)."""
+        qty = self._shares_worth(symbol, percent * self.equity, -1.0)
+        return self.sell(symbol, qty) if qty is not None else None
 
     def order_target_value(self, symbol: str, value: float) -> Order | None:
         """Trade so position + working orders are worth ``value`` (signed currency) at the
@@ -338,6 +365,9 @@ class Strategy:
         held = self.get_position(symbol)
         qty = self.broker.round_quantity(abs(held) * f)
         if qty <= 0:
+            wanted = -held * f
+            if zero_shares_order(wanted, self.broker.fractional):
+                self.broker.record_unplaced(self.broker.data.resolve(symbol), wanted)
             return None
         return self.broker.submit(symbol, -qty if held > 0 else qty)
 

@@ -104,9 +104,16 @@ from engine.core.layout import (
     TP_RULE,
     TRAIL_INITIAL,
     TRAILING,
+    UNPLACED,
     set_status,
 )
-from engine.core.ledger import execute_fill, new_order, round_quantity_nb
+from engine.core.ledger import (
+    execute_fill,
+    new_order,
+    reject_unplaced,
+    round_quantity_nb,
+    zero_shares_order_nb,
+)
 from engine.core.limits import apply_limits
 from engine.core.matching import level_exit_price_nb
 from engine.core.records import RecordArray, Records, empty_records
@@ -356,10 +363,12 @@ def _risk_exit(
     orders: RecordArray,
     book: IntArray,
     counts: IntArray,
+    rejections: RecordArray,
 ) -> None:
     """A risk rule's market exit (reason code ``reason``) of ``quantity`` shares of ``sid``
     (NaN: the whole position; at most the position), queued for the next open and accepted;
-    nothing if an exit is already queued or the rounded size is 0."""
+    nothing if an exit is already queued; a rejection row (``reject_unplaced``) if the size
+    rounds to 0 shares."""
     if aux_i[A_EXIT_PENDING, sid]:
         return
     pos = fstate[QTY, sid]
@@ -368,8 +377,11 @@ def _risk_exit(
     size = abs(pos)
     if not math.isnan(quantity) and not abs(pos) < abs(quantity):
         size = abs(quantity)
-    size = round_quantity_nb(size, fractional)
+    wanted = size
+    size = round_quantity_nb(wanted, fractional)
     if size <= 0:
+        if zero_shares_order_nb(wanted, fractional):
+            reject_unplaced(sid, -math.copysign(wanted, pos), i, reason, counts, rejections)
         return
     o = new_order(
         sid, -math.copysign(size, pos), T_MARKET, reason, i, row, math.nan, math.nan,
@@ -617,7 +629,7 @@ def run_topn(
     financed = mech.rates[3] != 0.0
     ev_k = 0  # next corporate action of ``mech``
     for i in range(n_t):
-        if counts[C_ORDERS] + per_bar > cap:
+        if counts[C_ORDERS] + per_bar > cap or counts[C_REJ] + per_bar > cap:
             counts[C_STATUS] = ST_FULL
             return
         lo = offsets[i]
@@ -708,7 +720,7 @@ def run_topn(
             sid = istate[OUT_SID, k]
             _risk_exit(
                 sid, fstate[OUT_LEVEL, k], R_RULE0 + istate[OUT_CODE, k], last_row[sid], i,
-                fractional, fstate, pending, aux_i, orders, book, counts,
+                fractional, fstate, pending, aux_i, orders, book, counts, rejections,
             )  # fmt: skip
         # 3. the strategy (TopNStrategy.on_timestamp_batch) and 4. hook B (no order rules)
         if i % every == 0:
@@ -754,6 +766,8 @@ def run_topn(
                         orders, counts, pending,
                     )  # fmt: skip
                     n_new += 1
+                elif zero_shares_order_nb(budget / price, fractional):
+                    reject_unplaced(sid, budget / price, i, R_STRATEGY, counts, rejections)
             apply_limits(
                 new[:n_new], i, limits, fractional, acc, fstate, pending, orders, book, counts,
                 rejections, scratch, held[:nh],
@@ -871,6 +885,7 @@ class CompiledRun:
         n_rej = int(counts[C_REJ])
         rejections = rejections[:n_rej]
         _limit_texts(rejections, plan.limit_rules, self.records)
+        _unplaced_rules(rejections, self.records)
         orders = orders[: counts[C_ORDERS]]
         by_limit = orders["status_reason"] >= SR_LIMIT
         if by_limit.any():
@@ -924,6 +939,16 @@ def _symbol_series(data: MarketData) -> pl.Series:
 def _gather(names: pl.Series, codes: npt.NDArray[Any]) -> pl.Series:
     """``names[codes]`` as a String series (no per-row Python)."""
     return names.gather(pl.Series(codes, dtype=pl.Int64)) if codes.size else names.clear()
+
+
+def _unplaced_rules(rejections: RecordArray, records: Records) -> None:
+    """The ``rule`` of the rows of orders never placed (``reject_unplaced``: a reason code
+    there) as the text code of that reason's name; the strategy's (code 0) stays the empty
+    text."""
+    rows = np.flatnonzero((rejections["order_id"] == UNPLACED) & (rejections["rule"] > 0))
+    for k in rows.tolist():
+        name = records.reasons[int(rejections["rule"][k])]
+        rejections["rule"][k] = records.text_code(name)
 
 
 def _limit_texts(rejections: RecordArray, limits: list[LimitText], records: Records) -> None:

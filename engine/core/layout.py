@@ -143,8 +143,18 @@ R_STRATEGY, R_END, R_STOP_LOSS, R_TAKE_PROFIT = 0, 1, 2, 3
 FIXED_REASONS = ("strategy", "end_of_data", "stop_loss", "take_profit")
 R_RULE0 = 3
 """A rule of code ``k >= 1`` has reason code ``R_RULE0 + k``."""
-SR_NONE, SR_CASH, SR_SHORT, SR_CLOSED_BY_STOP = range(4)
-STATUS_REASONS = ("", "insufficient_cash", "short_not_allowed", "position_closed_by_stop")
+SR_NONE, SR_CASH, SR_SHORT, SR_CLOSED_BY_STOP, SR_ZERO_SHARES = range(5)
+STATUS_REASONS = (
+    "",
+    "insufficient_cash",
+    "short_not_allowed",
+    "position_closed_by_stop",
+    "rounds_to_zero_shares",
+)
+"""Texts of the ``SR_*`` codes. ``rounds_to_zero_shares``: an order the strategy wanted that
+rounded to zero whole shares, so it was never placed (its rejection row has ``order_id`` -1)."""
+UNPLACED = -1
+"""The ``order_id`` of a rejection row of an order that was never placed."""
 SR_LIMIT = 100
 """Status-reason codes ``SR_LIMIT + k``: the reason text of rejection row ``k`` (a limit)."""
 EV_REJECTED, EV_CANCELLED, EV_SHRUNK, EV_EXPIRED = range(4)

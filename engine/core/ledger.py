@@ -2,9 +2,16 @@
 
 Compiled kernels over the core's state layout (:mod:`engine.core.layout`) and record dtypes
 (:mod:`engine.core.records`), called by the compiled drivers (:mod:`engine.compiled.topn`).
-The accounting formulas (:func:`round_quantity`, :func:`added_average`, :func:`closed_part`)
-are written once as plain Python and compiled from that source (``*_nb``): the Python loop's
-broker calls the Python forms on its own bookkeeping, the kernels the compiled forms.
+Every decision of a fill is written once as plain Python over scalars and compiled from that
+source (``*_nb``, as :mod:`engine.core.matching` does): whether it is refused
+(:func:`short_refused`, :func:`cash_refused`), what it costs (:func:`fill_amounts`), whether
+its order is done (:func:`order_done`), what it does to the position (:func:`position_step`)
+and its average price (:func:`added_average`), what a reducing fill closes and realizes
+(:func:`closed_part`), what a flip opens (:func:`flip_rest`), and the share rounding
+(:func:`round_quantity`, :func:`zero_shares_order`). The Python driver's broker
+(:class:`engine.broker.Broker`) calls the plain forms on its scalars (no numba call per
+fill), the kernels below the compiled forms; the two drivers differ only in where they keep
+the state and how they append the record rows (of the same dtypes).
 The price and commission of a fill are computed by the driver and passed in, as VectorBT's
 ``process_order_nb(price, fees, ...)`` takes them.
 
@@ -67,11 +74,13 @@ from engine.core.layout import (
     SR_CASH,
     SR_NONE,
     SR_SHORT,
+    SR_ZERO_SHARES,
     STOP,
     STOP_RULE,
     T_MARKET,
     TP,
     TP_RULE,
+    UNPLACED,
     WORST,
     set_status,
 )
@@ -143,8 +152,73 @@ def closed_part(
     return closing, part_comm, part_slip, exit_comm, slip * share, pnl
 
 
+P_OPEN, P_ADD, P_REDUCE, P_CLOSE, P_FLIP = range(5)
+"""What a fill does to a position (:func:`position_step`): opens one from flat, adds to it,
+reduces it, closes it, or flips it through zero."""
+
+
+def short_refused(q: float, pos: float, allow_short: bool) -> bool:
+    """True when a sell of ``q`` shares (``q < 0``) would take the position of ``pos``
+    shares below zero by more than ``EPS`` while short selling is off
+    (``short_not_allowed``)."""
+    return q < 0 and not allow_short and pos + q < -EPS
+
+
+def cash_refused(q: float, price: float, commission: float, cash: float, tolerance: float) -> bool:
+    """True when a buy of ``q`` shares at ``price`` (currency per share) with ``commission``
+    (currency) costs more than ``cash + tolerance`` (``insufficient_cash``); sells are never
+    refused for cash."""
+    return q > 0 and q * price + commission > cash + tolerance
+
+
+def fill_amounts(q: float, raw: float, price: float, commission: float) -> tuple[float, float]:
+    """``(cost, slippage)`` of a fill of ``q`` shares at ``price`` (``raw`` before slippage):
+    the cash it takes, ``q × price + commission``, and its slippage cost
+    ``(price - raw) × q`` (currency)."""
+    return q * price + commission, (price - raw) * q
+
+
+def order_done(quantity: float, filled: float) -> bool:
+    """True when an order of ``quantity`` shares with ``filled`` shares filled has nothing
+    left (within ``EPS``): it is filled, else partially filled."""
+    return abs(quantity - filled) < EPS
+
+
+def position_step(pos: float, q: float) -> tuple[int, float]:
+    """``(step, new)``: what a fill of ``q`` shares does to a position of ``pos`` shares
+    (``P_OPEN``, ``P_ADD``, ``P_REDUCE``, ``P_CLOSE`` or ``P_FLIP``) and the position after
+    it (a result within ``EPS`` of zero is zero)."""
+    new = pos + q
+    if abs(new) < EPS:
+        new = 0.0
+    if pos == 0.0:
+        return P_OPEN, new
+    if pos * q > 0:
+        return P_ADD, new
+    if new == 0.0:
+        return P_CLOSE, new
+    if new * pos < 0:
+        return P_FLIP, new
+    return P_REDUCE, new
+
+
+def flip_rest(
+    q: float, closing: float, commission: float, slip: float
+) -> tuple[float, float, float]:
+    """The new trade a fill of ``q`` shares opens after closing ``closing`` shares through
+    zero: ``(shares, commission, slippage)``, the costs pro rata of the fill."""
+    rest = abs(q) - closing
+    return math.copysign(rest, q), commission * rest / abs(q), slip * rest / abs(q)
+
+
 added_average_nb = njit(added_average)
 closed_part_nb = njit(closed_part)
+short_refused_nb = njit(short_refused)
+cash_refused_nb = njit(cash_refused)
+fill_amounts_nb = njit(fill_amounts)
+order_done_nb = njit(order_done)
+position_step_nb = njit(position_step)
+flip_rest_nb = njit(flip_rest)
 
 
 @njit
@@ -234,6 +308,45 @@ def finish_order(
     rejections[k]["bound"] = math.nan
 
 
+def zero_shares_order(quantity: float, fractional: bool) -> bool:
+    """True when an order for ``quantity`` shares (signed, before rounding) cannot be placed
+    because it rounds to zero shares (:func:`round_quantity`); a zero or NaN quantity is no
+    order at all (False)."""
+    return quantity != 0.0 and not fractional and abs(quantity) + EPS < 1.0
+
+
+zero_shares_order_nb = njit(zero_shares_order)
+
+
+@njit
+def reject_unplaced(
+    sid: int, quantity: float, i: int, reason: int, counts: IntArray, rejections: RecordArray
+) -> None:
+    """Record that a market order for ``quantity`` shares (signed, before rounding) of symbol
+    ``sid`` was never placed at bar ``i`` because it rounds to zero shares: a rejection row
+    with ``order_id`` ``UNPLACED`` (-1), event rejected, reason ``rounds_to_zero_shares``.
+
+    ``reason``: the reason code of who wanted the order (``R_STRATEGY``, or a risk rule's
+    ``R_RULE0 + k``); it is kept in the row's ``rule`` field, which the driver turns into the
+    rule's name (a text code) after the run (0, the strategy's, is the empty text). The
+    Python driver writes the same row through :meth:`engine.recorder.Recorder.unplaced`.
+    """
+    k = counts[C_REJ]
+    counts[C_REJ] = k + 1
+    rejections[k]["bar_index"] = i
+    rejections[k]["order_id"] = UNPLACED
+    rejections[k]["sid"] = sid
+    rejections[k]["order_type"] = T_MARKET
+    rejections[k]["event"] = EV_REJECTED
+    rejections[k]["reason"] = SR_ZERO_SHARES
+    rejections[k]["rule"] = reason
+    rejections[k]["limit"] = -1
+    rejections[k]["shrink_text"] = 0
+    rejections[k]["quantity"] = quantity
+    rejections[k]["value"] = math.nan
+    rejections[k]["bound"] = math.nan
+
+
 @njit
 def _open_trade(
     sid: int,
@@ -308,17 +421,15 @@ def apply_position(
         True if the exposure grew (an open, an addition or a flip through zero).
     """
     pos = fstate[QTY, sid]
-    new = pos + q
-    if abs(new) < EPS:
-        new = 0.0
-    if pos == 0.0:
+    step, new = position_step_nb(pos, q)
+    if step == P_OPEN:
         _open_trade(
             sid, q, price, commission, slip, o, ordinal_now, i,
             fstate, istate, aux_i, aux_f, orders,
         )  # fmt: skip
         fstate[QTY, sid] = new
         return True
-    if pos * q > 0:
+    if step == P_ADD:
         fstate[AVG, sid] = added_average_nb(fstate[AVG, sid], pos, price, q)
         aux_f[B_QTY, sid] += abs(q)
         aux_f[B_COMM, sid] += commission
@@ -361,14 +472,14 @@ def apply_position(
     acc[ACC_REALIZED] += pnl
     aux_f[B_QTY, sid] -= closing
     fstate[QTY, sid] = new
-    if new == 0.0:
+    if step == P_CLOSE:
         _close_trade(sid, fstate, aux_i)
         return False
-    if new * pos < 0:  # through zero: the rest opens a trade the other way
+    if step == P_FLIP:
         _close_trade(sid, fstate, aux_i)
-        rest = abs(q) - closing
+        rest_q, rest_comm, rest_slip = flip_rest_nb(q, closing, commission, slip)
         _open_trade(
-            sid, math.copysign(rest, q), price, commission * rest / abs(q), slip * rest / abs(q),
+            sid, rest_q, price, rest_comm, rest_slip,
             o, ordinal_now, i, fstate, istate, aux_i, aux_f, orders,
         )  # fmt: skip
         return True
@@ -418,18 +529,18 @@ def execute_fill(
     sid = orders[o]["sid"]
     kind = orders[o]["order_type"]
     pos = fstate[QTY, sid]
-    if q < 0 and not allow_short and pos + q < -EPS:
+    if short_refused_nb(q, pos, allow_short):
         finish_order(
             o, S_REJECTED, SR_SHORT, EV_REJECTED, i, orders, counts, pending, aux_i, rejections
         )
         return False
-    if q > 0 and q * price + commission > acc[ACC_CASH] + tolerance:
+    if cash_refused_nb(q, price, commission, acc[ACC_CASH], tolerance):
         finish_order(
             o, S_REJECTED, SR_CASH, EV_REJECTED, i, orders, counts, pending, aux_i, rejections
         )
         return False
-    acc[ACC_CASH] -= q * price + commission
-    slip = (price - raw) * q
+    cost, slip = fill_amounts_nb(q, raw, price, commission)
+    acc[ACC_CASH] -= cost
     f = counts[C_FILLS]
     counts[C_FILLS] = f + 1
     fills[f]["order_id"] = o
@@ -445,7 +556,7 @@ def execute_fill(
     orders[o]["filled"] += q
     if kind == T_MARKET:
         pending[sid] -= q
-    done = abs(orders[o]["quantity"] - orders[o]["filled"]) < EPS
+    done = order_done_nb(orders[o]["quantity"], orders[o]["filled"])
     set_status(orders, o, S_FILLED if done else S_PARTIAL)
     if done and orders[o]["reason"] != R_STRATEGY:
         aux_i[A_EXIT_PENDING, sid] = 0

@@ -2,9 +2,13 @@
 
 :func:`apply_limits` judges each new order, in submission order, against the portfolio plus
 the orders accepted before it, with the limits of a table (rows ``LIM_KIND``, ``LIM_PARAM``,
-in priority order; :mod:`engine.core.layout`). The formulas are those of the rules in
-:mod:`engine.risk.rules.portfolio`, which keep their validation and reason texts; the
-compiled driver hands their parameters over (:mod:`engine.compiled.plan`). Let ``current`` be
+in priority order; :mod:`engine.core.layout`). Each limit's formula is stated once below as
+plain Python (:func:`grows`, :func:`drawdown_breached`, :func:`daily_loss_breached`,
+:func:`position_size_verdict`, :func:`leverage_verdict`, :func:`positions_full`) and
+compiled from that source (``*_nb``): the rules of :mod:`engine.risk.rules.portfolio` (the
+Python driver; they keep their validation, state and reason texts) call the plain forms,
+:func:`apply_limits` the compiled ones; the compiled driver hands the rules' parameters over
+(:mod:`engine.compiled.plan`). Let ``current`` be
 the symbol's position plus its accepted pending shares, ``q`` the order's shares, ``equity``
 the cash plus the positions marked at the latest closes; an order *grows* the exposure unless
 it reduces ``current`` without crossing zero.
@@ -61,6 +65,110 @@ from engine.risk import kernels
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 RecordArray = npt.NDArray[np.void]
+
+V_ALLOW, V_SHRINK, V_REJECT = 0, 1, 2
+"""Verdicts of a size limit on one order: pass it, shrink it, reject it."""
+
+# ---------------------------------------------------------------------- the formulas, once
+# Plain Python, compiled from the same source (``*_nb``, as engine.core.matching does): the
+# Python driver's rules (engine.risk.rules.portfolio) call the plain forms, apply_limits the
+# compiled ones. Quantities in shares (signed), prices in currency per share, equity in
+# currency.
+
+
+def grows(current: float, q: float) -> bool:
+    """False only for an order of ``q`` shares that shrinks ``current`` (the symbol's position
+    plus its accepted working market orders, shares) toward zero without crossing it."""
+    return not (current * q < 0 and abs(q) <= abs(current) + 1e-9)
+
+
+def limit_applies(current: float, q: float, price: float) -> bool:
+    """True when a size limit judges an order of ``q`` shares: it :func:`grows` the exposure
+    ``current`` and its ``price`` (currency per share) is a finite number > 0."""
+    growing = not (current * q < 0 and abs(q) <= abs(current) + 1e-9)
+    return growing and math.isfinite(price) and price > 0
+
+
+def drawdown_breached(equity: float, peak: float, max_drawdown: float) -> tuple[bool, float]:
+    """``(breached, drawdown)``: ``drawdown = equity / peak - 1`` (fraction, 0 when ``peak``
+    is not > 0), breached when ``drawdown <= -max_drawdown`` (``MaxDrawdownRule``)."""
+    drawdown = equity / peak - 1.0 if peak > 0 else 0.0
+    return drawdown <= -max_drawdown, drawdown
+
+
+def daily_loss_breached(
+    equity: float, day_start: float, max_loss_pct: float
+) -> tuple[bool, float, float]:
+    """``(breached, pnl, bound)``: the day's P&L ``equity - day_start`` (currency) against
+    ``bound = -max_loss_pct × day_start``, breached when ``pnl <= bound``
+    (``MaxDailyLossRule``)."""
+    bound = -max_loss_pct * day_start
+    pnl = equity - day_start
+    return pnl <= bound, pnl, bound
+
+
+def position_size_verdict(
+    current: float, q: float, price: float, equity: float, max_pct: float
+) -> tuple[int, float]:
+    """``MaxPositionSizeRule``: ``(verdict, shares)`` for an order of ``q`` shares at
+    ``price`` on a symbol with exposure ``current``, capped at
+    ``|current + q| × price <= max_pct × equity``.
+
+    An order the limit does not judge (:func:`limit_applies`) or within the cap passes
+    (``V_ALLOW``, ``q``); otherwise it shrinks to the shares left under the cap (``V_SHRINK``;
+    a flip may first remove ``|current|``), or is rejected (``V_REJECT``) when none are.
+    The shrunk quantity is not rounded.
+    """
+    growing = not (current * q < 0 and abs(q) <= abs(current) + 1e-9)
+    if not growing or not math.isfinite(price) or price <= 0:
+        return V_ALLOW, q
+    cap_shares = max_pct * equity / price
+    if abs(current + q) <= cap_shares + 1e-9:
+        return V_ALLOW, q
+    allowed = cap_shares - abs(current) if current * q > 0 else cap_shares + abs(current)
+    if allowed <= 0:
+        return V_REJECT, q
+    return V_SHRINK, math.copysign(allowed if allowed < abs(q) else abs(q), q)
+
+
+def leverage_verdict(
+    current: float, q: float, price: float, equity: float, gross: float, max_leverage: float
+) -> tuple[int, float]:
+    """``MaxLeverageRule``: ``(verdict, shares)`` for an order of ``q`` shares at ``price``
+    on a symbol with exposure ``current``, when the projected gross exposure (currency,
+    ``Σ |qty + pending| × mark``) is ``gross``: the added exposure
+    ``(|current + q| - |current|) × price`` must fit in ``room = max_leverage × equity -
+    gross``.
+
+    Passes (``V_ALLOW``, ``q``) when it fits (the caller checks :func:`limit_applies` first,
+    so ``gross`` is summed only when needed); rejected (``V_REJECT``) when there is no room;
+    otherwise shrunk (``V_SHRINK``) to ``room / price`` shares (a flip first removes
+    ``|current|`` shares of exposure: ``2 |current| + room / price``). Not rounded.
+    """
+    room = max_leverage * equity - gross
+    extra = (abs(current + q) - abs(current)) * price
+    if extra <= room + 1e-9:
+        return V_ALLOW, q
+    if room <= 0:
+        return V_REJECT, q
+    shares = room / price if current * q >= 0 else 2.0 * abs(current) + room / price
+    return V_SHRINK, math.copysign(shares if shares < abs(q) else abs(q), q)
+
+
+def positions_full(current: float, projected: int, max_positions: float) -> bool:
+    """``MaxPositionsRule``: True when an order on a symbol of exposure ``current`` opens a
+    new symbol (``current == 0``) while ``projected`` symbols already have a non-zero
+    position plus working market orders and ``projected >= max_positions``."""
+    return current == 0 and projected >= max_positions
+
+
+grows_nb = njit(grows)
+limit_applies_nb = njit(limit_applies)
+drawdown_breached_nb = njit(drawdown_breached)
+daily_loss_breached_nb = njit(daily_loss_breached)
+position_size_verdict_nb = njit(position_size_verdict)
+leverage_verdict_nb = njit(leverage_verdict)
+positions_full_nb = njit(positions_full)
 
 
 @njit
@@ -261,65 +369,43 @@ def apply_limits(
             kind = limits[r, LIM_KIND]
             param = limits[r, LIM_PARAM]
             current = qty[sid] + pending[sid]
-            grows = not (current * quantity < 0 and abs(quantity) <= abs(current) + 1e-9)
             if kind == L_DRAWDOWN:
-                drawdown = equity / peak - 1.0 if peak > 0 else 0.0
-                if drawdown <= -param and grows:
+                breached, value = drawdown_breached_nb(equity, peak, param)
+                if breached and grows_nb(current, quantity):
                     rejected = r
-                    value = drawdown
                     break
             elif kind == L_DAILY_LOSS:
-                bound = -param * day_start
-                value = equity - day_start
-                if value <= bound and grows:
+                breached, value, bound = daily_loss_breached_nb(equity, day_start, param)
+                if breached and grows_nb(current, quantity):
                     rejected = r
                     break
             elif kind == L_POSITION_SIZE:
-                price = marks[sid]
-                if not grows or not math.isfinite(price) or price <= 0:
-                    continue
-                cap_shares = param * equity / price
-                if abs(current + quantity) <= cap_shares + 1e-9:
-                    continue
-                if current * quantity > 0:
-                    allowed = cap_shares - abs(current)
-                else:
-                    allowed = cap_shares + abs(current)
-                if allowed <= 0:
+                verdict, q = position_size_verdict_nb(current, quantity, marks[sid], equity, param)
+                if verdict == V_REJECT:
                     rejected = r
                     break
-                q = math.copysign(allowed if allowed < abs(quantity) else abs(quantity), quantity)
-                quantity = q
-                shrunk = r
+                if verdict == V_SHRINK:
+                    quantity = q
+                    shrunk = r
             elif kind == L_LEVERAGE:
                 price = marks[sid]
-                if not grows or not math.isfinite(price) or price <= 0:
+                if not limit_applies_nb(current, quantity, price):
                     continue
                 if terms_ready:
                     gross = _pairwise_sum(terms, 0, terms.size, stack)
                 else:
                     gross = projected_gross(qty, pending, marks, scratch)
                     terms_ready = True
-                room = param * equity - gross
-                extra = (abs(current + quantity) - abs(current)) * price
-                if extra <= room + 1e-9:
-                    continue
-                if room <= 0:
+                verdict, q = leverage_verdict_nb(current, quantity, price, equity, gross, param)
+                if verdict == V_REJECT:
                     rejected = r
                     break
-                if current * quantity >= 0:
-                    shares = room / price
-                else:
-                    shares = 2.0 * abs(current) + room / price
-                q = math.copysign(shares if shares < abs(quantity) else abs(quantity), quantity)
-                quantity = q
-                shrunk = r
-            elif kind == L_POSITIONS:
-                if current != 0:
-                    continue
-                if projected >= param:
-                    rejected = r
-                    break
+                if verdict == V_SHRINK:
+                    quantity = q
+                    shrunk = r
+            elif kind == L_POSITIONS and positions_full_nb(current, projected, param):
+                rejected = r
+                break
         if rejected < 0 and shrunk >= 0:
             new_q = round_quantity_nb(quantity, fractional)
             if new_q == 0:

@@ -98,30 +98,37 @@ class PositionBatch:
 
     @property
     def quantity(self) -> FloatArray:
+        """Signed shares held, shape (m,), float64."""
         return self._get("quantity")
 
     @property
     def entry_price(self) -> FloatArray:
+        """Average entry price of each position, shape (m,), currency per share."""
         return self._get("entry_price")
 
     @property
     def max_price(self) -> FloatArray:
+        """Highest price since each entry (bar highs, fill prices), shape (m,), currency/share."""
         return self._get("max_price")
 
     @property
     def min_price(self) -> FloatArray:
+        """Lowest price since each entry (bar lows, fill prices), shape (m,), currency/share."""
         return self._get("min_price")
 
     @property
     def stop_loss(self) -> FloatArray:
+        """Current stop-loss level of each position, shape (m,), currency per share (NaN: none)."""
         return self._get("stop_loss")
 
     @property
     def take_profit(self) -> FloatArray:
+        """Take-profit level of each position, shape (m,), currency per share (NaN: none)."""
         return self._get("take_profit")
 
     @property
     def bars_held(self) -> IntArray:
+        """The symbol's bars from each entry fill to now, shape (m,), int64."""
         value = self._cache.get("bars_held")
         if value is None:
             value = self._data.ordinal[self.rows] - self._get("entry_ordinal")
@@ -130,6 +137,7 @@ class PositionBatch:
 
     @property
     def portfolio(self) -> PortfolioSnapshot:
+        """The portfolio now (taken on first use, then shared)."""
         from engine.risk.context import PortfolioSnapshot
 
         p = self._portfolio
@@ -140,6 +148,7 @@ class PositionBatch:
 
     @property
     def is_long(self) -> BoolArray:
+        """True for each long position, shape (m,), bool."""
         value = self._cache.get("is_long")
         if value is None:
             value = np.ones(self.sids.size, dtype=bool) if self._long_only else self.quantity > 0
@@ -153,6 +162,7 @@ class PositionBatch:
 
     @property
     def direction(self) -> FloatArray:
+        """+1.0 for each long position, -1.0 for each short, shape (m,)."""
         value = self._cache.get("direction")
         if value is None:
             value = np.where(self.is_long, 1.0, -1.0)
@@ -161,14 +171,17 @@ class PositionBatch:
 
     @property
     def close(self) -> FloatArray:
+        """This bar's close of each position's symbol, shape (m,), currency per share."""
         return self._data.close[self.rows]
 
     @property
     def high(self) -> FloatArray:
+        """This bar's high of each position's symbol, shape (m,), currency per share."""
         return self._data.high[self.rows]
 
     @property
     def low(self) -> FloatArray:
+        """This bar's low of each position's symbol, shape (m,), currency per share."""
         return self._data.low[self.rows]
 
     @property
@@ -179,6 +192,7 @@ class PositionBatch:
 
     @property
     def unrealized_return(self) -> FloatArray:
+        """``(close / entry_price - 1) × direction`` of each position, shape (m,), fraction."""
         return (self.close / self.entry_price - 1.0) * self.direction
 
     def column(self, name: str) -> FloatArray:
@@ -188,10 +202,12 @@ class PositionBatch:
         return values if rows.size == 0 or rows.min() >= 0 else np.where(rows >= 0, values, np.nan)
 
     def has_column(self, name: str) -> bool:
+        """True when the market data has a signal or indicator column ``name``."""
         return name in self._data.columns
 
     @property
     def column_names(self) -> list[str]:
+        """The names of the market data's signal and indicator columns, sorted."""
         return sorted(self._data.columns)
 
     def context(self, name: str) -> FloatArray:
@@ -320,6 +336,8 @@ class PositionActions:
         self.exit_priority[replace] = priority
 
     def add_exit_at(self, k: int, quantity: float | None, rule: str, priority: int) -> None:
+        """:meth:`add_exit` for position ``k`` alone: ``quantity`` shares (None: the whole
+        position) by ``rule`` at ``priority``."""
         mask = np.zeros(self.m, dtype=bool)
         mask[k] = True
         qty = np.full(self.m, np.nan if quantity is None else float(quantity))
@@ -327,6 +345,7 @@ class PositionActions:
 
     @property
     def any(self) -> bool:
+        """True when the actions change anything (levels, exits or a flatten-all)."""
         return bool(
             self.stop_loss is not None
             or self.take_profit is not None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
 
 from engine.core import layout, ledger, matching
+from engine.core import limits as core_limits
 from engine.core.records import FILL_DTYPE, ORDER_DTYPE, Records, empty_records
 from engine.orders import TRANSITIONS, Order, OrderStatus, OrderType, TimeInForce
 
@@ -305,3 +308,193 @@ def test_closed_part_and_added_average_hand_checked(compiled: bool) -> None:
     )
     assert (closed, e_comm, x_comm) == (5.0, 2.0, 1.0)
     assert pnl == pytest.approx(5.0 * 5 - 2.0 - 1.0)
+
+
+# ---------------------------------------------------------------------- portfolio limits
+_LIMIT_FORMS = [True, False]
+
+
+def _form(name: str, compiled: bool) -> Any:
+    return getattr(core_limits, f"{name}_nb" if compiled else name)
+
+
+@pytest.mark.parametrize("compiled", _LIMIT_FORMS, ids=["compiled", "python"])
+@pytest.mark.parametrize(
+    ("current", "q", "expected"),
+    [
+        (0.0, 10.0, True),  # opening
+        (10.0, 5.0, True),  # adding
+        (10.0, -4.0, False),  # reducing
+        (10.0, -10.0, False),  # closing exactly
+        (10.0, -15.0, True),  # flipping through zero
+        (-10.0, 4.0, False),  # covering part of a short
+    ],
+)
+def test_limit_grows_only_reductions_toward_zero_are_false(
+    compiled: bool, current: float, q: float, expected: bool
+) -> None:
+    assert _form("grows", compiled)(current, q) is expected
+
+
+@pytest.mark.parametrize("compiled", _LIMIT_FORMS, ids=["compiled", "python"])
+def test_limit_drawdown_and_daily_loss_breach_at_the_bound(compiled: bool) -> None:
+    drawdown = _form("drawdown_breached", compiled)
+    # 79 from a peak of 100: -21 %, breached at a 20 % limit, not at 25 %
+    assert drawdown(79.0, 100.0, 0.2) == (True, pytest.approx(-0.21))
+    assert drawdown(79.0, 100.0, 0.25)[0] is False
+    assert drawdown(79.0, 0.0, 0.2) == (False, 0.0)  # no peak yet
+    daily = _form("daily_loss_breached", compiled)
+    # the day started at 1,000; 2 % = 20 currency: 979 is past it, 981 is not
+    assert daily(979.0, 1_000.0, 0.02) == (True, -21.0, -20.0)
+    assert daily(981.0, 1_000.0, 0.02)[0] is False
+
+
+@pytest.mark.parametrize("compiled", _LIMIT_FORMS, ids=["compiled", "python"])
+@pytest.mark.parametrize(
+    ("current", "q", "price", "expected"),
+    [
+        # equity 10,000, cap 10 % = 1,000 currency = 10 shares at 100
+        (0.0, 8.0, 100.0, (core_limits.V_ALLOW, 8.0)),
+        (0.0, 15.0, 100.0, (core_limits.V_SHRINK, 10.0)),
+        (6.0, 8.0, 100.0, (core_limits.V_SHRINK, 4.0)),  # 4 shares left under the cap
+        (10.0, 1.0, 100.0, (core_limits.V_REJECT, 1.0)),  # already at the cap
+        (4.0, -20.0, 100.0, (core_limits.V_SHRINK, -14.0)),  # a flip: |4| back, then 10 short
+        (12.0, -5.0, 100.0, (core_limits.V_ALLOW, -5.0)),  # reducing always passes
+        (0.0, 15.0, math.nan, (core_limits.V_ALLOW, 15.0)),  # no price: not judged
+    ],
+)
+def test_limit_position_size_verdict_cases(
+    compiled: bool, current: float, q: float, price: float, expected: tuple[int, float]
+) -> None:
+    verdict = _form("position_size_verdict", compiled)(current, q, price, 10_000.0, 0.1)
+    assert verdict == (expected[0], pytest.approx(expected[1]))
+
+
+@pytest.mark.parametrize("compiled", _LIMIT_FORMS, ids=["compiled", "python"])
+@pytest.mark.parametrize(
+    ("current", "q", "gross", "expected"),
+    [
+        # equity 10,000 at leverage 1: room = 10,000 - gross; price 100
+        (0.0, 20.0, 5_000.0, (core_limits.V_ALLOW, 20.0)),  # 2,000 fits in 5,000
+        (0.0, 80.0, 5_000.0, (core_limits.V_SHRINK, 50.0)),  # 5,000 of room = 50 shares
+        (0.0, 10.0, 10_000.0, (core_limits.V_REJECT, 10.0)),  # no room
+        (-10.0, 80.0, 9_000.0, (core_limits.V_SHRINK, 30.0)),  # 2 × 10 back + 10 more
+    ],
+)
+def test_limit_leverage_verdict_cases(
+    compiled: bool, current: float, q: float, gross: float, expected: tuple[int, float]
+) -> None:
+    verdict = _form("leverage_verdict", compiled)(current, q, 100.0, 10_000.0, gross, 1.0)
+    assert verdict == (expected[0], pytest.approx(expected[1]))
+    assert _form("limit_applies", compiled)(current, q, 100.0)
+
+
+@pytest.mark.parametrize("compiled", _LIMIT_FORMS, ids=["compiled", "python"])
+def test_limit_positions_full_only_for_a_new_symbol(compiled: bool) -> None:
+    full = _form("positions_full", compiled)
+    assert full(0.0, 3, 3.0) is True
+    assert full(0.0, 2, 3.0) is False
+    assert full(5.0, 3, 3.0) is False  # adding to a held symbol opens nothing
+
+
+def test_portfolio_rules_decide_with_the_core_formulas() -> None:
+    """The Python rules' decisions are the core's verdicts (one implementation)."""
+    from engine.risk.context import PortfolioSnapshot
+    from engine.risk.decision import OrderAction
+    from engine.risk.rules.portfolio import MaxLeverageRule, MaxPositionSizeRule
+
+    qty = np.array([6.0, 0.0])
+    marks = np.array([100.0, 100.0])
+    snapshot = PortfolioSnapshot(
+        timestamp=datetime(2024, 1, 2, tzinfo=UTC),
+        bar_index=0,
+        equity=10_000.0,
+        cash=9_400.0,
+        positions_value=600.0,
+        gross_exposure=600.0,
+        n_positions=1,
+        peak_equity=10_000.0,
+        day_start_equity=10_000.0,
+        realized_pnl=0.0,
+        trades_today=0,
+        quantities=qty,
+        marks=marks,
+        pending=np.zeros(2),
+    )
+    order = Order(0, "A", 0, 8.0)
+    size = MaxPositionSizeRule(0.1).validate_order(order, snapshot)
+    assert (size.action, size.quantity) == (OrderAction.SHRINK, pytest.approx(4.0))
+    assert core_limits.position_size_verdict(6.0, 8.0, 100.0, 10_000.0, 0.1) == (
+        core_limits.V_SHRINK,
+        pytest.approx(4.0),
+    )
+    lev = MaxLeverageRule(0.1).validate_order(order, snapshot)
+    # room = 1,000 - 600 = 400 currency = 4 shares
+    assert (lev.action, lev.quantity) == (OrderAction.SHRINK, pytest.approx(4.0))
+
+
+# ---------------------------------------------------------------------- ledger decisions
+def _ledger(name: str, compiled: bool) -> Any:
+    return getattr(ledger, f"{name}_nb" if compiled else name)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize(
+    ("pos", "q", "step", "new"),
+    [
+        (0.0, 10.0, ledger.P_OPEN, 10.0),
+        (0.0, -5.0, ledger.P_OPEN, -5.0),
+        (10.0, 5.0, ledger.P_ADD, 15.0),
+        (10.0, -4.0, ledger.P_REDUCE, 6.0),
+        (10.0, -10.0, ledger.P_CLOSE, 0.0),
+        (10.0, -10.0 + 1e-12, ledger.P_CLOSE, 0.0),  # within EPS of flat is flat
+        (10.0, -15.0, ledger.P_FLIP, -5.0),
+        (-8.0, 8.0, ledger.P_CLOSE, 0.0),
+    ],
+)
+def test_ledger_position_step_classifies_each_fill(
+    compiled: bool, pos: float, q: float, step: int, new: float
+) -> None:
+    assert _ledger("position_step", compiled)(pos, q) == (step, new)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_ledger_refusals_and_amounts(compiled: bool) -> None:
+    short = _ledger("short_refused", compiled)
+    assert short(-15.0, 10.0, False) is True  # sells 5 shares more than held
+    assert short(-10.0, 10.0, False) is False
+    assert short(-15.0, 10.0, True) is False  # shorts allowed
+    cash = _ledger("cash_refused", compiled)
+    # 10 × 100 + 1 = 1,001 against 1,000 of cash
+    assert cash(10.0, 100.0, 1.0, 1_000.0, 0.0) is True
+    assert cash(10.0, 100.0, 1.0, 1_000.0, 1.0) is False  # within the tolerance
+    assert cash(-10.0, 100.0, 1.0, 0.0, 0.0) is False  # a sell is never refused for cash
+    # bought 10 at 100.5 (100 before slippage) with 2 of commission
+    assert _ledger("fill_amounts", compiled)(10.0, 100.0, 100.5, 2.0) == (1_007.0, 5.0)
+    assert _ledger("order_done", compiled)(10.0, 10.0 - 1e-12) is True
+    assert _ledger("order_done", compiled)(10.0, 6.0) is False
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_ledger_flip_rest_takes_costs_pro_rata(compiled: bool) -> None:
+    # sold 15 against a 10-share long: 5 open short with a third of the costs
+    shares, comm, slip = _ledger("flip_rest", compiled)(-15.0, 10.0, 3.0, 1.5)
+    assert (shares, comm, slip) == (-5.0, pytest.approx(1.0), pytest.approx(0.5))
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize(
+    ("quantity", "fractional", "expected"),
+    [
+        (0.4, False, True),
+        (-0.999, False, True),
+        (1.0 - 1e-12, False, False),  # rounds to one share (EPS)
+        (2.5, False, False),
+        (0.4, True, False),  # fractional shares: placed as is
+        (0.0, False, False),  # no order at all
+    ],
+)
+def test_ledger_zero_shares_order(
+    compiled: bool, quantity: float, fractional: bool, expected: bool
+) -> None:
+    assert _ledger("zero_shares_order", compiled)(quantity, fractional) is expected

@@ -1,10 +1,26 @@
-"""Portfolio constraints enforced in order validation (hook B)."""
+"""Portfolio constraints enforced in order validation (hook B).
+
+The rules keep their parameters, validation, state (``MaxDrawdownRule``'s resets) and reason
+texts; what each limit decides is computed by the formulas of :mod:`engine.core.limits`, the
+same functions the compiled driver's :func:`engine.core.limits.apply_limits` runs compiled.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
 
+from engine.core.limits import (
+    V_ALLOW,
+    V_REJECT,
+    daily_loss_breached,
+    drawdown_breached,
+    grows,
+    leverage_verdict,
+    limit_applies,
+    position_size_verdict,
+    positions_full,
+)
 from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import PortfolioSnapshot, RiskContext
 from engine.risk.decision import ExitType, OrderDecision, RiskDecision
@@ -26,14 +42,20 @@ def _exposure(order: Order, portfolio: PortfolioSnapshot) -> tuple[float, float]
     return portfolio.exposure(order.sid), order.quantity
 
 
-def _grows(current: float, q: float) -> bool:
-    """False only for a quantity ``q`` that shrinks ``current`` toward zero."""
-    return not (current * q < 0 and abs(q) <= abs(current) + 1e-9)
-
-
 def increases_exposure(order: Order, portfolio: PortfolioSnapshot) -> bool:
-    """False only for an order that shrinks the (position + pending) toward zero."""
-    return _grows(*_exposure(order, portfolio))
+    """False only for an order that shrinks the (position + pending) toward zero
+    (:func:`engine.core.limits.grows`)."""
+    return grows(*_exposure(order, portfolio))
+
+
+def _decision(verdict: int, shares: float, reason: str) -> OrderDecision:
+    """The order decision of a size limit's ``(verdict, shares)``
+    (:mod:`engine.core.limits`)."""
+    if verdict == V_ALLOW:
+        return OrderDecision.allow()
+    if verdict == V_REJECT:
+        return OrderDecision.reject(reason)
+    return OrderDecision.shrink(shares, reason)
 
 
 def _order_price(order: Order, portfolio: PortfolioSnapshot) -> float:
@@ -75,9 +97,12 @@ class MaxDailyLossRule(_PortfolioRule):
         return f"daily loss {value:.2f} beyond limit {limit:.2f}"
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
-        limit = -self.max_loss_pct * portfolio.day_start_equity
-        if portfolio.daily_pnl <= limit and increases_exposure(order, portfolio):
-            return OrderDecision.reject(self.reason_text(False, portfolio.daily_pnl, limit))
+        """Reject an exposure-increasing ``order`` while the day's loss is past the limit."""
+        breached, pnl, limit = daily_loss_breached(
+            portfolio.equity, portfolio.day_start_equity, self.max_loss_pct
+        )
+        if breached and increases_exposure(order, portfolio):
+            return OrderDecision.reject(self.reason_text(False, pnl, limit))
         return OrderDecision.allow()
 
 
@@ -207,14 +232,18 @@ class MaxDrawdownRule(_PortfolioRule):
     def drawdown(self, portfolio: PortfolioSnapshot) -> float:
         """The drawdown the rule measures now (fraction, <= 0): from the run's peak, or from
         the peak of the last reset."""
-        if self._peak is None:
-            return portfolio.drawdown
-        return portfolio.equity / self._peak - 1.0 if self._peak > 0 else 0.0
+        return self._measure(portfolio)[1]
+
+    def _measure(self, portfolio: PortfolioSnapshot) -> tuple[bool, float]:
+        """``(breached, drawdown)`` from the run's peak or the last reset's
+        (:func:`engine.core.limits.drawdown_breached`)."""
+        peak = portfolio.peak_equity if self._peak is None else self._peak
+        return drawdown_breached(portfolio.equity, peak, self.max_drawdown)
 
     def _breached(self, portfolio: PortfolioSnapshot) -> bool:
         """True while the rule is halted (and starts a halt on a new breach)."""
         if self.reset_mode == "never":
-            return portfolio.drawdown <= -self.max_drawdown
+            return self._measure(portfolio)[0]
         now = portfolio.bar_index
         resume = self.resume_after_bars or 1
         if self._halt_bar is not None:
@@ -226,7 +255,7 @@ class MaxDrawdownRule(_PortfolioRule):
             if self.reset_mode == "bars":
                 self._restart_peak(portfolio)
         self._watch(portfolio)
-        if self.drawdown(portfolio) <= -self.max_drawdown:
+        if self._measure(portfolio)[0]:
             self._halt_bar = now
             if self.reset_mode == "peak_at_halt":
                 self._restart_peak(portfolio)
@@ -247,11 +276,14 @@ class MaxDrawdownRule(_PortfolioRule):
         )
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
+        """Reject an exposure-increasing ``order`` while the rule is halted."""
         if increases_exposure(order, portfolio) and self._breached(portfolio):
             return OrderDecision.reject(self._reason(portfolio))
         return OrderDecision.allow()
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """``action="flatten"``: a flatten-all exit while halted; with a reset, watch the
+        equity at this close. Otherwise hold."""
         portfolio = context.portfolio
         if self.action == "flatten" and self._breached(portfolio):
             return RiskDecision.exit(
@@ -293,23 +325,20 @@ class MaxLeverageRule(_PortfolioRule):
         self.max_leverage = value
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
+        """Pass, shrink or reject ``order`` (:func:`engine.core.limits.leverage_verdict`)."""
         current, q = _exposure(order, portfolio)
-        if not _grows(current, q):
-            return OrderDecision.allow()
         price = _order_price(order, portfolio)
-        if not math.isfinite(price) or price <= 0:
+        if not limit_applies(current, q, price):
             return OrderDecision.allow()
-        room = self.max_leverage * portfolio.equity - portfolio.projected_gross_exposure()
-        extra = (abs(current + q) - abs(current)) * price
-        if extra <= room + 1e-9:
-            return OrderDecision.allow()
-        if room <= 0:
-            return OrderDecision.reject(self.reason_text(False, 0.0, 0.0))
-        # same side: every share adds exposure; a flip first removes |current| shares of it
-        shares = room / price if current * q >= 0 else 2.0 * abs(current) + room / price
-        return OrderDecision.shrink(
-            math.copysign(min(abs(q), shares), q), self.reason_text(True, 0.0, 0.0)
+        verdict, shares = leverage_verdict(
+            current,
+            q,
+            price,
+            portfolio.equity,
+            portfolio.projected_gross_exposure(),
+            self.max_leverage,
         )
+        return _decision(verdict, shares, self.reason_text(verdict != V_REJECT, 0.0, 0.0))
 
     def reason_text(self, shrink: bool, value: float, limit: float) -> str:
         """The reason of a shrink (``shrink``) or a rejection."""
@@ -336,21 +365,13 @@ class MaxPositionSizeRule(_PortfolioRule):
         self.max_pct = _fraction("max_pct", max_pct)
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
+        """Pass, shrink or reject ``order``
+        (:func:`engine.core.limits.position_size_verdict`)."""
         current, q = _exposure(order, portfolio)
-        if not _grows(current, q):
-            return OrderDecision.allow()
-        price = _order_price(order, portfolio)
-        if not math.isfinite(price) or price <= 0:
-            return OrderDecision.allow()
-        cap_shares = self.max_pct * portfolio.equity / price
-        if abs(current + q) <= cap_shares + 1e-9:
-            return OrderDecision.allow()
-        allowed = cap_shares - abs(current) if current * q > 0 else cap_shares + abs(current)
-        if allowed <= 0:
-            return OrderDecision.reject(self.reason_text(False, 0.0, 0.0))
-        return OrderDecision.shrink(
-            math.copysign(min(abs(q), allowed), q), self.reason_text(True, 0.0, 0.0)
+        verdict, shares = position_size_verdict(
+            current, q, _order_price(order, portfolio), portfolio.equity, self.max_pct
         )
+        return _decision(verdict, shares, self.reason_text(verdict != V_REJECT, 0.0, 0.0))
 
     def reason_text(self, shrink: bool, value: float, limit: float) -> str:
         """The reason of a shrink (``shrink``) or a rejection."""
@@ -381,9 +402,12 @@ class MaxPositionsRule(_PortfolioRule):
         self.max_positions = max_positions
 
     def validate_order(self, order: Order, portfolio: PortfolioSnapshot) -> OrderDecision:
-        if portfolio.exposure(order.sid) != 0:
+        """Reject an ``order`` opening a symbol when the book is full
+        (:func:`engine.core.limits.positions_full`)."""
+        current = portfolio.exposure(order.sid)
+        if current != 0:  # the count is only needed for an order opening a symbol
             return OrderDecision.allow()
-        if portfolio.projected_positions() >= self.max_positions:
+        if positions_full(current, portfolio.projected_positions(), self.max_positions):
             return OrderDecision.reject(self.reason_text(False, 0.0, 0.0))
         return OrderDecision.allow()
 
