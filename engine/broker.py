@@ -1435,6 +1435,24 @@ class Broker:
             stop_loss=None if math.isnan(order.stop_loss) else order.stop_loss,
         )
 
+    def end_order(self, order: Order, status: OrderStatus, reason: str, event: str) -> None:
+        """Move ``order`` to the terminal ``status`` (cancelled, rejected, expired), release
+        its pending quantity and record ``reason`` with the rejection ``event`` row. Used by
+        the market mechanics (:mod:`engine.mechanics`) for delisted symbols.
+
+        Raises
+        ------
+        RuntimeError
+            If the order may not move to ``status`` (the core's transition matrix,
+            :data:`engine.orders.TRANSITIONS`).
+        """
+        self._finish(order, status, reason, event)
+
+    def positions_changed(self) -> None:
+        """Forget the cached ids of held symbols (after quantities changed outside a fill,
+        e.g. a split)."""
+        self._held = None
+
     def _finish(
         self,
         order: Order,

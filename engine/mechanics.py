@@ -42,14 +42,75 @@ from engine.core.actions import (
     split_and_dividend,
 )
 from engine.core.financing import accrue
-from engine.orders import OrderStatus
+from engine.orders import Order, OrderStatus
 
 if TYPE_CHECKING:
-    from engine.broker import Broker
     from engine.data import MarketData
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+
+
+class _HeldTrade(Protocol):
+    """The open trade of a symbol as the mechanics see it: its size in shares (≥ 0)."""
+
+    quantity: float
+
+
+class Broker(Protocol):
+    """What the market mechanics read and change of the Python driver's broker
+    (:class:`engine.broker.Broker` has these members; a protocol, so this module does not
+    import the broker that imports it).
+
+    Per-symbol arrays have shape (n_symbols,): ``qty`` signed shares, ``marks`` the last
+    close (currency per share), ``pending`` signed shares of working market orders,
+    ``last_row`` the symbol's last data row (-1 before its first bar); ``fstate`` the core's
+    float state matrix (:mod:`engine.core.layout`). ``cash`` is in currency; ``i`` the
+    timestamp index, ``lo:hi`` the current bar's data rows, ``now_us`` its close (UTC µs).
+    """
+
+    cash: float
+    book: list[Order]
+
+    @property
+    def data(self) -> MarketData: ...
+    @property
+    def fstate(self) -> FloatArray: ...
+    @property
+    def qty(self) -> FloatArray: ...
+    @property
+    def marks(self) -> FloatArray: ...
+    @property
+    def pending(self) -> FloatArray: ...
+    @property
+    def last_row(self) -> IntArray: ...
+    @property
+    def trades(self) -> Mapping[int, _HeldTrade]: ...
+    @property
+    def i(self) -> int: ...
+    @property
+    def lo(self) -> int: ...
+    @property
+    def hi(self) -> int: ...
+    @property
+    def now_us(self) -> int: ...
+    def held(self) -> IntArray:
+        """Ids of the symbols with a position."""
+        ...
+
+    def close_at(self, sid: int, pos: float, price: float, row: int, reason: str) -> None:
+        """Close ``pos`` shares of ``sid`` at ``price`` on data row ``row``."""
+        ...
+
+    def end_order(self, order: Order, status: OrderStatus, reason: str, event: str) -> None:
+        """Move ``order`` to a terminal ``status`` and record ``reason``."""
+        ...
+
+    def positions_changed(self) -> None:
+        """Forget what the broker cached about the held positions."""
+        ...
+
+
 _DAY_US = 86_400_000_000
 
 CORPORATE_ACTION_COLUMNS = ("symbol", "ex_date", "split_ratio", "dividend", "pay_date")
@@ -469,7 +530,7 @@ class MarketMechanics:
                     trade = broker.trades.get(sid)
                     if trade is not None:
                         trade.quantity = abs(after)
-                    broker._held = None
+                    broker.positions_changed()
                 n_orders = self._split_orders(broker, sid, ratio)
             if amount != 0.0:
                 pay_day = int(self._sched.pay_day[k])
@@ -523,9 +584,9 @@ class MarketMechanics:
             for order in list(broker.book):
                 if order.is_active and flagged[order.sid]:
                     if order.submit_index == broker.i:
-                        broker._finish(order, OrderStatus.REJECTED, "delisted", "rejected")
+                        broker.end_order(order, OrderStatus.REJECTED, "delisted", "rejected")
                     else:
-                        broker._finish(order, OrderStatus.CANCELLED, "delisted", "cancelled")
+                        broker.end_order(order, OrderStatus.CANCELLED, "delisted", "cancelled")
             broker.book = [o for o in broker.book if o.is_active]
         if ending.size == 0:
             return

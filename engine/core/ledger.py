@@ -569,3 +569,31 @@ def execute_fill(
     if increased and mark_entry:
         istate[ENTRY_PENDING, sid] = 1
     return True
+
+
+@njit
+def portfolio_value(held: IntArray, qty: FloatArray, marks: FloatArray) -> tuple[float, float]:
+    """Net and gross value of the positions ``held`` (currency): ``(Σ q·mark, Σ |q·mark|)``.
+
+    Summed in ``held`` order (ascending symbol ids), one term after the other, so the figure
+    is the same in the Python loop and the compiled run (VectorBT's callbacks sum the same
+    way); a BLAS dot product may sum in another order and differ in the last bits.
+    """
+    value = 0.0
+    gross = 0.0
+    for k in range(held.size):
+        sid = held[k]
+        v = qty[sid] * marks[sid]
+        value += v
+        gross += abs(v)
+    return value, gross
+
+
+@njit
+def count_projected(qty: FloatArray, pending: FloatArray, tolerance: float) -> int:
+    """Number of symbols whose ``|qty + pending| > tolerance`` (shares)."""
+    n = 0
+    for sid in range(qty.size):
+        if abs(qty[sid] + pending[sid]) > tolerance:
+            n += 1
+    return n

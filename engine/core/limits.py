@@ -59,8 +59,7 @@ from engine.core.layout import (
     SR_NONE,
     set_status,
 )
-from engine.core.ledger import round_quantity_nb
-from engine.risk import kernels
+from engine.core.ledger import count_projected, portfolio_value, round_quantity_nb
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -346,11 +345,11 @@ def apply_limits(
     cash = acc[ACC_CASH]
     value = 0.0
     if held.size:
-        value, _ = kernels.portfolio_value(held, qty, marks)
+        value, _ = portfolio_value(held, qty, marks)
     equity = cash + value
-    # kernels.count_projected, kept up to date as orders are accepted (one symbol changes);
+    # count_projected, kept up to date as orders are accepted (one symbol changes);
     # likewise the terms of the projected gross exposure (summed anew when read)
-    projected = kernels.count_projected(qty, pending, 1e-9)
+    projected = count_projected(qty, pending, 1e-9)
     terms_ready = False
     terms = scratch[256 : 256 + qty.size]
     stack = scratch[:256].reshape((4, 64))

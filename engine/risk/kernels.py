@@ -47,7 +47,6 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-# the state rows and rule-table columns, stated once in engine.core.layout
 from engine.core.layout import (
     AVG,
     BEST,
@@ -78,6 +77,10 @@ from engine.core.layout import (
     TRAILING,
     WORST,
 )
+
+# the state rows and rule-table columns, stated once in engine.core.layout
+from engine.core.ledger import count_projected as count_projected
+from engine.core.ledger import portfolio_value as portfolio_value
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -128,38 +131,10 @@ def mark_bar(
 
 
 @_jit
-def portfolio_value(held: IntArray, qty: FloatArray, marks: FloatArray) -> tuple[float, float]:
-    """Net and gross value of the positions ``held`` (currency): ``(Σ q·mark, Σ |q·mark|)``.
-
-    Summed in ``held`` order (ascending symbol ids), one term after the other, so the figure
-    is the same in the Python loop and the compiled run (VectorBT's callbacks sum the same
-    way); a BLAS dot product may sum in another order and differ in the last bits.
-    """
-    value = 0.0
-    gross = 0.0
-    for k in range(held.size):
-        sid = held[k]
-        v = qty[sid] * marks[sid]
-        value += v
-        gross += abs(v)
-    return value, gross
-
-
-@_jit
 def set_last_rows(lo: int, hi: int, sym_id: IntArray, last_row: IntArray) -> None:
     """``last_row[sym_id[r]] = r`` for the rows ``lo:hi`` of the bar that begins."""
     for r in range(lo, hi):
         last_row[sym_id[r]] = r
-
-
-@_jit
-def count_projected(qty: FloatArray, pending: FloatArray, tolerance: float) -> int:
-    """Number of symbols whose ``|qty + pending| > tolerance`` (shares)."""
-    n = 0
-    for sid in range(qty.size):
-        if abs(qty[sid] + pending[sid]) > tolerance:
-            n += 1
-    return n
 
 
 @_jit_inline
