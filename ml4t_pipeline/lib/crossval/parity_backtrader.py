@@ -56,13 +56,14 @@ def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
             self._exits: dict[int, list[Any]] = {}
             self._entry_bar: dict[int, int] = {}
             self._working: dict[int, Any] = {}
+            self._closing: dict[int, Any] = {}
 
         def notify_order(self, order: Any) -> None:
             j = self._index[id(order.data)]
             if order.status in (order.Margin, order.Rejected):
                 self._sink["rejected"] += 1
             if order.status not in (order.Partial, order.Completed):
-                if not order.alive() and self._working.get(j) == order.ref:
+                if not order.alive() and j in self._working and self._working[j].ref == order.ref:
                     self._working.pop(j, None)
                 return
             for bit in order.executed.iterpending():
@@ -79,7 +80,7 @@ def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
             order.executed.markpending()
             if order.status != order.Completed:
                 return
-            if self._working.get(j) == order.ref:
+            if j in self._working and self._working[j].ref == order.ref:
                 self._working.pop(j, None)
             pos = self.getposition(order.data).size
             if pos == 0:
@@ -140,11 +141,17 @@ def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
             self._exits[j] = orders
 
         def _flatten(self, j: int, data: Any) -> None:
+            closing = self._closing.get(j)
+            if closing is not None and closing.alive():
+                return  # a capped exit still filling in parts already targets flat
+            working = self._working.pop(j, None)
+            if working is not None and working.alive():
+                self.cancel(working)  # a capped entry still filling in parts
             for other in self._exits.pop(j, []):
                 if other.alive():
                     self.cancel(other)
             self._entry_bar.pop(j, None)
-            self.close(data=data)
+            self._closing[j] = self.close(data=data)
 
         def next(self) -> None:
             i = len(self) - 1
@@ -190,12 +197,12 @@ def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
                     stopprice=c * (1 - sign * stop_pct),
                     limitprice=c * (1 + sign * target_pct),
                 )
-                self._working[j] = orders[0].ref
+                self._working[j] = orders[0]
                 self._exits[j] = list(orders[1:])
                 return
             side = self.buy if qty > 0 else self.sell
             if scenario.entry_order == "market":
-                self._working[j] = side(data=d, size=size).ref
+                self._working[j] = side(data=d, size=size)
                 return
             valid = dt.datetime.combine(dates[min(i + 1, len(dates) - 1)].date(), dt.time(23, 59))
             if scenario.entry_order == "limit":
@@ -206,7 +213,7 @@ def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
                 exectype = bt.Order.Stop
             self._working[j] = side(
                 data=d, size=size, exectype=exectype, price=price, valid=bt.date2num(valid)
-            ).ref
+            )
 
     return ParityStrategy
 

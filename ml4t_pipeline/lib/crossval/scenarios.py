@@ -102,6 +102,12 @@ class Scenario:
         expected).
     fast, slow : int
         Moving-average windows, bars.
+    target_rounding : {"position", "order"}
+        ``target_weights`` only. ``position``: our ``order_target_percent`` helper (the target
+        position is rounded down to whole shares, so a sell rounds up). ``order``: the
+        strategy computes ``target_shares - position`` itself and truncates that order size
+        toward zero, as Backtrader's ``order_target_percent`` (``getsize`` of the value
+        difference) and VectorBT's ``size_granularity`` do.
     """
 
     name: str
@@ -130,6 +136,7 @@ class Scenario:
     knobs: dict[str, str] = field(default_factory=dict)
     fast: int = 10
     slow: int = 30
+    target_rounding: str = "position"
 
     def __post_init__(self) -> None:
         if self.kind not in ("signals", "target_weights", "topn"):
@@ -138,6 +145,8 @@ class Scenario:
             raise ValueError(f"{self.name}: unknown direction {self.direction!r}")
         if self.entry_order not in ("market", "limit", "stop"):
             raise ValueError(f"{self.name}: unknown entry_order {self.entry_order!r}")
+        if self.target_rounding not in ("position", "order"):
+            raise ValueError(f"{self.name}: unknown target_rounding {self.target_rounding!r}")
         if self.fill not in ("next_open", "close"):
             raise ValueError(f"{self.name}: unknown fill {self.fill!r}")
         unknown = sorted(set(self.not_expressed) - set(FRAMEWORKS))
@@ -240,6 +249,22 @@ _TRAIL_VBT = (
     "the open fill). No engine setting excludes the entry bar."
 )
 _STOP_WINS = {"vectorbt": {"exit_conflict": "stop_wins"}}
+_COC_BT = (
+    "cheat-on-close timing: Backtrader (coc=True) executes the close fill in the next bar's "
+    "broker cycle, so the stop submitted on its notification is first checked two bars after "
+    "the entry close; ours (fill='close', stop_activation='next_bar') checks it on the next "
+    "bar. No engine setting delays the stop by a further bar."
+)
+_BRACKET_VBT = (
+    "bracket stop above the entry fill: when the entry opens through the bracket's absolute "
+    "stop, VectorBT's sl_stop (a fraction >= 0 of the entry fill) cannot place the level "
+    "there (clipped to the fill); ours and Backtrader keep the absolute level"
+)
+_TARGET_ROUNDING = (
+    "target rounding: order_target_percent floors the target position (a sell rounds up); "
+    "Backtrader (getsize of the value difference) and VectorBT (size_granularity) truncate "
+    "the order size. Scenario setting target_rounding='order' closes the gap."
+)
 
 
 def catalogue() -> list[Scenario]:
@@ -343,6 +368,7 @@ def catalogue() -> list[Scenario]:
             "Long bracket: market entry with a 4 % stop and an 8 % target child (no signal exit)",
             bracket=(0.04, 0.08),
             engine_overrides=_STOP_WINS,
+            knobs={"vectorbt": _BRACKET_VBT},
         ),
         Scenario(
             "limit_entry",
@@ -380,6 +406,7 @@ def catalogue() -> list[Scenario]:
             fill="close",
             stop_loss=0.04,
             engine_overrides=_STOP_WINS,
+            knobs={"backtrader": _COC_BT},
         ),
         Scenario(
             "target_weights",
@@ -387,6 +414,15 @@ def catalogue() -> list[Scenario]:
             kind="target_weights",
             target_weight=0.07,
             commission=("percent", 0.001),
+            knobs={"backtrader": _TARGET_ROUNDING, "vectorbt": _TARGET_ROUNDING},
+        ),
+        Scenario(
+            "target_weights_order_rounding",
+            "Rebalance to 7 % of equity every 21 bars, order size truncated (as the frameworks)",
+            kind="target_weights",
+            target_weight=0.07,
+            commission=("percent", 0.001),
+            target_rounding="order",
         ),
         Scenario(
             "cash_constrained",
@@ -594,8 +630,16 @@ def _make_strategy(scenario: Scenario, data: ScenarioData) -> Any:
             self._bar += 1
             if scenario.kind == "target_weights":
                 if i % scenario.rebalance_every == 0:
-                    for symbol in data.symbols:
-                        self.order_target_percent(symbol, scenario.target_weight)
+                    for j, symbol in enumerate(data.symbols):
+                        if scenario.target_rounding == "position":
+                            self.order_target_percent(symbol, scenario.target_weight)
+                            continue
+                        target = scenario.target_weight * self.equity / close[i, j]
+                        delta = math.trunc(target - self.get_position(symbol))
+                        if delta > 0:
+                            self.buy(symbol, delta)
+                        elif delta < 0:
+                            self.sell(symbol, -delta)
                 return
             for j, symbol in enumerate(data.symbols):
                 pos = self.get_position(symbol)
