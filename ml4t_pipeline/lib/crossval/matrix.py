@@ -315,3 +315,29 @@ def write_matrix(table: pl.DataFrame, parquet: Path, markdown: Path | None = Non
     table.write_parquet(parquet, compression="zstd")
     if markdown is not None:
         Path(markdown).write_text(matrix_markdown(table) + "\n", encoding="utf-8")
+
+
+DOCS_START = "<!-- parity-matrix:start -->"
+DOCS_END = "<!-- parity-matrix:end -->"
+
+
+def replace_docs_table(page: Path, table: pl.DataFrame) -> None:
+    """Replace the text between the ``parity-matrix`` markers of ``page`` with the table.
+
+    Raises
+    ------
+    ValueError
+        The page lacks either marker (named).
+    """
+    text = Path(page).read_text(encoding="utf-8")
+    if DOCS_START not in text or DOCS_END not in text:
+        raise ValueError(f"{page} lacks the markers {DOCS_START} / {DOCS_END}")
+    head, rest = text.split(DOCS_START, 1)
+    _, tail = rest.split(DOCS_END, 1)
+    body = matrix_markdown(table)
+    Path(page).write_text(f"{head}{DOCS_START}\n{body}\n{DOCS_END}{tail}", encoding="utf-8")
+
+
+def unexplained_gaps(table: pl.DataFrame) -> pl.DataFrame:
+    """Rows with a gap and no named setting explaining it (``knob == "unexplained"``)."""
+    return table.filter((pl.col("status") == "gap") & (pl.col("knob") == "unexplained"))

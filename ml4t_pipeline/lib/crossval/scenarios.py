@@ -745,3 +745,118 @@ def run_ml4t_scenario(scenario: Scenario, data: ScenarioData, framework: str) ->
         run_seconds=float(result.run_seconds),
         n_rejected=rejected,
     )
+
+
+FEATURE_SCENARIOS: dict[str, str] = {
+    "topn": "topn_stop",
+    "stop_loss": "stop_loss",
+    "take_profit": "take_profit",
+    "trailing_stop": "trailing_stop",
+    "time_exit": "time_exit",
+    "commission_percent": "commission_percent",
+    "commission_per_share": "commission_per_share",
+    "slippage_percent": "slippage_percent",
+    "slippage_fixed": "slippage_fixed",
+    "short": "long_short",
+    "volume_cap": "volume_cap",
+    "same_close": "same_close",
+}
+"""An experiment feature → the catalogue scenario that checks its semantics."""
+
+_RULE_FEATURES = {
+    "PriceBasedStopLoss": "stop_loss",
+    "PriceBasedTakeProfit": "take_profit",
+    "DynamicTrailingStop": "trailing_stop",
+    "TimeBasedExit": "time_exit",
+}
+_COMMISSION_FEATURES = {
+    "Percentage": "commission_percent",
+    "PercentageCommission": "commission_percent",
+    "PerShare": "commission_per_share",
+    "PerShareCommission": "commission_per_share",
+}
+_SLIPPAGE_FEATURES = {
+    "FixedPercentage": "slippage_percent",
+    "FixedPercentageSlippage": "slippage_percent",
+    "FixedBps": "slippage_percent",
+    "FixedBpsSlippage": "slippage_percent",
+}
+
+
+def experiment_features(
+    strategy: str,
+    rules: list[str],
+    commission: str | None,
+    slippage: str | None,
+    fill: str,
+    allow_short: bool,
+    volume_cap: bool,
+) -> list[str]:
+    """The parity features an experiment uses (keys of :data:`FEATURE_SCENARIOS`), or
+    ``"unknown:<name>"`` for a part no catalogue scenario covers.
+
+    Parameters
+    ----------
+    strategy : str
+        Strategy type (``"TopN"``, ...).
+    rules : list of str
+        Risk rule types, in config order.
+    commission, slippage : str, optional
+        Model type names (``None``, ``"None"``, ``"NoCommission"``, ``"NoSlippage"``: none).
+    fill : {"next_open", "close"}
+    allow_short, volume_cap : bool
+    """
+    out: list[str] = ["topn" if strategy in ("TopN", "TopNStrategy") else f"unknown:{strategy}"]
+    for rule in rules:
+        out.append(_RULE_FEATURES.get(rule, f"unknown:{rule}"))
+    if commission not in (None, "None", "NoCommission"):
+        out.append(_COMMISSION_FEATURES.get(str(commission), f"unknown:{commission}"))
+    if slippage not in (None, "None", "NoSlippage"):
+        out.append(_SLIPPAGE_FEATURES.get(str(slippage), f"unknown:{slippage}"))
+    if fill == "close":
+        out.append("same_close")
+    if allow_short:
+        out.append("short")
+    if volume_cap:
+        out.append("volume_cap")
+    return list(dict.fromkeys(out))
+
+
+def feature_coverage(features: list[str]) -> list[dict[str, Any]]:
+    """Per feature and framework: the catalogue scenario, whether the framework's own API
+    expresses it, and the setting behind a known gap.
+
+    Returns
+    -------
+    list of dict
+        Keys ``feature``, ``scenario`` (None for an unknown feature), ``framework``,
+        ``expressed`` (bool), ``note`` (the not-expressed reason or the gap's setting, else
+        ``""``).
+    """
+    rows: list[dict[str, Any]] = []
+    for feature in features:
+        name = FEATURE_SCENARIOS.get(feature)
+        for framework in FRAMEWORKS:
+            if name is None:
+                rows.append(
+                    {
+                        "feature": feature,
+                        "scenario": None,
+                        "framework": framework,
+                        "expressed": False,
+                        "note": "no catalogue scenario",
+                    }
+                )
+                continue
+            s = get_scenario(name)
+            reason = s.not_expressed.get(framework)
+            rows.append(
+                {
+                    "feature": feature,
+                    "scenario": name,
+                    "framework": framework,
+                    "expressed": reason is None,
+                    "note": reason or s.knobs.get(framework, ""),
+                }
+            )
+    return rows
