@@ -264,3 +264,25 @@ def test_catalogue_scenarios_of_an_experiment_name_each_feature() -> None:
     assert not trailing["run_here"]
     assert trailing["note"].startswith("trailing reference price")
     assert by_key[("commission_per_share", "vectorbt")]["scenario"] == "commission_per_share"
+
+
+@pytest.mark.parametrize("name", ["trailing_stop", "short_trailing_stop"])
+def test_parity_trailing_gap_closes_when_backtrader_trails_on_highs(
+    panel: tuple, name: str
+) -> None:
+    """Backtrader's StopTrail ratchets on closes; moving a plain Stop to the best high (low)
+    since entry after every bar reproduces our fills exactly."""
+    from ml4t_pipeline.lib.crossval.compare import compare_fills
+    from ml4t_pipeline.lib.crossval.parity_backtrader import run_backtrader_scenario
+    from ml4t_pipeline.lib.crossval.scenarios import run_ml4t_scenario
+
+    scenario = get_scenario(name)
+    data = _data(panel, name)
+    row = compare_scenario(scenario, data, "backtrader").row
+    assert row["status"] == "gap"
+    assert row["knob"].startswith("trailing reference price")
+    ours = run_ml4t_scenario(scenario, data, "backtrader")
+    theirs = run_backtrader_scenario(scenario, data, trail_on_highs=True)
+    cmp = compare_fills(net_fills(ours.fills), net_fills(theirs.fills))
+    assert cmp.identical
+    assert abs(ours.final_equity - theirs.final_equity) < 0.01

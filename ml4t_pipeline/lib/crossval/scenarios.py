@@ -28,6 +28,7 @@ semantics, so it is marked ``driver="callbacks"`` in the matrix.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -241,12 +242,14 @@ _ONE_SL_SLOT = (
 _TRAIL_BT = (
     "trailing reference price: Backtrader's StopTrail ratchets on each bar's close "
     "(Order.trailadjust(close)) and starts from the close of the fill bar; ours ratchets on "
-    "the highs (lows for shorts) from the entry fill. No engine setting trails on closes."
+    "the highs (lows for shorts) from the entry fill. No engine setting trails on closes; "
+    "the driver's trail_on_highs=True closes the gap"
 )
 _TRAIL_VBT = (
     "trailing high-water mark: from_signals starts it at the entry fill and updates it with "
     "the high only on bars after the entry bar; ours includes the entry bar's high (after "
-    "the open fill). No engine setting excludes the entry bar."
+    "the open fill). No engine setting excludes the entry bar; the driver's "
+    "trail_includes_entry_bar=True closes it but for entry bars that rally past the trail"
 )
 _STOP_WINS = {"vectorbt": {"exit_conflict": "stop_wins"}}
 _COC_BT = (
@@ -692,7 +695,12 @@ def _risk_manager(scenario: Scenario) -> Any:
         rules.append(PriceBasedTakeProfit(scenario.take_profit))
     if scenario.time_exit is not None:
         rules.append(TimeBasedExit(scenario.time_exit))
-    return RiskManager(rules) if rules else None
+    if not rules:
+        return None
+    with warnings.catch_warnings():
+        # a fixed stop beside a trailing stop is the scenario (the tighter level wins)
+        warnings.filterwarnings("ignore", message="rules .* all set a stop-loss level")
+        return RiskManager(rules)
 
 
 def run_ml4t_scenario(scenario: Scenario, data: ScenarioData, framework: str) -> Any:
