@@ -27,7 +27,8 @@
 ``ml4t parity [--scenarios A,B] [--symbols N|all] [--bars N] [--output FILE] [--docs PAGE]``
     Runs the parity matrix (:mod:`ml4t_pipeline.lib.crossval.matrix`, needs the
     ``validation`` extra): every catalogue scenario through our engine, Backtrader and VectorBT
-    on the real S&P file of ``$ML4T_DATA_ROOT``; writes the table as Parquet (default
+    (``--frameworks``; ``zipline`` too with ``--zipline-python`` naming a separate venv) on the
+    real S&P file of ``$ML4T_DATA_ROOT``; writes the table as Parquet (default
     ``parity_matrix.parquet``) and, with ``--docs``, replaces the generated table of that
     page (between its ``parity-matrix`` markers); exits 1 when a gap has no named setting.
 ``ml4t register [KEY ...] [--configs DIR]``
@@ -279,7 +280,14 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
     try:
         table = run_matrix(
-            root, names, frameworks, n_symbols=n_symbols, n_bars=args.bars, progress=show
+            root,
+            names,
+            frameworks,
+            n_symbols=n_symbols,
+            n_bars=args.bars,
+            progress=show,
+            initial_cash=args.cash,
+            zipline_py=args.zipline_python,
         )
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
@@ -341,8 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--frameworks", default="backtrader,vectorbt", help="comma-separated (default: both)"
     )
     par.add_argument("--data-root", help="data folder (default: $ML4T_DATA_ROOT)")
+    par.add_argument(
+        "--cash", type=float, default=None, help="starting cash of the signal scenarios"
+    )
     par.add_argument("--output", default="parity_matrix.parquet", help="Parquet file to write")
     par.add_argument("--docs", help="docs page whose generated table is replaced")
+    par.add_argument(
+        "--zipline-python",
+        help="python of a venv with zipline-reloaded (with --frameworks ...,zipline)",
+    )
     par.set_defaults(func=cmd_parity)
     add_sweep_parser(sub)
     for command in sub.choices.values():

@@ -15,7 +15,7 @@ within ``price_tol``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,7 @@ def compare_scenario(
     framework: str,
     price_tol: float = 1e-6,
     engine_overrides: dict[str, Any] | None = None,
+    zipline_py: str | None = None,
 ) -> ParityResult:
     """Run ``scenario`` in our engine and in ``framework`` and count the differences.
 
@@ -143,6 +144,9 @@ def compare_scenario(
     engine_overrides : dict, optional
         Replace the scenario's ``ExecutionConfig`` overrides for this framework (to show that a
         gap opens or closes with one setting).
+    zipline_py : str, optional
+        The Zipline venv's interpreter (``framework="zipline"``; default
+        ``$ML4T_ZIPLINE_PYTHON``).
 
     Returns
     -------
@@ -155,6 +159,8 @@ def compare_scenario(
         "n_symbols": len(data.symbols),
         "n_bars": data.inputs.n_dates,
     }
+    if framework == "zipline":
+        return _compare_zipline(scenario, data, base, price_tol, zipline_py)
     if framework in scenario.not_expressed:
         row = {
             **base,
@@ -196,9 +202,68 @@ def compare_scenario(
     return ParityResult(row=_complete(row), ours=ours, theirs=theirs)
 
 
-def _with_overrides(scenario: Scenario, overrides: dict[str, dict[str, Any]]) -> Scenario:
-    from dataclasses import replace
+def _compare_zipline(
+    scenario: Scenario,
+    data: ScenarioData,
+    base: dict[str, Any],
+    price_tol: float,
+    zipline_py: str | None,
+) -> ParityResult:
+    from ml4t_pipeline.lib.crossval.parity_zipline import (
+        delayed,
+        run_zipline_scenario,
+        zipline_python,
+        zipline_reason,
+        zipline_view,
+    )
 
+    python = zipline_python(zipline_py)
+    reason = zipline_reason(scenario)
+    if reason is None and python is None:
+        reason = "Zipline venv not given (--zipline-python or $ML4T_ZIPLINE_PYTHON)"
+    if reason is not None:
+        row = {**base, "status": "not_expressed", "preset": "none", "knob": reason}
+        return ParityResult(row=_complete(row), ours=None, theirs=None)
+    assert python is not None
+    start = time.perf_counter()
+    _, zdata = zipline_view(scenario, data)
+    ours = run_ml4t_scenario(replace(scenario, fill="close"), delayed(zdata), "zipline")
+    theirs = run_zipline_scenario(scenario, zdata, python)
+    row = _row(base, ours, theirs, price_tol, "", start)
+    row["preset"] = "none: fill=close, signals one bar late"
+    return ParityResult(row=_complete(row), ours=ours, theirs=theirs)
+
+
+def _row(
+    base: dict[str, Any],
+    ours: FrameworkRun,
+    theirs: FrameworkRun,
+    price_tol: float,
+    knob: str,
+    start: float,
+) -> dict[str, Any]:
+    cmp = compare_fills(net_fills(ours.fills), net_fills(theirs.fills), price_tol)
+    gap = ours.final_equity - theirs.final_equity
+    matched = cmp.n_missing + cmp.n_extra + cmp.n_mismatched == 0 and abs(gap) < EQUITY_TOL
+    return {
+        **base,
+        "status": "matched" if matched else "gap",
+        "fills_ours": ours.n_fills,
+        "fills_theirs": theirs.n_fills,
+        "matched": cmp.n_matched,
+        "missing": cmp.n_missing,
+        "extra": cmp.n_extra,
+        "price_gaps": cmp.n_mismatched,
+        "max_price_gap": cmp.max_price_diff,
+        "final_equity_ours": ours.final_equity,
+        "final_equity_theirs": theirs.final_equity,
+        "final_equity_gap": gap,
+        "knob": "" if matched else (knob or "unexplained"),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _with_overrides(scenario: Scenario, overrides: dict[str, dict[str, Any]]) -> Scenario:
     return replace(scenario, engine_overrides=overrides)
 
 
@@ -236,6 +301,8 @@ def run_matrix(
     n_symbols: int | None = 12,
     n_bars: int | None = None,
     progress: Any = None,
+    initial_cash: float | None = None,
+    zipline_py: str | None = None,
 ) -> pl.DataFrame:
     """Run the parity matrix on the real S&P file under ``data_root``.
 
@@ -246,7 +313,8 @@ def run_matrix(
     scenarios : list of str, optional
         Scenario names (default: the whole catalogue).
     frameworks : tuple of str
-        Subset of :data:`FRAMEWORKS`.
+        Subset of :data:`FRAMEWORKS`, optionally with ``"zipline"``
+        (:mod:`~ml4t_pipeline.lib.crossval.parity_zipline`).
     n_symbols : int, optional
         Symbols of the panel, spread evenly over the clean S&P symbols (None: all 461). The
         ``topn`` scenario always runs on the symbols given here.
@@ -255,6 +323,11 @@ def run_matrix(
         further.
     progress : callable, optional
         Called with each finished row (e.g. to print it).
+    initial_cash : float, optional
+        Replace every signal scenario's starting cash (currency), e.g. for a large panel
+        where the default would make cash bind; ``cash_constrained`` keeps its own.
+    zipline_py : str, optional
+        Interpreter of the Zipline venv when ``frameworks`` holds ``"zipline"``.
 
     Returns
     -------
@@ -276,9 +349,11 @@ def run_matrix(
     rows = []
     for name in names:
         scenario = known[name]
+        if initial_cash is not None and scenario.kind == "signals" and name != "cash_constrained":
+            scenario = replace(scenario, initial_cash=initial_cash)
         data = scenario_data(inputs, volume, scenario)
         for framework in frameworks:
-            row = compare_scenario(scenario, data, framework).row
+            row = compare_scenario(scenario, data, framework, zipline_py=zipline_py).row
             rows.append(row)
             if progress is not None:
                 progress(row)

@@ -160,8 +160,10 @@ class Scenario:
         return any(x is not None for x in (self.stop_loss, self.take_profit, self.trailing))
 
     def engine_config(self, framework: str) -> Any:
-        """Our ``ExecutionConfig`` for the comparison with ``framework`` (its preset)."""
+        """Our ``ExecutionConfig`` for the comparison with ``framework`` (its preset; no
+        preset for a framework without one, e.g. Zipline)."""
         from engine import (
+            EXECUTION_PRESETS,
             ExecutionConfig,
             FixedPercentageSlippage,
             NoCommission,
@@ -182,16 +184,18 @@ class Scenario:
             slippage = (
                 FixedPercentageSlippage(value) if kind == "percent" else FixedAmountSlippage(value)
             )
-        return ExecutionConfig.preset(
-            framework,
-            fill=self.fill,
-            commission=commission,
-            slippage=slippage,
-            initial_cash=self.initial_cash,
-            allow_short=self.direction != "long",
-            max_volume_participation=self.volume_cap,
+        fields: dict[str, Any] = {
+            "fill": self.fill,
+            "commission": commission,
+            "slippage": slippage,
+            "initial_cash": self.initial_cash,
+            "allow_short": self.direction != "long",
+            "max_volume_participation": self.volume_cap,
             **self.engine_overrides.get(framework, {}),
-        )
+        }
+        if framework in EXECUTION_PRESETS:
+            return ExecutionConfig.preset(framework, **fields)
+        return ExecutionConfig(**fields)  # no preset (Zipline: fill="close", see parity_zipline)
 
 
 def _fixed_amount_slippage_class() -> type:
