@@ -30,7 +30,8 @@
     (``--frameworks``; ``zipline`` too with ``--zipline-python`` naming a separate venv) on the
     real S&P file of ``$ML4T_DATA_ROOT``; writes the table as Parquet (default
     ``parity_matrix.parquet``) and, with ``--docs``, replaces the generated table of that
-    page (between its ``parity-matrix`` markers); exits 1 when a gap has no named setting.
+    page (between its ``parity-matrix`` markers, or ``parity-SECTION`` with
+    ``--docs-section``); exits 1 when a gap has no named setting.
 ``ml4t register [KEY ...] [--configs DIR]``
     Registers experiment files (default: every file of the configs folder) as partitions of the
     Dagster instance of ``$DAGSTER_HOME``, as ``experiment_configs_sensor`` does, so
@@ -295,7 +296,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     write_matrix(table, Path(args.output))
     print(f"matrix: {table.height} rows -> {args.output}")
     if args.docs:
-        replace_docs_table(Path(args.docs), table)
+        replace_docs_table(Path(args.docs), table, args.docs_section)
         print(f"docs table updated: {args.docs}")
     bad = unexplained_gaps(table)
     for row in bad.iter_rows(named=True):
@@ -354,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     par.add_argument("--output", default="parity_matrix.parquet", help="Parquet file to write")
     par.add_argument("--docs", help="docs page whose generated table is replaced")
+    par.add_argument(
+        "--docs-section",
+        default="matrix",
+        help="which generated table of the page: <!-- parity-SECTION:start --> (default matrix)",
+    )
     par.add_argument(
         "--zipline-python",
         help="python of a venv with zipline-reloaded (with --frameworks ...,zipline)",

@@ -396,21 +396,23 @@ DOCS_START = "<!-- parity-matrix:start -->"
 DOCS_END = "<!-- parity-matrix:end -->"
 
 
-def replace_docs_table(page: Path, table: pl.DataFrame) -> None:
-    """Replace the text between the ``parity-matrix`` markers of ``page`` with the table.
+def replace_docs_table(page: Path, table: pl.DataFrame, section: str = "matrix") -> None:
+    """Replace the text between the ``<!-- parity-<section>:start/end -->`` markers of
+    ``page`` with the markdown table of ``table``.
 
     Raises
     ------
     ValueError
         The page lacks either marker (named).
     """
+    start, end = f"<!-- parity-{section}:start -->", f"<!-- parity-{section}:end -->"
     text = Path(page).read_text(encoding="utf-8")
-    if DOCS_START not in text or DOCS_END not in text:
-        raise ValueError(f"{page} lacks the markers {DOCS_START} / {DOCS_END}")
-    head, rest = text.split(DOCS_START, 1)
-    _, tail = rest.split(DOCS_END, 1)
+    if start not in text or end not in text:
+        raise ValueError(f"{page} lacks the markers {start} / {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
     body = matrix_markdown(table)
-    Path(page).write_text(f"{head}{DOCS_START}\n{body}\n{DOCS_END}{tail}", encoding="utf-8")
+    Path(page).write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
 
 
 def unexplained_gaps(table: pl.DataFrame) -> pl.DataFrame:
