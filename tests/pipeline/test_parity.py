@@ -8,6 +8,7 @@ here a few scenarios run on 4 symbols x 400 bars of ``sp500_5yr_daily_ohlcv.parq
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import polars as pl
@@ -286,3 +287,31 @@ def test_parity_trailing_gap_closes_when_backtrader_trails_on_highs(
     cmp = compare_fills(net_fills(ours.fills), net_fills(theirs.fills))
     assert cmp.identical
     assert abs(ours.final_equity - theirs.final_equity) < 0.01
+
+
+def test_zipline_expresses_only_scenarios_without_levels_or_cash_limits() -> None:
+    from ml4t_pipeline.lib.crossval.parity_zipline import ZIPLINE_SCENARIOS, zipline_reason
+
+    assert zipline_reason(get_scenario("long_only")) is None
+    assert "close" in (zipline_reason(get_scenario("stop_loss")) or "")
+    assert "cash" in (zipline_reason(get_scenario("cash_constrained")) or "")
+    assert {s.name for s in catalogue()} >= ZIPLINE_SCENARIOS
+
+
+def test_parity_zipline_row_without_its_venv_is_not_expressed(
+    panel: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ML4T_ZIPLINE_PYTHON", raising=False)
+    row = compare_scenario(get_scenario("long_only"), _data(panel, "long_only"), "zipline").row
+    assert row["status"] == "not_expressed"
+    assert "--zipline-python" in row["knob"]
+
+
+@pytest.mark.skipif(
+    not Path(os.environ.get("ML4T_ZIPLINE_PYTHON", "/nonexistent")).exists(),
+    reason="needs a zipline-reloaded venv in $ML4T_ZIPLINE_PYTHON (pandas<3 pin)",
+)
+def test_parity_zipline_long_short_matches_with_close_fills(panel: tuple) -> None:
+    row = compare_scenario(get_scenario("long_short"), _data(panel, "long_short"), "zipline").row
+    assert row["fills_ours"] > 20
+    assert row["status"] == "matched", row
