@@ -38,7 +38,15 @@ from ml4t_pipeline.lib.crossval.compare import FrameworkRun
 from ml4t_pipeline.lib.crossval.scenarios import Scenario, ScenarioData
 
 ZIPLINE_SCENARIOS: frozenset[str] = frozenset(
-    {"long_only", "long_short", "short_only", "commission_percent", "commission_per_share"}
+    {
+        "long_only",
+        "long_short",
+        "short_only",
+        "commission_percent",
+        "commission_per_share",
+        "slippage_percent",
+        "slippage_fixed",
+    }
 )
 """Catalogue scenarios expressed in Zipline's API (the others: :func:`zipline_reason`)."""
 
@@ -146,6 +154,7 @@ def run_zipline_scenario(scenario: Scenario, data: ScenarioData, python: str) ->
             "quantity": data.quantity.tolist(),
             "direction": scenario.direction,
             "commission": list(scenario.commission) if scenario.commission else None,
+            "slippage": list(scenario.slippage) if scenario.slippage else None,
             "initial_cash": scenario.initial_cash,
         }
         (work / "spec.json").write_text(json.dumps(spec))

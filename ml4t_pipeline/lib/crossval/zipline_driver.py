@@ -11,7 +11,7 @@ numpy and zipline (never the project), and runs as
 - ``signals.parquet``: ``entry_long``, ``exit_long``, ``entry_short``, ``exit_short``
   (bool, one row per date, columns ``<signal>__<symbol>``);
 - ``spec.json``: ``symbols``, ``quantity`` (shares per symbol), ``direction``, ``commission``
-  (``[kind, value]`` or null), ``initial_cash``.
+  and ``slippage`` (``[kind, value]`` or null), ``initial_cash``.
 
 It writes ``fills.parquet`` (``date``, ``symbol``, ``quantity``, ``price``) and
 ``result.json`` (``final_equity``, ``seconds``).
@@ -21,7 +21,9 @@ prices as integer thousandths, so the caller rounds every price to 0.001 for all
 calendar ``XNYS``; ``handle_data`` of bar ``t`` orders with ``order(asset, amount)`` from the
 signals of bar ``t`` and Zipline fills the order at bar ``t + 1``'s close (its daily-mode
 rule); ``set_slippage(FixedSlippage(spread=0))`` (no volume limit, no price impact);
-``set_commission(PerDollar(rate))`` or ``PerShare(cost, min_trade_cost=0)``.
+``set_commission(PerDollar(rate))`` or ``PerShare(cost, min_trade_cost=0)``; slippage
+``FixedSlippage(spread=2 × amount)`` (a fixed amount per share) or
+``FixedBasisPointsSlippage(bps, volume_limit=1)`` (a fraction of the price).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def main(workdir: Path) -> None:
     )
     from zipline.data.bundles import ingest, register
     from zipline.finance.commission import PerDollar, PerShare
-    from zipline.finance.slippage import FixedSlippage
+    from zipline.finance.slippage import FixedBasisPointsSlippage, FixedSlippage
 
     spec = json.loads((workdir / "spec.json").read_text())
     bars = pd.read_parquet(workdir / "bars.parquet")
@@ -97,7 +99,17 @@ def main(workdir: Path) -> None:
     direction = spec["direction"]
 
     def initialize(context):
-        set_slippage(us_equities=FixedSlippage(spread=0.0))
+        slippage = spec.get("slippage")
+        if slippage is None:
+            set_slippage(us_equities=FixedSlippage(spread=0.0))
+        elif slippage[0] == "fixed":  # half the spread each way: price +/- amount
+            set_slippage(us_equities=FixedSlippage(spread=2.0 * slippage[1]))
+        else:  # a fraction of the price; volume_limit=1: the whole bar's volume
+            set_slippage(
+                us_equities=FixedBasisPointsSlippage(
+                    basis_points=slippage[1] * 10_000.0, volume_limit=1.0
+                )
+            )
         commission = spec["commission"]
         if commission is None:
             set_commission(us_equities=PerShare(cost=0.0, min_trade_cost=0.0))
