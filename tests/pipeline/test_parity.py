@@ -61,6 +61,8 @@ REQUIRED = {
     "target_weights",
     "cash_constrained",
     "topn_stop",
+    "topn_take_profit",
+    "topn_trailing_stop",
 }
 
 
@@ -95,7 +97,9 @@ def test_parity_fast_subset_matches_fill_for_fill(panel: tuple, name: str, frame
     assert row["status"] == "matched"
 
 
-@pytest.mark.parametrize("name", ["slippage_fixed", "limit_entry", "volume_cap"])
+@pytest.mark.parametrize(
+    "name", ["slippage_fixed", "limit_entry", "volume_cap", "topn_stop_loss_take_profit"]
+)
 def test_parity_backtrader_native_orders_match(panel: tuple, name: str) -> None:
     row = compare_scenario(get_scenario(name), _data(panel, name), "backtrader").row
     assert row["fills_ours"] > 10

@@ -35,9 +35,11 @@ notification, so each partial execution is one row.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from ml4t_pipeline.lib.crossval.compare import FrameworkRun
@@ -54,6 +56,7 @@ def _strategy_class(
         raise ValueError("trail_on_highs replaces the trailing order each bar: trailing only")
     index_of = {d.date(): k for k, d in enumerate(dates)}
     close = data.inputs.close.to_numpy()
+    score = data.inputs.score.to_numpy()
 
     class ParityStrategy(bt.Strategy):  # type: ignore[misc, name-defined]
         def __init__(self, sink: dict[str, Any]) -> None:
@@ -183,8 +186,36 @@ def _strategy_class(
             self._entry_bar.pop(j, None)
             self._closing[j] = self.close(data=data)
 
+        def _rank(self, i: int) -> None:
+            """``ranked``: sell holdings outside the top ``n_top`` by score (cancelling their
+            exits), then buy ``floor(weight × value / close)`` of each new one, in rank order."""
+            row = score[i]
+            valid = np.flatnonzero(np.isfinite(row))
+            if valid.size == 0:
+                return
+            ranked = valid[np.argsort(-row[valid], kind="stable")][: scenario.n_top]
+            target = set(ranked.tolist())
+            for j, d in enumerate(self.datas):
+                if self.getposition(d).size != 0 and j not in target:
+                    self._flatten(j, d)
+            equity = self.broker.getvalue()
+            for j in ranked.tolist():
+                d = self.datas[j]
+                if self.getposition(d).size != 0 or j in self._working:
+                    continue
+                size = math.floor(scenario.target_weight * equity / close[i, j])
+                if size > 0:
+                    self._working[j] = self.buy(data=d, size=size)
+
         def next(self) -> None:
             i = len(self) - 1
+            if scenario.kind == "ranked":
+                for j, d in enumerate(self.datas):
+                    pos = self.getposition(d).size
+                    if pos != 0 and j in self._trail and j in self._exits:
+                        self._ratchet(i, j, d, pos)
+                self._rank(i)
+                return
             if scenario.kind == "target_weights":
                 if i % scenario.rebalance_every == 0:
                     for d in self.datas:

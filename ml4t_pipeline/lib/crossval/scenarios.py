@@ -61,10 +61,13 @@ class Scenario:
         Identifier (snake case), the ``scenario`` column of the matrix.
     title : str
         One-line description for the docs table.
-    kind : {"signals", "target_weights", "topn"}
+    kind : {"signals", "target_weights", "topn", "ranked"}
         ``signals``: the crossover signals (module docstring). ``target_weights``: every
         ``rebalance_every`` bars, target ``target_weight`` of equity in every symbol
-        (``order_target_percent``). ``topn``: the issue-7 reference strategy.
+        (``order_target_percent``). ``topn``: the issue-7 reference strategy through its own
+        drivers. ``ranked``: ``engine.TopNStrategy`` on the 20-day return (``n_top``,
+        ``target_weight`` of equity per new position, every bar) with the scenario's rules,
+        against a Backtrader strategy that ranks and sizes the same way.
     direction : {"long", "short", "both"}
     stop_loss, take_profit, trailing : float, optional
         Fractions from the entry fill (trailing: from the best price since entry).
@@ -91,7 +94,9 @@ class Scenario:
     n_symbols : int, optional
         Use only the first ``n_symbols`` symbols of the panel.
     rebalance_every, target_weight : int, float
-        ``target_weights`` scenarios only.
+        ``target_weights`` scenarios (``target_weight`` also sizes ``ranked`` entries).
+    n_top : int
+        ``ranked`` scenarios: symbols held.
     not_expressed : dict of str to str
         Framework → why the scenario cannot be written with that framework's own API.
     engine_overrides : dict of str to dict
@@ -132,6 +137,7 @@ class Scenario:
     n_symbols: int | None = None
     rebalance_every: int = 21
     target_weight: float = 0.0
+    n_top: int = 3
     not_expressed: dict[str, str] = field(default_factory=dict)
     engine_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     knobs: dict[str, str] = field(default_factory=dict)
@@ -140,7 +146,7 @@ class Scenario:
     target_rounding: str = "position"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("signals", "target_weights", "topn"):
+        if self.kind not in ("signals", "target_weights", "topn", "ranked"):
             raise ValueError(f"{self.name}: unknown kind {self.kind!r}")
         if self.direction not in ("long", "short", "both"):
             raise ValueError(f"{self.name}: unknown direction {self.direction!r}")
@@ -256,6 +262,11 @@ _TRAIL_VBT = (
     "trail_includes_entry_bar=True closes it but for entry bars that rally past the trail"
 )
 _STOP_WINS = {"vectorbt": {"exit_conflict": "stop_wins"}}
+_RANKED_VBT = (
+    "from_signals cannot rank symbols and size each entry from the equity at the decision "
+    "close; the issue-7 from_order_func callbacks (topn_stop) restate our rules and carry "
+    "only a fixed stop"
+)
 _COC_BT = (
     "cheat-on-close timing: Backtrader (coc=True) executes the close fill in the next bar's "
     "broker cycle, so the stop submitted on its notification is first checked two bars after "
@@ -446,6 +457,35 @@ def catalogue() -> list[Scenario]:
             commission=("percent", 0.001),
             n_bars=1000,
             engine_overrides=_STOP_WINS,
+        ),
+        Scenario(
+            "topn_take_profit",
+            "Top-3 by 20-day return, 30 % of equity each, 6 % take-profit, 0.1 % commission",
+            kind="ranked",
+            target_weight=0.3,
+            take_profit=0.06,
+            commission=("percent", 0.001),
+            not_expressed={"vectorbt": _RANKED_VBT},
+        ),
+        Scenario(
+            "topn_stop_loss_take_profit",
+            "Top-3 by 20-day return, 4 % stop-loss and 6 % take-profit",
+            kind="ranked",
+            target_weight=0.3,
+            stop_loss=0.04,
+            take_profit=0.06,
+            commission=("percent", 0.001),
+            not_expressed={"vectorbt": _RANKED_VBT},
+        ),
+        Scenario(
+            "topn_trailing_stop",
+            "Top-3 by 20-day return, 5 % trailing stop",
+            kind="ranked",
+            target_weight=0.3,
+            trailing=0.05,
+            commission=("percent", 0.001),
+            not_expressed={"vectorbt": _RANKED_VBT},
+            knobs={"backtrader": _TRAIL_BT},
         ),
         Scenario(
             "topn_stop",
@@ -727,15 +767,22 @@ def run_ml4t_scenario(scenario: Scenario, data: ScenarioData, framework: str) ->
     from ml4t_pipeline.lib.crossval.reference import ReferenceSpec
 
     settings = {"preset": framework, **scenario.engine_overrides.get(framework, {})}
+    if scenario.kind == "ranked":
+        from engine import TopNStrategy
+
+        strategy: Any = TopNStrategy("score", n=scenario.n_top, weight=scenario.target_weight)
+        market = MarketData.from_frame(data.inputs.panel, signal_columns=["score"])
     if scenario.kind == "topn":
         from engine import EXECUTION_PRESETS
 
         run = run_ml4t(data.inputs, ReferenceSpec(), **EXECUTION_PRESETS[framework])
         return replace(run, settings=settings)
-    market = MarketData.from_frame(data.inputs.panel.drop("score"))
+    if scenario.kind != "ranked":
+        strategy = _make_strategy(scenario, data)
+        market = MarketData.from_frame(data.inputs.panel.drop("score"))
     result = BacktestEngine(
         market,
-        _make_strategy(scenario, data),
+        strategy,
         _risk_manager(scenario),
         scenario.engine_config(framework),
     ).run()
