@@ -24,6 +24,14 @@
 ``ml4t validate CONFIG.yaml``
     Prepares and validates the experiment's data only; prints each failing check with its
     offending rows and exits non-zero when a blocking check fails.
+``ml4t parity [--scenarios A,B] [--symbols N|all] [--bars N] [--output FILE] [--docs PAGE]``
+    Runs the parity matrix (:mod:`ml4t_pipeline.lib.crossval.matrix`, needs the
+    ``validation`` extra): every catalogue scenario through our engine, Backtrader and VectorBT
+    (``--frameworks``; ``zipline`` too with ``--zipline-python`` naming a separate venv) on the
+    real S&P file of ``$ML4T_DATA_ROOT``; writes the table as Parquet (default
+    ``parity_matrix.parquet``) and, with ``--docs``, replaces the generated table of that
+    page (between its ``parity-matrix`` markers, or ``parity-SECTION`` with
+    ``--docs-section``); exits 1 when a gap has no named setting.
 ``ml4t register [KEY ...] [--configs DIR]``
     Registers experiment files (default: every file of the configs folder) as partitions of the
     Dagster instance of ``$DAGSTER_HOME``, as ``experiment_configs_sensor`` does, so
@@ -250,6 +258,52 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 2 if refused else 0
 
 
+def cmd_parity(args: argparse.Namespace) -> int:
+    """``ml4t parity``: regenerate the parity matrix (Parquet and, optionally, the docs table)."""
+    from ml4t_pipeline.lib.crossval.matrix import (
+        replace_docs_table,
+        run_matrix,
+        unexplained_gaps,
+        write_matrix,
+    )
+
+    root = Path(args.data_root or os.environ.get("ML4T_DATA_ROOT") or "data")
+    n_symbols = None if args.symbols == "all" else int(args.symbols)
+    names = args.scenarios.split(",") if args.scenarios else None
+    frameworks = tuple(args.frameworks.split(","))
+
+    def show(row: dict[str, Any]) -> None:
+        gap = row["final_equity_gap"]
+        figures = "" if gap is None else f" fills {row['fills_ours']}/{row['fills_theirs']}, "
+        figures += "" if gap is None else f"missing {row['missing']}, extra {row['extra']}, "
+        figures += "" if gap is None else f"price gaps {row['price_gaps']}, equity {gap:+.2f}"
+        print(f"{row['scenario']:<32} {row['framework']:<11} {row['status']:<14}{figures}")
+
+    try:
+        table = run_matrix(
+            root,
+            names,
+            frameworks,
+            n_symbols=n_symbols,
+            n_bars=args.bars,
+            progress=show,
+            initial_cash=args.cash,
+            zipline_py=args.zipline_python,
+        )
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    write_matrix(table, Path(args.output))
+    print(f"matrix: {table.height} rows -> {args.output}")
+    if args.docs:
+        replace_docs_table(Path(args.docs), table, args.docs_section)
+        print(f"docs table updated: {args.docs}")
+    bad = unexplained_gaps(table)
+    for row in bad.iter_rows(named=True):
+        print(f"error: unexplained gap: {row['scenario']} vs {row['framework']}", file=sys.stderr)
+    return 1 if bad.height else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``ml4t`` command."""
     parser = argparse.ArgumentParser(prog="ml4t", description=__doc__.split("\n\n")[0])
@@ -283,6 +337,34 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("keys", nargs="*", help="experiment file stems (default: every file)")
     reg.add_argument("--configs", default=None, help="configs folder (default: ./configs)")
     reg.set_defaults(func=cmd_register)
+    par = sub.add_parser(
+        "parity",
+        help="run the parity matrix against Backtrader and VectorBT (needs the validation extra)",
+    )
+    par.add_argument("--scenarios", help="comma-separated scenario names (default: all)")
+    par.add_argument(
+        "--symbols", default="12", help="symbols of the S&P panel, or 'all' (default: 12)"
+    )
+    par.add_argument("--bars", type=int, default=None, help="first N bars only (default: all)")
+    par.add_argument(
+        "--frameworks", default="backtrader,vectorbt", help="comma-separated (default: both)"
+    )
+    par.add_argument("--data-root", help="data folder (default: $ML4T_DATA_ROOT)")
+    par.add_argument(
+        "--cash", type=float, default=None, help="starting cash of the signal scenarios"
+    )
+    par.add_argument("--output", default="parity_matrix.parquet", help="Parquet file to write")
+    par.add_argument("--docs", help="docs page whose generated table is replaced")
+    par.add_argument(
+        "--docs-section",
+        default="matrix",
+        help="which generated table of the page: <!-- parity-SECTION:start --> (default matrix)",
+    )
+    par.add_argument(
+        "--zipline-python",
+        help="python of a venv with zipline-reloaded (with --frameworks ...,zipline)",
+    )
+    par.set_defaults(func=cmd_parity)
     add_sweep_parser(sub)
     for command in sub.choices.values():
         command.add_argument(

@@ -8,6 +8,13 @@ fill for fill. Parts of the experiment a framework cannot express are listed on 
 materialization, never silently dropped. These assets need the ``validation`` extra and are
 materialized on request (job ``validation_job`` or ``ml4t run --validate``), not automatically:
 Backtrader alone takes about a minute on the S&P file.
+
+The experiment's parts are also mapped onto the parity catalogue
+(:mod:`ml4t_pipeline.lib.crossval.scenarios`, table in ``docs/reference/parity.md``):
+``cross_framework_validation`` reports which catalogue scenario's semantics this comparison
+ran (``topn_stop``, plus ``commission_percent`` when the experiment pays a percentage
+commission) and, for every other feature of the experiment, the scenario that checks it and
+whether each framework's own API can express it.
 """
 
 from typing import Any
@@ -21,6 +28,7 @@ from ml4t_pipeline.defs.partitions import experiment_check_spec, experiments_par
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.lib.crossval.compare import FrameworkRun, compare_runs, run_ml4t
 from ml4t_pipeline.lib.crossval.reference import ReferenceSpec, inputs_from_panel
+from ml4t_pipeline.lib.crossval.scenarios import experiment_features, feature_coverage
 from ml4t_pipeline.lib.experiment import restrict_to_window
 
 GROUP = "validation"
@@ -66,6 +74,36 @@ def reference_spec(cfg: ExperimentConfig) -> tuple[ReferenceSpec, list[str]]:
         initial_cash=cfg.execution.initial_cash,
     )
     return spec, notes
+
+
+def catalogue_scenarios(cfg: ExperimentConfig) -> tuple[list[str], list[dict[str, Any]]]:
+    """The catalogue scenarios this comparison runs, and the coverage of every feature.
+
+    Returns
+    -------
+    (list of str, list of dict)
+        The scenario names whose semantics the three runs of this asset exercise (``topn_stop``
+        and, with a percentage commission, ``commission_percent``), and
+        :func:`~ml4t_pipeline.lib.crossval.scenarios.feature_coverage` of the experiment's
+        features, each row with ``run_here`` (bool) added.
+    """
+    execution = cfg.execution
+    features = experiment_features(
+        strategy=cfg.strategy.type,
+        rules=[str(rule["type"]) for rule in cfg.risk_rules],
+        commission=execution.commission.get("type"),
+        slippage=execution.slippage.get("type"),
+        fill=execution.fill,
+        allow_short=execution.allow_short,
+        volume_cap=execution.max_volume_participation is not None,
+    )
+    run_here = ["topn_stop"]
+    if execution.commission.get("type") in ("Percentage", "PercentageCommission"):
+        run_here.append("commission_percent")
+    coverage = feature_coverage(features)
+    for row in coverage:
+        row["run_here"] = row["scenario"] in run_here or row["feature"] == "stop_loss"
+    return run_here, coverage
 
 
 def _run_tables(run: FrameworkRun) -> dict[str, pl.DataFrame]:
@@ -191,7 +229,8 @@ def cross_framework_validation(
         if first.height:
             differences.append(first.with_columns(pl.lit(other.framework).alias("framework")))
         summaries.append(cmp.summary_markdown())
-    table = pl.DataFrame(rows)
+    table = pl.DataFrame(rows).with_columns(pl.lit("topn_stop").alias("scenario"))
+    run_here, coverage = catalogue_scenarios(cfg)
     matched_settings = cfg.execution.preset is not None and not notes
     worst_gap = float(table["equity_gap"].abs().max())  # type: ignore[arg-type]
     fill_diffs = int((table["missing"] + table["extra"] + table["mismatched"]).sum())
@@ -203,6 +242,9 @@ def cross_framework_validation(
             "summary": dg.MetadataValue.md("\n\n".join(summaries)),
             "not_expressed": dg.MetadataValue.json(notes),
             "preset": dg.MetadataValue.text(str(cfg.execution.preset)),
+            "scenarios_matched": dg.MetadataValue.json(run_here if agree else []),
+            "scenarios_run": dg.MetadataValue.json(run_here),
+            "catalogue_coverage": table_value(pl.DataFrame(coverage)),
         },
     )
     yield dg.AssetCheckResult(
