@@ -9,6 +9,7 @@ Example
 
 from __future__ import annotations
 
+from engine.chunked import ChunkedMarketData
 from engine.config import EXECUTION_PRESETS, ExecutionConfig
 from engine.costs import COMMISSION_REGISTRY, SLIPPAGE_REGISTRY
 from engine.costs.commission import (
@@ -28,7 +29,7 @@ from engine.costs.slippage import (
     SpreadAwareSlippage,
     VolumeAwareSlippage,
 )
-from engine.data import BarBatch, BarView, ChunkedMarketData, MarketData
+from engine.data import BarBatch, BarView, MarketData
 from engine.engine import BacktestEngine
 from engine.events import Fill, MarketEvent
 from engine.feature_provider import (

@@ -9,9 +9,10 @@ from datetime import date, datetime
 from datetime import time as clock_time
 
 from engine.broker import Broker
+from engine.chunked import ChunkedMarketData, ChunkStream
 from engine.compiled import plan, topn
 from engine.config import ExecutionConfig
-from engine.data import BarBatch, ChunkedMarketData, ChunkStream, MarketData
+from engine.data import BarBatch, MarketData
 from engine.mechanics import compiled_outputs
 from engine.recorder import Recorder
 from engine.results import BacktestResult

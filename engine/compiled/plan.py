@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import numpy.typing as npt
 
+from engine.chunked import ChunkedMarketData
 from engine.compiled.topn import (
     N_P,
     P_CLOSE_AT_END,
@@ -73,7 +74,7 @@ from engine.core.layout import (
 )
 from engine.costs.commission import NoCommission, PercentageCommission
 from engine.costs.slippage import NoSlippage
-from engine.data import ChunkedMarketData, MarketData
+from engine.data import MarketData
 from engine.mechanics import compiled_mechanics, compiled_mechanics_reason
 from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule

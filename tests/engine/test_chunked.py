@@ -34,7 +34,8 @@ from engine import (
     VolatilityScaledStopLoss,
     VolumeAwareSlippage,
 )
-from engine.data import BarBatch, ChunkedMarketData
+from engine.chunked import ChunkedMarketData
+from engine.data import BarBatch
 from engine.events import Fill, MarketEvent
 from tests.engine.conftest import Script, make_context, make_panel, ts
 

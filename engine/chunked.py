@@ -1,0 +1,365 @@
+"""Market data handed over in time-contiguous chunks: :class:`ChunkedMarketData` (the chunks
+and the run's universe) and :class:`ChunkStream` (one pass, building one :class:`MarketData`
+window at a time)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime
+
+import numpy as np
+import polars as pl
+
+from engine import data_kernels
+from engine.data import MarketData
+from engine.panel import PRICE_COLUMNS, IntArray, _chains, _panel_arrays, window_bounds
+
+
+class ChunkedMarketData:
+    """Market data handed over as time-contiguous chunks (e.g. one month each), built lazily.
+
+    The engine never reads files: the caller supplies an iterable of polars frames (for
+    example one ``scan_parquet(...).filter(month).collect()`` per month) and the engine turns
+    one chunk at a time into a :class:`MarketData` *window*, so only one chunk's arrays (plus a
+    few carried rows) are in memory. A run over the chunks gives the same fills, trades,
+    orders and portfolio states as a run over the concatenated panel.
+
+    Across a chunk boundary the engine carries, per symbol, its last ``history_bars`` bars
+    (default two: ``BarView.previous()`` of a fill's bar and the "last bar before the fill"
+    used by entry rules, e.g. an ATR column for volatility-scaled stops, see the previous
+    chunk), plus every bar still referenced by a working order or an open position (the
+    decision bar whose signal values are reported as ``entry_<column>`` / ``exit_<column>``).
+    Bar numbers per symbol (``ordinal``, hence ``bars_held``) continue across chunks. Broker
+    and risk state (cash, positions, pending and resting orders, stop/take-profit levels,
+    MFE/MAE extremes, latest closes for marking) lives in the engine and simply carries on.
+
+    Limit: looking back further than the carried bars (e.g. ``bar.previous().previous()``
+    on a chunk's first bar with the default ``history_bars=2``) returns ``None`` at a
+    boundary, where the in-memory panel would return an older bar. The built-in cost models
+    that average over earlier bars (``SpreadAwareSlippage`` without quotes,
+    ``VolumeAwareSlippage(volume="completed")``) state how many they read
+    (``SlippageModel.history_bars``) and raise ``ValueError`` naming the value to pass here
+    when a boundary carried fewer; they never average over a cut history silently.
+
+    Parameters
+    ----------
+    frames : iterable of pl.DataFrame
+        Chunks in increasing time order, each in the panel format of
+        :meth:`MarketData.from_frame` with the same signal/indicator (and bid/ask) columns.
+        Every timestamp of a chunk must be later than every timestamp of the chunk before
+        (chunks are disjoint slices of time; a timestamp's bars must all be in one chunk).
+        Empty frames are skipped. Iterated once per run: pass a list (or any re-iterable) to
+        run twice; a one-shot iterator or generator can be run once.
+    symbols : sequence of str
+        The fixed symbol universe (ids are positions in the sorted list). A chunk may lack
+        some symbols (no bars for them in that period).
+    signal_columns, indicator_columns : sequence of str
+        As in :meth:`MarketData.from_frame`.
+    context : pl.DataFrame, optional
+        ``timestamp`` plus market-wide columns for the whole run (at most one row per
+        timestamp); aligned to each chunk's timestamps by exact match (missing → NaN).
+    context_columns : sequence of str, optional
+        Context columns to keep; default all but ``timestamp``.
+    history_bars : int, default 2
+        Bars per symbol carried across a chunk boundary (at least 2). Set it to the slippage
+        model's ``history_bars`` (or more) when that is larger, e.g. 21 for
+        ``SpreadAwareSlippage(window=20)``; the pipeline does this itself.
+
+    Raises
+    ------
+    ValueError
+        At construction: an empty or duplicated symbol universe, ``history_bars`` below 2 or
+        not an integer, bad context (see
+        :meth:`MarketData.from_frame`). During the run (when the chunk is built): anything
+        :meth:`MarketData.from_frame` rejects, naming the chunk (1-based); a symbol outside
+        the universe; a chunk that does not start after the previous chunk's last timestamp;
+        a chunk whose bid/ask columns differ from the first chunk's; no chunk with any bar.
+    RuntimeError
+        A second run over a one-shot iterator.
+    """
+
+    def __init__(
+        self,
+        frames: Iterable[pl.DataFrame],
+        symbols: Sequence[str],
+        signal_columns: Sequence[str] = (),
+        indicator_columns: Sequence[str] = (),
+        context: pl.DataFrame | None = None,
+        context_columns: Sequence[str] | None = None,
+        history_bars: int = 2,
+    ) -> None:
+        names = [str(s) for s in symbols]
+        if not names:
+            raise ValueError("symbols is empty: the universe needs at least one symbol")
+        if isinstance(history_bars, bool) or not isinstance(history_bars, int | np.integer):
+            raise ValueError(f"history_bars must be an integer >= 2, got {history_bars!r}")
+        if history_bars < 2:
+            raise ValueError(f"history_bars must be >= 2, got {history_bars}")
+        self.history_bars = int(history_bars)
+        universe = pl.Series("symbol", names, dtype=pl.String)
+        dups = universe.filter(universe.is_duplicated()).unique().sort()
+        if dups.len():
+            raise ValueError(f"symbols lists {dups.len()} names twice: {dups.to_list()}")
+        self._universe = universe.sort()
+        self.symbols = np.asarray(self._universe.to_list(), dtype=np.str_)
+        self.signal_columns = list(signal_columns)
+        self.indicator_columns = list(indicator_columns)
+        MarketData._align_context(context, context_columns, np.empty(0, dtype=np.int64))
+        self._context = context
+        self._context_columns = None if context_columns is None else list(context_columns)
+        self.context_columns = (
+            []
+            if context is None
+            else (
+                [c for c in context.columns if c != "timestamp"]
+                if context_columns is None
+                else list(context_columns)
+            )
+        )
+        self._frames = frames
+        self._one_shot = isinstance(frames, Iterator)
+        self._started = False
+
+    @property
+    def n_symbols(self) -> int:
+        """Size ``S`` of the symbol universe."""
+        return int(self.symbols.size)
+
+    def between(
+        self, start: date | datetime | None = None, end: date | datetime | None = None
+    ) -> ChunkedMarketData:
+        """The chunks restricted to the bars whose close is in ``[start, end]`` (see
+        :meth:`MarketData.between` for the bounds and what the window means).
+
+        Each chunk is filtered as it is read, so nothing more is held in memory. A run over
+        a window with no bar raises ``ValueError`` naming the window.
+
+        Returns
+        -------
+        ChunkedMarketData
+            ``self`` when both bounds are ``None``; else the same universe and columns over
+            the filtered chunks (a one-shot iterator of chunks stays one-shot).
+
+        Raises
+        ------
+        ValueError
+            A bound that is not a date or a tz-aware datetime; ``start`` after ``end``.
+        """
+        if start is None and end is None:
+            return self
+        first, last = window_bounds(start, end)
+        label = f"[{start}, {end}]"
+        frames: Iterable[pl.DataFrame]
+        if isinstance(self._frames, Iterator):
+            frames = _window_frames(self._frames, first, last, label)
+        else:
+            frames = _WindowFrames(self._frames, first, last, label)
+        return ChunkedMarketData(
+            frames,
+            symbols=[str(s) for s in self.symbols.tolist()],
+            signal_columns=self.signal_columns,
+            indicator_columns=self.indicator_columns,
+            context=self._context,
+            context_columns=self._context_columns,
+        )
+
+    def stream(self) -> ChunkStream:
+        """A new pass over the chunks (the engine calls this once per run).
+
+        Raises
+        ------
+        RuntimeError
+            If ``frames`` is a one-shot iterator that an earlier pass already used.
+        """
+        if self._one_shot and self._started:
+            raise RuntimeError(
+                "the chunks were given as a one-shot iterator and have been used by an "
+                "earlier run; pass a list or another re-iterable to run more than once"
+            )
+        self._started = True
+        return ChunkStream(self, iter(self._frames))
+
+    def _window(self, holder: list[pl.DataFrame], carry: MarketData | None, k: int) -> MarketData:
+        """Build the window of chunk ``k`` (1-based, the frame handed over in ``holder``) after
+        the rows ``carry`` carries over (see :meth:`MarketData._carried`); carried rows keep
+        their row numbers."""
+        name = f"chunk {k}"
+        n_kept = 0 if carry is None else carry.n_rows
+        arrays = _panel_arrays(
+            holder, self.signal_columns, self.indicator_columns, self._universe, name, n_kept
+        )
+        ctx = MarketData._align_context(self._context, self._context_columns, arrays.timestamps)
+        if carry is None:
+            ord_local, prev_local = _chains(arrays.sym_id, self.symbols.size)
+            return MarketData(
+                timestamps=arrays.timestamps,
+                offsets=arrays.offsets,
+                symbols=self.symbols,
+                sym_id=arrays.sym_id,
+                prices=arrays.prices,
+                columns=arrays.columns,
+                signal_columns=self.signal_columns,
+                indicator_columns=self.indicator_columns,
+                context=ctx,
+                ordinal=ord_local,
+                prev_row=prev_local,
+            )
+        last_ts = int(carry.timestamps[-1])
+        first_ts = int(arrays.timestamps[0])
+        if first_ts <= last_ts:
+            stamps = pl.Series([first_ts, last_ts]).cast(pl.Datetime("us", "UTC")).to_list()
+            raise ValueError(
+                f"{name} starts at {stamps[0]}, not after the previous chunk's last timestamp "
+                f"{stamps[1]}: chunks must be disjoint time slices in increasing order"
+            )
+        if set(arrays.columns) != set(carry.columns):
+            raise ValueError(
+                f"{name} has columns {sorted(arrays.columns)} besides OHLCV, the chunks before "
+                f"had {sorted(carry.columns)} (bid/ask must be in every chunk or in none)"
+            )
+        # carried rows first (same row numbers), then the chunk's
+        arrays.sym_id[:n_kept] = carry.sym_id
+        for c in PRICE_COLUMNS:
+            arrays.prices[c][:n_kept] = getattr(carry, c)
+        for c, values in arrays.columns.items():
+            values[:n_kept] = carry.columns[c]
+        # bar numbers and previous bars continue across the boundary: one pass over the new
+        # rows, starting from each symbol's last carried bar and its bar count
+        last = carry.last_rows.copy()
+        count = np.where(last >= 0, carry.ordinal[np.maximum(last, 0)] + 1, 0).astype(np.int64)
+        n_rows = arrays.sym_id.size
+        ordinal = np.empty(n_rows, dtype=np.int64)
+        prev_row = np.empty(n_rows, dtype=np.int64)
+        ordinal[:n_kept] = carry.ordinal
+        prev_row[:n_kept] = carry.prev_row
+        data_kernels.symbol_chains(arrays.sym_id, n_kept, last, count, ordinal, prev_row)
+        start = carry.n_timestamps
+        new_dt = pl.Series(arrays.timestamps).cast(pl.Datetime("us", "UTC")).to_list()
+        window = MarketData(
+            timestamps=np.concatenate((carry.timestamps, arrays.timestamps)),
+            offsets=np.concatenate((carry.offsets[:-1], arrays.offsets + n_kept)),
+            symbols=self.symbols,
+            sym_id=arrays.sym_id,
+            prices=arrays.prices,
+            columns=arrays.columns,
+            signal_columns=self.signal_columns,
+            indicator_columns=self.indicator_columns,
+            context={c: np.concatenate((carry.context[c], v)) for c, v in ctx.items()},
+            ordinal=ordinal,
+            prev_row=prev_row,
+            first_index=start,
+            first_row=n_kept,
+            datetimes=carry.datetimes + new_dt,
+        )
+        window._last_rows = last  # each symbol's latest row, left by the chains pass
+        return window
+
+
+def _window_frames(
+    frames: Iterable[pl.DataFrame], first: int, last: int, label: str
+) -> Iterator[pl.DataFrame]:
+    """The rows of each frame whose ``timestamp`` is in ``[first, last]`` µs (UTC)."""
+    rows = 0
+    for frame in frames:
+        stamp = pl.col("timestamp").dt.epoch("us")
+        cut = frame.filter((stamp >= first) & (stamp <= last))
+        rows += cut.height
+        yield cut
+    if rows == 0:
+        raise ValueError(f"the backtest window {label} holds no bar of the chunked market data")
+
+
+class _WindowFrames:
+    """A re-iterable window over re-iterable chunks (each pass filters anew)."""
+
+    def __init__(self, frames: Iterable[pl.DataFrame], first: int, last: int, label: str):
+        self.frames, self.first, self.last, self.label = frames, first, last, label
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        return _window_frames(self.frames, self.first, self.last, self.label)
+
+
+class ChunkStream:
+    """One pass over a :class:`ChunkedMarketData`: builds its windows one at a time.
+
+    The engine alternates :meth:`release` (at the end of a window: keep only the rows the run
+    still needs, so the window can be freed before the next chunk is read) and
+    :meth:`advance` (read and build the next chunk's window on top of the kept rows).
+
+    Attributes
+    ----------
+    window : MarketData or None
+        The current window: a chunk's, or after :meth:`release` the carried rows only
+        (``None`` before the first :meth:`advance`).
+    n_chunks : int
+        Chunks with bars built so far.
+    """
+
+    def __init__(self, source: ChunkedMarketData, frames: Iterator[pl.DataFrame]) -> None:
+        self._source = source
+        self._frames = frames
+        self._peeked = False
+        self._pending: pl.DataFrame | None = None
+        self._seen = 0
+        self.window: MarketData | None = None
+        self.n_chunks = 0
+
+    def _next_frame(self) -> pl.DataFrame | None:
+        if self._peeked:
+            self._peeked = False
+            frame, self._pending = self._pending, None
+            return frame
+        for frame in self._frames:
+            self._seen += 1
+            if not isinstance(frame, pl.DataFrame):
+                raise ValueError(
+                    f"chunk {self._seen} must be a polars DataFrame, got {type(frame).__name__}"
+                )
+            if frame.height:
+                return frame
+        return None
+
+    def is_last(self) -> bool:
+        """True when no chunk with bars follows the current one (reads the next chunk's frame
+        ahead; its window is built only by the next :meth:`advance`)."""
+        if not self._peeked:
+            self._pending = self._next_frame()
+            self._peeked = True
+        return self._pending is None
+
+    def release(self, keep: IntArray | None = None) -> IntArray:
+        """Replace the current window by the rows a boundary carries (each symbol's last
+        ``history_bars`` bars plus ``keep``, rows of the current window); return the map from
+        the current window's rows to the carried rows (``-1``: dropped).
+
+        Raises
+        ------
+        RuntimeError
+            Before the first :meth:`advance`.
+        """
+        if self.window is None:
+            raise RuntimeError("release() before the first advance()")
+        carry, remap = self.window._carried(keep, self._source.history_bars)
+        self.window = carry
+        return remap
+
+    def advance(self) -> MarketData | None:
+        """Build the next chunk's window on top of the carried rows (row numbers unchanged);
+        ``None`` when the chunks are exhausted.
+
+        Raises
+        ------
+        ValueError
+            A bad chunk (see :class:`ChunkedMarketData`), or no chunk with any bar at all.
+        """
+        frame = self._next_frame()
+        if frame is None:
+            if self.window is None:
+                raise ValueError("the chunked market data has no bars: every chunk is empty")
+            return None
+        holder = [frame]
+        del frame  # _panel_arrays takes it out of the holder and frees its columns as it goes
+        window = self._source._window(holder, self.window, self._seen)
+        self.window = window
+        self.n_chunks += 1
+        return window
