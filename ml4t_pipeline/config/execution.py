@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from ml4t_pipeline.config._base import _NUMBER, MAX_BARS, MAX_CASH, MAX_ROWS, _Strict
-from ml4t_pipeline.config.data import FinancingConfig
+from ml4t_pipeline.config.data import CorporateActionsConfig, FinancingConfig
 from ml4t_pipeline.config.specs import _cost_spec
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class BenchmarkConfig(_Strict):
     The file has the prices schema (timestamp, symbol, OHLCV) and is stamped like the prices
     (daily dates become the session's close); the benchmark's bar return is its close-to-close
     return (:func:`ml4t_pipeline.lib.benchmark.load_benchmark_returns`). Raw closes give a price
-    return (dividends not included).
+    return (dividends not included) unless ``corporate_actions`` is given.
 
     Attributes
     ----------
@@ -136,10 +136,16 @@ class BenchmarkConfig(_Strict):
         The benchmark's symbol in the file.
     path : str
         Data path (inside the data root, like ``data.prices``).
+    corporate_actions : CorporateActionsConfig or None
+        The benchmark's splits and dividends (``{path, format: table|lean}``, e.g. Lean's
+        factor file for SPY): its closes are then total-return adjusted (dividends
+        reinvested on the ex-date, splits removed; LEAN's ``Adjusted``), so the comparison is
+        against a total-return index. None (default): the file's closes as they are.
     """
 
     symbol: str = Field(min_length=1, max_length=64)
     path: str = Field(min_length=1)
+    corporate_actions: CorporateActionsConfig | None = None
 
 
 class ReportingConfig(_Strict):

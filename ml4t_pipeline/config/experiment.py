@@ -197,6 +197,9 @@ class ExperimentConfig(_Strict):
         for (section, key), default in _HASH_NEUTRAL_DEFAULTS.items():
             if dumped[section].get(key) == default:
                 dumped[section].pop(key, None)
+        bench = dumped["reporting"].get("benchmark")
+        if bench and bench.get("corporate_actions") is None:  # a key added later
+            bench.pop("corporate_actions", None)
         if not dumped["backtest"]:  # a section added later: absent while empty
             dumped.pop("backtest")
         canonical = json.dumps(dumped, sort_keys=True)

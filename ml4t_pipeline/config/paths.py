@@ -116,8 +116,11 @@ def data_paths(cfg: ExperimentConfig) -> list[tuple[str, str]]:
         out.append(("data.universe.membership", cfg.data.universe.membership))
     if cfg.data.corporate_actions is not None:
         out.append(("data.corporate_actions.path", cfg.data.corporate_actions.path))
-    if cfg.reporting.benchmark is not None:
-        out.append(("reporting.benchmark.path", cfg.reporting.benchmark.path))
+    bench = cfg.reporting.benchmark
+    if bench is not None:
+        out.append(("reporting.benchmark.path", bench.path))
+        if bench.corporate_actions is not None:
+            out.append(("reporting.benchmark.corporate_actions.path", bench.corporate_actions.path))
     return out
 
 

@@ -26,6 +26,7 @@ def load_benchmark_returns(
     bar_length: timedelta | str | None = None,
     *,
     calendar: str = DEFAULT_CALENDAR,
+    corporate_actions: tuple[str | Path, str] | None = None,
 ) -> pl.DataFrame:
     """The benchmark's close-to-close bar returns.
 
@@ -40,6 +41,14 @@ def load_benchmark_returns(
     calendar : str, default "XNYS"
         The experiment's ``data.calendar``: daily dates are stamped at its session closes, as
         the prices are.
+    corporate_actions : (path, format), optional
+        A corporate-actions table (``format`` ``table`` or ``lean``;
+        :func:`ml4t_pipeline.lib.corporate_actions.load_actions`): the closes are then
+        total-return adjusted with ``symbol``'s rows
+        (:func:`~ml4t_pipeline.lib.corporate_actions.adjust_prices`, mode ``total_return``:
+        splits removed, each dividend reinvested at its ex-date's previous close), so
+        ``benchmark_return`` is a total return. None: the closes as they are (raw closes give
+        a price return).
 
     Returns
     -------
@@ -53,6 +62,9 @@ def load_benchmark_returns(
     ValueError
         ``symbol`` not in the file (the symbols present are listed), or a close that is null
         or not positive (the rows are named).
+    engine.mechanics.CorporateActionsError
+        A bad corporate-actions row for ``symbol`` (ratio <= 0, duplicate ex-date, a
+        dividend not below the previous close: the rows are named).
     """
     prices = load_prices_file(path, bar_length, calendar=calendar)
     rows = prices.filter(pl.col("symbol") == symbol)
@@ -68,7 +80,19 @@ def load_benchmark_returns(
             f"reporting.benchmark: {bad.height} {symbol} rows in {path} have a null or "
             f"non-positive close: {bad.select('timestamp', 'close').head(5).to_dicts()}"
         )
-    return rows.sort("timestamp").select(
+    rows = rows.sort("timestamp")
+    if corporate_actions is not None:
+        from ml4t_pipeline.lib.corporate_actions import (
+            adjust_prices,
+            load_actions,
+            validate_against_prices,
+        )
+
+        actions, _ = load_actions(corporate_actions[0], corporate_actions[1], rows)
+        actions = actions.filter(pl.col("symbol").cast(pl.String) == symbol)
+        validate_against_prices(actions, rows)
+        rows = adjust_prices(rows, actions, "total_return")
+    return rows.select(
         "timestamp",
         pl.col("close").alias("benchmark_close"),
         (pl.col("close") / pl.col("close").shift(1) - 1.0).alias("benchmark_return"),

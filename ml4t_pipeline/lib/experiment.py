@@ -393,19 +393,41 @@ def configured_benchmark(cfg: ExperimentConfig) -> pl.DataFrame | None:
     if spec is None:
         return None
     path = resolve_data_path(spec.path, field="reporting.benchmark.path")
+    actions: tuple[str, str, int] | None = None
+    if spec.corporate_actions is not None:
+        table = resolve_data_path(
+            spec.corporate_actions.path, field="reporting.benchmark.corporate_actions.path"
+        )
+        actions = (str(table), spec.corporate_actions.format, table.stat().st_mtime_ns)
     # Cached per file version: a sweep's trials share one read.
     return _benchmark_returns(
-        str(path), path.stat().st_mtime_ns, spec.symbol, cfg.data.bar_length, cfg.data.calendar
+        str(path),
+        path.stat().st_mtime_ns,
+        spec.symbol,
+        cfg.data.bar_length,
+        cfg.data.calendar,
+        actions,
     )
 
 
 @functools.lru_cache(maxsize=4)
 def _benchmark_returns(
-    path: str, mtime_ns: int, symbol: str, bar_length: str | None, calendar: str
+    path: str,
+    mtime_ns: int,
+    symbol: str,
+    bar_length: str | None,
+    calendar: str,
+    actions: tuple[str, str, int] | None,
 ) -> pl.DataFrame:
     from ml4t_pipeline.lib.benchmark import load_benchmark_returns
 
-    return load_benchmark_returns(path, symbol, bar_length, calendar=calendar)
+    return load_benchmark_returns(
+        path,
+        symbol,
+        bar_length,
+        calendar=calendar,
+        corporate_actions=None if actions is None else (actions[0], actions[1]),
+    )
 
 
 def experiment_metrics(

@@ -80,7 +80,7 @@ def report_settings(cfg: ExperimentConfig) -> dict[str, Any]:
         "signal": cfg.strategy.signal,
         "horizon": cfg.ic_horizon(),
         "title": cfg.reporting.title or f"ml4t experiment: {cfg.name}",
-        "benchmark": bench.model_dump()
+        "benchmark": bench.model_dump(exclude_none=True)
         | {"bar_length": cfg.data.bar_length}
         | ({"calendar": cfg.data.calendar} if cfg.data.calendar != DEFAULT_CALENDAR else {})
         if (bench := cfg.reporting.benchmark) is not None
@@ -264,11 +264,20 @@ def _index_benchmark(spec: dict[str, Any] | None) -> pl.DataFrame | None:
     from ml4t_pipeline.lib.benchmark import load_benchmark_returns
 
     path = resolve_data_path(str(spec["path"]), field="reporting.benchmark.path")
+    actions = spec.get("corporate_actions")
     return load_benchmark_returns(
         path,
         str(spec["symbol"]),
         spec.get("bar_length"),
         calendar=str(spec.get("calendar", DEFAULT_CALENDAR)),
+        corporate_actions=None
+        if not actions
+        else (
+            resolve_data_path(
+                str(actions["path"]), field="reporting.benchmark.corporate_actions.path"
+            ),
+            str(actions.get("format", "table")),
+        ),
     )
 
 

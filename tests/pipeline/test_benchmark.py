@@ -34,6 +34,7 @@ RTOL = 1e-10
 DATA_ROOT = Path(os.environ.get("ML4T_DATA_ROOT", "../shared/data"))
 SP500 = DATA_ROOT / "sp500_5yr_daily_ohlcv.parquet"
 LEAN = DATA_ROOT / "lean_daily_ohlcv_unadjusted.parquet"
+LEAN_FACTORS = DATA_ROOT / "lean_factor_files.parquet"
 CASH = 1_000_000.0
 P = 252.0
 
@@ -129,6 +130,60 @@ def test_reporting_benchmark_path_is_a_confined_data_path():
         {"name": "b", "reporting": {"benchmark": {"symbol": "SPY", "path": "x.parquet"}}}
     )
     assert ("reporting.benchmark.path", "x.parquet") in data_paths(cfg)
+
+
+def test_load_benchmark_returns_total_return_reinvests_each_dividend(spy):
+    from ml4t_pipeline.lib.corporate_actions import load_actions
+
+    total = load_benchmark_returns(LEAN, "SPY", corporate_actions=(LEAN_FACTORS, "lean"))
+    raw_closes = load_prices_file(LEAN).filter(pl.col("symbol") == "SPY").sort("timestamp")
+    actions, _ = load_actions(LEAN_FACTORS, "lean", raw_closes)
+    actions = actions.filter(pl.col("symbol") == "SPY")
+    dividends = actions.filter(pl.col("dividend") > 0)
+    assert dividends.height >= 20  # quarterly since the file's start
+    assert (actions["split_ratio"] == 1.0).all()  # SPY never split
+    joined = spy.join(total, on="timestamp", suffix="_tr").with_columns(
+        pl.col("timestamp").dt.convert_time_zone("America/New_York").dt.date().alias("day")
+    )
+    by_day = dict(zip(dividends["ex_date"].to_list(), dividends["dividend"].to_list(), strict=True))
+    closes = joined["benchmark_close"].to_list()
+    checked = 0
+    for k, row in enumerate(joined.iter_rows(named=True)):
+        if k == 0:
+            continue
+        dividend = by_day.get(row["day"])
+        if dividend is None:  # no dividend: the same close-to-close return as the raw file
+            assert row["benchmark_return_tr"] == pytest.approx(row["benchmark_return"], rel=1e-9)
+        else:  # ex-date: the previous close net of the dividend, C_t / (C_{t-1} - D) - 1
+            expected = closes[k] / (closes[k - 1] - dividend) - 1.0
+            assert row["benchmark_return_tr"] == pytest.approx(expected, rel=1e-9)
+            checked += 1
+    assert checked == dividends.filter(pl.col("ex_date") > joined["day"][0]).height
+    growth = (1.0 + joined["benchmark_return"].fill_null(0.0)).product()
+    growth_tr = (1.0 + joined["benchmark_return_tr"].fill_null(0.0)).product()
+    years = (joined["day"][-1] - joined["day"][0]).days / 365.25
+    # SPY's dividend yield was ~1.5-2.5 % a year over the file's span
+    assert 0.01 < (growth_tr / growth) ** (1.0 / years) - 1.0 < 0.03
+
+
+def test_reporting_benchmark_corporate_actions_path_is_confined():
+    cfg = ExperimentConfig.model_validate(
+        {
+            "name": "b",
+            "reporting": {
+                "benchmark": {
+                    "symbol": "SPY",
+                    "path": "x.parquet",
+                    "corporate_actions": {"path": "f.parquet", "format": "lean"},
+                }
+            },
+        }
+    )
+    assert ("reporting.benchmark.corporate_actions.path", "f.parquet") in data_paths(cfg)
+    plain = cfg.model_copy(
+        update={"reporting": cfg.reporting.model_copy(update={"benchmark": None})}
+    )
+    assert cfg.config_hash() != plain.config_hash()
 
 
 def test_experiment_metrics_with_reporting_benchmark_adds_bench_keys(states, spy, monkeypatch):
