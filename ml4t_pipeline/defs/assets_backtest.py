@@ -294,6 +294,7 @@ def portfolio_states(
     partitions_def=experiments_partitions,
     group_name=GROUP,
     kinds={"python"},
+    deps=["benchmark_file"],
     automation_condition=RERUN_ON_NEW_INPUTS,
 )
 def metrics(

@@ -141,6 +141,7 @@ def in_file_rows(violations: pl.DataFrame, prices_raw: pl.DataFrame) -> pl.DataF
 @dg.multi_asset(
     partitions_def=experiments_partitions,
     group_name=GROUP,
+    deps=["corporate_actions_file"],
     outs={
         "prices": dg.AssetOut(
             description="Validated daily OHLCV (timestamp = bar close, UTC), one row per "
@@ -709,6 +710,7 @@ def signal_overlap_check(signals: pl.DataFrame, prices: pl.DataFrame) -> dg.Asse
     partitions_def=experiments_partitions,
     group_name=GROUP,
     kinds={"polars"},
+    deps=["membership_file"],
     metadata=by_month_metadata(),
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[

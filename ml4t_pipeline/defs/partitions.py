@@ -18,7 +18,13 @@ experiments_partitions = dg.DynamicPartitionsDefinition(name=EXPERIMENTS)
 """Dynamic partitions kept in sync with the configs folder by ``experiment_configs_sensor``."""
 
 INPUT_FILE_SOURCES = dg.AssetSelection.assets(
-    "prices_file", "signals_file", "features_file", "context_file"
+    "prices_file",
+    "signals_file",
+    "features_file",
+    "context_file",
+    "corporate_actions_file",
+    "membership_file",
+    "benchmark_file",
 )
 """The observable source assets (``defs/sources.py``): an experiment whose input is computed
 (model scores, computed features, the ``market`` context, the demo prices) never observes them."""

@@ -1,6 +1,7 @@
 """Observable source assets: the experiment's input files, versioned by content hash.
 
-``prices_file``, ``signals_file``, ``features_file`` and ``context_file`` are partitioned by
+``prices_file``, ``signals_file``, ``features_file``, ``context_file``,
+``corporate_actions_file``, ``membership_file`` and ``benchmark_file`` are partitioned by
 experiment. Their data version is the SHA-256 of the file's bytes (or of every file in a
 partitioned folder), so replacing an input file is seen as new data. An experiment whose input is
 not a file (demo prices, model signals, computed features, market context) has no version for
@@ -64,6 +65,21 @@ features_file = _input_file_asset(
     "features_file",
     "The experiment's features table, when read from a file (content hash as data version). "
     "Computed features have no file to observe.",
+)
+corporate_actions_file = _input_file_asset(
+    "corporate_actions_file",
+    "The experiment's corporate-actions table (data.corporate_actions: splits and dividends; "
+    "content hash as data version). Experiments without one have no file to observe.",
+)
+membership_file = _input_file_asset(
+    "membership_file",
+    "The experiment's index-membership table (data.universe.membership; content hash as data "
+    "version). Experiments without a universe have no file to observe.",
+)
+benchmark_file = _input_file_asset(
+    "benchmark_file",
+    "The experiment's benchmark price file and its corporate actions (reporting.benchmark; one "
+    "content hash for both). Experiments without a benchmark have no file to observe.",
 )
 context_file = _input_file_asset(
     "context_file",

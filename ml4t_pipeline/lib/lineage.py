@@ -85,9 +85,13 @@ def code_version() -> str:
 def experiment_input_hashes(cfg: ExperimentConfig, data_root: str | None) -> dict[str, str]:
     """Content hashes of an experiment's input files, keyed by their source asset's name.
 
-    Keys: ``prices_file``, ``signals_file``, ``features_file`` and ``context_file``. Only inputs
-    that are files appear: the demo prices (a package), model-made signals, computed features
-    and the ``market`` context (derived from the prices) have no file to watch.
+    Keys: ``prices_file``, ``signals_file``, ``features_file``, ``context_file``,
+    ``corporate_actions_file`` (``data.corporate_actions``), ``membership_file``
+    (``data.universe.membership``) and ``benchmark_file``
+    (``reporting.benchmark``'s price file and its corporate actions, one version for both).
+    Only inputs that are files appear: the demo prices (a package), model-made signals,
+    computed features and the ``market`` context (derived from the prices) have no file to
+    watch.
 
     Raises
     ------
@@ -112,4 +116,28 @@ def experiment_input_hashes(cfg: ExperimentConfig, data_root: str | None) -> dic
         out["context_file"] = file_content_hash(
             resolve_data_path(cfg.data.context.path, data_root=data_root)
         )
+    actions = cfg.data.corporate_actions
+    if actions is not None:
+        out["corporate_actions_file"] = file_content_hash(
+            resolve_data_path(actions.path, data_root=data_root)
+        )
+    universe = cfg.data.universe
+    if universe is not None:
+        out["membership_file"] = file_content_hash(
+            resolve_data_path(universe.membership, data_root=data_root)
+        )
+    bench = cfg.reporting.benchmark
+    if bench is not None:
+        parts = [file_content_hash(resolve_data_path(bench.path, data_root=data_root))]
+        if bench.corporate_actions is not None:
+            table = resolve_data_path(bench.corporate_actions.path, data_root=data_root)
+            parts.append(file_content_hash(table))
+        out["benchmark_file"] = _combined(parts)
     return out
+
+
+def _combined(parts: list[str]) -> str:
+    """One version for several files: the first file's hash alone, else a hash of the list."""
+    if len(parts) == 1:
+        return parts[0]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()

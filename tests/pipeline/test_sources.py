@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ml4t_pipeline.config import ALLOW_OUTSIDE_ROOT_ENV, load_config
+from ml4t_pipeline.config import ALLOW_OUTSIDE_ROOT_ENV, ExperimentConfig, load_config
 from ml4t_pipeline.defs import sources
 from ml4t_pipeline.defs.partitions import EXPERIMENTS
 from ml4t_pipeline.defs.resources import ExperimentsResource
@@ -111,3 +111,58 @@ def test_resource_data_root_is_the_root_configs_are_checked_against(
     assert resource.load("inside").data.prices == "p.parquet"
     with pytest.raises(DataPathError, match="outside the data root"):
         resource.load("outside")  # inside $ML4T_DATA_ROOT, but not inside the resource's root
+
+
+def test_input_hashes_cover_actions_membership_and_benchmark_files(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    prices = load_demo_prices()
+    prices.filter(prices["symbol"] == "AAPL").write_parquet(data / "prices.parquet")
+    for name, body in {"actions.csv": "a", "members.csv": "b", "bench.parquet": "c"}.items():
+        (data / name).write_text(body)
+    (data / "bench_actions.csv").write_text("d")
+    cfg = ExperimentConfig.model_validate(
+        {
+            "name": "x",
+            "data": {
+                "prices": "prices.parquet",
+                "corporate_actions": {"path": "actions.csv"},
+                "universe": {"membership": "members.csv"},
+            },
+            "reporting": {"benchmark": {"symbol": "SPY", "path": "bench.parquet"}},
+        }
+    )
+    hashes = experiment_input_hashes(cfg, str(data))
+    assert set(hashes) == {
+        "prices_file",
+        "corporate_actions_file",
+        "membership_file",
+        "benchmark_file",
+    }
+    bench_only = hashes["benchmark_file"]
+    # the benchmark's own corporate actions change the benchmark's version, nothing else
+    raw = cfg.model_dump(mode="json")
+    raw["reporting"]["benchmark"]["corporate_actions"] = {"path": "bench_actions.csv"}
+    with_actions = ExperimentConfig.model_validate(raw)
+    changed = experiment_input_hashes(with_actions, str(data))
+    assert changed["benchmark_file"] != bench_only
+    assert {k: v for k, v in changed.items() if k != "benchmark_file"} == {
+        k: v for k, v in hashes.items() if k != "benchmark_file"
+    }
+    (data / "members.csv").write_text("b2")  # a new membership file: a new version
+    assert experiment_input_hashes(cfg, str(data))["membership_file"] != hashes["membership_file"]
+
+
+def test_each_input_file_source_feeds_the_asset_that_reads_it() -> None:
+    from ml4t_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    readers = {
+        "corporate_actions_file": "prices",
+        "membership_file": "market_panel",
+        "benchmark_file": "metrics",
+        "prices_file": "prices_raw",
+    }
+    for source, asset in readers.items():
+        parents = graph.get(dg.AssetKey(asset)).parent_keys
+        assert dg.AssetKey(source) in parents, (source, asset)
