@@ -39,7 +39,6 @@ from engine.compiled.topn import (
     P_HAS_RULES,
     P_LEVELS_SET,
     P_N,
-    P_RATE,
     P_STOPS_FIRST,
     P_TOL,
     P_WEIGHT,
@@ -47,6 +46,8 @@ from engine.compiled.topn import (
     TopNPlan,
 )
 from engine.config import ExecutionConfig
+from engine.core import costs as core_costs
+from engine.core.costs import Costs
 from engine.core.layout import (
     BREAKEVEN,
     CODE,
@@ -69,8 +70,22 @@ from engine.core.layout import (
     TRAIL_INITIAL,
     TRAILING,
 )
-from engine.costs.commission import NoCommission, PercentageCommission
-from engine.costs.slippage import NoSlippage
+from engine.costs.commission import (
+    CommissionModel,
+    NoCommission,
+    PercentageCommission,
+    PerShareCommission,
+    PerTradeCommission,
+    TieredCommission,
+)
+from engine.costs.slippage import (
+    FixedBpsSlippage,
+    FixedPercentageSlippage,
+    NoSlippage,
+    SlippageModel,
+    SpreadAwareSlippage,
+    VolumeAwareSlippage,
+)
 from engine.data import ChunkedMarketData, MarketData
 from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
@@ -123,8 +138,8 @@ def compiled_reason(
         if any(type(r) is MaxLeverageRule for r in risk.rules) and data.n_symbols > 8192:
             return "MaxLeverageRule on more than 8192 symbols"
     checks = (
-        (type(config.commission) in (NoCommission, PercentageCommission), "commission model"),
-        (type(config.slippage) is NoSlippage, "slippage model"),
+        (type(config.commission) in _COMMISSIONS, "commission model"),
+        (type(config.slippage) in _SLIPPAGES, "slippage model"),
         (config.fill == "next_open", "fill"),
         (config.stop_activation == "next_bar", "stop_activation"),
         (config.exit_conflict == "open_sell_wins", "exit_conflict"),
@@ -137,6 +152,103 @@ def compiled_reason(
         if not ok:
             return f"{name} setting"
     return None
+
+
+_COMMISSIONS = (
+    NoCommission,
+    PercentageCommission,
+    PerShareCommission,
+    PerTradeCommission,
+    TieredCommission,
+)
+_SLIPPAGES = (
+    NoSlippage,
+    FixedPercentageSlippage,
+    FixedBpsSlippage,
+    SpreadAwareSlippage,
+    VolumeAwareSlippage,
+)
+
+
+def plan_costs(data: MarketData, slippage: SlippageModel, commission: CommissionModel) -> Costs:
+    """The compiled form of a run's slippage and commission models (types in
+    :func:`compiled_reason`'s list): their parameters, and the per-row series the slippage
+    reads, computed by the models' own methods (the Corwin-Schultz estimate, the completed
+    bars' mean volume), so both drivers read the same values.
+
+    Raises
+    ------
+    TypeError
+        If a model has no compiled form.
+    """
+    n_rows = data.close.size
+    empty = np.zeros(0)
+    slip = np.zeros(core_costs.N_SLIP)
+    bid = ask = spread = sigma = volume = empty
+    if isinstance(slippage, FixedPercentageSlippage | FixedBpsSlippage):
+        slip[core_costs.SLIP_KIND] = core_costs.SLIP_FRACTION
+        fraction = (
+            slippage.pct
+            if isinstance(slippage, FixedPercentageSlippage)
+            else slippage.bps / 10_000.0
+        )
+        slip[core_costs.SLIP_A] = fraction
+    elif isinstance(slippage, SpreadAwareSlippage):
+        slip[core_costs.SLIP_KIND] = core_costs.SLIP_SPREAD
+        slip[core_costs.SLIP_A] = slippage.spread_fraction
+        slip[core_costs.SLIP_B] = slippage.fallback_pct
+        nan = np.full(n_rows, np.nan)
+        bid = np.ascontiguousarray(data.columns.get("bid", nan), dtype=np.float64)
+        ask = np.ascontiguousarray(data.columns.get("ask", nan), dtype=np.float64)
+        spread = np.ascontiguousarray(slippage.spread_series(data), dtype=np.float64)
+    elif isinstance(slippage, VolumeAwareSlippage):
+        slip[core_costs.SLIP_KIND] = core_costs.SLIP_IMPACT
+        slip[core_costs.SLIP_A] = slippage.coefficient
+        slip[core_costs.SLIP_B] = slippage.max_impact
+        by_bar = slippage.volume == "bar"
+        slip[core_costs.SLIP_C] = float(by_bar)
+        column = slippage.volatility_column
+        sigma = np.full(n_rows, np.nan)
+        if column is not None and column in data.columns:
+            sigma = np.ascontiguousarray(data.columns[column], dtype=np.float64)
+        volume = np.ascontiguousarray(
+            data.volume if by_bar else slippage.mean_volume_series(data), dtype=np.float64
+        )
+    elif not isinstance(slippage, NoSlippage):
+        raise TypeError(f"{slippage!r} has no compiled form")
+    comm = np.zeros(core_costs.N_COMM)
+    tiers = np.zeros((0, 2))
+    if isinstance(commission, PercentageCommission):
+        comm[core_costs.COMM_KIND] = core_costs.COMM_PERCENT
+        comm[core_costs.COMM_A] = commission.rate
+    elif isinstance(commission, PerShareCommission):
+        comm[core_costs.COMM_KIND] = core_costs.COMM_PER_SHARE
+        comm[core_costs.COMM_A] = commission.cost
+        comm[core_costs.COMM_B] = commission.minimum
+        cap = commission.maximum_pct
+        comm[core_costs.COMM_C] = np.nan if cap is None else cap
+    elif isinstance(commission, PerTradeCommission):
+        comm[core_costs.COMM_KIND] = core_costs.COMM_PER_TRADE
+        comm[core_costs.COMM_A] = commission.cost
+    elif isinstance(commission, TieredCommission):
+        comm[core_costs.COMM_KIND] = core_costs.COMM_TIERED
+        tiers = np.asarray(commission.tiers, dtype=np.float64).reshape(-1, 2).copy()
+    elif not isinstance(commission, NoCommission):
+        raise TypeError(f"{commission!r} has no compiled form")
+    return Costs(
+        slippage=slip,
+        commission=comm,
+        tiers=tiers,
+        tier_state=np.array([np.nan, 0.0]),
+        bid=bid,
+        ask=ask,
+        spread=spread,
+        sigma=sigma,
+        volume=volume,
+        high=data.high,
+        low=data.low,
+        close=data.close,
+    )
 
 
 def _capacity(n_t: int, n: int, n_sym: int) -> int:
@@ -224,14 +336,11 @@ def plan_topn(
         if row is None:
             raise ValueError(f"{rule!r} is not a compiled limit (see compiled_reason)")
         limits[r, LIM_KIND], limits[r, LIM_PARAM] = row
-    commission = config.commission
-    rate = commission.rate if isinstance(commission, PercentageCommission) else 0.0
     weight = strategy.weight if strategy.weight is not None else 1.0 / strategy.n
     params = np.zeros(N_P)
     params[P_N] = strategy.n
     params[P_EVERY] = strategy.rebalance_every
     params[P_WEIGHT] = weight
-    params[P_RATE] = rate
     params[P_TOL] = config.cash_tolerance
     params[P_FRACTIONAL] = float(config.fractional_shares)
     params[P_STOPS_FIRST] = float(config.bar_event_order == "stops_first")
@@ -249,4 +358,5 @@ def plan_topn(
         limit_rules=cast(list[LimitText], limit_rules),
         capacity=_capacity(data.n_timestamps, strategy.n, data.n_symbols),
         initial_cash=config.initial_cash,
+        costs=plan_costs(data, config.slippage, config.commission),
     )

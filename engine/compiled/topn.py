@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.core.costs import Costs, fill_commission, slipped_price
 from engine.core.jit import njit
 from engine.core.layout import (
     A_ENTRY_INDEX,
@@ -122,7 +123,6 @@ error (the Python loop runs instead)."""
     P_N,
     P_EVERY,
     P_WEIGHT,
-    P_RATE,
     P_TOL,
     P_FRACTIONAL,
     P_STOPS_FIRST,
@@ -130,8 +130,8 @@ error (the Python loop runs instead)."""
     P_ENTRY_RULES,
     P_LEVELS_SET,
     P_HAS_RULES,
-) = range(11)
-N_P = 11
+) = range(10)
+N_P = 10
 _DAY_US = 86_400_000_000
 
 
@@ -157,8 +157,8 @@ class TopNPlan:
     signal : ndarray
         float64, shape (n_rows,): the ranking column, one value per market-data row.
     params : ndarray
-        float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, commission
-        rate, cash tolerance in currency, and 0/1 flags).
+        float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, cash tolerance
+        in currency, and 0/1 flags).
     rules : ndarray
         float64, shape (m, N_RULES_COLS): the position rules (:mod:`engine.core.layout`).
     partial : ndarray
@@ -173,6 +173,9 @@ class TopNPlan:
         First size of the record buffers.
     initial_cash : float
         Currency.
+    costs : Costs
+        The run's slippage and commission (:mod:`engine.core.costs`); its tiered-commission
+        state is reset at the start of every attempt.
     """
 
     signal: FloatArray
@@ -184,6 +187,7 @@ class TopNPlan:
     limit_rules: list[LimitText]
     capacity: int
     initial_cash: float
+    costs: Costs
 
 
 @njit
@@ -194,28 +198,28 @@ def _fill(
     row: int,
     i: int,
     closing: bool,
-    params: FloatArray,
-    ordinal: IntArray,
-    fstate: FloatArray,
-    istate: IntArray,
-    pending: FloatArray,
-    aux_i: IntArray,
-    aux_f: FloatArray,
-    orders: RecordArray,
-    fills: RecordArray,
-    trades: RecordArray,
-    rejections: RecordArray,
-    counts: IntArray,
-    acc: FloatArray,
+    bars: Bars,
+    tables: Tables,
+    state: RunState,
+    records: RunRecords,
 ) -> None:
-    """Fill ``q`` shares of order ``o`` at ``raw`` on data row ``row``: no slippage, the
-    percentage commission ``rate × |q| × price`` of :class:`engine.PercentageCommission`
-    (rate 0: none); ``closing``: a ``close_at_end`` fill (it sets no entry levels)."""
-    commission = params[P_RATE] * abs(q) * raw
+    """Fill ``q`` shares of order ``o`` at raw price ``raw`` on data row ``row`` at bar ``i``
+    with the run's slippage and commission (:mod:`engine.core.costs`: the price after
+    slippage, then the commission on it; a sale the ledger refuses as a short computes no
+    commission, as the Python loop checks it first); ``closing``: a ``close_at_end`` fill (it
+    sets no entry levels)."""
+    params, costs = tables.params, tables.costs
+    fstate = state.fstate
+    orders = records.orders
+    price = slipped_price(costs, raw, q, row, bars.prev_row[row])
+    commission = 0.0
+    if not (q < 0 and fstate[QTY, orders[o]["sid"]] + q < -EPS):
+        commission = fill_commission(costs, q, price, bars.timestamps[i])
     execute_fill(
-        o, q, raw, raw, commission, ordinal[row], i, params[P_TOL], False,
+        o, q, raw, price, commission, bars.ordinal[row], i, params[P_TOL], False,
         params[P_ENTRY_RULES] != 0.0 and not closing,
-        fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+        fstate, state.istate, state.pending, state.aux_i, state.aux_f, orders, records.fills,
+        records.trades, records.rejections, state.counts, state.acc,
     )  # fmt: skip
 
 
@@ -244,28 +248,14 @@ def _held_since(
 
 @njit
 def _fill_level_hits(
-    n: int,
-    i: int,
-    open_: FloatArray,
-    prev_row: IntArray,
-    params: FloatArray,
-    ordinal: IntArray,
-    fstate: FloatArray,
-    istate: IntArray,
-    pending: FloatArray,
-    aux_i: IntArray,
-    aux_f: FloatArray,
-    orders: RecordArray,
-    fills: RecordArray,
-    trades: RecordArray,
-    rejections: RecordArray,
-    counts: IntArray,
-    acc: FloatArray,
+    n: int, i: int, bars: Bars, tables: Tables, state: RunState, records: RunRecords
 ) -> None:
     """Exit the ``n`` positions whose stop-loss or take-profit level
     :func:`engine.risk.kernels.level_hits` found touched (ids, stop or target, level in the
     ``OUT_*`` rows), in that order: a stop (limit) order for the whole position, submitted
     on the previous bar and filled at :func:`engine.core.matching.level_exit_price`."""
+    fstate, istate, counts, pending = state.fstate, state.istate, state.counts, state.pending
+    orders, open_, prev_row = records.orders, bars.open_, bars.prev_row
     for k in range(n):
         sid = istate[OUT_SID, k]
         stop_hit = istate[OUT_CODE, k]
@@ -289,50 +279,30 @@ def _fill_level_hits(
             orders, counts, pending,
         )  # fmt: skip
         set_status(orders, o, S_ACCEPTED)
-        _fill(
-            o, orders[o]["quantity"], raw, row, i, False, params, ordinal, fstate,
-            istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-        )  # fmt: skip
+        _fill(o, orders[o]["quantity"], raw, row, i, False, bars, tables, state, records)
 
 
 @njit
 def _open_pass(
-    i: int,
-    lo: int,
-    open_: FloatArray,
-    book: IntArray,
-    params: FloatArray,
-    ordinal: IntArray,
-    fstate: FloatArray,
-    istate: IntArray,
-    pending: FloatArray,
-    aux_i: IntArray,
-    aux_f: FloatArray,
-    orders: RecordArray,
-    fills: RecordArray,
-    trades: RecordArray,
-    rejections: RecordArray,
-    counts: IntArray,
-    acc: FloatArray,
+    i: int, lo: int, bars: Bars, tables: Tables, state: RunState, records: RunRecords
 ) -> None:
     """The book of market orders at bar ``i`` (data rows from ``lo``): each order whose
     symbol has a bar now fills at the open, in submission order, or is refused; the others
     stay in the book. (Without a volume cap an order fills whole or not at all.)"""
+    book, counts, last_row = state.book, state.counts, state.istate[LAST_ROW]
+    orders, open_ = records.orders, bars.open_
     kept = 0
     for k in range(counts[C_BOOK]):
         o = book[k]
         sid = orders[o]["sid"]
-        row = istate[LAST_ROW, sid]
+        row = last_row[sid]
         if row < lo:
             book[kept] = o
             kept += 1
             continue
         remaining = orders[o]["quantity"] - orders[o]["filled"]
         if remaining != 0:
-            _fill(
-                o, remaining, open_[row], row, i, False, params, ordinal, fstate,
-                istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-            )  # fmt: skip
+            _fill(o, remaining, open_[row], row, i, False, bars, tables, state, records)
     counts[C_BOOK] = kept
 
 
@@ -528,12 +498,14 @@ class Bars(NamedTuple):
 
 class Tables(NamedTuple):
     """The run's parameters and rule tables (:class:`TopNPlan`): ``params`` (``P_*``),
-    ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`)."""
+    ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`) and the slippage and
+    commission (:class:`engine.core.costs.Costs`)."""
 
     params: FloatArray
     rules: FloatArray
     partial: FloatArray
     limits: FloatArray
+    costs: Costs
 
 
 class RunState(NamedTuple):
@@ -575,13 +547,12 @@ def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -
     Python loop refuses with an error).
     """
     timestamps, offsets, sym_id = bars.timestamps, bars.offsets, bars.sym_id
-    open_, high, low, close = bars.open_, bars.high, bars.low, bars.close
-    ordinal, prev_row, sig = bars.ordinal, bars.prev_row, bars.signal
+    high, low, close = bars.high, bars.low, bars.close
+    ordinal, sig = bars.ordinal, bars.signal
     params, rules, partial, limits = tables.params, tables.rules, tables.partial, tables.limits
     fstate, istate, aux_i, aux_f = state.fstate, state.istate, state.aux_i, state.aux_f
     pending, book, counts, acc = state.pending, state.book, state.counts, state.acc
-    orders, fills, trades = records.orders, records.fills, records.trades
-    rejections, states = records.rejections, records.states
+    orders, rejections, states = records.orders, records.rejections, records.states
     n_t = offsets.size - 1
     n_sym = fstate.shape[1]
     n = int(params[P_N])
@@ -634,14 +605,8 @@ def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     if m:
-                        _fill_level_hits(
-                            m, i, open_, prev_row, params, ordinal, fstate, istate,
-                            pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-                        )  # fmt: skip
-            _open_pass(
-                i, lo, open_, book, params, ordinal, fstate, istate, pending,
-                aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-            )  # fmt: skip
+                        _fill_level_hits(m, i, bars, tables, state, records)
+            _open_pass(i, lo, bars, tables, state, records)
             for k in range(n_def):
                 deferred[deferred_sids[k]] = 0
             if n_def and levels_set:
@@ -650,24 +615,15 @@ def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     # the deferred positions still open (a queued partial exit)
                     if m:
-                        _fill_level_hits(
-                            m, i, open_, prev_row, params, ordinal, fstate, istate,
-                            pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-                        )  # fmt: skip
+                        _fill_level_hits(m, i, bars, tables, state, records)
         else:
-            _open_pass(
-                i, lo, open_, book, params, ordinal, fstate, istate, pending,
-                aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-            )  # fmt: skip
+            _open_pass(i, lo, bars, tables, state, records)
             if has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     if m:
-                        _fill_level_hits(
-                            m, i, open_, prev_row, params, ordinal, fstate, istate,
-                            pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-                        )  # fmt: skip
+                        _fill_level_hits(m, i, bars, tables, state, records)
         # 2. marks and hook C (trailing levels, time exits)
         nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
         exits = 0
@@ -746,10 +702,7 @@ def run_topn(bars: Bars, tables: Tables, state: RunState, records: RunRecords) -
                     sid, -pos, T_MARKET, R_END, i, row, math.nan, math.nan, orders, counts, pending
                 )
                 set_status(orders, o, S_ACCEPTED)
-                _fill(
-                    o, -pos, marks[sid], row, i, True, params, ordinal, fstate,
-                    istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-                )  # fmt: skip
+                _fill(o, -pos, marks[sid], row, i, True, bars, tables, state, records)
         # 6. the portfolio state (after close_at_end's fills)
         nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
         cash = acc[ACC_CASH]
@@ -794,11 +747,12 @@ class CompiledRun:
             data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
             data.close, data.ordinal, data.prev_row, plan.signal,
         )  # fmt: skip
-        tables = Tables(plan.params, plan.rules, plan.partial, plan.limits)
+        tables = Tables(plan.params, plan.rules, plan.partial, plan.limits, plan.costs)
         n_sym = data.n_symbols
         n_t = data.n_timestamps
         cap = plan.capacity
         while True:
+            tables.costs.tier_state[:] = (math.nan, 0.0)
             fstate = np.full((N_FLOAT_FIELDS, n_sym), np.nan)
             fstate[QTY] = 0.0
             fstate[AVG] = 0.0
