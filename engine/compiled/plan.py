@@ -182,73 +182,62 @@ def plan_costs(data: MarketData, slippage: SlippageModel, commission: Commission
         If a model has no compiled form.
     """
     n_rows = data.close.size
-    empty = np.zeros(0)
-    slip = np.zeros(core_costs.N_SLIP)
-    bid = ask = spread = sigma = volume = empty
+    params = np.zeros(core_costs.N_COST_PARAMS)
+    rows = np.zeros((core_costs.N_ROWS, 0))
     if isinstance(slippage, FixedPercentageSlippage | FixedBpsSlippage):
-        slip[core_costs.SLIP_KIND] = core_costs.SLIP_FRACTION
+        params[core_costs.SLIP_KIND] = core_costs.SLIP_FRACTION
         fraction = (
             slippage.pct
             if isinstance(slippage, FixedPercentageSlippage)
             else slippage.bps / 10_000.0
         )
-        slip[core_costs.SLIP_A] = fraction
-    elif isinstance(slippage, SpreadAwareSlippage):
-        slip[core_costs.SLIP_KIND] = core_costs.SLIP_SPREAD
-        slip[core_costs.SLIP_A] = slippage.spread_fraction
-        slip[core_costs.SLIP_B] = slippage.fallback_pct
-        nan = np.full(n_rows, np.nan)
-        bid = np.ascontiguousarray(data.columns.get("bid", nan), dtype=np.float64)
-        ask = np.ascontiguousarray(data.columns.get("ask", nan), dtype=np.float64)
-        spread = np.ascontiguousarray(slippage.spread_series(data), dtype=np.float64)
-    elif isinstance(slippage, VolumeAwareSlippage):
-        slip[core_costs.SLIP_KIND] = core_costs.SLIP_IMPACT
-        slip[core_costs.SLIP_A] = slippage.coefficient
-        slip[core_costs.SLIP_B] = slippage.max_impact
-        by_bar = slippage.volume == "bar"
-        slip[core_costs.SLIP_C] = float(by_bar)
-        column = slippage.volatility_column
-        sigma = np.full(n_rows, np.nan)
-        if column is not None and column in data.columns:
-            sigma = np.ascontiguousarray(data.columns[column], dtype=np.float64)
-        volume = np.ascontiguousarray(
-            data.volume if by_bar else slippage.mean_volume_series(data), dtype=np.float64
-        )
+        params[core_costs.SLIP_A] = fraction
+    elif isinstance(slippage, SpreadAwareSlippage | VolumeAwareSlippage):
+        rows = np.full((core_costs.N_ROWS, n_rows), np.nan)
+        rows[core_costs.ROW_HIGH] = data.high
+        rows[core_costs.ROW_LOW] = data.low
+        rows[core_costs.ROW_CLOSE] = data.close
+        if isinstance(slippage, SpreadAwareSlippage):
+            params[core_costs.SLIP_KIND] = core_costs.SLIP_SPREAD
+            params[core_costs.SLIP_A] = slippage.spread_fraction
+            params[core_costs.SLIP_B] = slippage.fallback_pct
+            for code, name in ((core_costs.ROW_BID, "bid"), (core_costs.ROW_ASK, "ask")):
+                if name in data.columns:
+                    rows[code] = data.columns[name]
+            rows[core_costs.ROW_SPREAD] = slippage.spread_series(data)
+        else:
+            params[core_costs.SLIP_KIND] = core_costs.SLIP_IMPACT
+            params[core_costs.SLIP_A] = slippage.coefficient
+            params[core_costs.SLIP_B] = slippage.max_impact
+            by_bar = slippage.volume == "bar"
+            params[core_costs.SLIP_C] = float(by_bar)
+            column = slippage.volatility_column
+            if column is not None and column in data.columns:
+                rows[core_costs.ROW_SIGMA] = data.columns[column]
+            rows[core_costs.ROW_VOLUME] = (
+                data.volume if by_bar else slippage.mean_volume_series(data)
+            )
     elif not isinstance(slippage, NoSlippage):
         raise TypeError(f"{slippage!r} has no compiled form")
-    comm = np.zeros(core_costs.N_COMM)
     tiers = np.zeros((0, 2))
     if isinstance(commission, PercentageCommission):
-        comm[core_costs.COMM_KIND] = core_costs.COMM_PERCENT
-        comm[core_costs.COMM_A] = commission.rate
+        params[core_costs.COMM_KIND] = core_costs.COMM_PERCENT
+        params[core_costs.COMM_A] = commission.rate
     elif isinstance(commission, PerShareCommission):
-        comm[core_costs.COMM_KIND] = core_costs.COMM_PER_SHARE
-        comm[core_costs.COMM_A] = commission.cost
-        comm[core_costs.COMM_B] = commission.minimum
+        params[core_costs.COMM_KIND] = core_costs.COMM_PER_SHARE
+        params[core_costs.COMM_A] = commission.cost
+        params[core_costs.COMM_B] = commission.minimum
         cap = commission.maximum_pct
-        comm[core_costs.COMM_C] = np.nan if cap is None else cap
+        params[core_costs.COMM_C] = np.nan if cap is None else cap
     elif isinstance(commission, PerTradeCommission):
-        comm[core_costs.COMM_KIND] = core_costs.COMM_PER_TRADE
-        comm[core_costs.COMM_A] = commission.cost
+        params[core_costs.COMM_KIND] = core_costs.COMM_PER_TRADE
+        params[core_costs.COMM_A] = commission.cost
     elif isinstance(commission, TieredCommission):
-        comm[core_costs.COMM_KIND] = core_costs.COMM_TIERED
+        params[core_costs.COMM_KIND] = core_costs.COMM_TIERED
         tiers = np.asarray(commission.tiers, dtype=np.float64).reshape(-1, 2).copy()
     elif not isinstance(commission, NoCommission):
         raise TypeError(f"{commission!r} has no compiled form")
-    return Costs(
-        slippage=slip,
-        commission=comm,
-        tiers=tiers,
-        tier_state=np.array([np.nan, 0.0]),
-        bid=bid,
-        ask=ask,
-        spread=spread,
-        sigma=sigma,
-        volume=volume,
-        high=data.high,
-        low=data.low,
-        close=data.close,
-    )
+    return Costs(params=params, tiers=tiers, tier_state=np.array([np.nan, 0.0]), rows=rows)
 
 
 def _capacity(n_t: int, n: int, n_sym: int) -> int:

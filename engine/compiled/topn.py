@@ -34,11 +34,38 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+import numba
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from engine.core.costs import Costs, fill_commission, slipped_price
+from engine.core.costs import (
+    COMM_A,
+    COMM_B,
+    COMM_C,
+    COMM_KIND,
+    COMM_TIERED,
+    ROW_ASK,
+    ROW_BID,
+    ROW_CLOSE,
+    ROW_HIGH,
+    ROW_LOW,
+    ROW_SIGMA,
+    ROW_SPREAD,
+    ROW_VOLUME,
+    SLIP_A,
+    SLIP_B,
+    SLIP_C,
+    SLIP_FRACTION,
+    SLIP_IMPACT,
+    SLIP_KIND,
+    SLIP_NONE,
+    Costs,
+    fill_commission_nb,
+    month_number_nb,
+    slipped_price_nb,
+    tiered_commission_nb,
+)
 from engine.core.jit import njit
 from engine.core.layout import (
     A_ENTRY_INDEX,
@@ -133,6 +160,7 @@ error (the Python loop runs instead)."""
 ) = range(10)
 N_P = 10
 _DAY_US = 86_400_000_000
+_inline = numba.njit(cache=True, nogil=True, inline="always")
 
 
 class LimitText(Protocol):
@@ -208,13 +236,38 @@ def _fill(
     slippage, then the commission on it; a sale the ledger refuses as a short computes no
     commission, as the Python loop checks it first); ``closing``: a ``close_at_end`` fill (it
     sets no entry levels)."""
-    params, costs = tables.params, tables.costs
+    params, cost_params = tables.params, tables.cost_params
     fstate = state.fstate
     orders = records.orders
-    price = slipped_price(costs, raw, q, row, bars.prev_row[row])
-    commission = 0.0
-    if not (q < 0 and fstate[QTY, orders[o]["sid"]] + q < -EPS):
-        commission = fill_commission(costs, q, price, bars.timestamps[i])
+    price = raw
+    slip_kind = cost_params[SLIP_KIND]
+    if slip_kind != SLIP_NONE:
+        # what the model reads: the symbol's last completed bar (none on its first bar); the
+        # fill bar's own volume with VolumeAwareSlippage(volume="bar")
+        known = bars.prev_row[row]
+        bid = ask = relative = sigma = high = low = close = volume = math.nan
+        if known >= 0 and slip_kind != SLIP_FRACTION:
+            rows = tables.cost_rows
+            bid, ask, relative = rows[ROW_BID, known], rows[ROW_ASK, known], rows[ROW_SPREAD, known]
+            sigma, volume = rows[ROW_SIGMA, known], rows[ROW_VOLUME, known]
+            high, low, close = rows[ROW_HIGH, known], rows[ROW_LOW, known], rows[ROW_CLOSE, known]
+        if slip_kind == SLIP_IMPACT and cost_params[SLIP_C] != 0.0:
+            volume = tables.cost_rows[ROW_VOLUME, row]
+        price = slipped_price_nb(
+            slip_kind, cost_params[SLIP_A], cost_params[SLIP_B], cost_params[SLIP_C], raw, q,
+            bid, ask, relative, sigma, high, low, close, volume,
+        )  # fmt: skip
+    comm_kind = cost_params[COMM_KIND]
+    if comm_kind != COMM_TIERED:
+        commission = fill_commission_nb(
+            comm_kind, cost_params[COMM_A], cost_params[COMM_B], cost_params[COMM_C], q, price
+        )
+    elif q < 0 and fstate[QTY, orders[o]["sid"]] + q < -EPS:
+        commission = 0.0  # refused as a short sale: the Python loop computes none
+    else:
+        commission = tiered_commission_nb(
+            tables.tiers, tables.tier_state, q, price, month_number_nb(bars.timestamps[i])
+        )
     execute_fill(
         o, q, raw, price, commission, bars.ordinal[row], i, params[P_TOL], False,
         params[P_ENTRY_RULES] != 0.0 and not closing,
@@ -499,13 +552,17 @@ class Bars(NamedTuple):
 class Tables(NamedTuple):
     """The run's parameters and rule tables (:class:`TopNPlan`): ``params`` (``P_*``),
     ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`) and the slippage and
-    commission (:class:`engine.core.costs.Costs`)."""
+    commission: ``cost_params``, ``tiers``, ``tier_state``, ``cost_rows``, the fields of
+    :class:`engine.core.costs.Costs`."""
 
     params: FloatArray
     rules: FloatArray
     partial: FloatArray
     limits: FloatArray
-    costs: Costs
+    cost_params: FloatArray
+    tiers: FloatArray
+    tier_state: FloatArray
+    cost_rows: FloatArray
 
 
 class RunState(NamedTuple):
@@ -747,12 +804,16 @@ class CompiledRun:
             data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
             data.close, data.ordinal, data.prev_row, plan.signal,
         )  # fmt: skip
-        tables = Tables(plan.params, plan.rules, plan.partial, plan.limits, plan.costs)
+        costs = plan.costs
+        tables = Tables(
+            plan.params, plan.rules, plan.partial, plan.limits, costs.params, costs.tiers,
+            costs.tier_state, costs.rows,
+        )  # fmt: skip
         n_sym = data.n_symbols
         n_t = data.n_timestamps
         cap = plan.capacity
         while True:
-            tables.costs.tier_state[:] = (math.nan, 0.0)
+            tables.tier_state[:] = (math.nan, 0.0)
             fstate = np.full((N_FLOAT_FIELDS, n_sym), np.nan)
             fstate[QTY] = 0.0
             fstate[AVG] = 0.0

@@ -7,8 +7,9 @@ compiled form can be built from it alone): ``name`` is the Python form the cost 
 *reads* at a fill (which bar's quote, volume or volatility; see
 :mod:`engine.costs.slippage`'s contract) is gathered by the model from a
 :class:`engine.data.BarView` in the Python driver, and from the per-row arrays of
-:class:`Costs` in the compiled driver (:func:`fill_costs`), which reads the same rows: the
-fill's bar for the bar's volume, the symbol's previous (completed) bar for everything else.
+:class:`Costs` in the compiled driver, which reads the same rows: the fill's bar for the
+bar's volume, the symbol's previous (completed) bar for everything else; the compiled
+dispatchers :func:`slipped_price` and :func:`fill_commission` take the values read.
 
 Slippage (prices in currency per share, ``quantity`` in signed shares; slippage always hurts:
 a buy pays ``>= price``, a sell receives ``<= price``):
@@ -38,15 +39,16 @@ from engine.core.jit import njit
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-# slippage kinds (``Costs.slippage[SLIP_KIND]``)
+# slippage kinds (``Costs.params[SLIP_KIND]``)
 SLIP_NONE, SLIP_FRACTION, SLIP_SPREAD, SLIP_IMPACT = 0, 1, 2, 3
-# slots of ``Costs.slippage``: the kind, then the model's parameters
+# slots of the slippage in ``Costs.params``: the kind, then the model's parameters
 SLIP_KIND, SLIP_A, SLIP_B, SLIP_C, SLIP_D = range(5)
 N_SLIP = 5
-# commission kinds (``Costs.commission[COMM_KIND]``)
+# commission kinds (``Costs.params[COMM_KIND]``)
 COMM_NONE, COMM_PERCENT, COMM_PER_SHARE, COMM_PER_TRADE, COMM_TIERED = range(5)
-COMM_KIND, COMM_A, COMM_B, COMM_C = range(4)
-N_COMM = 4
+# slots of the commission in ``Costs.params``, after the slippage's
+COMM_KIND, COMM_A, COMM_B, COMM_C = range(N_SLIP, N_SLIP + 4)
+N_COST_PARAMS = N_SLIP + 4
 # slots of ``Costs.tier_state``: the month (:func:`month_number`, NaN: none yet) and the
 # notional traded in it so far (currency)
 TIER_MONTH, TIER_VOLUME = 0, 1
@@ -219,8 +221,7 @@ def month_number(timestamp_us: int) -> int:
 
 
 def tiered_commission(
-    thresholds: FloatArray,
-    rates: FloatArray,
+    tiers: FloatArray,
     state: FloatArray,
     quantity: float,
     price: float,
@@ -231,9 +232,9 @@ def tiered_commission(
 
     Parameters
     ----------
-    thresholds, rates : ndarray
-        float64, shape (k,): monthly notional thresholds (currency, the first 0, increasing)
-        and their rates (fractions of notional).
+    tiers : ndarray
+        float64, shape (k, 2): monthly notional thresholds (currency, the first 0,
+        increasing) and their rates (fractions of notional).
     state : ndarray
         float64, shape (2,), updated in place: ``TIER_MONTH`` (:func:`month_number`, NaN
         before the first fill) and ``TIER_VOLUME`` (the month's notional so far, currency).
@@ -246,10 +247,10 @@ def tiered_commission(
         state[TIER_MONTH] = float(month)
         state[TIER_VOLUME] = 0.0
     volume = state[TIER_VOLUME]
-    rate = rates[0]
-    for k in range(thresholds.size):
-        if volume >= thresholds[k]:
-            rate = rates[k]
+    rate = tiers[0, 1]
+    for k in range(tiers.shape[0]):
+        if volume >= tiers[k, 0]:
+            rate = tiers[k, 1]
     notional = abs(quantity) * price
     state[TIER_VOLUME] = volume + notional
     return float(rate * notional)
@@ -267,104 +268,101 @@ month_number_nb = njit(month_number)
 tiered_commission_nb = njit(tiered_commission)
 
 
+# rows of ``Costs.rows``: what the slippage reads per data row
+ROW_BID, ROW_ASK, ROW_SPREAD, ROW_SIGMA, ROW_VOLUME, ROW_HIGH, ROW_LOW, ROW_CLOSE = range(8)
+N_ROWS = 8
+
+
 class Costs(NamedTuple):
     """A run's slippage and commission as the compiled driver reads them (built by
     :func:`engine.compiled.plan.plan_costs` from the configured cost objects).
 
     Attributes
     ----------
-    slippage : ndarray
-        float64, shape (N_SLIP,): ``SLIP_KIND`` (``SLIP_*``) and the parameters:
-        ``SLIP_FRACTION``: A = the fraction; ``SLIP_SPREAD``: A = spread fraction,
-        B = fallback fraction; ``SLIP_IMPACT``: A = coefficient, B = max impact, C = 1 when
-        the volume is the fill bar's (else the completed bars' mean ``volume``).
-    commission : ndarray
-        float64, shape (N_COMM,): ``COMM_KIND`` (``COMM_*``) and the parameters:
-        percentage: A = rate; per share: A = cost, B = minimum, C = cap fraction (NaN: none);
-        per trade: A = cost; tiered: see ``tiers``.
+    params : ndarray
+        float64, shape (N_COST_PARAMS,): the slippage slots ``SLIP_*`` (``SLIP_KIND``, a
+        ``SLIP_*`` kind, and its parameters: ``SLIP_FRACTION``: A = the fraction;
+        ``SLIP_SPREAD``: A = spread fraction, B = fallback fraction; ``SLIP_IMPACT``:
+        A = coefficient, B = max impact, C = 1 when the volume is the fill bar's, else the
+        completed bars' mean volume), then the commission slots ``COMM_*`` (``COMM_KIND``
+        and: percentage: A = rate; per share: A = cost, B = minimum, C = cap fraction, NaN:
+        none; per trade: A = cost; tiered: see ``tiers``).
     tiers : ndarray
         float64, shape (k, 2): tiered thresholds (currency) and rates; (0, 2) otherwise.
     tier_state : ndarray
         float64, shape (2,), updated in place (:func:`tiered_commission`).
-    bid, ask : ndarray
-        float64, shape (n_rows,) or (0,): the quote at each row's close (NaN: none).
-    spread : ndarray
-        float64, shape (n_rows,) or (0,): the Corwin-Schultz relative spread known at each
-        row's close (NaN: none).
-    sigma : ndarray
-        float64, shape (n_rows,) or (0,): the volatility column (NaN: none, or no column).
-    volume : ndarray
-        float64, shape (n_rows,) or (0,): the bar volume, or the completed bars' mean volume
-        at each row.
-    high, low, close : ndarray
-        float64, shape (n_rows,): the bars' prices (the range volatility).
+    rows : ndarray
+        float64, shape (N_ROWS, n_rows), or (N_ROWS, 0) when the slippage reads no bar: per
+        data row the quote at its close (``ROW_BID``, ``ROW_ASK``; NaN: none), the
+        Corwin-Schultz relative spread known at its close (``ROW_SPREAD``), the volatility
+        column (``ROW_SIGMA``; NaN: none), the bar volume or the completed bars' mean
+        (``ROW_VOLUME``), and the bar's ``ROW_HIGH`` / ``ROW_LOW`` / ``ROW_CLOSE``.
     """
 
-    slippage: FloatArray
-    commission: FloatArray
+    params: FloatArray
     tiers: FloatArray
     tier_state: FloatArray
-    bid: FloatArray
-    ask: FloatArray
-    spread: FloatArray
-    sigma: FloatArray
-    volume: FloatArray
-    high: FloatArray
-    low: FloatArray
-    close: FloatArray
+    rows: FloatArray
 
 
-@njit
-def slipped_price(costs: Costs, raw: float, quantity: float, row: int, known: int) -> float:
-    """The fill price after the run's slippage of a fill at ``raw`` (currency per share) on
-    data row ``row``; ``known``: the symbol's previous row (-1: none), the completed bar a
-    fill at the open or inside the bar may read (:mod:`engine.costs.slippage`)."""
-    p = costs.slippage
-    kind = p[SLIP_KIND]
+def slipped_price(
+    kind: float,
+    a: float,
+    b: float,
+    c: float,
+    raw: float,
+    quantity: float,
+    bid: float,
+    ask: float,
+    relative: float,
+    sigma: float,
+    high: float,
+    low: float,
+    close: float,
+    volume: float,
+) -> float:
+    """The fill price after the run's slippage of a fill at ``raw`` (currency per share) of
+    ``quantity`` signed shares.
+
+    ``kind``, ``a``, ``b``, ``c``: the ``SLIP_*`` slots of :class:`Costs`. The other
+    arguments are what the model reads (NaN where the fill may know none): the quote
+    ``bid`` / ``ask`` and the estimated relative spread ``relative`` of the symbol's last
+    completed bar (spread-aware), or that bar's volatility column ``sigma`` and its
+    ``high`` / ``low`` / ``close`` (prices), and the reference ``volume`` (shares;
+    volume-aware). Scalars only: a compiled call with array arguments reference-counts
+    them, some 100 ns per fill.
+    """
     if kind == SLIP_NONE:
         return raw
     if kind == SLIP_FRACTION:
-        return adverse_price_nb(raw, quantity, p[SLIP_A])
+        return adverse_price_nb(raw, quantity, a)
     if kind == SLIP_SPREAD:
         if quantity == 0:
             return raw
-        spread = math.nan
-        relative = math.nan
-        if known >= 0:
-            spread = quoted_spread_nb(costs.bid[known], costs.ask[known])
-            relative = costs.spread[known]
-        return spread_price_nb(raw, quantity, p[SLIP_A], spread, relative, p[SLIP_B])
-    # SLIP_IMPACT
+        quote = quoted_spread_nb(bid, ask)
+        return spread_price_nb(raw, quantity, a, quote, relative, b)
     if quantity == 0:
         return raw
-    sigma = math.nan
-    volume = math.nan
-    if known >= 0:
-        sigma = costs.sigma[known]
-        if not math.isfinite(sigma):
-            sigma = range_volatility_nb(costs.high[known], costs.low[known], costs.close[known])
-        if p[SLIP_C] == 0.0:
-            volume = costs.volume[known]
-    if p[SLIP_C] != 0.0:
-        volume = costs.volume[row]
-    return impact_price_nb(raw, quantity, p[SLIP_A], sigma, volume, p[SLIP_B])
+    if not math.isfinite(sigma):
+        sigma = range_volatility_nb(high, low, close)
+    return impact_price_nb(raw, quantity, a, sigma, volume, b)
 
 
-@njit
-def fill_commission(costs: Costs, quantity: float, price: float, timestamp_us: int) -> float:
+def fill_commission(
+    kind: float, a: float, b: float, c: float, quantity: float, price: float
+) -> float:
     """The run's commission (currency) of a fill of ``quantity`` signed shares at ``price``
-    (after slippage) at bar timestamp ``timestamp_us`` (µs); advances the tiered state."""
-    c = costs.commission
-    kind = c[COMM_KIND]
-    if kind == COMM_NONE:
-        return 0.0
+    (after slippage); ``kind``, ``a``, ``b``, ``c``: the ``COMM_*`` slots of
+    :class:`Costs`. Every kind but ``COMM_TIERED`` (0 for it: its state is
+    :func:`tiered_commission`'s)."""
     if kind == COMM_PERCENT:
-        return percentage_commission_nb(c[COMM_A], quantity, price)
+        return percentage_commission_nb(a, quantity, price)
     if kind == COMM_PER_SHARE:
-        return per_share_commission_nb(c[COMM_A], c[COMM_B], c[COMM_C], quantity, price)
+        return per_share_commission_nb(a, b, c, quantity, price)
     if kind == COMM_PER_TRADE:
-        return per_trade_commission_nb(c[COMM_A], quantity)
-    tiers = costs.tiers
-    return tiered_commission_nb(
-        tiers[:, 0], tiers[:, 1], costs.tier_state, quantity, price, month_number_nb(timestamp_us)
-    )
+        return per_trade_commission_nb(a, quantity)
+    return 0.0
+
+
+slipped_price_nb = njit(slipped_price)
+fill_commission_nb = njit(fill_commission)

@@ -168,8 +168,7 @@ class TieredCommission(CommissionModel):
         if any(b[0] <= a[0] for a, b in zip(parsed, parsed[1:], strict=False)):
             raise ValueError(f"tier thresholds must be strictly increasing, got {tiers!r}")
         self.tiers = parsed
-        self._thresholds = np.array([t for t, _ in parsed], dtype=np.float64)
-        self._rates = np.array([r for _, r in parsed], dtype=np.float64)
+        self._tiers = np.array(parsed, dtype=np.float64).reshape(-1, 2)
         self._state = np.array([math.nan, 0.0])
 
     def reset(self) -> None:
@@ -184,5 +183,5 @@ class TieredCommission(CommissionModel):
 
     def compute(self, quantity: float, price: float, timestamp_us: int) -> float:
         return tiered_commission(
-            self._thresholds, self._rates, self._state, quantity, price, month_number(timestamp_us)
+            self._tiers, self._state, quantity, price, month_number(timestamp_us)
         )

@@ -87,16 +87,15 @@ def test_costs_month_number_equals_calendar_month(timestamp_us: int) -> None:
 
 
 def test_costs_tiered_commission_resets_each_month_and_compiled_form_agrees() -> None:
-    thresholds = np.array([0.0, 1_000.0])
-    rates = np.array([0.01, 0.001])
+    tiers = np.array([[0.0, 0.01], [1_000.0, 0.001]])
     jan = costs.month_number(int(datetime(2020, 1, 31, tzinfo=UTC).timestamp() * 1e6))
     feb = jan + 1
     for tiered in (costs.tiered_commission, costs.tiered_commission_nb):
         state = np.array([math.nan, 0.0])
         got = [
-            tiered(thresholds, rates, state, 10, 100.0, jan),  # 1 % of 1000, month total 1000
-            tiered(thresholds, rates, state, -10, 100.0, jan),  # second tier: 0.1 %
-            tiered(thresholds, rates, state, 10, 100.0, feb),  # new month: first tier again
+            tiered(tiers, state, 10, 100.0, jan),  # 1 % of 1000, month total 1000
+            tiered(tiers, state, -10, 100.0, jan),  # second tier: 0.1 %
+            tiered(tiers, state, 10, 100.0, feb),  # new month: first tier again
         ]
         assert got == pytest.approx([10.0, 1.0, 10.0])
         assert state[costs.TIER_VOLUME] == 1_000.0
