@@ -163,7 +163,6 @@ _DAY_US = 86_400_000_000
 _inline = numba.njit(cache=True, nogil=True, inline="always")
 """Compiled and inlined into its callers at numba's IR level: a compiled call passing the
 run's tuples costs their arrays' reference counts, some 100 ns per fill."""
-_inline = numba.njit(cache=True, nogil=True, inline="always")
 
 
 class LimitText(Protocol):
