@@ -86,7 +86,7 @@ from engine.costs.slippage import (
     SpreadAwareSlippage,
     VolumeAwareSlippage,
 )
-from engine.data import ChunkedMarketData, MarketData
+from engine.data import BarView, ChunkedMarketData, MarketData
 from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
 from engine.risk.rules.dynamic import BreakEvenRule, PartialProfitTaking
@@ -181,7 +181,6 @@ def plan_costs(data: MarketData, slippage: SlippageModel, commission: Commission
     TypeError
         If a model has no compiled form.
     """
-    n_rows = data.close.size
     params = np.zeros(core_costs.N_COST_PARAMS)
     rows = np.zeros((core_costs.N_ROWS, 0))
     if isinstance(slippage, FixedPercentageSlippage | FixedBpsSlippage):
@@ -192,31 +191,17 @@ def plan_costs(data: MarketData, slippage: SlippageModel, commission: Commission
             else slippage.bps / 10_000.0
         )
         params[core_costs.SLIP_A] = fraction
-    elif isinstance(slippage, SpreadAwareSlippage | VolumeAwareSlippage):
-        rows = np.full((core_costs.N_ROWS, n_rows), np.nan)
-        rows[core_costs.ROW_HIGH] = data.high
-        rows[core_costs.ROW_LOW] = data.low
-        rows[core_costs.ROW_CLOSE] = data.close
-        if isinstance(slippage, SpreadAwareSlippage):
-            params[core_costs.SLIP_KIND] = core_costs.SLIP_SPREAD
-            params[core_costs.SLIP_A] = slippage.spread_fraction
-            params[core_costs.SLIP_B] = slippage.fallback_pct
-            for code, name in ((core_costs.ROW_BID, "bid"), (core_costs.ROW_ASK, "ask")):
-                if name in data.columns:
-                    rows[code] = data.columns[name]
-            rows[core_costs.ROW_SPREAD] = slippage.spread_series(data)
-        else:
-            params[core_costs.SLIP_KIND] = core_costs.SLIP_IMPACT
-            params[core_costs.SLIP_A] = slippage.coefficient
-            params[core_costs.SLIP_B] = slippage.max_impact
-            by_bar = slippage.volume == "bar"
-            params[core_costs.SLIP_C] = float(by_bar)
-            column = slippage.volatility_column
-            if column is not None and column in data.columns:
-                rows[core_costs.ROW_SIGMA] = data.columns[column]
-            rows[core_costs.ROW_VOLUME] = (
-                data.volume if by_bar else slippage.mean_volume_series(data)
-            )
+    elif isinstance(slippage, SpreadAwareSlippage):
+        params[core_costs.SLIP_KIND] = core_costs.SLIP_SPREAD
+        params[core_costs.SLIP_A] = slippage.spread_fraction
+        params[core_costs.SLIP_B] = slippage.fallback_pct
+        rows = _cost_rows(data, slippage)
+    elif isinstance(slippage, VolumeAwareSlippage):
+        params[core_costs.SLIP_KIND] = core_costs.SLIP_IMPACT
+        params[core_costs.SLIP_A] = slippage.coefficient
+        params[core_costs.SLIP_B] = slippage.max_impact
+        params[core_costs.SLIP_C] = float(slippage.volume == "bar")
+        rows = _cost_rows(data, slippage)
     elif not isinstance(slippage, NoSlippage):
         raise TypeError(f"{slippage!r} has no compiled form")
     tiers = np.zeros((0, 2))
@@ -238,6 +223,39 @@ def plan_costs(data: MarketData, slippage: SlippageModel, commission: Commission
     elif not isinstance(commission, NoCommission):
         raise TypeError(f"{commission!r} has no compiled form")
     return Costs(params=params, tiers=tiers, tier_state=np.array([np.nan, 0.0]), rows=rows)
+
+
+def _cost_rows(data: MarketData, slippage: SpreadAwareSlippage | VolumeAwareSlippage) -> FloatArray:
+    """The per-row values ``slippage`` reads (``Costs.rows``, float64, shape (N_ROWS,
+    n_rows)), computed once per market data and model settings (cached on ``data``)."""
+    if isinstance(slippage, SpreadAwareSlippage):
+        key = f"compiled_rows:spread:{slippage.window}:{slippage.min_periods}:{slippage.clamp}"
+    else:
+        key = (
+            f"compiled_rows:impact:{slippage.volatility_column}:{slippage.volume}:"
+            f"{slippage.volume_window}"
+        )
+
+    def build(data: MarketData) -> FloatArray:
+        rows = np.full((core_costs.N_ROWS, data.close.size), np.nan)
+        rows[core_costs.ROW_HIGH] = data.high
+        rows[core_costs.ROW_LOW] = data.low
+        rows[core_costs.ROW_CLOSE] = data.close
+        if isinstance(slippage, SpreadAwareSlippage):
+            for code, name in ((core_costs.ROW_BID, "bid"), (core_costs.ROW_ASK, "ask")):
+                if name in data.columns:
+                    rows[code] = data.columns[name]
+            rows[core_costs.ROW_SPREAD] = slippage.spread_series(data)
+            return rows
+        column = slippage.volatility_column
+        if column is not None and column in data.columns:
+            rows[core_costs.ROW_SIGMA] = data.columns[column]
+        by_bar = slippage.volume == "bar"
+        rows[core_costs.ROW_VOLUME] = data.volume if by_bar else slippage.mean_volume_series(data)
+        return rows
+
+    rows: FloatArray = BarView(data, 0).derived(key, build)
+    return rows
 
 
 def _capacity(n_t: int, n: int, n_sym: int) -> int:

@@ -633,3 +633,33 @@ def test_fastpath_pairwise_sum_equals_numpy_nansum(
         marks[rng.random(n) < 0.1] = np.nan  # symbols without a bar yet
         expected = float(np.nansum(np.abs(qty + pending) * marks))
         assert gross(qty, pending, marks, np.empty(256 + n)) == expected, n
+
+
+_CONFIG_REASONS = {
+    "demo.yaml": None,
+    "sp500_top25.yaml": None,
+    "sp500_momentum_reference.yaml": None,
+    # its PerShare commission and SpreadAware slippage run compiled, its ATR and regime rules not
+    "top25_ml_with_risk.yaml": "rule VolatilityScaledStopLoss has no compiled form",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CONFIG_REASONS))
+def test_fastpath_repository_configs_compiled_reason_names_what_runs_the_loop(
+    scored_data: MarketData, data_root: Path, name: str
+) -> None:
+    """Which of the repository's experiment configs run compiled (the README lists them)."""
+    from engine import build_rule
+    from ml4t_pipeline.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    assert {p.name for p in root.glob("*.yaml")} == set(_CONFIG_REASONS)
+    cfg = load_config(root / name, data_root=data_root)
+    rules = [build_rule(spec) for spec in cfg.risk_rules]
+    reason = plan.compiled_reason(
+        scored_data,
+        cfg.strategy.build(),
+        RiskManager(rules) if rules else None,
+        cfg.execution.engine_config(),
+    )
+    assert reason == _CONFIG_REASONS[name]
