@@ -81,6 +81,8 @@ class PercentageCommission(CommissionModel):
             raise ValueError(f"rate is a fraction of notional and must be < 1, got {rate!r}")
 
     def compute(self, quantity: float, price: float, timestamp_us: int) -> float:
+        """``rate * |quantity| * price`` in currency
+        (:func:`engine.core.costs.percentage_commission`)."""
         return percentage_commission(self.rate, quantity, price)
 
 
@@ -110,6 +112,8 @@ class PerShareCommission(CommissionModel):
         )
 
     def compute(self, quantity: float, price: float, timestamp_us: int) -> float:
+        """The fee in currency (:func:`engine.core.costs.per_share_commission`); 0 for an
+        empty fill."""
         cap = math.nan if self.maximum_pct is None else self.maximum_pct
         return per_share_commission(self.cost, self.minimum, cap, quantity, price)
 
@@ -129,6 +133,7 @@ class PerTradeCommission(CommissionModel):
         self.cost = _check_non_negative("cost", cost)
 
     def compute(self, quantity: float, price: float, timestamp_us: int) -> float:
+        """``cost`` in currency for a non-empty fill, else 0."""
         return per_trade_commission(self.cost, quantity)
 
 
@@ -172,6 +177,7 @@ class TieredCommission(CommissionModel):
         self._state = np.array([math.nan, 0.0])
 
     def reset(self) -> None:
+        """Forget the month and its traded notional."""
         self._state = np.array([math.nan, 0.0])
 
     def __copy__(self) -> TieredCommission:
@@ -182,6 +188,9 @@ class TieredCommission(CommissionModel):
         return twin
 
     def compute(self, quantity: float, price: float, timestamp_us: int) -> float:
+        """The tier's rate times the fill's notional, in currency; adds the notional to the
+        month's (:func:`engine.core.costs.tiered_commission`, the month of ``timestamp_us``
+        in UTC)."""
         return tiered_commission(
             self._tiers, self._state, quantity, price, month_number(timestamp_us)
         )

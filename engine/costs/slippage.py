@@ -384,6 +384,14 @@ class SpreadAwareSlippage(SlippageModel):
         return float(mean[known.row])
 
     def fill_price(self, price: float, quantity: float, bar: BarView, order_type: str) -> float:
+        """Price ± ``spread_fraction`` × the known spread (class docstring;
+        :func:`engine.core.costs.spread_price`), currency per share.
+
+        Raises
+        ------
+        ValueError
+            The symbol's history was cut by a chunk boundary (estimate needed).
+        """
         if quantity == 0:
             return price
         quoted = bar if bar.at_close else bar.previous()
@@ -503,6 +511,14 @@ class VolumeAwareSlippage(SlippageModel):
         return float(mean[known.row])
 
     def fill_price(self, price: float, quantity: float, bar: BarView, order_type: str) -> float:
+        """Price moved by the square-root impact (class docstring;
+        :func:`engine.core.costs.impact_price`), currency per share.
+
+        Raises
+        ------
+        ValueError
+            ``volume="completed"`` and the symbol's history was cut by a chunk boundary.
+        """
         if quantity == 0:
             return price
         known = bar if bar.at_close else bar.previous()
