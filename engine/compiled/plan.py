@@ -182,7 +182,7 @@ def plan_costs(data: MarketData, slippage: SlippageModel, commission: Commission
         If a model has no compiled form.
     """
     params = np.zeros(core_costs.N_COST_PARAMS)
-    rows = np.zeros((core_costs.N_ROWS, 0))
+    rows: FloatArray = np.zeros((core_costs.N_ROWS, 0))
     if isinstance(slippage, FixedPercentageSlippage | FixedBpsSlippage):
         params[core_costs.SLIP_KIND] = core_costs.SLIP_FRACTION
         fraction = (
@@ -222,6 +222,13 @@ def plan_costs(data: MarketData, slippage: SlippageModel, commission: Commission
         tiers = np.asarray(commission.tiers, dtype=np.float64).reshape(-1, 2).copy()
     elif not isinstance(commission, NoCommission):
         raise TypeError(f"{commission!r} has no compiled form")
+    plain = params[core_costs.SLIP_KIND] == core_costs.SLIP_NONE and (
+        params[core_costs.COMM_KIND] != core_costs.COMM_TIERED
+    )
+    if plain:  # 1-D: the compiled driver's kernel for this run holds no slippage code
+        rows = np.zeros(0)
+    elif rows.shape[1] == 0:
+        rows = np.zeros((core_costs.N_ROWS, 0))
     return Costs(params=params, tiers=tiers, tier_state=np.array([np.nan, 0.0]), rows=rows)
 
 

@@ -38,6 +38,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+from numba.extending import overload
 
 from engine.core.costs import (
     COMM_A,
@@ -241,20 +242,49 @@ def _fill(
     params, cost_params = tables.params, tables.cost_params
     fstate = state.fstate
     orders = records.orders
+    price, commission = _fill_costs(
+        cost_params, tables.cost_rows, tables.tiers, tables.tier_state, raw, q, row,
+        bars.prev_row[row], bars.timestamps[i],
+        q < 0 and fstate[QTY, orders[o]["sid"]] + q < -EPS,
+    )  # fmt: skip
+    execute_fill(
+        o, q, raw, price, commission, bars.ordinal[row], i, params[P_TOL], False,
+        params[P_ENTRY_RULES] != 0.0 and not closing,
+        fstate, state.istate, state.pending, state.aux_i, state.aux_f, orders, records.fills,
+        records.trades, records.rejections, state.counts, state.acc,
+    )  # fmt: skip
+
+
+@njit
+def _priced(
+    cost_params: FloatArray,
+    cost_rows: FloatArray,
+    tiers: FloatArray,
+    tier_state: FloatArray,
+    raw: float,
+    q: float,
+    row: int,
+    known: int,
+    now_us: int,
+    refused: bool,
+) -> tuple[float, float]:
+    """The price after slippage and the commission of a fill of :func:`_fill` when the run
+    has a slippage model or a tiered commission (out of line, so that the plain path stays
+    small); ``known``: the symbol's previous row (-1: none); ``refused``: the ledger will
+    refuse the fill as a short sale (the Python loop computes no commission then)."""
     price = raw
     slip_kind = cost_params[SLIP_KIND]
     if slip_kind != SLIP_NONE:
         # what the model reads: the symbol's last completed bar (none on its first bar); the
         # fill bar's own volume with VolumeAwareSlippage(volume="bar")
-        known = bars.prev_row[row]
         bid = ask = relative = sigma = high = low = close = volume = math.nan
         if known >= 0 and slip_kind != SLIP_FRACTION:
-            rows = tables.cost_rows
+            rows = cost_rows
             bid, ask, relative = rows[ROW_BID, known], rows[ROW_ASK, known], rows[ROW_SPREAD, known]
             sigma, volume = rows[ROW_SIGMA, known], rows[ROW_VOLUME, known]
             high, low, close = rows[ROW_HIGH, known], rows[ROW_LOW, known], rows[ROW_CLOSE, known]
         if slip_kind == SLIP_IMPACT and cost_params[SLIP_C] != 0.0:
-            volume = tables.cost_rows[ROW_VOLUME, row]
+            volume = cost_rows[ROW_VOLUME, row]
         price = slipped_price_nb(
             slip_kind, cost_params[SLIP_A], cost_params[SLIP_B], cost_params[SLIP_C], raw, q,
             bid, ask, relative, sigma, high, low, close, volume,
@@ -264,18 +294,90 @@ def _fill(
         commission = fill_commission_nb(
             comm_kind, cost_params[COMM_A], cost_params[COMM_B], cost_params[COMM_C], q, price
         )
-    elif q < 0 and fstate[QTY, orders[o]["sid"]] + q < -EPS:
-        commission = 0.0  # refused as a short sale: the Python loop computes none
+    elif refused:
+        commission = 0.0
     else:
-        commission = tiered_commission_nb(
-            tables.tiers, tables.tier_state, q, price, month_number_nb(bars.timestamps[i])
+        commission = tiered_commission_nb(tiers, tier_state, q, price, month_number_nb(now_us))
+    return price, commission
+
+
+def _fill_costs(
+    cost_params: FloatArray,
+    cost_rows: FloatArray,
+    tiers: FloatArray,
+    tier_state: FloatArray,
+    raw: float,
+    q: float,
+    row: int,
+    known: int,
+    now_us: int,
+    refused: bool,
+) -> tuple[float, float]:
+    """The price after slippage and the commission of a fill of :func:`_fill` (arguments as
+    :func:`_priced`'s). A run without slippage and without a tiered commission (``cost_rows``
+    1-D, :func:`engine.compiled.plan.plan_costs`) computes only the commission; the compiled
+    form picks that path from ``cost_rows``' type, so such a run's kernel holds no slippage
+    code (compiled code that a run never takes still costs it: W1's kernel, some 10 %)."""
+    if cost_rows.ndim == 1:
+        return raw, fill_commission_nb(
+            cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
+            cost_params[COMM_C], q, raw,
+        )  # fmt: skip
+    return _priced(cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused)
+
+
+@overload(_fill_costs)
+def _fill_costs_compiled(
+    cost_params: Any,
+    cost_rows: Any,
+    tiers: Any,
+    tier_state: Any,
+    raw: Any,
+    q: Any,
+    row: Any,
+    known: Any,
+    now_us: Any,
+    refused: Any,
+) -> Any:
+    """The compiled :func:`_fill_costs`, specialised on ``cost_rows``' dimension."""
+    if cost_rows.ndim == 1:
+
+        def plain(
+            cost_params: Any,
+            cost_rows: Any,
+            tiers: Any,
+            tier_state: Any,
+            raw: Any,
+            q: Any,
+            row: Any,
+            known: Any,
+            now_us: Any,
+            refused: Any,
+        ) -> Any:
+            return raw, fill_commission_nb(
+                cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
+                cost_params[COMM_C], q, raw,
+            )  # fmt: skip
+
+        return plain
+
+    def priced(
+        cost_params: Any,
+        cost_rows: Any,
+        tiers: Any,
+        tier_state: Any,
+        raw: Any,
+        q: Any,
+        row: Any,
+        known: Any,
+        now_us: Any,
+        refused: Any,
+    ) -> Any:
+        return _priced(
+            cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused
         )
-    execute_fill(
-        o, q, raw, price, commission, bars.ordinal[row], i, params[P_TOL], False,
-        params[P_ENTRY_RULES] != 0.0 and not closing,
-        fstate, state.istate, state.pending, state.aux_i, state.aux_f, orders, records.fills,
-        records.trades, records.rejections, state.counts, state.acc,
-    )  # fmt: skip
+
+    return priced
 
 
 @njit
