@@ -17,7 +17,11 @@ What qualifies (anything else runs the Python loop):
   that are exactly ``MaxDrawdownRule(action="halt")``, ``MaxDailyLossRule``,
   ``MaxPositionSizeRule``, ``MaxPositionsRule`` or ``MaxLeverageRule`` (at most 8192
   symbols);
-- ``NoCommission`` or ``PercentageCommission``, ``NoSlippage``, ``fill="next_open"``, either
+- any built-in commission model (``NoCommission``, ``PercentageCommission``,
+  ``PerShareCommission``, ``PerTradeCommission``, ``TieredCommission``) and slippage model
+  but ``OrderTypeDependentSlippage`` (``NoSlippage``, ``FixedPercentageSlippage``,
+  ``FixedBpsSlippage``, ``SpreadAwareSlippage``, ``VolumeAwareSlippage``; see
+  :func:`plan_costs`), ``fill="next_open"``, either
   ``bar_event_order``, ``stop_activation="next_bar"``, ``exit_conflict="open_sell_wins"``,
   ``cash_check="execution"``, no re-entry cooldown, no volume cap, no shorting; whole or
   fractional shares and ``close_at_end`` either way.
