@@ -11,13 +11,13 @@ same conversion as the Python loop's.
 This module holds only the driver: the loop over the timestamps in the engine's per-bar order
 (see :class:`engine.BacktestEngine` for the steps), the strategy's decisions (:func:`_top_rows`
 and the rebalance) and the hook-C merge of the position rules. Execution is the core's: order
-records, fills, positions and trades through :mod:`engine.core.ledger`, the level exit
-prices through :mod:`engine.core.matching`, the slippage and commission of every fill through
+records, fills, positions and trades through :mod:`engine.core.ledger`, the level exit prices
+through :mod:`engine.core.matching`, the slippage and commission of every fill through
 :mod:`engine.core.costs` (the formulas the cost objects of :mod:`engine.costs` call), the
-limits through :mod:`engine.core.limits`, the levels and marks through the per-bar kernels
-the Python loop calls too (:mod:`engine.risk.kernels`: ``level_hits``, ``mark_long_book``, ``mark_bar``,
-``portfolio_value``). The same floating-point operations run in the same order as in the
-Python loop; ``tests/engine/test_fastpath.py`` checks that both give identical trades,
+limits through :mod:`engine.core.limits`, the levels and marks through the per-bar kernels the
+Python loop calls too (:mod:`engine.risk.kernels`: ``level_hits``, ``mark_long_book``,
+``mark_bar``, ``portfolio_value``). The same floating-point operations run in the same order as
+in the Python loop; ``tests/engine/test_fastpath.py`` checks that both give identical trades,
 fills, orders, rejections, portfolio states and open positions on the S&P file under several
 settings and on hypothesis-generated panels. Planning (which runs qualify, the rule and limit
 tables, :class:`TopNPlan`) is :mod:`engine.compiled.plan`.
