@@ -6,7 +6,8 @@ the per-timestamp time of its best run (``per_timestamp_us``). W0 says what a st
 receives: the empty batch strategy reads no bar, so its figure is the loop's fixed cost per
 timestamp, not a bar-event rate; the per-symbol strategy counts the events handed to it
 (``events_received``, ``events_per_s``). W1 runs the compiled whole-run path
-(``engine.compiled.topn``) and, for comparison, the same run through the Python loop. The engine run
+(``engine.compiled.topn``) and, for comparison, the same run through the Python loop, and once
+more compiled with spread-aware slippage and per-share commission. The engine run
 includes building the output frames; building ``MarketData`` is done once, outside the timing.
 """
 
@@ -27,8 +28,10 @@ from engine import (
     MarketData,
     MarketEvent,
     PercentageCommission,
+    PerShareCommission,
     PriceBasedStopLoss,
     RiskManager,
+    SpreadAwareSlippage,
     Strategy,
     TopNStrategy,
 )
@@ -101,3 +104,22 @@ def test_w1_top25_momentum_with_stop(benchmark: Any, data: MarketData, compiled:
     result = _measure(benchmark, data, run, rounds=7)
     benchmark.extra_info["trades"] = result.trades.height
     assert result.compiled is compiled
+
+
+def test_w1_spread_aware_per_share_compiled(benchmark: Any, data: MarketData) -> None:
+    """W1 with the costs of the seeds' Top-25 config (``SpreadAwareSlippage(0.5)``: the
+    Corwin-Schultz estimate, no quotes in the file; ``PerShareCommission(0.005)``), compiled.
+    Compare its time with ``test_w1_top25_momentum_with_stop[compiled]``; the first round
+    also computes the spread series (cached on the data for the later rounds)."""
+    cfg = ExecutionConfig(
+        commission=PerShareCommission(0.005), slippage=SpreadAwareSlippage(spread_fraction=0.5)
+    )
+
+    def run() -> BacktestResult:
+        return BacktestEngine(
+            data, TopNStrategy("mom_20", n=25), RiskManager([PriceBasedStopLoss(0.05)]), cfg
+        ).run()
+
+    result = _measure(benchmark, data, run, rounds=7)
+    benchmark.extra_info["trades"] = result.trades.height
+    assert result.compiled

@@ -17,7 +17,11 @@ What qualifies (anything else runs the Python loop):
   that are exactly ``MaxDrawdownRule(action="halt")``, ``MaxDailyLossRule``,
   ``MaxPositionSizeRule``, ``MaxPositionsRule`` or ``MaxLeverageRule`` (at most 8192
   symbols);
-- ``NoCommission`` or ``PercentageCommission``, ``NoSlippage``, ``fill="next_open"``, either
+- any built-in commission model (``NoCommission``, ``PercentageCommission``,
+  ``PerShareCommission``, ``PerTradeCommission``, ``TieredCommission``) and slippage model
+  but ``OrderTypeDependentSlippage`` (``NoSlippage``, ``FixedPercentageSlippage``,
+  ``FixedBpsSlippage``, ``SpreadAwareSlippage``, ``VolumeAwareSlippage``; see
+  :func:`plan_costs`), ``fill="next_open"``, either
   ``bar_event_order``, ``stop_activation="next_bar"``, ``exit_conflict="open_sell_wins"``,
   ``cash_check="execution"``, no re-entry cooldown, no volume cap, no shorting; whole or
   fractional shares and ``close_at_end`` either way;
@@ -42,7 +46,6 @@ from engine.compiled.topn import (
     P_HAS_RULES,
     P_LEVELS_SET,
     P_N,
-    P_RATE,
     P_STOPS_FIRST,
     P_TOL,
     P_WEIGHT,
@@ -50,6 +53,8 @@ from engine.compiled.topn import (
     TopNPlan,
 )
 from engine.config import ExecutionConfig
+from engine.core import costs as core_costs
+from engine.core.costs import Costs
 from engine.core.layout import (
     BREAKEVEN,
     CODE,
@@ -72,9 +77,23 @@ from engine.core.layout import (
     TRAIL_INITIAL,
     TRAILING,
 )
-from engine.costs.commission import NoCommission, PercentageCommission
-from engine.costs.slippage import NoSlippage
-from engine.data import MarketData
+from engine.costs.commission import (
+    CommissionModel,
+    NoCommission,
+    PercentageCommission,
+    PerShareCommission,
+    PerTradeCommission,
+    TieredCommission,
+)
+from engine.costs.slippage import (
+    FixedBpsSlippage,
+    FixedPercentageSlippage,
+    NoSlippage,
+    SlippageModel,
+    SpreadAwareSlippage,
+    VolumeAwareSlippage,
+)
+from engine.data import BarView, MarketData
 from engine.mechanics import compiled_mechanics, compiled_mechanics_reason
 from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
@@ -127,8 +146,8 @@ def compiled_reason(
         if any(type(r) is MaxLeverageRule for r in risk.rules) and data.n_symbols > 8192:
             return "MaxLeverageRule on more than 8192 symbols"
     checks = (
-        (type(config.commission) in (NoCommission, PercentageCommission), "commission model"),
-        (type(config.slippage) is NoSlippage, "slippage model"),
+        (type(config.commission) in _COMMISSIONS, "commission model"),
+        (type(config.slippage) in _SLIPPAGES, "slippage model"),
         (config.fill == "next_open", "fill"),
         (config.stop_activation == "next_bar", "stop_activation"),
         (config.exit_conflict == "open_sell_wins", "exit_conflict"),
@@ -142,6 +161,117 @@ def compiled_reason(
             return f"{name} setting"
     # market mechanics (engine/mechanics.py): actions paid on the ex-date and financing
     return compiled_mechanics_reason(config.corporate_actions, config.delisting)
+
+
+_COMMISSIONS = (
+    NoCommission,
+    PercentageCommission,
+    PerShareCommission,
+    PerTradeCommission,
+    TieredCommission,
+)
+_SLIPPAGES = (
+    NoSlippage,
+    FixedPercentageSlippage,
+    FixedBpsSlippage,
+    SpreadAwareSlippage,
+    VolumeAwareSlippage,
+)
+
+
+def plan_costs(data: MarketData, slippage: SlippageModel, commission: CommissionModel) -> Costs:
+    """The compiled form of a run's slippage and commission models (types in
+    :func:`compiled_reason`'s list): their parameters, and the per-row series the slippage
+    reads, computed by the models' own methods (the Corwin-Schultz estimate, the completed
+    bars' mean volume), so both drivers read the same values.
+
+    Raises
+    ------
+    TypeError
+        If a model has no compiled form.
+    """
+    params = np.zeros(core_costs.N_COST_PARAMS)
+    rows: FloatArray = np.zeros((core_costs.N_ROWS, 0))
+    if isinstance(slippage, FixedPercentageSlippage | FixedBpsSlippage):
+        params[core_costs.SLIP_KIND] = core_costs.SLIP_FRACTION
+        fraction = (
+            slippage.pct
+            if isinstance(slippage, FixedPercentageSlippage)
+            else slippage.bps / 10_000.0
+        )
+        params[core_costs.SLIP_A] = fraction
+    elif isinstance(slippage, SpreadAwareSlippage):
+        params[core_costs.SLIP_KIND] = core_costs.SLIP_SPREAD
+        params[core_costs.SLIP_A] = slippage.spread_fraction
+        params[core_costs.SLIP_B] = slippage.fallback_pct
+        rows = _cost_rows(data, slippage)
+    elif isinstance(slippage, VolumeAwareSlippage):
+        params[core_costs.SLIP_KIND] = core_costs.SLIP_IMPACT
+        params[core_costs.SLIP_A] = slippage.coefficient
+        params[core_costs.SLIP_B] = slippage.max_impact
+        params[core_costs.SLIP_C] = float(slippage.volume == "bar")
+        rows = _cost_rows(data, slippage)
+    elif not isinstance(slippage, NoSlippage):
+        raise TypeError(f"{slippage!r} has no compiled form")
+    tiers = np.zeros((0, 2))
+    if isinstance(commission, PercentageCommission):
+        params[core_costs.COMM_KIND] = core_costs.COMM_PERCENT
+        params[core_costs.COMM_A] = commission.rate
+    elif isinstance(commission, PerShareCommission):
+        params[core_costs.COMM_KIND] = core_costs.COMM_PER_SHARE
+        params[core_costs.COMM_A] = commission.cost
+        params[core_costs.COMM_B] = commission.minimum
+        cap = commission.maximum_pct
+        params[core_costs.COMM_C] = np.nan if cap is None else cap
+    elif isinstance(commission, PerTradeCommission):
+        params[core_costs.COMM_KIND] = core_costs.COMM_PER_TRADE
+        params[core_costs.COMM_A] = commission.cost
+    elif isinstance(commission, TieredCommission):
+        params[core_costs.COMM_KIND] = core_costs.COMM_TIERED
+        tiers = np.asarray(commission.tiers, dtype=np.float64).reshape(-1, 2).copy()
+    elif not isinstance(commission, NoCommission):
+        raise TypeError(f"{commission!r} has no compiled form")
+    plain = params[core_costs.SLIP_KIND] == core_costs.SLIP_NONE and (
+        params[core_costs.COMM_KIND] != core_costs.COMM_TIERED
+    )
+    if plain:  # 1-D: the compiled driver's kernel for this run holds no slippage code
+        rows = np.zeros(0)
+    elif rows.shape[1] == 0:
+        rows = np.zeros((core_costs.N_ROWS, 0))
+    return Costs(params=params, tiers=tiers, tier_state=np.array([np.nan, 0.0]), rows=rows)
+
+
+def _cost_rows(data: MarketData, slippage: SpreadAwareSlippage | VolumeAwareSlippage) -> FloatArray:
+    """The per-row values ``slippage`` reads (``Costs.rows``, float64, shape (N_ROWS,
+    n_rows)), computed once per market data and model settings (cached on ``data``)."""
+    if isinstance(slippage, SpreadAwareSlippage):
+        key = f"compiled_rows:spread:{slippage.window}:{slippage.min_periods}:{slippage.clamp}"
+    else:
+        key = (
+            f"compiled_rows:impact:{slippage.volatility_column}:{slippage.volume}:"
+            f"{slippage.volume_window}"
+        )
+
+    def build(data: MarketData) -> FloatArray:
+        rows = np.full((core_costs.N_ROWS, data.close.size), np.nan)
+        rows[core_costs.ROW_HIGH] = data.high
+        rows[core_costs.ROW_LOW] = data.low
+        rows[core_costs.ROW_CLOSE] = data.close
+        if isinstance(slippage, SpreadAwareSlippage):
+            for code, name in ((core_costs.ROW_BID, "bid"), (core_costs.ROW_ASK, "ask")):
+                if name in data.columns:
+                    rows[code] = data.columns[name]
+            rows[core_costs.ROW_SPREAD] = slippage.spread_series(data)
+            return rows
+        column = slippage.volatility_column
+        if column is not None and column in data.columns:
+            rows[core_costs.ROW_SIGMA] = data.columns[column]
+        by_bar = slippage.volume == "bar"
+        rows[core_costs.ROW_VOLUME] = data.volume if by_bar else slippage.mean_volume_series(data)
+        return rows
+
+    rows: FloatArray = BarView(data, 0).derived(key, build)
+    return rows
 
 
 def _capacity(n_t: int, n: int, n_sym: int) -> int:
@@ -229,14 +359,11 @@ def plan_topn(
         if row is None:
             raise ValueError(f"{rule!r} is not a compiled limit (see compiled_reason)")
         limits[r, LIM_KIND], limits[r, LIM_PARAM] = row
-    commission = config.commission
-    rate = commission.rate if isinstance(commission, PercentageCommission) else 0.0
     weight = strategy.weight if strategy.weight is not None else 1.0 / strategy.n
     params = np.zeros(N_P)
     params[P_N] = strategy.n
     params[P_EVERY] = strategy.rebalance_every
     params[P_WEIGHT] = weight
-    params[P_RATE] = rate
     params[P_TOL] = config.cash_tolerance
     params[P_FRACTIONAL] = float(config.fractional_shares)
     params[P_STOPS_FIRST] = float(config.bar_event_order == "stops_first")
@@ -254,6 +381,7 @@ def plan_topn(
         limit_rules=cast(list[LimitText], limit_rules),
         capacity=_capacity(data.n_timestamps, strategy.n, data.n_symbols),
         initial_cash=config.initial_cash,
+        costs=plan_costs(data, config.slippage, config.commission),
         mechanics=compiled_mechanics(data, config.corporate_actions, config.financing)
         if config.has_mechanics
         else None,

@@ -11,12 +11,13 @@ same conversion as the Python loop's.
 This module holds only the driver: the loop over the timestamps in the engine's per-bar order
 (see :class:`engine.BacktestEngine` for the steps), the strategy's decisions (:func:`_top_rows`
 and the rebalance) and the hook-C merge of the position rules. Execution is the core's: order
-records, fills, positions and trades through :mod:`engine.core.ledger`, the level exit
-prices through :mod:`engine.core.matching`, the limits through :mod:`engine.core.limits`,
-the levels and marks through the per-bar kernels the Python loop calls too
-(:mod:`engine.risk.kernels`: ``level_hits``, ``mark_long_book``, ``mark_bar``,
-``portfolio_value``). The same floating-point operations run in the same order as in the
-Python loop; ``tests/engine/test_fastpath.py`` checks that both give identical trades,
+records, fills, positions and trades through :mod:`engine.core.ledger`, the level exit prices
+through :mod:`engine.core.matching`, the slippage and commission of every fill through
+:mod:`engine.core.costs` (the formulas the cost objects of :mod:`engine.costs` call), the
+limits through :mod:`engine.core.limits`, the levels and marks through the per-bar kernels the
+Python loop calls too (:mod:`engine.risk.kernels`: ``level_hits``, ``mark_long_book``,
+``mark_bar``, ``portfolio_value``). The same floating-point operations run in the same order as
+in the Python loop; ``tests/engine/test_fastpath.py`` checks that both give identical trades,
 fills, orders, rejections, portfolio states and open positions on the S&P file under several
 settings and on hypothesis-generated panels. Planning (which runs qualify, the rule and limit
 tables, :class:`TopNPlan`) is :mod:`engine.compiled.plan`.
@@ -34,11 +35,40 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+import numba
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+from numba.extending import overload
 
 from engine.core.actions import bar_actions
+from engine.core.costs import (
+    COMM_A,
+    COMM_B,
+    COMM_C,
+    COMM_KIND,
+    COMM_TIERED,
+    ROW_ASK,
+    ROW_BID,
+    ROW_CLOSE,
+    ROW_HIGH,
+    ROW_LOW,
+    ROW_SIGMA,
+    ROW_SPREAD,
+    ROW_VOLUME,
+    SLIP_A,
+    SLIP_B,
+    SLIP_C,
+    SLIP_FRACTION,
+    SLIP_IMPACT,
+    SLIP_KIND,
+    SLIP_NONE,
+    Costs,
+    fill_commission_nb,
+    month_number_nb,
+    slipped_price_nb,
+    tiered_commission_nb,
+)
 from engine.core.financing import bar_financing
 from engine.core.jit import njit
 from engine.core.layout import (
@@ -133,7 +163,6 @@ error (the Python loop runs instead)."""
     P_N,
     P_EVERY,
     P_WEIGHT,
-    P_RATE,
     P_TOL,
     P_FRACTIONAL,
     P_STOPS_FIRST,
@@ -141,9 +170,12 @@ error (the Python loop runs instead)."""
     P_ENTRY_RULES,
     P_LEVELS_SET,
     P_HAS_RULES,
-) = range(11)
-N_P = 11
+) = range(10)
+N_P = 10
 _DAY_US = 86_400_000_000
+_inline = numba.njit(cache=True, nogil=True, inline="always")
+"""Compiled and inlined into its callers at numba's IR level: a compiled call passing the
+run's tuples costs their arrays' reference counts, some 100 ns per fill."""
 
 
 class LimitText(Protocol):
@@ -168,8 +200,8 @@ class TopNPlan:
     signal : ndarray
         float64, shape (n_rows,): the ranking column, one value per market-data row.
     params : ndarray
-        float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, commission
-        rate, cash tolerance in currency, and 0/1 flags).
+        float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, cash tolerance
+        in currency, and 0/1 flags).
     rules : ndarray
         float64, shape (m, N_RULES_COLS): the position rules (:mod:`engine.core.layout`).
     partial : ndarray
@@ -184,6 +216,9 @@ class TopNPlan:
         First size of the record buffers.
     initial_cash : float
         Currency.
+    costs : Costs
+        The run's slippage and commission (:mod:`engine.core.costs`); its tiered-commission
+        state is reset at the start of every attempt.
     """
 
     signal: FloatArray
@@ -195,11 +230,12 @@ class TopNPlan:
     limit_rules: list[LimitText]
     capacity: int
     initial_cash: float
+    costs: Costs
     mechanics: CompiledMechanics | None = None
     """Corporate actions and financing (:func:`engine.mechanics.compiled_mechanics`)."""
 
 
-@njit
+@_inline
 def _fill(
     o: int,
     q: float,
@@ -207,29 +243,155 @@ def _fill(
     row: int,
     i: int,
     closing: bool,
-    params: FloatArray,
-    ordinal: IntArray,
-    fstate: FloatArray,
-    istate: IntArray,
-    pending: FloatArray,
-    aux_i: IntArray,
-    aux_f: FloatArray,
-    orders: RecordArray,
-    fills: RecordArray,
-    trades: RecordArray,
-    rejections: RecordArray,
-    counts: IntArray,
-    acc: FloatArray,
+    bars: Bars,
+    tables: Tables,
+    state: RunState,
+    records: RunRecords,
 ) -> None:
-    """Fill ``q`` shares of order ``o`` at ``raw`` on data row ``row``: no slippage, the
-    percentage commission ``rate × |q| × price`` of :class:`engine.PercentageCommission`
-    (rate 0: none); ``closing``: a ``close_at_end`` fill (it sets no entry levels)."""
-    commission = params[P_RATE] * abs(q) * raw
-    execute_fill(
-        o, q, raw, raw, commission, ordinal[row], i, params[P_TOL], False,
-        params[P_ENTRY_RULES] != 0.0 and not closing,
-        fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+    """Fill ``q`` shares of order ``o`` at raw price ``raw`` on data row ``row`` at bar ``i``
+    with the run's slippage and commission (:mod:`engine.core.costs`: the price after
+    slippage, then the commission on it; a sale the ledger refuses as a short computes no
+    commission, as the Python loop checks it first); ``closing``: a ``close_at_end`` fill (it
+    sets no entry levels)."""
+    params, cost_params = tables.params, tables.cost_params
+    fstate = state.fstate
+    orders = records.orders
+    price, commission = _fill_costs(
+        cost_params, tables.cost_rows, tables.tiers, tables.tier_state, raw, q, row,
+        bars.prev_row[row], bars.timestamps[i],
+        q < 0 and fstate[QTY, orders[o]["sid"]] + q < -EPS,
     )  # fmt: skip
+    execute_fill(
+        o, q, raw, price, commission, bars.ordinal[row], i, params[P_TOL], False,
+        params[P_ENTRY_RULES] != 0.0 and not closing,
+        fstate, state.istate, state.pending, state.aux_i, state.aux_f, orders, records.fills,
+        records.trades, records.rejections, state.counts, state.acc,
+    )  # fmt: skip
+
+
+@njit
+def _priced(
+    cost_params: FloatArray,
+    cost_rows: FloatArray,
+    tiers: FloatArray,
+    tier_state: FloatArray,
+    raw: float,
+    q: float,
+    row: int,
+    known: int,
+    now_us: int,
+    refused: bool,
+) -> tuple[float, float]:
+    """The price after slippage and the commission of a fill of :func:`_fill` when the run
+    has a slippage model or a tiered commission (out of line, so that the plain path stays
+    small); ``known``: the symbol's previous row (-1: none); ``refused``: the ledger will
+    refuse the fill as a short sale (the Python loop computes no commission then)."""
+    price = raw
+    slip_kind = cost_params[SLIP_KIND]
+    if slip_kind != SLIP_NONE:
+        # what the model reads: the symbol's last completed bar (none on its first bar); the
+        # fill bar's own volume with VolumeAwareSlippage(volume="bar")
+        bid = ask = relative = sigma = high = low = close = volume = math.nan
+        if known >= 0 and slip_kind != SLIP_FRACTION:
+            rows = cost_rows
+            bid, ask, relative = rows[ROW_BID, known], rows[ROW_ASK, known], rows[ROW_SPREAD, known]
+            sigma, volume = rows[ROW_SIGMA, known], rows[ROW_VOLUME, known]
+            high, low, close = rows[ROW_HIGH, known], rows[ROW_LOW, known], rows[ROW_CLOSE, known]
+        if slip_kind == SLIP_IMPACT and cost_params[SLIP_C] != 0.0:
+            volume = cost_rows[ROW_VOLUME, row]
+        price = slipped_price_nb(
+            slip_kind, cost_params[SLIP_A], cost_params[SLIP_B], cost_params[SLIP_C], raw, q,
+            bid, ask, relative, sigma, high, low, close, volume,
+        )  # fmt: skip
+    comm_kind = cost_params[COMM_KIND]
+    if comm_kind != COMM_TIERED:
+        commission = fill_commission_nb(
+            comm_kind, cost_params[COMM_A], cost_params[COMM_B], cost_params[COMM_C], q, price
+        )
+    elif refused:
+        commission = 0.0
+    else:
+        commission = tiered_commission_nb(tiers, tier_state, q, price, month_number_nb(now_us))
+    return price, commission
+
+
+def _fill_costs(
+    cost_params: FloatArray,
+    cost_rows: FloatArray,
+    tiers: FloatArray,
+    tier_state: FloatArray,
+    raw: float,
+    q: float,
+    row: int,
+    known: int,
+    now_us: int,
+    refused: bool,
+) -> tuple[float, float]:
+    """The price after slippage and the commission of a fill of :func:`_fill` (arguments as
+    :func:`_priced`'s). A run without slippage and without a tiered commission (``cost_rows``
+    1-D, :func:`engine.compiled.plan.plan_costs`) computes only the commission; the compiled
+    form picks that path from ``cost_rows``' type, so such a run's kernel holds no slippage
+    code (compiled code that a run never takes still costs it: W1's kernel, some 10 %)."""
+    if cost_rows.ndim == 1:
+        return raw, fill_commission_nb(
+            cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
+            cost_params[COMM_C], q, raw,
+        )  # fmt: skip
+    return _priced(cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused)
+
+
+@overload(_fill_costs)
+def _fill_costs_compiled(
+    cost_params: Any,
+    cost_rows: Any,
+    tiers: Any,
+    tier_state: Any,
+    raw: Any,
+    q: Any,
+    row: Any,
+    known: Any,
+    now_us: Any,
+    refused: Any,
+) -> Any:
+    """The compiled :func:`_fill_costs`, specialised on ``cost_rows``' dimension."""
+    if cost_rows.ndim == 1:
+
+        def plain(
+            cost_params: Any,
+            cost_rows: Any,
+            tiers: Any,
+            tier_state: Any,
+            raw: Any,
+            q: Any,
+            row: Any,
+            known: Any,
+            now_us: Any,
+            refused: Any,
+        ) -> Any:
+            return raw, fill_commission_nb(
+                cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
+                cost_params[COMM_C], q, raw,
+            )  # fmt: skip
+
+        return plain
+
+    def priced(
+        cost_params: Any,
+        cost_rows: Any,
+        tiers: Any,
+        tier_state: Any,
+        raw: Any,
+        q: Any,
+        row: Any,
+        known: Any,
+        now_us: Any,
+        refused: Any,
+    ) -> Any:
+        return _priced(
+            cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused
+        )
+
+    return priced
 
 
 @njit
@@ -257,28 +419,14 @@ def _held_since(
 
 @njit
 def _fill_level_hits(
-    n: int,
-    i: int,
-    open_: FloatArray,
-    prev_row: IntArray,
-    params: FloatArray,
-    ordinal: IntArray,
-    fstate: FloatArray,
-    istate: IntArray,
-    pending: FloatArray,
-    aux_i: IntArray,
-    aux_f: FloatArray,
-    orders: RecordArray,
-    fills: RecordArray,
-    trades: RecordArray,
-    rejections: RecordArray,
-    counts: IntArray,
-    acc: FloatArray,
+    n: int, i: int, bars: Bars, tables: Tables, state: RunState, records: RunRecords
 ) -> None:
     """Exit the ``n`` positions whose stop-loss or take-profit level
     :func:`engine.risk.kernels.level_hits` found touched (ids, stop or target, level in the
     ``OUT_*`` rows), in that order: a stop (limit) order for the whole position, submitted
     on the previous bar and filled at :func:`engine.core.matching.level_exit_price`."""
+    fstate, istate, counts, pending = state.fstate, state.istate, state.counts, state.pending
+    orders, open_, prev_row = records.orders, bars.open_, bars.prev_row
     for k in range(n):
         sid = istate[OUT_SID, k]
         stop_hit = istate[OUT_CODE, k]
@@ -302,50 +450,30 @@ def _fill_level_hits(
             orders, counts, pending,
         )  # fmt: skip
         set_status(orders, o, S_ACCEPTED)
-        _fill(
-            o, orders[o]["quantity"], raw, row, i, False, params, ordinal, fstate,
-            istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-        )  # fmt: skip
+        _fill(o, orders[o]["quantity"], raw, row, i, False, bars, tables, state, records)
 
 
 @njit
 def _open_pass(
-    i: int,
-    lo: int,
-    open_: FloatArray,
-    book: IntArray,
-    params: FloatArray,
-    ordinal: IntArray,
-    fstate: FloatArray,
-    istate: IntArray,
-    pending: FloatArray,
-    aux_i: IntArray,
-    aux_f: FloatArray,
-    orders: RecordArray,
-    fills: RecordArray,
-    trades: RecordArray,
-    rejections: RecordArray,
-    counts: IntArray,
-    acc: FloatArray,
+    i: int, lo: int, bars: Bars, tables: Tables, state: RunState, records: RunRecords
 ) -> None:
     """The book of market orders at bar ``i`` (data rows from ``lo``): each order whose
     symbol has a bar now fills at the open, in submission order, or is refused; the others
     stay in the book. (Without a volume cap an order fills whole or not at all.)"""
+    book, counts, last_row = state.book, state.counts, state.istate[LAST_ROW]
+    orders, open_ = records.orders, bars.open_
     kept = 0
     for k in range(counts[C_BOOK]):
         o = book[k]
         sid = orders[o]["sid"]
-        row = istate[LAST_ROW, sid]
+        row = last_row[sid]
         if row < lo:
             book[kept] = o
             kept += 1
             continue
         remaining = orders[o]["quantity"] - orders[o]["filled"]
         if remaining != 0:
-            _fill(
-                o, remaining, open_[row], row, i, False, params, ordinal, fstate,
-                istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-            )  # fmt: skip
+            _fill(o, remaining, open_[row], row, i, False, bars, tables, state, records)
     counts[C_BOOK] = kept
 
 
@@ -546,12 +674,19 @@ class Bars(NamedTuple):
 
 class Tables(NamedTuple):
     """The run's parameters and rule tables (:class:`TopNPlan`): ``params`` (``P_*``),
-    ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`)."""
+    ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`) and the slippage and
+    commission: ``cost_params``, ``tiers``, ``tier_state``, ``cost_rows``, the fields of
+    :class:`engine.core.costs.Costs` (flat: numba reference-counts every array of a nested
+    tuple at each use, some 100 ns per fill)."""
 
     params: FloatArray
     rules: FloatArray
     partial: FloatArray
     limits: FloatArray
+    cost_params: FloatArray
+    tiers: FloatArray
+    tier_state: FloatArray
+    cost_rows: FloatArray
 
 
 class RunState(NamedTuple):
@@ -595,13 +730,12 @@ def run_topn(
     Python loop refuses with an error).
     """
     timestamps, offsets, sym_id = bars.timestamps, bars.offsets, bars.sym_id
-    open_, high, low, close = bars.open_, bars.high, bars.low, bars.close
-    ordinal, prev_row, sig = bars.ordinal, bars.prev_row, bars.signal
+    high, low, close = bars.high, bars.low, bars.close
+    ordinal, sig = bars.ordinal, bars.signal
     params, rules, partial, limits = tables.params, tables.rules, tables.partial, tables.limits
     fstate, istate, aux_i, aux_f = state.fstate, state.istate, state.aux_i, state.aux_f
     pending, book, counts, acc = state.pending, state.book, state.counts, state.acc
-    orders, fills, trades = records.orders, records.fills, records.trades
-    rejections, states = records.rejections, records.states
+    orders, rejections, states = records.orders, records.rejections, records.states
     n_t = offsets.size - 1
     n_sym = fstate.shape[1]
     n = int(params[P_N])
@@ -669,14 +803,8 @@ def run_topn(
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     if m:
-                        _fill_level_hits(
-                            m, i, open_, prev_row, params, ordinal, fstate, istate,
-                            pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-                        )  # fmt: skip
-            _open_pass(
-                i, lo, open_, book, params, ordinal, fstate, istate, pending,
-                aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-            )  # fmt: skip
+                        _fill_level_hits(m, i, bars, tables, state, records)
+            _open_pass(i, lo, bars, tables, state, records)
             for k in range(n_def):
                 deferred[deferred_sids[k]] = 0
             if n_def and levels_set:
@@ -685,24 +813,15 @@ def run_topn(
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     # the deferred positions still open (a queued partial exit)
                     if m:
-                        _fill_level_hits(
-                            m, i, open_, prev_row, params, ordinal, fstate, istate,
-                            pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-                        )  # fmt: skip
+                        _fill_level_hits(m, i, bars, tables, state, records)
         else:
-            _open_pass(
-                i, lo, open_, book, params, ordinal, fstate, istate, pending,
-                aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-            )  # fmt: skip
+            _open_pass(i, lo, bars, tables, state, records)
             if has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     if m:
-                        _fill_level_hits(
-                            m, i, open_, prev_row, params, ordinal, fstate, istate,
-                            pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-                        )  # fmt: skip
+                        _fill_level_hits(m, i, bars, tables, state, records)
         # 2. marks and hook C (trailing levels, time exits)
         nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
         exits = 0
@@ -783,10 +902,7 @@ def run_topn(
                     sid, -pos, T_MARKET, R_END, i, row, math.nan, math.nan, orders, counts, pending
                 )
                 set_status(orders, o, S_ACCEPTED)
-                _fill(
-                    o, -pos, marks[sid], row, i, True, params, ordinal, fstate,
-                    istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-                )  # fmt: skip
+                _fill(o, -pos, marks[sid], row, i, True, bars, tables, state, records)
         # 6. the portfolio state (after close_at_end's fills)
         nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
         cash = acc[ACC_CASH]
@@ -831,7 +947,11 @@ class CompiledRun:
             data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
             data.close, data.ordinal, data.prev_row, plan.signal,
         )  # fmt: skip
-        tables = Tables(plan.params, plan.rules, plan.partial, plan.limits)
+        costs = plan.costs
+        tables = Tables(
+            plan.params, plan.rules, plan.partial, plan.limits, costs.params, costs.tiers,
+            costs.tier_state, costs.rows,
+        )  # fmt: skip
         n_sym = data.n_symbols
         n_t = data.n_timestamps
         mech = plan.mechanics
@@ -839,6 +959,7 @@ class CompiledRun:
             mech = compiled_mechanics(data, None, None)
         cap = plan.capacity
         while True:
+            tables.tier_state[:] = (math.nan, 0.0)
             fstate = np.full((N_FLOAT_FIELDS, n_sym), np.nan)
             fstate[QTY] = 0.0
             fstate[AVG] = 0.0

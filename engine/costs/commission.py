@@ -18,7 +18,16 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import UTC, datetime
+
+import numpy as np
+
+from engine.core.costs import (
+    month_number,
+    per_share_commission,
+    per_trade_commission,
+    percentage_commission,
+    tiered_commission,
+)
 
 
 def _check_non_negative(name: str, value: float) -> float:
@@ -72,7 +81,9 @@ class PercentageCommission(CommissionModel):
             raise ValueError(f"rate is a fraction of notional and must be < 1, got {rate!r}")
 
     def compute(self, quantity: float, price: float, timestamp_us: int) -> float:
-        return self.rate * abs(quantity) * price
+        """``rate * |quantity| * price`` in currency
+        (:func:`engine.core.costs.percentage_commission`)."""
+        return percentage_commission(self.rate, quantity, price)
 
 
 class PerShareCommission(CommissionModel):
@@ -101,12 +112,10 @@ class PerShareCommission(CommissionModel):
         )
 
     def compute(self, quantity: float, price: float, timestamp_us: int) -> float:
-        if quantity == 0.0:
-            return 0.0
-        fee = max(self.cost * abs(quantity), self.minimum)
-        if self.maximum_pct is not None:
-            fee = min(fee, self.maximum_pct * abs(quantity) * price)
-        return fee
+        """The fee in currency (:func:`engine.core.costs.per_share_commission`); 0 for an
+        empty fill."""
+        cap = math.nan if self.maximum_pct is None else self.maximum_pct
+        return per_share_commission(self.cost, self.minimum, cap, quantity, price)
 
 
 class PerTradeCommission(CommissionModel):
@@ -124,7 +133,8 @@ class PerTradeCommission(CommissionModel):
         self.cost = _check_non_negative("cost", cost)
 
     def compute(self, quantity: float, price: float, timestamp_us: int) -> float:
-        return self.cost if quantity != 0.0 else 0.0
+        """``cost`` in currency for a non-empty fill, else 0."""
+        return per_trade_commission(self.cost, quantity)
 
 
 class TieredCommission(CommissionModel):
@@ -163,23 +173,24 @@ class TieredCommission(CommissionModel):
         if any(b[0] <= a[0] for a, b in zip(parsed, parsed[1:], strict=False)):
             raise ValueError(f"tier thresholds must be strictly increasing, got {tiers!r}")
         self.tiers = parsed
-        self._month: tuple[int, int] | None = None
-        self._volume = 0.0
+        self._tiers = np.array(parsed, dtype=np.float64).reshape(-1, 2)
+        self._state = np.array([math.nan, 0.0])
 
     def reset(self) -> None:
-        self._month = None
-        self._volume = 0.0
+        """Forget the month and its traded notional."""
+        self._state = np.array([math.nan, 0.0])
+
+    def __copy__(self) -> TieredCommission:
+        """A copy with its own month state (a copy's fills must not advance this model's)."""
+        twin = TieredCommission.__new__(TieredCommission)
+        twin.__dict__.update(self.__dict__)
+        twin._state = self._state.copy()
+        return twin
 
     def compute(self, quantity: float, price: float, timestamp_us: int) -> float:
-        when = datetime.fromtimestamp(timestamp_us / 1e6, tz=UTC)
-        month = (when.year, when.month)
-        if month != self._month:
-            self._month = month
-            self._volume = 0.0
-        rate = self.tiers[0][1]
-        for threshold, tier_rate in self.tiers:
-            if self._volume >= threshold:
-                rate = tier_rate
-        notional = abs(quantity) * price
-        self._volume += notional
-        return rate * notional
+        """The tier's rate times the fill's notional, in currency; adds the notional to the
+        month's (:func:`engine.core.costs.tiered_commission`, the month of ``timestamp_us``
+        in UTC)."""
+        return tiered_commission(
+            self._tiers, self._state, quantity, price, month_number(timestamp_us)
+        )

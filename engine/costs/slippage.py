@@ -33,6 +33,13 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from engine.core.costs import (
+    adverse_price,
+    impact_price,
+    quoted_spread,
+    range_volatility,
+    spread_price,
+)
 from engine.data import BarView, FloatArray, IntArray, MarketData
 
 
@@ -41,15 +48,6 @@ def _check_fraction(name: str, value: float, upper: float = 1.0) -> float:
     if not math.isfinite(value) or value < 0.0 or value >= upper:
         raise ValueError(f"{name} must be a finite number in [0, {upper}), got {value!r}")
     return value
-
-
-def _adverse(price: float, quantity: float, fraction: float) -> float:
-    """Move ``price`` against the trader by ``fraction`` of itself."""
-    if quantity > 0:
-        return price * (1.0 + fraction)
-    if quantity < 0:
-        return price * (1.0 - fraction)
-    return price
 
 
 class SlippageModel(ABC):
@@ -91,7 +89,7 @@ class FixedPercentageSlippage(SlippageModel):
         self.pct = _check_fraction("pct", pct)
 
     def fill_price(self, price: float, quantity: float, bar: BarView, order_type: str) -> float:
-        return _adverse(price, quantity, self.pct)
+        return adverse_price(price, quantity, self.pct)
 
 
 class FixedBpsSlippage(SlippageModel):
@@ -109,7 +107,7 @@ class FixedBpsSlippage(SlippageModel):
         self.bps = _check_fraction("bps", bps, upper=10_000.0)
 
     def fill_price(self, price: float, quantity: float, bar: BarView, order_type: str) -> float:
-        return _adverse(price, quantity, self.bps / 10_000.0)
+        return adverse_price(price, quantity, self.bps / 10_000.0)
 
 
 _CS_K = 3.0 - 2.0 * math.sqrt(2.0)
@@ -356,6 +354,19 @@ class SpreadAwareSlippage(SlippageModel):
             mean = np.maximum(mean, 0.0)  # NaN (too few pairs) stays NaN
         return mean, cut
 
+    def spread_series(self, data: MarketData) -> FloatArray:
+        """The relative spread ``S`` known at each row's close (the value :meth:`estimate`
+        reads for a fill whose last completed bar is that row; NaN where none).
+
+        Returns
+        -------
+        ndarray
+            float64, shape (n_rows,), fractions of price; cached on ``data`` (the same
+            array the Python driver's fills read).
+        """
+        mean, _ = BarView(data, 0).derived(self._key, self._series)
+        return mean
+
     def estimate(self, bar: BarView) -> float:
         """The relative spread ``S`` known at a fill on ``bar`` (NaN when none).
 
@@ -373,18 +384,22 @@ class SpreadAwareSlippage(SlippageModel):
         return float(mean[known.row])
 
     def fill_price(self, price: float, quantity: float, bar: BarView, order_type: str) -> float:
+        """Price ± ``spread_fraction`` × the known spread (class docstring;
+        :func:`engine.core.costs.spread_price`), currency per share.
+
+        Raises
+        ------
+        ValueError
+            The symbol's history was cut by a chunk boundary (estimate needed).
+        """
         if quantity == 0:
             return price
-        sign = 1.0 if quantity > 0 else -1.0
         quoted = bar if bar.at_close else bar.previous()
-        if quoted is not None:
-            bid, ask = quoted.bid, quoted.ask
-            if math.isfinite(bid) and math.isfinite(ask) and ask >= bid > 0:
-                return price + sign * self.spread_fraction * (ask - bid)
-        rel = self.estimate(bar)
-        if math.isfinite(rel):
-            return price * (1.0 + sign * self.spread_fraction * rel)
-        return _adverse(price, quantity, self.fallback_pct)
+        spread = math.nan if quoted is None else quoted_spread(quoted.bid, quoted.ask)
+        relative = self.estimate(bar) if math.isnan(spread) else math.nan
+        return spread_price(
+            price, quantity, self.spread_fraction, spread, relative, self.fallback_pct
+        )
 
 
 VOLUME_SOURCES = ("bar", "completed")
@@ -471,6 +486,18 @@ class VolumeAwareSlippage(SlippageModel):
             data.volume, data.prev_row, data.ordinal, self.volume_window, 1, pairs=False
         )
 
+    def mean_volume_series(self, data: MarketData) -> FloatArray:
+        """The mean volume of the ``volume_window`` bars ending at each row (shares), the
+        value a ``volume="completed"`` fill reads at its last completed bar.
+
+        Returns
+        -------
+        ndarray
+            float64, shape (n_rows,); cached on ``data``.
+        """
+        mean, _ = BarView(data, 0).derived(self._key, self._mean_volume)
+        return mean
+
     def _volume(self, bar: BarView, known: BarView | None) -> float:
         if self.volume == "bar":
             return bar.volume
@@ -484,6 +511,14 @@ class VolumeAwareSlippage(SlippageModel):
         return float(mean[known.row])
 
     def fill_price(self, price: float, quantity: float, bar: BarView, order_type: str) -> float:
+        """Price moved by the square-root impact (class docstring;
+        :func:`engine.core.costs.impact_price`), currency per share.
+
+        Raises
+        ------
+        ValueError
+            ``volume="completed"`` and the symbol's history was cut by a chunk boundary.
+        """
         if quantity == 0:
             return price
         known = bar if bar.at_close else bar.previous()
@@ -492,17 +527,9 @@ class VolumeAwareSlippage(SlippageModel):
             if self.volatility_column is not None and known.has_column(self.volatility_column):
                 sigma = known[self.volatility_column]
             if not math.isfinite(sigma):
-                close = known.close
-                sigma = (known.high - known.low) / close if close > 0 else math.nan
+                sigma = range_volatility(known.high, known.low, known.close)
         volume = self._volume(bar, known)
-        if not math.isfinite(sigma) or not math.isfinite(volume) or volume <= 0:
-            impact = self.max_impact
-        else:
-            impact = min(
-                self.coefficient * max(sigma, 0.0) * math.sqrt(abs(quantity) / volume),
-                self.max_impact,
-            )
-        return _adverse(price, quantity, impact)
+        return impact_price(price, quantity, self.coefficient, sigma, volume, self.max_impact)
 
 
 class OrderTypeDependentSlippage(SlippageModel):

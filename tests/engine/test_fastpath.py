@@ -18,24 +18,30 @@ from engine import (
     ChunkedMarketData,
     ExecutionConfig,
     FixedBpsSlippage,
+    FixedPercentageSlippage,
     MarketData,
     MaxDailyLossRule,
     MaxDrawdownRule,
     MaxLeverageRule,
     MaxPositionSizeRule,
     MaxPositionsRule,
+    OrderTypeDependentSlippage,
     PartialProfitTaking,
     PercentageCommission,
+    PerShareCommission,
     PerTradeCommission,
     PriceBasedStopLoss,
     PriceBasedTakeProfit,
     RiskManager,
     RiskRule,
+    SpreadAwareSlippage,
+    TieredCommission,
     TimeBasedExit,
     TopNStrategy,
+    VolumeAwareSlippage,
 )
 from engine.compiled import plan, topn
-from engine.core import layout, ledger, matching
+from engine.core import costs, layout, ledger, matching
 from engine.core import limits as core_limits
 from engine.risk import kernels
 from engine.risk.rules.dynamic import (
@@ -194,6 +200,49 @@ _SP500_CASES: dict[str, tuple[dict[str, Any], str, ExecutionConfig]] = {
         "empty",
         ExecutionConfig(),
     ),
+    "spread_aware_per_share_four_rules": (
+        {"signal": "score", "n": 25, "weight": 0.04},
+        "four",
+        ExecutionConfig(
+            commission=PerShareCommission(0.005, minimum=1.0, maximum_pct=0.01),
+            slippage=SpreadAwareSlippage(spread_fraction=0.5),
+        ),
+    ),
+    "fixed_bps_per_trade_limits_backtrader": (
+        {"signal": "score", "n": 25, "weight": 0.04},
+        "limits",
+        ExecutionConfig.preset(
+            "backtrader", commission=PerTradeCommission(1.0), slippage=FixedBpsSlippage(5.0)
+        ),
+    ),
+    "volume_aware_completed_tiered_close_at_end": (
+        {"signal": "score", "n": 20, "rebalance_every": 3, "weight": 0.05},
+        "breakeven_partial",
+        ExecutionConfig(
+            commission=TieredCommission([(0.0, 0.001), (5e5, 0.0005), (2e6, 0.0002)]),
+            slippage=VolumeAwareSlippage(coefficient=20.0, volume="completed", volume_window=5),
+            close_at_end=True,
+        ),
+    ),
+    "volume_aware_bar_fixed_pct_tight_cash": (
+        {"signal": "score", "n": 8, "weight": 0.15},
+        "stop",
+        ExecutionConfig.preset(
+            "backtrader",
+            commission=_COMMISSION,
+            slippage=VolumeAwareSlippage(coefficient=50.0, max_impact=0.02),
+        ),
+    ),
+    "fixed_pct_stops_first_fractional": (
+        {"signal": "score", "n": 30, "weight": 0.05},
+        "four",
+        ExecutionConfig.preset(
+            "vectorbt",
+            commission=PerShareCommission(0.01),
+            slippage=FixedPercentageSlippage(0.001),
+            fractional_shares=True,
+        ),
+    ),
 }
 
 
@@ -215,6 +264,8 @@ def test_fastpath_sp500_run_equals_python_loop(scored_data: MarketData, case: st
         named = {r.name for r in _rules(rules) or [] if r.validates_orders}
         assert set(slow.rejections["rule"].unique()) - {""} == named
         assert (slow.rejections["event"] == "shrunk").sum() > 0
+    if type(config.slippage).__name__ != "NoSlippage":
+        assert (slow.fills["slippage"] > 0).mean() > 0.5  # the slippage model acts
     _assert_identical(fast, slow)
 
 
@@ -246,7 +297,11 @@ def _scenario(draw: Any) -> dict[str, Any]:
             h = max(o, c) * rng.uniform(1.0, 1.04)
             lo = min(o, c) * rng.uniform(0.96, 1.0)
             score = None if rng.random() < 0.15 else float(rng.choice([-1.0, 0.0, 1.0, c]))
-            rows.append((ts(k), f"S{s}", o, h, lo, c, 1000.0, score))
+            volume = float(rng.choice([0.0, 50.0, 1000.0, 1e5]))
+            half = c * float(rng.uniform(0.0, 0.01))
+            bid = None if rng.random() < 0.3 else c - half
+            ask = None if bid is None or rng.random() < 0.1 else c + half
+            rows.append((ts(k), f"S{s}", o, h, lo, c, volume, score, bid, ask))
             price = c
     rules = draw(
         st.lists(
@@ -265,6 +320,9 @@ def _scenario(draw: Any) -> dict[str, Any]:
         "close_at_end": draw(st.booleans()),
         "fractional": draw(st.booleans()),
         "cash": draw(st.sampled_from([1_000.0, 100_000.0])),
+        "slippage": draw(st.sampled_from(list(_SLIPPAGES))),
+        "commission": draw(st.sampled_from(list(_COMMISSIONS))),
+        "quotes": draw(st.booleans()),
     }
 
 
@@ -282,25 +340,45 @@ _RULES = {
 }
 
 
+_SLIPPAGES = {
+    "none": lambda: None,
+    "fixed_pct": lambda: FixedPercentageSlippage(0.002),
+    "bps": lambda: FixedBpsSlippage(10.0),
+    "spread": lambda: SpreadAwareSlippage(0.5, fallback_pct=0.001, window=3, min_periods=2),
+    "spread_mean": lambda: SpreadAwareSlippage(1.0, window=2, clamp="mean"),
+    "volume_bar": lambda: VolumeAwareSlippage(coefficient=2.0, max_impact=0.05),
+    "volume_completed": lambda: VolumeAwareSlippage(
+        coefficient=1.0, volume="completed", volume_window=3
+    ),
+}
+_COMMISSIONS = {
+    "percentage": lambda: _COMMISSION,
+    "per_share": lambda: PerShareCommission(0.01, minimum=1.0, maximum_pct=0.005),
+    "per_trade": lambda: PerTradeCommission(2.0),
+    "tiered": lambda: TieredCommission([(0.0, 0.002), (2_000.0, 0.001), (50_000.0, 0.0)]),
+}
+
+
 # explicit dtypes: a drawn panel whose scores are all missing stays a Float64 column of nulls
 _PANEL_SCHEMA = {
     "timestamp": pl.Datetime("us", "UTC"),
     "symbol": pl.String,
     **dict.fromkeys(("open", "high", "low", "close", "volume", "score"), pl.Float64),
 }
+_QUOTED_SCHEMA = {**_PANEL_SCHEMA, "bid": pl.Float64, "ask": pl.Float64}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_scenario())
 def test_fastpath_generated_panels_equal_python_loop(sc: dict[str, Any]) -> None:
-    panel = pl.DataFrame(
-        sc["rows"],
-        schema=_PANEL_SCHEMA,
-        orient="row",
-    )
+    panel = pl.DataFrame(sc["rows"], schema=_QUOTED_SCHEMA, orient="row")
+    if not sc["quotes"]:
+        panel = panel.drop("bid", "ask")
     data = MarketData.from_frame(panel, signal_columns=["score"])
+    slippage = _SLIPPAGES[sc["slippage"]]()
     config = ExecutionConfig(
-        commission=_COMMISSION,
+        commission=_COMMISSIONS[sc["commission"]](),
+        **({} if slippage is None else {"slippage": slippage}),
         bar_event_order="stops_first" if sc["stops_first"] else "chronological",
         close_at_end=sc["close_at_end"],
         fractional_shares=sc["fractional"],
@@ -316,8 +394,10 @@ def test_fastpath_generated_panels_equal_python_loop(sc: dict[str, Any]) -> None
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"slippage": FixedBpsSlippage(5.0)}, "slippage model setting"),
-        ({"commission": PerTradeCommission(1.0)}, "commission model setting"),
+        (
+            {"slippage": OrderTypeDependentSlippage({"stop": FixedBpsSlippage(5.0)})},
+            "slippage model setting",
+        ),
         ({"fill": "close"}, "fill setting"),
         ({"stop_activation": "entry_bar"}, "stop_activation setting"),
         ({"cash_check": "submission"}, "cash_check setting"),
@@ -442,6 +522,27 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
         ),
         ({"n": 3, "weight": 0.3}, ExecutionConfig(commission=_COMMISSION, initial_cash=5_000.0)),
         ({"n": 3, "weight": 0.3}, ExecutionConfig(commission=_COMMISSION)),
+        (
+            {"n": 2, "weight": 0.45},
+            ExecutionConfig(
+                commission=PerShareCommission(0.01, minimum=1.0, maximum_pct=0.01),
+                slippage=SpreadAwareSlippage(window=3),
+                close_at_end=True,
+            ),
+        ),
+        (
+            {"n": 3, "weight": 0.3},
+            ExecutionConfig(
+                commission=TieredCommission([(0.0, 0.002), (5_000.0, 0.001)]),
+                slippage=VolumeAwareSlippage(volume="completed", volume_window=2),
+            ),
+        ),
+        (
+            {"n": 2, "weight": 0.4},
+            ExecutionConfig(
+                commission=PerTradeCommission(1.0), slippage=VolumeAwareSlippage(max_impact=0.01)
+            ),
+        ),
     ]
 
     def rules(k: int) -> RiskManager:
@@ -451,7 +552,7 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
             TimeBasedExit(max_bars=4),
             PriceBasedTakeProfit(0.10),
         ]
-        if k < 3:
+        if k < 3 or k > 4:
             return RiskManager(exits)
         if k == 4:
             return RiskManager(
@@ -479,7 +580,7 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
         ]
 
     compiled = runs()
-    for module in (topn, ledger, core_limits, matching, layout, kernels):
+    for module in (topn, ledger, core_limits, matching, layout, kernels, costs):
         for name in dir(module):
             func = getattr(module, name)
             if hasattr(func, "py_func"):
@@ -532,3 +633,33 @@ def test_fastpath_pairwise_sum_equals_numpy_nansum(
         marks[rng.random(n) < 0.1] = np.nan  # symbols without a bar yet
         expected = float(np.nansum(np.abs(qty + pending) * marks))
         assert gross(qty, pending, marks, np.empty(256 + n)) == expected, n
+
+
+_CONFIG_REASONS = {
+    "demo.yaml": None,
+    "sp500_top25.yaml": None,
+    "sp500_momentum_reference.yaml": None,
+    # its PerShare commission and SpreadAware slippage run compiled, its ATR and regime rules not
+    "top25_ml_with_risk.yaml": "rule VolatilityScaledStopLoss has no compiled form",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CONFIG_REASONS))
+def test_fastpath_repository_configs_compiled_reason_names_what_runs_the_loop(
+    scored_data: MarketData, data_root: Path, name: str
+) -> None:
+    """Which of the repository's experiment configs run compiled (the README lists them)."""
+    from engine import build_rule
+    from ml4t_pipeline.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    assert {p.name for p in root.glob("*.yaml")} == set(_CONFIG_REASONS)
+    cfg = load_config(root / name, data_root=data_root)
+    rules = [build_rule(spec) for spec in cfg.risk_rules]
+    reason = plan.compiled_reason(
+        scored_data,
+        cfg.strategy.build(),
+        RiskManager(rules) if rules else None,
+        cfg.execution.engine_config(),
+    )
+    assert reason == _CONFIG_REASONS[name]
