@@ -28,7 +28,7 @@ from engine.core import layout
 
 
 class OrderType(StrEnum):
-    """How an order's fill price is found (see :mod:`engine.broker`)."""
+    """How an order's fill price is found (see :mod:`engine.broker.passes`)."""
 
     MARKET = "market"
     LIMIT = "limit"

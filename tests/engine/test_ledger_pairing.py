@@ -2,9 +2,10 @@
 
 The TopN paired runs (``test_fastpath.py``) never short, add to or flip a position; here any
 sequence of market fills on one symbol (buys, sells, adds, partial closes, flips through zero,
-refused shorts and buys beyond the cash) goes through ``Broker._execute`` and through
-:func:`engine.core.ledger.execute_fill`, and the cash, position, average price, realized P&L
-and every fill, trade and rejection record must be identical.
+refused shorts and buys beyond the cash) goes through the broker's
+:func:`engine.broker.accounting.execute` and through :func:`engine.core.ledger.execute_fill`, and
+the cash, position, average price, realized P&L and every fill, trade and rejection record must
+be identical.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from engine import ExecutionConfig, MarketData, PercentageCommission
 from engine.broker import Broker
+from engine.broker.accounting import execute
 from engine.core import layout, ledger
 from engine.core.records import Records, empty_records
 from engine.orders import OrderStatus
@@ -51,7 +53,7 @@ def _python_driver(
         broker.begin_bar(k)
         order = broker._new_order(0, q, submit_index=k, decision_row=k)
         order.transition(OrderStatus.ACCEPTED)
-        broker._execute(order, q, price, k)
+        execute(broker, order, q, price, k)
     return broker, records
 
 

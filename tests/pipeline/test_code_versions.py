@@ -42,7 +42,7 @@ def test_data_assets_code_excludes_backtest_only_modules() -> None:
     # the report and the attribution run only in the backtest assets
     assert not {"ml4t_pipeline/lib/report.py", "ml4t_pipeline/lib/attribution.py"} & data
     assert {
-        "engine/broker.py",
+        "engine/broker/accounting.py",
         "ml4t_pipeline/lib/report.py",
         "ml4t_pipeline/lib/experiment.py",
     } <= (backtest)
