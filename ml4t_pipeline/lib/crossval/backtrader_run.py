@@ -47,9 +47,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import polars as pl
 
-from ml4t_pipeline.lib.crossval.compare import FrameworkRun
+from ml4t_pipeline.lib.crossval.compare import FrameworkRun, fills_frame
 from ml4t_pipeline.lib.crossval.reference import ReferenceInputs, ReferenceSpec
 
 BACKTRADER_VERSION = "1.9.78.123"
@@ -223,7 +222,7 @@ def run_backtrader(
     final_equity = float(cerebro.broker.getvalue())
     stamp_of = {d.date(): ts for d, ts in zip(inputs.close.index, inputs.timestamps, strict=True)}
     rows = sink["fills"]
-    fills = pl.DataFrame(
+    fills = fills_frame(
         {
             "timestamp": [stamp_of[r[0].date()] for r in rows],
             "symbol": [inputs.symbols[r[1]] for r in rows],
@@ -231,16 +230,8 @@ def run_backtrader(
             "price": [r[3] for r in rows],
             "commission": [r[4] for r in rows],
             "reason": ["stop" if r[5] else "market" for r in rows],
-        },
-        schema={
-            "timestamp": pl.Datetime("us", "UTC"),
-            "symbol": pl.String,
-            "quantity": pl.Float64,
-            "price": pl.Float64,
-            "commission": pl.Float64,
-            "reason": pl.String,
-        },
-    ).sort("timestamp", "symbol", maintain_order=True)
+        }
+    )
     return FrameworkRun(
         framework="backtrader",
         fills=fills,

@@ -20,6 +20,58 @@ from ml4t_pipeline.lib.crossval.reference import ReferenceInputs, ReferenceSpec
 FILL_COLUMNS: tuple[str, ...] = ("timestamp", "symbol", "quantity", "price", "commission")
 """Columns every fills table handed to ``compare_fills`` must have."""
 
+FILL_SCHEMA: dict[str, pl.DataType] = {
+    "timestamp": pl.Datetime("us", "UTC"),
+    "symbol": pl.String(),
+    "quantity": pl.Float64(),
+    "price": pl.Float64(),
+    "commission": pl.Float64(),
+    "reason": pl.String(),
+}
+"""The fills table a framework driver returns: bar close (UTC), symbol, signed shares, fill
+price (currency per share), commission (currency) and the framework's order kind."""
+
+
+def fills_frame(columns: dict[str, Any]) -> pl.DataFrame:
+    """A framework's fills as :data:`FILL_SCHEMA`, sorted by time then symbol (stable, so a
+    bar's fills of one symbol keep the framework's order).
+
+    Parameters
+    ----------
+    columns : dict
+        The six columns of :data:`FILL_SCHEMA` as lists, NumPy arrays or Series of one length.
+
+    Raises
+    ------
+    polars.exceptions.PolarsError
+        A column missing, of another length or not castable to its dtype.
+    """
+    return pl.DataFrame(columns, schema=FILL_SCHEMA).sort(
+        "timestamp", "symbol", maintain_order=True
+    )
+
+
+def vectorbt_fills(records: Any, inputs: ReferenceInputs, reasons: Any) -> pl.DataFrame:
+    """:func:`fills_frame` of a VectorBT portfolio's order records (``pf.orders.values``:
+    ``idx`` bar, ``col`` symbol column, ``side`` 0 buy / 1 sell, ``size`` shares, ``price``,
+    ``fees``), one ``reasons`` entry per record."""
+    import numpy as np
+
+    side_sign = np.where(records["side"] == 0, 1.0, -1.0)
+    return fills_frame(
+        {
+            "timestamp": pl.Series(inputs.timestamps[records["idx"]]).cast(
+                pl.Datetime("us", "UTC")
+            ),
+            "symbol": np.asarray(inputs.symbols, dtype=object)[records["col"]].tolist(),
+            "quantity": side_sign * records["size"],
+            "price": records["price"],
+            "commission": records["fees"],
+            "reason": reasons,
+        }
+    )
+
+
 _KEY = ["timestamp", "symbol", "side", "occurrence"]
 
 

@@ -40,9 +40,8 @@ import time
 from typing import Any
 
 import numpy as np
-import polars as pl
 
-from ml4t_pipeline.lib.crossval.compare import FrameworkRun
+from ml4t_pipeline.lib.crossval.compare import FrameworkRun, fills_frame
 from ml4t_pipeline.lib.crossval.scenarios import Scenario, ScenarioData
 
 
@@ -365,7 +364,7 @@ def run_backtrader_scenario(
         int(bt.Order.Stop): "stop",
         int(bt.Order.StopTrail): "trailing_stop",
     }
-    fills = pl.DataFrame(
+    fills = fills_frame(
         {
             "timestamp": [stamp_of[r[0]] for r in rows],
             "symbol": [inputs.symbols[r[1]] for r in rows],
@@ -373,16 +372,8 @@ def run_backtrader_scenario(
             "price": [r[3] for r in rows],
             "commission": [r[4] for r in rows],
             "reason": [names.get(r[5], "other") for r in rows],
-        },
-        schema={
-            "timestamp": pl.Datetime("us", "UTC"),
-            "symbol": pl.String,
-            "quantity": pl.Float64,
-            "price": pl.Float64,
-            "commission": pl.Float64,
-            "reason": pl.String,
-        },
-    ).sort("timestamp", "symbol", maintain_order=True)
+        }
+    )
     return FrameworkRun(
         framework="backtrader",
         fills=fills,

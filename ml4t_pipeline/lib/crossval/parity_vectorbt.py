@@ -36,10 +36,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import polars as pl
 from numba import njit
 
-from ml4t_pipeline.lib.crossval.compare import FrameworkRun
+from ml4t_pipeline.lib.crossval.compare import FrameworkRun, vectorbt_fills
 from ml4t_pipeline.lib.crossval.scenarios import Scenario, ScenarioData
 
 
@@ -222,20 +221,7 @@ def run_vectorbt_scenario(
     final_equity = float(pf.value().iloc[-1])
     n_closed = int(pf.positions.closed.count().sum())
     seconds = time.perf_counter() - start
-    side_sign = np.where(records["side"] == 0, 1.0, -1.0)
-    fills = pl.DataFrame(
-        {
-            "timestamp": pl.Series(inputs.timestamps[records["idx"]]).cast(
-                pl.Datetime("us", "UTC")
-            ),
-            "symbol": np.asarray(inputs.symbols, dtype=object)[records["col"]].tolist(),
-            "quantity": side_sign * records["size"],
-            "price": records["price"],
-            "commission": records["fees"],
-            "reason": ["order"] * len(records),
-        },
-        schema_overrides={"symbol": pl.String},
-    ).sort("timestamp", "symbol", maintain_order=True)
+    fills = vectorbt_fills(records, inputs, ["order"] * len(records))
     return FrameworkRun(
         framework="vectorbt",
         fills=fills,

@@ -31,13 +31,12 @@ import time
 from typing import Any
 
 import numpy as np
-import polars as pl
 import vectorbt as vbt
 from numba import njit
 from vectorbt.portfolio import nb as vnb
 from vectorbt.portfolio.enums import Direction
 
-from ml4t_pipeline.lib.crossval.compare import FrameworkRun
+from ml4t_pipeline.lib.crossval.compare import FrameworkRun, vectorbt_fills
 from ml4t_pipeline.lib.crossval.reference import ReferenceInputs, ReferenceSpec
 
 VECTORBT_VERSION = "1.2.0"
@@ -308,19 +307,7 @@ def run_vectorbt(
             f"VectorBT recorded {len(records)} orders, the callbacks sent {meta[_N_ORDERS]}"
         )
     kinds = kind_log[: len(records)]
-    side_sign = np.where(records["side"] == 0, 1.0, -1.0)
-    fills = pl.DataFrame(
-        {
-            "timestamp": pl.Series(inputs.timestamps[records["idx"]]).cast(
-                pl.Datetime("us", "UTC")
-            ),
-            "symbol": np.asarray(inputs.symbols, dtype=object)[records["col"]].tolist(),
-            "quantity": side_sign * records["size"],
-            "price": records["price"],
-            "commission": records["fees"],
-            "reason": np.where(kinds == _STOP, "stop", "market").tolist(),
-        }
-    ).sort("timestamp", "symbol", maintain_order=True)
+    fills = vectorbt_fills(records, inputs, np.where(kinds == _STOP, "stop", "market").tolist())
     return FrameworkRun(
         framework="vectorbt",
         fills=fills,
