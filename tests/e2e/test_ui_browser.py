@@ -37,6 +37,7 @@ from ml4t_pipeline.defs.io_managers import read_value
 from ml4t_pipeline.lib.io import load_demo_prices
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import CHROMIUM_ARGS, OUTPUT_DIR, DagsterDev, edit_source
+from tests.pipeline.helpers import assert_panel_from_prices
 
 PARTITIONS_DEF = "experiments"
 JOB = "experiment_job"
@@ -563,21 +564,7 @@ def test_ui_prices_file_change_reruns_features_context_signals_of_that_experimen
         rerun = [r for r in partition_runs(server, key) if float(r["startTime"] or 0) > changed_at]
         assert rerun == [], f"{key} reran after gamma's prices changed: {rerun}"
     # the stored panel holds the new closes and features computed from them
-    panel = read_value(server.storage_dir / "market_panel" / "gamma")
-    last = panel.filter(pl.col("timestamp") == pl.col("timestamp").max()).with_columns(
-        pl.col("symbol").cast(pl.String)
-    )
-    new_close = restated.filter(pl.col("timestamp") == pl.col("timestamp").max()).drop("timestamp")
-    joined = last.join(new_close, on="symbol", suffix="_file")
-    assert joined.height == new_close.height
-    assert (joined["close"] == joined["close_file"]).all()
-    expected = (
-        restated.sort("symbol", "timestamp")
-        .group_by("symbol", maintain_order=True)
-        .agg(pl.col("close").tail(20).mean().alias("sma_expected"))
-    )
-    check = last.join(expected, on="symbol")
-    assert ((check["sma_20"] - check["sma_expected"]).abs() < 1e-9).all()
+    assert_panel_from_prices(read_value(server.storage_dir / "market_panel" / "gamma"), restated)
     # in the UI: the rerun of signals was an automatic run
     open_page(page, f"{server.base_url}/runs?q%5B0%5D=tag%3Aml4t%2Ftrigger%3Dautomation")
     page.screenshot(path=str(OUTPUT_DIR / "07_automatic_reruns.png"), full_page=True)

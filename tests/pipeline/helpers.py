@@ -3,7 +3,9 @@
 - :func:`demo_config`, :func:`run_cli`, :func:`snapshot`: a demo config copy with edits, the
   ``ml4t`` CLI in-process with its output captured, and a folder's exact content;
 - :func:`start_paused_run`: an ``ml4t run`` child paused at a named phase (the kill tests);
-- :data:`SMALL`: a two-symbol demo experiment whose whole graph runs in ~10 s.
+- :data:`SMALL`: a two-symbol demo experiment whose whole graph runs in ~10 s;
+- :func:`assert_panel_from_prices`: a stored market panel holds a prices file's last closes
+  and the 20-bar SMA computed from that file (no value from an older file).
 """
 
 from __future__ import annotations
@@ -100,3 +102,26 @@ SMALL: dict[str, Any] = {
     "risk_rules": [{"type": "PriceBasedStopLoss", "stop_pct": 0.05}],
     "execution": {"commission": {"type": "Percentage", "rate": 0.001}, "initial_cash": 100000},
 }
+
+
+def assert_panel_from_prices(panel: Any, prices: Any) -> None:
+    """The market panel's last bar holds ``prices``' last closes for every symbol, and its
+    ``sma_20`` is the mean of the last 20 closes of ``prices`` (polars frames; ``prices`` in
+    the prices schema)."""
+    import polars as pl
+
+    last = panel.filter(pl.col("timestamp") == pl.col("timestamp").max()).with_columns(
+        pl.col("symbol").cast(pl.String)
+    )
+    new_close = prices.filter(pl.col("timestamp") == pl.col("timestamp").max()).drop("timestamp")
+    joined = last.join(new_close, on="symbol", suffix="_file")
+    assert joined.height == new_close.height
+    assert (joined["close"] == joined["close_file"]).all()
+    expected = (
+        prices.sort("symbol", "timestamp")
+        .group_by("symbol", maintain_order=True)
+        .agg(pl.col("close").tail(20).mean().alias("sma_expected"))
+    )
+    check = last.join(expected, on="symbol")
+    assert check.height == new_close.height
+    assert ((check["sma_20"] - check["sma_expected"]).abs() < 1e-9).all()

@@ -24,6 +24,7 @@ from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.sensors import input_files_sensor
 from ml4t_pipeline.lib.io import load_demo_prices
 from ml4t_pipeline.runner import materialize_experiment
+from tests.pipeline.helpers import assert_panel_from_prices
 
 CONFIG = """\
 name: gamma
@@ -124,23 +125,8 @@ def test_changed_prices_file_reruns_features_context_and_signals(lab: dict) -> N
     # the daemon's run: exactly the requested assets, then no value is computed from old prices
     selection = [*DOWNSTREAM_OF_PRICES, "prices_quarantine"]  # a multi-asset runs whole
     assert materialize_experiment(config, storage, instance=instance, selection=selection).success
-    panel = read_value(Path(storage) / "market_panel" / "gamma")
-    last = panel.filter(pl.col("timestamp") == pl.col("timestamp").max()).with_columns(
-        pl.col("symbol").cast(pl.String)
-    )
-    new_close = restated.filter(pl.col("timestamp") == pl.col("timestamp").max()).drop("timestamp")
-    joined = last.join(new_close, on="symbol", suffix="_file")
-    assert joined.height == new_close.height
-    assert (joined["close"] == joined["close_file"]).all()
-    # sma_20 on the panel is the mean of the last 20 closes of the NEW file
-    expected = (
-        restated.sort("symbol", "timestamp")
-        .group_by("symbol", maintain_order=True)
-        .agg(pl.col("close").tail(20).mean().alias("sma_expected"))
-    )
-    check = last.join(expected, on="symbol")
-    assert check.height == new_close.height
-    assert ((check["sma_20"] - check["sma_expected"]).abs() < 1e-9).all()
+    # the panel's closes and sma_20 are the NEW file's
+    assert_panel_from_prices(read_value(Path(storage) / "market_panel" / "gamma"), restated)
 
 
 def test_new_experiment_partition_is_left_to_the_configs_sensor(lab: dict) -> None:
