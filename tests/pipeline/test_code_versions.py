@@ -39,6 +39,9 @@ def test_data_assets_code_excludes_backtest_only_modules() -> None:
     data = _relative(versions.code_closure("ml4t_pipeline.defs.assets_data"))
     backtest = _relative(versions.code_closure("ml4t_pipeline.defs.assets_backtest"))
     assert {"ml4t_pipeline/lib/features.py", "ml4t_pipeline/lib/schemas.py"} <= data
+    # one code version for the data assets: it covers every module of their package
+    package = REPO_ROOT / "ml4t_pipeline" / "defs" / "assets_data"
+    assert _relative(tuple(package.glob("*.py"))) <= data
     # the report and the attribution run only in the backtest assets
     assert "ml4t_pipeline/lib/report.py" not in data
     assert not {f for f in data if f.startswith("ml4t_pipeline/lib/attribution/")}
