@@ -17,7 +17,7 @@ is in the metadata (``mlflow_run_id``).
 With the ``ray`` extra installed, the asset carries dagster-ray's ``LocalRay`` resource as
 ``ray_cluster``. With run config ``backend: ray`` and no ``RAY_ADDRESS``, the sweep starts its
 own local Ray with ``num_cpus = workers`` whose processes listen on 127.0.0.1 only
-(:func:`ml4t_pipeline.lib.sweep.runner.start_local_ray`) and stops it at the end. With
+(:func:`ml4t_pipeline.lib.sweep.backends.start_local_ray`) and stops it at the end. With
 ``RAY_ADDRESS`` set, or with the resource replaced by ``dagster_ray.kuberay``'s for a KubeRay
 cluster (deploy/README.md), the resource connects to that cluster and the prepared data and the
 trials go to its hosts.

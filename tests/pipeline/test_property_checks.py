@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from ml4t_pipeline.cli import DATA_ASSETS, materialize_experiment
-from ml4t_pipeline.defs.assets_data import TABLE_RULES, _rule_check_name
+from ml4t_pipeline.defs.assets_data.checks import TABLE_RULES, _rule_check_name
 from ml4t_pipeline.lib.io import load_demo_prices
 
 

@@ -33,7 +33,7 @@ from ml4t_pipeline.config import (
 from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib import storage
 from ml4t_pipeline.lib.lockfile import UnsafeLockFileError
-from ml4t_pipeline.lib.sweep import runner
+from ml4t_pipeline.lib.sweep import backends, runner
 from ml4t_pipeline.lib.sweep.spec import load_sweep_file
 from ml4t_pipeline.sweeps import prepare_data
 from tests.conftest import REPO_ROOT
@@ -601,7 +601,7 @@ def test_sweep_results_asset_ray_backend_starts_loopback_ray_not_local_ray_resou
     def connect(self: Any, context: Any) -> None:
         pytest.fail("LocalRay.connect was called for a local sweep")
 
-    monkeypatch.setattr(runner, "start_local_ray", start_local_ray)
+    monkeypatch.setattr(backends, "start_local_ray", start_local_ray)
     monkeypatch.setattr(LocalRay, "connect", connect)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(assets_sweep.SWEEPS, ["tiny"])
@@ -634,5 +634,5 @@ def test_start_local_ray_other_node_address_shut_down_and_refused(
     monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "192.0.2.2")
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
     with pytest.raises(runner.SweepError, match="took address 192.0.2.2, not 127.0.0.1"):
-        runner.start_local_ray(2)
+        backends.start_local_ray(2)
     assert calls == ["127.0.0.1", "shutdown"]

@@ -28,7 +28,7 @@ from ml4t_pipeline.lib.experiment import (
     quotes_from_prices_file,
     run_experiment,
 )
-from ml4t_pipeline.lib.sweep import runner
+from ml4t_pipeline.lib.sweep import backends, runner
 from ml4t_pipeline.lib.sweep.results import write_outputs
 from ml4t_pipeline.lib.sweep.runner import PreparedData, TrialStore, run_sweep
 from ml4t_pipeline.lib.sweep.spec import data_key, load_sweep_file
@@ -384,7 +384,7 @@ def test_run_sweep_ray_backend_equals_serial(
     prepared = {lab.prepared.key: lab.prepared}
     serial = run_sweep(sweep, tmp_path / "serial", prepared=prepared)
     # batches of 3 trials per Ray call (6 trials, 2 workers, one batch each)
-    monkeypatch.setattr(runner, "MIN_BATCHES_PER_WORKER", 1)
+    monkeypatch.setattr(backends, "MIN_BATCHES_PER_WORKER", 1)
     on_ray = run_sweep(sweep, tmp_path / "ray", backend="ray", workers=2, prepared=prepared)
     assert on_ray.keys == serial.keys and on_ray.backend == "ray"
     assert [r["metrics"] for r in on_ray.records] == [r["metrics"] for r in serial.records]
@@ -396,12 +396,12 @@ def test_ray_batches_keep_order_and_one_data_set_each() -> None:
 
     keys = ["a"] * 70 + ["b"] * 3 + ["a"] * 5
     jobs: Any = [SimpleNamespace(index=i, data=SimpleNamespace(key=k)) for i, k in enumerate(keys)]
-    batches = runner._batches(jobs, workers=2)
+    batches = backends._batches(jobs, workers=2)
     assert [job.index for batch in batches for job in batch] == list(range(len(keys)))
     assert all(len({job.data.key for job in batch}) == 1 for batch in batches)
     # 78 trials // (8 batches x 2 workers) = 4 per batch; cut early where the data set changes
     assert [len(b) for b in batches] == [4] * 17 + [2, 3, 4, 1]
-    assert [len(b) for b in runner._batches(jobs[:20], workers=2)] == [1] * 20
+    assert [len(b) for b in backends._batches(jobs[:20], workers=2)] == [1] * 20
 
 
 def test_run_sweep_unknown_backend_refused(lab: Lab, tmp_path: Path) -> None:

@@ -254,7 +254,7 @@ def test_example_universe_config_validates_with_its_paths() -> None:
 
 def test_market_panel_universe_metadata_reports_gap_and_unmatched(tmp_path: Path) -> None:
     from ml4t_pipeline.config import UniverseConfig
-    from ml4t_pipeline.defs.assets_data import _apply_universe
+    from ml4t_pipeline.defs.assets_data.panel_assets import _apply_universe
 
     _membership(tmp_path, [("A", "2013-01-01", None), ("GONE", "2013-01-01", "2013-04-30")])
     bars = _bars([("A", dt.date(2013, 4, 30)), ("B", dt.date(2013, 4, 30))]).with_columns(

@@ -445,7 +445,7 @@ def write_outputs(sweep: SweepFile, run: SweepRun, folder: Path) -> dict[str, An
     asset).
     """
     from ml4t_pipeline.lib.sweep import report
-    from ml4t_pipeline.lib.sweep.runner import _atomic_write, write_json
+    from ml4t_pipeline.lib.sweep.store import _atomic_write, write_json
 
     folder = Path(folder)
     table = results_table(sweep, run)

@@ -417,7 +417,7 @@ def summary_section(
         ``efficiency`` and the settings; or ``{"reason": ...}`` when no fold can be made or
         fewer than one trial succeeded.
     """
-    from ml4t_pipeline.lib.sweep.runner import _atomic_write
+    from ml4t_pipeline.lib.sweep.store import _atomic_write
 
     spec = sweep.spec.walk_forward
     assert spec is not None

@@ -1,0 +1,125 @@
+"""One trial of a sweep: its key, its backtest on prepared data and what it produced.
+
+A trial's key is the SHA-256 of (its config's canonical JSON, the content hashes of the prepared
+panel and context, the code version of :func:`sweep_code_version`); :func:`run_trial` never
+raises: a failed trial is recorded with its error (``status = "failed"``) and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from ml4t_pipeline.config import ExperimentConfig
+from ml4t_pipeline.lib.lineage import code_version
+from ml4t_pipeline.lib.sweep.spec import Trial, canonical_json
+
+if TYPE_CHECKING:
+    from engine import MarketData
+
+CODE_VERSION_ENV = "ML4T_CODE_VERSION"
+TRIAL_METRICS = (
+    "sharpe",
+    "cagr",
+    "max_drawdown",
+    "n_trades",
+    "turnover",
+    "total_return",
+    "annual_volatility",
+    "sortino",
+    "calmar",
+    "win_rate",
+    "exposure",
+    "final_equity",
+    "total_costs",
+)
+"""Metrics kept per trial (formulas: :func:`ml4t_pipeline.lib.performance.compute_performance`)."""
+
+
+class SweepError(RuntimeError):
+    """A sweep could not start: its data could not be prepared, or the backend is unusable."""
+
+
+@dataclass
+class TrialOutcome:
+    """What one trial produced (picklable; crosses process and Ray boundaries).
+
+    ``seconds`` is the trial's own time in its worker (backtest + metrics), without scheduling
+    or transfer; ``cpu_seconds`` the worker process's CPU time over the same span (below
+    ``seconds`` when other processes compete for the cores). ``timestamps`` are microseconds
+    since the epoch (UTC), ``returns`` the per-bar portfolio returns (fractions), ``equity`` in
+    currency.
+    """
+
+    status: Literal["ok", "failed"]
+    seconds: float
+    cpu_seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    timestamps: np.ndarray | None = None
+    returns: np.ndarray | None = None
+    equity: np.ndarray | None = None
+
+
+def sweep_code_version() -> str:
+    """The code version in trial keys: ``$ML4T_CODE_VERSION`` if set, else the git commit.
+
+    Pin it (e.g. to a release tag) when the code runs from an installed package without a git
+    checkout, or to resume a sweep across commits that do not touch the engine; unset, any new
+    commit recomputes every trial (:func:`ml4t_pipeline.lib.lineage.code_version`).
+    """
+    return os.environ.get(CODE_VERSION_ENV) or code_version()
+
+
+def trial_key(trial: Trial, versions: dict[str, str], code: str) -> str:
+    """SHA-256 (32 hex digits) of the trial config, the data versions and the code version."""
+    text = canonical_json({"config": trial.config_json(), "data": versions, "code": code})
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def run_trial(config_json: str, market: MarketData) -> TrialOutcome:
+    """Run one backtest on prepared data and compute its metrics; never raises.
+
+    Parameters
+    ----------
+    config_json : str
+        The trial's experiment config as JSON (``ExperimentConfig.model_dump_json``).
+    market : engine.MarketData
+        :func:`build_market` of the trial's prepared data (shared by the worker's trials).
+
+    Returns
+    -------
+    TrialOutcome
+        ``status="failed"`` with the exception's type, message and last frames on error.
+    """
+    from ml4t_pipeline.lib.experiment import build_engine, experiment_metrics
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    try:
+        cfg = ExperimentConfig.model_validate_json(config_json)
+        result = build_engine(cfg, market).run()
+        states = result.portfolio_states
+        metrics = experiment_metrics(cfg, states, result.trades, result.fills)
+        returns = states["return"].fill_null(0.0).fill_nan(0.0).to_numpy().astype(np.float64)
+        outcome = TrialOutcome(
+            status="ok",
+            seconds=0.0,
+            metrics={k: metrics[k] for k in TRIAL_METRICS if k in metrics},
+            timestamps=states["timestamp"].dt.epoch("us").to_numpy(),
+            returns=returns,
+            equity=states["equity"].to_numpy().astype(np.float64),
+        )
+    except Exception as exc:  # a failed trial is data, not the end of the sweep
+        tail = "".join(traceback.format_exception(exc)[-3:]).strip()
+        outcome = TrialOutcome(
+            status="failed", seconds=0.0, error=f"{type(exc).__name__}: {exc}\n{tail}"
+        )
+    outcome.seconds = time.perf_counter() - started
+    outcome.cpu_seconds = time.process_time() - cpu_started
+    return outcome
