@@ -56,9 +56,10 @@ from engine.config import ExecutionConfig
 from engine.core import costs as core_costs
 from engine.core.costs import Costs
 from engine.core.layout import (
+    BE_OFFSET,
+    BE_TRIGGER,
     BREAKEVEN,
     CODE,
-    FACTOR,
     KIND,
     L_DAILY_LOSS,
     L_DRAWDOWN,
@@ -74,9 +75,9 @@ from engine.core.layout import (
     PRIORITY,
     STOP_LOSS,
     TAKE_PROFIT,
-    TRAIL_INITIAL,
     TRAILING,
 )
+from engine.core.rules import MAX_PARTIAL_LEVELS
 from engine.costs.commission import (
     CommissionModel,
     NoCommission,
@@ -139,8 +140,9 @@ def compiled_reason(
                 return f"rule {rule.name} has no compiled form"
             if kind is MaxDrawdownRule and cast(MaxDrawdownRule, rule).reset_mode != "never":
                 return f"rule {rule.name} with reset={cast(MaxDrawdownRule, rule).reset_mode!r}"
-            if kind is PartialProfitTaking and len(cast(PartialProfitTaking, rule).levels) > 62:
-                return "PartialProfitTaking with more than 62 levels"
+            levels = getattr(rule, "levels", ()) if kind is PartialProfitTaking else ()
+            if len(levels) > MAX_PARTIAL_LEVELS:
+                return f"PartialProfitTaking with more than {MAX_PARTIAL_LEVELS} levels"
         if sum(type(r) is PartialProfitTaking for r in risk.rules) > 1:
             return "more than one PartialProfitTaking rule"
         if any(type(r) is MaxLeverageRule for r in risk.rules) and data.n_symbols > 8192:
@@ -303,11 +305,11 @@ def _rule_table(
                 k += 1
             elif isinstance(rule, BreakEvenRule):
                 row[KIND] = BREAKEVEN
-                row[FACTOR] = 1.0 + 1.0 * rule.offset_pct
-                row[TRAIL_INITIAL] = rule.trigger_pct
+                row[BE_TRIGGER] = rule.trigger_pct
+                row[BE_OFFSET] = rule.offset_pct
             elif isinstance(rule, PartialProfitTaking):
                 row[KIND] = PARTIAL
-                partial = np.asarray(rule.levels, dtype=np.float64).reshape(-1, 2)
+                partial = rule.level_table
             row[CODE] = len(names)
             row[PRIORITY] = rule.priority
             names.append(rule.name)

@@ -87,6 +87,8 @@ from engine.core.layout import (
     B_COMM,
     B_PARTIAL_ORIGINAL,
     B_QTY,
+    BE_OFFSET,
+    BE_TRIGGER,
     BEST,
     BREAKEVEN,
     C_BOOK,
@@ -100,7 +102,6 @@ from engine.core.layout import (
     DEFERRED,
     ENTRY_ORDINAL,
     EPS,
-    FACTOR,
     FIXED_REASONS,
     KIND,
     LAST_ROW,
@@ -132,7 +133,6 @@ from engine.core.layout import (
     TIME_EXIT,
     TP,
     TP_RULE,
-    TRAIL_INITIAL,
     TRAILING,
     UNPLACED,
     set_status,
@@ -147,6 +147,7 @@ from engine.core.ledger import (
 from engine.core.limits import apply_limits
 from engine.core.matching import level_exit_price_nb
 from engine.core.records import RecordArray, Records, empty_records
+from engine.core.rules import breakeven_stop_nb, partial_take_nb
 from engine.data import MarketData
 from engine.mechanics import CompiledMechanics, compiled_mechanics
 from engine.risk import kernels
@@ -544,12 +545,11 @@ def _mark_and_hook_c(
     (:class:`engine.risk.batch.PositionActions`): stops in rule order, the higher long stop
     wins, earlier rules win ties, NaN never wins; a whole (time) exit beats the partial one.
 
-    ``BreakEvenRule``: ``mfe = max(0, best / entry - 1)``; at ``mfe >= trigger`` the stop
-    candidate is ``entry × (1 + offset)``. ``PartialProfitTaking`` (at most one per run): each
-    level ``(return_pct, fraction)`` of ``partial`` not yet reached by this trade fires once
-    when ``close / entry - 1 >= return_pct``, for ``fraction ×`` the position's size when the
-    rule first saw the trade (state in ``A_PARTIAL_*`` / ``B_PARTIAL_ORIGINAL``, keyed by the
-    trade's entry bar as the rule keys it by entry time).
+    The two rules decide through the functions their Python classes call
+    (:mod:`engine.core.rules`): ``BreakEvenRule``'s stop candidate is
+    :func:`engine.core.rules.breakeven_stop`; ``PartialProfitTaking`` (at most one per run)
+    exits :func:`engine.core.rules.partial_take`'s shares, with its state in ``A_PARTIAL_*`` /
+    ``B_PARTIAL_ORIGINAL``, keyed by the trade's entry bar as the rule keys it by entry time.
 
     Writes the exits to ``OUT_SID`` / ``OUT_CODE`` and their quantity to ``OUT_LEVEL`` (NaN:
     the whole position); returns their number, or -1 for a short position with a bar now.
@@ -581,9 +581,9 @@ def _mark_and_hook_c(
                 value = kernels.trailing_level(rules, r, bars_held, fstate[BEST, sid], current)
                 setter = True
             elif kind == BREAKEVEN:
-                mfe = np.maximum(0.0, (fstate[BEST, sid] / entry - 1.0) * 1.0)
-                if mfe >= rules[r, TRAIL_INITIAL]:
-                    value = entry * rules[r, FACTOR]
+                value = breakeven_stop_nb(
+                    1.0, entry, fstate[BEST, sid], rules[r, BE_TRIGGER], rules[r, BE_OFFSET]
+                )
                 setter = True
             elif kind == TIME_EXIT and exit_code == 0 and bars_held >= rules[r, MAX_BARS]:
                 exit_code = int(rules[r, CODE])
@@ -592,18 +592,14 @@ def _mark_and_hook_c(
                     aux_i[A_PARTIAL_ENTRY, sid] = aux_i[A_ENTRY_INDEX, sid]
                     aux_i[A_PARTIAL_DONE, sid] = 0
                     aux_f[B_PARTIAL_ORIGINAL, sid] = abs(qty[sid])
-                ret = (close[row] / entry - 1.0) * 1.0
-                original = aux_f[B_PARTIAL_ORIGINAL, sid]
-                done = aux_i[A_PARTIAL_DONE, sid]
-                size = 0.0
-                for j in range(partial.shape[0]):
-                    if not (done >> j) & 1 and ret >= partial[j, 0]:
-                        done |= 1 << j
-                        size += partial[j, 1] * original
+                size, done = partial_take_nb(
+                    partial, aux_i[A_PARTIAL_DONE, sid], 1.0, entry, close[row],
+                    aux_f[B_PARTIAL_ORIGINAL, sid], abs(qty[sid]),
+                )  # fmt: skip
                 aux_i[A_PARTIAL_DONE, sid] = done
                 if size > 0:
                     partial_code = int(rules[r, CODE])
-                    partial_size = abs(qty[sid]) if abs(qty[sid]) < size else size
+                    partial_size = size
             if setter and kernels.stop_wins(first, value, level):
                 level = value
                 code = int(rules[r, CODE])

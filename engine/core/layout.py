@@ -116,8 +116,12 @@ N_RULES_COLS = N_RULE_FIELDS + 1
 # rule kinds
 STOP_LOSS, TAKE_PROFIT, TRAILING, TIME_EXIT = 1, 2, 3, 4
 BREAKEVEN, PARTIAL = 5, 6
-"""``BreakEvenRule`` (``FACTOR`` = 1 + offset, ``TRAIL_INITIAL`` = trigger) and
-``PartialProfitTaking`` (its levels in a separate table of rows ``return_pct, fraction``)."""
+"""``BreakEvenRule`` (its trigger and offset in the columns ``BE_TRIGGER`` / ``BE_OFFSET``)
+and ``PartialProfitTaking`` (its levels in a separate table of rows ``return_pct,
+fraction``)."""
+BE_TRIGGER, BE_OFFSET = TRAIL_INITIAL, TRAIL_TIGHTEN
+"""The columns of a ``BREAKEVEN`` row holding ``BreakEvenRule``'s ``trigger_pct`` and
+``offset_pct`` (fractions)."""
 
 # ---------------------------------------------------------------------- portfolio limits
 L_DRAWDOWN, L_DAILY_LOSS, L_POSITION_SIZE, L_POSITIONS, L_LEVERAGE = 1, 2, 3, 4, 5

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import numpy as np
 
+from engine.core.rules import breakeven_stop, breakeven_stops, partial_take
 from engine.data import FloatArray, IntArray
 from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import RiskContext
@@ -276,17 +277,22 @@ class BreakEvenRule(RiskRule):
         self.offset_pct = _fraction("offset_pct", offset_pct, allow_zero=True)
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
-        if context.mfe_pct < self.trigger_pct:
+        best = context.max_price if context.is_long else context.min_price
+        level = breakeven_stop(
+            context.direction, context.entry_price, best, self.trigger_pct, self.offset_pct
+        )
+        if math.isnan(level):
             return RiskDecision.hold()
-        level = context.entry_price * (1.0 + context.direction * self.offset_pct)
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
 
     def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
-        hit = batch.mfe_pct >= self.trigger_pct
-        if not hit.any():
+        best = np.where(batch.is_long, batch.max_price, batch.min_price)
+        levels = breakeven_stops(
+            batch.direction, batch.entry_price, best, self.trigger_pct, self.offset_pct
+        )
+        if np.isnan(levels).all():
             return None
-        level = batch.entry_price * (1.0 + batch.direction * self.offset_pct)
-        return BatchDecision(stop_loss=np.where(hit, level, np.nan))
+        return BatchDecision(stop_loss=levels)
 
 
 class PartialProfitTaking(RiskRule):
@@ -323,25 +329,33 @@ class PartialProfitTaking(RiskRule):
         if sum(f for _, f in parsed) > 1 + 1e-12:
             raise ValueError(f"fractions sum to more than 1: {levels!r}")
         self.levels = parsed
-        self._state: dict[tuple[int, datetime], tuple[float, set[int]]] = {}
+        self._table: FloatArray = np.asarray(parsed, dtype=np.float64).reshape(-1, 2)
+        # per trade (symbol id, entry time): shares when first seen, the levels used (bit j:
+        # level j; a Python int, so any number of levels)
+        self._state: dict[tuple[int, datetime], tuple[float, int]] = {}
+
+    @property
+    def level_table(self) -> FloatArray:
+        """The levels as float64, shape (k, 2), rows ``(return_pct, fraction)``."""
+        return self._table
 
     def reset(self) -> None:
         self._state = {}
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
         key = (context.sid, context.entry_time)
-        original, done = self._state.setdefault(key, (abs(context.quantity), set()))
-        ret = context.unrealized_return
-        size = 0.0
-        for k, (level, fraction) in enumerate(self.levels):
-            if k not in done and ret >= level:
-                done.add(k)
-                size += fraction * original
+        held = abs(context.quantity)
+        original, done = self._state.get(key, (held, 0))
+        size, done = partial_take(
+            self._table, done, context.direction, context.entry_price, context.close,
+            original, held,
+        )  # fmt: skip
+        self._state[key] = (original, done)
         if size <= 0:
             return RiskDecision.hold()
         return RiskDecision.exit(
-            f"return {ret:.4f} reached a profit-taking level",
-            quantity=min(size, abs(context.quantity)),
+            f"return {context.unrealized_return:.4f} reached a profit-taking level",
+            quantity=float(size),
             priority=self.priority,
             rule=self.name,
         )
