@@ -3,7 +3,8 @@
 When a run qualifies (:func:`engine.compiled.plan.compiled_reason` returns ``None``),
 :class:`engine.BacktestEngine` runs it here instead of its per-timestamp Python loop: the
 strategy's ranking and orders, the fills at the open, the stop-loss / take-profit levels,
-trailing stops, time exits, ``BreakEvenRule`` and ``PartialProfitTaking``, the portfolio limits
+trailing stops, time exits, ``BreakEvenRule``, ``PartialProfitTaking`` and
+``VolatilityScaledStopLoss`` (:mod:`engine.core.rules`), the portfolio limits
 at hook B and the accounting all happen in :func:`run_topn`, one compiled call for the whole
 run, and the records it writes (:mod:`engine.core.records`) become the result's frames by the
 same conversion as the Python loop's.
@@ -100,7 +101,9 @@ from engine.core.layout import (
     C_TRADES,
     CODE,
     DEFERRED,
+    ENTRY_ATR,
     ENTRY_ORDINAL,
+    ENTRY_PENDING,
     EPS,
     FIXED_REASONS,
     KIND,
@@ -200,6 +203,9 @@ class TopNPlan:
     ----------
     signal : ndarray
         float64, shape (n_rows,): the ranking column, one value per market-data row.
+    atr : ndarray
+        float64, shape (n_rows,): the ATR column of the ``VolatilityScaledStopLoss`` rules
+        (currency per share), or shape (0,) when the run has none.
     params : ndarray
         float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, cash tolerance
         in currency, and 0/1 flags).
@@ -223,6 +229,7 @@ class TopNPlan:
     """
 
     signal: FloatArray
+    atr: FloatArray
     params: FloatArray
     rules: FloatArray
     partial: FloatArray
@@ -475,6 +482,10 @@ def _open_pass(
         remaining = orders[o]["quantity"] - orders[o]["filled"]
         if remaining != 0:
             _fill(o, remaining, open_[row], row, i, False, bars, tables, state, records)
+            if bars.atr.size and state.istate[ENTRY_PENDING, sid]:
+                # the ATR known at the fill (the symbol's previous bar) for the entry levels
+                known = bars.prev_row[row]
+                state.fstate[ENTRY_ATR, sid] = bars.atr[known] if known >= 0 else math.nan
     counts[C_BOOK] = kept
 
 
@@ -653,7 +664,8 @@ class Bars(NamedTuple):
     ``timestamps`` (int64, µs since the epoch, one per bar), ``offsets`` (int64, bar ``i``'s
     rows are ``offsets[i]:offsets[i + 1]``), ``sym_id`` / ``ordinal`` / ``prev_row`` (int64,
     per row), ``open_`` / ``high`` / ``low`` / ``close`` (float64, currency per share, per
-    row), ``signal`` (float64, per row).
+    row), ``signal`` (float64, per row), ``atr`` (float64, per row, the ATR column of the
+    ``VolatilityScaledStopLoss`` rules; empty without them).
     """
 
     timestamps: IntArray
@@ -666,6 +678,7 @@ class Bars(NamedTuple):
     ordinal: IntArray
     prev_row: IntArray
     signal: FloatArray
+    atr: FloatArray
 
 
 class Tables(NamedTuple):
@@ -941,7 +954,7 @@ class CompiledRun:
     def __init__(self, data: MarketData, plan: TopNPlan) -> None:
         bars = Bars(
             data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-            data.close, data.ordinal, data.prev_row, plan.signal,
+            data.close, data.ordinal, data.prev_row, plan.signal, plan.atr,
         )  # fmt: skip
         costs = plan.costs
         tables = Tables(

@@ -11,7 +11,9 @@ holds only the rule's arithmetic.
 - :func:`breakeven_stop`: when ``BreakEvenRule`` moves the stop, and to what level
   (:func:`breakeven_stops`: of many positions at once, compiled);
 - :func:`partial_take`: when ``PartialProfitTaking`` fires, for how many shares, and which of
-  its levels are then used up.
+  its levels are then used up;
+- :func:`atr_level`: the level ``VolatilityScaledStopLoss`` / ``VolatilityScaledTakeProfit``
+  set at an entry fill (:func:`atr_levels`: of many positions at once, compiled).
 """
 
 from __future__ import annotations
@@ -119,8 +121,39 @@ def partial_take(
     return size, done
 
 
+def atr_level(entry: float, direction: float, side: float, multiplier: float, atr: float) -> float:
+    """The stop-loss or take-profit level ``multiplier`` ATRs from the entry price.
+
+    ``entry + side × direction × multiplier × atr``: ``side`` -1.0 for a stop-loss (below a
+    long's entry, above a short's), +1.0 for a take-profit.
+
+    Parameters
+    ----------
+    entry : float
+        Average entry price, currency per share.
+    direction : float
+        +1.0 long, -1.0 short.
+    side : float
+        -1.0 stop-loss, +1.0 take-profit.
+    multiplier : float
+        ``k`` > 0.
+    atr : float
+        The average true range, currency per share, read on the last bar completed before the
+        entry fill.
+
+    Returns
+    -------
+    float
+        The level in currency per share; NaN (no level) when ``atr`` is not finite and > 0.
+    """
+    if not (math.isfinite(atr) and atr > 0.0):
+        return math.nan
+    return entry + side * direction * multiplier * atr
+
+
 breakeven_stop_nb = njit(breakeven_stop)
 partial_take_nb = njit(partial_take)
+atr_level_nb = njit(atr_level)
 
 
 @njit
@@ -144,4 +177,28 @@ def breakeven_stops(
     out = np.empty(entry.shape[0])
     for k in range(entry.shape[0]):
         out[k] = breakeven_stop_nb(direction[k], entry[k], best[k], trigger, offset)
+    return out
+
+
+@njit
+def atr_levels(
+    entry: FloatArray, direction: FloatArray, side: float, multiplier: float, atr: FloatArray
+) -> FloatArray:
+    """:func:`atr_level` of each of ``m`` positions (the Python driver's batch path).
+
+    Parameters
+    ----------
+    entry, direction, atr : ndarray
+        float64, shape (m,): as :func:`atr_level`'s scalars.
+    side, multiplier : float
+        The rule's side and ``k``.
+
+    Returns
+    -------
+    ndarray
+        float64, shape (m,): the levels, NaN where the ATR gives none.
+    """
+    out = np.empty(entry.shape[0])
+    for k in range(entry.shape[0]):
+        out[k] = atr_level_nb(entry[k], direction[k], side, multiplier, atr[k])
     return out

@@ -8,7 +8,13 @@ from datetime import datetime
 
 import numpy as np
 
-from engine.core.rules import breakeven_stop, breakeven_stops, partial_take
+from engine.core.rules import (
+    atr_level,
+    atr_levels,
+    breakeven_stop,
+    breakeven_stops,
+    partial_take,
+)
 from engine.data import FloatArray, IntArray
 from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import RiskContext
@@ -55,8 +61,9 @@ class _AtrLevelRule(RiskRule):
     """A level ``side × k`` ATRs from the entry price, set at the entry fill (no evaluation).
 
     ``side`` is −1 for a stop-loss (below a long's entry) and +1 for a take-profit; a short
-    mirrors it through ``direction``. ATR comes from ``atr_column`` on the last bar completed
-    before the fill; a NaN or non-positive ATR sets no level.
+    mirrors it through ``direction`` (:func:`engine.core.rules.atr_level`). ATR comes from
+    ``atr_column`` on the last bar completed before the fill; an ATR that is not finite and
+    positive sets no level.
     """
 
     evaluates_positions = False
@@ -71,17 +78,21 @@ class _AtrLevelRule(RiskRule):
 
     def on_entry(self, context: RiskContext) -> RiskDecision:
         atr = _feature(context, self.atr_column, self.name)
-        if not math.isfinite(atr) or atr <= 0:
+        level = atr_level(
+            context.entry_price, context.direction, self.side, self.atr_multiplier, atr
+        )
+        if math.isnan(level):
             return RiskDecision.hold()
-        level = context.entry_price + self.side * context.direction * self.atr_multiplier * atr
         if self.level_kind == "stop":
             return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
         return RiskDecision.adjust(take_profit=level, priority=self.priority, rule=self.name)
 
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
         atr = _batch_feature(batch, self.atr_column, self.name)
-        level = batch.entry_price + self.side * batch.direction * self.atr_multiplier * atr
-        levels = np.where(atr > 0, level, np.nan)
+        levels = atr_levels(
+            batch.entry_price, batch.direction, self.side, self.atr_multiplier,
+            np.ascontiguousarray(atr, dtype=np.float64),
+        )  # fmt: skip
         if self.level_kind == "stop":
             return BatchDecision(stop_loss=levels)
         return BatchDecision(take_profit=levels)
