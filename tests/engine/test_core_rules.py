@@ -147,3 +147,40 @@ def test_partial_profit_taking_plain_form_takes_more_than_62_levels() -> None:
     assert done == (1 << n) - 1 and size == pytest.approx(700.0)
     again, _ = rules.partial_take(table, done, 1.0, 100.0, 200.0, 700.0, 700.0)
     assert again == 0.0
+
+
+@FORMS
+@pytest.mark.parametrize(
+    ("direction", "side", "atr", "expected"),
+    [
+        # long stop-loss 2 ATRs below the entry: 100 - 2 x 2.5
+        (1.0, -1.0, 2.5, 95.0),
+        # short stop-loss above: 100 + 2 x 2.5
+        (-1.0, -1.0, 2.5, 105.0),
+        # long take-profit above
+        (1.0, 1.0, 2.5, 105.0),
+        # no usable ATR (first bars of a symbol, a bad value): no level
+        (1.0, -1.0, math.nan, math.nan),
+        (1.0, -1.0, 0.0, math.nan),
+        (1.0, -1.0, -1.0, math.nan),
+        (1.0, -1.0, math.inf, math.nan),
+    ],
+)
+def test_atr_level_hand_checked(
+    compiled: bool, direction: float, side: float, atr: float, expected: float
+) -> None:
+    form = rules.atr_level_nb if compiled else rules.atr_level
+    level = form(100.0, direction, side, 2.0, atr)
+    assert level == expected or (math.isnan(level) and math.isnan(expected))
+
+
+def test_atr_levels_batch_equals_scalar_form() -> None:
+    entry = np.array([100.0, 50.0, 80.0])
+    direction = np.array([1.0, -1.0, 1.0])
+    atr = np.array([2.5, 1.0, np.nan])
+    batch = rules.atr_levels(entry, direction, -1.0, 1.5, atr)
+    scalar = [
+        rules.atr_level(e, d, -1.0, 1.5, a) for e, d, a in zip(entry, direction, atr, strict=True)
+    ]
+    assert np.array_equal(batch, scalar, equal_nan=True)
+    assert batch[0] == 96.25 and batch[1] == 51.5
