@@ -12,8 +12,10 @@ What qualifies (anything else runs the Python loop):
 - a :class:`engine.MarketData` panel (not chunked) and a strategy that is exactly
   :class:`engine.TopNStrategy` (not a subclass);
 - no risk manager, an empty one, or one whose rules are all exactly ``PriceBasedStopLoss``,
-  ``PriceBasedTakeProfit``, ``DynamicTrailingStop``, ``TimeBasedExit``, ``BreakEvenRule``
-  or ``PartialProfitTaking`` (at most one, at most 62 levels), and portfolio limits at hook B
+  ``PriceBasedTakeProfit``, ``DynamicTrailingStop``, ``TimeBasedExit``, ``BreakEvenRule``,
+  ``PartialProfitTaking`` (at most one, at most 62 levels) or ``VolatilityScaledStopLoss``
+  (its ATR column a signal/indicator column of the data, one column for all of them), and
+  portfolio limits at hook B
   that are exactly ``MaxDrawdownRule(action="halt")``, ``MaxDailyLossRule``,
   ``MaxPositionSizeRule``, ``MaxPositionsRule`` or ``MaxLeverageRule`` (at most 8192
   symbols);
@@ -56,6 +58,9 @@ from engine.config import ExecutionConfig
 from engine.core import costs as core_costs
 from engine.core.costs import Costs
 from engine.core.layout import (
+    ATR_STOP,
+    BE_OFFSET,
+    BE_TRIGGER,
     BREAKEVEN,
     CODE,
     FACTOR,
@@ -74,9 +79,9 @@ from engine.core.layout import (
     PRIORITY,
     STOP_LOSS,
     TAKE_PROFIT,
-    TRAIL_INITIAL,
     TRAILING,
 )
+from engine.core.rules import MAX_PARTIAL_LEVELS
 from engine.costs.commission import (
     CommissionModel,
     NoCommission,
@@ -97,7 +102,11 @@ from engine.data import BarView, MarketData
 from engine.mechanics import compiled_mechanics, compiled_mechanics_reason
 from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
-from engine.risk.rules.dynamic import BreakEvenRule, PartialProfitTaking
+from engine.risk.rules.dynamic import (
+    BreakEvenRule,
+    PartialProfitTaking,
+    VolatilityScaledStopLoss,
+)
 from engine.risk.rules.portfolio import (
     MaxDailyLossRule,
     MaxDrawdownRule,
@@ -139,10 +148,17 @@ def compiled_reason(
                 return f"rule {rule.name} has no compiled form"
             if kind is MaxDrawdownRule and cast(MaxDrawdownRule, rule).reset_mode != "never":
                 return f"rule {rule.name} with reset={cast(MaxDrawdownRule, rule).reset_mode!r}"
-            if kind is PartialProfitTaking and len(cast(PartialProfitTaking, rule).levels) > 62:
-                return "PartialProfitTaking with more than 62 levels"
+            levels = getattr(rule, "levels", ()) if kind is PartialProfitTaking else ()
+            if len(levels) > MAX_PARTIAL_LEVELS:
+                return f"PartialProfitTaking with more than {MAX_PARTIAL_LEVELS} levels"
         if sum(type(r) is PartialProfitTaking for r in risk.rules) > 1:
             return "more than one PartialProfitTaking rule"
+        atr_columns = {r.atr_column for r in risk.rules if type(r) is VolatilityScaledStopLoss}
+        if len(atr_columns) > 1:
+            return "VolatilityScaledStopLoss rules on different ATR columns"
+        missing = atr_columns - set(data.columns)
+        if missing:
+            return f"VolatilityScaledStopLoss ATR column {missing.pop()!r} not in the data"
         if any(type(r) is MaxLeverageRule for r in risk.rules) and data.n_symbols > 8192:
             return "MaxLeverageRule on more than 8192 symbols"
     checks = (
@@ -279,7 +295,7 @@ def _capacity(n_t: int, n: int, n_sym: int) -> int:
     return max(1024, n_t * (2 * n + 4) + 4 * n_sym + n + 8)
 
 
-_POSITION_RULES = (*KERNEL_RULES, BreakEvenRule, PartialProfitTaking)
+_POSITION_RULES = (*KERNEL_RULES, BreakEvenRule, PartialProfitTaking, VolatilityScaledStopLoss)
 
 
 def _rule_table(
@@ -303,15 +319,18 @@ def _rule_table(
                 k += 1
             elif isinstance(rule, BreakEvenRule):
                 row[KIND] = BREAKEVEN
-                row[FACTOR] = 1.0 + 1.0 * rule.offset_pct
-                row[TRAIL_INITIAL] = rule.trigger_pct
+                row[BE_TRIGGER] = rule.trigger_pct
+                row[BE_OFFSET] = rule.offset_pct
+            elif isinstance(rule, VolatilityScaledStopLoss):
+                row[KIND] = ATR_STOP
+                row[FACTOR] = rule.atr_multiplier
             elif isinstance(rule, PartialProfitTaking):
                 row[KIND] = PARTIAL
-                partial = np.asarray(rule.levels, dtype=np.float64).reshape(-1, 2)
+                partial = rule.level_table
             row[CODE] = len(names)
             row[PRIORITY] = rule.priority
             names.append(rule.name)
-    level_kinds = (STOP_LOSS, TAKE_PROFIT, TRAILING, BREAKEVEN)
+    level_kinds = (STOP_LOSS, TAKE_PROFIT, TRAILING, BREAKEVEN, ATR_STOP)
     sets_levels = bool(np.isin(table[:, KIND], level_kinds).any())
     return table, names, partial, sets_levels
 
@@ -371,8 +390,18 @@ def plan_topn(
     params[P_ENTRY_RULES] = float(risk is not None and bool(risk.entry_rules))
     params[P_LEVELS_SET] = float(sets_levels)
     params[P_HAS_RULES] = float(rules.shape[0] > 0)
+    atr_rules = [r for r in risk.rules if type(r) is VolatilityScaledStopLoss] if risk else []
+    atr = (
+        np.ascontiguousarray(
+            data.columns[atr_rules[0].atr_column],
+            dtype=np.float64,
+        )
+        if atr_rules
+        else np.empty(0)
+    )
     return TopNPlan(
         signal=np.ascontiguousarray(data.columns[strategy.signal], dtype=np.float64),
+        atr=atr,
         params=params,
         rules=rules,
         partial=partial,

@@ -3,7 +3,8 @@
 When a run qualifies (:func:`engine.compiled.plan.compiled_reason` returns ``None``),
 :class:`engine.BacktestEngine` runs it here instead of its per-timestamp Python loop: the
 strategy's ranking and orders, the fills at the open, the stop-loss / take-profit levels,
-trailing stops, time exits, ``BreakEvenRule`` and ``PartialProfitTaking``, the portfolio limits
+trailing stops, time exits, ``BreakEvenRule``, ``PartialProfitTaking`` and
+``VolatilityScaledStopLoss`` (:mod:`engine.core.rules`), the portfolio limits
 at hook B and the accounting all happen in :func:`run_topn`, one compiled call for the whole
 run, and the records it writes (:mod:`engine.core.records`) become the result's frames by the
 same conversion as the Python loop's.
@@ -87,6 +88,8 @@ from engine.core.layout import (
     B_COMM,
     B_PARTIAL_ORIGINAL,
     B_QTY,
+    BE_OFFSET,
+    BE_TRIGGER,
     BEST,
     BREAKEVEN,
     C_BOOK,
@@ -98,9 +101,10 @@ from engine.core.layout import (
     C_TRADES,
     CODE,
     DEFERRED,
+    ENTRY_ATR,
     ENTRY_ORDINAL,
+    ENTRY_PENDING,
     EPS,
-    FACTOR,
     FIXED_REASONS,
     KIND,
     LAST_ROW,
@@ -132,7 +136,6 @@ from engine.core.layout import (
     TIME_EXIT,
     TP,
     TP_RULE,
-    TRAIL_INITIAL,
     TRAILING,
     UNPLACED,
     set_status,
@@ -147,6 +150,7 @@ from engine.core.ledger import (
 from engine.core.limits import apply_limits
 from engine.core.matching import level_exit_price_nb
 from engine.core.records import RecordArray, Records, empty_records
+from engine.core.rules import breakeven_stop_nb, partial_take_nb
 from engine.data import MarketData
 from engine.mechanics import CompiledMechanics, compiled_mechanics
 from engine.risk import kernels
@@ -199,6 +203,9 @@ class TopNPlan:
     ----------
     signal : ndarray
         float64, shape (n_rows,): the ranking column, one value per market-data row.
+    atr : ndarray
+        float64, shape (n_rows,): the ATR column of the ``VolatilityScaledStopLoss`` rules
+        (currency per share), or shape (0,) when the run has none.
     params : ndarray
         float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, cash tolerance
         in currency, and 0/1 flags).
@@ -222,6 +229,7 @@ class TopNPlan:
     """
 
     signal: FloatArray
+    atr: FloatArray
     params: FloatArray
     rules: FloatArray
     partial: FloatArray
@@ -474,6 +482,10 @@ def _open_pass(
         remaining = orders[o]["quantity"] - orders[o]["filled"]
         if remaining != 0:
             _fill(o, remaining, open_[row], row, i, False, bars, tables, state, records)
+            if bars.atr.size and state.istate[ENTRY_PENDING, sid]:
+                # the ATR known at the fill (the symbol's previous bar) for the entry levels
+                known = bars.prev_row[row]
+                state.fstate[ENTRY_ATR, sid] = bars.atr[known] if known >= 0 else math.nan
     counts[C_BOOK] = kept
 
 
@@ -544,12 +556,11 @@ def _mark_and_hook_c(
     (:class:`engine.risk.batch.PositionActions`): stops in rule order, the higher long stop
     wins, earlier rules win ties, NaN never wins; a whole (time) exit beats the partial one.
 
-    ``BreakEvenRule``: ``mfe = max(0, best / entry - 1)``; at ``mfe >= trigger`` the stop
-    candidate is ``entry × (1 + offset)``. ``PartialProfitTaking`` (at most one per run): each
-    level ``(return_pct, fraction)`` of ``partial`` not yet reached by this trade fires once
-    when ``close / entry - 1 >= return_pct``, for ``fraction ×`` the position's size when the
-    rule first saw the trade (state in ``A_PARTIAL_*`` / ``B_PARTIAL_ORIGINAL``, keyed by the
-    trade's entry bar as the rule keys it by entry time).
+    The two rules decide through the functions their Python classes call
+    (:mod:`engine.core.rules`): ``BreakEvenRule``'s stop candidate is
+    :func:`engine.core.rules.breakeven_stop`; ``PartialProfitTaking`` (at most one per run)
+    exits :func:`engine.core.rules.partial_take`'s shares, with its state in ``A_PARTIAL_*`` /
+    ``B_PARTIAL_ORIGINAL``, keyed by the trade's entry bar as the rule keys it by entry time.
 
     Writes the exits to ``OUT_SID`` / ``OUT_CODE`` and their quantity to ``OUT_LEVEL`` (NaN:
     the whole position); returns their number, or -1 for a short position with a bar now.
@@ -581,9 +592,9 @@ def _mark_and_hook_c(
                 value = kernels.trailing_level(rules, r, bars_held, fstate[BEST, sid], current)
                 setter = True
             elif kind == BREAKEVEN:
-                mfe = np.maximum(0.0, (fstate[BEST, sid] / entry - 1.0) * 1.0)
-                if mfe >= rules[r, TRAIL_INITIAL]:
-                    value = entry * rules[r, FACTOR]
+                value = breakeven_stop_nb(
+                    1.0, entry, fstate[BEST, sid], rules[r, BE_TRIGGER], rules[r, BE_OFFSET]
+                )
                 setter = True
             elif kind == TIME_EXIT and exit_code == 0 and bars_held >= rules[r, MAX_BARS]:
                 exit_code = int(rules[r, CODE])
@@ -592,18 +603,14 @@ def _mark_and_hook_c(
                     aux_i[A_PARTIAL_ENTRY, sid] = aux_i[A_ENTRY_INDEX, sid]
                     aux_i[A_PARTIAL_DONE, sid] = 0
                     aux_f[B_PARTIAL_ORIGINAL, sid] = abs(qty[sid])
-                ret = (close[row] / entry - 1.0) * 1.0
-                original = aux_f[B_PARTIAL_ORIGINAL, sid]
-                done = aux_i[A_PARTIAL_DONE, sid]
-                size = 0.0
-                for j in range(partial.shape[0]):
-                    if not (done >> j) & 1 and ret >= partial[j, 0]:
-                        done |= 1 << j
-                        size += partial[j, 1] * original
+                size, done = partial_take_nb(
+                    partial, aux_i[A_PARTIAL_DONE, sid], 1.0, entry, close[row],
+                    aux_f[B_PARTIAL_ORIGINAL, sid], abs(qty[sid]),
+                )  # fmt: skip
                 aux_i[A_PARTIAL_DONE, sid] = done
                 if size > 0:
                     partial_code = int(rules[r, CODE])
-                    partial_size = abs(qty[sid]) if abs(qty[sid]) < size else size
+                    partial_size = size
             if setter and kernels.stop_wins(first, value, level):
                 level = value
                 code = int(rules[r, CODE])
@@ -657,7 +664,8 @@ class Bars(NamedTuple):
     ``timestamps`` (int64, µs since the epoch, one per bar), ``offsets`` (int64, bar ``i``'s
     rows are ``offsets[i]:offsets[i + 1]``), ``sym_id`` / ``ordinal`` / ``prev_row`` (int64,
     per row), ``open_`` / ``high`` / ``low`` / ``close`` (float64, currency per share, per
-    row), ``signal`` (float64, per row).
+    row), ``signal`` (float64, per row), ``atr`` (float64, per row, the ATR column of the
+    ``VolatilityScaledStopLoss`` rules; empty without them).
     """
 
     timestamps: IntArray
@@ -670,6 +678,7 @@ class Bars(NamedTuple):
     ordinal: IntArray
     prev_row: IntArray
     signal: FloatArray
+    atr: FloatArray
 
 
 class Tables(NamedTuple):
@@ -945,7 +954,7 @@ class CompiledRun:
     def __init__(self, data: MarketData, plan: TopNPlan) -> None:
         bars = Bars(
             data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-            data.close, data.ordinal, data.prev_row, plan.signal,
+            data.close, data.ordinal, data.prev_row, plan.signal, plan.atr,
         )  # fmt: skip
         costs = plan.costs
         tables = Tables(

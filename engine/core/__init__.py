@@ -9,5 +9,7 @@ and the compiled whole-run driver of the built-in strategies (:mod:`engine.compi
 - :mod:`engine.core.records`: one record dtype per record kind (orders, fills, trades,
   rejections, portfolio states) and the growable typed buffers both drivers fill;
 - :mod:`engine.core.matching`: the raw fill price of each order type and the gap rule for
-  stop-loss / take-profit levels.
+  stop-loss / take-profit levels;
+- :mod:`engine.core.rules`: the decisions of the position rules ``BreakEvenRule`` and
+  ``PartialProfitTaking``.
 """

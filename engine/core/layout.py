@@ -20,7 +20,9 @@ Per-symbol state
     - ``fstate``, float64, shape (N_FLOAT_FIELDS, n_symbols): rows ``QTY`` (shares, signed),
       ``AVG`` (average entry price), ``MARK`` (latest close), ``STOP`` / ``TP`` (stop-loss and
       take-profit levels, NaN = none), ``BEST`` / ``WORST`` (highest high and lowest low since
-      the entry), ``OUT_LEVEL`` (output buffer). Prices in currency per share.
+      the entry), ``OUT_LEVEL`` (output buffer), ``ENTRY_ATR`` (the ATR known at the latest
+      entry fill, for the ``ATR_STOP`` rules of the compiled driver). Prices in currency per
+      share.
     - ``istate``, int64, shape (N_INT_FIELDS, n_symbols): rows ``LAST_ROW`` (the symbol's
       latest data row; below ``lo``, the current bar's first row, means no bar now),
       ``LEVEL_FROM`` (first bar index at which the levels are live), ``STOP_RULE`` /
@@ -45,11 +47,12 @@ Run counters
 
 Rule table
     float64, shape (m, N_RULES_COLS), one row per position rule in priority order: ``KIND``
-    (``STOP_LOSS``, ``TAKE_PROFIT``, ``TRAILING``, ``TIME_EXIT``, ``BREAKEVEN`` or
-    ``PARTIAL``), ``CODE`` (the rule's name code), ``MAX_BARS`` (integers stored exactly as
-    floats), ``FACTOR`` (long entry level / entry price), ``TRAIL_INITIAL``, ``TRAIL_TIGHTEN``,
-    ``TRAIL_MIN`` (fractions), ``PRIORITY`` (only in the compiled driver's table; the
-    per-bar kernels of :mod:`engine.risk.kernels` read the first ``N_RULE_FIELDS`` columns).
+    (``STOP_LOSS``, ``TAKE_PROFIT``, ``TRAILING``, ``TIME_EXIT``, ``BREAKEVEN``, ``PARTIAL``
+    or ``ATR_STOP``), ``CODE`` (the rule's name code), ``MAX_BARS`` (integers stored exactly as
+    floats), ``FACTOR`` (long entry level / entry price; the ATR multiplier of ``ATR_STOP``),
+    ``TRAIL_INITIAL``, ``TRAIL_TIGHTEN``, ``TRAIL_MIN`` (fractions), ``PRIORITY`` (only in the
+    compiled driver's table; the per-bar kernels of :mod:`engine.risk.kernels` read the first
+    ``N_RULE_FIELDS`` columns).
 
 Portfolio-limit table (hook B)
     float64, shape (k, N_LIM): ``LIM_KIND`` (an ``L_*`` code) and ``LIM_PARAM`` (the limit's
@@ -68,8 +71,8 @@ EPS = 1e-9
 
 # ---------------------------------------------------------------------- per-symbol state
 # rows of fstate (float64)
-QTY, AVG, MARK, STOP, TP, BEST, WORST, OUT_LEVEL = range(8)
-N_FLOAT_FIELDS = 8
+QTY, AVG, MARK, STOP, TP, BEST, WORST, OUT_LEVEL, ENTRY_ATR = range(9)
+N_FLOAT_FIELDS = 9
 # rows of istate (int64)
 (
     LAST_ROW,
@@ -115,9 +118,14 @@ PRIORITY = N_RULE_FIELDS
 N_RULES_COLS = N_RULE_FIELDS + 1
 # rule kinds
 STOP_LOSS, TAKE_PROFIT, TRAILING, TIME_EXIT = 1, 2, 3, 4
-BREAKEVEN, PARTIAL = 5, 6
-"""``BreakEvenRule`` (``FACTOR`` = 1 + offset, ``TRAIL_INITIAL`` = trigger) and
-``PartialProfitTaking`` (its levels in a separate table of rows ``return_pct, fraction``)."""
+BREAKEVEN, PARTIAL, ATR_STOP = 5, 6, 7
+"""``BreakEvenRule`` (its trigger and offset in the columns ``BE_TRIGGER`` / ``BE_OFFSET``),
+``PartialProfitTaking`` (its levels in a separate table of rows ``return_pct, fraction``) and
+``VolatilityScaledStopLoss`` (``FACTOR``: its ATR multiplier; the ATR known at the entry fill
+in the ``ENTRY_ATR`` row of ``fstate``)."""
+BE_TRIGGER, BE_OFFSET = TRAIL_INITIAL, TRAIL_TIGHTEN
+"""The columns of a ``BREAKEVEN`` row holding ``BreakEvenRule``'s ``trigger_pct`` and
+``offset_pct`` (fractions)."""
 
 # ---------------------------------------------------------------------- portfolio limits
 L_DRAWDOWN, L_DAILY_LOSS, L_POSITION_SIZE, L_POSITIONS, L_LEVERAGE = 1, 2, 3, 4, 5

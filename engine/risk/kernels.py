@@ -48,10 +48,12 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.core.layout import (
+    ATR_STOP,
     AVG,
     BEST,
     CODE,
     DEFERRED,
+    ENTRY_ATR,
     ENTRY_ORDINAL,
     ENTRY_PENDING,
     FACTOR,
@@ -81,6 +83,7 @@ from engine.core.layout import (
 # the state rows and rule-table columns, stated once in engine.core.layout
 from engine.core.ledger import count_projected as count_projected
 from engine.core.ledger import portfolio_value as portfolio_value
+from engine.core.rules import atr_level_nb
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -189,8 +192,11 @@ def _set_entry_levels(
     target_code = 0
     for r in range(rules.shape[0]):
         kind = rules[r, KIND]
-        if kind in (STOP_LOSS, TRAILING):
-            value = price * rules[r, FACTOR]
+        if kind in (STOP_LOSS, TRAILING, ATR_STOP):
+            if kind == ATR_STOP:
+                value = atr_level_nb(price, 1.0, -1.0, rules[r, FACTOR], fstate[ENTRY_ATR, sid])
+            else:
+                value = price * rules[r, FACTOR]
             if stop_wins(first, value, level):
                 level = value
                 code = int(rules[r, CODE])
@@ -211,7 +217,9 @@ def entry_levels(
 ) -> bool:
     """Initial levels of the long positions ``sids`` just opened or increased.
 
-    Stop: the highest of ``avg * FACTOR`` over the stop-loss and trailing rules. Take-profit:
+    Stop: the highest of ``avg * FACTOR`` over the stop-loss and trailing rules and of
+    :func:`engine.core.rules.atr_level` over the ``ATR_STOP`` rules (the compiled driver's;
+    the ATR known at the fill in the ``ENTRY_ATR`` row). Take-profit:
     ``avg * FACTOR`` of the first take-profit rule. Finite levels are written with
     ``LEVEL_FROM = active_from``; flat positions (closed again in the same step) are skipped.
 

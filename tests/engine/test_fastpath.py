@@ -48,8 +48,9 @@ from engine.risk.rules.dynamic import (
     BreakEvenRule,
     DynamicTrailingStop,
     VolatilityScaledStopLoss,
+    VolatilityScaledTakeProfit,
 )
-from tests.engine.conftest import momentum_scores, ts
+from tests.engine.conftest import atr_14, momentum_scores, ts
 
 # Two stop-setting rules on purpose in some cases: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")
@@ -246,6 +247,53 @@ _SP500_CASES: dict[str, tuple[dict[str, Any], str, ExecutionConfig]] = {
 }
 
 
+@pytest.fixture(scope="module")
+def atr_data(sp500_panel: pl.DataFrame) -> MarketData:
+    """:func:`scored_data` with the ``atr_14`` column (:func:`tests.engine.conftest.atr_14`)."""
+    panel = momentum_scores(
+        sp500_panel.sort("symbol", "timestamp").with_columns(atr_14()),
+        datetime(2015, 6, 1, tzinfo=UTC),
+    )
+    return MarketData.from_frame(panel, signal_columns=["score", "atr_14"])
+
+
+_ATR_CASES: dict[str, tuple[list[RiskRule], ExecutionConfig]] = {
+    # the ATR stop first: on ties it names the stop; the fixed stop wins where it is higher
+    "atr_stop_fixed_stop_breakeven_limits": (
+        [
+            VolatilityScaledStopLoss(1.5),
+            PriceBasedStopLoss(0.06),
+            BreakEvenRule(0.04),
+            MaxPositionsRule(20),
+        ],
+        ExecutionConfig(commission=_COMMISSION),
+    ),
+    "atr_stop_target_time_stops_first_fractional": (
+        [
+            PriceBasedTakeProfit(0.08),
+            VolatilityScaledStopLoss(2.0),
+            TimeBasedExit(30),
+        ],
+        ExecutionConfig.preset("vectorbt", commission=_COMMISSION, fractional_shares=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_ATR_CASES))
+def test_fastpath_atr_stop_run_equals_python_loop(atr_data: MarketData, case: str) -> None:
+    """``VolatilityScaledStopLoss`` runs compiled (ATR read on the symbol's bar before the
+    entry fill, through ``engine.core.rules.atr_level`` in both drivers), with identical
+    records; its stops fire, and on the first symbol bars (no ATR yet) it sets no level."""
+    rules, config = _ATR_CASES[case]
+    manager = RiskManager(list(rules))
+    strategy = TopNStrategy("score", n=25, weight=0.04)
+    assert plan.compiled_reason(atr_data, strategy, manager, config) is None
+    fast, slow = _both(atr_data, {"signal": "score", "n": 25, "weight": 0.04}, rules, config)
+    assert slow.fills.height > 500
+    assert "VolatilityScaledStopLoss" in set(slow.trades["exit_reason"].unique())
+    _assert_identical(fast, slow)
+
+
 @pytest.mark.parametrize("case", list(_SP500_CASES))
 def test_fastpath_sp500_run_equals_python_loop(scored_data: MarketData, case: str) -> None:
     strategy, rules, config = _SP500_CASES[case]
@@ -428,9 +476,19 @@ def test_fastpath_unsupported_rules_and_strategy_take_python_loop(
     assert "not TopNStrategy" in str(
         plan.compiled_reason(scored_data, MyTop("score", 5), None, cfg)
     )
-    atr = RiskManager([PriceBasedStopLoss(0.05), VolatilityScaledStopLoss(2.0)])
+    atr = RiskManager([PriceBasedStopLoss(0.05), VolatilityScaledTakeProfit(2.0)])
     assert plan.compiled_reason(scored_data, top, atr, cfg) == (
-        "rule VolatilityScaledStopLoss has no compiled form"
+        "rule VolatilityScaledTakeProfit has no compiled form"
+    )
+    missing = RiskManager([VolatilityScaledStopLoss(2.0, atr_column="atr_14")])
+    assert plan.compiled_reason(scored_data, top, missing, cfg) == (
+        "VolatilityScaledStopLoss ATR column 'atr_14' not in the data"
+    )
+    two_atr = RiskManager(
+        [VolatilityScaledStopLoss(2.0), VolatilityScaledStopLoss(3.0, atr_column="atr_20")]
+    )
+    assert plan.compiled_reason(scored_data, top, two_atr, cfg) == (
+        "VolatilityScaledStopLoss rules on different ATR columns"
     )
     two = RiskManager([PartialProfitTaking([(0.1, 0.5)]), PartialProfitTaking([(0.2, 0.5)])])
     assert plan.compiled_reason(scored_data, top, two, cfg) == (
@@ -639,8 +697,8 @@ _CONFIG_REASONS = {
     "demo.yaml": None,
     "sp500_top25.yaml": None,
     "sp500_momentum_reference.yaml": None,
-    # its PerShare commission and SpreadAware slippage run compiled, its ATR and regime rules not
-    "top25_ml_with_risk.yaml": "rule VolatilityScaledStopLoss has no compiled form",
+    # its PerShare commission, SpreadAware slippage and ATR stop run compiled, its regime rule not
+    "top25_ml_with_risk.yaml": "rule RegimeDependentRule has no compiled form",
 }
 
 

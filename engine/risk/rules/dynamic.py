@@ -8,6 +8,13 @@ from datetime import datetime
 
 import numpy as np
 
+from engine.core.rules import (
+    atr_level,
+    atr_levels,
+    breakeven_stop,
+    breakeven_stops,
+    partial_take,
+)
 from engine.data import FloatArray, IntArray
 from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import RiskContext
@@ -54,8 +61,9 @@ class _AtrLevelRule(RiskRule):
     """A level ``side × k`` ATRs from the entry price, set at the entry fill (no evaluation).
 
     ``side`` is −1 for a stop-loss (below a long's entry) and +1 for a take-profit; a short
-    mirrors it through ``direction``. ATR comes from ``atr_column`` on the last bar completed
-    before the fill; a NaN or non-positive ATR sets no level.
+    mirrors it through ``direction`` (:func:`engine.core.rules.atr_level`). ATR comes from
+    ``atr_column`` on the last bar completed before the fill; an ATR that is not finite and
+    positive sets no level.
     """
 
     evaluates_positions = False
@@ -70,17 +78,21 @@ class _AtrLevelRule(RiskRule):
 
     def on_entry(self, context: RiskContext) -> RiskDecision:
         atr = _feature(context, self.atr_column, self.name)
-        if not math.isfinite(atr) or atr <= 0:
+        level = atr_level(
+            context.entry_price, context.direction, self.side, self.atr_multiplier, atr
+        )
+        if math.isnan(level):
             return RiskDecision.hold()
-        level = context.entry_price + self.side * context.direction * self.atr_multiplier * atr
         if self.level_kind == "stop":
             return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
         return RiskDecision.adjust(take_profit=level, priority=self.priority, rule=self.name)
 
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
         atr = _batch_feature(batch, self.atr_column, self.name)
-        level = batch.entry_price + self.side * batch.direction * self.atr_multiplier * atr
-        levels = np.where(atr > 0, level, np.nan)
+        levels = atr_levels(
+            batch.entry_price, batch.direction, self.side, self.atr_multiplier,
+            np.ascontiguousarray(atr, dtype=np.float64),
+        )  # fmt: skip
         if self.level_kind == "stop":
             return BatchDecision(stop_loss=levels)
         return BatchDecision(take_profit=levels)
@@ -276,17 +288,22 @@ class BreakEvenRule(RiskRule):
         self.offset_pct = _fraction("offset_pct", offset_pct, allow_zero=True)
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
-        if context.mfe_pct < self.trigger_pct:
+        best = context.max_price if context.is_long else context.min_price
+        level = breakeven_stop(
+            context.direction, context.entry_price, best, self.trigger_pct, self.offset_pct
+        )
+        if math.isnan(level):
             return RiskDecision.hold()
-        level = context.entry_price * (1.0 + context.direction * self.offset_pct)
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
 
     def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
-        hit = batch.mfe_pct >= self.trigger_pct
-        if not hit.any():
+        best = np.where(batch.is_long, batch.max_price, batch.min_price)
+        levels = breakeven_stops(
+            batch.direction, batch.entry_price, best, self.trigger_pct, self.offset_pct
+        )
+        if np.isnan(levels).all():
             return None
-        level = batch.entry_price * (1.0 + batch.direction * self.offset_pct)
-        return BatchDecision(stop_loss=np.where(hit, level, np.nan))
+        return BatchDecision(stop_loss=levels)
 
 
 class PartialProfitTaking(RiskRule):
@@ -323,25 +340,33 @@ class PartialProfitTaking(RiskRule):
         if sum(f for _, f in parsed) > 1 + 1e-12:
             raise ValueError(f"fractions sum to more than 1: {levels!r}")
         self.levels = parsed
-        self._state: dict[tuple[int, datetime], tuple[float, set[int]]] = {}
+        self._table: FloatArray = np.asarray(parsed, dtype=np.float64).reshape(-1, 2)
+        # per trade (symbol id, entry time): shares when first seen, the levels used (bit j:
+        # level j; a Python int, so any number of levels)
+        self._state: dict[tuple[int, datetime], tuple[float, int]] = {}
+
+    @property
+    def level_table(self) -> FloatArray:
+        """The levels as float64, shape (k, 2), rows ``(return_pct, fraction)``."""
+        return self._table
 
     def reset(self) -> None:
         self._state = {}
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
         key = (context.sid, context.entry_time)
-        original, done = self._state.setdefault(key, (abs(context.quantity), set()))
-        ret = context.unrealized_return
-        size = 0.0
-        for k, (level, fraction) in enumerate(self.levels):
-            if k not in done and ret >= level:
-                done.add(k)
-                size += fraction * original
+        held = abs(context.quantity)
+        original, done = self._state.get(key, (held, 0))
+        size, done = partial_take(
+            self._table, done, context.direction, context.entry_price, context.close,
+            original, held,
+        )  # fmt: skip
+        self._state[key] = (original, done)
         if size <= 0:
             return RiskDecision.hold()
         return RiskDecision.exit(
-            f"return {ret:.4f} reached a profit-taking level",
-            quantity=min(size, abs(context.quantity)),
+            f"return {context.unrealized_return:.4f} reached a profit-taking level",
+            quantity=float(size),
             priority=self.priority,
             rule=self.name,
         )
