@@ -73,27 +73,49 @@ class Broker(Protocol):
     book: list[Order]
 
     @property
-    def data(self) -> MarketData: ...
+    def data(self) -> MarketData:
+        """The market data of the run."""
+
     @property
-    def fstate(self) -> FloatArray: ...
+    def fstate(self) -> FloatArray:
+        """The core's float state matrix, shape (N_FLOAT_FIELDS, n_symbols)."""
+
     @property
-    def qty(self) -> FloatArray: ...
+    def qty(self) -> FloatArray:
+        """Signed shares held per symbol, shape (n_symbols,)."""
+
     @property
-    def marks(self) -> FloatArray: ...
+    def marks(self) -> FloatArray:
+        """Last close per symbol, currency per share, shape (n_symbols,)."""
+
     @property
-    def pending(self) -> FloatArray: ...
+    def pending(self) -> FloatArray:
+        """Signed shares of working market orders per symbol, shape (n_symbols,)."""
+
     @property
-    def last_row(self) -> IntArray: ...
+    def last_row(self) -> IntArray:
+        """Each symbol's last data row (-1 before its first bar), shape (n_symbols,)."""
+
     @property
-    def trades(self) -> Mapping[int, _HeldTrade]: ...
+    def trades(self) -> Mapping[int, _HeldTrade]:
+        """The open trade of each held symbol id."""
+
     @property
-    def i(self) -> int: ...
+    def i(self) -> int:
+        """The current timestamp index."""
+
     @property
-    def lo(self) -> int: ...
+    def lo(self) -> int:
+        """First data row of the current bar."""
+
     @property
-    def hi(self) -> int: ...
+    def hi(self) -> int:
+        """One past the last data row of the current bar."""
+
     @property
-    def now_us(self) -> int: ...
+    def now_us(self) -> int:
+        """The current bar's close, microseconds since the epoch (UTC)."""
+
     def held(self) -> IntArray:
         """Ids of the symbols with a position."""
         ...
@@ -630,9 +652,11 @@ def borrow_rates(data: MarketData, financing: Financing | None) -> FloatArray:
 class MechanicsOutput(Protocol):
     """What :class:`engine.BacktestResult` reads of a run's market mechanics."""
 
-    def events_frame(self) -> pl.DataFrame: ...
+    def events_frame(self) -> pl.DataFrame:
+        """The ``corporate_actions`` output table (one row per action applied)."""
 
-    def add_state_columns(self, states: pl.DataFrame) -> pl.DataFrame: ...
+    def add_state_columns(self, states: pl.DataFrame) -> pl.DataFrame:
+        """``states`` with the per-bar ``dividends``, ``interest`` and ``borrow_fee`` columns."""
 
 
 class _Schedule(NamedTuple):

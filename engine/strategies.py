@@ -68,6 +68,13 @@ class TopNStrategy(Strategy):
         )
 
     def on_start(self) -> None:
+        """Check the signal column and reset the bar count.
+
+        Raises
+        ------
+        ValueError
+            The signal is not a column of the market data (the columns are listed).
+        """
         self._bar = 0
         data = self.broker.data
         if self.signal not in data.columns:
@@ -79,6 +86,11 @@ class TopNStrategy(Strategy):
     def on_timestamp_batch(
         self, timestamp: datetime, batch: BarBatch, context: dict[str, float]
     ) -> None:
+        """On a rebalance bar (every ``rebalance_every`` bars): rank the finite signals, close
+        the positions outside the top ``n`` and buy each top-``n`` symbol not held or pending
+        with ``weight × equity / close`` shares (``weight`` default ``1 / n``; a budget below
+        one share leaves a ``rounds_to_zero_shares`` rejection row); other bars only count.
+        """
         bar = self._bar
         self._bar += 1
         if bar % self.rebalance_every:

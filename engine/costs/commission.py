@@ -56,6 +56,7 @@ class NoCommission(CommissionModel):
     """Free trading: every fill costs 0."""
 
     def compute(self, quantity: float, price: float, timestamp_us: int) -> float:
+        """Zero: no commission on any fill (currency)."""
         return 0.0
 
 

@@ -71,6 +71,7 @@ class NoSlippage(SlippageModel):
     """Fills at the raw price chosen by the fill rule."""
 
     def fill_price(self, price: float, quantity: float, bar: BarView, order_type: str) -> float:
+        """``price`` unchanged (currency per share)."""
         return price
 
 
@@ -89,6 +90,7 @@ class FixedPercentageSlippage(SlippageModel):
         self.pct = _check_fraction("pct", pct)
 
     def fill_price(self, price: float, quantity: float, bar: BarView, order_type: str) -> float:
+        """``price × (1 ± pct)``: up for a buy, down for a sell (currency per share)."""
         return adverse_price(price, quantity, self.pct)
 
 
@@ -107,6 +109,7 @@ class FixedBpsSlippage(SlippageModel):
         self.bps = _check_fraction("bps", bps, upper=10_000.0)
 
     def fill_price(self, price: float, quantity: float, bar: BarView, order_type: str) -> float:
+        """``price × (1 ± bps / 10,000)``: up for a buy, down for a sell (currency per share)."""
         return adverse_price(price, quantity, self.bps / 10_000.0)
 
 
@@ -563,5 +566,8 @@ class OrderTypeDependentSlippage(SlippageModel):
         return max(m.history_bars for m in (self.default, *self.models.values()))
 
     def fill_price(self, price: float, quantity: float, bar: BarView, order_type: str) -> float:
+        """The price from the model configured for the order's type (``order_type``), else
+        from the default model.
+        """
         model = self.models.get(order_type, self.default)
         return model.fill_price(price, quantity, bar, order_type)

@@ -29,6 +29,13 @@ def _accept_seeds_names(init: Callable[..., None], kind: str) -> Callable[..., N
 
 
 def check_priority(priority: int) -> int:
+    """``priority`` if it is an int (not a bool).
+
+    Raises
+    ------
+    ValueError
+        Any other type.
+    """
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ValueError(f"priority must be an int, got {priority!r}")
     return priority
@@ -78,6 +85,7 @@ class RiskRule(ABC):
 
     @property
     def name(self) -> str:
+        """The rule's name in records and exit reasons (the class name by default)."""
         return type(self).__name__
 
     @abstractmethod
@@ -137,9 +145,11 @@ class FunctionRule(RiskRule):
 
     @property
     def name(self) -> str:
+        """The name given, else the function's ``__name__``."""
         return self._name
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """The wrapped function's decision for ``context``."""
         return self.func(context)
 
 
@@ -219,9 +229,14 @@ class CompositeRule(RiskRule):
 
     @property
     def name(self) -> str:
+        """The name given, else ``CompositeANY`` (OR) or ``CompositeALL(member+member...)``
+        (AND)."""
         return self._name
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """OR: the members' decisions merged conservatively; AND: one exit named after the
+        composite when every member acts at this close (class docstring).
+        """
 
         from engine.risk.decision import merge_decisions
 
@@ -271,6 +286,9 @@ class CompositeRule(RiskRule):
         )
 
     def on_entry(self, context: RiskContext) -> RiskDecision:
+        """OR: the members' entry levels merged conservatively; AND: no entry level (a level
+        alone cannot say that every member acts).
+        """
 
         from engine.risk.decision import merge_decisions
 
@@ -281,5 +299,6 @@ class CompositeRule(RiskRule):
         )
 
     def reset(self) -> None:
+        """Reset every member's state."""
         for r in self.rules:
             r.reset()

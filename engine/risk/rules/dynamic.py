@@ -198,6 +198,7 @@ class DynamicTrailingStop(RiskRule):
         return max(self.min_trail_pct, self.initial_trail_pct - self.tighten_per_bar * bars_held)
 
     def on_entry(self, context: RiskContext) -> RiskDecision:
+        """Set the first trailing level, ``entry_price × (1 − initial_trail_pct × direction)``."""
         level = context.entry_price * (1.0 - context.direction * self.initial_trail_pct)
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
 
@@ -207,12 +208,16 @@ class DynamicTrailingStop(RiskRule):
         return 1.0 - self.initial_trail_pct
 
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        """The batch form of :meth:`on_entry`, shape (m,)."""
         if batch.all_long:
             return BatchDecision(stop_loss=batch.entry_price * self.long_entry_factor)
         level = batch.entry_price * (1.0 - batch.direction * self.initial_trail_pct)
         return BatchDecision(stop_loss=level)
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """Move the stop to the trail below the best price since entry (above it for a short),
+        never loosening it.
+        """
         trail = self.trail(context.bars_held)
         current = context.stop_loss
         if context.is_long:
@@ -250,6 +255,7 @@ class DynamicTrailingStop(RiskRule):
         return level
 
     def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        """The batch form of :meth:`evaluate`: the ratcheted levels, shape (m,)."""
         bars_held = batch.bars_held if self.uses_bars_held else None
         current = batch.stop_loss
         if batch.all_long:
@@ -288,6 +294,9 @@ class BreakEvenRule(RiskRule):
         self.offset_pct = _fraction("offset_pct", offset_pct, allow_zero=True)
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """Move the stop to the break-even level once the trade has run ``trigger_pct``
+        (:func:`engine.core.rules.breakeven_stop`, the compiled driver's formula too).
+        """
         best = context.max_price if context.is_long else context.min_price
         level = breakeven_stop(
             context.direction, context.entry_price, best, self.trigger_pct, self.offset_pct
@@ -297,6 +306,7 @@ class BreakEvenRule(RiskRule):
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
 
     def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        """The batch form of :meth:`evaluate` (the same core formula), shape (m,)."""
         best = np.where(batch.is_long, batch.max_price, batch.min_price)
         levels = breakeven_stops(
             batch.direction, batch.entry_price, best, self.trigger_pct, self.offset_pct
@@ -351,9 +361,13 @@ class PartialProfitTaking(RiskRule):
         return self._table
 
     def reset(self) -> None:
+        """Forget the levels taken so far (a new run)."""
         self._state = {}
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """Sell the slice of the position's starting size owed by the levels reached and not yet
+        taken (:func:`engine.core.rules.partial_take`, the compiled driver's formula too).
+        """
         key = (context.sid, context.entry_time)
         held = abs(context.quantity)
         original, done = self._state.get(key, (held, 0))

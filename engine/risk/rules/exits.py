@@ -42,14 +42,18 @@ class PriceBasedStopLoss(RiskRule):
         self.stop_pct = _check_fraction("stop_pct", stop_pct)
 
     def level(self, context: RiskContext) -> float:
+        """The stop level of the position, currency per share:
+        ``entry_price × (1 − stop_pct × direction)``."""
         return context.entry_price * (1.0 - self.stop_pct * context.direction)
 
     def on_entry(self, context: RiskContext) -> RiskDecision:
+        """Set the stop at :meth:`level` when the position opens (active from the next bar)."""
         return RiskDecision.adjust(
             stop_loss=self.level(context), priority=self.priority, rule=self.name
         )
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """Keep the stop at :meth:`level` (the engine checks it intrabar; no exit decided here)."""
         return RiskDecision.adjust(
             stop_loss=self.level(context), priority=self.priority, rule=self.name
         )
@@ -60,6 +64,7 @@ class PriceBasedStopLoss(RiskRule):
         return 1.0 - self.stop_pct
 
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        """The entry stops of a batch of new positions, shape (m,) (the :meth:`level` formula)."""
         if batch.all_long:  # same numbers: stop_pct * 1.0 == stop_pct
             return BatchDecision(stop_loss=batch.entry_price * self.long_factor)
         return BatchDecision(stop_loss=batch.entry_price * (1.0 - self.stop_pct * batch.direction))
@@ -89,14 +94,19 @@ class PriceBasedTakeProfit(RiskRule):
         self.target_pct = _check_fraction("target_pct", target_pct)
 
     def level(self, context: RiskContext) -> float:
+        """The target level of the position, currency per share:
+        ``entry_price × (1 + target_pct × direction)``."""
         return context.entry_price * (1.0 + self.target_pct * context.direction)
 
     def on_entry(self, context: RiskContext) -> RiskDecision:
+        """Set the take-profit at :meth:`level` when the position opens (active from the
+        next bar)."""
         return RiskDecision.adjust(
             take_profit=self.level(context), priority=self.priority, rule=self.name
         )
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """Keep the take-profit at :meth:`level` (the engine checks it intrabar)."""
         return RiskDecision.adjust(
             take_profit=self.level(context), priority=self.priority, rule=self.name
         )
@@ -107,6 +117,7 @@ class PriceBasedTakeProfit(RiskRule):
         return 1.0 + self.target_pct
 
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        """The entry targets of a batch of new positions, shape (m,) (the :meth:`level` formula)."""
         if batch.all_long:
             level = batch.entry_price * self.long_factor
         else:
@@ -137,6 +148,8 @@ class TimeBasedExit(RiskRule):
         self.max_bars = max_bars
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """Exit (market order, reason ``held N bars >= max_bars``) once
+        ``bars_held >= max_bars``."""
         if context.bars_held >= self.max_bars:
             return RiskDecision.exit(
                 f"held {context.bars_held} bars >= {self.max_bars}",
@@ -146,5 +159,7 @@ class TimeBasedExit(RiskRule):
         return RiskDecision.hold()
 
     def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
+        """The batch form of :meth:`evaluate`: an exit mask, shape (m,), or None when no
+        position is due."""
         due = batch.bars_held >= self.max_bars
         return BatchDecision(exit=due) if due.any() else None

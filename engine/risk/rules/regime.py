@@ -53,6 +53,14 @@ class RegimeDependentRule(RiskRule):
         self.sets_levels_on_entry = any(r.sets_levels_on_entry for r in children)
 
     def choose(self, context: RiskContext) -> RiskRule | None:
+        """The member for the current regime: ``above`` when the context column's value is
+        above ``threshold``, else ``below`` (None when that side has no rule).
+
+        Raises
+        ------
+        ValueError
+            The market data has no ``context_column``.
+        """
         market = context.market_features
         if self.context_column not in market:
             raise ValueError(
@@ -63,18 +71,21 @@ class RegimeDependentRule(RiskRule):
         return self.above if value > self.threshold else self.below
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """The chosen member's decision, named after it (a hold when it evaluates no positions)."""
         rule = self.choose(context)
         if rule is None or not rule.evaluates_positions:
             return RiskDecision.hold()
         return _named(rule.evaluate(context), rule)
 
     def on_entry(self, context: RiskContext) -> RiskDecision:
+        """The chosen member's entry levels, named after it (a hold when it sets none)."""
         rule = self.choose(context)
         if rule is None or not rule.sets_levels_on_entry:
             return RiskDecision.hold()
         return _named(rule.on_entry(context), rule)
 
     def reset(self) -> None:
+        """Reset both members' state."""
         for rule in (self.above, self.below):
             if rule is not None:
                 rule.reset()
@@ -131,6 +142,9 @@ class SessionEndExit(RiskRule):
         self._cutoff = max(total, 0)
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
+        """Exit (market order) on a bar stamped ``minutes_before`` or less before the session's
+        close in ``timezone``.
+        """
         local = context.timestamp.astimezone(self._zone)
         if local.hour * 60 + local.minute >= self._cutoff:
             return RiskDecision.exit(
