@@ -29,10 +29,10 @@ from engine.panel import (
     FloatArray,
     IntArray,
     _chains,
-    _check_timestamp,
     _first_rows,
     _float_column,
     _panel_arrays,
+    check_timestamp,
     window_bounds,
 )
 
@@ -214,7 +214,7 @@ class MarketData:
             return {}
         if not isinstance(context, pl.DataFrame):
             raise ValueError(f"context must be a polars DataFrame, got {type(context).__name__}")
-        context = _check_timestamp(context, "context")
+        context = check_timestamp(context, "context")
         names = (
             [c for c in context.columns if c != "timestamp"]
             if context_columns is None

@@ -25,6 +25,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.panel import check_timestamp
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -139,23 +141,6 @@ class FeatureProvider(ABC):
 
 # --------------------------------------------------------------------------------------------
 # Precomputed: NumPy arrays and a dense (timestamp, symbol) -> row index
-
-
-def _check_frame_timestamp(frame: pl.DataFrame, name: str) -> pl.DataFrame:
-    if "timestamp" not in frame.columns:
-        raise ValueError(f"{name} has no 'timestamp' column; columns are {frame.columns}")
-    dtype = frame.schema["timestamp"]
-    if not isinstance(dtype, pl.Datetime) or dtype.time_zone != "UTC":
-        raise ValueError(
-            f"{name}.timestamp must be a tz-aware UTC Datetime (pl.Datetime('us', 'UTC')) "
-            f"marking the bar close, got {dtype}"
-        )
-    if dtype.time_unit != "us":
-        frame = frame.with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
-    nulls = frame.filter(pl.col("timestamp").is_null()).height
-    if nulls:
-        raise ValueError(f"{name}.timestamp has {nulls} null values")
-    return frame
 
 
 def _value_columns(
@@ -297,7 +282,7 @@ class PrecomputedFeatureProvider(FeatureProvider):
             null symbol; missing, duplicated or non-numeric feature columns; duplicated
             (timestamp, symbol) or market timestamps (the first offending keys are listed).
         """
-        frame = _check_frame_timestamp(features, "features")
+        frame = check_timestamp(features, "features")
         if "symbol" not in frame.columns:
             raise ValueError(f"features has no 'symbol' column; columns are {frame.columns}")
         chosen = _value_columns(frame, columns, ("timestamp", "symbol"), "features")
@@ -325,7 +310,7 @@ class PrecomputedFeatureProvider(FeatureProvider):
         market_names: list[str] = []
         market_values = np.empty((unique_times.size, 0), dtype=np.float64)
         if market is not None:
-            mframe = _check_frame_timestamp(market, "market")
+            mframe = check_timestamp(market, "market")
             market_names = _value_columns(mframe, market_columns, ("timestamp",), "market")
             mframe = mframe.select("timestamp", *market_names)
             _duplicates(mframe, ["timestamp"], "market")

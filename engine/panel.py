@@ -32,7 +32,15 @@ def _first_rows(frame: pl.DataFrame, columns: Sequence[str]) -> str:
     return ", ".join(str(r) for r in rows) + more
 
 
-def _check_timestamp(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+def check_timestamp(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+    """``frame`` with its ``timestamp`` column as ``Datetime[us, UTC]`` (bar close).
+
+    Raises
+    ------
+    ValueError
+        No ``timestamp`` column, a dtype that is not a tz-aware UTC Datetime, or null values
+        (the message names ``name``).
+    """
     if "timestamp" not in frame.columns:
         raise ValueError(f"{name} has no 'timestamp' column; columns are {frame.columns}")
     dtype = frame.schema["timestamp"]
@@ -120,7 +128,7 @@ def _panel_arrays(
     missing = [c for c in required if c not in panel.columns]
     if missing:
         raise ValueError(f"{name} is missing columns {missing}; it has {panel.columns}")
-    panel = _check_timestamp(panel, name)
+    panel = check_timestamp(panel, name)
     quotes = [c for c in QUOTE_COLUMNS if c in panel.columns]
     extra = [*signal_columns, *indicator_columns, *quotes]
     frame = panel.select(
