@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from ml4t_pipeline.lib.crossval.reference import ReferenceInputs, ReferenceSpec
@@ -55,8 +56,6 @@ def vectorbt_fills(records: Any, inputs: ReferenceInputs, reasons: Any) -> pl.Da
     """:func:`fills_frame` of a VectorBT portfolio's order records (``pf.orders.values``:
     ``idx`` bar, ``col`` symbol column, ``side`` 0 buy / 1 sell, ``size`` shares, ``price``,
     ``fees``), one ``reasons`` entry per record."""
-    import numpy as np
-
     side_sign = np.where(records["side"] == 0, 1.0, -1.0)
     return fills_frame(
         {
