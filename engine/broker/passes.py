@@ -33,7 +33,6 @@ from engine.broker.state import (
     ACCEPTED,
     CANCELLED,
     DAY,
-    EPS,
     EXPIRED,
     LIMIT,
     MARKET,
@@ -47,6 +46,7 @@ from engine.core import layout
 from engine.core.matching import (
     level_exit_price,
     limit_fill_price,
+    participation_quantity,
     stop_fill_price,
     stop_limit_fill_price,
 )
@@ -153,10 +153,7 @@ def fill_order(broker: BrokerState, order: Order, row: int, raw: float) -> None:
     remaining = order.quantity - order.filled
     cap = broker._volume_cap
     if cap is not None and order.reason != "end_of_data":
-        most = cap * float(broker.data.volume[row])
-        if not broker.fractional:
-            most = math.floor(most + EPS)
-        q = math.copysign(min(abs(remaining), most), remaining)
+        q = participation_quantity(remaining, cap, broker.data.volume.item(row), broker.fractional)
     else:
         q = remaining
     if q == 0:

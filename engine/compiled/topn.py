@@ -67,17 +67,20 @@ from engine.core.costs import (
     Costs,
     fill_commission_nb,
     month_number_nb,
+    slippage_block_nb,
     slipped_price_nb,
     tiered_commission_nb,
 )
 from engine.core.financing import bar_financing
 from engine.core.jit import njit
 from engine.core.layout import (
+    A_CLOSED_AT,
     A_ENTRY_INDEX,
     A_EXIT_PENDING,
     A_OPEN,
     A_PARTIAL_DONE,
     A_PARTIAL_ENTRY,
+    A_STOPPED_AT,
     A_TARGET,
     ACC_CASH,
     ACC_DAY_START,
@@ -85,9 +88,11 @@ from engine.core.layout import (
     ACC_PEAK,
     ACC_REALIZED,
     AVG,
+    B_CLOSED_DIR,
     B_COMM,
     B_PARTIAL_ORIGINAL,
     B_QTY,
+    B_STOPPED_DIR,
     BE_OFFSET,
     BE_TRIGGER,
     BEST,
@@ -105,6 +110,8 @@ from engine.core.layout import (
     ENTRY_ORDINAL,
     ENTRY_PENDING,
     EPS,
+    EV_CANCELLED,
+    EV_REJECTED,
     FIXED_REASONS,
     KIND,
     LAST_ROW,
@@ -127,7 +134,13 @@ from engine.core.layout import (
     R_STRATEGY,
     R_TAKE_PROFIT,
     S_ACCEPTED,
+    S_CANCELLED,
+    S_PARTIAL,
+    S_REJECTED,
+    SR_CLOSED_BY_STOP,
+    SR_COOLDOWN,
     SR_LIMIT,
+    SR_NETTED_CLOSE,
     STOP,
     STOP_RULE,
     T_LIMIT,
@@ -142,13 +155,15 @@ from engine.core.layout import (
 )
 from engine.core.ledger import (
     execute_fill,
+    finish_order,
     new_order,
     reject_unplaced,
     round_quantity_nb,
+    short_refused_nb,
     zero_shares_order_nb,
 )
 from engine.core.limits import apply_limits
-from engine.core.matching import level_exit_price_nb
+from engine.core.matching import level_exit_price_nb, participation_quantity_nb
 from engine.core.records import RecordArray, Records, empty_records
 from engine.core.rules import breakeven_stop_nb, partial_take_nb
 from engine.data import MarketData
@@ -174,9 +189,15 @@ error (the Python loop runs instead)."""
     P_ENTRY_RULES,
     P_LEVELS_SET,
     P_HAS_RULES,
-) = range(10)
-N_P = 10
+    P_VOLUME_CAP,
+    P_ALLOW_SHORT,
+    P_COOLDOWN,
+    P_STOP_WINS,
+) = range(14)
+N_P = 14
 _DAY_US = 86_400_000_000
+_NEVER = -(2**62)
+"""``A_STOPPED_AT`` of a symbol never stopped out."""
 _inline = numba.njit(cache=True, nogil=True, inline="always")
 """Compiled and inlined into its callers at numba's IR level: a compiled call passing the
 run's tuples costs their arrays' reference counts, some 100 ns per fill."""
@@ -264,13 +285,15 @@ def _fill(
     params, cost_params = tables.params, tables.cost_params
     fstate = state.fstate
     orders = records.orders
+    allow_short = params[P_ALLOW_SHORT] != 0.0
     price, commission = _fill_costs(
         cost_params, tables.cost_rows, tables.tiers, tables.tier_state, raw, q, row,
         bars.prev_row[row], bars.timestamps[i],
-        q < 0 and fstate[QTY, orders[o]["sid"]] + q < -EPS,
+        short_refused_nb(q, fstate[QTY, orders[o]["sid"]], allow_short),
+        orders[o]["order_type"],
     )  # fmt: skip
     execute_fill(
-        o, q, raw, price, commission, bars.ordinal[row], i, params[P_TOL], False,
+        o, q, raw, price, commission, bars.ordinal[row], i, params[P_TOL], allow_short,
         params[P_ENTRY_RULES] != 0.0 and not closing,
         fstate, state.istate, state.pending, state.aux_i, state.aux_f, orders, records.fills,
         records.trades, records.rejections, state.counts, state.acc,
@@ -289,13 +312,17 @@ def _priced(
     known: int,
     now_us: int,
     refused: bool,
+    order_type: int,
 ) -> tuple[float, float]:
     """The price after slippage and the commission of a fill of :func:`_fill` when the run
     has a slippage model or a tiered commission (out of line, so that the plain path stays
     small); ``known``: the symbol's previous row (-1: none); ``refused``: the ledger will
-    refuse the fill as a short sale (the Python loop computes no commission then)."""
+    refuse the fill as a short sale (the Python loop computes no commission then);
+    ``order_type``: the order's ``T_*`` code (``OrderTypeDependentSlippage`` picks the
+    model by it, :func:`engine.core.costs.slippage_block`)."""
     price = raw
-    slip_kind = cost_params[SLIP_KIND]
+    base = slippage_block_nb(cost_params[SLIP_KIND], order_type)
+    slip_kind = cost_params[base + SLIP_KIND]
     if slip_kind != SLIP_NONE:
         # what the model reads: the symbol's last completed bar (none on its first bar); the
         # fill bar's own volume with VolumeAwareSlippage(volume="bar")
@@ -305,11 +332,12 @@ def _priced(
             bid, ask, relative = rows[ROW_BID, known], rows[ROW_ASK, known], rows[ROW_SPREAD, known]
             sigma, volume = rows[ROW_SIGMA, known], rows[ROW_VOLUME, known]
             high, low, close = rows[ROW_HIGH, known], rows[ROW_LOW, known], rows[ROW_CLOSE, known]
-        if slip_kind == SLIP_IMPACT and cost_params[SLIP_C] != 0.0:
+        if slip_kind == SLIP_IMPACT and cost_params[base + SLIP_C] != 0.0:
             volume = cost_rows[ROW_VOLUME, row]
         price = slipped_price_nb(
-            slip_kind, cost_params[SLIP_A], cost_params[SLIP_B], cost_params[SLIP_C], raw, q,
-            bid, ask, relative, sigma, high, low, close, volume,
+            slip_kind, cost_params[base + SLIP_A], cost_params[base + SLIP_B],
+            cost_params[base + SLIP_C], raw, q, bid, ask, relative, sigma, high, low, close,
+            volume,
         )  # fmt: skip
     comm_kind = cost_params[COMM_KIND]
     if comm_kind != COMM_TIERED:
@@ -334,6 +362,7 @@ def _fill_costs(
     known: int,
     now_us: int,
     refused: bool,
+    order_type: int,
 ) -> tuple[float, float]:
     """The price after slippage and the commission of a fill of :func:`_fill` (arguments as
     :func:`_priced`'s). A run without slippage and without a tiered commission (``cost_rows``
@@ -345,7 +374,9 @@ def _fill_costs(
             cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
             cost_params[COMM_C], q, raw,
         )  # fmt: skip
-    return _priced(cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused)
+    return _priced(
+        cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused, order_type
+    )
 
 
 @overload(_fill_costs)
@@ -360,6 +391,7 @@ def _fill_costs_compiled(
     known: Any,
     now_us: Any,
     refused: Any,
+    order_type: Any,
 ) -> Any:
     """The compiled :func:`_fill_costs`, specialised on ``cost_rows``' dimension."""
     if cost_rows.ndim == 1:
@@ -375,6 +407,7 @@ def _fill_costs_compiled(
             known: Any,
             now_us: Any,
             refused: Any,
+            order_type: Any,
         ) -> Any:
             return raw, fill_commission_nb(
                 cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
@@ -394,10 +427,12 @@ def _fill_costs_compiled(
         known: Any,
         now_us: Any,
         refused: Any,
+        order_type: Any,
     ) -> Any:
         return _priced(
-            cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused
-        )
+            cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused,
+            order_type,
+        )  # fmt: skip
 
     return priced
 
@@ -459,6 +494,14 @@ def _fill_level_hits(
         )  # fmt: skip
         set_status(orders, o, S_ACCEPTED)
         _fill(o, orders[o]["quantity"], raw, row, i, False, bars, tables, state, records)
+        if fstate[QTY, sid] == 0.0:
+            direction = 1.0 if pos > 0 else -1.0
+            if stop_hit:  # reentry_cooldown_bars
+                state.aux_i[A_STOPPED_AT, sid] = i
+                state.aux_f[B_STOPPED_DIR, sid] = direction
+            # exit_conflict="stop_wins": the position this bar's level exit closed
+            state.aux_i[A_CLOSED_AT, sid] = i + 1
+            state.aux_f[B_CLOSED_DIR, sid] = direction
 
 
 @njit
@@ -467,25 +510,104 @@ def _open_pass(
 ) -> None:
     """The book of market orders at bar ``i`` (data rows from ``lo``): each order whose
     symbol has a bar now fills at the open, in submission order, or is refused; the others
-    stay in the book. (Without a volume cap an order fills whole or not at all.)"""
+    stay in the book. Without a volume cap an order fills whole or not at all; under one
+    (``P_VOLUME_CAP`` > 0) it fills at most :func:`engine.core.matching.participation_quantity`
+    of the bar's volume and the rest stays working (in the book)."""
     book, counts, last_row = state.book, state.counts, state.istate[LAST_ROW]
     orders, open_ = records.orders, bars.open_
+    cap = tables.params[P_VOLUME_CAP]
+    stop_wins = tables.params[P_STOP_WINS] != 0.0
     kept = 0
     for k in range(counts[C_BOOK]):
         o = book[k]
         sid = orders[o]["sid"]
+        if (
+            stop_wins
+            and state.aux_i[A_CLOSED_AT, sid] == i + 1
+            and orders[o]["quantity"] * state.aux_f[B_CLOSED_DIR, sid] < 0
+            and state.fstate[QTY, sid] == 0.0
+        ):
+            # exit_conflict="stop_wins": this bar's level exit took precedence
+            finish_order(
+                o, S_CANCELLED, SR_CLOSED_BY_STOP, EV_CANCELLED, i, orders, counts,
+                state.pending, state.aux_i, records.rejections,
+            )  # fmt: skip
+            continue
         row = last_row[sid]
         if row < lo:
             book[kept] = o
             kept += 1
             continue
         remaining = orders[o]["quantity"] - orders[o]["filled"]
+        if cap != 0.0:
+            remaining = participation_quantity_nb(
+                remaining, cap, bars.volume[row], tables.params[P_FRACTIONAL] != 0.0
+            )
         if remaining != 0:
             _fill(o, remaining, open_[row], row, i, False, bars, tables, state, records)
             if bars.atr.size and state.istate[ENTRY_PENDING, sid]:
                 # the ATR known at the fill (the symbol's previous bar) for the entry levels
                 known = bars.prev_row[row]
                 state.fstate[ENTRY_ATR, sid] = bars.atr[known] if known >= 0 else math.nan
+        if cap != 0.0 and _working(orders[o]["status"]):
+            book[kept] = o
+            kept += 1
+    counts[C_BOOK] = kept
+
+
+@_inline
+def _working(status: int) -> bool:
+    """True for a status an order keeps working in (accepted, partially filled)."""
+    return S_ACCEPTED <= status <= S_PARTIAL  # the codes of the two are adjacent
+
+
+@njit
+def _cooldown(new: IntArray, i: int, bars_: int, state: RunState, records: RunRecords) -> int:
+    """``reentry_cooldown_bars`` (``bars_``) at hook B (:func:`engine.broker.hooks.apply_cooldown`):
+    the new orders ``new`` (ids) in the direction of a position a stop-loss exit closed in
+    the last ``bars_`` bars are rejected (``reentry_cooldown``); the others are moved to the
+    front of ``new`` in order; returns their number."""
+    orders, aux_i, aux_f = records.orders, state.aux_i, state.aux_f
+    last = i - bars_
+    kept = 0
+    for k in range(new.size):
+        o = new[k]
+        sid = orders[o]["sid"]
+        if (
+            aux_i[A_STOPPED_AT, sid] > last
+            and orders[o]["quantity"] * aux_f[B_STOPPED_DIR, sid] > 0
+        ):
+            finish_order(
+                o, S_REJECTED, SR_COOLDOWN, EV_REJECTED, i, orders, state.counts,
+                state.pending, aux_i, records.rejections,
+            )  # fmt: skip
+            continue
+        new[kept] = o
+        kept += 1
+    return kept
+
+
+@njit
+def _net_working(sid: int, i: int, state: RunState, records: RunRecords) -> None:
+    """``TopNStrategy``'s close of ``sid`` under a volume participation cap
+    (:func:`engine.broker.intake.close_position`): the symbol's working strategy market
+    orders of earlier bars are cancelled (``netted_by_close_position``) and leave the book."""
+    book, counts, orders = state.book, state.counts, records.orders
+    kept = 0
+    for k in range(counts[C_BOOK]):
+        o = book[k]
+        if (
+            orders[o]["sid"] == sid
+            and orders[o]["reason"] == R_STRATEGY
+            and orders[o]["submit_index"] < i
+        ):
+            finish_order(
+                o, S_CANCELLED, SR_NETTED_CLOSE, EV_CANCELLED, i, orders, counts,
+                state.pending, state.aux_i, records.rejections,
+            )  # fmt: skip
+            continue
+        book[kept] = o
+        kept += 1
     counts[C_BOOK] = kept
 
 
@@ -665,7 +787,8 @@ class Bars(NamedTuple):
     rows are ``offsets[i]:offsets[i + 1]``), ``sym_id`` / ``ordinal`` / ``prev_row`` (int64,
     per row), ``open_`` / ``high`` / ``low`` / ``close`` (float64, currency per share, per
     row), ``signal`` (float64, per row), ``atr`` (float64, per row, the ATR column of the
-    ``VolatilityScaledStopLoss`` rules; empty without them).
+    ``VolatilityScaledStopLoss`` rules; empty without them), ``volume`` (float64, shares, per
+    row; read only under a volume participation cap).
     """
 
     timestamps: IntArray
@@ -679,6 +802,7 @@ class Bars(NamedTuple):
     prev_row: IntArray
     signal: FloatArray
     atr: FloatArray
+    volume: FloatArray
 
 
 class Tables(NamedTuple):
@@ -755,6 +879,9 @@ def run_topn(
     close_at_end = params[P_CLOSE_AT_END] != 0.0
     levels_set = params[P_LEVELS_SET] != 0.0
     has_rules = params[P_HAS_RULES] != 0.0
+    capped = params[P_VOLUME_CAP] != 0.0
+    cooldown = int(params[P_COOLDOWN])
+    stop_wins = params[P_STOP_WINS] != 0.0
     qty = fstate[QTY]
     marks = fstate[MARK]
     last_row = istate[LAST_ROW]
@@ -800,7 +927,7 @@ def run_topn(
         if stops_first:
             # exit_conflict="open_sell_wins": a queued market exit suspends the levels
             n_def = 0
-            for k in range(counts[C_BOOK]):
+            for k in range(counts[C_BOOK] if not stop_wins else 0):
                 o = book[k]
                 sid = orders[o]["sid"]
                 if orders[o]["quantity"] * qty[sid] < 0 and last_row[sid] >= lo:
@@ -862,6 +989,8 @@ def run_topn(
                 sid = held[k]
                 if aux_i[A_TARGET, sid] == stamp:
                     continue
+                if capped:
+                    _net_working(sid, i, state, records)
                 current = qty[sid] + pending[sid]
                 if abs(current) < EPS:
                     continue
@@ -896,6 +1025,8 @@ def run_topn(
                     n_new += 1
                 elif zero_shares_order_nb(budget / price, fractional):
                     reject_unplaced(sid, budget / price, i, R_STRATEGY, counts, rejections)
+            if cooldown:
+                n_new = _cooldown(new[:n_new], i, cooldown, state, records)
             apply_limits(
                 new[:n_new], i, limits, fractional, acc, fstate, pending, orders, book, counts,
                 rejections, scratch, held[:nh],
@@ -954,7 +1085,7 @@ class CompiledRun:
     def __init__(self, data: MarketData, plan: TopNPlan) -> None:
         bars = Bars(
             data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-            data.close, data.ordinal, data.prev_row, plan.signal, plan.atr,
+            data.close, data.ordinal, data.prev_row, plan.signal, plan.atr, data.volume,
         )  # fmt: skip
         costs = plan.costs
         tables = Tables(
@@ -976,6 +1107,7 @@ class CompiledRun:
             istate[LAST_ROW] = -1
             aux_i = np.zeros((N_A, n_sym), dtype=np.int64)
             aux_i[A_PARTIAL_ENTRY] = -1
+            aux_i[A_STOPPED_AT] = _NEVER
             aux_f = np.zeros((N_B, n_sym))
             pending = np.zeros(n_sym)
             orders = empty_records("orders", cap)
