@@ -47,14 +47,17 @@ from engine.compiled.topn import (
     P_ALLOW_SHORT,
     P_CLOSE_AT_END,
     P_COOLDOWN,
+    P_ENTRY_BAR,
     P_ENTRY_RULES,
     P_EVERY,
+    P_FILL_CLOSE,
     P_FRACTIONAL,
     P_HAS_RULES,
     P_LEVELS_SET,
     P_N,
     P_STOP_WINS,
     P_STOPS_FIRST,
+    P_SUBMISSION_CASH,
     P_TOL,
     P_VOLUME_CAP,
     P_WEIGHT,
@@ -172,20 +175,13 @@ def compiled_reason(
             return "MaxLeverageRule on more than 8192 symbols"
     slippage = config.slippage
     if type(slippage) is OrderTypeDependentSlippage:
-        reason = _by_type_reason(cast(OrderTypeDependentSlippage, slippage))
+        reason = _by_type_reason(slippage)
         if reason is not None:
             return reason
     elif type(slippage) not in _SLIPPAGES:
         return "slippage model setting"
-    checks = (
-        (type(config.commission) in _COMMISSIONS, "commission model"),
-        (config.fill == "next_open", "fill"),
-        (config.stop_activation == "next_bar", "stop_activation"),
-        (config.cash_check == "execution", "cash_check"),
-    )
-    for ok, name in checks:
-        if not ok:
-            return f"{name} setting"
+    if type(config.commission) not in _COMMISSIONS:
+        return "commission model setting"
     # market mechanics (engine/mechanics.py): actions paid on the ex-date and financing
     return compiled_mechanics_reason(config.corporate_actions, config.delisting)
 
@@ -459,6 +455,9 @@ def plan_topn(
     params[P_ALLOW_SHORT] = float(config.allow_short)
     params[P_COOLDOWN] = config.reentry_cooldown_bars
     params[P_STOP_WINS] = float(config.exit_conflict == "stop_wins")
+    params[P_ENTRY_BAR] = float(config.stop_activation == "entry_bar")
+    params[P_SUBMISSION_CASH] = float(config.cash_check == "submission")
+    params[P_FILL_CLOSE] = float(config.fill == "close")
     atr_rules = [r for r in risk.rules if type(r) is VolatilityScaledStopLoss] if risk else []
     atr = (
         np.ascontiguousarray(

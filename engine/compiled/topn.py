@@ -141,6 +141,7 @@ from engine.core.layout import (
     SR_COOLDOWN,
     SR_LIMIT,
     SR_NETTED_CLOSE,
+    SR_SUBMISSION_CASH,
     STOP,
     STOP_RULE,
     T_LIMIT,
@@ -160,6 +161,8 @@ from engine.core.ledger import (
     reject_unplaced,
     round_quantity_nb,
     short_refused_nb,
+    submission_quantity_nb,
+    submission_refused_nb,
     zero_shares_order_nb,
 )
 from engine.core.limits import apply_limits
@@ -193,8 +196,11 @@ error (the Python loop runs instead)."""
     P_ALLOW_SHORT,
     P_COOLDOWN,
     P_STOP_WINS,
-) = range(14)
-N_P = 14
+    P_ENTRY_BAR,
+    P_SUBMISSION_CASH,
+    P_FILL_CLOSE,
+) = range(17)
+N_P = 17
 _DAY_US = 86_400_000_000
 _NEVER = -(2**62)
 """``A_STOPPED_AT`` of a symbol never stopped out."""
@@ -562,6 +568,134 @@ def _working(status: int) -> bool:
 
 
 @njit
+def _pending_levels(
+    held: IntArray,
+    active_from: int,
+    fstate: FloatArray,
+    istate: IntArray,
+    rules: FloatArray,
+    ids: IntArray,
+) -> bool:
+    """The entry levels of the positions in ``held`` marked ``ENTRY_PENDING``, live from bar
+    ``active_from`` (:func:`engine.risk.kernels.entry_levels`; ``ids``: scratch, int64, at
+    least ``held.size`` long). False when one of them is short (the Python loop runs)."""
+    n = 0
+    for k in range(held.size):
+        sid = held[k]
+        if istate[ENTRY_PENDING, sid]:
+            ids[n] = sid
+            n += 1
+    return n == 0 or kernels.entry_levels(ids[:n], fstate, istate, active_from, rules)
+
+
+@njit
+def _submission_cash(
+    i: int,
+    bars: Bars,
+    tables: Tables,
+    state: RunState,
+    records: RunRecords,
+    longs: FloatArray,
+    seen: IntArray,
+    tier_copy: FloatArray,
+) -> None:
+    """``cash_check="submission"`` (:func:`engine.broker.hooks.check_submission_cash`): the
+    orders accepted at bar ``i`` (the book's orders submitted at ``i``, in acceptance order)
+    pseudo-executed at the close of their decision bar (the latest close without one) against
+    the cash now, with the commission of a copy of the run's commission state; an order
+    :func:`engine.core.ledger.submission_refused` refuses is rejected
+    (``insufficient_cash_at_submission``) and leaves the book. ``longs`` / ``seen``
+    (float64 / int64, shape (n_symbols,)): the long shares counted so far this bar, valid
+    where ``seen == i``; ``tier_copy``: scratch, shape (2,)."""
+    book, counts, orders = state.book, state.counts, records.orders
+    params, cost_params = tables.params, tables.cost_params
+    allow_short = params[P_ALLOW_SHORT] != 0.0
+    qty, marks = state.fstate[QTY], state.fstate[MARK]
+    cash = state.acc[ACC_CASH]
+    tier_copy[:] = tables.tier_state
+    month = month_number_nb(bars.timestamps[i])
+    kept = 0
+    for k in range(counts[C_BOOK]):
+        o = book[k]
+        if orders[o]["submit_index"] == i:
+            sid = orders[o]["sid"]
+            q = orders[o]["quantity"] - orders[o]["filled"]
+            row = orders[o]["decision_row"]
+            price = bars.close[row] if row >= 0 else marks[sid]
+            if seen[sid] != i:
+                seen[sid] = i
+                longs[sid] = max(qty[sid], 0.0)
+            counted = math.isfinite(price)
+            if counted and q < 0 and not allow_short:
+                q = submission_quantity_nb(q, longs[sid], allow_short)
+                longs[sid] += q
+                counted = q != 0
+            elif counted and q > 0:
+                longs[sid] += q
+            if counted:
+                if cost_params[COMM_KIND] == COMM_TIERED:
+                    commission = tiered_commission_nb(tables.tiers, tier_copy, q, price, month)
+                else:
+                    commission = fill_commission_nb(
+                        cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
+                        cost_params[COMM_C], q, price,
+                    )  # fmt: skip
+                cost = q * price + commission
+                if submission_refused_nb(cost, cash, params[P_TOL]):
+                    if q > 0:
+                        longs[sid] -= q
+                    finish_order(
+                        o, S_REJECTED, SR_SUBMISSION_CASH, EV_REJECTED, i, orders, counts,
+                        state.pending, state.aux_i, records.rejections,
+                    )  # fmt: skip
+                    continue
+                cash -= cost
+        book[kept] = o
+        kept += 1
+    counts[C_BOOK] = kept
+
+
+@njit
+def _fill_at_close(
+    i: int, lo: int, bars: Bars, tables: Tables, state: RunState, records: RunRecords, ids: IntArray
+) -> bool:
+    """Step 5 with ``fill="close"`` (:func:`engine.broker.passes.fill_at_close`): the orders
+    accepted at bar ``i`` (the book's orders submitted at ``i``) whose symbol has a bar now
+    fill at its close (under a volume cap, their capped part); the entry levels of the
+    positions they open or increase are set live from bar ``i + 1`` (the ATR known at the
+    fill: the fill bar's own). ``ids``: scratch, int64, at least ``n_symbols + 1`` long.
+    False when such an entry is short (the Python loop runs)."""
+    book, counts, orders = state.book, state.counts, records.orders
+    istate, fstate = state.istate, state.fstate
+    cap = tables.params[P_VOLUME_CAP]
+    fractional = tables.params[P_FRACTIONAL] != 0.0
+    kept = 0
+    n = 0
+    for k in range(counts[C_BOOK]):
+        o = book[k]
+        sid = orders[o]["sid"]
+        row = istate[LAST_ROW, sid]
+        if orders[o]["submit_index"] == i and row >= lo:
+            remaining = orders[o]["quantity"] - orders[o]["filled"]
+            if cap != 0.0:
+                remaining = participation_quantity_nb(remaining, cap, bars.volume[row], fractional)
+            if remaining != 0:
+                _fill(o, remaining, bars.close[row], row, i, False, bars, tables, state, records)
+                if istate[ENTRY_PENDING, sid]:
+                    if bars.atr.size:
+                        fstate[ENTRY_ATR, sid] = bars.atr[row]
+                    ids[n] = sid
+                    n += 1
+            if not _working(orders[o]["status"]):
+                continue
+        book[kept] = o
+        kept += 1
+    counts[C_BOOK] = kept
+    rules = tables.rules
+    return n == 0 or kernels.entry_levels(ids[:n], fstate, istate, i + 1, rules)
+
+
+@njit
 def _cooldown(new: IntArray, i: int, bars_: int, state: RunState, records: RunRecords) -> int:
     """``reentry_cooldown_bars`` (``bars_``) at hook B (:func:`engine.broker.hooks.apply_cooldown`):
     the new orders ``new`` (ids) in the direction of a position a stop-loss exit closed in
@@ -882,6 +1016,12 @@ def run_topn(
     capped = params[P_VOLUME_CAP] != 0.0
     cooldown = int(params[P_COOLDOWN])
     stop_wins = params[P_STOP_WINS] != 0.0
+    entry_bar = params[P_ENTRY_BAR] != 0.0
+    submission_cash = params[P_SUBMISSION_CASH] != 0.0
+    fill_close = params[P_FILL_CLOSE] != 0.0
+    longs = np.zeros(n_sym if submission_cash else 0)
+    seen = np.full(n_sym if submission_cash else 0, -1, dtype=np.int64)
+    tier_copy = np.empty(2)
     qty = fstate[QTY]
     marks = fstate[MARK]
     last_row = istate[LAST_ROW]
@@ -943,7 +1083,12 @@ def run_topn(
             _open_pass(i, lo, bars, tables, state, records)
             for k in range(n_def):
                 deferred[deferred_sids[k]] = 0
-            if n_def and levels_set:
+            if entry_bar and has_rules:
+                nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+                if not _pending_levels(held[:nh], i, fstate, istate, rules, new):
+                    counts[C_STATUS] = ST_SHORT_BOOK
+                    return
+            if (n_def or entry_bar) and levels_set:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
@@ -954,6 +1099,9 @@ def run_topn(
             _open_pass(i, lo, bars, tables, state, records)
             if has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+                if entry_bar and not _pending_levels(held[:nh], i, fstate, istate, rules, new):
+                    counts[C_STATUS] = ST_SHORT_BOOK
+                    return
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     if m:
@@ -1031,6 +1179,12 @@ def run_topn(
                 new[:n_new], i, limits, fractional, acc, fstate, pending, orders, book, counts,
                 rejections, scratch, held[:nh],
             )  # fmt: skip
+        # cash_check="submission", then 5. fill="close": this bar's orders at its close
+        if submission_cash and counts[C_BOOK]:
+            _submission_cash(i, bars, tables, state, records, longs, seen, tier_copy)
+        if fill_close and not _fill_at_close(i, lo, bars, tables, state, records, new):
+            counts[C_STATUS] = ST_SHORT_BOOK
+            return
         # close_at_end: every position at its latest close
         if close_at_end and i == n_t - 1:
             nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])

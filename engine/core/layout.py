@@ -158,7 +158,7 @@ FIXED_REASONS = ("strategy", "end_of_data", "stop_loss", "take_profit")
 R_RULE0 = 3
 """A rule of code ``k >= 1`` has reason code ``R_RULE0 + k``."""
 SR_NONE, SR_CASH, SR_SHORT, SR_CLOSED_BY_STOP, SR_ZERO_SHARES = range(5)
-SR_NETTED_CLOSE, SR_COOLDOWN = 5, 6
+SR_NETTED_CLOSE, SR_COOLDOWN, SR_SUBMISSION_CASH = 5, 6, 7
 STATUS_REASONS = (
     "",
     "insufficient_cash",
@@ -167,12 +167,14 @@ STATUS_REASONS = (
     "rounds_to_zero_shares",
     "netted_by_close_position",
     "reentry_cooldown",
+    "insufficient_cash_at_submission",
 )
 """Texts of the ``SR_*`` codes. ``rounds_to_zero_shares``: an order the strategy wanted that
 rounded to zero whole shares, so it was never placed (its rejection row has ``order_id`` -1).
 ``netted_by_close_position``: a working market order of an earlier bar cancelled by a close of
 its position under a volume participation cap; ``reentry_cooldown``: a re-entry decided too
-soon after a stop-loss exit (``ExecutionConfig.reentry_cooldown_bars``)."""
+soon after a stop-loss exit (``ExecutionConfig.reentry_cooldown_bars``);
+``insufficient_cash_at_submission``: ``ExecutionConfig.cash_check="submission"``."""
 UNPLACED = -1
 """The ``order_id`` of a rejection row of an order that was never placed."""
 SR_LIMIT = 100

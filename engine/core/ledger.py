@@ -8,7 +8,9 @@ source (``*_nb``, as :mod:`engine.core.matching` does): whether it is refused
 its order is done (:func:`order_done`), what it does to the position (:func:`position_step`)
 and its average price (:func:`added_average`), what a reducing fill closes and realizes
 (:func:`closed_part`), what a flip opens (:func:`flip_rest`), and the share rounding
-(:func:`round_quantity`, :func:`zero_shares_order`). The Python driver's broker
+(:func:`round_quantity`, :func:`zero_shares_order`), and the two checks at submission:
+the re-entry cooldown (:func:`reentry_refused`) and ``cash_check="submission"``
+(:func:`submission_quantity`, :func:`submission_refused`). The Python driver's broker
 (:class:`engine.broker.Broker`) calls the plain forms on its scalars (no numba call per
 fill), the kernels below the compiled forms; the two drivers differ only in where they keep
 the state and how they append the record rows (of the same dtypes).
@@ -211,6 +213,31 @@ def flip_rest(
     return math.copysign(rest, q), commission * rest / abs(q), slip * rest / abs(q)
 
 
+def reentry_refused(q: float, stopped_at: int, stopped_dir: float, i: int, bars: int) -> bool:
+    """True when a new order of ``q`` shares decided at bar ``i`` re-enters too soon after a
+    stop-loss exit (``reentry_cooldown``, ``ExecutionConfig.reentry_cooldown_bars`` =
+    ``bars``): the symbol's position of direction ``stopped_dir`` (+1 long, -1 short) was
+    stopped out at bar ``stopped_at`` (a large negative number: never), within the last
+    ``bars`` bars, and the order goes the same way."""
+    return stopped_at > i - bars and q * stopped_dir > 0
+
+
+def submission_quantity(q: float, held_long: float, allow_short: bool) -> float:
+    """The shares of an order of ``q`` (signed) that ``cash_check="submission"`` counts: a
+    sell only up to the ``held_long`` shares (the long position plus the buys counted before
+    it, >= 0) when shorting is off; otherwise ``q``."""
+    if q < 0 and not allow_short:
+        return -min(-q, held_long)
+    return q
+
+
+def submission_refused(cost: float, cash: float, tolerance: float) -> bool:
+    """True when an order whose pseudo-execution costs ``cost`` (currency: ``q × price +
+    commission`` at its creation price; negative for a sale) takes the running ``cash``
+    below ``-tolerance`` (``insufficient_cash_at_submission``)."""
+    return cost > 0 and cash - cost < -tolerance
+
+
 added_average_nb = njit(added_average)
 closed_part_nb = njit(closed_part)
 short_refused_nb = njit(short_refused)
@@ -219,6 +246,9 @@ fill_amounts_nb = njit(fill_amounts)
 order_done_nb = njit(order_done)
 position_step_nb = njit(position_step)
 flip_rest_nb = njit(flip_rest)
+reentry_refused_nb = njit(reentry_refused)
+submission_quantity_nb = njit(submission_quantity)
+submission_refused_nb = njit(submission_refused)
 
 
 @njit
