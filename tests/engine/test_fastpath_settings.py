@@ -107,10 +107,15 @@ def _shows_entry_bar(result: BacktestResult) -> bool:
 
 
 def _shows_fill_close(result: BacktestResult) -> bool:
-    """The strategy's orders fill on the bar they were decided at."""
+    """The strategy's orders fill (first) on the bar they were decided at."""
     orders = result.orders.select("order_id", "submitted")
-    fills = result.fills.filter(pl.col("reason") == "strategy").join(orders, on="order_id")
-    return fills.height > 100 and bool((fills["timestamp"] == fills["submitted"]).mean() > 0.9)
+    first = (
+        result.fills.filter(pl.col("reason") == "strategy")
+        .group_by("order_id")
+        .agg(pl.col("timestamp").min())
+        .join(orders, on="order_id")
+    )
+    return first.height > 100 and bool((first["timestamp"] == first["submitted"]).mean() > 0.9)
 
 
 _CASES: dict[str, tuple[dict[str, Any], Callable[[], list[RiskRule]] | None, ExecutionConfig]] = {
