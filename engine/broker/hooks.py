@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.broker.state import ACCEPTED, LIMIT, MARKET, REJECTED, SUBMITTED, BrokerState
 from engine.core.ledger import (
+    levels_active_from,
     reentry_refused,
     submission_quantity,
     submission_refused,
@@ -123,7 +124,7 @@ def flush_entries(broker: BrokerState) -> None:
     broker._new_entries = {}
     sids = np.fromiter(entries, dtype=np.int64, count=len(entries))
     # stop_activation="entry_bar": levels of step-1 fills are live on this bar already
-    active_from = broker.i if broker._entry_bar and not broker._closing else broker.i + 1
+    active_from = levels_active_from(broker.i, broker._entry_bar, broker._closing)
     kernel = broker._kernel
     if kernel is not None and kernels.entry_levels(
         sids, broker.fstate, broker._istate, active_from, broker._rules

@@ -43,6 +43,7 @@ from engine.broker.state import (
     trail_stop_level,
 )
 from engine.core import layout
+from engine.core.ledger import closed_by_level_exit
 from engine.core.matching import (
     level_exit_price,
     limit_fill_price,
@@ -84,8 +85,7 @@ def fill_pending_at_open(
             closed_now
             and kind is MARKET
             and sid in closed_now
-            and order.quantity * closed_now[sid] < 0
-            and broker.qty[sid] == 0
+            and closed_by_level_exit(order.quantity, closed_now[sid], broker.qty.item(sid))
         ):
             # exit_conflict="stop_wins": the level exit of this bar took precedence
             broker._finish(order, CANCELLED, "position_closed_by_stop", "cancelled")

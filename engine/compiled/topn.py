@@ -155,8 +155,11 @@ from engine.core.layout import (
     set_status,
 )
 from engine.core.ledger import (
+    closed_by_level_exit_nb,
     execute_fill,
     finish_order,
+    levels_active_from_nb,
+    netted_by_close_nb,
     new_order,
     reject_unplaced,
     round_quantity_nb,
@@ -530,8 +533,9 @@ def _open_pass(
         if (
             stop_wins
             and state.aux_i[A_CLOSED_AT, sid] == i + 1
-            and orders[o]["quantity"] * state.aux_f[B_CLOSED_DIR, sid] < 0
-            and state.fstate[QTY, sid] == 0.0
+            and closed_by_level_exit_nb(
+                orders[o]["quantity"], state.aux_f[B_CLOSED_DIR, sid], state.fstate[QTY, sid]
+            )
         ):
             # exit_conflict="stop_wins": this bar's level exit took precedence
             finish_order(
@@ -692,7 +696,8 @@ def _fill_at_close(
         kept += 1
     counts[C_BOOK] = kept
     rules = tables.rules
-    return n == 0 or kernels.entry_levels(ids[:n], fstate, istate, i + 1, rules)
+    live = levels_active_from_nb(i, tables.params[P_ENTRY_BAR] != 0.0, True)
+    return n == 0 or kernels.entry_levels(ids[:n], fstate, istate, live, rules)
 
 
 @njit
@@ -730,10 +735,11 @@ def _net_working(sid: int, i: int, state: RunState, records: RunRecords) -> None
     kept = 0
     for k in range(counts[C_BOOK]):
         o = book[k]
+        remaining = orders[o]["quantity"] - orders[o]["filled"]
         if (
             orders[o]["sid"] == sid
             and orders[o]["reason"] == R_STRATEGY
-            and orders[o]["submit_index"] < i
+            and netted_by_close_nb(orders[o]["submit_index"], i, remaining, 0.0)
         ):
             finish_order(
                 o, S_CANCELLED, SR_NETTED_CLOSE, EV_CANCELLED, i, orders, counts,
@@ -1085,7 +1091,8 @@ def run_topn(
                 deferred[deferred_sids[k]] = 0
             if entry_bar and has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
-                if not _pending_levels(held[:nh], i, fstate, istate, rules, new):
+                live = levels_active_from_nb(i, entry_bar, False)
+                if not _pending_levels(held[:nh], live, fstate, istate, rules, new):
                     counts[C_STATUS] = ST_SHORT_BOOK
                     return
             if (n_def or entry_bar) and levels_set:
@@ -1099,7 +1106,8 @@ def run_topn(
             _open_pass(i, lo, bars, tables, state, records)
             if has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
-                if entry_bar and not _pending_levels(held[:nh], i, fstate, istate, rules, new):
+                live = levels_active_from_nb(i, entry_bar, False)
+                if entry_bar and not _pending_levels(held[:nh], live, fstate, istate, rules, new):
                     counts[C_STATUS] = ST_SHORT_BOOK
                     return
                 if nh:

@@ -280,10 +280,12 @@ def test_participation_quantity_caps_and_rounds_both_forms() -> None:
         assert matching.participation_quantity_nb(*args) == expected
 
 
-def test_submission_checks_both_forms() -> None:
+def test_ledger_setting_decisions_both_forms() -> None:
     """Hand-checked: a sell counts only up to the long shares when shorts are off; an order
     overdrawing the cash by more than the tolerance is refused, a sale never; the cooldown
-    refuses a same-direction order within the window only."""
+    refuses a same-direction order within the window only; a close nets the earlier bars'
+    orders (a new order only those against it); a level exit cancels a queued reducing order
+    of a still-flat symbol; entry levels go live on the entry bar only for step-1 fills."""
     for func, args, expected in [
         (ledger.submission_quantity, (-50.0, 20.0, False), -20.0),
         (ledger.submission_quantity, (-50.0, 20.0, True), -50.0),
@@ -294,6 +296,16 @@ def test_submission_checks_both_forms() -> None:
         (ledger.reentry_refused, (10.0, 7, 1.0, 9, 3), True),
         (ledger.reentry_refused, (10.0, 6, 1.0, 9, 3), False),
         (ledger.reentry_refused, (-10.0, 8, 1.0, 9, 3), False),
+        (ledger.netted_by_close, (4, 5, 30.0, 0.0), True),
+        (ledger.netted_by_close, (5, 5, 30.0, 0.0), False),
+        (ledger.netted_by_close, (4, 5, 30.0, 1.0), False),
+        (ledger.netted_by_close, (4, 5, 30.0, -1.0), True),
+        (ledger.closed_by_level_exit, (-100.0, 1.0, 0.0), True),
+        (ledger.closed_by_level_exit, (100.0, 1.0, 0.0), False),
+        (ledger.closed_by_level_exit, (-100.0, 1.0, 50.0), False),
+        (ledger.levels_active_from, (7, True, False), 7),
+        (ledger.levels_active_from, (7, True, True), 8),
+        (ledger.levels_active_from, (7, False, False), 8),
     ]:
         compiled = getattr(ledger, f"{func.__name__}_nb")
         assert func(*args) == expected, (func.__name__, args)
