@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import (
+    BacktestEngine,
     BacktestResult,
     ExecutionConfig,
     FixedBpsSlippage,
@@ -30,6 +31,7 @@ from engine import (
     PerShareCommission,
     PriceBasedStopLoss,
     PriceBasedTakeProfit,
+    RiskManager,
     RiskRule,
     SpreadAwareSlippage,
     TieredCommission,
@@ -453,3 +455,87 @@ def test_fastpath_settings_generated_panels_equal_python_loop(sc: dict[str, Any]
     else:  # a short met position rules: the compiled run handed over to the loop
         for name in FRAMES:
             assert getattr(fast, name).equals(getattr(slow, name)), name
+
+
+def test_fastpath_settings_kernels_equal_their_python_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each newly compiled setting: the compiled kernel, the same functions run as plain
+    Python and the Python loop give the same run (this also keeps the kernel's lines under
+    coverage)."""
+    from engine.compiled import topn
+    from engine.core import layout
+    from engine.core import limits as core_limits
+    from engine.risk import kernels
+
+    rng = np.random.default_rng(11)
+    rows = []
+    for s in range(5):
+        price = 40.0 + 15 * s
+        for k in range(50):
+            if k > 0 and rng.random() < 0.05:
+                continue
+            o = price * rng.uniform(0.95, 1.05)
+            c = price * rng.uniform(0.95, 1.05)
+            score = c / price if k % 5 else None
+            volume = float(rng.choice([4.0, 30.0, 1e4]))
+            rows.append((ts(k), f"S{s}", o, max(o, c) * 1.02, min(o, c) * 0.98, c, volume, score))
+            price = c
+    schema = {k: v for k, v in _SCHEMA.items() if k != "atr"}
+    data = MarketData.from_frame(
+        pl.DataFrame(rows, schema=schema, orient="row"), signal_columns=["score"]
+    )
+    base = {"commission": _COMMISSION, "initial_cash": 5_000.0}
+    configs = [
+        ExecutionConfig(**base, max_volume_participation=0.2, close_at_end=True),
+        ExecutionConfig(**base, max_volume_participation=0.2, allow_short=True),
+        ExecutionConfig.preset(
+            "vectorbt",
+            **base,
+            exit_conflict="stop_wins",
+            reentry_cooldown_bars=2,
+            cash_check="submission",
+        ),
+        ExecutionConfig(**base, stop_activation="entry_bar", slippage=_SLIPPAGES["by_type"]()),
+        ExecutionConfig.preset(
+            "backtrader",
+            commission=TieredCommission([(0.0, 0.002), (3_000.0, 0.001)]),
+            initial_cash=2_000.0,
+            cash_check="submission",
+            stop_activation="entry_bar",
+        ),
+        ExecutionConfig(**base, fill="close", max_volume_participation=0.3),
+    ]
+
+    def runs(compiled: bool = True) -> list[BacktestResult]:
+        out = []
+        for k, cfg in enumerate(configs):
+            rules = (
+                None
+                if k == 1
+                else [PriceBasedStopLoss(0.03), PriceBasedTakeProfit(0.05), TimeBasedExit(4)]
+            )
+            manager = None if rules is None else RiskManager(rules)
+            # two buys of 70 % each overdraw the cash at submission (config 4)
+            strategy = TopNStrategy("score", n=2, weight=0.7 if k == 4 else 0.45)
+            out.append(BacktestEngine(data, strategy, manager, cfg, compiled=compiled).run())
+        return out
+
+    compiled = runs()
+    for module in (topn, ledger, core_limits, matching, layout, kernels, costs):
+        for name in dir(module):
+            func = getattr(module, name)
+            if hasattr(func, "py_func"):
+                monkeypatch.setattr(module, name, func.py_func)
+    loop = runs(compiled=False)
+    for got, expected, slow in zip(runs(), compiled, loop, strict=True):
+        assert slow.fills.height >= 10
+        _assert_identical(got, slow)
+        for name in FRAMES:
+            assert getattr(got, name).equals(getattr(expected, name)), name
+    reasons = set(pl.concat([r.rejections["reason"] for r in loop]).to_list())
+    assert {
+        "netted_by_close_position",
+        "reentry_cooldown",
+        "insufficient_cash_at_submission",
+    } <= reasons
