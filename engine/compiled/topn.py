@@ -2,7 +2,10 @@
 
 When a run qualifies (:func:`engine.compiled.plan.compiled_reason` returns ``None``),
 :class:`engine.BacktestEngine` runs it here instead of its per-timestamp Python loop: the
-strategy's ranking and orders, the fills at the open, the stop-loss / take-profit levels,
+strategy's ranking and orders, the fills at the open (or at the close with ``fill="close"``;
+under a volume participation cap in parts), the re-entry cooldown and
+``cash_check="submission"`` at hook B, the stop-loss / take-profit levels (live from the next
+bar or, ``stop_activation="entry_bar"``, the entry bar; ``exit_conflict`` either way),
 trailing stops, time exits, ``BreakEvenRule``, ``PartialProfitTaking`` and
 ``VolatilityScaledStopLoss`` (:mod:`engine.core.rules`), the portfolio limits
 at hook B and the accounting all happen in :func:`run_topn`, one compiled call for the whole
@@ -238,7 +241,8 @@ class TopNPlan:
         (currency per share), or shape (0,) when the run has none.
     params : ndarray
         float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, cash tolerance
-        in currency, and 0/1 flags).
+        in currency, the volume participation cap as a fraction (0: none), the re-entry
+        cooldown in bars, and 0/1 flags).
     rules : ndarray
         float64, shape (m, N_RULES_COLS): the position rules (:mod:`engine.core.layout`).
     partial : ndarray
