@@ -16,8 +16,7 @@ at the bar boundary (corporate actions and financing, before the open's fills) a
 the close's fills (delistings). The ledger formulas are the core's kernels
 (:mod:`engine.core.actions`, :mod:`engine.core.financing`); the compiled TopN driver
 (:mod:`engine.compiled.topn`) calls the same kernels at the same point of its bar, so both
-drivers give identical records. It does not run delistings or dividends with a pay date:
-:func:`engine.compiled.plan.compiled_reason` sends such runs to the Python loop.
+drivers give identical records; the delisting decisions are :mod:`engine.core.delisting`'s.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.core import delisting as core_delisting
 from engine.core.actions import (
     EV_AFTER,
     EV_APPLIED,
@@ -39,9 +39,14 @@ from engine.core.actions import (
     EV_LIEU,
     EV_ORDERS,
     N_EV,
+    NEVER,
+    new_payment_state,
+    paid_later,
+    pay_due,
     split_and_dividend,
 )
 from engine.core.financing import accrue
+from engine.core.layout import EVENT_NAMES, STATUS_NAMES
 from engine.orders import Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -400,7 +405,8 @@ class Financing:
 
 
 def delisting_rows(data: MarketData, gap_sessions: int) -> npt.NDArray[np.bool_]:
-    """Rows of ``data`` at which their symbol is delisted (:class:`Delisting`).
+    """Rows of ``data`` at which their symbol is delisted (:class:`Delisting`;
+    :func:`engine.core.delisting.delisting_rows`).
 
     Returns
     -------
@@ -408,21 +414,7 @@ def delisting_rows(data: MarketData, gap_sessions: int) -> npt.NDArray[np.bool_]
         True at a symbol's last row before the panel's last session, and at a row whose
         symbol's next row is more than ``gap_sessions`` sessions later.
     """
-    offsets = np.asarray(data.offsets, dtype=np.int64)
-    n_t = offsets.size - 1
-    sym = np.asarray(data.sym_id, dtype=np.int64)
-    bar = np.repeat(np.arange(n_t, dtype=np.int64), np.diff(offsets))
-    order = np.lexsort((bar, sym))
-    s = sym[order]
-    b = bar[order]
-    out = np.zeros(sym.size, dtype=np.bool_)
-    if sym.size == 0:
-        return out
-    same_next = np.concatenate((s[1:] == s[:-1], [False]))
-    gap = np.concatenate((b[1:] - b[:-1] - 1, [0]))
-    terminal = np.where(same_next, gap > gap_sessions, b < n_t - 1)
-    out[order] = terminal
-    return out
+    return core_delisting.delisting_rows(data.offsets, data.sym_id, gap_sessions)
 
 
 _EVENT_SCHEMA = {
@@ -466,7 +458,6 @@ class MarketMechanics:
         self.fractional = fractional
         self.receivable = 0.0
         """Dividends past their ex-date not yet paid (currency; in equity, not in cash)."""
-        self._payables: list[tuple[int, float]] = []  # (pay day, amount)
         self._events: list[tuple[Any, ...]] = []
         self._bar_cash: dict[int, list[float]] = {}  # bar stamp -> [dividends, interest, fee]
         # the schedule: symbols of the table that are in the run, by ex-date
@@ -478,6 +469,9 @@ class MarketMechanics:
         self._sched = sched
         self._names = sched.names
         self._next = 0
+        self._owed = np.zeros(sched.sid.size)  # dividend owed per action until its pay date
+        self._pay_lo = 0  # first action that may still be owed
+        self._next_pay = NEVER  # earliest pay day still owed
         n = data.n_symbols
         self._borrow = borrow_rates(data, financing)
         self._prev_us: int | None = None
@@ -526,9 +520,10 @@ class MarketMechanics:
             end = int(np.searchsorted(ex_day, today, side="right"))
             self._apply(broker, k, end, today)
             self._next = end
-        if self._payables and min(d for d, _ in self._payables) <= today:
-            due = sum(a for d, a in self._payables if d <= today)
-            self._payables = [(d, a) for d, a in self._payables if d > today]
+        if self._next_pay <= today:
+            due, self._pay_lo, self._next_pay = pay_due(
+                today, self._pay_lo, self._next, self._sched.pay_day, self._owed
+            )
             self.receivable -= due
             broker.cash += due
 
@@ -556,10 +551,11 @@ class MarketMechanics:
                 n_orders = self._split_orders(broker, sid, ratio)
             if amount != 0.0:
                 pay_day = int(self._sched.pay_day[k])
-                pay_day = pay_day if pay_day >= 0 else today
-                if pay_day > today:
-                    self._payables.append((pay_day, amount))
+                if paid_later(pay_day, today):
+                    self._owed[k] = amount
                     self.receivable += amount
+                    self._pay_lo = min(self._pay_lo, k)
+                    self._next_pay = min(self._next_pay, pay_day)
                 else:
                     broker.cash += amount
                 self._book(now, 0, amount)
@@ -594,32 +590,31 @@ class MarketMechanics:
         dl = self.delisting
         if terminal is None or dl is None:
             return
-        data = broker.data
         lo, hi = broker.lo, broker.hi
-        rows_now = np.arange(lo, hi)
-        sids_now = np.asarray(data.sym_id[lo:hi], dtype=np.int64)
-        self._delisted[sids_now] = False  # a new bar: trading (again)
-        ending = sids_now[terminal[rows_now]]
+        sids_now = np.asarray(broker.data.sym_id[lo:hi], dtype=np.int64)
+        ending_now = terminal[lo:hi]
+        # a new bar ends an earlier delisting; a terminal one starts one
+        self._delisted[sids_now] = ending_now
         if broker.book:
-            flagged = self._delisted.copy()
-            flagged[ending] = True
+            delisted = self._delisted
+            i = broker.i
             for order in list(broker.book):
-                if order.is_active and flagged[order.sid]:
-                    if order.submit_index == broker.i:
-                        broker.end_order(order, OrderStatus.REJECTED, "delisted", "rejected")
-                    else:
-                        broker.end_order(order, OrderStatus.CANCELLED, "delisted", "cancelled")
+                if order.is_active and delisted[order.sid]:
+                    status, event = core_delisting.delisted_order_fate(order.submit_index, i)
+                    broker.end_order(
+                        order, OrderStatus(STATUS_NAMES[status]), "delisted", EVENT_NAMES[event]
+                    )
             broker.book = [o for o in broker.book if o.is_active]
-        if ending.size == 0:
+        if not ending_now.any():
             return
-        self._delisted[ending] = True
-        factor = 1.0 + dl.delisting_return
-        for sid in ending.tolist():
+        ret = dl.delisting_return
+        for sid in sids_now[ending_now].tolist():
             pos = float(broker.qty[sid])
             if pos == 0.0:
                 continue
             row = int(broker.last_row[sid])
-            broker.close_at(sid, pos, float(broker.marks[sid]) * factor, row, "delisted")
+            price = core_delisting.delisting_price(float(broker.marks[sid]), ret)
+            broker.close_at(sid, pos, price, row, "delisted")
 
     # ------------------------------------------------------------------ outputs
     def events_frame(self) -> pl.DataFrame:
@@ -755,64 +750,114 @@ def add_state_columns(states: pl.DataFrame, stamps: IntArray, values: FloatArray
 
 
 class CompiledMechanics(NamedTuple):
-    """The market mechanics of a compiled run (:func:`compiled_mechanics`): inputs and the
-    output buffers the driver fills (:func:`engine.core.actions.bar_actions`,
-    :func:`engine.core.financing.bar_financing`).
+    """The market mechanics of a compiled run (:func:`compiled_mechanics`): inputs, state and
+    the output buffers the driver fills (:func:`engine.core.actions.bar_actions`,
+    :func:`engine.core.actions.bar_payments`, :func:`engine.core.financing.bar_financing`,
+    :func:`engine.core.delisting.delisted_book_pass`).
 
-    ``ev_bar`` / ``ev_sid`` (int64) and ``ev_ratio`` / ``ev_div`` (float64), one per
-    scheduled action (the bar it applies at: the first bar on or after its ex-date);
-    ``borrow`` (float64, per symbol, annual); ``rates`` (float64: credit, debit, basis,
-    1.0 if financing, 1.0 if actions); outputs ``ev_out`` (float64, (n_actions, N_EV)),
-    ``dividends`` / ``interest`` / ``fee`` (float64, per bar, currency).
+    Inputs: ``ev_bar`` / ``ev_sid`` / ``ev_pay`` (int64) and ``ev_ratio`` / ``ev_div``
+    (float64), one per scheduled action (the bar it applies at: the first bar on or after
+    its ex-date; its pay day, days since 1970-01-01, -1: paid on the ex-date); ``borrow``
+    (float64, per symbol, annual); ``rates`` (float64, ``M_*`` slots: credit, debit, basis,
+    1.0 if financing, 1.0 if actions, 1.0 if delisting, the delisting return, the reason code
+    of a delisting's closing order); ``terminal`` (bool, per data row: the symbol is delisted
+    at that row, :func:`engine.core.delisting.delisting_rows`; empty without delisting).
+    State: ``owed`` (float64, per action, dividend cash not yet paid), ``payment`` (float64,
+    :func:`engine.core.actions.new_payment_state`), ``delisted`` (bool, per symbol).
+    Outputs: ``ev_out`` (float64, (n_actions, N_EV)), ``dividends`` / ``interest`` / ``fee``
+    (float64, per bar, currency).
     """
 
     ev_bar: IntArray
     ev_sid: IntArray
     ev_ratio: FloatArray
     ev_div: FloatArray
+    ev_pay: IntArray
     borrow: FloatArray
     rates: FloatArray
+    terminal: npt.NDArray[np.bool_]
+    owed: FloatArray
+    payment: FloatArray
+    delisted: npt.NDArray[np.bool_]
     ev_out: FloatArray
     dividends: FloatArray
     interest: FloatArray
     fee: FloatArray
 
 
+N_M = 8
+M_CREDIT, M_DEBIT, M_BASIS, M_FINANCING, M_ACTIONS, M_DELISTING, M_DELIST_RETURN, M_REASON = range(
+    N_M
+)
+"""Slots of :attr:`CompiledMechanics.rates`."""
+
+
 def compiled_mechanics_reason(
     actions: CorporateActions | None, delisting: Delisting | None
 ) -> str | None:
-    """Why the compiled driver cannot run these mechanics (``None``: it can): it applies
-    corporate actions paid on their ex-date and financing; not delistings or pay dates."""
-    if delisting is not None:
-        return "delisting setting"
-    if actions is not None and actions.frame["pay_date"].null_count() < actions.frame.height:
-        return "corporate actions with pay dates"
+    """Why the compiled driver cannot run these mechanics (``None``: it can). It runs every
+    corporate action (with or without pay dates), delistings and financing: always ``None``
+    (kept for the planner's checks, :func:`engine.compiled.plan.compiled_reason`)."""
     return None
 
 
 def compiled_mechanics(
-    data: MarketData, actions: CorporateActions | None, financing: Financing | None
+    data: MarketData,
+    actions: CorporateActions | None,
+    financing: Financing | None,
+    delisting: Delisting | None = None,
+    reason_code: int = -1,
 ) -> CompiledMechanics:
-    """The :class:`CompiledMechanics` of a run on ``data`` (empty arrays when unset)."""
+    """The :class:`CompiledMechanics` of a run on ``data`` (empty arrays when unset);
+    ``reason_code``: the reason code of ``"delisted"`` in the run's records (the closing
+    orders of delisted positions)."""
     sched = _schedule(actions, data)
     days = np.asarray(data.timestamps, dtype=np.int64) // _DAY_US
     ev_bar = np.searchsorted(days, sched.ex_day, side="left").astype(np.int64)
     n_t = data.n_timestamps
-    rates = np.zeros(5)
+    rates = np.zeros(N_M)
     if financing is not None:
-        rates[:] = (financing.credit_rate, financing.debit_rate, financing.basis, 1.0, 0.0)
-    rates[4] = 1.0 if sched.sid.size else 0.0
+        rates[M_CREDIT] = financing.credit_rate
+        rates[M_DEBIT] = financing.debit_rate
+        rates[M_BASIS] = financing.basis
+        rates[M_FINANCING] = 1.0
+    rates[M_ACTIONS] = 1.0 if sched.sid.size else 0.0
+    if delisting is not None:
+        rates[M_DELISTING] = 1.0
+        rates[M_DELIST_RETURN] = delisting.delisting_return
+        rates[M_REASON] = reason_code
+        terminal = delisting_rows(data, delisting.gap_sessions)
+    else:
+        terminal = np.zeros(0, dtype=np.bool_)
     return CompiledMechanics(
         ev_bar,
         sched.sid,
         sched.ratio,
         sched.dividend,
+        sched.pay_day,
         borrow_rates(data, financing),
         rates,
+        terminal,
+        np.zeros(sched.sid.size),
+        new_payment_state(),
+        np.zeros(data.n_symbols, dtype=np.bool_),
         np.zeros((sched.sid.size, N_EV)),
         np.zeros(n_t),
         np.zeros(n_t),
         np.zeros(n_t),
+    )
+
+
+def fresh_compiled(mech: CompiledMechanics) -> CompiledMechanics:
+    """``mech`` with its state and output buffers reset (for a retry of the run)."""
+    return mech._replace(
+        owed=np.zeros_like(mech.owed),
+        payment=new_payment_state(),
+        delisted=np.zeros_like(mech.delisted),
+        ev_out=np.zeros_like(mech.ev_out),
+        dividends=np.zeros_like(mech.dividends),
+        interest=np.zeros_like(mech.interest),
+        fee=np.zeros_like(mech.fee),
     )
 
 

@@ -27,8 +27,8 @@ What qualifies (anything else runs the Python loop):
   ``bar_event_order``, ``stop_activation="next_bar"``, ``exit_conflict="open_sell_wins"``,
   ``cash_check="execution"``, no re-entry cooldown, no volume cap, no shorting; whole or
   fractional shares and ``close_at_end`` either way;
-- corporate actions paid on their ex-date (no ``pay_date``) and financing
-  (:mod:`engine.mechanics`), but no ``delisting``.
+- any market mechanics (:mod:`engine.mechanics`): corporate actions (with or without pay
+  dates), delistings and financing.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ from engine.core.layout import (
     N_RULES_COLS,
     PARTIAL,
     PRIORITY,
+    R_RULE0,
     STOP_LOSS,
     TAKE_PROFIT,
     TRAILING,
@@ -99,7 +100,7 @@ from engine.costs.slippage import (
     VolumeAwareSlippage,
 )
 from engine.data import BarView, MarketData
-from engine.mechanics import compiled_mechanics, compiled_mechanics_reason
+from engine.mechanics import CompiledMechanics, compiled_mechanics, compiled_mechanics_reason
 from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
 from engine.risk.rules.dynamic import (
@@ -175,7 +176,7 @@ def compiled_reason(
     for ok, name in checks:
         if not ok:
             return f"{name} setting"
-    # market mechanics (engine/mechanics.py): actions paid on the ex-date and financing
+    # market mechanics (engine/mechanics.py)
     return compiled_mechanics_reason(config.corporate_actions, config.delisting)
 
 
@@ -353,6 +354,22 @@ def _limit_row(rule: RiskRule) -> tuple[int, float] | None:
     return None
 
 
+def _plan_mechanics(
+    data: MarketData, config: ExecutionConfig, rule_names: list[str]
+) -> CompiledMechanics | None:
+    """The market mechanics of the run (None without any); with ``delisting`` the reason
+    ``"delisted"`` of the closing orders is added to ``rule_names`` (codes after the rules')."""
+    if not config.has_mechanics:
+        return None
+    reason = -1
+    if config.delisting is not None:
+        reason = R_RULE0 + len(rule_names)
+        rule_names.append("delisted")
+    return compiled_mechanics(
+        data, config.corporate_actions, config.financing, config.delisting, reason
+    )
+
+
 def plan_topn(
     data: MarketData, strategy: TopNStrategy, risk: RiskManager | None, config: ExecutionConfig
 ) -> TopNPlan:
@@ -399,6 +416,7 @@ def plan_topn(
         if atr_rules
         else np.empty(0)
     )
+    mechanics = _plan_mechanics(data, config, rule_names)  # may add a reason name
     return TopNPlan(
         signal=np.ascontiguousarray(data.columns[strategy.signal], dtype=np.float64),
         atr=atr,
@@ -411,7 +429,5 @@ def plan_topn(
         capacity=_capacity(data.n_timestamps, strategy.n, data.n_symbols),
         initial_cash=config.initial_cash,
         costs=plan_costs(data, config.slippage, config.commission),
-        mechanics=compiled_mechanics(data, config.corporate_actions, config.financing)
-        if config.has_mechanics
-        else None,
+        mechanics=mechanics,
     )

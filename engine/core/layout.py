@@ -158,9 +158,12 @@ STATUS_REASONS = (
     "short_not_allowed",
     "position_closed_by_stop",
     "rounds_to_zero_shares",
+    "delisted",
 )
 """Texts of the ``SR_*`` codes. ``rounds_to_zero_shares``: an order the strategy wanted that
-rounded to zero whole shares, so it was never placed (its rejection row has ``order_id`` -1)."""
+rounded to zero whole shares, so it was never placed (its rejection row has ``order_id`` -1);
+``delisted``: an order of a delisted symbol (:mod:`engine.core.delisting`)."""
+SR_DELISTED = STATUS_REASONS.index("delisted")
 UNPLACED = -1
 """The ``order_id`` of a rejection row of an order that was never placed."""
 SR_LIMIT = 100

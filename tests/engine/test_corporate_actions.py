@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -371,19 +372,40 @@ def test_wm_position_closed_delisted_at_washington_mutual_last_close(data_root: 
 
 
 # ---------------------------------------------------------------------- both drivers
+RUN_FRAMES = (
+    "trades",
+    "fills",
+    "orders",
+    "rejections",
+    "portfolio_states",
+    "open_positions",
+    "corporate_actions",
+)
+
+
 def _assert_same_run(compiled: BacktestResult, loop: BacktestResult) -> None:
     assert compiled.compiled and not loop.compiled
-    for name in ("trades", "fills", "portfolio_states", "open_positions", "corporate_actions"):
+    for name in RUN_FRAMES:
         assert_frame_equal(getattr(compiled, name), getattr(loop, name), check_exact=True)
-    assert_frame_equal(compiled.orders, loop.orders, check_exact=True)
+
+
+def _both_drivers(
+    data: MarketData, strategy: dict[str, Any], risk: list[Any] | None, cfg: ExecutionConfig
+) -> tuple[BacktestResult, BacktestResult]:
+    from engine import TopNStrategy
+
+    runs = []
+    for flag in (True, False):
+        manager = RiskManager(list(risk)) if risk is not None else None
+        engine = BacktestEngine(data, TopNStrategy(**strategy), manager, cfg, compiled=flag)
+        runs.append(engine.run())
+    return runs[0], runs[1]
 
 
 @pytest.mark.parametrize("fractional", [False, True])
 def test_compiled_topn_raw_lean_equals_python_loop(data_root: Path, fractional: bool) -> None:
     """Corporate actions and financing are core kernels both drivers call: a compiled TopN
     run on the raw Lean prices equals the Python loop's, record for record."""
-    from engine import TopNStrategy
-
     symbols = ["AAPL", "IBM", "SPY", "BAC", "QQQ", "AIG"]
     prices = _lean_prices(data_root, symbols).filter(
         pl.col("timestamp") >= datetime(2005, 1, 1, tzinfo=UTC)
@@ -397,17 +419,59 @@ def test_compiled_topn_raw_lean_equals_python_loop(data_root: Path, fractional: 
         financing=Financing(credit_rate=0.02, borrow_rate=0.01),
         fractional_shares=fractional,
     )
-    risk = RiskManager([PriceBasedStopLoss(0.08)])
-    runs = [
-        BacktestEngine(data, TopNStrategy("mom", n=3), risk, cfg, compiled=flag).run()
-        for flag in (True, False)
-    ]
+    runs = _both_drivers(data, {"signal": "mom", "n": 3}, [PriceBasedStopLoss(0.08)], cfg)
     _assert_same_run(*runs)
     assert runs[0].corporate_actions.filter(pl.col("split_ratio") != 1.0).height >= 1
     assert runs[0].portfolio_states["interest"].sum() > 0
 
 
-def test_compiled_reason_names_delisting_and_pay_dates() -> None:
+@pytest.mark.parametrize("fractional", [False, True])
+def test_compiled_delistings_and_pay_dates_lean_equal_python_loop(
+    data_root: Path, fractional: bool
+) -> None:
+    """Delistings and dividends paid after their ex-date, compiled: a TopN run on every
+    symbol of the raw Lean daily file, 2007-2010, holding the three cheapest (so it holds
+    Washington Mutual into its last session, 2008-09-26, and WMI until its data ends), with
+    each dividend paid ten days after its ex-date, equals the Python loop record for record."""
+    prices = pl.read_parquet(data_root / "lean_daily_ohlcv_unadjusted.parquet")
+    symbols = sorted(prices["symbol"].unique().to_list())
+    prices = _lean_prices(data_root, symbols).filter(
+        pl.col("timestamp").is_between(
+            datetime(2007, 1, 1, tzinfo=UTC), datetime(2010, 12, 31, tzinfo=UTC)
+        )
+    )
+    actions = _lean_actions(data_root, prices, symbols)
+    paid = actions.with_columns(
+        pl.when(pl.col("dividend") > 0)
+        .then(pl.col("ex_date") + pl.duration(days=10))
+        .otherwise(None)
+        .alias("pay_date")
+    )
+    panel = prices.with_columns((-pl.col("close")).alias("cheap"))
+    data = MarketData.from_frame(panel, signal_columns=["cheap"])
+    cfg = ExecutionConfig(
+        corporate_actions=CorporateActions(paid),
+        delisting=Delisting(gap_sessions=20, delisting_return=-0.25),
+        fractional_shares=fractional,
+    )
+    engine = BacktestEngine(data, Script({}), None, cfg)
+    assert engine.compiled_reason is not None  # a scripted strategy: the Python loop
+    compiled, loop = _both_drivers(
+        data, {"signal": "cheap", "n": 3, "rebalance_every": 5}, None, cfg
+    )
+    _assert_same_run(compiled, loop)
+    delisted = compiled.trades.filter(pl.col("exit_reason") == "delisted")
+    wm = delisted.filter(pl.col("symbol") == "WM").row(0, named=True)
+    assert wm["exit_timestamp"].date() == date(2008, 9, 26)
+    assert wm["exit_price"] == pytest.approx(0.16 * 0.75, rel=1e-12)
+    # dividends booked at the ex-date, paid into the cash ten days later
+    assert compiled.portfolio_states["dividends"].sum() != 0.0
+    assert compiled.corporate_actions["pay_date"].null_count() < compiled.corporate_actions.height
+
+
+def test_compiled_reason_none_for_delisting_and_pay_dates() -> None:
+    """The compiled driver runs delistings and pay dates (they used to send the run to the
+    Python loop)."""
     from engine import TopNStrategy
 
     panel = make_panel({"A": [FLAT] * 3}, signals={"s": {"A": [1.0, 1.0, 1.0]}})
@@ -415,17 +479,12 @@ def test_compiled_reason_names_delisting_and_pay_dates() -> None:
     paid_later = _actions(
         [{"symbol": "A", "ex_date": _day(1), "dividend": 1.0, "pay_date": _day(2)}]
     )
-    for cfg, reason in (
-        (ExecutionConfig(delisting=Delisting()), "delisting"),
-        (ExecutionConfig(corporate_actions=paid_later), "pay dates"),
+    for cfg in (
+        ExecutionConfig(delisting=Delisting()),
+        ExecutionConfig(corporate_actions=paid_later),
+        ExecutionConfig(financing=Financing(), corporate_actions=paid_later, delisting=Delisting()),
     ):
-        engine = BacktestEngine(data, TopNStrategy("s", n=1), None, cfg)
-        assert engine.compiled_reason is not None and reason in engine.compiled_reason
-    ok = ExecutionConfig(
-        financing=Financing(),
-        corporate_actions=_actions([{"symbol": "A", "ex_date": _day(1), "dividend": 1.0}]),
-    )
-    assert BacktestEngine(data, TopNStrategy("s", n=1), None, ok).compiled_reason is None
+        assert BacktestEngine(data, TopNStrategy("s", n=1), None, cfg).compiled_reason is None
 
 
 # ---------------------------------------------------------------------- properties
@@ -500,6 +559,67 @@ def test_split_any_ratio_keeps_value_and_scales_quantity(
     )
     assert result.open_positions["quantity"][0] == pytest.approx(shares * ratio, rel=1e-12)
     assert result.portfolio_states["equity"].to_list() == pytest.approx([1_000_000.0] * 10)
+
+
+def _gappy_panel(seed: int, n_symbols: int, n_bars: int) -> pl.DataFrame:
+    """:func:`_walk_panel` with rows taken out: a symbol's data may end early, start late
+    or stop for a few bars (a gap)."""
+    rng = np.random.default_rng(seed + 1)
+    frame = _walk_panel(seed, n_symbols, n_bars)
+    keep = []
+    for _ in range(n_symbols):
+        bars = np.ones(n_bars, dtype=bool)
+        if rng.random() < 0.5:
+            bars[rng.integers(n_bars // 2, n_bars) :] = False
+        if rng.random() < 0.5:
+            start = int(rng.integers(1, n_bars - 2))
+            bars[start : start + int(rng.integers(1, 6))] = False
+        if rng.random() < 0.3:
+            bars[: int(rng.integers(1, 5))] = False
+        keep.extend(bars.tolist())
+    return frame.filter(pl.Series(keep))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_symbols=st.integers(2, 5),
+    gap=st.integers(1, 4),
+    delisting_return=st.sampled_from([0.0, -0.3, -1.0, 0.1]),
+    fractional=st.booleans(),
+    stops=st.booleans(),
+)
+def test_compiled_delistings_pay_dates_generated_panels_equal_python_loop(
+    seed: int, n_symbols: int, gap: int, delisting_return: float, fractional: bool, stops: bool
+) -> None:
+    """Property: on random panels whose symbols end, start late or stop for a few bars, with
+    splits and dividends (some paid days after the ex-date) and delistings, the compiled
+    TopN run equals the Python loop's, record for record."""
+    n_bars = 40
+    panel = _gappy_panel(seed, n_symbols, n_bars)
+    data = MarketData.from_frame(panel, signal_columns=["score"])
+    rng = np.random.default_rng(seed + 2)
+    rows = []
+    for s in range(n_symbols):
+        for k in sorted(rng.choice(np.arange(1, n_bars), size=3, replace=False).tolist()):
+            pay = _day(k + int(rng.integers(0, 6))) if rng.random() < 0.6 else None
+            rows.append(
+                {
+                    "symbol": f"S{s}",
+                    "ex_date": _day(k),
+                    "split_ratio": float(rng.choice([1.0, 1.0, 2.0, 1.5, 0.5])),
+                    "dividend": float(rng.choice([0.0, 0.3, 1.0])),
+                    "pay_date": pay,
+                }
+            )
+    cfg = ExecutionConfig(
+        corporate_actions=_actions(rows),
+        delisting=Delisting(gap_sessions=gap, delisting_return=delisting_return),
+        fractional_shares=fractional,
+    )
+    risk = [PriceBasedStopLoss(0.03)] if stops else None
+    strategy = {"signal": "score", "n": max(1, n_symbols // 2), "rebalance_every": 2}
+    _assert_same_run(*_both_drivers(data, strategy, risk, cfg))
 
 
 # ---------------------------------------------------------------------- core kernels
