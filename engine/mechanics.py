@@ -44,10 +44,12 @@ from engine.core.actions import (
     paid_later,
     pay_due,
     split_and_dividend,
+    split_order,
 )
 from engine.core.financing import accrue
 from engine.core.layout import EVENT_NAMES, STATUS_NAMES
-from engine.orders import Order, OrderStatus
+from engine.core.ledger import round_quantity
+from engine.orders import Order, OrderStatus, OrderType
 
 if TYPE_CHECKING:
     from engine.data import MarketData
@@ -562,16 +564,24 @@ class MarketMechanics:
             if before != 0.0 or n_orders:
                 self._events.append((now, k, before, after, amount, lieu, n_orders))
 
-    @staticmethod
-    def _split_orders(broker: Broker, sid: int, ratio: float) -> int:
-        """Working orders of ``sid``: quantities × ratio, prices ÷ ratio."""
+    def _split_orders(self, broker: Broker, sid: int, ratio: float) -> int:
+        """Working orders of ``sid``: shares split (:func:`engine.core.actions.split_order`;
+        the rounding of a market order's remaining shares goes into ``pending``), prices ÷
+        ratio."""
         n = 0
+        fractional = self.fractional
         for order in broker.book:
             if order.sid != sid or not order.is_active:
                 continue
             n += 1
-            order.quantity *= ratio
-            order.filled *= ratio
+            rest, filled = split_order(order.quantity, order.filled, ratio)
+            if not fractional:
+                whole = round_quantity(rest, False)
+                if order.order_type is OrderType.MARKET:
+                    broker.pending[sid] += whole - rest
+                rest = whole
+            order.quantity = filled + rest
+            order.filled = filled
             for name in ("limit_price", "stop_price", "trail_amount", "trail_extreme"):
                 value = getattr(order, name)
                 if value is not None:

@@ -22,7 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.core.jit import njit
-from engine.core.layout import ACC_CASH, AVG, BEST, MARK, QTY, STOP, TP, WORST
+from engine.core.layout import ACC_CASH, AVG, BEST, MARK, QTY, STOP, T_MARKET, TP, WORST
+from engine.core.ledger import round_quantity_nb
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -87,6 +88,21 @@ def split_and_dividend(
                     lieu = (q - whole) * fstate[MARK, s]
                     fstate[QTY, s] = whole
     return q0, fstate[QTY, s], cash, lieu
+
+
+def split_order(quantity: float, filled: float, ratio: float) -> tuple[float, float]:
+    """A working order's shares after a split of ``ratio``: ``(remaining, filled)``, both ×
+    ``ratio`` (signed shares). The caller rounds ``remaining`` toward zero to whole shares
+    unless fractional shares are on (:func:`engine.core.ledger.round_quantity`), so an order
+    for whole shares stays one and the exit of a whole position (split to ``floor(|q| ×
+    ratio)`` shares, the fraction paid in cash) still matches it, and sets the order's
+    quantity to ``filled + remaining``; its prices are divided by ``ratio``. (An order whose
+    remaining shares round to zero, less than one share after a reverse split, stays working
+    for no shares and never fills.)"""
+    return (quantity - filled) * ratio, filled * ratio
+
+
+split_order_nb = njit(split_order)
 
 
 EV_BEFORE, EV_AFTER, EV_CASH, EV_LIEU, EV_ORDERS, EV_APPLIED = range(6)
@@ -199,8 +215,9 @@ def bar_actions(
     it, paid by :func:`bar_payments`; ``dividends[i]`` += dividend cash; on a split of a held
     symbol the open trade's shares (``open_qty[s]``) become ``|quantity|``, and the working
     orders of the symbol (``book[:n_book]``, ids of ``orders`` records, ``ORDER_DTYPE``) get
-    their ``quantity`` and ``filled`` multiplied by the ratio (the compiled driver's orders
-    are market orders: no prices). ``ev_out[k]`` (columns ``EV_*``) records what happened.
+    their ``quantity`` and ``filled`` split (:func:`split_order`; a market order's change of
+    the remaining shares by the rounding goes into ``pending``) and their prices divided by
+    the ratio. ``ev_out[k]`` (columns ``EV_*``) records what happened.
     """
     while k < ev_bar.size and ev_bar[k] <= i:
         s = ev_sid[k]
@@ -225,8 +242,17 @@ def bar_actions(
             for b in range(n_book):
                 o = book[b]
                 if orders[o]["sid"] == s:
-                    orders[o]["quantity"] *= r
-                    orders[o]["filled"] *= r
+                    qo, fo = orders[o]["quantity"], orders[o]["filled"]
+                    rest, fn = split_order_nb(qo, fo, r)
+                    if not fractional:
+                        whole = round_quantity_nb(rest, False)
+                        if orders[o]["order_type"] == T_MARKET:
+                            pending[s] += whole - rest
+                        rest = whole
+                    orders[o]["quantity"] = fn + rest
+                    orders[o]["filled"] = fn
+                    orders[o]["limit_price"] /= r
+                    orders[o]["stop_price"] /= r
                     n_orders += 1
         ev_out[k, EV_BEFORE] = q0
         ev_out[k, EV_AFTER] = q1

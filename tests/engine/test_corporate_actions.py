@@ -626,10 +626,10 @@ def test_compiled_delistings_pay_dates_generated_panels_equal_python_loop(
 @pytest.fixture(params=["compiled", "py_func"])
 def mechanics_kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The core's mechanics kernels compiled, or as the plain Python they are compiled from."""
-    from engine.core import actions, financing
+    from engine.core import actions, delisting, financing
 
     if request.param == "py_func":
-        for module in (actions, financing):
+        for module in (actions, delisting, financing):
             for name in dir(module):
                 func = getattr(module, name)
                 if hasattr(func, "py_func"):
@@ -649,49 +649,140 @@ def _state(qty: list[float], mark: float = 100.0) -> np.ndarray:
 
 
 @pytest.mark.usefixtures("mechanics_kernels")
-def test_bar_actions_hand_checked_split_dividend_orders() -> None:
+def test_bar_actions_hand_checked_split_dividend_orders_pay_date() -> None:
     from engine.core import actions, layout
     from engine.core.records import empty_records
 
     fstate = _state([5.0, -10.0])
-    pending = np.array([2.0, 0.0])
+    pending = np.array([5.0, 0.0])
     open_qty = np.array([5.0, 10.0])
     acc = np.zeros(layout.N_ACC)
     orders = empty_records("orders", 4)
-    orders[0]["sid"], orders[0]["quantity"] = 0, 2.0
-    book = np.array([0], dtype=np.int64)
+    for o, quantity in enumerate((2.0, 3.0)):  # two working market buys of symbol 0
+        orders[o]["sid"], orders[o]["quantity"], orders[o]["filled"] = 0, quantity, 0.0
+        orders[o]["order_type"] = layout.T_MARKET
+        orders[o]["limit_price"] = orders[o]["stop_price"] = np.nan
+    book = np.array([0, 1], dtype=np.int64)
     ev_out = np.zeros((3, actions.N_EV))
     dividends = np.zeros(3)
-    # bar 1: 3:2 split of symbol 0 (7.5 shares -> 7 + cash in lieu), 1.0 dividend on the short
-    k = actions.bar_actions(
-        1,
-        0,
-        np.array([1, 1, 2], dtype=np.int64),
-        np.array([0, 1, 0], dtype=np.int64),
-        np.array([1.5, 1.0, 1.0]),
-        np.array([0.0, 1.0, 0.5]),
-        False,
-        fstate,
-        pending,
-        open_qty,
-        acc,
-        orders,
-        book,
-        1,
-        ev_out,
-        dividends,
+    owed = np.zeros(3)
+    payment = actions.new_payment_state()
+    schedule = (
+        np.array([1, 1, 2], dtype=np.int64),  # bars
+        np.array([0, 1, 0], dtype=np.int64),  # symbols
+        np.array([1.5, 1.0, 1.0]),  # ratios
+        np.array([0.0, 1.0, 0.5]),  # dividends
+        np.array([-1, -1, 5], dtype=np.int64),  # pay days: the third paid on day 5
     )
+
+    def due(i: int, today: int, k: int) -> int:
+        return int(
+            actions.bar_actions(
+                i,
+                today,
+                k,
+                *schedule[:4],
+                schedule[4],
+                False,
+                fstate,
+                pending,
+                open_qty,
+                acc,
+                orders,
+                book,
+                2,
+                ev_out,
+                dividends,
+                owed,
+                payment,
+            )  # fmt: skip
+        )
+
+    # bar 1: 3:2 split of symbol 0 (7.5 shares -> 7 + cash in lieu), 1.0 dividend on the short
+    k = due(1, 1, 0)
     assert k == 2  # the third action is due at bar 2
     assert fstate[layout.QTY].tolist() == [7.0, -10.0]
     assert fstate[layout.AVG, 0] == pytest.approx(100 / 1.5)
     assert fstate[layout.STOP, 0] == pytest.approx(90 / 1.5)
     assert open_qty.tolist() == [7.0, 10.0]
-    assert orders[0]["quantity"] == 3.0 and pending[0] == 3.0
+    # orders of whole shares stay whole: 2 -> 3, 3 -> 4.5 -> 4; pending 5 x 1.5 - 0.5
+    assert orders["quantity"][:2].tolist() == [3.0, 4.0] and pending[0] == 7.0
     lieu = 0.5 * 100 / 1.5
     assert acc[layout.ACC_CASH] == pytest.approx(lieu - 10.0)
     assert dividends.tolist() == [0.0, -10.0, 0.0]
     assert ev_out[0, actions.EV_LIEU] == pytest.approx(lieu)
-    assert ev_out[0, actions.EV_ORDERS] == 1 and ev_out[2, actions.EV_APPLIED] == 0
+    assert ev_out[0, actions.EV_ORDERS] == 2 and ev_out[2, actions.EV_APPLIED] == 0
+    # bar 2 (day 2): 0.5 on the 7 shares, owed until day 5: receivable, not cash
+    cash = acc[layout.ACC_CASH]
+    k = due(2, 2, k)
+    assert k == 3 and dividends[2] == 3.5 and owed.tolist() == [0.0, 0.0, 3.5]
+    assert acc[layout.ACC_CASH] == cash and payment[actions.MX_RECEIVABLE] == 3.5
+    assert payment[actions.MX_NEXT_PAY] == 5
+    actions.bar_payments(4, k, schedule[4], owed, acc, payment)
+    assert acc[layout.ACC_CASH] == cash
+    actions.bar_payments(5, k, schedule[4], owed, acc, payment)
+    assert acc[layout.ACC_CASH] == cash + 3.5 and payment[actions.MX_RECEIVABLE] == 0.0
+    assert owed.tolist() == [0.0, 0.0, 0.0] and payment[actions.MX_NEXT_PAY] == actions.NEVER
+
+
+@pytest.mark.usefixtures("mechanics_kernels")
+def test_delisted_book_pass_hand_checked_reject_new_cancel_old() -> None:
+    from engine.core import delisting, layout
+    from engine.core.records import empty_records
+
+    # bar 3, rows 0..1: symbol 0's last row (terminal), symbol 1 trading; symbol 2 was
+    # delisted earlier and has no bar now
+    terminal = np.array([True, False])
+    sym_id = np.array([0, 1], dtype=np.int64)
+    delisted = np.array([False, False, True])
+    orders = empty_records("orders", 4)
+    for o, (sid, submit) in enumerate(((0, 3), (0, 2), (1, 3), (2, 3))):
+        orders[o]["sid"], orders[o]["submit_index"] = sid, submit
+        orders[o]["quantity"], orders[o]["filled"] = 10.0, 0.0
+        orders[o]["order_type"], orders[o]["status"] = layout.T_MARKET, layout.S_ACCEPTED
+        orders[o]["reason"] = layout.R_STRATEGY
+    book = np.array([0, 1, 2, 3], dtype=np.int64)
+    counts = np.zeros(layout.N_C, dtype=np.int64)
+    counts[layout.C_BOOK] = 4
+    pending = np.array([20.0, 10.0, 10.0])
+    aux_i = np.zeros((layout.N_A, 3), dtype=np.int64)
+    rejections = empty_records("rejections", 4)
+    delisting.delisted_book_pass(
+        3, 0, 2, terminal, sym_id, delisted, orders, book, counts, pending, aux_i, rejections
+    )
+    assert delisted.tolist() == [True, False, True]
+    assert counts[layout.C_BOOK] == 1 and book[0] == 2  # only symbol 1's order is left
+    assert orders["status"].tolist() == [
+        layout.S_REJECTED,  # submitted on the delisting bar
+        layout.S_CANCELLED,  # working since bar 2
+        layout.S_ACCEPTED,
+        layout.S_REJECTED,  # for a symbol delisted earlier
+    ]
+    assert pending.tolist() == [0.0, 10.0, 0.0]
+    assert counts[layout.C_REJ] == 3
+    assert rejections["reason"][:3].tolist() == [layout.SR_DELISTED] * 3
+    assert rejections["event"][:3].tolist() == [
+        layout.EV_REJECTED,
+        layout.EV_CANCELLED,
+        layout.EV_REJECTED,
+    ]
+    assert delisting.delisting_price(0.16, -0.25) == pytest.approx(0.12)
+
+
+def test_delisting_rows_hand_checked_end_and_gap() -> None:
+    from engine.core.delisting import delisting_rows
+
+    # 6 bars; symbol 0 every bar; symbol 1 bars 0-1 then 4-5 (a gap of 2); symbol 2 bars 0-2
+    bars = [[0, 1, 2], [0, 1, 2], [0, 2], [0], [0, 1], [0, 1]]
+    sym_id = np.array([s for bar in bars for s in bar], dtype=np.int64)
+    offsets = np.cumsum([0] + [len(b) for b in bars]).astype(np.int64)
+    rows = delisting_rows(offsets, sym_id, gap_sessions=2)
+    terminal = [(i, s) for i, bar in enumerate(bars) for s in bar]
+    got = [terminal[r] for r in np.flatnonzero(rows)]
+    assert got == [(2, 2)]  # symbol 2 ends at bar 2; symbol 1's gap of 2 is not longer than 2
+    rows = delisting_rows(offsets, sym_id, gap_sessions=1)
+    got = [terminal[r] for r in np.flatnonzero(rows)]
+    assert got == [(1, 1), (2, 2)]  # now the gap counts: symbol 1 delisted at bar 1
 
 
 @pytest.mark.usefixtures("mechanics_kernels")
