@@ -22,7 +22,7 @@ drivers give identical records; the delisting decisions are :mod:`engine.core.de
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -53,6 +53,7 @@ from engine.orders import Order, OrderStatus, OrderType
 
 if TYPE_CHECKING:
     from engine.data import MarketData
+    from engine.risk.rules.base import RiskRule
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -445,6 +446,10 @@ class MarketMechanics:
     fractional : bool
         ``fractional_shares``: False turns the fraction of a share a split leaves into cash
         at the split-adjusted previous close (cash in lieu).
+    rules : sequence of RiskRule, optional
+        The run's risk rules; each split of a held position calls their
+        :meth:`engine.risk.rules.base.RiskRule.on_split` (``PartialProfitTaking`` rescales
+        the position's starting size).
     """
 
     def __init__(
@@ -454,8 +459,10 @@ class MarketMechanics:
         delisting: Delisting | None,
         financing: Financing | None,
         fractional: bool,
+        rules: Sequence[RiskRule] = (),
     ) -> None:
         self.delisting = delisting
+        self._rules = tuple(rules)  # told of each split of a held position (on_split)
         self.financing = financing
         self.fractional = fractional
         self.receivable = 0.0
@@ -550,6 +557,8 @@ class MarketMechanics:
                     if trade is not None:
                         trade.quantity = abs(after)
                     broker.positions_changed()
+                    for rule in self._rules:
+                        rule.on_split(sid, ratio)
                 n_orders = self._split_orders(broker, sid, ratio)
             if amount != 0.0:
                 pay_day = int(self._sched.pay_day[k])

@@ -220,6 +220,7 @@ class BrokerState:
                 config.delisting,
                 config.financing,
                 config.fractional_shares,
+                risk_manager.rules if risk_manager is not None else (),
             )
             if config.has_mechanics
             else None

@@ -806,8 +806,8 @@ def run_topn(
         if ev_k < mech.ev_bar.size and mech.ev_bar[ev_k] <= i:
             ev_k = bar_actions(
                 i, day, ev_k, mech.ev_bar, mech.ev_sid, mech.ev_ratio, mech.ev_div, mech.ev_pay,
-                fractional, fstate, pending, aux_f[B_QTY], acc, orders, book, counts[C_BOOK],
-                mech.ev_out, mech.dividends, mech.owed, payment,
+                fractional, fstate, pending, aux_f[B_QTY], aux_f[B_PARTIAL_ORIGINAL], acc, orders,
+                book, counts[C_BOOK], mech.ev_out, mech.dividends, mech.owed, payment,
             )  # fmt: skip
         if payment[MX_NEXT_PAY] <= day:
             bar_payments(day, ev_k, mech.ev_pay, mech.owed, acc, payment)

@@ -197,6 +197,7 @@ def bar_actions(
     fstate: FloatArray,
     pending: FloatArray,
     open_qty: FloatArray,
+    partial_original: FloatArray,
     acc: FloatArray,
     orders: npt.NDArray[np.void],
     book: IntArray,
@@ -213,7 +214,9 @@ def bar_actions(
     += dividend cash, unless the dividend is :func:`paid_later` (``ev_pay[k]``: its pay day,
     -1 none): then ``owed[k]`` = dividend cash and the receivable (``mx[MX_RECEIVABLE]``) +=
     it, paid by :func:`bar_payments`; ``dividends[i]`` += dividend cash; on a split of a held
-    symbol the open trade's shares (``open_qty[s]``) become ``|quantity|``, and the working
+    symbol the open trade's shares (``open_qty[s]``) become ``|quantity|`` and
+    ``PartialProfitTaking``'s starting size of it (``partial_original[s]``) is × ratio, and
+    the working
     orders of the symbol (``book[:n_book]``, ids of ``orders`` records, ``ORDER_DTYPE``) get
     their ``quantity`` and ``filled`` split (:func:`split_order`; a market order's change of
     the remaining shares by the rounding goes into ``pending``) and their prices divided by
@@ -239,6 +242,7 @@ def bar_actions(
         if r != 1.0:
             if q0 != 0.0:
                 open_qty[s] = abs(q1)
+                partial_original[s] *= r
             for b in range(n_book):
                 o = book[b]
                 if orders[o]["sid"] == s:

@@ -469,6 +469,30 @@ def test_compiled_delistings_and_pay_dates_lean_equal_python_loop(
     assert compiled.corporate_actions["pay_date"].null_count() < compiled.corporate_actions.height
 
 
+def test_partial_profit_taking_slice_rescaled_at_split_both_drivers() -> None:
+    """100 shares bought at 100, a 2:1 split (200 shares, entry 50), then a close of 56:
+    +12 % reaches the 10 % level, which sells half the starting size in post-split shares,
+    0.5 × 200 = 100 shares at the next open (56), leaving 100. (Before the starting size was
+    rescaled it sold 0.5 × 100 = 50.) Both drivers, identical records."""
+    from engine import PartialProfitTaking
+
+    half = (50.0, 50.0, 50.0, 50.0)
+    bars = [FLAT, FLAT, half, (50.0, 56.0, 50.0, 56.0), (56.0,) * 4, (56.0,) * 4]
+    panel = make_panel({"A": bars}, signals={"s": {"A": [1.0] * 6}})
+    data = MarketData.from_frame(panel, signal_columns=["s"])
+    cfg = ExecutionConfig(
+        initial_cash=10_000.0,
+        corporate_actions=_actions([{"symbol": "A", "ex_date": _day(2), "split_ratio": 2.0}]),
+    )
+    rule = [PartialProfitTaking([(0.10, 0.5)])]
+    compiled, loop = _both_drivers(data, {"signal": "s", "n": 1}, rule, cfg)
+    _assert_same_run(compiled, loop)
+    fills = compiled.fills.select("timestamp", "quantity", "price").rows()
+    assert fills == [(ts(1), 100.0, 100.0), (ts(4), -100.0, 56.0)]
+    assert compiled.trades["exit_reason"].to_list() == ["PartialProfitTaking"]
+    assert compiled.open_positions["quantity"].to_list() == [100.0]
+
+
 def test_compiled_reason_none_for_delisting_and_pay_dates() -> None:
     """The compiled driver runs delistings and pay dates (they used to send the run to the
     Python loop)."""
@@ -656,6 +680,7 @@ def test_bar_actions_hand_checked_split_dividend_orders_pay_date() -> None:
     fstate = _state([5.0, -10.0])
     pending = np.array([5.0, 0.0])
     open_qty = np.array([5.0, 10.0])
+    original = np.array([4.0, 10.0])  # PartialProfitTaking's starting sizes
     acc = np.zeros(layout.N_ACC)
     orders = empty_records("orders", 4)
     for o, quantity in enumerate((2.0, 3.0)):  # two working market buys of symbol 0
@@ -687,6 +712,7 @@ def test_bar_actions_hand_checked_split_dividend_orders_pay_date() -> None:
                 fstate,
                 pending,
                 open_qty,
+                original,
                 acc,
                 orders,
                 book,
@@ -695,7 +721,7 @@ def test_bar_actions_hand_checked_split_dividend_orders_pay_date() -> None:
                 dividends,
                 owed,
                 payment,
-            )  # fmt: skip
+            )
         )
 
     # bar 1: 3:2 split of symbol 0 (7.5 shares -> 7 + cash in lieu), 1.0 dividend on the short
@@ -704,7 +730,7 @@ def test_bar_actions_hand_checked_split_dividend_orders_pay_date() -> None:
     assert fstate[layout.QTY].tolist() == [7.0, -10.0]
     assert fstate[layout.AVG, 0] == pytest.approx(100 / 1.5)
     assert fstate[layout.STOP, 0] == pytest.approx(90 / 1.5)
-    assert open_qty.tolist() == [7.0, 10.0]
+    assert open_qty.tolist() == [7.0, 10.0] and original.tolist() == [6.0, 10.0]
     # orders of whole shares stay whole: 2 -> 3, 3 -> 4.5 -> 4; pending 5 x 1.5 - 0.5
     assert orders["quantity"][:2].tolist() == [3.0, 4.0] and pending[0] == 7.0
     lieu = 0.5 * 100 / 1.5
