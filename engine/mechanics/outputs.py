@@ -25,9 +25,7 @@ class MechanicsOutput(Protocol):
         """``states`` with the per-bar ``dividends``, ``interest`` and ``borrow_fee`` columns."""
 
 
-def events_frame(
-    sched: Schedule, stamps: IntArray, ks: IntArray, rows: FloatArray
-) -> pl.DataFrame:
+def events_frame(sched: Schedule, stamps: IntArray, ks: IntArray, rows: FloatArray) -> pl.DataFrame:
     """The ``corporate_actions`` output: one row per action that touched the portfolio (a
     held position or working orders): timestamp (the bar it was applied at, UTC), symbol,
     ex_date, split_ratio, dividend (per share), quantity_before / quantity_after (shares),
