@@ -176,7 +176,7 @@ def compiled_reason(
     for ok, name in checks:
         if not ok:
             return f"{name} setting"
-    # market mechanics (engine/mechanics.py)
+    # market mechanics (engine/mechanics/)
     return compiled_mechanics_reason(config.corporate_actions, config.delisting)
 
 

@@ -796,7 +796,7 @@ def run_topn(
         if day != counts[C_DAY]:
             acc[ACC_DAY_START] = acc[ACC_LAST_EQUITY]
             counts[C_DAY] = day
-        # financing and corporate actions at the bar boundary (engine/mechanics.py)
+        # financing and corporate actions at the bar boundary (engine/mechanics/)
         if financed:
             nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
             bar_financing(

@@ -56,6 +56,7 @@ from engine.mechanics.table import (
     MAX_LISTED,
     CorporateActions,
     CorporateActionsError,
+    listed_rows,
 )
 
 __all__ = [
@@ -88,4 +89,5 @@ __all__ = [
     "delisting_rows",
     "events_frame",
     "fresh_compiled",
+    "listed_rows",
 ]

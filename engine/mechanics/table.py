@@ -25,7 +25,10 @@ class CorporateActionsError(ValueError):
     """A corporate-actions table that breaks a rule; the message names the offending rows."""
 
 
-def _listed(frame: pl.DataFrame, what: str) -> str:
+def listed_rows(frame: pl.DataFrame, what: str) -> str:
+    """A message naming the rows of ``frame`` (a ``row`` column, 0-based, and the offending
+    fields; the first :data:`MAX_LISTED`, then a count): ``"<n> row(s) <what>: row 3
+    (symbol=A, ...); ..."``."""
     rows = frame.head(MAX_LISTED).to_dicts()
     shown = "; ".join(
         "row "
@@ -154,7 +157,8 @@ class CorporateActions:
         ]
         for bad, what, cols in problems:
             if bad.height:
-                raise CorporateActionsError("corporate actions: " + _listed(bad.select(cols), what))
+                message = listed_rows(bad.select(cols), what)
+                raise CorporateActionsError("corporate actions: " + message)
         self.frame: pl.DataFrame = table.drop("row").sort("ex_date", "symbol")
         self._schedules: dict[tuple[str, ...], Any] = {}  # per run's symbol list
         """The validated table (all five columns, nulls filled), sorted by ex_date, symbol."""
