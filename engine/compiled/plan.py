@@ -24,14 +24,14 @@ What qualifies (anything else runs the Python loop):
   (``NoSlippage``, ``FixedPercentageSlippage``, ``FixedBpsSlippage``, ``SpreadAwareSlippage``,
   ``VolumeAwareSlippage``, and ``OrderTypeDependentSlippage`` over those, with at most one
   bar setting per spread-aware and per volume-aware model; see :func:`plan_costs`);
-- ``fill="next_open"``, ``stop_activation="next_bar"``, ``cash_check="execution"``; either
-  ``bar_event_order`` and ``exit_conflict``, any ``reentry_cooldown_bars``,
+- any fill-semantics setting: ``fill``, ``bar_event_order``, ``stop_activation``,
+  ``exit_conflict``, ``cash_check``, ``reentry_cooldown_bars``,
   ``max_volume_participation`` and ``allow_short`` (``TopNStrategy`` is long only: a short
   comes only from a capped sell left working after a level exit closed the position; a run
   whose book then holds a short with position rules hands over to the Python loop), whole or
   fractional shares and ``close_at_end`` either way;
-- corporate actions paid on their ex-date (no ``pay_date``) and financing
-  (:mod:`engine.mechanics`), but no ``delisting``.
+- any market mechanics (:mod:`engine.mechanics`): corporate actions (with or without pay
+  dates), delistings and financing.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ from engine.core.layout import (
     N_RULES_COLS,
     PARTIAL,
     PRIORITY,
+    R_RULE0,
     STOP_LOSS,
     TAKE_PROFIT,
     TRAILING,
@@ -111,7 +112,7 @@ from engine.costs.slippage import (
     VolumeAwareSlippage,
 )
 from engine.data import BarView, MarketData
-from engine.mechanics import compiled_mechanics, compiled_mechanics_reason
+from engine.mechanics import CompiledMechanics, compiled_mechanics, compiled_mechanics_reason
 from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
 from engine.risk.rules.dynamic import (
@@ -182,7 +183,7 @@ def compiled_reason(
         return "slippage model setting"
     if type(config.commission) not in _COMMISSIONS:
         return "commission model setting"
-    # market mechanics (engine/mechanics.py): actions paid on the ex-date and financing
+    # market mechanics (engine/mechanics/)
     return compiled_mechanics_reason(config.corporate_actions, config.delisting)
 
 
@@ -413,6 +414,22 @@ def _limit_row(rule: RiskRule) -> tuple[int, float] | None:
     return None
 
 
+def _plan_mechanics(
+    data: MarketData, config: ExecutionConfig, rule_names: list[str]
+) -> CompiledMechanics | None:
+    """The market mechanics of the run (None without any); with ``delisting`` the reason
+    ``"delisted"`` of the closing orders is added to ``rule_names`` (codes after the rules')."""
+    if not config.has_mechanics:
+        return None
+    reason = -1
+    if config.delisting is not None:
+        reason = R_RULE0 + len(rule_names)
+        rule_names.append("delisted")
+    return compiled_mechanics(
+        data, config.corporate_actions, config.financing, config.delisting, reason
+    )
+
+
 def plan_topn(
     data: MarketData, strategy: TopNStrategy, risk: RiskManager | None, config: ExecutionConfig
 ) -> TopNPlan:
@@ -467,6 +484,7 @@ def plan_topn(
         if atr_rules
         else np.empty(0)
     )
+    mechanics = _plan_mechanics(data, config, rule_names)  # may add a reason name
     return TopNPlan(
         signal=np.ascontiguousarray(data.columns[strategy.signal], dtype=np.float64),
         atr=atr,
@@ -479,7 +497,5 @@ def plan_topn(
         capacity=_capacity(data.n_timestamps, strategy.n, data.n_symbols),
         initial_cash=config.initial_cash,
         costs=plan_costs(data, config.slippage, config.commission),
-        mechanics=compiled_mechanics(data, config.corporate_actions, config.financing)
-        if config.has_mechanics
-        else None,
+        mechanics=mechanics,
     )

@@ -45,7 +45,7 @@ import numpy.typing as npt
 import polars as pl
 from numba.extending import overload
 
-from engine.core.actions import bar_actions
+from engine.core.actions import MX_NEXT_PAY, MX_RECEIVABLE, bar_actions, bar_payments
 from engine.core.costs import (
     COMM_A,
     COMM_B,
@@ -74,6 +74,7 @@ from engine.core.costs import (
     slipped_price_nb,
     tiered_commission_nb,
 )
+from engine.core.delisting import delisted_book_pass, delisting_price_nb
 from engine.core.financing import bar_financing
 from engine.core.jit import njit
 from engine.core.layout import (
@@ -176,7 +177,15 @@ from engine.core.matching import level_exit_price_nb, participation_quantity_nb
 from engine.core.records import RecordArray, Records, empty_records
 from engine.core.rules import breakeven_stop_nb, partial_take_nb
 from engine.data import MarketData
-from engine.mechanics import CompiledMechanics, compiled_mechanics
+from engine.mechanics import (
+    M_DELIST_RETURN,
+    M_DELISTING,
+    M_FINANCING,
+    M_REASON,
+    CompiledMechanics,
+    compiled_mechanics,
+    fresh_compiled,
+)
 from engine.risk import kernels
 
 FloatArray = npt.NDArray[np.float64]
@@ -1046,7 +1055,11 @@ def run_topn(
     per_bar = 4 * n_sym + n + 8  # most orders one bar can create
     nh = 0
     held_at = -1  # fill count when ``held[:nh]`` was last listed (-1: never)
-    financed = mech.rates[3] != 0.0
+    financed = mech.rates[M_FINANCING] != 0.0
+    delisting = mech.rates[M_DELISTING] != 0.0
+    delist_return = mech.rates[M_DELIST_RETURN]
+    delist_reason = int(mech.rates[M_REASON])
+    payment = mech.payment
     ev_k = 0  # next corporate action of ``mech``
     for i in range(n_t):
         if counts[C_ORDERS] + per_bar > cap or counts[C_REJ] + per_bar > cap:
@@ -1060,7 +1073,7 @@ def run_topn(
         if day != counts[C_DAY]:
             acc[ACC_DAY_START] = acc[ACC_LAST_EQUITY]
             counts[C_DAY] = day
-        # financing and corporate actions at the bar boundary (engine/mechanics.py)
+        # financing and corporate actions at the bar boundary (engine/mechanics/)
         if financed:
             nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
             bar_financing(
@@ -1069,10 +1082,12 @@ def run_topn(
             )  # fmt: skip
         if ev_k < mech.ev_bar.size and mech.ev_bar[ev_k] <= i:
             ev_k = bar_actions(
-                i, ev_k, mech.ev_bar, mech.ev_sid, mech.ev_ratio, mech.ev_div, fractional,
-                fstate, pending, aux_f[B_QTY], acc, orders, book, counts[C_BOOK], mech.ev_out,
-                mech.dividends,
+                i, day, ev_k, mech.ev_bar, mech.ev_sid, mech.ev_ratio, mech.ev_div, mech.ev_pay,
+                fractional, fstate, pending, aux_f[B_QTY], aux_f[B_PARTIAL_ORIGINAL], acc, orders,
+                book, counts[C_BOOK], mech.ev_out, mech.dividends, mech.owed, payment,
             )  # fmt: skip
+        if payment[MX_NEXT_PAY] <= day:
+            bar_payments(day, ev_k, mech.ev_pay, mech.owed, acc, payment)
         # 1. fills against the bar
         if stops_first:
             # exit_conflict="open_sell_wins": a queued market exit suspends the levels
@@ -1197,6 +1212,23 @@ def run_topn(
         if fill_close and not _fill_at_close(i, lo, bars, tables, state, records, new):
             counts[C_STATUS] = ST_SHORT_BOOK
             return
+        # delistings, after the close's fills (engine/core/delisting.py)
+        if delisting:
+            delisted_book_pass(
+                i, lo, hi, mech.terminal, sym_id, mech.delisted, orders, book, counts, pending,
+                aux_i, rejections,
+            )  # fmt: skip
+            for r in range(lo, hi):
+                sid = sym_id[r]
+                if mech.terminal[r] and qty[sid] != 0.0:
+                    pos = qty[sid]
+                    o = new_order(
+                        sid, -pos, T_MARKET, delist_reason, i, r, math.nan, math.nan, orders,
+                        counts, pending,
+                    )  # fmt: skip
+                    set_status(orders, o, S_ACCEPTED)
+                    price = delisting_price_nb(marks[sid], delist_return)
+                    _fill(o, -pos, price, r, i, True, bars, tables, state, records)
         # close_at_end: every position at its latest close
         if close_at_end and i == n_t - 1:
             nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
@@ -1217,6 +1249,7 @@ def run_topn(
         if nh:
             value, gross = kernels.portfolio_value(held[:nh], qty, marks)
         equity = cash + value
+        equity += payment[MX_RECEIVABLE]  # dividends past their ex-date, not yet paid
         acc[ACC_LAST_EQUITY] = equity
         if equity > acc[ACC_PEAK]:
             acc[ACC_PEAK] = equity
@@ -1296,7 +1329,7 @@ class CompiledRun:
             if counts[C_STATUS] != ST_FULL:
                 break
             cap *= 2
-            mech = _fresh(mech)
+            mech = fresh_compiled(mech)
         self.status = int(counts[C_STATUS])
         self.cash = float(acc[ACC_CASH])
         self.fstate = fstate
@@ -1348,16 +1381,6 @@ class CompiledRun:
             schema_overrides={"entry_timestamp": pl.Int64},
         )
         return frame.with_columns(pl.col("entry_timestamp").cast(pl.Datetime("us", "UTC")))
-
-
-def _fresh(mech: CompiledMechanics) -> CompiledMechanics:
-    """``mech`` with zeroed output buffers (for a retry with larger record buffers)."""
-    return mech._replace(
-        ev_out=np.zeros_like(mech.ev_out),
-        dividends=np.zeros_like(mech.dividends),
-        interest=np.zeros_like(mech.interest),
-        fee=np.zeros_like(mech.fee),
-    )
 
 
 def _symbol_series(data: MarketData) -> pl.Series:

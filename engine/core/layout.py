@@ -158,23 +158,28 @@ FIXED_REASONS = ("strategy", "end_of_data", "stop_loss", "take_profit")
 R_RULE0 = 3
 """A rule of code ``k >= 1`` has reason code ``R_RULE0 + k``."""
 SR_NONE, SR_CASH, SR_SHORT, SR_CLOSED_BY_STOP, SR_ZERO_SHARES = range(5)
-SR_NETTED_CLOSE, SR_COOLDOWN, SR_SUBMISSION_CASH = 5, 6, 7
 STATUS_REASONS = (
     "",
     "insufficient_cash",
     "short_not_allowed",
     "position_closed_by_stop",
     "rounds_to_zero_shares",
+    "delisted",
     "netted_by_close_position",
     "reentry_cooldown",
     "insufficient_cash_at_submission",
 )
 """Texts of the ``SR_*`` codes. ``rounds_to_zero_shares``: an order the strategy wanted that
-rounded to zero whole shares, so it was never placed (its rejection row has ``order_id`` -1).
+rounded to zero whole shares, so it was never placed (its rejection row has ``order_id`` -1);
+``delisted``: an order of a delisted symbol (:mod:`engine.core.delisting`);
 ``netted_by_close_position``: a working market order of an earlier bar cancelled by a close of
 its position under a volume participation cap; ``reentry_cooldown``: a re-entry decided too
 soon after a stop-loss exit (``ExecutionConfig.reentry_cooldown_bars``);
 ``insufficient_cash_at_submission``: ``ExecutionConfig.cash_check="submission"``."""
+SR_DELISTED = STATUS_REASONS.index("delisted")
+SR_NETTED_CLOSE = STATUS_REASONS.index("netted_by_close_position")
+SR_COOLDOWN = STATUS_REASONS.index("reentry_cooldown")
+SR_SUBMISSION_CASH = STATUS_REASONS.index("insufficient_cash_at_submission")
 UNPLACED = -1
 """The ``order_id`` of a rejection row of an order that was never placed."""
 SR_LIMIT = 100
