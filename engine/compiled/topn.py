@@ -3,8 +3,9 @@
 When a run qualifies (:func:`engine.compiled.plan.compiled_reason` returns ``None``),
 :class:`engine.BacktestEngine` runs it here instead of its per-timestamp Python loop: the
 strategy's ranking and orders, the fills at the open, the stop-loss / take-profit levels,
-trailing stops, time exits, ``BreakEvenRule``, ``PartialProfitTaking`` and
-``VolatilityScaledStopLoss`` (:mod:`engine.core.rules`), the portfolio limits
+trailing stops, time exits, ``BreakEvenRule``, ``PartialProfitTaking``,
+``VolatilityScaledStopLoss`` / ``VolatilityScaledTakeProfit`` and ``RegimeDependentRule``
+over them (:mod:`engine.core.rules`), the portfolio limits
 at hook B and the accounting all happen in :func:`run_topn`, one compiled call for the whole
 run, and the records it writes (:mod:`engine.core.records`) become the result's frames by the
 same conversion as the Python loop's.
@@ -101,7 +102,6 @@ from engine.core.layout import (
     C_TRADES,
     CODE,
     DEFERRED,
-    ENTRY_ATR,
     ENTRY_ORDINAL,
     ENTRY_PENDING,
     EPS,
@@ -120,6 +120,7 @@ from engine.core.layout import (
     OUT_LEVEL,
     OUT_SID,
     PARTIAL,
+    PRIORITY,
     QTY,
     R_END,
     R_RULE0,
@@ -203,9 +204,10 @@ class TopNPlan:
     ----------
     signal : ndarray
         float64, shape (n_rows,): the ranking column, one value per market-data row.
-    atr : ndarray
-        float64, shape (n_rows,): the ATR column of the ``VolatilityScaledStopLoss`` rules
-        (currency per share), or shape (0,) when the run has none.
+    inputs : ndarray
+        float64, shape (k, n_rows): the per-row values the rules read (the ``INPUT`` /
+        ``GATE`` rows of ``rules``): ATR columns (currency per share) and regime flags (1.0:
+        above the threshold); shape (0, 0) when no rule reads any.
     params : ndarray
         float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, cash tolerance
         in currency, and 0/1 flags).
@@ -229,7 +231,7 @@ class TopNPlan:
     """
 
     signal: FloatArray
-    atr: FloatArray
+    inputs: FloatArray
     params: FloatArray
     rules: FloatArray
     partial: FloatArray
@@ -482,10 +484,13 @@ def _open_pass(
         remaining = orders[o]["quantity"] - orders[o]["filled"]
         if remaining != 0:
             _fill(o, remaining, open_[row], row, i, False, bars, tables, state, records)
-            if bars.atr.size and state.istate[ENTRY_PENDING, sid]:
-                # the ATR known at the fill (the symbol's previous bar) for the entry levels
-                known = bars.prev_row[row]
-                state.fstate[ENTRY_ATR, sid] = bars.atr[known] if known >= 0 else math.nan
+            if state.istate[ENTRY_PENDING, sid]:
+                # hook D: the entry's levels, from what was known at the fill (the symbol's
+                # previous bar), live from the next bar
+                kernels.set_entry_levels(
+                    sid, state.fstate, state.istate, i + 1, tables.rules, tables.inputs,
+                    bars.prev_row[row],
+                )  # fmt: skip
     counts[C_BOOK] = kept
 
 
@@ -548,13 +553,19 @@ def _mark_and_hook_c(
     istate: IntArray,
     rules: FloatArray,
     partial: FloatArray,
+    inputs: FloatArray,
     aux_i: IntArray,
     aux_f: FloatArray,
 ) -> int:
-    """:func:`engine.risk.kernels.mark_bar_basic_rules` plus ``BreakEvenRule`` and
-    ``PartialProfitTaking``, merged as the general path merges them
-    (:class:`engine.risk.batch.PositionActions`): stops in rule order, the higher long stop
-    wins, earlier rules win ties, NaN never wins; a whole (time) exit beats the partial one.
+    """:func:`engine.risk.kernels.mark_bar_basic_rules` plus ``BreakEvenRule``,
+    ``PartialProfitTaking`` and the members of ``RegimeDependentRule`` rules, merged as the
+    general path merges them (:class:`engine.risk.batch.PositionActions`): stops in rule
+    order (the per-position rules' rows last, as the general path adds their merged answer
+    after the vectorised rules'), the higher long stop wins, earlier rules win ties, NaN
+    never wins; a whole exit beats the partial one, a later whole exit wins only with a higher
+    priority. A regime member acts only in its regime at this bar
+    (:func:`engine.risk.kernels.rule_applies` on the position's row: the context value at
+    this bar).
 
     The two rules decide through the functions their Python classes call
     (:mod:`engine.core.rules`): ``BreakEvenRule``'s stop candidate is
@@ -582,12 +593,15 @@ def _mark_and_hook_c(
         code = 0
         first = True
         exit_code = 0
+        exit_priority = 0.0
         partial_code = 0
         partial_size = 0.0
         for r in range(rules.shape[0]):
             kind = rules[r, KIND]
             value = math.nan
             setter = False
+            if not kernels.rule_applies(rules, r, inputs, row):
+                continue
             if kind == TRAILING:
                 value = kernels.trailing_level(rules, r, bars_held, fstate[BEST, sid], current)
                 setter = True
@@ -596,8 +610,10 @@ def _mark_and_hook_c(
                     1.0, entry, fstate[BEST, sid], rules[r, BE_TRIGGER], rules[r, BE_OFFSET]
                 )
                 setter = True
-            elif kind == TIME_EXIT and exit_code == 0 and bars_held >= rules[r, MAX_BARS]:
-                exit_code = int(rules[r, CODE])
+            elif kind == TIME_EXIT and bars_held >= rules[r, MAX_BARS]:
+                if exit_code == 0 or rules[r, PRIORITY] > exit_priority:
+                    exit_code = int(rules[r, CODE])
+                    exit_priority = rules[r, PRIORITY]
             elif kind == PARTIAL:
                 if aux_i[A_PARTIAL_ENTRY, sid] != aux_i[A_ENTRY_INDEX, sid]:
                     aux_i[A_PARTIAL_ENTRY, sid] = aux_i[A_ENTRY_INDEX, sid]
@@ -664,8 +680,7 @@ class Bars(NamedTuple):
     ``timestamps`` (int64, µs since the epoch, one per bar), ``offsets`` (int64, bar ``i``'s
     rows are ``offsets[i]:offsets[i + 1]``), ``sym_id`` / ``ordinal`` / ``prev_row`` (int64,
     per row), ``open_`` / ``high`` / ``low`` / ``close`` (float64, currency per share, per
-    row), ``signal`` (float64, per row), ``atr`` (float64, per row, the ATR column of the
-    ``VolatilityScaledStopLoss`` rules; empty without them).
+    row), ``signal`` (float64, per row).
     """
 
     timestamps: IntArray
@@ -678,12 +693,12 @@ class Bars(NamedTuple):
     ordinal: IntArray
     prev_row: IntArray
     signal: FloatArray
-    atr: FloatArray
 
 
 class Tables(NamedTuple):
     """The run's parameters and rule tables (:class:`TopNPlan`): ``params`` (``P_*``),
-    ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`) and the slippage and
+    ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`), the rules' per-row
+    ``inputs`` and the slippage and
     commission: ``cost_params``, ``tiers``, ``tier_state``, ``cost_rows``, the fields of
     :class:`engine.core.costs.Costs` (flat: numba reference-counts every array of a nested
     tuple at each use, some 100 ns per fill)."""
@@ -692,6 +707,7 @@ class Tables(NamedTuple):
     rules: FloatArray
     partial: FloatArray
     limits: FloatArray
+    inputs: FloatArray
     cost_params: FloatArray
     tiers: FloatArray
     tier_state: FloatArray
@@ -837,7 +853,7 @@ def run_topn(
         if has_rules:
             exits = _mark_and_hook_c(
                 lo, hi, i, sym_id, close, high, low, ordinal, held[:nh], fstate, istate, rules,
-                partial, aux_i, aux_f,
+                partial, tables.inputs, aux_i, aux_f,
             )  # fmt: skip
             if exits < 0:
                 counts[C_STATUS] = ST_SHORT_BOOK
@@ -954,12 +970,12 @@ class CompiledRun:
     def __init__(self, data: MarketData, plan: TopNPlan) -> None:
         bars = Bars(
             data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-            data.close, data.ordinal, data.prev_row, plan.signal, plan.atr,
+            data.close, data.ordinal, data.prev_row, plan.signal,
         )  # fmt: skip
         costs = plan.costs
         tables = Tables(
-            plan.params, plan.rules, plan.partial, plan.limits, costs.params, costs.tiers,
-            costs.tier_state, costs.rows,
+            plan.params, plan.rules, plan.partial, plan.limits, plan.inputs, costs.params,
+            costs.tiers, costs.tier_state, costs.rows,
         )  # fmt: skip
         n_sym = data.n_symbols
         n_t = data.n_timestamps
