@@ -51,35 +51,12 @@ from engine.risk.rules.dynamic import (
     VolatilityScaledTakeProfit,
 )
 from tests.engine.conftest import atr_14, momentum_scores, ts
+from tests.engine.fastpath_helpers import FRAMES
+from tests.engine.fastpath_helpers import assert_identical as _assert_identical
+from tests.engine.fastpath_helpers import run_both as _both
 
 # Two stop-setting rules on purpose in some cases: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")
-
-FRAMES = ("fills", "trades", "portfolio_states", "open_positions", "orders", "rejections")
-
-
-def _both(
-    data: MarketData,
-    strategy: dict[str, Any],
-    rules: list[RiskRule] | None,
-    config: ExecutionConfig,
-) -> tuple[BacktestResult, BacktestResult]:
-    """The same run through the compiled path and through the Python loop."""
-    out = []
-    for compiled in (True, False):
-        manager = None if rules is None else RiskManager(list(rules))
-        out.append(
-            BacktestEngine(data, TopNStrategy(**strategy), manager, config, compiled=compiled).run()
-        )
-    return out[0], out[1]
-
-
-def _assert_identical(fast: BacktestResult, slow: BacktestResult) -> None:
-    assert fast.compiled and not slow.compiled
-    for name in FRAMES:
-        a, b = getattr(fast, name), getattr(slow, name)
-        assert a.schema == b.schema, name
-        assert a.equals(b), name
 
 
 def _rules(kind: str) -> list[RiskRule] | None:
@@ -691,33 +668,3 @@ def test_fastpath_pairwise_sum_equals_numpy_nansum(
         marks[rng.random(n) < 0.1] = np.nan  # symbols without a bar yet
         expected = float(np.nansum(np.abs(qty + pending) * marks))
         assert gross(qty, pending, marks, np.empty(256 + n)) == expected, n
-
-
-_CONFIG_REASONS = {
-    "demo.yaml": None,
-    "sp500_top25.yaml": None,
-    "sp500_momentum_reference.yaml": None,
-    # its PerShare commission, SpreadAware slippage and ATR stop run compiled, its regime rule not
-    "top25_ml_with_risk.yaml": "rule RegimeDependentRule has no compiled form",
-}
-
-
-@pytest.mark.parametrize("name", sorted(_CONFIG_REASONS))
-def test_fastpath_repository_configs_compiled_reason_names_what_runs_the_loop(
-    scored_data: MarketData, data_root: Path, name: str
-) -> None:
-    """Which of the repository's experiment configs run compiled (the README lists them)."""
-    from engine import build_rule
-    from ml4t_pipeline.config import load_config
-
-    root = Path(__file__).resolve().parents[2] / "configs"
-    assert {p.name for p in root.glob("*.yaml")} == set(_CONFIG_REASONS)
-    cfg = load_config(root / name, data_root=data_root)
-    rules = [build_rule(spec) for spec in cfg.risk_rules]
-    reason = plan.compiled_reason(
-        scored_data,
-        cfg.strategy.build(),
-        RiskManager(rules) if rules else None,
-        cfg.execution.engine_config(),
-    )
-    assert reason == _CONFIG_REASONS[name]
