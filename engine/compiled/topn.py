@@ -484,9 +484,10 @@ def _open_pass(
         remaining = orders[o]["quantity"] - orders[o]["filled"]
         if remaining != 0:
             _fill(o, remaining, open_[row], row, i, False, bars, tables, state, records)
-            if state.istate[ENTRY_PENDING, sid]:
+            if state.istate[ENTRY_PENDING, sid] and state.fstate[QTY, sid] != 0.0:
                 # hook D: the entry's levels, from what was known at the fill (the symbol's
-                # previous bar), live from the next bar
+                # previous bar), live from the next bar (none for a position the fill left
+                # flat, as the Python driver's hook D)
                 kernels.set_entry_levels(
                     sid, state.fstate, state.istate, i + 1, tables.rules, tables.inputs,
                     bars.prev_row[row],

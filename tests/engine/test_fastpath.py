@@ -455,17 +455,11 @@ def test_fastpath_unsupported_rules_and_strategy_take_python_loop(
     )
     atr = RiskManager([PriceBasedStopLoss(0.05), VolatilityScaledTakeProfit(2.0)])
     assert plan.compiled_reason(scored_data, top, atr, cfg) == (
-        "rule VolatilityScaledTakeProfit has no compiled form"
+        "VolatilityScaledTakeProfit ATR column 'atr_14' not in the data"
     )
     missing = RiskManager([VolatilityScaledStopLoss(2.0, atr_column="atr_14")])
     assert plan.compiled_reason(scored_data, top, missing, cfg) == (
         "VolatilityScaledStopLoss ATR column 'atr_14' not in the data"
-    )
-    two_atr = RiskManager(
-        [VolatilityScaledStopLoss(2.0), VolatilityScaledStopLoss(3.0, atr_column="atr_20")]
-    )
-    assert plan.compiled_reason(scored_data, top, two_atr, cfg) == (
-        "VolatilityScaledStopLoss rules on different ATR columns"
     )
     two = RiskManager([PartialProfitTaking([(0.1, 0.5)]), PartialProfitTaking([(0.2, 0.5)])])
     assert plan.compiled_reason(scored_data, top, two, cfg) == (
