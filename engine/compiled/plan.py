@@ -363,14 +363,13 @@ def _rule_table(data: MarketData, rules: list[RiskRule]) -> _RuleTable:
     chosen = [r for r in rules if type(r) in _POSITION_RULES]
     vector = [(r, -1, 0.0) for r in chosen if r.vectorized]
     scalar: list[tuple[RiskRule, int, float]] = []
-    inputs: list[FloatArray] = []
-    atr_rows: dict[str, int] = {}
+    sources: list[tuple[str, str, float]] = []  # the rows of the inputs (_rule_inputs)
     for rule in chosen:
         if isinstance(rule, RegimeDependentRule):
-            inputs.append(_regime_flags(data, rule))
+            sources.append(("regime", rule.context_column, rule.threshold))
             for member, side in ((rule.above, 1.0), (rule.below, 0.0)):
                 if member is not None:
-                    scalar.append((member, len(inputs) - 1, side))
+                    scalar.append((member, len(sources) - 1, side))
         elif not rule.vectorized:
             scalar.append((rule, -1, 0.0))
     rows = [(*entry, False) for entry in vector] + [(*entry, True) for entry in scalar]
@@ -389,10 +388,10 @@ def _rule_table(data: MarketData, rules: list[RiskRule]) -> _RuleTable:
         elif isinstance(rule, _ATR_RULES):
             row[KIND] = ATR_STOP if isinstance(rule, VolatilityScaledStopLoss) else ATR_TAKE_PROFIT
             row[FACTOR] = rule.atr_multiplier
-            if rule.atr_column not in atr_rows:
-                atr_rows[rule.atr_column] = len(inputs)
-                inputs.append(np.ascontiguousarray(data.columns[rule.atr_column], np.float64))
-            row[INPUT] = atr_rows[rule.atr_column]
+            source = ("atr", rule.atr_column, 0.0)
+            if source not in sources:
+                sources.append(source)
+            row[INPUT] = sources.index(source)
         elif isinstance(rule, PartialProfitTaking):
             row[KIND] = PARTIAL
             partial = rule.level_table
@@ -404,19 +403,34 @@ def _rule_table(data: MarketData, rules: list[RiskRule]) -> _RuleTable:
         names.append(rule.name)
     level_kinds = (STOP_LOSS, TAKE_PROFIT, TRAILING, BREAKEVEN, ATR_STOP, ATR_TAKE_PROFIT)
     sets_levels = bool(np.isin(table[:, KIND], level_kinds).any())
-    matrix = np.stack(inputs) if inputs else np.zeros((0, 0))
-    return _RuleTable(table, names, partial, matrix, sets_levels)
+    return _RuleTable(table, names, partial, _rule_inputs(data, sources), sets_levels)
 
 
-def _regime_flags(data: MarketData, rule: RegimeDependentRule) -> FloatArray:
-    """The regime of ``rule`` at each data row, float64, shape (n_rows,): 1.0 where its
-    context column's value at the row's timestamp is above the threshold
-    (:func:`engine.core.rules.regime_flags`), else 0.0."""
-    per_bar = regime_flags(
-        np.ascontiguousarray(data.context[rule.context_column], np.float64), rule.threshold
-    )
-    flags: FloatArray = np.repeat(per_bar, np.diff(data.offsets))
-    return flags
+def _rule_inputs(data: MarketData, sources: list[tuple[str, str, float]]) -> FloatArray:
+    """The per-row inputs of the rule table (``_RuleTable.inputs``), one row per source: an
+    ATR column ``("atr", name, 0.0)`` as it is, a regime ``("regime", context column,
+    threshold)`` as flags
+    (1.0 where the column's value at the row's timestamp is above the threshold,
+    :func:`engine.core.rules.regime_flags`); computed once per data and sources (cached on
+    ``data``)."""
+    if not sources:
+        return np.zeros((0, 0))
+
+    def build(data: MarketData) -> FloatArray:
+        out = np.empty((len(sources), data.n_rows))
+        counts = np.diff(data.offsets)
+        for k, (kind, name, threshold) in enumerate(sources):
+            if kind == "atr":
+                out[k] = data.columns[name]
+            else:
+                per_bar = regime_flags(
+                    np.ascontiguousarray(data.context[name], np.float64), threshold
+                )
+                out[k] = np.repeat(per_bar, counts)
+        return out
+
+    inputs: FloatArray = BarView(data, 0).derived(f"compiled_rule_inputs:{sources!r}", build)
+    return inputs
 
 
 def _limit_row(rule: RiskRule) -> tuple[int, float] | None:

@@ -1101,19 +1101,18 @@ def _unplaced_rules(rejections: RecordArray, records: Records) -> None:
 def _limit_texts(rejections: RecordArray, limits: list[LimitText], records: Records) -> None:
     """The reason texts and rule names of the rejection / shrink rows a compiled portfolio
     limit wrote (``limit >= 0``), from the limits' own ``reason_text``, as codes of
-    ``records.texts`` (a few rows: one Python call per rejected or shrunk order)."""
-    memo: dict[tuple[int, int, float, float], int] = {}
-    for k in np.flatnonzero(rejections["limit"] >= 0).tolist():
-        r = int(rejections["limit"][k])
-        key = (
-            r,
-            int(rejections["shrink_text"][k]),
-            float(rejections["value"][k]),
-            float(rejections["bound"][k]),
-        )
-        code = memo.get(key)
-        if code is None:
-            text = limits[r].reason_text(bool(key[1]), key[2], key[3])
-            code = memo[key] = records.text_code(text)
-        rejections["reason"][k] = code
-        rejections["rule"][k] = records.text_code(limits[r].name)
+    ``records.texts``: one Python call per distinct ``(limit, shrink, value, bound)``, so a
+    halted run's thousands of identical rejections cost one text."""
+    rows = np.flatnonzero(rejections["limit"] >= 0)
+    if rows.size == 0:
+        return
+    keys = rejections[["limit", "shrink_text", "value", "bound"]][rows]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    codes = np.empty(unique.size, dtype=rejections.dtype["reason"])
+    for k, (r, shrink, value, bound) in enumerate(unique.tolist()):
+        codes[k] = records.text_code(limits[r].reason_text(bool(shrink), value, bound))
+    names = np.array(
+        [records.text_code(limit.name) for limit in limits], dtype=rejections.dtype["rule"]
+    )
+    rejections["reason"][rows] = codes[inverse.reshape(-1)]
+    rejections["rule"][rows] = names[rejections["limit"][rows]]
