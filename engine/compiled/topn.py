@@ -1106,13 +1106,24 @@ def _limit_texts(rejections: RecordArray, limits: list[LimitText], records: Reco
     rows = np.flatnonzero(rejections["limit"] >= 0)
     if rows.size == 0:
         return
-    keys = rejections[["limit", "shrink_text", "value", "bound"]][rows]
-    unique, inverse = np.unique(keys, return_inverse=True)
-    codes = np.empty(unique.size, dtype=rejections.dtype["reason"])
-    for k, (r, shrink, value, bound) in enumerate(unique.tolist()):
-        codes[k] = records.text_code(limits[r].reason_text(bool(shrink), value, bound))
+    keys = [rejections[field][rows] for field in ("limit", "shrink_text", "value", "bound")]
+    order = np.lexsort(keys[::-1])
+    first = np.zeros(rows.size, dtype=np.bool_)  # the first row of each distinct key, sorted
+    first[0] = True
+    for key in keys:
+        ordered = key[order]
+        first[1:] |= ordered[1:] != ordered[:-1]
+    group = np.empty(rows.size, dtype=np.int64)
+    group[order] = np.cumsum(first) - 1
+    codes = np.array(
+        [
+            records.text_code(limits[int(r)].reason_text(bool(shrink), float(value), float(bound)))
+            for r, shrink, value, bound in zip(*(key[order[first]] for key in keys), strict=True)
+        ],
+        dtype=rejections.dtype["reason"],
+    )
     names = np.array(
         [records.text_code(limit.name) for limit in limits], dtype=rejections.dtype["rule"]
     )
-    rejections["reason"][rows] = codes[inverse.reshape(-1)]
-    rejections["rule"][rows] = names[rejections["limit"][rows]]
+    rejections["reason"][rows] = codes[group]
+    rejections["rule"][rows] = names[keys[0]]
