@@ -409,10 +409,9 @@ def _rule_table(data: MarketData, rules: list[RiskRule]) -> _RuleTable:
 def _rule_inputs(data: MarketData, sources: list[tuple[str, str, float]]) -> FloatArray:
     """The per-row inputs of the rule table (``_RuleTable.inputs``), one row per source: an
     ATR column ``("atr", name, 0.0)`` as it is, a regime ``("regime", context column,
-    threshold)`` as flags
-    (1.0 where the column's value at the row's timestamp is above the threshold,
-    :func:`engine.core.rules.regime_flags`); computed once per data and sources (cached on
-    ``data``)."""
+    threshold)`` as flags (1.0 where the column's value at the row's timestamp is above the
+    threshold, :func:`engine.core.rules.regime_flags`); computed once per data and sources
+    (cached on ``data``)."""
     if not sources:
         return np.zeros((0, 0))
 
