@@ -146,6 +146,8 @@ def compiled_reason(
             kind = type(rule)
             if kind not in _POSITION_RULES and _limit_row(rule) is None:
                 return f"rule {rule.name} has no compiled form"
+            if not getattr(rule, "default_reference", True):  # DynamicTrailingStop trail_on...
+                return f"rule {rule.name} with a non-default trailing reference price"
             if kind is MaxDrawdownRule and cast(MaxDrawdownRule, rule).reset_mode != "never":
                 return f"rule {rule.name} with reset={cast(MaxDrawdownRule, rule).reset_mode!r}"
             levels = getattr(rule, "levels", ()) if kind is PartialProfitTaking else ()

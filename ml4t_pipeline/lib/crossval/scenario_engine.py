@@ -74,7 +74,7 @@ def _make_strategy(scenario: Scenario, data: ScenarioData) -> Any:
     return ScenarioStrategy()
 
 
-def _risk_manager(scenario: Scenario) -> Any:
+def _risk_manager(scenario: Scenario, framework: str) -> Any:
     from engine import (
         DynamicTrailingStop,
         PriceBasedStopLoss,
@@ -87,7 +87,8 @@ def _risk_manager(scenario: Scenario) -> Any:
     if scenario.stop_loss is not None:
         rules.append(PriceBasedStopLoss(scenario.stop_loss))
     if scenario.trailing is not None:
-        rules.append(DynamicTrailingStop(initial_trail_pct=scenario.trailing))
+        settings = scenario.trail_settings.get(framework, {})
+        rules.append(DynamicTrailingStop(initial_trail_pct=scenario.trailing, **settings))
     if scenario.take_profit is not None:
         rules.append(PriceBasedTakeProfit(scenario.take_profit))
     if scenario.time_exit is not None:
@@ -120,6 +121,8 @@ def run_ml4t_scenario(scenario: Scenario, data: ScenarioData, framework: str) ->
     from ml4t_pipeline.lib.crossval.reference import ReferenceSpec
 
     settings = {"preset": framework, **scenario.engine_overrides.get(framework, {})}
+    if scenario.trailing is not None:
+        settings.update(scenario.trail_settings.get(framework, {}))
     if scenario.kind == "ranked":
         from engine import TopNStrategy
 
@@ -136,7 +139,7 @@ def run_ml4t_scenario(scenario: Scenario, data: ScenarioData, framework: str) ->
     result = BacktestEngine(
         market,
         strategy,
-        _risk_manager(scenario),
+        _risk_manager(scenario, framework),
         scenario.engine_config(framework),
     ).run()
     fills = result.fills.select(

@@ -63,9 +63,13 @@ class Scenario:
         Framework → extra ``ExecutionConfig`` fields our run uses beside the preset when
         compared with that framework (e.g. VectorBT ``from_signals``: ``exit_conflict =
         "stop_wins"``).
+    trail_settings : dict of str to dict
+        Framework → ``DynamicTrailingStop`` keywords our run uses when compared with that
+        framework (``trail_on="close"`` for Backtrader's ``StopTrail``,
+        ``include_entry_bar=False`` for VectorBT's ``sl_trail``).
     knobs : dict of str to str
-        Framework → the semantic setting that explains a remaining gap (empty when none is
-        expected).
+        Framework → the semantic setting that explains a remaining gap, or that the matrix
+        switches on to close it (empty when none is involved).
     fast, slow : int
         Moving-average windows, bars.
     target_rounding : {"position", "order"}
@@ -100,6 +104,7 @@ class Scenario:
     n_top: int = 3
     not_expressed: dict[str, str] = field(default_factory=dict)
     engine_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trail_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     knobs: dict[str, str] = field(default_factory=dict)
     fast: int = 10
     slow: int = 30
