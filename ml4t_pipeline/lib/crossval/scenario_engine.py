@@ -30,16 +30,8 @@ def _make_strategy(scenario: Scenario, data: ScenarioData) -> Any:
             self._bar += 1
             if scenario.kind == "target_weights":
                 if i % scenario.rebalance_every == 0:
-                    for j, symbol in enumerate(data.symbols):
-                        if scenario.target_rounding == "position":
-                            self.order_target_percent(symbol, scenario.target_weight)
-                            continue
-                        target = scenario.target_weight * self.equity / close[i, j]
-                        delta = math.trunc(target - self.get_position(symbol))
-                        if delta > 0:
-                            self.buy(symbol, delta)
-                        elif delta < 0:
-                            self.sell(symbol, -delta)
+                    for symbol in data.symbols:
+                        self.order_target_percent(symbol, scenario.target_weight)
                 return
             for j, symbol in enumerate(data.symbols):
                 pos = self.get_position(symbol)
