@@ -3,7 +3,6 @@ framework's execution preset (:func:`run_ml4t_scenario`)."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import replace
 from typing import Any
