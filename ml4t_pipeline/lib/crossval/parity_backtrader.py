@@ -45,14 +45,8 @@ from ml4t_pipeline.lib.crossval.compare import FrameworkRun, fills_frame
 from ml4t_pipeline.lib.crossval.scenarios import Scenario, ScenarioData
 
 
-def _strategy_class(
-    bt: Any, scenario: Scenario, data: ScenarioData, trail_on_highs: bool = False
-) -> Any:
+def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
     dates = list(data.inputs.close.index)
-    high = data.inputs.high.to_numpy()
-    low = data.inputs.low.to_numpy()
-    if trail_on_highs and (scenario.stop_loss is not None or scenario.take_profit is not None):
-        raise ValueError("trail_on_highs replaces the trailing order each bar: trailing only")
     index_of = {d.date(): k for k, d in enumerate(dates)}
     close = data.inputs.close.to_numpy()
     score = data.inputs.score.to_numpy()
@@ -65,7 +59,6 @@ def _strategy_class(
             self._entry_bar: dict[int, int] = {}
             self._working: dict[int, Any] = {}
             self._closing: dict[int, Any] = {}
-            self._trail: dict[int, float] = {}  # best price since entry (trail_on_highs)
 
         def notify_order(self, order: Any) -> None:
             j = self._index[id(order.data)]
@@ -97,7 +90,6 @@ def _strategy_class(
                     if other.alive():
                         self.cancel(other)
                 self._entry_bar.pop(j, None)
-                self._trail.pop(j, None)
                 return
             is_entry = (order.isbuy() and pos > 0) or (order.issell() and pos < 0)
             if not is_entry or order.exectype not in (
@@ -129,16 +121,7 @@ def _strategy_class(
                 )
                 orders.append(o)
                 oco = o
-            if scenario.trailing is not None and trail_on_highs:
-                o = close_side(
-                    data=order.data,
-                    size=size,
-                    exectype=bt.Order.Stop,
-                    price=price * (1 - sign * scenario.trailing),
-                )
-                orders.append(o)
-                self._trail[j] = price
-            elif scenario.trailing is not None:
+            if scenario.trailing is not None:
                 o = close_side(
                     data=order.data,
                     size=size,
@@ -159,20 +142,7 @@ def _strategy_class(
                 orders.append(o)
             self._exits[j] = orders
 
-        def _ratchet(self, i: int, j: int, d: Any, pos: float) -> None:
-            """trail_on_highs: move the stop to best-high (low) × (1 ∓ trail) after bar i."""
-            long = pos > 0
-            best = max(self._trail[j], high[i, j]) if long else min(self._trail[j], low[i, j])
-            self._trail[j] = best
-            (current,) = self._exits[j]
-            level = best * (1 - scenario.trailing) if long else best * (1 + scenario.trailing)
-            if (long and level > current.price) or (not long and level < current.price):
-                self.cancel(current)
-                side = self.sell if long else self.buy
-                self._exits[j] = [side(data=d, size=abs(pos), exectype=bt.Order.Stop, price=level)]
-
         def _flatten(self, j: int, data: Any) -> None:
-            self._trail.pop(j, None)
             closing = self._closing.get(j)
             if closing is not None and closing.alive():
                 return  # a capped exit still filling in parts already targets flat
@@ -209,10 +179,6 @@ def _strategy_class(
         def next(self) -> None:
             i = len(self) - 1
             if scenario.kind == "ranked":
-                for j, d in enumerate(self.datas):
-                    pos = self.getposition(d).size
-                    if pos != 0 and j in self._trail and j in self._exits:
-                        self._ratchet(i, j, d, pos)
                 self._rank(i)
                 return
             if scenario.kind == "target_weights":
@@ -234,8 +200,6 @@ def _strategy_class(
                     ):
                         self._flatten(j, d)
                         continue
-                if not flat and j in self._trail and j in self._exits:
-                    self._ratchet(i, j, d, pos)
                 if not flat or (pos == 0 and j in self._working):
                     continue
                 if scenario.direction != "short" and data.entry_long[i, j]:
@@ -280,9 +244,7 @@ def _strategy_class(
     return ParityStrategy
 
 
-def run_backtrader_scenario(
-    scenario: Scenario, data: ScenarioData, trail_on_highs: bool = False
-) -> FrameworkRun:
+def run_backtrader_scenario(scenario: Scenario, data: ScenarioData) -> FrameworkRun:
     """Run a signal or target-weight scenario through Backtrader.
 
     Parameters
@@ -291,12 +253,6 @@ def run_backtrader_scenario(
         ``kind`` ``"signals"`` or ``"target_weights"`` (``"topn"`` runs through
         :func:`ml4t_pipeline.lib.crossval.backtrader_run.run_backtrader`).
     data : ScenarioData
-    trail_on_highs : bool, default False
-        ``False``: Backtrader's own ``StopTrail`` (ratchets on closes). ``True`` (trailing-only
-        scenarios): a plain ``Stop`` order the strategy moves after every bar to the best high
-        (low for shorts) since the entry fill, entry bar included, × (1 ∓ trail): our
-        semantics, used only to show what explains the trailing-stop gap.
-
     Returns
     -------
     FrameworkRun
@@ -348,7 +304,7 @@ def run_backtrader_scenario(
         cerebro.adddata(bt.feeds.PandasData(dataname=frame, openinterest=None), name=symbol)
     sink: dict[str, Any] = {"fills": [], "rejected": 0}
     closed: list[int] = [0]
-    cerebro.addstrategy(_strategy_class(bt, scenario, data, trail_on_highs), sink=sink)
+    cerebro.addstrategy(_strategy_class(bt, scenario, data), sink=sink)
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="trades")
     start = time.perf_counter()
     strat = cerebro.run()[0]

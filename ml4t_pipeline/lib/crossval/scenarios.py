@@ -124,9 +124,11 @@ _COC_BT = (
 _COC_SETTINGS = {"backtrader": {"stop_activation": "second_bar"}, **_STOP_WINS}
 
 _BRACKET_VBT = (
-    "bracket stop above the entry fill: when the entry opens through the bracket's absolute "
-    "stop, VectorBT's sl_stop (a fraction >= 0 of the entry fill) cannot place the level "
-    "there (clipped to the fill); ours and Backtrader keep the absolute level"
+    "not expressible in VectorBT: when the entry opens through the bracket's absolute stop, "
+    "the level lies above the entry fill, and from_signals takes sl_stop as a fraction >= 0 "
+    "below it (a negative stop raises 'Stop value must be 0 or greater'); the driver clips it "
+    "to the fill. Ours and Backtrader keep the absolute level. No engine setting: the level "
+    "is the user's"
 )
 
 _TARGET_ROUNDING = (
