@@ -345,11 +345,11 @@ class DynamicTrailingStop(RiskRule):
         trail = self.initial_trail_pct
         current = batch.stop_loss
         if batch.all_long:
-            return BatchDecision(stop_loss=np.fmax(reference * (1.0 - trail), current))
-        long = batch.is_long
-        level = reference * (1.0 - batch.direction * trail)
-        with np.errstate(invalid="ignore"):
-            level = np.where(long, np.fmax(level, current), np.fmin(level, current))
+            level = np.fmax(reference * (1.0 - trail), current)
+        else:
+            level = reference * (1.0 - batch.direction * trail)
+            level = np.where(batch.is_long, np.fmax(level, current), np.fmin(level, current))
+        # no reference (the entry bar left out, no close yet): no answer, as the scalar hold
         return BatchDecision(stop_loss=np.where(np.isnan(reference), np.nan, level))
 
     def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:

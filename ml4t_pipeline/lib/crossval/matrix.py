@@ -371,21 +371,23 @@ def run_matrix(
 
 
 def matrix_markdown(table: pl.DataFrame) -> str:
-    """The matrix as a markdown table (one row per scenario and framework)."""
+    """The matrix as a markdown table (one row per scenario and framework); ``our settings``
+    is the preset and the settings our run switched on for that framework."""
     head = (
-        "| scenario | framework | status | driver | fills ours / theirs | matched | missing "
-        "| extra | price gaps | final-equity gap | knob |"
+        "| scenario | framework | status | driver | our settings | fills ours / theirs "
+        "| matched | missing | extra | price gaps | final-equity gap | knob |"
     )
-    lines = [head, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in table.iter_rows(named=True):
         if r["status"] == "not_expressed":
             lines.append(
-                f"| {r['scenario']} | {r['framework']} | not expressed | {r['driver']} "
+                f"| {r['scenario']} | {r['framework']} | not expressed | {r['driver']} | – "
                 f"| – | – | – | – | – | – | {r['knob']} |"
             )
             continue
         lines.append(
             f"| {r['scenario']} | {r['framework']} | {r['status']} | {r['driver']} "
+            f"| {r['preset'] or ''} "
             f"| {r['fills_ours']:,} / {r['fills_theirs']:,} | {r['matched']:,} "
             f"| {r['missing']:,} | {r['extra']:,} | {r['price_gaps']:,} "
             f"| {r['final_equity_gap']:+,.2f} | {r['knob'] or ''} |"
