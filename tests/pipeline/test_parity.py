@@ -187,7 +187,8 @@ def test_parity_fixed_and_trailing_stop_gap_is_backtraders_oco_order(panel: tupl
 
     scenario = get_scenario("trailing_stop_loss")
     result = compare_scenario(scenario, _data(panel, "trailing_stop_loss"), "backtrader")
-    assert result.row["knob"].startswith("trailing reference price")
+    assert result.row["knob"].startswith("OCO sibling order")
+    assert "trail_on=close" in result.row["preset"]
     assert result.ours is not None and result.theirs is not None
     cmp = compare_fills(net_fills(result.ours.fills), net_fills(result.theirs.fills))
     assert (cmp.n_missing, cmp.n_extra) == (0, 0)

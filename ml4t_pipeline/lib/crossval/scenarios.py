@@ -228,7 +228,7 @@ def catalogue() -> list[Scenario]:
             stop_loss=0.03,
             not_expressed={"vectorbt": _ONE_SL_SLOT},
             trail_settings=_TRAIL_BT_ONLY,
-            knobs={"backtrader": _TRAIL_BT + "; remaining gap: " + _OCO_BT},
+            knobs={"backtrader": _OCO_BT},
         ),
         Scenario(
             "three_rules",
@@ -238,7 +238,7 @@ def catalogue() -> list[Scenario]:
             take_profit=0.08,
             not_expressed={"vectorbt": _ONE_SL_SLOT},
             trail_settings=_TRAIL_BT_ONLY,
-            knobs={"backtrader": _TRAIL_BT + "; remaining gap: " + _OCO_BT},
+            knobs={"backtrader": _OCO_BT},
         ),
         Scenario(
             "bracket",
