@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -267,7 +268,7 @@ class DynamicTrailingStop(RiskRule):
 
     def _ratchet(self, context: RiskContext, reference: float) -> RiskDecision:
         """``reference × (1 ∓ trail)``, never looser than the stop in force."""
-        level = reference * (1.0 - context.direction * self.initial_trail_pct)
+        level = self._level(reference, context.direction)
         current = context.stop_loss
         if math.isfinite(current):
             level = max(level, current) if context.is_long else min(level, current)
@@ -340,14 +341,22 @@ class DynamicTrailingStop(RiskRule):
         level: FloatArray = np.fmax(max_price * (1.0 - self._trail_batch(bars_held)), current)
         return level
 
+    def _level(self, reference: Any, direction: Any) -> Any:
+        """The level ``trail`` from ``reference`` (scalars or arrays). ``trail_on="close"``
+        uses Backtrader's arithmetic, ``close − close × trail`` (a long), which can differ from
+        ``close × (1 − trail)`` in the last bit: enough to decide a bar whose low equals it."""
+        trail = self.initial_trail_pct
+        if self.trail_on == "close":
+            return reference - direction * (reference * trail)
+        return reference * (1.0 - direction * trail)
+
     def _ratchet_batch(self, batch: PositionBatch, reference: FloatArray) -> BatchDecision:
         """The batch form of :meth:`_ratchet` (NaN reference: no update), shape (m,)."""
-        trail = self.initial_trail_pct
         current = batch.stop_loss
         if batch.all_long:
-            level = np.fmax(reference * (1.0 - trail), current)
+            level = np.fmax(self._level(reference, 1.0), current)
         else:
-            level = reference * (1.0 - batch.direction * trail)
+            level = self._level(reference, batch.direction)
             level = np.where(batch.is_long, np.fmax(level, current), np.fmin(level, current))
         # no reference (the entry bar left out, no close yet): no answer, as the scalar hold
         return BatchDecision(stop_loss=np.where(np.isnan(reference), np.nan, level))
