@@ -179,14 +179,20 @@ def test_parity_same_close_gap_against_backtrader_closes_with_second_bar(panel: 
     assert "stop_activation=second_bar" in matched["preset"]
 
 
-def test_parity_fixed_and_trailing_stop_gap_is_backtraders_oco_order(panel: tuple) -> None:
+@pytest.mark.parametrize("name", ["trailing_stop_loss", "three_rules"])
+def test_parity_fixed_and_trailing_stop_gap_is_backtraders_oco_order(
+    panel: tuple, name: str
+) -> None:
     """With a fixed stop beside the trailing one, the only differences left are bars on which
     Backtrader filled its first-submitted fixed ``Stop`` at a lower price than the tighter
-    trailing level we fill (same bar, same quantity)."""
+    trailing level we fill (same bar, same quantity); a Backtrader strategy that cancels the
+    fixed stop once the trailing level passes it matches every fill."""
     from ml4t_pipeline.lib.crossval.compare import compare_fills
+    from ml4t_pipeline.lib.crossval.parity_backtrader import run_backtrader_scenario
 
-    scenario = get_scenario("trailing_stop_loss")
-    result = compare_scenario(scenario, _data(panel, "trailing_stop_loss"), "backtrader")
+    scenario = get_scenario(name)
+    data = _data(panel, name)
+    result = compare_scenario(scenario, data, "backtrader")
     assert result.row["knob"].startswith("OCO sibling order")
     assert "trail_on=close" in result.row["preset"]
     assert result.ours is not None and result.theirs is not None
@@ -198,6 +204,9 @@ def test_parity_fixed_and_trailing_stop_gap_is_backtraders_oco_order(panel: tupl
     assert (bad["quantity_ours"] < 0).all() and (bad["price_ours"] > bad["price_theirs"]).all()
     theirs = result.theirs.fills.join(bad.select("timestamp", "symbol"), on=["timestamp", "symbol"])
     assert set(theirs["reason"]) == {"stop"}  # the fixed Stop, not the StopTrail
+    tighter = run_backtrader_scenario(scenario, data, drop_looser_stop=True)
+    assert compare_fills(net_fills(result.ours.fills), net_fills(tighter.fills)).identical
+    assert abs(result.ours.final_equity - tighter.final_equity) < 0.01
 
 
 def test_parity_bracket_gap_against_vectorbt_is_a_stop_above_the_fill(data_root: Path) -> None:

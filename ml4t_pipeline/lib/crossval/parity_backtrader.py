@@ -45,7 +45,9 @@ from ml4t_pipeline.lib.crossval.compare import FrameworkRun, fills_frame
 from ml4t_pipeline.lib.crossval.scenarios import Scenario, ScenarioData
 
 
-def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
+def _strategy_class(
+    bt: Any, scenario: Scenario, data: ScenarioData, drop_looser_stop: bool = False
+) -> Any:
     dates = list(data.inputs.close.index)
     index_of = {d.date(): k for k, d in enumerate(dates)}
     close = data.inputs.close.to_numpy()
@@ -59,6 +61,7 @@ def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
             self._entry_bar: dict[int, int] = {}
             self._working: dict[int, Any] = {}
             self._closing: dict[int, Any] = {}
+            self._best: dict[int, float] = {}  # best close since the fill bar (StopTrail's)
 
         def notify_order(self, order: Any) -> None:
             j = self._index[id(order.data)]
@@ -141,6 +144,40 @@ def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
                 )
                 orders.append(o)
             self._exits[j] = orders
+            self._best[j] = close[self._entry_bar[j], j]
+
+        def _drop_fixed_stop(self, i: int, j: int, d: Any, pos: float) -> None:
+            """``drop_looser_stop``: once the StopTrail's level is at or beyond the fixed Stop's,
+            cancel the OCO group and resubmit the StopTrail (from the best close since the
+            fill bar, so at the same level) and the target, without the fixed stop."""
+            exits = self._exits.get(j, [])
+            if scenario.stop_loss is None or scenario.trailing is None or len(exits) < 2:
+                return
+            stop, trail = exits[0], exits[1]
+            if stop.exectype != bt.Order.Stop or not (stop.alive() and trail.alive()):
+                return  # already dropped, or no longer armed
+            pick = max if pos > 0 else min
+            best = self._best[j] = pick(self._best[j], close[i, j])
+            level, fixed = trail.created.price, stop.created.price
+            if (pos > 0 and level < fixed) or (pos < 0 and level > fixed):
+                return
+            self.cancel(stop)  # cancels its OCO siblings too
+            side = self.sell if pos > 0 else self.buy
+            size = abs(pos)
+            new = side(
+                data=d,
+                size=size,
+                exectype=bt.Order.StopTrail,
+                trailpercent=scenario.trailing,
+                price=best,
+            )
+            orders = [new]
+            if len(exits) > 2:
+                target = exits[2].created.price
+                orders.append(
+                    side(data=d, size=size, exectype=bt.Order.Limit, price=target, oco=new)
+                )
+            self._exits[j] = orders
 
         def _flatten(self, j: int, data: Any) -> None:
             closing = self._closing.get(j)
@@ -200,6 +237,8 @@ def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
                     ):
                         self._flatten(j, d)
                         continue
+                if drop_looser_stop and not flat:
+                    self._drop_fixed_stop(i, j, d, pos)
                 if not flat or (pos == 0 and j in self._working):
                     continue
                 if scenario.direction != "short" and data.entry_long[i, j]:
@@ -244,7 +283,9 @@ def _strategy_class(bt: Any, scenario: Scenario, data: ScenarioData) -> Any:
     return ParityStrategy
 
 
-def run_backtrader_scenario(scenario: Scenario, data: ScenarioData) -> FrameworkRun:
+def run_backtrader_scenario(
+    scenario: Scenario, data: ScenarioData, drop_looser_stop: bool = False
+) -> FrameworkRun:
     """Run a signal or target-weight scenario through Backtrader.
 
     Parameters
@@ -253,6 +294,14 @@ def run_backtrader_scenario(scenario: Scenario, data: ScenarioData) -> Framework
         ``kind`` ``"signals"`` or ``"target_weights"`` (``"topn"`` runs through
         :func:`ml4t_pipeline.lib.crossval.backtrader_run.run_backtrader`).
     data : ScenarioData
+    drop_looser_stop : bool, default False
+        ``False``: a fixed stop and a trailing stop stay in one OCO group (the natural
+        Backtrader idiom; Backtrader fills the first-submitted one that triggers on a bar).
+        ``True``: once the trailing level reaches the fixed stop, the fixed stop is cancelled
+        (the trailing stop and the target are resubmitted at the same levels), so the tighter
+        level is the one that fills, as our single stop level does; used only to show that
+        the OCO order explains the remaining gap.
+
     Returns
     -------
     FrameworkRun
@@ -304,7 +353,7 @@ def run_backtrader_scenario(scenario: Scenario, data: ScenarioData) -> Framework
         cerebro.adddata(bt.feeds.PandasData(dataname=frame, openinterest=None), name=symbol)
     sink: dict[str, Any] = {"fills": [], "rejected": 0}
     closed: list[int] = [0]
-    cerebro.addstrategy(_strategy_class(bt, scenario, data), sink=sink)
+    cerebro.addstrategy(_strategy_class(bt, scenario, data, drop_looser_stop), sink=sink)
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="trades")
     start = time.perf_counter()
     strat = cerebro.run()[0]

@@ -71,6 +71,7 @@ def run_vectorbt_scenario(scenario: Scenario, data: ScenarioData) -> FrameworkRu
     scenario : Scenario
         ``kind`` ``"signals"`` or ``"target_weights"``.
     data : ScenarioData
+
     Returns
     -------
     FrameworkRun

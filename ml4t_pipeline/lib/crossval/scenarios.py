@@ -104,8 +104,9 @@ _OCO_BT = (
     "fills the first that triggers, so on a bar that reaches both the fixed Stop (submitted "
     "first) and the StopTrail it fills the fixed stop at its own lower level, even when the "
     "trailing level was crossed first or the bar opened below it; ours keeps one level per "
-    "position, the tighter of the two. No engine setting: it is the order of Backtrader's "
-    "pending queue, not a price rule"
+    "position, the tighter of the two. Not an engine setting (it is the order of Backtrader's "
+    "pending queue, not a price rule): the Backtrader driver's drop_looser_stop=True (cancel "
+    "the fixed stop once the trailing level passes it) closes the gap"
 )
 
 _STOP_WINS = {"vectorbt": {"exit_conflict": "stop_wins"}}
