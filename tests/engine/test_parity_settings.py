@@ -173,7 +173,7 @@ def test_trailing_stop_reference_batch_matches_per_position_evaluation(
     assert not fast.trades.equals(default.trades)  # the setting changes the exits
 
 
-def test_trailing_stop_reference_runs_the_loop_not_the_compiled_kernels() -> None:
+def test_parity_settings_run_the_loop_not_the_compiled_kernels() -> None:
     data = _walk_panel()
     strategy = TopNStrategy("score", n=3)
     default = RiskManager([DynamicTrailingStop(0.04)])
@@ -186,6 +186,8 @@ def test_trailing_stop_reference_runs_the_loop_not_the_compiled_kernels() -> Non
         assert reason is not None and "trailing reference price" in reason
         engine = BacktestEngine(data, strategy, risk, ExecutionConfig())
         assert engine.compiled_reason == reason
+    delayed = ExecutionConfig(fill="close", stop_activation="second_bar")
+    assert "second_bar" in (compiled_reason(data, strategy, default, delayed) or "")
 
 
 # ------------------------------------------------------------------ target_rounding
