@@ -403,6 +403,10 @@ def test_fastpath_rules_uncompiled_regime_members_and_missing_columns_named(
     assert reason(RegimeDependentRule("vix", 30.0, above=nested)) == (
         "RegimeDependentRule over RegimeDependentRule (no compiled form)"
     )
+    close_trail = DynamicTrailingStop(0.05, tighten_per_bar=0.0, trail_on="close")
+    assert reason(RegimeDependentRule("vix", 20.0, above=close_trail)) == (
+        "rule DynamicTrailingStop with a non-default trailing reference price"
+    )
     assert reason(RegimeDependentRule("spy_return", 0.0, above=PriceBasedStopLoss(0.05))) == (
         "RegimeDependentRule context column 'spy_return' not in the market data's context"
     )
