@@ -17,6 +17,7 @@ import polars as pl
 
 from engine.broker import hooks, intake, passes
 from engine.broker.state import BrokerState
+from engine.core import layout
 from engine.data import IntArray, MarketData
 from engine.orders import Order, OrderStatus
 from engine.risk import kernels
@@ -126,10 +127,12 @@ class Broker(BrokerState):
         """Market-data rows the run state still points at (latest bars, decision bars of
         working orders and open trades): what a chunk boundary must carry over."""
         rows = [int(o.decision_row) for o in (*self.book, *self._new_orders) if o.is_active]
-        rows.extend(t.decision_row for t in self.trades.values())
         rows.extend(self._new_entries.values())
         extra = np.asarray(rows, dtype=np.int64)
-        return np.concatenate((self.last_row[self.last_row >= 0], extra[extra >= 0]))
+        trades = self._aux_i[layout.A_DROW, self.trades.sids()]
+        return np.concatenate(
+            (self.last_row[self.last_row >= 0], extra[extra >= 0], trades[trades >= 0])
+        )
 
     def rebase(self, data: MarketData, remap: IntArray | None) -> None:
         """Switch to another window of chunked market data; ``remap[old_row]`` is the row in
@@ -144,9 +147,10 @@ class Broker(BrokerState):
         for order in (*self.book, *self._new_orders):
             if order.is_active and order.decision_row >= 0:
                 order.decision_row = int(remap[order.decision_row])
-        for trade in self.trades.values():
-            if trade.decision_row >= 0:
-                trade.decision_row = int(remap[trade.decision_row])
+        open_ = self.trades.sids()
+        drow = self._aux_i[layout.A_DROW]
+        carried = open_[drow[open_] >= 0]
+        drow[carried] = remap[drow[carried]]
         self._new_entries = {
             sid: int(remap[row]) if row >= 0 else row for sid, row in self._new_entries.items()
         }
@@ -189,8 +193,8 @@ class Broker(BrokerState):
     def open_positions_frame(self) -> pl.DataFrame:
         """Positions still open (see :class:`engine.BacktestResult.open_positions`)."""
         rows = []
-        for sid in sorted(self.trades):
-            trade = self.trades[sid]
+        for trade in self.trades.values():
+            sid = trade.sid
             q = float(self.qty[sid])
             avg = float(self._avg[sid])
             mark = float(self.marks[sid])

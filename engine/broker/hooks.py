@@ -217,7 +217,7 @@ def risk_exit(broker: BrokerState, sid: int, quantity: float | None, rule: str, 
         decision_row=row,
     )
     order.transition(ACCEPTED)
-    broker._exit_pending[sid] = True
+    broker._exit_pending[sid] = 1
     broker.book.append(order)
     broker._accepted_this_bar.append(order)
 
