@@ -6,9 +6,10 @@ give the fill's price and commission, then every decision is the core ledger's
 ``short_not_allowed`` when ``allow_short=False``; a buy with ``insufficient_cash`` when
 ``price × qty + commission`` exceeds the cash by more than ``cash_tolerance``. Both are
 recorded, never shrunk. A fill then opens, adds to, reduces, closes or flips the symbol's
-round trip (the core's trade matrices ``aux_i`` / ``aux_f``, :mod:`engine.core.layout`), appends its fill row (and a trade row for
-each closed part), spawns the bracket children of a filled parent and serves the fill
-listeners (hook D, ``Strategy.on_fill``).
+round trip (kept in the core's trade matrices ``aux_i`` / ``aux_f``,
+:mod:`engine.core.layout`), appends its fill row (and a trade row for each closed part),
+spawns the bracket children of a filled parent and serves the fill listeners (hook D,
+``Strategy.on_fill``).
 """
 
 from __future__ import annotations

@@ -231,6 +231,9 @@ def validate_new_orders(broker: BrokerState) -> None:
     if broker._cooldown:
         apply_cooldown(broker, orders)
     risk = broker._risk
+    if broker._lane is not None:  # no risk manager, no fill at the close
+        broker._lane.accept(orders)
+        return
     if risk is None or not risk.order_rules:
         book = broker.book
         accepted = broker._accepted_this_bar

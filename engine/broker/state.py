@@ -10,13 +10,14 @@ functions over it; their private members (``_name``) are shared within this pack
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.broker.lane import OrderRows, lane_settings
 from engine.config import ExecutionConfig
 from engine.core import layout
 from engine.core.ledger import round_quantity
@@ -116,9 +117,10 @@ class OpenTrade:
         return int(self._state._aux_i[layout.A_DIDX, self.sid])
 
 
-class OpenTrades:
+class OpenTrades(Mapping[int, OpenTrade]):
     """The open round trips by symbol id (a read-only mapping of :class:`OpenTrade` views
-    over the broker's trade matrices; a trade is open where ``aux_i[A_OPEN]`` is 1)."""
+    over the broker's trade matrices; a trade is open where ``aux_i[A_OPEN]`` is 1),
+    iterated by increasing symbol id."""
 
     __slots__ = ("_state",)
 
@@ -129,18 +131,10 @@ class OpenTrades:
         """Ids of the symbols with an open trade, increasing."""
         return np.flatnonzero(self._state._aux_i[layout.A_OPEN])
 
-    def get(self, sid: int) -> OpenTrade | None:
-        """The open trade of ``sid``, or None."""
-        return OpenTrade(self._state, sid) if self._state._aux_i[layout.A_OPEN, sid] else None
-
     def __getitem__(self, sid: int) -> OpenTrade:
-        trade = self.get(sid)
-        if trade is None:
+        if not self._state._aux_i[layout.A_OPEN, sid]:
             raise KeyError(sid)
-        return trade
-
-    def __contains__(self, sid: object) -> bool:
-        return isinstance(sid, int | np.integer) and bool(self._state._aux_i[layout.A_OPEN, sid])
+        return OpenTrade(self._state, sid)
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._state._aux_i[layout.A_OPEN]))
@@ -150,10 +144,6 @@ class OpenTrades:
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.sids().tolist())
-
-    def values(self) -> list[OpenTrade]:
-        """The open trades, by increasing symbol id."""
-        return [OpenTrade(self._state, sid) for sid in self.sids().tolist()]
 
 
 class BrokerState:
@@ -289,6 +279,10 @@ class BrokerState:
             )
             if config.has_mechanics
             else None
+        )
+        # the market-order lane (engine.broker.lane): plain market orders as core order rows
+        self._lane: OrderRows | None = (
+            OrderRows(recorder.records, n) if lane_settings(self) else None
         )
         self._batch_source: dict[str, npt.NDArray[Any]] = {
             "quantity": self.qty,

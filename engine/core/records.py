@@ -199,6 +199,8 @@ class Records:
         "reason_codes",
         "_text_codes",
         "_typed",
+        "_tail",
+        "_tail_n",
     )
     reason_codes: dict[str, int]
     """Reason name -> code, for a caller's fast lookup (:meth:`reason_code` adds)."""
@@ -218,6 +220,10 @@ class Records:
         for code, text in enumerate(self.texts):
             self._text_codes.setdefault(text, code)
         self._typed: dict[str, list[RecordArray]] = {kind: [] for kind in DTYPES}
+        # typed rows appended by extend() since the last staged row: one growable buffer per
+        # kind (rows [:_tail_n]), logically after every part of _typed
+        self._tail: dict[str, RecordArray] = {}
+        self._tail_n: dict[str, int] = dict.fromkeys(DTYPES, 0)
 
     def reason_code(self, name: str) -> int:
         """The code of reason ``name`` (added on first use)."""
@@ -236,7 +242,7 @@ class Records:
         return code
 
     def extend(self, kind: Kind, records: RecordArray) -> None:
-        """Append typed ``records`` of ``kind`` (after everything recorded so far).
+        """Append typed ``records`` of ``kind`` (after everything recorded so far; copied).
 
         Raises
         ------
@@ -245,12 +251,41 @@ class Records:
         """
         if records.dtype != DTYPES[kind]:
             raise TypeError(f"{kind} records must have dtype {DTYPES[kind]}, got {records.dtype}")
+        tail, start = self.reserve(kind, records.size)
+        end = start + records.size
+        tail[start:end] = records
+        self._tail_n[kind] = end
+
+    def reserve(self, kind: Kind, n: int) -> tuple[RecordArray, int]:
+        """A buffer of ``kind`` records with room for ``n`` more, and the row where they go:
+        a kernel writes rows ``start:end`` of it, then :meth:`commit` takes them (no copy).
+        """
         self._flush(kind)
-        self._typed[kind].append(records)
+        start = self._tail_n[kind]
+        tail = self._tail.get(kind)
+        if tail is None or start + n > tail.size:
+            size = 0 if tail is None else tail.size
+            grown = np.empty(max(start + n, 2 * size, 256), DTYPES[kind])
+            if tail is not None:
+                grown[:start] = tail[:start]
+            self._tail[kind] = tail = grown
+        return tail, start
+
+    def commit(self, kind: Kind, end: int) -> None:
+        """Take the rows written into the :meth:`reserve` buffer of ``kind`` up to ``end``."""
+        self._tail_n[kind] = end
+
+    def _seal_tail(self, kind: Kind) -> None:
+        # the rows appended by extend() so far become a part (the buffer is reused)
+        n = self._tail_n[kind]
+        if n:
+            self._typed[kind].append(self._tail[kind][:n].copy())
+            self._tail_n[kind] = 0
 
     def _flush(self, kind: Kind) -> None:
         staged: list[tuple[Any, ...]] = getattr(self, kind)
         if staged:
+            self._seal_tail(kind)
             self._typed[kind].append(self._typed_rows(kind, staged))
             staged.clear()
 
@@ -296,6 +331,11 @@ class Records:
             if start < part.size:
                 parts.append(part[field][start:])
             start = max(start - part.size, 0)
+        tail_n = self._tail_n[kind]
+        if tail_n:
+            if start < tail_n:
+                parts.append(self._tail[kind][field][start:tail_n].copy())
+            start = max(start - tail_n, 0)
         staged: list[tuple[Any, ...]] = getattr(self, kind)
         rows = itertools.islice(staged, start, None)
         tail = np.fromiter(
@@ -306,12 +346,13 @@ class Records:
     def count(self, kind: Kind) -> int:
         """Number of records of ``kind`` so far."""
         staged: list[tuple[Any, ...]] = getattr(self, kind)
-        return sum(part.size for part in self._typed[kind]) + len(staged)
+        return sum(part.size for part in self._typed[kind]) + self._tail_n[kind] + len(staged)
 
     def table(self, kind: Kind) -> RecordArray:
         """Every record of ``kind`` so far, as one array of the kind's dtype (the staged rows
         are converted once and kept typed)."""
         self._flush(kind)
+        self._seal_tail(kind)
         parts = self._typed[kind]
         if not parts:
             return np.empty(0, dtype=DTYPES[kind])
