@@ -170,6 +170,9 @@ def close_position(broker: BrokerState, symbol: str) -> Order | None:
     current: float = broker.qty.item(sid) + broker.pending.item(sid)
     if abs(current) < EPS:
         return None
+    if broker._lane is not None:
+        # whole shares unless fractional (the position and orders were checked), finite
+        return lane_order(broker, broker._lane, sid, -current)
     return market_order(broker, sid, symbol, -current)
 
 

@@ -29,12 +29,9 @@ from engine.core.layout import (
     ACC_CASH,
     ACC_REALIZED,
     C_FILLS,
-    C_REJ,
-    C_TRADES,
     LAST_ROW,
     MARK,
     N_ACC,
-    N_C,
     QTY,
     R_STRATEGY,
     S_ACCEPTED,
@@ -46,7 +43,7 @@ from engine.core.layout import (
     TRANSITIONS,
 )
 from engine.core.ledger import execute_fill, portfolio_value
-from engine.core.records import ORDER_DTYPE, RecordArray, Records
+from engine.core.records import ORDER_DTYPE, Kind, RecordArray, Records
 from engine.data import FloatArray, IntArray
 from engine.orders import Order, OrderStatus, OrderType, TimeInForce
 from engine.risk.kernels import mark_bar, set_last_rows
@@ -88,10 +85,11 @@ class OrderRows:
         "text_code",
         "submit_index",
         "sid",
-        "counts",
         "acc",
         "held",
         "value",
+        "room",
+        "capacity",
     )
 
     def __init__(self, records: Records, n_symbols: int, capacity: int = 4096) -> None:
@@ -99,15 +97,16 @@ class OrderRows:
         self.text_code = records.text_code
         self.book: IntArray = np.empty(capacity, dtype=np.int64)
         self.n_book = 0
-        self.counts: IntArray = np.zeros(N_C, dtype=np.int64)  # record counts of a call
         self.acc: FloatArray = np.zeros(N_ACC)  # cash and realized P&L of a call
         self.held: IntArray = np.empty(n_symbols, dtype=np.int64)  # held ids of a call
         # (bar index, fills so far, value, gross, positions held) after the bar's step 2
         self.value: tuple[int, int, float, float, int] = (-1, -1, 0.0, 0.0, 0)
+        self.room = 0  # free rows known in each record buffer the step writes
         self._use(_blank_rows(capacity))
 
     def _use(self, rows: RecordArray) -> None:
         self.rows = rows
+        self.capacity = rows.size
         self.submit_index: IntArray = rows["submit_index"]
         self.sid: IntArray = rows["sid"]
         self.status: IntArray = rows["status"]
@@ -266,7 +265,8 @@ def lane_order(broker: BrokerState, rows: OrderRows, sid: int, quantity: float) 
     decision_row = row if row >= broker.lo else -1
     orders = broker.orders
     order_id = len(orders)
-    rows.ensure(order_id + 1)
+    if order_id >= rows.capacity:
+        rows.ensure(order_id + 1)
     # the row's other fields are those of every lane order (_blank_rows)
     rows.submit_index[order_id] = i
     rows.sid[order_id] = sid
@@ -415,39 +415,41 @@ def lane_open_step(
     return kept, n_held, value, gross
 
 
+_LANE_KINDS: tuple[Kind, ...] = ("fills", "trades", "rejections")
+
+
 def lane_step(broker: BrokerState, rows: OrderRows) -> None:
-    """Steps 1 and 2 of the current bar with the lane (:func:`lane_open_step`): the cash,
-    fill counts and records taken over from the call, the portfolio's value kept for the
-    bar's state record (:meth:`BrokerState.lane_value`)."""
+    """Steps 1 and 2 of the current bar with the lane (:func:`lane_open_step`), writing the
+    fill, trade and rejection records straight into the run's record buffers
+    (:meth:`engine.core.records.Records.reserve`; their counts are the call's ``counts``);
+    the cash and fill counts taken over from the call, the portfolio's value kept for the
+    bar's state record."""
     n = rows.n_book
     records = broker._recorder.records
-    fills, n_fills = records.reserve("fills", n)
-    trades, n_trades = records.reserve("trades", n)
-    rejections, n_rej = records.reserve("rejections", n)
-    counts = rows.counts
-    counts[C_FILLS] = n_fills
-    counts[C_TRADES] = n_trades
-    counts[C_REJ] = n_rej
+    if n > rows.room or records.fills or records.trades or records.rejections:
+        # rows staged by the Python passes go first; room for the whole book
+        rows.room = records.make_room(_LANE_KINDS, n)
+    rows.room -= n
+    counts = records.tail_counts
+    before: int = counts.item(C_FILLS)
     acc = rows.acc
     acc[ACC_CASH] = broker.cash
     acc[ACC_REALIZED] = broker._realized
     data = broker.data
+    tails = records.tails
     rows.n_book, n_held, value, gross = lane_open_step(
         broker.lo, broker.hi, broker.i, data.sym_id, data.open, data.high, data.low,
         data.close, data.ordinal, rows.book, n, broker._cash_tol, broker._allow_short,
         broker.fstate, broker._istate, broker.pending, broker._aux_i, broker._aux_f,
-        rows.rows, fills, trades, rejections, counts, acc, rows.held,
+        rows.rows, tails["fills"], tails["trades"], tails["rejections"], counts, acc,
+        rows.held,
     )  # fmt: skip
-    end: int = counts.item(C_FILLS)
-    if end != n_fills:
+    n_fills = counts.item(C_FILLS) - before
+    if n_fills:
         broker.cash = acc.item(ACC_CASH)
         broker._realized = acc.item(ACC_REALIZED)
-        broker.n_fills += end - n_fills
-        broker._fills_today += end - n_fills
+        broker.n_fills += n_fills
+        broker._fills_today += n_fills
         broker._held = None
-        records.commit("fills", end)
-        records.commit("trades", counts.item(C_TRADES))
-    if counts.item(C_REJ) != n_rej:
-        records.commit("rejections", counts.item(C_REJ))
     broker._marked = broker.i
     rows.value = (broker.i, broker.n_fills, value, gross, n_held)
