@@ -396,13 +396,37 @@ def lane_open_step(
         held, and the positions' net and gross value at the marks (currency).
     """
     set_last_rows(lo, hi, sym_id, istate[LAST_ROW])
-    kept = 0
-    if n_book:
-        kept = fill_market_book(
-            book, n_book, lo, i, istate[LAST_ROW], open_, ordinal, tolerance, allow_short,
-            fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts,
-            acc,
-        )  # fmt: skip
+    kept = fill_market_book(
+        book, n_book, lo, i, istate[LAST_ROW], open_, ordinal, tolerance, allow_short,
+        fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
+    )  # fmt: skip
+    n_held, value, gross = lane_marks(lo, hi, sym_id, high, low, close, fstate, istate, held)
+    return kept, n_held, value, gross
+
+
+@njit
+def lane_marks(
+    lo: int,
+    hi: int,
+    sym_id: IntArray,
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    held: IntArray,
+) -> tuple[int, float, float]:
+    """Step 2 of the lane's bar (data rows ``lo:hi``): the marks and extremes of the
+    positions held (:func:`engine.risk.kernels.mark_bar`) and their value at the marks
+    (:func:`engine.core.ledger.portfolio_value`); the held ids, ascending, go to the front of
+    ``held`` (int64, at least ``n_symbols``).
+
+    Returns
+    -------
+    tuple
+        ``(n_held, value, gross)``: the number of symbols held and the positions' net and
+        gross value (currency).
+    """
     qty = fstate[QTY]
     n_held = 0
     for sid in range(qty.size):
@@ -412,7 +436,7 @@ def lane_open_step(
     ids = held[:n_held]
     mark_bar(lo, hi, sym_id, close, high, low, ids, fstate, istate)
     value, gross = portfolio_value(ids, qty, fstate[MARK])
-    return kept, n_held, value, gross
+    return n_held, value, gross
 
 
 _LANE_KINDS: tuple[Kind, ...] = ("fills", "trades", "rejections")
@@ -425,6 +449,16 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     the cash and fill counts taken over from the call, the portfolio's value kept for the
     bar's state record."""
     n = rows.n_book
+    data = broker.data
+    if n == 0:  # nothing to fill: the bar's rows and marks only (a call with fewer arguments)
+        set_last_rows(broker.lo, broker.hi, data.sym_id, broker.last_row)
+        n_held, value, gross = lane_marks(
+            broker.lo, broker.hi, data.sym_id, data.high, data.low, data.close,
+            broker.fstate, broker._istate, rows.held,
+        )  # fmt: skip
+        broker._marked = broker.i
+        rows.value = (broker.i, broker.n_fills, value, gross, n_held)
+        return
     records = broker._recorder.records
     if n > rows.room or records.fills or records.trades or records.rejections:
         # rows staged by the Python passes go first; room for the whole book
@@ -435,7 +469,6 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     acc = rows.acc
     acc[ACC_CASH] = broker.cash
     acc[ACC_REALIZED] = broker._realized
-    data = broker.data
     tails = records.tails
     rows.n_book, n_held, value, gross = lane_open_step(
         broker.lo, broker.hi, broker.i, data.sym_id, data.open, data.high, data.low,
