@@ -13,27 +13,31 @@ What qualifies (anything else runs the Python loop):
   :class:`engine.TopNStrategy` (not a subclass);
 - no risk manager, an empty one, or one whose rules are all exactly ``PriceBasedStopLoss``,
   ``PriceBasedTakeProfit``, ``DynamicTrailingStop``, ``TimeBasedExit``, ``BreakEvenRule``,
-  ``PartialProfitTaking`` (at most one, at most 62 levels) or ``VolatilityScaledStopLoss``
-  (its ATR column a signal/indicator column of the data, one column for all of them), and
-  portfolio limits at hook B
+  ``PartialProfitTaking`` (at most one, at most 62 levels), ``VolatilityScaledStopLoss`` or
+  ``VolatilityScaledTakeProfit`` (each ATR column a signal/indicator column of the data), or a
+  ``RegimeDependentRule`` choosing between rules of these kinds but ``PartialProfitTaking``
+  (its context column in the data's context), and portfolio limits at hook B
   that are exactly ``MaxDrawdownRule(action="halt")``, ``MaxDailyLossRule``,
   ``MaxPositionSizeRule``, ``MaxPositionsRule`` or ``MaxLeverageRule`` (at most 8192
   symbols);
 - any built-in commission model (``NoCommission``, ``PercentageCommission``,
   ``PerShareCommission``, ``PerTradeCommission``, ``TieredCommission``) and slippage model
-  but ``OrderTypeDependentSlippage`` (``NoSlippage``, ``FixedPercentageSlippage``,
-  ``FixedBpsSlippage``, ``SpreadAwareSlippage``, ``VolumeAwareSlippage``; see
-  :func:`plan_costs`), ``fill="next_open"``, either
-  ``bar_event_order``, ``stop_activation="next_bar"``, ``exit_conflict="open_sell_wins"``,
-  ``cash_check="execution"``, no re-entry cooldown, no volume cap, no shorting; whole or
+  (``NoSlippage``, ``FixedPercentageSlippage``, ``FixedBpsSlippage``, ``SpreadAwareSlippage``,
+  ``VolumeAwareSlippage``, and ``OrderTypeDependentSlippage`` over those, with at most one
+  bar setting per spread-aware and per volume-aware model; see :func:`plan_costs`);
+- any fill-semantics setting: ``fill``, ``bar_event_order``, ``stop_activation``,
+  ``exit_conflict``, ``cash_check``, ``reentry_cooldown_bars``,
+  ``max_volume_participation`` and ``allow_short`` (``TopNStrategy`` is long only: a short
+  comes only from a capped sell left working after a level exit closed the position; a run
+  whose book then holds a short with position rules hands over to the Python loop), whole or
   fractional shares and ``close_at_end`` either way;
-- corporate actions paid on their ex-date (no ``pay_date``) and financing
-  (:mod:`engine.mechanics`), but no ``delisting``.
+- any market mechanics (:mod:`engine.mechanics`): corporate actions (with or without pay
+  dates), delistings and financing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -41,15 +45,22 @@ import numpy.typing as npt
 from engine.chunked import ChunkedMarketData
 from engine.compiled.topn import (
     N_P,
+    P_ALLOW_SHORT,
     P_CLOSE_AT_END,
+    P_COOLDOWN,
+    P_ENTRY_BAR,
     P_ENTRY_RULES,
     P_EVERY,
+    P_FILL_CLOSE,
     P_FRACTIONAL,
     P_HAS_RULES,
     P_LEVELS_SET,
     P_N,
+    P_STOP_WINS,
     P_STOPS_FIRST,
+    P_SUBMISSION_CASH,
     P_TOL,
+    P_VOLUME_CAP,
     P_WEIGHT,
     LimitText,
     TopNPlan,
@@ -59,11 +70,15 @@ from engine.core import costs as core_costs
 from engine.core.costs import Costs
 from engine.core.layout import (
     ATR_STOP,
+    ATR_TAKE_PROFIT,
     BE_OFFSET,
     BE_TRIGGER,
     BREAKEVEN,
     CODE,
     FACTOR,
+    GATE,
+    GATE_ON,
+    INPUT,
     KIND,
     L_DAILY_LOSS,
     L_DRAWDOWN,
@@ -77,11 +92,14 @@ from engine.core.layout import (
     N_RULES_COLS,
     PARTIAL,
     PRIORITY,
+    R_RULE0,
+    SCALAR,
     STOP_LOSS,
     TAKE_PROFIT,
     TRAILING,
+    TYPE_NAMES,
 )
-from engine.core.rules import MAX_PARTIAL_LEVELS
+from engine.core.rules import MAX_PARTIAL_LEVELS, regime_flags
 from engine.costs.commission import (
     CommissionModel,
     NoCommission,
@@ -94,18 +112,20 @@ from engine.costs.slippage import (
     FixedBpsSlippage,
     FixedPercentageSlippage,
     NoSlippage,
+    OrderTypeDependentSlippage,
     SlippageModel,
     SpreadAwareSlippage,
     VolumeAwareSlippage,
 )
 from engine.data import BarView, MarketData
-from engine.mechanics import compiled_mechanics, compiled_mechanics_reason
+from engine.mechanics import CompiledMechanics, compiled_mechanics, compiled_mechanics_reason
 from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
 from engine.risk.rules.dynamic import (
     BreakEvenRule,
     PartialProfitTaking,
     VolatilityScaledStopLoss,
+    VolatilityScaledTakeProfit,
 )
 from engine.risk.rules.portfolio import (
     MaxDailyLossRule,
@@ -114,6 +134,7 @@ from engine.risk.rules.portfolio import (
     MaxPositionSizeRule,
     MaxPositionsRule,
 )
+from engine.risk.rules.regime import RegimeDependentRule
 from engine.strategies import TopNStrategy
 
 if TYPE_CHECKING:
@@ -142,41 +163,62 @@ def compiled_reason(
     if type(strategy) is not TopNStrategy:
         return f"strategy {type(strategy).__name__} is not TopNStrategy"
     if risk is not None and risk.rules:
-        for rule in risk.rules:
-            kind = type(rule)
-            if kind not in _POSITION_RULES and _limit_row(rule) is None:
-                return f"rule {rule.name} has no compiled form"
-            if kind is MaxDrawdownRule and cast(MaxDrawdownRule, rule).reset_mode != "never":
-                return f"rule {rule.name} with reset={cast(MaxDrawdownRule, rule).reset_mode!r}"
-            levels = getattr(rule, "levels", ()) if kind is PartialProfitTaking else ()
-            if len(levels) > MAX_PARTIAL_LEVELS:
-                return f"PartialProfitTaking with more than {MAX_PARTIAL_LEVELS} levels"
-        if sum(type(r) is PartialProfitTaking for r in risk.rules) > 1:
-            return "more than one PartialProfitTaking rule"
-        atr_columns = {r.atr_column for r in risk.rules if type(r) is VolatilityScaledStopLoss}
-        if len(atr_columns) > 1:
-            return "VolatilityScaledStopLoss rules on different ATR columns"
-        missing = atr_columns - set(data.columns)
-        if missing:
-            return f"VolatilityScaledStopLoss ATR column {missing.pop()!r} not in the data"
-        if any(type(r) is MaxLeverageRule for r in risk.rules) and data.n_symbols > 8192:
-            return "MaxLeverageRule on more than 8192 symbols"
-    checks = (
-        (type(config.commission) in _COMMISSIONS, "commission model"),
-        (type(config.slippage) in _SLIPPAGES, "slippage model"),
-        (config.fill == "next_open", "fill"),
-        (config.stop_activation == "next_bar", "stop_activation"),
-        (config.exit_conflict == "open_sell_wins", "exit_conflict"),
-        (config.cash_check == "execution", "cash_check"),
-        (config.reentry_cooldown_bars == 0, "reentry_cooldown_bars"),
-        (config.max_volume_participation is None, "max_volume_participation"),
-        (not config.allow_short, "allow_short"),
-    )
-    for ok, name in checks:
-        if not ok:
-            return f"{name} setting"
-    # market mechanics (engine/mechanics.py): actions paid on the ex-date and financing
+        reason = _rules_reason(data, risk.rules)
+        if reason is not None:
+            return reason
+    slippage = config.slippage
+    if type(slippage) is OrderTypeDependentSlippage:
+        reason = _by_type_reason(slippage)
+        if reason is not None:
+            return reason
+    elif type(slippage) not in _SLIPPAGES:
+        return "slippage model setting"
+    if type(config.commission) not in _COMMISSIONS:
+        return "commission model setting"
+    # market mechanics (engine/mechanics/)
     return compiled_mechanics_reason(config.corporate_actions, config.delisting)
+
+
+def _rules_reason(data: MarketData, rules: list[RiskRule]) -> str | None:
+    """Why the compiled driver cannot run ``rules`` (:func:`compiled_reason`), or ``None``."""
+    for rule in rules:
+        kind = type(rule)
+        if kind is RegimeDependentRule:
+            regime = cast(RegimeDependentRule, rule)
+            for member in (regime.above, regime.below):
+                if member is not None and type(member) not in _MEMBER_RULES:
+                    return f"RegimeDependentRule over {member.name} (no compiled form)"
+            if regime.context_column not in data.context:
+                return (
+                    f"RegimeDependentRule context column {regime.context_column!r} not in the "
+                    "market data's context"
+                )
+        elif kind not in _POSITION_RULES and _limit_row(rule) is None:
+            return f"rule {rule.name} has no compiled form"
+        if kind is MaxDrawdownRule and cast(MaxDrawdownRule, rule).reset_mode != "never":
+            return f"rule {rule.name} with reset={cast(MaxDrawdownRule, rule).reset_mode!r}"
+        levels = getattr(rule, "levels", ()) if kind is PartialProfitTaking else ()
+        if len(levels) > MAX_PARTIAL_LEVELS:
+            return f"PartialProfitTaking with more than {MAX_PARTIAL_LEVELS} levels"
+    if sum(type(r) is PartialProfitTaking for r in rules) > 1:
+        return "more than one PartialProfitTaking rule"
+    for rule in _flat(rules):
+        if isinstance(rule, _ATR_RULES) and rule.atr_column not in data.columns:
+            return f"{rule.name} ATR column {rule.atr_column!r} not in the data"
+    if any(type(r) is MaxLeverageRule for r in rules) and data.n_symbols > 8192:
+        return "MaxLeverageRule on more than 8192 symbols"
+    return None
+
+
+def _flat(rules: list[RiskRule]) -> list[RiskRule]:
+    """``rules`` with each ``RegimeDependentRule`` replaced by its members."""
+    out: list[RiskRule] = []
+    for rule in rules:
+        if isinstance(rule, RegimeDependentRule):
+            out.extend(m for m in (rule.above, rule.below) if m is not None)
+        else:
+            out.append(rule)
+    return out
 
 
 _COMMISSIONS = (
@@ -208,27 +250,22 @@ def plan_costs(data: MarketData, slippage: SlippageModel, commission: Commission
     """
     params = np.zeros(core_costs.N_COST_PARAMS)
     rows: FloatArray = np.zeros((core_costs.N_ROWS, 0))
-    if isinstance(slippage, FixedPercentageSlippage | FixedBpsSlippage):
-        params[core_costs.SLIP_KIND] = core_costs.SLIP_FRACTION
-        fraction = (
-            slippage.pct
-            if isinstance(slippage, FixedPercentageSlippage)
-            else slippage.bps / 10_000.0
-        )
-        params[core_costs.SLIP_A] = fraction
-    elif isinstance(slippage, SpreadAwareSlippage):
-        params[core_costs.SLIP_KIND] = core_costs.SLIP_SPREAD
-        params[core_costs.SLIP_A] = slippage.spread_fraction
-        params[core_costs.SLIP_B] = slippage.fallback_pct
-        rows = _cost_rows(data, slippage)
-    elif isinstance(slippage, VolumeAwareSlippage):
-        params[core_costs.SLIP_KIND] = core_costs.SLIP_IMPACT
-        params[core_costs.SLIP_A] = slippage.coefficient
-        params[core_costs.SLIP_B] = slippage.max_impact
-        params[core_costs.SLIP_C] = float(slippage.volume == "bar")
-        rows = _cost_rows(data, slippage)
-    elif not isinstance(slippage, NoSlippage):
-        raise TypeError(f"{slippage!r} has no compiled form")
+    if isinstance(slippage, OrderTypeDependentSlippage):
+        params[core_costs.SLIP_KIND] = core_costs.SLIP_BY_TYPE
+        for code, name in enumerate(TYPE_NAMES):
+            model = slippage.models.get(name, slippage.default)
+            start = core_costs.slippage_block(core_costs.SLIP_BY_TYPE, code)
+            model_rows = _slippage_slots(data, model, params[start : start + core_costs.N_SLIP])
+            if model_rows.shape[1] == 0:
+                continue
+            if rows.shape[1] == 0:
+                rows = np.full_like(model_rows, np.nan)
+            # each model's own rows (compiled_reason admits one setting per kind)
+            own = _SPREAD_ROWS if isinstance(model, SpreadAwareSlippage) else _IMPACT_ROWS
+            for r in (*own, core_costs.ROW_HIGH, core_costs.ROW_LOW, core_costs.ROW_CLOSE):
+                rows[r] = model_rows[r]
+    else:
+        rows = _slippage_slots(data, slippage, params[: core_costs.N_SLIP])
     tiers = np.zeros((0, 2))
     if isinstance(commission, PercentageCommission):
         params[core_costs.COMM_KIND] = core_costs.COMM_PERCENT
@@ -257,16 +294,74 @@ def plan_costs(data: MarketData, slippage: SlippageModel, commission: Commission
     return Costs(params=params, tiers=tiers, tier_state=np.array([np.nan, 0.0]), rows=rows)
 
 
+_SPREAD_ROWS = (core_costs.ROW_BID, core_costs.ROW_ASK, core_costs.ROW_SPREAD)
+_IMPACT_ROWS = (core_costs.ROW_SIGMA, core_costs.ROW_VOLUME)
+
+
+def _slippage_slots(data: MarketData, slippage: SlippageModel, slots: FloatArray) -> FloatArray:
+    """Write the compiled form of ``slippage`` (not ``OrderTypeDependentSlippage``) into
+    ``slots`` (float64, shape (N_SLIP,), laid out as the ``SLIP_*`` slots of
+    :class:`engine.core.costs.Costs`); return the per-row values it reads (``Costs.rows``,
+    shape (N_ROWS, 0) when it reads none).
+
+    Raises
+    ------
+    TypeError
+        If the model has no compiled form.
+    """
+    if isinstance(slippage, FixedPercentageSlippage | FixedBpsSlippage):
+        slots[core_costs.SLIP_KIND] = core_costs.SLIP_FRACTION
+        fraction = (
+            slippage.pct
+            if isinstance(slippage, FixedPercentageSlippage)
+            else slippage.bps / 10_000.0
+        )
+        slots[core_costs.SLIP_A] = fraction
+    elif isinstance(slippage, SpreadAwareSlippage):
+        slots[core_costs.SLIP_KIND] = core_costs.SLIP_SPREAD
+        slots[core_costs.SLIP_A] = slippage.spread_fraction
+        slots[core_costs.SLIP_B] = slippage.fallback_pct
+        return _cost_rows(data, slippage)
+    elif isinstance(slippage, VolumeAwareSlippage):
+        slots[core_costs.SLIP_KIND] = core_costs.SLIP_IMPACT
+        slots[core_costs.SLIP_A] = slippage.coefficient
+        slots[core_costs.SLIP_B] = slippage.max_impact
+        slots[core_costs.SLIP_C] = float(slippage.volume == "bar")
+        return _cost_rows(data, slippage)
+    elif not isinstance(slippage, NoSlippage):
+        raise TypeError(f"{slippage!r} has no compiled form")
+    return np.zeros((core_costs.N_ROWS, 0))
+
+
+def _row_key(slippage: SpreadAwareSlippage | VolumeAwareSlippage) -> str:
+    """The settings that decide a model's per-row values (``_cost_rows``' cache key)."""
+    if isinstance(slippage, SpreadAwareSlippage):
+        return f"compiled_rows:spread:{slippage.window}:{slippage.min_periods}:{slippage.clamp}"
+    return (
+        f"compiled_rows:impact:{slippage.volatility_column}:{slippage.volume}:"
+        f"{slippage.volume_window}"
+    )
+
+
+def _by_type_reason(slippage: OrderTypeDependentSlippage) -> str | None:
+    """Why an ``OrderTypeDependentSlippage`` has no compiled form (``None``: it has one): a
+    model without one, or two spread-aware (volume-aware) models whose per-row values differ
+    (window, clamp; volatility column, volume)."""
+    keys: dict[type, set[str]] = {}
+    for model in (slippage.default, *slippage.models.values()):
+        if type(model) not in _SLIPPAGES:
+            return f"OrderTypeDependentSlippage with {type(model).__name__}"
+        if isinstance(model, SpreadAwareSlippage | VolumeAwareSlippage):
+            keys.setdefault(type(model), set()).add(_row_key(model))
+    if any(len(v) > 1 for v in keys.values()):
+        return "OrderTypeDependentSlippage with two models of one kind on different bars"
+    return None
+
+
 def _cost_rows(data: MarketData, slippage: SpreadAwareSlippage | VolumeAwareSlippage) -> FloatArray:
     """The per-row values ``slippage`` reads (``Costs.rows``, float64, shape (N_ROWS,
     n_rows)), computed once per market data and model settings (cached on ``data``)."""
-    if isinstance(slippage, SpreadAwareSlippage):
-        key = f"compiled_rows:spread:{slippage.window}:{slippage.min_periods}:{slippage.clamp}"
-    else:
-        key = (
-            f"compiled_rows:impact:{slippage.volatility_column}:{slippage.volume}:"
-            f"{slippage.volume_window}"
-        )
+    key = _row_key(slippage)
 
     def build(data: MarketData) -> FloatArray:
         rows = np.full((core_costs.N_ROWS, data.close.size), np.nan)
@@ -295,44 +390,107 @@ def _capacity(n_t: int, n: int, n_sym: int) -> int:
     return max(1024, n_t * (2 * n + 4) + 4 * n_sym + n + 8)
 
 
-_POSITION_RULES = (*KERNEL_RULES, BreakEvenRule, PartialProfitTaking, VolatilityScaledStopLoss)
+_MEMBER_RULES = (
+    *KERNEL_RULES,
+    BreakEvenRule,
+    VolatilityScaledStopLoss,
+    VolatilityScaledTakeProfit,
+)
+"""The rule types a compiled ``RegimeDependentRule`` may choose between."""
+_ATR_RULES = (VolatilityScaledStopLoss, VolatilityScaledTakeProfit)
+_POSITION_RULES = (*_MEMBER_RULES, PartialProfitTaking, RegimeDependentRule)
 
 
-def _rule_table(
-    rules: list[RiskRule],
-) -> tuple[FloatArray, list[str], FloatArray, bool]:
-    """The run's rule table (``engine.risk.kernels`` columns plus ``PRIORITY``), rule names by
-    code (0: ``""``), the ``PartialProfitTaking`` levels (rows ``return_pct, fraction``) and
-    whether some rule sets a stop or target level."""
+class _RuleTable(NamedTuple):
+    """The compiled driver's position rules (:func:`_rule_table`)."""
+
+    table: FloatArray
+    """float64, shape (m, N_RULES_COLS) (:mod:`engine.core.layout`)."""
+    names: list[str]
+    """Rule names by code (code 0: ``""``)."""
+    partial: FloatArray
+    """The ``PartialProfitTaking`` levels, rows ``(return_pct, fraction)``."""
+    inputs: FloatArray
+    """float64, shape (k, n_rows): the rows' ``INPUT`` / ``GATE`` values per data row."""
+    sets_levels: bool
+    """Some rule sets a stop or target level."""
+
+
+def _rule_table(data: MarketData, rules: list[RiskRule]) -> _RuleTable:
+    """The run's position rules as the compiled driver's table: the vectorised rules first,
+    then the per-position ones (``PartialProfitTaking``, the members of each
+    ``RegimeDependentRule``, gated by its regime flag), each group in the manager's order,
+    as the Python driver merges them (:meth:`engine.RiskManager.evaluate_positions`)."""
     chosen = [r for r in rules if type(r) in _POSITION_RULES]
+    vector = [(r, -1, 0.0) for r in chosen if r.vectorized]
+    scalar: list[tuple[RiskRule, int, float]] = []
+    sources: list[tuple[str, str, float]] = []  # the rows of the inputs (_rule_inputs)
+    for rule in chosen:
+        if isinstance(rule, RegimeDependentRule):
+            sources.append(("regime", rule.context_column, rule.threshold))
+            for member, side in ((rule.above, 1.0), (rule.below, 0.0)):
+                if member is not None:
+                    scalar.append((member, len(sources) - 1, side))
+        elif not rule.vectorized:
+            scalar.append((rule, -1, 0.0))
+    rows = [(*entry, False) for entry in vector] + [(*entry, True) for entry in scalar]
     names = [""]
-    table = np.zeros((len(chosen), N_RULES_COLS))
+    table = np.zeros((len(rows), N_RULES_COLS))
+    table[:, INPUT] = -1.0
     partial = np.zeros((0, 2))
-    if chosen:
-        basic = [r for r in chosen if type(r) in KERNEL_RULES]
-        basic_table = BasicRulesKernel(basic).rules if basic else table[:0]
-        k = 0
-        for r, rule in enumerate(chosen):
-            row = table[r]
-            if type(rule) in KERNEL_RULES:
-                row[:N_RULE_FIELDS] = basic_table[k]
-                k += 1
-            elif isinstance(rule, BreakEvenRule):
-                row[KIND] = BREAKEVEN
-                row[BE_TRIGGER] = rule.trigger_pct
-                row[BE_OFFSET] = rule.offset_pct
-            elif isinstance(rule, VolatilityScaledStopLoss):
-                row[KIND] = ATR_STOP
-                row[FACTOR] = rule.atr_multiplier
-            elif isinstance(rule, PartialProfitTaking):
-                row[KIND] = PARTIAL
-                partial = rule.level_table
-            row[CODE] = len(names)
-            row[PRIORITY] = rule.priority
-            names.append(rule.name)
-    level_kinds = (STOP_LOSS, TAKE_PROFIT, TRAILING, BREAKEVEN, ATR_STOP)
+    for r, (rule, gate_row, side, is_scalar) in enumerate(rows):
+        row = table[r]
+        if type(rule) in KERNEL_RULES:
+            row[:N_RULE_FIELDS] = BasicRulesKernel([rule]).rules[0]
+        elif isinstance(rule, BreakEvenRule):
+            row[KIND] = BREAKEVEN
+            row[BE_TRIGGER] = rule.trigger_pct
+            row[BE_OFFSET] = rule.offset_pct
+        elif isinstance(rule, _ATR_RULES):
+            row[KIND] = ATR_STOP if isinstance(rule, VolatilityScaledStopLoss) else ATR_TAKE_PROFIT
+            row[FACTOR] = rule.atr_multiplier
+            source = ("atr", rule.atr_column, 0.0)
+            if source not in sources:
+                sources.append(source)
+            row[INPUT] = sources.index(source)
+        elif isinstance(rule, PartialProfitTaking):
+            row[KIND] = PARTIAL
+            partial = rule.level_table
+        row[CODE] = len(names)
+        row[PRIORITY] = rule.priority
+        row[GATE] = gate_row
+        row[GATE_ON] = side
+        row[SCALAR] = float(is_scalar)
+        names.append(rule.name)
+    level_kinds = (STOP_LOSS, TAKE_PROFIT, TRAILING, BREAKEVEN, ATR_STOP, ATR_TAKE_PROFIT)
     sets_levels = bool(np.isin(table[:, KIND], level_kinds).any())
-    return table, names, partial, sets_levels
+    return _RuleTable(table, names, partial, _rule_inputs(data, sources), sets_levels)
+
+
+def _rule_inputs(data: MarketData, sources: list[tuple[str, str, float]]) -> FloatArray:
+    """The per-row inputs of the rule table (``_RuleTable.inputs``), one row per source: an
+    ATR column ``("atr", name, 0.0)`` as it is, a regime ``("regime", context column,
+    threshold)`` as flags (1.0 where the column's value at the row's timestamp is above the
+    threshold, :func:`engine.core.rules.regime_flags`); computed once per data and sources
+    (cached on ``data``)."""
+    if not sources:
+        return np.zeros((0, 0))
+
+    def build(data: MarketData) -> FloatArray:
+        out = np.empty((len(sources), data.n_rows))
+        counts = np.diff(data.offsets)
+        for k, (kind, name, threshold) in enumerate(sources):
+            if kind == "atr":
+                out[k] = data.columns[name]
+            else:
+                per_bar = regime_flags(
+                    np.ascontiguousarray(data.context[name], np.float64), threshold
+                )
+                out[k] = np.repeat(per_bar, counts)
+        return out
+
+    inputs: FloatArray = BarView(data, 0).derived(f"compiled_rule_inputs:{sources!r}", build)
+    return inputs
 
 
 def _limit_row(rule: RiskRule) -> tuple[int, float] | None:
@@ -353,6 +511,22 @@ def _limit_row(rule: RiskRule) -> tuple[int, float] | None:
     return None
 
 
+def _plan_mechanics(
+    data: MarketData, config: ExecutionConfig, rule_names: list[str]
+) -> CompiledMechanics | None:
+    """The market mechanics of the run (None without any); with ``delisting`` the reason
+    ``"delisted"`` of the closing orders is added to ``rule_names`` (codes after the rules')."""
+    if not config.has_mechanics:
+        return None
+    reason = -1
+    if config.delisting is not None:
+        reason = R_RULE0 + len(rule_names)
+        rule_names.append("delisted")
+    return compiled_mechanics(
+        data, config.corporate_actions, config.financing, config.delisting, reason
+    )
+
+
 def plan_topn(
     data: MarketData, strategy: TopNStrategy, risk: RiskManager | None, config: ExecutionConfig
 ) -> TopNPlan:
@@ -368,9 +542,8 @@ def plan_topn(
             f"TopNStrategy signal {strategy.signal!r} is not a signal/indicator column of "
             f"the market data (have {sorted(data.columns)})"
         )
-    rules, rule_names, partial, sets_levels = _rule_table(
-        list(risk.rules) if risk is not None else []
-    )
+    rule_table = _rule_table(data, list(risk.rules) if risk is not None else [])
+    rules = rule_table.table
     limit_rules = list(risk.order_rules) if risk is not None else []
     limits = np.zeros((len(limit_rules), N_LIM))
     for r, rule in enumerate(limit_rules):
@@ -388,30 +561,28 @@ def plan_topn(
     params[P_STOPS_FIRST] = float(config.bar_event_order == "stops_first")
     params[P_CLOSE_AT_END] = float(config.close_at_end)
     params[P_ENTRY_RULES] = float(risk is not None and bool(risk.entry_rules))
-    params[P_LEVELS_SET] = float(sets_levels)
+    params[P_LEVELS_SET] = float(rule_table.sets_levels)
     params[P_HAS_RULES] = float(rules.shape[0] > 0)
-    atr_rules = [r for r in risk.rules if type(r) is VolatilityScaledStopLoss] if risk else []
-    atr = (
-        np.ascontiguousarray(
-            data.columns[atr_rules[0].atr_column],
-            dtype=np.float64,
-        )
-        if atr_rules
-        else np.empty(0)
-    )
+    cap = config.max_volume_participation
+    params[P_VOLUME_CAP] = 0.0 if cap is None else cap
+    params[P_ALLOW_SHORT] = float(config.allow_short)
+    params[P_COOLDOWN] = config.reentry_cooldown_bars
+    params[P_STOP_WINS] = float(config.exit_conflict == "stop_wins")
+    params[P_ENTRY_BAR] = float(config.stop_activation == "entry_bar")
+    params[P_SUBMISSION_CASH] = float(config.cash_check == "submission")
+    params[P_FILL_CLOSE] = float(config.fill == "close")
+    mechanics = _plan_mechanics(data, config, rule_table.names)  # may add a reason name
     return TopNPlan(
         signal=np.ascontiguousarray(data.columns[strategy.signal], dtype=np.float64),
-        atr=atr,
+        inputs=rule_table.inputs,
         params=params,
         rules=rules,
-        partial=partial,
+        partial=rule_table.partial,
         limits=limits,
-        rule_names=rule_names,
+        rule_names=rule_table.names,
         limit_rules=cast(list[LimitText], limit_rules),
         capacity=_capacity(data.n_timestamps, strategy.n, data.n_symbols),
         initial_cash=config.initial_cash,
         costs=plan_costs(data, config.slippage, config.commission),
-        mechanics=compiled_mechanics(data, config.corporate_actions, config.financing)
-        if config.has_mechanics
-        else None,
+        mechanics=mechanics,
     )
