@@ -12,7 +12,8 @@ What qualifies (anything else runs the Python loop):
 - a :class:`engine.MarketData` panel (not chunked) and a strategy that is exactly
   :class:`engine.TopNStrategy` (not a subclass);
 - no risk manager, an empty one, or one whose rules are all exactly ``PriceBasedStopLoss``,
-  ``PriceBasedTakeProfit``, ``DynamicTrailingStop``, ``TimeBasedExit``, ``BreakEvenRule``,
+  ``PriceBasedTakeProfit``, ``DynamicTrailingStop`` (default ``trail_on`` and
+  ``include_entry_bar``), ``TimeBasedExit``, ``BreakEvenRule``,
   ``PartialProfitTaking`` (at most one, at most 62 levels), ``VolatilityScaledStopLoss`` or
   ``VolatilityScaledTakeProfit`` (each ATR column a signal/indicator column of the data), or a
   ``RegimeDependentRule`` choosing between rules of these kinds but ``PartialProfitTaking``
@@ -25,8 +26,8 @@ What qualifies (anything else runs the Python loop):
   (``NoSlippage``, ``FixedPercentageSlippage``, ``FixedBpsSlippage``, ``SpreadAwareSlippage``,
   ``VolumeAwareSlippage``, and ``OrderTypeDependentSlippage`` over those, with at most one
   bar setting per spread-aware and per volume-aware model; see :func:`plan_costs`);
-- any fill-semantics setting: ``fill``, ``bar_event_order``, ``stop_activation``,
-  ``exit_conflict``, ``cash_check``, ``reentry_cooldown_bars``,
+- any fill-semantics setting: ``fill``, ``bar_event_order``, ``stop_activation`` (but
+  ``"second_bar"``), ``exit_conflict``, ``cash_check``, ``reentry_cooldown_bars``,
   ``max_volume_participation`` and ``allow_short`` (``TopNStrategy`` is long only: a short
   comes only from a capped sell left working after a level exit closed the position; a run
   whose book then holds a short with position rules hands over to the Python loop), whole or
@@ -175,6 +176,8 @@ def compiled_reason(
         return "slippage model setting"
     if type(config.commission) not in _COMMISSIONS:
         return "commission model setting"
+    if config.stop_activation == "second_bar":  # Backtrader cheat-on-close timing
+        return "stop_activation='second_bar' setting"
     # market mechanics (engine/mechanics/)
     return compiled_mechanics_reason(config.corporate_actions, config.delisting)
 
@@ -203,6 +206,8 @@ def _rules_reason(data: MarketData, rules: list[RiskRule]) -> str | None:
     if sum(type(r) is PartialProfitTaking for r in rules) > 1:
         return "more than one PartialProfitTaking rule"
     for rule in _flat(rules):
+        if not getattr(rule, "default_reference", True):  # DynamicTrailingStop trail_on...
+            return f"rule {rule.name} with a non-default trailing reference price"
         if isinstance(rule, _ATR_RULES) and rule.atr_column not in data.columns:
             return f"{rule.name} ATR column {rule.atr_column!r} not in the data"
     if any(type(r) is MaxLeverageRule for r in rules) and data.n_symbols > 8192:

@@ -81,7 +81,6 @@ from engine.core.jit import njit
 from engine.core.layout import (
     A_CLOSED_AT,
     A_ENTRY_INDEX,
-    A_ENTRY_KNOWN,
     A_EXIT_PENDING,
     A_OPEN,
     A_PARTIAL_DONE,
@@ -541,7 +540,9 @@ def _open_pass(
     book, counts, last_row = state.book, state.counts, state.istate[LAST_ROW]
     orders, open_ = records.orders, bars.open_
     cap = tables.params[P_VOLUME_CAP]
+    entry_bar = tables.params[P_ENTRY_BAR] != 0.0
     stop_wins = tables.params[P_STOP_WINS] != 0.0
+    first_fill = counts[C_FILLS]
     kept = 0
     for k in range(counts[C_BOOK]):
         o = book[k]
@@ -571,13 +572,23 @@ def _open_pass(
             )
         if remaining != 0:
             _fill(o, remaining, open_[row], row, i, False, bars, tables, state, records)
-            if state.istate[ENTRY_PENDING, sid]:
-                # what the entry levels read: the symbol's previous bar, known at the open
-                state.aux_i[A_ENTRY_KNOWN, sid] = bars.prev_row[row]
         if cap != 0.0 and _working(orders[o]["status"]):
             book[kept] = o
             kept += 1
     counts[C_BOOK] = kept
+    if not entry_bar:
+        # hook D, once for all of this pass's entries (the Python driver's flush_entries):
+        # their levels from what was known at the fill (the symbol's previous bar), live
+        # from the next bar; none for a position the pass left flat; a short stays pending
+        # (the mark step then hands the run to the loop)
+        fills, istate, fstate = records.fills, state.istate, state.fstate
+        for f in range(first_fill, counts[C_FILLS]):
+            sid = fills[f]["sid"]
+            if istate[ENTRY_PENDING, sid] and fstate[QTY, sid] > 0.0:
+                kernels.set_entry_levels(
+                    sid, fstate, istate, i + 1, tables.rules, tables.inputs,
+                    bars.prev_row[istate[LAST_ROW, sid]],
+                )  # fmt: skip
 
 
 @_inline
@@ -587,41 +598,35 @@ def _working(status: int) -> bool:
 
 
 @njit
-def _entry_levels(ids: IntArray, active_from: int, tables: Tables, state: RunState) -> bool:
-    """Hook D: the entry levels of the positions ``ids`` (int64) that fills opened or
-    increased, live from bar ``active_from``, each from what was known at its fill
-    (``A_ENTRY_KNOWN``: the ATR and regime rows of ``tables.inputs``) through
-    :func:`engine.risk.kernels.set_entry_levels`, as :func:`engine.risk.kernels.entry_levels`
-    does for the Python driver; flat positions are skipped. False, writing nothing, when one
-    of them is short (the Python loop runs)."""
-    fstate, istate, known = state.fstate, state.istate, state.aux_i[A_ENTRY_KNOWN]
-    qty = fstate[QTY]
-    for k in range(ids.size):
-        if qty[ids[k]] < 0:
-            return False
-    for k in range(ids.size):
-        sid = ids[k]
-        if qty[sid] != 0:
-            kernels.set_entry_levels(
-                sid, fstate, istate, active_from, tables.rules, tables.inputs, known[sid]
-            )
-    return True
-
-
-@njit
 def _pending_levels(
-    held: IntArray, active_from: int, tables: Tables, state: RunState, ids: IntArray
+    held: IntArray,
+    active_from: int,
+    fstate: FloatArray,
+    istate: IntArray,
+    rules: FloatArray,
+    inputs: FloatArray,
+    prev_row: IntArray,
+    ids: IntArray,
 ) -> bool:
-    """The entry levels of the positions in ``held`` marked ``ENTRY_PENDING``, live from bar
-    ``active_from`` (:func:`_entry_levels`; ``ids``: scratch, int64, at least ``held.size``
-    long). False when one of them is short (the Python loop runs)."""
+    """The entry levels of the positions in ``held`` marked ``ENTRY_PENDING`` by this bar's
+    open fills, live from bar ``active_from``, from what was known at the fill (the symbol's
+    bar before its fill row; :func:`engine.risk.kernels.set_entry_levels`; ``ids``: scratch,
+    int64, at least ``held.size`` long). False, writing nothing, when one of them is short
+    (the Python loop runs)."""
     n = 0
     for k in range(held.size):
         sid = held[k]
-        if state.istate[ENTRY_PENDING, sid]:
+        if istate[ENTRY_PENDING, sid]:
+            if fstate[QTY, sid] < 0.0:
+                return False
             ids[n] = sid
             n += 1
-    return n == 0 or _entry_levels(ids[:n], active_from, tables, state)
+    for k in range(n):
+        sid = ids[k]
+        if fstate[QTY, sid] != 0.0:
+            known = prev_row[istate[LAST_ROW, sid]]
+            kernels.set_entry_levels(sid, fstate, istate, active_from, rules, inputs, known)
+    return True
 
 
 @njit
@@ -702,7 +707,7 @@ def _fill_at_close(
     fill: the fill bar's own). ``ids``: scratch, int64, at least ``n_symbols + 1`` long.
     False when such an entry is short (the Python loop runs)."""
     book, counts, orders = state.book, state.counts, records.orders
-    istate = state.istate
+    istate, fstate = state.istate, state.fstate
     cap = tables.params[P_VOLUME_CAP]
     fractional = tables.params[P_FRACTIONAL] != 0.0
     kept = 0
@@ -718,7 +723,6 @@ def _fill_at_close(
             if remaining != 0:
                 _fill(o, remaining, bars.close[row], row, i, False, bars, tables, state, records)
                 if istate[ENTRY_PENDING, sid]:
-                    state.aux_i[A_ENTRY_KNOWN, sid] = row  # the fill bar, known at its close
                     ids[n] = sid
                     n += 1
             if not _working(orders[o]["status"]):
@@ -727,7 +731,16 @@ def _fill_at_close(
         kept += 1
     counts[C_BOOK] = kept
     live = levels_active_from_nb(i, tables.params[P_ENTRY_BAR] != 0.0, True)
-    return n == 0 or _entry_levels(ids[:n], live, tables, state)
+    for k in range(n):
+        if fstate[QTY, ids[k]] < 0.0:
+            return False
+    for k in range(n):
+        sid = ids[k]
+        if fstate[QTY, sid] != 0.0:
+            # the ATR / regime known at a close fill: the fill bar's own row
+            row = istate[LAST_ROW, sid]
+            kernels.set_entry_levels(sid, fstate, istate, live, tables.rules, tables.inputs, row)
+    return True
 
 
 @njit
@@ -967,8 +980,8 @@ class Bars(NamedTuple):
     ``timestamps`` (int64, µs since the epoch, one per bar), ``offsets`` (int64, bar ``i``'s
     rows are ``offsets[i]:offsets[i + 1]``), ``sym_id`` / ``ordinal`` / ``prev_row`` (int64,
     per row), ``open_`` / ``high`` / ``low`` / ``close`` (float64, currency per share, per
-    row), ``signal`` (float64, per row), ``volume`` (float64, shares, per row; read only
-    under a volume participation cap).
+    row), ``signal`` (float64, per row), ``volume`` (float64, shares, per row; read only under
+    a volume participation cap).
     """
 
     timestamps: IntArray
@@ -1136,10 +1149,12 @@ def run_topn(
             _open_pass(i, lo, bars, tables, state, records)
             for k in range(n_def):
                 deferred[deferred_sids[k]] = 0
-            if has_rules:  # hook D of the open's fills
+            if entry_bar and has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
                 live = levels_active_from_nb(i, entry_bar, False)
-                if not _pending_levels(held[:nh], live, tables, state, new):
+                if not _pending_levels(
+                    held[:nh], live, fstate, istate, rules, tables.inputs, bars.prev_row, new
+                ):
                     counts[C_STATUS] = ST_SHORT_BOOK
                     return
             if (n_def or entry_bar) and levels_set:
@@ -1151,10 +1166,12 @@ def run_topn(
                         _fill_level_hits(m, i, bars, tables, state, records)
         else:
             _open_pass(i, lo, bars, tables, state, records)
-            if has_rules:  # hook D of the open's fills, then the levels
+            if has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
                 live = levels_active_from_nb(i, entry_bar, False)
-                if not _pending_levels(held[:nh], live, tables, state, new):
+                if entry_bar and not _pending_levels(
+                    held[:nh], live, fstate, istate, rules, tables.inputs, bars.prev_row, new
+                ):
                     counts[C_STATUS] = ST_SHORT_BOOK
                     return
                 if nh:

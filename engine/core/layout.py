@@ -37,10 +37,7 @@ Per-symbol state
     stamp), ``A_PARTIAL_ENTRY`` / ``A_PARTIAL_DONE`` (``PartialProfitTaking`` state),
     ``A_STOPPED_AT`` (the bar of the latest stop-loss exit that closed the position, for
     ``reentry_cooldown_bars``; a large negative number: none), ``A_CLOSED_AT`` (1 + the bar at
-    which a level exit closed the position, for ``exit_conflict="stop_wins"``; 0: none),
-    ``A_ENTRY_KNOWN`` (the data row known at the latest entry fill, whose ATR and regime the
-    entry levels read: the symbol's previous bar for a fill at the open, the fill bar for one
-    at the close; -1: none); and
+    which a level exit closed the position, for ``exit_conflict="stop_wins"``; 0: none); and
     ``aux_f``, float64, shape (N_B, n_symbols), rows ``B_DIR`` (+1 long, -1 short), ``B_QTY``
     (open shares), ``B_COMM`` / ``B_SLIP`` (the open part's entry commission and slippage,
     currency), ``B_PARTIAL_ORIGINAL`` (shares when ``PartialProfitTaking`` first saw the
@@ -110,9 +107,8 @@ N_INT_FIELDS = 9
     A_PARTIAL_DONE,
     A_STOPPED_AT,
     A_CLOSED_AT,
-    A_ENTRY_KNOWN,
-) = range(11)
-N_A = 11
+) = range(10)
+N_A = 10
 # rows of aux_f (float64)
 B_DIR, B_QTY, B_COMM, B_SLIP, B_PARTIAL_ORIGINAL, B_STOPPED_DIR, B_CLOSED_DIR = range(7)
 N_B = 7

@@ -51,7 +51,9 @@ from engine.risk.rules.dynamic import (
     VolatilityScaledTakeProfit,
 )
 from tests.engine.conftest import atr_14, momentum_scores, ts
-from tests.engine.fastpath_helpers import FRAMES, _assert_identical, _both
+from tests.engine.fastpath_helpers import FRAMES
+from tests.engine.fastpath_helpers import assert_identical as _assert_identical
+from tests.engine.fastpath_helpers import run_both as _both
 
 # Two stop-setting rules on purpose in some cases: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")

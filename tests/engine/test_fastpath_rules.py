@@ -45,7 +45,7 @@ from engine.risk.rules import (
     VolatilityScaledTakeProfit,
 )
 from tests.engine.conftest import atr_14, momentum_scores, ts, vix_context
-from tests.engine.fastpath_helpers import FRAMES, _assert_identical, _both
+from tests.engine.fastpath_helpers import FRAMES, assert_identical, run_both
 
 # Several stop-setting rules on purpose: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a .* level:UserWarning")
@@ -188,10 +188,10 @@ def test_fastpath_rules_sp500_run_equals_python_loop(regime_data: MarketData, ca
     rules, config = _SP500_CASES[case]
     strategy = TopNStrategy(**_TOP25)
     assert plan.compiled_reason(regime_data, strategy, RiskManager(list(rules)), config) is None
-    fast, slow = _both(regime_data, _TOP25, rules, config)
+    fast, slow = run_both(regime_data, _TOP25, rules, config)
     assert slow.fills.height > 500
     assert _EXPECTED_EXITS[case] <= set(slow.trades["exit_reason"].unique())
-    _assert_identical(fast, slow)
+    assert_identical(fast, slow)
 
 
 def test_fastpath_rules_regime_member_follows_the_vix(regime_data: MarketData) -> None:
@@ -202,8 +202,8 @@ def test_fastpath_rules_regime_member_follows_the_vix(regime_data: MarketData) -
         "vix", _VIX_SPLIT, above=VolatilityScaledStopLoss(1.0), below=VolatilityScaledStopLoss(3.0)
     )
     config = ExecutionConfig(commission=_COMMISSION)
-    fast, slow = _both(regime_data, _TOP25, [rule], config)
-    _assert_identical(fast, slow)
+    fast, slow = run_both(regime_data, _TOP25, [rule], config)
+    assert_identical(fast, slow)
     entries = slow.orders.filter(pl.col("reason") == "strategy", pl.col("quantity") > 0)
     fills = slow.fills.join(entries.select("order_id"), on="order_id")
     assert fills.height > 100
@@ -330,8 +330,8 @@ def test_fastpath_rules_generated_panels_equal_python_loop(sc: dict[str, Any]) -
     rules = [_RULES[name]() for name in sc["rules"]]
     strategy = {"signal": "score", "n": sc["n"], "rebalance_every": sc["every"], "weight": 0.3}
     assert plan.compiled_reason(data, TopNStrategy(**strategy), RiskManager(rules), config) is None
-    fast, slow = _both(data, strategy, rules, config)
-    _assert_identical(fast, slow)
+    fast, slow = run_both(data, strategy, rules, config)
+    assert_identical(fast, slow)
 
 
 def test_fastpath_rules_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -380,7 +380,7 @@ def test_fastpath_rules_kernels_equal_their_python_source(monkeypatch: pytest.Mo
     loop = runs(compiled=False)
     for got, expected, slow in zip(runs(), compiled, loop, strict=True):
         assert slow.fills.height >= 10
-        _assert_identical(got, slow)
+        assert_identical(got, slow)
         for name in FRAMES:
             assert getattr(got, name).equals(getattr(expected, name)), name
     reasons = set(pl.concat([r.trades["exit_reason"] for r in loop]))
@@ -411,6 +411,10 @@ def test_fastpath_rules_uncompiled_regime_members_and_missing_columns_named(
     nested = RegimeDependentRule("vix", 20.0, below=PriceBasedStopLoss(0.05))
     assert reason(RegimeDependentRule("vix", 30.0, above=nested)) == (
         "RegimeDependentRule over RegimeDependentRule (no compiled form)"
+    )
+    close_trail = DynamicTrailingStop(0.05, tighten_per_bar=0.0, trail_on="close")
+    assert reason(RegimeDependentRule("vix", 20.0, above=close_trail)) == (
+        "rule DynamicTrailingStop with a non-default trailing reference price"
     )
     assert reason(RegimeDependentRule("spy_return", 0.0, above=PriceBasedStopLoss(0.05))) == (
         "RegimeDependentRule context column 'spy_return' not in the market data's context"
