@@ -231,6 +231,8 @@ def execute_experiment(
     tagged with :func:`~ml4t_pipeline.defs.versions.experiment_run_tags` (experiment,
     ``trigger``, code version, ``config_hash``) and ``tags``. Dagster's console log is silenced
     (``CRITICAL``): the caller reports failures (:func:`failure_text`, :func:`failure_trace`).
+    Outputs are not kept in memory once stored (``Ml4tIOManager.release_outputs``): the
+    result's events and metadata are there, ``output_for_node`` is not.
 
     Raises
     ------
@@ -260,6 +262,7 @@ def execute_experiment(
             "io_manager": Ml4tIOManager(
                 base_dir=str(storage_dir.resolve()),
                 published_dir=None if published_dir is None else str(published_dir.resolve()),
+                release_outputs=True,
             ),
         },
         instance=instance,

@@ -156,3 +156,30 @@ def test_month_bounds_december_rolls_into_next_year() -> None:
     )
     with pytest.raises(ValueError, match="not the first of a month"):
         month_bounds("2016-12-02")
+
+
+@pytest.mark.parametrize("release", [False, True])
+def test_io_manager_release_outputs_drops_in_memory_copy_keeps_stored_value(
+    tmp_path: Path, release: bool
+) -> None:
+    """With ``release_outputs`` (what ``ml4t run`` sets) the in-process result no longer holds
+    the value once it is stored; the stored value is the same either way."""
+    import dagster as dg
+
+    from ml4t_pipeline.defs.io_managers import Ml4tIOManager
+
+    frame = pl.DataFrame({"a": [1.0, 2.0]})
+
+    @dg.asset
+    def table() -> pl.DataFrame:
+        return frame
+
+    manager = Ml4tIOManager(base_dir=str(tmp_path), release_outputs=release)
+    result = dg.materialize([table], resources={"io_manager": manager})
+    assert result.success
+    assert read_value(tmp_path / "table" / "__all__").equals(frame)
+    if release:
+        with pytest.raises(dg.DagsterInvariantViolationError):
+            result.output_for_node("table")
+    else:
+        assert result.output_for_node("table").equals(frame)
