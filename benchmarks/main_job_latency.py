@@ -65,11 +65,16 @@ def _command(config: Path, output: Path, profile: Path | None = None) -> list[st
     return [sys.executable, "-c", code, *tail]
 
 
-def one_round(config: Path, env: dict[str, str], workdir: Path) -> dict[str, float]:
-    """One fresh ``ml4t run`` under ``/usr/bin/time -v``: wall, user, system (s), rss (MB)."""
+def one_round(
+    config: Path, env: dict[str, str], workdir: Path, cwd: Path | None = None
+) -> dict[str, float]:
+    """One fresh ``ml4t run`` under ``/usr/bin/time -v``: wall, user, system (s), rss (MB).
+
+    ``cwd``: the folder the child runs in (``--repo``'s checkout: ``python -c`` puts the working
+    folder first on ``sys.path``, ahead of ``PYTHONPATH``)."""
     output = workdir / "out"
     cmd = ["/usr/bin/time", "-v", *_command(config, output)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"ml4t run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     found = {name: pattern.search(proc.stderr) for name, pattern in _FIELDS.items()}
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         for i in range(args.rounds):
             before = _load()
-            row = one_round(config, env, workdir)
+            row = one_round(config, env, workdir, cwd=args.repo)
             rows.append(row)
             print(
                 f"round {i + 1}: wall {row['wall']:.2f} s, user {row['user']:.2f} s, "
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.profile is not None:
             cmd = _command(config, workdir / "out", args.profile)
-            subprocess.run(cmd, env=env, check=True, capture_output=True)
+            subprocess.run(cmd, env=env, cwd=args.repo, check=True, capture_output=True)
             stats = pstats.Stats(str(args.profile))
             stats.sort_stats("cumulative").print_stats(args.top)
     return 0
