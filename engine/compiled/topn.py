@@ -658,6 +658,17 @@ def _top_rows(
     return cnt
 
 
+@njit
+def _ranked_rows(ranked: IntArray, n: int, top_row: IntArray) -> int:
+    """The first ``n`` rows of one bar's ``ranking`` row (-1 ends it) into ``top_row``;
+    their count."""
+    cnt = 0
+    while cnt < n and ranked[cnt] >= 0:
+        top_row[cnt] = ranked[cnt]
+        cnt += 1
+    return cnt
+
+
 class Bars(NamedTuple):
     """The market data of a run (:class:`engine.MarketData` arrays) and the ranking signal.
 
@@ -728,10 +739,20 @@ class RunRecords(NamedTuple):
 
 @njit
 def run_topn(
-    bars: Bars, tables: Tables, state: RunState, records: RunRecords, mech: CompiledMechanics
+    bars: Bars,
+    tables: Tables,
+    state: RunState,
+    records: RunRecords,
+    mech: CompiledMechanics,
+    ranking: IntArray | None = None,
 ) -> None:
     """The whole run of :class:`engine.TopNStrategy` with the compiled rules and limits
     (module docstring), in the engine's per-bar order.
+
+    ``ranking`` (int64, shape (n_bars, K), K >= the strategy's n; optional): each bar's rows
+    by decreasing signal as :func:`_top_rows` orders them, -1 past the bar's last finite one
+    (:func:`engine.compiled.variants.rank_bars`, computed once for many runs on one panel);
+    without it the run ranks each rebalance bar itself. The top n rows are the same either way.
 
     ``state.counts[C_STATUS]`` is ``ST_OK`` on return, or ``ST_FULL`` when the record buffers
     would overflow (the caller retries with larger ones), or ``ST_SHORT_BOOK`` /
@@ -853,7 +874,10 @@ def run_topn(
         # 3. the strategy (TopNStrategy.on_timestamp_batch) and 4. hook B (no order rules)
         if i % every == 0:
             n_new = 0
-            cnt = _top_rows(lo, hi, sig, n, top_val, top_row)
+            if ranking is None:
+                cnt = _top_rows(lo, hi, sig, n, top_val, top_row)
+            else:
+                cnt = _ranked_rows(ranking[i], n, top_row)
             stamp = i + 1
             for k in range(cnt):
                 aux_i[A_TARGET, sym_id[top_row[k]]] = stamp
@@ -999,6 +1023,42 @@ class CompiledRun:
                 break
             cap *= 2
             mech = _fresh(mech)
+        self._finish(
+            plan,
+            n_t,
+            RunState(fstate, istate, aux_i, aux_f, pending, book, counts, acc),
+            RunRecords(orders, fills, trades, rejections, states),
+            mech,
+        )
+
+    @classmethod
+    def from_buffers(
+        cls,
+        plan: TopNPlan,
+        n_t: int,
+        state: RunState,
+        records: RunRecords,
+        mech: CompiledMechanics,
+    ) -> CompiledRun:
+        """The outputs of a :func:`run_topn` call made elsewhere (the variant driver,
+        :mod:`engine.compiled.variants`) on ``plan``'s inputs, from its final ``state`` and
+        record buffers; as :meth:`__init__` would give."""
+        run = cls.__new__(cls)
+        run._finish(plan, n_t, state, records, mech)
+        return run
+
+    def _finish(
+        self,
+        plan: TopNPlan,
+        n_t: int,
+        state: RunState,
+        records: RunRecords,
+        mech: CompiledMechanics,
+    ) -> None:
+        """The attributes from a finished :func:`run_topn` call's state and buffers."""
+        fstate, istate, aux_i, aux_f = state.fstate, state.istate, state.aux_i, state.aux_f
+        counts, acc = state.counts, state.acc
+        orders, fills, trades, rejections, states = records
         self.status = int(counts[C_STATUS])
         self.cash = float(acc[ACC_CASH])
         self.fstate = fstate
