@@ -4,9 +4,9 @@
 driver, :mod:`engine.compiled.topn`, runs it with the same results);
 :func:`plan_topn` turns the strategy, rules and settings into the driver's tables
 (:class:`engine.compiled.topn.TopNPlan`); :func:`variants_reason` says whether many runs on
-one panel can share one pass of the variant driver (:mod:`engine.compiled.variants`). The rules keep their validation and texts; this
-module only hands their parameters over, as :class:`engine.risk.manager.BasicRulesKernel`
-does for the fixed-percent rules.
+one panel can share one pass of the variant driver (:mod:`engine.compiled.variants`). The
+rules keep their validation and texts; this module only hands their parameters over, as
+:class:`engine.risk.manager.BasicRulesKernel` does for the fixed-percent rules.
 
 What qualifies (anything else runs the Python loop):
 

@@ -57,7 +57,6 @@ from engine.core.layout import (
     A_PARTIAL_ENTRY,
     ACC_REALIZED,
     AVG,
-    C_BOOK,
     C_DAY,
     C_FILLS,
     C_ORDERS,
@@ -78,9 +77,9 @@ from engine.data import MarketData
 from engine.mechanics import CompiledMechanics, compiled_mechanics
 
 if TYPE_CHECKING:
+    from engine.config import ExecutionConfig
     from engine.risk.manager import RiskManager
     from engine.strategies import TopNStrategy
-    from engine.config import ExecutionConfig
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -128,9 +127,7 @@ def rank_bars(data: MarketData, signal: FloatArray, k: int) -> IntArray:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if signal.shape != (data.close.size,):
-        raise ValueError(
-            f"signal has shape {signal.shape}; the panel has {data.close.size} rows"
-        )
+        raise ValueError(f"signal has shape {signal.shape}; the panel has {data.close.size} rows")
     out = np.full((data.n_timestamps, k), -1, dtype=np.int64)
     _rank_kernel(np.asarray(data.offsets, dtype=np.int64), signal, k, out)
     return out
@@ -277,9 +274,7 @@ def run_variants(
     if ranking is None:
         ranking = rank_bars(data, first.signal, k)
     elif ranking.shape[0] != data.n_timestamps or ranking.shape[1] < k:
-        raise ValueError(
-            f"ranking has shape {ranking.shape}; need ({data.n_timestamps}, >= {k})"
-        )
+        raise ValueError(f"ranking has shape {ranking.shape}; need ({data.n_timestamps}, >= {k})")
     bars = Bars(
         data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
         data.close, data.ordinal, data.prev_row, first.signal, first.atr,
@@ -294,6 +289,15 @@ def run_variants(
             yield from _chunk(data, bars, ranking, mech, chunk, start)
     finally:
         numba.set_num_threads(saved)
+
+
+_LINE = 8
+"""float64 / int64 values per 64-byte cache line."""
+
+
+def _padded(n: int) -> int:
+    """``n`` rounded up to whole cache lines of 8-byte values."""
+    return -(-n // _LINE) * _LINE
 
 
 def _chunk_capacity(plans: Sequence[TopNPlan]) -> int:
@@ -320,8 +324,10 @@ def _chunk(
     limits = _stack([p.limits for p in plans], "portfolio limit")
     cost_params = _stack([p.costs.params for p in plans], "cost")
     tiers = _stack([p.costs.tiers for p in plans], "commission tier")
-    tier_state = np.empty((v_n, 2))
-    tier_state[:] = (math.nan, 0.0)
+    # the small per-variant rows written at every fill (counts, cash, the commission tier's
+    # month) one 64-byte cache line each: two threads never write to one line
+    tier_state = np.zeros((v_n, _LINE))
+    tier_state[:, :2] = (math.nan, 0.0)
     fstate = np.full((v_n, N_FLOAT_FIELDS, n_sym), np.nan)
     fstate[:, QTY] = 0.0
     fstate[:, AVG] = 0.0
@@ -332,9 +338,9 @@ def _chunk(
     aux_f = np.zeros((v_n, N_B, n_sym))
     pending = np.zeros((v_n, n_sym))
     book = np.empty((v_n, cap), dtype=np.int64)
-    counts = np.zeros((v_n, N_C), dtype=np.int64)
+    counts = np.zeros((v_n, _padded(N_C)), dtype=np.int64)
     counts[:, C_DAY] = -1
-    acc = np.empty((v_n, N_ACC))
+    acc = np.empty((v_n, _padded(N_ACC)))
     acc[:] = np.array([p.initial_cash for p in plans])[:, None]
     acc[:, ACC_REALIZED] = 0.0
     orders = np.empty((v_n, cap), dtype=DTYPES["orders"])
@@ -352,14 +358,13 @@ def _chunk(
         if int(c[C_STATUS]) == ST_FULL:
             yield start + v, CompiledRun(data, p)  # alone, with buffers that grow
             continue
-        # copies: a run must not keep the chunk's buffers alive
+        # views, not copies: the chunk's buffers live while one of its runs does (copying
+        # the written rows out costs more than the pass's page faults)
         state = RunState(
-            fstate[v].copy(), istate[v].copy(), aux_i[v].copy(), aux_f[v].copy(),
-            pending[v].copy(), book[v, : c[C_BOOK]].copy(), c.copy(), acc[v].copy(),
-        )  # fmt: skip
+            fstate[v], istate[v], aux_i[v], aux_f[v], pending[v], book[v], c[:N_C], acc[v, :N_ACC]
+        )
         records = RunRecords(
-            orders[v, : c[C_ORDERS]].copy(), fills[v, : c[C_FILLS]].copy(),
-            trades[v, : c[C_TRADES]].copy(), rejections[v, : c[C_REJ]].copy(),
-            states[v].copy(),
+            orders[v, : c[C_ORDERS]], fills[v, : c[C_FILLS]], trades[v, : c[C_TRADES]],
+            rejections[v, : c[C_REJ]], states[v],
         )  # fmt: skip
         yield start + v, CompiledRun.from_buffers(p, n_t, state, records, mech)
