@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -132,32 +133,44 @@ def _variant_pass(
     )
     k_max = max(int(p.params[P_N]) for p in plans)
     ranking = variants.rank_bars(market, plans[0].signal, k_max)
-    for start in range(0, len(plans), chunk_size):
-        stop = min(start + chunk_size, len(plans))
-        wall, cpu = time.perf_counter(), time.process_time()
+    chunks = [(a, min(a + chunk_size, len(plans))) for a in range(0, len(plans), chunk_size)]
+
+    def run_chunk(start: int, stop: int) -> tuple[list[tuple[int, CompiledRun]], float, float]:
+        wall, cpu = time.perf_counter(), time.thread_time()
         runs = list(
             variants.run_variants(
                 market, plans[start:stop], chunk_size=stop - start, threads=threads,
                 ranking=ranking,
             )
         )  # fmt: skip
-        # each variant's share of the pass
-        wall = (time.perf_counter() - wall) / (stop - start)
-        cpu = (time.process_time() - cpu) / (stop - start)
-        for offset, run in runs:
-            k = start + offset
-            if run.status != topn.ST_OK:  # the Python loop's case: a backtest of its own
-                yield k, run_trial(config_jsons[k], market)
-                continue
-            own, own_cpu = time.perf_counter(), time.process_time()
-            try:
-                outcome = _outcome(configs[k], market, run, engines[k].config.initial_cash)
-            except Exception as exc:  # a failed trial is data, not the end of the sweep
-                outcome = failed_outcome(exc)
-            outcome.driver = "variants"
-            outcome.seconds = wall + time.perf_counter() - own
-            outcome.cpu_seconds = cpu + time.process_time() - own_cpu
-            yield k, outcome
+        # each variant's share of the pass (the kernel's threads are numba's, not counted in
+        # thread_time: the pass's CPU is its wall time on each of its threads)
+        wall = time.perf_counter() - wall
+        return runs, wall / (stop - start), max(wall, time.thread_time() - cpu) / (stop - start)
+
+    # the next chunk's pass runs (compiled, without the GIL) while this one's outcomes are
+    # computed and stored by the caller
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(run_chunk, *chunks[0])
+        for c, (start, _stop) in enumerate(chunks):
+            runs, wall, cpu = ahead.result()
+            if c + 1 < len(chunks):
+                ahead = pool.submit(run_chunk, *chunks[c + 1])
+            for offset, run in runs:
+                k = start + offset
+                if run.status != topn.ST_OK:  # the Python loop's case: a backtest of its own
+                    yield k, run_trial(config_jsons[k], market)
+                    continue
+                own, own_cpu = time.perf_counter(), time.process_time()
+                try:
+                    outcome = _outcome(configs[k], market, run, engines[k].config.initial_cash)
+                except Exception as exc:  # a failed trial is data, not the end of the sweep
+                    outcome = failed_outcome(exc)
+                outcome.driver = "variants"
+                outcome.seconds = wall + time.perf_counter() - own
+                outcome.cpu_seconds = cpu + time.process_time() - own_cpu
+                yield k, outcome
+            del runs
 
 
 def _outcome(
