@@ -453,24 +453,12 @@ def variants_reason(
             return f"run {k}: corporate actions or financing"
         top = cast(TopNStrategy, strategy)
         rules = list(risk.rules) if risk is not None else []
-        partial_levels = [
-            len(cast(PartialProfitTaking, r).levels)
-            for r in rules
-            if type(r) is PartialProfitTaking
-        ]
-        atr_columns = sorted(
-            cast(VolatilityScaledStopLoss, r).atr_column
-            for r in rules
-            if type(r) is VolatilityScaledStopLoss
-        )
+        partial_levels = [len(r.levels) for r in rules if isinstance(r, PartialProfitTaking)]
+        atr_columns = sorted(r.atr_column for r in rules if type(r) is VolatilityScaledStopLoss)
         slippage = config.slippage
         reads_rows = isinstance(slippage, SpreadAwareSlippage | VolumeAwareSlippage)
         commission = config.commission
-        tiers = (
-            len(cast(TieredCommission, commission).tiers)
-            if isinstance(commission, TieredCommission)
-            else -1
-        )
+        tiers = len(commission.tiers) if isinstance(commission, TieredCommission) else -1
         key = (
             top.signal,
             tuple(type(r) for r in rules),
@@ -483,8 +471,10 @@ def variants_reason(
         if first_key is None:
             first_key = key
         elif key != first_key:
-            names = ("signal", "rules", "PartialProfitTaking levels", "ATR column")
-            names += ("slippage model", "slippage settings", "commission tiers")
+            names = (
+                "signal", "rules", "PartialProfitTaking levels", "ATR column", "slippage model",
+                "slippage settings", "commission tiers",
+            )  # fmt: skip
             what = next(n for n, a, b in zip(names, key, first_key, strict=True) if a != b)
             return f"run {k}: its {what} differ from run 0's"
     return None

@@ -72,7 +72,7 @@ from engine.core.layout import (
     N_INT_FIELDS,
     QTY,
 )
-from engine.core.records import DTYPES
+from engine.core.records import DTYPES, RecordArray
 from engine.data import MarketData
 from engine.mechanics import CompiledMechanics, compiled_mechanics
 
@@ -154,11 +154,11 @@ def _run_chunk(
     book: IntArray,
     counts: IntArray,
     acc: FloatArray,
-    orders: npt.NDArray[np.void],
-    fills: npt.NDArray[np.void],
-    trades: npt.NDArray[np.void],
-    rejections: npt.NDArray[np.void],
-    states: npt.NDArray[np.void],
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
+    states: RecordArray,
 ) -> None:
     """:func:`run_topn` of each variant ``v`` (the ``[v]`` slices of the stacked tables,
     state and record buffers), in parallel over the variants."""
@@ -282,7 +282,7 @@ def run_variants(
     mech = compiled_mechanics(data, None, None)
     saved = numba.get_num_threads()
     if threads is not None:
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     try:
         for start in range(0, len(plans), chunk_size):
             chunk = plans[start : start + chunk_size]
