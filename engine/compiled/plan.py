@@ -432,7 +432,9 @@ def variants_reason(
     limits in the same order (e.g. ``stop_pct``, ``max_bars``; a ``PartialProfitTaking`` with
     the same number of levels), the commission model and its rates (a ``TieredCommission``
     with the same number of tiers, or none), the slippage model's parameters (one model type;
-    ``SpreadAwareSlippage`` / ``VolumeAwareSlippage`` with the same settings), the initial
+    ``SpreadAwareSlippage`` / ``VolumeAwareSlippage`` reading the same per-row series: the
+    same ``window``, ``min_periods``, ``clamp`` / ``volatility_column``, ``volume``,
+    ``volume_window``), the initial
     cash, and any other execution setting the compiled driver reads per run
     (``fractional_shares``, ``close_at_end``, ``bar_event_order``, ``cash_tolerance``). They
     rank the same signal column.
@@ -456,7 +458,11 @@ def variants_reason(
         partial_levels = [len(r.levels) for r in rules if isinstance(r, PartialProfitTaking)]
         atr_columns = sorted(r.atr_column for r in rules if type(r) is VolatilityScaledStopLoss)
         slippage = config.slippage
-        reads_rows = isinstance(slippage, SpreadAwareSlippage | VolumeAwareSlippage)
+        # the per-row series a spread- or volume-aware model reads (one array per setting,
+        # cached on the data): equal settings share it, parameters like fallback_pct may vary
+        rows = None
+        if isinstance(slippage, SpreadAwareSlippage | VolumeAwareSlippage):
+            rows = id(_cost_rows(cast(MarketData, data), slippage))
         commission = config.commission
         tiers = len(commission.tiers) if isinstance(commission, TieredCommission) else -1
         key = (
@@ -465,7 +471,7 @@ def variants_reason(
             tuple(partial_levels),
             tuple(atr_columns),
             type(slippage),
-            repr(slippage) if reads_rows else None,
+            rows,
             tiers,
         )
         if first_key is None:

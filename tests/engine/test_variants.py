@@ -25,6 +25,7 @@ from engine import (
     PriceBasedStopLoss,
     PriceBasedTakeProfit,
     RiskManager,
+    SpreadAwareSlippage,
     TieredCommission,
     TimeBasedExit,
     TopNStrategy,
@@ -280,9 +281,24 @@ def _variant_scenario(draw: Any) -> dict[str, Any]:
         "stops_first": draw(st.booleans()),
         "close_at_end": draw(st.booleans()),
         "fractional": draw(st.booleans()),
+        "costs": draw(st.sampled_from(["percentage", "per_share", "tiered", "spread"])),
         "variants": draw(st.lists(variant, min_size=1, max_size=5)),
         "chunk": draw(st.integers(1, 4)),
     }
+
+
+def _costs(kind: str, rate: float) -> dict[str, Any]:
+    """A variant's cost models: one kind per scenario, the variant's rate in it."""
+    if kind == "per_share":
+        return {"commission": PerShareCommission(rate, minimum=1.0)}
+    if kind == "tiered":
+        return {"commission": TieredCommission([(0.0, 2 * rate), (2_000.0, rate)])}
+    if kind == "spread":
+        return {
+            "commission": PercentageCommission(rate),
+            "slippage": SpreadAwareSlippage(0.5, fallback_pct=rate, window=3, min_periods=2),
+        }
+    return {"commission": PercentageCommission(rate)}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -299,7 +315,7 @@ def test_variants_generated_panels_equal_one_at_a_time_runs(sc: dict[str, Any]) 
                 TopNStrategy("score", n=v["n"], rebalance_every=v["every"], weight=v["weight"]),
                 RiskManager(rules) if rules else None,
                 ExecutionConfig(
-                    commission=PercentageCommission(v["rate"]),
+                    **_costs(sc["costs"], v["rate"]),
                     initial_cash=v["cash"],
                     bar_event_order="stops_first" if sc["stops_first"] else "chronological",
                     close_at_end=sc["close_at_end"],
