@@ -71,7 +71,13 @@ def _data_root() -> Path:
 
 @pytest.fixture(scope="module")
 def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sweep folder the data is prepared in (its ``prepared/`` is reused by children)."""
+    """The sweep folder the data is prepared in (its ``prepared/`` is reused by children).
+
+    The code version is pinned for the module (``ML4T_CODE_VERSION``, inherited by the
+    children): the prepared data and the trial keys stay valid if a commit lands meanwhile."""
+    from ml4t_pipeline.lib.sweep.trials import CODE_VERSION_ENV, sweep_code_version
+
+    os.environ.setdefault(CODE_VERSION_ENV, f"benchmark-{sweep_code_version()}")
     return tmp_path_factory.mktemp("prepare")
 
 
