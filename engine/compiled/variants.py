@@ -234,6 +234,7 @@ def run_variants(
     chunk_size: int = DEFAULT_CHUNK,
     threads: int | None = None,
     ranking: IntArray | None = None,
+    buffers: VariantBuffers | None = None,
 ) -> Iterator[tuple[int, CompiledRun]]:
     """Run every plan of ``plans`` on ``data`` in one pass (module docstring).
 
@@ -251,6 +252,10 @@ def run_variants(
     ranking : ndarray, optional
         :func:`rank_bars` of the plans' signal with ``k`` >= their largest ``n``, when the
         caller runs the variants of one panel in several calls (default: ranked here).
+    buffers : VariantBuffers, optional
+        Buffers to run the chunks in, reused chunk after chunk: each yielded run is valid
+        until the next chunk starts (default: fresh buffers per chunk, every run stays
+        valid). Too small buffers are replaced by fresh ones.
 
     Yields
     ------
@@ -286,7 +291,7 @@ def run_variants(
     try:
         for start in range(0, len(plans), chunk_size):
             chunk = plans[start : start + chunk_size]
-            yield from _chunk(data, bars, ranking, mech, chunk, start)
+            yield from _chunk(data, bars, ranking, mech, chunk, start, buffers)
     finally:
         numba.set_num_threads(saved)
 
@@ -306,6 +311,70 @@ def _chunk_capacity(plans: Sequence[TopNPlan]) -> int:
     return max(p.capacity for p in plans)
 
 
+class VariantBuffers:
+    """The state and record buffers of a chunk of variants, for reuse across passes.
+
+    A pass writes its variants' state and records here, and the runs it yields are views of
+    them. Reusing one set for the next pass saves the page faults of fresh memory (up to a
+    third of a variant's time on the S&P panel), but the next pass overwrites the runs of the
+    last one. Give a pass its own buffers while its runs are still read.
+
+    Parameters
+    ----------
+    size : int
+        Variants per pass, at most.
+    n_symbols, n_bars : int
+        The panel's symbols and timestamps.
+    capacity : int
+        Record rows per variant (a plan's ``capacity``, at least).
+    """
+
+    def __init__(self, size: int, n_symbols: int, n_bars: int, capacity: int) -> None:
+        self.size, self.n_symbols, self.n_bars, self.capacity = size, n_symbols, n_bars, capacity
+        self.tier_state = np.zeros((size, _LINE))
+        self.fstate = np.empty((size, N_FLOAT_FIELDS, n_symbols))
+        self.istate = np.empty((size, N_INT_FIELDS, n_symbols), dtype=np.int64)
+        self.aux_i = np.empty((size, N_A, n_symbols), dtype=np.int64)
+        self.aux_f = np.empty((size, N_B, n_symbols))
+        self.pending = np.empty((size, n_symbols))
+        # the small per-variant rows written at every fill (counts, cash, the commission
+        # tier's month) one 64-byte cache line each: two threads never write to one line
+        self.counts = np.empty((size, _padded(N_C)), dtype=np.int64)
+        self.acc = np.empty((size, _padded(N_ACC)))
+        self.book = np.empty((size, capacity), dtype=np.int64)
+        self.orders = np.empty((size, capacity), dtype=DTYPES["orders"])
+        self.fills = np.empty((size, capacity), dtype=DTYPES["fills"])
+        self.trades = np.empty((size, capacity), dtype=DTYPES["trades"])
+        self.rejections = np.empty((size, capacity), dtype=DTYPES["rejections"])
+        self.states = np.empty((size, n_bars), dtype=DTYPES["states"])
+
+    def fits(self, data: MarketData, plans: Sequence[TopNPlan]) -> bool:
+        """Whether a pass of ``plans`` on ``data`` fits in these buffers."""
+        return (
+            len(plans) <= self.size
+            and (self.n_symbols, self.n_bars) == (data.n_symbols, data.n_timestamps)
+            and _chunk_capacity(plans) <= self.capacity
+        )
+
+    def reset(self, plans: Sequence[TopNPlan]) -> None:
+        """The state of ``plans``' variants before their first bar (as a single run's)."""
+        v_n = len(plans)
+        self.tier_state[:v_n, :2] = (math.nan, 0.0)
+        self.fstate[:v_n] = np.nan
+        self.fstate[:v_n, QTY] = 0.0
+        self.fstate[:v_n, AVG] = 0.0
+        self.istate[:v_n] = 0
+        self.istate[:v_n, LAST_ROW] = -1
+        self.aux_i[:v_n] = 0
+        self.aux_i[:v_n, A_PARTIAL_ENTRY] = -1
+        self.aux_f[:v_n] = 0.0
+        self.pending[:v_n] = 0.0
+        self.counts[:v_n] = 0
+        self.counts[:v_n, C_DAY] = -1
+        self.acc[:v_n] = np.array([p.initial_cash for p in plans])[:, None]
+        self.acc[:v_n, ACC_REALIZED] = 0.0
+
+
 def _chunk(
     data: MarketData,
     bars: Bars,
@@ -313,58 +382,39 @@ def _chunk(
     mech: CompiledMechanics,
     plans: Sequence[TopNPlan],
     start: int,
+    buffers: VariantBuffers | None,
 ) -> Iterator[tuple[int, CompiledRun]]:
     v_n = len(plans)
-    n_sym = data.n_symbols
     n_t = data.n_timestamps
-    cap = _chunk_capacity(plans)
+    if buffers is None or not buffers.fits(data, plans):
+        buffers = VariantBuffers(v_n, data.n_symbols, n_t, _chunk_capacity(plans))
+    b = buffers
+    b.reset(plans)
     params = _stack([p.params for p in plans], "parameter")
     rules = _stack([p.rules for p in plans], "rule")
     partial = _stack([p.partial for p in plans], "PartialProfitTaking level")
     limits = _stack([p.limits for p in plans], "portfolio limit")
     cost_params = _stack([p.costs.params for p in plans], "cost")
     tiers = _stack([p.costs.tiers for p in plans], "commission tier")
-    # the small per-variant rows written at every fill (counts, cash, the commission tier's
-    # month) one 64-byte cache line each: two threads never write to one line
-    tier_state = np.zeros((v_n, _LINE))
-    tier_state[:, :2] = (math.nan, 0.0)
-    fstate = np.full((v_n, N_FLOAT_FIELDS, n_sym), np.nan)
-    fstate[:, QTY] = 0.0
-    fstate[:, AVG] = 0.0
-    istate = np.zeros((v_n, N_INT_FIELDS, n_sym), dtype=np.int64)
-    istate[:, LAST_ROW] = -1
-    aux_i = np.zeros((v_n, N_A, n_sym), dtype=np.int64)
-    aux_i[:, A_PARTIAL_ENTRY] = -1
-    aux_f = np.zeros((v_n, N_B, n_sym))
-    pending = np.zeros((v_n, n_sym))
-    book = np.empty((v_n, cap), dtype=np.int64)
-    counts = np.zeros((v_n, _padded(N_C)), dtype=np.int64)
-    counts[:, C_DAY] = -1
-    acc = np.empty((v_n, _padded(N_ACC)))
-    acc[:] = np.array([p.initial_cash for p in plans])[:, None]
-    acc[:, ACC_REALIZED] = 0.0
-    orders = np.empty((v_n, cap), dtype=DTYPES["orders"])
-    fills = np.empty((v_n, cap), dtype=DTYPES["fills"])
-    trades = np.empty((v_n, cap), dtype=DTYPES["trades"])
-    rejections = np.empty((v_n, cap), dtype=DTYPES["rejections"])
-    states = np.empty((v_n, n_t), dtype=DTYPES["states"])
+    counts = b.counts[:v_n]
     _run_chunk(
-        bars, ranking, mech, params, rules, partial, limits, cost_params, tiers, tier_state,
-        plans[0].costs.rows, fstate, istate, aux_i, aux_f, pending, book, counts, acc, orders,
-        fills, trades, rejections, states,
+        bars, ranking, mech, params, rules, partial, limits, cost_params, tiers,
+        b.tier_state[:v_n], plans[0].costs.rows, b.fstate[:v_n], b.istate[:v_n], b.aux_i[:v_n],
+        b.aux_f[:v_n], b.pending[:v_n], b.book[:v_n], counts, b.acc[:v_n], b.orders[:v_n],
+        b.fills[:v_n], b.trades[:v_n], b.rejections[:v_n], b.states[:v_n],
     )  # fmt: skip
     for v, p in enumerate(plans):
         c = counts[v]
         if int(c[C_STATUS]) == ST_FULL:
             yield start + v, CompiledRun(data, p)  # alone, with buffers that grow
             continue
-        # views, not copies: the chunk's buffers live while one of its runs does (copying
-        # the written rows out costs more than the pass's page faults)
+        # views of the buffers (VariantBuffers: valid until they are reused)
         state = RunState(
-            fstate[v], istate[v], aux_i[v], aux_f[v], pending[v], book[v], c[:N_C], acc[v, :N_ACC]
-        )
+            b.fstate[v], b.istate[v], b.aux_i[v], b.aux_f[v], b.pending[v], b.book[v], c[:N_C],
+            b.acc[v, :N_ACC],
+        )  # fmt: skip
         records = RunRecords(
-            orders[v, : c[C_ORDERS]], fills[v, : c[C_FILLS]], trades[v, : c[C_TRADES]],
-            rejections[v, : c[C_REJ]], states[v],
+            b.orders[v, : c[C_ORDERS]], b.fills[v, : c[C_FILLS]], b.trades[v, : c[C_TRADES]],
+            b.rejections[v, : c[C_REJ]], b.states[v],
         )  # fmt: skip
         yield start + v, CompiledRun.from_buffers(p, n_t, state, records, mech)

@@ -120,6 +120,22 @@ def test_variants_full_buffers_rerun_alone_with_the_same_records(sp500_data: Mar
         _assert_same_records(got, CompiledRun(sp500_data, plans[k]), f"variant {k}")
 
 
+def test_variants_reused_buffers_reset_between_passes(sp500_data: MarketData) -> None:
+    runs = [run for _, run in _sp500_grid()]
+    plans = variants.plan_variants(sp500_data, runs)
+    # busy variants first (n=25, every bar), then quiet ones in the same buffers
+    order = [18, 19, 20, 3, 4, 5]
+    buffers = variants.VariantBuffers(
+        3, sp500_data.n_symbols, sp500_data.n_timestamps, max(p.capacity for p in plans)
+    )
+    for part in (order[:3], order[3:]):
+        chosen = [plans[k] for k in part]
+        for k, got in variants.run_variants(sp500_data, chosen, buffers=buffers):
+            want = CompiledRun(sp500_data, plans[part[k]])
+            _assert_same_records(got, want, f"variant {part[k]}")
+    assert not buffers.fits(sp500_data, plans)  # 24 variants: fresh buffers would be made
+
+
 def test_rank_bars_orders_by_decreasing_signal_ties_in_row_order_nan_excluded() -> None:
     rows = [
         (ts(0), "A", 1.0), (ts(0), "B", 3.0), (ts(0), "C", 3.0), (ts(0), "D", float("nan")),

@@ -134,13 +134,21 @@ def _variant_pass(
     k_max = max(int(p.params[P_N]) for p in plans)
     ranking = variants.rank_bars(market, plans[0].signal, k_max)
     chunks = [(a, min(a + chunk_size, len(plans))) for a in range(0, len(plans), chunk_size)]
+    # two sets of buffers, reused in turn: a chunk's runs are read while the next one runs
+    size, cap = min(chunk_size, len(plans)), max(p.capacity for p in plans)
+    buffers = [
+        variants.VariantBuffers(size, market.n_symbols, market.n_timestamps, cap)
+        for _ in range(min(2, len(chunks)))
+    ]
 
-    def run_chunk(start: int, stop: int) -> tuple[list[tuple[int, CompiledRun]], float, float]:
+    def run_chunk(
+        c: int, start: int, stop: int
+    ) -> tuple[list[tuple[int, CompiledRun]], float, float]:
         wall, cpu = time.perf_counter(), time.thread_time()
         runs = list(
             variants.run_variants(
                 market, plans[start:stop], chunk_size=stop - start, threads=threads,
-                ranking=ranking,
+                ranking=ranking, buffers=buffers[c % 2],
             )
         )  # fmt: skip
         # each variant's share of the pass (the kernel's threads are numba's, not counted in
@@ -151,11 +159,11 @@ def _variant_pass(
     # the next chunk's pass runs (compiled, without the GIL) while this one's outcomes are
     # computed and stored by the caller
     with ThreadPoolExecutor(max_workers=1) as pool:
-        ahead = pool.submit(run_chunk, *chunks[0])
+        ahead = pool.submit(run_chunk, 0, *chunks[0])
         for c, (start, _stop) in enumerate(chunks):
             runs, wall, cpu = ahead.result()
             if c + 1 < len(chunks):
-                ahead = pool.submit(run_chunk, *chunks[c + 1])
+                ahead = pool.submit(run_chunk, c + 1, *chunks[c + 1])
             for offset, run in runs:
                 k = start + offset
                 if run.status != topn.ST_OK:  # the Python loop's case: a backtest of its own
