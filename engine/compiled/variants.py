@@ -84,7 +84,7 @@ if TYPE_CHECKING:
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
-DEFAULT_CHUNK = 32
+DEFAULT_CHUNK = 16
 """Variants run at once by default (their state and records are in memory together)."""
 
 
@@ -286,6 +286,9 @@ def run_variants(
     )  # fmt: skip
     mech = compiled_mechanics(data, None, None)
     saved = numba.get_num_threads()
+    # the threads take the variants one at a time (a variant's cost varies tenfold with its
+    # n and rebalance_every: equal contiguous shares would leave a thread idle)
+    saved_chunk = numba.set_parallel_chunksize(1)
     if threads is not None:
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     try:
@@ -294,6 +297,7 @@ def run_variants(
             yield from _chunk(data, bars, ranking, mech, chunk, start, buffers)
     finally:
         numba.set_num_threads(saved)
+        numba.set_parallel_chunksize(saved_chunk)
 
 
 _LINE = 8
