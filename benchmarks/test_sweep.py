@@ -31,6 +31,22 @@ only, each run into a fresh folder (nothing reused).
   only). No target: the figures say what ``sweep.stats.bootstrap_reps`` costs. Needs no data
   and no Ray: ``pytest benchmarks/test_sweep.py -k statistics --no-cov -s``.
 
+- ``test_sweep_1000_variants`` (issue 30): a 1,000-variant grid of the same experiment
+  (``VARIANT_GRID``: 10 values each of ``strategy.n``, ``stop_pct`` and ``rebalance_every``)
+  on the serial backend, where all trials qualify for the compiled variant driver
+  (``engine/compiled/variants.py``). It runs in a child process whose ``prepared/`` folder holds
+  the data already (read back, not prepared). Figures: the fan-out wall time (backtests,
+  metrics and every trial's stored files, as ``run_sweep`` times it), its CPU time, and the
+  child's peak RSS. Targets: 5 s wall, 2 GiB. Then every 20th trial runs one at a time in this
+  process (``variants=False``). Their stored metrics must equal the child's, and their rate gives
+  the speed-up. Not included: ``write_outputs``, whose SPA / Reality Check / StepM bootstrap is
+  timed apart by ``test_sweep_statistics_1000_trials``. Its replications are set by
+  ``sweep.stats.bootstrap_reps``.
+- ``test_sweep_variants_vs_vectorbt``: 50 variants (n x stop_pct) of the issue-7 reference
+  workload, one variant pass against VectorBT ``from_order_func`` called once per variant, in
+  this process (the ``validation`` extra). Run them with
+  ``pytest benchmarks/test_sweep.py -k "1000_variants or vs_vectorbt" --no-cov -s`` (no Ray).
+
 Figures go into ``benchmark.extra_info`` and are printed; ``--benchmark-json=FILE`` keeps them.
 """
 
@@ -349,6 +365,9 @@ def test_sweep_1000_variants(
         "child_total_seconds": round(report["total_seconds"], 2),
         "child_wall_seconds": round(wall, 2),
         "child_cpu_seconds": round(report["cpu_seconds"], 2),
+        "fan_out_cpu_seconds": round(report["fan_out_cpu_seconds"], 2),
+        # what the fan-out would take on the 2 cores alone (CPU time / 2)
+        "fan_out_cpu_over_2_cores": round(report["fan_out_cpu_seconds"] / 2, 2),
         "peak_rss_gib": round(rss / 1024**3, 3),
         "one_at_a_time_seconds_per_trial": round(per_single, 4),
         "one_at_a_time_1000_projected_seconds": round(1000 * per_single, 1),
