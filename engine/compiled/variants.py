@@ -15,16 +15,16 @@ variants share once and runs each variant's state through the same kernel as a s
   rejection is the one the variant's own run gives (``tests/engine/test_variants.py`` compares
   them on the S&P file and on generated panels);
 - **chunks**: the variants run ``chunk_size`` at a time, so the memory held at once is that of
-  one chunk's state and records; within a chunk the variants run in parallel on numba's
-  threads (``prange``; each variant is independent), and each finished variant becomes a
+  one chunk's state and records (:class:`VariantBuffers`, which a caller may reuse chunk after
+  chunk); within a chunk the variants run in parallel on numba's threads (``prange``, each
+  thread taking the next variant), and each finished variant becomes a
   :class:`engine.compiled.topn.CompiledRun`, as the single run's driver makes it.
 
 Which sets of runs qualify is :func:`engine.compiled.plan.variants_reason` (``None``: they
-can run here); :func:`plan_variants` builds their plans. A variant whose record buffers fill up
-runs again alone
-with the single-run driver, which grows its buffers; its results are the same. The buffers
-are sized by the single run's bound, allocated but not written, so a chunk's memory is the
-rows its variants write.
+can run here); :func:`plan_variants` builds their plans. The record buffers are sized by the
+single run's bound, allocated but written only as far as a variant's records go, so a chunk's
+memory is the rows its variants write. A variant whose buffers fill up anyway runs again
+alone with the single-run driver, which grows its buffers; its results are the same.
 
 Compilation: the chunk kernel is compiled on first use (a minute or more on the 2-core
 machine) and cached next to this module; it inlines :func:`run_topn`'s kernel, so after editing
