@@ -3,9 +3,10 @@
 Run: ``python -m pytest benchmarks/test_engine_mechanics.py --no-cov --benchmark-only``.
 Same workload as W1 (:mod:`benchmarks.test_engine_throughput`: top-25 on ``mom_20``, 5 %
 stop, 0.1 % commission, compiled) without and with a corporate-actions table of the S&P
-symbols as long as a real one: a quarterly dividend (0.5 % of the previous close) on every
-63rd bar of each symbol and a 2:1 split for every tenth symbol, about 10,000 rows over the
-five years (the S&P 500 pays some 8,000 dividends in five years). The issue's bound: with
+symbols as long as a real one: a quarterly dividend (0.5 % of the previous close, paid 14
+days after its ex-date, as real dividends are) on every 63rd bar of each symbol and a 2:1
+split for every tenth symbol, about 10,000 rows over the five years (the S&P 500 pays some
+8,000 dividends in five years). The issue's bound: with
 the table ≤ 1.1× without. Both variants run in the same process, alternately.
 """
 
@@ -48,12 +49,14 @@ def actions(sp500_momentum_panel: pl.DataFrame) -> CorporateActions:
         pl.col("timestamp").dt.date().alias("ex_date"),
         pl.lit(1.0).alias("split_ratio"),
         (0.005 * pl.col("prev")).alias("dividend"),
+        (pl.col("timestamp").dt.date() + pl.duration(days=14)).alias("pay_date"),
     )
     splits = bars.filter(pl.col("splits") & (pl.col("k") == 600)).select(
         "symbol",
         pl.col("timestamp").dt.date().alias("ex_date"),
         pl.lit(2.0).alias("split_ratio"),
         pl.lit(0.0).alias("dividend"),
+        pl.lit(None, dtype=pl.Date).alias("pay_date"),
     )
     table = pl.concat([dividends, splits]).unique(["symbol", "ex_date"], keep="last")
     return CorporateActions(table)

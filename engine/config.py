@@ -151,14 +151,12 @@ class ExecutionConfig:
         held quantities × ratio, per-share prices and levels and working orders' prices ÷
         ratio, dividends credited to longs and debited from shorts (on the pay date when
         given), one row per event in ``BacktestResult.corporate_actions``
-        (:class:`engine.mechanics.CorporateActions`). Both drivers (the compiled TopN
-        driver only for actions without ``pay_date``).
+        (:class:`engine.mechanics.CorporateActions`). Both drivers.
     delisting : Delisting or None, default None
         Close positions of symbols whose data ends or stops for longer than a gap
         (``exit_reason = "delisted"``) and reject orders for them
         (:class:`engine.mechanics.Delisting`). None: a position whose data ends stays open at
-        its last close. Not with :class:`ChunkedMarketData`. Python driver only (the
-        run takes the Python loop).
+        its last close. Not with :class:`ChunkedMarketData`. Both drivers.
     financing : Financing or None, default None
         Interest on cash and short borrow fees accrued per bar
         (:class:`engine.mechanics.Financing`); the per-bar amounts are the
@@ -194,7 +192,7 @@ class ExecutionConfig:
     cash_check: str = "execution"
     reentry_cooldown_bars: int = 0
     cash_tolerance: float = 1e-7
-    # market mechanics (engine/mechanics.py); None = off, the run is unchanged
+    # market mechanics (engine/mechanics/); None = off, the run is unchanged
     corporate_actions: CorporateActions | None = None
     delisting: Delisting | None = None
     financing: Financing | None = None

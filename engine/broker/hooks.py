@@ -18,7 +18,13 @@ from collections.abc import Callable
 import numpy as np
 
 from engine.broker.state import ACCEPTED, LIMIT, MARKET, REJECTED, SUBMITTED, BrokerState
-from engine.core.ledger import zero_shares_order
+from engine.core.ledger import (
+    levels_active_from,
+    reentry_refused,
+    submission_quantity,
+    submission_refused,
+    zero_shares_order,
+)
 from engine.data import IntArray
 from engine.orders import Order
 from engine.risk import kernels
@@ -118,7 +124,7 @@ def flush_entries(broker: BrokerState) -> None:
     broker._new_entries = {}
     sids = np.fromiter(entries, dtype=np.int64, count=len(entries))
     # stop_activation="entry_bar": levels of step-1 fills are live on this bar already
-    active_from = broker.i if broker._entry_bar and not broker._closing else broker.i + 1
+    active_from = levels_active_from(broker.i, broker._entry_bar, broker._closing)
     kernel = broker._kernel
     if kernel is not None and kernels.entry_levels(
         sids, broker.fstate, broker._istate, active_from, broker._rules
@@ -274,13 +280,11 @@ def validate_new_orders(broker: BrokerState) -> None:
 
 def apply_cooldown(broker: BrokerState, orders: list[Order]) -> None:
     """``reentry_cooldown_bars``: reject re-entries decided too soon after a stop exit."""
-    last = broker.i - broker._cooldown
+    now, k = broker.i, broker._cooldown
     for order in orders:
         sid = order.sid
-        if (
-            order.status is SUBMITTED
-            and broker._stopped_at[sid] > last
-            and order.quantity * broker._stopped_dir[sid] > 0
+        if order.status is SUBMITTED and reentry_refused(
+            order.quantity, broker._stopped_at.item(sid), broker._stopped_dir.item(sid), now, k
         ):
             broker._finish(order, REJECTED, "reentry_cooldown", "rejected")
 
@@ -313,14 +317,14 @@ def check_submission_cash(broker: BrokerState) -> None:
             continue
         if q < 0 and not allow_short:
             held = longs.get(sid, max(float(broker.qty[sid]), 0.0))
-            q = -min(-q, held)
+            q = submission_quantity(q, held, allow_short)
             longs[sid] = held + q
             if q == 0:
                 continue
         elif q > 0:
             longs[sid] = longs.get(sid, max(float(broker.qty[sid]), 0.0)) + q
         cost = q * price + commission.compute(q, price, broker.now_us)
-        if cost > 0 and cash - cost < -broker._cash_tol:
+        if submission_refused(cost, cash, broker._cash_tol):
             if q > 0:
                 longs[sid] -= q
             broker._finish(order, REJECTED, "insufficient_cash_at_submission", "rejected")

@@ -21,7 +21,7 @@ from engine.broker.state import (
     BrokerState,
     trail_stop_level,
 )
-from engine.core.ledger import zero_shares_order
+from engine.core.ledger import netted_by_close, zero_shares_order
 from engine.orders import Order, TimeInForce, plain_market_order
 
 
@@ -190,9 +190,8 @@ def net_working(broker: BrokerState, sid: int, direction: float, reason: str) ->
         if order.sid == sid
         and order.order_type is MARKET
         and order.reason == "strategy"
-        and order.submit_index < now
         and order.is_active
-        and (direction == 0.0 or order.remaining * direction < 0)
+        and netted_by_close(order.submit_index, now, order.remaining, direction)
     ]
     for order in stale:
         broker.cancel(order, reason)

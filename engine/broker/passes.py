@@ -33,7 +33,6 @@ from engine.broker.state import (
     ACCEPTED,
     CANCELLED,
     DAY,
-    EPS,
     EXPIRED,
     LIMIT,
     MARKET,
@@ -44,9 +43,11 @@ from engine.broker.state import (
     trail_stop_level,
 )
 from engine.core import layout
+from engine.core.ledger import closed_by_level_exit
 from engine.core.matching import (
     level_exit_price,
     limit_fill_price,
+    participation_quantity,
     stop_fill_price,
     stop_limit_fill_price,
 )
@@ -84,8 +85,7 @@ def fill_pending_at_open(
             closed_now
             and kind is MARKET
             and sid in closed_now
-            and order.quantity * closed_now[sid] < 0
-            and broker.qty[sid] == 0
+            and closed_by_level_exit(order.quantity, closed_now[sid], broker.qty.item(sid))
         ):
             # exit_conflict="stop_wins": the level exit of this bar took precedence
             broker._finish(order, CANCELLED, "position_closed_by_stop", "cancelled")
@@ -153,10 +153,7 @@ def fill_order(broker: BrokerState, order: Order, row: int, raw: float) -> None:
     remaining = order.quantity - order.filled
     cap = broker._volume_cap
     if cap is not None and order.reason != "end_of_data":
-        most = cap * float(broker.data.volume[row])
-        if not broker.fractional:
-            most = math.floor(most + EPS)
-        q = math.copysign(min(abs(remaining), most), remaining)
+        q = participation_quantity(remaining, cap, broker.data.volume.item(row), broker.fractional)
     else:
         q = remaining
     if q == 0:

@@ -212,7 +212,7 @@ class BrokerState:
         # then handed to the open's pass, which cancels their queued exits
         self._closed_now: dict[int, float] | None = None
         self._stop_closed: dict[int, float] | None = None
-        # market mechanics (corporate actions, delistings, financing; engine/mechanics.py)
+        # market mechanics (corporate actions, delistings, financing; engine/mechanics/)
         self.mechanics: MarketMechanics | None = (
             MarketMechanics(
                 data,
@@ -220,6 +220,7 @@ class BrokerState:
                 config.delisting,
                 config.financing,
                 config.fractional_shares,
+                risk_manager.rules if risk_manager is not None else (),
             )
             if config.has_mechanics
             else None

@@ -22,14 +22,17 @@ What qualifies (anything else runs the Python loop):
   symbols);
 - any built-in commission model (``NoCommission``, ``PercentageCommission``,
   ``PerShareCommission``, ``PerTradeCommission``, ``TieredCommission``) and slippage model
-  but ``OrderTypeDependentSlippage`` (``NoSlippage``, ``FixedPercentageSlippage``,
-  ``FixedBpsSlippage``, ``SpreadAwareSlippage``, ``VolumeAwareSlippage``; see
-  :func:`plan_costs`), ``fill="next_open"``, either
-  ``bar_event_order``, ``stop_activation="next_bar"``, ``exit_conflict="open_sell_wins"``,
-  ``cash_check="execution"``, no re-entry cooldown, no volume cap, no shorting; whole or
+  (``NoSlippage``, ``FixedPercentageSlippage``, ``FixedBpsSlippage``, ``SpreadAwareSlippage``,
+  ``VolumeAwareSlippage``, and ``OrderTypeDependentSlippage`` over those, with at most one
+  bar setting per spread-aware and per volume-aware model; see :func:`plan_costs`);
+- any fill-semantics setting: ``fill``, ``bar_event_order``, ``stop_activation``,
+  ``exit_conflict``, ``cash_check``, ``reentry_cooldown_bars``,
+  ``max_volume_participation`` and ``allow_short`` (``TopNStrategy`` is long only: a short
+  comes only from a capped sell left working after a level exit closed the position; a run
+  whose book then holds a short with position rules hands over to the Python loop), whole or
   fractional shares and ``close_at_end`` either way;
-- corporate actions paid on their ex-date (no ``pay_date``) and financing
-  (:mod:`engine.mechanics`), but no ``delisting``.
+- any market mechanics (:mod:`engine.mechanics`): corporate actions (with or without pay
+  dates), delistings and financing.
 """
 
 from __future__ import annotations
@@ -43,15 +46,22 @@ import numpy.typing as npt
 from engine.chunked import ChunkedMarketData
 from engine.compiled.topn import (
     N_P,
+    P_ALLOW_SHORT,
     P_CLOSE_AT_END,
+    P_COOLDOWN,
+    P_ENTRY_BAR,
     P_ENTRY_RULES,
     P_EVERY,
+    P_FILL_CLOSE,
     P_FRACTIONAL,
     P_HAS_RULES,
     P_LEVELS_SET,
     P_N,
+    P_STOP_WINS,
     P_STOPS_FIRST,
+    P_SUBMISSION_CASH,
     P_TOL,
+    P_VOLUME_CAP,
     P_WEIGHT,
     LimitText,
     TopNPlan,
@@ -79,9 +89,11 @@ from engine.core.layout import (
     N_RULES_COLS,
     PARTIAL,
     PRIORITY,
+    R_RULE0,
     STOP_LOSS,
     TAKE_PROFIT,
     TRAILING,
+    TYPE_NAMES,
 )
 from engine.core.rules import MAX_PARTIAL_LEVELS
 from engine.costs.commission import (
@@ -96,12 +108,13 @@ from engine.costs.slippage import (
     FixedBpsSlippage,
     FixedPercentageSlippage,
     NoSlippage,
+    OrderTypeDependentSlippage,
     SlippageModel,
     SpreadAwareSlippage,
     VolumeAwareSlippage,
 )
 from engine.data import BarView, MarketData
-from engine.mechanics import compiled_mechanics, compiled_mechanics_reason
+from engine.mechanics import CompiledMechanics, compiled_mechanics, compiled_mechanics_reason
 from engine.risk.manager import KERNEL_RULES, BasicRulesKernel
 from engine.risk.rules.base import RiskRule
 from engine.risk.rules.dynamic import (
@@ -163,21 +176,16 @@ def compiled_reason(
             return f"VolatilityScaledStopLoss ATR column {missing.pop()!r} not in the data"
         if any(type(r) is MaxLeverageRule for r in risk.rules) and data.n_symbols > 8192:
             return "MaxLeverageRule on more than 8192 symbols"
-    checks = (
-        (type(config.commission) in _COMMISSIONS, "commission model"),
-        (type(config.slippage) in _SLIPPAGES, "slippage model"),
-        (config.fill == "next_open", "fill"),
-        (config.stop_activation == "next_bar", "stop_activation"),
-        (config.exit_conflict == "open_sell_wins", "exit_conflict"),
-        (config.cash_check == "execution", "cash_check"),
-        (config.reentry_cooldown_bars == 0, "reentry_cooldown_bars"),
-        (config.max_volume_participation is None, "max_volume_participation"),
-        (not config.allow_short, "allow_short"),
-    )
-    for ok, name in checks:
-        if not ok:
-            return f"{name} setting"
-    # market mechanics (engine/mechanics.py): actions paid on the ex-date and financing
+    slippage = config.slippage
+    if type(slippage) is OrderTypeDependentSlippage:
+        reason = _by_type_reason(slippage)
+        if reason is not None:
+            return reason
+    elif type(slippage) not in _SLIPPAGES:
+        return "slippage model setting"
+    if type(config.commission) not in _COMMISSIONS:
+        return "commission model setting"
+    # market mechanics (engine/mechanics/)
     return compiled_mechanics_reason(config.corporate_actions, config.delisting)
 
 
@@ -210,27 +218,22 @@ def plan_costs(data: MarketData, slippage: SlippageModel, commission: Commission
     """
     params = np.zeros(core_costs.N_COST_PARAMS)
     rows: FloatArray = np.zeros((core_costs.N_ROWS, 0))
-    if isinstance(slippage, FixedPercentageSlippage | FixedBpsSlippage):
-        params[core_costs.SLIP_KIND] = core_costs.SLIP_FRACTION
-        fraction = (
-            slippage.pct
-            if isinstance(slippage, FixedPercentageSlippage)
-            else slippage.bps / 10_000.0
-        )
-        params[core_costs.SLIP_A] = fraction
-    elif isinstance(slippage, SpreadAwareSlippage):
-        params[core_costs.SLIP_KIND] = core_costs.SLIP_SPREAD
-        params[core_costs.SLIP_A] = slippage.spread_fraction
-        params[core_costs.SLIP_B] = slippage.fallback_pct
-        rows = _cost_rows(data, slippage)
-    elif isinstance(slippage, VolumeAwareSlippage):
-        params[core_costs.SLIP_KIND] = core_costs.SLIP_IMPACT
-        params[core_costs.SLIP_A] = slippage.coefficient
-        params[core_costs.SLIP_B] = slippage.max_impact
-        params[core_costs.SLIP_C] = float(slippage.volume == "bar")
-        rows = _cost_rows(data, slippage)
-    elif not isinstance(slippage, NoSlippage):
-        raise TypeError(f"{slippage!r} has no compiled form")
+    if isinstance(slippage, OrderTypeDependentSlippage):
+        params[core_costs.SLIP_KIND] = core_costs.SLIP_BY_TYPE
+        for code, name in enumerate(TYPE_NAMES):
+            model = slippage.models.get(name, slippage.default)
+            start = core_costs.slippage_block(core_costs.SLIP_BY_TYPE, code)
+            model_rows = _slippage_slots(data, model, params[start : start + core_costs.N_SLIP])
+            if model_rows.shape[1] == 0:
+                continue
+            if rows.shape[1] == 0:
+                rows = np.full_like(model_rows, np.nan)
+            # each model's own rows (compiled_reason admits one setting per kind)
+            own = _SPREAD_ROWS if isinstance(model, SpreadAwareSlippage) else _IMPACT_ROWS
+            for r in (*own, core_costs.ROW_HIGH, core_costs.ROW_LOW, core_costs.ROW_CLOSE):
+                rows[r] = model_rows[r]
+    else:
+        rows = _slippage_slots(data, slippage, params[: core_costs.N_SLIP])
     tiers = np.zeros((0, 2))
     if isinstance(commission, PercentageCommission):
         params[core_costs.COMM_KIND] = core_costs.COMM_PERCENT
@@ -259,16 +262,74 @@ def plan_costs(data: MarketData, slippage: SlippageModel, commission: Commission
     return Costs(params=params, tiers=tiers, tier_state=np.array([np.nan, 0.0]), rows=rows)
 
 
+_SPREAD_ROWS = (core_costs.ROW_BID, core_costs.ROW_ASK, core_costs.ROW_SPREAD)
+_IMPACT_ROWS = (core_costs.ROW_SIGMA, core_costs.ROW_VOLUME)
+
+
+def _slippage_slots(data: MarketData, slippage: SlippageModel, slots: FloatArray) -> FloatArray:
+    """Write the compiled form of ``slippage`` (not ``OrderTypeDependentSlippage``) into
+    ``slots`` (float64, shape (N_SLIP,), laid out as the ``SLIP_*`` slots of
+    :class:`engine.core.costs.Costs`); return the per-row values it reads (``Costs.rows``,
+    shape (N_ROWS, 0) when it reads none).
+
+    Raises
+    ------
+    TypeError
+        If the model has no compiled form.
+    """
+    if isinstance(slippage, FixedPercentageSlippage | FixedBpsSlippage):
+        slots[core_costs.SLIP_KIND] = core_costs.SLIP_FRACTION
+        fraction = (
+            slippage.pct
+            if isinstance(slippage, FixedPercentageSlippage)
+            else slippage.bps / 10_000.0
+        )
+        slots[core_costs.SLIP_A] = fraction
+    elif isinstance(slippage, SpreadAwareSlippage):
+        slots[core_costs.SLIP_KIND] = core_costs.SLIP_SPREAD
+        slots[core_costs.SLIP_A] = slippage.spread_fraction
+        slots[core_costs.SLIP_B] = slippage.fallback_pct
+        return _cost_rows(data, slippage)
+    elif isinstance(slippage, VolumeAwareSlippage):
+        slots[core_costs.SLIP_KIND] = core_costs.SLIP_IMPACT
+        slots[core_costs.SLIP_A] = slippage.coefficient
+        slots[core_costs.SLIP_B] = slippage.max_impact
+        slots[core_costs.SLIP_C] = float(slippage.volume == "bar")
+        return _cost_rows(data, slippage)
+    elif not isinstance(slippage, NoSlippage):
+        raise TypeError(f"{slippage!r} has no compiled form")
+    return np.zeros((core_costs.N_ROWS, 0))
+
+
+def _row_key(slippage: SpreadAwareSlippage | VolumeAwareSlippage) -> str:
+    """The settings that decide a model's per-row values (``_cost_rows``' cache key)."""
+    if isinstance(slippage, SpreadAwareSlippage):
+        return f"compiled_rows:spread:{slippage.window}:{slippage.min_periods}:{slippage.clamp}"
+    return (
+        f"compiled_rows:impact:{slippage.volatility_column}:{slippage.volume}:"
+        f"{slippage.volume_window}"
+    )
+
+
+def _by_type_reason(slippage: OrderTypeDependentSlippage) -> str | None:
+    """Why an ``OrderTypeDependentSlippage`` has no compiled form (``None``: it has one): a
+    model without one, or two spread-aware (volume-aware) models whose per-row values differ
+    (window, clamp; volatility column, volume)."""
+    keys: dict[type, set[str]] = {}
+    for model in (slippage.default, *slippage.models.values()):
+        if type(model) not in _SLIPPAGES:
+            return f"OrderTypeDependentSlippage with {type(model).__name__}"
+        if isinstance(model, SpreadAwareSlippage | VolumeAwareSlippage):
+            keys.setdefault(type(model), set()).add(_row_key(model))
+    if any(len(v) > 1 for v in keys.values()):
+        return "OrderTypeDependentSlippage with two models of one kind on different bars"
+    return None
+
+
 def _cost_rows(data: MarketData, slippage: SpreadAwareSlippage | VolumeAwareSlippage) -> FloatArray:
     """The per-row values ``slippage`` reads (``Costs.rows``, float64, shape (N_ROWS,
     n_rows)), computed once per market data and model settings (cached on ``data``)."""
-    if isinstance(slippage, SpreadAwareSlippage):
-        key = f"compiled_rows:spread:{slippage.window}:{slippage.min_periods}:{slippage.clamp}"
-    else:
-        key = (
-            f"compiled_rows:impact:{slippage.volatility_column}:{slippage.volume}:"
-            f"{slippage.volume_window}"
-        )
+    key = _row_key(slippage)
 
     def build(data: MarketData) -> FloatArray:
         rows = np.full((core_costs.N_ROWS, data.close.size), np.nan)
@@ -355,6 +416,22 @@ def _limit_row(rule: RiskRule) -> tuple[int, float] | None:
     return None
 
 
+def _plan_mechanics(
+    data: MarketData, config: ExecutionConfig, rule_names: list[str]
+) -> CompiledMechanics | None:
+    """The market mechanics of the run (None without any); with ``delisting`` the reason
+    ``"delisted"`` of the closing orders is added to ``rule_names`` (codes after the rules')."""
+    if not config.has_mechanics:
+        return None
+    reason = -1
+    if config.delisting is not None:
+        reason = R_RULE0 + len(rule_names)
+        rule_names.append("delisted")
+    return compiled_mechanics(
+        data, config.corporate_actions, config.financing, config.delisting, reason
+    )
+
+
 def plan_topn(
     data: MarketData, strategy: TopNStrategy, risk: RiskManager | None, config: ExecutionConfig
 ) -> TopNPlan:
@@ -392,6 +469,14 @@ def plan_topn(
     params[P_ENTRY_RULES] = float(risk is not None and bool(risk.entry_rules))
     params[P_LEVELS_SET] = float(sets_levels)
     params[P_HAS_RULES] = float(rules.shape[0] > 0)
+    cap = config.max_volume_participation
+    params[P_VOLUME_CAP] = 0.0 if cap is None else cap
+    params[P_ALLOW_SHORT] = float(config.allow_short)
+    params[P_COOLDOWN] = config.reentry_cooldown_bars
+    params[P_STOP_WINS] = float(config.exit_conflict == "stop_wins")
+    params[P_ENTRY_BAR] = float(config.stop_activation == "entry_bar")
+    params[P_SUBMISSION_CASH] = float(config.cash_check == "submission")
+    params[P_FILL_CLOSE] = float(config.fill == "close")
     atr_rules = [r for r in risk.rules if type(r) is VolatilityScaledStopLoss] if risk else []
     atr = (
         np.ascontiguousarray(
@@ -401,6 +486,7 @@ def plan_topn(
         if atr_rules
         else np.empty(0)
     )
+    mechanics = _plan_mechanics(data, config, rule_names)  # may add a reason name
     return TopNPlan(
         signal=np.ascontiguousarray(data.columns[strategy.signal], dtype=np.float64),
         atr=atr,
@@ -413,9 +499,7 @@ def plan_topn(
         capacity=_capacity(data.n_timestamps, strategy.n, data.n_symbols),
         initial_cash=config.initial_cash,
         costs=plan_costs(data, config.slippage, config.commission),
-        mechanics=compiled_mechanics(data, config.corporate_actions, config.financing)
-        if config.has_mechanics
-        else None,
+        mechanics=mechanics,
     )
 
 

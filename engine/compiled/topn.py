@@ -2,7 +2,10 @@
 
 When a run qualifies (:func:`engine.compiled.plan.compiled_reason` returns ``None``),
 :class:`engine.BacktestEngine` runs it here instead of its per-timestamp Python loop: the
-strategy's ranking and orders, the fills at the open, the stop-loss / take-profit levels,
+strategy's ranking and orders, the fills at the open (or at the close with ``fill="close"``;
+under a volume participation cap in parts), the re-entry cooldown and
+``cash_check="submission"`` at hook B, the stop-loss / take-profit levels (live from the next
+bar or, ``stop_activation="entry_bar"``, the entry bar; ``exit_conflict`` either way),
 trailing stops, time exits, ``BreakEvenRule``, ``PartialProfitTaking`` and
 ``VolatilityScaledStopLoss`` (:mod:`engine.core.rules`), the portfolio limits
 at hook B and the accounting all happen in :func:`run_topn`, one compiled call for the whole
@@ -42,7 +45,7 @@ import numpy.typing as npt
 import polars as pl
 from numba.extending import overload
 
-from engine.core.actions import bar_actions
+from engine.core.actions import MX_NEXT_PAY, MX_RECEIVABLE, bar_actions, bar_payments
 from engine.core.costs import (
     COMM_A,
     COMM_B,
@@ -67,17 +70,21 @@ from engine.core.costs import (
     Costs,
     fill_commission_nb,
     month_number_nb,
+    slippage_block_nb,
     slipped_price_nb,
     tiered_commission_nb,
 )
+from engine.core.delisting import delisted_book_pass, delisting_price_nb
 from engine.core.financing import bar_financing
 from engine.core.jit import njit
 from engine.core.layout import (
+    A_CLOSED_AT,
     A_ENTRY_INDEX,
     A_EXIT_PENDING,
     A_OPEN,
     A_PARTIAL_DONE,
     A_PARTIAL_ENTRY,
+    A_STOPPED_AT,
     A_TARGET,
     ACC_CASH,
     ACC_DAY_START,
@@ -85,9 +92,11 @@ from engine.core.layout import (
     ACC_PEAK,
     ACC_REALIZED,
     AVG,
+    B_CLOSED_DIR,
     B_COMM,
     B_PARTIAL_ORIGINAL,
     B_QTY,
+    B_STOPPED_DIR,
     BE_OFFSET,
     BE_TRIGGER,
     BEST,
@@ -105,6 +114,8 @@ from engine.core.layout import (
     ENTRY_ORDINAL,
     ENTRY_PENDING,
     EPS,
+    EV_CANCELLED,
+    EV_REJECTED,
     FIXED_REASONS,
     KIND,
     LAST_ROW,
@@ -127,7 +138,14 @@ from engine.core.layout import (
     R_STRATEGY,
     R_TAKE_PROFIT,
     S_ACCEPTED,
+    S_CANCELLED,
+    S_PARTIAL,
+    S_REJECTED,
+    SR_CLOSED_BY_STOP,
+    SR_COOLDOWN,
     SR_LIMIT,
+    SR_NETTED_CLOSE,
+    SR_SUBMISSION_CASH,
     STOP,
     STOP_RULE,
     T_LIMIT,
@@ -141,18 +159,33 @@ from engine.core.layout import (
     set_status,
 )
 from engine.core.ledger import (
+    closed_by_level_exit_nb,
     execute_fill,
+    finish_order,
+    levels_active_from_nb,
+    netted_by_close_nb,
     new_order,
     reject_unplaced,
     round_quantity_nb,
+    short_refused_nb,
+    submission_quantity_nb,
+    submission_refused_nb,
     zero_shares_order_nb,
 )
 from engine.core.limits import apply_limits
-from engine.core.matching import level_exit_price_nb
+from engine.core.matching import level_exit_price_nb, participation_quantity_nb
 from engine.core.records import RecordArray, Records, empty_records
 from engine.core.rules import breakeven_stop_nb, partial_take_nb
 from engine.data import MarketData
-from engine.mechanics import CompiledMechanics, compiled_mechanics
+from engine.mechanics import (
+    M_DELIST_RETURN,
+    M_DELISTING,
+    M_FINANCING,
+    M_REASON,
+    CompiledMechanics,
+    compiled_mechanics,
+    fresh_compiled,
+)
 from engine.risk import kernels
 
 FloatArray = npt.NDArray[np.float64]
@@ -174,9 +207,18 @@ error (the Python loop runs instead)."""
     P_ENTRY_RULES,
     P_LEVELS_SET,
     P_HAS_RULES,
-) = range(10)
-N_P = 10
+    P_VOLUME_CAP,
+    P_ALLOW_SHORT,
+    P_COOLDOWN,
+    P_STOP_WINS,
+    P_ENTRY_BAR,
+    P_SUBMISSION_CASH,
+    P_FILL_CLOSE,
+) = range(17)
+N_P = 17
 _DAY_US = 86_400_000_000
+_NEVER = -(2**62)
+"""``A_STOPPED_AT`` of a symbol never stopped out."""
 _inline = numba.njit(cache=True, nogil=True, inline="always")
 """Compiled and inlined into its callers at numba's IR level: a compiled call passing the
 run's tuples costs their arrays' reference counts, some 100 ns per fill."""
@@ -208,7 +250,8 @@ class TopNPlan:
         (currency per share), or shape (0,) when the run has none.
     params : ndarray
         float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, cash tolerance
-        in currency, and 0/1 flags).
+        in currency, the volume participation cap as a fraction (0: none), the re-entry
+        cooldown in bars, and 0/1 flags).
     rules : ndarray
         float64, shape (m, N_RULES_COLS): the position rules (:mod:`engine.core.layout`).
     partial : ndarray
@@ -264,13 +307,15 @@ def _fill(
     params, cost_params = tables.params, tables.cost_params
     fstate = state.fstate
     orders = records.orders
+    allow_short = params[P_ALLOW_SHORT] != 0.0
     price, commission = _fill_costs(
         cost_params, tables.cost_rows, tables.tiers, tables.tier_state, raw, q, row,
         bars.prev_row[row], bars.timestamps[i],
-        q < 0 and fstate[QTY, orders[o]["sid"]] + q < -EPS,
+        short_refused_nb(q, fstate[QTY, orders[o]["sid"]], allow_short),
+        orders[o]["order_type"],
     )  # fmt: skip
     execute_fill(
-        o, q, raw, price, commission, bars.ordinal[row], i, params[P_TOL], False,
+        o, q, raw, price, commission, bars.ordinal[row], i, params[P_TOL], allow_short,
         params[P_ENTRY_RULES] != 0.0 and not closing,
         fstate, state.istate, state.pending, state.aux_i, state.aux_f, orders, records.fills,
         records.trades, records.rejections, state.counts, state.acc,
@@ -289,13 +334,17 @@ def _priced(
     known: int,
     now_us: int,
     refused: bool,
+    order_type: int,
 ) -> tuple[float, float]:
     """The price after slippage and the commission of a fill of :func:`_fill` when the run
     has a slippage model or a tiered commission (out of line, so that the plain path stays
     small); ``known``: the symbol's previous row (-1: none); ``refused``: the ledger will
-    refuse the fill as a short sale (the Python loop computes no commission then)."""
+    refuse the fill as a short sale (the Python loop computes no commission then);
+    ``order_type``: the order's ``T_*`` code (``OrderTypeDependentSlippage`` picks the
+    model by it, :func:`engine.core.costs.slippage_block`)."""
     price = raw
-    slip_kind = cost_params[SLIP_KIND]
+    base = slippage_block_nb(cost_params[SLIP_KIND], order_type)
+    slip_kind = cost_params[base + SLIP_KIND]
     if slip_kind != SLIP_NONE:
         # what the model reads: the symbol's last completed bar (none on its first bar); the
         # fill bar's own volume with VolumeAwareSlippage(volume="bar")
@@ -305,11 +354,12 @@ def _priced(
             bid, ask, relative = rows[ROW_BID, known], rows[ROW_ASK, known], rows[ROW_SPREAD, known]
             sigma, volume = rows[ROW_SIGMA, known], rows[ROW_VOLUME, known]
             high, low, close = rows[ROW_HIGH, known], rows[ROW_LOW, known], rows[ROW_CLOSE, known]
-        if slip_kind == SLIP_IMPACT and cost_params[SLIP_C] != 0.0:
+        if slip_kind == SLIP_IMPACT and cost_params[base + SLIP_C] != 0.0:
             volume = cost_rows[ROW_VOLUME, row]
         price = slipped_price_nb(
-            slip_kind, cost_params[SLIP_A], cost_params[SLIP_B], cost_params[SLIP_C], raw, q,
-            bid, ask, relative, sigma, high, low, close, volume,
+            slip_kind, cost_params[base + SLIP_A], cost_params[base + SLIP_B],
+            cost_params[base + SLIP_C], raw, q, bid, ask, relative, sigma, high, low, close,
+            volume,
         )  # fmt: skip
     comm_kind = cost_params[COMM_KIND]
     if comm_kind != COMM_TIERED:
@@ -334,6 +384,7 @@ def _fill_costs(
     known: int,
     now_us: int,
     refused: bool,
+    order_type: int,
 ) -> tuple[float, float]:
     """The price after slippage and the commission of a fill of :func:`_fill` (arguments as
     :func:`_priced`'s). A run without slippage and without a tiered commission (``cost_rows``
@@ -345,7 +396,9 @@ def _fill_costs(
             cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
             cost_params[COMM_C], q, raw,
         )  # fmt: skip
-    return _priced(cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused)
+    return _priced(
+        cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused, order_type
+    )
 
 
 @overload(_fill_costs)
@@ -360,6 +413,7 @@ def _fill_costs_compiled(
     known: Any,
     now_us: Any,
     refused: Any,
+    order_type: Any,
 ) -> Any:
     """The compiled :func:`_fill_costs`, specialised on ``cost_rows``' dimension."""
     if cost_rows.ndim == 1:
@@ -375,6 +429,7 @@ def _fill_costs_compiled(
             known: Any,
             now_us: Any,
             refused: Any,
+            order_type: Any,
         ) -> Any:
             return raw, fill_commission_nb(
                 cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
@@ -394,10 +449,12 @@ def _fill_costs_compiled(
         known: Any,
         now_us: Any,
         refused: Any,
+        order_type: Any,
     ) -> Any:
         return _priced(
-            cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused
-        )
+            cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused,
+            order_type,
+        )  # fmt: skip
 
     return priced
 
@@ -459,6 +516,14 @@ def _fill_level_hits(
         )  # fmt: skip
         set_status(orders, o, S_ACCEPTED)
         _fill(o, orders[o]["quantity"], raw, row, i, False, bars, tables, state, records)
+        if fstate[QTY, sid] == 0.0:
+            direction = 1.0 if pos > 0 else -1.0
+            if stop_hit:  # reentry_cooldown_bars
+                state.aux_i[A_STOPPED_AT, sid] = i
+                state.aux_f[B_STOPPED_DIR, sid] = direction
+            # exit_conflict="stop_wins": the position this bar's level exit closed
+            state.aux_i[A_CLOSED_AT, sid] = i + 1
+            state.aux_f[B_CLOSED_DIR, sid] = direction
 
 
 @njit
@@ -467,25 +532,235 @@ def _open_pass(
 ) -> None:
     """The book of market orders at bar ``i`` (data rows from ``lo``): each order whose
     symbol has a bar now fills at the open, in submission order, or is refused; the others
-    stay in the book. (Without a volume cap an order fills whole or not at all.)"""
+    stay in the book. Without a volume cap an order fills whole or not at all; under one
+    (``P_VOLUME_CAP`` > 0) it fills at most :func:`engine.core.matching.participation_quantity`
+    of the bar's volume and the rest stays working (in the book)."""
     book, counts, last_row = state.book, state.counts, state.istate[LAST_ROW]
     orders, open_ = records.orders, bars.open_
+    cap = tables.params[P_VOLUME_CAP]
+    stop_wins = tables.params[P_STOP_WINS] != 0.0
     kept = 0
     for k in range(counts[C_BOOK]):
         o = book[k]
         sid = orders[o]["sid"]
+        if (
+            stop_wins
+            and state.aux_i[A_CLOSED_AT, sid] == i + 1
+            and closed_by_level_exit_nb(
+                orders[o]["quantity"], state.aux_f[B_CLOSED_DIR, sid], state.fstate[QTY, sid]
+            )
+        ):
+            # exit_conflict="stop_wins": this bar's level exit took precedence
+            finish_order(
+                o, S_CANCELLED, SR_CLOSED_BY_STOP, EV_CANCELLED, i, orders, counts,
+                state.pending, state.aux_i, records.rejections,
+            )  # fmt: skip
+            continue
         row = last_row[sid]
         if row < lo:
             book[kept] = o
             kept += 1
             continue
         remaining = orders[o]["quantity"] - orders[o]["filled"]
+        if cap != 0.0:
+            remaining = participation_quantity_nb(
+                remaining, cap, bars.volume[row], tables.params[P_FRACTIONAL] != 0.0
+            )
         if remaining != 0:
             _fill(o, remaining, open_[row], row, i, False, bars, tables, state, records)
             if bars.atr.size and state.istate[ENTRY_PENDING, sid]:
                 # the ATR known at the fill (the symbol's previous bar) for the entry levels
                 known = bars.prev_row[row]
                 state.fstate[ENTRY_ATR, sid] = bars.atr[known] if known >= 0 else math.nan
+        if cap != 0.0 and _working(orders[o]["status"]):
+            book[kept] = o
+            kept += 1
+    counts[C_BOOK] = kept
+
+
+@_inline
+def _working(status: int) -> bool:
+    """True for a status an order keeps working in (accepted, partially filled)."""
+    return S_ACCEPTED <= status <= S_PARTIAL  # the codes of the two are adjacent
+
+
+@njit
+def _pending_levels(
+    held: IntArray,
+    active_from: int,
+    fstate: FloatArray,
+    istate: IntArray,
+    rules: FloatArray,
+    ids: IntArray,
+) -> bool:
+    """The entry levels of the positions in ``held`` marked ``ENTRY_PENDING``, live from bar
+    ``active_from`` (:func:`engine.risk.kernels.entry_levels`; ``ids``: scratch, int64, at
+    least ``held.size`` long). False when one of them is short (the Python loop runs)."""
+    n = 0
+    for k in range(held.size):
+        sid = held[k]
+        if istate[ENTRY_PENDING, sid]:
+            ids[n] = sid
+            n += 1
+    return n == 0 or kernels.entry_levels(ids[:n], fstate, istate, active_from, rules)
+
+
+@njit
+def _submission_cash(
+    i: int,
+    bars: Bars,
+    tables: Tables,
+    state: RunState,
+    records: RunRecords,
+    longs: FloatArray,
+    seen: IntArray,
+    tier_copy: FloatArray,
+) -> None:
+    """``cash_check="submission"`` (:func:`engine.broker.hooks.check_submission_cash`): the
+    orders accepted at bar ``i`` (the book's orders submitted at ``i``, in acceptance order)
+    pseudo-executed at the close of their decision bar (the latest close without one) against
+    the cash now, with the commission of a copy of the run's commission state; an order
+    :func:`engine.core.ledger.submission_refused` refuses is rejected
+    (``insufficient_cash_at_submission``) and leaves the book. ``longs`` / ``seen``
+    (float64 / int64, shape (n_symbols,)): the long shares counted so far this bar, valid
+    where ``seen == i``; ``tier_copy``: scratch, shape (2,)."""
+    book, counts, orders = state.book, state.counts, records.orders
+    params, cost_params = tables.params, tables.cost_params
+    allow_short = params[P_ALLOW_SHORT] != 0.0
+    qty, marks = state.fstate[QTY], state.fstate[MARK]
+    cash = state.acc[ACC_CASH]
+    tier_copy[:] = tables.tier_state
+    month = month_number_nb(bars.timestamps[i])
+    kept = 0
+    for k in range(counts[C_BOOK]):
+        o = book[k]
+        if orders[o]["submit_index"] == i:
+            sid = orders[o]["sid"]
+            q = orders[o]["quantity"] - orders[o]["filled"]
+            row = orders[o]["decision_row"]
+            price = bars.close[row] if row >= 0 else marks[sid]
+            if seen[sid] != i:
+                seen[sid] = i
+                longs[sid] = max(qty[sid], 0.0)
+            counted = math.isfinite(price)
+            if counted and q < 0 and not allow_short:
+                q = submission_quantity_nb(q, longs[sid], allow_short)
+                longs[sid] += q
+                counted = q != 0
+            elif counted and q > 0:
+                longs[sid] += q
+            if counted:
+                if cost_params[COMM_KIND] == COMM_TIERED:
+                    commission = tiered_commission_nb(tables.tiers, tier_copy, q, price, month)
+                else:
+                    commission = fill_commission_nb(
+                        cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
+                        cost_params[COMM_C], q, price,
+                    )  # fmt: skip
+                cost = q * price + commission
+                if submission_refused_nb(cost, cash, params[P_TOL]):
+                    if q > 0:
+                        longs[sid] -= q
+                    finish_order(
+                        o, S_REJECTED, SR_SUBMISSION_CASH, EV_REJECTED, i, orders, counts,
+                        state.pending, state.aux_i, records.rejections,
+                    )  # fmt: skip
+                    continue
+                cash -= cost
+        book[kept] = o
+        kept += 1
+    counts[C_BOOK] = kept
+
+
+@njit
+def _fill_at_close(
+    i: int, lo: int, bars: Bars, tables: Tables, state: RunState, records: RunRecords, ids: IntArray
+) -> bool:
+    """Step 5 with ``fill="close"`` (:func:`engine.broker.passes.fill_at_close`): the orders
+    accepted at bar ``i`` (the book's orders submitted at ``i``) whose symbol has a bar now
+    fill at its close (under a volume cap, their capped part); the entry levels of the
+    positions they open or increase are set live from bar ``i + 1`` (the ATR known at the
+    fill: the fill bar's own). ``ids``: scratch, int64, at least ``n_symbols + 1`` long.
+    False when such an entry is short (the Python loop runs)."""
+    book, counts, orders = state.book, state.counts, records.orders
+    istate, fstate = state.istate, state.fstate
+    cap = tables.params[P_VOLUME_CAP]
+    fractional = tables.params[P_FRACTIONAL] != 0.0
+    kept = 0
+    n = 0
+    for k in range(counts[C_BOOK]):
+        o = book[k]
+        sid = orders[o]["sid"]
+        row = istate[LAST_ROW, sid]
+        if orders[o]["submit_index"] == i and row >= lo:
+            remaining = orders[o]["quantity"] - orders[o]["filled"]
+            if cap != 0.0:
+                remaining = participation_quantity_nb(remaining, cap, bars.volume[row], fractional)
+            if remaining != 0:
+                _fill(o, remaining, bars.close[row], row, i, False, bars, tables, state, records)
+                if istate[ENTRY_PENDING, sid]:
+                    if bars.atr.size:
+                        fstate[ENTRY_ATR, sid] = bars.atr[row]
+                    ids[n] = sid
+                    n += 1
+            if not _working(orders[o]["status"]):
+                continue
+        book[kept] = o
+        kept += 1
+    counts[C_BOOK] = kept
+    rules = tables.rules
+    live = levels_active_from_nb(i, tables.params[P_ENTRY_BAR] != 0.0, True)
+    return n == 0 or kernels.entry_levels(ids[:n], fstate, istate, live, rules)
+
+
+@njit
+def _cooldown(new: IntArray, i: int, bars_: int, state: RunState, records: RunRecords) -> int:
+    """``reentry_cooldown_bars`` (``bars_``) at hook B (:func:`engine.broker.hooks.apply_cooldown`):
+    the new orders ``new`` (ids) in the direction of a position a stop-loss exit closed in
+    the last ``bars_`` bars are rejected (``reentry_cooldown``); the others are moved to the
+    front of ``new`` in order; returns their number."""
+    orders, aux_i, aux_f = records.orders, state.aux_i, state.aux_f
+    last = i - bars_
+    kept = 0
+    for k in range(new.size):
+        o = new[k]
+        sid = orders[o]["sid"]
+        if (
+            aux_i[A_STOPPED_AT, sid] > last
+            and orders[o]["quantity"] * aux_f[B_STOPPED_DIR, sid] > 0
+        ):
+            finish_order(
+                o, S_REJECTED, SR_COOLDOWN, EV_REJECTED, i, orders, state.counts,
+                state.pending, aux_i, records.rejections,
+            )  # fmt: skip
+            continue
+        new[kept] = o
+        kept += 1
+    return kept
+
+
+@njit
+def _net_working(sid: int, i: int, state: RunState, records: RunRecords) -> None:
+    """``TopNStrategy``'s close of ``sid`` under a volume participation cap
+    (:func:`engine.broker.intake.close_position`): the symbol's working strategy market
+    orders of earlier bars are cancelled (``netted_by_close_position``) and leave the book."""
+    book, counts, orders = state.book, state.counts, records.orders
+    kept = 0
+    for k in range(counts[C_BOOK]):
+        o = book[k]
+        remaining = orders[o]["quantity"] - orders[o]["filled"]
+        if (
+            orders[o]["sid"] == sid
+            and orders[o]["reason"] == R_STRATEGY
+            and netted_by_close_nb(orders[o]["submit_index"], i, remaining, 0.0)
+        ):
+            finish_order(
+                o, S_CANCELLED, SR_NETTED_CLOSE, EV_CANCELLED, i, orders, counts,
+                state.pending, state.aux_i, records.rejections,
+            )  # fmt: skip
+            continue
+        book[kept] = o
+        kept += 1
     counts[C_BOOK] = kept
 
 
@@ -676,7 +951,8 @@ class Bars(NamedTuple):
     rows are ``offsets[i]:offsets[i + 1]``), ``sym_id`` / ``ordinal`` / ``prev_row`` (int64,
     per row), ``open_`` / ``high`` / ``low`` / ``close`` (float64, currency per share, per
     row), ``signal`` (float64, per row), ``atr`` (float64, per row, the ATR column of the
-    ``VolatilityScaledStopLoss`` rules; empty without them).
+    ``VolatilityScaledStopLoss`` rules; empty without them), ``volume`` (float64, shares, per
+    row; read only under a volume participation cap).
     """
 
     timestamps: IntArray
@@ -690,6 +966,7 @@ class Bars(NamedTuple):
     prev_row: IntArray
     signal: FloatArray
     atr: FloatArray
+    volume: FloatArray
 
 
 class Tables(NamedTuple):
@@ -776,6 +1053,15 @@ def run_topn(
     close_at_end = params[P_CLOSE_AT_END] != 0.0
     levels_set = params[P_LEVELS_SET] != 0.0
     has_rules = params[P_HAS_RULES] != 0.0
+    capped = params[P_VOLUME_CAP] != 0.0
+    cooldown = int(params[P_COOLDOWN])
+    stop_wins = params[P_STOP_WINS] != 0.0
+    entry_bar = params[P_ENTRY_BAR] != 0.0
+    submission_cash = params[P_SUBMISSION_CASH] != 0.0
+    fill_close = params[P_FILL_CLOSE] != 0.0
+    longs = np.zeros(n_sym if submission_cash else 0)
+    seen = np.full(n_sym if submission_cash else 0, -1, dtype=np.int64)
+    tier_copy = np.empty(2)
     qty = fstate[QTY]
     marks = fstate[MARK]
     last_row = istate[LAST_ROW]
@@ -790,7 +1076,11 @@ def run_topn(
     per_bar = 4 * n_sym + n + 8  # most orders one bar can create
     nh = 0
     held_at = -1  # fill count when ``held[:nh]`` was last listed (-1: never)
-    financed = mech.rates[3] != 0.0
+    financed = mech.rates[M_FINANCING] != 0.0
+    delisting = mech.rates[M_DELISTING] != 0.0
+    delist_return = mech.rates[M_DELIST_RETURN]
+    delist_reason = int(mech.rates[M_REASON])
+    payment = mech.payment
     ev_k = 0  # next corporate action of ``mech``
     for i in range(n_t):
         if counts[C_ORDERS] + per_bar > cap or counts[C_REJ] + per_bar > cap:
@@ -804,7 +1094,7 @@ def run_topn(
         if day != counts[C_DAY]:
             acc[ACC_DAY_START] = acc[ACC_LAST_EQUITY]
             counts[C_DAY] = day
-        # financing and corporate actions at the bar boundary (engine/mechanics.py)
+        # financing and corporate actions at the bar boundary (engine/mechanics/)
         if financed:
             nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
             bar_financing(
@@ -813,15 +1103,17 @@ def run_topn(
             )  # fmt: skip
         if ev_k < mech.ev_bar.size and mech.ev_bar[ev_k] <= i:
             ev_k = bar_actions(
-                i, ev_k, mech.ev_bar, mech.ev_sid, mech.ev_ratio, mech.ev_div, fractional,
-                fstate, pending, aux_f[B_QTY], acc, orders, book, counts[C_BOOK], mech.ev_out,
-                mech.dividends,
+                i, day, ev_k, mech.ev_bar, mech.ev_sid, mech.ev_ratio, mech.ev_div, mech.ev_pay,
+                fractional, fstate, pending, aux_f[B_QTY], aux_f[B_PARTIAL_ORIGINAL], acc, orders,
+                book, counts[C_BOOK], mech.ev_out, mech.dividends, mech.owed, payment,
             )  # fmt: skip
+        if payment[MX_NEXT_PAY] <= day:
+            bar_payments(day, ev_k, mech.ev_pay, mech.owed, acc, payment)
         # 1. fills against the bar
         if stops_first:
             # exit_conflict="open_sell_wins": a queued market exit suspends the levels
             n_def = 0
-            for k in range(counts[C_BOOK]):
+            for k in range(counts[C_BOOK] if not stop_wins else 0):
                 o = book[k]
                 sid = orders[o]["sid"]
                 if orders[o]["quantity"] * qty[sid] < 0 and last_row[sid] >= lo:
@@ -837,7 +1129,13 @@ def run_topn(
             _open_pass(i, lo, bars, tables, state, records)
             for k in range(n_def):
                 deferred[deferred_sids[k]] = 0
-            if n_def and levels_set:
+            if entry_bar and has_rules:
+                nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+                live = levels_active_from_nb(i, entry_bar, False)
+                if not _pending_levels(held[:nh], live, fstate, istate, rules, new):
+                    counts[C_STATUS] = ST_SHORT_BOOK
+                    return
+            if (n_def or entry_bar) and levels_set:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
@@ -848,6 +1146,10 @@ def run_topn(
             _open_pass(i, lo, bars, tables, state, records)
             if has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+                live = levels_active_from_nb(i, entry_bar, False)
+                if entry_bar and not _pending_levels(held[:nh], live, fstate, istate, rules, new):
+                    counts[C_STATUS] = ST_SHORT_BOOK
+                    return
                 if nh:
                     m = kernels.level_hits(held[:nh], lo, i, low, high, fstate, istate, rules)
                     if m:
@@ -886,6 +1188,8 @@ def run_topn(
                 sid = held[k]
                 if aux_i[A_TARGET, sid] == stamp:
                     continue
+                if capped:
+                    _net_working(sid, i, state, records)
                 current = qty[sid] + pending[sid]
                 if abs(current) < EPS:
                     continue
@@ -920,10 +1224,35 @@ def run_topn(
                     n_new += 1
                 elif zero_shares_order_nb(budget / price, fractional):
                     reject_unplaced(sid, budget / price, i, R_STRATEGY, counts, rejections)
+            if cooldown:
+                n_new = _cooldown(new[:n_new], i, cooldown, state, records)
             apply_limits(
                 new[:n_new], i, limits, fractional, acc, fstate, pending, orders, book, counts,
                 rejections, scratch, held[:nh],
             )  # fmt: skip
+        # cash_check="submission", then 5. fill="close": this bar's orders at its close
+        if submission_cash and counts[C_BOOK]:
+            _submission_cash(i, bars, tables, state, records, longs, seen, tier_copy)
+        if fill_close and not _fill_at_close(i, lo, bars, tables, state, records, new):
+            counts[C_STATUS] = ST_SHORT_BOOK
+            return
+        # delistings, after the close's fills (engine/core/delisting.py)
+        if delisting:
+            delisted_book_pass(
+                i, lo, hi, mech.terminal, sym_id, mech.delisted, orders, book, counts, pending,
+                aux_i, rejections,
+            )  # fmt: skip
+            for r in range(lo, hi):
+                sid = sym_id[r]
+                if mech.terminal[r] and qty[sid] != 0.0:
+                    pos = qty[sid]
+                    o = new_order(
+                        sid, -pos, T_MARKET, delist_reason, i, r, math.nan, math.nan, orders,
+                        counts, pending,
+                    )  # fmt: skip
+                    set_status(orders, o, S_ACCEPTED)
+                    price = delisting_price_nb(marks[sid], delist_return)
+                    _fill(o, -pos, price, r, i, True, bars, tables, state, records)
         # close_at_end: every position at its latest close
         if close_at_end and i == n_t - 1:
             nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
@@ -944,6 +1273,7 @@ def run_topn(
         if nh:
             value, gross = kernels.portfolio_value(held[:nh], qty, marks)
         equity = cash + value
+        equity += payment[MX_RECEIVABLE]  # dividends past their ex-date, not yet paid
         acc[ACC_LAST_EQUITY] = equity
         if equity > acc[ACC_PEAK]:
             acc[ACC_PEAK] = equity
@@ -954,6 +1284,34 @@ def run_topn(
         states[i]["gross"] = gross
         states[i]["n_positions"] = nh
     counts[C_STATUS] = ST_OK
+
+
+def init_state(
+    fstate: FloatArray,
+    istate: IntArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    pending: FloatArray,
+    counts: IntArray,
+    acc: FloatArray,
+    initial_cash: float,
+) -> None:
+    """The run state before the first bar, written in place (:class:`RunState`'s arrays but
+    the book; a single run's, or one variant's of :mod:`engine.compiled.variants`)."""
+    fstate[:] = np.nan
+    fstate[QTY] = 0.0
+    fstate[AVG] = 0.0
+    istate[:] = 0
+    istate[LAST_ROW] = -1
+    aux_i[:] = 0
+    aux_i[A_PARTIAL_ENTRY] = -1
+    aux_i[A_STOPPED_AT] = _NEVER
+    aux_f[:] = 0.0
+    pending[:] = 0.0
+    counts[:] = 0
+    counts[C_DAY] = -1
+    acc[:] = initial_cash
+    acc[ACC_REALIZED] = 0.0
 
 
 class CompiledRun:
@@ -978,7 +1336,7 @@ class CompiledRun:
     def __init__(self, data: MarketData, plan: TopNPlan) -> None:
         bars = Bars(
             data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-            data.close, data.ordinal, data.prev_row, plan.signal, plan.atr,
+            data.close, data.ordinal, data.prev_row, plan.signal, plan.atr, data.volume,
         )  # fmt: skip
         costs = plan.costs
         tables = Tables(
@@ -993,25 +1351,20 @@ class CompiledRun:
         cap = plan.capacity
         while True:
             tables.tier_state[:] = (math.nan, 0.0)
-            fstate = np.full((N_FLOAT_FIELDS, n_sym), np.nan)
-            fstate[QTY] = 0.0
-            fstate[AVG] = 0.0
-            istate = np.zeros((N_INT_FIELDS, n_sym), dtype=np.int64)
-            istate[LAST_ROW] = -1
-            aux_i = np.zeros((N_A, n_sym), dtype=np.int64)
-            aux_i[A_PARTIAL_ENTRY] = -1
-            aux_f = np.zeros((N_B, n_sym))
-            pending = np.zeros(n_sym)
+            fstate = np.empty((N_FLOAT_FIELDS, n_sym))
+            istate = np.empty((N_INT_FIELDS, n_sym), dtype=np.int64)
+            aux_i = np.empty((N_A, n_sym), dtype=np.int64)
+            aux_f = np.empty((N_B, n_sym))
+            pending = np.empty(n_sym)
+            counts = np.empty(N_C, dtype=np.int64)
+            acc = np.empty(N_ACC)
+            init_state(fstate, istate, aux_i, aux_f, pending, counts, acc, plan.initial_cash)
             orders = empty_records("orders", cap)
             fills = empty_records("fills", cap)
             trades = empty_records("trades", cap)
             rejections = empty_records("rejections", cap)
             states = empty_records("states", n_t)
             book = np.empty(cap, dtype=np.int64)
-            counts = np.zeros(N_C, dtype=np.int64)
-            counts[C_DAY] = -1
-            acc = np.full(N_ACC, plan.initial_cash)
-            acc[ACC_REALIZED] = 0.0
             run_topn(
                 bars,
                 tables,
@@ -1022,7 +1375,7 @@ class CompiledRun:
             if counts[C_STATUS] != ST_FULL:
                 break
             cap *= 2
-            mech = _fresh(mech)
+            mech = fresh_compiled(mech)
         self._finish(
             plan,
             n_t,
@@ -1110,16 +1463,6 @@ class CompiledRun:
             schema_overrides={"entry_timestamp": pl.Int64},
         )
         return frame.with_columns(pl.col("entry_timestamp").cast(pl.Datetime("us", "UTC")))
-
-
-def _fresh(mech: CompiledMechanics) -> CompiledMechanics:
-    """``mech`` with zeroed output buffers (for a retry with larger record buffers)."""
-    return mech._replace(
-        ev_out=np.zeros_like(mech.ev_out),
-        dividends=np.zeros_like(mech.dividends),
-        interest=np.zeros_like(mech.interest),
-        fee=np.zeros_like(mech.fee),
-    )
 
 
 def _symbol_series(data: MarketData) -> pl.Series:

@@ -51,26 +51,21 @@ from engine.compiled.topn import (
     Tables,
     TopNPlan,
     _top_rows,
+    init_state,
     run_topn,
 )
 from engine.core.layout import (
-    A_PARTIAL_ENTRY,
-    ACC_REALIZED,
-    AVG,
-    C_DAY,
     C_FILLS,
     C_ORDERS,
     C_REJ,
     C_STATUS,
     C_TRADES,
-    LAST_ROW,
     N_A,
     N_ACC,
     N_B,
     N_C,
     N_FLOAT_FIELDS,
     N_INT_FIELDS,
-    QTY,
 )
 from engine.core.records import DTYPES, RecordArray
 from engine.data import MarketData
@@ -282,7 +277,7 @@ def run_variants(
         raise ValueError(f"ranking has shape {ranking.shape}; need ({data.n_timestamps}, >= {k})")
     bars = Bars(
         data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-        data.close, data.ordinal, data.prev_row, first.signal, first.atr,
+        data.close, data.ordinal, data.prev_row, first.signal, first.atr, data.volume,
     )  # fmt: skip
     mech = compiled_mechanics(data, None, None)
     saved = numba.get_num_threads()
@@ -361,22 +356,14 @@ class VariantBuffers:
         )
 
     def reset(self, plans: Sequence[TopNPlan]) -> None:
-        """The state of ``plans``' variants before their first bar (as a single run's)."""
-        v_n = len(plans)
-        self.tier_state[:v_n, :2] = (math.nan, 0.0)
-        self.fstate[:v_n] = np.nan
-        self.fstate[:v_n, QTY] = 0.0
-        self.fstate[:v_n, AVG] = 0.0
-        self.istate[:v_n] = 0
-        self.istate[:v_n, LAST_ROW] = -1
-        self.aux_i[:v_n] = 0
-        self.aux_i[:v_n, A_PARTIAL_ENTRY] = -1
-        self.aux_f[:v_n] = 0.0
-        self.pending[:v_n] = 0.0
-        self.counts[:v_n] = 0
-        self.counts[:v_n, C_DAY] = -1
-        self.acc[:v_n] = np.array([p.initial_cash for p in plans])[:, None]
-        self.acc[:v_n, ACC_REALIZED] = 0.0
+        """The state of ``plans``' variants before their first bar (a single run's:
+        :func:`engine.compiled.topn.init_state`)."""
+        self.tier_state[: len(plans), :2] = (math.nan, 0.0)
+        for v, p in enumerate(plans):
+            init_state(
+                self.fstate[v], self.istate[v], self.aux_i[v], self.aux_f[v], self.pending[v],
+                self.counts[v, :N_C], self.acc[v, :N_ACC], p.initial_cash,
+            )  # fmt: skip
 
 
 def _chunk(

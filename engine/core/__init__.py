@@ -11,5 +11,8 @@ and the compiled whole-run driver of the built-in strategies (:mod:`engine.compi
 - :mod:`engine.core.matching`: the raw fill price of each order type and the gap rule for
   stop-loss / take-profit levels;
 - :mod:`engine.core.rules`: the decisions of the position rules ``BreakEvenRule`` and
-  ``PartialProfitTaking``.
+  ``PartialProfitTaking``;
+- :mod:`engine.core.actions`, :mod:`engine.core.delisting`, :mod:`engine.core.financing`:
+  the market mechanics (splits, dividends and their pay dates, delistings, interest and
+  borrow fees).
 """

@@ -41,7 +41,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 # slippage kinds (``Costs.params[SLIP_KIND]``)
-SLIP_NONE, SLIP_FRACTION, SLIP_SPREAD, SLIP_IMPACT = 0, 1, 2, 3
+SLIP_NONE, SLIP_FRACTION, SLIP_SPREAD, SLIP_IMPACT, SLIP_BY_TYPE = 0, 1, 2, 3, 4
 # slots of the slippage in ``Costs.params``: the kind, then the model's parameters
 SLIP_KIND, SLIP_A, SLIP_B, SLIP_C, SLIP_D = range(5)
 N_SLIP = 5
@@ -49,7 +49,13 @@ N_SLIP = 5
 COMM_NONE, COMM_PERCENT, COMM_PER_SHARE, COMM_PER_TRADE, COMM_TIERED = range(5)
 # slots of the commission in ``Costs.params``, after the slippage's
 COMM_KIND, COMM_A, COMM_B, COMM_C = range(N_SLIP, N_SLIP + 4)
-N_COST_PARAMS = N_SLIP + 4
+N_ORDER_TYPES = 5
+"""Order types (``engine.core.layout.T_*`` codes 0-4) with a slippage block of their own."""
+SLIP_TYPE0 = N_SLIP + 4
+"""First slot of the per-order-type slippage blocks (``SLIP_BY_TYPE``): the block of order
+type ``t`` is ``params[SLIP_TYPE0 + t * N_SLIP:][:N_SLIP]``, laid out as the ``SLIP_*``
+slots."""
+N_COST_PARAMS = SLIP_TYPE0 + N_ORDER_TYPES * N_SLIP
 # slots of ``Costs.tier_state``: the month (:func:`month_number`, NaN: none yet) and the
 # notional traded in it so far (currency)
 TIER_MONTH, TIER_VOLUME = 0, 1
@@ -284,7 +290,8 @@ class Costs(NamedTuple):
     ----------
     params : ndarray
         float64, shape (N_COST_PARAMS,): the slippage slots ``SLIP_*`` (``SLIP_KIND``, a
-        ``SLIP_*`` kind, and its parameters: ``SLIP_FRACTION``: A = the fraction;
+        ``SLIP_*`` kind, and its parameters; ``SLIP_BY_TYPE``: one block per order type
+        from ``SLIP_TYPE0`` on, see :func:`slippage_block`; ``SLIP_FRACTION``: A = the fraction;
         ``SLIP_SPREAD``: A = spread fraction, B = fallback fraction; ``SLIP_IMPACT``:
         A = coefficient, B = max impact, C = 1 when the volume is the fill bar's, else the
         completed bars' mean volume), then the commission slots ``COMM_*`` (``COMM_KIND``
@@ -367,5 +374,17 @@ def fill_commission(
     return 0.0
 
 
+def slippage_block(kind: float, order_type: int) -> int:
+    """The first slot in ``Costs.params`` of the slippage a fill of an order of type
+    ``order_type`` (a ``T_*`` code) pays: 0 (the ``SLIP_*`` slots) unless the run's slippage
+    ``kind`` is ``SLIP_BY_TYPE`` (``OrderTypeDependentSlippage``), then that type's block
+    (``SLIP_TYPE0 + order_type * N_SLIP``), which holds the model the Python object picks
+    for that type (its entry in ``models``, else ``default``)."""
+    if kind == SLIP_BY_TYPE:
+        return SLIP_TYPE0 + order_type * N_SLIP
+    return 0
+
+
 slipped_price_nb = njit(slipped_price)
+slippage_block_nb = njit(slippage_block)
 fill_commission_nb = njit(fill_commission)

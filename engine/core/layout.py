@@ -36,11 +36,15 @@ Per-symbol state
     ``aux_i``, int64, shape (N_A, n_symbols), rows ``A_EXIT_PENDING`` (1: a risk exit is
     queued), ``A_ENTRY_INDEX`` (the entry bar), ``A_DROW`` / ``A_DIDX`` (the entry's decision
     row and bar), ``A_OPEN`` (1: a trade is open), ``A_TARGET`` (the TopN driver's target
-    stamp), ``A_PARTIAL_ENTRY`` / ``A_PARTIAL_DONE`` (``PartialProfitTaking`` state); and
+    stamp), ``A_PARTIAL_ENTRY`` / ``A_PARTIAL_DONE`` (``PartialProfitTaking`` state),
+    ``A_STOPPED_AT`` (the bar of the latest stop-loss exit that closed the position, for
+    ``reentry_cooldown_bars``; a large negative number: none), ``A_CLOSED_AT`` (1 + the bar at
+    which a level exit closed the position, for ``exit_conflict="stop_wins"``; 0: none); and
     ``aux_f``, float64, shape (N_B, n_symbols), rows ``B_DIR`` (+1 long, -1 short), ``B_QTY``
     (open shares), ``B_COMM`` / ``B_SLIP`` (the open part's entry commission and slippage,
     currency), ``B_PARTIAL_ORIGINAL`` (shares when ``PartialProfitTaking`` first saw the
-    trade).
+    trade), ``B_STOPPED_DIR`` / ``B_CLOSED_DIR`` (the direction, +1 or -1, of the position
+    that ``A_STOPPED_AT`` / ``A_CLOSED_AT`` record).
 
 Run counters
     ``counts``, int64, shape (N_C,): ``C_*``; ``acc``, float64, shape (N_ACC,): ``ACC_*``.
@@ -96,11 +100,13 @@ N_INT_FIELDS = 9
     A_TARGET,
     A_PARTIAL_ENTRY,
     A_PARTIAL_DONE,
-) = range(8)
-N_A = 8
+    A_STOPPED_AT,
+    A_CLOSED_AT,
+) = range(10)
+N_A = 10
 # rows of aux_f (float64)
-B_DIR, B_QTY, B_COMM, B_SLIP, B_PARTIAL_ORIGINAL = range(5)
-N_B = 5
+B_DIR, B_QTY, B_COMM, B_SLIP, B_PARTIAL_ORIGINAL, B_STOPPED_DIR, B_CLOSED_DIR = range(7)
+N_B = 7
 
 # ---------------------------------------------------------------------- run counters
 # counts (int64): records written, the book's length, the driver's status, the current day
@@ -158,9 +164,22 @@ STATUS_REASONS = (
     "short_not_allowed",
     "position_closed_by_stop",
     "rounds_to_zero_shares",
+    "delisted",
+    "netted_by_close_position",
+    "reentry_cooldown",
+    "insufficient_cash_at_submission",
 )
 """Texts of the ``SR_*`` codes. ``rounds_to_zero_shares``: an order the strategy wanted that
-rounded to zero whole shares, so it was never placed (its rejection row has ``order_id`` -1)."""
+rounded to zero whole shares, so it was never placed (its rejection row has ``order_id`` -1);
+``delisted``: an order of a delisted symbol (:mod:`engine.core.delisting`);
+``netted_by_close_position``: a working market order of an earlier bar cancelled by a close of
+its position under a volume participation cap; ``reentry_cooldown``: a re-entry decided too
+soon after a stop-loss exit (``ExecutionConfig.reentry_cooldown_bars``);
+``insufficient_cash_at_submission``: ``ExecutionConfig.cash_check="submission"``."""
+SR_DELISTED = STATUS_REASONS.index("delisted")
+SR_NETTED_CLOSE = STATUS_REASONS.index("netted_by_close_position")
+SR_COOLDOWN = STATUS_REASONS.index("reentry_cooldown")
+SR_SUBMISSION_CASH = STATUS_REASONS.index("insufficient_cash_at_submission")
 UNPLACED = -1
 """The ``order_id`` of a rejection row of an order that was never placed."""
 SR_LIMIT = 100

@@ -8,7 +8,12 @@ source (``*_nb``, as :mod:`engine.core.matching` does): whether it is refused
 its order is done (:func:`order_done`), what it does to the position (:func:`position_step`)
 and its average price (:func:`added_average`), what a reducing fill closes and realizes
 (:func:`closed_part`), what a flip opens (:func:`flip_rest`), and the share rounding
-(:func:`round_quantity`, :func:`zero_shares_order`). The Python driver's broker
+(:func:`round_quantity`, :func:`zero_shares_order`), and the two checks at submission:
+the re-entry cooldown (:func:`reentry_refused`) and ``cash_check="submission"``
+(:func:`submission_quantity`, :func:`submission_refused`), the cancellations of working
+orders by a close under a volume cap (:func:`netted_by_close`) and by a level exit under
+``exit_conflict="stop_wins"`` (:func:`closed_by_level_exit`), and when entry levels go live
+(:func:`levels_active_from`). The Python driver's broker
 (:class:`engine.broker.Broker`) calls the plain forms on its scalars (no numba call per
 fill), the kernels below the compiled forms; the two drivers differ only in where they keep
 the state and how they append the record rows (of the same dtypes).
@@ -211,6 +216,54 @@ def flip_rest(
     return math.copysign(rest, q), commission * rest / abs(q), slip * rest / abs(q)
 
 
+def reentry_refused(q: float, stopped_at: int, stopped_dir: float, i: int, bars: int) -> bool:
+    """True when a new order of ``q`` shares decided at bar ``i`` re-enters too soon after a
+    stop-loss exit (``reentry_cooldown``, ``ExecutionConfig.reentry_cooldown_bars`` =
+    ``bars``): the symbol's position of direction ``stopped_dir`` (+1 long, -1 short) was
+    stopped out at bar ``stopped_at`` (a large negative number: never), within the last
+    ``bars`` bars, and the order goes the same way."""
+    return stopped_at > i - bars and q * stopped_dir > 0
+
+
+def netted_by_close(submit_index: int, now: int, remaining: float, direction: float) -> bool:
+    """True when a working strategy market order submitted at bar ``submit_index`` with
+    ``remaining`` shares (signed) is cancelled at bar ``now`` by a new order of its symbol in
+    ``direction`` (+1 / -1; 0: a close of the position, which nets every one) under a volume
+    participation cap: it is from an earlier bar and goes against the new order."""
+    return submit_index < now and (direction == 0.0 or remaining * direction < 0)
+
+
+def closed_by_level_exit(quantity: float, closed_direction: float, pos: float) -> bool:
+    """``exit_conflict="stop_wins"``: True when a queued market order of ``quantity`` shares
+    is cancelled (``position_closed_by_stop``) because a level exit of the same bar closed
+    the position of direction ``closed_direction`` (+1 long, -1 short) that it would have
+    reduced, and the symbol is still flat (``pos`` shares)."""
+    return quantity * closed_direction < 0 and pos == 0.0
+
+
+def levels_active_from(i: int, entry_bar: bool, at_close: bool) -> int:
+    """The first bar at which the entry levels of a fill at bar ``i`` are checked: the next
+    bar, or ``i`` itself with ``stop_activation="entry_bar"`` for a fill in step 1 (not at
+    the close)."""
+    return i if entry_bar and not at_close else i + 1
+
+
+def submission_quantity(q: float, held_long: float, allow_short: bool) -> float:
+    """The shares of an order of ``q`` (signed) that ``cash_check="submission"`` counts: a
+    sell only up to the ``held_long`` shares (the long position plus the buys counted before
+    it, >= 0) when shorting is off; otherwise ``q``."""
+    if q < 0 and not allow_short:
+        return -min(-q, held_long)
+    return q
+
+
+def submission_refused(cost: float, cash: float, tolerance: float) -> bool:
+    """True when an order whose pseudo-execution costs ``cost`` (currency: ``q × price +
+    commission`` at its creation price; negative for a sale) takes the running ``cash``
+    below ``-tolerance`` (``insufficient_cash_at_submission``)."""
+    return cost > 0 and cash - cost < -tolerance
+
+
 added_average_nb = njit(added_average)
 closed_part_nb = njit(closed_part)
 short_refused_nb = njit(short_refused)
@@ -219,6 +272,12 @@ fill_amounts_nb = njit(fill_amounts)
 order_done_nb = njit(order_done)
 position_step_nb = njit(position_step)
 flip_rest_nb = njit(flip_rest)
+reentry_refused_nb = njit(reentry_refused)
+netted_by_close_nb = njit(netted_by_close)
+closed_by_level_exit_nb = njit(closed_by_level_exit)
+levels_active_from_nb = njit(levels_active_from)
+submission_quantity_nb = njit(submission_quantity)
+submission_refused_nb = njit(submission_refused)
 
 
 @njit

@@ -17,7 +17,9 @@ both on every case.
   that satisfies the limit, otherwise it works as a limit order from the next bar
   (:func:`stop_limit_fill_price`);
 - trailing stop: a stop at :func:`trail_level` of the best price since submission;
-- a position's stop-loss / take-profit level: :func:`level_exit_price` (the gap rule).
+- a position's stop-loss / take-profit level: :func:`level_exit_price` (the gap rule);
+- how much of an order may fill on one bar under ``max_volume_participation``:
+  :func:`participation_quantity`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import math
 
 from engine.core.jit import njit
+from engine.core.layout import EPS
 
 
 def limit_fill_price(buy: bool, limit: float, open_: float, high: float, low: float) -> float:
@@ -108,8 +111,37 @@ def level_exit_price(is_long: bool, stop_hit: bool, level: float, open_: float) 
     return open_ if gap else level
 
 
+def participation_quantity(remaining: float, cap: float, volume: float, fractional: bool) -> float:
+    """The part of an order's ``remaining`` shares that may fill on one bar under a volume
+    participation cap (``ExecutionConfig.max_volume_participation``).
+
+    Parameters
+    ----------
+    remaining : float
+        Shares still to fill, signed (positive buys).
+    cap : float
+        Largest fraction of the bar's volume one order may take, in (0, 1].
+    volume : float
+        The bar's traded volume, shares, >= 0.
+    fractional : bool
+        False: the allowance ``cap × volume`` is rounded down to whole shares (a tolerance of
+        ``EPS`` shares keeps ``2.9999999999`` at 3).
+
+    Returns
+    -------
+    float
+        Signed shares, ``sign(remaining) × min(|remaining|, allowance)``; 0.0 when the bar
+        allows none (the order keeps working).
+    """
+    most = cap * volume
+    if not fractional:
+        most = math.floor(most + EPS)
+    return math.copysign(min(abs(remaining), most), remaining)
+
+
 limit_fill_price_nb = njit(limit_fill_price)
 stop_fill_price_nb = njit(stop_fill_price)
 stop_limit_fill_price_nb = njit(stop_limit_fill_price)
 trail_level_nb = njit(trail_level)
 level_exit_price_nb = njit(level_exit_price)
+participation_quantity_nb = njit(participation_quantity)

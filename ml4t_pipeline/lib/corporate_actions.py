@@ -31,7 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.mechanics import CorporateActions, CorporateActionsError, _listed
+from engine.mechanics import CorporateActions, CorporateActionsError, listed_rows
 
 ADJUSTMENTS = ("raw", "split_adjusted", "total_return")
 """Price normalisation modes (LEAN's ``DataNormalizationMode`` names where they fit)."""
@@ -102,7 +102,7 @@ def from_lean_factors(factors: pl.DataFrame, prices: pl.DataFrame | None = None)
     bad = f.filter((pl.col("price_factor") <= 0) | (pl.col("split_factor") <= 0))
     if bad.height:
         raise CorporateActionsError(
-            "Lean factor rows: " + _listed(bad, "with a price_factor or split_factor <= 0")
+            "Lean factor rows: " + listed_rows(bad, "with a price_factor or split_factor <= 0")
         )
     f = f.sort("symbol", "date")
     pairs = f.with_columns(
@@ -209,14 +209,14 @@ def validate_against_prices(actions: pl.DataFrame, prices: pl.DataFrame) -> None
     if unknown.height:
         raise CorporateActionsError(
             "corporate actions: "
-            + _listed(unknown.select("row", "symbol", "ex_date"), "for a symbol with no prices")
+            + listed_rows(unknown.select("row", "symbol", "ex_date"), "for a symbol with no prices")
         )
     prev = previous_closes(table, prices)
     big = prev.filter(pl.col("dividend") >= pl.col("previous_close")).sort("row")
     if big.height:
         raise CorporateActionsError(
             "corporate actions: "
-            + _listed(
+            + listed_rows(
                 big.select("row", "symbol", "ex_date", "dividend", "previous_close"),
                 "with a dividend not below the previous close",
             )

@@ -107,6 +107,7 @@ def build_report(
     notes: Sequence[str] = (),
     index_benchmark: pl.DataFrame | None = None,
     benchmark: Mapping[str, Any] | None = None,
+    corporate_actions: pl.DataFrame | None = None,
 ) -> tuple[str, ReportAnalysis]:
     """The full HTML report of one run and the analysis it shows: :func:`analyse_run` then
     :func:`render_report_html`.
@@ -132,6 +133,10 @@ def build_report(
         Report title.
     notes : sequence of str
         Extra remarks shown under the headline metrics.
+    corporate_actions : pl.DataFrame, optional
+        The run's corporate-action events (``BacktestResult.corporate_actions``), added to
+        the attribution tables (:func:`ml4t_pipeline.lib.attribution.add_mechanics`) and
+        shown in their section.
 
     Returns
     -------
@@ -155,6 +160,8 @@ def build_report(
         index_benchmark=index_benchmark,
     )
     analysis.notes.extend(notes)
+    if corporate_actions is not None:
+        attribution_lib.add_mechanics(analysis.attribution, portfolio_states, corporate_actions)
     html_text = render_report_html(
         title=title,
         metrics=metrics,
@@ -182,7 +189,8 @@ def rebuild_report(
     """Rebuild ``report.html`` (and the attribution Parquet files) from an ``ml4t run`` folder.
 
     Reads ``trades.parquet``, ``portfolio_states.parquet`` and, when present, ``fills.parquet``,
-    ``signals.parquet``, ``metrics.json`` and ``lineage.json``, and calls :func:`build_report`
+    ``signals.parquet``, ``corporate_actions.parquet`` (the corporate-action events of a run on
+    raw prices), ``metrics.json`` and ``lineage.json``, and calls :func:`build_report`
     with the settings given (an ``ml4t run`` folder stores those the ``performance_report``
     asset used in :data:`REPORT_SETTINGS_FILE`; ``ml4t report`` passes them). Writes
     ``report.html`` atomically and, with ``write_tables``, the files of
@@ -249,6 +257,9 @@ def rebuild_report(
         horizon=horizon,
         benchmark=benchmark,
         notes=notes,
+        corporate_actions=_read_optional(
+            folder / attribution_lib.MECHANICS_FILES["corporate_actions"]
+        ),
     )
     if write_tables:
         attribution_lib.write_attribution(analysis.attribution, folder)

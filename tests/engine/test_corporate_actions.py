@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -371,19 +372,40 @@ def test_wm_position_closed_delisted_at_washington_mutual_last_close(data_root: 
 
 
 # ---------------------------------------------------------------------- both drivers
+RUN_FRAMES = (
+    "trades",
+    "fills",
+    "orders",
+    "rejections",
+    "portfolio_states",
+    "open_positions",
+    "corporate_actions",
+)
+
+
 def _assert_same_run(compiled: BacktestResult, loop: BacktestResult) -> None:
     assert compiled.compiled and not loop.compiled
-    for name in ("trades", "fills", "portfolio_states", "open_positions", "corporate_actions"):
+    for name in RUN_FRAMES:
         assert_frame_equal(getattr(compiled, name), getattr(loop, name), check_exact=True)
-    assert_frame_equal(compiled.orders, loop.orders, check_exact=True)
+
+
+def _both_drivers(
+    data: MarketData, strategy: dict[str, Any], risk: list[Any] | None, cfg: ExecutionConfig
+) -> tuple[BacktestResult, BacktestResult]:
+    from engine import TopNStrategy
+
+    runs = []
+    for flag in (True, False):
+        manager = RiskManager(list(risk)) if risk is not None else None
+        engine = BacktestEngine(data, TopNStrategy(**strategy), manager, cfg, compiled=flag)
+        runs.append(engine.run())
+    return runs[0], runs[1]
 
 
 @pytest.mark.parametrize("fractional", [False, True])
 def test_compiled_topn_raw_lean_equals_python_loop(data_root: Path, fractional: bool) -> None:
     """Corporate actions and financing are core kernels both drivers call: a compiled TopN
     run on the raw Lean prices equals the Python loop's, record for record."""
-    from engine import TopNStrategy
-
     symbols = ["AAPL", "IBM", "SPY", "BAC", "QQQ", "AIG"]
     prices = _lean_prices(data_root, symbols).filter(
         pl.col("timestamp") >= datetime(2005, 1, 1, tzinfo=UTC)
@@ -397,17 +419,83 @@ def test_compiled_topn_raw_lean_equals_python_loop(data_root: Path, fractional: 
         financing=Financing(credit_rate=0.02, borrow_rate=0.01),
         fractional_shares=fractional,
     )
-    risk = RiskManager([PriceBasedStopLoss(0.08)])
-    runs = [
-        BacktestEngine(data, TopNStrategy("mom", n=3), risk, cfg, compiled=flag).run()
-        for flag in (True, False)
-    ]
+    runs = _both_drivers(data, {"signal": "mom", "n": 3}, [PriceBasedStopLoss(0.08)], cfg)
     _assert_same_run(*runs)
     assert runs[0].corporate_actions.filter(pl.col("split_ratio") != 1.0).height >= 1
     assert runs[0].portfolio_states["interest"].sum() > 0
 
 
-def test_compiled_reason_names_delisting_and_pay_dates() -> None:
+@pytest.mark.parametrize("fractional", [False, True])
+def test_compiled_delistings_and_pay_dates_lean_equal_python_loop(
+    data_root: Path, fractional: bool
+) -> None:
+    """Delistings and dividends paid after their ex-date, compiled: a TopN run on every
+    symbol of the raw Lean daily file, 2007-2010, holding the three cheapest (so it holds
+    Washington Mutual into its last session, 2008-09-26, and WMI until its data ends), with
+    each dividend paid ten days after its ex-date, equals the Python loop record for record."""
+    prices = pl.read_parquet(data_root / "lean_daily_ohlcv_unadjusted.parquet")
+    symbols = sorted(prices["symbol"].unique().to_list())
+    prices = _lean_prices(data_root, symbols).filter(
+        pl.col("timestamp").is_between(
+            datetime(2007, 1, 1, tzinfo=UTC), datetime(2010, 12, 31, tzinfo=UTC)
+        )
+    )
+    actions = _lean_actions(data_root, prices, symbols)
+    paid = actions.with_columns(
+        pl.when(pl.col("dividend") > 0)
+        .then(pl.col("ex_date") + pl.duration(days=10))
+        .otherwise(None)
+        .alias("pay_date")
+    )
+    panel = prices.with_columns((-pl.col("close")).alias("cheap"))
+    data = MarketData.from_frame(panel, signal_columns=["cheap"])
+    cfg = ExecutionConfig(
+        corporate_actions=CorporateActions(paid),
+        delisting=Delisting(gap_sessions=20, delisting_return=-0.25),
+        fractional_shares=fractional,
+    )
+    engine = BacktestEngine(data, Script({}), None, cfg)
+    assert engine.compiled_reason is not None  # a scripted strategy: the Python loop
+    compiled, loop = _both_drivers(
+        data, {"signal": "cheap", "n": 3, "rebalance_every": 5}, None, cfg
+    )
+    _assert_same_run(compiled, loop)
+    delisted = compiled.trades.filter(pl.col("exit_reason") == "delisted")
+    wm = delisted.filter(pl.col("symbol") == "WM").row(0, named=True)
+    assert wm["exit_timestamp"].date() == date(2008, 9, 26)
+    assert wm["exit_price"] == pytest.approx(0.16 * 0.75, rel=1e-12)
+    # dividends booked at the ex-date, paid into the cash ten days later
+    assert compiled.portfolio_states["dividends"].sum() != 0.0
+    assert compiled.corporate_actions["pay_date"].null_count() < compiled.corporate_actions.height
+
+
+def test_partial_profit_taking_slice_rescaled_at_split_both_drivers() -> None:
+    """100 shares bought at 100, a 2:1 split (200 shares, entry 50), then a close of 56:
+    +12 % reaches the 10 % level, which sells half the starting size in post-split shares,
+    0.5 × 200 = 100 shares at the next open (56), leaving 100. (Before the starting size was
+    rescaled it sold 0.5 × 100 = 50.) Both drivers, identical records."""
+    from engine import PartialProfitTaking
+
+    half = (50.0, 50.0, 50.0, 50.0)
+    bars = [FLAT, FLAT, half, (50.0, 56.0, 50.0, 56.0), (56.0,) * 4, (56.0,) * 4]
+    panel = make_panel({"A": bars}, signals={"s": {"A": [1.0] * 6}})
+    data = MarketData.from_frame(panel, signal_columns=["s"])
+    cfg = ExecutionConfig(
+        initial_cash=10_000.0,
+        corporate_actions=_actions([{"symbol": "A", "ex_date": _day(2), "split_ratio": 2.0}]),
+    )
+    rule = [PartialProfitTaking([(0.10, 0.5)])]
+    compiled, loop = _both_drivers(data, {"signal": "s", "n": 1}, rule, cfg)
+    _assert_same_run(compiled, loop)
+    fills = compiled.fills.select("timestamp", "quantity", "price").rows()
+    assert fills == [(ts(1), 100.0, 100.0), (ts(4), -100.0, 56.0)]
+    assert compiled.trades["exit_reason"].to_list() == ["PartialProfitTaking"]
+    assert compiled.open_positions["quantity"].to_list() == [100.0]
+
+
+def test_compiled_reason_none_for_delisting_and_pay_dates() -> None:
+    """The compiled driver runs delistings and pay dates (they used to send the run to the
+    Python loop)."""
     from engine import TopNStrategy
 
     panel = make_panel({"A": [FLAT] * 3}, signals={"s": {"A": [1.0, 1.0, 1.0]}})
@@ -415,17 +503,12 @@ def test_compiled_reason_names_delisting_and_pay_dates() -> None:
     paid_later = _actions(
         [{"symbol": "A", "ex_date": _day(1), "dividend": 1.0, "pay_date": _day(2)}]
     )
-    for cfg, reason in (
-        (ExecutionConfig(delisting=Delisting()), "delisting"),
-        (ExecutionConfig(corporate_actions=paid_later), "pay dates"),
+    for cfg in (
+        ExecutionConfig(delisting=Delisting()),
+        ExecutionConfig(corporate_actions=paid_later),
+        ExecutionConfig(financing=Financing(), corporate_actions=paid_later, delisting=Delisting()),
     ):
-        engine = BacktestEngine(data, TopNStrategy("s", n=1), None, cfg)
-        assert engine.compiled_reason is not None and reason in engine.compiled_reason
-    ok = ExecutionConfig(
-        financing=Financing(),
-        corporate_actions=_actions([{"symbol": "A", "ex_date": _day(1), "dividend": 1.0}]),
-    )
-    assert BacktestEngine(data, TopNStrategy("s", n=1), None, ok).compiled_reason is None
+        assert BacktestEngine(data, TopNStrategy("s", n=1), None, cfg).compiled_reason is None
 
 
 # ---------------------------------------------------------------------- properties
@@ -502,14 +585,75 @@ def test_split_any_ratio_keeps_value_and_scales_quantity(
     assert result.portfolio_states["equity"].to_list() == pytest.approx([1_000_000.0] * 10)
 
 
+def _gappy_panel(seed: int, n_symbols: int, n_bars: int) -> pl.DataFrame:
+    """:func:`_walk_panel` with rows taken out: a symbol's data may end early, start late
+    or stop for a few bars (a gap)."""
+    rng = np.random.default_rng(seed + 1)
+    frame = _walk_panel(seed, n_symbols, n_bars)
+    keep = []
+    for _ in range(n_symbols):
+        bars = np.ones(n_bars, dtype=bool)
+        if rng.random() < 0.5:
+            bars[rng.integers(n_bars // 2, n_bars) :] = False
+        if rng.random() < 0.5:
+            start = int(rng.integers(1, n_bars - 2))
+            bars[start : start + int(rng.integers(1, 6))] = False
+        if rng.random() < 0.3:
+            bars[: int(rng.integers(1, 5))] = False
+        keep.extend(bars.tolist())
+    return frame.filter(pl.Series(keep))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_symbols=st.integers(2, 5),
+    gap=st.integers(1, 4),
+    delisting_return=st.sampled_from([0.0, -0.3, -1.0, 0.1]),
+    fractional=st.booleans(),
+    stops=st.booleans(),
+)
+def test_compiled_delistings_pay_dates_generated_panels_equal_python_loop(
+    seed: int, n_symbols: int, gap: int, delisting_return: float, fractional: bool, stops: bool
+) -> None:
+    """Property: on random panels whose symbols end, start late or stop for a few bars, with
+    splits and dividends (some paid days after the ex-date) and delistings, the compiled
+    TopN run equals the Python loop's, record for record."""
+    n_bars = 40
+    panel = _gappy_panel(seed, n_symbols, n_bars)
+    data = MarketData.from_frame(panel, signal_columns=["score"])
+    rng = np.random.default_rng(seed + 2)
+    rows = []
+    for s in range(n_symbols):
+        for k in sorted(rng.choice(np.arange(1, n_bars), size=3, replace=False).tolist()):
+            pay = _day(k + int(rng.integers(0, 6))) if rng.random() < 0.6 else None
+            rows.append(
+                {
+                    "symbol": f"S{s}",
+                    "ex_date": _day(k),
+                    "split_ratio": float(rng.choice([1.0, 1.0, 2.0, 1.5, 0.5])),
+                    "dividend": float(rng.choice([0.0, 0.3, 1.0])),
+                    "pay_date": pay,
+                }
+            )
+    cfg = ExecutionConfig(
+        corporate_actions=_actions(rows),
+        delisting=Delisting(gap_sessions=gap, delisting_return=delisting_return),
+        fractional_shares=fractional,
+    )
+    risk = [PriceBasedStopLoss(0.03)] if stops else None
+    strategy = {"signal": "score", "n": max(1, n_symbols // 2), "rebalance_every": 2}
+    _assert_same_run(*_both_drivers(data, strategy, risk, cfg))
+
+
 # ---------------------------------------------------------------------- core kernels
 @pytest.fixture(params=["compiled", "py_func"])
 def mechanics_kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The core's mechanics kernels compiled, or as the plain Python they are compiled from."""
-    from engine.core import actions, financing
+    from engine.core import actions, delisting, financing
 
     if request.param == "py_func":
-        for module in (actions, financing):
+        for module in (actions, delisting, financing):
             for name in dir(module):
                 func = getattr(module, name)
                 if hasattr(func, "py_func"):
@@ -529,49 +673,142 @@ def _state(qty: list[float], mark: float = 100.0) -> np.ndarray:
 
 
 @pytest.mark.usefixtures("mechanics_kernels")
-def test_bar_actions_hand_checked_split_dividend_orders() -> None:
+def test_bar_actions_hand_checked_split_dividend_orders_pay_date() -> None:
     from engine.core import actions, layout
     from engine.core.records import empty_records
 
     fstate = _state([5.0, -10.0])
-    pending = np.array([2.0, 0.0])
+    pending = np.array([5.0, 0.0])
     open_qty = np.array([5.0, 10.0])
+    original = np.array([4.0, 10.0])  # PartialProfitTaking's starting sizes
     acc = np.zeros(layout.N_ACC)
     orders = empty_records("orders", 4)
-    orders[0]["sid"], orders[0]["quantity"] = 0, 2.0
-    book = np.array([0], dtype=np.int64)
+    for o, quantity in enumerate((2.0, 3.0)):  # two working market buys of symbol 0
+        orders[o]["sid"], orders[o]["quantity"], orders[o]["filled"] = 0, quantity, 0.0
+        orders[o]["order_type"] = layout.T_MARKET
+        orders[o]["limit_price"] = orders[o]["stop_price"] = np.nan
+    book = np.array([0, 1], dtype=np.int64)
     ev_out = np.zeros((3, actions.N_EV))
     dividends = np.zeros(3)
-    # bar 1: 3:2 split of symbol 0 (7.5 shares -> 7 + cash in lieu), 1.0 dividend on the short
-    k = actions.bar_actions(
-        1,
-        0,
-        np.array([1, 1, 2], dtype=np.int64),
-        np.array([0, 1, 0], dtype=np.int64),
-        np.array([1.5, 1.0, 1.0]),
-        np.array([0.0, 1.0, 0.5]),
-        False,
-        fstate,
-        pending,
-        open_qty,
-        acc,
-        orders,
-        book,
-        1,
-        ev_out,
-        dividends,
+    owed = np.zeros(3)
+    payment = actions.new_payment_state()
+    schedule = (
+        np.array([1, 1, 2], dtype=np.int64),  # bars
+        np.array([0, 1, 0], dtype=np.int64),  # symbols
+        np.array([1.5, 1.0, 1.0]),  # ratios
+        np.array([0.0, 1.0, 0.5]),  # dividends
+        np.array([-1, -1, 5], dtype=np.int64),  # pay days: the third paid on day 5
     )
+
+    def due(i: int, today: int, k: int) -> int:
+        return int(
+            actions.bar_actions(
+                i,
+                today,
+                k,
+                *schedule[:4],
+                schedule[4],
+                False,
+                fstate,
+                pending,
+                open_qty,
+                original,
+                acc,
+                orders,
+                book,
+                2,
+                ev_out,
+                dividends,
+                owed,
+                payment,
+            )
+        )
+
+    # bar 1: 3:2 split of symbol 0 (7.5 shares -> 7 + cash in lieu), 1.0 dividend on the short
+    k = due(1, 1, 0)
     assert k == 2  # the third action is due at bar 2
     assert fstate[layout.QTY].tolist() == [7.0, -10.0]
     assert fstate[layout.AVG, 0] == pytest.approx(100 / 1.5)
     assert fstate[layout.STOP, 0] == pytest.approx(90 / 1.5)
-    assert open_qty.tolist() == [7.0, 10.0]
-    assert orders[0]["quantity"] == 3.0 and pending[0] == 3.0
+    assert open_qty.tolist() == [7.0, 10.0] and original.tolist() == [6.0, 10.0]
+    # orders of whole shares stay whole: 2 -> 3, 3 -> 4.5 -> 4; pending 5 x 1.5 - 0.5
+    assert orders["quantity"][:2].tolist() == [3.0, 4.0] and pending[0] == 7.0
     lieu = 0.5 * 100 / 1.5
     assert acc[layout.ACC_CASH] == pytest.approx(lieu - 10.0)
     assert dividends.tolist() == [0.0, -10.0, 0.0]
     assert ev_out[0, actions.EV_LIEU] == pytest.approx(lieu)
-    assert ev_out[0, actions.EV_ORDERS] == 1 and ev_out[2, actions.EV_APPLIED] == 0
+    assert ev_out[0, actions.EV_ORDERS] == 2 and ev_out[2, actions.EV_APPLIED] == 0
+    # bar 2 (day 2): 0.5 on the 7 shares, owed until day 5: receivable, not cash
+    cash = acc[layout.ACC_CASH]
+    k = due(2, 2, k)
+    assert k == 3 and dividends[2] == 3.5 and owed.tolist() == [0.0, 0.0, 3.5]
+    assert acc[layout.ACC_CASH] == cash and payment[actions.MX_RECEIVABLE] == 3.5
+    assert payment[actions.MX_NEXT_PAY] == 5
+    actions.bar_payments(4, k, schedule[4], owed, acc, payment)
+    assert acc[layout.ACC_CASH] == cash
+    actions.bar_payments(5, k, schedule[4], owed, acc, payment)
+    assert acc[layout.ACC_CASH] == cash + 3.5 and payment[actions.MX_RECEIVABLE] == 0.0
+    assert owed.tolist() == [0.0, 0.0, 0.0] and payment[actions.MX_NEXT_PAY] == actions.NEVER
+
+
+@pytest.mark.usefixtures("mechanics_kernels")
+def test_delisted_book_pass_hand_checked_reject_new_cancel_old() -> None:
+    from engine.core import delisting, layout
+    from engine.core.records import empty_records
+
+    # bar 3, rows 0..1: symbol 0's last row (terminal), symbol 1 trading; symbol 2 was
+    # delisted earlier and has no bar now
+    terminal = np.array([True, False])
+    sym_id = np.array([0, 1], dtype=np.int64)
+    delisted = np.array([False, False, True])
+    orders = empty_records("orders", 4)
+    for o, (sid, submit) in enumerate(((0, 3), (0, 2), (1, 3), (2, 3))):
+        orders[o]["sid"], orders[o]["submit_index"] = sid, submit
+        orders[o]["quantity"], orders[o]["filled"] = 10.0, 0.0
+        orders[o]["order_type"], orders[o]["status"] = layout.T_MARKET, layout.S_ACCEPTED
+        orders[o]["reason"] = layout.R_STRATEGY
+    book = np.array([0, 1, 2, 3], dtype=np.int64)
+    counts = np.zeros(layout.N_C, dtype=np.int64)
+    counts[layout.C_BOOK] = 4
+    pending = np.array([20.0, 10.0, 10.0])
+    aux_i = np.zeros((layout.N_A, 3), dtype=np.int64)
+    rejections = empty_records("rejections", 4)
+    delisting.delisted_book_pass(
+        3, 0, 2, terminal, sym_id, delisted, orders, book, counts, pending, aux_i, rejections
+    )
+    assert delisted.tolist() == [True, False, True]
+    assert counts[layout.C_BOOK] == 1 and book[0] == 2  # only symbol 1's order is left
+    assert orders["status"].tolist() == [
+        layout.S_REJECTED,  # submitted on the delisting bar
+        layout.S_CANCELLED,  # working since bar 2
+        layout.S_ACCEPTED,
+        layout.S_REJECTED,  # for a symbol delisted earlier
+    ]
+    assert pending.tolist() == [0.0, 10.0, 0.0]
+    assert counts[layout.C_REJ] == 3
+    assert rejections["reason"][:3].tolist() == [layout.SR_DELISTED] * 3
+    assert rejections["event"][:3].tolist() == [
+        layout.EV_REJECTED,
+        layout.EV_CANCELLED,
+        layout.EV_REJECTED,
+    ]
+    assert delisting.delisting_price(0.16, -0.25) == pytest.approx(0.12)
+
+
+def test_delisting_rows_hand_checked_end_and_gap() -> None:
+    from engine.core.delisting import delisting_rows
+
+    # 6 bars; symbol 0 every bar; symbol 1 bars 0-1 then 4-5 (a gap of 2); symbol 2 bars 0-2
+    bars = [[0, 1, 2], [0, 1, 2], [0, 2], [0], [0, 1], [0, 1]]
+    sym_id = np.array([s for bar in bars for s in bar], dtype=np.int64)
+    offsets = np.cumsum([0] + [len(b) for b in bars]).astype(np.int64)
+    rows = delisting_rows(offsets, sym_id, gap_sessions=2)
+    terminal = [(i, s) for i, bar in enumerate(bars) for s in bar]
+    got = [terminal[r] for r in np.flatnonzero(rows)]
+    assert got == [(2, 2)]  # symbol 2 ends at bar 2; symbol 1's gap of 2 is not longer than 2
+    rows = delisting_rows(offsets, sym_id, gap_sessions=1)
+    got = [terminal[r] for r in np.flatnonzero(rows)]
+    assert got == [(1, 1), (2, 2)]  # now the gap counts: symbol 1 delisted at bar 1
 
 
 @pytest.mark.usefixtures("mechanics_kernels")

@@ -313,3 +313,36 @@ def test_report_sections_show_carry_lines_and_corporate_action_events() -> None:
     assert "Dividends and financing" in html and "Corporate actions applied (1)" in html
     assert "2014-06-09" in html and "AAPL" in html
     assert add_mechanics({}, states.drop("dividends", "interest", "borrow_fee")) == {}
+
+
+def test_rebuild_report_shows_corporate_action_events_from_folder(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """``ml4t report DIR`` (:func:`rebuild_report`) reads the folder's corporate_actions.parquet
+    back into the report: the AAPL 7:1 split of 2014-06-09 and its dividends are listed."""
+    from ml4t_pipeline.lib.attribution import MECHANICS_FILES
+    from ml4t_pipeline.lib.report import rebuild_report
+
+    prices = _lean_prices(data_root, ["AAPL"]).filter(
+        pl.col("timestamp").is_between(
+            datetime(2014, 1, 2, tzinfo=UTC), datetime(2014, 12, 31, tzinfo=UTC)
+        )
+    )
+    naive = prices.with_columns(
+        pl.col("timestamp").dt.convert_time_zone("America/New_York").dt.replace_time_zone(None)
+    )
+    actions = from_lean_factors(_factors(data_root, ["AAPL"]), naive)
+    cfg = ExecutionConfig(corporate_actions=CorporateActions(actions), close_at_end=True)
+    result = BacktestEngine(
+        MarketData.from_frame(prices), Script({0: lambda s: s.buy("AAPL", 100)}), None, cfg
+    ).run()
+    events = result.corporate_actions
+    assert events.height == 5  # the split and four quarterly dividends
+    result.trades.write_parquet(tmp_path / "trades.parquet")
+    result.portfolio_states.write_parquet(tmp_path / "portfolio_states.parquet")
+    events.write_parquet(tmp_path / MECHANICS_FILES["corporate_actions"])
+    html = rebuild_report(tmp_path, periods_per_year=252).read_text()
+    assert f"Corporate actions applied ({events.height})" in html
+    assert '<td class="text">2014-06-09</td><td>7.00</td>' in html
+    rewritten = pl.read_parquet(tmp_path / MECHANICS_FILES["corporate_actions"])
+    assert rewritten.equals(events)

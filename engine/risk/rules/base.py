@@ -115,6 +115,12 @@ class RiskRule(ABC):
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Forget per-run state (called when a run starts)."""
 
+    def on_split(self, sid: int, ratio: float) -> None:  # noqa: B027 - optional hook
+        """A split of ``ratio`` (new shares per old share) of symbol id ``sid`` while a
+        position in it is held (corporate actions on raw prices, :mod:`engine.mechanics`):
+        rescale any per-position state kept in shares (× ratio) or in prices (÷ ratio). The
+        engine rescales the position's own levels; default: nothing else to do."""
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{self.name}({params})"

@@ -364,6 +364,14 @@ class PartialProfitTaking(RiskRule):
         """Forget the levels taken so far (a new run)."""
         self._state = {}
 
+    def on_split(self, sid: int, ratio: float) -> None:
+        """The position's size when first seen, in post-split shares (× ``ratio``), so each
+        slice stays ``fraction`` of the position (the compiled driver does the same in
+        :func:`engine.core.actions.bar_actions`)."""
+        for key, (original, done) in self._state.items():
+            if key[0] == sid:
+                self._state[key] = (original * ratio, done)
+
     def evaluate(self, context: RiskContext) -> RiskDecision:
         """Sell the slice of the position's starting size owed by the levels reached and not yet
         taken (:func:`engine.core.rules.partial_take`, the compiled driver's formula too).

@@ -9,7 +9,7 @@ import polars as pl
 from ml4t_pipeline.lib.attribution.tables import TOTAL
 
 CARRY_COLUMNS = ("dividends", "interest", "borrow_fee")
-"""Per-bar cash lines of ``portfolio_states`` under market mechanics (engine/mechanics.py)."""
+"""Per-bar cash lines of ``portfolio_states`` under market mechanics (engine/mechanics/)."""
 
 
 def carry_attribution(portfolio_states: pl.DataFrame) -> pl.DataFrame | None:
