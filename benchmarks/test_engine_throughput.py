@@ -7,12 +7,16 @@ receives: the empty batch strategy reads no bar, so its figure is the loop's fix
 timestamp, not a bar-event rate; the per-symbol strategy counts the events handed to it
 (``events_received``, ``events_per_s``). W1 runs the compiled whole-run path
 (``engine.compiled.topn``) and, for comparison, the same run through the Python loop, and once
-more compiled with spread-aware slippage and per-share commission. The engine run
-includes building the output frames; building ``MarketData`` is done once, outside the timing.
+more compiled with spread-aware slippage and per-share commission, and with the seeds' Top-25
+rule set (timed against plain W1 in the same process). The engine run includes building the
+output frames; building ``MarketData`` is done once, outside the timing.
 """
 
 from __future__ import annotations
 
+import os
+import statistics
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -20,20 +24,27 @@ from typing import Any
 import polars as pl
 import pytest
 
+from benchmarks.conftest import data_root
 from engine import (
     BacktestEngine,
     BacktestResult,
     BarBatch,
+    DynamicTrailingStop,
     ExecutionConfig,
     MarketData,
     MarketEvent,
+    MaxDrawdownRule,
     PercentageCommission,
     PerShareCommission,
     PriceBasedStopLoss,
+    RegimeDependentRule,
     RiskManager,
+    RiskRule,
     SpreadAwareSlippage,
     Strategy,
+    TimeBasedExit,
     TopNStrategy,
+    VolatilityScaledStopLoss,
 )
 
 
@@ -123,3 +134,122 @@ def test_w1_spread_aware_per_share_compiled(benchmark: Any, data: MarketData) ->
     result = _measure(benchmark, data, run, rounds=7)
     benchmark.extra_info["trades"] = result.trades.height
     assert result.compiled
+
+
+@pytest.fixture(scope="module")
+def seeds_data(sp500_momentum_panel: pl.DataFrame) -> MarketData:
+    """The W1 panel plus ``atr_14`` (14-bar mean true range, known at the bar's close) and the
+    VIX close as context (stamped 16:15 New York, after the equity close, joined backward: a
+    bar sees the previous session's VIX)."""
+    path = data_root() / "vix_daily_cboe.parquet"
+    if not path.exists():
+        pytest.skip(f"VIX file not found at {path}")
+    prev_close = pl.col("close").shift(1).over("symbol")
+    true_range = pl.max_horizontal(
+        pl.col("high") - pl.col("low"),
+        (pl.col("high") - prev_close).abs(),
+        (pl.col("low") - prev_close).abs(),
+    )
+    panel = sp500_momentum_panel.with_columns(
+        true_range.rolling_mean(14).over("symbol").alias("atr_14")
+    )
+    vix = (
+        pl.read_parquet(path)
+        .select(
+            pl.col("timestamp")
+            .dt.replace_time_zone("America/New_York")
+            .dt.offset_by("16h15m")
+            .dt.convert_time_zone("UTC")
+            .cast(pl.Datetime("us", "UTC")),
+            pl.col("close").alias("vix"),
+        )
+        .sort("timestamp")
+    )
+    bars = panel.select("timestamp").unique().sort("timestamp")
+    context = bars.join_asof(vix, on="timestamp", strategy="backward")
+    return MarketData.from_frame(
+        panel, signal_columns=["mom_20"], indicator_columns=["atr_14"], context=context
+    )
+
+
+def _seeds_top25_rules() -> list[RiskRule]:
+    """The seeds' Top-25 rule set, in the seeds' names and parameters (000 §9.1: ATR stop,
+    trailing stop, time exit; §9.2 use case 2: the VIX regime stops; use case 3: the 10 %
+    drawdown limit)."""
+    return [
+        VolatilityScaledStopLoss(atr_multiplier=2.0),
+        DynamicTrailingStop(initial_trail_pct=0.05, tighten_rate=0.001),
+        TimeBasedExit(max_bars=60),
+        RegimeDependentRule(
+            regime_source="vix",
+            high_vol_threshold=25,
+            rules={
+                "high_vol": VolatilityScaledStopLoss(atr_multiplier=1.5),
+                "low_vol": VolatilityScaledStopLoss(atr_multiplier=2.5),
+            },
+        ),
+        MaxDrawdownRule(max_dd_pct=0.10),
+    ]
+
+
+def test_w1_seeds_top25_rules_spread_aware_compiled(benchmark: Any, seeds_data: MarketData) -> None:
+    """W1 with the seeds' Top-25 rule set and the seeds' Top-25 costs (``SpreadAwareSlippage
+    (0.5)`` from the Corwin-Schultz estimate, ``PerShareCommission(0.005)``), compiled, timed
+    against plain W1 (``test_w1_top25_momentum_with_stop[compiled]``'s run) on the same data in
+    the same process: 15 interleaved rounds after a warm-up round; ``extra_info["ratio_min"]``
+    / ``["ratio_median"]`` (target: at most 2). The seeds' 10 % drawdown limit halts new
+    entries in the first year, so the run also goes once more without that limit
+    (``no_halt_*``: the rules and costs trading all five years)."""
+    import warnings
+
+    seeds_cfg = ExecutionConfig(
+        commission=PerShareCommission(0.005), slippage=SpreadAwareSlippage(spread_fraction=0.5)
+    )
+    plain_cfg = ExecutionConfig(commission=PercentageCommission(0.001))
+
+    def with_rules(rules: list[RiskRule]) -> Callable[[], BacktestResult]:
+        def run() -> BacktestResult:
+            with warnings.catch_warnings():  # three rules set a stop: the registration warning
+                warnings.simplefilter("ignore", UserWarning)
+                manager = RiskManager(rules)
+            strategy = TopNStrategy("mom_20", n=25)
+            return BacktestEngine(seeds_data, strategy, manager, seeds_cfg).run()
+
+        return run
+
+    def plain() -> BacktestResult:
+        return BacktestEngine(
+            seeds_data,
+            TopNStrategy("mom_20", n=25),
+            RiskManager([PriceBasedStopLoss(0.05)]),
+            plain_cfg,
+        ).run()
+
+    seeds = with_rules(_seeds_top25_rules())
+    runs = {"plain": plain, "seeds": seeds, "no_halt": with_rules(_seeds_top25_rules()[:4])}
+    results = {name: run() for name, run in runs.items()}  # compile; cache the spread series
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(15):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    result = _measure(benchmark, seeds_data, seeds, rounds=5)
+    assert all(r.compiled for r in results.values())
+    info: dict[str, Any] = {}
+    for name in runs:
+        info[f"{name}_min_ms"] = round(min(times[name]) * 1e3, 2)
+        info[f"{name}_median_ms"] = round(statistics.median(times[name]) * 1e3, 2)
+        info[f"{name}_fills"] = results[name].fills.height
+        if name != "plain":
+            ratio_min = min(times[name]) / min(times["plain"])
+            ratio_median = statistics.median(times[name]) / statistics.median(times["plain"])
+            prefix = "" if name == "seeds" else f"{name}_"
+            info[f"{prefix}ratio_min"] = round(ratio_min, 3)
+            info[f"{prefix}ratio_median"] = round(ratio_median, 3)
+            reasons = results[name].trades["exit_reason"].value_counts().iter_rows()
+            info[f"{name}_exit_reasons"] = dict(reasons)
+    info["seeds_rejections"] = result.rejections.height
+    info["load_average"] = os.getloadavg()
+    benchmark.extra_info.update(info)
+    print(benchmark.extra_info)

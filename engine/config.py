@@ -12,9 +12,10 @@ from engine.mechanics import CorporateActions, Delisting, Financing
 
 FILL_MODES = ("next_open", "close")
 BAR_EVENT_ORDERS = ("chronological", "stops_first")
-STOP_ACTIVATIONS = ("next_bar", "entry_bar")
+STOP_ACTIVATIONS = ("next_bar", "entry_bar", "second_bar")
 EXIT_CONFLICTS = ("open_sell_wins", "stop_wins")
 CASH_CHECKS = ("execution", "submission")
+TARGET_ROUNDINGS = ("position", "order")
 
 EXECUTION_PRESETS: dict[str, dict[str, Any]] = {
     "backtrader": {
@@ -108,6 +109,11 @@ class ExecutionConfig:
         beyond it, i.e. the position is stopped the moment it is filled). An
         **optimistic-path assumption**: a daily bar does not say whether its low came after
         the open. Bracket children and fills at the close always start on the next bar.
+        ``second_bar`` (Backtrader with cheat-on-close, ``coc=True``, which executes the close
+        fill in the next bar's broker cycle, so the stop the strategy submits on the fill's
+        notification is first checked one bar later): levels of entries filled at the close
+        (``fill="close"``) of timestamp t are first checked at timestamp t + 2; other fills
+        as ``next_bar``. The level is still set, and a trailing level ratcheted, at t + 1.
     exit_conflict : {"open_sell_wins", "stop_wins"}, default "open_sell_wins"
         A market exit queued for bar t's open (strategy or risk exit, reducing the position)
         and the position's stop-loss / take-profit on the same bar. ``open_sell_wins``: the
@@ -146,6 +152,14 @@ class ExecutionConfig:
         0`` refuses) and the VectorBT callback run. VectorBT's own ``order_nb`` check uses a
         relative tolerance instead and, with its default ``allow_partial=True``, shrinks an
         unaffordable buy; this engine always refuses it whole.
+    target_rounding : {"position", "order"}, default "position"
+        How ``order_target_value`` / ``order_target_percent`` round to whole shares (unless
+        ``fractional_shares``). ``position``: the target position ``value / close`` is
+        rounded toward zero, then the order is the difference (a sell that reduces a long can
+        thus be one share larger than the value asks). ``order`` (Backtrader's
+        ``order_target_percent``, which sizes ``getsize`` of the value difference, and
+        VectorBT's ``size_granularity=1``): the order ``value / close − position`` is rounded
+        toward zero, so the position may end up to one share beyond the target.
     corporate_actions : CorporateActions or None, default None
         Splits and cash dividends applied on each ex-date, for raw (unadjusted) prices:
         held quantities × ratio, per-share prices and levels and working orders' prices ÷
@@ -192,6 +206,7 @@ class ExecutionConfig:
     cash_check: str = "execution"
     reentry_cooldown_bars: int = 0
     cash_tolerance: float = 1e-7
+    target_rounding: str = "position"
     # market mechanics (engine/mechanics/); None = off, the run is unchanged
     corporate_actions: CorporateActions | None = None
     delisting: Delisting | None = None
@@ -225,6 +240,7 @@ class ExecutionConfig:
         _check_choice("stop_activation", self.stop_activation, STOP_ACTIVATIONS)
         _check_choice("exit_conflict", self.exit_conflict, EXIT_CONFLICTS)
         _check_choice("cash_check", self.cash_check, CASH_CHECKS)
+        _check_choice("target_rounding", self.target_rounding, TARGET_ROUNDINGS)
         k = self.reentry_cooldown_bars
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"reentry_cooldown_bars must be an int >= 0, got {k!r}")

@@ -334,7 +334,10 @@ class Strategy:
 
     def order_target_value(self, symbol: str, value: float) -> Order | None:
         """Trade so position + working orders are worth ``value`` (signed currency) at the
-        latest close. Returns the order, or ``None`` when no trade is needed."""
+        latest close. Returns the order, or ``None`` when no trade is needed. Whole shares
+        unless fractional: ``ExecutionConfig.target_rounding`` says whether the target
+        position (``"position"``, default) or the order size (``"order"``, as Backtrader and
+        VectorBT) is rounded toward zero."""
         return self.broker.order_target_value(symbol, value)
 
     def order_target_percent(self, symbol: str, percent: float) -> Order | None:

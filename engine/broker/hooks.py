@@ -125,6 +125,8 @@ def flush_entries(broker: BrokerState) -> None:
     sids = np.fromiter(entries, dtype=np.int64, count=len(entries))
     # stop_activation="entry_bar": levels of step-1 fills are live on this bar already
     active_from = levels_active_from(broker.i, broker._entry_bar, broker._closing)
+    if broker._closing and broker._config.stop_activation == "second_bar":
+        active_from = broker.i + 2  # Backtrader cheat-on-close: notified a bar late
     kernel = broker._kernel
     if kernel is not None and kernels.entry_levels(
         sids, broker.fstate, broker._istate, active_from, broker._rules

@@ -117,7 +117,8 @@ def submit(
 
 def order_target_value(broker: BrokerState, symbol: str, value: float) -> Order | None:
     """A market order taking position + working market orders of ``symbol`` to
-    ``value`` (signed currency) at the latest close; None when no trade is needed.
+    ``value`` (signed currency) at the latest close; None when no trade is needed. Whole
+    shares as ``ExecutionConfig.target_rounding`` says (the target position or the order).
 
     A target that rounds to zero shares from a flat book (``0 < |value / price| < 1``
     whole share) places no order and records a ``rounds_to_zero_shares`` rejection row
@@ -135,7 +136,8 @@ def order_target_value(broker: BrokerState, symbol: str, value: float) -> Order 
     if not math.isfinite(price) or price <= 0:
         raise ValueError(f"no price yet for {symbol!r}: it has not had a bar")
     wanted = value / price
-    target = broker.round_quantity(wanted)
+    # target_rounding="order": only the order size is rounded (Backtrader, VectorBT)
+    target = wanted if broker._config.target_rounding == "order" else broker.round_quantity(wanted)
     current = float(broker.qty[sid] + broker.pending[sid])
     delta = broker.round_quantity(target - current)
     if abs(delta) >= EPS and net_working(broker, sid, delta, "netted_by_new_order"):

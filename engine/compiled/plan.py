@@ -13,10 +13,12 @@ What qualifies (anything else runs the Python loop):
 - a :class:`engine.MarketData` panel (not chunked) and a strategy that is exactly
   :class:`engine.TopNStrategy` (not a subclass);
 - no risk manager, an empty one, or one whose rules are all exactly ``PriceBasedStopLoss``,
-  ``PriceBasedTakeProfit``, ``DynamicTrailingStop``, ``TimeBasedExit``, ``BreakEvenRule``,
-  ``PartialProfitTaking`` (at most one, at most 62 levels) or ``VolatilityScaledStopLoss``
-  (its ATR column a signal/indicator column of the data, one column for all of them), and
-  portfolio limits at hook B
+  ``PriceBasedTakeProfit``, ``DynamicTrailingStop`` (default ``trail_on`` and
+  ``include_entry_bar``), ``TimeBasedExit``, ``BreakEvenRule``,
+  ``PartialProfitTaking`` (at most one, at most 62 levels), ``VolatilityScaledStopLoss`` or
+  ``VolatilityScaledTakeProfit`` (each ATR column a signal/indicator column of the data), or a
+  ``RegimeDependentRule`` choosing between rules of these kinds but ``PartialProfitTaking``
+  (its context column in the data's context), and portfolio limits at hook B
   that are exactly ``MaxDrawdownRule(action="halt")``, ``MaxDailyLossRule``,
   ``MaxPositionSizeRule``, ``MaxPositionsRule`` or ``MaxLeverageRule`` (at most 8192
   symbols);
@@ -25,8 +27,8 @@ What qualifies (anything else runs the Python loop):
   (``NoSlippage``, ``FixedPercentageSlippage``, ``FixedBpsSlippage``, ``SpreadAwareSlippage``,
   ``VolumeAwareSlippage``, and ``OrderTypeDependentSlippage`` over those, with at most one
   bar setting per spread-aware and per volume-aware model; see :func:`plan_costs`);
-- any fill-semantics setting: ``fill``, ``bar_event_order``, ``stop_activation``,
-  ``exit_conflict``, ``cash_check``, ``reentry_cooldown_bars``,
+- any fill-semantics setting: ``fill``, ``bar_event_order``, ``stop_activation`` (but
+  ``"second_bar"``), ``exit_conflict``, ``cash_check``, ``reentry_cooldown_bars``,
   ``max_volume_participation`` and ``allow_short`` (``TopNStrategy`` is long only: a short
   comes only from a capped sell left working after a level exit closed the position; a run
   whose book then holds a short with position rules hands over to the Python loop), whole or
@@ -38,7 +40,7 @@ What qualifies (anything else runs the Python loop):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -71,11 +73,15 @@ from engine.core import costs as core_costs
 from engine.core.costs import Costs
 from engine.core.layout import (
     ATR_STOP,
+    ATR_TAKE_PROFIT,
     BE_OFFSET,
     BE_TRIGGER,
     BREAKEVEN,
     CODE,
     FACTOR,
+    GATE,
+    GATE_ON,
+    INPUT,
     KIND,
     L_DAILY_LOSS,
     L_DRAWDOWN,
@@ -90,12 +96,13 @@ from engine.core.layout import (
     PARTIAL,
     PRIORITY,
     R_RULE0,
+    SCALAR,
     STOP_LOSS,
     TAKE_PROFIT,
     TRAILING,
     TYPE_NAMES,
 )
-from engine.core.rules import MAX_PARTIAL_LEVELS
+from engine.core.rules import MAX_PARTIAL_LEVELS, regime_flags
 from engine.costs.commission import (
     CommissionModel,
     NoCommission,
@@ -121,6 +128,7 @@ from engine.risk.rules.dynamic import (
     BreakEvenRule,
     PartialProfitTaking,
     VolatilityScaledStopLoss,
+    VolatilityScaledTakeProfit,
 )
 from engine.risk.rules.portfolio import (
     MaxDailyLossRule,
@@ -129,6 +137,7 @@ from engine.risk.rules.portfolio import (
     MaxPositionSizeRule,
     MaxPositionsRule,
 )
+from engine.risk.rules.regime import RegimeDependentRule
 from engine.strategies import TopNStrategy
 
 if TYPE_CHECKING:
@@ -157,25 +166,9 @@ def compiled_reason(
     if type(strategy) is not TopNStrategy:
         return f"strategy {type(strategy).__name__} is not TopNStrategy"
     if risk is not None and risk.rules:
-        for rule in risk.rules:
-            kind = type(rule)
-            if kind not in _POSITION_RULES and _limit_row(rule) is None:
-                return f"rule {rule.name} has no compiled form"
-            if kind is MaxDrawdownRule and cast(MaxDrawdownRule, rule).reset_mode != "never":
-                return f"rule {rule.name} with reset={cast(MaxDrawdownRule, rule).reset_mode!r}"
-            levels = getattr(rule, "levels", ()) if kind is PartialProfitTaking else ()
-            if len(levels) > MAX_PARTIAL_LEVELS:
-                return f"PartialProfitTaking with more than {MAX_PARTIAL_LEVELS} levels"
-        if sum(type(r) is PartialProfitTaking for r in risk.rules) > 1:
-            return "more than one PartialProfitTaking rule"
-        atr_columns = {r.atr_column for r in risk.rules if type(r) is VolatilityScaledStopLoss}
-        if len(atr_columns) > 1:
-            return "VolatilityScaledStopLoss rules on different ATR columns"
-        missing = atr_columns - set(data.columns)
-        if missing:
-            return f"VolatilityScaledStopLoss ATR column {missing.pop()!r} not in the data"
-        if any(type(r) is MaxLeverageRule for r in risk.rules) and data.n_symbols > 8192:
-            return "MaxLeverageRule on more than 8192 symbols"
+        reason = _rules_reason(data, risk.rules)
+        if reason is not None:
+            return reason
     slippage = config.slippage
     if type(slippage) is OrderTypeDependentSlippage:
         reason = _by_type_reason(slippage)
@@ -185,8 +178,54 @@ def compiled_reason(
         return "slippage model setting"
     if type(config.commission) not in _COMMISSIONS:
         return "commission model setting"
+    if config.stop_activation == "second_bar":  # Backtrader cheat-on-close timing
+        return "stop_activation='second_bar' setting"
     # market mechanics (engine/mechanics/)
     return compiled_mechanics_reason(config.corporate_actions, config.delisting)
+
+
+def _rules_reason(data: MarketData, rules: list[RiskRule]) -> str | None:
+    """Why the compiled driver cannot run ``rules`` (:func:`compiled_reason`), or ``None``."""
+    for rule in rules:
+        kind = type(rule)
+        if kind is RegimeDependentRule:
+            regime = cast(RegimeDependentRule, rule)
+            for member in (regime.above, regime.below):
+                if member is not None and type(member) not in _MEMBER_RULES:
+                    return f"RegimeDependentRule over {member.name} (no compiled form)"
+            if regime.context_column not in data.context:
+                return (
+                    f"RegimeDependentRule context column {regime.context_column!r} not in the "
+                    "market data's context"
+                )
+        elif kind not in _POSITION_RULES and _limit_row(rule) is None:
+            return f"rule {rule.name} has no compiled form"
+        if kind is MaxDrawdownRule and cast(MaxDrawdownRule, rule).reset_mode != "never":
+            return f"rule {rule.name} with reset={cast(MaxDrawdownRule, rule).reset_mode!r}"
+        levels = getattr(rule, "levels", ()) if kind is PartialProfitTaking else ()
+        if len(levels) > MAX_PARTIAL_LEVELS:
+            return f"PartialProfitTaking with more than {MAX_PARTIAL_LEVELS} levels"
+    if sum(type(r) is PartialProfitTaking for r in rules) > 1:
+        return "more than one PartialProfitTaking rule"
+    for rule in _flat(rules):
+        if not getattr(rule, "default_reference", True):  # DynamicTrailingStop trail_on...
+            return f"rule {rule.name} with a non-default trailing reference price"
+        if isinstance(rule, _ATR_RULES) and rule.atr_column not in data.columns:
+            return f"{rule.name} ATR column {rule.atr_column!r} not in the data"
+    if any(type(r) is MaxLeverageRule for r in rules) and data.n_symbols > 8192:
+        return "MaxLeverageRule on more than 8192 symbols"
+    return None
+
+
+def _flat(rules: list[RiskRule]) -> list[RiskRule]:
+    """``rules`` with each ``RegimeDependentRule`` replaced by its members."""
+    out: list[RiskRule] = []
+    for rule in rules:
+        if isinstance(rule, RegimeDependentRule):
+            out.extend(m for m in (rule.above, rule.below) if m is not None)
+        else:
+            out.append(rule)
+    return out
 
 
 _COMMISSIONS = (
@@ -358,44 +397,107 @@ def _capacity(n_t: int, n: int, n_sym: int) -> int:
     return max(1024, n_t * (2 * n + 4) + 4 * n_sym + n + 8)
 
 
-_POSITION_RULES = (*KERNEL_RULES, BreakEvenRule, PartialProfitTaking, VolatilityScaledStopLoss)
+_MEMBER_RULES = (
+    *KERNEL_RULES,
+    BreakEvenRule,
+    VolatilityScaledStopLoss,
+    VolatilityScaledTakeProfit,
+)
+"""The rule types a compiled ``RegimeDependentRule`` may choose between."""
+_ATR_RULES = (VolatilityScaledStopLoss, VolatilityScaledTakeProfit)
+_POSITION_RULES = (*_MEMBER_RULES, PartialProfitTaking, RegimeDependentRule)
 
 
-def _rule_table(
-    rules: list[RiskRule],
-) -> tuple[FloatArray, list[str], FloatArray, bool]:
-    """The run's rule table (``engine.risk.kernels`` columns plus ``PRIORITY``), rule names by
-    code (0: ``""``), the ``PartialProfitTaking`` levels (rows ``return_pct, fraction``) and
-    whether some rule sets a stop or target level."""
+class _RuleTable(NamedTuple):
+    """The compiled driver's position rules (:func:`_rule_table`)."""
+
+    table: FloatArray
+    """float64, shape (m, N_RULES_COLS) (:mod:`engine.core.layout`)."""
+    names: list[str]
+    """Rule names by code (code 0: ``""``)."""
+    partial: FloatArray
+    """The ``PartialProfitTaking`` levels, rows ``(return_pct, fraction)``."""
+    inputs: FloatArray
+    """float64, shape (k, n_rows): the rows' ``INPUT`` / ``GATE`` values per data row."""
+    sets_levels: bool
+    """Some rule sets a stop or target level."""
+
+
+def _rule_table(data: MarketData, rules: list[RiskRule]) -> _RuleTable:
+    """The run's position rules as the compiled driver's table: the vectorised rules first,
+    then the per-position ones (``PartialProfitTaking``, the members of each
+    ``RegimeDependentRule``, gated by its regime flag), each group in the manager's order,
+    as the Python driver merges them (:meth:`engine.RiskManager.evaluate_positions`)."""
     chosen = [r for r in rules if type(r) in _POSITION_RULES]
+    vector = [(r, -1, 0.0) for r in chosen if r.vectorized]
+    scalar: list[tuple[RiskRule, int, float]] = []
+    sources: list[tuple[str, str, float]] = []  # the rows of the inputs (_rule_inputs)
+    for rule in chosen:
+        if isinstance(rule, RegimeDependentRule):
+            sources.append(("regime", rule.context_column, rule.threshold))
+            for member, side in ((rule.above, 1.0), (rule.below, 0.0)):
+                if member is not None:
+                    scalar.append((member, len(sources) - 1, side))
+        elif not rule.vectorized:
+            scalar.append((rule, -1, 0.0))
+    rows = [(*entry, False) for entry in vector] + [(*entry, True) for entry in scalar]
     names = [""]
-    table = np.zeros((len(chosen), N_RULES_COLS))
+    table = np.zeros((len(rows), N_RULES_COLS))
+    table[:, INPUT] = -1.0
     partial = np.zeros((0, 2))
-    if chosen:
-        basic = [r for r in chosen if type(r) in KERNEL_RULES]
-        basic_table = BasicRulesKernel(basic).rules if basic else table[:0]
-        k = 0
-        for r, rule in enumerate(chosen):
-            row = table[r]
-            if type(rule) in KERNEL_RULES:
-                row[:N_RULE_FIELDS] = basic_table[k]
-                k += 1
-            elif isinstance(rule, BreakEvenRule):
-                row[KIND] = BREAKEVEN
-                row[BE_TRIGGER] = rule.trigger_pct
-                row[BE_OFFSET] = rule.offset_pct
-            elif isinstance(rule, VolatilityScaledStopLoss):
-                row[KIND] = ATR_STOP
-                row[FACTOR] = rule.atr_multiplier
-            elif isinstance(rule, PartialProfitTaking):
-                row[KIND] = PARTIAL
-                partial = rule.level_table
-            row[CODE] = len(names)
-            row[PRIORITY] = rule.priority
-            names.append(rule.name)
-    level_kinds = (STOP_LOSS, TAKE_PROFIT, TRAILING, BREAKEVEN, ATR_STOP)
+    for r, (rule, gate_row, side, is_scalar) in enumerate(rows):
+        row = table[r]
+        if type(rule) in KERNEL_RULES:
+            row[:N_RULE_FIELDS] = BasicRulesKernel([rule]).rules[0]
+        elif isinstance(rule, BreakEvenRule):
+            row[KIND] = BREAKEVEN
+            row[BE_TRIGGER] = rule.trigger_pct
+            row[BE_OFFSET] = rule.offset_pct
+        elif isinstance(rule, _ATR_RULES):
+            row[KIND] = ATR_STOP if isinstance(rule, VolatilityScaledStopLoss) else ATR_TAKE_PROFIT
+            row[FACTOR] = rule.atr_multiplier
+            source = ("atr", rule.atr_column, 0.0)
+            if source not in sources:
+                sources.append(source)
+            row[INPUT] = sources.index(source)
+        elif isinstance(rule, PartialProfitTaking):
+            row[KIND] = PARTIAL
+            partial = rule.level_table
+        row[CODE] = len(names)
+        row[PRIORITY] = rule.priority
+        row[GATE] = gate_row
+        row[GATE_ON] = side
+        row[SCALAR] = float(is_scalar)
+        names.append(rule.name)
+    level_kinds = (STOP_LOSS, TAKE_PROFIT, TRAILING, BREAKEVEN, ATR_STOP, ATR_TAKE_PROFIT)
     sets_levels = bool(np.isin(table[:, KIND], level_kinds).any())
-    return table, names, partial, sets_levels
+    return _RuleTable(table, names, partial, _rule_inputs(data, sources), sets_levels)
+
+
+def _rule_inputs(data: MarketData, sources: list[tuple[str, str, float]]) -> FloatArray:
+    """The per-row inputs of the rule table (``_RuleTable.inputs``), one row per source: an
+    ATR column ``("atr", name, 0.0)`` as it is, a regime ``("regime", context column,
+    threshold)`` as flags (1.0 where the column's value at the row's timestamp is above the
+    threshold, :func:`engine.core.rules.regime_flags`); computed once per data and sources
+    (cached on ``data``)."""
+    if not sources:
+        return np.zeros((0, 0))
+
+    def build(data: MarketData) -> FloatArray:
+        out = np.empty((len(sources), data.n_rows))
+        counts = np.diff(data.offsets)
+        for k, (kind, name, threshold) in enumerate(sources):
+            if kind == "atr":
+                out[k] = data.columns[name]
+            else:
+                per_bar = regime_flags(
+                    np.ascontiguousarray(data.context[name], np.float64), threshold
+                )
+                out[k] = np.repeat(per_bar, counts)
+        return out
+
+    inputs: FloatArray = BarView(data, 0).derived(f"compiled_rule_inputs:{sources!r}", build)
+    return inputs
 
 
 def _limit_row(rule: RiskRule) -> tuple[int, float] | None:
@@ -447,9 +549,8 @@ def plan_topn(
             f"TopNStrategy signal {strategy.signal!r} is not a signal/indicator column of "
             f"the market data (have {sorted(data.columns)})"
         )
-    rules, rule_names, partial, sets_levels = _rule_table(
-        list(risk.rules) if risk is not None else []
-    )
+    rule_table = _rule_table(data, list(risk.rules) if risk is not None else [])
+    rules = rule_table.table
     limit_rules = list(risk.order_rules) if risk is not None else []
     limits = np.zeros((len(limit_rules), N_LIM))
     for r, rule in enumerate(limit_rules):
@@ -467,7 +568,7 @@ def plan_topn(
     params[P_STOPS_FIRST] = float(config.bar_event_order == "stops_first")
     params[P_CLOSE_AT_END] = float(config.close_at_end)
     params[P_ENTRY_RULES] = float(risk is not None and bool(risk.entry_rules))
-    params[P_LEVELS_SET] = float(sets_levels)
+    params[P_LEVELS_SET] = float(rule_table.sets_levels)
     params[P_HAS_RULES] = float(rules.shape[0] > 0)
     cap = config.max_volume_participation
     params[P_VOLUME_CAP] = 0.0 if cap is None else cap
@@ -477,24 +578,15 @@ def plan_topn(
     params[P_ENTRY_BAR] = float(config.stop_activation == "entry_bar")
     params[P_SUBMISSION_CASH] = float(config.cash_check == "submission")
     params[P_FILL_CLOSE] = float(config.fill == "close")
-    atr_rules = [r for r in risk.rules if type(r) is VolatilityScaledStopLoss] if risk else []
-    atr = (
-        np.ascontiguousarray(
-            data.columns[atr_rules[0].atr_column],
-            dtype=np.float64,
-        )
-        if atr_rules
-        else np.empty(0)
-    )
-    mechanics = _plan_mechanics(data, config, rule_names)  # may add a reason name
+    mechanics = _plan_mechanics(data, config, rule_table.names)  # may add a reason name
     return TopNPlan(
         signal=np.ascontiguousarray(data.columns[strategy.signal], dtype=np.float64),
-        atr=atr,
+        inputs=rule_table.inputs,
         params=params,
         rules=rules,
-        partial=partial,
+        partial=rule_table.partial,
         limits=limits,
-        rule_names=rule_names,
+        rule_names=rule_table.names,
         limit_rules=cast(list[LimitText], limit_rules),
         capacity=_capacity(data.n_timestamps, strategy.n, data.n_symbols),
         initial_cash=config.initial_cash,

@@ -6,8 +6,9 @@ strategy's ranking and orders, the fills at the open (or at the close with ``fil
 under a volume participation cap in parts), the re-entry cooldown and
 ``cash_check="submission"`` at hook B, the stop-loss / take-profit levels (live from the next
 bar or, ``stop_activation="entry_bar"``, the entry bar; ``exit_conflict`` either way),
-trailing stops, time exits, ``BreakEvenRule``, ``PartialProfitTaking`` and
-``VolatilityScaledStopLoss`` (:mod:`engine.core.rules`), the portfolio limits
+trailing stops, time exits, ``BreakEvenRule``, ``PartialProfitTaking``,
+``VolatilityScaledStopLoss`` / ``VolatilityScaledTakeProfit`` and ``RegimeDependentRule``
+over them (:mod:`engine.core.rules`), the portfolio limits
 at hook B and the accounting all happen in :func:`run_topn`, one compiled call for the whole
 run, and the records it writes (:mod:`engine.core.records`) become the result's frames by the
 same conversion as the Python loop's.
@@ -110,7 +111,6 @@ from engine.core.layout import (
     C_TRADES,
     CODE,
     DEFERRED,
-    ENTRY_ATR,
     ENTRY_ORDINAL,
     ENTRY_PENDING,
     EPS,
@@ -131,6 +131,7 @@ from engine.core.layout import (
     OUT_LEVEL,
     OUT_SID,
     PARTIAL,
+    PRIORITY,
     QTY,
     R_END,
     R_RULE0,
@@ -245,9 +246,10 @@ class TopNPlan:
     ----------
     signal : ndarray
         float64, shape (n_rows,): the ranking column, one value per market-data row.
-    atr : ndarray
-        float64, shape (n_rows,): the ATR column of the ``VolatilityScaledStopLoss`` rules
-        (currency per share), or shape (0,) when the run has none.
+    inputs : ndarray
+        float64, shape (k, n_rows): the per-row values the rules read (the ``INPUT`` /
+        ``GATE`` rows of ``rules``): ATR columns (currency per share) and regime flags (1.0:
+        above the threshold); shape (0, 0) when no rule reads any.
     params : ndarray
         float64, shape (N_P,): the ``P_*`` slots (n, rebalance every, weight, cash tolerance
         in currency, the volume participation cap as a fraction (0: none), the re-entry
@@ -272,7 +274,7 @@ class TopNPlan:
     """
 
     signal: FloatArray
-    atr: FloatArray
+    inputs: FloatArray
     params: FloatArray
     rules: FloatArray
     partial: FloatArray
@@ -538,7 +540,9 @@ def _open_pass(
     book, counts, last_row = state.book, state.counts, state.istate[LAST_ROW]
     orders, open_ = records.orders, bars.open_
     cap = tables.params[P_VOLUME_CAP]
+    entry_bar = tables.params[P_ENTRY_BAR] != 0.0
     stop_wins = tables.params[P_STOP_WINS] != 0.0
+    first_fill = counts[C_FILLS]
     kept = 0
     for k in range(counts[C_BOOK]):
         o = book[k]
@@ -568,14 +572,23 @@ def _open_pass(
             )
         if remaining != 0:
             _fill(o, remaining, open_[row], row, i, False, bars, tables, state, records)
-            if bars.atr.size and state.istate[ENTRY_PENDING, sid]:
-                # the ATR known at the fill (the symbol's previous bar) for the entry levels
-                known = bars.prev_row[row]
-                state.fstate[ENTRY_ATR, sid] = bars.atr[known] if known >= 0 else math.nan
         if cap != 0.0 and _working(orders[o]["status"]):
             book[kept] = o
             kept += 1
     counts[C_BOOK] = kept
+    if not entry_bar:
+        # hook D, once for all of this pass's entries (the Python driver's flush_entries):
+        # their levels from what was known at the fill (the symbol's previous bar), live
+        # from the next bar; none for a position the pass left flat; a short stays pending
+        # (the mark step then hands the run to the loop)
+        fills, istate, fstate = records.fills, state.istate, state.fstate
+        for f in range(first_fill, counts[C_FILLS]):
+            sid = fills[f]["sid"]
+            if istate[ENTRY_PENDING, sid] and fstate[QTY, sid] > 0.0:
+                kernels.set_entry_levels(
+                    sid, fstate, istate, i + 1, tables.rules, tables.inputs,
+                    bars.prev_row[istate[LAST_ROW, sid]],
+                )  # fmt: skip
 
 
 @_inline
@@ -591,18 +604,29 @@ def _pending_levels(
     fstate: FloatArray,
     istate: IntArray,
     rules: FloatArray,
+    inputs: FloatArray,
+    prev_row: IntArray,
     ids: IntArray,
 ) -> bool:
-    """The entry levels of the positions in ``held`` marked ``ENTRY_PENDING``, live from bar
-    ``active_from`` (:func:`engine.risk.kernels.entry_levels`; ``ids``: scratch, int64, at
-    least ``held.size`` long). False when one of them is short (the Python loop runs)."""
+    """The entry levels of the positions in ``held`` marked ``ENTRY_PENDING`` by this bar's
+    open fills, live from bar ``active_from``, from what was known at the fill (the symbol's
+    bar before its fill row; :func:`engine.risk.kernels.set_entry_levels`; ``ids``: scratch,
+    int64, at least ``held.size`` long). False, writing nothing, when one of them is short
+    (the Python loop runs)."""
     n = 0
     for k in range(held.size):
         sid = held[k]
         if istate[ENTRY_PENDING, sid]:
+            if fstate[QTY, sid] < 0.0:
+                return False
             ids[n] = sid
             n += 1
-    return n == 0 or kernels.entry_levels(ids[:n], fstate, istate, active_from, rules)
+    for k in range(n):
+        sid = ids[k]
+        if fstate[QTY, sid] != 0.0:
+            known = prev_row[istate[LAST_ROW, sid]]
+            kernels.set_entry_levels(sid, fstate, istate, active_from, rules, inputs, known)
+    return True
 
 
 @njit
@@ -699,8 +723,6 @@ def _fill_at_close(
             if remaining != 0:
                 _fill(o, remaining, bars.close[row], row, i, False, bars, tables, state, records)
                 if istate[ENTRY_PENDING, sid]:
-                    if bars.atr.size:
-                        fstate[ENTRY_ATR, sid] = bars.atr[row]
                     ids[n] = sid
                     n += 1
             if not _working(orders[o]["status"]):
@@ -708,9 +730,17 @@ def _fill_at_close(
         book[kept] = o
         kept += 1
     counts[C_BOOK] = kept
-    rules = tables.rules
     live = levels_active_from_nb(i, tables.params[P_ENTRY_BAR] != 0.0, True)
-    return n == 0 or kernels.entry_levels(ids[:n], fstate, istate, live, rules)
+    for k in range(n):
+        if fstate[QTY, ids[k]] < 0.0:
+            return False
+    for k in range(n):
+        sid = ids[k]
+        if fstate[QTY, sid] != 0.0:
+            # the ATR / regime known at a close fill: the fill bar's own row
+            row = istate[LAST_ROW, sid]
+            kernels.set_entry_levels(sid, fstate, istate, live, tables.rules, tables.inputs, row)
+    return True
 
 
 @njit
@@ -823,13 +853,19 @@ def _mark_and_hook_c(
     istate: IntArray,
     rules: FloatArray,
     partial: FloatArray,
+    inputs: FloatArray,
     aux_i: IntArray,
     aux_f: FloatArray,
 ) -> int:
-    """:func:`engine.risk.kernels.mark_bar_basic_rules` plus ``BreakEvenRule`` and
-    ``PartialProfitTaking``, merged as the general path merges them
-    (:class:`engine.risk.batch.PositionActions`): stops in rule order, the higher long stop
-    wins, earlier rules win ties, NaN never wins; a whole (time) exit beats the partial one.
+    """:func:`engine.risk.kernels.mark_bar_basic_rules` plus ``BreakEvenRule``,
+    ``PartialProfitTaking`` and the members of ``RegimeDependentRule`` rules, merged as the
+    general path merges them (:class:`engine.risk.batch.PositionActions`): stops in rule
+    order (the per-position rules' rows last, as the general path adds their merged answer
+    after the vectorised rules'), the higher long stop wins, earlier rules win ties, NaN
+    never wins; a whole exit beats the partial one, a later whole exit wins only with a higher
+    priority. A regime member acts only in its regime at this bar
+    (:func:`engine.risk.kernels.rule_applies` on the position's row: the context value at
+    this bar).
 
     The two rules decide through the functions their Python classes call
     (:mod:`engine.core.rules`): ``BreakEvenRule``'s stop candidate is
@@ -857,12 +893,15 @@ def _mark_and_hook_c(
         code = 0
         first = True
         exit_code = 0
+        exit_priority = 0.0
         partial_code = 0
         partial_size = 0.0
         for r in range(rules.shape[0]):
             kind = rules[r, KIND]
             value = math.nan
             setter = False
+            if not kernels.rule_applies(rules, r, inputs, row):
+                continue
             if kind == TRAILING:
                 value = kernels.trailing_level(rules, r, bars_held, fstate[BEST, sid], current)
                 setter = True
@@ -871,8 +910,10 @@ def _mark_and_hook_c(
                     1.0, entry, fstate[BEST, sid], rules[r, BE_TRIGGER], rules[r, BE_OFFSET]
                 )
                 setter = True
-            elif kind == TIME_EXIT and exit_code == 0 and bars_held >= rules[r, MAX_BARS]:
-                exit_code = int(rules[r, CODE])
+            elif kind == TIME_EXIT and bars_held >= rules[r, MAX_BARS]:
+                if exit_code == 0 or rules[r, PRIORITY] > exit_priority:
+                    exit_code = int(rules[r, CODE])
+                    exit_priority = rules[r, PRIORITY]
             elif kind == PARTIAL:
                 if aux_i[A_PARTIAL_ENTRY, sid] != aux_i[A_ENTRY_INDEX, sid]:
                     aux_i[A_PARTIAL_ENTRY, sid] = aux_i[A_ENTRY_INDEX, sid]
@@ -950,9 +991,8 @@ class Bars(NamedTuple):
     ``timestamps`` (int64, µs since the epoch, one per bar), ``offsets`` (int64, bar ``i``'s
     rows are ``offsets[i]:offsets[i + 1]``), ``sym_id`` / ``ordinal`` / ``prev_row`` (int64,
     per row), ``open_`` / ``high`` / ``low`` / ``close`` (float64, currency per share, per
-    row), ``signal`` (float64, per row), ``atr`` (float64, per row, the ATR column of the
-    ``VolatilityScaledStopLoss`` rules; empty without them), ``volume`` (float64, shares, per
-    row; read only under a volume participation cap).
+    row), ``signal`` (float64, per row), ``volume`` (float64, shares, per row; read only under
+    a volume participation cap).
     """
 
     timestamps: IntArray
@@ -965,13 +1005,13 @@ class Bars(NamedTuple):
     ordinal: IntArray
     prev_row: IntArray
     signal: FloatArray
-    atr: FloatArray
     volume: FloatArray
 
 
 class Tables(NamedTuple):
     """The run's parameters and rule tables (:class:`TopNPlan`): ``params`` (``P_*``),
-    ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`) and the slippage and
+    ``rules``, ``partial``, ``limits`` (:mod:`engine.core.layout`), the rules' per-row
+    ``inputs`` and the slippage and
     commission: ``cost_params``, ``tiers``, ``tier_state``, ``cost_rows``, the fields of
     :class:`engine.core.costs.Costs` (flat: numba reference-counts every array of a nested
     tuple at each use, some 100 ns per fill)."""
@@ -980,6 +1020,7 @@ class Tables(NamedTuple):
     rules: FloatArray
     partial: FloatArray
     limits: FloatArray
+    inputs: FloatArray
     cost_params: FloatArray
     tiers: FloatArray
     tier_state: FloatArray
@@ -1132,7 +1173,9 @@ def run_topn(
             if entry_bar and has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
                 live = levels_active_from_nb(i, entry_bar, False)
-                if not _pending_levels(held[:nh], live, fstate, istate, rules, new):
+                if not _pending_levels(
+                    held[:nh], live, fstate, istate, rules, tables.inputs, bars.prev_row, new
+                ):
                     counts[C_STATUS] = ST_SHORT_BOOK
                     return
             if (n_def or entry_bar) and levels_set:
@@ -1147,7 +1190,9 @@ def run_topn(
             if has_rules:
                 nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
                 live = levels_active_from_nb(i, entry_bar, False)
-                if entry_bar and not _pending_levels(held[:nh], live, fstate, istate, rules, new):
+                if entry_bar and not _pending_levels(
+                    held[:nh], live, fstate, istate, rules, tables.inputs, bars.prev_row, new
+                ):
                     counts[C_STATUS] = ST_SHORT_BOOK
                     return
                 if nh:
@@ -1160,7 +1205,7 @@ def run_topn(
         if has_rules:
             exits = _mark_and_hook_c(
                 lo, hi, i, sym_id, close, high, low, ordinal, held[:nh], fstate, istate, rules,
-                partial, aux_i, aux_f,
+                partial, tables.inputs, aux_i, aux_f,
             )  # fmt: skip
             if exits < 0:
                 counts[C_STATUS] = ST_SHORT_BOOK
@@ -1336,12 +1381,12 @@ class CompiledRun:
     def __init__(self, data: MarketData, plan: TopNPlan) -> None:
         bars = Bars(
             data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-            data.close, data.ordinal, data.prev_row, plan.signal, plan.atr, data.volume,
+            data.close, data.ordinal, data.prev_row, plan.signal, data.volume,
         )  # fmt: skip
         costs = plan.costs
         tables = Tables(
-            plan.params, plan.rules, plan.partial, plan.limits, costs.params, costs.tiers,
-            costs.tier_state, costs.rows,
+            plan.params, plan.rules, plan.partial, plan.limits, plan.inputs, costs.params,
+            costs.tiers, costs.tier_state, costs.rows,
         )  # fmt: skip
         n_sym = data.n_symbols
         n_t = data.n_timestamps
@@ -1487,19 +1532,29 @@ def _unplaced_rules(rejections: RecordArray, records: Records) -> None:
 def _limit_texts(rejections: RecordArray, limits: list[LimitText], records: Records) -> None:
     """The reason texts and rule names of the rejection / shrink rows a compiled portfolio
     limit wrote (``limit >= 0``), from the limits' own ``reason_text``, as codes of
-    ``records.texts`` (a few rows: one Python call per rejected or shrunk order)."""
-    memo: dict[tuple[int, int, float, float], int] = {}
-    for k in np.flatnonzero(rejections["limit"] >= 0).tolist():
-        r = int(rejections["limit"][k])
-        key = (
-            r,
-            int(rejections["shrink_text"][k]),
-            float(rejections["value"][k]),
-            float(rejections["bound"][k]),
-        )
-        code = memo.get(key)
-        if code is None:
-            text = limits[r].reason_text(bool(key[1]), key[2], key[3])
-            code = memo[key] = records.text_code(text)
-        rejections["reason"][k] = code
-        rejections["rule"][k] = records.text_code(limits[r].name)
+    ``records.texts``: one Python call per distinct ``(limit, shrink, value, bound)``, so a
+    halted run's thousands of identical rejections cost one text."""
+    rows = np.flatnonzero(rejections["limit"] >= 0)
+    if rows.size == 0:
+        return
+    keys = [rejections[field][rows] for field in ("limit", "shrink_text", "value", "bound")]
+    order = np.lexsort(keys[::-1])
+    first = np.zeros(rows.size, dtype=np.bool_)  # the first row of each distinct key, sorted
+    first[0] = True
+    for key in keys:
+        ordered = key[order]
+        first[1:] |= ordered[1:] != ordered[:-1]
+    group = np.empty(rows.size, dtype=np.int64)
+    group[order] = np.cumsum(first) - 1
+    codes = np.array(
+        [
+            records.text_code(limits[int(r)].reason_text(bool(shrink), float(value), float(bound)))
+            for r, shrink, value, bound in zip(*(key[order[first]] for key in keys), strict=True)
+        ],
+        dtype=rejections.dtype["reason"],
+    )
+    names = np.array(
+        [records.text_code(limit.name) for limit in limits], dtype=rejections.dtype["rule"]
+    )
+    rejections["reason"][rows] = codes[group]
+    rejections["rule"][rows] = names[keys[0]]

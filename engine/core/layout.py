@@ -20,9 +20,7 @@ Per-symbol state
     - ``fstate``, float64, shape (N_FLOAT_FIELDS, n_symbols): rows ``QTY`` (shares, signed),
       ``AVG`` (average entry price), ``MARK`` (latest close), ``STOP`` / ``TP`` (stop-loss and
       take-profit levels, NaN = none), ``BEST`` / ``WORST`` (highest high and lowest low since
-      the entry), ``OUT_LEVEL`` (output buffer), ``ENTRY_ATR`` (the ATR known at the latest
-      entry fill, for the ``ATR_STOP`` rules of the compiled driver). Prices in currency per
-      share.
+      the entry), ``OUT_LEVEL`` (output buffer). Prices in currency per share.
     - ``istate``, int64, shape (N_INT_FIELDS, n_symbols): rows ``LAST_ROW`` (the symbol's
       latest data row; below ``lo``, the current bar's first row, means no bar now),
       ``LEVEL_FROM`` (first bar index at which the levels are live), ``STOP_RULE`` /
@@ -50,13 +48,20 @@ Run counters
     ``counts``, int64, shape (N_C,): ``C_*``; ``acc``, float64, shape (N_ACC,): ``ACC_*``.
 
 Rule table
-    float64, shape (m, N_RULES_COLS), one row per position rule in priority order: ``KIND``
-    (``STOP_LOSS``, ``TAKE_PROFIT``, ``TRAILING``, ``TIME_EXIT``, ``BREAKEVEN``, ``PARTIAL``
-    or ``ATR_STOP``), ``CODE`` (the rule's name code), ``MAX_BARS`` (integers stored exactly as
-    floats), ``FACTOR`` (long entry level / entry price; the ATR multiplier of ``ATR_STOP``),
-    ``TRAIL_INITIAL``, ``TRAIL_TIGHTEN``, ``TRAIL_MIN`` (fractions), ``PRIORITY`` (only in the
-    compiled driver's table; the per-bar kernels of :mod:`engine.risk.kernels` read the first
-    ``N_RULE_FIELDS`` columns).
+    float64, shape (m, N_RULE_FIELDS) for the Python driver's fixed-percent rules, (m,
+    N_RULES_COLS) for the compiled driver, one row per position rule in priority order:
+    ``KIND`` (``STOP_LOSS``, ``TAKE_PROFIT``, ``TRAILING``, ``TIME_EXIT``, ``BREAKEVEN``,
+    ``PARTIAL``, ``ATR_STOP`` or ``ATR_TAKE_PROFIT``), ``CODE`` (the rule's name code),
+    ``MAX_BARS`` (integers stored exactly as floats), ``FACTOR`` (long entry level / entry
+    price; the ATR multiplier of ``ATR_STOP`` / ``ATR_TAKE_PROFIT``), ``TRAIL_INITIAL``,
+    ``TRAIL_TIGHTEN``, ``TRAIL_MIN`` (fractions). The compiled driver's table adds
+    ``PRIORITY`` (the rule's priority), ``INPUT`` (the row of the run's per-row input matrix
+    holding the rule's ATR column; -1: none), ``GATE`` / ``GATE_ON`` (a member of a
+    ``RegimeDependentRule``: the input row holding the regime flag per data row, 1.0 where the
+    context value is above the threshold, and the flag under which the member applies; ``GATE``
+    -1: always applies) and ``SCALAR`` (1.0: the rule answers per position in the Python
+    driver, ``RiskRule.vectorized`` false, so its levels and exits merge after the vectorised
+    rules'; such rows follow all the others).
 
 Portfolio-limit table (hook B)
     float64, shape (k, N_LIM): ``LIM_KIND`` (an ``L_*`` code) and ``LIM_PARAM`` (the limit's
@@ -75,8 +80,8 @@ EPS = 1e-9
 
 # ---------------------------------------------------------------------- per-symbol state
 # rows of fstate (float64)
-QTY, AVG, MARK, STOP, TP, BEST, WORST, OUT_LEVEL, ENTRY_ATR = range(9)
-N_FLOAT_FIELDS = 9
+QTY, AVG, MARK, STOP, TP, BEST, WORST, OUT_LEVEL = range(8)
+N_FLOAT_FIELDS = 8
 # rows of istate (int64)
 (
     LAST_ROW,
@@ -120,15 +125,16 @@ N_ACC = 5
 # ---------------------------------------------------------------------- rule table
 KIND, CODE, MAX_BARS, FACTOR, TRAIL_INITIAL, TRAIL_TIGHTEN, TRAIL_MIN = range(7)
 N_RULE_FIELDS = 7
-PRIORITY = N_RULE_FIELDS
-N_RULES_COLS = N_RULE_FIELDS + 1
+PRIORITY, INPUT, GATE, GATE_ON, SCALAR = range(N_RULE_FIELDS, N_RULE_FIELDS + 5)
+N_RULES_COLS = N_RULE_FIELDS + 5
 # rule kinds
 STOP_LOSS, TAKE_PROFIT, TRAILING, TIME_EXIT = 1, 2, 3, 4
-BREAKEVEN, PARTIAL, ATR_STOP = 5, 6, 7
+BREAKEVEN, PARTIAL, ATR_STOP, ATR_TAKE_PROFIT = 5, 6, 7, 8
 """``BreakEvenRule`` (its trigger and offset in the columns ``BE_TRIGGER`` / ``BE_OFFSET``),
-``PartialProfitTaking`` (its levels in a separate table of rows ``return_pct, fraction``) and
-``VolatilityScaledStopLoss`` (``FACTOR``: its ATR multiplier; the ATR known at the entry fill
-in the ``ENTRY_ATR`` row of ``fstate``)."""
+``PartialProfitTaking`` (its levels in a separate table of rows ``return_pct, fraction``),
+``VolatilityScaledStopLoss`` and ``VolatilityScaledTakeProfit`` (``FACTOR``: the ATR
+multiplier; ``INPUT``: the input row of their ATR column, read at the entry fill on the
+symbol's bar before it)."""
 BE_TRIGGER, BE_OFFSET = TRAIL_INITIAL, TRAIL_TIGHTEN
 """The columns of a ``BREAKEVEN`` row holding ``BreakEvenRule``'s ``trigger_pct`` and
 ``offset_pct`` (fractions)."""

@@ -13,7 +13,9 @@ holds only the rule's arithmetic.
 - :func:`partial_take`: when ``PartialProfitTaking`` fires, for how many shares, and which of
   its levels are then used up;
 - :func:`atr_level`: the level ``VolatilityScaledStopLoss`` / ``VolatilityScaledTakeProfit``
-  set at an entry fill (:func:`atr_levels`: of many positions at once, compiled).
+  set at an entry fill (:func:`atr_levels`: of many positions at once, compiled);
+- :func:`regime_above`: which member of a ``RegimeDependentRule`` applies
+  (:func:`regime_flags`: over a whole context column, compiled).
 """
 
 from __future__ import annotations
@@ -151,7 +153,29 @@ def atr_level(entry: float, direction: float, side: float, multiplier: float, at
     return entry + side * direction * multiplier * atr
 
 
+def regime_above(value: float, threshold: float) -> bool:
+    """Whether a ``RegimeDependentRule`` is in its ``above`` regime: ``value > threshold``.
+
+    A NaN ``value`` (no context value at that bar) is not above: the ``below`` member applies.
+
+    Parameters
+    ----------
+    value : float
+        The context column's value at the bar the rule reads (units of that column, e.g. VIX
+        points).
+    threshold : float
+        The rule's finite threshold, same units.
+
+    Returns
+    -------
+    bool
+        True: the ``above`` member applies; False: the ``below`` member.
+    """
+    return value > threshold
+
+
 breakeven_stop_nb = njit(breakeven_stop)
+regime_above_nb = njit(regime_above)
 partial_take_nb = njit(partial_take)
 atr_level_nb = njit(atr_level)
 
@@ -201,4 +225,26 @@ def atr_levels(
     out = np.empty(entry.shape[0])
     for k in range(entry.shape[0]):
         out[k] = atr_level_nb(entry[k], direction[k], side, multiplier, atr[k])
+    return out
+
+
+@njit
+def regime_flags(values: FloatArray, threshold: float) -> FloatArray:
+    """:func:`regime_above` of each value of a context column, as 1.0 (above) / 0.0 (below).
+
+    Parameters
+    ----------
+    values : ndarray
+        float64, shape (n,): the context column (NaN where missing).
+    threshold : float
+        The rule's threshold.
+
+    Returns
+    -------
+    ndarray
+        float64, shape (n,): 1.0 where the ``above`` member applies, else 0.0.
+    """
+    out = np.empty(values.shape[0])
+    for k in range(values.shape[0]):
+        out[k] = 1.0 if regime_above_nb(values[k], threshold) else 0.0
     return out

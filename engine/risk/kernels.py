@@ -49,14 +49,17 @@ import numpy.typing as npt
 
 from engine.core.layout import (
     ATR_STOP,
+    ATR_TAKE_PROFIT,
     AVG,
     BEST,
     CODE,
     DEFERRED,
-    ENTRY_ATR,
     ENTRY_ORDINAL,
     ENTRY_PENDING,
     FACTOR,
+    GATE,
+    GATE_ON,
+    INPUT,
     KIND,
     LAST_ROW,
     LEVEL_FROM,
@@ -65,7 +68,9 @@ from engine.core.layout import (
     OUT_CODE,
     OUT_LEVEL,
     OUT_SID,
+    PRIORITY,
     QTY,
+    SCALAR,
     STOP,
     STOP_LOSS,
     STOP_RULE,
@@ -176,39 +181,90 @@ def trailing_level(rules: FloatArray, r: int, bars_held: int, best: float, stop:
     return np.fmax(best * (1.0 - trail), stop)  # type: ignore[no-any-return]
 
 
+@_jit_inline
+def rule_applies(rules: FloatArray, r: int, inputs: FloatArray, row: int) -> bool:
+    """Whether row ``r`` of a rule table applies to a position whose rules read data row
+    ``row`` (-1: none): always for a table without the ``GATE`` column (the Python driver's
+    fixed-percent rules) or a row with ``GATE`` -1; for a member of a ``RegimeDependentRule``
+    (compiled driver), when the regime flag ``inputs[GATE, row]`` (1.0: above the threshold;
+    a missing row counts as below, 0.0) equals the row's ``GATE_ON``."""
+    if rules.shape[1] <= GATE or rules[r, GATE] < 0.0:
+        return True
+    flag = inputs[int(rules[r, GATE]), row] if row >= 0 else 0.0
+    return bool(flag == rules[r, GATE_ON])
+
+
 @_jit
-def _set_entry_levels(
-    sid: int, fstate: FloatArray, istate: IntArray, active_from: int, rules: FloatArray
+def set_entry_levels(
+    sid: int,
+    fstate: FloatArray,
+    istate: IntArray,
+    active_from: int,
+    rules: FloatArray,
+    inputs: FloatArray,
+    known: int,
 ) -> None:
     """Entry levels of the long position ``sid`` (see :func:`entry_levels`); unmarks it as
     ``ENTRY_PENDING`` (a mark left by an entry closed again before a compiled step must not
-    outlive a later entry's levels)."""
+    outlive a later entry's levels).
+
+    ``inputs`` (float64, shape (k, n_rows)) and ``known`` (the data row known at the fill, the
+    symbol's bar before it; -1: none) serve the compiled driver's wider table
+    (:mod:`engine.core.layout`): the ATR of the ``ATR_STOP`` / ``ATR_TAKE_PROFIT`` rows is
+    ``inputs[INPUT, known]`` (NaN without a known row) and a regime member counts only when
+    :func:`rule_applies`. Rows marked ``SCALAR`` merge after the others, as the Python driver's
+    per-position rules do: their stops by the same rule, their take-profit (the highest
+    priority's, the earlier on ties) only where no other row set one.
+    """
     istate[ENTRY_PENDING, sid] = 0
     price = fstate[AVG, sid]
+    wide = rules.shape[1] > SCALAR
     level = math.nan
     code = 0
     first = True
     target = math.nan
     target_code = 0
+    late_target = math.nan
+    late_code = 0
+    late_priority = 0.0
     for r in range(rules.shape[0]):
         kind = rules[r, KIND]
-        if kind in (STOP_LOSS, TRAILING, ATR_STOP):
-            if kind == ATR_STOP:
-                value = atr_level_nb(price, 1.0, -1.0, rules[r, FACTOR], fstate[ENTRY_ATR, sid])
-            else:
-                value = price * rules[r, FACTOR]
-            if stop_wins(first, value, level):
-                level = value
-                code = int(rules[r, CODE])
-                first = False
-        elif kind == TAKE_PROFIT and target_code == 0:
-            target = price * rules[r, FACTOR]
-            target_code = int(rules[r, CODE])
+        if kind in (STOP_LOSS, TRAILING, TAKE_PROFIT):
+            value = price * rules[r, FACTOR]
+        elif wide and kind in (ATR_STOP, ATR_TAKE_PROFIT):
+            atr = inputs[int(rules[r, INPUT]), known] if known >= 0 else math.nan
+            side = -1.0 if kind == ATR_STOP else 1.0
+            value = atr_level_nb(price, 1.0, side, rules[r, FACTOR], atr)
+        else:
+            continue
+        if wide and not rule_applies(rules, r, inputs, known):
+            continue
+        if kind in (TAKE_PROFIT, ATR_TAKE_PROFIT):
+            if not math.isfinite(value):
+                continue
+            if wide and rules[r, SCALAR] != 0.0:
+                if late_code == 0 or rules[r, PRIORITY] > late_priority:
+                    late_target = value
+                    late_code = int(rules[r, CODE])
+                    late_priority = rules[r, PRIORITY]
+            elif target_code == 0:
+                target = value
+                target_code = int(rules[r, CODE])
+        elif stop_wins(first, value, level):
+            level = value
+            code = int(rules[r, CODE])
+            first = False
+    if target_code == 0 and late_code != 0:
+        target = late_target
+        target_code = late_code
     write_stop(sid, level, code, active_from, fstate, istate)
     if math.isfinite(target):
         fstate[TP, sid] = target
         istate[TP_RULE, sid] = target_code
         istate[LEVEL_FROM, sid] = active_from
+
+
+_NO_INPUTS = np.empty((0, 0))
 
 
 @_jit
@@ -217,11 +273,10 @@ def entry_levels(
 ) -> bool:
     """Initial levels of the long positions ``sids`` just opened or increased.
 
-    Stop: the highest of ``avg * FACTOR`` over the stop-loss and trailing rules and of
-    :func:`engine.core.rules.atr_level` over the ``ATR_STOP`` rules (the compiled driver's;
-    the ATR known at the fill in the ``ENTRY_ATR`` row). Take-profit:
-    ``avg * FACTOR`` of the first take-profit rule. Finite levels are written with
-    ``LEVEL_FROM = active_from``; flat positions (closed again in the same step) are skipped.
+    Stop: the highest of ``avg * FACTOR`` over the stop-loss and trailing rules (earlier rules
+    win ties). Take-profit: ``avg * FACTOR`` of the first take-profit rule. Finite levels are
+    written with ``LEVEL_FROM = active_from``; flat positions (closed again in the same step)
+    are skipped (:func:`set_entry_levels`).
 
     Returns False, writing nothing, when one of the positions is short (the broker then takes
     the general path).
@@ -233,7 +288,7 @@ def entry_levels(
     for k in range(sids.size):
         sid = sids[k]
         if qty[sid] != 0:
-            _set_entry_levels(sid, fstate, istate, active_from, rules)
+            set_entry_levels(sid, fstate, istate, active_from, rules, _NO_INPUTS, -1)
     return True
 
 
@@ -241,12 +296,13 @@ def entry_levels(
 def _set_pending_entry_levels(
     held: IntArray, fstate: FloatArray, istate: IntArray, active_from: int, rules: FloatArray
 ) -> None:
-    """Entry levels of the held positions marked ``ENTRY_PENDING`` (which unmarks them)."""
+    """Entry levels of the held positions marked ``ENTRY_PENDING`` (which unmarks them; the
+    compiled driver sets its entries' levels at the fill, :func:`set_entry_levels`)."""
     pending = istate[ENTRY_PENDING]
     for k in range(held.size):
         sid = held[k]
         if pending[sid]:
-            _set_entry_levels(sid, fstate, istate, active_from, rules)
+            set_entry_levels(sid, fstate, istate, active_from, rules, _NO_INPUTS, -1)
 
 
 @_jit_inline

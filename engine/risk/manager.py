@@ -176,13 +176,15 @@ class RiskManager:
     def basic_kernel(self) -> BasicRulesKernel | None:
         """The compiled fast path (:mod:`engine.risk.kernels`) for the position rules, when
         every rule is exactly one of the built-in fixed-percent rules (``PriceBasedStopLoss``,
-        ``PriceBasedTakeProfit``, ``DynamicTrailingStop``, ``TimeBasedExit``; subclasses
-        excluded) or an order rule only (hook B, e.g. the portfolio limits ``MaxPositionsRule``,
-        ``MaxDrawdownRule(action="halt")``, which keep running at hook B), and at least one is a
-        fixed-percent rule; else ``None``."""
+        ``PriceBasedTakeProfit``, ``DynamicTrailingStop`` with its default reference price,
+        ``TimeBasedExit``; subclasses excluded) or an order rule only (hook B, e.g. the
+        portfolio limits ``MaxPositionsRule``, ``MaxDrawdownRule(action="halt")``, which keep
+        running at hook B), and at least one is a fixed-percent rule; else ``None``."""
         chosen = [r for r in self.rules if type(r) in KERNEL_RULES]
         if not chosen or any(
-            type(r) not in KERNEL_RULES and not _order_rule_only(r) for r in self.rules
+            (type(r) not in KERNEL_RULES and not _order_rule_only(r))
+            or not getattr(r, "default_reference", True)
+            for r in self.rules
         ):
             return None
         return BasicRulesKernel(chosen)

@@ -44,7 +44,7 @@ class ExecutionConfig(_Strict):
     close_at_end : bool | None
         Close every open position at the last bar's close (``exit_reason = end_of_data``).
     bar_event_order : {"chronological", "stops_first"} | None
-    stop_activation : {"next_bar", "entry_bar"} | None
+    stop_activation : {"next_bar", "entry_bar", "second_bar"} | None
     exit_conflict : {"open_sell_wins", "stop_wins"} | None
         ``stop_wins`` needs ``bar_event_order: stops_first``.
     cash_check : {"execution", "submission"} | None
@@ -52,6 +52,9 @@ class ExecutionConfig(_Strict):
         0 to 10,000 bars.
     cash_tolerance : float | None
         Currency, in [0, 1000].
+    target_rounding : {"position", "order"} | None
+        Whole-share rounding of ``order_target_value`` / ``order_target_percent``: the target
+        position (default) or the order size (Backtrader, VectorBT).
     financing : FinancingConfig | None
         Interest on cash and short borrow fees, accrued per bar (default None: none).
 
@@ -74,11 +77,12 @@ class ExecutionConfig(_Strict):
     max_volume_participation: Annotated[float, _NUMBER, Field(gt=0, le=1)] | None = None
     close_at_end: bool | None = None
     bar_event_order: Literal["chronological", "stops_first"] | None = None
-    stop_activation: Literal["next_bar", "entry_bar"] | None = None
+    stop_activation: Literal["next_bar", "entry_bar", "second_bar"] | None = None
     exit_conflict: Literal["open_sell_wins", "stop_wins"] | None = None
     cash_check: Literal["execution", "submission"] | None = None
     reentry_cooldown_bars: Annotated[int, _NUMBER, Field(ge=0, le=MAX_BARS)] | None = None
     cash_tolerance: Annotated[float, _NUMBER, Field(ge=0, le=1000)] | None = None
+    target_rounding: Literal["position", "order"] | None = None
     financing: FinancingConfig | None = None
 
     def engine_overrides(self) -> dict[str, Any]:
@@ -118,6 +122,7 @@ ENGINE_SETTINGS = (
     "cash_check",
     "reentry_cooldown_bars",
     "cash_tolerance",
+    "target_rounding",
 )
 """``execution`` keys passed to :class:`engine.ExecutionConfig` under the same name when given."""
 

@@ -51,7 +51,9 @@ from engine.risk.rules.dynamic import (
     VolatilityScaledTakeProfit,
 )
 from tests.engine.conftest import atr_14, momentum_scores, ts
-from tests.engine.fastpath_helpers import FRAMES, _assert_identical, _both
+from tests.engine.fastpath_helpers import FRAMES
+from tests.engine.fastpath_helpers import assert_identical as _assert_identical
+from tests.engine.fastpath_helpers import run_both as _both
 
 # Two stop-setting rules on purpose in some cases: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")
@@ -456,17 +458,11 @@ def test_fastpath_unsupported_rules_and_strategy_take_python_loop(
     )
     atr = RiskManager([PriceBasedStopLoss(0.05), VolatilityScaledTakeProfit(2.0)])
     assert plan.compiled_reason(scored_data, top, atr, cfg) == (
-        "rule VolatilityScaledTakeProfit has no compiled form"
+        "VolatilityScaledTakeProfit ATR column 'atr_14' not in the data"
     )
     missing = RiskManager([VolatilityScaledStopLoss(2.0, atr_column="atr_14")])
     assert plan.compiled_reason(scored_data, top, missing, cfg) == (
         "VolatilityScaledStopLoss ATR column 'atr_14' not in the data"
-    )
-    two_atr = RiskManager(
-        [VolatilityScaledStopLoss(2.0), VolatilityScaledStopLoss(3.0, atr_column="atr_20")]
-    )
-    assert plan.compiled_reason(scored_data, top, two_atr, cfg) == (
-        "VolatilityScaledStopLoss rules on different ATR columns"
     )
     two = RiskManager([PartialProfitTaking([(0.1, 0.5)]), PartialProfitTaking([(0.2, 0.5)])])
     assert plan.compiled_reason(scored_data, top, two, cfg) == (
@@ -669,33 +665,3 @@ def test_fastpath_pairwise_sum_equals_numpy_nansum(
         marks[rng.random(n) < 0.1] = np.nan  # symbols without a bar yet
         expected = float(np.nansum(np.abs(qty + pending) * marks))
         assert gross(qty, pending, marks, np.empty(256 + n)) == expected, n
-
-
-_CONFIG_REASONS = {
-    "demo.yaml": None,
-    "sp500_top25.yaml": None,
-    "sp500_momentum_reference.yaml": None,
-    # its PerShare commission, SpreadAware slippage and ATR stop run compiled, its regime rule not
-    "top25_ml_with_risk.yaml": "rule RegimeDependentRule has no compiled form",
-}
-
-
-@pytest.mark.parametrize("name", sorted(_CONFIG_REASONS))
-def test_fastpath_repository_configs_compiled_reason_names_what_runs_the_loop(
-    scored_data: MarketData, data_root: Path, name: str
-) -> None:
-    """Which of the repository's experiment configs run compiled (the README lists them)."""
-    from engine import build_rule
-    from ml4t_pipeline.config import load_config
-
-    root = Path(__file__).resolve().parents[2] / "configs"
-    assert {p.name for p in root.glob("*.yaml")} == set(_CONFIG_REASONS)
-    cfg = load_config(root / name, data_root=data_root)
-    rules = [build_rule(spec) for spec in cfg.risk_rules]
-    reason = plan.compiled_reason(
-        scored_data,
-        cfg.strategy.build(),
-        RiskManager(rules) if rules else None,
-        cfg.execution.engine_config(),
-    )
-    assert reason == _CONFIG_REASONS[name]

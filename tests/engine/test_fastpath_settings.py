@@ -43,7 +43,9 @@ from engine.compiled import plan
 from engine.core import costs, ledger, matching
 from engine.risk.rules.dynamic import BreakEvenRule, DynamicTrailingStop, VolatilityScaledStopLoss
 from tests.engine.conftest import make_panel, momentum_scores, ts
-from tests.engine.fastpath_helpers import FRAMES, _assert_identical, _both
+from tests.engine.fastpath_helpers import FRAMES
+from tests.engine.fastpath_helpers import assert_identical as _assert_identical
+from tests.engine.fastpath_helpers import run_both as _both
 
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")
 

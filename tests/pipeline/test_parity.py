@@ -121,35 +121,114 @@ def test_parity_stop_loss_gap_against_from_signals_closes_with_stop_wins(panel: 
 
 @pytest.mark.parametrize("framework", ["backtrader", "vectorbt"])
 def test_parity_target_weights_gap_closes_with_order_rounding(panel: tuple, framework: str) -> None:
-    floored = compare_scenario(
-        get_scenario("target_weights"), _data(panel, "target_weights"), framework
-    ).row
-    truncated = compare_scenario(
-        get_scenario("target_weights_order_rounding"),
-        _data(panel, "target_weights_order_rounding"),
-        framework,
-    ).row
+    """Our default ``target_rounding="position"`` floors the target position (a sell one share
+    larger); ``ExecutionConfig(target_rounding="order")`` truncates the order as both
+    frameworks do."""
+    scenario = get_scenario("target_weights")
+    data = _data(panel, "target_weights")
+    floored = compare_scenario(scenario, data, framework, engine_overrides={}).row
+    truncated = compare_scenario(scenario, data, framework).row
     assert floored["status"] == "gap"
     assert floored["price_gaps"] > 0  # sells one share larger: quantities differ
-    assert floored["knob"].startswith("target rounding")
     assert truncated["status"] == "matched"
+    assert "target_rounding=order" in truncated["preset"]
 
 
-def test_parity_trailing_gap_closes_when_vectorbt_counts_the_entry_bar(panel: tuple) -> None:
+@pytest.mark.parametrize("name", ["trailing_stop", "short_trailing_stop"])
+def test_parity_trailing_gap_against_vectorbt_closes_without_the_entry_bar(
+    panel: tuple, name: str
+) -> None:
+    """VectorBT's ``sl_trail`` high-water mark starts at the entry fill and skips the entry
+    bar's high; ``DynamicTrailingStop(include_entry_bar=False)`` matches it fill for fill."""
+    scenario = get_scenario(name)
+    data = _data(panel, name)
+    default = compare_scenario(scenario, data, "vectorbt", trail_settings={}).row
+    matched = compare_scenario(scenario, data, "vectorbt").row
+    assert default["status"] == "gap"
+    assert matched["status"] == "matched", matched
+    assert matched["fills_ours"] > 20 and abs(matched["final_equity_gap"]) < 0.01
+    assert "include_entry_bar=False" in matched["preset"]
+
+
+@pytest.mark.parametrize("name", ["trailing_stop", "short_trailing_stop", "topn_trailing_stop"])
+def test_parity_trailing_gap_against_backtrader_closes_when_trailing_on_closes(
+    panel: tuple, name: str
+) -> None:
+    """Backtrader's ``StopTrail`` ratchets on each close from the close of the fill bar;
+    ``DynamicTrailingStop(trail_on="close")`` matches it fill for fill."""
+    scenario = get_scenario(name)
+    data = _data(panel, name)
+    default = compare_scenario(scenario, data, "backtrader", trail_settings={}).row
+    matched = compare_scenario(scenario, data, "backtrader").row
+    assert default["status"] == "gap"
+    assert matched["status"] == "matched", matched
+    assert matched["fills_ours"] > 20 and abs(matched["final_equity_gap"]) < 0.01
+    assert "trail_on=close" in matched["preset"]
+
+
+def test_parity_same_close_gap_against_backtrader_closes_with_second_bar(panel: tuple) -> None:
+    """Backtrader's cheat-on-close fill is notified a bar late, so its stop is first checked
+    two bars after the entry close: ``stop_activation="second_bar"``."""
+    scenario = get_scenario("same_close")
+    data = _data(panel, "same_close")
+    default = compare_scenario(scenario, data, "backtrader", engine_overrides={}).row
+    matched = compare_scenario(scenario, data, "backtrader").row
+    assert default["status"] == "gap"
+    assert default["knob"].startswith("cheat-on-close timing")
+    assert matched["status"] == "matched", matched
+    assert "stop_activation=second_bar" in matched["preset"]
+
+
+@pytest.mark.parametrize("name", ["trailing_stop_loss", "three_rules"])
+def test_parity_fixed_and_trailing_stop_gap_is_backtraders_oco_order(
+    panel: tuple, name: str
+) -> None:
+    """With a fixed stop beside the trailing one, the only differences left are bars on which
+    Backtrader filled its first-submitted fixed ``Stop`` at a lower price than the tighter
+    trailing level we fill (same bar, same quantity); a Backtrader strategy that cancels the
+    fixed stop once the trailing level passes it matches every fill."""
     from ml4t_pipeline.lib.crossval.compare import compare_fills
-    from ml4t_pipeline.lib.crossval.parity_vectorbt import run_vectorbt_scenario
-    from ml4t_pipeline.lib.crossval.scenarios import run_ml4t_scenario
+    from ml4t_pipeline.lib.crossval.parity_backtrader import run_backtrader_scenario
 
-    scenario = get_scenario("trailing_stop")
-    data = _data(panel, "trailing_stop")
-    row = compare_scenario(scenario, data, "vectorbt").row
-    assert row["status"] == "gap"
-    assert row["knob"].startswith("trailing high-water mark")
-    ours = run_ml4t_scenario(scenario, data, "vectorbt")
-    theirs = run_vectorbt_scenario(scenario, data, trail_includes_entry_bar=True)
-    cmp = compare_fills(net_fills(ours.fills), net_fills(theirs.fills))
-    assert cmp.identical
-    assert abs(ours.final_equity - theirs.final_equity) < 0.01
+    scenario = get_scenario(name)
+    data = _data(panel, name)
+    result = compare_scenario(scenario, data, "backtrader")
+    assert result.row["knob"].startswith("OCO sibling order")
+    assert "trail_on=close" in result.row["preset"]
+    assert result.ours is not None and result.theirs is not None
+    cmp = compare_fills(net_fills(result.ours.fills), net_fills(result.theirs.fills))
+    assert (cmp.n_missing, cmp.n_extra) == (0, 0)
+    bad = cmp.matched.filter(~pl.col("ok"))
+    assert bad.height == result.row["price_gaps"] > 0
+    assert (bad["quantity_ours"] == bad["quantity_theirs"]).all()
+    assert (bad["quantity_ours"] < 0).all() and (bad["price_ours"] > bad["price_theirs"]).all()
+    theirs = result.theirs.fills.join(bad.select("timestamp", "symbol"), on=["timestamp", "symbol"])
+    assert set(theirs["reason"]) == {"stop"}  # the fixed Stop, not the StopTrail
+    tighter = run_backtrader_scenario(scenario, data, drop_looser_stop=True)
+    assert compare_fills(net_fills(result.ours.fills), net_fills(tighter.fills)).identical
+    assert abs(result.ours.final_equity - tighter.final_equity) < 0.01
+
+
+def test_parity_bracket_gap_against_vectorbt_is_a_stop_above_the_fill(data_root: Path) -> None:
+    """MSI 2014-01-22 opens below the bracket's absolute stop: ours (and Backtrader) exit at
+    that level, above the fill; VectorBT's ``sl_stop`` cannot be negative, so the driver
+    clips it to the fill. That one trade is the whole gap."""
+    prices = load_prices(data_root)
+    inputs, volume = prepare_inputs(prices, ["MSI"], n_bars=260)
+    scenario = get_scenario("bracket")
+    result = compare_scenario(scenario, scenario_data(inputs, volume, scenario), "vectorbt")
+    row = result.row
+    assert (row["missing"], row["extra"], row["price_gaps"]) == (1, 1, 0)
+    assert row["knob"].startswith("not expressible in VectorBT")
+    from ml4t_pipeline.lib.crossval.compare import compare_fills
+
+    assert result.ours is not None and result.theirs is not None
+    extra = compare_fills(net_fills(result.ours.fills), net_fills(result.theirs.fills)).extra
+    fills = result.ours.fills.sort("timestamp")
+    k = fills["timestamp"].to_list().index(extra["timestamp"][0])
+    entry, stop = fills.row(k - 1, named=True), fills.row(k, named=True)
+    assert stop["reason"] == "stop" and entry["quantity"] > 0
+    assert stop["price"] > entry["price"]  # the stop level lies above the entry fill
 
 
 def test_parity_not_expressed_rows_name_their_reason(panel: tuple) -> None:
@@ -269,28 +348,6 @@ def test_catalogue_scenarios_of_an_experiment_name_each_feature() -> None:
     assert not trailing["run_here"]
     assert trailing["note"].startswith("trailing reference price")
     assert by_key[("commission_per_share", "vectorbt")]["scenario"] == "commission_per_share"
-
-
-@pytest.mark.parametrize("name", ["trailing_stop", "short_trailing_stop"])
-def test_parity_trailing_gap_closes_when_backtrader_trails_on_highs(
-    panel: tuple, name: str
-) -> None:
-    """Backtrader's StopTrail ratchets on closes; moving a plain Stop to the best high (low)
-    since entry after every bar reproduces our fills exactly."""
-    from ml4t_pipeline.lib.crossval.compare import compare_fills
-    from ml4t_pipeline.lib.crossval.parity_backtrader import run_backtrader_scenario
-    from ml4t_pipeline.lib.crossval.scenarios import run_ml4t_scenario
-
-    scenario = get_scenario(name)
-    data = _data(panel, name)
-    row = compare_scenario(scenario, data, "backtrader").row
-    assert row["status"] == "gap"
-    assert row["knob"].startswith("trailing reference price")
-    ours = run_ml4t_scenario(scenario, data, "backtrader")
-    theirs = run_backtrader_scenario(scenario, data, trail_on_highs=True)
-    cmp = compare_fills(net_fills(ours.fills), net_fills(theirs.fills))
-    assert cmp.identical
-    assert abs(ours.final_equity - theirs.final_equity) < 0.01
 
 
 def test_zipline_expresses_only_scenarios_without_levels_or_cash_limits() -> None:

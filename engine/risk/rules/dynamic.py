@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from engine.risk.batch import BatchDecision, PositionBatch
 from engine.risk.context import RiskContext
 from engine.risk.decision import RiskDecision
 from engine.risk.rules.base import RiskRule
+
+TRAIL_REFERENCES = ("high", "close")
+"""Values of :class:`DynamicTrailingStop`'s ``trail_on``."""
 
 
 def _positive(name: str, value: float) -> float:
@@ -156,6 +160,22 @@ class DynamicTrailingStop(RiskRule):
     (never loosens) and is effective from the next bar. At the entry fill the level is
     ``entry_price × (1 ∓ initial_trail_pct)``.
 
+    Two settings choose the reference price the level trails, to reproduce another
+    framework's trailing stop (both need ``tighten_per_bar=0``: those trails are constant, and
+    the level is then ``max(level, reference × (1 − trail))`` after each bar, for a long):
+
+    - ``trail_on="close"`` (Backtrader's ``StopTrail``, which calls ``trailadjust(close)``
+      after each bar and starts from the close of the fill bar): the reference is each bar's
+      close, from the first close at or after the entry fill. A fill at the close sets the
+      level at ``close × (1 ∓ trail)`` of that bar; a fill at the open (or intrabar) sets no
+      level until the entry bar's close (the fill price is not a close), so under
+      ``stop_activation="entry_bar"`` such a position has no trailing level on its entry bar.
+    - ``include_entry_bar=False`` (VectorBT ``from_signals`` with ``sl_trail``, whose
+      high-water mark starts at the entry fill and takes the highs of the bars after the entry
+      bar only): the entry bar's high (low for a short), after a fill at its open, does not
+      move the level; the level from the fill price stands until the next bar's close. A fill
+      at the close is unaffected (the entry bar's high came before it).
+
     Parameters
     ----------
     initial_trail_pct : float, default 0.05
@@ -167,6 +187,20 @@ class DynamicTrailingStop(RiskRule):
         until it is one step wide: the seeds' ``tighten_rate`` with no floor), else
         ``initial_trail_pct``.
     priority : int, default 95
+    trail_on : {"high", "close"}, default "high"
+        Reference price: ``"high"`` the bar's high (low for a short) and the entry fill price;
+        ``"close"`` the bar's close only (above).
+    include_entry_bar : bool, default True
+        False: the entry bar's reference price does not count (above). Needs
+        ``trail_on="high"``.
+
+    Raises
+    ------
+    ValueError
+        A parameter outside its range, an unknown ``trail_on``, a non-bool
+        ``include_entry_bar``, ``trail_on="close"`` with ``include_entry_bar=False`` (no level
+        at all on the bar after an open fill), or a non-default reference with
+        ``tighten_per_bar > 0``.
     """
 
     sets_levels_on_entry = True
@@ -179,6 +213,8 @@ class DynamicTrailingStop(RiskRule):
         tighten_per_bar: float = 0.0,
         min_trail_pct: float | None = None,
         priority: int = 95,
+        trail_on: str = "high",
+        include_entry_bar: bool = True,
     ) -> None:
         super().__init__(priority)
         self.initial_trail_pct = _fraction("initial_trail_pct", initial_trail_pct)
@@ -192,14 +228,52 @@ class DynamicTrailingStop(RiskRule):
                 f"min_trail_pct {self.min_trail_pct} exceeds initial_trail_pct "
                 f"{self.initial_trail_pct}"
             )
+        if trail_on not in TRAIL_REFERENCES:
+            raise ValueError(f"trail_on must be one of {TRAIL_REFERENCES}, got {trail_on!r}")
+        if not isinstance(include_entry_bar, bool):
+            raise ValueError(f"include_entry_bar must be a bool, got {include_entry_bar!r}")
+        self.trail_on = trail_on
+        self.include_entry_bar = include_entry_bar
+        if trail_on == "close" and not include_entry_bar:
+            raise ValueError(
+                "include_entry_bar=False needs trail_on='high': trailing on closes without the "
+                "entry bar's close would leave no level on the bar after an entry at the open"
+            )
+        if not self.default_reference and self.tighten_per_bar > 0:
+            raise ValueError(
+                "trail_on='close' / include_entry_bar=False need tighten_per_bar=0 (the "
+                "Backtrader and VectorBT trails they reproduce are constant)"
+            )
+
+    @property
+    def default_reference(self) -> bool:
+        """True for the default reference (highs from the entry fill on, the entry bar
+        included); the compiled kernels run only this one."""
+        return self.trail_on == "high" and self.include_entry_bar
 
     def trail(self, bars_held: int) -> float:
         """The trail fraction after ``bars_held`` bars."""
         return max(self.min_trail_pct, self.initial_trail_pct - self.tighten_per_bar * bars_held)
 
     def on_entry(self, context: RiskContext) -> RiskDecision:
-        """Set the first trailing level, ``entry_price × (1 − initial_trail_pct × direction)``."""
+        """Set the first trailing level, ``entry_price × (1 − initial_trail_pct × direction)``
+        (``trail_on="close"``: from the close of the fill bar for a fill at the close, no level
+        for a fill before the entry bar's close)."""
+        if self.trail_on == "close":
+            if context.row < 0 or context.bars_held < 0:
+                return RiskDecision.hold()  # filled before the entry bar's close
+            return self._ratchet(context, context.close)
         level = context.entry_price * (1.0 - context.direction * self.initial_trail_pct)
+        return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
+
+    def _ratchet(self, context: RiskContext, reference: float) -> RiskDecision:
+        """``reference × (1 ∓ trail)``, never looser than the stop in force."""
+        level = self._level(reference, context.direction)
+        current = context.stop_loss
+        if math.isfinite(current):
+            level = max(level, current) if context.is_long else min(level, current)
+        if math.isnan(level):
+            return RiskDecision.hold()
         return RiskDecision.adjust(stop_loss=level, priority=self.priority, rule=self.name)
 
     @property
@@ -209,6 +283,13 @@ class DynamicTrailingStop(RiskRule):
 
     def on_entry_batch(self, batch: PositionBatch) -> BatchDecision | None:
         """The batch form of :meth:`on_entry`, shape (m,)."""
+        if self.trail_on == "close":
+            # the known rows are the fill bar's for a fill at the close, the previous bar's
+            # (bars_held -1) or none (-1) for a fill at the open: no close since the fill yet
+            known = (batch.rows >= 0) & (batch.bars_held >= 0)
+            if not known.any():
+                return None
+            return self._ratchet_batch(batch, np.where(known, batch.close, np.nan))
         if batch.all_long:
             return BatchDecision(stop_loss=batch.entry_price * self.long_entry_factor)
         level = batch.entry_price * (1.0 - batch.direction * self.initial_trail_pct)
@@ -218,6 +299,12 @@ class DynamicTrailingStop(RiskRule):
         """Move the stop to the trail below the best price since entry (above it for a short),
         never loosening it.
         """
+        if not self.default_reference:
+            if context.bars_held == 0 and not self.include_entry_bar:
+                return RiskDecision.hold()
+            if self.trail_on == "close":
+                return self._ratchet(context, context.close)
+            return self._ratchet(context, context.high if context.is_long else context.low)
         trail = self.trail(context.bars_held)
         current = context.stop_loss
         if context.is_long:
@@ -254,8 +341,36 @@ class DynamicTrailingStop(RiskRule):
         level: FloatArray = np.fmax(max_price * (1.0 - self._trail_batch(bars_held)), current)
         return level
 
+    def _level(self, reference: Any, direction: Any) -> Any:
+        """The level ``trail`` from ``reference`` (scalars or arrays). ``trail_on="close"``
+        uses Backtrader's arithmetic, ``close − close × trail`` (a long), which can differ from
+        ``close × (1 − trail)`` in the last bit: enough to decide a bar whose low equals it."""
+        trail = self.initial_trail_pct
+        if self.trail_on == "close":
+            return reference - direction * (reference * trail)
+        return reference * (1.0 - direction * trail)
+
+    def _ratchet_batch(self, batch: PositionBatch, reference: FloatArray) -> BatchDecision:
+        """The batch form of :meth:`_ratchet` (NaN reference: no update), shape (m,)."""
+        current = batch.stop_loss
+        if batch.all_long:
+            level = np.fmax(self._level(reference, 1.0), current)
+        else:
+            level = self._level(reference, batch.direction)
+            level = np.where(batch.is_long, np.fmax(level, current), np.fmin(level, current))
+        # no reference (the entry bar left out, no close yet): no answer, as the scalar hold
+        return BatchDecision(stop_loss=np.where(np.isnan(reference), np.nan, level))
+
     def evaluate_batch(self, batch: PositionBatch) -> BatchDecision | None:
         """The batch form of :meth:`evaluate`: the ratcheted levels, shape (m,)."""
+        if not self.default_reference:
+            if self.trail_on == "close":
+                reference = batch.close
+            else:
+                reference = np.where(batch.is_long, batch.high, batch.low)
+            if not self.include_entry_bar:
+                reference = np.where(batch.bars_held == 0, np.nan, reference)
+            return self._ratchet_batch(batch, reference)
         bars_held = batch.bars_held if self.uses_bars_held else None
         current = batch.stop_loss
         if batch.all_long:

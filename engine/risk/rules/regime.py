@@ -6,6 +6,7 @@ import math
 from datetime import time
 from zoneinfo import ZoneInfo
 
+from engine.core.rules import regime_above
 from engine.risk.context import RiskContext
 from engine.risk.decision import RiskDecision
 from engine.risk.rules.base import RiskRule
@@ -17,7 +18,8 @@ class RegimeDependentRule(RiskRule):
     ``value = context.market_features[context_column]`` (the value at the evaluated bar; for
     entry levels, the last bar before the fill); ``above`` applies when ``value > threshold``,
     otherwise ``below`` (also when the value is NaN). Either may be ``None`` (no action in that
-    regime). Decisions keep the chosen rule's name as ``exit_reason``.
+    regime; :func:`engine.core.rules.regime_above`, the compiled driver's test too). Decisions
+    keep the chosen rule's name as ``exit_reason``.
 
     Parameters
     ----------
@@ -67,8 +69,8 @@ class RegimeDependentRule(RiskRule):
                 f"RegimeDependentRule needs context column {self.context_column!r}; the market "
                 f"data has {sorted(market)}"
             )
-        value = market[self.context_column]
-        return self.above if value > self.threshold else self.below
+        above = regime_above(market[self.context_column], self.threshold)
+        return self.above if above else self.below
 
     def evaluate(self, context: RiskContext) -> RiskDecision:
         """The chosen member's decision, named after it (a hold when it evaluates no positions)."""

@@ -131,6 +131,7 @@ def compare_scenario(
     price_tol: float = 1e-6,
     engine_overrides: dict[str, Any] | None = None,
     zipline_py: str | None = None,
+    trail_settings: dict[str, Any] | None = None,
 ) -> ParityResult:
     """Run ``scenario`` in our engine and in ``framework`` and count the differences.
 
@@ -147,6 +148,9 @@ def compare_scenario(
     zipline_py : str, optional
         The Zipline venv's interpreter (``framework="zipline"``; default
         ``$ML4T_ZIPLINE_PYTHON``).
+    trail_settings : dict, optional
+        Replace the scenario's ``DynamicTrailingStop`` keywords for this framework (``{}``:
+        the default reference price).
 
     Returns
     -------
@@ -173,6 +177,10 @@ def compare_scenario(
         overrides = dict(scenario.engine_overrides)
         overrides[framework] = engine_overrides
         scenario = _with_overrides(scenario, overrides)
+    if trail_settings is not None:
+        scenario = replace(
+            scenario, trail_settings={**scenario.trail_settings, framework: trail_settings}
+        )
     start = time.perf_counter()
     ours = run_ml4t_scenario(scenario, data, framework)
     theirs = run_framework(scenario, data, framework)
@@ -180,7 +188,9 @@ def compare_scenario(
     gap = ours.final_equity - theirs.final_equity
     differences = cmp.n_missing + cmp.n_extra + cmp.n_mismatched
     matched = differences == 0 and abs(gap) < EQUITY_TOL
-    extra_settings = scenario.engine_overrides.get(framework, {})
+    extra_settings = dict(scenario.engine_overrides.get(framework, {}))
+    if scenario.trailing is not None:
+        extra_settings.update(scenario.trail_settings.get(framework, {}))
     preset = framework + "".join(f", {k}={v}" for k, v in extra_settings.items())
     row = {
         **base,
@@ -361,21 +371,23 @@ def run_matrix(
 
 
 def matrix_markdown(table: pl.DataFrame) -> str:
-    """The matrix as a markdown table (one row per scenario and framework)."""
+    """The matrix as a markdown table (one row per scenario and framework); ``our settings``
+    is the preset and the settings our run switched on for that framework."""
     head = (
-        "| scenario | framework | status | driver | fills ours / theirs | matched | missing "
-        "| extra | price gaps | final-equity gap | knob |"
+        "| scenario | framework | status | driver | our settings | fills ours / theirs "
+        "| matched | missing | extra | price gaps | final-equity gap | knob |"
     )
-    lines = [head, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in table.iter_rows(named=True):
         if r["status"] == "not_expressed":
             lines.append(
-                f"| {r['scenario']} | {r['framework']} | not expressed | {r['driver']} "
+                f"| {r['scenario']} | {r['framework']} | not expressed | {r['driver']} | – "
                 f"| – | – | – | – | – | – | {r['knob']} |"
             )
             continue
         lines.append(
             f"| {r['scenario']} | {r['framework']} | {r['status']} | {r['driver']} "
+            f"| {r['preset'] or ''} "
             f"| {r['fills_ours']:,} / {r['fills_theirs']:,} | {r['matched']:,} "
             f"| {r['missing']:,} | {r['extra']:,} | {r['price_gaps']:,} "
             f"| {r['final_equity_gap']:+,.2f} | {r['knob'] or ''} |"

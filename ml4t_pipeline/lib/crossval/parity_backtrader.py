@@ -46,13 +46,9 @@ from ml4t_pipeline.lib.crossval.scenarios import Scenario, ScenarioData
 
 
 def _strategy_class(
-    bt: Any, scenario: Scenario, data: ScenarioData, trail_on_highs: bool = False
+    bt: Any, scenario: Scenario, data: ScenarioData, drop_looser_stop: bool = False
 ) -> Any:
     dates = list(data.inputs.close.index)
-    high = data.inputs.high.to_numpy()
-    low = data.inputs.low.to_numpy()
-    if trail_on_highs and (scenario.stop_loss is not None or scenario.take_profit is not None):
-        raise ValueError("trail_on_highs replaces the trailing order each bar: trailing only")
     index_of = {d.date(): k for k, d in enumerate(dates)}
     close = data.inputs.close.to_numpy()
     score = data.inputs.score.to_numpy()
@@ -65,7 +61,7 @@ def _strategy_class(
             self._entry_bar: dict[int, int] = {}
             self._working: dict[int, Any] = {}
             self._closing: dict[int, Any] = {}
-            self._trail: dict[int, float] = {}  # best price since entry (trail_on_highs)
+            self._best: dict[int, float] = {}  # best close since the fill bar (StopTrail's)
 
         def notify_order(self, order: Any) -> None:
             j = self._index[id(order.data)]
@@ -97,7 +93,6 @@ def _strategy_class(
                     if other.alive():
                         self.cancel(other)
                 self._entry_bar.pop(j, None)
-                self._trail.pop(j, None)
                 return
             is_entry = (order.isbuy() and pos > 0) or (order.issell() and pos < 0)
             if not is_entry or order.exectype not in (
@@ -129,16 +124,7 @@ def _strategy_class(
                 )
                 orders.append(o)
                 oco = o
-            if scenario.trailing is not None and trail_on_highs:
-                o = close_side(
-                    data=order.data,
-                    size=size,
-                    exectype=bt.Order.Stop,
-                    price=price * (1 - sign * scenario.trailing),
-                )
-                orders.append(o)
-                self._trail[j] = price
-            elif scenario.trailing is not None:
+            if scenario.trailing is not None:
                 o = close_side(
                     data=order.data,
                     size=size,
@@ -158,21 +144,42 @@ def _strategy_class(
                 )
                 orders.append(o)
             self._exits[j] = orders
+            self._best[j] = close[self._entry_bar[j], j]
 
-        def _ratchet(self, i: int, j: int, d: Any, pos: float) -> None:
-            """trail_on_highs: move the stop to best-high (low) × (1 ∓ trail) after bar i."""
-            long = pos > 0
-            best = max(self._trail[j], high[i, j]) if long else min(self._trail[j], low[i, j])
-            self._trail[j] = best
-            (current,) = self._exits[j]
-            level = best * (1 - scenario.trailing) if long else best * (1 + scenario.trailing)
-            if (long and level > current.price) or (not long and level < current.price):
-                self.cancel(current)
-                side = self.sell if long else self.buy
-                self._exits[j] = [side(data=d, size=abs(pos), exectype=bt.Order.Stop, price=level)]
+        def _drop_fixed_stop(self, i: int, j: int, d: Any, pos: float) -> None:
+            """``drop_looser_stop``: once the StopTrail's level is at or beyond the fixed Stop's,
+            cancel the OCO group and resubmit the StopTrail (from the best close since the
+            fill bar, so at the same level) and the target, without the fixed stop."""
+            exits = self._exits.get(j, [])
+            if scenario.stop_loss is None or scenario.trailing is None or len(exits) < 2:
+                return
+            stop, trail = exits[0], exits[1]
+            if stop.exectype != bt.Order.Stop or not (stop.alive() and trail.alive()):
+                return  # already dropped, or no longer armed
+            pick = max if pos > 0 else min
+            best = self._best[j] = pick(self._best[j], close[i, j])
+            level, fixed = trail.created.price, stop.created.price
+            if (pos > 0 and level < fixed) or (pos < 0 and level > fixed):
+                return
+            self.cancel(stop)  # cancels its OCO siblings too
+            side = self.sell if pos > 0 else self.buy
+            size = abs(pos)
+            new = side(
+                data=d,
+                size=size,
+                exectype=bt.Order.StopTrail,
+                trailpercent=scenario.trailing,
+                price=best,
+            )
+            orders = [new]
+            if len(exits) > 2:
+                target = exits[2].created.price
+                orders.append(
+                    side(data=d, size=size, exectype=bt.Order.Limit, price=target, oco=new)
+                )
+            self._exits[j] = orders
 
         def _flatten(self, j: int, data: Any) -> None:
-            self._trail.pop(j, None)
             closing = self._closing.get(j)
             if closing is not None and closing.alive():
                 return  # a capped exit still filling in parts already targets flat
@@ -209,10 +216,6 @@ def _strategy_class(
         def next(self) -> None:
             i = len(self) - 1
             if scenario.kind == "ranked":
-                for j, d in enumerate(self.datas):
-                    pos = self.getposition(d).size
-                    if pos != 0 and j in self._trail and j in self._exits:
-                        self._ratchet(i, j, d, pos)
                 self._rank(i)
                 return
             if scenario.kind == "target_weights":
@@ -234,8 +237,8 @@ def _strategy_class(
                     ):
                         self._flatten(j, d)
                         continue
-                if not flat and j in self._trail and j in self._exits:
-                    self._ratchet(i, j, d, pos)
+                if drop_looser_stop and not flat:
+                    self._drop_fixed_stop(i, j, d, pos)
                 if not flat or (pos == 0 and j in self._working):
                     continue
                 if scenario.direction != "short" and data.entry_long[i, j]:
@@ -281,7 +284,7 @@ def _strategy_class(
 
 
 def run_backtrader_scenario(
-    scenario: Scenario, data: ScenarioData, trail_on_highs: bool = False
+    scenario: Scenario, data: ScenarioData, drop_looser_stop: bool = False
 ) -> FrameworkRun:
     """Run a signal or target-weight scenario through Backtrader.
 
@@ -291,11 +294,13 @@ def run_backtrader_scenario(
         ``kind`` ``"signals"`` or ``"target_weights"`` (``"topn"`` runs through
         :func:`ml4t_pipeline.lib.crossval.backtrader_run.run_backtrader`).
     data : ScenarioData
-    trail_on_highs : bool, default False
-        ``False``: Backtrader's own ``StopTrail`` (ratchets on closes). ``True`` (trailing-only
-        scenarios): a plain ``Stop`` order the strategy moves after every bar to the best high
-        (low for shorts) since the entry fill, entry bar included, × (1 ∓ trail): our
-        semantics, used only to show what explains the trailing-stop gap.
+    drop_looser_stop : bool, default False
+        ``False``: a fixed stop and a trailing stop stay in one OCO group (the natural
+        Backtrader idiom; Backtrader fills the first-submitted one that triggers on a bar).
+        ``True``: once the trailing level reaches the fixed stop, the fixed stop is cancelled
+        (the trailing stop and the target are resubmitted at the same levels), so the tighter
+        level is the one that fills, as our single stop level does; used only to show that
+        the OCO order explains the remaining gap.
 
     Returns
     -------
@@ -348,7 +353,7 @@ def run_backtrader_scenario(
         cerebro.adddata(bt.feeds.PandasData(dataname=frame, openinterest=None), name=symbol)
     sink: dict[str, Any] = {"fills": [], "rejected": 0}
     closed: list[int] = [0]
-    cerebro.addstrategy(_strategy_class(bt, scenario, data, trail_on_highs), sink=sink)
+    cerebro.addstrategy(_strategy_class(bt, scenario, data, drop_looser_stop), sink=sink)
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="trades")
     start = time.perf_counter()
     strat = cerebro.run()[0]

@@ -36,26 +36,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numba import njit
 
 from ml4t_pipeline.lib.crossval.compare import FrameworkRun, vectorbt_fills
 from ml4t_pipeline.lib.crossval.scenarios import Scenario, ScenarioData
-
-
-@njit(cache=True)
-def _trail_from_entry_bar_nb(c: Any, high: np.ndarray, low: np.ndarray, trail: float) -> Any:
-    """``adjust_sl_func_nb``: a trailing stop whose best price includes the entry bar's
-    high (low for shorts), as our ``DynamicTrailingStop`` (used only to show that this one
-    setting explains the trailing-stop gap)."""
-    if not c.curr_trail or c.init_i < 0 or np.isnan(c.curr_stop) or c.position_now == 0:
-        return c.curr_stop, c.curr_trail
-    if c.position_now > 0:
-        ref = max(c.curr_price, high[c.init_i, c.col])
-        stop = 1.0 - ref * (1.0 - trail) / c.curr_price
-    else:
-        ref = min(c.curr_price, low[c.init_i, c.col])
-        stop = ref * (1.0 + trail) / c.curr_price - 1.0
-    return max(stop, 0.0), True
 
 
 def _shift(a: np.ndarray) -> np.ndarray:
@@ -80,9 +63,7 @@ def _time_exits(entries: np.ndarray, exits: np.ndarray, max_bars: int) -> np.nda
     return out
 
 
-def run_vectorbt_scenario(
-    scenario: Scenario, data: ScenarioData, trail_includes_entry_bar: bool = False
-) -> FrameworkRun:
+def run_vectorbt_scenario(scenario: Scenario, data: ScenarioData) -> FrameworkRun:
     """Run a signal or target-weight scenario through VectorBT's high-level API.
 
     Parameters
@@ -90,10 +71,6 @@ def run_vectorbt_scenario(
     scenario : Scenario
         ``kind`` ``"signals"`` or ``"target_weights"``.
     data : ScenarioData
-    trail_includes_entry_bar : bool, default False
-        ``False``: VectorBT's own trailing stop (best price from the entry fill, updated with
-        the highs of the bars after the entry bar). ``True``: an ``adjust_sl_func_nb`` that
-        also counts the entry bar's high (our semantics), to show the gap's cause.
 
     Returns
     -------
@@ -176,13 +153,6 @@ def run_vectorbt_scenario(
                 scenario.trailing if scenario.trailing is not None else scenario.stop_loss
             )
             kw["sl_trail"] = scenario.trailing is not None
-            if scenario.trailing is not None and trail_includes_entry_bar:
-                kw["adjust_sl_func_nb"] = _trail_from_entry_bar_nb
-                kw["adjust_sl_args"] = (
-                    np.ascontiguousarray(inputs.high.to_numpy()),
-                    np.ascontiguousarray(inputs.low.to_numpy()),
-                    float(scenario.trailing),
-                )
         if scenario.take_profit is not None:
             kw["tp_stop"] = scenario.take_profit
         if scenario.bracket is not None:

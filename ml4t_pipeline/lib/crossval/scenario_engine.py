@@ -3,7 +3,6 @@ framework's execution preset (:func:`run_ml4t_scenario`)."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -30,16 +29,8 @@ def _make_strategy(scenario: Scenario, data: ScenarioData) -> Any:
             self._bar += 1
             if scenario.kind == "target_weights":
                 if i % scenario.rebalance_every == 0:
-                    for j, symbol in enumerate(data.symbols):
-                        if scenario.target_rounding == "position":
-                            self.order_target_percent(symbol, scenario.target_weight)
-                            continue
-                        target = scenario.target_weight * self.equity / close[i, j]
-                        delta = math.trunc(target - self.get_position(symbol))
-                        if delta > 0:
-                            self.buy(symbol, delta)
-                        elif delta < 0:
-                            self.sell(symbol, -delta)
+                    for symbol in data.symbols:
+                        self.order_target_percent(symbol, scenario.target_weight)
                 return
             for j, symbol in enumerate(data.symbols):
                 pos = self.get_position(symbol)
@@ -74,7 +65,7 @@ def _make_strategy(scenario: Scenario, data: ScenarioData) -> Any:
     return ScenarioStrategy()
 
 
-def _risk_manager(scenario: Scenario) -> Any:
+def _risk_manager(scenario: Scenario, framework: str) -> Any:
     from engine import (
         DynamicTrailingStop,
         PriceBasedStopLoss,
@@ -87,7 +78,8 @@ def _risk_manager(scenario: Scenario) -> Any:
     if scenario.stop_loss is not None:
         rules.append(PriceBasedStopLoss(scenario.stop_loss))
     if scenario.trailing is not None:
-        rules.append(DynamicTrailingStop(initial_trail_pct=scenario.trailing))
+        settings = scenario.trail_settings.get(framework, {})
+        rules.append(DynamicTrailingStop(initial_trail_pct=scenario.trailing, **settings))
     if scenario.take_profit is not None:
         rules.append(PriceBasedTakeProfit(scenario.take_profit))
     if scenario.time_exit is not None:
@@ -120,6 +112,8 @@ def run_ml4t_scenario(scenario: Scenario, data: ScenarioData, framework: str) ->
     from ml4t_pipeline.lib.crossval.reference import ReferenceSpec
 
     settings = {"preset": framework, **scenario.engine_overrides.get(framework, {})}
+    if scenario.trailing is not None:
+        settings.update(scenario.trail_settings.get(framework, {}))
     if scenario.kind == "ranked":
         from engine import TopNStrategy
 
@@ -136,7 +130,7 @@ def run_ml4t_scenario(scenario: Scenario, data: ScenarioData, framework: str) ->
     result = BacktestEngine(
         market,
         strategy,
-        _risk_manager(scenario),
+        _risk_manager(scenario, framework),
         scenario.engine_config(framework),
     ).run()
     fills = result.fills.select(

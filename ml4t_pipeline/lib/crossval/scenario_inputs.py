@@ -103,7 +103,10 @@ def prepare_inputs(
 def scenario_data(
     inputs: ReferenceInputs, volume: pd.DataFrame, scenario: Scenario
 ) -> ScenarioData:
-    """Signals and sizes of ``scenario`` on prepared inputs (restricted to its bars/symbols)."""
+    """Signals and sizes of ``scenario`` on prepared inputs (restricted to its bars/symbols).
+
+    With ``fill="close"`` the last bar carries no signal (no framework can fill a decision of
+    the last close in Backtrader's cheat-on-close, which fills it a broker cycle later)."""
     if scenario.n_bars is not None and scenario.n_bars < inputs.n_dates:
         inputs, volume = _head(inputs, volume, scenario.n_bars)
     if scenario.n_symbols is not None and scenario.n_symbols < len(inputs.symbols):
@@ -120,6 +123,10 @@ def scenario_data(
     both = valid & prev_valid
     up = both & above & ~prev_above
     down = both & ~above & prev_above
+    if scenario.fill == "close":
+        # no decision at the last close: Backtrader's cheat-on-close executes a close order
+        # in the next bar's broker cycle, and after the last bar there is none
+        up[-1] = down[-1] = False
     qty = np.floor(scenario.position_value / close[0])
     return ScenarioData(
         inputs=inputs,

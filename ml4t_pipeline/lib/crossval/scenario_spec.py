@@ -63,17 +63,15 @@ class Scenario:
         Framework → extra ``ExecutionConfig`` fields our run uses beside the preset when
         compared with that framework (e.g. VectorBT ``from_signals``: ``exit_conflict =
         "stop_wins"``).
+    trail_settings : dict of str to dict
+        Framework → ``DynamicTrailingStop`` keywords our run uses when compared with that
+        framework (``trail_on="close"`` for Backtrader's ``StopTrail``,
+        ``include_entry_bar=False`` for VectorBT's ``sl_trail``).
     knobs : dict of str to str
-        Framework → the semantic setting that explains a remaining gap (empty when none is
-        expected).
+        Framework → the semantic setting that explains a remaining gap, or that the matrix
+        switches on to close it (empty when none is involved).
     fast, slow : int
         Moving-average windows, bars.
-    target_rounding : {"position", "order"}
-        ``target_weights`` only. ``position``: our ``order_target_percent`` helper (the target
-        position is rounded down to whole shares, so a sell rounds up). ``order``: the
-        strategy computes ``target_shares - position`` itself and truncates that order size
-        toward zero, as Backtrader's ``order_target_percent`` (``getsize`` of the value
-        difference) and VectorBT's ``size_granularity`` do.
     """
 
     name: str
@@ -100,10 +98,10 @@ class Scenario:
     n_top: int = 3
     not_expressed: dict[str, str] = field(default_factory=dict)
     engine_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trail_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     knobs: dict[str, str] = field(default_factory=dict)
     fast: int = 10
     slow: int = 30
-    target_rounding: str = "position"
 
     def __post_init__(self) -> None:
         if self.kind not in ("signals", "target_weights", "topn", "ranked"):
@@ -112,8 +110,6 @@ class Scenario:
             raise ValueError(f"{self.name}: unknown direction {self.direction!r}")
         if self.entry_order not in ("market", "limit", "stop"):
             raise ValueError(f"{self.name}: unknown entry_order {self.entry_order!r}")
-        if self.target_rounding not in ("position", "order"):
-            raise ValueError(f"{self.name}: unknown target_rounding {self.target_rounding!r}")
         if self.fill not in ("next_open", "close"):
             raise ValueError(f"{self.name}: unknown fill {self.fill!r}")
         unknown = sorted(set(self.not_expressed) - set(FRAMEWORKS))

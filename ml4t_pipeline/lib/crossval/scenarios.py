@@ -74,18 +74,39 @@ _ONE_SL_SLOT = (
     "so a fixed stop and a trailing stop cannot both be armed"
 )
 
+_TRAIL_BOTH: dict[str, dict[str, Any]] = {
+    "backtrader": {"trail_on": "close"},
+    "vectorbt": {"include_entry_bar": False},
+}
+"""Our trailing stop's reference price per framework: Backtrader's StopTrail ratchets on each
+bar's close from the close of the fill bar (``trail_on="close"``); VectorBT's ``sl_trail``
+high-water mark starts at the entry fill and takes the highs of the bars after the entry bar
+(``include_entry_bar=False``)."""
+
+_TRAIL_BT_ONLY = {"backtrader": _TRAIL_BOTH["backtrader"]}
+
 _TRAIL_BT = (
     "trailing reference price: Backtrader's StopTrail ratchets on each bar's close "
-    "(Order.trailadjust(close)) and starts from the close of the fill bar; ours ratchets on "
-    "the highs (lows for shorts) from the entry fill. No engine setting trails on closes; "
-    "the driver's trail_on_highs=True closes the gap"
+    "(Order.trailadjust(close)) from the close of the fill bar; ours by default on the highs "
+    "(lows for shorts) from the entry fill: DynamicTrailingStop(trail_on='close')"
 )
 
 _TRAIL_VBT = (
-    "trailing high-water mark: from_signals starts it at the entry fill and updates it with "
-    "the high only on bars after the entry bar; ours includes the entry bar's high (after "
-    "the open fill). No engine setting excludes the entry bar; the driver's "
-    "trail_includes_entry_bar=True closes it but for entry bars that rally past the trail"
+    "trailing high-water mark: from_signals starts it at the entry fill and takes the highs "
+    "of the bars after the entry bar only; ours by default includes the entry bar's high "
+    "(after the open fill): DynamicTrailingStop(include_entry_bar=False)"
+)
+
+_TRAIL_KNOBS = {"backtrader": _TRAIL_BT, "vectorbt": _TRAIL_VBT}
+
+_OCO_BT = (
+    "OCO sibling order: Backtrader matches the orders of one OCO group in submission order and "
+    "fills the first that triggers, so on a bar that reaches both the fixed Stop (submitted "
+    "first) and the StopTrail it fills the fixed stop at its own lower level, even when the "
+    "trailing level was crossed first or the bar opened below it; ours keeps one level per "
+    "position, the tighter of the two. Not an engine setting (it is the order of Backtrader's "
+    "pending queue, not a price rule): the Backtrader driver's drop_looser_stop=True (cancel "
+    "the fixed stop once the trailing level passes it) closes the gap"
 )
 
 _STOP_WINS = {"vectorbt": {"exit_conflict": "stop_wins"}}
@@ -98,21 +119,25 @@ _RANKED_VBT = (
 _COC_BT = (
     "cheat-on-close timing: Backtrader (coc=True) executes the close fill in the next bar's "
     "broker cycle, so the stop submitted on its notification is first checked two bars after "
-    "the entry close; ours (fill='close', stop_activation='next_bar') checks it on the next "
-    "bar. No engine setting delays the stop by a further bar."
+    "the entry close; ours by default (fill='close', stop_activation='next_bar') on the next "
+    "bar: ExecutionConfig(stop_activation='second_bar')"
 )
+_COC_SETTINGS = {"backtrader": {"stop_activation": "second_bar"}, **_STOP_WINS}
 
 _BRACKET_VBT = (
-    "bracket stop above the entry fill: when the entry opens through the bracket's absolute "
-    "stop, VectorBT's sl_stop (a fraction >= 0 of the entry fill) cannot place the level "
-    "there (clipped to the fill); ours and Backtrader keep the absolute level"
+    "not expressible in VectorBT: when the entry opens through the bracket's absolute stop, "
+    "the level lies above the entry fill, and from_signals takes sl_stop as a fraction >= 0 "
+    "below it (a negative stop raises 'Stop value must be 0 or greater'); the driver clips it "
+    "to the fill. Ours and Backtrader keep the absolute level. No engine setting: the level "
+    "is the user's"
 )
 
 _TARGET_ROUNDING = (
-    "target rounding: order_target_percent floors the target position (a sell rounds up); "
-    "Backtrader (getsize of the value difference) and VectorBT (size_granularity) truncate "
-    "the order size. Scenario setting target_rounding='order' closes the gap."
+    "target rounding: our default order_target_percent floors the target position (a sell "
+    "rounds up); Backtrader (getsize of the value difference) and VectorBT (size_granularity) "
+    "truncate the order size: ExecutionConfig(target_rounding='order')"
 )
+_ORDER_ROUNDING = {"target_rounding": "order"}
 
 
 def catalogue() -> list[Scenario]:
@@ -176,7 +201,8 @@ def catalogue() -> list[Scenario]:
             "Long, 5 % trailing stop",
             trailing=0.05,
             engine_overrides=_STOP_WINS,
-            knobs={"backtrader": _TRAIL_BT, "vectorbt": _TRAIL_VBT},
+            trail_settings=_TRAIL_BOTH,
+            knobs=_TRAIL_KNOBS,
         ),
         Scenario(
             "short_trailing_stop",
@@ -184,7 +210,8 @@ def catalogue() -> list[Scenario]:
             direction="short",
             trailing=0.05,
             engine_overrides=_STOP_WINS,
-            knobs={"backtrader": _TRAIL_BT, "vectorbt": _TRAIL_VBT},
+            trail_settings=_TRAIL_BOTH,
+            knobs=_TRAIL_KNOBS,
         ),
         Scenario(
             "trailing_take_profit",
@@ -192,7 +219,8 @@ def catalogue() -> list[Scenario]:
             trailing=0.05,
             take_profit=0.08,
             engine_overrides=_STOP_WINS,
-            knobs={"backtrader": _TRAIL_BT, "vectorbt": _TRAIL_VBT},
+            trail_settings=_TRAIL_BOTH,
+            knobs=_TRAIL_KNOBS,
         ),
         Scenario(
             "trailing_stop_loss",
@@ -200,7 +228,8 @@ def catalogue() -> list[Scenario]:
             trailing=0.06,
             stop_loss=0.03,
             not_expressed={"vectorbt": _ONE_SL_SLOT},
-            knobs={"backtrader": _TRAIL_BT},
+            trail_settings=_TRAIL_BT_ONLY,
+            knobs={"backtrader": _OCO_BT},
         ),
         Scenario(
             "three_rules",
@@ -209,7 +238,8 @@ def catalogue() -> list[Scenario]:
             trailing=0.06,
             take_profit=0.08,
             not_expressed={"vectorbt": _ONE_SL_SLOT},
-            knobs={"backtrader": _TRAIL_BT},
+            trail_settings=_TRAIL_BT_ONLY,
+            knobs={"backtrader": _OCO_BT},
         ),
         Scenario(
             "bracket",
@@ -253,7 +283,7 @@ def catalogue() -> list[Scenario]:
             "Long with a 4 % stop-loss, market orders at the decision bar's close",
             fill="close",
             stop_loss=0.04,
-            engine_overrides=_STOP_WINS,
+            engine_overrides=_COC_SETTINGS,
             knobs={"backtrader": _COC_BT},
         ),
         Scenario(
@@ -262,15 +292,8 @@ def catalogue() -> list[Scenario]:
             kind="target_weights",
             target_weight=0.07,
             commission=("percent", 0.001),
+            engine_overrides={"backtrader": _ORDER_ROUNDING, "vectorbt": _ORDER_ROUNDING},
             knobs={"backtrader": _TARGET_ROUNDING, "vectorbt": _TARGET_ROUNDING},
-        ),
-        Scenario(
-            "target_weights_order_rounding",
-            "Rebalance to 7 % of equity every 21 bars, order size truncated (as the frameworks)",
-            kind="target_weights",
-            target_weight=0.07,
-            commission=("percent", 0.001),
-            target_rounding="order",
         ),
         Scenario(
             "cash_constrained",
@@ -315,6 +338,7 @@ def catalogue() -> list[Scenario]:
             trailing=0.05,
             commission=("percent", 0.001),
             not_expressed={"vectorbt": _RANKED_VBT},
+            trail_settings=_TRAIL_BT_ONLY,
             knobs={"backtrader": _TRAIL_BT},
         ),
         Scenario(
