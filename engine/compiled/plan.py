@@ -631,8 +631,11 @@ def variants_reason(
             return f"run {k}: corporate actions or financing"
         top = cast(TopNStrategy, strategy)
         rules = list(risk.rules) if risk is not None else []
-        partial_levels = [len(r.levels) for r in rules if isinstance(r, PartialProfitTaking)]
-        atr_columns = sorted(r.atr_column for r in rules if type(r) is VolatilityScaledStopLoss)
+        # the rule table's shape (rules of a RegimeDependentRule included) and the per-row
+        # inputs its rules read (ATR columns, regime flags: one array per set of sources,
+        # cached on the data), which the variants share
+        table = _rule_table(cast(MarketData, data), rules)
+        inputs = id(table.inputs) if table.inputs.size else table.inputs.shape
         slippage = config.slippage
         # the per-row series a spread- or volume-aware model reads (one array per setting,
         # cached on the data): equal settings share it, parameters like fallback_pct may vary
@@ -644,8 +647,8 @@ def variants_reason(
         key = (
             top.signal,
             tuple(type(r) for r in rules),
-            tuple(partial_levels),
-            tuple(atr_columns),
+            (table.table.shape, table.partial.shape),
+            inputs,
             type(slippage),
             rows,
             tiers,
@@ -654,8 +657,8 @@ def variants_reason(
             first_key = key
         elif key != first_key:
             names = (
-                "signal", "rules", "PartialProfitTaking levels", "ATR column", "slippage model",
-                "slippage settings", "commission tiers",
+                "signal", "rules", "rule tables", "rule inputs (ATR columns, regimes)",
+                "slippage model", "slippage settings", "commission tiers",
             )  # fmt: skip
             what = next(n for n, a, b in zip(names, key, first_key, strict=True) if a != b)
             return f"run {k}: its {what} differ from run 0's"

@@ -137,6 +137,7 @@ def _run_chunk(
     rules: FloatArray,
     partial: FloatArray,
     limits: FloatArray,
+    inputs: FloatArray,
     cost_params: FloatArray,
     tiers: FloatArray,
     tier_state: FloatArray,
@@ -161,7 +162,7 @@ def _run_chunk(
         run_topn(
             bars,
             Tables(
-                params[v], rules[v], partial[v], limits[v], cost_params[v], tiers[v],
+                params[v], rules[v], partial[v], limits[v], inputs, cost_params[v], tiers[v],
                 tier_state[v], cost_rows,
             ),
             RunState(
@@ -209,8 +210,10 @@ def _check_shared(plans: Sequence[TopNPlan]) -> None:
     for p in plans[1:]:
         if p.signal is not first.signal and not np.array_equal(p.signal, first.signal, True):
             raise ValueError("the variants rank different signal columns")
-        if p.atr is not first.atr and not np.array_equal(p.atr, first.atr, True):
-            raise ValueError("the variants read different ATR columns")
+        if p.inputs is not first.inputs and not (
+            p.inputs.shape == first.inputs.shape and np.array_equal(p.inputs, first.inputs, True)
+        ):
+            raise ValueError("the variants' rules read different per-row inputs")
         rows, rows0 = p.costs.rows, first.costs.rows
         if rows is not rows0 and not (
             rows.shape == rows0.shape and np.array_equal(rows, rows0, True)
@@ -277,7 +280,7 @@ def run_variants(
         raise ValueError(f"ranking has shape {ranking.shape}; need ({data.n_timestamps}, >= {k})")
     bars = Bars(
         data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-        data.close, data.ordinal, data.prev_row, first.signal, first.atr, data.volume,
+        data.close, data.ordinal, data.prev_row, first.signal, data.volume,
     )  # fmt: skip
     mech = compiled_mechanics(data, None, None)
     saved = numba.get_num_threads()
@@ -389,7 +392,7 @@ def _chunk(
     tiers = _stack([p.costs.tiers for p in plans], "commission tier")
     counts = b.counts[:v_n]
     _run_chunk(
-        bars, ranking, mech, params, rules, partial, limits, cost_params, tiers,
+        bars, ranking, mech, params, rules, partial, limits, plans[0].inputs, cost_params, tiers,
         b.tier_state[:v_n], plans[0].costs.rows, b.fstate[:v_n], b.istate[:v_n], b.aux_i[:v_n],
         b.aux_f[:v_n], b.pending[:v_n], b.book[:v_n], counts, b.acc[:v_n], b.orders[:v_n],
         b.fills[:v_n], b.trades[:v_n], b.rejections[:v_n], b.states[:v_n],
