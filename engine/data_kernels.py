@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -56,6 +57,17 @@ def symbol_chains(
         ordinal[r] = count[s]
         last[s] = r
         count[s] += 1
+
+
+@_jit
+def all_finite(values: FloatArray) -> bool:
+    """True when every value of ``values`` (float64) is finite: no NaN, no ±inf."""
+    bad = 0
+    for k in range(values.size):
+        if not np.isfinite(values[k]):
+            bad = 1
+            break
+    return bad == 0
 
 
 @_jit

@@ -64,6 +64,19 @@ def _float_column(frame: pl.DataFrame, column: str, name: str) -> pl.Expr:
     return pl.col(column).cast(pl.Float64)
 
 
+def _prices_finite(frame: pl.DataFrame) -> bool:
+    """True when no price column (Float64) of ``frame`` has a null or non-finite value: one
+    compiled pass over each column chunk, read in place (no filtered frame is built)."""
+    for c in PRICE_COLUMNS:
+        series = frame.get_column(c)
+        if series.null_count():
+            return False
+        for chunk in series.get_chunks():
+            if not data_kernels.all_finite(chunk.to_numpy()):
+                return False
+    return True
+
+
 def _strictly_increasing(ts: IntArray, sym_id: IntArray) -> bool:
     """True when (ts, sym_id) pairs are strictly increasing in lexicographic order."""
     return bool(
@@ -144,10 +157,10 @@ def _panel_arrays(
             f"{name} has {null_symbol.height} rows with a null symbol, e.g. "
             f"{_first_rows(null_symbol, ['timestamp'])}"
         )
-    bad = frame.filter(
-        pl.any_horizontal([pl.col(c).is_null() | ~pl.col(c).is_finite() for c in PRICE_COLUMNS])
-    )
-    if bad.height:
+    if not _prices_finite(frame):
+        bad = frame.filter(
+            pl.any_horizontal([pl.col(c).is_null() | ~pl.col(c).is_finite() for c in PRICE_COLUMNS])
+        )
         detail = bad.head(_MAX_LISTED).select(
             "timestamp",
             "symbol",
@@ -167,7 +180,6 @@ def _panel_arrays(
             f"{name} has {bad.height} rows with null or non-finite open/high/low/close/volume "
             f"(filter or repair them before the engine): {_first_rows(detail, detail.columns)}"
         )
-    del bad
     symbols_sorted = frame.get_column("symbol").unique().sort() if universe is None else universe
     symbols = np.asarray(symbols_sorted.to_list(), dtype=np.str_)
     # id = position in the sorted names: the physical code of an Enum over them (a name

@@ -6,9 +6,10 @@ give the fill's price and commission, then every decision is the core ledger's
 ``short_not_allowed`` when ``allow_short=False``; a buy with ``insufficient_cash`` when
 ``price × qty + commission`` exceeds the cash by more than ``cash_tolerance``. Both are
 recorded, never shrunk. A fill then opens, adds to, reduces, closes or flips the symbol's
-round trip (:class:`engine.broker.state.OpenTrade`), appends its fill row (and a trade row for
-each closed part), spawns the bracket children of a filled parent and serves the fill
-listeners (hook D, ``Strategy.on_fill``).
+round trip (kept in the core's trade matrices ``aux_i`` / ``aux_f``,
+:mod:`engine.core.layout`), appends its fill row (and a trade row for each closed part),
+spawns the bracket children of a filled parent and serves the fill listeners (hook D,
+``Strategy.on_fill``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from engine.broker.state import (
     STOP,
     TYPE_NAMES,
     BrokerState,
-    OpenTrade,
+)
+from engine.core.layout import (
+    A_DIDX,
+    A_DROW,
+    A_ENTRY_INDEX,
+    A_OPEN,
+    B_COMM,
+    B_DIR,
+    B_QTY,
+    B_SLIP,
 )
 from engine.core.ledger import (
     P_ADD,
@@ -95,7 +105,7 @@ def execute(broker: BrokerState, order: Order, q: float, raw: float, row: int) -
     done = order_done(order.quantity, filled)
     order.transition(FILLED if done else PARTIALLY_FILLED)
     if done and reason != "strategy":
-        broker._exit_pending[sid] = False
+        broker._exit_pending[sid] = 0
     if order.oco_id >= 0:
         sibling = broker.orders[order.oco_id]
         if sibling.is_active:
@@ -219,19 +229,21 @@ def apply_position(
     price and trade records for a fill that is not an open: ``step`` is
     :func:`engine.core.ledger.position_step`'s ``P_ADD``, ``P_REDUCE``, ``P_CLOSE`` or
     ``P_FLIP``; True if exposure grew."""
-    trade = broker.trades[sid]
+    aux_f = broker._aux_f
+    aux_i = broker._aux_i
     best_arr = broker._best
     worst_arr = broker._worst
     if step == P_ADD:
         broker._avg[sid] = added_average(broker._avg.item(sid), pos, price, q)
-        trade.quantity += abs(q)
-        trade.commission += commission
-        trade.slippage += slip
+        aux_f[B_QTY, sid] += abs(q)
+        aux_f[B_COMM, sid] += commission
+        aux_f[B_SLIP, sid] += slip
         best_arr[sid] = max(best_arr.item(sid), price)
         worst_arr[sid] = min(worst_arr.item(sid), price)
         broker.qty[sid] = new
         return True
     entry: float = broker._avg.item(sid)
+    direction: float = aux_f.item(B_DIR, sid)
     closing, part_comm, part_slip, exit_comm, exit_slip, pnl = closed_part(
         pos,
         q,
@@ -239,19 +251,19 @@ def apply_position(
         commission,
         slip,
         entry,
-        trade.direction,
-        trade.commission,
-        trade.slippage,
+        direction,
+        aux_f.item(B_COMM, sid),
+        aux_f.item(B_SLIP, sid),
     )
-    trade.commission -= part_comm
-    trade.slippage -= part_slip
+    aux_f[B_COMM, sid] -= part_comm
+    aux_f[B_SLIP, sid] -= part_slip
     best: float = max(best_arr.item(sid), price)
     worst: float = min(worst_arr.item(sid), price)
     broker._trade_rows.append(
         (
             sid,
-            trade.direction,
-            trade.entry_index,
+            direction,
+            aux_i.item(A_ENTRY_INDEX, sid),
             broker.i,
             entry,
             price,
@@ -261,11 +273,11 @@ def apply_position(
             part_slip,
             exit_slip,
             order.reason,
-            broker.data.ordinal.item(row) - trade.entry_ordinal,
+            broker.data.ordinal.item(row) - broker._entry_ordinal.item(sid),
             best,
             worst,
-            trade.decision_row,
-            trade.decision_index,
+            aux_i.item(A_DROW, sid),
+            aux_i.item(A_DIDX, sid),
             order.decision_row,
             order.submit_index,
             broker._stop.item(sid),
@@ -274,7 +286,7 @@ def apply_position(
         )
     )
     broker._realized += pnl
-    trade.quantity -= closing
+    aux_f[B_QTY, sid] -= closing
     broker.qty[sid] = new
     if step == P_CLOSE:
         close_trade(broker, sid)
@@ -299,18 +311,17 @@ def open_trade(
 ) -> None:
     """Open the round trip of ``q`` shares of ``sid`` at ``price`` (fill on data row ``row``):
     entry, average price and extremes set, levels cleared."""
-    ordinal: int = broker.data.ordinal.item(row)
-    broker._entry_ordinal[sid] = ordinal
-    broker.trades[sid] = OpenTrade(
-        math.copysign(1.0, q),
-        abs(q),
-        broker.i,
-        ordinal,
-        commission,
-        slip,
-        order.decision_row,
-        order.submit_index,
-    )
+    broker._entry_ordinal[sid] = broker.data.ordinal.item(row)
+    aux_i = broker._aux_i
+    aux_i[A_OPEN, sid] = 1
+    aux_i[A_ENTRY_INDEX, sid] = broker.i
+    aux_i[A_DROW, sid] = order.decision_row
+    aux_i[A_DIDX, sid] = order.submit_index
+    aux_f = broker._aux_f
+    aux_f[B_DIR, sid] = math.copysign(1.0, q)
+    aux_f[B_QTY, sid] = abs(q)
+    aux_f[B_COMM, sid] = commission
+    aux_f[B_SLIP, sid] = slip
     broker._avg[sid] = price
     broker._best[sid] = price
     broker._worst[sid] = price
@@ -324,8 +335,8 @@ def close_trade(broker: BrokerState, sid: int) -> None:
     """Forget the closed round trip of ``sid``: average price, levels and extremes cleared,
     its working bracket children cancelled (``position_closed``)."""
     if broker._closed_now is not None:
-        broker._closed_now[sid] = broker.trades[sid].direction
-    del broker.trades[sid]
+        broker._closed_now[sid] = broker._aux_f.item(B_DIR, sid)
+    broker._aux_i[A_OPEN, sid] = 0
     broker._avg[sid] = 0.0
     broker._stop[sid] = math.nan
     broker._tp[sid] = math.nan

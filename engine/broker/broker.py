@@ -17,6 +17,7 @@ import polars as pl
 
 from engine.broker import hooks, intake, passes
 from engine.broker.state import BrokerState
+from engine.core import layout
 from engine.data import IntArray, MarketData
 from engine.orders import Order, OrderStatus
 from engine.risk import kernels
@@ -101,9 +102,17 @@ class Broker(BrokerState):
         sid = None if symbol is None else self.data.resolve(symbol)
         return [
             o
-            for o in (*self.book, *self._new_orders)
+            for o in (*self._lane_orders(), *self.book, *self._new_orders)
             if o.is_active and (sid is None or o.sid == sid)
         ]
+
+    def _lane_orders(self) -> list[Order]:
+        """The working orders of the market-order lane (:mod:`engine.broker.lane`), in
+        order."""
+        if self._lane is None:
+            return []
+        orders = self.orders
+        return [orders[o] for o in self._lane.working()]
 
     def shares_for_value(self, symbol: str, value: float) -> float:
         """Shares worth ``value`` (currency; negative counts as 0) at the latest close,
@@ -125,11 +134,17 @@ class Broker(BrokerState):
     def referenced_rows(self) -> IntArray:
         """Market-data rows the run state still points at (latest bars, decision bars of
         working orders and open trades): what a chunk boundary must carry over."""
-        rows = [int(o.decision_row) for o in (*self.book, *self._new_orders) if o.is_active]
-        rows.extend(t.decision_row for t in self.trades.values())
+        rows = [
+            int(o.decision_row)
+            for o in (*self._lane_orders(), *self.book, *self._new_orders)
+            if o.is_active
+        ]
         rows.extend(self._new_entries.values())
         extra = np.asarray(rows, dtype=np.int64)
-        return np.concatenate((self.last_row[self.last_row >= 0], extra[extra >= 0]))
+        trades = self._aux_i[layout.A_DROW, self.trades.sids()]
+        return np.concatenate(
+            (self.last_row[self.last_row >= 0], extra[extra >= 0], trades[trades >= 0])
+        )
 
     def rebase(self, data: MarketData, remap: IntArray | None) -> None:
         """Switch to another window of chunked market data; ``remap[old_row]`` is the row in
@@ -141,12 +156,13 @@ class Broker(BrokerState):
             return
         seen = self.last_row >= 0
         self.last_row[seen] = remap[self.last_row[seen]]
-        for order in (*self.book, *self._new_orders):
+        for order in (*self._lane_orders(), *self.book, *self._new_orders):
             if order.is_active and order.decision_row >= 0:
                 order.decision_row = int(remap[order.decision_row])
-        for trade in self.trades.values():
-            if trade.decision_row >= 0:
-                trade.decision_row = int(remap[trade.decision_row])
+        open_ = self.trades.sids()
+        drow = self._aux_i[layout.A_DROW]
+        carried = open_[drow[open_] >= 0]
+        drow[carried] = remap[drow[carried]]
         self._new_entries = {
             sid: int(remap[row]) if row >= 0 else row for sid, row in self._new_entries.items()
         }
@@ -160,7 +176,8 @@ class Broker(BrokerState):
         self.lo = lo
         hi = offsets[index + 1]
         self.hi = hi
-        kernels.set_last_rows(lo, hi, self.data.sym_id, self.last_row)
+        if self._lane is None:  # else the lane's step does it (engine.broker.lane)
+            kernels.set_last_rows(lo, hi, self.data.sym_id, self.last_row)
         self._now = self._datetimes[index]
         now_us = self._stamps[index]
         self.now_us = now_us
@@ -174,14 +191,20 @@ class Broker(BrokerState):
 
     def record_state(self) -> None:
         """Step 6: mark to market at the close and append the portfolio state."""
-        held = self.held()
-        value, gross = (
-            kernels.portfolio_value(held, self.qty, self.marks) if held.size else (0.0, 0.0)
-        )
+        lane = self._lane
+        if lane is not None and lane.value[0] == self.i and lane.value[1] == self.n_fills:
+            # valued by the lane's step, and no fill since (nothing else moves the marks)
+            _, _, value, gross, n_held = lane.value
+        else:
+            held = self.held()
+            value, gross = (
+                kernels.portfolio_value(held, self.qty, self.marks) if held.size else (0.0, 0.0)
+            )
+            n_held = int(held.size)
         equity = self.cash + value
         if self.mechanics is not None:
             equity += self.mechanics.receivable
-        self._recorder.state(self.i, equity, self.cash, value, gross, int(held.size))
+        self._recorder.state(self.i, equity, self.cash, value, gross, n_held)
         self._last_equity = equity
         if equity > self._peak:
             self._peak = equity
@@ -189,8 +212,8 @@ class Broker(BrokerState):
     def open_positions_frame(self) -> pl.DataFrame:
         """Positions still open (see :class:`engine.BacktestResult.open_positions`)."""
         rows = []
-        for sid in sorted(self.trades):
-            trade = self.trades[sid]
+        for trade in self.trades.values():
+            sid = trade.sid
             q = float(self.qty[sid])
             avg = float(self._avg[sid])
             mark = float(self.marks[sid])

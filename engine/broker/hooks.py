@@ -225,7 +225,7 @@ def risk_exit(broker: BrokerState, sid: int, quantity: float | None, rule: str, 
         decision_row=row,
     )
     order.transition(ACCEPTED)
-    broker._exit_pending[sid] = True
+    broker._exit_pending[sid] = 1
     broker.book.append(order)
     broker._accepted_this_bar.append(order)
 
@@ -239,6 +239,9 @@ def validate_new_orders(broker: BrokerState) -> None:
     if broker._cooldown:
         apply_cooldown(broker, orders)
     risk = broker._risk
+    if broker._lane is not None:  # no risk manager, no fill at the close
+        broker._lane.accept(orders)
+        return
     if risk is None or not risk.order_rules:
         book = broker.book
         accepted = broker._accepted_this_bar

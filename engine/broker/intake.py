@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from engine.broker.lane import lane_off, lane_order
 from engine.broker.state import (
     EPS,
     LIMIT,
@@ -90,6 +91,7 @@ def submit(
                 f"bracket levels inverted for a {'buy' if quantity > 0 else 'sell'}: "
                 f"take_profit={take_profit}, stop_loss={stop_loss}"
             )
+    lane_off(broker)  # an order outside the market-order lane ends it
     decision_row = broker._row(sid) if broker.i >= 0 else -1
     order = broker._new_order(
         sid,
@@ -170,6 +172,9 @@ def close_position(broker: BrokerState, symbol: str) -> Order | None:
     current: float = broker.qty.item(sid) + broker.pending.item(sid)
     if abs(current) < EPS:
         return None
+    if broker._lane is not None:
+        # whole shares unless fractional (the position and orders were checked), finite
+        return lane_order(broker, broker._lane, sid, -current)
     return market_order(broker, sid, symbol, -current)
 
 
@@ -216,6 +221,8 @@ def market_order(broker: BrokerState, sid: int, symbol: str, quantity: float) ->
     """A plain GTC market order of the strategy (most orders), built directly with the
     fields ``BrokerState._new_order`` would give it."""
     check_quantity(broker, symbol, quantity)
+    if broker._lane is not None:
+        return lane_order(broker, broker._lane, sid, quantity)
     i = broker.i
     row: int = broker.last_row.item(sid) if i >= 0 else -1
     order = plain_market_order(

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from engine.broker.accounting import execute
 from engine.broker.hooks import flush_entries, risk_exit
+from engine.broker.lane import lane_step
 from engine.broker.state import (
     ACCEPTED,
     CANCELLED,
@@ -181,6 +182,9 @@ def chronological_step(broker: BrokerState) -> None:
             )
         else:
             fill_pending_at_open(broker)
+    if broker._lane is not None:  # the book is empty: the lane's orders are its own
+        lane_step(broker, broker._lane)
+        return
     if broker._kernel is None:
         check_levels(broker)
         return
@@ -319,6 +323,8 @@ def update_marks(broker: BrokerState) -> bool:
     """
     data = broker.data
     if broker._kernel is None:
+        if broker._marked == broker.i:  # marked by the lane's step (lane_step)
+            return False
         kernels.mark_bar(
             broker.lo, broker.hi, data.sym_id, data.close, data.high, data.low,
             broker.held(), broker.fstate, broker._istate,

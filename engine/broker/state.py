@@ -10,13 +10,14 @@ functions over it; their private members (``_name``) are shared within this pack
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.broker.lane import OrderRows, lane_settings
 from engine.config import ExecutionConfig
 from engine.core import layout
 from engine.core.ledger import round_quantity
@@ -53,45 +54,96 @@ TYPE_NAMES = {t: t.value for t in OrderType}
 
 
 class OpenTrade:
-    """The open part of a round trip on one symbol.
+    """The open part of the round trip on symbol ``sid``: a view of its fields in the
+    broker's trade matrices (rows of :mod:`engine.core.layout`'s ``aux_i`` / ``aux_f``, the
+    layout the core ledger books into).
 
     ``direction`` is +1.0 (long) or -1.0 (short); ``quantity`` the open shares (unsigned);
     ``entry_index`` the timestamp index and ``entry_ordinal`` the symbol's bar ordinal of the
     entry; ``commission`` and ``slippage`` the entry costs (currency) not yet attributed to a
     closed part; ``decision_row`` / ``decision_index`` the data row and timestamp index at
-    which the entry was decided (-1: none).
+    which the entry was decided (-1: none). Assigning ``quantity`` writes the matrix (a
+    split rescales the open shares).
     """
 
-    __slots__ = (
-        "direction",
-        "quantity",
-        "entry_index",
-        "entry_ordinal",
-        "commission",
-        "slippage",
-        "decision_row",
-        "decision_index",
-    )
+    __slots__ = ("_state", "sid")
 
-    def __init__(
-        self,
-        direction: float,
-        quantity: float,
-        entry_index: int,
-        entry_ordinal: int,
-        commission: float,
-        slippage: float,
-        decision_row: int,
-        decision_index: int,
-    ) -> None:
-        self.direction = direction
-        self.quantity = quantity
-        self.entry_index = entry_index
-        self.entry_ordinal = entry_ordinal
-        self.commission = commission
-        self.slippage = slippage
-        self.decision_row = decision_row
-        self.decision_index = decision_index
+    def __init__(self, state: BrokerState, sid: int) -> None:
+        self._state = state
+        self.sid = sid
+
+    @property
+    def direction(self) -> float:
+        """+1.0 long, -1.0 short."""
+        return float(self._state._aux_f[layout.B_DIR, self.sid])
+
+    @property
+    def quantity(self) -> float:
+        """Open shares (unsigned)."""
+        return float(self._state._aux_f[layout.B_QTY, self.sid])
+
+    @quantity.setter
+    def quantity(self, value: float) -> None:
+        self._state._aux_f[layout.B_QTY, self.sid] = value
+
+    @property
+    def commission(self) -> float:
+        """Entry commission of the open part (currency)."""
+        return float(self._state._aux_f[layout.B_COMM, self.sid])
+
+    @property
+    def slippage(self) -> float:
+        """Entry slippage of the open part (currency)."""
+        return float(self._state._aux_f[layout.B_SLIP, self.sid])
+
+    @property
+    def entry_index(self) -> int:
+        """Timestamp index of the entry."""
+        return int(self._state._aux_i[layout.A_ENTRY_INDEX, self.sid])
+
+    @property
+    def entry_ordinal(self) -> int:
+        """The symbol's bar ordinal at the entry."""
+        return int(self._state._entry_ordinal[self.sid])
+
+    @property
+    def decision_row(self) -> int:
+        """Data row at which the entry was decided (-1: none)."""
+        return int(self._state._aux_i[layout.A_DROW, self.sid])
+
+    @property
+    def decision_index(self) -> int:
+        """Timestamp index at which the entry was decided (-1: none)."""
+        return int(self._state._aux_i[layout.A_DIDX, self.sid])
+
+
+class OpenTrades(Mapping[int, OpenTrade]):
+    """The open round trips by symbol id (a read-only mapping of :class:`OpenTrade` views
+    over the broker's trade matrices; a trade is open where ``aux_i[A_OPEN]`` is 1),
+    iterated by increasing symbol id."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: BrokerState) -> None:
+        self._state = state
+
+    def sids(self) -> IntArray:
+        """Ids of the symbols with an open trade, increasing."""
+        return np.flatnonzero(self._state._aux_i[layout.A_OPEN])
+
+    def __getitem__(self, sid: int) -> OpenTrade:
+        if not self._state._aux_i[layout.A_OPEN, sid]:
+            raise KeyError(sid)
+        return OpenTrade(self._state, sid)
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self._state._aux_i[layout.A_OPEN]))
+
+    def __bool__(self) -> bool:
+        return bool(self._state._aux_i[layout.A_OPEN].any())
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.sids().tolist())
 
 
 class BrokerState:
@@ -135,8 +187,12 @@ class BrokerState:
         self._entry_ordinal: IntArray = self._istate[layout.ENTRY_ORDINAL]
         self._entry_pending: IntArray = self._istate[layout.ENTRY_PENDING]
         self.pending: FloatArray = np.zeros(n)
-        self._exit_pending = np.zeros(n, dtype=bool)
-        self.trades: dict[int, OpenTrade] = {}
+        # open trades: the core's trade matrices (layout A_* / B_* rows, as the compiled
+        # driver keeps them), so the core ledger can book fills into them
+        self._aux_i: IntArray = np.zeros((layout.N_A, n), dtype=np.int64)
+        self._aux_f: FloatArray = np.zeros((layout.N_B, n))
+        self._exit_pending: IntArray = self._aux_i[layout.A_EXIT_PENDING]  # 1: exit queued
+        self.trades = OpenTrades(self)
         self._realized = 0.0
         self.book: list[Order] = []
         self._new_orders: list[Order] = []
@@ -224,6 +280,10 @@ class BrokerState:
             )
             if config.has_mechanics
             else None
+        )
+        # the market-order lane (engine.broker.lane): plain market orders as core order rows
+        self._lane: OrderRows | None = (
+            OrderRows(recorder.records, n) if lane_settings(self) else None
         )
         self._batch_source: dict[str, npt.NDArray[Any]] = {
             "quantity": self.qty,
@@ -360,7 +420,7 @@ class BrokerState:
         if release and order.order_type is MARKET:
             self.pending[order.sid] -= remaining
         if order.reason != "strategy":
-            self._exit_pending[order.sid] = False
+            self._exit_pending[order.sid] = 0
         self._recorder.rejection(self.i, order, event, reason, rule, remaining)
 
 

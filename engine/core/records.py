@@ -30,7 +30,16 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from engine.core.layout import FIXED_REASONS, STATUS_REASONS, TYPE_NAMES
+from engine.core.layout import (
+    C_FILLS,
+    C_ORDERS,
+    C_REJ,
+    C_TRADES,
+    FIXED_REASONS,
+    N_C,
+    STATUS_REASONS,
+    TYPE_NAMES,
+)
 
 _I = np.int64
 _F = np.float64
@@ -146,6 +155,16 @@ DTYPES: dict[str, np.dtype[Any]] = {
 
 RecordArray = npt.NDArray[np.void]
 
+TAIL_SLOT: dict[str, int] = {
+    "orders": C_ORDERS,
+    "fills": C_FILLS,
+    "trades": C_TRADES,
+    "rejections": C_REJ,
+    "states": N_C,
+}
+"""Where :attr:`Records.tail_counts` keeps the count of each kind's appended rows: at the
+ledger's count slot of that kind (``counts[C_FILLS]`` ...), the states after them."""
+
 STAGED_NAMES: dict[str, dict[str, str]] = {
     "fills": {"order_type": "types", "reason": "reasons"},
     "trades": {"exit_reason": "reasons"},
@@ -199,6 +218,8 @@ class Records:
         "reason_codes",
         "_text_codes",
         "_typed",
+        "tails",
+        "tail_counts",
     )
     reason_codes: dict[str, int]
     """Reason name -> code, for a caller's fast lookup (:meth:`reason_code` adds)."""
@@ -218,6 +239,14 @@ class Records:
         for code, text in enumerate(self.texts):
             self._text_codes.setdefault(text, code)
         self._typed: dict[str, list[RecordArray]] = {kind: [] for kind in DTYPES}
+        # typed rows appended since the last staged row (extend, or a kernel writing into
+        # reserve's buffer): one growable buffer per kind, its rows [:tail_counts[TAIL_SLOT[
+        # kind]]] logically after every part of _typed; the counts sit at the ledger's count
+        # slots (C_FILLS, ...), so a kernel's ``counts`` argument can be this array itself
+        self.tails: dict[str, RecordArray] = {
+            kind: np.empty(0, dtype=dtype) for kind, dtype in DTYPES.items()
+        }
+        self.tail_counts: npt.NDArray[np.int64] = np.zeros(N_C + 1, dtype=np.int64)
 
     def reason_code(self, name: str) -> int:
         """The code of reason ``name`` (added on first use)."""
@@ -236,7 +265,7 @@ class Records:
         return code
 
     def extend(self, kind: Kind, records: RecordArray) -> None:
-        """Append typed ``records`` of ``kind`` (after everything recorded so far).
+        """Append typed ``records`` of ``kind`` (after everything recorded so far; copied).
 
         Raises
         ------
@@ -245,12 +274,50 @@ class Records:
         """
         if records.dtype != DTYPES[kind]:
             raise TypeError(f"{kind} records must have dtype {DTYPES[kind]}, got {records.dtype}")
+        tail, start = self.reserve(kind, records.size)
+        end = start + records.size
+        tail[start:end] = records
+        self.tail_counts[TAIL_SLOT[kind]] = end
+
+    def reserve(self, kind: Kind, n: int) -> tuple[RecordArray, int]:
+        """A buffer of ``kind`` records with room for ``n`` more, and the row where they go:
+        a kernel writes rows ``start:end`` of it, then :meth:`commit` takes them (no copy).
+        """
         self._flush(kind)
-        self._typed[kind].append(records)
+        slot = TAIL_SLOT[kind]
+        start = int(self.tail_counts[slot])
+        tail = self.tails[kind]
+        if start + n > tail.size:
+            grown = np.empty(max(start + n, 2 * tail.size, 256), DTYPES[kind])
+            grown[:start] = tail[:start]
+            self.tails[kind] = tail = grown
+        return tail, start
+
+    def make_room(self, kinds: Sequence[Kind], n: int) -> int:
+        """:meth:`reserve` ``n`` rows of each of ``kinds``; return the fewest free rows of
+        their buffers (at least ``n``)."""
+        free = []
+        for kind in kinds:
+            tail, start = self.reserve(kind, n)
+            free.append(tail.size - start)
+        return min(free)
+
+    def commit(self, kind: Kind, end: int) -> None:
+        """Take the rows written into the :meth:`reserve` buffer of ``kind`` up to ``end``."""
+        self.tail_counts[TAIL_SLOT[kind]] = end
+
+    def _seal_tail(self, kind: Kind) -> None:
+        # the rows appended since the last staged row become a part (the buffer is reused)
+        slot = TAIL_SLOT[kind]
+        n = int(self.tail_counts[slot])
+        if n:
+            self._typed[kind].append(self.tails[kind][:n].copy())
+            self.tail_counts[slot] = 0
 
     def _flush(self, kind: Kind) -> None:
         staged: list[tuple[Any, ...]] = getattr(self, kind)
         if staged:
+            self._seal_tail(kind)
             self._typed[kind].append(self._typed_rows(kind, staged))
             staged.clear()
 
@@ -296,6 +363,11 @@ class Records:
             if start < part.size:
                 parts.append(part[field][start:])
             start = max(start - part.size, 0)
+        tail_n = int(self.tail_counts[TAIL_SLOT[kind]])
+        if tail_n:
+            if start < tail_n:
+                parts.append(self.tails[kind][field][start:tail_n].copy())
+            start = max(start - tail_n, 0)
         staged: list[tuple[Any, ...]] = getattr(self, kind)
         rows = itertools.islice(staged, start, None)
         tail = np.fromiter(
@@ -306,12 +378,14 @@ class Records:
     def count(self, kind: Kind) -> int:
         """Number of records of ``kind`` so far."""
         staged: list[tuple[Any, ...]] = getattr(self, kind)
-        return sum(part.size for part in self._typed[kind]) + len(staged)
+        tail_n = int(self.tail_counts[TAIL_SLOT[kind]])
+        return sum(part.size for part in self._typed[kind]) + tail_n + len(staged)
 
     def table(self, kind: Kind) -> RecordArray:
         """Every record of ``kind`` so far, as one array of the kind's dtype (the staged rows
         are converted once and kept typed)."""
         self._flush(kind)
+        self._seal_tail(kind)
         parts = self._typed[kind]
         if not parts:
             return np.empty(0, dtype=DTYPES[kind])

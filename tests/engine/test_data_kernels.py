@@ -83,3 +83,22 @@ def test_group_offsets_match_numpy_runs(variant: int, ts: list[int]) -> None:
     offsets, values = _both(data_kernels.group_offsets)[variant](arr)
     np.testing.assert_array_equal(offsets, np.concatenate((starts, [arr.size])))
     np.testing.assert_array_equal(values, arr[starts])
+
+
+@pytest.mark.parametrize("variant", [0, 1])
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], True),
+        ([1.0, -2.5, 0.0], True),
+        ([1.0, np.nan, 2.0], False),
+        ([np.inf], False),
+        ([3.0, -np.inf], False),
+    ],
+)
+def test_all_finite_is_false_at_any_nan_or_infinity(
+    variant: int, values: list[float], expected: bool
+) -> None:
+    arr = np.asarray(values, dtype=np.float64)
+    assert _both(data_kernels.all_finite)[variant](arr) is expected
+    assert bool(np.isfinite(arr).all()) is expected

@@ -238,7 +238,8 @@ def _scenario(draw: Any) -> dict[str, Any]:
             score = None if rng.random() < 0.15 else float(rng.choice([-1.0, 0.0, 1.0, c]))
             atr = None if rng.random() < 0.2 else float(c * rng.uniform(0.0, 0.06))
             atr_b = None if rng.random() < 0.2 else float(c * rng.uniform(0.005, 0.03))
-            rows.append((ts(k), f"S{s}", o, h, lo, c, 1e5, score, atr, atr_b))
+            volume = float(rng.choice([50.0, 1000.0, 1e5]))
+            rows.append((ts(k), f"S{s}", o, h, lo, c, volume, score, atr, atr_b))
             price = c
     vix = [None if rng.random() < 0.1 else float(rng.uniform(10, 30)) for _ in range(n_bars)]
     return {
@@ -251,6 +252,9 @@ def _scenario(draw: Any) -> dict[str, Any]:
         "close_at_end": draw(st.booleans()),
         "fractional": draw(st.booleans()),
         "spread": draw(st.booleans()),
+        "fill": draw(st.sampled_from(["next_open", "close"])),
+        "activation": draw(st.sampled_from(["next_bar", "entry_bar"])),
+        "cap": draw(st.sampled_from([None, 0.5])),
     }
 
 
@@ -308,8 +312,10 @@ def _generated(sc: dict[str, Any]) -> MarketData:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_scenario())
 def test_fastpath_rules_generated_panels_equal_python_loop(sc: dict[str, Any]) -> None:
-    """On generated panels (missing bars, ATR and VIX gaps), any mix of the ATR rules, the
-    regime rules and the rules they merge with gives identical records in both drivers."""
+    """On generated panels (missing bars, ATR and VIX gaps, thin volume), any mix of the ATR
+    rules, the regime rules and the rules they merge with, under fills at the open or the
+    close (whose entry levels read the fill bar's ATR and regime), levels live from the next
+    or the entry bar and a volume cap, gives identical records in both drivers."""
     data = _generated(sc)
     config = ExecutionConfig(
         commission=_COMMISSION,
@@ -317,6 +323,9 @@ def test_fastpath_rules_generated_panels_equal_python_loop(sc: dict[str, Any]) -
         bar_event_order="stops_first" if sc["stops_first"] else "chronological",
         close_at_end=sc["close_at_end"],
         fractional_shares=sc["fractional"],
+        fill=sc["fill"],
+        stop_activation=sc["activation"],
+        max_volume_participation=sc["cap"],
     )
     rules = [_RULES[name]() for name in sc["rules"]]
     strategy = {"signal": "score", "n": sc["n"], "rebalance_every": sc["every"], "weight": 0.3}
