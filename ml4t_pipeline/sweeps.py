@@ -164,6 +164,7 @@ class Sweep:
         ray_address: str | None = None,
         retry_failed: bool = False,
         show_progress: bool | None = None,
+        variants: bool = True,
     ) -> SweepResult:
         """Run (or resume) the sweep into ``output`` and write its outputs there.
 
@@ -182,6 +183,9 @@ class Sweep:
             Run the trials whose stored record is ``failed`` again.
         show_progress : bool, optional
             Force the progress bar on or off (default: shown on a terminal or in Jupyter).
+        variants : bool, default True
+            Run qualifying trials as compiled variant passes (``docs/how-to/sweep.md``); False:
+            one backtest per trial. The results are the same.
 
         Returns
         -------
@@ -218,6 +222,7 @@ class Sweep:
                     on_trial=lambda record: bar.advance(),
                     hold_lock=False,
                     prepare=prepare_data,
+                    variants=variants,
                 )
             from ml4t_pipeline.lib.sweep.results import write_outputs  # scipy: import on use
 
@@ -443,6 +448,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"{summary['n_reused']} reused) in {run.seconds:.1f} s "
         f"+ {run.prepare_seconds:.1f} s data preparation"
     )
+    if run.variant_trials:  # docs/how-to/sweep.md: many variants in one compiled pass
+        print(f"  variant pass  {run.variant_trials} of {run.computed} computed trials")
     best = summary["best_trial"]
     if best is not None:
         params = ", ".join(f"{k}={v}" for k, v in best["params"].items())

@@ -3,9 +3,10 @@
 :func:`compiled_reason` says why a run must take the Python loop (``None``: the compiled
 driver, :mod:`engine.compiled.topn`, runs it with the same results);
 :func:`plan_topn` turns the strategy, rules and settings into the driver's tables
-(:class:`engine.compiled.topn.TopNPlan`). The rules keep their validation and texts; this
-module only hands their parameters over, as :class:`engine.risk.manager.BasicRulesKernel`
-does for the fixed-percent rules.
+(:class:`engine.compiled.topn.TopNPlan`); :func:`variants_reason` says whether many runs on
+one panel can share one pass of the variant driver (:mod:`engine.compiled.variants`). The
+rules keep their validation and texts; this module only hands their parameters over, as
+:class:`engine.risk.manager.BasicRulesKernel` does for the fixed-percent rules.
 
 What qualifies (anything else runs the Python loop):
 
@@ -38,6 +39,7 @@ What qualifies (anything else runs the Python loop):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
@@ -591,3 +593,73 @@ def plan_topn(
         costs=plan_costs(data, config.slippage, config.commission),
         mechanics=mechanics,
     )
+
+
+def variants_reason(
+    data: MarketData | ChunkedMarketData,
+    runs: Sequence[tuple[Strategy, RiskManager | None, ExecutionConfig]],
+) -> str | None:
+    """Why these runs on ``data`` cannot share one pass of the variant driver
+    (:mod:`engine.compiled.variants`), or ``None`` when they can.
+
+    They can when each run qualifies alone (:func:`compiled_reason`), none has corporate
+    actions or financing, and they differ only in what the driver keeps per variant: the
+    strategy's ``n``, ``rebalance_every`` and ``weight``, the parameters of the same rules and
+    limits in the same order (e.g. ``stop_pct``, ``max_bars``; a ``PartialProfitTaking`` with
+    the same number of levels), the commission model and its rates (a ``TieredCommission``
+    with the same number of tiers, or none), the slippage model's parameters (one model type;
+    ``SpreadAwareSlippage`` / ``VolumeAwareSlippage`` reading the same per-row series: the
+    same ``window``, ``min_periods``, ``clamp`` / ``volatility_column``, ``volume``,
+    ``volume_window``), the initial
+    cash, and any other execution setting the compiled driver reads per run
+    (``fractional_shares``, ``close_at_end``, ``bar_event_order``, ``cash_tolerance``). They
+    rank the same signal column.
+
+    Returns
+    -------
+    str or None
+        A short reason naming the first run (by position) and setting that rules it out.
+    """
+    if not runs:
+        return "no runs"
+    first_key: tuple[object, ...] | None = None
+    for k, (strategy, risk, config) in enumerate(runs):
+        reason = compiled_reason(data, strategy, risk, config)
+        if reason is not None:
+            return f"run {k}: {reason}"
+        if config.has_mechanics:
+            return f"run {k}: corporate actions or financing"
+        top = cast(TopNStrategy, strategy)
+        rules = list(risk.rules) if risk is not None else []
+        # the rule table's shape (rules of a RegimeDependentRule included) and the per-row
+        # inputs its rules read (ATR columns, regime flags: one array per set of sources,
+        # cached on the data), which the variants share
+        table = _rule_table(cast(MarketData, data), rules)
+        inputs = id(table.inputs) if table.inputs.size else table.inputs.shape
+        slippage = config.slippage
+        # the per-row series a spread- or volume-aware model reads (one array per setting,
+        # cached on the data): equal settings share it, parameters like fallback_pct may vary
+        rows = None
+        if isinstance(slippage, SpreadAwareSlippage | VolumeAwareSlippage):
+            rows = id(_cost_rows(cast(MarketData, data), slippage))
+        commission = config.commission
+        tiers = len(commission.tiers) if isinstance(commission, TieredCommission) else -1
+        key = (
+            top.signal,
+            tuple(type(r) for r in rules),
+            (table.table.shape, table.partial.shape),
+            inputs,
+            type(slippage),
+            rows,
+            tiers,
+        )
+        if first_key is None:
+            first_key = key
+        elif key != first_key:
+            names = (
+                "signal", "rules", "rule tables", "rule inputs (ATR columns, regimes)",
+                "slippage model", "slippage settings", "commission tiers",
+            )  # fmt: skip
+            what = next(n for n, a, b in zip(names, key, first_key, strict=True) if a != b)
+            return f"run {k}: its {what} differ from run 0's"
+    return None

@@ -974,6 +974,17 @@ def _top_rows(
     return cnt
 
 
+@njit
+def _ranked_rows(ranked: IntArray, n: int, top_row: IntArray) -> int:
+    """The first ``n`` rows of one bar's ``ranking`` row (-1 ends it) into ``top_row``;
+    their count."""
+    cnt = 0
+    while cnt < n and ranked[cnt] >= 0:
+        top_row[cnt] = ranked[cnt]
+        cnt += 1
+    return cnt
+
+
 class Bars(NamedTuple):
     """The market data of a run (:class:`engine.MarketData` arrays) and the ranking signal.
 
@@ -1046,10 +1057,20 @@ class RunRecords(NamedTuple):
 
 @njit
 def run_topn(
-    bars: Bars, tables: Tables, state: RunState, records: RunRecords, mech: CompiledMechanics
+    bars: Bars,
+    tables: Tables,
+    state: RunState,
+    records: RunRecords,
+    mech: CompiledMechanics,
+    ranking: IntArray | None = None,
 ) -> None:
     """The whole run of :class:`engine.TopNStrategy` with the compiled rules and limits
     (module docstring), in the engine's per-bar order.
+
+    ``ranking`` (int64, shape (n_bars, K), K >= the strategy's n; optional): each bar's rows
+    by decreasing signal as :func:`_top_rows` orders them, -1 past the bar's last finite one
+    (:func:`engine.compiled.variants.rank_bars`, computed once for many runs on one panel);
+    without it the run ranks each rebalance bar itself. The top n rows are the same either way.
 
     ``state.counts[C_STATUS]`` is ``ST_OK`` on return, or ``ST_FULL`` when the record buffers
     would overflow (the caller retries with larger ones), or ``ST_SHORT_BOOK`` /
@@ -1200,7 +1221,10 @@ def run_topn(
         # 3. the strategy (TopNStrategy.on_timestamp_batch) and 4. hook B (no order rules)
         if i % every == 0:
             n_new = 0
-            cnt = _top_rows(lo, hi, sig, n, top_val, top_row)
+            if ranking is None:
+                cnt = _top_rows(lo, hi, sig, n, top_val, top_row)
+            else:
+                cnt = _ranked_rows(ranking[i], n, top_row)
             stamp = i + 1
             for k in range(cnt):
                 aux_i[A_TARGET, sym_id[top_row[k]]] = stamp
@@ -1307,6 +1331,34 @@ def run_topn(
     counts[C_STATUS] = ST_OK
 
 
+def init_state(
+    fstate: FloatArray,
+    istate: IntArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    pending: FloatArray,
+    counts: IntArray,
+    acc: FloatArray,
+    initial_cash: float,
+) -> None:
+    """The run state before the first bar, written in place (:class:`RunState`'s arrays but
+    the book; a single run's, or one variant's of :mod:`engine.compiled.variants`)."""
+    fstate[:] = np.nan
+    fstate[QTY] = 0.0
+    fstate[AVG] = 0.0
+    istate[:] = 0
+    istate[LAST_ROW] = -1
+    aux_i[:] = 0
+    aux_i[A_PARTIAL_ENTRY] = -1
+    aux_i[A_STOPPED_AT] = _NEVER
+    aux_f[:] = 0.0
+    pending[:] = 0.0
+    counts[:] = 0
+    counts[C_DAY] = -1
+    acc[:] = initial_cash
+    acc[ACC_REALIZED] = 0.0
+
+
 class CompiledRun:
     """The outputs of :func:`run_topn` for one run.
 
@@ -1344,26 +1396,20 @@ class CompiledRun:
         cap = plan.capacity
         while True:
             tables.tier_state[:] = (math.nan, 0.0)
-            fstate = np.full((N_FLOAT_FIELDS, n_sym), np.nan)
-            fstate[QTY] = 0.0
-            fstate[AVG] = 0.0
-            istate = np.zeros((N_INT_FIELDS, n_sym), dtype=np.int64)
-            istate[LAST_ROW] = -1
-            aux_i = np.zeros((N_A, n_sym), dtype=np.int64)
-            aux_i[A_PARTIAL_ENTRY] = -1
-            aux_i[A_STOPPED_AT] = _NEVER
-            aux_f = np.zeros((N_B, n_sym))
-            pending = np.zeros(n_sym)
+            fstate = np.empty((N_FLOAT_FIELDS, n_sym))
+            istate = np.empty((N_INT_FIELDS, n_sym), dtype=np.int64)
+            aux_i = np.empty((N_A, n_sym), dtype=np.int64)
+            aux_f = np.empty((N_B, n_sym))
+            pending = np.empty(n_sym)
+            counts = np.empty(N_C, dtype=np.int64)
+            acc = np.empty(N_ACC)
+            init_state(fstate, istate, aux_i, aux_f, pending, counts, acc, plan.initial_cash)
             orders = empty_records("orders", cap)
             fills = empty_records("fills", cap)
             trades = empty_records("trades", cap)
             rejections = empty_records("rejections", cap)
             states = empty_records("states", n_t)
             book = np.empty(cap, dtype=np.int64)
-            counts = np.zeros(N_C, dtype=np.int64)
-            counts[C_DAY] = -1
-            acc = np.full(N_ACC, plan.initial_cash)
-            acc[ACC_REALIZED] = 0.0
             run_topn(
                 bars,
                 tables,
@@ -1375,6 +1421,42 @@ class CompiledRun:
                 break
             cap *= 2
             mech = fresh_compiled(mech)
+        self._finish(
+            plan,
+            n_t,
+            RunState(fstate, istate, aux_i, aux_f, pending, book, counts, acc),
+            RunRecords(orders, fills, trades, rejections, states),
+            mech,
+        )
+
+    @classmethod
+    def from_buffers(
+        cls,
+        plan: TopNPlan,
+        n_t: int,
+        state: RunState,
+        records: RunRecords,
+        mech: CompiledMechanics,
+    ) -> CompiledRun:
+        """The outputs of a :func:`run_topn` call made elsewhere (the variant driver,
+        :mod:`engine.compiled.variants`) on ``plan``'s inputs, from its final ``state`` and
+        record buffers; as :meth:`__init__` would give."""
+        run = cls.__new__(cls)
+        run._finish(plan, n_t, state, records, mech)
+        return run
+
+    def _finish(
+        self,
+        plan: TopNPlan,
+        n_t: int,
+        state: RunState,
+        records: RunRecords,
+        mech: CompiledMechanics,
+    ) -> None:
+        """The attributes from a finished :func:`run_topn` call's state and buffers."""
+        fstate, istate, aux_i, aux_f = state.fstate, state.istate, state.aux_i, state.aux_f
+        counts, acc = state.counts, state.acc
+        orders, fills, trades, rejections, states = records
         self.status = int(counts[C_STATUS])
         self.cash = float(acc[ACC_CASH])
         self.fstate = fstate

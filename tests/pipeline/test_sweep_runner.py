@@ -388,7 +388,58 @@ def test_run_sweep_ray_backend_equals_serial(
     on_ray = run_sweep(sweep, tmp_path / "ray", backend="ray", workers=2, prepared=prepared)
     assert on_ray.keys == serial.keys and on_ray.backend == "ray"
     assert [r["metrics"] for r in on_ray.records] == [r["metrics"] for r in serial.records]
+    assert on_ray.variant_trials == serial.variant_trials == 6  # each batch in one pass
     assert not ray.is_initialized()  # the local Ray it started is shut down
+
+
+VARIANT_GRID = {
+    "grid": {
+        "strategy.n": [1, 3],
+        "risk_rules[0].stop_pct": [0.03, 0.08],
+        "strategy.rebalance_every": [1, 5],
+        "execution.commission.rate": [0.0, 0.002],
+        "execution.initial_cash": [5e4, 1e5],
+    }
+}
+
+
+def test_run_sweep_qualifying_trials_take_the_variant_pass_and_equal_one_at_a_time(
+    lab: Lab, tmp_path: Path
+) -> None:
+    sweep = load_sweep_file(lab.write("variants", VARIANT_GRID))
+    prepared = {lab.prepared.key: lab.prepared}
+    passed = run_sweep(sweep, tmp_path / "pass", prepared=prepared)
+    single = run_sweep(sweep, tmp_path / "single", prepared=prepared, variants=False)
+    assert (passed.variant_trials, single.variant_trials) == (32, 0)
+    assert {r["driver"] for r in passed.records} == {"variants"}
+    assert {r["driver"] for r in single.records} == {"single"}
+    assert passed.keys == single.keys
+    assert [r["metrics"] for r in passed.records] == [r["metrics"] for r in single.records]
+    assert len({r["metrics"]["n_trades"] for r in passed.records}) > 8
+    for key in passed.keys:
+        a = TrialStore(tmp_path / "pass").load_returns(key)
+        assert a.equals(TrialStore(tmp_path / "single").load_returns(key))
+
+
+def test_variant_reason_sends_windows_and_bad_trials_one_at_a_time(lab: Lab) -> None:
+    from ml4t_pipeline.lib.sweep.prepare import build_market
+    from ml4t_pipeline.lib.sweep.variants import run_trials, variant_reason
+
+    sweep = load_sweep_file(lab.write("variants", VARIANT_GRID))
+    market = build_market(lab.prepared.frames())
+    configs = [t.config for t in sweep.trials[:3]]
+    assert variant_reason(configs, market) is None
+    window = configs[1].model_copy(
+        update={"backtest": configs[1].backtest.model_copy(update={"end": "2014-01-01"})}
+    )
+    assert variant_reason([configs[0], window], market) == "trial 1 has a backtest window"
+    bad = configs[2].model_copy(
+        update={"strategy": configs[2].strategy.model_copy(update={"n": 0})}
+    )
+    assert variant_reason([configs[0], bad], market).startswith("trial 1: ValueError")  # type: ignore[union-attr]
+    outcomes = dict(run_trials([configs[0].model_dump_json(), bad.model_dump_json()], market))
+    assert [o.driver for o in outcomes.values()] == ["single", "single"]
+    assert outcomes[0].status == "ok" and outcomes[1].status == "failed"
 
 
 def test_ray_batches_keep_order_and_one_data_set_each() -> None:

@@ -1,9 +1,12 @@
 """The backends a sweep fans its trials out on: serial, processes, Ray.
 
-``serial`` runs the trials one after another in this process; ``processes``
+``serial`` runs the trials in this process: the trials of one data section in one pass of the
+compiled variant driver when they qualify (:mod:`~ml4t_pipeline.lib.sweep.variants`), else one
+after another; ``processes``
 uses a :class:`concurrent.futures.ProcessPoolExecutor` whose workers receive the prepared
 frames once, at start-up; ``ray`` puts each prepared data set into the Ray object store once
-(``ray.put``) and runs the trials on ``workers`` actors that fetch it once each. Ray connects to
+(``ray.put``) and runs the trials on ``workers`` actors that fetch it once each, in batches;
+an actor runs a batch that qualifies as one variant pass on one thread. Ray connects to
 ``RAY_ADDRESS`` (or the given address) when set, and the prepared data and the trials then go
 to that cluster's hosts; otherwise it starts a private local instance with ``num_cpus =
 workers`` whose processes listen on 127.0.0.1 only (:func:`start_local_ray`). An already
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ml4t_pipeline.lib.sweep.prepare import PreparedData, build_market
 from ml4t_pipeline.lib.sweep.spec import Trial
 from ml4t_pipeline.lib.sweep.trials import SweepError, TrialOutcome, run_trial
+from ml4t_pipeline.lib.sweep.variants import run_trials
 
 if TYPE_CHECKING:
     from engine import MarketData
@@ -39,13 +43,21 @@ class _Job:
 
 
 def _run_serial(
-    jobs: Sequence[_Job], workers: int, ray_address: str | None, timings: dict[str, float]
+    jobs: Sequence[_Job],
+    workers: int,
+    ray_address: str | None,
+    timings: dict[str, float],
+    variants: bool = True,
 ) -> Iterator[tuple[_Job, TrialOutcome]]:
-    markets: dict[str, MarketData] = {}
+    # the trials of each data section together: one variant pass when they qualify
+    by_data: dict[str, list[_Job]] = {}
     for job in jobs:
-        if job.data.key not in markets:
-            markets[job.data.key] = build_market(job.data.frames())
-        yield job, run_trial(job.trial.config.model_dump_json(), markets[job.data.key])
+        by_data.setdefault(job.data.key, []).append(job)
+    for group in by_data.values():
+        market = build_market(group[0].data.frames())
+        configs = [job.trial.config.model_dump_json() for job in group]
+        for k, outcome in run_trials(configs, market, variants=variants):
+            yield group[k], outcome
 
 
 # process workers keep the prepared frames they were started with, by data key, and the
@@ -66,8 +78,13 @@ def _process_trial(data_key_: str, config_json: str) -> TrialOutcome:
 
 
 def _run_processes(
-    jobs: Sequence[_Job], workers: int, ray_address: str | None, timings: dict[str, float]
+    jobs: Sequence[_Job],
+    workers: int,
+    ray_address: str | None,
+    timings: dict[str, float],
+    variants: bool = True,
 ) -> Iterator[tuple[_Job, TrialOutcome]]:
+    # one trial per task (the variant pass runs on the serial and Ray backends)
     if not jobs:
         return
     import multiprocessing
@@ -174,7 +191,11 @@ def start_local_ray(workers: int) -> None:
 
 
 def _run_ray(
-    jobs: Sequence[_Job], workers: int, ray_address: str | None, timings: dict[str, float]
+    jobs: Sequence[_Job],
+    workers: int,
+    ray_address: str | None,
+    timings: dict[str, float],
+    variants: bool = True,
 ) -> Iterator[tuple[_Job, TrialOutcome]]:
     if not jobs:
         return
@@ -208,13 +229,13 @@ def _run_ray(
         # the engine's compiled kernels (numba's first call) before the timed trials start
         first = {key: next(j for j in jobs if j.data.key == key) for key in refs}
         warm = [
-            actor.warm.remote([ref], key, first[key].trial.config.model_dump_json())
+            actor.warm.remote([ref], key, first[key].trial.config.model_dump_json(), variants)
             for actor in actors
             for key, ref in refs.items()
         ]
         ray.get(warm)
         timings["startup"] = time.perf_counter() - started
-        queue = _batches(jobs, workers)
+        queue = _batches(jobs, workers, VARIANT_BATCH if variants else MAX_BATCH)
         running: dict[Any, tuple[list[_Job], Any]] = {}
 
         def submit(actor: Any) -> None:
@@ -222,7 +243,7 @@ def _run_ray(
             key = batch[0].data.key
             # the ref travels inside a list so Ray does not resolve (copy) it on every call
             ref = actor.run_batch.remote(
-                [refs[key]], key, [job.trial.config.model_dump_json() for job in batch]
+                [refs[key]], key, [job.trial.config.model_dump_json() for job in batch], variants
             )
             running[ref] = (batch, actor)
 
@@ -263,13 +284,22 @@ class _TrialActor:
             self.markets[key] = build_market(ray.get(ref[0]))
         return self.markets[key]
 
-    def warm(self, ref: list[Any], key: str, config_json: str) -> int:
-        run_trial(config_json, self._market(ref, key))  # result discarded: a warm-up
+    def warm(self, ref: list[Any], key: str, config_json: str, variants: bool = True) -> int:
+        # results discarded: a warm-up (the same trial twice is a variant pass when it
+        # qualifies, which loads that kernel too)
+        market = self._market(ref, key)
+        run_trial(config_json, market)
+        if variants:
+            list(run_trials([config_json, config_json], market, threads=1))
         return os.getpid()
 
-    def run_batch(self, ref: list[Any], key: str, configs: list[str]) -> list[TrialOutcome]:
+    def run_batch(
+        self, ref: list[Any], key: str, configs: list[str], variants: bool = True
+    ) -> list[TrialOutcome]:
+        """The batch's outcomes, in order: one variant pass on one numba thread (the actor
+        has one CPU) when the batch qualifies, else one trial at a time."""
         market = self._market(ref, key)
-        return [run_trial(config_json, market) for config_json in configs]
+        return [o for _, o in run_trials(configs, market, variants=variants, threads=1)]
 
 
 # a batch of trials per Ray call: each call costs the driver a submit, a wait and a get
@@ -280,10 +310,16 @@ MAX_BATCH = 4
 MIN_BATCHES_PER_WORKER = 8
 
 
-def _batches(jobs: Sequence[_Job], workers: int) -> list[list[_Job]]:
-    """``jobs`` in order, cut into batches of one data set each: up to :data:`MAX_BATCH`
-    trials, fewer when that would leave a worker under :data:`MIN_BATCHES_PER_WORKER`."""
-    size = max(1, min(MAX_BATCH, len(jobs) // (MIN_BATCHES_PER_WORKER * workers)))
+# a batch that may run as one variant pass: larger, as its trials share the ranking and a
+# pass per batch; at least MIN_BATCHES_PER_WORKER batches per worker still apply
+VARIANT_BATCH = 32
+
+
+def _batches(jobs: Sequence[_Job], workers: int, most: int = MAX_BATCH) -> list[list[_Job]]:
+    """``jobs`` in order, cut into batches of one data set each: up to ``most`` trials
+    (default :data:`MAX_BATCH`), fewer when that would leave a worker under
+    :data:`MIN_BATCHES_PER_WORKER`."""
+    size = max(1, min(most, len(jobs) // (MIN_BATCHES_PER_WORKER * workers)))
     batches: list[list[_Job]] = []
     for job in jobs:
         last = batches[-1] if batches else None

@@ -3,7 +3,9 @@
 ``sweep_results.parquet`` has one row per trial: ``trial`` (its index), one column per swept
 path (named by the path, e.g. ``strategy.n``; values that are not scalars are stored as JSON
 text), ``status`` (``ok``/``failed``), ``hash`` (the trial key), ``seconds`` and
-``cpu_seconds`` (the trial's own wall and CPU time), ``error`` and the metrics of
+``cpu_seconds`` (the trial's own wall and CPU time; in a variant pass its share of the pass),
+``driver`` (``variants``: run in a pass of the compiled variant driver, :mod:`~ml4t_pipeline.
+lib.sweep.variants`; ``single``: a backtest of its own), ``error`` and the metrics of
 :data:`~ml4t_pipeline.lib.sweep.runner.TRIAL_METRICS` (``sharpe`` is annualised, as everywhere
 in the project).
 
@@ -67,6 +69,7 @@ def results_table(sweep: SweepFile, run: SweepRun) -> pl.DataFrame:
             "hash": record["hash"],
             "seconds": float(record["seconds"]),
             "cpu_seconds": float(record.get("cpu_seconds", 0.0)),
+            "driver": record.get("driver", "single"),
             "error": record.get("error"),
         }
         metrics = record.get("metrics") or {}
@@ -76,7 +79,7 @@ def results_table(sweep: SweepFile, run: SweepRun) -> pl.DataFrame:
         rows.append(row)
     schema: dict[str, Any] = {"trial": pl.Int64, "status": pl.String, "hash": pl.String,
                               "seconds": pl.Float64, "cpu_seconds": pl.Float64,
-                              "error": pl.String}  # fmt: skip
+                              "driver": pl.String, "error": pl.String}  # fmt: skip
     schema |= {name: pl.Float64 for name in TRIAL_METRICS}
     frame = pl.DataFrame(rows, infer_schema_length=None, schema_overrides=schema)
     return frame.with_columns(pl.col("n_trades").cast(pl.Int64))

@@ -116,6 +116,9 @@ class SweepRun:
     prepare_seconds : float
         Wall time of the data preparation.
     code_version : str
+    variant_trials : int
+        Trials computed in passes of the compiled variant driver (the others were backtests of
+        their own).
     startup_seconds : float
         Part of ``seconds`` spent starting the backend before the first trial could run (Ray:
         actors started, each with the data fetched and the backtest code imported); 0 for
@@ -133,6 +136,7 @@ class SweepRun:
     prepare_seconds: float
     code_version: str
     startup_seconds: float = 0.0
+    variant_trials: int = 0
 
 
 @contextlib.contextmanager
@@ -170,6 +174,7 @@ def run_sweep(
     prepared: dict[str, PreparedData] | None = None,
     hold_lock: bool = True,
     prepare: PrepareData | None = None,
+    variants: bool = True,
 ) -> SweepRun:
     """Run (or resume) every trial of ``sweep`` and store each result as it finishes.
 
@@ -196,6 +201,10 @@ def run_sweep(
         :data:`PrepareData` for the data sections not in ``prepared`` (the faces hand in
         :func:`ml4t_pipeline.sweeps.prepare_data`, which runs the Dagster data assets); without
         it a data section that is not prepared is an error.
+    variants : bool, default True
+        Run the trials that qualify in passes of the compiled variant driver
+        (:mod:`~ml4t_pipeline.lib.sweep.variants`; serial and Ray backends); False: every trial
+        is a backtest of its own. The results are the same.
     hold_lock : bool, default True
         Take the folder's lock ``DIR.lock`` for the run. False only when the caller holds it
         already (:meth:`ml4t_pipeline.sweeps.Sweep.run` holds it while it also writes the
@@ -223,7 +232,7 @@ def run_sweep(
             return run_sweep(
                 sweep, output, backend=backend, workers=workers, ray_address=ray_address,
                 retry_failed=retry_failed, on_prepared=on_prepared, on_trial=on_trial,
-                prepared=prepared, hold_lock=False, prepare=prepare,
+                prepared=prepared, hold_lock=False, prepare=prepare, variants=variants,
             )  # fmt: skip
     out = Path(output)
     store = TrialStore(out)
@@ -255,7 +264,9 @@ def run_sweep(
     fan_started = time.perf_counter()
     runner = {"serial": _run_serial, "processes": _run_processes, "ray": _run_ray}[backend]
     timings: dict[str, float] = {}
-    for job, outcome in runner(jobs, workers, ray_address, timings):
+    variant_trials = 0
+    for job, outcome in runner(jobs, workers, ray_address, timings, variants):
+        variant_trials += outcome.driver == "variants"
         record = store.save(job.key, job.trial, outcome)
         if on_trial is not None:
             on_trial(record)
@@ -275,4 +286,5 @@ def run_sweep(
         prepare_seconds=prepare_seconds,
         code_version=code,
         startup_seconds=timings.get("startup", 0.0),
+        variant_trials=variant_trials,
     )

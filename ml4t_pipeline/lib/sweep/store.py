@@ -111,6 +111,7 @@ class TrialStore:
             "cpu_seconds": outcome.cpu_seconds,
             "error": outcome.error,
             "metrics": outcome.metrics,
+            "driver": outcome.driver,
         }
         write_json(self.record_path(key), record)
         return record

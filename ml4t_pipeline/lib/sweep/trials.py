@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import polars as pl
 
 from ml4t_pipeline.config import ExperimentConfig
 from ml4t_pipeline.lib.lineage import code_version
@@ -65,6 +66,10 @@ class TrialOutcome:
     timestamps: np.ndarray | None = None
     returns: np.ndarray | None = None
     equity: np.ndarray | None = None
+    driver: Literal["single", "variants"] = "single"
+    """``"variants"``: the trial ran in a pass of the compiled variant driver
+    (:mod:`~ml4t_pipeline.lib.sweep.variants`), its ``seconds`` / ``cpu_seconds`` its share of
+    that pass; ``"single"``: a backtest of its own."""
 
 
 def sweep_code_version() -> str:
@@ -98,28 +103,52 @@ def run_trial(config_json: str, market: MarketData) -> TrialOutcome:
     TrialOutcome
         ``status="failed"`` with the exception's type, message and last frames on error.
     """
-    from ml4t_pipeline.lib.experiment import build_engine, experiment_metrics
+    from ml4t_pipeline.lib.experiment import build_engine
 
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         cfg = ExperimentConfig.model_validate_json(config_json)
         result = build_engine(cfg, market).run()
-        states = result.portfolio_states
-        metrics = experiment_metrics(cfg, states, result.trades, result.fills)
-        returns = states["return"].fill_null(0.0).fill_nan(0.0).to_numpy().astype(np.float64)
-        outcome = TrialOutcome(
-            status="ok",
-            seconds=0.0,
-            metrics={k: metrics[k] for k in TRIAL_METRICS if k in metrics},
-            timestamps=states["timestamp"].dt.epoch("us").to_numpy(),
-            returns=returns,
-            equity=states["equity"].to_numpy().astype(np.float64),
-        )
+        outcome = ok_outcome(cfg, result.portfolio_states, result.trades, result.fills)
     except Exception as exc:  # a failed trial is data, not the end of the sweep
-        tail = "".join(traceback.format_exception(exc)[-3:]).strip()
-        outcome = TrialOutcome(
-            status="failed", seconds=0.0, error=f"{type(exc).__name__}: {exc}\n{tail}"
-        )
+        outcome = failed_outcome(exc)
     outcome.seconds = time.perf_counter() - started
     outcome.cpu_seconds = time.process_time() - cpu_started
     return outcome
+
+
+def ok_outcome(
+    cfg: ExperimentConfig, states: pl.DataFrame, trades: pl.DataFrame, fills: pl.DataFrame
+) -> TrialOutcome:
+    """The outcome of a finished backtest: its :data:`TRIAL_METRICS`
+    (:func:`ml4t_pipeline.lib.experiment.experiment_metrics` of its portfolio states, trades
+    and fills; the trades need ``pnl_net``, ``pnl_gross``, ``commission``, ``slippage`` and
+    the fills ``quantity``, ``price``, ``commission``, ``slippage``) and its per-bar returns
+    (missing ones as 0) and equity. ``seconds`` are left at 0 for the caller."""
+    from ml4t_pipeline.lib.experiment import experiment_metrics
+
+    metrics = experiment_metrics(cfg, states, trades, fills)
+    # numpy, not polars expressions: an eager polars expression waits for polars' thread
+    # pool, which a variant pass keeps busy (3 ms a call under load)
+    column = states["return"]
+    if column.null_count():
+        column = column.fill_null(0.0)
+    returns = column.to_numpy().astype(np.float64)
+    returns[np.isnan(returns)] = 0.0
+    stamps = states["timestamp"]
+    return TrialOutcome(
+        status="ok",
+        seconds=0.0,
+        metrics={k: metrics[k] for k in TRIAL_METRICS if k in metrics},
+        timestamps=stamps.cast(pl.Datetime("us", getattr(stamps.dtype, "time_zone", None)))
+        .to_physical()
+        .to_numpy(),
+        returns=returns,
+        equity=states["equity"].to_numpy().astype(np.float64),
+    )
+
+
+def failed_outcome(exc: BaseException) -> TrialOutcome:
+    """A failed trial's outcome: the exception's type, message and last frames."""
+    tail = "".join(traceback.format_exception(exc)[-3:]).strip()
+    return TrialOutcome(status="failed", seconds=0.0, error=f"{type(exc).__name__}: {exc}\n{tail}")

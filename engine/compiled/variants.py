@@ -1,0 +1,414 @@
+"""Many variants of one :class:`engine.TopNStrategy` run on one panel in one compiled pass.
+
+A parameter sweep of the top-N strategy (its ``n``, ``rebalance_every``, the stop and target
+levels of its rules, its costs, its initial cash, ...) runs the same panel and the same
+scores many times; only the per-variant state differs. :func:`run_variants` does the work the
+variants share once and runs each variant's state through the same kernel as a single run:
+
+- **shared, once per panel**: the ranking of every bar (:func:`rank_bars`: each bar's rows by
+  decreasing score, ties in row order, as many as the largest ``n`` of the variants; a
+  variant with ``n`` takes the first ``n``, the rows its own ranking would pick), the panel
+  arrays (read, never copied) and the slippage model's per-row series;
+- **per variant**: cash, positions, levels, rule state, the order book and the record buffers,
+  stacked along a variant axis and run by :func:`engine.compiled.topn.run_topn` itself (the
+  driver of a single compiled run, handed the shared ranking), so every fill, order, trade and
+  rejection is the one the variant's own run gives (``tests/engine/test_variants.py`` compares
+  them on the S&P file and on generated panels);
+- **chunks**: the variants run ``chunk_size`` at a time, so the memory held at once is that of
+  one chunk's state and records (:class:`VariantBuffers`, which a caller may reuse chunk after
+  chunk); within a chunk the variants run in parallel on numba's threads (``prange``, each
+  thread taking the next variant), and each finished variant becomes a
+  :class:`engine.compiled.topn.CompiledRun`, as the single run's driver makes it.
+
+Which sets of runs qualify is :func:`engine.compiled.plan.variants_reason` (``None``: they
+can run here); :func:`plan_variants` builds their plans. The record buffers are sized by the
+single run's bound, allocated but written only as far as a variant's records go, so a chunk's
+memory is the rows its variants write. A variant whose buffers fill up anyway runs again
+alone with the single-run driver, which grows its buffers; its results are the same.
+
+Compilation: the chunk kernel is compiled on first use (a minute or more on the 2-core
+machine) and cached next to this module; it inlines :func:`run_topn`'s kernel, so after editing
+:mod:`engine.compiled.topn` or :mod:`engine.core` delete ``engine/**/__pycache__/*.nb*``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from engine.compiled.topn import (
+    P_N,
+    ST_FULL,
+    Bars,
+    CompiledRun,
+    RunRecords,
+    RunState,
+    Tables,
+    TopNPlan,
+    _top_rows,
+    init_state,
+    run_topn,
+)
+from engine.core.layout import (
+    C_FILLS,
+    C_ORDERS,
+    C_REJ,
+    C_STATUS,
+    C_TRADES,
+    N_A,
+    N_ACC,
+    N_B,
+    N_C,
+    N_FLOAT_FIELDS,
+    N_INT_FIELDS,
+)
+from engine.core.records import DTYPES, RecordArray
+from engine.data import MarketData
+from engine.mechanics import CompiledMechanics, compiled_mechanics
+
+if TYPE_CHECKING:
+    from engine.config import ExecutionConfig
+    from engine.risk.manager import RiskManager
+    from engine.strategies import TopNStrategy
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+DEFAULT_CHUNK = 16
+"""Variants run at once by default (their state and records are in memory together)."""
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _rank_kernel(offsets: IntArray, signal: FloatArray, k: int, out: IntArray) -> None:
+    n_t = offsets.size - 1
+    for i in numba.prange(n_t):
+        vals = np.empty(k)
+        rows = np.empty(k, dtype=np.int64)
+        cnt = _top_rows(offsets[i], offsets[i + 1], signal, k, vals, rows)
+        for j in range(cnt):
+            out[i, j] = rows[j]
+
+
+def rank_bars(data: MarketData, signal: FloatArray, k: int) -> IntArray:
+    """Each bar's ``k`` best rows by ``signal`` (the top-N strategy's ranking, done once).
+
+    Parameters
+    ----------
+    data : MarketData
+        The panel (its bar offsets).
+    signal : ndarray
+        float64, shape (n_rows,): the ranking column, one value per row.
+    k : int
+        Rows kept per bar (the largest ``n`` of the variants), >= 1.
+
+    Returns
+    -------
+    ndarray
+        int64, shape (n_bars, k): row ``i`` holds bar ``i``'s rows with the largest finite
+        ``signal``, decreasing, ties in row order (a stable sort on ``-signal``); -1 after
+        the bar's last finite value. Its first ``n`` entries are the rows
+        :class:`engine.TopNStrategy` with that ``n`` buys.
+
+    Raises
+    ------
+    ValueError
+        If ``k < 1`` or ``signal`` does not have one value per row.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if signal.shape != (data.close.size,):
+        raise ValueError(f"signal has shape {signal.shape}; the panel has {data.close.size} rows")
+    out = np.full((data.n_timestamps, k), -1, dtype=np.int64)
+    _rank_kernel(np.asarray(data.offsets, dtype=np.int64), signal, k, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _run_chunk(
+    bars: Bars,
+    ranking: IntArray,
+    mech: CompiledMechanics,
+    params: FloatArray,
+    rules: FloatArray,
+    partial: FloatArray,
+    limits: FloatArray,
+    inputs: FloatArray,
+    cost_params: FloatArray,
+    tiers: FloatArray,
+    tier_state: FloatArray,
+    cost_rows: FloatArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    aux_i: IntArray,
+    aux_f: FloatArray,
+    pending: FloatArray,
+    book: IntArray,
+    counts: IntArray,
+    acc: FloatArray,
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
+    states: RecordArray,
+) -> None:
+    """:func:`run_topn` of each variant ``v`` (the ``[v]`` slices of the stacked tables,
+    state and record buffers), in parallel over the variants."""
+    for v in numba.prange(params.shape[0]):
+        run_topn(
+            bars,
+            Tables(
+                params[v], rules[v], partial[v], limits[v], inputs, cost_params[v], tiers[v],
+                tier_state[v], cost_rows,
+            ),
+            RunState(
+                fstate[v], istate[v], aux_i[v], aux_f[v], pending[v], book[v], counts[v], acc[v]
+            ),
+            RunRecords(orders[v], fills[v], trades[v], rejections[v], states[v]),
+            mech,
+            ranking,
+        )  # fmt: skip
+
+
+def plan_variants(
+    data: MarketData,
+    runs: Sequence[tuple[TopNStrategy, RiskManager | None, ExecutionConfig]],
+) -> list[TopNPlan]:
+    """The plans (:func:`engine.compiled.plan.plan_topn`) of runs that may share a pass.
+
+    Raises
+    ------
+    ValueError
+        If :func:`engine.compiled.plan.variants_reason` rules them out (its reason is in the
+        message).
+    """
+    from engine.compiled import plan
+
+    reason = plan.variants_reason(data, runs)
+    if reason is not None:
+        raise ValueError(f"these runs cannot share a variant pass: {reason}")
+    for _strategy, risk, config in runs:
+        config.commission.reset()
+        if risk is not None:
+            risk.reset()
+    return [plan.plan_topn(data, s, r, c) for s, r, c in runs]
+
+
+def _stack(arrays: Sequence[npt.NDArray[np.float64]], what: str) -> FloatArray:
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"the variants' {what} tables differ in shape: {sorted(shapes)}")
+    return np.ascontiguousarray(np.stack(arrays), dtype=np.float64)
+
+
+def _check_shared(plans: Sequence[TopNPlan]) -> None:
+    first = plans[0]
+    for p in plans[1:]:
+        if p.signal is not first.signal and not np.array_equal(p.signal, first.signal, True):
+            raise ValueError("the variants rank different signal columns")
+        if p.inputs is not first.inputs and not (
+            p.inputs.shape == first.inputs.shape and np.array_equal(p.inputs, first.inputs, True)
+        ):
+            raise ValueError("the variants' rules read different per-row inputs")
+        rows, rows0 = p.costs.rows, first.costs.rows
+        if rows is not rows0 and not (
+            rows.shape == rows0.shape and np.array_equal(rows, rows0, True)
+        ):
+            raise ValueError("the variants' slippage models read different per-row series")
+        if p.mechanics is not None:
+            raise ValueError("a variant has corporate actions or financing")
+    if first.mechanics is not None:
+        raise ValueError("a variant has corporate actions or financing")
+
+
+def run_variants(
+    data: MarketData,
+    plans: Sequence[TopNPlan],
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    threads: int | None = None,
+    ranking: IntArray | None = None,
+    buffers: VariantBuffers | None = None,
+) -> Iterator[tuple[int, CompiledRun]]:
+    """Run every plan of ``plans`` on ``data`` in one pass (module docstring).
+
+    Parameters
+    ----------
+    data : MarketData
+        The panel all variants run on.
+    plans : sequence of TopNPlan
+        From :func:`plan_variants` (or :func:`engine.compiled.plan.plan_topn` of runs that
+        :func:`engine.compiled.plan.variants_reason` admits).
+    chunk_size : int, default :data:`DEFAULT_CHUNK`
+        Variants in memory at once (>= 1).
+    threads : int, optional
+        numba threads for the chunks (default: numba's setting, one per core).
+    ranking : ndarray, optional
+        :func:`rank_bars` of the plans' signal with ``k`` >= their largest ``n``, when the
+        caller runs the variants of one panel in several calls (default: ranked here).
+    buffers : VariantBuffers, optional
+        Buffers to run the chunks in, reused chunk after chunk: each yielded run is valid
+        until the next chunk starts (default: fresh buffers per chunk, every run stays
+        valid). Too small buffers are replaced by fresh ones.
+
+    Yields
+    ------
+    (int, CompiledRun)
+        Each plan's index and its run, in plan order, as
+        :class:`engine.compiled.topn.CompiledRun` of that plan alone gives them.
+
+    Raises
+    ------
+    ValueError
+        If the plans do not share the panel's signal, ATR column and slippage series, have
+        corporate actions or financing, their tables differ in shape, or ``chunk_size < 1``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not plans:
+        return
+    _check_shared(plans)
+    first = plans[0]
+    k = max(int(p.params[P_N]) for p in plans)
+    if ranking is None:
+        ranking = rank_bars(data, first.signal, k)
+    elif ranking.shape[0] != data.n_timestamps or ranking.shape[1] < k:
+        raise ValueError(f"ranking has shape {ranking.shape}; need ({data.n_timestamps}, >= {k})")
+    bars = Bars(
+        data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
+        data.close, data.ordinal, data.prev_row, first.signal, data.volume,
+    )  # fmt: skip
+    mech = compiled_mechanics(data, None, None)
+    saved = numba.get_num_threads()
+    # the threads take the variants one at a time (a variant's cost varies tenfold with its
+    # n and rebalance_every: equal contiguous shares would leave a thread idle)
+    saved_chunk = numba.set_parallel_chunksize(1)
+    if threads is not None:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    try:
+        for start in range(0, len(plans), chunk_size):
+            chunk = plans[start : start + chunk_size]
+            yield from _chunk(data, bars, ranking, mech, chunk, start, buffers)
+    finally:
+        numba.set_num_threads(saved)
+        numba.set_parallel_chunksize(saved_chunk)
+
+
+_LINE = 8
+"""float64 / int64 values per 64-byte cache line."""
+
+
+def _padded(n: int) -> int:
+    """``n`` rounded up to whole cache lines of 8-byte values."""
+    return -(-n // _LINE) * _LINE
+
+
+def _chunk_capacity(plans: Sequence[TopNPlan]) -> int:
+    """Record buffer size of a chunk: the largest single-run bound of its plans. The buffers
+    are allocated, not written: only the rows a variant writes take memory."""
+    return max(p.capacity for p in plans)
+
+
+class VariantBuffers:
+    """The state and record buffers of a chunk of variants, for reuse across passes.
+
+    A pass writes its variants' state and records here, and the runs it yields are views of
+    them. Reusing one set for the next pass saves the page faults of fresh memory (up to a
+    third of a variant's time on the S&P panel), but the next pass overwrites the runs of the
+    last one. Give a pass its own buffers while its runs are still read.
+
+    Parameters
+    ----------
+    size : int
+        Variants per pass, at most.
+    n_symbols, n_bars : int
+        The panel's symbols and timestamps.
+    capacity : int
+        Record rows per variant (a plan's ``capacity``, at least).
+    """
+
+    def __init__(self, size: int, n_symbols: int, n_bars: int, capacity: int) -> None:
+        self.size, self.n_symbols, self.n_bars, self.capacity = size, n_symbols, n_bars, capacity
+        self.tier_state = np.zeros((size, _LINE))
+        self.fstate = np.empty((size, N_FLOAT_FIELDS, n_symbols))
+        self.istate = np.empty((size, N_INT_FIELDS, n_symbols), dtype=np.int64)
+        self.aux_i = np.empty((size, N_A, n_symbols), dtype=np.int64)
+        self.aux_f = np.empty((size, N_B, n_symbols))
+        self.pending = np.empty((size, n_symbols))
+        # the small per-variant rows written at every fill (counts, cash, the commission
+        # tier's month) one 64-byte cache line each: two threads never write to one line
+        self.counts = np.empty((size, _padded(N_C)), dtype=np.int64)
+        self.acc = np.empty((size, _padded(N_ACC)))
+        self.book = np.empty((size, capacity), dtype=np.int64)
+        self.orders = np.empty((size, capacity), dtype=DTYPES["orders"])
+        self.fills = np.empty((size, capacity), dtype=DTYPES["fills"])
+        self.trades = np.empty((size, capacity), dtype=DTYPES["trades"])
+        self.rejections = np.empty((size, capacity), dtype=DTYPES["rejections"])
+        self.states = np.empty((size, n_bars), dtype=DTYPES["states"])
+
+    def fits(self, data: MarketData, plans: Sequence[TopNPlan]) -> bool:
+        """Whether a pass of ``plans`` on ``data`` fits in these buffers."""
+        return (
+            len(plans) <= self.size
+            and (self.n_symbols, self.n_bars) == (data.n_symbols, data.n_timestamps)
+            and _chunk_capacity(plans) <= self.capacity
+        )
+
+    def reset(self, plans: Sequence[TopNPlan]) -> None:
+        """The state of ``plans``' variants before their first bar (a single run's:
+        :func:`engine.compiled.topn.init_state`)."""
+        self.tier_state[: len(plans), :2] = (math.nan, 0.0)
+        for v, p in enumerate(plans):
+            init_state(
+                self.fstate[v], self.istate[v], self.aux_i[v], self.aux_f[v], self.pending[v],
+                self.counts[v, :N_C], self.acc[v, :N_ACC], p.initial_cash,
+            )  # fmt: skip
+
+
+def _chunk(
+    data: MarketData,
+    bars: Bars,
+    ranking: IntArray,
+    mech: CompiledMechanics,
+    plans: Sequence[TopNPlan],
+    start: int,
+    buffers: VariantBuffers | None,
+) -> Iterator[tuple[int, CompiledRun]]:
+    v_n = len(plans)
+    n_t = data.n_timestamps
+    if buffers is None or not buffers.fits(data, plans):
+        buffers = VariantBuffers(v_n, data.n_symbols, n_t, _chunk_capacity(plans))
+    b = buffers
+    b.reset(plans)
+    params = _stack([p.params for p in plans], "parameter")
+    rules = _stack([p.rules for p in plans], "rule")
+    partial = _stack([p.partial for p in plans], "PartialProfitTaking level")
+    limits = _stack([p.limits for p in plans], "portfolio limit")
+    cost_params = _stack([p.costs.params for p in plans], "cost")
+    tiers = _stack([p.costs.tiers for p in plans], "commission tier")
+    counts = b.counts[:v_n]
+    _run_chunk(
+        bars, ranking, mech, params, rules, partial, limits, plans[0].inputs, cost_params, tiers,
+        b.tier_state[:v_n], plans[0].costs.rows, b.fstate[:v_n], b.istate[:v_n], b.aux_i[:v_n],
+        b.aux_f[:v_n], b.pending[:v_n], b.book[:v_n], counts, b.acc[:v_n], b.orders[:v_n],
+        b.fills[:v_n], b.trades[:v_n], b.rejections[:v_n], b.states[:v_n],
+    )  # fmt: skip
+    for v, p in enumerate(plans):
+        c = counts[v]
+        if int(c[C_STATUS]) == ST_FULL:
+            yield start + v, CompiledRun(data, p)  # alone, with buffers that grow
+            continue
+        # views of the buffers (VariantBuffers: valid until they are reused)
+        state = RunState(
+            b.fstate[v], b.istate[v], b.aux_i[v], b.aux_f[v], b.pending[v], b.book[v], c[:N_C],
+            b.acc[v, :N_ACC],
+        )  # fmt: skip
+        records = RunRecords(
+            b.orders[v, : c[C_ORDERS]], b.fills[v, : c[C_FILLS]], b.trades[v, : c[C_TRADES]],
+            b.rejections[v, : c[C_REJ]], b.states[v],
+        )  # fmt: skip
+        yield start + v, CompiledRun.from_buffers(p, n_t, state, records, mech)

@@ -1,0 +1,219 @@
+"""A sweep's trials on one prepared panel, through the compiled variant driver when they allow.
+
+When every trial of a batch (all the pending trials of one data section on the serial
+backend, one Ray worker's batch) qualifies (:func:`variant_reason` is ``None``: each one's
+backtest takes the compiled TopN driver, no ``backtest`` window, the trials differ only in what
+:func:`engine.compiled.plan.variants_reason` lets vary: the strategy's ``n`` and
+``rebalance_every``, the rules' and limits' parameters, costs, initial cash), they run in
+one pass of :func:`engine.compiled.variants.run_variants`: the panel ranked once, the variants'
+states side by side, :data:`DEFAULT_CHUNK` at a time, in parallel on numba's threads. Each
+variant's records are those of its own backtest, so its metrics are computed by the same
+function on the same values (:func:`~ml4t_pipeline.lib.sweep.trials.ok_outcome`), and equal
+the one-at-a-time run's exactly (``tests/pipeline/test_sweep_variants.py``).
+
+Otherwise (or with ``variants=False``) each trial runs on its own
+(:func:`~ml4t_pipeline.lib.sweep.trials.run_trial`). A variant the compiled kernel hands back
+(a case only the Python loop covers, found during the run) runs on its own too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from ml4t_pipeline.config import ExperimentConfig
+from ml4t_pipeline.lib.sweep.trials import (
+    TrialOutcome,
+    failed_outcome,
+    ok_outcome,
+    run_trial,
+)
+
+if TYPE_CHECKING:
+    from engine import MarketData
+    from engine.compiled.topn import CompiledRun
+
+DEFAULT_CHUNK = 16
+"""Variants per pass. Two passes' buffers are in memory at once (one read while the next
+runs), up to some 13 MB a variant on the S&P top-25 sweep's busiest variants (n = 50, every
+bar): peak RSS 1.06 GB for the 1,000-variant S&P grid with 16, 1.6 GB with 32."""
+
+
+def variant_reason(configs: Sequence[ExperimentConfig], market: MarketData) -> str | None:
+    """Why these trials cannot run in one variant pass on ``market`` (``None``: they can).
+
+    A trial qualifies when its backtest takes the compiled driver
+    (:func:`engine.compiled.plan.compiled_reason`) on the whole panel (no ``backtest``
+    window) and the trials differ only in what the variant driver keeps per variant
+    (:func:`engine.compiled.plan.variants_reason`). A trial whose engine cannot be built (a
+    bad parameter) rules the pass out too: the one-at-a-time path records its error.
+    """
+    from engine.compiled import plan
+    from ml4t_pipeline.lib.experiment import build_engine
+
+    if not configs:
+        return "no trials"
+    runs = []
+    for k, cfg in enumerate(configs):
+        if cfg.backtest.is_set:
+            return f"trial {k} has a backtest window"
+        try:
+            eng = build_engine(cfg, market)
+        except Exception as exc:  # recorded by the one-at-a-time path
+            return f"trial {k}: {type(exc).__name__}: {exc}"
+        if eng.data is not market:
+            return f"trial {k} runs on other data"
+        runs.append((eng.strategy, eng.risk_manager, eng.config))
+    return plan.variants_reason(market, runs)
+
+
+def run_trials(
+    config_jsons: Sequence[str],
+    market: MarketData,
+    *,
+    variants: bool = True,
+    chunk_size: int = DEFAULT_CHUNK,
+    threads: int | None = None,
+) -> Iterator[tuple[int, TrialOutcome]]:
+    """Run trials on one prepared panel: in one variant pass when they qualify
+    (:func:`variant_reason`), else one at a time; never raises.
+
+    Parameters
+    ----------
+    config_jsons : sequence of str
+        The trials' experiment configs as JSON (``ExperimentConfig.model_dump_json``).
+    market : engine.MarketData
+        :func:`~ml4t_pipeline.lib.sweep.prepare.build_market` of their prepared data.
+    variants : bool, default True
+        False: always one at a time.
+    chunk_size : int
+        Variants in memory at once.
+    threads : int, optional
+        numba threads of the variant pass (default: one per core; a Ray actor passes 1).
+
+    Yields
+    ------
+    (int, TrialOutcome)
+        Each trial's position in ``config_jsons`` and its outcome, in order, as each chunk
+        finishes. ``outcome.driver`` says which path ran it.
+    """
+    configs: list[ExperimentConfig] | None = None
+    if variants and len(config_jsons) > 1:
+        try:
+            configs = [ExperimentConfig.model_validate_json(c) for c in config_jsons]
+        except Exception:  # a bad config: the one-at-a-time path records its error
+            configs = None
+        if configs is not None and variant_reason(configs, market) is not None:
+            configs = None
+    if configs is None:
+        for k, config_json in enumerate(config_jsons):
+            yield k, run_trial(config_json, market)
+        return
+    yield from _variant_pass(configs, list(config_jsons), market, chunk_size, threads)
+
+
+def _variant_pass(
+    configs: list[ExperimentConfig],
+    config_jsons: list[str],
+    market: MarketData,
+    chunk_size: int,
+    threads: int | None,
+) -> Iterator[tuple[int, TrialOutcome]]:
+    from engine.compiled import topn, variants
+    from engine.compiled.topn import P_N
+    from ml4t_pipeline.lib.experiment import build_engine
+
+    engines = [build_engine(cfg, market) for cfg in configs]
+    plans = variants.plan_variants(
+        market, [(e.strategy, e.risk_manager, e.config) for e in engines]
+    )
+    k_max = max(int(p.params[P_N]) for p in plans)
+    ranking = variants.rank_bars(market, plans[0].signal, k_max)
+    chunks = [(a, min(a + chunk_size, len(plans))) for a in range(0, len(plans), chunk_size)]
+    # two sets of buffers, reused in turn: a chunk's runs are read while the next one runs
+    size, cap = min(chunk_size, len(plans)), max(p.capacity for p in plans)
+    buffers = [
+        variants.VariantBuffers(size, market.n_symbols, market.n_timestamps, cap)
+        for _ in range(min(2, len(chunks)))
+    ]
+
+    def run_chunk(
+        c: int, start: int, stop: int
+    ) -> tuple[list[tuple[int, CompiledRun]], float, float]:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        runs = list(
+            variants.run_variants(
+                market, plans[start:stop], chunk_size=stop - start, threads=threads,
+                ranking=ranking, buffers=buffers[c % 2],
+            )
+        )  # fmt: skip
+        # each variant's share of the pass (the kernel's threads are numba's, not counted in
+        # thread_time: the pass's CPU is its wall time on each of its threads)
+        wall = time.perf_counter() - wall
+        return runs, wall / (stop - start), max(wall, time.thread_time() - cpu) / (stop - start)
+
+    # the next chunk's pass runs (compiled, without the GIL) while this one's outcomes are
+    # computed and stored by the caller
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(run_chunk, 0, *chunks[0])
+        for c, (start, _stop) in enumerate(chunks):
+            runs, wall, cpu = ahead.result()
+            if c + 1 < len(chunks):
+                ahead = pool.submit(run_chunk, c + 1, *chunks[c + 1])
+            for offset, run in runs:
+                k = start + offset
+                if run.status != topn.ST_OK:  # the Python loop's case: a backtest of its own
+                    yield k, run_trial(config_jsons[k], market)
+                    continue
+                own, own_cpu = time.perf_counter(), time.thread_time()
+                try:
+                    outcome = _outcome(configs[k], market, run, engines[k].config.initial_cash)
+                except Exception as exc:  # a failed trial is data, not the end of the sweep
+                    outcome = failed_outcome(exc)
+                outcome.driver = "variants"
+                outcome.seconds = wall + time.perf_counter() - own
+                outcome.cpu_seconds = cpu + time.thread_time() - own_cpu
+                yield k, outcome
+            del runs
+
+
+def _outcome(
+    cfg: ExperimentConfig, market: MarketData, run: CompiledRun, initial_cash: float
+) -> TrialOutcome:
+    """A variant's outcome from its records: the portfolio states as the backtest result
+    has them (:meth:`engine.recorder.Recorder.states_frame`) and the trade and fill columns the
+    metrics read, with the values of :meth:`~engine.recorder.Recorder.trades_frame` /
+    :meth:`~engine.recorder.Recorder.fills_frame` (the same arithmetic on the same records:
+    their other columns, symbols and names, cost most of a frame's time and no metric)."""
+    from engine.recorder import Recorder
+
+    states = Recorder(market, run.records).states_frame(initial_cash)
+    t = run.records.table("trades")
+    direction = np.asarray(t["direction"], dtype=np.float64)
+    entry = np.asarray(t["entry_price"], dtype=np.float64)
+    exit_ = np.asarray(t["exit_price"], dtype=np.float64)
+    qty = np.asarray(t["quantity"], dtype=np.float64)
+    pnl_gross = (exit_ - entry) * qty * direction
+    comm = np.asarray(t["entry_commission"], dtype=np.float64) + np.asarray(
+        t["exit_commission"], dtype=np.float64
+    )
+    trades = pl.DataFrame(
+        {
+            "pnl_gross": pnl_gross,
+            "pnl_net": pnl_gross - comm,
+            "commission": comm,
+            "slippage": np.asarray(t["entry_slippage"], np.float64)
+            + np.asarray(t["exit_slippage"], np.float64),
+        }
+    )
+    f = run.records.table("fills")
+    fills = pl.DataFrame(
+        {name: np.ascontiguousarray(f[name]) for name in ("quantity", "price", "commission")}
+        | {"slippage": np.ascontiguousarray(f["slippage"])}
+    )
+    return ok_outcome(cfg, states, trades, fills)

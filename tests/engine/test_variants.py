@@ -1,0 +1,349 @@
+"""The variant driver (engine.compiled.variants) gives every variant exactly its own run's
+records: orders, fills, trades, rejections and portfolio states, hence the same metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import (
+    BacktestEngine,
+    ExecutionConfig,
+    FixedBpsSlippage,
+    MarketData,
+    MaxPositionsRule,
+    PercentageCommission,
+    PerShareCommission,
+    PriceBasedStopLoss,
+    PriceBasedTakeProfit,
+    RiskManager,
+    SpreadAwareSlippage,
+    TieredCommission,
+    TimeBasedExit,
+    TopNStrategy,
+    compute_metrics,
+)
+from engine.compiled import plan, topn, variants
+from engine.compiled.topn import CompiledRun, TopNPlan
+from engine.recorder import Recorder
+from engine.risk.rules.dynamic import DynamicTrailingStop
+from tests.engine.conftest import momentum_scores, ts
+
+KINDS = ("orders", "fills", "trades", "rejections", "states")
+
+Run = tuple[TopNStrategy, RiskManager | None, ExecutionConfig]
+
+
+def _assert_same_records(got: CompiledRun, want: CompiledRun, label: str) -> None:
+    assert got.status == want.status, label
+    assert got.cash == want.cash and got.n_fills == want.n_fills, label
+    assert got.records.reasons == want.records.reasons, label
+    assert got.records.texts == want.records.texts, label
+    for kind in KINDS:
+        a, b = got.records.table(kind), want.records.table(kind)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), f"{label}: {kind}"
+    assert np.array_equal(got.fstate, want.fstate, equal_nan=True), label
+    assert np.array_equal(got.istate, want.istate), label
+
+
+def _sp500_grid() -> list[tuple[dict[str, Any], Run]]:
+    """24 variants: n x stop_pct x rebalance_every x (commission rate, initial cash)."""
+    grid = []
+    for n, stop, every, (rate, cash) in itertools.product(
+        (10, 25), (0.03, 0.08), (1, 5), ((0.001, 1e6), (0.0, 250_000.0), (0.0025, 50_000.0))
+    ):
+        params = {"n": n, "stop_pct": stop, "every": every, "rate": rate, "cash": cash}
+        run: Run = (
+            TopNStrategy("score", n=n, rebalance_every=every),
+            RiskManager([PriceBasedStopLoss(stop), TimeBasedExit(max_bars=60)]),
+            ExecutionConfig(commission=PercentageCommission(rate), initial_cash=cash),
+        )
+        grid.append((params, run))
+    return grid
+
+
+@pytest.fixture(scope="module")
+def sp500_data(sp500_panel: pl.DataFrame) -> MarketData:
+    """The whole S&P file (505 symbols, 1,259 days) with the 20-day momentum score."""
+    panel = momentum_scores(sp500_panel, datetime(2100, 1, 1, tzinfo=UTC))
+    return MarketData.from_frame(panel, signal_columns=["score"])
+
+
+def test_variants_sp500_grid_equals_one_at_a_time_runs(sp500_data: MarketData) -> None:
+    grid = _sp500_grid()
+    runs = [run for _, run in grid]
+    assert plan.variants_reason(sp500_data, runs) is None
+    plans = variants.plan_variants(sp500_data, runs)
+    # chunks of 5: the 24 variants in 5 passes, the last one partial
+    got = dict(variants.run_variants(sp500_data, plans, chunk_size=5))
+    assert sorted(got) == list(range(24))
+    n_trades = set()
+    for k, (params, (strategy, risk, config)) in enumerate(grid):
+        label = str(params)
+        alone = CompiledRun(sp500_data, plan.plan_topn(sp500_data, strategy, risk, config))
+        _assert_same_records(got[k], alone, label)
+        # and the engine's own run of the variant: the same fills frame and metrics
+        risk = RiskManager([PriceBasedStopLoss(params["stop_pct"]), TimeBasedExit(max_bars=60)])
+        result = BacktestEngine(sp500_data, strategy, risk, config).run()
+        assert result.compiled, label
+        recorder = Recorder(sp500_data, got[k].records)
+        assert recorder.fills_frame().equals(result.fills), label
+        states = recorder.states_frame(config.initial_cash)
+        assert states.equals(result.portfolio_states), label
+        mine = compute_metrics(
+            states, recorder.trades_frame(), fills=recorder.fills_frame(),
+            initial_cash=config.initial_cash,
+        )  # fmt: skip
+        theirs = compute_metrics(
+            result.portfolio_states, result.trades, fills=result.fills,
+            initial_cash=config.initial_cash,
+        )  # fmt: skip
+        assert mine == theirs, label
+        n_trades.add(result.trades.height)
+    assert len(n_trades) > 12  # the parameters reached the kernel
+
+
+def test_variants_full_buffers_rerun_alone_with_the_same_records(sp500_data: MarketData) -> None:
+    runs = [run for _, run in _sp500_grid()[:3]]
+    plans = variants.plan_variants(sp500_data, runs)
+    # a chunk whose record buffers overflow: each variant runs again alone, buffers growing
+    small = [dataclasses.replace(p, capacity=64) for p in plans]
+    for k, got in variants.run_variants(sp500_data, small):
+        _assert_same_records(got, CompiledRun(sp500_data, plans[k]), f"variant {k}")
+
+
+def test_variants_reused_buffers_reset_between_passes(sp500_data: MarketData) -> None:
+    runs = [run for _, run in _sp500_grid()]
+    plans = variants.plan_variants(sp500_data, runs)
+    # busy variants first (n=25, every bar), then quiet ones in the same buffers
+    order = [18, 19, 20, 3, 4, 5]
+    buffers = variants.VariantBuffers(
+        3, sp500_data.n_symbols, sp500_data.n_timestamps, max(p.capacity for p in plans)
+    )
+    for part in (order[:3], order[3:]):
+        chosen = [plans[k] for k in part]
+        for k, got in variants.run_variants(sp500_data, chosen, buffers=buffers):
+            want = CompiledRun(sp500_data, plans[part[k]])
+            _assert_same_records(got, want, f"variant {part[k]}")
+    assert not buffers.fits(sp500_data, plans)  # 24 variants: fresh buffers would be made
+
+
+def test_rank_bars_orders_by_decreasing_signal_ties_in_row_order_nan_excluded() -> None:
+    rows = [
+        (ts(0), "A", 1.0), (ts(0), "B", 3.0), (ts(0), "C", 3.0), (ts(0), "D", float("nan")),
+        (ts(1), "A", None), (ts(1), "B", -1.0),
+    ]  # fmt: skip
+    panel = pl.DataFrame(
+        [(t, s, 10.0, 11.0, 9.0, 10.0, 100.0, v) for t, s, v in rows],
+        schema={
+            "timestamp": pl.Datetime("us", "UTC"),
+            "symbol": pl.String,
+            **dict.fromkeys(("open", "high", "low", "close", "volume", "score"), pl.Float64),
+        },  # fmt: skip
+        orient="row",
+    )
+    data = MarketData.from_frame(panel, signal_columns=["score"])
+    signal = np.ascontiguousarray(data.columns["score"], dtype=np.float64)
+    ranking = variants.rank_bars(data, signal, 3)
+    # bar 0: rows B, C (3.0, tie in row order), A (1.0); bar 1: row B only (A has no score)
+    symbols = data.symbols[data.sym_id]
+    assert [symbols[r] for r in ranking[0]] == ["B", "C", "A"]
+    assert [symbols[r] for r in ranking[1][:1]] == ["B"] and list(ranking[1][1:]) == [-1, -1]
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        variants.rank_bars(data, signal, 0)
+    with pytest.raises(ValueError, match="signal has shape"):
+        variants.rank_bars(data, signal[:2], 2)
+
+
+def _small_panel() -> MarketData:
+    rows = []
+    for k in range(6):
+        for s, price in enumerate((10.0, 20.0, 30.0)):
+            c = price + k
+            rows.append((ts(k), f"S{s}", c, c + 1, c - 1, c, 1e4, float(s + k % 2), -float(s)))
+    panel = pl.DataFrame(
+        rows,
+        schema={
+            "timestamp": pl.Datetime("us", "UTC"),
+            "symbol": pl.String,
+            **dict.fromkeys(
+                ("open", "high", "low", "close", "volume", "score", "other"), pl.Float64
+            ),
+        },  # fmt: skip
+        orient="row",
+    )
+    return MarketData.from_frame(panel, signal_columns=["score", "other"])
+
+
+class _OwnTopN(TopNStrategy):
+    """A subclass: its behaviour may differ, so it never takes the compiled driver."""
+
+
+def _run(**change: Any) -> Run:
+    parts: dict[str, Any] = {
+        "strategy": TopNStrategy("score", n=2),
+        "rules": [PriceBasedStopLoss(0.05)],
+        "config": ExecutionConfig(),
+    } | change
+    rules = parts["rules"]
+    return parts["strategy"], (RiskManager(rules) if rules else None), parts["config"]
+
+
+@pytest.mark.parametrize(
+    ("other", "reason"),
+    [
+        (_run(strategy=TopNStrategy("other", n=2)), "run 1: its signal differ"),
+        (_run(rules=[PriceBasedTakeProfit(0.05)]), "run 1: its rules differ"),
+        (_run(rules=[]), "run 1: its rules differ"),
+        (
+            _run(config=ExecutionConfig(slippage=FixedBpsSlippage(5.0))),
+            "run 1: its slippage model differ",
+        ),
+        (
+            _run(config=ExecutionConfig(commission=TieredCommission([(0.0, 0.001)]))),
+            "run 1: its commission tiers differ",
+        ),
+        (_run(strategy=_OwnTopN("score", n=2)), "run 1: strategy _OwnTopN is not TopNStrategy"),
+    ],
+)
+def test_variants_reason_names_what_a_pass_cannot_share(other: Run, reason: str) -> None:
+    data = _small_panel()
+    assert plan.variants_reason(data, [_run(), other]).startswith(reason)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="cannot share a variant pass"):
+        variants.plan_variants(data, [_run(), other])
+
+
+def test_variants_reason_admits_parameters_costs_and_cash() -> None:
+    data = _small_panel()
+    runs = [
+        _run(),
+        _run(
+            strategy=TopNStrategy("score", n=1, rebalance_every=2, weight=0.3),
+            rules=[PriceBasedStopLoss(0.2)],
+            config=ExecutionConfig(
+                commission=PerShareCommission(0.01), initial_cash=5_000.0, close_at_end=True
+            ),
+        ),
+    ]
+    assert plan.variants_reason(data, runs) is None
+    assert plan.variants_reason(data, []) == "no runs"
+
+
+def test_run_variants_refuses_bad_chunk_and_ranking() -> None:
+    data = _small_panel()
+    plans = variants.plan_variants(data, [_run(), _run()])
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        list(variants.run_variants(data, plans, chunk_size=0))
+    with pytest.raises(ValueError, match="ranking has shape"):
+        list(variants.run_variants(data, plans, ranking=np.zeros((2, 1), dtype=np.int64)))
+    assert list(variants.run_variants(data, [])) == []
+
+
+# --- generated panels ----------------------------------------------------------------------------
+
+_SCHEMA = {
+    "timestamp": pl.Datetime("us", "UTC"),
+    "symbol": pl.String,
+    **dict.fromkeys(("open", "high", "low", "close", "volume", "score"), pl.Float64),
+}
+
+_RULE_SETS: dict[str, Any] = {
+    "none": lambda p: [],
+    "stop_time": lambda p: [PriceBasedStopLoss(p), TimeBasedExit(max_bars=3)],
+    "trail_target": lambda p: [
+        DynamicTrailingStop(initial_trail_pct=p, tighten_per_bar=0.002),
+        PriceBasedTakeProfit(2 * p),
+    ],
+    "stop_count": lambda p: [PriceBasedStopLoss(p), MaxPositionsRule(2)],
+}
+
+
+@st.composite
+def _variant_scenario(draw: Any) -> dict[str, Any]:
+    n_symbols = draw(st.integers(2, 7))
+    n_bars = draw(st.integers(2, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rows = []
+    for s in range(n_symbols):
+        price = float(rng.uniform(5, 200))
+        for k in range(n_bars):
+            if k > 0 and rng.random() < 0.1:
+                continue  # missing bar
+            o = price * rng.uniform(0.92, 1.08)
+            c = price * rng.uniform(0.92, 1.08)
+            h = max(o, c) * rng.uniform(1.0, 1.04)
+            lo = min(o, c) * rng.uniform(0.96, 1.0)
+            score = None if rng.random() < 0.15 else float(rng.choice([-1.0, 0.0, 1.0, c]))
+            rows.append((ts(k), f"S{s}", o, h, lo, c, 1e4, score))
+            price = c
+    variant = st.fixed_dictionaries(
+        {
+            "n": st.integers(1, n_symbols),
+            "every": st.integers(1, 3),
+            "weight": st.sampled_from([None, 0.2, 0.5, 0.9]),
+            "pct": st.sampled_from([0.01, 0.03, 0.08]),
+            "rate": st.sampled_from([0.0, 0.001, 0.01]),
+            "cash": st.sampled_from([1_000.0, 100_000.0]),
+        }
+    )
+    return {
+        "rows": rows,
+        "rules": draw(st.sampled_from(sorted(_RULE_SETS))),
+        "stops_first": draw(st.booleans()),
+        "close_at_end": draw(st.booleans()),
+        "fractional": draw(st.booleans()),
+        "costs": draw(st.sampled_from(["percentage", "per_share", "tiered", "spread"])),
+        "variants": draw(st.lists(variant, min_size=1, max_size=5)),
+        "chunk": draw(st.integers(1, 4)),
+    }
+
+
+def _costs(kind: str, rate: float) -> dict[str, Any]:
+    """A variant's cost models: one kind per scenario, the variant's rate in it."""
+    if kind == "per_share":
+        return {"commission": PerShareCommission(rate, minimum=1.0)}
+    if kind == "tiered":
+        return {"commission": TieredCommission([(0.0, 2 * rate), (2_000.0, rate)])}
+    if kind == "spread":
+        return {
+            "commission": PercentageCommission(rate),
+            "slippage": SpreadAwareSlippage(0.5, fallback_pct=rate, window=3, min_periods=2),
+        }
+    return {"commission": PercentageCommission(rate)}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_variant_scenario())
+def test_variants_generated_panels_equal_one_at_a_time_runs(sc: dict[str, Any]) -> None:
+    data = MarketData.from_frame(
+        pl.DataFrame(sc["rows"], schema=_SCHEMA, orient="row"), signal_columns=["score"]
+    )
+    runs: list[Run] = []
+    for v in sc["variants"]:
+        rules = _RULE_SETS[sc["rules"]](v["pct"])
+        runs.append(
+            (
+                TopNStrategy("score", n=v["n"], rebalance_every=v["every"], weight=v["weight"]),
+                RiskManager(rules) if rules else None,
+                ExecutionConfig(
+                    **_costs(sc["costs"], v["rate"]),
+                    initial_cash=v["cash"],
+                    bar_event_order="stops_first" if sc["stops_first"] else "chronological",
+                    close_at_end=sc["close_at_end"],
+                    fractional_shares=sc["fractional"],
+                ),
+            )
+        )
+    plans = variants.plan_variants(data, runs)
+    got = dict(variants.run_variants(data, plans, chunk_size=sc["chunk"]))
+    for k, p in enumerate(plans):
+        fresh: TopNPlan = plan.plan_topn(data, *runs[k])
+        _assert_same_records(got[k], topn.CompiledRun(data, fresh), f"variant {k}: {p.params}")
