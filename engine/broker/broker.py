@@ -11,16 +11,26 @@ passes (:mod:`engine.broker.passes`) and the risk hooks (:mod:`engine.broker.hoo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from engine.broker import hooks, intake, passes
+from engine.broker.lane import lane_settings
+from engine.broker.lane_rows import OrderRows
 from engine.broker.state import BrokerState
 from engine.core import layout
 from engine.data import IntArray, MarketData
 from engine.orders import Order, OrderStatus
 from engine.risk import kernels
+
+if TYPE_CHECKING:
+    from engine.config import ExecutionConfig
+    from engine.events import Fill
+    from engine.recorder import Recorder
+    from engine.risk.manager import RiskManager
 
 _DAY_US = 86_400_000_000
 
@@ -41,6 +51,18 @@ class Broker(BrokerState):
     on_fill : callable or None
         Called with each :class:`engine.events.Fill` (the strategy's ``on_fill``).
     """
+
+    def __init__(
+        self,
+        data: MarketData,
+        config: ExecutionConfig,
+        risk_manager: RiskManager | None,
+        recorder: Recorder,
+        on_fill: Callable[[Fill], None] | None = None,
+    ) -> None:
+        super().__init__(data, config, risk_manager, recorder, on_fill)
+        if lane_settings(self):
+            self._lane = OrderRows(recorder.records, data.n_symbols)
 
     # ------------------------------------------------------------------ queries
     def position(self, symbol: str) -> float:

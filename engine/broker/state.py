@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.broker.lane import OrderRows, lane_settings
 from engine.config import ExecutionConfig
 from engine.core import layout
 from engine.core.ledger import round_quantity
@@ -33,6 +32,7 @@ from engine.risk import kernels
 from engine.risk.context import PortfolioSnapshot
 
 if TYPE_CHECKING:
+    from engine.broker.lane_rows import OrderRows
     from engine.risk.manager import RiskManager
 
 EPS = 1e-9
@@ -281,10 +281,9 @@ class BrokerState:
             if config.has_mechanics
             else None
         )
-        # the market-order lane (engine.broker.lane): plain market orders as core order rows
-        self._lane: OrderRows | None = (
-            OrderRows(recorder.records, n) if lane_settings(self) else None
-        )
+        # the market-order lane (engine.broker.lane): plain market orders as core order rows;
+        # Broker.__init__ opens it when the run's settings allow
+        self._lane: OrderRows | None = None
         self._batch_source: dict[str, npt.NDArray[Any]] = {
             "quantity": self.qty,
             "entry_price": self._avg,
