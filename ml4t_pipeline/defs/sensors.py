@@ -15,6 +15,7 @@
 """
 
 import json
+import os
 
 import dagster as dg
 
@@ -25,6 +26,27 @@ from ml4t_pipeline.defs.versions import experiment_run_tags
 from ml4t_pipeline.lib.lineage import experiment_input_hashes
 
 DATA_VERSION_TAG = "dagster/data_version"
+
+SENSOR_INTERVAL_ENV = "ML4T_SENSOR_INTERVAL_S"
+
+
+def sensor_interval_s() -> int:
+    """Seconds between two evaluations of each of the three sensors: ``$ML4T_SENSOR_INTERVAL_S``
+    (read when the code location loads), default 30.
+
+    Raises
+    ------
+    ValueError
+        If the variable is set to anything but a whole number of seconds >= 1.
+    """
+    raw = os.environ.get(SENSOR_INTERVAL_ENV, "30")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"${SENSOR_INTERVAL_ENV}={raw!r}: expected whole seconds >= 1")
+    return value
 
 
 def experiment_asset_keys(
@@ -47,7 +69,7 @@ def experiment_asset_keys(
 
 @dg.sensor(
     job=experiment_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_interval_s(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds a partition (and runs it) for every new experiment file in the configs "
     "folder; reports files that were removed instead of silently keeping them, and skips file "
@@ -126,7 +148,7 @@ def version_read(instance: dg.DagsterInstance, source: str, key: str) -> str | N
 
 
 @dg.sensor(
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_interval_s(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Observes the content hash of every experiment's input files and records a new "
     "data version when one differs from the version the experiment's last run read, so "
@@ -182,7 +204,7 @@ ml4t_automation = dg.AutomationConditionSensorDefinition(
     "ml4t_automation",
     target=dg.AssetSelection.all(include_sources=True),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_interval_s(),
     run_tags={"ml4t/trigger": "automation"},
     description="Evaluates the assets' automation conditions (eager reruns on new inputs).",
 )

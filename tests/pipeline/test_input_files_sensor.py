@@ -15,7 +15,13 @@ import pytest
 
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, INPUT_FILE_SOURCES
 from ml4t_pipeline.defs.resources import ExperimentsResource
-from ml4t_pipeline.defs.sensors import READ_BY, input_files_sensor, version_read
+from ml4t_pipeline.defs.sensors import (
+    READ_BY,
+    SENSOR_INTERVAL_ENV,
+    input_files_sensor,
+    sensor_interval_s,
+    version_read,
+)
 from ml4t_pipeline.lib.lineage import file_content_hash
 
 CONFIG = """\
@@ -148,3 +154,16 @@ def test_input_files_sensor_every_input_source_has_its_reader_recording_the_hash
     assert set(READ_BY) == {k.to_user_string() for k in INPUT_FILE_SOURCES.resolve(graph)}
     for source, (reader, _field) in READ_BY.items():
         assert dg.AssetKey(source) in graph.get(dg.AssetKey(reader)).parent_keys, source
+
+
+def test_sensor_interval_env_sets_seconds_and_refuses_non_positive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(SENSOR_INTERVAL_ENV, raising=False)
+    assert sensor_interval_s() == 30
+    monkeypatch.setenv(SENSOR_INTERVAL_ENV, "10")
+    assert sensor_interval_s() == 10
+    for bad in ("0", "-5", "2.5", "soon"):
+        monkeypatch.setenv(SENSOR_INTERVAL_ENV, bad)
+        with pytest.raises(ValueError, match=f"ML4T_SENSOR_INTERVAL_S={bad!r}"):
+            sensor_interval_s()
