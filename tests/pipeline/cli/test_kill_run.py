@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from ml4t_pipeline.lib import output as output_lib
-from tests.pipeline.conftest import DemoCliRun
-from tests.pipeline.helpers import demo_config, run_cli, snapshot, start_paused_run
+from tests.pipeline.helpers import DemoCliRun, demo_config, run_cli, snapshot, start_paused_run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")
 
