@@ -36,7 +36,7 @@ import pytest
 from ml4t_pipeline.defs.io_managers import read_value
 from ml4t_pipeline.lib.io import load_demo_prices
 from tests.conftest import REPO_ROOT
-from tests.e2e.conftest import CHROMIUM_ARGS, OUTPUT_DIR, DagsterDev, edit_source
+from tests.e2e.helpers import CHROMIUM_ARGS, OUTPUT_DIR, DagsterDev, edit_source
 from tests.pipeline.helpers import assert_panel_from_prices
 
 PARTITIONS_DEF = "experiments"
@@ -45,6 +45,7 @@ EXPERIMENT = "demo"
 RUN_TIMEOUT_S = 420.0
 RERUN_TIMEOUT_S = 480.0
 PAGE_TIMEOUT_MS = 60_000
+EXPECT_TIMEOUT_MS = 30_000
 DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 IN_PROGRESS = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
 UPSTREAM_OF_METRICS = [
@@ -265,8 +266,13 @@ def open_page(page: Any, url: str) -> None:
 
 @pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
-    """Headless Chromium (Debian's) through playwright, for the whole module."""
-    from playwright.sync_api import sync_playwright
+    """Headless Chromium (Debian's) through playwright, for the whole module.
+
+    ``expect`` waits up to :data:`EXPECT_TIMEOUT_MS` for what it asserts (playwright's 5 s
+    default failed on a loaded 2-core machine while a partitions page was still loading)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
@@ -654,7 +660,7 @@ def test_ui_code_change_marks_report_stale_and_leaves_prices_fresh(
 
 
 def test_source_tree_links_repository_files_and_edits_stay_in_the_copy(tmp_path: Path) -> None:
-    from tests.e2e.conftest import source_tree
+    from tests.e2e.helpers import source_tree
 
     tree = source_tree(tmp_path / "src")
     report = tree / "ml4t_pipeline" / "lib" / "report.py"
