@@ -44,6 +44,11 @@ class DemoCliRun:
     stderr: str
 
 
+TWO_SYMBOLS = ("prices: demo", "prices: demo\n  symbols: [AAPL, MSFT]")
+"""A :func:`demo_config` replacement restricting the demo to two symbols: the whole graph in
+less time, for tests whose point is not the panel's size (locks, kills, output swaps)."""
+
+
 def demo_config(folder: Path, *replacements: tuple[str, str]) -> Path:
     """A copy of configs/demo.yaml in ``folder`` (stem ``demo``) with text replacements."""
     folder.mkdir(parents=True, exist_ok=True)
