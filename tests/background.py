@@ -30,10 +30,7 @@ SP500_FILE = "sp500_5yr_daily_ohlcv.parquet"
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Which fixture reads a job, and how to build its command.
-
-    ``fixture`` names a fixture of ``tests/pipeline/conftest.py`` (unique in the suite): a
-    selected test that uses it, directly or through another fixture, starts the job.
+    """How to build a job's command; :data:`JOBS` keys it by the fixture that reads it.
 
     ``command(data_root, folder)`` returns the argv to run with the repository as working
     directory; the child writes its result under ``folder``. ``needs`` lists the packages the
@@ -41,7 +38,6 @@ class JobSpec:
     skips first and no child is started).
     """
 
-    fixture: str
     command: Callable[[Path, Path], list[str]]
     needs: tuple[str, ...] = ()
     real_data: bool = True
@@ -81,26 +77,28 @@ def _api_small_cli_run(data_root: Path, folder: Path) -> list[str]:
 
 
 JOBS = {
-    "backtrader_reference": JobSpec(
-        "backtrader_reference_folder", _backtrader_reference, ("backtrader",)
-    ),
-    "sp500_cli_run": JobSpec("sp500_cli_output", _sp500_cli_run),
-    "api_small_cli_run": JobSpec("api_small_cli_output", _api_small_cli_run, real_data=False),
+    "backtrader_reference_folder": JobSpec(_backtrader_reference, ("backtrader",)),
+    "sp500_cli_output": JobSpec(_sp500_cli_run),
+    "api_small_cli_output": JobSpec(_api_small_cli_run, real_data=False),
 }
+"""Background jobs by the name of the session fixture of ``tests/pipeline/conftest.py`` that
+reads them: a selected test that uses that fixture, directly or through another fixture,
+starts the job at collection. A renamed fixture without its entry here fails loudly
+(:func:`job_folder` raises), never silently computes in the foreground."""
 
 
 class BackgroundJob:
     """One started child; ``wait()`` returns its folder once it exited 0."""
 
-    def __init__(self, name: str, data_root: Path) -> None:
-        self.name = name
-        self.folder = Path(tempfile.mkdtemp(prefix=f"ml4t_{name}_"))
+    def __init__(self, fixture: str, data_root: Path) -> None:
+        self.name = fixture
+        self.folder = Path(tempfile.mkdtemp(prefix=f"ml4t_{fixture}_"))
         self.log = self.folder / "child.log"
         env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}  # ephemeral instance
         for key in ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG", "COV_CORE_SOURCE"):
             env.pop(key, None)  # untraced: that is the point
         env["ML4T_DATA_ROOT"] = str(data_root)  # what the data_root fixture sets for the suite
-        command = JOBS[name].command(data_root, self.folder)
+        command = JOBS[fixture].command(data_root, self.folder)
         nice = shutil.which("nice")
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -138,19 +136,29 @@ def start_wanted(session: pytest.Session, data_root: Path) -> None:
         return
     jobs = session.config.stash.setdefault(JOBS_KEY, {})
     has_data = (data_root / SP500_FILE).exists()
-    for name, spec in JOBS.items():
-        wanted = any(spec.fixture in getattr(item, "fixturenames", ()) for item in session.items)
+    for fixture, spec in JOBS.items():
+        wanted = any(fixture in getattr(item, "fixturenames", ()) for item in session.items)
         installed = all(importlib.util.find_spec(package) for package in spec.needs)
-        if wanted and installed and (has_data or not spec.real_data) and name not in jobs:
-            jobs[name] = BackgroundJob(name, data_root)
+        if wanted and installed and (has_data or not spec.real_data) and fixture not in jobs:
+            jobs[fixture] = BackgroundJob(fixture, data_root)
 
 
-def job_folder(request: pytest.FixtureRequest, name: str, data_root: Path) -> Path:
-    """The finished folder of job ``name``, started now if collection did not start it."""
+def job_folder(request: pytest.FixtureRequest, data_root: Path) -> Path:
+    """The finished folder of the job of the asking fixture (``request.fixturename``), started
+    now if collection did not start it.
+
+    Raises
+    ------
+    KeyError
+        If the fixture has no entry in :data:`JOBS`.
+    """
+    fixture = request.fixturename
+    if fixture not in JOBS:
+        raise KeyError(f"fixture {fixture!r} has no background job in tests/background.py JOBS")
     jobs = request.config.stash.setdefault(JOBS_KEY, {})
-    if name not in jobs:
-        jobs[name] = BackgroundJob(name, data_root)
-    return jobs[name].wait()
+    if fixture not in jobs:
+        jobs[fixture] = BackgroundJob(fixture, data_root)
+    return jobs[fixture].wait()
 
 
 def stop_all(config: pytest.Config) -> None:

@@ -54,7 +54,7 @@ from ml4t_pipeline.lib.experiment import (
     value_columns,
 )
 from ml4t_pipeline.lib.html_markdown import html_to_markdown
-from ml4t_pipeline.lib.lineage import code_version, frame_content_hash
+from ml4t_pipeline.lib.lineage import benchmark_content_hash, code_version, frame_content_hash
 from ml4t_pipeline.lib.output_schemas import (
     FillsSchema,
     PortfolioStatesSchema,
@@ -321,6 +321,9 @@ def metrics(
     if cfg.reporting.benchmark is not None and bench is not None:
         missing = missing_benchmark_bars(
             strategy_returns(portfolio_states, cfg.execution.initial_cash), bench
+        )
+        meta["benchmark_hash"] = dg.MetadataValue.text(
+            benchmark_content_hash(cfg, experiments.root())
         )
         meta["benchmark"] = dg.MetadataValue.text(
             f"{cfg.reporting.benchmark.symbol} ({cfg.reporting.benchmark.path}); "

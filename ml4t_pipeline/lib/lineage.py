@@ -128,12 +128,31 @@ def experiment_input_hashes(cfg: ExperimentConfig, data_root: str | None) -> dic
         )
     bench = cfg.reporting.benchmark
     if bench is not None:
-        parts = [file_content_hash(resolve_data_path(bench.path, data_root=data_root))]
-        if bench.corporate_actions is not None:
-            table = resolve_data_path(bench.corporate_actions.path, data_root=data_root)
-            parts.append(file_content_hash(table))
-        out["benchmark_file"] = _combined(parts)
+        out["benchmark_file"] = benchmark_content_hash(cfg, data_root)
     return out
+
+
+def benchmark_content_hash(cfg: ExperimentConfig, data_root: str | None) -> str:
+    """The ``benchmark_file`` version: the hash of ``reporting.benchmark``'s price file, combined
+    with its corporate-actions table's when one is configured.
+
+    Raises
+    ------
+    ValueError
+        If the experiment has no ``reporting.benchmark``.
+    FileNotFoundError
+        If a configured file does not exist.
+    """
+    from ml4t_pipeline.config import resolve_data_path
+
+    bench = cfg.reporting.benchmark
+    if bench is None:
+        raise ValueError(f"experiment {cfg.name!r} has no reporting.benchmark")
+    parts = [file_content_hash(resolve_data_path(bench.path, data_root=data_root))]
+    if bench.corporate_actions is not None:
+        table = resolve_data_path(bench.corporate_actions.path, data_root=data_root)
+        parts.append(file_content_hash(table))
+    return _combined(parts)
 
 
 def _combined(parts: list[str]) -> str:

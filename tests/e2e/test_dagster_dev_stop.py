@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import (
+from tests.e2e.helpers import (
     OUTPUT_DIR,
     DagsterDev,
     start_dagster_dev,

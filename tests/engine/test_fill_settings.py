@@ -1,6 +1,6 @@
 """Fill-semantics settings of ExecutionConfig, each isolated on a hand-built case.
 
-The cases are those of the cross-framework findings (tests/pipeline/test_crossval_semantics.py
+The cases are those of the cross-framework findings (tests/pipeline/lib/crossval/test_semantics.py
 runs the same panels through Backtrader and VectorBT): a few bars of 2-3 symbols, a top-n
 strategy on a ``score`` signal, a 5 % stop-loss below the entry fill, no commission, cash 1000.
 Bar k is (open, high, low, close); the expected fills are worked out in the comments.

@@ -5,7 +5,7 @@ hand-built case: ``DynamicTrailingStop(trail_on="close")`` (Backtrader's ``StopT
 ``ExecutionConfig(stop_activation="second_bar")`` (Backtrader's cheat-on-close stop timing).
 
 Bar k is (open, high, low, close); the expected levels are worked out in the comments. The
-real-data check against the frameworks is tests/pipeline/test_parity.py.
+real-data check against the frameworks is tests/pipeline/lib/crossval/test_parity.py.
 """
 
 from __future__ import annotations

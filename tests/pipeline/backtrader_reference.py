@@ -3,7 +3,7 @@
 Backtrader is pure Python and this strategy's callbacks live in ``ml4t_pipeline``, so under the
 suite's coverage tracer the real-data run takes ~2.5x its plain time. ``tests/background.py``
 starts this module in a niced child when collection selects ``backtrader_run``; the fixture in
-``test_crossval_reference_run.py`` waits for it and unpickles the result. The same
+``lib/crossval/test_reference_run.py`` waits for it and unpickles the result. The same
 ``run_backtrader`` on the same inputs, only out of the traced process (its lines stay covered
 by the in-process validation-asset tests).
 

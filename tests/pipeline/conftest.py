@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,22 +17,7 @@ import pytest
 from ml4t_pipeline.cli import main
 from tests.background import job_folder
 from tests.conftest import REPO_ROOT, shared_data_root
-
-
-@dataclass(frozen=True)
-class DemoCliRun:
-    """``ml4t run <base>/configs/demo.yaml --output <base>/out`` and what it printed.
-
-    ``config`` is a copy of ``configs/demo.yaml`` (same bytes, so the same ``config_sha256``);
-    ``base`` holds only ``configs`` and ``out``.
-    """
-
-    base: Path
-    config: Path
-    out: Path
-    code: int
-    stdout: str
-    stderr: str
+from tests.pipeline.helpers import DemoCliRun
 
 
 @pytest.fixture(scope="session")
@@ -51,19 +35,20 @@ def demo_cli_run(tmp_path_factory: pytest.TempPathFactory) -> DemoCliRun:
     return run
 
 
-# Read-only outputs computed by background jobs (tests/background.py keys them by these names).
+# Read-only outputs computed by background jobs (tests/background.py's JOBS, keyed by these
+# fixtures' names).
 @pytest.fixture(scope="session")
 def sp500_cli_output(request: pytest.FixtureRequest, data_root: Path) -> Path:
     """``ml4t run configs/sp500_top25.yaml`` output folder (a niced, untraced child started at
     collection; it exited 0). Read it, or copy it before changing it."""
-    return job_folder(request, "sp500_cli_run", data_root) / "out"
+    return job_folder(request, data_root) / "out"
 
 
 @pytest.fixture(scope="session")
 def api_small_cli_output(request: pytest.FixtureRequest) -> Path:
     """``ml4t run`` on :data:`tests.pipeline.helpers.SMALL` written as
     ``configs/api_small.yaml`` (a background child; it exited 0). Read-only."""
-    return job_folder(request, "api_small_cli_run", shared_data_root()) / "out"
+    return job_folder(request, shared_data_root()) / "out"
 
 
 @pytest.fixture(scope="session")
@@ -71,4 +56,4 @@ def backtrader_reference_folder(request: pytest.FixtureRequest, data_root: Path)
     """Folder holding ``run.pickle``: ``run_backtrader(load_reference_inputs(data_root))``
     computed in a background child (``tests/pipeline/backtrader_reference.py``)."""
     pytest.importorskip("backtrader")
-    return job_folder(request, "backtrader_reference", data_root)
+    return job_folder(request, data_root)

@@ -4,6 +4,7 @@
   ``ml4t`` CLI in-process with its output captured, and a folder's exact content;
 - :func:`start_paused_run`: an ``ml4t run`` child paused at a named phase (the kill tests);
 - :data:`SMALL`: a two-symbol demo experiment whose whole graph runs in ~10 s;
+- :class:`DemoCliRun`: what the session fixture ``demo_cli_run`` (``conftest.py``) holds;
 - :func:`assert_panel_from_prices`: a stored market panel holds a prices file's last closes
   and the 20-bar SMA computed from that file (no value from an older file).
 """
@@ -16,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,27 @@ import pytest
 from ml4t_pipeline.cli import main
 from ml4t_pipeline.lib import output as output_lib
 from tests.conftest import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class DemoCliRun:
+    """``ml4t run <base>/configs/demo.yaml --output <base>/out`` and what it printed.
+
+    ``config`` is a copy of ``configs/demo.yaml`` (same bytes, so the same ``config_sha256``);
+    ``base`` holds only ``configs`` and ``out``.
+    """
+
+    base: Path
+    config: Path
+    out: Path
+    code: int
+    stdout: str
+    stderr: str
+
+
+TWO_SYMBOLS = ("prices: demo", "prices: demo\n  symbols: [AAPL, MSFT]")
+"""A :func:`demo_config` replacement restricting the demo to two symbols: the whole graph in
+less time, for tests whose point is not the panel's size (locks, kills, output swaps)."""
 
 
 def demo_config(folder: Path, *replacements: tuple[str, str]) -> Path:

@@ -21,6 +21,7 @@ from ml4t_pipeline.lib import panel as panel_lib
 from ml4t_pipeline.lib import timing
 from ml4t_pipeline.lib import universe as universe_lib
 from ml4t_pipeline.lib.experiment import value_columns
+from ml4t_pipeline.lib.lineage import file_content_hash
 
 
 @dg.asset(
@@ -114,14 +115,13 @@ def _apply_universe(
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """``frame`` with ``in_universe`` and the ranked columns masked outside membership, and the
     survivorship-gap metadata (:func:`ml4t_pipeline.lib.universe.survivorship_gap`)."""
-    membership = universe_lib.load_membership(
-        resolve_data_path(spec.membership, data_root=data_root, field="data.universe.membership"),
-        spec.renames,
-    )
+    path = resolve_data_path(spec.membership, data_root=data_root, field="data.universe.membership")
+    membership = universe_lib.load_membership(path, spec.renames)
     masked = universe_lib.mask_outside_universe(frame, membership, ranked)
     gap = universe_lib.survivorship_gap(frame.select("timestamp", "symbol"), membership)
     inside = masked[universe_lib.IN_UNIVERSE]
     meta = {
+        "membership_hash": dg.MetadataValue.text(file_content_hash(path)),
         "universe_bars_inside": dg.MetadataValue.int(int(inside.sum())),
         "universe_bars_outside": dg.MetadataValue.int(int((inside == 0).sum())),
         "universe_masked_columns": dg.MetadataValue.text(", ".join(dict.fromkeys(ranked))),

@@ -17,6 +17,7 @@ from ml4t_pipeline.config import ExperimentConfig
 from ml4t_pipeline.defs.assets_backtest import _universe_check
 from ml4t_pipeline.lib import universe
 from ml4t_pipeline.lib.io import to_prices_contract
+from tests.conftest import REPO_ROOT
 
 DATA_ROOT = Path(os.environ.get("ML4T_DATA_ROOT", "../shared/data"))
 SP500 = DATA_ROOT / "sp500_5yr_daily_ohlcv.parquet"
@@ -245,7 +246,7 @@ def test_on_exit_universe_leaver_held_or_closed_next_open(
 def test_example_universe_config_validates_with_its_paths() -> None:
     from ml4t_pipeline.config import data_paths, load_config
 
-    path = Path(__file__).resolve().parents[2] / "examples" / "sp500_top25_universe.yaml"
+    path = REPO_ROOT / "examples" / "sp500_top25_universe.yaml"
     cfg = load_config(path)
     assert cfg.data.universe is not None and cfg.data.universe.on_exit_universe == "hold"
     assert ("data.universe.membership", MEMBERSHIP.name) in data_paths(cfg)

@@ -34,7 +34,6 @@ from ml4t_pipeline.lib.sweep.runner import PreparedData, TrialStore, run_sweep
 from ml4t_pipeline.lib.sweep.spec import data_key, load_sweep_file
 from ml4t_pipeline.sweeps import prepare_data
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_VERSION = "test-sweep"
 
 

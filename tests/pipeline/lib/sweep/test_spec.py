@@ -12,8 +12,7 @@ import yaml
 from ml4t_pipeline.cli import main
 from ml4t_pipeline.config import ConfigError
 from ml4t_pipeline.lib.sweep import spec
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO_ROOT
 
 
 def _base(sweep: dict[str, Any]) -> dict[str, Any]:

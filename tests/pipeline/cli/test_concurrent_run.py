@@ -12,14 +12,14 @@ import pytest
 
 from ml4t_pipeline.lib import output as output_lib
 from tests.conftest import REPO_ROOT
-from tests.pipeline.helpers import demo_config, start_paused_run
+from tests.pipeline.helpers import TWO_SYMBOLS, demo_config, start_paused_run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock and SIGUSR1 are POSIX")
 
 
 def test_run_concurrent_same_folder_second_refused_with_first_pid(tmp_path: Path) -> None:
-    first_config = demo_config(tmp_path / "first")
-    second_config = demo_config(tmp_path / "second", ("n: 2", "n: 3"))
+    first_config = demo_config(tmp_path / "first", TWO_SYMBOLS)
+    second_config = demo_config(tmp_path / "second", TWO_SYMBOLS, ("n: 2", "n: 1"))
     out = tmp_path / "out"
     # The first run holds the folder's lock while it is paused after materializing.
     first = start_paused_run(first_config, out, "materialized")

@@ -38,7 +38,7 @@ from ml4t_pipeline.defs.partitions import EXPERIMENTS, SAFE_KEY_PATTERN
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.sensors import experiment_configs_sensor
 from tests.conftest import REPO_ROOT
-from tests.pipeline.conftest import DemoCliRun
+from tests.pipeline.helpers import DemoCliRun
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock, /proc and SIGKILL")
 

@@ -20,7 +20,7 @@ from ml4t_pipeline.lib import output as output_lib
 from ml4t_pipeline.lib.report import REPORT_SECTIONS, rebuild_report
 from ml4t_pipeline.runner import run_prices
 from tests.conftest import REPO_ROOT
-from tests.pipeline.conftest import DemoCliRun
+from tests.pipeline.helpers import DemoCliRun
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 SCREENSHOT = REPO_ROOT / "test-output" / "report_full.png"

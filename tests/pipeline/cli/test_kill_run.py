@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 
 from ml4t_pipeline.lib import output as output_lib
-from tests.pipeline.conftest import DemoCliRun
-from tests.pipeline.helpers import demo_config, run_cli, snapshot, start_paused_run
+from tests.pipeline.helpers import (
+    TWO_SYMBOLS,
+    DemoCliRun,
+    demo_config,
+    run_cli,
+    snapshot,
+    start_paused_run,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")
 
@@ -30,7 +36,8 @@ def assert_complete(out: Path) -> dict[str, object]:
 def test_run_sigkill_at_each_phase_leaves_old_or_new_complete_set(
     tmp_path: Path, demo_cli_run: DemoCliRun
 ) -> None:
-    new_config = demo_config(tmp_path / "new", ("rate: 0.001", "rate: 0.002"))
+    # the new set: two symbols, so the run killed after its swap is short
+    new_config = demo_config(tmp_path / "new", TWO_SYMBOLS, ("rate: 0.001", "rate: 0.002"))
     out = tmp_path / "out"
     # the old set: a copy of the session's completed `ml4t run` of the unchanged demo config
     shutil.copytree(demo_cli_run.out, out)

@@ -15,8 +15,7 @@ import pytest
 from ml4t_pipeline import runner
 from ml4t_pipeline.lib import output as output_lib
 from tests.conftest import REPO_ROOT
-from tests.pipeline.conftest import DemoCliRun
-from tests.pipeline.helpers import demo_config, run_cli, snapshot
+from tests.pipeline.helpers import DemoCliRun, demo_config, run_cli, snapshot
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from ml4t_pipeline.cli import main
 from tests.conftest import REPO_ROOT
-from tests.pipeline.conftest import DemoCliRun
+from tests.pipeline.helpers import DemoCliRun
 
 
 def test_cli_run_demo_writes_outputs_and_prints_metrics(demo_cli_run: DemoCliRun) -> None:
