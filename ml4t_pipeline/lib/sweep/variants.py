@@ -9,7 +9,8 @@ one pass of :func:`engine.compiled.variants.run_variants`: the panel ranked once
 states side by side, :data:`DEFAULT_CHUNK` at a time, in parallel on numba's threads. Each
 variant's records are those of its own backtest, so its metrics are computed by the same
 function on the same values (:func:`~ml4t_pipeline.lib.sweep.trials.ok_outcome`), and equal
-the one-at-a-time run's exactly (``tests/engine/test_variants.py``, ``tests/pipeline/lib/sweep/test_runner.py``).
+the one-at-a-time run's exactly (``tests/engine/test_variants.py``,
+``tests/pipeline/lib/sweep/test_runner.py``).
 
 Otherwise (or with ``variants=False``) each trial runs on its own
 (:func:`~ml4t_pipeline.lib.sweep.trials.run_trial`). A variant the compiled kernel hands back
