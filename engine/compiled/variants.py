@@ -41,6 +41,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from engine.compiled.decisions import _top_rows
 from engine.compiled.topn import (
     P_N,
     ST_FULL,
@@ -50,7 +51,6 @@ from engine.compiled.topn import (
     RunState,
     Tables,
     TopNPlan,
-    _top_rows,
     init_state,
     run_topn,
 )

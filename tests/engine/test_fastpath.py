@@ -40,7 +40,7 @@ from engine import (
     TopNStrategy,
     VolumeAwareSlippage,
 )
-from engine.compiled import plan, topn
+from engine.compiled import decisions, passes, plan, topn
 from engine.core import costs, layout, ledger, matching
 from engine.core import limits as core_limits
 from engine.risk import kernels
@@ -612,7 +612,7 @@ def test_fastpath_kernels_equal_their_python_source(monkeypatch: pytest.MonkeyPa
         ]
 
     compiled = runs()
-    for module in (topn, ledger, core_limits, matching, layout, kernels, costs):
+    for module in (topn, passes, decisions, ledger, core_limits, matching, layout, kernels, costs):
         for name in dir(module):
             func = getattr(module, name)
             if hasattr(func, "py_func"):

@@ -32,7 +32,7 @@ from engine import (
     TimeBasedExit,
     TopNStrategy,
 )
-from engine.compiled import plan, topn
+from engine.compiled import decisions, passes, plan, topn
 from engine.core import costs, layout, ledger, matching
 from engine.core import limits as core_limits
 from engine.core import rules as core_rules
@@ -372,7 +372,18 @@ def test_fastpath_rules_kernels_equal_their_python_source(monkeypatch: pytest.Mo
         ]
 
     compiled = runs()
-    for module in (topn, ledger, core_limits, matching, layout, kernels, costs, core_rules):
+    for module in (
+        topn,
+        passes,
+        decisions,
+        ledger,
+        core_limits,
+        matching,
+        layout,
+        kernels,
+        costs,
+        core_rules,
+    ):
         for name in dir(module):
             func = getattr(module, name)
             if hasattr(func, "py_func"):

@@ -465,7 +465,7 @@ def test_fastpath_settings_kernels_equal_their_python_source(
     """Each newly compiled setting: the compiled kernel, the same functions run as plain
     Python and the Python loop give the same run (this also keeps the kernel's lines under
     coverage)."""
-    from engine.compiled import topn
+    from engine.compiled import decisions, passes, topn
     from engine.core import layout
     from engine.core import limits as core_limits
     from engine.risk import kernels
@@ -524,7 +524,7 @@ def test_fastpath_settings_kernels_equal_their_python_source(
         return out
 
     compiled = runs()
-    for module in (topn, ledger, core_limits, matching, layout, kernels, costs):
+    for module in (topn, passes, decisions, ledger, core_limits, matching, layout, kernels, costs):
         for name in dir(module):
             func = getattr(module, name)
             if hasattr(func, "py_func"):
