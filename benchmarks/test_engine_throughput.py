@@ -46,6 +46,7 @@ from engine import (
     TopNStrategy,
     VolatilityScaledStopLoss,
 )
+from ml4t_pipeline.lib.io import load_vix
 
 
 class EmptyBatch(Strategy):
@@ -153,18 +154,7 @@ def seeds_data(sp500_momentum_panel: pl.DataFrame) -> MarketData:
     panel = sp500_momentum_panel.with_columns(
         true_range.rolling_mean(14).over("symbol").alias("atr_14")
     )
-    vix = (
-        pl.read_parquet(path)
-        .select(
-            pl.col("timestamp")
-            .dt.replace_time_zone("America/New_York")
-            .dt.offset_by("16h15m")
-            .dt.convert_time_zone("UTC")
-            .cast(pl.Datetime("us", "UTC")),
-            pl.col("close").alias("vix"),
-        )
-        .sort("timestamp")
-    )
+    vix = load_vix(path)
     bars = panel.select("timestamp").unique().sort("timestamp")
     context = bars.join_asof(vix, on="timestamp", strategy="backward")
     return MarketData.from_frame(

@@ -7,7 +7,7 @@ mechanics and no fill listener) every order a strategy places with a plain
 ``submit(symbol, quantity)`` / ``close_position`` is a market order that fills whole at its
 symbol's next open. The lane keeps such orders as rows of an ``ORDER_DTYPE`` buffer
 (:class:`OrderRows`, the row is the order id) and a book of row ids; the open pass is one call
-of :func:`fill_market_book`, which runs :func:`engine.core.ledger.execute_fill` (the core's
+of :func:`lane_open_step`, which runs :func:`engine.core.ledger.execute_fill` (the core's
 cash and short checks, fill and trade records, positions) for each order in book order. The
 strategy still receives :class:`engine.Order` objects: :class:`RecordOrder`, whose status,
 quantities and decision row are read from and written to the order's row.
@@ -188,61 +188,10 @@ def lane_off(broker: BrokerState) -> None:
 
 
 @njit
-def fill_market_book(
-    book: IntArray,
-    n_book: int,
-    lo: int,
-    i: int,
-    last_row: IntArray,
-    open_: FloatArray,
-    ordinal: IntArray,
-    tolerance: float,
-    allow_short: bool,
-    fstate: FloatArray,
-    istate: IntArray,
-    pending: FloatArray,
-    aux_i: IntArray,
-    aux_f: FloatArray,
-    orders: RecordArray,
-    fills: RecordArray,
-    trades: RecordArray,
-    rejections: RecordArray,
-    counts: IntArray,
-    acc: FloatArray,
-) -> int:
-    """Step 1a of the lane at bar ``i`` (data rows from ``lo``): each working order of
-    ``book[:n_book]`` (order ids, in submission order) whose symbol has a bar now fills what
-    remains at the bar's open through :func:`engine.core.ledger.execute_fill` (no slippage,
-    no commission); orders no longer active leave the book, the others stay in their order.
-
-    Returns
-    -------
-    int
-        The orders left in ``book`` (compacted to its front).
-    """
-    kept = 0
-    for k in range(n_book):
-        o = book[k]
-        status = orders[o]["status"]
-        if status != S_SUBMITTED and status != S_ACCEPTED and status != S_PARTIAL:
-            continue
-        sid = orders[o]["sid"]
-        row = last_row[sid]
-        if row >= lo:
-            q = orders[o]["quantity"] - orders[o]["filled"]
-            if q != 0.0:
-                price = open_[row]
-                execute_fill(
-                    o, q, price, price, 0.0, ordinal[row], i, tolerance, allow_short, False,
-                    fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections,
-                    counts, acc,
-                )  # fmt: skip
-            status = orders[o]["status"]
-            if status != S_SUBMITTED and status != S_ACCEPTED and status != S_PARTIAL:
-                continue
-        book[kept] = o
-        kept += 1
-    return kept
+def _working(status: int) -> bool:
+    """Whether an order of this status code is still working (submitted, accepted or
+    partially filled)."""
+    return status in (S_SUBMITTED, S_ACCEPTED, S_PARTIAL)
 
 
 @njit
@@ -274,10 +223,12 @@ def lane_open_step(
     held: IntArray,
 ) -> tuple[int, int, float, float]:
     """Steps 1 and 2 of bar ``i`` (data rows ``lo:hi``) with the lane, in one call: the
-    symbols' latest rows (:func:`engine.risk.kernels.set_last_rows`), the book's fills at the
-    open (:func:`fill_market_book`), the marks and extremes of the positions held then
-    (:func:`engine.risk.kernels.mark_bar`) and their value at the marks
-    (:func:`engine.core.ledger.portfolio_value`).
+    symbols' latest rows (:func:`engine.risk.kernels.set_last_rows`); the book's fills at the
+    open: each working order of ``book[:n_book]`` (order ids, in submission order) whose
+    symbol has a bar now fills what remains at the bar's open through
+    :func:`engine.core.ledger.execute_fill` (no slippage, no commission), orders no longer
+    working leave the book, the others stay in their order (compacted to its front); then the
+    marks and extremes of the positions held (:func:`lane_marks`) and their value at the marks.
 
     ``held``: a buffer of at least ``n_symbols`` int64 (its front receives the held ids).
 
@@ -287,11 +238,27 @@ def lane_open_step(
         ``(kept, n_held, value, gross)``: the orders left in ``book``, the number of symbols
         held, and the positions' net and gross value at the marks (currency).
     """
-    set_last_rows(lo, hi, sym_id, istate[LAST_ROW])
-    kept = fill_market_book(
-        book, n_book, lo, i, istate[LAST_ROW], open_, ordinal, tolerance, allow_short,
-        fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections, counts, acc,
-    )  # fmt: skip
+    last_row = istate[LAST_ROW]
+    set_last_rows(lo, hi, sym_id, last_row)
+    kept = 0
+    for k in range(n_book):
+        o = book[k]
+        if not _working(orders[o]["status"]):
+            continue
+        row = last_row[orders[o]["sid"]]
+        if row >= lo:
+            q = orders[o]["quantity"] - orders[o]["filled"]
+            if q != 0.0:
+                price = open_[row]
+                execute_fill(
+                    o, q, price, price, 0.0, ordinal[row], i, tolerance, allow_short, False,
+                    fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections,
+                    counts, acc,
+                )  # fmt: skip
+            if not _working(orders[o]["status"]):
+                continue
+        book[kept] = o
+        kept += 1
     n_held, value, gross = lane_marks(lo, hi, sym_id, high, low, close, fstate, istate, held)
     return kept, n_held, value, gross
 

@@ -12,6 +12,7 @@ from engine import BacktestEngine, BacktestResult, ExecutionConfig, MarketData, 
 from engine.data import BarBatch
 from engine.events import Fill
 from engine.strategy import Strategy
+from ml4t_pipeline.lib.io import load_vix
 from ml4t_pipeline.lib.timing import UTC_DATETIME, daily_close_utc
 
 T0 = datetime(2024, 1, 2, 21, 0, tzinfo=UTC)
@@ -161,17 +162,6 @@ def vix_context(panel: pl.DataFrame, data_root: object) -> pl.DataFrame:
     from pathlib import Path
 
     assert isinstance(data_root, Path)
-    vix = (
-        pl.read_parquet(data_root / "vix_daily_cboe.parquet")
-        .select(
-            pl.col("timestamp")
-            .dt.replace_time_zone("America/New_York")
-            .dt.offset_by("16h15m")
-            .dt.convert_time_zone("UTC")
-            .cast(pl.Datetime("us", "UTC")),
-            pl.col("close").alias("vix"),
-        )
-        .sort("timestamp")
-    )
+    vix = load_vix(data_root / "vix_daily_cboe.parquet")
     bars = panel.select("timestamp").unique().sort("timestamp")
     return bars.join_asof(vix, on="timestamp", strategy="backward")

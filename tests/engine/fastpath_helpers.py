@@ -1,12 +1,17 @@
 """The paired-run harness of the compiled-driver tests: one run through the compiled TopN
-driver and the same run through the Python loop, and the check that their records are equal.
+driver and the same run through the Python loop, the check that their records are equal, and
+the generated OHLCV panels the hypothesis tests feed both.
 
-Used by ``tests/engine/test_fastpath.py`` and ``tests/engine/test_fastpath_rules.py``.
+Used by ``tests/engine/test_fastpath.py``, ``tests/engine/test_fastpath_rules.py``,
+``tests/engine/test_fastpath_settings.py`` and ``tests/engine/test_variants.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from engine import (
     BacktestEngine,
@@ -17,6 +22,7 @@ from engine import (
     RiskRule,
     TopNStrategy,
 )
+from tests.engine.conftest import ts
 
 FRAMES = ("fills", "trades", "portfolio_states", "open_positions", "orders", "rejections")
 """The result frames both drivers must give equal."""
@@ -50,3 +56,44 @@ def assert_identical(fast: BacktestResult, slow: BacktestResult) -> None:
         a, b = getattr(fast, name), getattr(slow, name)
         assert a.schema == b.schema, name
         assert a.equals(b), name
+
+
+ExtraColumns = Callable[[np.random.Generator, int, float, float, float], tuple[float | None, ...]]
+"""Draws a bar's extra columns from ``(rng, bar index k, high, low, close)``."""
+
+
+def random_bars(
+    rng: np.random.Generator,
+    n_symbols: int,
+    n_bars: int,
+    *,
+    move: tuple[float, float],
+    volumes: Sequence[float],
+    extra: ExtraColumns | None = None,
+) -> list[tuple[Any, ...]]:
+    """Rows ``(timestamp, symbol, open, high, low, close, volume, score, *extra)`` of a random
+    daily panel: symbols ``S0..`` with bars ``0..n_bars-1``.
+
+    Each symbol starts at a price drawn from U(5, 200); after bar 0 each bar is missing with
+    probability 0.1. Open and close are the previous close times U(*move), high
+    and low lie up to 4 % beyond them. The score is missing with probability 0.15, else one of
+    -1, 0, 1 or the close (so ties and sign changes occur). The volume is drawn from
+    ``volumes`` (a single value: every bar has it, no draw). ``extra`` appends the bar's further
+    columns.
+    """
+    rows: list[tuple[Any, ...]] = []
+    for s in range(n_symbols):
+        price = float(rng.uniform(5, 200))
+        for k in range(n_bars):
+            if k > 0 and rng.random() < 0.1:
+                continue  # missing bar
+            o = price * rng.uniform(*move)
+            c = price * rng.uniform(*move)
+            h = max(o, c) * rng.uniform(1.0, 1.04)
+            lo = min(o, c) * rng.uniform(0.96, 1.0)
+            score = None if rng.random() < 0.15 else float(rng.choice([-1.0, 0.0, 1.0, c]))
+            volume = float(volumes[0]) if len(volumes) == 1 else float(rng.choice(volumes))
+            more = () if extra is None else extra(rng, k, h, lo, c)
+            rows.append((ts(k), f"S{s}", o, h, lo, c, volume, score, *more))
+            price = c
+    return rows

@@ -45,7 +45,7 @@ from engine.risk.rules import (
     VolatilityScaledTakeProfit,
 )
 from tests.engine.conftest import atr_14, momentum_scores, ts, vix_context
-from tests.engine.fastpath_helpers import FRAMES, assert_identical, run_both
+from tests.engine.fastpath_helpers import FRAMES, assert_identical, random_bars, run_both
 
 # Several stop-setting rules on purpose: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a .* level:UserWarning")
@@ -220,27 +220,24 @@ def test_fastpath_rules_regime_member_follows_the_vix(regime_data: MarketData) -
     assert above > 10 and below > 10
 
 
+def _two_atrs(
+    rng: np.random.Generator, k: int, high: float, low: float, close: float
+) -> tuple[float | None, float | None]:
+    """A bar's two ATR columns (``atr``: 0-6 % of the close, ``atr_b``: 0.5-3 %), each
+    missing 20 % of the time."""
+    atr = None if rng.random() < 0.2 else float(close * rng.uniform(0.0, 0.06))
+    atr_b = None if rng.random() < 0.2 else float(close * rng.uniform(0.005, 0.03))
+    return atr, atr_b
+
+
 @st.composite
 def _scenario(draw: Any) -> dict[str, Any]:
     n_symbols = draw(st.integers(2, 6))
     n_bars = draw(st.integers(3, 40))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    rows = []
-    for s in range(n_symbols):
-        price = float(rng.uniform(5, 200))
-        for k in range(n_bars):
-            if k > 0 and rng.random() < 0.1:
-                continue  # missing bar
-            o = price * rng.uniform(0.92, 1.08)
-            c = price * rng.uniform(0.92, 1.08)
-            h = max(o, c) * rng.uniform(1.0, 1.04)
-            lo = min(o, c) * rng.uniform(0.96, 1.0)
-            score = None if rng.random() < 0.15 else float(rng.choice([-1.0, 0.0, 1.0, c]))
-            atr = None if rng.random() < 0.2 else float(c * rng.uniform(0.0, 0.06))
-            atr_b = None if rng.random() < 0.2 else float(c * rng.uniform(0.005, 0.03))
-            volume = float(rng.choice([50.0, 1000.0, 1e5]))
-            rows.append((ts(k), f"S{s}", o, h, lo, c, volume, score, atr, atr_b))
-            price = c
+    rows = random_bars(
+        rng, n_symbols, n_bars, move=(0.92, 1.08), volumes=(50.0, 1000.0, 1e5), extra=_two_atrs
+    )
     vix = [None if rng.random() < 0.1 else float(rng.uniform(10, 30)) for _ in range(n_bars)]
     return {
         "rows": rows,

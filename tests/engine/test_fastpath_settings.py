@@ -43,7 +43,7 @@ from engine.compiled import plan
 from engine.core import costs, ledger, matching
 from engine.risk.rules.dynamic import BreakEvenRule, DynamicTrailingStop, VolatilityScaledStopLoss
 from tests.engine.conftest import make_panel, momentum_scores, ts
-from tests.engine.fastpath_helpers import FRAMES
+from tests.engine.fastpath_helpers import FRAMES, random_bars
 from tests.engine.fastpath_helpers import assert_identical as _assert_identical
 from tests.engine.fastpath_helpers import run_both as _both
 
@@ -386,26 +386,26 @@ _SCHEMA = {
 }
 
 
+def _atr(
+    rng: np.random.Generator, k: int, high: float, low: float, close: float
+) -> tuple[float | None]:
+    """A bar's ATR: missing for the first two bars, then 0.5-1.5 times the bar's range."""
+    return (None if k < 2 else (high - low) * float(rng.uniform(0.5, 1.5)),)
+
+
 @st.composite
 def _scenario(draw: Any) -> dict[str, Any]:
     n_symbols = draw(st.integers(2, 6))
     n_bars = draw(st.integers(2, 35))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    rows = []
-    for s in range(n_symbols):
-        price = float(rng.uniform(5, 200))
-        for k in range(n_bars):
-            if k > 0 and rng.random() < 0.1:
-                continue  # missing bar
-            o = price * rng.uniform(0.93, 1.07)
-            c = price * rng.uniform(0.93, 1.07)
-            h = max(o, c) * rng.uniform(1.0, 1.04)
-            lo = min(o, c) * rng.uniform(0.96, 1.0)
-            score = None if rng.random() < 0.15 else float(rng.choice([-1.0, 0.0, 1.0, c]))
-            volume = float(rng.choice([0.0, 3.0, 40.0, 500.0, 1e5]))
-            atr = None if k < 2 else (h - lo) * float(rng.uniform(0.5, 1.5))
-            rows.append((ts(k), f"S{s}", o, h, lo, c, volume, score, atr))
-            price = c
+    rows = random_bars(
+        rng,
+        n_symbols,
+        n_bars,
+        move=(0.93, 1.07),
+        volumes=(0.0, 3.0, 40.0, 500.0, 1e5),
+        extra=_atr,
+    )
     stops_first = draw(st.booleans())
     return {
         "rows": rows,

@@ -27,6 +27,7 @@ from engine import (
     PercentageCommission,
     Strategy,
 )
+from engine.broker import broker as broker_module
 from engine.broker import lane, state
 from engine.broker.broker import Broker
 from engine.recorder import Recorder
@@ -119,7 +120,7 @@ def _run(
 ) -> tuple[BacktestResult, list[tuple[int, str, float]]]:
     with monkeypatch.context() as patch:
         if not use_lane:
-            patch.setattr(state, "lane_settings", lambda broker: False)
+            patch.setattr(broker_module, "lane_settings", lambda broker: False)
         strategy = Scripted(actions)
         result = BacktestEngine(data, strategy, config=config).run()
     return result, strategy.seen

@@ -36,6 +36,7 @@ from engine.compiled.topn import CompiledRun, TopNPlan
 from engine.recorder import Recorder
 from engine.risk.rules.dynamic import DynamicTrailingStop
 from tests.engine.conftest import momentum_scores, ts
+from tests.engine.fastpath_helpers import random_bars
 
 KINDS = ("orders", "fills", "trades", "rejections", "states")
 
@@ -271,19 +272,7 @@ def _variant_scenario(draw: Any) -> dict[str, Any]:
     n_symbols = draw(st.integers(2, 7))
     n_bars = draw(st.integers(2, 40))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    rows = []
-    for s in range(n_symbols):
-        price = float(rng.uniform(5, 200))
-        for k in range(n_bars):
-            if k > 0 and rng.random() < 0.1:
-                continue  # missing bar
-            o = price * rng.uniform(0.92, 1.08)
-            c = price * rng.uniform(0.92, 1.08)
-            h = max(o, c) * rng.uniform(1.0, 1.04)
-            lo = min(o, c) * rng.uniform(0.96, 1.0)
-            score = None if rng.random() < 0.15 else float(rng.choice([-1.0, 0.0, 1.0, c]))
-            rows.append((ts(k), f"S{s}", o, h, lo, c, 1e4, score))
-            price = c
+    rows = random_bars(rng, n_symbols, n_bars, move=(0.92, 1.08), volumes=(1e4,))
     variant = st.fixed_dictionaries(
         {
             "n": st.integers(1, n_symbols),
