@@ -22,7 +22,7 @@ from engine import (
     RiskRule,
     TopNStrategy,
 )
-from tests.engine.conftest import ts
+from tests.engine.helpers import ts
 
 FRAMES = ("fills", "trades", "portfolio_states", "open_positions", "orders", "rejections")
 """The result frames both drivers must give equal."""

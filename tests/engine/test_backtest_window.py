@@ -24,7 +24,7 @@ from engine import (
     TopNStrategy,
 )
 from engine.data import BarBatch
-from tests.engine.conftest import make_panel, ts
+from tests.engine.helpers import make_panel, ts
 
 START = datetime(2015, 1, 1, tzinfo=UTC)
 END = date(2015, 12, 31)

@@ -37,7 +37,7 @@ from engine import (
 from engine.chunked import ChunkedMarketData
 from engine.data import BarBatch
 from engine.events import Fill, MarketEvent
-from tests.engine.conftest import Script, make_context, make_panel, ts
+from tests.engine.helpers import Script, make_context, make_panel, ts
 
 # ------------------------------------------------------------------------------ helpers
 

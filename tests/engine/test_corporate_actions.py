@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 from engine import BacktestEngine, BacktestResult, ExecutionConfig, MarketData, RiskManager
 from engine.mechanics import CorporateActions, CorporateActionsError, Delisting, Financing
 from engine.risk.rules import PriceBasedStopLoss
-from tests.engine.conftest import Script, make_panel, run, ts
+from tests.engine.helpers import Script, make_panel, run, ts
 
 
 def _actions(rows: list[dict[str, object]]) -> CorporateActions:

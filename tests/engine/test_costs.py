@@ -26,7 +26,7 @@ from engine import (
 )
 from engine.costs.slippage import corwin_schultz_spread
 from engine.data import BarView
-from tests.engine.conftest import make_panel, run
+from tests.engine.helpers import make_panel, run
 
 JAN = int(datetime(2024, 1, 5, tzinfo=UTC).timestamp() * 1e6)
 FEB = int(datetime(2024, 2, 5, tzinfo=UTC).timestamp() * 1e6)

@@ -33,7 +33,7 @@ from engine import (
 )
 from engine.costs.slippage import corwin_schultz_estimates, corwin_schultz_spread
 from engine.data import BarView
-from tests.engine.conftest import Script, make_panel, run, ts
+from tests.engine.helpers import Script, make_panel, run, ts
 
 N_BARS = 30  # more than the default window (20 pairs = 21 bars) before the fill bar
 FILL = N_BARS - 1  # the fill bar: the last bar of AAA

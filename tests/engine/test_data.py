@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from engine import MarketData
-from tests.engine.conftest import make_panel, ts
+from tests.engine.helpers import make_panel, ts
 
 
 def _two_symbol_panel() -> pl.DataFrame:

@@ -50,10 +50,10 @@ from engine.risk.rules.dynamic import (
     VolatilityScaledStopLoss,
     VolatilityScaledTakeProfit,
 )
-from tests.engine.conftest import atr_14, momentum_scores, ts
 from tests.engine.fastpath_helpers import FRAMES, random_bars
 from tests.engine.fastpath_helpers import assert_identical as _assert_identical
 from tests.engine.fastpath_helpers import run_both as _both
+from tests.engine.helpers import atr_14, momentum_scores, ts
 
 # Two stop-setting rules on purpose in some cases: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")
@@ -226,7 +226,7 @@ _SP500_CASES: dict[str, tuple[dict[str, Any], str, ExecutionConfig]] = {
 
 @pytest.fixture(scope="module")
 def atr_data(sp500_panel: pl.DataFrame) -> MarketData:
-    """:func:`scored_data` with the ``atr_14`` column (:func:`tests.engine.conftest.atr_14`)."""
+    """:func:`scored_data` with the ``atr_14`` column (:func:`tests.engine.helpers.atr_14`)."""
     panel = momentum_scores(
         sp500_panel.sort("symbol", "timestamp").with_columns(atr_14()),
         datetime(2015, 6, 1, tzinfo=UTC),

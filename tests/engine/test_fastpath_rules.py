@@ -44,8 +44,8 @@ from engine.risk.rules import (
     VolatilityScaledStopLoss,
     VolatilityScaledTakeProfit,
 )
-from tests.engine.conftest import atr_14, momentum_scores, ts, vix_context
 from tests.engine.fastpath_helpers import FRAMES, assert_identical, random_bars, run_both
+from tests.engine.helpers import atr_14, momentum_scores, ts, vix_context
 
 # Several stop-setting rules on purpose: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a .* level:UserWarning")

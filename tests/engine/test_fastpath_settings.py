@@ -42,10 +42,10 @@ from engine import (
 from engine.compiled import plan
 from engine.core import costs, ledger, matching
 from engine.risk.rules.dynamic import BreakEvenRule, DynamicTrailingStop, VolatilityScaledStopLoss
-from tests.engine.conftest import make_panel, momentum_scores, ts
 from tests.engine.fastpath_helpers import FRAMES, random_bars
 from tests.engine.fastpath_helpers import assert_identical as _assert_identical
 from tests.engine.fastpath_helpers import run_both as _both
+from tests.engine.helpers import make_panel, momentum_scores, ts
 
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")
 

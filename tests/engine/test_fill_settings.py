@@ -25,7 +25,7 @@ from engine import (
     TieredCommission,
     TopNStrategy,
 )
-from tests.engine.conftest import T0, Bar, make_panel, run
+from tests.engine.helpers import T0, Bar, make_panel, run
 
 FLAT: Bar = (10, 10, 10, 10)
 

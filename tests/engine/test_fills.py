@@ -7,7 +7,7 @@ import math
 import pytest
 
 from engine import PercentageCommission, Strategy
-from tests.engine.conftest import make_panel, run, ts
+from tests.engine.helpers import make_panel, run, ts
 
 # AAA: bar k = (open, high, low, close)
 AAA = [

@@ -23,7 +23,7 @@ from engine import (
     RiskManager,
     TimeBasedExit,
 )
-from tests.engine.conftest import Script, ts
+from tests.engine.helpers import Script, ts
 
 SYMBOLS = ["AAA", "BBB", "CCC"]
 

@@ -31,7 +31,7 @@ from engine.broker import broker as broker_module
 from engine.broker import lane, state
 from engine.broker.broker import Broker
 from engine.recorder import Recorder
-from tests.engine.conftest import make_panel
+from tests.engine.helpers import make_panel
 
 SYMBOLS = ["AAA", "BBB", "CCC"]
 Action = tuple[int, int, str, float]  # bar, symbol index, kind, quantity

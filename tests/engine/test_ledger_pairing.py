@@ -24,7 +24,7 @@ from engine.core import layout, ledger
 from engine.core.records import Records, empty_records
 from engine.orders import OrderStatus
 from engine.recorder import Recorder
-from tests.engine.conftest import ts
+from tests.engine.helpers import ts
 
 KINDS = ("fills", "trades", "rejections")
 

@@ -8,7 +8,7 @@ import pytest
 
 from engine import Order, Strategy
 from engine.orders import TRANSITIONS, OrderStatus, plain_market_order
-from tests.engine.conftest import make_panel, run, ts
+from tests.engine.helpers import make_panel, run, ts
 
 START = (10, 10.5, 9.5, 10)
 

@@ -28,7 +28,7 @@ from engine import (
     TopNStrategy,
 )
 from engine.compiled.plan import compiled_reason
-from tests.engine.conftest import T0, make_panel, run
+from tests.engine.helpers import T0, make_panel, run
 
 FLAT = (100, 100, 100, 100)
 

@@ -18,7 +18,7 @@ from engine import (
     TopNStrategy,
     VolatilityScaledStopLoss,
 )
-from tests.engine.conftest import atr_14, vix_context
+from tests.engine.helpers import atr_14, vix_context
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from engine import (
     TimeBasedExit,
 )
 from engine.risk.decision import merge_decisions
-from tests.engine.conftest import make_panel, run, ts
+from tests.engine.helpers import make_panel, run, ts
 
 
 def _buy(q: float) -> object:
@@ -161,7 +161,7 @@ def test_all_three_hooks_called_through_engine() -> None:
     rule = _Recorder(limit=50)
     manager = RiskManager([rule, PriceBasedStopLoss(0.05)])
     from engine import BacktestEngine, ExecutionConfig, MarketData
-    from tests.engine.conftest import Script
+    from tests.engine.helpers import Script
 
     data = MarketData.from_frame(make_panel({"AAA": FLAT}))
     plan = {0: lambda s: s.buy("AAA", 100), 1: _buy(10)}

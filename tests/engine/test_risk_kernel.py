@@ -26,7 +26,7 @@ from engine import (
 )
 from engine.risk import kernels
 from engine.risk.rules.dynamic import DynamicTrailingStop
-from tests.engine.conftest import momentum_scores
+from tests.engine.helpers import momentum_scores
 
 # Two stop-setting rules on purpose: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a stop-loss level:UserWarning")

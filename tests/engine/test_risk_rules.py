@@ -31,7 +31,7 @@ from engine import (
     VolatilityScaledTakeProfit,
     build_rule,
 )
-from tests.engine.conftest import Script, make_context, make_panel, run
+from tests.engine.helpers import Script, make_context, make_panel, run
 
 FLAT = (100, 100, 100, 100)
 
@@ -361,7 +361,7 @@ def test_dynamic_trailing_stop_short_ratchets_down_from_lows() -> None:
 @pytest.mark.parametrize(("mode", "exit_bar"), [("any", 2), ("all", 4)])
 def test_composite_rule_or_and(mode: str, exit_bar: int) -> None:
     from engine import CompositeRule, TimeBasedExit
-    from tests.engine.conftest import ts
+    from tests.engine.helpers import ts
 
     def after_three(ctx: Any) -> RiskDecision:
         return RiskDecision.exit("late") if ctx.bars_held >= 3 else RiskDecision.hold()

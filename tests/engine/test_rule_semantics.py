@@ -12,7 +12,7 @@ from engine import (
     PriceBasedTakeProfit,
     TimeBasedExit,
 )
-from tests.engine.conftest import make_panel, run, ts
+from tests.engine.helpers import make_panel, run, ts
 
 FLAT = (100.0, 100.0, 100.0, 100.0)
 DIP = (97.0, 97.5, 96.5, 97.0)  # closes 3 % under the entry price 100

@@ -37,7 +37,7 @@ from engine import (
     TimeBasedExit,
     VolatilityScaledStopLoss,
 )
-from tests.engine.conftest import Script, atr_14, make_context, make_panel, ts, vix_context
+from tests.engine.helpers import Script, atr_14, make_context, make_panel, ts, vix_context
 
 # ------------------------------------------------------------------------------ real data
 

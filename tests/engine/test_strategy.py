@@ -15,7 +15,7 @@ from engine import (
     Strategy,
     TopNStrategy,
 )
-from tests.engine.conftest import make_panel, ts
+from tests.engine.helpers import make_panel, ts
 
 
 def _flat(price: float, n: int) -> list[tuple[float, float, float, float]]:

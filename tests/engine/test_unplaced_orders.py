@@ -18,7 +18,7 @@ from engine import (
     RiskManager,
     TopNStrategy,
 )
-from tests.engine.conftest import make_panel, run
+from tests.engine.helpers import make_panel, run
 
 FRAMES = ("fills", "trades", "portfolio_states", "open_positions", "orders", "rejections")
 HUGE = 1e300

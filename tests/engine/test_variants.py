@@ -35,8 +35,8 @@ from engine.compiled import plan, topn, variants
 from engine.compiled.topn import CompiledRun, TopNPlan
 from engine.recorder import Recorder
 from engine.risk.rules.dynamic import DynamicTrailingStop
-from tests.engine.conftest import momentum_scores, ts
 from tests.engine.fastpath_helpers import random_bars
+from tests.engine.helpers import momentum_scores, ts
 
 KINDS = ("orders", "fills", "trades", "rejections", "states")
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.strategy import Strategy
-from tests.engine.conftest import make_panel, run, ts
+from tests.engine.helpers import make_panel, run, ts
 
 FLAT = (10.0, 10.0, 10.0, 10.0)
 

@@ -22,7 +22,7 @@ from ml4t_pipeline.lib.corporate_actions import (
     read_corporate_actions,
     validate_against_prices,
 )
-from tests.engine.conftest import Script
+from tests.engine.helpers import Script
 
 
 def _lean_prices(root: Path, symbols: list[str]) -> pl.DataFrame:
