@@ -97,3 +97,14 @@ def random_bars(
             rows.append((ts(k), f"S{s}", o, h, lo, c, volume, score, *more))
             price = c
     return rows
+
+
+def use_python_kernels(monkeypatch: Any, *modules: Any) -> None:
+    """Replace every compiled kernel (a function with ``py_func``) of ``modules`` by its plain
+    Python source for the rest of the test, so a run executes (and coverage sees) the
+    kernels' own lines."""
+    for module in modules:
+        for name in dir(module):
+            func = getattr(module, name)
+            if hasattr(func, "py_func"):
+                monkeypatch.setattr(module, name, func.py_func)

@@ -44,7 +44,13 @@ from engine.risk.rules import (
     VolatilityScaledStopLoss,
     VolatilityScaledTakeProfit,
 )
-from tests.engine.fastpath_helpers import FRAMES, assert_identical, random_bars, run_both
+from tests.engine.fastpath_helpers import (
+    FRAMES,
+    assert_identical,
+    random_bars,
+    run_both,
+    use_python_kernels,
+)
 from tests.engine.helpers import atr_14, momentum_scores, ts, vix_context
 
 # Several stop-setting rules on purpose: the registration warning is expected here.
@@ -369,7 +375,8 @@ def test_fastpath_rules_kernels_equal_their_python_source(monkeypatch: pytest.Mo
         ]
 
     compiled = runs()
-    for module in (
+    use_python_kernels(
+        monkeypatch,
         topn,
         passes,
         decisions,
@@ -380,11 +387,7 @@ def test_fastpath_rules_kernels_equal_their_python_source(monkeypatch: pytest.Mo
         kernels,
         costs,
         core_rules,
-    ):
-        for name in dir(module):
-            func = getattr(module, name)
-            if hasattr(func, "py_func"):
-                monkeypatch.setattr(module, name, func.py_func)
+    )
     loop = runs(compiled=False)
     for got, expected, slow in zip(runs(), compiled, loop, strict=True):
         assert slow.fills.height >= 10

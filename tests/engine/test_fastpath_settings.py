@@ -42,7 +42,7 @@ from engine import (
 from engine.compiled import plan
 from engine.core import costs, ledger, matching
 from engine.risk.rules.dynamic import BreakEvenRule, DynamicTrailingStop, VolatilityScaledStopLoss
-from tests.engine.fastpath_helpers import FRAMES, random_bars
+from tests.engine.fastpath_helpers import FRAMES, random_bars, use_python_kernels
 from tests.engine.fastpath_helpers import assert_identical as _assert_identical
 from tests.engine.fastpath_helpers import run_both as _both
 from tests.engine.helpers import make_panel, momentum_scores, ts
@@ -524,11 +524,9 @@ def test_fastpath_settings_kernels_equal_their_python_source(
         return out
 
     compiled = runs()
-    for module in (topn, passes, decisions, ledger, core_limits, matching, layout, kernels, costs):
-        for name in dir(module):
-            func = getattr(module, name)
-            if hasattr(func, "py_func"):
-                monkeypatch.setattr(module, name, func.py_func)
+    use_python_kernels(
+        monkeypatch, topn, passes, decisions, ledger, core_limits, matching, layout, kernels, costs
+    )
     loop = runs(compiled=False)
     for got, expected, slow in zip(runs(), compiled, loop, strict=True):
         assert slow.fills.height >= 10
