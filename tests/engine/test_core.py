@@ -13,6 +13,7 @@ from engine.core import layout, ledger, matching
 from engine.core import limits as core_limits
 from engine.core.records import FILL_DTYPE, ORDER_DTYPE, Records, empty_records
 from engine.orders import TRANSITIONS, Order, OrderStatus, OrderType, TimeInForce
+from tests.engine.fastpath_helpers import use_python_kernels
 
 
 def test_layout_names_equal_order_enum_values() -> None:
@@ -204,11 +205,7 @@ class _Book:
 def ledger_kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the ledger compiled, or as the plain Python it is compiled from (coverage)."""
     if request.param == "py_func":
-        for module in (ledger, layout):
-            for name in dir(module):
-                func = getattr(module, name)
-                if hasattr(func, "py_func"):
-                    monkeypatch.setattr(module, name, func.py_func)
+        use_python_kernels(monkeypatch, ledger, layout)
     return str(request.param)
 
 

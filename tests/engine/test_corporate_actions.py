@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 from engine import BacktestEngine, BacktestResult, ExecutionConfig, MarketData, RiskManager
 from engine.mechanics import CorporateActions, CorporateActionsError, Delisting, Financing
 from engine.risk.rules import PriceBasedStopLoss
+from tests.engine.fastpath_helpers import use_python_kernels
 from tests.engine.helpers import Script, make_panel, run, ts
 
 
@@ -653,11 +654,7 @@ def mechanics_kernels(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     from engine.core import actions, delisting, financing
 
     if request.param == "py_func":
-        for module in (actions, delisting, financing):
-            for name in dir(module):
-                func = getattr(module, name)
-                if hasattr(func, "py_func"):
-                    monkeypatch.setattr(module, name, func.py_func)
+        use_python_kernels(monkeypatch, actions, delisting, financing)
     return str(request.param)
 
 

@@ -26,6 +26,7 @@ from engine import (
 )
 from engine.risk import kernels
 from engine.risk.rules.dynamic import DynamicTrailingStop
+from tests.engine.fastpath_helpers import use_python_kernels
 from tests.engine.helpers import momentum_scores
 
 # Two stop-setting rules on purpose: the registration warning is expected here.
@@ -208,10 +209,7 @@ def test_compiled_kernels_equal_their_python_source(
         }
 
     compiled = runs()
-    for name in dir(kernels):
-        func = getattr(kernels, name)
-        if hasattr(func, "py_func"):
-            monkeypatch.setattr(kernels, name, func.py_func)
+    use_python_kernels(monkeypatch, kernels)
     for setting, got in runs().items():
         for name, expected in compiled[setting].items():
             assert got[name].equals(expected), (setting, name)
