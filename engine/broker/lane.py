@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from engine.broker.lane_rows import OrderRows
 from engine.core.jit import njit
 from engine.core.layout import (
@@ -174,6 +176,149 @@ def lane_order(broker: BrokerState, rows: OrderRows, sid: int, quantity: float) 
     pending[sid] = pending.item(sid) + quantity
     broker._new_orders.append(order)
     return order
+
+
+def lane_batch(
+    broker: BrokerState,
+    rows: OrderRows,
+    sids: IntArray,
+    quantities: FloatArray | float | None,
+) -> IntArray:
+    """Plain GTC market orders of the strategy for symbol ids ``sids``, in their order, as
+    lane rows (:func:`lane_intake`) and their :class:`RecordOrder` objects: ``quantities``
+    (signed shares, one per id or one for all) or, with ``None``, an order closing each
+    symbol's position plus its working orders (none where they net to zero).
+
+    Returns
+    -------
+    ndarray[int64]
+        The ids of the orders placed, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``sids`` has an id outside the universe, or a quantity is not finite, is zero, or
+        is fractional while fractional shares are off (nothing is placed then).
+    """
+    orders = broker.orders
+    first = len(orders)
+    n = sids.size
+    if first + n > rows.capacity:
+        rows.ensure(first + n)
+    if quantities is None:
+        mode, each, one = INTAKE_CLOSE, _NO_QUANTITIES, 0.0
+    elif isinstance(quantities, float):
+        mode, each, one = INTAKE_ONE, _NO_QUANTITIES, quantities
+    else:
+        mode, each, one = INTAKE_EACH, quantities, 0.0
+    placed = np.empty(n, dtype=np.int64)
+    m = lane_intake(
+        sids, each, one, mode, broker.fractional, broker.data.n_symbols, broker.i, broker.lo,
+        broker.last_row, broker.qty, broker.pending, first, rows.rows, placed,
+    )  # fmt: skip
+    if m < 0:
+        raise ValueError(intake_error(broker, sids, quantities, -m - 1))
+    names = broker._names
+    made: list[Order] = []
+    append = made.append
+    for o, sid in enumerate(placed[:m].tolist(), first):
+        order: RecordOrder = _new_object(RecordOrder)
+        order._rows = rows
+        order.order_id = o
+        order.symbol = names[sid]
+        order.sid = sid
+        append(order)
+    orders.extend(made)
+    broker._new_orders.extend(made)
+    return np.arange(first, first + m, dtype=np.int64)
+
+
+def intake_error(
+    broker: BrokerState, sids: IntArray, quantities: FloatArray | float | None, k: int
+) -> str:
+    """The message for the bad ``k``-th entry found by :func:`lane_intake`."""
+    sid = int(sids[k])
+    if not 0 <= sid < broker.data.n_symbols:
+        return f"symbol id {sid} (position {k}) is outside 0..{broker.data.n_symbols - 1}"
+    q = float(quantities if isinstance(quantities, float) else np.asarray(quantities)[k])
+    return (
+        f"order for {q} shares of {broker._names[sid]!r} (position {k}): quantities must be "
+        "finite, non-zero"
+        + ("" if broker.fractional else " and whole shares (fractional_shares=False)")
+    )
+
+
+_NO_QUANTITIES: FloatArray = np.empty(0)
+INTAKE_EACH = 0
+"""``lane_intake`` mode: one quantity per symbol id."""
+INTAKE_ONE = 1
+"""``lane_intake`` mode: one quantity for every symbol id."""
+INTAKE_CLOSE = 2
+"""``lane_intake`` mode: close each symbol's position plus its working orders."""
+
+
+@njit
+def lane_intake(
+    sids: IntArray,
+    quantities: FloatArray,
+    quantity: float,
+    mode: int,
+    fractional: bool,
+    n_symbols: int,
+    i: int,
+    lo: int,
+    last_row: IntArray,
+    qty: FloatArray,
+    pending: FloatArray,
+    first_id: int,
+    orders: RecordArray,
+    placed: IntArray,
+) -> int:
+    """Order intake of :func:`lane_batch`: for each symbol id of ``sids`` in turn, the row of
+    a plain market order (ids from ``first_id`` on: its bar ``i``, symbol, decision row =
+    the symbol's latest row if it is of this bar (``>= lo``), else -1, and quantity) and the
+    symbol's ``pending`` shares. The quantity (``mode``): ``quantities[k]``
+    (:data:`INTAKE_EACH`), ``quantity`` (:data:`INTAKE_ONE`), or what takes the position plus
+    the pending shares to zero (:data:`INTAKE_CLOSE`; no order when they net to less than
+    1e-9 shares, so a symbol twice closes once). The placed orders' symbol ids go to the
+    front of ``placed``.
+
+    Every id and quantity is checked before any order is placed: an id outside
+    ``0 .. n_symbols - 1``, or a quantity that is not finite, is zero, or (``fractional``
+    false) is not whole, places nothing.
+
+    Returns
+    -------
+    int
+        The number of orders placed, or ``-(k + 1)`` for the first bad entry ``k``.
+    """
+    for k in range(sids.size):
+        sid = sids[k]
+        if sid < 0 or sid >= n_symbols:
+            return -(k + 1)
+        if mode != INTAKE_CLOSE:
+            q = quantities[k] if mode == INTAKE_EACH else quantity
+            if not math.isfinite(q) or q == 0.0 or (not fractional and q != math.floor(q)):
+                return -(k + 1)
+    n = 0
+    for k in range(sids.size):
+        sid = sids[k]
+        if mode == INTAKE_CLOSE:
+            q = -(qty[sid] + pending[sid])
+            if abs(q) < 1e-9:
+                continue
+        else:
+            q = quantities[k] if mode == INTAKE_EACH else quantity
+        o = first_id + n
+        row = last_row[sid] if i >= 0 else -1
+        orders[o]["submit_index"] = i
+        orders[o]["sid"] = sid
+        orders[o]["decision_row"] = row if row >= lo else -1
+        orders[o]["quantity"] = q
+        pending[sid] += q
+        placed[n] = sid
+        n += 1
+    return n
 
 
 def lane_off(broker: BrokerState) -> None:
