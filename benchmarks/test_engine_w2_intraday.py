@@ -184,7 +184,9 @@ def _summary(result: BacktestResult, seconds: float) -> dict[str, Any]:
 def run_w2_streaming(root: Path, strategy: type[Strategy] = FewTradesPerDay) -> dict[str, Any]:
     """The measured run: months streamed from the partitions into the engine."""
     started = time.perf_counter()
-    data = ChunkedMarketData(_month_frames(root), symbols=SYMBOLS, signal_columns=["signal"])
+    data = ChunkedMarketData(
+        _month_frames(root), symbols=SYMBOLS, signal_columns=["signal"], prefetch=True
+    )
     result = BacktestEngine(data, strategy()).run()
     return _summary(result, time.perf_counter() - started)
 

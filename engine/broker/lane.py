@@ -184,10 +184,12 @@ def lane_batch(
     sids: IntArray,
     quantities: FloatArray | float | None,
 ) -> IntArray:
-    """Plain GTC market orders of the strategy for symbol ids ``sids``, in their order, as
-    lane rows (:func:`lane_intake`) and their :class:`RecordOrder` objects: ``quantities``
-    (signed shares, one per id or one for all) or, with ``None``, an order closing each
-    symbol's position plus its working orders (none where they net to zero).
+    """Plain GTC market orders of the strategy for symbol ids ``sids``, in their order, each
+    placed as :func:`lane_order` places one: ``quantities`` (signed shares, one per id or one
+    for all) or, with ``None``, an order closing each symbol's position plus its working
+    orders (none where they net to less than 1e-9 shares, so a symbol twice closes once).
+
+    Every id and quantity is checked before any order is placed.
 
     Returns
     -------
@@ -200,43 +202,37 @@ def lane_batch(
         If ``sids`` has an id outside the universe, or a quantity is not finite, is zero, or
         is fractional while fractional shares are off (nothing is placed then).
     """
-    orders = broker.orders
-    first = len(orders)
-    n = sids.size
-    if first + n > rows.capacity:
-        rows.ensure(first + n)
+    ids: list[int] = sids.tolist()
+    n_symbols = broker.data.n_symbols
+    for k, sid in enumerate(ids):
+        if not 0 <= sid < n_symbols:
+            raise ValueError(intake_error(broker, sids, quantities, k))
+    first = len(broker.orders)
     if quantities is None:
-        mode, each, one = INTAKE_CLOSE, _NO_QUANTITIES, 0.0
-    elif isinstance(quantities, float):
-        mode, each, one = INTAKE_ONE, _NO_QUANTITIES, quantities
-    else:
-        mode, each, one = INTAKE_EACH, quantities, 0.0
-    placed = np.empty(n, dtype=np.int64)
-    m = lane_intake(
-        sids, each, one, mode, broker.fractional, broker.data.n_symbols, broker.i, broker.lo,
-        broker.last_row, broker.qty, broker.pending, first, rows.rows, placed,
-    )  # fmt: skip
-    if m < 0:
-        raise ValueError(intake_error(broker, sids, quantities, -m - 1))
-    names = broker._names
-    made: list[Order] = []
-    append = made.append
-    for o, sid in enumerate(placed[:m].tolist(), first):
-        order: RecordOrder = _new_object(RecordOrder)
-        order._rows = rows
-        order.order_id = o
-        order.symbol = names[sid]
-        order.sid = sid
-        append(order)
-    orders.extend(made)
-    broker._new_orders.extend(made)
-    return np.arange(first, first + m, dtype=np.int64)
+        qty = broker.qty
+        pending = broker.pending
+        placed = []
+        for sid in ids:
+            current: float = qty.item(sid) + pending.item(sid)
+            if abs(current) >= 1e-9:
+                placed.append(lane_order(broker, rows, sid, -current).order_id)
+        return np.array(placed, dtype=np.int64)
+    each: list[float] = (
+        [quantities] * len(ids) if isinstance(quantities, float) else quantities.tolist()
+    )
+    fractional = broker.fractional
+    for k, q in enumerate(each):
+        if not math.isfinite(q) or q == 0.0 or (not fractional and q != math.floor(q)):
+            raise ValueError(intake_error(broker, sids, quantities, k))
+    for sid, q in zip(ids, each, strict=True):
+        lane_order(broker, rows, sid, q)
+    return np.arange(first, first + len(ids), dtype=np.int64)
 
 
 def intake_error(
     broker: BrokerState, sids: IntArray, quantities: FloatArray | float | None, k: int
 ) -> str:
-    """The message for the bad ``k``-th entry found by :func:`lane_intake`."""
+    """The message for the bad ``k``-th entry of a batch of orders (:func:`lane_batch`)."""
     sid = int(sids[k])
     if not 0 <= sid < broker.data.n_symbols:
         return f"symbol id {sid} (position {k}) is outside 0..{broker.data.n_symbols - 1}"
@@ -246,79 +242,6 @@ def intake_error(
         "finite, non-zero"
         + ("" if broker.fractional else " and whole shares (fractional_shares=False)")
     )
-
-
-_NO_QUANTITIES: FloatArray = np.empty(0)
-INTAKE_EACH = 0
-"""``lane_intake`` mode: one quantity per symbol id."""
-INTAKE_ONE = 1
-"""``lane_intake`` mode: one quantity for every symbol id."""
-INTAKE_CLOSE = 2
-"""``lane_intake`` mode: close each symbol's position plus its working orders."""
-
-
-@njit
-def lane_intake(
-    sids: IntArray,
-    quantities: FloatArray,
-    quantity: float,
-    mode: int,
-    fractional: bool,
-    n_symbols: int,
-    i: int,
-    lo: int,
-    last_row: IntArray,
-    qty: FloatArray,
-    pending: FloatArray,
-    first_id: int,
-    orders: RecordArray,
-    placed: IntArray,
-) -> int:
-    """Order intake of :func:`lane_batch`: for each symbol id of ``sids`` in turn, the row of
-    a plain market order (ids from ``first_id`` on: its bar ``i``, symbol, decision row =
-    the symbol's latest row if it is of this bar (``>= lo``), else -1, and quantity) and the
-    symbol's ``pending`` shares. The quantity (``mode``): ``quantities[k]``
-    (:data:`INTAKE_EACH`), ``quantity`` (:data:`INTAKE_ONE`), or what takes the position plus
-    the pending shares to zero (:data:`INTAKE_CLOSE`; no order when they net to less than
-    1e-9 shares, so a symbol twice closes once). The placed orders' symbol ids go to the
-    front of ``placed``.
-
-    Every id and quantity is checked before any order is placed: an id outside
-    ``0 .. n_symbols - 1``, or a quantity that is not finite, is zero, or (``fractional``
-    false) is not whole, places nothing.
-
-    Returns
-    -------
-    int
-        The number of orders placed, or ``-(k + 1)`` for the first bad entry ``k``.
-    """
-    for k in range(sids.size):
-        sid = sids[k]
-        if sid < 0 or sid >= n_symbols:
-            return -(k + 1)
-        if mode != INTAKE_CLOSE:
-            q = quantities[k] if mode == INTAKE_EACH else quantity
-            if not math.isfinite(q) or q == 0.0 or (not fractional and q != math.floor(q)):
-                return -(k + 1)
-    n = 0
-    for k in range(sids.size):
-        sid = sids[k]
-        if mode == INTAKE_CLOSE:
-            q = -(qty[sid] + pending[sid])
-            if abs(q) < 1e-9:
-                continue
-        else:
-            q = quantities[k] if mode == INTAKE_EACH else quantity
-        o = first_id + n
-        row = last_row[sid] if i >= 0 else -1
-        orders[o]["submit_index"] = i
-        orders[o]["sid"] = sid
-        orders[o]["decision_row"] = row if row >= lo else -1
-        orders[o]["quantity"] = q
-        pending[sid] += q
-        placed[n] = sid
-        n += 1
-    return n
 
 
 def lane_off(broker: BrokerState) -> None:
