@@ -553,3 +553,14 @@ def test_chunked_prefetch_bad_chunk_raises_where_it_is_taken() -> None:
     )
     with pytest.raises(ValueError, match="chunk 3 must be a polars DataFrame"):
         BacktestEngine(data, Idle()).run()
+
+
+def test_chunked_prefetch_chunk_outside_universe_raises_naming_it() -> None:
+    panel = _random_panel(1, n_bars=8, n_symbols=2)
+    first, second = _chunks(panel, [4])
+    renamed = second.with_columns(pl.lit("ZZZ").alias("symbol"))
+    data = ChunkedMarketData(
+        [first, renamed], symbols=["S0", "S1"], signal_columns=["sig"], prefetch=True
+    )
+    with pytest.raises(ValueError, match=r"chunk 2 has \d+ rows of 1 symbols outside"):
+        BacktestEngine(data, Idle()).run()
