@@ -6,10 +6,13 @@ The panel is generated once, month by month, into hive partitions (``year=/month
 layer's ``write_partitioned``) by a child process that is not measured. The measured run is a
 second child process (this file run as a script): it scans one month at a time
 (``scan_partitioned`` filtered on the partition columns, so only that folder is read) and hands
-the frames to the engine as :class:`engine.ChunkedMarketData`; the engine builds one month's
-arrays at a time and carries the run state across months. The strategy buys each symbol at
-three random minutes a day and closes it 30 minutes later (~160 k round trips: an entry
-signal while the symbol is still held or has a working order is skipped).
+the frames to the engine as :class:`engine.ChunkedMarketData` (``prefetch=True``: the next
+month is read in a background thread while the engine runs the current one); the engine
+builds one month's arrays at a time and carries the run state across months. The strategy
+buys each symbol at three random minutes a day and closes it 30 minutes later (~160 k round
+trips: an entry signal while the symbol is still held or has a working order is skipped),
+placing each bar's orders with two batch calls (``run-per-order ROOT``: the same strategy
+with one call per order, as before the batch calls).
 
 Recorded in ``benchmark.extra_info``: bar_events, the engine's run time (``run_seconds``,
 including reading and converting the months) and rate, the child's wall time, and its peak RSS
