@@ -8,7 +8,7 @@ states, orders, rejections and open positions frame for frame (exact equality).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -564,3 +564,12 @@ def test_chunked_prefetch_chunk_outside_universe_raises_naming_it() -> None:
     )
     with pytest.raises(ValueError, match=r"chunk 2 has \d+ rows of 1 symbols outside"):
         BacktestEngine(data, Idle()).run()
+
+
+def test_chunked_between_keeps_history_bars_and_prefetch() -> None:
+    panel = _random_panel(1, n_bars=8, n_symbols=2)
+    data = ChunkedMarketData(
+        _chunks(panel, [4]), symbols=["S0", "S1"], history_bars=5, prefetch=True
+    )
+    window = data.between(date(2000, 1, 1), date(2100, 1, 1))
+    assert (window.history_bars, window.prefetch) == (5, True)
