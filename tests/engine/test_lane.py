@@ -304,3 +304,25 @@ def test_lane_batch_orders_bad_input_places_nothing(use_lane: bool) -> None:
     assert float(broker.pending[0]) == 5.0
     assert broker.close_positions([0, 0]).tolist() == [2]  # the second nets to zero
     assert broker.orders[2].quantity == -5.0
+
+
+def test_lane_many_orders_in_one_bar_match_general_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 20 orders of one bar: the lane accepts a long run of consecutive ids at once
+    bars = {sym: [(10.0, 10.5, 9.5, 10.0)] * 3 for sym in SYMBOLS}
+    actions: list[Action] = [(0, k % 3, "buy", 1.0 + k) for k in range(20)]
+    actions += [(1, 0, "close", 0.0), (1, 2, "sell", 4.0)]
+    data = MarketData.from_frame(make_panel(bars))
+    config = ExecutionConfig(initial_cash=1_000.0)
+    results = []
+    for use_lane in (True, False):
+        for kind in (Scripted, Batched):
+            with monkeypatch.context() as patch:
+                if not use_lane:
+                    patch.setattr(broker_module, "lane_settings", lambda broker: False)
+                results.append(BacktestEngine(data, kind(actions), config=config).run())
+    for result in results[1:]:
+        _assert_same(result, results[0])
+    # 1,000 of cash: the buys fill in order until one would overdraw it
+    assert results[0].fills.height > 1 and results[0].rejections.height > 0
