@@ -4,7 +4,8 @@ window at a time)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
 
 import numpy as np
@@ -64,6 +65,14 @@ class ChunkedMarketData:
         Bars per symbol carried across a chunk boundary (at least 2). Set it to the slippage
         model's ``history_bars`` (or more) when that is larger, e.g. 21 for
         ``SpreadAwareSlippage(window=20)``; the pipeline does this itself.
+    prefetch : bool, default False
+        ``True``: read the next chunk's frame from ``frames`` in a background thread while
+        the engine runs the current window (one frame ahead, so one more chunk's frame is in
+        memory; polars reads and decodes without holding the GIL, so on a machine with a
+        free core the reading overlaps the loop). The frames are still taken in order and
+        by one thread at a time; an error raised by ``frames`` surfaces where the engine
+        takes that frame, as without prefetching. ``False``: each frame is read when the
+        engine needs it, in the engine's thread.
 
     Raises
     ------
@@ -87,6 +96,7 @@ class ChunkedMarketData:
         context: pl.DataFrame | None = None,
         context_columns: Sequence[str] | None = None,
         history_bars: int = 2,
+        prefetch: bool = False,
     ) -> None:
         names = [str(s) for s in symbols]
         if not names:
@@ -96,6 +106,7 @@ class ChunkedMarketData:
         if history_bars < 2:
             raise ValueError(f"history_bars must be >= 2, got {history_bars}")
         self.history_bars = int(history_bars)
+        self.prefetch = bool(prefetch)
         universe = pl.Series("symbol", names, dtype=pl.String)
         dups = universe.filter(universe.is_duplicated()).unique().sort()
         if dups.len():
@@ -161,6 +172,8 @@ class ChunkedMarketData:
             indicator_columns=self.indicator_columns,
             context=self._context,
             context_columns=self._context_columns,
+            history_bars=self.history_bars,
+            prefetch=self.prefetch,
         )
 
     def stream(self) -> ChunkStream:
@@ -279,6 +292,32 @@ class _WindowFrames:
         return _window_frames(self.frames, self.first, self.last, self.label)
 
 
+class _Prefetch:
+    """The result of ``read()``, run in a background thread from construction on."""
+
+    def __init__(self, read: Callable[[], pl.DataFrame | None]) -> None:
+        self._frame: pl.DataFrame | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(read,), name="ml4t-chunk-prefetch", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, read: Callable[[], pl.DataFrame | None]) -> None:
+        try:
+            self._frame = read()
+        except BaseException as exc:  # handed to the engine's thread by take()
+            self._error = exc
+
+    def take(self) -> pl.DataFrame | None:
+        """Wait for the read; its frame, or raise what it raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        frame, self._frame = self._frame, None
+        return frame
+
+
 class ChunkStream:
     """One pass over a :class:`ChunkedMarketData`: builds its windows one at a time.
 
@@ -301,6 +340,7 @@ class ChunkStream:
         self._peeked = False
         self._pending: pl.DataFrame | None = None
         self._seen = 0
+        self._ahead: _Prefetch | None = None
         self.window: MarketData | None = None
         self.n_chunks = 0
 
@@ -309,6 +349,13 @@ class ChunkStream:
             self._peeked = False
             frame, self._pending = self._pending, None
             return frame
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            return ahead.take()
+        return self._read_frame()
+
+    def _read_frame(self) -> pl.DataFrame | None:
+        """The next frame with rows from the chunks (``None``: exhausted)."""
         for frame in self._frames:
             self._seen += 1
             if not isinstance(frame, pl.DataFrame):
@@ -362,4 +409,6 @@ class ChunkStream:
         window = self._source._window(holder, self.window, self._seen)
         self.window = window
         self.n_chunks += 1
+        if self._source.prefetch:
+            self._ahead = _Prefetch(self._read_frame)
         return window

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, overload
 import polars as pl
 
 from engine.core.ledger import zero_shares_order
-from engine.data import BarBatch
+from engine.data import BarBatch, FloatArray, IntArray
 from engine.events import Fill, MarketEvent
 from engine.orders import Order
 
@@ -347,6 +347,42 @@ class Strategy:
     def close_position(self, symbol: str) -> Order | None:
         """Market order that brings position + working orders to 0 (``None`` if already 0)."""
         return self.broker.close_position(symbol)
+
+    def submit_batch(
+        self, ids: IntArray | list[int], quantities: FloatArray | list[float] | float
+    ) -> IntArray:
+        """Market orders for many symbols in one call: one per symbol id of ``ids`` (as
+        ``batch.ids`` gives them), signed shares ``quantities`` (one per id, or one number
+        for all); the same orders as :meth:`buy` / :meth:`sell` of each in turn.
+
+        Returns
+        -------
+        ndarray[int64]
+            The order ids, in order.
+
+        Raises
+        ------
+        ValueError
+            A bad id or quantity (outside the universe, not finite, zero, or fractional
+            while fractional shares are off); nothing is placed then.
+        """
+        return self.broker.submit_batch(ids, quantities)
+
+    def close_positions(self, ids: IntArray | list[int]) -> IntArray:
+        """:meth:`close_position` for each symbol id of ``ids`` in turn, in one call (no
+        order where position + working orders are already 0).
+
+        Returns
+        -------
+        ndarray[int64]
+            The ids of the orders placed, in order.
+
+        Raises
+        ------
+        ValueError
+            An id outside the universe; nothing is placed then.
+        """
+        return self.broker.close_positions(ids)
 
     def reduce_position(self, symbol: str, fraction: float) -> Order | None:
         """Market order closing ``fraction`` of the position (the seeds' helper).

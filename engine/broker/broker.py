@@ -291,6 +291,8 @@ class Broker(BrokerState):
     submit = intake.submit
     order_target_value = intake.order_target_value
     close_position = intake.close_position
+    submit_batch = intake.submit_batch
+    close_positions = intake.close_positions
     replace = intake.replace
     record_unplaced = intake.record_unplaced
     fill_pending_at_open = passes.fill_pending_at_open

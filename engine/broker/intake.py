@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 
-from engine.broker.lane import lane_off, lane_order
+import numpy as np
+
+from engine.broker.lane import intake_error, lane_batch, lane_off, lane_order
 from engine.broker.state import (
     EPS,
     LIMIT,
@@ -23,6 +25,7 @@ from engine.broker.state import (
     trail_stop_level,
 )
 from engine.core.ledger import netted_by_close, zero_shares_order
+from engine.data import FloatArray, IntArray
 from engine.orders import Order, TimeInForce, plain_market_order
 
 
@@ -176,6 +179,86 @@ def close_position(broker: BrokerState, symbol: str) -> Order | None:
         # whole shares unless fractional (the position and orders were checked), finite
         return lane_order(broker, broker._lane, sid, -current)
     return market_order(broker, sid, symbol, -current)
+
+
+def submit_batch(
+    broker: BrokerState, ids: IntArray | list[int], quantities: FloatArray | list[float] | float
+) -> IntArray:
+    """Plain GTC market orders, one per symbol id of ``ids`` (``MarketData.symbols`` index,
+    as ``BarBatch.ids`` gives them) in order, of signed shares ``quantities`` (one per id,
+    or one number for all): the same orders as ``submit(symbol, quantity)`` for each in
+    turn, placed in one call.
+
+    Returns
+    -------
+    ndarray[int64]
+        The order ids, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``ids`` is not one-dimensional, ``quantities`` has another length than ``ids``,
+        an id is outside ``0 .. n_symbols - 1``, or a quantity is not finite, is zero, or is
+        fractional while fractional shares are off; nothing is placed then.
+    """
+    sids = _ids(ids)
+    if isinstance(quantities, int | float):
+        q: FloatArray | float = float(quantities)
+    else:
+        q = np.asarray(quantities, dtype=np.float64)
+        if q.shape != sids.shape:
+            raise ValueError(f"quantities must have the shape of ids {sids.shape}, got {q.shape}")
+    if broker._lane is not None:
+        return lane_batch(broker, broker._lane, sids, q)
+    each = np.broadcast_to(np.asarray(q, dtype=np.float64), sids.shape)
+    n = broker.data.n_symbols
+    for k, (sid, quantity) in enumerate(zip(sids.tolist(), each.tolist(), strict=True)):
+        if not 0 <= sid < n or not math.isfinite(quantity) or quantity == 0:
+            raise ValueError(intake_error(broker, sids, q, k))
+        if not broker.fractional and quantity != math.floor(quantity):
+            raise ValueError(intake_error(broker, sids, q, k))
+    names = broker._names
+    return np.array(
+        [
+            market_order(broker, sid, names[sid], quantity).order_id
+            for sid, quantity in zip(sids.tolist(), each.tolist(), strict=True)
+        ],
+        dtype=np.int64,
+    )
+
+
+def close_positions(broker: BrokerState, ids: IntArray | list[int]) -> IntArray:
+    """:func:`close_position` for each symbol id of ``ids`` (``MarketData.symbols`` index)
+    in turn, in one call; a symbol with nothing to close places no order.
+
+    Returns
+    -------
+    ndarray[int64]
+        The ids of the orders placed, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``ids`` is not one-dimensional or an id is outside ``0 .. n_symbols - 1``;
+        nothing is placed then.
+    """
+    sids = _ids(ids)
+    if broker._lane is not None:  # no volume cap: nothing to net
+        return lane_batch(broker, broker._lane, sids, None)
+    n = broker.data.n_symbols
+    for k, sid in enumerate(sids.tolist()):
+        if not 0 <= sid < n:
+            raise ValueError(intake_error(broker, sids, None, k))
+    names = broker._names
+    placed = [close_position(broker, names[sid]) for sid in sids.tolist()]
+    return np.array([order.order_id for order in placed if order is not None], dtype=np.int64)
+
+
+def _ids(ids: IntArray | list[int]) -> IntArray:
+    sids = np.asarray(ids, dtype=np.int64)
+    if sids.ndim != 1:
+        raise ValueError(f"symbol ids must be one-dimensional, got shape {sids.shape}")
+    return sids
 
 
 def net_working(broker: BrokerState, sid: int, direction: float, reason: str) -> bool:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from engine.broker.lane_rows import OrderRows
 from engine.core.jit import njit
 from engine.core.layout import (
@@ -174,6 +176,72 @@ def lane_order(broker: BrokerState, rows: OrderRows, sid: int, quantity: float) 
     pending[sid] = pending.item(sid) + quantity
     broker._new_orders.append(order)
     return order
+
+
+def lane_batch(
+    broker: BrokerState,
+    rows: OrderRows,
+    sids: IntArray,
+    quantities: FloatArray | float | None,
+) -> IntArray:
+    """Plain GTC market orders of the strategy for symbol ids ``sids``, in their order, each
+    placed as :func:`lane_order` places one: ``quantities`` (signed shares, one per id or one
+    for all) or, with ``None``, an order closing each symbol's position plus its working
+    orders (none where they net to less than 1e-9 shares, so a symbol twice closes once).
+
+    Every id and quantity is checked before any order is placed.
+
+    Returns
+    -------
+    ndarray[int64]
+        The ids of the orders placed, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``sids`` has an id outside the universe, or a quantity is not finite, is zero, or
+        is fractional while fractional shares are off (nothing is placed then).
+    """
+    ids: list[int] = sids.tolist()
+    n_symbols = broker.data.n_symbols
+    for k, sid in enumerate(ids):
+        if not 0 <= sid < n_symbols:
+            raise ValueError(intake_error(broker, sids, quantities, k))
+    first = len(broker.orders)
+    if quantities is None:
+        qty = broker.qty
+        pending = broker.pending
+        placed = []
+        for sid in ids:
+            current: float = qty.item(sid) + pending.item(sid)
+            if abs(current) >= 1e-9:
+                placed.append(lane_order(broker, rows, sid, -current).order_id)
+        return np.array(placed, dtype=np.int64)
+    each: list[float] = (
+        [quantities] * len(ids) if isinstance(quantities, float) else quantities.tolist()
+    )
+    fractional = broker.fractional
+    for k, q in enumerate(each):
+        if not math.isfinite(q) or q == 0.0 or (not fractional and q != math.floor(q)):
+            raise ValueError(intake_error(broker, sids, quantities, k))
+    for sid, q in zip(ids, each, strict=True):
+        lane_order(broker, rows, sid, q)
+    return np.arange(first, first + len(ids), dtype=np.int64)
+
+
+def intake_error(
+    broker: BrokerState, sids: IntArray, quantities: FloatArray | float | None, k: int
+) -> str:
+    """The message for the bad ``k``-th entry of a batch of orders (:func:`lane_batch`)."""
+    sid = int(sids[k])
+    if not 0 <= sid < broker.data.n_symbols:
+        return f"symbol id {sid} (position {k}) is outside 0..{broker.data.n_symbols - 1}"
+    q = float(quantities if isinstance(quantities, float) else np.asarray(quantities)[k])
+    return (
+        f"order for {q} shares of {broker._names[sid]!r} (position {k}): quantities must be "
+        "finite, non-zero"
+        + ("" if broker.fractional else " and whole shares (fractional_shares=False)")
+    )
 
 
 def lane_off(broker: BrokerState) -> None:

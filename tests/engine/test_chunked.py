@@ -8,7 +8,7 @@ states, orders, rejections and open positions frame for frame (exact equality).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -396,6 +396,14 @@ def test_chunked_frames_are_pulled_one_chunk_at_a_time() -> None:
     assert result.n_bar_events == panel.height
     with pytest.raises(RuntimeError, match="one-shot iterator"):
         BacktestEngine(data, Probe()).run()
+    # prefetch: the next chunk is read while the current one runs, never more than one ahead
+    pulled.clear()
+    seen.clear()
+    ahead = ChunkedMarketData(frames(), ["S0", "S1"], signal_columns=["sig"], prefetch=True)
+    prefetched = BacktestEngine(ahead, Probe()).run()
+    assert set(seen[:4]) <= {1, 2} and set(seen[4:8]) <= {2, 3} and seen[8:] == [3] * 4
+    assert prefetched.fills.equals(result.fills)
+    assert prefetched.portfolio_states.equals(result.portfolio_states)
 
 
 def test_chunked_list_of_frames_runs_twice_with_equal_results() -> None:
@@ -532,3 +540,36 @@ def test_chunked_fill_objects_and_on_fill_match_whole_panel() -> None:
         "b",
     )
     assert seen["a"] == seen["b"] and len(seen["a"]) > 10
+
+
+def test_chunked_prefetch_bad_chunk_raises_where_it_is_taken() -> None:
+    panel = _random_panel(1, n_bars=8, n_symbols=2)
+    chunks: list[object] = [*_chunks(panel, [4]), "not a frame"]
+    data = ChunkedMarketData(
+        iter(chunks),  # type: ignore[arg-type]
+        symbols=["S0", "S1"],
+        signal_columns=["sig"],
+        prefetch=True,
+    )
+    with pytest.raises(ValueError, match="chunk 3 must be a polars DataFrame"):
+        BacktestEngine(data, Idle()).run()
+
+
+def test_chunked_prefetch_chunk_outside_universe_raises_naming_it() -> None:
+    panel = _random_panel(1, n_bars=8, n_symbols=2)
+    first, second = _chunks(panel, [4])
+    renamed = second.with_columns(pl.lit("ZZZ").alias("symbol"))
+    data = ChunkedMarketData(
+        [first, renamed], symbols=["S0", "S1"], signal_columns=["sig"], prefetch=True
+    )
+    with pytest.raises(ValueError, match=r"chunk 2 has \d+ rows of 1 symbols outside"):
+        BacktestEngine(data, Idle()).run()
+
+
+def test_chunked_between_keeps_history_bars_and_prefetch() -> None:
+    panel = _random_panel(1, n_bars=8, n_symbols=2)
+    data = ChunkedMarketData(
+        _chunks(panel, [4]), symbols=["S0", "S1"], history_bars=5, prefetch=True
+    )
+    window = data.between(date(2000, 1, 1), date(2100, 1, 1))
+    assert (window.history_bars, window.prefetch) == (5, True)

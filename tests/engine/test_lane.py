@@ -89,8 +89,9 @@ def _bars(draw: st.DrawFn, n: int) -> list[tuple[float, float, float, float] | N
 def scripted_runs(draw: st.DrawFn) -> dict[str, Any]:
     n = draw(st.integers(3, 12))
     bars = {sym: _bars(draw, n) for sym in SYMBOLS}
-    if all(bar is None for seq in bars.values() for bar in seq):
-        bars[SYMBOLS[0]][0] = (10.0, 10.5, 9.5, 10.0)
+    for seq in bars.values():
+        if all(bar is None for bar in seq):  # a symbol without bars is not in the data
+            seq[0] = (10.0, 10.5, 9.5, 10.0)
     actions = draw(
         st.lists(
             st.tuples(
@@ -233,3 +234,95 @@ def test_lane_record_order_reads_and_writes_its_row() -> None:
     assert row is not None
     assert (row["quantity"], row["decision_row"], order.status_reason) == (3.0, -1, "by_test")
     assert order.status is state.CANCELLED
+
+
+class Batched(Scripted):
+    """Plays the same ``actions`` as :class:`Scripted`, each bar's run of consecutive buys /
+    sells (one ``submit_batch``) or closes (one ``close_positions``) placed in one call."""
+
+    def on_timestamp_batch(
+        self, timestamp: datetime, batch: BarBatch, context: dict[str, float]
+    ) -> None:
+        broker = self.broker
+        k = batch.index
+        for order in broker.open_orders():
+            self.seen.append((k, order.status.value, order.filled))
+        todo = [(sym, kind, q) for bar, sym, kind, q in self.actions if bar == k]
+        while todo:
+            kind = "close" if todo[0][1] == "close" else "order"
+            run = []
+            while todo and ("close" if todo[0][1] == "close" else "order") == kind:
+                run.append(todo.pop(0))
+            ids = [sym for sym, _, _ in run]
+            if kind == "close":
+                broker.close_positions(ids)
+            else:
+                broker.submit_batch(ids, [q if k == "buy" else -q for _, k, q in run])
+
+
+@settings(max_examples=40, deadline=None)
+@given(scripted_runs())
+def test_lane_batch_orders_match_one_call_per_order(run: dict[str, Any]) -> None:
+    data = MarketData.from_frame(make_panel(run["bars"]))
+    config = ExecutionConfig(
+        initial_cash=run["cash"], allow_short=run["short"], close_at_end=run["close_at_end"]
+    )
+    actions = [a for a in run["actions"] if a[2] in ("buy", "sell", "close")]
+    results = []
+    for use_lane in (True, False):
+        for kind in (Scripted, Batched):
+            with pytest.MonkeyPatch.context() as patch:
+                if not use_lane:
+                    patch.setattr(broker_module, "lane_settings", lambda broker: False)
+                strategy = kind(actions)
+                results.append((BacktestEngine(data, strategy, config=config).run(), strategy.seen))
+    for result, seen in results[1:]:
+        _assert_same(result, results[0][0])
+        assert seen == results[0][1]
+
+
+@pytest.mark.parametrize("use_lane", [True, False])
+def test_lane_batch_orders_bad_input_places_nothing(use_lane: bool) -> None:
+    data = MarketData.from_frame(make_panel({"AAA": [(10.0, 11.0, 9.0, 10.0)] * 2}))
+    broker = Broker(data, ExecutionConfig(), None, Recorder(data))
+    if not use_lane:
+        broker._lane = None
+    broker.begin_bar(0)
+    broker.chronological_step()
+    with pytest.raises(ValueError, match="fractional_shares=False"):
+        broker.submit_batch([0, 0], [2.0, 1.5])
+    with pytest.raises(ValueError, match="outside 0..0"):
+        broker.submit_batch([0, 1], 2.0)
+    with pytest.raises(ValueError, match="outside 0..0"):
+        broker.close_positions([3])
+    with pytest.raises(ValueError, match="shape of ids"):
+        broker.submit_batch([0, 0], [2.0])
+    assert broker.orders == []
+    assert float(broker.pending[0]) == 0.0
+    ids = broker.submit_batch(np.array([0, 0]), np.array([2.0, 3.0]))
+    assert ids.tolist() == [0, 1]
+    assert float(broker.pending[0]) == 5.0
+    assert broker.close_positions([0, 0]).tolist() == [2]  # the second nets to zero
+    assert broker.orders[2].quantity == -5.0
+
+
+def test_lane_many_orders_in_one_bar_match_general_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 20 orders of one bar: the lane accepts a long run of consecutive ids at once
+    bars = {sym: [(10.0, 10.5, 9.5, 10.0)] * 3 for sym in SYMBOLS}
+    actions: list[Action] = [(0, k % 3, "buy", 1.0 + k) for k in range(20)]
+    actions += [(1, 0, "close", 0.0), (1, 2, "sell", 4.0)]
+    data = MarketData.from_frame(make_panel(bars))
+    config = ExecutionConfig(initial_cash=1_000.0)
+    results = []
+    for use_lane in (True, False):
+        for kind in (Scripted, Batched):
+            with monkeypatch.context() as patch:
+                if not use_lane:
+                    patch.setattr(broker_module, "lane_settings", lambda broker: False)
+                results.append(BacktestEngine(data, kind(actions), config=config).run())
+    for result in results[1:]:
+        _assert_same(result, results[0])
+    # 1,000 of cash: the buys fill in order until one would overdraw it
+    assert results[0].fills.height > 1 and results[0].rejections.height > 0
