@@ -1,18 +1,21 @@
 """Running a sweep: prepare data once per distinct ``data`` section, fan out the backtests,
-store each trial's result the moment it finishes.
+store the finished trials in batches as they come (a variant pass's, or within a second).
 
 Layout of a sweep's output folder ``DIR``::
 
     DIR/prepared/<data_key>/        the data assets of one data section (Dagster IO-manager
                                     storage) and prepared.json (input hashes, data versions)
-    DIR/trials/<trial_key>.parquet  one trial's per-bar ``timestamp``, ``return``, ``equity``
-    DIR/trials/<trial_key>.json     its parameters, metrics, status, seconds, error: written
-                                    last, so its presence marks the trial as done
+    DIR/trials/batch-<key>.parquet  per-bar ``hash``, ``timestamp``, ``return``, ``equity`` of
+                                    a batch of trials (up to :data:`STORE_BATCH`; a trial
+                                    stored alone: ``<trial_key>.parquet``, without ``hash``)
+    DIR/trials/batch-<key>.json     their records (parameters, metrics, status, seconds,
+                                    error; alone: ``<trial_key>.json``): written last, so its
+                                    presence marks its trials as done
     DIR/sweep_results.parquet, DIR/sweep_summary.json, DIR/sweep_report.html
 
 **Resuming.** A trial's key is the SHA-256 of (its config's canonical JSON, the content hashes
 of the prepared panel and context, the code version of :func:`ml4t_pipeline.lib.lineage.
-code_version`). Rerunning a sweep computes only the trials whose key has no ``.json`` yet; a
+code_version`). Rerunning a sweep computes only the trials whose key has no stored record yet; a
 changed input file changes the prepared data's hash and therefore every key, so those trials
 are recomputed, and the old files stay beside them (unused). Files are written to a temporary
 name and renamed, so a killed sweep leaves whole files or none.
@@ -58,7 +61,7 @@ from ml4t_pipeline.lib.sweep.prepare import (
     build_market,
     prepare_data,
 )
-from ml4t_pipeline.lib.sweep.spec import SweepFile, data_key
+from ml4t_pipeline.lib.sweep.spec import SweepFile, Trial, data_key
 from ml4t_pipeline.lib.sweep.store import TrialStore, write_json
 from ml4t_pipeline.lib.sweep.trials import (
     CODE_VERSION_ENV,
@@ -93,6 +96,14 @@ __all__ = [
     "start_local_ray",
     "write_json",
 ]
+
+
+STORE_BATCH = 16
+"""Finished trials stored together (one file pair, :meth:`TrialStore.save_batch`): a variant
+pass's worth (:data:`ml4t_pipeline.lib.sweep.variants.DEFAULT_CHUNK`)."""
+BATCH_SECONDS = 1.0
+"""A batch is stored once its first trial has waited this long, full or not (slow trials are
+stored, and reported to ``on_trial``, within about a second)."""
 
 
 @dataclass
@@ -176,7 +187,8 @@ def run_sweep(
     prepare: PrepareData | None = None,
     variants: bool = True,
 ) -> SweepRun:
-    """Run (or resume) every trial of ``sweep`` and store each result as it finishes.
+    """Run (or resume) every trial of ``sweep`` and store the results in batches as they finish
+    (up to :data:`STORE_BATCH` trials, or what came within :data:`BATCH_SECONDS`).
 
     Parameters
     ----------
@@ -265,11 +277,23 @@ def run_sweep(
     runner = {"serial": _run_serial, "processes": _run_processes, "ray": _run_ray}[backend]
     timings: dict[str, float] = {}
     variant_trials = 0
+    batch: list[tuple[str, Trial, TrialOutcome]] = []
+    batch_started = 0.0
+
+    def store_batch() -> None:
+        for record in store.save_batch(batch):
+            if on_trial is not None:
+                on_trial(record)
+        batch.clear()
+
     for job, outcome in runner(jobs, workers, ray_address, timings, variants):
         variant_trials += outcome.driver == "variants"
-        record = store.save(job.key, job.trial, outcome)
-        if on_trial is not None:
-            on_trial(record)
+        if not batch:
+            batch_started = time.perf_counter()
+        batch.append((job.key, job.trial, outcome))
+        if len(batch) >= STORE_BATCH or time.perf_counter() - batch_started >= BATCH_SECONDS:
+            store_batch()
+    store_batch()
     seconds = time.perf_counter() - fan_started
     return SweepRun(
         records=[
