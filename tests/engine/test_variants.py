@@ -137,6 +137,28 @@ def test_variants_reused_buffers_reset_between_passes(sp500_data: MarketData) ->
     assert not buffers.fits(sp500_data, plans)  # 24 variants: fresh buffers would be made
 
 
+def test_run_pass_records_in_place_equal_the_single_runs_records(sp500_data: MarketData) -> None:
+    # the sweep reads a pass's records in place (views of its buffers, no CompiledRun)
+    runs = [run for _, run in _sp500_grid()]
+    plans = variants.plan_variants(sp500_data, runs)
+    chosen = [plans[k] for k in (0, 7, 18, 23)]
+    ranking = variants.rank_bars(sp500_data, plans[0].signal, 25)
+    done = variants.run_pass(sp500_data, chosen, ranking, start=4)
+    assert (done.start, len(done)) == (4, 4)
+    for v, p in enumerate(chosen):
+        assert done.status(v) == topn.ST_OK
+        alone = CompiledRun(sp500_data, p)
+        got = done.records(v)
+        for kind in KINDS:
+            a, b = getattr(got, kind), alone.records.table(kind)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), f"variant {v}: {kind}"
+        _assert_same_records(done.run(sp500_data, v), alone, f"variant {v}")
+    with pytest.raises(ValueError, match="ranking has shape"):
+        variants.run_pass(sp500_data, chosen, ranking[:, :5])
+    with pytest.raises(ValueError, match="at least one plan"):
+        variants.run_pass(sp500_data, [], ranking)
+
+
 def test_rank_bars_orders_by_decreasing_signal_ties_in_row_order_nan_excluded() -> None:
     rows = [
         (ts(0), "A", 1.0), (ts(0), "B", 3.0), (ts(0), "C", 3.0), (ts(0), "D", float("nan")),

@@ -38,6 +38,7 @@ through them and re-exports their public names.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -125,7 +126,8 @@ class SweepRun:
     seconds : float
         Wall time of the fan-out (data preparation excluded).
     prepare_seconds : float
-        Wall time of the data preparation.
+        Wall time before the fan-out: the data preparation, the trials' keys and, on the
+        ``serial`` backend, the engine arrays of each data section.
     code_version : str
     variant_trials : int
         Trials computed in passes of the compiled variant driver (the others were backtests of
@@ -261,7 +263,6 @@ def run_sweep(
                 )
             raw = dict(sweep.raw) | {"data": trial.config.data.model_dump(mode="json")}
             data[key] = prepare(raw, trial.config, out / "prepared" / key)
-    prepare_seconds = time.perf_counter() - started
     keys: list[str] = []
     jobs: list[_Job] = []
     for trial in sweep.trials:
@@ -271,10 +272,17 @@ def run_sweep(
         if store.done(key) and not (retry_failed and store.load(key)["status"] == "failed"):
             continue
         jobs.append(_Job(trial, key, prep))
+    runner: Callable[..., Iterator[tuple[_Job, TrialOutcome]]]
+    runner = {"serial": _run_serial, "processes": _run_processes, "ray": _run_ray}[backend]
+    if backend == "serial":
+        # the engine arrays of each data section (the last step of preparing the data; Ray
+        # and process workers build their own at start-up)
+        markets = {key: build_market(data[key].frames()) for key in {j.data.key for j in jobs}}
+        runner = functools.partial(_run_serial, markets=markets)
+    prepare_seconds = time.perf_counter() - started
     if on_prepared is not None:
         on_prepared(len(jobs), len(sweep.trials))
     fan_started = time.perf_counter()
-    runner = {"serial": _run_serial, "processes": _run_processes, "ray": _run_ray}[backend]
     timings: dict[str, float] = {}
     variant_trials = 0
     batch: list[tuple[str, Trial, TrialOutcome]] = []

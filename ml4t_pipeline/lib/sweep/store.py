@@ -128,9 +128,7 @@ class TrialStore:
         """Store one trial (:meth:`save_batch` of one); return its record."""
         return self.save_batch([(key, trial, outcome)])[0]
 
-    def save_batch(
-        self, items: Sequence[tuple[str, Trial, TrialOutcome]]
-    ) -> list[dict[str, Any]]:
+    def save_batch(self, items: Sequence[tuple[str, Trial, TrialOutcome]]) -> list[dict[str, Any]]:
         """Write the returns of the ``ok`` trials of ``items`` (key, trial, outcome) in one
         Parquet file, then their records in one JSON file (module docstring); return the
         records, in order."""

@@ -213,9 +213,7 @@ def _passes(
                     if records is None:
                         outcomes.append((k, run_trial(config_jsons[k], market)))
                         continue
-                    outcome = _outcome(
-                        configs[k], market, records, engines[k].config.initial_cash
-                    )
+                    outcome = _outcome(configs[k], market, records, engines[k].config.initial_cash)
                 except Exception as exc:  # a failed trial is data, not the end of the sweep
                     outcome = failed_outcome(exc)
                 outcome.driver = "variants"
