@@ -30,7 +30,7 @@ from ml4t_pipeline.lib.experiment import (
 )
 from ml4t_pipeline.lib.sweep import backends, runner
 from ml4t_pipeline.lib.sweep.results import write_outputs
-from ml4t_pipeline.lib.sweep.runner import PreparedData, TrialStore, run_sweep
+from ml4t_pipeline.lib.sweep.runner import TRIAL_METRICS, PreparedData, TrialStore, run_sweep
 from ml4t_pipeline.lib.sweep.spec import data_key, load_sweep_file
 from ml4t_pipeline.sweeps import prepare_data
 
@@ -132,6 +132,9 @@ def test_run_sweep_serial_writes_one_row_per_trial_and_strict_outputs(
         metrics = experiment_metrics(trial.config, states, direct.trades, direct.fills)
         row = table.row(trial.index, named=True)
         assert row["sharpe"] == metrics["sharpe"]
+        # every kept metric is experiment_metrics' value (NaN stored as null)
+        for name in TRIAL_METRICS:
+            assert row[name] == metrics[name] or (row[name] is None and np.isnan(metrics[name]))
         assert row["n_trades"] == metrics["n_trades"] == direct.trades.height
         stored = TrialStore(tmp_path).load_returns(row["hash"])
         assert stored["return"].to_list() == states["return"].fill_null(0.0).to_list()
