@@ -95,6 +95,33 @@ def _rank_kernel(offsets: IntArray, signal: FloatArray, k: int, out: IntArray) -
             out[i, j] = rows[j]
 
 
+@numba.njit(cache=True, nogil=True)
+def _bar_rows_kernel(offsets: IntArray, sym_id: IntArray, out: IntArray) -> None:
+    n_t = offsets.size - 1
+    for i in range(n_t):
+        for r in range(offsets[i], offsets[i + 1]):
+            out[i, sym_id[r]] = r
+            out[n_t, sym_id[r]] = r
+
+
+def bar_rows(data: MarketData) -> IntArray:
+    """Each symbol's data row at each bar, and its last one (the sparse walk of
+    :func:`engine.compiled.topn.run_topn`, built once per panel).
+
+    Returns
+    -------
+    ndarray
+        int64, shape (n_bars + 1, n_symbols): row ``i < n_bars`` holds symbol ``s``'s row at
+        bar ``i`` in column ``s`` (-1: no row at that bar); row ``n_bars`` its last row (-1:
+        none). 8 bytes a cell: 5 MB for the S&P panel (1,259 bars x 505 symbols).
+    """
+    out = np.full((data.n_timestamps + 1, data.n_symbols), -1, dtype=np.int64)
+    _bar_rows_kernel(
+        np.asarray(data.offsets, dtype=np.int64), np.asarray(data.sym_id, dtype=np.int64), out
+    )
+    return out
+
+
 def rank_bars(data: MarketData, signal: FloatArray, k: int) -> IntArray:
     """Each bar's ``k`` best rows by ``signal`` (the top-N strategy's ranking, done once).
 
@@ -133,6 +160,7 @@ def rank_bars(data: MarketData, signal: FloatArray, k: int) -> IntArray:
 def _run_chunk(
     bars: Bars,
     ranking: IntArray,
+    rows: IntArray,
     mech: CompiledMechanics,
     params: FloatArray,
     rules: FloatArray,
@@ -158,7 +186,8 @@ def _run_chunk(
     states: RecordArray,
 ) -> None:
     """:func:`run_topn` of each variant ``v`` (the ``[v]`` slices of the stacked tables,
-    state and record buffers), in parallel over the variants."""
+    state and record buffers) with the shared ranking and :func:`bar_rows` (the sparse
+    walk), in parallel over the variants."""
     for v in numba.prange(params.shape[0]):
         run_topn(
             bars,
@@ -172,6 +201,7 @@ def _run_chunk(
             RunRecords(orders[v], fills[v], trades[v], rejections[v], states[v]),
             mech,
             ranking,
+            rows,
         )  # fmt: skip
 
 
@@ -234,6 +264,7 @@ def run_variants(
     threads: int | None = None,
     ranking: IntArray | None = None,
     buffers: VariantBuffers | None = None,
+    rows: IntArray | None = None,
 ) -> Iterator[tuple[int, CompiledRun]]:
     """Run every plan of ``plans`` on ``data`` in one pass (module docstring).
 
@@ -255,6 +286,11 @@ def run_variants(
         Buffers to run the chunks in, reused chunk after chunk: each yielded run is valid
         until the next chunk starts (default: fresh buffers per chunk, every run stays
         valid). Too small buffers are replaced by fresh ones.
+    rows : ndarray, optional
+        :func:`bar_rows` of ``data``, when the caller runs the variants of one panel in
+        several calls (default: built here). The variants walk the bars sparsely
+        (:func:`engine.compiled.topn.run_topn`): per bar, only their held symbols' and working
+        orders' rows.
 
     Yields
     ------
@@ -281,10 +317,11 @@ def run_variants(
         raise ValueError(f"ranking has shape {ranking.shape}; need ({data.n_timestamps}, >= {k})")
     bars = _bars(data, first)
     mech = _mechanics(data)
+    rows = _checked_rows(data, rows)
     with _threads(threads):
         for start in range(0, len(plans), chunk_size):
             chunk = plans[start : start + chunk_size]
-            done = _pass(data, bars, ranking, mech, chunk, start, buffers)
+            done = _pass(data, bars, ranking, rows, mech, chunk, start, buffers)
             for v in range(len(chunk)):
                 yield start + v, done.run(data, v)
 
@@ -426,6 +463,7 @@ def run_pass(
     start: int = 0,
     threads: int | None = None,
     buffers: VariantBuffers | None = None,
+    rows: IntArray | None = None,
 ) -> VariantPass:
     """Run ``plans`` (one chunk) in one pass on ``data`` with the shared ``ranking``.
 
@@ -445,8 +483,22 @@ def run_pass(
     k = max(int(p.params[P_N]) for p in plans)
     if ranking.shape[0] != data.n_timestamps or ranking.shape[1] < k:
         raise ValueError(f"ranking has shape {ranking.shape}; need ({data.n_timestamps}, >= {k})")
+    rows = _checked_rows(data, rows)
     with _threads(threads):
-        return _pass(data, _bars(data, plans[0]), ranking, _mechanics(data), plans, start, buffers)
+        return _pass(
+            data, _bars(data, plans[0]), ranking, rows, _mechanics(data), plans, start, buffers
+        )
+
+
+def _checked_rows(data: MarketData, rows: IntArray | None) -> IntArray:
+    if rows is None:
+        return bar_rows(data)
+    if rows.shape != (data.n_timestamps + 1, data.n_symbols) or rows.dtype != np.int64:
+        raise ValueError(
+            f"rows has shape {rows.shape} ({rows.dtype}); need "
+            f"({data.n_timestamps + 1}, {data.n_symbols}) int64 (bar_rows)"
+        )
+    return rows
 
 
 def _bars(data: MarketData, plan: TopNPlan) -> Bars:
@@ -479,6 +531,7 @@ def _pass(
     data: MarketData,
     bars: Bars,
     ranking: IntArray,
+    rows: IntArray,
     mech: CompiledMechanics,
     plans: Sequence[TopNPlan],
     start: int,
@@ -496,9 +549,9 @@ def _pass(
     cost_params = _stack([p.costs.params for p in plans], "cost")
     tiers = _stack([p.costs.tiers for p in plans], "commission tier")
     _run_chunk(
-        bars, ranking, mech, params, rules, partial, limits, plans[0].inputs, cost_params, tiers,
-        b.tier_state[:v_n], plans[0].costs.rows, b.fstate[:v_n], b.istate[:v_n], b.aux_i[:v_n],
-        b.aux_f[:v_n], b.pending[:v_n], b.book[:v_n], b.counts[:v_n], b.acc[:v_n],
+        bars, ranking, rows, mech, params, rules, partial, limits, plans[0].inputs, cost_params,
+        tiers, b.tier_state[:v_n], plans[0].costs.rows, b.fstate[:v_n], b.istate[:v_n],
+        b.aux_i[:v_n], b.aux_f[:v_n], b.pending[:v_n], b.book[:v_n], b.counts[:v_n], b.acc[:v_n],
         b.orders[:v_n], b.fills[:v_n], b.trades[:v_n], b.rejections[:v_n], b.states[:v_n],
     )  # fmt: skip
     return VariantPass(start, plans, b, data.n_timestamps, mech)

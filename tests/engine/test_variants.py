@@ -206,6 +206,55 @@ def _small_panel() -> MarketData:
     return MarketData.from_frame(panel, signal_columns=["score", "other"])
 
 
+def _gap_panel() -> MarketData:
+    """Four symbols, seven bars: A is bought (bar 1), drops out of the top 1 (bar 1, a sell
+    queued), has no row at bar 2 (the sell waits), and reopens at bar 3 below its 5 % stop;
+    C, the top pick at bar 3, has no row at bar 4 (its buy waits); D never leads."""
+    # symbol: (open, low, close, score) per bar; None: no row at that bar
+    bars: dict[str, list[tuple[float, float, float, float] | None]] = {
+        "A": [(10, 9.9, 10, 3), (10, 9.8, 10, 0), None, (9, 8.5, 9, 0), (9, 8.9, 9, 0),
+              (9, 8.9, 9, 0), (9, 8.9, 9, 0)],
+        "B": [(20, 19.9, 20, 2), (20, 19.9, 20, 5), (20, 19.8, 20, 5), (20, 19.9, 20, 1),
+              (20, 19.9, 20, 1), (20, 19.9, 20, 1), (20, 19.9, 20, 1)],
+        "C": [(30, 29.9, 30, 1), (30, 29.9, 30, 1), (30, 29.9, 30, 1), (30, 29.9, 30, 9),
+              None, (30, 29.5, 31, 9), (31, 30.9, 31, 9)],
+        "D": [(40, 39.9, 40, 0)] * 7,
+    }  # fmt: skip
+    rows = [
+        (ts(k), sym, o, max(o, c) + 0.1, lo, c, 1e4, score)
+        for k in range(7)
+        for sym, per_bar in bars.items()
+        if (bar := per_bar[k]) is not None
+        for o, lo, c, score in [bar]
+    ]
+    panel = pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+    return MarketData.from_frame(panel, signal_columns=["score"])
+
+
+def test_variants_sparse_walk_held_symbol_out_of_candidates_gap_and_stop_equals_dense() -> None:
+    data = _gap_panel()
+    runs = [
+        _run(strategy=TopNStrategy("score", n=1), rules=[PriceBasedStopLoss(0.05)]),
+        _run(strategy=TopNStrategy("score", n=2), rules=[PriceBasedStopLoss(0.05)]),
+    ]
+    plans = variants.plan_variants(data, runs)
+    for k, got in variants.run_variants(data, plans):  # the sparse walk
+        want = CompiledRun(data, plans[k])  # a single run walks every row of every bar
+        _assert_same_records(got, want, f"n={k + 1}")
+    # what happened in the n=1 run: A bought at bar 1, its sell queued at bar 1 waits out bar
+    # 2 (no row) and A leaves at bar 3's open, below its stop; C's buy of bar 3 fills at bar 5
+    one = dict(variants.run_variants(data, plans[:1]))[0]
+    fills = one.records.table("fills")
+    a, c = data.symbol_index["A"], data.symbol_index["C"]
+    assert [(int(f["bar_index"]), float(f["quantity"]) > 0) for f in fills if f["sid"] == a] == [
+        (1, True),
+        (3, False),
+    ]
+    assert [int(f["bar_index"]) for f in fills if f["sid"] == c] == [5]
+    exit_a = next(f for f in fills if f["sid"] == a and f["quantity"] < 0)
+    assert float(exit_a["price"]) == 9.0  # the gap open, below the 9.5 stop
+
+
 class _OwnTopN(TopNStrategy):
     """A subclass: its behaviour may differ, so it never takes the compiled driver."""
 

@@ -148,6 +148,7 @@ def _variant_pass(
     )
     k_max = max(int(p.params[P_N]) for p in plans)
     ranking = variants.rank_bars(market, plans[0].signal, k_max)
+    rows = variants.bar_rows(market)
     chunks = [(a, min(a + chunk_size, len(plans))) for a in range(0, len(plans), chunk_size)]
     # two sets of buffers, reused in turn: a chunk's records are read while the next one runs
     size, cap = min(chunk_size, len(plans)), max(p.capacity for p in plans)
@@ -160,7 +161,7 @@ def _variant_pass(
         wall, cpu = time.perf_counter(), time.thread_time()
         done = variants.run_pass(
             market, plans[start:stop], ranking, start=start, threads=threads,
-            buffers=buffers[c % 2],
+            buffers=buffers[c % 2], rows=rows,
         )  # fmt: skip
         # each variant's share of the pass (the kernel's threads are numba's, not counted in
         # thread_time: the pass's CPU is its wall time on each of its threads)
