@@ -7,8 +7,12 @@ variants share once and runs each variant's state through the same kernel as a s
 
 - **shared, once per panel**: the ranking of every bar (:func:`rank_bars`: each bar's rows by
   decreasing score, ties in row order, as many as the largest ``n`` of the variants; a
-  variant with ``n`` takes the first ``n``, the rows its own ranking would pick), the panel
-  arrays (read, never copied) and the slippage model's per-row series;
+  variant with ``n`` takes the first ``n``, the rows its own ranking would pick), each
+  symbol's row at each bar (:func:`bar_rows`), the panel arrays (read, never copied) and the
+  slippage model's per-row series;
+- **sparse**: a variant's bar touches only its held positions, its working orders and the
+  candidates it orders (:func:`engine.compiled.topn.run_topn` with ``bar_rows``), not every
+  row of the bar as a single run does (a third of a quiet variant's time on the S&P panel);
 - **per variant**: cash, positions, levels, rule state, the order book and the record buffers,
   stacked along a variant axis and run by :func:`engine.compiled.topn.run_topn` itself (the
   driver of a single compiled run, handed the shared ranking), so every fill, order, trade and
@@ -18,7 +22,8 @@ variants share once and runs each variant's state through the same kernel as a s
   one chunk's state and records (:class:`VariantBuffers`, which a caller may reuse chunk after
   chunk); within a chunk the variants run in parallel on numba's threads (``prange``, each
   thread taking the next variant), and each finished variant becomes a
-  :class:`engine.compiled.topn.CompiledRun`, as the single run's driver makes it.
+  :class:`engine.compiled.topn.CompiledRun`, as the single run's driver makes it, or is read
+  in place (:func:`run_pass`, :class:`VariantPass`: the sweep's metrics, without copies).
 
 Which sets of runs qualify is :func:`engine.compiled.plan.variants_reason` (``None``: they
 can run here); :func:`plan_variants` builds their plans. The record buffers are sized by the
