@@ -207,6 +207,10 @@ def _small_panel() -> MarketData:
 
 
 def _gap_panel() -> MarketData:
+    return MarketData.from_frame(_gap_frame(), signal_columns=["score"])
+
+
+def _gap_frame() -> pl.DataFrame:
     """Four symbols, seven bars: A is bought (bar 1), drops out of the top 1 (bar 1, a sell
     queued), has no row at bar 2 (the sell waits), and reopens at bar 3 below its 5 % stop;
     C, the top pick at bar 3, has no row at bar 4 (its buy waits); D never leads."""
@@ -227,8 +231,7 @@ def _gap_panel() -> MarketData:
         if (bar := per_bar[k]) is not None
         for o, lo, c, score in [bar]
     ]
-    panel = pl.DataFrame(rows, schema=_SCHEMA, orient="row")
-    return MarketData.from_frame(panel, signal_columns=["score"])
+    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
 
 
 def test_variants_sparse_walk_held_symbol_out_of_candidates_gap_and_stop_equals_dense() -> None:
@@ -253,6 +256,20 @@ def test_variants_sparse_walk_held_symbol_out_of_candidates_gap_and_stop_equals_
     assert [int(f["bar_index"]) for f in fills if f["sid"] == c] == [5]
     exit_a = next(f for f in fills if f["sid"] == a and f["quantity"] < 0)
     assert float(exit_a["price"]) == 9.0  # the gap open, below the 9.5 stop
+
+
+def test_states_frame_without_context_is_the_frame_less_the_context_columns() -> None:
+    # the sweep's metrics read the states frame without the market context columns
+    context = pl.DataFrame(
+        {"timestamp": [ts(k) for k in range(7)], "vix": [15.0 + k for k in range(7)]}
+    ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    data = MarketData.from_frame(_gap_frame(), signal_columns=["score"], context=context)
+    [p] = variants.plan_variants(data, [_run(strategy=TopNStrategy("score", n=1))])
+    recorder = Recorder(data, CompiledRun(data, p).records)
+    full = recorder.states_frame(1e6)
+    bare = recorder.states_frame(1e6, context=False)
+    assert "vix" in full.columns and full["vix"].to_list() == [15.0 + k for k in range(7)]
+    assert bare.equals(full.drop("vix"))
 
 
 class _OwnTopN(TopNStrategy):

@@ -245,8 +245,9 @@ def _outcome(
 ) -> TrialOutcome:
     """A variant's outcome from its raw records (:meth:`engine.compiled.variants.VariantPass.
     records`, read in place): the portfolio states as the backtest result has them
-    (:meth:`engine.recorder.Recorder.states_frame`) and the trade and fill columns the metrics
-    read, with the values of :meth:`~engine.recorder.Recorder.trades_frame` /
+    (:meth:`engine.recorder.Recorder.states_frame`, without the context columns) and the
+    trade and fill columns the metrics read, with the values of
+    :meth:`~engine.recorder.Recorder.trades_frame` /
     :meth:`~engine.recorder.Recorder.fills_frame` (the same arithmetic on the same records:
     their other columns, symbols and names, cost most of a frame's time and no metric)."""
     from engine.core.records import Records
@@ -254,7 +255,7 @@ def _outcome(
 
     held = Records()
     held.adopt("states", records.states)
-    states = Recorder(market, held).states_frame(initial_cash)
+    states = Recorder(market, held).states_frame(initial_cash, context=False)
     t = records.trades
     direction = np.asarray(t["direction"], dtype=np.float64)
     entry = np.asarray(t["entry_price"], dtype=np.float64)
