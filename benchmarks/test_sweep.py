@@ -35,12 +35,13 @@ only, each run into a fresh folder (nothing reused).
   (``VARIANT_GRID``: 10 values each of ``strategy.n``, ``stop_pct`` and ``rebalance_every``)
   on the serial backend, where all trials qualify for the compiled variant driver
   (``engine/compiled/variants.py``). It runs in a child process whose ``prepared/`` folder holds
-  the data already (read back, not prepared). Figures: the fan-out wall time (backtests,
-  metrics and every trial's stored files, as ``run_sweep`` times it), its CPU time, and the
-  child's peak RSS. Targets: 5 s wall, 2 GiB. Then every 20th trial runs one at a time in this
-  process (``variants=False``). Their stored metrics must equal the child's, and their rate gives
-  the speed-up. Not included: ``write_outputs``, whose SPA / Reality Check / StepM bootstrap is
-  timed apart by ``test_sweep_statistics_1000_trials``. Its replications are set by
+  the data already (read back, not prepared; the engine arrays are built from it before the
+  fan-out). Figures: the fan-out wall time (backtests, metrics and every trial's stored
+  results, as ``run_sweep`` times it), its CPU time, and the child's peak RSS. Targets: 5 s
+  wall, 2 GiB. Then every 20th trial runs one at a time in this process (``variants=False``).
+  Their stored metrics must equal the child's, and their rate gives the speed-up. Not
+  included: ``write_outputs``, whose SPA / Reality Check / StepM bootstrap is timed apart by
+  ``test_sweep_statistics_1000_trials``. Its replications are set by
   ``sweep.stats.bootstrap_reps``.
 - ``test_sweep_variants_vs_vectorbt``: 50 variants (n x stop_pct) of the issue-7 reference
   workload, one variant pass against VectorBT ``from_order_func`` called once per variant, in

@@ -178,9 +178,11 @@ class Recorder:
         out[ok] = column[rows[ok]]
         return out
 
-    def states_frame(self, initial_cash: float) -> pl.DataFrame:
+    def states_frame(self, initial_cash: float, *, context: bool = True) -> pl.DataFrame:
         """One row per bar: equity, cash, leverage, returns and drawdown (see
-        :class:`engine.BacktestResult`); ``initial_cash`` (currency) is the first bar's base."""
+        :class:`engine.BacktestResult`); ``initial_cash`` (currency) is the first bar's base.
+        ``context=False`` leaves out the market context columns (a sweep's metrics do not read
+        them)."""
         s = self.records.table("states")
         equity = np.ascontiguousarray(s["equity"])
         value = np.ascontiguousarray(s["positions_value"])
@@ -207,7 +209,7 @@ class Recorder:
             }
         )
         idx = s["bar_index"]
-        extra = {name: arr[idx] for name, arr in self.data.context.items()}
+        extra = {name: arr[idx] for name, arr in self.data.context.items()} if context else {}
         if extra:
             frame = frame.with_columns(
                 [pl.Series(name, vals, dtype=pl.Float64) for name, vals in extra.items()]

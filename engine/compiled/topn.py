@@ -152,7 +152,7 @@ from engine.core.ledger import (
     zero_shares_order_nb,
 )
 from engine.core.limits import apply_limits
-from engine.core.records import Records, empty_records
+from engine.core.records import RecordArray, Records, empty_records
 from engine.data import MarketData
 from engine.mechanics import (
     M_DELIST_RETURN,
@@ -226,6 +226,33 @@ def _held_since(
 
 
 @njit
+def _watched_rows(
+    rows: IntArray, held: IntArray, book: IntArray, orders: RecordArray, last_row: IntArray
+) -> None:
+    """``last_row[sid] = rows[sid]`` (this bar's row, -1: none) for the ``held`` symbols and
+    those of the working orders ``book``, where the symbol has a row now."""
+    for k in range(held.size):
+        sid = held[k]
+        if rows[sid] >= 0:
+            last_row[sid] = rows[sid]
+    for k in range(book.size):
+        sid = orders[book[k]]["sid"]
+        if rows[sid] >= 0:
+            last_row[sid] = rows[sid]
+
+
+@njit
+def _held_marks(
+    held: IntArray, lo: int, last_row: IntArray, close: FloatArray, marks: FloatArray
+) -> None:
+    """Marks <- this bar's closes (rows from ``lo``) of the ``held`` symbols with a row now."""
+    for k in range(held.size):
+        sid = held[k]
+        if last_row[sid] >= lo:
+            marks[sid] = close[last_row[sid]]
+
+
+@njit
 def run_topn(
     bars: Bars,
     tables: Tables,
@@ -233,6 +260,7 @@ def run_topn(
     records: RunRecords,
     mech: CompiledMechanics,
     ranking: IntArray | None = None,
+    bar_rows: IntArray | None = None,
 ) -> None:
     """The whole run of :class:`engine.TopNStrategy` with the compiled rules and limits
     (module docstring), in the engine's per-bar order.
@@ -241,6 +269,17 @@ def run_topn(
     by decreasing signal as :func:`_top_rows` orders them, -1 past the bar's last finite one
     (:func:`engine.compiled.variants.rank_bars`, computed once for many runs on one panel);
     without it the run ranks each rebalance bar itself. The top n rows are the same either way.
+
+    ``bar_rows`` (int64, shape (n_bars + 1, n_symbols); optional): row ``i`` holds each
+    symbol's data row at bar ``i`` (-1: none), the last row each symbol's last data row
+    (:func:`engine.compiled.variants.bar_rows`, computed once for many runs on one panel).
+    With it the run walks sparsely: each bar updates the latest row (``LAST_ROW``) of the
+    symbols held or with a working order only, and the mark (``MARK``) of the held ones; a
+    symbol gets both when an order is placed for it, and every symbol gets its final ones
+    after the last bar. Those are the only reads of the two (the positions, the book, the new
+    orders), so the run's records and final state are those of the dense walk, which updates
+    every symbol of every bar (``tests/engine/test_variants.py`` compares them). Not with a
+    volume cap (a working order may then see a bar without filling) or market mechanics.
 
     ``state.counts[C_STATUS]`` is ``ST_OK`` on return, or ``ST_FULL`` when the record buffers
     would overflow (the caller retries with larger ones), or ``ST_SHORT_BOOK`` /
@@ -293,14 +332,26 @@ def run_topn(
     delist_reason = int(mech.rates[M_REASON])
     payment = mech.payment
     ev_k = 0  # next corporate action of ``mech``
+    sparse = (
+        bar_rows is not None
+        and not capped
+        and not financed
+        and not delisting
+        and mech.ev_bar.size == 0
+    )
     for i in range(n_t):
         if counts[C_ORDERS] + per_bar > cap or counts[C_REJ] + per_bar > cap:
             counts[C_STATUS] = ST_FULL
             return
         lo = offsets[i]
         hi = offsets[i + 1]
-        for r in range(lo, hi):
-            last_row[sym_id[r]] = r
+        if sparse and bar_rows is not None:
+            # the latest rows of the symbols held or with a working order (docstring)
+            nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+            _watched_rows(bar_rows[i], held[:nh], book[: counts[C_BOOK]], orders, last_row)
+        else:
+            for r in range(lo, hi):
+                last_row[sym_id[r]] = r
         day = timestamps[i] // _DAY_US
         if day != counts[C_DAY]:
             acc[ACC_DAY_START] = acc[ACC_LAST_EQUITY]
@@ -371,17 +422,21 @@ def run_topn(
                         _fill_level_hits(m, i, bars, tables, state, records)
         # 2. marks and hook C (trailing levels, time exits)
         nh, held_at = _held_since(qty, held, nh, held_at, counts[C_FILLS])
+        hi_marks = hi  # the rows whose closes become marks below
+        if sparse:
+            _held_marks(held[:nh], lo, last_row, close, marks)
+            hi_marks = lo
         exits = 0
         if has_rules:
             exits = _mark_and_hook_c(
-                lo, hi, i, sym_id, close, high, low, ordinal, held[:nh], fstate, istate, rules,
-                partial, tables.inputs, aux_i, aux_f,
+                lo, hi_marks, i, sym_id, close, high, low, ordinal, held[:nh], fstate, istate,
+                rules, partial, tables.inputs, aux_i, aux_f,
             )  # fmt: skip
             if exits < 0:
                 counts[C_STATUS] = ST_SHORT_BOOK
                 return
         else:
-            kernels.mark_bar(lo, hi, sym_id, close, high, low, held[:nh], fstate, istate)
+            kernels.mark_bar(lo, hi_marks, sym_id, close, high, low, held[:nh], fstate, istate)
         for k in range(exits):
             sid = istate[OUT_SID, k]
             _risk_exit(
@@ -431,6 +486,9 @@ def run_topn(
                 if qty[sid] != 0 or pending[sid] != 0 or price <= 0:
                     continue
                 shares = round_quantity_nb(budget / price, fractional)
+                if sparse and shares > 0:
+                    last_row[sid] = row  # an order's symbol: its row and mark of this bar
+                    marks[sid] = price
                 if shares > 0:
                     new[n_new] = new_order(
                         sid, shares, T_MARKET, R_STRATEGY, i, row, math.nan, math.nan,
@@ -498,6 +556,13 @@ def run_topn(
         states[i]["positions_value"] = value
         states[i]["gross"] = gross
         states[i]["n_positions"] = nh
+    if sparse and bar_rows is not None:
+        # every symbol's final latest row and mark, as the dense walk leaves them
+        ends = bar_rows[n_t]
+        for sid in range(n_sym):
+            if ends[sid] >= 0:
+                last_row[sid] = ends[sid]
+                marks[sid] = close[ends[sid]]
     counts[C_STATUS] = ST_OK
 
 

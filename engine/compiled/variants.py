@@ -7,8 +7,12 @@ variants share once and runs each variant's state through the same kernel as a s
 
 - **shared, once per panel**: the ranking of every bar (:func:`rank_bars`: each bar's rows by
   decreasing score, ties in row order, as many as the largest ``n`` of the variants; a
-  variant with ``n`` takes the first ``n``, the rows its own ranking would pick), the panel
-  arrays (read, never copied) and the slippage model's per-row series;
+  variant with ``n`` takes the first ``n``, the rows its own ranking would pick), each
+  symbol's row at each bar (:func:`bar_rows`), the panel arrays (read, never copied) and the
+  slippage model's per-row series;
+- **sparse**: a variant's bar touches only its held positions, its working orders and the
+  candidates it orders (:func:`engine.compiled.topn.run_topn` with ``bar_rows``), not every
+  row of the bar as a single run does (a third of a quiet variant's time on the S&P panel);
 - **per variant**: cash, positions, levels, rule state, the order book and the record buffers,
   stacked along a variant axis and run by :func:`engine.compiled.topn.run_topn` itself (the
   driver of a single compiled run, handed the shared ranking), so every fill, order, trade and
@@ -18,7 +22,8 @@ variants share once and runs each variant's state through the same kernel as a s
   one chunk's state and records (:class:`VariantBuffers`, which a caller may reuse chunk after
   chunk); within a chunk the variants run in parallel on numba's threads (``prange``, each
   thread taking the next variant), and each finished variant becomes a
-  :class:`engine.compiled.topn.CompiledRun`, as the single run's driver makes it.
+  :class:`engine.compiled.topn.CompiledRun`, as the single run's driver makes it, or is read
+  in place (:func:`run_pass`, :class:`VariantPass`: the sweep's metrics, without copies).
 
 Which sets of runs qualify is :func:`engine.compiled.plan.variants_reason` (``None``: they
 can run here); :func:`plan_variants` builds their plans. The record buffers are sized by the
@@ -33,6 +38,7 @@ machine) and cached next to this module; it inlines :func:`run_topn`'s kernel, s
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -94,6 +100,33 @@ def _rank_kernel(offsets: IntArray, signal: FloatArray, k: int, out: IntArray) -
             out[i, j] = rows[j]
 
 
+@numba.njit(cache=True, nogil=True)
+def _bar_rows_kernel(offsets: IntArray, sym_id: IntArray, out: IntArray) -> None:
+    n_t = offsets.size - 1
+    for i in range(n_t):
+        for r in range(offsets[i], offsets[i + 1]):
+            out[i, sym_id[r]] = r
+            out[n_t, sym_id[r]] = r
+
+
+def bar_rows(data: MarketData) -> IntArray:
+    """Each symbol's data row at each bar, and its last one (the sparse walk of
+    :func:`engine.compiled.topn.run_topn`, built once per panel).
+
+    Returns
+    -------
+    ndarray
+        int64, shape (n_bars + 1, n_symbols): row ``i < n_bars`` holds symbol ``s``'s row at
+        bar ``i`` in column ``s`` (-1: no row at that bar); row ``n_bars`` its last row (-1:
+        none). 8 bytes a cell: 5 MB for the S&P panel (1,259 bars x 505 symbols).
+    """
+    out = np.full((data.n_timestamps + 1, data.n_symbols), -1, dtype=np.int64)
+    _bar_rows_kernel(
+        np.asarray(data.offsets, dtype=np.int64), np.asarray(data.sym_id, dtype=np.int64), out
+    )
+    return out
+
+
 def rank_bars(data: MarketData, signal: FloatArray, k: int) -> IntArray:
     """Each bar's ``k`` best rows by ``signal`` (the top-N strategy's ranking, done once).
 
@@ -132,6 +165,7 @@ def rank_bars(data: MarketData, signal: FloatArray, k: int) -> IntArray:
 def _run_chunk(
     bars: Bars,
     ranking: IntArray,
+    rows: IntArray,
     mech: CompiledMechanics,
     params: FloatArray,
     rules: FloatArray,
@@ -157,7 +191,8 @@ def _run_chunk(
     states: RecordArray,
 ) -> None:
     """:func:`run_topn` of each variant ``v`` (the ``[v]`` slices of the stacked tables,
-    state and record buffers), in parallel over the variants."""
+    state and record buffers) with the shared ranking and :func:`bar_rows` (the sparse
+    walk), in parallel over the variants."""
     for v in numba.prange(params.shape[0]):
         run_topn(
             bars,
@@ -171,6 +206,7 @@ def _run_chunk(
             RunRecords(orders[v], fills[v], trades[v], rejections[v], states[v]),
             mech,
             ranking,
+            rows,
         )  # fmt: skip
 
 
@@ -233,6 +269,7 @@ def run_variants(
     threads: int | None = None,
     ranking: IntArray | None = None,
     buffers: VariantBuffers | None = None,
+    rows: IntArray | None = None,
 ) -> Iterator[tuple[int, CompiledRun]]:
     """Run every plan of ``plans`` on ``data`` in one pass (module docstring).
 
@@ -254,6 +291,11 @@ def run_variants(
         Buffers to run the chunks in, reused chunk after chunk: each yielded run is valid
         until the next chunk starts (default: fresh buffers per chunk, every run stays
         valid). Too small buffers are replaced by fresh ones.
+    rows : ndarray, optional
+        :func:`bar_rows` of ``data``, when the caller runs the variants of one panel in
+        several calls (default: built here). The variants walk the bars sparsely
+        (:func:`engine.compiled.topn.run_topn`): per bar, only their held symbols' and working
+        orders' rows.
 
     Yields
     ------
@@ -278,24 +320,15 @@ def run_variants(
         ranking = rank_bars(data, first.signal, k)
     elif ranking.shape[0] != data.n_timestamps or ranking.shape[1] < k:
         raise ValueError(f"ranking has shape {ranking.shape}; need ({data.n_timestamps}, >= {k})")
-    bars = Bars(
-        data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
-        data.close, data.ordinal, data.prev_row, first.signal, data.volume,
-    )  # fmt: skip
-    mech = compiled_mechanics(data, None, None)
-    saved = numba.get_num_threads()
-    # the threads take the variants one at a time (a variant's cost varies tenfold with its
-    # n and rebalance_every: equal contiguous shares would leave a thread idle)
-    saved_chunk = numba.set_parallel_chunksize(1)
-    if threads is not None:
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
-    try:
+    bars = _bars(data, first)
+    mech = _mechanics(data)
+    rows = _checked_rows(data, rows)
+    with _threads(threads):
         for start in range(0, len(plans), chunk_size):
             chunk = plans[start : start + chunk_size]
-            yield from _chunk(data, bars, ranking, mech, chunk, start, buffers)
-    finally:
-        numba.set_num_threads(saved)
-        numba.set_parallel_chunksize(saved_chunk)
+            done = _pass(data, bars, ranking, rows, mech, chunk, start, buffers)
+            for v in range(len(chunk)):
+                yield start + v, done.run(data, v)
 
 
 _LINE = 8
@@ -369,19 +402,149 @@ class VariantBuffers:
             )  # fmt: skip
 
 
-def _chunk(
+class VariantPass:
+    """One pass of variants (:func:`run_pass`): their final state and records as views of the
+    pass's :class:`VariantBuffers`, valid until those buffers run another pass.
+
+    Attributes
+    ----------
+    start : int
+        Index of the pass's first variant in the caller's list of plans.
+    plans : sequence of TopNPlan
+        The pass's plans; variant ``v`` of the pass is ``plans[v]``.
+    buffers : VariantBuffers
+        Where the pass wrote.
+    """
+
+    def __init__(
+        self,
+        start: int,
+        plans: Sequence[TopNPlan],
+        buffers: VariantBuffers,
+        n_bars: int,
+        mech: CompiledMechanics,
+    ) -> None:
+        self.start, self.plans, self.buffers = start, plans, buffers
+        self._n_bars, self._mech = n_bars, mech
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def status(self, v: int) -> int:
+        """``ST_OK``, ``ST_FULL`` (its buffers filled up: :meth:`run` runs it again alone) or
+        why the Python loop must run it (``ST_SHORT_BOOK``, ``ST_FRACTIONAL``)."""
+        return int(self.buffers.counts[v, C_STATUS])
+
+    def records(self, v: int) -> RunRecords:
+        """Variant ``v``'s raw records (views, not copies; valid when :meth:`status` is
+        ``ST_OK``): the rows its kernel wrote, before :class:`CompiledRun` names the limit
+        rejections' texts."""
+        b, c = self.buffers, self.buffers.counts[v]
+        return RunRecords(
+            b.orders[v, : c[C_ORDERS]], b.fills[v, : c[C_FILLS]], b.trades[v, : c[C_TRADES]],
+            b.rejections[v, : c[C_REJ]], b.states[v],
+        )  # fmt: skip
+
+    def run(self, data: MarketData, v: int) -> CompiledRun:
+        """Variant ``v`` as :class:`CompiledRun` of its plan alone gives it (its records
+        copied; its state arrays views of the buffers). A variant whose buffers filled up runs
+        again alone, with buffers that grow."""
+        p = self.plans[v]
+        if self.status(v) == ST_FULL:
+            return CompiledRun(data, p)
+        b, c = self.buffers, self.buffers.counts[v]
+        state = RunState(
+            b.fstate[v], b.istate[v], b.aux_i[v], b.aux_f[v], b.pending[v], b.book[v], c[:N_C],
+            b.acc[v, :N_ACC],
+        )  # fmt: skip
+        return CompiledRun.from_buffers(p, self._n_bars, state, self.records(v), self._mech)
+
+
+def run_pass(
+    data: MarketData,
+    plans: Sequence[TopNPlan],
+    ranking: IntArray,
+    *,
+    start: int = 0,
+    threads: int | None = None,
+    buffers: VariantBuffers | None = None,
+    rows: IntArray | None = None,
+) -> VariantPass:
+    """Run ``plans`` (one chunk) in one pass on ``data`` with the shared ``ranking``.
+
+    The lower-level step of :func:`run_variants` for a caller that reads the records in place
+    (the sweep computes each variant's metrics from the views of :meth:`VariantPass.records`
+    instead of copying them into a :class:`CompiledRun`). Arguments as :func:`run_variants`'
+    (``ranking`` required, every plan's ``n`` at most its width); ``start`` is only recorded.
+
+    Raises
+    ------
+    ValueError
+        As :func:`run_variants`.
+    """
+    if not plans:
+        raise ValueError("a pass needs at least one plan")
+    _check_shared(plans)
+    k = max(int(p.params[P_N]) for p in plans)
+    if ranking.shape[0] != data.n_timestamps or ranking.shape[1] < k:
+        raise ValueError(f"ranking has shape {ranking.shape}; need ({data.n_timestamps}, >= {k})")
+    rows = _checked_rows(data, rows)
+    with _threads(threads):
+        return _pass(
+            data, _bars(data, plans[0]), ranking, rows, _mechanics(data), plans, start, buffers
+        )
+
+
+def _checked_rows(data: MarketData, rows: IntArray | None) -> IntArray:
+    if rows is None:
+        return bar_rows(data)
+    if rows.shape != (data.n_timestamps + 1, data.n_symbols) or rows.dtype != np.int64:
+        raise ValueError(
+            f"rows has shape {rows.shape} ({rows.dtype}); need "
+            f"({data.n_timestamps + 1}, {data.n_symbols}) int64 (bar_rows)"
+        )
+    return rows
+
+
+def _bars(data: MarketData, plan: TopNPlan) -> Bars:
+    return Bars(
+        data.timestamps, data.offsets, data.sym_id, data.open, data.high, data.low,
+        data.close, data.ordinal, data.prev_row, plan.signal, data.volume,
+    )  # fmt: skip
+
+
+def _mechanics(data: MarketData) -> CompiledMechanics:
+    return compiled_mechanics(data, None, None)
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None) -> Iterator[None]:
+    saved = numba.get_num_threads()
+    # the threads take the variants one at a time (a variant's cost varies tenfold with its
+    # n and rebalance_every: equal contiguous shares would leave a thread idle)
+    saved_chunk = numba.set_parallel_chunksize(1)
+    if threads is not None:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        numba.set_num_threads(saved)
+        numba.set_parallel_chunksize(saved_chunk)
+
+
+def _pass(
     data: MarketData,
     bars: Bars,
     ranking: IntArray,
+    rows: IntArray,
     mech: CompiledMechanics,
     plans: Sequence[TopNPlan],
     start: int,
     buffers: VariantBuffers | None,
-) -> Iterator[tuple[int, CompiledRun]]:
+) -> VariantPass:
     v_n = len(plans)
-    n_t = data.n_timestamps
     if buffers is None or not buffers.fits(data, plans):
-        buffers = VariantBuffers(v_n, data.n_symbols, n_t, _chunk_capacity(plans))
+        buffers = VariantBuffers(v_n, data.n_symbols, data.n_timestamps, _chunk_capacity(plans))
     b = buffers
     b.reset(plans)
     params = _stack([p.params for p in plans], "parameter")
@@ -390,25 +553,10 @@ def _chunk(
     limits = _stack([p.limits for p in plans], "portfolio limit")
     cost_params = _stack([p.costs.params for p in plans], "cost")
     tiers = _stack([p.costs.tiers for p in plans], "commission tier")
-    counts = b.counts[:v_n]
     _run_chunk(
-        bars, ranking, mech, params, rules, partial, limits, plans[0].inputs, cost_params, tiers,
-        b.tier_state[:v_n], plans[0].costs.rows, b.fstate[:v_n], b.istate[:v_n], b.aux_i[:v_n],
-        b.aux_f[:v_n], b.pending[:v_n], b.book[:v_n], counts, b.acc[:v_n], b.orders[:v_n],
-        b.fills[:v_n], b.trades[:v_n], b.rejections[:v_n], b.states[:v_n],
+        bars, ranking, rows, mech, params, rules, partial, limits, plans[0].inputs, cost_params,
+        tiers, b.tier_state[:v_n], plans[0].costs.rows, b.fstate[:v_n], b.istate[:v_n],
+        b.aux_i[:v_n], b.aux_f[:v_n], b.pending[:v_n], b.book[:v_n], b.counts[:v_n], b.acc[:v_n],
+        b.orders[:v_n], b.fills[:v_n], b.trades[:v_n], b.rejections[:v_n], b.states[:v_n],
     )  # fmt: skip
-    for v, p in enumerate(plans):
-        c = counts[v]
-        if int(c[C_STATUS]) == ST_FULL:
-            yield start + v, CompiledRun(data, p)  # alone, with buffers that grow
-            continue
-        # views of the buffers (VariantBuffers: valid until they are reused)
-        state = RunState(
-            b.fstate[v], b.istate[v], b.aux_i[v], b.aux_f[v], b.pending[v], b.book[v], c[:N_C],
-            b.acc[v, :N_ACC],
-        )  # fmt: skip
-        records = RunRecords(
-            b.orders[v, : c[C_ORDERS]], b.fills[v, : c[C_FILLS]], b.trades[v, : c[C_TRADES]],
-            b.rejections[v, : c[C_REJ]], b.states[v],
-        )  # fmt: skip
-        yield start + v, CompiledRun.from_buffers(p, n_t, state, records, mech)
+    return VariantPass(start, plans, b, data.n_timestamps, mech)

@@ -279,6 +279,21 @@ class Records:
         tail[start:end] = records
         self.tail_counts[TAIL_SLOT[kind]] = end
 
+    def adopt(self, kind: Kind, records: RecordArray) -> None:
+        """Append typed ``records`` of ``kind`` without copying them: they become part of this
+        object, which a caller must not change while it is read (:meth:`extend` copies).
+
+        Raises
+        ------
+        TypeError
+            If ``records`` is not of the kind's dtype.
+        """
+        if records.dtype != DTYPES[kind]:
+            raise TypeError(f"{kind} records must have dtype {DTYPES[kind]}, got {records.dtype}")
+        self._flush(kind)
+        self._seal_tail(kind)
+        self._typed[kind].append(records)
+
     def reserve(self, kind: Kind, n: int) -> tuple[RecordArray, int]:
         """A buffer of ``kind`` records with room for ``n`` more, and the row where they go:
         a kernel writes rows ``start:end`` of it, then :meth:`commit` takes them (no copy).

@@ -287,6 +287,24 @@ def test_records_stage_python_rows_and_convert_once_with_codes() -> None:
     assert records.text_code("new text") == len(layout.STATUS_REASONS)
 
 
+def test_records_adopt_takes_typed_records_without_a_copy_after_the_staged_ones() -> None:
+    records = Records()
+    records.fills.append((0, 3, 1, 10.0, 100.0, 100.5, 1.0, 5.0, "market", "strategy"))
+    buffer = empty_records("fills", 4)
+    buffer[:] = records.table("fills")[0]
+    buffer["bar_index"] = [5, 6, 7, 8]
+    records.adopt("fills", buffer[1:3])  # a view of a kernel's buffer, read in place
+    assert records.values("fills", "bar_index").tolist() == [3, 6, 7]
+    table = records.table("fills")
+    assert records.count("fills") == 3 and table["bar_index"].tolist() == [3, 6, 7]
+    states = empty_records("states", 2)
+    fresh = Records()
+    fresh.adopt("states", states)
+    assert fresh.table("states") is states  # one part: the adopted array itself
+    with pytest.raises(TypeError, match="fills records must have dtype"):
+        records.adopt("fills", empty_records("trades", 1))
+
+
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
 def test_closed_part_and_added_average_hand_checked(compiled: bool) -> None:
     closed_part = ledger.closed_part_nb if compiled else ledger.closed_part

@@ -137,6 +137,28 @@ def test_variants_reused_buffers_reset_between_passes(sp500_data: MarketData) ->
     assert not buffers.fits(sp500_data, plans)  # 24 variants: fresh buffers would be made
 
 
+def test_run_pass_records_in_place_equal_the_single_runs_records(sp500_data: MarketData) -> None:
+    # the sweep reads a pass's records in place (views of its buffers, no CompiledRun)
+    runs = [run for _, run in _sp500_grid()]
+    plans = variants.plan_variants(sp500_data, runs)
+    chosen = [plans[k] for k in (0, 7, 18, 23)]
+    ranking = variants.rank_bars(sp500_data, plans[0].signal, 25)
+    done = variants.run_pass(sp500_data, chosen, ranking, start=4)
+    assert (done.start, len(done)) == (4, 4)
+    for v, p in enumerate(chosen):
+        assert done.status(v) == topn.ST_OK
+        alone = CompiledRun(sp500_data, p)
+        got = done.records(v)
+        for kind in KINDS:
+            a, b = getattr(got, kind), alone.records.table(kind)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), f"variant {v}: {kind}"
+        _assert_same_records(done.run(sp500_data, v), alone, f"variant {v}")
+    with pytest.raises(ValueError, match="ranking has shape"):
+        variants.run_pass(sp500_data, chosen, ranking[:, :5])
+    with pytest.raises(ValueError, match="at least one plan"):
+        variants.run_pass(sp500_data, [], ranking)
+
+
 def test_rank_bars_orders_by_decreasing_signal_ties_in_row_order_nan_excluded() -> None:
     rows = [
         (ts(0), "A", 1.0), (ts(0), "B", 3.0), (ts(0), "C", 3.0), (ts(0), "D", float("nan")),
@@ -182,6 +204,72 @@ def _small_panel() -> MarketData:
         orient="row",
     )
     return MarketData.from_frame(panel, signal_columns=["score", "other"])
+
+
+def _gap_panel() -> MarketData:
+    return MarketData.from_frame(_gap_frame(), signal_columns=["score"])
+
+
+def _gap_frame() -> pl.DataFrame:
+    """Four symbols, seven bars: A is bought (bar 1), drops out of the top 1 (bar 1, a sell
+    queued), has no row at bar 2 (the sell waits), and reopens at bar 3 below its 5 % stop;
+    C, the top pick at bar 3, has no row at bar 4 (its buy waits); D never leads."""
+    # symbol: (open, low, close, score) per bar; None: no row at that bar
+    bars: dict[str, list[tuple[float, float, float, float] | None]] = {
+        "A": [(10, 9.9, 10, 3), (10, 9.8, 10, 0), None, (9, 8.5, 9, 0), (9, 8.9, 9, 0),
+              (9, 8.9, 9, 0), (9, 8.9, 9, 0)],
+        "B": [(20, 19.9, 20, 2), (20, 19.9, 20, 5), (20, 19.8, 20, 5), (20, 19.9, 20, 1),
+              (20, 19.9, 20, 1), (20, 19.9, 20, 1), (20, 19.9, 20, 1)],
+        "C": [(30, 29.9, 30, 1), (30, 29.9, 30, 1), (30, 29.9, 30, 1), (30, 29.9, 30, 9),
+              None, (30, 29.5, 31, 9), (31, 30.9, 31, 9)],
+        "D": [(40, 39.9, 40, 0)] * 7,
+    }  # fmt: skip
+    rows = [
+        (ts(k), sym, o, max(o, c) + 0.1, lo, c, 1e4, score)
+        for k in range(7)
+        for sym, per_bar in bars.items()
+        if (bar := per_bar[k]) is not None
+        for o, lo, c, score in [bar]
+    ]
+    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+
+
+def test_variants_sparse_walk_held_symbol_out_of_candidates_gap_and_stop_equals_dense() -> None:
+    data = _gap_panel()
+    runs = [
+        _run(strategy=TopNStrategy("score", n=1), rules=[PriceBasedStopLoss(0.05)]),
+        _run(strategy=TopNStrategy("score", n=2), rules=[PriceBasedStopLoss(0.05)]),
+    ]
+    plans = variants.plan_variants(data, runs)
+    for k, got in variants.run_variants(data, plans):  # the sparse walk
+        want = CompiledRun(data, plans[k])  # a single run walks every row of every bar
+        _assert_same_records(got, want, f"n={k + 1}")
+    # what happened in the n=1 run: A bought at bar 1, its sell queued at bar 1 waits out bar
+    # 2 (no row) and A leaves at bar 3's open, below its stop; C's buy of bar 3 fills at bar 5
+    one = dict(variants.run_variants(data, plans[:1]))[0]
+    fills = one.records.table("fills")
+    a, c = data.symbol_index["A"], data.symbol_index["C"]
+    assert [(int(f["bar_index"]), float(f["quantity"]) > 0) for f in fills if f["sid"] == a] == [
+        (1, True),
+        (3, False),
+    ]
+    assert [int(f["bar_index"]) for f in fills if f["sid"] == c] == [5]
+    exit_a = next(f for f in fills if f["sid"] == a and f["quantity"] < 0)
+    assert float(exit_a["price"]) == 9.0  # the gap open, below the 9.5 stop
+
+
+def test_states_frame_without_context_is_the_frame_less_the_context_columns() -> None:
+    # the sweep's metrics read the states frame without the market context columns
+    context = pl.DataFrame(
+        {"timestamp": [ts(k) for k in range(7)], "vix": [15.0 + k for k in range(7)]}
+    ).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    data = MarketData.from_frame(_gap_frame(), signal_columns=["score"], context=context)
+    [p] = variants.plan_variants(data, [_run(strategy=TopNStrategy("score", n=1))])
+    recorder = Recorder(data, CompiledRun(data, p).records)
+    full = recorder.states_frame(1e6)
+    bare = recorder.states_frame(1e6, context=False)
+    assert "vix" in full.columns and full["vix"].to_list() == [15.0 + k for k in range(7)]
+    assert bare.equals(full.drop("vix"))
 
 
 class _OwnTopN(TopNStrategy):

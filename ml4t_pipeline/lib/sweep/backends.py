@@ -48,13 +48,15 @@ def _run_serial(
     ray_address: str | None,
     timings: dict[str, float],
     variants: bool = True,
+    markets: dict[str, MarketData] | None = None,
 ) -> Iterator[tuple[_Job, TrialOutcome]]:
-    # the trials of each data section together: one variant pass when they qualify
+    # the trials of each data section together: one variant pass when they qualify;
+    # ``markets``: the engine arrays of the data sections, when built beforehand
     by_data: dict[str, list[_Job]] = {}
     for job in jobs:
         by_data.setdefault(job.data.key, []).append(job)
-    for group in by_data.values():
-        market = build_market(group[0].data.frames())
+    for key, group in by_data.items():
+        market = (markets or {}).get(key) or build_market(group[0].data.frames())
         configs = [job.trial.config.model_dump_json() for job in group]
         for k, outcome in run_trials(configs, market, variants=variants):
             yield group[k], outcome

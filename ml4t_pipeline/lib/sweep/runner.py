@@ -1,18 +1,21 @@
 """Running a sweep: prepare data once per distinct ``data`` section, fan out the backtests,
-store each trial's result the moment it finishes.
+store the finished trials in batches as they come (a variant pass's, or within a second).
 
 Layout of a sweep's output folder ``DIR``::
 
     DIR/prepared/<data_key>/        the data assets of one data section (Dagster IO-manager
                                     storage) and prepared.json (input hashes, data versions)
-    DIR/trials/<trial_key>.parquet  one trial's per-bar ``timestamp``, ``return``, ``equity``
-    DIR/trials/<trial_key>.json     its parameters, metrics, status, seconds, error: written
-                                    last, so its presence marks the trial as done
+    DIR/trials/batch-<key>.parquet  per-bar ``hash``, ``timestamp``, ``return``, ``equity`` of
+                                    a batch of trials (up to :data:`STORE_BATCH`; a trial
+                                    stored alone: ``<trial_key>.parquet``, without ``hash``)
+    DIR/trials/batch-<key>.json     their records (parameters, metrics, status, seconds,
+                                    error; alone: ``<trial_key>.json``): written last, so its
+                                    presence marks its trials as done
     DIR/sweep_results.parquet, DIR/sweep_summary.json, DIR/sweep_report.html
 
 **Resuming.** A trial's key is the SHA-256 of (its config's canonical JSON, the content hashes
 of the prepared panel and context, the code version of :func:`ml4t_pipeline.lib.lineage.
-code_version`). Rerunning a sweep computes only the trials whose key has no ``.json`` yet; a
+code_version`). Rerunning a sweep computes only the trials whose key has no stored record yet; a
 changed input file changes the prepared data's hash and therefore every key, so those trials
 are recomputed, and the old files stay beside them (unused). Files are written to a temporary
 name and renamed, so a killed sweep leaves whole files or none.
@@ -35,6 +38,7 @@ through them and re-exports their public names.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,7 +62,7 @@ from ml4t_pipeline.lib.sweep.prepare import (
     build_market,
     prepare_data,
 )
-from ml4t_pipeline.lib.sweep.spec import SweepFile, data_key
+from ml4t_pipeline.lib.sweep.spec import SweepFile, Trial, data_key
 from ml4t_pipeline.lib.sweep.store import TrialStore, write_json
 from ml4t_pipeline.lib.sweep.trials import (
     CODE_VERSION_ENV,
@@ -95,6 +99,14 @@ __all__ = [
 ]
 
 
+STORE_BATCH = 16
+"""Finished trials stored together (one file pair, :meth:`TrialStore.save_batch`): a variant
+pass's worth (:data:`ml4t_pipeline.lib.sweep.variants.DEFAULT_CHUNK`)."""
+BATCH_SECONDS = 1.0
+"""A batch is stored once its first trial has waited this long, full or not (slow trials are
+stored, and reported to ``on_trial``, within about a second)."""
+
+
 @dataclass
 class SweepRun:
     """What :func:`run_sweep` did.
@@ -114,7 +126,8 @@ class SweepRun:
     seconds : float
         Wall time of the fan-out (data preparation excluded).
     prepare_seconds : float
-        Wall time of the data preparation.
+        Wall time before the fan-out: the data preparation, the trials' keys and, on the
+        ``serial`` backend, the engine arrays of each data section.
     code_version : str
     variant_trials : int
         Trials computed in passes of the compiled variant driver (the others were backtests of
@@ -176,7 +189,8 @@ def run_sweep(
     prepare: PrepareData | None = None,
     variants: bool = True,
 ) -> SweepRun:
-    """Run (or resume) every trial of ``sweep`` and store each result as it finishes.
+    """Run (or resume) every trial of ``sweep`` and store the results in batches as they finish
+    (up to :data:`STORE_BATCH` trials, or what came within :data:`BATCH_SECONDS`).
 
     Parameters
     ----------
@@ -249,7 +263,6 @@ def run_sweep(
                 )
             raw = dict(sweep.raw) | {"data": trial.config.data.model_dump(mode="json")}
             data[key] = prepare(raw, trial.config, out / "prepared" / key)
-    prepare_seconds = time.perf_counter() - started
     keys: list[str] = []
     jobs: list[_Job] = []
     for trial in sweep.trials:
@@ -259,17 +272,36 @@ def run_sweep(
         if store.done(key) and not (retry_failed and store.load(key)["status"] == "failed"):
             continue
         jobs.append(_Job(trial, key, prep))
+    runner: Callable[..., Iterator[tuple[_Job, TrialOutcome]]]
+    runner = {"serial": _run_serial, "processes": _run_processes, "ray": _run_ray}[backend]
+    if backend == "serial":
+        # the engine arrays of each data section (the last step of preparing the data; Ray
+        # and process workers build their own at start-up)
+        markets = {key: build_market(data[key].frames()) for key in {j.data.key for j in jobs}}
+        runner = functools.partial(_run_serial, markets=markets)
+    prepare_seconds = time.perf_counter() - started
     if on_prepared is not None:
         on_prepared(len(jobs), len(sweep.trials))
     fan_started = time.perf_counter()
-    runner = {"serial": _run_serial, "processes": _run_processes, "ray": _run_ray}[backend]
     timings: dict[str, float] = {}
     variant_trials = 0
+    batch: list[tuple[str, Trial, TrialOutcome]] = []
+    batch_started = 0.0
+
+    def store_batch() -> None:
+        for record in store.save_batch(batch):
+            if on_trial is not None:
+                on_trial(record)
+        batch.clear()
+
     for job, outcome in runner(jobs, workers, ray_address, timings, variants):
         variant_trials += outcome.driver == "variants"
-        record = store.save(job.key, job.trial, outcome)
-        if on_trial is not None:
-            on_trial(record)
+        if not batch:
+            batch_started = time.perf_counter()
+        batch.append((job.key, job.trial, outcome))
+        if len(batch) >= STORE_BATCH or time.perf_counter() - batch_started >= BATCH_SECONDS:
+            store_batch()
+    store_batch()
     seconds = time.perf_counter() - fan_started
     return SweepRun(
         records=[

@@ -19,8 +19,9 @@ Otherwise (or with ``variants=False``) each trial runs on its own
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,9 @@ from ml4t_pipeline.lib.sweep.trials import (
 )
 
 if TYPE_CHECKING:
-    from engine import MarketData
-    from engine.compiled.topn import CompiledRun
+    from engine import BacktestEngine, MarketData
+    from engine.compiled.topn import CompiledRun, RunRecords, TopNPlan
+    from engine.compiled.variants import VariantPass
 
 DEFAULT_CHUNK = 16
 """Variants per pass. Two passes' buffers are in memory at once (one read while the next
@@ -54,23 +56,32 @@ def variant_reason(configs: Sequence[ExperimentConfig], market: MarketData) -> s
     (:func:`engine.compiled.plan.variants_reason`). A trial whose engine cannot be built (a
     bad parameter) rules the pass out too: the one-at-a-time path records its error.
     """
+    return _qualifying(configs, market)[1]
+
+
+def _qualifying(
+    configs: Sequence[ExperimentConfig], market: MarketData
+) -> tuple[list[BacktestEngine], str | None]:
+    """The trials' engines and :func:`variant_reason` (the engines built so far when not
+    ``None``)."""
     from engine.compiled import plan
     from ml4t_pipeline.lib.experiment import build_engine
 
+    engines: list[BacktestEngine] = []
     if not configs:
-        return "no trials"
-    runs = []
+        return engines, "no trials"
     for k, cfg in enumerate(configs):
         if cfg.backtest.is_set:
-            return f"trial {k} has a backtest window"
+            return engines, f"trial {k} has a backtest window"
         try:
             eng = build_engine(cfg, market)
         except Exception as exc:  # recorded by the one-at-a-time path
-            return f"trial {k}: {type(exc).__name__}: {exc}"
+            return engines, f"trial {k}: {type(exc).__name__}: {exc}"
         if eng.data is not market:
-            return f"trial {k} runs on other data"
-        runs.append((eng.strategy, eng.risk_manager, eng.config))
-    return plan.variants_reason(market, runs)
+            return engines, f"trial {k} runs on other data"
+        engines.append(eng)
+    runs = [(e.strategy, e.risk_manager, e.config) for e in engines]
+    return engines, plan.variants_reason(market, runs)
 
 
 def run_trials(
@@ -104,97 +115,148 @@ def run_trials(
         finishes. ``outcome.driver`` says which path ran it.
     """
     configs: list[ExperimentConfig] | None = None
+    engines: list[BacktestEngine] = []
     if variants and len(config_jsons) > 1:
         try:
             configs = [ExperimentConfig.model_validate_json(c) for c in config_jsons]
         except Exception:  # a bad config: the one-at-a-time path records its error
             configs = None
-        if configs is not None and variant_reason(configs, market) is not None:
-            configs = None
+        if configs is not None:
+            engines, reason = _qualifying(configs, market)
+            if reason is not None:
+                configs = None
     if configs is None:
         for k, config_json in enumerate(config_jsons):
             yield k, run_trial(config_json, market)
         return
-    yield from _variant_pass(configs, list(config_jsons), market, chunk_size, threads)
+    yield from _variant_pass(configs, engines, list(config_jsons), market, chunk_size, threads)
 
 
 def _variant_pass(
     configs: list[ExperimentConfig],
+    engines: list[BacktestEngine],
     config_jsons: list[str],
     market: MarketData,
     chunk_size: int,
     threads: int | None,
 ) -> Iterator[tuple[int, TrialOutcome]]:
-    from engine.compiled import topn, variants
+    from engine.compiled import variants
     from engine.compiled.topn import P_N
-    from ml4t_pipeline.lib.experiment import build_engine
 
-    engines = [build_engine(cfg, market) for cfg in configs]
     plans = variants.plan_variants(
         market, [(e.strategy, e.risk_manager, e.config) for e in engines]
     )
     k_max = max(int(p.params[P_N]) for p in plans)
     ranking = variants.rank_bars(market, plans[0].signal, k_max)
+    rows = variants.bar_rows(market)
     chunks = [(a, min(a + chunk_size, len(plans))) for a in range(0, len(plans), chunk_size)]
-    # two sets of buffers, reused in turn: a chunk's runs are read while the next one runs
+    # two sets of buffers, reused in turn: a chunk's records are read while the next one runs
     size, cap = min(chunk_size, len(plans)), max(p.capacity for p in plans)
     buffers = [
         variants.VariantBuffers(size, market.n_symbols, market.n_timestamps, cap)
         for _ in range(min(2, len(chunks)))
     ]
 
-    def run_chunk(
-        c: int, start: int, stop: int
-    ) -> tuple[list[tuple[int, CompiledRun]], float, float]:
+    def run_chunk(c: int, start: int, stop: int) -> tuple[VariantPass, float, float]:
         wall, cpu = time.perf_counter(), time.thread_time()
-        runs = list(
-            variants.run_variants(
-                market, plans[start:stop], chunk_size=stop - start, threads=threads,
-                ranking=ranking, buffers=buffers[c % 2],
-            )
+        done = variants.run_pass(
+            market, plans[start:stop], ranking, start=start, threads=threads,
+            buffers=buffers[c % 2], rows=rows,
         )  # fmt: skip
         # each variant's share of the pass (the kernel's threads are numba's, not counted in
         # thread_time: the pass's CPU is its wall time on each of its threads)
         wall = time.perf_counter() - wall
-        return runs, wall / (stop - start), max(wall, time.thread_time() - cpu) / (stop - start)
+        return done, wall / (stop - start), max(wall, time.thread_time() - cpu) / (stop - start)
+
+    # the objects alive now (modules, configs, engines, plans) leave the collector's
+    # generations for the pass: the metrics' many small frames trigger collections that would
+    # walk them every time (some 3 % of a 1,000-variant sweep's CPU)
+    gc.freeze()
+    try:
+        yield from _passes(configs, engines, config_jsons, market, plans, chunks, run_chunk)
+    finally:
+        gc.unfreeze()
+
+
+def _passes(
+    configs: list[ExperimentConfig],
+    engines: list[BacktestEngine],
+    config_jsons: list[str],
+    market: MarketData,
+    plans: list[TopNPlan],
+    chunks: list[tuple[int, int]],
+    run_chunk: Callable[[int, int, int], tuple[VariantPass, float, float]],
+) -> Iterator[tuple[int, TrialOutcome]]:
+    from engine.compiled import topn
 
     # the next chunk's pass runs (compiled, without the GIL) while this one's outcomes are
-    # computed and stored by the caller
+    # computed by this thread from the records in place (views of the pass's buffers)
     with ThreadPoolExecutor(max_workers=1) as pool:
         ahead = pool.submit(run_chunk, 0, *chunks[0])
         for c, (start, _stop) in enumerate(chunks):
-            runs, wall, cpu = ahead.result()
-            if c + 1 < len(chunks):
+            done, wall, cpu = ahead.result()
+            if c + 1 < len(chunks):  # into the other buffers
                 ahead = pool.submit(run_chunk, c + 1, *chunks[c + 1])
-            for offset, run in runs:
-                k = start + offset
-                if run.status != topn.ST_OK:  # the Python loop's case: a backtest of its own
-                    yield k, run_trial(config_jsons[k], market)
-                    continue
+            outcomes: list[tuple[int, TrialOutcome]] = []
+            for v in range(len(done)):
+                k = start + v
                 own, own_cpu = time.perf_counter(), time.thread_time()
+                status = done.status(v)
+                if status not in (topn.ST_OK, topn.ST_FULL):
+                    # the Python loop's case: a backtest of its own
+                    outcomes.append((k, run_trial(config_jsons[k], market)))
+                    continue
                 try:
-                    outcome = _outcome(configs[k], market, run, engines[k].config.initial_cash)
+                    if status == topn.ST_FULL:  # runs again alone, with buffers that grow
+                        records = _copied(done.run(market, v))
+                    else:
+                        records = done.records(v)
+                    if records is None:
+                        outcomes.append((k, run_trial(config_jsons[k], market)))
+                        continue
+                    outcome = _outcome(configs[k], market, records, engines[k].config.initial_cash)
                 except Exception as exc:  # a failed trial is data, not the end of the sweep
                     outcome = failed_outcome(exc)
                 outcome.driver = "variants"
                 outcome.seconds = wall + time.perf_counter() - own
                 outcome.cpu_seconds = cpu + time.thread_time() - own_cpu
-                yield k, outcome
-            del runs
+                outcomes.append((k, outcome))
+            # every outcome of this pass is computed (nothing refers to its buffers) before
+            # they run the pass after next, submitted once the next one is done
+            del done
+            yield from outcomes
+
+
+def _copied(run: CompiledRun) -> RunRecords | None:
+    """The records of a run made alone (``None``: the Python loop must run it)."""
+    from engine.compiled.topn import ST_OK, RunRecords
+
+    if run.status != ST_OK:
+        return None
+    r = run.records
+    return RunRecords(
+        r.table("orders"), r.table("fills"), r.table("trades"), r.table("rejections"),
+        r.table("states"),
+    )  # fmt: skip
 
 
 def _outcome(
-    cfg: ExperimentConfig, market: MarketData, run: CompiledRun, initial_cash: float
+    cfg: ExperimentConfig, market: MarketData, records: RunRecords, initial_cash: float
 ) -> TrialOutcome:
-    """A variant's outcome from its records: the portfolio states as the backtest result
-    has them (:meth:`engine.recorder.Recorder.states_frame`) and the trade and fill columns the
-    metrics read, with the values of :meth:`~engine.recorder.Recorder.trades_frame` /
+    """A variant's outcome from its raw records (:meth:`engine.compiled.variants.VariantPass.
+    records`, read in place): the portfolio states as the backtest result has them
+    (:meth:`engine.recorder.Recorder.states_frame`, without the context columns) and the
+    trade and fill columns the metrics read, with the values of
+    :meth:`~engine.recorder.Recorder.trades_frame` /
     :meth:`~engine.recorder.Recorder.fills_frame` (the same arithmetic on the same records:
     their other columns, symbols and names, cost most of a frame's time and no metric)."""
+    from engine.core.records import Records
     from engine.recorder import Recorder
 
-    states = Recorder(market, run.records).states_frame(initial_cash)
-    t = run.records.table("trades")
+    held = Records()
+    held.adopt("states", records.states)
+    states = Recorder(market, held).states_frame(initial_cash, context=False)
+    t = records.trades
     direction = np.asarray(t["direction"], dtype=np.float64)
     entry = np.asarray(t["entry_price"], dtype=np.float64)
     exit_ = np.asarray(t["exit_price"], dtype=np.float64)
@@ -212,7 +274,7 @@ def _outcome(
             + np.asarray(t["exit_slippage"], np.float64),
         }
     )
-    f = run.records.table("fills")
+    f = records.fills
     fills = pl.DataFrame(
         {name: np.ascontiguousarray(f[name]) for name in ("quantity", "price", "commission")}
         | {"slippage": np.ascontiguousarray(f["slippage"])}

@@ -30,7 +30,7 @@ from ml4t_pipeline.lib.experiment import (
 )
 from ml4t_pipeline.lib.sweep import backends, runner
 from ml4t_pipeline.lib.sweep.results import write_outputs
-from ml4t_pipeline.lib.sweep.runner import PreparedData, TrialStore, run_sweep
+from ml4t_pipeline.lib.sweep.runner import TRIAL_METRICS, PreparedData, TrialStore, run_sweep
 from ml4t_pipeline.lib.sweep.spec import data_key, load_sweep_file
 from ml4t_pipeline.sweeps import prepare_data
 
@@ -132,6 +132,9 @@ def test_run_sweep_serial_writes_one_row_per_trial_and_strict_outputs(
         metrics = experiment_metrics(trial.config, states, direct.trades, direct.fills)
         row = table.row(trial.index, named=True)
         assert row["sharpe"] == metrics["sharpe"]
+        # every kept metric is experiment_metrics' value (NaN stored as null)
+        for name in TRIAL_METRICS:
+            assert row[name] == metrics[name] or (row[name] is None and np.isnan(metrics[name]))
         assert row["n_trades"] == metrics["n_trades"] == direct.trades.height
         stored = TrialStore(tmp_path).load_returns(row["hash"])
         assert stored["return"].to_list() == states["return"].fill_null(0.0).to_list()
@@ -253,9 +256,11 @@ def test_run_sweep_rerun_computes_only_missing_trials(lab: Lab, tmp_path: Path) 
     sweep = load_sweep_file(lab.write("grid", GRID))
     prepared = {lab.prepared.key: lab.prepared}
     first = run_sweep(sweep, tmp_path, prepared=prepared)
-    store = TrialStore(tmp_path)
-    for key in first.keys[1:3]:
-        store.record_path(key).unlink()
+    # the six trials were stored as one batch: take two records out of its JSON file
+    [batch] = (tmp_path / "trials").glob("batch-*.json")
+    kept = [r for r in json.loads(batch.read_text()) if r["hash"] not in first.keys[1:3]]
+    batch.write_text(json.dumps(kept))
+    assert not TrialStore(tmp_path).done(first.keys[1]) and TrialStore(tmp_path).done(first.keys[0])
     again = run_sweep(sweep, tmp_path, prepared=prepared)
     assert (again.computed, again.reused) == (2, 4)
     assert again.keys == first.keys
@@ -340,26 +345,28 @@ def test_cli_sweep_killed_midway_rerun_computes_only_missing(lab: Lab, tmp_path:
     deadline = time.monotonic() + 120
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            if trials.is_dir() and len(list(trials.glob("*.json"))) >= 5:
+            if trials.is_dir() and any(trials.glob("*.json")):  # a first batch is stored
                 break
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
-    done = {p.stem: p.read_bytes() for p in trials.glob("*.json")}
+    files = {p.name: p.read_bytes() for p in trials.glob("*.json")}
+    store = TrialStore(out)
+    done = store.keys()
     assert 5 <= len(done) < 60
     for key in done:  # every record is whole, and its returns were written before it
-        assert json.loads(done[key])["status"] == "ok"
-        assert (trials / f"{key}.parquet").is_file()
+        assert store.load(key)["status"] == "ok"
+        assert store.load_returns(key).height > 0
 
     assert main(["sweep", str(path), "--output", str(out)]) == 0
     summary = _strict_json(out / "sweep_summary.json")
     assert (summary["n_trials"], summary["n_ok"]) == (60, 60)
     assert (summary["n_reused"], summary["n_computed"]) == (len(done), 60 - len(done))
-    for key, before in done.items():  # stored results were not recomputed
-        assert (trials / f"{key}.json").read_bytes() == before
-    assert len(list(trials.glob("*.json"))) == 60
+    for name, before in files.items():  # stored results were not recomputed
+        assert (trials / name).read_bytes() == before
+    assert len(TrialStore(out).keys()) == 60
 
 
 def test_run_sweep_processes_backend_equals_serial(lab: Lab, tmp_path: Path) -> None:
@@ -638,7 +645,8 @@ def test_walk_forward_picks_is_best_and_stitches_its_own_oos_runs(lab: Lab, tmp_
 
     # a rerun reuses the stored out-of-sample runs
     files = sorted(p.name for p in (tmp_path / "trials").glob("*.json"))
-    assert len(files) == 6 + wf["n_folds"]  # the grid's trials and one run per test window
+    # the grid's trials and one run per test window
+    assert len(TrialStore(tmp_path).keys()) == 6 + wf["n_folds"]
     again = write_outputs(sweep, run_sweep(sweep, tmp_path, prepared=prepared), tmp_path)
     assert again["summary"]["walk_forward"] == wf
     assert sorted(p.name for p in (tmp_path / "trials").glob("*.json")) == files
