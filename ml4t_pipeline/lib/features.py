@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from ml4t_pipeline.lib.stamps import has_adjacent_duplicate
+
 ATR_WINDOW = 14
 RSI_WINDOW = 14
 MA_WINDOW = 20
@@ -112,8 +114,9 @@ def compute_features(prices: pl.DataFrame) -> pl.DataFrame:
     missing = [c for c in required if c not in prices.columns]
     if missing:
         raise ValueError(f"compute_features: missing columns {missing} (got {prices.columns})")
-    dup = prices.filter(pl.struct("timestamp", "symbol").is_duplicated())
-    if dup.height:
+    frame = prices.select(required).sort(["symbol", "timestamp"])
+    if has_adjacent_duplicate(frame, ["symbol", "timestamp"]):  # sorted: twins are neighbours
+        dup = prices.filter(pl.struct("timestamp", "symbol").is_duplicated())
         raise ValueError(
             f"compute_features: {dup.height} rows share a (timestamp, symbol) key; validate "
             f"prices first. First rows: {dup.head(5).to_dicts()}"
@@ -124,7 +127,6 @@ def compute_features(prices: pl.DataFrame) -> pl.DataFrame:
 
     close, high, low = pl.col("close"), pl.col("high"), pl.col("low")
     prev_close = by_symbol(close.shift(1))
-    frame = prices.select(required).sort(["symbol", "timestamp"])
     frame = frame.with_columns(
         *[(close / by_symbol(close.shift(k)) - 1.0).alias(f"ret_{k}") for k in (1, 5, 20)],
         pl.max_horizontal(high - low, (high - prev_close).abs(), (low - prev_close).abs()).alias(

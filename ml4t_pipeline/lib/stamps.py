@@ -155,6 +155,16 @@ def duplicated_rows(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     return df.filter(pl.struct(keys).is_duplicated())
 
 
+def has_adjacent_duplicate(df: pl.DataFrame, keys: list[str]) -> bool:
+    """True when two neighbouring rows share every ``keys`` value (null equal to null).
+
+    On a frame sorted by ``keys`` (in any key order) every duplicated key sits next to its twin,
+    so this is the whole duplicate test at the cost of one pass, against a hash of every key
+    for ``is_duplicated``; on an unsorted frame it can miss duplicates."""
+    same = pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys])
+    return df.height > 1 and bool(df.select(same.slice(1).any()).item())
+
+
 def is_sorted_by_time_symbol(df: pl.DataFrame) -> bool:
     """True when rows are in (timestamp, symbol) order (symbol compared as text)."""
     ts, sym = pl.col("timestamp"), pl.col("symbol").cast(pl.String)

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ml4t_pipeline.lib.features import FEATURE_COLUMNS, OUTPUT_COLUMNS, compute_features
 from ml4t_pipeline.lib.io import load_prices_file
+from ml4t_pipeline.lib.stamps import has_adjacent_duplicate
 from ml4t_pipeline.lib.timing import UTC_DATETIME
 
 T0 = datetime(2024, 1, 2, 21, tzinfo=UTC)
@@ -139,3 +142,25 @@ def test_compute_features_duplicate_key_raises() -> None:
 
 def test_feature_columns_are_output_columns() -> None:
     assert set(FEATURE_COLUMNS) <= set(OUTPUT_COLUMNS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["A", "B", None]), st.one_of(st.none(), st.integers(0, 3))),
+        max_size=12,
+    )
+)
+def test_has_adjacent_duplicate_on_sorted_frame_equals_hash_test(
+    keys: list[tuple[str | None, int | None]],
+) -> None:
+    # Arrange: a key frame with nulls and repeats, sorted as compute_features sorts it
+    frame = pl.DataFrame(keys, schema={"symbol": pl.String, "bar": pl.Int64}, orient="row").sort(
+        "symbol", "bar"
+    )
+
+    # Act
+    found = has_adjacent_duplicate(frame, ["symbol", "bar"])
+
+    # Assert: the same verdict as hashing every key (null equal to null)
+    assert found == bool(frame.select(pl.struct("symbol", "bar").is_duplicated().any()).item())
