@@ -33,6 +33,8 @@ import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
+from ml4t_pipeline.lib.stamps import has_adjacent_duplicate, is_sorted_by_time_symbol
+
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import Ridge
@@ -270,8 +272,11 @@ def run_walk_forward(
     px = _prepared_prices(prices)
     fx = _prepared_features(features, feature_columns)
 
+    # The label shifts run per symbol in row order: time order within each symbol is enough
+    # (prepared prices are in (timestamp, symbol) order; anything else is sorted by symbol).
+    in_time_order = is_sorted_by_time_symbol(px)
     labels = (
-        px.sort("symbol", "timestamp")
+        (px if in_time_order else px.sort("symbol", "timestamp"))
         .with_columns(
             (pl.col("close").shift(-horizon).over("symbol") / pl.col("close") - 1.0).alias(
                 "_label"
@@ -421,7 +426,12 @@ def _check_keys(df: pl.DataFrame, name: str, columns: Sequence[str]) -> pl.DataF
     bad_keys = out.filter(pl.col("timestamp").is_null() | pl.col("symbol").is_null())
     if bad_keys.height:
         raise ValueError(f"{name} has {bad_keys.height} row(s) with a null timestamp or symbol")
-    dup = out.filter(pl.struct("timestamp", "symbol").is_duplicated())
+    # In (timestamp, symbol) order (prepared tables are) a duplicated key sits next to its twin:
+    # a cheap test first; the struct hash runs only to name the rows, or on unsorted input.
+    maybe_dup = not is_sorted_by_time_symbol(out) or has_adjacent_duplicate(
+        out, ["timestamp", "symbol"]
+    )
+    dup = out.filter(pl.struct("timestamp", "symbol").is_duplicated()) if maybe_dup else out.clear()
     if dup.height:
         keys = dup.select("timestamp", "symbol").unique().sort("timestamp", "symbol")
         raise ValueError(
