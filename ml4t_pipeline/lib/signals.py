@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
-from ml4t_pipeline.lib.stamps import has_adjacent_duplicate, is_sorted_by_time_symbol
+from ml4t_pipeline.lib.stamps import has_adjacent_duplicate, in_key_order
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -274,7 +274,7 @@ def run_walk_forward(
 
     # The label shifts run per symbol in row order: time order within each symbol is enough
     # (prepared prices are in (timestamp, symbol) order; anything else is sorted by symbol).
-    in_time_order = is_sorted_by_time_symbol(px)
+    in_time_order = in_key_order(px)
     labels = (
         (px if in_time_order else px.sort("symbol", "timestamp"))
         .with_columns(
@@ -428,9 +428,7 @@ def _check_keys(df: pl.DataFrame, name: str, columns: Sequence[str]) -> pl.DataF
         raise ValueError(f"{name} has {bad_keys.height} row(s) with a null timestamp or symbol")
     # In (timestamp, symbol) order (prepared tables are) a duplicated key sits next to its twin:
     # a cheap test first; the struct hash runs only to name the rows, or on unsorted input.
-    maybe_dup = not is_sorted_by_time_symbol(out) or has_adjacent_duplicate(
-        out, ["timestamp", "symbol"]
-    )
+    maybe_dup = not in_key_order(out) or has_adjacent_duplicate(out, ["timestamp", "symbol"])
     dup = out.filter(pl.struct("timestamp", "symbol").is_duplicated()) if maybe_dup else out.clear()
     if dup.height:
         keys = dup.select("timestamp", "symbol").unique().sort("timestamp", "symbol")

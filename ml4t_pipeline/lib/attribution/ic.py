@@ -12,7 +12,7 @@ import math
 import numpy as np
 import polars as pl
 
-from ml4t_pipeline.lib.stamps import has_adjacent_duplicate, is_sorted_by_time_symbol
+from ml4t_pipeline.lib.stamps import has_adjacent_duplicate, in_key_order
 
 
 def forward_returns(
@@ -70,7 +70,7 @@ def forward_returns(
     # Time order is all the shifts per symbol and the as-of join per symbol need (prepared prices
     # come in (timestamp, symbol) order: no sort then). In that order a duplicated key sits next
     # to its twin (a cheap test; the struct hash below only runs to name the offending rows).
-    if not is_sorted_by_time_symbol(bars):
+    if not in_key_order(bars):
         bars = bars.sort("timestamp", "symbol")
     has_dup = has_adjacent_duplicate(bars, ["timestamp", "symbol"])
     dup = bars.filter(pl.struct("timestamp", "symbol").is_duplicated()) if has_dup else bars.clear()
