@@ -4,8 +4,9 @@ Runs ``ml4t run CONFIG --output DIR`` ``--rounds`` times, each in a new process 
 ``/usr/bin/time -v``, and prints every round's wall time, user and system CPU and peak RSS with
 their medians, plus the load average before and after. ``--profile FILE`` adds one more round
 under ``cProfile`` (``python -m cProfile -o FILE``) and prints its top entries by cumulative
-time. ``--repo PATH`` measures another checkout (e.g. a ``git worktree`` of ``main``): it goes
-first on ``PYTHONPATH``.
+time. ``--steps`` adds one more round that prints the process CPU time (all threads) and the
+peak RSS after each Dagster step, and the CPU of the imports. ``--repo PATH`` measures another
+checkout (e.g. a ``git worktree`` of ``main``): it goes first on ``PYTHONPATH``.
 
 Not a pytest benchmark: the figure is a whole fresh process (imports, Dagster, numba cache,
 report), which pytest-benchmark cannot time. Usage, from the repository root::
@@ -65,6 +66,51 @@ def _command(config: Path, output: Path, profile: Path | None = None) -> list[st
     return [sys.executable, "-c", code, *tail]
 
 
+_STEPS_CHILD = """
+import atexit, collections, resource, sys, time
+import dagster._core.execution.plan.execute_plan as plan  # private: wrapped to time each step
+
+cpu, rss = collections.Counter(), {}
+step_events = plan.dagster_event_sequence_for_step
+
+def timed(step_context, *args, **kwargs):
+    start = time.process_time()
+    try:
+        yield from step_events(step_context, *args, **kwargs)
+    finally:
+        cpu[step_context.step.key] += time.process_time() - start
+        rss[step_context.step.key] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+plan.dagster_event_sequence_for_step = timed
+before = time.process_time()
+from ml4t_pipeline.cli import main
+imports = time.process_time() - before
+
+@atexit.register
+def report():
+    out = sys.stderr
+    print(f"imports (ml4t_pipeline.cli) {imports:.2f} s CPU", file=out)
+    for key, seconds in cpu.most_common():
+        print(f"  {seconds:6.2f} s CPU  {key:28s} peak RSS after: {rss[key]:.0f} MB", file=out)
+    print(f"  {sum(cpu.values()):6.2f} s CPU  all steps", file=out)
+    print(f"process: {time.process_time():.2f} s CPU", file=out)
+
+sys.exit(main())
+"""
+
+
+def steps_round(config: Path, env: dict[str, str], workdir: Path, cwd: Path | None) -> str:
+    """One fresh ``ml4t run`` with the CPU time (process, all threads) and peak RSS of each
+    Dagster step; returns the table it printed."""
+    tail = ["run", str(config), "--output", str(workdir / "out")]
+    cmd = [sys.executable, "-c", _STEPS_CHILD, *tail]
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ml4t run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    start = proc.stderr.find("imports (ml4t_pipeline.cli)")
+    return proc.stderr[start:]
+
+
 def one_round(
     config: Path, env: dict[str, str], workdir: Path, cwd: Path | None = None
 ) -> dict[str, float]:
@@ -97,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, default=None, help="checkout to measure")
     parser.add_argument("--profile", type=Path, default=None, help="cProfile output file")
     parser.add_argument("--top", type=int, default=40, help="profile entries printed")
+    parser.add_argument(
+        "--steps", action="store_true", help="one more round: CPU and peak RSS per Dagster step"
+    )
     args = parser.parse_args(argv)
     env = dict(os.environ)
     if args.repo is not None:
@@ -125,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"median of {len(rows)}: wall {med['wall']:.2f} s, user {med['user']:.2f} s, "
                 f"sys {med['system']:.2f} s, peak RSS {med['rss_mb']:.0f} MB"
             )
+        if args.steps:
+            print(steps_round(config, env, workdir, args.repo), end="", flush=True)
+            shutil.rmtree(workdir / "out", ignore_errors=True)
         if args.profile is not None:
             cmd = _command(config, workdir / "out", args.profile)
             subprocess.run(cmd, env=env, cwd=args.repo, check=True, capture_output=True)

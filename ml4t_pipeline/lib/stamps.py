@@ -150,9 +150,33 @@ def require_utc(df: pl.DataFrame, column: str, what: str) -> None:
 
 def duplicated_rows(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Rows whose key columns appear more than once, every copy, in input order (or empty)."""
+    if (
+        sorted(keys) == ["symbol", "timestamp"]
+        and in_key_order(df)
+        and not has_adjacent_duplicate(df, keys)
+    ):
+        return df.clear()  # in key order every twin is a neighbour: none (one cheap pass)
     if df.select(pl.struct(keys).n_unique()).item() == df.height:
         return df.clear()
     return df.filter(pl.struct(keys).is_duplicated())
+
+
+def has_adjacent_duplicate(df: pl.DataFrame, keys: list[str]) -> bool:
+    """True when two neighbouring rows share every ``keys`` value (null equal to null).
+
+    On a frame sorted by ``keys`` (in any key order) every duplicated key sits next to its twin,
+    so this is the whole duplicate test at the cost of one pass, against a hash of every key
+    for ``is_duplicated``; on an unsorted frame it can miss duplicates."""
+    same = pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys])
+    return df.height > 1 and bool(df.select(same.slice(1).any()).item())
+
+
+def in_key_order(df: pl.DataFrame) -> bool:
+    """True when ``timestamp`` and ``symbol`` hold no null and the rows are in (timestamp,
+    symbol) order (symbol compared as text): each symbol's rows are then in time order, and a
+    duplicated key sits next to its twin (:func:`has_adjacent_duplicate` finds it)."""
+    no_null = ~pl.any_horizontal(pl.col("timestamp", "symbol").is_null()).any()
+    return bool(df.select(no_null).item()) and is_sorted_by_time_symbol(df)
 
 
 def is_sorted_by_time_symbol(df: pl.DataFrame) -> bool:

@@ -12,6 +12,8 @@ import math
 import numpy as np
 import polars as pl
 
+from ml4t_pipeline.lib.stamps import has_adjacent_duplicate, in_key_order
+
 
 def forward_returns(
     signals: pl.DataFrame,
@@ -64,13 +66,13 @@ def forward_returns(
             raise ValueError(f"{name} is missing column(s) {missing}; it has {frame.columns}")
     bars = prices.select(
         "timestamp", pl.col("symbol").cast(pl.String), pl.col("close").cast(pl.Float64)
-    ).sort("symbol", "timestamp")
-    # sorted by (symbol, timestamp): a duplicated key sits next to its twin (a cheap test; the
-    # struct hash below only runs to name the offending rows)
-    adjacent = (pl.col("timestamp") == pl.col("timestamp").shift(1)) & (
-        pl.col("symbol") == pl.col("symbol").shift(1)
     )
-    has_dup = bool(bars.select(adjacent.any()).item())
+    # Time order is all the shifts per symbol and the as-of join per symbol need (prepared prices
+    # come in (timestamp, symbol) order: no sort then). In that order a duplicated key sits next
+    # to its twin (a cheap test; the struct hash below only runs to name the offending rows).
+    if not in_key_order(bars):
+        bars = bars.sort("timestamp", "symbol")
+    has_dup = has_adjacent_duplicate(bars, ["timestamp", "symbol"])
     dup = bars.filter(pl.struct("timestamp", "symbol").is_duplicated()) if has_dup else bars.clear()
     if dup.height:
         raise ValueError(
@@ -84,17 +86,18 @@ def forward_returns(
         pl.col("timestamp").alias("anchor"),
     )
     anchor_time = "available_at" if "available_at" in signals.columns else "timestamp"
-    sig = (
-        signals.select(
-            pl.col("symbol").cast(pl.String),
-            pl.max_horizontal("timestamp", anchor_time).alias("_usable"),
-            pl.col(signal).cast(pl.Float64).alias("score"),
-        )
-        .filter(pl.col("score").is_not_null() & pl.col("score").is_not_nan())
-        .sort("symbol", "_usable")
-    )
+    sig = signals.select(
+        pl.col("symbol").cast(pl.String),
+        pl.max_horizontal("timestamp", anchor_time).alias("_usable"),
+        pl.col(signal).cast(pl.Float64).alias("score"),
+    ).filter(pl.col("score").is_not_null() & pl.col("score").is_not_nan())
+    if not sig.get_column("_usable").is_sorted():
+        sig = sig.sort("_usable", maintain_order=True)  # stable: a symbol's ties keep their order
+    # join_asof with ``by`` needs each symbol's rows in time order on both sides (both are in
+    # time order); every output row keeps its signal row's place, so ``keep="last"`` below keeps
+    # the later-usable of two signal rows anchored at one bar.
     joined = sig.join_asof(
-        bars.select("symbol", "anchor", "forward_return").sort("symbol", "anchor"),
+        bars.select("symbol", "anchor", "forward_return"),
         left_on="_usable",
         right_on="anchor",
         by="symbol",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -114,3 +115,43 @@ def test_materialization_records_code_version_and_run_tags_then_code_change_is_s
 
     monkeypatch.setattr(versions, "module_code_version", edited)
     assert status() == StaleStatus.STALE
+
+
+def _forget_parsed_imports() -> None:
+    for cached in (
+        versions._imports_cache,
+        versions._imported_names,
+        versions.code_closure,
+        versions.module_code_version,
+    ):
+        cached.cache_clear()
+
+
+@pytest.mark.parametrize("start", ["no file", "corrupt file"])
+def test_code_versions_from_imports_cache_equal_fresh_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: str
+) -> None:
+    # Arrange: the parsed-imports cache in a fresh place (absent, or not JSON)
+    cache_file = tmp_path / "imports.json"
+    if start == "corrupt file":
+        cache_file.write_text("{not json")
+    monkeypatch.setattr(versions, "_IMPORTS_CACHE", cache_file)
+    names = [m.__name__ for m in ASSET_MODULES]
+
+    # Act: a cold process (parses every file, writes the cache), then a warm one (reads it)
+    _forget_parsed_imports()
+    cold = {n: (versions.code_closure(n), versions.module_code_version(n)) for n in names}
+    _forget_parsed_imports()
+
+    def parse_again(*args: object, **kwargs: object) -> frozenset[str]:
+        raise AssertionError(f"parsed again: {args[1]}")
+
+    monkeypatch.setattr(versions, "_parse_imported_names", parse_again)
+    warm = {n: (versions.code_closure(n), versions.module_code_version(n)) for n in names}
+    _forget_parsed_imports()
+
+    # Assert: one entry per parsed file, none parsed again, the same closures and versions
+    files = set().union(*(closure for closure, _ in cold.values()))
+    entries = json.loads(cache_file.read_text())["entries"]
+    assert len(entries) >= len(files)
+    assert warm == cold

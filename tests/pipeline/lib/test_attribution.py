@@ -153,6 +153,37 @@ def test_forward_returns_anchor_at_first_bar_after_available_at() -> None:
     assert two["forward_return"].to_list() == pytest.approx([0.21, 9.0 / 11.0 - 1.0])
 
 
+def test_forward_returns_two_rows_at_one_anchor_keep_later_usable_any_input_order() -> None:
+    # Arrange: prices in (symbol, timestamp) order, not time order; A's two scores both anchor
+    # at bar 1 (the first usable 1 h after bar 0's close, the second at bar 1's close)
+    bars = [T0 + timedelta(days=i) for i in range(4)]
+    prices = pl.DataFrame(
+        {
+            "timestamp": bars + bars,
+            "symbol": ["A"] * 4 + ["B"] * 4,
+            "close": [10.0, 11.0, 12.1, 9.0, 5.0, 6.0, 7.0, 8.0],
+        }
+    )
+    signals = pl.DataFrame(
+        {
+            "timestamp": [bars[1], bars[0], bars[0]],
+            "symbol": ["A", "A", "B"],
+            "score": [2.0, 1.0, 3.0],
+            "available_at": [bars[1], bars[0] + timedelta(hours=1), bars[0]],
+        }
+    )
+
+    # Act
+    out = att.forward_returns(signals, prices, horizon=1)
+
+    # Assert: B at bar 0 (6/5 - 1), A at bar 1 with the later-usable score 2 (12.1/11 - 1)
+    assert out.select("timestamp", "symbol", "score").rows() == [
+        (bars[0], "B", 3.0),
+        (bars[1], "A", 2.0),
+    ]
+    assert out["forward_return"].to_list() == pytest.approx([0.2, 0.1])
+
+
 def test_forward_returns_duplicated_price_rows_refused_naming_them() -> None:
     bars = [T0 + timedelta(days=i) for i in range(3)]
     prices = pl.DataFrame(

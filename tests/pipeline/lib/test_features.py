@@ -7,9 +7,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from ml4t_pipeline.lib.features import FEATURE_COLUMNS, OUTPUT_COLUMNS, compute_features
 from ml4t_pipeline.lib.io import load_prices_file
+from ml4t_pipeline.lib.stamps import duplicated_rows, has_adjacent_duplicate
 from ml4t_pipeline.lib.timing import UTC_DATETIME
 
 T0 = datetime(2024, 1, 2, 21, tzinfo=UTC)
@@ -139,3 +143,52 @@ def test_compute_features_duplicate_key_raises() -> None:
 
 def test_feature_columns_are_output_columns() -> None:
     assert set(FEATURE_COLUMNS) <= set(OUTPUT_COLUMNS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["A", "B", None]), st.one_of(st.none(), st.integers(0, 3))),
+        max_size=12,
+    )
+)
+def test_has_adjacent_duplicate_on_sorted_frame_equals_hash_test(
+    keys: list[tuple[str | None, int | None]],
+) -> None:
+    # Arrange: a key frame with nulls and repeats, sorted as compute_features sorts it
+    frame = pl.DataFrame(keys, schema={"symbol": pl.String, "bar": pl.Int64}, orient="row").sort(
+        "symbol", "bar"
+    )
+
+    # Act
+    found = has_adjacent_duplicate(frame, ["symbol", "bar"])
+
+    # Assert: the same verdict as hashing every key (null equal to null)
+    assert found == bool(frame.select(pl.struct("symbol", "bar").is_duplicated().any()).item())
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.one_of(st.none(), st.integers(0, 3)), st.sampled_from(["A", "B", None])),
+        max_size=10,
+    ),
+    st.booleans(),
+)
+def test_duplicated_rows_key_order_fast_path_equals_hash_test(
+    keys: list[tuple[int | None, str | None]], in_order: bool
+) -> None:
+    # Arrange: (timestamp, symbol) keys with nulls and repeats, in key order or as drawn
+    frame = pl.DataFrame(keys, schema={"t": pl.Int64, "symbol": pl.String}, orient="row")
+    frame = frame.select(
+        (T0 + pl.duration(days=pl.col("t"))).alias("timestamp"),
+        "symbol",
+    )
+    if in_order:
+        frame = frame.sort("timestamp", "symbol")
+
+    # Act
+    found = duplicated_rows(frame, ["timestamp", "symbol"])
+
+    # Assert: every copy of a repeated key, in input order, as the hash test finds them
+    assert_frame_equal(found, frame.filter(pl.struct("timestamp", "symbol").is_duplicated()))

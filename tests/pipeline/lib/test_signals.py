@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from threadpoolctl import threadpool_limits
 
 from ml4t_pipeline.lib.signals import (
     FitRecord,
@@ -352,9 +353,12 @@ def test_walk_forward_bad_arguments_raise_value_error(
 # --- real data -----------------------------------------------------------------------------------
 
 
-def test_walk_forward_full_sp500_no_label_used_before_available(data_root: Path) -> None:
-    # Arrange: the full S&P file, dates stamped at the 16:00 New York close in UTC, and four
-    # price features computed inline (each uses bars <= t of its symbol only).
+SP500_FEATURES = ["ret_1", "ret_5", "ret_20", "vol_20"]
+
+
+def _sp500_prices_features(data_root: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The full S&P file (raw), its closes stamped at the 16:00 New York close in UTC, and four
+    price features computed inline (each uses bars <= t of its symbol only)."""
     raw = pl.read_parquet(data_root / "sp500_5yr_daily_ohlcv.parquet")
     prices = raw.select(
         (pl.col("timestamp") + pl.duration(hours=16))
@@ -373,9 +377,15 @@ def test_walk_forward_full_sp500_no_label_used_before_available(data_root: Path)
         (close / close.shift(20) - 1).over("symbol").alias("ret_20"),
         ret_1.rolling_std(20).over("symbol").alias("vol_20"),
     )
+    return raw, prices, features
+
+
+def test_walk_forward_full_sp500_no_label_used_before_available(data_root: Path) -> None:
+    # Arrange
+    raw, prices, features = _sp500_prices_features(data_root)
 
     # Act
-    result = run_walk_forward(prices, features, ["ret_1", "ret_5", "ret_20", "vol_20"])
+    result = run_walk_forward(prices, features, SP500_FEATURES)
     signals, fits = result.signals, result.fits
 
     # Assert
@@ -391,3 +401,21 @@ def test_walk_forward_full_sp500_no_label_used_before_available(data_root: Path)
     assert (signals["model_trained_at"] <= signals["timestamp"]).all()
     assert signals["score"].is_finite().all()
     assert signals.select(pl.struct("timestamp", "symbol").is_unique().all()).item()
+
+
+def test_walk_forward_scores_same_under_one_and_two_blas_threads(data_root: Path) -> None:
+    # Arrange: S&P features to mid-2014 (three monthly fits on 130k-160k rows: large enough
+    # that OpenBLAS splits Ridge's X.T @ X over threads; unpinned, 2 threads changed 29,898 of
+    # the 30,018 scores in the last bits).
+    _, prices, features = _sp500_prices_features(data_root)
+    early = features.filter(pl.col("timestamp") < datetime(2014, 7, 1, tzinfo=UTC))
+
+    # Act: the caller's BLAS thread count set to 1, then to 2
+    scores = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            scores.append(run_walk_forward(prices, early, SP500_FEATURES).signals)
+
+    # Assert: bit-for-bit the same scores
+    assert scores[0].height > 0
+    assert_frame_equal(scores[0], scores[1], check_exact=True)

@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ml4t_pipeline.lib.timing import (
     UTC_DATETIME,
@@ -482,3 +484,45 @@ def test_signal_uses_before_available_clean_panel_and_signal_not_in_table() -> N
     bad = signal_uses_before_available(used_panel([None, None, utc(2024, 1, 3, 21)]), signals)
     assert bad["row_index"].to_list() == [2]
     assert bad["available_at"].to_list() == [None]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bars_of=st.dictionaries(
+        st.sampled_from(["A", "B", "C"]), st.sets(st.integers(0, 15), min_size=1), min_size=1
+    ),
+    signals_of=st.dictionaries(st.sampled_from(["A", "B"]), st.sets(st.integers(0, 15))),
+    max_fill_bars=st.integers(0, 3),
+    shuffle_seed=st.integers(0, 10),
+)
+def test_asof_join_backward_status_matches_per_row_count(
+    bars_of: dict[str, set[int]],
+    signals_of: dict[str, set[int]],
+    max_fill_bars: int,
+    shuffle_seed: int,
+) -> None:
+    # Arrange: hourly bars per symbol and signal keys, both drawn; left rows in any order
+    t0 = utc(2024, 1, 2, 0)
+    rows = [(t0 + timedelta(hours=h), s) for s, hours in bars_of.items() for h in hours]
+    left = pl.DataFrame(rows, schema={"timestamp": UTC_DATETIME, "symbol": pl.String}, orient="row")
+    left = left.sample(fraction=1.0, shuffle=True, seed=shuffle_seed)
+    keys = [(s, t0 + timedelta(hours=h)) for s, hours in signals_of.items() for h in hours]
+    right = pl.DataFrame(keys, schema={"symbol": pl.String, "t": UTC_DATETIME}, orient="row")
+
+    # Act
+    out = asof_join_backward(
+        left, right, left_on="timestamp", right_on="t", by="symbol", max_fill_bars=max_fill_bars
+    )
+
+    # Assert: per row, the latest key <= the bar; the n-th bar (0-based) of the symbol to see it
+    # is fresh at n = 0, filled up to max_fill_bars, stale after; no key yet: missing
+    expected = []
+    for ts, symbol in left.iter_rows():
+        seen = [k for s, k in keys if s == symbol and k <= ts]
+        if not seen:
+            expected.append("missing")
+            continue
+        key = max(seen)
+        n = sum(1 for t, s in left.iter_rows() if s == symbol and key <= t < ts)
+        expected.append("fresh" if n == 0 else "filled" if n <= max_fill_bars else "stale")
+    assert out.frame["asof_status"].to_list() == expected
