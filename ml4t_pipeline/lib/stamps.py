@@ -150,12 +150,18 @@ def require_utc(df: pl.DataFrame, column: str, what: str) -> None:
 
 def duplicated_rows(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Rows whose key columns appear more than once, every copy, in input order (or empty)."""
+    time_cols = [k for k in keys if k != "symbol"]
     if (
-        sorted(keys) == ["symbol", "timestamp"]
-        and in_key_order(df)
+        len(keys) == 2
+        and len(time_cols) == 1
+        and time_cols[0] in df.columns
+        and df.schema[time_cols[0]].is_temporal()
+        and in_key_order(df, time_cols[0])
         and not has_adjacent_duplicate(df, keys)
     ):
-        return df.clear()  # in key order every twin is a neighbour: none (one cheap pass)
+        # In key order every twin is a neighbour: none (one cheap pass). The hashed test below
+        # holds every key in a table (+140 MB RSS on the S&P signals' 480k rows).
+        return df.clear()
     if df.select(pl.struct(keys).n_unique()).item() == df.height:
         return df.clear()
     return df.filter(pl.struct(keys).is_duplicated())
@@ -171,17 +177,17 @@ def has_adjacent_duplicate(df: pl.DataFrame, keys: list[str]) -> bool:
     return df.height > 1 and bool(df.select(same.slice(1).any()).item())
 
 
-def in_key_order(df: pl.DataFrame) -> bool:
-    """True when ``timestamp`` and ``symbol`` hold no null and the rows are in (timestamp,
+def in_key_order(df: pl.DataFrame, time_col: str = "timestamp") -> bool:
+    """True when ``time_col`` and ``symbol`` hold no null and the rows are in (``time_col``,
     symbol) order (symbol compared as text): each symbol's rows are then in time order, and a
     duplicated key sits next to its twin (:func:`has_adjacent_duplicate` finds it)."""
-    no_null = ~pl.any_horizontal(pl.col("timestamp", "symbol").is_null()).any()
-    return bool(df.select(no_null).item()) and is_sorted_by_time_symbol(df)
+    no_null = ~pl.any_horizontal(pl.col(time_col, "symbol").is_null()).any()
+    return bool(df.select(no_null).item()) and is_sorted_by_time_symbol(df, time_col)
 
 
-def is_sorted_by_time_symbol(df: pl.DataFrame) -> bool:
-    """True when rows are in (timestamp, symbol) order (symbol compared as text)."""
-    ts, sym = pl.col("timestamp"), pl.col("symbol").cast(pl.String)
+def is_sorted_by_time_symbol(df: pl.DataFrame, time_col: str = "timestamp") -> bool:
+    """True when rows are in (``time_col``, symbol) order (symbol compared as text)."""
+    ts, sym = pl.col(time_col), pl.col("symbol").cast(pl.String)
     in_order = (ts.shift(1) < ts) | ((ts.shift(1) == ts) & (sym.shift(1) <= sym))
     return bool(df.select(in_order.fill_null(True).all()).item())
 

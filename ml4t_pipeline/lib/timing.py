@@ -282,17 +282,25 @@ def signal_uses_before_available(
         raise ValueError(
             f"{what}: {dup.height} signal rows share a (timestamp, symbol) key: {first_rows(dup)}"
         )
-    lookup = signals.select(
+    # Lazy: the symbols are cast after the filter and the join and filter run as one query
+    # (eagerly, 0.6 s and +265 MB RSS on the S&P panel; lazily 0.1 s and +66 MB).
+    lookup = signals.lazy().select(
         pl.col("timestamp").alias(signal_time_col),
         pl.col("symbol").cast(pl.String),
         pl.col("available_at").alias("__available_at"),
     )
     uses = (
-        panel.select("timestamp", pl.col("symbol").cast(pl.String), signal_time_col)
+        panel.lazy()
+        .select("timestamp", "symbol", signal_time_col)
         .with_row_index("row_index")
         .filter(pl.col(signal_time_col).is_not_null())
+        .with_columns(pl.col("symbol").cast(pl.String))
     )
     checked = uses.join(lookup, on=[signal_time_col, "symbol"], how="left", maintain_order="left")
-    return checked.filter(
-        pl.col("__available_at").is_null() | (pl.col("__available_at") > pl.col("timestamp"))
-    ).rename({"__available_at": "available_at"})
+    return (
+        checked.filter(
+            pl.col("__available_at").is_null() | (pl.col("__available_at") > pl.col("timestamp"))
+        )
+        .rename({"__available_at": "available_at"})
+        .collect()
+    )
