@@ -299,6 +299,44 @@ def test_asof_join_backward_duplicate_right_key_raises() -> None:
         )
 
 
+def test_asof_join_backward_duplicate_right_key_in_time_symbol_order_names_every_copy() -> None:
+    # Right rows in (key, symbol) order: the duplicate test is the one-pass neighbour test.
+    right = pl.DataFrame(
+        {
+            "t": [utc(2024, 1, 2, 21)] * 3 + [utc(2024, 1, 3, 21)],
+            "symbol": ["A", "B", "B", "A"],
+            "v": [1.0, 2.0, 3.0, 4.0],
+        },
+        schema_overrides={"t": UTC_DATETIME},
+    )
+    with pytest.raises(ValueError, match=r"2 right rows share a key .*'B'.*'B'"):
+        asof_join_backward(
+            bars([utc(2024, 1, 3)]), right, left_on="timestamp", right_on="t", by="symbol"
+        )
+
+
+def test_asof_join_backward_wide_left_keeps_its_columns_and_order() -> None:
+    # Left out of time order with extra columns: they come back unchanged, right columns after.
+    left = pl.DataFrame(
+        {
+            "timestamp": [utc(2024, 1, 3, 21), utc(2024, 1, 2, 21), utc(2024, 1, 3, 21)],
+            "symbol": ["A", "A", "B"],
+            "close": [10.0, 9.0, 20.0],
+            "volume": [1, 2, 3],
+        },
+        schema_overrides={"timestamp": UTC_DATETIME},
+    )
+    right = pl.DataFrame(
+        {"symbol": ["A", "B"], "t": [utc(2024, 1, 2, 21), utc(2024, 1, 3, 22)], "v": [1.0, 2.0]},
+        schema_overrides={"t": UTC_DATETIME},
+    )
+    out = asof_join_backward(left, right, left_on="timestamp", right_on="t", by="symbol")
+    assert out.frame.columns == ["timestamp", "symbol", "close", "volume", "t", "v", "asof_status"]
+    assert out.frame.select(left.columns).equals(left)
+    assert out.frame["v"].to_list() == [1.0, 1.0, None]  # B's value is not visible at 21:00
+    assert out.frame["asof_status"].to_list() == ["filled", "fresh", "missing"]
+
+
 def test_asof_join_backward_clashing_columns_raise() -> None:
     right = pl.DataFrame(
         {"timestamp": [utc(2024, 1, 2)]}, schema_overrides={"timestamp": UTC_DATETIME}
