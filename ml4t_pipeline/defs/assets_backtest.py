@@ -100,7 +100,11 @@ def _offenders_check(name: str, offenders: pl.DataFrame, label: str) -> dg.Asset
     group_name=GROUP,
     kinds={"numpy"},
     automation_condition=RERUN_ON_NEW_INPUTS,
-    ins={"market_panel": dg.AssetIn(metadata={"lazy": True})},
+    ins={
+        "market_panel": dg.AssetIn(metadata={"lazy": True}),
+        # only the column names are read (the panel holds the values): a scan, not 64 MB of rows
+        "features": dg.AssetIn(metadata={"lazy": True}),
+    },
 )
 def backtest(
     context: dg.AssetExecutionContext,
@@ -108,7 +112,7 @@ def backtest(
     market_panel: pl.LazyFrame,
     market_context: pl.DataFrame,
     signals: pl.DataFrame,
-    features: pl.DataFrame,
+    features: pl.LazyFrame,
 ) -> dg.Output[dict[str, pl.DataFrame]]:
     """Run the event-driven engine; store its trades, portfolio states, fills and rejections.
 
@@ -118,7 +122,7 @@ def backtest(
     """
     cfg = experiments.load(context.partition_key)
     quotes = experiment_quotes(cfg, experiments.root())
-    indicators = value_columns(features)
+    indicators = value_columns(features.head(0).collect())
     if cfg.data.universe is not None:  # the in_universe flag, for on_exit_universe rules
         indicators = [*indicators, IN_UNIVERSE]
     columns = (value_columns(signals), indicators)
