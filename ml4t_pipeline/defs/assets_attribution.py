@@ -90,6 +90,8 @@ def attribution_by_exit_reason(trades: pl.DataFrame) -> Iterator[Any]:
     kinds={"polars"},
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[_reconciles_spec("attribution_by_signal")],
+    # a scan: one indicator column is read, and only when the strategy ranks by an indicator
+    ins={"features": dg.AssetIn(metadata={"lazy": True})},
 )
 def attribution_by_signal(
     context: dg.AssetExecutionContext,
@@ -97,7 +99,7 @@ def attribution_by_signal(
     trades: pl.DataFrame,
     signals: pl.DataFrame,
     prices: pl.DataFrame,
-    features: pl.DataFrame,
+    features: pl.LazyFrame,
 ) -> Iterator[Any]:
     """P&L and hit rate by decile of the entry signal, and the information coefficient (Spearman
     rank correlation of the score with the realised forward return) per period, with its mean
@@ -108,9 +110,13 @@ def attribution_by_signal(
     horizon = cfg.ic_horizon()
     if signal not in signals.columns:
         # the strategy ranks by an indicator (e.g. ret_20): known at its own bar's close
-        signals = features.select(
-            "timestamp", "symbol", signal, pl.col("timestamp").alias("available_at")
-        ).drop_nulls(signal)
+        signals = (
+            features.select(
+                "timestamp", "symbol", signal, pl.col("timestamp").alias("available_at")
+            )
+            .drop_nulls(signal)
+            .collect()
+        )
     deciles = attribution_lib.by_signal_decile(trades, f"entry_{signal}")
     result = attribution_lib.reconcile(deciles, trades, "by_signal_decile")
     ic = attribution_lib.information_coefficient(
