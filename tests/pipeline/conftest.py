@@ -23,24 +23,39 @@ from tests.pipeline.helpers import DemoCliRun
 @pytest.fixture(scope="session")
 def demo_cli_run(request: pytest.FixtureRequest) -> DemoCliRun:
     """The demo experiment run once through the CLI (once per test run, shared by the
-    pytest-xdist workers); read it, or copy it before changing it."""
+    pytest-xdist workers) with ``DAGSTER_HOME`` set, so its Dagster run is kept for the tests
+    that read the instance; read it, or copy it before changing it."""
 
-    def build(base: Path) -> dict[str, object]:
+    def build(folder: Path) -> dict[str, object]:
+        base, home = folder / "run", folder / "dagster_home"
         config = base / "configs" / "demo.yaml"
-        config.parent.mkdir()
+        config.parent.mkdir(parents=True)
         config.write_bytes((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
+        home.mkdir()
+        (home / "dagster.yaml").write_text("")
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            pytest.MonkeyPatch.context() as mp,
+        ):
+            mp.setenv("DAGSTER_HOME", str(home))
             code = main(["run", str(config), "--output", str(base / "out")])
         assert code == 0, err.getvalue()
-        return {"base": str(base), "code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+        return {
+            "folder": str(folder),
+            "code": code,
+            "stdout": out.getvalue(),
+            "stderr": err.getvalue(),
+        }
 
     built = once_per_run(request.config, "demo_cli_run", build)
-    base = Path(str(built["base"]))
+    folder = Path(str(built["folder"]))
     run = DemoCliRun(
-        base,
-        base / "configs" / "demo.yaml",
-        base / "out",
+        folder / "run",
+        folder / "run" / "configs" / "demo.yaml",
+        folder / "run" / "out",
+        folder / "dagster_home",
         int(str(built["code"])),
         str(built["stdout"]),
         str(built["stderr"]),
