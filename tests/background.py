@@ -7,7 +7,10 @@ uses such a fixture, ``tests/conftest.py`` starts the same computation as a chil
 (``nice -n 10``: it takes the idle core and yields to the tests' own processes); the fixture
 then waits for its child and reads the result. What the child runs is the same command or
 function on the same inputs; its code stays covered by the in-process tests of the same paths
-(the demo runs, the validation assets).
+(the demo runs, the validation assets). The suite runs on two pytest-xdist workers: a job is
+started once per test run (the first process to claim its folder under :func:`shared_folder`)
+and every worker waits for that one child; :func:`once_per_run` does the same for an in-process
+set-up (the demo CLI run).
 """
 
 from __future__ import annotations
