@@ -8,6 +8,7 @@ Tests read real data from the shared data folder (``../shared/data`` beside the 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,26 +44,23 @@ def data_root() -> Path:
 def numba_compiles_untraced() -> Iterator[None]:
     """numba compiles a kernel in Python code (its own); under the coverage tracer each compile
     cost ~1.6x its plain CPU time (63 s vs 40 s for ``tests/engine/test_fastpath.py``'s
-    kernels). The tracer pauses for the compile (``Coverage.stop``/``start``, the public API):
-    no line of ours runs while numba compiles, the kernels' lines are measured through their
+    kernels). The compiling thread's tracer is set aside for the compile and put back after it
+    (``sys.settrace``: that thread only; coverage's tracer supports being reinstalled so): no
+    line of ours runs while numba compiles, the kernels' lines are measured through their
     ``py_func`` runs."""
-    import coverage
     from numba.core.dispatcher import Dispatcher
 
-    if coverage.Coverage.current() is None:
-        yield
-        return
     original = Dispatcher.compile
 
     def compile_untraced(self: Any, sig: Any) -> Any:
-        cov = coverage.Coverage.current()
-        if cov is None:
+        tracer = sys.gettrace()
+        if tracer is None:
             return original(self, sig)
-        cov.stop()
+        sys.settrace(None)
         try:
             return original(self, sig)
         finally:
-            cov.start()
+            sys.settrace(tracer)
 
     Dispatcher.compile = compile_untraced  # type: ignore[method-assign]
     try:
