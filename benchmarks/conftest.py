@@ -57,3 +57,11 @@ def reference() -> ReferenceInputs:
     if not (root / "sp500_5yr_daily_ohlcv.parquet").exists():
         pytest.skip(f"real market data not found under {root}")
     return load_reference_inputs(root)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Benchmarks time one process: no pytest-xdist workers here (``pyproject.toml``'s addopts
+    start two for the test suite; pytest-benchmark switches itself off under xdist)."""
+    if getattr(config.option, "numprocesses", None) is not None:
+        config.option.numprocesses = 0

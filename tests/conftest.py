@@ -8,7 +8,10 @@ Tests read real data from the shared data folder (``../shared/data`` beside the 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +38,35 @@ def data_root() -> Path:
     # experiment configs resolve relative data paths against this variable
     os.environ.setdefault("ML4T_DATA_ROOT", str(root))
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def numba_compiles_untraced() -> Iterator[None]:
+    """numba compiles a kernel in Python code (its own); under the coverage tracer each compile
+    cost ~1.6x its plain CPU time (63 s vs 40 s for ``tests/engine/test_fastpath.py``'s
+    kernels). The compiling thread's tracer is set aside for the compile and put back after it
+    (``sys.settrace``: that thread only; coverage's tracer supports being reinstalled so): no
+    line of ours runs while numba compiles, the kernels' lines are measured through their
+    ``py_func`` runs."""
+    from numba.core.dispatcher import Dispatcher
+
+    original = Dispatcher.compile
+
+    def compile_untraced(self: Any, sig: Any) -> Any:
+        tracer = sys.gettrace()
+        if tracer is None:
+            return original(self, sig)
+        sys.settrace(None)
+        try:
+            return original(self, sig)
+        finally:
+            sys.settrace(tracer)
+
+    Dispatcher.compile = compile_untraced  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Dispatcher.compile = original  # type: ignore[method-assign]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

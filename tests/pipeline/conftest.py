@@ -15,22 +15,51 @@ from pathlib import Path
 import pytest
 
 from ml4t_pipeline.cli import main
-from tests.background import job_folder
+from tests.background import job_folder, once_per_run
 from tests.conftest import REPO_ROOT, shared_data_root
 from tests.pipeline.helpers import DemoCliRun
 
 
 @pytest.fixture(scope="session")
-def demo_cli_run(tmp_path_factory: pytest.TempPathFactory) -> DemoCliRun:
-    """The demo experiment run once through the CLI; read it, or copy it before changing it."""
-    base = tmp_path_factory.mktemp("demo_cli_run")
-    config = base / "configs" / "demo.yaml"
-    config.parent.mkdir()
-    config.write_bytes((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["run", str(config), "--output", str(base / "out")])
-    run = DemoCliRun(base, config, base / "out", code, out.getvalue(), err.getvalue())
+def demo_cli_run(request: pytest.FixtureRequest) -> DemoCliRun:
+    """The demo experiment run once through the CLI (once per test run, shared by the
+    pytest-xdist workers) with ``DAGSTER_HOME`` set, so its Dagster run is kept for the tests
+    that read the instance; read it, or copy it before changing it."""
+
+    def build(folder: Path) -> dict[str, object]:
+        base, home = folder / "run", folder / "dagster_home"
+        config = base / "configs" / "demo.yaml"
+        config.parent.mkdir(parents=True)
+        config.write_bytes((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
+        home.mkdir()
+        (home / "dagster.yaml").write_text("")
+        out, err = io.StringIO(), io.StringIO()
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            pytest.MonkeyPatch.context() as mp,
+        ):
+            mp.setenv("DAGSTER_HOME", str(home))
+            code = main(["run", str(config), "--output", str(base / "out")])
+        assert code == 0, err.getvalue()
+        return {
+            "folder": str(folder),
+            "code": code,
+            "stdout": out.getvalue(),
+            "stderr": err.getvalue(),
+        }
+
+    built = once_per_run(request.config, "demo_cli_run", build)
+    folder = Path(str(built["folder"]))
+    run = DemoCliRun(
+        folder / "run",
+        folder / "run" / "configs" / "demo.yaml",
+        folder / "run" / "out",
+        folder / "dagster_home",
+        int(str(built["code"])),
+        str(built["stdout"]),
+        str(built["stderr"]),
+    )
     assert run.code == 0, run.stderr
     return run
 

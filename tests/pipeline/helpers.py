@@ -33,12 +33,14 @@ class DemoCliRun:
     """``ml4t run <base>/configs/demo.yaml --output <base>/out`` and what it printed.
 
     ``config`` is a copy of ``configs/demo.yaml`` (same bytes, so the same ``config_sha256``);
-    ``base`` holds only ``configs`` and ``out``.
+    ``base`` holds only ``configs`` and ``out``; ``home`` is the ``DAGSTER_HOME`` the run was
+    recorded in (its only run).
     """
 
     base: Path
     config: Path
     out: Path
+    home: Path
     code: int
     stdout: str
     stderr: str

@@ -19,7 +19,7 @@ import pytest
 from ml4t_pipeline import runner
 from ml4t_pipeline.defs.io_managers import CONTROL_DIR
 from ml4t_pipeline.lib import output as output_lib
-from tests.pipeline.helpers import demo_config
+from tests.pipeline.helpers import DemoCliRun
 
 STAGING_MARK = ".tmp-"
 
@@ -42,21 +42,14 @@ def _materialization_meta(entries: list[dg.EventLogEntry]) -> dict[str, dict[str
 
 
 @pytest.fixture(scope="module")
-def home_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One ``run_to_folder`` of the demo with ``DAGSTER_HOME`` set, and its kept instance."""
-    base = tmp_path_factory.mktemp("dagster_home_run")
-    home = base / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("")
-    config = demo_config(base / "configs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DAGSTER_HOME", str(home))
-        outcome = runner.run_to_folder(config, base / "out")
-        assert outcome.success, outcome.failure
-        instance = dg.DagsterInstance.get()
-        entries = _events(instance, outcome.result.run_id)
-        run = instance.get_run_by_id(outcome.result.run_id)
-    return {"outcome": outcome, "entries": entries, "run": run, "out": base / "out"}
+def home_run(demo_cli_run: DemoCliRun) -> dict[str, Any]:
+    """The session's ``ml4t run`` of the demo (``demo_cli_run``, run with ``DAGSTER_HOME``
+    set) and the one run its instance kept."""
+    assert demo_cli_run.code == 0, demo_cli_run.stderr
+    with dg.DagsterInstance.from_config(str(demo_cli_run.home)) as instance:
+        (run,) = instance.get_runs()
+        entries = _events(instance, run.run_id)
+    return {"entries": entries, "run": run, "out": demo_cli_run.out}
 
 
 def test_run_dagster_home_keeps_run_tagged_with_output_folder(home_run: dict[str, Any]) -> None:
