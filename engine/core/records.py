@@ -186,6 +186,12 @@ def empty_records(kind: Kind, capacity: int) -> RecordArray:
     return np.empty(capacity, dtype=DTYPES[kind])
 
 
+def _check_dtype(kind: Kind, records: RecordArray) -> None:
+    """Raise ``TypeError`` unless ``records`` has the dtype of ``kind``."""
+    if records.dtype != DTYPES[kind]:
+        raise TypeError(f"{kind} records must have dtype {DTYPES[kind]}, got {records.dtype}")
+
+
 class Records:
     """The records of one run, by kind, with the code tables of their strings.
 
@@ -272,8 +278,7 @@ class Records:
         TypeError
             If ``records`` is not of the kind's dtype.
         """
-        if records.dtype != DTYPES[kind]:
-            raise TypeError(f"{kind} records must have dtype {DTYPES[kind]}, got {records.dtype}")
+        _check_dtype(kind, records)
         tail, start = self.reserve(kind, records.size)
         end = start + records.size
         tail[start:end] = records
@@ -288,8 +293,7 @@ class Records:
         TypeError
             If ``records`` is not of the kind's dtype.
         """
-        if records.dtype != DTYPES[kind]:
-            raise TypeError(f"{kind} records must have dtype {DTYPES[kind]}, got {records.dtype}")
+        _check_dtype(kind, records)
         self._flush(kind)
         self._seal_tail(kind)
         self._typed[kind].append(records)

@@ -46,13 +46,17 @@ class Scripted(Strategy):
         self.actions = actions
         self.seen: list[tuple[int, str, float]] = []
 
+    def record_working(self, k: int) -> None:
+        """Note every working order's status and filled shares at bar ``k``."""
+        for order in self.broker.open_orders():
+            self.seen.append((k, order.status.value, order.filled))
+
     def on_timestamp_batch(
         self, timestamp: datetime, batch: BarBatch, context: dict[str, float]
     ) -> None:
         broker = self.broker
         k = batch.index
-        for order in broker.open_orders():
-            self.seen.append((k, order.status.value, order.filled))
+        self.record_working(k)
         for bar, sym, kind, q in self.actions:
             if bar != k:
                 continue
@@ -247,8 +251,7 @@ class Batched(Scripted):
     ) -> None:
         broker = self.broker
         k = batch.index
-        for order in broker.open_orders():
-            self.seen.append((k, order.status.value, order.filled))
+        self.record_working(k)
         todo = [(sym, kind, q) for bar, sym, kind, q in self.actions if bar == k]
         while todo:
             kind = "close" if todo[0][1] == "close" else "order"
