@@ -121,8 +121,8 @@ def momentum_scores(panel: pl.DataFrame, before: datetime) -> pl.DataFrame:
     ).filter(pl.col("timestamp") < before)
 
 
-def atr_14() -> pl.Expr:
-    """ATR-14 per symbol: the 14-bar simple mean of the true range
+def atr(window: int) -> pl.Expr:
+    """ATR per symbol, column ``atr_<window>``: the ``window``-bar simple mean of the true range
     (``max(high - low, |high - prev close|, |low - prev close|)``), known at the bar's close.
     Needs a frame sorted by ``symbol``, ``timestamp``."""
     prev_close = pl.col("close").shift(1).over("symbol")
@@ -131,7 +131,12 @@ def atr_14() -> pl.Expr:
         (pl.col("high") - prev_close).abs(),
         (pl.col("low") - prev_close).abs(),
     )
-    return true_range.rolling_mean(14).over("symbol").alias("atr_14")
+    return true_range.rolling_mean(window).over("symbol").alias(f"atr_{window}")
+
+
+def atr_14() -> pl.Expr:
+    """:func:`atr` over 14 bars (column ``atr_14``)."""
+    return atr(14)
 
 
 def vix_context(panel: pl.DataFrame, data_root: object) -> pl.DataFrame:

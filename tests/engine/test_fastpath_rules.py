@@ -51,7 +51,7 @@ from tests.engine.fastpath_helpers import (
     run_both,
     use_python_kernels,
 )
-from tests.engine.helpers import atr_14, momentum_scores, ts, vix_context
+from tests.engine.helpers import atr, atr_14, momentum_scores, ts, vix_context
 
 # Several stop-setting rules on purpose: the registration warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:rules .* all set a .* level:UserWarning")
@@ -80,23 +80,12 @@ def _seeds_top25() -> list[RiskRule]:
     ]
 
 
-def _atr_5() -> pl.Expr:
-    """A 5-bar ATR (:func:`atr_14`'s true range over 5 bars), a second ATR column."""
-    prev_close = pl.col("close").shift(1).over("symbol")
-    true_range = pl.max_horizontal(
-        pl.col("high") - pl.col("low"),
-        (pl.col("high") - prev_close).abs(),
-        (pl.col("low") - prev_close).abs(),
-    )
-    return true_range.rolling_mean(5).over("symbol").alias("atr_5")
-
-
 @pytest.fixture(scope="module")
 def regime_data(sp500_panel: pl.DataFrame, data_root: Path) -> MarketData:
     """The S&P panel before mid-2015 with ``score`` (20-day return), ``atr_14``, ``atr_5`` and
     the VIX as market context (the previous session's close, no look-ahead)."""
     panel = momentum_scores(
-        sp500_panel.sort("symbol", "timestamp").with_columns(atr_14(), _atr_5()),
+        sp500_panel.sort("symbol", "timestamp").with_columns(atr_14(), atr(5)),
         datetime(2015, 6, 1, tzinfo=UTC),
     )
     return MarketData.from_frame(
