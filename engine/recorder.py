@@ -9,7 +9,8 @@ from both.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
@@ -24,7 +25,7 @@ from engine.core.layout import (
     TYPE_NAMES,
     UNPLACED,
 )
-from engine.core.records import Records
+from engine.core.records import RecordArray, Records
 from engine.data import MarketData
 from engine.orders import Order
 
@@ -32,6 +33,25 @@ UTC_US = pl.Datetime("us", "UTC")
 _TYPE_CODES = {name: code for code, name in enumerate(TYPE_NAMES)}
 _STATUS_CODES = {name: code for code, name in enumerate(STATUS_NAMES)}
 _TIF_CODES = {name: code for code, name in enumerate(TIF_NAMES)}
+
+
+@runtime_checkable
+class OrderRecordSource(Protocol):
+    """A run's orders by id, some held as order records (the Python driver's
+    :class:`engine.broker.lane_rows.OrderLog`)."""
+
+    def runs(self) -> Iterator[tuple[int, int, bool]]:
+        """``(start, end, is_rows)`` runs of order ids: records (``order_records``) or
+        :class:`engine.Order` objects (``self[k]``)."""
+        ...
+
+    def order_records(self, start: int, end: int) -> RecordArray:
+        """The ``ORDER_DTYPE`` records of ids ``start:end`` (a run with ``is_rows``)."""
+        ...
+
+    def __getitem__(self, k: int) -> Order: ...
+
+
 _EVENT_CODES = {name: code for code, name in enumerate(EVENT_NAMES)}
 
 
@@ -339,31 +359,45 @@ class Recorder:
             }
         )
 
-    def orders_frame(self, orders: list[Order]) -> pl.DataFrame:
-        """Every order with its final status; ``orders``: the Python driver's order objects
-        (recorded now), empty when the records already hold the orders."""
+    def _stage_orders(self, orders: Iterator[Order]) -> None:
+        """Stage one record per order of ``orders`` (their fields as they are now)."""
         records = self.records
-        if orders:
-            reason_code = records.reason_code
-            text_code = records.text_code
-            records.orders.extend(
-                (
-                    o.submit_index,
-                    o.sid,
-                    _TYPE_CODES[o.order_type],
-                    _STATUS_CODES[o.status],
-                    reason_code(o.reason),
-                    text_code(o.status_reason),
-                    _TIF_CODES[o.tif],
-                    o.parent_id,
-                    o.decision_row,
-                    o.quantity,
-                    o.filled,
-                    o.limit_price,
-                    o.stop_price,
-                )
-                for o in orders
+        reason_code = records.reason_code
+        text_code = records.text_code
+        records.orders.extend(
+            (
+                o.submit_index,
+                o.sid,
+                _TYPE_CODES[o.order_type],
+                _STATUS_CODES[o.status],
+                reason_code(o.reason),
+                text_code(o.status_reason),
+                _TIF_CODES[o.tif],
+                o.parent_id,
+                o.decision_row,
+                o.quantity,
+                o.filled,
+                o.limit_price,
+                o.stop_price,
             )
+            for o in orders
+        )
+
+    def orders_frame(self, orders: Sequence[Order]) -> pl.DataFrame:
+        """Every order with its final status; ``orders``: the Python driver's orders by id
+        (recorded now; an :class:`OrderRecordSource` hands its order rows over as they are),
+        empty when the records already hold the orders."""
+        records = self.records
+        if not orders:
+            pass
+        elif isinstance(orders, OrderRecordSource):
+            for start, end, is_rows in orders.runs():
+                if is_rows:
+                    records.extend("orders", orders.order_records(start, end))
+                else:
+                    self._stage_orders(orders[k] for k in range(start, end))
+        else:
+            self._stage_orders(iter(orders))
         c = records.table("orders")
         n = c.size
         return pl.DataFrame(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -82,7 +83,7 @@ class BacktestResult:
     compiled: bool = False
     corporate_actions: pl.DataFrame = field(default_factory=pl.DataFrame)
     _recorder: Recorder | None = field(default=None, repr=False, compare=False)
-    _order_list: list[Order] = field(default_factory=list, repr=False, compare=False)
+    _order_list: Sequence[Order] = field(default_factory=list, repr=False, compare=False)
 
     @cached_property
     def orders(self) -> pl.DataFrame:
@@ -103,7 +104,7 @@ class BacktestResult:
         cls,
         *,
         recorder: Recorder,
-        orders: list[Order],
+        orders: Sequence[Order],
         open_positions: pl.DataFrame,
         config: ExecutionConfig,
         n_bar_events: int,

@@ -62,7 +62,8 @@ class Broker(BrokerState):
     ) -> None:
         super().__init__(data, config, risk_manager, recorder, on_fill)
         if lane_settings(self):
-            self._lane = OrderRows(recorder.records, data.n_symbols)
+            self._lane = OrderRows(recorder.records, data.n_symbols, names=self._names)
+            self.orders.bind(self._lane)
 
     # ------------------------------------------------------------------ queries
     def position(self, symbol: str) -> float:
@@ -156,11 +157,10 @@ class Broker(BrokerState):
     def referenced_rows(self) -> IntArray:
         """Market-data rows the run state still points at (latest bars, decision bars of
         working orders and open trades): what a chunk boundary must carry over."""
-        rows = [
-            int(o.decision_row)
-            for o in (*self._lane_orders(), *self.book, *self._new_orders)
-            if o.is_active
-        ]
+        rows = [int(o.decision_row) for o in (*self.book, *self._new_orders) if o.is_active]
+        lane = self._lane
+        if lane is not None:  # the lane's rows directly (no order view needed)
+            rows.extend(lane.decision_row[lane.working()].tolist())
         rows.extend(self._new_entries.values())
         extra = np.asarray(rows, dtype=np.int64)
         trades = self._aux_i[layout.A_DROW, self.trades.sids()]
@@ -178,7 +178,13 @@ class Broker(BrokerState):
             return
         seen = self.last_row >= 0
         self.last_row[seen] = remap[self.last_row[seen]]
-        for order in (*self._lane_orders(), *self.book, *self._new_orders):
+        lane = self._lane
+        if lane is not None:  # the lane's rows directly (no order view needed)
+            ids = np.asarray(lane.working(), dtype=np.int64)
+            rows = lane.decision_row[ids]
+            carried_ids = ids[rows >= 0]
+            lane.decision_row[carried_ids] = remap[rows[rows >= 0]]
+        for order in (*self.book, *self._new_orders):
             if order.is_active and order.decision_row >= 0:
                 order.decision_row = int(remap[order.decision_row])
         open_ = self.trades.sids()

@@ -232,6 +232,12 @@ def risk_exit(broker: BrokerState, sid: int, quantity: float | None, rule: str, 
 
 def validate_new_orders(broker: BrokerState) -> None:
     """Step 4 (hook B): pass, shrink or reject the strategy's new orders."""
+    lane = broker._lane
+    if lane is not None:
+        # no risk manager, no fill at the close; every new order is the lane's (an order
+        # outside it ends the lane), and no stop exit has happened (no reentry cooldown)
+        lane.accept()
+        return
     if not broker._new_orders:
         return
     orders = broker._new_orders
@@ -239,9 +245,6 @@ def validate_new_orders(broker: BrokerState) -> None:
     if broker._cooldown:
         apply_cooldown(broker, orders)
     risk = broker._risk
-    if broker._lane is not None:  # no risk manager, no fill at the close
-        broker._lane.accept(orders)
-        return
     if risk is None or not risk.order_rules:
         book = broker.book
         accepted = broker._accepted_this_bar

@@ -36,102 +36,15 @@ from engine.core.layout import (
     S_ACCEPTED,
     S_PARTIAL,
     S_SUBMITTED,
-    STATUS_NAMES,
-    TRANSITIONS,
 )
 from engine.core.ledger import execute_fill, portfolio_value
 from engine.core.records import Kind, RecordArray
 from engine.data import FloatArray, IntArray
-from engine.orders import Order, OrderStatus, OrderType, TimeInForce
+from engine.orders import Order
 from engine.risk.kernels import mark_bar, set_last_rows
 
 if TYPE_CHECKING:
     from engine.broker.state import BrokerState
-
-_STATUSES = tuple(OrderStatus(name) for name in STATUS_NAMES)
-_STATUS_CODES = {status: code for code, status in enumerate(_STATUSES)}
-_MARKET = OrderType.MARKET
-_GTC = TimeInForce.GTC
-_new_object = object.__new__
-if not TRANSITIONS[S_SUBMITTED, S_ACCEPTED]:
-    raise RuntimeError("the core's transition matrix must allow submitted -> accepted")
-
-
-class RecordOrder(Order):
-    """An :class:`engine.Order` whose status, quantities, status reason and decision row live
-    in the lane's order row (:class:`OrderRows`); the other fields are its own."""
-
-    __slots__ = ("_rows",)
-    _rows: OrderRows
-    # the fields every lane order shares (class attributes: nothing to set per order)
-    order_type = _MARKET
-    limit_price = math.nan
-    stop_price = math.nan
-    trail_amount = math.nan
-    trail_percent = math.nan
-    trail_extreme = math.nan
-    triggered = False
-    tif = _GTC
-    reason = "strategy"
-    take_profit = math.nan
-    stop_loss = math.nan
-    parent_id = -1
-    oco_id = -1
-    bars_eligible = 0
-
-    @property
-    def submit_index(self) -> int:
-        """Index of the decision bar (from its row)."""
-        return int(self._rows.submit_index.item(self.order_id))
-
-    @submit_index.setter
-    def submit_index(self, value: int) -> None:
-        self._rows.submit_index[self.order_id] = value
-
-    @property
-    def status(self) -> OrderStatus:
-        """The order's status (from its row)."""
-        return _STATUSES[self._rows.status.item(self.order_id)]
-
-    @status.setter
-    def status(self, value: OrderStatus) -> None:
-        self._rows.status[self.order_id] = _STATUS_CODES[value]
-
-    @property
-    def quantity(self) -> float:
-        """Signed shares requested (from its row)."""
-        return float(self._rows.quantity.item(self.order_id))
-
-    @quantity.setter
-    def quantity(self, value: float) -> None:
-        self._rows.quantity[self.order_id] = value
-
-    @property
-    def filled(self) -> float:
-        """Signed shares filled so far (from its row)."""
-        return float(self._rows.filled.item(self.order_id))
-
-    @filled.setter
-    def filled(self, value: float) -> None:
-        self._rows.filled[self.order_id] = value
-
-    @property
-    def status_reason(self) -> str:
-        """Why it was rejected, cancelled or expired (from its row; ``""`` otherwise)."""
-        return self._rows.texts[self._rows.status_reason.item(self.order_id)]
-
-    @status_reason.setter
-    def status_reason(self, value: str) -> None:
-        self._rows.status_reason[self.order_id] = self._rows.text_code(value)
-
-    @property
-    def decision_row(self) -> int:
-        """Market-data row of the decision bar (from its row; -1: none)."""
-        return int(self._rows.decision_row.item(self.order_id))
-
-    @decision_row.setter
-    def decision_row(self, value: int) -> None:
-        self._rows.decision_row[self.order_id] = value
 
 
 def lane_settings(broker: BrokerState) -> bool:
@@ -161,20 +74,16 @@ def lane_order(broker: BrokerState, rows: OrderRows, sid: int, quantity: float) 
     order_id = len(orders)
     if order_id >= rows.capacity:
         rows.ensure(order_id + 1)
-    # the row's other fields are those of every lane order (_blank_rows)
+    # the row's other fields are those of every lane order (blank_rows)
     rows.submit_index[order_id] = i
     rows.sid[order_id] = sid
     rows.decision_row[order_id] = decision_row
     rows.quantity[order_id] = quantity
-    order: RecordOrder = _new_object(RecordOrder)
-    order._rows = rows
-    order.order_id = order_id
-    order.symbol = broker._names[sid]
-    order.sid = sid
+    order = rows.view(order_id)
     orders.append(order)
     pending = broker.pending
     pending[sid] = pending.item(sid) + quantity
-    broker._new_orders.append(order)
+    rows.placed_now(order_id, order_id + 1)
     return order
 
 
@@ -185,9 +94,11 @@ def lane_batch(
     quantities: FloatArray | float | None,
 ) -> IntArray:
     """Plain GTC market orders of the strategy for symbol ids ``sids``, in their order, each
-    placed as :func:`lane_order` places one: ``quantities`` (signed shares, one per id or one
-    for all) or, with ``None``, an order closing each symbol's position plus its working
-    orders (none where they net to less than 1e-9 shares, so a symbol twice closes once).
+    placed as :func:`lane_order` places one (by :func:`lane_intake`, without an
+    :class:`engine.Order` object: ``broker.orders`` makes an order's view when asked):
+    ``quantities`` (signed shares, one per id or one for all) or, with ``None``, an order
+    closing each symbol's position plus its working orders (none where they net to less
+    than 1e-9 shares, so a symbol twice closes once).
 
     Every id and quantity is checked before any order is placed.
 
@@ -202,31 +113,98 @@ def lane_batch(
         If ``sids`` has an id outside the universe, or a quantity is not finite, is zero, or
         is fractional while fractional shares are off (nothing is placed then).
     """
-    ids: list[int] = sids.tolist()
-    n_symbols = broker.data.n_symbols
-    for k, sid in enumerate(ids):
-        if not 0 <= sid < n_symbols:
-            raise ValueError(intake_error(broker, sids, quantities, k))
-    first = len(broker.orders)
+    orders = broker.orders
+    first = len(orders)
+    n = sids.size
+    if first + n > rows.capacity:
+        rows.ensure(first + n)
+    if rows.placed.size < n:
+        rows.placed = np.empty(n, dtype=np.int64)
     if quantities is None:
-        qty = broker.qty
-        pending = broker.pending
-        placed = []
-        for sid in ids:
-            current: float = qty.item(sid) + pending.item(sid)
-            if abs(current) >= 1e-9:
-                placed.append(lane_order(broker, rows, sid, -current).order_id)
-        return np.array(placed, dtype=np.int64)
-    each: list[float] = (
-        [quantities] * len(ids) if isinstance(quantities, float) else quantities.tolist()
-    )
-    fractional = broker.fractional
-    for k, q in enumerate(each):
-        if not math.isfinite(q) or q == 0.0 or (not fractional and q != math.floor(q)):
-            raise ValueError(intake_error(broker, sids, quantities, k))
-    for sid, q in zip(ids, each, strict=True):
-        lane_order(broker, rows, sid, q)
-    return np.arange(first, first + len(ids), dtype=np.int64)
+        each = rows.one[:0]
+    elif isinstance(quantities, float):
+        each = rows.one
+        each[0] = quantities
+    else:
+        each = quantities
+    i = broker.i
+    placed = lane_intake(
+        rows.rows, sids, each, quantities is None, broker.fractional, i, broker.lo, first,
+        broker.last_row, broker.qty, broker.pending, rows.placed,
+    )  # fmt: skip
+    if placed < 0:
+        raise ValueError(intake_error(broker, sids, quantities, -1 - placed))
+    if placed:
+        orders.add_rows(placed)
+        rows.placed_now(first, first + placed)
+    return rows.placed[:placed].copy()
+
+
+@njit
+def lane_intake(
+    rows: RecordArray,
+    sids: IntArray,
+    quantities: FloatArray,
+    close: bool,
+    fractional: bool,
+    i: int,
+    lo: int,
+    first: int,
+    last_row: IntArray,
+    qty: FloatArray,
+    pending: FloatArray,
+    placed: IntArray,
+) -> int:
+    """Place :func:`lane_batch`'s orders as rows ``first, first + 1, ...`` of ``rows``
+    (blank lane rows: only the decision bar ``i``, symbol, decision row and quantity are
+    written) and add each to ``pending``; their ids go to the front of ``placed``.
+
+    ``quantities``: one per id, one for all (size 1) or, with ``close``, none (each order
+    closes its symbol's position plus working orders; none where they net to less than
+    1e-9 shares). Every id and quantity is checked before any order is placed.
+
+    Returns
+    -------
+    int
+        The number of orders placed, or ``-1 - k`` when the ``k``-th entry is bad (an id
+        outside the universe, or a quantity not finite, zero, or fractional while
+        ``fractional`` is off); nothing is placed then.
+    """
+    n = sids.size
+    n_symbols = qty.size
+    one = quantities.size == 1
+    for k in range(n):
+        sid = sids[k]
+        if sid < 0 or sid >= n_symbols:
+            return -1 - k
+        if not close:
+            q = quantities[0] if one else quantities[k]
+            if not math.isfinite(q) or q == 0.0 or (not fractional and q != math.floor(q)):
+                return -1 - k
+    m = 0
+    for k in range(n):
+        sid = sids[k]
+        if close:
+            current = qty[sid] + pending[sid]
+            if abs(current) < 1e-9:
+                continue
+            q = -current
+        else:
+            q = quantities[0] if one else quantities[k]
+        o = first + m
+        decision_row = -1
+        if i >= 0:
+            row = last_row[sid]
+            if row >= lo:
+                decision_row = row
+        rows[o]["submit_index"] = i
+        rows[o]["sid"] = sid
+        rows[o]["decision_row"] = decision_row
+        rows[o]["quantity"] = q
+        pending[sid] += q
+        placed[m] = o
+        m += 1
+    return m
 
 
 def intake_error(
@@ -252,7 +230,12 @@ def lane_off(broker: BrokerState) -> None:
         return
     broker._lane = None
     orders = broker.orders
-    broker.book = [orders[o] for o in rows.working()] + broker.book
+    broker.book = [orders[o] for o in rows.working_book()] + broker.book
+    # the orders placed in this bar wait for step 4 with the orders placed after them
+    broker._new_orders = [orders[o] for o in range(rows.new_from, rows.new_to)] + (
+        broker._new_orders
+    )
+    rows.new_from = rows.new_to
 
 
 @njit

@@ -1,5 +1,7 @@
 """The market-order lane's order records (:mod:`engine.broker.lane`): a growable
-``ORDER_DTYPE`` buffer, its mutable fields' views, and the book of working lane orders.
+``ORDER_DTYPE`` buffer, its mutable fields' views, the book of working lane orders, the
+:class:`engine.Order` view of one row (:class:`RecordOrder`) and the run's order log
+(:class:`OrderLog`: every order by id, a lane row's view made when it is first asked for).
 
 Kept apart from :mod:`engine.broker.lane` so the broker's state can hold an
 :class:`OrderRows` without importing the lane's passes (which read the broker's state).
@@ -8,6 +10,8 @@ Kept apart from :mod:`engine.broker.lane` so the broker's state can hold an
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 import numpy as np
 
@@ -18,18 +22,106 @@ from engine.core.layout import (
     S_PARTIAL,
     S_SUBMITTED,
     SR_NONE,
+    STATUS_NAMES,
     T_MARKET,
+    TRANSITIONS,
 )
 from engine.core.records import ORDER_DTYPE, RecordArray, Records
 from engine.data import FloatArray, IntArray
-from engine.orders import Order
+from engine.orders import Order, OrderStatus, OrderType, TimeInForce
 
-__all__ = ["OrderRows", "blank_rows"]
+__all__ = ["OrderLog", "OrderRows", "RecordOrder", "blank_rows"]
+
+_STATUSES = tuple(OrderStatus(name) for name in STATUS_NAMES)
+_STATUS_CODES = {status: code for code, status in enumerate(_STATUSES)}
+_MARKET = OrderType.MARKET
+_GTC = TimeInForce.GTC
+_new_object = object.__new__
+if not TRANSITIONS[S_SUBMITTED, S_ACCEPTED]:
+    raise RuntimeError("the core's transition matrix must allow submitted -> accepted")
+
+
+class RecordOrder(Order):
+    """An :class:`engine.Order` whose status, quantities, status reason and decision row live
+    in the lane's order row (:class:`OrderRows`); the other fields are its own."""
+
+    __slots__ = ("_rows",)
+    _rows: OrderRows
+    # the fields every lane order shares (class attributes: nothing to set per order)
+    order_type = _MARKET
+    limit_price = math.nan
+    stop_price = math.nan
+    trail_amount = math.nan
+    trail_percent = math.nan
+    trail_extreme = math.nan
+    triggered = False
+    tif = _GTC
+    reason = "strategy"
+    take_profit = math.nan
+    stop_loss = math.nan
+    parent_id = -1
+    oco_id = -1
+    bars_eligible = 0
+
+    @property
+    def submit_index(self) -> int:
+        """Index of the decision bar (from its row)."""
+        return int(self._rows.submit_index.item(self.order_id))
+
+    @submit_index.setter
+    def submit_index(self, value: int) -> None:
+        self._rows.submit_index[self.order_id] = value
+
+    @property
+    def status(self) -> OrderStatus:
+        """The order's status (from its row)."""
+        return _STATUSES[self._rows.status.item(self.order_id)]
+
+    @status.setter
+    def status(self, value: OrderStatus) -> None:
+        self._rows.status[self.order_id] = _STATUS_CODES[value]
+
+    @property
+    def quantity(self) -> float:
+        """Signed shares requested (from its row)."""
+        return float(self._rows.quantity.item(self.order_id))
+
+    @quantity.setter
+    def quantity(self, value: float) -> None:
+        self._rows.quantity[self.order_id] = value
+
+    @property
+    def filled(self) -> float:
+        """Signed shares filled so far (from its row)."""
+        return float(self._rows.filled.item(self.order_id))
+
+    @filled.setter
+    def filled(self, value: float) -> None:
+        self._rows.filled[self.order_id] = value
+
+    @property
+    def status_reason(self) -> str:
+        """Why it was rejected, cancelled or expired (from its row; ``""`` otherwise)."""
+        return self._rows.texts[self._rows.status_reason.item(self.order_id)]
+
+    @status_reason.setter
+    def status_reason(self, value: str) -> None:
+        self._rows.status_reason[self.order_id] = self._rows.text_code(value)
+
+    @property
+    def decision_row(self) -> int:
+        """Market-data row of the decision bar (from its row; -1: none)."""
+        return int(self._rows.decision_row.item(self.order_id))
+
+    @decision_row.setter
+    def decision_row(self, value: int) -> None:
+        self._rows.decision_row[self.order_id] = value
 
 
 class OrderRows:
     """The lane's order records: a growable ``ORDER_DTYPE`` buffer (row = order id) with
-    views of its mutable fields, and the book of working lane orders (row ids, in order).
+    views of its mutable fields, the book of working lane orders (row ids, in order) and the
+    range of ids placed during the current bar (``new_from:new_to``, accepted at step 4).
 
     Parameters
     ----------
@@ -37,6 +129,8 @@ class OrderRows:
         The run's records (the status-reason texts of the rows' ``status_reason`` codes).
     n_symbols : int
         Size of the symbol universe.
+    names : list of str, optional
+        The symbol names by id (the ``symbol`` of the orders' :class:`RecordOrder` views).
     """
 
     __slots__ = (
@@ -57,13 +151,29 @@ class OrderRows:
         "value",
         "room",
         "capacity",
+        "names",
+        "new_from",
+        "new_to",
+        "placed",
+        "one",
     )
 
-    def __init__(self, records: Records, n_symbols: int, capacity: int = 4096) -> None:
+    def __init__(
+        self,
+        records: Records,
+        n_symbols: int,
+        capacity: int = 4096,
+        names: list[str] | None = None,
+    ) -> None:
         self.texts = records.texts
         self.text_code = records.text_code
+        self.names: list[str] = names if names is not None else []
         self.book: IntArray = np.empty(capacity, dtype=np.int64)
         self.n_book = 0
+        self.new_from = 0  # ids new_from:new_to: placed in the current bar, not yet accepted
+        self.new_to = 0
+        self.placed: IntArray = np.empty(max(n_symbols, 1), dtype=np.int64)  # a call's ids
+        self.one: FloatArray = np.zeros(1)  # a call's quantity when one is given for all
         self.acc: FloatArray = np.zeros(N_ACC)  # cash and realized P&L of a call
         self.held: IntArray = np.empty(n_symbols, dtype=np.int64)  # held ids of a call
         # (bar index, fills so far, value, gross, positions held) after the bar's step 2
@@ -89,27 +199,44 @@ class OrderRows:
             grown[: self.rows.size] = self.rows
             self._use(grown)
 
-    def accept(self, orders: list[Order]) -> None:
-        """Step 4 without order rules: the lane's new ``orders`` still submitted become
-        accepted (a change the core's transition matrix allows, checked at import) and join
-        the end of the book, in their order; orders no longer submitted are skipped."""
+    def view(self, order_id: int) -> RecordOrder:
+        """A new :class:`RecordOrder` over row ``order_id``."""
+        order: RecordOrder = _new_object(RecordOrder)
+        order._rows = self
+        order.order_id = order_id
+        sid: int = self.sid.item(order_id)
+        order.sid = sid
+        order.symbol = self.names[sid]
+        return order
+
+    def placed_now(self, first: int, end: int) -> None:
+        """Ids ``first:end`` were placed in the current bar (after those placed before)."""
+        if self.new_to == self.new_from:
+            self.new_from = first
+        self.new_to = end
+
+    def accept(self) -> None:
+        """Step 4 without order rules: the orders placed in this bar (``new_from:new_to``)
+        still submitted become accepted (a change the core's transition matrix allows,
+        checked at import) and join the end of the book, in their order; orders no longer
+        submitted are skipped."""
+        first, end = self.new_from, self.new_to
+        if end == first:
+            return
+        self.new_from = end
         status = self.status
         n = self.n_book
-        if n + len(orders) > self.book.size:
-            self.book = np.concatenate((self.book, np.empty(n + len(orders), dtype=np.int64)))
+        if n + end - first > self.book.size:
+            self.book = np.concatenate((self.book, np.empty(n + end - first, dtype=np.int64)))
         book = self.book
-        first = orders[0].order_id
-        end = first + len(orders)
-        if end - first > 16 and orders[-1].order_id == end - 1:
-            # many consecutive ids (as the lane places them): NumPy over the range
+        if end - first > 16:  # a long run of ids: NumPy over the range
             ids = np.arange(first, end, dtype=np.int64)
             ids = ids[status[first:end] == S_SUBMITTED]
             status[ids] = S_ACCEPTED
             book[n : n + ids.size] = ids
             self.n_book = n + ids.size
             return
-        for order in orders:
-            o = order.order_id
+        for o in range(first, end):
             if status.item(o) == S_SUBMITTED:
                 status[o] = S_ACCEPTED
                 book[n] = o
@@ -117,11 +244,104 @@ class OrderRows:
         self.n_book = n
 
     def working(self) -> list[int]:
+        """Ids of the lane's active orders, in order: the book's, then those placed in the
+        current bar."""
+        ids = np.concatenate(
+            (self.book[: self.n_book], np.arange(self.new_from, self.new_to, dtype=np.int64))
+        )
+        status = self.status[ids]
+        active = (status == S_SUBMITTED) | (status == S_ACCEPTED) | (status == S_PARTIAL)
+        return ids[active].tolist()  # type: ignore[no-any-return]
+
+    def working_book(self) -> list[int]:
         """Ids of the book's orders that are still active, in book order."""
         ids = self.book[: self.n_book]
         status = self.status[ids]
         active = (status == S_SUBMITTED) | (status == S_ACCEPTED) | (status == S_PARTIAL)
         return ids[active].tolist()  # type: ignore[no-any-return]
+
+
+class OrderLog(Sequence[Order]):
+    """Every order of a run by id (``log[order_id]``), in placing order.
+
+    The Python driver's :class:`engine.Order` objects, and the market-order lane's rows
+    (:class:`OrderRows`), whose :class:`RecordOrder` view is made the first time the order
+    is asked for and kept (the same object on every later ask). Compares equal to a list of
+    the same orders.
+    """
+
+    __slots__ = ("_items", "_rows")
+
+    def __init__(self) -> None:
+        self._items: list[Order | None] = []  # None: a lane row without its view yet
+        self._rows: OrderRows | None = None
+
+    def bind(self, rows: OrderRows) -> None:
+        """Read the lane's orders from ``rows``."""
+        self._rows = rows
+
+    def append(self, order: Order) -> None:
+        """Add the next order (its ``order_id`` is ``len(self)``)."""
+        self._items.append(order)
+
+    def add_rows(self, n: int) -> None:
+        """The next ``n`` ids are lane rows (their views made when asked for)."""
+        self._items.extend([None] * n)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _get(self, k: int) -> Order:
+        item = self._items[k]
+        if item is None:
+            rows = self._rows
+            if rows is None:
+                raise RuntimeError("order rows without the lane's records")
+            item = self._items[k] = rows.view(k if k >= 0 else len(self._items) + k)
+        return item
+
+    @overload
+    def __getitem__(self, k: int) -> Order: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> list[Order]: ...
+
+    def __getitem__(self, k: int | slice) -> Order | list[Order]:
+        if isinstance(k, slice):
+            return [self._get(j) for j in range(*k.indices(len(self._items)))]
+        return self._get(k)
+
+    def __iter__(self) -> Iterator[Order]:
+        for k in range(len(self._items)):
+            yield self._get(k)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, OrderLog | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def order_records(self, start: int, end: int) -> RecordArray:
+        """The lane's ``ORDER_DTYPE`` rows of ids ``start:end`` (a view)."""
+        rows = self._rows
+        if rows is None:
+            raise RuntimeError("order rows without the lane's records")
+        return rows.rows[start:end]
+
+    def runs(self) -> Iterator[tuple[int, int, bool]]:
+        """``(start, end, is_rows)`` runs of ids: lane orders (``is_rows``: their fields are
+        the rows') or the Python driver's orders."""
+        items = self._items
+        n = len(items)
+        start = 0
+        while start < n:
+            rows = items[start] is None or type(items[start]) is RecordOrder
+            end = start + 1
+            while end < n and (items[end] is None or type(items[end]) is RecordOrder) == rows:
+                end += 1
+            yield start, end, rows
+            start = end
 
 
 def blank_rows(n: int) -> RecordArray:

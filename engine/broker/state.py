@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.broker.lane_rows import OrderLog
 from engine.config import ExecutionConfig
 from engine.core import layout
 from engine.core.ledger import round_quantity
@@ -197,7 +198,7 @@ class BrokerState:
         self.book: list[Order] = []
         self._new_orders: list[Order] = []
         self._accepted_this_bar: list[Order] = []
-        self.orders: list[Order] = []
+        self.orders = OrderLog()  # every order by id (engine.broker.lane_rows)
         self.n_fills = 0
         self._held: IntArray | None = None
         self._peak = config.initial_cash

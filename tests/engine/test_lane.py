@@ -28,7 +28,7 @@ from engine import (
     Strategy,
 )
 from engine.broker import broker as broker_module
-from engine.broker import lane, state
+from engine.broker import lane_rows, state
 from engine.broker.broker import Broker
 from engine.recorder import Recorder
 from tests.engine.helpers import make_panel
@@ -229,7 +229,7 @@ def test_lane_record_order_reads_and_writes_its_row() -> None:
     broker.begin_bar(0)
     broker.chronological_step()  # the lane's step 1 sets the bar's rows
     order = broker.submit("AAA", 4.0)
-    assert isinstance(order, lane.RecordOrder)
+    assert isinstance(order, lane_rows.RecordOrder)
     assert (order.quantity, order.filled, order.status.value) == (4.0, 0.0, "submitted")
     assert (order.submit_index, order.decision_row, order.reason) == (0, 0, "strategy")
     order.quantity = 3.0
