@@ -285,7 +285,20 @@ class BacktestEngine:
             context_columns = data.context
             on_event = strategy.on_market_data
             last = data.n_timestamps - 1
-            for i in range(data.first_index, data.n_timestamps):
+            on_batch = strategy.on_timestamp_batch
+
+            def strategy_step(i: int, lo: int, hi: int) -> None:
+                """Step 3 of bar ``i`` (data rows ``lo:hi``) for the lane's loop."""
+                context = data.context_at(i) if context_columns else empty_context
+                if batch_mode:
+                    on_batch(datetimes[i], BarBatch(data, i, lo, hi), context)
+                else:
+                    _consume(map(on_event, BarBatch(data, i, lo, hi).iter_events(context)))
+
+            # while the market-order lane lasts, its own loop (steps 1-2 in one compiled call
+            # per bar); the window's last bar always here (close_at_end looks ahead there)
+            first = broker.lane_bars(data.first_index, last, strategy_step)
+            for i in range(first, data.n_timestamps):
                 broker.begin_bar(i)
                 # 1. fills at the open, then intrabar levels (or levels first: stops_first)
                 if stops_first:

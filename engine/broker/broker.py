@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from engine.broker import hooks, intake, passes
-from engine.broker.lane import lane_settings
+from engine.broker.lane import lane_settings, lane_step
 from engine.broker.lane_rows import OrderRows
 from engine.broker.state import BrokerState
 from engine.core import layout
@@ -216,6 +216,66 @@ class Broker(BrokerState):
             self._fills_today = 0
         if self.mechanics is not None:
             self.mechanics.begin_bar(self)
+
+    def lane_bars(
+        self, first: int, stop: int, strategy_step: Callable[[int, int, int], None]
+    ) -> int:
+        """Run timestamps ``first:stop`` of the current window while the market-order lane
+        lasts (:mod:`engine.broker.lane`; the engine's loop does the same steps with the
+        general passes): per bar, the clock (:meth:`begin_bar`), steps 1-2 in one compiled
+        call (:func:`engine.broker.lane.lane_step`, which first accepts the orders of the
+        bar before), ``strategy_step(index, lo, hi)`` (step 3) and the portfolio state
+        (step 6). Step 4 of a bar is the lane's acceptance of its new orders, done by the
+        next bar's call, or here after the last bar run; with the lane's settings steps 5
+        and the market mechanics have nothing to do.
+
+        Returns
+        -------
+        int
+            The first timestamp not run: ``stop``, or the bar after the one during which an
+            order outside the lane ended it (that bar's steps 4-6 done by the general
+            passes).
+        """
+        rows = self._lane
+        if rows is None:
+            return first
+        offsets = self._offsets
+        stamps = self._stamps
+        datetimes = self._datetimes
+        states = self._recorder.records.states
+        for i in range(first, stop):
+            self.i = i
+            lo = offsets[i]
+            self.lo = lo
+            hi = offsets[i + 1]
+            self.hi = hi
+            self._now = datetimes[i]
+            now_us = stamps[i]
+            self.now_us = now_us
+            day = now_us // _DAY_US
+            if day != self._day:
+                self._day_start = self._last_equity
+                self._day = day
+                self._fills_today = 0
+            lane_step(self, rows)
+            strategy_step(i, lo, hi)
+            if self._lane is None:  # an order outside the lane ended it during step 3
+                self.validate_new_orders()
+                self.fill_at_close()
+                self.record_state()
+                return i + 1
+            _, n_fills, value, gross, n_held = rows.value
+            if n_fills != self.n_fills:  # fills since the step: value the portfolio again
+                self.record_state()
+                continue
+            cash = self.cash
+            equity = cash + value
+            states.append((i, equity, cash, value, gross, n_held))
+            self._last_equity = equity
+            if equity > self._peak:
+                self._peak = equity
+        rows.accept()
+        return stop
 
     def record_state(self) -> None:
         """Step 6: mark to market at the close and append the portfolio state."""

@@ -258,6 +258,8 @@ def lane_open_step(
     ordinal: IntArray,
     book: IntArray,
     n_book: int,
+    new_from: int,
+    new_to: int,
     tolerance: float,
     allow_short: bool,
     fstate: FloatArray,
@@ -273,13 +275,16 @@ def lane_open_step(
     acc: FloatArray,
     held: IntArray,
 ) -> tuple[int, int, float, float]:
-    """Steps 1 and 2 of bar ``i`` (data rows ``lo:hi``) with the lane, in one call: the
-    symbols' latest rows (:func:`engine.risk.kernels.set_last_rows`); the book's fills at the
-    open: each working order of ``book[:n_book]`` (order ids, in submission order) whose
-    symbol has a bar now fills what remains at the bar's open through
-    :func:`engine.core.ledger.execute_fill` (no slippage, no commission), orders no longer
-    working leave the book, the others stay in their order (compacted to its front); then the
-    marks and extremes of the positions held (:func:`lane_marks`) and their value at the marks.
+    """Steps 1 and 2 of bar ``i`` (data rows ``lo:hi``) with the lane, in one call: step 4
+    of the bar before for the orders ``new_from:new_to`` placed then and not accepted yet
+    (:meth:`OrderRows.accept`: those still submitted become accepted and join the end of
+    ``book``, which has room for them); the symbols' latest rows
+    (:func:`engine.risk.kernels.set_last_rows`); the book's fills at the open: each working
+    order of ``book[:n_book]`` (order ids, in submission order) whose symbol has a bar now
+    fills what remains at the bar's open through :func:`engine.core.ledger.execute_fill` (no
+    slippage, no commission), orders no longer working leave the book, the others stay in
+    their order (compacted to its front); then the marks and extremes of the positions held
+    (:func:`lane_marks`) and their value at the marks.
 
     ``held``: a buffer of at least ``n_symbols`` int64 (its front receives the held ids).
 
@@ -289,6 +294,11 @@ def lane_open_step(
         ``(kept, n_held, value, gross)``: the orders left in ``book``, the number of symbols
         held, and the positions' net and gross value at the marks (currency).
     """
+    for o in range(new_from, new_to):
+        if orders[o]["status"] == S_SUBMITTED:
+            orders[o]["status"] = S_ACCEPTED
+            book[n_book] = o
+            n_book += 1
     last_row = istate[LAST_ROW]
     set_last_rows(lo, hi, sym_id, last_row)
     kept = 0
@@ -353,12 +363,15 @@ _LANE_KINDS: tuple[Kind, ...] = ("fills", "trades", "rejections")
 
 
 def lane_step(broker: BrokerState, rows: OrderRows) -> None:
-    """Steps 1 and 2 of the current bar with the lane (:func:`lane_open_step`), writing the
+    """Steps 1 and 2 of the current bar with the lane (:func:`lane_open_step`; the orders
+    placed in the bar before and not accepted yet are accepted first), writing the
     fill, trade and rejection records straight into the run's record buffers
     (:meth:`engine.core.records.Records.reserve`; their counts are the call's ``counts``);
     the cash and fill counts taken over from the call, the portfolio's value kept for the
     bar's state record."""
-    n = rows.n_book
+    new_from = rows.new_from
+    new_to = rows.new_to
+    n = rows.n_book + new_to - new_from  # the book once the orders of the bar before join
     data = broker.data
     if n == 0:  # nothing to fill: the bar's rows and marks only (a call with fewer arguments)
         set_last_rows(broker.lo, broker.hi, data.sym_id, broker.last_row)
@@ -369,6 +382,9 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
         broker._marked = broker.i
         rows.value = (broker.i, broker.n_fills, value, gross, n_held)
         return
+    rows.new_from = new_to
+    if n > rows.book.size:
+        rows.book = np.concatenate((rows.book, np.empty(n, dtype=np.int64)))
     records = broker._recorder.records
     if n > rows.room or records.fills or records.trades or records.rejections:
         # rows staged by the Python passes go first; room for the whole book
@@ -382,7 +398,8 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     tails = records.tails
     rows.n_book, n_held, value, gross = lane_open_step(
         broker.lo, broker.hi, broker.i, data.sym_id, data.open, data.high, data.low,
-        data.close, data.ordinal, rows.book, n, broker._cash_tol, broker._allow_short,
+        data.close, data.ordinal, rows.book, rows.n_book, new_from, new_to, broker._cash_tol,
+        broker._allow_short,
         broker.fstate, broker._istate, broker.pending, broker._aux_i, broker._aux_f,
         rows.rows, tails["fills"], tails["trades"], tails["rejections"], counts, acc,
         rows.held,
