@@ -7,13 +7,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from engine import data_kernels
 from engine.data import MarketData
-from engine.panel import PRICE_COLUMNS, IntArray, _chains, _panel_arrays, window_bounds
+from engine.panel import (
+    PRICE_COLUMNS,
+    FloatArray,
+    IntArray,
+    _chains,
+    _panel_arrays,
+    _PanelArrays,
+    window_bounds,
+)
 
 
 class ChunkedMarketData:
@@ -66,13 +76,15 @@ class ChunkedMarketData:
         model's ``history_bars`` (or more) when that is larger, e.g. 21 for
         ``SpreadAwareSlippage(window=20)``; the pipeline does this itself.
     prefetch : bool, default False
-        ``True``: read the next chunk's frame from ``frames`` in a background thread while
-        the engine runs the current window (one frame ahead, so one more chunk's frame is in
-        memory; polars reads and decodes without holding the GIL, so on a machine with a
-        free core the reading overlaps the loop). The frames are still taken in order and
-        by one thread at a time; an error raised by ``frames`` surfaces where the engine
-        takes that frame, as without prefetching. ``False``: each frame is read when the
-        engine needs it, in the engine's thread.
+        ``True``: read the next chunk's frame from ``frames`` and convert it to arrays in a
+        background thread while the engine runs the current window (one chunk ahead, so one
+        more chunk's data is in memory; polars, the array copies and the compiled passes
+        run without holding the GIL, so on a machine with a free core the reading overlaps
+        the loop); at the boundary only the carried rows are added. The frames are still
+        taken in order and by one thread at a time; an error raised by ``frames`` or by the
+        chunk's checks surfaces where the engine takes that chunk, naming it as without
+        prefetching. ``False``: each frame is read and converted when the engine needs it,
+        in the engine's thread.
 
     Raises
     ------
@@ -196,12 +208,29 @@ class ChunkedMarketData:
         """Build the window of chunk ``k`` (1-based, the frame handed over in ``holder``) after
         the rows ``carry`` carries over (see :meth:`MarketData._carried`); carried rows keep
         their row numbers."""
-        name = f"chunk {k}"
         n_kept = 0 if carry is None else carry.n_rows
+        return self._assemble(self._prepare(holder, k, n_kept), carry)
+
+    def _prepare(self, holder: list[pl.DataFrame], k: int, reserve: int) -> _Prepared:
+        """The part of chunk ``k``'s window that needs no carried rows (the frame handed over
+        in ``holder``): its validated arrays with ``reserve`` free leading rows, its context
+        values and bar-close datetimes. Raises what :meth:`_window` raises for the chunk
+        itself."""
+        name = f"chunk {k}"
         arrays = _panel_arrays(
-            holder, self.signal_columns, self.indicator_columns, self._universe, name, n_kept
+            holder, self.signal_columns, self.indicator_columns, self._universe, name, reserve
         )
         ctx = MarketData._align_context(self._context, self._context_columns, arrays.timestamps)
+        new_dt = pl.Series(arrays.timestamps).cast(pl.Datetime("us", "UTC")).to_list()
+        return _Prepared(arrays, reserve, ctx, new_dt, k)
+
+    def _assemble(self, prepared: _Prepared, carry: MarketData | None) -> MarketData:
+        """The window of a prepared chunk after the rows ``carry`` carries over (copied into
+        the chunk's free leading rows; when it left too few, into new arrays)."""
+        arrays, ctx, k = prepared.arrays, prepared.context, prepared.k
+        name = f"chunk {k}"
+        n_kept = 0 if carry is None else carry.n_rows
+        arrays = _fit_reserve(arrays, prepared.reserve, n_kept)
         if carry is None:
             ord_local, prev_local = _chains(arrays.sym_id, self.symbols.size)
             return MarketData(
@@ -216,6 +245,7 @@ class ChunkedMarketData:
                 context=ctx,
                 ordinal=ord_local,
                 prev_row=prev_local,
+                datetimes=prepared.datetimes,
             )
         last_ts = int(carry.timestamps[-1])
         first_ts = int(arrays.timestamps[0])
@@ -247,7 +277,7 @@ class ChunkedMarketData:
         prev_row[:n_kept] = carry.prev_row
         data_kernels.symbol_chains(arrays.sym_id, n_kept, last, count, ordinal, prev_row)
         start = carry.n_timestamps
-        new_dt = pl.Series(arrays.timestamps).cast(pl.Datetime("us", "UTC")).to_list()
+        new_dt = prepared.datetimes
         window = MarketData(
             timestamps=np.concatenate((carry.timestamps, arrays.timestamps)),
             offsets=np.concatenate((carry.offsets[:-1], arrays.offsets + n_kept)),
@@ -266,6 +296,40 @@ class ChunkedMarketData:
         )
         window._last_rows = last  # each symbol's latest row, left by the chains pass
         return window
+
+
+class _Prepared(NamedTuple):
+    """A chunk converted without its carried rows (:meth:`ChunkedMarketData._prepare`)."""
+
+    arrays: _PanelArrays
+    reserve: int  # free leading rows of the row arrays
+    context: dict[str, FloatArray]
+    datetimes: list[datetime]
+    k: int  # the chunk's number (1-based)
+
+
+def _fit_reserve(arrays: _PanelArrays, reserve: int, n_kept: int) -> _PanelArrays:
+    """``arrays`` (with ``reserve`` free leading rows) with exactly ``n_kept`` free leading
+    rows: views from row ``reserve - n_kept`` on when there is room, else new arrays."""
+    if reserve == n_kept:
+        return arrays
+    if reserve > n_kept:
+        cut = reserve - n_kept
+
+        def fit(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            return values[cut:]
+    else:
+
+        def fit(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            out = np.empty(n_kept + values.size - reserve, dtype=values.dtype)
+            out[n_kept:] = values[reserve:]
+            return out
+
+    return arrays._replace(
+        sym_id=fit(arrays.sym_id),
+        prices={c: fit(v) for c, v in arrays.prices.items()},
+        columns={c: fit(v) for c, v in arrays.columns.items()},
+    )
 
 
 def _window_frames(
@@ -295,22 +359,22 @@ class _WindowFrames:
 class _Prefetch:
     """The result of ``read()``, run in a background thread from construction on."""
 
-    def __init__(self, read: Callable[[], pl.DataFrame | None]) -> None:
-        self._frame: pl.DataFrame | None = None
+    def __init__(self, read: Callable[[], _Prepared | None]) -> None:
+        self._frame: _Prepared | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._run, args=(read,), name="ml4t-chunk-prefetch", daemon=True
         )
         self._thread.start()
 
-    def _run(self, read: Callable[[], pl.DataFrame | None]) -> None:
+    def _run(self, read: Callable[[], _Prepared | None]) -> None:
         try:
             self._frame = read()
         except BaseException as exc:  # handed to the engine's thread by take()
             self._error = exc
 
-    def take(self) -> pl.DataFrame | None:
-        """Wait for the read; its frame, or raise what it raised."""
+    def take(self) -> _Prepared | None:
+        """Wait for the read; its result, or raise what it raised."""
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -338,13 +402,13 @@ class ChunkStream:
         self._source = source
         self._frames = frames
         self._peeked = False
-        self._pending: pl.DataFrame | None = None
+        self._pending: pl.DataFrame | _Prepared | None = None
         self._seen = 0
         self._ahead: _Prefetch | None = None
         self.window: MarketData | None = None
         self.n_chunks = 0
 
-    def _next_frame(self) -> pl.DataFrame | None:
+    def _next_frame(self) -> pl.DataFrame | _Prepared | None:
         if self._peeked:
             self._peeked = False
             frame, self._pending = self._pending, None
@@ -365,6 +429,18 @@ class ChunkStream:
             if frame.height:
                 return frame
         return None
+
+    def _read_prepared(self) -> _Prepared | None:
+        """The next frame with rows, prepared (:meth:`ChunkedMarketData._prepare`, in the
+        prefetch thread) with room for the rows a boundary usually carries (each symbol's
+        ``history_bars`` bars and two more); ``None``: exhausted."""
+        frame = self._read_frame()
+        if frame is None:
+            return None
+        holder = [frame]
+        del frame  # _panel_arrays frees the frame's columns as it copies them
+        source = self._source
+        return source._prepare(holder, self._seen, source.n_symbols * (source.history_bars + 2))
 
     def is_last(self) -> bool:
         """True when no chunk with bars follows the current one (reads the next chunk's frame
@@ -399,16 +475,20 @@ class ChunkStream:
         ValueError
             A bad chunk (see :class:`ChunkedMarketData`), or no chunk with any bar at all.
         """
-        frame = self._next_frame()
-        if frame is None:
+        item = self._next_frame()
+        if item is None:
             if self.window is None:
                 raise ValueError("the chunked market data has no bars: every chunk is empty")
             return None
-        holder = [frame]
-        del frame  # _panel_arrays takes it out of the holder and frees its columns as it goes
-        window = self._source._window(holder, self.window, self._seen)
+        if isinstance(item, pl.DataFrame):
+            holder = [item]
+            del item  # _panel_arrays takes it out of the holder and frees its columns
+            window = self._source._window(holder, self.window, self._seen)
+        else:  # read and converted ahead (prefetch): only the carried rows to add
+            window = self._source._assemble(item, self.window)
+            del item
         self.window = window
         self.n_chunks += 1
         if self._source.prefetch:
-            self._ahead = _Prefetch(self._read_frame)
+            self._ahead = _Prefetch(self._read_prepared)
         return window

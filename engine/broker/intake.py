@@ -202,7 +202,7 @@ def submit_batch(
         fractional while fractional shares are off; nothing is placed then.
     """
     sids = _ids(ids)
-    if isinstance(quantities, int | float):
+    if isinstance(quantities, (int, float)):  # noqa: UP038 - a tuple is faster per call
         q: FloatArray | float = float(quantities)
     else:
         q = np.asarray(quantities, dtype=np.float64)

@@ -118,26 +118,27 @@ def lane_batch(
     n = sids.size
     if first + n > rows.capacity:
         rows.ensure(first + n)
-    if rows.placed.size < n:
-        rows.placed = np.empty(n, dtype=np.int64)
+    out = rows.placed
+    if out.size < n:
+        out = rows.placed = np.empty(n, dtype=np.int64)
     if quantities is None:
-        each = rows.one[:0]
+        each = rows.none
     elif isinstance(quantities, float):
         each = rows.one
         each[0] = quantities
     else:
         each = quantities
-    i = broker.i
     placed = lane_intake(
-        rows.rows, sids, each, quantities is None, broker.fractional, i, broker.lo, first,
-        broker.last_row, broker.qty, broker.pending, rows.placed,
+        rows.rows, sids, each, quantities is None, broker.fractional, broker.i, broker.lo,
+        first, broker.last_row, broker.qty, broker.pending, out,
     )  # fmt: skip
-    if placed < 0:
-        raise ValueError(intake_error(broker, sids, quantities, -1 - placed))
-    if placed:
-        orders.add_rows(placed)
-        rows.placed_now(first, first + placed)
-    return rows.placed[:placed].copy()
+    if placed <= 0:
+        if placed < 0:
+            raise ValueError(intake_error(broker, sids, quantities, -1 - placed))
+        return np.empty(0, dtype=np.int64)
+    orders.add_rows(placed)
+    rows.placed_now(first, first + placed)
+    return out[:placed].copy()
 
 
 @njit
@@ -250,16 +251,20 @@ def lane_open_step(
     lo: int,
     hi: int,
     i: int,
+    book: IntArray,
+    n_book: int,
+    new_from: int,
+    new_to: int,
+    orders: RecordArray,
+    fills: RecordArray,
+    trades: RecordArray,
+    rejections: RecordArray,
     sym_id: IntArray,
     open_: FloatArray,
     high: FloatArray,
     low: FloatArray,
     close: FloatArray,
     ordinal: IntArray,
-    book: IntArray,
-    n_book: int,
-    new_from: int,
-    new_to: int,
     tolerance: float,
     allow_short: bool,
     fstate: FloatArray,
@@ -267,10 +272,6 @@ def lane_open_step(
     pending: FloatArray,
     aux_i: IntArray,
     aux_f: FloatArray,
-    orders: RecordArray,
-    fills: RecordArray,
-    trades: RecordArray,
-    rejections: RecordArray,
     counts: IntArray,
     acc: FloatArray,
     held: IntArray,
@@ -396,13 +397,17 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     acc[ACC_CASH] = broker.cash
     acc[ACC_REALIZED] = broker._realized
     tails = records.tails
+    fixed = rows.fixed
+    if fixed is None or rows.fixed_for is not data:  # arguments fixed within a window
+        rows.fixed_for = data
+        fixed = rows.fixed = (
+            data.sym_id, data.open, data.high, data.low, data.close, data.ordinal,
+            broker._cash_tol, broker._allow_short, broker.fstate, broker._istate,
+            broker.pending, broker._aux_i, broker._aux_f, counts, acc, rows.held,
+        )  # fmt: skip
     rows.n_book, n_held, value, gross = lane_open_step(
-        broker.lo, broker.hi, broker.i, data.sym_id, data.open, data.high, data.low,
-        data.close, data.ordinal, rows.book, rows.n_book, new_from, new_to, broker._cash_tol,
-        broker._allow_short,
-        broker.fstate, broker._istate, broker.pending, broker._aux_i, broker._aux_f,
-        rows.rows, tails["fills"], tails["trades"], tails["rejections"], counts, acc,
-        rows.held,
+        broker.lo, broker.hi, broker.i, rows.book, rows.n_book, new_from, new_to, rows.rows,
+        tails["fills"], tails["trades"], tails["rejections"], *fixed,
     )  # fmt: skip
     n_fills = counts.item(C_FILLS) - before
     if n_fills:

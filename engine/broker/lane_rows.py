@@ -30,7 +30,14 @@ from engine.core.records import ORDER_DTYPE, RecordArray, Records
 from engine.data import FloatArray, IntArray
 from engine.orders import Order, OrderStatus, OrderType, TimeInForce
 
-__all__ = ["OrderLog", "OrderRows", "RecordOrder", "blank_rows"]
+__all__ = ["LaneFixed", "OrderLog", "OrderRows", "RecordOrder", "blank_rows"]
+
+LaneFixed = tuple[
+    IntArray, FloatArray, FloatArray, FloatArray, FloatArray, IntArray, float, bool,
+    FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray,
+]  # fmt: skip
+"""The arguments of :func:`engine.broker.lane.lane_open_step` from ``sym_id`` on (those that
+change only with the market-data window)."""
 
 _STATUSES = tuple(OrderStatus(name) for name in STATUS_NAMES)
 _STATUS_CODES = {status: code for code, status in enumerate(_STATUSES)}
@@ -156,6 +163,9 @@ class OrderRows:
         "new_to",
         "placed",
         "one",
+        "none",
+        "fixed",
+        "fixed_for",
     )
 
     def __init__(
@@ -174,11 +184,15 @@ class OrderRows:
         self.new_to = 0
         self.placed: IntArray = np.empty(max(n_symbols, 1), dtype=np.int64)  # a call's ids
         self.one: FloatArray = np.zeros(1)  # a call's quantity when one is given for all
+        self.none: FloatArray = np.zeros(0)  # a call's quantities when it closes positions
         self.acc: FloatArray = np.zeros(N_ACC)  # cash and realized P&L of a call
         self.held: IntArray = np.empty(n_symbols, dtype=np.int64)  # held ids of a call
         # (bar index, fills so far, value, gross, positions held) after the bar's step 2
         self.value: tuple[int, int, float, float, int] = (-1, -1, 0.0, 0.0, 0)
         self.room = 0  # free rows known in each record buffer the step writes
+        # lane_open_step's arguments that change only with the market-data window, and it
+        self.fixed: LaneFixed | None = None
+        self.fixed_for: object = None
         self._use(blank_rows(capacity))
 
     def _use(self, rows: RecordArray) -> None:
