@@ -521,10 +521,11 @@ class BarBatch:
     def __getitem__(self, column: str) -> npt.NDArray[Any]:
         """Any column of the batch: ``symbol``, ``id``, OHLCV, a signal/indicator or bid/ask."""
         data = self._data
-        if column in PRICE_COLUMNS:
-            arr: npt.NDArray[Any] = getattr(data, column)
-        elif column in data.columns:
-            arr = data.columns[column]
+        named = data.columns.get(column)  # signals and indicators first (the common ask)
+        if named is not None:
+            arr: npt.NDArray[Any] = named
+        elif column in PRICE_COLUMNS:
+            arr = getattr(data, column)
         elif column == "symbol":
             return data.symbols[data.sym_id[self.lo : self.hi]]
         elif column == "id":

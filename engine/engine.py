@@ -287,13 +287,21 @@ class BacktestEngine:
             last = data.n_timestamps - 1
             on_batch = strategy.on_timestamp_batch
 
-            def strategy_step(i: int, lo: int, hi: int) -> None:
-                """Step 3 of bar ``i`` (data rows ``lo:hi``) for the lane's loop."""
-                context = data.context_at(i) if context_columns else empty_context
-                if batch_mode:
-                    on_batch(datetimes[i], BarBatch(data, i, lo, hi), context)
-                else:
-                    _consume(map(on_event, BarBatch(data, i, lo, hi).iter_events(context)))
+            if batch_mode and not context_columns:
+
+                def strategy_step(i: int, lo: int, hi: int) -> None:
+                    """Step 3 of bar ``i`` (data rows ``lo:hi``) for the lane's loop."""
+                    on_batch(datetimes[i], BarBatch(data, i, lo, hi), empty_context)
+
+            else:
+
+                def strategy_step(i: int, lo: int, hi: int) -> None:
+                    """Step 3 of bar ``i`` (data rows ``lo:hi``) for the lane's loop."""
+                    context = data.context_at(i) if context_columns else empty_context
+                    if batch_mode:
+                        on_batch(datetimes[i], BarBatch(data, i, lo, hi), context)
+                    else:
+                        _consume(map(on_event, BarBatch(data, i, lo, hi).iter_events(context)))
 
             # while the market-order lane lasts, its own loop (steps 1-2 in one compiled call
             # per bar); the window's last bar always here (close_at_end looks ahead there)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.broker.lane_rows import OrderRows
-from engine.core.jit import njit
+from engine.core.jit import njit, njit_held
 from engine.core.layout import (
     ACC_CASH,
     ACC_REALIZED,
@@ -141,7 +141,7 @@ def lane_batch(
     return out[:placed].copy()
 
 
-@njit
+@njit_held
 def lane_intake(
     rows: RecordArray,
     sids: IntArray,
@@ -246,7 +246,7 @@ def _working(status: int) -> bool:
     return status in (S_SUBMITTED, S_ACCEPTED, S_PARTIAL)
 
 
-@njit
+@njit_held
 def lane_open_step(
     lo: int,
     hi: int,
@@ -275,7 +275,7 @@ def lane_open_step(
     counts: IntArray,
     acc: FloatArray,
     held: IntArray,
-) -> tuple[int, int, float, float]:
+) -> tuple[int, int, float, float, int]:
     """Steps 1 and 2 of bar ``i`` (data rows ``lo:hi``) with the lane, in one call: step 4
     of the bar before for the orders ``new_from:new_to`` placed then and not accepted yet
     (:meth:`OrderRows.accept`: those still submitted become accepted and join the end of
@@ -292,8 +292,9 @@ def lane_open_step(
     Returns
     -------
     tuple
-        ``(kept, n_held, value, gross)``: the orders left in ``book``, the number of symbols
-        held, and the positions' net and gross value at the marks (currency).
+        ``(kept, n_held, value, gross, n_filled)``: the orders left in ``book``, the number
+        of symbols held, the positions' net and gross value at the marks (currency), and the
+        number of fills booked.
     """
     for o in range(new_from, new_to):
         if orders[o]["status"] == S_SUBMITTED:
@@ -302,6 +303,7 @@ def lane_open_step(
             n_book += 1
     last_row = istate[LAST_ROW]
     set_last_rows(lo, hi, sym_id, last_row)
+    fills_before = counts[C_FILLS]
     kept = 0
     for k in range(n_book):
         o = book[k]
@@ -322,7 +324,7 @@ def lane_open_step(
         book[kept] = o
         kept += 1
     n_held, value, gross = lane_marks(lo, hi, sym_id, high, low, close, fstate, istate, held)
-    return kept, n_held, value, gross
+    return kept, n_held, value, gross, counts[C_FILLS] - fills_before
 
 
 @njit
@@ -360,6 +362,30 @@ def lane_marks(
     return n_held, value, gross
 
 
+@njit_held
+def lane_idle_step(
+    lo: int,
+    hi: int,
+    sym_id: IntArray,
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    fstate: FloatArray,
+    istate: IntArray,
+    held: IntArray,
+) -> tuple[int, float, float]:
+    """Steps 1 and 2 of a lane bar with no order to fill (data rows ``lo:hi``): the symbols'
+    latest rows (:func:`engine.risk.kernels.set_last_rows`), then :func:`lane_marks`.
+
+    Returns
+    -------
+    tuple
+        :func:`lane_marks`' ``(n_held, value, gross)``.
+    """
+    set_last_rows(lo, hi, sym_id, istate[LAST_ROW])
+    return lane_marks(lo, hi, sym_id, high, low, close, fstate, istate, held)
+
+
 _LANE_KINDS: tuple[Kind, ...] = ("fills", "trades", "rejections")
 
 
@@ -375,8 +401,7 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     n = rows.n_book + new_to - new_from  # the book once the orders of the bar before join
     data = broker.data
     if n == 0:  # nothing to fill: the bar's rows and marks only (a call with fewer arguments)
-        set_last_rows(broker.lo, broker.hi, data.sym_id, broker.last_row)
-        n_held, value, gross = lane_marks(
+        n_held, value, gross = lane_idle_step(
             broker.lo, broker.hi, data.sym_id, data.high, data.low, data.close,
             broker.fstate, broker._istate, rows.held,
         )  # fmt: skip
@@ -391,8 +416,6 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
         # rows staged by the Python passes go first; room for the whole book
         rows.room = records.make_room(_LANE_KINDS, n)
     rows.room -= n
-    counts = records.tail_counts
-    before: int = counts.item(C_FILLS)
     acc = rows.acc
     acc[ACC_CASH] = broker.cash
     acc[ACC_REALIZED] = broker._realized
@@ -403,13 +426,12 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
         fixed = rows.fixed = (
             data.sym_id, data.open, data.high, data.low, data.close, data.ordinal,
             broker._cash_tol, broker._allow_short, broker.fstate, broker._istate,
-            broker.pending, broker._aux_i, broker._aux_f, counts, acc, rows.held,
+            broker.pending, broker._aux_i, broker._aux_f, records.tail_counts, acc, rows.held,
         )  # fmt: skip
-    rows.n_book, n_held, value, gross = lane_open_step(
+    rows.n_book, n_held, value, gross, n_fills = lane_open_step(
         broker.lo, broker.hi, broker.i, rows.book, rows.n_book, new_from, new_to, rows.rows,
         tails["fills"], tails["trades"], tails["rejections"], *fixed,
     )  # fmt: skip
-    n_fills = counts.item(C_FILLS) - before
     if n_fills:
         broker.cash = acc.item(ACC_CASH)
         broker._realized = acc.item(ACC_REALIZED)

@@ -18,3 +18,10 @@ def njit(func: F) -> F:
     kernel that other cached kernels call, delete ``engine/**/__pycache__/*.nb*``.
     """
     return cast(F, numba.njit(cache=True, nogil=True)(func))
+
+
+def njit_held(func: F) -> F:
+    """:func:`njit` for a short kernel the Python loop calls once or twice per bar: compiled
+    without releasing the GIL (releasing it for a call of a few microseconds costs more than
+    the call when another thread, e.g. a chunk read ahead, is waiting to take it)."""
+    return cast(F, numba.njit(cache=True, nogil=False)(func))
