@@ -7,10 +7,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-import numpy.typing as npt
 import polars as pl
 
 from engine import data_kernels
@@ -20,8 +19,9 @@ from engine.panel import (
     FloatArray,
     IntArray,
     _chains,
-    _panel_arrays,
-    _PanelArrays,
+    _panel_columns,
+    _panel_frame,
+    _PanelFrame,
     window_bounds,
 )
 
@@ -76,15 +76,16 @@ class ChunkedMarketData:
         model's ``history_bars`` (or more) when that is larger, e.g. 21 for
         ``SpreadAwareSlippage(window=20)``; the pipeline does this itself.
     prefetch : bool, default False
-        ``True``: read the next chunk's frame from ``frames`` and convert it to arrays in a
-        background thread while the engine runs the current window (one chunk ahead, so one
-        more chunk's data is in memory; polars, the array copies and the compiled passes
-        run without holding the GIL, so on a machine with a free core the reading overlaps
-        the loop); at the boundary only the carried rows are added. The frames are still
-        taken in order and by one thread at a time; an error raised by ``frames`` or by the
-        chunk's checks surfaces where the engine takes that chunk, naming it as without
-        prefetching. ``False``: each frame is read and converted when the engine needs it,
-        in the engine's thread.
+        ``True``: read the next chunk's frame from ``frames`` and check it (every check of
+        :meth:`MarketData.from_frame`, the symbol ids, the sort order, the timestamps) in a
+        background thread while the engine runs the current window (one frame ahead, so one
+        more chunk's frame is in memory; polars reads, decodes and checks without holding
+        the GIL, so on a machine with a free core this overlaps the loop); at the boundary
+        the engine's thread only copies the columns into the window's arrays. The frames
+        are still taken in order and by one thread at a time; an error raised by ``frames``
+        or by the chunk's checks surfaces where the engine takes that chunk, naming it as
+        without prefetching. ``False``: each frame is read and converted when the engine
+        needs it, in the engine's thread.
 
     Raises
     ------
@@ -208,29 +209,26 @@ class ChunkedMarketData:
         """Build the window of chunk ``k`` (1-based, the frame handed over in ``holder``) after
         the rows ``carry`` carries over (see :meth:`MarketData._carried`); carried rows keep
         their row numbers."""
-        n_kept = 0 if carry is None else carry.n_rows
-        return self._assemble(self._prepare(holder, k, n_kept), carry)
+        return self._assemble(self._prepare(holder, k), carry)
 
-    def _prepare(self, holder: list[pl.DataFrame], k: int, reserve: int) -> _Prepared:
-        """The part of chunk ``k``'s window that needs no carried rows (the frame handed over
-        in ``holder``): its validated arrays with ``reserve`` free leading rows, its context
-        values and bar-close datetimes. Raises what :meth:`_window` raises for the chunk
-        itself."""
-        name = f"chunk {k}"
-        arrays = _panel_arrays(
-            holder, self.signal_columns, self.indicator_columns, self._universe, name, reserve
+    def _prepare(self, holder: list[pl.DataFrame], k: int) -> _Prepared:
+        """The part of chunk ``k``'s window that makes no array of the chunk's size but the
+        symbol ids (the frame handed over in ``holder``): every check of the chunk itself
+        (:func:`engine.panel._panel_frame`), its context values and bar-close datetimes."""
+        panel = _panel_frame(
+            holder, self.signal_columns, self.indicator_columns, self._universe, f"chunk {k}"
         )
-        ctx = MarketData._align_context(self._context, self._context_columns, arrays.timestamps)
-        new_dt = pl.Series(arrays.timestamps).cast(pl.Datetime("us", "UTC")).to_list()
-        return _Prepared(arrays, reserve, ctx, new_dt, k)
+        ctx = MarketData._align_context(self._context, self._context_columns, panel.timestamps)
+        new_dt = pl.Series(panel.timestamps).cast(pl.Datetime("us", "UTC")).to_list()
+        return _Prepared(panel, ctx, new_dt, k)
 
     def _assemble(self, prepared: _Prepared, carry: MarketData | None) -> MarketData:
-        """The window of a prepared chunk after the rows ``carry`` carries over (copied into
-        the chunk's free leading rows; when it left too few, into new arrays)."""
-        arrays, ctx, k = prepared.arrays, prepared.context, prepared.k
+        """The window of a prepared chunk after the rows ``carry`` carries over: the row
+        arrays (the carried rows first), the bar numbers and previous rows."""
+        ctx, k = prepared.context, prepared.k
         name = f"chunk {k}"
         n_kept = 0 if carry is None else carry.n_rows
-        arrays = _fit_reserve(arrays, prepared.reserve, n_kept)
+        arrays = _panel_columns(prepared.panel, n_kept)
         if carry is None:
             ord_local, prev_local = _chains(arrays.sym_id, self.symbols.size)
             return MarketData(
@@ -299,37 +297,12 @@ class ChunkedMarketData:
 
 
 class _Prepared(NamedTuple):
-    """A chunk converted without its carried rows (:meth:`ChunkedMarketData._prepare`)."""
+    """A chunk checked, its columns not copied yet (:meth:`ChunkedMarketData._prepare`)."""
 
-    arrays: _PanelArrays
-    reserve: int  # free leading rows of the row arrays
+    panel: _PanelFrame
     context: dict[str, FloatArray]
     datetimes: list[datetime]
     k: int  # the chunk's number (1-based)
-
-
-def _fit_reserve(arrays: _PanelArrays, reserve: int, n_kept: int) -> _PanelArrays:
-    """``arrays`` (with ``reserve`` free leading rows) with exactly ``n_kept`` free leading
-    rows: views from row ``reserve - n_kept`` on when there is room, else new arrays."""
-    if reserve == n_kept:
-        return arrays
-    if reserve > n_kept:
-        cut = reserve - n_kept
-
-        def fit(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-            return values[cut:]
-    else:
-
-        def fit(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-            out = np.empty(n_kept + values.size - reserve, dtype=values.dtype)
-            out[n_kept:] = values[reserve:]
-            return out
-
-    return arrays._replace(
-        sym_id=fit(arrays.sym_id),
-        prices={c: fit(v) for c, v in arrays.prices.items()},
-        columns={c: fit(v) for c, v in arrays.columns.items()},
-    )
 
 
 def _window_frames(
@@ -432,15 +405,14 @@ class ChunkStream:
 
     def _read_prepared(self) -> _Prepared | None:
         """The next frame with rows, prepared (:meth:`ChunkedMarketData._prepare`, in the
-        prefetch thread) with room for the rows a boundary usually carries (each symbol's
-        ``history_bars`` bars and two more); ``None``: exhausted."""
+        prefetch thread); ``None``: exhausted."""
         frame = self._read_frame()
         if frame is None:
             return None
         holder = [frame]
-        del frame  # _panel_arrays frees the frame's columns as it copies them
+        del frame  # held by the prepared chunk only: its columns are freed as they are copied
         source = self._source
-        return source._prepare(holder, self._seen, source.n_symbols * (source.history_bars + 2))
+        return source._prepare(holder, self._seen)
 
     def is_last(self) -> bool:
         """True when no chunk with bars follows the current one (reads the next chunk's frame
@@ -484,7 +456,7 @@ class ChunkStream:
             holder = [item]
             del item  # _panel_arrays takes it out of the holder and frees its columns
             window = self._source._window(holder, self.window, self._seen)
-        else:  # read and converted ahead (prefetch): only the carried rows to add
+        else:  # read and checked ahead (prefetch): the row arrays to fill
             window = self._source._assemble(item, self.window)
             del item
         self.window = window

@@ -1,7 +1,8 @@
 """Panel arrays: a long polars panel validated and turned into NumPy arrays sorted by
 (timestamp, symbol), and the bounds of a backtest window.
 
-:func:`_panel_arrays` is the one validation both :class:`engine.data.MarketData` and
+:func:`_panel_arrays` (in two steps: :func:`_panel_frame`, :func:`_panel_columns`) is the
+one validation both :class:`engine.data.MarketData` and
 :class:`engine.chunked.ChunkedMarketData` build on; :func:`window_bounds` turns a
 ``start``/``end`` into inclusive epoch microseconds.
 """
@@ -124,7 +125,49 @@ def _panel_arrays(
     a symbol outside ``universe`` raises ``ValueError`` naming it. ``reserve``: the row arrays
     (``sym_id``, prices, columns) get ``reserve`` uninitialised leading rows before the panel's
     rows; ``timestamps``/``offsets`` describe the panel's rows only (``offsets[0] == 0``).
+    The two steps, :func:`_panel_frame` then :func:`_panel_columns`.
     """
+    return _panel_columns(
+        _panel_frame(source, signal_columns, indicator_columns, universe, name), reserve
+    )
+
+
+class _PanelFrame:
+    """A validated panel whose row arrays are not filled yet (:func:`_panel_frame`): the
+    symbol names, the timestamps and their row offsets, each row's symbol id and the sort
+    order, and the frame of the float columns (taken out by :func:`_panel_columns`)."""
+
+    __slots__ = ("symbols", "timestamps", "offsets", "ids", "order", "frame", "columns")
+
+    def __init__(
+        self,
+        symbols: npt.NDArray[np.str_],
+        timestamps: IntArray,
+        offsets: IntArray,
+        ids: IntArray,
+        order: IntArray | None,
+        frame: pl.DataFrame,
+        columns: list[str],
+    ) -> None:
+        self.symbols = symbols
+        self.timestamps = timestamps
+        self.offsets = offsets
+        self.ids = ids  # symbol id per row, in (timestamp, id) order
+        self.order = order  # the frame's rows in that order (None: already in it)
+        self.frame = frame
+        self.columns = columns  # the named float columns after the prices
+
+
+def _panel_frame(
+    source: pl.DataFrame | list[pl.DataFrame],
+    signal_columns: list[str],
+    indicator_columns: list[str],
+    universe: pl.Series | None,
+    name: str = "panel",
+) -> _PanelFrame:
+    """Step 1 of :func:`_panel_arrays`: every check of the panel, the symbol ids, the
+    timestamps and the sort order; the float columns stay in the frame (no row array of the
+    panel's size is made but the ids)."""
     panel = source.pop() if isinstance(source, list) else source
     if not isinstance(panel, pl.DataFrame):
         raise ValueError(f"{name} must be a polars DataFrame, got {type(panel).__name__}")
@@ -193,9 +236,7 @@ def _panel_arrays(
             f"{name} has {ids.null_count()} rows of {unknown.len()} symbols outside the symbol "
             f"universe: {unknown.head(_MAX_LISTED).to_list()}"
         )
-    n = frame.height
-    sym_id = np.empty(reserve + n, dtype=np.int64)
-    sym_id[reserve:] = ids.to_numpy()
+    sid: IntArray = ids.to_numpy().astype(np.int64)
     del ids
     ts_all = np.ascontiguousarray(
         frame.get_column("timestamp").dt.epoch("us").to_numpy(), dtype=np.int64
@@ -204,16 +245,16 @@ def _panel_arrays(
     # sorted by (timestamp, symbol) and free of duplicate keys <=> strictly increasing pairs;
     # checked on the arrays (no hash table), sorting only when needed
     order: IntArray | None = None
-    if not _strictly_increasing(ts_all, sym_id[reserve:]):
-        order = np.lexsort((sym_id[reserve:], ts_all))
+    if not _strictly_increasing(ts_all, sid):
+        order = np.lexsort((sid, ts_all))
         ts_all = ts_all[order]
-        sym_id[reserve:] = sym_id[reserve:][order]
-        dup = np.flatnonzero((np.diff(ts_all) == 0) & (np.diff(sym_id[reserve:]) == 0)) + 1
+        sid = sid[order]
+        dup = np.flatnonzero((np.diff(ts_all) == 0) & (np.diff(sid) == 0)) + 1
         if dup.size:
             keys = pl.DataFrame(
                 {
                     "timestamp": pl.Series(ts_all[dup]).cast(pl.Datetime("us", "UTC")),
-                    "symbol": symbols[sym_id[reserve:][dup]].tolist(),
+                    "symbol": symbols[sid[dup]].tolist(),
                 }
             ).unique(maintain_order=True)
             raise ValueError(
@@ -222,6 +263,19 @@ def _panel_arrays(
             )
     offsets, timestamps = data_kernels.group_offsets(ts_all)  # the panel is not empty
     del ts_all
+    return _PanelFrame(symbols, timestamps, offsets, sid, order, frame, extra)
+
+
+def _panel_columns(panel: _PanelFrame, reserve: int = 0) -> _PanelArrays:
+    """Step 2 of :func:`_panel_arrays`: the row arrays (``reserve`` free leading rows, then
+    the panel's rows in order), each float column copied out of the frame and released from
+    it as it goes (the frame is taken out of ``panel``)."""
+    frame = panel.frame
+    panel.frame = pl.DataFrame()  # the columns are released as they are copied
+    order = panel.order
+    n = panel.ids.size
+    sym_id = np.empty(reserve + n, dtype=np.int64)
+    sym_id[reserve:] = panel.ids
 
     def column(col: str) -> FloatArray:
         """Copy ``col`` (null/NaN → NaN) into its array, then release it from the frame."""
@@ -243,8 +297,8 @@ def _panel_arrays(
         return out
 
     prices = {c: column(c) for c in PRICE_COLUMNS}
-    columns = {c: column(c) for c in extra}
-    return _PanelArrays(symbols, timestamps, offsets, sym_id, prices, columns)
+    columns = {c: column(c) for c in panel.columns}
+    return _PanelArrays(panel.symbols, panel.timestamps, panel.offsets, sym_id, prices, columns)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -34,7 +34,6 @@ from engine import (
     VolatilityScaledStopLoss,
     VolumeAwareSlippage,
 )
-from engine import chunked as chunked_module
 from engine.chunked import ChunkedMarketData
 from engine.data import BarBatch
 from engine.events import Fill, MarketEvent
@@ -274,8 +273,7 @@ def test_chunked_run_context_and_per_symbol_strategy_equal_whole_panel() -> None
 def test_chunked_run_random_split_points_equal_whole_panel(
     seed: int, cuts: list[int], config: str, prefetch: bool
 ) -> None:
-    # prefetch: each chunk converted ahead with room for a usual carry, the carried rows
-    # added at the boundary (a larger carry moves the chunk into new arrays)
+    # prefetch: each chunk read and checked ahead, its columns copied at the boundary
     _compare(
         _random_panel(seed, n_symbols=4),
         cuts,
@@ -283,19 +281,6 @@ def test_chunked_run_random_split_points_equal_whole_panel(
         config=CONFIGS[config],
         prefetch=prefetch,
     )
-
-
-@pytest.mark.parametrize("n_kept", [0, 3, 5, 9])
-def test_chunked_prepared_chunk_fits_any_number_of_carried_rows(n_kept: int) -> None:
-    panel = _random_panel(3, n_bars=6, n_symbols=2)
-    data = ChunkedMarketData([panel], symbols=["S0", "S1"], signal_columns=["sig"])
-    prepared = data._prepare([panel.clone()], 1, 5)  # 5 free leading rows
-    fitted = chunked_module._fit_reserve(prepared.arrays, prepared.reserve, n_kept)
-    whole = MarketData.from_frame(panel, signal_columns=["sig"])
-    assert fitted.sym_id.size == n_kept + panel.height
-    assert fitted.sym_id[n_kept:].tolist() == whole.sym_id.tolist()
-    assert fitted.prices["close"][n_kept:].tolist() == whole.close.tolist()
-    np.testing.assert_array_equal(fitted.columns["sig"][n_kept:], whole.columns["sig"])
 
 
 # ------------------------------------------------------------------------------ boundaries
