@@ -174,6 +174,9 @@ class Broker(BrokerState):
         are unchanged."""
         self.data = data
         self._index_lists(data)
+        if self._lane is not None:  # its cached call arguments hold the old window's arrays
+            self._lane.fixed = None
+            self._lane.fixed_for = None
         if remap is None:
             return
         seen = self.last_row >= 0
