@@ -4,21 +4,25 @@ window at a time)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from engine import data_kernels
 from engine.data import MarketData
 from engine.panel import (
     PRICE_COLUMNS,
+    Allocate,
     FloatArray,
     IntArray,
     _chains,
+    _empty,
     _panel_columns,
     _panel_frame,
     _PanelFrame,
@@ -205,11 +209,17 @@ class ChunkedMarketData:
         self._started = True
         return ChunkStream(self, iter(self._frames))
 
-    def _window(self, holder: list[pl.DataFrame], carry: MarketData | None, k: int) -> MarketData:
+    def _window(
+        self,
+        holder: list[pl.DataFrame],
+        carry: MarketData | None,
+        k: int,
+        alloc: Allocate = _empty,
+    ) -> MarketData:
         """Build the window of chunk ``k`` (1-based, the frame handed over in ``holder``) after
         the rows ``carry`` carries over (see :meth:`MarketData._carried`); carried rows keep
-        their row numbers."""
-        return self._assemble(self._prepare(holder, k), carry)
+        their row numbers; ``alloc`` makes the row arrays."""
+        return self._assemble(self._prepare(holder, k), carry, alloc)
 
     def _prepare(self, holder: list[pl.DataFrame], k: int) -> _Prepared:
         """The part of chunk ``k``'s window that makes no array of the chunk's size but the
@@ -222,15 +232,18 @@ class ChunkedMarketData:
         new_dt = pl.Series(panel.timestamps).cast(pl.Datetime("us", "UTC")).to_list()
         return _Prepared(panel, ctx, new_dt, k)
 
-    def _assemble(self, prepared: _Prepared, carry: MarketData | None) -> MarketData:
+    def _assemble(
+        self, prepared: _Prepared, carry: MarketData | None, alloc: Allocate = _empty
+    ) -> MarketData:
         """The window of a prepared chunk after the rows ``carry`` carries over: the row
-        arrays (the carried rows first), the bar numbers and previous rows."""
+        arrays (the carried rows first; made by ``alloc``), the bar numbers and previous
+        rows."""
         ctx, k = prepared.context, prepared.k
         name = f"chunk {k}"
         n_kept = 0 if carry is None else carry.n_rows
-        arrays = _panel_columns(prepared.panel, n_kept)
+        arrays = _panel_columns(prepared.panel, n_kept, alloc)
         if carry is None:
-            ord_local, prev_local = _chains(arrays.sym_id, self.symbols.size)
+            ord_local, prev_local = _chains(arrays.sym_id, self.symbols.size, alloc)
             return MarketData(
                 timestamps=arrays.timestamps,
                 offsets=arrays.offsets,
@@ -269,8 +282,8 @@ class ChunkedMarketData:
         last = carry.last_rows.copy()
         count = np.where(last >= 0, carry.ordinal[np.maximum(last, 0)] + 1, 0).astype(np.int64)
         n_rows = arrays.sym_id.size
-        ordinal = np.empty(n_rows, dtype=np.int64)
-        prev_row = np.empty(n_rows, dtype=np.int64)
+        ordinal: IntArray = alloc(n_rows, np.int64)
+        prev_row: IntArray = alloc(n_rows, np.int64)
         ordinal[:n_kept] = carry.ordinal
         prev_row[:n_kept] = carry.prev_row
         data_kernels.symbol_chains(arrays.sym_id, n_kept, last, count, ordinal, prev_row)
@@ -378,6 +391,8 @@ class ChunkStream:
         self._pending: pl.DataFrame | _Prepared | None = None
         self._seen = 0
         self._ahead: _Prefetch | None = None
+        # the row arrays of the window released last, for the next window's arrays
+        self._spare: list[npt.NDArray[Any]] = []
         self.window: MarketData | None = None
         self.n_chunks = 0
 
@@ -422,6 +437,22 @@ class ChunkStream:
             self._peeked = True
         return self._pending is None
 
+    def _buffer(self, n: int, dtype: type) -> npt.NDArray[Any]:
+        """An uninitialised array of ``n`` values of ``dtype`` for the window being built:
+        the front of a row array of the window released last when it is large enough and
+        nothing refers to it any more (no window, and no view a strategy kept: its values
+        stay untouched), else of a new one with room for a longer next chunk (pages never
+        written are never mapped). Writing into pages already mapped saves the fresh pages
+        a new chunk-sized array costs."""
+        spare = self._spare
+        for k in range(len(spare) - 1, -1, -1):
+            values = spare[k]
+            if values.dtype == dtype and values.size >= n:
+                del spare[k]
+                if sys.getrefcount(values) == 2:  # this name and the call's argument only
+                    return values[:n]
+        return np.empty(n + n // 4, dtype=dtype)[:n]
+
     def release(self, keep: IntArray | None = None) -> IntArray:
         """Replace the current window by the rows a boundary carries (each symbol's last
         ``history_bars`` bars plus ``keep``, rows of the current window); return the map from
@@ -434,7 +465,17 @@ class ChunkStream:
         """
         if self.window is None:
             raise RuntimeError("release() before the first advance()")
-        carry, remap = self.window._carried(keep, self._source.history_bars)
+        window = self.window
+        carry, remap = window._carried(keep, self._source.history_bars)
+        self._spare = []
+        for values in (
+            window.sym_id, window.ordinal, window.prev_row,
+            *(getattr(window, c) for c in PRICE_COLUMNS), *window.columns.values(),
+        ):  # fmt: skip
+            base = values if values.base is None else values.base
+            if isinstance(base, np.ndarray) and base.flags.owndata and base.ndim == 1:
+                self._spare.append(base)
+        del window
         self.window = carry
         return remap
 
@@ -449,17 +490,19 @@ class ChunkStream:
         """
         item = self._next_frame()
         if item is None:
+            self._spare = []
             if self.window is None:
                 raise ValueError("the chunked market data has no bars: every chunk is empty")
             return None
         if isinstance(item, pl.DataFrame):
             holder = [item]
             del item  # _panel_arrays takes it out of the holder and frees its columns
-            window = self._source._window(holder, self.window, self._seen)
+            window = self._source._window(holder, self.window, self._seen, self._buffer)
         else:  # read and checked ahead (prefetch): the row arrays to fill
-            window = self._source._assemble(item, self.window)
+            window = self._source._assemble(item, self.window, self._buffer)
             del item
         self.window = window
+        self._spare = []  # those not reused are freed
         self.n_chunks += 1
         if self._source.prefetch:
             self._ahead = _Prefetch(self._read_prepared)

@@ -9,9 +9,9 @@ one validation both :class:`engine.data.MarketData` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -87,11 +87,14 @@ def _strictly_increasing(ts: IntArray, sym_id: IntArray) -> bool:
     )
 
 
-def _chains(sym_id: IntArray, n_symbols: int) -> tuple[IntArray, IntArray]:
-    """Each row's 0-based bar number within its symbol, and the row of its previous bar (-1)."""
+def _chains(
+    sym_id: IntArray, n_symbols: int, alloc: Callable[[int, type], npt.NDArray[Any]] = np.empty
+) -> tuple[IntArray, IntArray]:
+    """Each row's 0-based bar number within its symbol, and the row of its previous bar (-1);
+    ``alloc(n, dtype)`` makes the two arrays."""
     ids = np.ascontiguousarray(sym_id, dtype=np.int64)
-    ordinal = np.empty(ids.size, dtype=np.int64)
-    prev = np.empty(ids.size, dtype=np.int64)
+    ordinal: IntArray = alloc(ids.size, np.int64)
+    prev: IntArray = alloc(ids.size, np.int64)
     last = np.full(n_symbols, -1, dtype=np.int64)
     count = np.zeros(n_symbols, dtype=np.int64)
     data_kernels.symbol_chains(ids, 0, last, count, ordinal, prev)
@@ -266,21 +269,30 @@ def _panel_frame(
     return _PanelFrame(symbols, timestamps, offsets, sid, order, frame, extra)
 
 
-def _panel_columns(panel: _PanelFrame, reserve: int = 0) -> _PanelArrays:
+Allocate = Callable[[int, type], npt.NDArray[Any]]
+"""``alloc(n, dtype)``: an uninitialised one-dimensional array of ``n`` values of ``dtype``
+(``np.empty`` or a buffer handed on, :meth:`engine.chunked.ChunkStream.release`)."""
+
+
+def _empty(n: int, dtype: type) -> npt.NDArray[Any]:
+    return np.empty(n, dtype=dtype)
+
+
+def _panel_columns(panel: _PanelFrame, reserve: int = 0, alloc: Allocate = _empty) -> _PanelArrays:
     """Step 2 of :func:`_panel_arrays`: the row arrays (``reserve`` free leading rows, then
-    the panel's rows in order), each float column copied out of the frame and released from
-    it as it goes (the frame is taken out of ``panel``)."""
+    the panel's rows in order; made by ``alloc``), each float column copied out of the frame
+    and released from it as it goes (the frame is taken out of ``panel``)."""
     frame = panel.frame
     panel.frame = pl.DataFrame()  # the columns are released as they are copied
     order = panel.order
     n = panel.ids.size
-    sym_id = np.empty(reserve + n, dtype=np.int64)
+    sym_id: IntArray = alloc(reserve + n, np.int64)
     sym_id[reserve:] = panel.ids
 
     def column(col: str) -> FloatArray:
         """Copy ``col`` (null/NaN → NaN) into its array, then release it from the frame."""
         nonlocal frame
-        out = np.empty(reserve + n, dtype=np.float64)
+        out: FloatArray = alloc(reserve + n, np.float64)
         series = frame.get_column(col)
         if order is None:
             # chunk by chunk: each chunk's view is copied once (to_numpy of a chunked series

@@ -283,6 +283,37 @@ def test_chunked_run_random_split_points_equal_whole_panel(
     )
 
 
+def _addresses(window: MarketData) -> set[int]:
+    """Where the window's row arrays start in memory."""
+    arrays = [window.sym_id, window.ordinal, window.prev_row, *window.columns.values()]
+    arrays += [getattr(window, c) for c in ("open", "high", "low", "close", "volume")]
+    return {int(a.__array_interface__["data"][0]) for a in arrays}
+
+
+@pytest.mark.parametrize("keep_view", [False, True])
+def test_chunked_next_window_reuses_released_arrays_only_when_unreferenced(
+    keep_view: bool,
+) -> None:
+    panel = _random_panel(4, n_bars=12, n_symbols=2)
+    source = ChunkedMarketData(_chunks(panel, [6]), symbols=["S0", "S1"], signal_columns=["sig"])
+    stream = source.stream()
+    first = stream.advance()
+    assert first is not None
+    close_at = int(first.close.__array_interface__["data"][0])
+    view = first.close[:4] if keep_view else None  # e.g. a strategy keeping a column
+    values = first.close[:4].copy()
+    del first
+    stream.release()
+    second = stream.advance()
+    assert second is not None
+    assert (close_at in _addresses(second)) is not keep_view
+    if view is not None:
+        np.testing.assert_array_equal(view, values)  # untouched
+    whole = MarketData.from_frame(panel, signal_columns=["sig"])
+    assert second.close[second.first_row :].tolist() == whole.close[12:].tolist()
+    assert second.ordinal[second.first_row :].tolist() == whole.ordinal[12:].tolist()
+
+
 # ------------------------------------------------------------------------------ boundaries
 
 # bar k = (open, high, low, close)
