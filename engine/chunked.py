@@ -309,6 +309,16 @@ class ChunkedMarketData:
         return window
 
 
+def _sole_owner_count() -> int:
+    """What ``sys.getrefcount`` reports here for an array that one local name holds and
+    nothing else (the interpreter's own way of counting: 2 in CPython 3.11)."""
+    values = np.empty(1)
+    return sys.getrefcount(values)
+
+
+_SOLE_OWNER = _sole_owner_count()
+
+
 class _Prepared(NamedTuple):
     """A chunk checked, its columns not copied yet (:meth:`ChunkedMarketData._prepare`)."""
 
@@ -449,7 +459,7 @@ class ChunkStream:
             values = spare[k]
             if values.dtype == dtype and values.size >= n:
                 del spare[k]
-                if sys.getrefcount(values) == 2:  # this name and the call's argument only
+                if sys.getrefcount(values) == _SOLE_OWNER:  # held by this name only
                     return values[:n]
         return np.empty(n + n // 4, dtype=dtype)[:n]
 
