@@ -90,8 +90,12 @@ def attribution_by_exit_reason(trades: pl.DataFrame) -> Iterator[Any]:
     kinds={"polars"},
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[_reconciles_spec("attribution_by_signal")],
-    # a scan: one indicator column is read, and only when the strategy ranks by an indicator
-    ins={"features": dg.AssetIn(metadata={"lazy": True})},
+    ins={
+        # a scan: one indicator column is read, and only when the strategy ranks by an indicator
+        "features": dg.AssetIn(metadata={"lazy": True}),
+        # the forward returns need the close only
+        "prices": dg.AssetIn(metadata={"columns": ["timestamp", "symbol", "close"]}),
+    },
 )
 def attribution_by_signal(
     context: dg.AssetExecutionContext,

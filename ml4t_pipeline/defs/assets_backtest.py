@@ -55,6 +55,7 @@ from ml4t_pipeline.lib.experiment import (
 )
 from ml4t_pipeline.lib.html_markdown import html_to_markdown
 from ml4t_pipeline.lib.lineage import benchmark_content_hash, code_version, frame_content_hash
+from ml4t_pipeline.lib.memory import release_free_memory
 from ml4t_pipeline.lib.output_schemas import (
     FillsSchema,
     PortfolioStatesSchema,
@@ -137,6 +138,7 @@ def backtest(
         )
         prices_version = frame_content_hash(panel.select(PRICE_COLUMNS))
         bar_events = panel.height
+    release_free_memory()  # the engine run's arrays (~100 MB on the S&P file)
     tables = {
         "trades": result.trades,
         "portfolio_states": result.portfolio_states,

@@ -287,12 +287,21 @@ def run_walk_forward(
     )
     complete = pl.all_horizontal([pl.col(c).is_not_null() for c in feature_columns])
     n_null = fx.height - fx.select(complete.sum()).item()
-    panel = (
-        fx.filter(complete)
-        .join(labels, on=["timestamp", "symbol"], how="left")
-        .sort("timestamp", "symbol")  # first: the per-timestamp windows below then run faster
-        .with_columns([_cross_sectional(c, preprocess) for c in feature_columns])
-    )
+    month_starts = _month_starts(_as_us(fx["timestamp"]))
+    if in_time_order and _same_keys(fx, labels):
+        # Features row for row on the prices' keys (the pipeline computes them from these
+        # prices), in (timestamp, symbol) order: the labels are attached by position, and the
+        # complete rows stay in key order. Same rows as the join below, without its hash tables
+        # (~220 MB transient on 505 symbols x 5 years).
+        panel = fx.with_columns(labels["_label"], labels["_label_available_at"]).filter(complete)
+    else:
+        panel = (
+            fx.filter(complete)
+            .join(labels, on=["timestamp", "symbol"], how="left")
+            .sort("timestamp", "symbol")  # first: the per-timestamp windows then run faster
+        )
+    del px, fx, labels
+    panel = panel.with_columns([_cross_sectional(c, preprocess) for c in feature_columns])
 
     ts = _as_us(panel["timestamp"])
     x = panel.select(feature_columns).to_numpy().astype(np.float64, copy=False)
@@ -301,7 +310,6 @@ def run_walk_forward(
     has_label = np.isfinite(y)
     uniq_ts, tid = np.unique(ts, return_inverse=True)
 
-    month_starts = _month_starts(_as_us(fx["timestamp"]))
     bounds = np.append(month_starts, _NO_LABEL)
     fits: list[FitRecord] = []
     picked: list[np.ndarray] = []
@@ -437,6 +445,12 @@ def _check_keys(df: pl.DataFrame, name: str, columns: Sequence[str]) -> pl.DataF
             f"{keys.head(_SHOW).rows()}"
         )
     return out
+
+
+def _same_keys(left: pl.DataFrame, right: pl.DataFrame) -> bool:
+    """True when both frames hold the same (timestamp, symbol) keys in the same row order."""
+    keys = ["timestamp", "symbol"]
+    return left.height == right.height and left.select(keys).equals(right.select(keys))
 
 
 def _prepared_prices(prices: pl.DataFrame) -> pl.DataFrame:

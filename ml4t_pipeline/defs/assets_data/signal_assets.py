@@ -28,6 +28,7 @@ from ml4t_pipeline.lib import io as io_lib
 from ml4t_pipeline.lib import schemas, timing
 from ml4t_pipeline.lib import signals as signals_lib
 from ml4t_pipeline.lib.lineage import file_content_hash, frame_content_hash
+from ml4t_pipeline.lib.memory import release_free_memory
 
 
 @dg.asset(
@@ -35,6 +36,12 @@ from ml4t_pipeline.lib.lineage import file_content_hash, frame_content_hash
     group_name=GROUP,
     kinds={"polars", "sklearn"},
     deps=["signals_file"],
+    ins={
+        # what the model and the checks read: the close, not the whole OHLCV table
+        "prices": dg.AssetIn(metadata={"columns": ["timestamp", "symbol", "close"]}),
+        # scanned: the model collects only its input columns; a signal file reads none
+        "features": dg.AssetIn(metadata={"lazy": True}),
+    },
     metadata=by_month_metadata(),
     automation_condition=RERUN_ON_NEW_INPUTS,
     check_specs=[
@@ -68,7 +75,7 @@ def signals(
     context: dg.AssetExecutionContext,
     experiments: ExperimentsResource,
     prices: pl.DataFrame,
-    features: pl.DataFrame,
+    features: pl.LazyFrame,
 ) -> Iterator[Any]:
     """Model scores per (timestamp, symbol) with the time each became available.
 
@@ -101,16 +108,19 @@ def signals(
         version = file_content_hash(path)
     else:
         model = cfg.signals
+        inputs = list(features_lib.FEATURE_COLUMNS)
+        stored = features.collect_schema().names()  # a missing input is named by the model
         frame = signals_lib.walk_forward_signals(
             prices,
-            features,
-            list(features_lib.FEATURE_COLUMNS),
+            features.select(c for c in ["timestamp", "symbol", *inputs] if c in stored).collect(),
+            inputs,
             horizon=model.horizon,
             retrain=model.retrain,
             min_train_periods=model.min_train_periods,
             model=model.model,
             alpha=model.alpha,
         )
+        release_free_memory()  # the fits' training-matrix copies (~60 MB on the S&P file)
         version = frame_content_hash(frame)
         offsets = timing.signal_stamp_offsets(frame, prices["timestamp"])
     report = schemas.validate_signals(frame, known_symbols=prices["symbol"].unique())

@@ -104,11 +104,16 @@ def forward_returns(
         strategy="forward",
         check_sortedness=False,
     )
-    return (
-        joined.filter(pl.col("forward_return").is_not_null())
-        .select(pl.col("anchor").alias("timestamp"), "symbol", "score", "forward_return")
-        .unique(["timestamp", "symbol"], keep="last", maintain_order=True)
-        .sort("timestamp", "symbol")
+    pairs = joined.filter(pl.col("forward_return").is_not_null()).select(
+        pl.col("anchor").alias("timestamp"), "symbol", "score", "forward_return"
+    )
+    # Scores stamped at bar closes anchor one row per bar, already in (timestamp, symbol) order:
+    # the de-duplication and the sort (a hash of every key: +70 MB on the S&P signals) run only
+    # when some bar got two signal rows or the rows are out of order.
+    if in_key_order(pairs) and not has_adjacent_duplicate(pairs, ["timestamp", "symbol"]):
+        return pairs
+    return pairs.unique(["timestamp", "symbol"], keep="last", maintain_order=True).sort(
+        "timestamp", "symbol"
     )
 
 

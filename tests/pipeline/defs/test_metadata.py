@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -48,3 +50,22 @@ def test_metrics_table_lists_numeric_metrics_with_units() -> None:
     assert math.isclose(rows["sharpe"]["value"], 0.123457)
     assert rows["sharpe"]["unit"] == "ratio"
     assert rows["n_trades"] == {"metric": "n_trades", "value": 12, "unit": "count"}
+
+
+def test_frame_metadata_first_call_in_process_frame_released() -> None:
+    # Dagster builds a record type's checked constructor on its first call and keeps the calling
+    # function's local variables with it; the first stored table must not stay in memory. A fresh
+    # interpreter, so that this call is the process's first.
+    code = (
+        "import gc, weakref\n"
+        "import polars as pl\n"
+        "from ml4t_pipeline.defs.metadata import frame_metadata\n"
+        "frame = pl.DataFrame({'symbol': ['A', 'B'], 'close': [1.0, 2.0]})\n"
+        "ref = weakref.ref(frame)\n"
+        "frame_metadata(frame)\n"
+        "del frame\n"
+        "gc.collect()\n"
+        "print('released' if ref() is None else 'kept')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "released"

@@ -260,6 +260,25 @@ def test_walk_forward_shuffled_input_rows_identical_output(model: str) -> None:
     assert_frame_equal(first, again)
 
 
+def test_walk_forward_features_on_other_keys_than_prices_same_scores() -> None:
+    # Features carrying exactly the prices' keys take the positional path; one extra key (a
+    # symbol without prices, features null) sends the same data through the join.
+    bars = _weekdays(date(2020, 1, 1), date(2020, 4, 30))
+    prices, features = _random_panel(["A", "B", "C", "D", "E"], bars)
+    unpriced = pl.DataFrame(
+        {"timestamp": [bars[3]], "symbol": ["F"], "f1": [None], "f2": [None]},
+        schema=features.schema,
+    )
+    widened = pl.concat([features, unpriced]).sort("timestamp", "symbol")
+
+    aligned = run_walk_forward(prices, features, ["f1", "f2"], min_train_periods=10)
+    joined = run_walk_forward(prices, widened, ["f1", "f2"], min_train_periods=10)
+
+    assert aligned.signals.height > 0
+    assert_frame_equal(aligned.signals, joined.signals)
+    assert joined.n_rows_null_features == aligned.n_rows_null_features + 1
+
+
 # --- predictive power ----------------------------------------------------------------------------
 
 
