@@ -233,9 +233,9 @@ def execute_experiment(
     (``CRITICAL``): the caller reports failures (:func:`failure_text`, :func:`failure_trace`).
     Outputs are not kept in memory once stored (``Ml4tIOManager.release_outputs``): the
     result's events and metadata are there, ``output_for_node`` is not. Stored tables are
-    handed to the run's downstream steps in memory (``Ml4tIOManager.hand_off``: the frame a
-    read would give, without reading the files again) and dropped once the last one loaded
-    them, or when the run ends.
+    handed to the run's data-preparation steps (:data:`DATA_ASSETS`) in memory
+    (``Ml4tIOManager.hand_off_to``: the frame a read would give, without reading the files
+    again) and dropped once the last of them loaded it, or when the run ends.
 
     Raises
     ------
@@ -267,7 +267,7 @@ def execute_experiment(
                 "io_manager": Ml4tIOManager(
                     base_dir=base_dir,
                     published_dir=None if published_dir is None else str(published_dir.resolve()),
-                    hand_off=True,
+                    hand_off_to=list(DATA_ASSETS),
                     release_outputs=True,
                 ),
             },

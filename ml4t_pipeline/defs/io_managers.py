@@ -52,12 +52,13 @@ Reads of Parquet are lazy scans: a downstream asset that declares
 disk (projection pushdown); ``metadata={"lazy": True}`` hands over the ``pl.LazyFrame`` itself so
 the asset can filter months before anything is read.
 
-**Hand-off in memory.** With ``hand_off`` (set by ``ml4t run``, which executes every step in
-one process) a table or folder of tables is still stored as above, and the frame that storage
-would give back (month files concatenated in their order, ``symbol`` Categorical) is also kept
-in memory until each downstream asset of the run has loaded it: those loads take it from
-memory, with the same columns, types, rows and errors as a read, instead of reading the files
-again. Pending candidates are handed off the same way; JSON and HTML values are always read.
+**Hand-off in memory.** With ``hand_off_to`` (set by ``ml4t run``, which executes every step
+in one process, to the data-preparation assets) a table or folder of tables is still stored as
+above, and the frame that storage would give back (month files concatenated in their order,
+``symbol`` Categorical) is also kept in memory until each of the run's downstream assets named
+in ``hand_off_to`` has loaded it: those loads take it from memory, with the same columns, types,
+rows and errors as a read, instead of reading the files again. Other loads, lazy ones and JSON
+or HTML values read the files; pending candidates are handed off like current values.
 
 Writes are atomic per file: a temporary sibling is written first, then renamed over the old file,
 so a failure while writing leaves the previous version readable. A prepared table is replaced
@@ -159,8 +160,9 @@ _STEP_INPUTS: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = {}
 with the input that brought it: ``{asset[partition]: (run id, input)}``."""
 _STEP_INPUTS_KEPT = 10_000
 _HANDED: dict[tuple[str, str], dict[str, list[Any]]] = {}
-"""Values handed off in memory (``hand_off``): per (storage folder, run id), per stored stem,
-``[value as read back, loads left]``; an entry goes once its last load took it."""
+"""Values handed off in memory (``hand_off_to``): per (storage folder, run id), per stored stem,
+``[value as read back, loads left, only some columns kept]``; an entry goes once its last load
+took it."""
 """Past this many steps, the bookkeeping of runs other than the current one is dropped."""
 
 
@@ -427,10 +429,12 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         ``DIR/assets``). Recorded paths under ``base_dir`` name this folder instead (metadata,
         logs, current-version records); reads and writes still go to ``base_dir``. Default:
         paths are recorded as written.
-    hand_off : bool, default False
-        Keep each stored table in memory, as storage would give it back, until the run's
-        downstream assets have loaded it (see the module docstring): only for a run whose
-        steps all execute in this process (``ml4t run``); released by
+    hand_off_to : list of str, default []
+        Assets (node names) whose non-lazy loads take a table stored earlier in the same run
+        from memory, as storage would give it back (see the module docstring); each table is
+        kept until the last of them loaded it. Only for a run whose steps all execute in this
+        process (``ml4t run``: the data-preparation assets, whose loads are every input's whole
+        table, so what is kept is what the next of them loads anyway); released by
         :func:`release_handed` after the run.
     release_outputs : bool, default False
         Drop the in-memory copy ``execute_in_process`` keeps of each output (for
@@ -443,7 +447,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
     base_dir: str
     lock_timeout_s: float | None = None
     published_dir: str | None = None
-    hand_off: bool = False
+    hand_off_to: list[str] = []
     release_outputs: bool = False
 
     def _shown(self, path: Path) -> Path:
@@ -498,10 +502,17 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
     # --- writing -------------------------------------------------------------------------
 
     def _write(
-        self, target: _Target, obj: Any, dest: Path, *, by_month: bool, allow_empty: bool
+        self,
+        target: _Target,
+        obj: Any,
+        dest: Path,
+        *,
+        by_month: bool,
+        allow_empty: bool,
+        keep: bool = False,
     ) -> tuple[Path, int | None, Any]:
-        """Write ``obj`` at ``dest`` in its storage form; (path, month files written, the value
-        as a read would give it back, or None: kept only with ``hand_off``)."""
+        """Write ``obj`` at ``dest`` in its storage form; (path, month files written, with
+        ``keep`` the value as a read would give it back, else None)."""
         if target.month is not None:
             frame = require_frame(obj, dest)
             written = write_month(
@@ -510,26 +521,55 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
             return (written[0].path if written else dest), len(written), None
         if by_month:
             frame = require_frame(obj, dest)
-            parts: list[pl.DataFrame] | None = [] if self.hand_off else None
+            parts: list[pl.DataFrame] | None = [] if keep else None
             written = write_table_by_month(
                 frame, dest, allow_empty=allow_empty, what=target.what, stored=parts
             )
             return dest, len(written), None if parts is None else table_as_read(parts)
         path = write_value(obj, dest)
-        return path, None, _value_as_read(obj) if self.hand_off else None
+        return path, None, _value_as_read(obj) if keep else None
 
-    def _hand_off(self, context: dg.OutputContext, stem: Path, value: Any) -> None:
-        """Keep ``value`` (stored at ``stem``) for the run's downstream loads that are not lazy;
-        only the columns they ask for when each asks for some."""
-        if value is None:
+    def _hand_off(
+        self, context: dg.OutputContext, stem: Path, value: Any, loads: tuple[int, set[str] | None]
+    ) -> None:
+        """Keep ``value`` (stored at ``stem``) for ``loads`` (:meth:`_handed_loads`); only the
+        columns they ask for when each asks for some."""
+        count, columns = loads
+        if value is None or not count:
             return
-        loads, columns = _downstream_loads(context)
-        if not loads:
-            return
-        if columns is not None and isinstance(value, pl.DataFrame):
+        pruned = columns is not None and isinstance(value, pl.DataFrame)
+        if pruned:
             value = value.select([c for c in value.columns if c in columns])
         held = _HANDED.setdefault((self.base_dir, context.run_id), {})
-        held[str(stem)] = [value, loads]
+        held[str(stem)] = [value, count, pruned]
+
+    def _handed_loads(self, context: dg.OutputContext) -> tuple[int, set[str] | None]:
+        """The loads of this output by the run's downstream assets in ``hand_off_to`` that are
+        not lazy (input metadata ``lazy``), and the columns they ask for (None: all, when one of
+        them asks for no ``columns``). ``(0, None)`` without ``hand_off_to`` or a job (a bare
+        output context)."""
+        if not self.hand_off_to:
+            return 0, None
+        try:
+            graph = context.step_context.job_def.asset_layer.asset_graph
+            children = graph.get(context.asset_key).child_keys
+            nodes = {id(d): d for d in (graph.get(child).assets_def for child in children)}
+        except (dg.DagsterInvariantViolationError, KeyError, AttributeError):
+            return 0, None
+        count, columns = 0, set()
+        for assets_def in nodes.values():
+            if assets_def.node_def.name not in self.hand_off_to:
+                continue
+            for name, key in assets_def.keys_by_input_name.items():
+                if key != context.asset_key:
+                    continue
+                metadata = assets_def.node_def.input_def_named(name).metadata or {}
+                if metadata.get("lazy"):
+                    continue
+                count += 1
+                wanted = metadata.get("columns")
+                columns = None if wanted is None or columns is None else columns | set(wanted)
+        return count, columns
 
     def _read(
         self,
@@ -540,11 +580,13 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
     ) -> Any:
         """:func:`read_value` of ``stem``, from memory when the run handed it off (lazy loads
         scan the files: they read only what their query needs)."""
-        held = _HANDED.get((self.base_dir, _input_run_id(context) or ""), {})
-        entry = None if lazy else held.get(str(stem))
-        if entry is not None and isinstance(entry[0], pl.DataFrame):
+        step = _input_step(context)
+        held = _HANDED.get((self.base_dir, "" if step is None else step.run_id), {})
+        mine = step is not None and step.step.key in self.hand_off_to
+        entry = held.get(str(stem)) if mine and not lazy else None
+        if entry is not None and entry[2]:  # only some columns kept
             kept = entry[0].columns
-            if any(c not in kept for c in columns or kept):
+            if columns is None or any(c not in kept for c in columns):
                 entry = None  # not kept in memory: read_value gives the rows or the error
         if entry is None:
             return read_value(stem, columns=columns, lazy=lazy)
@@ -565,6 +607,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         judge = context.definition_metadata.get(JUDGED_BY_KEY)
         run_id = context.run_id
         built_from = _step_inputs(self.base_dir, run_id, _output_step_key(context))
+        loads = self._handed_loads(context)
         meta: dict[str, Any] = {}
         with self._lock(target):
             record = _read_json(target.record_path)
@@ -572,10 +615,10 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                 status = "rejected" if verdict is False else "pending"
                 dest = target.candidates / run_id
                 path, n_files, as_read = self._write(
-                    target, obj, dest, by_month=by_month, allow_empty=allow_empty
-                )
-                if status == "pending":
-                    self._hand_off(context, dest, as_read)
+                    target, obj, dest, by_month=by_month, allow_empty=allow_empty,
+                    keep=status == "pending" and loads[0] > 0,
+                )  # fmt: skip
+                self._hand_off(context, dest, as_read, loads)
                 del as_read
                 if by_month or target.month is not None:
                     path = dest  # the candidate table's folder
@@ -610,9 +653,10 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                     meta["ml4t/current_run_id"] = dg.MetadataValue.text(str(record["run_id"]))
             else:
                 path, n_files, as_read = self._write(
-                    target, obj, target.stem, by_month=by_month, allow_empty=allow_empty
-                )
-                self._hand_off(context, target.stem, as_read)
+                    target, obj, target.stem, by_month=by_month, allow_empty=allow_empty,
+                    keep=loads[0] > 0,
+                )  # fmt: skip
+                self._hand_off(context, target.stem, as_read, loads)
                 del as_read
                 _write_json_atomic(
                     {
@@ -807,7 +851,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
 
 
 def release_handed(base_dir: str) -> None:
-    """Drop every value kept in memory for runs storing under ``base_dir`` (``hand_off``)."""
+    """Drop every value kept in memory for runs storing under ``base_dir`` (``hand_off_to``)."""
     for key in [k for k in _HANDED if k[0] == base_dir]:
         del _HANDED[key]
 
@@ -834,30 +878,6 @@ def _handed_copy(value: Any, stem: Path, columns: Sequence[str] | None, lazy: bo
     where = stem if stem.is_dir() else with_ext(stem, ".parquet")
     lf = select_columns(value.lazy(), columns, where)
     return lf if lazy else lf.collect()
-
-
-def _downstream_loads(context: dg.OutputContext) -> tuple[int, set[str] | None]:
-    """The loads of this output by the run's downstream assets that are not lazy (input
-    metadata ``lazy``), and the columns they ask for (None: all, when one of them asks for no
-    ``columns``). ``(0, None)`` when the context has no job (a bare output context)."""
-    try:
-        graph = context.step_context.job_def.asset_layer.asset_graph
-        children = graph.get(context.asset_key).child_keys
-        nodes = {id(d): d for d in (graph.get(child).assets_def for child in children)}
-    except (dg.DagsterInvariantViolationError, KeyError, AttributeError):
-        return 0, None
-    loads, columns = 0, set()
-    for assets_def in nodes.values():
-        for name, key in assets_def.keys_by_input_name.items():
-            if key != context.asset_key:
-                continue
-            metadata = assets_def.node_def.input_def_named(name).metadata or {}
-            if metadata.get("lazy"):
-                continue
-            loads += 1
-            wanted = metadata.get("columns")
-            columns = None if wanted is None or columns is None else columns | set(wanted)
-    return loads, columns
 
 
 def _candidate_stem(path: Path) -> Path:
