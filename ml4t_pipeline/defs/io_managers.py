@@ -159,11 +159,11 @@ _STEP_INPUTS: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = {}
 """Per (storage folder, run, step): each upstream value's version as the step's inputs saw it,
 with the input that brought it: ``{asset[partition]: (run id, input)}``."""
 _STEP_INPUTS_KEPT = 10_000
+"""Past this many steps, the bookkeeping of runs other than the current one is dropped."""
 _HANDED: dict[tuple[str, str], dict[str, list[Any]]] = {}
 """Values handed off in memory (``hand_off_to``): per (storage folder, run id), per stored stem,
 ``[value as read back, loads left, only some columns kept]``; an entry goes once its last load
 took it."""
-"""Past this many steps, the bookkeeping of runs other than the current one is dropped."""
 
 
 class MixedVersionsError(RuntimeError):
