@@ -23,7 +23,7 @@ from typing import Any
 import dagster as dg
 
 from ml4t_pipeline.config import ExperimentConfig
-from ml4t_pipeline.defs.io_managers import Ml4tIOManager
+from ml4t_pipeline.defs.io_managers import Ml4tIOManager, release_handed
 from ml4t_pipeline.defs.metadata import table_text
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, check_config_stem
 from ml4t_pipeline.defs.resources import ExperimentsResource
@@ -232,7 +232,10 @@ def execute_experiment(
     ``trigger``, code version, ``config_hash``) and ``tags``. Dagster's console log is silenced
     (``CRITICAL``): the caller reports failures (:func:`failure_text`, :func:`failure_trace`).
     Outputs are not kept in memory once stored (``Ml4tIOManager.release_outputs``): the
-    result's events and metadata are there, ``output_for_node`` is not.
+    result's events and metadata are there, ``output_for_node`` is not. Stored tables are
+    handed to the run's data-preparation steps (:data:`DATA_ASSETS`) in memory
+    (``Ml4tIOManager.hand_off_to``: the frame a read would give, without reading the files
+    again) and dropped once the last of them loaded it, or when the run ends.
 
     Raises
     ------
@@ -255,20 +258,25 @@ def execute_experiment(
     if selection:
         # a subset job first: execute_in_process(asset_selection=...) refuses run resources
         job = job.get_subset(asset_selection={dg.AssetKey(name) for name in selection})
-    return job.execute_in_process(
-        partition_key=key,
-        resources={
-            "experiments": experiments,
-            "io_manager": Ml4tIOManager(
-                base_dir=str(storage_dir.resolve()),
-                published_dir=None if published_dir is None else str(published_dir.resolve()),
-                release_outputs=True,
-            ),
-        },
-        instance=instance,
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        tags=experiment_run_tags(key, trigger=trigger, config_hash=config_hash)
-        | {HOST_TAG: socket.gethostname(), PROCESS_TAG: process_identity()}
-        | dict(tags or {}),
-        raise_on_error=False,
-    )
+    base_dir = str(storage_dir.resolve())
+    try:
+        return job.execute_in_process(
+            partition_key=key,
+            resources={
+                "experiments": experiments,
+                "io_manager": Ml4tIOManager(
+                    base_dir=base_dir,
+                    published_dir=None if published_dir is None else str(published_dir.resolve()),
+                    hand_off_to=list(DATA_ASSETS),
+                    release_outputs=True,
+                ),
+            },
+            instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            tags=experiment_run_tags(key, trigger=trigger, config_hash=config_hash)
+            | {HOST_TAG: socket.gethostname(), PROCESS_TAG: process_identity()}
+            | dict(tags or {}),
+            raise_on_error=False,
+        )
+    finally:
+        release_handed(base_dir)

@@ -52,6 +52,14 @@ Reads of Parquet are lazy scans: a downstream asset that declares
 disk (projection pushdown); ``metadata={"lazy": True}`` hands over the ``pl.LazyFrame`` itself so
 the asset can filter months before anything is read.
 
+**Hand-off in memory.** With ``hand_off_to`` (set by ``ml4t run``, which executes every step
+in one process, to the data-preparation assets) a table or folder of tables is still stored as
+above, and the frame that storage would give back (month files concatenated in their order,
+``symbol`` Categorical) is also kept in memory until each of the run's downstream assets named
+in ``hand_off_to`` has loaded it: those loads take it from memory, with the same columns, types,
+rows and errors as a read, instead of reading the files again. Other loads, lazy ones and JSON
+or HTML values read the files; pending candidates are handed off like current values.
+
 Writes are atomic per file: a temporary sibling is written first, then renamed over the old file,
 so a failure while writing leaves the previous version readable. A prepared table is replaced
 month by month; a failure part-way leaves every month readable, some old and some new, and the
@@ -98,6 +106,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from ml4t_pipeline.defs.partitions import check_partition_key
 from ml4t_pipeline.lib import formats, storage
@@ -114,6 +123,7 @@ select_columns = formats.select_columns
 storage_schema = formats.storage_schema
 stored_path = formats.stored_path
 stored_schema = formats.stored_schema
+table_as_read = formats.table_as_read
 with_ext = formats.with_ext
 write_month = formats.write_month
 write_table_by_month = formats.write_table_by_month
@@ -150,6 +160,10 @@ _STEP_INPUTS: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = {}
 with the input that brought it: ``{asset[partition]: (run id, input)}``."""
 _STEP_INPUTS_KEPT = 10_000
 """Past this many steps, the bookkeeping of runs other than the current one is dropped."""
+_HANDED: dict[tuple[str, str], dict[str, list[Any]]] = {}
+"""Values handed off in memory (``hand_off_to``): per (storage folder, run id), per stored stem,
+``[value as read back, loads left, only some columns kept]``; an entry goes once its last load
+took it."""
 
 
 class MixedVersionsError(RuntimeError):
@@ -415,6 +429,13 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         ``DIR/assets``). Recorded paths under ``base_dir`` name this folder instead (metadata,
         logs, current-version records); reads and writes still go to ``base_dir``. Default:
         paths are recorded as written.
+    hand_off_to : list of str, default []
+        Assets (node names) whose non-lazy loads take a table stored earlier in the same run
+        from memory, as storage would give it back (see the module docstring); each table is
+        kept until the last of them loaded it. Only for a run whose steps all execute in this
+        process (``ml4t run``: the data-preparation assets, whose loads are every input's whole
+        table, so what is kept is what the next of them loads anyway); released by
+        :func:`release_handed` after the run.
     release_outputs : bool, default False
         Drop the in-memory copy ``execute_in_process`` keeps of each output (for
         ``ExecuteInProcessResult.output_for_node``) once the value is stored. ``ml4t run``
@@ -426,6 +447,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
     base_dir: str
     lock_timeout_s: float | None = None
     published_dir: str | None = None
+    hand_off_to: list[str] = []
     release_outputs: bool = False
 
     def _shown(self, path: Path) -> Path:
@@ -480,20 +502,98 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
     # --- writing -------------------------------------------------------------------------
 
     def _write(
-        self, target: _Target, obj: Any, dest: Path, *, by_month: bool, allow_empty: bool
-    ) -> tuple[Path, int | None]:
-        """Write ``obj`` at ``dest`` in its storage form; (path, month files written)."""
+        self,
+        target: _Target,
+        obj: Any,
+        dest: Path,
+        *,
+        by_month: bool,
+        allow_empty: bool,
+        keep: bool = False,
+    ) -> tuple[Path, int | None, Any]:
+        """Write ``obj`` at ``dest`` in its storage form; (path, month files written, with
+        ``keep`` the value as a read would give it back, else None)."""
         if target.month is not None:
             frame = require_frame(obj, dest)
             written = write_month(
                 frame, dest, target.month, allow_empty=allow_empty, what=target.what
             )
-            return (written[0].path if written else dest), len(written)
+            return (written[0].path if written else dest), len(written), None
         if by_month:
             frame = require_frame(obj, dest)
-            written = write_table_by_month(frame, dest, allow_empty=allow_empty, what=target.what)
-            return dest, len(written)
-        return write_value(obj, dest), None
+            parts: list[pl.DataFrame] | None = [] if keep else None
+            written = write_table_by_month(
+                frame, dest, allow_empty=allow_empty, what=target.what, stored=parts
+            )
+            return dest, len(written), None if parts is None else table_as_read(parts)
+        path = write_value(obj, dest)
+        return path, None, _value_as_read(obj) if keep else None
+
+    def _hand_off(
+        self, context: dg.OutputContext, stem: Path, value: Any, loads: tuple[int, set[str] | None]
+    ) -> None:
+        """Keep ``value`` (stored at ``stem``) for ``loads`` (:meth:`_handed_loads`); only the
+        columns they ask for when each asks for some."""
+        count, columns = loads
+        if value is None or not count:
+            return
+        pruned = columns is not None and isinstance(value, pl.DataFrame)
+        if pruned:
+            value = value.select([c for c in value.columns if c in columns])
+        held = _HANDED.setdefault((self.base_dir, context.run_id), {})
+        held[str(stem)] = [value, count, pruned]
+
+    def _handed_loads(self, context: dg.OutputContext) -> tuple[int, set[str] | None]:
+        """The loads of this output by the run's downstream assets in ``hand_off_to`` that are
+        not lazy (input metadata ``lazy``), and the columns they ask for (None: all, when one of
+        them asks for no ``columns``). ``(0, None)`` without ``hand_off_to`` or a job (a bare
+        output context)."""
+        if not self.hand_off_to:
+            return 0, None
+        try:
+            graph = context.step_context.job_def.asset_layer.asset_graph
+            children = graph.get(context.asset_key).child_keys
+            nodes = {id(d): d for d in (graph.get(child).assets_def for child in children)}
+        except (dg.DagsterInvariantViolationError, KeyError, AttributeError):
+            return 0, None
+        count, columns = 0, set()
+        for assets_def in nodes.values():
+            if assets_def.node_def.name not in self.hand_off_to:
+                continue
+            for name, key in assets_def.keys_by_input_name.items():
+                if key != context.asset_key:
+                    continue
+                metadata = assets_def.node_def.input_def_named(name).metadata or {}
+                if metadata.get("lazy"):
+                    continue
+                count += 1
+                wanted = metadata.get("columns")
+                columns = None if wanted is None or columns is None else columns | set(wanted)
+        return count, columns
+
+    def _read(
+        self,
+        context: dg.InputContext,
+        stem: Path,
+        columns: Sequence[str] | None,
+        lazy: bool,
+    ) -> Any:
+        """:func:`read_value` of ``stem``, from memory when the run handed it off (lazy loads
+        scan the files: they read only what their query needs)."""
+        step = _input_step(context)
+        held = _HANDED.get((self.base_dir, "" if step is None else step.run_id), {})
+        mine = step is not None and step.step.key in self.hand_off_to
+        entry = held.get(str(stem)) if mine and not lazy else None
+        if entry is not None and entry[2]:  # only some columns kept
+            kept = entry[0].columns
+            if columns is None or any(c not in kept for c in columns):
+                entry = None  # not kept in memory: read_value gives the rows or the error
+        if entry is None:
+            return read_value(stem, columns=columns, lazy=lazy)
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del held[str(stem)]
+        return _handed_copy(entry[0], stem, columns, lazy)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
@@ -507,15 +607,19 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         judge = context.definition_metadata.get(JUDGED_BY_KEY)
         run_id = context.run_id
         built_from = _step_inputs(self.base_dir, run_id, _output_step_key(context))
+        loads = self._handed_loads(context)
         meta: dict[str, Any] = {}
         with self._lock(target):
             record = _read_json(target.record_path)
             if verdict is False or judge:
                 status = "rejected" if verdict is False else "pending"
                 dest = target.candidates / run_id
-                path, n_files = self._write(
-                    target, obj, dest, by_month=by_month, allow_empty=allow_empty
-                )
+                path, n_files, as_read = self._write(
+                    target, obj, dest, by_month=by_month, allow_empty=allow_empty,
+                    keep=status == "pending" and loads[0] > 0,
+                )  # fmt: skip
+                self._hand_off(context, dest, as_read, loads)
+                del as_read
                 if by_month or target.month is not None:
                     path = dest  # the candidate table's folder
                 for old in _statuses(target):
@@ -548,9 +652,12 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                 if record is not None:
                     meta["ml4t/current_run_id"] = dg.MetadataValue.text(str(record["run_id"]))
             else:
-                path, n_files = self._write(
-                    target, obj, target.stem, by_month=by_month, allow_empty=allow_empty
-                )
+                path, n_files, as_read = self._write(
+                    target, obj, target.stem, by_month=by_month, allow_empty=allow_empty,
+                    keep=loads[0] > 0,
+                )  # fmt: skip
+                self._hand_off(context, target.stem, as_read, loads)
+                del as_read
                 _write_json_atomic(
                     {
                         "run_id": run_id,
@@ -697,9 +804,9 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
                 f"{target.what}: reading the pending candidate {self._shown(pending)} "
                 "(judged in this run)"
             )
-            return read_value(_candidate_stem(pending), columns=columns, lazy=lazy)
+            return self._read(context, _candidate_stem(pending), columns, lazy)
         self._note_input(context, target, _read_json(target.record_path))
-        return read_value(target.stem, columns=columns, lazy=lazy)
+        return self._read(context, target.stem, columns, lazy)
 
     def _note_input(
         self, context: dg.InputContext, target: _Target, record: Mapping[str, Any] | None
@@ -741,6 +848,36 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
             lf = select_columns(scan_table(root, months=sorted(months)), columns, root)
             out[root.relative_to(base).as_posix()] = lf if lazy else lf.collect()
         return next(iter(out.values())) if len(out) == 1 else out
+
+
+def release_handed(base_dir: str) -> None:
+    """Drop every value kept in memory for runs storing under ``base_dir`` (``hand_off_to``)."""
+    for key in [k for k in _HANDED if k[0] == base_dir]:
+        del _HANDED[key]
+
+
+def _value_as_read(value: Any) -> Any:
+    """What :func:`read_value` gives back for a value :func:`write_value` stored as Parquet: the
+    frame itself, a dict of frames in file-name order; None for other values (read them)."""
+    if isinstance(value, pl.DataFrame):
+        return value
+    if (
+        isinstance(value, dict)
+        and value
+        and all(isinstance(v, pl.DataFrame) for v in value.values())
+    ):
+        return dict(sorted(value.items(), key=lambda item: f"{item[0]}.parquet"))
+    return None
+
+
+def _handed_copy(value: Any, stem: Path, columns: Sequence[str] | None, lazy: bool) -> Any:
+    """A loaded input from a handed-off value, as :func:`read_value` would return it (a fresh
+    frame or dict, so a step changing its input in place changes no other step's)."""
+    if isinstance(value, dict):
+        return {name: frame.clone() for name, frame in value.items()}
+    where = stem if stem.is_dir() else with_ext(stem, ".parquet")
+    lf = select_columns(value.lazy(), columns, where)
+    return lf if lazy else lf.collect()
 
 
 def _candidate_stem(path: Path) -> Path:

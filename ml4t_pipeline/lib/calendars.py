@@ -112,6 +112,10 @@ def exchange_calendar(name: str = DEFAULT_CALENDAR) -> Any:
     import exchange_calendars as xcals
 
     with _quiet():
+        try:  # one build: most calendars (XNYS) reach back past CALENDAR_START
+            return xcals.get_calendar(name, start=CALENDAR_START.isoformat())
+        except ValueError:  # a calendar with a later first date (bound_min): start there
+            pass
         bound = xcals.get_calendar(name).bound_min()
         start = CALENDAR_START if bound is None else max(CALENDAR_START, bound.date())
         return xcals.get_calendar(name, start=start.isoformat())

@@ -40,7 +40,14 @@ def market_context_from_prices(prices: pl.DataFrame) -> pl.DataFrame:
     missing = [c for c in ("timestamp", "symbol", "close") if c not in prices.columns]
     if missing:
         raise ValueError(f"market_context_from_prices: missing columns {missing}")
-    ordered = prices.select("timestamp", "symbol", "close").sort(["symbol", "timestamp"])
+    frame = prices.select("timestamp", "symbol", "close")
+    stamps = frame.get_column("timestamp")
+    if stamps.null_count() == 0 and stamps.is_sorted():
+        # in time order (prepared tables are): a stable sort by symbol alone gives the same
+        # (symbol, timestamp) order at about half the cost
+        ordered = frame.sort("symbol", maintain_order=True)
+    else:
+        ordered = frame.sort(["symbol", "timestamp"])
     if has_adjacent_duplicate(ordered, ["symbol", "timestamp"]):  # sorted: twins are neighbours
         dup = prices.filter(pl.struct("timestamp", "symbol").is_duplicated())
         raise ValueError(

@@ -38,6 +38,7 @@ __all__ = [
     "read_value",
     "scan_table",
     "stored_path",
+    "table_as_read",
     "write_month",
     "write_table_by_month",
     "write_value",
@@ -80,7 +81,12 @@ def require_frame(value: Any, where: Path) -> pl.DataFrame:
 
 
 def write_table_by_month(
-    frame: pl.DataFrame, root: Path, *, allow_empty: bool = False, what: str | None = None
+    frame: pl.DataFrame,
+    root: Path,
+    *,
+    allow_empty: bool = False,
+    what: str | None = None,
+    stored: list[pl.DataFrame] | None = None,
 ) -> list[storage.WrittenPartition]:
     """Replace the table under ``root`` with ``frame``, one zstd Parquet file per UTC month.
 
@@ -97,6 +103,9 @@ def write_table_by_month(
         nothing stored is removed.
     what : str, optional
         The asset (and partition) for error messages, e.g. ``"prices[demo]"``.
+    stored : list of pl.DataFrame, optional
+        Receives the month frames as written (:func:`storage.write_partitioned`);
+        :func:`table_as_read` turns them into the frame :func:`read_value` would return.
 
     Returns
     -------
@@ -117,10 +126,23 @@ def write_table_by_month(
             f"under {root} are kept."
         )
     written = storage.write_partitioned(
-        frame, root, remove_other_partitions=True, allow_empty=allow_empty
+        frame, root, remove_other_partitions=True, allow_empty=allow_empty, stored=stored
     )
     storage.write_parquet_atomic(frame.clear(), root / SCHEMA_FILE)
     return written
+
+
+def table_as_read(parts: Sequence[pl.DataFrame]) -> pl.DataFrame | None:
+    """The frame :func:`read_value` returns for a prepared table whose month files hold
+    ``parts`` (the ``stored`` frames of :func:`write_table_by_month`, in time order): the same
+    rows, columns and types (``symbol`` Categorical, other categorical columns String), read
+    from memory. None for no parts (an empty table: read its schema file instead)."""
+    if not parts:
+        return None
+    frame = pl.concat(list(parts), how="vertical", rechunk=False)
+    if "symbol" in frame.columns:
+        frame = frame.with_columns(pl.col("symbol").cast(pl.Categorical))
+    return frame
 
 
 def month_bounds(month_key: str) -> tuple[datetime, datetime]:

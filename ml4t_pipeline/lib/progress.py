@@ -53,6 +53,8 @@ _QUIET_ENVS = ("CI", "PYTEST_CURRENT_TEST")
 
 
 def _in_jupyter() -> bool:
+    if "IPython" not in sys.modules:  # a Jupyter kernel has imported it; no import here
+        return False
     try:
         from IPython import get_ipython
     except ImportError:

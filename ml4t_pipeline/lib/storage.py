@@ -208,6 +208,7 @@ def write_partitioned(
     partition_tz: str = "UTC",
     remove_other_partitions: bool = False,
     allow_empty: bool = False,
+    stored: list[pl.DataFrame] | None = None,
 ) -> list[WrittenPartition]:
     """Write a table as zstd Parquet partitioned by the year and month of its timestamps.
 
@@ -238,6 +239,11 @@ def write_partitioned(
         With ``remove_other_partitions``, let an empty ``df`` replace the table (every stored
         partition is removed). Default False: an empty input is refused, so a source that
         suddenly yields no rows cannot wipe a stored table.
+    stored : list of pl.DataFrame, optional
+        When given, each partition's frame as written (Categorical columns as String, rows in
+        ``sort_by`` order) is appended to it, in (year, month) order: concatenated, they hold
+        the rows a scan of the written partitions returns, without reading them back. They
+        share the buffers of ``df`` where no copy was needed.
 
     Returns
     -------
@@ -284,17 +290,24 @@ def write_partitioned(
     keys = df.select(
         local.dt.year().cast(pl.Int32).alias("year"), local.dt.month().cast(pl.Int32).alias("month")
     )
-    months = keys.unique().sort("year", "month").rows()
+    runs = _month_runs(keys)
+    months = keys.unique().sort("year", "month").rows() if runs is None else list(runs)
     written: list[WrittenPartition] = []
     for year, month in months:
         y, m = int(year), int(month)
-        in_month = (keys["year"] == y) & (keys["month"] == m)
-        part = df if len(months) == 1 else df.filter(in_month)
+        if len(months) == 1:
+            part = df
+        elif runs is not None:  # each month one run of rows, in time order: a slice, no copy
+            part = df.slice(*runs[(y, m)])
+        else:
+            part = df.filter((keys["year"] == y) & (keys["month"] == m))
         data = _strings_for_storage(part)
         if not _is_sorted_by(data, list(sort_by)):
             data = data.sort(list(sort_by), maintain_order=True)
         path = write_parquet_atomic(data, _partition_dir(root_path, y, m) / DATA_FILE)
         written.append(WrittenPartition(y, m, path, data.height))
+        if stored is not None:
+            stored.append(data)
         del part, data
     if remove_other_partitions:
         keep = {(w.year, w.month) for w in written}
@@ -302,6 +315,22 @@ def write_partitioned(
             if (year, month) not in keep:
                 shutil.rmtree(folder)
     return written
+
+
+def _month_runs(keys: pl.DataFrame) -> dict[tuple[int, int], tuple[int, int]] | None:
+    """``{(year, month): (offset, length)}`` when each month's rows form one contiguous run and
+    the runs are in (year, month) order (a table in time order), else None."""
+    if keys.height == 0:
+        return None
+    code = keys["year"].cast(pl.Int64) * 100 + keys["month"].cast(pl.Int64)
+    if not code.is_sorted():
+        return None
+    out: dict[tuple[int, int], tuple[int, int]] = {}
+    offset = 0
+    for length, value in code.rle().struct.unnest().iter_rows():
+        out[(int(value) // 100, int(value) % 100)] = (offset, int(length))
+        offset += int(length)
+    return out
 
 
 def list_partitions(root: str | Path) -> list[tuple[int, int, Path]]:

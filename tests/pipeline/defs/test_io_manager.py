@@ -183,3 +183,89 @@ def test_io_manager_release_outputs_drops_in_memory_copy_keeps_stored_value(
             result.output_for_node("table")
     else:
         assert result.output_for_node("table").equals(frame)
+
+
+def test_io_manager_hand_off_loads_equal_stored_values_without_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``hand_off_to`` (what ``ml4t run`` sets for the data-preparation assets) the named
+    assets' loads of a prepared table, a frame and a folder of frames come from memory and equal
+    what storage gives back (columns, types, row order, dict order); other assets and lazy
+    loads read the files; nothing stays held once the run is over."""
+    import dagster as dg
+    from polars.testing import assert_frame_equal
+
+    from ml4t_pipeline.defs import io_managers
+    from ml4t_pipeline.defs.io_managers import Ml4tIOManager, by_month_metadata
+
+    months = _table([3, 1, 2]).with_columns(
+        pl.Series("side", ["b", "a"] * 3).cast(pl.Enum(["a", "b"]))
+    )
+    tables = {"b": pl.DataFrame({"x": [1]}), "a-b": pl.DataFrame({"x": [2]}), "a": months.head(2)}
+    reads: list[str] = []
+    real_read = io_managers.read_value
+
+    def counted(stem: Path, **kwargs: object) -> object:
+        reads.append(f"{stem.parent.name}{'/lazy' if kwargs.get('lazy') else ''}")
+        return real_read(stem, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(io_managers, "read_value", counted)
+    seen: dict[str, object] = {}
+
+    @dg.asset(metadata=by_month_metadata())
+    def table() -> pl.DataFrame:
+        return months
+
+    @dg.asset
+    def frame() -> pl.DataFrame:
+        return months.head(3)
+
+    @dg.asset
+    def folder() -> dict[str, pl.DataFrame]:
+        return tables
+
+    @dg.asset
+    def full(table: pl.DataFrame, frame: pl.DataFrame, folder: dict[str, pl.DataFrame]) -> int:
+        seen.update(full_table=table, full_frame=frame, full_folder=folder)
+        return 1
+
+    @dg.asset(ins={"table": dg.AssetIn(metadata={"columns": ["close", "timestamp"]})})
+    def some(table: pl.DataFrame) -> int:
+        seen["some_table"] = table
+        return 1
+
+    @dg.asset(ins={"table": dg.AssetIn(metadata={"lazy": True})})
+    def lazy(table: pl.LazyFrame) -> int:
+        seen["lazy_table"] = table.collect()
+        return 1
+
+    @dg.asset
+    def other(frame: pl.DataFrame) -> int:
+        seen["other_frame"] = frame
+        return 1
+
+    manager = Ml4tIOManager(base_dir=str(tmp_path), hand_off_to=["full", "some", "lazy"])
+    result = dg.materialize(
+        [table, frame, folder, full, some, lazy, other], resources={"io_manager": manager}
+    )
+    assert result.success
+    assert sorted(r for r in reads if r.split("/")[0] in ("table", "frame", "folder")) == [
+        "frame",  # `other` is not in hand_off_to
+        "table/lazy",  # a lazy load scans the files
+    ]
+    stored_table = real_read(tmp_path / "table" / "__all__")
+    stored_frame = real_read(tmp_path / "frame" / "__all__")
+    assert_frame_equal(seen["full_table"], stored_table, check_exact=True)  # type: ignore[arg-type]
+    assert_frame_equal(seen["lazy_table"], stored_table, check_exact=True)  # type: ignore[arg-type]
+    assert_frame_equal(
+        seen["some_table"],  # type: ignore[arg-type]
+        stored_table.select("close", "timestamp"),
+        check_exact=True,
+    )
+    assert_frame_equal(seen["full_frame"], stored_frame, check_exact=True)  # type: ignore[arg-type]
+    assert_frame_equal(seen["other_frame"], stored_frame, check_exact=True)  # type: ignore[arg-type]
+    folder_back = real_read(tmp_path / "folder" / "__all__")
+    assert list(seen["full_folder"]) == list(folder_back) == ["a-b", "a", "b"]  # type: ignore[arg-type]
+    for name, value in folder_back.items():
+        assert_frame_equal(seen["full_folder"][name], value, check_exact=True)  # type: ignore[index]
+    assert not any(io_managers._HANDED.values())  # each value went with its last load

@@ -69,6 +69,23 @@ def vix_like(days: list[datetime], values: list[float]) -> pl.DataFrame:
     )
 
 
+@pytest.mark.parametrize("symbol_type", [pl.String, pl.Categorical])
+def test_market_context_time_ordered_and_shuffled_inputs_give_same_bits(symbol_type) -> None:
+    """Rows in time order take the one-key sort; any other order the two-key sort: the same
+    frame, bit for bit (the means add the same values in the same order)."""
+    rng = __import__("random").Random(7)
+    rows = [(d, s, rng.uniform(10, 200)) for d in range(40) for s in ("MSFT", "AAPL", "B", "ZZ")]
+    rows = [r for r in rows if rng.random() > 0.15]  # gaps: symbols missing on some days
+    frame = closes(rows).with_columns(pl.col("symbol").cast(symbol_type))
+    in_time = frame.sort("timestamp", "symbol")
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=3)
+    assert in_time.get_column("timestamp").is_sorted()
+    assert not shuffled.get_column("timestamp").is_sorted()
+    a, b = market_context_from_prices(in_time), market_context_from_prices(shuffled)
+    assert a.equals(b)
+    assert a["market_return"].to_list() == b["market_return"].to_list()
+
+
 def test_join_context_asof_vix_after_close_visible_next_bar_only() -> None:
     bars = pl.DataFrame(
         {"timestamp": [utc(2024, 1, 2, 21), utc(2024, 1, 3, 21)]},
