@@ -158,7 +158,7 @@ def compute_metrics(
 def per_bar_rate(risk_free_rate: float, periods_per_year: float) -> float:
     """The per-bar risk-free rate ``(1 + risk_free_rate) ** (1 / P) − 1`` of
     :func:`compute_metrics`."""
-    return (1.0 + risk_free_rate) ** (1.0 / periods_per_year) - 1.0
+    return float((1.0 + risk_free_rate) ** (1.0 / periods_per_year) - 1.0)
 
 
 class RunReductions(NamedTuple):

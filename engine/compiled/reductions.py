@@ -84,7 +84,7 @@ def _block_sum(a: FloatArray, lo: int, n: int) -> float:
     while i < lo + n:
         res += a[i]
         i += 1
-    return res
+    return float(res)
 
 
 @njit
@@ -121,7 +121,7 @@ def pairwise_sum(a: FloatArray, lo: int, n: int) -> float:
         else:
             starts[top], lengths[top] = start + half, length - half
         stage[top] = 0
-    return sums[0]
+    return float(sums[0])
 
 
 @njit

@@ -23,7 +23,10 @@ variants share once and runs each variant's state through the same kernel as a s
   chunk); within a chunk the variants run in parallel on numba's threads (``prange``, each
   thread taking the next variant), and each finished variant becomes a
   :class:`engine.compiled.topn.CompiledRun`, as the single run's driver makes it, or is read
-  in place (:func:`run_pass`, :class:`VariantPass`: the sweep's metrics, without copies).
+  in place (:func:`run_pass`, :class:`VariantPass`), or is summarized in a compiled kernel:
+  its metric reductions (:mod:`engine.compiled.reductions`, equal to
+  :func:`engine.compute_metrics`' numpy ones), returns, equity and fill costs
+  (:meth:`VariantPass.summary`: the sweep's metrics, without a frame per variant).
 
 Which sets of runs qualify is :func:`engine.compiled.plan.variants_reason` (``None``: they
 can run here); :func:`plan_variants` builds their plans. The record buffers are sized by the

@@ -7,10 +7,18 @@ backtest takes the compiled TopN driver, no ``backtest`` window, the trials diff
 ``rebalance_every``, the rules' and limits' parameters, costs, initial cash), they run in
 one pass of :func:`engine.compiled.variants.run_variants`: the panel ranked once, the variants'
 states side by side, :data:`DEFAULT_CHUNK` at a time, in parallel on numba's threads. Each
-variant's records are those of its own backtest, so its metrics are computed by the same
-function on the same values (:func:`~ml4t_pipeline.lib.sweep.trials.ok_outcome`), and equal
-the one-at-a-time run's exactly (``tests/engine/test_variants.py``,
-``tests/pipeline/lib/sweep/test_runner.py``).
+variant's records are those of its own backtest. The passes run one after the other on a
+worker thread, each ending with its variants' metric reductions, returns, equity and fill
+costs (:meth:`engine.compiled.variants.VariantPass.summary`, compiled, without the GIL);
+this thread turns each summary into outcomes and stores them meanwhile. The metrics are
+:func:`~ml4t_pipeline.lib.sweep.trials.trial_metrics`' values, bit for bit: the same
+arithmetic on reductions that equal numpy's (:mod:`engine.compiled.reductions`) and on the
+fills' costs summed by polars as a column of the one-at-a-time run's frames is
+(:func:`~ml4t_pipeline.lib.sweep.trials.reduced_metrics`); they equal the one-at-a-time run's
+exactly (``tests/engine/test_variants.py``, ``tests/engine/test_reductions.py``,
+``tests/pipeline/lib/sweep/test_runner.py``). A variant whose equity is not finite, or whose
+buffers filled up, gets its metrics from its records' frames
+(:func:`~ml4t_pipeline.lib.sweep.trials.ok_outcome`).
 
 Otherwise (or with ``variants=False``) each trial runs on its own
 (:func:`~ml4t_pipeline.lib.sweep.trials.run_trial`). A variant the compiled kernel hands back
@@ -44,9 +52,9 @@ if TYPE_CHECKING:
     from engine.compiled.variants import PassSummary
 
 DEFAULT_CHUNK = 16
-"""Variants per pass. Two passes' buffers are in memory at once (one read while the next
-runs), up to some 13 MB a variant on the S&P top-25 sweep's busiest variants (n = 50, every
-bar): peak RSS 1.06 GB for the 1,000-variant S&P grid with 16, 1.6 GB with 32."""
+"""Variants per pass. One pass's buffers are in memory at once (a pass's summary is copied
+out of them before the next one runs), up to some 13 MB a variant on the S&P top-25 sweep's
+busiest variants (n = 50, every bar): peak RSS 1.0 GiB for the 1,000-variant S&P grid."""
 
 
 def variant_reason(configs: Sequence[ExperimentConfig], market: MarketData) -> str | None:
