@@ -101,6 +101,7 @@ def run_trials(
     variants: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
     threads: int | None = None,
+    configs: Sequence[ExperimentConfig] | None = None,
 ) -> Iterator[tuple[int, TrialOutcome]]:
     """Run trials on one prepared panel: in one variant pass when they qualify
     (:func:`variant_reason`), else one at a time; never raises.
@@ -117,6 +118,9 @@ def run_trials(
         Variants in memory at once.
     threads : int, optional
         numba threads of the variant pass (default: one per core; a Ray actor passes 1).
+    configs : sequence of ExperimentConfig, optional
+        The same trials' configs, already validated (the serial backend has them): used
+        instead of validating ``config_jsons`` again.
 
     Yields
     ------
@@ -124,22 +128,26 @@ def run_trials(
         Each trial's position in ``config_jsons`` and its outcome, in order, as each chunk
         finishes. ``outcome.driver`` says which path ran it.
     """
-    configs: list[ExperimentConfig] | None = None
+    checked: list[ExperimentConfig] | None = None
     engines: list[BacktestEngine] = []
     if variants and len(config_jsons) > 1:
         try:
-            configs = [ExperimentConfig.model_validate_json(c) for c in config_jsons]
+            checked = (
+                list(configs)
+                if configs is not None
+                else [ExperimentConfig.model_validate_json(c) for c in config_jsons]
+            )
         except Exception:  # a bad config: the one-at-a-time path records its error
-            configs = None
-        if configs is not None:
-            engines, reason = _qualifying(configs, market)
+            checked = None
+        if checked is not None:
+            engines, reason = _qualifying(checked, market)
             if reason is not None:
-                configs = None
-    if configs is None:
+                checked = None
+    if checked is None:
         for k, config_json in enumerate(config_jsons):
             yield k, run_trial(config_json, market)
         return
-    yield from _variant_pass(configs, engines, list(config_jsons), market, chunk_size, threads)
+    yield from _variant_pass(checked, engines, list(config_jsons), market, chunk_size, threads)
 
 
 def _variant_pass(
