@@ -545,8 +545,18 @@ class VariantPass:
         rf : ndarray
             float64, shape (V,): each variant's per-bar risk-free rate
             (:func:`engine.metrics.per_bar_rate`).
+
+        Raises
+        ------
+        ValueError
+            If ``e0`` or ``rf`` does not have one value per variant.
         """
         b, v_n, n_bars = self.buffers, len(self.plans), self._n_bars
+        if np.shape(e0) != (v_n,) or np.shape(rf) != (v_n,):
+            raise ValueError(
+                f"e0 and rf need one value per variant ({v_n}); got shapes "
+                f"{np.shape(e0)} and {np.shape(rf)}"
+            )
         counts = b.counts[:v_n]
         ok = counts[:, C_STATUS] == ST_OK
         n_fills = np.where(ok, counts[:, C_FILLS], 0)

@@ -174,6 +174,8 @@ def test_pass_summary_metrics_equal_compute_metrics_of_each_variants_frames(
     rf = np.full(len(plans), per_bar_rate(0.02, 252.0))
     summary = done.summary(cash, rf)
     assert summary.reduced.all() and len(summary) == 24
+    with pytest.raises(ValueError, match="one value per variant"):
+        done.summary(cash[:3], rf)
     columns = [pl.Series(c) for c in (summary.traded, summary.commission, summary.slippage)]
     for v, (params, (_, _, config)) in enumerate(grid):
         recorder = Recorder(sp500_data, done.run(sp500_data, v).records)
