@@ -256,8 +256,14 @@ def _summarize_chunk(
 def plan_variants(
     data: MarketData,
     runs: Sequence[tuple[TopNStrategy, RiskManager | None, ExecutionConfig]],
+    *,
+    checked: bool = False,
 ) -> list[TopNPlan]:
     """The plans (:func:`engine.compiled.plan.plan_topn`) of runs that may share a pass.
+
+    ``checked=True``: the caller has just had :func:`engine.compiled.plan.variants_reason`
+    of these same runs return ``None``, and it is not asked again (a sweep of 1,000 variants
+    checks them once).
 
     Raises
     ------
@@ -267,7 +273,7 @@ def plan_variants(
     """
     from engine.compiled import plan
 
-    reason = plan.variants_reason(data, runs)
+    reason = None if checked else plan.variants_reason(data, runs)
     if reason is not None:
         raise ValueError(f"these runs cannot share a variant pass: {reason}")
     for _strategy, risk, config in runs:

@@ -52,9 +52,15 @@ def write_json(path: Path, value: Any) -> None:
 def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
     # a batch's records as a JSON list, one record a line: json's C encoder (write_json's
     # indented layout takes its pure-Python one, some 4 ms a batch of 16)
-    lines = (json.dumps(_strict(r), sort_keys=True, allow_nan=False) for r in records)
-    text = "[\n" + ",\n".join(lines) + "\n]\n"
+    text = "[\n" + ",\n".join(_json_line(r) for r in records) + "\n]\n"
     _atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    try:  # most records hold no NaN and no numpy integer: no copy of them needed
+        return json.dumps(record, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(_strict(record), sort_keys=True, allow_nan=False)
 
 
 def _strict(value: Any) -> Any:

@@ -162,8 +162,9 @@ def _variant_pass(
     from engine.compiled.topn import P_N
     from engine.metrics import per_bar_rate
 
+    # _qualifying had variant_reason of these engines return None
     plans = variants.plan_variants(
-        market, [(e.strategy, e.risk_manager, e.config) for e in engines]
+        market, [(e.strategy, e.risk_manager, e.config) for e in engines], checked=True
     )
     k_max = max(int(p.params[P_N]) for p in plans)
     ranking = variants.rank_bars(market, plans[0].signal, k_max)

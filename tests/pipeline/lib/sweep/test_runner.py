@@ -436,9 +436,10 @@ def test_run_sweep_variants_whose_buffers_fill_up_run_alone_and_equal_one_at_a_t
 
     plan_variants = compiled_variants.plan_variants
 
-    def small(data: Any, runs: Any) -> list[Any]:
+    def small(data: Any, runs: Any, **options: Any) -> list[Any]:
         # record buffers of 64 rows: every variant's pass ends ST_FULL
-        return [dataclasses.replace(p, capacity=64) for p in plan_variants(data, runs)]
+        plans = plan_variants(data, runs, **options)
+        return [dataclasses.replace(p, capacity=64) for p in plans]
 
     alone: list[int] = []
     compiled_run = topn.CompiledRun
