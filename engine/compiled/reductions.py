@@ -16,7 +16,9 @@ longer range is split at half its length rounded down to a multiple of 8 and the
 sums added. A mean is that sum divided by the count, a standard deviation (``ddof=1``) the
 square root of the pairwise sum of squared deviations from that mean divided by ``n - 1``, as
 ``numpy._core._methods._var`` computes them. ``tests/engine/test_reductions.py`` compares the
-bits with :func:`engine.metrics.reduce_run` on generated and real runs.
+bits with :func:`engine.metrics.reduce_run` on generated runs and ``tests/engine/
+test_variants.py`` the metrics with :func:`engine.compute_metrics` on the S&P grid's variants:
+a numpy release that sums in another order fails them.
 
 Runs whose equity is not finite everywhere are left to numpy (:func:`reduce_records` returns
 False): NaN propagation through numpy's ``minimum``, ``maximum.accumulate`` and ``min`` is not
