@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 METRIC_KEYS = (
@@ -125,7 +127,135 @@ def compute_metrics(
         e0 = float(equity[0]) / (1.0 + float(portfolio_states.get_column("return")[0]))
     else:
         e0 = float(equity[0]) if n else 0.0
+    pnl = (
+        trades.get_column("pnl_net").cast(pl.Float64).to_numpy()
+        if "pnl_net" in trades.columns
+        else np.zeros(0)
+    )
+    npos = (
+        portfolio_states.get_column("n_positions").to_numpy()
+        if "n_positions" in portfolio_states.columns
+        else None
+    )
+    if fills is not None and fills.height:
+        traded = float((fills.get_column("quantity").abs() * fills.get_column("price")).sum())
+    elif (
+        fills is None
+        and trades.height
+        and {"entry_price", "exit_price", "quantity"} <= set(trades.columns)
+    ):
+        traded = float(
+            ((trades["entry_price"] + trades["exit_price"]) * trades["quantity"].abs()).sum()
+        )
+    else:
+        traded = 0.0
+    sums = reduce_run(equity, npos, pnl, e0, per_bar_rate(risk_free_rate, ppy))
+    return metrics_from_reductions(
+        sums._replace(n_trades=int(trades.height), traded=traded), e0, ppy
+    )
+
+
+def per_bar_rate(risk_free_rate: float, periods_per_year: float) -> float:
+    """The per-bar risk-free rate ``(1 + risk_free_rate) ** (1 / P) − 1`` of
+    :func:`compute_metrics`."""
+    return float((1.0 + risk_free_rate) ** (1.0 / periods_per_year) - 1.0)
+
+
+class RunReductions(NamedTuple):
+    """What :func:`compute_metrics` reduces a run's arrays to: all of its array work, the
+    rest is arithmetic on these values (:func:`metrics_from_reductions`).
+
+    :func:`reduce_run` computes them with numpy; the sweep's variant passes compute the same
+    values, bit for bit, in a compiled kernel (:mod:`engine.compiled.reductions`). With
+    ``r`` the per-bar returns against the previous equity (``E0`` before the first bar) and
+    ``x = r − rf``: ``mean_excess`` = mean(x), ``std_returns`` / ``std_excess`` = std(r) /
+    std(x) with ddof=1 (0.0 below 2 bars), ``downside`` = √mean(min(x, 0)²),
+    ``min_drawdown`` = min_t(E_t / max(E0, E_1..E_t) − 1) (unclipped), ``exposure`` = share of
+    bars with open positions, ``n_wins`` = trades with ``pnl_net > 0``, ``gains`` /
+    ``losses`` = Σ pnl_net⁺ / |Σ pnl_net⁻|, ``traded`` = Σ |fill quantity × price|.
+    """
+
+    n_bars: int
+    final_equity: float
+    mean_excess: float
+    std_returns: float
+    std_excess: float
+    downside: float
+    min_drawdown: float
+    exposure: float
+    mean_equity: float
+    n_trades: int
+    n_wins: int
+    gains: float
+    losses: float
+    traded: float
+
+
+def reduce_run(
+    equity: npt.NDArray[np.float64],
+    n_positions: npt.NDArray[Any] | None,
+    pnl_net: npt.NDArray[np.float64],
+    e0: float,
+    rf: float,
+) -> RunReductions:
+    """:class:`RunReductions` of one run with numpy (``n_trades`` = ``pnl_net.size``,
+    ``traded`` 0.0: :func:`compute_metrics` sets both from its frames).
+
+    Parameters
+    ----------
+    equity : ndarray
+        float64, shape (n_bars,): end-of-bar equity (currency).
+    n_positions : ndarray or None
+        Open positions per bar (``None``: exposure 0.0).
+    pnl_net : ndarray
+        float64, one net P&L per closed trade (currency).
+    e0 : float
+        Equity before the first bar.
+    rf : float
+        Per-bar risk-free rate (:func:`per_bar_rate`).
+    """
+    n = int(equity.size)
     final = float(equity[-1]) if n else e0
+    prev = np.concatenate(([e0], equity[:-1])) if n else np.zeros(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.where(prev != 0, equity / np.where(prev != 0, prev, 1.0) - 1.0, 0.0)
+    excess = returns - rf
+    std_r = float(np.std(returns, ddof=1)) if n >= 2 else 0.0
+    std_x = float(np.std(excess, ddof=1)) if n >= 2 else 0.0
+    mean_x = float(np.mean(excess)) if n else 0.0
+    downside = float(np.sqrt(np.mean(np.minimum(excess, 0.0) ** 2))) if n else 0.0
+    if n:
+        peak = np.maximum.accumulate(np.concatenate(([e0], equity)))[1:]
+        dd = np.where(peak > 0, equity / np.where(peak > 0, peak, 1.0) - 1.0, 0.0)
+        min_dd = float(dd.min())
+    else:
+        min_dd = 0.0
+    exposure = float(np.mean(n_positions > 0)) if n and n_positions is not None else 0.0
+    return RunReductions(
+        n_bars=n,
+        final_equity=final,
+        mean_excess=mean_x,
+        std_returns=std_r,
+        std_excess=std_x,
+        downside=downside,
+        min_drawdown=min_dd,
+        exposure=exposure,
+        mean_equity=float(np.mean(equity)) if n else 0.0,
+        n_trades=int(pnl_net.size),
+        n_wins=int((pnl_net > 0).sum()),
+        gains=float(pnl_net[pnl_net > 0].sum()),
+        losses=float(-pnl_net[pnl_net < 0].sum()),
+        traded=0.0,
+    )
+
+
+def metrics_from_reductions(
+    sums: RunReductions, e0: float, periods_per_year: float
+) -> dict[str, float]:
+    """The dict of :func:`compute_metrics` (same keys, order and formulas) from a run's
+    :class:`RunReductions`, its starting equity ``e0`` and ``periods_per_year``."""
+    ppy = float(periods_per_year)
+    n, final = sums.n_bars, sums.final_equity
     out: dict[str, float] = {}
     out["total_return"] = final / e0 - 1.0 if e0 else 0.0
     years = n / ppy
@@ -136,60 +266,27 @@ def compute_metrics(
     else:
         cagr = (final / e0) ** (1.0 / years) - 1.0
     out["cagr"] = cagr
-    prev = np.concatenate(([e0], equity[:-1])) if n else np.zeros(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = np.where(prev != 0, equity / np.where(prev != 0, prev, 1.0) - 1.0, 0.0)
-    rf = (1.0 + risk_free_rate) ** (1.0 / ppy) - 1.0
-    excess = returns - rf
-    std_r = float(np.std(returns, ddof=1)) if n >= 2 else 0.0
-    std_x = float(np.std(excess, ddof=1)) if n >= 2 else 0.0
-    mean_x = float(np.mean(excess)) if n else 0.0
+    std_r, std_x, mean_x = sums.std_returns, sums.std_excess, sums.mean_excess
     if std_x < 1e-15 * max(1.0, abs(mean_x)):
         std_x = 0.0
     if std_r < 1e-15:
         std_r = 0.0
     out["annual_volatility"] = std_r * math.sqrt(ppy)
     out["sharpe"] = _safe_ratio(mean_x, std_x) * math.sqrt(ppy) if std_x else _safe_ratio(mean_x, 0)
-    downside = float(np.sqrt(np.mean(np.minimum(excess, 0.0) ** 2))) if n else 0.0
+    downside = sums.downside
     sortino = _safe_ratio(mean_x, downside)
     out["sortino"] = sortino * math.sqrt(ppy) if downside else sortino
-    if n:
-        peak = np.maximum.accumulate(np.concatenate(([e0], equity)))[1:]
-        dd = np.where(peak > 0, equity / np.where(peak > 0, peak, 1.0) - 1.0, 0.0)
-        mdd = float(min(dd.min(), 0.0))
-    else:
-        mdd = 0.0
+    mdd = float(min(sums.min_drawdown, 0.0)) if n else 0.0
     out["max_drawdown"] = mdd
     out["calmar"] = _safe_ratio(cagr, abs(mdd))
-    pnl = (
-        trades.get_column("pnl_net").cast(pl.Float64).to_numpy()
-        if "pnl_net" in trades.columns
-        else np.zeros(0)
-    )
-    n_trades = int(trades.height)
-    out["win_rate"] = _safe_ratio(float((pnl > 0).sum()), float(n_trades))
-    gains = float(pnl[pnl > 0].sum())
-    losses = float(-pnl[pnl < 0].sum())
-    out["profit_factor"] = _safe_ratio(gains, losses)
+    n_trades = int(sums.n_trades)
+    out["win_rate"] = _safe_ratio(float(sums.n_wins), float(n_trades))
+    out["profit_factor"] = _safe_ratio(sums.gains, sums.losses)
     out["n_trades"] = n_trades
     out["final_equity"] = final
-    if n and "n_positions" in portfolio_states.columns:
-        npos = portfolio_states.get_column("n_positions").to_numpy()
-        out["exposure"] = float(np.mean(npos > 0))
-    else:
-        out["exposure"] = 0.0
-    if fills is not None and fills.height:
-        traded = float((fills.get_column("quantity").abs() * fills.get_column("price")).sum())
-    elif (
-        fills is None
-        and n_trades
-        and {"entry_price", "exit_price", "quantity"} <= set(trades.columns)
-    ):
-        traded = float(
-            ((trades["entry_price"] + trades["exit_price"]) * trades["quantity"].abs()).sum()
-        )
-    else:
-        traded = 0.0
-    mean_equity = float(np.mean(equity)) if n else 0.0
-    out["turnover"] = _safe_ratio(traded, mean_equity * years) if years and mean_equity else 0.0
+    out["exposure"] = sums.exposure
+    mean_equity = sums.mean_equity
+    out["turnover"] = (
+        _safe_ratio(sums.traded, mean_equity * years) if years and mean_equity else 0.0
+    )
     return out

@@ -23,7 +23,10 @@ variants share once and runs each variant's state through the same kernel as a s
   chunk); within a chunk the variants run in parallel on numba's threads (``prange``, each
   thread taking the next variant), and each finished variant becomes a
   :class:`engine.compiled.topn.CompiledRun`, as the single run's driver makes it, or is read
-  in place (:func:`run_pass`, :class:`VariantPass`: the sweep's metrics, without copies).
+  in place (:func:`run_pass`, :class:`VariantPass`), or is summarized in a compiled kernel:
+  its metric reductions (:mod:`engine.compiled.reductions`, equal to
+  :func:`engine.compute_metrics`' numpy ones), returns, equity and fill costs
+  (:meth:`VariantPass.summary`: the sweep's metrics, without a frame per variant).
 
 Which sets of runs qualify is :func:`engine.compiled.plan.variants_reason` (``None``: they
 can run here); :func:`plan_variants` builds their plans. The record buffers are sized by the
@@ -48,9 +51,11 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.compiled.decisions import _top_rows
+from engine.compiled.reductions import N_R, reduce_records
 from engine.compiled.topn import (
     P_N,
     ST_FULL,
+    ST_OK,
     Bars,
     CompiledRun,
     RunRecords,
@@ -210,11 +215,55 @@ def _run_chunk(
         )  # fmt: skip
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _summarize_chunk(
+    counts: IntArray,
+    states: RecordArray,
+    trades: RecordArray,
+    fills: RecordArray,
+    e0: FloatArray,
+    rf: FloatArray,
+    fill_start: IntArray,
+    returns: FloatArray,
+    equity: FloatArray,
+    work: FloatArray,
+    reduced: IntArray,
+    sums: FloatArray,
+    traded: FloatArray,
+    commission: FloatArray,
+    slippage: FloatArray,
+) -> None:
+    """:func:`engine.compiled.reductions.reduce_records` of each variant of a pass that ended
+    ``ST_OK``, and its fills' ``|quantity| x price``, commission and slippage from
+    ``fill_start[v]`` on, in parallel over the variants."""
+    for v in numba.prange(sums.shape[0]):
+        reduced[v] = 0
+        if counts[v, C_STATUS] != ST_OK:
+            continue
+        ok = reduce_records(
+            states[v], trades[v, : counts[v, C_TRADES]], e0[v], rf[v], returns[v], equity[v],
+            work[v], sums[v],
+        )  # fmt: skip
+        reduced[v] = 1 if ok else 0
+        at = fill_start[v]
+        for k in range(counts[v, C_FILLS]):
+            f = fills[v, k]
+            traded[at + k] = abs(f["quantity"]) * f["price"]
+            commission[at + k] = f["commission"]
+            slippage[at + k] = f["slippage"]
+
+
 def plan_variants(
     data: MarketData,
     runs: Sequence[tuple[TopNStrategy, RiskManager | None, ExecutionConfig]],
+    *,
+    checked: bool = False,
 ) -> list[TopNPlan]:
     """The plans (:func:`engine.compiled.plan.plan_topn`) of runs that may share a pass.
+
+    ``checked=True``: the caller has just had :func:`engine.compiled.plan.variants_reason`
+    of these same runs return ``None``, and it is not asked again (a sweep of 1,000 variants
+    checks them once).
 
     Raises
     ------
@@ -224,7 +273,7 @@ def plan_variants(
     """
     from engine.compiled import plan
 
-    reason = plan.variants_reason(data, runs)
+    reason = None if checked else plan.variants_reason(data, runs)
     if reason is not None:
         raise ValueError(f"these runs cannot share a variant pass: {reason}")
     for _strategy, risk, config in runs:
@@ -402,6 +451,51 @@ class VariantBuffers:
             )  # fmt: skip
 
 
+class PassSummary:
+    """What a sweep keeps of a pass (:meth:`VariantPass.summary`), in arrays of its own: the
+    pass's buffers may run the next pass meanwhile.
+
+    Attributes
+    ----------
+    status : ndarray
+        int64, shape (V,): each variant's ``ST_*`` status (:meth:`VariantPass.status`).
+    reduced : ndarray
+        bool, shape (V,): whether ``sums``, ``returns`` and ``equity`` hold the variant's
+        values (it ended ``ST_OK`` with finite equity).
+    sums : ndarray
+        float64, shape (V, N_R): :func:`engine.compiled.reductions.reduce_records` of each
+        variant (``R_*`` columns; :func:`engine.compiled.reductions.as_reductions`).
+    returns, equity : ndarray
+        float64, shape (V, n_bars): each bar's return against the previous equity (0.0 after a
+        zero equity) and its equity.
+    fill_start : ndarray
+        int64, shape (V + 1,): variant ``v``'s fills are rows ``fill_start[v]`` up to
+        ``fill_start[v + 1]`` of the three fill columns.
+    traded, commission, slippage : ndarray
+        float64: every reduced variant's fills' ``|quantity| x price``, commission and
+        slippage (currency), one variant after the other.
+    """
+
+    def __init__(
+        self,
+        status: IntArray,
+        reduced: npt.NDArray[np.bool_],
+        sums: FloatArray,
+        returns: FloatArray,
+        equity: FloatArray,
+        fill_start: IntArray,
+        traded: FloatArray,
+        commission: FloatArray,
+        slippage: FloatArray,
+    ) -> None:
+        self.status, self.reduced, self.sums = status, reduced, sums
+        self.returns, self.equity, self.fill_start = returns, equity, fill_start
+        self.traded, self.commission, self.slippage = traded, commission, slippage
+
+    def __len__(self) -> int:
+        return int(self.status.size)
+
+
 class VariantPass:
     """One pass of variants (:func:`run_pass`): their final state and records as views of the
     pass's :class:`VariantBuffers`, valid until those buffers run another pass.
@@ -443,6 +537,51 @@ class VariantPass:
         return RunRecords(
             b.orders[v, : c[C_ORDERS]], b.fills[v, : c[C_FILLS]], b.trades[v, : c[C_TRADES]],
             b.rejections[v, : c[C_REJ]], b.states[v],
+        )  # fmt: skip
+
+    def summary(self, e0: FloatArray, rf: FloatArray) -> PassSummary:
+        """Each variant's metric reductions, returns, equity and fill costs
+        (:class:`PassSummary`), computed in parallel without the GIL: what a sweep reads
+        instead of each variant's records.
+
+        Parameters
+        ----------
+        e0 : ndarray
+            float64, shape (V,): each variant's equity before the first bar (its initial cash).
+        rf : ndarray
+            float64, shape (V,): each variant's per-bar risk-free rate
+            (:func:`engine.metrics.per_bar_rate`).
+
+        Raises
+        ------
+        ValueError
+            If ``e0`` or ``rf`` does not have one value per variant.
+        """
+        b, v_n, n_bars = self.buffers, len(self.plans), self._n_bars
+        if np.shape(e0) != (v_n,) or np.shape(rf) != (v_n,):
+            raise ValueError(
+                f"e0 and rf need one value per variant ({v_n}); got shapes "
+                f"{np.shape(e0)} and {np.shape(rf)}"
+            )
+        counts = b.counts[:v_n]
+        ok = counts[:, C_STATUS] == ST_OK
+        n_fills = np.where(ok, counts[:, C_FILLS], 0)
+        fill_start = np.zeros(v_n + 1, dtype=np.int64)
+        np.cumsum(n_fills, out=fill_start[1:])
+        width = max(n_bars, int(counts[:, C_TRADES].max(initial=0)))
+        returns, equity = np.empty((v_n, n_bars)), np.empty((v_n, n_bars))
+        reduced = np.zeros(v_n, dtype=np.int64)
+        sums = np.zeros((v_n, N_R))
+        traded, commission, slippage = (np.empty(int(fill_start[-1])) for _ in range(3))
+        _summarize_chunk(
+            counts, b.states[:v_n], b.trades[:v_n], b.fills[:v_n],
+            np.ascontiguousarray(e0, dtype=np.float64), np.ascontiguousarray(rf, dtype=np.float64),
+            fill_start, returns, equity, np.empty((v_n, 2, width)), reduced, sums, traded,
+            commission, slippage,
+        )  # fmt: skip
+        return PassSummary(
+            counts[:, C_STATUS].copy(), reduced.astype(bool), sums, returns, equity, fill_start,
+            traded, commission, slippage,
         )  # fmt: skip
 
     def run(self, data: MarketData, v: int) -> CompiledRun:

@@ -32,7 +32,9 @@ from engine import (
     compute_metrics,
 )
 from engine.compiled import plan, topn, variants
+from engine.compiled.reductions import as_reductions
 from engine.compiled.topn import CompiledRun, TopNPlan
+from engine.metrics import metrics_from_reductions, per_bar_rate
 from engine.recorder import Recorder
 from engine.risk.rules.dynamic import DynamicTrailingStop
 from tests.engine.fastpath_helpers import random_bars
@@ -157,6 +159,41 @@ def test_run_pass_records_in_place_equal_the_single_runs_records(sp500_data: Mar
         variants.run_pass(sp500_data, chosen, ranking[:, :5])
     with pytest.raises(ValueError, match="at least one plan"):
         variants.run_pass(sp500_data, [], ranking)
+
+
+def test_pass_summary_metrics_equal_compute_metrics_of_each_variants_frames(
+    sp500_data: MarketData,
+) -> None:
+    # the sweep's metrics of a pass: compiled reductions, fill columns summed by polars
+    grid = _sp500_grid()
+    runs = [run for _, run in grid]
+    plans = variants.plan_variants(sp500_data, runs)
+    ranking = variants.rank_bars(sp500_data, plans[0].signal, 25)
+    done = variants.run_pass(sp500_data, plans, ranking)
+    cash = np.array([config.initial_cash for _, _, config in runs])
+    rf = np.full(len(plans), per_bar_rate(0.02, 252.0))
+    summary = done.summary(cash, rf)
+    assert summary.reduced.all() and len(summary) == 24
+    with pytest.raises(ValueError, match="one value per variant"):
+        done.summary(cash[:3], rf)
+    columns = [pl.Series(c) for c in (summary.traded, summary.commission, summary.slippage)]
+    for v, (params, (_, _, config)) in enumerate(grid):
+        recorder = Recorder(sp500_data, done.run(sp500_data, v).records)
+        states, fills = recorder.states_frame(config.initial_cash), recorder.fills_frame()
+        want = compute_metrics(
+            states, recorder.trades_frame(), 252.0, 0.02, fills=fills,
+            initial_cash=config.initial_cash,
+        )  # fmt: skip
+        a, b = summary.fill_start[v], summary.fill_start[v + 1]
+        traded, commission, slippage = (float(c.slice(a, b - a).sum()) for c in columns)
+        got = metrics_from_reductions(
+            as_reductions(summary.sums[v], traded), config.initial_cash, 252.0
+        )
+        assert got == want, params
+        assert commission == float(fills["commission"].sum()), params
+        assert slippage == float(fills["slippage"].sum()), params
+        assert summary.returns[v].tobytes() == states["return"].to_numpy().tobytes(), params
+        assert summary.equity[v].tobytes() == states["equity"].to_numpy().tobytes(), params
 
 
 def test_rank_bars_orders_by_decreasing_signal_ties_in_row_order_nan_excluded() -> None:

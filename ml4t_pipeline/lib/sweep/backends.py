@@ -58,7 +58,8 @@ def _run_serial(
     for key, group in by_data.items():
         market = (markets or {}).get(key) or build_market(group[0].data.frames())
         configs = [job.trial.config.model_dump_json() for job in group]
-        for k, outcome in run_trials(configs, market, variants=variants):
+        validated = [job.trial.config for job in group]
+        for k, outcome in run_trials(configs, market, variants=variants, configs=validated):
             yield group[k], outcome
 
 

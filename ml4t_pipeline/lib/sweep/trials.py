@@ -23,6 +23,7 @@ from ml4t_pipeline.lib.sweep.spec import Trial, canonical_json
 
 if TYPE_CHECKING:
     from engine import MarketData
+    from engine.metrics import RunReductions
 
 CODE_VERSION_ENV = "ML4T_CODE_VERSION"
 TRIAL_METRICS = (
@@ -174,8 +175,28 @@ def trial_metrics(
             initial_cash=e0,
         )
     )
+    return _kept(values, performance._cost_stats(trades, fills, e0)["total_costs"])
+
+
+def reduced_metrics(
+    cfg: ExperimentConfig, sums: RunReductions, commission: float, slippage: float
+) -> dict[str, Any]:
+    """:func:`trial_metrics` from a run's reductions (a variant pass computes them in a
+    compiled kernel: :meth:`engine.compiled.variants.VariantPass.summary`) and the sums of its
+    fills' commission and slippage (currency, summed as polars sums a column, as
+    :func:`trial_metrics` does): the same values, from the same arithmetic
+    (:func:`engine.metrics.metrics_from_reductions`)."""
+    from engine.metrics import metrics_from_reductions
+
+    values: dict[str, Any] = metrics_from_reductions(
+        sums, float(cfg.execution.initial_cash), float(cfg.reporting.periods_per_year)
+    )
+    return _kept(values, commission + slippage)
+
+
+def _kept(values: dict[str, Any], total_costs: float) -> dict[str, Any]:
     values["n_trades"] = int(values["n_trades"])
-    values["total_costs"] = performance._cost_stats(trades, fills, e0)["total_costs"]
+    values["total_costs"] = total_costs
     kept = (k for k in TRIAL_METRICS if k in values)
     return {k: (values[k] if isinstance(values[k], int) else float(values[k])) for k in kept}
 

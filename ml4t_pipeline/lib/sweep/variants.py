@@ -7,10 +7,18 @@ backtest takes the compiled TopN driver, no ``backtest`` window, the trials diff
 ``rebalance_every``, the rules' and limits' parameters, costs, initial cash), they run in
 one pass of :func:`engine.compiled.variants.run_variants`: the panel ranked once, the variants'
 states side by side, :data:`DEFAULT_CHUNK` at a time, in parallel on numba's threads. Each
-variant's records are those of its own backtest, so its metrics are computed by the same
-function on the same values (:func:`~ml4t_pipeline.lib.sweep.trials.ok_outcome`), and equal
-the one-at-a-time run's exactly (``tests/engine/test_variants.py``,
-``tests/pipeline/lib/sweep/test_runner.py``).
+variant's records are those of its own backtest. The passes run one after the other on a
+worker thread, each ending with its variants' metric reductions, returns, equity and fill
+costs (:meth:`engine.compiled.variants.VariantPass.summary`, compiled, without the GIL);
+this thread turns each summary into outcomes and stores them meanwhile. The metrics are
+:func:`~ml4t_pipeline.lib.sweep.trials.trial_metrics`' values, bit for bit: the same
+arithmetic on reductions that equal numpy's (:mod:`engine.compiled.reductions`) and on the
+fills' costs summed by polars as a column of the one-at-a-time run's frames is
+(:func:`~ml4t_pipeline.lib.sweep.trials.reduced_metrics`); they equal the one-at-a-time run's
+exactly (``tests/engine/test_variants.py``, ``tests/engine/test_reductions.py``,
+``tests/pipeline/lib/sweep/test_runner.py``). A variant whose equity is not finite, or whose
+buffers filled up, gets its metrics from its records' frames
+(:func:`~ml4t_pipeline.lib.sweep.trials.ok_outcome`).
 
 Otherwise (or with ``variants=False``) each trial runs on its own
 (:func:`~ml4t_pipeline.lib.sweep.trials.run_trial`). A variant the compiled kernel hands back
@@ -21,8 +29,9 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,18 +42,19 @@ from ml4t_pipeline.lib.sweep.trials import (
     TrialOutcome,
     failed_outcome,
     ok_outcome,
+    reduced_metrics,
     run_trial,
 )
 
 if TYPE_CHECKING:
     from engine import BacktestEngine, MarketData
     from engine.compiled.topn import CompiledRun, RunRecords, TopNPlan
-    from engine.compiled.variants import VariantPass
+    from engine.compiled.variants import PassSummary
 
 DEFAULT_CHUNK = 16
-"""Variants per pass. Two passes' buffers are in memory at once (one read while the next
-runs), up to some 13 MB a variant on the S&P top-25 sweep's busiest variants (n = 50, every
-bar): peak RSS 1.06 GB for the 1,000-variant S&P grid with 16, 1.6 GB with 32."""
+"""Variants per pass. One pass's buffers are in memory at once (a pass's summary is copied
+out of them before the next one runs), up to some 13 MB a variant on the S&P top-25 sweep's
+busiest variants (n = 50, every bar): peak RSS 1.0 GiB for the 1,000-variant S&P grid."""
 
 
 def variant_reason(configs: Sequence[ExperimentConfig], market: MarketData) -> str | None:
@@ -91,6 +101,7 @@ def run_trials(
     variants: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
     threads: int | None = None,
+    configs: Sequence[ExperimentConfig] | None = None,
 ) -> Iterator[tuple[int, TrialOutcome]]:
     """Run trials on one prepared panel: in one variant pass when they qualify
     (:func:`variant_reason`), else one at a time; never raises.
@@ -107,6 +118,9 @@ def run_trials(
         Variants in memory at once.
     threads : int, optional
         numba threads of the variant pass (default: one per core; a Ray actor passes 1).
+    configs : sequence of ExperimentConfig, optional
+        The same trials' configs, already validated (the serial backend has them): used
+        instead of validating ``config_jsons`` again.
 
     Yields
     ------
@@ -114,22 +128,26 @@ def run_trials(
         Each trial's position in ``config_jsons`` and its outcome, in order, as each chunk
         finishes. ``outcome.driver`` says which path ran it.
     """
-    configs: list[ExperimentConfig] | None = None
+    checked: list[ExperimentConfig] | None = None
     engines: list[BacktestEngine] = []
     if variants and len(config_jsons) > 1:
         try:
-            configs = [ExperimentConfig.model_validate_json(c) for c in config_jsons]
+            checked = (
+                list(configs)
+                if configs is not None
+                else [ExperimentConfig.model_validate_json(c) for c in config_jsons]
+            )
         except Exception:  # a bad config: the one-at-a-time path records its error
-            configs = None
-        if configs is not None:
-            engines, reason = _qualifying(configs, market)
+            checked = None
+        if checked is not None:
+            engines, reason = _qualifying(checked, market)
             if reason is not None:
-                configs = None
-    if configs is None:
+                checked = None
+    if checked is None:
         for k, config_json in enumerate(config_jsons):
             yield k, run_trial(config_json, market)
         return
-    yield from _variant_pass(configs, engines, list(config_jsons), market, chunk_size, threads)
+    yield from _variant_pass(checked, engines, list(config_jsons), market, chunk_size, threads)
 
 
 def _variant_pass(
@@ -140,91 +158,139 @@ def _variant_pass(
     chunk_size: int,
     threads: int | None,
 ) -> Iterator[tuple[int, TrialOutcome]]:
-    from engine.compiled import variants
+    from engine.compiled import topn, variants
     from engine.compiled.topn import P_N
+    from engine.metrics import per_bar_rate
 
+    # _qualifying had variant_reason of these engines return None
     plans = variants.plan_variants(
-        market, [(e.strategy, e.risk_manager, e.config) for e in engines]
+        market, [(e.strategy, e.risk_manager, e.config) for e in engines], checked=True
     )
     k_max = max(int(p.params[P_N]) for p in plans)
     ranking = variants.rank_bars(market, plans[0].signal, k_max)
     rows = variants.bar_rows(market)
     chunks = [(a, min(a + chunk_size, len(plans))) for a in range(0, len(plans), chunk_size)]
-    # two sets of buffers, reused in turn: a chunk's records are read while the next one runs
+    # one set of buffers, pass after pass: a pass's summary is copied out of them before the
+    # next pass starts
     size, cap = min(chunk_size, len(plans)), max(p.capacity for p in plans)
-    buffers = [
-        variants.VariantBuffers(size, market.n_symbols, market.n_timestamps, cap)
-        for _ in range(min(2, len(chunks)))
-    ]
+    buffers = variants.VariantBuffers(size, market.n_symbols, market.n_timestamps, cap)
+    e0 = np.array([cfg.execution.initial_cash for cfg in configs], dtype=np.float64)
+    rf = np.array(
+        [
+            per_bar_rate(cfg.reporting.risk_free_rate, float(cfg.reporting.periods_per_year))
+            for cfg in configs
+        ]
+    )
 
-    def run_chunk(c: int, start: int, stop: int) -> tuple[VariantPass, float, float]:
+    def run_chunk(start: int, stop: int) -> _Summary:
         wall, cpu = time.perf_counter(), time.thread_time()
         done = variants.run_pass(
-            market, plans[start:stop], ranking, start=start, threads=threads,
-            buffers=buffers[c % 2], rows=rows,
+            market, plans[start:stop], ranking, start=start, threads=threads, buffers=buffers,
+            rows=rows,
         )  # fmt: skip
+        summary = done.summary(e0[start:stop], rf[start:stop])
+        # a variant the summary leaves out (non-finite equity) keeps a copy of its records
+        copies = {
+            v: _copied_records(done.records(v))
+            for v in range(len(done))
+            if summary.status[v] == topn.ST_OK and not summary.reduced[v]
+        }
         # each variant's share of the pass (the kernel's threads are numba's, not counted in
         # thread_time: the pass's CPU is its wall time on each of its threads)
         wall = time.perf_counter() - wall
-        return done, wall / (stop - start), max(wall, time.thread_time() - cpu) / (stop - start)
+        n = stop - start
+        return _Summary(start, summary, copies, wall / n, max(wall, time.thread_time() - cpu) / n)
 
-    # the objects alive now (modules, configs, engines, plans) leave the collector's
-    # generations for the pass: the metrics' many small frames trigger collections that would
-    # walk them every time (some 3 % of a 1,000-variant sweep's CPU)
+    # the passes run one after the other (compiled, without the GIL) on the pool's thread
+    # while this one turns the finished passes' summaries into outcomes; the objects alive
+    # now (modules, configs, engines, plans) leave the collector's generations meanwhile
     gc.freeze()
     try:
-        yield from _passes(configs, engines, config_jsons, market, plans, chunks, run_chunk)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = [pool.submit(run_chunk, a, b) for a, b in chunks]
+            try:
+                for future in ahead:
+                    yield from _outcomes(future.result(), configs, config_jsons, market, plans)
+            finally:
+                for future in ahead:
+                    future.cancel()
     finally:
         gc.unfreeze()
 
 
-def _passes(
+@dataclass
+class _Summary:
+    start: int
+    summary: PassSummary
+    copies: dict[int, RunRecords]
+    wall: float
+    cpu: float
+
+
+def _outcomes(
+    done: _Summary,
     configs: list[ExperimentConfig],
-    engines: list[BacktestEngine],
     config_jsons: list[str],
     market: MarketData,
     plans: list[TopNPlan],
-    chunks: list[tuple[int, int]],
-    run_chunk: Callable[[int, int, int], tuple[VariantPass, float, float]],
 ) -> Iterator[tuple[int, TrialOutcome]]:
     from engine.compiled import topn
+    from engine.compiled.reductions import as_reductions
 
-    # the next chunk's pass runs (compiled, without the GIL) while this one's outcomes are
-    # computed by this thread from the records in place (views of the pass's buffers)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        ahead = pool.submit(run_chunk, 0, *chunks[0])
-        for c, (start, _stop) in enumerate(chunks):
-            done, wall, cpu = ahead.result()
-            if c + 1 < len(chunks):  # into the other buffers
-                ahead = pool.submit(run_chunk, c + 1, *chunks[c + 1])
-            outcomes: list[tuple[int, TrialOutcome]] = []
-            for v in range(len(done)):
-                k = start + v
-                own, own_cpu = time.perf_counter(), time.thread_time()
-                status = done.status(v)
-                if status not in (topn.ST_OK, topn.ST_FULL):
-                    # the Python loop's case: a backtest of its own
-                    outcomes.append((k, run_trial(config_jsons[k], market)))
+    s = done.summary
+    # the fills' columns of the whole pass, summed per variant as polars sums a column
+    # (the one-at-a-time path's sums): a slice of a series sums as a series of its own
+    traded, commission, slippage = (pl.Series(c) for c in (s.traded, s.commission, s.slippage))
+    for v in range(len(s)):
+        k = done.start + v
+        own, own_cpu = time.perf_counter(), time.thread_time()
+        status = int(s.status[v])
+        if status not in (topn.ST_OK, topn.ST_FULL):
+            # the Python loop's case: a backtest of its own
+            yield k, run_trial(config_jsons[k], market)
+            continue
+        try:
+            if status == topn.ST_OK and s.reduced[v]:
+                a, n = int(s.fill_start[v]), int(s.fill_start[v + 1] - s.fill_start[v])
+                sums = as_reductions(s.sums[v], _slice_sum(traded, a, n))
+                outcome = TrialOutcome(
+                    status="ok",
+                    seconds=0.0,
+                    metrics=reduced_metrics(
+                        configs[k], sums, _slice_sum(commission, a, n), _slice_sum(slippage, a, n)
+                    ),
+                    timestamps=market.timestamps,
+                    returns=s.returns[v],
+                    equity=s.equity[v],
+                )
+            else:
+                # buffers filled up (runs again alone, with buffers that grow) or equity the
+                # kernel leaves to numpy: the metrics from the records' frames
+                records = (
+                    done.copies[v]
+                    if status == topn.ST_OK
+                    else _copied(topn.CompiledRun(market, plans[k]))
+                )
+                if records is None:
+                    yield k, run_trial(config_jsons[k], market)
                     continue
-                try:
-                    if status == topn.ST_FULL:  # runs again alone, with buffers that grow
-                        records = _copied(done.run(market, v))
-                    else:
-                        records = done.records(v)
-                    if records is None:
-                        outcomes.append((k, run_trial(config_jsons[k], market)))
-                        continue
-                    outcome = _outcome(configs[k], market, records, engines[k].config.initial_cash)
-                except Exception as exc:  # a failed trial is data, not the end of the sweep
-                    outcome = failed_outcome(exc)
-                outcome.driver = "variants"
-                outcome.seconds = wall + time.perf_counter() - own
-                outcome.cpu_seconds = cpu + time.thread_time() - own_cpu
-                outcomes.append((k, outcome))
-            # every outcome of this pass is computed (nothing refers to its buffers) before
-            # they run the pass after next, submitted once the next one is done
-            del done
-            yield from outcomes
+                outcome = _outcome(configs[k], market, records, configs[k].execution.initial_cash)
+        except Exception as exc:  # a failed trial is data, not the end of the sweep
+            outcome = failed_outcome(exc)
+        outcome.driver = "variants"
+        outcome.seconds = done.wall + time.perf_counter() - own
+        outcome.cpu_seconds = done.cpu + time.thread_time() - own_cpu
+        yield k, outcome
+
+
+def _slice_sum(column: pl.Series, offset: int, length: int) -> float:
+    return float(column.slice(offset, length).sum()) if length else 0.0
+
+
+def _copied_records(records: RunRecords) -> RunRecords:
+    from engine.compiled.topn import RunRecords
+
+    return RunRecords(*(np.array(table) for table in records))
 
 
 def _copied(run: CompiledRun) -> RunRecords | None:

@@ -3,6 +3,7 @@ recomputing on new data, failed trials, and the processes/Ray backends against s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -422,6 +423,41 @@ def test_run_sweep_qualifying_trials_take_the_variant_pass_and_equal_one_at_a_ti
     assert passed.keys == single.keys
     assert [r["metrics"] for r in passed.records] == [r["metrics"] for r in single.records]
     assert len({r["metrics"]["n_trades"] for r in passed.records}) > 8
+    for key in passed.keys:
+        a = TrialStore(tmp_path / "pass").load_returns(key)
+        assert a.equals(TrialStore(tmp_path / "single").load_returns(key))
+
+
+def test_run_sweep_variants_whose_buffers_fill_up_run_alone_and_equal_one_at_a_time(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.compiled import topn
+    from engine.compiled import variants as compiled_variants
+
+    plan_variants = compiled_variants.plan_variants
+
+    def small(data: Any, runs: Any, **options: Any) -> list[Any]:
+        # record buffers of 64 rows: every variant's pass ends ST_FULL
+        plans = plan_variants(data, runs, **options)
+        return [dataclasses.replace(p, capacity=64) for p in plans]
+
+    alone: list[int] = []
+    compiled_run = topn.CompiledRun
+
+    def counted(data: Any, plan: Any) -> Any:
+        alone.append(plan.capacity)
+        return compiled_run(data, plan)
+
+    monkeypatch.setattr(compiled_variants, "plan_variants", small)
+    monkeypatch.setattr(topn, "CompiledRun", counted)
+    sweep = load_sweep_file(lab.write("full", {"grid": {"strategy.n": [2, 4, 5]}}))
+    prepared = {lab.prepared.key: lab.prepared}
+    passed = run_sweep(sweep, tmp_path / "pass", prepared=prepared)
+    monkeypatch.undo()
+    single = run_sweep(sweep, tmp_path / "single", prepared=prepared, variants=False)
+    assert alone == [64, 64, 64]  # each variant ran again alone, from its small plan
+    assert {r["driver"] for r in passed.records} == {"variants"}
+    assert [r["metrics"] for r in passed.records] == [r["metrics"] for r in single.records]
     for key in passed.keys:
         a = TrialStore(tmp_path / "pass").load_returns(key)
         assert a.equals(TrialStore(tmp_path / "single").load_returns(key))
