@@ -21,7 +21,7 @@ import polars as pl
 
 from ml4t_pipeline.config import ExperimentConfig, resolve_data_path
 from ml4t_pipeline.defs.assets_data import skipped_check
-from ml4t_pipeline.defs.io_managers import asset_checks_verdict, default_storage_dir
+from ml4t_pipeline.defs.io_managers import default_storage_dir
 from ml4t_pipeline.defs.metadata import (
     frame_metadata,
     metrics_metadata,
@@ -35,6 +35,7 @@ from ml4t_pipeline.defs.partitions import (
     experiments_partitions,
 )
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.defs.storage_metadata import asset_checks_verdict
 from ml4t_pipeline.defs.versions import module_code_version
 from ml4t_pipeline.lib import attribution as attribution_lib
 from ml4t_pipeline.lib import reconcile

@@ -24,15 +24,11 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.defs.assets_data import signals_available_before_use
-from ml4t_pipeline.defs.io_managers import (
-    MONTH_DIMENSION,
-    by_month_metadata,
-    checks_verdict_metadata,
-    month_bounds,
-)
+from ml4t_pipeline.defs.io_managers import MONTH_DIMENSION, month_bounds
 from ml4t_pipeline.defs.metadata import frame_metadata
 from ml4t_pipeline.defs.partitions import EXPERIMENTS, experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.defs.storage_metadata import by_month_metadata, checks_verdict_metadata
 from ml4t_pipeline.lib import panel as panel_lib
 from ml4t_pipeline.lib import timing
 

@@ -34,7 +34,8 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.defs.execution import DATA_ASSETS, execute_experiment, failure_text
-from ml4t_pipeline.defs.io_managers import asset_checks_verdict, default_storage_dir
+from ml4t_pipeline.defs.io_managers import default_storage_dir
+from ml4t_pipeline.defs.storage_metadata import asset_checks_verdict
 from ml4t_pipeline.lib.report import png_markdown
 
 if TYPE_CHECKING:

@@ -91,6 +91,8 @@ recorded, and reads of several partitions at once, carry no such record and are 
 **Keys.** Partition keys become path parts, so the IO manager refuses to build a path from an
 unsafe key (``partitions.check_partition_key``: ``[A-Za-z0-9_.-]+``, no ``..``, no leading
 ``.``) with an error naming the key.
+
+The metadata helpers named here and :class:`MixedVersionsError` live in ``storage_metadata``.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,45 +111,28 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.defs.partitions import check_partition_key
+from ml4t_pipeline.defs.storage_metadata import (
+    ALLOW_EMPTY_KEY,
+    BY_MONTH,
+    FAILED_CHECKS_KEY,
+    JUDGED_BY_KEY,
+    PROMOTES_KEY,
+    STORAGE_KEY,
+    VERDICT_KEY,
+    VERSION_KEY,
+    MixedVersionsError,
+)
 from ml4t_pipeline.lib import formats, storage
 
-# The Dagster-free file formats live in ml4t_pipeline.lib.formats; re-exported here.
-SCHEMA_FILE = formats.SCHEMA_FILE
-atomic_replace = formats.atomic_replace
-is_partitioned_table = formats.is_partitioned_table
+# File formats: ml4t_pipeline.lib.formats (these four re-exported for tests and assets).
 month_bounds = formats.month_bounds
 read_value = formats.read_value
-require_frame = formats.require_frame
-scan_table = formats.scan_table
-select_columns = formats.select_columns
-storage_schema = formats.storage_schema
-stored_path = formats.stored_path
-stored_schema = formats.stored_schema
-table_as_read = formats.table_as_read
-with_ext = formats.with_ext
 write_month = formats.write_month
-write_table_by_month = formats.write_table_by_month
 write_value = formats.write_value
 
 STORAGE_ENV = "ML4T_STORAGE_DIR"
 LOCK_TIMEOUT_ENV = "ML4T_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT_S = 60.0
-STORAGE_KEY = "ml4t/storage"
-"""Definition-metadata key selecting how an output is stored."""
-BY_MONTH = "parquet_by_year_month"
-"""Value of :data:`STORAGE_KEY` for prepared tables (hive-partitioned by year/month)."""
-ALLOW_EMPTY_KEY = "ml4t/allow_empty"
-"""Definition-metadata key: an empty prepared table may replace the stored one."""
-VERDICT_KEY = "ml4t/checks_passed"
-"""Output-metadata key: did every blocking check of this value pass (bool)."""
-FAILED_CHECKS_KEY = "ml4t/failed_checks"
-"""Output-metadata key: the blocking checks that failed with ERROR severity (list of names)."""
-JUDGED_BY_KEY = "ml4t/judged_by"
-"""Definition-metadata key: the downstream asset whose checks decide if this value is kept."""
-PROMOTES_KEY = "ml4t/promotes"
-"""Definition-metadata key: upstream assets whose pending candidate this output promotes."""
-VERSION_KEY = "ml4t/version"
-"""Materialization-metadata key: which stored version is current after this write."""
 MONTH_DIMENSION = "month"
 """Name of the monthly dimension of a multi-partitioned prepared table."""
 CONTROL_DIR = ".ml4t"
@@ -166,104 +151,10 @@ _HANDED: dict[tuple[str, str], dict[str, list[Any]]] = {}
 took it."""
 
 
-class MixedVersionsError(RuntimeError):
-    """A step's inputs were built from different versions of one upstream value.
-
-    Attributes
-    ----------
-    step : str
-        The step (asset) that was about to run.
-    upstream : str
-        The upstream value, ``asset[partition]``.
-    versions : list of tuple
-        ``(run id, input that brought it)`` for the two versions seen.
-    """
-
-    def __init__(
-        self, step: str, upstream: str, first: tuple[str, str], second: tuple[str, str]
-    ) -> None:
-        self.step, self.upstream, self.versions = step, upstream, [first, second]
-
-        def how(version: str, via: str) -> str:
-            if via == upstream:
-                return f"{via} itself is version {version}"
-            return f"{via} was built from {upstream} version {version}"
-
-        super().__init__(
-            f"{step}: its inputs were built from different versions of {upstream}: "
-            f"{how(*first)}; {how(*second)} (versions are the run ids that wrote them). A run "
-            f"stopped part-way (killed, or a step failed) left them out of step; rematerialize "
-            f"{upstream} and everything downstream of it together (`ml4t run`, or select the "
-            "asset and its downstream assets in the UI) rather than a downstream asset alone"
-        )
-
-
 def _step_inputs(base_dir: str, run_id: str, step_key: str | None) -> dict[str, str]:
     """``built_from`` for an output of step ``step_key``: what its inputs were built from."""
     seen = _STEP_INPUTS.get((base_dir, run_id, step_key or ""), {})
     return {upstream: version for upstream, (version, _) in sorted(seen.items())}
-
-
-def by_month_metadata(*, allow_empty: bool = False) -> dict[str, Any]:
-    """Definition metadata that stores an asset's DataFrame as a year/month-partitioned table.
-
-    ``allow_empty``: an empty frame may replace the stored table (for tables that are empty
-    by design when nothing is wrong, such as ``prices_quarantine``); otherwise it is refused.
-    """
-    meta: dict[str, Any] = {STORAGE_KEY: BY_MONTH}
-    if allow_empty:
-        meta[ALLOW_EMPTY_KEY] = True
-    return meta
-
-
-def judged_by_metadata(asset: str) -> dict[str, str]:
-    """Definition metadata: the value stays a pending candidate until ``asset``'s checks pass."""
-    return {JUDGED_BY_KEY: asset}
-
-
-def promotes_metadata(*assets: str) -> dict[str, list[str]]:
-    """Definition metadata of the judging output: promote these upstream assets' candidates."""
-    return {PROMOTES_KEY: list(assets)}
-
-
-def checks_verdict_metadata(
-    results: Iterable[dg.AssetCheckResult], blocking: Iterable[str] | None = None
-) -> dict[str, dg.MetadataValue]:
-    """Output metadata telling the IO manager whether the value passed its blocking checks.
-
-    Parameters
-    ----------
-    results : iterable of dg.AssetCheckResult
-        The value's check results, computed before the value is yielded.
-    blocking : iterable of str, optional
-        Names of the blocking checks (default: every result). Only a failed blocking check of
-        ERROR severity refuses the value, as it is the one that stops downstream assets.
-
-    Returns
-    -------
-    dict
-        ``{"ml4t/checks_passed": bool, "ml4t/failed_checks": [names]}``.
-    """
-    names = None if blocking is None else set(blocking)
-    failed = sorted(
-        r.check_name or ""
-        for r in results
-        if not r.passed
-        and r.severity == dg.AssetCheckSeverity.ERROR
-        and (names is None or r.check_name in names)
-    )
-    return {
-        VERDICT_KEY: dg.MetadataValue.bool(not failed),
-        FAILED_CHECKS_KEY: dg.MetadataValue.json(failed),
-    }
-
-
-def asset_checks_verdict(
-    context: dg.AssetExecutionContext, results: Iterable[dg.AssetCheckResult]
-) -> dict[str, dg.MetadataValue]:
-    """:func:`checks_verdict_metadata` over the blocking checks the running asset declares."""
-    blocking = [spec.name for spec in context.assets_def.check_specs if spec.blocking]
-    return checks_verdict_metadata(results, blocking)
 
 
 def default_storage_dir() -> str:
@@ -400,7 +291,7 @@ def _remove_candidate(target: _Target, status: Mapping[str, Any]) -> None:
 def _stored_path(target: _Target) -> Path | None:
     if target.month is not None:
         return target.stem if target.stem.is_dir() else None
-    return stored_path(target.stem)
+    return formats.stored_path(target.stem)
 
 
 def _describe_current(record: Mapping[str, Any] | None, target: _Target) -> str:
@@ -514,20 +405,20 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         """Write ``obj`` at ``dest`` in its storage form; (path, month files written, with
         ``keep`` the value as a read would give it back, else None)."""
         if target.month is not None:
-            frame = require_frame(obj, dest)
+            frame = formats.require_frame(obj, dest)
             written = write_month(
                 frame, dest, target.month, allow_empty=allow_empty, what=target.what
             )
             return (written[0].path if written else dest), len(written), None
         if by_month:
-            frame = require_frame(obj, dest)
+            frame = formats.require_frame(obj, dest)
             parts: list[pl.DataFrame] | None = [] if keep else None
-            written = write_table_by_month(
+            written = formats.write_table_by_month(
                 frame, dest, allow_empty=allow_empty, what=target.what, stored=parts
             )
-            return dest, len(written), None if parts is None else table_as_read(parts)
+            return dest, len(written), None if parts is None else formats.table_as_read(parts)
         path = write_value(obj, dest)
-        return path, None, _value_as_read(obj) if keep else None
+        return path, None, formats.value_as_read(obj) if keep else None
 
     def _hand_off(
         self, context: dg.OutputContext, stem: Path, value: Any, loads: tuple[int, set[str] | None]
@@ -593,7 +484,7 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         entry[1] -= 1
         if entry[1] <= 0:
             del held[str(stem)]
-        return _handed_copy(entry[0], stem, columns, lazy)
+        return formats.handed_copy(entry[0], stem, columns, lazy)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
@@ -724,9 +615,9 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
             final = (
                 target.stem
                 if source.is_dir()
-                else with_ext(target.stem, source.name[len(cand_run) :])
+                else formats.with_ext(target.stem, source.name[len(cand_run) :])
             )
-            atomic_replace(source, final)
+            formats.atomic_replace(source, final)
             _write_json_atomic(
                 {
                     "run_id": cand_run,
@@ -845,7 +736,9 @@ class Ml4tIOManager(dg.ConfigurableIOManager):
         for root, months in by_table.items():
             if not root.is_dir():
                 raise FileNotFoundError(f"no stored value for {root} (materialize it first)")
-            lf = select_columns(scan_table(root, months=sorted(months)), columns, root)
+            lf = formats.select_columns(
+                formats.scan_table(root, months=sorted(months)), columns, root
+            )
             out[root.relative_to(base).as_posix()] = lf if lazy else lf.collect()
         return next(iter(out.values())) if len(out) == 1 else out
 
@@ -854,30 +747,6 @@ def release_handed(base_dir: str) -> None:
     """Drop every value kept in memory for runs storing under ``base_dir`` (``hand_off_to``)."""
     for key in [k for k in _HANDED if k[0] == base_dir]:
         del _HANDED[key]
-
-
-def _value_as_read(value: Any) -> Any:
-    """What :func:`read_value` gives back for a value :func:`write_value` stored as Parquet: the
-    frame itself, a dict of frames in file-name order; None for other values (read them)."""
-    if isinstance(value, pl.DataFrame):
-        return value
-    if (
-        isinstance(value, dict)
-        and value
-        and all(isinstance(v, pl.DataFrame) for v in value.values())
-    ):
-        return dict(sorted(value.items(), key=lambda item: f"{item[0]}.parquet"))
-    return None
-
-
-def _handed_copy(value: Any, stem: Path, columns: Sequence[str] | None, lazy: bool) -> Any:
-    """A loaded input from a handed-off value, as :func:`read_value` would return it (a fresh
-    frame or dict, so a step changing its input in place changes no other step's)."""
-    if isinstance(value, dict):
-        return {name: frame.clone() for name, frame in value.items()}
-    where = stem if stem.is_dir() else with_ext(stem, ".parquet")
-    lf = select_columns(value.lazy(), columns, where)
-    return lf if lazy else lf.collect()
 
 
 def _candidate_stem(path: Path) -> Path:

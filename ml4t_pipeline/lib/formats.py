@@ -359,3 +359,27 @@ def read_value(stem: Path, *, columns: Sequence[str] | None = None, lazy: bool =
         if path.exists():
             return reader(path)
     raise FileNotFoundError(f"no stored value for {stem} (materialize the upstream asset first)")
+
+
+def value_as_read(value: Any) -> Any:
+    """What :func:`read_value` gives back for a value :func:`write_value` stored as Parquet: the
+    frame itself, a dict of frames in file-name order; None for other values (read them)."""
+    if isinstance(value, pl.DataFrame):
+        return value
+    if (
+        isinstance(value, dict)
+        and value
+        and all(isinstance(v, pl.DataFrame) for v in value.values())
+    ):
+        return dict(sorted(value.items(), key=lambda item: f"{item[0]}.parquet"))
+    return None
+
+
+def handed_copy(value: Any, stem: Path, columns: Sequence[str] | None, lazy: bool) -> Any:
+    """A loaded input from a handed-off value, as :func:`read_value` would return it (a fresh
+    frame or dict, so a step changing its input in place changes no other step's)."""
+    if isinstance(value, dict):
+        return {name: frame.clone() for name, frame in value.items()}
+    where = stem if stem.is_dir() else with_ext(stem, ".parquet")
+    lf = select_columns(value.lazy(), columns, where)
+    return lf if lazy else lf.collect()

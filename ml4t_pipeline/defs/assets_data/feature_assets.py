@@ -13,7 +13,6 @@ from ml4t_pipeline.defs.assets_data.checks import (
     _rule_specs,
     _validation_check,
 )
-from ml4t_pipeline.defs.io_managers import asset_checks_verdict, by_month_metadata
 from ml4t_pipeline.defs.metadata import frame_metadata, pandera_descriptions
 from ml4t_pipeline.defs.partitions import (
     RERUN_ON_NEW_INPUTS,
@@ -21,6 +20,7 @@ from ml4t_pipeline.defs.partitions import (
     experiments_partitions,
 )
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.defs.storage_metadata import asset_checks_verdict, by_month_metadata
 from ml4t_pipeline.lib import context as context_lib
 from ml4t_pipeline.lib import corporate_actions as actions_lib
 from ml4t_pipeline.lib import features as features_lib

@@ -9,7 +9,6 @@ import polars as pl
 
 from ml4t_pipeline.config import resolve_data_path
 from ml4t_pipeline.defs.assets_data.checks import GROUP, MAX_LISTED_ROWS, skipped_check
-from ml4t_pipeline.defs.io_managers import asset_checks_verdict, by_month_metadata
 from ml4t_pipeline.defs.metadata import frame_metadata, table_value
 from ml4t_pipeline.defs.partitions import (
     RERUN_ON_NEW_INPUTS,
@@ -17,6 +16,7 @@ from ml4t_pipeline.defs.partitions import (
     experiments_partitions,
 )
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.defs.storage_metadata import asset_checks_verdict, by_month_metadata
 from ml4t_pipeline.lib import panel as panel_lib
 from ml4t_pipeline.lib import timing
 from ml4t_pipeline.lib import universe as universe_lib

@@ -11,12 +11,6 @@ import polars as pl
 
 from ml4t_pipeline.config import DEMO_PRICES, PlausibilityConfig, resolve_data_path
 from ml4t_pipeline.defs.assets_data.checks import GROUP, MAX_LISTED_ROWS
-from ml4t_pipeline.defs.io_managers import (
-    asset_checks_verdict,
-    by_month_metadata,
-    judged_by_metadata,
-    promotes_metadata,
-)
 from ml4t_pipeline.defs.metadata import frame_metadata, pandera_descriptions, table_value
 from ml4t_pipeline.defs.partitions import (
     RERUN_ON_NEW_INPUTS,
@@ -24,6 +18,12 @@ from ml4t_pipeline.defs.partitions import (
     experiments_partitions,
 )
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.defs.storage_metadata import (
+    asset_checks_verdict,
+    by_month_metadata,
+    judged_by_metadata,
+    promotes_metadata,
+)
 from ml4t_pipeline.lib import corporate_actions as actions_lib
 from ml4t_pipeline.lib import io as io_lib
 from ml4t_pipeline.lib import schemas

@@ -10,12 +10,8 @@ import dagster as dg
 import pytest
 
 from ml4t_pipeline.defs import io_managers
-from ml4t_pipeline.defs.io_managers import (
-    BUILT_FROM,
-    MixedVersionsError,
-    Ml4tIOManager,
-    current_record,
-)
+from ml4t_pipeline.defs.io_managers import BUILT_FROM, Ml4tIOManager, current_record
+from ml4t_pipeline.defs.storage_metadata import MixedVersionsError
 
 # A diamond: `source` feeds `left` and `right`, and `joined` reads both (as `prices` feeds
 # `features` and `signals`, and `market_panel` reads them). `source` returns the run's

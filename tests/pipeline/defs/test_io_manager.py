@@ -196,7 +196,8 @@ def test_io_manager_hand_off_loads_equal_stored_values_without_reading(
     from polars.testing import assert_frame_equal
 
     from ml4t_pipeline.defs import io_managers
-    from ml4t_pipeline.defs.io_managers import Ml4tIOManager, by_month_metadata
+    from ml4t_pipeline.defs.io_managers import Ml4tIOManager
+    from ml4t_pipeline.defs.storage_metadata import by_month_metadata
 
     months = _table([3, 1, 2]).with_columns(
         pl.Series("side", ["b", "a"] * 3).cast(pl.Enum(["a", "b"]))

@@ -27,12 +27,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml4t_pipeline.defs.io_managers import (
-    CONTROL_DIR,
-    Ml4tIOManager,
-    by_month_metadata,
-    read_value,
-)
+from ml4t_pipeline.defs.io_managers import CONTROL_DIR, Ml4tIOManager, read_value
 from ml4t_pipeline.defs.partitions import (
     EXPERIMENTS,
     UnsafePartitionKeyError,
@@ -41,6 +36,7 @@ from ml4t_pipeline.defs.partitions import (
 )
 from ml4t_pipeline.defs.resources import ExperimentsResource
 from ml4t_pipeline.defs.sensors import experiment_configs_sensor
+from ml4t_pipeline.defs.storage_metadata import by_month_metadata
 from ml4t_pipeline.lib import storage
 from tests.conftest import REPO_ROOT
 

@@ -26,7 +26,6 @@ import pytest
 from ml4t_pipeline.defs import assets_attribution, assets_backtest, assets_data, sources
 from ml4t_pipeline.defs.io_managers import (
     CONTROL_DIR,
-    VERSION_KEY,
     Ml4tIOManager,
     current_record,
     read_value,
@@ -34,6 +33,7 @@ from ml4t_pipeline.defs.io_managers import (
 )
 from ml4t_pipeline.defs.partitions import EXPERIMENTS
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.defs.storage_metadata import VERSION_KEY
 from ml4t_pipeline.lib.io import load_demo_prices
 
 KEY = "lab"

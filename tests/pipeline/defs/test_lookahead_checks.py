@@ -20,10 +20,10 @@ import pytest
 
 from ml4t_pipeline.defs import assets_backtest, assets_data
 from ml4t_pipeline.defs.assets_monthly import EXPERIMENTS, prepared_panel
-from ml4t_pipeline.defs.io_managers import VERDICT_KEY
 from ml4t_pipeline.defs.metadata import table_text
 from ml4t_pipeline.defs.partitions import experiments_partitions
 from ml4t_pipeline.defs.resources import ExperimentsResource
+from ml4t_pipeline.defs.storage_metadata import VERDICT_KEY
 from ml4t_pipeline.lib import panel as panel_lib
 from ml4t_pipeline.lib import timing
 
