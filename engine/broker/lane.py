@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.broker.lane_rows import OrderRows
-from engine.core.jit import njit, njit_held
+from engine.core.jit import compiled_entry, njit, njit_held
 from engine.core.layout import (
     ACC_CASH,
     ACC_REALIZED,
@@ -118,9 +118,12 @@ def lane_batch(
     n = sids.size
     if first + n > rows.capacity:
         rows.ensure(first + n)
-    out = rows.placed
-    if out.size < n:
-        out = rows.placed = np.empty(n, dtype=np.int64)
+    intake = rows.intake
+    if intake is None:  # bound for contiguous int64 ids and float64 quantities
+        intake = rows.intake = compiled_entry(
+            lane_intake, (rows.rows, rows.book, rows.one, True, True, 0, 0, 0, broker.last_row,
+                          broker.qty, broker.pending),
+        )  # fmt: skip
     if quantities is None:
         each = rows.none
     elif isinstance(quantities, float):
@@ -128,9 +131,13 @@ def lane_batch(
         each[0] = quantities
     else:
         each = quantities
-    placed = lane_intake(
+        if not each.flags.c_contiguous:
+            intake = lane_intake
+    if not sids.flags.c_contiguous:
+        intake = lane_intake  # the dispatcher reads any layout
+    placed: int = intake(
         rows.rows, sids, each, quantities is None, broker.fractional, broker.i, broker.lo,
-        first, broker.last_row, broker.qty, broker.pending, out,
+        first, broker.last_row, broker.qty, broker.pending,
     )  # fmt: skip
     if placed <= 0:
         if placed < 0:
@@ -138,7 +145,11 @@ def lane_batch(
         return np.empty(0, dtype=np.int64)
     orders.add_rows(placed)
     rows.placed_now(first, first + placed)
-    return out[:placed].copy()
+    end = first + placed
+    ids = rows.ids
+    if end > ids.size:
+        ids = rows.ids = np.arange(2 * end, dtype=np.int64)
+    return ids[first:end].copy()  # the ids placed are consecutive
 
 
 @njit_held
@@ -154,11 +165,10 @@ def lane_intake(
     last_row: IntArray,
     qty: FloatArray,
     pending: FloatArray,
-    placed: IntArray,
 ) -> int:
     """Place :func:`lane_batch`'s orders as rows ``first, first + 1, ...`` of ``rows``
     (blank lane rows: only the decision bar ``i``, symbol, decision row and quantity are
-    written) and add each to ``pending``; their ids go to the front of ``placed``.
+    written) and add each to ``pending``.
 
     ``quantities``: one per id, one for all (size 1) or, with ``close``, none (each order
     closes its symbol's position plus working orders; none where they net to less than
@@ -203,7 +213,6 @@ def lane_intake(
         rows[o]["decision_row"] = decision_row
         rows[o]["quantity"] = q
         pending[sid] += q
-        placed[m] = o
         m += 1
     return m
 
@@ -421,17 +430,22 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     acc[ACC_REALIZED] = broker._realized
     tails = records.tails
     fixed = rows.fixed
-    if fixed is None or rows.fixed_for is not data:  # arguments fixed within a window
+    step = rows.step
+    args = (
+        broker.lo, broker.hi, broker.i, rows.book, rows.n_book, new_from, new_to, rows.rows,
+        tails["fills"], tails["trades"], tails["rejections"],
+    )  # fmt: skip
+    if fixed is None or step is None or rows.fixed_for is not data:  # fixed within a window
         rows.fixed_for = data
         fixed = rows.fixed = (
             data.sym_id, data.open, data.high, data.low, data.close, data.ordinal,
             broker._cash_tol, broker._allow_short, broker.fstate, broker._istate,
             broker.pending, broker._aux_i, broker._aux_f, records.tail_counts, acc, rows.held,
         )  # fmt: skip
-    rows.n_book, n_held, value, gross, n_fills = lane_open_step(
-        broker.lo, broker.hi, broker.i, rows.book, rows.n_book, new_from, new_to, rows.rows,
-        tails["fills"], tails["trades"], tails["rejections"], *fixed,
-    )  # fmt: skip
+        # every argument keeps its type within a window (the same arrays, or buffers grown
+        # as whole contiguous arrays of the same dtype; ints, a float and a bool)
+        step = rows.step = compiled_entry(lane_open_step, args + fixed)
+    rows.n_book, n_held, value, gross, n_fills = step(*args, *fixed)
     if n_fills:
         broker.cash = acc.item(ACC_CASH)
         broker._realized = acc.item(ACC_REALIZED)

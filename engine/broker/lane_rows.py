@@ -10,7 +10,7 @@ Kept apart from :mod:`engine.broker.lane` so the broker's state can hold an
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import overload
 
 import numpy as np
@@ -161,11 +161,13 @@ class OrderRows:
         "names",
         "new_from",
         "new_to",
-        "placed",
         "one",
         "none",
         "fixed",
         "fixed_for",
+        "step",
+        "intake",
+        "ids",
     )
 
     def __init__(
@@ -182,7 +184,6 @@ class OrderRows:
         self.n_book = 0
         self.new_from = 0  # ids new_from:new_to: placed in the current bar, not yet accepted
         self.new_to = 0
-        self.placed: IntArray = np.empty(max(n_symbols, 1), dtype=np.int64)  # a call's ids
         self.one: FloatArray = np.zeros(1)  # a call's quantity when one is given for all
         self.none: FloatArray = np.zeros(0)  # a call's quantities when it closes positions
         self.acc: FloatArray = np.zeros(N_ACC)  # cash and realized P&L of a call
@@ -193,6 +194,11 @@ class OrderRows:
         # lane_open_step's arguments that change only with the market-data window, and it
         self.fixed: LaneFixed | None = None
         self.fixed_for: object = None
+        # lane_open_step's compiled entry for the window's argument types
+        self.step: Callable[..., tuple[int, int, float, float, int]] | None = None
+        # lane_intake's compiled entry for contiguous ids and quantities
+        self.intake: Callable[..., int] | None = None
+        self.ids: IntArray = np.arange(capacity, dtype=np.int64)  # order ids, to slice
         self._use(blank_rows(capacity))
 
     def _use(self, rows: RecordArray) -> None:

@@ -311,6 +311,27 @@ def test_lane_batch_orders_bad_input_places_nothing(use_lane: bool) -> None:
     assert broker.orders[2].quantity == -5.0
 
 
+def test_lane_batch_orders_strided_or_read_only_arrays_place_what_they_hold() -> None:
+    # the compiled intake is bound for contiguous arrays: ids and quantities with a step, or
+    # read-only ones, must still be read element by element as NumPy sees them
+    bars = {sym: [(10.0, 11.0, 9.0, 10.0)] * 2 for sym in ("AAA", "BBB", "CCC")}
+    data = MarketData.from_frame(make_panel(bars))
+    broker = Broker(data, ExecutionConfig(), None, Recorder(data))
+    assert broker._lane is not None
+    broker.begin_bar(0)
+    broker.chronological_step()
+    assert broker.submit_batch(np.array([0]), 1.0).tolist() == [0]  # contiguous first
+    ids = np.array([2, 9, 1, 9, 0, 9])[::2]  # 2, 1, 0 (9 would be outside the universe)
+    quantities = np.array([3.0, 0.5, 4.0, 0.5, 5.0, 0.5])[::2]
+    assert broker.submit_batch(ids, quantities).tolist() == [1, 2, 3]
+    frozen = np.array([1, 2])
+    frozen.flags.writeable = False
+    assert broker.close_positions(np.array([1, 9, 2])[::2]).tolist() == [4, 5]
+    assert broker.close_positions(frozen).tolist() == []  # netted to zero already
+    placed = [(order.sid, order.quantity) for order in broker.orders]
+    assert placed == [(0, 1.0), (2, 3.0), (1, 4.0), (0, 5.0), (1, -4.0), (2, -3.0)]
+
+
 def test_lane_many_orders_in_one_bar_match_general_passes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
