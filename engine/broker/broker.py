@@ -242,26 +242,12 @@ class Broker(BrokerState):
         rows = self._lane
         if rows is None:
             return first
-        offsets = self._offsets
-        stamps = self._stamps
-        datetimes = self._datetimes
         states = self._recorder.records.states
+        begin_bar = self.begin_bar
         for i in range(first, stop):
-            self.i = i
-            lo = offsets[i]
-            self.lo = lo
-            hi = offsets[i + 1]
-            self.hi = hi
-            self._now = datetimes[i]
-            now_us = stamps[i]
-            self.now_us = now_us
-            day = now_us // _DAY_US
-            if day != self._day:
-                self._day_start = self._last_equity
-                self._day = day
-                self._fills_today = 0
+            begin_bar(i)  # with the lane on: no last-rows pass here, no market mechanics
             lane_step(self, rows)
-            strategy_step(i, lo, hi)
+            strategy_step(i, self.lo, self.hi)
             if self._lane is None:  # an order outside the lane ended it during step 3
                 self.validate_new_orders()
                 self.fill_at_close()
