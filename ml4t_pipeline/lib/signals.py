@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
-from ml4t_pipeline.lib.stamps import has_adjacent_duplicate, in_key_order
+from ml4t_pipeline.lib.stamps import duplicated_rows, in_key_order
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -436,8 +436,7 @@ def _check_keys(df: pl.DataFrame, name: str, columns: Sequence[str]) -> pl.DataF
         raise ValueError(f"{name} has {bad_keys.height} row(s) with a null timestamp or symbol")
     # In (timestamp, symbol) order (prepared tables are) a duplicated key sits next to its twin:
     # a cheap test first; the struct hash runs only to name the rows, or on unsorted input.
-    maybe_dup = not in_key_order(out) or has_adjacent_duplicate(out, ["timestamp", "symbol"])
-    dup = out.filter(pl.struct("timestamp", "symbol").is_duplicated()) if maybe_dup else out.clear()
+    dup = duplicated_rows(out, ["timestamp", "symbol"])
     if dup.height:
         keys = dup.select("timestamp", "symbol").unique().sort("timestamp", "symbol")
         raise ValueError(

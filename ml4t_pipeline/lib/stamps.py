@@ -156,8 +156,7 @@ def duplicated_rows(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         and len(time_cols) == 1
         and time_cols[0] in df.columns
         and df.schema[time_cols[0]].is_temporal()
-        and in_key_order(df, time_cols[0])
-        and not has_adjacent_duplicate(df, keys)
+        and keys_unique_in_order(df, time_cols[0])
     ):
         # In key order every twin is a neighbour: none (one cheap pass). The hashed test below
         # holds every key in a table (+140 MB RSS on the S&P signals' 480k rows).
@@ -175,6 +174,13 @@ def has_adjacent_duplicate(df: pl.DataFrame, keys: list[str]) -> bool:
     for ``is_duplicated``; on an unsorted frame it can miss duplicates."""
     same = pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys])
     return df.height > 1 and bool(df.select(same.slice(1).any()).item())
+
+
+def keys_unique_in_order(df: pl.DataFrame, time_col: str = "timestamp") -> bool:
+    """True when the rows are in (``time_col``, symbol) order (:func:`in_key_order`) and no
+    (``time_col``, symbol) key appears twice: two cheap passes, no hash of the keys. False
+    says only that one of the two does not hold."""
+    return in_key_order(df, time_col) and not has_adjacent_duplicate(df, [time_col, "symbol"])
 
 
 def in_key_order(df: pl.DataFrame, time_col: str = "timestamp") -> bool:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import polars as pl
 
-from ml4t_pipeline.lib.stamps import has_adjacent_duplicate, in_key_order
+from ml4t_pipeline.lib.stamps import has_adjacent_duplicate, in_key_order, keys_unique_in_order
 
 
 def forward_returns(
@@ -110,7 +110,7 @@ def forward_returns(
     # Scores stamped at bar closes anchor one row per bar, already in (timestamp, symbol) order:
     # the de-duplication and the sort (a hash of every key: +70 MB on the S&P signals) run only
     # when some bar got two signal rows or the rows are out of order.
-    if in_key_order(pairs) and not has_adjacent_duplicate(pairs, ["timestamp", "symbol"]):
+    if keys_unique_in_order(pairs):
         return pairs
     return pairs.unique(["timestamp", "symbol"], keep="last", maintain_order=True).sort(
         "timestamp", "symbol"
