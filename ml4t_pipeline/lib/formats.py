@@ -3,7 +3,7 @@
 Dagster-free: :class:`ml4t_pipeline.defs.io_managers.Ml4tIOManager` stores every asset value
 with :func:`write_value` and loads it with :func:`read_value`; ``ml4t run`` reads the values it
 publishes the same way. Layout of one value: ``<stem>.parquet`` (a DataFrame), ``<stem>/``
-(a dict of DataFrames: one ``<name>.parquet`` each; or a prepared table: one zstd Parquet file
+(a dict of DataFrames: one ``<name>.parquet`` each; or a prepared table: one LZ4 Parquet file
 per UTC month under ``year=YYYY/month=MM/`` plus ``_schema.parquet``), ``<stem>.json`` (any
 other dict or list, strict JSON) or ``<stem>.html`` (a str). Every write goes to a temporary
 sibling that is then renamed over the old file.
@@ -88,7 +88,8 @@ def write_table_by_month(
     what: str | None = None,
     stored: list[pl.DataFrame] | None = None,
 ) -> list[storage.WrittenPartition]:
-    """Replace the table under ``root`` with ``frame``, one zstd Parquet file per UTC month.
+    """Replace the table under ``root`` with ``frame``, one LZ4 Parquet file per UTC month
+    (:data:`storage.MONTH_COMPRESSION`; older zstd month files read the same).
 
     Parameters
     ----------

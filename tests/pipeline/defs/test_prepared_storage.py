@@ -159,7 +159,7 @@ def _month_file(lab: dict[str, Any], asset: str, year: int, month: int) -> Path:
 # storage layout
 
 
-def test_prepared_tables_stored_as_zstd_hive_partitions_by_year_month(lab: dict) -> None:
+def test_prepared_tables_stored_as_lz4_hive_partitions_by_year_month(lab: dict) -> None:
     for asset in PREPARED:
         table = lab["storage"] / asset / "lab"
         assert table.is_dir() and (table / "_schema.parquet").is_file(), asset
@@ -168,7 +168,7 @@ def test_prepared_tables_stored_as_zstd_hive_partitions_by_year_month(lab: dict)
     panel_months = sorted(p.parent.name for p in year_2010.glob("month=*/data.parquet"))
     assert panel_months == [f"month={m:02d}" for m in range(1, 13)]
     meta = pq.ParquetFile(_month_file(lab, "market_panel", 2010, 5)).metadata
-    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert meta.row_group(0).column(0).compression == "LZ4"  # LZ4_RAW (storage.MONTH_COMPRESSION)
     # the month file holds exactly that month's rows (UTC), symbol stored as String
     month = pl.read_parquet(_month_file(lab, "market_panel", 2010, 5))
     assert month["timestamp"].dt.month().unique().to_list() == [5]

@@ -1,8 +1,9 @@
-"""Specification of ml4t_pipeline.lib.storage: atomic, hive-partitioned, zstd Parquet tables."""
+"""Specification of ml4t_pipeline.lib.storage: atomic, hive-partitioned Parquet tables (LZ4
+month files; zstd single files)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -58,11 +59,50 @@ def test_write_partitioned_hive_layout_year_month(tmp_path: Path) -> None:
     assert [(y, m) for y, m, _ in list_partitions(tmp_path)] == [(2016, 2), (2016, 10), (2017, 1)]
 
 
-def test_write_partitioned_files_are_zstd_without_partition_columns(tmp_path: Path) -> None:
+def test_write_partitioned_files_are_lz4_without_partition_columns(tmp_path: Path) -> None:
     written = write_partitioned(table(), tmp_path)
     meta = pq.ParquetFile(written[0].path).metadata
-    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert meta.row_group(0).column(0).compression == "LZ4"  # pyarrow's name of LZ4_RAW
     assert pq.read_schema(written[0].path).names == ["timestamp", "symbol", "close"]
+
+
+def test_write_parquet_atomic_single_file_stays_zstd(tmp_path: Path) -> None:
+    path = write_parquet_atomic(table(), tmp_path / "one.parquet")
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_read_partitioned_old_zstd_and_new_lz4_months_read_as_one_table(tmp_path: Path) -> None:
+    """A table stored before month files were LZ4 (zstd, level 3) reads the same, also when
+    some months have been rewritten since in LZ4."""
+    write_partitioned(table(), tmp_path / "lz4")
+    for year, month, folder in list_partitions(tmp_path / "lz4"):
+        month_frame = pl.read_parquet(folder / "data.parquet")
+        old = tmp_path / "mixed" / f"year={year}" / f"month={month:02d}" / "data.parquet"
+        old.parent.mkdir(parents=True)
+        codec = "zstd" if month != 10 else "lz4"
+        month_frame.write_parquet(old, compression=codec, statistics=True)
+    codecs = {
+        pq.ParquetFile(f).metadata.row_group(0).column(0).compression
+        for f in (tmp_path / "mixed").rglob("data.parquet")
+    }
+    assert codecs == {"ZSTD", "LZ4"}
+    assert read_partitioned(tmp_path / "mixed").equals(read_partitioned(tmp_path / "lz4"))
+
+
+def test_write_partitioned_real_prices_read_back_equal_frame(
+    tmp_path: Path, data_root: Path
+) -> None:
+    """Three months of the S&P 500 file (505 symbols, float prices) written as LZ4 month files
+    read back as the very frame written: same values bit for bit, dtypes and row order."""
+    from ml4t_pipeline.lib.io import load_prices_file
+
+    prices = load_prices_file(data_root / "sp500_5yr_daily_ohlcv.parquet")
+    first = prices["timestamp"].min()
+    frame = prices.filter(pl.col("timestamp") < first + timedelta(days=85))
+    written = write_partitioned(frame, tmp_path)
+    assert len(written) >= 3
+    back = read_partitioned(tmp_path, symbol_categorical=False)
+    assert back.equals(frame.with_columns(pl.col("symbol").cast(pl.String)))
 
 
 def test_read_partitioned_round_trip_sorted_categorical(tmp_path: Path) -> None:
