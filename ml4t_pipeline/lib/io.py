@@ -32,6 +32,7 @@ from ml4t_pipeline.lib.calendars import DEFAULT_CALENDAR
 from ml4t_pipeline.lib.timing import (
     UTC_DATETIME,
     bar_start_to_close,
+    is_sorted_by_time_symbol,
     naive_dates_to_close_utc,
     vix_close_utc,
 )
@@ -285,7 +286,9 @@ def to_prices_contract(
                 f"{what}: {nulls.height} rows have a null {key}: "
                 f"{_rows(nulls, ['timestamp', 'symbol'])}"
             )
-    if not sort_rows:
+    if not sort_rows and not _in_symbol_time_order(keys):
+        # Rows in (symbol, timestamp) order (how vendor files usually come) cannot go back in
+        # time within their symbol: the test below is needed only for other orders.
         # Only the two key columns are read; the rows are listed only when there are some. A
         # repeat of an earlier key (e.g. duplicates appended at the end of the file) is a
         # duplicate, not a step back in time: it is left out here and reported by key_unique.
@@ -332,9 +335,27 @@ def to_prices_contract(
         raise ValueError(
             f"{what}: column 'timestamp' must be a Date or Datetime column, got {ts_dtype}"
         )
-    return out.with_columns(pl.col("timestamp").cast(UTC_DATETIME)).sort(
-        ["timestamp", "symbol"], maintain_order=True
-    )
+    return _time_symbol_order(out.with_columns(pl.col("timestamp").cast(UTC_DATETIME)))
+
+
+def _in_symbol_time_order(keys: pl.DataFrame) -> bool:
+    """True when the rows are in (symbol, timestamp) order, symbol compared as text (no nulls:
+    the caller has refused them)."""
+    ts, sym = pl.col("timestamp"), pl.col("symbol").cast(pl.String)
+    in_order = (sym.shift(1) < sym) | ((sym.shift(1) == sym) & (ts.shift(1) <= ts))
+    return bool(keys.select(in_order.fill_null(True).all()).item())
+
+
+def _time_symbol_order(out: pl.DataFrame) -> pl.DataFrame:
+    """``out`` stably sorted by (timestamp, symbol): rows already in that order as they are; rows
+    in (symbol, timestamp) order by a stable sort on the timestamp alone (rows of one timestamp
+    keep their symbol order: the same frame as the two-key sort, for less work); others by the
+    two-key sort. Rows with equal keys keep their input order in every case."""
+    if is_sorted_by_time_symbol(out):
+        return out
+    if _in_symbol_time_order(out):
+        return out.sort("timestamp", maintain_order=True)
+    return out.sort(["timestamp", "symbol"], maintain_order=True)
 
 
 def load_prices_file(

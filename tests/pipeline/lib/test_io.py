@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ml4t_pipeline.lib.io import (
     PRICE_COLUMNS,
@@ -315,3 +317,59 @@ def test_to_prices_contract_non_utc_intraday_converted_to_same_instant() -> None
         utc(2013, 2, 8, 14, 31),
         utc(2013, 2, 8, 14, 32),
     ]
+
+
+def test_to_prices_contract_symbol_major_file_duplicates_keep_file_order() -> None:
+    """A file in (symbol, timestamp) order, with a repeated key: rows come out in (timestamp,
+    symbol) order and the two copies of the key in their file order (hand-checked)."""
+    raw = pl.DataFrame(
+        {
+            "timestamp": [datetime(2013, 2, 8), datetime(2013, 2, 11), datetime(2013, 2, 8)]
+            + [datetime(2013, 2, 8), datetime(2013, 2, 11)],
+            "symbol": ["A", "A", "B", "B", "B"],
+            "open": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "high": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "low": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "close": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "volume": [10.0, 20.0, 30.0, 40.0, 50.0],
+        }
+    )
+    out = to_prices_contract(raw, row_column="file_row")
+    assert out["file_row"].to_list() == [0, 2, 3, 1, 4]
+    assert out["symbol"].to_list() == ["A", "B", "B", "A", "B"]
+    assert out["close"].to_list() == [1.0, 3.0, 4.0, 2.0, 5.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(
+        st.tuples(st.integers(0, 4), st.sampled_from(["AA", "B", "b", "C"])),
+        min_size=1,
+        max_size=25,
+    ),
+    layout=st.sampled_from(["as_drawn", "symbol_major", "time_major"]),
+)
+def test_to_prices_contract_any_row_order_is_stable_time_symbol_sort(
+    keys: list[tuple[int, str]], layout: str
+) -> None:
+    """Whatever the file's row order (as drawn, symbol-major, time-major; repeated keys
+    included), the rows come out in (timestamp, symbol) order with rows of equal keys in their
+    file order: Python's stable sort of the file rows by (date, symbol)."""
+    if layout == "symbol_major":
+        keys = sorted(keys, key=lambda k: (k[1], k[0]))
+    elif layout == "time_major":
+        keys = sorted(keys)
+    days = [datetime(2013, 2, 4 + day) for day, _ in keys]  # Mon 4th .. Fri 8th, sessions
+    raw = pl.DataFrame(
+        {
+            "timestamp": days,
+            "symbol": [s for _, s in keys],
+            **{c: [float(i) for i in range(len(keys))] for c in ("open", "high", "low", "close")},
+            "volume": [1.0] * len(keys),
+        }
+    )
+    out = to_prices_contract(raw, row_column="file_row", sort_rows=True)
+    expected = sorted(range(len(keys)), key=lambda i: (keys[i][0], keys[i][1]))
+    assert out["file_row"].to_list() == expected
+    assert out["close"].to_list() == [float(i) for i in expected]
+    assert out["timestamp"].dt.hour().to_list() == [21] * len(keys)  # 16:00 New York in winter
