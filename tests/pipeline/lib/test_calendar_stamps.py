@@ -73,3 +73,31 @@ def test_validate_prices_weekend_row_refused_naming_it() -> None:
     broken = report.rows_breaking("on_session_date")
     assert broken["row_index"].to_list() == [1]
     assert _ny(broken["timestamp"]) == [dt.datetime(2017, 11, 25, 16)]
+
+
+def test_naive_dates_to_close_utc_repeated_dates_and_nulls_match_daily_close_utc() -> None:
+    """The frame-level stamping (each distinct date stamped once, then looked up) gives every
+    row the stamp :func:`daily_close_utc` gives it: repeated dates, a half day, a weekend, a
+    date before the calendar, a null (stays null), in any order."""
+    from ml4t_pipeline.lib.timing import naive_dates_to_close_utc
+
+    days = [
+        dt.datetime(2017, 11, 24),  # half day: 13:00 New York
+        dt.datetime(2024, 7, 6),  # Saturday: regular close
+        None,
+        dt.datetime(2017, 11, 24),
+        dt.datetime(1985, 1, 2),  # before the calendar
+        dt.datetime(2024, 1, 2),
+    ]
+    frame = pl.DataFrame({"timestamp": days, "row": list(range(len(days)))})
+    out = naive_dates_to_close_utc(frame, "test", "intraday must be tz-aware")
+    expected = frame.with_columns(daily_close_utc(pl.col("timestamp")).alias("timestamp"))
+    assert out.equals(expected)
+    assert _ny(out["timestamp"]) == [
+        dt.datetime(2017, 11, 24, 13),
+        dt.datetime(2024, 7, 6, 16),
+        None,
+        dt.datetime(2017, 11, 24, 13),
+        dt.datetime(1985, 1, 2, 16),
+        dt.datetime(2024, 1, 2, 16),
+    ]
