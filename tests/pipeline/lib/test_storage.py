@@ -250,3 +250,31 @@ def test_write_partitioned_stored_frames_are_what_a_read_returns(
         list_partitions(tmp_path / "kept"), list_partitions(tmp_path / "plain"), strict=True
     ):
         assert (kept / "data.parquet").read_bytes() == (plain / "data.parquet").read_bytes()
+
+
+def test_write_partitioned_time_ordered_months_sorted_by_symbol_text_not_category_code(
+    tmp_path: Path,
+) -> None:
+    """A table in time order spanning months, symbols Categorical with codes in the opposite of
+    text order (B before A): each month file holds its rows in (timestamp, symbol-as-text)
+    order, the same bytes as writing each month on its own."""
+    frame = pl.DataFrame(
+        {
+            "timestamp": [utc(2016, 2, 1, 21)] * 2 + [utc(2016, 3, 1, 21)] * 2,
+            "symbol": ["B", "A", "A", "B"],  # February out of text order, March in order
+            "close": [1.0, 2.0, 3.0, 4.0],
+        },
+        schema_overrides={"timestamp": UTC_DATETIME},
+    ).with_columns(pl.col("symbol").cast(pl.Categorical))
+    written = write_partitioned(frame, tmp_path / "whole")
+    february = pl.read_parquet(written[0].path)
+    assert february["symbol"].to_list() == ["A", "B"]
+    assert february["close"].to_list() == [2.0, 1.0]
+    for month, w in zip((2, 3), written, strict=True):
+        one = write_partitioned(
+            frame.filter(pl.col("timestamp").dt.month() == month), tmp_path / f"m{month}"
+        )
+        assert one[0].path.read_bytes() == w.path.read_bytes()
+    in_order = frame.sort("timestamp", pl.col("symbol").cast(pl.String))
+    again = write_partitioned(in_order, tmp_path / "sorted")
+    assert [w.path.read_bytes() for w in again] == [w.path.read_bytes() for w in written]
