@@ -46,3 +46,33 @@ def test_cli_import_and_definitions_leave_dagster_ray_unimported() -> None:
     if importlib.util.find_spec("dagster_ray") is None:
         pytest.skip("dagster-ray not installed: the asset has no ray_cluster resource")
     assert "ray_cluster" in seen["keys"]  # type: ignore[operator]
+
+
+def test_cli_import_runs_no_full_collection_and_leaves_the_collector_on() -> None:
+    """The ~450k objects ``import ml4t_pipeline.cli`` makes are not walked by full collections
+    while they are made (the collector is paused for the imports), and the collector is on
+    afterwards with nothing frozen: a user's later garbage is collected as usual."""
+    code = (
+        "import gc, json\n"
+        "import ml4t_pipeline.cli\n"
+        "print(json.dumps({'enabled': gc.isenabled(), 'frozen': gc.get_freeze_count(),"
+        " 'full': gc.get_stats()[2]['collections']}))"
+    )
+    seen = _modules_after(code)
+    assert seen == {"enabled": True, "frozen": 0, "full": 0}
+
+
+def test_cli_import_keeps_a_callers_disabled_collector_and_own_freeze() -> None:
+    """A process that turned the collector off finds it off after importing the CLI; one that
+    froze objects itself finds them still frozen (not handed back to the collector)."""
+    off = "import gc, json\ngc.disable()\nimport ml4t_pipeline.cli\n"
+    off += "print(json.dumps({'enabled': gc.isenabled()}))"
+    assert _modules_after(off) == {"enabled": False}
+    frozen = (
+        "import gc, json\n"
+        "import ml4t_pipeline.config\n"
+        "gc.freeze()\n"
+        "import ml4t_pipeline.cli\n"
+        "print(json.dumps({'enabled': gc.isenabled(), 'frozen': gc.get_freeze_count() > 0}))"
+    )
+    assert _modules_after(frozen) == {"enabled": True, "frozen": True}
