@@ -62,7 +62,13 @@ def _command(config: Path, output: Path, profile: Path | None = None) -> list[st
             "ml4t_pipeline.cli",
             *tail,
         ]
-    code = "import sys; from ml4t_pipeline.cli import main; sys.exit(main())"
+    # what the `ml4t` console script calls (`console_main`; a checkout from before it: `main`)
+    code = (
+        "import sys, ml4t_pipeline.cli as cli\n"
+        "if hasattr(cli, 'console_main'):\n"
+        "    cli.console_main()\n"
+        "sys.exit(cli.main())"
+    )
     return [sys.executable, "-c", code, *tail]
 
 

@@ -65,13 +65,15 @@ DIR holds.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 # Polars' allocator (jemalloc) keeps the pages it frees resident for about a second more
 # (``muzzy_decay_ms:1000``, pages marked MADV_FREE count in RSS until the kernel takes them); a
@@ -129,6 +131,7 @@ __all__ = [
     "DATA_ASSETS",
     "build_parser",
     "failed_checks",
+    "console_main",
     "main",
     "materialize_experiment",
     "run_lineage",
@@ -447,6 +450,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verbose:
             traceback.print_exception(exc, file=sys.stderr)
         return 2
+
+
+def console_main() -> NoReturn:
+    """The ``ml4t`` console script: :func:`main` on the command line, then exit with its code.
+
+    The process ends without the interpreter's teardown (freeing the ~500,000 objects of
+    Dagster, polars, pandas, matplotlib and the run one by one, module by module: ~0.4 s of CPU
+    after an S&P ``ml4t run``), as mypy's command line does: the exit handlers (``atexit``:
+    logging's flush, temporary folders, coverage data) run and stdout/stderr are flushed first,
+    then ``os._exit``. Everything the command writes is closed and synced before :func:`main`
+    returns. A process with another non-daemon thread still running, or one whose streams
+    cannot be flushed (a closed pipe), exits the ordinary way, as does an exception raised by
+    :func:`main`.
+    """
+    code = main()
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's, undocumented
+    if run_exit_handlers is None or any(not t.daemon for t in others):
+        sys.exit(code)
+    run_exit_handlers()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)  # the interpreter reports it as usual
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
