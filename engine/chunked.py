@@ -309,6 +309,14 @@ class ChunkedMarketData:
         return window
 
 
+def _start_numba() -> None:
+    """numba's one-time start-up (its compiler's set-up at the first compiled call, ~0.3-0.5 s
+    of CPU), done by a call of a kernel the first window's assembly calls anyway
+    (:func:`engine.data_kernels.symbol_chains` over no row)."""
+    none = np.empty(0, dtype=np.int64)
+    data_kernels.symbol_chains(none, 0, none, none, none, none)
+
+
 def _sole_owner_count() -> int:
     """What ``sys.getrefcount`` reports here for an array that one local name holds and
     nothing else (the interpreter's own way of counting: 2 in CPython 3.11)."""
@@ -498,6 +506,11 @@ class ChunkStream:
         ValueError
             A bad chunk (see :class:`ChunkedMarketData`), or no chunk with any bar at all.
         """
+        if self.window is None and self._source.prefetch and not self._peeked:
+            # the first chunk is read and checked in the background too, while this thread
+            # does numba's one-time start-up (its first compiled call)
+            self._ahead = _Prefetch(self._read_prepared)
+            _start_numba()
         item = self._next_frame()
         if item is None:
             self._spare = []

@@ -33,9 +33,12 @@ from engine.core.layout import (
     LAST_ROW,
     MARK,
     QTY,
+    R_STRATEGY,
     S_ACCEPTED,
     S_PARTIAL,
     S_SUBMITTED,
+    SR_NONE,
+    T_MARKET,
 )
 from engine.core.ledger import execute_fill, portfolio_value
 from engine.core.records import Kind, RecordArray
@@ -74,7 +77,7 @@ def lane_order(broker: BrokerState, rows: OrderRows, sid: int, quantity: float) 
     order_id = len(orders)
     if order_id >= rows.capacity:
         rows.ensure(order_id + 1)
-    # the row's other fields are those of every lane order (blank_rows)
+    rows.rows[order_id] = rows.blank  # the fields every lane order shares
     rows.submit_index[order_id] = i
     rows.sid[order_id] = sid
     rows.decision_row[order_id] = decision_row
@@ -208,10 +211,20 @@ def lane_intake(
             row = last_row[sid]
             if row >= lo:
                 decision_row = row
-        rows[o]["submit_index"] = i
-        rows[o]["sid"] = sid
-        rows[o]["decision_row"] = decision_row
-        rows[o]["quantity"] = q
+        row = rows[o]
+        row["submit_index"] = i
+        row["sid"] = sid
+        row["order_type"] = T_MARKET  # the fields every lane order shares (blank_rows)
+        row["status"] = S_SUBMITTED
+        row["reason"] = R_STRATEGY
+        row["status_reason"] = SR_NONE
+        row["tif"] = 0
+        row["parent_id"] = -1
+        row["decision_row"] = decision_row
+        row["quantity"] = q
+        row["filled"] = 0.0
+        row["limit_price"] = math.nan
+        row["stop_price"] = math.nan
         pending[sid] += q
         m += 1
     return m

@@ -168,6 +168,7 @@ class OrderRows:
         "step",
         "intake",
         "ids",
+        "blank",
     )
 
     def __init__(
@@ -199,7 +200,8 @@ class OrderRows:
         # lane_intake's compiled entry for contiguous ids and quantities
         self.intake: Callable[..., int] | None = None
         self.ids: IntArray = np.arange(capacity, dtype=np.int64)  # order ids, to slice
-        self._use(blank_rows(capacity))
+        self.blank = blank_rows(1)[0]  # a placed row's fields before its own are written
+        self._use(np.empty(capacity, dtype=ORDER_DTYPE))  # each row written whole when placed
 
     def _use(self, rows: RecordArray) -> None:
         self.rows = rows
@@ -215,7 +217,9 @@ class OrderRows:
     def ensure(self, n: int) -> None:
         """Room for order ids below ``n``."""
         if n > self.rows.size:
-            grown = blank_rows(max(n, 2 * self.rows.size))
+            # rows beyond the placed ones stay unwritten (pages never written are never
+            # mapped): an order's row is written whole when it is placed
+            grown = np.empty(max(n, 2 * self.rows.size), dtype=ORDER_DTYPE)
             grown[: self.rows.size] = self.rows
             self._use(grown)
 
@@ -366,7 +370,9 @@ class OrderLog(Sequence[Order]):
 
 def blank_rows(n: int) -> RecordArray:
     """``n`` order rows with the fields every lane order shares: a submitted GTC market
-    order of the strategy, nothing filled, no limit or stop price, no parent."""
+    order of the strategy, nothing filled, no limit or stop price, no parent (the
+    template of :func:`engine.broker.lane.lane_order`; :func:`engine.broker.lane.lane_intake`
+    writes the same fields)."""
     rows = np.empty(n, dtype=ORDER_DTYPE)
     rows["order_type"] = T_MARKET
     rows["status"] = S_SUBMITTED
