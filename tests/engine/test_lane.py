@@ -332,6 +332,31 @@ def test_lane_batch_orders_strided_or_read_only_arrays_place_what_they_hold() ->
     assert placed == [(0, 1.0), (2, 3.0), (1, 4.0), (0, 5.0), (1, -4.0), (2, -3.0)]
 
 
+def test_lane_orders_beyond_the_first_row_buffer_match_general_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 4,900 orders in one bar: the order rows grow past their first buffer (4,096 rows);
+    # each row is written whole when placed (the grown part is not blanked first), so every
+    # field of the orders frame must still equal the general passes'
+    bars = {sym: [(10.0, 10.5, 9.5, 10.0)] * 3 for sym in SYMBOLS}
+    actions: list[Action] = [(0, k % 3, "buy", 1.0) for k in range(2_500)]
+    actions += [(0, k % 3, "sell", 1.0) for k in range(2_400)]  # AAA left long 34 shares
+    actions += [(1, 0, "close", 0.0), (1, 1, "buy", 2.0)]
+    data = MarketData.from_frame(make_panel(bars))
+    config = ExecutionConfig(initial_cash=1_000_000.0, allow_short=True)
+    results = []
+    for use_lane in (True, False):
+        for kind in (Scripted, Batched):
+            with monkeypatch.context() as patch:
+                if not use_lane:
+                    patch.setattr(broker_module, "lane_settings", lambda broker: False)
+                results.append(BacktestEngine(data, kind(actions), config=config).run())
+    for result in results[1:]:
+        _assert_same(result, results[0])
+    orders = results[0].orders
+    assert orders.height == 4_902 and orders.get_column("status").unique().to_list() == ["filled"]
+
+
 def test_lane_many_orders_in_one_bar_match_general_passes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
