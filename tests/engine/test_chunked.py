@@ -8,7 +8,6 @@ states, orders, rejections and open positions frame for frame (exact equality).
 from __future__ import annotations
 
 import threading
-
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
