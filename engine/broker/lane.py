@@ -170,8 +170,9 @@ def lane_intake(
     pending: FloatArray,
 ) -> int:
     """Place :func:`lane_batch`'s orders as rows ``first, first + 1, ...`` of ``rows``
-    (blank lane rows: only the decision bar ``i``, symbol, decision row and quantity are
-    written) and add each to ``pending``.
+    (each row written whole: the fields every lane order shares, as ``blank_rows`` sets
+    them, then its decision bar ``i``, symbol, decision row and quantity; rows past them are
+    never read) and add each to ``pending``.
 
     ``quantities``: one per id, one for all (size 1) or, with ``close``, none (each order
     closes its symbol's position plus working orders; none where they net to less than
