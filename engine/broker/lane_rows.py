@@ -15,6 +15,7 @@ from typing import overload
 
 import numpy as np
 
+from engine.core.costs import N_COST_PARAMS, Costs
 from engine.core.layout import (
     N_ACC,
     R_STRATEGY,
@@ -35,6 +36,7 @@ __all__ = ["LaneFixed", "OrderLog", "OrderRows", "RecordOrder", "blank_rows"]
 LaneFixed = tuple[
     IntArray, FloatArray, FloatArray, FloatArray, FloatArray, IntArray, float, bool,
     FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray,
+    FloatArray, FloatArray, FloatArray, FloatArray,
 ]  # fmt: skip
 """The arguments of :func:`engine.broker.lane.lane_open_step` from ``sym_id`` on (those that
 change only with the market-data window)."""
@@ -169,6 +171,7 @@ class OrderRows:
         "intake",
         "ids",
         "blank",
+        "costs",
     )
 
     def __init__(
@@ -201,6 +204,11 @@ class OrderRows:
         self.intake: Callable[..., int] | None = None
         self.ids: IntArray = np.arange(capacity, dtype=np.int64)  # order ids, to slice
         self.blank = blank_rows(1)[0]  # a placed row's fields before its own are written
+        # the run's costs as the fills at the open read them (engine.broker.lane.lane_costs)
+        self.costs: Costs = Costs(
+            params=np.zeros(N_COST_PARAMS), tiers=np.zeros((0, 2)),
+            tier_state=np.array([np.nan, 0.0]), rows=np.zeros(0),
+        )  # fmt: skip
         self._use(np.empty(capacity, dtype=ORDER_DTYPE))  # each row written whole when placed
 
     def _use(self, rows: RecordArray) -> None:

@@ -23,13 +23,21 @@ from engine import (
     BarBatch,
     ChunkedMarketData,
     ExecutionConfig,
+    FixedBpsSlippage,
+    FixedPercentageSlippage,
     MarketData,
     PercentageCommission,
+    PerShareCommission,
+    PerTradeCommission,
+    SpreadAwareSlippage,
     Strategy,
+    TieredCommission,
 )
 from engine.broker import broker as broker_module
 from engine.broker import lane_rows, state
 from engine.broker.broker import Broker
+from engine.costs.commission import CommissionModel
+from engine.costs.slippage import SlippageModel
 from engine.recorder import Recorder
 from tests.engine.helpers import make_panel
 
@@ -157,10 +165,53 @@ def test_lane_scripted_market_orders_match_general_passes(run: dict[str, Any]) -
 def test_lane_is_taken_in_plain_settings_only() -> None:
     data = MarketData.from_frame(make_panel({"AAA": [(10.0, 11.0, 9.0, 10.0)] * 3}))
     assert Broker(data, ExecutionConfig(), None, Recorder(data))._lane is not None
-    costly = ExecutionConfig(commission=PercentageCommission(0.001))
-    assert Broker(data, costly, None, Recorder(data))._lane is None
+    # costs that read no bar and keep no state between fills take the lane
+    cheap = ExecutionConfig(slippage=FixedBpsSlippage(5.0), commission=PercentageCommission(0.001))
+    assert Broker(data, cheap, None, Recorder(data))._lane is not None
+    spread = ExecutionConfig(slippage=SpreadAwareSlippage())
+    assert Broker(data, spread, None, Recorder(data))._lane is None
+    tiered = ExecutionConfig(commission=TieredCommission([(0.0, 0.001)]))
+    assert Broker(data, tiered, None, Recorder(data))._lane is None
+
+    class Rounded(FixedPercentageSlippage):  # a subclass may price otherwise: no lane
+        pass
+
+    own = ExecutionConfig(slippage=Rounded(0.001))
+    assert Broker(data, own, None, Recorder(data))._lane is None
     at_close = ExecutionConfig(fill="close")
     assert Broker(data, at_close, None, Recorder(data))._lane is None
+
+
+_LANE_COSTS: list[tuple[SlippageModel | None, CommissionModel | None]] = [
+    (FixedPercentageSlippage(0.002), None),
+    (FixedBpsSlippage(7.5), PercentageCommission(0.001)),
+    (None, PerShareCommission(0.01, minimum=1.0, maximum_pct=0.005)),
+    (FixedPercentageSlippage(0.001), PerTradeCommission(2.5)),
+]
+
+
+@pytest.mark.parametrize("costs", range(len(_LANE_COSTS)))
+@settings(max_examples=25, deadline=None)
+@given(run=scripted_runs())
+def test_lane_with_cost_models_matches_general_passes(costs: int, run: dict[str, Any]) -> None:
+    # the lane prices each fill at the open with the run's slippage and commission: fills,
+    # trades, orders, rejections (cash checks include the commission), states equal the
+    # general passes' (per order and in batches)
+    slippage, commission = _LANE_COSTS[costs]
+    data = MarketData.from_frame(make_panel(run["bars"]))
+    config = ExecutionConfig(
+        initial_cash=run["cash"],
+        allow_short=run["short"],
+        close_at_end=run["close_at_end"],
+        **({"slippage": slippage} if slippage is not None else {}),
+        **({"commission": commission} if commission is not None else {}),
+    )
+    assert Broker(data, config, None, Recorder(data))._lane is not None
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        with_lane, seen_lane = _run(data, run["actions"], config, True, monkeypatch)
+        without, seen = _run(data, run["actions"], config, False, monkeypatch)
+    _assert_same(with_lane, without)
+    assert seen_lane == seen
 
 
 def test_lane_limit_order_moves_working_orders_to_the_book(
