@@ -159,14 +159,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     S&P run). Nothing of the run's own garbage is kept longer.
     """
     config_path = Path(args.config)
-    gc.freeze()
+    freeze = gc.get_freeze_count() == 0  # a caller's own freeze is left as it is
+    if freeze:
+        gc.freeze()
     try:
         with progress(f"experiment {config_path.stem}: preparing data, training, backtesting"):
             outcome = run_to_folder(
                 config_path, Path(args.output), validate=args.validate, trigger="cli"
             )
     finally:
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()
     if not outcome.success:
         if outcome.failure:
             print(outcome.failure, file=sys.stderr)  # the cause first
