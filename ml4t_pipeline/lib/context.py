@@ -10,6 +10,8 @@ from ml4t_pipeline.lib.stamps import has_adjacent_duplicate
 from ml4t_pipeline.lib.timing import asof_join_backward
 
 MARKET_VOL_WINDOW = 20
+_last_market_context: tuple[tuple[str, int, int], pl.DataFrame] | None = None
+"""The last :func:`market_context_from_prices` result and its input's key."""
 
 
 def market_context_from_prices(prices: pl.DataFrame) -> pl.DataFrame:
@@ -41,6 +43,20 @@ def market_context_from_prices(prices: pl.DataFrame) -> pl.DataFrame:
     if missing:
         raise ValueError(f"market_context_from_prices: missing columns {missing}")
     frame = prices.select("timestamp", "symbol", "close")
+    # The last result, by its input's content: the metrics and performance_report steps of a
+    # run (and market_context, with ``source: market``) compute it from the same prices. The
+    # key is the rows' hashes summed (the same rows in any order: the same result).
+    # (A clone is handed out: a caller changing its frame in place changes no other's.)
+    global _last_market_context
+    key = (str(frame.schema), frame.height, int(frame.hash_rows(seed=0).sum()))
+    if _last_market_context is None or _last_market_context[0] != key:
+        # a small frame (one row per timestamp); the prices are not kept
+        _last_market_context = (key, _market_context(frame))
+    return _last_market_context[1].clone()
+
+
+def _market_context(frame: pl.DataFrame) -> pl.DataFrame:
+    """:func:`market_context_from_prices` of ``frame`` (``timestamp``, ``symbol``, ``close``)."""
     # the symbols' sort order as integers: an Enum over the sorted names, whose codes sort as
     # the names do (the same order as sorting by the names, at half the cost of a string or
     # Categorical sort on the S&P file)
@@ -54,7 +70,7 @@ def market_context_from_prices(prices: pl.DataFrame) -> pl.DataFrame:
     else:
         ordered = frame.sort([by_symbol, pl.col("timestamp")])
     if has_adjacent_duplicate(ordered, ["symbol", "timestamp"]):  # sorted: twins are neighbours
-        dup = prices.filter(pl.struct("timestamp", "symbol").is_duplicated())
+        dup = frame.filter(pl.struct("timestamp", "symbol").is_duplicated())
         raise ValueError(
             f"market_context_from_prices: {dup.height} duplicated (timestamp, symbol) rows: "
             f"{dup.head(5).to_dicts()}"
