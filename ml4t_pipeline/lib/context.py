@@ -38,6 +38,12 @@ def market_context_from_prices(prices: pl.DataFrame) -> pl.DataFrame:
     ------
     ValueError
         Missing columns or a duplicated (timestamp, symbol) key.
+
+    Notes
+    -----
+    The last result is kept with its input's key (schema, height and the sum of the rows'
+    hashes), so a second call on the same prices (another frame with the same rows, in any
+    order) returns a copy of it without computing again.
     """
     missing = [c for c in ("timestamp", "symbol", "close") if c not in prices.columns]
     if missing:
