@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.broker.lane_rows import OrderRows
-from engine.compiled.passes import _fill_costs
 from engine.compiled.plan import plan_costs
-from engine.core.costs import COMM_KIND, COMM_NONE, SLIP_KIND, SLIP_NONE, Costs
+from engine.core.costs import COMM_KIND, COMM_NONE, SLIP_KIND, SLIP_NONE, Costs, fill_costs
 from engine.core.jit import compiled_entry, njit, njit_held
 from engine.core.layout import (
     ACC_CASH,
@@ -376,7 +375,7 @@ def lane_open_step(
                 price = raw
                 commission = 0.0
                 if costly:
-                    price, commission = _fill_costs(
+                    price, commission = fill_costs(
                         cost_params, cost_rows, tiers, tier_state, raw, q, row, -1, 0, False,
                         T_MARKET,
                     )  # fmt: skip
