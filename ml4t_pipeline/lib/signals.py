@@ -311,7 +311,8 @@ def run_walk_forward(
     panel = panel.with_columns([_cross_sectional(c, preprocess) for c in feature_columns])
 
     ts = _as_us(panel["timestamp"])
-    x = panel.select(feature_columns).to_numpy().astype(np.float64, copy=False)
+    # Row-major: the fits gather whole rows (a row of a column-major matrix is 9 strided reads).
+    x = panel.select(feature_columns).to_numpy(order="c").astype(np.float64, copy=False)
     y = panel["_label"].fill_null(np.nan).to_numpy().astype(np.float64, copy=False)
     label_at = _as_us(panel["_label_available_at"], null=_NO_LABEL)
     has_label = np.isfinite(y)
@@ -360,7 +361,10 @@ def run_walk_forward(
             estimator = _estimator(model, alpha, seed)
             estimator.fit(gather_rows(x, train, rows_buffer), target)
             picked.append(np.arange(lo, hi))
-            scores.append(np.asarray(estimator.predict(x[lo:hi]), dtype=np.float64))
+            # scored on a column-major block, the layout the scores were always computed in
+            # (BLAS sums a row's products in another order for a row-major one: other bits)
+            month = np.asfortranarray(x[lo:hi])
+            scores.append(np.asarray(estimator.predict(month), dtype=np.float64))
             trained.append(np.full(hi - lo, cutoff, dtype=np.int64))
             fits.append(
                 FitRecord(

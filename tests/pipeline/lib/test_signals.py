@@ -496,3 +496,21 @@ def test_walk_forward_zscore_overflowing_to_nan_raises_before_fitting() -> None:
         walk_forward_signals(
             prices, features, ["f1", "f2"], min_train_periods=10, preprocess="zscore"
         )
+
+
+def test_ridge_predictions_on_compact_column_major_copy_equal_strided_slice() -> None:
+    # The walk-forward scores each month on np.asfortranarray(x[lo:hi]) of a row-major x; the
+    # scores were first computed on slices of a column-major x: same layout, same bits (a
+    # row-major block rounds differently, which is why the copy is column-major).
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(5)
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = Ridge(alpha=1.0).fit(rng.standard_normal((20_000, 9)), rng.standard_normal(20_000))
+        column_major = np.asfortranarray(rng.standard_normal((50_000, 9)))
+        row_major = np.ascontiguousarray(column_major)
+
+        strided = model.predict(column_major[1_000:11_000])
+        compact = model.predict(np.asfortranarray(row_major[1_000:11_000]))
+
+    np.testing.assert_array_equal(compact, strided, strict=True)
