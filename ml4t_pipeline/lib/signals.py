@@ -357,7 +357,9 @@ def run_walk_forward(
                 continue
             train_y = y[train]
             sums = np.bincount(train_tid, weights=train_y, minlength=uniq_ts.size)
-            target = train_y - sums[train_tid] / counts[train_tid]
+            # each timestamp's mean label divided once (the same quotient for each of its rows)
+            means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+            target = train_y - means[train_tid]
             estimator = _estimator(model, alpha, seed)
             estimator.fit(gather_rows(x, train, rows_buffer), target)
             picked.append(np.arange(lo, hi))
