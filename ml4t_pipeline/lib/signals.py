@@ -328,8 +328,16 @@ def run_walk_forward(
     # (``assume_finite``): the features were checked finite above, their cross-sectional
     # transforms are finite, and the targets come from rows with a finite label. One scan here
     # keeps the guarantee (an overflow in a z-score would otherwise reach the fit silently).
-    if not np.isfinite(x).all():
-        raise ValueError("the cross-sectional feature transform produced NaN or infinite values")
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=1))
+        shown = panel.select("timestamp", "symbol")[bad[:_SHOW]].rows()
+        columns = [c for c, ok in zip(feature_columns, finite.all(axis=0), strict=True) if not ok]
+        raise ValueError(
+            f"the {preprocess!r} cross-sectional transform of {columns} gave NaN or infinite "
+            f"values on {bad.size} row(s) (finite inputs overflowing), e.g. {shown}"
+        )
+    del finite
     # The training rows of each month are gathered into one reused buffer (``rows_buffer``) and
     # the fit runs on a C-contiguous view of its first rows: the same values in the same layout
     # as a fresh ``x[train]`` (so the same fitted bits), without a new ~40 MB array and its page
@@ -578,7 +586,7 @@ def gather_rows(x: np.ndarray, rows: np.ndarray, buffer: np.ndarray) -> np.ndarr
             f"buffer must be C-contiguous with at least {rows.size} rows of width "
             f"{x.shape[1:]}, got shape {buffer.shape}"
         )
-    # mode="clip": no bounds pass and no temporary (positions come from flatnonzero on x)
+    # mode="clip": no bounds pass and no temporary buffer (the positions are in range)
     return np.take(x, rows, axis=0, out=buffer[: rows.size], mode="clip")
 
 
@@ -595,8 +603,8 @@ def _estimator(model: str, alpha: float, seed: int) -> Ridge | HistGradientBoost
         from sklearn.linear_model import Ridge
 
         # copy_X=False: Ridge centres the training matrix in place instead of copying it first;
-        # the caller hands it a fresh copy (``x[train]``) per fit, so the same arithmetic runs
-        # on one copy fewer of up to 480k x 9 floats per month.
+        # the caller hands it the month's rows in a buffer it rewrites before each fit
+        # (``gather_rows``), so the same arithmetic runs without a copy of up to 480k x 9 floats.
         return Ridge(alpha=alpha, copy_X=False)
     from sklearn.ensemble import HistGradientBoostingRegressor
 

@@ -492,7 +492,7 @@ def test_walk_forward_zscore_overflowing_to_nan_raises_before_fitting() -> None:
     huge = pl.when(pl.col("symbol") == "C").then(-1.7e308).otherwise(1.7e308)
     features = features.with_columns(huge.alias("f1"))
 
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match=r"zscore.*\[.f1.\] gave NaN or infinite values"):
         walk_forward_signals(
             prices, features, ["f1", "f2"], min_train_periods=10, preprocess="zscore"
         )
