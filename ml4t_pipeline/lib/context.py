@@ -10,8 +10,6 @@ from ml4t_pipeline.lib.stamps import has_adjacent_duplicate
 from ml4t_pipeline.lib.timing import asof_join_backward
 
 MARKET_VOL_WINDOW = 20
-_last_market_context: tuple[tuple[str, int, int], pl.DataFrame] | None = None
-"""The last :func:`market_context_from_prices` result and its input's key."""
 
 
 def market_context_from_prices(prices: pl.DataFrame) -> pl.DataFrame:
@@ -38,27 +36,12 @@ def market_context_from_prices(prices: pl.DataFrame) -> pl.DataFrame:
     ------
     ValueError
         Missing columns or a duplicated (timestamp, symbol) key.
-
-    Notes
-    -----
-    The last result is kept with its input's key (schema, height and the sum of the rows'
-    hashes), so a second call on the same prices (another frame with the same rows, in any
-    order) returns a copy of it without computing again.
     """
     missing = [c for c in ("timestamp", "symbol", "close") if c not in prices.columns]
     if missing:
         raise ValueError(f"market_context_from_prices: missing columns {missing}")
     frame = prices.select("timestamp", "symbol", "close")
-    # The last result, by its input's content: the metrics and performance_report steps of a
-    # run (and market_context, with ``source: market``) compute it from the same prices. The
-    # key is the rows' hashes summed (the same rows in any order: the same result).
-    # (A clone is handed out: a caller changing its frame in place changes no other's.)
-    global _last_market_context
-    key = (str(frame.schema), frame.height, int(frame.hash_rows(seed=0).sum()))
-    if _last_market_context is None or _last_market_context[0] != key:
-        # a small frame (one row per timestamp); the prices are not kept
-        _last_market_context = (key, _market_context(frame))
-    return _last_market_context[1].clone()
+    return _market_context(frame)
 
 
 def _market_context(frame: pl.DataFrame) -> pl.DataFrame:

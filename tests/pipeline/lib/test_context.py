@@ -207,30 +207,3 @@ def test_market_context_categorical_symbols_sum_in_name_order_not_code_order() -
     a, b = market_context_from_prices(frame), market_context_from_prices(as_category)
     assert a.equals(b)
     assert a["market_return"].to_list() == b["market_return"].to_list()
-
-
-def test_market_context_same_prices_twice_computed_once_changed_prices_again(monkeypatch) -> None:
-    """The metrics and report steps of a run ask for the same prices' context: the second call
-    (another frame, same rows in another order) reuses the result; a changed close does not."""
-    import ml4t_pipeline.lib.context as context_lib
-
-    calls: list[int] = []
-    compute = context_lib._market_context
-    monkeypatch.setattr(
-        context_lib, "_market_context", lambda frame: calls.append(frame.height) or compute(frame)
-    )
-    rows = [(d, s, 10.0 + d + i) for d in range(25) for i, s in enumerate(("A", "B", "C"))]
-    prices = closes(rows)
-    first = market_context_from_prices(prices)
-    again = market_context_from_prices(prices.sample(fraction=1.0, shuffle=True, seed=1))
-    assert len(calls) == 1
-    assert again.equals(first)
-    again.drop_in_place("market_vol_20")  # a caller changing its copy in place
-    assert market_context_from_prices(prices).equals(first)
-
-    changed = prices.with_columns(
-        pl.when(pl.int_range(pl.len()) == 40).then(99.0).otherwise(pl.col("close")).alias("close")
-    )
-    other = market_context_from_prices(changed)
-    assert len(calls) == 2
-    assert not other.equals(first)
