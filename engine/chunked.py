@@ -85,7 +85,9 @@ class ChunkedMarketData:
         background thread while the engine runs the current window (one frame ahead, so one
         more chunk's frame is in memory; polars reads, decodes and checks without holding
         the GIL, so on a machine with a free core this overlaps the loop); at the boundary
-        the engine's thread only copies the columns into the window's arrays. The frames
+        the engine's thread only copies the columns into the window's arrays. The first
+        chunk is read the same way, while the engine's thread starts numba (its compiler's
+        one-time set-up, a few tenths of a second in a fresh process). The frames
         are still taken in order and by one thread at a time; an error raised by ``frames``
         or by the chunk's checks surfaces where the engine takes that chunk, naming it as
         without prefetching. ``False``: each frame is read and converted when the engine
@@ -309,6 +311,14 @@ class ChunkedMarketData:
         return window
 
 
+def _start_numba() -> None:
+    """numba's one-time start-up (its compiler's set-up at the first compiled call, ~0.3-0.5 s
+    of CPU), done by a call of a kernel the first window's assembly calls anyway
+    (:func:`engine.data_kernels.symbol_chains` over no row)."""
+    none = np.empty(0, dtype=np.int64)
+    data_kernels.symbol_chains(none, 0, none, none, none, none)
+
+
 def _sole_owner_count() -> int:
     """What ``sys.getrefcount`` reports here for an array that one local name holds and
     nothing else (the interpreter's own way of counting: 2 in CPython 3.11)."""
@@ -498,6 +508,11 @@ class ChunkStream:
         ValueError
             A bad chunk (see :class:`ChunkedMarketData`), or no chunk with any bar at all.
         """
+        if self.window is None and self._source.prefetch and not self._peeked:
+            # the first chunk is read and checked in the background too, while this thread
+            # does numba's one-time start-up (its first compiled call)
+            self._ahead = _Prefetch(self._read_prepared)
+            _start_numba()
         item = self._next_frame()
         if item is None:
             self._spare = []

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from engine.broker import hooks, intake, passes
-from engine.broker.lane import lane_settings, lane_step
+from engine.broker.lane import lane_costs, lane_settings, lane_step
 from engine.broker.lane_rows import OrderRows
 from engine.broker.state import BrokerState
 from engine.core import layout
@@ -61,8 +61,10 @@ class Broker(BrokerState):
         on_fill: Callable[[Fill], None] | None = None,
     ) -> None:
         super().__init__(data, config, risk_manager, recorder, on_fill)
-        if lane_settings(self):
+        costs = lane_costs(self)
+        if costs is not None and lane_settings(self):
             self._lane = OrderRows(recorder.records, data.n_symbols, names=self._names)
+            self._lane.costs = costs
             self.orders.bind(self._lane)
 
     # ------------------------------------------------------------------ queries

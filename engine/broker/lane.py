@@ -1,9 +1,10 @@
 """The market-order lane: plain market orders held as the core's order records, their fills
 at the open booked by the core ledger in one compiled call per bar.
 
-In the simplest settings (no risk manager, no slippage or commission model, no volume cap,
-fills at the open, ``bar_event_order="chronological"``, ``cash_check="execution"``, no market
-mechanics and no fill listener) every order a strategy places with a plain
+In the simplest settings (no risk manager; slippage none or a fixed fraction, commission
+none, a percentage, per share or per trade: :func:`lane_costs`; no volume cap, fills at the
+open, ``bar_event_order="chronological"``, ``cash_check="execution"``, no market mechanics
+and no fill listener) every order a strategy places with a plain
 ``submit(symbol, quantity)`` / ``close_position`` is a market order that fills whole at its
 symbol's next open. The lane keeps such orders as rows of an ``ORDER_DTYPE`` buffer
 (:class:`OrderRows`, the row is the order id) and a book of row ids; the open pass is one call
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.broker.lane_rows import OrderRows
+from engine.compiled.plan import plan_costs
+from engine.core.costs import COMM_KIND, COMM_NONE, SLIP_KIND, SLIP_NONE, Costs, fill_costs
 from engine.core.jit import compiled_entry, njit, njit_held
 from engine.core.layout import (
     ACC_CASH,
@@ -33,12 +36,22 @@ from engine.core.layout import (
     LAST_ROW,
     MARK,
     QTY,
+    R_STRATEGY,
     S_ACCEPTED,
     S_PARTIAL,
     S_SUBMITTED,
+    SR_NONE,
+    T_MARKET,
 )
 from engine.core.ledger import execute_fill, portfolio_value
 from engine.core.records import Kind, RecordArray
+from engine.costs.commission import (
+    NoCommission,
+    PercentageCommission,
+    PerShareCommission,
+    PerTradeCommission,
+)
+from engine.costs.slippage import FixedBpsSlippage, FixedPercentageSlippage, NoSlippage
 from engine.data import FloatArray, IntArray
 from engine.orders import Order
 from engine.risk.kernels import mark_bar, set_last_rows
@@ -47,14 +60,31 @@ if TYPE_CHECKING:
     from engine.broker.state import BrokerState
 
 
+_LANE_SLIPPAGE = (NoSlippage, FixedPercentageSlippage, FixedBpsSlippage)
+_LANE_COMMISSION = (NoCommission, PercentageCommission, PerShareCommission, PerTradeCommission)
+
+
+def lane_costs(broker: BrokerState) -> Costs | None:
+    """The run's slippage and commission in the core's compiled form
+    (:func:`engine.compiled.plan.plan_costs`) when the lane can charge them: slippage none or
+    a fixed fraction of the price (``FixedPercentageSlippage``, ``FixedBpsSlippage``: they
+    read no bar), commission none, a percentage, per share or per trade (no state kept
+    between fills); ``None`` for any other model (a subclass too: it may price otherwise)."""
+    config = broker._config
+    if type(config.slippage) not in _LANE_SLIPPAGE:
+        return None
+    if type(config.commission) not in _LANE_COMMISSION:
+        return None
+    return plan_costs(broker.data, config.slippage, config.commission)
+
+
 def lane_settings(broker: BrokerState) -> bool:
     """True when the run's settings let plain market orders take the lane (module
     docstring)."""
     config = broker._config
     return (
         broker._risk is None
-        and broker._no_slippage
-        and broker._free
+        and lane_costs(broker) is not None
         and broker._volume_cap is None
         and not broker._fill_at_close
         and not broker._stops_first
@@ -74,7 +104,7 @@ def lane_order(broker: BrokerState, rows: OrderRows, sid: int, quantity: float) 
     order_id = len(orders)
     if order_id >= rows.capacity:
         rows.ensure(order_id + 1)
-    # the row's other fields are those of every lane order (blank_rows)
+    rows.rows[order_id] = rows.blank  # the fields every lane order shares
     rows.submit_index[order_id] = i
     rows.sid[order_id] = sid
     rows.decision_row[order_id] = decision_row
@@ -167,8 +197,9 @@ def lane_intake(
     pending: FloatArray,
 ) -> int:
     """Place :func:`lane_batch`'s orders as rows ``first, first + 1, ...`` of ``rows``
-    (blank lane rows: only the decision bar ``i``, symbol, decision row and quantity are
-    written) and add each to ``pending``.
+    (each row written whole: the fields every lane order shares, as ``blank_rows`` sets
+    them, then its decision bar ``i``, symbol, decision row and quantity; rows past them are
+    never read) and add each to ``pending``.
 
     ``quantities``: one per id, one for all (size 1) or, with ``close``, none (each order
     closes its symbol's position plus working orders; none where they net to less than
@@ -208,10 +239,20 @@ def lane_intake(
             row = last_row[sid]
             if row >= lo:
                 decision_row = row
-        rows[o]["submit_index"] = i
-        rows[o]["sid"] = sid
-        rows[o]["decision_row"] = decision_row
-        rows[o]["quantity"] = q
+        row = rows[o]
+        row["submit_index"] = i
+        row["sid"] = sid
+        row["order_type"] = T_MARKET  # the fields every lane order shares (blank_rows)
+        row["status"] = S_SUBMITTED
+        row["reason"] = R_STRATEGY
+        row["status_reason"] = SR_NONE
+        row["tif"] = 0
+        row["parent_id"] = -1
+        row["decision_row"] = decision_row
+        row["quantity"] = q
+        row["filled"] = 0.0
+        row["limit_price"] = math.nan
+        row["stop_price"] = math.nan
         pending[sid] += q
         m += 1
     return m
@@ -284,6 +325,10 @@ def lane_open_step(
     counts: IntArray,
     acc: FloatArray,
     held: IntArray,
+    cost_params: FloatArray,
+    tiers: FloatArray,
+    tier_state: FloatArray,
+    cost_rows: FloatArray,
 ) -> tuple[int, int, float, float, int]:
     """Steps 1 and 2 of bar ``i`` (data rows ``lo:hi``) with the lane, in one call: step 4
     of the bar before for the orders ``new_from:new_to`` placed then and not accepted yet
@@ -291,8 +336,11 @@ def lane_open_step(
     ``book``, which has room for them); the symbols' latest rows
     (:func:`engine.risk.kernels.set_last_rows`); the book's fills at the open: each working
     order of ``book[:n_book]`` (order ids, in submission order) whose symbol has a bar now
-    fills what remains at the bar's open through :func:`engine.core.ledger.execute_fill` (no
-    slippage, no commission), orders no longer working leave the book, the others stay in
+    fills what remains at the bar's open through :func:`engine.core.ledger.execute_fill`, at
+    the price and commission of the run's costs (``cost_params`` ... ``cost_rows``: the
+    fields of :func:`lane_costs`' :class:`engine.core.costs.Costs`, priced as the compiled
+    driver prices a fill; none reads a bar), orders no longer working leave the book, the
+    others stay in
     their order (compacted to its front); then the marks and extremes of the positions held
     (:func:`lane_marks`) and their value at the marks.
 
@@ -313,6 +361,7 @@ def lane_open_step(
     last_row = istate[LAST_ROW]
     set_last_rows(lo, hi, sym_id, last_row)
     fills_before = counts[C_FILLS]
+    costly = cost_params[SLIP_KIND] != SLIP_NONE or cost_params[COMM_KIND] != COMM_NONE
     kept = 0
     for k in range(n_book):
         o = book[k]
@@ -322,9 +371,16 @@ def lane_open_step(
         if row >= lo:
             q = orders[o]["quantity"] - orders[o]["filled"]
             if q != 0.0:
-                price = open_[row]
+                raw = open_[row]
+                price = raw
+                commission = 0.0
+                if costly:
+                    price, commission = fill_costs(
+                        cost_params, cost_rows, tiers, tier_state, raw, q, row, -1, 0, False,
+                        T_MARKET,
+                    )  # fmt: skip
                 execute_fill(
-                    o, q, price, price, 0.0, ordinal[row], i, tolerance, allow_short, False,
+                    o, q, raw, price, commission, ordinal[row], i, tolerance, allow_short, False,
                     fstate, istate, pending, aux_i, aux_f, orders, fills, trades, rejections,
                     counts, acc,
                 )  # fmt: skip
@@ -441,6 +497,7 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
             data.sym_id, data.open, data.high, data.low, data.close, data.ordinal,
             broker._cash_tol, broker._allow_short, broker.fstate, broker._istate,
             broker.pending, broker._aux_i, broker._aux_f, records.tail_counts, acc, rows.held,
+            *rows.costs,
         )  # fmt: skip
         # every argument keeps its type within a window (the same arrays, or buffers grown
         # as whole contiguous arrays of the same dtype; ints, a float and a bool)

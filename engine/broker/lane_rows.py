@@ -15,6 +15,7 @@ from typing import overload
 
 import numpy as np
 
+from engine.core.costs import N_COST_PARAMS, Costs
 from engine.core.layout import (
     N_ACC,
     R_STRATEGY,
@@ -35,6 +36,7 @@ __all__ = ["LaneFixed", "OrderLog", "OrderRows", "RecordOrder", "blank_rows"]
 LaneFixed = tuple[
     IntArray, FloatArray, FloatArray, FloatArray, FloatArray, IntArray, float, bool,
     FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray,
+    FloatArray, FloatArray, FloatArray, FloatArray,
 ]  # fmt: skip
 """The arguments of :func:`engine.broker.lane.lane_open_step` from ``sym_id`` on (those that
 change only with the market-data window)."""
@@ -168,6 +170,8 @@ class OrderRows:
         "step",
         "intake",
         "ids",
+        "blank",
+        "costs",
     )
 
     def __init__(
@@ -199,7 +203,13 @@ class OrderRows:
         # lane_intake's compiled entry for contiguous ids and quantities
         self.intake: Callable[..., int] | None = None
         self.ids: IntArray = np.arange(capacity, dtype=np.int64)  # order ids, to slice
-        self._use(blank_rows(capacity))
+        self.blank = blank_rows(1)[0]  # a placed row's fields before its own are written
+        # the run's costs as the fills at the open read them (engine.broker.lane.lane_costs)
+        self.costs: Costs = Costs(
+            params=np.zeros(N_COST_PARAMS), tiers=np.zeros((0, 2)),
+            tier_state=np.array([np.nan, 0.0]), rows=np.zeros(0),
+        )  # fmt: skip
+        self._use(np.empty(capacity, dtype=ORDER_DTYPE))  # each row written whole when placed
 
     def _use(self, rows: RecordArray) -> None:
         self.rows = rows
@@ -215,7 +225,9 @@ class OrderRows:
     def ensure(self, n: int) -> None:
         """Room for order ids below ``n``."""
         if n > self.rows.size:
-            grown = blank_rows(max(n, 2 * self.rows.size))
+            # rows beyond the placed ones stay unwritten (pages never written are never
+            # mapped): an order's row is written whole when it is placed
+            grown = np.empty(max(n, 2 * self.rows.size), dtype=ORDER_DTYPE)
             grown[: self.rows.size] = self.rows
             self._use(grown)
 
@@ -366,7 +378,9 @@ class OrderLog(Sequence[Order]):
 
 def blank_rows(n: int) -> RecordArray:
     """``n`` order rows with the fields every lane order shares: a submitted GTC market
-    order of the strategy, nothing filled, no limit or stop price, no parent."""
+    order of the strategy, nothing filled, no limit or stop price, no parent (the
+    template of :func:`engine.broker.lane.lane_order`; :func:`engine.broker.lane.lane_intake`
+    writes the same fields)."""
     rows = np.empty(n, dtype=ORDER_DTYPE)
     rows["order_type"] = T_MARKET
     rows["status"] = S_SUBMITTED

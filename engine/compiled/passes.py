@@ -1,7 +1,7 @@
 """The per-bar passes of the compiled TopN driver (:func:`engine.compiled.topn.run_topn`).
 
-One fill with the run's slippage and commission (:func:`_fill`; :func:`_fill_costs` picks at
-compile time between the commission-only path and the full cost models of :func:`_priced`);
+One fill with the run's slippage and commission (:func:`_fill`, priced by
+:func:`engine.core.costs.fill_costs`);
 step 1's fills at the open (:func:`_open_pass`) and of the stop-loss / take-profit levels hit
 (:func:`_fill_level_hits`), with the entry levels of ``stop_activation="entry_bar"``
 (:func:`_pending_levels`); a risk rule's exit queued for the next open (:func:`_risk_exit`);
@@ -10,18 +10,13 @@ orders under a volume cap (:func:`_net_working`); ``cash_check="submission"``
 (:func:`_submission_cash`) and step 5 with ``fill="close"`` (:func:`_fill_at_close`). Each
 calls the execution core (:mod:`engine.core.ledger`, :mod:`engine.core.matching`,
 :mod:`engine.core.costs`) as the Python loop's broker does.
-
-The ``@overload`` of :func:`_fill_costs` is registered when this module is imported, before
-any kernel that calls it compiles.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numba
-from numba.extending import overload
 
 from engine.compiled.state import (
     P_ALLOW_SHORT,
@@ -44,25 +39,9 @@ from engine.core.costs import (
     COMM_C,
     COMM_KIND,
     COMM_TIERED,
-    ROW_ASK,
-    ROW_BID,
-    ROW_CLOSE,
-    ROW_HIGH,
-    ROW_LOW,
-    ROW_SIGMA,
-    ROW_SPREAD,
-    ROW_VOLUME,
-    SLIP_A,
-    SLIP_B,
-    SLIP_C,
-    SLIP_FRACTION,
-    SLIP_IMPACT,
-    SLIP_KIND,
-    SLIP_NONE,
     fill_commission_nb,
+    fill_costs,
     month_number_nb,
-    slippage_block_nb,
-    slipped_price_nb,
     tiered_commission_nb,
 )
 from engine.core.jit import njit
@@ -148,7 +127,7 @@ def _fill(
     fstate = state.fstate
     orders = records.orders
     allow_short = params[P_ALLOW_SHORT] != 0.0
-    price, commission = _fill_costs(
+    price, commission = fill_costs(
         cost_params, tables.cost_rows, tables.tiers, tables.tier_state, raw, q, row,
         bars.prev_row[row], bars.timestamps[i],
         short_refused_nb(q, fstate[QTY, orders[o]["sid"]], allow_short),
@@ -160,143 +139,6 @@ def _fill(
         fstate, state.istate, state.pending, state.aux_i, state.aux_f, orders, records.fills,
         records.trades, records.rejections, state.counts, state.acc,
     )  # fmt: skip
-
-
-@njit
-def _priced(
-    cost_params: FloatArray,
-    cost_rows: FloatArray,
-    tiers: FloatArray,
-    tier_state: FloatArray,
-    raw: float,
-    q: float,
-    row: int,
-    known: int,
-    now_us: int,
-    refused: bool,
-    order_type: int,
-) -> tuple[float, float]:
-    """The price after slippage and the commission of a fill of :func:`_fill` when the run
-    has a slippage model or a tiered commission (out of line, so that the plain path stays
-    small); ``known``: the symbol's previous row (-1: none); ``refused``: the ledger will
-    refuse the fill as a short sale (the Python loop computes no commission then);
-    ``order_type``: the order's ``T_*`` code (``OrderTypeDependentSlippage`` picks the
-    model by it, :func:`engine.core.costs.slippage_block`)."""
-    price = raw
-    base = slippage_block_nb(cost_params[SLIP_KIND], order_type)
-    slip_kind = cost_params[base + SLIP_KIND]
-    if slip_kind != SLIP_NONE:
-        # what the model reads: the symbol's last completed bar (none on its first bar); the
-        # fill bar's own volume with VolumeAwareSlippage(volume="bar")
-        bid = ask = relative = sigma = high = low = close = volume = math.nan
-        if known >= 0 and slip_kind != SLIP_FRACTION:
-            rows = cost_rows
-            bid, ask, relative = rows[ROW_BID, known], rows[ROW_ASK, known], rows[ROW_SPREAD, known]
-            sigma, volume = rows[ROW_SIGMA, known], rows[ROW_VOLUME, known]
-            high, low, close = rows[ROW_HIGH, known], rows[ROW_LOW, known], rows[ROW_CLOSE, known]
-        if slip_kind == SLIP_IMPACT and cost_params[base + SLIP_C] != 0.0:
-            volume = cost_rows[ROW_VOLUME, row]
-        price = slipped_price_nb(
-            slip_kind, cost_params[base + SLIP_A], cost_params[base + SLIP_B],
-            cost_params[base + SLIP_C], raw, q, bid, ask, relative, sigma, high, low, close,
-            volume,
-        )  # fmt: skip
-    comm_kind = cost_params[COMM_KIND]
-    if comm_kind != COMM_TIERED:
-        commission = fill_commission_nb(
-            comm_kind, cost_params[COMM_A], cost_params[COMM_B], cost_params[COMM_C], q, price
-        )
-    elif refused:
-        commission = 0.0
-    else:
-        commission = tiered_commission_nb(tiers, tier_state, q, price, month_number_nb(now_us))
-    return price, commission
-
-
-def _fill_costs(
-    cost_params: FloatArray,
-    cost_rows: FloatArray,
-    tiers: FloatArray,
-    tier_state: FloatArray,
-    raw: float,
-    q: float,
-    row: int,
-    known: int,
-    now_us: int,
-    refused: bool,
-    order_type: int,
-) -> tuple[float, float]:
-    """The price after slippage and the commission of a fill of :func:`_fill` (arguments as
-    :func:`_priced`'s). A run without slippage and without a tiered commission (``cost_rows``
-    1-D, :func:`engine.compiled.plan.plan_costs`) computes only the commission; the compiled
-    form picks that path from ``cost_rows``' type, so such a run's kernel holds no slippage
-    code (compiled code that a run never takes still costs it: W1's kernel, some 10 %)."""
-    if cost_rows.ndim == 1:
-        return raw, fill_commission_nb(
-            cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
-            cost_params[COMM_C], q, raw,
-        )  # fmt: skip
-    return _priced(
-        cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused, order_type
-    )
-
-
-@overload(_fill_costs)
-def _fill_costs_compiled(
-    cost_params: Any,
-    cost_rows: Any,
-    tiers: Any,
-    tier_state: Any,
-    raw: Any,
-    q: Any,
-    row: Any,
-    known: Any,
-    now_us: Any,
-    refused: Any,
-    order_type: Any,
-) -> Any:
-    """The compiled :func:`_fill_costs`, specialised on ``cost_rows``' dimension."""
-    if cost_rows.ndim == 1:
-
-        def plain(
-            cost_params: Any,
-            cost_rows: Any,
-            tiers: Any,
-            tier_state: Any,
-            raw: Any,
-            q: Any,
-            row: Any,
-            known: Any,
-            now_us: Any,
-            refused: Any,
-            order_type: Any,
-        ) -> Any:
-            return raw, fill_commission_nb(
-                cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
-                cost_params[COMM_C], q, raw,
-            )  # fmt: skip
-
-        return plain
-
-    def priced(
-        cost_params: Any,
-        cost_rows: Any,
-        tiers: Any,
-        tier_state: Any,
-        raw: Any,
-        q: Any,
-        row: Any,
-        known: Any,
-        now_us: Any,
-        refused: Any,
-        order_type: Any,
-    ) -> Any:
-        return _priced(
-            cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused,
-            order_type,
-        )  # fmt: skip
-
-    return priced
 
 
 @njit

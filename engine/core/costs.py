@@ -29,11 +29,12 @@ Commission (currency, ``>= 0``): :func:`percentage_commission`, :func:`per_share
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 import numpy.typing as npt
+from numba.extending import overload
 
 from engine.core.jit import njit
 
@@ -388,3 +389,168 @@ def slippage_block(kind: float, order_type: int) -> int:
 slipped_price_nb = njit(slipped_price)
 slippage_block_nb = njit(slippage_block)
 fill_commission_nb = njit(fill_commission)
+
+
+@njit
+def priced_fill(
+    cost_params: FloatArray,
+    cost_rows: FloatArray,
+    tiers: FloatArray,
+    tier_state: FloatArray,
+    raw: float,
+    q: float,
+    row: int,
+    known: int,
+    now_us: int,
+    refused: bool,
+    order_type: int,
+) -> tuple[float, float]:
+    """The price after slippage and the commission of a fill when the run
+    has a slippage model or a tiered commission (out of line, so that the plain path stays
+    small); ``known``: the symbol's previous row (-1: none); ``refused``: the ledger will
+    refuse the fill as a short sale (the Python loop computes no commission then);
+    ``order_type``: the order's ``T_*`` code (``OrderTypeDependentSlippage`` picks the
+    model by it, :func:`engine.core.costs.slippage_block`)."""
+    price = raw
+    base = slippage_block_nb(cost_params[SLIP_KIND], order_type)
+    slip_kind = cost_params[base + SLIP_KIND]
+    if slip_kind != SLIP_NONE:
+        # what the model reads: the symbol's last completed bar (none on its first bar); the
+        # fill bar's own volume with VolumeAwareSlippage(volume="bar")
+        bid = ask = relative = sigma = high = low = close = volume = math.nan
+        if known >= 0 and slip_kind != SLIP_FRACTION:
+            rows = cost_rows
+            bid, ask, relative = rows[ROW_BID, known], rows[ROW_ASK, known], rows[ROW_SPREAD, known]
+            sigma, volume = rows[ROW_SIGMA, known], rows[ROW_VOLUME, known]
+            high, low, close = rows[ROW_HIGH, known], rows[ROW_LOW, known], rows[ROW_CLOSE, known]
+        if slip_kind == SLIP_IMPACT and cost_params[base + SLIP_C] != 0.0:
+            volume = cost_rows[ROW_VOLUME, row]
+        price = slipped_price_nb(
+            slip_kind, cost_params[base + SLIP_A], cost_params[base + SLIP_B],
+            cost_params[base + SLIP_C], raw, q, bid, ask, relative, sigma, high, low, close,
+            volume,
+        )  # fmt: skip
+    comm_kind = cost_params[COMM_KIND]
+    if comm_kind != COMM_TIERED:
+        commission = fill_commission_nb(
+            comm_kind, cost_params[COMM_A], cost_params[COMM_B], cost_params[COMM_C], q, price
+        )
+    elif refused:
+        commission = 0.0
+    else:
+        commission = tiered_commission_nb(tiers, tier_state, q, price, month_number_nb(now_us))
+    return price, commission
+
+
+def fill_costs(
+    cost_params: FloatArray,
+    cost_rows: FloatArray,
+    tiers: FloatArray,
+    tier_state: FloatArray,
+    raw: float,
+    q: float,
+    row: int,
+    known: int,
+    now_us: int,
+    refused: bool,
+    order_type: int,
+) -> tuple[float, float]:
+    """The price after slippage and the commission of one fill, as every compiled driver
+    prices it (the TopN driver's passes and the Python driver's market-order lane).
+
+    Parameters
+    ----------
+    cost_params, cost_rows, tiers, tier_state : ndarray
+        The fields of the run's :class:`Costs` (``params``, ``rows``, ``tiers``,
+        ``tier_state``; ``tier_state`` is updated in place by a tiered commission).
+    raw : float
+        The fill's price before slippage (currency per share).
+    q : float
+        Signed shares filled (> 0 buys).
+    row : int
+        The fill bar's data row (a ``VolumeAwareSlippage(volume="bar")`` reads its volume).
+    known : int
+        The symbol's previous data row (its last completed bar; -1: none): what every other
+        model reads.
+    now_us : int
+        The fill's time (UTC microseconds; a tiered commission's month).
+    refused : bool
+        The ledger will refuse the fill as a short sale (no tiered commission is counted).
+    order_type : int
+        The order's ``T_*`` code (``OrderTypeDependentSlippage`` picks its model by it).
+
+    Returns
+    -------
+    (price, commission) : tuple of float
+        Currency per share after slippage; currency (``>= 0``).
+
+    A run without slippage and without a tiered commission (``cost_rows`` 1-D, from
+    :func:`engine.compiled.plan.plan_costs`) computes only the commission: the compiled form
+    picks that path from ``cost_rows``' type, so such a run's kernel holds no slippage code
+    (compiled code a run never takes still costs it: W1's kernel, some 10 %)."""
+    if cost_rows.ndim == 1:
+        return raw, fill_commission_nb(
+            cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
+            cost_params[COMM_C], q, raw,
+        )  # fmt: skip
+    return priced_fill(
+        cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused, order_type
+    )
+
+
+@overload(fill_costs)
+def _fill_costs_compiled(
+    cost_params: Any,
+    cost_rows: Any,
+    tiers: Any,
+    tier_state: Any,
+    raw: Any,
+    q: Any,
+    row: Any,
+    known: Any,
+    now_us: Any,
+    refused: Any,
+    order_type: Any,
+) -> Any:
+    """The compiled :func:`fill_costs`, specialised on ``cost_rows``' dimension."""
+    if cost_rows.ndim == 1:
+
+        def plain(
+            cost_params: Any,
+            cost_rows: Any,
+            tiers: Any,
+            tier_state: Any,
+            raw: Any,
+            q: Any,
+            row: Any,
+            known: Any,
+            now_us: Any,
+            refused: Any,
+            order_type: Any,
+        ) -> Any:
+            return raw, fill_commission_nb(
+                cost_params[COMM_KIND], cost_params[COMM_A], cost_params[COMM_B],
+                cost_params[COMM_C], q, raw,
+            )  # fmt: skip
+
+        return plain
+
+    def priced(
+        cost_params: Any,
+        cost_rows: Any,
+        tiers: Any,
+        tier_state: Any,
+        raw: Any,
+        q: Any,
+        row: Any,
+        known: Any,
+        now_us: Any,
+        refused: Any,
+        order_type: Any,
+    ) -> Any:
+        return priced_fill(
+            cost_params, cost_rows, tiers, tier_state, raw, q, row, known, now_us, refused,
+            order_type,
+        )  # fmt: skip
+
+    return priced

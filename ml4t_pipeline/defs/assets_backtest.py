@@ -71,6 +71,9 @@ TRADES_PANEL_COLUMNS = ["timestamp", "symbol", "signal_available_at"]
 """Panel columns the ``trades`` timing check reads (projection: not the whole panel)."""
 STATES_PANEL_COLUMNS = ["timestamp", "symbol", "close"]
 """Panel columns the ``portfolio_states`` equity reconciliation reads."""
+BENCHMARK_PRICE_COLUMNS = ["timestamp", "symbol", "close"]
+"""Prices columns the equal-weight benchmark of ``metrics`` and ``performance_report`` reads
+(:func:`~ml4t_pipeline.lib.performance.equal_weight_benchmark`)."""
 
 
 def _schema_check(name: str, frame: pl.DataFrame, model: Any) -> dg.AssetCheckResult:
@@ -303,6 +306,7 @@ def portfolio_states(
     kinds={"python"},
     deps=["benchmark_file"],
     automation_condition=RERUN_ON_NEW_INPUTS,
+    ins={"prices": dg.AssetIn(metadata={"columns": BENCHMARK_PRICE_COLUMNS})},
 )
 def metrics(
     context: dg.AssetExecutionContext,
@@ -318,7 +322,8 @@ def metrics(
     cfg = experiments.load(context.partition_key)
     bench = configured_benchmark(cfg)
     values = experiment_metrics(cfg, portfolio_states, trades, backtest["fills"], prices, bench)
-    png = report_lib.equity_drawdown_png(portfolio_states, title=cfg.name)
+    # the report's figure (no title: the partition names the experiment), drawn once per run
+    png = report_lib.equity_drawdown_png(portfolio_states, title="")
     meta = metrics_metadata(values) | {
         "metrics": metrics_table(values),
         "config_hash": dg.MetadataValue.text(cfg.config_hash()),
@@ -378,6 +383,12 @@ def report_url(base_url: str, partition_key: str) -> str:
     group_name=GROUP,
     kinds={"html"},
     automation_condition=RERUN_ON_NEW_INPUTS,
+    ins={
+        "prices": dg.AssetIn(metadata={"columns": BENCHMARK_PRICE_COLUMNS}),
+        # a scan: read only for the lineage when the backtest's record has none (the
+        # attribution assets computed what else the report would need the signals for)
+        "signals": dg.AssetIn(metadata={"lazy": True}),
+    },
 )
 def performance_report(
     context: dg.AssetExecutionContext,
@@ -385,7 +396,7 @@ def performance_report(
     metrics: dict[str, Any],
     portfolio_states: pl.DataFrame,
     trades: pl.DataFrame,
-    signals: pl.DataFrame,
+    signals: pl.LazyFrame,
     prices: pl.DataFrame,
     backtest: dict[str, pl.DataFrame],
     attribution_by_exit_reason: pl.DataFrame,
@@ -412,7 +423,7 @@ def performance_report(
     }
     lineage |= _backtest_lineage(context) or {
         "config_hash": cfg.config_hash(),
-        "signals_version": frame_content_hash(signals),
+        "signals_version": frame_content_hash(signals.collect()),
         "code_version": code_version(),
     }
     lineage["run_id"] = context.run.run_id
@@ -431,7 +442,6 @@ def performance_report(
         metrics=metrics,
         lineage=lineage,
         fills=backtest["fills"],
-        signals=signals,
         prices=prices,
         attribution=attribution,
         **report_lib.report_settings(cfg),

@@ -166,7 +166,9 @@ def asof_join_backward(
     prev_key = pl.col(right_on).shift(1)
     if by:
         prev_key = prev_key.over(by)
-    joined = joined.with_columns(
+    # One lazy query for the status and the stale values: the per-group windows it shares
+    # (the previous key, the position in the group) are planned together.
+    query = joined.lazy().with_columns(
         pl.when(is_missing)
         .then(pl.lit("missing"))
         .when(is_stale)
@@ -178,9 +180,10 @@ def asof_join_backward(
     )
     if value_cols and (max_staleness is not None or max_fill_bars is not None):
         stale = pl.col(status_col) == "stale"
-        joined = joined.with_columns(
+        query = query.with_columns(
             [pl.when(stale).then(None).otherwise(pl.col(c)).alias(c) for c in value_cols]
         )
+    joined = query.collect()
     if not left_sorted:
         joined = joined.sort(order)
     joined = pl.concat([left, joined.drop(order, left_on, *group)], how="horizontal")

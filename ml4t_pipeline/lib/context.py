@@ -41,15 +41,25 @@ def market_context_from_prices(prices: pl.DataFrame) -> pl.DataFrame:
     if missing:
         raise ValueError(f"market_context_from_prices: missing columns {missing}")
     frame = prices.select("timestamp", "symbol", "close")
+    return _market_context(frame)
+
+
+def _market_context(frame: pl.DataFrame) -> pl.DataFrame:
+    """:func:`market_context_from_prices` of ``frame`` (``timestamp``, ``symbol``, ``close``)."""
+    # the symbols' sort order as integers: an Enum over the sorted names, whose codes sort as
+    # the names do (the same order as sorting by the names, at half the cost of a string or
+    # Categorical sort on the S&P file)
+    names = frame.get_column("symbol").unique().drop_nulls().cast(pl.String).sort()
+    by_symbol = pl.col("symbol").cast(pl.Enum(names))
     stamps = frame.get_column("timestamp")
     if stamps.null_count() == 0 and stamps.is_sorted():
         # in time order (prepared tables are): a stable sort by symbol alone gives the same
         # (symbol, timestamp) order at about half the cost
-        ordered = frame.sort("symbol", maintain_order=True)
+        ordered = frame.sort(by_symbol, maintain_order=True)
     else:
-        ordered = frame.sort(["symbol", "timestamp"])
+        ordered = frame.sort([by_symbol, pl.col("timestamp")])
     if has_adjacent_duplicate(ordered, ["symbol", "timestamp"]):  # sorted: twins are neighbours
-        dup = prices.filter(pl.struct("timestamp", "symbol").is_duplicated())
+        dup = frame.filter(pl.struct("timestamp", "symbol").is_duplicated())
         raise ValueError(
             f"market_context_from_prices: {dup.height} duplicated (timestamp, symbol) rows: "
             f"{dup.head(5).to_dicts()}"

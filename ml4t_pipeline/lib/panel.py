@@ -20,6 +20,7 @@ from ml4t_pipeline.lib import storage
 from ml4t_pipeline.lib.context import join_context_asof
 from ml4t_pipeline.lib.features import compute_features
 from ml4t_pipeline.lib.schemas import VALIDATION_LEVELS, validate_prices
+from ml4t_pipeline.lib.stamps import keys_unique_in_order
 from ml4t_pipeline.lib.timing import (
     AsofJoin,
     asof_join_backward,
@@ -143,8 +144,19 @@ def build_market_panel(
         would see a signal before its ``available_at``.
     """
     key = ["timestamp", "symbol"]
-    for name, frame in (("prices", prices), ("features", features)):
-        dup = duplicated_rows(frame, key)
+    # Prepared prices are in (timestamp, symbol) order with no key twice (two cheap passes);
+    # the panel keeps their row order, so it needs no sort check at the end either.
+    prices_in_order = keys_unique_in_order(prices)
+    feats = features
+    if feats.schema["symbol"] != prices.schema["symbol"]:
+        feats = feats.with_columns(pl.col("symbol").cast(prices.schema["symbol"]))
+    # Features on exactly the prices' keys (computed from them) have no key twice either.
+    same_keys = feats.height == prices.height and feats.select(key).equals(prices.select(key))
+    for name, frame, known_unique in (
+        ("prices", prices, prices_in_order),
+        ("features", features, prices_in_order and same_keys),
+    ):
+        dup = frame.clear() if known_unique else duplicated_rows(frame, key)
         if dup.height:
             raise ValueError(
                 f"build_market_panel: {name} has {dup.height} rows with a duplicated "
@@ -154,10 +166,7 @@ def build_market_panel(
     clash = [c for c in feature_cols if c in prices.columns]
     if clash:
         raise ValueError(f"build_market_panel: feature columns clash with prices: {clash}")
-    feats = features
-    if feats.schema["symbol"] != prices.schema["symbol"]:
-        feats = feats.with_columns(pl.col("symbol").cast(prices.schema["symbol"]))
-    if feats.height == prices.height and feats.select(key).equals(prices.select(key)):
+    if same_keys:
         # Same bars in the same order (features computed from these prices): no join needed.
         with_features = pl.concat([prices, feats.drop(key)], how="horizontal")
     else:
@@ -182,7 +191,7 @@ def build_market_panel(
         *([SIGNAL_STATUS] if keep_status else []),
     ]
     out = joined.select(order)
-    if not is_sorted_by_time_symbol(out):
+    if not prices_in_order and not is_sorted_by_time_symbol(out):
         out = out.sort(key, maintain_order=True)
     return out
 

@@ -32,7 +32,10 @@ def entries_before_signal_available(trades: pl.DataFrame, panel: pl.DataFrame) -
         return trades.select("symbol").with_columns(
             pl.lit(None, pl.Datetime("us", "UTC")).alias("signal_available_at")
         )
-    lookup = panel.select(
+    # only the bars some trade was decided on (a few hundred of the panel's timestamps): the
+    # symbols of those rows alone are cast for the join (S&P: 0.06 -> 0.013 s)
+    decided = trades.get_column("decision_timestamp").unique().implode()
+    lookup = panel.filter(pl.col("timestamp").is_in(decided)).select(
         pl.col("timestamp").alias("decision_timestamp"),
         pl.col("symbol").cast(pl.String),
         "signal_available_at",

@@ -197,26 +197,30 @@ def signal_stamp_offsets(
     closes_frame = closes.alias("bar_close").to_frame()
     require_utc(closes_frame, "bar_close", "signal_stamp_offsets: bar_closes")
     closes_frame = closes_frame.drop_nulls().unique().sort("bar_close")
+    # Each run of equal stamps (a model's scores: ~500 rows per bar) is formatted once and
+    # gathered back to its rows: formatting every row was most of this function's time.
+    runs = signals.select(pl.col("timestamp"), pl.col("timestamp").rle_id().alias("run"))
+    texts = runs.filter(pl.col("run").is_first_distinct()).select(
+        _stamp_text(signals.schema["timestamp"])
+    )
     written = signals.select(
         pl.int_range(pl.len(), dtype=pl.UInt32).alias("row_index"),
         pl.col("symbol").cast(pl.String),
-        _stamp_text(signals.schema["timestamp"]).alias("stamp"),
-    )
+    ).with_columns(texts.to_series().gather(runs.get_column("run")).alias("stamp"))
     read = signal_stamps_utc(
         signals.select("timestamp"), stamps, what="signal_stamp_offsets", calendar=calendar
     )
     rows = written.with_columns(read.get_column("timestamp"))
-    mapped = (
-        rows.sort("timestamp")
-        .join_asof(
-            closes_frame,
-            left_on="timestamp",
-            right_on="bar_close",
-            strategy="forward",
-            check_sortedness=False,
-        )
-        .sort("row_index")
+    in_time_order = rows.get_column("timestamp").is_sorted()  # then no sort there and back
+    mapped = (rows if in_time_order else rows.sort("timestamp")).join_asof(
+        closes_frame,
+        left_on="timestamp",
+        right_on="bar_close",
+        strategy="forward",
+        check_sortedness=False,
     )
+    if not in_time_order:
+        mapped = mapped.sort("row_index")
     first = closes_frame.get_column("bar_close").min() if closes_frame.height else None
     offset = pl.col("bar_close") - pl.col("timestamp")
     before = pl.lit(False) if first is None else pl.col("timestamp") < pl.lit(first, UTC_DATETIME)

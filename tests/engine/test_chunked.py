@@ -7,6 +7,7 @@ states, orders, rejections and open positions frame for frame (exact equality).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -445,6 +446,45 @@ def test_chunked_frames_are_pulled_one_chunk_at_a_time() -> None:
     assert set(seen[:4]) <= {1, 2} and set(seen[4:8]) <= {2, 3} and seen[8:] == [3] * 4
     assert prefetched.fills.equals(result.fills)
     assert prefetched.portfolio_states.equals(result.portfolio_states)
+
+
+def test_chunked_prefetch_reads_the_first_chunk_in_the_background_too() -> None:
+    # with prefetch the first chunk is pulled by the read-ahead thread (the engine's thread
+    # meanwhile starts numba), every later one as before; the run equals one without prefetch
+    panel = _random_panel(2, n_bars=12, n_symbols=2)
+    chunks = _chunks(panel, [4, 8])
+    pulled_by: list[str] = []
+
+    def frames() -> Iterator[pl.DataFrame]:
+        for chunk in chunks:
+            pulled_by.append(threading.current_thread().name)
+            yield chunk
+
+    ahead = ChunkedMarketData(frames(), ["S0", "S1"], signal_columns=["sig"], prefetch=True)
+    prefetched = BacktestEngine(ahead, Idle()).run()
+    assert pulled_by == ["ml4t-chunk-prefetch"] * 3
+    plain = BacktestEngine(
+        ChunkedMarketData(chunks, ["S0", "S1"], signal_columns=["sig"]), Idle()
+    ).run()
+    assert prefetched.portfolio_states.equals(plain.portfolio_states)
+
+
+def test_chunked_prefetch_bad_first_chunk_raises_where_it_is_taken() -> None:
+    panel = _random_panel(1, n_bars=8, n_symbols=2)
+    first, second = _chunks(panel, [4])
+    bad: list[object] = ["not a frame", second]
+    data = ChunkedMarketData(
+        iter(bad),  # type: ignore[arg-type]
+        symbols=["S0", "S1"],
+        signal_columns=["sig"],
+        prefetch=True,
+    )
+    with pytest.raises(ValueError, match="chunk 1 must be a polars DataFrame"):
+        BacktestEngine(data, Idle()).run()
+    renamed = first.with_columns(pl.col("symbol").replace("S1", "ZZZ"))
+    outside = ChunkedMarketData([renamed, second], ["S0", "S1"], ["sig"], prefetch=True)
+    with pytest.raises(ValueError, match="chunk 1 has .* outside the symbol universe.*ZZZ"):
+        BacktestEngine(outside, Idle()).run()
 
 
 def test_chunked_list_of_frames_runs_twice_with_equal_results() -> None:

@@ -23,13 +23,21 @@ from engine import (
     BarBatch,
     ChunkedMarketData,
     ExecutionConfig,
+    FixedBpsSlippage,
+    FixedPercentageSlippage,
     MarketData,
     PercentageCommission,
+    PerShareCommission,
+    PerTradeCommission,
+    SpreadAwareSlippage,
     Strategy,
+    TieredCommission,
 )
 from engine.broker import broker as broker_module
 from engine.broker import lane_rows, state
 from engine.broker.broker import Broker
+from engine.costs.commission import CommissionModel
+from engine.costs.slippage import SlippageModel
 from engine.recorder import Recorder
 from tests.engine.helpers import make_panel
 
@@ -157,10 +165,53 @@ def test_lane_scripted_market_orders_match_general_passes(run: dict[str, Any]) -
 def test_lane_is_taken_in_plain_settings_only() -> None:
     data = MarketData.from_frame(make_panel({"AAA": [(10.0, 11.0, 9.0, 10.0)] * 3}))
     assert Broker(data, ExecutionConfig(), None, Recorder(data))._lane is not None
-    costly = ExecutionConfig(commission=PercentageCommission(0.001))
-    assert Broker(data, costly, None, Recorder(data))._lane is None
+    # costs that read no bar and keep no state between fills take the lane
+    cheap = ExecutionConfig(slippage=FixedBpsSlippage(5.0), commission=PercentageCommission(0.001))
+    assert Broker(data, cheap, None, Recorder(data))._lane is not None
+    spread = ExecutionConfig(slippage=SpreadAwareSlippage())
+    assert Broker(data, spread, None, Recorder(data))._lane is None
+    tiered = ExecutionConfig(commission=TieredCommission([(0.0, 0.001)]))
+    assert Broker(data, tiered, None, Recorder(data))._lane is None
+
+    class Rounded(FixedPercentageSlippage):  # a subclass may price otherwise: no lane
+        pass
+
+    own = ExecutionConfig(slippage=Rounded(0.001))
+    assert Broker(data, own, None, Recorder(data))._lane is None
     at_close = ExecutionConfig(fill="close")
     assert Broker(data, at_close, None, Recorder(data))._lane is None
+
+
+_LANE_COSTS: list[tuple[SlippageModel | None, CommissionModel | None]] = [
+    (FixedPercentageSlippage(0.002), None),
+    (FixedBpsSlippage(7.5), PercentageCommission(0.001)),
+    (None, PerShareCommission(0.01, minimum=1.0, maximum_pct=0.005)),
+    (FixedPercentageSlippage(0.001), PerTradeCommission(2.5)),
+]
+
+
+@pytest.mark.parametrize("costs", range(len(_LANE_COSTS)))
+@settings(max_examples=25, deadline=None)
+@given(run=scripted_runs())
+def test_lane_with_cost_models_matches_general_passes(costs: int, run: dict[str, Any]) -> None:
+    # the lane prices each fill at the open with the run's slippage and commission: fills,
+    # trades, orders, rejections (cash checks include the commission), states equal the
+    # general passes' (per order and in batches)
+    slippage, commission = _LANE_COSTS[costs]
+    data = MarketData.from_frame(make_panel(run["bars"]))
+    config = ExecutionConfig(
+        initial_cash=run["cash"],
+        allow_short=run["short"],
+        close_at_end=run["close_at_end"],
+        **({"slippage": slippage} if slippage is not None else {}),
+        **({"commission": commission} if commission is not None else {}),
+    )
+    assert Broker(data, config, None, Recorder(data))._lane is not None
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        with_lane, seen_lane = _run(data, run["actions"], config, True, monkeypatch)
+        without, seen = _run(data, run["actions"], config, False, monkeypatch)
+    _assert_same(with_lane, without)
+    assert seen_lane == seen
 
 
 def test_lane_limit_order_moves_working_orders_to_the_book(
@@ -330,6 +381,31 @@ def test_lane_batch_orders_strided_or_read_only_arrays_place_what_they_hold() ->
     assert broker.close_positions(frozen).tolist() == []  # netted to zero already
     placed = [(order.sid, order.quantity) for order in broker.orders]
     assert placed == [(0, 1.0), (2, 3.0), (1, 4.0), (0, 5.0), (1, -4.0), (2, -3.0)]
+
+
+def test_lane_orders_beyond_the_first_row_buffer_match_general_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 4,900 orders in one bar: the order rows grow past their first buffer (4,096 rows);
+    # each row is written whole when placed (the grown part is not blanked first), so every
+    # field of the orders frame must still equal the general passes'
+    bars = {sym: [(10.0, 10.5, 9.5, 10.0)] * 3 for sym in SYMBOLS}
+    actions: list[Action] = [(0, k % 3, "buy", 1.0) for k in range(2_500)]
+    actions += [(0, k % 3, "sell", 1.0) for k in range(2_400)]  # AAA left long 34 shares
+    actions += [(1, 0, "close", 0.0), (1, 1, "buy", 2.0)]
+    data = MarketData.from_frame(make_panel(bars))
+    config = ExecutionConfig(initial_cash=1_000_000.0, allow_short=True)
+    results = []
+    for use_lane in (True, False):
+        for kind in (Scripted, Batched):
+            with monkeypatch.context() as patch:
+                if not use_lane:
+                    patch.setattr(broker_module, "lane_settings", lambda broker: False)
+                results.append(BacktestEngine(data, kind(actions), config=config).run())
+    for result in results[1:]:
+        _assert_same(result, results[0])
+    orders = results[0].orders
+    assert orders.height == 4_902 and orders.get_column("status").unique().to_list() == ["filled"]
 
 
 def test_lane_many_orders_in_one_bar_match_general_passes(

@@ -192,3 +192,18 @@ def test_join_context_asof_daily_vix_on_hourly_bars_next_session(data_root: Path
     first_bars = out.filter(pl.col("context_status") == "fresh")
     ny_hours = first_bars["timestamp"].dt.convert_time_zone("America/New_York").dt.hour()
     assert ny_hours.unique().to_list() == [10]
+
+
+def test_market_context_categorical_symbols_sum_in_name_order_not_code_order() -> None:
+    """The symbols sort as their names whatever a Categorical's codes are: a Categorical
+    whose categories were created in reverse name order gives the bits of String symbols."""
+    rng = __import__("random").Random(11)
+    names = ["b", "B", "a", "Z9", "10", "9", "é", "AAPL", "aapl", "MSFT"]
+    rows = [(d, s, rng.uniform(1, 500)) for d in range(30) for s in names if rng.random() > 0.1]
+    frame = closes(rows).sort("timestamp", "symbol")
+    # a Categorical that has met the names in reverse order first: its codes run backwards
+    pl.Series(sorted(names, reverse=True), dtype=pl.Categorical)
+    as_category = frame.with_columns(pl.col("symbol").cast(pl.Categorical))
+    a, b = market_context_from_prices(frame), market_context_from_prices(as_category)
+    assert a.equals(b)
+    assert a["market_return"].to_list() == b["market_return"].to_list()

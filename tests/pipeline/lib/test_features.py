@@ -126,6 +126,23 @@ def test_compute_features_value_at_t_ignores_later_bars(data_root: Path) -> None
     assert full.equals(truncated)
 
 
+def test_compute_features_key_ordered_prices_same_frame_as_shuffled(data_root: Path) -> None:
+    # Prices in (timestamp, symbol) order run their windows in place and skip the final sort;
+    # shuffled prices are sorted by symbol first and back at the end: the same frame.
+    prices = (
+        load_prices_file(data_root / "sp500_5yr_daily_ohlcv.parquet")
+        .filter(pl.col("symbol").is_in(["AAPL", "MSFT", "XOM", "A", "ZTS"]))
+        .sort("timestamp", "symbol")
+    )
+
+    in_order = compute_features(prices)
+    shuffled = compute_features(prices.sample(fraction=1.0, shuffle=True, seed=11))
+
+    assert in_order.height == prices.height
+    assert in_order.select("timestamp", "symbol").equals(prices.select("timestamp", "symbol"))
+    assert_frame_equal(in_order, shuffled, check_exact=True)
+
+
 def test_compute_features_null_high_gives_null_true_range_bar() -> None:
     df = bars(CLOSES).with_columns(
         pl.when(pl.int_range(pl.len()) == 15).then(None).otherwise(pl.col("high")).alias("high")

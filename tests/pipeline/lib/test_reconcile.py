@@ -88,3 +88,18 @@ def test_entries_before_signal_available_finds_early_entry() -> None:
     bad = entries_before_signal_available(trades, PANEL)
     # trade 2 acted on day 2 on B's signal that only became available on day 3
     assert bad["trade_id"].to_list() == [2]
+
+
+def test_entries_before_signal_available_decision_bar_missing_from_panel_is_offending() -> None:
+    trades = pl.DataFrame(
+        {
+            "trade_id": [1, 2],
+            "symbol": ["A", "A"],
+            "decision_timestamp": [_ts(1), _ts(9)],  # no panel bar at day 9
+            "entry_timestamp": [_ts(2), _ts(9)],
+        }
+    )
+    panel = PANEL.with_columns(pl.col("symbol").cast(pl.Categorical))
+    bad = entries_before_signal_available(trades, panel)
+    assert bad["trade_id"].to_list() == [2]
+    assert bad["signal_available_at"].to_list() == [None]

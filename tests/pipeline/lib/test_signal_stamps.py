@@ -69,6 +69,27 @@ def test_signal_stamp_offsets_tokyo_midnight_lies_five_hours_before_previous_clo
     assert offsets["row_index"].to_list() == [0, 1, 2]
 
 
+@pytest.mark.parametrize(("zone", "suffix"), [("Asia/Tokyo", "+09:00"), ("UTC", "+00:00")])
+def test_signal_stamp_offsets_runs_of_stamps_in_time_order_same_rows_as_shuffled(
+    zone: str, suffix: str
+) -> None:
+    # Several symbols per stamp (runs of equal stamps, each formatted once), stamps before,
+    # between and after the bars; in time order the rows skip the sort there and back.
+    days = [dt.datetime(2013, 4, 28), *TOKYO_MIDNIGHTS, dt.datetime(2013, 5, 9)]
+    stamps = [d for d in days for _ in range(3)]
+    ordered = _scores(stamps, zone).with_columns(pl.Series("symbol", ["A", "B", "C"] * len(days)))
+    shuffled = ordered.with_row_index("position").sample(fraction=1.0, shuffle=True, seed=4)
+
+    in_order = timing.signal_stamp_offsets(ordered, CLOSES)
+    mixed = timing.signal_stamp_offsets(shuffled.drop("position"), CLOSES)
+
+    assert in_order["stamp"].to_list() == [f"{d:%Y-%m-%d %H:%M:%S}{suffix}" for d in stamps]
+    assert set(in_order["placement"]) == {"before_first_bar", "between_bars", "after_last_bar"}
+    assert mixed["row_index"].to_list() == list(range(len(stamps)))
+    back = mixed.with_columns(shuffled["position"]).sort("position").drop("position")
+    assert back.drop("row_index").equals(in_order.drop("row_index"))
+
+
 def test_check_signal_stamps_tokyo_midnight_refused_naming_rows() -> None:
     scores = _scores(TOKYO_MIDNIGHTS, "Asia/Tokyo")
     with pytest.raises(ValueError, match=r"3 of 3 signal stamps are not bar closes") as info:

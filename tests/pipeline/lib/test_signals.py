@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from ml4t_pipeline.lib.signals import (
     FitRecord,
+    gather_rows,
     run_walk_forward,
     training_cutoff_violations,
     walk_forward_signals,
@@ -438,3 +439,78 @@ def test_walk_forward_scores_same_under_one_and_two_blas_threads(data_root: Path
     # Assert: bit-for-bit the same scores
     assert scores[0].height > 0
     assert_frame_equal(scores[0], scores[1], check_exact=True)
+
+
+# --- the fits' reused row buffer ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_rows", [1_000, 60_000, 240_000])
+def test_gather_rows_ridge_on_reused_buffer_fits_same_bits_as_fresh_copy(n_rows: int) -> None:
+    # Arrange: a column-major matrix (as polars hands it over), rows picked with gaps, and a
+    # buffer already centred in place by an earlier, larger fit (as in the walk-forward loop)
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(n_rows)
+    x = np.asfortranarray(rng.standard_normal((n_rows + 5_000, 9)))
+    y = rng.standard_normal(n_rows)
+    rows = np.flatnonzero(rng.random(n_rows + 5_000) > 0.02)[:n_rows]
+    buffer = np.empty_like(x, order="C")
+    with threadpool_limits(limits=1, user_api="blas"):
+        Ridge(alpha=1.0, copy_X=False).fit(
+            gather_rows(x, np.arange(x.shape[0]), buffer), y[:1].repeat(x.shape[0])
+        )
+
+        # Act
+        fresh = Ridge(alpha=1.0, copy_X=False).fit(x[rows], y)
+        view = gather_rows(x, rows, buffer)
+        reused = Ridge(alpha=1.0, copy_X=False).fit(view, y)
+
+        # Assert: same layout as a fresh copy, same fitted bits, same scores
+        assert view.flags["C_CONTIGUOUS"] and np.shares_memory(view, buffer)
+        np.testing.assert_array_equal(reused.coef_, fresh.coef_, strict=True)
+        assert reused.intercept_ == fresh.intercept_
+        np.testing.assert_array_equal(reused.predict(x[:500]), fresh.predict(x[:500]))
+
+
+def test_gather_rows_equals_fancy_index_and_rejects_a_short_or_strided_buffer() -> None:
+    x = np.asfortranarray(np.arange(40.0).reshape(10, 4))
+    rows = np.array([0, 3, 4, 9])
+    buffer = np.full((10, 4), np.nan)
+
+    np.testing.assert_array_equal(gather_rows(x, rows, buffer), x[rows], strict=True)
+    with pytest.raises(ValueError, match="at least 4 rows"):
+        gather_rows(x, rows, np.empty((3, 4)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        gather_rows(x, rows, np.empty((10, 4), order="F"))
+
+
+def test_walk_forward_zscore_overflowing_to_nan_raises_before_fitting() -> None:
+    # Finite features whose cross-sectional mean overflows: the z-scores are NaN. The fits skip
+    # scikit-learn's own finiteness scans, so the walk-forward must stop with its own error.
+    bars = _weekdays(date(2020, 1, 1), date(2020, 3, 31))
+    prices, features = _random_panel(["A", "B", "C"], bars)
+    huge = pl.when(pl.col("symbol") == "C").then(-1.7e308).otherwise(1.7e308)
+    features = features.with_columns(huge.alias("f1"))
+
+    with pytest.raises(ValueError, match=r"zscore.*\[.f1.\] gave NaN or infinite values"):
+        walk_forward_signals(
+            prices, features, ["f1", "f2"], min_train_periods=10, preprocess="zscore"
+        )
+
+
+def test_ridge_predictions_on_compact_column_major_copy_equal_strided_slice() -> None:
+    # The walk-forward scores each month on np.asfortranarray(x[lo:hi]) of a row-major x; the
+    # scores were first computed on slices of a column-major x: same layout, same bits (a
+    # row-major block rounds differently, which is why the copy is column-major).
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(5)
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = Ridge(alpha=1.0).fit(rng.standard_normal((20_000, 9)), rng.standard_normal(20_000))
+        column_major = np.asfortranarray(rng.standard_normal((50_000, 9)))
+        row_major = np.ascontiguousarray(column_major)
+
+        strided = model.predict(column_major[1_000:11_000])
+        compact = model.predict(np.asfortranarray(row_major[1_000:11_000]))
+
+    np.testing.assert_array_equal(compact, strided, strict=True)
