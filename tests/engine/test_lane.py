@@ -141,6 +141,22 @@ def _run(
     return result, strategy.seen
 
 
+def _lane_and_general_runs(
+    data: MarketData, actions: list[Action], config: ExecutionConfig
+) -> list[tuple[BacktestResult, list[tuple[int, str, float]]]]:
+    """The scripted actions run four ways: with and without the lane, each by one call per
+    order (``Scripted``) and by batch calls (``Batched``); each result with what it saw."""
+    runs = []
+    for use_lane in (True, False):
+        for kind in (Scripted, Batched):
+            with pytest.MonkeyPatch.context() as patch:
+                if not use_lane:
+                    patch.setattr(broker_module, "lane_settings", lambda broker: False)
+                strategy = kind(actions)
+                runs.append((BacktestEngine(data, strategy, config=config).run(), strategy.seen))
+    return runs
+
+
 def _assert_same(a: BacktestResult, b: BacktestResult) -> None:
     for name in ("fills", "trades", "orders", "rejections", "portfolio_states", "open_positions"):
         left: pl.DataFrame = getattr(a, name)
@@ -324,14 +340,7 @@ def test_lane_batch_orders_match_one_call_per_order(run: dict[str, Any]) -> None
         initial_cash=run["cash"], allow_short=run["short"], close_at_end=run["close_at_end"]
     )
     actions = [a for a in run["actions"] if a[2] in ("buy", "sell", "close")]
-    results = []
-    for use_lane in (True, False):
-        for kind in (Scripted, Batched):
-            with pytest.MonkeyPatch.context() as patch:
-                if not use_lane:
-                    patch.setattr(broker_module, "lane_settings", lambda broker: False)
-                strategy = kind(actions)
-                results.append((BacktestEngine(data, strategy, config=config).run(), strategy.seen))
+    results = _lane_and_general_runs(data, actions, config)
     for result, seen in results[1:]:
         _assert_same(result, results[0][0])
         assert seen == results[0][1]
@@ -383,9 +392,7 @@ def test_lane_batch_orders_strided_or_read_only_arrays_place_what_they_hold() ->
     assert placed == [(0, 1.0), (2, 3.0), (1, 4.0), (0, 5.0), (1, -4.0), (2, -3.0)]
 
 
-def test_lane_orders_beyond_the_first_row_buffer_match_general_passes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_lane_orders_beyond_the_first_row_buffer_match_general_passes() -> None:
     # 4,900 orders in one bar: the order rows grow past their first buffer (4,096 rows);
     # each row is written whole when placed (the grown part is not blanked first), so every
     # field of the orders frame must still equal the general passes'
@@ -395,35 +402,21 @@ def test_lane_orders_beyond_the_first_row_buffer_match_general_passes(
     actions += [(1, 0, "close", 0.0), (1, 1, "buy", 2.0)]
     data = MarketData.from_frame(make_panel(bars))
     config = ExecutionConfig(initial_cash=1_000_000.0, allow_short=True)
-    results = []
-    for use_lane in (True, False):
-        for kind in (Scripted, Batched):
-            with monkeypatch.context() as patch:
-                if not use_lane:
-                    patch.setattr(broker_module, "lane_settings", lambda broker: False)
-                results.append(BacktestEngine(data, kind(actions), config=config).run())
+    results = [result for result, _ in _lane_and_general_runs(data, actions, config)]
     for result in results[1:]:
         _assert_same(result, results[0])
     orders = results[0].orders
     assert orders.height == 4_902 and orders.get_column("status").unique().to_list() == ["filled"]
 
 
-def test_lane_many_orders_in_one_bar_match_general_passes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_lane_many_orders_in_one_bar_match_general_passes() -> None:
     # 20 orders of one bar: the lane accepts a long run of consecutive ids at once
     bars = {sym: [(10.0, 10.5, 9.5, 10.0)] * 3 for sym in SYMBOLS}
     actions: list[Action] = [(0, k % 3, "buy", 1.0 + k) for k in range(20)]
     actions += [(1, 0, "close", 0.0), (1, 2, "sell", 4.0)]
     data = MarketData.from_frame(make_panel(bars))
     config = ExecutionConfig(initial_cash=1_000.0)
-    results = []
-    for use_lane in (True, False):
-        for kind in (Scripted, Batched):
-            with monkeypatch.context() as patch:
-                if not use_lane:
-                    patch.setattr(broker_module, "lane_settings", lambda broker: False)
-                results.append(BacktestEngine(data, kind(actions), config=config).run())
+    results = [result for result, _ in _lane_and_general_runs(data, actions, config)]
     for result in results[1:]:
         _assert_same(result, results[0])
     # 1,000 of cash: the buys fill in order until one would overdraw it
