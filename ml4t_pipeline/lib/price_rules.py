@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from ml4t_pipeline.lib.calendars import calendar_tz, check_calendar_name, session_closes
+from ml4t_pipeline.lib.stamps import keys_unique_in_order
 
 __all__ = [
     "CALENDAR_CHECKS",
@@ -28,6 +29,7 @@ __all__ = [
     "PriceRule",
     "RowRule",
     "plausibility_rules",
+    "price_rules_for",
 ]
 
 OHLC: tuple[str, ...] = ("open", "high", "low", "close")
@@ -118,6 +120,32 @@ PRICE_RULES: tuple[PriceRule, ...] = (
 """Every rule ``validate_prices`` applies, in report order."""
 
 PRICE_RULE_NAMES: tuple[str, ...] = tuple(r.name for r in PRICE_RULES)
+
+_PASS_IN_KEY_ORDER = ("key_unique", "timestamp_sorted_within_symbol")
+
+
+def price_rules_for(df: pl.DataFrame) -> tuple[PriceRule, ...]:
+    """:data:`PRICE_RULES` for the whole of ``df``, with the two key rules settled up front when
+    the rows are in (timestamp, symbol) order with no null and no repeated key.
+
+    Such a frame (the prices contract's order) breaks neither ``key_unique`` (each key once)
+    nor ``timestamp_sorted_within_symbol`` (time never steps back, so neither within a symbol):
+    both become constant passes after two cheap passes over the keys
+    (:func:`~ml4t_pipeline.lib.stamps.keys_unique_in_order`), instead of a hash of every key
+    and a window per symbol (70 of the 80 ms the nine rules take on the S&P prices). Any
+    other frame gets :data:`PRICE_RULES` as they are, so the verdicts are the same either way.
+    Apply the result to ``df`` itself, not to a sample of its rows.
+    """
+    if any(c not in df.columns for c in KEY) or not keys_unique_in_order(df):
+        return PRICE_RULES
+    return tuple(
+        RowRule(r.name, _constant_pass, r.description) if r.name in _PASS_IN_KEY_ORDER else r
+        for r in PRICE_RULES
+    )
+
+
+def _constant_pass() -> pl.Expr:
+    return pl.lit(True)
 
 
 # ---------------------------------------------------------------------------------------------

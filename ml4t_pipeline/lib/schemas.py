@@ -37,6 +37,7 @@ from ml4t_pipeline.lib.price_rules import (
     PriceRule,
     RowRule,
     plausibility_rules,
+    price_rules_for,
 )
 from ml4t_pipeline.lib.row_validation import (
     PriceValidation,
@@ -411,14 +412,14 @@ def validate_prices(
     check_structure(df, PricesSchema)
     extra = [] if plausibility is None else plausibility_rules(df, plausibility)
     if level == "standard":
-        return validate_rows(df, [*PRICE_RULES, *extra], KEY)
+        return validate_rows(df, [*price_rules_for(df), *extra], KEY)
     if level == "paranoid":
-        rules = [*PRICE_RULES, *extra, *_signal_timing_rules(df, max_signal_age_bars)]
+        rules = [*price_rules_for(df), *extra, *_signal_timing_rules(df, max_signal_age_bars)]
         return replace(validate_rows(df, rules, KEY), level="paranoid")
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
         raise ValueError(f"sample_size must be an int >= 1, got {sample_size!r}")
     if sample_size >= df.height:
-        return replace(validate_rows(df, [*PRICE_RULES, *extra], KEY), level="fast")
+        return replace(validate_rows(df, [*price_rules_for(df), *extra], KEY), level="fast")
     rows = _sample_rows(df.height, sample_size, seed)
     sample = df[pl.Series(rows)]
     checked = validate_rows(sample, [*PRICE_RULES, *_rules_on_rows(extra, rows)], KEY)
