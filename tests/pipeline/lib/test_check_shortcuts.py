@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ml4t_pipeline.lib.price_rules import PRICE_RULES, Plausibility, price_rules_for
 from ml4t_pipeline.lib.row_validation import validate_rows
-from ml4t_pipeline.lib.schemas import validate_prices
+from ml4t_pipeline.lib.schemas import validate_features, validate_prices, validate_signals
 from ml4t_pipeline.lib.stamps import is_sorted_by_time_symbol, symbol_text_rank
 
 UTC = pl.Datetime("us", "UTC")
@@ -30,9 +30,11 @@ def _prices(stamps: list[int], symbols: list[str]) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "timestamp": pl.Series([start + dt.timedelta(days=d) for d in stamps], dtype=UTC),
-            "symbol": symbols,
-            **{c: [10.0] * n for c in ("open", "high", "low", "close")},
-            "volume": [1e5] * n,
+            "symbol": pl.Series(symbols, dtype=pl.String),
+            **{
+                c: pl.Series([10.0] * n, dtype=pl.Float64) for c in ("open", "high", "low", "close")
+            },
+            "volume": pl.Series([1e5] * n, dtype=pl.Float64),
         }
     )
 
@@ -105,3 +107,40 @@ def test_validate_prices_on_session_date_each_row_of_a_repeated_stamp_judged() -
     for calendar in ("XNYS", "weekdays"):
         report = validate_prices(frame, plausibility=Plausibility(calendar=calendar))
         assert report.rows_breaking("on_session_date")["row_index"].to_list() == [2, 3]
+
+
+def _scores(rows: list[tuple[int, str]], categorical: bool) -> pl.DataFrame:
+    frame = _prices([d for d, _ in rows], [s for _, s in rows])
+    out = frame.select(
+        "timestamp",
+        "symbol",
+        pl.col("close").alias("score"),
+        pl.col("timestamp").alias("available_at"),
+    )
+    return out.with_columns(pl.col("symbol").cast(pl.Categorical)) if categorical else out
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=rows, sort=st.booleans(), categorical=st.booleans())
+def test_validate_signals_and_features_shortcuts_give_the_text_verdicts(
+    rows: list[tuple[int, str]], sort: bool, categorical: bool
+) -> None:
+    # The same table as text symbols (no shortcut for symbol_known) and possibly Categorical.
+    frame = _scores(rows, categorical)
+    if sort:
+        frame = frame.sort("timestamp", "symbol")
+    text = frame.with_columns(pl.col("symbol").cast(pl.String))
+    known = ["AAPL", "A", "É"]
+    for check in (validate_signals, validate_features):
+        fast = check(frame, known)
+        full = check(text, known)
+        assert fast.summary == full.summary
+        assert fast.violations.equals(full.violations)
+        assert fast.invalid["row_index"].equals(full.invalid["row_index"])
+
+
+def test_validate_signals_twin_keys_in_key_order_break_key_unique() -> None:
+    frame = _scores([(0, "A"), (1, "A"), (1, "A"), (1, "B")], categorical=True)
+    report = validate_signals(frame, ["A"])
+    assert report.rows_breaking("key_unique")["row_index"].to_list() == [1, 2]
+    assert report.rows_breaking("symbol_known")["row_index"].to_list() == [3]
