@@ -468,19 +468,16 @@ def _symbol_known(
     known_symbols: Sequence[str] | pl.Series, df: pl.DataFrame | None = None
 ) -> RowRule:
     known = pl.Series("known", list(known_symbols), dtype=pl.String).unique()
-    passes: Callable[[], pl.Expr] = lambda: (
-        pl.col("symbol")
-        .cast(pl.String)
-        .is_in(  # noqa: E731
-            known.implode()
-        )
-    )
     if df is not None and isinstance(df.schema["symbol"], pl.Categorical | pl.Enum):
         # Each distinct symbol is looked up once and the verdict gathered by its code: the
         # same flags without a text copy of every row (null symbol: null, as before).
         flags = by_symbol_code(df, lambda text: text.is_in(known.implode()))
-        passes = lambda: flags  # noqa: E731
-    return RowRule("symbol_known", passes, "symbol appears in prices")
+        return RowRule("symbol_known", lambda: flags, "symbol appears in prices")
+    return RowRule(
+        "symbol_known",
+        lambda: pl.col("symbol").cast(pl.String).is_in(known.implode()),
+        "symbol appears in prices",
+    )
 
 
 def _all_finite(columns: list[str], allow_null: bool) -> Callable[[], pl.Expr]:

@@ -18,6 +18,7 @@ from ml4t_pipeline.lib.price_rules import PRICE_RULES, Plausibility, price_rules
 from ml4t_pipeline.lib.row_validation import validate_rows
 from ml4t_pipeline.lib.schemas import validate_features, validate_prices, validate_signals
 from ml4t_pipeline.lib.stamps import is_sorted_by_time_symbol, symbol_text_rank
+from ml4t_pipeline.lib.timing import signal_uses_before_available
 
 UTC = pl.Datetime("us", "UTC")
 SYMBOLS = ["MSFT", "AAPL", "b", "A", "ZZ", "AA", "É"]  # insertion order is not text order
@@ -144,3 +145,32 @@ def test_validate_signals_twin_keys_in_key_order_break_key_unique() -> None:
     report = validate_signals(frame, ["A"])
     assert report.rows_breaking("key_unique")["row_index"].to_list() == [1, 2]
     assert report.rows_breaking("symbol_known")["row_index"].to_list() == [3]
+
+
+def test_signal_uses_before_available_many_offenders_in_panel_order() -> None:
+    # 40 symbols x 200 bars, every other bar using a signal stamped available a day late: the
+    # offending rows come back in panel order, each with the signal's availability.
+    start = dt.datetime(2013, 1, 1, 21, tzinfo=dt.UTC)
+    bars = [start + dt.timedelta(days=d) for d in range(200)]
+    symbols = [f"S{i:02d}" for i in range(40)]
+    panel = pl.DataFrame(
+        {
+            "timestamp": pl.Series([b for b in bars for _ in symbols], dtype=UTC),
+            "symbol": [s for _ in bars for s in symbols],
+        }
+    ).with_columns(
+        pl.when(pl.int_range(pl.len()) % 2 == 0)
+        .then(pl.col("timestamp"))
+        .otherwise(None)
+        .alias("signal_timestamp")
+    )
+    signals = panel.select(
+        "timestamp",
+        "symbol",
+        (pl.col("timestamp") + pl.duration(days=1)).alias("available_at"),
+    )
+    bad = signal_uses_before_available(panel, signals)
+    assert bad["row_index"].to_list() == list(range(0, panel.height, 2))
+    assert bad["available_at"].equals(
+        panel["timestamp"].gather_every(2) + dt.timedelta(days=1), check_names=False
+    )
