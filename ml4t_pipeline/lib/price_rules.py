@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from ml4t_pipeline.lib.calendars import calendar_tz, check_calendar_name, session_closes
+from ml4t_pipeline.lib.stamps import keys_unique_in_order
 
 __all__ = [
     "CALENDAR_CHECKS",
@@ -28,6 +29,7 @@ __all__ = [
     "PriceRule",
     "RowRule",
     "plausibility_rules",
+    "price_rules_for",
 ]
 
 OHLC: tuple[str, ...] = ("open", "high", "low", "close")
@@ -119,6 +121,32 @@ PRICE_RULES: tuple[PriceRule, ...] = (
 
 PRICE_RULE_NAMES: tuple[str, ...] = tuple(r.name for r in PRICE_RULES)
 
+_PASS_IN_KEY_ORDER = ("key_unique", "timestamp_sorted_within_symbol")
+
+
+def price_rules_for(df: pl.DataFrame) -> tuple[PriceRule, ...]:
+    """:data:`PRICE_RULES` for the whole of ``df``, with the two key rules settled up front when
+    the rows are in (timestamp, symbol) order with no null and no repeated key.
+
+    Such a frame (the prices contract's order) breaks neither ``key_unique`` (each key once)
+    nor ``timestamp_sorted_within_symbol`` (time never steps back, so neither within a symbol):
+    both become constant passes after two cheap passes over the keys
+    (:func:`~ml4t_pipeline.lib.stamps.keys_unique_in_order`), instead of a hash of every key
+    and a window per symbol (70 of the 80 ms the nine rules take on the S&P prices). Any
+    other frame gets :data:`PRICE_RULES` as they are, so the verdicts are the same either way.
+    Apply the result to ``df`` itself, not to a sample of its rows.
+    """
+    if any(c not in df.columns for c in KEY) or not keys_unique_in_order(df):
+        return PRICE_RULES
+    return tuple(
+        RowRule(r.name, _constant_pass, r.description) if r.name in _PASS_IN_KEY_ORDER else r
+        for r in PRICE_RULES
+    )
+
+
+def _constant_pass() -> pl.Expr:
+    return pl.lit(True)
+
 
 # ---------------------------------------------------------------------------------------------
 # Plausibility: rows that are well-formed but not believable (``data.plausibility``)
@@ -206,16 +234,22 @@ def _session_flags(df: pl.DataFrame, calendar: str) -> pl.Series:
     if calendar == "none" or df.height == 0:
         return pl.repeat(True, df.height, dtype=pl.Boolean, eager=True)
     zone = "America/New_York" if calendar == "weekdays" else calendar_tz(calendar)
-    local = df.select(pl.col("timestamp").dt.convert_time_zone(zone).dt.date()).to_series()
-    weekday = (local.dt.weekday() <= 5).fill_null(True)
+    # Each distinct stamp is judged once (1,258 for the S&P file's 619k rows: the time-zone
+    # conversion was 40 of its 42 ms), then looked up per row; a null stamp passes.
+    stamps = df.get_column("timestamp")
+    distinct = stamps.drop_nulls().unique()
+    local = distinct.dt.convert_time_zone(zone).dt.date()
+    weekday = local.dt.weekday() <= 5
     if calendar == "weekdays":
-        return weekday
-    sessions = session_closes(calendar)["date"]
-    on_session = local.is_in(sessions.implode())
-    # Outside the calendar's range (before 1990, more than a year ahead) only weekends are
-    # judged.
-    outside = (local < sessions.min()) | (local > sessions.max())
-    return (on_session | (outside & weekday)).fill_null(True)
+        ok = weekday
+    else:
+        sessions = session_closes(calendar)["date"]
+        on_session = local.is_in(sessions.implode())
+        # Outside the calendar's range (before 1990, more than a year ahead) only weekends are
+        # judged.
+        outside = (local < sessions.min()) | (local > sessions.max())
+        ok = on_session | (outside & weekday)
+    return stamps.replace_strict(distinct, ok, default=True, return_dtype=pl.Boolean)
 
 
 def plausibility_rules(df: pl.DataFrame, plausibility: Plausibility) -> list[RowRule]:

@@ -37,6 +37,7 @@ from ml4t_pipeline.lib.price_rules import (
     PriceRule,
     RowRule,
     plausibility_rules,
+    price_rules_for,
 )
 from ml4t_pipeline.lib.row_validation import (
     PriceValidation,
@@ -44,6 +45,7 @@ from ml4t_pipeline.lib.row_validation import (
     check_structure,
     validate_rows,
 )
+from ml4t_pipeline.lib.stamps import by_symbol_code, keys_unique_in_order
 
 __all__ = [
     "CALENDAR_CHECKS",
@@ -411,14 +413,14 @@ def validate_prices(
     check_structure(df, PricesSchema)
     extra = [] if plausibility is None else plausibility_rules(df, plausibility)
     if level == "standard":
-        return validate_rows(df, [*PRICE_RULES, *extra], KEY)
+        return validate_rows(df, [*price_rules_for(df), *extra], KEY)
     if level == "paranoid":
-        rules = [*PRICE_RULES, *extra, *_signal_timing_rules(df, max_signal_age_bars)]
+        rules = [*price_rules_for(df), *extra, *_signal_timing_rules(df, max_signal_age_bars)]
         return replace(validate_rows(df, rules, KEY), level="paranoid")
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
         raise ValueError(f"sample_size must be an int >= 1, got {sample_size!r}")
     if sample_size >= df.height:
-        return replace(validate_rows(df, [*PRICE_RULES, *extra], KEY), level="fast")
+        return replace(validate_rows(df, [*price_rules_for(df), *extra], KEY), level="fast")
     rows = _sample_rows(df.height, sample_size, seed)
     sample = df[pl.Series(rows)]
     checked = validate_rows(sample, [*PRICE_RULES, *_rules_on_rows(extra, rows)], KEY)
@@ -462,8 +464,15 @@ def _value_columns(df: pl.DataFrame, exclude: Sequence[str]) -> list[str]:
     return [c for c, t in df.schema.items() if c not in exclude and t.is_numeric()]
 
 
-def _symbol_known(known_symbols: Sequence[str] | pl.Series) -> RowRule:
+def _symbol_known(
+    known_symbols: Sequence[str] | pl.Series, df: pl.DataFrame | None = None
+) -> RowRule:
     known = pl.Series("known", list(known_symbols), dtype=pl.String).unique()
+    if df is not None and isinstance(df.schema["symbol"], pl.Categorical | pl.Enum):
+        # Each distinct symbol is looked up once and the verdict gathered by its code: the
+        # same flags without a text copy of every row (null symbol: null, as before).
+        flags = by_symbol_code(df, lambda text: text.is_in(known.implode()))
+        return RowRule("symbol_known", lambda: flags, "symbol appears in prices")
     return RowRule(
         "symbol_known",
         lambda: pl.col("symbol").cast(pl.String).is_in(known.implode()),
@@ -482,10 +491,13 @@ def _all_finite(columns: list[str], allow_null: bool) -> Callable[[], pl.Expr]:
     return passes
 
 
-def _key_unique_rule(key: Sequence[str], name: str) -> RowRule:
-    return RowRule(
-        name, lambda: ~pl.struct(list(key)).is_duplicated(), f"({', '.join(key)}) appears once"
-    )
+def _key_unique_rule(key: Sequence[str], name: str, df: pl.DataFrame | None = None) -> RowRule:
+    description = f"({', '.join(key)}) appears once"
+    if df is not None and tuple(key) == KEY and keys_unique_in_order(df):
+        # In (timestamp, symbol) order with no null and no twin neighbour, no key repeats: two
+        # passes over the keys settle the rule instead of a hash of every key.
+        return RowRule(name, lambda: pl.lit(True), description)
+    return RowRule(name, lambda: ~pl.struct(list(key)).is_duplicated(), description)
 
 
 def validate_signals(
@@ -545,7 +557,7 @@ def validate_signals(
     if not values:
         raise ValueError(f"signals: no numeric value column (columns: {signals.columns})")
     rules = [
-        _key_unique_rule(KEY, "key_unique"),
+        _key_unique_rule(KEY, "key_unique", signals),
         RowRule("values_finite", _all_finite(values, allow_null=False), "values finite"),
         RowRule(
             "available_at_not_null",
@@ -554,7 +566,7 @@ def validate_signals(
         ),
     ]
     if known_symbols is not None:
-        rules.append(_symbol_known(known_symbols))
+        rules.append(_symbol_known(known_symbols, signals))
     return validate_rows(signals, rules, KEY)
 
 
@@ -585,7 +597,7 @@ def validate_features(
         raise ValueError(f"features: 'symbol' missing (columns: {features.columns})")
     values = _value_columns(features, KEY)
     rules = [
-        _key_unique_rule(KEY, "key_unique"),
+        _key_unique_rule(KEY, "key_unique", features),
         RowRule(
             "values_finite_or_null",
             _all_finite(values, allow_null=True),
@@ -593,7 +605,7 @@ def validate_features(
         ),
     ]
     if known_symbols is not None:
-        rules.append(_symbol_known(known_symbols))
+        rules.append(_symbol_known(known_symbols, features))
     return validate_rows(features, rules, KEY)
 
 

@@ -13,6 +13,7 @@ Also the small checks every time-keyed table shares (UTC columns, duplicated key
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import polars as pl
@@ -193,9 +194,55 @@ def in_key_order(df: pl.DataFrame, time_col: str = "timestamp") -> bool:
 
 def is_sorted_by_time_symbol(df: pl.DataFrame, time_col: str = "timestamp") -> bool:
     """True when rows are in (``time_col``, symbol) order (symbol compared as text)."""
-    ts, sym = pl.col(time_col), pl.col("symbol").cast(pl.String)
+    ts, sym = pl.col(time_col), symbol_text_rank(df)
     in_order = (ts.shift(1) < ts) | ((ts.shift(1) == ts) & (sym.shift(1) <= sym))
     return bool(df.select(in_order.fill_null(True).all()).item())
+
+
+def symbol_text_rank(df: pl.DataFrame) -> pl.Expr:
+    """An expression ordering ``df``'s ``symbol`` values as their text does (null stays null).
+
+    A String column is used as is. A Categorical or Enum column is mapped to each category's
+    rank among the symbols in text order (:func:`by_symbol_code`): integer comparisons on the
+    rows instead of a text copy of every row (an order test on the S&P prices: 20 -> 11 ms
+    CPU), with the same answers as comparing ``symbol.cast(pl.String)``.
+    """
+    if not isinstance(df.schema["symbol"], pl.Categorical | pl.Enum):
+        return pl.col("symbol").cast(pl.String)
+    return by_symbol_code(df, lambda text: text.rank("dense").cast(pl.UInt32))
+
+
+def by_symbol_code(df: pl.DataFrame, per_symbol: Callable[[pl.Series], pl.Series]) -> pl.Expr:
+    """``per_symbol`` computed once per distinct symbol, as an expression giving each row its
+    symbol's value (null for a null symbol).
+
+    Parameters
+    ----------
+    df : pl.DataFrame
+        A frame whose ``symbol`` column is Categorical or Enum.
+    per_symbol : callable
+        Takes the distinct symbols as a String Series and returns one value per symbol, in
+        that order.
+
+    Returns
+    -------
+    pl.Expr
+        The values gathered by each row's category code: what ``per_symbol`` applied to
+        ``symbol.cast(pl.String)`` row by row would give, for a few dozen text operations
+        instead of one per row.
+    """
+    column = df.get_column("symbol")
+    # An Enum's codes are positions in its fixed category list; a Categorical's are read off
+    # the frame's own distinct values.
+    if isinstance(column.dtype, pl.Enum):
+        distinct = pl.Series(column.dtype.categories).cast(column.dtype)
+    else:
+        distinct = column.unique().drop_nulls()
+    values = per_symbol(distinct.cast(pl.String))
+    codes = distinct.to_physical().cast(pl.Int64)
+    size = int(codes.max()) + 1 if codes.len() else 0  # type: ignore[arg-type]
+    table = pl.Series("value", [None] * size, dtype=values.dtype).scatter(codes, values)
+    return pl.lit(table).gather(pl.col("symbol").to_physical())
 
 
 def first_rows(df: pl.DataFrame, n: int = 5) -> str:

@@ -296,11 +296,15 @@ def signal_uses_before_available(
         .filter(pl.col(signal_time_col).is_not_null())
         .with_columns(pl.col("symbol").cast(pl.String))
     )
-    checked = uses.join(lookup, on=[signal_time_col, "symbol"], how="left", maintain_order="left")
+    # The join keeps no row order (keeping the panel's order doubled the check's cost on the
+    # S&P panel: 150 vs 70 ms CPU); the few offending rows are put back in panel order by
+    # their unique row_index afterwards.
+    checked = uses.join(lookup, on=[signal_time_col, "symbol"], how="left", maintain_order="none")
     return (
         checked.filter(
             pl.col("__available_at").is_null() | (pl.col("__available_at") > pl.col("timestamp"))
         )
+        .sort("row_index")
         .rename({"__available_at": "available_at"})
         .collect()
     )
