@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.broker.lane_rows import OrderRows
-from engine.compiled.plan import plan_costs
+from engine.compiled.cost_plan import plan_costs
 from engine.core.costs import COMM_KIND, COMM_NONE, SLIP_KIND, SLIP_NONE, Costs, fill_costs
 from engine.core.jit import compiled_entry, njit, njit_held
 from engine.core.layout import (
@@ -66,7 +66,7 @@ _LANE_COMMISSION = (NoCommission, PercentageCommission, PerShareCommission, PerT
 
 def lane_costs(broker: BrokerState) -> Costs | None:
     """The run's slippage and commission in the core's compiled form
-    (:func:`engine.compiled.plan.plan_costs`) when the lane can charge them: slippage none or
+    (:func:`engine.compiled.cost_plan.plan_costs`) when the lane can charge them: slippage none or
     a fixed fraction of the price (``FixedPercentageSlippage``, ``FixedBpsSlippage``: they
     read no bar), commission none, a percentage, per share or per trade (no state kept
     between fills); ``None`` for any other model (a subclass too: it may price otherwise)."""

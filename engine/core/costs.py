@@ -285,7 +285,7 @@ N_ROWS = 8
 
 class Costs(NamedTuple):
     """A run's slippage and commission as the compiled driver reads them (built by
-    :func:`engine.compiled.plan.plan_costs` from the configured cost objects).
+    :func:`engine.compiled.cost_plan.plan_costs` from the configured cost objects).
 
     Attributes
     ----------
@@ -485,7 +485,7 @@ def fill_costs(
         Currency per share after slippage; currency (``>= 0``).
 
     A run without slippage and without a tiered commission (``cost_rows`` 1-D, from
-    :func:`engine.compiled.plan.plan_costs`) computes only the commission: the compiled form
+    :func:`engine.compiled.cost_plan.plan_costs`) computes only the commission: the compiled form
     picks that path from ``cost_rows``' type, so such a run's kernel holds no slippage code
     (compiled code a run never takes still costs it: W1's kernel, some 10 %)."""
     if cost_rows.ndim == 1:
