@@ -449,6 +449,7 @@ def _int_list(values: IntArray, last: tuple[IntArray, list[int]] | None) -> list
             return listed
         n = before.size
         if values.size >= n and np.array_equal(values[:n], before):
-            return listed + values[n:].tolist()
+            tail: list[int] = values[n:].tolist()
+            return listed + tail
     out: list[int] = values.tolist()
     return out
