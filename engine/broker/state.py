@@ -337,9 +337,16 @@ class BrokerState:
         )
 
     def _index_lists(self, data: MarketData) -> None:
-        """Per-timestamp values as Python lists (no NumPy scalar conversion per bar)."""
-        self._offsets: list[int] = data.offsets.tolist()
-        self._stamps: list[int] = data.timestamps.tolist()
+        """Per-timestamp values as Python lists (no NumPy scalar conversion per bar); at a
+        chunk boundary only the new window's values past the last window's are converted
+        (:func:`_int_list`)."""
+        listed: dict[str, tuple[IntArray, list[int]]] = getattr(self, "_listed", {})
+        self._offsets: list[int] = _int_list(data.offsets, listed.get("offsets"))
+        self._stamps: list[int] = _int_list(data.timestamps, listed.get("timestamps"))
+        self._listed = {
+            "offsets": (data.offsets, self._offsets),
+            "timestamps": (data.timestamps, self._stamps),
+        }
         self._datetimes: list[datetime] = data.datetimes
         self._names: list[str] = [str(name) for name in data.symbols.tolist()]
         self._symbol_index: dict[str, int] = data.symbol_index
@@ -429,3 +436,20 @@ def trail_stop_level(order: Order) -> float:
     return trail_level(
         order.quantity > 0, order.trail_extreme, order.trail_amount, order.trail_percent
     )
+
+
+def _int_list(values: IntArray, last: tuple[IntArray, list[int]] | None) -> list[int]:
+    """``values.tolist()``, reusing ``last = (array, its list)`` when ``values`` is that
+    array or starts with all its values (a chunk's window after the rows carried over: its
+    timestamps and offsets extend the carried window's), so a long chunked run does not
+    convert every earlier timestamp again at each boundary."""
+    if last is not None:
+        before, listed = last
+        if before is values:
+            return listed
+        n = before.size
+        if values.size >= n and np.array_equal(values[:n], before):
+            tail: list[int] = values[n:].tolist()
+            return listed + tail
+    out: list[int] = values.tolist()
+    return out

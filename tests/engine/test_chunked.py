@@ -654,3 +654,23 @@ def test_chunked_between_keeps_history_bars_and_prefetch() -> None:
     )
     window = data.between(date(2000, 1, 1), date(2100, 1, 1))
     assert (window.history_bars, window.prefetch) == (5, True)
+
+
+def test_chunked_boundary_index_lists_extend_the_last_windows_lists_only_on_equal_prefix() -> None:
+    # the broker's per-bar lists at a chunk boundary: the same array gives the same list,
+    # an array starting with all of the last one's values extends its list (which stays as
+    # it was), any other array is converted whole
+    from engine.broker.state import _int_list
+
+    last = np.array([0, 3, 5], dtype=np.int64)
+    listed = last.tolist()
+    assert _int_list(last, (last, listed)) is listed
+    longer = np.array([0, 3, 5, 9, 12], dtype=np.int64)
+    extended = _int_list(longer, (last, listed))
+    assert extended == [0, 3, 5, 9, 12]
+    assert listed == [0, 3, 5]
+    changed = np.array([0, 4, 5, 9], dtype=np.int64)
+    assert _int_list(changed, (last, listed)) == [0, 4, 5, 9]
+    shorter = np.array([0, 3], dtype=np.int64)
+    assert _int_list(shorter, (last, listed)) == [0, 3]
+    assert _int_list(longer, None) == [0, 3, 5, 9, 12]
