@@ -398,6 +398,12 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--retry-failed", action="store_true", help="run trials again whose record is 'failed'"
     )
+    parser.add_argument(
+        "--no-variants",
+        dest="variants",
+        action="store_false",
+        help="one backtest per trial, no compiled variant passes (the same results, slower)",
+    )
     parser.set_defaults(func=cmd_sweep)
     return parser
 
@@ -437,6 +443,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             workers=workers,
             ray_address=args.ray_address,
             retry_failed=args.retry_failed,
+            variants=args.variants,
         )
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
