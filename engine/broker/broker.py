@@ -61,10 +61,9 @@ class Broker(BrokerState):
         on_fill: Callable[[Fill], None] | None = None,
     ) -> None:
         super().__init__(data, config, risk_manager, recorder, on_fill)
-        costs = lane_costs(self)
-        if costs is not None and lane_settings(self):
+        if lane_settings(self):
             self._lane = OrderRows(recorder.records, data.n_symbols, names=self._names)
-            self._lane.costs = costs
+            self._lane.costs = lane_costs(self)
             self.orders.bind(self._lane)
 
     # ------------------------------------------------------------------ queries

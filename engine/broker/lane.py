@@ -2,8 +2,8 @@
 at the open booked by the core ledger in one compiled call per bar.
 
 In the simplest settings (no risk manager; slippage none or a fixed fraction, commission
-none, a percentage, per share or per trade: :func:`lane_costs`; no volume cap, fills at the
-open, ``bar_event_order="chronological"``, ``cash_check="execution"``, no market mechanics
+none, a percentage, per share or per trade: :func:`_lane_cost_models`; no volume cap, fills at
+the open, ``bar_event_order="chronological"``, ``cash_check="execution"``, no market mechanics
 and no fill listener) every order a strategy places with a plain
 ``submit(symbol, quantity)`` / ``close_position`` is a market order that fills whole at its
 symbol's next open. The lane keeps such orders as rows of an ``ORDER_DTYPE`` buffer
@@ -64,18 +64,21 @@ _LANE_SLIPPAGE = (NoSlippage, FixedPercentageSlippage, FixedBpsSlippage)
 _LANE_COMMISSION = (NoCommission, PercentageCommission, PerShareCommission, PerTradeCommission)
 
 
-def lane_costs(broker: BrokerState) -> Costs | None:
+def lane_costs(broker: BrokerState) -> Costs:
     """The run's slippage and commission in the core's compiled form
-    (:func:`engine.compiled.cost_plan.plan_costs`) when the lane can charge them: slippage none or
-    a fixed fraction of the price (``FixedPercentageSlippage``, ``FixedBpsSlippage``: they
-    read no bar), commission none, a percentage, per share or per trade (no state kept
-    between fills); ``None`` for any other model (a subclass too: it may price otherwise)."""
+    (:func:`engine.compiled.cost_plan.plan_costs`), as the lane's fills at the open charge
+    them; for a run whose models the lane takes (:func:`lane_settings`)."""
     config = broker._config
-    if type(config.slippage) not in _LANE_SLIPPAGE:
-        return None
-    if type(config.commission) not in _LANE_COMMISSION:
-        return None
     return plan_costs(broker.data, config.slippage, config.commission)
+
+
+def _lane_cost_models(broker: BrokerState) -> bool:
+    """True when the lane can charge the run's costs: slippage none or a fixed fraction of
+    the price (``FixedPercentageSlippage``, ``FixedBpsSlippage``: they read no bar),
+    commission none, a percentage, per share or per trade (no state kept between fills);
+    False for any other model (a subclass too: it may price otherwise)."""
+    config = broker._config
+    return type(config.slippage) in _LANE_SLIPPAGE and type(config.commission) in _LANE_COMMISSION
 
 
 def lane_settings(broker: BrokerState) -> bool:
@@ -84,7 +87,7 @@ def lane_settings(broker: BrokerState) -> bool:
     config = broker._config
     return (
         broker._risk is None
-        and lane_costs(broker) is not None
+        and _lane_cost_models(broker)
         and broker._volume_cap is None
         and not broker._fill_at_close
         and not broker._stops_first
