@@ -344,6 +344,15 @@ def run_walk_forward(
     # faults per month. Ridge centres that view in place (``copy_X=False``); the buffer is
     # rewritten before every fit.
     rows_buffer = np.empty_like(x, order="C")
+    # The per-row vectors of each fit (training rows' timestamp ids, labels, targets) are taken
+    # into reused buffers the same way: the same values, without three fresh arrays per month.
+    tid_buffer = np.empty(tid.size, dtype=tid.dtype)
+    y_buffer = np.empty(y.size, dtype=np.float64)
+    target_buffer = np.empty(y.size, dtype=np.float64)
+    # The training rows are exactly the labelled rows whose label time is before the cut-off, so
+    # their latest label time is the last sorted label time before it (a search, not a pass over
+    # the rows); their latest stamp is the last training row's (rows in time order).
+    label_times = np.sort(label_at[has_label])
     # One BLAS thread for every fit and prediction: OpenBLAS splits a product such as Ridge's
     # ``X.T @ X`` by thread, and the sums of the parts round differently, so scores computed
     # with 1 and with 2 threads differ in the last bits (and then which stocks rank top). With
@@ -357,17 +366,19 @@ def run_walk_forward(
             # Training rows: stamped before the cut-off (prefix [0, lo)) with a label known strictly
             # before it. label_at > timestamp always, so the prefix holds every candidate row.
             train = np.flatnonzero(has_label[:lo] & (label_at[:lo] < cutoff))
-            train_tid = tid[train]
+            n = train.size
+            train_tid = np.take(tid, train, out=tid_buffer[:n], mode="clip")
             counts = np.bincount(train_tid, minlength=uniq_ts.size)
             n_timestamps = int(np.count_nonzero(counts))
             if n_timestamps < min_train_periods:
                 n_before += hi - lo
                 continue
-            train_y = y[train]
+            train_y = np.take(y, train, out=y_buffer[:n], mode="clip")
             sums = np.bincount(train_tid, weights=train_y, minlength=uniq_ts.size)
             # each timestamp's mean label divided once (the same quotient for each of its rows)
             means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-            target = train_y - means[train_tid]
+            target = np.take(means, train_tid, out=target_buffer[:n], mode="clip")
+            np.subtract(train_y, target, out=target)  # train_y - means[train_tid]
             estimator = _estimator(model, alpha, seed)
             estimator.fit(gather_rows(x, train, rows_buffer), target)
             picked.append(np.arange(lo, hi))
@@ -379,16 +390,18 @@ def run_walk_forward(
             fits.append(
                 FitRecord(
                     trained_at=_to_datetime(int(cutoff)),
-                    max_label_available_at=_to_datetime(int(label_at[train].max())),
-                    max_train_timestamp=_to_datetime(int(ts[train].max())),
-                    n_rows=int(train.size),
+                    max_label_available_at=_to_datetime(
+                        int(label_times[np.searchsorted(label_times, cutoff, side="left") - 1])
+                    ),
+                    max_train_timestamp=_to_datetime(int(ts[train[-1]])),
+                    n_rows=int(n),
                     n_timestamps=n_timestamps,
                     first_scored_at=_to_datetime(int(ts[lo])),
                     last_scored_at=_to_datetime(int(ts[hi - 1])),
                     n_predictions=hi - lo,
                 )
             )
-    del rows_buffer
+    del rows_buffer, tid_buffer, y_buffer, target_buffer
 
     rows = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
     signals = (

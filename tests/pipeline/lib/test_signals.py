@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from threadpoolctl import threadpool_limits
 
@@ -514,3 +516,59 @@ def test_ridge_predictions_on_compact_column_major_copy_equal_strided_slice() ->
         compact = model.predict(np.asfortranarray(row_major[1_000:11_000]))
 
     np.testing.assert_array_equal(compact, strided, strict=True)
+
+
+# --- the fit loop against the plain way ----------------------------------------------------------
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), horizon=st.integers(1, 6), drop=st.floats(0.0, 0.3))
+def test_walk_forward_fits_and_scores_equal_plain_per_month_arrays(
+    seed: int, horizon: int, drop: float
+) -> None:
+    """Each fit's log (training rows, latest label time, latest stamp) and each month's scores
+    are what fresh arrays give: the training rows picked by their label times, the targets
+    ``y - mean(y)`` per timestamp, Ridge on a fresh ``x[train]``, the month scored on a
+    column-major copy. Symbols miss random bars, so label times differ between symbols."""
+    from sklearn.linear_model import Ridge
+
+    from ml4t_pipeline.lib.signals import _cross_sectional
+
+    bars = _weekdays(date(2020, 1, 1), date(2020, 6, 30))
+    prices, features = _random_panel(["A", "B", "C", "D"], bars, seed=seed)
+    rng = np.random.default_rng(seed)
+    keep = pl.Series(rng.random(prices.height) >= drop)
+    prices, features = prices.filter(keep), features.filter(keep)
+    result = run_walk_forward(prices, features, ["f1", "f2"], horizon=horizon, min_train_periods=5)
+
+    labels = (
+        prices.sort("symbol", "timestamp")
+        .with_columns(
+            (pl.col("close").shift(-horizon).over("symbol") / pl.col("close") - 1.0).alias("y"),
+            pl.col("timestamp").shift(-horizon).over("symbol").alias("label_at"),
+        )
+        .drop("close")
+    )
+    panel = (
+        features.join(labels, on=["timestamp", "symbol"])
+        .sort("timestamp", "symbol")
+        .with_columns(_cross_sectional(c, "rank") for c in ["f1", "f2"])
+    )
+    x = panel.select("f1", "f2").to_numpy(order="c")
+    for fit in result.fits:
+        train = panel.with_row_index("i").filter(
+            pl.col("label_at").is_not_null() & (pl.col("label_at") < fit.trained_at)
+        )
+        assert fit.n_rows == train.height
+        assert fit.max_label_available_at == train["label_at"].max()
+        assert fit.max_train_timestamp == train["timestamp"].max()
+        target = train.select(pl.col("y") - pl.col("y").mean().over("timestamp"))["y"]
+        rows = train["i"].to_numpy().astype(np.int64)
+        month = (panel["timestamp"] >= fit.first_scored_at) & (
+            panel["timestamp"] <= fit.last_scored_at
+        )
+        with threadpool_limits(limits=1, user_api="blas"):
+            model = Ridge(alpha=1.0).fit(x[rows], target.to_numpy())
+            plain = model.predict(np.asfortranarray(x[month.to_numpy()]))
+        scored = result.signals.filter(pl.col("model_trained_at") == fit.trained_at)
+        np.testing.assert_allclose(scored["score"].to_numpy(), plain, rtol=0, atol=1e-12)
