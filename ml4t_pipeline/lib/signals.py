@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
+from ml4t_pipeline.lib.memory import import_without_collection
 from ml4t_pipeline.lib.stamps import duplicated_rows, in_key_order
 
 if TYPE_CHECKING:
@@ -605,20 +606,21 @@ def gather_rows(x: np.ndarray, rows: np.ndarray, buffer: np.ndarray) -> np.ndarr
 
 def _fit_config() -> AbstractContextManager[None]:
     # scikit-learn without its per-call finiteness scans (the caller checked the inputs)
-    import sklearn
-
+    sklearn = import_without_collection("sklearn")  # with scipy.stats: ~300k objects
     return sklearn.config_context(assume_finite=True)
 
 
 def _estimator(model: str, alpha: float, seed: int) -> Ridge | HistGradientBoostingRegressor:
     # imported here: sklearn.ensemble alone takes seconds to import, and most runs use Ridge
     if model == "ridge":
+        import_without_collection("sklearn.linear_model")
         from sklearn.linear_model import Ridge
 
         # copy_X=False: Ridge centres the training matrix in place instead of copying it first;
         # the caller hands it the month's rows in a buffer it rewrites before each fit
         # (``gather_rows``), so the same arithmetic runs without a copy of up to 480k x 9 floats.
         return Ridge(alpha=alpha, copy_X=False)
+    import_without_collection("sklearn.ensemble")
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     return HistGradientBoostingRegressor(
