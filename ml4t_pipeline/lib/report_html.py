@@ -500,9 +500,9 @@ def _frame_table(frame: pl.DataFrame, css: str) -> str:
     if frame.height == 0:
         return '<p class="note">No rows.</p>'
     key = frame.columns[0]
+    text = _text_columns(frame)
     head = "".join(
-        f'<th class="{"text" if _is_text(frame, c) else "num"}">{_esc(c)}</th>'
-        for c in frame.columns
+        f'<th class="{"text" if c in text else "num"}">{_esc(c)}</th>' for c in frame.columns
     )
     body = []
     for row in frame.iter_rows(named=True):
@@ -511,7 +511,7 @@ def _frame_table(frame: pl.DataFrame, css: str) -> str:
             value = row[c]
             if value is None:
                 cells.append("<td>—</td>")
-            elif _is_text(frame, c):
+            elif c in text:
                 cells.append(f'<td class="text">{_esc(value)}</td>')
             else:
                 cells.append(_num_cell(float(value), _column_format(c, float(value))))
@@ -621,12 +621,11 @@ def _trades_table(trades: pl.DataFrame) -> str:
         return '<p class="note">No trades.</p>'
     columns = [c for c in TRADE_COLUMNS if c in trades.columns]
     shown = trades.head(MAX_TRADES_SHOWN).select(columns)
-    head = "".join(
-        f'<th class="{"text" if _is_text(shown, c) else "num"}">{_esc(c)}</th>' for c in columns
-    )
+    text = _text_columns(shown)
+    head = "".join(f'<th class="{"text" if c in text else "num"}">{_esc(c)}</th>' for c in columns)
     body = []
     for row in shown.iter_rows(named=True):
-        body.append("<tr>" + "".join(_trade_cell(c, row[c], shown) for c in columns) + "</tr>")
+        body.append("<tr>" + "".join(_trade_cell(c, row[c], text) for c in columns) + "</tr>")
     note = (
         f'<p class="note">Showing the first {shown.height:,} of {trades.height:,} trades. '
         "Timestamps are UTC bar closes; prices in currency per share.</p>"
@@ -637,8 +636,9 @@ def _trades_table(trades: pl.DataFrame) -> str:
     )
 
 
-def _is_text(frame: pl.DataFrame, column: str) -> bool:
-    return not frame.schema[column].is_numeric()
+def _text_columns(frame: pl.DataFrame) -> frozenset[str]:
+    # looked up once per table, not per cell (a frame's schema is rebuilt on each access)
+    return frozenset(c for c, dtype in frame.schema.items() if not dtype.is_numeric())
 
 
 def _num_cell(value: float | None, fmt: str) -> str:
@@ -649,12 +649,12 @@ def _num_cell(value: float | None, fmt: str) -> str:
     return f"<td{css}>{_esc(shown)}</td>"
 
 
-def _trade_cell(column: str, value: object, frame: pl.DataFrame) -> str:
+def _trade_cell(column: str, value: object, text: frozenset[str]) -> str:
     if value is None:
         return "<td>—</td>"
     if isinstance(value, datetime | date):
         return f'<td class="text">{_esc(_cell_time(value))}</td>'
-    if _is_text(frame, column):
+    if column in text:
         return f'<td class="text">{_esc(value)}</td>'
     if column in _PERCENT_COLUMNS:
         return _num_cell(float(value), "{:.2%}")  # type: ignore[arg-type]
