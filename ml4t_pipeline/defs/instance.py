@@ -53,18 +53,19 @@ class HeldConnectionEventLogStorage(InMemoryEventLogStorage):
     Same tables, rows and queries as ``InMemoryEventLogStorage``; each read or write takes the
     storage's lock and runs in a transaction on the held connection instead of a new one (from
     another thread than the one that built the storage: a new connection, as Dagster does).
-    ``has_dynamic_partition`` answers from the keys it has seen exist; deleting a dynamic
-    partition or wiping the storage forgets them.
+    ``has_dynamic_partition`` answers from the keys it has seen exist (deleting a dynamic
+    partition or wiping the storage forgets them), ``has_table`` from the tables it has seen.
     """
 
     def __init__(self) -> None:
-        super().__init__()
         self._owner = threading.get_ident()
+        self._partitions_seen: dict[str, set[str]] = {}
+        self._tables_seen: set[str] = set()
+        super().__init__()
         # per connection, what Dagster's _connect sets on each new one (journal_mode=WAL is a
         # no-op on an in-memory database)
         self._held_conn.exec_driver_sql("PRAGMA foreign_keys=ON;").close()
         self._held_conn.commit()
-        self._partitions_seen: dict[str, set[str]] = {}
 
     @contextmanager
     def _connect(self) -> Iterator[Any]:
@@ -74,6 +75,16 @@ class HeldConnectionEventLogStorage(InMemoryEventLogStorage):
             return
         with self._db_lock, self._held_conn.begin():
             yield self._held_conn
+
+    def has_table(self, table_name: str) -> bool:
+        # asked before each asset check's and asset event's rows are written; the tables are
+        # made once in __init__ and never dropped (no migrations of an in-memory database)
+        if table_name in self._tables_seen:
+            return True
+        found = super().has_table(table_name)
+        if found:
+            self._tables_seen.add(table_name)
+        return found
 
     def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
         seen = self._partitions_seen.get(partitions_def_name)
