@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.broker.lane_rows import OrderRows
+from engine.broker.lane_rows import LaneArgs, OrderRows
 from engine.compiled.cost_plan import plan_costs
 from engine.core.costs import COMM_KIND, COMM_NONE, SLIP_KIND, SLIP_NONE, Costs, fill_costs
 from engine.core.jit import compiled_entry, njit, njit_held
@@ -304,10 +304,10 @@ def lane_open_step(
     lo: int,
     hi: int,
     i: int,
-    book: IntArray,
     n_book: int,
     new_from: int,
     new_to: int,
+    book: IntArray,
     orders: RecordArray,
     fills: RecordArray,
     trades: RecordArray,
@@ -457,55 +457,78 @@ def lane_idle_step(
 _LANE_KINDS: tuple[Kind, ...] = ("fills", "trades", "rejections")
 
 
+def step_args(broker: BrokerState, rows: OrderRows) -> LaneArgs:
+    """:func:`lane_open_step`'s arguments from ``book`` on, kept in ``rows.args`` until one
+    of them is replaced (a new market-data window, a grown book, order rows or record
+    buffer: whoever replaces one sets ``rows.args`` to None); the compiled entries of the
+    step and of :func:`lane_idle_step` for their types are taken with the first of a window
+    (:func:`engine.core.jit.compiled_entry`: every argument keeps its type within a window,
+    the same arrays or buffers grown as whole contiguous arrays of the same dtype; ints, a
+    float and a bool). Only the lane writes the record buffers' tails while it runs (rows the
+    Python passes record are staged, and :func:`make_room` flushes them first)."""
+    data = broker.data
+    tails = broker._recorder.records.tails
+    args: LaneArgs = (
+        rows.book, rows.rows, tails["fills"], tails["trades"], tails["rejections"],
+        data.sym_id, data.open, data.high, data.low, data.close, data.ordinal,
+        broker._cash_tol, broker._allow_short, broker.fstate, broker._istate,
+        broker.pending, broker._aux_i, broker._aux_f, broker._recorder.records.tail_counts,
+        rows.acc, rows.held, *rows.costs,
+    )  # fmt: skip
+    rows.args = args
+    rows.idle_args = (
+        data.sym_id, data.high, data.low, data.close, broker.fstate, broker._istate, rows.held,
+    )  # fmt: skip
+    if not rows.bound:
+        rows.step = compiled_entry(lane_open_step, (0, 0, 0, 0, 0, 0, *args))
+        rows.idle = compiled_entry(lane_idle_step, (0, 0, *rows.idle_args))
+        rows.bound = True
+    return args
+
+
+def make_room(broker: BrokerState, rows: OrderRows, n: int) -> None:
+    """Before a step with ``n`` orders in the book: room for ``n`` more rows in each record
+    buffer the step writes (rows the Python passes staged go first), and in the book."""
+    if n > rows.book.size:
+        rows.book = np.concatenate((rows.book, np.empty(n, dtype=np.int64)))
+        rows.args = None
+    records = broker._recorder.records
+    if n > rows.room or records.fills or records.trades or records.rejections:
+        # rows staged by the Python passes go first; room for the whole book
+        rows.room = records.make_room(_LANE_KINDS, n)
+        rows.args = None  # a buffer may have been replaced
+
+
 def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     """Steps 1 and 2 of the current bar with the lane (:func:`lane_open_step`; the orders
     placed in the bar before and not accepted yet are accepted first), writing the
     fill, trade and rejection records straight into the run's record buffers
     (:meth:`engine.core.records.Records.reserve`; their counts are the call's ``counts``);
     the cash and fill counts taken over from the call, the portfolio's value kept for the
-    bar's state record."""
+    bar's state record. (:meth:`engine.broker.broker.Broker.lane_bars` runs the same step
+    inline in its loop.)"""
     new_from = rows.new_from
     new_to = rows.new_to
     n = rows.n_book + new_to - new_from  # the book once the orders of the bar before join
-    data = broker.data
     if n == 0:  # nothing to fill: the bar's rows and marks only (a call with fewer arguments)
-        n_held, value, gross = lane_idle_step(
-            broker.lo, broker.hi, data.sym_id, data.high, data.low, data.close,
-            broker.fstate, broker._istate, rows.held,
-        )  # fmt: skip
+        if rows.args is None:
+            step_args(broker, rows)
+        n_held, value, gross = rows.idle(broker.lo, broker.hi, *rows.idle_args)
         broker._marked = broker.i
         rows.value = (broker.i, broker.n_fills, value, gross, n_held)
         return
     rows.new_from = new_to
-    if n > rows.book.size:
-        rows.book = np.concatenate((rows.book, np.empty(n, dtype=np.int64)))
-    records = broker._recorder.records
-    if n > rows.room or records.fills or records.trades or records.rejections:
-        # rows staged by the Python passes go first; room for the whole book
-        rows.room = records.make_room(_LANE_KINDS, n)
+    make_room(broker, rows, n)
     rows.room -= n
+    args = rows.args
+    if args is None:
+        args = step_args(broker, rows)
     acc = rows.acc
     acc[ACC_CASH] = broker.cash
     acc[ACC_REALIZED] = broker._realized
-    tails = records.tails
-    fixed = rows.fixed
-    step = rows.step
-    args = (
-        broker.lo, broker.hi, broker.i, rows.book, rows.n_book, new_from, new_to, rows.rows,
-        tails["fills"], tails["trades"], tails["rejections"],
-    )  # fmt: skip
-    if fixed is None or step is None or rows.fixed_for is not data:  # fixed within a window
-        rows.fixed_for = data
-        fixed = rows.fixed = (
-            data.sym_id, data.open, data.high, data.low, data.close, data.ordinal,
-            broker._cash_tol, broker._allow_short, broker.fstate, broker._istate,
-            broker.pending, broker._aux_i, broker._aux_f, records.tail_counts, acc, rows.held,
-            *rows.costs,
-        )  # fmt: skip
-        # every argument keeps its type within a window (the same arrays, or buffers grown
-        # as whole contiguous arrays of the same dtype; ints, a float and a bool)
-        step = rows.step = compiled_entry(lane_open_step, args + fixed)
-    rows.n_book, n_held, value, gross, n_fills = step(*args, *fixed)
+    rows.n_book, n_held, value, gross, n_fills = rows.step(
+        broker.lo, broker.hi, broker.i, rows.n_book, new_from, new_to, *args
+    )
     if n_fills:
         broker.cash = acc.item(ACC_CASH)
         broker._realized = acc.item(ACC_REALIZED)
