@@ -123,15 +123,17 @@ def lane_order(broker: BrokerState, rows: OrderRows, sid: int, quantity: float) 
 def lane_batch(
     broker: BrokerState,
     rows: OrderRows,
-    sids: IntArray,
-    quantities: FloatArray | float | None,
+    ids: IntArray | list[int],
+    quantities: FloatArray | list[float] | float | None,
 ) -> IntArray:
-    """Plain GTC market orders of the strategy for symbol ids ``sids``, in their order, each
+    """Plain GTC market orders of the strategy for symbol ids ``ids``, in their order, each
     placed as :func:`lane_order` places one (by :func:`lane_intake`, without an
     :class:`engine.Order` object: ``broker.orders`` makes an order's view when asked):
-    ``quantities`` (signed shares, one per id or one for all) or, with ``None``, an order
-    closing each symbol's position plus its working orders (none where they net to less
-    than 1e-9 shares, so a symbol twice closes once).
+    ``quantities`` (signed shares, one per id or one number for all) or, with ``None``, an
+    order closing each symbol's position plus its working orders (none where they net to
+    less than 1e-9 shares, so a symbol twice closes once). The whole of
+    :meth:`engine.broker.broker.Broker.submit_batch` / ``close_positions`` while the lane
+    runs (their argument checks included: one Python call per batch).
 
     Every id and quantity is checked before any order is placed.
 
@@ -143,46 +145,58 @@ def lane_batch(
     Raises
     ------
     ValueError
-        If ``sids`` has an id outside the universe, or a quantity is not finite, is zero, or
-        is fractional while fractional shares are off (nothing is placed then).
+        If ``ids`` is not one-dimensional, ``quantities`` has another length than ``ids``,
+        an id is outside the universe, or a quantity is not finite, is zero, or is
+        fractional while fractional shares are off (nothing is placed then).
     """
-    orders = broker.orders
-    first = len(orders)
-    n = sids.size
-    if first + n > rows.capacity:
-        rows.ensure(first + n)
+    sids = np.asarray(ids, dtype=np.int64)
+    if sids.ndim != 1:
+        raise ValueError(f"symbol ids must be one-dimensional, got shape {sids.shape}")
     intake = rows.intake
     if intake is None:  # bound for contiguous int64 ids and float64 quantities
         intake = rows.intake = compiled_entry(
             lane_intake, (rows.rows, rows.book, rows.one, True, True, 0, 0, 0, broker.last_row,
                           broker.qty, broker.pending),
         )  # fmt: skip
+    q: FloatArray | float | None
     if quantities is None:
+        q = None
         each = rows.none
-    elif isinstance(quantities, float):
+    elif isinstance(quantities, (int, float)):  # noqa: UP038 - a tuple is faster per call
+        q = float(quantities)
         each = rows.one
-        each[0] = quantities
+        each[0] = q
     else:
-        each = quantities
+        q = each = np.asarray(quantities, dtype=np.float64)
+        if each.shape != sids.shape:
+            raise ValueError(
+                f"quantities must have the shape of ids {sids.shape}, got {each.shape}"
+            )
         if not each.flags.c_contiguous:
             intake = lane_intake
     if not sids.flags.c_contiguous:
         intake = lane_intake  # the dispatcher reads any layout
+    orders = broker.orders
+    first = len(orders)
+    if first + sids.size > rows.capacity:
+        rows.ensure(first + sids.size)
     placed: int = intake(
         rows.rows, sids, each, quantities is None, broker.fractional, broker.i, broker.lo,
         first, broker.last_row, broker.qty, broker.pending,
     )  # fmt: skip
     if placed <= 0:
         if placed < 0:
-            raise ValueError(intake_error(broker, sids, quantities, -1 - placed))
+            raise ValueError(intake_error(broker, sids, q, -1 - placed))
         return np.empty(0, dtype=np.int64)
     orders.add_rows(placed)
-    rows.placed_now(first, first + placed)
     end = first + placed
-    ids = rows.ids
-    if end > ids.size:
-        ids = rows.ids = np.arange(2 * end, dtype=np.int64)
-    return ids[first:end].copy()  # the ids placed are consecutive
+    if rows.new_to == rows.new_from:  # the first placed in this bar (OrderRows.placed_now)
+        rows.new_from = first
+    rows.new_to = end
+    ids_ = rows.ids
+    if end > ids_.size:
+        ids_ = rows.ids = np.arange(2 * end, dtype=np.int64)
+    return ids_[first:end].copy()  # the ids placed are consecutive
 
 
 @njit_held
