@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from engine.broker import hooks, intake, passes
-from engine.broker.lane import lane_costs, lane_settings, make_room, step_args
+from engine.broker.lane import gather_refs, lane_costs, lane_settings, make_room
 from engine.broker.lane_rows import OrderRows
 from engine.broker.state import BrokerState
 from engine.core import layout
@@ -177,7 +177,7 @@ class Broker(BrokerState):
         self.data = data
         self._index_lists(data)
         if self._lane is not None:  # its cached call arguments hold the old window's arrays
-            self._lane.args = None
+            self._lane.refs = None
             self._lane.bound = False  # the entries are taken for the window's array types
         if remap is None:
             return
@@ -275,9 +275,10 @@ class Broker(BrokerState):
             new_to = rows.new_to
             n = rows.n_book + new_to - new_from
             if n == 0:  # nothing to fill: the bar's rows and marks only
-                if rows.args is None:
-                    step_args(self, rows)
-                n_held, value, gross = rows.idle(lo, hi, *rows.idle_args)
+                refs = rows.refs
+                if refs is None:
+                    refs = gather_refs(self, rows)
+                n_held, value, gross = rows.idle(lo, hi, refs)
             else:
                 rows.new_from = new_to
                 if (
@@ -289,14 +290,14 @@ class Broker(BrokerState):
                 ):
                     make_room(self, rows, n)
                 rows.room -= n
-                args = rows.args
-                if args is None:
-                    args = step_args(self, rows)
+                refs = rows.refs
+                if refs is None:
+                    refs = gather_refs(self, rows)
                 if self.cash != cash or self._realized != realized:  # moved elsewhere
                     cash = acc[ACC_CASH] = self.cash
                     realized = acc[ACC_REALIZED] = self._realized
                 rows.n_book, n_held, value, gross, filled = rows.step(
-                    lo, hi, i, rows.n_book, new_from, new_to, *args
+                    lo, hi, i, rows.n_book, new_from, new_to, refs
                 )
                 if filled:
                     cash = self.cash = acc.item(ACC_CASH)

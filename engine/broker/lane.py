@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.broker.lane_rows import LaneArgs, OrderRows
+from engine.broker.lane_refs import LaneRefs, lane_refs
+from engine.broker.lane_rows import OrderRows
 from engine.compiled.cost_plan import plan_costs
 from engine.core.costs import COMM_KIND, COMM_NONE, SLIP_KIND, SLIP_NONE, Costs, fill_costs
 from engine.core.jit import compiled_entry, njit, njit_held
@@ -152,12 +153,7 @@ def lane_batch(
     sids = np.asarray(ids, dtype=np.int64)
     if sids.ndim != 1:
         raise ValueError(f"symbol ids must be one-dimensional, got shape {sids.shape}")
-    intake = rows.intake
-    if intake is None:  # bound for contiguous int64 ids and float64 quantities
-        intake = rows.intake = compiled_entry(
-            lane_intake, (rows.rows, rows.book, rows.one, True, True, 0, 0, 0, broker.last_row,
-                          broker.qty, broker.pending),
-        )  # fmt: skip
+    direct = True  # the compiled entry, for contiguous int64 ids and float64 quantities
     q: FloatArray | float | None
     if quantities is None:
         q = None
@@ -172,18 +168,23 @@ def lane_batch(
             raise ValueError(
                 f"quantities must have the shape of ids {sids.shape}, got {each.shape}"
             )
-        if not each.flags.c_contiguous:
-            intake = lane_intake
-    if not sids.flags.c_contiguous:
-        intake = lane_intake  # the dispatcher reads any layout
+        direct = each.flags.c_contiguous
     orders = broker.orders
     first = len(orders)
     if first + sids.size > rows.capacity:
         rows.ensure(first + sids.size)
-    placed: int = intake(
-        rows.rows, sids, each, quantities is None, broker.fractional, broker.i, broker.lo,
-        first, broker.last_row, broker.qty, broker.pending,
-    )  # fmt: skip
+    if direct and sids.flags.c_contiguous:
+        refs = rows.refs
+        if refs is None:
+            refs = gather_refs(broker, rows)
+        placed: int = rows.intake(
+            refs, sids, each, quantities is None, broker.fractional, broker.i, broker.lo, first
+        )
+    else:  # the dispatcher reads any layout
+        placed = lane_intake(
+            rows.rows, sids, each, quantities is None, broker.fractional, broker.i, broker.lo,
+            first, broker.last_row, broker.qty, broker.pending,
+        )  # fmt: skip
     if placed <= 0:
         if placed < 0:
             raise ValueError(intake_error(broker, sids, q, -1 - placed))
@@ -468,36 +469,95 @@ def lane_idle_step(
     return lane_marks(lo, hi, sym_id, high, low, close, fstate, istate, held)
 
 
+@njit_held
+def lane_bar(
+    lo: int, hi: int, i: int, n_book: int, new_from: int, new_to: int, refs: LaneRefs
+) -> tuple[int, int, float, float, int]:
+    """:func:`lane_open_step` over the arrays of ``refs`` (one argument to unbox).
+
+    Returns
+    -------
+    tuple
+        :func:`lane_open_step`'s ``(kept, n_held, value, gross, n_filled)``.
+    """
+    return lane_open_step(
+        lo, hi, i, n_book, new_from, new_to, refs.book, refs.orders, refs.fills, refs.trades,
+        refs.rejections, refs.sym_id, refs.open_, refs.high, refs.low, refs.close,
+        refs.ordinal, refs.tolerance, refs.allow_short, refs.fstate, refs.istate,
+        refs.pending, refs.aux_i, refs.aux_f, refs.counts, refs.acc, refs.held,
+        refs.cost_params, refs.tiers, refs.tier_state, refs.cost_rows,
+    )  # fmt: skip
+
+
+@njit_held
+def lane_idle(lo: int, hi: int, refs: LaneRefs) -> tuple[int, float, float]:
+    """:func:`lane_idle_step` over the arrays of ``refs``.
+
+    Returns
+    -------
+    tuple
+        :func:`lane_marks`' ``(n_held, value, gross)``.
+    """
+    return lane_idle_step(
+        lo, hi, refs.sym_id, refs.high, refs.low, refs.close, refs.fstate, refs.istate,
+        refs.held,
+    )  # fmt: skip
+
+
+@njit_held
+def lane_take(
+    refs: LaneRefs,
+    sids: IntArray,
+    quantities: FloatArray,
+    close: bool,
+    fractional: bool,
+    i: int,
+    lo: int,
+    first: int,
+) -> int:
+    """:func:`lane_intake` into the order rows of ``refs``, reading and updating its
+    latest rows, positions and pending shares.
+
+    Returns
+    -------
+    int
+        :func:`lane_intake`'s count of orders placed, or ``-1 - k`` for a bad ``k``-th entry.
+    """
+    return lane_intake(
+        refs.orders, sids, quantities, close, fractional, i, lo, first,
+        refs.istate[LAST_ROW], refs.fstate[QTY], refs.pending,
+    )  # fmt: skip
+
+
 _LANE_KINDS: tuple[Kind, ...] = ("fills", "trades", "rejections")
 
 
-def step_args(broker: BrokerState, rows: OrderRows) -> LaneArgs:
-    """:func:`lane_open_step`'s arguments from ``book`` on, kept in ``rows.args`` until one
-    of them is replaced (a new market-data window, a grown book, order rows or record
-    buffer: whoever replaces one sets ``rows.args`` to None); the compiled entries of the
-    step and of :func:`lane_idle_step` for their types are taken with the first of a window
-    (:func:`engine.core.jit.compiled_entry`: every argument keeps its type within a window,
-    the same arrays or buffers grown as whole contiguous arrays of the same dtype; ints, a
-    float and a bool). Only the lane writes the record buffers' tails while it runs (rows the
-    Python passes record are staged, and :func:`make_room` flushes them first)."""
+def gather_refs(broker: BrokerState, rows: OrderRows) -> LaneRefs:
+    """The lane's arrays as one :class:`engine.broker.lane_refs.LaneRefs` (the arguments of
+    :func:`lane_open_step` from ``book`` on), kept in ``rows.refs`` until one of them is
+    replaced (a new market-data window, a grown book, order rows or record buffer: whoever
+    replaces one sets ``rows.refs`` to None). The compiled entries of :func:`lane_bar`,
+    :func:`lane_idle` and :func:`lane_take` for their types are taken with the first of a
+    window (:func:`engine.core.jit.compiled_entry`: every array keeps its type within a
+    window, the same arrays or buffers grown as whole contiguous arrays of the same dtype).
+    Only the lane writes the record buffers' tails while it runs (rows the Python passes
+    record are staged, and :func:`make_room` flushes them first)."""
     data = broker.data
-    tails = broker._recorder.records.tails
-    args: LaneArgs = (
+    records = broker._recorder.records
+    tails = records.tails
+    refs = rows.refs = lane_refs(
         rows.book, rows.rows, tails["fills"], tails["trades"], tails["rejections"],
         data.sym_id, data.open, data.high, data.low, data.close, data.ordinal,
         broker._cash_tol, broker._allow_short, broker.fstate, broker._istate,
-        broker.pending, broker._aux_i, broker._aux_f, broker._recorder.records.tail_counts,
+        broker.pending, broker._aux_i, broker._aux_f, records.tail_counts,
         rows.acc, rows.held, *rows.costs,
     )  # fmt: skip
-    rows.args = args
-    rows.idle_args = (
-        data.sym_id, data.high, data.low, data.close, broker.fstate, broker._istate, rows.held,
-    )  # fmt: skip
     if not rows.bound:
-        rows.step = compiled_entry(lane_open_step, (0, 0, 0, 0, 0, 0, *args))
-        rows.idle = compiled_entry(lane_idle_step, (0, 0, *rows.idle_args))
+        rows.step = compiled_entry(lane_bar, (0, 0, 0, 0, 0, 0, refs))
+        rows.idle = compiled_entry(lane_idle, (0, 0, refs))
+        rows.intake = compiled_entry(lane_take, (refs, rows.book, rows.one, True, True, 0, 0, 0))
         rows.bound = True
-    return args
+    return refs
 
 
 def make_room(broker: BrokerState, rows: OrderRows, n: int) -> None:
@@ -505,12 +565,20 @@ def make_room(broker: BrokerState, rows: OrderRows, n: int) -> None:
     buffer the step writes (rows the Python passes staged go first), and in the book."""
     if n > rows.book.size:
         rows.book = np.concatenate((rows.book, np.empty(n, dtype=np.int64)))
-        rows.args = None
+        rows.refs = None
     records = broker._recorder.records
     if n > rows.room or records.fills or records.trades or records.rejections:
         # rows staged by the Python passes go first; room for the whole book
+        tails = records.tails
+        before = (tails["fills"], tails["trades"], tails["rejections"])
         rows.room = records.make_room(_LANE_KINDS, n)
-        rows.args = None  # a buffer may have been replaced
+        if any(
+            a is not b
+            for a, b in zip(
+                before, (tails["fills"], tails["trades"], tails["rejections"]), strict=True
+            )
+        ):
+            rows.refs = None  # a buffer was replaced
 
 
 def lane_step(broker: BrokerState, rows: OrderRows) -> None:
@@ -524,24 +592,25 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     new_from = rows.new_from
     new_to = rows.new_to
     n = rows.n_book + new_to - new_from  # the book once the orders of the bar before join
+    refs = rows.refs
+    if refs is None:
+        refs = gather_refs(broker, rows)
     if n == 0:  # nothing to fill: the bar's rows and marks only (a call with fewer arguments)
-        if rows.args is None:
-            step_args(broker, rows)
-        n_held, value, gross = rows.idle(broker.lo, broker.hi, *rows.idle_args)
+        n_held, value, gross = rows.idle(broker.lo, broker.hi, refs)
         broker._marked = broker.i
         rows.value = (broker.i, broker.n_fills, value, gross, n_held)
         return
     rows.new_from = new_to
     make_room(broker, rows, n)
     rows.room -= n
-    args = rows.args
-    if args is None:
-        args = step_args(broker, rows)
+    refs = rows.refs
+    if refs is None:
+        refs = gather_refs(broker, rows)
     acc = rows.acc
     acc[ACC_CASH] = broker.cash
     acc[ACC_REALIZED] = broker._realized
     rows.n_book, n_held, value, gross, n_fills = rows.step(
-        broker.lo, broker.hi, broker.i, rows.n_book, new_from, new_to, *args
+        broker.lo, broker.hi, broker.i, rows.n_book, new_from, new_to, refs
     )
     if n_fills:
         broker.cash = acc.item(ACC_CASH)

@@ -15,6 +15,7 @@ from typing import NoReturn, overload
 
 import numpy as np
 
+from engine.broker.lane_refs import LaneRefs
 from engine.core.costs import N_COST_PARAMS, Costs
 from engine.core.layout import (
     N_ACC,
@@ -31,17 +32,7 @@ from engine.core.records import ORDER_DTYPE, RecordArray, Records
 from engine.data import FloatArray, IntArray
 from engine.orders import Order, OrderStatus, OrderType, TimeInForce
 
-__all__ = ["LaneArgs", "OrderLog", "OrderRows", "RecordOrder", "blank_rows"]
-
-LaneArgs = tuple[
-    IntArray, RecordArray, RecordArray, RecordArray, RecordArray,
-    IntArray, FloatArray, FloatArray, FloatArray, FloatArray, IntArray, float, bool,
-    FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray,
-    FloatArray, FloatArray, FloatArray, FloatArray,
-]  # fmt: skip
-"""The arguments of :func:`engine.broker.lane.lane_open_step` from ``book`` on: the book, the
-order rows, the fill, trade and rejection buffers, then those that change only with the
-market-data window (kept while none of them is replaced)."""
+__all__ = ["OrderLog", "OrderRows", "RecordOrder", "blank_rows"]
 
 _STATUSES = tuple(OrderStatus(name) for name in STATUS_NAMES)
 _STATUS_CODES = {status: code for code, status in enumerate(_STATUSES)}
@@ -54,7 +45,7 @@ if not TRANSITIONS[S_SUBMITTED, S_ACCEPTED]:
 
 def _not_gathered(*args: object) -> NoReturn:
     """The lane's step before its arguments were gathered
-    (:func:`engine.broker.lane.step_args` binds the compiled entries)."""
+    (:func:`engine.broker.lane.gather_refs` binds the compiled entries)."""
     raise RuntimeError("the lane's step is called before its arguments were gathered")
 
 
@@ -173,8 +164,7 @@ class OrderRows:
         "new_to",
         "one",
         "none",
-        "args",
-        "idle_args",
+        "refs",
         "step",
         "idle",
         "bound",
@@ -205,16 +195,15 @@ class OrderRows:
         # (bar index, fills so far, value, gross, positions held) after the bar's step 2
         self.value: tuple[int, int, float, float, int] = (-1, -1, 0.0, 0.0, 0)
         self.room = 0  # free rows known in each record buffer the step writes
-        # lane_open_step's arguments from the book on (None: to be gathered again, after the
-        # window, the book, the order rows or a record buffer was replaced), and its and
-        # lane_idle_step's compiled entries for the run's argument types
-        self.args: LaneArgs | None = None
-        self.idle_args: tuple[object, ...] = ()
+        # the lane's arrays as one compiled argument (engine.broker.lane_refs; None: to be
+        # gathered again, after the window, the book, the order rows or a record buffer was
+        # replaced), and the compiled entries of the lane's step, idle step and intake for
+        # the window's argument types (engine.broker.lane.gather_refs)
+        self.refs: LaneRefs | None = None
         self.step: Callable[..., tuple[int, int, float, float, int]] = _not_gathered
         self.idle: Callable[..., tuple[int, float, float]] = _not_gathered
         self.bound = False  # step and idle are the compiled entries
-        # lane_intake's compiled entry for contiguous ids and quantities
-        self.intake: Callable[..., int] | None = None
+        self.intake: Callable[..., int] = _not_gathered
         self.ids: IntArray = np.arange(capacity, dtype=np.int64)  # order ids, to slice
         self.blank = blank_rows(1)[0]  # a placed row's fields before its own are written
         # the run's costs as the fills at the open read them (engine.broker.lane.lane_costs)
@@ -226,7 +215,7 @@ class OrderRows:
 
     def _use(self, rows: RecordArray) -> None:
         self.rows = rows
-        self.args = None  # the step's arguments hold the order rows
+        self.refs = None  # the lane's refs hold the order rows
         self.capacity = rows.size
         self.submit_index: IntArray = rows["submit_index"]
         self.sid: IntArray = rows["sid"]
