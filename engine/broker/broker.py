@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +24,7 @@ from engine.broker.lane_rows import OrderRows
 from engine.broker.state import BrokerState
 from engine.core import layout
 from engine.core.layout import ACC_CASH, ACC_REALIZED
-from engine.data import IntArray, MarketData
+from engine.data import BarBatch, IntArray, MarketData
 from engine.orders import Order, OrderStatus
 from engine.risk import kernels
 
@@ -223,16 +224,23 @@ class Broker(BrokerState):
             self.mechanics.begin_bar(self)
 
     def lane_bars(
-        self, first: int, stop: int, strategy_step: Callable[[int, int, int], None]
+        self,
+        first: int,
+        stop: int,
+        strategy_step: Callable[[int, int, int], None],
+        on_batch: Callable[[datetime, BarBatch, dict[str, float]], None] | None = None,
+        context: dict[str, float] | None = None,
     ) -> int:
         """Run timestamps ``first:stop`` of the current window while the market-order lane
         lasts (:mod:`engine.broker.lane`; the engine's loop does the same steps with the
         general passes): per bar, the clock (as :meth:`begin_bar`), steps 1-2 in one compiled
         call (as :func:`engine.broker.lane.lane_step`, which first accepts the orders of the
-        bar before), ``strategy_step(index, lo, hi)`` (step 3) and the portfolio state
-        (step 6). Step 4 of a bar is the lane's acceptance of its new orders, done by the
-        next bar's call, or here after the last bar run; with the lane's settings steps 5
-        and the market mechanics have nothing to do.
+        bar before), ``strategy_step(index, lo, hi)`` (step 3; with ``on_batch``, a batch
+        strategy's ``on_timestamp_batch``, it is called directly instead, with the bar's
+        datetime, :class:`engine.BarBatch` and ``context``) and the portfolio state (step 6).
+        Step 4 of a bar is the lane's acceptance of its new orders, done by the next bar's
+        call, or here after the last bar run; with the lane's settings steps 5 and the
+        market mechanics have nothing to do.
 
         Returns
         -------
@@ -246,6 +254,8 @@ class Broker(BrokerState):
             return first
         records = self._recorder.records
         states = records.states
+        data = self.data
+        batch_context = {} if context is None else context
         offsets = self._offsets
         stamps = self._stamps
         datetimes = self._datetimes
@@ -307,7 +317,10 @@ class Broker(BrokerState):
                     self._held = None
             self._marked = i
             # 3. the strategy
-            strategy_step(i, lo, hi)
+            if on_batch is not None:
+                on_batch(datetimes[i], BarBatch(data, i, lo, hi), batch_context)
+            else:
+                strategy_step(i, lo, hi)
             if self._lane is None:  # an order outside the lane ended it during step 3
                 self._last_equity = last_equity
                 self.validate_new_orders()
