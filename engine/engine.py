@@ -287,25 +287,21 @@ class BacktestEngine:
             last = data.n_timestamps - 1
             on_batch = strategy.on_timestamp_batch
 
-            if batch_mode and not context_columns:
-
-                def strategy_step(i: int, lo: int, hi: int) -> None:
-                    """Step 3 of bar ``i`` (data rows ``lo:hi``) for the lane's loop."""
-                    on_batch(datetimes[i], BarBatch(data, i, lo, hi), empty_context)
-
-            else:
-
-                def strategy_step(i: int, lo: int, hi: int) -> None:
-                    """Step 3 of bar ``i`` (data rows ``lo:hi``) for the lane's loop."""
-                    context = data.context_at(i) if context_columns else empty_context
-                    if batch_mode:
-                        on_batch(datetimes[i], BarBatch(data, i, lo, hi), context)
-                    else:
-                        _consume(map(on_event, BarBatch(data, i, lo, hi).iter_events(context)))
+            def strategy_step(i: int, lo: int, hi: int) -> None:
+                """Step 3 of bar ``i`` (data rows ``lo:hi``) for the lane's loop."""
+                context = data.context_at(i) if context_columns else empty_context
+                if batch_mode:
+                    on_batch(datetimes[i], BarBatch(data, i, lo, hi), context)
+                else:
+                    _consume(map(on_event, BarBatch(data, i, lo, hi).iter_events(context)))
 
             # while the market-order lane lasts, its own loop (steps 1-2 in one compiled call
             # per bar); the window's last bar always here (close_at_end looks ahead there)
-            first = broker.lane_bars(data.first_index, last, strategy_step)
+            # (a batch strategy without context columns: called by the lane's loop itself)
+            direct = batch_mode and not context_columns
+            first = broker.lane_bars(
+                data.first_index, last, strategy_step, on_batch if direct else None, empty_context
+            )
             for i in range(first, data.n_timestamps):
                 broker.begin_bar(i)
                 # 1. fills at the open, then intrabar levels (or levels first: stops_first)

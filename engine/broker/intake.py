@@ -201,6 +201,9 @@ def submit_batch(
         an id is outside ``0 .. n_symbols - 1``, or a quantity is not finite, is zero, or is
         fractional while fractional shares are off; nothing is placed then.
     """
+    lane = broker._lane
+    if lane is not None:  # the same checks, then the orders as the lane's rows
+        return lane_batch(broker, lane, ids, quantities)
     sids = _ids(ids)
     if isinstance(quantities, (int, float)):  # noqa: UP038 - a tuple is faster per call
         q: FloatArray | float = float(quantities)
@@ -208,8 +211,6 @@ def submit_batch(
         q = np.asarray(quantities, dtype=np.float64)
         if q.shape != sids.shape:
             raise ValueError(f"quantities must have the shape of ids {sids.shape}, got {q.shape}")
-    if broker._lane is not None:
-        return lane_batch(broker, broker._lane, sids, q)
     each = np.broadcast_to(np.asarray(q, dtype=np.float64), sids.shape)
     n = broker.data.n_symbols
     for k, (sid, quantity) in enumerate(zip(sids.tolist(), each.tolist(), strict=True)):
@@ -242,9 +243,10 @@ def close_positions(broker: BrokerState, ids: IntArray | list[int]) -> IntArray:
         If ``ids`` is not one-dimensional or an id is outside ``0 .. n_symbols - 1``;
         nothing is placed then.
     """
+    lane = broker._lane
+    if lane is not None:  # no volume cap: nothing to net
+        return lane_batch(broker, lane, ids, None)
     sids = _ids(ids)
-    if broker._lane is not None:  # no volume cap: nothing to net
-        return lane_batch(broker, broker._lane, sids, None)
     n = broker.data.n_symbols
     for k, sid in enumerate(sids.tolist()):
         if not 0 <= sid < n:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.broker.lane_refs import LaneRefs, lane_refs
 from engine.broker.lane_rows import OrderRows
 from engine.compiled.cost_plan import plan_costs
 from engine.core.costs import COMM_KIND, COMM_NONE, SLIP_KIND, SLIP_NONE, Costs, fill_costs
@@ -123,15 +124,17 @@ def lane_order(broker: BrokerState, rows: OrderRows, sid: int, quantity: float) 
 def lane_batch(
     broker: BrokerState,
     rows: OrderRows,
-    sids: IntArray,
-    quantities: FloatArray | float | None,
+    ids: IntArray | list[int],
+    quantities: FloatArray | list[float] | float | None,
 ) -> IntArray:
-    """Plain GTC market orders of the strategy for symbol ids ``sids``, in their order, each
+    """Plain GTC market orders of the strategy for symbol ids ``ids``, in their order, each
     placed as :func:`lane_order` places one (by :func:`lane_intake`, without an
     :class:`engine.Order` object: ``broker.orders`` makes an order's view when asked):
-    ``quantities`` (signed shares, one per id or one for all) or, with ``None``, an order
-    closing each symbol's position plus its working orders (none where they net to less
-    than 1e-9 shares, so a symbol twice closes once).
+    ``quantities`` (signed shares, one per id or one number for all) or, with ``None``, an
+    order closing each symbol's position plus its working orders (none where they net to
+    less than 1e-9 shares, so a symbol twice closes once). The whole of
+    :meth:`engine.broker.broker.Broker.submit_batch` / ``close_positions`` while the lane
+    runs (their argument checks included: one Python call per batch).
 
     Every id and quantity is checked before any order is placed.
 
@@ -143,46 +146,58 @@ def lane_batch(
     Raises
     ------
     ValueError
-        If ``sids`` has an id outside the universe, or a quantity is not finite, is zero, or
-        is fractional while fractional shares are off (nothing is placed then).
+        If ``ids`` is not one-dimensional, ``quantities`` has another length than ``ids``,
+        an id is outside the universe, or a quantity is not finite, is zero, or is
+        fractional while fractional shares are off (nothing is placed then).
     """
+    sids = np.asarray(ids, dtype=np.int64)
+    if sids.ndim != 1:
+        raise ValueError(f"symbol ids must be one-dimensional, got shape {sids.shape}")
+    direct = True  # the compiled entry, for contiguous int64 ids and float64 quantities
+    q: FloatArray | float | None
+    if quantities is None:
+        q = None
+        each = rows.none
+    elif isinstance(quantities, (int, float)):  # noqa: UP038 - a tuple is faster per call
+        q = float(quantities)
+        each = rows.one
+        each[0] = q
+    else:
+        q = each = np.asarray(quantities, dtype=np.float64)
+        if each.shape != sids.shape:
+            raise ValueError(
+                f"quantities must have the shape of ids {sids.shape}, got {each.shape}"
+            )
+        direct = each.flags.c_contiguous
     orders = broker.orders
     first = len(orders)
-    n = sids.size
-    if first + n > rows.capacity:
-        rows.ensure(first + n)
-    intake = rows.intake
-    if intake is None:  # bound for contiguous int64 ids and float64 quantities
-        intake = rows.intake = compiled_entry(
-            lane_intake, (rows.rows, rows.book, rows.one, True, True, 0, 0, 0, broker.last_row,
-                          broker.qty, broker.pending),
+    if first + sids.size > rows.capacity:
+        rows.ensure(first + sids.size)
+    if direct and sids.flags.c_contiguous:
+        refs = rows.refs
+        if refs is None:
+            refs = gather_refs(broker, rows)
+        placed: int = rows.intake(
+            refs, sids, each, quantities is None, broker.fractional, broker.i, broker.lo, first
+        )
+    else:  # the dispatcher reads any layout
+        placed = lane_intake(
+            rows.rows, sids, each, quantities is None, broker.fractional, broker.i, broker.lo,
+            first, broker.last_row, broker.qty, broker.pending,
         )  # fmt: skip
-    if quantities is None:
-        each = rows.none
-    elif isinstance(quantities, float):
-        each = rows.one
-        each[0] = quantities
-    else:
-        each = quantities
-        if not each.flags.c_contiguous:
-            intake = lane_intake
-    if not sids.flags.c_contiguous:
-        intake = lane_intake  # the dispatcher reads any layout
-    placed: int = intake(
-        rows.rows, sids, each, quantities is None, broker.fractional, broker.i, broker.lo,
-        first, broker.last_row, broker.qty, broker.pending,
-    )  # fmt: skip
     if placed <= 0:
         if placed < 0:
-            raise ValueError(intake_error(broker, sids, quantities, -1 - placed))
+            raise ValueError(intake_error(broker, sids, q, -1 - placed))
         return np.empty(0, dtype=np.int64)
     orders.add_rows(placed)
-    rows.placed_now(first, first + placed)
     end = first + placed
-    ids = rows.ids
-    if end > ids.size:
-        ids = rows.ids = np.arange(2 * end, dtype=np.int64)
-    return ids[first:end].copy()  # the ids placed are consecutive
+    if rows.new_to == rows.new_from:  # the first placed in this bar (OrderRows.placed_now)
+        rows.new_from = first
+    rows.new_to = end
+    ids_ = rows.ids
+    if end > ids_.size:
+        ids_ = rows.ids = np.arange(2 * end, dtype=np.int64)
+    return ids_[first:end].copy()  # the ids placed are consecutive
 
 
 @njit_held
@@ -304,10 +319,10 @@ def lane_open_step(
     lo: int,
     hi: int,
     i: int,
-    book: IntArray,
     n_book: int,
     new_from: int,
     new_to: int,
+    book: IntArray,
     orders: RecordArray,
     fills: RecordArray,
     trades: RecordArray,
@@ -454,7 +469,116 @@ def lane_idle_step(
     return lane_marks(lo, hi, sym_id, high, low, close, fstate, istate, held)
 
 
+@njit_held
+def lane_bar(
+    lo: int, hi: int, i: int, n_book: int, new_from: int, new_to: int, refs: LaneRefs
+) -> tuple[int, int, float, float, int]:
+    """:func:`lane_open_step` over the arrays of ``refs`` (one argument to unbox).
+
+    Returns
+    -------
+    tuple
+        :func:`lane_open_step`'s ``(kept, n_held, value, gross, n_filled)``.
+    """
+    return lane_open_step(
+        lo, hi, i, n_book, new_from, new_to, refs.book, refs.orders, refs.fills, refs.trades,
+        refs.rejections, refs.sym_id, refs.open_, refs.high, refs.low, refs.close,
+        refs.ordinal, refs.tolerance, refs.allow_short, refs.fstate, refs.istate,
+        refs.pending, refs.aux_i, refs.aux_f, refs.counts, refs.acc, refs.held,
+        refs.cost_params, refs.tiers, refs.tier_state, refs.cost_rows,
+    )  # fmt: skip
+
+
+@njit_held
+def lane_idle(lo: int, hi: int, refs: LaneRefs) -> tuple[int, float, float]:
+    """:func:`lane_idle_step` over the arrays of ``refs``.
+
+    Returns
+    -------
+    tuple
+        :func:`lane_marks`' ``(n_held, value, gross)``.
+    """
+    return lane_idle_step(
+        lo, hi, refs.sym_id, refs.high, refs.low, refs.close, refs.fstate, refs.istate,
+        refs.held,
+    )  # fmt: skip
+
+
+@njit_held
+def lane_take(
+    refs: LaneRefs,
+    sids: IntArray,
+    quantities: FloatArray,
+    close: bool,
+    fractional: bool,
+    i: int,
+    lo: int,
+    first: int,
+) -> int:
+    """:func:`lane_intake` into the order rows of ``refs``, reading and updating its
+    latest rows, positions and pending shares.
+
+    Returns
+    -------
+    int
+        :func:`lane_intake`'s count of orders placed, or ``-1 - k`` for a bad ``k``-th entry.
+    """
+    return lane_intake(
+        refs.orders, sids, quantities, close, fractional, i, lo, first,
+        refs.istate[LAST_ROW], refs.fstate[QTY], refs.pending,
+    )  # fmt: skip
+
+
 _LANE_KINDS: tuple[Kind, ...] = ("fills", "trades", "rejections")
+
+
+def gather_refs(broker: BrokerState, rows: OrderRows) -> LaneRefs:
+    """The lane's arrays as one :class:`engine.broker.lane_refs.LaneRefs` (the arguments of
+    :func:`lane_open_step` from ``book`` on), kept in ``rows.refs`` until one of them is
+    replaced (a new market-data window, a grown book, order rows or record buffer: whoever
+    replaces one sets ``rows.refs`` to None). The compiled entries of :func:`lane_bar`,
+    :func:`lane_idle` and :func:`lane_take` for their types are taken with the first of a
+    window (:func:`engine.core.jit.compiled_entry`: every array keeps its type within a
+    window, the same arrays or buffers grown as whole contiguous arrays of the same dtype).
+    Only the lane writes the record buffers' tails while it runs (rows the Python passes
+    record are staged, and :func:`make_room` flushes them first)."""
+    data = broker.data
+    records = broker._recorder.records
+    tails = records.tails
+    refs = rows.refs = lane_refs(
+        rows.book, rows.rows, tails["fills"], tails["trades"], tails["rejections"],
+        data.sym_id, data.open, data.high, data.low, data.close, data.ordinal,
+        broker._cash_tol, broker._allow_short, broker.fstate, broker._istate,
+        broker.pending, broker._aux_i, broker._aux_f, records.tail_counts,
+        rows.acc, rows.held, *rows.costs,
+    )  # fmt: skip
+    if not rows.bound:
+        rows.step = compiled_entry(lane_bar, (0, 0, 0, 0, 0, 0, refs))
+        rows.idle = compiled_entry(lane_idle, (0, 0, refs))
+        rows.intake = compiled_entry(lane_take, (refs, rows.book, rows.one, True, True, 0, 0, 0))
+        rows.bound = True
+    return refs
+
+
+def make_room(broker: BrokerState, rows: OrderRows, n: int) -> None:
+    """Before a step with ``n`` orders in the book: room for ``n`` more rows in each record
+    buffer the step writes (rows the Python passes staged go first), and in the book."""
+    if n > rows.book.size:
+        rows.book = np.concatenate((rows.book, np.empty(n, dtype=np.int64)))
+        rows.refs = None
+    records = broker._recorder.records
+    if n > rows.room or records.fills or records.trades or records.rejections:
+        # rows staged by the Python passes go first; room for the whole book
+        tails = records.tails
+        before = (tails["fills"], tails["trades"], tails["rejections"])
+        rows.room = records.make_room(_LANE_KINDS, n)
+        if any(
+            a is not b
+            for a, b in zip(
+                before, (tails["fills"], tails["trades"], tails["rejections"]), strict=True
+            )
+        ):
+            rows.refs = None  # a buffer was replaced
 
 
 def lane_step(broker: BrokerState, rows: OrderRows) -> None:
@@ -463,49 +587,31 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     fill, trade and rejection records straight into the run's record buffers
     (:meth:`engine.core.records.Records.reserve`; their counts are the call's ``counts``);
     the cash and fill counts taken over from the call, the portfolio's value kept for the
-    bar's state record."""
+    bar's state record. (:meth:`engine.broker.broker.Broker.lane_bars` runs the same step
+    inline in its loop.)"""
     new_from = rows.new_from
     new_to = rows.new_to
     n = rows.n_book + new_to - new_from  # the book once the orders of the bar before join
-    data = broker.data
+    refs = rows.refs
+    if refs is None:
+        refs = gather_refs(broker, rows)
     if n == 0:  # nothing to fill: the bar's rows and marks only (a call with fewer arguments)
-        n_held, value, gross = lane_idle_step(
-            broker.lo, broker.hi, data.sym_id, data.high, data.low, data.close,
-            broker.fstate, broker._istate, rows.held,
-        )  # fmt: skip
+        n_held, value, gross = rows.idle(broker.lo, broker.hi, refs)
         broker._marked = broker.i
         rows.value = (broker.i, broker.n_fills, value, gross, n_held)
         return
     rows.new_from = new_to
-    if n > rows.book.size:
-        rows.book = np.concatenate((rows.book, np.empty(n, dtype=np.int64)))
-    records = broker._recorder.records
-    if n > rows.room or records.fills or records.trades or records.rejections:
-        # rows staged by the Python passes go first; room for the whole book
-        rows.room = records.make_room(_LANE_KINDS, n)
+    make_room(broker, rows, n)
     rows.room -= n
+    refs = rows.refs
+    if refs is None:
+        refs = gather_refs(broker, rows)
     acc = rows.acc
     acc[ACC_CASH] = broker.cash
     acc[ACC_REALIZED] = broker._realized
-    tails = records.tails
-    fixed = rows.fixed
-    step = rows.step
-    args = (
-        broker.lo, broker.hi, broker.i, rows.book, rows.n_book, new_from, new_to, rows.rows,
-        tails["fills"], tails["trades"], tails["rejections"],
-    )  # fmt: skip
-    if fixed is None or step is None or rows.fixed_for is not data:  # fixed within a window
-        rows.fixed_for = data
-        fixed = rows.fixed = (
-            data.sym_id, data.open, data.high, data.low, data.close, data.ordinal,
-            broker._cash_tol, broker._allow_short, broker.fstate, broker._istate,
-            broker.pending, broker._aux_i, broker._aux_f, records.tail_counts, acc, rows.held,
-            *rows.costs,
-        )  # fmt: skip
-        # every argument keeps its type within a window (the same arrays, or buffers grown
-        # as whole contiguous arrays of the same dtype; ints, a float and a bool)
-        step = rows.step = compiled_entry(lane_open_step, args + fixed)
-    rows.n_book, n_held, value, gross, n_fills = step(*args, *fixed)
+    rows.n_book, n_held, value, gross, n_fills = rows.step(
+        broker.lo, broker.hi, broker.i, rows.n_book, new_from, new_to, refs
+    )
     if n_fills:
         broker.cash = acc.item(ACC_CASH)
         broker._realized = acc.item(ACC_REALIZED)

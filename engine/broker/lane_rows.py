@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import overload
+from typing import NoReturn, overload
 
 import numpy as np
 
+from engine.broker.lane_refs import LaneRefs
 from engine.core.costs import N_COST_PARAMS, Costs
 from engine.core.layout import (
     N_ACC,
@@ -31,15 +32,7 @@ from engine.core.records import ORDER_DTYPE, RecordArray, Records
 from engine.data import FloatArray, IntArray
 from engine.orders import Order, OrderStatus, OrderType, TimeInForce
 
-__all__ = ["LaneFixed", "OrderLog", "OrderRows", "RecordOrder", "blank_rows"]
-
-LaneFixed = tuple[
-    IntArray, FloatArray, FloatArray, FloatArray, FloatArray, IntArray, float, bool,
-    FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray,
-    FloatArray, FloatArray, FloatArray, FloatArray,
-]  # fmt: skip
-"""The arguments of :func:`engine.broker.lane.lane_open_step` from ``sym_id`` on (those that
-change only with the market-data window)."""
+__all__ = ["OrderLog", "OrderRows", "RecordOrder", "blank_rows"]
 
 _STATUSES = tuple(OrderStatus(name) for name in STATUS_NAMES)
 _STATUS_CODES = {status: code for code, status in enumerate(_STATUSES)}
@@ -48,6 +41,12 @@ _GTC = TimeInForce.GTC
 _new_object = object.__new__
 if not TRANSITIONS[S_SUBMITTED, S_ACCEPTED]:
     raise RuntimeError("the core's transition matrix must allow submitted -> accepted")
+
+
+def _not_gathered(*args: object) -> NoReturn:
+    """The lane's step before its arguments were gathered
+    (:func:`engine.broker.lane.gather_refs` binds the compiled entries)."""
+    raise RuntimeError("the lane's step is called before its arguments were gathered")
 
 
 class RecordOrder(Order):
@@ -165,9 +164,10 @@ class OrderRows:
         "new_to",
         "one",
         "none",
-        "fixed",
-        "fixed_for",
+        "refs",
         "step",
+        "idle",
+        "bound",
         "intake",
         "ids",
         "blank",
@@ -195,13 +195,15 @@ class OrderRows:
         # (bar index, fills so far, value, gross, positions held) after the bar's step 2
         self.value: tuple[int, int, float, float, int] = (-1, -1, 0.0, 0.0, 0)
         self.room = 0  # free rows known in each record buffer the step writes
-        # lane_open_step's arguments that change only with the market-data window, and it
-        self.fixed: LaneFixed | None = None
-        self.fixed_for: object = None
-        # lane_open_step's compiled entry for the window's argument types
-        self.step: Callable[..., tuple[int, int, float, float, int]] | None = None
-        # lane_intake's compiled entry for contiguous ids and quantities
-        self.intake: Callable[..., int] | None = None
+        # the lane's arrays as one compiled argument (engine.broker.lane_refs; None: to be
+        # gathered again, after the window, the book, the order rows or a record buffer was
+        # replaced), and the compiled entries of the lane's step, idle step and intake for
+        # the window's argument types (engine.broker.lane.gather_refs)
+        self.refs: LaneRefs | None = None
+        self.step: Callable[..., tuple[int, int, float, float, int]] = _not_gathered
+        self.idle: Callable[..., tuple[int, float, float]] = _not_gathered
+        self.bound = False  # step and idle are the compiled entries
+        self.intake: Callable[..., int] = _not_gathered
         self.ids: IntArray = np.arange(capacity, dtype=np.int64)  # order ids, to slice
         self.blank = blank_rows(1)[0]  # a placed row's fields before its own are written
         # the run's costs as the fills at the open read them (engine.broker.lane.lane_costs)
@@ -213,6 +215,7 @@ class OrderRows:
 
     def _use(self, rows: RecordArray) -> None:
         self.rows = rows
+        self.refs = None  # the lane's refs hold the order rows
         self.capacity = rows.size
         self.submit_index: IntArray = rows["submit_index"]
         self.sid: IntArray = rows["sid"]

@@ -195,9 +195,10 @@ def failure_trace(result: dg.ExecuteInProcessResult) -> str:
 
 
 def _instance() -> dg.DagsterInstance:
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
+    # imported here: Dagster's storage modules (SQLAlchemy, Alembic) only for a run
+    from ml4t_pipeline.defs.instance import run_instance
+
+    return run_instance()
 
 
 def execute_experiment(
@@ -223,7 +224,8 @@ def execute_experiment(
     experiment's partition key is the file stem; its folder becomes the configs folder
     (:class:`~ml4t_pipeline.defs.resources.ExperimentsResource`). Values are stored under
     ``storage_dir`` by :class:`~ml4t_pipeline.defs.io_managers.Ml4tIOManager`.
-    With ``DAGSTER_HOME`` set the run is recorded in that instance, otherwise in an ephemeral one;
+    With ``DAGSTER_HOME`` set the run is recorded in that instance, otherwise in an ephemeral one
+    (:func:`~ml4t_pipeline.defs.instance.ephemeral_instance`);
     on a persistent instance this host's runs whose process is gone are marked failed first
     (:func:`mark_stale_runs`), and the run is tagged with this process (``ml4t/host``,
     ``ml4t/process``). ``published_dir``: the folder ``storage_dir`` is moved to after the run;
