@@ -89,7 +89,8 @@ class ChunkedMarketData:
         the GIL, so on a machine with a free core this overlaps the loop); at the boundary
         the engine's thread only copies the columns into the window's arrays. The first
         chunk is read the same way, while the engine's thread starts numba (its compiler's
-        one-time set-up, a few tenths of a second in a fresh process). The frames
+        one-time set-up, a few tenths of a second in a fresh process), and the first
+        window's row arrays are made there too, their pages mapped. The frames
         are still taken in order and by one thread at a time; an error raised by ``frames``
         or by the chunk's checks surfaces where the engine takes that chunk, naming it as
         without prefetching. ``False``: each frame is read and converted when the engine
