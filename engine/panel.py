@@ -203,6 +203,14 @@ def _panel_frame(
             f"{name} has {null_symbol.height} rows with a null symbol, e.g. "
             f"{_first_rows(null_symbol, ['timestamp'])}"
         )
+    symbols_sorted = frame.get_column("symbol").unique().sort() if universe is None else universe
+    symbols = np.asarray(symbols_sorted.to_list(), dtype=np.str_)
+    # id = position in the sorted names: the physical code of an Enum over them (a name
+    # outside them becomes null); made before the compiled checks below, which in a fresh
+    # process wait for numba's start (a read-ahead thread then has this done meanwhile)
+    ids = frame.select(
+        pl.col("symbol").cast(pl.Enum(symbols_sorted), strict=False).to_physical()
+    ).to_series()
     if not _prices_finite(frame):
         bad = frame.filter(
             pl.any_horizontal([pl.col(c).is_null() | ~pl.col(c).is_finite() for c in PRICE_COLUMNS])
@@ -226,13 +234,6 @@ def _panel_frame(
             f"{name} has {bad.height} rows with null or non-finite open/high/low/close/volume "
             f"(filter or repair them before the engine): {_first_rows(detail, detail.columns)}"
         )
-    symbols_sorted = frame.get_column("symbol").unique().sort() if universe is None else universe
-    symbols = np.asarray(symbols_sorted.to_list(), dtype=np.str_)
-    # id = position in the sorted names: the physical code of an Enum over them (a name
-    # outside them becomes null)
-    ids = frame.select(
-        pl.col("symbol").cast(pl.Enum(symbols_sorted), strict=False).to_physical()
-    ).to_series()
     if universe is not None and ids.null_count():
         unknown = frame.filter(ids.is_null()).get_column("symbol").unique().sort()
         raise ValueError(

@@ -35,6 +35,7 @@ from engine import (
     VolatilityScaledStopLoss,
     VolumeAwareSlippage,
 )
+from engine import chunked as chunked_module
 from engine.chunked import ChunkedMarketData
 from engine.data import BarBatch
 from engine.events import Fill, MarketEvent
@@ -467,6 +468,35 @@ def test_chunked_prefetch_reads_the_first_chunk_in_the_background_too() -> None:
         ChunkedMarketData(chunks, ["S0", "S1"], signal_columns=["sig"]), Idle()
     ).run()
     assert prefetched.portfolio_states.equals(plain.portfolio_states)
+
+
+def test_chunked_prefetch_first_window_row_arrays_made_in_the_read_ahead_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # with prefetch the first window's row arrays are made (and their pages mapped) by the
+    # read-ahead thread while the engine's thread starts numba; the window equals the one
+    # built without prefetch
+    panel = _random_panel(3, n_bars=12, n_symbols=3)
+    chunks = _chunks(panel, [6])
+    made: dict[int, str] = {}
+    fresh = chunked_module._fresh
+
+    def recording_fresh(n: int, dtype: type) -> np.ndarray:
+        values = fresh(n, dtype)
+        made[id(values)] = threading.current_thread().name
+        return values
+
+    monkeypatch.setattr(chunked_module, "_fresh", recording_fresh)
+    ahead = ChunkedMarketData(chunks, ["S0", "S1", "S2"], ["sig"], prefetch=True).stream()
+    window = ahead.advance()
+    plain = ChunkedMarketData(chunks, ["S0", "S1", "S2"], ["sig"]).stream().advance()
+    assert window is not None and plain is not None
+    names = ("sym_id", "ordinal", "prev_row", "open", "high", "low", "close", "volume")
+    arrays = [getattr(window, name) for name in names] + [window.columns["sig"]]
+    assert [made.get(id(values.base)) for values in arrays] == ["ml4t-chunk-prefetch"] * 9
+    for name in names:
+        np.testing.assert_array_equal(getattr(window, name), getattr(plain, name))
+    np.testing.assert_array_equal(window.columns["sig"], plain.columns["sig"])
 
 
 def test_chunked_prefetch_bad_first_chunk_raises_where_it_is_taken() -> None:
