@@ -136,14 +136,16 @@ def test_import_without_collection_disabled_collector_stays_disabled(fresh_modul
         gc.enable()
 
 
-def test_import_without_collection_already_imported_returns_module_untouched() -> None:
-    gc.freeze()
-    try:
-        before = gc.get_freeze_count()
-        assert memory.import_without_collection("json") is sys.modules["json"]
-        assert gc.get_freeze_count() == before
-    finally:
-        gc.unfreeze()
+def test_import_without_collection_already_imported_returns_module_untouched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the collector's switches recorded rather than read back: the frozen count itself moves
+    # whenever a frozen object dies (another thread of the test process frees one)
+    calls: list[str] = []
+    for name in ("collect", "disable", "enable", "freeze", "unfreeze"):
+        monkeypatch.setattr(gc, name, lambda *args, _name=name: calls.append(_name))
+    assert memory.import_without_collection("json") is sys.modules["json"]
+    assert calls == []
 
 
 def test_import_without_collection_missing_module_raises_collector_enabled() -> None:
