@@ -19,11 +19,10 @@ import numpy as np
 import polars as pl
 
 from engine.broker import hooks, intake, passes
-from engine.broker.lane import gather_refs, lane_costs, lane_settings, make_room
+from engine.broker.lane import lane_costs, lane_settings, lane_step
 from engine.broker.lane_rows import OrderRows
 from engine.broker.state import BrokerState
 from engine.core import layout
-from engine.core.layout import ACC_CASH, ACC_REALIZED
 from engine.data import BarBatch, IntArray, MarketData
 from engine.orders import Order, OrderStatus
 from engine.risk import kernels
@@ -233,8 +232,8 @@ class Broker(BrokerState):
     ) -> int:
         """Run timestamps ``first:stop`` of the current window while the market-order lane
         lasts (:mod:`engine.broker.lane`; the engine's loop does the same steps with the
-        general passes): per bar, the clock (as :meth:`begin_bar`), steps 1-2 in one compiled
-        call (as :func:`engine.broker.lane.lane_step`, which first accepts the orders of the
+        general passes): per bar, the clock (:meth:`begin_bar`), steps 1-2 in one compiled
+        call (:func:`engine.broker.lane.lane_step`, which first accepts the orders of the
         bar before), ``strategy_step(index, lo, hi)`` (step 3; with ``on_batch``, a batch
         strategy's ``on_timestamp_batch``, it is called directly instead, with the bar's
         datetime, :class:`engine.BarBatch` and ``context``) and the portfolio state (step 6).
@@ -252,97 +251,33 @@ class Broker(BrokerState):
         rows = self._lane
         if rows is None:
             return first
-        records = self._recorder.records
-        states = records.states
+        states = self._recorder.records.states
+        begin_bar = self.begin_bar
         data = self.data
-        batch_context = {} if context is None else context
-        offsets = self._offsets
-        stamps = self._stamps
         datetimes = self._datetimes
-        acc = rows.acc
-        day = self._day
-        last_equity = self._last_equity
-        peak = self._peak
-        n_fills = self.n_fills
-        cash = acc[ACC_CASH] = self.cash
-        realized = acc[ACC_REALIZED] = self._realized
+        batch_context = {} if context is None else context
         for i in range(first, stop):
-            # the clock (begin_bar; with the lane on: no last-rows pass here, no mechanics)
-            lo = offsets[i]
-            hi = offsets[i + 1]
-            self.i = i
-            self.lo = lo
-            self.hi = hi
-            self._now = datetimes[i]
-            now_us = stamps[i]
-            self.now_us = now_us
-            if now_us // _DAY_US != day:
-                day = self._day = now_us // _DAY_US
-                self._day_start = last_equity
-                self._fills_today = 0
-            # steps 1-2 (lane_step)
-            new_from = rows.new_from
-            new_to = rows.new_to
-            n = rows.n_book + new_to - new_from
-            if n == 0:  # nothing to fill: the bar's rows and marks only
-                refs = rows.refs
-                if refs is None:
-                    refs = gather_refs(self, rows)
-                n_held, value, gross = rows.idle(lo, hi, refs)
-            else:
-                rows.new_from = new_to
-                if (
-                    n > rows.room
-                    or n > rows.book.size
-                    or records.fills
-                    or records.trades
-                    or records.rejections
-                ):
-                    make_room(self, rows, n)
-                rows.room -= n
-                refs = rows.refs
-                if refs is None:
-                    refs = gather_refs(self, rows)
-                if self.cash != cash or self._realized != realized:  # moved elsewhere
-                    cash = acc[ACC_CASH] = self.cash
-                    realized = acc[ACC_REALIZED] = self._realized
-                rows.n_book, n_held, value, gross, filled = rows.step(
-                    lo, hi, i, rows.n_book, new_from, new_to, refs
-                )
-                if filled:
-                    cash = self.cash = acc.item(ACC_CASH)
-                    realized = self._realized = acc.item(ACC_REALIZED)
-                    n_fills = self.n_fills = self.n_fills + filled
-                    self._fills_today += filled
-                    self._held = None
-            self._marked = i
-            # 3. the strategy
+            begin_bar(i)  # with the lane on: no last-rows pass here, no market mechanics
+            lane_step(self, rows)
             if on_batch is not None:
-                on_batch(datetimes[i], BarBatch(data, i, lo, hi), batch_context)
+                on_batch(datetimes[i], BarBatch(data, i, self.lo, self.hi), batch_context)
             else:
-                strategy_step(i, lo, hi)
+                strategy_step(i, self.lo, self.hi)
             if self._lane is None:  # an order outside the lane ended it during step 3
-                self._last_equity = last_equity
                 self.validate_new_orders()
                 self.fill_at_close()
                 self.record_state()
                 return i + 1
-            if self.n_fills != n_fills:  # fills since the step: value the portfolio again
-                self._last_equity = last_equity
+            _, n_fills, value, gross, n_held = rows.value
+            if n_fills != self.n_fills:  # fills since the step: value the portfolio again
                 self.record_state()
-                n_fills = self.n_fills
-                last_equity = self._last_equity
-                peak = self._peak
-                cash = acc[ACC_CASH] = self.cash
-                realized = acc[ACC_REALIZED] = self._realized
                 continue
-            # 6. the portfolio state (nothing moved since the step's valuation)
+            cash = self.cash
             equity = cash + value
             states.append((i, equity, cash, value, gross, n_held))
-            last_equity = equity
-            if equity > peak:
-                peak = self._peak = equity
-        self._last_equity = last_equity
+            self._last_equity = equity
+            if equity > self._peak:
+                self._peak = equity
         rows.accept()
         return stop
 

@@ -587,8 +587,7 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     fill, trade and rejection records straight into the run's record buffers
     (:meth:`engine.core.records.Records.reserve`; their counts are the call's ``counts``);
     the cash and fill counts taken over from the call, the portfolio's value kept for the
-    bar's state record. (:meth:`engine.broker.broker.Broker.lane_bars` runs the same step
-    inline in its loop.)"""
+    bar's state record."""
     new_from = rows.new_from
     new_to = rows.new_to
     n = rows.n_book + new_to - new_from  # the book once the orders of the bar before join
