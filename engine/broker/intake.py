@@ -13,7 +13,14 @@ import math
 
 import numpy as np
 
-from engine.broker.lane import intake_error, lane_batch, lane_off, lane_order
+from engine.broker.lane import (
+    batch_ids,
+    batch_quantities,
+    intake_error,
+    lane_batch,
+    lane_off,
+    lane_order,
+)
 from engine.broker.state import (
     EPS,
     LIMIT,
@@ -204,13 +211,8 @@ def submit_batch(
     lane = broker._lane
     if lane is not None:  # the same checks, then the orders as the lane's rows
         return lane_batch(broker, lane, ids, quantities)
-    sids = _ids(ids)
-    if isinstance(quantities, (int, float)):  # noqa: UP038 - a tuple is faster per call
-        q: FloatArray | float = float(quantities)
-    else:
-        q = np.asarray(quantities, dtype=np.float64)
-        if q.shape != sids.shape:
-            raise ValueError(f"quantities must have the shape of ids {sids.shape}, got {q.shape}")
+    sids = batch_ids(ids)
+    q = batch_quantities(sids, quantities)
     each = np.broadcast_to(np.asarray(q, dtype=np.float64), sids.shape)
     n = broker.data.n_symbols
     for k, (sid, quantity) in enumerate(zip(sids.tolist(), each.tolist(), strict=True)):
@@ -246,7 +248,7 @@ def close_positions(broker: BrokerState, ids: IntArray | list[int]) -> IntArray:
     lane = broker._lane
     if lane is not None:  # no volume cap: nothing to net
         return lane_batch(broker, lane, ids, None)
-    sids = _ids(ids)
+    sids = batch_ids(ids)
     n = broker.data.n_symbols
     for k, sid in enumerate(sids.tolist()):
         if not 0 <= sid < n:
@@ -254,13 +256,6 @@ def close_positions(broker: BrokerState, ids: IntArray | list[int]) -> IntArray:
     names = broker._names
     placed = [close_position(broker, names[sid]) for sid in sids.tolist()]
     return np.array([order.order_id for order in placed if order is not None], dtype=np.int64)
-
-
-def _ids(ids: IntArray | list[int]) -> IntArray:
-    sids = np.asarray(ids, dtype=np.int64)
-    if sids.ndim != 1:
-        raise ValueError(f"symbol ids must be one-dimensional, got shape {sids.shape}")
-    return sids
 
 
 def net_working(broker: BrokerState, sid: int, direction: float, reason: str) -> bool:

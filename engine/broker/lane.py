@@ -150,24 +150,16 @@ def lane_batch(
         an id is outside the universe, or a quantity is not finite, is zero, or is
         fractional while fractional shares are off (nothing is placed then).
     """
-    sids = np.asarray(ids, dtype=np.int64)
-    if sids.ndim != 1:
-        raise ValueError(f"symbol ids must be one-dimensional, got shape {sids.shape}")
+    sids = batch_ids(ids)
     direct = True  # the compiled entry, for contiguous int64 ids and float64 quantities
-    q: FloatArray | float | None
-    if quantities is None:
-        q = None
+    q = None if quantities is None else batch_quantities(sids, quantities)
+    if q is None:
         each = rows.none
-    elif isinstance(quantities, (int, float)):  # noqa: UP038 - a tuple is faster per call
-        q = float(quantities)
+    elif isinstance(q, float):
         each = rows.one
         each[0] = q
     else:
-        q = each = np.asarray(quantities, dtype=np.float64)
-        if each.shape != sids.shape:
-            raise ValueError(
-                f"quantities must have the shape of ids {sids.shape}, got {each.shape}"
-            )
+        each = q
         direct = each.flags.c_contiguous
     orders = broker.orders
     first = len(orders)
@@ -198,6 +190,39 @@ def lane_batch(
     if end > ids_.size:
         ids_ = rows.ids = np.arange(2 * end, dtype=np.int64)
     return ids_[first:end].copy()  # the ids placed are consecutive
+
+
+def batch_ids(ids: IntArray | list[int]) -> IntArray:
+    """``ids`` of a batch call (``submit_batch``, ``close_positions``) as int64 symbol ids.
+
+    Raises
+    ------
+    ValueError
+        If ``ids`` is not one-dimensional.
+    """
+    sids = np.asarray(ids, dtype=np.int64)
+    if sids.ndim != 1:
+        raise ValueError(f"symbol ids must be one-dimensional, got shape {sids.shape}")
+    return sids
+
+
+def batch_quantities(
+    sids: IntArray, quantities: FloatArray | list[float] | float
+) -> FloatArray | float:
+    """``quantities`` of ``submit_batch`` (signed shares) as one float for all of ``sids``
+    or a float64 array with one per id.
+
+    Raises
+    ------
+    ValueError
+        If an array of quantities has another shape than ``sids``.
+    """
+    if isinstance(quantities, (int, float)):  # noqa: UP038 - a tuple is faster per call
+        return float(quantities)
+    q = np.asarray(quantities, dtype=np.float64)
+    if q.shape != sids.shape:
+        raise ValueError(f"quantities must have the shape of ids {sids.shape}, got {q.shape}")
+    return q
 
 
 @njit_held
@@ -591,10 +616,10 @@ def lane_step(broker: BrokerState, rows: OrderRows) -> None:
     new_from = rows.new_from
     new_to = rows.new_to
     n = rows.n_book + new_to - new_from  # the book once the orders of the bar before join
-    refs = rows.refs
-    if refs is None:
-        refs = gather_refs(broker, rows)
     if n == 0:  # nothing to fill: the bar's rows and marks only (a call with fewer arguments)
+        refs = rows.refs
+        if refs is None:
+            refs = gather_refs(broker, rows)
         n_held, value, gross = rows.idle(broker.lo, broker.hi, refs)
         broker._marked = broker.i
         rows.value = (broker.i, broker.n_fills, value, gross, n_held)
