@@ -356,11 +356,16 @@ def _fresh(n: int, dtype: type) -> npt.NDArray[Any]:
         hint(before)
 
 
+def _row_array(n: int, dtype: type) -> npt.NDArray[Any]:
+    """A new row array of a window for ``n`` rows (:func:`_fresh`), with room for a longer
+    next chunk (pages never written are never mapped)."""
+    return _fresh(n + n // 4, dtype)
+
+
 def _mapped(n: int, dtype: type) -> npt.NDArray[Any]:
-    """A fresh array as :meth:`ChunkStream._buffer` makes one for ``n`` rows (:func:`_fresh`,
-    room for a longer next chunk), with the pages of its first ``n`` values mapped (one
-    byte written per page; the values stay unspecified, as from ``np.empty``)."""
-    values = _fresh(n + n // 4, dtype)
+    """A :func:`_row_array` for ``n`` rows with the pages of its first ``n`` values mapped
+    (one byte written per page; the values stay unspecified, as from ``np.empty``)."""
+    values = _row_array(n, dtype)
     values[:n].view(np.uint8)[:: mmap.PAGESIZE] = 0
     return values
 
@@ -522,7 +527,7 @@ class ChunkStream:
                 del spare[k]
                 if sys.getrefcount(values) == _SOLE_OWNER:  # held by this name only
                     return values[:n]
-        return _fresh(n + n // 4, dtype)[:n]
+        return _row_array(n, dtype)[:n]
 
     def release(self, keep: IntArray | None = None) -> IntArray:
         """Replace the current window by the rows a boundary carries (each symbol's last
